@@ -1,0 +1,41 @@
+"""gflow — exact continuous gradient-flow simulation of wide neural networks.
+
+Pipeline (imports flow one way): ``model`` (activations, embeddings, scalings, network) → ``fields`` (weight-
+and feature-space vector fields) → ``solve`` (ODE solvers, gradient descent) → ``solution`` (results and files)
+→ ``cli``.  The paper: Chen, Vanden-Eijnden & Bruna, *On Feature Learning in Neural Networks with Global
+Convergence Guarantees*, ICLR 2022.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("gflow")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+    __version__ = "0.0.0+local"
+
+from . import data
+from .fields import FeatureSpaceField, Problem, WeightSpaceField, make_field
+from .model import (
+    ACTIVATIONS,
+    SCALINGS,
+    Activation,
+    Callable,
+    DeepRandomFeatures,
+    Identity,
+    Network,
+    Quadratic,
+    RandomFeatures,
+    Scaling,
+    get_activation,
+    get_embedding,
+    get_scaling,
+)
+from .solution import STATUSES, GFlowWarning, Solution, SolverError, load
+from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
+
+__all__ = [
+    "__version__", "data", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
+    "RandomFeatures", "DeepRandomFeatures", "Callable", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
+    "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
+    "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError",
+]

@@ -1,0 +1,133 @@
+"""Input checking shared by every public entry point.
+
+Every error names the argument, says what was expected and what arrived (value, shape, dtype), and
+where it helps, how to fix it.  Nothing here uses ``assert``: user input is never checked by assertions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def describe(x: Any) -> str:
+    """A short description of ``x`` for error messages: type, shape and dtype where it has them."""
+    if isinstance(x, torch.Tensor):
+        return f"torch.Tensor of shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+    if isinstance(x, np.ndarray):
+        return f"numpy array of shape {x.shape}, dtype {x.dtype}"
+    r = repr(x)
+    if len(r) > 60:
+        r = r[:57] + "..."
+    return f"{type(x).__name__} {r}"
+
+
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive_float(value: Any, name: str, *, allow_zero: bool = False, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {describe(value)}")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name} must be a finite number, got {v}")
+    if v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {v}")
+    return v
+
+
+def check_choice(value: Any, name: str, choices) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {sorted(choices)}, got {describe(value)}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(choices)}")
+    return value
+
+
+def as_tensor(
+    x: Any,
+    name: str,
+    *,
+    ndim: int | tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    shape: tuple[int | None, ...] | None = None,
+) -> torch.Tensor:
+    """Convert array-like ``x`` to a tensor of ``dtype`` on ``device``, checking shape and finiteness.
+
+    numpy arrays and Python sequences are converted.  A torch tensor must already have the network's
+    dtype and device: gflow never moves or casts a user's tensor silently.
+    """
+    if isinstance(x, torch.Tensor):
+        if x.dtype != dtype:
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the network uses {dtype}; convert it with "
+                f"{name}.to({dtype}) or build the network with dtype={x.dtype}"
+            )
+        if x.device != device:
+            raise ValueError(
+                f"{name} is on device {x.device} but the network is on {device}; move it with "
+                f"{name}.to('{device}') or use net.to(device='{x.device}')"
+            )
+        t = x.detach()
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be array-like, got {describe(x)}") from exc
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"{name} must be a numeric array, got {describe(x)}")
+        if np.iscomplexobj(arr):
+            raise TypeError(f"{name} must be real, got {describe(x)}")
+        t = torch.as_tensor(arr.astype(np.float64, copy=False)).to(dtype=dtype, device=device)
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if t.ndim not in ndims:
+        want = " or ".join(f"{k}-D" for k in ndims)
+        raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
+    if shape is not None:
+        for k, (got, want) in enumerate(zip(t.shape, shape)):
+            if want is not None and got != want:
+                raise ValueError(
+                    f"{name} must have shape {tuple('*' if s is None else s for s in shape)}, "
+                    f"got {tuple(t.shape)} (axis {k} is {got}, expected {want})"
+                )
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    return t
+
+
+def check_times(values: Any, name: str) -> np.ndarray:
+    """A 1-D, finite, non-negative, strictly increasing float64 array of times."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 1-D array of times, got {describe(values)}") from exc
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)][:3]}")
+    if arr[0] < 0:
+        raise ValueError(f"{name} must be >= 0 (flows start at t = 0), got {arr[0]}")
+    d = np.diff(arr)
+    if np.any(d <= 0):
+        k = int(np.argmax(d <= 0))
+        raise ValueError(
+            f"{name} must be strictly increasing, but {name}[{k}] = {arr[k]} >= {name}[{k + 1}] = {arr[k + 1]}"
+        )
+    return arr

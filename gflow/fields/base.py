@@ -1,0 +1,148 @@
+r"""The training problem (network + data) and the interface shared by the two exact vector fields.
+
+A field maps (t, state) to d state/dt.  It also knows how to read the training features H, the test
+features and the weights W off a state, so that solvers and observers never depend on which space the
+flow is integrated in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from .._validate import as_tensor
+from ..model.network import Network
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A network with its training (and optional test) data, as tensors in the network's dtype/device.
+
+    Attributes:
+        net: the network.
+        X: (n, d) training inputs;  y: (n,) targets.
+        X_test: (n_te, d) or None;  y_test: (n_te,) or None.
+    """
+
+    net: Network
+    X: torch.Tensor
+    y: torch.Tensor
+    X_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+
+    @classmethod
+    def from_data(cls, net: Network, X: Any, y: Any, X_test: Any = None, y_test: Any = None) -> "Problem":
+        if not isinstance(net, Network):
+            raise TypeError(f"net must be a gf.Network, got {type(net).__name__}")
+        Xt = net._inputs(X, "X")
+        n = Xt.shape[0]
+        yt = _targets(y, "y", n, net)
+        if (X_test is None) != (y_test is None):
+            raise ValueError("X_test and y_test must be given together (got only "
+                             f"{'X_test' if y_test is None else 'y_test'})")
+        Xte = yte = None
+        if X_test is not None:
+            Xte = net._inputs(X_test, "X_test")
+            yte = _targets(y_test, "y_test", Xte.shape[0], net)
+        return cls(net, Xt, yt, Xte, yte)
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return 0 if self.X_test is None else int(self.X_test.shape[0])
+
+    @cached_property
+    def Phi(self) -> torch.Tensor:
+        """Φ_tr, (n, D)."""
+        return self.net._phi(self.X)
+
+    @cached_property
+    def Phi_test(self) -> torch.Tensor | None:
+        """Φ_te, (n_te, D) or None."""
+        return None if self.X_test is None else self.net._phi(self.X_test)
+
+    @cached_property
+    def G(self) -> torch.Tensor:
+        """G = Φ_tr Φ_trᵀ / D (eq. (12)), (n, n)."""
+        return (self.Phi @ self.Phi.T) / self.net.D
+
+    @cached_property
+    def G_cross(self) -> torch.Tensor | None:
+        """G(x_a, x_te) = Φ_tr Φ_teᵀ / D, (n, n_te) or None."""
+        return None if self.Phi_test is None else (self.Phi @ self.Phi_test.T) / self.net.D
+
+    @cached_property
+    def H0(self) -> torch.Tensor:
+        """Initial training features β W0 Φ_trᵀ, (m, n)."""
+        return self.net.beta * (self.net.W0 @ self.Phi.T)
+
+    @cached_property
+    def H0_test(self) -> torch.Tensor | None:
+        """Initial test features β W0 Φ_teᵀ, (m, n_te) or None."""
+        return None if self.Phi_test is None else self.net.beta * (self.net.W0 @ self.Phi_test.T)
+
+    def outputs(self, H: torch.Tensor) -> torch.Tensor:
+        """f = α σ(H)ᵀ c for features H (m, k) → (k,)."""
+        return self.net.alpha * (self.net.c @ self.net.activation.sigma(H))
+
+
+def _targets(y: Any, name: str, n: int, net: Network) -> torch.Tensor:
+    t = as_tensor(y, name, ndim=(1, 2), dtype=net.dtype, device=net.device)
+    if t.ndim == 2:
+        if t.shape[1] != 1:
+            raise ValueError(f"{name} must have shape ({n},) or ({n}, 1) (scalar outputs), got {tuple(t.shape)}")
+        t = t[:, 0]
+    if t.shape[0] != n:
+        raise ValueError(f"{name} has {t.shape[0]} entries but there are {n} inputs")
+    return t.contiguous()
+
+
+class AbstractField:
+    """An exact gradient-flow vector field; subclasses fix the state space.
+
+    Attributes:
+        problem: the :class:`Problem`.
+        space: ``"weight"`` or ``"feature"``.
+        state_shape: shape of the state tensor.
+    """
+
+    problem: Problem
+    space: str
+    state_shape: tuple[int, ...]
+
+    def initial_state(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, t: torch.Tensor | float, state: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def train_features(self, state: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """H, (m, n)."""
+        raise NotImplementedError
+
+    def test_features(self, state: torch.Tensor) -> torch.Tensor | None:  # pragma: no cover
+        """H_te, (m, n_te), or None without test data."""
+        raise NotImplementedError
+
+    def weights(self, state: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """W, (m, D)."""
+        raise NotImplementedError
+
+    def flops_per_eval(self) -> float:  # pragma: no cover
+        raise NotImplementedError
+
+    # Shared by both spaces: P_ia = c_i σ'(H_ia) r_a (eq. (10)), residual r = f − y.
+    def _P_into(self, H: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write P = c σ′(H) r into ``out`` (m, n); returns r."""
+        net, pb = self.problem.net, self.problem
+        s, ds = net.activation.both(H)
+        r = torch.mv(s.T, net.c).mul_(net.alpha).sub_(pb.y)
+        torch.mul(ds, self._c_col, out=out)
+        out.mul_(r)
+        return r

@@ -1,0 +1,50 @@
+r"""Weight-space flow (eq. (10)): Ẇ = −ℓ ∂L/∂W = −ℓαβ P Φ_tr with P_ia = c_i σ′(h_i(x_a)) r_a.
+
+The state is W ∈ ℝ^{m×D}.  Cost per evaluation ≈ 4mDn flops (H = βWΦᵀ and PΦ): cheaper than feature space
+when n > 2D (e.g. shallow nets on many points).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import AbstractField, Problem
+
+
+class WeightSpaceField(AbstractField):
+    """Ẇ = −ℓαβ P Φ_tr (closed-form gradient of eq. (8))."""
+
+    space = "weight"
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        net = problem.net
+        self.state_shape = (net.m, net.D)
+        self._c_col = net.c[:, None]
+        self._beta_PhiT = (net.beta * problem.Phi.T).contiguous()  # (D, n)
+        self._minus_Phi = ((-net.lr * net.alpha * net.beta) * problem.Phi).contiguous()  # (n, D)
+
+    def initial_state(self) -> torch.Tensor:
+        return self.problem.net.W0.clone()
+
+    def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
+        H = state @ self._beta_PhiT
+        P = torch.empty_like(H)
+        self._P_into(H, P)
+        return P @ self._minus_Phi
+
+    def train_features(self, state):
+        return state @ self._beta_PhiT
+
+    def test_features(self, state):
+        pb = self.problem
+        if pb.Phi_test is None:
+            return None
+        return pb.net.beta * (state @ pb.Phi_test.T)
+
+    def weights(self, state):
+        return state
+
+    def flops_per_eval(self) -> float:
+        m, n, D = self.problem.net.m, self.problem.n, self.problem.net.D
+        return 4.0 * m * n * D

@@ -1,0 +1,19 @@
+"""The paper's networks: activations, embeddings, scalings (Table 1) and the network itself."""
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .embeddings import (
+    AbstractEmbedding,
+    Callable,
+    DeepRandomFeatures,
+    Identity,
+    Quadratic,
+    RandomFeatures,
+    get_embedding,
+)
+from .network import Network
+from .scaling import SCALINGS, Scaling, get_scaling
+
+__all__ = [
+    "ACTIVATIONS", "Activation", "get_activation", "AbstractEmbedding", "Callable", "DeepRandomFeatures",
+    "Identity", "Quadratic", "RandomFeatures", "get_embedding", "Network", "SCALINGS", "Scaling", "get_scaling",
+]

@@ -1,0 +1,250 @@
+r"""Activation functions σ with the constants the theory needs (EQUATIONS.md §6, Assumption 2).
+
+Each :class:`Activation` carries σ, σ′ (with σ′ = 0 at a kink, the paper's convention, §2.2), its Lipschitz
+constant L_σ, a default active interval I = (I_l, I_r) and K_σ′ = inf_{u∈I} |σ′(u)|.  The bounds code reads
+these constants from here and never hard-codes them.
+
+Users add their own activation by constructing :class:`Activation` directly; there is no global registry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .._validate import describe
+
+TensorFn = Callable[[torch.Tensor], torch.Tensor]
+
+_SQRT_2 = math.sqrt(2.0)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    r"""An activation σ with its derivative and its Assumption-2 constants.
+
+    Args:
+        name: a label used in files and plots.
+        sigma: σ, elementwise on tensors.
+        dsigma: σ′, elementwise; must return 0 where σ is not differentiable (paper §2.2).
+        lipschitz: L_σ = sup |σ′|.
+        interval: the default active interval I = (I_l, I_r) on which |σ′| ≥ K_σ′ > 0.  May be infinite
+            (linear, leaky ReLU), in which case the Lemma-1 machinery needs a bounded I (EQUATIONS.md §6).
+        K: K_σ′ = inf over I of |σ′|.  ``None`` computes it numerically on a fine grid over I.
+        sigma_and_dsigma: optional fused (σ(u), σ′(u)); used on hot paths when given.
+        params: parameters (e.g. the leaky-ReLU slope), recorded in result files.
+        smooth: False for activations with a kink (ReLU, leaky ReLU): their gradient flow is non-smooth.
+
+    Example:
+        >>> import torch, gflow as gf
+        >>> cube = gf.Activation("cubic", lambda u: u + u**3 / 3, lambda u: 1 + u**2,
+        ...                      lipschitz=float("inf"), interval=(-1.0, 1.0))
+        >>> round(cube.K, 6)
+        1.0
+    """
+
+    name: str
+    sigma: TensorFn
+    dsigma: TensorFn
+    lipschitz: float
+    interval: tuple[float, float]
+    K: float | None = None
+    sigma_and_dsigma: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    params: tuple[tuple[str, float], ...] = ()
+    smooth: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"Activation name must be a non-empty string, got {describe(self.name)}")
+        for attr in ("sigma", "dsigma"):
+            if not callable(getattr(self, attr)):
+                raise TypeError(f"Activation {attr} must be callable, got {describe(getattr(self, attr))}")
+        try:
+            lo, hi = (float(v) for v in self.interval)
+        except Exception as exc:
+            raise TypeError(f"Activation interval must be a pair (I_l, I_r), got {describe(self.interval)}") from exc
+        if not lo < hi:
+            raise ValueError(f"Activation interval must have I_l < I_r, got ({lo}, {hi})")
+        object.__setattr__(self, "interval", (lo, hi))
+        if not (self.lipschitz > 0):
+            raise ValueError(f"Activation lipschitz must be > 0, got {self.lipschitz}")
+        if self.K is None:
+            object.__setattr__(self, "K", _numeric_inf_abs(self.dsigma, lo, hi))
+        if not (self.K >= 0):
+            raise ValueError(f"Activation K must be >= 0, got {self.K}")
+
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        return self.sigma(u)
+
+    def both(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(σ(u), σ′(u)), fused where the activation provides it."""
+        if self.sigma_and_dsigma is not None:
+            return self.sigma_and_dsigma(u)
+        return self.sigma(u), self.dsigma(u)
+
+    def spec(self) -> dict:
+        """A JSON-able description; :func:`get_activation` rebuilds built-ins from it."""
+        return {"name": self.name, **dict(self.params)}
+
+
+def _numeric_inf_abs(dsigma: TensorFn, lo: float, hi: float) -> float:
+    # Bounded view of possibly infinite intervals: |σ'| is examined on [max(lo,-50), min(hi,50)].
+    a, b = max(lo, -50.0), min(hi, 50.0)
+    u = torch.linspace(a, b, 200_001, dtype=torch.float64)[1:-1]
+    return float(dsigma(u).abs().min())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Built-ins (constants from EQUATIONS.md §6, table).
+
+
+def _tanh_both(u):
+    s = torch.tanh(u)
+    return s, 1.0 - s * s
+
+
+def _sigmoid_both(u):
+    s = torch.sigmoid(u)
+    return s, s * (1.0 - s)
+
+
+def _relu_d(u):
+    return (u > 0).to(u.dtype)
+
+
+def _relu_both(u):
+    return torch.relu(u), (u > 0).to(u.dtype)
+
+
+def _erf_d(u):
+    return _TWO_OVER_SQRT_PI * torch.exp(-u * u)
+
+
+def _softplus_both(u):
+    return torch.nn.functional.softplus(u), torch.sigmoid(u)
+
+
+def _gelu(u):
+    return 0.5 * u * (1.0 + torch.erf(u / _SQRT_2))
+
+
+def _gelu_d(u):
+    return 0.5 * (1.0 + torch.erf(u / _SQRT_2)) + u * _INV_SQRT_2PI * torch.exp(-0.5 * u * u)
+
+
+def _linear_d(u):
+    return torch.ones_like(u)
+
+
+def tanh() -> Activation:
+    return Activation("tanh", torch.tanh, lambda u: 1.0 - torch.tanh(u) ** 2, 1.0, (-1.0, 1.0),
+                      K=1.0 - math.tanh(1.0) ** 2, sigma_and_dsigma=_tanh_both)
+
+
+def sigmoid() -> Activation:
+    s1 = 1.0 / (1.0 + math.exp(1.0))
+    return Activation("sigmoid", torch.sigmoid, lambda u: _sigmoid_both(u)[1], 0.25, (-1.0, 1.0),
+                      K=s1 * (1.0 - s1), sigma_and_dsigma=_sigmoid_both)
+
+
+def relu() -> Activation:
+    # I = (0, 1): a bounded sub-interval of the natural (0, ∞), see EQUATIONS.md §6 "Unbounded I".
+    return Activation("relu", torch.relu, _relu_d, 1.0, (0.0, 1.0), K=1.0, sigma_and_dsigma=_relu_both,
+                      smooth=False)
+
+
+def leaky_relu(slope: float = 0.01) -> Activation:
+    slope = float(slope)
+    if not 0.0 < slope < 1.0:
+        raise ValueError(f"leaky_relu slope must be in (0, 1), got {slope}")
+
+    def sigma(u):
+        return torch.where(u > 0, u, slope * u)
+
+    def dsigma(u):
+        one = torch.ones((), dtype=u.dtype, device=u.device)
+        return torch.where(u > 0, one, torch.where(u < 0, slope * one, 0.0 * one))
+
+    # Global I = ℝ with K = slope gives the PL bound (16); σ'(0) = 0 is a measure-zero convention.
+    return Activation("leaky_relu", sigma, dsigma, 1.0, (-math.inf, math.inf), K=slope,
+                      params=(("slope", slope),), smooth=False)
+
+
+def linear() -> Activation:
+    return Activation("linear", lambda u: u, _linear_d, 1.0, (-math.inf, math.inf), K=1.0,
+                      sigma_and_dsigma=lambda u: (u, torch.ones_like(u)))
+
+
+def erf() -> Activation:
+    return Activation("erf", torch.erf, _erf_d, _TWO_OVER_SQRT_PI, (-1.0, 1.0),
+                      K=_TWO_OVER_SQRT_PI * math.exp(-1.0))
+
+
+def softplus() -> Activation:
+    return Activation("softplus", torch.nn.functional.softplus, torch.sigmoid, 1.0, (-1.0, 1.0),
+                      K=1.0 / (1.0 + math.e), sigma_and_dsigma=_softplus_both)
+
+
+def gelu() -> Activation:
+    # sup σ' is attained at u = √2: Φ(√2) + √2 φ(√2).
+    lip = 0.5 * (1.0 + math.erf(1.0)) + _SQRT_2 * _INV_SQRT_2PI * math.exp(-1.0)
+    return Activation("gelu", _gelu, _gelu_d, lip, (0.0, 1.0), K=0.5)
+
+
+_BUILTINS: dict[str, Callable[..., Activation]] = {
+    "tanh": tanh,
+    "sigmoid": sigmoid,
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "linear": linear,
+    "erf": erf,
+    "softplus": softplus,
+    "gelu": gelu,
+}
+
+ACTIVATIONS: tuple[str, ...] = tuple(_BUILTINS)
+
+
+def get_activation(spec: "str | dict | Activation", **params) -> Activation:
+    """Resolve an activation from a name (``"tanh"``, ``"leaky_relu"``…), a spec dict or an instance.
+
+    ``get_activation("leaky_relu", slope=0.1)`` and ``get_activation({"name": "leaky_relu", "slope": 0.1})``
+    are equivalent.
+    """
+    if isinstance(spec, Activation):
+        if params:
+            raise TypeError("parameters can only be given with an activation name, not an Activation instance")
+        return spec
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        return get_activation(name, **spec, **params)
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"activation must be a name in {list(ACTIVATIONS)} or a gf.Activation, got {describe(spec)}"
+        )
+    key = spec.lower().replace("-", "_")
+    if key not in _BUILTINS:
+        raise ValueError(
+            f"unknown activation {spec!r}; expected one of {list(ACTIVATIONS)} or a gf.Activation instance"
+        )
+    try:
+        return _BUILTINS[key](**params)
+    except TypeError as exc:
+        raise TypeError(f"activation {spec!r} does not take parameters {sorted(params)}: {exc}") from None
+
+
+def numeric_lipschitz(act: Activation, lo: float = -20.0, hi: float = 20.0) -> float:
+    """sup |σ′| on a fine grid — used by tests to check the declared constants."""
+    u = torch.linspace(lo, hi, 400_001, dtype=torch.float64)
+    return float(act.dsigma(u).abs().max())
+
+
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", "numeric_lipschitz"]

@@ -1,0 +1,270 @@
+r"""The network f(x) = α Σ_i c_i σ(h_i(x)), h_i(x) = β Σ_j W_ij φ_j(x) (eqs. (2)–(3), EQUATIONS.md §1–2).
+
+c is fixed, W is trained.  Initialisation (Assumptions 1 and 3): c_i = ĉ·ε_i with ε_i Rademacher and
+W_ij ~ N(0, 1), drawn from one seed on the CPU in float64 and then cast and moved, so that one seed gives
+the same network on every device and dtype.  Under the NTK scaling the initialisation is symmetrised
+(EQUATIONS.md §2.4): neurons i and i + m/2 share their weights and have opposite c, so f⁰ ≡ 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._validate import as_tensor, check_positive_float, check_positive_int, describe
+from .activations import get_activation
+from .embeddings import BoundEmbedding, _cpu_generator, get_embedding
+from .scaling import get_scaling
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float64, torch.float32):
+            raise TypeError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+        return dtype
+    if isinstance(dtype, str) and dtype.replace("torch.", "") in _DTYPES:
+        return _DTYPES[dtype.replace("torch.", "")]
+    raise TypeError(f"dtype must be torch.float64 or torch.float32 (or 'float64'/'float32'), got {describe(dtype)}")
+
+
+def resolve_device(device: Any) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(f"device must be a torch device or a string like 'cpu' or 'cuda', got {describe(device)}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(dev)!r} was requested but CUDA is not available on this machine")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Network:
+    r"""A two-layer network on a fixed embedding, with its initialisation.
+
+    Args:
+        d: input dimension.
+        width: m, the number of trained neurons.
+        activation: σ — a name (``"tanh"``, ``"relu"``, ``"leaky_relu"``, ``"sigmoid"``, ``"linear"``,
+            ``"erf"``, ``"softplus"``, ``"gelu"``), a spec dict such as ``{"name": "leaky_relu", "slope": 0.1}``,
+            or a :class:`gflow.Activation`.
+        embedding: Φ — ``"identity"`` (shallow net, D = d), ``"quadratic"`` (D = d²),
+            :class:`gflow.RandomFeatures`, :class:`gflow.DeepRandomFeatures`, or a callable X ↦ Φ(X).
+        scaling: ``"ours"``, ``"ntk"`` or ``"mf"`` (Table 1, see :mod:`gflow.model.scaling`).
+        c_hat: ĉ > 0, the magnitude of the output weights (Assumption 1).
+        seed: seed of c, W and (unless the embedding has its own) the embedding's random layer.
+        c: explicit output weights (m,), replacing the random draw.
+        W0: explicit initial weights (m, D), replacing the random draw.
+        dtype: ``torch.float64`` (default) or ``torch.float32``.
+        device: ``"cpu"`` (default), ``"cuda"``, ...
+
+    Example:
+        >>> import gflow as gf
+        >>> net = gf.Network(d=20, width=64, activation="tanh", seed=0)
+        >>> net.c.shape, net.W0.shape, net.gamma
+        (torch.Size([64]), torch.Size([64, 20]), 1.0)
+    """
+
+    d: int
+    width: int
+    activation: Any = "tanh"
+    embedding: Any = "identity"
+    scaling: Any = "ours"
+    c_hat: float = 1.0
+    seed: int = 0
+    c: Any = None
+    W0: Any = None
+    dtype: Any = torch.float64
+    device: Any = "cpu"
+    _phi: BoundEmbedding = field(init=False, repr=False)
+    _explicit: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        d = check_positive_int(self.d, "d")
+        m = check_positive_int(self.width, "width")
+        set_("activation", get_activation(self.activation))
+        set_("embedding", get_embedding(self.embedding))
+        set_("scaling", get_scaling(self.scaling))
+        set_("c_hat", check_positive_float(self.c_hat, "c_hat"))
+        check_positive_int(self.seed, "seed", minimum=0)
+        set_("dtype", resolve_dtype(self.dtype))
+        set_("device", resolve_device(self.device))
+        if self.scaling.symmetric and m % 2 and self.W0 is None:
+            raise ValueError(
+                f"width must be even for the {self.scaling.name!r} scaling (symmetrised initialisation pairs "
+                f"neuron i with i + m/2), got width={m}"
+            )
+        phi = self.embedding.bind(d, activation=self.activation, seed=self.seed)
+        set_("_phi", phi)
+        D = phi.D
+
+        explicit = self.c is not None or self.W0 is not None
+        c64, W64 = self._draw(m, D)
+        if self.c is not None:
+            c64 = self._explicit_param(self.c, "c", (m,))
+        if self.W0 is not None:
+            W64 = self._explicit_param(self.W0, "W0", (m, D))
+        set_("_explicit", explicit)
+        set_("c", c64.to(dtype=self.dtype, device=self.device))
+        set_("W0", W64.to(dtype=self.dtype, device=self.device))
+
+    def _draw(self, m: int, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = _cpu_generator(self.seed)
+        k = m // 2 if self.scaling.symmetric else m
+        eps = torch.randint(0, 2, (k,), generator=g, dtype=torch.int64).to(torch.float64) * 2.0 - 1.0
+        W = torch.randn(k, D, generator=g, dtype=torch.float64)
+        c = self.c_hat * eps
+        if self.scaling.symmetric:
+            c, W = torch.cat([c, -c]), torch.cat([W, W])
+        return c, W
+
+    def _explicit_param(self, value: Any, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            if value.dtype != self.dtype:
+                raise TypeError(f"{name} has dtype {value.dtype} but dtype={self.dtype} was requested; "
+                                f"pass {name}.to({self.dtype})")
+            if value.device != self.device:
+                raise ValueError(f"{name} is on device {value.device} but device={self.device} was requested")
+            value = value.detach().cpu()
+        t = as_tensor(value, name, ndim=len(shape), dtype=torch.float64, device=torch.device("cpu"), shape=shape)
+        return t.clone()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Dimensions and coefficients (Table 1)
+
+    @property
+    def m(self) -> int:
+        """Width m."""
+        return int(self.width)
+
+    @property
+    def D(self) -> int:
+        """Embedding dimension D."""
+        return self._phi.D
+
+    @property
+    def alpha(self) -> float:
+        """Output factor α."""
+        return self.scaling.alpha(self.m)
+
+    @property
+    def beta(self) -> float:
+        """Hidden factor β."""
+        return self.scaling.beta(self.D)
+
+    @property
+    def lr(self) -> float:
+        """Learning-rate factor ℓ: the flow is Ẇ = −ℓ ∂L/∂W."""
+        return self.scaling.lr(self.m)
+
+    @property
+    def gamma(self) -> float:
+        """Feature-speed coefficient γ = ℓαβ²D of (E1)."""
+        return self.scaling.gamma(self.m, self.D)
+
+    @property
+    def explicit_params(self) -> bool:
+        """Whether c or W0 were given explicitly (a file then stores them, since the seed does not)."""
+        return self._explicit
+
+    # ----------------------------------------------------------------------------------------------------
+    # Evaluation
+
+    def _inputs(self, X: Any, name: str = "X") -> torch.Tensor:
+        return as_tensor(X, name, ndim=2, dtype=self.dtype, device=self.device, shape=(None, self.d))
+
+    def embed(self, X: Any) -> torch.Tensor:
+        """Φ(X): (n, d) → (n, D), in the network's dtype and on its device."""
+        return self._phi(self._inputs(X))
+
+    def gram(self, X: Any, X2: Any = None) -> torch.Tensor:
+        """G = Φ(X)Φ(X2)ᵀ/D (eq. (12)); (n, n) or (n, n2)."""
+        P1 = self.embed(X)
+        P2 = P1 if X2 is None else self.embed(X2)
+        return (P1 @ P2.T) / self.D
+
+    def features(self, X: Any, W: torch.Tensor | None = None) -> torch.Tensor:
+        """H = [h_i(x_a)] = β W Φ(X)ᵀ, shape (m, n); W defaults to W0."""
+        W = self.W0 if W is None else W
+        return self.beta * (W @ self.embed(X).T)
+
+    def forward(self, X: Any, W: torch.Tensor | None = None) -> torch.Tensor:
+        """f(X) = α σ(H)ᵀ c, shape (n,)."""
+        return self.alpha * (self.activation.sigma(self.features(X, W)).T @ self.c)
+
+    __call__ = forward
+
+    def loss(self, X: Any, y: Any, W: torch.Tensor | None = None) -> torch.Tensor:
+        """L = ½ Σ_a (f(x_a) − y_a)² (eq. (6), a sum over points)."""
+        f = self.forward(X, W)
+        yt = as_tensor(y, "y", ndim=(1, 2), dtype=self.dtype, device=self.device).reshape(-1)
+        return 0.5 * ((f - yt) ** 2).sum()
+
+    # ----------------------------------------------------------------------------------------------------
+
+    def to(self, dtype: Any = None, device: Any = None) -> "Network":
+        """The same network (same c, W0 and embedding draw) in another dtype or on another device."""
+        new = dataclasses.replace(
+            self,
+            activation=self.activation,
+            embedding=self.embedding,
+            scaling=self.scaling,
+            c=self.c.detach().cpu().to(torch.float64).numpy(),
+            W0=self.W0.detach().cpu().to(torch.float64).numpy(),
+            dtype=self.dtype if dtype is None else dtype,
+            device=self.device if device is None else device,
+        )
+        object.__setattr__(new, "_explicit", self._explicit)
+        return new
+
+    def spec(self) -> dict:
+        """A JSON-able description from which :meth:`from_spec` rebuilds the network (with the seed)."""
+        return {
+            "d": self.d,
+            "width": self.width,
+            "activation": self.activation.spec(),
+            "embedding": self.embedding.spec(),
+            "scaling": self.scaling.name,
+            "c_hat": self.c_hat,
+            "seed": self.seed,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "explicit_params": self._explicit,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict, *, c=None, W0=None, device: Any = None, activation=None,
+                  embedding=None) -> "Network":
+        """Rebuild a network from :meth:`spec` (plus c and W0 when they were explicit)."""
+        spec = dict(spec)
+        spec.pop("explicit_params", None)
+        if device is not None:
+            spec["device"] = device
+        if activation is not None:
+            spec["activation"] = activation
+        if embedding is not None:
+            spec["embedding"] = embedding
+        elif isinstance(spec.get("embedding"), dict) and spec["embedding"].get("kind") == "callable":
+            raise ValueError(
+                f"this network used a user callable embedding ({spec['embedding'].get('fn')}); pass it again "
+                "as embedding=..."
+            )
+        return cls(**spec, c=c, W0=W0)
+
+    def __repr__(self) -> str:
+        return (
+            f"Network(d={self.d}, width={self.width}, D={self.D}, activation={self.activation.name!r}, "
+            f"embedding={self.embedding.spec()['kind']!r}, scaling={self.scaling.name!r}, c_hat={self.c_hat}, "
+            f"seed={self.seed}, dtype={self.dtype}, device={str(self.device)!r})"
+        )
+
+
+__all__ = ["Network", "resolve_dtype", "resolve_device"]

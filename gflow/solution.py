@@ -1,0 +1,269 @@
+r"""One result type for every solver and for gradient descent, saved to a self-describing netCDF file.
+
+A :class:`Solution` holds the saved times, the loss (eq. (6)), residuals and outputs on the training points,
+test outputs/loss/error when test data were given, hidden features H at chosen times, the final weights (and
+weights at chosen times on request), solver statistics, a status and a message.  Its file also stores the
+data, the full configuration, the seeds and the package versions, so that :func:`gflow.rerun` can repeat the
+run from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+#: Status values.  Everything except "success" is a failure that kept the partial trajectory.
+STATUSES = {
+    "success": "the integration reached t1",
+    "max_steps": "the step limit max_steps was reached before t1",
+    "stalled": "the step size collapsed (projected step count far beyond max_steps)",
+    "step_size_collapse": "the step size underflowed",
+    "nonfinite": "the state became non-finite (NaN or inf)",
+    "time_budget": "the wall-time budget max_wall_time ran out",
+    "diverged": "gradient descent diverged (non-finite loss)",
+    "failed": "the solver raised an error",
+}
+
+
+class GFlowWarning(UserWarning):
+    """Warning issued by gflow, e.g. when a solver stops early with a failure status."""
+
+
+class SolverError(RuntimeError):
+    """Raised by :meth:`Solution.raise_for_status` for a failed run."""
+
+
+def versions() -> dict:
+    import scipy
+    import torch
+    import torchdiffeq
+
+    from . import __version__
+
+    return {
+        "gflow": __version__,
+        "torch": torch.__version__,
+        "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class Solution:
+    r"""The result of :func:`gflow.simulate` or :func:`gflow.gradient_descent`.
+
+    Attributes (numpy arrays; T saved times, n training points, m neurons, D embedding dimension):
+        t: (T,) times; for gradient descent t = kδ after k steps.
+        loss: (T,) L = ½ Σ_a (f(x_a) − y_a)² (eq. (6)).
+        residual: (T, n) r = f − y.   output: (T, n) f on the training inputs.
+        test_output: (T, n_te);  test_loss: (T,) ½ Σ (f − y)² over test points;  test_error: (T,) the
+            test mean squared error (1/n_te) Σ (f − y)²;  test_sign_error: (T,) fraction with sign f ≠ y,
+            only for ±1 labels.  All None without test data.
+        feature_t: (K,) times at which features were kept;  H: (K, m, n);  H_test: (K, m, n_te) or None.
+        weight_t: (J,) times at which weights were kept (may be empty);  W: (J, m, D) or None.
+        W_final: (m, D) weights at ``t[-1]``.   c: (m,) output weights.
+        status: one of :data:`STATUSES`;  message: what happened and what to try.
+        stats: n_f_evals, n_steps, n_accepted, n_rejected, wall_time, flops_per_eval, ...
+        config: ``{"kind": "flow"|"gd", "network": ..., "solver": ..., "space": ...}``.
+        X, y, X_test, y_test: the data.   W0: explicit initial weights (None when the seed defines them).
+        versions: package versions that produced the run.
+    """
+
+    t: np.ndarray
+    loss: np.ndarray
+    residual: np.ndarray
+    output: np.ndarray
+    status: str
+    message: str
+    stats: dict
+    config: dict
+    X: np.ndarray
+    y: np.ndarray
+    c: np.ndarray
+    W_final: np.ndarray
+    feature_t: np.ndarray
+    H: np.ndarray
+    weight_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    W: np.ndarray | None = None
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    test_output: np.ndarray | None = None
+    test_loss: np.ndarray | None = None
+    test_error: np.ndarray | None = None
+    test_sign_error: np.ndarray | None = None
+    H_test: np.ndarray | None = None
+    W0: np.ndarray | None = None
+    versions: dict = field(default_factory=dict)
+
+    # ----------------------------------------------------------------------------------------------------
+
+    @property
+    def ok(self) -> bool:
+        """True when the run reached its final time (status ``"success"``)."""
+        return self.status == "success"
+
+    @property
+    def kind(self) -> str:
+        """``"flow"`` (an ODE solve) or ``"gd"`` (gradient descent)."""
+        return self.config.get("kind", "flow")
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def m(self) -> int:
+        return int(self.c.shape[0])
+
+    @property
+    def D(self) -> int:
+        return int(self.W_final.shape[1])
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.loss[-1])
+
+    def features_at(self, t: float) -> np.ndarray:
+        """H (m, n) at a time in :attr:`feature_t` (nearest saved time within 1e-9 relative)."""
+        k = int(np.argmin(np.abs(self.feature_t - t)))
+        if abs(self.feature_t[k] - t) > 1e-9 * max(1.0, abs(t)):
+            raise KeyError(f"features were not kept at t = {t}; kept at {self.feature_t.tolist()} "
+                           "(choose times with features_at=...)")
+        return self.H[k]
+
+    def raise_for_status(self) -> "Solution":
+        """Raise :class:`SolverError` with the message if the run failed; return self otherwise."""
+        if not self.ok:
+            raise SolverError(f"[{self.status}] {self.message}")
+        return self
+
+    def summary(self, rows: int = 10) -> str:
+        """A short human-readable table of the loss over time, with the status and statistics."""
+        T = len(self.t)
+        idx = sorted(set(np.linspace(0, T - 1, min(rows, T)).round().astype(int).tolist()))
+        head = f"{'t':>12}  {'loss':>14}" + (f"  {'test error':>12}" if self.test_error is not None else "")
+        lines = [head]
+        for k in idx:
+            line = f"{self.t[k]:12.6g}  {self.loss[k]:14.6e}"
+            if self.test_error is not None:
+                line += f"  {self.test_error[k]:12.5e}"
+            lines.append(line)
+        st = self.stats
+        solver = self.config.get("solver", {})
+        what = solver.get("method", "gradient_descent") if self.kind == "flow" else f"GD step={solver.get('step')}"
+        lines.append(
+            f"status: {self.status} — {self.message}\n"
+            f"{what} in {self.config.get('space')} space: {st.get('n_f_evals')} evaluations, "
+            f"{st.get('n_steps')} steps ({st.get('n_rejected')} rejected), {st.get('wall_time', float('nan')):.3g} s"
+        )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Solution(kind={self.kind!r}, status={self.status!r}, T={len(self.t)}, t1={self.t[-1]:.6g}, "
+                f"loss {self.loss[0]:.4e} -> {self.loss[-1]:.4e}, m={self.m}, n={self.n})")
+
+    # ----------------------------------------------------------------------------------------------------
+    # Files
+
+    def to_xarray(self, *, include_weights: bool = True):
+        """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...)."""
+        import xarray as xr
+
+        dv: dict[str, Any] = {
+            "loss": (("time",), self.loss),
+            "residual": (("time", "sample"), self.residual),
+            "output": (("time", "sample"), self.output),
+            "X": (("sample", "input"), self.X),
+            "y": (("sample",), self.y),
+            "c": (("neuron",), self.c),
+            "H": (("feature_time", "neuron", "sample"), self.H),
+        }
+        if include_weights:
+            dv["W_final"] = (("neuron", "embed"), self.W_final)
+            if self.W is not None:
+                dv["W"] = (("weight_time", "neuron", "embed"), self.W)
+        if self.W0 is not None:
+            dv["W0"] = (("neuron", "embed"), self.W0)
+        if self.X_test is not None:
+            dv["X_test"] = (("test_sample", "input"), self.X_test)
+            dv["y_test"] = (("test_sample",), self.y_test)
+            dv["test_output"] = (("time", "test_sample"), self.test_output)
+            dv["test_loss"] = (("time",), self.test_loss)
+            dv["test_error"] = (("time",), self.test_error)
+            if self.test_sign_error is not None:
+                dv["test_sign_error"] = (("time",), self.test_sign_error)
+            if self.H_test is not None:
+                dv["H_test"] = (("feature_time", "neuron", "test_sample"), self.H_test)
+        coords = {"time": self.t, "feature_time": self.feature_t, "weight_time": self.weight_t}
+        attrs = {
+            "gflow_format_version": FORMAT_VERSION,
+            "status": self.status,
+            "message": self.message,
+            "stats": json.dumps(self.stats),
+            "config": json.dumps(self.config),
+            "versions": json.dumps(self.versions),
+            "weights_included": int(include_weights),
+        }
+        return xr.Dataset(dv, coords=coords, attrs=attrs)
+
+    def save(self, path: str | Path, *, include_weights: bool = True) -> Path:
+        """Write a netCDF-4 file (via h5netcdf) holding the run, its data, configuration and versions.
+
+        Args:
+            path: the file to write (conventionally ``*.nc``).
+            include_weights: store W_final (and W at the chosen times); ``False`` keeps files small at
+                paper sizes (m = D = 8192 makes W_final 512 MiB in float64).
+        """
+        path = Path(path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.to_xarray(include_weights=include_weights).to_netcdf(path, engine="h5netcdf")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Solution":
+        """Read a file written by :meth:`save`."""
+        import xarray as xr
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no such solution file: {path}")
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+        if "gflow_format_version" not in ds.attrs:
+            raise ValueError(f"{path} is not a gflow solution file (no gflow_format_version attribute)")
+        get = lambda k: ds[k].values if k in ds else None  # noqa: E731
+        m, D = ds.sizes["neuron"], ds.sizes.get("embed", 0)
+        W_final = get("W_final")
+        if W_final is None:
+            W_final = np.full((m, D), np.nan)
+        return cls(
+            t=ds["time"].values, loss=get("loss"), residual=get("residual"), output=get("output"),
+            status=str(ds.attrs["status"]), message=str(ds.attrs["message"]),
+            stats=json.loads(ds.attrs["stats"]), config=json.loads(ds.attrs["config"]),
+            X=get("X"), y=get("y"), c=get("c"), W_final=W_final,
+            feature_t=ds["feature_time"].values, H=get("H"),
+            weight_t=ds["weight_time"].values, W=get("W"),
+            X_test=get("X_test"), y_test=get("y_test"), test_output=get("test_output"),
+            test_loss=get("test_loss"), test_error=get("test_error"), test_sign_error=get("test_sign_error"),
+            H_test=get("H_test"), W0=get("W0"), versions=json.loads(ds.attrs["versions"]),
+        )
+
+
+def load(path: str | Path) -> Solution:
+    """Load a :class:`Solution` saved with :meth:`Solution.save`."""
+    return Solution.load(path)
+
+
+__all__ = ["Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "versions"]

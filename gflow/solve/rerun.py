@@ -1,0 +1,46 @@
+"""Repeat a run from its :class:`~gflow.Solution` or saved file alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..model.network import Network
+from ..solution import Solution
+
+
+def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any = None,
+          activation: Any = None) -> Solution:
+    """Rebuild the network and data stored in a solution (or its file) and run the same solver again.
+
+    Args:
+        source: a :class:`gflow.Solution` or the path of a saved one.
+        device: run on another device (the seed gives the same network everywhere).
+        embedding, activation: needed only if the run used a user callable embedding or a custom activation,
+            which a file cannot hold.
+
+    Returns:
+        the new :class:`gflow.Solution`.
+    """
+    from .gd import gradient_descent
+    from .ode import simulate
+
+    sol = source if isinstance(source, Solution) else Solution.load(source)
+    cfg = sol.config
+    spec = dict(cfg["network"])
+    explicit = spec.get("explicit_params", False)
+    net = Network.from_spec(
+        spec, c=sol.c if explicit else None, W0=sol.W0 if explicit else None, device=device,
+        activation=activation, embedding=embedding,
+    )
+    s = dict(cfg["solver"])
+    data = dict(X=sol.X, y=sol.y, X_test=sol.X_test, y_test=sol.y_test)
+    if cfg["kind"] == "gd":
+        return gradient_descent(net, **data, step=s["step"], steps=s["steps"], save_every=s["save_every"],
+                                space=s["space"], features_at=s["features_at"], weights_at=s["weights_at"] or None,
+                                max_wall_time=s["max_wall_time"])
+    return simulate(
+        net, **data, t1=s["t1"], saveat=s["saveat"], method=s["method"], rtol=s["rtol"], atol=s["atol"],
+        step=s["step"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
+        features_at=s["features_at"], weights_at=s["weights_at"] or None, options=s["options"] or None,
+    )
