@@ -65,11 +65,17 @@ class Recorder:
         return any(0 <= j < times.size and abs(times[j] - t) <= tol for j in (k - 1, k))
 
     def record(self, t: float, state: torch.Tensor, *, force_features: bool = False) -> None:
+        """Record the observables of ``state`` at time t; raises Abort("nonfinite") for a non-finite loss."""
         H = self.field.train_features(state)
         f = self.pb.outputs(H)
         r = f - self.pb.y
+        loss = float(0.5 * (r @ r))
+        if not math.isfinite(loss):
+            raise Abort("nonfinite", f"the loss became non-finite at t = {t:.6g}; the state was lost between "
+                        f"t = {self.t[-1] if self.t else 0.0:.6g} and t; use float64, a smaller step or tighter "
+                        "tolerances")
         self.t.append(float(t))
-        self.loss.append(float(0.5 * (r @ r)))
+        self.loss.append(loss)
         self.residual.append(_np(r))
         self.output.append(_np(f))
         Hte = None
@@ -165,13 +171,13 @@ class Monitor:
                 f"or {self.hint}",
             )
 
-    def check_finite(self, dy: torch.Tensor) -> None:
-        if not bool(torch.isfinite(dy).all()):
-            raise Abort(
-                "nonfinite",
-                f"the vector field became non-finite near t = {self.last_t:.6g}; check the data scale and the "
-                "activation, or use float64",
-            )
+    def raise_nonfinite(self, t: float | None = None) -> None:
+        t = self.last_t if t is None else t
+        raise Abort(
+            "nonfinite",
+            f"the state or its derivative became non-finite near t = {t:.6g}; check the data scale, use float64, "
+            f"or {self.hint}",
+        )
 
     def on_step(self, t0: float, dt: float, accepted: bool) -> None:
         if accepted:

@@ -119,6 +119,10 @@ def gradient_descent(
                 last_good = state.clone() if next_save < len(save_k) else state
     except Abort as exc:
         status, message = exc.status, exc.message
+        if status == "nonfinite":
+            status = "diverged"
+            message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} is "
+                       "far past the stability limit 2/λ_max(M); use a smaller step")
         recorder.last_state = last_good
         recorder.ensure_final_features()
     wall = time.perf_counter() - t_start

@@ -1,0 +1,242 @@
+"""Command line: ``gflow demo``, ``gflow simulate``, ``gflow show``, ``gflow rerun`` (also ``python -m gflow``).
+
+A thin layer over the Python API: every option maps to a keyword of :class:`gflow.Network`,
+:func:`gflow.simulate` or a :mod:`gflow.data` generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class CLIError(Exception):
+    """A user error on the command line: printed without a traceback, exit status 2."""
+
+
+def _network_keys() -> set[str]:
+    from .model.network import Network
+
+    return {f for f in Network.__dataclass_fields__ if not f.startswith("_")}
+
+
+def _simulate_keys() -> set[str]:
+    from .solve.ode import simulate
+
+    return set(inspect.signature(simulate).parameters) - {"net", "X", "y", "X_test", "y_test", "warn"}
+
+
+_DATA_KEYS = {"generator", "n", "seed", "n_test", "test_seed"}
+
+DEMO = {
+    "network": {"d": 20, "width": 1024, "activation": "tanh", "embedding": "identity", "scaling": "ours", "seed": 0},
+    "simulate": {"t1": 500.0, "method": "dopri5", "rtol": 1e-8, "atol": 1e-10},
+    "data": {"generator": "random_labels", "n": 20, "seed": 0, "n_test": 200},
+}
+
+
+def parse_embedding(text: str) -> Any:
+    """``identity`` | ``quadratic`` | ``random_features:D`` | ``deep_random_features:D:L``."""
+    from .model.embeddings import DeepRandomFeatures, RandomFeatures
+
+    parts = text.split(":")
+    try:
+        if parts[0] in ("identity", "quadratic") and len(parts) == 1:
+            return parts[0]
+        if parts[0] == "random_features" and len(parts) == 2:
+            return RandomFeatures(D=int(parts[1]))
+        if parts[0] == "deep_random_features" and len(parts) == 3:
+            return DeepRandomFeatures(D=int(parts[1]), depth=int(parts[2]))
+    except ValueError:
+        pass
+    raise CLIError(
+        f"--embedding {text!r} not understood; use identity, quadratic, random_features:D or "
+        "deep_random_features:D:L"
+    )
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a TOML run file into ``{"network": {...}, "simulate": {...}, "data": {...}}``.
+
+    Keys may be grouped in ``[network]``, ``[simulate]`` and ``[data]`` tables, or written at top level, where
+    each is routed to :class:`gflow.Network` or :func:`gflow.simulate` by name (``seed`` at top level is the
+    network seed; the data seed lives in ``[data]``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CLIError(f"{path}: invalid TOML: {exc}") from None
+    net_keys, sim_keys = _network_keys(), _simulate_keys()
+    cfg: dict[str, dict] = {"network": {}, "simulate": {}, "data": {}}
+    for key, value in raw.items():
+        if key in ("network", "simulate", "data") and isinstance(value, dict):
+            allowed = {"network": net_keys, "simulate": sim_keys, "data": _DATA_KEYS}[key]
+            bad = sorted(set(value) - allowed)
+            if bad:
+                raise CLIError(f"{path}: unknown key(s) {bad} in [{key}]; allowed: {sorted(allowed)}")
+            cfg[key].update(value)
+        elif key in net_keys:
+            cfg["network"][key] = value
+        elif key in sim_keys:
+            cfg["simulate"][key] = value
+        else:
+            raise CLIError(
+                f"{path}: unknown key {key!r}; top-level keys are gf.Network keywords {sorted(net_keys)} or "
+                f"gf.simulate keywords {sorted(sim_keys)}, and data goes in a [data] table ({sorted(_DATA_KEYS)})"
+            )
+    return cfg
+
+
+def run_config(cfg: dict, *, progress=print):
+    """Build the network and data of a config and integrate; returns the Solution."""
+    from . import data as gdata
+    from .model.network import Network
+    from .solve.ode import simulate
+
+    net_kw = dict(cfg["network"])
+    dat = {"generator": "random_labels", "n": 20, "seed": 0, **cfg["data"]}
+    if "d" not in net_kw:
+        raise CLIError("the network needs the input dimension d (--d or d = ... in the config)")
+    gen_name = dat["generator"]
+    if gen_name not in gdata.GENERATORS:
+        raise CLIError(f"unknown data generator {gen_name!r}; expected one of {sorted(gdata.GENERATORS)}")
+    gen = gdata.GENERATORS[gen_name]
+    net = Network(**net_kw)
+    X, y = gen(dat["n"], net.d, seed=dat["seed"])
+    test = {}
+    if dat.get("n_test"):
+        Xt, yt = gen(dat["n_test"], net.d, seed=dat.get("test_seed", dat["seed"] + 1))
+        test = {"X_test": Xt, "y_test": yt}
+    progress(f"{net}\ndata: {gen_name}(n={dat['n']}, d={net.d}, seed={dat['seed']})"
+             + (f", test n={dat['n_test']}" if test else ""))
+    return simulate(net, X, y, **cfg["simulate"], **test, warn=False)
+
+
+def _finish(sol, out: Path) -> int:
+    print(sol.summary())
+    path = sol.save(out)
+    print(f"wrote {path}")
+    return 0 if sol.ok else 1
+
+
+def cmd_demo(args) -> int:
+    print("gflow demo: gradient flow of the shallow tanh net of Experiment 1 (d = 20, n = 20, m = 1024) to t = 500")
+    sol = run_config(DEMO)
+    return _finish(sol, Path(args.out))
+
+
+def cmd_simulate(args) -> int:
+    cfg = load_config(args.config) if args.config else {"network": {}, "simulate": {}, "data": {}}
+    flags = {
+        "network": {"d": args.d, "width": args.width, "activation": args.activation,
+                    "embedding": parse_embedding(args.embedding) if args.embedding else None,
+                    "scaling": args.scaling, "c_hat": args.c_hat, "seed": args.seed, "dtype": args.dtype,
+                    "device": args.device},
+        "simulate": {"t1": args.t1, "method": args.method, "rtol": args.rtol, "atol": args.atol, "step": args.step,
+                     "max_steps": args.max_steps, "max_wall_time": args.max_wall_time, "space": args.space},
+        "data": {"generator": args.data, "n": args.n, "seed": args.data_seed, "n_test": args.n_test},
+    }
+    for section, values in flags.items():
+        cfg[section].update({k: v for k, v in values.items() if v is not None})
+    if "width" not in cfg["network"]:
+        raise CLIError("the network needs a width (--width or width = ... in the config)")
+    if "t1" not in cfg["simulate"] and "saveat" not in cfg["simulate"]:
+        raise CLIError("give the final time (--t1 or t1 = ... in the config)")
+    sol = run_config(cfg)
+    return _finish(sol, Path(args.out))
+
+
+def cmd_show(args) -> int:
+    from .solution import Solution
+
+    sol = Solution.load(args.file)
+    print(repr(sol))
+    print(sol.summary(rows=args.rows))
+    return 0
+
+
+def cmd_rerun(args) -> int:
+    from .solve.rerun import rerun
+
+    sol = rerun(args.file)
+    return _finish(sol, Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="gflow", description="Exact gradient-flow simulation of wide neural networks.")
+    p.add_argument("--version", action="version", version=f"gflow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the default simulation (Experiment 1, shallow tanh net) and save it")
+    d.add_argument("--out", default="gflow-demo.nc", help="result file (default: gflow-demo.nc)")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("simulate", help="simulate a flow from flags and/or a TOML file")
+    s.add_argument("config", nargs="?", help="TOML file of gf.Network / gf.simulate keywords and a [data] table")
+    s.add_argument("--out", default="gflow-run.nc", help="result file (default: gflow-run.nc)")
+    g = s.add_argument_group("network (gf.Network)")
+    g.add_argument("--d", type=int)
+    g.add_argument("--width", type=int)
+    g.add_argument("--activation")
+    g.add_argument("--embedding", help="identity | quadratic | random_features:D | deep_random_features:D:L")
+    g.add_argument("--scaling", help="ours | ntk | mf")
+    g.add_argument("--c-hat", type=float, dest="c_hat")
+    g.add_argument("--seed", type=int, help="network seed")
+    g.add_argument("--dtype", help="float64 | float32")
+    g.add_argument("--device", help="cpu | cuda")
+    g = s.add_argument_group("solver (gf.simulate)")
+    g.add_argument("--t1", type=float)
+    g.add_argument("--method")
+    g.add_argument("--rtol", type=float)
+    g.add_argument("--atol", type=float)
+    g.add_argument("--step", type=float, help="step of fixed-step methods")
+    g.add_argument("--max-steps", type=int, dest="max_steps")
+    g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="seconds")
+    g.add_argument("--space", help="auto | feature | weight")
+    g = s.add_argument_group("data (gf.data)")
+    g.add_argument("--data", help="random_labels | quadratic_teacher | wei2019")
+    g.add_argument("--n", type=int, help="number of training points")
+    g.add_argument("--data-seed", type=int, dest="data_seed")
+    g.add_argument("--n-test", type=int, dest="n_test", help="number of test points (0: none)")
+    s.set_defaults(func=cmd_simulate)
+
+    sh = sub.add_parser("show", help="print the summary of a saved result file")
+    sh.add_argument("file")
+    sh.add_argument("--rows", type=int, default=12)
+    sh.set_defaults(func=cmd_show)
+
+    r = sub.add_parser("rerun", help="repeat a run from its saved file alone")
+    r.add_argument("file")
+    r.add_argument("--out", default="gflow-rerun.nc")
+    r.set_defaults(func=cmd_rerun)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"gflow: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"gflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
