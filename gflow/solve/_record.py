@@ -61,7 +61,7 @@ class Recorder:
         if times.size == 0:
             return False
         k = np.searchsorted(times, t)
-        tol = 1e-12 * max(1.0, abs(t))
+        tol = 2e-10 * max(1.0, abs(t), float(times[-1]))
         return any(0 <= j < times.size and abs(times[j] - t) <= tol for j in (k - 1, k))
 
     def record(self, t: float, state: torch.Tensor, *, force_features: bool = False) -> None:
@@ -139,8 +139,10 @@ class Monitor:
       * ``nonfinite`` — a non-finite derivative.
     """
 
-    def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str):
+    def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
+                 adaptive: bool = True):
         self.t1 = t1
+        self.adaptive = adaptive
         self.max_steps = max_steps
         self.max_wall_time = max_wall_time
         self.hint = hint
@@ -194,6 +196,8 @@ class Monitor:
                 f"max_steps={self.max_steps} steps were taken and t = {self.last_t:.6g} < t1 = {self.t1:g} "
                 f"(last step {self.last_dt:.3g}); raise max_steps, or {self.hint}",
             )
+        if not self.adaptive:
+            return
         if dt < 1e-12 * max(1.0, abs(t0)):
             raise Abort(
                 "step_size_collapse",

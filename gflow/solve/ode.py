@@ -39,13 +39,14 @@ ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_ad
 _ADAPTIVE_OPTIONS = {"first_step", "max_step", "min_step", "safety", "ifactor", "dfactor"}
 _FIXED_OPTIONS = {"implicit_adams": {"max_iters", "max_order"}, "explicit_adams": {"max_order"}}
 _SCIPY_OPTIONS = {"first_step", "max_step"}
+TIME_TOL = 1e-10  # output times closer than this (relative to max(1, t1)) are one time
 _MAX_CHUNKS = 64  # odeint calls per solve: a failure loses at most one chunk of output times
 _DENSE_JACOBIAN_LIMIT = 16384  # state size beyond which Radau/BDF/LSODA's dense FD Jacobian exceeds 2 GiB
 
 
 def default_saveat(t1: float) -> np.ndarray:
     """A grid that resolves both early and late times: 201 linear points ∪ 41 geometric points in [1e-4 t1, t1]."""
-    return np.unique(np.concatenate([[0.0], np.linspace(0.0, t1, 201), np.geomspace(1e-4 * t1, t1, 41)]))
+    return _merge_close(np.concatenate([[0.0], np.linspace(0.0, t1, 201), np.geomspace(1e-4 * t1, t1, 41)]), t1)
 
 
 def _hint(method: str, activation_smooth: bool) -> str:
@@ -105,9 +106,20 @@ def _output_grid(t1, saveat, features_at, weights_at):
         weights_at = check_times(weights_at, "weights_at")
         if weights_at[-1] > t1 * (1 + 1e-12):
             raise ValueError(f"weights_at runs to {weights_at[-1]} beyond t1 = {t1}")
-    grid = np.unique(np.concatenate([[0.0, t1], saveat, features_at, weights_at]))
-    grid = grid[grid <= t1]
-    return t1, grid, np.unique(features_at), np.unique(weights_at)
+    grid = _merge_close(np.concatenate([[0.0, t1], saveat, features_at, weights_at]), t1)
+    return t1, grid, _merge_close(features_at, t1), _merge_close(weights_at, t1)
+
+
+def _merge_close(times: np.ndarray, t1: float) -> np.ndarray:
+    """Sorted unique times in [0, t1], merging those closer than TIME_TOL·max(1, t1) (e.g. 0.02 from a
+    linear grid and 0.020000000000000004 from a geometric one), which would otherwise force a ~1e-18 step."""
+    times = np.unique(np.clip(times, 0.0, t1))
+    if times.size < 2:
+        return times
+    keep = np.concatenate([[True], np.diff(times) > TIME_TOL * max(1.0, t1)])
+    out = times[keep]
+    out[-1] = times[-1]
+    return out
 
 
 def simulate(
@@ -221,7 +233,8 @@ def simulate(
             )
 
     recorder = Recorder(field, ft, wt)
-    monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth))
+    monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
+                      adaptive=method not in FIXED_STEP_METHODS)
     status, message = "success", f"reached t1 = {t1:g}"
     t_start = time.perf_counter()
     try:
@@ -285,12 +298,11 @@ def _make_solution(recorder: Recorder, problem: Problem, status, message, stats,
 
 
 class _TorchFunc:
-    """The vector field with counting, checks and torchdiffeq's step callbacks."""
+    """The vector field with counting and torchdiffeq's step callbacks (fixed-step solvers)."""
 
-    def __init__(self, field: AbstractField, monitor: Monitor, fixed: bool):
+    def __init__(self, field: AbstractField, monitor: Monitor):
         self.field = field
         self.monitor = monitor
-        self.fixed = fixed
 
     def __call__(self, t, y):
         # No per-evaluation finiteness check: torchdiffeq's adaptive steppers check the state every step, and
@@ -299,11 +311,15 @@ class _TorchFunc:
         return self.field(t, y)
 
     def callback_step(self, t0, y0, dt):
-        if self.fixed:
-            self.monitor.partial = (float(t0), y0)
-            self.monitor.on_step(float(t0), float(dt), True)
-        else:
-            self.monitor.proposed_dt = float(dt)
+        self.monitor.partial = (float(t0), y0)
+        self.monitor.on_step(float(t0), float(dt), True)
+
+
+class _TorchFuncAdaptive(_TorchFunc):
+    """Adds the accept/reject callbacks of torchdiffeq's adaptive Runge–Kutta solvers."""
+
+    def callback_step(self, t0, y0, dt):
+        self.monitor.proposed_dt = float(dt)
 
     def callback_accept_step(self, t0, y0, dt):
         self.monitor.partial = (float(t0), y0)
@@ -334,7 +350,7 @@ def _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder: Reco
     from torchdiffeq import odeint
 
     fixed = method in TORCHDIFFEQ_FIXED
-    func = _TorchFunc(field, monitor, fixed)
+    func = _TorchFunc(field, monitor) if fixed else _TorchFuncAdaptive(field, monitor)
     y = field.initial_state()
     recorder.record(0.0, y)
     dev = y.device

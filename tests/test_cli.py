@@ -1,0 +1,98 @@
+"""The command line: demo, simulate (flags and TOML), show, rerun, and clean errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gflow as gf
+from gflow.cli import DEMO, load_config, main
+
+
+def test_demo_configuration_is_experiment_1():
+    assert DEMO["network"] == {"d": 20, "width": 1024, "activation": "tanh", "embedding": "identity",
+                               "scaling": "ours", "seed": 0}
+    assert DEMO["data"]["generator"] == "random_labels" and DEMO["data"]["n"] == 20
+    assert DEMO["simulate"]["t1"] == 500.0
+
+
+def test_simulate_from_flags_writes_a_loadable_file(tmp_path, capsys):
+    out = tmp_path / "run.nc"
+    rc = main(["simulate", "--d", "5", "--width", "16", "--n", "4", "--t1", "2", "--method", "rk4", "--step",
+               "0.1", "--n-test", "7", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "status: success" in text and "wrote" in text
+    sol = gf.load(out)
+    assert sol.ok and sol.t[-1] == pytest.approx(2.0) and sol.X_test.shape == (7, 5)
+    assert sol.config["solver"]["method"] == "rk4" and sol.config["network"]["width"] == 16
+
+
+def test_simulate_from_toml_matches_the_python_api(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        'd = 6\nwidth = 32\nactivation = "erf"\nembedding = { kind = "random_features", D = 24 }\n'
+        'scaling = "ours"\nseed = 3\nt1 = 3.0\nmethod = "dopri5"\nrtol = 1e-9\natol = 1e-11\n'
+        '[data]\ngenerator = "random_labels"\nn = 5\nseed = 2\n'
+    )
+    out = tmp_path / "run.nc"
+    assert main(["simulate", str(cfg), "--out", str(out)]) == 0
+    sol = gf.load(out)
+    X, y = gf.data.random_labels(5, 6, seed=2)
+    net = gf.Network(d=6, width=32, activation="erf", embedding=gf.RandomFeatures(D=24), seed=3)
+    ref = gf.simulate(net, X, y, t1=3.0, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(sol.loss, ref.loss, rtol=1e-12)
+
+
+def test_flags_override_the_toml_file(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[network]\nd = 4\nwidth = 8\n[simulate]\nt1 = 1.0\n[data]\nn = 3\n")
+    out = tmp_path / "o.nc"
+    assert main(["simulate", str(cfg), "--width", "12", "--out", str(out)]) == 0
+    assert gf.load(out).m == 12
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("d = 4\nwidth = 8\nbogus = 1\n", "unknown key 'bogus'"),
+        ("[network]\nd = 4\nwidht = 8\n", "unknown key(s) ['widht']"),
+        ("d = 4\nwidth = ", "invalid TOML"),
+    ],
+)
+def test_bad_config_files_are_reported_with_the_key(tmp_path, capsys, content, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(content)
+    assert main(["simulate", str(cfg)]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_bad_flags_exit_2_with_a_message_not_a_traceback(capsys):
+    assert main(["simulate", "--d", "4", "--width", "8", "--t1", "1", "--method", "rk4", "--n", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "needs an explicit step" in err and "Traceback" not in err
+    assert main(["simulate", "--d", "4", "--width", "8", "--t1", "1", "--activation", "swish"]) == 2
+    assert "unknown activation 'swish'" in capsys.readouterr().err
+    assert main(["simulate", "--d", "4", "--width", "8", "--t1", "1", "--embedding", "random_features:x"]) == 2
+    assert main(["simulate", "--d", "4", "--t1", "1"]) == 2
+    assert load_config is not None
+
+
+def test_show_and_rerun_a_saved_file(tmp_path, capsys):
+    out = tmp_path / "a.nc"
+    assert main(["simulate", "--d", "4", "--width", "8", "--n", "3", "--t1", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    assert "status: success" in capsys.readouterr().out
+    again = tmp_path / "b.nc"
+    assert main(["rerun", str(out), "--out", str(again)]) == 0
+    np.testing.assert_allclose(gf.load(again).loss, gf.load(out).loss, rtol=1e-13)
+    assert main(["show", str(tmp_path / "missing.nc")]) == 2
+
+
+def test_python_dash_m_gflow_runs():
+    r = subprocess.run([sys.executable, "-m", "gflow", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("gflow ")
