@@ -36,8 +36,10 @@ class Recorder:
     (W is (m, D) and large); H and W are kept only at the times the user asked for.
     """
 
-    def __init__(self, field: AbstractField, feature_times: np.ndarray, weight_times: np.ndarray):
+    def __init__(self, field: AbstractField, feature_times: np.ndarray, weight_times: np.ndarray,
+                 time_tol: float = 0.0):
         self.field = field
+        self._tol = time_tol  # output times are at least 2·time_tol apart, so a time matches at most one
         pb = field.problem
         self.pb = pb
         self._ft = feature_times
@@ -56,13 +58,11 @@ class Recorder:
         yt = pb.y_test
         self.sign_labels = yt is not None and bool(torch.all((yt == 1) | (yt == -1)))
 
-    @staticmethod
-    def _member(t: float, times: np.ndarray) -> bool:
+    def _member(self, t: float, times: np.ndarray) -> bool:
         if times.size == 0:
             return False
         k = np.searchsorted(times, t)
-        tol = 2e-10 * max(1.0, abs(t), float(times[-1]))
-        return any(0 <= j < times.size and abs(times[j] - t) <= tol for j in (k - 1, k))
+        return any(0 <= j < times.size and abs(times[j] - t) <= self._tol for j in (k - 1, k))
 
     def record(self, t: float, state: torch.Tensor, *, force_features: bool = False) -> None:
         """Record the observables of ``state`` at time t; raises Abort("nonfinite") for a non-finite loss."""
@@ -155,6 +155,7 @@ class Monitor:
         self._recent = deque(maxlen=100)
         self.partial: tuple[float, torch.Tensor] | None = None  # last accepted (t, state) inside a chunk
         self.proposed_dt: float | None = None
+        self.landing_time = math.nan  # the output time the solver is currently stepping onto
 
     @property
     def n_steps(self) -> int:
@@ -198,7 +199,9 @@ class Monitor:
             )
         if not self.adaptive:
             return
-        if dt < 1e-12 * max(1.0, abs(t0)):
+        tiny = 1e-12 * max(1.0, abs(t0))
+        if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
+            # (a tiny step that lands exactly on an output time is rounding, not a collapse)
             raise Abort(
                 "step_size_collapse",
                 f"the step size collapsed to {dt:.3g} at t = {t0:.6g}; {self.hint}",

@@ -92,7 +92,7 @@ def gradient_descent(
 
     problem = Problem.from_data(net, X, y, X_test, y_test)
     field = make_field(problem, space)
-    recorder = Recorder(field, fk * step, wk * step)
+    recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
     t_start = time.perf_counter()

@@ -232,7 +232,7 @@ def simulate(
                 "Use an explicit method (dopri5, DOP853) or a smaller problem"
             )
 
-    recorder = Recorder(field, ft, wt)
+    recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1))
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS)
     status, message = "success", f"reached t1 = {t1:g}"
@@ -360,9 +360,13 @@ def _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder: Reco
         if fixed:
             fine = torch.as_tensor(_fixed_grid(chunk, step), dtype=torch.float64, device=dev)
             options["grid_constructor"] = lambda f, y0, tt, _g=fine: _g
-        elif "first_step" not in opts and monitor.proposed_dt is not None:
-            # carry the step size across chunks instead of re-selecting it (saves evaluations)
-            options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
+        else:
+            # Step exactly onto the chunk's end, so that the next chunk starts from a step endpoint rather than
+            # from the (less accurate) dense-output interpolant; carry the step size across chunks.
+            options["step_t"] = t[-1:]
+            monitor.landing_time = float(chunk[-1])
+            if "first_step" not in opts and monitor.proposed_dt is not None:
+                options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
         try:
             ys = odeint(func, y, t, method=method, rtol=rtol, atol=atol, options=options)
         except AssertionError as exc:

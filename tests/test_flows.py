@@ -1,0 +1,426 @@
+"""Correctness of the gradient-flow solvers against closed forms, each other, and convergence theory.
+
+References: EQUATIONS.md §3 (flow, loss decay (E3)), §4 (exact feature-space reduction, GD in feature space),
+§5.1 (linear σ closed forms (E5)).  Tolerances are tied to the solver tolerance: a run at rtol = 1e-10 must
+match a closed form to ~1e-8 relative (a 100× margin for error accumulation over a few time units).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import gflow as gf
+from gflow.solve.ode import FIXED_STEP_METHODS, METHODS, ORDERS, SCIPY_METHODS, TORCHDIFFEQ_ADAPTIVE
+
+pytestmark = pytest.mark.filterwarnings("ignore:Solver .* does not support callbacks:UserWarning")
+
+RTOL, ATOL = 1e-10, 1e-12
+FLOW_TOL = 1e2 * RTOL  # relative agreement expected from an rtol = 1e-10 run
+SCALINGS = ("ours", "ntk", "mf")
+SPACES = ("weight", "feature")
+
+
+def _kappa(net: gf.Network) -> float:
+    """Rate of the linear-σ residual ODE ṙ = −κ G r: κ = ℓα²β²D·Σc_i² (= ĉ², or (m/D)ĉ² for MF), §5.1."""
+    return net.lr * net.alpha**2 * net.beta**2 * net.D * float((net.c**2).sum())
+
+
+def _psi(G: np.ndarray, kappa: float, t: float) -> np.ndarray:
+    """Ψ(t) = ∫₀ᵗ exp(−κ G s) ds (§5.1), entry t on the null space of G."""
+    lam, V = np.linalg.eigh(G)
+    safe = np.where(lam > 1e-13, lam, 1.0)
+    diag = np.where(lam > 1e-13, -np.expm1(-kappa * lam * t) / (kappa * safe), t)
+    return (V * diag) @ V.T
+
+
+def _linear_net(scaling: str, seed: int = 1) -> gf.Network:
+    # m = 8 ≠ D = 6, so the MF factor m/D ≠ 1 is exercised; ĉ = 0.7 ≠ 1.
+    return gf.Network(d=4, width=8, activation="linear", embedding=gf.RandomFeatures(D=6, activation="tanh"),
+                      scaling=scaling, c_hat=0.7, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Linear σ: exact closed forms (EQUATIONS.md §5.1, E5)
+
+
+def test_linear_flow_rate_kappa_is_c_hat_squared_and_m_over_D_for_mean_field():
+    for scaling, factor in [("ours", 1.0), ("ntk", 1.0), ("mf", 8 / 6)]:
+        assert _kappa(_linear_net(scaling)) == pytest.approx(0.49 * factor, rel=1e-14)
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_linear_flow_residual_is_the_matrix_exponential_of_the_gram(make_data, rel_err, scaling, space):
+    X, y = make_data(n=5, d=4, seed=0)
+    net = _linear_net(scaling)
+    ts = np.array([0.0, 0.3, 1.0, 2.5])
+    sol = gf.simulate(net, X, y, saveat=ts, rtol=RTOL, atol=ATOL, space=space)
+    assert sol.status == "success" and sol.config["space"] == space
+    np.testing.assert_array_equal(sol.t, ts)
+    G, kappa = net.gram(X).numpy(), _kappa(net)
+    r0 = net.forward(X).numpy() - y
+    np.testing.assert_allclose(sol.residual[0], r0, rtol=0, atol=1e-15)
+    ref = np.stack([scipy.linalg.expm(-kappa * G * t) @ r0 for t in ts])
+    assert rel_err(sol.residual, ref) < FLOW_TOL
+    L_ref = np.array([0.5 * r0 @ scipy.linalg.expm(-2 * kappa * G * t) @ r0 for t in ts])
+    assert rel_err(sol.loss, L_ref) < FLOW_TOL
+    assert sol.loss[-1] < 0.9 * sol.loss[0]  # the flow really moved
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_linear_flow_features_test_features_and_weights_follow_the_closed_form(make_data, rel_err, scaling,
+                                                                                space):
+    X, y, Xt, yt = make_data(n=5, d=4, seed=1, n_test=3)
+    net = _linear_net(scaling, seed=2)
+    ts = np.array([0.0, 0.5, 1.5])
+    sol = gf.simulate(net, X, y, saveat=ts, rtol=RTOL, atol=ATOL, space=space, X_test=Xt, y_test=yt,
+                      features_at="all", weights_at=ts)
+    assert sol.status == "success"
+    np.testing.assert_array_equal(sol.feature_t, ts)
+    np.testing.assert_array_equal(sol.weight_t, ts)
+    G, Gx, kappa = net.gram(X).numpy(), net.gram(Xt, X).numpy(), _kappa(net)
+    c, Phi = net.c.numpy(), net.embed(X).numpy()
+    H0, Ht0, W0 = net.features(X).numpy(), net.features(Xt).numpy(), net.W0.numpy()
+    r0 = net.forward(X).numpy() - y
+    for k, t in enumerate(ts):
+        v = _psi(G, kappa, t) @ r0  # A(t) = c vᵀ (rank one)
+        H = H0 - net.gamma * np.outer(c, G @ v)
+        Ht = Ht0 - net.gamma * np.outer(c, Gx @ v)
+        W = W0 - net.lr * net.alpha * net.beta * np.outer(c, v) @ Phi
+        assert rel_err(sol.H[k], H) < FLOW_TOL
+        if t > 0:  # also relative to the displacement H(t) − H(0), the part the flow computes
+            assert rel_err(sol.H[k] - H0, H - H0) < FLOW_TOL
+        assert rel_err(sol.H_test[k], Ht) < FLOW_TOL
+        assert rel_err(sol.W[k], W) < FLOW_TOL
+    # features at t1 moved by a non-negligible amount (the check above is not vacuous)
+    assert np.abs(sol.H[-1] - H0).max() > 1e-3 * np.abs(H0).max()
+    np.testing.assert_allclose(sol.test_output, np.stack([c @ h for h in sol.H_test]) * net.alpha,
+                               rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_linear_gradient_descent_residual_is_a_matrix_power(make_data, rel_err, scaling, space):
+    X, y = make_data(n=5, d=4, seed=3)
+    net = _linear_net(scaling, seed=4)
+    delta, steps = 0.3, 25
+    gd = gf.gradient_descent(net, X, y, step=delta, steps=steps, save_every=1, space=space)
+    assert gd.status == "success"
+    np.testing.assert_allclose(gd.t, delta * np.arange(steps + 1), rtol=1e-15, atol=0)
+    G, kappa = net.gram(X).numpy(), _kappa(net)
+    step_matrix = np.eye(5) - delta * kappa * G
+    r0 = net.forward(X).numpy() - y
+    ref = np.stack([np.linalg.matrix_power(step_matrix, k) @ r0 for k in range(steps + 1)])
+    assert rel_err(gd.residual, ref) < 1e-12
+    assert gd.loss[-1] < 0.9 * gd.loss[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weight space ≡ feature space (EQUATIONS.md §4)
+
+AGREEMENT_NETS = {
+    "tanh-shallow-ours": dict(d=4, width=10, activation="tanh", seed=2),
+    "tanh-P3L-ntk": dict(d=4, width=10, activation="tanh", embedding=gf.RandomFeatures(D=12), scaling="ntk",
+                         seed=3),
+    "erf-P3L-mf": dict(d=4, width=10, activation="erf", embedding=gf.RandomFeatures(D=7), scaling="mf", seed=3),
+    "relu-P3L-ours": dict(d=4, width=10, activation="relu", embedding=gf.RandomFeatures(D=9), seed=5),
+}
+
+
+@pytest.mark.parametrize("name", list(AGREEMENT_NETS))
+def test_weight_and_feature_space_flows_agree_on_outputs_features_and_weights(make_data, rel_err, name):
+    X, y, Xt, yt = make_data(n=6, d=4, seed=5, n_test=4)
+    net = gf.Network(**AGREEMENT_NETS[name])
+    ts = [0.0, 0.5, 1.0, 2.0]
+    kw = dict(saveat=ts, X_test=Xt, y_test=yt, features_at=ts, weights_at=[1.0, 2.0])
+    if net.activation.smooth:
+        kw.update(rtol=RTOL, atol=ATOL)
+        tol = FLOW_TOL
+    else:  # ReLU: same fixed-step scheme in both spaces, which commutes with W ↦ βWΦᵀ (§4)
+        kw.update(method="rk4", step=0.02)
+        tol = 1e-12
+    a = gf.simulate(net, X, y, space="weight", **kw)
+    b = gf.simulate(net, X, y, space="feature", **kw)
+    assert a.status == b.status == "success"
+    assert (a.config["space"], b.config["space"]) == ("weight", "feature")
+    for attr in ("residual", "output", "test_output", "H", "H_test", "W", "W_final"):
+        assert rel_err(getattr(b, attr), getattr(a, attr)) < tol, attr
+    assert rel_err(b.loss, a.loss) < tol
+    np.testing.assert_array_equal(a.weight_t, [1.0, 2.0])
+    np.testing.assert_array_equal(b.weight_t, [1.0, 2.0])
+    # kept features are those of the kept weights: H = β W Φᵀ (consistency inside each solution)
+    for sol in (a, b):
+        np.testing.assert_allclose(sol.H[-1], net.features(X, torch.from_numpy(sol.W[-1])).numpy(),
+                                   rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(sol.test_output[-1], net.forward(Xt, torch.from_numpy(sol.W_final)).numpy(),
+                                   rtol=1e-12, atol=1e-13)
+    assert a.loss[-1] < a.loss[0]
+
+
+def test_weights_move_only_within_the_row_span_of_the_training_embedding(make_data):
+    # §5.3: W(t) − W(0) ∈ rowspan(Φ_tr); here n = 3 < D = 8, so the invariant is non-trivial.
+    X, y = make_data(n=3, d=8, seed=6)
+    net = gf.Network(d=8, width=6, activation="tanh", seed=7)
+    sol = gf.simulate(net, X, y, saveat=[0.0, 2.0], rtol=RTOL, atol=ATOL, space="feature")
+    dW = sol.W_final - net.W0.numpy()
+    Q, _ = np.linalg.qr(X.T)  # orthonormal basis of rowspan(Φ_tr) = span{x_a}
+    outside = dW - (dW @ Q) @ Q.T
+    assert np.abs(dW).max() > 1e-2
+    assert np.abs(outside).max() < 1e-13
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Gradient descent (eq. (9))
+
+
+def test_gradient_descent_in_feature_space_reproduces_weight_space_descent(make_data, rel_err):
+    X, y, Xt, yt = make_data(n=6, d=4, seed=7, n_test=3)
+    net = gf.Network(d=4, width=10, activation="tanh", embedding=gf.RandomFeatures(D=7), seed=2)
+    kw = dict(step=0.1, steps=60, save_every=7, X_test=Xt, y_test=yt, features_at=[0.0, 1.0, 6.0],
+              weights_at=[2.0, 6.0])
+    a = gf.gradient_descent(net, X, y, space="weight", **kw)
+    b = gf.gradient_descent(net, X, y, space="feature", **kw)
+    assert a.status == b.status == "success"
+    np.testing.assert_array_equal(a.t, b.t)
+    np.testing.assert_allclose(a.t, 0.1 * np.array([0, 7, 10, 14, 20, 21, 28, 35, 42, 49, 56, 60]), rtol=1e-14)
+    for attr in ("residual", "test_output", "H", "H_test", "W", "W_final"):
+        assert rel_err(b.__getattribute__(attr), a.__getattribute__(attr)) < 1e-12, attr
+    np.testing.assert_array_equal(a.feature_t, [0.0, 1.0, 6.0])
+    assert a.loss[-1] < a.loss[0]
+
+
+def test_gradient_descent_equals_forward_euler_with_the_same_step(make_data):
+    X, y, Xt, yt = make_data(n=6, d=4, seed=8, n_test=3)
+    net = gf.Network(d=4, width=10, activation="erf", seed=3)
+    delta = 0.1
+    gd = gf.gradient_descent(net, X, y, step=delta, steps=40, save_every=5, X_test=Xt, y_test=yt)
+    eu = gf.simulate(net, X, y, saveat=gd.t, method="euler", step=delta, X_test=Xt, y_test=yt)
+    assert gd.status == eu.status == "success"
+    np.testing.assert_allclose(eu.t, gd.t, rtol=1e-14)
+    np.testing.assert_allclose(eu.residual, gd.residual, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(eu.test_output, gd.test_output, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(eu.W_final, gd.W_final, rtol=0, atol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Convergence orders against a tight reference
+
+T_ORDER = 2.0
+
+
+@pytest.fixture(scope="module")
+def order_problem():
+    """A small tanh problem with a large ĉ (fast, strongly nonlinear flow) and its DOP853 reference at T."""
+    rng = np.random.default_rng(9)
+    X, y = rng.standard_normal((6, 5)), rng.uniform(-0.5, 0.5, 6)
+    net = gf.Network(d=5, width=12, activation="tanh", c_hat=2.0, seed=2)
+    ref = gf.simulate(net, X, y, saveat=[0.0, T_ORDER], method="DOP853", rtol=1e-13, atol=1e-15)
+    assert ref.status == "success"
+    return net, X, y, ref.residual[-1]
+
+
+def _observed_order(steps, errors) -> float:
+    return float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
+
+
+def test_gradient_descent_converges_to_the_flow_at_first_order_in_the_step(order_problem):
+    net, X, y, r_ref = order_problem
+    deltas = [0.1, 0.05, 0.025, 0.0125]
+    errors = []
+    for delta in deltas:
+        k = int(round(T_ORDER / delta))
+        gd = gf.gradient_descent(net, X, y, step=delta, steps=k, save_every=k)
+        assert gd.t[-1] == pytest.approx(T_ORDER, rel=1e-14)
+        errors.append(np.abs(gd.residual[-1] - r_ref).max())
+    assert min(errors) > 1e-8  # far above the reference's error: we measure GD, not the reference
+    assert _observed_order(deltas, errors) == pytest.approx(1.0, abs=0.2)
+    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:]))
+
+
+@pytest.mark.parametrize("method,order,steps", [
+    ("euler", 1, [0.1, 0.05, 0.025, 0.0125]),
+    ("midpoint", 2, [0.1, 0.05, 0.025, 0.0125]),
+    ("rk4", 4, [0.05, 0.025, 0.0125, 0.00625]),  # ĉ = 2: larger steps are pre-asymptotic
+])
+def test_fixed_step_methods_converge_at_their_nominal_order(order_problem, method, order, steps):
+    net, X, y, r_ref = order_problem
+    errors = []
+    for h in steps:
+        sol = gf.simulate(net, X, y, saveat=[0.0, T_ORDER], method=method, step=h)
+        assert sol.status == "success"
+        assert sol.stats["n_accepted"] == int(round(T_ORDER / h))
+        errors.append(np.abs(sol.residual[-1] - r_ref).max())
+    assert min(errors) > 1e-11  # the smallest error is still far above roundoff and the reference error
+    assert _observed_order(steps, errors) == pytest.approx(order, abs=0.3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loss decay (E3: L̇ = −rᵀMr ≤ 0)
+
+DECAY_CASES = {
+    "tanh-ours": dict(activation="tanh", scaling="ours"),
+    "tanh-ntk": dict(activation="tanh", scaling="ntk"),
+    "tanh-mf-P3L": dict(activation="tanh", scaling="mf", embedding=gf.RandomFeatures(D=16)),
+    "erf-ours-P3L": dict(activation="erf", scaling="ours", embedding=gf.RandomFeatures(D=16)),
+    "erf-mf": dict(activation="erf", scaling="mf"),
+    "relu-ours": dict(activation="relu", scaling="ours"),
+    "relu-ntk-P3L": dict(activation="relu", scaling="ntk", embedding=gf.RandomFeatures(D=16)),
+    "relu-mf-P3L": dict(activation="relu", scaling="mf", embedding=gf.RandomFeatures(D=16)),
+}
+
+
+@pytest.mark.parametrize("case", list(DECAY_CASES))
+def test_loss_is_non_increasing_along_the_flow(make_data, case):
+    X, y = make_data(n=8, d=5, seed=10)
+    net = gf.Network(d=5, width=16, seed=4, **DECAY_CASES[case])
+    ts = np.linspace(0.0, 5.0, 101)
+    if net.activation.smooth:
+        rtol = 1e-9
+        sol = gf.simulate(net, X, y, saveat=ts, rtol=rtol, atol=1e-12)
+    else:  # ReLU: adaptive control crawls at the kink; a small fixed step instead (EQUATIONS.md §4)
+        rtol = 1e-9  # the same small slack as for the adaptive runs
+        sol = gf.simulate(net, X, y, saveat=ts, method="rk4", step=0.01)
+    assert sol.status == "success"
+    increments = np.diff(sol.loss)
+    assert increments.max() <= 10 * rtol * sol.loss[0]
+    assert sol.loss[-1] < 0.9 * sol.loss[0]
+
+
+def test_gradient_descent_with_a_small_step_decreases_the_loss_monotonically(make_data):
+    X, y = make_data(n=8, d=5, seed=11)
+    net = gf.Network(d=5, width=16, activation="relu", seed=5)
+    gd = gf.gradient_descent(net, X, y, step=0.05, steps=100, save_every=1)
+    assert np.all(np.diff(gd.loss) <= 0)
+    assert gd.loss[-1] < 0.9 * gd.loss[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Solver back-ends
+
+
+@pytest.fixture(scope="module")
+def tiny_problem():
+    rng = np.random.default_rng(12)
+    X, y = rng.standard_normal((4, 3)), rng.uniform(-0.5, 0.5, 4)
+    net = gf.Network(d=3, width=6, activation="tanh", seed=2)
+    ts = [0.0, 0.5, 1.0]
+    ref = gf.simulate(net, X, y, saveat=ts, method="dopri5", rtol=1e-12, atol=1e-14)
+    assert ref.status == "success"
+    return net, X, y, ts, ref
+
+
+@pytest.mark.parametrize("method", ["RK45", "DOP853", "LSODA", "Radau", "BDF"])
+@pytest.mark.parametrize("space", SPACES)
+def test_scipy_methods_agree_with_dopri5_at_tight_tolerance(tiny_problem, rel_err, method, space):
+    net, X, y, ts, ref = tiny_problem
+    assert method in SCIPY_METHODS
+    sol = gf.simulate(net, X, y, saveat=ts, method=method, rtol=RTOL, atol=ATOL, space=space)
+    assert sol.status == "success"
+    np.testing.assert_array_equal(sol.t, ts)
+    assert rel_err(sol.residual, ref.residual) < 1e3 * RTOL
+    assert rel_err(sol.W_final, ref.W_final) < 1e3 * RTOL
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in SCIPY_METHODS])
+def test_every_torchdiffeq_method_runs_to_success_with_plausible_accuracy(tiny_problem, method):
+    net, X, y, ts, ref = tiny_problem
+    if method in FIXED_STEP_METHODS:
+        h = 0.05
+        sol = gf.simulate(net, X, y, saveat=ts, method=method, step=h)
+        # global error ≲ C h^p with C ≈ 1 here (p capped at 4: the Adams start-up is lower order)
+        bound = h ** min(ORDERS[method], 4)
+    else:
+        assert method in TORCHDIFFEQ_ADAPTIVE
+        rtol = 1e-6
+        sol = gf.simulate(net, X, y, saveat=ts, method=method, rtol=rtol, atol=1e-8)
+        bound = 1e2 * rtol
+    assert sol.status == "success", sol.message
+    assert sol.ok and sol.t[-1] == 1.0
+    assert sol.stats["n_f_evals"] > 0
+    assert np.abs(sol.residual - ref.residual).max() < bound
+
+
+def test_fixed_step_methods_require_an_explicit_step(tiny_problem):
+    net, X, y, ts, _ = tiny_problem
+    with pytest.raises(ValueError, match="step"):
+        gf.simulate(net, X, y, saveat=ts, method="rk4")
+    with pytest.raises(ValueError, match="adaptive"):
+        gf.simulate(net, X, y, saveat=ts, method="dopri5", step=0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Edge cases
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_first_saved_point_is_the_initial_state_computed_directly_from_the_network(make_data, space):
+    X, y, Xt, yt = make_data(n=5, d=4, seed=13, n_test=3)
+    net = gf.Network(d=4, width=8, activation="tanh", embedding=gf.RandomFeatures(D=6), c_hat=0.8, seed=3)
+    sol = gf.simulate(net, X, y, t1=1.0, saveat=[0.25, 1.0], rtol=1e-8, atol=1e-10, space=space,
+                      X_test=Xt, y_test=yt)
+    np.testing.assert_array_equal(sol.t, [0.0, 0.25, 1.0])  # t = 0 is always included
+    assert sol.loss[0] == pytest.approx(net.loss(X, y).item(), rel=1e-14)
+    np.testing.assert_allclose(sol.output[0], net.forward(X).numpy(), rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(sol.residual[0], net.forward(X).numpy() - y, rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(sol.test_output[0], net.forward(Xt).numpy(), rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(sol.H[0], net.features(X).numpy(), rtol=1e-14, atol=1e-16)
+    assert sol.test_loss[0] == pytest.approx(net.loss(Xt, yt).item(), rel=1e-14)
+    assert sol.test_error[0] == pytest.approx(2 * net.loss(Xt, yt).item() / 3, rel=1e-14)
+    np.testing.assert_allclose(sol.loss, 0.5 * (sol.residual**2).sum(1), rtol=1e-14)
+
+
+def test_gradient_descent_starts_from_the_initial_loss(make_data):
+    X, y = make_data(n=5, d=4, seed=14)
+    net = gf.Network(d=4, width=8, activation="tanh", seed=3)
+    gd = gf.gradient_descent(net, X, y, step=0.1, steps=3, save_every=1)
+    assert gd.t[0] == 0.0
+    assert gd.loss[0] == pytest.approx(net.loss(X, y).item(), rel=1e-14)
+    np.testing.assert_allclose(gd.H[-1], net.features(X, torch.from_numpy(gd.W_final)).numpy(), rtol=1e-13)
+
+
+def test_runs_without_test_data_have_no_test_outputs(make_data):
+    X, y = make_data(n=5, d=4, seed=15)
+    net = gf.Network(d=4, width=8, activation="tanh", seed=3)
+    flow = gf.simulate(net, X, y, t1=0.5, rtol=1e-6)
+    gd = gf.gradient_descent(net, X, y, step=0.1, steps=5, save_every=1)
+    for sol in (flow, gd):
+        assert sol.status == "success"
+        assert sol.X_test is None and sol.y_test is None
+        assert sol.test_output is None and sol.test_loss is None
+        assert sol.test_error is None and sol.test_sign_error is None and sol.H_test is None
+
+
+def test_ntk_flow_starts_from_zero_output_so_the_initial_loss_is_half_the_label_norm(make_data):
+    X, y = make_data(n=5, d=4, seed=16)
+    net = gf.Network(d=4, width=10, activation="tanh", scaling="ntk", seed=1)
+    sol = gf.simulate(net, X, y, t1=0.5, saveat=[0.0, 0.5], rtol=1e-8)
+    assert sol.loss[0] == pytest.approx(0.5 * float(y @ y), rel=1e-14)
+    assert np.abs(sol.output[0]).max() < 1e-14
+    assert np.abs(sol.output[-1]).max() > 1e-3
+
+
+def test_features_and_weights_are_kept_at_exactly_the_requested_times(make_data):
+    X, y = make_data(n=4, d=3, seed=17)
+    net = gf.Network(d=3, width=4, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, saveat=np.linspace(0.0, 1.0, 11), features_at=[0.0, 0.3, 1.0],
+                      weights_at=[0.5, 1.0], rtol=1e-8)
+    np.testing.assert_allclose(sol.feature_t, [0.0, 0.3, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(sol.weight_t, [0.5, 1.0], rtol=1e-15)
+    assert sol.H.shape == (3, 4, 4) and sol.W.shape == (2, 4, 3)
+    assert np.array_equal(sol.features_at(0.3), sol.H[1])
+    np.testing.assert_allclose(sol.H[2], net.features(X, torch.from_numpy(sol.W[1])).numpy(), rtol=1e-12,
+                               atol=1e-14)  # H and W kept at t = 1 are the same state
+
+
+def test_a_requested_feature_time_is_kept_once_even_next_to_a_distinct_nearby_output_time(make_data):
+    X, y = make_data(n=4, d=3, seed=18)
+    net = gf.Network(d=3, width=4, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, saveat=[0.0, 0.5, 0.5 + 1.5e-10, 1.0], features_at=[0.5], weights_at=[0.5],
+                      rtol=1e-8)
+    assert len(sol.t) == 4  # 0.5 and 0.5 + 1.5e-10 are distinct output times (not merged)
+    assert sol.feature_t.tolist() == [0.5]
+    assert sol.weight_t.tolist() == [0.5]

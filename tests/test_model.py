@@ -1,0 +1,438 @@
+"""Correctness of the model layer: activations, embeddings, scalings (Table 1), and the closed-form gradient.
+
+References are EQUATIONS.md §1 (models), §2 (scalings), §3 (gradient (8)/(10)), §4 (feature field (E4)) and
+§6 (activation constants).  All checks are in float64 with tolerances a few ulps above rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import gflow as gf
+from gflow.model.activations import numeric_lipschitz
+
+EPS = float(torch.finfo(torch.float64).eps)
+
+# Built-ins plus a non-default leaky-ReLU slope, so the slope parameter is exercised too.
+ACTIVATION_SPECS = list(gf.ACTIVATIONS) + [{"name": "leaky_relu", "slope": 0.2}]
+
+
+def _act_id(spec) -> str:
+    return spec if isinstance(spec, str) else f"{spec['name']}({spec['slope']})"
+
+
+def _bounded(act: gf.Activation) -> bool:
+    lo, hi = act.interval
+    return math.isfinite(lo) and math.isfinite(hi)
+
+
+def _points_away_from_kink(seed: int, n: int = 400, lo: float = -4.0, hi: float = 4.0) -> torch.Tensor:
+    """Random float64 points in [lo, hi] at distance ≥ 1e-3 from the kink u = 0."""
+    g = torch.Generator().manual_seed(seed)
+    u = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+    return torch.where(u.abs() < 1e-3, u.sign() * 1e-3 + u, u)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Activations (EQUATIONS.md §6)
+
+
+@pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
+def test_dsigma_equals_the_autograd_derivative_of_sigma_at_non_kink_points(spec):
+    act = gf.get_activation(spec)
+    u = _points_away_from_kink(seed=11).requires_grad_(True)
+    (grad,) = torch.autograd.grad(act.sigma(u).sum(), u)
+    ds = act.dsigma(u.detach())
+    torch.testing.assert_close(ds, grad, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
+def test_fused_sigma_and_dsigma_equal_the_separate_functions(spec):
+    act = gf.get_activation(spec)
+    u = _points_away_from_kink(seed=12)
+    s, ds = act.both(u)
+    torch.testing.assert_close(s, act.sigma(u), rtol=4 * EPS, atol=4 * EPS)
+    torch.testing.assert_close(ds, act.dsigma(u), rtol=4 * EPS, atol=4 * EPS)
+
+
+@pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
+def test_declared_K_is_the_infimum_of_abs_dsigma_over_the_active_interval(spec):
+    act = gf.get_activation(spec)
+    lo, hi = act.interval
+    if _bounded(act):
+        if act.smooth:
+            # σ' is continuous: inf over the open interval = min over the closed one (grid hits the ends).
+            u = torch.linspace(lo, hi, 100_001, dtype=torch.float64)
+        else:
+            # kinked σ (ReLU on (0, 1)): σ'(I_l) = σ'(0) := 0 lies outside the open interval.
+            u = torch.linspace(lo, hi, 100_001, dtype=torch.float64)[1:-1]
+    else:
+        # Unbounded active interval (linear, leaky ReLU: I = ℝ): the global inf, off the measure-zero kink.
+        u = _points_away_from_kink(seed=13, n=200_001, lo=-50.0, hi=50.0)
+    K_grid = float(act.dsigma(u).abs().min())
+    assert act.K > 0
+    assert act.K == pytest.approx(K_grid, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
+def test_declared_lipschitz_constant_is_the_sup_of_abs_dsigma(spec):
+    act = gf.get_activation(spec)
+    # softplus approaches its sup 1 only as u → ∞ (grid on [-20, 20] gives 1 − 2e-9).
+    assert act.lipschitz == pytest.approx(numeric_lipschitz(act), rel=1e-8)
+
+
+@pytest.mark.parametrize("spec", ["relu", "leaky_relu", {"name": "leaky_relu", "slope": 0.2}], ids=_act_id)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kinked_activations_have_zero_derivative_at_the_kink(spec, dtype):
+    act = gf.get_activation(spec)
+    zero = torch.zeros(5, dtype=dtype)
+    assert torch.equal(act.dsigma(zero), zero)
+    assert torch.equal(act.both(zero)[1], zero)
+    # and the derivative is the one-sided slope right next to it
+    tiny = torch.tensor([1e-30, -1e-30], dtype=dtype)
+    slope = dict(act.params).get("slope", 0.0)
+    assert act.dsigma(tiny).tolist() == pytest.approx([1.0, slope])
+
+
+def test_leaky_relu_slope_parameter_sets_K_and_negative_slope():
+    act = gf.get_activation("leaky_relu", slope=0.3)
+    assert act.K == pytest.approx(0.3)
+    u = torch.tensor([-2.0, 3.0], dtype=torch.float64)
+    assert act.sigma(u).tolist() == pytest.approx([-0.6, 3.0])
+
+
+def test_user_defined_activation_drives_a_flow_matching_its_linear_closed_form(make_data, rel_err):
+    # σ(u) = s·u is user-defined; its flow is r(t) = exp(−s²ĉ²G t) r(0) (EQUATIONS.md §5.1, σ = s·u).
+    s, c_hat = 1.5, 0.7
+    act = gf.Activation("scaled_linear", lambda u: s * u, lambda u: torch.full_like(u, s), lipschitz=s,
+                        interval=(-1.0, 1.0))
+    assert act.K == pytest.approx(s)  # computed numerically since K was not given
+    X, y = make_data(n=5, d=6, seed=0)
+    net = gf.Network(d=6, width=8, activation=act, c_hat=c_hat, seed=3)
+    ts = np.array([0.0, 0.4, 1.2])
+    sol = gf.simulate(net, X, y, saveat=ts, rtol=1e-10, atol=1e-12)
+    assert sol.status == "success"
+    G = net.gram(X).numpy()
+    r0 = sol.residual[0]
+    ref = np.stack([scipy.linalg.expm(-(s * c_hat) ** 2 * G * t) @ r0 for t in ts])
+    assert rel_err(sol.residual, ref) < 1e-8
+
+
+def test_user_defined_tanh_gives_the_same_flow_as_the_built_in_tanh(make_data, rel_err):
+    mytanh = gf.Activation("mytanh", torch.tanh, lambda u: 1.0 / torch.cosh(u) ** 2, lipschitz=1.0,
+                           interval=(-1.0, 1.0))
+    X, y = make_data(n=5, d=4, seed=1)
+    ts = [0.0, 0.5, 1.0]
+    a = gf.simulate(gf.Network(d=4, width=8, activation=mytanh, seed=2), X, y, saveat=ts, rtol=1e-10,
+                    atol=1e-12)
+    b = gf.simulate(gf.Network(d=4, width=8, activation="tanh", seed=2), X, y, saveat=ts, rtol=1e-10,
+                    atol=1e-12)
+    assert a.status == b.status == "success"
+    assert rel_err(a.residual, b.residual) < 1e-8
+    assert rel_err(a.H, b.H) < 1e-8
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Embeddings (EQUATIONS.md §1)
+
+
+def test_identity_embedding_has_D_equal_d_and_returns_the_inputs(make_data):
+    X, _ = make_data(n=6, d=5, seed=0)
+    net = gf.Network(d=5, width=4, embedding="identity", seed=0)
+    assert net.D == 5 and net.W0.shape == (4, 5)
+    assert np.array_equal(net.embed(X).numpy(), X)
+    np.testing.assert_allclose(net.gram(X).numpy(), X @ X.T / 5, rtol=1e-14, atol=1e-15)
+
+
+def test_quadratic_embedding_rows_are_vec_of_x_x_transpose(make_data):
+    X, _ = make_data(n=4, d=3, seed=1)
+    net = gf.Network(d=3, width=4, embedding="quadratic", seed=0)
+    assert net.D == 9
+    Phi = net.embed(X).numpy()
+    for a in range(4):
+        np.testing.assert_array_equal(Phi[a], np.outer(X[a], X[a]).reshape(-1))
+
+
+def test_quadratic_gram_is_the_hadamard_square_of_the_linear_gram(make_data):
+    X, _ = make_data(n=7, d=4, seed=2)
+    net = gf.Network(d=4, width=4, embedding="quadratic", seed=0)
+    G_lin = X @ X.T / 4
+    np.testing.assert_allclose(net.gram(X).numpy(), G_lin * G_lin, rtol=1e-13, atol=1e-14)
+
+
+def _rf_Z(D: int, d: int, seed: int) -> np.ndarray:
+    """The z_j drawn by RandomFeatures(D, seed): with σ = identity, Φ(√d e_k)_j = z_jk, i.e. Z = Φ(√d I)ᵀ."""
+    probe = gf.Network(d=d, width=2, embedding=gf.RandomFeatures(D=D, activation="linear", seed=seed))
+    return probe.embed(math.sqrt(d) * np.eye(d)).numpy().T
+
+
+@pytest.mark.parametrize("rf_activation", [None, "relu"])
+def test_random_features_equal_sigma_of_X_Z_transpose_over_sqrt_d(make_data, rf_activation):
+    D, d, seed = 7, 5, 21
+    X, _ = make_data(n=6, d=d, seed=3)
+    Z = _rf_Z(D, d, seed)
+    assert Z.shape == (D, d)
+    net = gf.Network(d=d, width=4, activation="tanh",
+                     embedding=gf.RandomFeatures(D=D, activation=rf_activation, seed=seed), seed=0)
+    sigma = np.tanh if rf_activation is None else (lambda v: np.maximum(v, 0.0))
+    assert net.D == D
+    np.testing.assert_allclose(net.embed(X).numpy(), sigma(X @ Z.T / math.sqrt(d)), rtol=1e-13, atol=1e-15)
+
+
+def test_random_feature_directions_are_standard_gaussian():
+    Z = _rf_Z(D=400, d=10, seed=5)  # 4000 draws
+    assert abs(Z.mean()) < 0.1  # sd of the mean ≈ 0.016
+    assert Z.var() == pytest.approx(1.0, abs=0.1)  # sd of the variance ≈ 0.022
+
+
+def test_random_features_are_deterministic_per_seed_and_change_with_it(make_data):
+    X, _ = make_data(n=5, d=4, seed=4)
+
+    def phi(rf_seed, net_seed=0):
+        return gf.Network(d=4, width=2, embedding=gf.RandomFeatures(D=6, seed=rf_seed), seed=net_seed).embed(X)
+
+    assert torch.equal(phi(3), phi(3))
+    assert torch.equal(phi(3, net_seed=0), phi(3, net_seed=9))  # an explicit RF seed overrides the net seed
+    assert not torch.allclose(phi(3), phi(4))
+    # without an explicit seed, the draw follows the network seed
+    assert torch.equal(phi(None, net_seed=1), phi(None, net_seed=1))
+    assert not torch.allclose(phi(None, net_seed=1), phi(None, net_seed=2))
+
+
+@pytest.mark.parametrize("seed", [7, None])
+def test_deep_random_features_of_depth_three_equal_random_features(make_data, seed):
+    X, _ = make_data(n=6, d=4, seed=5)
+    a = gf.Network(d=4, width=2, activation="erf", embedding=gf.RandomFeatures(D=9, seed=seed), seed=1)
+    b = gf.Network(d=4, width=2, activation="erf", embedding=gf.DeepRandomFeatures(D=9, depth=3, seed=seed),
+                   seed=1)
+    assert torch.equal(a.embed(X), b.embed(X))
+
+
+def test_deep_random_features_of_depth_four_follow_the_appendix_H_recursion(make_data):
+    X, _ = make_data(n=6, d=4, seed=6)
+    D, d = 8, 4
+    net = gf.Network(d=d, width=2, activation="tanh", embedding=gf.DeepRandomFeatures(D=D, depth=4, seed=3))
+    Z, W1 = (p.numpy() for p in net._phi.params)  # the drawn fixed layers
+    assert Z.shape == (D, d) and W1.shape == (D, D)
+    assert np.array_equal(Z, _rf_Z(D, d, 3))  # the first layer is the RandomFeatures draw
+    h1 = X @ Z.T / math.sqrt(d)
+    h2 = np.tanh(h1) @ W1.T / math.sqrt(D)
+    np.testing.assert_allclose(net.embed(X).numpy(), np.tanh(h2), rtol=1e-13, atol=1e-15)
+
+
+def test_callable_embedding_infers_D_and_is_used_for_features(make_data):
+    X, _ = make_data(n=5, d=3, seed=7)
+
+    def fn(T):
+        return torch.cat([T, T**2, torch.ones(T.shape[0], 1, dtype=T.dtype)], dim=1)
+
+    net = gf.Network(d=3, width=6, activation="tanh", embedding=fn, seed=2)
+    assert net.D == 7 and net.W0.shape == (6, 7)
+    Phi = np.concatenate([X, X**2, np.ones((5, 1))], axis=1)
+    np.testing.assert_allclose(net.embed(X).numpy(), Phi, rtol=0, atol=0)
+    np.testing.assert_allclose(net.gram(X).numpy(), Phi @ Phi.T / 7, rtol=1e-14)
+    f = (1 / 6) * np.tanh(net.W0.numpy() @ Phi.T / math.sqrt(7)).T @ net.c.numpy()
+    np.testing.assert_allclose(net.forward(X).numpy(), f, rtol=1e-13, atol=1e-16)
+
+
+def test_callable_embedding_trains_identically_in_weight_and_feature_space(make_data, rel_err):
+    X, y = make_data(n=5, d=3, seed=8)
+    net = gf.Network(d=3, width=6, activation="tanh", embedding=lambda T: torch.cat([T, T**2], 1), seed=2)
+    kw = dict(saveat=[0.0, 1.0], rtol=1e-10, atol=1e-12)
+    a = gf.simulate(net, X, y, space="weight", **kw)
+    b = gf.simulate(net, X, y, space="feature", **kw)
+    assert a.status == b.status == "success"
+    assert a.loss[-1] < a.loss[0]
+    assert rel_err(b.residual, a.residual) < 1e-8
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scalings (Table 1, EQUATIONS.md §2) and initialisation (§1.6, §2.4)
+
+_M, _D = 12, 9
+TABLE_1 = {
+    #        α               β          ℓ          γ = ℓαβ²D
+    "ours": (1 / _M, 1 / math.sqrt(_D), _M, 1.0),
+    "ntk": (1 / math.sqrt(_M), 1 / math.sqrt(_D), 1.0, 1 / math.sqrt(_M)),
+    "mf": (1 / _M, 1 / _D, _M**2, _M / _D),
+}
+
+
+@pytest.mark.parametrize("scaling", list(TABLE_1))
+def test_scaling_coefficients_match_table_1(scaling):
+    net = gf.Network(d=3, width=_M, embedding=gf.RandomFeatures(D=_D), scaling=scaling, seed=0)
+    alpha, beta, lr, gamma = TABLE_1[scaling]
+    assert (net.m, net.D) == (_M, _D)
+    assert net.alpha == pytest.approx(alpha, rel=1e-15)
+    assert net.beta == pytest.approx(beta, rel=1e-15)
+    assert net.lr == pytest.approx(lr, rel=1e-15)
+    assert net.gamma == pytest.approx(gamma, rel=1e-14)
+    assert net.gamma == pytest.approx(net.lr * net.alpha * net.beta**2 * net.D, rel=1e-14)
+
+
+@pytest.mark.parametrize("scaling", list(TABLE_1))
+def test_forward_evaluates_alpha_sum_c_sigma_of_beta_W_phi(make_data, scaling):
+    X, y = make_data(n=5, d=3, seed=9)
+    net = gf.Network(d=3, width=_M, activation="erf", embedding=gf.RandomFeatures(D=_D), scaling=scaling,
+                     c_hat=0.7, seed=4)
+    alpha, beta, _, _ = TABLE_1[scaling]
+    Phi, W, c = net.embed(X).numpy(), net.W0.numpy(), net.c.numpy()
+    H = beta * W @ Phi.T
+    np.testing.assert_allclose(net.features(X).numpy(), H, rtol=1e-13, atol=1e-15)
+    f = alpha * torch.erf(torch.from_numpy(H)).numpy().T @ c
+    np.testing.assert_allclose(net.forward(X).numpy(), f, rtol=1e-13, atol=1e-16)
+    assert net.loss(X, y).item() == pytest.approx(0.5 * np.sum((f - y) ** 2), rel=1e-13)
+
+
+def test_ntk_symmetrised_initialisation_pairs_neurons_exactly():
+    net = gf.Network(d=4, width=10, activation="tanh", scaling="ntk", c_hat=0.7, seed=5)
+    c, W = net.c, net.W0
+    assert torch.equal(c[5:], -c[:5])
+    assert torch.equal(W[5:], W[:5])
+    X = np.random.default_rng(0).standard_normal((9, 4))
+    H = net.features(X)
+    assert torch.equal(H[5:], H[:5])  # h⁰_{i+m/2} ≡ h⁰_i
+
+
+@pytest.mark.parametrize("embedding", ["identity", "quadratic", gf.RandomFeatures(D=6)], ids=["id", "quad", "rf"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus"])
+def test_ntk_symmetrised_network_outputs_zero_at_initialisation_on_arbitrary_inputs(embedding, activation):
+    X = 5.0 * np.random.default_rng(1).standard_normal((11, 4))  # arbitrary, not training data
+    net = gf.Network(d=4, width=10, activation=activation, embedding=embedding, scaling="ntk", seed=6)
+    f0 = net.forward(X)
+    # Each output is a sum of ±pairs that cancel exactly in exact arithmetic; the only error allowed is
+    # the rounding of the length-m sum, bounded by m·eps·α Σ_i |c_i σ(h_i)|.
+    terms = net.alpha * (net.c[:, None] * net.activation.sigma(net.features(X))).abs().sum(0)
+    assert bool((f0.abs() <= net.m * EPS * terms).all())
+    assert float(terms.max()) > 0.1  # the cancelling terms are not themselves zero
+    # with a single pair the cancellation is exact in floating point too
+    net2 = gf.Network(d=4, width=2, activation=activation, embedding=embedding, scaling="ntk", seed=6)
+    assert torch.equal(net2.forward(X), torch.zeros(11, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("scaling", ["ours", "mf"])
+def test_non_ntk_scalings_are_not_symmetrised(scaling):
+    net = gf.Network(d=4, width=10, scaling=scaling, seed=5)
+    assert not torch.equal(net.W0[5:], net.W0[:5])
+    assert net.forward(np.ones((1, 4))).abs().item() > 1e-6
+
+
+def test_odd_width_is_rejected_for_the_symmetrised_ntk_scaling():
+    with pytest.raises(ValueError, match="even"):
+        gf.Network(d=3, width=7, scaling="ntk")
+
+
+@pytest.mark.parametrize("scaling", ["ours", "ntk", "mf"])
+def test_initial_c_is_rademacher_times_c_hat_and_W0_is_standard_gaussian(scaling):
+    net = gf.Network(d=10, width=400, scaling=scaling, c_hat=0.7, seed=8)
+    c, W = net.c.numpy(), net.W0.numpy()
+    assert set(np.unique(c).tolist()) == {-0.7, 0.7}
+    half = W if scaling != "ntk" else W[:200]  # the independent draws
+    assert abs(half.mean()) < 0.05 and half.var() == pytest.approx(1.0, abs=0.06)
+
+
+@pytest.mark.parametrize("scaling", ["ours", "ntk", "mf"])
+def test_same_seed_gives_identical_parameters_and_different_seeds_differ(scaling):
+    def make(seed):
+        return gf.Network(d=3, width=8, embedding=gf.RandomFeatures(D=5), scaling=scaling, seed=seed)
+
+    a, b, other = make(4), make(4), make(5)
+    assert torch.equal(a.c, b.c) and torch.equal(a.W0, b.W0)
+    assert not torch.equal(a.W0, other.W0)
+    assert not torch.equal(a.c, other.c)  # P(equal) = 2^-8 (ours, mf) / 2^-4 (ntk) and fixed by the seeds
+
+
+def test_converting_a_network_to_float32_casts_the_same_parameters(make_data):
+    X, _ = make_data(n=4, d=3, seed=10)
+    net = gf.Network(d=3, width=6, activation="tanh", embedding=gf.RandomFeatures(D=5), seed=3)
+    n32 = net.to(dtype=torch.float32)
+    assert n32.dtype == torch.float32 and n32.c.dtype == n32.W0.dtype == torch.float32
+    assert torch.equal(n32.c, net.c.to(torch.float32))
+    assert torch.equal(n32.W0, net.W0.to(torch.float32))
+    X32 = torch.as_tensor(X, dtype=torch.float32)
+    torch.testing.assert_close(n32.embed(X32), net.embed(X).to(torch.float32), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(n32.forward(X32).double(), net.forward(X), rtol=1e-5, atol=1e-6)
+    # and back: float32 → float64 keeps the (float32-rounded) parameters
+    back = n32.to(dtype=torch.float64)
+    assert torch.equal(back.W0, n32.W0.double())
+
+
+def test_explicit_c_and_W0_replace_the_random_draw():
+    c = np.array([1.0, -2.0, 0.5])
+    W0 = np.arange(6.0).reshape(3, 2)
+    net = gf.Network(d=2, width=3, c=c, W0=W0, seed=0)
+    assert np.array_equal(net.c.numpy(), c) and np.array_equal(net.W0.numpy(), W0)
+    assert net.explicit_params
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The closed-form gradient (eq. (8)/(10)) and the feature field (E4) against torch.autograd
+
+GRAD_EMBEDDINGS = {
+    "identity": "identity",
+    "quadratic": "quadratic",
+    "rf": gf.RandomFeatures(D=7),
+    "deep": gf.DeepRandomFeatures(D=6, depth=4),
+}
+
+
+def _perturbed_W(net: gf.Network, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return net.W0 + 0.5 * torch.randn(net.W0.shape, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("emb", list(GRAD_EMBEDDINGS))
+@pytest.mark.parametrize("scaling", ["ours", "ntk", "mf"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "erf", "gelu", "leaky_relu", "sigmoid"])
+def test_weight_field_equals_minus_lr_times_autograd_gradient_of_the_loss(make_data, activation, scaling, emb):
+    X, y = make_data(n=5, d=3, seed=12)
+    net = gf.Network(d=3, width=6, activation=activation, embedding=GRAD_EMBEDDINGS[emb], scaling=scaling,
+                     c_hat=0.8, seed=13)
+    field = gf.make_field(gf.Problem.from_data(net, X, y), "weight")
+    W = _perturbed_W(net, seed=14).requires_grad_(True)
+    (dLdW,) = torch.autograd.grad(net.loss(X, y, W), W)
+    Wdot = field(0.0, W.detach())
+    assert Wdot.shape == (net.m, net.D)
+    expected = -net.lr * dLdW
+    assert float(expected.abs().max()) > 1e-8  # a non-trivial gradient
+    torch.testing.assert_close(Wdot, expected, rtol=1e-12, atol=1e-13 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("emb", list(GRAD_EMBEDDINGS))
+@pytest.mark.parametrize("scaling", ["ours", "ntk", "mf"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus"])
+def test_feature_field_is_beta_Wdot_phi_transpose_and_accumulates_P(make_data, activation, scaling, emb):
+    X, y = make_data(n=5, d=3, seed=15)
+    net = gf.Network(d=3, width=6, activation=activation, embedding=GRAD_EMBEDDINGS[emb], scaling=scaling,
+                     c_hat=0.8, seed=16)
+    pb = gf.Problem.from_data(net, X, y)
+    W = _perturbed_W(net, seed=17)
+    Wdot = gf.make_field(pb, "weight")(0.0, W)
+    ffield = gf.make_field(pb, "feature")
+    state = ffield.initial_state()
+    assert state.shape == (2, net.m, 5)
+    torch.testing.assert_close(state[0], net.features(X), rtol=0, atol=0)
+    assert torch.equal(state[1], torch.zeros_like(state[1]))  # A(0) = 0
+    state[0] = net.features(X, W)
+    state[1] = 0.3  # A does not enter the right-hand side
+    dstate = ffield(0.0, state)
+    Phi = net.embed(X)
+    Hdot = net.beta * Wdot @ Phi.T
+    torch.testing.assert_close(dstate[0], Hdot, rtol=1e-12, atol=1e-13 * float(Hdot.abs().max()))
+    # Ȧ = P, P_ia = c_i σ'(H_ia) r_a with r = f − y
+    r = net.forward(X, W) - torch.as_tensor(y)
+    P = net.c[:, None] * net.activation.dsigma(net.features(X, W)) * r[None, :]
+    torch.testing.assert_close(dstate[1], P, rtol=1e-13, atol=1e-15)
+
+
+def test_auto_space_picks_feature_space_iff_n_is_below_2D(make_data):
+    X, y = make_data(n=9, d=4, seed=18)  # 2D = 8 < 9 for the shallow net
+    shallow = gf.Network(d=4, width=4, seed=0)
+    quad = gf.Network(d=4, width=4, embedding="quadratic", seed=0)  # 2D = 32 > 9
+    assert gf.make_field(gf.Problem.from_data(shallow, X, y), "auto").space == "weight"
+    assert gf.make_field(gf.Problem.from_data(quad, X, y), "auto").space == "feature"
