@@ -59,6 +59,22 @@ def versions() -> dict:
     }
 
 
+# every array field of Solution with its netCDF dimensions
+_DIMS: dict[str, tuple[str, ...]] = {
+    "loss": ("time",), "residual": ("time", "sample"), "output": ("time", "sample"),
+    "X": ("sample", "input"), "y": ("sample",), "c": ("neuron",), "H": ("feature_time", "neuron", "sample"),
+    "W_final": ("neuron", "embed"), "W": ("weight_time", "neuron", "embed"), "W0": ("neuron", "embed"),
+    "X_test": ("test_sample", "input"), "y_test": ("test_sample",), "test_output": ("time", "test_sample"),
+    "test_loss": ("time",), "test_error": ("time",), "test_sign_error": ("time",),
+    "H_test": ("feature_time", "neuron", "test_sample"),
+    "eta": ("time",), "eta_bar": ("time",), "mu": ("time",), "nu": ("time",), "lam_min_M": ("time",),
+    "lam_max_M": ("time",), "dL": ("time",), "feature_movement": ("time", "sample"),
+    "feature_movement_test": ("time", "test_sample"), "kernel_movement": ("time",), "weight_movement": ("time",),
+    "int_eta": ("time",), "int_mu": ("time",), "int_nu": ("time",), "int_lam_min_M": ("time",),
+    "int_sqrt_abs_dL": ("time",), "int_abs_dL": ("time",), "G": ("sample", "sample2"),
+}
+
+
 @dataclass(frozen=True, eq=False)
 class Solution:
     r"""The result of :func:`gflow.simulate` or :func:`gflow.gradient_descent`.
@@ -78,6 +94,16 @@ class Solution:
         config: ``{"kind": "flow"|"gd", "network": ..., "solver": ..., "space": ...}``.
         X, y, X_test, y_test: the data.   W0: explicit initial weights (None when the seed defines them).
         versions: package versions that produced the run.
+
+    Theory quantities (EQUATIONS.md §8–§9), each (T,) unless noted; see :mod:`gflow.model.quantities`:
+        eta: η_t = min_a (1/m)#{i : h_i(x_a) ∈ I} (18);  eta_bar: the same with the inner interval I₀.
+        mu, nu: min_a (1/m)Σ_i σ′(h_ia)² and with c_i² weights.
+        lam_min_M, lam_max_M: extreme eigenvalues of M = κ_M·G∘S (E3) (NaN for n > 2000).
+        dL: L̇ = −rᵀMr.   feature_movement: (T, n) (1/m)Σ_i|h_i^t(x_a) − h_i^0(x_a)|  (and _test: (T, n_te)).
+        kernel_movement: ‖M_t − M_0‖_F/‖M_0‖_F.   weight_movement: ‖W_t − W_0‖_F/‖W_0‖_F.
+        int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
+            integrated with the flow (exact left sums for GD); None when ``integrals=False``.
+        G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
     """
 
     t: np.ndarray
@@ -105,6 +131,26 @@ class Solution:
     H_test: np.ndarray | None = None
     W0: np.ndarray | None = None
     versions: dict = field(default_factory=dict)
+    # theory quantities at every saved time (EQUATIONS.md §8-§9)
+    eta: np.ndarray | None = None
+    eta_bar: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    nu: np.ndarray | None = None
+    lam_min_M: np.ndarray | None = None
+    lam_max_M: np.ndarray | None = None
+    dL: np.ndarray | None = None
+    feature_movement: np.ndarray | None = None
+    feature_movement_test: np.ndarray | None = None
+    kernel_movement: np.ndarray | None = None
+    weight_movement: np.ndarray | None = None
+    int_eta: np.ndarray | None = None
+    int_mu: np.ndarray | None = None
+    int_nu: np.ndarray | None = None
+    int_lam_min_M: np.ndarray | None = None
+    int_sqrt_abs_dL: np.ndarray | None = None
+    int_abs_dL: np.ndarray | None = None
+    G: np.ndarray | None = None
+    theory: dict = field(default_factory=dict)
 
     # ----------------------------------------------------------------------------------------------------
 
@@ -180,31 +226,12 @@ class Solution:
         """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...)."""
         import xarray as xr
 
-        dv: dict[str, Any] = {
-            "loss": (("time",), self.loss),
-            "residual": (("time", "sample"), self.residual),
-            "output": (("time", "sample"), self.output),
-            "X": (("sample", "input"), self.X),
-            "y": (("sample",), self.y),
-            "c": (("neuron",), self.c),
-            "H": (("feature_time", "neuron", "sample"), self.H),
-        }
-        if include_weights:
-            dv["W_final"] = (("neuron", "embed"), self.W_final)
-            if self.W is not None:
-                dv["W"] = (("weight_time", "neuron", "embed"), self.W)
-        if self.W0 is not None:
-            dv["W0"] = (("neuron", "embed"), self.W0)
-        if self.X_test is not None:
-            dv["X_test"] = (("test_sample", "input"), self.X_test)
-            dv["y_test"] = (("test_sample",), self.y_test)
-            dv["test_output"] = (("time", "test_sample"), self.test_output)
-            dv["test_loss"] = (("time",), self.test_loss)
-            dv["test_error"] = (("time",), self.test_error)
-            if self.test_sign_error is not None:
-                dv["test_sign_error"] = (("time",), self.test_sign_error)
-            if self.H_test is not None:
-                dv["H_test"] = (("feature_time", "neuron", "test_sample"), self.H_test)
+        dv: dict[str, Any] = {}
+        for name, dims in _DIMS.items():
+            value = getattr(self, name)
+            if value is None or (not include_weights and name in ("W_final", "W")):
+                continue
+            dv[name] = (dims, np.asarray(value))
         coords = {"time": self.t, "feature_time": self.feature_t, "weight_time": self.weight_t}
         attrs = {
             "gflow_format_version": FORMAT_VERSION,
@@ -213,6 +240,7 @@ class Solution:
             "stats": json.dumps(self.stats),
             "config": json.dumps(self.config),
             "versions": json.dumps(self.versions),
+            "theory": json.dumps(self.theory),
             "weights_included": int(include_weights),
         }
         return xr.Dataset(dv, coords=coords, attrs=attrs)
@@ -243,21 +271,14 @@ class Solution:
             ds = ds.load()
         if "gflow_format_version" not in ds.attrs:
             raise ValueError(f"{path} is not a gflow solution file (no gflow_format_version attribute)")
-        get = lambda k: ds[k].values if k in ds else None  # noqa: E731
-        m, D = ds.sizes["neuron"], ds.sizes.get("embed", 0)
-        W_final = get("W_final")
-        if W_final is None:
-            W_final = np.full((m, D), np.nan)
+        arrays = {name: ds[name].values for name in _DIMS if name in ds}
+        if "W_final" not in arrays:
+            arrays["W_final"] = np.full((ds.sizes["neuron"], ds.sizes.get("embed", 0)), np.nan)
         return cls(
-            t=ds["time"].values, loss=get("loss"), residual=get("residual"), output=get("output"),
+            t=ds["time"].values, feature_t=ds["feature_time"].values, weight_t=ds["weight_time"].values,
             status=str(ds.attrs["status"]), message=str(ds.attrs["message"]),
             stats=json.loads(ds.attrs["stats"]), config=json.loads(ds.attrs["config"]),
-            X=get("X"), y=get("y"), c=get("c"), W_final=W_final,
-            feature_t=ds["feature_time"].values, H=get("H"),
-            weight_t=ds["weight_time"].values, W=get("W"),
-            X_test=get("X_test"), y_test=get("y_test"), test_output=get("test_output"),
-            test_loss=get("test_loss"), test_error=get("test_error"), test_sign_error=get("test_sign_error"),
-            H_test=get("H_test"), W0=get("W0"), versions=json.loads(ds.attrs["versions"]),
+            versions=json.loads(ds.attrs["versions"]), theory=json.loads(ds.attrs.get("theory", "{}")), **arrays,
         )
 
 

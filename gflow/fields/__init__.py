@@ -2,6 +2,7 @@
 
 from .base import AbstractField, Problem
 from .feature_space import FeatureSpaceField
+from .observed import INTEGRALS, ObservedField
 from .weight_space import WeightSpaceField
 
 SPACES = ("auto", "weight", "feature")
@@ -17,4 +18,4 @@ def make_field(problem: Problem, space: str = "auto") -> AbstractField:
     return FeatureSpaceField(problem) if space == "feature" else WeightSpaceField(problem)
 
 
-__all__ = ["AbstractField", "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "SPACES"]
+__all__ = ["ObservedField", "INTEGRALS", "AbstractField", "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "SPACES"]

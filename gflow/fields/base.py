@@ -119,9 +119,6 @@ class AbstractField:
     def initial_state(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __call__(self, t: torch.Tensor | float, state: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
     def train_features(self, state: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         """H, (m, n)."""
         raise NotImplementedError
@@ -137,12 +134,31 @@ class AbstractField:
     def flops_per_eval(self) -> float:  # pragma: no cover
         raise NotImplementedError
 
+    def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> "Parts":
+        """Write d state/dt into ``out`` and return the intermediate quantities (for observers)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(state)
+        self.rhs_into(state, out)
+        return out
+
     # Shared by both spaces: P_ia = c_i σ'(H_ia) r_a (eq. (10)), residual r = f − y.
-    def _P_into(self, H: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Write P = c σ′(H) r into ``out`` (m, n); returns r."""
+    def _P_into(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write P = c σ′(H) r into ``out`` (m, n); returns (σ′(H), r)."""
         net, pb = self.problem.net, self.problem
         s, ds = net.activation.both(H)
         r = torch.mv(s.T, net.c).mul_(net.alpha).sub_(pb.y)
         torch.mul(ds, self._c_col, out=out)
         out.mul_(r)
-        return r
+        return ds, r
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Intermediates of one right-hand-side evaluation: H (m, n), σ′(H) (m, n), r (n,), and L̇ = −rᵀMr."""
+
+    H: torch.Tensor
+    ds: torch.Tensor
+    r: torch.Tensor
+    dL: torch.Tensor

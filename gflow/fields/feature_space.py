@@ -13,9 +13,11 @@ Cost per evaluation ≈ 2mn² flops (against ≈ 4mDn in weight space): cheaper 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .base import AbstractField, Problem
+from .base import AbstractField, Parts, Problem
 
 
 class FeatureSpaceField(AbstractField):
@@ -29,17 +31,20 @@ class FeatureSpaceField(AbstractField):
         self.state_shape = (2, net.m, problem.n)
         self._c_col = net.c[:, None]
         self._minus_gamma_G = (-net.gamma) * problem.G  # fold −γ into G once
+        self._alpha = net.alpha
 
     def initial_state(self) -> torch.Tensor:
         s = torch.zeros(self.state_shape, dtype=self.problem.net.dtype, device=self.problem.net.device)
         s[0] = self.problem.H0
         return s
 
-    def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
-        out = torch.empty_like(state)
-        self._P_into(state[0], out[1])
+    def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
+        H = state[0]
+        ds, r = self._P_into(H, out[1])
         torch.mm(out[1], self._minus_gamma_G, out=out[0])
-        return out
+        # L̇ = Σ_a r_a ḟ_a = α Σ_ia P_ia Ḣ_ia (E3)
+        dL = self._alpha * torch.dot(out[1].reshape(-1), out[0].reshape(-1))
+        return Parts(H, ds, r, dL)
 
     def train_features(self, state):
         return state[0]
@@ -53,6 +58,12 @@ class FeatureSpaceField(AbstractField):
     def weights(self, state):
         net = self.problem.net
         return net.W0 - (net.lr * net.alpha * net.beta) * (state[1] @ self.problem.Phi)
+
+    def weight_movement(self, state) -> float:
+        """‖W − W0‖_F / ‖W0‖_F without forming W: ‖AΦ‖²_F = D·Σ (AG)∘A."""
+        net, A = self.problem.net, state[1]
+        sq = net.D * float(((A @ self.problem.G) * A).sum())
+        return abs(net.lr * net.alpha * net.beta) * math.sqrt(max(sq, 0.0)) / float(torch.linalg.norm(net.W0))
 
     def flops_per_eval(self) -> float:
         m, n = self.problem.net.m, self.problem.n

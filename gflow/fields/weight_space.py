@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import AbstractField, Problem
+from .base import AbstractField, Parts, Problem
 
 
 class WeightSpaceField(AbstractField):
@@ -23,15 +23,19 @@ class WeightSpaceField(AbstractField):
         self._c_col = net.c[:, None]
         self._beta_PhiT = (net.beta * problem.Phi.T).contiguous()  # (D, n)
         self._minus_Phi = ((-net.lr * net.alpha * net.beta) * problem.Phi).contiguous()  # (n, D)
+        self._lr = net.lr
 
     def initial_state(self) -> torch.Tensor:
         return self.problem.net.W0.clone()
 
-    def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
+    def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
         H = state @ self._beta_PhiT
         P = torch.empty_like(H)
-        self._P_into(H, P)
-        return P @ self._minus_Phi
+        ds, r = self._P_into(H, P)
+        torch.mm(P, self._minus_Phi, out=out)
+        # energy identity: L̇ = −ℓ‖∂L/∂W‖² = −‖Ẇ‖²/ℓ
+        dL = -torch.dot(out.reshape(-1), out.reshape(-1)) / self._lr
+        return Parts(H, ds, r, dL)
 
     def train_features(self, state):
         return state @ self._beta_PhiT
@@ -44,6 +48,11 @@ class WeightSpaceField(AbstractField):
 
     def weights(self, state):
         return state
+
+    def weight_movement(self, state) -> float:
+        """‖W − W0‖_F / ‖W0‖_F."""
+        W0 = self.problem.net.W0
+        return float(torch.linalg.norm(state - W0) / torch.linalg.norm(W0))
 
     def flops_per_eval(self) -> float:
         m, n, D = self.problem.net.m, self.problem.n, self.problem.net.D

@@ -97,7 +97,7 @@ class Activation:
 def _numeric_inf_abs(dsigma: TensorFn, lo: float, hi: float) -> float:
     # Bounded view of possibly infinite intervals: |σ'| is examined on [max(lo,-50), min(hi,50)].
     a, b = max(lo, -50.0), min(hi, 50.0)
-    u = torch.linspace(a, b, 200_001, dtype=torch.float64)[1:-1]
+    u = torch.linspace(a, b, 200_000, dtype=torch.float64)[1:-1]  # even count: never exactly 0
     return float(dsigma(u).abs().min())
 
 

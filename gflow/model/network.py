@@ -37,6 +37,8 @@ def resolve_device(device: Any) -> torch.device:
         dev = torch.device(device)
     except (TypeError, RuntimeError) as exc:
         raise TypeError(f"device must be a torch device or a string like 'cpu' or 'cuda', got {describe(device)}") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (gflow is tested on these), got {str(dev)!r}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(dev)!r} was requested but CUDA is not available on this machine")
@@ -97,7 +99,7 @@ class Network:
         check_positive_int(self.seed, "seed", minimum=0)
         set_("dtype", resolve_dtype(self.dtype))
         set_("device", resolve_device(self.device))
-        if self.scaling.symmetric and m % 2 and self.W0 is None:
+        if self.scaling.symmetric and m % 2 and (self.c is None or self.W0 is None):
             raise ValueError(
                 f"width must be even for the {self.scaling.name!r} scaling (symmetrised initialisation pairs "
                 f"neuron i with i + m/2), got width={m}"
@@ -169,6 +171,11 @@ class Network:
     def gamma(self) -> float:
         """Feature-speed coefficient γ = ℓαβ²D of (E1)."""
         return self.scaling.gamma(self.m, self.D)
+
+    @property
+    def kernel_coef(self) -> float:
+        """κ_M = ℓα²β²D·m, the factor in M = κ_M·G∘S (E3): 1 for "ours" and "ntk", m/D for "mf"."""
+        return self.lr * self.alpha**2 * self.beta**2 * self.D * self.m
 
     @property
     def explicit_params(self) -> bool:

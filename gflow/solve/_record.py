@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..fields.base import AbstractField
+from ..model import quantities as Q
 
 
 class Abort(Exception):
@@ -29,26 +30,43 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().to("cpu", torch.float64).numpy().copy()
 
 
-class Recorder:
-    """Collects loss, residuals, outputs, test metrics, features and weights at the output times.
+EIG_MAX_N = 2000  # λ(M) at saved times for n up to this (an n×n eigenproblem per saved time)
 
-    Observables are computed from the state on the fly, so the full state is never stored over time
-    (W is (m, D) and large); H and W are kept only at the times the user asked for.
+
+class Recorder:
+    """Collects loss, residuals, outputs, test metrics, the theory's quantities, features and weights.
+
+    Observables are computed from the state at each output time, so the full state is never stored over
+    time (W is (m, D) and large); H and W are kept only at the times the user asked for.  Theory quantities
+    (EQUATIONS.md §8–§9): η and η̄ (intervals I and I₀), μ, ν, λ_min/λ_max of M = κ_M·G∘S, L̇ = −rᵀMr, the
+    feature movement per point, the kernel movement ‖M_t − M_0‖_F/‖M_0‖_F, ‖W_t − W_0‖_F/‖W_0‖_F, and the
+    running integrals carried by an :class:`~gflow.fields.ObservedField`.
     """
 
     def __init__(self, field: AbstractField, feature_times: np.ndarray, weight_times: np.ndarray,
-                 time_tol: float = 0.0):
+                 time_tol: float = 0.0, interval: tuple[float, float] | None = None):
         self.field = field
         self._tol = time_tol  # output times are at least 2·time_tol apart, so a time matches at most one
         pb = field.problem
         self.pb = pb
+        net = pb.net
+        self.interval = tuple(net.activation.interval) if interval is None else tuple(interval)
+        lo, hi = self.interval
+        if math.isfinite(lo) and math.isfinite(hi):
+            xi = (hi - lo) / 3.0
+            self.inner = (lo + xi, hi - xi)
+        else:
+            self.inner = None
         self._ft = feature_times
         self._wt = weight_times
-        self.t: list[float] = []
-        self.loss: list[float] = []
-        self.residual: list[np.ndarray] = []
-        self.output: list[np.ndarray] = []
-        self.test_output: list[np.ndarray] = []
+        self._eig = pb.n <= EIG_MAX_N
+        self._M0: torch.Tensor | None = None
+        self._H0 = pb.H0
+        self._H0_test = pb.H0_test
+        self.rows: dict[str, list] = {k: [] for k in (
+            "t", "loss", "residual", "output", "test_output", "eta", "eta_bar", "mu", "nu", "lam_min_M",
+            "lam_max_M", "dL", "feature_movement", "feature_movement_test", "kernel_movement",
+            "weight_movement", "integrals")}
         self.feature_t: list[float] = []
         self.H: list[np.ndarray] = []
         self.H_test: list[np.ndarray] = []
@@ -58,6 +76,10 @@ class Recorder:
         yt = pb.y_test
         self.sign_labels = yt is not None and bool(torch.all((yt == 1) | (yt == -1)))
 
+    @property
+    def t(self) -> list[float]:
+        return self.rows["t"]
+
     def _member(self, t: float, times: np.ndarray) -> bool:
         if times.size == 0:
             return False
@@ -66,22 +88,46 @@ class Recorder:
 
     def record(self, t: float, state: torch.Tensor, *, force_features: bool = False) -> None:
         """Record the observables of ``state`` at time t; raises Abort("nonfinite") for a non-finite loss."""
+        pb, net, rows = self.pb, self.pb.net, self.rows
         H = self.field.train_features(state)
-        f = self.pb.outputs(H)
-        r = f - self.pb.y
+        s, ds = net.activation.both(H)
+        f = net.alpha * (net.c @ s)
+        r = f - pb.y
         loss = float(0.5 * (r @ r))
         if not math.isfinite(loss):
             raise Abort("nonfinite", f"the loss became non-finite at t = {t:.6g}; the state was lost between "
-                        f"t = {self.t[-1] if self.t else 0.0:.6g} and t; use float64, a smaller step or tighter "
-                        "tolerances")
-        self.t.append(float(t))
-        self.loss.append(loss)
-        self.residual.append(_np(r))
-        self.output.append(_np(f))
+                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use float64, a smaller step or "
+                        "tighter tolerances")
+        rows["t"].append(float(t))
+        rows["loss"].append(loss)
+        rows["residual"].append(_np(r))
+        rows["output"].append(_np(f))
         Hte = None
-        if self.pb.X_test is not None:
+        if pb.X_test is not None:
             Hte = self.field.test_features(state)
-            self.test_output.append(_np(self.pb.outputs(Hte)))
+            rows["test_output"].append(_np(pb.outputs(Hte)))
+            rows["feature_movement_test"].append(_np(Q.feature_movement(Hte, self._H0_test)))
+        # theory quantities (EQUATIONS.md §8-§9)
+        rows["eta"].append(float(Q.eta(H, self.interval)))
+        rows["eta_bar"].append(float(Q.eta(H, self.inner)) if self.inner else math.nan)
+        rows["mu"].append(float(Q.mu(ds)))
+        rows["nu"].append(float(Q.nu(ds, net.c)))
+        if self._eig:
+            M = Q.kernel_M(pb.G, ds, net.c, net.kernel_coef)
+            lo, hi = Q.extreme_eigenvalues(M)
+            if self._M0 is None:
+                self._M0 = M
+            rows["lam_min_M"].append(lo)
+            rows["lam_max_M"].append(hi)
+            rows["dL"].append(float(-(r @ (M @ r))))
+            rows["kernel_movement"].append(float(torch.linalg.norm(M - self._M0) / torch.linalg.norm(self._M0)))
+        else:
+            for k in ("lam_min_M", "lam_max_M", "dL", "kernel_movement"):
+                rows[k].append(math.nan)
+        rows["feature_movement"].append(_np(Q.feature_movement(H, self._H0)))
+        rows["weight_movement"].append(self.field.weight_movement(state))
+        if hasattr(self.field, "integrals"):
+            rows["integrals"].append(_np(self.field.integrals(state)))
         if force_features or self._member(t, self._ft):
             self.feature_t.append(float(t))
             self.H.append(_np(H))
@@ -103,20 +149,32 @@ class Recorder:
             self.H_test.append(_np(self.field.test_features(self.last_state)))
 
     def arrays(self) -> dict:
-        pb = self.pb
+        pb, rows = self.pb, self.rows
         out = {
-            "t": np.asarray(self.t),
-            "loss": np.asarray(self.loss),
-            "residual": np.stack(self.residual),
-            "output": np.stack(self.output),
+            "t": np.asarray(rows["t"]),
+            "loss": np.asarray(rows["loss"]),
+            "residual": np.stack(rows["residual"]),
+            "output": np.stack(rows["output"]),
             "feature_t": np.asarray(self.feature_t),
             "H": np.stack(self.H) if self.H else np.zeros((0, pb.net.m, pb.n)),
             "weight_t": np.asarray(self.weight_t, dtype=np.float64),
             "W": np.stack(self.W) if self.W else None,
             "W_final": _np(self.field.weights(self.last_state)),
+            "feature_movement": np.stack(rows["feature_movement"]),
         }
+        for k in ("eta", "eta_bar", "mu", "nu", "lam_min_M", "lam_max_M", "dL", "kernel_movement",
+                  "weight_movement"):
+            out[k] = np.asarray(rows[k], dtype=np.float64)
+        if rows["integrals"]:
+            from ..fields.observed import INTEGRALS
+
+            q = np.stack(rows["integrals"])
+            for i, name in enumerate(INTEGRALS):
+                out[f"int_{name}"] = q[:, i]
+            if not getattr(self.field, "lam_min_M", True):
+                out["int_lam_min_M"] = None
         if pb.X_test is not None:
-            fte = np.stack(self.test_output)
+            fte = np.stack(rows["test_output"])
             yte = _np(pb.y_test)
             err = fte - yte[None, :]
             out["test_output"] = fte
@@ -124,7 +182,37 @@ class Recorder:
             out["test_error"] = np.mean(err**2, axis=1)
             out["test_sign_error"] = np.mean(np.sign(fte) != yte[None, :], axis=1) if self.sign_labels else None
             out["H_test"] = np.stack(self.H_test) if self.H_test else None
+            out["feature_movement_test"] = np.stack(rows["feature_movement_test"])
         return out
+
+    def theory(self) -> dict:
+        """Static quantities of the run (EQUATIONS.md §6, §10): spectrum and diagonal of G, ĉ, I, K_σ′, ..."""
+        from ..model.activations import _numeric_inf_abs
+
+        pb, net = self.pb, self.pb.net
+        G = pb.G
+        ev = torch.linalg.eigvalsh(G) if pb.n <= 4 * EIG_MAX_N else None
+        diag = torch.diagonal(G)
+        act = net.activation
+        lo, hi = self.interval
+        K = act.K if self.interval == tuple(act.interval) else _numeric_inf_abs(act.dsigma, lo, hi)
+        absc = net.c.abs()
+        return {
+            "interval": [lo, hi],
+            "inner_interval": list(self.inner) if self.inner else None,
+            "K_sigma": float(K),
+            "K_sigma_global": float(_numeric_inf_abs(act.dsigma, -math.inf, math.inf)),
+            "lipschitz": float(act.lipschitz),
+            "c_hat": float(absc.max()),
+            "c_min": float(absc.min()),
+            "kernel_coef": float(net.kernel_coef),
+            "gamma": float(net.gamma),
+            "lam_min_G": float(ev[0]) if ev is not None else math.nan,
+            "lam_max_G": float(ev[-1]) if ev is not None else math.nan,
+            "G_min": float(diag.min()),
+            "G_max": float(diag.max()),
+            "y_norm": float(torch.linalg.norm(pb.y)),
+        }
 
 
 class Monitor:

@@ -20,7 +20,7 @@ from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
-from .ode import _make_solution
+from .ode import _make_solution, check_interval, observed_field
 
 
 def _steps_of(times: Any, name: str, step: float, steps: int) -> np.ndarray:
@@ -49,6 +49,8 @@ def gradient_descent(
     features_at: Any = None,
     weights_at: Any = None,
     max_wall_time: float | None = None,
+    interval: tuple[float, float] | None = None,
+    integrals: bool = True,
     warn: bool = True,
 ) -> Solution:
     r"""Run ``steps`` steps of full-batch gradient descent with step δ = ``step`` (eq. (9)).
@@ -63,6 +65,8 @@ def gradient_descent(
         features_at, weights_at: flow times (multiples of ``step``) at which H / W are kept; features default
             to the first and last step.
         max_wall_time: optional budget in seconds (status ``"time_budget"``).
+        interval, integrals: as in :func:`gflow.simulate`; for GD the integrals are the exact left sums
+            Σ_k δ q(H_k).
         warn: warn with :class:`gflow.GFlowWarning` if the run diverges or runs out of time.
 
     Returns:
@@ -90,9 +94,10 @@ def gradient_descent(
     wk = np.zeros(0, np.int64) if weights_at is None else _steps_of(weights_at, "weights_at", step, steps)
     save_k = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps], fk, wk]))
 
+    interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    field = make_field(problem, space)
-    recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step)
+    field = observed_field(make_field(problem, space), interval, integrals)
+    recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
     t_start = time.perf_counter()
@@ -136,7 +141,8 @@ def gradient_descent(
         "space": field.space,
         "solver": {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
                    "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(),
-                   "max_wall_time": max_wall_time, "space": space},
+                   "max_wall_time": max_wall_time, "space": space, "interval": list(interval),
+                   "integrals": bool(integrals)},
     }
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":

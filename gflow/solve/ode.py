@@ -23,6 +23,7 @@ import torch
 from .._validate import check_choice, check_positive_float, check_positive_int, check_times, describe
 from ..fields import Problem, make_field
 from ..fields.base import AbstractField
+from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from ._record import Abort, Monitor, Recorder
@@ -141,6 +142,8 @@ def simulate(
     features_at: Any = None,
     weights_at: Any = None,
     options: dict | None = None,
+    interval: tuple[float, float] | None = None,
+    integrals: bool = True,
     warn: bool = True,
 ) -> Solution:
     r"""Integrate the gradient flow Ẇ = −ℓ ∂L/∂W (eq. (10)) of ``net`` on (X, y) from t = 0 to t1.
@@ -168,6 +171,10 @@ def simulate(
         options: method options: torchdiffeq adaptive ``first_step``, ``max_step``, ``min_step``,
             ``safety``, ``ifactor``, ``dfactor``; ``implicit_adams`` ``max_iters``, ``max_order``; scipy
             ``first_step``, ``max_step``.
+        interval: the active interval I of η (Lemma 1); default: the activation's (EQUATIONS.md §6).
+        integrals: carry ∫η, ∫μ, ∫ν, ∫λ_min(M), ∫|L̇|^{1/2} and ∫|L̇| as extra ODE states (for the pathwise
+            bounds of :func:`gflow.certify`).  They never limit the step; their cost is O(mn) per evaluation,
+            plus an n×n eigenproblem for λ_min(M) when n ≤ 1024.  ``False`` integrates the bare flow.
         warn: issue a :class:`gflow.GFlowWarning` when the run fails.
 
     Returns:
@@ -221,8 +228,9 @@ def simulate(
                 f"max_steps={max_steps}; raise max_steps or enlarge step"
             )
 
+    interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    field = make_field(problem, space)
+    field = observed_field(make_field(problem, space), interval, integrals)
     if method in ("Radau", "BDF", "LSODA"):
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
@@ -232,7 +240,7 @@ def simulate(
                 "Use an explicit method (dopri5, DOP853) or a smaller problem"
             )
 
-    recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1))
+    recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1), interval=interval)
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS)
     status, message = "success", f"reached t1 = {t1:g}"
@@ -248,7 +256,10 @@ def simulate(
 
     if status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorder.t[-1] * (1 + 1e-12):
-            recorder.record(monitor.partial[0], monitor.partial[1])
+            try:  # keep the last accepted state, unless it is itself non-finite
+                recorder.record(monitor.partial[0], monitor.partial[1])
+            except Abort:
+                pass
         recorder.ensure_final_features()
 
     stats = {
@@ -267,7 +278,8 @@ def simulate(
         "solver": {
             "method": method, "rtol": rtol, "atol": atol, "step": step, "max_steps": max_steps,
             "max_wall_time": max_wall_time, "t1": t1, "saveat": grid.tolist(), "features_at": ft.tolist(),
-            "weights_at": wt.tolist(), "options": opts, "space": space,
+            "weights_at": wt.tolist(), "options": opts, "space": space, "interval": list(interval),
+            "integrals": bool(integrals),
         },
     }
     sol = _make_solution(recorder, problem, status, message, stats, config)
@@ -276,20 +288,38 @@ def simulate(
     return sol
 
 
+def check_interval(interval, net: Network) -> tuple[float, float]:
+    """The active interval I for η: the activation's by default; a pair (I_l, I_r) with I_l < I_r."""
+    if interval is None:
+        return tuple(net.activation.interval)
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise TypeError(f"interval must be a pair (I_l, I_r) of numbers, got {describe(interval)}") from None
+    if math.isnan(lo) or math.isnan(hi) or not lo < hi:
+        raise ValueError(f"interval must satisfy I_l < I_r, got ({lo}, {hi})")
+    return (lo, hi)
+
+
+def observed_field(base: AbstractField, interval, integrals: bool) -> AbstractField:
+    if not isinstance(integrals, bool):
+        raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
+    if not integrals:
+        return base
+    return ObservedField(base, interval, lam_min_M=base.problem.n <= LAM_MIN_M_MAX_N)
+
+
 def _make_solution(recorder: Recorder, problem: Problem, status, message, stats, config) -> Solution:
     from ._record import _np
 
     arr = recorder.arrays()
     net = problem.net
     return Solution(
-        t=arr["t"], loss=arr["loss"], residual=arr["residual"], output=arr["output"], status=status,
-        message=message, stats=stats, config=config, X=_np(problem.X), y=_np(problem.y), c=_np(net.c),
-        W_final=arr["W_final"], feature_t=arr["feature_t"], H=arr["H"], weight_t=arr["weight_t"], W=arr["W"],
-        X_test=None if problem.X_test is None else _np(problem.X_test),
+        status=status, message=message, stats=stats, config=config, X=_np(problem.X), y=_np(problem.y),
+        c=_np(net.c), X_test=None if problem.X_test is None else _np(problem.X_test),
         y_test=None if problem.y_test is None else _np(problem.y_test),
-        test_output=arr.get("test_output"), test_loss=arr.get("test_loss"), test_error=arr.get("test_error"),
-        test_sign_error=arr.get("test_sign_error"), H_test=arr.get("H_test"),
-        W0=_np(net.W0) if net.explicit_params else None, versions=versions(),
+        W0=_np(net.W0) if net.explicit_params else None, versions=versions(), G=_np(problem.G),
+        theory=recorder.theory(), **arr,
     )
 
 
@@ -305,10 +335,13 @@ class _TorchFunc:
         self.monitor = monitor
 
     def __call__(self, t, y):
-        # No per-evaluation finiteness check: torchdiffeq's adaptive steppers check the state every step, and
-        # the recorder checks the loss at every output time (fixed-step methods).
         self.monitor.on_eval()
-        return self.field(t, y)
+        out = torch.empty_like(y)
+        parts = self.field.rhs_into(y, out)
+        # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
+        if not math.isfinite(float(parts.dL)):
+            self.monitor.raise_nonfinite(float(t))
+        return out
 
     def callback_step(self, t0, y0, dt):
         self.monitor.partial = (float(t0), y0)
@@ -351,6 +384,8 @@ def _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder: Reco
 
     fixed = method in TORCHDIFFEQ_FIXED
     func = _TorchFunc(field, monitor) if fixed else _TorchFuncAdaptive(field, monitor)
+    if isinstance(field, ObservedField) and not fixed:
+        atol = field.atol_vector(atol)
     y = field.initial_state()
     recorder.record(0.0, y)
     dev = y.device
@@ -398,15 +433,18 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
     def fun(t, yflat):
         monitor.on_eval()
         yt = torch.from_numpy(np.ascontiguousarray(yflat)).view(shape)
-        dy = field(t, yt).reshape(-1).numpy()
-        if not np.isfinite(dy).all():
-            monitor.raise_nonfinite()
-        return dy
+        out = torch.empty_like(yt)
+        parts = field.rhs_into(yt, out)
+        if not math.isfinite(float(parts.dL)):  # L̇ reduces the whole derivative
+            monitor.raise_nonfinite(float(t))
+        return out.reshape(-1).numpy()
 
     cls = getattr(si, method)
     t1 = float(grid[-1])
     # numpy's BLAS threads spin after each small vector op in scipy's stepper and starve torch's threads
     # (measured 6x slower on 2 cores); limit them for the duration of this solve only.
+    if isinstance(field, ObservedField):
+        atol = field.atol_vector(atol).numpy()
     with threadpool_limits(limits=1, user_api="blas"):
         solver = cls(fun, 0.0, y0.reshape(-1).numpy().copy(), t1, rtol=rtol, atol=atol, **opts)
         _scipy_loop(solver, grid, shape, method, recorder, monitor)

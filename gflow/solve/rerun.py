@@ -38,9 +38,11 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
     if cfg["kind"] == "gd":
         return gradient_descent(net, **data, step=s["step"], steps=s["steps"], save_every=s["save_every"],
                                 space=s["space"], features_at=s["features_at"], weights_at=s["weights_at"] or None,
-                                max_wall_time=s["max_wall_time"])
+                                max_wall_time=s["max_wall_time"], interval=s.get("interval"),
+                                integrals=s.get("integrals", True))
     return simulate(
         net, **data, t1=s["t1"], saveat=s["saveat"], method=s["method"], rtol=s["rtol"], atol=s["atol"],
         step=s["step"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
         features_at=s["features_at"], weights_at=s["weights_at"] or None, options=s["options"] or None,
+        interval=s.get("interval"), integrals=s.get("integrals", True),
     )

@@ -1,0 +1,67 @@
+r"""Quantities that the paper's proofs track, as pure functions of the features H (EQUATIONS.md §3, §8, §9).
+
+All take torch tensors: H (m, n) features, ds = σ′(H) (m, n), c (m,), G (n, n).
+
+* η (18): the worst-point fraction of neurons in the active interval I, min_a (1/m) #{i : H_ia ∈ I}.
+* μ, ν (T4): min_a (1/m) Σ_i σ′(H_ia)², and with c_i² weights.
+* S = (1/m) Σ_i c_i² σ′(H_i·)σ′(H_i·)ᵀ and the function-space kernel M = κ_M · G ∘ S (E3), where κ_M = ℓα²β²Dm
+  is 1 for the "ours" and "ntk" scalings and m/D for "mf"; ṙ = −M r and L̇ = −rᵀ M r.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def active_fraction(H: torch.Tensor, interval: tuple[float, float]) -> torch.Tensor:
+    """(1/m) #{i : H_ia ∈ (I_l, I_r)} for each point a; shape (n,).  The interval is open."""
+    lo, hi = interval
+    inside = torch.ones_like(H, dtype=torch.bool)
+    if math.isfinite(lo):
+        inside &= H > lo
+    if math.isfinite(hi):
+        inside &= H < hi
+    return inside.sum(dim=0).to(H.dtype) / H.shape[0]
+
+
+def eta(H: torch.Tensor, interval: tuple[float, float]) -> torch.Tensor:
+    """η = min_a (1/m) #{i : H_ia ∈ I} (eq. (18)); a 0-d tensor."""
+    return active_fraction(H, interval).min()
+
+
+def mu(ds: torch.Tensor) -> torch.Tensor:
+    """μ = min_a (1/m) Σ_i σ′(H_ia)² (T4)."""
+    return (ds * ds).mean(dim=0).min()
+
+
+def nu(ds: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """ν = min_a (1/m) Σ_i c_i² σ′(H_ia)² = min_a S_aa (T4)."""
+    return torch.mv((ds * ds).T, c * c).min() / ds.shape[0]
+
+
+def kernel_S(ds: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """S = (1/m) Σ_i c_i² σ′(H_i·) σ′(H_i·)ᵀ, shape (n, n)."""
+    cd = ds * c[:, None]
+    return (cd.T @ cd) / ds.shape[0]
+
+
+def kernel_M(G: torch.Tensor, ds: torch.Tensor, c: torch.Tensor, coef: float = 1.0) -> torch.Tensor:
+    """M = coef · G ∘ S (E3), PSD by the Schur product theorem; coef = ℓα²β²Dm (1 for ours/ntk)."""
+    return coef * (G * kernel_S(ds, c))
+
+
+def extreme_eigenvalues(M: torch.Tensor) -> tuple[float, float]:
+    """(λ_min, λ_max) of a symmetric matrix."""
+    ev = torch.linalg.eigvalsh(0.5 * (M + M.T))
+    return float(ev[0]), float(ev[-1])
+
+
+def feature_movement(H: torch.Tensor, H0: torch.Tensor) -> torch.Tensor:
+    """(1/m) Σ_i |h_i^t(x_a) − h_i^0(x_a)| for each point a; shape (n,) (eq. (15), T8)."""
+    return (H - H0).abs().mean(dim=0)
+
+
+__all__ = ["active_fraction", "eta", "mu", "nu", "kernel_S", "kernel_M", "extreme_eigenvalues",
+           "feature_movement"]
