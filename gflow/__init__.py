@@ -32,10 +32,12 @@ from .model import (
 )
 from .solution import STATUSES, GFlowWarning, Solution, SolverError, load
 from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
+from .theory import Certificate, certify, limit_gram
 
 __all__ = [
     "__version__", "data", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
     "RandomFeatures", "DeepRandomFeatures", "Callable", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
     "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
-    "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError",
+    "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "certify",
+    "Certificate", "limit_gram",
 ]

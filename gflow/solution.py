@@ -70,6 +70,7 @@ _DIMS: dict[str, tuple[str, ...]] = {
     "eta": ("time",), "eta_bar": ("time",), "mu": ("time",), "nu": ("time",), "lam_min_M": ("time",),
     "lam_max_M": ("time",), "dL": ("time",), "feature_movement": ("time", "sample"),
     "feature_movement_test": ("time", "test_sample"), "kernel_movement": ("time",), "weight_movement": ("time",),
+    "moved_fraction": ("time",),
     "int_eta": ("time",), "int_mu": ("time",), "int_nu": ("time",), "int_lam_min_M": ("time",),
     "int_sqrt_abs_dL": ("time",), "int_abs_dL": ("time",), "G": ("sample", "sample2"),
 }
@@ -101,6 +102,7 @@ class Solution:
         lam_min_M, lam_max_M: extreme eigenvalues of M = κ_M·G∘S (E3) (NaN for n > 2000).
         dL: L̇ = −rᵀMr.   feature_movement: (T, n) (1/m)Σ_i|h_i^t(x_a) − h_i^0(x_a)|  (and _test: (T, n_te)).
         kernel_movement: ‖M_t − M_0‖_F/‖M_0‖_F.   weight_movement: ‖W_t − W_0‖_F/‖W_0‖_F.
+        moved_fraction: max_a (1/m)#{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}, ξ = |I|/3 (T7; NaN for unbounded I).
         int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
             integrated with the flow (exact left sums for GD); None when ``integrals=False``.
         G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
@@ -143,6 +145,7 @@ class Solution:
     feature_movement_test: np.ndarray | None = None
     kernel_movement: np.ndarray | None = None
     weight_movement: np.ndarray | None = None
+    moved_fraction: np.ndarray | None = None
     int_eta: np.ndarray | None = None
     int_mu: np.ndarray | None = None
     int_nu: np.ndarray | None = None

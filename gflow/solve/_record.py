@@ -66,7 +66,7 @@ class Recorder:
         self.rows: dict[str, list] = {k: [] for k in (
             "t", "loss", "residual", "output", "test_output", "eta", "eta_bar", "mu", "nu", "lam_min_M",
             "lam_max_M", "dL", "feature_movement", "feature_movement_test", "kernel_movement",
-            "weight_movement", "integrals")}
+            "weight_movement", "moved_fraction", "integrals")}
         self.feature_t: list[float] = []
         self.H: list[np.ndarray] = []
         self.H_test: list[np.ndarray] = []
@@ -125,6 +125,11 @@ class Recorder:
             for k in ("lam_min_M", "lam_max_M", "dL", "kernel_movement"):
                 rows[k].append(math.nan)
         rows["feature_movement"].append(_np(Q.feature_movement(H, self._H0)))
+        if self.inner:  # T7: max_a (1/m) #{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}
+            xi = (self.interval[1] - self.interval[0]) / 3.0
+            rows["moved_fraction"].append(float(((H - self._H0).abs() >= xi).to(H.dtype).mean(dim=0).max()))
+        else:
+            rows["moved_fraction"].append(math.nan)
         rows["weight_movement"].append(self.field.weight_movement(state))
         if hasattr(self.field, "integrals"):
             rows["integrals"].append(_np(self.field.integrals(state)))
@@ -163,7 +168,7 @@ class Recorder:
             "feature_movement": np.stack(rows["feature_movement"]),
         }
         for k in ("eta", "eta_bar", "mu", "nu", "lam_min_M", "lam_max_M", "dL", "kernel_movement",
-                  "weight_movement"):
+                  "weight_movement", "moved_fraction"):
             out[k] = np.asarray(rows[k], dtype=np.float64)
         if rows["integrals"]:
             from ..fields.observed import INTEGRALS

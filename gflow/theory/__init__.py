@@ -4,3 +4,4 @@ from .limit_gram import gram_concentration, gram_stats, kernel_map, limit_gram
 from .bounds import (C1, C2, Hypothesis, IntervalChoice, K_const, RealisedTheorem1, TheoremReport, best_interval,
                      dsigma_inf, inner_interval, kappa, kappa_xi, pl_rate, prob_inner, realised_theorem1,
                      theorem1, theorem2, theorem3)
+from .certify import Certificate, Check, certify

@@ -1,0 +1,351 @@
+r"""Certificates: the paper's bounds checked along a simulated trajectory (EQUATIONS.md §7–§10).
+
+:func:`certify` takes a :class:`gflow.Solution` and reports, for each deterministic pathwise inequality
+T1–T11 of EQUATIONS.md §9, whether its hypotheses hold, whether it held along the trajectory (worst margin
+and where), and, for the exponential bounds, the guaranteed rate against the fitted empirical rate.  It also
+evaluates Theorem 1's hypotheses on the realised network (with their numbers).
+
+Every T-inequality holds for *every* exact gradient-flow trajectory, so a violation beyond what the solver's
+tolerance explains means the trajectory is numerically wrong — the certificate then has ``ok = False`` and
+says what to tighten.  Gradient-descent runs are certified against what holds for any iterates (T7, T11);
+the flow inequalities are reported for information, with GD's stability limit 2/λ_max(M₀) next to its step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..solution import Solution
+from . import bounds as B
+
+
+@dataclass(frozen=True)
+class Check:
+    """One inequality checked along the trajectory.
+
+    Attributes:
+        key: ``"T1"`` … ``"T11"``;  name: what it says.
+        applicable: whether its hypotheses hold (if not, ``detail`` says which failed).
+        held: whether it held at every checked time (None when not applicable or not checked).
+        counts: whether a violation makes the certificate fail (False for information-only checks).
+        worst_margin: the smallest margin found (negative = violated; units in ``detail``);  worst_t: where.
+        guaranteed_rate, empirical_rate: for exponential bounds L_t ≤ L_0 e^{−ρt}, the average guaranteed rate
+            over the checked window and the fitted decay rate of L (their ratio is the tightness).
+        detail: one line with the numbers.
+    """
+
+    key: str
+    name: str
+    applicable: bool
+    held: bool | None = None
+    counts: bool = True
+    worst_margin: float = math.nan
+    worst_t: float = math.nan
+    guaranteed_rate: float | None = None
+    empirical_rate: float | None = None
+    detail: str = ""
+
+    @property
+    def tightness(self) -> float | None:
+        """empirical rate / guaranteed rate (≥ 1: the bound is that many times slower than the loss)."""
+        if self.guaranteed_rate and self.empirical_rate is not None and self.guaranteed_rate > 0:
+            return self.empirical_rate / self.guaranteed_rate
+        return None
+
+    def __str__(self) -> str:
+        mark = "–" if not self.applicable or self.held is None else ("✓" if self.held else "✗")
+        extra = ""
+        if self.tightness is not None:
+            extra = f" [guaranteed rate {self.guaranteed_rate:.3g} vs fitted {self.empirical_rate:.3g}: " \
+                    f"{self.tightness:.3g}× slack]"
+        info = "" if self.counts else " (information)"
+        return f"{mark} {self.key} {self.name}{info}: {self.detail}{extra}"
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The report of :func:`certify`.
+
+    Attributes:
+        kind: ``"flow"`` or ``"gd"``.
+        checks: the :class:`Check` items, T1–T11.
+        theorems: Theorem-1 reports (:class:`gflow.theory.bounds.TheoremReport`), or a text saying why none.
+        empirical_rate: fitted decay rate ρ of L_t ≈ L_0 e^{−ρt} over the checked window.
+        final_kernel_rate: 2 λ_min(M) at the last time (the rate the loss should approach).
+        slack: the relative numerical tolerance allowed for each inequality.
+        notes: remarks (e.g. GD past its stability limit, vacuous bounds).
+    """
+
+    kind: str
+    checks: tuple[Check, ...]
+    theorems: tuple = ()
+    empirical_rate: float | None = None
+    final_kernel_rate: float | None = None
+    slack: float = 0.0
+    notes: tuple[str, ...] = ()
+    advice: str = ""
+    window: tuple[float, float] = (0.0, 0.0)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def violations(self) -> list[Check]:
+        """Checks whose hypotheses hold and that counted, but failed."""
+        return [c for c in self.checks if c.applicable and c.counts and c.held is False]
+
+    @property
+    def ok(self) -> bool:
+        """False when any counted pathwise inequality is violated beyond the numerical slack."""
+        return not self.violations
+
+    def check(self, key: str) -> Check:
+        for c in self.checks:
+            if c.key == key:
+                return c
+        raise KeyError(f"no check {key!r}; have {[c.key for c in self.checks]}")
+
+    def __str__(self) -> str:
+        head = (f"Certificate ({self.kind}): {'OK' if self.ok else 'VIOLATED'} — "
+                f"{len(self.violations)} violation(s), slack {self.slack:.1e}, window t ∈ [{self.window[0]:g}, "
+                f"{self.window[1]:.4g}]")
+        lines = [head]
+        if self.empirical_rate is not None:
+            lines.append(f"  fitted loss decay rate {self.empirical_rate:.4g}"
+                         + (f"; 2λ_min(M) at the end {self.final_kernel_rate:.4g}"
+                            if self.final_kernel_rate is not None else ""))
+        lines += [f"  {c}" for c in self.checks]
+        for th in self.theorems:
+            lines += ["  " + line for line in str(th).splitlines()]
+        lines += [f"  note: {n}" for n in self.notes]
+        if not self.ok:
+            lines.append(f"  advice: {self.advice}")
+        return "\n".join(lines)
+
+
+def _fit_rate(t: np.ndarray, L: np.ndarray) -> float | None:
+    """Least-squares slope of −log L against t."""
+    if t.size < 3 or np.ptp(t) <= 0:
+        return None
+    A = np.vstack([np.ones_like(t), t]).T
+    coef, *_ = np.linalg.lstsq(A, np.log(L), rcond=None)
+    return float(-coef[1])
+
+
+def certify(source: "Solution | str | Path", *, slack: float | None = None, delta: float = 0.1) -> Certificate:
+    r"""Check the paper's pathwise inequalities T1–T11 and Theorem 1 along a trajectory.
+
+    Args:
+        source: a :class:`gflow.Solution` or the path of a saved one.
+        slack: relative numerical tolerance of each inequality (default: 100·rtol for adaptive flows,
+            1e-7 for fixed-step flows).
+        delta: failure probability for the probabilistic Theorem 1 report.
+
+    Returns:
+        a :class:`Certificate`; ``.ok`` is False when an applicable inequality is violated beyond ``slack``.
+
+    Example:
+        >>> import gflow as gf
+        >>> X, y = gf.data.random_labels(n=5, d=8, seed=0)
+        >>> sol = gf.simulate(gf.Network(d=8, width=64, seed=0), X, y, t1=5.0, rtol=1e-10, atol=1e-12)
+        >>> gf.certify(sol).ok
+        True
+    """
+    sol = source if isinstance(source, Solution) else Solution.load(source)
+    if sol.eta is None:
+        raise ValueError("this solution has no theory quantities (it predates them); rerun it with gf.rerun")
+    th = sol.theory
+    solver = sol.config.get("solver", {})
+    kind = sol.kind
+    method = solver.get("method")
+    if slack is None:
+        slack = max(100.0 * solver.get("rtol", 1e-7), 1e-12) if solver.get("step") is None else 1e-7
+    m, n = sol.m, sol.n
+    t, L = sol.t, sol.loss
+    L0 = float(L[0])
+    c_hat, c_min = th["c_hat"], th["c_min"]
+    equal_c = abs(c_hat - c_min) <= 1e-12 * c_hat
+    lmin_G, lmax_G = th["lam_min_G"], th["lam_max_G"]
+    G_pd = lmin_G > 1e-12 * max(lmax_G, 1e-300)
+    coef = th["kernel_coef"]
+    K = th["K_sigma"]
+    lo, hi = th["interval"]
+    bounded = math.isfinite(lo) and math.isfinite(hi)
+    scaling = sol.config["network"].get("scaling")
+    atol = solver.get("atol", 1e-12) if kind == "flow" else 1e-14
+    # below this loss the float64 state cannot resolve relative changes of order `slack`
+    L_floor = max(1e-25 * L0, n * (1e3 * atol * c_hat) ** 2, 1e-300)
+    win = L > L_floor
+    last = int(np.nonzero(win)[0][-1]) if win.any() else 0
+    window = (float(t[0]), float(t[last]))
+    sel = np.zeros_like(win)
+    sel[: last + 1] = True
+    emp = _fit_rate(t[sel][1:], L[sel][1:]) if last >= 3 else None
+    notes: list[str] = []
+    checks: list[Check] = []
+
+    def exp_bound(key, name, E, applicable, why, counts=True):
+        """Check L_t ≤ L_0 exp(−E_t) on the window; E is the exponent array (or None)."""
+        if not applicable or E is None:
+            checks.append(Check(key, name, False, detail=why))
+            return
+        logB = math.log(L0) - E[sel]
+        margin = logB - np.log(L[sel])  # ≥ 0 where the bound holds; in log units (≈ relative)
+        margin[0] = math.inf  # equality at t = 0 by construction
+        k = int(np.argmin(margin)) if margin.size > 1 else 0
+        held = bool(margin[k] >= -slack)
+        g_rate = float(E[last] / t[last]) if t[last] > 0 else None
+        if not math.isfinite(margin[k]):
+            detail = "only t = 0 in the window"
+        elif g_rate is not None and g_rate <= 0:
+            detail = f"vacuous here (exponent {E[last]:.3g}); {why}" if why else f"vacuous (exponent {E[last]:.3g})"
+        else:
+            detail = f"min log-margin {margin[k]:.3g} at t = {t[sel][k]:.4g}" + (f"; {why}" if why else "")
+        checks.append(Check(key, name, True, held, counts, float(margin[k]), float(t[sel][k]), g_rate, emp, detail))
+
+    # T1: monotone loss
+    inc = np.diff(L) - slack * np.maximum(L[:-1], L_floor) - L_floor
+    k = int(np.argmax(inc)) if inc.size else 0
+    held = bool(inc.size == 0 or inc[k] <= 0)
+    d1 = (f"largest increase {np.diff(L)[k]:.3g} at t = {t[k + 1]:.4g}" if inc.size else "one saved time")
+    notes_gd = None
+    if kind == "gd":
+        step = solver.get("step")
+        lam0 = float(sol.lam_max_M[0]) if sol.lam_max_M is not None else math.nan
+        limit = 2.0 / lam0 if lam0 > 0 else math.inf
+        stable = step < limit
+        notes_gd = (f"gradient descent with δ = {step:g}; its linear stability limit at t = 0 is 2/λ_max(M₀) = "
+                    f"{limit:.3g} ({'within' if stable else 'PAST'} the limit): the flow inequalities T1–T6, T8–T10 "
+                    "are statements about the gradient flow and are shown for information only")
+        notes.append(notes_gd)
+        d1 += "" if stable else " (δ is past 2/λ_max(M₀), so GD need not decrease the loss)"
+    checks.append(Check("T1", "loss non-increasing", True, held, kind == "flow", float(-inc[k]) if inc.size else 0.0,
+                        float(t[k + 1]) if inc.size else 0.0, detail=d1))
+
+    flow = kind == "flow"
+    # T2: energy identity
+    if sol.int_abs_dL is not None:
+        gap = np.abs(L0 - L - sol.int_abs_dL) / L0
+        k = int(np.argmax(gap))
+        checks.append(Check("T2", "energy identity L_0 − L_t = ∫ rᵀMr", True, bool(gap[k] <= slack), flow,
+                            float(slack - gap[k]), float(t[k]),
+                            detail=f"max |L_0 − L_t − ∫|L̇||/L_0 = {gap[k]:.3g} at t = {t[k]:.4g}"))
+    else:
+        checks.append(Check("T2", "energy identity", False, detail="no running integrals (integrals=False)"))
+
+    # T3-T6: exponential bounds
+    E3 = 2.0 * sol.int_lam_min_M if sol.int_lam_min_M is not None else None
+    exp_bound("T3", "L_t ≤ L_0 exp(−2∫λ_min(M))", E3, E3 is not None,
+              "" if E3 is not None else "∫λ_min(M) not integrated (integrals=False or n > 1024)", flow)
+    E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
+    exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None,
+              "" if G_pd else f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous", flow)
+    hyp5 = equal_c and K > 0 and sol.int_eta is not None
+    why5 = ("" if hyp5 else "needs |c_i| = ĉ for all i and K_σ′ > 0 on I" if sol.int_eta is not None
+            else "no running integrals")
+    E5 = 2.0 * coef * c_hat**2 * lmin_G * K**2 * sol.int_eta if hyp5 else None
+    exp_bound("T5", "L_t ≤ L_0 exp(−2ĉ²λ_min(G)K_σ′²∫η)", E5, hyp5, why5, flow)
+    Kg = th.get("K_sigma_global", 0.0)
+    hyp6 = equal_c and Kg > 0
+    E6 = 2.0 * coef * c_hat**2 * lmin_G * Kg**2 * t if hyp6 else None
+    exp_bound("T6", "PL bound (16)", E6, hyp6,
+              "" if hyp6 else f"needs |σ′| ≥ K_σ′ > 0 everywhere (inf |σ′| = {Kg:.2g}) and |c_i| = ĉ", flow)
+
+    # T7: counting, holds for any iterates
+    if bounded and sol.moved_fraction is not None:
+        eb0 = float(sol.eta_bar[0])
+        gap = sol.eta - (eb0 - sol.moved_fraction)
+        k = int(np.argmin(gap))
+        checks.append(Check("T7", "η_t ≥ η̄_0 − max_a frac{|Δh| ≥ ξ}", True, bool(gap[k] >= 0), True,
+                            float(gap[k]), float(t[k]), detail=f"min margin {gap[k]:.3g} at t = {t[k]:.4g}"))
+    else:
+        checks.append(Check("T7", "η_t ≥ η̄_0 − moved fraction", False, detail="needs a bounded interval I"))
+
+    # T8: feature movement bounded by ∫|L̇|^{1/2}
+    gamma = th["gamma"]
+    hyp8 = G_pd and sol.int_sqrt_abs_dL is not None and c_min > 0
+    if hyp8:
+        C8 = gamma * c_hat * lmax_G / (c_min * math.sqrt(coef * lmin_G))
+        lhs = sol.feature_movement.max(axis=1)
+        rhs = C8 * sol.int_sqrt_abs_dL
+        gap = rhs * (1 + slack) + 1e-14 - lhs
+        k = int(np.argmin(gap))
+        checks.append(Check("T8", "(1/m)Σ|Δh_i(x_a)| ≤ C∫|L̇|^{1/2}", True, bool(gap[k] >= 0), flow, float(gap[k]),
+                            float(t[k]), detail=f"C = {C8:.3g}; min margin {gap[k]:.3g} at t = {t[k]:.4g}"))
+    else:
+        checks.append(Check("T8", "feature movement bound", False,
+                            detail="needs λ_min(G) > 0 and the running integrals"))
+
+    # T9 (Lemma 1) and T10 (realised Theorem 1): paper's scaling, |c_i| = ĉ, λ_min(G) > 0, bounded I
+    hyp9 = scaling == "ours" and equal_c and G_pd and bounded and K > 0
+    theorems: list = []
+    if hyp9:
+        kap = B.kappa(lmin_G, lmax_G, K, (lo, hi))
+        eb0 = float(sol.eta_bar[0])
+        rhs = eb0**1.5 - kap * (math.sqrt(L0) - np.sqrt(L)) / c_hat
+        gap = sol.eta**1.5 - rhs + 1.5 / m + slack * kap * math.sqrt(L0) / c_hat
+        k = int(np.argmin(gap))
+        checks.append(Check("T9", "Lemma 1 (19), re-derived κ", True, bool(gap[k] >= 0), flow, float(gap[k]),
+                            float(t[k]), detail=f"κ = {kap:.3g}, η̄_0 = {eb0:.3g}; min margin {gap[k]:.3g}"))
+        rt = B.realised_theorem1(c_hat=c_hat, lam_min_G=lmin_G, lam_max_G=lmax_G, K_sigma=K, L0=L0, eta_bar0=eb0,
+                                 I=(lo, hi))
+        if rt.all_met:
+            bnd = rt.bound(t)
+            margin = np.log(bnd[sel]) - np.log(L[sel])
+            eta_gap = sol.eta - rt.eta_lower + 1.0 / m
+            k = int(np.argmin(margin))
+            held = bool(margin[k] >= -slack and eta_gap.min() >= 0)
+            checks.append(Check("T10", "realised Theorem 1", True, held, flow, float(margin[k]), float(t[sel][k]),
+                                rt.rate, emp, detail=f"η_t ≥ {rt.eta_lower:.3g} and L_t ≤ L_0 e^(−{rt.rate:.3g} t)"))
+        else:
+            failed = "; ".join(h.detail for h in rt.hypotheses if not h.met)
+            checks.append(Check("T10", "realised Theorem 1", False, detail=f"condition not met: {failed}"))
+        try:
+            theorems.append(B.theorem1(c_hat=c_hat, lam_min_G=lmin_G, lam_max_G=lmax_G, G_min=th["G_min"],
+                                       G_max=th["G_max"], y_norm=th["y_norm"], n=n, m=m, K_sigma=K, I=(lo, hi),
+                                       delta=delta, L0=L0, eta_bar0=eb0))
+        except ValueError as exc:
+            notes.append(f"Theorem 1 not evaluated: {exc}")
+    else:
+        why = []
+        if scaling != "ours":
+            why.append(f"Lemma 1 and Theorem 1 are stated for the paper's scaling, this run uses {scaling!r}")
+        if not equal_c:
+            why.append("|c_i| are not all equal")
+        if not G_pd:
+            why.append(f"λ_min(G) = {lmin_G:.2g} (G singular: Theorem 1 is vacuous)")
+        if not bounded:
+            why.append("the interval I is unbounded")
+        checks.append(Check("T9", "Lemma 1 (19)", False, detail="; ".join(why) or "hypotheses not met"))
+        checks.append(Check("T10", "realised Theorem 1", False, detail="; ".join(why) or "hypotheses not met"))
+
+    # T11: (15), any two weight matrices
+    alpha_m = {"ours": 1.0, "mf": 1.0, "ntk": math.sqrt(m)}.get(scaling, 1.0)
+    Ls = th["lipschitz"]
+    df = np.abs(sol.output - sol.output[0][None, :]) / (alpha_m * c_hat * Ls)
+    gap = sol.feature_movement * (1 + 1e-12) + 1e-15 - df
+    k = np.unravel_index(int(np.argmin(gap)), gap.shape)
+    checks.append(Check("T11", "(15) feature movement ≥ |Δf|/(ĉL_σ)", True, bool(gap[k] >= 0), True,
+                        float(gap[k]), float(t[k[0]]), detail=f"min margin {gap[k]:.3g} at t = {t[k[0]]:.4g}"))
+
+    if not G_pd:
+        notes.append(f"λ_min(G) = {lmin_G:.2g}: bounds through λ_min(G) (T4–T6, Theorem 1) are vacuous, although "
+                     "M = G∘S can stay positive definite (see T3 and the fitted rate)")
+    final_rate = (2.0 * float(sol.lam_min_M[last]) if sol.lam_min_M is not None and
+                  np.isfinite(sol.lam_min_M[last]) else None)
+    if flow:
+        advice = (f"a pathwise inequality failed beyond the slack {slack:.1e}: the trajectory is numerically "
+                  f"inaccurate. Tighten rtol/atol (now {solver.get('rtol')}/{solver.get('atol')})"
+                  if solver.get("step") is None else
+                  f"a pathwise inequality failed beyond the slack {slack:.1e}: the trajectory is numerically "
+                  f"inaccurate. Halve the step (now {solver.get('step')}) or use an adaptive method")
+        advice += f" and rerun (method {method!r})."
+    else:
+        advice = "a counting inequality (T7/T11) failed: this indicates a bug, please report it."
+    return Certificate(kind=kind, checks=tuple(checks), theorems=tuple(theorems), empirical_rate=emp,
+                       final_kernel_rate=final_rate, slack=slack, notes=tuple(notes), advice=advice, window=window)
+
+
+__all__ = ["Check", "Certificate", "certify"]
