@@ -131,9 +131,14 @@ def _finish(sol, out: Path) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .theory.certify import certify
+
     print("gflow demo: gradient flow of the shallow tanh net of Experiment 1 (d = 20, n = 20, m = 1024) to t = 500")
     sol = run_config(DEMO)
-    return _finish(sol, Path(args.out))
+    rc = _finish(sol, Path(args.out))
+    cert = certify(sol)
+    print(cert)
+    return rc if cert.ok else 1
 
 
 def cmd_simulate(args) -> int:
@@ -164,6 +169,14 @@ def cmd_show(args) -> int:
     print(repr(sol))
     print(sol.summary(rows=args.rows))
     return 0
+
+
+def cmd_certify(args) -> int:
+    from .theory.certify import certify
+
+    cert = certify(args.file, slack=args.slack)
+    print(cert)
+    return 0 if cert.ok else 1
 
 
 def cmd_rerun(args) -> int:
@@ -217,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("file")
     sh.add_argument("--rows", type=int, default=12)
     sh.set_defaults(func=cmd_show)
+
+    c = sub.add_parser("certify", help="check the paper's pathwise bounds (T1-T11) and Theorem 1 along a saved run")
+    c.add_argument("file")
+    c.add_argument("--slack", type=float, default=None, help="relative numerical tolerance (default from the solver)")
+    c.set_defaults(func=cmd_certify)
 
     r = sub.add_parser("rerun", help="repeat a run from its saved file alone")
     r.add_argument("file")
