@@ -33,6 +33,18 @@ STATUSES = {
 }
 
 
+def _json(obj) -> str:
+    """JSON with numpy scalars and arrays converted to Python numbers and lists."""
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    return json.dumps(obj, default=default)
+
+
 class GFlowWarning(UserWarning):
     """Warning issued by gflow, e.g. when a solver stops early with a failure status."""
 
@@ -240,11 +252,12 @@ class Solution:
             "gflow_format_version": FORMAT_VERSION,
             "status": self.status,
             "message": self.message,
-            "stats": json.dumps(self.stats),
-            "config": json.dumps(self.config),
-            "versions": json.dumps(self.versions),
-            "theory": json.dumps(self.theory),
+            "stats": _json(self.stats),
+            "config": _json(self.config),
+            "versions": _json(self.versions),
+            "theory": _json(self.theory),
             "weights_included": int(include_weights),
+            "D": self.D,
         }
         return xr.Dataset(dv, coords=coords, attrs=attrs)
 
@@ -276,7 +289,8 @@ class Solution:
             raise ValueError(f"{path} is not a gflow solution file (no gflow_format_version attribute)")
         arrays = {name: ds[name].values for name in _DIMS if name in ds}
         if "W_final" not in arrays:
-            arrays["W_final"] = np.full((ds.sizes["neuron"], ds.sizes.get("embed", 0)), np.nan)
+            D = int(ds.attrs.get("D", ds.sizes.get("embed", 0)))
+            arrays["W_final"] = np.full((ds.sizes["neuron"], D), np.nan)
         return cls(
             t=ds["time"].values, feature_t=ds["feature_time"].values, weight_t=ds["weight_time"].values,
             status=str(ds.attrs["status"]), message=str(ds.attrs["message"]),

@@ -122,9 +122,9 @@ class RandomFeatures(AbstractEmbedding):
     seed: int | None = None
 
     def __post_init__(self):
-        check_positive_int(self.D, "RandomFeatures D")
+        object.__setattr__(self, "D", check_positive_int(self.D, "RandomFeatures D"))
         if self.seed is not None:
-            check_positive_int(self.seed, "RandomFeatures seed", minimum=0)
+            object.__setattr__(self, "seed", check_positive_int(self.seed, "RandomFeatures seed", minimum=0))
 
     def dim(self, d: int) -> int:
         return self.D
@@ -167,10 +167,10 @@ class DeepRandomFeatures(AbstractEmbedding):
     seed: int | None = None
 
     def __post_init__(self):
-        check_positive_int(self.D, "DeepRandomFeatures D")
-        check_positive_int(self.depth, "DeepRandomFeatures depth", minimum=3)
+        object.__setattr__(self, "D", check_positive_int(self.D, "DeepRandomFeatures D"))
+        object.__setattr__(self, "depth", check_positive_int(self.depth, "DeepRandomFeatures depth", minimum=3))
         if self.seed is not None:
-            check_positive_int(self.seed, "DeepRandomFeatures seed", minimum=0)
+            object.__setattr__(self, "seed", check_positive_int(self.seed, "DeepRandomFeatures seed", minimum=0))
 
     def dim(self, d: int) -> int:
         return self.D

@@ -284,7 +284,7 @@ class Monitor:
         else:
             self.n_rejected += 1
         n = self.n_steps
-        if n >= self.max_steps:
+        if n >= self.max_steps and self.last_t < self.t1 * (1 - 1e-12):
             raise Abort(
                 "max_steps",
                 f"max_steps={self.max_steps} steps were taken and t = {self.last_t:.6g} < t1 = {self.t1:g} "

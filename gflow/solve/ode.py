@@ -75,7 +75,12 @@ def _check_options(method: str, options: dict | None) -> dict:
     bad = sorted(set(options) - allowed)
     if bad:
         raise ValueError(f"unknown option(s) {bad} for method {method!r}; allowed: {sorted(allowed) or 'none'}")
-    return dict(options)
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"option {key!r} must be a number, got {describe(value)}")
+        out[key] = value.item() if isinstance(value, np.generic) else value
+    return out
 
 
 def _output_grid(t1, saveat, features_at, weights_at):

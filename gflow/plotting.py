@@ -1,0 +1,614 @@
+r"""Publication-style figures of a :class:`gflow.Solution` (matplotlib, object-oriented API).
+
+Every function accepts a :class:`gflow.Solution` or the path of a saved ``.nc`` file, draws into a given
+Axes (``ax=...``) or a new figure, and returns the Axes (or the Figure for multi-panel plots).  Nothing is
+integrated here: the bounds are evaluated from the running integrals stored in the solution, with the
+same exponents as :func:`gflow.certify` (EQUATIONS.md §9):
+
+==== =====================================================================================
+T3   L_t ≤ L_0 exp(−2∫λ_min(M_s) ds)
+T4   L_t ≤ L_0 exp(−2κ_M λ_min(G) ∫ν_s ds)
+T5   L_t ≤ L_0 exp(−2κ_M ĉ² λ_min(G) K_σ′² ∫η_s ds)
+T6   L_t ≤ L_0 exp(−2κ_M ĉ² λ_min(G) K_σ′² t)   (PL bound (16), |σ′| ≥ K_σ′ everywhere)
+T10  L_t ≤ L_0 exp(−ρ t)                         (realised Theorem 1, ρ from the certificate)
+==== =====================================================================================
+
+A bound is drawn only when the certificate says its hypotheses hold, and only over the certificate's
+window (where the loss is above the float64 resolution floor).
+
+Functions: :func:`plot_loss_bounds`, :func:`plot_quantities`, :func:`plot_feature_scatter`,
+:func:`plot_gram_spectrum`, :func:`plot_summary`.  matplotlib is imported lazily.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .solution import Solution
+
+#: font sizes used by every figure (points)
+FONT = {"label": 10, "tick": 9, "legend": 8, "title": 10.5, "suptitle": 12, "note": 8}
+
+#: the bounds :func:`plot_loss_bounds` knows, in the order they are drawn
+BOUND_KEYS = ("T3", "T4", "T5", "T6", "T10")
+
+_BOUND_STYLE = {
+    "T3": dict(color="tab:blue", ls=(0, (5, 2))),
+    "T4": dict(color="tab:orange", ls=(0, (5, 2))),
+    "T5": dict(color="tab:green", ls=(0, (5, 2))),
+    "T6": dict(color="tab:purple", ls=(0, (5, 2))),
+    "T10": dict(color="tab:red", ls=(0, (5, 2))),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _solution(sol: "Solution | str | os.PathLike") -> Solution:
+    if isinstance(sol, Solution):
+        return sol
+    if isinstance(sol, (str, os.PathLike)):
+        return Solution.load(Path(sol))
+    raise TypeError(f"expected a gflow.Solution or the path of a saved .nc file, got {type(sol).__name__}")
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _new_axes(ax, figsize=(6.4, 4.4)):
+    if ax is not None:
+        return ax, False
+    fig, ax = _pyplot().subplots(figsize=figsize)
+    return ax, True
+
+
+def _style(ax) -> None:
+    ax.tick_params(labelsize=FONT["tick"])
+    ax.grid(True, which="major", alpha=0.25, lw=0.6)
+
+
+def _legend(ax, **kw) -> None:
+    kw.setdefault("loc", "best")
+    leg = ax.legend(fontsize=FONT["legend"], framealpha=0.85, handlelength=2.6, **kw)
+    leg.get_frame().set_linewidth(0.5)
+    if leg.get_title() is not None:
+        leg.get_title().set_fontsize(FONT["legend"])
+
+
+def _time_label(sol: Solution) -> str:
+    return "t = k·δ (GD steps × δ)" if sol.kind == "gd" else "flow time t"
+
+
+def _activation_name(sol: Solution) -> str:
+    act = sol.config.get("network", {}).get("activation", {})
+    if isinstance(act, dict):
+        name = str(act.get("name", "?"))
+        params = ", ".join(f"{k}={v}" for k, v in act.items() if k != "name")
+        return f"{name}({params})" if params else name
+    return str(act)
+
+
+def _embedding_name(sol: Solution) -> str:
+    emb = sol.config.get("network", {}).get("embedding", {}) or {}
+    kind = emb.get("kind", "identity")
+    if kind == "random_features":
+        return f"P-3L, D = {emb.get('D')}"
+    if kind == "deep_random_features":
+        return f"P-{emb.get('depth')}L, D = {emb.get('D')}"
+    if kind == "identity":
+        return "shallow"
+    return str(kind)
+
+
+def _method_name(sol: Solution) -> str:
+    solver = sol.config.get("solver", {})
+    if sol.kind == "gd":
+        return f"GD, δ = {solver.get('step'):g}" if solver.get("step") is not None else "GD"
+    method = solver.get("method", "?")
+    if solver.get("step") is not None:
+        return f"{method}, h = {solver['step']:g}"
+    rtol = solver.get("rtol")
+    return f"{method}, rtol = {rtol:.0e}" if rtol is not None else str(method)
+
+
+def run_description(sol: "Solution | str | os.PathLike") -> str:
+    """One line naming the run: activation, m, n, embedding, scaling, method (and a failure status)."""
+    sol = _solution(sol)
+    net = sol.config.get("network", {})
+    text = (f"{_activation_name(sol)}, m = {sol.m}, n = {sol.n}, {_embedding_name(sol)}, "
+            f"scaling {net.get('scaling', '?')!r}, {_method_name(sol)}")
+    if sol.status != "success":
+        text += f"  [status: {sol.status}]"
+    return text
+
+
+def _certificate(sol: Solution):
+    """gf.certify(sol), or None (with a warning) when it cannot be computed."""
+    if sol.eta is None:
+        return None
+    from .theory.certify import certify
+
+    try:
+        return certify(sol)
+    except Exception as exc:  # a plot must not fail because a certificate does
+        warnings.warn(f"no bounds drawn: the certificate could not be computed ({exc})", stacklevel=3)
+        return None
+
+
+def _bound_exponent(sol: Solution, key: str, check) -> np.ndarray | None:
+    """E_t with bound L_0 e^{−E_t}, with the exponents of :func:`gflow.certify`."""
+    th = sol.theory
+    coef, lmin_G = th.get("kernel_coef", 1.0), th.get("lam_min_G", math.nan)
+    c_hat, K, Kg = th.get("c_hat", math.nan), th.get("K_sigma", 0.0), th.get("K_sigma_global", 0.0)
+    if key == "T3":
+        return None if sol.int_lam_min_M is None else 2.0 * sol.int_lam_min_M
+    if key == "T4":
+        return None if sol.int_nu is None else 2.0 * coef * lmin_G * sol.int_nu
+    if key == "T5":
+        return None if sol.int_eta is None else 2.0 * coef * c_hat**2 * lmin_G * K**2 * sol.int_eta
+    if key == "T6":
+        return 2.0 * coef * c_hat**2 * lmin_G * Kg**2 * sol.t
+    if key == "T10":
+        return None if check.guaranteed_rate is None else check.guaranteed_rate * sol.t
+    raise ValueError(f"unknown bound {key!r}; choose from {BOUND_KEYS}")
+
+
+def _bound_formula(key: str, coef: float) -> str:
+    """The exponent E_t of the bound L_t ≤ L_0 e^{−E_t}, as mathtext."""
+    k = "" if abs(coef - 1.0) < 1e-12 else r"\kappa_M"
+    return {
+        "T3": r"$E_t=2\int_0^t\lambda_{\min}(M_s)\,ds$",
+        "T4": rf"$E_t=2{k}\lambda_{{\min}}(G)\int_0^t\nu_s\,ds$",
+        "T5": rf"$E_t=2{k}\hat c^2\lambda_{{\min}}(G)K_{{\sigma'}}^2\int_0^t\eta_s\,ds$",
+        "T6": rf"(PL) $E_t=2{k}\hat c^2\lambda_{{\min}}(G)K_{{\sigma'}}^2\,t$",
+        "T10": r"(Thm 1) $E_t=\rho\,t$",
+    }[key]
+
+
+def _empty_note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=FONT["note"],
+            color="0.35", wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. loss against the certified bounds
+
+
+def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Sequence[str] = BOUND_KEYS,
+                     test: str | None = "error", title: bool | str = True):
+    r"""Training loss (log scale) against every applicable exponential bound of the certificate.
+
+    Args:
+        sol: a :class:`gflow.Solution` or the path of a saved one.
+        ax: the Axes to draw into (default: a new figure).
+        bounds: which of ``"T3", "T4", "T5", "T6", "T10"`` to draw; each is drawn only when
+            :func:`gflow.certify` finds its hypotheses met, over the certificate's window, as a dashed line
+            whose legend gives the guaranteed average rate E_t/t at the window's end and its slack (fitted
+            decay rate of L / guaranteed rate).  The gap between the loss and the tightest drawn bound is
+            shaded.
+        test: ``"error"`` (test mean squared error), ``"loss"`` (½Σ over test points, comparable to L) or
+            None; drawn dash-dotted when the run has test data.
+        title: True for a title naming the run, False for none, or a string.
+
+    Returns:
+        the Axes.  Its first line is the training loss (``ydata`` is ``sol.loss``); the bound lines carry
+        ``gid = "bound:T3"`` etc., the test line ``gid = "test"``.
+    """
+    sol = _solution(sol)
+    unknown = [b for b in bounds if b not in BOUND_KEYS]
+    if unknown:
+        raise ValueError(f"unknown bound(s) {unknown}; choose from {BOUND_KEYS}")
+    if test not in ("error", "loss", None):
+        raise ValueError(f"test must be 'error', 'loss' or None, got {test!r}")
+    ax, _ = _new_axes(ax)
+    t, L = np.asarray(sol.t, float), np.asarray(sol.loss, float)
+    L0 = float(L[0])
+    cert = _certificate(sol)
+    emp = cert.empirical_rate if cert is not None else None
+
+    label = r"training loss $L_t$" + (f" (fitted rate {emp:.3g})" if emp is not None else "")
+    (loss_line,) = ax.plot(t, L, color="black", lw=1.8, label=label, zorder=5)
+    loss_line.set_gid("loss")
+
+    t_end = cert.window[1] if cert is not None else float(t[-1])
+    win = t <= t_end * (1 + 1e-12) + 1e-300
+    lows = [float(np.min(L[win & (L > 0)]))] if np.any(win & (L > 0)) else []
+    highs = [L0]
+    tightest = None
+    gd = sol.kind == "gd"
+    if cert is not None:
+        coef = sol.theory.get("kernel_coef", 1.0)
+        for key in bounds:
+            check = cert.check(key)
+            if not check.applicable:
+                continue
+            E = _bound_exponent(sol, key, check)
+            if E is None:
+                continue
+            B = L0 * np.exp(-np.asarray(E, float)[win])
+            parts = [f"{key} {_bound_formula(key, coef)}"]
+            if check.guaranteed_rate is not None:
+                g = check.guaranteed_rate
+                if g > 0:
+                    s = f"rate {g:.3g}"
+                    if check.tightness is not None:
+                        s += f" ({check.tightness:.3g}× slack)"
+                    parts.append(s)
+                else:
+                    parts.append("vacuous")
+            if check.held is False:
+                parts.append("VIOLATED" if check.counts else "not met by GD")
+            (line,) = ax.plot(t[win], B, lw=1.4, label=", ".join(parts), zorder=4, **_BOUND_STYLE[key])
+            line.set_gid(f"bound:{key}")
+            pos = B[B > 0]
+            if pos.size:
+                lows.append(float(pos.min()))
+            if tightest is None or (B[-1] < tightest[1][-1]):
+                tightest = (key, B)
+        if tightest is not None:
+            B = tightest[1]
+            ax.fill_between(t[win], np.minimum(L[win], B), B, color=_BOUND_STYLE[tightest[0]]["color"],
+                            alpha=0.10, lw=0, zorder=1)
+
+    if test is not None and sol.test_error is not None:
+        vals = np.asarray(sol.test_error if test == "error" else sol.test_loss, float)
+        n_te = 0 if sol.y_test is None else len(sol.y_test)
+        lab = (rf"test error $\frac{{1}}{{n_{{te}}}}\sum(f-y)^2$ ($n_{{te}}$ = {n_te})" if test == "error"
+               else rf"test loss $\frac{{1}}{{2}}\sum(f-y)^2$ ($n_{{te}}$ = {n_te})")
+        (tl,) = ax.plot(t, vals, color="0.45", lw=1.5, ls="-.", label=lab, zorder=3)
+        tl.set_gid("test")
+        good = vals[np.isfinite(vals) & (vals > 0)]
+        if good.size:
+            highs.append(float(good.max()))
+            lows.append(float(good.min()))
+
+    ax.set_yscale("log")
+    top = 3.0 * max(h for h in highs if math.isfinite(h))
+    bottom = min(lows) / 5.0 if lows else top * 1e-12
+    bottom = max(bottom, top * 1e-32)  # never more than ~32 decades: below that it is rounding noise
+    if bottom < top:
+        ax.set_ylim(bottom, top)
+    ax.set_xlim(float(t[0]), float(t[-1]))
+    ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
+    ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
+    if gd and cert is not None:
+        ax.text(0.99, 0.99, "bounds hold for the flow; shown for GD as information", transform=ax.transAxes,
+                ha="right", va="top", fontsize=FONT["note"], color="0.35")
+    if title:
+        ax.set_title(title if isinstance(title, str) else run_description(sol), fontsize=FONT["title"])
+    _style(ax)
+    if any(str(ln.get_gid()).startswith("bound:") for ln in ax.get_lines()):
+        _legend(ax, title=r"dashed: bounds $L_t\leq L_0\,e^{-E_t}$, rate = $E_t/t$ at the end")
+    else:
+        _legend(ax)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. theory quantities
+
+
+def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: bool = False):
+    r"""Three panels over t: η_t and η̄_t; μ_t and ν_t; λ_min(M_t) and λ_max(M_t) (log y).
+
+    Args:
+        sol: a :class:`gflow.Solution` or the path of a saved one.
+        axes: three Axes to draw into (default: a new 1×3 figure, or 3×1 with ``stacked=True``).
+        stacked: lay a new figure out vertically with a shared t axis.
+
+    Returns:
+        the Figure.  The third panel also shows the Schur lower bound κ_M λ_min(G) ν_t ≤ λ_min(M_t)
+        (EQUATIONS.md §9) when λ_min(G) > 0.
+    """
+    sol = _solution(sol)
+    if axes is None:
+        plt = _pyplot()
+        if stacked:
+            fig, axes = plt.subplots(3, 1, figsize=(6.0, 7.5), sharex=True)
+        else:
+            fig, axes = plt.subplots(1, 3, figsize=(14.0, 4.0))
+        new = True
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != 3:
+            raise ValueError(f"axes must hold 3 Axes, got {len(axes)}")
+        fig = axes[0].figure
+        new = False
+    a1, a2, a3 = axes
+    t = np.asarray(sol.t, float)
+    th = sol.theory
+    shared = new and stacked
+
+    if sol.eta is None:
+        for a in axes:
+            _empty_note(a, "no theory quantities in this solution\n(rerun it with gf.rerun)")
+    else:
+        lo, hi = th.get("interval", [math.nan, math.nan])
+        ilo, ihi = th.get("inner_interval", [math.nan, math.nan])
+        a1.plot(t, sol.eta, color="tab:blue", lw=1.6, label=rf"$\eta_t$, I = [{lo:.3g}, {hi:.3g}]")
+        if sol.eta_bar is not None:
+            a1.plot(t, sol.eta_bar, color="tab:cyan", lw=1.4, ls="--",
+                    label=rf"$\bar\eta_t$, $I_0$ = [{ilo:.3g}, {ihi:.3g}]")
+        a1.set_ylabel("active fraction (eq. 18)", fontsize=FONT["label"])
+        a1.set_ylim(bottom=0)
+        a1.set_title(r"active fractions $\eta_t$, $\bar\eta_t$", fontsize=FONT["title"])
+
+        a2.plot(t, sol.mu, color="tab:green", lw=1.6,
+                label=r"$\mu_t=\min_a\frac{1}{m}\sum_i\sigma'(h_{ia})^2$")
+        if sol.nu is not None:
+            a2.plot(t, sol.nu, color="tab:olive", lw=1.4, ls="--",
+                    label=r"$\nu_t=\min_a\frac{1}{m}\sum_i c_i^2\sigma'(h_{ia})^2$")
+        a2.set_ylabel(r"$\min_a$ mean $\sigma'^2$", fontsize=FONT["label"])
+        a2.set_ylim(bottom=0)
+        a2.set_title(r"derivative energies $\mu_t$, $\nu_t$", fontsize=FONT["title"])
+
+        lmin = None if sol.lam_min_M is None else np.asarray(sol.lam_min_M, float)
+        if lmin is None or not np.any(np.isfinite(lmin)):
+            _empty_note(a3, "λ(M_t) not recorded\n(not computed for n > 2000)")
+        else:
+            a3.plot(t, sol.lam_max_M, color="tab:red", lw=1.6, label=r"$\lambda_{\max}(M_t)$")
+            a3.plot(t, lmin, color="tab:blue", lw=1.6, label=r"$\lambda_{\min}(M_t)$")
+            coef, lmin_G = th.get("kernel_coef", 1.0), th.get("lam_min_G", math.nan)
+            if sol.nu is not None and lmin_G > 0:
+                a3.plot(t, coef * lmin_G * np.asarray(sol.nu, float), color="0.4", lw=1.2, ls=":",
+                        label=r"$\kappa_M\lambda_{\min}(G)\,\nu_t$ (Schur bound)")
+            a3.set_yscale("log")
+        a3.set_ylabel(r"eigenvalue of $M_t=\kappa_M G\circ S_t$", fontsize=FONT["label"])
+        a3.set_title(r"extreme eigenvalues of $M_t$", fontsize=FONT["title"])
+    for i, a in enumerate(axes):
+        if not shared or i == 2:
+            a.set_xlabel(_time_label(sol), fontsize=FONT["label"])
+        a.set_xlim(float(t[0]), float(t[-1]))
+        _style(a)
+        if a.get_legend_handles_labels()[0]:
+            _legend(a)
+    if new:
+        fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. feature scatter (Figure 4, second row)
+
+
+def _feature_index(sol: Solution, time: float) -> int:
+    ft = np.asarray(sol.feature_t, float)
+    k = int(np.argmin(np.abs(ft - time)))
+    if abs(ft[k] - time) > 1e-9 * max(1.0, abs(time)):
+        raise ValueError(f"features were not kept at t = {time:g}; kept at {ft.tolist()} "
+                         "(choose times with features_at=... when simulating)")
+    return k
+
+
+def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[float] | None = None, ax=None,
+                         *, train_index: int = 0, test_index: int = 0):
+    r"""Scatter of (h_i(x_1), h_i(x_2)) over the neurons i at kept feature times (paper, Fig. 4, row 2).
+
+    Args:
+        sol: a :class:`gflow.Solution` or the path of a saved one.
+        times: times in ``sol.feature_t`` (default: the first and the last kept time).
+        ax: the Axes to draw into (default: a new figure).
+        train_index: x_1 = training input ``train_index`` (``sol.H[k][:, train_index]``).
+        test_index: x_2 = test input ``test_index`` (``sol.H_test[k][:, test_index]``); without test data,
+            x_2 is the next training input instead.
+
+    Returns:
+        the Axes, with one scatter collection per time (labelled "t = ..."), equal aspect, and the active
+        square I × I dotted when the interval I is bounded.
+    """
+    sol = _solution(sol)
+    ft = np.asarray(sol.feature_t, float)
+    if ft.size == 0 or sol.H is None:
+        raise ValueError("no features were kept in this solution (simulate with features_at=...)")
+    if times is None:
+        times = [ft[0]] if ft.size == 1 else [ft[0], ft[-1]]
+    times = [float(x) for x in np.atleast_1d(times)]
+    n = sol.n
+    if not 0 <= train_index < n:
+        raise IndexError(f"train_index {train_index} out of range for n = {n} training inputs")
+    have_test = sol.H_test is not None and sol.H_test.shape[-1] > 0
+    if have_test:
+        if not 0 <= test_index < sol.H_test.shape[-1]:
+            raise IndexError(f"test_index {test_index} out of range for {sol.H_test.shape[-1]} test inputs")
+        second = f"test input #{test_index}"
+    else:
+        other = (train_index + 1) % n
+        second = f"training input #{other}"
+    ax, _ = _new_axes(ax, figsize=(5.2, 5.0))
+    import matplotlib as mpl
+
+    if len(times) <= 10:  # distinct qualitative colours; a sequential map beyond
+        colors = [mpl.colormaps["tab10"](j) for j in range(len(times))]
+    else:
+        colors = [mpl.colormaps["viridis"](0.9 * j / (len(times) - 1)) for j in range(len(times))]
+    allv = []
+    for j, time in enumerate(times):
+        k = _feature_index(sol, time)
+        h1 = np.asarray(sol.H[k][:, train_index], float)
+        h2 = np.asarray(sol.H_test[k][:, test_index] if have_test else sol.H[k][:, other], float)
+        ax.scatter(h1, h2, s=10, alpha=0.65, color=colors[j], edgecolors="none", label=f"t = {ft[k]:.4g}",
+                   zorder=3 + j)
+        allv.append(np.concatenate([h1, h2]))
+    v = np.concatenate(allv)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (-1.0, 1.0)
+    interval = sol.theory.get("interval")
+    if interval is not None and all(math.isfinite(x) for x in interval):
+        from matplotlib.patches import Rectangle
+
+        a, b = interval
+        ax.add_patch(Rectangle((a, a), b - a, b - a, fill=False, ls=":", lw=1.0, ec="0.35", zorder=2,
+                               label=f"I × I, I = [{a:.3g}, {b:.3g}]"))
+        lo, hi = min(lo, a), max(hi, b)
+    pad = 0.06 * max(hi - lo, 1e-12)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal", adjustable="box")
+    ax.axhline(0, color="0.8", lw=0.6, zorder=1)
+    ax.axvline(0, color="0.8", lw=0.6, zorder=1)
+    ax.set_xlabel(rf"$h_i(x_1)$,  $x_1$ = training input #{train_index}", fontsize=FONT["label"])
+    ax.set_ylabel(rf"$h_i(x_2)$,  $x_2$ = {second}", fontsize=FONT["label"])
+    ax.set_title(f"hidden features of the m = {sol.m} neurons", fontsize=FONT["title"])
+    _style(ax)
+    _legend(ax, markerscale=1.8)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Gram spectrum
+
+
+def _limit_gram_of(sol: Solution) -> tuple[np.ndarray | None, str]:
+    """(Ḡ, label) for random-feature embeddings, else (None, reason)."""
+    net = sol.config.get("network", {})
+    emb = net.get("embedding", {}) or {}
+    kind = emb.get("kind", "identity")
+    if kind == "identity":
+        return None, "identity embedding: G = XXᵀ/d has no random layer, it is its own limit"
+    if kind not in ("random_features", "deep_random_features"):
+        return None, f"{kind} embedding: no limiting Gram"
+    depth = 3 if kind == "random_features" else int(emb.get("depth", 3))
+    act = emb.get("activation") or net.get("activation")
+    from .theory.limit_gram import limit_gram
+
+    try:
+        Gbar = limit_gram(act, np.asarray(sol.X, float), depth=depth)
+    except Exception as exc:  # e.g. a user activation that cannot be rebuilt from the file
+        return None, f"limit Gram not available ({exc})"
+    name = act.get("name", "?") if isinstance(act, dict) else str(act)
+    return Gbar, rf"limit $\bar G$ (D → ∞, {name}, depth {depth}; eq. 23)"
+
+
+def plot_gram_spectrum(sol: "Solution | str | os.PathLike", ax=None, *, limit: bool = True):
+    r"""Eigenvalues of the Gram matrix G (descending, log y), with the D → ∞ limit Ḡ for comparison.
+
+    Args:
+        sol: a :class:`gflow.Solution` or the path of a saved one.
+        ax: the Axes to draw into (default: a new figure).
+        limit: also draw the spectrum of :func:`gflow.theory.limit_gram` (EQUATIONS.md §11) when the run
+            used a :class:`gflow.RandomFeatures` / :class:`gflow.DeepRandomFeatures` embedding.  For the
+            identity embedding G = XXᵀ/d is deterministic (its own limit), so nothing is added.
+
+    Returns:
+        the Axes: a line for G (gid ``"G"``) and, when drawn, one for Ḡ (gid ``"G_limit"``).
+        Eigenvalues ≤ 1e-13·λ_max (numerically zero) are not drawn; a note gives their number.
+    """
+    sol = _solution(sol)
+    if sol.G is None:
+        raise ValueError("this solution holds no Gram matrix G")
+    ax, _ = _new_axes(ax)
+    G = np.asarray(sol.G, float)
+    ev = np.sort(np.linalg.eigvalsh(0.5 * (G + G.T)))[::-1]
+    k = np.arange(1, ev.size + 1)
+    tol = 1e-13 * max(float(ev[0]), np.finfo(float).tiny)
+    emb = sol.config.get("network", {}).get("embedding", {}) or {}
+    D = sol.D
+    lab = (r"$G=XX^\top/d$ (realised)" if emb.get("kind", "identity") == "identity"
+           else rf"$G=\Phi\Phi^\top/D$, D = {D} (realised)")
+    keep = ev > tol
+    (line,) = ax.plot(k[keep], ev[keep], "o-", color="tab:blue", ms=4, lw=1.3, label=lab, zorder=4)
+    line.set_gid("G")
+    notes = []
+    if (~keep).any():
+        notes.append(f"{int((~keep).sum())} eigenvalue(s) of G ≤ 1e-13 λ_max (G singular)")
+    if limit:
+        Gbar, why = _limit_gram_of(sol)
+        if Gbar is not None:
+            evb = np.sort(np.linalg.eigvalsh(Gbar))[::-1]
+            kb = evb > 1e-13 * max(float(evb[0]), np.finfo(float).tiny)
+            (lb,) = ax.plot(k[kb], evb[kb], "s--", color="tab:orange", ms=3.5, lw=1.2, mfc="none",
+                            label=why, zorder=3)
+            lb.set_gid("G_limit")
+            err = float(np.linalg.norm(G - Gbar, 2))
+            notes.append(rf"$\|G-\bar G\|_2$ = {err:.3g},  $\lambda_{{\min}}(\bar G)/2$ = {evb[-1] / 2:.3g}")
+        elif emb.get("kind", "identity") != "identity":
+            notes.append(why)
+    ax.set_yscale("log")
+    ax.set_xlabel("index k", fontsize=FONT["label"])
+    ax.set_ylabel(r"eigenvalue $\lambda_k$", fontsize=FONT["label"])
+    ax.set_title(rf"Gram spectrum: $\lambda_{{\min}}(G)$ = {ev[-1]:.3g}, $\lambda_{{\max}}(G)$ = {ev[0]:.3g}",
+                 fontsize=FONT["title"])
+    if ev.size <= 30:
+        ax.set_xticks(k if ev.size <= 12 else k[::max(1, ev.size // 10)])
+    if notes:
+        ax.text(0.98, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top",
+                fontsize=FONT["note"], color="0.25",
+                bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.8", alpha=0.9))
+    _style(ax)
+    _legend(ax, loc="lower left")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. summary
+
+
+def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike | None" = None):
+    r"""A 2×2 summary: loss vs bounds | feature scatter, Gram spectrum | the three theory quantities.
+
+    Without kept features the top row is loss | Gram spectrum and the quantities span the bottom row.
+
+    Args:
+        sol: a :class:`gflow.Solution` or the path of a saved one.
+        path: if given, the figure is saved there (PNG or PDF by suffix, dpi 150).
+
+    Returns:
+        the Figure.
+    """
+    sol = _solution(sol)
+    plt = _pyplot()
+    have_features = sol.H is not None and np.asarray(sol.feature_t).size >= 1
+    fig = plt.figure(figsize=(14.0, 10.0))
+    if have_features:
+        gs = fig.add_gridspec(2, 2, width_ratios=[1.3, 1.0], height_ratios=[1.0, 1.0])
+        ax_loss = fig.add_subplot(gs[0, 0])
+        ax_scatter = fig.add_subplot(gs[0, 1])
+        ax_gram = fig.add_subplot(gs[1, 0])
+        sub = gs[1, 1].subgridspec(3, 1)
+        q0 = fig.add_subplot(sub[0])
+        qs = [q0, fig.add_subplot(sub[1], sharex=q0), fig.add_subplot(sub[2], sharex=q0)]
+    else:
+        gs = fig.add_gridspec(2, 2, height_ratios=[1.3, 1.0])
+        ax_loss = fig.add_subplot(gs[0, 0])
+        ax_gram = fig.add_subplot(gs[0, 1])
+        sub = gs[1, :].subgridspec(1, 3)
+        qs = [fig.add_subplot(sub[j]) for j in range(3)]
+        ax_scatter = None
+    plot_loss_bounds(sol, ax_loss, title="training loss against the certified bounds (EQUATIONS.md §9)")
+    if ax_scatter is not None:
+        plot_feature_scatter(sol, ax=ax_scatter)
+    plot_gram_spectrum(sol, ax_gram)
+    plot_quantities(sol, qs)
+    if have_features:
+        for a in qs[:2]:
+            a.set_xlabel("")
+            a.tick_params(labelbottom=False)
+        for a in qs:
+            a.set_title("")
+        qs[0].set_ylabel(r"$\eta_t$, $\bar\eta_t$", fontsize=FONT["label"])
+        qs[1].set_ylabel(r"$\mu_t$, $\nu_t$", fontsize=FONT["label"])
+        qs[2].set_ylabel(r"$\lambda(M_t)$", fontsize=FONT["label"])
+        qs[0].set_title("theory quantities along the trajectory", fontsize=FONT["title"])
+    fig.suptitle(run_description(sol), fontsize=FONT["suptitle"])
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        if path.suffix.lower() not in (".png", ".pdf"):
+            raise ValueError(f"path must end in .png or .pdf, got {path.name!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+__all__ = ["plot_loss_bounds", "plot_quantities", "plot_feature_scatter", "plot_gram_spectrum", "plot_summary",
+           "run_description", "BOUND_KEYS"]

@@ -1,0 +1,591 @@
+"""Bad input and solver failures (the issue's "Bad input and failures" section).
+
+Every bad input must raise a ValueError or TypeError whose message names the argument and says what was
+expected and what arrived; nothing is checked with a bare ``assert``.  Every solver failure must end, in
+bounded time, with a status, a message that says what to try and the trajectory computed so far.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.util
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gflow as gf
+from gflow.solve.ode import FIXED_STEP_METHODS
+
+PACKAGE_DIR = Path(gf.__file__).resolve().parent
+TIME_LIMIT = 60.0  # seconds any single failing run may take (the issue: "never a hang")
+HAVE_PYTEST_TIMEOUT = importlib.util.find_spec("pytest_timeout") is not None
+
+# pytest-timeout (in the [test] extra) guards against hangs in CI; without it, finishes_within() arms SIGALRM.
+bounded = pytest.mark.timeout(TIME_LIMIT) if HAVE_PYTEST_TIMEOUT else (lambda f: f)
+
+D_IN, N = 3, 6
+X0, Y0 = gf.data.random_labels(n=N, d=D_IN, seed=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These problems are tiny: one intra-op thread is fastest, and immune to the 10-20x slowdowns that
+    OpenMP thread oversubscription causes when other processes share the (2-core) machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def finishes_within(seconds: float = TIME_LIMIT):
+    """Fail (instead of hanging) if the block runs longer than ``seconds``."""
+
+    def _alarm(signum, frame):
+        raise TimeoutError(f"the run did not stop within {seconds} s: the engine hangs instead of failing")
+
+    arm = (not HAVE_PYTEST_TIMEOUT and hasattr(signal, "SIGALRM")
+           and threading.current_thread() is threading.main_thread())
+    if arm:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if arm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    elapsed = time.perf_counter() - start
+    assert elapsed < seconds, f"the run took {elapsed:.1f} s (limit {seconds} s)"
+
+
+def small_net(**kw) -> gf.Network:
+    return gf.Network(**{"d": D_IN, "width": 4, "seed": 0, **kw})
+
+
+def run_simulate(net=None, **kw):
+    args = {"X": X0, "y": Y0, "t1": 1.0, **kw}
+    return gf.simulate(small_net() if net is None else net, **args)
+
+
+def run_gd(net=None, **kw):
+    args = {"X": X0, "y": Y0, "step": 0.5, "steps": 10, "save_every": 5, **kw}
+    return gf.gradient_descent(small_net() if net is None else net, **args)
+
+
+def assert_partial_trajectory(sol: gf.Solution, t1: float) -> None:
+    """A failed run keeps what it computed: increasing times before t1, finite loss, H at the last time."""
+    assert len(sol.t) >= 1
+    assert sol.t[0] == 0.0
+    assert np.all(np.diff(sol.t) > 0)
+    assert sol.t[-1] < t1
+    assert np.all(np.isfinite(sol.loss)) and sol.loss.shape == sol.t.shape
+    assert sol.residual.shape == (len(sol.t), sol.n)
+    assert sol.feature_t[-1] == sol.t[-1], "the features at the stopping time must be kept"
+    assert sol.H.shape[1:] == (sol.m, sol.n) and np.all(np.isfinite(sol.H[-1]))
+    assert np.all(np.isfinite(sol.W_final))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# No assertions on user input anywhere in the package
+
+
+def test_the_package_source_contains_no_assert_statements():
+    offenders = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        offenders += [f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno}"
+                      for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+    assert not offenders, f"bare assert statements (disabled by python -O, unclear to users): {offenders}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad training / test data
+
+NAN_X = X0.copy()
+NAN_X[2, 1] = np.nan
+INF_X = X0.copy()
+INF_X[0, 0] = np.inf
+NAN_Y = Y0.copy()
+NAN_Y[3] = np.nan
+INF_Y = Y0.copy()
+INF_Y[1] = -np.inf
+
+BAD_DATA = [
+    ("X_with_one_dimension", dict(X=X0[0]), ValueError, r"X must be 2-D, got shape \(3,\)"),
+    ("X_with_three_dimensions", dict(X=X0[None]), ValueError, r"X must be 2-D, got shape \(1, 6, 3\)"),
+    ("X_with_the_wrong_input_dimension", dict(X=X0[:, :2]), ValueError,
+     r"X must have shape .*3.*got \(6, 2\)"),
+    ("X_empty", dict(X=np.zeros((0, D_IN)), y=np.zeros(0)), ValueError, r"X is empty"),
+    ("X_of_strings", dict(X=[["a", "b", "c"]] * N), TypeError, r"X must be a numeric array"),
+    ("X_complex", dict(X=X0 + 1j), TypeError, r"X must be real.*complex"),
+    ("X_None", dict(X=None), TypeError, r"X must be a numeric array, got NoneType"),
+    ("X_with_NaN", dict(X=NAN_X), ValueError, r"X contains 1 non-finite value"),
+    ("X_with_inf", dict(X=INF_X), ValueError, r"X contains 1 non-finite value"),
+    ("y_shorter_than_X", dict(y=Y0[:-1]), ValueError, r"y has 5 entries but there are 6 inputs"),
+    ("y_longer_than_X", dict(y=np.r_[Y0, 0.0]), ValueError, r"y has 7 entries but there are 6 inputs"),
+    ("y_with_two_columns", dict(y=np.zeros((N, 2))), ValueError,
+     r"y must have shape \(6,\) or \(6, 1\).*\(6, 2\)"),
+    ("y_three_dimensional", dict(y=np.zeros((N, 1, 1))), ValueError, r"y must be 1-D or 2-D"),
+    ("y_with_NaN", dict(y=NAN_Y), ValueError, r"y contains 1 non-finite value"),
+    ("y_with_inf", dict(y=INF_Y), ValueError, r"y contains 1 non-finite value"),
+    ("X_test_without_y_test", dict(X_test=X0), ValueError,
+     r"X_test and y_test must be given together.*X_test"),
+    ("y_test_without_X_test", dict(y_test=Y0), ValueError,
+     r"X_test and y_test must be given together.*y_test"),
+    ("X_test_with_the_wrong_input_dimension", dict(X_test=np.zeros((2, 4)), y_test=np.zeros(2)), ValueError,
+     r"X_test must have shape .*got \(2, 4\)"),
+    ("y_test_length_mismatch", dict(X_test=np.zeros((2, D_IN)), y_test=np.zeros(3)), ValueError,
+     r"y_test has 3 entries but there are 2 inputs"),
+    ("X_test_with_NaN", dict(X_test=NAN_X, y_test=Y0), ValueError, r"X_test contains 1 non-finite"),
+    ("y_test_with_inf", dict(X_test=X0, y_test=INF_Y), ValueError, r"y_test contains 1 non-finite"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [c[1:] for c in BAD_DATA], ids=[c[0] for c in BAD_DATA])
+def test_bad_data_for_simulate_is_rejected_naming_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        run_simulate(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [c[1:] for c in BAD_DATA], ids=[c[0] for c in BAD_DATA])
+def test_bad_data_for_gradient_descent_is_rejected_naming_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        run_gd(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad network arguments
+
+BAD_NETWORK = [
+    ("width_zero", dict(width=0), ValueError, r"width must be an integer >= 1, got 0"),
+    ("width_negative", dict(width=-1), ValueError, r"width must be an integer >= 1, got -1"),
+    ("width_fractional", dict(width=2.5), TypeError, r"width must be an integer >= 1, got float 2\.5"),
+    ("width_bool", dict(width=True), TypeError, r"width must be an integer >= 1, got bool"),
+    ("d_zero", dict(d=0), ValueError, r"d must be an integer >= 1, got 0"),
+    ("c_hat_zero", dict(c_hat=0.0), ValueError, r"c_hat must be > 0, got 0"),
+    ("c_hat_negative", dict(c_hat=-1.0), ValueError, r"c_hat must be > 0, got -1"),
+    ("c_hat_nan", dict(c_hat=float("nan")), ValueError, r"c_hat must be a finite number, got nan"),
+    ("c_hat_string", dict(c_hat="1"), TypeError, r"c_hat must be a real number, got str"),
+    ("seed_negative", dict(seed=-1), ValueError, r"seed must be an integer >= 0, got -1"),
+    ("odd_width_with_ntk_scaling", dict(width=5, scaling="ntk"), ValueError,
+     r"width must be even for the 'ntk' scaling.*width=5"),
+    ("unknown_activation", dict(activation="swish"), ValueError,
+     r"unknown activation 'swish'; expected one of"),
+    ("activation_of_wrong_type", dict(activation=3), TypeError, r"activation must be a name .*got int 3"),
+    ("activation_with_unknown_parameter", dict(activation={"name": "relu", "slope": 0.1}), TypeError,
+     r"activation 'relu' does not take parameters \['slope'\]"),
+    ("leaky_relu_slope_out_of_range", dict(activation={"name": "leaky_relu", "slope": 2.0}), ValueError,
+     r"leaky_relu slope must be in \(0, 1\), got 2"),
+    ("unknown_embedding_string", dict(embedding="cubic"), ValueError, r"unknown embedding 'cubic'"),
+    ("embedding_of_wrong_type", dict(embedding=3), TypeError, r"embedding must be .*got int 3"),
+    ("callable_embedding_with_wrong_output", dict(embedding=lambda X: X[:, 0]), ValueError,
+     r"callable embedding must map an \(n, d\) tensor to an \(n, D\) tensor.*shape \(1,\)"),
+    ("unknown_scaling", dict(scaling="xavier"), ValueError, r"unknown scaling 'xavier'; expected one of"),
+    ("scaling_of_wrong_type", dict(scaling=3), TypeError, r"scaling must be one of .*got int 3"),
+    ("unsupported_dtype", dict(dtype=torch.float16), TypeError,
+     r"dtype must be torch\.float64 or torch\.float32"),
+    ("unknown_device_string", dict(device="nope"), TypeError,
+     r"device must be a torch device .*got str 'nope'"),
+    ("unsupported_device_type", dict(device="meta"), ValueError,
+     r"device must be 'cpu' or 'cuda'.*got 'meta'"),
+    ("W0_with_wrong_shape", dict(W0=np.zeros((4, 2))), ValueError,
+     r"W0 must have shape \(4, 3\), got \(4, 2\)"),
+    ("W0_three_dimensional", dict(W0=np.zeros((4, 3, 1))), ValueError,
+     r"W0 must be 2-D, got shape \(4, 3, 1\)"),
+    ("W0_with_NaN", dict(W0=np.full((4, 3), np.nan)), ValueError, r"W0 contains 12 non-finite"),
+    ("c_with_wrong_length", dict(c=np.ones(5)), ValueError, r"c must have shape \(4,\), got \(5,\)"),
+    ("c_with_inf", dict(c=np.array([1.0, np.inf, 1.0, -1.0])), ValueError, r"c contains 1 non-finite"),
+    ("c_float32_tensor_for_float64_network", dict(c=torch.ones(4, dtype=torch.float32)), TypeError,
+     r"c has dtype torch\.float32 but dtype=torch\.float64"),
+    ("W0_float32_tensor_for_float64_network", dict(W0=torch.zeros(4, 3, dtype=torch.float32)), TypeError,
+     r"W0 has dtype torch\.float32 but dtype=torch\.float64"),
+    ("c_tensor_on_another_device", dict(c=torch.ones(4, dtype=torch.float64, device="meta")), ValueError,
+     r"c is on device meta but device=cpu"),
+    ("W0_tensor_on_another_device", dict(W0=torch.zeros(4, 3, dtype=torch.float64, device="meta")),
+     ValueError,
+     r"W0 is on device meta but device=cpu"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [c[1:] for c in BAD_NETWORK], ids=[c[0] for c in BAD_NETWORK])
+def test_bad_network_argument_is_rejected_naming_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        small_net(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: gf.RandomFeatures(D=0), ValueError, r"RandomFeatures D must be an integer >= 1, got 0"),
+        (lambda: gf.RandomFeatures(D=4, seed=-2), ValueError, r"RandomFeatures seed must be an integer >= 0"),
+        (lambda: gf.DeepRandomFeatures(D=4, depth=2), ValueError,
+         r"DeepRandomFeatures depth must be an integer >= 3"),
+        (lambda: gf.Activation("a", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, 1.0, (1.0, -1.0)),
+         ValueError,
+         r"interval must have I_l < I_r"),
+        (lambda: gf.Activation("a", "tanh", torch.tanh, 1.0, (-1.0, 1.0)), TypeError,
+         r"sigma must be callable"),
+    ],
+    ids=["random_features_D_zero", "random_features_negative_seed", "deep_random_features_depth_two",
+         "activation_with_reversed_interval", "activation_with_non_callable_sigma"],
+)
+def test_bad_embedding_or_activation_specification_is_rejected_naming_the_field(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here, so device='cuda' is valid")
+def test_requesting_cuda_without_cuda_is_a_value_error_naming_the_device():
+    with pytest.raises(ValueError, match=r"device 'cuda' was requested but CUDA is not available"):
+        small_net(device="cuda")
+
+
+def test_odd_ntk_width_with_explicit_W0_but_drawn_c_is_rejected_naming_the_width():
+    # the symmetrised draw of c pairs neuron i with i + m/2, so an odd width needs an explicit c as well
+    with pytest.raises(ValueError, match=r"width must be even for the 'ntk' scaling.*width=3"):
+        gf.Network(d=D_IN, width=3, scaling="ntk", W0=np.zeros((3, D_IN)))
+
+
+def test_odd_ntk_width_with_explicit_c_and_W0_is_allowed_and_runs():
+    net = gf.Network(d=D_IN, width=3, scaling="ntk", c=np.array([1.0, -1.0, 1.0]), W0=np.ones((3, D_IN)))
+    assert net.c.shape == (3,) and run_simulate(net).ok
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad solver arguments
+
+BAD_SIMULATE = [
+    ("net_not_a_network", dict(net="net"), TypeError, r"net must be a gf\.Network, got str"),
+    ("unknown_method", dict(method="rk45"), ValueError, r"unknown method 'rk45'; expected one of .*'RK45'"),
+    ("method_of_wrong_type", dict(method=None), TypeError, r"method must be one of .*got NoneType"),
+    ("unknown_option_key", dict(options={"foo": 1}), ValueError,
+     r"unknown option\(s\) \['foo'\] for method 'dopri5'; allowed: \['dfactor'"),
+    ("scipy_only_option_for_scipy_method", dict(method="DOP853", options={"safety": 0.9}), ValueError,
+     r"unknown option\(s\) \['safety'\] for method 'DOP853'"),
+    ("any_option_for_rk4", dict(method="rk4", step=0.1, options={"first_step": 0.1}), ValueError,
+     r"unknown option\(s\) \['first_step'\] for method 'rk4'; allowed: none"),
+    ("options_not_a_dict", dict(options=[("first_step", 0.1)]), TypeError,
+     r"options must be a dict, got list"),
+    ("unknown_space", dict(space="input"), ValueError, r"unknown space 'input'; expected one of"),
+    ("rtol_zero", dict(rtol=0.0), ValueError, r"rtol must be > 0, got 0"),
+    ("rtol_negative", dict(rtol=-1e-6), ValueError, r"rtol must be > 0, got -1e-06"),
+    ("rtol_nan", dict(rtol=float("nan")), ValueError, r"rtol must be a finite number"),
+    ("rtol_string", dict(rtol="1e-6"), TypeError, r"rtol must be a real number, got str"),
+    ("atol_zero", dict(atol=0.0), ValueError, r"atol must be > 0, got 0"),
+    ("atol_negative", dict(atol=-1e-9), ValueError, r"atol must be > 0, got -1e-09"),
+    ("step_given_to_dopri5", dict(step=0.1), ValueError,
+     r"step=0\.1 was given but method 'dopri5' is adaptive"),
+    ("step_given_to_DOP853", dict(method="DOP853", step=0.1), ValueError,
+     r"step=0\.1 was given but method 'DOP853' is adaptive"),
+    ("fixed_step_negative", dict(method="rk4", step=-0.1), ValueError, r"step must be > 0, got -0\.1"),
+    ("fixed_step_infinite", dict(method="rk4", step=float("inf")), ValueError,
+     r"step must be a finite number"),
+    ("saveat_repeated_time", dict(t1=None, saveat=[0.0, 0.5, 0.5, 1.0]), ValueError,
+     r"saveat must be strictly increasing, but saveat\[1\] = 0\.5 >= saveat\[2\] = 0\.5"),
+    ("saveat_decreasing", dict(t1=None, saveat=[0.0, 1.0, 0.5]), ValueError,
+     r"saveat must be strictly increasing"),
+    ("saveat_negative", dict(t1=None, saveat=[-1.0, 1.0]), ValueError, r"saveat must be >= 0 .*got -1"),
+    ("saveat_with_NaN", dict(t1=None, saveat=[0.0, np.nan]), ValueError, r"saveat must be finite.*nan"),
+    ("saveat_with_inf", dict(t1=None, saveat=[0.0, np.inf]), ValueError, r"saveat must be finite.*inf"),
+    ("saveat_beyond_t1", dict(t1=1.0, saveat=[0.0, 2.0]), ValueError,
+     r"saveat runs to 2\.0 beyond t1 = 1\.0"),
+    ("saveat_two_dimensional", dict(t1=None, saveat=[[0.0, 1.0]]), ValueError, r"saveat must be 1-D"),
+    ("saveat_empty", dict(t1=None, saveat=[]), ValueError, r"saveat is empty"),
+    ("saveat_only_zero", dict(t1=None, saveat=[0.0]), ValueError, r"saveat must reach beyond t = 0"),
+    ("missing_t1_and_saveat", dict(t1=None), TypeError,
+     r"give the final time t1 .* or the output times saveat"),
+    ("t1_zero", dict(t1=0.0), ValueError, r"t1 must be > 0, got 0"),
+    ("t1_negative", dict(t1=-2.0), ValueError, r"t1 must be > 0, got -2"),
+    ("t1_nan", dict(t1=float("nan")), ValueError, r"t1 must be a finite number, got nan"),
+    ("t1_string", dict(t1="1"), TypeError, r"t1 must be a real number, got str"),
+    ("features_at_beyond_t1", dict(features_at=[0.5, 2.0]), ValueError,
+     r"features_at runs to 2\.0 beyond t1"),
+    ("features_at_unknown_keyword", dict(features_at="none"), TypeError, r"features_at must be a 1-D array"),
+    ("weights_at_beyond_t1", dict(weights_at=[3.0]), ValueError, r"weights_at runs to 3\.0 beyond t1"),
+    ("weights_at_non_increasing", dict(weights_at=[0.5, 0.2]), ValueError,
+     r"weights_at must be strictly increasing"),
+    ("interval_reversed", dict(interval=(1.0, 0.0)), ValueError,
+     r"interval must satisfy I_l < I_r, got \(1\.0, 0\.0\)"),
+    ("interval_with_NaN", dict(interval=(0.0, float("nan"))), ValueError, r"interval must satisfy I_l < I_r"),
+    ("interval_not_a_pair", dict(interval=1.0), TypeError,
+     r"interval must be a pair \(I_l, I_r\).*got float"),
+    ("integrals_not_a_bool", dict(integrals="yes"), TypeError, r"integrals must be True or False, got str"),
+    ("max_steps_zero", dict(max_steps=0), ValueError, r"max_steps must be an integer >= 1, got 0"),
+    ("max_steps_fractional", dict(max_steps=10.5), TypeError, r"max_steps must be an integer"),
+    ("max_wall_time_zero", dict(max_wall_time=0), ValueError, r"max_wall_time must be > 0, got 0"),
+    ("max_wall_time_negative", dict(max_wall_time=-1.0), ValueError, r"max_wall_time must be > 0, got -1"),
+    ("X_float32_tensor_for_float64_network", dict(X=torch.as_tensor(X0, dtype=torch.float32)), TypeError,
+     r"X has dtype torch\.float32 but the network uses torch\.float64"),
+    ("y_float32_tensor_for_float64_network", dict(y=torch.as_tensor(Y0, dtype=torch.float32)), TypeError,
+     r"y has dtype torch\.float32 but the network uses torch\.float64"),
+    ("X_float64_tensor_for_float32_network", dict(net=small_net(dtype="float32"), X=torch.as_tensor(X0)),
+     TypeError, r"X has dtype torch\.float64 but the network uses torch\.float32"),
+    ("X_test_float32_tensor_for_float64_network",
+     dict(X_test=torch.as_tensor(X0, dtype=torch.float32), y_test=Y0), TypeError,
+     r"X_test has dtype torch\.float32"),
+    ("scipy_method_with_float32_network", dict(net=small_net(dtype="float32"), method="DOP853"), TypeError,
+     r"scipy method 'DOP853' needs dtype float64, but the network has torch\.float32"),
+    ("X_on_another_device", dict(X=torch.as_tensor(X0).to("meta")), ValueError,
+     r"X is on device meta but the network is on cpu"),
+    ("y_on_another_device", dict(y=torch.as_tensor(Y0).to("meta")), ValueError,
+     r"y is on device meta but the network is on cpu"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [c[1:] for c in BAD_SIMULATE],
+                         ids=[c[0] for c in BAD_SIMULATE])
+def test_bad_simulate_argument_is_rejected_naming_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        run_simulate(**kwargs)
+
+
+@pytest.mark.parametrize("method", FIXED_STEP_METHODS)
+def test_fixed_step_method_without_a_step_is_rejected_asking_for_one(method):
+    with pytest.raises(ValueError,
+                       match=rf"method '{method}' is a fixed-step method and needs an explicit step"):
+        run_simulate(method=method)
+
+
+def test_fixed_step_so_small_it_exceeds_max_steps_is_rejected_before_integrating():
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"method 'euler' with step=1e-06 needs \d+ steps to reach t1=1, "
+                                         r"more than max_steps=1000; raise max_steps or enlarge step"):
+        run_simulate(method="euler", step=1e-6, max_steps=1000)
+    assert time.perf_counter() - start < 5.0, "the check must be upfront, not after 1000 steps"
+
+
+@pytest.mark.parametrize("method", ["Radau", "BDF", "LSODA"])
+def test_implicit_scipy_method_on_a_too_large_state_is_rejected_before_forming_the_jacobian(method):
+    # feature-space state (2, m, n) has 2 * 1500 * 6 = 18000 > 16384 entries (the dense-Jacobian limit)
+    net = gf.Network(d=D_IN, width=1500, seed=0)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"method '{method}' forms a dense finite-difference Jacobian "
+                                         r"of the \d+-dimensional state.*too large"):
+        run_simulate(net, method=method, space="feature")
+    assert time.perf_counter() - start < 5.0
+
+
+BAD_GD = [
+    ("net_not_a_network", dict(net=object()), TypeError, r"net must be a gf\.Network, got object"),
+    ("step_zero", dict(step=0), ValueError, r"step must be > 0 .*got 0"),
+    ("step_zero_float", dict(step=0.0), ValueError, r"step must be > 0 .*got 0"),
+    ("step_negative", dict(step=-0.5), ValueError, r"step must be > 0 .*got -0\.5"),
+    ("step_negative_numpy", dict(step=np.float64(-1.0)), ValueError, r"step must be > 0.*got -1"),
+    ("step_nan", dict(step=float("nan")), ValueError, r"step must be a finite number, got nan"),
+    ("step_string", dict(step="1"), TypeError, r"step must be a real number, got str"),
+    ("steps_zero", dict(steps=0), ValueError, r"steps must be an integer >= 1, got 0"),
+    ("steps_negative", dict(steps=-3), ValueError, r"steps must be an integer >= 1, got -3"),
+    ("steps_fractional", dict(steps=2.5), TypeError, r"steps must be an integer >= 1, got float 2\.5"),
+    ("save_every_zero", dict(save_every=0), ValueError, r"save_every must be an integer >= 1, got 0"),
+    ("features_at_off_the_step_grid", dict(step=0.3, features_at=[0.5]), ValueError,
+     r"features_at must be multiples of the step 0\.3 .*got \[0\.5\]"),
+    ("weights_at_off_the_step_grid", dict(step=1.0, weights_at=[0.5, 2.0]), ValueError,
+     r"weights_at must be multiples of the step 1 .*got \[0\.5\]"),
+    ("features_at_beyond_the_last_step", dict(step=1.0, steps=10, features_at=[20.0]), ValueError,
+     r"features_at runs to t = 20 beyond the last step \(t = 10\)"),
+    ("features_at_non_increasing", dict(step=1.0, features_at=[2.0, 1.0]), ValueError,
+     r"features_at must be strictly increasing"),
+    ("unknown_space", dict(space="input"), ValueError, r"unknown space 'input'"),
+    ("max_wall_time_zero", dict(max_wall_time=0.0), ValueError, r"max_wall_time must be > 0"),
+    ("interval_reversed", dict(interval=(1.0, 0.0)), ValueError, r"interval must satisfy I_l < I_r"),
+    ("integrals_not_a_bool", dict(integrals=1), TypeError, r"integrals must be True or False, got int"),
+    ("X_float32_tensor_for_float64_network", dict(X=torch.as_tensor(X0, dtype=torch.float32)), TypeError,
+     r"X has dtype torch\.float32 but the network uses torch\.float64"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [c[1:] for c in BAD_GD], ids=[c[0] for c in BAD_GD])
+def test_bad_gradient_descent_argument_is_rejected_naming_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        run_gd(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Failure statuses: bounded time, a status, advice and the partial trajectory
+
+RELU_T1 = 200.0
+
+
+@pytest.fixture(scope="module")
+def relu_problem():
+    """ReLU on the identity embedding with n > d: the flow reaches the kink and chatters there."""
+    X, y = gf.data.random_labels(n=20, d=5, seed=0)
+    return gf.Network(d=5, width=64, activation="relu", seed=0), X, y
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "DOP853", "RK45"])
+def test_relu_flow_at_tight_tolerance_stops_with_a_stall_status_instead_of_hanging(relu_problem, method):
+    net, X, y = relu_problem
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"stopped early \[") as record:
+        sol = gf.simulate(net, X, y, t1=RELU_T1, method=method, rtol=1e-10, atol=1e-12)
+    assert sol.status in {"stalled", "max_steps", "step_size_collapse"}, sol.message
+    assert not sol.ok
+    assert any(f"[{sol.status}]" in str(w.message) for w in record if issubclass(w.category, gf.GFlowWarning))
+    # the message says what happened and what to do
+    assert "step" in sol.message and "fixed-step" in sol.message
+    assert "kink" in sol.message or "ReLU" in sol.message
+    assert_partial_trajectory(sol, RELU_T1)
+    assert sol.stats["n_steps"] <= sol.config["solver"]["max_steps"]
+    with pytest.raises(gf.SolverError, match=rf"\[{sol.status}\]"):
+        sol.raise_for_status()
+    assert sol.status in sol.summary()
+
+
+@bounded
+def test_relu_flow_with_the_advised_fixed_step_method_reaches_t1():
+    # The stall message advises method='rk4', step=0.05: that advice must work on the same problem.
+    X, y = gf.data.random_labels(n=20, d=5, seed=0)
+    net = gf.Network(d=5, width=64, activation="relu", seed=0)
+    with finishes_within(TIME_LIMIT):
+        sol = gf.simulate(net, X, y, t1=20.0, saveat=np.linspace(0, 20, 5), method="rk4", step=0.05)
+    assert sol.ok and sol.t[-1] == 20.0 and sol.loss[-1] < sol.loss[0]
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "dopri8", "DOP853", "RK45"])
+def test_max_steps_on_a_smooth_flow_stops_with_status_max_steps_and_the_partial_trajectory(method):
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    t1 = 1000.0
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        sol = gf.simulate(net, X, y, t1=t1, method=method, max_steps=50)
+    assert sol.status == "max_steps" and not sol.ok
+    assert "max_steps=50" in sol.message and "raise max_steps" in sol.message
+    assert sol.stats["n_steps"] == 50
+    assert_partial_trajectory(sol, t1)
+    assert sol.t[-1] > 0.0, "some progress must be kept"
+    assert sol.loss[-1] <= sol.loss[0]
+
+
+def test_a_run_that_needs_exactly_max_steps_steps_succeeds():
+    sol = run_simulate(t1=1.0, saveat=[0.0, 1.0], method="rk4", step=0.1, max_steps=10)
+    assert sol.ok, sol.message
+    assert sol.t[-1] == 1.0
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dopri5", "DOP853", "rk4"])
+def test_tiny_wall_time_budget_stops_with_status_time_budget(method):
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    kw = {"step": 0.01} if method == "rk4" else {}
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        sol = gf.simulate(net, X, y, t1=100.0, method=method, max_wall_time=1e-6, **kw)
+    assert sol.status == "time_budget" and not sol.ok
+    assert "max_wall_time" in sol.message and "raise max_wall_time" in sol.message
+    assert_partial_trajectory(sol, 100.0)
+    assert sol.loss[0] == pytest.approx(float(net.loss(X, y)), rel=1e-12)
+
+
+@bounded
+def test_tiny_wall_time_budget_stops_gradient_descent_with_status_time_budget():
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        sol = run_gd(steps=100_000, max_wall_time=1e-6)
+    assert sol.status == "time_budget" and "max_wall_time" in sol.message
+    assert_partial_trajectory(sol, 0.5 * 100_000)
+
+
+def _diverging_gd(**kw):
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="linear", seed=0)
+    return gf.gradient_descent(net, 10.0 * X, y, step=100.0, steps=200, save_every=10, **kw)
+
+
+@bounded
+def test_gradient_descent_with_a_huge_step_stops_with_status_diverged_and_finite_history():
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
+        sol = _diverging_gd()
+    assert sol.status == "diverged" and not sol.ok
+    assert "smaller step" in sol.message
+    assert_partial_trajectory(sol, 100.0 * 200)
+    assert len(sol.t) >= 2 and sol.loss[-1] > sol.loss[0], "the iterates kept are those before the blow-up"
+    assert sol.kind == "gd"
+    with pytest.raises(gf.SolverError, match=r"\[diverged\]"):
+        sol.raise_for_status()
+
+
+def _blowing_up_euler(**kw):
+    # forward Euler far beyond its stability limit on a linear net: the state overflows to inf/NaN
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="linear", seed=0)
+    return gf.simulate(net, 10.0 * X, y, t1=2000.0, method="euler", step=10.0, **kw)
+
+
+@bounded
+def test_fixed_step_flow_that_blows_up_ends_with_status_nonfinite_not_an_exception():
+    # regression: the internal Abort used to escape simulate() when the kept partial state was non-finite
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = _blowing_up_euler()
+    assert sol.status == "nonfinite"
+    assert_partial_trajectory(sol, 2000.0)
+
+
+def _nan_activation() -> gf.Activation:
+    """tanh whose derivative is NaN beyond |u| > 2: the vector field turns NaN once a feature grows there.
+
+    With the network below max |H(0)| ≈ 1.55 and the features cross 2 near t ≈ 4.5, mid-run.
+    """
+    def dsigma(u):
+        return torch.where(u.abs() > 2.0, torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
+    return gf.Activation("tanh_nan_beyond_2", torch.tanh, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "rk4", "DOP853", "RK45", "LSODA"])
+def test_vector_field_that_turns_nan_ends_with_status_nonfinite(method):
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=6, activation=_nan_activation(), c_hat=3.0, seed=0)
+    kw = {"step": 0.01} if method == "rk4" else {}
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = gf.simulate(net, X, y, t1=10.0, method=method, **kw)
+    assert sol.status == "nonfinite", sol.message
+    assert "non-finite" in sol.message
+    assert_partial_trajectory(sol, 10.0)
+    assert sol.t[-1] > 1.0, "the trajectory before the field turned NaN must be kept"
+
+
+def test_raise_for_status_returns_the_solution_itself_after_success():
+    sol = run_simulate(t1=0.5)
+    assert sol.ok and sol.status == "success"
+    assert sol.raise_for_status() is sol
+    gd = run_gd()
+    assert gd.raise_for_status() is gd
+
+
+def test_raise_for_status_raises_solver_error_with_status_and_message_after_failure():
+    sol = run_simulate(t1=100.0, max_steps=5, warn=False)
+    assert sol.status == "max_steps"
+    with pytest.raises(gf.SolverError) as info:
+        sol.raise_for_status()
+    assert "[max_steps]" in str(info.value) and sol.message in str(info.value)
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_failures_issue_no_warning_when_warn_is_false(relu_problem):
+    net, X, y = relu_problem
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = [
+            run_simulate(t1=100.0, max_steps=5, warn=False),
+            run_simulate(t1=100.0, max_wall_time=1e-6, warn=False),
+            gf.simulate(net, X, y, t1=RELU_T1, rtol=1e-10, atol=1e-12, method="DOP853", warn=False),
+            _diverging_gd(warn=False),
+        ]
+    assert [r.ok for r in runs] == [False] * 4
+    assert not [w for w in caught if issubclass(w.category, gf.GFlowWarning)]
+
+
+def test_every_failure_status_is_documented():
+    assert {"success", "max_steps", "stalled", "step_size_collapse", "nonfinite", "time_budget", "diverged",
+            "failed"} <= set(gf.STATUSES)
+    assert all(isinstance(v, str) and v for v in gf.STATUSES.values())
