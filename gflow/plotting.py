@@ -79,7 +79,8 @@ def _style(ax) -> None:
 
 def _legend(ax, **kw) -> None:
     kw.setdefault("loc", "best")
-    leg = ax.legend(fontsize=FONT["legend"], framealpha=0.85, handlelength=2.6, **kw)
+    kw.setdefault("handlelength", 2.6)
+    leg = ax.legend(fontsize=FONT["legend"], framealpha=0.85, **kw)
     leg.get_frame().set_linewidth(0.5)
     if leg.get_title() is not None:
         leg.get_title().set_fontsize(FONT["legend"])
@@ -210,7 +211,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         raise ValueError(f"unknown bound(s) {unknown}; choose from {BOUND_KEYS}")
     if test not in ("error", "loss", None):
         raise ValueError(f"test must be 'error', 'loss' or None, got {test!r}")
-    ax, _ = _new_axes(ax)
+    ax, new = _new_axes(ax, figsize=(7.0, 5.0))
     t, L = np.asarray(sol.t, float), np.asarray(sol.loss, float)
     L0 = float(L[0])
     cert = _certificate(sol)
@@ -222,7 +223,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
 
     t_end = cert.window[1] if cert is not None else float(t[-1])
     win = t <= t_end * (1 + 1e-12) + 1e-300
-    lows = [float(np.min(L[win & (L > 0)]))] if np.any(win & (L > 0)) else []
+    lows = [float(np.min(L[L > 0]))] if np.any(L > 0) else []
     highs = [L0]
     tightest = None
     gd = sol.kind == "gd"
@@ -273,25 +274,70 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
             lows.append(float(good.min()))
 
     ax.set_yscale("log")
-    top = 3.0 * max(h for h in highs if math.isfinite(h))
-    bottom = min(lows) / 5.0 if lows else top * 1e-12
+    top = 2.0 * max(h for h in highs if math.isfinite(h))
+    bottom = min(lows) / 2.0 if lows else top * 1e-12
     bottom = max(bottom, top * 1e-32)  # never more than ~32 decades: below that it is rounding noise
     if bottom < top:
         ax.set_ylim(bottom, top)
+        _set_room(ax, bottom, top, log=True, where="below")
     ax.set_xlim(float(t[0]), float(t[-1]))
     ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
     ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
-    if gd and cert is not None:
-        ax.text(0.99, 0.99, "bounds hold for the flow; shown for GD as information", transform=ax.transAxes,
-                ha="right", va="top", fontsize=FONT["note"], color="0.35")
+    if t_end < float(t[-1]) * (1 - 1e-12):
+        ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0)
+        ax.text(0.5 * (t_end + float(t[-1])), 0.98, "loss at float64\nresolution: no bounds",
+                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=FONT["note"], color="0.35")
     if title:
         ax.set_title(title if isinstance(title, str) else run_description(sol), fontsize=FONT["title"])
     _style(ax)
     if any(str(ln.get_gid()).startswith("bound:") for ln in ax.get_lines()):
-        _legend(ax, title=r"dashed: bounds $L_t\leq L_0\,e^{-E_t}$, rate = $E_t/t$ at the end")
+        head = r"dashed: bounds $L_t\leq L_0\,e^{-E_t}$" + (" of the flow (information for GD)" if gd else "")
+        _legend(ax, loc="lower left", title=head + "\nrate = average $E_t/t$ over the drawn range")
     else:
-        _legend(ax)
+        _legend(ax, loc="lower left")
+    if new:
+        ax.figure.tight_layout()
+    _room_for_legend(ax)
     return ax
+
+
+def _set_room(ax, lo: float, hi: float, *, log: bool, where: str) -> None:
+    """Remember the data's y-range of ``ax``; :func:`_room_for_legend` then keeps the legend clear of it."""
+    ax._gflow_room = (float(lo), float(hi), bool(log), where)
+    ax.set_ylim(lo, hi)
+
+
+def _room_for_legend(ax, margin: float = 0.03) -> None:
+    """Extend the y-limits so that every curve lies clear of the legend (below or above it).
+
+    With ``where="below"`` the legend sits in the lower part of the axes and the lower limit is lowered;
+    with ``"above"`` it sits at the top and the upper limit is raised.  The legend's height (in axes
+    fraction) is measured with the figure's renderer, so call again after the layout changes (as
+    :func:`plot_summary` does).
+    """
+    room = getattr(ax, "_gflow_room", None)
+    leg = ax.get_legend()
+    if room is None or leg is None:
+        return
+    lo, hi, log, where = room
+    fig = ax.figure
+    try:
+        renderer = fig.canvas.get_renderer()
+    except AttributeError:  # backends without get_renderer
+        renderer = fig._get_renderer()
+    h = leg.get_window_extent(renderer).height / max(ax.get_window_extent(renderer).height, 1.0)
+    h = min(h + margin, 0.6)
+    a, b = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
+    if where == "below":
+        a, b = (a - h * b) / (1.0 - h), b  # the lowest datum at height h of the axes
+    else:
+        a, b = a, a + (b - a) / (1.0 - h)  # the highest datum at height 1 − h
+    ax.set_ylim(*((10.0**a, 10.0**b) if log else (a, b)))
+
+
+def _refresh_rooms(fig) -> None:
+    for a in fig.axes:
+        _room_for_legend(a)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,13 +354,13 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
 
     Returns:
         the Figure.  The third panel also shows the Schur lower bound κ_M λ_min(G) ν_t ≤ λ_min(M_t)
-        (EQUATIONS.md §9) when λ_min(G) > 0.
+        (EQUATIONS.md §9) when λ_min(G) > 0.  Legends sit above the curves (the y-range is extended).
     """
     sol = _solution(sol)
     if axes is None:
         plt = _pyplot()
         if stacked:
-            fig, axes = plt.subplots(3, 1, figsize=(6.0, 7.5), sharex=True)
+            fig, axes = plt.subplots(3, 1, figsize=(6.4, 7.5), sharex=True)
         else:
             fig, axes = plt.subplots(1, 3, figsize=(14.0, 4.0))
         new = True
@@ -327,7 +373,10 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
     a1, a2, a3 = axes
     t = np.asarray(sol.t, float)
     th = sol.theory
-    shared = new and stacked
+
+    def finite(*arrays):
+        v = np.concatenate([np.asarray(x, float).ravel() for x in arrays if x is not None])
+        return v[np.isfinite(v)]
 
     if sol.eta is None:
         for a in axes:
@@ -335,22 +384,22 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
     else:
         lo, hi = th.get("interval", [math.nan, math.nan])
         ilo, ihi = th.get("inner_interval", [math.nan, math.nan])
-        a1.plot(t, sol.eta, color="tab:blue", lw=1.6, label=rf"$\eta_t$, I = [{lo:.3g}, {hi:.3g}]")
+        a1.plot(t, sol.eta, color="tab:blue", lw=1.6, label=rf"$\eta_t$ (I = [{lo:.3g}, {hi:.3g}])")
         if sol.eta_bar is not None:
             a1.plot(t, sol.eta_bar, color="tab:cyan", lw=1.4, ls="--",
-                    label=rf"$\bar\eta_t$, $I_0$ = [{ilo:.3g}, {ihi:.3g}]")
-        a1.set_ylabel("active fraction (eq. 18)", fontsize=FONT["label"])
-        a1.set_ylim(bottom=0)
-        a1.set_title(r"active fractions $\eta_t$, $\bar\eta_t$", fontsize=FONT["title"])
+                    label=rf"$\bar\eta_t$ ($I_0$ = [{ilo:.3g}, {ihi:.3g}])")
+        a1.set_ylabel(r"fraction of neurons in I", fontsize=FONT["label"])
+        a1.set_title(r"active fractions $\eta_t$, $\bar\eta_t$ (eq. 18)", fontsize=FONT["title"])
+        v = finite(sol.eta, sol.eta_bar)
+        _set_room(a1, 0.0, max(float(v.max()) if v.size else 1.0, 1e-3) * 1.05, log=False, where="above")
 
-        a2.plot(t, sol.mu, color="tab:green", lw=1.6,
-                label=r"$\mu_t=\min_a\frac{1}{m}\sum_i\sigma'(h_{ia})^2$")
+        a2.plot(t, sol.mu, color="tab:green", lw=1.6, label=r"$\mu_t$")
         if sol.nu is not None:
-            a2.plot(t, sol.nu, color="tab:olive", lw=1.4, ls="--",
-                    label=r"$\nu_t=\min_a\frac{1}{m}\sum_i c_i^2\sigma'(h_{ia})^2$")
-        a2.set_ylabel(r"$\min_a$ mean $\sigma'^2$", fontsize=FONT["label"])
-        a2.set_ylim(bottom=0)
+            a2.plot(t, sol.nu, color="tab:olive", lw=1.4, ls="--", label=r"$\nu_t$ ($c_i^2$-weighted)")
+        a2.set_ylabel(r"$\min_a\frac{1}{m}\sum_i\sigma'(h_{ia})^2$", fontsize=FONT["label"])
         a2.set_title(r"derivative energies $\mu_t$, $\nu_t$", fontsize=FONT["title"])
+        v = finite(sol.mu, sol.nu)
+        _set_room(a2, 0.0, max(float(v.max()) if v.size else 1.0, 1e-3) * 1.05, log=False, where="above")
 
         lmin = None if sol.lam_min_M is None else np.asarray(sol.lam_min_M, float)
         if lmin is None or not np.any(np.isfinite(lmin)):
@@ -359,21 +408,32 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
             a3.plot(t, sol.lam_max_M, color="tab:red", lw=1.6, label=r"$\lambda_{\max}(M_t)$")
             a3.plot(t, lmin, color="tab:blue", lw=1.6, label=r"$\lambda_{\min}(M_t)$")
             coef, lmin_G = th.get("kernel_coef", 1.0), th.get("lam_min_G", math.nan)
+            schur = None
             if sol.nu is not None and lmin_G > 0:
-                a3.plot(t, coef * lmin_G * np.asarray(sol.nu, float), color="0.4", lw=1.2, ls=":",
-                        label=r"$\kappa_M\lambda_{\min}(G)\,\nu_t$ (Schur bound)")
+                schur = coef * lmin_G * np.asarray(sol.nu, float)
+                a3.plot(t, schur, color="0.4", lw=1.2, ls=":", label=r"$\kappa_M\lambda_{\min}(G)\,\nu_t$ (Schur)")
             a3.set_yscale("log")
+            v = finite(sol.lam_max_M, lmin, schur)
+            v = v[v > 0]
+            if v.size:
+                lo_v, hi_v = float(v.min()), float(v.max())
+                span = max(math.log10(hi_v / lo_v), 0.3)
+                _set_room(a3, lo_v / 10 ** (0.06 * span), hi_v * 10 ** (0.06 * span), log=True, where="above")
         a3.set_ylabel(r"eigenvalue of $M_t=\kappa_M G\circ S_t$", fontsize=FONT["label"])
         a3.set_title(r"extreme eigenvalues of $M_t$", fontsize=FONT["title"])
+    shared = new and stacked
     for i, a in enumerate(axes):
         if not shared or i == 2:
             a.set_xlabel(_time_label(sol), fontsize=FONT["label"])
         a.set_xlim(float(t[0]), float(t[-1]))
         _style(a)
-        if a.get_legend_handles_labels()[0]:
-            _legend(a)
+        handles = a.get_legend_handles_labels()[0]
+        if handles:
+            _legend(a, loc="upper right", ncol=len(handles), columnspacing=1.2, handlelength=2.2)
     if new:
         fig.tight_layout()
+    for a in axes:
+        _room_for_legend(a)
     return fig
 
 
@@ -424,7 +484,7 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
     else:
         other = (train_index + 1) % n
         second = f"training input #{other}"
-    ax, _ = _new_axes(ax, figsize=(5.2, 5.0))
+    ax, new = _new_axes(ax, figsize=(6.6, 4.8))
     import matplotlib as mpl
 
     if len(times) <= 10:  # distinct qualitative colours; a sequential map beyond
@@ -460,7 +520,9 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
     ax.set_ylabel(rf"$h_i(x_2)$,  $x_2$ = {second}", fontsize=FONT["label"])
     ax.set_title(f"hidden features of the m = {sol.m} neurons", fontsize=FONT["title"])
     _style(ax)
-    _legend(ax, markerscale=1.8)
+    _legend(ax, markerscale=1.8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    if new:
+        ax.figure.tight_layout()
     return ax
 
 
@@ -474,7 +536,7 @@ def _limit_gram_of(sol: Solution) -> tuple[np.ndarray | None, str]:
     emb = net.get("embedding", {}) or {}
     kind = emb.get("kind", "identity")
     if kind == "identity":
-        return None, "identity embedding: G = XXᵀ/d has no random layer, it is its own limit"
+        return None, "identity embedding: G = XXᵀ/d is deterministic (no D → ∞ limit to compare)"
     if kind not in ("random_features", "deep_random_features"):
         return None, f"{kind} embedding: no limiting Gram"
     depth = 3 if kind == "random_features" else int(emb.get("depth", 3))
@@ -531,7 +593,7 @@ def plot_gram_spectrum(sol: "Solution | str | os.PathLike", ax=None, *, limit: b
             lb.set_gid("G_limit")
             err = float(np.linalg.norm(G - Gbar, 2))
             notes.append(rf"$\|G-\bar G\|_2$ = {err:.3g},  $\lambda_{{\min}}(\bar G)/2$ = {evb[-1] / 2:.3g}")
-        elif emb.get("kind", "identity") != "identity":
+        else:
             notes.append(why)
     ax.set_yscale("log")
     ax.set_xlabel("index k", fontsize=FONT["label"])
@@ -601,6 +663,7 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
         qs[0].set_title("theory quantities along the trajectory", fontsize=FONT["title"])
     fig.suptitle(run_description(sol), fontsize=FONT["suptitle"])
     fig.tight_layout()
+    _refresh_rooms(fig)
     if path is not None:
         path = Path(path)
         if path.suffix.lower() not in (".png", ".pdf"):

@@ -33,6 +33,15 @@ def _np(x: torch.Tensor) -> np.ndarray:
 EIG_MAX_N = 2000  # λ(M) at saved times for n up to this (an n×n eigenproblem per saved time)
 
 
+def _global_inf_abs(act) -> float:
+    """inf over ℝ of |σ′|: a fine grid on [−50, 50] plus far-out points (softplus′ and tanh′ vanish at −∞)."""
+    from ..model.activations import _numeric_inf_abs
+
+    far = torch.tensor([-1e6, -1e3, 1e3, 1e6], dtype=torch.float64)
+    v = min(_numeric_inf_abs(act.dsigma, -math.inf, math.inf), float(act.dsigma(far).abs().min()))
+    return 0.0 if v < 1e-12 else v
+
+
 class Recorder:
     """Collects loss, residuals, outputs, test metrics, the theory's quantities, features and weights.
 
@@ -206,7 +215,8 @@ class Recorder:
             "interval": [lo, hi],
             "inner_interval": list(self.inner) if self.inner else None,
             "K_sigma": float(K),
-            "K_sigma_global": float(_numeric_inf_abs(act.dsigma, -math.inf, math.inf)),
+            "K_sigma_global": _global_inf_abs(act),
+            "smooth": bool(act.smooth),
             "lipschitz": float(act.lipschitz),
             "c_hat": float(absc.max()),
             "c_min": float(absc.min()),
