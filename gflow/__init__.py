@@ -13,7 +13,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
     __version__ = "0.0.0+local"
 
-from . import data
+from . import data, plotting
 from .fields import FeatureSpaceField, Problem, WeightSpaceField, make_field
 from .model import (
     ACTIVATIONS,
@@ -35,7 +35,7 @@ from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
 from .theory import Certificate, certify, limit_gram
 
 __all__ = [
-    "__version__", "data", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
+    "__version__", "data", "plotting", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
     "RandomFeatures", "DeepRandomFeatures", "Callable", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
     "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
     "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "certify",

@@ -134,10 +134,16 @@ def cmd_demo(args) -> int:
     from .theory.certify import certify
 
     print("gflow demo: gradient flow of the shallow tanh net of Experiment 1 (d = 20, n = 20, m = 1024) to t = 500")
+    from .plotting import plot_loss_bounds
+
     sol = run_config(DEMO)
     rc = _finish(sol, Path(args.out))
     cert = certify(sol)
     print(cert)
+    fig_path = Path(args.figure) if args.figure else Path(args.out).with_suffix(".png")
+    ax = plot_loss_bounds(sol)
+    ax.figure.savefig(fig_path, dpi=150, bbox_inches="tight")
+    print(f"wrote {fig_path} (training loss against the paper's bounds)")
     return rc if cert.ok else 1
 
 
@@ -179,6 +185,15 @@ def cmd_certify(args) -> int:
     return 0 if cert.ok else 1
 
 
+def cmd_plot(args) -> int:
+    from .plotting import plot_summary
+
+    path = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
+    plot_summary(args.file, path)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_rerun(args) -> int:
     from .solve.rerun import rerun
 
@@ -195,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the default simulation (Experiment 1, shallow tanh net) and save it")
     d.add_argument("--out", default="gflow-demo.nc", help="result file (default: gflow-demo.nc)")
+    d.add_argument("--figure", default=None, help="bound-vs-loss figure (default: the result file with .png)")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("simulate", help="simulate a flow from flags and/or a TOML file")
@@ -235,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--slack", type=float, default=None, help="relative numerical tolerance (default from the solver)")
     c.set_defaults(func=cmd_certify)
+
+    pl = sub.add_parser("plot", help="draw the summary figure (loss vs bounds, η/μ/λ(M), features, spectrum)")
+    pl.add_argument("file")
+    pl.add_argument("--out", default=None, help="PNG or PDF (default: the file with .png)")
+    pl.set_defaults(func=cmd_plot)
 
     r = sub.add_parser("rerun", help="repeat a run from its saved file alone")
     r.add_argument("file")

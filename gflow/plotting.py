@@ -26,7 +26,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -176,6 +176,14 @@ def _bound_formula(key: str, coef: float) -> str:
     }[key]
 
 
+def _interval_text(iv) -> str:
+    if iv is None:
+        return "none"
+    lo, hi = iv
+    f = lambda x: ("−∞" if x < 0 else "∞") if math.isinf(x) else f"{x:.3g}"  # noqa: E731
+    return f"[{f(lo)}, {f(hi)}]"
+
+
 def _empty_note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=FONT["note"],
             color="0.35", wrap=True)
@@ -242,7 +250,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
                 g = check.guaranteed_rate
                 if g > 0:
                     s = f"rate {g:.3g}"
-                    if check.tightness is not None:
+                    if check.tightness is not None and check.tightness > 0:
                         s += f" ({check.tightness:.3g}× slack)"
                     parts.append(s)
                 else:
@@ -273,12 +281,17 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
             highs.append(float(good.max()))
             lows.append(float(good.min()))
 
-    ax.set_yscale("log")
+    with np.errstate(over="ignore"):  # autoscaling a diverged run (loss ~ 1e300) overflows harmlessly
+        ax.set_yscale("log")
+    # y-range: the initial loss (or test values) on top, growth beyond 1e6·L_0 (divergence) clipped;
+    # below: the smallest positive value, at most 32 decades down (beyond that it is rounding noise)
+    finite_L = L[np.isfinite(L)]
+    if finite_L.size:
+        highs.append(min(float(finite_L.max()), 1e6 * L0))
     top = 2.0 * max(h for h in highs if math.isfinite(h))
     bottom = min(lows) / 2.0 if lows else top * 1e-12
-    bottom = max(bottom, top * 1e-32)  # never more than ~32 decades: below that it is rounding noise
+    bottom = max(bottom, top * 1e-32)
     if bottom < top:
-        ax.set_ylim(bottom, top)
         _set_room(ax, bottom, top, log=True, where="below")
     ax.set_xlim(float(t[0]), float(t[-1]))
     ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
@@ -286,7 +299,8 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     if t_end < float(t[-1]) * (1 - 1e-12):
         ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0)
         ax.text(0.5 * (t_end + float(t[-1])), 0.98, "loss at float64\nresolution: no bounds",
-                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=FONT["note"], color="0.35")
+                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=FONT["note"],
+                color="0.35")
     if title:
         ax.set_title(title if isinstance(title, str) else run_description(sol), fontsize=FONT["title"])
     _style(ax)
@@ -382,12 +396,11 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
         for a in axes:
             _empty_note(a, "no theory quantities in this solution\n(rerun it with gf.rerun)")
     else:
-        lo, hi = th.get("interval", [math.nan, math.nan])
-        ilo, ihi = th.get("inner_interval", [math.nan, math.nan])
-        a1.plot(t, sol.eta, color="tab:blue", lw=1.6, label=rf"$\eta_t$ (I = [{lo:.3g}, {hi:.3g}])")
-        if sol.eta_bar is not None:
+        a1.plot(t, sol.eta, color="tab:blue", lw=1.6,
+                label=rf"$\eta_t$ (I = {_interval_text(th.get('interval'))})")
+        if sol.eta_bar is not None and np.any(np.isfinite(np.asarray(sol.eta_bar, float))):
             a1.plot(t, sol.eta_bar, color="tab:cyan", lw=1.4, ls="--",
-                    label=rf"$\bar\eta_t$ ($I_0$ = [{ilo:.3g}, {ihi:.3g}])")
+                    label=rf"$\bar\eta_t$ ($I_0$ = {_interval_text(th.get('inner_interval'))})")
         a1.set_ylabel(r"fraction of neurons in I", fontsize=FONT["label"])
         a1.set_title(r"active fractions $\eta_t$, $\bar\eta_t$ (eq. 18)", fontsize=FONT["title"])
         v = finite(sol.eta, sol.eta_bar)
@@ -411,7 +424,8 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
             schur = None
             if sol.nu is not None and lmin_G > 0:
                 schur = coef * lmin_G * np.asarray(sol.nu, float)
-                a3.plot(t, schur, color="0.4", lw=1.2, ls=":", label=r"$\kappa_M\lambda_{\min}(G)\,\nu_t$ (Schur)")
+                a3.plot(t, schur, color="0.4", lw=1.2, ls=":",
+                        label=r"$\kappa_M\lambda_{\min}(G)\,\nu_t$ (Schur)")
             a3.set_yscale("log")
             v = finite(sol.lam_max_M, lmin, schur)
             v = v[v > 0]
@@ -508,7 +522,7 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
 
         a, b = interval
         ax.add_patch(Rectangle((a, a), b - a, b - a, fill=False, ls=":", lw=1.0, ec="0.35", zorder=2,
-                               label=f"I × I, I = [{a:.3g}, {b:.3g}]"))
+                               label=f"I × I, I = {_interval_text(interval)}"))
         lo, hi = min(lo, a), max(hi, b)
     pad = 0.06 * max(hi - lo, 1e-12)
     ax.set_xlim(lo - pad, hi + pad)
@@ -673,5 +687,5 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
     return fig
 
 
-__all__ = ["plot_loss_bounds", "plot_quantities", "plot_feature_scatter", "plot_gram_spectrum", "plot_summary",
-           "run_description", "BOUND_KEYS"]
+__all__ = ["plot_loss_bounds", "plot_quantities", "plot_feature_scatter", "plot_gram_spectrum",
+           "plot_summary", "run_description", "BOUND_KEYS"]

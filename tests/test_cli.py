@@ -96,3 +96,16 @@ def test_show_and_rerun_a_saved_file(tmp_path, capsys):
 def test_python_dash_m_gflow_runs():
     r = subprocess.run([sys.executable, "-m", "gflow", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("gflow ")
+
+
+def test_certify_and_plot_commands_on_a_saved_run(tmp_path, capsys):
+    out = tmp_path / "a.nc"
+    assert main(["simulate", "--d", "6", "--width", "16", "--n", "4", "--t1", "2", "--rtol", "1e-10",
+                 "--atol", "1e-12", "--n-test", "5", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["certify", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Certificate (flow): OK" in text and "T11" in text
+    png = tmp_path / "summary.png"
+    assert main(["plot", str(out), "--out", str(png)]) == 0
+    assert png.stat().st_size > 20_000

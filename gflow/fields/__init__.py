@@ -18,4 +18,5 @@ def make_field(problem: Problem, space: str = "auto") -> AbstractField:
     return FeatureSpaceField(problem) if space == "feature" else WeightSpaceField(problem)
 
 
-__all__ = ["ObservedField", "INTEGRALS", "AbstractField", "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "SPACES"]
+__all__ = ["ObservedField", "INTEGRALS", "AbstractField", "Problem", "FeatureSpaceField", "WeightSpaceField",
+           "make_field", "SPACES"]

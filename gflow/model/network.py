@@ -36,7 +36,9 @@ def resolve_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (TypeError, RuntimeError) as exc:
-        raise TypeError(f"device must be a torch device or a string like 'cpu' or 'cuda', got {describe(device)}") from exc
+        raise TypeError(
+            f"device must be a torch device or a string like 'cpu' or 'cuda', got {describe(device)}"
+        ) from exc
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda' (gflow is tested on these), got {str(dev)!r}")
     if dev.type == "cuda":

@@ -225,10 +225,13 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
                         float(t[k + 1]) if inc.size else 0.0, detail=d1))
 
     flow = kind == "flow"
+    smooth = th.get("smooth", True)
+    # With a kink, the chain rule behind T2-T6 and T8-T10 fails where features slide along h = 0: those
+    # checks are then shown for information (T1, T7 and T11 still count).
+    rigorous = flow and smooth
     # T2: energy identity.  With a kink (ReLU), features that slide along h = 0 chatter between σ′ = 0 and 1;
     # the average of σ′² is then not the square of the average of σ′, and ∫rᵀMr exceeds L_0 − L_t by an amount
     # that does not shrink with the step: information only for non-smooth σ (the sliding flow, EQUATIONS.md §4).
-    smooth = th.get("smooth", True)
     if sol.int_abs_dL is not None:
         gap = np.abs(L0 - L - sol.int_abs_dL) / L0
         k = int(np.argmax(gap))
@@ -236,27 +239,27 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         if not smooth:
             d2 += " (σ has a kink: neurons sliding along h = 0 break this identity for the σ′(0) = 0 flow)"
         checks.append(Check("T2", "energy identity L_0 − L_t = ∫ rᵀMr", True, bool(gap[k] <= slack),
-                            flow and smooth, float(slack - gap[k]), float(t[k]), detail=d2))
+                            rigorous, float(slack - gap[k]), float(t[k]), detail=d2))
     else:
         checks.append(Check("T2", "energy identity", False, detail="no running integrals (integrals=False)"))
 
     # T3-T6: exponential bounds
     E3 = 2.0 * sol.int_lam_min_M if sol.int_lam_min_M is not None else None
     exp_bound("T3", "L_t ≤ L_0 exp(−2∫λ_min(M))", E3, E3 is not None,
-              "" if E3 is not None else "∫λ_min(M) not integrated (integrals=False or n > 1024)", flow)
+              "" if E3 is not None else "∫λ_min(M) not integrated (integrals=False or n > 1024)", rigorous)
     E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
     exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None,
-              "" if G_pd else f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous", flow)
+              "" if G_pd else f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous", rigorous)
     hyp5 = equal_c and K > 0 and sol.int_eta is not None
     why5 = ("" if hyp5 else "needs |c_i| = ĉ for all i and K_σ′ > 0 on I" if sol.int_eta is not None
             else "no running integrals")
     E5 = 2.0 * coef * c_hat**2 * lmin_G * K**2 * sol.int_eta if hyp5 else None
-    exp_bound("T5", "L_t ≤ L_0 exp(−2ĉ²λ_min(G)K_σ′²∫η)", E5, hyp5, why5, flow)
+    exp_bound("T5", "L_t ≤ L_0 exp(−2ĉ²λ_min(G)K_σ′²∫η)", E5, hyp5, why5, rigorous)
     Kg = th.get("K_sigma_global", 0.0)
     hyp6 = equal_c and Kg > 0
     E6 = 2.0 * coef * c_hat**2 * lmin_G * Kg**2 * t if hyp6 else None
     exp_bound("T6", "PL bound (16)", E6, hyp6,
-              "" if hyp6 else f"needs |σ′| ≥ K_σ′ > 0 everywhere (inf |σ′| = {Kg:.2g}) and |c_i| = ĉ", flow)
+              "" if hyp6 else f"needs |σ′| ≥ K_σ′ > 0 everywhere (inf |σ′| = {Kg:.2g}) and |c_i| = ĉ", rigorous)
 
     # T7: counting, holds for any iterates
     if bounded and sol.moved_fraction is not None:
@@ -277,7 +280,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         rhs = C8 * sol.int_sqrt_abs_dL
         gap = rhs * (1 + slack) + 1e-14 - lhs
         k = int(np.argmin(gap))
-        checks.append(Check("T8", "(1/m)Σ|Δh_i(x_a)| ≤ C∫|L̇|^{1/2}", True, bool(gap[k] >= 0), flow, float(gap[k]),
+        checks.append(Check("T8", "(1/m)Σ|Δh_i(x_a)| ≤ C∫|L̇|^{1/2}", True, bool(gap[k] >= 0), rigorous, float(gap[k]),
                             float(t[k]), detail=f"C = {C8:.3g}; min margin {gap[k]:.3g} at t = {t[k]:.4g}"))
     else:
         checks.append(Check("T8", "feature movement bound", False,
@@ -292,7 +295,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         rhs = eb0**1.5 - kap * (math.sqrt(L0) - np.sqrt(L)) / c_hat
         gap = sol.eta**1.5 - rhs + 1.5 / m + slack * kap * math.sqrt(L0) / c_hat
         k = int(np.argmin(gap))
-        checks.append(Check("T9", "Lemma 1 (19), re-derived κ", True, bool(gap[k] >= 0), flow, float(gap[k]),
+        checks.append(Check("T9", "Lemma 1 (19), re-derived κ", True, bool(gap[k] >= 0), rigorous, float(gap[k]),
                             float(t[k]), detail=f"κ = {kap:.3g}, η̄_0 = {eb0:.3g}; min margin {gap[k]:.3g}"))
         rt = B.realised_theorem1(c_hat=c_hat, lam_min_G=lmin_G, lam_max_G=lmax_G, K_sigma=K, L0=L0, eta_bar0=eb0,
                                  I=(lo, hi))
@@ -302,7 +305,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
             eta_gap = sol.eta - rt.eta_lower + 1.0 / m
             k = int(np.argmin(margin))
             held = bool(margin[k] >= -slack and eta_gap.min() >= 0)
-            checks.append(Check("T10", "realised Theorem 1", True, held, flow, float(margin[k]), float(t[sel][k]),
+            checks.append(Check("T10", "realised Theorem 1", True, held, rigorous, float(margin[k]), float(t[sel][k]),
                                 rt.rate, emp, detail=f"η_t ≥ {rt.eta_lower:.3g} and L_t ≤ L_0 e^(−{rt.rate:.3g} t)"))
         else:
             failed = "; ".join(h.detail for h in rt.hypotheses if not h.met)
@@ -336,8 +339,8 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
                         float(gap[k]), float(t[k[0]]), detail=f"min margin {gap[k]:.3g} at t = {t[k[0]]:.4g}"))
 
     if not smooth:
-        notes.append("σ has a kink: where features slide along h = 0 the σ′(0) = 0 flow and the Filippov flow "
-                     "differ, and the energy identity T2 is shown for information only")
+        notes.append("σ has a kink: where features slide along h = 0 (a Filippov sliding flow) the chain rule "
+                     "behind T2–T6 and T8–T10 fails, so they are shown for information only; T1, T7 and T11 count")
     if not G_pd:
         notes.append(f"λ_min(G) = {lmin_G:.2g}: bounds through λ_min(G) (T4–T6, Theorem 1) are vacuous, although "
                      "M = G∘S can stay positive definite (see T3 and the fitted rate)")

@@ -1,0 +1,276 @@
+"""Tests of gflow.plotting: every figure from small seeded runs (a tanh flow with test data, a P-3L ReLU
+rk4 flow, gradient descent), from Solution objects and from saved .nc files."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import gflow as gf  # noqa: E402
+from gflow import plotting as P  # noqa: E402
+from gflow.theory.certify import certify  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = gf.data.random_labels(n=6, d=8, seed=0)
+    X_te, y_te = gf.data.random_labels(n=5, d=8, seed=1)
+    return X, y, X_te, y_te
+
+
+@pytest.fixture(scope="module")
+def flow(data):
+    X, y, X_te, y_te = data
+    return gf.simulate(gf.Network(d=8, width=64, seed=0), X, y, t1=20.0, rtol=1e-9, atol=1e-11,
+                       X_test=X_te, y_test=y_te)
+
+
+@pytest.fixture(scope="module")
+def p3l(data):
+    X, y, X_te, y_te = data
+    net = gf.Network(d=8, width=64, seed=0, activation="relu", embedding=gf.RandomFeatures(D=64))
+    return gf.simulate(net, X, y, t1=20.0, method="rk4", step=0.05, X_test=X_te, y_test=y_te)
+
+
+@pytest.fixture(scope="module")
+def gd(data):
+    X, y, _, _ = data
+    return gf.gradient_descent(gf.Network(d=8, width=64, seed=0), X, y, step=0.5, steps=200, save_every=5)
+
+
+@pytest.fixture(scope="module")
+def saved(flow, tmp_path_factory):
+    return flow.save(tmp_path_factory.mktemp("plot") / "flow.nc")
+
+
+def _bound_lines(ax):
+    return {ln.get_gid().split(":")[1]: ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("bound:")}
+
+
+def _legend_texts(ax):
+    leg = ax.get_legend()
+    assert leg is not None
+    return [t.get_text() for t in leg.get_texts()]
+
+
+def _check_bounds_above_loss(ax, sol):
+    """Every drawn bound whose check held lies above the loss wherever it is drawn (1e-9 relative)."""
+    cert = certify(sol)
+    lines = _bound_lines(ax)
+    for key, ln in lines.items():
+        if not cert.check(key).held:
+            continue
+        tb, B = np.asarray(ln.get_xdata()), np.asarray(ln.get_ydata())
+        k = np.searchsorted(sol.t, tb)
+        np.testing.assert_allclose(sol.t[k], tb)
+        assert np.all(B >= sol.loss[k] * (1 - 1e-9)), key
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_loss_bounds_flow(flow):
+    ax = P.plot_loss_bounds(flow)
+    cert = certify(flow)
+    applicable = [k for k in P.BOUND_KEYS if cert.check(k).applicable]
+    assert "T3" in applicable
+    loss_line = ax.get_lines()[0]
+    assert loss_line.get_gid() == "loss"
+    np.testing.assert_array_equal(loss_line.get_ydata(), flow.loss)
+    np.testing.assert_array_equal(loss_line.get_xdata(), flow.t)
+    lines = _check_bounds_above_loss(ax, flow)
+    assert all(cert.check(k).held for k in lines)
+    assert sorted(lines) == sorted(applicable)
+    for key, ln in lines.items():
+        assert ln.get_linestyle() != "-"  # dashed
+        # the bound is exactly L0 exp(-E) with certify's exponent; T3 is the tightest
+        assert ln.get_ydata()[0] == pytest.approx(flow.loss[0])
+    E3 = 2 * flow.int_lam_min_M
+    B3 = lines["T3"].get_ydata()
+    np.testing.assert_allclose(B3, flow.loss[0] * np.exp(-E3[: len(B3)]))
+    tests = [ln for ln in ax.get_lines() if ln.get_gid() == "test"]
+    assert len(tests) == 1 and tests[0].get_linestyle() == "-."
+    np.testing.assert_array_equal(tests[0].get_ydata(), flow.test_error)
+    assert len(ax.get_lines()) == 1 + len(applicable) + 1
+    texts = _legend_texts(ax)
+    assert any(t.startswith("T3") and "rate" in t and "slack" in t for t in texts)
+    assert any("training loss" in t for t in texts)
+    rate = cert.check("T3").guaranteed_rate
+    assert any(f"{rate:.3g}" in t for t in texts)
+    assert ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "flow time t"
+    assert ax.get_ylabel() == "training loss L (eq. 6)"
+    title = ax.get_title()
+    for word in ("tanh", "m = 64", "n = 6", "ours", "dopri5"):
+        assert word in title
+    lo, hi = ax.get_ylim()
+    assert lo <= flow.loss.min() and hi >= flow.loss[0] and hi < 10 * flow.loss[0]
+    assert len(ax.collections) == 1  # the shaded slack of the tightest bound
+
+
+def test_loss_bounds_selection_and_no_test(flow):
+    fig, ax = plt.subplots()
+    out = P.plot_loss_bounds(flow, ax, bounds=("T4",), test=None, title=False)
+    assert out is ax
+    assert sorted(_bound_lines(ax)) == ["T4"]
+    assert not any(ln.get_gid() == "test" for ln in ax.get_lines())
+    assert ax.get_title() == ""
+    ax2 = P.plot_loss_bounds(flow, bounds=(), test="loss")
+    assert _bound_lines(ax2) == {}
+    np.testing.assert_array_equal([ln for ln in ax2.get_lines() if ln.get_gid() == "test"][0].get_ydata(),
+                                  flow.test_loss)
+    with pytest.raises(ValueError, match="unknown bound"):
+        P.plot_loss_bounds(flow, bounds=("T7",))
+
+
+def test_loss_bounds_p3l_and_gd(p3l, gd):
+    ax = P.plot_loss_bounds(p3l)
+    lines = _check_bounds_above_loss(ax, p3l)
+    assert all(certify(p3l).check(k).held for k in lines)  # to t = 20 every drawn bound holds
+    assert "T3" in lines and "T6" not in lines  # ReLU: inf|σ'| = 0, so the PL bound does not apply
+    assert "relu" in ax.get_title() and "rk4" in ax.get_title() and "P-3L" in ax.get_title()
+    ax = P.plot_loss_bounds(gd)
+    assert ax.get_xlabel() == "t = k·δ (GD steps × δ)"
+    assert "GD" in ax.get_title()
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), gd.loss)
+    assert "T3" in _bound_lines(ax)
+    assert "information for GD" in ax.get_legend().get_title().get_text()
+    assert not any(ln.get_gid() == "test" for ln in ax.get_lines())  # the GD run has no test data
+
+
+def test_quantities(flow, gd):
+    fig = P.plot_quantities(flow)
+    axes = fig.axes
+    assert len(axes) == 3
+    assert [len(a.get_lines()) for a in axes] == [2, 2, 3]
+    np.testing.assert_array_equal(axes[0].get_lines()[0].get_ydata(), flow.eta)
+    np.testing.assert_array_equal(axes[0].get_lines()[1].get_ydata(), flow.eta_bar)
+    np.testing.assert_array_equal(axes[2].get_lines()[1].get_ydata(), flow.lam_min_M)
+    assert axes[2].get_yscale() == "log"
+    leg = _legend_texts(axes[0])
+    assert "[-1, 1]" in leg[0] and "I_0" in leg[1]
+    for a in axes:
+        assert a.get_xlabel() == "flow time t"
+        assert a.get_ylabel()
+        lo, hi = a.get_ylim()
+        data = np.concatenate([ln.get_ydata() for ln in a.get_lines()])
+        assert lo <= data.min() and hi >= data.max()
+    # the Schur ordering λ_min(M) ≥ κ_M λ_min(G) ν drawn in panel 3
+    assert np.all(axes[2].get_lines()[1].get_ydata() >= axes[2].get_lines()[2].get_ydata() * (1 - 1e-9))
+    fig2 = P.plot_quantities(gd, stacked=True)
+    assert fig2.axes[2].get_xlabel().startswith("t = k·δ")
+    _, given = plt.subplots(3, 1)
+    assert P.plot_quantities(flow, given) is given[0].figure
+    with pytest.raises(ValueError, match="3 Axes"):
+        P.plot_quantities(flow, given[:2])
+
+
+def test_feature_scatter(flow, gd):
+    ax = P.plot_feature_scatter(flow)
+    assert len(ax.collections) == len(flow.feature_t) == 2
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), np.c_[flow.H[0][:, 0], flow.H_test[0][:, 0]])
+    np.testing.assert_allclose(ax.collections[1].get_offsets(),
+                               np.c_[flow.H[-1][:, 0], flow.H_test[-1][:, 0]])
+    texts = _legend_texts(ax)
+    assert texts[:2] == ["t = 0", "t = 20"]
+    assert "training input" in ax.get_xlabel() and "test input" in ax.get_ylabel()
+    assert ax.get_aspect() == 1.0
+    c0, c1 = (tuple(c.get_facecolor()[0]) for c in ax.collections)
+    assert c0 != c1
+    ax = P.plot_feature_scatter(flow, times=[20.0], train_index=2, test_index=3)
+    assert len(ax.collections) == 1
+    np.testing.assert_allclose(ax.collections[0].get_offsets(),
+                               np.c_[flow.H[-1][:, 2], flow.H_test[-1][:, 3]])
+    ax = P.plot_feature_scatter(gd)  # no test data: x_2 is the next training input
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), np.c_[gd.H[0][:, 0], gd.H[0][:, 1]])
+    assert "training input #1" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="not kept"):
+        P.plot_feature_scatter(flow, times=[3.0])
+    with pytest.raises(IndexError):
+        P.plot_feature_scatter(flow, train_index=6)
+
+
+def test_gram_spectrum(flow, p3l):
+    ax = P.plot_gram_spectrum(p3l)
+    gids = [ln.get_gid() for ln in ax.get_lines()]
+    assert gids == ["G", "G_limit"]
+    ev = np.sort(np.linalg.eigvalsh(p3l.G))[::-1]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), ev)
+    evb = np.sort(np.linalg.eigvalsh(gf.limit_gram("relu", p3l.X, depth=3)))[::-1]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), evb)
+    assert ax.get_xlabel() == "index k"
+    assert ax.get_ylabel() == r"eigenvalue $\lambda_k$"  # rendered "eigenvalue λ_k"
+    assert ax.get_yscale() == "log"
+    assert any("limit" in t for t in _legend_texts(ax))
+    ax = P.plot_gram_spectrum(p3l, limit=False)
+    assert [ln.get_gid() for ln in ax.get_lines()] == ["G"]
+    ax = P.plot_gram_spectrum(flow)  # identity embedding: G = XXᵀ/d is its own limit
+    assert [ln.get_gid() for ln in ax.get_lines()] == ["G"]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), np.sort(np.linalg.eigvalsh(flow.G))[::-1])
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf"])
+def test_summary_files(flow, tmp_path, suffix):
+    path = tmp_path / f"summary{suffix}"
+    fig = P.plot_summary(flow, path)
+    assert path.exists() and path.stat().st_size > 20_000
+    assert len(fig.axes) == 6  # loss, scatter, spectrum, three quantity panels
+    assert fig.get_suptitle().startswith("tanh, m = 64, n = 6")
+    with pytest.raises(ValueError, match="png or .pdf"):
+        P.plot_summary(flow, tmp_path / "summary.svg")
+
+
+def test_summary_without_features(gd, tmp_path):
+    sol = dataclasses.replace(gd, feature_t=np.zeros(0), H=np.zeros((0, gd.m, gd.n)), H_test=None)
+    fig = P.plot_summary(sol, tmp_path / "s.png")
+    assert len(fig.axes) == 5
+    assert (tmp_path / "s.png").stat().st_size > 20_000
+    with pytest.raises(ValueError, match="no features"):
+        P.plot_feature_scatter(sol)
+
+
+def test_from_saved_file(flow, saved, tmp_path):
+    ax = P.plot_loss_bounds(str(saved))
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), flow.loss)
+    assert sorted(_bound_lines(ax)) == sorted(_bound_lines(P.plot_loss_bounds(flow)))
+    assert len(P.plot_quantities(saved).axes) == 3
+    assert len(P.plot_feature_scatter(saved).collections) == 2
+    assert P.plot_gram_spectrum(saved).get_lines()
+    fig = P.plot_summary(saved, tmp_path / "from_file.png")
+    assert (tmp_path / "from_file.png").stat().st_size > 20_000
+    with pytest.raises(FileNotFoundError):
+        P.plot_loss_bounds(tmp_path / "missing.nc")
+    with pytest.raises(TypeError):
+        P.plot_loss_bounds(42)
+    assert fig is not None
+
+
+def test_render_summary_png(p3l):
+    """The figure looked at by eye during development (kept: it is cheap and catches layout errors)."""
+    fig = P.plot_summary(p3l, "/tmp/gflow_summary.png")
+    renderer = fig.canvas.get_renderer()
+    # no two text labels of the loss panel overlap
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent(renderer) for t in (ax.xaxis.label, ax.yaxis.label, ax.title)]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j])
+    # the legend of the loss panel lies below every curve
+    leg_top = ax.get_legend().get_window_extent(renderer).y1
+    for ln in ax.get_lines():
+        y = ax.transData.transform(np.c_[ln.get_xdata(), ln.get_ydata()])[:, 1]
+        assert np.all(y[np.isfinite(y)] >= leg_top - 1.0), ln.get_gid()
