@@ -88,6 +88,10 @@ _DIMS: dict[str, tuple[str, ...]] = {
 }
 
 
+_KNOWN_ATTRS = {"gflow_format_version", "status", "message", "stats", "config", "versions", "theory",
+                "weights_included", "D"}
+
+
 @dataclass(frozen=True, eq=False)
 class Solution:
     r"""The result of :func:`gflow.simulate` or :func:`gflow.gradient_descent`.
@@ -166,6 +170,7 @@ class Solution:
     int_abs_dL: np.ndarray | None = None
     G: np.ndarray | None = None
     theory: dict = field(default_factory=dict)
+    extra_attrs: dict = field(default_factory=dict)
 
     # ----------------------------------------------------------------------------------------------------
 
@@ -276,15 +281,18 @@ class Solution:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Solution":
-        """Read a file written by :meth:`save`."""
+    def load(cls, path: str | Path, *, group: str | None = None) -> "Solution":
+        """Read a file written by :meth:`save` (or one group of an experiment file)."""
         import xarray as xr
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no such solution file: {path}")
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            ds = ds.load()
+        try:
+            with xr.open_dataset(path, engine="h5netcdf", group=group) as ds:
+                ds = ds.load()
+        except OSError as exc:
+            raise ValueError(f"{path} is not a netCDF-4 file: {exc}") from None
         if "gflow_format_version" not in ds.attrs:
             raise ValueError(f"{path} is not a gflow solution file (no gflow_format_version attribute)")
         arrays = {name: ds[name].values for name in _DIMS if name in ds}
@@ -295,7 +303,8 @@ class Solution:
             t=ds["time"].values, feature_t=ds["feature_time"].values, weight_t=ds["weight_time"].values,
             status=str(ds.attrs["status"]), message=str(ds.attrs["message"]),
             stats=json.loads(ds.attrs["stats"]), config=json.loads(ds.attrs["config"]),
-            versions=json.loads(ds.attrs["versions"]), theory=json.loads(ds.attrs.get("theory", "{}")), **arrays,
+            versions=json.loads(ds.attrs["versions"]), theory=json.loads(ds.attrs.get("theory", "{}")),
+            extra_attrs={k: v for k, v in ds.attrs.items() if k not in _KNOWN_ATTRS}, **arrays,
         )
 
 

@@ -1,0 +1,30 @@
+"""The paper's experiments (Appendix I, EQUATIONS.md §13): ``gflow reproduce {exp1,exp2,exp3,all}``.
+
+Each module has ``PRESETS`` (``"tiny"`` for tests, ``"quick"`` for a 2-core CPU, ``"paper"`` for a GPU) and
+``run(preset, out)``, which writes ``runs.nc``, PNG/PDF figures and ``summary.md`` under ``out/<name>/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .common import Claim, ExperimentResult, Run, load_runs, save_runs
+
+EXPERIMENTS = ("exp1", "exp2", "exp3")
+
+
+def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, device: str = "cpu"):
+    """Run one experiment (``"exp1"``, ``"exp2"``, ``"exp3"``) or ``"all"``; returns a list of results."""
+    from .._validate import check_choice
+
+    check_choice(name, "experiment", EXPERIMENTS + ("all",))
+    names = EXPERIMENTS if name == "all" else (name,)
+    results = []
+    for n in names:
+        mod = importlib.import_module(f"{__name__}.{n}")
+        check_choice(preset, "preset", tuple(mod.PRESETS))
+        results.append(mod.run(preset, out, progress=progress, device=device))
+    return results
+
+
+__all__ = ["EXPERIMENTS", "reproduce", "Claim", "Run", "ExperimentResult", "load_runs", "save_runs"]
