@@ -194,6 +194,19 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .experiments import reproduce
+
+    results = reproduce(args.experiment, args.preset, args.out, device=args.device)
+    for res in results:
+        verdicts = ", ".join(f"{c.verdict}" for c in res.claims)
+        print(f"{res.name} ({res.preset}): {len(res.runs)} runs in {res.wall_time:.1f} s; claims: {verdicts}")
+        for f in res.files:
+            if f.suffix in (".md", ".nc"):
+                print(f"  wrote {f}")
+    return 0
+
+
 def cmd_rerun(args) -> int:
     from .solve.rerun import rerun
 
@@ -256,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("file")
     pl.add_argument("--out", default=None, help="PNG or PDF (default: the file with .png)")
     pl.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("reproduce", help="reproduce the paper's Experiments 1-3 (data, figures, summary.md)")
+    rp.add_argument("experiment", choices=["exp1", "exp2", "exp3", "all"])
+    rp.add_argument("--preset", default="quick", choices=["tiny", "quick", "paper"],
+                    help="tiny: seconds (tests); quick: minutes on a 2-core CPU; paper: the paper's sizes (GPU)")
+    rp.add_argument("--out", default="gflow-reproduce", help="output folder (default: gflow-reproduce)")
+    rp.add_argument("--device", default="cpu", help="cpu | cuda")
+    rp.set_defaults(func=cmd_reproduce)
 
     r = sub.add_parser("rerun", help="repeat a run from its saved file alone")
     r.add_argument("file")
