@@ -34,3 +34,16 @@ def test_notebooks_and_their_percent_scripts_are_in_sync():
         a = [c.source.strip() for c in jupytext.read(nb).cells if c.cell_type == "code"]
         b = [c.source.strip() for c in jupytext.read(nb.with_suffix(".py")).cells if c.cell_type == "code"]
         assert a == b, f"{nb.name} differs from its .py; run: jupytext --sync {nb.with_suffix('.py')}"
+
+
+def test_accuracy_benchmark_quick_mode_writes_json_and_figures(tmp_path):
+    mod = runpy.run_path(str(ROOT / "benchmarks" / "bench_accuracy.py"))
+    result = mod["main"](["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "accuracy.json").read_text())
+    assert (tmp_path / "work_precision.png").stat().st_size > 10_000 and (tmp_path / "work_precision.pdf").exists()
+    prob = data["problems"][0]
+    assert prob["reference"]["rel_diff_vs_dopri8"] < 1e-9  # the reference agrees with a second method
+    methods = {r["method"] for r in prob["rows"]}
+    assert {"gd", "midpoint", "rk4", "dopri5", "DOP853", "LSODA"} <= methods
+    assert all(r["status"] == "success" for r in prob["rows"])
+    assert 3.0 < prob["orders"]["rk4"] < 5.5 and result["dtype"] == "float64"
