@@ -298,7 +298,8 @@ class Solution:
         arrays = {name: ds[name].values for name in _DIMS if name in ds}
         if "W_final" not in arrays:
             D = int(ds.attrs.get("D", ds.sizes.get("embed", 0)))
-            arrays["W_final"] = np.full((ds.sizes["neuron"], D), np.nan)
+            # a read-only, zero-memory placeholder (a real array would cost m·D·8 bytes per run)
+            arrays["W_final"] = np.broadcast_to(np.float64(np.nan), (ds.sizes["neuron"], D))
         return cls(
             t=ds["time"].values, feature_t=ds["feature_time"].values, weight_t=ds["weight_time"].values,
             status=str(ds.attrs["status"]), message=str(ds.attrs["message"]),
