@@ -120,7 +120,7 @@ def run_config(cfg: dict, *, progress=print):
         test = {"X_test": Xt, "y_test": yt}
     progress(f"{net}\ndata: {gen_name}(n={dat['n']}, d={net.d}, seed={dat['seed']})"
              + (f", test n={dat['n_test']}" if test else ""))
-    return simulate(net, X, y, **cfg["simulate"], **test, warn=False)
+    return simulate(net, X, y, **{"progress": None, **cfg["simulate"]}, **test, warn=False)
 
 
 def _finish(sol, out: Path) -> int:

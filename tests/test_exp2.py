@@ -73,6 +73,14 @@ def test_tiny_figures_and_summary(tiny):
     assert res.wall_time > 0
 
 
+def test_tiny_report_from_file(tiny, tmp_path):
+    folder, res = tiny
+    again = exp2.report(folder / "runs.nc", tmp_path)
+    assert [c.verdict for c in again.claims] == [c.verdict for c in res.claims]
+    assert [c.measured for c in again.claims] == [c.measured for c in res.claims]
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "exp2_fig2.pdf").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # synthetic runs
 

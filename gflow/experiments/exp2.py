@@ -174,8 +174,8 @@ def _one(cfg: Config, student: str, n: int, m: int, seed: int, solver: str, devi
                      dtype=cfg.dtype, device=device)
     step = {"gd": cfg.gd_step, "flow": cfg.flow_step, "flow_check": cfg.check_step}[solver]
     t1 = cfg.horizon if solver == "gd" else cfg.flow_t1
-    sol = gf.gradient_descent(net, X, y, step=step, steps=int(round(t1 / step)),
-                              save_every=int(round(cfg.save_dt / step)), X_test=Xt, y_test=yt, space=cfg.space,
+    sol = gf.gradient_descent(net, X, y, step=step, steps=round(t1 / step),
+                              save_every=round(cfg.save_dt / step), X_test=Xt, y_test=yt, space=cfg.space,
                               integrals=False, warn=False)
     labels = {"student": student, "n": n, "m": m, "seed": seed, "solver": solver, "step": step, "t1": t1}
     return Run(labels, _slim(sol))
@@ -681,31 +681,30 @@ def _notes(runs: list[Run], cfg: Config, preset: str, device: str) -> list[str]:
         spaces.setdefault(r.labels["student"], set()).add(r.solution.config.get("space"))
     sizes = (f"d = {cfg.d}, n ∈ {{{', '.join(map(str, cfg.ns))}}}, m ∈ {{{', '.join(map(str, cfg.ms))}}}, "
              f"{len(cfg.seeds)} seed(s), GD δ = {cfg.gd_step:g} for {cfg.steps} steps (T = {cfg.horizon:g})")
+    short = "" if preset == "paper" else " Smaller m, fewer seeds and a shorter horizon here (see the settling remark)."
+    space_text = ", ".join(f"{s}: {'/'.join(sorted(v))}" for s, v in spaces.items())
     notes = [
-        f"Sizes ({preset}): {sizes}; the paper: m = 8192 (Fig. 2) and {{2048, 8192}} (Fig. 6), n ∈ {{50, …, 250}}, "
-        "5 seeds, 50 000 steps of δ = 1." + ("" if preset == "paper" else
-                                             " Smaller m, fewer seeds and a shorter horizon here (see the settling "
-                                             "remark below)."),
-        f"Teacher (unspecified in the paper, EQUATIONS.md §13.2): width {cfg.teacher_width}, quadratic embedding, "
-        f"c* Rademacher, W* ~ N(0, 1), one teacher (seed {cfg.teacher_seed}) for all runs; inputs x ~ N(0, I_{cfg.d}); "
-        "no label noise.",
-        f"Test error = test mean squared error (1/n_te) Σ (f(x) − y)² over n_te = {cfg.n_test} fresh test points "
-        f"(a new test set per seed); zero predictor: {null_error(runs):.4f}.",
-        "Seed s: network gf.Network(seed=s) (c Rademacher, W ~ N(0, 1), paper scaling 'ours'), training set "
-        f"quadratic_teacher(n, seed={cfg.train_seed_offset}+s) (nested in n), test set seed {cfg.test_seed_offset}+s. "
-        "Both students see the same data.",
-        f"GD δ = {cfg.gd_step:g} is the paper's protocol; the gradient flow itself is approximated by GD with "
-        f"δ = {cfg.flow_step:g} (forward Euler on the flow; gflow has no non-smooth integrator for ReLU yet), run to "
-        f"t = {cfg.flow_t1:g}, and checked by halving the step: {check_text(runs)}. Euler's error is O(δ), so the "
-        "stand-in is within about 2Δ of the flow.",
-        "Both are computed exactly in feature or weight space (space='auto': "
-        + ", ".join(f"{s}: {'/'.join(sorted(v))}" for s, v in spaces.items()) + "), float64, on "
-        f"{device}; loss = ½ Σ (f − y)² (sum), t = k·δ.",
-        "Mean ± std over seeds; a diverged GD run (final training loss non-finite or above the initial one; "
-        "GD past its stability limit δ·λ_max(M) < 2 grows geometrically) is left out of the mean and counted "
-        "separately.",
-        f"Settling: over the second half of the horizon (t = {cfg.flow_t1 / 2:g} → {cfg.flow_t1:g}) the flow's "
-        f"test MSE changes by at most {late_change(runs):.2%} (relative, over all flow runs).",
+        (f"Sizes ({preset}): {sizes}; the paper: m = 8192 (Fig. 2) and {{2048, 8192}} (Fig. 6), n ∈ {{50, …, 250}}, "
+         f"5 seeds, 50 000 steps of δ = 1.{short}"),
+        (f"Teacher (unspecified in the paper, EQUATIONS.md §13.2): width {cfg.teacher_width}, quadratic embedding, "
+         f"c* Rademacher, W* ~ N(0, 1), one teacher (seed {cfg.teacher_seed}) for all runs; inputs x ~ N(0, I_{cfg.d});"
+         " no label noise."),
+        (f"Test error = test mean squared error (1/n_te) Σ (f(x) − y)² over n_te = {cfg.n_test} fresh test points "
+         f"(a new test set per seed); zero predictor: {null_error(runs):.4f}."),
+        ("Seed s: network gf.Network(seed=s) (c Rademacher, W ~ N(0, 1), paper scaling 'ours'), training set "
+         f"quadratic_teacher(n, seed={cfg.train_seed_offset}+s) (nested in n), test set seed "
+         f"{cfg.test_seed_offset}+s. Both students see the same data."),
+        (f"GD δ = {cfg.gd_step:g} is the paper's protocol; the gradient flow itself is approximated by GD with "
+         f"δ = {cfg.flow_step:g} (forward Euler on the flow; gflow has no non-smooth integrator for ReLU yet), run to "
+         f"t = {cfg.flow_t1:g}, and checked by halving the step: {check_text(runs)}. Euler's error is O(δ), so the "
+         "stand-in is within about 2Δ of the flow."),
+        (f"Both are computed exactly in feature or weight space (space='auto': {space_text}), {cfg.dtype}, on "
+         f"{device}; loss = ½ Σ (f − y)² (sum), t = k·δ."),
+        ("Mean ± std over seeds; a diverged GD run (final training loss non-finite or above the initial one: GD "
+         "beyond its linear stability limit δ·λ_max(M) = 2 grows geometrically) is left out of the mean and "
+         "counted separately."),
+        (f"Settling: over the second half of the horizon (t = {cfg.flow_t1 / 2:g} → {cfg.flow_t1:g}) the flow's "
+         f"test MSE changes by at most {late_change(runs):.2%} (relative, over all flow runs)."),
     ]
     return notes
 
@@ -739,7 +738,7 @@ def _plt():
     return plt
 
 
-SOLVER_STYLE = {"gd": dict(ls="-", marker="o", mfc=None), "flow": dict(ls="--", marker="s", mfc="white")}
+SOLVER_STYLE = {"gd": {"ls": "-", "marker": "o", "mfc": None}, "flow": {"ls": "--", "marker": "s", "mfc": "white"}}
 
 
 def _errbar(ax, runs, student, solver, m, color, *, ls=None, marker=None, dx=0.0, label=None):
@@ -929,6 +928,22 @@ def plot_widths(runs: list[Run], cfg: Config, out_dir: Path) -> list[Path]:
     return paths
 
 
-__all__ = ["Config", "PRESETS", "run", "make_claims", "claim_embedding_helps", "claim_decreases_with_n",
-           "claim_widths_agree", "claim_gd_matches_flow", "claim_flow_converged", "gd_flow_gaps",
-           "halving_checks", "final_errors", "value_at", "compare", "results_table", "check_text", "null_error"]
+__all__ = [
+    "PRESETS",
+    "Config",
+    "check_text",
+    "claim_decreases_with_n",
+    "claim_embedding_helps",
+    "claim_flow_converged",
+    "claim_gd_matches_flow",
+    "claim_widths_agree",
+    "compare",
+    "final_errors",
+    "gd_flow_gaps",
+    "halving_checks",
+    "make_claims",
+    "null_error",
+    "results_table",
+    "run",
+    "value_at",
+]

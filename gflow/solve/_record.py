@@ -82,6 +82,7 @@ class Recorder:
         self.weight_t: list[float] = []
         self.W: list[np.ndarray] = []
         self.last_state: torch.Tensor | None = None
+        self.bar = None  # optional tqdm bar over flow time (see attach_progress)
         yt = pb.y_test
         self.sign_labels = yt is not None and bool(torch.all((yt == 1) | (yt == -1)))
 
@@ -107,6 +108,9 @@ class Recorder:
             raise Abort("nonfinite", f"the loss became non-finite at t = {t:.6g}; the state was lost between "
                         f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use float64, a smaller step or "
                         "tighter tolerances")
+        if self.bar is not None:
+            self.bar.update(float(t) - (rows["t"][-1] if rows["t"] else 0.0))
+            self.bar.set_postfix_str(f"L = {loss:.3e}", refresh=False)
         rows["t"].append(float(t))
         rows["loss"].append(loss)
         rows["residual"].append(_np(r))
@@ -151,6 +155,23 @@ class Recorder:
             self.weight_t.append(float(t))
             self.W.append(_np(self.field.weights(state)))
         self.last_state = state
+
+    def attach_progress(self, progress: bool | None, t1: float, desc: str) -> None:
+        """A tqdm bar over flow time; ``None`` shows it only when stderr is a terminal."""
+        import sys
+
+        if progress is None:
+            progress = sys.stderr.isatty()
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=t1, desc=desc, unit="t", leave=False,
+                            bar_format="{l_bar}{bar}| t = {n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def ensure_final_features(self) -> None:
         """Keep H at the last recorded time (a failed run's end), if it is not kept already."""

@@ -51,6 +51,7 @@ def gradient_descent(
     max_wall_time: float | None = None,
     interval: tuple[float, float] | None = None,
     integrals: bool = True,
+    progress: bool | None = False,
     warn: bool = True,
 ) -> Solution:
     r"""Run ``steps`` steps of full-batch gradient descent with step δ = ``step`` (eq. (9)).
@@ -65,6 +66,7 @@ def gradient_descent(
         features_at, weights_at: flow times (multiples of ``step``) at which H / W are kept; features default
             to the first and last step.
         max_wall_time: optional budget in seconds (status ``"time_budget"``).
+        progress: a tqdm bar over flow time t = kδ (``None``: only when stderr is a terminal).
         interval, integrals: as in :func:`gflow.simulate`; for GD the integrals are the exact left sums
             Σ_k δ q(H_k).
         warn: warn with :class:`gflow.GFlowWarning` if the run diverges or runs out of time.
@@ -100,6 +102,7 @@ def gradient_descent(
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
+    recorder.attach_progress(progress, t1, f"GD (δ = {step:g})")
     t_start = time.perf_counter()
     state = field.initial_state()
     recorder.record(0.0, state.clone())
@@ -130,6 +133,8 @@ def gradient_descent(
                        "far past the stability limit 2/λ_max(M); use a smaller step")
         recorder.last_state = last_good
         recorder.ensure_final_features()
+    finally:
+        recorder.close()
     wall = time.perf_counter() - t_start
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,

@@ -149,6 +149,7 @@ def simulate(
     options: dict | None = None,
     interval: tuple[float, float] | None = None,
     integrals: bool = True,
+    progress: bool | None = False,
     warn: bool = True,
 ) -> Solution:
     r"""Integrate the gradient flow Ẇ = −ℓ ∂L/∂W (eq. (10)) of ``net`` on (X, y) from t = 0 to t1.
@@ -180,6 +181,7 @@ def simulate(
         integrals: carry ∫η, ∫μ, ∫ν, ∫λ_min(M), ∫|L̇|^{1/2} and ∫|L̇| as extra ODE states (for the pathwise
             bounds of :func:`gflow.certify`).  They never limit the step; their cost is O(mn) per evaluation,
             plus an n×n eigenproblem for λ_min(M) when n ≤ 1024.  ``False`` integrates the bare flow.
+        progress: a tqdm bar over flow time (``None``: only when stderr is a terminal).
         warn: issue a :class:`gflow.GFlowWarning` when the run fails.
 
     Returns:
@@ -249,6 +251,7 @@ def simulate(
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS)
     status, message = "success", f"reached t1 = {t1:g}"
+    recorder.attach_progress(progress, t1, f"flow ({method})")
     t_start = time.perf_counter()
     try:
         if method in SCIPY_METHODS:
@@ -257,6 +260,8 @@ def simulate(
             _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
     except Abort as exc:
         status, message = exc.status, exc.message
+    finally:
+        recorder.close()
     wall = time.perf_counter() - t_start
 
     if status != "success":
