@@ -181,13 +181,13 @@ def _loop(cfg: Config, device, method: str, runs: list, wall: dict, spaces: dict
                     with Timer() as tg:  # the early steps are recorded through features_at (H dropped below)
                         gd = gf.gradient_descent(net, X, y, step=cfg.gd_step, steps=cfg.gd_steps,
                                                  save_every=cfg.save_every, space=cfg.space, integrals=False,
-                                                 features_at=feature_times)
+                                                 features_at=feature_times, progress=None)
                     bar.update()
                     bar.set_postfix_str(f"n={n} m={m} seed={seed} flow")
                     with Timer() as tf:
                         flow = gf.simulate(net, X, y, t1=cfg.t1, saveat=gd.t, method=method, rtol=cfg.rtol,
                                            atol=cfg.atol, max_steps=cfg.flow_max_steps, space=cfg.space,
-                                           integrals=False)
+                                           integrals=False, progress=None)
                     bar.update()
                     wall["gd"] += tg.seconds
                     wall["flow"] += tf.seconds

@@ -176,7 +176,7 @@ def _one(cfg: Config, student: str, n: int, m: int, seed: int, solver: str, devi
     t1 = cfg.horizon if solver == "gd" else cfg.flow_t1
     sol = gf.gradient_descent(net, X, y, step=step, steps=round(t1 / step),
                               save_every=round(cfg.save_dt / step), X_test=Xt, y_test=yt, space=cfg.space,
-                              integrals=False, warn=False)
+                              integrals=False, warn=False, progress=None)
     labels = {"student": student, "n": n, "m": m, "seed": seed, "solver": solver, "step": step, "t1": t1}
     return Run(labels, _slim(sol))
 

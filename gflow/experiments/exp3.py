@@ -163,7 +163,7 @@ def _one(cfg: Config, scaling: str, n: int, seed: int, solver: str, data, device
                      seed=seed, device=device)
     sol = gf.gradient_descent(net, X, y, step=step, steps=steps, save_every=round(cfg.save_interval / step),
                               X_test=X_te, y_test=y_te, space=cfg.space, features_at=(0.0, steps * step),
-                              integrals=False, warn=False)
+                              integrals=False, warn=False, progress=None)
     scatter = np.stack([
         np.stack([sol.H[0][:, TRAIN_INDEX], sol.H[-1][:, TRAIN_INDEX]]),
         np.stack([sol.H_test[0][:, TEST_INDEX], sol.H_test[-1][:, TEST_INDEX]]),
