@@ -54,3 +54,13 @@ def rel_err():
 def eps64() -> float:
     """float64 machine epsilon."""
     return F64_EPS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The test problems are tiny: one intra-op thread is fastest, and immune to the 10-30x slowdowns that
+    OpenMP thread oversubscription causes when other processes share the (2-core) machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -34,16 +34,6 @@ D_IN, N = 3, 6
 X0, Y0 = gf.data.random_labels(n=N, d=D_IN, seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These problems are tiny: one intra-op thread is fastest, and immune to the 10-20x slowdowns that
-    OpenMP thread oversubscription causes when other processes share the (2-core) machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @contextlib.contextmanager
 def finishes_within(seconds: float = TIME_LIMIT):
     """Fail (instead of hanging) if the block runs longer than ``seconds``."""

@@ -33,14 +33,6 @@ def array_fields() -> list[str]:
 RERUN_RTOL = 1e-12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These problems are tiny: one intra-op thread is fastest, and immune to the 10-20x slowdowns that
-    OpenMP thread oversubscription causes when other processes share the (2-core) machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 D_IN = 4
 

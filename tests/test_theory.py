@@ -18,7 +18,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from scipy.integrate import cumulative_trapezoid, simpson
 
 import gflow as gf
@@ -29,12 +28,6 @@ K_TANH = 1.0 - math.tanh(1.0) ** 2  # K_σ′ = sech²(1) = 0.41997 on (−1, 1)
 CUSTOM_I = (-0.4, 1.3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _data(n: int, d: int, seed: int):
