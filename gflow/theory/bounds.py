@@ -600,6 +600,15 @@ _NOTE_ASSUMPTIONS = ("assumes |c_i| = ĉ for every i (Assumption 1) and |σ′| 
                      "not checked here")
 
 
+def _theorem_inputs(c_hat, lam_min, lam_max, g_min, g_max, names, y_norm, n, m, K_sigma, I, delta) -> tuple:
+    """Validated inputs shared by Theorems 1–3: (I_l, I_r, ĉ, λ_min, λ_max, G_min, G_max, ‖y‖, n, m, K_σ′, δ)."""
+    lo, hi = _interval(I)
+    c = _pos(c_hat, "c_hat")
+    lmin, lmax, gmin, gmax = _gram_numbers(lam_min, lam_max, g_min, g_max, names)
+    return (lo, hi, c, lmin, lmax, gmin, gmax, _nonneg(y_norm, "y_norm"), check_positive_int(n, "n"),
+            check_positive_int(m, "m"), _pos(K_sigma, "K_sigma"), _delta(delta))
+
+
 def theorem1(
     *,
     c_hat: float,
@@ -636,15 +645,9 @@ def theorem1(
     Returns:
         :class:`TheoremReport` (``theorem=1``).
     """
-    lo, hi = _interval(I)
-    c = _pos(c_hat, "c_hat")
-    lmin, lmax, gmin, gmax = _gram_numbers(lam_min_G, lam_max_G, G_min, G_max,
-                                           ("lam_min_G", "lam_max_G", "G_min", "G_max"))
-    y = _nonneg(y_norm, "y_norm")
-    n_ = check_positive_int(n, "n")
-    m_ = check_positive_int(m, "m")
-    ks = _pos(K_sigma, "K_sigma")
-    d = _delta(delta)
+    lo, hi, c, lmin, lmax, gmin, gmax, y, n_, m_, ks, d = _theorem_inputs(
+        c_hat, lam_min_G, lam_max_G, G_min, G_max, ("lam_min_G", "lam_max_G", "G_min", "G_max"), y_norm, n, m,
+        K_sigma, I, delta)
 
     K = K_const((lo, hi), gmin, gmax)
     kap = kappa(lmin, lmax, ks, (lo, hi))
@@ -676,15 +679,9 @@ def theorem1(
 
 
 def _limiting_common(c_hat, lam_min_Gbar, lam_max_Gbar, Gbar_min, Gbar_max, y_norm, n, m, K_sigma, I, delta):
-    lo, hi = _interval(I)
-    c = _pos(c_hat, "c_hat")
-    lmin, lmax, gmin, gmax = _gram_numbers(lam_min_Gbar, lam_max_Gbar, Gbar_min, Gbar_max,
-                                           ("lam_min_Gbar", "lam_max_Gbar", "Gbar_min", "Gbar_max"))
-    y = _nonneg(y_norm, "y_norm")
-    n_ = check_positive_int(n, "n")
-    m_ = check_positive_int(m, "m")
-    ks = _pos(K_sigma, "K_sigma")
-    d = _delta(delta)
+    lo, hi, c, lmin, lmax, gmin, gmax, y, n_, m_, ks, d = _theorem_inputs(
+        c_hat, lam_min_Gbar, lam_max_Gbar, Gbar_min, Gbar_max,
+        ("lam_min_Gbar", "lam_max_Gbar", "Gbar_min", "Gbar_max"), y_norm, n, m, K_sigma, I, delta)
     Kb = K_const((lo, hi), gmin / 2.0, 2.0 * gmax)  # (73)
     kap = kappa(lmin, lmax, ks, (lo, hi))
     c0 = _div(36.0 * _SQRT2 * y, ks * (hi - lo) * Kb**1.5)  # (80): 8κ‖y‖/K̄^{3/2} = ĉ₀ λ_max/λ_min
