@@ -38,7 +38,7 @@ _DATA_KEYS = {"generator", "n", "seed", "n_test", "test_seed"}
 
 DEMO = {
     "network": {"d": 20, "width": 1024, "activation": "tanh", "embedding": "identity", "scaling": "ours", "seed": 0},
-    "simulate": {"t1": 500.0, "method": "dopri5", "rtol": 1e-8, "atol": 1e-10},
+    "simulate": {"t1": 500.0, "method": "dop853", "rtol": 1e-8, "atol": 1e-10},
     "data": {"generator": "random_labels", "n": 20, "seed": 0, "n_test": 200},
 }
 

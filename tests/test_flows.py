@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 
 import gflow as gf
-from gflow.solve.ode import FIXED_STEP_METHODS, METHODS, ORDERS, SCIPY_METHODS, TORCHDIFFEQ_ADAPTIVE
+from gflow.solve.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, ORDERS, SCIPY_METHODS
 
 pytestmark = pytest.mark.filterwarnings("ignore:Solver .* does not support callbacks:UserWarning")
 
@@ -334,7 +334,7 @@ def test_every_torchdiffeq_method_runs_to_success_with_plausible_accuracy(tiny_p
         # global error ≲ C h^p with C ≈ 1 here (p capped at 4: the Adams start-up is lower order)
         bound = h ** min(ORDERS[method], 4)
     else:
-        assert method in TORCHDIFFEQ_ADAPTIVE
+        assert method in ADAPTIVE_METHODS
         rtol = 1e-6
         sol = gf.simulate(net, X, y, saveat=ts, method=method, rtol=rtol, atol=1e-8)
         bound = 1e2 * rtol

@@ -104,8 +104,8 @@ class Recorder:
         f = net.alpha * (net.c @ s)
         r = f - pb.y
         loss = float(0.5 * (r @ r))
-        if not math.isfinite(loss):
-            raise Abort("nonfinite", f"the loss became non-finite at t = {t:.6g}; the state was lost between "
+        if not math.isfinite(loss) or not bool(torch.isfinite(ds).all()):  # σ′(H) feeds M, μ, ν and L̇
+            raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
                         f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use float64, a smaller step or "
                         "tighter tolerances")
         if self.bar is not None:
@@ -155,6 +155,25 @@ class Recorder:
             self.weight_t.append(float(t))
             self.W.append(_np(self.field.weights(state)))
         self.last_state = state
+
+    def state_dict(self) -> dict:
+        """Everything recorded so far (for checkpoints); :meth:`load_state_dict` restores it."""
+        return {
+            "rows": {k: list(v) for k, v in self.rows.items()},
+            "feature_t": list(self.feature_t), "H": list(self.H), "H_test": list(self.H_test),
+            "weight_t": list(self.weight_t), "W": list(self.W),
+            "M0": None if self._M0 is None else self._M0.detach().clone(),
+            "last_state": None if self.last_state is None else self.last_state.detach().clone(),
+        }
+
+    def load_state_dict(self, state: dict, device=None) -> None:
+        self.rows = {k: list(state["rows"].get(k, [])) for k in self.rows}
+        self.feature_t, self.H, self.H_test = list(state["feature_t"]), list(state["H"]), list(state["H_test"])
+        self.weight_t, self.W = list(state["weight_t"]), list(state["W"])
+        self._M0 = None if state["M0"] is None else state["M0"].to(device)
+        self.last_state = None if state["last_state"] is None else state["last_state"].to(device)
+        if self.bar is not None and self.rows["t"]:
+            self.bar.update(self.rows["t"][-1])
 
     def attach_progress(self, progress: bool | None, t1: float, desc: str) -> None:
         """A tqdm bar over flow time; ``None`` shows it only when stderr is a terminal."""
@@ -284,6 +303,20 @@ class Monitor:
     @property
     def n_steps(self) -> int:
         return self.n_accepted + self.n_rejected
+
+    def state_dict(self) -> dict:
+        """The counters (for checkpoints); the limits and the wall-time clock are not part of it."""
+        return {"n_f_evals": self.n_f_evals, "n_accepted": self.n_accepted, "n_rejected": self.n_rejected,
+                "last_t": self.last_t, "last_dt": self.last_dt, "recent": list(self._recent),
+                "proposed_dt": self.proposed_dt}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n_f_evals, self.n_accepted = int(state["n_f_evals"]), int(state["n_accepted"])
+        self.n_rejected = int(state["n_rejected"])
+        self.last_t, self.last_dt = float(state["last_t"]), float(state["last_dt"])
+        self._recent.clear()
+        self._recent.extend(state["recent"])
+        self.proposed_dt = state["proposed_dt"]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

@@ -53,6 +53,9 @@ def gradient_descent(
     integrals: bool = True,
     progress: bool | None = False,
     warn: bool = True,
+    checkpoint: Any = None,
+    checkpoint_every: float = 60.0,
+    keep_checkpoint: bool = False,
 ) -> Solution:
     r"""Run ``steps`` steps of full-batch gradient descent with step δ = ``step`` (eq. (9)).
 
@@ -70,6 +73,9 @@ def gradient_descent(
         interval, integrals: as in :func:`gflow.simulate`; for GD the integrals are the exact left sums
             Σ_k δ q(H_k).
         warn: warn with :class:`gflow.GFlowWarning` if the run diverges or runs out of time.
+        checkpoint, checkpoint_every, keep_checkpoint: periodic checkpoints and resume, as in
+            :func:`gflow.simulate` (``max_wall_time`` may differ between the stopped and the resumed run; resuming
+            is bit-identical to an uninterrupted run).
 
     Returns:
         a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` (with the
@@ -103,17 +109,38 @@ def gradient_descent(
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
     recorder.attach_progress(progress, t1, f"GD (δ = {step:g})")
+    ckpt = resume = None
+    if checkpoint is not None:
+        from .checkpoint import open_checkpoint
+
+        settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
+                    "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(), "space": field.space,
+                    "interval": list(interval), "integrals": bool(integrals)}
+        ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="gd",
+                                       problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
     state = field.initial_state()
-    recorder.record(0.0, state.clone())
+    k_done, next_save = 0, 1
+    if resume is None:
+        recorder.record(0.0, state.clone())
+    else:
+        state.copy_(resume["state"])
+        k_done = int(resume["k"])
+        if k_done > steps:
+            raise ValueError(f"checkpoint {str(ckpt.path)!r} is at step {k_done}, beyond steps={steps}")
+        next_save = int(np.searchsorted(save_k, k_done, side="right"))
     last_good = state.clone()
-    k_done = 0
+
+    def loop_state():
+        return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
+
     try:
-        next_save = 1
-        for k in range(1, steps + 1):
+        for k in range(k_done + 1, steps + 1):
             monitor.on_eval()
             state.add_(field(None, state), alpha=step)
             k_done = k
+            if ckpt is not None and ckpt.due():
+                ckpt.save(loop_state())
             if k == save_k[next_save]:
                 next_save += 1
                 if not bool(torch.isfinite(state).all()):
@@ -127,6 +154,8 @@ def gradient_descent(
                 last_good = state.clone() if next_save < len(save_k) else state
     except Abort as exc:
         status, message = exc.status, exc.message
+        if ckpt is not None and status not in ("nonfinite", "diverged"):
+            ckpt.save(loop_state())
         if status == "nonfinite":
             status = "diverged"
             message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} is "
@@ -136,9 +165,12 @@ def gradient_descent(
     finally:
         recorder.close()
     wall = time.perf_counter() - t_start
+    if ckpt is not None:
+        ckpt.finish(status == "success")
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,
         "wall_time": wall, "flops_per_eval": field.flops_per_eval(), "last_step": step,
+        "resumed": resume is not None,
     }
     config = {
         "kind": "gd",

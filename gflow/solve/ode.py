@@ -1,9 +1,13 @@
-r"""Integrate the gradient flow (eqs. (10)/(11)) with torchdiffeq or scipy behind one entry point.
+r"""Integrate the gradient flow (eqs. (10)/(11)) with gflow's own engine, torchdiffeq or scipy behind one entry point.
 
-* torchdiffeq adaptive: ``dopri5`` (default), ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``;
-* torchdiffeq fixed-step: ``euler``, ``midpoint``, ``rk4``, ``explicit_adams``, ``implicit_adams`` — these
-  need an explicit ``step`` (never taken silently from the output grid);
+* gflow's native Runge–Kutta engine (:mod:`gflow.solve.rk`; torch, CPU or GPU, low overhead, checkpointable):
+  adaptive ``dop853`` (default) and ``dopri5``; fixed-step ``euler``, ``midpoint``, ``rk4``;
+* torchdiffeq adaptive: ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``; fixed-step ``explicit_adams``,
+  ``implicit_adams``; and every torchdiffeq method under its prefixed name, e.g. ``torchdiffeq.dopri5``,
+  ``torchdiffeq.rk4`` (torchdiffeq's own implementations);
 * scipy (float64, CPU): ``RK45``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA``.
+
+Fixed-step methods need an explicit ``step`` (never taken silently from the output grid).
 
 Every run ends with a status.  A solve that cannot finish — a step limit, a collapsing step size (ReLU's
 kink, see EQUATIONS.md §4), a wall-time budget, a non-finite state — stops with that status, a message that
@@ -26,16 +30,32 @@ from ..fields.base import AbstractField
 from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
+from . import rk
 from ._record import Abort, Monitor, Recorder
 
-TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
-TORCHDIFFEQ_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+NATIVE_ADAPTIVE = rk.ADAPTIVE  # ("dop853", "dopri5")
+NATIVE_FIXED = rk.FIXED  # ("euler", "midpoint", "rk4")
+NATIVE_METHODS = NATIVE_ADAPTIVE + NATIVE_FIXED
+_TD_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
+_TD_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+TORCHDIFFEQ_ADAPTIVE = ("dopri8", "bosh3", "adaptive_heun", "fehlberg2") + tuple(f"torchdiffeq.{m}" for m in _TD_ADAPTIVE)
+TORCHDIFFEQ_FIXED = ("explicit_adams", "implicit_adams") + tuple(f"torchdiffeq.{m}" for m in _TD_FIXED)
 SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF", "LSODA")
-METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS
-FIXED_STEP_METHODS = TORCHDIFFEQ_FIXED
-ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5,
+METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS
+FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED
+ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
+DEFAULT_METHOD = "dop853"
+ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
           "BDF": 5, "LSODA": 12}
+ORDERS.update({f"torchdiffeq.{m}": ORDERS[m] for m in _TD_ADAPTIVE + _TD_FIXED})
+
+
+def backend_of(method: str) -> str:
+    """``"gflow"`` (native engine), ``"torchdiffeq"`` or ``"scipy"``."""
+    if method in NATIVE_METHODS:
+        return "gflow"
+    return "scipy" if method in SCIPY_METHODS else "torchdiffeq"
 
 _ADAPTIVE_OPTIONS = {"first_step", "max_step", "min_step", "safety", "ifactor", "dfactor"}
 _FIXED_OPTIONS = {"implicit_adams": {"max_iters", "max_order"}, "explicit_adams": {"max_order"}}
@@ -55,7 +75,7 @@ def _hint(method: str, activation_smooth: bool) -> str:
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
                 "their step: use a fixed-step method (method='rk4', step=0.05) or gf.gradient_descent with a "
                 "small step, or a smooth activation")
-    if method in TORCHDIFFEQ_ADAPTIVE or method in ("RK45", "DOP853"):
+    if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
         return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
                 "raise max_steps, or try method='LSODA' for small problems")
     return "try a smaller step or a different method"
@@ -66,12 +86,14 @@ def _check_options(method: str, options: dict | None) -> dict:
         return {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {describe(options)}")
-    if method in TORCHDIFFEQ_ADAPTIVE:
+    if method in NATIVE_METHODS:
+        allowed = rk.OPTIONS if method in NATIVE_ADAPTIVE else set()
+    elif method in TORCHDIFFEQ_ADAPTIVE:
         allowed = _ADAPTIVE_OPTIONS
     elif method in SCIPY_METHODS:
         allowed = _SCIPY_OPTIONS
     else:
-        allowed = _FIXED_OPTIONS.get(method, set())
+        allowed = _FIXED_OPTIONS.get(method.removeprefix("torchdiffeq."), set())
     bad = sorted(set(options) - allowed)
     if bad:
         raise ValueError(f"unknown option(s) {bad} for method {method!r}; allowed: {sorted(allowed) or 'none'}")
@@ -135,7 +157,7 @@ def simulate(
     t1: float | None = None,
     saveat: Any = None,
     *,
-    method: str = "dopri5",
+    method: str = DEFAULT_METHOD,
     rtol: float = 1e-7,
     atol: float = 1e-9,
     step: float | None = None,
@@ -151,6 +173,9 @@ def simulate(
     integrals: bool = True,
     progress: bool | None = False,
     warn: bool = True,
+    checkpoint: Any = None,
+    checkpoint_every: float = 60.0,
+    keep_checkpoint: bool = False,
 ) -> Solution:
     r"""Integrate the gradient flow Ẇ = −ℓ ∂L/∂W (eq. (10)) of ``net`` on (X, y) from t = 0 to t1.
 
@@ -160,8 +185,9 @@ def simulate(
         t1: final time (flow time; GD with step δ reaches t = kδ after k steps).
         saveat: increasing output times in [0, t1] (default: :func:`default_saveat`).  t = 0 and t1 are always
             included.
-        method: see :data:`METHODS`.  ``"dopri5"`` (default) is adaptive; fixed-step methods need ``step``;
-            scipy methods (``"DOP853"`` is the cheapest route to ~1e-6 on CPU) need float64 on the CPU.
+        method: see :data:`METHODS`.  ``"dop853"`` (default; gflow's own 8th-order engine, CPU or GPU) and
+            ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
+            implementations are ``"torchdiffeq.dopri5"`` etc.; scipy methods need float64 on the CPU.
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
             relative while it is far above atol·n).
         step: the step of fixed-step methods; required for them and rejected for adaptive ones.
@@ -174,8 +200,9 @@ def simulate(
         features_at: times at which H (and the test features) are kept: default (0, t1); ``"all"``: every
             saved time.
         weights_at: times at which W is kept (default: none; W at the final time is always kept).
-        options: method options: torchdiffeq adaptive ``first_step``, ``max_step``, ``min_step``,
-            ``safety``, ``ifactor``, ``dfactor``; ``implicit_adams`` ``max_iters``, ``max_order``; scipy
+        options: method options: native ``dop853``/``dopri5`` ``first_step``, ``max_step``, ``min_step``,
+            ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` (see :class:`gflow.solve.rk.Engine`); torchdiffeq
+            adaptive ``first_step``, ``max_step``, ``min_step``, ``safety``, ``ifactor``, ``dfactor``; ``implicit_adams`` ``max_iters``, ``max_order``; scipy
             ``first_step``, ``max_step``.
         interval: the active interval I of η (Lemma 1); default: the activation's (EQUATIONS.md §6).
         integrals: carry ∫η, ∫μ, ∫ν, ∫λ_min(M), ∫|L̇|^{1/2} and ∫|L̇| as extra ODE states (for the pathwise
@@ -183,6 +210,12 @@ def simulate(
             plus an n×n eigenproblem for λ_min(M) when n ≤ 1024.  ``False`` integrates the bare flow.
         progress: a tqdm bar over flow time (``None``: only when stderr is a terminal).
         warn: issue a :class:`gflow.GFlowWarning` when the run fails.
+        checkpoint: a file path for periodic checkpoints (native methods only).  If the file exists and was
+            written by the same run (network, data and solver settings; limits such as max_steps and
+            max_wall_time may differ) the run resumes from it; the file is kept when the run stops early and
+            deleted on success unless ``keep_checkpoint``.  See :mod:`gflow.solve.checkpoint`.
+        checkpoint_every: seconds of wall time between checkpoints (one is also written when the run stops).
+        keep_checkpoint: keep the checkpoint file after a successful run.
 
     Returns:
         a :class:`gflow.Solution` (check ``sol.ok`` / ``sol.status``; failures keep the partial trajectory).
@@ -207,6 +240,9 @@ def simulate(
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
     opts = _check_options(method, options)
+    if checkpoint is not None and method not in NATIVE_METHODS:
+        raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
+                         f"{method!r}; use e.g. method='dop853' or method='rk4'")
     if method in FIXED_STEP_METHODS:
         if step is None:
             raise ValueError(
@@ -252,10 +288,23 @@ def simulate(
                       adaptive=method not in FIXED_STEP_METHODS)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
+    ckpt = resume = None
+    if checkpoint is not None:
+        from .checkpoint import open_checkpoint
+
+        settings = {"method": method, "rtol": rtol, "atol": atol, "step": step, "t1": t1, "saveat": grid.tolist(),
+                    "features_at": ft.tolist(), "weights_at": wt.tolist(), "options": opts, "space": field.space,
+                    "interval": list(interval), "integrals": bool(integrals)}
+        ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="flow",
+                                       problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
     try:
         if method in SCIPY_METHODS:
             _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)
+        elif method in NATIVE_METHODS:
+            atol_v = field.atol_vector(atol) if isinstance(field, ObservedField) else atol
+            rk.integrate(field, grid, method, rtol=rtol, atol=atol_v, step=step, options=opts, recorder=recorder,
+                         monitor=monitor, checkpoint=ckpt, resume=resume)
         else:
             _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
     except Abort as exc:
@@ -263,6 +312,8 @@ def simulate(
     finally:
         recorder.close()
     wall = time.perf_counter() - t_start
+    if ckpt is not None:
+        ckpt.finish(status == "success")
 
     if status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorder.t[-1] * (1 + 1e-12):
@@ -277,6 +328,7 @@ def simulate(
         "n_steps": monitor.n_steps,
         "n_accepted": monitor.n_accepted,
         "n_rejected": monitor.n_rejected if method not in SCIPY_METHODS else -1,
+        "resumed": resume is not None,
         "wall_time": wall,
         "flops_per_eval": field.flops_per_eval(),
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
@@ -286,7 +338,7 @@ def simulate(
         "network": net.spec(),
         "space": field.space,
         "solver": {
-            "method": method, "rtol": rtol, "atol": atol, "step": step, "max_steps": max_steps,
+            "method": method, "backend": backend_of(method), "rtol": rtol, "atol": atol, "step": step, "max_steps": max_steps,
             "max_wall_time": max_wall_time, "t1": t1, "saveat": grid.tolist(), "features_at": ft.tolist(),
             "weights_at": wt.tolist(), "options": opts, "space": space, "interval": list(interval),
             "integrals": bool(integrals),
@@ -393,6 +445,7 @@ def _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder: Reco
     from torchdiffeq import odeint
 
     fixed = method in TORCHDIFFEQ_FIXED
+    method = method.removeprefix("torchdiffeq.")
     func = _TorchFunc(field, monitor) if fixed else _TorchFuncAdaptive(field, monitor)
     if isinstance(field, ObservedField) and not fixed:
         atol = field.atol_vector(atol)

@@ -1,0 +1,248 @@
+"""The native Runge–Kutta engine (gflow.solve.rk): orders, dense output, cost, dtypes and failure statuses.
+
+References: EQUATIONS.md §5.1 (linear σ: r(t) = exp(−κGt) r(0), κ = ℓα²β²DΣc_i² = ĉ²), §3–§4 (the two exact
+formulations).  Order tests hold the step fixed (adaptive methods with ifactor = 1 and a loose tolerance never
+change it) and check the observed slope of the global error at t1 against the method's order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import gflow as gf
+from gflow.fields import Problem, make_field
+from gflow.solve import rk
+from gflow.solve._record import Monitor, Recorder
+from gflow.solve.ode import METHODS, NATIVE_METHODS, ORDERS, backend_of
+
+from test_errors import TIME_LIMIT, _nan_activation, assert_partial_trajectory, bounded, finishes_within
+
+T1 = 4.0
+
+
+def _kappa(net: gf.Network) -> float:
+    return net.lr * net.alpha**2 * net.beta**2 * net.D * float((net.c**2).sum())
+
+
+@pytest.fixture(scope="module")
+def linear_problem():
+    """Linear σ on random tanh features: the residual has the closed form r(t) = exp(−κGt) r(0) (E5)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((5, 4)), rng.uniform(-0.5, 0.5, 5)
+    net = gf.Network(d=4, width=8, activation="linear", embedding=gf.RandomFeatures(D=6, activation="tanh"),
+                     c_hat=0.7, seed=1)
+    G, kappa = net.gram(X).numpy(), _kappa(net)
+    r0 = net.forward(X).numpy() - y
+
+    def exact(t):
+        return scipy.linalg.expm(-kappa * G * t) @ r0
+
+    return net, X, y, exact
+
+
+def _run_with_step(net, X, y, method, h, **kw):
+    if method in rk.ADAPTIVE:  # a loose tolerance and ifactor = 1 keep the step at exactly h
+        return gf.simulate(net, X, y, saveat=[0.0, T1], method=method, rtol=1.0, atol=1.0,
+                           options={"first_step": h, "max_step": h, "ifactor": 1.0}, integrals=False, **kw)
+    return gf.simulate(net, X, y, saveat=[0.0, T1], method=method, step=h, integrals=False, **kw)
+
+
+@pytest.mark.parametrize("method, steps", [("euler", (16, 32, 64)), ("midpoint", (16, 32, 64)),
+                                           ("rk4", (8, 16, 32)), ("dopri5", (4, 8, 16)), ("dop853", (2, 3, 4))])
+def test_observed_order_on_the_linear_closed_form_matches_the_method(linear_problem, method, steps):
+    net, X, y, exact = linear_problem
+    ref = exact(T1)
+    hs = np.array([T1 / k for k in steps])
+    errs = []
+    for h, k in zip(hs, steps):
+        sol = _run_with_step(net, X, y, method, float(h))
+        assert sol.ok, sol.message
+        assert sol.stats["n_accepted"] == k and sol.stats["n_rejected"] == 0
+        errs.append(np.abs(sol.residual[-1] - ref).max())
+    slopes = np.diff(np.log(errs)) / np.diff(np.log(hs))
+    assert ORDERS[method] == rk.ORDERS[method]
+    assert np.all(np.abs(slopes - ORDERS[method]) < 0.45 + 0.1 * ORDERS[method]), (errs, slopes)
+
+
+@pytest.mark.parametrize("method", ["dop853", "dopri5"])
+def test_adaptive_runs_and_their_dense_output_follow_the_closed_form_at_every_saved_time(linear_problem, rel_err,
+                                                                                          method):
+    net, X, y, exact = linear_problem
+    ts = np.linspace(0.0, 6.0, 61)  # many output times inside each step: served by the dense output
+    rtol = 1e-10
+    sol = gf.simulate(net, X, y, saveat=ts, method=method, rtol=rtol, atol=1e-12)
+    assert sol.ok and sol.config["solver"]["backend"] == "gflow"
+    np.testing.assert_array_equal(sol.t, ts)
+    bare = gf.simulate(net, X, y, saveat=[0.0, 6.0], method=method, rtol=rtol, atol=1e-12)
+    # the output times do not change the steps (the dense output serves them)
+    assert sol.stats["n_accepted"] == bare.stats["n_accepted"]
+    np.testing.assert_array_equal(sol.residual[-1], bare.residual[-1])
+    ref = np.stack([exact(t) for t in ts])
+    assert rel_err(sol.residual, ref) < 1e2 * rtol
+
+
+def test_dop853_costs_the_same_evaluations_as_scipy_dop853(make_data):
+    X, y = make_data(n=8, d=5, seed=3)
+    net = gf.Network(d=5, width=32, activation="tanh", seed=0)
+    kw = dict(t1=50.0, rtol=1e-9, atol=1e-11, integrals=False)
+    ours = gf.simulate(net, X, y, method="dop853", **kw)
+    ref = gf.simulate(net, X, y, method="DOP853", **kw)
+    assert ours.ok and ref.ok
+    assert abs(ours.stats["n_f_evals"] / ref.stats["n_f_evals"] - 1) < 0.1, (ours.stats, ref.stats)
+    assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
+
+
+@pytest.mark.parametrize("method", ["dop853", "dopri5", "rk4"])
+def test_weight_and_feature_space_agree(make_data, rel_err, method):
+    X, y = make_data(n=5, d=4, seed=4)
+    net = gf.Network(d=4, width=16, activation="tanh", embedding=gf.RandomFeatures(D=6), seed=2)
+    kw = {"step": 0.05} if method == "rk4" else {"rtol": 1e-10, "atol": 1e-12}
+    w = gf.simulate(net, X, y, t1=3.0, method=method, space="weight", **kw)
+    f = gf.simulate(net, X, y, t1=3.0, method=method, space="feature", **kw)
+    assert w.ok and f.ok
+    tol = 1e-12 if method == "rk4" else 1e-8  # rk4: the same steps, so only rounding differs
+    assert rel_err(w.residual, f.residual) < tol
+    assert rel_err(w.H[-1], f.H[-1]) < tol
+
+
+@pytest.mark.parametrize("method", ["dop853", "dopri5", "rk4"])
+def test_float32_runs_agree_with_float64_to_single_precision(make_data, rel_err, method):
+    X, y = make_data(n=6, d=4, seed=5)
+    net64 = gf.Network(d=4, width=16, activation="tanh", seed=1)
+    net32 = net64.to(dtype=torch.float32)
+    kw = {"step": 0.05} if method == "rk4" else {"rtol": 1e-5, "atol": 1e-7}
+    s32 = gf.simulate(net32, X.astype(np.float32), y.astype(np.float32), t1=5.0, method=method, **kw)
+    s64 = gf.simulate(net64, X, y, t1=5.0, method=method, **kw)
+    assert s32.ok, s32.message
+    eps32 = float(torch.finfo(torch.float32).eps)
+    assert rel_err(s32.residual, s64.residual) < 1e3 * eps32
+    assert s32.loss[-1] < s32.loss[0]
+
+
+def test_integrals_never_limit_the_step(make_data):
+    # the running integrals have atol = inf: the same steps with and without them
+    X, y = make_data(n=6, d=4, seed=6)
+    net = gf.Network(d=4, width=16, activation="tanh", seed=1)
+    a = gf.simulate(net, X, y, t1=5.0, rtol=1e-8, integrals=True)
+    b = gf.simulate(net, X, y, t1=5.0, rtol=1e-8, integrals=False)
+    assert a.ok and b.ok
+    assert a.stats["n_accepted"] == b.stats["n_accepted"] and a.stats["n_rejected"] == b.stats["n_rejected"]
+    assert np.all(np.isfinite(a.int_eta)) and a.int_eta[-1] > 0
+
+
+def _engine(make_data, norm=None, rtol=1e-8):
+    X, y = make_data(n=6, d=4, seed=7)
+    net = gf.Network(d=4, width=16, activation="tanh", seed=1)
+    field = make_field(Problem.from_data(net, X, y), "feature")
+    grid = np.array([0.0, 2.0])
+    rec = Recorder(field, grid, np.zeros(0))
+    mon = Monitor(2.0, 10_000, None, hint="")
+    rk.integrate(field, grid, "dop853", rtol=rtol, atol=1e-10, step=None, options={}, recorder=rec, monitor=mon,
+                 norm=norm)
+    return rec, mon
+
+
+def test_the_norm_hook_replaces_the_rms_error_norm(make_data):
+    rec_rms, mon_rms = _engine(make_data)
+    rec_max, mon_max = _engine(make_data, norm=lambda e: e.abs().max())
+    assert rec_rms.t == rec_max.t == [0.0, 2.0]
+    # max ≥ RMS, so the max norm takes at least as many steps, and both are accurate
+    assert mon_max.n_accepted >= mon_rms.n_accepted
+    assert abs(rec_max.rows["loss"][-1] - rec_rms.rows["loss"][-1]) < 1e-6 * rec_rms.rows["loss"][0]
+
+
+def test_methods_and_backends_are_listed_consistently():
+    assert {"dop853", "dopri5", "euler", "midpoint", "rk4"} == set(NATIVE_METHODS)
+    assert {"torchdiffeq.dopri5", "torchdiffeq.rk4", "dopri8", "bosh3", "RK45", "DOP853"} <= set(METHODS)
+    assert backend_of("dop853") == "gflow" and backend_of("torchdiffeq.dopri5") == "torchdiffeq"
+    assert backend_of("dopri8") == "torchdiffeq" and backend_of("DOP853") == "scipy"
+    assert all(m in ORDERS for m in METHODS)
+    import inspect
+
+    assert inspect.signature(gf.simulate).parameters["method"].default == "dop853"
+
+
+def test_torchdiffeq_implementations_stay_reachable_and_agree(make_data, rel_err):
+    X, y = make_data(n=5, d=4, seed=8)
+    net = gf.Network(d=4, width=8, activation="tanh", seed=0)
+    ours = gf.simulate(net, X, y, t1=2.0, method="dopri5", rtol=1e-10, atol=1e-12)
+    theirs = gf.simulate(net, X, y, t1=2.0, method="torchdiffeq.dopri5", rtol=1e-10, atol=1e-12)
+    assert ours.config["solver"]["backend"] == "gflow" and theirs.config["solver"]["backend"] == "torchdiffeq"
+    assert rel_err(ours.residual, theirs.residual) < 1e-8
+    a = gf.simulate(net, X, y, t1=2.0, method="rk4", step=0.1)
+    b = gf.simulate(net, X, y, t1=2.0, method="torchdiffeq.rk4", step=0.1)  # torchdiffeq's rk4 is the 3/8 rule
+    assert rel_err(a.residual, b.residual) < 1e-6
+
+
+@pytest.mark.parametrize("options, match", [({"pi_beta": "x"}, "number"), ({"bogus": 1.0}, "unknown option")])
+def test_bad_native_options_are_rejected(make_data, options, match):
+    X, y = make_data(n=4, d=3, seed=0)
+    net = gf.Network(d=3, width=4, seed=0)
+    with pytest.raises((TypeError, ValueError), match=match):
+        gf.simulate(net, X, y, t1=1.0, method="dop853", options=options)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Failure statuses (patterns of tests/test_errors.py)
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dop853", "dopri5"])
+def test_max_steps_stops_with_the_partial_trajectory(method):
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        sol = gf.simulate(net, X, y, t1=1000.0, method=method, max_steps=50)
+    assert sol.status == "max_steps" and sol.stats["n_steps"] == 50
+    assert_partial_trajectory(sol, 1000.0)
+    assert sol.t[-1] > 0.0 and sol.loss[-1] <= sol.loss[0]
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dop853", "dopri5"])
+def test_relu_stall_is_detected_in_bounded_time(method):
+    X, y = gf.data.random_labels(n=20, d=5, seed=0)
+    net = gf.Network(d=5, width=64, activation="relu", seed=0)
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"stopped early \["):
+        sol = gf.simulate(net, X, y, t1=200.0, method=method, rtol=1e-10, atol=1e-12)
+    assert sol.status in {"stalled", "max_steps", "step_size_collapse"}, sol.message
+    assert "fixed-step" in sol.message and ("kink" in sol.message or "ReLU" in sol.message)
+    assert_partial_trajectory(sol, 200.0)
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dop853", "euler"])
+def test_wall_time_budget_stops_with_status_time_budget(method):
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    kw = {"step": 0.01} if method == "euler" else {}
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        sol = gf.simulate(net, X, y, t1=100.0, method=method, max_wall_time=1e-6, **kw)
+    assert sol.status == "time_budget" and "raise max_wall_time" in sol.message
+    assert_partial_trajectory(sol, 100.0)
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dop853", "dopri5", "midpoint"])
+def test_a_field_that_turns_nan_ends_with_status_nonfinite(method):
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=6, activation=_nan_activation(), c_hat=3.0, seed=0)
+    kw = {"step": 0.01} if method == "midpoint" else {}
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = gf.simulate(net, X, y, t1=10.0, method=method, **kw)
+    assert sol.status == "nonfinite" and "non-finite" in sol.message
+    assert_partial_trajectory(sol, 10.0)
+    assert sol.t[-1] > 1.0 and math.isfinite(sol.loss[-1])
+
+
+def test_min_step_option_stops_with_step_size_collapse(make_data):
+    X, y = make_data(n=5, d=4, seed=9)
+    net = gf.Network(d=4, width=8, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, t1=5.0, method="dop853", rtol=1e-12, atol=1e-14, options={"min_step": 10.0},
+                      warn=False)
+    assert sol.status == "step_size_collapse" and "min_step" in sol.message
