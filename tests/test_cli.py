@@ -43,7 +43,7 @@ def test_simulate_from_toml_matches_the_python_api(tmp_path):
     sol = gf.load(out)
     X, y = gf.data.random_labels(5, 6, seed=2)
     net = gf.Network(d=6, width=32, activation="erf", embedding=gf.RandomFeatures(D=24), seed=3)
-    ref = gf.simulate(net, X, y, t1=3.0, rtol=1e-9, atol=1e-11)
+    ref = gf.simulate(net, X, y, t1=3.0, method="dopri5", rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(sol.loss, ref.loss, rtol=1e-12)
 
 

@@ -178,7 +178,7 @@ def test_the_file_holds_configuration_seeds_data_and_package_versions(solution, 
     network = config["network"]
     assert network["seed"] == 3 and network["width"] == 6 and network["d"] == D_IN
     assert network["activation"]["name"] == "tanh"
-    assert config["solver"]["method"] == ("dopri5" if solution.kind == "flow" else "gradient_descent")
+    assert config["solver"]["method"] == ("dop853" if solution.kind == "flow" else "gradient_descent")
     versions = json.loads(attrs["versions"])
     assert {"gflow", "torch", "torchdiffeq", "numpy", "scipy", "python"} <= set(versions)
     assert versions["gflow"] == gf.__version__ and versions["torch"] == torch.__version__

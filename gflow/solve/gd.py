@@ -152,6 +152,8 @@ def gradient_descent(
                     )
                 recorder.record(k * step, state)
                 last_good = state.clone() if next_save < len(save_k) else state
+        if ckpt is not None and ckpt.keep:  # the finished run, for keep_checkpoint=True
+            ckpt.save(loop_state())
     except Abort as exc:
         status, message = exc.status, exc.message
         if ckpt is not None and status not in ("nonfinite", "diverged"):

@@ -300,6 +300,8 @@ class Engine:
                 self._run_adaptive(resume is not None)
             else:
                 self._run_fixed()
+            if self.ckpt is not None and self.ckpt.keep:  # the finished run, for keep_checkpoint=True
+                self.ckpt.save(self.state_dict())
         except Abort as exc:
             if self.ckpt is not None and exc.status not in ("nonfinite",):
                 self.ckpt.save(self.state_dict())

@@ -1,0 +1,201 @@
+"""Checkpoint/resume of long single runs (gflow.solve.checkpoint): continuity, fingerprints, atomic writes.
+
+A run stopped early (a step limit, or a wall-time budget that runs out at a chosen evaluation) and resumed from
+its checkpoint must give the same trajectory as an uninterrupted run: bit for bit for fixed-step methods and
+GD, and here also for the adaptive engine (its controller state is part of the checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gflow as gf
+from gflow.solve import _record
+from gflow.solve.checkpoint import atomic_save, load
+
+ARRAYS = ("t", "loss", "residual", "output", "H", "W_final", "feature_t", "eta", "mu", "lam_min_M", "dL")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    return net, X, y
+
+
+@contextlib.contextmanager
+def budget_runs_out_at_eval(k: int):
+    """Emulate a wall-time budget that runs out at the k-th evaluation (deterministic, unlike a real clock)."""
+    original = _record.Monitor.on_eval
+    count = [0]
+
+    def on_eval(self, dy=None):
+        count[0] += 1
+        if count[0] >= k:
+            raise _record.Abort("time_budget", "the wall-time budget max_wall_time ran out (emulated); raise "
+                                "max_wall_time")
+        return original(self, dy)
+
+    _record.Monitor.on_eval = on_eval
+    try:
+        yield
+    finally:
+        _record.Monitor.on_eval = original
+
+
+def assert_same_run(a: gf.Solution, b: gf.Solution, exact: bool = True) -> None:
+    for name in ARRAYS + ("int_eta", "int_abs_dL"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None:
+            assert y is None, name
+            continue
+        if exact:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("method, kw, stop_at", [
+    ("rk4", {"step": 0.1}, 57),  # mid-step: a stage evaluation
+    ("euler", {"step": 0.05}, 31),
+    ("dop853", {"rtol": 1e-8, "atol": 1e-10}, 200),  # inside a step attempt
+    ("dopri5", {"rtol": 1e-8, "atol": 1e-10}, 101),
+])
+def test_a_stopped_and_resumed_flow_equals_the_uninterrupted_run_bit_for_bit(problem, tmp_path, method, kw, stop_at):
+    net, X, y = problem
+    args = dict(t1=20.0, method=method, **kw)
+    ref = gf.simulate(net, X, y, **args)
+    assert ref.ok
+    path = tmp_path / "run.ckpt"
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        first = gf.simulate(net, X, y, checkpoint=path, **args)
+    assert first.status == "time_budget" and 0 < first.t[-1] < 20.0
+    assert path.exists(), "a run that stops early keeps its checkpoint"
+    resumed = gf.simulate(net, X, y, checkpoint=path, **args)
+    assert resumed.ok and resumed.stats["resumed"] and not first.stats["resumed"]
+    assert not path.exists(), "the checkpoint is deleted after success"
+    assert_same_run(resumed, ref, exact=True)
+    if method in ("dop853", "dopri5"):
+        assert resumed.stats["n_accepted"] == ref.stats["n_accepted"]
+
+
+def test_a_flow_stopped_by_max_steps_resumes_with_a_larger_limit(problem, tmp_path):
+    net, X, y = problem
+    args = dict(t1=50.0, method="dop853", rtol=1e-9, atol=1e-11)
+    ref = gf.simulate(net, X, y, **args)
+    path = tmp_path / "run.ckpt"
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        first = gf.simulate(net, X, y, checkpoint=path, max_steps=10, **args)
+    assert first.status == "max_steps" and path.exists()
+    again = gf.simulate(net, X, y, checkpoint=path, max_steps=100_000, max_wall_time=600.0, keep_checkpoint=True,
+                        **args)
+    assert again.ok and path.exists(), "keep_checkpoint keeps the file after success"
+    assert_same_run(again, ref, exact=True)
+    assert again.stats["n_steps"] == ref.stats["n_steps"] and again.stats["n_f_evals"] == ref.stats["n_f_evals"]
+    assert load(path)["loop"]["t"] == 50.0
+
+
+def test_a_stopped_and_resumed_gradient_descent_equals_the_uninterrupted_run_bit_for_bit(problem, tmp_path):
+    net, X, y = problem
+    args = dict(step=0.5, steps=300, save_every=7, features_at=[0.0, 35.0, 150.0])
+    ref = gf.gradient_descent(net, X, y, **args)
+    path = tmp_path / "gd.ckpt"
+    with budget_runs_out_at_eval(123), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        first = gf.gradient_descent(net, X, y, checkpoint=path, **args)
+    assert first.status == "time_budget" and path.exists()
+    resumed = gf.gradient_descent(net, X, y, checkpoint=path, **args)
+    assert resumed.ok and not path.exists()
+    assert_same_run(resumed, ref, exact=True)
+    assert resumed.stats["n_steps"] == 300
+
+
+def test_periodic_checkpoints_are_written_while_the_run_goes_on(problem, tmp_path, monkeypatch):
+    from gflow.solve import checkpoint as ck
+
+    net, X, y = problem
+    path = tmp_path / "run.ckpt"
+    times = []
+    original = ck.atomic_save
+    monkeypatch.setattr(ck, "atomic_save", lambda obj, p: (times.append(obj["loop"]["t"]), original(obj, p)))
+    sol = gf.simulate(net, X, y, saveat=np.linspace(0.0, 2.0, 5), method="rk4", step=0.1, checkpoint=path,
+                      checkpoint_every=1e-9, keep_checkpoint=True)
+    assert sol.ok
+    # after every one of the 20 steps (checkpoint_every is tiny), and the finished run (keep_checkpoint)
+    assert len(times) == 21 and times == sorted(times) and times[0] == pytest.approx(0.1)
+    saved = load(path)
+    assert saved["loop"]["t"] == 2.0 and saved["monitor"]["n_accepted"] == 20
+    np.testing.assert_array_equal(saved["recorder"]["rows"]["loss"], sol.loss)
+
+
+def test_a_checkpoint_of_a_different_run_is_refused_naming_what_differs(problem, tmp_path):
+    net, X, y = problem
+    path = tmp_path / "run.ckpt"
+    with pytest.warns(gf.GFlowWarning):
+        gf.simulate(net, X, y, t1=50.0, method="dop853", rtol=1e-8, max_steps=5, checkpoint=path)
+    with pytest.raises(ValueError, match=r"different run.*'rtol' \(1e-08 in the checkpoint vs 1e-06 now\)"):
+        gf.simulate(net, X, y, t1=50.0, method="dop853", rtol=1e-6, checkpoint=path)
+    with pytest.raises(ValueError, match=r"different run.*data"):
+        gf.simulate(net, X, 2 * y, t1=50.0, method="dop853", rtol=1e-8, checkpoint=path)
+    other = gf.Network(d=5, width=16, activation="tanh", seed=1)
+    with pytest.raises(ValueError, match=r"network setting 'seed'"):
+        gf.simulate(other, X, y, t1=50.0, method="dop853", rtol=1e-8, checkpoint=path)
+    with pytest.raises(ValueError, match=r"kind of run"):
+        gf.gradient_descent(net, X, y, steps=10, checkpoint=path)
+
+
+def test_checkpoint_needs_the_native_engine_and_a_file_path(problem, tmp_path):
+    net, X, y = problem
+    with pytest.raises(ValueError, match=r"checkpoint/resume needs gflow's native engine.*'torchdiffeq.dopri5'"):
+        gf.simulate(net, X, y, t1=1.0, method="torchdiffeq.dopri5", checkpoint=tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match=r"native engine.*'DOP853'"):
+        gf.simulate(net, X, y, t1=1.0, method="DOP853", checkpoint=tmp_path / "x.ckpt")
+    with pytest.raises(TypeError, match=r"checkpoint must be a file path"):
+        gf.simulate(net, X, y, t1=1.0, checkpoint=3)
+    with pytest.raises(ValueError, match=r"checkpoint_every must be > 0"):
+        gf.simulate(net, X, y, t1=1.0, checkpoint=tmp_path / "x.ckpt", checkpoint_every=0.0)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"could not be read as a gflow checkpoint"):
+        gf.simulate(net, X, y, t1=1.0, checkpoint=junk)
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import numpy as np
+    from gflow.solve.checkpoint import atomic_save
+    path = Path(sys.argv[1])
+    big = np.arange(4_000_000, dtype=np.float64)  # 32 MB per write, so a kill lands mid-write
+    k = 0
+    print("ready", flush=True)
+    while True:
+        k += 1
+        atomic_save({"format": 1, "k": k, "payload": big + k}, path)
+""")
+
+
+def test_a_writer_killed_with_sigkill_leaves_the_old_or_the_new_checkpoint_never_a_torn_one(tmp_path):
+    path = tmp_path / "atomic.ckpt"
+    atomic_save({"format": 1, "k": 0, "payload": np.arange(4_000_000, dtype=np.float64)}, path)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    for delay in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        data = load(path)
+        k = data["k"]
+        np.testing.assert_array_equal(data["payload"], np.arange(4_000_000, dtype=np.float64) + k)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != path.name]
+    assert all(name.endswith(".tmp") for name in leftovers)  # only temporary files of killed writes remain
