@@ -67,6 +67,8 @@ class Scheme:
     pi_beta: float = 0.0
 
 
+_SLOTS = {"dop853": (4, 0, 1, 2, 3) + tuple(range(5, 16))}  # storage row of each stage (see Engine)
+
 SCHEMES = {
     "euler": Scheme("euler", 1, 0, (0.0,), ((0.0,),), (1.0,), 1, False),
     "midpoint": Scheme("midpoint", 2, 0, (0.0, 0.5), ((0.0, 0.0), (0.5, 0.0)), (0.0, 1.0), 2, False),
@@ -136,28 +138,28 @@ class Engine:
         self.dtype, self.device = y0.dtype, y0.device
         self.N = N = y0.numel()
         kw = {"dtype": self.dtype, "device": self.device}
-        n_rows = len(sc.A) + (1 if sc.fsal and len(sc.A) == sc.stages else 0)
-        self.K = torch.zeros((max(n_rows, sc.stages + int(sc.fsal)), N), **kw)
-        self.A = torch.tensor(sc.A, **kw)
-        self.b = torch.tensor(sc.b, **kw)
-        # views reused every step: K[:j]ᵀ (N, j) and the tableau rows A[j, :j]
-        self._KT = [self.K[:j].T for j in range(self.K.shape[0] + 1)]
-        self._Arow = [self.A[j, :j] for j in range(len(sc.A))]
+        n_rows = max(len(sc.A) + (1 if sc.fsal and len(sc.A) == sc.stages else 0), sc.stages + int(sc.fsal))
+        # Stage j is stored in row slot[j] of K.  DOP853 stores K0 after K1..K4, so that every linear combination
+        # it forms (stages, solution, error, dense output) reads one contiguous block of rows of K that holds
+        # few zero coefficients: the combinations are memory-bound and dominate the overhead at small n.
+        self.slot = list(_SLOTS.get(method, range(n_rows)))
+        self.K = torch.zeros((n_rows, N), **kw)
+        self._rows = [self.K[self.slot[j]] for j in range(n_rows)]  # stage j's row (a view)
+        self._comb = [None] + [self._block(sc.A[j][:j], kw) for j in range(1, len(sc.A))]
+        self._comb_b = self._block(sc.b, kw)
         self.y = y0.reshape(-1).clone()
         self.y_new = torch.empty(N, **kw)
         self.y_stage = torch.empty(N, **kw)
         if self.adaptive:
             self.atol = atol.to(**kw).reshape(-1) if isinstance(atol, torch.Tensor) else float(atol)
             self.scale = torch.empty(N, **kw)
-            self.err = torch.empty(N, **kw)
+            self.err = torch.empty((2, N), **kw)
             if method == "dopri5":
-                self.E = torch.tensor(T.DOPRI5_E, **kw)
-                self.P = np.asarray(T.DOPRI5_P)
+                self._comb_err = self._block([T.DOPRI5_E], kw, matrix=True)
+                self._comb_P = self._block(np.asarray(T.DOPRI5_P).T, kw, matrix=True)  # (4, k) @ (k, N)
             else:
-                self.E5 = torch.tensor(T.DOP853_E5, **kw)
-                self.E3 = torch.tensor(T.DOP853_E3, **kw)
-                self.D = torch.tensor(T.DOP853_D, **kw)
-                self.err3 = torch.empty(N, **kw)
+                self._comb_err = self._block([T.DOP853_E5, T.DOP853_E3], kw, matrix=True)
+                self._comb_D = self._block(T.DOP853_D, kw, matrix=True)
                 self.F = torch.empty((7, N), **kw)
         # loop state (what a checkpoint holds)
         self.t = 0.0
@@ -166,6 +168,20 @@ class Engine:
         self.h = math.nan
         self.err_old = 1e-4
         self.rejected = False
+
+    def _block(self, coefs, kw, matrix: bool = False):
+        """(Kᵀ block (N, k), coefficients (k,)) — or (K block (k, N), (r, k)) with ``matrix`` — such that the
+        combination Σ_l coefs[l] K_l (one per row of coefs) reads only rows lo..hi−1 of K."""
+        rows = np.atleast_2d(np.asarray(coefs, dtype=np.float64))
+        full = np.zeros((rows.shape[0], self.K.shape[0]))
+        for l in range(rows.shape[1]):
+            full[:, self.slot[l]] = rows[:, l]
+        nz = np.flatnonzero(np.any(full != 0, axis=0))
+        lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 1)
+        c = torch.tensor(full[:, lo:hi], **kw)
+        if matrix:
+            return self.K[lo:hi], c
+        return self.K[lo:hi].T, c[0]
 
     # ----------------------------------------------------------------------------------------------------
     # building blocks
@@ -178,11 +194,12 @@ class Engine:
             self.monitor.raise_nonfinite(t)
 
     def _stages(self, t: float, h: float, first: int, last: int) -> None:
-        """K[j] = f(t + c_j h, y + h Σ_{l<j} A_jl K[l]) for j in [first, last)."""
-        KT, A, K, c, y, ys = self._KT, self._Arow, self.K, self.scheme.c, self.y, self.y_stage
+        """K_j = f(t + c_j h, y + h Σ_{l<j} A_jl K_l) for j in [first, last)."""
+        comb, rows, c, y, ys = self._comb, self._rows, self.scheme.c, self.y, self.y_stage
         for j in range(first, last):
-            torch.addmv(y, KT[j], A[j], alpha=h, out=ys)
-            self._f(t + c[j] * h, ys, K[j])
+            KT, a = comb[j]
+            torch.addmv(y, KT, a, alpha=h, out=ys)
+            self._f(t + c[j] * h, ys, rows[j])
 
     def _scaled_norm(self, v: torch.Tensor, y: torch.Tensor) -> float:
         """‖v / (atol + rtol|y|)‖ (for the initial-step heuristic); v is overwritten."""
@@ -192,13 +209,13 @@ class Engine:
 
     def _initial_step(self) -> float:
         """Hairer's heuristic (Solving ODEs I, §II.4): h with h^{q+1}·max(‖f‖, ‖f′‖) ≈ 0.01 (one evaluation)."""
-        y, f0, tmp = self.y, self.K[0], self.y_stage
+        y, f0, tmp = self.y, self._rows[0], self.y_stage
         d0 = self._scaled_norm(tmp.copy_(y), y)
         d1 = self._scaled_norm(tmp.copy_(f0), y)
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
         h0 = min(h0, self.max_step, self.t1)
         torch.add(y, f0, alpha=h0, out=self.y_new)
-        f1 = self.K[1]
+        f1 = self._rows[1]
         self._f(h0, self.y_new, f1)
         f1.sub_(f0)
         d2 = self._scaled_norm(f1, y) / h0
@@ -215,47 +232,43 @@ class Engine:
         torch.abs(y1, out=self.y_stage)
         torch.maximum(sc, self.y_stage, out=sc)
         sc.mul_(self.rtol).add_(self.atol)
-        s1 = self.scheme.stages + 1
+        Kb, E = self._comb_err
         if self.scheme.name == "dopri5":
-            torch.mv(self._KT[s1], self.E, out=self.err)
-            return abs(h) * float(self.norm(self.err.div_(sc)))
+            torch.mm(E, Kb, out=self.err[:1])
+            return abs(h) * float(self.norm(self.err[0].div_(sc)))
         # DOP853: err = |h| e5² / sqrt(e5² + 0.01 e3²) (Hairer's combined 5th/3rd-order estimate)
-        torch.mv(self._KT[s1], self.E5, out=self.err)
-        torch.mv(self._KT[s1], self.E3, out=self.err3)
-        e5, e3 = torch.stack([self.norm(self.err.div_(sc)), self.norm(self.err3.div_(sc))]).tolist()
+        torch.mm(E, Kb, out=self.err)  # both estimators in one pass over K
+        self.err.div_(sc)
+        e5, e3 = torch.stack([self.norm(self.err[0]), self.norm(self.err[1])]).tolist()
         if e5 == 0.0 and e3 == 0.0:
             return 0.0
         return abs(h) * e5 * e5 / math.sqrt(e5 * e5 + 0.01 * e3 * e3)
 
     def _dense(self, t: float, h: float, times: list[float]) -> list[torch.Tensor]:
         """States at ``times`` inside the step (t, t+h] just taken, from the dense output."""
-        sc, K, y0 = self.scheme, self.K, self.y
-        out = []
+        sc, y0 = self.scheme, self.y
+        x = (np.asarray(times) - t) / h
+        kw = {"dtype": self.dtype, "device": self.device}
+        base = y0.expand(len(times), self.N)
         if sc.name == "dopri5":
-            s1 = sc.stages + 1
-            for tk in times:
-                x = (tk - t) / h
-                w = self.P @ np.array([x, x * x, x ** 3, x ** 4])
-                wt = torch.tensor(w, dtype=self.dtype, device=self.device)
-                out.append(torch.addmv(y0, K[:s1].T, wt, alpha=h))
-            return out
+            # y(t + xh) = y0 + h Σ_j (Σ_q P_jq x^{q+1}) K_j: (n_out, 4) @ (4, k) @ (k, N) in one product
+            Kb, P = self._comb_P
+            W = torch.tensor(np.stack([x, x**2, x**3, x**4], axis=1), **kw) @ P
+            return list(torch.addmm(base, W, Kb, alpha=h))
         # DOP853: 3 extra stages, then the 7th-order interpolant in Hairer's alternating Horner form
         self._stages(t, h, sc.stages + 1, T.DOP853_N_STAGES_EXTENDED)
-        F, y1 = self.F, self.y_new
-        f_old, f_new = K[0], K[sc.stages]
+        F, y1, rows = self.F, self.y_new, self._rows
+        f_old, f_new = rows[0], rows[sc.stages]
         torch.sub(y1, y0, out=F[0])
         torch.add(F[0], f_old, alpha=h, out=F[1]).sub_(F[0], alpha=2.0)  # h f_old − Δy
         torch.add(f_new, f_old, out=F[2]).mul_(-h).add_(F[0], alpha=2.0)  # 2Δy − h (f_new + f_old)
-        torch.mm(self.D, K[: T.DOP853_N_STAGES_EXTENDED], out=F[3:]).mul_(h)
-        for tk in times:
-            x = (tk - t) / h
-            w = np.zeros(7)
-            for j, idx in enumerate(range(6, -1, -1)):
-                w[idx] += 1.0
-                w *= x if j % 2 == 0 else 1.0 - x
-            wt = torch.tensor(w, dtype=self.dtype, device=self.device)
-            out.append(torch.addmv(y0, F.T, wt))
-        return out
+        Kb, D = self._comb_D
+        torch.mm(D, Kb, out=F[3:]).mul_(h)
+        W = np.zeros((len(times), 7))  # the Horner recursion applied to unit vectors: weights of F_0..F_6
+        for j, idx in enumerate(range(6, -1, -1)):
+            W[:, idx] += 1.0
+            W *= (x if j % 2 == 0 else 1.0 - x)[:, None]
+        return list(torch.addmm(base, torch.tensor(W, **kw), F))
 
     def _record(self, t: float, y: torch.Tensor) -> None:
         self.recorder.record(t, y.view(self.shape))
@@ -275,7 +288,7 @@ class Engine:
         """The loop state: resuming from it repeats exactly the operations of an uninterrupted run."""
         return {"method": self.scheme.name, "t": self.t, "k": self.k, "i": self.i, "h": self.h,
                 "err_old": self.err_old, "rejected": self.rejected, "y": self.y.clone(),
-                "f0": self.K[0].clone() if self.adaptive else None}
+                "f0": self._rows[0].clone() if self.adaptive else None}
 
     def load_state_dict(self, s: dict) -> None:
         if s["method"] != self.scheme.name:
@@ -284,7 +297,7 @@ class Engine:
         self.err_old, self.rejected = float(s["err_old"]), bool(s["rejected"])
         self.y.copy_(s["y"].reshape(-1))
         if self.adaptive:
-            self.K[0].copy_(s["f0"])
+            self._rows[0].copy_(s["f0"])
 
     # ----------------------------------------------------------------------------------------------------
     # loops
@@ -322,9 +335,9 @@ class Engine:
         while self.i < len(fine) - 1:
             t0, t1 = float(fine[self.i]), float(fine[self.i + 1])
             h = t1 - t0
-            self._f(t0, self.y, self.K[0])
+            self._f(t0, self.y, self._rows[0])
             self._stages(t0, h, 1, s)
-            torch.addmv(self.y, self._KT[s], self.b, alpha=h, out=self.y_new)
+            torch.addmv(self.y, *self._comb_b, alpha=h, out=self.y_new)
             outs = self._due_outputs(t1)
             for tk in outs:
                 self._record(tk, self.y_new.clone())
@@ -338,7 +351,7 @@ class Engine:
         m.landing_time = self.t1
         expo = 1.0 / (sc.err_order + 1) - 0.75 * self.beta
         if not resumed:
-            self._f(0.0, self.y, self.K[0])
+            self._f(0.0, self.y, self._rows[0])
             self.h = float(self.first_step) if self.first_step is not None else self._initial_step()
         while self.t < self.t1:
             t, h = self.t, min(self.h, self.max_step)
@@ -349,9 +362,9 @@ class Engine:
             if last:
                 h = self.t1 - t
             self._stages(t, h, 1, s)
-            torch.addmv(self.y, self._KT[s], self.b, alpha=h, out=self.y_new)
+            torch.addmv(self.y, *self._comb_b, alpha=h, out=self.y_new)
             t_new = self.t1 if last else t + h
-            self._f(t_new, self.y_new, self.K[s])  # FSAL
+            self._f(t_new, self.y_new, self._rows[s])  # FSAL
             err = self._error(h)
             if math.isnan(err):
                 m.raise_nonfinite(t)
@@ -370,7 +383,7 @@ class Engine:
                         self._record(tk, yk)
                     if len(inner) < len(outs):
                         self._record(t_new, self.y_new.clone())
-                self.K[0].copy_(self.K[s])
+                self._rows[0].copy_(self._rows[s])
                 self.y, self.y_new = self.y_new, self.y
                 self.t, self.k, self.h = t_new, self.k + len(outs), h_new
                 self.err_old, self.rejected = max(err, 1e-4), False
