@@ -3,7 +3,7 @@
 Overhead share = (wall − time inside the right-hand side) / wall, measured by timing every ``rhs_into`` call;
 "excl.rec" also leaves out the time spent recording observables at the saved times (``Recorder.record``: loss,
 η, μ, ν, the spectrum of M, ... at 242 default output times), i.e. the solver's own overhead.
-Run from the repository root: ``python -m benchmarks.bench_engine [--t1 100] [--repeat 1]``.
+Run from the repository root: ``python -m benchmarks.bench_engine [--t1 100] [--repeat 3] [--quick]``.
 Numbers are noisy on a shared machine: compare ratios from the same run.
 """
 
@@ -65,7 +65,10 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--methods", default="dop853,dopri5,torchdiffeq.dopri5,DOP853")
+    ap.add_argument("--quick", action="store_true", help="a tiny problem (m = 64, t1 = 5), to check the script runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.width, args.t1 = 64, 5.0
     torch.set_num_threads(1)
     X, y = gf.data.random_labels(n=20, d=20, seed=0)
     net = gf.Network(d=20, width=args.width, activation="tanh", seed=0)

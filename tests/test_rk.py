@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from test_errors import TIME_LIMIT, _nan_activation, assert_partial_trajectory, bounded, finishes_within
 
 import gflow as gf
 from gflow.fields import Problem, make_field
 from gflow.solve import rk
 from gflow.solve._record import Monitor, Recorder
 from gflow.solve.ode import METHODS, NATIVE_METHODS, ORDERS, backend_of
-
-from test_errors import TIME_LIMIT, _nan_activation, assert_partial_trajectory, bounded, finishes_within
 
 T1 = 4.0
 
@@ -246,3 +245,15 @@ def test_min_step_option_stops_with_step_size_collapse(make_data):
     sol = gf.simulate(net, X, y, t1=5.0, method="dop853", rtol=1e-12, atol=1e-14, options={"min_step": 10.0},
                       warn=False)
     assert sol.status == "step_size_collapse" and "min_step" in sol.message
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["dop853", "rk4"])
+def test_the_engine_on_cuda_matches_the_cpu(make_data, rel_err, method):
+    X, y = make_data(n=6, d=4, seed=10)
+    net = gf.Network(d=4, width=32, activation="tanh", seed=1)
+    kw = {"step": 0.05} if method == "rk4" else {"rtol": 1e-10, "atol": 1e-12}
+    cpu = gf.simulate(net, X, y, t1=3.0, method=method, **kw)
+    gpu = gf.simulate(net.to(device="cuda"), X, y, t1=3.0, method=method, **kw)
+    assert gpu.ok and gpu.config["network"]["device"].startswith("cuda")
+    assert rel_err(gpu.residual, cpu.residual) < 1e-8

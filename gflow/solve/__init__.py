@@ -1,8 +1,25 @@
 """Solvers: the ODE entry point :func:`simulate` and discrete :func:`gradient_descent`."""
 
 from .gd import gradient_descent
-from .ode import FIXED_STEP_METHODS, METHODS, SCIPY_METHODS, TORCHDIFFEQ_ADAPTIVE, default_saveat, simulate
+from .ode import (
+    FIXED_STEP_METHODS,
+    METHODS,
+    NATIVE_METHODS,
+    SCIPY_METHODS,
+    TORCHDIFFEQ_ADAPTIVE,
+    default_saveat,
+    simulate,
+)
 from .rerun import rerun
 
-__all__ = ["simulate", "gradient_descent", "rerun", "METHODS", "FIXED_STEP_METHODS", "SCIPY_METHODS",
-           "TORCHDIFFEQ_ADAPTIVE", "default_saveat"]
+__all__ = [
+    "FIXED_STEP_METHODS",
+    "METHODS",
+    "NATIVE_METHODS",
+    "SCIPY_METHODS",
+    "TORCHDIFFEQ_ADAPTIVE",
+    "default_saveat",
+    "gradient_descent",
+    "rerun",
+    "simulate",
+]
