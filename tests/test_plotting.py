@@ -115,7 +115,7 @@ def test_loss_bounds_flow(flow):
     assert ax.get_xlabel() == "flow time t"
     assert ax.get_ylabel() == "training loss L (eq. 6)"
     title = ax.get_title()
-    for word in ("tanh", "m = 64", "n = 6", "ours", "dopri5"):
+    for word in ("tanh", "m = 64", "n = 6", "ours", "dop853"):
         assert word in title
     lo, hi = ax.get_ylim()
     assert lo <= flow.loss.min() and hi >= flow.loss[0] and hi < 10 * flow.loss[0]
