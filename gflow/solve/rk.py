@@ -174,8 +174,8 @@ class Engine:
         combination Σ_l coefs[l] K_l (one per row of coefs) reads only rows lo..hi−1 of K."""
         rows = np.atleast_2d(np.asarray(coefs, dtype=np.float64))
         full = np.zeros((rows.shape[0], self.K.shape[0]))
-        for l in range(rows.shape[1]):
-            full[:, self.slot[l]] = rows[:, l]
+        for stage in range(rows.shape[1]):
+            full[:, self.slot[stage]] = rows[:, stage]
         nz = np.flatnonzero(np.any(full != 0, axis=0))
         lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 1)
         c = torch.tensor(full[:, lo:hi], **kw)
