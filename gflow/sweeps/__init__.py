@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import RunSpec, SweepConfig, SweepConfigError, run_id_of
-from .executors import EXECUTORS, AbstractExecutor, DaskExecutor, LocalSerial, ProcessPool, SubmititExecutor, get_executor
+from .executors import (
+    EXECUTORS,
+    AbstractExecutor,
+    DaskExecutor,
+    LocalSerial,
+    ProcessPool,
+    SubmititExecutor,
+    get_executor,
+)
 from .run import SWEEP_STATUSES, run_task
 from .store import completed, consolidate, grid_coords, open_sweep, read_manifest, run_solution, write_manifest
 
