@@ -34,7 +34,16 @@ from .executors import (
     get_executor,
 )
 from .run import SWEEP_STATUSES, run_task
-from .store import completed, consolidate, grid_coords, open_sweep, read_manifest, run_solution, write_manifest
+from .store import (
+    CONSOLIDATED,
+    completed,
+    consolidate,
+    grid_coords,
+    open_sweep,
+    read_manifest,
+    run_solution,
+    write_manifest,
+)
 
 
 def load_sweep_config(path: "str | Path") -> dict:
@@ -119,10 +128,20 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a folder, but {store} is a file")
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; expected one of {list(EXECUTORS)} or an executor "
+                             "object (see gflow.sweeps.AbstractExecutor)")
+        if executor == "local" and workers not in (None, 1):
+            raise ValueError(f"executor='local' runs one run at a time; for workers={workers} use "
+                             "executor='process' or 'dask'")
     runs = cfg.runs()
     write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)))
     have = completed(store)
     todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")]
+    if todo:
+        # the consolidated file is stale until this sweep completes; open_sweep reads the run files meanwhile
+        (store / CONSOLIDATED).unlink(missing_ok=True)
     counts = {"total": len(runs), "skipped": len(runs) - len(todo), "success": 0, "failed": 0, "error": 0}
     bar = _bar(progress, len(runs), counts["skipped"])
     if todo:

@@ -91,7 +91,8 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _canonical(value: Any) -> Any:
-    """Normalise numbers for hashing: 5 and 5.0 are the same run (TOML and Python write them differently)."""
+    """Normalise for hashing: 5 and 5.0 are the same run (TOML and Python write them differently), and a key set
+    to None is a key left out."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, (int, float)):
@@ -102,7 +103,7 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, list):
         return [_canonical(v) for v in value]
     if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in sorted(value.items())}
+        return {k: _canonical(v) for k, v in sorted(value.items()) if v is not None}
     return repr(value)
 
 
@@ -239,13 +240,18 @@ class SweepConfig:
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
 
     def resolve(self, point: dict, seed: int) -> dict:
-        """The full configuration of one run: the fixed sections updated by the grid point, plus the seed."""
+        """The full configuration of one run: the fixed sections updated by the grid point, the seed, and every
+        default filled in (so a default written out and one left implicit give the same run id)."""
         cfg = {"network": dict(self.network), "data": dict(self.data), "solver": dict(self.solver)}
         for key, value in point.items():
             section, name = key.split(".")
             cfg[section][name] = value
         cfg["network"]["seed"] = int(seed)
-        cfg["data"].setdefault("seed", 0)
+        for section, defaults in _defaults(cfg["data"]["generator"], cfg["solver"]["kind"]).items():
+            for key, value in defaults.items():
+                cfg[section].setdefault(key, value)
+        if cfg["data"]["n_test"] and cfg["data"].get("test_seed") is None:
+            cfg["data"]["test_seed"] = cfg["data"]["seed"] + 1
         return cfg
 
     def runs(self) -> list[RunSpec]:
@@ -270,6 +276,27 @@ class SweepConfig:
             build_problem(first, device="cpu")
         except (TypeError, ValueError) as exc:
             raise SweepConfigError(f"the first run of the sweep cannot be built: {exc}") from None
+
+
+def _defaults(generator: str, kind: str) -> dict:
+    """The keyword defaults of gf.Network, the data generator and the solver, as JSON-able values."""
+    import dataclasses
+
+    from .. import data as gdata
+    from ..model.network import Network
+
+    def sig_defaults(fn, skip) -> dict:
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if k not in skip and p.default is not inspect.Parameter.empty}
+
+    net = {f.name: f.default for f in dataclasses.fields(Network)
+           if f.name in _network_keys() and f.default is not dataclasses.MISSING}
+    net = {k: str(v).replace("torch.", "") if k == "dtype" else v for k, v in net.items()}
+    data = {"n_test": 0, **sig_defaults(gdata.GENERATORS[generator], {"n", "d"})}
+    solver = sig_defaults(_solver_fn(kind), _RESERVED_SOLVER)
+    # None defaults stay out, so that a keyword added later with a None default keeps every run id
+    return {section: {k: v for k, v in _plain(values, section).items() if v is not None} for section, values in
+            (("network", net), ("data", data), ("solver", solver))}
 
 
 def _check_seeds(seeds: Any) -> tuple:
