@@ -281,3 +281,31 @@ def test_unknown_executor_and_missing_store_are_clear(tmp_path):
         gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [6]}, store=tmp_path / "x", workers=2, progress=False)
     with pytest.raises(FileNotFoundError, match="not a sweep store"):
         gf.open_sweep(tmp_path / "nothing")
+
+
+def test_each_run_gets_its_own_checkpoint_file_when_the_solver_takes_one(tmp_path, monkeypatch):
+    import inspect
+
+    from gflow.sweeps import config as sweep_config
+
+    seen = []
+    real = sweep_config._solver_fn
+
+    def with_checkpoint(kind):
+        fn = real(kind)
+
+        def solve(*args, checkpoint=None, **kw):
+            seen.append(checkpoint)
+            return fn(*args, **kw)
+
+        sig = inspect.signature(fn)
+        solve.__signature__ = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(
+            "checkpoint", inspect.Parameter.KEYWORD_ONLY, default=None)])
+        return solve
+
+    monkeypatch.setattr(sweep_config, "_solver_fn", with_checkpoint)
+    ds = gf.sweep(NETWORK, {**DATA, "n": 6}, SOLVER, None, 2, store=tmp_path, progress=False)
+    assert (ds.status.values == "success").all()
+    assert sorted(seen) == sorted(str(tmp_path / "checkpoints" / f"{i}.ckpt") for i in ds.run_id.values)
+    with pytest.raises(SweepConfigError, match="solver.checkpoint"):
+        gf.sweep(NETWORK, {**DATA, "n": 6}, {**SOLVER, "checkpoint": "one.ckpt"}, store=tmp_path, progress=False)

@@ -137,7 +137,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                              "executor='process' or 'dask'")
     runs = cfg.runs()
     write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)))
-    have = completed(store)
+    have = completed(store, read_status=retry_failed)
     todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")]
     if todo:
         # the consolidated file is stale until this sweep completes; open_sweep reads the run files meanwhile

@@ -101,13 +101,17 @@ def grid_coords(grid_keys: list[str]) -> dict[str, str]:
     return out
 
 
-def completed(store: "str | Path") -> dict[str, str]:
-    """``{run_id: status}`` of the run files present (temporary files of interrupted writes are ignored)."""
+def completed(store: "str | Path", *, read_status: bool = True) -> dict[str, str | None]:
+    """``{run_id: status}`` of the run files present (temporary files of interrupted writes are ignored);
+    the status is None when ``read_status`` is False (a listing, without opening the files)."""
     import xarray as xr
 
-    out = {}
+    out: dict[str, str | None] = {}
     for f in (Path(store) / RUNS_DIR).glob("*.nc"):
         if f.name.startswith("."):
+            continue
+        if not read_status:
+            out[f.stem] = None
             continue
         try:
             with xr.open_dataset(f, engine="h5netcdf") as ds:
