@@ -309,3 +309,8 @@ def test_each_run_gets_its_own_checkpoint_file_when_the_solver_takes_one(tmp_pat
     assert sorted(seen) == sorted(str(tmp_path / "checkpoints" / f"{i}.ckpt") for i in ds.run_id.values)
     with pytest.raises(SweepConfigError, match="solver.checkpoint"):
         gf.sweep(NETWORK, {**DATA, "n": 6}, {**SOLVER, "checkpoint": "one.ckpt"}, store=tmp_path, progress=False)
+
+
+def test_the_documented_example_file_is_a_valid_sweep():
+    cfg = SweepConfig.from_toml(ROOT / "docs" / "sweep.toml")
+    assert len(cfg.runs()) == 27 and cfg.grid["network.scaling"] == ["ours", "ntk", "mf"]
