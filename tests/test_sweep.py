@@ -314,3 +314,27 @@ def test_each_run_gets_its_own_checkpoint_file_when_the_solver_takes_one(tmp_pat
 def test_the_documented_example_file_is_a_valid_sweep():
     cfg = SweepConfig.from_toml(ROOT / "docs" / "sweep.toml")
     assert len(cfg.runs()) == 27 and cfg.grid["network.scaling"] == ["ours", "ntk", "mf"]
+
+
+def test_retry_failed_repeats_only_the_failed_runs(tmp_path):
+    cfg = SweepConfig.from_dict({"d": 5, "width": 16, "activation": "linear"}, {"generator": "random_labels", "n": 10},
+                                {"kind": "gradient_descent", "steps": 100, "save_every": 10},
+                                {"solver.step": [0.5, 100.0]})
+    counts: dict = {}
+    run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)
+    assert (counts["success"], counts["failed"]) == (1, 1)
+    run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)
+    assert counts["skipped"] == 2
+    ds = run_sweep(cfg, store=tmp_path, progress=False, retry_failed=True, report=counts.update)
+    assert counts["skipped"] == 1 and counts["failed"] == 1
+    assert sorted(ds.status.values.tolist()) == ["diverged", "success"]
+
+
+def test_sweep_benchmark_quick_mode_writes_json(tmp_path):
+    import runpy
+
+    mod = runpy.run_path(str(ROOT / "benchmarks" / "bench_sweep.py"))
+    out = tmp_path / "b.json"
+    mod["main"](["--quick", "--executors", "local", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["rows"][0]["runs"] == 4 and data["rows"][0]["all_success"]
