@@ -89,8 +89,8 @@ def sweep(
         workers: processes for ``"process"`` and a local Dask cluster (default: the number of cores).
         scheduler: a Dask scheduler address (``"tcp://host:8786"``) or ``distributed.Client``; the store must
             then be on a file system the workers share.
-        progress: an overall tqdm bar (done, failed, remaining, ETA); ``None``: only when stderr is a
-            terminal.
+        progress: an overall tqdm bar (done, failed, remaining, ETA), and with the serial executor a bar over
+            flow time for the run in progress; ``None``: only when stderr is a terminal (quiet in logs).
         retry_failed: also repeat runs whose file records a failure (any status but ``"success"``), e.g. a
             ``time_budget`` run on a faster machine; by default every run with a file is complete.
         keep_weights: store W_final (and W at ``weights_at``) in the run files; off by default, because at
@@ -148,7 +148,10 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store)
         try:
             threads = getattr(ex, "threads", None)
-            futures = [ex.submit(run_task, _payload(r, store, threads, keep_weights)) for r in todo]
+            # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
+            run_bars = bar is not None and isinstance(ex, LocalSerial)
+            futures = [ex.submit(run_task, {**_payload(r, store, threads, keep_weights), "progress": run_bars})
+                       for r in todo]
             for fut in ex.as_completed(futures):
                 res = fut.result()
                 key = "success" if res["status"] == "success" else "error" if res["status"] == "error" else "failed"

@@ -82,7 +82,8 @@ def run_task(payload: dict) -> dict:
     """Run one sweep run and write ``STORE/runs/<run_id>.nc``; returns ``{run_id, status, message, wall_time}``.
 
     ``payload``: ``run_id``, ``index``, ``point``, ``seed``, ``config`` (resolved), ``store`` (folder),
-    ``threads`` (torch intra-op threads for this worker, or None to leave them), ``keep_weights``.
+    ``threads`` (torch intra-op threads for this worker, or None to leave them), ``keep_weights``, ``progress``
+    (a tqdm bar over flow time for this run).
     A module-level function, so that process pools, Dask and submitit can pickle it.
     """
     import torch
@@ -104,7 +105,7 @@ def run_task(payload: dict) -> dict:
             ckpt = checkpoint_file(store, payload["run_id"])
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             solver["checkpoint"] = str(ckpt)
-        sol = fn(net, X, y, **test, **solver, progress=False, warn=False)
+        sol = fn(net, X, y, **test, **solver, progress=bool(payload.get("progress", False)), warn=False)
         ds = sol.to_xarray(include_weights=bool(payload.get("keep_weights", False)))
         status, message = sol.status, sol.message
     except Exception as exc:  # noqa: BLE001 - every failure of one run is a result of the sweep
