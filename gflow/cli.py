@@ -225,10 +225,13 @@ def cmd_sweep(args) -> int:
                    progress=progress, retry_failed=args.retry_failed, report=counts.update)
     print(f"sweep: {counts['total']} runs ({counts['skipped']} already in {args.out}): {counts['success']} succeeded, "
           f"{counts['failed']} failed, {counts['error']} raised an error")
+    if counts["lost"]:
+        print(f"  {counts['lost']} run(s) lost by their workers stay pending (run the same command again); first: "
+              f"{counts['lost_messages'][0]}")
     for status in sorted(set(ds.status.values.tolist()) - {"success"}):
         print(f"  {status}: {int((ds.status == status).sum())} run(s)")
     print(f"wrote {Path(args.out) / 'sweep.nc'}")
-    return 1 if counts["error"] else 0
+    return 1 if counts["error"] or counts["lost"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

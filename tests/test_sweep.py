@@ -338,3 +338,30 @@ def test_sweep_benchmark_quick_mode_writes_json(tmp_path):
     mod["main"](["--quick", "--executors", "local", "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["rows"][0]["runs"] == 4 and data["rows"][0]["all_success"]
+
+
+class _LosesFirstRun(LocalSerial):
+    """A serial executor whose first run is lost by its 'worker' (as when a process is killed)."""
+
+    def __init__(self):
+        self.lost = False
+
+    def submit(self, fn, spec):
+        if not self.lost:
+            self.lost = True
+
+            def die(_):
+                raise RuntimeError("worker killed")
+
+            return super().submit(die, spec)
+        return super().submit(fn, spec)
+
+
+def test_a_run_lost_by_its_worker_stays_pending_and_the_next_sweep_repeats_it(tmp_path):
+    kw = dict(network=NETWORK, data=DATA, solver=SOLVER, grid={"data.n": [6, 8]}, store=tmp_path, progress=False)
+    with pytest.warns(gf.GFlowWarning, match="1 run\\(s\\) of the sweep .* lost .* worker killed"):
+        ds = gf.sweep(**kw, executor=_LosesFirstRun())
+    assert sorted(ds.status.values.tolist()) == ["pending", "success"]
+    assert not (tmp_path / "sweep.nc").exists()
+    ds = gf.sweep(**kw)
+    assert ds.status.values.tolist() == ["success", "success"]

@@ -20,9 +20,11 @@ Example:
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..solution import GFlowWarning
 from .config import RunSpec, SweepConfig, SweepConfigError, run_id_of
 from .executors import (
     EXECUTORS,
@@ -120,7 +122,9 @@ def sweep(
 def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local", workers: int | None = None,
               scheduler: Any = None, progress: bool | None = None, retry_failed: bool = False,
               keep_weights: bool = False, report=None):
-    """Run a validated :class:`SweepConfig` (see :func:`sweep`); ``report(counts)`` gets the final counts."""
+    """Run a validated :class:`SweepConfig` (see :func:`sweep`); ``report(counts)`` gets the final counts
+    (``total``, ``skipped``, ``success``, ``failed``, ``error``, and ``lost``: runs whose worker died, which stay
+    pending with a :class:`gflow.GFlowWarning`)."""
     if not isinstance(cfg, SweepConfig):
         raise TypeError(f"cfg must be a SweepConfig, got {type(cfg).__name__}")
     if store is None:
@@ -142,7 +146,8 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     if todo:
         # the consolidated file is stale until this sweep completes; open_sweep reads the run files meanwhile
         (store / CONSOLIDATED).unlink(missing_ok=True)
-    counts = {"total": len(runs), "skipped": len(runs) - len(todo), "success": 0, "failed": 0, "error": 0}
+    counts = {"total": len(runs), "skipped": len(runs) - len(todo), "success": 0, "failed": 0, "error": 0,
+              "lost": 0, "lost_messages": []}
     bar = _bar(progress, len(runs), counts["skipped"])
     if todo:
         ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store)
@@ -150,16 +155,24 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
             threads = getattr(ex, "threads", None)
             # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
             run_bars = bar is not None and isinstance(ex, LocalSerial)
-            futures = [ex.submit(run_task, {**_payload(r, store, threads, keep_weights), "progress": run_bars})
-                       for r in todo]
-            for fut in ex.as_completed(futures):
-                res = fut.result()
-                key = "success" if res["status"] == "success" else "error" if res["status"] == "error" else "failed"
-                counts[key] += 1
+            where = store.resolve()  # workers may run in another folder (a Dask cluster, SLURM)
+            futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights), "progress": run_bars}): r
+                       for r in todo}
+            for fut in ex.as_completed(list(futures)):
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - the worker itself was lost (killed, out of memory, ...)
+                    # no run file: the run stays pending and the next sweep of this store repeats it
+                    counts["lost"] += 1
+                    counts["lost_messages"].append(f"{futures[fut].run_id}: {type(exc).__name__}: {exc}")
+                    key = None
+                else:
+                    key = {"success": "success", "error": "error"}.get(res["status"], "failed")
+                    counts[key] += 1
                 if bar is not None:
-                    bar.set_postfix(done=counts["success"], failed=counts["failed"] + counts["error"],
-                                    remaining=len(todo) - counts["success"] - counts["failed"] - counts["error"],
-                                    refresh=False)
+                    finished = counts["success"] + counts["failed"] + counts["error"] + counts["lost"]
+                    bar.set_postfix(done=counts["success"], failed=finished - counts["success"],
+                                    remaining=len(todo) - finished, refresh=False)
                     bar.update(1)
         finally:
             if bar is not None:
@@ -170,6 +183,11 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         bar.close()
     if report is not None:
         report(counts)
+    if counts["lost"]:
+        warnings.warn(f"{counts['lost']} run(s) of the sweep in {store} were lost by their workers and stay pending; "
+                      f"run the sweep again to repeat them. First: {counts['lost_messages'][0]}", GFlowWarning,
+                      stacklevel=2)
+        return open_sweep(store, consolidated=False)
     return consolidate(store)
 
 

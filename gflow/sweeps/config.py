@@ -81,6 +81,8 @@ def _plain(value: Any, where: str) -> Any:
         return _plain(value.tolist(), where)
     if isinstance(value, dict):
         return {str(k): _plain(v, where) for k, v in value.items()}
+    if type(value).__name__ == "dtype" and type(value).__module__ == "torch":  # torch.float32 -> "float32"
+        return str(value).replace("torch.", "")
     if hasattr(value, "spec") and callable(value.spec):  # gf.RandomFeatures(...), gf.Activation, ...
         spec = value.spec()
         if isinstance(spec, dict) and spec.get("kind") == "callable":

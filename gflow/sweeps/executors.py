@@ -62,11 +62,20 @@ class _Deferred:
     """A future computed when asked for: the serial executor runs each task as the sweep reaches it."""
 
     def __init__(self, fn, spec):
-        self._fn, self._spec, self._done, self._value = fn, spec, False, None
+        self._fn, self._spec, self._done, self._value, self._error = fn, spec, False, None, None
+
+    def run(self) -> None:
+        if not self._done:
+            try:
+                self._value = self._fn(self._spec)
+            except Exception as exc:  # noqa: BLE001 - kept for result(), as a concurrent.futures.Future does
+                self._error = exc
+            self._done = True
 
     def result(self):
-        if not self._done:
-            self._value, self._done = self._fn(self._spec), True
+        self.run()
+        if self._error is not None:
+            raise self._error
         return self._value
 
 
@@ -78,7 +87,7 @@ class LocalSerial(AbstractExecutor):
 
     def as_completed(self, futures):
         for fut in futures:
-            fut.result()
+            fut.run()
             yield fut
 
 

@@ -189,7 +189,7 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
         with xr.open_dataset(cons, engine="h5netcdf") as ds:
             if ds.attrs.get("manifest_stamp") == stamp:
                 ds = ds.load()
-                ds.attrs["store"] = str(store)
+                ds.attrs["store"] = str(store.resolve())
                 return ds
     runs = manifest["runs"]
     coords_map = manifest["grid_coords"]
@@ -238,7 +238,7 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
     for name, key in coords_map.items():
         coords[name] = ("run", _coord_values([r["point"][key] for r in runs]))
     attrs = {
-        "store": str(store),
+        "store": str(store.resolve()),
         "config": json.dumps(manifest["config"]),
         "provenance": json.dumps(manifest["provenance"]),
         "grid_coords": json.dumps(coords_map),
