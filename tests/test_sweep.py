@@ -218,7 +218,7 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
     cfg = tmp_path / "slow.toml"
     cfg.write_text(
         'seeds = 3\n[network]\nd = 5\nwidth = 64\n[data]\ngenerator = "random_labels"\nn = 20\n'
-        '[solver]\nkind = "gradient_descent"\nstep = 0.5\nsteps = 1000\nsave_every = 100\n'
+        '[solver]\nkind = "gradient_descent"\nstep = 0.5\nsteps = 500\nsave_every = 50\n'
         '[grid]\n"network.scaling" = ["ours", "mf"]\n'
     )
     store = tmp_path / "store"
