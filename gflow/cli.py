@@ -1,4 +1,5 @@
-"""Command line: ``gflow demo``, ``gflow simulate``, ``gflow show``, ``gflow rerun`` (also ``python -m gflow``).
+"""Command line: ``gflow demo``, ``gflow simulate``, ``gflow show``, ``gflow rerun``, ``gflow sweep`` (also
+``python -m gflow``).
 
 A thin layer over the Python API: every option maps to a keyword of :class:`gflow.Network`,
 :func:`gflow.simulate` or a :mod:`gflow.data` generator.
@@ -214,6 +215,25 @@ def cmd_rerun(args) -> int:
     return _finish(sol, Path(args.out))
 
 
+def cmd_sweep(args) -> int:
+    from .sweeps import SweepConfig, run_sweep
+
+    cfg = SweepConfig.from_toml(args.config)
+    counts: dict = {}
+    progress = True if args.progress else (False if args.progress is False else None)
+    ds = run_sweep(cfg, store=args.out, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+                   progress=progress, retry_failed=args.retry_failed, report=counts.update)
+    print(f"sweep: {counts['total']} runs ({counts['skipped']} already in {args.out}): {counts['success']} succeeded, "
+          f"{counts['failed']} failed, {counts['error']} raised an error")
+    if counts["lost"]:
+        print(f"  {counts['lost']} run(s) lost by their workers stay pending (run the same command again); first: "
+              f"{counts['lost_messages'][0]}")
+    for status in sorted(set(ds.status.values.tolist()) - {"success"}):
+        print(f"  {status}: {int((ds.status == status).sum())} run(s)")
+    print(f"wrote {Path(args.out) / 'sweep.nc'}")
+    return 1 if counts["error"] or counts["lost"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -278,6 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", default="cpu", help="cpu | cuda")
     rp.set_defaults(func=cmd_reproduce)
 
+    sw = sub.add_parser("sweep", help="run a grid of runs (grid x seeds) from a TOML file into a results store")
+    sw.add_argument("config", help="TOML: seeds = N, [network], [data] (generator = ...), [solver] (kind = ...), "
+                    "[grid] ('section.key' = [values])")
+    sw.add_argument("--out", required=True, help="the store folder (re-running skips the runs already there)")
+    sw.add_argument("--executor", default="local", choices=["local", "process", "dask", "submitit"],
+                    help="local: serial (default); process: a process pool; dask: dask.distributed; submitit: SLURM")
+    sw.add_argument("--workers", type=int, default=None, help="worker processes (default: the number of cores)")
+    sw.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (with --executor dask)")
+    sw.add_argument("--retry-failed", action="store_true", dest="retry_failed",
+                    help="also repeat runs recorded with a failure status")
+    sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="overall progress bar (default: only in a terminal)")
+    sw.set_defaults(func=cmd_sweep)
+
     r = sub.add_parser("rerun", help="repeat a run from its saved file alone")
     r.add_argument("file")
     r.add_argument("--out", default="gflow-rerun.nc")
@@ -293,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"gflow: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"gflow: error: {exc}", file=sys.stderr)
         return 2
 

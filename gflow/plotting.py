@@ -17,7 +17,8 @@ A bound is drawn only when the certificate says its hypotheses hold, and only ov
 window (where the loss is above the float64 resolution floor).
 
 Functions: :func:`plot_loss_bounds`, :func:`plot_quantities`, :func:`plot_feature_scatter`,
-:func:`plot_gram_spectrum`, :func:`plot_summary`.  matplotlib is imported lazily.
+:func:`plot_gram_spectrum`, :func:`plot_summary`, and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`;
+one of its runs is a Solution again with :func:`gflow.run_solution`).  matplotlib is imported lazily.
 """
 
 from __future__ import annotations
@@ -687,5 +688,74 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
     return fig
 
 
+# ---------------------------------------------------------------------------------------------------------
+# sweeps
+
+
+def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=None, *, include_failed: bool = False,
+               logy: bool | None = None):
+    r"""A sweep (or a selection of it) from :func:`gflow.open_sweep`: trajectories, or final values against a
+    grid key.
+
+    Args:
+        ds: the dataset of :func:`gflow.open_sweep` (any ``isel``/``where`` selection of it), or a store folder.
+        x: ``"t"`` draws ``y`` against flow time, one line per run; a per-run coordinate (a grid key such as
+            ``"n"`` or ``"width"``, or ``"seed"``) draws the final value of ``y`` against it, the mean over the
+            other runs (e.g. the seeds) as a line and each run as a dot.
+        y: a time series (``"loss"``, ``"test_error"``, ``"eta"``, ...) or a per-run variable (``"wall_time"``,
+            ``"n_f_evals"``, ``"final_loss"``).
+        hue: a per-run coordinate whose values get one colour each (and a legend entry).
+        include_failed: also draw runs whose status is not ``"success"`` (their partial trajectories).
+        logy: log-scaled y axis (default: for loss-like variables).
+
+    Returns:
+        the Axes.
+    """
+    if isinstance(ds, (str, os.PathLike)):
+        from .sweeps import open_sweep
+
+        ds = open_sweep(ds)
+    if y not in ds:
+        raise ValueError(f"y={y!r} is not a variable of the sweep; available: {sorted(ds.data_vars)}")
+    for name, what in ((x, "x"), (hue, "hue")):
+        if name is not None and name not in ("t", "time") and (name not in ds.coords or ds[name].dims != ("run",)):
+            per_run = sorted(k for k, v in ds.coords.items() if v.dims == ("run",))
+            raise ValueError(f"{what}={name!r} is not a per-run coordinate of the sweep; available: {per_run}")
+    keep = np.ones(ds.sizes["run"], dtype=bool) if include_failed else (ds.status.values == "success")
+    ds = ds.isel(run=np.flatnonzero(keep))
+    ax, _ = _new_axes(ax)
+    cmap = _pyplot().get_cmap("viridis" if hue is not None and ds[hue].dtype.kind in "if" else "tab10")
+    hues = [None] if hue is None else sorted(set(ds[hue].values.tolist()), key=lambda v: (str(type(v)), v))
+    colour = {h: cmap(i / max(1, len(hues) - 1)) if cmap.N > 20 else cmap(i % 10) for i, h in enumerate(hues)}
+    series = "time" in ds[y].dims
+    for h in hues:
+        sel = np.ones(ds.sizes["run"], dtype=bool) if h is None else (ds[hue].values == h)
+        label = None if h is None else f"{hue} = {h}"
+        if x in ("t", "time"):
+            if not series:
+                raise ValueError(f"x='t' needs a time series, but {y!r} is one value per run")
+            for k, i in enumerate(np.flatnonzero(sel)):
+                ax.plot(ds.t.values[i], ds[y].values[i], color=colour[h], lw=1.0, alpha=0.8,
+                        label=label if k == 0 else None)
+            continue
+        vals = ds[y].values[sel]
+        if series:
+            vals = np.array([row[np.isfinite(row)][-1] if np.isfinite(row).any() else np.nan for row in vals])
+        xs = ds[x].values[sel]
+        ax.plot(xs, vals, "o", color=colour[h], ms=3.5, alpha=0.45)
+        ux = sorted(set(xs.tolist()))
+        ax.plot(ux, [np.nanmean(vals[xs == u]) for u in ux], "-", color=colour[h], lw=1.4, label=label)
+    if logy is None:
+        logy = y in ("loss", "test_loss", "test_error", "final_loss") or y.startswith("int_")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("flow time t" if x in ("t", "time") else x, fontsize=FONT["label"])
+    ax.set_ylabel(y if x in ("t", "time") or not series else f"{y} at the end", fontsize=FONT["label"])
+    _style(ax)
+    if hue is not None:
+        _legend(ax)
+    return ax
+
+
 __all__ = ["plot_loss_bounds", "plot_quantities", "plot_feature_scatter", "plot_gram_spectrum",
-           "plot_summary", "run_description", "BOUND_KEYS"]
+           "plot_summary", "run_description", "plot_sweep", "BOUND_KEYS"]

@@ -1,0 +1,213 @@
+r"""Grids of runs as one call: :func:`sweep` (and ``gflow sweep CONFIG.toml --out STORE``).
+
+A sweep is the cartesian product of a grid of settings times network seeds.  Each run is built from its
+resolved configuration alone, executed locally (serially or in a process pool), on a Dask cluster or
+through submitit, and written to its own file in a store folder as soon as it finishes; re-running the
+same sweep skips the runs already there.  :func:`open_sweep` hands back one labelled
+:class:`xarray.Dataset` with dims (run, time).
+
+Example:
+    >>> import gflow as gf
+    >>> ds = gf.sweep(                                                   # doctest: +SKIP
+    ...     network={"d": 20, "width": 256, "activation": "tanh"},
+    ...     data={"generator": "random_labels", "n": 20, "n_test": 100},
+    ...     solver={"kind": "simulate", "t1": 100.0, "method": "DOP853"},
+    ...     grid={"data.n": [10, 20, 40], "network.scaling": ["ours", "ntk", "mf"]},
+    ...     seeds=3, store="results/sweep1", executor="process")
+    >>> ds.final_loss.groupby("n").mean()                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..solution import GFlowWarning
+from .config import RunSpec, SweepConfig, SweepConfigError, run_id_of
+from .executors import (
+    EXECUTORS,
+    AbstractExecutor,
+    DaskExecutor,
+    LocalSerial,
+    ProcessPool,
+    SubmititExecutor,
+    get_executor,
+)
+from .run import SWEEP_STATUSES, run_task
+from .store import (
+    CONSOLIDATED,
+    completed,
+    consolidate,
+    grid_coords,
+    open_sweep,
+    read_manifest,
+    run_solution,
+    write_manifest,
+)
+
+
+def load_sweep_config(path: "str | Path") -> dict:
+    """Read a sweep TOML file into the keyword arguments of :func:`sweep`: ``network``, ``data``, ``solver``,
+    ``grid`` and ``seeds`` (validated; errors name the key)."""
+    cfg = SweepConfig.from_toml(path)
+    return {"network": cfg.network, "data": cfg.data, "solver": cfg.solver, "grid": cfg.grid,
+            "seeds": list(cfg.seeds)}
+
+
+def sweep(
+    network: dict,
+    data: dict,
+    solver: dict,
+    grid: "dict[str, list] | None" = None,
+    seeds: "int | Sequence[int]" = 1,
+    *,
+    store: "str | Path",
+    executor: "str | AbstractExecutor" = "local",
+    workers: int | None = None,
+    scheduler: Any = None,
+    progress: bool | None = None,
+    retry_failed: bool = False,
+    keep_weights: bool = False,
+):
+    r"""Run every point of ``grid`` × ``seeds`` and collect the results in ``store``.
+
+    Args:
+        network: :class:`gflow.Network` keywords (``d``, ``width``, ``activation``, ``embedding`` — a name or a
+            spec such as ``{"kind": "random_features", "D": 512}`` —, ``scaling``, ``c_hat``, ``dtype``,
+            ``device``); the seed comes from ``seeds``.
+        data: ``generator`` (a :mod:`gflow.data` function: ``random_labels``, ``quadratic_teacher``,
+            ``wei2019``) and its arguments (``n``, ``seed`` (default 0), ``teacher_width``, ...), plus ``n_test``
+            (test points, default none) and ``test_seed`` (default seed + 1).  ``d`` is the network's.
+        solver: ``kind`` = ``"simulate"`` or ``"gradient_descent"`` and that function's keywords (``t1``,
+            ``method``, ``rtol``, ... or ``step``, ``steps``, ``save_every``, ...).
+        grid: ``{"section.key": [values]}``, e.g. ``{"data.n": [20, 40, 80], "network.scaling": ["ours",
+            "ntk", "mf"], "solver.step": [0.5, 1.0]}``; the sweep is the cartesian product (None: one point).
+        seeds: N (network seeds 0..N−1) or a list of seeds.
+        store: the results folder (created if needed); see :mod:`gflow.sweeps.store`.
+        executor: ``"local"`` (serial, the default), ``"process"`` (a spawn process pool), ``"dask"``
+            (``dask.distributed``), ``"submitit"`` (SLURM), or an :class:`AbstractExecutor`.
+        workers: processes for ``"process"`` and a local Dask cluster (default: the number of cores).
+        scheduler: a Dask scheduler address (``"tcp://host:8786"``) or ``distributed.Client``; the store must
+            then be on a file system the workers share.
+        progress: an overall tqdm bar (done, failed, remaining, ETA), and with the serial executor a bar over
+            flow time for the run in progress; ``None``: only when stderr is a terminal (quiet in logs).
+        retry_failed: also repeat runs whose file records a failure (any status but ``"success"``), e.g. a
+            ``time_budget`` run on a faster machine; by default every run with a file is complete.
+        keep_weights: store W_final (and W at ``weights_at``) in the run files; off by default, because at
+            m = D = 8192 W alone is 512 MiB per run.
+
+    Returns:
+        :func:`open_sweep` of the store: dims (run, time), a coordinate per grid key, ``seed``, ``status``,
+        ``message``, solver statistics and the time series (``loss``, ``test_error``, ``eta``, ``mu``, ...).
+        A run that failed (``"diverged"``, ``"stalled"``, ``"time_budget"``, ...) keeps its status, message and
+        partial trajectory; a run that raised has status ``"error"`` and the traceback as its message.
+
+    Raises:
+        SweepConfigError (a ValueError): unknown sections or keys, grid values that are not lists, an unknown
+            generator or solver kind, or a first run whose network or data cannot be built; the message names
+            the key.
+
+    A run's file is named by a hash of its resolved configuration (grid point, seed and fixed settings), so
+    re-running a sweep — after a crash, a kill, or with more grid values — only computes the missing runs.
+    If the solver takes ``checkpoint=`` (checkpoint/resume of long runs), each run gets
+    ``STORE/checkpoints/<run_id>.ckpt``.
+    """
+    cfg = SweepConfig.from_dict(network, data, solver, grid, seeds)
+    return run_sweep(cfg, store=store, executor=executor, workers=workers, scheduler=scheduler, progress=progress,
+                     retry_failed=retry_failed, keep_weights=keep_weights)
+
+
+def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local", workers: int | None = None,
+              scheduler: Any = None, progress: bool | None = None, retry_failed: bool = False,
+              keep_weights: bool = False, report=None):
+    """Run a validated :class:`SweepConfig` (see :func:`sweep`); ``report(counts)`` gets the final counts
+    (``total``, ``skipped``, ``success``, ``failed``, ``error``, and ``lost``: runs whose worker died, which stay
+    pending with a :class:`gflow.GFlowWarning`)."""
+    if not isinstance(cfg, SweepConfig):
+        raise TypeError(f"cfg must be a SweepConfig, got {type(cfg).__name__}")
+    if store is None:
+        raise TypeError("store must be a folder for the results (e.g. store='results/sweep1')")
+    store = Path(store)
+    if store.exists() and not store.is_dir():
+        raise ValueError(f"store must be a folder, but {store} is a file")
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; expected one of {list(EXECUTORS)} or an executor "
+                             "object (see gflow.sweeps.AbstractExecutor)")
+        if executor == "local" and workers not in (None, 1):
+            raise ValueError(f"executor='local' runs one run at a time; for workers={workers} use "
+                             "executor='process' or 'dask'")
+    runs = cfg.runs()
+    write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)))
+    have = completed(store, read_status=retry_failed)
+    todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")]
+    if todo:
+        # the consolidated file is stale until this sweep completes; open_sweep reads the run files meanwhile
+        (store / CONSOLIDATED).unlink(missing_ok=True)
+    counts = {"total": len(runs), "skipped": len(runs) - len(todo), "success": 0, "failed": 0, "error": 0,
+              "lost": 0, "lost_messages": []}
+    bar = _bar(progress, len(runs), counts["skipped"])
+    if todo:
+        ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store)
+        try:
+            threads = getattr(ex, "threads", None)
+            # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
+            run_bars = bar is not None and isinstance(ex, LocalSerial)
+            where = store.resolve()  # workers may run in another folder (a Dask cluster, SLURM)
+            futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights), "progress": run_bars}): r
+                       for r in todo}
+            for fut in ex.as_completed(list(futures)):
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - the worker itself was lost (killed, out of memory, ...)
+                    # no run file: the run stays pending and the next sweep of this store repeats it
+                    counts["lost"] += 1
+                    counts["lost_messages"].append(f"{futures[fut].run_id}: {type(exc).__name__}: {exc}")
+                    key = None
+                else:
+                    key = {"success": "success", "error": "error"}.get(res["status"], "failed")
+                    counts[key] += 1
+                if bar is not None:
+                    finished = counts["success"] + counts["failed"] + counts["error"] + counts["lost"]
+                    bar.set_postfix(done=counts["success"], failed=finished - counts["success"],
+                                    remaining=len(todo) - finished, refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            if owned:
+                ex.shutdown()
+    elif bar is not None:
+        bar.close()
+    if report is not None:
+        report(counts)
+    if counts["lost"]:
+        warnings.warn(f"{counts['lost']} run(s) of the sweep in {store} were lost by their workers and stay pending; "
+                      f"run the sweep again to repeat them. First: {counts['lost_messages'][0]}", GFlowWarning,
+                      stacklevel=2)
+        return open_sweep(store, consolidated=False)
+    return consolidate(store)
+
+
+def _payload(r: RunSpec, store: Path, threads: int | None, keep_weights: bool) -> dict:
+    return {"run_id": r.run_id, "index": r.index, "point": r.point, "seed": r.seed, "config": r.config,
+            "store": str(store), "threads": threads, "keep_weights": keep_weights}
+
+
+def _bar(progress: bool | None, total: int, initial: int):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True)
+
+
+__all__ = [
+    "sweep", "run_sweep", "open_sweep", "run_solution", "consolidate", "load_sweep_config", "SweepConfig",
+    "SweepConfigError", "RunSpec", "run_id_of", "AbstractExecutor", "LocalSerial", "ProcessPool", "DaskExecutor",
+    "SubmititExecutor", "get_executor", "EXECUTORS", "SWEEP_STATUSES", "read_manifest", "run_task",
+]

@@ -1,0 +1,324 @@
+r"""Sweep configuration: the four sections, validation up front, the grid × seeds expansion and run ids.
+
+A sweep is ``network`` (:class:`gflow.Network` keywords), ``data`` (``generator`` = a :mod:`gflow.data`
+function and its arguments, plus ``n_test`` / ``test_seed``), ``solver`` (``kind`` = ``"simulate"`` or
+``"gradient_descent"`` and that function's keywords), a ``grid`` mapping ``"section.key"`` to a list of values,
+and ``seeds`` (network seeds).  A run is one grid point × one seed; its id is a hash of its resolved
+configuration, so the same run always lands in the same file of a store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._validate import describe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SECTIONS = ("network", "data", "solver")
+SOLVER_KINDS = ("simulate", "gradient_descent")
+#: data keys handled by the sweep itself rather than passed to the generator
+DATA_KEYS = ("generator", "n_test", "test_seed")
+#: solver keywords the sweep sets itself (the data, progress bars, warnings, per-run checkpoint files)
+_RESERVED_SOLVER = {"net", "X", "y", "X_test", "y_test", "warn", "progress", "checkpoint"}
+
+
+class SweepConfigError(ValueError):
+    """A sweep configuration that cannot run; the message names the offending key."""
+
+
+def _solver_fn(kind: str):
+    from ..solve.gd import gradient_descent
+    from ..solve.ode import simulate
+
+    return {"simulate": simulate, "gradient_descent": gradient_descent}[kind]
+
+
+def accepts(fn, name: str) -> bool:
+    """Whether ``fn`` takes a keyword ``name`` (e.g. ``checkpoint``, added by a later gflow)."""
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _network_keys() -> set[str]:
+    from ..model.network import Network
+
+    return {f for f in Network.__dataclass_fields__ if not f.startswith("_")} - {"seed", "c", "W0"}
+
+
+def _data_keys(generator: str) -> set[str]:
+    from .. import data as gdata
+
+    return (set(inspect.signature(gdata.GENERATORS[generator]).parameters) - {"d"}) | set(DATA_KEYS)
+
+
+def _solver_keys(kind: str) -> set[str]:
+    return (set(inspect.signature(_solver_fn(kind)).parameters) - _RESERVED_SOLVER) | {"kind"}
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A JSON-able copy (TOML and Python literals); numpy scalars become Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist(), where)
+    if isinstance(value, dict):
+        return {str(k): _plain(v, where) for k, v in value.items()}
+    if type(value).__name__ == "dtype" and type(value).__module__ == "torch":  # torch.float32 -> "float32"
+        return str(value).replace("torch.", "")
+    if hasattr(value, "spec") and callable(value.spec):  # gf.RandomFeatures(...), gf.Activation, ...
+        spec = value.spec()
+        if isinstance(spec, dict) and spec.get("kind") == "callable":
+            raise SweepConfigError(f"{where}: a user callable cannot be part of a sweep (runs must be rebuilt "
+                                   "from the configuration alone); use a named embedding or activation")
+        return _plain(spec, where)
+    raise SweepConfigError(f"{where}: expected a number, string, bool, list or table, got {describe(value)}")
+
+
+def _canonical(value: Any) -> Any:
+    """Normalise for hashing: 5 and 5.0 are the same run (TOML and Python write them differently), and a key set
+    to None is a key left out."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        v = float(value)
+        if math.isfinite(v) and v == int(v) and abs(v) < 2**53:
+            return int(v)
+        return repr(v)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in sorted(value.items()) if v is not None}
+    return repr(value)
+
+
+def run_id_of(resolved: dict) -> str:
+    """A stable 16-hex-digit id: the SHA-256 of the canonical JSON of the resolved run configuration."""
+    text = json.dumps(_canonical(resolved), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its id, its grid point (``{"section.key": value}``), seed and resolved config."""
+
+    run_id: str
+    index: int
+    point: dict
+    seed: int
+    config: dict  # {"network": {...with seed}, "data": {...}, "solver": {...with kind}}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep: fixed sections, the grid (ordered keys) and the seeds.
+
+    Build it with :meth:`from_dict` / :meth:`from_toml` (which validate and raise
+    :class:`SweepConfigError` naming the key), expand it with :meth:`runs`.
+    """
+
+    network: dict
+    data: dict
+    solver: dict
+    grid: dict = field(default_factory=dict)
+    seeds: tuple = (0,)
+
+    # ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, path: "str | Path") -> "SweepConfig":
+        """Read ``seeds``, ``[network]``, ``[data]``, ``[solver]`` and ``[grid]`` from a TOML file."""
+        path = Path(path)
+        if not path.exists():
+            raise SweepConfigError(f"sweep config file not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SweepConfigError(f"{path}: invalid TOML: {exc}") from None
+        bad = sorted(set(raw) - {"seeds", "grid", *SECTIONS})
+        if bad:
+            raise SweepConfigError(f"{path}: unknown top-level key(s) {bad}; a sweep file has seeds = N and the "
+                                   "tables [network], [data], [solver] and [grid]")
+        try:
+            return cls.from_dict(raw.get("network", {}), raw.get("data", {}), raw.get("solver", {}),
+                                 raw.get("grid"), raw.get("seeds", 1))
+        except SweepConfigError as exc:
+            raise SweepConfigError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, network: dict, data: dict, solver: dict, grid: dict | None = None,
+                  seeds: "int | Sequence[int]" = 1) -> "SweepConfig":
+        """Validate the sections, grid and seeds (see :func:`gflow.sweep`)."""
+        from .. import data as gdata
+
+        sections = {}
+        for name, value in (("network", network), ("data", data), ("solver", solver)):
+            if not isinstance(value, dict):
+                raise SweepConfigError(f"[{name}] must be a table (dict) of keywords, got {describe(value)}")
+            sections[name] = {str(k): _plain(v, f"{name}.{k}") for k, v in value.items()}
+        grid = {} if grid is None else grid
+        if not isinstance(grid, dict):
+            raise SweepConfigError(f"grid must be a table mapping 'section.key' to a list, got {describe(grid)}")
+        clean_grid: dict[str, list] = {}
+        for key, values in grid.items():
+            if not isinstance(key, str) or key.count(".") != 1 or key.split(".")[0] not in SECTIONS:
+                raise SweepConfigError(f"grid key {key!r} must be written 'section.key' with section one of "
+                                       f"{list(SECTIONS)}, e.g. 'data.n' or 'network.width'")
+            if not isinstance(values, (list, tuple, np.ndarray)) or isinstance(values, str):
+                raise SweepConfigError(f"grid[{key!r}] must be a list of values, got {describe(values)}")
+            if len(values) == 0:
+                raise SweepConfigError(f"grid[{key!r}] is an empty list; give at least one value")
+            clean_grid[key] = _plain(list(values), f"grid.{key}")
+        seeds_t = _check_seeds(seeds)
+
+        # the generator and the solver kind decide which keys exist; they may be gridded themselves
+        gens = clean_grid.get("data.generator", [sections["data"].get("generator")])
+        for gen in gens:
+            if gen is None:
+                raise SweepConfigError(f"data.generator is missing; give one of {sorted(gdata.GENERATORS)}")
+            if gen not in gdata.GENERATORS:
+                raise SweepConfigError(f"data.generator = {gen!r} is not a gflow.data generator; expected one of "
+                                       f"{sorted(gdata.GENERATORS)}")
+        kinds = clean_grid.get("solver.kind", [sections["solver"].get("kind")])
+        for kind in kinds:
+            if kind not in SOLVER_KINDS:
+                raise SweepConfigError(f"solver.kind = {kind!r}; expected one of {list(SOLVER_KINDS)}")
+        allowed = {
+            "network": _network_keys(),
+            "data": set.intersection(*(_data_keys(g) for g in gens)),
+            "solver": set.intersection(*(_solver_keys(k) for k in kinds)),
+        }
+        hints = {
+            "network": "(the network seed comes from seeds = N)",
+            "data": "(d is the network's d)",
+            "solver": "(the data, progress, warn and checkpoint are set by the sweep)",
+        }
+        keys = [(s, k) for s in SECTIONS for k in sections[s]] + [tuple(g.split(".")) for g in clean_grid]
+        for section, key in keys:
+            if key not in allowed[section]:
+                raise SweepConfigError(f"unknown key {section}.{key}; allowed in [{section}]: "
+                                       f"{sorted(allowed[section])} {hints[section]}")
+        for g in clean_grid:
+            section, key = g.split(".")
+            if key in sections[section]:
+                raise SweepConfigError(f"{g} is both fixed in [{section}] and swept in [grid]; keep one")
+        if "n" not in sections["data"] and "data.n" not in clean_grid:
+            raise SweepConfigError("data.n (the number of training points) is missing")
+        for req in ("d", "width"):
+            if req not in sections["network"] and f"network.{req}" not in clean_grid:
+                raise SweepConfigError(f"network.{req} is missing")
+        cfg = cls(network=sections["network"], data=sections["data"], solver=sections["solver"], grid=clean_grid,
+                  seeds=seeds_t)
+        cfg._check_first_run()
+        return cfg
+
+    # ------------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"network": self.network, "data": self.data, "solver": self.solver, "grid": self.grid,
+                "seeds": list(self.seeds)}
+
+    @property
+    def points(self) -> list[dict]:
+        """The grid points, in row-major order of the grid keys (the last key varies fastest)."""
+        keys = list(self.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+    def resolve(self, point: dict, seed: int) -> dict:
+        """The full configuration of one run: the fixed sections updated by the grid point, the seed, and every
+        default filled in (so a default written out and one left implicit give the same run id)."""
+        cfg = {"network": dict(self.network), "data": dict(self.data), "solver": dict(self.solver)}
+        for key, value in point.items():
+            section, name = key.split(".")
+            cfg[section][name] = value
+        cfg["network"]["seed"] = int(seed)
+        for section, defaults in _defaults(cfg["data"]["generator"], cfg["solver"]["kind"]).items():
+            for key, value in defaults.items():
+                cfg[section].setdefault(key, value)
+        if cfg["data"]["n_test"] and cfg["data"].get("test_seed") is None:
+            cfg["data"]["test_seed"] = cfg["data"]["seed"] + 1
+        return cfg
+
+    def runs(self) -> list[RunSpec]:
+        """Every run: grid points × seeds (seeds vary fastest)."""
+        out = []
+        for point in self.points:
+            for seed in self.seeds:
+                cfg = self.resolve(point, seed)
+                out.append(RunSpec(run_id_of(cfg), len(out), point, int(seed), cfg))
+        ids = [r.run_id for r in out]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise SweepConfigError(f"the grid has repeated points (run ids {dup[:3]}); remove duplicate values")
+        return out
+
+    def _check_first_run(self) -> None:
+        """Build the first run's network (on the CPU) and data, so bad keywords fail now, not in every run."""
+        from .run import build_problem
+
+        first = self.resolve(self.points[0], self.seeds[0])
+        try:
+            build_problem(first, device="cpu")
+        except (TypeError, ValueError) as exc:
+            raise SweepConfigError(f"the first run of the sweep cannot be built: {exc}") from None
+
+
+def _defaults(generator: str, kind: str) -> dict:
+    """The keyword defaults of gf.Network, the data generator and the solver, as JSON-able values."""
+    import dataclasses
+
+    from .. import data as gdata
+    from ..model.network import Network
+
+    def sig_defaults(fn, skip) -> dict:
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if k not in skip and p.default is not inspect.Parameter.empty}
+
+    net = {f.name: f.default for f in dataclasses.fields(Network)
+           if f.name in _network_keys() and f.default is not dataclasses.MISSING}
+    net = {k: str(v).replace("torch.", "") if k == "dtype" else v for k, v in net.items()}
+    data = {"n_test": 0, **sig_defaults(gdata.GENERATORS[generator], {"n", "d"})}
+    solver = sig_defaults(_solver_fn(kind), _RESERVED_SOLVER)
+    # None defaults stay out, so that a keyword added later with a None default keeps every run id
+    return {section: {k: v for k, v in _plain(values, section).items() if v is not None} for section, values in
+            (("network", net), ("data", data), ("solver", solver))}
+
+
+def _check_seeds(seeds: Any) -> tuple:
+    if isinstance(seeds, bool):
+        raise SweepConfigError(f"seeds must be a count N (seeds 0..N-1) or a list of seeds, got {describe(seeds)}")
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise SweepConfigError(f"seeds must be >= 1 (seeds = N runs network seeds 0..N-1), got {seeds}")
+        return tuple(range(int(seeds)))
+    if isinstance(seeds, (list, tuple, range, np.ndarray)) and len(seeds) > 0:
+        out = []
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+                raise SweepConfigError(f"seeds must be non-negative integers, got {describe(s)} in {list(seeds)}")
+            out.append(int(s))
+        if len(set(out)) != len(out):
+            raise SweepConfigError(f"seeds has repeated values: {out}")
+        return tuple(out)
+    raise SweepConfigError(f"seeds must be a count N (seeds 0..N-1) or a non-empty list of seeds, got "
+                           f"{describe(seeds)}")
+
+
+__all__ = ["SweepConfig", "SweepConfigError", "RunSpec", "run_id_of", "SECTIONS", "SOLVER_KINDS"]

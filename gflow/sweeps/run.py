@@ -1,0 +1,123 @@
+"""One run of a sweep, as executed by a worker: build the network and data, solve, write the run file.
+
+:func:`run_task` never raises for a problem of the run itself: a solver failure is a :class:`gflow.Solution`
+with its status (kept with its partial trajectory), and an exception becomes a run file with status
+``"error"`` and the traceback as its message.  The file is written by the worker, atomically (a temporary
+file, then :func:`os.replace`), so a finished run survives whatever happens to the sweep afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RUNS_DIR = "runs"
+CHECKPOINT_DIR = "checkpoints"
+#: statuses a sweep adds to :data:`gflow.STATUSES`
+SWEEP_STATUSES = {"error": "the run raised an exception (see its message for the traceback)",
+                  "pending": "the run has not finished (no run file yet)"}
+
+
+def build_problem(config: dict, *, device: Any = None):
+    """The network and data of a resolved run configuration: ``(net, X, y, test)``, test a dict of kwargs."""
+    from .. import data as gdata
+    from ..model.network import Network
+
+    net_kw = dict(config["network"])
+    if device is not None:
+        net_kw["device"] = device
+    net = Network(**net_kw)
+    dat = dict(config["data"])
+    gen = gdata.GENERATORS[dat.pop("generator")]
+    n_test = dat.pop("n_test", 0) or 0
+    test_seed = dat.pop("test_seed", None)
+    n = dat.pop("n")
+    seed = dat.pop("seed", 0)
+    X, y = gen(n, net.d, seed=seed, **dat)
+    test = {}
+    if n_test:
+        Xt, yt = gen(n_test, net.d, seed=seed + 1 if test_seed is None else test_seed, **dat)
+        test = {"X_test": Xt, "y_test": yt}
+    return net, X, y, test
+
+
+def run_file(store: "str | Path", run_id: str) -> Path:
+    return Path(store) / RUNS_DIR / f"{run_id}.nc"
+
+
+def checkpoint_file(store: "str | Path", run_id: str) -> Path:
+    return Path(store) / CHECKPOINT_DIR / f"{run_id}.ckpt"
+
+
+def write_atomic(ds, path: Path) -> None:
+    """Write a dataset to ``path`` through a temporary file in the same folder and :func:`os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _sweep_attrs(payload: dict, status: str) -> dict:
+    return {
+        "sweep_run_id": payload["run_id"],
+        "sweep_index": int(payload["index"]),
+        "sweep_point": json.dumps(payload["point"]),
+        "sweep_seed": int(payload["seed"]),
+        "sweep_config": json.dumps(payload["config"]),
+        "sweep_status": status,
+    }
+
+
+def run_task(payload: dict) -> dict:
+    """Run one sweep run and write ``STORE/runs/<run_id>.nc``; returns ``{run_id, status, message, wall_time}``.
+
+    ``payload``: ``run_id``, ``index``, ``point``, ``seed``, ``config`` (resolved), ``store`` (folder),
+    ``threads`` (torch intra-op threads for this worker, or None to leave them), ``keep_weights``, ``progress``
+    (a tqdm bar over flow time for this run).
+    A module-level function, so that process pools, Dask and submitit can pickle it.
+    """
+    import torch
+    import xarray as xr
+
+    from .config import _solver_fn, accepts
+
+    if payload.get("threads"):
+        torch.set_num_threads(int(payload["threads"]))
+    store = Path(payload["store"])
+    start = time.perf_counter()
+    try:
+        cfg = payload["config"]
+        net, X, y, test = build_problem(cfg)
+        solver = dict(cfg["solver"])
+        fn = _solver_fn(solver.pop("kind"))
+        if accepts(fn, "checkpoint"):
+            # the hook for checkpoint/resume of long single runs: one file per run, beside the results
+            ckpt = checkpoint_file(store, payload["run_id"])
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            solver["checkpoint"] = str(ckpt)
+        sol = fn(net, X, y, **test, **solver, progress=bool(payload.get("progress", False)), warn=False)
+        ds = sol.to_xarray(include_weights=bool(payload.get("keep_weights", False)))
+        status, message = sol.status, sol.message
+    except Exception as exc:  # noqa: BLE001 - every failure of one run is a result of the sweep
+        status = "error"
+        message = f"{type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
+        ds = xr.Dataset(coords={"time": np.zeros(0)}, attrs={"status": status, "message": message})
+    wall = time.perf_counter() - start
+    ds.attrs.update(_sweep_attrs(payload, status))
+    ds.attrs["sweep_wall_time"] = wall
+    write_atomic(ds, run_file(store, payload["run_id"]))
+    return {"run_id": payload["run_id"], "status": status, "message": message.splitlines()[0] if message else "",
+            "wall_time": wall}
+
+
+__all__ = ["run_task", "build_problem", "run_file", "checkpoint_file", "write_atomic", "SWEEP_STATUSES"]
