@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import signal
@@ -283,30 +285,30 @@ def test_unknown_executor_and_missing_store_are_clear(tmp_path):
         gf.open_sweep(tmp_path / "nothing")
 
 
-def test_each_run_gets_its_own_checkpoint_file_when_the_solver_takes_one(tmp_path, monkeypatch):
-    import inspect
-
+def test_native_runs_get_their_own_checkpoint_file_and_scipy_runs_none(tmp_path, monkeypatch):
     from gflow.sweeps import config as sweep_config
 
     seen = []
     real = sweep_config._solver_fn
 
-    def with_checkpoint(kind):
+    def spy(kind):
         fn = real(kind)
 
-        def solve(*args, checkpoint=None, **kw):
-            seen.append(checkpoint)
-            return fn(*args, **kw)
-
-        sig = inspect.signature(fn)
-        solve.__signature__ = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(
-            "checkpoint", inspect.Parameter.KEYWORD_ONLY, default=None)])
+        @functools.wraps(fn)
+        def solve(*args, **kw):
+            seen.append(kw.get("checkpoint"))
+            return fn(*args, **kw)  # the real solver, checkpointing for real
         return solve
 
-    monkeypatch.setattr(sweep_config, "_solver_fn", with_checkpoint)
-    ds = gf.sweep(NETWORK, {**DATA, "n": 6}, SOLVER, None, 2, store=tmp_path, progress=False)
+    monkeypatch.setattr(sweep_config, "_solver_fn", spy)
+    native = {**SOLVER, "method": "dop853"}
+    ds = gf.sweep(NETWORK, {**DATA, "n": 6}, native, None, 2, store=tmp_path / "a", progress=False)
     assert (ds.status.values == "success").all()
-    assert sorted(seen) == sorted(str(tmp_path / "checkpoints" / f"{i}.ckpt") for i in ds.run_id.values)
+    assert sorted(seen) == sorted(str(tmp_path / "a" / "checkpoints" / f"{i}.ckpt") for i in ds.run_id.values)
+    assert not list((tmp_path / "a" / "checkpoints").glob("*.ckpt"))  # deleted once each run succeeded
+    seen.clear()
+    gf.sweep(NETWORK, {**DATA, "n": 6}, SOLVER, None, 1, store=tmp_path / "b", progress=False)  # scipy DOP853
+    assert seen == [None]
     with pytest.raises(SweepConfigError, match="solver.checkpoint"):
         gf.sweep(NETWORK, {**DATA, "n": 6}, {**SOLVER, "checkpoint": "one.ckpt"}, store=tmp_path, progress=False)
 

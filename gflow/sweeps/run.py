@@ -51,6 +51,15 @@ def run_file(store: "str | Path", run_id: str) -> Path:
     return Path(store) / RUNS_DIR / f"{run_id}.nc"
 
 
+def _checkpointable(fn, solver: dict) -> bool:
+    """GD and gflow's native Runge–Kutta methods checkpoint; torchdiffeq and scipy methods cannot."""
+    from ..solve.ode import DEFAULT_METHOD, NATIVE_METHODS
+
+    if getattr(fn, "__name__", "") == "gradient_descent":
+        return True
+    return solver.get("method", DEFAULT_METHOD) in NATIVE_METHODS
+
+
 def checkpoint_file(store: "str | Path", run_id: str) -> Path:
     return Path(store) / CHECKPOINT_DIR / f"{run_id}.ckpt"
 
@@ -100,8 +109,9 @@ def run_task(payload: dict) -> dict:
         net, X, y, test = build_problem(cfg)
         solver = dict(cfg["solver"])
         fn = _solver_fn(solver.pop("kind"))
-        if accepts(fn, "checkpoint"):
-            # the hook for checkpoint/resume of long single runs: one file per run, beside the results
+        if accepts(fn, "checkpoint") and _checkpointable(fn, solver):
+            # checkpoint/resume of long single runs: one file per run, beside the results; a killed sweep's
+            # unfinished runs resume from their last checkpoint when the sweep is run again
             ckpt = checkpoint_file(store, payload["run_id"])
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             solver["checkpoint"] = str(ckpt)
