@@ -151,6 +151,7 @@ def simulate(
     integrals: bool = True,
     progress: bool | None = False,
     warn: bool = True,
+    error_estimate: bool = False,
 ) -> Solution:
     r"""Integrate the gradient flow Ẇ = −ℓ ∂L/∂W (eq. (10)) of ``net`` on (X, y) from t = 0 to t1.
 
@@ -183,6 +184,9 @@ def simulate(
             plus an n×n eigenproblem for λ_min(M) when n ≤ 1024.  ``False`` integrates the bare flow.
         progress: a tqdm bar over flow time (``None``: only when stderr is a terminal).
         warn: issue a :class:`gflow.GFlowWarning` when the run fails.
+        error_estimate: with a fixed-step ``method`` in ``euler``/``midpoint``/``rk4``: solve with ``step``,
+            ``step``/2 and ``step``/4, return the finest and fill ``sol.error_estimate`` (relative loss error per saved time); the route for ReLU and
+            other kinked activations (:func:`gflow.simulate_nonsmooth`, which also takes an accuracy target).
 
     Returns:
         a :class:`gflow.Solution` (check ``sol.ok`` / ``sol.status``; failures keep the partial trajectory).
@@ -200,6 +204,19 @@ def simulate(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
+    if not isinstance(error_estimate, bool):
+        raise TypeError(f"error_estimate must be True or False, got {describe(error_estimate)}")
+    if error_estimate:
+        from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
+
+        if method not in NONSMOOTH_METHODS or step is None:
+            raise ValueError(f"error_estimate=True needs a fixed-step method in {tuple(NONSMOOTH_METHODS)} and an "
+                             f"explicit step (got method={method!r}, step={step}); adaptive methods control "
+                             "their error through rtol/atol")
+        return simulate_nonsmooth(
+            net, X, y, t1, saveat, method=method, step=step, max_steps=max_steps, max_wall_time=max_wall_time,
+            X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
+            interval=interval, integrals=integrals, progress=progress, warn=warn)
     check_choice(method, "method", METHODS)
     rtol = check_positive_float(rtol, "rtol")
     atol = check_positive_float(atol, "atol")
