@@ -249,3 +249,17 @@ def test_richardson_estimate_on_a_synthetic_power_law():
     assert est["abs"][0] == 0.0                                            # t = 0: the initial condition
     np.testing.assert_allclose(est["abs"][1:-1], true[2:], rtol=1e-12)  # exact, one neighbour ahead (envelope)
     np.testing.assert_allclose(est["abs"][-1], true[-1], rtol=1e-12)
+
+
+def test_relu_benchmark_quick_mode_writes_json_and_the_estimates_bound_the_error(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_relu.py"))
+    mod["main"](["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "relu.json").read_text())
+    prob = data["problem"]
+    assert all(lv["status"] == "success" for lv in prob["levels"]) and len(prob["levels"]) == 5
+    assert prob["estimates"] and all(row["bounded"] for row in prob["estimates"])
+    assert prob["target"]["status"] in ("success", "time_budget") and data["dtype"] == "float64"
