@@ -215,6 +215,10 @@ def test_error_estimate_is_saved_and_loaded(tmp_path, make_data):
     back = gf.load(sol.save(tmp_path / "r.nc"))
     np.testing.assert_array_equal(back.error_estimate, sol.error_estimate)
     assert back.config["solver"]["error_estimate"]["steps"] == [0.1, 0.05, 0.025]
+    again = gf.rerun(tmp_path / "r.nc")
+    np.testing.assert_array_equal(again.error_estimate, sol.error_estimate)
+    np.testing.assert_array_equal(again.loss, sol.loss)
+    assert again.config["solver"]["error_estimate"]["steps"] == [0.1, 0.05, 0.025]
     plain = gf.simulate(net, X, y, 1.0, [0.0, 1.0], method="euler", step=0.1)
     assert plain.error_estimate is None and gf.load(plain.save(tmp_path / "p.nc")).error_estimate is None
 

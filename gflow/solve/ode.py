@@ -53,8 +53,9 @@ def default_saveat(t1: float) -> np.ndarray:
 def _hint(method: str, activation_smooth: bool) -> str:
     if not activation_smooth:
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
-                "their step: use a fixed-step method (method='rk4', step=0.05) or gf.gradient_descent with a "
-                "small step, or a smooth activation")
+                "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
+                "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
+                "or a smooth activation")
     if method in TORCHDIFFEQ_ADAPTIVE or method in ("RK45", "DOP853"):
         return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
                 "raise max_steps, or try method='LSODA' for small problems")
