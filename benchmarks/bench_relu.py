@@ -88,6 +88,35 @@ def run(m: int, n: int, t1: float, ref_step: float, rtol: float = 1e-3, coarse: 
     }
 
 
+def study(t1: float = 10.0, coarse: float = 0.1, ref_factor: int = 256) -> list[dict]:
+    """Convergence study: the estimate (steps h, h/2, h/4) against a reference at h/ref_factor, on small random
+    P-3L problems (relu and leaky relu).  ``ratio_min`` = min over saved times t > 0 of estimate / true error
+    (≥ 1: bounded; the reference's own estimate is reported next to it)."""
+    rows = []
+    for act in ("relu", "leaky_relu"):
+        activation = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
+        for m, D, n, seed in ((64, 20, 10, 0), (256, 64, 50, 1), (128, 32, 30, 2), (256, 20, 50, 3)):
+            X, y = gf.data.wei2019(n, D, seed=seed)
+            net = gf.Network(D, width=m, activation=activation, embedding=gf.RandomFeatures(D=D, seed=seed),
+                             seed=seed)
+            sv = np.linspace(0.0, t1, 11)
+            sol = gf.simulate(net, X, y, t1, sv, method="euler", step=coarse, error_estimate=True,
+                              integrals=False)
+            ref = gf.simulate_nonsmooth(net, X, y, t1, sv, step=coarse * 4 / ref_factor, integrals=False)
+            true = np.abs(sol.loss - ref.loss) / ref.loss
+            est = sol.error_estimate
+            rows.append({"activation": act, "m": m, "D": D, "n": n, "seed": seed,
+                         "est_max": float(est.max()), "true_max": float(true.max()),
+                         "ratio_min": float(np.min(est[1:] / np.maximum(true[1:], 1e-300))),
+                         "ref_est_max": float(ref.error_estimate.max()),
+                         "observed_order": sol.config["solver"]["error_estimate"]["observed_order"]})
+            r = rows[-1]
+            print(f"  {act:10s} m={m:<4d} D={D:<3d} n={n:<3d} estimate {r['est_max']:.2e} true {r['true_max']:.2e} "
+                  f"min est/true {r['ratio_min']:.2f} (reference's own estimate {r['ref_est_max']:.1e}, "
+                  f"observed order {r['observed_order']:.2f})", flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="m = D = 64, n = 24, t1 = 10 (the test suite runs this)")
@@ -96,8 +125,15 @@ def main(argv=None):
     p.add_argument("--t1", type=float, default=200.0)
     p.add_argument("--ref-step", type=float, default=0.25 / 32)
     p.add_argument("--out", default="bench-relu")
+    p.add_argument("--study", action="store_true", help="only the convergence study on small random problems")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.study:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = study()
+        (out / "relu_study.json").write_text(json.dumps(rows, indent=2, default=float))
+        return rows
     m, n, t1, ref_step = (64, 24, 10.0, 0.25 / 16) if args.quick else (args.m, args.n, args.t1, args.ref_step)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,11 +34,18 @@ t = 50).  :func:`simulate_nonsmooth` therefore runs the chosen fixed-step scheme
 on the same output grid, estimates the contraction ρ = Σ_k|L_{h/2} − L_{h/4}| / Σ_k|L_h − L_{h/2}| of
 the differences (ρ = 2^{−p}), and reports for the finest solution (the one returned)
 
-    error_estimate_k = safety · max_{j∈{k−1,k,k+1}} |L_{h/2}(t_j) − L_{h/4}(t_j)| · ρ/(1 − ρ) / L_{h/4}(t_k)
+    error_estimate_k = safety · max_{j∈{k−1,k,k+1}} δ_j · ρ/(1 − ρ) / L_{h/4}(t_k),
 
-(the neighbour maximum guards against the difference passing through zero at one saved time; ρ is
-clamped to [2^{−order}, ρ_max] and the run is flagged ``reliable: False`` when the observed ρ exceeds
-ρ_max — the steps are then not yet in the convergent regime).  With ``rtol`` the step is halved until the
+with δ_j = |L_{h/2}(t_j) − L_{h/4}(t_j)| for smooth σ.  For a kinked σ, ρ ≥ ½ (order ≤ 1) and
+δ_j = max(|L_h − L_{h/2}|, |L_{h/2} − L_{h/4}|)(t_j): the error of a non-smooth flow converges like a
+staircase — whether a pair that grazes the kink crosses or slides depends on the step, so the error can
+stall over one halving and drop at the next (measured on a random P-3L problem, m = 128, D = 32, n = 30:
+relative errors 6.7e-4, 4.0e-4, 3.7e-4, 3.2e-4, 1.8e-4 at t = 10 for steps 0.1 … 0.00625, where the h/2–h/4
+difference alone gave 3e-5).  The neighbour maximum guards against a difference passing through zero at one
+saved time; ρ is clamped to [2^{−order}, ρ_max] and the run is flagged ``reliable: False`` when the observed
+ρ exceeds ρ_max — the steps are then not yet in the convergent regime.  With safety = 2 the estimate
+bounded the true error in every case of tests/test_nonsmooth.py and of ``benchmarks/bench_relu.py --study``;
+it is an estimate, not a proof: a grazing event below the finest step can still be missed.  With ``rtol`` the step is halved until the
 largest estimate meets it, within ``max_wall_time``.  What was done is recorded in
 ``sol.config["solver"]["error_estimate"]``.
 """
@@ -71,8 +78,9 @@ def richardson_estimate(losses: Any, order: float, *, safety: float = DEFAULT_SA
         order: the scheme's classical order (the fastest contraction believed: ρ ≥ 2^{−order}).
         safety: factor applied to the estimate (see the module docstring).
         smooth: False for a kinked activation: the order is then capped at 1 (events cost O(step) whatever the
-            scheme) and the coarser difference is used too, since the error coefficient oscillates with the
-            step (the phase of each kink crossing inside its step).
+            scheme) and the larger of the two differences is used, since the error need not shrink steadily:
+            it can stall over a halving and then drop (whether a pair grazing the kink crosses or slides
+            depends on the step).
 
     Returns:
         dict with ``abs`` (T,) the absolute estimate, ``rel`` (T,) relative to the finest loss, ``rho`` the
@@ -88,8 +96,8 @@ def richardson_estimate(losses: Any, order: float, *, safety: float = DEFAULT_SA
     reliable = bool(rho_obs <= RHO_MAX)
     rho = min(max(rho_obs, 2.0 ** (-(order if smooth else min(order, 1.0)))), RHO_MAX)
     env = _envelope(d2)
-    if not smooth:
-        env = np.maximum(env, rho * _envelope(d1))
+    if not smooth:  # staircase convergence: one small difference does not mean a small error (see docstring)
+        env = np.maximum(env, _envelope(d1))
     if not reliable:  # not converging: fall back on the larger difference, still scaled by the slowest ρ
         env = np.maximum(env, d1)
     est = safety * env * rho / (1.0 - rho)
@@ -136,8 +144,8 @@ def simulate_nonsmooth(
         net, X, y, t1, saveat: as in :func:`gflow.simulate`.
         method: ``"euler"`` (forward Euler = GD in feature space; the only choice for kinked activations),
             ``"midpoint"`` or ``"rk4"`` (smooth activations only: at a kink their error oscillates with the
-            step — measured on the n = 1 oracle: midpoint's error at t = 4 went 2.1e-3, 4.9e-4, 4.3e-4, 3.6e-4,
-            7.1e-5, 8.7e-5 as the step halved from 0.1 — and step halving does not estimate it).
+            step — on the n = 1 oracle midpoint's relative error at t = 2.5 went 2.1e-3, 4.9e-4, 4.3e-4,
+            3.6e-4, 7.1e-5, 8.7e-5 as the step halved from 0.1 — and step halving does not estimate it).
         step: the coarsest step h (default 0.25; it must be stable, δλ_max(M) < 2).
         rtol: accuracy target for the relative loss error: the step is halved (one more solve, the coarsest
             dropped) until the largest estimate over the saved times is ≤ rtol, or the budget runs out
