@@ -171,6 +171,18 @@ def test_estimate_bounds_the_true_error_on_random_p3l_problems(act, make_data):
     assert np.all(sol.error_estimate + _true_rel(ref2.loss, ref.loss) >= true)
 
 
+@pytest.mark.xfail(strict=True, reason="known limitation: an error plateau over all three steps is invisible to "
+                   "step halving (the error is 4.1e-4, 4.6e-4, 4.6e-4 at steps 0.1, 0.05, 0.025, then 4e-6 at 0.0125)")
+def test_known_limitation_an_error_plateau_below_the_coarsest_step_is_not_seen():
+    X, y = gf.data.wei2019(10, 20, seed=0)
+    net = gf.Network(20, width=64, activation=gf.get_activation("leaky_relu", slope=0.1),
+                     embedding=gf.RandomFeatures(D=20, seed=0), seed=0)
+    T = np.linspace(0.0, 10.0, 11)
+    sol = gf.simulate(net, X, y, 10.0, T, method="euler", step=0.1, integrals=False, error_estimate=True)
+    ref = _run(net, X, y, 10.0, T, "euler", 0.1 / 256)
+    assert np.all(sol.error_estimate >= _true_rel(sol.loss, ref.loss))
+
+
 def test_smooth_activation_gives_the_classical_order_and_a_bounding_estimate(make_data):
     X, y = make_data(n=8, d=10, seed=1)
     net = gf.Network(d=10, width=32, activation="tanh", seed=0)
