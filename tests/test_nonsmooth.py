@@ -248,6 +248,8 @@ def test_bad_input_is_rejected(make_data):
         gf.simulate_nonsmooth(net, X, y, 1.0, method="dopri5")
     with pytest.raises(ValueError, match="use method='euler'"):
         gf.simulate(net, X, y, 1.0, method="midpoint", step=0.1, error_estimate=True)
+    with pytest.raises(ValueError, match="more than max_steps=20"):
+        gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, max_steps=20)
     with pytest.raises(ValueError, match="safety"):
         gf.simulate_nonsmooth(net, X, y, 1.0, safety=0.5)
     with pytest.raises(ValueError, match="shape"):

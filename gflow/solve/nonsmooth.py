@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import check_choice, check_positive_float, describe
+from .._validate import check_choice, check_positive_float, check_times, describe
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 
@@ -206,6 +206,13 @@ def simulate_nonsmooth(
     order = NONSMOOTH_METHODS[method]
     kwargs.setdefault("progress", False)
 
+    if t1 is None and saveat is None:
+        raise TypeError("give the final time t1 (e.g. t1=500.0) or the output times saveat")
+    t_end = check_positive_float(t1, "t1") if t1 is not None else float(np.max(check_times(saveat, "saveat")))
+    if math.ceil(t_end / (step / 4)) > max_steps:
+        raise ValueError(f"the finest of the steps {step:g}, {step / 2:g}, {step / 4:g} needs "
+                         f"{math.ceil(t_end / (step / 4))} steps to reach t1={t_end:g}, more than max_steps={max_steps}; "
+                         "raise max_steps or enlarge step")
     start = time.perf_counter()
     sols: list[Solution] = []
     steps: list[float] = []
@@ -216,7 +223,6 @@ def simulate_nonsmooth(
     est = None
     while True:
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
-        t_end = t1 if t1 is not None else float(np.max(np.asarray(saveat, dtype=float)))
         need = math.ceil(t_end / h)
         if need > max_steps:
             status, message = "max_steps", (f"the next step h = {h:g} needs {need} steps, more than max_steps = "
