@@ -33,6 +33,7 @@ from .model import (
 from .solution import STATUSES, GFlowWarning, Solution, SolverError, load
 from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
 from .sweeps import open_sweep, run_solution, sweep
+from .solve.nonsmooth import simulate_nonsmooth
 from .theory import Certificate, certify, limit_gram
 
 __all__ = [
@@ -40,6 +41,6 @@ __all__ = [
     "RandomFeatures", "DeepRandomFeatures", "Callable", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
     "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
     "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "certify",
-    "Certificate", "limit_gram",
+    "Certificate", "limit_gram", "simulate_nonsmooth",
     "sweep", "open_sweep", "run_solution",
 ]

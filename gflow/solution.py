@@ -85,6 +85,7 @@ _DIMS: dict[str, tuple[str, ...]] = {
     "moved_fraction": ("time",),
     "int_eta": ("time",), "int_mu": ("time",), "int_nu": ("time",), "int_lam_min_M": ("time",),
     "int_sqrt_abs_dL": ("time",), "int_abs_dL": ("time",), "G": ("sample", "sample2"),
+    "error_estimate": ("time",),
 }
 
 
@@ -121,6 +122,8 @@ class Solution:
         moved_fraction: max_a (1/m)#{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}, ξ = |I|/3 (T7; NaN for unbounded I).
         int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
             integrated with the flow (exact left sums for GD); None when ``integrals=False``.
+        error_estimate: (T,) the estimated relative error of the loss at each saved time (step halving,
+            :func:`gflow.simulate_nonsmooth`); None when not computed.
         G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
     """
 
@@ -169,6 +172,7 @@ class Solution:
     int_sqrt_abs_dL: np.ndarray | None = None
     int_abs_dL: np.ndarray | None = None
     G: np.ndarray | None = None
+    error_estimate: np.ndarray | None = None
     theory: dict = field(default_factory=dict)
     extra_attrs: dict = field(default_factory=dict)
 

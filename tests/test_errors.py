@@ -433,12 +433,15 @@ def test_relu_flow_at_tight_tolerance_stops_with_a_stall_status_instead_of_hangi
 
 @bounded
 def test_relu_flow_with_the_advised_fixed_step_method_reaches_t1():
-    # The stall message advises method='rk4', step=0.05: that advice must work on the same problem.
+    # The stall message advises method='euler', step=0.05, error_estimate=True: that advice must work on the same
+    # problem.
     X, y = gf.data.random_labels(n=20, d=5, seed=0)
     net = gf.Network(d=5, width=64, activation="relu", seed=0)
     with finishes_within(TIME_LIMIT):
-        sol = gf.simulate(net, X, y, t1=20.0, saveat=np.linspace(0, 20, 5), method="rk4", step=0.05)
+        sol = gf.simulate(net, X, y, t1=20.0, saveat=np.linspace(0, 20, 5), method="euler", step=0.05,
+                          error_estimate=True)
     assert sol.ok and sol.t[-1] == 20.0 and sol.loss[-1] < sol.loss[0]
+    assert np.all(np.isfinite(sol.error_estimate))
 
 
 @bounded

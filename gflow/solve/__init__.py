@@ -1,6 +1,7 @@
 """Solvers: the ODE entry point :func:`simulate` and discrete :func:`gradient_descent`."""
 
 from .gd import gradient_descent
+from .nonsmooth import simulate_nonsmooth
 from .ode import (
     FIXED_STEP_METHODS,
     METHODS,
@@ -22,4 +23,5 @@ __all__ = [
     "gradient_descent",
     "rerun",
     "simulate",
+    "simulate_nonsmooth",
 ]

@@ -73,8 +73,9 @@ def default_saveat(t1: float) -> np.ndarray:
 def _hint(method: str, activation_smooth: bool) -> str:
     if not activation_smooth:
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
-                "their step: use a fixed-step method (method='rk4', step=0.05) or gf.gradient_descent with a "
-                "small step, or a smooth activation")
+                "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
+                "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
+                "or a smooth activation")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
         return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
                 "raise max_steps, or try method='LSODA' for small problems")
@@ -176,6 +177,7 @@ def simulate(
     checkpoint: Any = None,
     checkpoint_every: float = 60.0,
     keep_checkpoint: bool = False,
+    error_estimate: bool = False,
 ) -> Solution:
     r"""Integrate the gradient flow Ẇ = −ℓ ∂L/∂W (eq. (10)) of ``net`` on (X, y) from t = 0 to t1.
 
@@ -216,6 +218,10 @@ def simulate(
             deleted on success unless ``keep_checkpoint``.  See :mod:`gflow.solve.checkpoint`.
         checkpoint_every: seconds of wall time between checkpoints (one is also written when the run stops).
         keep_checkpoint: keep the checkpoint file after a successful run.
+        error_estimate: with a fixed-step ``method`` in ``euler``/``midpoint``/``rk4``: solve with ``step``,
+            ``step``/2 and ``step``/4, return the finest and fill ``sol.error_estimate`` (relative loss error per
+            saved time); the route for ReLU and
+            other kinked activations (:func:`gflow.simulate_nonsmooth`, which also takes an accuracy target).
 
     Returns:
         a :class:`gflow.Solution` (check ``sol.ok`` / ``sol.status``; failures keep the partial trajectory).
@@ -233,6 +239,22 @@ def simulate(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
+    if not isinstance(error_estimate, bool):
+        raise TypeError(f"error_estimate must be True or False, got {describe(error_estimate)}")
+    if error_estimate:
+        from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
+
+        if method not in NONSMOOTH_METHODS or step is None:
+            raise ValueError(f"error_estimate=True needs a fixed-step method in {tuple(NONSMOOTH_METHODS)} and an "
+                             f"explicit step (got method={method!r}, step={step}); adaptive methods control "
+                             "their error through rtol/atol")
+        if checkpoint is not None:
+            raise ValueError("checkpoint is not supported with error_estimate=True (three solves); checkpoint the "
+                             "single solves instead")
+        return simulate_nonsmooth(
+            net, X, y, t1, saveat, method=method, step=step, max_steps=max_steps, max_wall_time=max_wall_time,
+            X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
+            interval=interval, integrals=integrals, progress=progress, warn=warn)
     check_choice(method, "method", METHODS)
     rtol = check_positive_float(rtol, "rtol")
     atol = check_positive_float(atol, "atol")

@@ -40,6 +40,15 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
                                 space=s["space"], features_at=s["features_at"], weights_at=s["weights_at"] or None,
                                 max_wall_time=s["max_wall_time"], interval=s.get("interval"),
                                 integrals=s.get("integrals", True))
+    if "error_estimate" in s:  # a step-halving run (gflow.simulate_nonsmooth): repeat every level
+        from .nonsmooth import simulate_nonsmooth
+
+        e = s["error_estimate"]
+        return simulate_nonsmooth(
+            net, **data, t1=s["t1"], saveat=s["saveat"], method=e["method"], step=e["steps"][0], rtol=e["rtol"],
+            safety=e["safety"], max_wall_time=s["max_wall_time"], space=s["space"], features_at=s["features_at"],
+            weights_at=s["weights_at"] or None, interval=s.get("interval"), integrals=s.get("integrals", True),
+        )
     return simulate(
         net, **data, t1=s["t1"], saveat=s["saveat"], method=s["method"], rtol=s["rtol"], atol=s["atol"],
         step=s["step"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],

@@ -1,0 +1,162 @@
+"""ReLU flows to a requested accuracy: the step-halving error estimate against a finer reference, and its cost.
+
+The Experiment 3 setting (gflow/experiments/exp3.py: Wei et al. data with d = 50, P-3L embedding
+``gf.RandomFeatures(D=m)``, ReLU, scaling "ours"; issue 6 target: m = D = 512, n = 200, t = 2000, relative
+loss error ≤ 1e-3 in ≤ 2× the wall time of GD with δ = 0.25).  Steps, each timed side by side on this machine:
+
+1. GD with δ = 0.25 to t1 (the cost yardstick);
+2. ``gf.simulate_nonsmooth(rtol=1e-3, step=0.25, max_wall_time=2 × GD)``: the target attempt;
+3. ``gf.simulate_nonsmooth`` from the coarsest step without a budget down to ``--ref-step``: every level's loss
+   (the convergence table, with the contraction ρ of the differences and the observed order −log₂ρ);
+4. the true error of each level's estimate against the finest level (minus the finest level's own estimate).
+
+Output: ``relu.json`` (every number, machine, versions) and a printed summary.
+
+    python benchmarks/bench_relu.py [--quick] [--m 512] [--n 200] [--t1 200] [--ref-step 0.0078125] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import gflow as gf
+from gflow.solve.nonsmooth import richardson_estimate
+
+
+def setting(m: int, n: int, d: int = 50, seed: int = 0):
+    X, y = gf.data.wei2019(n, d, seed=seed)
+    net = gf.Network(d, width=m, activation="relu", embedding=gf.RandomFeatures(D=m), scaling="ours", seed=seed)
+    return net, X, y
+
+
+def run(m: int, n: int, t1: float, ref_step: float, rtol: float = 1e-3, coarse: float = 0.25) -> dict:
+    net, X, y = setting(m, n)
+    saveat = np.linspace(0.0, t1, 21)
+    steps = round(t1 / coarse)
+    t0 = time.perf_counter()
+    gd = gf.gradient_descent(net, X, y, step=coarse, steps=steps, save_every=steps // 20, integrals=False)
+    w_gd = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    target = gf.simulate_nonsmooth(net, X, y, t1, saveat, step=coarse, rtol=rtol, max_wall_time=2 * w_gd,
+                                   integrals=False, warn=False)
+    w_target = time.perf_counter() - t0
+
+    # every level from the coarse step down to ref_step (one solve each), timed
+    levels, h = [], coarse
+    while h >= ref_step * (1 - 1e-12):
+        t0 = time.perf_counter()
+        s = gf.simulate(net, X, y, t1, saveat, method="euler", step=h, integrals=False, warn=False)
+        levels.append({"step": h, "loss": s.loss, "wall": time.perf_counter() - t0, "status": s.status})
+        h /= 2
+    ref = levels[-1]["loss"]
+    ref_est = (richardson_estimate([lv["loss"] for lv in levels[-3:]], 1, smooth=False)["rel"]
+               if len(levels) >= 3 else np.full(ref.shape, np.nan))
+    rows = []
+    for k in range(2, len(levels) - 1):
+        est = richardson_estimate([lv["loss"] for lv in levels[k - 2:k + 1]], 1, smooth=False)
+        true = np.abs(levels[k]["loss"] - ref) / ref
+        rows.append({
+            "finest_step": levels[k]["step"], "wall_three_levels": sum(lv["wall"] for lv in levels[k - 2:k + 1]),
+            "est_max": float(est["rel"].max()), "est_final": float(est["rel"][-1]),
+            "true_max": float(true.max()), "true_final": float(true[-1]),
+            "bounded": bool(np.all(est["rel"][1:] + ref_est[1:] >= true[1:])),
+            "observed_order": est["observed_order"], "reliable": est["reliable"],
+        })
+    gd_err = np.abs(gd.loss - ref) / ref if gd.loss.shape == ref.shape else None
+    info = target.config["solver"]["error_estimate"]
+    target_true = np.abs(target.loss - ref) / ref
+    return {
+        "m": m, "D": m, "n": n, "d": 50, "t1": t1, "rtol": rtol, "coarse_step": coarse, "ref_step": ref_step,
+        "gd_wall": w_gd, "gd_final_loss": float(gd.loss[-1]),
+        "gd_rel_error_final": None if gd_err is None else float(gd_err[-1]),
+        "target": {"status": target.status, "message": target.message, "wall": w_target,
+                   "wall_ratio_vs_gd": w_target / w_gd, "steps": info["steps"],
+                   "est_max": info["max_rel_estimate"], "true_max_vs_ref": float(target_true.max()),
+                   "met": bool(target.ok and info["max_rel_estimate"] <= rtol)},
+        "levels": [{"step": lv["step"], "final_loss": float(lv["loss"][-1]), "wall": lv["wall"],
+                    "status": lv["status"]} for lv in levels],
+        "ref_estimate_max": float(np.nanmax(ref_est)),
+        "estimates": rows,
+    }
+
+
+def study(t1: float = 10.0, coarse: float = 0.1, ref_factor: int = 256) -> list[dict]:
+    """Convergence study: the estimate (steps h, h/2, h/4) against a reference at h/ref_factor, on small random
+    P-3L problems (relu and leaky relu).  ``ratio_min`` = min over saved times t > 0 of estimate / true error
+    (≥ 1: bounded; the reference's own estimate is reported next to it)."""
+    rows = []
+    for act in ("relu", "leaky_relu"):
+        activation = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
+        for m, D, n, seed in ((64, 20, 10, 0), (256, 64, 50, 1), (128, 32, 30, 2), (256, 20, 50, 3)):
+            X, y = gf.data.wei2019(n, D, seed=seed)
+            net = gf.Network(D, width=m, activation=activation, embedding=gf.RandomFeatures(D=D, seed=seed),
+                             seed=seed)
+            sv = np.linspace(0.0, t1, 11)
+            sol = gf.simulate(net, X, y, t1, sv, method="euler", step=coarse, error_estimate=True,
+                              integrals=False)
+            ref = gf.simulate_nonsmooth(net, X, y, t1, sv, step=coarse * 4 / ref_factor, integrals=False)
+            true = np.abs(sol.loss - ref.loss) / ref.loss
+            est = sol.error_estimate
+            rows.append({"activation": act, "m": m, "D": D, "n": n, "seed": seed,
+                         "est_max": float(est.max()), "true_max": float(true.max()),
+                         "ratio_min": float(np.min(est[1:] / np.maximum(true[1:], 1e-300))),
+                         "ref_est_max": float(ref.error_estimate.max()),
+                         "observed_order": sol.config["solver"]["error_estimate"]["observed_order"]})
+            r = rows[-1]
+            print(f"  {act:10s} m={m:<4d} D={D:<3d} n={n:<3d} estimate {r['est_max']:.2e} true {r['true_max']:.2e} "
+                  f"min est/true {r['ratio_min']:.2f} (reference's own estimate {r['ref_est_max']:.1e}, "
+                  f"observed order {r['observed_order']:.2f})", flush=True)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="m = D = 64, n = 24, t1 = 10 (the test suite runs this)")
+    p.add_argument("--m", type=int, default=512)
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--t1", type=float, default=200.0)
+    p.add_argument("--ref-step", type=float, default=0.25 / 32)
+    p.add_argument("--out", default="bench-relu")
+    p.add_argument("--study", action="store_true", help="only the convergence study on small random problems")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.study:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = study()
+        (out / "relu_study.json").write_text(json.dumps(rows, indent=2, default=float))
+        return rows
+    m, n, t1, ref_step = (64, 24, 10.0, 0.25 / 16) if args.quick else (args.m, args.n, args.t1, args.ref_step)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "device": "cpu",
+                          "threads": 1, "note": "shared 2-core machine, loaded by other jobs: ratios only"},
+              "versions": gf.solution.versions(), "dtype": "float64", "seeds": {"network": 0, "data": 0},
+              "problem": run(m, n, t1, ref_step)}
+    (out / "relu.json").write_text(json.dumps(result, indent=2, default=float))
+    pr = result["problem"]
+    tg = pr["target"]
+    print(f"Exp 3 setting m = D = {m}, n = {n}, t1 = {t1:g}: GD δ = 0.25 {pr['gd_wall']:.1f} s "
+          f"(rel. loss error at t1 {pr['gd_rel_error_final']:.2e} vs the δ = {ref_step:g} reference)")
+    print(f"target rtol {pr['rtol']:g} within 2x GD: {'MET' if tg['met'] else 'MISSED'} [{tg['status']}] — "
+          f"{tg['wall']:.1f} s ({tg['wall_ratio_vs_gd']:.2f}x GD), steps {tg['steps']}, estimate "
+          f"{tg['est_max']:.2e}, error vs reference {tg['true_max_vs_ref']:.2e}")
+    for lv in pr["levels"]:
+        print(f"  euler step {lv['step']:<10g} loss(t1) {lv['final_loss']:.6f}  {lv['wall']:.1f} s")
+    for row in pr["estimates"]:
+        print(f"  finest {row['finest_step']:<10g} estimate max {row['est_max']:.2e}  true max {row['true_max']:.2e}"
+              f"  bounded {row['bounded']}  observed order {row['observed_order']:.2f}")
+    print(f"  reference (step {ref_step:g}) own estimate: {pr['ref_estimate_max']:.2e}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
