@@ -32,6 +32,7 @@ from .model import (
 )
 from .solution import STATUSES, GFlowWarning, Solution, SolverError, load
 from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
+from .solve.batch import gradient_descent_batch, max_seed_rms_norm, networks, simulate_batch
 from .theory import Certificate, certify, limit_gram
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
     "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "certify",
     "Certificate", "limit_gram",
+    "simulate_batch", "gradient_descent_batch", "networks", "max_seed_rms_norm",
 ]
