@@ -28,6 +28,9 @@ from .observed import INTEGRALS, ObservedField
 from .weight_space import WeightSpaceField
 
 
+CPU_CHUNK_ELEMENTS = 2**18  # entries per batched tensor on a CPU (2 MiB in float64: about one core's L2 cache)
+
+
 def _all_equal(tensors: Sequence[torch.Tensor]) -> bool:
     return all(t is tensors[0] or torch.equal(t, tensors[0]) for t in tensors[1:])
 
@@ -39,6 +42,8 @@ class BatchedField:
         fields: S per-seed fields of one space (all :class:`FeatureSpaceField`, all :class:`WeightSpaceField`,
             or all :class:`ObservedField` around one of them, with one interval and one ``lam_min_M`` choice),
             whose networks share m, D, activation, scaling, dtype and device and whose problems share X and y.
+        chunk_size: seeds per batched kernel call; default: all S on a GPU, and on a CPU as many as keep one
+            (k, m, max(n, D)) tensor within :data:`CPU_CHUNK_ELEMENTS` entries (the cache).
 
     Attributes:
         fields: the per-seed fields (row s of the batched state, viewed as ``fields[s].state_shape``, is seed s).
@@ -46,7 +51,7 @@ class BatchedField:
         shared_gram: whether one G (and Φ) serves every seed (then one mm instead of a bmm).
     """
 
-    def __init__(self, fields: Sequence[AbstractField]):
+    def __init__(self, fields: Sequence[AbstractField], chunk_size: int | None = None):
         fields = list(fields)
         if not fields:
             raise ValueError("BatchedField needs at least one field")
@@ -65,6 +70,18 @@ class BatchedField:
         self.N = math.prod(self.core_shape)
         self.L = self.N + (len(INTEGRALS) if self.observed else 0)
         self.state_shape = (S, self.L)
+        if chunk_size is None:
+            # On a CPU the elementwise work is memory-bound: a batch of S·m·n entries that spills out of the
+            # cache is slower than S passes over m·n each, so seeds are grouped to about CPU_CHUNK_ELEMENTS entries
+            # per tensor.  On a GPU one launch over the whole batch is best.
+            per_seed = max(1, fields[0].problem.net.m * max(fields[0].problem.n, fields[0].problem.net.D
+                                                             if bases[0].space == "weight" else 1))
+            dev = fields[0].problem.net.device
+            chunk_size = S if dev.type != "cpu" else max(1, CPU_CHUNK_ELEMENTS // per_seed)
+        elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        self.chunk_size = min(S, chunk_size)
+        self.chunks = [(a, min(S, a + self.chunk_size)) for a in range(0, S, self.chunk_size)]
         problems = [f.problem for f in fields]
         self.problems = problems
         net = problems[0].net
@@ -116,47 +133,52 @@ class BatchedField:
     def flops_per_eval(self) -> float:
         return float(sum(f.flops_per_eval() for f in self.fields))
 
-    def _matmul(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-        """A_s B (shared B, one mm on the (S·rows, k) stack) or A_s B_s (bmm)."""
+    def _matmul(self, A: torch.Tensor, B: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """A_s B (shared B: one mm on the (k·rows, cols) stack) or A_s B_s (bmm) for the seeds a..b−1."""
         if B.ndim == 2:
-            S, rows, k = A.shape
-            return (A.reshape(S * rows, k) @ B).view(S, rows, B.shape[1])
-        return torch.bmm(A, B)
+            k, rows, cols = A.shape
+            return (A.reshape(k * rows, cols) @ B).view(k, rows, B.shape[1])
+        return torch.bmm(A, B[a:b])
 
     def rhs(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """d state/dt, (S, L), and L̇ per seed, (S,) (E3)."""
-        S, N = self.S, self.N
         out = torch.empty_like(state)
-        core = state[:, :N].view(S, *self.core_shape)
+        dL = state.new_empty(self.S)
+        for a, b in self.chunks:
+            dL[a:b] = self._rhs_chunk(state[a:b], out[a:b], a, b)
+        return out, dL
+
+    def _rhs_chunk(self, state: torch.Tensor, out: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        k, N = b - a, self.N
+        core = state[:, :N].view(k, *self.core_shape)
         if self.space == "feature":
             H = core[:, 0]
         else:
-            H = self._matmul(core, self._beta_PhiT)
+            H = self._matmul(core, self._beta_PhiT, a, b)
         s, ds = self._act.both(H)
-        r = torch.bmm(self._c_row, s).squeeze(1).mul_(self._alpha).sub_(self._y)  # (S, n)
-        P = torch.mul(ds, self._c_col)
+        r = torch.bmm(self._c_row[a:b], s).squeeze(1).mul_(self._alpha).sub_(self._y)  # (k, n)
+        P = torch.mul(ds, self._c_col[a:b])
         P.mul_(r[:, None, :])
-        dcore = out[:, :N].view(S, *self.core_shape)
+        dcore = out[:, :N].view(k, *self.core_shape)
         if self.space == "feature":
-            Hdot = self._matmul(P, self._minus_gamma_G)
+            Hdot = self._matmul(P, self._minus_gamma_G, a, b)
             dcore[:, 0] = Hdot
             dcore[:, 1] = P
-            # L̇ = α Σ_ia P_ia Ḣ_ia (E3), per seed
-            dL = self._alpha * (P * Hdot).sum(dim=(1, 2))
+            dL = self._alpha * (P * Hdot).reshape(k, -1).sum(dim=1)  # L̇ = α Σ_ia P_ia Ḣ_ia (E3), per seed
         else:
-            Wdot = self._matmul(P, self._minus_Phi)
+            Wdot = self._matmul(P, self._minus_Phi, a, b)
             dcore.copy_(Wdot)
-            dL = -(Wdot * Wdot).sum(dim=(1, 2)) / self._lr  # energy identity L̇ = −‖Ẇ‖²/ℓ
+            dL = -(Wdot * Wdot).reshape(k, -1).sum(dim=1) / self._lr  # energy identity L̇ = −‖Ẇ‖²/ℓ
         if self.observed:
-            out[:, N:] = self._integrands(H, ds, dL)
-        return out, dL
+            out[:, N:] = self._integrands(H, ds, dL, a, b)
+        return dL
 
     def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
         return self.rhs(state)[0]
 
-    def _integrands(self, H: torch.Tensor, ds: torch.Tensor, dL: torch.Tensor) -> torch.Tensor:
-        """The integrands of :data:`~gflow.fields.observed.INTEGRALS` per seed, (S, 6) (T2–T5, T8)."""
-        m = self.m
+    def _integrands(self, H: torch.Tensor, ds: torch.Tensor, dL: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """The integrands of :data:`~gflow.fields.observed.INTEGRALS` per seed, (k, 6) (T2–T5, T8)."""
+        m, k = self.m, b - a
         absdL = (-dL).clamp_min(0.0)
         lo, hi = self.interval
         inside = torch.ones_like(H, dtype=torch.bool)
@@ -167,13 +189,14 @@ class BatchedField:
         eta = (inside.sum(dim=1).to(H.dtype) / m).amin(dim=1)  # eq. (18)
         ds2 = ds * ds
         mu = ds2.mean(dim=1).amin(dim=1)
-        nu = torch.bmm(self._c2_row, ds2).squeeze(1).amin(dim=1) / m
+        nu = torch.bmm(self._c2_row[a:b], ds2).squeeze(1).amin(dim=1) / m
         if self.lam_min_M:
-            cd = ds * self._c_col
-            M = self._coef * (self._G * (torch.bmm(cd.transpose(1, 2), cd) / m))  # M = κ_M G∘S (E3)
+            cd = ds * self._c_col[a:b]
+            G = self._G if self._G.ndim == 2 else self._G[a:b]
+            M = self._coef * (G * (torch.bmm(cd.transpose(1, 2), cd) / m))  # M = κ_M G∘S (E3)
             lam = self._lam_min(M, absdL)
         else:
-            lam = absdL.new_zeros(self.S)
+            lam = absdL.new_zeros(k)
         return torch.stack([eta, mu, nu, lam, absdL.sqrt(), absdL], dim=1)
 
     @staticmethod
@@ -190,4 +213,4 @@ class BatchedField:
             return out
 
 
-__all__ = ["BatchedField"]
+__all__ = ["CPU_CHUNK_ELEMENTS", "BatchedField"]
