@@ -76,6 +76,32 @@ def test_random_feature_networks_have_one_gram_each_and_identity_networks_share_
         assert BatchedField(fields).shared_gram is shared
 
 
+@pytest.mark.parametrize("integrals", (True, False))
+@pytest.mark.parametrize("space", ("feature", "weight"))
+def test_batched_field_is_the_stack_of_the_individual_fields_for_every_seed_grouping(make_data, eps64, space,
+                                                                                    integrals):
+    from gflow.solve.ode import observed_field
+
+    X, y = make_data(n=6, d=4, seed=0)
+    fields = [observed_field(gf.make_field(gf.Problem.from_data(net, X, y), space), (-1.0, 1.0), integrals)
+              for net in _nets("random_features", seeds=range(5))]
+    expected = torch.stack([f(0.0, f.initial_state()).reshape(-1) for f in fields])
+    for chunk_size in (None, 1, 2, 5):
+        bf = BatchedField(fields, chunk_size=chunk_size)
+        state = bf.initial_state()
+        out, dL = bf.rhs(state)
+        assert out.shape == bf.state_shape == (5, bf.L)
+        scale = expected.abs().amax(dim=1, keepdim=True)
+        assert float(((out - expected).abs() / scale).max()) <= 1e3 * eps64
+        for s, f in enumerate(fields):
+            core = f.core(f.initial_state()) if integrals else f.initial_state()
+            base = f.base if integrals else f
+            parts = base.rhs_into(core, torch.empty_like(core))
+            assert float(dL[s]) == pytest.approx(float(parts.dL), rel=1e3 * eps64)
+    with pytest.raises(ValueError, match="chunk_size"):
+        BatchedField(fields, chunk_size=0)
+
+
 @pytest.mark.parametrize("space", ("feature", "weight"))
 def test_batched_rk4_equals_individual_rk4_runs(make_data, rel_err, eps64, space):
     X, y, Xt, yt = _data(make_data)

@@ -91,7 +91,7 @@ class BatchedField:
         c = torch.stack([p.net.c for p in problems])  # (S, m)
         self._c_col = c[:, :, None]  # (S, m, 1)
         self._c_row = c[:, None, :]  # (S, 1, m)
-        self._c2_row = (c * c)[:, None, :]
+        self._mu_nu_rows = torch.stack([torch.ones_like(c), c * c], dim=1) / net.m  # (S, 2, m)
         self._y = problems[0].y
         self.shared_gram = _all_equal([p.G for p in problems])
         if self.space == "feature":
@@ -188,8 +188,8 @@ class BatchedField:
             inside &= H < hi
         eta = (inside.sum(dim=1).to(H.dtype) / m).amin(dim=1)  # eq. (18)
         ds2 = ds * ds
-        mu = ds2.mean(dim=1).amin(dim=1)
-        nu = torch.bmm(self._c2_row[a:b], ds2).squeeze(1).amin(dim=1) / m
+        # μ_a and ν_a = S_aa (T4) in one batched product: rows [1, c_i²]/m against σ′(H)², (k, 2, n)
+        munu = torch.bmm(self._mu_nu_rows[a:b], ds2).amin(dim=2)
         if self.lam_min_M:
             cd = ds * self._c_col[a:b]
             G = self._G if self._G.ndim == 2 else self._G[a:b]
@@ -197,6 +197,7 @@ class BatchedField:
             lam = self._lam_min(M, absdL)
         else:
             lam = absdL.new_zeros(k)
+        mu, nu = munu[:, 0], munu[:, 1]
         return torch.stack([eta, mu, nu, lam, absdL.sqrt(), absdL], dim=1)
 
     @staticmethod
