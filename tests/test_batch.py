@@ -86,8 +86,9 @@ def test_batched_field_is_the_stack_of_the_individual_fields_for_every_seed_grou
     fields = [observed_field(gf.make_field(gf.Problem.from_data(net, X, y), space), (-1.0, 1.0), integrals)
               for net in _nets("random_features", seeds=range(5))]
     expected = torch.stack([f(0.0, f.initial_state()).reshape(-1) for f in fields])
-    for chunk_size in (None, 1, 2, 5):
+    for chunk_size, per_seed_mm in ((None, True), (1, True), (2, True), (5, True), (2, False), (5, False)):
         bf = BatchedField(fields, chunk_size=chunk_size)
+        bf._per_seed_mm = per_seed_mm  # False: the batched-product path that a GPU takes
         state = bf.initial_state()
         out, dL = bf.rhs(state)
         assert out.shape == bf.state_shape == (5, bf.L)
@@ -269,3 +270,18 @@ def test_a_batched_solution_saves_loads_and_reruns_as_its_individual_run(make_da
     assert back.config["network"]["seed"] == 1
     again = gf.rerun(path)
     assert rel_err(again.loss, gd.loss) <= 1e4 * eps64
+
+
+def test_batch_benchmark_quick_mode_writes_json(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_batch.py"))
+    out = tmp_path / "b.json"
+    mod["main"](["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert {r["solver"] for r in data["results"]} == {"gd", "dopri5", "dopri5-bare", "DOP853", "rk4"}
+    for r in data["results"]:
+        assert r["separate_s"] > 0 and r["batched_s"] > 0 and r["status"] == ["success"]
+        assert r["final_loss_rel_diff"] < 1e-5

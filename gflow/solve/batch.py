@@ -525,7 +525,7 @@ def gradient_descent_batch(
         >>> import gflow as gf
         >>> X, y = gf.data.random_labels(n=10, d=20, seed=0)
         >>> gds = gf.gradient_descent_batch(gf.networks(range(2), d=20, width=64), X, y, step=0.5, steps=100)
-        >>> [(g.status, g.t[-1]) for g in gds]
+        >>> [(g.status, float(g.t[-1])) for g in gds]
         [('success', 50.0), ('success', 50.0)]
     """
     nets = check_networks(nets)
