@@ -27,7 +27,6 @@ from .feature_space import FeatureSpaceField
 from .observed import INTEGRALS, ObservedField
 from .weight_space import WeightSpaceField
 
-
 CPU_CHUNK_ELEMENTS = 2**16  # entries per batched tensor on a CPU: 512 KiB in float64, so that the ~6 tensors of one
 # evaluation stay in a core's L2 cache (measured: 8 seeds at m = 1024, n = 20 in one call are 2x slower than 8 calls)
 
