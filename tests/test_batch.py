@@ -285,3 +285,14 @@ def test_batch_benchmark_quick_mode_writes_json(tmp_path):
     for r in data["results"]:
         assert r["separate_s"] > 0 and r["batched_s"] > 0 and r["status"] == ["success"]
         assert r["final_loss_rel_diff"] < 1e-5
+
+
+def test_a_tiny_wall_time_budget_stops_every_seed_with_status_time_budget(make_data):
+    X, y = make_data(n=6, d=4, seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        gds = gf.gradient_descent_batch(_nets(), X, y, steps=10_000, max_wall_time=1e-9)
+    with pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        sols = gf.simulate_batch(_nets(), X, y, t1=1e4, max_wall_time=1e-9)
+    for sol in gds + sols:
+        assert sol.status == "time_budget" and "max_wall_time" in sol.message
+        assert len(sol.t) >= 1 and sol.t[0] == 0.0 and np.all(np.isfinite(sol.W_final))
