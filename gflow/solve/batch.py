@@ -14,6 +14,11 @@ seed's trajectory is therefore at least as accurate as its individual run (its s
 the ones that seed alone would accept at the same state); it is not bit-identical to it, since the shared steps
 differ.  scipy's RK45/DOP853 do not accept a custom norm: they are run on the flattened state with rtol and atol
 divided by √S, which makes their global RMS test imply the per-seed one (Σ_s RMS_s² ≤ S·RMS²_global).
+
+Speed.  A batch saves the per-step work that does not grow with S (the solver's bookkeeping, kernel launches),
+which dominates on a GPU at m ~ 1000.  On a CPU at that size each seed's evaluation is already compute- and
+cache-bound: expect about the speed of S separate runs (``benchmarks/bench_batch.py`` measures it), and use the
+batch API there for convenience (one call, per-seed failures isolated), not for speed.
 """
 
 from __future__ import annotations
