@@ -34,6 +34,7 @@ from .solution import STATUSES, GFlowWarning, Solution, SolverError, load
 from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
 from .sweeps import open_sweep, run_solution, sweep
 from .solve.nonsmooth import simulate_nonsmooth
+from .solve.batch import gradient_descent_batch, max_seed_rms_norm, networks, simulate_batch
 from .theory import Certificate, certify, limit_gram
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "certify",
     "Certificate", "limit_gram", "simulate_nonsmooth",
     "sweep", "open_sweep", "run_solution",
+    "simulate_batch", "gradient_descent_batch", "networks", "max_seed_rms_norm",
 ]

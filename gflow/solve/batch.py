@@ -1,0 +1,687 @@
+r"""S networks (different seeds, same data) trained in one batched computation: flow and gradient descent.
+
+:func:`simulate_batch` and :func:`gradient_descent_batch` stack the S states along a leading dimension
+(:class:`gflow.fields.batched.BatchedField`), so that every evaluation of eqs. (10)/(11) is one batched product
+instead of S small ones, and return one :class:`gflow.Solution` per network, with the same fields, statuses and
+theory quantities that :func:`gflow.simulate` / :func:`gflow.gradient_descent` give for that network alone (each
+seed is recorded by its own :class:`~gflow.solve._record.Recorder` reading its own row of the batched state).
+
+Error control (adaptive methods).  The seeds share one time step.  The step is accepted only if *every* seed
+meets the tolerance: the error norm is :func:`max_seed_rms_norm`, the maximum over seeds of each seed's RMS
+scaled error (the norm an individual run uses).  The plain RMS over the whole batched state would average a
+seed with a large error against S − 1 seeds with small ones and let it exceed the tolerance by up to √S.  A
+seed's trajectory is therefore at least as accurate as its individual run (its steps are never longer than
+the ones that seed alone would accept at the same state); it is not bit-identical to it, since the shared steps
+differ.  scipy's RK45/DOP853 do not accept a custom norm: they are run on the flattened state with rtol and atol
+divided by √S, which makes their global RMS test imply the per-seed one (Σ_s RMS_s² ≤ S·RMS²_global).
+
+Speed.  A batch saves the per-step work that does not grow with S (the solver's bookkeeping, kernel launches),
+which dominates on a GPU at m ~ 1000.  On a CPU at that size each seed's evaluation is already compute- and
+cache-bound: expect about the speed of S separate runs (``benchmarks/bench_batch.py`` measures it), and use the
+batch API there for convenience (one call, per-seed failures isolated), not for speed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validate import check_choice, check_positive_float, check_positive_int, describe
+from ..fields import Problem, make_field
+from ..fields.batched import BatchedField
+from ..model.network import Network
+from ..solution import GFlowWarning, Solution
+from ._record import Abort, Monitor, Recorder
+from .gd import _steps_of
+from .ode import (
+    DEFAULT_METHOD,
+    FIXED_STEP_METHODS,
+    METHODS,
+    NATIVE_METHODS,
+    SCIPY_METHODS,
+    TIME_TOL,
+    TORCHDIFFEQ_FIXED,
+    _check_options,
+    _chunks,
+    _fixed_grid,
+    _hint,
+    _make_solution,
+    _output_grid,
+    check_interval,
+    observed_field,
+)
+
+BATCH_SCIPY_METHODS = ("RK45", "DOP853")
+NORM_REASON = (
+    "the seeds share one step; the error norm is the maximum over seeds of each seed's RMS scaled error, so the "
+    "step is accepted only if every seed meets rtol/atol (a global RMS would let one seed exceed them by up to "
+    "sqrt(S))"
+)
+SCIPY_REASON = (
+    "scipy's error norm is the global RMS over the batched state and cannot be replaced; rtol and atol were "
+    "divided by sqrt(S), so that the global test implies the per-seed one"
+)
+
+
+def networks(seeds: Iterable[int], **kwargs: Any) -> list[Network]:
+    """One :class:`gflow.Network` per seed, all with the same other arguments: the input of the batch solvers.
+
+    Args:
+        seeds: network seeds, e.g. ``range(8)``.
+        **kwargs: every other :class:`gflow.Network` argument (``d``, ``width``, ``activation``, ...).
+
+    Example:
+        >>> import gflow as gf
+        >>> nets = gf.networks(range(3), d=5, width=8)
+        >>> [net.seed for net in nets]
+        [0, 1, 2]
+    """
+    if "seed" in kwargs:
+        raise TypeError("networks() takes the seeds as its first argument; do not pass seed=")
+    if isinstance(seeds, (int, np.integer)) or not isinstance(seeds, Iterable):
+        raise TypeError(f"seeds must be an iterable of integers, e.g. range(8), got {describe(seeds)}")
+    out = [Network(seed=s, **kwargs) for s in seeds]
+    if not out:
+        raise ValueError("seeds is empty; give at least one seed")
+    return out
+
+
+class MaxSeedRMSNorm:
+    r"""Error norm of a batched state of shape (S, ...): max over seeds s of RMS(e_s) (see the module docstring).
+
+    With S = 1 it is torchdiffeq's (and gflow's) RMS norm.  Call it on a tensor with S·L entries, the scaled
+    error e/(atol + rtol·|y|) of the whole batch; it also counts, per seed, how often that seed set the norm
+    (``limiting``: a per-seed share of the error control, for the record).
+
+    Args:
+        shape: the batched state's shape (S, ...).
+    """
+
+    def __init__(self, shape: Sequence[int]):
+        shape = tuple(int(k) for k in shape)
+        if len(shape) < 1 or shape[0] < 1:
+            raise ValueError(f"shape must start with the number of seeds S >= 1, got {shape}")
+        self.shape = shape
+        self.S = shape[0]
+        self.limiting = np.zeros(self.S, dtype=np.int64)
+
+    def per_seed(self, tensor: torch.Tensor) -> torch.Tensor:
+        """RMS of each seed's entries, (S,)."""
+        e = tensor.reshape(self.S, -1)
+        return e.abs().pow(2).mean(dim=1).sqrt()
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        rms = self.per_seed(tensor)
+        k = int(torch.argmax(torch.nan_to_num(rms, nan=math.inf)))
+        self.limiting[k] += 1
+        return rms.max()
+
+
+def max_seed_rms_norm(shape: Sequence[int]) -> MaxSeedRMSNorm:
+    """The per-seed error norm for a batched state of ``shape`` = (S, ...): max_s RMS(e_s).
+
+    A standalone callable (tensor → 0-d tensor) for any Runge–Kutta engine with a ``norm`` hook, e.g.
+    torchdiffeq's ``options={"norm": max_seed_rms_norm(y0.shape)}``.
+    """
+    return MaxSeedRMSNorm(shape)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# input checks
+
+
+_SAME = (
+    ("width", lambda n: n.m, "width m"),
+    ("d", lambda n: n.d, "input dimension d"),
+    ("D", lambda n: n.D, "embedding dimension D"),
+    ("activation", lambda n: n.activation.spec(), "activation"),
+    ("scaling", lambda n: n.scaling.name, "scaling"),
+    ("embedding", lambda n: n.embedding.spec().get("kind"), "embedding kind"),
+    ("dtype", lambda n: n.dtype, "dtype"),
+    ("device", lambda n: n.device, "device"),
+)
+
+
+def check_networks(nets: Any) -> list[Network]:
+    """A non-empty sequence of compatible networks (same m, d, D, activation, scaling, embedding kind, dtype,
+    device); the error names the first offending index."""
+    if isinstance(nets, Network):
+        raise TypeError("nets must be a sequence of gf.Network (one per seed), got a single Network; "
+                        "use gf.simulate for one network, or gf.networks(seeds, ...) to build several")
+    try:
+        nets = list(nets)
+    except TypeError:
+        raise TypeError(f"nets must be a sequence of gf.Network, got {describe(nets)}") from None
+    if not nets:
+        raise ValueError("nets is empty; give at least one gf.Network (e.g. gf.networks(range(8), ...))")
+    for i, net in enumerate(nets):
+        if not isinstance(net, Network):
+            raise TypeError(f"nets[{i}] must be a gf.Network, got {describe(net)}")
+    ref = nets[0]
+    for i, net in enumerate(nets[1:], start=1):
+        for _, get, what in _SAME:
+            a, b = get(ref), get(net)
+            if a != b:
+                raise ValueError(f"nets[{i}] has {what} {b!r} but nets[0] has {a!r}; the networks of one batch "
+                                 "must share width, d, D, activation, scaling, embedding kind, dtype and device")
+    return nets
+
+
+def _fields(nets, X, y, X_test, y_test, space, interval, integrals) -> BatchedField:
+    problems = [Problem.from_data(net, X, y, X_test, y_test) for net in nets]
+    # one space for all seeds: make_field's "auto" rule depends only on n and D, which they share
+    return BatchedField([observed_field(make_field(p, space), interval, integrals) for p in problems])
+
+
+def _batch_info(nets, s: int, **extra) -> dict:
+    return {"size": len(nets), "index": s, "seeds": [int(n.seed) for n in nets], **extra}
+
+
+def _seed_solutions(bf: BatchedField, recorders, statuses, messages, stats, config_of) -> list[Solution]:
+    sols = []
+    for s, rec in enumerate(recorders):
+        sols.append(_make_solution(rec, bf.problems[s], statuses[s], messages[s], stats[s], config_of(s)))
+    return sols
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the flow
+
+
+def simulate_batch(
+    nets: Sequence[Network],
+    X: Any,
+    y: Any,
+    t1: float | None = None,
+    saveat: Any = None,
+    *,
+    method: str = DEFAULT_METHOD,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    step: float | None = None,
+    max_steps: int = 100_000,
+    max_wall_time: float | None = None,
+    X_test: Any = None,
+    y_test: Any = None,
+    space: str = "auto",
+    features_at: Any = None,
+    weights_at: Any = None,
+    options: dict | None = None,
+    interval: tuple[float, float] | None = None,
+    integrals: bool = True,
+    progress: bool | None = False,
+    warn: bool = True,
+) -> list[Solution]:
+    r"""Integrate the gradient flows (eq. (10), or eq. (11) in feature space) of S networks in one batched solve.
+
+    The arguments are those of :func:`gflow.simulate`, with ``nets`` (S compatible networks, e.g.
+    ``gf.networks(range(8), d=20, width=1024)``) in place of ``net``; the data are shared.
+
+    Error control: the seeds share one step; adaptive torchdiffeq methods accept it only if every seed meets
+    rtol/atol (error norm :func:`max_seed_rms_norm`: the max over seeds of each seed's RMS scaled error, since a
+    global RMS would let one seed exceed the tolerance by up to √S).  scipy's ``RK45``/``DOP853`` cannot take a
+    custom norm: they run with rtol and atol divided by √S, which implies the per-seed test.  ``Radau``, ``BDF``
+    and ``LSODA`` are refused (their dense Jacobian of the batched state costs S² times that of one seed).  The
+    reason is stored in ``sol.config["solver"]["batch"]``, with ``limiting_share``: the fraction of error-norm
+    evaluations at which that seed had the largest error.
+
+    Failures: a non-finite state in any seed, a step limit, a step-size collapse or the wall-time budget stops
+    the solve for all seeds with that status; every seed keeps its partial trajectory.
+
+    Returns:
+        a list of S :class:`gflow.Solution`, one per network, in the order of ``nets``.  ``stats`` hold the
+        shared counts (evaluations and steps of the batch; ``wall_time`` of the whole batched solve).
+
+    Raises:
+        TypeError, ValueError: bad input (an incompatible network is named by its index).
+
+    Example:
+        >>> import gflow as gf
+        >>> X, y = gf.data.random_labels(n=10, d=20, seed=0)
+        >>> sols = gf.simulate_batch(gf.networks(range(3), d=20, width=64), X, y, t1=5.0, rtol=1e-6)
+        >>> [bool(s.ok and s.loss[-1] < s.loss[0]) for s in sols]
+        [True, True, True]
+    """
+    nets = check_networks(nets)
+    net = nets[0]
+    S = len(nets)
+    check_choice(method, "method", METHODS)
+    if method in SCIPY_METHODS and method not in BATCH_SCIPY_METHODS:
+        raise ValueError(
+            f"method {method!r} is not available for batched seeds: it forms a dense finite-difference Jacobian of "
+            f"the whole batched state (S² = {S * S} times the cost of one seed's); use dopri5/dopri8/DOP853, or "
+            "gf.simulate per network"
+        )
+    rtol = check_positive_float(rtol, "rtol")
+    atol = check_positive_float(atol, "atol")
+    max_steps = check_positive_int(max_steps, "max_steps")
+    if max_wall_time is not None:
+        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
+    opts = _check_options(method, options)
+    if method in FIXED_STEP_METHODS:
+        if step is None:
+            raise ValueError(
+                f"method {method!r} is a fixed-step method and needs an explicit step, e.g. step=0.01 "
+                "(gflow never takes the step from the output grid)"
+            )
+        step = check_positive_float(step, "step")
+    elif step is not None:
+        raise ValueError(
+            f"step={step} was given but method {method!r} is adaptive and chooses its own steps; control it with "
+            f"rtol/atol, or use a fixed-step method ({', '.join(FIXED_STEP_METHODS)})"
+        )
+    if method in SCIPY_METHODS:
+        if net.dtype != torch.float64:
+            raise TypeError(f"scipy method {method!r} needs dtype float64, but the networks have {net.dtype}; "
+                            "use a torchdiffeq method")
+        if net.device.type != "cpu":
+            raise ValueError(f"scipy method {method!r} runs on the CPU, but the networks are on {net.device}; "
+                             "use a torchdiffeq method")
+    t1, grid, ft, wt = _output_grid(t1, saveat, features_at, weights_at)
+    if step is not None:
+        n_needed = _fixed_grid(grid, step).size - 1
+        if n_needed > max_steps:
+            raise ValueError(
+                f"method {method!r} with step={step:g} needs {n_needed} steps to reach t1={t1:g}, more than "
+                f"max_steps={max_steps}; raise max_steps or enlarge step"
+            )
+    interval = check_interval(interval, net)
+    if not isinstance(integrals, bool):
+        raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
+    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals)
+
+    tol = 0.5 * TIME_TOL * max(1.0, t1)
+    recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval) for f in bf.fields]
+    batch_rec = _BatchRecorder(bf, recorders)
+    monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
+                      adaptive=method not in FIXED_STEP_METHODS)
+    norm = max_seed_rms_norm(bf.state_shape)
+    status, message = "success", f"reached t1 = {t1:g}"
+    recorders[0].attach_progress(progress, t1, f"flow ({method}, {S} seeds)")
+    t_start = time.perf_counter()
+    try:
+        if method in SCIPY_METHODS:
+            _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
+        elif method in NATIVE_METHODS:
+            _run_native_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
+        else:
+            _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
+    except Abort as exc:
+        status, message = exc.status, exc.message
+    finally:
+        recorders[0].close()
+    wall = time.perf_counter() - t_start
+
+    if status != "success":
+        if monitor.partial is not None and monitor.partial[0] > recorders[0].t[-1] * (1 + 1e-12):
+            try:  # keep the last accepted state, unless it is itself non-finite
+                batch_rec.record(monitor.partial[0], monitor.partial[1])
+            except Abort:
+                pass
+        for rec in recorders:
+            rec.ensure_final_features()
+
+    adaptive = method not in FIXED_STEP_METHODS
+    total = max(1, int(norm.limiting.sum()))
+    stats = [{
+        "n_f_evals": monitor.n_f_evals,
+        "n_steps": monitor.n_steps,
+        "n_accepted": monitor.n_accepted,
+        "n_rejected": monitor.n_rejected if method not in SCIPY_METHODS else -1,
+        "wall_time": wall,
+        "flops_per_eval": f.flops_per_eval(),
+        "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
+    } for f in bf.fields]
+    if method in SCIPY_METHODS:
+        error_control = {"norm": "global RMS (scipy)", "reason": SCIPY_REASON, "rtol_used": rtol / math.sqrt(S),
+                         "atol_used": atol / math.sqrt(S)}
+    elif adaptive:
+        error_control = {"norm": "max over seeds of per-seed RMS", "reason": NORM_REASON}
+    else:
+        error_control = {"norm": None, "reason": "fixed step: the same steps as an individual run"}
+
+    def config_of(s: int) -> dict:
+        extra = dict(error_control)
+        if adaptive and method not in SCIPY_METHODS:
+            extra["limiting_share"] = float(norm.limiting[s] / total)
+        return {
+            "kind": "flow",
+            "network": nets[s].spec(),
+            "space": bf.space,
+            "solver": {
+                "method": method, "rtol": rtol, "atol": atol, "step": step, "max_steps": max_steps,
+                "max_wall_time": max_wall_time, "t1": t1, "saveat": grid.tolist(), "features_at": ft.tolist(),
+                "weights_at": wt.tolist(), "options": opts, "space": space, "interval": list(interval),
+                "integrals": bool(integrals), "batch": _batch_info(nets, s, shared_gram=bf.shared_gram, **extra),
+            },
+        }
+
+    sols = _seed_solutions(bf, recorders, [status] * S, [message] * S, stats, config_of)
+    if warn and status != "success":
+        warnings.warn(f"gflow.simulate_batch stopped early for all {S} seeds [{status}]: {message}", GFlowWarning,
+                      stacklevel=2)
+    return sols
+
+
+class _BatchRecorder:
+    """Records every seed's row of the batched state with that seed's own Recorder."""
+
+    def __init__(self, bf: BatchedField, recorders: list[Recorder]):
+        self.bf = bf
+        self.recorders = recorders
+
+    def record(self, t: float, state: torch.Tensor) -> None:
+        """Record every seed at t, or none of them (Abort) if any seed's loss is non-finite there."""
+        bad = []
+        for s, (f, pb) in enumerate(zip(self.bf.fields, self.bf.problems)):
+            if not math.isfinite(float(((pb.outputs(f.train_features(self.bf.seed_state(state, s))) - pb.y) ** 2)
+                                       .sum())):
+                bad.append(s)
+        if bad:
+            prev = self.recorders[0].t[-1] if self.recorders[0].t else 0.0
+            raise Abort("nonfinite", f"the loss of seed indices {bad} became non-finite at t = {t:.6g}; the state "
+                        f"was lost between t = {prev:.6g} and t; use float64, a smaller step or tighter tolerances")
+        for s, rec in enumerate(self.recorders):
+            rec.record(t, self.bf.seed_state(state, s))
+
+
+def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor) -> None:
+    bad = torch.nonzero(~torch.isfinite(dL)).flatten().tolist()
+    raise Abort("nonfinite", f"the state or its derivative of seed indices {bad} became non-finite near t = {t:.6g}, "
+                f"which stops every seed; check the data scale, use float64, or {monitor.hint}")
+
+
+class _BatchFunc:
+    """The batched field with counting, a finiteness check per evaluation and torchdiffeq's step callbacks."""
+
+    def __init__(self, bf: BatchedField, monitor: Monitor, adaptive: bool):
+        self.bf = bf
+        self.monitor = monitor
+        self.adaptive = adaptive
+
+    def __call__(self, t, y):
+        self.monitor.on_eval()
+        out, dL = self.bf.rhs(y)
+        # L̇ reduces each seed's whole derivative, so S scalars tell whether any entry is NaN or inf
+        if not bool(torch.isfinite(dL).all()):
+            _raise_nonfinite(dL, float(t), self.monitor)
+        return out
+
+    def callback_step(self, t0, y0, dt):
+        if self.adaptive:
+            self.monitor.proposed_dt = float(dt)
+        else:
+            self.monitor.partial = (float(t0), y0)
+            self.monitor.on_step(float(t0), float(dt), True)
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.monitor.partial = (float(t0), y0)
+        self.monitor.on_step(float(t0), float(dt), True)
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.monitor.on_step(float(t0), float(dt), False)
+
+
+class _NativeBatchField:
+    """The batched field seen as one field by gflow's native engine (:mod:`gflow.solve.rk`)."""
+
+    def __init__(self, bf: BatchedField, monitor: Monitor):
+        self.bf = bf
+        self.monitor = monitor
+        self.state_shape = tuple(bf.state_shape)
+
+    def initial_state(self) -> torch.Tensor:
+        return self.bf.initial_state()
+
+    def rhs_into(self, state: torch.Tensor, out: torch.Tensor):
+        d, dL = self.bf.rhs(state)
+        out.copy_(d)
+        if not bool(torch.isfinite(dL).all()):
+            _raise_nonfinite(dL, self.monitor.last_t, self.monitor)
+        return _Probe(dL.sum())
+
+
+class _Probe:
+    """What the native engine reads off an evaluation: a scalar that is finite iff the derivative is."""
+
+    def __init__(self, dL: torch.Tensor):
+        self.dL = dL
+
+
+def _run_native_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,
+                      norm: MaxSeedRMSNorm):
+    from . import rk
+
+    field = _NativeBatchField(bf, monitor)
+    adaptive = method not in FIXED_STEP_METHODS
+    rk.integrate(field, grid, method, rtol=rtol, atol=bf.atol_vector(atol) if adaptive else atol, step=step,
+                 options=opts, recorder=recorder, monitor=monitor, norm=norm if adaptive else None)
+
+
+def _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,
+                           norm: MaxSeedRMSNorm):
+    from torchdiffeq import odeint
+
+    fixed = method in TORCHDIFFEQ_FIXED
+    func = _BatchFunc(bf, monitor, adaptive=not fixed)
+    if not fixed:
+        atol = bf.atol_vector(atol)
+    y = bf.initial_state()
+    recorder.record(0.0, y)
+    dev = y.device
+    for chunk in _chunks(grid):
+        t = torch.as_tensor(chunk, dtype=torch.float64, device=dev)
+        options = dict(opts)
+        if fixed:
+            fine = torch.as_tensor(_fixed_grid(chunk, step), dtype=torch.float64, device=dev)
+            options["grid_constructor"] = lambda f, y0, tt, _g=fine: _g
+        else:
+            options["norm"] = norm
+            options["step_t"] = t[-1:]
+            monitor.landing_time = float(chunk[-1])
+            if "first_step" not in opts and monitor.proposed_dt is not None:
+                options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
+        try:
+            ys = odeint(func, y, t, method=method.removeprefix("torchdiffeq."), rtol=rtol, atol=atol, options=options)
+        except AssertionError as exc:
+            text = str(exc)
+            if "underflow in dt" in text:
+                raise Abort("step_size_collapse", f"torchdiffeq: {text}; {monitor.hint}") from None
+            if "non-finite" in text:
+                raise Abort("nonfinite", "the state became non-finite; check the data scale, or use float64 "
+                            "and tighter tolerances") from None
+            raise Abort("failed", f"torchdiffeq failed: {text}") from None
+        for k in range(1, len(chunk)):
+            recorder.record(float(chunk[k]), ys[k])
+        y = ys[-1]
+        monitor.partial = None
+
+
+def _run_scipy_batch(bf, grid, method, rtol, atol, opts, recorder: _BatchRecorder, monitor: Monitor):
+    import scipy.integrate as si
+    from threadpoolctl import threadpool_limits
+
+    from .ode import _scipy_loop
+
+    shape = bf.state_shape
+    y0 = bf.initial_state()
+    recorder.record(0.0, y0)
+
+    def fun(t, yflat):
+        monitor.on_eval()
+        out, dL = bf.rhs(torch.from_numpy(np.ascontiguousarray(yflat)).view(shape))
+        if not bool(torch.isfinite(dL).all()):
+            _raise_nonfinite(dL, float(t), monitor)
+        return out.reshape(-1).numpy()
+
+    atol_v = bf.atol_vector(atol)
+    if isinstance(atol_v, torch.Tensor):
+        atol_v = atol_v.reshape(-1).numpy()
+    with threadpool_limits(limits=1, user_api="blas"):
+        solver = getattr(si, method)(fun, 0.0, y0.reshape(-1).numpy().copy(), float(grid[-1]), rtol=rtol,
+                                     atol=atol_v, **opts)
+        _scipy_loop(solver, grid, shape, method, recorder, monitor)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gradient descent
+
+
+def gradient_descent_batch(
+    nets: Sequence[Network],
+    X: Any,
+    y: Any,
+    step: float = 1.0,
+    steps: int = 50_000,
+    save_every: int = 100,
+    *,
+    X_test: Any = None,
+    y_test: Any = None,
+    space: str = "auto",
+    features_at: Any = None,
+    weights_at: Any = None,
+    max_wall_time: float | None = None,
+    interval: tuple[float, float] | None = None,
+    integrals: bool = True,
+    progress: bool | None = False,
+    warn: bool = True,
+) -> list[Solution]:
+    r"""Full-batch gradient descent (eq. (9)) of S networks on the same data, in one batched iteration.
+
+    The arguments are those of :func:`gflow.gradient_descent`, with ``nets`` (S compatible networks) in place
+    of ``net``.  Every seed takes exactly the steps its individual run takes, so each result equals that run up
+    to rounding (the batched products sum in another order).
+
+    Failures are per seed: a seed whose state or loss turns non-finite is recorded as ``"diverged"`` (with its
+    iterates up to the last finite saved one, exactly as :func:`gflow.gradient_descent` records it), its state
+    is frozen at its last finite iterate, and the other seeds go on.  The wall-time budget stops every seed
+    still running with ``"time_budget"``.
+
+    Returns:
+        a list of S :class:`gflow.Solution`, one per network, in the order of ``nets``.
+
+    Example:
+        >>> import gflow as gf
+        >>> X, y = gf.data.random_labels(n=10, d=20, seed=0)
+        >>> gds = gf.gradient_descent_batch(gf.networks(range(2), d=20, width=64), X, y, step=0.5, steps=100)
+        >>> [(g.status, float(g.t[-1])) for g in gds]
+        [('success', 50.0), ('success', 50.0)]
+    """
+    nets = check_networks(nets)
+    net = nets[0]
+    S = len(nets)
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= 0:
+        raise ValueError(f"step must be > 0 (the GD step δ), got {step}")
+    step = check_positive_float(step, "step")
+    steps = check_positive_int(steps, "steps")
+    save_every = check_positive_int(save_every, "save_every")
+    if max_wall_time is not None:
+        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
+    if not isinstance(integrals, bool):
+        raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
+    t1 = steps * step
+    fk = _steps_of([0.0, t1] if features_at is None else features_at, "features_at", step, steps)
+    wk = np.zeros(0, np.int64) if weights_at is None else _steps_of(weights_at, "weights_at", step, steps)
+    save_k = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps], fk, wk]))
+
+    interval = check_interval(interval, net)
+    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals)
+    recorders = [Recorder(f, fk * step, wk * step, time_tol=0.25 * step, interval=interval) for f in bf.fields]
+    monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
+    statuses = ["success"] * S
+    messages = [f"took {steps} steps of size {step:g} (t = {t1:g})"] * S
+    k_done = [0] * S
+    active = list(range(S))  # seeds still iterating
+    recorders[0].attach_progress(progress, t1, f"GD (δ = {step:g}, {S} seeds)")
+    t_start = time.perf_counter()
+    state = bf.initial_state()
+    for s in range(S):
+        recorders[s].record(0.0, bf.seed_state(state, s).clone())
+    last_good = state.clone()
+    frozen = torch.zeros(S, dtype=torch.bool, device=state.device)
+
+    def stop(s: int, status: str, message: str) -> None:
+        statuses[s], messages[s] = status, message
+        recorders[s].last_state = bf.seed_state(last_good, s).clone()
+        recorders[s].ensure_final_features()
+        active.remove(s)
+        frozen[s] = True
+        state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
+
+    try:
+        next_save = 1
+        for k in range(1, steps + 1):
+            if not active:
+                break
+            monitor.on_eval()
+            upd, _ = bf.rhs(state)
+            if len(active) < S:
+                upd[frozen] = 0.0
+            state.add_(upd, alpha=step)
+            for s in active:
+                k_done[s] = k
+            if k == save_k[next_save]:
+                next_save += 1
+                finite = torch.isfinite(state).all(dim=1).tolist()
+                for s in list(active):
+                    if not finite[s]:
+                        stop(s, "diverged",
+                             f"gradient descent diverged (non-finite state) between steps {int(save_k[next_save - 2])} "
+                             f"and {k}: the step δ = {step:g} is far past the stability limit 2/λ_max(M); use a "
+                             "smaller step")
+                        continue
+                    try:
+                        recorders[s].record(k * step, bf.seed_state(state, s))
+                    except Abort:
+                        stop(s, "diverged",
+                             f"gradient descent diverged (non-finite loss) before step {k}: the step δ = {step:g} "
+                             "is far past the stability limit 2/λ_max(M); use a smaller step")
+                if next_save < len(save_k):
+                    # the recorders keep views of `state` as their last state; give them the saved copy instead
+                    last_good = state.clone()
+                    for s in active:
+                        recorders[s].last_state = bf.seed_state(last_good, s)
+                else:
+                    last_good = state
+    except Abort as exc:  # the wall-time budget: every seed still running stops
+        for s in list(active):
+            stop(s, exc.status, exc.message)
+    finally:
+        recorders[0].close()
+    wall = time.perf_counter() - t_start
+    stats = [{
+        "n_f_evals": monitor.n_f_evals, "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
+        "wall_time": wall, "flops_per_eval": f.flops_per_eval(), "last_step": step,
+    } for s, f in enumerate(bf.fields)]
+
+    def config_of(s: int) -> dict:
+        return {
+            "kind": "gd",
+            "network": nets[s].spec(),
+            "space": bf.space,
+            "solver": {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
+                       "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(),
+                       "max_wall_time": max_wall_time, "space": space, "interval": list(interval),
+                       "integrals": bool(integrals),
+                       "batch": _batch_info(nets, s, shared_gram=bf.shared_gram, norm=None,
+                                            reason="per-seed GD steps; a diverging seed is frozen and the others "
+                                                   "go on")},
+        }
+
+    sols = _seed_solutions(bf, recorders, statuses, messages, stats, config_of)
+    failed = [s for s in range(S) if statuses[s] != "success"]
+    if warn and failed:
+        warnings.warn(f"gflow.gradient_descent_batch: seed indices {failed} stopped early "
+                      f"[{', '.join(sorted({statuses[s] for s in failed}))}]: {messages[failed[0]]}", GFlowWarning,
+                      stacklevel=2)
+    return sols
+
+
+__all__ = ["BATCH_SCIPY_METHODS", "MaxSeedRMSNorm", "check_networks", "gradient_descent_batch", "max_seed_rms_norm",
+           "networks", "simulate_batch"]

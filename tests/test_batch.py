@@ -1,0 +1,300 @@
+"""Batched seeds (gflow.simulate_batch, gflow.gradient_descent_batch): S networks in one computation give what
+S individual runs give.
+
+GD and fixed-step methods take the same steps as the individual runs, so they must agree to rounding (the
+batched products sum in another order).  Adaptive methods share one step chosen by the max-over-seeds RMS
+norm, so they agree within the tolerance; with S = 1 that norm is the individual run's RMS norm and the run is
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import gflow as gf
+from gflow.fields.batched import BatchedField
+
+pytestmark = pytest.mark.filterwarnings("ignore:Solver .* does not support callbacks:UserWarning")
+
+FIELDS = ("loss", "residual", "output", "H", "W_final", "test_output", "test_error", "eta", "mu", "nu",
+          "lam_min_M", "lam_max_M", "dL", "feature_movement", "kernel_movement", "weight_movement",
+          "int_eta", "int_mu", "int_nu", "int_lam_min_M", "int_sqrt_abs_dL", "int_abs_dL")
+EMBEDDINGS = {"identity": "identity", "random_features": gf.RandomFeatures(D=7, activation="tanh")}
+
+
+def _data(make_data):
+    return make_data(n=6, d=4, seed=0, n_test=5)
+
+
+def _nets(embedding="identity", seeds=(0, 1, 2), **kw):
+    return gf.networks(seeds, d=4, width=8, embedding=EMBEDDINGS.get(embedding, embedding), **kw)
+
+
+def _assert_same_run(batched: gf.Solution, single: gf.Solution, rel_err, tol: float, fields=FIELDS):
+    assert batched.status == single.status
+    assert batched.message == single.message
+    np.testing.assert_array_equal(batched.t, single.t)
+    np.testing.assert_array_equal(batched.feature_t, single.feature_t)
+    for name in fields:
+        a, b = getattr(batched, name), getattr(single, name)
+        assert (a is None) == (b is None), name
+        if b is not None:
+            assert rel_err(a, b) <= tol, f"{name}: relative error {rel_err(a, b):.2e} > {tol:.1e}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gradient descent and fixed-step methods: the same steps, equal to rounding
+
+
+@pytest.mark.parametrize("space", ("feature", "weight"))
+@pytest.mark.parametrize("embedding", tuple(EMBEDDINGS))
+def test_batched_gradient_descent_equals_three_individual_runs(make_data, rel_err, eps64, space, embedding):
+    X, y, Xt, yt = _data(make_data)
+    nets = _nets(embedding)
+    kw = dict(step=0.3, steps=60, save_every=10, X_test=Xt, y_test=yt, space=space, features_at=[0.0, 6.0, 18.0])
+    gds = gf.gradient_descent_batch(nets, X, y, **kw)
+    assert len(gds) == 3
+    for net, gd in zip(nets, gds):
+        single = gf.gradient_descent(net, X, y, **kw)
+        _assert_same_run(gd, single, rel_err, 1e4 * eps64)
+        assert gd.stats["n_steps"] == single.stats["n_steps"] == 60
+        assert gd.config["network"] == single.config["network"]
+        assert gd.config["solver"]["batch"]["size"] == 3
+    # seeds really differ (a batch that repeated seed 0 would pass the comparison above trivially)
+    assert abs(gds[0].loss[-1] - gds[1].loss[-1]) > 1e-6
+
+
+def test_random_feature_networks_have_one_gram_each_and_identity_networks_share_one(make_data):
+    X, y = make_data(n=6, d=4, seed=0)
+    for embedding, shared in (("identity", True), ("random_features", False)):
+        fields = [gf.make_field(gf.Problem.from_data(net, X, y), "feature") for net in _nets(embedding)]
+        assert BatchedField(fields).shared_gram is shared
+
+
+@pytest.mark.parametrize("integrals", (True, False))
+@pytest.mark.parametrize("space", ("feature", "weight"))
+def test_batched_field_is_the_stack_of_the_individual_fields_for_every_seed_grouping(make_data, eps64, space,
+                                                                                    integrals):
+    from gflow.solve.ode import observed_field
+
+    X, y = make_data(n=6, d=4, seed=0)
+    fields = [observed_field(gf.make_field(gf.Problem.from_data(net, X, y), space), (-1.0, 1.0), integrals)
+              for net in _nets("random_features", seeds=range(5))]
+    expected = torch.stack([f(0.0, f.initial_state()).reshape(-1) for f in fields])
+    for chunk_size, per_seed_mm in ((None, True), (1, True), (2, True), (5, True), (2, False), (5, False)):
+        bf = BatchedField(fields, chunk_size=chunk_size)
+        bf._per_seed_mm = per_seed_mm  # False: the batched-product path that a GPU takes
+        state = bf.initial_state()
+        out, dL = bf.rhs(state)
+        assert out.shape == bf.state_shape == (5, bf.L)
+        scale = expected.abs().amax(dim=1, keepdim=True)
+        assert float(((out - expected).abs() / scale).max()) <= 1e3 * eps64
+        for s, f in enumerate(fields):
+            core = f.core(f.initial_state()) if integrals else f.initial_state()
+            base = f.base if integrals else f
+            parts = base.rhs_into(core, torch.empty_like(core))
+            assert float(dL[s]) == pytest.approx(float(parts.dL), rel=1e3 * eps64)
+    with pytest.raises(ValueError, match="chunk_size"):
+        BatchedField(fields, chunk_size=0)
+
+
+@pytest.mark.parametrize("space", ("feature", "weight"))
+def test_batched_rk4_equals_individual_rk4_runs(make_data, rel_err, eps64, space):
+    X, y, Xt, yt = _data(make_data)
+    nets = _nets("random_features")
+    kw = dict(t1=3.0, saveat=[0.0, 1.0, 3.0], method="rk4", step=0.1, X_test=Xt, y_test=yt, space=space)
+    for net, sol in zip(nets, gf.simulate_batch(nets, X, y, **kw)):
+        single = gf.simulate(net, X, y, **kw)
+        _assert_same_run(sol, single, rel_err, 1e4 * eps64)
+        assert sol.stats["n_accepted"] == single.stats["n_accepted"]
+
+
+def test_gradient_descent_of_one_diverging_seed_marks_it_diverged_and_the_others_finish(make_data, rel_err, eps64):
+    # linear σ: M = ĉ²G, so ĉ = 10 puts δλ_max(M) = 100× that of ĉ = 1 far past 2 while ĉ = 1 stays stable
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    nets = [gf.Network(d=5, width=16, activation="linear", seed=s, c_hat=ch) for s, ch in [(0, 1.0), (1, 10.0),
+                                                                                           (2, 1.0)]]
+    kw = dict(step=0.1, steps=400, save_every=10, X_test=X[:3], y_test=y[:3])
+    with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\].*\[diverged\]"):
+        gds = gf.gradient_descent_batch(nets, X, y, **kw)
+    assert [g.status for g in gds] == ["success", "diverged", "success"]
+    assert gds[1].t[-1] < 40.0 and np.all(np.isfinite(gds[1].loss)) and np.all(np.isfinite(gds[1].W_final))
+    for net, gd in zip(nets, gds):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", gf.GFlowWarning)
+            single = gf.gradient_descent(net, X, y, **kw)
+        _assert_same_run(gd, single, rel_err, 1e4 * eps64)
+        assert gd.stats["n_steps"] == single.stats["n_steps"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# adaptive methods: one shared step, every seed within tolerance
+
+
+@pytest.mark.parametrize("method", ("dop853", "dopri5", "torchdiffeq.dopri5", "DOP853"))
+def test_batched_adaptive_flow_matches_individual_runs_within_the_tolerance(make_data, rel_err, method):
+    X, y, Xt, yt = _data(make_data)
+    nets = _nets("random_features")
+    rtol, atol = 1e-8, 1e-10
+    kw = dict(t1=20.0, saveat=[0.0, 2.0, 20.0], method=method, X_test=Xt, y_test=yt)
+    sols = gf.simulate_batch(nets, X, y, rtol=rtol, atol=atol, **kw)
+    for net, sol in zip(nets, sols):
+        ref = gf.simulate(net, X, y, rtol=1e-12, atol=1e-14, **kw)
+        single = gf.simulate(net, X, y, rtol=rtol, atol=atol, **kw)
+        err_batch = rel_err(sol.loss, ref.loss)
+        err_single = rel_err(single.loss, ref.loss)
+        # within the tolerance (a 100x margin for accumulation), and not much worse than the seed's own run
+        assert err_batch <= 1e2 * rtol
+        assert err_batch <= 10 * err_single + 1e-2 * rtol
+        for name in ("H", "W_final", "test_error", "int_abs_dL"):
+            assert rel_err(getattr(sol, name), getattr(ref, name)) <= 1e3 * rtol, name
+        batch = sol.config["solver"]["batch"]
+        assert "every seed" in batch["reason"] or "per-seed" in batch["reason"]
+    if method == "DOP853":
+        assert sols[0].config["solver"]["batch"]["rtol_used"] == pytest.approx(rtol / math.sqrt(3))
+    else:
+        assert sum(s.config["solver"]["batch"]["limiting_share"] for s in sols) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", ("dop853", "dopri5", "torchdiffeq.dopri5"))
+def test_a_batch_of_one_is_bit_identical_to_the_individual_adaptive_run(make_data, method):
+    X, y, Xt, yt = _data(make_data)
+    net = _nets("random_features", seeds=(4,))[0]
+    kw = dict(t1=20.0, saveat=[0.0, 2.0, 20.0], rtol=1e-7, atol=1e-9, X_test=Xt, y_test=yt, space="weight",
+              method=method)
+    (sol,) = gf.simulate_batch([net], X, y, **kw)
+    single = gf.simulate(net, X, y, **kw)
+    assert sol.stats["n_accepted"] == single.stats["n_accepted"]
+    assert sol.stats["n_rejected"] == single.stats["n_rejected"]
+    np.testing.assert_allclose(sol.loss, single.loss, rtol=1e-13, atol=0)
+
+
+def test_max_seed_rms_norm_is_the_worst_seed_rms_and_reduces_to_rms_for_one_seed():
+    from torchdiffeq._impl.misc import _rms_norm
+
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(4, 2, 5, 3, generator=g, dtype=torch.float64)
+    e[2] *= 100.0  # one seed with a large error is not diluted by the others
+    norm = gf.max_seed_rms_norm(e.shape)
+    expected = max(float(_rms_norm(e[s])) for s in range(4))
+    assert float(norm(e)) == pytest.approx(expected, rel=1e-14)
+    assert float(norm(e)) > 1.9 * float(_rms_norm(e))  # the global RMS would be ≈ 100/√4 = 50, not ≈ 100
+    assert norm.limiting.tolist() == [0, 0, 2, 0]
+    one = gf.max_seed_rms_norm((1, 7))
+    x = torch.randn(1, 7, generator=g, dtype=torch.float64)
+    assert float(one(x)) == pytest.approx(float(_rms_norm(x)), rel=1e-15)
+
+
+def test_a_non_finite_adaptive_batch_stops_every_seed_with_its_partial_trajectory(make_data):
+    # tanh that is NaN beyond |u| > 2: the field turns NaN once a feature of some seed grows there
+    def sigma(u):
+        return torch.where(u.abs() > 2.0, torch.full_like(u, float("nan")), torch.tanh(u))
+
+    def dsigma(u):
+        return torch.where(u.abs() > 2.0, torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
+
+    act = gf.Activation("tanh_nan_beyond_2", sigma, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    nets = gf.networks((0, 2), d=4, width=6, c_hat=3.0, activation=act)  # max |H(0)| = 1.55, 1.22; |H| > 2 at t ≈ 4
+    with pytest.warns(gf.GFlowWarning, match=r"all 2 seeds \[nonfinite\]"):
+        sols = gf.simulate_batch(nets, X, y, t1=10.0, saveat=np.linspace(0, 10, 41))
+    for sol in sols:
+        assert sol.status == "nonfinite" and "non-finite" in sol.message
+        assert 5 <= len(sol.t) < 41 and np.all(np.isfinite(sol.loss)) and np.all(np.isfinite(sol.W_final))
+        assert sol.loss[-1] < sol.loss[0]
+    assert len({s.t[-1] for s in sols}) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# input checks, dtype, files
+
+
+def test_incompatible_networks_are_rejected_naming_the_index(make_data):
+    X, y = make_data(n=6, d=4, seed=0)
+    good = _nets()
+    cases = [
+        (good[:2] + [gf.Network(d=4, width=10, seed=2)], ValueError, r"nets\[2\] has width m 10 but nets\[0\] has 8"),
+        ([good[0], gf.Network(d=4, width=8, activation="relu")], ValueError, r"nets\[1\] has activation"),
+        ([good[0], gf.Network(d=4, width=8, scaling="mf")], ValueError, r"nets\[1\] has scaling 'mf'"),
+        ([good[0], gf.Network(d=4, width=8, embedding="quadratic")], ValueError, r"nets\[1\] has embedding dim"),
+        ([good[0], good[1].to(dtype=torch.float32)], ValueError, r"nets\[1\] has dtype"),
+        ([good[0], "net"], TypeError, r"nets\[1\] must be a gf.Network, got str"),
+        (good[0], TypeError, r"single Network"),
+        ([], ValueError, r"nets is empty"),
+    ]
+    for nets, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            gf.gradient_descent_batch(nets, X, y, steps=2)
+        with pytest.raises(exc, match=match):
+            gf.simulate_batch(nets, X, y, t1=1.0)
+
+
+def test_bad_solver_arguments_are_rejected(make_data):
+    X, y = make_data(n=6, d=4, seed=0)
+    with pytest.raises(ValueError, match=r"'Radau' is not available for batched seeds"):
+        gf.simulate_batch(_nets(), X, y, t1=1.0, method="Radau")
+    with pytest.raises(ValueError, match=r"needs an explicit step"):
+        gf.simulate_batch(_nets(), X, y, t1=1.0, method="rk4")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['norm'\]"):
+        gf.simulate_batch(_nets(), X, y, t1=1.0, options={"norm": None})
+    with pytest.raises(TypeError, match=r"do not pass seed="):
+        gf.networks(range(2), d=4, width=8, seed=3)
+    with pytest.raises(TypeError, match=r"seeds must be an iterable"):
+        gf.networks(3, d=4, width=8)
+
+
+def test_float32_batches_agree_with_float32_individual_runs(make_data, rel_err):
+    X, y, Xt, yt = _data(make_data)
+    nets = _nets(dtype=torch.float32)
+    eps32 = float(torch.finfo(torch.float32).eps)
+    kw = dict(step=0.3, steps=40, save_every=10, X_test=Xt, y_test=yt)
+    for net, gd in zip(nets, gf.gradient_descent_batch(nets, X, y, **kw)):
+        _assert_same_run(gd, gf.gradient_descent(net, X, y, **kw), rel_err, 1e3 * eps32,
+                         fields=("loss", "H", "W_final", "test_error"))
+    sols = gf.simulate_batch(nets, X, y, t1=5.0, saveat=[0.0, 5.0], rtol=1e-5, atol=1e-6)
+    ref = gf.simulate_batch(_nets(), X, y, t1=5.0, saveat=[0.0, 5.0], rtol=1e-10, atol=1e-12)
+    for sol, r in zip(sols, ref):
+        assert sol.ok and rel_err(sol.loss, r.loss) <= 1e-3
+
+
+def test_a_batched_solution_saves_loads_and_reruns_as_its_individual_run(make_data, tmp_path, rel_err, eps64):
+    X, y = make_data(n=6, d=4, seed=0)
+    gd = gf.gradient_descent_batch(_nets("random_features"), X, y, step=0.3, steps=20, save_every=5)[1]
+    path = tmp_path / "seed1.nc"
+    gd.save(path)
+    back = gf.load(path)
+    assert back.config["solver"]["batch"] == gd.config["solver"]["batch"]
+    assert back.config["network"]["seed"] == 1
+    again = gf.rerun(path)
+    assert rel_err(again.loss, gd.loss) <= 1e4 * eps64
+
+
+def test_batch_benchmark_quick_mode_writes_json(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_batch.py"))
+    out = tmp_path / "b.json"
+    mod["main"](["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert {r["solver"] for r in data["results"]} == {"gd", "dopri5", "dopri5-bare", "DOP853", "rk4"}
+    for r in data["results"]:
+        assert r["separate_s"] > 0 and r["batched_s"] > 0 and r["status"] == ["success"]
+        assert r["final_loss_rel_diff"] < 1e-5
+
+
+def test_a_tiny_wall_time_budget_stops_every_seed_with_status_time_budget(make_data):
+    X, y = make_data(n=6, d=4, seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        gds = gf.gradient_descent_batch(_nets(), X, y, steps=10_000, max_wall_time=1e-9)
+    with pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        sols = gf.simulate_batch(_nets(), X, y, t1=1e4, max_wall_time=1e-9)
+    for sol in gds + sols:
+        assert sol.status == "time_budget" and "max_wall_time" in sol.message
+        assert len(sol.t) >= 1 and sol.t[0] == 0.0 and np.all(np.isfinite(sol.W_final))
