@@ -27,15 +27,16 @@ from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from ._record import Abort, Monitor, Recorder
+from .expint import EXPINT_METHODS, resolve_space, run_exprk
 
 TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 TORCHDIFFEQ_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF", "LSODA")
-METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS
+METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS
 FIXED_STEP_METHODS = TORCHDIFFEQ_FIXED
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
-          "BDF": 5, "LSODA": 12}
+          "BDF": 5, "LSODA": 12, "exprk4": 4}
 
 _ADAPTIVE_OPTIONS = {"first_step", "max_step", "min_step", "safety", "ifactor", "dfactor"}
 _FIXED_OPTIONS = {"implicit_adams": {"max_iters", "max_order"}, "explicit_adams": {"max_order"}}
@@ -237,7 +238,8 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    field = observed_field(make_field(problem, space), interval, integrals)
+    field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space),
+                           interval, integrals)
     if method in ("Radau", "BDF", "LSODA"):
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
@@ -256,6 +258,8 @@ def simulate(
     try:
         if method in SCIPY_METHODS:
             _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)
+        elif method in EXPINT_METHODS:
+            run_exprk(field, grid, rtol, atol, recorder, monitor)
         else:
             _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
     except Abort as exc:
@@ -280,6 +284,7 @@ def simulate(
         "wall_time": wall,
         "flops_per_eval": field.flops_per_eval(),
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
+        **getattr(monitor, "extra_stats", {}),  # exprk4: flops, flops_per_eval (per stage), n_linearizations
     }
     config = {
         "kind": "flow",
