@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..fields.base import AbstractField, Parts
+from ..fields.base import AbstractField, Parts, Problem
 from ..fields.observed import ObservedField
 from ._record import Monitor, Recorder
 
@@ -373,6 +373,14 @@ def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
             k += 1
 
 
+def _reject_nonfinite(monitor: Monitor, t: float, hh: float, count: int) -> float:
+    """A trial step met a non-finite value: retry with a 10× smaller step, or stop with status nonfinite."""
+    if count >= _MAX_NONFINITE_REJECTS or 0.2 * hh < 1e-11 * max(1.0, abs(t)):
+        monitor.raise_nonfinite(t + 2 * hh)
+    monitor.on_step(t, 2 * hh, False)
+    return 0.1 * hh
+
+
 def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra):
     t1 = float(grid[-1])
     k = 1  # next grid index to record
@@ -397,20 +405,14 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra):
                 raise _NonFinite
             nonfinite = 0
         except _NonFinite:
-            nonfinite += 1
-            monitor.on_step(p.t, 2 * hh, False)
-            if nonfinite >= _MAX_NONFINITE_REJECTS:
-                monitor.raise_nonfinite(p.t + 2 * hh)
-            h = 0.1 * hh
+            h = _reject_nonfinite(monitor, p.t, hh, nonfinite := nonfinite + 1)
             continue
         t_new = t1 if last else p.t + 2 * hh
         if err <= 1.0:
             try:
                 new = flow.evaluate(t_new, Hf, Af, qf, monitor)
             except _NonFinite:
-                nonfinite += 1
-                monitor.on_step(p.t, 2 * hh, False)
-                h = 0.1 * hh
+                h = _reject_nonfinite(monitor, p.t, hh, nonfinite := nonfinite + 1)
                 continue
             # output times inside (t_n, t_new): an extra step of ≤ hh from t_n or from the midpoint
             while k < len(grid) and grid[k] < t_new - 1e-12 * max(1.0, t_new):
@@ -444,3 +446,59 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra):
     while k < len(grid):  # rounding: the last grid time is t1
         _record(flow, recorder, float(grid[k]), p.H, p.A, p.q)
         k += 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# When does the exponential method pay?
+
+# Calibrated on Experiment-1-like problems (benchmarks/bench_stiff.py): exprk4 wins once the residual has
+# converged over most of the horizon (t1·λ_min(M₀) large), where explicit methods sit at their stability limit
+# |h λ_max(M)| ≲ 6 (DOP853) while exprk4 treats the fast modes exactly.
+AUTO_MIN_DECAY = 50.0  # t1·λ_min(M₀): the loss decays by at least e^{-2·50} within the horizon
+AUTO_MIN_STIFFNESS = 2000.0  # t1·λ_max(M₀): explicit methods would need ≳ 2000/6·12 ≈ 4000 evaluations
+AUTO_MAX_N = 2000  # an n×n eigenproblem per step
+
+
+def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
+    r"""Choose between ``"exprk4"`` and the explicit fallback ``"dop853"`` for the flow of ``problem`` to t1.
+
+    The flow is stiff where the residual has converged: ṙ ≈ −M r (E3) decays at rates λ(M) from λ_min to
+    λ_max, and an explicit method then steps at its stability limit h ≲ 6/λ_max(M) whatever the tolerance,
+    while exprk4 treats those modes exactly (its step is set by the slow feature motion).  So exprk4 is chosen
+    when t1·λ_min(M₀) ≥ :data:`AUTO_MIN_DECAY` and t1·λ_max(M₀) ≥ :data:`AUTO_MIN_STIFFNESS` (M₀ = M at t = 0,
+    E3), and n ≤ :data:`AUTO_MAX_N`.  rtol enters only through the reason string (at rtol ≤ 1e-11 exprk4's
+    order 4 costs more steps than DOP853's order 8 while the flow is still moving; the thresholds were
+    measured at rtol 1e-6 to 1e-10).
+
+    Args:
+        problem: the :class:`gflow.fields.Problem` (network and data).
+        t1: the final time (> 0).
+        rtol: the relative tolerance of the run.
+
+    Returns:
+        (method, reason): method is ``"exprk4"`` or ``"dop853"``; reason states the numbers behind the choice.
+
+    Raises:
+        ValueError: t1 or rtol not positive and finite.
+    """
+    from .._validate import check_positive_float
+    from ..model import quantities as Q
+
+    t1 = check_positive_float(t1, "t1")
+    rtol = check_positive_float(rtol, "rtol")
+    n = problem.n
+    if not problem.net.activation.smooth:
+        return "dop853", "the activation has a kink: exprk4's error control assumes a smooth flow"
+    if n > AUTO_MAX_N:
+        return "dop853", f"n = {n} > {AUTO_MAX_N}: an n×n eigenproblem per step would dominate"
+    net = problem.net
+    _, ds = net.activation.both(problem.H0)
+    M0 = Q.kernel_M(problem.G, ds, net.c, net.kernel_coef)
+    lo, hi = Q.extreme_eigenvalues(M0)
+    decay, stiff = t1 * max(lo, 0.0), t1 * hi
+    numbers = (f"t1·λ_min(M₀) = {decay:.3g} (threshold {AUTO_MIN_DECAY:g}), t1·λ_max(M₀) = {stiff:.3g} "
+               f"(threshold {AUTO_MIN_STIFFNESS:g}), rtol = {rtol:g}")
+    if decay >= AUTO_MIN_DECAY and stiff >= AUTO_MIN_STIFFNESS and rtol > 1e-11:
+        return "exprk4", (f"the residual converges early and the flow is stiff over the horizon ({numbers}): "
+                          "explicit methods would run at their stability limit ≈ 6/λ_max(M)")
+    return "dop853", f"not stiff enough over this horizon for the exponential method to pay ({numbers})"
