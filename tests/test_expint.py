@@ -145,6 +145,8 @@ def test_adaptive_run_agrees_with_a_tight_dop853_reference_at_every_saved_time(t
         np.testing.assert_array_equal(sol.t, ts)
         assert np.abs(sol.loss / ref.loss - 1).max() < tol
         assert np.abs(sol.residual - ref.residual).max() < tol * np.abs(ref.residual).max()
+        # W is recovered from A exactly (EQUATIONS.md §4): A is integrated by the same exponential stages
+        assert np.abs(sol.W_final - ref.W_final).max() < tol * np.abs(ref.W_final - net.W0.numpy()).max()
 
 
 def test_integrals_on_give_the_same_loss_and_steps_as_integrals_off_and_satisfy_the_energy_identity(tanh_problem):
@@ -234,3 +236,19 @@ def test_auto_method_picks_exprk4_for_long_stiff_horizons_and_dop853_for_short_o
     assert method == "dop853" and reason
     with pytest.raises(ValueError, match="t1"):
         auto_method(pb, -1.0, 1e-8)
+
+
+def test_stiff_benchmark_quick_mode_writes_json_and_summary(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_stiff.py"))
+    mod["main"](["--quick", "--out", str(tmp_path), "--t1", "50"])
+    import json
+
+    res = json.loads((tmp_path / "stiff_summary.json").read_text())
+    (prob,) = res["problems"]
+    assert prob["n"] == 8 and prob["t1"] == 50.0 and len(prob["rows"]) == 4
+    assert {r["method"] for r in prob["rows"]} == {"DOP853", "exprk4"}
+    assert all(r["status"] == "success" and r["flops"] > 0 for r in prob["rows"])
+    assert "| 8 | 50 |" in (tmp_path / "stiff_summary.md").read_text()

@@ -3,7 +3,8 @@ r"""Integrate the gradient flow (eqs. (10)/(11)) with torchdiffeq or scipy behin
 * torchdiffeq adaptive: ``dopri5`` (default), ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``;
 * torchdiffeq fixed-step: ``euler``, ``midpoint``, ``rk4``, ``explicit_adams``, ``implicit_adams`` — these
   need an explicit ``step`` (never taken silently from the output grid);
-* scipy (float64, CPU): ``RK45``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA``.
+* scipy (float64, CPU): ``RK45``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA``;
+* exponential: ``exprk4`` (:mod:`gflow.solve.expint`), for long, stiff horizons (feature space only).
 
 Every run ends with a status.  A solve that cannot finish — a step limit, a collapsing step size (ReLU's
 kink, see EQUATIONS.md §4), a wall-time budget, a non-finite state — stops with that status, a message that
@@ -163,6 +164,9 @@ def simulate(
             included.
         method: see :data:`METHODS`.  ``"dopri5"`` (default) is adaptive; fixed-step methods need ``step``;
             scipy methods (``"DOP853"`` is the cheapest route to ~1e-6 on CPU) need float64 on the CPU.
+            ``"exprk4"`` (exponential Runge–Kutta, :mod:`gflow.solve.expint`) treats the fast residual modes
+            ṙ = −M r (E3) exactly: use it for long horizons where the loss has converged and explicit methods
+            sit at their stability limit (:func:`gflow.solve.expint.auto_method` says when it pays).
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
             relative while it is far above atol·n).
         step: the step of fixed-step methods; required for them and rejected for adaptive ones.
