@@ -169,7 +169,7 @@ def test_solution_reports_the_flops_and_linearizations(tanh_problem):
     net, X, y, _, _ = tanh_problem
     sol = gf.simulate(net, X, y, t1=5.0, method="exprk4", integrals=False)
     st = sol.stats
-    assert st["n_linearizations"] == st["n_accepted"] + st["n_rejected"] - 0 or st["n_linearizations"] >= 1
+    assert st["n_linearizations"] == st["n_accepted"] > 0, "one K = −M and eigenproblem per accepted double step"
     assert st["flops"] > st["n_f_evals"] * st["flops_per_eval"] / 2 > 0
 
 
