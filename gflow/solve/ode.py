@@ -5,7 +5,8 @@ r"""Integrate the gradient flow (eqs. (10)/(11)) with gflow's own engine, torchd
 * torchdiffeq adaptive: ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``; fixed-step ``explicit_adams``,
   ``implicit_adams``; and every torchdiffeq method under its prefixed name, e.g. ``torchdiffeq.dopri5``,
   ``torchdiffeq.rk4`` (torchdiffeq's own implementations);
-* scipy (float64, CPU): ``RK45``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA``.
+* scipy (float64, CPU): ``RK45``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA``;
+* exponential: ``exprk4`` (:mod:`gflow.solve.expint`), for long, stiff horizons (feature space only).
 
 Fixed-step methods need an explicit ``step`` (never taken silently from the output grid).
 
@@ -32,6 +33,7 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
 from ._record import Abort, Monitor, Recorder
+from .expint import EXPINT_METHODS, resolve_space, run_exprk
 
 NATIVE_ADAPTIVE = rk.ADAPTIVE  # ("dop853", "dopri5")
 NATIVE_FIXED = rk.FIXED  # ("euler", "midpoint", "rk4")
@@ -41,19 +43,19 @@ _TD_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 TORCHDIFFEQ_ADAPTIVE = ("dopri8", "bosh3", "adaptive_heun", "fehlberg2") + tuple(f"torchdiffeq.{m}" for m in _TD_ADAPTIVE)
 TORCHDIFFEQ_FIXED = ("explicit_adams", "implicit_adams") + tuple(f"torchdiffeq.{m}" for m in _TD_FIXED)
 SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF", "LSODA")
-METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS
+METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS
 FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
 DEFAULT_METHOD = "dop853"
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
-          "BDF": 5, "LSODA": 12}
+          "BDF": 5, "LSODA": 12, "exprk4": 4}
 ORDERS.update({f"torchdiffeq.{m}": ORDERS[m] for m in _TD_ADAPTIVE + _TD_FIXED})
 
 
 def backend_of(method: str) -> str:
     """``"gflow"`` (native engine), ``"torchdiffeq"`` or ``"scipy"``."""
-    if method in NATIVE_METHODS:
+    if method in NATIVE_METHODS or method in EXPINT_METHODS:
         return "gflow"
     return "scipy" if method in SCIPY_METHODS else "torchdiffeq"
 
@@ -190,6 +192,9 @@ def simulate(
         method: see :data:`METHODS`.  ``"dop853"`` (default; gflow's own 8th-order engine, CPU or GPU) and
             ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
             implementations are ``"torchdiffeq.dopri5"`` etc.; scipy methods need float64 on the CPU.
+            ``"exprk4"`` (exponential Runge–Kutta, :mod:`gflow.solve.expint`) treats the fast residual modes
+            ṙ = −M r (E3) exactly: use it for long horizons where the loss has converged and explicit methods
+            sit at their stability limit (:func:`gflow.solve.expint.auto_method` says when it pays).
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
             relative while it is far above atol·n).
         step: the step of fixed-step methods; required for them and rejected for adaptive ones.
@@ -295,7 +300,8 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    field = observed_field(make_field(problem, space), interval, integrals)
+    field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space),
+                           interval, integrals)
     if method in ("Radau", "BDF", "LSODA"):
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
@@ -327,6 +333,8 @@ def simulate(
             atol_v = field.atol_vector(atol) if isinstance(field, ObservedField) else atol
             rk.integrate(field, grid, method, rtol=rtol, atol=atol_v, step=step, options=opts, recorder=recorder,
                          monitor=monitor, checkpoint=ckpt, resume=resume)
+        elif method in EXPINT_METHODS:
+            run_exprk(field, grid, rtol, atol, recorder, monitor)
         else:
             _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
     except Abort as exc:
@@ -354,6 +362,7 @@ def simulate(
         "wall_time": wall,
         "flops_per_eval": field.flops_per_eval(),
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
+        **getattr(monitor, "extra_stats", {}),  # exprk4: flops, flops_per_eval (per stage), n_linearizations
     }
     config = {
         "kind": "flow",

@@ -1,0 +1,506 @@
+r"""Exponential Runge–Kutta integration of the feature-space flow for long, stiff horizons (``method="exprk4"``).
+
+Why: along the flow (E4) the Jacobian splits as J = J₁ + J₂, where J₁ is the part that acts through the
+residual r and J₂ the part through σ″ (∝ r, small near convergence).  With B = c σ′(H) (m×n, B_ia = c_i σ′_ia)
+and G′ = −γG,
+
+    J₁ = U Vᵀ,   Vᵀ(δH, δA) = α Σ_i B_i· ∘ δH_i·  (n-vector),   U w = ((B ∘ 1wᵀ) G′,  B ∘ 1wᵀ),
+
+a rank-≤n operator whose nonzero spectrum is that of the n×n matrix K = VᵀU = α (BᵀB) ∘ G′ = −M, the
+function-space kernel of E3 (αγ·BᵀB = κ_M S with S, κ_M as in E3).  M carries the fast, stiff modes
+(λ_max(M) up to ~4 while the slow ones fall to 1e-4), which make explicit methods crawl at their stability
+limit over long horizons (EQUATIONS.md §3, §4, §13).  Matrix functions of a low-rank operator are cheap:
+
+    φ_k(hUVᵀ) = I/k! + h U φ_{k+1}(hK) Vᵀ,
+
+with φ_{k+1}(hK) from the symmetric eigendecomposition of K (n×n).
+
+Method: the 5-stage exponential Runge–Kutta method of Hochbruck & Ostermann (SIAM J. Numer. Anal. 43, 2005;
+Acta Numerica 19, 2010, eq. (2.40)) of stiff order 4, applied in Rosenbrock form to
+
+    u′ = L_n (u − u_n) + N_n(u),      L_n = J₁(u_n) frozen for the step,  N_n(u) = F(u) − L_n (u − u_n).
+
+It is a consistent method of classical order 4 for any L_n (it reduces to a classical 4th-order Runge–Kutta
+method as L_n → 0), it is exact when F is affine (linear σ, where J₂ = 0 and N_n is constant, E5), and its
+stiff order 4 avoids order reduction from the fast modes.  Step size: step doubling (one step of 2h against
+two of h, error ≈ (u_h − u_2h)/15), the two-half-step solution is kept.  Output times inside a step are
+reached by an extra step of the same method from the nearest step point (at most h), so saved times never
+shorten the step sequence.
+
+Cost per stage: two products with G′ (the stage's H and the projection Vᵀ F), each min(2mn², 4mnD) flops
+(G = ΦΦᵀ/D is applied in factored form when D < n/2), i.e. twice one feature-space evaluation; plus, once per
+step, BᵀB (2mn²) and an n×n eigenproblem.  Per double step: 14 stages, 29 G-products.
+
+The integrals of an :class:`~gflow.fields.ObservedField` (atol = ∞) are integrated by the underlying classical
+Runge–Kutta weights (the rows of U for them are zero).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..fields.base import AbstractField, Parts, Problem
+from ..fields.observed import ObservedField
+from ._record import Monitor, Recorder
+
+EXPINT_METHODS = ("exprk4",)
+ORDER = 4
+_SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 5.0
+_MAX_NONFINITE_REJECTS = 8
+
+
+# ---------------------------------------------------------------------------------------------------------
+# φ functions
+
+
+def phi_functions(z: torch.Tensor, kmax: int) -> torch.Tensor:
+    r"""φ_0(z), …, φ_kmax(z) elementwise, φ_k(z) = Σ_j z^j/(j+k)!, stacked to shape (kmax+1, *z.shape).
+
+    Taylor series (30 terms) for |z| < 2, the recurrence φ_{k+1} = (φ_k − 1/k!)/z elsewhere (it then loses
+    at most a factor (k+1)/|z| ≤ 2.5 per level); accurate to a few ulp for real z ≤ 0.
+    """
+    out = torch.empty((kmax + 1, *z.shape), dtype=z.dtype, device=z.device)
+    small = z.abs() < 2.0
+    zs = torch.where(small, z, torch.zeros_like(z))
+    zl = torch.where(small, torch.ones_like(z), z)
+    rec = torch.exp(torch.where(small, torch.zeros_like(z), z))
+    for k in range(kmax + 1):
+        # Taylor: Σ_{j<30} zs^j/(j+k)!, Horner form
+        acc = torch.full_like(z, 1.0 / math.factorial(k + 29))
+        for j in range(28, -1, -1):
+            acc = acc * zs + 1.0 / math.factorial(j + k)
+        if k > 0:
+            rec = (rec - 1.0 / math.factorial(k - 1)) / zl
+        out[k] = torch.where(small, acc, rec)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Hochbruck–Ostermann tableau: each coefficient a_jl(z) = Σ coef·φ_k(c z), as (coef, k, c) triples.
+
+
+@dataclass(frozen=True)
+class ExpTableau:
+    """An explicit exponential Runge–Kutta tableau whose coefficients are combinations of φ_k(c·z)."""
+
+    name: str
+    c: tuple[float, ...]
+    a: tuple[tuple[tuple[tuple[float, int, float], ...], ...], ...]  # a[j][l] = ((coef, k, c), ...), l < j
+    b: tuple[tuple[tuple[float, int, float], ...], ...]
+    order: int
+
+    def at_zero(self, terms) -> float:
+        return float(sum(coef / math.factorial(k) for coef, k, _ in terms))
+
+
+_h = 0.5
+HOCHBRUCK_OSTERMANN = ExpTableau(
+    name="Hochbruck-Ostermann exprk4 (5 stages, stiff order 4)",
+    c=(0.0, _h, _h, 1.0, _h),
+    a=(
+        (),
+        (((_h, 1, _h),),),
+        (((_h, 1, _h), (-1.0, 2, _h)), ((1.0, 2, _h),)),
+        (((1.0, 1, 1.0), (-2.0, 2, 1.0)), ((1.0, 2, 1.0),), ((1.0, 2, 1.0),)),
+        (
+            ((_h, 1, _h), (-0.75, 2, _h), (1.0, 3, 1.0), (-0.25, 2, 1.0), (_h, 3, _h)),
+            ((_h, 2, _h), (-1.0, 3, 1.0), (0.25, 2, 1.0), (-_h, 3, _h)),
+            ((_h, 2, _h), (-1.0, 3, 1.0), (0.25, 2, 1.0), (-_h, 3, _h)),
+            ((-0.25, 2, _h), (1.0, 3, 1.0), (-0.25, 2, 1.0), (_h, 3, _h)),
+        ),
+    ),
+    b=(
+        ((1.0, 1, 1.0), (-3.0, 2, 1.0), (4.0, 3, 1.0)),
+        (),
+        (),
+        ((-1.0, 2, 1.0), (4.0, 3, 1.0)),
+        ((4.0, 2, 1.0), (-8.0, 3, 1.0)),
+    ),
+    order=4,
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The structured flow
+
+
+class _Point:
+    """A state (H, A, q) with its evaluation: P, F_H = P G′, the integrands and the projection g = Vᵀ F."""
+
+    __slots__ = ("A", "FH", "H", "P", "fint", "g", "q", "t")
+
+    def __init__(self, t, H, A, q, P, FH, fint):
+        self.t, self.H, self.A, self.q, self.P, self.FH, self.fint = t, H, A, q, P, FH, fint
+        self.g = None
+
+
+class _NonFinite(Exception):
+    pass
+
+
+class _Flow:
+    """The feature-space flow (E4) in the form the exponential integrator needs."""
+
+    def __init__(self, field: AbstractField):
+        self.field = field
+        self.observed = isinstance(field, ObservedField)
+        base = field.base if self.observed else field
+        if base.space != "feature":
+            raise ValueError(
+                f"method 'exprk4' integrates the feature-space state [H, A] (EQUATIONS.md §4), got a "
+                f"{base.space}-space field; use space='feature' or space='auto' (W is recovered exactly, and "
+                "G is applied in factored form when that is cheaper, so the cost matches weight space)"
+            )
+        pb = field.problem
+        net = pb.net
+        self.pb, self.net = pb, net
+        self.m, self.n, self.D = net.m, pb.n, net.D
+        self.alpha = float(net.alpha)
+        self.c_col = net.c[:, None]
+        self.y = pb.y
+        self.Gp = (-net.gamma) * pb.G  # G′ = −γG
+        # G = ΦΦᵀ/D: apply G′ as (XΦ)(−γ/D)Φᵀ when 4mnD < 2mn², i.e. D < n/2
+        self.factored = 2 * self.D < self.n
+        if self.factored:
+            self.Phi = pb.Phi
+            self.PhiT_scaled = (-net.gamma / net.D) * pb.Phi.T.contiguous()
+        self.g_flops = 2.0 * self.m * self.n * min(self.n, 2 * self.D)
+        self.flops = 0.0
+
+    def mulG(self, X: torch.Tensor) -> torch.Tensor:
+        """X G′ for X (m, n)."""
+        self.flops += self.g_flops
+        if self.factored:
+            return (X @ self.Phi) @ self.PhiT_scaled
+        return X @ self.Gp
+
+    def split(self, state: torch.Tensor):
+        core = self.field.core(state) if self.observed else state
+        q = self.field.integrals(state).clone() if self.observed else None
+        return core[0].clone(), core[1].clone(), q
+
+    def join(self, H, A, q) -> torch.Tensor:
+        core = torch.stack([H, A])
+        if not self.observed:
+            return core
+        return torch.cat([core.reshape(-1), q])
+
+    def evaluate(self, t: float, H, A, q, monitor: Monitor) -> _Point:
+        """One right-hand-side evaluation at H (F does not depend on A or q); raises _NonFinite."""
+        monitor.on_eval()
+        net = self.net
+        s, ds = net.activation.both(H)
+        r = torch.mv(s.T, net.c).mul_(self.alpha).sub_(self.y)
+        P = (ds * self.c_col) * r
+        FH = self.mulG(P)
+        dL = self.alpha * torch.dot(P.reshape(-1), FH.reshape(-1))  # L̇ (E3): one scalar checks everything
+        if not math.isfinite(float(dL)):
+            raise _NonFinite
+        fint = self.field.integrands(Parts(H, ds, r, dL)) if self.observed else None
+        return _Point(t, H, A, q, P, FH, fint)
+
+
+class _Linearization:
+    """L_n = J₁(u_n) = U Vᵀ through B = c σ′(H_n); K = VᵀU = α(BᵀB)∘G′ = −M (E3) and its eigenpairs."""
+
+    def __init__(self, flow: _Flow, H: torch.Tensor):
+        self.flow = flow
+        self.B = flow.net.activation.dsigma(H) * flow.c_col
+        flow.flops += 2.0 * flow.m * flow.n**2
+        K = flow.alpha * ((self.B.T @ self.B) * flow.Gp)
+        K = 0.5 * (K + K.T)
+        if not bool(torch.isfinite(K).all()):
+            raise _NonFinite
+        self.lam, self.Q = torch.linalg.eigh(K)
+        flow.flops += 10.0 * flow.n**3
+        self._phis: dict[tuple[float, float], torch.Tensor] = {}
+
+    def Vt(self, XH: torch.Tensor) -> torch.Tensor:
+        """Vᵀ(δH, ·) = α Σ_i B_i· ∘ δH_i·, in eigen-coordinates of K."""
+        return self.Q.T @ (self.flow.alpha * (self.B * XH).sum(dim=0))
+
+    def phis(self, tau: float, c: float) -> torch.Tensor:
+        key = (tau, c)
+        if key not in self._phis:
+            if len(self._phis) > 64:
+                self._phis.clear()
+            self._phis[key] = phi_functions(c * tau * self.lam, 4)
+        return self._phis[key]
+
+
+def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor: Monitor,
+             tab: ExpTableau = HOCHBRUCK_OSTERMANN, *, evaluate_end: bool = False):
+    """One exponential RK step of size tau from ``base`` with the frozen L = lin; returns (H, A, q) or a _Point.
+
+    Stage j: U_j = u_b + τ Σ_l a_jl(τL) (F_l − L(U_l − u_b)), written as the increment (X G′, X) with
+    X = τ Σ_l a_jl(0) P_l + B ∘ 1wᵀ, w = τ Q Σ_l [−a_jl(0) ŝ_l + Σ coef·cτ φ_{k+1}(cτλ)(ĝ_l − λ ŝ_l)]
+    (ŝ_l = Qᵀ Vᵀ(U_l − u_b), ĝ_l = Qᵀ Vᵀ F_l), from φ_k(cτUVᵀ) = I/k! + cτ U φ_{k+1}(cτK) Vᵀ.
+    """
+    if base.g is None:
+        base.g = lin.Vt(base.FH)
+    lam = lin.lam
+    P = [base.P]
+    ghat = [base.g]
+    shat = [torch.zeros_like(lam)]
+    fint = [base.fint]
+
+    def increment(row):
+        X = None
+        what = torch.zeros_like(lam)
+        for l, terms in enumerate(row):
+            if not terms:
+                continue
+            a0 = tab.at_zero(terms)
+            X = tau * a0 * P[l] if X is None else X.add_(P[l], alpha=tau * a0)
+            what -= a0 * shat[l]
+            v = ghat[l] - lam * shat[l]
+            for coef, k, c in terms:
+                what += (coef * c * tau) * lin.phis(tau, c)[k + 1] * v
+        w = tau * (lin.Q @ what)
+        return X.add_(lin.B * w), a0_weights(row)
+
+    def a0_weights(row):
+        return [tab.at_zero(terms) if terms else 0.0 for terms in row]
+
+    for j in range(1, len(tab.c)):
+        X, _ = increment(tab.a[j])
+        Y = flow.mulG(X)
+        H = base.H + Y
+        pt = flow.evaluate(base.t + tab.c[j] * tau, H, None, None, monitor)
+        P.append(pt.P)
+        ghat.append(lin.Vt(pt.FH))
+        shat.append(lin.Vt(Y))
+        fint.append(pt.fint)
+    X, b0 = increment(tab.b)
+    H = base.H + flow.mulG(X)
+    A = base.A + X
+    q = None
+    if flow.observed:
+        q = base.q.clone()
+        for bl, fl in zip(b0, fint):
+            if bl:
+                q.add_(fl, alpha=tau * bl)
+    if evaluate_end:
+        return flow.evaluate(base.t + tau, H, A, q, monitor)
+    return H, A, q
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The driver
+
+
+def _rms(diff: torch.Tensor, ref1: torch.Tensor, ref2: torch.Tensor, rtol: float, atol: float) -> float:
+    scale = atol + rtol * torch.maximum(ref1.abs(), ref2.abs())
+    return float(torch.sqrt(torch.mean((diff / scale) ** 2)))
+
+
+def _initial_step(flow: _Flow, p: _Point, rtol: float, atol: float, span: float) -> float:
+    """Hairer–Wanner's first guess 0.01‖y‖/‖y′‖ (weighted), capped at the span."""
+    core = torch.stack([p.H, p.A])
+    sc = atol + rtol * core.abs()
+    d0 = float(torch.sqrt(torch.mean((core / sc) ** 2)))
+    d1 = float(torch.sqrt(torch.mean((torch.stack([p.FH, p.P]) / sc) ** 2)))
+    h = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    return min(h, span)
+
+
+def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, recorder: Recorder,
+              monitor: Monitor, *, step: float | None = None) -> dict:
+    """Integrate ``field`` over ``grid`` with exprk4, recording at every grid time; returns extra stats.
+
+    Adaptive (step doubling) when ``step`` is None; otherwise fixed steps of exactly ``step`` (the last one
+    shortened to land on each grid time), with no error control: for convergence studies.
+    Raises :class:`Abort` with a status on failure (the partial trajectory stays in ``recorder``).
+    """
+    flow = _Flow(field)
+    extra = {"n_linearizations": 0, "flops": 0.0, "flops_per_eval": 2.0 * flow.g_flops}
+    monitor.extra_stats = extra  # read by simulate() also after a failure
+    state0 = field.initial_state()
+    recorder.record(0.0, state0)
+    H, A, q = flow.split(state0)
+    try:
+        try:
+            p = flow.evaluate(0.0, H, A, q, monitor)
+        except _NonFinite:
+            monitor.raise_nonfinite(0.0)
+        if step is not None:
+            _run_fixed(flow, p, grid, step, recorder, monitor, extra)
+        else:
+            _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra)
+    finally:
+        extra["flops"] = flow.flops
+    monitor.partial = None
+    return extra
+
+
+def resolve_space(space: str) -> str:
+    """The space exprk4 runs in: ``"feature"`` for ``"auto"``/``"feature"``; ValueError for ``"weight"``."""
+    if space == "weight":
+        raise ValueError(
+            "method 'exprk4' integrates the feature-space state [H, A] (EQUATIONS.md §4), but space='weight' was "
+            "given; use space='feature' or space='auto' (W is recovered exactly, and G = ΦΦᵀ/D is applied in "
+            "factored form when D < n/2, so the cost per stage matches weight space)"
+        )
+    return "feature" if space == "auto" else space
+
+
+def _record(flow: _Flow, recorder: Recorder, t: float, H, A, q):
+    recorder.record(t, flow.join(H, A, q))
+
+
+def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
+    from .ode import _fixed_grid
+
+    times = _fixed_grid(grid, step)
+    k = 1
+    for t_next in times[1:]:
+        tau = float(t_next) - p.t
+        try:
+            lin = _Linearization(flow, p.H)
+            extra["n_linearizations"] += 1
+            p = _substep(flow, lin, p, tau, monitor, evaluate_end=True)
+        except _NonFinite:
+            monitor.raise_nonfinite(p.t + tau)
+        p.t = float(t_next)
+        monitor.partial = (p.t, flow.join(p.H, p.A, p.q))
+        monitor.on_step(p.t - tau, tau, True)
+        if k < len(grid) and abs(grid[k] - p.t) <= 1e-12 * max(1.0, p.t):
+            _record(flow, recorder, float(grid[k]), p.H, p.A, p.q)
+            k += 1
+
+
+def _reject_nonfinite(monitor: Monitor, t: float, hh: float, count: int) -> float:
+    """A trial step met a non-finite value: retry with a 10× smaller step, or stop with status nonfinite."""
+    if count >= _MAX_NONFINITE_REJECTS or 0.2 * hh < 1e-11 * max(1.0, abs(t)):
+        monitor.raise_nonfinite(t + 2 * hh)
+    monitor.on_step(t, 2 * hh, False)
+    return 0.1 * hh
+
+
+def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra):
+    t1 = float(grid[-1])
+    k = 1  # next grid index to record
+    h = _initial_step(flow, p, rtol, atol, 0.5 * t1)  # h is the half step: a double step spans 2h
+    lin = None
+    nonfinite = 0
+    inv = 1.0 / (2**ORDER - 1)
+    while p.t < t1 * (1 - 1e-14):
+        remaining = t1 - p.t
+        last = 2 * h >= remaining * (1 - 1e-12)
+        hh = 0.5 * remaining if last else h
+        monitor.landing_time = t1 if last else math.nan
+        try:
+            if lin is None:
+                lin = _Linearization(flow, p.H)
+                extra["n_linearizations"] += 1
+            Hc, Ac, _ = _substep(flow, lin, p, 2 * hh, monitor)
+            mid = _substep(flow, lin, p, hh, monitor, evaluate_end=True)
+            Hf, Af, qf = _substep(flow, lin, mid, hh, monitor)
+            err = max(_rms((Hf - Hc) * inv, p.H, Hf, rtol, atol), _rms((Af - Ac) * inv, p.A, Af, rtol, atol))
+            if not math.isfinite(err):
+                raise _NonFinite
+            nonfinite = 0
+        except _NonFinite:
+            h = _reject_nonfinite(monitor, p.t, hh, nonfinite := nonfinite + 1)
+            continue
+        t_new = t1 if last else p.t + 2 * hh
+        if err <= 1.0:
+            try:
+                new = flow.evaluate(t_new, Hf, Af, qf, monitor)
+            except _NonFinite:
+                h = _reject_nonfinite(monitor, p.t, hh, nonfinite := nonfinite + 1)
+                continue
+            # output times inside (t_n, t_new): an extra step of ≤ hh from t_n or from the midpoint
+            while k < len(grid) and grid[k] < t_new - 1e-12 * max(1.0, t_new):
+                tk = float(grid[k])
+                src = p if tk <= p.t + hh else mid
+                tau = tk - src.t
+                if tau <= 1e-13 * max(1.0, tk):
+                    _record(flow, recorder, tk, src.H, src.A, src.q)
+                else:
+                    try:
+                        Ho, Ao, qo = _substep(flow, lin, src, tau, monitor)
+                    except _NonFinite:
+                        monitor.raise_nonfinite(tk)
+                    _record(flow, recorder, tk, Ho, Ao, qo)
+                k += 1
+            if k < len(grid) and abs(grid[k] - t_new) <= 1e-12 * max(1.0, t_new):
+                _record(flow, recorder, float(grid[k]), Hf, Af, qf)
+                k += 1
+            t_old = p.t
+            p = new
+            p.t = t_new
+            lin = None
+            monitor.partial = (t_new, flow.join(Hf, Af, qf))
+            monitor.on_step(t_old, t_new - t_old, True)
+            fac = _FAC_MAX if err == 0 else min(_FAC_MAX, max(_FAC_MIN, _SAFETY * err ** (-1.0 / (ORDER + 1))))
+            h = hh * fac if not last else h
+        else:
+            monitor.on_step(p.t, 2 * hh, False)
+            h = hh * min(1.0, max(_FAC_MIN, _SAFETY * err ** (-1.0 / (ORDER + 1))))
+        monitor.proposed_dt = 2 * h
+    while k < len(grid):  # rounding: the last grid time is t1
+        _record(flow, recorder, float(grid[k]), p.H, p.A, p.q)
+        k += 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# When does the exponential method pay?
+
+# Calibrated on Experiment-1-like problems (benchmarks/bench_stiff.py, tanh, d = 20, m = 256, error 1e-6):
+# flops DOP853 / exprk4 = 2.7, 3.7, 0.95, 0.14 at t1 = 2000 for n = 20, 40, 80, 160 (t1·λ_min(M₀) = 140, 94,
+# 43, 36) and 60, 40, 9.8, 1.8 at t1 = 50 000 for n = 20, 40, 80, 160: exprk4 wins once the residual has converged over
+# most of the horizon, where explicit methods sit at their stability limit |h λ_max(M)| ≲ 6 (DOP853) while
+# exprk4 treats the fast modes exactly.
+AUTO_MIN_DECAY = 50.0  # t1·λ_min(M₀): the loss decays by at least e^{-2·50} within the horizon
+AUTO_MIN_STIFFNESS = 2000.0  # t1·λ_max(M₀): explicit methods would need ≳ 2000/6·12 ≈ 4000 evaluations
+AUTO_MAX_N = 2000  # an n×n eigenproblem per step
+
+
+def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
+    r"""Choose between ``"exprk4"`` and the explicit fallback ``"dop853"`` for the flow of ``problem`` to t1.
+
+    The flow is stiff where the residual has converged: ṙ ≈ −M r (E3) decays at rates λ(M) from λ_min to
+    λ_max, and an explicit method then steps at its stability limit h ≲ 6/λ_max(M) whatever the tolerance,
+    while exprk4 treats those modes exactly (its step is set by the slow feature motion).  So exprk4 is chosen
+    when t1·λ_min(M₀) ≥ :data:`AUTO_MIN_DECAY` and t1·λ_max(M₀) ≥ :data:`AUTO_MIN_STIFFNESS` (M₀ = M at t = 0,
+    E3), and n ≤ :data:`AUTO_MAX_N`.  rtol enters only through the reason string (at rtol ≤ 1e-11 exprk4's
+    order 4 costs more steps than DOP853's order 8 while the flow is still moving; the thresholds were
+    measured at rtol 1e-6 to 1e-10).
+
+    Args:
+        problem: the :class:`gflow.fields.Problem` (network and data).
+        t1: the final time (> 0).
+        rtol: the relative tolerance of the run.
+
+    Returns:
+        (method, reason): method is ``"exprk4"`` or ``"dop853"``; reason states the numbers behind the choice.
+
+    Raises:
+        ValueError: t1 or rtol not positive and finite.
+    """
+    from .._validate import check_positive_float
+    from ..model import quantities as Q
+
+    t1 = check_positive_float(t1, "t1")
+    rtol = check_positive_float(rtol, "rtol")
+    n = problem.n
+    if not problem.net.activation.smooth:
+        return "dop853", "the activation has a kink: exprk4's error control assumes a smooth flow"
+    if n > AUTO_MAX_N:
+        return "dop853", f"n = {n} > {AUTO_MAX_N}: an n×n eigenproblem per step would dominate"
+    net = problem.net
+    _, ds = net.activation.both(problem.H0)
+    M0 = Q.kernel_M(problem.G, ds, net.c, net.kernel_coef)
+    lo, hi = Q.extreme_eigenvalues(M0)
+    decay, stiff = t1 * max(lo, 0.0), t1 * hi
+    numbers = (f"t1·λ_min(M₀) = {decay:.3g} (threshold {AUTO_MIN_DECAY:g}), t1·λ_max(M₀) = {stiff:.3g} "
+               f"(threshold {AUTO_MIN_STIFFNESS:g}), rtol = {rtol:g}")
+    if decay >= AUTO_MIN_DECAY and stiff >= AUTO_MIN_STIFFNESS and rtol > 1e-11:
+        return "exprk4", (f"the residual converges early and the flow is stiff over the horizon ({numbers}): "
+                          "explicit methods would run at their stability limit ≈ 6/λ_max(M)")
+    return "dop853", f"not stiff enough over this horizon for the exponential method to pay ({numbers})"

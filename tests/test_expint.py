@@ -1,0 +1,254 @@
+"""The exponential Runge–Kutta integrator ``method="exprk4"`` (gflow/solve/expint.py).
+
+References: EQUATIONS.md §3 (E3: ṙ = −M r, M = G ∘ S), §4 (E4, the feature-space flow), §5.1 (E5: linear σ,
+r(t) = exp(−ĉ²Gt) r(0), where exprk4 is exact: the flow is affine and J = J₁ = UVᵀ).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import gflow as gf
+from gflow.fields import Problem, make_field
+from gflow.solve._record import Monitor, Recorder
+from gflow.solve.expint import HOCHBRUCK_OSTERMANN, auto_method, phi_functions, run_exprk
+
+
+def _kappa(net: gf.Network) -> float:
+    """Rate of the linear-σ residual ODE ṙ = −κ G r (§5.1)."""
+    return net.lr * net.alpha**2 * net.beta**2 * net.D * float((net.c**2).sum())
+
+
+def _linear_net(seed: int = 1) -> gf.Network:
+    return gf.Network(d=4, width=8, activation="linear", embedding=gf.RandomFeatures(D=6, activation="tanh"),
+                      c_hat=0.7, seed=seed)
+
+
+def _fixed_step_final(net, X, y, T: float, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """exprk4 with fixed steps (no error control) to T: (residual, H) at T."""
+    field = make_field(Problem.from_data(net, X, y), "feature")
+    grid = np.array([0.0, T])
+    rec = Recorder(field, grid, np.zeros(0))
+    mon = Monitor(T, 10**6, None, hint="", adaptive=False)
+    run_exprk(field, grid, 1e-6, 1e-8, rec, mon, step=step)
+    assert rec.t[-1] == T
+    return rec.rows["residual"][-1], field.train_features(rec.last_state).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# φ functions
+
+
+def test_phi_functions_match_closed_forms_on_both_sides_of_the_series_switch():
+    z = torch.tensor([-1e4, -50.0, -3.0, -2.0001, -1.9999, -0.7, -1e-3, -1e-9, 0.0, 1e-3, 0.5, 1.9], dtype=torch.float64)
+    phi = phi_functions(z, 4).numpy()
+    zz = z.numpy()
+    from fractions import Fraction
+    from math import factorial
+
+    for k in range(5):
+        for i, zi in enumerate(zz):
+            # exact rational series (terms 60) or the closed form in extended cancellation-free cases
+            if abs(zi) < 3:
+                x = Fraction(float(zi))
+                ref = float(sum(x**j / factorial(j + k) for j in range(60)))
+            else:
+                ref = (math.exp(zi) - sum(zi**j / factorial(j) for j in range(k))) / zi**k
+            assert phi[k, i] == pytest.approx(ref, rel=1e-14, abs=1e-300), (k, zi)
+
+
+def test_tableau_reduces_to_a_classical_fourth_order_runge_kutta_method_at_z_zero():
+    tab = HOCHBRUCK_OSTERMANN
+    b = np.array([tab.at_zero(t) for t in tab.b])
+    A = np.zeros((5, 5))
+    for j, row in enumerate(tab.a):
+        for k, terms in enumerate(row):
+            A[j, k] = tab.at_zero(terms)
+    c = np.array(tab.c)
+    np.testing.assert_allclose(A.sum(axis=1), c, atol=1e-15)
+    for lhs, rhs in [(b.sum(), 1), (b @ c, 1 / 2), (b @ c**2, 1 / 3), (b @ A @ c, 1 / 6), (b @ c**3, 1 / 4),
+                     (b @ (c * (A @ c)), 1 / 8), (b @ A @ c**2, 1 / 12), (b @ A @ A @ c, 1 / 24)]:
+        assert lhs == pytest.approx(rhs, abs=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Linear σ: exact (E5), whatever the step
+
+
+@pytest.mark.parametrize("integrals", [False, True])
+def test_linear_flow_is_exact_with_loose_tolerances_and_huge_steps(make_data, integrals):
+    X, y = make_data(n=5, d=4, seed=0)
+    net = _linear_net()
+    ts = np.array([0.0, 0.3, 1.0, 2.5, 100.0, 1000.0])
+    sol = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-3, atol=1e-3, integrals=integrals)
+    assert sol.ok and sol.config["space"] == "feature"
+    G, kappa = net.gram(X).numpy(), _kappa(net)
+    r0 = net.forward(X).numpy() - y
+    ref = np.stack([scipy.linalg.expm(-kappa * G * t) @ r0 for t in ts])
+    assert np.abs(sol.residual - ref).max() < 1e-12 * np.abs(r0).max()
+    assert sol.stats["n_accepted"] < 20, "an exact method is not limited by the fast modes"
+    assert sol.stats["last_step"] > 100.0
+
+
+def test_linear_flow_is_exact_with_fixed_huge_steps_including_features(make_data):
+    X, y = make_data(n=5, d=4, seed=3)
+    net = _linear_net(seed=2)
+    T = 60.0
+    r, H = _fixed_step_final(net, X, y, T, step=20.0)  # κλ_max(G)·step ≫ 2: far beyond any explicit method
+    G, kappa = net.gram(X).numpy(), _kappa(net)
+    r0 = net.forward(X).numpy() - y
+    assert np.abs(r - scipy.linalg.expm(-kappa * G * T) @ r0).max() < 1e-12
+    # H(t) = H(0) − γ c (I − e^{−κGt}) r(0)ᵀ / κ (E5, general c: ĉ² → κ)
+    H0 = net.features(X).numpy()
+    dH = np.outer(net.c.numpy(), (np.eye(5) - scipy.linalg.expm(-kappa * G * T)) @ r0) * net.gamma / kappa
+    assert np.abs(H - (H0 - dH)).max() < 1e-12 * np.abs(H0).max()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A nonlinear flow: order, agreement with DOP853
+
+
+@pytest.fixture(scope="module")
+def tanh_problem():
+    """A small tanh problem with a large ĉ (fast, strongly nonlinear flow) and its tight DOP853 reference."""
+    rng = np.random.default_rng(9)
+    X, y = rng.standard_normal((6, 5)), rng.uniform(-0.5, 0.5, 6)
+    net = gf.Network(d=5, width=12, activation="tanh", c_hat=2.0, seed=2)
+    ts = np.linspace(0.0, 20.0, 9)
+    ref = gf.simulate(net, X, y, saveat=ts, method="DOP853", rtol=1e-13, atol=1e-15)
+    assert ref.ok
+    return net, X, y, ts, ref
+
+
+def test_fixed_step_error_converges_at_fourth_order(tanh_problem):
+    net, X, y, _, _ = tanh_problem
+    T = 2.0
+    r_ref = gf.simulate(net, X, y, saveat=[0.0, T], method="DOP853", rtol=1e-13, atol=1e-15).residual[-1]
+    steps = np.array([0.125, 0.0625, 0.03125, 0.015625])  # asymptotic regime (at h = 0.5: ratio 8, not 16)
+    errors = np.array([np.abs(_fixed_step_final(net, X, y, T, h)[0] - r_ref).max() for h in steps])
+    assert errors.min() > 1e-12, "errors must stay above the reference's"
+    slope = float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
+    assert slope == pytest.approx(4.0, abs=0.35), (slope, errors)
+
+
+@pytest.mark.parametrize("integrals", [False, True])
+def test_adaptive_run_agrees_with_a_tight_dop853_reference_at_every_saved_time(tanh_problem, integrals):
+    net, X, y, ts, ref = tanh_problem
+    for rtol, tol in [(1e-6, 1e-5), (1e-10, 1e-8)]:
+        sol = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=rtol, atol=1e-2 * rtol, integrals=integrals)
+        assert sol.ok, sol.message
+        np.testing.assert_array_equal(sol.t, ts)
+        assert np.abs(sol.loss / ref.loss - 1).max() < tol
+        assert np.abs(sol.residual - ref.residual).max() < tol * np.abs(ref.residual).max()
+        # W is recovered from A exactly (EQUATIONS.md §4): A is integrated by the same exponential stages
+        assert np.abs(sol.W_final - ref.W_final).max() < tol * np.abs(ref.W_final - net.W0.numpy()).max()
+
+
+def test_integrals_on_give_the_same_loss_and_steps_as_integrals_off_and_satisfy_the_energy_identity(tanh_problem):
+    net, X, y, ts, _ = tanh_problem
+    on = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-9, atol=1e-11, integrals=True)
+    off = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-9, atol=1e-11, integrals=False)
+    assert on.ok and off.ok
+    assert on.stats["n_f_evals"] == off.stats["n_f_evals"], "the integrals (atol = ∞) never change the steps"
+    np.testing.assert_allclose(on.loss, off.loss, rtol=1e-13, atol=0)
+    # T2, energy identity: ∫|L̇| = L(0) − L(t) along the exact flow
+    np.testing.assert_allclose(on.int_abs_dL, on.loss[0] - on.loss, rtol=0, atol=1e-7 * on.loss[0])  # not error-controlled (atol = ∞)
+    ref_int = gf.simulate(net, X, y, saveat=ts, method="DOP853", rtol=1e-11, atol=1e-13, integrals=True)
+    np.testing.assert_allclose(on.int_sqrt_abs_dL, ref_int.int_sqrt_abs_dL, rtol=1e-6)
+    # μ and λ_min(M) are minima (kinks where the minimiser switches): quadrature error O(h²), not controlled
+    np.testing.assert_allclose(on.int_mu, ref_int.int_mu, rtol=1e-4)
+    np.testing.assert_allclose(on.int_lam_min_M, ref_int.int_lam_min_M, rtol=1e-4)
+
+
+def test_solution_reports_the_flops_and_linearizations(tanh_problem):
+    net, X, y, _, _ = tanh_problem
+    sol = gf.simulate(net, X, y, t1=5.0, method="exprk4", integrals=False)
+    st = sol.stats
+    assert st["n_linearizations"] == st["n_accepted"] > 0, "one K = −M and eigenproblem per accepted double step"
+    assert st["flops"] > st["n_f_evals"] * st["flops_per_eval"] / 2 > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input and failure paths
+
+
+def test_weight_space_is_refused_with_a_clear_message(make_data):
+    X, y = make_data(n=5, d=4, seed=0)
+    with pytest.raises(ValueError, match=r"exprk4.*feature-space.*space='weight'"):
+        gf.simulate(_linear_net(), X, y, t1=1.0, method="exprk4", space="weight")
+
+
+def test_step_is_refused_for_the_adaptive_exponential_method(make_data):
+    X, y = make_data(n=5, d=4, seed=0)
+    with pytest.raises(ValueError, match="adaptive"):
+        gf.simulate(_linear_net(), X, y, t1=1.0, method="exprk4", step=0.1)
+
+
+def test_max_steps_ends_with_status_and_partial_trajectory(tanh_problem):
+    net, X, y, ts, _ = tanh_problem
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        sol = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-12, atol=1e-14, max_steps=5)
+    assert sol.status == "max_steps" and not sol.ok
+    assert 0 < sol.t[-1] < ts[-1] and len(sol.loss) == len(sol.t)
+    assert "max_steps" in sol.message
+
+
+def _nan_activation() -> gf.Activation:
+    """tanh whose derivative is NaN beyond |u| > 2: the vector field turns NaN mid-run (as in test_errors)."""
+    def dsigma(u):
+        return torch.where(u.abs() > 2.0, torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
+    return gf.Activation("tanh_nan_beyond_2", torch.tanh, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+
+
+@pytest.mark.parametrize("integrals", [False, True])
+def test_vector_field_that_turns_nan_ends_with_status_nonfinite(integrals):
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=6, activation=_nan_activation(), c_hat=3.0, seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = gf.simulate(net, X, y, t1=10.0, method="exprk4", integrals=integrals)
+    assert sol.status == "nonfinite", sol.message
+    assert "non-finite" in sol.message
+    assert sol.t[-1] > 1.0 and np.isfinite(sol.loss).all()
+
+
+def test_time_budget_ends_with_status(tanh_problem):
+    net, X, y, ts, _ = tanh_problem
+    with pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        sol = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-12, atol=1e-14, max_wall_time=1e-3)
+    assert sol.status == "time_budget"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# auto_method
+
+
+def test_auto_method_picks_exprk4_for_long_stiff_horizons_and_dop853_for_short_ones():
+    X, y = gf.data.random_labels(n=20, d=20, seed=0)
+    pb = Problem.from_data(gf.Network(d=20, width=64, activation="tanh", seed=0), X, y)
+    method, reason = auto_method(pb, 50_000.0, 1e-8)
+    assert method == "exprk4" and "λ_max" in reason
+    method, reason = auto_method(pb, 5.0, 1e-8)
+    assert method == "dop853" and reason
+    with pytest.raises(ValueError, match="t1"):
+        auto_method(pb, -1.0, 1e-8)
+
+
+def test_stiff_benchmark_quick_mode_writes_json_and_summary(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_stiff.py"))
+    mod["main"](["--quick", "--out", str(tmp_path), "--t1", "50"])
+    import json
+
+    res = json.loads((tmp_path / "stiff_summary.json").read_text())
+    (prob,) = res["problems"]
+    assert prob["n"] == 8 and prob["t1"] == 50.0 and len(prob["rows"]) == 4
+    assert {r["method"] for r in prob["rows"]} == {"DOP853", "exprk4"}
+    assert all(r["status"] == "success" and r["flops"] > 0 for r in prob["rows"])
+    assert "| 8 | 50 |" in (tmp_path / "stiff_summary.md").read_text()
