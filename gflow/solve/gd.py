@@ -107,12 +107,14 @@ def gradient_descent(
     state = field.initial_state()
     recorder.record(0.0, state.clone())
     last_good = state.clone()
+    deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
     k_done = 0
     try:
         next_save = 1
         for k in range(1, steps + 1):
             monitor.on_eval()
-            state.add_(field(None, state), alpha=step)
+            field.rhs_into(state, deriv)
+            state.add_(deriv, alpha=step)
             k_done = k
             if k == save_k[next_save]:
                 next_save += 1
