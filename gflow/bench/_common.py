@@ -7,8 +7,9 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ def time_call(fn: Callable[[], Any], repeats: int = 3, min_seconds: float = 0.2)
     t = time.perf_counter()
     fn()
     first = time.perf_counter() - t
-    inner = max(1, int(math.ceil(min_seconds / max(first, 1e-9))))
+    inner = max(1, math.ceil(min_seconds / max(first, 1e-9)))
     best = math.inf
     for _ in range(repeats):
         t = time.perf_counter()

@@ -21,8 +21,8 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -133,8 +133,8 @@ def _solve(method: str, param: float, net, X, y, prob: BenchProblem, budget: flo
     t = time.perf_counter()
     times = [0.0, *prob.times]
     if method == GD:
-        steps = int(round(prob.t1 / param))
-        ks = [int(round(tt / param)) for tt in prob.times]
+        steps = round(prob.t1 / param)
+        ks = [round(tt / param) for tt in prob.times]
         sol = gradient_descent(net, X, y, step=param, steps=steps, save_every=math.gcd(*ks), features_at=times,
                                integrals=False, warn=False, max_wall_time=budget)
     elif is_fixed(method):
@@ -164,7 +164,7 @@ def reference(net, X, y, prob: BenchProblem, budget: float) -> dict:
     loss, Hs = _at(sol, prob.times)
     H0 = sol.H[0]
     cm, csol, cwall = out["check"]
-    closs, cHs = _at(csol, prob.times)
+    closs, _ = _at(csol, prob.times)
     diff = np.abs(closs - loss) / np.abs(loss)
     return {"method": m, "rtol": REF_TOL, "atol": REF_TOL * 1e-3, "n_f_evals": sol.stats["n_f_evals"], "wall_s": wall,
             "check_method": cm, "check_n_f_evals": csol.stats["n_f_evals"], "check_wall_s": cwall,
@@ -422,4 +422,4 @@ def run_accuracy(mode: str = "full", out: str | Path = "benchmarks/results/accur
     return result
 
 
-__all__ = ["run_accuracy", "DEFAULT_METHODS", "resolve_methods", "default_method", "cost_to", "figures"]
+__all__ = ["DEFAULT_METHODS", "cost_to", "default_method", "figures", "resolve_methods", "run_accuracy"]

@@ -8,7 +8,7 @@ reduction, no preallocation — the forward pass f = α c·σ(β W Φᵀ), the l
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

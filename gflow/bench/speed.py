@@ -26,14 +26,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import (check_mode, loglog_slope, machine, matmul_peak, print_verdicts, time_call, verdict, versions,
-                      write_json)
+from ._common import (
+    check_mode,
+    loglog_slope,
+    machine,
+    matmul_peak,
+    print_verdicts,
+    time_call,
+    verdict,
+    versions,
+    write_json,
+)
 from .peer import peer_autograd_gd
 from .problems import experiment1_demo
 
 SETTINGS = {
     "tiny": {"peak_size": 128, "repeats": 1, "min_seconds": 0.01,
-             "rhs": [(64, 32, 16)], "gd": [(64, 32, 16)], "gd_steps": (1, 3), "overhead_budget_s": 1.0,
+             "rhs": [(64, 32, 16)], "gd": [(64, 32, 16)], "gd_steps": (1, 3), "overhead_budget_s": 0.5,
              "scaling_base": (32, 16, 8), "scaling_factors": (1, 2)},
     "quick": {"peak_size": 1024, "repeats": 3, "min_seconds": 0.1,
               "rhs": [(1024, 20, 20), (1024, 256, 64), (2048, 2048, 400)], "gd": [(2048, 2048, 400)],
@@ -68,6 +77,13 @@ def _fits(nbytes: float) -> bool:
     return nbytes < 0.5 * _available_bytes()
 
 
+def rhs_seconds(field, repeats: int, min_seconds: float) -> float:
+    """Seconds per ``field.rhs_into`` from its initial state into a preallocated output (steady state)."""
+    s = field.initial_state()
+    out = torch.empty_like(s)
+    return time_call(lambda: field.rhs_into(s, out), repeats, min_seconds)
+
+
 def bench_rhs(sizes, peak: dict, repeats: int, min_seconds: float) -> list[dict]:
     """One RHS evaluation per space (preallocated output, steady state)."""
     from ..fields import Problem, make_field
@@ -84,18 +100,14 @@ def bench_rhs(sizes, peak: dict, repeats: int, min_seconds: float) -> list[dict]
         pb = Problem.from_data(net, X, y)
         for space in ("weight", "feature"):
             f = make_field(pb, space)
-            s = f.initial_state()
-            out = torch.empty_like(s)
-            sec = time_call(lambda: f.rhs_into(s, out), repeats, min_seconds)
+            sec = rhs_seconds(f, repeats, min_seconds)
             row[f"{space}_s"] = sec
             row[f"{space}_gflops"] = f.flops_per_eval() / sec / 1e9
             row[f"{space}_frac_peak"] = row[f"{space}_gflops"] / peak["gflops"]
-            del f, s, out
         row["speedup"] = row["weight_s"] / row["feature_s"]
         row["efficiency"] = row["speedup"] / row["flop_ratio"]  # 1 = the flop-count ideal
         row["status"] = "ok"
         rows.append(row)
-        del pb, net
     return rows
 
 
@@ -110,48 +122,52 @@ def _best(fn, repeats: int) -> float:
 
 def bench_gd(sizes, steps: tuple[int, int], repeats: int) -> list[dict]:
     """``gf.gradient_descent`` vs the autograd peer: steady-state s/step and one-off setup, separated."""
+    rows = []
+    for m, D, n in sizes:
+        need = 8.0 * (6 * m * D + 10 * m * n)
+        if not _fits(need):
+            rows.append({"m": m, "D": D, "n": n, "status": f"skipped: needs ~{need / 2**30:.1f} GiB"})
+            continue
+        rows.append(gd_row(m, D, n, steps, repeats))
+    return rows
+
+
+def gd_row(m: int, D: int, n: int, steps: tuple[int, int], repeats: int) -> dict:
+    """One size of :func:`bench_gd`; per step = (T(k₂) − T(k₁))/(k₂ − k₁), setup = T(k₁) − k₁·per step."""
     from ..solve.gd import gradient_descent
 
     k1, k2 = steps
-    rows = []
-    for m, D, n in sizes:
-        row = {"m": m, "D": D, "n": n, "step": GD_STEP, "steps": [k1, k2], "flop_ratio": 2.0 * D / n}
-        need = 8.0 * (6 * m * D + 10 * m * n)
-        if not _fits(need):
-            row["status"] = f"skipped: needs ~{need / 2**30:.1f} GiB"
-            rows.append(row)
-            continue
-        net, X, y = _data(m, D, n)
-        Phi, yt = torch.as_tensor(X), torch.as_tensor(y)
-        peer_kw = {"alpha": net.alpha, "beta": net.beta, "lr": net.lr, "step": GD_STEP}
+    row = {"m": m, "D": D, "n": n, "step": GD_STEP, "steps": [k1, k2], "flop_ratio": 2.0 * D / n}
+    net, X, y = _data(m, D, n)
+    Phi, yt = torch.as_tensor(X), torch.as_tensor(y)
+    peer_kw = {"alpha": net.alpha, "beta": net.beta, "lr": net.lr, "step": GD_STEP}
 
-        def gflow(k, integrals=False):
-            return gradient_descent(net, X, y, step=GD_STEP, steps=k, save_every=k, integrals=integrals, warn=False)
+    def gflow(k, integrals=False):
+        return gradient_descent(net, X, y, step=GD_STEP, steps=k, save_every=k, integrals=integrals, warn=False)
 
-        def peer(k):
-            return peer_autograd_gd(net.W0, net.c, Phi, yt, steps=k, **peer_kw)
+    def peer(k):
+        return peer_autograd_gd(net.W0, net.c, Phi, yt, steps=k, **peer_kw)
 
-        res = {}
-        for name, fn in (("gflow", gflow), ("gflow_integrals", lambda k: gflow(k, True)), ("peer", peer)):
-            fn(k1)  # warm-up
-            t1, t2 = _best(lambda: fn(k1), repeats), _best(lambda: fn(k2), repeats)
-            per = max((t2 - t1) / (k2 - k1), 1e-12)
-            res[name] = (per, max(t1 - k1 * per, 0.0))
-        row.update({"gflow_step_s": res["gflow"][0], "gflow_setup_s": res["gflow"][1],
-                    "gflow_integrals_step_s": res["gflow_integrals"][0],
-                    "gflow_integrals_setup_s": res["gflow_integrals"][1],
-                    "peer_step_s": res["peer"][0], "peer_setup_s": res["peer"][1]})
-        row["speedup"] = row["peer_step_s"] / row["gflow_step_s"]
-        row["speedup_integrals"] = row["peer_step_s"] / row["gflow_integrals_step_s"]
-        row["efficiency"] = row["speedup"] / row["flop_ratio"]
-        W_gf = torch.as_tensor(gflow(k2).W_final)
-        W_peer = peer(k2)
-        row["rel_W_diff"] = float((W_gf - W_peer).abs().max() / (W_peer - net.W0).abs().max())
-        row["space"] = "feature" if n < 2 * D else "weight"
-        row["status"] = "ok"
-        rows.append(row)
-        del W_gf, W_peer, net
-    return rows
+    res = {}
+    for name, fn in (("gflow", gflow), ("gflow_integrals", lambda k: gflow(k, True)), ("peer", peer)):
+        fn(k1)  # warm-up
+        t1 = _best(lambda fn=fn: fn(k1), repeats)
+        t2 = _best(lambda fn=fn: fn(k2), repeats)
+        per = max((t2 - t1) / (k2 - k1), 1e-12)
+        res[name] = (per, max(t1 - k1 * per, 0.0))
+    row.update({"gflow_step_s": res["gflow"][0], "gflow_setup_s": res["gflow"][1],
+                "gflow_integrals_step_s": res["gflow_integrals"][0],
+                "gflow_integrals_setup_s": res["gflow_integrals"][1],
+                "peer_step_s": res["peer"][0], "peer_setup_s": res["peer"][1]})
+    row["speedup"] = row["peer_step_s"] / row["gflow_step_s"]
+    row["speedup_integrals"] = row["peer_step_s"] / row["gflow_integrals_step_s"]
+    row["efficiency"] = row["speedup"] / row["flop_ratio"]
+    W_gf = torch.as_tensor(gflow(k2).W_final)
+    W_peer = peer(k2)
+    row["rel_W_diff"] = float((W_gf - W_peer).abs().max() / (W_peer - net.W0).abs().max())
+    row["space"] = "feature" if n < 2 * D else "weight"
+    row["status"] = "ok"
+    return row
 
 
 def overhead_methods() -> list[str]:
@@ -174,9 +190,7 @@ def bench_overhead(mode: str, repeats: int, min_seconds: float, budget_s: float 
     prob = experiment1_demo(mode)
     net, X, y = prob.build()
     f = make_field(Problem.from_data(net, X, y), "auto")
-    s = f.initial_state()
-    out = torch.empty_like(s)
-    t_rhs = time_call(lambda: f.rhs_into(s, out), repeats, min_seconds)
+    t_rhs = rhs_seconds(f, repeats, min_seconds)
     rows = []
     for method in overhead_methods():
         kw = {"step": 0.25} if is_fixed(method) else {"rtol": 1e-8, "atol": 1e-11}
@@ -210,10 +224,7 @@ def bench_scaling(base, factors, repeats: int, min_seconds: float) -> dict:
             pb = Problem.from_data(net, X, y)
             pt = {"m": m, "D": D, "n": n}
             for space in ("weight", "feature"):
-                f = make_field(pb, space)
-                s = f.initial_state()
-                o = torch.empty_like(s)
-                pt[f"{space}_s"] = time_call(lambda: f.rhs_into(s, o), repeats, min_seconds)
+                pt[f"{space}_s"] = rhs_seconds(make_field(pb, space), repeats, min_seconds)
             series.append(pt)
         out["series"][dim] = series
         for space in ("weight", "feature"):
@@ -339,4 +350,4 @@ def run_speed(mode: str = "full", out: str | Path = "benchmarks/results/speed", 
     return result
 
 
-__all__ = ["run_speed", "SETTINGS"]
+__all__ = ["SETTINGS", "run_speed"]

@@ -34,7 +34,7 @@ class Problem:
     y_test: torch.Tensor | None = None
 
     @classmethod
-    def from_data(cls, net: Network, X: Any, y: Any, X_test: Any = None, y_test: Any = None) -> "Problem":
+    def from_data(cls, net: Network, X: Any, y: Any, X_test: Any = None, y_test: Any = None) -> Problem:
         if not isinstance(net, Network):
             raise TypeError(f"net must be a gf.Network, got {type(net).__name__}")
         Xt = net._inputs(X, "X")
@@ -80,7 +80,7 @@ class Problem:
     @cached_property
     def H0(self) -> torch.Tensor:
         """Initial training features β W0 Φ_trᵀ, (m, n)."""
-        return self.net.beta * (self.net.W0 @ self.Phi.T)
+        return torch.mm(self.net.W0, self.Phi.T).mul_(self.net.beta)
 
     @cached_property
     def H0_test(self) -> torch.Tensor | None:
@@ -134,7 +134,7 @@ class AbstractField:
     def flops_per_eval(self) -> float:  # pragma: no cover
         raise NotImplementedError
 
-    def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> "Parts":
+    def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
         """Write d state/dt into ``out`` and return the intermediate quantities (for observers).
 
         The tensors in the returned :class:`Parts` may live in scratch buffers owned by the field (reused

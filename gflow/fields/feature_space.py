@@ -59,7 +59,8 @@ class FeatureSpaceField(AbstractField):
 
     def weights(self, state):
         net = self.problem.net
-        return net.W0 - (net.lr * net.alpha * net.beta) * (state[1] @ self.problem.Phi)
+        # one fused pass: W0 − ℓαβ A Φ (addmm, no (m, D) temporaries)
+        return torch.addmm(net.W0, state[1], self.problem.Phi, alpha=-(net.lr * net.alpha * net.beta))
 
     def weight_movement(self, state) -> float:
         """‖W − W0‖_F / ‖W0‖_F without forming W: ‖AΦ‖²_F = D·Σ (AG)∘A."""

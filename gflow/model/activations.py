@@ -10,8 +10,8 @@ Users add their own activation by constructing :class:`Activation` directly; the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -260,7 +260,7 @@ _BUILTINS: dict[str, Callable[..., Activation]] = {
 ACTIVATIONS: tuple[str, ...] = tuple(_BUILTINS)
 
 
-def get_activation(spec: "str | dict | Activation", **params) -> Activation:
+def get_activation(spec: str | dict | Activation, **params) -> Activation:
     """Resolve an activation from a name (``"tanh"``, ``"leaky_relu"``…), a spec dict or an instance.
 
     ``get_activation("leaky_relu", slope=0.1)`` and ``get_activation({"name": "leaky_relu", "slope": 0.1})``
@@ -295,4 +295,4 @@ def numeric_lipschitz(act: Activation, lo: float = -20.0, hi: float = 20.0) -> f
     return float(act.dsigma(u).abs().max())
 
 
-__all__ = ["Activation", "ACTIVATIONS", "get_activation", "numeric_lipschitz"]
+__all__ = ["ACTIVATIONS", "Activation", "get_activation", "numeric_lipschitz"]
