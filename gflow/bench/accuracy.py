@@ -331,6 +331,8 @@ def figures(result: dict, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     probs = result["problems"]
+    if not probs:
+        return []
     fig, axes = plt.subplots(len(probs), 3, figsize=(16, 4.2 * len(probs)), squeeze=False)
     markers = {"gd": "o", "euler": "v", "midpoint": "s", "rk4": "^"}
     for row, p in zip(axes, probs):
@@ -407,8 +409,15 @@ def run_accuracy(mode: str = "full", out: str | Path = "benchmarks/results/accur
     result = {"benchmark": "accuracy", "mode": mode, "machine": machine(), "versions": versions(),
               "dtype": "float64", "seeds": {p.key: p.seed for p in probs}, "settings": settings,
               "default_method": default, "methods": run, "unavailable": unavailable,
-              "problems": [run_problem(p, run, unavailable, settings, log) for p in probs]}
-    result["targets"] = targets(result["problems"], default)
+              "problems": [], "failed_problems": []}
+    for p in probs:
+        try:
+            result["problems"].append(run_problem(p, run, unavailable, settings, log))
+        except RuntimeError as exc:  # no checked reference (e.g. it ran out of time): say so and go on
+            log(f"[{p.key}] skipped: {exc}")
+            result["failed_problems"].append({"problem": p.describe(), "error": str(exc)})
+    result["targets"] = targets(result["problems"], default) + [
+        verdict(f"{f['problem']['name']}: benchmark ran", False, f["error"]) for f in result["failed_problems"]]
     result["wall_s"] = time.perf_counter() - t0
     write_json(out / "accuracy.json", result)
     result["figures"] = [str(p) for p in figures(result, out)]
