@@ -89,7 +89,9 @@ def resolve_methods(methods: Sequence[str] | None) -> tuple[list[str], list[str]
 def _order_for_budget(methods: list[str]) -> list[str]:
     # what the targets need first, so that a tight budget drops the least important solves
     first = [default_method(), "DOP853", "dop853", GD, "rk4"]
-    return [m for m in first if m in methods] + [m for m in methods if m not in first]
+    last = ["euler"]  # forward Euler = GD's iterates (a cross-check), least informative
+    return ([m for m in first if m in methods] + [m for m in methods if m not in first + last]
+            + [m for m in last if m in methods and m not in first])
 
 
 def _stability_limit(net, X, y) -> tuple[float, float]:
@@ -220,29 +222,35 @@ def run_problem(prob: BenchProblem, methods: list[str], unavailable: list[str], 
         rows.append({"method": method, "kind": kind, "param": param, "status": f"skipped: {why}",
                      "n_f_evals": 0, "wall_s": 0.0})
 
+    # Round robin over settings (loosest first): when the problem's budget runs out it cuts the tightest
+    # settings of every method, not whole methods.
+    plan = {}
     for method in _order_for_budget(methods):
         kind = "gd" if method == GD else ("fixed" if is_fixed(method) else "adaptive")
         params = settings["gd_steps"] if method == GD else (
             settings["fixed_steps"] if kind == "fixed" else settings["rtols"])
-        stop_reason = None
-        last = None
-        for param in params:
+        plan[method] = {"kind": kind, "params": list(params), "stop": None, "last": None}
+    for level in range(max(len(p["params"]) for p in plan.values())):
+        for method, pl in plan.items():
+            if level >= len(pl["params"]):
+                continue
+            kind, param, last = pl["kind"], pl["params"][level], pl["last"]
             left = prob.budget_s - (time.perf_counter() - start)
-            if stop_reason is None and left <= 0.5:
-                stop_reason = "problem wall-time budget spent"
-            if stop_reason is None and last is not None and kind != "adaptive":
+            if pl["stop"] is None and left <= 0.5:
+                pl["stop"] = "problem wall-time budget spent"
+            if pl["stop"] is None and last is not None and kind != "adaptive":
                 predicted = last[1] * last[0] / param
                 if predicted > min(per_solve, left):
-                    stop_reason = f"predicted {predicted:.3g} s > budget {min(per_solve, left):.3g} s"
-            if stop_reason is not None:
-                skip(method, kind, param, stop_reason)
+                    pl["stop"] = f"predicted {predicted:.3g} s > budget {min(per_solve, left):.3g} s"
+            if pl["stop"] is not None:
+                skip(method, kind, param, pl["stop"])
                 continue
             try:
                 sol, wall = _solve(method, param, net, X, y, prob, min(per_solve, left))
             except (ValueError, TypeError, RuntimeError) as exc:  # refused for this size, unknown option, ...
                 rows.append({"method": method, "kind": kind, "param": param, "status": f"refused: {exc}",
                              "n_f_evals": 0, "wall_s": 0.0})
-                stop_reason = "refused at a looser setting"
+                pl["stop"] = "refused at a looser setting"
                 continue
             row = {"method": method, "kind": kind, "param": param, "status": sol.status,
                    "n_f_evals": int(sol.stats["n_f_evals"]), "wall_s": wall,
@@ -250,12 +258,13 @@ def run_problem(prob: BenchProblem, methods: list[str], unavailable: list[str], 
             row.update(_errors(sol, ref, prob.times) if sol.status == "success" else
                        {"rel_err_loss": math.nan, "rel_err_H": math.nan, "message": sol.message})
             rows.append(row)
-            last = (param, wall)
+            pl["last"] = (param, wall)
             if sol.status in ("time_budget", "max_steps"):
-                stop_reason = f"{sol.status} at {param:g}"
+                pl["stop"] = f"{sol.status} at {param:g}"
             elif kind == "adaptive" and wall > 0.6 * per_solve:
-                stop_reason = f"{param:g} took {wall:.3g} s"
-    floor = max(ref["rel_diff_loss_at"])
+                pl["stop"] = f"{param:g} took {wall:.3g} s"
+    rows.sort(key=lambda r: (r["method"], r["param"] if r["param"] is not None else 0.0))
+    floor = max(d for d, ok in zip(ref["rel_diff_loss_at"], ref["scored"]) if ok) if ref["scored"].any() else 1e-8
     orders = {}
     for method in [m for m in methods if is_fixed(m)]:
         pts = [(r["param"], r["rel_err_loss"]) for r in rows if r["method"] == method and r["status"] == "success"
