@@ -100,3 +100,17 @@ def test_bench_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["bench", "speed", "--tiny", "--out", str(tmp_path), "--methods", "rk4"]) == 2
     with pytest.raises(SystemExit):
         main(["bench", "accuracy", "--tiny", "--quick"])
+
+
+def test_timed_rhs_counts_the_evaluations_of_a_solve_and_restores_the_fields(make_data):
+    import gflow as gf
+    from gflow.bench.speed import timed_rhs
+    from gflow.fields.feature_space import FeatureSpaceField
+
+    original = FeatureSpaceField.rhs_into
+    X, y = make_data(n=4, d=3, seed=1)
+    with timed_rhs() as acc:
+        sol = gf.simulate(gf.Network(d=3, width=8, seed=2), X, y, t1=1.0, method="rk4", step=0.25, space="feature",
+                          integrals=False)
+    assert acc["calls"] == sol.stats["n_f_evals"] > 0 and acc["seconds"] > 0
+    assert FeatureSpaceField.rhs_into is original
