@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file")
     r.add_argument("--out", default="gflow-rerun.nc")
     r.set_defaults(func=cmd_rerun)
+
+    from .bench.cli import add_parser as add_bench_parser  # gflow bench {accuracy,speed}
+
+    add_bench_parser(sub)
     return p
 
 

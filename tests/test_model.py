@@ -61,6 +61,16 @@ def test_fused_sigma_and_dsigma_equal_the_separate_functions(spec):
 
 
 @pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
+def test_in_place_fused_sigma_and_dsigma_equal_the_separate_functions(spec):
+    act = gf.get_activation(spec)
+    u = _points_away_from_kink(seed=12)
+    s, ds = torch.full_like(u, float("nan")), torch.full_like(u, float("nan"))
+    act.both_into(u, s, ds)
+    torch.testing.assert_close(s, act.sigma(u), rtol=4 * EPS, atol=4 * EPS)
+    torch.testing.assert_close(ds, act.dsigma(u), rtol=4 * EPS, atol=4 * EPS)
+
+
+@pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
 def test_declared_K_is_the_infimum_of_abs_dsigma_over_the_active_interval(spec):
     act = gf.get_activation(spec)
     lo, hi = act.interval
@@ -436,3 +446,37 @@ def test_auto_space_picks_feature_space_iff_n_is_below_2D(make_data):
     quad = gf.Network(d=4, width=4, embedding="quadratic", seed=0)  # 2D = 32 > 9
     assert gf.make_field(gf.Problem.from_data(shallow, X, y), "auto").space == "weight"
     assert gf.make_field(gf.Problem.from_data(quad, X, y), "auto").space == "feature"
+
+
+@pytest.mark.parametrize("space", ["weight", "feature"])
+def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_field(make_data, space):
+    # the fields keep σ, σ′, r (and H, P in weight space) in buffers reused across evaluations
+    X, y = make_data(n=5, d=3, seed=21)
+    net = gf.Network(d=3, width=6, activation="tanh", seed=22)
+    pb = gf.Problem.from_data(net, X, y)
+    reused = gf.make_field(pb, space)
+    s0 = reused.initial_state()
+    s1 = s0 + 0.3 * torch.randn(s0.shape, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
+    reused(0.0, s0)
+    out = torch.empty_like(s1)
+    parts = reused.rhs_into(s1, out)
+    fresh = gf.make_field(pb, space)
+    out_fresh = torch.empty_like(s1)
+    parts_fresh = fresh.rhs_into(s1, out_fresh)
+    torch.testing.assert_close(out, out_fresh, rtol=0, atol=0)
+    for a, b in zip((parts.H, parts.ds, parts.r, parts.dL), (parts_fresh.H, parts_fresh.ds, parts_fresh.r,
+                                                           parts_fresh.dL)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(parts.ds, net.activation.dsigma(parts.H), rtol=1e-14, atol=1e-15)
+
+
+def test_in_place_tanh_is_accurate_to_a_few_ulps_over_its_whole_range():
+    # the float64 CPU hot path computes tanh through the sigmoid (torch's float64 tanh is not vectorised)
+    act = gf.get_activation("tanh")
+    u = torch.linspace(-40.0, 40.0, 400_001, dtype=torch.float64)
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    act.both_into(u, s, ds)
+    exact = torch.tanh(u)
+    assert float((s - exact).abs().max()) <= 2 * EPS
+    assert float((ds - (1.0 - exact**2)).abs().max()) <= 4 * EPS
+    assert float(s.abs().max()) <= 1.0  # never outside [−1, 1]

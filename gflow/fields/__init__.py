@@ -18,5 +18,13 @@ def make_field(problem: Problem, space: str = "auto") -> AbstractField:
     return FeatureSpaceField(problem) if space == "feature" else WeightSpaceField(problem)
 
 
-__all__ = ["ObservedField", "INTEGRALS", "AbstractField", "Problem", "FeatureSpaceField", "WeightSpaceField",
-           "make_field", "SPACES"]
+__all__ = [
+    "INTEGRALS",
+    "SPACES",
+    "AbstractField",
+    "FeatureSpaceField",
+    "ObservedField",
+    "Problem",
+    "WeightSpaceField",
+    "make_field",
+]

@@ -34,7 +34,7 @@ class Problem:
     y_test: torch.Tensor | None = None
 
     @classmethod
-    def from_data(cls, net: Network, X: Any, y: Any, X_test: Any = None, y_test: Any = None) -> "Problem":
+    def from_data(cls, net: Network, X: Any, y: Any, X_test: Any = None, y_test: Any = None) -> Problem:
         if not isinstance(net, Network):
             raise TypeError(f"net must be a gf.Network, got {type(net).__name__}")
         Xt = net._inputs(X, "X")
@@ -80,7 +80,7 @@ class Problem:
     @cached_property
     def H0(self) -> torch.Tensor:
         """Initial training features β W0 Φ_trᵀ, (m, n)."""
-        return self.net.beta * (self.net.W0 @ self.Phi.T)
+        return torch.mm(self.net.W0, self.Phi.T).mul_(self.net.beta)
 
     @cached_property
     def H0_test(self) -> torch.Tensor | None:
@@ -134,8 +134,13 @@ class AbstractField:
     def flops_per_eval(self) -> float:  # pragma: no cover
         raise NotImplementedError
 
-    def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> "Parts":
-        """Write d state/dt into ``out`` and return the intermediate quantities (for observers)."""
+    def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
+        """Write d state/dt into ``out`` and return the intermediate quantities (for observers).
+
+        The tensors in the returned :class:`Parts` may live in scratch buffers owned by the field (reused
+        across calls, so that a solve allocates nothing per evaluation): they stay valid until the next call
+        of ``rhs_into`` on this field; copy them to keep them longer.  ``out`` itself belongs to the caller.
+        """
         raise NotImplementedError  # pragma: no cover
 
     def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
@@ -143,13 +148,32 @@ class AbstractField:
         self.rhs_into(state, out)
         return out
 
+    def _scratch(self, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A buffer reused across evaluations (allocated on first use or when shape/dtype/device change)."""
+        bufs = self.__dict__.setdefault("_buffers", {})
+        buf = bufs.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
     # Shared by both spaces: P_ia = c_i σ'(H_ia) r_a (eq. (10)), residual r = f − y.
     def _P_into(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write P = c σ′(H) r into ``out`` (m, n); returns (σ′(H), r)."""
+        """Write P = c σ′(H) r into ``out`` (m, n); returns (σ′(H), r), both in scratch buffers.
+
+        Fused and allocation-free: σ and σ′ in one pass where the activation supports it
+        (:meth:`Activation.both_into`), r = α σ(H)ᵀc − y in one BLAS call, and P in two contiguous passes
+        (c is kept expanded to (m, n): broadcasting a column costs ~5× a row on CPU).
+        """
         net, pb = self.problem.net, self.problem
-        s, ds = net.activation.both(H)
-        r = torch.mv(s.T, net.c).mul_(net.alpha).sub_(pb.y)
-        torch.mul(ds, self._c_col, out=out)
+        shape = tuple(H.shape)
+        s, ds = self._scratch("s", shape, H), self._scratch("ds", shape, H)
+        net.activation.both_into(H, s, ds)
+        r = self._scratch("r", (shape[1],), H)
+        torch.addmv(pb.y, s.T, net.c, beta=-1.0, alpha=net.alpha, out=r)
+        c_full = self.__dict__.get("_c_full")
+        if c_full is None or tuple(c_full.shape) != shape:
+            c_full = self._c_full = net.c[:, None].expand(shape).contiguous()
+        torch.mul(ds, c_full, out=out)
         out.mul_(r)
         return ds, r
 

@@ -39,6 +39,8 @@ class FeatureSpaceField(AbstractField):
         return s
 
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
+        # allocation-free: P is written straight into out[1] (Ȧ = P) and Ḣ = P(−γG) into out[0]; σ′ and r
+        # live in scratch buffers valid until the next call (see AbstractField.rhs_into)
         H = state[0]
         ds, r = self._P_into(H, out[1])
         torch.mm(out[1], self._minus_gamma_G, out=out[0])
@@ -57,7 +59,8 @@ class FeatureSpaceField(AbstractField):
 
     def weights(self, state):
         net = self.problem.net
-        return net.W0 - (net.lr * net.alpha * net.beta) * (state[1] @ self.problem.Phi)
+        # one fused pass: W0 − ℓαβ A Φ (addmm, no (m, D) temporaries)
+        return torch.addmm(net.W0, state[1], self.problem.Phi, alpha=-(net.lr * net.alpha * net.beta))
 
     def weight_movement(self, state) -> float:
         """‖W − W0‖_F / ‖W0‖_F without forming W: ‖AΦ‖²_F = D·Σ (AG)∘A."""

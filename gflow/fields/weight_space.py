@@ -29,8 +29,9 @@ class WeightSpaceField(AbstractField):
         return self.problem.net.W0.clone()
 
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
-        H = state @ self._beta_PhiT
-        P = torch.empty_like(H)
+        m, n = state.shape[0], self._beta_PhiT.shape[1]
+        H, P = self._scratch("H", (m, n), state), self._scratch("P", (m, n), state)  # valid until the next call
+        torch.mm(state, self._beta_PhiT, out=H)
         ds, r = self._P_into(H, P)
         torch.mm(P, self._minus_Phi, out=out)
         # energy identity: L̇ = −ℓ‖∂L/∂W‖² = −‖Ẇ‖²/ℓ

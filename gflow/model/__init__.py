@@ -14,6 +14,18 @@ from .network import Network
 from .scaling import SCALINGS, Scaling, get_scaling
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "get_activation", "AbstractEmbedding", "Callable", "DeepRandomFeatures",
-    "Identity", "Quadratic", "RandomFeatures", "get_embedding", "Network", "SCALINGS", "Scaling", "get_scaling",
+    "ACTIVATIONS",
+    "SCALINGS",
+    "AbstractEmbedding",
+    "Activation",
+    "Callable",
+    "DeepRandomFeatures",
+    "Identity",
+    "Network",
+    "Quadratic",
+    "RandomFeatures",
+    "Scaling",
+    "get_activation",
+    "get_embedding",
+    "get_scaling",
 ]

@@ -10,8 +10,8 @@ Users add their own activation by constructing :class:`Activation` directly; the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -37,6 +37,8 @@ class Activation:
             (linear, leaky ReLU), in which case the Lemma-1 machinery needs a bounded I (EQUATIONS.md §6).
         K: K_σ′ = inf over I of |σ′|.  ``None`` computes it numerically on a fine grid over I.
         sigma_and_dsigma: optional fused (σ(u), σ′(u)); used on hot paths when given.
+        sigma_and_dsigma_into: optional in-place fused form ``(u, s, ds) -> None`` writing σ(u) into ``s`` and
+            σ′(u) into ``ds`` (preallocated, same shape as u) without temporaries; used by the vector fields.
         params: parameters (e.g. the leaky-ReLU slope), recorded in result files.
         smooth: False for activations with a kink (ReLU, leaky ReLU): their gradient flow is non-smooth.
 
@@ -55,6 +57,9 @@ class Activation:
     interval: tuple[float, float]
     K: float | None = None
     sigma_and_dsigma: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    sigma_and_dsigma_into: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = field(
         default=None, repr=False, compare=False
     )
     params: tuple[tuple[str, float], ...] = ()
@@ -89,6 +94,16 @@ class Activation:
             return self.sigma_and_dsigma(u)
         return self.sigma(u), self.dsigma(u)
 
+    def both_into(self, u: torch.Tensor, s: torch.Tensor, ds: torch.Tensor) -> None:
+        """Write σ(u) into ``s`` and σ′(u) into ``ds`` (preallocated, u's shape), fused and in place when the
+        activation provides ``sigma_and_dsigma_into``; otherwise through :meth:`both` and a copy."""
+        if self.sigma_and_dsigma_into is not None:
+            self.sigma_and_dsigma_into(u, s, ds)
+            return
+        a, b = self.both(u)
+        s.copy_(a)
+        ds.copy_(b)
+
     def spec(self) -> dict:
         """A JSON-able description; :func:`get_activation` rebuilds built-ins from it."""
         return {"name": self.name, **dict(self.params)}
@@ -108,6 +123,47 @@ def _numeric_inf_abs(dsigma: TensorFn, lo: float, hi: float) -> float:
 def _tanh_both(u):
     s = torch.tanh(u)
     return s, 1.0 - s * s
+
+
+def _tanh_both_into(u, s, ds):
+    if u.dtype == torch.float64 and u.device.type == "cpu":
+        # float64 torch.tanh is not vectorised on CPU (measured 15 ns/element against 1.2 for sigmoid, torch
+        # 2.13, AVX-512): use tanh(u) = 2σ(2u) − 1 and tanh′(u) = 4σ(2u)(1 − σ(2u)), five passes, no temporaries,
+        # ~5x faster.  Absolute error ≤ 3.4e-16 (checked against torch.tanh on [−20, 20] in the tests).
+        torch.mul(u, 2.0, out=s)
+        torch.sigmoid(s, out=s)
+        torch.addcmul(s, s, s, value=-1.0, out=ds)
+        ds.mul_(4.0)
+        s.mul_(2.0).sub_(1.0)
+        return
+    # tanh′ = 1 − tanh²: one transcendental pass, then one fused multiply-add pass (no temporaries)
+    torch.tanh(u, out=s)
+    torch.addcmul(_one(u), s, s, value=-1.0, out=ds)
+
+
+def _one(u):
+    return torch.ones((), dtype=u.dtype, device=u.device)
+
+
+def _sigmoid_both_into(u, s, ds):
+    torch.sigmoid(u, out=s)
+    torch.addcmul(s, s, s, value=-1.0, out=ds)  # σ′ = σ − σ²
+
+
+def _erf_both_into(u, s, ds):
+    torch.erf(u, out=s)
+    torch.mul(u, u, out=ds)
+    ds.neg_().exp_().mul_(_TWO_OVER_SQRT_PI)
+
+
+def _linear_both_into(u, s, ds):
+    s.copy_(u)
+    ds.fill_(1.0)
+
+
+def _relu_both_into(u, s, ds):
+    torch.clamp_min(u, 0.0, out=s)
+    torch.gt(u, 0.0, out=ds)  # writes 1.0 / 0.0 in ds's dtype
 
 
 def _sigmoid_both(u):
@@ -145,19 +201,21 @@ def _linear_d(u):
 
 def tanh() -> Activation:
     return Activation("tanh", torch.tanh, lambda u: 1.0 - torch.tanh(u) ** 2, 1.0, (-1.0, 1.0),
-                      K=1.0 - math.tanh(1.0) ** 2, sigma_and_dsigma=_tanh_both)
+                      K=1.0 - math.tanh(1.0) ** 2, sigma_and_dsigma=_tanh_both,
+                      sigma_and_dsigma_into=_tanh_both_into)
 
 
 def sigmoid() -> Activation:
     s1 = 1.0 / (1.0 + math.exp(1.0))
     return Activation("sigmoid", torch.sigmoid, lambda u: _sigmoid_both(u)[1], 0.25, (-1.0, 1.0),
-                      K=s1 * (1.0 - s1), sigma_and_dsigma=_sigmoid_both)
+                      K=s1 * (1.0 - s1), sigma_and_dsigma=_sigmoid_both,
+                      sigma_and_dsigma_into=_sigmoid_both_into)
 
 
 def relu() -> Activation:
     # I = (0, 1): a bounded sub-interval of the natural (0, ∞), see EQUATIONS.md §6 "Unbounded I".
     return Activation("relu", torch.relu, _relu_d, 1.0, (0.0, 1.0), K=1.0, sigma_and_dsigma=_relu_both,
-                      smooth=False)
+                      sigma_and_dsigma_into=_relu_both_into, smooth=False)
 
 
 def leaky_relu(slope: float = 0.01) -> Activation:
@@ -179,12 +237,12 @@ def leaky_relu(slope: float = 0.01) -> Activation:
 
 def linear() -> Activation:
     return Activation("linear", lambda u: u, _linear_d, 1.0, (-math.inf, math.inf), K=1.0,
-                      sigma_and_dsigma=lambda u: (u, torch.ones_like(u)))
+                      sigma_and_dsigma=lambda u: (u, torch.ones_like(u)), sigma_and_dsigma_into=_linear_both_into)
 
 
 def erf() -> Activation:
     return Activation("erf", torch.erf, _erf_d, _TWO_OVER_SQRT_PI, (-1.0, 1.0),
-                      K=_TWO_OVER_SQRT_PI * math.exp(-1.0))
+                      K=_TWO_OVER_SQRT_PI * math.exp(-1.0), sigma_and_dsigma_into=_erf_both_into)
 
 
 def softplus() -> Activation:
@@ -212,7 +270,7 @@ _BUILTINS: dict[str, Callable[..., Activation]] = {
 ACTIVATIONS: tuple[str, ...] = tuple(_BUILTINS)
 
 
-def get_activation(spec: "str | dict | Activation", **params) -> Activation:
+def get_activation(spec: str | dict | Activation, **params) -> Activation:
     """Resolve an activation from a name (``"tanh"``, ``"leaky_relu"``…), a spec dict or an instance.
 
     ``get_activation("leaky_relu", slope=0.1)`` and ``get_activation({"name": "leaky_relu", "slope": 0.1})``
@@ -247,4 +305,4 @@ def numeric_lipschitz(act: Activation, lo: float = -20.0, hi: float = 20.0) -> f
     return float(act.dsigma(u).abs().max())
 
 
-__all__ = ["Activation", "ACTIVATIONS", "get_activation", "numeric_lipschitz"]
+__all__ = ["ACTIVATIONS", "Activation", "get_activation", "numeric_lipschitz"]

@@ -14,8 +14,8 @@ tensor to its (n, D) features.  Drawing on the CPU makes one seed give the same 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable as _Callable
 from dataclasses import dataclass
-from typing import Callable as _Callable
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class AbstractEmbedding:
         """D, the embedding dimension for inputs of dimension d."""
         raise NotImplementedError
 
-    def bind(self, d: int, *, activation: Activation, seed: int) -> "BoundEmbedding":  # pragma: no cover
+    def bind(self, d: int, *, activation: Activation, seed: int) -> BoundEmbedding:  # pragma: no cover
         """Draw the random parameters (if any) and return the feature map."""
         raise NotImplementedError
 
@@ -118,7 +118,7 @@ class RandomFeatures(AbstractEmbedding):
     """
 
     D: int
-    activation: "str | Activation | None" = None
+    activation: str | Activation | None = None
     seed: int | None = None
 
     def __post_init__(self):
@@ -163,7 +163,7 @@ class DeepRandomFeatures(AbstractEmbedding):
 
     D: int
     depth: int = 4
-    activation: "str | Activation | None" = None
+    activation: str | Activation | None = None
     seed: int | None = None
 
     def __post_init__(self):
@@ -270,10 +270,10 @@ def get_embedding(spec) -> AbstractEmbedding:
 __all__ = [
     "AbstractEmbedding",
     "BoundEmbedding",
+    "Callable",
+    "DeepRandomFeatures",
     "Identity",
     "Quadratic",
     "RandomFeatures",
-    "DeepRandomFeatures",
-    "Callable",
     "get_embedding",
 ]

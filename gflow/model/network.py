@@ -91,7 +91,7 @@ class Network:
     _explicit: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        set_ = lambda k, v: object.__setattr__(self, k, v)
         d = check_positive_int(self.d, "d")
         m = check_positive_int(self.width, "width")
         set_("d", d)
@@ -221,7 +221,7 @@ class Network:
 
     # ----------------------------------------------------------------------------------------------------
 
-    def to(self, dtype: Any = None, device: Any = None) -> "Network":
+    def to(self, dtype: Any = None, device: Any = None) -> Network:
         """The same network (same c, W0 and embedding draw) in another dtype or on another device."""
         new = dataclasses.replace(
             self,
@@ -253,7 +253,7 @@ class Network:
 
     @classmethod
     def from_spec(cls, spec: dict, *, c=None, W0=None, device: Any = None, activation=None,
-                  embedding=None) -> "Network":
+                  embedding=None) -> Network:
         """Rebuild a network from :meth:`spec` (plus c and W0 when they were explicit)."""
         spec = dict(spec)
         spec.pop("explicit_params", None)
@@ -278,4 +278,4 @@ class Network:
         )
 
 
-__all__ = ["Network", "resolve_dtype", "resolve_device"]
+__all__ = ["Network", "resolve_device", "resolve_dtype"]

@@ -63,5 +63,13 @@ def feature_movement(H: torch.Tensor, H0: torch.Tensor) -> torch.Tensor:
     return (H - H0).abs().mean(dim=0)
 
 
-__all__ = ["active_fraction", "eta", "mu", "nu", "kernel_S", "kernel_M", "extreme_eigenvalues",
-           "feature_movement"]
+__all__ = [
+    "active_fraction",
+    "eta",
+    "extreme_eigenvalues",
+    "feature_movement",
+    "kernel_M",
+    "kernel_S",
+    "mu",
+    "nu",
+]

@@ -71,4 +71,4 @@ def get_scaling(spec) -> Scaling:
     return _ALIASES[key]
 
 
-__all__ = ["Scaling", "OURS", "NTK", "MF", "SCALINGS", "get_scaling"]
+__all__ = ["MF", "NTK", "OURS", "SCALINGS", "Scaling", "get_scaling"]

@@ -134,10 +134,12 @@ def gradient_descent(
     def loop_state():
         return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
 
+    deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
     try:
         for k in range(k_done + 1, steps + 1):
             monitor.on_eval()
-            state.add_(field(None, state), alpha=step)
+            field.rhs_into(state, deriv)
+            state.add_(deriv, alpha=step)
             k_done = k
             if ckpt is not None and ckpt.due():
                 ckpt.save(loop_state())

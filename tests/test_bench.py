@@ -1,0 +1,116 @@
+"""Tiny modes of ``gflow bench accuracy`` and ``gflow bench speed``: outputs produced and well formed.
+
+Speed is not tested here (no timed unit tests); the benchmarks themselves state met / missed per target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gflow.bench import accuracy as acc
+from gflow.cli import main
+
+VERDICTS = {"met", "missed", "not measured"}
+
+
+def _strict_json(path):
+    def bad(token):
+        raise ValueError(f"non-standard JSON constant {token} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=bad)
+
+
+def _check_common(data, benchmark):
+    assert data["benchmark"] == benchmark and data["mode"] == "tiny" and data["dtype"] == "float64"
+    assert {"platform", "cpu", "torch_threads", "device"} <= set(data["machine"])
+    assert {"torch", "gflow"} <= set(data["versions"])
+    assert data["seeds"]
+    assert data["targets"] and all(t["verdict"] in VERDICTS and t["detail"] for t in data["targets"])
+
+
+def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figures(tmp_path):
+    methods = "gd,midpoint,rk4,dopri5,DOP853,LSODA,no_such_method"
+    assert main(["bench", "accuracy", "--tiny", "--out", str(tmp_path), "--methods", methods]) == 0
+    data = _strict_json(tmp_path / "accuracy.json")
+    _check_common(data, "accuracy")
+    assert data["unavailable"] == ["no_such_method"]
+    (prob,) = data["problems"]
+    assert max(prob["reference"]["rel_diff_loss_at"]) < 1e-9  # the reference agrees with a second method
+    assert prob["reference"]["check_method"] != prob["reference"]["method"]
+    rows = prob["rows"]
+    assert {"gd", "midpoint", "rk4", "dopri5", "DOP853", "LSODA", "no_such_method"} == {r["method"] for r in rows}
+    assert [r["status"] for r in rows if r["method"] == "no_such_method"] == ["unavailable"]
+    for r in rows:
+        if r["status"] == "success":
+            assert r["n_f_evals"] > 0 and r["wall_s"] > 0
+            assert len(r["rel_err_loss_at"]) == len(prob["problem"]["times"])
+            assert 0 <= r["rel_err_loss"] < 1 and 0 <= r["rel_err_H"] < 10
+    # tighter tolerance, smaller error; rk4 and midpoint show their orders
+    e = {r["param"]: r["rel_err_loss"] for r in rows if r["method"] == "DOP853"}
+    assert e[1e-6] < e[1e-3]
+    assert 3.0 < prob["orders"]["rk4"] < 5.5 and 1.5 < prob["orders"]["midpoint"] < 3.0
+    assert prob["stability_limit_gd"] == pytest.approx(2.0 / prob["lam_max_M0"])
+    assert prob["to_1e-6"]["best_evals"]["method"] is not None
+    assert (tmp_path / "work_precision.png").stat().st_size > 10_000 and (tmp_path / "work_precision.pdf").exists()
+
+
+def test_speed_tiny_writes_json_with_every_section_and_a_figure(tmp_path):
+    assert main(["bench", "speed", "--tiny", "--out", str(tmp_path)]) == 0
+    data = _strict_json(tmp_path / "speed.json")
+    _check_common(data, "speed")
+    assert data["matmul_peak"]["gflops"] > 0
+    (rhs,) = data["rhs"]
+    assert rhs["status"] == "ok" and rhs["weight_s"] > 0 and rhs["feature_s"] > 0
+    assert rhs["flop_ratio"] == pytest.approx(2 * rhs["D"] / rhs["n"])
+    (gd,) = data["gd"]
+    assert gd["rel_W_diff"] < 1e-10  # the autograd peer and gf.gradient_descent compute the same iterates
+    for key in ("gflow_step_s", "gflow_setup_s", "gflow_integrals_step_s", "peer_step_s", "speedup"):
+        assert math.isfinite(gd[key]) and gd[key] >= 0
+    ov = data["overhead"]
+    assert ov["rhs_s"] > 0 and ov["default_method"] in {r["method"] for r in ov["rows"]}
+    assert all(0 <= r["overhead_share"] <= 1 for r in ov["rows"] if "overhead_share" in r)
+    assert set(data["scaling"]["slopes"]) == {"weight", "feature"}
+    assert (tmp_path / "speed.png").stat().st_size > 10_000
+
+
+def test_cost_to_interpolates_log_log_between_the_runs_around_the_target():
+    rows = [{"status": "success", "rel_err_loss": 1e-4, "n_f_evals": 100},
+            {"status": "success", "rel_err_loss": 1e-8, "n_f_evals": 1000},
+            {"status": "time_budget", "rel_err_loss": 1e-12, "n_f_evals": 10}]
+    assert acc.cost_to(rows, 1e-6, "n_f_evals") == pytest.approx(10**2.5)
+    assert acc.cost_to(rows, 1e-9, "n_f_evals") is None  # never reached by a successful run
+    assert acc.cost_to(rows, 1e-3, "n_f_evals") == 100
+
+
+def test_method_lists_tolerate_unknown_names_and_reject_bad_types():
+    run, unavailable = acc.resolve_methods(["gd", "rk4", "warp_drive"])
+    assert run == ["gd", "rk4"] and unavailable == ["warp_drive"]
+    with pytest.raises(TypeError, match="methods"):
+        acc.resolve_methods("rk4")
+    default_run, _ = acc.resolve_methods(None)
+    assert acc.default_method() in default_run and "gd" in default_run
+
+
+def test_bench_cli_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["bench", "accuracy", "--tiny", "--out", str(tmp_path), "--problems", "nope"]) == 2
+    assert "unknown problem" in capsys.readouterr().err
+    assert main(["bench", "speed", "--tiny", "--out", str(tmp_path), "--methods", "rk4"]) == 2
+    with pytest.raises(SystemExit):
+        main(["bench", "accuracy", "--tiny", "--quick"])
+
+
+def test_timed_rhs_counts_the_evaluations_of_a_solve_and_restores_the_fields(make_data):
+    import gflow as gf
+    from gflow.bench.speed import timed_rhs
+    from gflow.fields.feature_space import FeatureSpaceField
+
+    original = FeatureSpaceField.rhs_into
+    X, y = make_data(n=4, d=3, seed=1)
+    with timed_rhs() as acc:
+        sol = gf.simulate(gf.Network(d=3, width=8, seed=2), X, y, t1=1.0, method="rk4", step=0.25, space="feature",
+                          integrals=False)
+    assert acc["calls"] == sol.stats["n_f_evals"] > 0 and acc["seconds"] > 0
+    assert FeatureSpaceField.rhs_into is original
