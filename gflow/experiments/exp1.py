@@ -257,9 +257,11 @@ def run(preset: str | Config = "quick", out: str | Path | None = None, *, progre
     cpu_threads = cfg.cpu_threads if dev.type == "cpu" else None
     if cpu_threads:
         torch.set_num_threads(cpu_threads)
+    counts: dict = {}
     try:
         done = execute(tasks(cfg, device, method), out_dir, executor=executor, workers=workers,
-                       scheduler=scheduler, threads=cpu_threads, progress=progress, desc="exp1 runs")
+                       scheduler=scheduler, threads=cpu_threads, progress=progress, desc="exp1 runs",
+                       report=counts.update)
     finally:
         torch.set_num_threads(threads)
     runs = [r for r, _ in done]
@@ -270,7 +272,7 @@ def run(preset: str | Config = "quick", out: str | Path | None = None, *, progre
     claims = evaluate(runs, cfg)
     compute_time = time.perf_counter() - start
     notes = _notes(cfg, name, method, spaces, wall, compute_time, dev.type, runs)
-    result = ExperimentResult(NAME, name, runs, claims, notes=notes)
+    result = ExperimentResult(NAME, name, runs, claims, notes=notes, counts=counts)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_checkpoints(out_dir)

@@ -242,9 +242,11 @@ def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu", 
     out_dir = Path("gflow-reproduce" if out is None else out) / NAME
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    counts: dict = {}
     with Timer() as total:
         runs = [r for r, _ in execute(tasks(cfg, device), out_dir, executor=executor, workers=workers,
-                                      scheduler=scheduler, progress=progress, desc="exp2 runs")]
+                                      scheduler=scheduler, progress=progress, desc="exp2 runs",
+                                      report=counts.update)]
         clean_checkpoints(out_dir)
         files = [save_runs(out_dir / "runs.nc", runs, experiment=NAME, preset=preset, config=cfg)]
         claims, more, notes = _report(runs, cfg, out_dir, preset=preset, device=device)
@@ -253,7 +255,7 @@ def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu", 
     summary = _write_summary(runs, cfg, out_dir, preset, claims, notes + [_time_note(runs, total.seconds)],
                              files, total.seconds)
     return ExperimentResult(NAME, preset, runs, claims, files + [summary], total.seconds,
-                            notes + [_time_note(runs, total.seconds)])
+                            notes + [_time_note(runs, total.seconds)], counts)
 
 
 def report(path, out_dir=None) -> ExperimentResult:

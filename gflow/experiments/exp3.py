@@ -249,9 +249,10 @@ def run(preset: str = "quick", out=None, *, progress: bool | None = None, device
     cfg = PRESETS[preset] if config is None else config
     out_dir = Path("gflow-reproduce" if out is None else out) / NAME
     out_dir.mkdir(parents=True, exist_ok=True)
+    counts: dict = {}
     with Timer() as timer:
         done = execute(tasks(cfg, device), out_dir, executor=executor, workers=workers, scheduler=scheduler,
-                       progress=progress, desc="exp3 runs")
+                       progress=progress, desc="exp3 runs", report=counts.update)
         clean_checkpoints(out_dir)
         runs = [r for r, _ in done]
         sc = {"h": np.stack([e["scatter_h"] for _, e in done]), "t": np.stack([e["scatter_t"] for _, e in done])}
@@ -262,7 +263,7 @@ def run(preset: str = "quick", out=None, *, progress: bool | None = None, device
     notes = _notes(cfg, runs, timer.seconds)
     files.append(write_summary(out_dir / "summary.md", title=TITLE, preset=preset, claims=claims, notes=notes,
                                wall_time=timer.seconds, figures=files))
-    return ExperimentResult(NAME, preset, runs, claims, files, timer.seconds, notes)
+    return ExperimentResult(NAME, preset, runs, claims, files, timer.seconds, notes, counts)
 
 
 def _save_scatter(path: Path, sc: dict) -> None:
