@@ -198,10 +198,13 @@ def cmd_plot(args) -> int:
 def cmd_reproduce(args) -> int:
     from .experiments import reproduce
 
-    results = reproduce(args.experiment, args.preset, args.out, device=args.device)
+    results = reproduce(args.experiment, args.preset, args.out, device=args.device, executor=args.executor,
+                        workers=args.workers, scheduler=args.scheduler)
     for res in results:
         verdicts = ", ".join(f"{c.verdict}" for c in res.claims)
-        print(f"{res.name} ({res.preset}): {len(res.runs)} runs in {res.wall_time:.1f} s; claims: {verdicts}")
+        done = (f" ({res.counts['computed']} computed, {res.counts['skipped']} already in {args.out})"
+                if res.counts else "")
+        print(f"{res.name} ({res.preset}): {len(res.runs)} runs{done} in {res.wall_time:.1f} s; claims: {verdicts}")
         for f in res.files:
             if f.suffix in (".md", ".nc"):
                 print(f"  wrote {f}")
@@ -296,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tiny: seconds (tests); quick: minutes on a 2-core CPU; paper: the paper's sizes (GPU)")
     rp.add_argument("--out", default="gflow-reproduce", help="output folder (default: gflow-reproduce)")
     rp.add_argument("--device", default="cpu", help="cpu | cuda")
+    rp.add_argument("--executor", default="local", choices=["local", "process", "dask"],
+                    help="where the runs execute: local (serial, default), process (a process pool), dask; finished "
+                    "runs are kept in OUT/<exp>/runs/ and skipped when the command is run again")
+    rp.add_argument("--workers", type=int, default=None, help="worker processes (default: the number of cores)")
+    rp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (with --executor dask)")
     rp.set_defaults(func=cmd_reproduce)
 
     sw = sub.add_parser("sweep", help="run a grid of runs (grid x seeds) from a TOML file into a results store")

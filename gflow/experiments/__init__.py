@@ -2,6 +2,9 @@
 
 Each module has ``PRESETS`` (``"tiny"`` for tests, ``"quick"`` for a 2-core CPU, ``"paper"`` for a GPU) and
 ``run(preset, out)``, which writes ``runs.nc``, PNG/PDF figures and ``summary.md`` under ``out/<name>/``.
+Every run is a task (:mod:`gflow.experiments.tasks`) written atomically to ``out/<name>/runs/<run_id>.nc`` as it
+finishes, through a :mod:`gflow.sweeps` executor (``executor="local" | "process" | "dask"``): a killed
+reproduction keeps its finished runs, and running it again computes only the missing ones.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from .common import Claim, ExperimentResult, Run, load_runs, save_runs
 EXPERIMENTS = ("exp1", "exp2", "exp3")
 
 
-def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, device: str = "cpu"):
-    """Run one experiment (``"exp1"``, ``"exp2"``, ``"exp3"``) or ``"all"``; returns a list of results."""
+def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, device: str = "cpu",
+              executor="local", workers: int | None = None, scheduler=None):
+    """Run one experiment (``"exp1"``, ``"exp2"``, ``"exp3"``) or ``"all"``; returns a list of results.
+
+    ``executor`` (``"local"``, ``"process"``, ``"dask"`` or an executor object), ``workers`` and ``scheduler``
+    say where the runs execute (see :func:`gflow.sweep`); runs already in ``out/<name>/runs/`` are not repeated.
+    """
     from .._validate import check_choice
 
     check_choice(name, "experiment", EXPERIMENTS + ("all",))
@@ -23,7 +31,8 @@ def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, devi
     for n in names:
         mod = importlib.import_module(f"{__name__}.{n}")
         check_choice(preset, "preset", tuple(mod.PRESETS))
-        results.append(mod.run(preset, out, progress=progress, device=device))
+        results.append(mod.run(preset, out, progress=progress, device=device, executor=executor, workers=workers,
+                               scheduler=scheduler))
     return results
 
 

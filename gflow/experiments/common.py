@@ -55,7 +55,8 @@ class Run:
 
 @dataclass
 class ExperimentResult:
-    """What :func:`run` returns: the runs, the claims, the files written and the wall time."""
+    """What :func:`run` returns: the runs, the claims, the files written and the wall time; ``counts`` has the
+    number of runs ``total``, ``skipped`` (their files were already in ``out/<exp>/runs/``) and ``computed``."""
 
     name: str
     preset: str
@@ -64,6 +65,7 @@ class ExperimentResult:
     files: list[Path] = field(default_factory=list)
     wall_time: float = 0.0
     notes: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
 
     def select(self, **labels) -> list[Run]:
         """The runs whose labels match all of ``labels``."""

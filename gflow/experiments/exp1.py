@@ -5,8 +5,8 @@ y_a ~ U[−½, ½] (EQUATIONS.md §13.1).  For every n, width m and seed we run
 
 * **GD with the paper's protocol**: full batch, δ = 1, ``gd_steps`` steps (50 000 in the paper), rule (9);
 * **the gradient flow** (10) from the same initialisation, with an 8th-order adaptive Runge–Kutta method
-  (scipy ``DOP853`` on the CPU, torchdiffeq ``dopri8`` — the same Dormand–Prince 8(5,3) family — on a GPU),
-  saved at exactly the GD times t = kδ,
+  (gflow's native ``"dop853"``, the Dormand–Prince 8(5,3) pair of scipy's ``DOP853`` and torchdiffeq's
+  ``dopri8``, on the CPU and on a GPU alike; checkpointable), saved at exactly the GD times t = kδ,
 
 and check the paper's claims: a nearly linear rate for n ≤ d, a rate that falls as n grows, agreement of the
 two widths; plus the GD-vs-flow caveat of §13 (GD is forward Euler on the flow, linearly stable only where
@@ -19,7 +19,8 @@ averaged over seeds arithmetically, as the paper plots them.
 Usage::
 
     from gflow.experiments import exp1
-    res = exp1.run("quick", "results")       # writes results/exp1/{runs.nc, figure1.*, figure5.*, ...}
+    res = exp1.run("quick", "results")       # writes results/exp1/{runs/, runs.nc, figure1.*, figure5.*, ...}
+    res = exp1.run("quick", "results", executor="process", workers=2)   # the runs in parallel
     [c.verdict for c in res.claims]
 """
 
@@ -37,9 +38,7 @@ from .common import (
     Claim,
     ExperimentResult,
     Run,
-    Timer,
     fitted_rate,
-    progress_bar,
     save_figure,
     save_runs,
     write_summary,
@@ -63,7 +62,8 @@ class Config:
         early_points: besides, both record at about this many geometrically spaced steps k < save_every
             (1, 2, 3, ...), to resolve the first steps where δ·λ_max(M) may exceed 2 (0: none).
         d, activation, c_hat: the model (d = 20, tanh, ĉ = 1).
-        flow_method, flow_method_cuda: the flow integrator on the CPU / on a CUDA device.
+        flow_method, flow_method_cuda: the flow integrator on the CPU / on a CUDA device (gflow's native
+            ``"dop853"`` on both: the same algorithm everywhere, and checkpointable).
         rtol, atol: its tolerances (the loss is resolved to ≈ 1e-5 relative down to ``floor``·L_0).
         flow_max_steps: step limit of the flow solver.
         space: ``"auto"`` (feature space iff n < 2D = 40, weight space otherwise; the cheaper one, both exact).
@@ -92,8 +92,8 @@ class Config:
     activation: str = "tanh"
     c_hat: float = 1.0
     data_seed_offset: int = 1000
-    flow_method: str = "DOP853"
-    flow_method_cuda: str = "dopri8"
+    flow_method: str = "dop853"
+    flow_method_cuda: str = "dop853"
     rtol: float = 1e-8
     atol: float = 1e-12
     flow_max_steps: int = 1_000_000
@@ -164,80 +164,118 @@ def _keep_features(sol, times: Sequence[float]):
                    H_test=None if sol.H_test is None else sol.H_test[keep])
 
 
-def _loop(cfg: Config, device, method: str, runs: list, wall: dict, spaces: dict, bar) -> None:
-    """Every (m, n, seed): GD with the paper's protocol, then the flow saved at GD's times."""
+def _save_times(gd_steps: int, save_every: int, gd_step: float, feature_times) -> np.ndarray:
+    """The flow times t = kδ that GD records (every ``save_every`` steps, the last step, ``feature_times``): the
+    flow is saved at exactly these times, so that GD and the flow are independent tasks."""
+    k = np.unique(np.concatenate([np.arange(0, gd_steps + 1, save_every), [gd_steps],
+                                  np.rint(np.asarray(feature_times, float) / gd_step).astype(np.int64)]))
+    return k * gd_step
+
+
+def _feature_times(cfg: Config) -> np.ndarray:
+    return np.unique(np.concatenate([[0.0, cfg.t1], cfg.early_steps() * cfg.gd_step]))
+
+
+def tasks(cfg: Config, device: str = "cpu", method: str | None = None) -> list:
+    """One :class:`~gflow.experiments.tasks.Task` per (m, n, seed, solver): GD with the paper's protocol and
+    the flow saved at GD's times (:func:`_task` computes one)."""
+    from ..solve.ode import NATIVE_METHODS
+    from .tasks import Task
+
+    method = method or cfg.flow_method
+    out = []
+    for m in cfg.widths:
+        for n in cfg.n_values:
+            for seed in cfg.seeds:
+                base = {"n": int(n), "m": int(m), "seed": int(seed), "d": cfg.d, "activation": cfg.activation,
+                        "c_hat": cfg.c_hat, "data_seed": cfg.data_seed(seed), "device": str(device),
+                        "gd_step": cfg.gd_step, "gd_steps": cfg.gd_steps, "save_every": cfg.save_every,
+                        "feature_times": _feature_times(cfg).tolist(), "space": cfg.space,
+                        "keep_features": cfg.keep_features}
+                labels = {"n": int(n), "m": int(m), "seed": int(seed)}
+                out.append(Task(f"{__name__}:_task", {**labels, "solver": "gd"}, {**base, "solver": "gd"}))
+                flow = {**base, "solver": "flow", "method": method, "rtol": cfg.rtol, "atol": cfg.atol,
+                        "max_steps": cfg.flow_max_steps}
+                out.append(Task(f"{__name__}:_task", {**labels, "solver": "flow"}, flow,
+                                checkpoint=method in NATIVE_METHODS))
+    return out
+
+
+def _task(spec: dict, checkpoint=None):
+    """One run of :func:`tasks` (in a worker): the GD run or the flow run of one (n, m, seed)."""
     import gflow as gf
 
-    feature_times = np.unique(np.concatenate([[0.0, cfg.t1], cfg.early_steps() * cfg.gd_step]))
-    with bar:
-        for m in cfg.widths:
-            for n in cfg.n_values:
-                for seed in cfg.seeds:
-                    X, y = gf.data.random_labels(n, cfg.d, seed=cfg.data_seed(seed))
-                    net = gf.Network(d=cfg.d, width=m, activation=cfg.activation, c_hat=cfg.c_hat, seed=seed,
-                                     device=device)
-                    labels = {"n": n, "m": m, "seed": seed}
-                    bar.set_postfix_str(f"n={n} m={m} seed={seed} GD")
-                    with Timer() as tg:  # the early steps are recorded through features_at (H dropped below)
-                        gd = gf.gradient_descent(net, X, y, step=cfg.gd_step, steps=cfg.gd_steps,
-                                                 save_every=cfg.save_every, space=cfg.space, integrals=False,
-                                                 features_at=feature_times, progress=None)
-                    bar.update()
-                    bar.set_postfix_str(f"n={n} m={m} seed={seed} flow")
-                    with Timer() as tf:
-                        flow = gf.simulate(net, X, y, t1=cfg.t1, saveat=gd.t, method=method, rtol=cfg.rtol,
-                                           atol=cfg.atol, max_steps=cfg.flow_max_steps, space=cfg.space,
-                                           integrals=False, progress=None)
-                    bar.update()
-                    wall["gd"] += tg.seconds
-                    wall["flow"] += tf.seconds
-                    spaces[n] = gd.config.get("space", "?")
-                    kept = (0.0, cfg.t1) if cfg.keep_features else ()
-                    gd, flow = _keep_features(gd, kept), _keep_features(flow, kept)
-                    runs.append(Run({**labels, "solver": "gd"}, gd))
-                    runs.append(Run({**labels, "solver": "flow"}, flow))
+    X, y = gf.data.random_labels(spec["n"], spec["d"], seed=spec["data_seed"])
+    net = gf.Network(d=spec["d"], width=spec["m"], activation=spec["activation"], c_hat=spec["c_hat"],
+                     seed=spec["seed"], device=spec["device"])
+    t1 = spec["gd_steps"] * spec["gd_step"]
+    if spec["solver"] == "gd":  # the early steps are recorded through features_at (H dropped below)
+        sol = gf.gradient_descent(net, X, y, step=spec["gd_step"], steps=spec["gd_steps"],
+                                  save_every=spec["save_every"], space=spec["space"], integrals=False,
+                                  features_at=spec["feature_times"], progress=None, checkpoint=checkpoint)
+    else:
+        saveat = _save_times(spec["gd_steps"], spec["save_every"], spec["gd_step"], spec["feature_times"])
+        kw = {} if checkpoint is None else {"checkpoint": checkpoint}
+        sol = gf.simulate(net, X, y, t1=t1, saveat=saveat, method=spec["method"], rtol=spec["rtol"],
+                          atol=spec["atol"], max_steps=spec["max_steps"], space=spec["space"], integrals=False,
+                          progress=None, **kw)
+    return _keep_features(sol, (0.0, t1) if spec["keep_features"] else ()), {}
 
 
 def run(preset: str | Config = "quick", out: str | Path | None = None, *, progress: bool | None = None,
-        device: str = "cpu") -> ExperimentResult:
+        device: str = "cpu", executor="local", workers: int | None = None, scheduler=None) -> ExperimentResult:
     """Run Experiment 1: GD (paper protocol) and the gradient flow for every n, m and seed.
+
+    Every run is a task (:mod:`gflow.experiments.tasks`) written to ``out/exp1/runs/<run_id>.nc`` as soon as it
+    finishes: a killed run keeps its finished runs, and calling :func:`run` again computes only the missing ones
+    (long runs resume from ``out/exp1/checkpoints/``).
 
     Args:
         preset: ``"tiny"`` (seconds, tests), ``"quick"`` (a 2-core CPU, about a minute), ``"paper"`` (m = 8192
             and 4096, 5 seeds, 50 000 steps; meant for a GPU), or an :class:`Config`.
-        out: results folder; files go to ``out/exp1/`` (``runs.nc``, ``figure1.{png,pdf}``,
+        out: results folder; files go to ``out/exp1/`` (``runs/``, ``runs.nc``, ``figure1.{png,pdf}``,
             ``figure5.{png,pdf}``, ``gd_vs_flow.{png,pdf}``, ``summary.md``).  ``None`` writes nothing.
         progress: a tqdm bar over runs (default: only when attached to a terminal).
-        device: ``"cpu"`` or ``"cuda"``; on CUDA the flow uses ``config.flow_method_cuda`` (scipy is CPU-only).
+        device: ``"cpu"`` or ``"cuda"``; the flow uses ``config.flow_method_cuda`` on CUDA (gflow's native
+            ``"dop853"`` on both by default).
+        executor, workers, scheduler: where the runs execute: ``"local"`` (serial, default), ``"process"``
+            (``workers`` processes) or ``"dask"`` (``scheduler``: a running cluster), as in :func:`gflow.sweep`.
 
     Returns:
         an :class:`~gflow.experiments.common.ExperimentResult` with runs labelled n, m, seed, solver.
     """
     import torch
 
+    from .tasks import clean_checkpoints, execute
+
     name, cfg = _resolve(preset)
     dev = torch.device(device)
     method = cfg.flow_method_cuda if dev.type == "cuda" else cfg.flow_method
     start = time.perf_counter()
-    runs: list[Run] = []
-    wall = {"gd": 0.0, "flow": 0.0}
-    spaces: dict[int, str] = {}
-    total = cfg.n_runs()
+    out_dir = None if out is None else Path(out) / NAME
     threads = torch.get_num_threads()
-    if dev.type == "cpu" and cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
+    cpu_threads = cfg.cpu_threads if dev.type == "cpu" else None
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
+    counts: dict = {}
     try:
-        _loop(cfg, device, method, runs, wall, spaces, progress_bar(total, "exp1 runs", progress))
+        done = execute(tasks(cfg, device, method), out_dir, executor=executor, workers=workers,
+                       scheduler=scheduler, threads=cpu_threads, progress=progress, desc="exp1 runs",
+                       report=counts.update)
     finally:
         torch.set_num_threads(threads)
+    runs = [r for r, _ in done]
+    wall = {s: sum(float(r.solution.stats.get("wall_time", 0.0)) for r in runs if r.labels["solver"] == s)
+            for s in SOLVERS}
+    spaces = {r.labels["n"]: r.solution.config.get("space", "?") for r in runs if r.labels["solver"] == "gd"}
 
     claims = evaluate(runs, cfg)
     compute_time = time.perf_counter() - start
     notes = _notes(cfg, name, method, spaces, wall, compute_time, dev.type, runs)
-    result = ExperimentResult(NAME, name, runs, claims, notes=notes)
-    if out is not None:
-        out_dir = Path(out) / NAME
+    result = ExperimentResult(NAME, name, runs, claims, notes=notes, counts=counts)
+    if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        clean_checkpoints(out_dir)
         files = [save_runs(out_dir / "runs.nc", runs, experiment=NAME, preset=name, config=cfg)]
         figs = make_figures(runs, cfg, method=method)
         for stem, fig in figs.items():
@@ -580,7 +618,8 @@ def _notes(cfg: Config, name: str, method: str, spaces: dict, wall: dict, comput
         f"GD: the paper's protocol, full batch, δ = {cfg.gd_step:g}, {cfg.gd_steps} steps (paper: 50 000), loss "
         f"recorded every {cfg.save_every} steps and at steps {_early_text(cfg)}.  Flow: {method} (rtol {cfg.rtol:g}, atol {cfg.atol:g}) to "
         f"t1 = {cfg.t1:g}, saved at the same times t = kδ; on a GPU the flow uses {cfg.flow_method_cuda} "
-        "(scipy's DOP853 is CPU-only).",
+        "(gflow's native dop853 is the Dormand–Prince 8(5,3) pair of scipy's DOP853 and torchdiffeq's dopri8, "
+        "and runs on both devices).",
         f"State space (space='{cfg.space}', the cheaper of the two exact forms, EQUATIONS.md §4: feature space "
         f"iff n < 2D = {2 * cfg.d}, flops 2mn² vs 4mDn): {sp}.",
         "Curves are the arithmetic mean over seeds (as the paper plots them).  Rates are least-squares fits of "

@@ -37,7 +37,6 @@ from .common import (
     ExperimentResult,
     Run,
     Timer,
-    progress_bar,
     save_figure,
     save_runs,
     write_summary,
@@ -163,22 +162,38 @@ def _slim(sol):
     return dataclasses.replace(sol, H=np.zeros((0, m, n)), feature_t=np.zeros(0), **{k: None for k in drop})
 
 
-def _one(cfg: Config, student: str, n: int, m: int, seed: int, solver: str, device: str):
-    import gflow as gf
-
-    X, y = gf.data.quadratic_teacher(n, cfg.d, seed=cfg.train_seed_offset + seed,
-                                     teacher_width=cfg.teacher_width, teacher_seed=cfg.teacher_seed)
-    Xt, yt = gf.data.quadratic_teacher(cfg.n_test, cfg.d, seed=cfg.test_seed_offset + seed,
-                                       teacher_width=cfg.teacher_width, teacher_seed=cfg.teacher_seed)
-    net = gf.Network(d=cfg.d, width=m, activation="relu", embedding=STUDENTS[student], scaling="ours", seed=seed,
-                     dtype=cfg.dtype, device=device)
+def _spec(cfg: Config, student: str, n: int, m: int, seed: int, solver: str, device: str) -> tuple[dict, dict]:
+    """(labels, spec) of one run: the spec holds everything the run depends on (its id is a hash of it)."""
     step = {"gd": cfg.gd_step, "flow": cfg.flow_step, "flow_check": cfg.check_step}[solver]
     t1 = cfg.horizon if solver == "gd" else cfg.flow_t1
-    sol = gf.gradient_descent(net, X, y, step=step, steps=round(t1 / step),
-                              save_every=round(cfg.save_dt / step), X_test=Xt, y_test=yt, space=cfg.space,
-                              integrals=False, warn=False, progress=None)
-    labels = {"student": student, "n": n, "m": m, "seed": seed, "solver": solver, "step": step, "t1": t1}
-    return Run(labels, _slim(sol))
+    labels = {"student": student, "n": int(n), "m": int(m), "seed": int(seed), "solver": solver, "step": step,
+              "t1": t1}
+    spec = {**labels, "d": cfg.d, "teacher_width": cfg.teacher_width, "teacher_seed": cfg.teacher_seed,
+            "train_seed": cfg.train_seed_offset + int(seed), "test_seed": cfg.test_seed_offset + int(seed),
+            "n_test": cfg.n_test, "steps": round(t1 / step), "save_every": round(cfg.save_dt / step),
+            "space": cfg.space, "dtype": cfg.dtype, "device": str(device)}
+    return labels, spec
+
+
+def _task(spec: dict, checkpoint=None):
+    """One run (in a worker): GD with the spec's step — δ = 1 (``"gd"``) or the flow's small step."""
+    import gflow as gf
+
+    X, y = gf.data.quadratic_teacher(spec["n"], spec["d"], seed=spec["train_seed"],
+                                     teacher_width=spec["teacher_width"], teacher_seed=spec["teacher_seed"])
+    Xt, yt = gf.data.quadratic_teacher(spec["n_test"], spec["d"], seed=spec["test_seed"],
+                                       teacher_width=spec["teacher_width"], teacher_seed=spec["teacher_seed"])
+    net = gf.Network(d=spec["d"], width=spec["m"], activation="relu", embedding=STUDENTS[spec["student"]],
+                     scaling="ours", seed=spec["seed"], dtype=spec["dtype"], device=spec["device"])
+    sol = gf.gradient_descent(net, X, y, step=spec["step"], steps=spec["steps"], save_every=spec["save_every"],
+                              X_test=Xt, y_test=yt, space=spec["space"], integrals=False, warn=False, progress=None,
+                              checkpoint=checkpoint)
+    return _slim(sol), {}
+
+
+def _one(cfg: Config, student: str, n: int, m: int, seed: int, solver: str, device: str):
+    labels, spec = _spec(cfg, student, n, m, seed, solver, device)
+    return Run(labels, _task(spec)[0])
 
 
 def _jobs(cfg: Config) -> list[tuple]:
@@ -189,8 +204,20 @@ def _jobs(cfg: Config) -> list[tuple]:
     return jobs
 
 
-def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu") -> ExperimentResult:
+def tasks(cfg: Config, device: str = "cpu") -> list:
+    """The runs of :func:`run` as :class:`~gflow.experiments.tasks.Task` (GD, so all checkpointable)."""
+    from .tasks import Task
+
+    return [Task(f"{__name__}:_task", *_spec(cfg, *job, device)) for job in _jobs(cfg)]
+
+
+def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu", executor="local",
+        workers: int | None = None, scheduler=None) -> ExperimentResult:
     """Run Experiment 2 at a preset and write ``runs.nc``, the figures and ``summary.md`` under ``out/exp2``.
+
+    Every run is a task (:mod:`gflow.experiments.tasks`) written to ``out/exp2/runs/<run_id>.nc`` as soon as it
+    finishes; calling :func:`run` again computes only the missing runs (long ones resume from
+    ``out/exp2/checkpoints/``).
 
     Args:
         preset: ``"tiny"`` (seconds, for tests), ``"quick"`` (a 2-core CPU, about 2 min) or ``"paper"``
@@ -198,10 +225,14 @@ def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu") 
         out: output folder (default ``gflow-reproduce``); files go to ``out/exp2/``.
         progress: show a progress bar over runs (default: when stderr is a terminal).
         device: torch device of the runs (``"cpu"`` or ``"cuda"``).
+        executor, workers, scheduler: where the runs execute: ``"local"`` (serial, default), ``"process"``
+            (``workers`` processes) or ``"dask"`` (``scheduler``: a running cluster), as in :func:`gflow.sweep`.
 
     Returns:
         an :class:`~gflow.experiments.common.ExperimentResult` with the runs, the claims and the files.
     """
+    from .tasks import clean_checkpoints, execute
+
     if isinstance(preset, Config):
         cfg, preset = preset, "custom"
     else:
@@ -211,17 +242,12 @@ def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu") 
     out_dir = Path("gflow-reproduce" if out is None else out) / NAME
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    runs: list[Run] = []
-    jobs = _jobs(cfg)
+    counts: dict = {}
     with Timer() as total:
-        bar = progress_bar(len(jobs), desc="exp2 runs", enabled=progress)
-        try:
-            for student, n, m, seed, solver in jobs:
-                bar.set_postfix_str(f"{student} n={n} m={m} seed={seed} {solver}")
-                runs.append(_one(cfg, student, n, m, seed, solver, device))
-                bar.update(1)
-        finally:
-            bar.close()
+        runs = [r for r, _ in execute(tasks(cfg, device), out_dir, executor=executor, workers=workers,
+                                      scheduler=scheduler, progress=progress, desc="exp2 runs",
+                                      report=counts.update)]
+        clean_checkpoints(out_dir)
         files = [save_runs(out_dir / "runs.nc", runs, experiment=NAME, preset=preset, config=cfg)]
         claims, more, notes = _report(runs, cfg, out_dir, preset=preset, device=device)
         files += more
@@ -229,7 +255,7 @@ def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu") 
     summary = _write_summary(runs, cfg, out_dir, preset, claims, notes + [_time_note(runs, total.seconds)],
                              files, total.seconds)
     return ExperimentResult(NAME, preset, runs, claims, files + [summary], total.seconds,
-                            notes + [_time_note(runs, total.seconds)])
+                            notes + [_time_note(runs, total.seconds)], counts)
 
 
 def report(path, out_dir=None) -> ExperimentResult:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Claim, ExperimentResult, Run, Timer, load_runs, progress_bar, save_figure, save_runs, write_summary
+from .common import Claim, ExperimentResult, Run, Timer, load_runs, save_figure, save_runs, write_summary
 
 NAME = "exp3"
 TITLE = "Experiment 3 — feature learning vs lazy training (Figures 3, 4, 7, 8)"
@@ -152,31 +152,56 @@ def _data(cfg: Config, n: int, seed: int):
     return X, y, X_te, y_te
 
 
-def _one(cfg: Config, scaling: str, n: int, seed: int, solver: str, data, device: str):
+def _spec(cfg: Config, scaling: str, n: int, seed: int, solver: str, device: str) -> tuple[dict, dict]:
+    """(labels, spec) of one run: the spec holds everything the run depends on (its id is a hash of it)."""
+    step = {"gd": cfg.gd_step, "flow": cfg.flow_step, "flow_check": cfg.check_step}[solver]
+    steps = round(cfg.horizon / step)
+    labels = {"scaling": scaling, "n": int(n), "seed": int(seed), "solver": solver, "step": step, "steps": steps,
+              "m": cfg.m, "D": cfg.m, "d": cfg.d, "n_test": cfg.n_test, "test_seed": int(seed) + cfg.test_seed_offset}
+    spec = {**labels, "save_every": round(cfg.save_interval / step), "space": cfg.space,
+            "keep_features": cfg.keep_features, "device": str(device)}
+    return labels, spec
+
+
+def _one(cfg: Config, scaling: str, n: int, seed: int, solver: str, data, device: str, checkpoint=None):
     """One trajectory: (Run with the solution, scatter array (2 points, 2 times, m), feature times)."""
+    return _compute(_spec(cfg, scaling, n, seed, solver, device)[1], data, checkpoint)
+
+
+def _compute(spec: dict, data, checkpoint=None):
     import gflow as gf
 
     X, y, X_te, y_te = data
-    step = {"gd": cfg.gd_step, "flow": cfg.flow_step, "flow_check": cfg.check_step}[solver]
-    steps = round(cfg.horizon / step)
-    net = gf.Network(cfg.d, width=cfg.m, activation="relu", embedding=gf.RandomFeatures(D=cfg.m), scaling=scaling,
-                     seed=seed, device=device)
-    sol = gf.gradient_descent(net, X, y, step=step, steps=steps, save_every=round(cfg.save_interval / step),
-                              X_test=X_te, y_test=y_te, space=cfg.space, features_at=(0.0, steps * step),
-                              integrals=False, warn=False, progress=None)
+    step, steps = spec["step"], spec["steps"]
+    net = gf.Network(spec["d"], width=spec["m"], activation="relu", embedding=gf.RandomFeatures(D=spec["D"]),
+                     scaling=spec["scaling"], seed=spec["seed"], device=spec["device"])
+    sol = gf.gradient_descent(net, X, y, step=step, steps=steps, save_every=spec["save_every"],
+                              X_test=X_te, y_test=y_te, space=spec["space"], features_at=(0.0, steps * step),
+                              integrals=False, warn=False, progress=None, checkpoint=checkpoint)
     scatter = np.stack([
         np.stack([sol.H[0][:, TRAIN_INDEX], sol.H[-1][:, TRAIN_INDEX]]),
         np.stack([sol.H_test[0][:, TEST_INDEX], sol.H_test[-1][:, TEST_INDEX]]),
     ]).astype(np.float64)
     ft = np.asarray(sol.feature_t, float)[[0, -1]]
-    if not cfg.keep_features:
+    if not spec["keep_features"]:
         # drop the (K, m, n) features and the (m, D) weights — 512 MiB per run at m = D = 8192 — keeping a
         # zero-memory stand-in of the right shape (runs.nc never stores the weights: include_weights=False)
         sol = dataclasses.replace(sol, feature_t=np.zeros(0), H=np.zeros((0, sol.m, sol.n)), H_test=None,
                                   W_final=np.broadcast_to(np.float64(np.nan), sol.W_final.shape))
-    labels = {"scaling": scaling, "n": n, "seed": seed, "solver": solver, "step": step, "steps": steps,
-              "m": cfg.m, "D": cfg.m, "d": cfg.d, "n_test": cfg.n_test, "test_seed": seed + cfg.test_seed_offset}
+    labels = {k: spec[k] for k in ("scaling", "n", "seed", "solver", "step", "steps", "m", "D", "d", "n_test",
+                                   "test_seed")}
     return Run(labels, sol), scatter, ft
+
+
+def _task(spec: dict, checkpoint=None):
+    """One run (in a worker): the solution, and the scatter features as extras stored in its run file."""
+    import gflow as gf
+
+    X, y = gf.data.wei2019(spec["n"], spec["d"], seed=spec["seed"])
+    X_te, y_te = gf.data.wei2019(spec["n_test"], spec["d"], seed=spec["test_seed"])
+    run, scatter, ft = _compute(spec, (X, y, X_te, y_te), checkpoint)
+    return run.solution, {"scatter_h": (("scatter_point", "scatter_time", "neuron"), scatter),
+                          "scatter_t": (("scatter_time",), ft)}
 
 
 def _plan(cfg: Config) -> list[tuple[str, int, int, str]]:
@@ -186,9 +211,21 @@ def _plan(cfg: Config) -> list[tuple[str, int, int, str]]:
     return jobs
 
 
+def tasks(cfg: Config, device: str = "cpu") -> list:
+    """The runs of :func:`run` as :class:`~gflow.experiments.tasks.Task` (GD, so all checkpointable)."""
+    from .tasks import Task
+
+    return [Task(f"{__name__}:_task", *_spec(cfg, *job, device)) for job in _plan(cfg)]
+
+
 def run(preset: str = "quick", out=None, *, progress: bool | None = None, device: str = "cpu",
-        config: Config | None = None) -> ExperimentResult:
+        config: Config | None = None, executor="local", workers: int | None = None,
+        scheduler=None) -> ExperimentResult:
     """Run Experiment 3 and write ``runs.nc``, the figures and ``summary.md`` under ``out/exp3/``.
+
+    Every run is a task (:mod:`gflow.experiments.tasks`) written to ``out/exp3/runs/<run_id>.nc`` (with its
+    scatter features) as soon as it finishes; calling :func:`run` again computes only the missing runs (long
+    ones resume from ``out/exp3/checkpoints/``).
 
     Args:
         preset: ``"tiny"`` (seconds), ``"quick"`` (minutes on a 2-core CPU) or ``"paper"`` (the paper's sizes,
@@ -197,35 +234,28 @@ def run(preset: str = "quick", out=None, *, progress: bool | None = None, device
         progress: show a progress bar over runs (default: when attached to a terminal).
         device: ``"cpu"`` or ``"cuda"``.
         config: a :class:`Config` replacing the preset's (its name is still recorded as ``preset``).
+        executor, workers, scheduler: where the runs execute: ``"local"`` (serial, default), ``"process"``
+            (``workers`` processes) or ``"dask"`` (``scheduler``: a running cluster), as in :func:`gflow.sweep`.
 
     Returns:
         an :class:`~gflow.experiments.common.ExperimentResult` with one run per (scaling, n, seed, solver),
         labels ``scaling, n, seed, solver ("gd" | "flow" | "flow_check"), step, steps, m, D, d, n_test,
         test_seed``, the claims, the files written and the wall time.
     """
+    from .tasks import clean_checkpoints, execute
+
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     cfg = PRESETS[preset] if config is None else config
     out_dir = Path("gflow-reproduce" if out is None else out) / NAME
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = _plan(cfg)
-    runs: list[Run] = []
-    scatter: list[np.ndarray] = []
-    scatter_t: list[np.ndarray] = []
+    counts: dict = {}
     with Timer() as timer:
-        bar = progress_bar(len(jobs), "exp3 runs", enabled=progress)
-        data_cache: dict[tuple[int, int], tuple] = {}
-        for s, n, seed, solver in jobs:
-            bar.set_postfix_str(f"{s} n={n} seed={seed} {solver}")
-            if (n, seed) not in data_cache:
-                data_cache = {(n, seed): _data(cfg, n, seed)}
-            r, sc, ft = _one(cfg, s, n, seed, solver, data_cache[(n, seed)], device)
-            runs.append(r)
-            scatter.append(sc)
-            scatter_t.append(ft)
-            bar.update(1)
-        bar.close()
-        sc = {"h": np.stack(scatter), "t": np.stack(scatter_t)}
+        done = execute(tasks(cfg, device), out_dir, executor=executor, workers=workers, scheduler=scheduler,
+                       progress=progress, desc="exp3 runs", report=counts.update)
+        clean_checkpoints(out_dir)
+        runs = [r for r, _ in done]
+        sc = {"h": np.stack([e["scatter_h"] for _, e in done]), "t": np.stack([e["scatter_t"] for _, e in done])}
         files = [save_runs(out_dir / "runs.nc", runs, experiment=NAME, preset=preset, config=cfg)]
         _save_scatter(out_dir / "runs.nc", sc)
         files += make_figures(runs, sc, out_dir, fig4_ns=cfg.fig4_ns)
@@ -233,7 +263,7 @@ def run(preset: str = "quick", out=None, *, progress: bool | None = None, device
     notes = _notes(cfg, runs, timer.seconds)
     files.append(write_summary(out_dir / "summary.md", title=TITLE, preset=preset, claims=claims, notes=notes,
                                wall_time=timer.seconds, figures=files))
-    return ExperimentResult(NAME, preset, runs, claims, files, timer.seconds, notes)
+    return ExperimentResult(NAME, preset, runs, claims, files, timer.seconds, notes, counts)
 
 
 def _save_scatter(path: Path, sc: dict) -> None:

@@ -1,0 +1,210 @@
+r"""The runs of an experiment as tasks: one atomic netCDF file per finished run, resumable, on any executor.
+
+Every run of ``gflow reproduce`` (a GD or flow trajectory for one n, m, seed, scaling, ...) is a :class:`Task`:
+a JSON-able ``spec`` (everything the run depends on), its ``labels`` and the dotted name of a module-level
+function ``fn(spec, checkpoint=PATH | None) -> (Solution, extras)``.  :func:`execute` runs the tasks whose
+file is missing through a :mod:`gflow.sweeps` executor (``"local"``, ``"process"``, ``"dask"`` or an executor
+object) and reads every run back, in task order::
+
+    out/<exp>/
+      runs/<run_id>.nc          one gflow.Solution file per finished run (labels, spec, extras), written atomically
+      checkpoints/<run_id>.ckpt the checkpoint of a long run in progress (GD and native Runge–Kutta methods)
+
+The run id is ``<labels>_<hash>``, the hash being the first 16 hex digits of SHA-256 of (fn, spec), so a run is
+found again whenever its configuration is the same (thresholds of the claims are not part of any spec: changing
+them recomputes nothing) and a changed configuration never reuses a stale file.  A killed ``gflow reproduce``
+keeps its finished runs; running it again skips them and resumes the unfinished ones from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..sweeps.run import CHECKPOINT_DIR, RUNS_DIR, checkpoint_file, run_file, write_atomic
+from .common import Run, progress_bar
+
+#: attributes this module adds to a run file (not copied into ``runs.nc``)
+_ATTRS = ("labels", "reproduce_run_id", "reproduce_spec", "reproduce_fn", "reproduce_wall_time")
+_EXTRA = "extra_"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run of an experiment.
+
+    Attributes:
+        fn: ``"package.module:function"``, called in the worker as ``fn(spec, checkpoint=path_or_None)`` and
+            returning ``(solution, extras)``, extras a dict ``name -> (dims, array)`` stored beside the solution.
+        labels: the run's labels (``Run.labels``).
+        spec: JSON-able configuration of the run; with ``fn`` it defines the run id.
+        checkpoint: pass ``checkpoint=`` (GD and gflow's native methods support it).
+    """
+
+    fn: str
+    labels: dict
+    spec: dict
+    checkpoint: bool = True
+
+    @property
+    def run_id(self) -> str:
+        return run_id_of(self.fn, self.labels, self.spec)
+
+
+def run_id_of(fn: str, labels: dict, spec: dict) -> str:
+    """``<labels>_<hash>``: a readable prefix from the labels, the SHA-256 of (fn, spec) to 16 hex digits."""
+    text = json.dumps({"fn": fn, "spec": spec}, sort_keys=True, default=_jsonable)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    slug = "-".join(f"{k}{v}" for k, v in labels.items() if isinstance(v, (str, int, float)))
+    slug = re.sub(r"[^A-Za-z0-9.=-]+", "", slug)[:80]
+    return f"{slug}_{digest}" if slug else digest
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
+
+
+def _resolve_fn(name: str) -> Callable:
+    module, _, attr = name.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_one(payload: dict) -> dict:
+    """Worker side: compute one task and write ``runs/<run_id>.nc`` atomically; returns a short record.
+
+    An exception propagates (no file is written: the run stays to be done on the next call of :func:`execute`).
+    """
+    if payload.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(payload["threads"]))
+    folder = Path(payload["dir"])
+    run_id = payload["run_id"]
+    ckpt = None
+    if payload["checkpoint"]:
+        ckpt = checkpoint_file(folder, run_id)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    sol, extras = _resolve_fn(payload["fn"])(payload["spec"], checkpoint=ckpt)
+    wall = time.perf_counter() - start
+    ds = sol.to_xarray(include_weights=False)
+    for name, (dims, arr) in (extras or {}).items():
+        ds[_EXTRA + name] = (tuple(dims), np.asarray(arr))
+    ds.attrs.update({"labels": json.dumps(payload["labels"], default=_jsonable), "reproduce_run_id": run_id,
+                     "reproduce_spec": json.dumps(payload["spec"], sort_keys=True, default=_jsonable),
+                     "reproduce_fn": payload["fn"], "reproduce_wall_time": wall})
+    write_atomic(ds, run_file(folder, run_id))
+    return {"run_id": run_id, "status": sol.status, "wall_time": wall}
+
+
+def load_run(path: Path) -> tuple[Run, dict]:
+    """A run file written by :func:`run_one`: (Run, extras as {name: array})."""
+    import xarray as xr
+
+    from ..solution import Solution
+
+    sol = Solution.load(path)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        extras = {k[len(_EXTRA):]: ds[k].values for k in ds.data_vars if k.startswith(_EXTRA)}
+    labels = json.loads(sol.extra_attrs.get("labels", "{}"))
+    sol = _strip(sol)
+    return Run(labels, sol), extras
+
+
+def _strip(sol):
+    from dataclasses import replace
+
+    return replace(sol, extra_attrs={k: v for k, v in sol.extra_attrs.items() if k not in _ATTRS})
+
+
+def pending(tasks: Sequence[Task], folder: Path) -> list[Task]:
+    """The tasks without a run file in ``folder/runs`` (interrupted writes leave only hidden temporary files)."""
+    return [t for t in tasks if not run_file(folder, t.run_id).exists()]
+
+
+def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any = "local",
+            workers: int | None = None, scheduler: Any = None, threads: int | None = None,
+            progress: bool | None = None, desc: str = "runs", report: Callable[[dict], None] | None = None
+            ) -> list[tuple[Run, dict]]:
+    """Compute the tasks without a run file in ``folder`` and return every run, in the order of ``tasks``.
+
+    Args:
+        tasks: the runs; their run ids must be distinct.
+        folder: the experiment's folder (``out/<exp>``; run files go to ``folder/runs``); ``None``: a temporary
+            folder, deleted afterwards (nothing is kept).
+        executor: ``"local"`` (serial, in this process), ``"process"``, ``"dask"`` (see
+            :mod:`gflow.sweeps.executors`) or an executor object.
+        workers, scheduler: as in :func:`gflow.sweep`.
+        threads: torch threads of each run in a worker (default: the executor's share of the cores); the serial
+            executor leaves this process's setting alone.
+        progress: a bar over runs (default: only in a terminal).
+        report: called with ``{"total", "skipped", "computed"}``.
+
+    Raises:
+        RuntimeError: a run raised; the message names it.  Finished runs are kept: call again to resume.
+    """
+    from ..sweeps.executors import LocalSerial, get_executor
+
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="gflow-reproduce-") as tmp:
+            return execute(tasks, tmp, executor=executor, workers=workers, scheduler=scheduler, threads=threads,
+                           progress=progress, desc=desc, report=report)
+    folder = Path(folder)
+    ids = [t.run_id for t in tasks]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"tasks must have distinct run ids, got duplicates {dup[:3]}")
+    todo = pending(tasks, folder)
+    (folder / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    if todo:
+        ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=folder)
+        bar = progress_bar(len(tasks), desc, progress)
+        bar.update(len(tasks) - len(todo))
+        serial = isinstance(ex, LocalSerial)
+        where = folder.resolve()
+        try:
+            nthreads = None if serial else (threads or getattr(ex, "threads", None))
+            futures = {ex.submit(run_one, {"fn": t.fn, "spec": t.spec, "labels": t.labels, "run_id": t.run_id,
+                                           "dir": str(where), "checkpoint": t.checkpoint, "threads": nthreads}): t
+                       for t in todo}
+            for fut in ex.as_completed(list(futures)):
+                task = futures[fut]
+                try:
+                    fut.result()
+                except Exception as exc:
+                    raise RuntimeError(f"the run {task.labels} ({task.run_id}) raised {type(exc).__name__}: {exc}. "
+                                       f"The {len(list(folder.glob(f'{RUNS_DIR}/*.nc')))} finished runs are kept in "
+                                       f"{folder / RUNS_DIR}; run again to resume") from exc
+                bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in task.labels.items()))
+                bar.update()
+        finally:
+            bar.close()
+            if owned:
+                ex.shutdown()
+    if report is not None:
+        report({"total": len(tasks), "skipped": len(tasks) - len(todo), "computed": len(todo)})
+    return [load_run(run_file(folder, t.run_id)) for t in tasks]
+
+
+def clean_checkpoints(folder: str | Path) -> None:
+    """Remove ``folder/checkpoints`` when empty (every run finished)."""
+    ck = Path(folder) / CHECKPOINT_DIR
+    if ck.is_dir() and not any(ck.iterdir()):
+        ck.rmdir()
+
+
+__all__ = ["Task", "clean_checkpoints", "execute", "load_run", "pending", "run_id_of", "run_one"]

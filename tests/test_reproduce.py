@@ -1,0 +1,169 @@
+"""``gflow reproduce`` is resumable and parallel: one atomic file per run in out/<exp>/runs/ (gflow.experiments.tasks).
+
+Re-running in the same folder recomputes nothing and writes the same summary; a deleted run file is recomputed
+(and equals the deleted one); a process pool gives the same runs as the serial executor.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from gflow.cli import main
+from gflow.experiments import exp1, exp3, load_runs
+from gflow.experiments.tasks import Task, execute, load_run, run_id_of
+
+SERIES = ("loss", "test_loss", "test_error", "lam_max_M", "feature_movement")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, one_thread):
+    """exp3 at the tiny preset through the CLI, serial."""
+    out = tmp_path_factory.mktemp("repro")
+    assert main(["reproduce", "exp3", "--preset", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+def _stamps(folder):
+    return {p.name: p.stat().st_mtime_ns for p in sorted((folder / "runs").glob("*.nc"))}
+
+
+def _untimed(text: str) -> str:
+    """summary.md without the wall times of this call (the per-run solver times come from the run files)."""
+    return re.sub(r"(wall time(?: with files and figures)?) [\d.]+ s", r"\1 _ s", text)
+
+
+def _same_solution(a, b) -> None:
+    for name in SERIES:
+        va, vb = getattr(a, name), getattr(b, name)
+        assert (va is None) == (vb is None), name
+        if va is not None:
+            np.testing.assert_array_equal(va, vb, err_msg=name)
+    np.testing.assert_array_equal(a.t, b.t)
+    assert a.status == b.status
+
+
+def test_runs_are_files_named_by_a_hash_of_their_configuration(first):
+    folder = first / "exp3"
+    cfg = exp3.PRESETS["tiny"]
+    stamps = _stamps(folder)
+    ids = [t.run_id for t in exp3.tasks(cfg)]
+    assert sorted(stamps) == sorted(f"{i}.nc" for i in ids) and len(ids) == len(set(ids))
+    assert not (folder / "checkpoints").exists()  # every run finished: no checkpoint left
+    _, runs = load_runs(folder / "runs.nc")  # runs.nc as before, in task order
+    assert [r.labels for r in runs] == [t.labels for t in exp3.tasks(cfg)]
+    # the run files hold the same solutions (and the scatter features of Figure 4)
+    run, extras = load_run(folder / "runs" / f"{ids[0]}.nc")
+    assert run.labels == runs[0].labels and extras["scatter_h"].shape == (2, 2, cfg.m)
+    _same_solution(run.solution, runs[0].solution)
+    assert "reproduce_spec" not in runs[0].solution.extra_attrs
+
+
+def test_rerun_recomputes_nothing_and_gives_the_same_summary(first, capsys):
+    folder = first / "exp3"
+    before, summary = _stamps(folder), (folder / "summary.md").read_text()
+    capsys.readouterr()
+    assert main(["reproduce", "exp3", "--preset", "tiny", "--out", str(first)]) == 0
+    assert "(0 computed, 13 already in" in capsys.readouterr().out
+    assert _stamps(folder) == before  # run files untouched
+    assert _untimed((folder / "summary.md").read_text()) == _untimed(summary)
+
+
+def test_a_deleted_run_file_is_recomputed(first, tmp_path, one_thread):
+    out = tmp_path / "copy"
+    shutil.copytree(first, out)  # (copy2 keeps the modification times)
+    runs = out / "exp3" / "runs"
+    before = _stamps(out / "exp3")
+    victim = sorted(runs.glob("*.nc"))[3]
+    old, _ = load_run(victim)
+    victim.unlink()
+    res = exp3.run("tiny", out, progress=False)
+    assert res.counts == {"total": 13, "skipped": 12, "computed": 1}
+    after = _stamps(out / "exp3")
+    assert sorted(after) == sorted(before)
+    assert {k: v for k, v in after.items() if k != victim.name} == {k: v for k, v in before.items()
+                                                                    if k != victim.name}
+    new, _ = load_run(victim)
+    assert new.labels == old.labels
+    _same_solution(new.solution, old.solution)
+
+
+def test_process_pool_gives_the_runs_of_the_serial_executor(first, tmp_path):
+    res = exp3.run("tiny", tmp_path, progress=False, executor="process", workers=2)
+    assert res.counts["computed"] == 13
+    assert sorted(_stamps(tmp_path / "exp3")) == sorted(_stamps(first / "exp3"))
+    for f in sorted((first / "exp3" / "runs").glob("*.nc")):
+        (a, ea), (b, eb) = load_run(f), load_run(tmp_path / "exp3" / "runs" / f.name)
+        assert a.labels == b.labels
+        _same_solution(a.solution, b.solution)
+        np.testing.assert_array_equal(ea["scatter_h"], eb["scatter_h"])
+    assert [c.verdict for c in res.claims] == [c.verdict for c in exp3.claims_of(load_runs(first / "exp3" / "runs.nc")[1])]
+
+
+def test_exp1_flow_uses_the_native_dop853_and_checkpoints():
+    cfg = exp1.PRESETS["tiny"]
+    assert cfg.flow_method == cfg.flow_method_cuda == "dop853"
+    flows = [t for t in exp1.tasks(cfg) if t.labels["solver"] == "flow"]
+    assert flows and all(t.checkpoint and t.spec["method"] == "dop853" for t in flows)
+    # scipy's DOP853 cannot checkpoint: a custom configuration using it runs without
+    import dataclasses
+
+    old = dataclasses.replace(cfg, flow_method="DOP853")
+    assert not any(t.checkpoint for t in exp1.tasks(old) if t.labels["solver"] == "flow")
+    # the flow is saved at exactly GD's times
+    gd_times = exp1._save_times(cfg.gd_steps, cfg.save_every, cfg.gd_step, exp1._feature_times(cfg))
+    assert gd_times[0] == 0.0 and gd_times[-1] == cfg.t1 and set(cfg.early_steps() * cfg.gd_step) <= set(gd_times)
+
+
+def test_run_ids():
+    spec = {"n": 4, "m": 8, "rtol": 1e-8}
+    a = run_id_of("m:f", {"n": 4, "solver": "gd"}, spec)
+    assert a == run_id_of("m:f", {"n": 4, "solver": "gd"}, dict(reversed(spec.items())))  # key order: same id
+    assert a.startswith("n4-solvergd_")
+    assert a != run_id_of("m:f", {"n": 4, "solver": "gd"}, {**spec, "rtol": 1e-9})
+    assert a != run_id_of("m:g", {"n": 4, "solver": "gd"}, spec)
+    # the thresholds of the claims are not part of any run: changing them keeps every run
+    cfg = exp1.PRESETS["tiny"]
+    import dataclasses
+
+    ids = [t.run_id for t in exp1.tasks(cfg)]
+    assert ids == [t.run_id for t in exp1.tasks(dataclasses.replace(cfg, width_tol=0.5, floor=1e-10))]
+    assert ids != [t.run_id for t in exp1.tasks(cfg, device="cuda")]
+
+
+def _fake(spec, checkpoint=None):
+    import gflow as gf
+
+    if spec.get("fail"):
+        raise FloatingPointError("boom")
+    X, y = gf.data.random_labels(3, 4, seed=spec["seed"])
+    sol = gf.gradient_descent(gf.Network(d=4, width=8, seed=spec["seed"]), X, y, step=0.5, steps=4, save_every=2,
+                              checkpoint=checkpoint, progress=None)
+    return sol, {"x": (("k",), np.arange(3.0))}
+
+
+def test_a_failing_run_keeps_the_finished_ones(tmp_path, one_thread):
+    tasks = [Task(f"{__name__}:_fake", {"seed": s}, {"seed": s, "fail": s == 1}) for s in range(3)]
+    with pytest.raises(RuntimeError, match=r"\{'seed': 1\}.*FloatingPointError: boom.*run again to resume"):
+        execute(tasks, tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.nc")) == [f"{tasks[0].run_id}.nc"]
+    fixed = [Task(t.fn, t.labels, {**t.spec, "fail": False}) for t in tasks]
+    counts: dict = {}
+    done = execute(fixed, tmp_path, progress=False, report=counts.update)
+    assert counts == {"total": 3, "skipped": 1, "computed": 2}
+    assert [r.labels for r, _ in done] == [t.labels for t in tasks]
+    np.testing.assert_array_equal(done[2][1]["x"], np.arange(3.0))
+    with pytest.raises(ValueError, match="distinct run ids"):
+        execute(fixed + fixed[:1], tmp_path, progress=False)
