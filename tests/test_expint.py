@@ -252,3 +252,18 @@ def test_stiff_benchmark_quick_mode_writes_json_and_summary(tmp_path):
     assert {r["method"] for r in prob["rows"]} == {"DOP853", "exprk4"}
     assert all(r["status"] == "success" and r["flops"] > 0 for r in prob["rows"])
     assert "| 8 | 50 |" in (tmp_path / "stiff_summary.md").read_text()
+
+
+def test_method_auto_picks_exprk4_only_where_it_pays_and_says_why():
+    X, y = gf.data.random_labels(n=8, d=10, seed=0)
+    net = gf.Network(d=10, width=64, activation="tanh", seed=0)
+    long = gf.simulate(net, X, y, t1=20_000.0, saveat=[0.0, 20_000.0], method="auto", integrals=False)
+    short = gf.simulate(net, X, y, t1=1.0, saveat=[0.0, 1.0], method="auto", integrals=False)
+    assert long.config["solver"]["method"] == "exprk4" and "stiff" in long.config["solver"]["auto"]
+    assert short.config["solver"]["method"] == "dop853" and "not stiff enough" in short.config["solver"]["auto"]
+    ref = gf.simulate(net, X, y, t1=1.0, saveat=[0.0, 1.0], method="dop853", integrals=False)
+    np.testing.assert_array_equal(short.loss, ref.loss)
+    weight = gf.simulate(net, X, y, t1=1.0, saveat=[0.0, 1.0], method="auto", space="weight", integrals=False)
+    assert weight.config["solver"]["method"] == "dop853" and "weight" in weight.config["solver"]["auto"]
+    with pytest.raises(ValueError, match="method='auto'"):
+        gf.simulate(net, X, y, t1=1.0, method="auto", step=0.1)

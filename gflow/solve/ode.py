@@ -189,7 +189,9 @@ def simulate(
         t1: final time (flow time; GD with step δ reaches t = kδ after k steps).
         saveat: increasing output times in [0, t1] (default: :func:`default_saveat`).  t = 0 and t1 are always
             included.
-        method: see :data:`METHODS`.  ``"dop853"`` (default; gflow's own 8th-order engine, CPU or GPU) and
+        method: see :data:`METHODS`, or ``"auto"``: ``"exprk4"`` where the flow is stiff enough over the horizon
+            for it to pay, else ``"dop853"`` (the choice and its reason go to ``sol.config["solver"]["auto"]``).
+            ``"dop853"`` (default; gflow's own 8th-order engine, CPU or GPU) and
             ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
             implementations are ``"torchdiffeq.dopri5"`` etc.; scipy methods need float64 on the CPU.
             ``"exprk4"`` (exponential Runge–Kutta, :mod:`gflow.solve.expint`) treats the fast residual modes
@@ -260,7 +262,10 @@ def simulate(
             net, X, y, t1, saveat, method=method, step=step, max_steps=max_steps, max_wall_time=max_wall_time,
             X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
             interval=interval, integrals=integrals, progress=progress, warn=warn)
-    check_choice(method, "method", METHODS)
+    auto_reason = None
+    if isinstance(method, str) and method == "auto":
+        method, auto_reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
+    check_choice(method, "method", METHODS + ("auto",))
     rtol = check_positive_float(rtol, "rtol")
     atol = check_positive_float(atol, "atol")
     max_steps = check_positive_int(max_steps, "max_steps")
@@ -373,12 +378,32 @@ def simulate(
             "max_wall_time": max_wall_time, "t1": t1, "saveat": grid.tolist(), "features_at": ft.tolist(),
             "weights_at": wt.tolist(), "options": opts, "space": space, "interval": list(interval),
             "integrals": bool(integrals),
+            **({"auto": auto_reason} if auto_reason is not None else {}),
         },
     }
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
     return sol
+
+
+def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
+    """``method="auto"``: exprk4 where the flow is stiff enough over the horizon for it to pay, else dop853
+    (:func:`gflow.solve.expint.auto_method`); the reason is recorded in ``sol.config["solver"]["auto"]``."""
+    from .expint import auto_method
+
+    if step is not None:
+        raise ValueError(f"step={step} was given with method='auto', which picks an adaptive method; give a "
+                         "fixed-step method (e.g. method='rk4') with step, or drop step")
+    if space == "weight":
+        return DEFAULT_METHOD, "space='weight' was asked for; exprk4 runs in feature space only"
+    rtol = check_positive_float(rtol, "rtol")
+    if t1 is None and saveat is None:
+        raise TypeError("give the final time t1 (e.g. t1=500.0) or the output times saveat")
+    horizon = check_positive_float(t1, "t1") if t1 is not None else float(check_times(saveat, "saveat")[-1])
+    if horizon <= 0:
+        raise ValueError(f"saveat must reach beyond t = 0, got {saveat}")
+    return auto_method(Problem.from_data(net, X, y), horizon, rtol)
 
 
 def check_interval(interval, net: Network) -> tuple[float, float]:
