@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_choice, check_positive_float, check_positive_int, describe
+from .._validate import check_choice, describe
 from ..fields import Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
-from .gd import _steps_of
+from .gd import gd_schedule
 from .ode import (
     DEFAULT_METHOD,
     FIXED_STEP_METHODS,
@@ -47,13 +47,12 @@ from .ode import (
     SCIPY_METHODS,
     TIME_TOL,
     TORCHDIFFEQ_FIXED,
-    _check_options,
     _chunks,
     _fixed_grid,
     _hint,
     _make_solution,
-    _output_grid,
     check_interval,
+    check_solver_args,
     observed_field,
 )
 
@@ -258,39 +257,9 @@ def simulate_batch(
             f"the whole batched state (S² = {S * S} times the cost of one seed's); use dopri5/dopri8/DOP853, or "
             "gf.simulate per network"
         )
-    rtol = check_positive_float(rtol, "rtol")
-    atol = check_positive_float(atol, "atol")
-    max_steps = check_positive_int(max_steps, "max_steps")
-    if max_wall_time is not None:
-        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
-    opts = _check_options(method, options)
-    if method in FIXED_STEP_METHODS:
-        if step is None:
-            raise ValueError(
-                f"method {method!r} is a fixed-step method and needs an explicit step, e.g. step=0.01 "
-                "(gflow never takes the step from the output grid)"
-            )
-        step = check_positive_float(step, "step")
-    elif step is not None:
-        raise ValueError(
-            f"step={step} was given but method {method!r} is adaptive and chooses its own steps; control it with "
-            f"rtol/atol, or use a fixed-step method ({', '.join(FIXED_STEP_METHODS)})"
-        )
-    if method in SCIPY_METHODS:
-        if net.dtype != torch.float64:
-            raise TypeError(f"scipy method {method!r} needs dtype float64, but the networks have {net.dtype}; "
-                            "use a torchdiffeq method")
-        if net.device.type != "cpu":
-            raise ValueError(f"scipy method {method!r} runs on the CPU, but the networks are on {net.device}; "
-                             "use a torchdiffeq method")
-    t1, grid, ft, wt = _output_grid(t1, saveat, features_at, weights_at)
-    if step is not None:
-        n_needed = _fixed_grid(grid, step).size - 1
-        if n_needed > max_steps:
-            raise ValueError(
-                f"method {method!r} with step={step:g} needs {n_needed} steps to reach t1={t1:g}, more than "
-                f"max_steps={max_steps}; raise max_steps or enlarge step"
-            )
+    rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
+        net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at,
+        batch=True)
     interval = check_interval(interval, net)
     if not isinstance(integrals, bool):
         raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
@@ -576,19 +545,10 @@ def gradient_descent_batch(
     nets = check_networks(nets)
     net = nets[0]
     S = len(nets)
-    if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= 0:
-        raise ValueError(f"step must be > 0 (the GD step δ), got {step}")
-    step = check_positive_float(step, "step")
-    steps = check_positive_int(steps, "steps")
-    save_every = check_positive_int(save_every, "save_every")
-    if max_wall_time is not None:
-        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
+    step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
+        step, steps, save_every, max_wall_time, features_at, weights_at)
     if not isinstance(integrals, bool):
         raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
-    t1 = steps * step
-    fk = _steps_of([0.0, t1] if features_at is None else features_at, "features_at", step, steps)
-    wk = np.zeros(0, np.int64) if weights_at is None else _steps_of(weights_at, "weights_at", step, steps)
-    save_k = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps], fk, wk]))
 
     interval = check_interval(interval, net)
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals)

@@ -35,6 +35,23 @@ def _steps_of(times: Any, name: str, step: float, steps: int) -> np.ndarray:
     return k.astype(np.int64)
 
 
+def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at):
+    """Validate GD's arguments (shared with :func:`gflow.gradient_descent_batch`); returns (step, steps,
+    save_every, max_wall_time, t1, feature steps, weight steps, saved steps)."""
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= 0:
+        raise ValueError(f"step must be > 0 (the GD step δ), got {step}")
+    step = check_positive_float(step, "step")
+    steps = check_positive_int(steps, "steps")
+    save_every = check_positive_int(save_every, "save_every")
+    if max_wall_time is not None:
+        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
+    t1 = steps * step
+    fk = _steps_of([0.0, t1] if features_at is None else features_at, "features_at", step, steps)
+    wk = np.zeros(0, np.int64) if weights_at is None else _steps_of(weights_at, "weights_at", step, steps)
+    save_k = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps], fk, wk]))
+    return step, steps, save_every, max_wall_time, t1, fk, wk, save_k
+
+
 def gradient_descent(
     net: Network,
     X: Any,
@@ -90,17 +107,8 @@ def gradient_descent(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
-    if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= 0:
-        raise ValueError(f"step must be > 0 (the GD step δ), got {step}")
-    step = check_positive_float(step, "step")
-    steps = check_positive_int(steps, "steps")
-    save_every = check_positive_int(save_every, "save_every")
-    if max_wall_time is not None:
-        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
-    t1 = steps * step
-    fk = _steps_of([0.0, t1] if features_at is None else features_at, "features_at", step, steps)
-    wk = np.zeros(0, np.int64) if weights_at is None else _steps_of(weights_at, "weights_at", step, steps)
-    save_k = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps], fk, wk]))
+    step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
+        step, steps, save_every, max_wall_time, features_at, weights_at)
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)

@@ -266,42 +266,11 @@ def simulate(
     if isinstance(method, str) and method == "auto":
         method, auto_reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
     check_choice(method, "method", METHODS + ("auto",))
-    rtol = check_positive_float(rtol, "rtol")
-    atol = check_positive_float(atol, "atol")
-    max_steps = check_positive_int(max_steps, "max_steps")
-    if max_wall_time is not None:
-        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
-    opts = _check_options(method, options)
+    rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
+        net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
     if checkpoint is not None and method not in NATIVE_METHODS:
         raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
                          f"{method!r}; use e.g. method='dop853' or method='rk4'")
-    if method in FIXED_STEP_METHODS:
-        if step is None:
-            raise ValueError(
-                f"method {method!r} is a fixed-step method and needs an explicit step, e.g. step=0.01 "
-                "(gflow never takes the step from the output grid)"
-            )
-        step = check_positive_float(step, "step")
-    elif step is not None:
-        raise ValueError(
-            f"step={step} was given but method {method!r} is adaptive and chooses its own steps; control it with "
-            f"rtol/atol, or use a fixed-step method ({', '.join(FIXED_STEP_METHODS)})"
-        )
-    if method in SCIPY_METHODS:
-        if net.dtype != torch.float64:
-            raise TypeError(f"scipy method {method!r} needs dtype float64, but the network has {net.dtype}; "
-                            "use net.to(dtype=torch.float64) or a torchdiffeq method")
-        if net.device.type != "cpu":
-            raise ValueError(f"scipy method {method!r} runs on the CPU, but the network is on {net.device}; use "
-                             "net.to(device='cpu') or a torchdiffeq method")
-    t1, grid, ft, wt = _output_grid(t1, saveat, features_at, weights_at)
-    if step is not None:
-        n_needed = _fixed_grid(grid, step).size - 1
-        if n_needed > max_steps:
-            raise ValueError(
-                f"method {method!r} with step={step:g} needs {n_needed} steps to reach t1={t1:g}, more than "
-                f"max_steps={max_steps}; raise max_steps or enlarge step"
-            )
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
@@ -404,6 +373,47 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     if horizon <= 0:
         raise ValueError(f"saveat must reach beyond t = 0, got {saveat}")
     return auto_method(Problem.from_data(net, X, y), horizon, rtol)
+
+
+def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat,
+                      features_at, weights_at, *, batch: bool = False):
+    """Validate the solver arguments shared by :func:`simulate` and :func:`gflow.simulate_batch`; returns
+    (rtol, atol, step, max_steps, max_wall_time, options, t1, grid, feature times, weight times)."""
+    rtol = check_positive_float(rtol, "rtol")
+    atol = check_positive_float(atol, "atol")
+    max_steps = check_positive_int(max_steps, "max_steps")
+    if max_wall_time is not None:
+        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
+    opts = _check_options(method, options)
+    if method in FIXED_STEP_METHODS:
+        if step is None:
+            raise ValueError(
+                f"method {method!r} is a fixed-step method and needs an explicit step, e.g. step=0.01 "
+                "(gflow never takes the step from the output grid)"
+            )
+        step = check_positive_float(step, "step")
+    elif step is not None:
+        raise ValueError(
+            f"step={step} was given but method {method!r} is adaptive and chooses its own steps; control it with "
+            f"rtol/atol, or use a fixed-step method ({', '.join(FIXED_STEP_METHODS)})"
+        )
+    if method in SCIPY_METHODS:
+        nets, has, verb = ("networks", "have", "are") if batch else ("network", "has", "is")
+        if net.dtype != torch.float64:
+            raise TypeError(f"scipy method {method!r} needs dtype float64, but the {nets} {has} {net.dtype}; "
+                            "use net.to(dtype=torch.float64) or a torchdiffeq method")
+        if net.device.type != "cpu":
+            raise ValueError(f"scipy method {method!r} runs on the CPU, but the {nets} {verb} on {net.device}; use "
+                             "net.to(device='cpu') or a torchdiffeq method")
+    t1, grid, ft, wt = _output_grid(t1, saveat, features_at, weights_at)
+    if step is not None:
+        n_needed = _fixed_grid(grid, step).size - 1
+        if n_needed > max_steps:
+            raise ValueError(
+                f"method {method!r} with step={step:g} needs {n_needed} steps to reach t1={t1:g}, more than "
+                f"max_steps={max_steps}; raise max_steps or enlarge step"
+            )
+    return rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt
 
 
 def check_interval(interval, net: Network) -> tuple[float, float]:
