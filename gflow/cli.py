@@ -218,14 +218,36 @@ def cmd_rerun(args) -> int:
     return _finish(sol, Path(args.out))
 
 
+def _sweep_executor_options(args) -> dict:
+    """``--cluster`` and ``--submitit-param KEY=VALUE`` (values read as TOML literals, else strings)."""
+    if args.executor != "submitit":
+        if args.cluster is not None or args.submitit_param:
+            raise ValueError("--cluster and --submitit-param are for --executor submitit")
+        return {}
+    opts: dict = {}
+    if args.cluster is not None:
+        opts["cluster"] = args.cluster
+    for item in args.submitit_param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--submitit-param must be KEY=VALUE (e.g. timeout_min=30), got {item!r}")
+        try:
+            opts[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            opts[key.strip()] = value
+    return opts
+
+
 def cmd_sweep(args) -> int:
     from .sweeps import SweepConfig, run_sweep
+    from .sweeps.store import consolidated_path, read_manifest
 
     cfg = SweepConfig.from_toml(args.config)
     counts: dict = {}
     progress = True if args.progress else (False if args.progress is False else None)
     ds = run_sweep(cfg, store=args.out, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
-                   progress=progress, retry_failed=args.retry_failed, report=counts.update)
+                   progress=progress, retry_failed=args.retry_failed, report=counts.update, format=args.format,
+                   executor_options=_sweep_executor_options(args))
     print(f"sweep: {counts['total']} runs ({counts['skipped']} already in {args.out}): {counts['success']} succeeded, "
           f"{counts['failed']} failed, {counts['error']} raised an error")
     if counts["lost"]:
@@ -233,7 +255,8 @@ def cmd_sweep(args) -> int:
               f"{counts['lost_messages'][0]}")
     for status in sorted(set(ds.status.values.tolist()) - {"success"}):
         print(f"  {status}: {int((ds.status == status).sum())} run(s)")
-    print(f"wrote {Path(args.out) / 'sweep.nc'}")
+    if not counts["lost"]:
+        print(f"wrote {consolidated_path(args.out, read_manifest(args.out).get('format', 'netcdf'))}")
     return 1 if counts["error"] or counts["lost"] else 0
 
 
@@ -314,6 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local: serial (default); process: a process pool; dask: dask.distributed; submitit: SLURM")
     sw.add_argument("--workers", type=int, default=None, help="worker processes (default: the number of cores)")
     sw.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (with --executor dask)")
+    sw.add_argument("--format", default=None, choices=["netcdf", "zarr"],
+                    help="run records: netcdf (a file per run; default for a new store) or zarr (a group per run in "
+                    "one zarr store, appended concurrently by the workers; pip install zarr)")
+    sw.add_argument("--cluster", default=None, choices=["auto", "slurm", "local", "debug"],
+                    help="with --executor submitit: slurm (auto: when sbatch exists), local processes, or debug "
+                    "(in this process)")
+    sw.add_argument("--submitit-param", action="append", default=[], metavar="KEY=VALUE", dest="submitit_param",
+                    help="a submitit parameter (repeatable), e.g. timeout_min=30, slurm_partition=gpu")
     sw.add_argument("--retry-failed", action="store_true", dest="retry_failed",
                     help="also repeat runs recorded with a failure status")
     sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -28,22 +29,26 @@ from ..solution import GFlowWarning
 from .config import RunSpec, SweepConfig, SweepConfigError, run_id_of
 from .executors import (
     EXECUTORS,
+    SUBMITIT_CLUSTERS,
     AbstractExecutor,
     DaskExecutor,
     LocalSerial,
     ProcessPool,
     SubmititExecutor,
     get_executor,
+    gpu_count,
+    plan_workers,
 )
-from .run import SWEEP_STATUSES, run_task
+from .run import FORMATS, SWEEP_STATUSES, run_task
 from .store import (
-    CONSOLIDATED,
     completed,
     consolidate,
+    consolidated_path,
     grid_coords,
     open_sweep,
     read_manifest,
     run_solution,
+    store_format,
     write_manifest,
 )
 
@@ -70,6 +75,8 @@ def sweep(
     progress: bool | None = None,
     retry_failed: bool = False,
     keep_weights: bool = False,
+    format: str | None = None,
+    executor_options: dict | None = None,
 ):
     r"""Run every point of ``grid`` × ``seeds`` and collect the results in ``store``.
 
@@ -87,8 +94,11 @@ def sweep(
         seeds: N (network seeds 0..N−1) or a list of seeds.
         store: the results folder (created if needed); see :mod:`gflow.sweeps.store`.
         executor: ``"local"`` (serial, the default), ``"process"`` (a spawn process pool), ``"dask"``
-            (``dask.distributed``), ``"submitit"`` (SLURM), or an :class:`AbstractExecutor`.
-        workers: processes for ``"process"`` and a local Dask cluster (default: the number of cores).
+            (``dask.distributed``), ``"submitit"`` (SLURM; ``executor_options={"cluster": "local"}`` runs its
+            jobs as local processes), or an :class:`AbstractExecutor`.
+        workers: processes for ``"process"`` and a local Dask cluster (default: the number of cores; when the
+            runs ask for ``network.device = "cuda"`` on a machine with GPUs, one worker per GPU, each pinned to
+            its GPU: see :func:`gflow.sweeps.executors.plan_workers`).
         scheduler: a Dask scheduler address (``"tcp://host:8786"``) or ``distributed.Client``; the store must
             then be on a file system the workers share.
         progress: an overall tqdm bar (done, failed, remaining, ETA), and with the serial executor a bar over
@@ -97,6 +107,13 @@ def sweep(
             ``time_budget`` run on a faster machine; by default every run with a file is complete.
         keep_weights: store W_final (and W at ``weights_at``) in the run files; off by default, because at
             m = D = 8192 W alone is 512 MiB per run.
+        format: how runs are recorded: ``"netcdf"`` (one file per run, the default) or ``"zarr"`` (one group
+            per run in the zarr store ``STORE/runs.zarr``, appended safely by many workers at once; needs
+            ``pip install "gflow[zarr]"``).  None: the store's own format (``"netcdf"`` for a new store).
+            :func:`open_sweep` gives the same dataset for both.
+        executor_options: keywords of the executor's class: for ``"submitit"``, ``cluster`` (``"slurm"``,
+            ``"local"``, ``"debug"``), ``folder`` and submitit parameters (``timeout_min``, ``slurm_partition``,
+            ``gpus_per_node``, ...); for ``"process"`` / ``"dask"``, ``devices`` (one per worker).
 
     Returns:
         :func:`open_sweep` of the store: dims (run, time), a coordinate per grid key, ``seed``, ``status``,
@@ -116,12 +133,14 @@ def sweep(
     """
     cfg = SweepConfig.from_dict(network, data, solver, grid, seeds)
     return run_sweep(cfg, store=store, executor=executor, workers=workers, scheduler=scheduler, progress=progress,
-                     retry_failed=retry_failed, keep_weights=keep_weights)
+                     retry_failed=retry_failed, keep_weights=keep_weights, format=format,
+                     executor_options=executor_options)
 
 
 def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local", workers: int | None = None,
               scheduler: Any = None, progress: bool | None = None, retry_failed: bool = False,
-              keep_weights: bool = False, report=None):
+              keep_weights: bool = False, format: str | None = None, executor_options: dict | None = None,
+              report=None):
     """Run a validated :class:`SweepConfig` (see :func:`sweep`); ``report(counts)`` gets the final counts
     (``total``, ``skipped``, ``success``, ``failed``, ``error``, and ``lost``: runs whose worker died, which stay
     pending with a :class:`gflow.GFlowWarning`)."""
@@ -139,24 +158,39 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         if executor == "local" and workers not in (None, 1):
             raise ValueError(f"executor='local' runs one run at a time; for workers={workers} use "
                              "executor='process' or 'dask'")
+    if executor_options is not None and not isinstance(executor_options, dict):
+        raise TypeError(f"executor_options must be a dict of keywords, got {type(executor_options).__name__}")
+    fmt = store_format(store, format)
     runs = cfg.runs()
-    write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)))
-    have = completed(store, read_status=retry_failed)
+    use_gpu = any(str(r.config["network"].get("device", "cpu")).startswith("cuda") for r in runs)
+    runs_here = isinstance(executor, str) and (executor in ("local", "process") or
+                                               (executor == "dask" and scheduler is None))
+    if use_gpu and runs_here and gpu_count() == 0:
+        raise SweepConfigError(f"network.device asks for 'cuda' but this machine has no CUDA device; with "
+                               f"executor={executor!r} the runs execute here (use device = 'cpu', or a cluster "
+                               "with GPUs through scheduler= or submitit)")
+    write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)), fmt)
+    have = completed(store, read_status=retry_failed, fmt=fmt)
     todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")]
     if todo:
-        # the consolidated file is stale until this sweep completes; open_sweep reads the run files meanwhile
-        (store / CONSOLIDATED).unlink(missing_ok=True)
+        # the consolidated file is stale until this sweep completes; open_sweep reads the run records meanwhile
+        cons = consolidated_path(store, fmt)
+        if cons.is_dir():
+            shutil.rmtree(cons, ignore_errors=True)
+        else:
+            cons.unlink(missing_ok=True)
     counts = {"total": len(runs), "skipped": len(runs) - len(todo), "success": 0, "failed": 0, "error": 0,
               "lost": 0, "lost_messages": []}
     bar = _bar(progress, len(runs), counts["skipped"])
     if todo:
-        ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store)
+        ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
+                                 options=executor_options)
         try:
             threads = getattr(ex, "threads", None)
             # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
             run_bars = bar is not None and isinstance(ex, LocalSerial)
             where = store.resolve()  # workers may run in another folder (a Dask cluster, SLURM)
-            futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights), "progress": run_bars}): r
+            futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights, fmt), "progress": run_bars}): r
                        for r in todo}
             for fut in ex.as_completed(list(futures)):
                 try:
@@ -191,9 +225,9 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     return consolidate(store)
 
 
-def _payload(r: RunSpec, store: Path, threads: int | None, keep_weights: bool) -> dict:
+def _payload(r: RunSpec, store: Path, threads: int | None, keep_weights: bool, fmt: str = "netcdf") -> dict:
     return {"run_id": r.run_id, "index": r.index, "point": r.point, "seed": r.seed, "config": r.config,
-            "store": str(store), "threads": threads, "keep_weights": keep_weights}
+            "store": str(store), "threads": threads, "keep_weights": keep_weights, "format": fmt}
 
 
 def _bar(progress: bool | None, total: int, initial: int):
@@ -209,5 +243,6 @@ def _bar(progress: bool | None, total: int, initial: int):
 __all__ = [
     "sweep", "run_sweep", "open_sweep", "run_solution", "consolidate", "load_sweep_config", "SweepConfig",
     "SweepConfigError", "RunSpec", "run_id_of", "AbstractExecutor", "LocalSerial", "ProcessPool", "DaskExecutor",
-    "SubmititExecutor", "get_executor", "EXECUTORS", "SWEEP_STATUSES", "read_manifest", "run_task",
+    "SubmititExecutor", "get_executor", "EXECUTORS", "SWEEP_STATUSES", "read_manifest", "run_task", "FORMATS",
+    "SUBMITIT_CLUSTERS", "plan_workers", "store_format",
 ]

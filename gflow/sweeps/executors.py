@@ -9,10 +9,18 @@ iterator over finished futures) and ``shutdown()``.  The engines:
   so that workers × threads ≤ cores.
 * :class:`DaskExecutor` (``"dask"``): ``dask.distributed`` — a ``LocalCluster(n_workers=workers,
   threads_per_worker=1)`` by default, or ``Client(scheduler)`` for a running cluster (the way onto many
-  machines; the store must then be on a file system every worker sees).  On a GPU machine run one worker
-  per GPU (e.g. dask-cuda's ``LocalCUDACluster``, whose address you pass as ``scheduler``) with
-  ``network.device = "cuda"``.  Needs the ``dask`` extra: ``pip install "gflow[dask]"``.
-* :class:`SubmititExecutor` (``"submitit"``): one SLURM job per run through submitit (the ``slurm`` extra).
+  machines; the store must then be on a file system every worker sees).  Needs the ``dask`` extra:
+  ``pip install "gflow[dask]"``.
+* :class:`SubmititExecutor` (``"submitit"``): one SLURM job per run through submitit (the ``slurm`` extra);
+  ``cluster="local"`` runs the jobs as local processes and ``cluster="debug"`` in this process (no SLURM).
+
+**GPUs.**  When the runs ask for ``network.device = "cuda"`` and the machine has G > 0 GPUs, the process pool
+and the local Dask cluster start one worker per GPU (``workers`` defaults to G) and pin worker i to
+``cuda:(i mod G)`` (:func:`plan_workers`; :func:`pin_worker` makes it the worker's current CUDA device); a
+run's ``"cuda"`` then means its worker's GPU, and the device a run used is recorded with it (the ``device``
+coordinate of :func:`gflow.open_sweep`).  Runs on ``"cpu"`` (the default) are not moved.  With a running
+scheduler (``scheduler=``) the cluster's own workers decide (e.g. dask-cuda's ``LocalCUDACluster`` pins one
+worker per GPU through ``CUDA_VISIBLE_DEVICES``).
 
 Another engine is a subclass of :class:`AbstractExecutor` (or any object with the three methods) passed
 as ``executor=``.
@@ -29,6 +37,79 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 EXECUTORS = ("local", "process", "dask", "submitit")
+#: submitit clusters: "slurm" (and "auto", SLURM when available), "local" (local processes), "debug" (in-process)
+SUBMITIT_CLUSTERS = ("auto", "slurm", "local", "debug")
+
+# --------------------------------------------------------------------------------------------------------
+# Devices: one worker per GPU
+
+#: the device this worker process is pinned to (None: not pinned), set by :func:`pin_worker`
+_WORKER_DEVICE: dict[str, Any] = {"device": None}
+
+
+def gpu_count() -> int:
+    """The number of CUDA devices torch sees here (0 without CUDA)."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken CUDA install is a machine without GPUs for the sweep
+        return 0
+
+
+def plan_workers(workers: int | None, *, cores: int, gpus: int, use_gpu: bool) -> tuple[int, list[str | None]]:
+    """How many local workers to start and the device each is pinned to: ``(n, devices)``.
+
+    Without GPUs, or when the runs do not ask for ``"cuda"``: ``workers`` (default: ``cores``) unpinned
+    workers.  With G = ``gpus`` > 0 and GPU runs: ``workers`` (default: G) workers, worker i on
+    ``cuda:(i mod G)`` — one per GPU by default; more workers than GPUs share them round-robin.
+
+    >>> plan_workers(None, cores=16, gpus=4, use_gpu=True)
+    (4, ['cuda:0', 'cuda:1', 'cuda:2', 'cuda:3'])
+    >>> plan_workers(3, cores=16, gpus=2, use_gpu=True)
+    (3, ['cuda:0', 'cuda:1', 'cuda:0'])
+    >>> plan_workers(None, cores=2, gpus=0, use_gpu=True)
+    (2, [None, None])
+    """
+    workers = _check_workers(workers)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise ValueError(f"gpus must be a non-negative integer, got {gpus!r}")
+    if not use_gpu or gpus == 0:
+        n = workers or max(1, cores)
+        return n, [None] * n
+    n = workers or gpus
+    return n, [f"cuda:{i % gpus}" for i in range(n)]
+
+
+def pin_worker(device: str | None) -> None:
+    """Pin this worker process to ``device`` (``"cuda:i"``: made the current CUDA device, so that a run's
+    ``"cuda"`` lands on it); None leaves the worker unpinned."""
+    _WORKER_DEVICE["device"] = device
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(torch.device(device))
+
+
+def worker_device() -> str | None:
+    """The device this worker is pinned to (None when not pinned, e.g. the serial executor)."""
+    return _WORKER_DEVICE["device"]
+
+
+def run_device(config_device: Any, pinned: str | None) -> Any:
+    """The device a run uses: its worker's GPU when the run asks for ``"cuda"`` (no index) and the worker is
+    pinned to one, else the run's own ``network.device``.
+
+    >>> run_device("cuda", "cuda:1"), run_device("cpu", "cuda:1"), run_device("cuda:0", "cuda:1")
+    ('cuda:1', 'cpu', 'cuda:0')
+    >>> run_device("cuda", None)
+    'cuda'
+    """
+    if pinned is not None and str(pinned).startswith("cuda") and config_device == "cuda":
+        return pinned
+    return config_device
+
 
 
 class AbstractExecutor(abc.ABC):
@@ -106,21 +187,53 @@ def _check_workers(workers: Any) -> int | None:
     return workers
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, devices: Any = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if devices is not None:
+        try:
+            device = devices.get(timeout=10)  # each process takes the next device of the plan
+        except Exception:  # noqa: BLE001 - queue.Empty: a process started beyond the plan stays unpinned
+            device = None
+        pin_worker(device)
+
+
+def _probe(_: Any = None) -> tuple[int, str | None]:
+    """``(pid, pinned device)`` of the worker that runs it (for tests and diagnostics)."""
+    time.sleep(0.2)
+    return os.getpid(), worker_device()
 
 
 class ProcessPool(AbstractExecutor):
-    """A pool of ``workers`` spawned processes (default: one per core), each with cores // workers threads."""
+    """A pool of spawned processes, each with cores // workers torch threads.
 
-    def __init__(self, workers: int | None = None):
+    Args:
+        workers: processes (default: the number of cores; with GPU runs, the number of GPUs).
+        use_gpu: the runs ask for ``"cuda"``: pin one process per GPU (see :func:`plan_workers`).
+        devices: an explicit device per process (overrides the plan; e.g. ``["cuda:0", "cuda:1"]``).
+    """
+
+    def __init__(self, workers: int | None = None, *, use_gpu: bool = False, devices: "list[str | None] | None" = None):
         cores = _cores()
-        self.workers = _check_workers(workers) or cores
+        if devices is None:
+            self.workers, devices = plan_workers(workers, cores=cores, gpus=gpu_count() if use_gpu else 0,
+                                                 use_gpu=use_gpu)
+        else:
+            devices = list(devices)
+            self.workers = _check_workers(workers) or len(devices)
+            if len(devices) != self.workers:
+                raise ValueError(f"devices must give one device per worker ({self.workers}), got {devices!r}")
+        self.devices = devices
         self.threads = max(1, cores // self.workers)
-        self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(self.threads,))
+        ctx = multiprocessing.get_context("spawn")
+        queue = None
+        if any(d is not None for d in devices):
+            queue = ctx.Queue()
+            for d in devices:
+                queue.put(d)
+        self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+                                            initargs=(self.threads, queue))
 
     def submit(self, fn, spec):
         return self._pool.submit(fn, spec)
@@ -136,11 +249,16 @@ class DaskExecutor(AbstractExecutor):
     """``dask.distributed``: a local cluster of ``workers`` single-threaded processes, or a running scheduler.
 
     Args:
-        workers: processes of the local cluster (default: the number of cores); ignored with ``scheduler``.
+        workers: processes of the local cluster (default: the number of cores; with GPU runs, the number of
+            GPUs); ignored with ``scheduler``.
         scheduler: address of a running scheduler (``"tcp://host:8786"``), or a ``distributed.Client``.
+        use_gpu: the runs ask for ``"cuda"``: the local cluster gets one worker per GPU, each pinned to its
+            device by a worker plugin (see :func:`plan_workers`).
+        devices: an explicit device per local worker (overrides the plan).
     """
 
-    def __init__(self, workers: int | None = None, scheduler: Any = None):
+    def __init__(self, workers: int | None = None, scheduler: Any = None, *, use_gpu: bool = False,
+                 devices: "list[str | None] | None" = None):
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -149,12 +267,26 @@ class DaskExecutor(AbstractExecutor):
         workers = _check_workers(workers)
         self._cluster = None
         self._own_client = True
+        self.devices = None
         if scheduler is None:
-            self.workers = workers or _cores()
-            self.threads = 1
+            cores = _cores()
+            if devices is None:
+                self.workers, devices = plan_workers(workers, cores=cores, gpus=gpu_count() if use_gpu else 0,
+                                                     use_gpu=use_gpu)
+            else:
+                devices = list(devices)
+                self.workers = workers or len(devices)
+                if len(devices) != self.workers:
+                    raise ValueError(f"devices must give one device per worker ({self.workers}), got {devices!r}")
+            self.devices = devices
+            self.threads = 1 if all(d is None for d in devices) else max(1, cores // self.workers)
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                          dashboard_address=None)
             self.client = Client(self._cluster)
+            if any(d is not None for d in devices):
+                from ._dask import PinDevice
+
+                self.client.register_plugin(PinDevice(devices))
         elif isinstance(scheduler, Client):
             self.client, self._own_client = scheduler, False
         else:
@@ -176,23 +308,35 @@ class DaskExecutor(AbstractExecutor):
 
 
 class SubmititExecutor(AbstractExecutor):
-    """One SLURM job per run through submitit (``pip install "gflow[slurm]"``).
+    """One job per run through submitit (``pip install "gflow[slurm]"``).
 
     Args:
         folder: where submitit keeps job scripts and logs.
+        cluster: ``None``/``"auto"`` (SLURM when ``sbatch`` exists, else local processes), ``"slurm"``,
+            ``"local"`` (each job a local process: the sweep runs without SLURM) or ``"debug"`` (each job in this
+            process, when its result is asked for: for debugging).
+        poll_interval: seconds between polls of unfinished jobs (default 5 on SLURM, 0.2 locally).
         **parameters: passed to ``submitit.AutoExecutor.update_parameters`` (e.g. ``timeout_min=60,
             slurm_partition="gpu", gpus_per_node=1``).
     """
 
-    def __init__(self, folder: "str | Path", poll_interval: float = 5.0, **parameters):
+    def __init__(self, folder: "str | Path", cluster: str | None = None, poll_interval: float | None = None,
+                 **parameters):
         try:
             import submitit
         except ImportError:
             raise ImportError('executor="submitit" needs submitit: pip install "gflow[slurm]" '
                               "(or pip install submitit)") from None
-        self._executor = submitit.AutoExecutor(folder=str(folder))
-        self._executor.update_parameters(**{"timeout_min": 60, **parameters})
-        self._poll = poll_interval
+        if cluster is not None and cluster not in SUBMITIT_CLUSTERS:
+            raise ValueError(f"cluster must be one of {list(SUBMITIT_CLUSTERS)} (or None), got {cluster!r}")
+        self.cluster = None if cluster == "auto" else cluster
+        self._executor = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster)
+        try:
+            self._executor.update_parameters(**{"timeout_min": 60, **parameters})
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"submitit rejected the executor options {sorted(parameters)}: {exc}") from None
+        self.cluster = self._executor.cluster
+        self._poll = poll_interval if poll_interval is not None else (5.0 if self.cluster == "slurm" else 0.2)
 
     def submit(self, fn, spec):
         return self._executor.submit(fn, spec)
@@ -209,8 +353,15 @@ class SubmititExecutor(AbstractExecutor):
 
 
 def get_executor(executor: Any = "local", *, workers: int | None = None, scheduler: Any = None,
-                 store: "str | Path | None" = None) -> tuple[AbstractExecutor, bool]:
-    """Resolve ``executor`` (a name of :data:`EXECUTORS` or an executor object); returns (executor, owned)."""
+                 store: "str | Path | None" = None, use_gpu: bool = False,
+                 options: "dict | None" = None) -> tuple[AbstractExecutor, bool]:
+    """Resolve ``executor`` (a name of :data:`EXECUTORS` or an executor object); returns (executor, owned).
+
+    ``use_gpu``: the runs ask for ``"cuda"`` (one pinned worker per GPU, see :func:`plan_workers`);
+    ``options``: keywords of the executor's class (e.g. ``{"cluster": "local", "timeout_min": 10}`` for
+    submitit, ``{"devices": [...]}`` for the process pool or Dask).
+    """
+    options = dict(options or {})
     if not isinstance(executor, str):
         missing = [m for m in ("submit", "as_completed", "shutdown") if not hasattr(executor, m)]
         if missing:
@@ -226,14 +377,16 @@ def get_executor(executor: Any = "local", *, workers: int | None = None, schedul
         if workers not in (None, 1):
             raise ValueError(f"executor='local' runs one run at a time; for workers={workers} use "
                              "executor='process' or 'dask'")
+        if options:
+            raise ValueError(f"executor='local' takes no options, got {sorted(options)}")
         return LocalSerial(), True
     if executor == "process":
-        return ProcessPool(workers), True
+        return ProcessPool(workers, use_gpu=use_gpu, **options), True
     if executor == "dask":
-        return DaskExecutor(workers, scheduler), True
-    folder = Path(store if store is not None else ".") / "submitit"
-    return SubmititExecutor(folder), True
+        return DaskExecutor(workers, scheduler, use_gpu=use_gpu, **options), True
+    folder = Path(options.pop("folder", None) or Path(store if store is not None else ".") / "submitit")
+    return SubmititExecutor(folder, **options), True
 
 
 __all__ = ["AbstractExecutor", "LocalSerial", "ProcessPool", "DaskExecutor", "SubmititExecutor", "get_executor",
-           "EXECUTORS"]
+           "EXECUTORS", "SUBMITIT_CLUSTERS", "plan_workers", "pin_worker", "worker_device", "run_device", "gpu_count"]

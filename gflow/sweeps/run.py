@@ -8,17 +8,24 @@ file, then :func:`os.replace`), so a finished run survives whatever happens to t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import platform
+import shutil
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 RUNS_DIR = "runs"
+ZARR_RUNS = "runs.zarr"
 CHECKPOINT_DIR = "checkpoints"
+#: store formats of the per-run records (see the module docstring)
+FORMATS = ("netcdf", "zarr")
 #: statuses a sweep adds to :data:`gflow.STATUSES`
 SWEEP_STATUSES = {"error": "the run raised an exception (see its message for the traceback)",
                   "pending": "the run has not finished (no run file yet)"}
@@ -47,8 +54,22 @@ def build_problem(config: dict, *, device: Any = None):
     return net, X, y, test
 
 
-def run_file(store: "str | Path", run_id: str) -> Path:
+def run_file(store: "str | Path", run_id: str, fmt: str = "netcdf") -> Path:
+    """Where run ``run_id`` is recorded: ``runs/<run_id>.nc`` (netCDF) or ``runs.zarr/<run_id>`` (a zarr group)."""
+    if fmt == "zarr":
+        return Path(store) / ZARR_RUNS / run_id
     return Path(store) / RUNS_DIR / f"{run_id}.nc"
+
+
+def check_format(fmt: Any) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+    if fmt == "zarr":
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            raise ImportError('format="zarr" needs zarr: pip install "gflow[zarr]" (or pip install zarr)') from None
+    return fmt
 
 
 def _checkpointable(fn, solver: dict) -> bool:
@@ -76,6 +97,62 @@ def write_atomic(ds, path: Path) -> None:
             tmp.unlink()
 
 
+def write_zarr_atomic(ds, path: Path) -> None:
+    """Write a dataset as the zarr group ``path`` (a folder) so that readers see it whole or not at all.
+
+    The group is written as a standalone zarr store in a hidden temporary folder beside ``path`` and renamed
+    into place (:func:`os.rename` of a folder is atomic on a POSIX file system).  An existing group (a run
+    repeated with ``retry_failed``) is first moved aside and deleted; concurrent writers of the same path end
+    with exactly one complete group.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(f".{path.name}.{tag}.tmp")
+    old = path.with_name(f".{path.name}.{tag}.old")
+    try:
+        ds.to_zarr(tmp, mode="w", consolidated=False)
+        for _ in range(100):
+            try:
+                os.rename(tmp, path)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            try:
+                os.rename(path, old)  # an earlier record of this run: out of the way, then deleted
+            except FileNotFoundError:
+                continue  # another writer moved it; try again
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # pragma: no cover - 100 lost races
+            raise OSError(f"could not move the zarr group into place at {path}")
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def ensure_zarr_root(store: "str | Path") -> Path:
+    """Create the root group ``STORE/runs.zarr`` if it is missing (the driver does, before any run starts)."""
+    root = Path(store) / ZARR_RUNS
+    if not ((root / "zarr.json").exists() or (root / ".zgroup").exists()):
+        import zarr
+
+        root.mkdir(parents=True, exist_ok=True)
+        zarr.open_group(str(root), mode="a")
+    return root
+
+
+def write_record(ds, store: "str | Path", run_id: str, fmt: str = "netcdf") -> Path:
+    """Write one run's dataset to the store in format ``fmt``, atomically; returns its path."""
+    path = run_file(store, run_id, fmt)
+    if fmt == "zarr":
+        ensure_zarr_root(store)
+        write_zarr_atomic(ds, path)
+    else:
+        write_atomic(ds, path)
+    return path
+
+
 def _sweep_attrs(payload: dict, status: str) -> dict:
     return {
         "sweep_run_id": payload["run_id"],
@@ -88,25 +165,31 @@ def _sweep_attrs(payload: dict, status: str) -> dict:
 
 
 def run_task(payload: dict) -> dict:
-    """Run one sweep run and write ``STORE/runs/<run_id>.nc``; returns ``{run_id, status, message, wall_time}``.
+    """Run one sweep run and record it in the store; returns ``{run_id, status, message, wall_time, device}``.
 
     ``payload``: ``run_id``, ``index``, ``point``, ``seed``, ``config`` (resolved), ``store`` (folder),
-    ``threads`` (torch intra-op threads for this worker, or None to leave them), ``keep_weights``, ``progress``
-    (a tqdm bar over flow time for this run).
+    ``format`` (``"netcdf"`` or ``"zarr"``), ``threads`` (torch intra-op threads for this worker, or None to
+    leave them), ``keep_weights``, ``progress`` (a tqdm bar over flow time for this run).
+    A run whose network asks for ``device = "cuda"`` runs on the GPU this worker is pinned to (see
+    :func:`gflow.sweeps.executors.plan_workers`); the device it ran on is recorded (``sweep_device``).
     A module-level function, so that process pools, Dask and submitit can pickle it.
     """
     import torch
     import xarray as xr
 
     from .config import _solver_fn, accepts
+    from .executors import run_device, worker_device
 
     if payload.get("threads"):
         torch.set_num_threads(int(payload["threads"]))
     store = Path(payload["store"])
+    fmt = payload.get("format", "netcdf")
     start = time.perf_counter()
+    cfg = payload["config"]
+    device = run_device(cfg["network"].get("device"), worker_device())
     try:
-        cfg = payload["config"]
-        net, X, y, test = build_problem(cfg)
+        net, X, y, test = build_problem(cfg, device=device)
+        device = str(net.device)
         solver = dict(cfg["solver"])
         fn = _solver_fn(solver.pop("kind"))
         if accepts(fn, "checkpoint") and _checkpointable(fn, solver):
@@ -125,9 +208,12 @@ def run_task(payload: dict) -> dict:
     wall = time.perf_counter() - start
     ds.attrs.update(_sweep_attrs(payload, status))
     ds.attrs["sweep_wall_time"] = wall
-    write_atomic(ds, run_file(store, payload["run_id"]))
+    ds.attrs["sweep_device"] = str(device or "cpu")
+    ds.attrs["sweep_host"] = platform.node()
+    write_record(ds, store, payload["run_id"], fmt)
     return {"run_id": payload["run_id"], "status": status, "message": message.splitlines()[0] if message else "",
-            "wall_time": wall}
+            "wall_time": wall, "device": str(device or "cpu")}
 
 
-__all__ = ["run_task", "build_problem", "run_file", "checkpoint_file", "write_atomic", "SWEEP_STATUSES"]
+__all__ = ["run_task", "build_problem", "run_file", "checkpoint_file", "write_atomic", "write_zarr_atomic",
+           "write_record", "check_format", "FORMATS", "SWEEP_STATUSES"]

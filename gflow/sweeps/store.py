@@ -1,15 +1,20 @@
-r"""The results store of a sweep: one folder, one small netCDF file per finished run, a manifest, a summary.
+r"""The results store of a sweep: one folder, one record per finished run, a manifest, a summary.
 
 ::
 
     STORE/
-      manifest.json          the sweep (sections, grid, seeds), its runs in order, provenance
-      runs/<run_id>.nc       one gflow.Solution file per finished run (+ sweep attributes), written atomically
+      manifest.json          the sweep (sections, grid, seeds), its runs in order, the format, provenance
+      runs/<run_id>.nc       format="netcdf" (default): one gflow.Solution file per finished run (+ sweep
+                             attributes), written atomically
+      runs.zarr/<run_id>/    format="zarr": one group per finished run of one zarr store, each renamed into
+                             place whole, so that many workers append runs at once (see gflow.sweeps.run)
       checkpoints/           per-run checkpoint files, when the solver supports checkpoint=
-      sweep.nc               the consolidated dataset (written when every run has finished)
+      sweep.nc | sweep.zarr  the consolidated dataset (written when every run has finished)
 
-:func:`open_sweep` assembles the dataset from the manifest and the run files, so it works on a sweep that
-is still running or was killed.  Runs have different time grids: the dataset has dims (run, time) where
+Only the driver (the process that calls :func:`gflow.sweep`) writes ``manifest.json`` (atomically, before any
+run is submitted) and the consolidated dataset (after the last run); workers write only their own run's
+record.  :func:`open_sweep` assembles the dataset from the manifest and the run records, so it works on a
+sweep that is still running or was killed, and gives the same dataset whichever the format.  Runs have different time grids: the dataset has dims (run, time) where
 ``time`` is the index of the saved time, and ``t`` is a 2-D coordinate (run, time); shorter runs are padded
 with NaN.
 """
@@ -26,15 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from .run import RUNS_DIR, SWEEP_STATUSES, run_file, write_atomic
+from .run import (FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, check_format, ensure_zarr_root, run_file, write_atomic,
+                  write_zarr_atomic)
 
 MANIFEST = "manifest.json"
 CONSOLIDATED = "sweep.nc"
+CONSOLIDATED_ZARR = "sweep.zarr"
 STORE_FORMAT = 1
 #: per-run statistics copied from Solution.stats into the dataset (when a run has them)
 STATS = ("n_f_evals", "n_steps", "n_accepted", "n_rejected", "wall_time")
 #: the names of per-run coordinates that grid keys must not shadow
-_RESERVED = {"run", "time", "t", "run_id", "seed", "status", "message", *STATS, "final_loss", "final_t"}
+_RESERVED = {"run", "time", "t", "run_id", "seed", "status", "message", "device", "host", *STATS, "final_loss",
+             "final_t"}
 
 
 def provenance() -> dict:
@@ -67,16 +75,49 @@ def _git_revision() -> str | None:
         return None
 
 
-def write_manifest(store: Path, config: dict, runs: list, coords: dict) -> None:
-    """Write ``STORE/manifest.json`` atomically (the sweep being run now replaces an earlier one)."""
+def consolidated_path(store: "str | Path", fmt: str = "netcdf") -> Path:
+    """``STORE/sweep.nc`` or ``STORE/sweep.zarr``."""
+    return Path(store) / (CONSOLIDATED_ZARR if fmt == "zarr" else CONSOLIDATED)
+
+
+def store_format(store: "str | Path", requested: "str | None" = None) -> str:
+    """The record format of ``store``: the one its manifest names (``"netcdf"`` for stores written before
+    formats existed), ``requested`` for a new store (default ``"netcdf"``).
+
+    Raises:
+        ValueError: ``requested`` differs from the format of a store that already holds runs.
+    """
+    store = Path(store)
+    have = None
+    if (store / MANIFEST).exists():
+        have = json.loads((store / MANIFEST).read_text()).get("format", "netcdf")
+    elif (store / ZARR_RUNS).exists():
+        have = "zarr"
+    elif (store / RUNS_DIR).exists():
+        have = "netcdf"
+    if requested is None:
+        return check_format(have or "netcdf")
+    check_format(requested)
+    if have is not None and have != requested and any(completed(store, read_status=False, fmt=have)):
+        raise ValueError(f"format={requested!r}, but the store {store} holds {have} runs; use format={have!r} "
+                         "(or a new store)")
+    return requested
+
+
+def write_manifest(store: Path, config: dict, runs: list, coords: dict, fmt: str = "netcdf") -> None:
+    """Write ``STORE/manifest.json`` atomically (the sweep being run now replaces an earlier one).  Only the
+    driver writes it, once per sweep and before any run is submitted."""
     manifest = {
         "gflow_sweep_format": STORE_FORMAT,
+        "format": fmt,
         "config": config,
         "grid_coords": coords,
         "runs": [{"run_id": r.run_id, "point": r.point, "seed": r.seed} for r in runs],
         "provenance": provenance(),
     }
     store.mkdir(parents=True, exist_ok=True)
+    if fmt == "zarr":
+        ensure_zarr_root(store)
     fd, tmp = tempfile.mkstemp(dir=store, prefix=".manifest.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         json.dump(manifest, fh, indent=1)
@@ -101,19 +142,30 @@ def grid_coords(grid_keys: list[str]) -> dict[str, str]:
     return out
 
 
-def completed(store: "str | Path", *, read_status: bool = True) -> dict[str, str | None]:
-    """``{run_id: status}`` of the run files present (temporary files of interrupted writes are ignored);
-    the status is None when ``read_status`` is False (a listing, without opening the files)."""
+def _records(store: Path, fmt: str) -> dict[str, Path]:
+    """``{run_id: path}`` of the run records present (hidden temporary files and folders are ignored)."""
+    if fmt == "zarr":
+        root = store / ZARR_RUNS
+        if not root.is_dir():
+            return {}
+        return {f.name: f for f in root.iterdir()
+                if not f.name.startswith(".") and f.is_dir() and ((f / "zarr.json").exists() or (f / ".zgroup").exists())}
+    return {f.stem: f for f in (store / RUNS_DIR).glob("*.nc") if not f.name.startswith(".")}
+
+
+def completed(store: "str | Path", *, read_status: bool = True, fmt: str | None = None) -> dict[str, str | None]:
+    """``{run_id: status}`` of the run records present (temporary files of interrupted writes are ignored);
+    the status is None when ``read_status`` is False (a listing, without opening the records)."""
+    store = Path(store)
+    fmt = fmt or store_format(store)
     out: dict[str, str | None] = {}
-    for f in (Path(store) / RUNS_DIR).glob("*.nc"):
-        if f.name.startswith("."):
-            continue
+    for run_id, f in _records(store, fmt).items():
         if not read_status:
-            out[f.stem] = None
+            out[run_id] = None
             continue
         run = read_run(f)
         if run is not None:  # unreadable: treat as not finished, the run is repeated
-            out[f.stem] = run["status"]
+            out[run_id] = run["status"]
     return out
 
 
@@ -134,37 +186,54 @@ def _attr(value: Any) -> Any:
     return value
 
 
-def read_run(path: Path) -> dict | None:
-    """Status, message, times, time series and statistics of a run file; None if it cannot be read.
-
-    Reads the HDF5 file with h5py directly: the run files are small, but xarray's netCDF decoding of all their
-    variables costs ~10x more than these few arrays.
-    """
-    import h5py
-
+def _read_arrays(path: Path) -> tuple[dict, np.ndarray, dict]:
+    """Attributes, times and (time,) series of a run record, read with h5py (a ``.nc`` file) or zarr (a group
+    folder) directly: the records are small, but xarray's decoding of all their variables costs ~10-40x more."""
     from ..solution import _DIMS
 
-    try:
+    if path.is_dir():
+        import zarr
+
+        g = zarr.open_group(str(path), mode="r")
+        attrs = {k: _attr(v) for k, v in g.attrs.asdict().items()}
+        names = set(g.array_keys())
+        get = lambda name: g[name][...]  # noqa: E731
+    else:
+        import h5py
+
         with h5py.File(path, "r") as f:
             attrs = {k: _attr(v) for k, v in f.attrs.items()}
-            t = np.asarray(f["time"][...], dtype=float) if "time" in f else np.zeros(0)
-            series = {name: np.asarray(f[name][...], dtype=float) for name, dims in _DIMS.items()
-                      if dims == ("time",) and name in f}
-    except (OSError, KeyError, ValueError):
+            names = set(f.keys())
+            arrays = {name: f[name][...] for name in names if name == "time" or _DIMS.get(name) == ("time",)}
+        get = arrays.__getitem__
+    t = np.asarray(get("time"), dtype=float) if "time" in names else np.zeros(0)
+    series = {name: np.asarray(get(name), dtype=float) for name, dims in _DIMS.items()
+              if dims == ("time",) and name in names}
+    return attrs, t, series
+
+
+def read_run(path: Path) -> dict | None:
+    """Status, message, times, time series, statistics and device of a run record (a netCDF file or a zarr
+    group); None if it cannot be read (an unfinished or damaged record: the run is repeated)."""
+    try:
+        attrs, t, series = _read_arrays(Path(path))
+    except Exception:  # noqa: BLE001 - OSError, KeyError, zarr's errors on a damaged group: not finished
         return None
     stats = json.loads(attrs.get("stats", "{}"))
     if "sweep_wall_time" in attrs and "wall_time" not in stats:
         stats["wall_time"] = float(attrs["sweep_wall_time"])
     return {"status": str(attrs.get("sweep_status", attrs.get("status", "error"))),
-            "message": str(attrs.get("message", "")), "t": t, "series": series, "stats": stats}
+            "message": str(attrs.get("message", "")), "t": t, "series": series, "stats": stats,
+            "device": str(attrs.get("sweep_device", "")), "host": str(attrs.get("sweep_host", ""))}
 
 
 def open_sweep(store: "str | Path", *, consolidated: bool = True):
     """The sweep in ``store`` as one :class:`xarray.Dataset` with dims (run, time).
 
     Per-run coordinates: ``run_id``, every grid key (named by the key, e.g. ``n``, ``width``, ``scaling``;
-    ``section_key`` when two sections share a key), ``seed``, ``status`` (``"pending"`` for runs without a
-    file yet, ``"error"`` for runs that raised), ``message``.  Per-run variables: solver statistics
+    ``section_key`` when two sections share a key or a key is reserved), ``seed``, ``status``
+    (``"pending"`` for runs without a record yet, ``"error"`` for runs that raised), ``message``, ``device``
+    (what the run ran on, e.g. ``"cpu"`` or ``"cuda:1"``) and ``host``.  Per-run variables: solver statistics
     (``n_f_evals``, ``n_steps``, ``n_accepted``, ``n_rejected``, ``wall_time``), ``final_loss``, ``final_t``.
     Time series (run, time), NaN-padded: ``loss``, ``test_loss``, ``test_error``, ``eta``, ``mu``, ``nu``,
     ``lam_min_M``, ... (every (time,) variable of the runs), with the 2-D coordinate ``t``.  Attributes:
@@ -172,8 +241,10 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
 
     Args:
         store: the folder given to :func:`gflow.sweep` / ``gflow sweep --out``.
-        consolidated: read ``STORE/sweep.nc`` when it is up to date with the manifest (faster); ``False``
-            always assembles from the run files.
+        consolidated: read ``STORE/sweep.nc`` (``sweep.zarr``) when it is up to date with the manifest
+            (faster); ``False`` always assembles from the run records.
+
+    The dataset is the same whether the store's runs are netCDF files or groups of a zarr store.
 
     Select with xarray, e.g. ``ds.where(ds.status == "success", drop=True)`` or
     ``ds.isel(run=(ds.n == 40).values)``; :func:`gflow.sweeps.run_solution` turns one run back into a
@@ -183,21 +254,21 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
 
     store = Path(store)
     manifest = read_manifest(store)
+    fmt = manifest.get("format", "netcdf")
     stamp = _manifest_stamp(store)
-    cons = store / CONSOLIDATED
+    cons = consolidated_path(store, fmt)
     if consolidated and cons.exists():
-        with xr.open_dataset(cons, engine="h5netcdf") as ds:
-            if ds.attrs.get("manifest_stamp") == stamp:
-                ds = ds.load()
-                ds.attrs["store"] = str(store.resolve())
-                return ds
+        ds = _read_consolidated(cons, fmt)
+        if ds is not None and ds.attrs.get("manifest_stamp") == stamp:
+            ds.attrs["store"] = str(store.resolve())
+            return ds
     runs = manifest["runs"]
     coords_map = manifest["grid_coords"]
     records, series = [], {}
     for r in runs:
-        path = run_file(store, r["run_id"])
+        path = run_file(store, r["run_id"], fmt)
         rec = {"status": "pending", "message": SWEEP_STATUSES["pending"], "t": np.zeros(0), "series": {},
-               "stats": {}}
+               "stats": {}, "device": "", "host": ""}
         run = read_run(path) if path.exists() else None
         if run is not None:
             rec = run
@@ -234,6 +305,8 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
         "seed": ("run", np.array([r["seed"] for r in runs], dtype=np.int64)),
         "status": ("run", np.array([rec["status"] for rec in records], dtype=object)),
         "message": ("run", np.array([rec["message"] for rec in records], dtype=object)),
+        "device": ("run", np.array([rec["device"] for rec in records], dtype=object)),
+        "host": ("run", np.array([rec["host"] for rec in records], dtype=object)),
     }
     for name, key in coords_map.items():
         coords[name] = ("run", _coord_values([r["point"][key] for r in runs]))
@@ -258,11 +331,33 @@ def _manifest_stamp(store: Path) -> str:
     return hashlib.sha256((store / MANIFEST).read_bytes()).hexdigest()[:16]
 
 
+def _read_consolidated(path: Path, fmt: str):
+    import xarray as xr
+
+    try:
+        if fmt == "zarr":
+            with xr.open_zarr(path, consolidated=False) as ds:
+                ds = ds.load()
+            for name in ("run_id", "status", "message", "device", "host"):  # as the netCDF path gives them
+                if name in ds.coords:
+                    ds[name] = ds[name].astype(object)
+            return ds
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return ds.load()
+    except Exception:  # noqa: BLE001 - a damaged summary: assemble from the run records instead
+        return None
+
+
 def consolidate(store: "str | Path"):
-    """Assemble the sweep from its run files and write ``STORE/sweep.nc`` (atomically); returns the dataset."""
+    """Assemble the sweep from its run records and write ``STORE/sweep.nc`` (``sweep.zarr`` for a zarr store),
+    atomically; returns the dataset."""
     store = Path(store)
     ds = open_sweep(store, consolidated=False)
-    write_atomic(ds, store / CONSOLIDATED)
+    fmt = read_manifest(store).get("format", "netcdf")
+    if fmt == "zarr":
+        write_zarr_atomic(ds, consolidated_path(store, fmt))
+    else:
+        write_atomic(ds, consolidated_path(store, fmt))
     return ds
 
 
@@ -291,16 +386,27 @@ def run_solution(source: Any, run: "int | str"):
         run_id = runs[int(run)]["run_id"]
     else:
         raise TypeError(f"run must be a run index (int) or a run_id (str), got {type(run).__name__}")
-    path = run_file(store, run_id)
+    fmt = read_manifest(store).get("format", "netcdf")
+    path = run_file(store, run_id, fmt)
     if not path.exists():
         raise ValueError(f"run {run_id} has not finished (no {path}); run the sweep again to complete it")
     import xarray as xr
 
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        status, message = ds.attrs.get("sweep_status"), ds.attrs.get("message", "")
+    if fmt == "zarr":
+        with xr.open_zarr(path, consolidated=False) as ds:
+            ds = ds.load()
+    else:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    status, message = ds.attrs.get("sweep_status"), ds.attrs.get("message", "")
     if status == "error":
         raise ValueError(f"run {run_id} raised an error and has no solution:\n{message}")
+    if fmt == "zarr":  # Solution reads netCDF: hand it the group as a small temporary file
+        with tempfile.TemporaryDirectory() as tmp:
+            ds.to_netcdf(Path(tmp) / "run.nc", engine="h5netcdf")
+            return Solution.load(Path(tmp) / "run.nc")
     return Solution.load(path)
 
 
-__all__ = ["open_sweep", "run_solution", "consolidate", "provenance", "read_manifest", "completed", "grid_coords"]
+__all__ = ["open_sweep", "run_solution", "consolidate", "provenance", "read_manifest", "completed", "grid_coords",
+           "store_format", "consolidated_path", "FORMATS"]
