@@ -4,9 +4,11 @@ For each executor (serial ``local``, a ``process`` pool, a local ``dask`` cluste
 fresh store: wall time of the whole sweep, the sum of the runs' own wall times, the speed-up over serial,
 and the store's share (writing run files, assembling and consolidating ``sweep.nc``) measured on the serial
 sweep.  The start-up of a pool or cluster (spawning workers that import torch) is included: that is what a
-user waits for.
+user waits for.  ``--formats netcdf,zarr`` repeats each executor with each record format (a netCDF file per
+run, or a group per run appended to one zarr store), to compare the stores' cost side by side.
 
-    python benchmarks/bench_sweep.py [--quick] [--executors local,process,dask] [--workers N] [--out r.json]
+    python benchmarks/bench_sweep.py [--quick] [--executors local,process,dask] [--formats netcdf,zarr]
+                                     [--workers N] [--out r.json]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny runs (the test suite runs this)")
     p.add_argument("--executors", default="local,process,dask", help="comma-separated executor names")
+    p.add_argument("--formats", default="netcdf", help="comma-separated record formats (netcdf, zarr)")
     p.add_argument("--workers", type=int, default=None, help="workers of the pool / cluster (default: cores)")
     p.add_argument("--out", default=None, help="JSON file for the results")
     args = p.parse_args(argv)
@@ -48,21 +51,21 @@ def main(argv=None) -> dict:
     cfg = config(args.quick)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.executors.split(","):
-            store = Path(tmp) / name
+        for name, fmt in [(e, f) for e in args.executors.split(",") for f in args.formats.split(",")]:
+            store = Path(tmp) / f"{name}-{fmt}"
             kw = {} if name == "local" else {"workers": args.workers}
             t = time.perf_counter()
-            ds = gf.sweep(**cfg, store=store, executor=name, progress=False, **kw)
+            ds = gf.sweep(**cfg, store=store, executor=name, progress=False, format=fmt, **kw)
             wall = time.perf_counter() - t
             t = time.perf_counter()
             open_sweep(store, consolidated=False)
             assemble = time.perf_counter() - t
-            row = {"executor": name, "runs": int(ds.sizes["run"]), "wall_s": wall,
+            row = {"executor": name, "format": fmt, "runs": int(ds.sizes["run"]), "wall_s": wall,
                    "sum_solver_wall_s": float(np.nansum(ds.wall_time.values)), "open_sweep_s": assemble,
                    "all_success": bool((ds.status.values == "success").all()),
                    "final_loss": ds.final_loss.values.tolist()}
             rows.append(row)
-            print(f"{name:>8}: {row['runs']} runs in {wall:6.2f} s (solvers {row['sum_solver_wall_s']:6.2f} s; "
+            print(f"{name:>8} {fmt:>6}: {row['runs']} runs in {wall:6.2f} s (solvers {row['sum_solver_wall_s']:6.2f} s; "
                   f"open_sweep {assemble:.2f} s)")
     base = rows[0]["wall_s"]
     for row in rows:

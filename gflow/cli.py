@@ -335,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True, help="the store folder (re-running skips the runs already there)")
     sw.add_argument("--executor", default="local", choices=["local", "process", "dask", "submitit"],
                     help="local: serial (default); process: a process pool; dask: dask.distributed; submitit: SLURM")
-    sw.add_argument("--workers", type=int, default=None, help="worker processes (default: the number of cores)")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: the number of cores, or one per GPU for runs on 'cuda'); "
+                    "with submitit, jobs in flight")
     sw.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (with --executor dask)")
     sw.add_argument("--format", default=None, choices=["netcdf", "zarr"],
                     help="run records: netcdf (a file per run; default for a new store) or zarr (a group per run in "

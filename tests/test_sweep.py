@@ -215,7 +215,12 @@ def test_bad_toml_and_cli_errors_are_clean(tmp_path, capsys):
     assert "unknown top-level key(s) ['extra']" in capsys.readouterr().err
 
 
-def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_path):
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_path, fmt):
+    if fmt == "zarr":
+        pytest.importorskip("zarr", reason='zarr is not installed (pip install "gflow[zarr]")')
+    from gflow.sweeps.store import _records
+
     cfg = tmp_path / "slow.toml"
     cfg.write_text(
         'seeds = 3\n[network]\nd = 5\nwidth = 64\n[data]\ngenerator = "random_labels"\nn = 20\n'
@@ -224,13 +229,12 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
     )
     store = tmp_path / "store"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gflow", "sweep", str(cfg), "--out", str(store)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    runs = store / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "gflow", "sweep", str(cfg), "--out", str(store), "--format", fmt],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if runs.exists() and any(f.suffix == ".nc" for f in runs.iterdir()):
+            if (store / "manifest.json").exists() and _records(store, fmt):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"the sweep ended before it could be killed: {proc.stderr.read().decode()}"
@@ -239,7 +243,11 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
         proc.wait(timeout=30)
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    before = {f.name: f.stat().st_mtime_ns for f in runs.glob("*.nc")}
+
+    def stamps() -> dict:
+        return {k: p.stat().st_mtime_ns for k, p in _records(store, fmt).items()}
+
+    before = stamps()
     assert 1 <= len(before) < 6
     partial = gf.open_sweep(store)  # a killed sweep is readable: the finished runs and the pending ones
     assert set(partial.status.values.astype(str)) <= {"success", "pending"}
@@ -249,9 +257,9 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
     assert counts["skipped"] == len(before) and counts["success"] == 6 - len(before)
     assert ds.sizes["run"] == 6 and len(set(ds.run_id.values.tolist())) == 6
     assert (ds.status.values == "success").all()
-    assert sorted(f.stem for f in runs.glob("*.nc")) == sorted(ds.run_id.values.tolist())
-    assert {f.name: f.stat().st_mtime_ns for f in runs.glob("*.nc") if f.name in before} == before
-    assert (store / "sweep.nc").exists()
+    assert sorted(stamps()) == sorted(ds.run_id.values.tolist())
+    assert {k: v for k, v in stamps().items() if k in before} == before  # finished runs were not redone
+    assert (store / ("sweep.zarr" if fmt == "zarr" else "sweep.nc")).exists()
 
 
 def test_runs_come_back_as_solutions_and_sweeps_plot(serial):
@@ -366,3 +374,134 @@ def test_a_run_lost_by_its_worker_stays_pending_and_the_next_sweep_repeats_it(tm
     assert not (tmp_path / "sweep.nc").exists()
     ds = gf.sweep(**kw)
     assert ds.status.values.tolist() == ["success", "success"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One worker per GPU: the plan is a pure function; pinning is checked with mocked device counts
+
+def test_plan_workers_gives_one_worker_per_gpu_and_leaves_cpu_runs_alone():
+    from gflow.sweeps.executors import plan_workers, run_device
+
+    assert plan_workers(None, cores=16, gpus=4, use_gpu=True) == (4, ["cuda:0", "cuda:1", "cuda:2", "cuda:3"])
+    assert plan_workers(3, cores=16, gpus=2, use_gpu=True) == (3, ["cuda:0", "cuda:1", "cuda:0"])
+    assert plan_workers(1, cores=16, gpus=2, use_gpu=True) == (1, ["cuda:0"])
+    assert plan_workers(None, cores=16, gpus=4, use_gpu=False) == (16, [None] * 16)  # CPU runs: one per core
+    assert plan_workers(None, cores=2, gpus=0, use_gpu=True) == (2, [None, None])
+    assert plan_workers(5, cores=2, gpus=0, use_gpu=False) == (5, [None] * 5)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        plan_workers(0, cores=2, gpus=1, use_gpu=True)
+    with pytest.raises(ValueError, match="gpus must be a non-negative integer"):
+        plan_workers(None, cores=2, gpus=-1, use_gpu=True)
+    # a run's "cuda" is its worker's GPU; explicit devices and CPU runs are never moved
+    assert run_device("cuda", "cuda:3") == "cuda:3"
+    assert run_device("cpu", "cuda:3") == "cpu" and run_device("cuda:0", "cuda:3") == "cuda:0"
+    assert run_device("cuda", None) == "cuda" and run_device("cpu", None) == "cpu"
+
+
+def _pins(ex, n: int) -> dict:
+    from gflow.sweeps.executors import _probe
+
+    futs = [ex.submit(_probe, i) for i in range(n)]
+    return dict(f.result() for f in ex.as_completed(futs))  # {pid: device}
+
+
+def test_process_pool_pins_each_process_to_its_own_gpu(monkeypatch):
+    from gflow.sweeps import executors
+
+    monkeypatch.setattr(executors, "gpu_count", lambda: 2)
+    with executors.ProcessPool(use_gpu=True) as ex:  # no workers given: one per (mocked) GPU
+        assert ex.workers == 2 and ex.devices == ["cuda:0", "cuda:1"]
+        pins = _pins(ex, 8)
+    # every process that ran a task is pinned, to a device of its own (CUDA itself is absent here, so pinning
+    # only records the device; with CUDA it also makes it the process's current device)
+    assert set(pins.values()) <= {"cuda:0", "cuda:1"}
+    assert len(set(pins.values())) == len(pins)
+    with executors.ProcessPool(2) as ex:  # CPU runs: unpinned
+        assert ex.devices == [None, None] and set(_pins(ex, 2).values()) == {None}
+
+
+def test_dask_local_cluster_has_one_pinned_worker_per_gpu(monkeypatch):
+    pytest.importorskip("distributed", reason='dask.distributed is not installed (pip install "gflow[dask]")')
+    from gflow.sweeps import executors
+
+    monkeypatch.setattr(executors, "gpu_count", lambda: 2)
+    with executors.DaskExecutor(use_gpu=True) as ex:
+        workers = ex.client.scheduler_info()["workers"]
+        assert len(workers) == 2 and ex.devices == ["cuda:0", "cuda:1"]
+        seen = {}
+        for addr in workers:
+            pid, dev = ex.client.submit(executors._probe, addr, workers=[addr], pure=False).result()
+            seen[addr] = dev
+    assert sorted(seen.values()) == ["cuda:0", "cuda:1"]
+
+
+def test_runs_record_their_device_and_cuda_runs_without_a_gpu_fail_up_front(serial, tmp_path):
+    assert set(serial.device.values.tolist()) == {"cpu"}
+    with pytest.raises(SweepConfigError, match="network.device asks for 'cuda' but this machine has no CUDA"):
+        gf.sweep({**NETWORK, "device": "cuda"}, {**DATA, "n": 6}, SOLVER, store=tmp_path, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# submitit without SLURM: local processes and the in-process debug cluster
+
+def test_submitit_local_cluster_runs_the_sweep_end_to_end(serial, tmp_path, capsys):
+    pytest.importorskip("submitit", reason='submitit is not installed (pip install "gflow[slurm]"); CI installs it '
+                        "through the test extra")
+    path = tmp_path / "s.toml"
+    path.write_text(TOML.replace("seeds = 2", "seeds = 1").replace('"data.n" = [6, 8]', '"data.n" = [8]'))
+    rc = main(["sweep", str(path), "--out", str(tmp_path / "o"), "--executor", "submitit", "--cluster", "local",
+               "--submitit-param", "timeout_min=10", "--no-progress"])
+    assert rc == 0, capsys.readouterr()
+    assert "2 succeeded" in capsys.readouterr().out
+    assert list((tmp_path / "o" / "submitit").glob("*_log.out"))  # the jobs ran through submitit
+    _assert_same(gf.open_sweep(tmp_path / "o"), serial)
+
+
+def test_submitit_debug_cluster_and_option_errors(serial, tmp_path, capsys):
+    pytest.importorskip("submitit", reason='submitit is not installed (pip install "gflow[slurm]")')
+    ds = gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [8]}, [1], store=tmp_path / "d", executor="submitit",
+                  executor_options={"cluster": "debug"}, progress=False)
+    _assert_same(ds, serial)
+    with pytest.raises(ValueError, match="cluster must be one of"):
+        gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [8]}, store=tmp_path / "e", executor="submitit",
+                 executor_options={"cluster": "pbs"}, progress=False)
+    path = tmp_path / "s.toml"
+    path.write_text(TOML)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "f"), "--cluster", "local"]) == 2
+    assert "--cluster and --submitit-param are for --executor submitit" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Progress: bars in a terminal, nothing in logs
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        return self.buf.write(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_bars_in_a_terminal_and_quiet_in_logs(tmp_path, monkeypatch, capsys):
+    kw = dict(network=NETWORK, data=DATA, solver=SOLVER, grid={"data.n": [6, 8]})
+    gf.sweep(**kw, store=tmp_path / "log")  # progress=None, stderr captured (not a terminal): nothing
+    assert capsys.readouterr().err == ""
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    gf.sweep(**kw, store=tmp_path / "tty")
+    text = term.buf.getvalue()
+    # the overall bar: runs done of total, failed, remaining and the estimated time left
+    assert "sweep:" in text and "2/2" in text and "done=2" in text and "failed=0" in text and "remaining=0" in text
+    assert "<" in text  # tqdm's [elapsed<remaining] estimate
+    # per-run bars over flow time (serial executor: the runs share this terminal)
+    assert "t = " in text and "/2 [" in text

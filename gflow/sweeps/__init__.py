@@ -98,7 +98,7 @@ def sweep(
             jobs as local processes), or an :class:`AbstractExecutor`.
         workers: processes for ``"process"`` and a local Dask cluster (default: the number of cores; when the
             runs ask for ``network.device = "cuda"`` on a machine with GPUs, one worker per GPU, each pinned to
-            its GPU: see :func:`gflow.sweeps.executors.plan_workers`).
+            its GPU: see :func:`gflow.sweeps.executors.plan_workers`); for ``"submitit"``, jobs in flight.
         scheduler: a Dask scheduler address (``"tcp://host:8786"``) or ``distributed.Client``; the store must
             then be on a file system the workers share.
         progress: an overall tqdm bar (done, failed, remaining, ETA), and with the serial executor a bar over

@@ -316,12 +316,15 @@ class SubmititExecutor(AbstractExecutor):
             ``"local"`` (each job a local process: the sweep runs without SLURM) or ``"debug"`` (each job in this
             process, when its result is asked for: for debugging).
         poll_interval: seconds between polls of unfinished jobs (default 5 on SLURM, 0.2 locally).
+        max_jobs: jobs in flight at once; the others are submitted as these finish (default: unlimited on
+            SLURM, whose queue schedules them; the number of cores for ``"local"``, which would otherwise start
+            every run's process at once).  ``workers=`` of :func:`gflow.sweep` sets it.
         **parameters: passed to ``submitit.AutoExecutor.update_parameters`` (e.g. ``timeout_min=60,
             slurm_partition="gpu", gpus_per_node=1``).
     """
 
     def __init__(self, folder: "str | Path", cluster: str | None = None, poll_interval: float | None = None,
-                 **parameters):
+                 max_jobs: int | None = None, **parameters):
         try:
             import submitit
         except ImportError:
@@ -337,19 +340,48 @@ class SubmititExecutor(AbstractExecutor):
             raise ValueError(f"submitit rejected the executor options {sorted(parameters)}: {exc}") from None
         self.cluster = self._executor.cluster
         self._poll = poll_interval if poll_interval is not None else (5.0 if self.cluster == "slurm" else 0.2)
+        self.max_jobs = _check_workers(max_jobs) or (_cores() if self.cluster == "local" else None)
 
     def submit(self, fn, spec):
-        return self._executor.submit(fn, spec)
+        fut = _Job(self._executor, fn, spec)
+        if self.max_jobs is None:
+            fut.start()
+        return fut
 
     def as_completed(self, futures):
         pending = list(futures)
         while pending:
-            done = [f for f in pending if f.done()]
+            running = sum(f.job is not None for f in pending)
+            for f in pending:
+                if running >= (self.max_jobs or len(pending)):
+                    break
+                if f.job is None:
+                    f.start()
+                    running += 1
+            done = [f for f in pending if f.job is not None and f.job.done()]
             for f in done:
                 pending.remove(f)
                 yield f
             if pending and not done:
                 time.sleep(self._poll)
+
+
+class _Job:
+    """A submitit job submitted when the executor has room for it (``max_jobs``)."""
+
+    def __init__(self, executor, fn, spec):
+        self._executor, self._fn, self._spec, self.job = executor, fn, spec, None
+
+    def start(self) -> None:
+        if self.job is None:
+            self.job = self._executor.submit(self._fn, self._spec)
+
+    def done(self) -> bool:
+        return self.job is not None and self.job.done()
+
+    def result(self):
+        self.start()
+        return self.job.result()
 
 
 def get_executor(executor: Any = "local", *, workers: int | None = None, scheduler: Any = None,
@@ -385,6 +417,8 @@ def get_executor(executor: Any = "local", *, workers: int | None = None, schedul
     if executor == "dask":
         return DaskExecutor(workers, scheduler, use_gpu=use_gpu, **options), True
     folder = Path(options.pop("folder", None) or Path(store if store is not None else ".") / "submitit")
+    if workers is not None:
+        options.setdefault("max_jobs", workers)
     return SubmititExecutor(folder, **options), True
 
 
