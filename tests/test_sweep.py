@@ -325,12 +325,15 @@ def test_the_documented_example_file_is_a_valid_sweep():
     assert len(cfg.runs()) == 27 and cfg.grid["network.scaling"] == ["ours", "ntk", "mf"]
 
 
-def test_retry_failed_repeats_only_the_failed_runs(tmp_path):
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_retry_failed_repeats_only_the_failed_runs(tmp_path, fmt):
+    if fmt == "zarr":
+        pytest.importorskip("zarr", reason='zarr is not installed (pip install "gflow[zarr]")')
     cfg = SweepConfig.from_dict({"d": 5, "width": 16, "activation": "linear"}, {"generator": "random_labels", "n": 10},
                                 {"kind": "gradient_descent", "steps": 100, "save_every": 10},
                                 {"solver.step": [0.5, 100.0]})
     counts: dict = {}
-    run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)
+    run_sweep(cfg, store=tmp_path, progress=False, report=counts.update, format=fmt)
     assert (counts["success"], counts["failed"]) == (1, 1)
     run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)
     assert counts["skipped"] == 2
