@@ -61,7 +61,9 @@ from ._record import Abort, Monitor, Recorder
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves)
 MAX_RESOLVE = 100  # passes of the pattern resolution at one event
 MAX_STALLED_EVENTS = 2000  # consecutive events that advance time by (almost) nothing
-SECANT_ITERS = 3
+SECANT_ITERS = 1  # exits are smooth events (the velocity is continuous there): one refinement suffices
+BISECT_ITERS = 16
+NEWTON_ITERS = 3
 
 _C = torch.tensor(T.DOPRI5_C, dtype=torch.float64)
 _A = torch.tensor(T.DOPRI5_A, dtype=torch.float64)
@@ -129,7 +131,11 @@ class _Sliding:
         Gss = torch.where(both, Gss, eye)
         self.rows, self.idx, self.mask = rows, idx, mask
         self.maskf = mask.to(self.G.dtype)
-        self.Ginv = torch.linalg.pinv(Gss, hermitian=True)
+        L, info = torch.linalg.cholesky_ex(Gss)
+        self.Ginv = torch.cholesky_inverse(L)
+        bad = info != 0
+        if bool(bad.any()):  # rank-deficient G_SS (e.g. a shallow net with more sliding points than inputs)
+            self.Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
 
     # -- field ------------------------------------------------------------------------------------------
     def eval(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -234,7 +240,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
             if theta1 is not None:
                 out = (theta1 < -THETA_TOL) | (theta1 > 1 + THETA_TOL)
                 if bool(out.any()):
-                    exit_tau = _exit_times(flow, y, K, P, h, theta1, out, stats)
+                    exit_tau = _exit_times(flow, y, K, P, h, theta, theta1, out)
             if bool(cross.any()) or exit_tau is not None:
                 tau_c = _crossing_times(y[0], K[:, 0], P, h, cross, mode) if bool(cross.any()) else None
                 tau_star = min(float(tau_c[1].min()) if tau_c is not None else 2.0,
@@ -277,6 +283,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
             t = t_target if landing else t + h
             y = y1
             K[0].copy_(K[6])
+            theta = theta1
             monitor.partial = (t, y)
             if landing:
                 recorder.record(t, y)
@@ -296,37 +303,43 @@ def _powers(tau: float | torch.Tensor, P: torch.Tensor):
 
 
 def _crossing_times(H0, KH, P, h, cross, mode):
-    """Roots in [0, 1] of the dense output of the crossing pairs' h_ia (bisection, vectorised).
+    """Roots in [0, 1] of the dense output of the crossing pairs' h_ia: bisection to 2^-16 of the step, then
+    Newton kept inside the bracket (vectorised; in numpy on the CPU, where small arrays cost less per operation).
 
     The side a pair starts on is its mode's (a pair may start exactly at 0, just released from the kink).
     """
     ii, aa = torch.nonzero(cross, as_tuple=True)
     Kc = KH[:, ii, aa]  # (7, q)
-    coef = (P.T @ Kc).mul_(h)  # (4, q): h(τ) = h0 + Σ_p coef_p τ^{p+1}
-    h0 = H0[ii, aa]
-    s0 = mode[ii, aa].to(h0.dtype)
-    lo = torch.zeros_like(h0)
-    hi = torch.ones_like(h0)
-    for _ in range(52):
+    coef = (P.T @ Kc).mul_(h).cpu().numpy()  # (4, q): h(τ) = h0 + Σ_p coef_p τ^{p+1}
+    h0 = H0[ii, aa].cpu().numpy()
+    s0 = mode[ii, aa].cpu().numpy().astype(h0.dtype)
+    c0, c1, c2, c3 = coef
+    lo = np.zeros_like(h0)
+    hi = np.ones_like(h0)
+    for _ in range(BISECT_ITERS):
         mid = 0.5 * (lo + hi)
-        val = h0 + (((coef[3] * mid + coef[2]) * mid + coef[1]) * mid + coef[0]) * mid
-        same = torch.sign(val) == s0
-        lo = torch.where(same, mid, lo)
-        hi = torch.where(same, hi, mid)
-    return (ii, aa), hi
+        same = np.sign(h0 + (((c3 * mid + c2) * mid + c1) * mid + c0) * mid) == s0
+        lo = np.where(same, mid, lo)
+        hi = np.where(same, hi, mid)
+    tau = hi
+    for _ in range(NEWTON_ITERS):
+        val = h0 + (((c3 * tau + c2) * tau + c1) * tau + c0) * tau
+        der = ((4 * c3 * tau + 3 * c2) * tau + 2 * c1) * tau + c0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(der != 0, val / der, 0.0)
+        tau = np.minimum(np.maximum(tau - step, lo), hi)
+    return (ii, aa), torch.from_numpy(tau).to(H0.device)
 
 
-def _exit_times(flow, y, K, P, h, theta1, out, stats):
+def _exit_times(flow, y, K, P, h, theta0, theta1, out):
     """Times in [0, 1] (fraction of the step) where sliding pairs' θ leaves [0, 1]: secant on the dense output."""
     rows, idx = flow.rows, flow.idx
     jj, kk = torch.nonzero(out, as_tuple=True)
     ii, aa = rows[jj], idx[jj, kk]
     th1 = theta1[jj, kk]
     bound = torch.where(th1 > 1, 1.0, 0.0).to(th1.dtype)
-    # θ at the start of the step, from the stored stage K[0] evaluation (recomputed: cheap and exact)
     tmp = torch.empty_like(K[0])
-    _, theta0 = flow.eval(y[0], tmp)
-    th0 = theta0[jj, kk]
+    th0 = theta0[jj, kk]  # θ at the start of the step (same pattern)
     ta, fa = torch.zeros_like(th1), th0 - bound
     tb, fb = torch.ones_like(th1), th1 - bound
     tau = torch.clamp(ta - fa * (tb - ta) / (fb - fa), 0.0, 1.0)
