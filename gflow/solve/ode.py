@@ -99,7 +99,7 @@ def _check_options(method: str, options: dict | None) -> dict:
     elif method in SCIPY_METHODS:
         allowed = _SCIPY_OPTIONS
     elif method in FILIPPOV_METHODS:
-        allowed = {"max_step"}
+        allowed = {"max_step", "lower_order"}
     else:
         allowed = _FIXED_OPTIONS.get(method.removeprefix("torchdiffeq."), set())
     bad = sorted(set(options) - allowed)
