@@ -80,7 +80,8 @@ def _hint(method: str, activation_smooth: bool) -> str:
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
                 "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
                 "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
-                "or a smooth activation")
+                "method='filippov' (event-driven, exact to rtol; for small and medium problems), or a smooth "
+                "activation")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
         return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
                 "raise max_steps, or try method='LSODA' for small problems")
