@@ -105,7 +105,7 @@ def filippov_study(m: int, n: int, t1: float, rtols=(1e-6, 1e-9)) -> dict:
                         integrals=False, warn=False)
         sols[rt] = (s, time.perf_counter() - t0)
     ref = sols[rtols[-1]][0]
-    out = {"m": m, "D": m, "n": n, "t1": t1, "gd_wall": w_gd, "filippov": []}
+    out = {"m": m, "D": m, "n": n, "t1": t1, "gd_wall": w_gd, "gd_final_loss": float(gd.loss[-1]), "filippov": []}
     for rt, (s, w) in sols.items():
         k = min(len(s.loss), len(ref.loss))
         out["filippov"].append({
