@@ -130,3 +130,12 @@ def test_bad_input_is_rejected():
         gf.simulate(net, X, y, 1.0, method="filippov", checkpoint="x.ckpt")
     with pytest.raises(ValueError, match="unknown option"):
         gf.simulate(net, X, y, 1.0, method="filippov", options={"safety": 0.8})
+
+
+def test_auto_picks_filippov_for_kinked_activations_and_says_why():
+    net, X, y = _p3l(m=16, n=5)
+    sol = gf.simulate(net, X, y, 2.0, [0.0, 1.0, 2.0], method="auto", rtol=1e-8, atol=1e-10)
+    assert sol.ok and sol.config["solver"]["method"] == "filippov"
+    assert "kink" in sol.config["solver"]["auto"]
+    ref = gf.simulate(net, X, y, 2.0, [0.0, 1.0, 2.0], method="filippov", rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(sol.loss, ref.loss)

@@ -389,6 +389,14 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     if step is not None:
         raise ValueError(f"step={step} was given with method='auto', which picks an adaptive method; give a "
                          "fixed-step method (e.g. method='rk4') with step, or drop step")
+    if not net.activation.smooth and space != "weight":
+        from .filippov import kink_slopes
+
+        if kink_slopes(net.activation) is not None:
+            return "filippov", (f"the activation {net.activation.name!r} has a kink at 0: the event-driven Filippov "
+                                "flow is the method that meets rtol there (its cost grows with the number of "
+                                "activation events; for paper-scale ReLU nets use method='euler' with "
+                                "error_estimate=True)")
     if space == "weight":
         return DEFAULT_METHOD, "space='weight' was asked for; exprk4 runs in feature space only"
     rtol = check_positive_float(rtol, "rtol")
