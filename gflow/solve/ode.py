@@ -294,9 +294,8 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    field = observed_field(
-        make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space),
-        interval, integrals)
+    field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space),
+                           interval, integrals)
     if method in ("Radau", "BDF", "LSODA"):
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
