@@ -88,7 +88,51 @@ def run(m: int, n: int, t1: float, ref_step: float, rtol: float = 1e-3, coarse: 
     }
 
 
-def study(t1: float = 10.0, coarse: float = 0.1, ref_factor: int = 256) -> list[dict]:
+def filippov_study(m: int, n: int, t1: float, rtols=(1e-6, 1e-9)) -> dict:
+    """The event-driven Filippov solver (``method="filippov"``) on the Exp 3 setting: cost against GD δ = 0.25,
+    agreement between two tolerances (the tighter is the reference), and the true error of GD at several δ and of
+    the Euler step-halving estimate against it."""
+    net, X, y = setting(m, n)
+    saveat = np.linspace(0.0, t1, 11)
+    steps = round(t1 / 0.25)
+    t0 = time.perf_counter()
+    gd = gf.gradient_descent(net, X, y, step=0.25, steps=steps, save_every=steps // 10, integrals=False)
+    w_gd = time.perf_counter() - t0
+    sols = {}
+    for rt in rtols:
+        t0 = time.perf_counter()
+        s = gf.simulate(net, X, y, t1, saveat, method="filippov", rtol=rt, atol=rt * 1e-3, max_steps=10**7,
+                        integrals=False, warn=False)
+        sols[rt] = (s, time.perf_counter() - t0)
+    ref = sols[rtols[-1]][0]
+    out = {"m": m, "D": m, "n": n, "t1": t1, "gd_wall": w_gd, "gd_final_loss": float(gd.loss[-1]), "filippov": []}
+    for rt, (s, w) in sols.items():
+        k = min(len(s.loss), len(ref.loss))
+        out["filippov"].append({
+            "rtol": rt, "status": s.status, "wall": w, "wall_ratio_vs_gd": w / w_gd, "final_loss": float(s.loss[-1]),
+            "rel_diff_vs_tightest": float(np.max(np.abs(s.loss[:k] - ref.loss[:k]) / ref.loss[:k])),
+            **{key: s.stats.get(key) for key in ("n_events", "n_arrivals", "n_exits", "n_sliding", "n_f_evals",
+                                                   "n_accepted")}})
+    if ref.ok:
+        out["gd"] = []
+        for delta in (0.25, 0.0625, 0.015625):
+            k = round(t1 / delta)
+            t0 = time.perf_counter()
+            g = gf.gradient_descent(net, X, y, step=delta, steps=k, save_every=k // 10, integrals=False)
+            out["gd"].append({"step": delta, "wall": time.perf_counter() - t0,
+                              "rel_error_max": float(np.max(np.abs(g.loss - ref.loss) / ref.loss)),
+                              "rel_error_final": float(abs(g.loss[-1] - ref.loss[-1]) / ref.loss[-1])})
+        t0 = time.perf_counter()
+        est = gf.simulate(net, X, y, t1, saveat, method="euler", step=0.25, error_estimate=True, integrals=False,
+                          warn=False)
+        true = np.abs(est.loss - ref.loss) / ref.loss
+        out["euler_estimate"] = {"steps": [0.25, 0.125, 0.0625], "wall": time.perf_counter() - t0,
+                                 "est_max": float(est.error_estimate.max()), "true_max": float(true.max()),
+                                 "bounded": bool(np.all(est.error_estimate[1:] >= true[1:]))}
+    return out
+
+
+def study(t1: float = 10.0, coarse: float = 0.1, ref_factor: int = 256, reference: str = "euler") -> list[dict]:
     """Convergence study: the estimate (steps h, h/2, h/4) against a reference at h/ref_factor, on small random
     P-3L problems (relu and leaky relu).  ``ratio_min`` = min over saved times t > 0 of estimate / true error
     (≥ 1: bounded; the reference's own estimate is reported next to it)."""
@@ -102,7 +146,11 @@ def study(t1: float = 10.0, coarse: float = 0.1, ref_factor: int = 256) -> list[
             sv = np.linspace(0.0, t1, 11)
             sol = gf.simulate(net, X, y, t1, sv, method="euler", step=coarse, error_estimate=True,
                               integrals=False)
-            ref = gf.simulate_nonsmooth(net, X, y, t1, sv, step=coarse * 4 / ref_factor, integrals=False)
+            if reference == "filippov":
+                ref = gf.simulate(net, X, y, t1, sv, method="filippov", rtol=1e-10, atol=1e-12, error_estimate=True,
+                                  max_steps=10**7)
+            else:
+                ref = gf.simulate_nonsmooth(net, X, y, t1, sv, step=coarse * 4 / ref_factor, integrals=False)
             true = np.abs(sol.loss - ref.loss) / ref.loss
             est = sol.error_estimate
             rows.append({"activation": act, "m": m, "D": D, "n": n, "seed": seed,
@@ -126,14 +174,26 @@ def main(argv=None):
     p.add_argument("--ref-step", type=float, default=0.25 / 32)
     p.add_argument("--out", default="bench-relu")
     p.add_argument("--study", action="store_true", help="only the convergence study on small random problems")
+    p.add_argument("--reference", choices=("euler", "filippov"), default="euler",
+                   help="--study: reference solutions from a 64× finer Euler step, or method='filippov' at rtol 1e-10")
+    p.add_argument("--filippov", action="store_true",
+                   help="only the event-driven Filippov solver on the Exp 3 setting (--m, --n, --t1)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.study:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        rows = study()
-        (out / "relu_study.json").write_text(json.dumps(rows, indent=2, default=float))
+        rows = study(reference=args.reference)
+        (out / f"relu_study_{args.reference}.json").write_text(json.dumps(rows, indent=2, default=float))
         return rows
+    if args.filippov:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        res = filippov_study(args.m, args.n, args.t1)
+        (out / f"relu_filippov_m{args.m}_n{args.n}_t{args.t1:g}.json").write_text(json.dumps(res, indent=2,
+                                                                                             default=float))
+        print(json.dumps(res, indent=1, default=float))
+        return res
     m, n, t1, ref_step = (64, 24, 10.0, 0.25 / 16) if args.quick else (args.m, args.n, args.t1, args.ref_step)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@ r"""The fixed problem set of ``gflow bench accuracy`` (and the Experiment-1 size
 * Experiment 1 (EQUATIONS.md §13.1): shallow tanh net, x ~ N(0, I_d), d = 20, y ~ U[−½, ½], n = 20, 40, 80;
 * P-3L with a smooth activation: erf on random features (D = m), the wei2019 data;
 * a long horizon: Experiment 1 at n = 40 run to t = 2000, where explicit methods work at their stability
-  limit 2/λ_max(M) (the flow is mildly stiff once the loss has converged).
+  limit 2/λ_max(M) (the flow is mildly stiff once the loss has converged);
+* ReLU (non-smooth): the Experiment 3 setting (P-3L, ReLU, wei2019 data) at a reduced size, against a
+  ``method="filippov"`` reference.
 
 Each problem has its error times (multiples of every GD step δ ≤ 1 used), a seed, and a wall-time budget for
 all its solves (the benchmark records what did not fit instead of stopping).
@@ -17,6 +19,11 @@ import numpy as np
 
 from ..model.network import Network
 from ._common import check_mode
+
+
+KINKED = ("relu", "leaky_relu")
+#: the methods run on a kinked problem (adaptive smooth solvers only stall there: see the tests and README)
+KINKED_METHODS = ("gd", "euler", "filippov")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,11 @@ class BenchProblem:
         net = Network(d=self.d, width=self.width, activation=self.activation, seed=self.seed, **emb)
         return net, X, y
 
+    @property
+    def kinked(self) -> bool:
+        """ReLU-type σ: the flow is non-smooth, the reference is ``method="filippov"``."""
+        return self.activation in KINKED
+
     def describe(self) -> dict:
         return {"key": self.key, "name": self.name, "n": self.n, "d": self.d, "m": self.width,
                 "D": self.D or self.d, "activation": self.activation, "data": self.data, "seed": self.seed,
@@ -74,6 +86,8 @@ def accuracy_problems(mode: str) -> list[BenchProblem]:
                          data="wei2019", t1=20.0, times=(4.0, 10.0, 20.0), budget_s=45.0),
             BenchProblem("long", "long horizon: Exp 1 n=20, t=500 (m=128)", n=20, d=20, width=128, t1=500.0,
                          times=(100.0, 250.0, 500.0), budget_s=60.0),
+            BenchProblem("p3l_relu", "P-3L ReLU (Exp 3 setting, n=20, m=D=64)", n=20, d=50, width=64, D=64,
+                         activation="relu", data="wei2019", t1=20.0, times=(4.0, 10.0, 20.0), budget_s=60.0),
         ]
     exp1 = [BenchProblem(f"exp1_n{n}", f"Exp 1 tanh n={n} (m=512)", n=n, d=20, width=512, t1=50.0,
                          times=(10.0, 25.0, 50.0), budget_s=170.0) for n in (20, 40, 80)]
@@ -82,6 +96,8 @@ def accuracy_problems(mode: str) -> list[BenchProblem]:
                      data="wei2019", t1=50.0, times=(10.0, 25.0, 50.0), budget_s=170.0),
         BenchProblem("long", "long horizon: Exp 1 n=40, t=2000 (m=256)", n=40, d=20, width=256, t1=2000.0,
                      times=(400.0, 1000.0, 2000.0), budget_s=260.0),
+        BenchProblem("p3l_relu", "P-3L ReLU (Exp 3 setting, n=50, m=D=128)", n=50, d=50, width=128, D=128,
+                     activation="relu", data="wei2019", t1=50.0, times=(10.0, 25.0, 50.0), budget_s=240.0),
     ]
 
 

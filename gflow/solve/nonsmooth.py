@@ -19,7 +19,9 @@ every surface h_ia := H_ia = 0.  Write the h_ia-component of the field on the tw
 * The two differ exactly when some pair slides; along the ReLU flows of Experiments 2–3 thousands of pairs
   do (issue 6: 4 002 of 25 600 pairs flipped sign 475 000 times in 200 GD steps), so the difference is real.
 
-**What gflow computes: the Filippov (sliding) solution.**  GD (eq. (9)) and every fixed-step Runge–Kutta
+**What gflow computes: the Filippov (sliding) solution** — directly, event by event, with
+``method="filippov"`` (:mod:`gflow.solve.filippov`; exact to its tolerance, for small and medium problems), and
+as the step → 0 limit of the fixed-step schemes below.  GD (eq. (9)) and every fixed-step Runge–Kutta
 scheme evaluated with σ′(0) := 0 chatter across a sliding surface with amplitude O(step), spending a
 fraction of their steps on each side that tends to θ; as the step → 0 they converge to the Filippov
 solution (Filippov 1988, Ch. 2; checked in tests/test_nonsmooth.py on a one-neuron, two-point problem whose

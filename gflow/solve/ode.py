@@ -6,7 +6,9 @@ r"""Integrate the gradient flow (eqs. (10)/(11)) with gflow's own engine, torchd
   ``implicit_adams``; and every torchdiffeq method under its prefixed name, e.g. ``torchdiffeq.dopri5``,
   ``torchdiffeq.rk4`` (torchdiffeq's own implementations);
 * scipy (float64, CPU): ``RK45``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA``;
-* exponential: ``exprk4`` (:mod:`gflow.solve.expint`), for long, stiff horizons (feature space only).
+* exponential: ``exprk4`` (:mod:`gflow.solve.expint`), for long, stiff horizons (feature space only);
+* event-driven: ``filippov`` (:mod:`gflow.solve.filippov`), the sliding-mode flow of ReLU / leaky-ReLU
+  networks to a tolerance (feature space only).
 
 Fixed-step methods need an explicit ``step`` (never taken silently from the output grid).
 
@@ -43,19 +45,20 @@ _TD_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 TORCHDIFFEQ_ADAPTIVE = ("dopri8", "bosh3", "adaptive_heun", "fehlberg2") + tuple(f"torchdiffeq.{m}" for m in _TD_ADAPTIVE)
 TORCHDIFFEQ_FIXED = ("explicit_adams", "implicit_adams") + tuple(f"torchdiffeq.{m}" for m in _TD_FIXED)
 SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF", "LSODA")
-METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS
+FILIPPOV_METHODS = ("filippov",)
+METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS + FILIPPOV_METHODS
 FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
 DEFAULT_METHOD = "dop853"
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
-          "BDF": 5, "LSODA": 12, "exprk4": 4}
+          "BDF": 5, "LSODA": 12, "exprk4": 4, "filippov": 5}
 ORDERS.update({f"torchdiffeq.{m}": ORDERS[m] for m in _TD_ADAPTIVE + _TD_FIXED})
 
 
 def backend_of(method: str) -> str:
     """``"gflow"`` (native engine), ``"torchdiffeq"`` or ``"scipy"``."""
-    if method in NATIVE_METHODS or method in EXPINT_METHODS:
+    if method in NATIVE_METHODS or method in EXPINT_METHODS or method in FILIPPOV_METHODS:
         return "gflow"
     return "scipy" if method in SCIPY_METHODS else "torchdiffeq"
 
@@ -77,7 +80,8 @@ def _hint(method: str, activation_smooth: bool) -> str:
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
                 "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
                 "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
-                "or a smooth activation")
+                "method='filippov' (event-driven, exact to rtol; for small and medium problems), or a smooth "
+                "activation")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
         return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
                 "raise max_steps, or try method='LSODA' for small problems")
@@ -95,6 +99,8 @@ def _check_options(method: str, options: dict | None) -> dict:
         allowed = _ADAPTIVE_OPTIONS
     elif method in SCIPY_METHODS:
         allowed = _SCIPY_OPTIONS
+    elif method in FILIPPOV_METHODS:
+        allowed = {"max_step", "lower_order"}
     else:
         allowed = _FIXED_OPTIONS.get(method.removeprefix("torchdiffeq."), set())
     bad = sorted(set(options) - allowed)
@@ -248,6 +254,14 @@ def simulate(
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     if not isinstance(error_estimate, bool):
         raise TypeError(f"error_estimate must be True or False, got {describe(error_estimate)}")
+    if error_estimate and method in FILIPPOV_METHODS:
+        from .filippov import simulate_with_estimate
+
+        return simulate_with_estimate(
+            net, X, y, t1, saveat, rtol=rtol, atol=atol, max_steps=max_steps, max_wall_time=max_wall_time,
+            X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
+            options=options, interval=interval, integrals=integrals, progress=progress, warn=warn,
+            checkpoint=checkpoint)
     if error_estimate:
         from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
 
@@ -271,6 +285,12 @@ def simulate(
     if checkpoint is not None and method not in NATIVE_METHODS:
         raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
                          f"{method!r}; use e.g. method='dop853' or method='rk4'")
+    slopes = None
+    if method in FILIPPOV_METHODS:
+        from .filippov import check_filippov
+
+        slopes, space = check_filippov(net, space)
+        integrals = False  # not carried by the event-driven solver (recorded in the config)
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
@@ -287,7 +307,7 @@ def simulate(
 
     recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1), interval=interval)
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
-                      adaptive=method not in FIXED_STEP_METHODS)
+                      adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS)  # filippov: its own checks
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
     ckpt = resume = None
@@ -309,6 +329,10 @@ def simulate(
                          monitor=monitor, checkpoint=ckpt, resume=resume)
         elif method in EXPINT_METHODS:
             run_exprk(field, grid, rtol, atol, recorder, monitor)
+        elif method in FILIPPOV_METHODS:
+            from .filippov import run_filippov
+
+            run_filippov(field, grid, rtol, atol, recorder, monitor, slopes, opts)
         else:
             _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
     except Abort as exc:
@@ -364,6 +388,14 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     if step is not None:
         raise ValueError(f"step={step} was given with method='auto', which picks an adaptive method; give a "
                          "fixed-step method (e.g. method='rk4') with step, or drop step")
+    if not net.activation.smooth and space != "weight":
+        from .filippov import kink_slopes
+
+        if kink_slopes(net.activation) is not None:
+            return "filippov", (f"the activation {net.activation.name!r} has a kink at 0: the event-driven Filippov "
+                                "flow is the method that meets rtol there (its cost grows with the number of "
+                                "activation events; for paper-scale ReLU nets use method='euler' with "
+                                "error_estimate=True)")
     if space == "weight":
         return DEFAULT_METHOD, "space='weight' was asked for; exprk4 runs in feature space only"
     rtol = check_positive_float(rtol, "rtol")

@@ -1,0 +1,141 @@
+"""method="filippov": the event-driven sliding-mode flow of ReLU / leaky-ReLU networks (gflow/solve/filippov.py).
+
+Checked against exact solutions (n = 1, EQUATIONS.md §5.4; a one-neuron problem with one sliding pair), for
+convergence in the tolerance, against GD as δ → 0 (GD converges to the Filippov flow at first order), for the
+exact W/H relation and the sliding invariant h = 0, and for bad input and budgets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import gflow as gf
+from gflow.fields import Problem
+from gflow.solve.filippov import kink_slopes
+from gflow.theory.relu_exact import relu_one_point
+
+from test_nonsmooth import _loss, _sliding_problem
+
+
+def _p3l(m=48, n=12, d=6, act="relu", seed=0):
+    X, y = gf.data.random_labels(n=n, d=d, seed=seed)
+    net = gf.Network(d, width=m, activation=act, embedding=gf.RandomFeatures(D=m, seed=seed), seed=seed)
+    return net, X, y
+
+
+def _rel(a, b):
+    return np.abs(a - b) / np.abs(b)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_one_point_exact_solution(slope):
+    act = "relu" if slope == 0 else gf.get_activation("leaky_relu", slope=slope)
+    X, y = np.array([[1.0, -0.5, 0.3]]), np.array([1.5])
+    net = gf.Network(d=3, width=64, activation=act, seed=1)
+    pb = Problem.from_data(net, X, y)
+    T = np.linspace(0.0, 10.0, 11)
+    L, H = relu_one_point(pb.H0[:, 0].numpy(), net.c.numpy(), float(pb.G[0, 0]), 1.5, T, alpha=net.alpha,
+                          gamma=net.gamma, slope=slope)
+    sol = gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-11, atol=1e-13, features_at="all")
+    assert sol.ok, sol.message
+    assert sol.stats["n_events"] > 0                       # neurons die (ReLU) or cross (leaky) on the way
+    assert np.max(_rel(sol.loss, L)) < 1e-9                 # rk4 at step 2e-3 manages only 1e-4 here
+    assert np.max(np.abs(sol.H[:, :, 0] - H)) < 1e-9
+
+
+def test_exact_sliding_solution_and_the_sliding_pair_stays_at_zero():
+    net, X, y, pb, t_star, filippov, frozen = _sliding_problem()
+    T = np.linspace(0.0, 3 * t_star, 13)
+    sol = gf.simulate(net, X, y, T[-1], T, method="filippov", rtol=1e-11, atol=1e-13, features_at="all")
+    assert sol.ok, sol.message
+    L = _loss(filippov(T))
+    assert np.max(_rel(sol.loss, L)) < 1e-9
+    assert np.max(_rel(sol.loss, _loss(frozen(T)))) > 1e-2  # the σ′(0) = 0 "solution" is far off
+    after = sol.feature_t > t_star * (1 + 1e-9)
+    assert np.all(sol.H[after][:, 0, 0] == 0.0)             # exactly on the kink, no chatter
+    assert sol.stats["n_sliding"] == 1 and sol.stats["n_arrivals"] == 1
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky"])
+def test_converges_with_the_tolerance_and_gd_converges_to_it(act):
+    act = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
+    net, X, y = _p3l(act=act)
+    T = [0.0, 5.0, 10.0, 15.0, 20.0]
+    ref = gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-11, atol=1e-13)
+    mid = gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-7, atol=1e-9)
+    assert ref.ok and mid.ok
+    assert ref.stats["n_events"] > 10
+    assert np.max(_rel(mid.loss, ref.loss)) < 1e-5
+    errs = []
+    for step in (0.02, 0.01, 0.005):
+        gd = gf.gradient_descent(net, X, y, step=step, steps=round(20 / step), save_every=round(5 / step))
+        errs.append(np.max(_rel(gd.loss, ref.loss)))
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 0.7 * errs[0]   # GD → the Filippov flow, first order
+
+
+def test_loss_never_increases_and_weights_reproduce_the_features():
+    net, X, y = _p3l(m=40, n=10)
+    T = np.linspace(0.0, 15.0, 31)
+    sol = gf.simulate(net, X, y, 15.0, T, method="filippov", rtol=1e-9, atol=1e-11)
+    assert sol.ok
+    assert np.all(np.diff(sol.loss) <= 1e-12 * sol.loss[0])
+    pb = Problem.from_data(net, X, y)
+    W = torch.as_tensor(sol.W_final)
+    H = net.beta * (W @ pb.Phi.T)
+    np.testing.assert_allclose(H.numpy(), sol.H[-1], atol=1e-10)
+    assert sol.config["solver"]["integrals"] is False and sol.config["space"] == "feature"
+    assert sol.config["solver"]["backend"] == "gflow"
+
+
+def test_error_estimate_bounds_the_true_error():
+    net, X, y = _p3l(m=40, n=10, seed=2)
+    T = [0.0, 4.0, 8.0, 12.0]
+    ref = gf.simulate(net, X, y, 12.0, T, method="filippov", rtol=1e-12, atol=1e-14)
+    sol = gf.simulate(net, X, y, 12.0, T, method="filippov", rtol=1e-6, atol=1e-8, error_estimate=True)
+    assert sol.ok and sol.error_estimate.shape == sol.t.shape
+    true = _rel(sol.loss, ref.loss)
+    assert true[1:].max() > 0
+    assert np.all(sol.error_estimate[1:] >= true[1:])
+    assert sol.stats["n_f_evals"] > sol.stats["n_f_evals_returned"]
+    assert "error_estimate" in sol.config["solver"]
+
+
+def test_budget_stops_with_status_and_partial_trajectory():
+    net, X, y = _p3l(m=64, n=16)
+    with pytest.warns(gf.GFlowWarning):
+        sol = gf.simulate(net, X, y, 200.0, np.linspace(0, 200, 401), method="filippov", rtol=1e-10, atol=1e-12,
+                          max_wall_time=0.3)
+    assert sol.status == "time_budget" and "max_wall_time" in sol.message
+    assert 0 < sol.t[-1] < 200 and np.all(np.isfinite(sol.loss))
+
+
+def test_kink_slopes_recognises_piecewise_linear_activations_only():
+    assert kink_slopes(gf.get_activation("relu")) == (0.0, 1.0)
+    assert kink_slopes(gf.get_activation("leaky_relu", slope=0.3)) == pytest.approx((0.3, 1.0))
+    for name in ("tanh", "linear", "softplus", "gelu"):
+        assert kink_slopes(gf.get_activation(name)) is None
+
+
+def test_bad_input_is_rejected():
+    net, X, y = _p3l(m=8, n=4)
+    with pytest.raises(ValueError, match="activation 'tanh'"):
+        gf.simulate(gf.Network(6, width=8, activation="tanh", seed=0), X, y, 1.0, method="filippov")
+    with pytest.raises(ValueError, match="space='weight'"):
+        gf.simulate(net, X, y, 1.0, method="filippov", space="weight")
+    with pytest.raises(ValueError, match="adaptive"):
+        gf.simulate(net, X, y, 1.0, method="filippov", step=0.1)
+    with pytest.raises(ValueError, match="checkpoint"):
+        gf.simulate(net, X, y, 1.0, method="filippov", checkpoint="x.ckpt")
+    with pytest.raises(ValueError, match="unknown option"):
+        gf.simulate(net, X, y, 1.0, method="filippov", options={"safety": 0.8})
+
+
+def test_auto_picks_filippov_for_kinked_activations_and_says_why():
+    net, X, y = _p3l(m=16, n=5)
+    sol = gf.simulate(net, X, y, 2.0, [0.0, 1.0, 2.0], method="auto", rtol=1e-8, atol=1e-10)
+    assert sol.ok and sol.config["solver"]["method"] == "filippov"
+    assert "kink" in sol.config["solver"]["auto"]
+    ref = gf.simulate(net, X, y, 2.0, [0.0, 1.0, 2.0], method="filippov", rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(sol.loss, ref.loss)
