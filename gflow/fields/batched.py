@@ -156,7 +156,9 @@ class BatchedField:
             H = core[:, 0]
         else:
             H = self._matmul(core, self._beta_PhiT, a, b)
-        s, ds = self._act.both(H)
+        s = torch.empty(H.shape, dtype=H.dtype, device=H.device)
+        ds = torch.empty_like(s)
+        self._act.both_into(H, s, ds)  # fused (float64 tanh through the vectorised sigmoid: ~5x torch.tanh on CPU)
         r = torch.bmm(self._c_row[a:b], s).squeeze(1).mul_(self._alpha).sub_(self._y)  # (k, n)
         dcore = out[:, :N].view(k, *self.core_shape)
         if self.space == "feature":
