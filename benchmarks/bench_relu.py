@@ -132,6 +132,32 @@ def filippov_study(m: int, n: int, t1: float, rtols=(1e-6, 1e-9)) -> dict:
     return out
 
 
+def filippov_estimate_study(t1: float = 10.0) -> list[dict]:
+    """``method="filippov", error_estimate=True`` at rtol 1e-4, 1e-6, 1e-8 against rtol 1e-13 on small random P-3L
+    problems (ReLU and leaky ReLU): does the estimate bound the true relative loss error?"""
+    rows = []
+    for act in ("relu", "leaky_relu"):
+        a = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
+        for m, D, n, seed in ((32, 16, 8, 0), (64, 32, 16, 1), (48, 48, 12, 2), (64, 20, 20, 3)):
+            X, y = gf.data.wei2019(n, D, seed=seed)
+            net = gf.Network(D, width=m, activation=a, embedding=gf.RandomFeatures(D=D, seed=seed), seed=seed)
+            sv = np.linspace(0.0, t1, 11)
+            ref = gf.simulate(net, X, y, t1, sv, method="filippov", rtol=1e-13, atol=1e-15, max_steps=10**7)
+            for rt in (1e-4, 1e-6, 1e-8):
+                sol = gf.simulate(net, X, y, t1, sv, method="filippov", rtol=rt, atol=rt * 1e-2, error_estimate=True,
+                                  max_steps=10**7)
+                true = np.abs(sol.loss - ref.loss) / ref.loss
+                rows.append({"activation": act, "m": m, "D": D, "n": n, "seed": seed, "rtol": rt,
+                             "n_events": sol.stats["n_events"], "true_max": float(true.max()),
+                             "est_max": float(sol.error_estimate.max()),
+                             "ratio_min": float(np.min(sol.error_estimate[1:] / np.maximum(true[1:], 1e-300)))})
+                r = rows[-1]
+                print(f"  {act:10s} m={m:<3d} n={n:<3d} rtol {rt:g}: true {r['true_max']:.1e} estimate "
+                      f"{r['est_max']:.1e} min est/true {r['ratio_min']:.1f}", flush=True)
+    print(f"bounded in {sum(r['ratio_min'] >= 1 for r in rows)} of {len(rows)}")
+    return rows
+
+
 def study(t1: float = 10.0, coarse: float = 0.1, ref_factor: int = 256, reference: str = "euler") -> list[dict]:
     """Convergence study: the estimate (steps h, h/2, h/4) against a reference at h/ref_factor, on small random
     P-3L problems (relu and leaky relu).  ``ratio_min`` = min over saved times t > 0 of estimate / true error
@@ -176,6 +202,8 @@ def main(argv=None):
     p.add_argument("--study", action="store_true", help="only the convergence study on small random problems")
     p.add_argument("--reference", choices=("euler", "filippov"), default="euler",
                    help="--study: reference solutions from a 64× finer Euler step, or method='filippov' at rtol 1e-10")
+    p.add_argument("--filippov-estimate", action="store_true",
+                   help="only: does filippov's error_estimate bound the true error (small random problems)")
     p.add_argument("--filippov", action="store_true",
                    help="only the event-driven Filippov solver on the Exp 3 setting (--m, --n, --t1)")
     args = p.parse_args(argv)
@@ -185,6 +213,12 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
         rows = study(reference=args.reference)
         (out / f"relu_study_{args.reference}.json").write_text(json.dumps(rows, indent=2, default=float))
+        return rows
+    if args.filippov_estimate:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = filippov_estimate_study()
+        (out / "relu_filippov_estimate.json").write_text(json.dumps(rows, indent=2, default=float))
         return rows
     if args.filippov:
         out = Path(args.out)
