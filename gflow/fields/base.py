@@ -115,6 +115,9 @@ class AbstractField:
     problem: Problem
     space: str
     state_shape: tuple[int, ...]
+    #: the derivative depends only on the first ``rhs_reads`` entries of the flattened state (None: on all of
+    #: it); a solver may leave the other entries of a stage state unformed (see :mod:`gflow.solve.rk`)
+    rhs_reads: int | None = None
 
     def initial_state(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

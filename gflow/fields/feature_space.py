@@ -29,6 +29,7 @@ class FeatureSpaceField(AbstractField):
         self.problem = problem
         net = problem.net
         self.state_shape = (2, net.m, problem.n)
+        self.rhs_reads = net.m * problem.n  # Ḣ and Ȧ depend on H = state[0] only, not on A
         self._c_col = net.c[:, None]
         self._minus_gamma_G = (-net.gamma) * problem.G  # fold −γ into G once
         self._alpha = net.alpha
