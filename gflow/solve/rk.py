@@ -160,8 +160,9 @@ class Engine:
             self.atol = atol.to(**kw).reshape(-1) if isinstance(atol, torch.Tensor) else float(atol)
             self.scale = torch.empty(N, **kw)
             self.err = torch.empty((2, N), **kw)
+            self.absy, self.absy_new = torch.empty(N, **kw), torch.empty(N, **kw)  # |y|, |y₁|
             if method == "dopri5":
-                self._comb_err = self._block([T.DOPRI5_E], kw, matrix=True)
+                self._comb_err = self._block(T.DOPRI5_E, kw)
                 self._comb_P = self._block(np.asarray(T.DOPRI5_P).T, kw, matrix=True)  # (4, k) @ (k, N)
             else:
                 # e5 = Σ E5_l K_l (one product); e3 = Σ b_l K_l − Σ BHH_l K_l from the increment d = Σ b_l K_l
@@ -271,19 +272,16 @@ class Engine:
     def _error(self, h: float) -> float:
         """The error norm of the step just taken (≤ 1: accept); for DOP853, ``err[1]`` holds the increment
         d = (y₁ − y)/h = Σ b_l K_l on entry."""
-        y, y1, sc = self.y, self.y_new, self.scale
-        torch.abs(y, out=sc)
-        torch.abs(y1, out=self.y_stage)
-        torch.maximum(sc, self.y_stage, out=sc)
+        sc = self.scale
+        torch.abs(self.y_new, out=self.absy_new)  # |y| itself is kept from the step that produced y
+        torch.maximum(self.absy, self.absy_new, out=sc)
         sc.mul_(self.rtol).add_(self.atol)
         err = self.err
-        if self.scheme.name == "dopri5":
-            Kb, E = self._comb_err
-            torch.mm(E, Kb, out=err[:1])
-            return abs(h) * float(self.norm(err[0].div_(sc)))
-        # DOP853: err = |h| e5² / sqrt(e5² + 0.01 e3²) (Hairer's combined 5th/3rd-order estimate)
         KT, e = self._comb_err
         torch.mv(KT, e, out=err[0])
+        if self.scheme.name == "dopri5":
+            return abs(h) * float(self.norm(err[0].div_(sc)))
+        # DOP853: err = |h| e5² / sqrt(e5² + 0.01 e3²) (Hairer's combined 5th/3rd-order estimate)
         for row, c in self._bhh:  # e3 = d − Σ BHH_l K_l
             err[1].add_(row, alpha=c)
         err.div_(sc)
@@ -404,6 +402,7 @@ class Engine:
         if not resumed:
             self._f(0.0, self.y, self._rows[0])
             self.h = float(self.first_step) if self.first_step is not None else self._initial_step()
+        torch.abs(self.y, out=self.absy)
         while self.t < self.t1:
             t, h = self.t, min(self.h, self.max_step)
             if h < self.min_step:
@@ -440,6 +439,7 @@ class Engine:
                         self._record(t_new, self.y_new.clone())
                 self._rows[0].copy_(self._rows[s])
                 self.y, self.y_new = self.y_new, self.y
+                self.absy, self.absy_new = self.absy_new, self.absy
                 self.t, self.k, self.h = t_new, self.k + len(outs), h_new
                 self.err_old, self.rejected = max(err, 1e-4), False
                 self._after_accept(t, h)
