@@ -156,6 +156,8 @@ class Engine:
         self.y = y0.reshape(-1).clone()
         self.y_new = torch.empty(N, **kw)
         self.y_stage = torch.zeros(N, **kw)  # entries past Nr are never read by the field
+        self._ys_shaped = self.y_stage.view(self.shape)
+        self._rows_shaped = [r.view(self.shape) for r in self._rows]
         if self.adaptive:
             self.atol = atol.to(**kw).reshape(-1) if isinstance(atol, torch.Tensor) else float(atol)
             self.scale = torch.empty(N, **kw)
@@ -231,19 +233,28 @@ class Engine:
     # building blocks
 
     def _f(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
+        """out = f(y) (flat buffers, or already in the field's shape)."""
         self.monitor.on_eval()
         parts = self.field.rhs_into(y.view(self.shape), out.view(self.shape))
         # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
         if not math.isfinite(float(parts.dL)):
             self.monitor.raise_nonfinite(t)
 
+    def _f_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
+        """:meth:`_f` on views already in the field's shape (the stage loop's)."""
+        self.monitor.on_eval()
+        parts = self.field.rhs_into(y, out)
+        # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
+        if not math.isfinite(float(parts.dL)):
+            self.monitor.raise_nonfinite(t)
+
     def _stages(self, t: float, h: float, first: int, last: int) -> None:
         """K_j = f(t + c_j h, y + h Σ_{l<j} A_jl K_l) for j in [first, last)."""
-        comb, rows, c, ys = self._comb, self._rows, self.scheme.c, self.y_stage
-        y, ys_r = self.y[:self.Nr], ys[:self.Nr]
+        comb, rows, c, ys, f = self._comb, self._rows_shaped, self.scheme.c, self._ys_shaped, self._f_shaped
+        y, ys_r = self.y[:self.Nr], self.y_stage[:self.Nr]
         for j in range(first, last):
             self._comb_into(comb[j], y, h, ys_r)
-            self._f(t + c[j] * h, ys, rows[j])
+            f(t + c[j] * h, ys, rows[j])
 
     def _scaled_norm(self, v: torch.Tensor, y: torch.Tensor) -> float:
         """‖v / (atol + rtol|y|)‖ (for the initial-step heuristic); v is overwritten."""
