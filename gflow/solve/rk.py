@@ -162,7 +162,10 @@ class Engine:
             self.atol = atol.to(**kw).reshape(-1) if isinstance(atol, torch.Tensor) else float(atol)
             self.scale = torch.empty(N, **kw)
             self.err = torch.empty((2, N), **kw)
-            self.absy, self.absy_new = torch.empty(N, **kw), torch.empty(N, **kw)  # |y|, |y₁|
+            if not self.rtol > 0:
+                raise ValueError(f"rtol must be > 0, got {rtol}")
+            self._a = self.atol / self.rtol
+            self.absy, self.absy_new = torch.empty(N, **kw), torch.empty(N, **kw)  # a + |y|, a + |y₁|
             if method == "dopri5":
                 self._comb_err = self._block(T.DOPRI5_E, kw)
                 self._comb_P = self._block(np.asarray(T.DOPRI5_P).T, kw, matrix=True)  # (4, k) @ (k, N)
@@ -280,23 +283,31 @@ class Engine:
             h1 = (0.01 / max(d1, d2)) ** (1.0 / (self.scheme.err_order + 1))
         return min(100 * h0, h1, self.max_step, self.t1)
 
+    def _abs_plus_a(self, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out = |y| + atol/rtol."""
+        return torch.abs(y, out=out).add_(self._a)
+
     def _error(self, h: float) -> float:
         """The error norm of the step just taken (≤ 1: accept); for DOP853, ``err[1]`` holds the increment
         d = (y₁ − y)/h = Σ b_l K_l on entry."""
+        # sc = atol + rtol·max(|y|, |y₁|) = rtol·max(a + |y|, a + |y₁|) with a = atol/rtol; a + |y| is kept from
+        # the step that produced y, and the factor rtol moves out of the default (homogeneous) RMS norm
         sc = self.scale
-        torch.abs(self.y_new, out=self.absy_new)  # |y| itself is kept from the step that produced y
+        self._abs_plus_a(self.y_new, self.absy_new)
         torch.maximum(self.absy, self.absy_new, out=sc)
-        sc.mul_(self.rtol).add_(self.atol)
+        unit = 1.0 / self.rtol if self.norm is rms_norm else 1.0
+        if unit == 1.0:
+            sc.mul_(self.rtol)
         err = self.err
         KT, e = self._comb_err
         torch.mv(KT, e, out=err[0])
         if self.scheme.name == "dopri5":
-            return abs(h) * float(self.norm(err[0].div_(sc)))
+            return abs(h) * unit * float(self.norm(err[0].div_(sc)))
         # DOP853: err = |h| e5² / sqrt(e5² + 0.01 e3²) (Hairer's combined 5th/3rd-order estimate)
         for row, c in self._bhh:  # e3 = d − Σ BHH_l K_l
             err[1].add_(row, alpha=c)
         err.div_(sc)
-        e5, e3 = torch.stack([self.norm(err[0]), self.norm(err[1])]).tolist()  # one sync
+        e5, e3 = (unit * v for v in torch.stack([self.norm(err[0]), self.norm(err[1])]).tolist())  # one sync
         if e5 == 0.0 and e3 == 0.0:
             return 0.0
         return abs(h) * e5 * e5 / math.sqrt(e5 * e5 + 0.01 * e3 * e3)
@@ -410,7 +421,7 @@ class Engine:
         if not resumed:
             self._f(0.0, self.y, self._rows[0])
             self.h = float(self.first_step) if self.first_step is not None else self._initial_step()
-        torch.abs(self.y, out=self.absy)
+        self._abs_plus_a(self.y, self.absy)
         while self.t < self.t1:
             t, h = self.t, min(self.h, self.max_step)
             if h < self.min_step:
