@@ -146,6 +146,12 @@ class AbstractField:
         """
         raise NotImplementedError  # pragma: no cover
 
+    def gd_step_(self, state: torch.Tensor, step: float, deriv: torch.Tensor) -> None:
+        """One gradient-descent (forward Euler) step in place: state ← state + step·f(state); ``deriv`` is a
+        caller-owned buffer of the state's shape (its content afterwards is unspecified)."""
+        self.rhs_into(state, deriv)
+        state.add_(deriv, alpha=step)
+
     def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(state)
         self.rhs_into(state, out)
