@@ -257,3 +257,58 @@ def test_the_engine_on_cuda_matches_the_cpu(make_data, rel_err, method):
     gpu = gf.simulate(net.to(device="cuda"), X, y, t1=3.0, method=method, **kw)
     assert gpu.ok and gpu.config["network"]["device"].startswith("cuda")
     assert rel_err(gpu.residual, cpu.residual) < 1e-8
+
+
+def test_dop853_bhh_weights_are_b_minus_e3():
+    # the engine forms e3 = Σ b_l K_l − Σ BHH_l K_l; the tableau's E3 must be exactly that combination
+    from gflow.solve import _tableaus as T
+
+    bhh = np.zeros(len(T.DOP853_B))
+    for j, c in T.DOP853_BHH:
+        bhh[j] = c
+    np.testing.assert_allclose(np.asarray(T.DOP853_B) - bhh, np.asarray(T.DOP853_E3)[:len(T.DOP853_B)],
+                               rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("integrals", [False, True])
+def test_feature_space_derivative_reads_only_the_declared_leading_entries(make_data, integrals):
+    # rhs_reads = m·n: Ḣ and Ȧ depend on H only, so garbage past it (A, the integrals) changes nothing
+    from gflow.solve.ode import observed_field
+
+    X, y = make_data(n=5, d=4, seed=8)
+    net = gf.Network(d=4, width=12, activation="tanh", seed=3)
+    base = make_field(Problem.from_data(net, X, y), "feature")
+    field = observed_field(base, net.activation.interval, integrals)
+    assert field.rhs_reads == net.m * 5
+    assert make_field(Problem.from_data(net, X, y), "weight").rhs_reads is None
+    s = field.initial_state().reshape(-1).clone()
+    s[field.rhs_reads:] = torch.rand(s.numel() - field.rhs_reads, dtype=s.dtype)
+    clean, dirty = torch.empty_like(s), torch.empty_like(s)
+    field.rhs_into(s.view(field.state_shape), clean.view(field.state_shape))
+    s[field.rhs_reads:] = math.nan
+    field.rhs_into(s.view(field.state_shape), dirty.view(field.state_shape))
+    assert torch.equal(clean, dirty)
+
+
+@pytest.mark.parametrize("method", ["dop853", "dopri5", "rk4"])
+def test_stage_states_formed_only_where_the_field_reads_give_the_same_run(make_data, method, monkeypatch):
+    # the engine forms stage states only on the field's rhs_reads entries; forming all of them is the same run
+    from gflow.fields.feature_space import FeatureSpaceField
+
+    X, y = make_data(n=6, d=4, seed=9)
+    net = gf.Network(d=4, width=16, activation="tanh", seed=2)
+    kw = dict(t1=3.0, saveat=[0.0, 1.3, 3.0], method=method, space="feature", X_test=X[:3], y_test=y[:3])
+    kw.update({"step": 0.1} if method == "rk4" else {"rtol": 1e-9, "atol": 1e-11})
+    part = gf.simulate(net, X, y, **kw)
+    orig = FeatureSpaceField.__init__
+
+    def full_reads(self, problem):
+        orig(self, problem)
+        self.rhs_reads = None
+
+    monkeypatch.setattr(FeatureSpaceField, "__init__", full_reads)
+    full = gf.simulate(net, X, y, **kw)
+    assert part.ok and full.ok
+    assert part.stats["n_f_evals"] == full.stats["n_f_evals"]
+    np.testing.assert_allclose(part.loss, full.loss, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(part.test_output, full.test_output, rtol=1e-12, atol=1e-15)

@@ -115,6 +115,9 @@ class AbstractField:
     problem: Problem
     space: str
     state_shape: tuple[int, ...]
+    #: the derivative depends only on the first ``rhs_reads`` entries of the flattened state (None: on all of
+    #: it); a solver may leave the other entries of a stage state unformed (see :mod:`gflow.solve.rk`)
+    rhs_reads: int | None = None
 
     def initial_state(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -142,6 +145,12 @@ class AbstractField:
         of ``rhs_into`` on this field; copy them to keep them longer.  ``out`` itself belongs to the caller.
         """
         raise NotImplementedError  # pragma: no cover
+
+    def gd_step_(self, state: torch.Tensor, step: float, deriv: torch.Tensor) -> None:
+        """One gradient-descent (forward Euler) step in place: state ← state + step·f(state); ``deriv`` is a
+        caller-owned buffer of the state's shape (its content afterwards is unspecified)."""
+        self.rhs_into(state, deriv)
+        state.add_(deriv, alpha=step)
 
     def __call__(self, t, state: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(state)

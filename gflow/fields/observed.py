@@ -41,6 +41,7 @@ class ObservedField(AbstractField):
         self.core_shape = base.state_shape
         self.N = math.prod(self.core_shape)
         self.state_shape = (self.N + len(INTEGRALS),)
+        self.rhs_reads = base.rhs_reads  # the integrands depend on the core state only
         self._c = base.problem.net.c
         self._coef = base.problem.net.kernel_coef
         self._G = base.problem.G

@@ -129,12 +129,14 @@ def _tanh_both_into(u, s, ds):
     if u.dtype == torch.float64 and u.device.type == "cpu":
         # float64 torch.tanh is not vectorised on CPU (measured 15 ns/element against 1.2 for sigmoid, torch
         # 2.13, AVX-512): use tanh(u) = 2σ(2u) − 1 and tanh′(u) = 4σ(2u)(1 − σ(2u)), five passes, no temporaries,
-        # ~5x faster.  Absolute error ≤ 3.4e-16 (checked against torch.tanh on [−20, 20] in the tests).
+        # ~5x faster.  Four passes, no temporaries: s ← 2u, s ← σ(s), s ← 2s − 1 and ds ← 1 − s² (each one fused
+        # multiply-add against 0-d constants).  Absolute error ≤ 3.4e-16 (checked against torch.tanh on [−20, 20]
+        # in the tests).
         torch.mul(u, 2.0, out=s)
         torch.sigmoid(s, out=s)
-        torch.addcmul(s, s, s, value=-1.0, out=ds)
-        ds.mul_(4.0)
-        s.mul_(2.0).sub_(1.0)
+        minus_one, two, one = _consts(u)
+        torch.addcmul(minus_one, s, two, out=s)
+        torch.addcmul(one, s, s, value=-1.0, out=ds)
         return
     # tanh′ = 1 − tanh²: one transcendental pass, then one fused multiply-add pass (no temporaries)
     torch.tanh(u, out=s)
@@ -143,6 +145,18 @@ def _tanh_both_into(u, s, ds):
 
 def _one(u):
     return torch.ones((), dtype=u.dtype, device=u.device)
+
+
+_CONSTS: dict = {}
+
+
+def _consts(u):
+    """0-d tensors (−1, 2, 1) in u's dtype and device (cached: building them costs more than a small pass)."""
+    key = (u.dtype, u.device)
+    c = _CONSTS.get(key)
+    if c is None:
+        c = _CONSTS[key] = tuple(torch.tensor(v, dtype=u.dtype, device=u.device) for v in (-1.0, 2.0, 1.0))
+    return c
 
 
 def _sigmoid_both_into(u, s, ds):

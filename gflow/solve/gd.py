@@ -146,8 +146,7 @@ def gradient_descent(
     try:
         for k in range(k_done + 1, steps + 1):
             monitor.on_eval()
-            field.rhs_into(state, deriv)
-            state.add_(deriv, alpha=step)
+            field.gd_step_(state, step, deriv)  # state ← state + δ·f(state), fused where the field can
             k_done = k
             if ckpt is not None and ckpt.due():
                 ckpt.save(loop_state())

@@ -67,6 +67,7 @@ class Scheme:
     pi_beta: float = 0.0
 
 
+_AXPY_MAX = 3  # a combination of at most this many stages is a chain of axpys, not one addmv (see Engine._plan)
 _SLOTS = {"dop853": (4, 0, 1, 2, 3) + tuple(range(5, 16))}  # storage row of each stage (see Engine)
 
 SCHEMES = {
@@ -145,20 +146,34 @@ class Engine:
         self.slot = list(_SLOTS.get(method, range(n_rows)))
         self.K = torch.zeros((n_rows, N), **kw)
         self._rows = [self.K[self.slot[j]] for j in range(n_rows)]  # stage j's row (a view)
-        self._comb = [None] + [self._block(sc.A[j][:j], kw) for j in range(1, len(sc.A))]
-        self._comb_b = self._block(sc.b, kw)
+        # A stage state only feeds the field, which may read only the leading entries of the state (feature
+        # space: H, not A = ∫P): the stage combinations then form only those (half the traffic there).
+        reads = getattr(field, "rhs_reads", None)
+        self.Nr = Nr = N if reads is None else max(1, min(N, int(reads)))
+        self._comb = [None] + [self._plan(sc.A[j][:j], kw, Nr) for j in range(1, len(sc.A))]
+        self._comb_b = self._plan(sc.b, kw, N)
+        self._bhh = None
         self.y = y0.reshape(-1).clone()
         self.y_new = torch.empty(N, **kw)
-        self.y_stage = torch.empty(N, **kw)
+        self.y_stage = torch.zeros(N, **kw)  # entries past Nr are never read by the field
+        self._ys_shaped = self.y_stage.view(self.shape)
+        self._rows_shaped = [r.view(self.shape) for r in self._rows]
         if self.adaptive:
             self.atol = atol.to(**kw).reshape(-1) if isinstance(atol, torch.Tensor) else float(atol)
             self.scale = torch.empty(N, **kw)
             self.err = torch.empty((2, N), **kw)
+            if not self.rtol > 0:
+                raise ValueError(f"rtol must be > 0, got {rtol}")
+            self._a = self.atol / self.rtol
+            self.absy, self.absy_new = torch.empty(N, **kw), torch.empty(N, **kw)  # a + |y|, a + |y₁|
             if method == "dopri5":
-                self._comb_err = self._block([T.DOPRI5_E], kw, matrix=True)
+                self._comb_err = self._block(T.DOPRI5_E, kw)
                 self._comb_P = self._block(np.asarray(T.DOPRI5_P).T, kw, matrix=True)  # (4, k) @ (k, N)
             else:
-                self._comb_err = self._block([T.DOP853_E5, T.DOP853_E3], kw, matrix=True)
+                # e5 = Σ E5_l K_l (one product); e3 = Σ b_l K_l − Σ BHH_l K_l from the increment d = Σ b_l K_l
+                # that the step forms anyway (3 rows instead of 8)
+                self._comb_err = self._block(T.DOP853_E5, kw)
+                self._bhh = [(self._rows[j], -c) for j, c in T.DOP853_BHH]
                 self._comb_D = self._block(T.DOP853_D, kw, matrix=True)
                 self.F = torch.empty((7, N), **kw)
         # loop state (what a checkpoint holds)
@@ -168,6 +183,40 @@ class Engine:
         self.h = math.nan
         self.err_old = 1e-4
         self.rejected = False
+
+    def _plan(self, coefs, kw, width: int):
+        """How to form y + h Σ_l coefs[l] K_l: a chain of axpys over the few nonzero rows (``("axpy", [(row,
+        coef), ...])``), or one ``addmv`` over the contiguous block of rows holding them (``("mv", Kᵀ, a)``),
+        whichever reads less: a block read costs a fixed ~2 rows more than an axpy chain, and DOP853's early
+        stages have blocks with zero rows in them."""
+        nz = [(self._rows[j][:width], float(c)) for j, c in enumerate(coefs) if c != 0.0]
+        if len(nz) <= _AXPY_MAX:
+            return ("axpy", nz)
+        KT, a = self._block(coefs, kw)
+        return ("mv", KT[:width], a)
+
+    def _comb_into(self, plan, y: torch.Tensor, h: float, out: torch.Tensor) -> torch.Tensor:
+        """out = y + h Σ_l coefs[l] K_l by ``plan`` (see :meth:`_plan`)."""
+        if plan[0] == "mv":
+            return torch.addmv(y, plan[1], plan[2], alpha=h, out=out)
+        terms = plan[1]
+        if not terms:
+            return out.copy_(y)
+        row, c = terms[0]
+        torch.add(y, row, alpha=h * c, out=out)
+        for row, c in terms[1:]:
+            out.add_(row, alpha=h * c)
+        return out
+
+    @staticmethod
+    def _sum_into(plan, out: torch.Tensor) -> torch.Tensor:
+        """out = Σ_l coefs[l] K_l by ``plan`` (see :meth:`_plan`)."""
+        if plan[0] == "mv":
+            return torch.mv(plan[1], plan[2], out=out)
+        out.zero_()
+        for row, c in plan[1]:
+            out.add_(row, alpha=c)
+        return out
 
     def _block(self, coefs, kw, matrix: bool = False):
         """(Kᵀ block (N, k), coefficients (k,)) — or (K block (k, N), (r, k)) with ``matrix`` — such that the
@@ -187,19 +236,28 @@ class Engine:
     # building blocks
 
     def _f(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
+        """out = f(y) (flat buffers, or already in the field's shape)."""
         self.monitor.on_eval()
         parts = self.field.rhs_into(y.view(self.shape), out.view(self.shape))
         # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
         if not math.isfinite(float(parts.dL)):
             self.monitor.raise_nonfinite(t)
 
+    def _f_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
+        """:meth:`_f` on views already in the field's shape (the stage loop's)."""
+        self.monitor.on_eval()
+        parts = self.field.rhs_into(y, out)
+        # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
+        if not math.isfinite(float(parts.dL)):
+            self.monitor.raise_nonfinite(t)
+
     def _stages(self, t: float, h: float, first: int, last: int) -> None:
         """K_j = f(t + c_j h, y + h Σ_{l<j} A_jl K_l) for j in [first, last)."""
-        comb, rows, c, y, ys = self._comb, self._rows, self.scheme.c, self.y, self.y_stage
+        comb, rows, c, ys, f = self._comb, self._rows_shaped, self.scheme.c, self._ys_shaped, self._f_shaped
+        y, ys_r = self.y[:self.Nr], self.y_stage[:self.Nr]
         for j in range(first, last):
-            KT, a = comb[j]
-            torch.addmv(y, KT, a, alpha=h, out=ys)
-            self._f(t + c[j] * h, ys, rows[j])
+            self._comb_into(comb[j], y, h, ys_r)
+            f(t + c[j] * h, ys, rows[j])
 
     def _scaled_norm(self, v: torch.Tensor, y: torch.Tensor) -> float:
         """‖v / (atol + rtol|y|)‖ (for the initial-step heuristic); v is overwritten."""
@@ -225,21 +283,31 @@ class Engine:
             h1 = (0.01 / max(d1, d2)) ** (1.0 / (self.scheme.err_order + 1))
         return min(100 * h0, h1, self.max_step, self.t1)
 
+    def _abs_plus_a(self, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out = |y| + atol/rtol."""
+        return torch.abs(y, out=out).add_(self._a)
+
     def _error(self, h: float) -> float:
-        """The error norm of the step just taken (≤ 1: accept)."""
-        y, y1, sc = self.y, self.y_new, self.scale
-        torch.abs(y, out=sc)
-        torch.abs(y1, out=self.y_stage)
-        torch.maximum(sc, self.y_stage, out=sc)
-        sc.mul_(self.rtol).add_(self.atol)
-        Kb, E = self._comb_err
+        """The error norm of the step just taken (≤ 1: accept); for DOP853, ``err[1]`` holds the increment
+        d = (y₁ − y)/h = Σ b_l K_l on entry."""
+        # sc = atol + rtol·max(|y|, |y₁|) = rtol·max(a + |y|, a + |y₁|) with a = atol/rtol; a + |y| is kept from
+        # the step that produced y, and the factor rtol moves out of the default (homogeneous) RMS norm
+        sc = self.scale
+        self._abs_plus_a(self.y_new, self.absy_new)
+        torch.maximum(self.absy, self.absy_new, out=sc)
+        unit = 1.0 / self.rtol if self.norm is rms_norm else 1.0
+        if unit == 1.0:
+            sc.mul_(self.rtol)
+        err = self.err
+        KT, e = self._comb_err
+        torch.mv(KT, e, out=err[0])
         if self.scheme.name == "dopri5":
-            torch.mm(E, Kb, out=self.err[:1])
-            return abs(h) * float(self.norm(self.err[0].div_(sc)))
+            return abs(h) * unit * float(self.norm(err[0].div_(sc)))
         # DOP853: err = |h| e5² / sqrt(e5² + 0.01 e3²) (Hairer's combined 5th/3rd-order estimate)
-        torch.mm(E, Kb, out=self.err)  # both estimators in one pass over K
-        self.err.div_(sc)
-        e5, e3 = torch.stack([self.norm(self.err[0]), self.norm(self.err[1])]).tolist()
+        for row, c in self._bhh:  # e3 = d − Σ BHH_l K_l
+            err[1].add_(row, alpha=c)
+        err.div_(sc)
+        e5, e3 = (unit * v for v in torch.stack([self.norm(err[0]), self.norm(err[1])]).tolist())  # one sync
         if e5 == 0.0 and e3 == 0.0:
             return 0.0
         return abs(h) * e5 * e5 / math.sqrt(e5 * e5 + 0.01 * e3 * e3)
@@ -337,7 +405,7 @@ class Engine:
             h = t1 - t0
             self._f(t0, self.y, self._rows[0])
             self._stages(t0, h, 1, s)
-            torch.addmv(self.y, *self._comb_b, alpha=h, out=self.y_new)
+            self._comb_into(self._comb_b, self.y, h, self.y_new)
             outs = self._due_outputs(t1)
             for tk in outs:
                 self._record(tk, self.y_new.clone())
@@ -353,6 +421,7 @@ class Engine:
         if not resumed:
             self._f(0.0, self.y, self._rows[0])
             self.h = float(self.first_step) if self.first_step is not None else self._initial_step()
+        self._abs_plus_a(self.y, self.absy)
         while self.t < self.t1:
             t, h = self.t, min(self.h, self.max_step)
             if h < self.min_step:
@@ -362,7 +431,11 @@ class Engine:
             if last:
                 h = self.t1 - t
             self._stages(t, h, 1, s)
-            torch.addmv(self.y, *self._comb_b, alpha=h, out=self.y_new)
+            if self._bhh is None:
+                self._comb_into(self._comb_b, self.y, h, self.y_new)
+            else:  # DOP853: keep the increment d = Σ b_l K_l for the 3rd-order error estimate
+                d = self._sum_into(self._comb_b, self.err[1])
+                torch.add(self.y, d, alpha=h, out=self.y_new)
             t_new = self.t1 if last else t + h
             self._f(t_new, self.y_new, self._rows[s])  # FSAL
             err = self._error(h)
@@ -385,6 +458,7 @@ class Engine:
                         self._record(t_new, self.y_new.clone())
                 self._rows[0].copy_(self._rows[s])
                 self.y, self.y_new = self.y_new, self.y
+                self.absy, self.absy_new = self.absy_new, self.absy
                 self.t, self.k, self.h = t_new, self.k + len(outs), h_new
                 self.err_old, self.rejected = max(err, 1e-4), False
                 self._after_accept(t, h)
