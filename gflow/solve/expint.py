@@ -22,14 +22,17 @@ Acta Numerica 19, 2010, eq. (2.40)) of stiff order 4, applied in Rosenbrock form
 
 It is a consistent method of classical order 4 for any L_n (it reduces to a classical 4th-order Runge–Kutta
 method as L_n → 0), it is exact when F is affine (linear σ, where J₂ = 0 and N_n is constant, E5), and its
-stiff order 4 avoids order reduction from the fast modes.  Step size: step doubling (one step of 2h against
-two of h, error ≈ (u_h − u_2h)/15), the two-half-step solution is kept.  Output times inside a step are
-reached by an extra step of the same method from the nearest step point (at most h), so saved times never
-shorten the step sequence.
+stiff order 4 avoids order reduction from the fast modes.  Step size: an embedded estimate (the method with its
+c = 1 stage replaced by the new point, whose evaluation is the next step's first stage; see
+:func:`_embedded_error`) and Gustafsson's PI controller.  The linearization (B, the eigenpairs of K) is re-used
+across steps while the part of J₁ it misses is small against 1/τ (:data:`_RELIN_TOL`).  Output times inside a
+step are reached by an extra step of the same method from the step's start (shorter than the step), so saved
+times never shorten the step sequence.
 
 Cost per stage: two products with G′ (the stage's H and the projection Vᵀ F), each min(2mn², 4mnD) flops
-(G = ΦΦᵀ/D is applied in factored form when D < n/2), i.e. twice one feature-space evaluation; plus, once per
-step, BᵀB (2mn²) and an n×n eigenproblem.  Per double step: 14 stages, 29 G-products.
+(G = ΦΦᵀ/D is applied in factored form when D < n/2), i.e. twice one feature-space evaluation; plus, per new
+linearization, BᵀB (2mn²) and an n×n eigenproblem.  Per step: 5 evaluations (4 stages and the end point),
+11 G-products.  (The first version estimated the error by step doubling: 14 evaluations per double step.)
 
 The integrals of an :class:`~gflow.fields.ObservedField` (atol = ∞) are integrated by the underlying classical
 Runge–Kutta weights (the rows of U for them are zero).
@@ -131,10 +134,10 @@ HOCHBRUCK_OSTERMANN = ExpTableau(
 class _Point:
     """A state (H, A, q) with its evaluation: P, F_H = P G′, the integrands and the projection g = Vᵀ F."""
 
-    __slots__ = ("A", "FH", "H", "P", "fint", "g", "q", "t")
+    __slots__ = ("A", "FH", "H", "P", "ds", "fint", "g", "q", "t")
 
-    def __init__(self, t, H, A, q, P, FH, fint):
-        self.t, self.H, self.A, self.q, self.P, self.FH, self.fint = t, H, A, q, P, FH, fint
+    def __init__(self, t, H, A, q, P, FH, fint, ds=None):
+        self.t, self.H, self.A, self.q, self.P, self.FH, self.fint, self.ds = t, H, A, q, P, FH, fint, ds
         self.g = None
 
 
@@ -201,15 +204,16 @@ class _Flow:
         if not math.isfinite(float(dL)):
             raise _NonFinite
         fint = self.field.integrands(Parts(H, ds, r, dL)) if self.observed else None
-        return _Point(t, H, A, q, P, FH, fint)
+        return _Point(t, H, A, q, P, FH, fint, ds)
 
 
 class _Linearization:
     """L_n = J₁(u_n) = U Vᵀ through B = c σ′(H_n); K = VᵀU = α(BᵀB)∘G′ = −M (E3) and its eigenpairs."""
 
-    def __init__(self, flow: _Flow, H: torch.Tensor):
+    def __init__(self, flow: _Flow, H: torch.Tensor, ds: torch.Tensor | None = None):
         self.flow = flow
-        self.B = flow.net.activation.dsigma(H) * flow.c_col
+        self.t0 = math.nan  # where it was taken (set by the adaptive driver)
+        self.B = (flow.net.activation.dsigma(H) if ds is None else ds) * flow.c_col
         flow.flops += 2.0 * flow.m * flow.n**2
         K = flow.alpha * ((self.B.T @ self.B) * flow.Gp)
         K = 0.5 * (K + K.T)
@@ -217,6 +221,8 @@ class _Linearization:
             raise _NonFinite
         self.lam, self.Q = torch.linalg.eigh(K)
         flow.flops += 10.0 * flow.n**3
+        self.B_norm = float(torch.linalg.vector_norm(self.B))
+        self.lam_abs_max = float(self.lam.abs().max()) if self.lam.numel() else 0.0
         self._phis: dict[tuple[float, float], torch.Tensor] = {}
 
     def Vt(self, XH: torch.Tensor) -> torch.Tensor:
@@ -233,7 +239,7 @@ class _Linearization:
 
 
 def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor: Monitor,
-             tab: ExpTableau = HOCHBRUCK_OSTERMANN, *, evaluate_end: bool = False):
+             tab: ExpTableau = HOCHBRUCK_OSTERMANN, *, evaluate_end: bool = False, stages: dict | None = None):
     """One exponential RK step of size tau from ``base`` with the frozen L = lin; returns (H, A, q) or a _Point.
 
     Stage j: U_j = u_b + τ Σ_l a_jl(τL) (F_l − L(U_l − u_b)), written as the increment (X G′, X) with
@@ -275,6 +281,8 @@ def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor
         ghat.append(lin.Vt(pt.FH))
         shat.append(lin.Vt(Y))
         fint.append(pt.fint)
+    if stages is not None:
+        stages.update(P=P, ghat=ghat, shat=shat)
     X, b0 = increment(tab.b)
     H = base.H + flow.mulG(X)
     A = base.A + X
@@ -312,7 +320,7 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
               monitor: Monitor, *, step: float | None = None) -> dict:
     """Integrate ``field`` over ``grid`` with exprk4, recording at every grid time; returns extra stats.
 
-    Adaptive (step doubling) when ``step`` is None; otherwise fixed steps of exactly ``step`` (the last one
+    Adaptive (embedded error estimate, PI control) when ``step`` is None; otherwise fixed steps of exactly ``step`` (the last one
     shortened to land on each grid time), with no error control: for convergence studies.
     Raises :class:`Abort` with a status on failure (the partial trajectory stays in ``recorder``).
     """
@@ -373,76 +381,117 @@ def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
             k += 1
 
 
-def _reject_nonfinite(monitor: Monitor, t: float, hh: float, count: int) -> float:
+def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> float:
     """A trial step met a non-finite value: retry with a 10× smaller step, or stop with status nonfinite."""
-    if count >= _MAX_NONFINITE_REJECTS or 0.2 * hh < 1e-11 * max(1.0, abs(t)):
-        monitor.raise_nonfinite(t + 2 * hh)
-    monitor.on_step(t, 2 * hh, False)
-    return 0.1 * hh
+    if count >= _MAX_NONFINITE_REJECTS or 0.1 * tau < 1e-11 * max(1.0, abs(t)):
+        monitor.raise_nonfinite(t + tau)
+    monitor.on_step(t, tau, False)
+    return 0.1 * tau
+
+
+# The embedded estimate.  The weights b(z) of the method are fixed by the three quadrature conditions on its nodes
+# c = 0, ½ (stage 5) and 1 (stage 4); replacing stage 4 (internal local error O(τ³)) by the new point u_{n+1}
+# (local error O(τ⁵), and its F is the next step's first stage: no extra evaluation on accepted steps) gives a
+# solution of the same form whose difference from u_{n+1} is
+#
+#     e = τ b₄(τL) (N(u_{n+1}) − N(U₄)),   b₄(z) = −φ₂(z) + 4φ₃(z),   N(u) = F(u) − L(u − u_n),
+#
+# O(τ⁴), and N is the non-stiff remainder (J − L = J₂ + J₁(u) − J₁(u_n)), so the fast modes, which the method
+# treats exactly, do not inflate it.  It overestimates the O(τ⁵) local error of u_{n+1} (local extrapolation,
+# as in Dormand–Prince): the error control is conservative.
+_EST_TERMS = HOCHBRUCK_OSTERMANN.b[3]
+_EST_ORDER = 4  # e = O(τ⁴)
+_PI_BETA1, _PI_BETA2 = 0.7 / _EST_ORDER, 0.4 / _EST_ORDER  # Gustafsson's PI controller
+# Re-use the previous step's linearization L = J₁ (B = cσ′(H), the eigenpairs of K) while
+# τ·max|λ(K)|·‖B(u_n) − B_L‖/‖B_L‖ ≤ _RELIN_TOL: the missing part of J₁ then acts as a non-stiff term of size
+# ≲ _RELIN_TOL/τ, which the method integrates like J₂ and the error estimate sees.
+_RELIN_TOL = 0.2
+
+
+def _embedded_error(flow: _Flow, lin: _Linearization, base: _Point, tau: float, stages: dict, new: _Point):
+    """The embedded error estimate e (its H and A parts) of the step base → new (see above)."""
+    lam = lin.lam
+    a0 = HOCHBRUCK_OSTERMANN.at_zero(_EST_TERMS)
+    dP = new.P - stages["P"][3]
+    ds_ = lin.Vt(new.H - base.H) - stages["shat"][3]
+    v = lin.Vt(new.FH) - stages["ghat"][3] - lam * ds_
+    what = -a0 * ds_
+    for coef, k, c in _EST_TERMS:
+        what = what + (coef * c * tau) * lin.phis(tau, c)[k + 1] * v
+    X = (tau * a0) * dP + lin.B * (tau * (lin.Q @ what))
+    return flow.mulG(X), X
+
+
+def _stale(flow: _Flow, lin: _Linearization, p: _Point, tau: float) -> bool:
+    if lin.t0 == p.t:
+        return False
+    if _RELIN_TOL <= 0 or p.ds is None:
+        return True
+    rel = float(torch.linalg.vector_norm(p.ds * flow.c_col - lin.B)) / max(lin.B_norm, 1e-300)
+    return tau * lin.lam_abs_max * rel > _RELIN_TOL
 
 
 def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra):
     t1 = float(grid[-1])
     k = 1  # next grid index to record
-    h = _initial_step(flow, p, rtol, atol, 0.5 * t1)  # h is the half step: a double step spans 2h
+    h = _initial_step(flow, p, rtol, atol, t1)
     lin = None
     nonfinite = 0
-    inv = 1.0 / (2**ORDER - 1)
+    err_prev = 1.0
     while p.t < t1 * (1 - 1e-14):
         remaining = t1 - p.t
-        last = 2 * h >= remaining * (1 - 1e-12)
-        hh = 0.5 * remaining if last else h
+        last = h >= remaining * (1 - 1e-12)
+        tau = remaining if last else h
         monitor.landing_time = t1 if last else math.nan
         try:
-            if lin is None:
-                lin = _Linearization(flow, p.H)
+            if lin is None or _stale(flow, lin, p, tau):
+                lin = _Linearization(flow, p.H, p.ds)
+                lin.t0 = p.t
                 extra["n_linearizations"] += 1
-            Hc, Ac, _ = _substep(flow, lin, p, 2 * hh, monitor)
-            mid = _substep(flow, lin, p, hh, monitor, evaluate_end=True)
-            Hf, Af, qf = _substep(flow, lin, mid, hh, monitor)
-            err = max(_rms((Hf - Hc) * inv, p.H, Hf, rtol, atol), _rms((Af - Ac) * inv, p.A, Af, rtol, atol))
+            stages: dict = {}
+            Hn, An, qn = _substep(flow, lin, p, tau, monitor, stages=stages)
+            new = flow.evaluate(p.t + tau, Hn, An, qn, monitor)
+            eH, eA = _embedded_error(flow, lin, p, tau, stages, new)
+            err = max(_rms(eH, p.H, Hn, rtol, atol), _rms(eA, p.A, An, rtol, atol))
             if not math.isfinite(err):
                 raise _NonFinite
             nonfinite = 0
         except _NonFinite:
-            h = _reject_nonfinite(monitor, p.t, hh, nonfinite := nonfinite + 1)
+            h = _reject_nonfinite(monitor, p.t, tau, nonfinite := nonfinite + 1)
             continue
-        t_new = t1 if last else p.t + 2 * hh
+        t_new = t1 if last else p.t + tau
         if err <= 1.0:
-            try:
-                new = flow.evaluate(t_new, Hf, Af, qf, monitor)
-            except _NonFinite:
-                h = _reject_nonfinite(monitor, p.t, hh, nonfinite := nonfinite + 1)
-                continue
-            # output times inside (t_n, t_new): an extra step of ≤ hh from t_n or from the midpoint
+            # output times inside (t_n, t_new): an extra step of < tau from t_n
             while k < len(grid) and grid[k] < t_new - 1e-12 * max(1.0, t_new):
                 tk = float(grid[k])
-                src = p if tk <= p.t + hh else mid
-                tau = tk - src.t
-                if tau <= 1e-13 * max(1.0, tk):
-                    _record(flow, recorder, tk, src.H, src.A, src.q)
+                tau_k = tk - p.t
+                if tau_k <= 1e-13 * max(1.0, tk):
+                    _record(flow, recorder, tk, p.H, p.A, p.q)
                 else:
                     try:
-                        Ho, Ao, qo = _substep(flow, lin, src, tau, monitor)
+                        Ho, Ao, qo = _substep(flow, lin, p, tau_k, monitor)
                     except _NonFinite:
                         monitor.raise_nonfinite(tk)
                     _record(flow, recorder, tk, Ho, Ao, qo)
                 k += 1
             if k < len(grid) and abs(grid[k] - t_new) <= 1e-12 * max(1.0, t_new):
-                _record(flow, recorder, float(grid[k]), Hf, Af, qf)
+                _record(flow, recorder, float(grid[k]), new.H, new.A, new.q)
                 k += 1
             t_old = p.t
             p = new
             p.t = t_new
-            lin = None
-            monitor.partial = (t_new, flow.join(Hf, Af, qf))
+            monitor.partial = (t_new, flow.join(p.H, p.A, p.q))
             monitor.on_step(t_old, t_new - t_old, True)
-            fac = _FAC_MAX if err == 0 else min(_FAC_MAX, max(_FAC_MIN, _SAFETY * err ** (-1.0 / (ORDER + 1))))
-            h = hh * fac if not last else h
+            e = max(err, 1e-10)
+            fac = min(_FAC_MAX, max(_FAC_MIN, _SAFETY * e ** (-_PI_BETA1) * err_prev ** _PI_BETA2))
+            err_prev = max(err, 1e-4)
+            h = tau * fac if not last else h
         else:
-            monitor.on_step(p.t, 2 * hh, False)
-            h = hh * min(1.0, max(_FAC_MIN, _SAFETY * err ** (-1.0 / (ORDER + 1))))
-        monitor.proposed_dt = 2 * h
+            monitor.on_step(p.t, tau, False)
+            h = tau * min(1.0, max(_FAC_MIN, _SAFETY * err ** (-1.0 / _EST_ORDER)))
+            if lin.t0 != p.t:
+                lin = None  # a re-used linearization may be what failed: rebuild it at u_n
+        monitor.proposed_dt = h
     while k < len(grid):  # rounding: the last grid time is t1
         _record(flow, recorder, float(grid[k]), p.H, p.A, p.q)
         k += 1
