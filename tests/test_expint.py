@@ -314,3 +314,15 @@ def test_adaptive_error_tracks_the_tolerance_on_a_long_stiff_run():
         err = np.abs(np.log(sol.loss[1:]) / np.log(ref.loss[1:]) - 1).max()
         assert err < rtol, (rtol, err)
         assert sol.stats["n_linearizations"] < sol.stats["n_accepted"]
+
+
+def test_tight_tolerance_with_rejections_and_relinearization_agrees_with_dop853():
+    """P-3L (erf on random features) at rtol 1e-12: steps are rejected and the linearization re-built at the
+    step's start; the cached projection Vᵀ F of the start point must follow it (a stale one cost 1e-5)."""
+    X, y = gf.data.random_labels(n=8, d=20, seed=0)
+    net = gf.Network(d=20, width=32, activation="erf", embedding=gf.RandomFeatures(D=64), seed=0)
+    ts = [0.0, 1.0, 5.0, 20.0, 50.0]
+    ref = gf.simulate(net, X, y, saveat=ts, method="dop853", rtol=1e-12, atol=1e-18, integrals=False)
+    sol = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-12, atol=1e-18, integrals=False)
+    assert sol.ok and sol.stats["n_rejected"] > 0 and sol.stats["n_linearizations"] > 1
+    np.testing.assert_allclose(sol.loss, ref.loss, rtol=1e-8)

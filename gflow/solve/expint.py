@@ -134,11 +134,12 @@ HOCHBRUCK_OSTERMANN = ExpTableau(
 class _Point:
     """A state (H, A, q) with its evaluation: P, F_H = P G′, the integrands and the projection g = Vᵀ F."""
 
-    __slots__ = ("A", "FH", "H", "P", "ds", "fint", "g", "q", "t")
+    __slots__ = ("A", "FH", "H", "P", "ds", "fint", "g", "g_lin", "q", "t")
 
     def __init__(self, t, H, A, q, P, FH, fint, ds=None):
         self.t, self.H, self.A, self.q, self.P, self.FH, self.fint, self.ds = t, H, A, q, P, FH, fint, ds
-        self.g = None
+        self.g = None  # Vᵀ F in eigen-coordinates of the linearization g_lin
+        self.g_lin = None
 
 
 class _NonFinite(Exception):
@@ -246,8 +247,8 @@ def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor
     X = τ Σ_l a_jl(0) P_l + B ∘ 1wᵀ, w = τ Q Σ_l [−a_jl(0) ŝ_l + Σ coef·cτ φ_{k+1}(cτλ)(ĝ_l − λ ŝ_l)]
     (ŝ_l = Qᵀ Vᵀ(U_l − u_b), ĝ_l = Qᵀ Vᵀ F_l), from φ_k(cτUVᵀ) = I/k! + cτ U φ_{k+1}(cτK) Vᵀ.
     """
-    if base.g is None:
-        base.g = lin.Vt(base.FH)
+    if base.g is None or base.g_lin is not lin:
+        base.g, base.g_lin = lin.Vt(base.FH), lin
     lam = lin.lam
     P = [base.P]
     ghat = [base.g]
