@@ -326,3 +326,28 @@ def test_tight_tolerance_with_rejections_and_relinearization_agrees_with_dop853(
     sol = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-12, atol=1e-18, integrals=False)
     assert sol.ok and sol.stats["n_rejected"] > 0 and sol.stats["n_linearizations"] > 1
     np.testing.assert_allclose(sol.loss, ref.loss, rtol=1e-8)
+
+
+def test_auto_method_recognises_short_horizons_from_the_trace_without_an_eigenproblem(monkeypatch):
+    from gflow.model import quantities as Q
+
+    X, y = gf.data.random_labels(n=20, d=20, seed=0)
+    pb = Problem.from_data(gf.Network(d=20, width=64, activation="tanh", seed=0), X, y)
+
+    def refuse(M):
+        raise AssertionError("no eigenproblem for a short horizon")
+
+    monkeypatch.setattr(Q, "extreme_eigenvalues", refuse)
+    method, reason = auto_method(pb, 5.0, 1e-8)
+    assert method == "dop853" and "tr(M₀)" in reason and "not stiff enough" in reason
+    with pytest.raises(AssertionError, match="no eigenproblem"):
+        auto_method(pb, 50_000.0, 1e-8)
+
+
+def test_accuracy_benchmark_runs_exprk4_early_so_the_long_horizon_budget_keeps_it():
+    from gflow.bench.accuracy import _order_for_budget, resolve_methods
+
+    methods, _ = resolve_methods(None)
+    assert "exprk4" in methods
+    order = _order_for_budget(methods)
+    assert order.index("exprk4") < order.index("dopri5")

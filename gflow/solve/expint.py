@@ -545,6 +545,14 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
         return "dop853", f"n = {n} > {AUTO_MAX_N}: an n×n eigenproblem per step would dominate"
     net = problem.net
     _, ds = net.activation.both(problem.H0)
+    # M₀ is PSD: λ_max ≤ tr M₀ and λ_min ≤ tr M₀ / n.  The trace costs O(mn), so a horizon too short for
+    # exprk4 to pay is recognised without forming M₀ (mn²) or its eigenvalues (n³).
+    diag_S = ((ds * net.c[:, None]) ** 2).mean(dim=0)
+    trace = float(net.kernel_coef * (torch.diagonal(problem.G) * diag_S).sum())
+    if t1 * trace / n < AUTO_MIN_DECAY or t1 * trace < AUTO_MIN_STIFFNESS:
+        return "dop853", (f"not stiff enough over this horizon for the exponential method to pay (t1·tr(M₀)/n = "
+                          f"{t1 * trace / n:.3g} ≥ t1·λ_min(M₀), threshold {AUTO_MIN_DECAY:g}; t1·tr(M₀) = "
+                          f"{t1 * trace:.3g} ≥ t1·λ_max(M₀), threshold {AUTO_MIN_STIFFNESS:g}; rtol = {rtol:g})")
     M0 = Q.kernel_M(problem.G, ds, net.c, net.kernel_coef)
     lo, hi = Q.extreme_eigenvalues(M0)
     decay, stiff = t1 * max(lo, 0.0), t1 * hi
