@@ -430,14 +430,13 @@ def _embedded_error(flow: _Flow, lin: _Linearization, base: _Point, tau: float, 
 
 
 def _residual_err(flow: _Flow, new: _Point, eH: torch.Tensor, rtol: float) -> float:
-    """‖δr‖ / (rtol ‖r‖) with δr = α Σ_i c_i σ′(H_i·) ∘ eH_i· the residual's share of the estimate.
+    """‖δr‖ / (rtol ‖r‖ + floor) with δr = α Σ_i c_i σ′(H_i·) ∘ eH_i· the residual's share of the estimate.
 
     Once the loss is small the state barely moves (its increments are ∝ r), so a norm on [H, A] alone no longer
     sees the relative error of r, i.e. of log L: the steps would then grow to the horizon.  Bounding the
-    relative error of r keeps log L accurate until rtol‖r‖ meets the rounding noise of δr (then the bound
-    is absolute, at 100× that noise): the
-    estimate is a difference of states of size |H|, so its share of r carries noise ≈ ε α Σ_i |c_i σ′_ia H_ia|,
-    plus ε|y| from forming r.
+    relative error of r keeps log L accurate until rtol‖r‖ meets the rounding noise of δr, where the bound
+    turns absolute at 100× that noise: the estimate is a difference of states of size |H|, so its share of r
+    carries noise ≈ ε α Σ_i |c_i σ′_ia H_ia|, plus ε|y| from forming r.
     """
     B = new.ds * flow.c_col
     dr = flow.alpha * (B * eH).sum(dim=0)
