@@ -90,7 +90,7 @@ def resolve_methods(methods: Sequence[str] | None) -> tuple[list[str], list[str]
 
 def _order_for_budget(methods: list[str]) -> list[str]:
     # what the targets need first, so that a tight budget drops the least important solves
-    first = [default_method(), "DOP853", "dop853", GD, "rk4"]
+    first = [default_method(), "DOP853", "dop853", "exprk4", GD, "rk4"]  # exprk4: the long-horizon problem
     last = ["euler"]  # forward Euler = GD's iterates (a cross-check), least informative
     return ([m for m in first if m in methods] + [m for m in methods if m not in first + last]
             + [m for m in last if m in methods and m not in first])
