@@ -350,3 +350,17 @@ def test_accuracy_benchmark_runs_exprk4_early_so_the_long_horizon_budget_keeps_i
     assert "exprk4" in methods
     order = _order_for_budget(methods)
     assert order.index("exprk4") < order.index("dopri5")
+
+
+def test_the_default_method_falls_back_to_dop853_when_checkpoint_is_asked_and_exprk4_would_be_picked(tmp_path):
+    X, y = gf.data.random_labels(n=8, d=8, seed=0)
+    net = gf.Network(d=8, width=32, activation="tanh", seed=0)
+    from gflow.solve.ode import _resolve_auto
+
+    assert _resolve_auto(net, X, y, 20_000.0, None, 1e-7, None, "auto")[0] == "exprk4"
+    sol = gf.simulate(net, X, y, 20_000.0, [0.0, 20_000.0], checkpoint=tmp_path / "run.ckpt", integrals=False,
+                      max_steps=10**6)
+    assert sol.ok and sol.config["solver"]["method"] == "dop853"
+    assert "checkpoint" in sol.config["solver"]["auto"]
+    plain = gf.simulate(net, X, y, 20_000.0, [0.0, 20_000.0], integrals=False)
+    assert plain.config["solver"]["method"] == "exprk4"

@@ -159,3 +159,33 @@ def test_a_pair_that_crosses_and_comes_back_within_one_step_is_caught():
     tight = gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-13, atol=1e-15)
     assert loose.stats["n_events"] == tight.stats["n_events"]
     assert np.max(_rel(loose.loss, tight.loss)) < 1e-8
+
+
+def test_the_default_method_picks_filippov_for_relu_and_refuses_checkpoint_with_it(tmp_path):
+    net, X, y = _p3l(m=16, n=5)
+    sol = gf.simulate(net, X, y, 2.0, [0.0, 2.0], rtol=1e-8, atol=1e-10)       # method left at its default
+    assert sol.ok and sol.config["solver"]["method"] == "filippov" and "kink" in sol.config["solver"]["auto"]
+    est = gf.simulate(net, X, y, 2.0, [0.0, 2.0], error_estimate=True)       # the estimate comes with it
+    assert est.ok and est.error_estimate is not None and est.config["solver"]["method"] == "filippov"
+    with pytest.raises(ValueError, match="cannot checkpoint"):
+        gf.simulate(net, X, y, 2.0, checkpoint=tmp_path / "run.ckpt")
+
+
+def test_auto_leaves_filippov_to_the_user_beyond_its_size():
+    from gflow.solve.ode import AUTO_FILIPPOV_MAX_PAIRS, _resolve_auto
+
+    X, y = gf.data.wei2019(200, 50, seed=0)
+    big = gf.Network(50, width=512, activation="relu", embedding=gf.RandomFeatures(D=64), seed=0)
+    assert 512 * 200 > AUTO_FILIPPOV_MAX_PAIRS
+    method, why = _resolve_auto(big, X, y, 10.0, None, 1e-7, None, "auto")
+    assert method == "dop853" and "euler" in why and "filippov" in why
+
+
+def test_a_filippov_run_with_its_estimate_saves_and_reruns(tmp_path):
+    net, X, y = _p3l(m=16, n=5)
+    sol = gf.simulate(net, X, y, 2.0, [0.0, 1.0, 2.0], error_estimate=True)
+    sol.save(tmp_path / "run.nc")
+    again = gf.rerun(tmp_path / "run.nc")
+    assert again.config["solver"]["method"] == "filippov" and "auto" in again.config["solver"]
+    np.testing.assert_array_equal(again.loss, sol.loss)
+    np.testing.assert_array_equal(again.error_estimate, sol.error_estimate)

@@ -163,7 +163,10 @@ def test_methods_and_backends_are_listed_consistently():
     assert all(m in ORDERS for m in METHODS)
     import inspect
 
-    assert inspect.signature(gf.simulate).parameters["method"].default == "dop853"
+    assert inspect.signature(gf.simulate).parameters["method"].default == "auto"   # dop853 unless it pays not to
+    from gflow.solve.ode import DEFAULT_METHOD
+
+    assert DEFAULT_METHOD == "dop853"
 
 
 def test_torchdiffeq_implementations_stay_reachable_and_agree(make_data, rel_err):

@@ -55,11 +55,19 @@ SETTINGS = {
 }
 
 
-def default_method() -> str:
-    """The default ``method`` of :func:`gflow.simulate` in the installed gflow."""
-    from ..solve.ode import simulate
+def default_method(prob: BenchProblem | None = None) -> str:
+    """The method :func:`gflow.simulate` runs by default in the installed gflow: its ``method`` default, or what
+    ``"auto"`` picks for ``prob`` at simulate's default rtol (its explicit fallback without a problem)."""
+    from ..solve import ode
 
-    return str(inspect.signature(simulate).parameters["method"].default)
+    params = inspect.signature(ode.simulate).parameters
+    default = str(params["method"].default)
+    if default != "auto":
+        return default
+    if prob is None:
+        return str(getattr(ode, "DEFAULT_METHOD", "dop853"))
+    net, X, y = prob.build()
+    return ode._resolve_auto(net, X, y, prob.t1, None, params["rtol"].default, None, "auto")[0]
 
 
 def available_methods() -> tuple[str, ...]:
@@ -299,7 +307,8 @@ def run_problem(prob: BenchProblem, methods: list[str], unavailable: list[str], 
     ref_json = {k: v for k, v in ref.items() if k not in ("H", "scored", "H_scale")}
     ref_json["loss"] = ref["loss"].tolist()
     ref_json["scored_times"] = [t for t, s in zip(prob.times, ref["scored"]) if s]
-    out = {"problem": prob.describe(), "lam_max_M0": lam, "stability_limit_gd": limit,
+    out = {"problem": prob.describe(), "default_method": default_method(prob), "lam_max_M0": lam,
+           "stability_limit_gd": limit,
            "paper_gd_step": 1.0, "paper_gd_step_stable": bool(1.0 < limit), "reference": ref_json, "rows": rows,
            "orders": orders, "wall_s": time.perf_counter() - start}
     out["to_1e-6"] = _costs_to_target(out, TARGET_ERR)
@@ -336,24 +345,25 @@ def targets(problems: list[dict], default: str) -> list[dict]:
             out.append(_relu_target(p))
             continue
         c = p["to_1e-6"]
-        d = c["per_method"].get(default, {})
+        dm = p.get("default_method", default)  # what simulate's default ("auto") runs on this problem
+        d = c["per_method"].get(dm, {})
         ev, w = d.get("n_f_evals"), d.get("wall_s")
         bev, bw = c["best_evals"], c["best_wall"]
         gd = c["per_method"].get(GD, {})
         name = p["problem"]["name"]
         if ev is None or bev["n_f_evals"] is None:
-            out.append(verdict(f"{name}: default {default} within 1.2x evals / 1.5x wall of the best at 1e-6", None,
-                               f"default {default} did not reach 1e-6" if ev is None else "no method reached 1e-6"))
+            out.append(verdict(f"{name}: default {dm} within 1.2x evals / 1.5x wall of the best at 1e-6", None,
+                               f"default {dm} did not reach 1e-6" if ev is None else "no method reached 1e-6"))
             continue
         rev, rw = ev / bev["n_f_evals"], (w / bw["wall_s"]) if w and bw["wall_s"] else math.nan
         out.append(verdict(
-            f"{name}: default {default} within 1.2x evals and 1.5x wall of the best method at rel. loss error 1e-6",
+            f"{name}: default {dm} within 1.2x evals and 1.5x wall of the best method at rel. loss error 1e-6",
             rev <= 1.2 and rw <= 1.5,
-            f"{default}: {ev:.0f} evals, {w:.3g} s; best evals {bev['method']} {bev['n_f_evals']:.0f} "
+            f"{dm}: {ev:.0f} evals, {w:.3g} s; best evals {bev['method']} {bev['n_f_evals']:.0f} "
             f"(ratio {rev:.2f}); best wall {bw['method']} {bw['wall_s']:.3g} s (ratio {rw:.2f})"))
         if gd.get("n_f_evals"):
             g = gd["n_f_evals"] / ev
-            out.append(verdict(f"{name}: default {default} needs >= 50x fewer evaluations than GD at 1e-6", g >= 50,
+            out.append(verdict(f"{name}: default {dm} needs >= 50x fewer evaluations than GD at 1e-6", g >= 50,
                                f"GD {gd['n_f_evals']:.3g} evals{' (extrapolated at its fitted order)' if gd.get('extrapolated') else ''}"
                                f" vs {ev:.0f}: {g:.0f}x"))
     return out

@@ -305,7 +305,7 @@ def bench_overhead(mode: str, repeats: int, min_seconds: float, budget_s: float 
                      "overhead_share": 1.0 - inside / wall, "overhead_shares": shares, "warm": len(runs) > 1,
                      "overhead_share_steady_rhs": max(0.0, 1.0 - nfev * t_rhs / wall),
                      "overhead_per_step_ms": 1e3 * (wall - inside) / max(1, sol.stats["n_steps"])})
-    return {"problem": prob.describe(), "space": f.space, "rhs_s": t_rhs, "default_method": default_method(),
+    return {"problem": prob.describe(), "space": f.space, "rhs_s": t_rhs, "default_method": default_method(prob),
             "rows": rows}
 
 

@@ -453,8 +453,9 @@ def check_filippov(net, space: str) -> tuple[tuple[float, float], str]:
 ESTIMATE_RATIO = 32.0
 
 
-def simulate_with_estimate(net, X, y, t1, saveat, *, rtol, atol, warn, checkpoint, **kwargs):
-    """``simulate(method="filippov", error_estimate=True)``: solves at (rtol, atol), and again propagating the
+def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, atol, warn, checkpoint, **kwargs):
+    """``simulate(method="filippov", error_estimate=True)`` (``method="auto"`` where it picks filippov): solves at
+    (rtol, atol), and again propagating the
     embedded 4th-order solution at 32× looser tolerances.
 
     Returns the first solve with ``error_estimate`` = |L_loose − L_tight| / L_tight at each saved time: the
@@ -473,10 +474,10 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, rtol, atol, warn, checkpoin
                          "bound the run")
     start = time.perf_counter()
     options = dict(kwargs.pop("options", None) or {}, lower_order=1)
-    loose = simulate(net, X, y, t1, saveat, method="filippov", rtol=rtol * ESTIMATE_RATIO,
+    loose = simulate(net, X, y, t1, saveat, method=method, rtol=rtol * ESTIMATE_RATIO,
                      atol=atol * ESTIMATE_RATIO, warn=False, options=options, **kwargs)
     options.pop("lower_order")
-    tight = simulate(net, X, y, t1, saveat, method="filippov", rtol=rtol, atol=atol, warn=False, options=options,
+    tight = simulate(net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, warn=False, options=options,
                      **kwargs)
     n = min(len(loose.loss), len(tight.loss))
     rel = np.full(tight.t.shape, np.inf)

@@ -49,7 +49,8 @@ FILIPPOV_METHODS = ("filippov",)
 METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS + FILIPPOV_METHODS
 FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
-DEFAULT_METHOD = "dop853"
+DEFAULT_METHOD = "dop853"  # the explicit fallback of method="auto" (the default), and simulate_batch's default
+AUTO_FILIPPOV_MAX_PAIRS = 20_000  # auto picks filippov for kinked σ up to this many pairs m·n (events ∝ pairs)
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
           "BDF": 5, "LSODA": 12, "exprk4": 4, "filippov": 5}
@@ -166,7 +167,7 @@ def simulate(
     t1: float | None = None,
     saveat: Any = None,
     *,
-    method: str = DEFAULT_METHOD,
+    method: str = "auto",
     rtol: float = 1e-7,
     atol: float = 1e-9,
     step: float | None = None,
@@ -195,10 +196,12 @@ def simulate(
         t1: final time (flow time; GD with step δ reaches t = kδ after k steps).
         saveat: increasing output times in [0, t1] (default: :func:`default_saveat`).  t = 0 and t1 are always
             included.
-        method: see :data:`METHODS`, or ``"auto"``: ``"exprk4"`` where the flow is stiff enough over the horizon
-            for it to pay, else ``"dop853"`` (the choice and its reason go to ``sol.config["solver"]["auto"]``).
-            ``"dop853"`` (default; gflow's own 8th-order engine, CPU or GPU) and
-            ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
+        method: ``"auto"`` (default) picks per problem and records the choice and its reason in
+            ``sol.config["solver"]["auto"]``: ``"filippov"`` for ReLU-type σ (up to :data:`AUTO_FILIPPOV_MAX_PAIRS`
+            pairs m·n), ``"exprk4"`` where a smooth flow is stiff enough over the horizon for it to pay
+            (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` (also when ``checkpoint`` is given and the
+            pick cannot checkpoint).  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
+            GPU) and ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
             implementations are ``"torchdiffeq.dopri5"`` etc.; scipy methods need float64 on the CPU.
             ``"exprk4"`` (exponential Runge–Kutta, :mod:`gflow.solve.expint`) treats the fast residual modes
             ṙ = −M r (E3) exactly: use it for long horizons where the loss has converged and explicit methods
@@ -254,11 +257,13 @@ def simulate(
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     if not isinstance(error_estimate, bool):
         raise TypeError(f"error_estimate must be True or False, got {describe(error_estimate)}")
-    if error_estimate and method in FILIPPOV_METHODS:
+    if error_estimate and (method in FILIPPOV_METHODS or (
+            method == "auto" and step is None and not net.activation.smooth
+            and _resolve_auto(net, X, y, t1, saveat, rtol, step, space)[0] in FILIPPOV_METHODS)):
         from .filippov import simulate_with_estimate
 
         return simulate_with_estimate(
-            net, X, y, t1, saveat, rtol=rtol, atol=atol, max_steps=max_steps, max_wall_time=max_wall_time,
+            net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, max_steps=max_steps, max_wall_time=max_wall_time,
             X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
             options=options, interval=interval, integrals=integrals, progress=progress, warn=warn,
             checkpoint=checkpoint)
@@ -279,6 +284,12 @@ def simulate(
     auto_reason = None
     if isinstance(method, str) and method == "auto":
         method, auto_reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
+        if checkpoint is not None and method not in NATIVE_METHODS:
+            if method in FILIPPOV_METHODS:
+                raise ValueError(f"method='auto' picked 'filippov' ({auto_reason}), which cannot checkpoint; drop "
+                                 "checkpoint, or give method='euler' with a step (checkpointable)")
+            method, auto_reason = DEFAULT_METHOD, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
+                                                   f"checkpoint: {DEFAULT_METHOD!r} instead")
     check_choice(method, "method", METHODS + ("auto",))
     rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
@@ -381,8 +392,9 @@ def simulate(
 
 
 def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
-    """``method="auto"``: exprk4 where the flow is stiff enough over the horizon for it to pay, else dop853
-    (:func:`gflow.solve.expint.auto_method`); the reason is recorded in ``sol.config["solver"]["auto"]``."""
+    """``method="auto"``: filippov for ReLU-type σ (up to AUTO_FILIPPOV_MAX_PAIRS pairs), exprk4 where a smooth
+    flow is stiff enough over the horizon for it to pay (:func:`gflow.solve.expint.auto_method`), else dop853;
+    returns (method, reason), the reason being recorded in ``sol.config["solver"]["auto"]``."""
     from .expint import auto_method
 
     if step is not None:
@@ -391,11 +403,17 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     if not net.activation.smooth and space != "weight":
         from .filippov import kink_slopes
 
-        if kink_slopes(net.activation) is not None:
+        pairs = net.m * int(net._inputs(X, "X").shape[0])
+        if kink_slopes(net.activation) is not None and pairs <= AUTO_FILIPPOV_MAX_PAIRS:
             return "filippov", (f"the activation {net.activation.name!r} has a kink at 0: the event-driven Filippov "
                                 "flow is the method that meets rtol there (its cost grows with the number of "
                                 "activation events; for paper-scale ReLU nets use method='euler' with "
                                 "error_estimate=True)")
+        if kink_slopes(net.activation) is not None:
+            return DEFAULT_METHOD, (f"m·n = {pairs} pairs > {AUTO_FILIPPOV_MAX_PAIRS}: too many activation events "
+                                    "for the event-driven 'filippov' (about 30 000 per unit time at m = D = 512, "
+                                    "n = 200); dop853 will stall at the kink — use method='euler' with a step and "
+                                    "error_estimate=True, or method='filippov' to insist")
     if space == "weight":
         return DEFAULT_METHOD, "space='weight' was asked for; exprk4 runs in feature space only"
     rtol = check_positive_float(rtol, "rtol")

@@ -40,7 +40,7 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
                                 space=s["space"], features_at=s["features_at"], weights_at=s["weights_at"] or None,
                                 max_wall_time=s["max_wall_time"], interval=s.get("interval"),
                                 integrals=s.get("integrals", True))
-    if "error_estimate" in s:  # a step-halving run (gflow.simulate_nonsmooth): repeat every level
+    if "error_estimate" in s and s["method"] != "filippov":  # step halving (simulate_nonsmooth): every level
         from .nonsmooth import simulate_nonsmooth
 
         e = s["error_estimate"]
@@ -50,7 +50,9 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
             weights_at=s["weights_at"] or None, interval=s.get("interval"), integrals=s.get("integrals", True),
         )
     return simulate(
-        net, **data, t1=s["t1"], saveat=s["saveat"], method=s["method"], rtol=s["rtol"], atol=s["atol"],
+        net, **data, t1=s["t1"], saveat=s["saveat"], rtol=s["rtol"], atol=s["atol"],
+        # a run whose method "auto" picked is repeated through "auto" (same pick, same recorded reason)
+        method="auto" if "auto" in s else s["method"], error_estimate="error_estimate" in s,
         step=s["step"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
         features_at=s["features_at"], weights_at=s["weights_at"] or None, options=s["options"] or None,
         interval=s.get("interval"), integrals=s.get("integrals", True),

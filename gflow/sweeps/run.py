@@ -73,12 +73,13 @@ def check_format(fmt: Any) -> str:
 
 
 def _checkpointable(fn, solver: dict) -> bool:
-    """GD and gflow's native Runge–Kutta methods checkpoint; torchdiffeq and scipy methods cannot."""
-    from ..solve.ode import DEFAULT_METHOD, NATIVE_METHODS
+    """GD and gflow's native Runge–Kutta methods checkpoint; torchdiffeq and scipy methods cannot, nor
+    ``"auto"`` (simulate's default), whose pick (exprk4, filippov) may not."""
+    from ..solve.ode import NATIVE_METHODS
 
     if getattr(fn, "__name__", "") == "gradient_descent":
         return True
-    return solver.get("method", DEFAULT_METHOD) in NATIVE_METHODS
+    return solver.get("method", "auto") in NATIVE_METHODS
 
 
 def checkpoint_file(store: "str | Path", run_id: str) -> Path:
