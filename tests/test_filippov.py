@@ -14,9 +14,9 @@ import torch
 import gflow as gf
 from gflow.fields import Problem
 from gflow.solve.filippov import kink_slopes
-from gflow.theory.relu_exact import relu_one_point
 
-from test_nonsmooth import _loss, _sliding_problem
+from test_nonsmooth import _loss, _one_point, _sliding_problem
+from test_nonsmooth import _true_rel as _rel
 
 
 def _p3l(m=48, n=12, d=6, act="relu", seed=0):
@@ -25,19 +25,10 @@ def _p3l(m=48, n=12, d=6, act="relu", seed=0):
     return net, X, y
 
 
-def _rel(a, b):
-    return np.abs(a - b) / np.abs(b)
-
-
 @pytest.mark.parametrize("slope", [0.0, 0.2])
 def test_one_point_exact_solution(slope):
-    act = "relu" if slope == 0 else gf.get_activation("leaky_relu", slope=slope)
-    X, y = np.array([[1.0, -0.5, 0.3]]), np.array([1.5])
-    net = gf.Network(d=3, width=64, activation=act, seed=1)
-    pb = Problem.from_data(net, X, y)
     T = np.linspace(0.0, 10.0, 11)
-    L, H = relu_one_point(pb.H0[:, 0].numpy(), net.c.numpy(), float(pb.G[0, 0]), 1.5, T, alpha=net.alpha,
-                          gamma=net.gamma, slope=slope)
+    net, X, y, L, H = _one_point(slope, T)
     sol = gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-11, atol=1e-13, features_at="all")
     assert sol.ok, sol.message
     assert sol.stats["n_events"] > 0                       # neurons die (ReLU) or cross (leaky) on the way

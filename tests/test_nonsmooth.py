@@ -31,15 +31,21 @@ def _true_rel(sol_loss, ref_loss):
 # n = 1: the exact event-driven solution
 
 
-@pytest.mark.parametrize("slope", [0.0, 0.2])
-def test_one_point_oracle_agrees_with_a_fine_rk4_run(slope):
+def _one_point(slope, T):
+    """A (leaky-)ReLU net with one training point and its exact loss and features at times T (§5.4)."""
     act = "relu" if slope == 0 else gf.get_activation("leaky_relu", slope=slope)
     X, y = np.array([[1.0, -0.5, 0.3]]), np.array([1.5])
     net = gf.Network(d=3, width=64, activation=act, seed=1)
     pb = Problem.from_data(net, X, y)
-    T = np.linspace(0.0, 10.0, 11)
     L, H = relu_one_point(pb.H0[:, 0].numpy(), net.c.numpy(), float(pb.G[0, 0]), 1.5, T, alpha=net.alpha,
                           gamma=net.gamma, slope=slope)
+    return net, X, y, L, H
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_one_point_oracle_agrees_with_a_fine_rk4_run(slope):
+    T = np.linspace(0.0, 10.0, 11)
+    net, X, y, L, H = _one_point(slope, T)
     sol = _run(net, X, y, 10.0, T, "rk4", 2e-3, features_at="all")
     assert np.max(_true_rel(sol.loss, L)) < 1e-4          # O(step) at the events
     assert np.max(np.abs(sol.H[:, :, 0] - H)) < 1e-3

@@ -216,14 +216,7 @@ class ProcessPool(AbstractExecutor):
 
     def __init__(self, workers: int | None = None, *, use_gpu: bool = False, devices: "list[str | None] | None" = None):
         cores = _cores()
-        if devices is None:
-            self.workers, devices = plan_workers(workers, cores=cores, gpus=gpu_count() if use_gpu else 0,
-                                                 use_gpu=use_gpu)
-        else:
-            devices = list(devices)
-            self.workers = _check_workers(workers) or len(devices)
-            if len(devices) != self.workers:
-                raise ValueError(f"devices must give one device per worker ({self.workers}), got {devices!r}")
+        self.workers, devices = _worker_devices(workers, devices, use_gpu)
         self.devices = devices
         self.threads = max(1, cores // self.workers)
         ctx = multiprocessing.get_context("spawn")
@@ -243,6 +236,18 @@ class ProcessPool(AbstractExecutor):
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_devices(workers: Any, devices: "list[str | None] | None", use_gpu: bool) -> tuple[int, list]:
+    """(workers, a device per worker): :func:`plan_workers`'s plan, or explicit ``devices`` checked against
+    ``workers``."""
+    if devices is None:
+        return plan_workers(workers, cores=_cores(), gpus=gpu_count() if use_gpu else 0, use_gpu=use_gpu)
+    devices = list(devices)
+    n = _check_workers(workers) or len(devices)
+    if len(devices) != n:
+        raise ValueError(f"devices must give one device per worker ({n}), got {devices!r}")
+    return n, devices
 
 
 class DaskExecutor(AbstractExecutor):
@@ -269,17 +274,9 @@ class DaskExecutor(AbstractExecutor):
         self._own_client = True
         self.devices = None
         if scheduler is None:
-            cores = _cores()
-            if devices is None:
-                self.workers, devices = plan_workers(workers, cores=cores, gpus=gpu_count() if use_gpu else 0,
-                                                     use_gpu=use_gpu)
-            else:
-                devices = list(devices)
-                self.workers = workers or len(devices)
-                if len(devices) != self.workers:
-                    raise ValueError(f"devices must give one device per worker ({self.workers}), got {devices!r}")
+            self.workers, devices = _worker_devices(workers, devices, use_gpu)
             self.devices = devices
-            self.threads = 1 if all(d is None for d in devices) else max(1, cores // self.workers)
+            self.threads = 1 if all(d is None for d in devices) else max(1, _cores() // self.workers)
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                          dashboard_address=None)
             self.client = Client(self._cluster)
