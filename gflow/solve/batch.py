@@ -53,6 +53,7 @@ from .ode import (
     _make_solution,
     check_interval,
     check_solver_args,
+    odeint_or_abort,
     observed_field,
 )
 
@@ -456,16 +457,7 @@ def _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, recorder: _
             monitor.landing_time = float(chunk[-1])
             if "first_step" not in opts and monitor.proposed_dt is not None:
                 options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
-        try:
-            ys = odeint(func, y, t, method=method.removeprefix("torchdiffeq."), rtol=rtol, atol=atol, options=options)
-        except AssertionError as exc:
-            text = str(exc)
-            if "underflow in dt" in text:
-                raise Abort("step_size_collapse", f"torchdiffeq: {text}; {monitor.hint}") from None
-            if "non-finite" in text:
-                raise Abort("nonfinite", "the state became non-finite; check the data scale, or use float64 "
-                            "and tighter tolerances") from None
-            raise Abort("failed", f"torchdiffeq failed: {text}") from None
+        ys = odeint_or_abort(odeint, func, y, t, method.removeprefix("torchdiffeq."), rtol, atol, options, monitor)
         for k in range(1, len(chunk)):
             recorder.record(float(chunk[k]), ys[k])
         y = ys[-1]
