@@ -320,9 +320,14 @@ def test_ntk_symmetrised_network_outputs_zero_at_initialisation_on_arbitrary_inp
     terms = net.alpha * (net.c[:, None] * net.activation.sigma(net.features(X))).abs().sum(0)
     assert bool((f0.abs() <= net.m * EPS * terms).all())
     assert float(terms.max()) > 0.1  # the cancelling terms are not themselves zero
-    # with a single pair the cancellation is exact in floating point too
+    # With a single pair the two features are bitwise equal; σ of equal inputs may still differ by an ulp,
+    # because torch's vectorised elementwise kernels round differently in their SIMD body and scalar tail
+    # (seen for softplus on an AVX-512 Xeon), so each output is at most one rounding of each σ away from 0.
     net2 = gf.Network(d=4, width=2, activation=activation, embedding=embedding, scaling="ntk", seed=6)
-    assert torch.equal(net2.forward(X), torch.zeros(11, dtype=torch.float64))
+    H2 = net2.features(X)
+    assert torch.equal(H2[0], H2[1])
+    terms2 = net2.alpha * (net2.c[:, None] * net2.activation.sigma(H2)).abs().sum(0)
+    assert bool((net2.forward(X).abs() <= 2 * EPS * terms2).all())
 
 
 @pytest.mark.parametrize("scaling", ["ours", "mf"])
