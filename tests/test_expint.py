@@ -76,6 +76,29 @@ def test_tableau_reduces_to_a_classical_fourth_order_runge_kutta_method_at_z_zer
         assert lhs == pytest.approx(rhs, abs=1e-15)
 
 
+def test_compiled_rows_equal_the_tableau_term_by_term():
+    """The stage coefficients formed in one product per step size equal Σ coef·cτ φ_{k+1}(cτλ) and −(·λ + a(0))
+    term by term, for every row of the method (a-rows, b-row, the embedded estimate's row)."""
+    from gflow.solve.expint import _compiled
+
+    tab = HOCHBRUCK_OSTERMANN
+    lam = -torch.logspace(-6, 2, 37, dtype=torch.float64)
+    tau = 0.37
+    comp = _compiled(tab)
+    rows = [*tab.a[1:], tab.b, (tab.b[3],)]
+    assert len(comp.rows) == len(rows)
+    for r, (row, C) in enumerate(zip(rows, comp.coefficients(tau, lam))):
+        assert C.shape == (2, len(row), lam.numel())
+        for l, terms in enumerate(row):
+            cg = torch.zeros_like(lam)
+            for coef, k, c in terms:
+                cg += coef * c * tau * phi_functions(c * tau * lam, k + 1)[k + 1]
+            a0 = tab.at_zero(terms) if terms else 0.0
+            assert comp.a0[r][l] == pytest.approx(a0, abs=1e-15)
+            torch.testing.assert_close(C[0, l], cg, rtol=1e-13, atol=1e-15)
+            torch.testing.assert_close(C[1, l], -(cg * lam + a0), rtol=1e-13, atol=1e-13)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Linear σ: exact (E5), whatever the step
 
