@@ -41,7 +41,13 @@ def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figu
     assert max(prob["reference"]["rel_diff_loss_at"]) < 1e-9  # the reference agrees with a second method
     assert prob["reference"]["check_method"] != prob["reference"]["method"]
     rows = prob["rows"]
-    assert {"gd", "midpoint", "rk4", "dopri5", "DOP853", "LSODA", "no_such_method"} == {r["method"] for r in rows}
+    assert {"auto", "gd", "midpoint", "rk4", "dopri5", "DOP853", "LSODA", "no_such_method"} == {r["method"] for r in rows}
+    # the default (method="auto") runs at every rtol and records its pick, which follows rtol; the targets score
+    # it and never count it as a rival of the methods it runs
+    assert prob["auto_picks"] == {"0.001": "dopri5", "1e-06": "dop853"}
+    assert all(r["picked"] == prob["auto_picks"][f"{r['param']:g}"] for r in rows if r["method"] == "auto")
+    assert prob["to_1e-6"]["best_evals"]["method"] != "auto"
+    assert any(t["target"].startswith(f"{prob['problem']['name']}: default auto (dop853/dopri5)") for t in data["targets"])
     assert [r["status"] for r in rows if r["method"] == "no_such_method"] == ["unavailable"]
     for r in rows:
         if r["status"] == "success":

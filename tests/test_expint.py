@@ -292,6 +292,34 @@ def test_method_auto_picks_exprk4_only_where_it_pays_and_says_why():
         gf.simulate(net, X, y, t1=1.0, method="auto", step=0.1)
 
 
+def test_method_auto_runs_dopri5_at_loose_tolerances_and_dop853_at_tight_ones():
+    """The explicit pick follows rtol (AUTO_DOPRI5_MIN_RTOL = 1e-4), on every path that ends in an explicit method:
+    short horizons, space='weight' and the checkpoint fallback; the run is the named method's run exactly."""
+    from gflow.solve.expint import AUTO_DOPRI5_MIN_RTOL, explicit_method
+
+    assert explicit_method(AUTO_DOPRI5_MIN_RTOL)[0] == "dopri5" and explicit_method(1e-3)[0] == "dopri5"
+    assert explicit_method(0.99 * AUTO_DOPRI5_MIN_RTOL)[0] == "dop853"
+    X, y = gf.data.random_labels(n=8, d=10, seed=0)
+    net = gf.Network(d=10, width=64, activation="tanh", seed=0)
+    kw = dict(t1=1.0, saveat=[0.0, 1.0], integrals=False)
+    for rtol, expected in [(1e-3, "dopri5"), (1e-4, "dopri5"), (1e-5, "dop853"), (1e-9, "dop853")]:
+        sol = gf.simulate(net, X, y, rtol=rtol, atol=1e-3 * rtol, **kw)
+        assert sol.config["solver"]["method"] == expected, rtol
+        assert f"rtol = {rtol:g}" in sol.config["solver"]["auto"]
+        ref = gf.simulate(net, X, y, method=expected, rtol=rtol, atol=1e-3 * rtol, **kw)
+        np.testing.assert_array_equal(sol.loss, ref.loss)
+        weight = gf.simulate(net, X, y, rtol=rtol, space="weight", **kw)
+        assert weight.config["solver"]["method"] == expected and weight.config["space"] == "weight"
+
+
+def test_the_checkpoint_fallback_of_auto_follows_rtol(tmp_path):
+    X, y = gf.data.random_labels(n=8, d=8, seed=0)
+    net = gf.Network(d=8, width=32, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, 20_000.0, [0.0, 20_000.0], rtol=1e-3, checkpoint=tmp_path / "run.ckpt",
+                      integrals=False, max_steps=10**6)
+    assert sol.ok and sol.config["solver"]["method"] == "dopri5" and "checkpoint" in sol.config["solver"]["auto"]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The embedded error estimate and the re-used linearization
 

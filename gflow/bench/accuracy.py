@@ -8,7 +8,9 @@ at the problem's times, the number of right-hand-side evaluations and the wall t
 
 * GD (forward Euler on the flow, eq. (9)) with δ from 1 down to 1e-3, and the fixed-step methods at several h;
   the observed orders are fitted (GD only below its stability limit 2/λ_max(M₀), E3);
-* every adaptive method at rtol from 1e-3 to 1e-10 (atol = 1e-3·rtol).
+* every adaptive method at rtol from 1e-3 to 1e-10 (atol = 1e-3·rtol), and :func:`gflow.simulate`'s default,
+  ``method="auto"``, at the same tolerances (each row records what it picked): the default that the targets
+  score is what a user gets at each tolerance, compared with the best single method.
 
 Methods are names of :func:`gflow.simulate` (``gflow.solve.ode.METHODS``, read at run time) plus ``"gd"``; a
 name the installed gflow does not know is recorded as ``"unavailable"`` and the run goes on, as is a method
@@ -31,6 +33,7 @@ from ._common import check_mode, loglog_slope, machine, print_verdicts, verdict,
 from .problems import KINKED_METHODS, BenchProblem, accuracy_problems
 
 GD = "gd"
+AUTO = "auto"  # simulate's default: run at every rtol (it picks per problem *and* rtol), scored as "the default"
 FIXED_NAMES = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 DEFAULT_METHODS = (
     GD, "euler", "midpoint", "rk4",
@@ -92,13 +95,13 @@ def resolve_methods(methods: Sequence[str] | None) -> tuple[list[str], list[str]
         if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
             raise TypeError(f"methods must be a list of method names, got {methods!r}")
         wanted = list(dict.fromkeys(methods))
-    run = [m for m in wanted if m == GD or m in avail]
+    run = [m for m in wanted if m in (GD, AUTO) or m in avail]
     return run, [m for m in wanted if m not in run]
 
 
 def _order_for_budget(methods: list[str]) -> list[str]:
     # what the targets need first, so that a tight budget drops the least important solves
-    first = [default_method(), "DOP853", "dop853", "exprk4", GD, "rk4"]  # exprk4: the long-horizon problem
+    first = [AUTO, default_method(), "DOP853", "dop853", "exprk4", GD, "rk4"]  # exprk4: the long-horizon problem
     last = ["euler"]  # forward Euler = GD's iterates (a cross-check), least informative
     return ([m for m in first if m in methods] + [m for m in methods if m not in first + last]
             + [m for m in last if m in methods and m not in first])
@@ -239,8 +242,9 @@ def run_problem(prob: BenchProblem, methods: list[str], unavailable: list[str], 
     net, X, y = prob.build()
     # a kinked problem runs GD, euler and filippov (smooth solvers only stall there); filippov is its reference
     # method and runs on it whether or not it was listed; a smooth problem refuses filippov, so it is left out
+    # (auto would pick filippov there); a smooth problem always runs auto, the default that the targets score
     methods = ([m for m in KINKED_METHODS if m in methods or m == "filippov"] if prob.kinked else
-               [m for m in methods if m != "filippov"])
+               [AUTO] + [m for m in methods if m not in ("filippov", AUTO)])
     start = time.perf_counter()
     per_solve = settings["solve_budget_s"]
     lam, limit = _stability_limit(net, X, y)
@@ -287,6 +291,8 @@ def run_problem(prob: BenchProblem, methods: list[str], unavailable: list[str], 
             row = {"method": method, "kind": kind, "param": param, "status": sol.status,
                    "n_f_evals": int(sol.stats["n_f_evals"]), "wall_s": wall,
                    "solver_wall_s": float(sol.stats.get("wall_time", wall))}
+            if method == AUTO:
+                row["picked"] = sol.config["solver"]["method"]
             row.update(_errors(sol, ref, prob.times) if sol.status == "success" else
                        {"rel_err_loss": math.nan, "rel_err_H": math.nan, "message": sol.message})
             rows.append(row)
@@ -307,7 +313,8 @@ def run_problem(prob: BenchProblem, methods: list[str], unavailable: list[str], 
     ref_json = {k: v for k, v in ref.items() if k not in ("H", "scored", "H_scale")}
     ref_json["loss"] = ref["loss"].tolist()
     ref_json["scored_times"] = [t for t, s in zip(prob.times, ref["scored"]) if s]
-    out = {"problem": prob.describe(), "default_method": default_method(prob), "lam_max_M0": lam,
+    picks = {f"{r['param']:g}": r["picked"] for r in rows if r["method"] == AUTO and "picked" in r}
+    out = {"problem": prob.describe(), "default_method": default_method(prob), "auto_picks": picks, "lam_max_M0": lam,
            "stability_limit_gd": limit,
            "paper_gd_step": 1.0, "paper_gd_step_stable": bool(1.0 < limit), "reference": ref_json, "rows": rows,
            "orders": orders, "wall_s": time.perf_counter() - start}
@@ -328,7 +335,7 @@ def _costs_to_target(pres: dict, target: float) -> dict:
             costs[m] = {"n_f_evals": ev, "wall_s": cost_to(rs, target, "wall_s"), "extrapolated": extrap}
         else:
             costs[m] = {"n_f_evals": cost_to(rs, target, "n_f_evals"), "wall_s": cost_to(rs, target, "wall_s")}
-    others = {m: c for m, c in costs.items() if m != GD}
+    others = {m: c for m, c in costs.items() if m not in (GD, AUTO)}  # auto runs these methods: not a rival
     best_ev = min((c["n_f_evals"], m) for m, c in others.items() if c["n_f_evals"] is not None) if any(
         c["n_f_evals"] is not None for c in others.values()) else (None, None)
     best_w = min((c["wall_s"], m) for m, c in others.items() if c["wall_s"] is not None) if any(
@@ -345,8 +352,13 @@ def targets(problems: list[dict], default: str) -> list[dict]:
             out.append(_relu_target(p))
             continue
         c = p["to_1e-6"]
-        dm = p.get("default_method", default)  # what simulate's default ("auto") runs on this problem
-        d = c["per_method"].get(dm, {})
+        if AUTO in c["per_method"]:  # simulate's default, run at every rtol
+            picked = sorted(set(p.get("auto_picks", {}).values()))
+            dm = f"auto ({'/'.join(picked)})" if picked else AUTO
+            d = c["per_method"][AUTO]
+        else:  # results of an older gflow: the method auto picks at simulate's default rtol
+            dm = p.get("default_method", default)
+            d = c["per_method"].get(dm, {})
         ev, w = d.get("n_f_evals"), d.get("wall_s")
         bev, bw = c["best_evals"], c["best_wall"]
         gd = c["per_method"].get(GD, {})
@@ -413,8 +425,9 @@ def figures(result: dict, out: Path) -> list[Path]:
                 slope = p["orders"].get(method)
                 lab = method + (f" (slope {slope:.2f})" if slope is not None else "")
                 row[0].loglog(pts[:, 0], pts[:, 1], style, label=lab)
-            lw = 2.5 if method == result["default_method"] else 1.0
-            lab = method + (" (default)" if method == result["default_method"] else "")
+            is_default = method == AUTO
+            lw = 2.5 if is_default else 1.0
+            lab = method + (" (the default)" if is_default else "")
             row[1].loglog(pts[:, 2], pts[:, 1], style, lw=lw, label=lab)
             row[2].loglog(pts[:, 3], pts[:, 1], style, lw=lw, label=lab)
         gd1 = [r for r in rows if r["method"] == GD and r["param"] == 1.0]

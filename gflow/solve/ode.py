@@ -49,7 +49,7 @@ FILIPPOV_METHODS = ("filippov",)
 METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS + FILIPPOV_METHODS
 FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
-DEFAULT_METHOD = "dop853"  # the explicit fallback of method="auto" (the default), and simulate_batch's default
+DEFAULT_METHOD = "dop853"  # simulate_batch's default; method="auto" (simulate's default) falls back to it below rtol 1e-4
 AUTO_FILIPPOV_MAX_PAIRS = 20_000  # auto picks filippov for kinked σ up to this many pairs m·n (events ∝ pairs)
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
@@ -199,8 +199,9 @@ def simulate(
         method: ``"auto"`` (default) picks per problem and records the choice and its reason in
             ``sol.config["solver"]["auto"]``: ``"filippov"`` for ReLU-type σ (up to :data:`AUTO_FILIPPOV_MAX_PAIRS`
             pairs m·n), ``"exprk4"`` where a smooth flow is stiff enough over the horizon for it to pay
-            (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` (also when ``checkpoint`` is given and the
-            pick cannot checkpoint).  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
+            (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at rtol ≥ 1e-4, where
+            the 5th-order pair is the cheaper (:func:`gflow.solve.expint.explicit_method`) — also when
+            ``checkpoint`` is given and the pick cannot checkpoint.  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
             GPU) and ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
             implementations are ``"torchdiffeq.dopri5"`` etc.; scipy methods need float64 on the CPU.
             ``"exprk4"`` (exponential Runge–Kutta, :mod:`gflow.solve.expint`) treats the fast residual modes
@@ -288,8 +289,11 @@ def simulate(
             if method in FILIPPOV_METHODS:
                 raise ValueError(f"method='auto' picked 'filippov' ({auto_reason}), which cannot checkpoint; drop "
                                  "checkpoint, or give method='euler' with a step (checkpointable)")
-            method, auto_reason = DEFAULT_METHOD, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
-                                                   f"checkpoint: {DEFAULT_METHOD!r} instead")
+            from .expint import explicit_method
+
+            fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
+            method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
+                                             f"checkpoint: {fallback!r} instead")
     check_choice(method, "method", METHODS + ("auto",))
     rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
@@ -393,8 +397,9 @@ def simulate(
 
 def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     """``method="auto"``: filippov for ReLU-type σ (up to AUTO_FILIPPOV_MAX_PAIRS pairs), exprk4 where a smooth
-    flow is stiff enough over the horizon for it to pay (:func:`gflow.solve.expint.auto_method`), else dop853;
-    returns (method, reason), the reason being recorded in ``sol.config["solver"]["auto"]``."""
+    flow is stiff enough over the horizon for it to pay (:func:`gflow.solve.expint.auto_method`), else dop853
+    (dopri5 at rtol ≥ 1e-4, :func:`gflow.solve.expint.explicit_method`); returns (method, reason), the reason
+    being recorded in ``sol.config["solver"]["auto"]``."""
     from .expint import auto_method
 
     if step is not None:
@@ -414,9 +419,12 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
                                     "for the event-driven 'filippov' (about 30 000 per unit time at m = D = 512, "
                                     "n = 200); dop853 will stall at the kink — use method='euler' with a step and "
                                     "error_estimate=True, or method='filippov' to insist")
-    if space == "weight":
-        return DEFAULT_METHOD, "space='weight' was asked for; exprk4 runs in feature space only"
     rtol = check_positive_float(rtol, "rtol")
+    if space == "weight":
+        from .expint import explicit_method
+
+        method, why = explicit_method(rtol)
+        return method, f"space='weight' was asked for; exprk4 runs in feature space only; {why}"
     if t1 is None and saveat is None:
         raise TypeError("give the final time t1 (e.g. t1=500.0) or the output times saveat")
     horizon = check_positive_float(t1, "t1") if t1 is not None else float(check_times(saveat, "saveat")[-1])
