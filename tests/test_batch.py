@@ -9,6 +9,8 @@ bit-identical.
 
 from __future__ import annotations
 
+import re
+
 import math
 import warnings
 
@@ -238,6 +240,9 @@ def test_bad_solver_arguments_are_rejected(make_data):
     X, y = make_data(n=6, d=4, seed=0)
     with pytest.raises(ValueError, match=r"'Radau' is not available for batched seeds"):
         gf.simulate_batch(_nets(), X, y, t1=1.0, method="Radau")
+    for method in ("exprk4", "dop853+exprk4", "filippov"):  # one network's linearizations / events
+        with pytest.raises(ValueError, match=rf"'{re.escape(method)}' is not available for batched seeds"):
+            gf.simulate_batch(_nets(), X, y, t1=1.0, method=method)
     with pytest.raises(ValueError, match=r"needs an explicit step"):
         gf.simulate_batch(_nets(), X, y, t1=1.0, method="rk4")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['norm'\]"):

@@ -254,7 +254,7 @@ def test_auto_method_picks_exprk4_for_long_stiff_horizons_and_dop853_for_short_o
     X, y = gf.data.random_labels(n=20, d=20, seed=0)
     pb = Problem.from_data(gf.Network(d=20, width=64, activation="tanh", seed=0), X, y)
     method, reason = auto_method(pb, 50_000.0, 1e-8)
-    assert method == "exprk4" and "λ_max" in reason
+    assert method == "dop853+exprk4" and "λ_max" in reason
     method, reason = auto_method(pb, 5.0, 1e-8)
     assert method == "dop853" and reason
     with pytest.raises(ValueError, match="t1"):
@@ -282,7 +282,8 @@ def test_method_auto_picks_exprk4_only_where_it_pays_and_says_why():
     net = gf.Network(d=10, width=64, activation="tanh", seed=0)
     long = gf.simulate(net, X, y, t1=20_000.0, saveat=[0.0, 20_000.0], method="auto", integrals=False)
     short = gf.simulate(net, X, y, t1=1.0, saveat=[0.0, 1.0], method="auto", integrals=False)
-    assert long.config["solver"]["method"] == "exprk4" and "stiff" in long.config["solver"]["auto"]
+    assert long.config["solver"]["method"] == "dop853+exprk4" and "stiff" in long.config["solver"]["auto"]
+    assert 0 < long.stats["switch_time"] < 20_000.0
     assert short.config["solver"]["method"] == "dop853" and "not stiff enough" in short.config["solver"]["auto"]
     ref = gf.simulate(net, X, y, t1=1.0, saveat=[0.0, 1.0], method="dop853", integrals=False)
     np.testing.assert_array_equal(short.loss, ref.loss)
@@ -366,6 +367,48 @@ def test_adaptive_error_tracks_the_tolerance_on_a_long_stiff_run():
         assert err < rtol, (rtol, err)
 
 
+@pytest.mark.parametrize("method", ["dop853+exprk4", "dopri5+exprk4"])
+def test_switching_hands_over_once_the_flow_is_stiff_and_keeps_the_accuracy(method):
+    """The explicit method runs while the features move and exprk4 takes over where a trial step pays: the log L
+    error stays below rtol against an independent DOP853 reference at every saved time (before and after the
+    hand-over), with fewer evaluations than either method alone; output times, integrals and W go through it."""
+    X, y = gf.data.random_labels(n=12, d=10, seed=1)
+    net = gf.Network(d=10, width=48, activation="tanh", seed=1)
+    ts = np.concatenate([[0.0], np.geomspace(0.1, 500.0, 25)])
+    ref = gf.simulate(net, X, y, saveat=ts, method="dop853", rtol=1e-12, atol=1e-18, features_at="all")
+    rtol = 1e-6
+    kw = dict(saveat=ts, rtol=rtol, atol=rtol * 1e-6, features_at="all")
+    sol = gf.simulate(net, X, y, method=method, **kw)
+    assert sol.ok and sol.config["space"] == "feature"
+    assert 1.0 < sol.stats["switch_time"] < 400.0 and sol.stats["handover_trials"] >= 1
+    assert sol.stats["explicit_method"] == method.split("+")[0]
+    np.testing.assert_array_equal(sol.t, ts)
+    assert np.abs(np.log(sol.loss[1:]) / np.log(ref.loss[1:]) - 1).max() < rtol
+    assert np.all(np.diff(sol.loss) <= 0)
+    np.testing.assert_allclose(sol.H, ref.H, rtol=0, atol=1e-5 * np.abs(ref.H).max())
+    np.testing.assert_allclose(sol.W_final, ref.W_final, rtol=0, atol=1e-5 * np.abs(ref.W_final).max())
+    # the integrals are carried across the hand-over (∫η, of a counting function, is only first-order accurate
+    # for any Runge–Kutta method and is left out)
+    for name in ("int_abs_dL", "int_sqrt_abs_dL", "int_lam_min_M", "int_mu"):
+        np.testing.assert_allclose(getattr(sol, name)[1:], getattr(ref, name)[1:], rtol=1e-5)
+    alone = gf.simulate(net, X, y, method=method.split("+")[0], **kw)
+    assert sol.stats["n_f_evals"] < 0.8 * alone.stats["n_f_evals"], (sol.stats["n_f_evals"], alone.stats["n_f_evals"])
+
+
+def test_switching_on_a_short_horizon_is_the_explicit_run():
+    """No trial passes before t1 (or none is due): the run is the explicit method's, the same saved values."""
+    X, y = gf.data.random_labels(n=12, d=10, seed=1)
+    net = gf.Network(d=10, width=48, activation="tanh", seed=1)
+    kw = dict(t1=2.0, saveat=[0.0, 0.5, 1.0, 2.0], rtol=1e-8, atol=1e-10, integrals=False)
+    sol = gf.simulate(net, X, y, method="dop853+exprk4", **kw)
+    ref = gf.simulate(net, X, y, method="dop853", **kw)
+    assert sol.ok and sol.stats["switch_time"] is None
+    np.testing.assert_array_equal(sol.loss, ref.loss)
+    assert sol.stats["n_accepted"] == ref.stats["n_accepted"]
+    with pytest.raises(ValueError, match="step"):
+        gf.simulate(net, X, y, method="dop853+exprk4", step=0.1, t1=1.0)
+
+
 def test_tight_tolerance_with_rejections_and_relinearization_agrees_with_dop853():
     """P-3L (erf on random features) at rtol 1e-12: steps are rejected and the linearization re-built at the
     step's start; the cached projection Vᵀ F of the start point must follow it (a stale one cost 1e-5)."""
@@ -408,10 +451,10 @@ def test_the_default_method_falls_back_to_dop853_when_checkpoint_is_asked_and_ex
     net = gf.Network(d=8, width=32, activation="tanh", seed=0)
     from gflow.solve.ode import _resolve_auto
 
-    assert _resolve_auto(net, X, y, 20_000.0, None, 1e-7, None, "auto")[0] == "exprk4"
+    assert _resolve_auto(net, X, y, 20_000.0, None, 1e-7, None, "auto")[0] == "dop853+exprk4"
     sol = gf.simulate(net, X, y, 20_000.0, [0.0, 20_000.0], checkpoint=tmp_path / "run.ckpt", integrals=False,
                       max_steps=10**6)
     assert sol.ok and sol.config["solver"]["method"] == "dop853"
     assert "checkpoint" in sol.config["solver"]["auto"]
     plain = gf.simulate(net, X, y, 20_000.0, [0.0, 20_000.0], integrals=False)
-    assert plain.config["solver"]["method"] == "exprk4"
+    assert plain.config["solver"]["method"] == "dop853+exprk4"

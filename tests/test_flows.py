@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 
 import gflow as gf
-from gflow.solve.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, ORDERS, SCIPY_METHODS
+from gflow.solve.ode import ADAPTIVE_METHODS, EXPINT_METHODS, FIXED_STEP_METHODS, METHODS, ORDERS, SCIPY_METHODS
 
 pytestmark = pytest.mark.filterwarnings("ignore:Solver .* does not support callbacks:UserWarning")
 
@@ -325,8 +325,8 @@ def test_scipy_methods_agree_with_dopri5_at_tight_tolerance(tiny_problem, rel_er
     assert rel_err(sol.W_final, ref.W_final) < 1e3 * RTOL
 
 
-# (exprk4 is tested in test_expint.py, filippov — ReLU-type σ only — in test_filippov.py)
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in SCIPY_METHODS and m not in ("exprk4", "filippov")])
+# (exprk4 and the switching methods are tested in test_expint.py, filippov — ReLU-type σ only — in test_filippov.py)
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in SCIPY_METHODS and m not in EXPINT_METHODS + ("filippov",)])
 def test_every_torchdiffeq_method_runs_to_success_with_plausible_accuracy(tiny_problem, method):
     net, X, y, ts, ref = tiny_problem
     if method in FIXED_STEP_METHODS:

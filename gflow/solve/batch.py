@@ -41,6 +41,8 @@ from ._record import Abort, Monitor, Recorder
 from .gd import gd_schedule
 from .ode import (
     DEFAULT_METHOD,
+    EXPINT_METHODS,
+    FILIPPOV_METHODS,
     FIXED_STEP_METHODS,
     METHODS,
     NATIVE_METHODS,
@@ -252,6 +254,12 @@ def simulate_batch(
     net = nets[0]
     S = len(nets)
     check_choice(method, "method", METHODS)
+    if method in EXPINT_METHODS or method in FILIPPOV_METHODS:
+        raise ValueError(
+            f"method {method!r} is not available for batched seeds: it integrates one network's flow with its own "
+            "linearizations or activation events; use gf.simulate per network, or a Runge–Kutta method here "
+            "(e.g. method='dop853')"
+        )
     if method in SCIPY_METHODS and method not in BATCH_SCIPY_METHODS:
         raise ValueError(
             f"method {method!r} is not available for batched seeds: it forms a dense finite-difference Jacobian of "

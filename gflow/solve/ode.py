@@ -6,7 +6,8 @@ r"""Integrate the gradient flow (eqs. (10)/(11)) with gflow's own engine, torchd
   ``implicit_adams``; and every torchdiffeq method under its prefixed name, e.g. ``torchdiffeq.dopri5``,
   ``torchdiffeq.rk4`` (torchdiffeq's own implementations);
 * scipy (float64, CPU): ``RK45``, ``DOP853``, ``Radau``, ``BDF``, ``LSODA``;
-* exponential: ``exprk4`` (:mod:`gflow.solve.expint`), for long, stiff horizons (feature space only);
+* exponential: ``exprk4`` (:mod:`gflow.solve.expint`), for long, stiff horizons (feature space only), and
+  ``dop853+exprk4`` / ``dopri5+exprk4``, which start explicitly and hand over to it where it pays;
 * event-driven: ``filippov`` (:mod:`gflow.solve.filippov`), the sliding-mode flow of ReLU / leaky-ReLU
   networks to a tolerance (feature space only).
 
@@ -53,7 +54,7 @@ DEFAULT_METHOD = "dop853"  # simulate_batch's default; method="auto" (simulate's
 AUTO_FILIPPOV_MAX_PAIRS = 20_000  # auto picks filippov for kinked σ up to this many pairs m·n (events ∝ pairs)
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
-          "BDF": 5, "LSODA": 12, "exprk4": 4, "filippov": 5}
+          "BDF": 5, "LSODA": 12, "exprk4": 4, "dop853+exprk4": 4, "dopri5+exprk4": 4, "filippov": 5}
 ORDERS.update({f"torchdiffeq.{m}": ORDERS[m] for m in _TD_ADAPTIVE + _TD_FIXED})
 
 
@@ -198,7 +199,8 @@ def simulate(
             included.
         method: ``"auto"`` (default) picks per problem and records the choice and its reason in
             ``sol.config["solver"]["auto"]``: ``"filippov"`` for ReLU-type σ (up to :data:`AUTO_FILIPPOV_MAX_PAIRS`
-            pairs m·n), ``"exprk4"`` where a smooth flow is stiff enough over the horizon for it to pay
+            pairs m·n), ``"dop853+exprk4"`` (``"dopri5+exprk4"`` at rtol ≥ 1e-4) where a smooth flow is stiff
+            enough over the horizon for the exponential method to pay
             (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at rtol ≥ 1e-4, where
             the 5th-order pair is the cheaper (:func:`gflow.solve.expint.explicit_method`) — also when
             ``checkpoint`` is given and the pick cannot checkpoint.  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
@@ -207,6 +209,9 @@ def simulate(
             ``"exprk4"`` (exponential Runge–Kutta, :mod:`gflow.solve.expint`) treats the fast residual modes
             ṙ = −M r (E3) exactly: use it for long horizons where the loss has converged and explicit methods
             sit at their stability limit (:func:`gflow.solve.expint.auto_method` says when it pays).
+            ``"dop853+exprk4"`` / ``"dopri5+exprk4"`` run the explicit method while the features move and hand
+            over to exprk4 where a trial step shows it pays (``sol.stats["switch_time"]``): what ``"auto"``
+            runs on long, stiff horizons.
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
             relative while it is far above atol·n).
         step: the step of fixed-step methods; required for them and rejected for adaptive ones.
@@ -343,7 +348,7 @@ def simulate(
             rk.integrate(field, grid, method, rtol=rtol, atol=atol_v, step=step, options=opts, recorder=recorder,
                          monitor=monitor, checkpoint=ckpt, resume=resume)
         elif method in EXPINT_METHODS:
-            run_exprk(field, grid, rtol, atol, recorder, monitor)
+            run_exprk(field, grid, rtol, atol, recorder, monitor, method=method)
         elif method in FILIPPOV_METHODS:
             from .filippov import run_filippov
 
@@ -396,8 +401,8 @@ def simulate(
 
 
 def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
-    """``method="auto"``: filippov for ReLU-type σ (up to AUTO_FILIPPOV_MAX_PAIRS pairs), exprk4 where a smooth
-    flow is stiff enough over the horizon for it to pay (:func:`gflow.solve.expint.auto_method`), else dop853
+    """``method="auto"``: filippov for ReLU-type σ (up to AUTO_FILIPPOV_MAX_PAIRS pairs), dop853+exprk4 where a
+    smooth flow is stiff enough over the horizon for exprk4 to pay (:func:`gflow.solve.expint.auto_method`), else dop853
     (dopri5 at rtol ≥ 1e-4, :func:`gflow.solve.expint.explicit_method`); returns (method, reason), the reason
     being recorded in ``sol.config["solver"]["auto"]``."""
     from .expint import auto_method

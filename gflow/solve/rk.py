@@ -101,11 +101,14 @@ class Engine:
         recorder, monitor: gflow's recorder and run monitor.
         norm: optional error norm on the scaled error (default :func:`rms_norm`).
         checkpoint: optional :class:`gflow.solve.checkpoint.Checkpointer`.
+        until: optional ``until(engine) -> bool``, called after every accepted adaptive step before t1; True
+            stops the run there (``engine.t``, ``engine.y``, the next output index ``engine.k`` and the proposed
+            step ``engine.h`` say where): a hand-over to another method (:mod:`gflow.solve.expint`).
     """
 
     def __init__(self, field, grid: np.ndarray, method: str, *, rtol: float = 1e-7, atol=1e-9,
                  step: float | None = None, options: dict | None = None, recorder: Recorder, monitor: Monitor,
-                 norm: Norm | None = None, checkpoint=None):
+                 norm: Norm | None = None, checkpoint=None, until=None):
         if method not in SCHEMES:
             raise ValueError(f"unknown native method {method!r}; expected one of {METHODS}")
         self.field = field
@@ -134,6 +137,7 @@ class Engine:
         self.monitor = monitor
         self.norm = norm or rms_norm
         self.ckpt = checkpoint
+        self.until = until
         self.shape = tuple(field.state_shape)
         y0 = field.initial_state()
         self.dtype, self.device = y0.dtype, y0.device
@@ -462,6 +466,8 @@ class Engine:
                 self.t, self.k, self.h = t_new, self.k + len(outs), h_new
                 self.err_old, self.rejected = max(err, 1e-4), False
                 self._after_accept(t, h)
+                if self.until is not None and self.t < self.t1 and self.until(self):
+                    return
             else:
                 self.h = h / min(1.0 / self.dfactor, fac11 / self.safety)
                 self.rejected = True
