@@ -11,13 +11,15 @@ and the flop ratio DOP853 / exprk4 (> 1: exprk4 cheaper).  DOP853 runs in the sp
 space for n > 2D), exprk4 in feature space with G applied in factored form when D < n/2.
 
     python benchmarks/bench_stiff.py [--quick] [--out DIR] [--n 20 40] [--t1 2000 50000] [--case exp1 p3l]
-                                     [--reuse-explicit OLD/stiff_summary.json]
+                                     [--reuse-explicit OLD/stiff_summary.json] [--exp-method dop853+exprk4]
 
 Each (case, n, t1) is written to DIR/stiff_[p3l_]n{n}_t{t1}.json as it finishes; DIR/stiff_summary.{json,md}
 collects all the files present in DIR (so problems may be run in separate processes).  ``--reuse-explicit``
 takes the reference and the DOP853 rows of a problem from an earlier summary (same case, n, m, t1) and runs
 only exprk4 (and its tight-tolerance check): for re-measuring exprk4 alone; the flop ratios stay exact, the wall
-ratios then compare runs made at different times (machine load differs).
+ratios then compare runs made at different times (machine load differs).  ``--exp-method`` measures
+``dop853+exprk4`` (what ``method="auto"`` runs on these problems: DOP853 while the features move, exprk4 from the
+hand-over) or ``dopri5+exprk4`` in exprk4's place; the tables then name it.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def _row(method, rtol, sol, wall, ref, floor):
     return {"method": method, "rtol": rtol, "status": sol.status, "loss_t1": float(sol.loss[-1]),
             "rel_err": err, "measured": measured, "n_f_evals": sol.stats["n_f_evals"],
             "n_steps": sol.stats["n_steps"], "n_linearizations": sol.stats.get("n_linearizations"),
-            "flops": flops(sol), "wall_s": wall, "space": sol.config["space"], "last_step": sol.stats["last_step"]}
+            "flops": flops(sol), "wall_s": wall, "space": sol.config["space"], "last_step": sol.stats["last_step"],
+            **({"switch_time": sol.stats["switch_time"]} if "switch_time" in sol.stats else {})}
 
 
 class _Ref:
@@ -98,7 +101,7 @@ class _Ref:
 
 
 def run_problem(n: int, t1: float, m: int, quick: bool, max_wall: float, case: str = "exp1",
-                reuse: dict | None = None) -> dict:
+                reuse: dict | None = None, exp_method: str = "exprk4") -> dict:
     net, X, y = build(case, n, m)
     floor = 0.5 * n * (FLOOR_EPS * float(np.abs(y).max())) ** 2
     if reuse is not None and float(reuse["reference"]["loss_t1"]) >= floor:
@@ -112,32 +115,34 @@ def run_problem(n: int, t1: float, m: int, quick: bool, max_wall: float, case: s
     check_tol = 1e-10 if quick else (1e-11 if (n <= 40 or t1 <= 2000) else 1e-10)
     check, _ = solve(net, X, y, t1, "exprk4", check_tol, 10 * max_wall)
     L_ref = float(ref.loss[-1])
+    EXP = exp_method
     if quick:
-        tols = {"DOP853": [1e-5, 1e-7], "exprk4": [1e-6, 1e-8]}
+        tols = {"DOP853": [1e-5, 1e-7], EXP: [1e-6, 1e-8]}
     elif t1 > 2000:
         tols = {"DOP853": [1e-4, 1e-5, 1e-7, 1e-9, 1e-11] if case == "exp1" else [1e-4, 1e-6, 1e-8],
-                "exprk4": [1e-2, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7]}
+                EXP: [1e-2, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7]}
     else:
         tols = {"DOP853": [1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-11],
-                "exprk4": [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]}
+                EXP: [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]}
     rows = []
     if reuse is not None:  # (the reference is recomputed where errors are on H: the same deterministic run)
         rows = [r for r in reuse["rows"] if r["method"] == "DOP853"]
-        tols = {"DOP853": sorted({r["rtol"] for r in rows}), "exprk4": tols["exprk4"]}
+        tols = {"DOP853": sorted({r["rtol"] for r in rows}), EXP: tols[EXP]}
     for method, rts in tols.items():
         if reuse is not None and method == "DOP853":
             continue
         for rtol in rts:
             sol, wall = solve(net, X, y, t1, method, rtol, max_wall)
             rows.append(_row(method, rtol, sol, wall, ref, floor))
-            print(f"  {case} n={n} t1={t1:g} {method:7s} rtol={rtol:.0e} err={rows[-1]['rel_err']:.2e} "
+            print(f"  {case} n={n} t1={t1:g} {method:13s} rtol={rtol:.0e} err={rows[-1]['rel_err']:.2e} "
                   f"evals={rows[-1]['n_f_evals']} GF={rows[-1]['flops'] / 1e9:.3g} wall={wall:.1f}s", flush=True)
     best = {}
     for method in tols:
         ok = [r for r in rows if r["method"] == method and r["rel_err"] <= TARGET]
         best[method] = min(ok, key=lambda r: r["flops"]) if ok else None
-    ratio = (best["DOP853"]["flops"] / best["exprk4"]["flops"]) if best["DOP853"] and best["exprk4"] else None
-    wall_ratio = (best["DOP853"]["wall_s"] / best["exprk4"]["wall_s"]) if ratio else None
+    ratio = (best["DOP853"]["flops"] / best[EXP]["flops"]) if best["DOP853"] and best[EXP] else None
+    wall_ratio = (best["DOP853"]["wall_s"] / best[EXP]["wall_s"]) if ratio else None
+    switch = [r.get("switch_time") for r in rows if r["method"] == EXP]
     pb = Problem.from_data(net, X, y)
     t = time.perf_counter()
     auto = auto_method(pb, t1, 1e-8)
@@ -150,8 +155,15 @@ def run_problem(n: int, t1: float, m: int, quick: bool, max_wall: float, case: s
                           "check_rel_diff": error(check, ref, floor)[0], "measured": error(check, ref, floor)[1],
                           "rounding_floor_L": floor},
             "lam_min_M0": lam[0], "lam_max_M0": lam[1], "lam_max_M_t1": lam[2],
-            "rows": rows, "cheapest_to_target": best, "flop_ratio_dop853_over_exprk4": ratio,
+            "exp_method": EXP, "switch_times": switch if EXP != "exprk4" else None,
+            "rows": rows, "cheapest_to_target": {"DOP853": best["DOP853"], "exprk4": best[EXP]},
+            "flop_ratio_dop853_over_exprk4": ratio,
             "wall_ratio_dop853_over_exprk4": wall_ratio, "auto_method": list(auto), "auto_seconds": auto_s}
+
+
+def _exp_tag(r: dict) -> str:
+    m = r.get("exp_method", "exprk4")
+    return "" if m == "exprk4" else f" ({m})"
 
 
 def summarize(out: Path) -> str:
@@ -160,6 +172,7 @@ def summarize(out: Path) -> str:
     lines = [(f"Relative error target {TARGET:g} in L(t1) (in log L where L < {LOG_BELOW:g}; in H(t1) where L is at "
               "the rounding floor); cheapest run of each method that reaches it."), "",
              "A * on the wall ratio: the DOP853 rows were reused from an earlier run (not side by side).", "",
+             "The exponential column is exprk4 unless the row names dop853+exprk4 (DOP853 until the hand-over).", "",
              ("| case | n | t1 | L(t1) (error on) | ref check | DOP853 evals / GFLOP | exprk4 evals / GFLOP | flop ratio | wall ratio "
              "| t1·λ_min(M₀) | t1·λ_max(M₀) | auto |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -174,7 +187,7 @@ def summarize(out: Path) -> str:
         lines.append(
             f"| {r.get('case', 'exp1')} | {r['n']} | {r['t1']:g} | {r['reference']['loss_t1']:.3e} ({r['reference']['measured']}) "
             f"| {r['reference']['check_rel_diff']:.1e} "
-            f"| {cell(b['DOP853'])} | {cell(b['exprk4'])} | {'—' if ratio is None else f'{ratio:.2f}'} "
+            f"| {cell(b['DOP853'])} | {cell(b['exprk4'])}{_exp_tag(r)} | {'—' if ratio is None else f'{ratio:.2f}'} "
             f"| {'—' if wr is None else f'{wr:.2f}'}{'*' if r.get('explicit_rows_reused') and wr else ''} | {r['t1'] * r['lam_min_M0']:.3g} | "
             f"{r['t1'] * r['lam_max_M0']:.3g} | {r['auto_method'][0]} |")
     text = "\n".join(lines) + "\n"
@@ -198,6 +211,8 @@ def main(argv=None):
                    help="exp1 (shallow tanh, n = 20..160) and/or p3l (erf, random features, n = 80, t1 = 50 000)")
     p.add_argument("--reuse-explicit", type=Path, default=None,
                    help="an earlier stiff_summary.json: reuse its reference and DOP853 rows, run exprk4 only")
+    p.add_argument("--exp-method", default="exprk4", choices=("exprk4", "dop853+exprk4", "dopri5+exprk4"),
+                   help="the exponential method measured against DOP853 (default exprk4)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +230,7 @@ def main(argv=None):
         else:
             problems = [(n, m, t1) for t1 in t1s for n in ns]
         for n, mm, t1 in problems:
-            res = run_problem(n, t1, mm, args.quick, args.max_wall, case, old.get((case, n, mm, t1)))
+            res = run_problem(n, t1, mm, args.quick, args.max_wall, case, old.get((case, n, mm, t1)), args.exp_method)
             stem = "stiff_" + ("p3l_" if case == "p3l" else "") + f"n{n}_t{t1:g}.json"
             (args.out / stem).write_text(json.dumps(res, indent=1))
     print(summarize(args.out))

@@ -275,6 +275,15 @@ def test_stiff_benchmark_quick_mode_writes_json_and_summary(tmp_path):
     assert {r["method"] for r in prob["rows"]} == {"DOP853", "exprk4"}
     assert all(r["status"] == "success" and r["flops"] > 0 for r in prob["rows"])
     assert "| 8 | 50 |" in (tmp_path / "stiff_summary.md").read_text()
+    # the switching method in exprk4's place, its DOP853 rows and reference reused from the first run
+    out2 = tmp_path / "switch"
+    mod["main"](["--quick", "--out", str(out2), "--t1", "50", "--exp-method", "dop853+exprk4",
+                 "--reuse-explicit", str(tmp_path / "stiff_summary.json")])
+    (prob2,) = json.loads((out2 / "stiff_summary.json").read_text())["problems"]
+    assert prob2["exp_method"] == "dop853+exprk4" and prob2["explicit_rows_reused"]
+    assert {r["method"] for r in prob2["rows"]} == {"DOP853", "dop853+exprk4"}
+    assert all("switch_time" in r for r in prob2["rows"] if r["method"] == "dop853+exprk4")
+    assert "(dop853+exprk4)" in (out2 / "stiff_summary.md").read_text()
 
 
 def test_method_auto_picks_exprk4_only_where_it_pays_and_says_why():
@@ -393,6 +402,23 @@ def test_switching_hands_over_once_the_flow_is_stiff_and_keeps_the_accuracy(meth
         np.testing.assert_allclose(getattr(sol, name)[1:], getattr(ref, name)[1:], rtol=1e-5)
     alone = gf.simulate(net, X, y, method=method.split("+")[0], **kw)
     assert sol.stats["n_f_evals"] < 0.8 * alone.stats["n_f_evals"], (sol.stats["n_f_evals"], alone.stats["n_f_evals"])
+
+
+def test_switching_failures_end_with_a_status_and_keep_the_partial_trajectory_in_either_phase():
+    X, y = gf.data.random_labels(n=12, d=10, seed=1)
+    net = gf.Network(d=10, width=48, activation="tanh", seed=1)
+    kw = dict(t1=500.0, method="dop853+exprk4", rtol=1e-6, atol=1e-12, warn=False)
+    full = gf.simulate(net, X, y, **kw)
+    assert full.ok and full.stats["n_steps"] > 40
+    early = gf.simulate(net, X, y, max_steps=10, **kw)  # in the explicit phase
+    assert early.status == "max_steps" and "max_steps" in early.message
+    assert early.stats["switch_time"] is None and early.stats["explicit_method"] == "dop853"
+    assert 0 < early.t[-1] < 500.0 and np.isfinite(early.loss).all()
+    late = gf.simulate(net, X, y, max_steps=full.stats["n_steps"] - 5, **kw)  # in the exprk4 phase
+    assert late.status == "max_steps" and late.stats["switch_time"] == full.stats["switch_time"]
+    assert late.stats["switch_time"] < late.t[-1] < 500.0
+    n = len(late.t)
+    np.testing.assert_array_equal(late.loss[: n - 1], full.loss[: n - 1])  # the same run up to the stop
 
 
 def test_switching_on_a_short_horizon_is_the_explicit_run():

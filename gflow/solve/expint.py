@@ -506,9 +506,12 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     evals = rk.SCHEMES[explicit].stages  # per accepted step (FSAL)
     hook = _Handover(flow, rtol, atol, evals, monitor)
     n0 = monitor.n_f_evals
+    extra.update(explicit_method=explicit, switch_time=None, handover_trials=0)  # (also if the phase fails)
     eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=recorder, monitor=monitor, until=hook)
-    eng.run()
-    extra["explicit_method"], extra["handover_trials"] = explicit, hook.trials
+    try:
+        eng.run()
+    finally:
+        extra["handover_trials"] = hook.trials
     explicit_flops = (monitor.n_f_evals - n0) * flow.g_flops
     if eng.t >= eng.t1:
         extra["switch_time"] = None
