@@ -36,7 +36,7 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
 from ._record import Abort, Monitor, Recorder
-from .expint import EXPINT_METHODS, resolve_space, run_exprk
+from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
 NATIVE_ADAPTIVE = rk.ADAPTIVE  # ("dop853", "dopri5")
 NATIVE_FIXED = rk.FIXED  # ("euler", "midpoint", "rk4")
@@ -294,8 +294,6 @@ def simulate(
             if method in FILIPPOV_METHODS:
                 raise ValueError(f"method='auto' picked 'filippov' ({auto_reason}), which cannot checkpoint; drop "
                                  "checkpoint, or give method='euler' with a step (checkpointable)")
-            from .expint import explicit_method
-
             fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
             method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
                                              f"checkpoint: {fallback!r} instead")
@@ -426,8 +424,6 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
                                     "error_estimate=True, or method='filippov' to insist")
     rtol = check_positive_float(rtol, "rtol")
     if space == "weight":
-        from .expint import explicit_method
-
         method, why = explicit_method(rtol)
         return method, f"space='weight' was asked for; exprk4 runs in feature space only; {why}"
     if t1 is None and saveat is None:
