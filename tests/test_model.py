@@ -475,13 +475,29 @@ def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_f
     torch.testing.assert_close(parts.ds, net.activation.dsigma(parts.H), rtol=1e-14, atol=1e-15)
 
 
-def test_in_place_tanh_is_accurate_to_a_few_ulps_over_its_whole_range():
-    # the float64 CPU hot path computes tanh through the sigmoid (torch's float64 tanh is not vectorised)
+@pytest.mark.parametrize("route", ["tanh", "sigmoid"])
+def test_in_place_tanh_is_accurate_to_a_few_ulps_over_its_whole_range_by_either_route(monkeypatch, route):
+    # the float64 CPU hot path computes tanh through the sigmoid where torch's float64 tanh is not vectorised
+    # (float64_tanh_route, decided once per process by timing): both routes must agree with torch.tanh
+    from gflow.model import activations
+
+    monkeypatch.setattr(activations, "float64_tanh_route", lambda: route)
     act = gf.get_activation("tanh")
     u = torch.linspace(-40.0, 40.0, 400_001, dtype=torch.float64)
     s, ds = torch.empty_like(u), torch.empty_like(u)
     act.both_into(u, s, ds)
     exact = torch.tanh(u)
-    assert float((s - exact).abs().max()) <= 2 * EPS
+    assert float((s - exact).abs().max()) <= (0.0 if route == "tanh" else 2 * EPS)
     assert float((ds - (1.0 - exact**2)).abs().max()) <= 4 * EPS
     assert float(s.abs().max()) <= 1.0  # never outside [−1, 1]
+    if route == "sigmoid":
+        assert float((s - exact).abs().max()) > 0.0  # the route really ran (it rounds differently)
+
+
+def test_the_float64_tanh_route_is_decided_once_and_recorded_in_the_provenance():
+    from gflow.model.activations import float64_tanh_route
+    from gflow.solution import versions
+
+    assert float64_tanh_route() in ("tanh", "sigmoid")
+    assert float64_tanh_route() is float64_tanh_route()  # cached: one decision per process
+    assert versions()["float64_tanh_route"] == float64_tanh_route()

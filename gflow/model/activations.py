@@ -9,7 +9,9 @@ Users add their own activation by constructing :class:`Activation` directly; the
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -126,21 +128,51 @@ def _tanh_both(u):
 
 
 def _tanh_both_into(u, s, ds):
-    if u.dtype == torch.float64 and u.device.type == "cpu":
-        # float64 torch.tanh is not vectorised on CPU (measured 15 ns/element against 1.2 for sigmoid, torch
-        # 2.13, AVX-512): use tanh(u) = 2σ(2u) − 1 and tanh′(u) = 4σ(2u)(1 − σ(2u)), five passes, no temporaries,
-        # ~5x faster.  Four passes, no temporaries: s ← 2u, s ← σ(s), s ← 2s − 1 and ds ← 1 − s² (each one fused
-        # multiply-add against 0-d constants).  Absolute error ≤ 3.4e-16 (checked against torch.tanh on [−20, 20]
-        # in the tests).
-        torch.mul(u, 2.0, out=s)
-        torch.sigmoid(s, out=s)
-        minus_one, two, one = _consts(u)
-        torch.addcmul(minus_one, s, two, out=s)
-        torch.addcmul(one, s, s, value=-1.0, out=ds)
+    if u.dtype == torch.float64 and u.device.type == "cpu" and float64_tanh_route() == "sigmoid":
+        _tanh_both_into_sigmoid(u, s, ds)
         return
+    _tanh_both_into_tanh(u, s, ds)
+
+
+def _tanh_both_into_tanh(u, s, ds):
     # tanh′ = 1 − tanh²: one transcendental pass, then one fused multiply-add pass (no temporaries)
     torch.tanh(u, out=s)
     torch.addcmul(_one(u), s, s, value=-1.0, out=ds)
+
+
+def _tanh_both_into_sigmoid(u, s, ds):
+    # tanh(u) = 2σ(2u) − 1 and tanh′(u) = 1 − tanh²: four passes, no temporaries: s ← 2u, s ← σ(s), s ← 2s − 1
+    # and ds ← 1 − s² (each one fused multiply-add against 0-d constants).  Absolute error ≤ 3.4e-16 (checked
+    # against torch.tanh on [−40, 40] in the tests).
+    torch.mul(u, 2.0, out=s)
+    torch.sigmoid(s, out=s)
+    minus_one, two, one = _consts(u)
+    torch.addcmul(minus_one, s, two, out=s)
+    torch.addcmul(one, s, s, value=-1.0, out=ds)
+
+
+#: float64_tanh_route() picks the sigmoid route only where torch.tanh is this much slower (measured: 5–7× on a
+#: 2-core AMD EPYC, where float64 torch.tanh took 15 ns per element against 1.2 for sigmoid; 0.6–0.75× on a 2-core
+#: Intel Xeon, where it is vectorised): a wide margin, so that the choice does not flip with machine load.
+_SIGMOID_ROUTE_MIN_RATIO = 1.5
+
+
+@functools.lru_cache(maxsize=1)
+def float64_tanh_route() -> str:
+    """How σ/σ′ of tanh are computed in float64 on the CPU in this process: ``"tanh"`` (torch.tanh, then
+    1 − s²: two passes) or ``"sigmoid"`` (tanh = 2σ(2u) − 1: four passes, but 5–7× faster where float64 torch.tanh
+    is not vectorised).  Decided once per process by timing both on 32 768 points (about 1 ms); the two routes
+    agree to 3.4e-16, so runs on one machine agree to that whichever it picks.  Recorded in every solution's
+    provenance (:func:`gflow.solution.versions`)."""
+    u = torch.linspace(-4.0, 4.0, 1 << 15, dtype=torch.float64)
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    best = {"tanh": math.inf, "sigmoid": math.inf}
+    for _ in range(7):  # interleaved, best of 7: robust to a transient load
+        for name, fn in (("tanh", _tanh_both_into_tanh), ("sigmoid", _tanh_both_into_sigmoid)):
+            t0 = time.perf_counter()
+            fn(u, s, ds)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return "sigmoid" if best["tanh"] > _SIGMOID_ROUTE_MIN_RATIO * best["sigmoid"] else "tanh"
 
 
 def _one(u):

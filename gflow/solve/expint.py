@@ -282,7 +282,7 @@ class _Flow:
         monitor.on_eval()
         net = self.net
         act = net.activation
-        if act.sigma_and_dsigma_into is not None:  # fused σ/σ′ (float64 tanh through the sigmoid: ~5× torch.tanh)
+        if act.sigma_and_dsigma_into is not None:  # fused σ/σ′ (float64 tanh: activations.float64_tanh_route)
             s, ds = torch.empty_like(H), torch.empty_like(H)
             act.sigma_and_dsigma_into(H, s, ds)
         else:
