@@ -137,7 +137,7 @@ def _tanh_both_into(u, s, ds):
 def _tanh_both_into_tanh(u, s, ds):
     # tanh′ = 1 − tanh²: one transcendental pass, then one fused multiply-add pass (no temporaries)
     torch.tanh(u, out=s)
-    torch.addcmul(_one(u), s, s, value=-1.0, out=ds)
+    torch.addcmul(_consts(u)[2], s, s, value=-1.0, out=ds)
 
 
 def _tanh_both_into_sigmoid(u, s, ds):
@@ -173,10 +173,6 @@ def float64_tanh_route() -> str:
             fn(u, s, ds)
             best[name] = min(best[name], time.perf_counter() - t0)
     return "sigmoid" if best["tanh"] > _SIGMOID_ROUTE_MIN_RATIO * best["sigmoid"] else "tanh"
-
-
-def _one(u):
-    return torch.ones((), dtype=u.dtype, device=u.device)
 
 
 _CONSTS: dict = {}
