@@ -79,12 +79,10 @@ def test_tableau_reduces_to_a_classical_fourth_order_runge_kutta_method_at_z_zer
 def test_compiled_rows_equal_the_tableau_term_by_term():
     """The stage coefficients formed in one product per step size equal Σ coef·cτ φ_{k+1}(cτλ) and −(·λ + a(0))
     term by term, for every row of the method (a-rows, b-row, the embedded estimate's row)."""
-    from gflow.solve.expint import _compiled
-
     tab = HOCHBRUCK_OSTERMANN
     lam = -torch.logspace(-6, 2, 37, dtype=torch.float64)
     tau = 0.37
-    comp = _compiled(tab)
+    comp = tab.compiled
     rows = [*tab.a[1:], tab.b, (tab.b[3],)]
     assert len(comp.rows) == len(rows)
     for r, (row, C) in enumerate(zip(rows, comp.coefficients(tau, lam))):

@@ -118,6 +118,12 @@ class ExpTableau:
     def at_zero(self, terms) -> float:
         return float(sum(coef / math.factorial(k) for coef, k, _ in terms))
 
+    @functools.cached_property
+    def compiled(self) -> _CompiledRows:
+        """The a-rows 1…s−1, the b-row and the embedded estimate's row (see _embedded_error) as arrays, built once
+        per tableau (a frozen dataclass still takes a cached property: it writes the instance dict directly)."""
+        return _CompiledRows([*self.a[1:], self.b, (self.b[3],)])
+
 
 _h = 0.5
 HOCHBRUCK_OSTERMANN = ExpTableau(
@@ -195,19 +201,6 @@ class _CompiledRows:
         return [both[:, sl] for sl in self.slices]
 
 
-@functools.lru_cache(maxsize=8)
-def _compile(tab: ExpTableau) -> _CompiledRows:
-    return _CompiledRows([*tab.a[1:], tab.b, (tab.b[3],)])
-
-
-_HO_ROWS = _compile(HOCHBRUCK_OSTERMANN)
-
-
-def _compiled(tab: ExpTableau) -> _CompiledRows:
-    """The tableau's a-rows 1…s−1, then its b-row, then the embedded estimate's row (see _embedded_error)."""
-    return _HO_ROWS if tab is HOCHBRUCK_OSTERMANN else _compile(tab)  # (hashing a tableau costs microseconds)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The structured flow
 
@@ -281,12 +274,8 @@ class _Flow:
         """One right-hand-side evaluation at H (F does not depend on A or q); raises _NonFinite."""
         monitor.on_eval()
         net = self.net
-        act = net.activation
-        if act.sigma_and_dsigma_into is not None:  # fused σ/σ′ (float64 tanh: activations.float64_tanh_route)
-            s, ds = torch.empty_like(H), torch.empty_like(H)
-            act.sigma_and_dsigma_into(H, s, ds)
-        else:
-            s, ds = act.both(H)
+        s, ds = torch.empty_like(H), torch.empty_like(H)
+        net.activation.both_into(H, s, ds)  # fused where the activation has it (float64 tanh: float64_tanh_route)
         r = torch.mv(s.T, net.c).mul_(self.alpha).sub_(self.y)
         B = torch.mul(ds, self.c_col)
         P = B * r
@@ -333,7 +322,7 @@ class _Linearization:
         if key not in self._coefs:
             if len(self._coefs) > 16:
                 self._coefs.clear()
-            self._coefs[key] = _compiled(tab).coefficients(tau, self.lam)
+            self._coefs[key] = tab.compiled.coefficients(tau, self.lam)
         return self._coefs[key]
 
 
@@ -349,7 +338,7 @@ def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor
     """
     if base.g is None or base.g_lin is not lin:
         base.g, base.g_lin = lin.Vt(base.FH), lin
-    comp = _compiled(tab)
+    comp = tab.compiled
     coefs = lin.coefficients(tab, tau)
     s = len(tab.c)
     gs = torch.zeros((2, s, lin.lam.numel()), dtype=lin.lam.dtype, device=lin.lam.device)  # [ĝ_l; ŝ_l]
@@ -428,22 +417,24 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
         if method in SWITCHING_METHODS:
             if step is not None:
                 raise ValueError(f"method {method!r} is adaptive; step must be None, got {step}")
-            t0, state0, k0, h0, explicit_flops = _explicit_phase(flow, grid, method.split("+")[0], rtol, atol,
-                                                                 recorder, monitor, extra)
-            if t0 is None:  # the explicit method reached t1
+            handover, explicit_flops = _explicit_phase(flow, grid, method.split("+")[0], rtol, atol, recorder,
+                                                       monitor, extra)
+            if handover is None:  # the explicit method reached t1
                 return extra
+            p, lin0, k0, h0 = handover
         else:
-            t0, state0 = 0.0, field.initial_state()
+            state0 = field.initial_state()
             recorder.record(0.0, state0)
-        H, A, q = flow.split(state0)
-        try:
-            p = flow.evaluate(t0, H, A, q, monitor)
-        except _NonFinite:
-            monitor.raise_nonfinite(t0)
+            H, A, q = flow.split(state0)
+            try:
+                p = flow.evaluate(0.0, H, A, q, monitor)
+            except _NonFinite:
+                monitor.raise_nonfinite(0.0)
+            lin0 = None
         if step is not None:
             _run_fixed(flow, p, grid, step, recorder, monitor, extra)
         else:
-            _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0)
+            _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0, lin=lin0)
     finally:
         extra["flops"] = flow.flops + explicit_flops
     monitor.partial = None
@@ -471,7 +462,7 @@ class _Handover:
         self.flow, self.rtol, self.atol, self.monitor = flow, rtol, atol, monitor
         self.factor = _HANDOVER_EVALS / evals_per_step
         self.accepted, self.next_trial, self.trials = 0, _HANDOVER_FIRST, 0
-        self.tau = None
+        self.start = None  # (p, lin, first exprk4 step) of the trial that passed: exprk4 starts from them
 
     def __call__(self, eng) -> bool:
         self.accepted += 1
@@ -491,14 +482,15 @@ class _Handover:
         except _NonFinite:
             return False
         if err <= _HANDOVER_ERR:
-            self.tau = tau * min(_FAC_MAX, _SAFETY * max(err, 1e-10) ** (-1.0 / _EST_ORDER))
+            lin.t0 = p.t
+            self.start = (p, lin, tau * min(_FAC_MAX, _SAFETY * max(err, 1e-10) ** (-1.0 / _EST_ORDER)))
             return True
         return False
 
 
 def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, monitor, extra):
-    """Run the native ``explicit`` method until the hand-over; returns (t, state, next output index, first exprk4
-    step, flops), t = None when it reached t1."""
+    """Run the native ``explicit`` method until the hand-over; returns ((start point, its linearization, next
+    output index, first exprk4 step) or None when it reached t1, the explicit phase's flops)."""
     from . import rk
 
     field = flow.field
@@ -513,11 +505,12 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     finally:
         extra["handover_trials"] = hook.trials
     explicit_flops = (monitor.n_f_evals - n0) * flow.g_flops
-    if eng.t >= eng.t1:
-        extra["switch_time"] = None
-        return None, None, None, None, explicit_flops
-    extra["switch_time"] = eng.t
-    return eng.t, eng.y.view(eng.shape).clone(), eng.k, hook.tau, explicit_flops
+    if hook.start is None:  # the explicit method reached t1
+        return None, explicit_flops
+    p, lin, h0 = hook.start
+    extra["switch_time"] = p.t
+    extra["n_linearizations"] += 1  # the trial's, which exprk4's first step re-uses
+    return (p, lin, eng.k, h0), explicit_flops
 
 
 def resolve_space(space: str) -> str:
@@ -587,7 +580,7 @@ _RELIN_TOL = 0.0
 def _embedded_error(flow: _Flow, lin: _Linearization, base: _Point, tau: float, stages: dict, new: _Point,
                     tab: ExpTableau = HOCHBRUCK_OSTERMANN):
     """The embedded error estimate e (its H and A parts) of the step base → new (see above)."""
-    comp = _compiled(tab)
+    comp = tab.compiled
     r = len(comp.rows) - 1  # the estimate's row: b₄(z)
     (a0,), C = comp.a0[r], lin.coefficients(tab, tau)[r]
     dP = new.P - stages["P"][3]
@@ -637,11 +630,12 @@ def _attempt(flow: _Flow, lin: _Linearization, p: _Point, tau: float, rtol: floa
     return new, err
 
 
-def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, *, k: int = 1, h: float | None = None):
-    """From p (at p.t) to grid[-1]; k: the next grid index to record; h: the first step (default: a guess)."""
+def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, *, k: int = 1, h: float | None = None,
+                  lin: _Linearization | None = None):
+    """From p (at p.t) to grid[-1]; k: the next grid index to record; h: the first step (default: a guess); lin: a
+    linearization taken at p (default: built at the first step)."""
     t1 = float(grid[-1])
     h = _initial_step(flow, p, rtol, atol, t1 - p.t) if h is None else min(h, t1 - p.t)
-    lin = None
     nonfinite = 0
     err_prev = 1.0
     while p.t < t1 * (1 - 1e-14):
