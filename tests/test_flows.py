@@ -193,12 +193,15 @@ def test_gradient_descent_in_feature_space_reproduces_weight_space_descent(make_
     assert a.loss[-1] < a.loss[0]
 
 
-def test_gradient_descent_equals_forward_euler_with_the_same_step(make_data):
+@pytest.mark.parametrize("integrals", [True, False])
+@pytest.mark.parametrize("activation", ["erf", "tanh"])  # σ′ from u (erf) / over σ in place (tanh)
+def test_gradient_descent_equals_forward_euler_with_the_same_step(make_data, activation, integrals):
+    # GD's fused in-place step (r folded into the n×n factor, c σ′ over σ′'s buffer) against the RHS's Euler step
     X, y, Xt, yt = make_data(n=6, d=4, seed=8, n_test=3)
-    net = gf.Network(d=4, width=10, activation="erf", seed=3)
+    net = gf.Network(d=4, width=10, activation=activation, seed=3)
     delta = 0.1
-    gd = gf.gradient_descent(net, X, y, step=delta, steps=40, save_every=5, X_test=Xt, y_test=yt)
-    eu = gf.simulate(net, X, y, saveat=gd.t, method="euler", step=delta, X_test=Xt, y_test=yt)
+    gd = gf.gradient_descent(net, X, y, step=delta, steps=40, save_every=5, X_test=Xt, y_test=yt, integrals=integrals)
+    eu = gf.simulate(net, X, y, saveat=gd.t, method="euler", step=delta, X_test=Xt, y_test=yt, integrals=integrals)
     assert gd.status == eu.status == "success"
     np.testing.assert_allclose(eu.t, gd.t, rtol=1e-14)
     np.testing.assert_allclose(eu.residual, gd.residual, rtol=0, atol=1e-13)

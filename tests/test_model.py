@@ -71,6 +71,31 @@ def test_in_place_fused_sigma_and_dsigma_equal_the_separate_functions(spec):
 
 
 @pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
+def test_sigma_then_dsigma_hands_sigma_over_then_returns_dsigma(spec):
+    # the vector fields' hot path: σ into s, read it (r = α σᵀc − y), then σ′ — in place over σ where σ′ is a
+    # function of σ (tanh, sigmoid), through both_into otherwise
+    act = gf.get_activation(spec)
+    u = _points_away_from_kink(seed=13)
+    s, ds = torch.full_like(u, float("nan")), torch.full_like(u, float("nan"))
+    seen = []
+    out = act.sigma_then_dsigma_into(u, s, ds, lambda sig: seen.append(sig.clone()))
+    torch.testing.assert_close(seen[0], act.sigma(u), rtol=4 * EPS, atol=4 * EPS)
+    torch.testing.assert_close(out, act.dsigma(u), rtol=4 * EPS, atol=4 * EPS)
+    assert (out is s) == act.in_place_dsigma and (out is ds) != act.in_place_dsigma
+    if act.in_place_dsigma:
+        assert torch.isnan(ds).all()  # the second buffer is not needed, not touched
+        assert act.sigma_then_dsigma_into(u, s, None, lambda sig: None) is s
+    else:
+        with pytest.raises(ValueError, match="ds must be a buffer"):
+            act.sigma_then_dsigma_into(u, s, None, lambda sig: None)
+
+
+def test_tanh_and_sigmoid_form_dsigma_in_place():
+    assert gf.get_activation("tanh").in_place_dsigma and gf.get_activation("sigmoid").in_place_dsigma
+    assert not gf.get_activation("erf").in_place_dsigma  # σ′ is not a function of σ there
+
+
+@pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
 def test_declared_K_is_the_infimum_of_abs_dsigma_over_the_active_interval(spec):
     act = gf.get_activation(spec)
     lo, hi = act.interval
@@ -490,6 +515,10 @@ def test_in_place_tanh_is_accurate_to_a_few_ulps_over_its_whole_range_by_either_
     assert float((s - exact).abs().max()) <= (0.0 if route == "tanh" else 2 * EPS)
     assert float((ds - (1.0 - exact**2)).abs().max()) <= 4 * EPS
     assert float(s.abs().max()) <= 1.0  # never outside [−1, 1]
+    # the one-buffer path (σ, then σ′ over it) takes the same route and agrees bitwise with both_into
+    s2, ds2 = torch.empty_like(u), torch.empty_like(u)
+    assert torch.equal(act.sigma_then_dsigma_into(u, s2, None, lambda sig: ds2.copy_(sig)), ds)
+    assert torch.equal(ds2, s)
     if route == "sigmoid":
         assert float((s - exact).abs().max()) > 0.0  # the route really ran (it rounds differently)
 

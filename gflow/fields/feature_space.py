@@ -50,12 +50,16 @@ class FeatureSpaceField(AbstractField):
         return Parts(H, ds, r, dL)
 
     def gd_step_(self, state: torch.Tensor, step: float, deriv: torch.Tensor) -> None:
-        """A ← A + δP and H ← H + δ P(−γG), the latter as one in-place ``addmm`` (no Ḣ buffer written and read
-        back, and no L̇, which GD does not use): three fewer passes over (m, n) arrays than rhs_into + add_."""
-        H, A, P = state[0], state[1], deriv[1]
-        self._P_into(H, P)
-        A.add_(P, alpha=step)
-        H.addmm_(P, self._minus_gamma_G, alpha=step)
+        """H ← H + δ P(−γG) and A ← A + δP with P = Q diag(r), Q = c σ′(H), in three passes over (m, n) after σ
+        and σ′: Q formed in place over σ′, H updated by one in-place ``addmm`` against diag(r)(−γG) (r folded into
+        the n×n factor, not into an (m, n) pass), A by one ``addcmul``; no Ḣ or P buffer, and no L̇ (GD does not
+        use it).  ``deriv`` is unused."""
+        H, A = state[0], state[1]
+        ds, r = self._dsigma_and_r(H)
+        Q = ds.mul_(self._c_col)  # σ′'s scratch buffer: GD needs it no longer
+        rG = torch.mul(self._minus_gamma_G, r[:, None], out=self._scratch("rG", tuple(self._minus_gamma_G.shape), H))
+        H.addmm_(Q, rG, alpha=step)
+        A.addcmul_(Q, r, value=step)
 
     def train_features(self, state):
         return state[0]

@@ -41,6 +41,10 @@ class Activation:
         sigma_and_dsigma: optional fused (σ(u), σ′(u)); used on hot paths when given.
         sigma_and_dsigma_into: optional in-place fused form ``(u, s, ds) -> None`` writing σ(u) into ``s`` and
             σ′(u) into ``ds`` (preallocated, same shape as u) without temporaries; used by the vector fields.
+        sigma_into: optional in-place σ, ``(u, s) -> None``.
+        dsigma_from_sigma_: optional ``s -> None`` overwriting s = σ(u) with σ′(u), where σ′ is a function of σ
+            (tanh: 1 − σ², sigmoid: σ − σ²).  With ``sigma_into`` it lets the vector fields keep one (m, n)
+            buffer instead of two: σ, the outputs f = α σᵀc, then σ′ in place (:meth:`sigma_then_dsigma_into`).
         params: parameters (e.g. the leaky-ReLU slope), recorded in result files.
         smooth: False for activations with a kink (ReLU, leaky ReLU): their gradient flow is non-smooth.
 
@@ -64,6 +68,8 @@ class Activation:
     sigma_and_dsigma_into: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = field(
         default=None, repr=False, compare=False
     )
+    sigma_into: Callable[[torch.Tensor, torch.Tensor], None] | None = field(default=None, repr=False, compare=False)
+    dsigma_from_sigma_: Callable[[torch.Tensor], None] | None = field(default=None, repr=False, compare=False)
     params: tuple[tuple[str, float], ...] = ()
     smooth: bool = True
 
@@ -106,6 +112,32 @@ class Activation:
         s.copy_(a)
         ds.copy_(b)
 
+    @property
+    def in_place_dsigma(self) -> bool:
+        """True when σ′ can overwrite σ in place (:meth:`sigma_then_dsigma_into` then needs no ``ds`` buffer)."""
+        return self.sigma_into is not None and self.dsigma_from_sigma_ is not None
+
+    def sigma_then_dsigma_into(self, u: torch.Tensor, s: torch.Tensor, ds: torch.Tensor | None,
+                               use_sigma: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        """σ(u) into ``s``, ``use_sigma(s)``, then σ′(u); returns the tensor that holds σ′ (afterwards σ is gone
+        where it could be overwritten).
+
+        Where σ′ is a function of σ (:attr:`in_place_dsigma`) σ′ overwrites σ in ``s`` after ``use_sigma`` has
+        read it, and ``ds`` is not touched (may be None): one (m, n) pass and buffer fewer than
+        :meth:`both_into`, which the vector fields' hot path (σ, then r = α σᵀc − y, then σ′) is built for.
+        Otherwise both are formed by :meth:`both_into` (``ds`` required) and σ′ is ``ds``.
+        """
+        if self.in_place_dsigma:
+            self.sigma_into(u, s)
+            use_sigma(s)
+            self.dsigma_from_sigma_(s)
+            return s
+        if ds is None:
+            raise ValueError(f"activation {self.name!r} cannot form σ′ from σ in place: ds must be a buffer, got None")
+        self.both_into(u, s, ds)
+        use_sigma(s)
+        return ds
+
     def spec(self) -> dict:
         """A JSON-able description; :func:`get_activation` rebuilds built-ins from it."""
         return {"name": self.name, **dict(self.params)}
@@ -127,11 +159,20 @@ def _tanh_both(u):
     return s, 1.0 - s * s
 
 
+def _sigmoid_route(u) -> bool:
+    return u.dtype == torch.float64 and u.device.type == "cpu" and float64_tanh_route() == "sigmoid"
+
+
 def _tanh_both_into(u, s, ds):
-    if u.dtype == torch.float64 and u.device.type == "cpu" and float64_tanh_route() == "sigmoid":
-        _tanh_both_into_sigmoid(u, s, ds)
-        return
-    _tanh_both_into_tanh(u, s, ds)
+    (_tanh_both_into_sigmoid if _sigmoid_route(u) else _tanh_both_into_tanh)(u, s, ds)
+
+
+def _tanh_sigma_into(u, s):
+    (_tanh_via_sigmoid_into if _sigmoid_route(u) else torch.tanh)(u, out=s)
+
+
+def _tanh_dsigma_from_sigma_(s):
+    torch.addcmul(_consts(s)[2], s, s, value=-1.0, out=s)  # tanh′ = 1 − tanh², in place
 
 
 def _tanh_both_into_tanh(u, s, ds):
@@ -140,15 +181,19 @@ def _tanh_both_into_tanh(u, s, ds):
     torch.addcmul(_consts(u)[2], s, s, value=-1.0, out=ds)
 
 
+def _tanh_via_sigmoid_into(u, out):
+    # tanh(u) = 2σ(2u) − 1 in three passes, no temporaries: s ← 2u, s ← σ(s), s ← 2s − 1 (a fused multiply-add
+    # against 0-d constants).  Absolute error ≤ 3.4e-16 (checked against torch.tanh on [−40, 40] in the tests).
+    torch.mul(u, 2.0, out=out)
+    torch.sigmoid(out, out=out)
+    minus_one, two, _ = _consts(u)
+    torch.addcmul(minus_one, out, two, out=out)
+
+
 def _tanh_both_into_sigmoid(u, s, ds):
-    # tanh(u) = 2σ(2u) − 1 and tanh′(u) = 1 − tanh²: four passes, no temporaries: s ← 2u, s ← σ(s), s ← 2s − 1
-    # and ds ← 1 − s² (each one fused multiply-add against 0-d constants).  Absolute error ≤ 3.4e-16 (checked
-    # against torch.tanh on [−40, 40] in the tests).
-    torch.mul(u, 2.0, out=s)
-    torch.sigmoid(s, out=s)
-    minus_one, two, one = _consts(u)
-    torch.addcmul(minus_one, s, two, out=s)
-    torch.addcmul(one, s, s, value=-1.0, out=ds)
+    # tanh through the sigmoid, then tanh′ = 1 − tanh²: four passes
+    _tanh_via_sigmoid_into(u, s)
+    torch.addcmul(_consts(u)[2], s, s, value=-1.0, out=ds)
 
 
 #: float64_tanh_route() picks the sigmoid route only where torch.tanh is this much slower (measured: 5–7× on a
@@ -190,6 +235,14 @@ def _consts(u):
 def _sigmoid_both_into(u, s, ds):
     torch.sigmoid(u, out=s)
     torch.addcmul(s, s, s, value=-1.0, out=ds)  # σ′ = σ − σ²
+
+
+def _sigmoid_into(u, s):
+    torch.sigmoid(u, out=s)
+
+
+def _sigmoid_dsigma_from_sigma_(s):
+    torch.addcmul(s, s, s, value=-1.0, out=s)  # σ − σ², in place
 
 
 def _erf_both_into(u, s, ds):
@@ -244,14 +297,16 @@ def _linear_d(u):
 def tanh() -> Activation:
     return Activation("tanh", torch.tanh, lambda u: 1.0 - torch.tanh(u) ** 2, 1.0, (-1.0, 1.0),
                       K=1.0 - math.tanh(1.0) ** 2, sigma_and_dsigma=_tanh_both,
-                      sigma_and_dsigma_into=_tanh_both_into)
+                      sigma_and_dsigma_into=_tanh_both_into, sigma_into=_tanh_sigma_into,
+                      dsigma_from_sigma_=_tanh_dsigma_from_sigma_)
 
 
 def sigmoid() -> Activation:
     s1 = 1.0 / (1.0 + math.exp(1.0))
     return Activation("sigmoid", torch.sigmoid, lambda u: _sigmoid_both(u)[1], 0.25, (-1.0, 1.0),
                       K=s1 * (1.0 - s1), sigma_and_dsigma=_sigmoid_both,
-                      sigma_and_dsigma_into=_sigmoid_both_into)
+                      sigma_and_dsigma_into=_sigmoid_both_into, sigma_into=_sigmoid_into,
+                      dsigma_from_sigma_=_sigmoid_dsigma_from_sigma_)
 
 
 def relu() -> Activation:
