@@ -402,6 +402,46 @@ def test_switching_hands_over_once_the_flow_is_stiff_and_keeps_the_accuracy(meth
     assert sol.stats["n_f_evals"] < 0.8 * alone.stats["n_f_evals"], (sol.stats["n_f_evals"], alone.stats["n_f_evals"])
 
 
+def test_switching_runs_its_explicit_phase_in_weight_space_where_that_is_cheaper():
+    """With 2D < n and space="auto" the explicit phase runs in weight space (state W: mD entries instead of 2mn)
+    and hands exprk4 the feature-space state H = βWΦᵀ, A = (W₀ − W)Φ⁺/(ℓαβ): everything reported (loss, H, W,
+    test outputs, ‖W − W₀‖, the integrals) agrees with an independent reference before and after the hand-over;
+    a short horizon is the weight-space explicit run; a stop in the explicit phase keeps its partial trajectory."""
+    X, y = gf.data.random_labels(n=24, d=10, seed=1)
+    Xt, yt = gf.data.random_labels(n=5, d=10, seed=3)
+    net = gf.Network(d=10, width=64, activation="tanh", seed=1)
+    ts = np.concatenate([[0.0], np.geomspace(0.1, 2000.0, 25)])
+    common = dict(saveat=ts, features_at="all", weights_at=[1.0, 2000.0], X_test=Xt, y_test=yt)
+    ref = gf.simulate(net, X, y, method="dop853", rtol=1e-12, atol=1e-18, **common)
+    rtol = 1e-6
+    sol = gf.simulate(net, X, y, method="dop853+exprk4", rtol=rtol, atol=rtol * 1e-6, **common)
+    feat = gf.simulate(net, X, y, method="dop853+exprk4", rtol=rtol, atol=rtol * 1e-6, space="feature", **common)
+    assert sol.ok and sol.config["space"] == "feature" and sol.stats["explicit_space"] == "weight"
+    assert feat.stats["explicit_space"] == "feature"
+    assert 1.0 < sol.stats["switch_time"] < 1500.0
+    assert np.abs(np.log(sol.loss[1:]) / np.log(ref.loss[1:]) - 1).max() < rtol
+    for name in ("H", "W", "test_output", "weight_movement"):
+        a, b = getattr(sol, name), getattr(ref, name)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=name)
+    for name in ("int_abs_dL", "int_sqrt_abs_dL", "int_lam_min_M"):
+        np.testing.assert_allclose(getattr(sol, name)[1:], getattr(ref, name)[1:], rtol=1e-5, err_msg=name)
+    for name in ("int_mu", "int_nu"):  # min over the points: a kinked integrand, low order for any RK method
+        np.testing.assert_allclose(getattr(sol, name)[1:], getattr(ref, name)[1:], rtol=1e-3, err_msg=name)
+    # a short horizon: the weight-space explicit run, the same loss bit for bit (H = βWΦᵀ either way)
+    short = dict(t1=2.0, saveat=[0.0, 0.5, 1.0, 2.0], rtol=1e-8, atol=1e-10, weights_at=[2.0])
+    a = gf.simulate(net, X, y, method="dop853+exprk4", **short)
+    b = gf.simulate(net, X, y, method="dop853", space="weight", **short)
+    assert a.stats["switch_time"] is None and a.stats["n_accepted"] == b.stats["n_accepted"]
+    np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_allclose(a.W_final, b.W_final, rtol=0, atol=1e-13 * np.abs(b.W_final).max())
+    # stopped in the explicit phase: the partial trajectory ends at the last accepted weight-space step
+    stop = gf.simulate(net, X, y, method="dop853+exprk4", t1=2000.0, rtol=rtol, max_steps=10, warn=False)
+    wstop = gf.simulate(net, X, y, method="dop853", space="weight", t1=2000.0, rtol=rtol, max_steps=10, warn=False)
+    assert stop.status == wstop.status == "max_steps" and stop.stats["switch_time"] is None
+    assert stop.t[-1] == wstop.t[-1] > 0 and stop.loss[-1] == wstop.loss[-1]
+    np.testing.assert_allclose(stop.W_final, wstop.W_final, rtol=0, atol=1e-13 * np.abs(wstop.W_final).max())
+
+
 def test_switching_failures_end_with_a_status_and_keep_the_partial_trajectory_in_either_phase():
     X, y = gf.data.random_labels(n=12, d=10, seed=1)
     net = gf.Network(d=10, width=48, activation="tanh", seed=1)

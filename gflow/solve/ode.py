@@ -346,7 +346,7 @@ def simulate(
             rk.integrate(field, grid, method, rtol=rtol, atol=atol_v, step=step, options=opts, recorder=recorder,
                          monitor=monitor, checkpoint=ckpt, resume=resume)
         elif method in EXPINT_METHODS:
-            run_exprk(field, grid, rtol, atol, recorder, monitor, method=method)
+            run_exprk(field, grid, rtol, atol, recorder, monitor, method=method, explicit_space=space)
         elif method in FILIPPOV_METHODS:
             from .filippov import run_filippov
 
