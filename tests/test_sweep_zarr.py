@@ -25,10 +25,16 @@ GD = {"kind": "gradient_descent", "steps": 20, "save_every": 5}
 
 
 def _comparable(ds: xr.Dataset) -> xr.Dataset:
-    """The dataset less what legitimately differs between two sweeps: wall times, the store's path and the
-    manifest's stamp (the manifest names the format)."""
+    """The dataset less what legitimately differs between two sweeps: wall times, the store's path, the
+    manifest's stamp (the manifest names the format) and the working tree's dirty flag in the provenance (a
+    file edited between the two sweeps of this module would flip it)."""
     out = ds.drop_vars("wall_time")
     out.attrs = {k: v for k, v in ds.attrs.items() if k not in ("store", "manifest_stamp")}
+    if "provenance" in out.attrs:
+        prov = json.loads(out.attrs["provenance"])
+        if prov.get("git_revision"):
+            prov["git_revision"] = prov["git_revision"].removesuffix("+dirty")
+        out.attrs["provenance"] = json.dumps(prov, sort_keys=True)
     return out
 
 
