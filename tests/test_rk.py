@@ -263,7 +263,7 @@ def test_the_engine_on_cuda_matches_the_cpu(make_data, rel_err, method):
 
 
 def test_dop853_bhh_weights_are_b_minus_e3():
-    # the engine forms e3 = Σ b_l K_l − Σ BHH_l K_l; the tableau's E3 must be exactly that combination
+    # a cross-check of the tableau: the engine forms e3 = Σ E3_l K_l, Hairer's code forms it as Σ (b_l − BHH_l) K_l
     from gflow.solve import _tableaus as T
 
     bhh = np.zeros(len(T.DOP853_B))
