@@ -68,7 +68,7 @@ class FeatureSpaceField(AbstractField):
         pb = self.problem
         if pb.G_cross is None:
             return None
-        return pb.H0_test - pb.net.gamma * (state[1] @ pb.G_cross)
+        return torch.addmm(pb.H0_test, state[1], pb.G_cross, alpha=-pb.net.gamma)  # one pass, no temporaries
 
     def weights(self, state):
         net = self.problem.net

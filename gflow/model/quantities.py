@@ -58,9 +58,12 @@ def extreme_eigenvalues(M: torch.Tensor) -> tuple[float, float]:
     return float(ev[0]), float(ev[-1])
 
 
-def feature_movement(H: torch.Tensor, H0: torch.Tensor) -> torch.Tensor:
-    """(1/m) Σ_i |h_i^t(x_a) − h_i^0(x_a)| for each point a; shape (n,) (eq. (15), T8)."""
-    return (H - H0).abs().mean(dim=0)
+def feature_movement(H: torch.Tensor, H0: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(1/m) Σ_i |h_i^t(x_a) − h_i^0(x_a)| for each point a; shape (n,) (eq. (15), T8).
+
+    ``out``: a buffer of H's shape that receives |H − H0| (no temporaries; the caller may read it afterwards).
+    """
+    return torch.sub(H, H0, out=out).abs_().mean(dim=0)
 
 
 __all__ = [
