@@ -470,6 +470,30 @@ def test_feature_field_is_beta_Wdot_phi_transpose_and_accumulates_P(make_data, a
     torch.testing.assert_close(dstate[1], P, rtol=1e-13, atol=1e-15)
 
 
+def test_ode_solvers_count_the_state_they_stream_when_picking_the_space(make_data):
+    # gradient descent: flops only (feature iff n < 2D); an ODE solver also streams its state (2mn entries in
+    # feature space, mD in weight space) about a dozen times per evaluation, RK_FLOPS_PER_STATE_ENTRY flops each
+    from gflow.fields import RK_FLOPS_PER_STATE_ENTRY, auto_space
+
+    k = RK_FLOPS_PER_STATE_ENTRY
+    for n, expected in ((20, "weight"), (30, "weight"), (8, "feature")):
+        X, y = make_data(n=n, d=20, seed=19)
+        net = gf.Network(d=20, width=64, seed=0)
+        pb = gf.Problem.from_data(net, X, y)
+        assert auto_space(pb) == "feature"  # n < 2D = 40
+        m, D = 64, 20
+        by_formula = "feature" if 2 * m * n * n + k * 2 * m * n < 4 * m * n * D + k * m * D else "weight"
+        assert auto_space(pb, k) == by_formula == expected, n
+        sol = gf.simulate(net, X, y, t1=0.5, saveat=[0.0, 0.5], method="dop853", integrals=False)
+        gd = gf.gradient_descent(net, X, y, step=0.1, steps=2, integrals=False)
+        batch = gf.simulate_batch([net], X, y, t1=0.5, saveat=[0.0, 0.5], method="dop853", integrals=False)[0]
+        assert sol.config["space"] == batch.config["space"] == expected and gd.config["space"] == "feature"
+    # where n is well below 2D the state term does not matter (the quadratic student of Experiment 2)
+    X, y = make_data(n=100, d=30, seed=20)
+    quad = gf.Network(d=30, width=32, embedding="quadratic", seed=0)
+    assert auto_space(gf.Problem.from_data(quad, X, y), k) == "feature"
+
+
 def test_auto_space_picks_feature_space_iff_n_is_below_2D(make_data):
     X, y = make_data(n=9, d=4, seed=18)  # 2D = 8 < 9 for the shallow net
     shallow = gf.Network(d=4, width=4, seed=0)

@@ -271,13 +271,13 @@ def bench_overhead(mode: str, repeats: int, min_seconds: float, budget_s: float 
     share (``overhead_shares`` lists them all; ``warm`` is False where only the warm-up fitted).  A solve that
     runs out of ``budget_s`` still gives its share (over the steps it took).
     """
-    from ..fields import Problem, make_field
+    from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
     from ..solve.ode import simulate
     from .accuracy import default_method, is_fixed
 
     prob = experiment1_demo(mode)
     net, X, y = prob.build()
-    f = make_field(Problem.from_data(net, X, y), "auto")
+    f = make_field(Problem.from_data(net, X, y), "auto", RK_FLOPS_PER_STATE_ENTRY)  # the space the solves run in
     t_rhs = rhs_seconds(f, repeats, min_seconds)
     rows = []
     for method in overhead_methods():

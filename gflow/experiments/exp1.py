@@ -66,7 +66,8 @@ class Config:
             ``"dop853"`` on both: the same algorithm everywhere, and checkpointable).
         rtol, atol: its tolerances (the loss is resolved to ≈ 1e-5 relative down to ``floor``·L_0).
         flow_max_steps: step limit of the flow solver.
-        space: ``"auto"`` (feature space iff n < 2D = 40, weight space otherwise; the cheaper one, both exact).
+        space: ``"auto"`` (the cheaper exact form, :func:`gflow.fields.auto_space`: for GD feature space iff
+            n < 2D = 40; for the flow weight space from n = 20 on, where its state is no larger).
         keep_features: keep H at t = 0 and t1 in ``runs.nc`` (dropped in the paper preset: 10 MB per run).
         cpu_threads: torch intra-op threads while running on the CPU (restored afterwards); ``None`` leaves
             torch's setting.  1 is fastest for these small problems and avoids threads thrashing on a shared
@@ -620,8 +621,9 @@ def _notes(cfg: Config, name: str, method: str, spaces: dict, wall: dict, comput
         f"t1 = {cfg.t1:g}, saved at the same times t = kδ; on a GPU the flow uses {cfg.flow_method_cuda} "
         "(gflow's native dop853 is the Dormand–Prince 8(5,3) pair of scipy's DOP853 and torchdiffeq's dopri8, "
         "and runs on both devices).",
-        f"State space (space='{cfg.space}', the cheaper of the two exact forms, EQUATIONS.md §4: feature space "
-        f"iff n < 2D = {2 * cfg.d}, flops 2mn² vs 4mDn): {sp}.",
+        f"State space (space='{cfg.space}', the cheaper of the two exact forms, EQUATIONS.md §4: flops 2mn² vs "
+        f"4mDn, plus, for the flow's solver, its traffic over the state, 2mn vs mD entries — "
+        "gflow.fields.auto_space): " + sp + ".",
         "Curves are the arithmetic mean over seeds (as the paper plots them).  Rates are least-squares fits of "
         "ln L ≈ a − ρt (fitted_rate) on a uniform time grid (log-linear interpolation of the saved points, so the "
         "extra early points carry no extra weight), over the decay window: from "

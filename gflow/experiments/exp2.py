@@ -73,8 +73,9 @@ class Config:
         flow_horizon: flow time of the "flow" runs; ``None`` = T (equal horizons, compared at equal t).
         save_dt: flow time between records (a multiple of every step).
         n_test: test points (500 in the paper); test error = test MSE (1/n_te) Σ (f − y)².
-        space: ``"auto"`` (feature space when n < 2D: always for the quadratic student, D = 900; weight space
-            for the plain student once n > 60), ``"feature"`` or ``"weight"``; all are exact.
+        space: ``"auto"`` (the cheaper exact form, :func:`gflow.fields.auto_space`: feature space for the
+            quadratic student, D = 900; weight space for the plain student once n ≥ 2D = 60 for GD, earlier for
+            the flow's solver), ``"feature"`` or ``"weight"``; all are exact.
         dtype: ``"float64"`` or ``"float32"``.
         tol_width: claim 3's tolerance on the relative difference between the widths.
         tol_gap: claim 4's tolerance on the relative GD-vs-flow gap in final test error.

@@ -65,7 +65,7 @@ class Config:
         n_saves: number of evenly spaced saved times after t = 0.
         keep_features: keep H/H_test (all neurons, all points, t = 0 and T) in the saved solutions; the
             scatter data (x₁, x₂ only) are always kept.  False at paper sizes (GiB otherwise).
-        space: "auto" (feature space when n < 2D), "feature" or "weight".
+        space: "auto" (the cheaper exact form, :func:`gflow.fields.auto_space`), "feature" or "weight".
         fig4_ns: the n for which a Figure-4 panel set is drawn (None: every n).
     """
 

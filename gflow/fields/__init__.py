@@ -8,17 +8,43 @@ from .weight_space import WeightSpaceField
 SPACES = ("auto", "weight", "feature")
 
 
-def make_field(problem: Problem, space: str = "auto") -> AbstractField:
-    """The vector field in the requested space; ``"auto"`` picks the cheaper exact form (feature iff n < 2D)."""
+#: What one state entry costs per evaluation in an explicit Runge–Kutta solve, in flops of the RHS's products:
+#: the stages, the solution, the error estimate and the step's bookkeeping stream the state about a dozen times
+#: per evaluation, measured at 1.7–2 ns per entry per evaluation (dop853, 2-core Intel Xeon, m = 1024, D = 20,
+#: n = 20…80, and m = 1024, D = 256, n = 400) against ≈ 12.5 ps per flop of the RHS.  Gradient descent streams
+#: its state once per step and counts 0.
+RK_FLOPS_PER_STATE_ENTRY = 150.0
+
+
+def auto_space(problem: Problem, per_entry: float = 0.0) -> str:
+    """The cheaper exact form of the flow: ``"feature"`` iff 2mn² + κ·2mn < 4mDn + κ·mD, with the RHS's flops
+    (eq. (11): 2mn², eq. (10): 4mDn) and κ = ``per_entry`` flops for each entry of the state (feature: [H, A],
+    2mn entries; weight: W, mD) — :data:`RK_FLOPS_PER_STATE_ENTRY` for ODE solvers, 0 (n < 2D) for GD.
+
+    With κ = 150 feature space still wins wherever n is well below 2D, but small shallow problems move to weight
+    space, e.g. Experiment 1 at n = 20, D = 20 (weight space's state is half the size): dop853 there ran 1.07×
+    (m = 1024) and 1.16× (m = 256) faster in weight space, at n = 30 1.31×; feature space stays faster at n = 8.
+    """
+    m, n, D = problem.net.m, problem.n, problem.net.D
+    feature = 2.0 * m * n * n + per_entry * 2.0 * m * n
+    weight = 4.0 * m * n * D + per_entry * m * D
+    return "feature" if feature < weight else "weight"
+
+
+def make_field(problem: Problem, space: str = "auto", per_entry: float = 0.0) -> AbstractField:
+    """The vector field in the requested space; ``"auto"`` picks the cheaper exact form (:func:`auto_space`,
+    ``per_entry`` its cost of a state entry: 0 — feature iff n < 2D — unless the caller is an ODE solver)."""
     from .._validate import check_choice
 
     check_choice(space, "space", SPACES)
     if space == "auto":
-        space = "feature" if problem.n < 2 * problem.net.D else "weight"
+        space = auto_space(problem, per_entry)
     return FeatureSpaceField(problem) if space == "feature" else WeightSpaceField(problem)
 
 
 __all__ = [
+    "RK_FLOPS_PER_STATE_ENTRY",
+    "auto_space",
     "INTEGRALS",
     "SPACES",
     "AbstractField",

@@ -8,7 +8,9 @@ with the n×n Gram G = Φ_tr Φ_trᵀ/D and γ = ℓαβ²D.  The state also car
 recovers, *exactly*, the test features h_i(x, t) = h_i(x, 0) − γ Σ_a G(x, x_a) A_ia(t) and the weights
 W(t) = W(0) − ℓαβ A(t) Φ_tr at any saved time.  State shape (2, m, n): [H, A].
 
-Cost per evaluation ≈ 2mn² flops (against ≈ 4mDn in weight space): cheaper when n < 2D.
+Cost per evaluation ≈ 2mn² flops (against ≈ 4mDn in weight space): cheaper when n < 2D, and for an ODE solver,
+which also streams the state (2mn entries here, mD in weight space), when n is well below 2D
+(:func:`gflow.fields.auto_space`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .._validate import check_choice, describe
-from ..fields import Problem, make_field
+from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
@@ -175,10 +175,11 @@ def check_networks(nets: Any) -> list[Network]:
     return nets
 
 
-def _fields(nets, X, y, X_test, y_test, space, interval, integrals) -> BatchedField:
+def _fields(nets, X, y, X_test, y_test, space, interval, integrals, per_entry: float = 0.0) -> BatchedField:
     problems = [Problem.from_data(net, X, y, X_test, y_test) for net in nets]
-    # one space for all seeds: make_field's "auto" rule depends only on n and D, which they share
-    return BatchedField([observed_field(make_field(p, space), interval, integrals) for p in problems])
+    # one space for all seeds: make_field's "auto" rule depends only on m, n and D, which they share; per_entry
+    # as for the individual runs (gf.simulate: RK_FLOPS_PER_STATE_ENTRY, gradient descent: 0)
+    return BatchedField([observed_field(make_field(p, space, per_entry), interval, integrals) for p in problems])
 
 
 def _batch_info(nets, s: int, **extra) -> dict:
@@ -272,7 +273,7 @@ def simulate_batch(
     interval = check_interval(interval, net)
     if not isinstance(integrals, bool):
         raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
-    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals)
+    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY)
 
     tol = 0.5 * TIME_TOL * max(1.0, t1)
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval) for f in bf.fields]

@@ -408,7 +408,7 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
     ``method`` "dop853+exprk4" / "dopri5+exprk4" (adaptive only) first runs that explicit method and hands over to
     exprk4 where exprk4 pays (:class:`_Handover`); the hand-over time is ``switch_time`` in the stats (None: the
     explicit method reached t1).  ``explicit_space``: the space of that explicit phase, ``"feature"`` or ``"auto"``
-    (weight space where it is the cheaper, 2D < n: :class:`_WeightPhase`).
+    (weight space where it is the cheaper, :func:`gflow.fields.auto_space`: :class:`_WeightPhase`).
     Raises :class:`Abort` with a status on failure (the partial trajectory stays in ``recorder``).
     """
     flow = _Flow(field)
@@ -452,7 +452,7 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
 # step of _HANDOVER_FACTOR explicit steps' worth of evaluations (τ = 24/(evaluations per explicit step) × h)
 # is taken from the current state: exprk4 takes over once that trial meets the tolerance with room to grow
 # (err ≤ _HANDOVER_ERR), i.e. where one exprk4 step already replaces more explicit steps than it costs.  With
-# space="auto" the explicit phase runs in weight space where that is the cheaper (2D < n, :class:`_WeightPhase`).
+# space="auto" the explicit phase runs in weight space where that is the cheaper (:class:`_WeightPhase`).
 _HANDOVER_EVALS = 24.0  # an exprk4 step costs ≈ 5 evaluations + 6 G-products + an eigenproblem ≈ 2 dopri5 steps
 _HANDOVER_ERR = 0.5
 _HANDOVER_FIRST = 16
@@ -495,15 +495,16 @@ class _Handover:
 
 
 class _WeightPhase:
-    """The explicit phase in weight space, where that space is the cheaper (2D < n): its field, and the exact map
+    """The explicit phase in weight space, where that space is the cheaper (:func:`gflow.fields.auto_space` with
+    the Runge–Kutta cost of a state entry; always when 2D < n): its field, and the exact map
     of its states to the feature-space state [H, A] (+ the integrals) that exprk4 and the recorder read.
 
     H = βWΦᵀ.  A is not determined by W when n > D (only AΦ is: W = W₀ − ℓαβ AΦ), but everything the flow
     reports depends on A only through AΦ (W, the test features H₀,te − γ A G_cross with G_cross = ΦΦ_teᵀ/D, and
     ‖W − W₀‖), and A never feeds back into the flow: A = (W₀ − W)Φ⁺/(ℓαβ), the minimum-norm solution (Φ⁺ the
-    pseudo-inverse, ΦΦ⁺Φ = Φ), is exact for all of it.  Why: the explicit method's cost is then ≈ 4mDn flops per
-    evaluation in both spaces (G is applied in factored form), but its stage combinations stream a state of mD
-    entries instead of 2mn, which made the explicit phase 2.0–2.7× faster on Experiment-1 problems with
+    pseudo-inverse, ΦΦ⁺Φ = Φ), is exact for all of it.  Why: with 2D < n the explicit method's cost is ≈ 4mDn
+    flops per evaluation in both spaces (G is applied in factored form), but its stage combinations stream a state
+    of mD entries instead of 2mn, which made the explicit phase 2.0–2.7× faster on Experiment-1 problems with
     n = 80, 160 (D = 20).  Measured on the same problems: the minimum-norm A (≈ 100× smaller than ∫P there)
     changed exprk4's evaluations after the hand-over by 0–5 %.
     """
@@ -543,8 +544,10 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     runs it in weight space where that is the cheaper (:class:`_WeightPhase`)."""
     from . import rk
 
+    from ..fields import RK_FLOPS_PER_STATE_ENTRY, auto_space
+
     weight = None
-    if space == "auto" and 2 * flow.D < flow.n:
+    if space == "auto" and auto_space(flow.pb, RK_FLOPS_PER_STATE_ENTRY) == "weight":
         weight = _WeightPhase(flow)
     field = flow.field if weight is None else weight.field
     atol_v = field.atol_vector(atol) if flow.observed else atol
@@ -562,7 +565,7 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
         if weight is not None and monitor.partial is not None:  # the partial trajectory in the caller's layout
             t_p, y_p = monitor.partial
             monitor.partial = (t_p, weight.to_feature(y_p.view(eng.shape)))
-    explicit_flops = (monitor.n_f_evals - n0) * flow.g_flops
+    explicit_flops = (monitor.n_f_evals - n0) * (flow.g_flops if weight is None else weight.base.flops_per_eval())
     if hook.start is None:  # the explicit method reached t1
         return None, explicit_flops
     p, lin, h0 = hook.start

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .._validate import check_choice, check_positive_float, check_positive_int, check_times, describe
-from ..fields import Problem, make_field
+from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.base import AbstractField
 from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
@@ -220,7 +220,8 @@ def simulate(
         max_wall_time: optional wall-time budget in seconds (status ``"time_budget"``).
         X_test, y_test: optional test data; test outputs, loss and error are recorded at every saved time.
         space: ``"feature"`` (state H, eq. (11), cost ≈ 2mn² per evaluation), ``"weight"`` (state W, eq. (10),
-            ≈ 4mDn) or ``"auto"`` (the cheaper: feature iff n < 2D).  Both are exact.
+            ≈ 4mDn) or ``"auto"`` (the cheaper, counting the solver's traffic over the state too:
+            :func:`gflow.fields.auto_space`; feature when n is well below 2D).  Both are exact.
         features_at: times at which H (and the test features) are kept: default (0, t1); ``"all"``: every
             saved time.
         weights_at: times at which W is kept (default: none; W at the final time is always kept).
@@ -312,8 +313,8 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space),
-                           interval, integrals)
+    field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space,
+                                      RK_FLOPS_PER_STATE_ENTRY), interval, integrals)
     if method in ("Radau", "BDF", "LSODA"):
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
