@@ -302,7 +302,10 @@ class Engine:
             return abs(h) * unit * float(self.norm(err.div_(sc)))
         # DOP853: err = |h| e5² / sqrt(e5² + 0.01 e3²) (Hairer's combined 5th/3rd-order estimate)
         err = self._bde[1:].div_(sc)
-        e5, e3 = (unit * v for v in torch.stack([self.norm(err[0]), self.norm(err[1])]).tolist())  # one sync
+        if self.norm is rms_norm:  # both rows' RMS in one reduction
+            e5, e3 = (torch.linalg.vector_norm(err, dim=1) * (unit / math.sqrt(self.N))).tolist()
+        else:
+            e5, e3 = (unit * v for v in torch.stack([self.norm(err[0]), self.norm(err[1])]).tolist())  # one sync
         if e5 == 0.0 and e3 == 0.0:
             return 0.0
         return abs(h) * e5 * e5 / math.sqrt(e5 * e5 + 0.01 * e3 * e3)
