@@ -315,3 +315,15 @@ def test_stage_states_formed_only_where_the_field_reads_give_the_same_run(make_d
     assert part.stats["n_f_evals"] == full.stats["n_f_evals"]
     np.testing.assert_allclose(part.loss, full.loss, rtol=1e-13, atol=0)
     np.testing.assert_allclose(part.test_output, full.test_output, rtol=1e-12, atol=1e-15)
+
+
+def test_dop853_evaluates_the_new_point_only_for_accepted_steps():
+    # DOP853's error estimate does not read f(y₁): it is evaluated after acceptance, straight into the next step's
+    # first stage, so a step costs 11 evaluations + 1 if accepted (f(y₀), and one for the first-step guess)
+    X, y = gf.data.random_labels(n=12, d=10, seed=1)
+    net = gf.Network(d=10, width=48, activation="tanh", seed=1)
+    kw = dict(t1=20.0, saveat=[0.0, 20.0], method="dop853", rtol=1e-8, atol=1e-10, integrals=False)
+    for opts, guess in (({}, 1), ({"first_step": 5.0}, 0)):  # a too-large first step forces rejections
+        st = gf.simulate(net, X, y, options=opts, **kw).stats
+        assert st["n_rejected"] >= 1
+        assert st["n_f_evals"] == 1 + guess + 11 * (st["n_accepted"] + st["n_rejected"]) + st["n_accepted"]

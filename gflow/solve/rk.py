@@ -436,7 +436,8 @@ class Engine:
                 torch.mm(C, Kb, out=self._bde)
                 torch.add(self.y, self._bde[0], alpha=h, out=self.y_new)
             t_new = self.t1 if last else t + h
-            self._f(t_new, self.y_new, self._rows[s])  # FSAL
+            if self._bde is None:  # dopri5's error estimate reads the new point's derivative (FSAL)
+                self._f(t_new, self.y_new, self._rows[s])
             err = self._error(h)
             if math.isnan(err):
                 m.raise_nonfinite(t)
@@ -448,14 +449,20 @@ class Engine:
                 if self.rejected:
                     h_new = min(h_new, h)
                 outs = self._due_outputs(t_new)
-                if outs:
-                    inner = [tk for tk in outs if tk < t_new]
+                inner = [tk for tk in outs if tk < t_new]
+                if self._bde is not None and not inner:
+                    # DOP853 does not need the new point's derivative for its error estimate: it is evaluated for
+                    # accepted steps only, straight into the next step's first stage (no copy of a stage row)
+                    self._f(t_new, self.y_new, self._rows[0])
+                else:
+                    if self._bde is not None:  # the dense output reads it as the last stage, and K₀ as is
+                        self._f(t_new, self.y_new, self._rows[s])
                     states = self._dense(t, h, inner) if inner else []
                     for tk, yk in zip(inner, states):
                         self._record(tk, yk)
-                    if len(inner) < len(outs):
-                        self._record(t_new, self.y_new.clone())
-                self._rows[0].copy_(self._rows[s])
+                    self._rows[0].copy_(self._rows[s])
+                if len(inner) < len(outs):
+                    self._record(t_new, self.y_new.clone())
                 self.y, self.y_new = self.y_new, self.y
                 self.absy, self.absy_new = self.absy_new, self.absy
                 self.t, self.k, self.h = t_new, self.k + len(outs), h_new
