@@ -268,7 +268,12 @@ def run(preset: str | Config = "quick", out: str | Path | None = None, *, progre
     runs = [r for r, _ in done]
     wall = {s: sum(float(r.solution.stats.get("wall_time", 0.0)) for r in runs if r.labels["solver"] == s)
             for s in SOLVERS}
-    spaces = {r.labels["n"]: r.solution.config.get("space", "?") for r in runs if r.labels["solver"] == "gd"}
+    spaces = {}  # n → "GD <space>, flow <space>" (the two may differ: auto_space counts the ODE solver's state)
+    for solver in ("gd", "flow"):
+        for r in runs:
+            if r.labels["solver"] == solver:
+                spaces.setdefault(r.labels["n"], {})[solver] = r.solution.config.get("space", "?")
+    spaces = {n: ", ".join(f"{'GD' if k == 'gd' else k} {v}" for k, v in d.items()) for n, d in spaces.items()}
 
     claims = evaluate(runs, cfg)
     compute_time = time.perf_counter() - start
@@ -607,7 +612,7 @@ def claim_gd_tracks_flow(runs: Sequence[Run], *, step: float = 1.0, floor: float
 def _notes(cfg: Config, name: str, method: str, spaces: dict, wall: dict, compute_time: float, device: str,
            runs: Sequence[Run]) -> list[str]:
     n_fail = [r.labels for r in runs if r.solution.status != "success"]
-    sp = ", ".join(f"n={n}: {s}" for n, s in sorted(spaces.items()))
+    sp = "; ".join(f"n={n}: {s}" for n, s in sorted(spaces.items()))
     notes = [
         f"Model (EQUATIONS.md §13.1): shallow net (1), σ = {cfg.activation}, d = D = {cfg.d}, ĉ = {cfg.c_hat:g}, "
         "paper scaling (α = 1/m, β = 1/√d, GD rule W ← W − mδ∂L/∂W), loss (6) = ½Σ(f − y)², "
@@ -621,9 +626,9 @@ def _notes(cfg: Config, name: str, method: str, spaces: dict, wall: dict, comput
         f"t1 = {cfg.t1:g}, saved at the same times t = kδ; on a GPU the flow uses {cfg.flow_method_cuda} "
         "(gflow's native dop853 is the Dormand–Prince 8(5,3) pair of scipy's DOP853 and torchdiffeq's dopri8, "
         "and runs on both devices).",
-        f"State space (space='{cfg.space}', the cheaper of the two exact forms, EQUATIONS.md §4: flops 2mn² vs "
-        f"4mDn, plus, for the flow's solver, its traffic over the state, 2mn vs mD entries — "
-        "gflow.fields.auto_space): " + sp + ".",
+        f"State space (space='{cfg.space}', the cheaper of the two exact forms, EQUATIONS.md §4: feature space "
+        "costs 2mn² flops per evaluation on a state of 2mn entries, weight space 4mDn on mD; GD counts the flops, "
+        "the flow's solver also the traffic over its state — gflow.fields.auto_space): " + sp + ".",
         "Curves are the arithmetic mean over seeds (as the paper plots them).  Rates are least-squares fits of "
         "ln L ≈ a − ρt (fitted_rate) on a uniform time grid (log-linear interpolation of the saved points, so the "
         "extra early points carry no extra weight), over the decay window: from "
