@@ -554,3 +554,31 @@ def test_the_float64_tanh_route_is_decided_once_and_recorded_in_the_provenance()
     assert float64_tanh_route() in ("tanh", "sigmoid")
     assert float64_tanh_route() is float64_tanh_route()  # cached: one decision per process
     assert versions()["float64_tanh_route"] == float64_tanh_route()
+
+
+@pytest.mark.parametrize("space", ["feature", "weight"])
+@pytest.mark.parametrize("activation,interval", [("tanh", (-1.0, 1.0)), ("relu", (0.0, 1.0)),
+                                                 ("leaky_relu", (-math.inf, math.inf)), ("erf", (-math.inf, 0.5)),
+                                                 ("softplus", (0.2, math.inf))])
+def test_observed_integrands_are_the_quantities_functions(make_data, space, activation, interval):
+    # ObservedField forms (η, μ, ν, λ_min(M), |L̇|^½, |L̇|) with fewer operations than gflow.model.quantities
+    # (float indicators counted by a product, σ′² once, κ_M/m folded into G): the same values
+    from gflow.fields import ObservedField
+    from gflow.model import quantities as Q
+
+    X, y = make_data(n=7, d=5, seed=21)
+    net = gf.Network(d=5, width=33, activation=activation, seed=4)  # m = 33: 1/m is not exact in binary
+    pb = gf.Problem.from_data(net, X, y)
+    field = ObservedField(gf.make_field(pb, space), interval)
+    state = field.initial_state()
+    state[: field.N] += 0.3 * torch.randn(field.N, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    out = torch.empty_like(state)
+    parts = field.rhs_into(state, out)
+    got = out[field.N:]
+    H, ds = parts.H, parts.ds
+    lam = torch.linalg.eigvalsh(Q.kernel_M(pb.G, ds, net.c, net.kernel_coef))[0]
+    want = torch.stack([Q.eta(H, interval), Q.mu(ds), Q.nu(ds, net.c), lam, (-parts.dL).clamp_min(0).sqrt(),
+                        (-parts.dL).clamp_min(0)])
+    assert got[0] == want[0]  # η: exact counts over m
+    torch.testing.assert_close(got[1:], want[1:], rtol=1e-12, atol=1e-15)
+    assert 0.0 < float(got[0]) < 1.0 or interval == (-math.inf, math.inf)

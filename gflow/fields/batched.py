@@ -112,6 +112,7 @@ class BatchedField:
                 raise ValueError("BatchedField needs one interval and one lam_min_M choice for every seed")
             self._coef = net.kernel_coef
             self._G = problems[0].G if self.shared_gram else torch.stack([p.G for p in problems])
+            self._G_over_m = (self._coef / net.m) * self._G  # M = (κ_M/m · G) ∘ (cσ′)ᵀ(cσ′), as ObservedField
 
     # ------------------------------------------------------------------------------------------------------
 
@@ -215,8 +216,8 @@ class BatchedField:
         munu = torch.bmm(self._mu_nu_rows[a:b], ds2).amin(dim=2)
         if self.lam_min_M:
             cd = ds * self._c_col[a:b]
-            G = self._G if self._G.ndim == 2 else self._G[a:b]
-            M = self._coef * (G * (torch.bmm(cd.transpose(1, 2), cd) / m))  # M = κ_M G∘S (E3)
+            G = self._G_over_m if self._G_over_m.ndim == 2 else self._G_over_m[a:b]
+            M = torch.bmm(cd.transpose(1, 2), cd).mul_(G)  # M = κ_M G∘S (E3)
             lam = self._lam_min(M, absdL)
         else:
             lam = absdL.new_zeros(k)
