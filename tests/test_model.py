@@ -582,3 +582,17 @@ def test_observed_integrands_are_the_quantities_functions(make_data, space, acti
     assert got[0] == want[0]  # η: exact counts over m
     torch.testing.assert_close(got[1:], want[1:], rtol=1e-12, atol=1e-15)
     assert 0.0 < float(got[0]) < 1.0 or interval == (-math.inf, math.inf)
+
+
+@pytest.mark.parametrize("n", [5, 127, 128, 301])
+def test_gram_is_the_exactly_symmetric_product_with_its_flop_count(n):
+    from gflow.model.quantities import GRAM_BLOCKS, GRAM_MIN_N, gram, gram_flops
+
+    B = torch.randn(37, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    S = gram(B)
+    torch.testing.assert_close(S, B.T @ B, rtol=1e-13, atol=1e-13 * float((B * B).sum(0).max()))
+    assert torch.equal(S, S.T)  # exactly symmetric (the lower blocks are the mirror of the upper ones)
+    blocks = GRAM_BLOCKS if n >= GRAM_MIN_N else 1
+    edges = [round(i * n / blocks) for i in range(blocks + 1)]
+    assert gram_flops(37, n) == sum(2 * 37 * (b - a) * (n - a) for a, b in zip(edges[:-1], edges[1:]))
+    assert gram_flops(37, n) == 2 * 37 * n * n if n < GRAM_MIN_N else gram_flops(37, n) < 0.7 * 2 * 37 * n * n

@@ -81,7 +81,7 @@ class ObservedField(AbstractField):
         munu = torch.mm(self._mu_nu_rows, ds2).amin(dim=1)  # (μ, ν)
         if self.lam_min_M:
             cd = torch.mul(ds, self._c_col, out=ds2)  # σ′² is no longer needed
-            M = torch.mm(cd.T, cd).mul_(self._G_over_m)
+            M = Q.gram(cd).mul_(self._G_over_m)
             try:
                 lam = torch.linalg.eigvalsh(M)[:1]
             except RuntimeError:  # non-finite M (the solver then reports the non-finite state)
