@@ -58,6 +58,10 @@ class FeatureSpaceField(AbstractField):
         use it).  ``deriv`` is unused."""
         H, A = state[0], state[1]
         ds, r = self._dsigma_and_r(H)
+        self._gd_update_(H, A, ds, r, step)
+
+    def _gd_update_(self, H: torch.Tensor, A: torch.Tensor, ds: torch.Tensor, r: torch.Tensor, step: float) -> None:
+        """The update of :meth:`gd_step_` from σ′(H) and r (:meth:`_dsigma_and_r`); overwrites ``ds``."""
         Q = ds.mul_(self._c_col)  # σ′'s scratch buffer: GD needs it no longer
         rG = torch.mul(self._minus_gamma_G, r[:, None], out=self._scratch("rG", tuple(self._minus_gamma_G.shape), H))
         H.addmm_(Q, rG, alpha=step)

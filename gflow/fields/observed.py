@@ -75,20 +75,43 @@ class ObservedField(AbstractField):
         functions, formed with fewer operations (this runs at every evaluation; with Experiment 1's sizes it cost
         2.9× the RHS when written with those functions): σ′² once, μ and ν in one product, M without
         temporaries of shape (m, n) beyond c σ′."""
-        ds = parts.ds
-        absdL = (-parts.dL).clamp_min(0.0)
+        return self._integrands(parts.H, parts.ds, parts.dL)
+
+    def _integrands(self, H, ds, dL=None, r=None) -> torch.Tensor:
+        """:meth:`integrands` from H, σ′(H) and L̇ — or, with ``dL=None``, L̇ = −rᵀMr (E3) from r and the M that
+        λ_min(M) needs anyway (``lam_min_M`` only)."""
         ds2 = torch.mul(ds, ds, out=self._scratch("ds2", tuple(ds.shape), ds))
         munu = torch.mm(self._mu_nu_rows, ds2).amin(dim=1)  # (μ, ν)
         if self.lam_min_M:
             cd = torch.mul(ds, self._c_col, out=ds2)  # σ′² is no longer needed
             M = Q.gram(cd).mul_(self._G_over_m)
+            if dL is None:
+                dL = -torch.dot(r, torch.mv(M, r))
             try:
                 lam = torch.linalg.eigvalsh(M)[:1]
             except RuntimeError:  # non-finite M (the solver then reports the non-finite state)
-                lam = absdL.new_full((1,), math.nan)
+                lam = ds.new_full((1,), math.nan)
         else:
-            lam = absdL.new_zeros(1)
-        return torch.cat([self._eta(parts.H), munu, lam, absdL.sqrt().view(1), absdL.view(1)])
+            lam = ds.new_zeros(1)
+        absdL = (-dL).clamp_min(0.0)
+        return torch.cat([self._eta(H), munu, lam, absdL.sqrt().view(1), absdL.view(1)])
+
+    def gd_step_(self, state: torch.Tensor, step: float, deriv: torch.Tensor) -> None:
+        """A gradient-descent step of the core state and the left sums of the integrals.  Feature space with
+        λ_min(M): the base field's fused update (:meth:`FeatureSpaceField.gd_step_`) with the integrands taken
+        from the same σ′ and r before it, and L̇ = −rᵀMr from the M they form (no Ḣ, P or L̇ pass over (m, n));
+        otherwise one evaluation and an update of the whole state."""
+        from .feature_space import FeatureSpaceField
+
+        if not (self.lam_min_M and isinstance(self.base, FeatureSpaceField)):
+            super().gd_step_(state, step, deriv)
+            return
+        core = self.core(state)
+        H, A = core[0], core[1]
+        ds, r = self.base._dsigma_and_r(H)
+        q = self._integrands(H, ds, r=r)  # before the update overwrites σ′ and H
+        self.base._gd_update_(H, A, ds, r, step)  # (a non-finite r or σ′ propagates into the state, as before)
+        self.integrals(state).add_(q, alpha=step)
 
     def _eta(self, H: torch.Tensor) -> torch.Tensor:
         """η = min_a (1/m) #{i : H_ia ∈ I} (eq. (18)) as a (1,) tensor: :func:`gflow.model.quantities.eta` with
