@@ -239,6 +239,11 @@ class Solution:
             f"{what} in {self.config.get('space')} space: {st.get('n_f_evals')} evaluations, "
             f"{st.get('n_steps')} steps ({st.get('n_rejected')} rejected), {st.get('wall_time', float('nan')):.3g} s"
         )
+        if st.get("explicit_method"):  # dop853+exprk4 / dopri5+exprk4: say where each phase ran
+            phase = f"{st['explicit_method']} in {st.get('explicit_space', 'feature')} space"
+            sw = st.get("switch_time")
+            lines.append(f"  {phase} to t1 (no hand-over)" if sw is None else
+                         f"  {phase} to t = {sw:.6g}, then exprk4 in feature space")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -419,6 +419,7 @@ def test_switching_runs_its_explicit_phase_in_weight_space_where_that_is_cheaper
     assert sol.ok and sol.config["space"] == "feature" and sol.stats["explicit_space"] == "weight"
     assert feat.stats["explicit_space"] == "feature"
     assert 1.0 < sol.stats["switch_time"] < 1500.0
+    assert f"dop853 in weight space to t = {sol.stats['switch_time']:.6g}, then exprk4" in sol.summary()
     assert np.abs(np.log(sol.loss[1:]) / np.log(ref.loss[1:]) - 1).max() < rtol
     for name in ("H", "W", "test_output", "weight_movement"):
         a, b = getattr(sol, name), getattr(ref, name)
@@ -432,6 +433,7 @@ def test_switching_runs_its_explicit_phase_in_weight_space_where_that_is_cheaper
     a = gf.simulate(net, X, y, method="dop853+exprk4", **short)
     b = gf.simulate(net, X, y, method="dop853", space="weight", **short)
     assert a.stats["switch_time"] is None and a.stats["n_accepted"] == b.stats["n_accepted"]
+    assert "dop853 in weight space to t1 (no hand-over)" in a.summary()
     np.testing.assert_array_equal(a.loss, b.loss)
     np.testing.assert_allclose(a.W_final, b.W_final, rtol=0, atol=1e-13 * np.abs(b.W_final).max())
     # stopped in the explicit phase: the partial trajectory ends at the last accepted weight-space step
