@@ -103,6 +103,16 @@ def _targets(y: Any, name: str, n: int, net: Network) -> torch.Tensor:
     return t.contiguous()
 
 
+def scratch(owner: object, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A buffer kept on ``owner`` and reused across calls (allocated on first use or when shape/dtype/device
+    change): fresh (m, n) arrays on every call cost page faults."""
+    bufs = owner.__dict__.setdefault("_buffers", {})
+    buf = bufs.get(key)
+    if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device:
+        buf = bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return buf
+
+
 class AbstractField:
     """An exact gradient-flow vector field; subclasses fix the state space.
 
@@ -158,12 +168,8 @@ class AbstractField:
         return out
 
     def _scratch(self, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """A buffer reused across evaluations (allocated on first use or when shape/dtype/device change)."""
-        bufs = self.__dict__.setdefault("_buffers", {})
-        buf = bufs.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
-            buf = bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
+        """A buffer reused across evaluations (:func:`scratch`)."""
+        return scratch(self, key, shape, like)
 
     # Shared by both spaces: P_ia = c_i σ'(H_ia) r_a (eq. (10)), residual r = f − y.
     def _dsigma_and_r(self, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,7 +52,6 @@ class ObservedField(AbstractField):
         self._mu_nu_rows = torch.stack([torch.ones_like(net.c), net.c * net.c]) / m
         self._G_over_m = (self._coef / m) * self._G
         self._c_col = net.c[:, None]
-        self._ones = torch.ones_like(net.c)
 
     def core(self, state: torch.Tensor) -> torch.Tensor:
         return state[: self.N].view(self.core_shape)
@@ -114,19 +113,8 @@ class ObservedField(AbstractField):
         self.integrals(state).add_(q, alpha=step)
 
     def _eta(self, H: torch.Tensor) -> torch.Tensor:
-        """η = min_a (1/m) #{i : H_ia ∈ I} (eq. (18)) as a (1,) tensor: :func:`gflow.model.quantities.eta` with
-        the indicator in float scratch buffers and the count as a matrix–vector product (a boolean column sum
-        cost 5× that at Experiment 1's sizes)."""
-        lo, hi = self.interval
-        shape = tuple(H.shape)
-        ind = None
-        for bound, op, key in ((lo, torch.gt, "ind_lo"), (hi, torch.lt, "ind_hi")):
-            if math.isfinite(bound):
-                buf = op(H, bound, out=self._scratch(key, shape, H))  # 1.0 / 0.0 in H's dtype
-                ind = buf if ind is None else ind.mul_(buf)
-        if ind is None:  # I = ℝ: every neuron is active
-            return H.new_ones(1)
-        return torch.mv(ind.T, self._ones).amin().div_(H.shape[0]).view(1)  # exact counts, then / m
+        """η (eq. (18)) as a (1,) tensor, its indicator in a scratch buffer."""
+        return Q.active_fraction(H, self.interval, self._scratch("ind", tuple(H.shape), H)).amin().view(1)
 
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
         parts = self.base.rhs_into(self.core(state), self.core(out))

@@ -15,15 +15,24 @@ import math
 import torch
 
 
-def active_fraction(H: torch.Tensor, interval: tuple[float, float]) -> torch.Tensor:
-    """(1/m) #{i : H_ia ∈ (I_l, I_r)} for each point a; shape (n,).  The interval is open."""
+def active_fraction(H: torch.Tensor, interval: tuple[float, float], out: torch.Tensor | None = None) -> torch.Tensor:
+    """(1/m) #{i : H_ia ∈ (I_l, I_r)} for each point a; shape (n,).  The interval is open.
+
+    The indicator is formed in H's dtype (in ``out``, a buffer of H's shape, when given) and counted by a
+    matrix–vector product — exact integer counts, then / m (a boolean column sum cost 5× that at m = 1024, n = 20).
+    """
     lo, hi = interval
-    inside = torch.ones_like(H, dtype=torch.bool)
+    m = H.shape[0]
+    if not (math.isfinite(lo) or math.isfinite(hi)):  # I = ℝ
+        return H.new_ones(H.shape[1])
+    ind = torch.empty_like(H) if out is None else out
     if math.isfinite(lo):
-        inside &= H > lo
-    if math.isfinite(hi):
-        inside &= H < hi
-    return inside.sum(dim=0).to(H.dtype) / H.shape[0]
+        torch.gt(H, lo, out=ind)  # 1.0 / 0.0 in H's dtype
+        if math.isfinite(hi):
+            ind.mul_(torch.lt(H, hi))
+    else:
+        torch.lt(H, hi, out=ind)
+    return torch.mv(ind.T, H.new_ones(m)).div_(m)
 
 
 def eta(H: torch.Tensor, interval: tuple[float, float]) -> torch.Tensor:

@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from ..fields.base import AbstractField
+from ..fields.base import AbstractField, scratch
 from ..model import quantities as Q
 
 
@@ -86,13 +86,6 @@ class Recorder:
         yt = pb.y_test
         self.sign_labels = yt is not None and bool(torch.all((yt == 1) | (yt == -1)))
 
-    def _buffer(self, key: str, like: torch.Tensor) -> torch.Tensor:
-        """A scratch array of ``like``'s shape, reused across saved times (fresh (m, n) arrays cost page faults)."""
-        buf = self.__dict__.setdefault("_buffers", {}).get(key)
-        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._buffers[key] = torch.empty_like(like)
-        return buf
-
     @property
     def t(self) -> list[float]:
         return self.rows["t"]
@@ -129,7 +122,7 @@ class Recorder:
         if pb.X_test is not None:
             Hte = self.field.test_features(state)
             rows["test_output"].append(_np(pb.outputs(Hte)))
-            rows["feature_movement_test"].append(_np(Q.feature_movement(Hte, self._H0_test, self._buffer("dHte", Hte))))
+            rows["feature_movement_test"].append(_np(Q.feature_movement(Hte, self._H0_test, scratch(self, "dHte", Hte.shape, Hte))))
         # theory quantities (EQUATIONS.md §8-§9)
         rows["eta"].append(float(Q.eta(H, self.interval)))
         rows["eta_bar"].append(float(Q.eta(H, self.inner)) if self.inner else math.nan)
@@ -147,7 +140,7 @@ class Recorder:
         else:
             for k in ("lam_min_M", "lam_max_M", "dL", "kernel_movement"):
                 rows[k].append(math.nan)
-        dH = self._buffer("dH", H)
+        dH = scratch(self, "dH", H.shape, H)
         rows["feature_movement"].append(_np(Q.feature_movement(H, self._H0, dH)))  # leaves |H − H0| in dH
         if self.inner:  # T7: max_a (1/m) #{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}
             xi = (self.interval[1] - self.interval[0]) / 3.0

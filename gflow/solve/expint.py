@@ -48,8 +48,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..fields import RK_FLOPS_PER_STATE_ENTRY, auto_space
 from ..fields.base import AbstractField, Parts, Problem
 from ..fields.observed import ObservedField
+from ..fields.weight_space import WeightSpaceField
 from ..model.quantities import gram, gram_flops
 from ._record import Monitor, Recorder
 
@@ -276,9 +278,12 @@ class _Flow:
         """One right-hand-side evaluation at H (F does not depend on A or q); raises _NonFinite."""
         monitor.on_eval()
         net = self.net
-        s, ds = torch.empty_like(H), torch.empty_like(H)
-        net.activation.both_into(H, s, ds)  # fused where the activation has it (float64 tanh: float64_tanh_route)
-        r = torch.mv(s.T, net.c).mul_(self.alpha).sub_(self.y)
+        act = net.activation
+        r = torch.empty_like(self.y)
+        # σ, r = α σᵀc − y, then σ′ (over σ where σ′ is a function of σ), as the fields do
+        ds = act.sigma_then_dsigma_into(H, torch.empty_like(H), None if act.in_place_dsigma else torch.empty_like(H),
+                                        lambda sig: torch.addmv(self.y, sig.T, net.c, beta=-1.0, alpha=self.alpha,
+                                                                out=r))
         B = torch.mul(ds, self.c_col)
         P = B * r
         FH = self.mulG(P)
@@ -512,8 +517,6 @@ class _WeightPhase:
     """
 
     def __init__(self, flow: _Flow):
-        from ..fields.weight_space import WeightSpaceField
-
         base = WeightSpaceField(flow.pb)
         self.field = ObservedField(base, flow.field.interval, flow.field.lam_min_M) if flow.observed else base
         self.flow, self.base = flow, base
@@ -545,8 +548,6 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     output index, first exprk4 step) or None when it reached t1, the explicit phase's flops).  ``space="auto"``
     runs it in weight space where that is the cheaper (:class:`_WeightPhase`)."""
     from . import rk
-
-    from ..fields import RK_FLOPS_PER_STATE_ENTRY, auto_space
 
     weight = None
     if space == "auto" and auto_space(flow.pb, RK_FLOPS_PER_STATE_ENTRY) == "weight":
