@@ -71,6 +71,11 @@ def test_speed_tiny_writes_json_with_every_section_and_a_figure(tmp_path):
     (rhs,) = data["rhs"]
     assert rhs["status"] == "ok" and rhs["weight_s"] > 0 and rhs["feature_s"] > 0
     assert rhs["flop_ratio"] == pytest.approx(2 * rhs["D"] / rhs["n"])
+    # the bound from the shared elementwise work: below the feature RHS's own time (it is part of it) and above
+    # the measured speed-up up to timing noise
+    assert 0 < rhs["common_s"] and rhs["speedup_bound"] > 0.5 * rhs["speedup"]
+    (v,) = [t for t in data["targets"] if t["target"].startswith("RHS feature")]
+    assert "bounds the speed-up" in v["detail"]
     (gd,) = data["gd"]
     assert gd["rel_W_diff"] < 1e-10  # the autograd peer and gf.gradient_descent compute the same iterates
     for key in ("gflow_step_s", "gflow_setup_s", "gflow_integrals_step_s", "peer_step_s", "speedup"):

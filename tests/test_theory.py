@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from scipy.integrate import cumulative_trapezoid, simpson
 
 import gflow as gf
@@ -150,6 +151,28 @@ def test_eta_counts_the_open_interval_so_features_exactly_at_an_endpoint_are_ina
     np.testing.assert_array_equal(sol.H[0], W0[:, :3])
     assert sol.eta[0] == 0.5  # open (−1, 1): only 0.5 and 0.2 count at point 0 (closed would give 1.0)
     assert sol.eta_bar[0] == 0.25  # (−1/3, 1/3): only 0.2
+
+
+@pytest.mark.parametrize("interval", [(-1.0, 1.0), (-1.0, 0.5), (0.0, 2.0), (-math.inf, 0.5), (-1.0, math.inf)])
+def test_active_fraction_counts_exactly_the_open_interval_in_every_branch(interval):
+    # symmetric (|h| < a), bounded asymmetric (#{h > lo} − #{h ≥ hi}) and one-sided intervals against a plain
+    # count, with entries exactly at, and one ulp inside/outside, each endpoint, ±inf and NaN (never counted)
+    from gflow.model.quantities import active_fraction
+
+    lo, hi = interval
+    edge = [v for e in (lo, hi) if math.isfinite(e) for v in (e, np.nextafter(e, -np.inf), np.nextafter(e, np.inf))]
+    # ±inf only for a bounded interval: a one-sided count reads only its finite end, so it would count the
+    # infinite entry on its open side (features are finite in every solve: a non-finite state aborts it)
+    vals = np.array(edge + [0.0, 0.3, -0.7, 5.0, -5.0, np.nan]
+                    + ([np.inf, -np.inf] if math.isfinite(lo) and math.isfinite(hi) else []))
+    rng = np.random.default_rng(0)
+    H = rng.choice(vals, size=(37, 6))
+    want = ((H > lo) & (H < hi)).sum(axis=0) / 37
+    buf = torch.full(H.shape, 7.0, dtype=torch.float64)
+    for out in (None, buf):
+        got = active_fraction(torch.tensor(H), interval, out).numpy()
+        np.testing.assert_array_equal(got, want)
+    assert 0 < want.min() and want.max() < 1  # the data puts entries on both sides of the interval
 
 
 # ---------------------------------------------------------------------------------------------------------
