@@ -114,6 +114,30 @@ def test_declared_K_is_the_infimum_of_abs_dsigma_over_the_active_interval(spec):
     assert act.K == pytest.approx(K_grid, rel=1e-12, abs=1e-14)
 
 
+def test_numeric_K_is_memoized_per_dsigma_and_interval_and_accepts_unhashable_callables():
+    from gflow.model.activations import _grid_inf_abs, _numeric_inf_abs
+
+    calls = []
+
+    def ds(u):
+        calls.append(1)
+        return 2.0 + u * u
+
+    assert _numeric_inf_abs(ds, -1.0, 3.0) == pytest.approx(2.0, abs=1e-9)
+    assert _numeric_inf_abs(ds, -1.0, 3.0) == _grid_inf_abs(ds, -1.0, 3.0)  # the grid itself ran once more
+    assert len(calls) == 2  # the second _numeric_inf_abs call came from the memo
+    assert _numeric_inf_abs(ds, 1.0, 3.0) == pytest.approx(3.0, rel=1e-4)  # another interval (open: the grid skips 1)
+
+    class Unhashable:  # defines __eq__ only, so hash() raises: computed without the memo
+        def __eq__(self, other):
+            return isinstance(other, Unhashable)
+
+        def __call__(self, u):
+            return 0.5 + 0.0 * u
+
+    assert _numeric_inf_abs(Unhashable(), -1.0, 1.0) == 0.5
+
+
 @pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
 def test_declared_lipschitz_constant_is_the_sup_of_abs_dsigma(spec):
     act = gf.get_activation(spec)
