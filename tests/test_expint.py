@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.integrate
 import scipy.linalg
 import torch
 
@@ -114,6 +115,30 @@ def test_linear_flow_is_exact_with_loose_tolerances_and_huge_steps(make_data, in
     assert np.abs(sol.residual - ref).max() < 1e-12 * np.abs(r0).max()
     assert sol.stats["n_accepted"] < 20, "an exact method is not limited by the fast modes"
     assert sol.stats["last_step"] > 100.0
+    if integrals:
+        # the running integrals are exact too, however long the steps: with M = κG constant and r(t) = e^{−κGt}r₀,
+        # |L̇| = Σ_k κg_k ρ_k² e^{−2κg_k t} (ρ = Vᵀr₀, G = V diag(g) Vᵀ); Simpson's rule over these steps (τκg ≫ 1)
+        # missed ∫|L̇| by up to 1 % of L₀
+        g, V = np.linalg.eigh(G)
+        g = np.clip(g, 0.0, None)
+        rho2 = (V.T @ r0) ** 2
+        np.testing.assert_allclose(sol.int_abs_dL, [0.5 * np.sum(rho2 * -np.expm1(-2 * kappa * g * t)) for t in ts],
+                                   rtol=1e-11, atol=1e-13 * sol.loss[0])
+        np.testing.assert_allclose(sol.int_abs_dL, sol.loss[0] - sol.loss, rtol=0, atol=1e-11 * sol.loss[0])
+
+        def sqrt_abs_dL(t):
+            return math.sqrt(float(np.sum(kappa * g * rho2 * np.exp(-2 * kappa * g * t))))
+
+        edges = np.unique(np.concatenate([ts, np.geomspace(1e-3, ts[-1], 40)]))
+        pieces = [scipy.integrate.quad(sqrt_abs_dL, a, b, epsabs=0, epsrel=1e-12, limit=200)[0]
+                  for a, b in zip(np.r_[0.0, edges[:-1]], edges)]
+        cum = np.cumsum(pieces)
+        want_sqrt = [0.0] + [cum[np.flatnonzero(edges == t)[0]] for t in ts[1:]]
+        np.testing.assert_allclose(sol.int_sqrt_abs_dL, want_sqrt, rtol=1e-9, atol=1e-12)
+        # σ′ ≡ 1: μ = 1 and λ_min(M) = λ_min(κG) at all times (M = κ_M G∘S, S = mean(c²)·11ᵀ)
+        np.testing.assert_allclose(sol.int_mu, ts, rtol=1e-13)
+        np.testing.assert_allclose(sol.int_lam_min_M, kappa * np.linalg.eigvalsh(G)[0] * ts, rtol=1e-9,
+                                   atol=1e-13 * kappa * ts[-1])
 
 
 def test_linear_flow_is_exact_with_fixed_huge_steps_including_features(make_data):
