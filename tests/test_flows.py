@@ -191,6 +191,12 @@ def test_gradient_descent_in_feature_space_reproduces_weight_space_descent(make_
         assert rel_err(b.__getattribute__(attr), a.__getattribute__(attr)) < 1e-12, attr
     np.testing.assert_array_equal(a.feature_t, [0.0, 1.0, 6.0])
     assert a.loss[-1] < a.loss[0]
+    # features_at="all", as in simulate (its saveat): H at every step of the save_every grid and the last one
+    c = gf.gradient_descent(net, X, y, **{**kw, "features_at": "all"})
+    grid = 0.1 * np.array([0, 7, 14, 21, 28, 35, 42, 49, 56, 60])
+    np.testing.assert_allclose(c.feature_t, grid, rtol=1e-14)
+    assert c.H.shape == (10, 10, 6) and c.config["solver"]["features_at"] == c.feature_t.tolist()
+    assert rel_err(c.H[[0, -1]], a.H[[0, -1]]) < 1e-12
 
 
 @pytest.mark.parametrize("integrals", [True, False])

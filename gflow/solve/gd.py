@@ -46,9 +46,13 @@ def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at)
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
     t1 = steps * step
-    fk = _steps_of([0.0, t1] if features_at is None else features_at, "features_at", step, steps)
+    saved = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps]]))
+    if isinstance(features_at, str) and features_at == "all":  # as in simulate: at every saved step
+        fk = saved
+    else:
+        fk = _steps_of([0.0, t1] if features_at is None else features_at, "features_at", step, steps)
     wk = np.zeros(0, np.int64) if weights_at is None else _steps_of(weights_at, "weights_at", step, steps)
-    save_k = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps], fk, wk]))
+    save_k = np.unique(np.concatenate([saved, fk, wk]))
     return step, steps, save_every, max_wall_time, t1, fk, wk, save_k
 
 
@@ -84,7 +88,7 @@ def gradient_descent(
         X_test, y_test: optional test data.
         space: ``"feature"``, ``"weight"`` or ``"auto"``, as in :func:`gflow.simulate`; both are exact.
         features_at, weights_at: flow times (multiples of ``step``) at which H / W are kept; features default
-            to the first and last step.
+            to the first and last step; ``features_at="all"``: at every saved step (as in :func:`gflow.simulate`).
         max_wall_time: optional budget in seconds (status ``"time_budget"``).
         progress: a tqdm bar over flow time t = kδ (``None``: only when stderr is a terminal).
         interval, integrals: as in :func:`gflow.simulate`; for GD the integrals are the exact left sums
