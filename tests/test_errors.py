@@ -203,6 +203,10 @@ BAD_NETWORK = [
     ("W0_tensor_on_another_device", dict(W0=torch.zeros(4, 3, dtype=torch.float64, device="meta")),
      ValueError,
      r"W0 is on device meta but device=cpu"),
+    ("width_beyond_the_machine_memory", dict(width=2**40), ValueError,
+     r"width × D = 1099511627776 × 3 first-layer weights need 2\.46e\+04 GiB in float64, more than this machine's"),
+    ("embedding_beyond_the_machine_memory", dict(d=2**21, embedding="quadratic"), ValueError,
+     r"width × D = 4 × 4398046511104 .*\(d = 2097152, embedded to D = 4398046511104\)"),
 ]
 
 
@@ -309,6 +313,7 @@ BAD_SIMULATE = [
     ("interval_not_a_pair", dict(interval=1.0), TypeError,
      r"interval must be a pair \(I_l, I_r\).*got float"),
     ("integrals_not_a_bool", dict(integrals="yes"), TypeError, r"integrals must be True or False, got str"),
+    ("progress_not_a_bool", dict(progress="yes"), TypeError, r"progress must be True, False or None, got str"),
     ("max_steps_zero", dict(max_steps=0), ValueError, r"max_steps must be an integer >= 1, got 0"),
     ("max_steps_fractional", dict(max_steps=10.5), TypeError, r"max_steps must be an integer"),
     ("max_wall_time_zero", dict(max_wall_time=0), ValueError, r"max_wall_time must be > 0, got 0"),
@@ -336,6 +341,13 @@ BAD_SIMULATE = [
 def test_bad_simulate_argument_is_rejected_naming_the_argument(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         run_simulate(**kwargs)
+
+
+@pytest.mark.parametrize("method", ["dop853", "dopri5"])
+def test_a_huge_tolerance_whose_error_norms_underflow_runs_instead_of_dividing_by_zero(method):
+    # rtol = atol = 1e300: DOP853's e5² + 0.01·e3² underflowed to 0 (ZeroDivisionError); Hairer's guard takes 1
+    sol = run_simulate(method=method, rtol=1e300, atol=1e300)
+    assert sol.status == "success" and np.isfinite(sol.loss).all()
 
 
 @pytest.mark.parametrize("method", FIXED_STEP_METHODS)
@@ -376,6 +388,8 @@ BAD_GD = [
     ("steps_negative", dict(steps=-3), ValueError, r"steps must be an integer >= 1, got -3"),
     ("steps_fractional", dict(steps=2.5), TypeError, r"steps must be an integer >= 1, got float 2\.5"),
     ("save_every_zero", dict(save_every=0), ValueError, r"save_every must be an integer >= 1, got 0"),
+    ("save_every_too_small_for_the_steps", dict(steps=10**12, save_every=1), ValueError,
+     r"steps=1000000000000 with save_every=1 would save 1000000000001 points .*raise save_every to at least 100000"),
     ("features_at_off_the_step_grid", dict(step=0.3, features_at=[0.5]), ValueError,
      r"features_at must be multiples of the step 0\.3 .*got \[0\.5\]"),
     ("weights_at_off_the_step_grid", dict(step=1.0, weights_at=[0.5, 2.0]), ValueError,
@@ -388,6 +402,7 @@ BAD_GD = [
     ("max_wall_time_zero", dict(max_wall_time=0.0), ValueError, r"max_wall_time must be > 0"),
     ("interval_reversed", dict(interval=(1.0, 0.0)), ValueError, r"interval must satisfy I_l < I_r"),
     ("integrals_not_a_bool", dict(integrals=1), TypeError, r"integrals must be True or False, got int"),
+    ("progress_not_a_bool", dict(progress=1), TypeError, r"progress must be True, False or None, got int"),
     ("X_float32_tensor_for_float64_network", dict(X=torch.as_tensor(X0, dtype=torch.float32)), TypeError,
      r"X has dtype torch\.float32 but the network uses torch\.float64"),
 ]

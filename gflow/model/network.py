@@ -9,6 +9,8 @@ the same network on every device and dtype.  Under the NTK scaling the initialis
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,14 @@ from .embeddings import BoundEmbedding, _cpu_generator, get_embedding
 from .scaling import get_scaling
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}
+
+
+def _physical_memory() -> float:
+    """Bytes of physical memory (inf where the platform does not say)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return math.inf
 
 
 def resolve_dtype(dtype: Any) -> torch.dtype:
@@ -108,6 +118,12 @@ class Network:
                 f"width must be even for the {self.scaling.name!r} scaling (symmetrised initialisation pairs "
                 f"neuron i with i + m/2), got width={m}"
             )
+        D = self.embedding.dim(d)
+        need = 8.0 * m * D  # W0 is drawn in float64 on the CPU
+        if need > _physical_memory():
+            raise ValueError(f"width × D = {m} × {D} first-layer weights need {need / 2**30:.3g} GiB in float64, more "
+                             f"than this machine's {_physical_memory() / 2**30:.3g} GiB of memory; use a smaller width "
+                             f"or input dimension (d = {d}, embedded to D = {D})")
         phi = self.embedding.bind(d, activation=self.activation, seed=self.seed)
         set_("_phi", phi)
         D = phi.D

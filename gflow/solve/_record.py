@@ -13,6 +13,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from .._validate import describe
 from ..fields.base import AbstractField, scratch
 from ..model import quantities as Q
 
@@ -184,6 +185,9 @@ class Recorder:
         """A tqdm bar over flow time; ``None`` shows it only when stderr is a terminal."""
         import sys
 
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be True, False or None, got {describe(progress)} (None: a bar only on a "
+                            "terminal)")
         if progress is None:
             progress = sys.stderr.isatty()
         if progress:

@@ -23,6 +23,9 @@ from ._record import Abort, Monitor, Recorder
 from .ode import _make_solution, check_interval, observed_field
 
 
+MAX_SAVED_STEPS = 10_000_000  # saved steps per run: each keeps the loss, the residuals and the outputs
+
+
 def _steps_of(times: Any, name: str, step: float, steps: int) -> np.ndarray:
     t = check_times(times, name)
     k = np.rint(t / step)
@@ -46,6 +49,10 @@ def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at)
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
     t1 = steps * step
+    if steps // save_every > MAX_SAVED_STEPS:
+        raise ValueError(f"steps={steps} with save_every={save_every} would save {steps // save_every + 1} points "
+                         f"(loss, residuals and outputs at each); raise save_every to at least "
+                         f"{-(-steps // MAX_SAVED_STEPS)} (at most {MAX_SAVED_STEPS} saved steps)")
     saved = np.unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps]]))
     if isinstance(features_at, str) and features_at == "all":  # as in simulate: at every saved step
         fk = saved
