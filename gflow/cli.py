@@ -116,7 +116,10 @@ def run_config(cfg: dict, *, progress=print):
     net = Network(**net_kw)
     X, y = gen(dat["n"], net.d, seed=dat["seed"])
     test = {}
-    if dat.get("n_test"):
+    n_test = dat.get("n_test")
+    if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0):
+        raise CLIError(f"n_test (--n-test) must be an integer >= 0 (0: no test data), got {n_test!r}")
+    if n_test:
         Xt, yt = gen(dat["n_test"], net.d, seed=dat.get("test_seed", dat["seed"] + 1))
         test = {"X_test": Xt, "y_test": yt}
     progress(f"{net}\ndata: {gen_name}(n={dat['n']}, d={net.d}, seed={dat['seed']})"

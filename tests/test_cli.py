@@ -78,6 +78,9 @@ def test_bad_flags_exit_2_with_a_message_not_a_traceback(capsys):
     assert "unknown activation 'swish'" in capsys.readouterr().err
     assert main(["simulate", "--d", "4", "--width", "8", "--t1", "1", "--embedding", "random_features:x"]) == 2
     assert main(["simulate", "--d", "4", "--t1", "1"]) == 2
+    capsys.readouterr()
+    assert main(["simulate", "--d", "4", "--width", "8", "--t1", "1", "--n-test", "-1"]) == 2
+    assert "n_test (--n-test) must be an integer >= 0 (0: no test data), got -1" in capsys.readouterr().err
     assert load_config is not None
 
 
