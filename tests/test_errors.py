@@ -228,9 +228,17 @@ def test_bad_network_argument_is_rejected_naming_the_argument(kwargs, exc, match
          r"interval must have I_l < I_r"),
         (lambda: gf.Activation("a", "tanh", torch.tanh, 1.0, (-1.0, 1.0)), TypeError,
          r"sigma must be callable"),
+        (lambda: small_net(embedding={"D": 3}), ValueError,
+         r"an embedding spec needs kind = 'identity', 'quadratic', 'random_features' or 'deep_random_features' "
+         r".*got \{'D': 3\}"),
+        (lambda: small_net(embedding={"kind": "callable", "fn": "m:f"}), ValueError,
+         r"a callable embedding cannot be rebuilt from its spec"),
+        (lambda: small_net(embedding={"name": "random_features", "D": 0}), ValueError,  # "name" as in activations
+         r"RandomFeatures D must be an integer >= 1, got 0"),
     ],
     ids=["random_features_D_zero", "random_features_negative_seed", "deep_random_features_depth_two",
-         "activation_with_reversed_interval", "activation_with_non_callable_sigma"],
+         "activation_with_reversed_interval", "activation_with_non_callable_sigma", "embedding_spec_without_kind",
+         "embedding_spec_of_a_callable", "embedding_spec_with_name_for_kind"],
 )
 def test_bad_embedding_or_activation_specification_is_rejected_naming_the_field(make, exc, match):
     with pytest.raises(exc, match=match):

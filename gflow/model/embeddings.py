@@ -250,15 +250,23 @@ def get_embedding(spec) -> AbstractEmbedding:
             f"gf.DeepRandomFeatures(D=..., depth=...) or a callable X -> Phi(X)"
         )
     if isinstance(spec, dict):
+        given = spec
         spec = dict(spec)
         kind = spec.pop("kind", None)
+        if kind is None and "name" in spec:  # the key activation tables use
+            kind = spec.pop("name")
         if kind in ("identity", "quadratic"):
             return get_embedding(kind)
         if kind == "random_features":
             return RandomFeatures(**spec)
         if kind == "deep_random_features":
             return DeepRandomFeatures(**spec)
-        raise ValueError(f"cannot rebuild embedding from spec {spec!r} (kind {kind!r})")
+        if kind == "callable":
+            raise ValueError(f"a callable embedding cannot be rebuilt from its spec {given!r}; pass the callable itself")
+        raise ValueError(
+            f"an embedding spec needs kind = 'identity', 'quadratic', 'random_features' or 'deep_random_features' "
+            f"with its keywords (e.g. {{'kind': 'random_features', 'D': 64}}), got {given!r}"
+        )
     if callable(spec):
         return Callable(spec)
     raise TypeError(
