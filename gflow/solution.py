@@ -305,6 +305,10 @@ class Solution:
         except OSError as exc:
             raise ValueError(f"{path} is not a netCDF-4 file: {exc}") from None
         if "gflow_format_version" not in ds.attrs:
+            if "sweep_status" in ds.attrs:  # a sweep's record of a run that produced no solution
+                first = str(ds.attrs.get("message", "")).strip().split("\n\n")[0]  # not the stored traceback
+                raise ValueError(f"{path} is the record of a sweep run that produced no solution (status "
+                                 f"{ds.attrs['sweep_status']!r}): {first}")
             raise ValueError(f"{path} is not a gflow solution file (no gflow_format_version attribute)")
         arrays = {name: ds[name].values for name in _DIMS if name in ds}
         if "W_final" not in arrays:

@@ -175,6 +175,12 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     assert sol.status == "diverged" and sol.kind == "gd"
     with pytest.raises(ValueError, match="raised an error"):
         gf.run_solution(tmp_path, str(ds.run_id.values[e]))
+    # the raising run's record file, opened as a solution, says what it is and why (not the stored traceback)
+    (rec,) = [p for p in (tmp_path / "runs").glob("*.nc") if str(ds.run_id.values[e]) in p.name]
+    with pytest.raises(ValueError, match=r"record of a sweep run that produced no solution \(status 'error'\): "
+                                         r"ValueError: unknown activation 'no_such_activation'") as info:
+        gf.Solution.load(rec)
+    assert "Traceback" not in str(info.value)
 
 
 @pytest.mark.parametrize("change, key", [
