@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,20 +158,21 @@ def test_a_custom_executor_object_is_accepted(serial, tmp_path):
 
 
 def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
-    ds = gf.sweep({"d": 5, "width": 16}, {"generator": "random_labels", "n": 20},
-                  {"kind": "gradient_descent", "steps": 200, "save_every": 10},
-                  {"solver.step": [0.5, 100.0], "network.activation": ["linear", "no_such_activation"]},
+    # save_every = 0 passes the sweep's up-front checks but makes gradient_descent raise in each of its runs
+    ds = gf.sweep({"d": 5, "width": 16, "activation": "linear"}, {"generator": "random_labels", "n": 20},
+                  {"kind": "gradient_descent", "steps": 200},
+                  {"solver.step": [0.5, 100.0], "solver.save_every": [10, 0]},
                   store=tmp_path, progress=False)
-    status = {(float(s), str(a)): str(st) for s, a, st in zip(ds.step.values, ds.activation.values, ds.status.values)}
-    assert status[(0.5, "linear")] == "success"
-    assert status[(100.0, "linear")] == "diverged"
-    assert status[(0.5, "no_such_activation")] == status[(100.0, "no_such_activation")] == "error"
-    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.activation.values == "linear"))[0])
+    status = {(float(s), int(k)): str(st) for s, k, st in zip(ds.step.values, ds.save_every.values, ds.status.values)}
+    assert status[(0.5, 10)] == "success"
+    assert status[(100.0, 10)] == "diverged"
+    assert status[(0.5, 0)] == status[(100.0, 0)] == "error"
+    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.save_every.values == 10))[0])
     assert "stability limit" in str(ds.message.values[i])
     loss = ds.loss.values[i]
     assert 1 < np.isfinite(loss).sum() < 21  # the partial trajectory, up to the last finite iterate
     e = int(np.flatnonzero(ds.status.values == "error")[0])
-    assert "Traceback" in str(ds.message.values[e]) and "no_such_activation" in str(ds.message.values[e])
+    assert "Traceback" in str(ds.message.values[e]) and "save_every must be an integer >= 1" in str(ds.message.values[e])
     sol = gf.run_solution(ds, i)
     assert sol.status == "diverged" and sol.kind == "gd"
     with pytest.raises(ValueError, match="raised an error"):
@@ -178,9 +180,26 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     # the raising run's record file, opened as a solution, says what it is and why (not the stored traceback)
     (rec,) = [p for p in (tmp_path / "runs").glob("*.nc") if str(ds.run_id.values[e]) in p.name]
     with pytest.raises(ValueError, match=r"record of a sweep run that produced no solution \(status 'error'\): "
-                                         r"ValueError: unknown activation 'no_such_activation'") as info:
+                                         r"ValueError: save_every must be an integer >= 1, got 0") as info:
         gf.Solution.load(rec)
     assert "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("grid, needle", [
+    ({"network.activation": ["tanh", "no_such_activation"]}, "unknown activation 'no_such_activation'"),
+    ({"network.width": [8, -2]}, "width must be an integer >= 1, got -2"),
+    ({"solver.method": ["dop853", "warp"]}, "method must be one of"),
+    ({"solver.rtol": [1e-6, 0.0]}, "rtol must be > 0"),
+    ({"network.embedding": ["identity", {"kind": "random_features", "D": 0}]}, "RandomFeatures D must be"),
+])
+def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, needle):
+    # not only the first run's: a bad later value used to fail in each of its runs, after the others had run
+    net = {"d": 3} if "network.width" in grid else {"d": 3, "width": 8}
+    with pytest.raises(gf.sweeps.SweepConfigError, match=r"grid\['[a-z.]+'\] has the value .* which cannot run: "
+                       + re.escape(needle)):
+        gf.sweep(net, {"generator": "random_labels", "n": 4}, {"kind": "simulate", "t1": 0.5}, grid, [0],
+                 store=tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
 @pytest.mark.parametrize("change, key", [

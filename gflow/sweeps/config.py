@@ -219,6 +219,11 @@ class SweepConfig:
             section, key = g.split(".")
             if key in sections[section]:
                 raise SweepConfigError(f"{g} is both fixed in [{section}] and swept in [grid]; keep one")
+        for g, values in clean_grid.items():  # every value of the grid, not only the first run's
+            for v in values:
+                problem = _value_problem(g, v)
+                if problem:
+                    raise SweepConfigError(f"grid[{g!r}] has the value {v!r}, which cannot run: {problem}")
         if "n" not in sections["data"] and "data.n" not in clean_grid:
             raise SweepConfigError("data.n (the number of training points) is missing")
         for req in ("d", "width"):
@@ -278,6 +283,37 @@ class SweepConfig:
             build_problem(first, device="cpu")
         except (TypeError, ValueError) as exc:
             raise SweepConfigError(f"the first run of the sweep cannot be built: {exc}") from None
+
+
+def _value_problem(key: str, value: Any) -> str | None:
+    """Why one grid value cannot run (None if it can, as far as a check without building the run tells): the
+    named choices (activation, scaling, embedding, method, space) and the sizes and tolerances, so that a bad
+    value fails before the sweep starts rather than in each of its runs."""
+    from .._validate import check_positive_float, check_positive_int
+    from ..model.activations import get_activation
+    from ..model.embeddings import get_embedding
+    from ..model.scaling import get_scaling
+    from ..solve.ode import METHODS
+
+    name = key.split(".")[1]
+    checks = {
+        "network.activation": get_activation, "network.scaling": get_scaling, "network.embedding": get_embedding,
+        "network.width": lambda v: check_positive_int(v, "width"), "network.d": lambda v: check_positive_int(v, "d"),
+        "data.n": lambda v: check_positive_int(v, "n"),
+    }
+    for fkey in ("t1", "rtol", "atol", "step", "max_wall_time"):
+        checks[f"solver.{fkey}"] = lambda v, fkey=fkey: check_positive_float(v, fkey)
+    choices = {"solver.method": (*METHODS, "auto"), "solver.space": ("auto", "feature", "weight")}
+    if key in choices:
+        return None if value in choices[key] else f"{name} must be one of {list(choices[key])}"
+    check = checks.get(key)
+    if check is None:
+        return None
+    try:
+        check(value)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def _defaults(generator: str, kind: str) -> dict:
