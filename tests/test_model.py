@@ -526,19 +526,23 @@ def test_auto_space_picks_feature_space_iff_n_is_below_2D(make_data):
     assert gf.make_field(gf.Problem.from_data(quad, X, y), "auto").space == "feature"
 
 
+@pytest.mark.parametrize("activation", ["tanh", "erf"])  # σ′ over σ in place / from u
 @pytest.mark.parametrize("space", ["weight", "feature"])
-def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_field(make_data, space):
-    # the fields keep σ, σ′, r (and H, P in weight space) in buffers reused across evaluations
+def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_field(make_data, space, activation):
+    # the fields keep σ, σ′, r (and H, P in weight space) in buffers reused across evaluations; without keep_ds,
+    # σ′ is formed inside P's buffer (in-place passes only) — the derivative must be bit-identical either way
     X, y = make_data(n=5, d=3, seed=21)
-    net = gf.Network(d=3, width=6, activation="tanh", seed=22)
+    net = gf.Network(d=3, width=6, activation=activation, seed=22)
     pb = gf.Problem.from_data(net, X, y)
     reused = gf.make_field(pb, space)
+    reused.keep_ds = True
     s0 = reused.initial_state()
     s1 = s0 + 0.3 * torch.randn(s0.shape, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
     reused(0.0, s0)
     out = torch.empty_like(s1)
     parts = reused.rhs_into(s1, out)
     fresh = gf.make_field(pb, space)
+    fresh.keep_ds = True
     out_fresh = torch.empty_like(s1)
     parts_fresh = fresh.rhs_into(s1, out_fresh)
     torch.testing.assert_close(out, out_fresh, rtol=0, atol=0)
@@ -546,6 +550,15 @@ def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_f
                                                            parts_fresh.dL)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(parts.ds, net.activation.dsigma(parts.H), rtol=1e-14, atol=1e-15)
+    lean = gf.make_field(pb, space)
+    assert not lean.keep_ds  # the default: no caller of a bare field reads σ′
+    out_lean = torch.empty_like(s1)
+    for state in (s0, s1):  # twice: the buffers are reused
+        parts_lean = lean.rhs_into(state, out_lean)
+    assert parts_lean.ds is None
+    torch.testing.assert_close(out_lean, out, rtol=0, atol=0)
+    torch.testing.assert_close(parts_lean.r, parts.r, rtol=0, atol=0)
+    torch.testing.assert_close(parts_lean.dL, parts.dL, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("route", ["tanh", "sigmoid"])

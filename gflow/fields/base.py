@@ -153,6 +153,7 @@ class AbstractField:
         The tensors in the returned :class:`Parts` may live in scratch buffers owned by the field (reused
         across calls, so that a solve allocates nothing per evaluation): they stay valid until the next call
         of ``rhs_into`` on this field; copy them to keep them longer.  ``out`` itself belongs to the caller.
+        ``Parts.ds`` (σ′) is None unless :attr:`keep_ds` is set.
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -171,41 +172,58 @@ class AbstractField:
         """A buffer reused across evaluations (:func:`scratch`)."""
         return scratch(self, key, shape, like)
 
+    #: whether :meth:`rhs_into` keeps σ′(H) for its caller in ``Parts.ds`` (an :class:`~gflow.fields.ObservedField`
+    #: sets it on its base: its integrands read σ′).  Otherwise σ′ is formed inside P's own buffer and
+    #: ``Parts.ds`` is None: P = c σ′ r then takes in-place passes only (see :meth:`_P_into`).
+    keep_ds: bool = False
+
     # Shared by both spaces: P_ia = c_i σ'(H_ia) r_a (eq. (10)), residual r = f − y.
-    def _dsigma_and_r(self, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(σ′(H), r = α σ(H)ᵀc − y), both in scratch buffers (valid until the next call).
+    def _dsigma_and_r(self, H: torch.Tensor, into: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(σ′(H), r = α σ(H)ᵀc − y); σ′ in ``into`` when given (H's shape), else in a scratch buffer; r in a
+        scratch buffer (both valid until the next call).
 
         σ into one (m, n) buffer, r from it in one BLAS call, then σ′ — over σ, in place, where σ′ is a function
         of σ (tanh, sigmoid: :meth:`Activation.sigma_then_dsigma_into`), which saves a buffer and a pass.
         """
         net, pb = self.problem.net, self.problem
+        act = net.activation
         shape = tuple(H.shape)
-        s = self._scratch("s", shape, H)
-        ds = None if net.activation.in_place_dsigma else self._scratch("ds", shape, H)
+        if act.in_place_dsigma:  # σ, then σ′ over it
+            s, ds = (self._scratch("s", shape, H) if into is None else into), None
+        else:
+            s, ds = self._scratch("s", shape, H), (self._scratch("ds", shape, H) if into is None else into)
         r = self._scratch("r", (shape[1],), H)
-        ds = net.activation.sigma_then_dsigma_into(
+        ds = act.sigma_then_dsigma_into(
             H, s, ds, lambda sig: torch.addmv(pb.y, sig.T, net.c, beta=-1.0, alpha=net.alpha, out=r))
         return ds, r
 
-    def _P_into(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write P = c σ′(H) r into ``out`` (m, n); returns (σ′(H), r), both in scratch buffers.
+    def _P_into(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Write P = c σ′(H) r into ``out`` (m, n); returns (σ′(H) in a scratch buffer, or None unless
+        :attr:`keep_ds`; r in a scratch buffer).
 
-        Allocation-free, in three passes over (m, n) after σ and σ′ (:meth:`_dsigma_and_r`): P = σ′ r (a row
-        broadcast), then P ← c P in place (a column broadcast in place costs a row broadcast's time; out of
-        place it cost 1.6× on an Intel Xeon, which an expanded copy of c did not recover: 4.2 vs 2.7 ms at
-        (8192, 600)).
+        Allocation-free.  Without :attr:`keep_ds`, σ′ is formed in ``out`` itself and P by two in-place broadcasts
+        (·r over the rows, ·c over the columns): an in-place pass costs about half an out-of-place one (no
+        read-for-ownership of the destination; 1.35 against 2.8 ms at (8192, 600) on an Intel Xeon), which took
+        the feature RHS at (4096, 600) from 39.4 to 37.4 ms, bit-identical.  With it, P = σ′ r out of place from
+        σ′'s buffer, then ·c in place (an expanded copy of c, an AMD-era choice, cost 4.2 against 2.7 ms there).
         """
-        ds, r = self._dsigma_and_r(H)
-        torch.mul(ds, r, out=out)
+        if self.keep_ds:
+            ds, r = self._dsigma_and_r(H)
+            torch.mul(ds, r, out=out)
+        else:
+            ds, r = self._dsigma_and_r(H, into=out)
+            out.mul_(r)
+            ds = None
         out.mul_(self._c_col)  # c[:, None], set by the subclass
         return ds, r
 
 
 @dataclass(frozen=True)
 class Parts:
-    """Intermediates of one right-hand-side evaluation: H (m, n), σ′(H) (m, n), r (n,), and L̇ = −rᵀMr."""
+    """Intermediates of one right-hand-side evaluation: H (m, n), σ′(H) (m, n; None unless the field's
+    ``keep_ds``), r (n,), and L̇ = −rᵀMr."""
 
     H: torch.Tensor
-    ds: torch.Tensor
+    ds: torch.Tensor | None
     r: torch.Tensor
     dL: torch.Tensor

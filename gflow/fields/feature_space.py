@@ -42,8 +42,8 @@ class FeatureSpaceField(AbstractField):
         return s
 
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
-        # allocation-free: P is written straight into out[1] (Ȧ = P) and Ḣ = P(−γG) into out[0]; σ′ and r
-        # live in scratch buffers valid until the next call (see AbstractField.rhs_into)
+        # allocation-free: P is written straight into out[1] (Ȧ = P) and Ḣ = P(−γG) into out[0]; r (and σ′ with
+        # keep_ds) live in scratch buffers valid until the next call (see AbstractField.rhs_into)
         H = state[0]
         ds, r = self._P_into(H, out[1])
         torch.mm(out[1], self._minus_gamma_G, out=out[0])
