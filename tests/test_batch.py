@@ -99,6 +99,7 @@ def test_batched_field_is_the_stack_of_the_individual_fields_for_every_seed_grou
         for s, f in enumerate(fields):
             core = f.core(f.initial_state()) if integrals else f.initial_state()
             base = f.base if integrals else f
+            base.keep_parts = True  # L̇ itself, not only the finiteness witness
             parts = base.rhs_into(core, torch.empty_like(core))
             assert float(dL[s]) == pytest.approx(float(parts.dL), rel=1e3 * eps64)
     with pytest.raises(ValueError, match="chunk_size"):

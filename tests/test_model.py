@@ -529,20 +529,20 @@ def test_auto_space_picks_feature_space_iff_n_is_below_2D(make_data):
 @pytest.mark.parametrize("activation", ["tanh", "erf"])  # σ′ over σ in place / from u
 @pytest.mark.parametrize("space", ["weight", "feature"])
 def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_field(make_data, space, activation):
-    # the fields keep σ, σ′, r (and H, P in weight space) in buffers reused across evaluations; without keep_ds,
+    # the fields keep σ, σ′, r (and H, P in weight space) in buffers reused across evaluations; without keep_parts,
     # σ′ is formed inside P's buffer (in-place passes only) — the derivative must be bit-identical either way
     X, y = make_data(n=5, d=3, seed=21)
     net = gf.Network(d=3, width=6, activation=activation, seed=22)
     pb = gf.Problem.from_data(net, X, y)
     reused = gf.make_field(pb, space)
-    reused.keep_ds = True
+    reused.keep_parts = True
     s0 = reused.initial_state()
     s1 = s0 + 0.3 * torch.randn(s0.shape, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
     reused(0.0, s0)
     out = torch.empty_like(s1)
     parts = reused.rhs_into(s1, out)
     fresh = gf.make_field(pb, space)
-    fresh.keep_ds = True
+    fresh.keep_parts = True
     out_fresh = torch.empty_like(s1)
     parts_fresh = fresh.rhs_into(s1, out_fresh)
     torch.testing.assert_close(out, out_fresh, rtol=0, atol=0)
@@ -551,14 +551,47 @@ def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_f
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(parts.ds, net.activation.dsigma(parts.H), rtol=1e-14, atol=1e-15)
     lean = gf.make_field(pb, space)
-    assert not lean.keep_ds  # the default: no caller of a bare field reads σ′
+    assert not lean.keep_parts  # the default: no caller of a bare field reads σ′ or L̇
     out_lean = torch.empty_like(s1)
     for state in (s0, s1):  # twice: the buffers are reused
         parts_lean = lean.rhs_into(state, out_lean)
     assert parts_lean.ds is None
     torch.testing.assert_close(out_lean, out, rtol=0, atol=0)
     torch.testing.assert_close(parts_lean.r, parts.r, rtol=0, atol=0)
-    torch.testing.assert_close(parts_lean.dL, parts.dL, rtol=0, atol=0)
+    assert math.isfinite(float(parts_lean.probe)) and parts.probe is parts.dL
+    if space == "weight":  # L̇ = −‖Ẇ‖²/ℓ is the witness itself there
+        torch.testing.assert_close(parts_lean.dL, parts.dL, rtol=0, atol=0)
+    else:  # Σ Ḣ
+        assert parts_lean.dL is None and float(parts_lean.probe) == float(out_lean[0].sum())
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("space", ["weight", "feature"])
+def test_the_finiteness_witness_sees_a_non_finite_entry_anywhere_in_the_derivative(make_data, space, bad):
+    # the solvers check one scalar per evaluation (Parts.probe): a NaN or ±inf in any σ, σ′ or P entry, including
+    # where c_i = 0 or a point's features are all zero (a zero row/column of G), must make it non-finite
+    X, y = make_data(n=5, d=3, seed=31)
+    X[2] = 0.0  # Φ row 2 is zero: G's row and column 2 vanish
+    net = gf.Network(d=3, width=6, activation="linear", c=[1.0, -1.0, 0.0, 1.0, -1.0, 1.0],
+                     W0=np.random.default_rng(0).standard_normal((6, 3)))
+    for keep in (False, True):
+        for i, a in [(0, 0), (2, 1), (4, 2), (5, 4)]:
+            field = gf.make_field(gf.Problem.from_data(net, X, y), space)
+            field.keep_parts = keep
+            # a linear σ has σ′ ≡ 1; replace it by one with a single bad σ′ entry at (i, a)
+            def dsigma_bad(u, i=i, a=a):
+                out = torch.ones_like(u)
+                if u.shape == field.problem.H0.shape:
+                    out[i, a] = bad
+                return out
+            bad_act = gf.Activation("linear_bad", lambda u: u.clone(), dsigma_bad, lipschitz=1.0,
+                                    interval=(-math.inf, math.inf), K=1.0)
+            object.__setattr__(field.problem.net, "activation", bad_act)
+            state = field.initial_state()
+            out = torch.empty_like(state)
+            parts = field.rhs_into(state, out)
+            assert not bool(torch.isfinite(out).all())
+            assert not math.isfinite(float(parts.probe)), (space, keep, i, a)
 
 
 @pytest.mark.parametrize("route", ["tanh", "sigmoid"])

@@ -153,7 +153,8 @@ class AbstractField:
         The tensors in the returned :class:`Parts` may live in scratch buffers owned by the field (reused
         across calls, so that a solve allocates nothing per evaluation): they stay valid until the next call
         of ``rhs_into`` on this field; copy them to keep them longer.  ``out`` itself belongs to the caller.
-        ``Parts.ds`` (σ′) is None unless :attr:`keep_ds` is set.
+        ``Parts.ds`` (σ′) and ``Parts.dL`` may be None unless :attr:`keep_parts` is set; ``Parts.probe`` is
+        always there: finite iff the derivative written into ``out`` is.
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -172,10 +173,11 @@ class AbstractField:
         """A buffer reused across evaluations (:func:`scratch`)."""
         return scratch(self, key, shape, like)
 
-    #: whether :meth:`rhs_into` keeps σ′(H) for its caller in ``Parts.ds`` (an :class:`~gflow.fields.ObservedField`
-    #: sets it on its base: its integrands read σ′).  Otherwise σ′ is formed inside P's own buffer and
-    #: ``Parts.ds`` is None: P = c σ′ r then takes in-place passes only (see :meth:`_P_into`).
-    keep_ds: bool = False
+    #: whether :meth:`rhs_into` returns σ′(H) and L̇ in ``Parts.ds`` and ``Parts.dL`` (an
+    #: :class:`~gflow.fields.ObservedField` sets it on its base: its integrands read both).  Otherwise σ′ is
+    #: formed inside P's own buffer (P = c σ′ r then takes in-place passes only, see :meth:`_P_into`), and a field
+    #: may return ``ds = None`` and ``dL = None`` with a cheaper finiteness witness in ``Parts.probe``.
+    keep_parts: bool = False
 
     # Shared by both spaces: P_ia = c_i σ'(H_ia) r_a (eq. (10)), residual r = f − y.
     def _dsigma_and_r(self, H: torch.Tensor, into: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,15 +201,15 @@ class AbstractField:
 
     def _P_into(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Write P = c σ′(H) r into ``out`` (m, n); returns (σ′(H) in a scratch buffer, or None unless
-        :attr:`keep_ds`; r in a scratch buffer).
+        :attr:`keep_parts`; r in a scratch buffer).
 
-        Allocation-free.  Without :attr:`keep_ds`, σ′ is formed in ``out`` itself and P by two in-place broadcasts
+        Allocation-free.  Without :attr:`keep_parts`, σ′ is formed in ``out`` itself and P by two in-place broadcasts
         (·r over the rows, ·c over the columns): an in-place pass costs about half an out-of-place one (no
         read-for-ownership of the destination; 1.35 against 2.8 ms at (8192, 600) on an Intel Xeon), which took
         the feature RHS at (4096, 600) from 39.4 to 37.4 ms, bit-identical.  With it, P = σ′ r out of place from
         σ′'s buffer, then ·c in place (an expanded copy of c, an AMD-era choice, cost 4.2 against 2.7 ms there).
         """
-        if self.keep_ds:
+        if self.keep_parts:
             ds, r = self._dsigma_and_r(H)
             torch.mul(ds, r, out=out)
         else:
@@ -220,10 +222,16 @@ class AbstractField:
 
 @dataclass(frozen=True)
 class Parts:
-    """Intermediates of one right-hand-side evaluation: H (m, n), σ′(H) (m, n; None unless the field's
-    ``keep_ds``), r (n,), and L̇ = −rᵀMr."""
+    """Intermediates of one right-hand-side evaluation: H (m, n), σ′(H) (m, n), r (n,), L̇ = −rᵀMr, and ``probe``,
+    a scalar that is finite iff the whole derivative is (the solvers' check; L̇ when not given).  ``ds`` and
+    ``dL`` may be None unless the field's ``keep_parts`` is set."""
 
     H: torch.Tensor
     ds: torch.Tensor | None
     r: torch.Tensor
-    dL: torch.Tensor
+    dL: torch.Tensor | None
+    probe: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.probe is None:
+            object.__setattr__(self, "probe", self.dL)

@@ -34,7 +34,7 @@ class ObservedField(AbstractField):
 
     def __init__(self, base: AbstractField, interval: tuple[float, float], lam_min_M: bool = True):
         self.base = base
-        base.keep_ds = True  # the integrands read σ′ from the base's evaluation
+        base.keep_parts = True  # the integrands read σ′ and L̇ from the base's evaluation
         self.problem = base.problem
         self.space = base.space
         self.interval = interval

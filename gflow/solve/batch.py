@@ -430,7 +430,7 @@ class _Probe:
     """What the native engine reads off an evaluation: a scalar that is finite iff the derivative is."""
 
     def __init__(self, dL: torch.Tensor):
-        self.dL = dL
+        self.dL = self.probe = dL
 
 
 def _run_native_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,

@@ -526,8 +526,8 @@ class _TorchFunc:
         self.monitor.on_eval()
         out = torch.empty_like(y)
         parts = self.field.rhs_into(y, out)
-        # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
-        if not math.isfinite(float(parts.dL)):
+        # the probe (L̇, or Σ Ḣ) reduces the whole derivative: one scalar tells whether any entry is NaN or inf
+        if not math.isfinite(float(parts.probe)):
             self.monitor.raise_nonfinite(float(t))
         return out
 
@@ -630,7 +630,7 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
         yt = torch.from_numpy(np.ascontiguousarray(yflat)).view(shape)
         out = torch.empty_like(yt)
         parts = field.rhs_into(yt, out)
-        if not math.isfinite(float(parts.dL)):  # L̇ reduces the whole derivative
+        if not math.isfinite(float(parts.probe)):  # the probe reduces the whole derivative
             monitor.raise_nonfinite(float(t))
         return out.reshape(-1).numpy()
 

@@ -107,7 +107,7 @@ class Engine:
     """Integrates one field over an output grid, recording at the grid's times; owns the stepping loop.
 
     Args:
-        field: the vector field (``rhs_into(state, out) -> Parts``; ``Parts.dL`` is the finiteness probe).
+        field: the vector field (``rhs_into(state, out) -> Parts``; ``Parts.probe`` is the finiteness witness).
         grid: increasing output times, grid[0] = 0, grid[-1] = t1.
         method: one of :data:`METHODS`.
         rtol, atol: tolerances (adaptive); atol a float or a tensor of the state's shape (``inf`` entries never
@@ -250,16 +250,16 @@ class Engine:
         """out = f(y) (flat buffers, or already in the field's shape)."""
         self.monitor.on_eval()
         parts = self.field.rhs_into(y.view(self.shape), out.view(self.shape))
-        # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
-        if not math.isfinite(float(parts.dL)):
+        # the probe (L̇, or Σ Ḣ) reduces the whole derivative: one scalar tells whether any entry is NaN or inf
+        if not math.isfinite(float(parts.probe)):
             self.monitor.raise_nonfinite(t)
 
     def _f_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
         """:meth:`_f` on views already in the field's shape (the stage loop's)."""
         self.monitor.on_eval()
         parts = self.field.rhs_into(y, out)
-        # L̇ reduces the whole derivative, so one scalar tells whether any entry is NaN or inf
-        if not math.isfinite(float(parts.dL)):
+        # the probe (L̇, or Σ Ḣ) reduces the whole derivative: one scalar tells whether any entry is NaN or inf
+        if not math.isfinite(float(parts.probe)):
             self.monitor.raise_nonfinite(t)
 
     def _stages(self, t: float, h: float, first: int, last: int) -> None:
