@@ -115,7 +115,7 @@ class ObservedField(AbstractField):
 
     def _eta(self, H: torch.Tensor) -> torch.Tensor:
         """η (eq. (18)) as a (1,) tensor, its indicator in a scratch buffer."""
-        return Q.active_fraction(H, self.interval, self._scratch("ind", tuple(H.shape), H)).amin().view(1)
+        return Q.eta(H, self.interval, self._scratch("ind", tuple(H.shape), H)).view(1)
 
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:
         parts = self.base.rhs_into(self.core(state), self.core(out))

@@ -45,9 +45,10 @@ def active_fraction(H: torch.Tensor, interval: tuple[float, float], out: torch.T
     return torch.mv(ind.T, ones).div_(m)
 
 
-def eta(H: torch.Tensor, interval: tuple[float, float]) -> torch.Tensor:
-    """η = min_a (1/m) #{i : H_ia ∈ I} (eq. (18)); a 0-d tensor."""
-    return active_fraction(H, interval).min()
+def eta(H: torch.Tensor, interval: tuple[float, float], out: torch.Tensor | None = None) -> torch.Tensor:
+    """η = min_a (1/m) #{i : H_ia ∈ I} (eq. (18)); a 0-d tensor (``out``: an indicator buffer, as in
+    :func:`active_fraction`)."""
+    return active_fraction(H, interval, out).min()
 
 
 def mu(ds: torch.Tensor) -> torch.Tensor:

@@ -126,8 +126,8 @@ class Recorder:
             rows["feature_movement_test"].append(_np(Q.feature_movement(Hte, self._H0_test, scratch(self, "dHte", Hte.shape, Hte))))
         # theory quantities (EQUATIONS.md §8-§9)
         ind = scratch(self, "ind", H.shape, H)  # η's indicator buffer, reused
-        rows["eta"].append(float(Q.active_fraction(H, self.interval, ind).min()))
-        rows["eta_bar"].append(float(Q.active_fraction(H, self.inner, ind).min()) if self.inner else math.nan)
+        rows["eta"].append(float(Q.eta(H, self.interval, ind)))
+        rows["eta_bar"].append(float(Q.eta(H, self.inner, ind)) if self.inner else math.nan)
         rows["mu"].append(float(Q.mu(ds)))
         rows["nu"].append(float(Q.nu(ds, net.c)))
         if self._eig:

@@ -429,8 +429,8 @@ class _NativeBatchField:
 class _Probe:
     """What the native engine reads off an evaluation: a scalar that is finite iff the derivative is."""
 
-    def __init__(self, dL: torch.Tensor):
-        self.dL = self.probe = dL
+    def __init__(self, probe: torch.Tensor):
+        self.probe = probe
 
 
 def _run_native_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,

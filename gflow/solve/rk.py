@@ -248,11 +248,7 @@ class Engine:
 
     def _f(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
         """out = f(y) (flat buffers, or already in the field's shape)."""
-        self.monitor.on_eval()
-        parts = self.field.rhs_into(y.view(self.shape), out.view(self.shape))
-        # the probe (L̇, or Σ Ḣ) reduces the whole derivative: one scalar tells whether any entry is NaN or inf
-        if not math.isfinite(float(parts.probe)):
-            self.monitor.raise_nonfinite(t)
+        self._f_shaped(t, y.view(self.shape), out.view(self.shape))
 
     def _f_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
         """:meth:`_f` on views already in the field's shape (the stage loop's)."""
