@@ -132,6 +132,85 @@ def filippov_study(m: int, n: int, t1: float, rtols=(1e-6, 1e-9)) -> dict:
     return out
 
 
+def sliding_study(m: int, n: int, t1: float, steps, reference: str = "filippov", estimate_step: float | None = None,
+                  target_rtol: float = 1e-3) -> dict:
+    """``method="sliding"`` (Filippov time-stepping) on the Exp 3 setting, timed side by side with GD.
+
+    For each step δ: sliding's wall time, products with G and relative loss error (max over 11 saved times) against
+    the reference, with GD at the same δ; the step-halving estimate (``error_estimate=True``: steps δ_e, δ_e/2,
+    δ_e/4) against its true error; and ``simulate_nonsmooth(method="sliding", step=0.25, rtol=target_rtol)``.
+    ``reference``: ``"filippov"`` (event-driven, rtol 1e-9) or ``"self"`` (sliding at the finest step; then the
+    errors of the coarser steps are differences, and the finest step's own error is not measured).
+    """
+    net, X, y = setting(m, n)
+    saveat = np.linspace(0.0, t1, 11)
+
+    def gd_run(delta):
+        k = round(t1 / delta)
+        t0 = time.perf_counter()
+        g = gf.gradient_descent(net, X, y, step=delta, steps=k, save_every=max(1, k // 10), integrals=False)
+        return g, time.perf_counter() - t0
+
+    def sliding_run(delta, **kw):
+        t0 = time.perf_counter()
+        s = gf.simulate(net, X, y, t1, saveat, method="sliding", step=delta, integrals=False, warn=False,
+                        max_steps=10**8, **kw)
+        return s, time.perf_counter() - t0
+
+    _, w_gd = gd_run(0.25)
+    runs = {d: sliding_run(d) for d in sorted(steps, reverse=True)}
+    if reference == "filippov":
+        t0 = time.perf_counter()
+        ref = gf.simulate(net, X, y, t1, saveat, method="filippov", rtol=1e-9, atol=1e-12, max_steps=10**8,
+                          integrals=False, warn=False)
+        w_ref = time.perf_counter() - t0
+        ref_info = {"method": "filippov", "rtol": 1e-9, "wall": w_ref, "status": ref.status,
+                    "n_events": ref.stats.get("n_events")}
+    else:
+        finest = min(runs)
+        ref = runs[finest][0]
+        ref_info = {"method": "sliding", "step": finest, "wall": runs[finest][1]}
+
+    def rel(loss):
+        k = min(len(loss), len(ref.loss))
+        return float(np.max(np.abs(loss[:k] - ref.loss[:k]) / ref.loss[:k]))
+
+    rows = []
+    for d, (s, w) in runs.items():
+        g, wg = gd_run(d)
+        rows.append({"step": d, "status": s.status, "wall": w, "wall_ratio_vs_gd025": w / w_gd,
+                     "products_with_G": s.stats["n_f_evals"], "rel_error": rel(s.loss),
+                     "gd_rel_error": rel(g.loss), "gd_wall": wg, "final_loss": float(s.loss[-1]),
+                     **{k: s.stats[k] for k in ("n_arrivals", "n_crossings", "n_exits", "n_pinned", "n_passes",
+                                                "n_sliding")}})
+        print(f"  sliding δ = {d:g}: {w:.1f} s ({w / w_gd:.0f}x GD(0.25)), error {rows[-1]['rel_error']:.2e}; "
+              f"GD at δ: {rows[-1]['gd_rel_error']:.2e}", flush=True)
+    out = {"m": m, "D": m, "n": n, "t1": t1, "gd025_wall": w_gd, "reference": ref_info, "steps": rows}
+    if estimate_step is not None:
+        s, w = sliding_run(estimate_step, error_estimate=True)
+        true = np.abs(s.loss - ref.loss) / ref.loss
+        out["estimate"] = {"steps": [estimate_step, estimate_step / 2, estimate_step / 4], "wall": w,
+                           "wall_ratio_vs_gd025": w / w_gd, "est_max": float(s.error_estimate.max()),
+                           "true_max": float(true.max()), "bounded": bool(np.all(s.error_estimate[1:] >= true[1:])),
+                           "reference_independent": reference == "filippov"}
+        print(f"  estimate from δ = {estimate_step:g}: {out['estimate']['est_max']:.2e} (true "
+              f"{out['estimate']['true_max']:.2e}), {w:.1f} s", flush=True)
+    if target_rtol:
+        t0 = time.perf_counter()
+        s = gf.simulate_nonsmooth(net, X, y, t1, saveat, method="sliding", step=0.25, rtol=target_rtol,
+                                  integrals=False, warn=False)
+        w = time.perf_counter() - t0
+        info = s.config["solver"]["error_estimate"]
+        out["target"] = {"rtol": target_rtol, "status": s.status, "wall": w, "wall_ratio_vs_gd025": w / w_gd,
+                         "steps": info["steps"], "est_max": float(s.error_estimate.max()),
+                         "true_max_vs_ref": rel(s.loss), "met_accuracy": bool(s.error_estimate.max() <= target_rtol),
+                         "within_2x_gd": w <= 2 * w_gd}
+        print(f"  rtol {target_rtol:g}: [{s.status}] {w:.1f} s = {w / w_gd:.0f}x GD(0.25), steps {info['steps']}, "
+              f"estimate {out['target']['est_max']:.2e}, error vs reference {out['target']['true_max_vs_ref']:.2e}",
+              flush=True)
+    return out
+
+
 def filippov_estimate_study(t1: float = 10.0) -> list[dict]:
     """``method="filippov", error_estimate=True`` at rtol 1e-4, 1e-6, 1e-8 against rtol 1e-13 on small random P-3L
     problems (ReLU and leaky ReLU): does the estimate bound the true relative loss error?"""
@@ -200,14 +279,31 @@ def main(argv=None):
     p.add_argument("--ref-step", type=float, default=0.25 / 32)
     p.add_argument("--out", default="bench-relu")
     p.add_argument("--study", action="store_true", help="only the convergence study on small random problems")
-    p.add_argument("--reference", choices=("euler", "filippov"), default="euler",
-                   help="--study: reference solutions from a 64× finer Euler step, or method='filippov' at rtol 1e-10")
+    p.add_argument("--reference", choices=("euler", "filippov", "self"), default="euler",
+                   help="--study: reference solutions from a 64× finer Euler step, or method='filippov' at rtol 1e-10; "
+                        "--sliding: 'filippov' (rtol 1e-9) or 'self' (sliding at the finest step)")
     p.add_argument("--filippov-estimate", action="store_true",
                    help="only: does filippov's error_estimate bound the true error (small random problems)")
     p.add_argument("--filippov", action="store_true",
                    help="only the event-driven Filippov solver on the Exp 3 setting (--m, --n, --t1)")
+    p.add_argument("--sliding", action="store_true",
+                   help="only method='sliding' on the Exp 3 setting (--m, --n, --t1), against --reference")
+    p.add_argument("--steps", default="0.25,0.125,0.0625,0.03125", help="--sliding: the steps δ, comma-separated")
+    p.add_argument("--estimate-step", type=float, default=None, help="--sliding: δ_e of the step-halving estimate")
+    p.add_argument("--target-rtol", type=float, default=1e-3, help="--sliding: simulate_nonsmooth's rtol (0: skip)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.sliding:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        reference = "filippov" if args.reference == "filippov" else "self"
+        res = sliding_study(args.m, args.n, args.t1, [float(x) for x in args.steps.split(",")], reference,
+                            args.estimate_step, args.target_rtol)
+        res.update({"machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": 1},
+                    "versions": gf.solution.versions(), "dtype": "float64", "seeds": {"network": 0, "data": 0}})
+        (out / f"relu_sliding_m{args.m}_n{args.n}_t{args.t1:g}.json").write_text(json.dumps(res, indent=2,
+                                                                                            default=float))
+        return res
     if args.study:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -252,7 +252,7 @@ def test_bad_input_is_rejected(make_data):
         gf.simulate(net, X, y, 1.0, method="rk4", step=0.1, error_estimate="yes")
     with pytest.raises(ValueError, match="method"):
         gf.simulate_nonsmooth(net, X, y, 1.0, method="dopri5")
-    with pytest.raises(ValueError, match="use method='euler'"):
+    with pytest.raises(ValueError, match="use method='sliding'"):
         gf.simulate(net, X, y, 1.0, method="midpoint", step=0.1, error_estimate=True)
     with pytest.raises(ValueError, match="more than max_steps=20"):
         gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, max_steps=20)

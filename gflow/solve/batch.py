@@ -43,6 +43,7 @@ from .ode import (
     DEFAULT_METHOD,
     EXPINT_METHODS,
     FILIPPOV_METHODS,
+    SLIDING_METHODS,
     FIXED_STEP_METHODS,
     METHODS,
     NATIVE_METHODS,
@@ -255,7 +256,7 @@ def simulate_batch(
     net = nets[0]
     S = len(nets)
     check_choice(method, "method", METHODS)
-    if method in EXPINT_METHODS or method in FILIPPOV_METHODS:
+    if method in EXPINT_METHODS or method in FILIPPOV_METHODS or method in SLIDING_METHODS:
         raise ValueError(
             f"method {method!r} is not available for batched seeds: it integrates one network's flow with its own "
             "linearizations or activation events; use gf.simulate per network, or a Runge–Kutta method here "

@@ -432,16 +432,17 @@ def _resolve(flow: _Sliding, y, mode, *, arrivals, prev, K0, stats):
                 "use method='euler' with error_estimate=True")
 
 
-def check_filippov(net, space: str) -> tuple[tuple[float, float], str]:
-    """Validate ``method="filippov"`` for ``net``: (s₋, s₊) of its activation and the space (always feature)."""
+def check_filippov(net, space: str, method: str = "filippov") -> tuple[tuple[float, float], str]:
+    """Validate ``method="filippov"`` (or ``"sliding"``) for ``net``: (s₋, s₊) of its activation and the space
+    (always feature)."""
     slopes = kink_slopes(net.activation)
     if slopes is None:
         raise ValueError(
-            f"method 'filippov' integrates piecewise-linear activations with one kink at 0 (relu, leaky_relu), got "
+            f"method {method!r} integrates piecewise-linear activations with one kink at 0 (relu, leaky_relu), got "
             f"activation {net.activation.name!r}; smooth activations need no event handling: use method='dop853'")
     if space == "weight":
         raise ValueError(
-            "method 'filippov' integrates the feature-space state [H, A] (EQUATIONS.md §4), where the sliding "
+            f"method {method!r} integrates the feature-space state [H, A] (EQUATIONS.md §4), where the sliding "
             "condition h_ia = 0 is a coordinate; space='weight' was given: use space='feature' or 'auto' (W and "
             "the test features are recovered exactly from A)")
     if space not in ("auto", "feature"):

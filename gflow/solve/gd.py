@@ -141,7 +141,10 @@ def gradient_descent(
     state = field.initial_state()
     k_done, next_save = 0, 1
     if resume is None:
-        recorder.record(0.0, state.clone())
+        try:
+            recorder.record(0.0, state.clone())
+        except Abort as exc:
+            _make_solution(recorder, problem, exc.status, exc.message, {}, {})  # raises: t = 0 overflows
     else:
         state.copy_(resume["state"])
         k_done = int(resume["k"])

@@ -47,20 +47,22 @@ TORCHDIFFEQ_ADAPTIVE = ("dopri8", "bosh3", "adaptive_heun", "fehlberg2") + tuple
 TORCHDIFFEQ_FIXED = ("explicit_adams", "implicit_adams") + tuple(f"torchdiffeq.{m}" for m in _TD_FIXED)
 SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF", "LSODA")
 FILIPPOV_METHODS = ("filippov",)
-METHODS = NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS + FILIPPOV_METHODS
-FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED
+SLIDING_METHODS = ("sliding",)  # fixed-step Filippov time-stepping (gflow.solve.sliding)
+METHODS = (NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS + FILIPPOV_METHODS
+           + SLIDING_METHODS)
+FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED + SLIDING_METHODS
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
 DEFAULT_METHOD = "dop853"  # simulate_batch's default; method="auto" (simulate's default) falls back to it below rtol 1e-4
 AUTO_FILIPPOV_MAX_PAIRS = 20_000  # auto picks filippov for kinked σ up to this many pairs m·n (events ∝ pairs)
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
-          "BDF": 5, "LSODA": 12, "exprk4": 4, "dop853+exprk4": 4, "dopri5+exprk4": 4, "filippov": 5}
+          "BDF": 5, "LSODA": 12, "exprk4": 4, "dop853+exprk4": 4, "dopri5+exprk4": 4, "filippov": 5, "sliding": 1}
 ORDERS.update({f"torchdiffeq.{m}": ORDERS[m] for m in _TD_ADAPTIVE + _TD_FIXED})
 
 
 def backend_of(method: str) -> str:
     """``"gflow"`` (native engine), ``"torchdiffeq"`` or ``"scipy"``."""
-    if method in NATIVE_METHODS or method in EXPINT_METHODS or method in FILIPPOV_METHODS:
+    if method in NATIVE_METHODS or method in EXPINT_METHODS or method in FILIPPOV_METHODS + SLIDING_METHODS:
         return "gflow"
     return "scipy" if method in SCIPY_METHODS else "torchdiffeq"
 
@@ -305,11 +307,11 @@ def simulate(
         raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
                          f"{method!r}; use e.g. method='dop853' or method='rk4'")
     slopes = None
-    if method in FILIPPOV_METHODS:
+    if method in FILIPPOV_METHODS + SLIDING_METHODS:
         from .filippov import check_filippov
 
-        slopes, space = check_filippov(net, space)
-        integrals = False  # not carried by the event-driven solver (recorded in the config)
+        slopes, space = check_filippov(net, space, method)
+        integrals = False  # not carried by the Filippov solvers (recorded in the config)
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
@@ -352,6 +354,10 @@ def simulate(
             from .filippov import run_filippov
 
             run_filippov(field, grid, rtol, atol, recorder, monitor, slopes, opts)
+        elif method in SLIDING_METHODS:
+            from .sliding import run_sliding
+
+            run_sliding(field, grid, step, recorder, monitor, slopes)
         else:
             _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
     except Abort as exc:
@@ -500,6 +506,11 @@ def observed_field(base: AbstractField, interval, integrals: bool) -> AbstractFi
 def _make_solution(recorder: Recorder, problem: Problem, status, message, stats, config) -> Solution:
     from ._record import _np
 
+    if not recorder.t:  # even t = 0 could not be recorded: a Solution without a single time would be no answer
+        loss0 = float(0.5 * torch.sum((problem.outputs(problem.H0) - problem.y) ** 2))
+        raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}); the "
+                         f"data or the network overflow {problem.net.dtype}: check the scale of X, y and the "
+                         "network's scaling")
     arr = recorder.arrays()
     net = problem.net
     return Solution(

@@ -1,0 +1,156 @@
+"""method="sliding": fixed-step time-stepping of the Filippov flow of ReLU / leaky-ReLU nets (gflow/solve/sliding.py).
+
+Checked against exact solutions (n = 1, EQUATIONS.md §5.4; the one-neuron problem with one sliding pair) for its
+second order, against the event-driven ``method="filippov"`` on random P-3L problems (and against GD at the
+same step), for the exact W/H relation and the sliding invariant h = 0, for its error estimate by step halving,
+and for bad input and budgets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import gflow as gf
+from gflow.fields import Problem
+
+from test_filippov import _p3l
+from test_nonsmooth import _loss, _one_point, _sliding_problem
+from test_nonsmooth import _true_rel as _rel
+
+
+def _order(errs):
+    errs = np.asarray(errs)
+    return np.log2(errs[:-1] / errs[1:])
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_one_point_exact_solution_at_second_order(slope):
+    # neurons reach the kink and stop there (ReLU) or cross it (leaky): both handled without locating the event
+    T = np.linspace(0.0, 10.0, 11)
+    net, X, y, L, H = _one_point(slope, T)
+    errs = []
+    for step in (0.1, 0.05, 0.025):
+        sol = gf.simulate(net, X, y, 10.0, T, method="sliding", step=step, features_at="all")
+        assert sol.ok, sol.message
+        errs.append(np.max(_rel(sol.loss, L)))
+        assert np.max(np.abs(sol.H[:, :, 0] - H)) < 0.02 * step
+    # measured 4.6e-5, 1.3e-5, 3.3e-6 (ReLU) and 2.5e-4, 6.0e-5, 1.5e-5 (leaky); GD at these steps: 1.7e-2 … 4e-2
+    assert np.all(_order(errs) > 1.7)
+    assert errs[-1] < 3e-5
+    gd = gf.gradient_descent(net, X, y, step=0.025, steps=400, save_every=40, integrals=False)
+    assert np.max(_rel(gd.loss, L)) > 100 * errs[-1]
+    assert sol.stats["n_arrivals"] + sol.stats["n_crossings"] > 0
+
+
+def test_exact_sliding_solution_second_order_and_the_pair_stays_at_zero():
+    net, X, y, pb, t_star, filippov, frozen = _sliding_problem()
+    T = np.linspace(0.0, 3 * t_star, 13)
+    L = _loss(filippov(T))
+    errs = []
+    for step in (0.1, 0.05, 0.025):
+        sol = gf.simulate(net, X, y, T[-1], T, method="sliding", step=step, features_at="all")
+        assert sol.ok, sol.message
+        errs.append(np.max(_rel(sol.loss, L)))
+        after = sol.feature_t > t_star + step
+        assert np.all(sol.H[after][:, 0, 0] == 0.0)          # exactly on the kink, no chatter
+        assert sol.stats["n_sliding"] == 1 and sol.stats["n_arrivals"] == 1
+    assert np.all(_order(errs) > 1.7)                          # measured 5.1e-4, 1.2e-4, 3.0e-5
+    assert np.max(_rel(sol.loss, _loss(frozen(T)))) > 1e-2    # the σ′(0) = 0 "solution" is far off
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky"])
+def test_converges_to_the_event_driven_flow_far_ahead_of_gd(act):
+    act = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
+    net, X, y = _p3l(act=act)
+    T = [0.0, 5.0, 10.0, 15.0, 20.0]
+    ref = gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-11, atol=1e-13)
+    assert ref.ok and ref.stats["n_events"] > 100
+    errs = []
+    for step in (0.1, 0.025):
+        sol = gf.simulate(net, X, y, 20.0, T, method="sliding", step=step)
+        assert sol.ok
+        errs.append(np.max(_rel(sol.loss, ref.loss)))
+        gd = gf.gradient_descent(net, X, y, step=step, steps=round(20 / step), save_every=round(5 / step),
+                                 integrals=False)
+        assert np.max(_rel(gd.loss, ref.loss)) > 5 * errs[-1]   # measured 9× (ReLU, 0.1) … 360× (leaky, 0.025)
+    # measured: ReLU 1.6e-4 → 7.1e-6, leaky 9.9e-6 → 1.3e-6
+    assert errs[1] < 0.2 * errs[0] and errs[1] < 2e-5
+    assert sol.stats["n_crossings"] > 10 and sol.stats["n_arrivals"] > 10
+
+
+def test_loss_never_increases_weights_reproduce_features_and_sliding_pairs_sit_on_the_kink():
+    net, X, y = _p3l(m=40, n=10)
+    T = np.linspace(0.0, 15.0, 31)
+    sol = gf.simulate(net, X, y, 15.0, T, method="sliding", step=0.05, features_at="all")
+    assert sol.ok
+    assert np.all(np.diff(sol.loss) <= 1e-12 * sol.loss[0])
+    pb = Problem.from_data(net, X, y)
+    W = torch.as_tensor(sol.W_final)
+    np.testing.assert_allclose((net.beta * (W @ pb.Phi.T)).numpy(), sol.H[-1], atol=1e-10)
+    assert sol.stats["n_sliding"] > 0 and int((sol.H[-1] == 0).sum()) >= sol.stats["n_sliding"]
+    cfg = sol.config["solver"]
+    assert cfg["integrals"] is False and sol.config["space"] == "feature" and cfg["backend"] == "gflow"
+    assert cfg["step"] == 0.05 and sol.stats["n_accepted"] == 300
+
+
+@pytest.mark.parametrize("act, m, D, n, seed", [("relu", 32, 16, 8, 0), ("relu", 64, 20, 20, 3),
+                                                 ("leaky", 48, 48, 12, 2)])
+def test_step_halving_estimate_bounds_the_true_error(act, m, D, n, seed):
+    X, y = gf.data.wei2019(n, D, seed=seed)
+    a = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
+    net = gf.Network(D, width=m, activation=a, embedding=gf.RandomFeatures(D=D, seed=seed), seed=seed)
+    T = np.linspace(0.0, 10.0, 6)
+    ref = gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-12, atol=1e-14)
+    sol = gf.simulate(net, X, y, 10.0, T, method="sliding", step=0.1, error_estimate=True)
+    assert sol.ok and sol.error_estimate.shape == sol.t.shape
+    true = _rel(sol.loss, ref.loss)
+    assert np.all(sol.error_estimate[1:] >= true[1:])
+    assert sol.error_estimate.max() < 1e-2                   # and not vacuous
+    info = sol.config["solver"]["error_estimate"]
+    assert info["method"] == "sliding" and info["steps_used"] == [0.1, 0.05, 0.025]
+
+
+def test_simulate_nonsmooth_refines_sliding_to_a_target():
+    net, X, y = _p3l(m=32, n=8)
+    sol = gf.simulate_nonsmooth(net, X, y, 10.0, np.linspace(0, 10, 6), method="sliding", step=0.2, rtol=1e-3)
+    assert sol.ok and sol.error_estimate.max() <= 1e-3
+    assert sol.config["solver"]["method"] == "sliding"
+
+
+def test_budget_stops_with_status_and_partial_trajectory():
+    net, X, y = _p3l(m=64, n=16)
+    with pytest.warns(gf.GFlowWarning):
+        sol = gf.simulate(net, X, y, 400.0, np.linspace(0, 400, 401), method="sliding", step=0.01,
+                          max_wall_time=0.3)
+    assert sol.status == "time_budget" and "max_wall_time" in sol.message
+    assert 0 < sol.t[-1] < 400 and np.all(np.isfinite(sol.loss))
+
+
+def test_max_steps_and_an_overflowing_start_are_named():
+    net, X, y = _p3l(m=16, n=5)
+    with pytest.raises(ValueError, match="max_steps"):
+        gf.simulate(net, X, y, 10.0, method="sliding", step=0.01, max_steps=50)
+    big = np.asarray(y, dtype=float) * 1e300  # the loss overflows at t = 0: nothing to return (was a numpy
+    for run in (lambda: gf.simulate(net, X, big, 1.0, method="sliding", step=0.1),   # "need at least one array
+                lambda: gf.simulate(net, X, big, 1.0, method="euler", step=0.1),     # to stack", and a bare
+                lambda: gf.gradient_descent(net, X, big, step=0.1, steps=5)):          # Abort from GD)
+        with pytest.raises(ValueError, match="loss at t = 0 is not finite.*scale of X, y"):
+            run()
+
+
+def test_bad_input_is_rejected():
+    net, X, y = _p3l(m=8, n=4)
+    with pytest.raises(ValueError, match="method 'sliding'.*activation 'tanh'"):
+        gf.simulate(gf.Network(6, width=8, activation="tanh", seed=0), X, y, 1.0, method="sliding", step=0.1)
+    with pytest.raises(ValueError, match="space='weight'"):
+        gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, space="weight")
+    with pytest.raises(ValueError, match="needs an explicit step"):
+        gf.simulate(net, X, y, 1.0, method="sliding")
+    with pytest.raises(ValueError, match="unknown option"):
+        gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"max_step": 0.1})
+    with pytest.raises(ValueError, match="batched seeds"):
+        gf.simulate_batch([net, net], X, y, 1.0, method="sliding", step=0.1)
+    with pytest.raises(ValueError, match="needs native engine|checkpoint"):
+        gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, checkpoint="x.ckpt")
