@@ -80,6 +80,7 @@ class _Pattern:
         if bool(bad.any()):  # rank-deficient G_SS (more sliding points than the embedding's rank): minimum norm
             self.Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
         self.idx, self.mask, self.maskf = idx, mask, mask.to(G.dtype)
+        self.gi = rows[:, None].expand_as(idx)  # (rows, k) row index of each padded entry: full[gi, idx]
 
     def solve(self, rhs_full: torch.Tensor) -> torch.Tensor:
         """u (rows, k) with G_SS u = rhs_S, rhs_full (rows, n); zero on the padding."""
@@ -112,7 +113,12 @@ class SlidingStepper:
     # -- pieces ------------------------------------------------------------------------------------------
     def residual(self, H: torch.Tensor) -> torch.Tensor:
         """r = α σ(H)ᵀc − y with σ(h) = s₊h above the kink and s₋h below."""
-        s = torch.where(H > 0, H * self.sp, H * self.sm)
+        if self.sm == 0.0:  # ReLU (scaled): one pass
+            s = H.clamp(min=0.0)
+            if self.sp != 1.0:
+                s.mul_(self.sp)
+        else:
+            s = torch.where(H > 0, H * self.sp, H * self.sm)
         return torch.addmv(self.y, s.T, self.c, beta=-1.0, alpha=self.alpha)
 
     def slope(self, mode: torch.Tensor) -> torch.Tensor:
@@ -122,40 +128,43 @@ class SlidingStepper:
     def land(self, pat: _Pattern, H0: torch.Tensor, Af: torch.Tensor, S: torch.Tensor):
         """End state of the step: free pairs with integrated weights Af, pairs of S landing on h = 0.
 
-        Returns (H1, Ā) with Ā = Af plus the sliding pairs' weights.
+        Returns (H1, Ā, u): Ā = Af plus the sliding pairs' weights u (padded (rows, k) as in ``pat``; None
+        without sliding pairs).
         """
         self.monitor.on_eval()
         AfG = Af @ self.G
         A = Af.clone()
+        u = None
         if pat.rows is not None:
             rows = pat.rows
             rhs = H0[rows] / (self.gamma * self.c_col[rows]) - AfG[rows]
-            us = pat.scatter(pat.solve(rhs), self.n)
+            u = pat.solve(rhs)
+            us = pat.scatter(u, self.n)
             A[rows] += us
             AfG[rows] += us @ self.G
         H1 = torch.addcmul(H0, AfG, self.c_col, value=-self.gamma)
         H1.masked_fill_(S, 0.0)
-        return H1, A
+        return H1, A, u
 
-    def theta(self, pat: _Pattern, U: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        """θ = (U/R − s₋)/(s₊ − s₋) on the rows of ``pat`` (U: weights of the sliding pairs, R: ∫r or r)."""
-        Rs = torch.where(R == 0, torch.ones_like(R), R)
-        return (U / Rs[None, :] - self.sm) / (self.sp - self.sm)
+    def theta(self, pat: _Pattern, u: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """θ = (u/R − s₋)/(s₊ − s₋) of the sliding pairs (padded (rows, k)); u: their weights, R: ∫r or r."""
+        Rk = R[pat.idx]
+        Rk = torch.where(Rk == 0, torch.ones_like(Rk), Rk)
+        return (u / Rk - self.sm) / (self.sp - self.sm)
 
     def instantaneous(self, pat: _Pattern, H1: torch.Tensor, mode: torch.Tensor):
-        """Filippov θ (rows, n) of the sliding pairs at the end state H1 (pattern ``mode``), and r(H1)."""
+        """Filippov θ (padded (rows, k)) of the sliding pairs at the end state H1 (pattern ``mode``), and r(H1)."""
         self.monitor.on_eval()
         r1 = self.residual(H1)
         rows = pat.rows
         w = self.slope(mode[rows]) * r1[None, :]
-        u = pat.solve(-(w @ self.G))
-        return self.theta(pat, pat.scatter(u, self.n), r1), r1
+        return self.theta(pat, pat.solve(-(w @ self.G)), r1), r1
 
-    def leaving(self, S_rows: torch.Tensor, th: torch.Tensor, R: torch.Tensor, rows: torch.Tensor):
-        """(out, up) masks (rows, n): θ outside [0, 1], and whether the pair leaves upwards (to ``+``)."""
-        hi = S_rows & (th > 1 + THETA_TOL)
-        lo = S_rows & (th < -THETA_TOL)
-        attract = (self.c_col[rows] * R[None, :] * (self.sp - self.sm)) > 0
+    def leaving(self, pat: _Pattern, sel: torch.Tensor, th: torch.Tensor, R: torch.Tensor):
+        """(out, up) padded masks: θ outside [0, 1] among ``sel``, and whether the pair leaves upwards (to ``+``)."""
+        hi = sel & (th > 1 + THETA_TOL)
+        lo = sel & (th < -THETA_TOL)
+        attract = (self.c_col[pat.rows] * R[pat.idx] * (self.sp - self.sm)) > 0
         return hi | lo, torch.where(attract, hi, lo)
 
     def weights(self, mode, start, H, hend, dt, r0, r1, R):
@@ -185,7 +194,7 @@ class SlidingStepper:
         start = mode
         S = start == 0
         pat = _Pattern(self.G, S, self.active_rows)
-        Ht, _ = self.land(pat, H, self.slope(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
+        Ht, _, _ = self.land(pat, H, self.slope(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
         r1 = self.residual(Ht)
         R = (r0 + r1) * (0.5 * dt)
         mode = start.clone()
@@ -199,28 +208,27 @@ class SlidingStepper:
             S = mode == 0
             Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R)
             pat = _Pattern(self.G, S, self.active_rows)
-            H1, A = self.land(pat, H, Af, S)
+            H1, A, u_slide = self.land(pat, H, Af, S)
             want = torch.zeros_like(S)
             up = torch.zeros_like(S)
             th_end = None
-            if pat.rows is not None:
-                rows = pat.rows
-                S_rows = S[rows]
-                th_bar = self.theta(pat, A[rows], R)
+            if pat.rows is not None:  # classified on the sliding pairs only (padded (rows, k), as the solves)
+                gi, idx = pat.gi, pat.idx
+                start_k = start[gi, idx]
                 # sliding from the start: the step-averaged θ̄ decides a release for this step; an arrival:
                 # θ̄ outside [0, 1] means it does not reach the kink (or crosses it) with σ′ in [s₋, s₊]
-                keep = S_rows & ~pinned[rows]
-                o, u = self.leaving(keep, th_bar, R, rows)
-                arrivals = keep & (start[rows] != 0) & ~o
+                keep = pat.mask & ~pinned[gi, idx]
+                o, u = self.leaving(pat, keep, self.theta(pat, u_slide, R), R)
+                arrivals = keep & (start_k != 0) & ~o
                 th_end, r_end = self.instantaneous(pat, H1, mode)
                 if bool(arrivals.any()):  # it arrives: slide on, or cross (the end-of-step θ decides)
-                    oa, ua = self.leaving(arrivals, th_end, r_end, rows)
-                    back = oa & (torch.where(ua, 1, -1).to(start.dtype) == start[rows])  # touches and leaves
-                    pinned[rows] |= back
+                    oa, ua = self.leaving(pat, arrivals, th_end, r_end)
+                    back = oa & (torch.where(ua, 1, -1).to(start.dtype) == start_k)  # touches and leaves
+                    pinned[gi[back], idx[back]] = True
                     o |= oa & ~back
                     u |= ua & oa & ~back
-                want[rows] = o
-                up[rows] = u
+                want[gi[o], idx[o]] = True
+                up[gi[o & u], idx[o & u]] = True
             wrong = ((mode > 0) & (H1 < 0)) | ((mode < 0) & (H1 > 0))
             newarr = wrong & ~cr & ~pinned
             pinned |= wrong & cr  # a crossing that ends on its starting side is marginal: hold it at the kink
@@ -243,16 +251,14 @@ class SlidingStepper:
             S = mode == 0
             Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R)
             pat = _Pattern(self.G, S, self.active_rows)
-            H1, A = self.land(pat, H, Af, S)
+            H1, A, _ = self.land(pat, H, Af, S)
             th_end = None
         # exits found at the end of the step (the end-of-step θ of pairs that slid through it): released for the
         # next step, from h = 0 (an exit is a smooth event)
         if th_end is not None:
-            rows = pat.rows
-            o, u = self.leaving(S[rows] & ~pinned[rows], th_end, r_end, rows)
-            sub = mode[rows]
-            sub[o] = torch.where(u[o], 1, -1).to(mode.dtype)
-            mode[rows] = sub
+            gi, idx = pat.gi, pat.idx
+            o, u = self.leaving(pat, pat.mask & ~pinned[gi, idx], th_end, r_end)
+            mode[gi[o], idx[o]] = torch.where(u[o], 1, -1).to(mode.dtype)
         st["n_exits"] += int(((start == 0) & (mode != 0)).sum())
         st["n_arrivals"] += int(((start != 0) & (mode == 0)).sum())
         st["n_crossings"] += int(((start != 0) & (mode == -start)).sum())
