@@ -162,14 +162,23 @@ def test_the_default_method_picks_filippov_for_relu_and_refuses_checkpoint_with_
         gf.simulate(net, X, y, 2.0, checkpoint=tmp_path / "run.ckpt")
 
 
-def test_auto_leaves_filippov_to_the_user_beyond_its_size():
-    from gflow.solve.ode import AUTO_FILIPPOV_MAX_PAIRS, _resolve_auto
+def test_auto_picks_sliding_beyond_filippovs_size():
+    from gflow.solve.ode import AUTO_FILIPPOV_MAX_PAIRS, AUTO_SLIDING_STEP, _resolve_auto
 
     X, y = gf.data.wei2019(200, 50, seed=0)
     big = gf.Network(50, width=512, activation="relu", embedding=gf.RandomFeatures(D=64), seed=0)
     assert 512 * 200 > AUTO_FILIPPOV_MAX_PAIRS
     method, why = _resolve_auto(big, X, y, 10.0, None, 1e-7, None, "auto")
-    assert method == "dop853" and "euler" in why and "filippov" in why
+    assert method == "sliding" and "filippov" in why and "error_estimate=True" in why
+    X, y = gf.data.wei2019(30, 50, seed=0)    # a small problem past the limit: the default runs sliding
+    net = gf.Network(50, width=1024, activation="relu", embedding=gf.RandomFeatures(D=32), seed=0)
+    sol = gf.simulate(net, X, y, 0.5, [0.0, 0.25, 0.5])
+    assert sol.ok and sol.config["solver"]["method"] == "sliding" and "auto" in sol.config["solver"]
+    assert sol.config["solver"]["step"] == AUTO_SLIDING_STEP
+    est = gf.simulate(net, X, y, 0.5, [0.0, 0.25, 0.5], error_estimate=True)
+    assert est.config["solver"]["error_estimate"]["steps_used"] == [AUTO_SLIDING_STEP, AUTO_SLIDING_STEP / 2,
+                                                                     AUTO_SLIDING_STEP / 4]
+    np.testing.assert_allclose(gf.rerun(sol).loss, sol.loss, rtol=0, atol=0)
 
 
 def test_a_filippov_run_with_its_estimate_saves_and_reruns(tmp_path):

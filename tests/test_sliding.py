@@ -92,7 +92,25 @@ def test_loss_never_increases_weights_reproduce_features_and_sliding_pairs_sit_o
     assert sol.stats["n_sliding"] > 0 and int((sol.H[-1] == 0).sum()) >= sol.stats["n_sliding"]
     cfg = sol.config["solver"]
     assert cfg["integrals"] is False and sol.config["space"] == "feature" and cfg["backend"] == "gflow"
-    assert cfg["step"] == 0.05 and sol.stats["n_accepted"] == 300
+    assert cfg["step"] == 0.05 and sol.stats["max_step"] == pytest.approx(0.05)
+    assert sol.stats["min_step"] == pytest.approx(0.05 / 64)      # the ramp: the event rate is unknown at t = 0
+    fixed = gf.simulate(net, X, y, 15.0, T, method="sliding", step=0.05, options={"event_rate": float("inf")})
+    assert fixed.stats["n_accepted"] == 300 and fixed.stats["min_step"] == pytest.approx(0.05)
+
+
+def test_steps_shrink_with_the_event_rate_and_scale_with_the_step():
+    # δ·min(1, ν/ρ): halving δ halves every step (a uniform refinement, what step halving assumes); a smaller ν
+    # (mode changes per unit time at which steps start to shrink) takes more steps where events are dense
+    net, X, y = _p3l(m=64, n=16)
+    runs = {(d, nu): gf.simulate(net, X, y, 10.0, [0.0, 10.0], method="sliding", step=d, options={"event_rate": nu})
+            for d in (0.1, 0.05) for nu in (64.0, 4.0)}
+    ratio = {nu: runs[0.05, nu].stats["n_accepted"] / runs[0.1, nu].stats["n_accepted"] for nu in (64.0, 4.0)}
+    assert 1.8 < ratio[64.0] < 2.2    # measured 1.96
+    assert 1.4 < ratio[4.0] < 2.2     # 1.62: ~0.4 changes per step, and fewer spurious ones at the smaller step
+    assert runs[0.1, 4.0].stats["n_accepted"] > 1.5 * runs[0.1, 64.0].stats["n_accepted"]
+    assert runs[0.1, 4.0].stats["max_step"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="event_rate.*> 0"):
+        gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"event_rate": 0.0})
 
 
 @pytest.mark.parametrize("act, m, D, n, seed", [("relu", 32, 16, 8, 0), ("relu", 64, 20, 20, 3),
@@ -150,6 +168,8 @@ def test_bad_input_is_rejected():
         gf.simulate(net, X, y, 1.0, method="sliding")
     with pytest.raises(ValueError, match="unknown option"):
         gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"max_step": 0.1})
+    with pytest.raises(TypeError, match="must be a number"):
+        gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"event_rate": "high"})
     with pytest.raises(ValueError, match="batched seeds"):
         gf.simulate_batch([net, net], X, y, 1.0, method="sliding", step=0.1)
     with pytest.raises(ValueError, match="needs native engine|checkpoint"):

@@ -20,8 +20,10 @@ every surface h_ia := H_ia = 0.  Write the h_ia-component of the field on the tw
   do (issue 6: 4 002 of 25 600 pairs flipped sign 475 000 times in 200 GD steps), so the difference is real.
 
 **What gflow computes: the Filippov (sliding) solution** — directly, event by event, with
-``method="filippov"`` (:mod:`gflow.solve.filippov`; exact to its tolerance, for small and medium problems), and
-as the step → 0 limit of the fixed-step schemes below.  GD (eq. (9)) and every fixed-step Runge–Kutta
+``method="filippov"`` (:mod:`gflow.solve.filippov`; exact to its tolerance, for small and medium problems), by
+time-stepping with ``method="sliding"`` (:mod:`gflow.solve.sliding`: sliding pairs held on the kink, second order
+on the exact solutions; usable here, with the same step-halving estimate), and as the step → 0 limit of the
+fixed-step schemes below.  GD (eq. (9)) and every fixed-step Runge–Kutta
 scheme evaluated with σ′(0) := 0 chatter across a sliding surface with amplitude O(step), spending a
 fraction of their steps on each side that tends to θ; as the step → 0 they converge to the Filippov
 solution (Filippov 1988, Ch. 2; checked in tests/test_nonsmooth.py on a one-neuron, two-point problem whose
@@ -236,7 +238,8 @@ def simulate_nonsmooth(
             status, message = "time_budget", (f"max_wall_time = {max_wall_time:g} s would be exceeded by the solve "
                                               f"with step {h:g}; raise max_wall_time or loosen rtol")
             break
-        sol = simulate(net, X, y, t1, saveat, method=method, step=h, max_steps=need + 10,
+        sol = simulate(net, X, y, t1, saveat, method=method, step=h,  # sliding: adaptive steps ≤ h, count unknown
+                       max_steps=max_steps if method == "sliding" else need + 10,
                        max_wall_time=remaining, warn=False, **kwargs)
         evals += int(sol.stats.get("n_f_evals", 0))
         if not sol.ok:

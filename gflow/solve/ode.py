@@ -54,6 +54,7 @@ FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED + SLIDING_METHODS
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
 DEFAULT_METHOD = "dop853"  # simulate_batch's default; method="auto" (simulate's default) falls back to it below rtol 1e-4
 AUTO_FILIPPOV_MAX_PAIRS = 20_000  # auto picks filippov for kinked σ up to this many pairs m·n (events ∝ pairs)
+AUTO_SLIDING_STEP = 1 / 32  # ... and method="sliding" at this step beyond (gflow.solve.sliding: accuracy measured there)
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
           "BDF": 5, "LSODA": 12, "exprk4": 4, "dop853+exprk4": 4, "dopri5+exprk4": 4, "filippov": 5, "sliding": 1}
@@ -84,7 +85,8 @@ def _hint(method: str, activation_smooth: bool) -> str:
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
                 "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
                 "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
-                "method='filippov' (event-driven, exact to rtol; for small and medium problems), or a smooth "
+                "method='filippov' (event-driven, exact to rtol; for small and medium problems), "
+                "method='sliding', step=1/32, error_estimate=True (the Filippov flow by time-stepping), or a smooth "
                 "activation")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
         return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
@@ -105,6 +107,8 @@ def _check_options(method: str, options: dict | None) -> dict:
         allowed = _SCIPY_OPTIONS
     elif method in FILIPPOV_METHODS:
         allowed = {"max_step", "lower_order"}
+    elif method in SLIDING_METHODS:
+        allowed = {"event_rate"}
     else:
         allowed = _FIXED_OPTIONS.get(method.removeprefix("torchdiffeq."), set())
     bad = sorted(set(options) - allowed)
@@ -279,6 +283,9 @@ def simulate(
     if error_estimate:
         from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
 
+        if (method == "auto" and step is None and not net.activation.smooth
+                and _resolve_auto(net, X, y, t1, saveat, rtol, step, space)[0] in SLIDING_METHODS):
+            method, step = "sliding", AUTO_SLIDING_STEP
         if method not in NONSMOOTH_METHODS or step is None:
             raise ValueError(f"error_estimate=True needs a fixed-step method in {tuple(NONSMOOTH_METHODS)} and an "
                              f"explicit step (got method={method!r}, step={step}); adaptive methods control "
@@ -293,9 +300,11 @@ def simulate(
     auto_reason = None
     if isinstance(method, str) and method == "auto":
         method, auto_reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
+        if method in SLIDING_METHODS:
+            step = AUTO_SLIDING_STEP
         if checkpoint is not None and method not in NATIVE_METHODS:
-            if method in FILIPPOV_METHODS:
-                raise ValueError(f"method='auto' picked 'filippov' ({auto_reason}), which cannot checkpoint; drop "
+            if method in FILIPPOV_METHODS + SLIDING_METHODS:
+                raise ValueError(f"method='auto' picked {method!r} ({auto_reason}), which cannot checkpoint; drop "
                                  "checkpoint, or give method='euler' with a step (checkpointable)")
             fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
             method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
@@ -357,7 +366,7 @@ def simulate(
         elif method in SLIDING_METHODS:
             from .sliding import run_sliding
 
-            run_sliding(field, grid, step, recorder, monitor, slopes)
+            run_sliding(field, grid, step, recorder, monitor, slopes, opts)
         else:
             _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
     except Abort as exc:
@@ -406,7 +415,8 @@ def simulate(
 
 
 def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
-    """``method="auto"``: filippov for ReLU-type σ (up to AUTO_FILIPPOV_MAX_PAIRS pairs), dop853+exprk4 where a
+    """``method="auto"``: filippov for ReLU-type σ up to AUTO_FILIPPOV_MAX_PAIRS pairs (sliding, at
+    AUTO_SLIDING_STEP, beyond), dop853+exprk4 where a
     smooth flow is stiff enough over the horizon for exprk4 to pay (:func:`gflow.solve.expint.auto_method`), else dop853
     (dopri5 at rtol ≥ 1e-4, :func:`gflow.solve.expint.explicit_method`); returns (method, reason), the reason
     being recorded in ``sol.config["solver"]["auto"]``."""
@@ -425,10 +435,11 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
                                 "activation events; for paper-scale ReLU nets use method='euler' with "
                                 "error_estimate=True)")
         if kink_slopes(net.activation) is not None:
-            return DEFAULT_METHOD, (f"m·n = {pairs} pairs > {AUTO_FILIPPOV_MAX_PAIRS}: too many activation events "
-                                    "for the event-driven 'filippov' (about 30 000 per unit time at m = D = 512, "
-                                    "n = 200); dop853 will stall at the kink — use method='euler' with a step and "
-                                    "error_estimate=True, or method='filippov' to insist")
+            return "sliding", (f"m·n = {pairs} pairs > {AUTO_FILIPPOV_MAX_PAIRS}: too many activation events for the "
+                               "event-driven 'filippov' (about 30 000 per unit time at m = D = 512, n = 200); the "
+                               f"Filippov flow by time-stepping at step {AUTO_SLIDING_STEP:g} instead (no error "
+                               "estimate: give error_estimate=True for steps δ, δ/2, δ/4 with one, or "
+                               "gf.simulate_nonsmooth(method='sliding', rtol=...) to refine to a target)")
     rtol = check_positive_float(rtol, "rtol")
     if space == "weight":
         method, why = explicit_method(rtol)

@@ -53,7 +53,7 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         net, **data, t1=s["t1"], saveat=s["saveat"], rtol=s["rtol"], atol=s["atol"],
         # a run whose method "auto" picked is repeated through "auto" (same pick, same recorded reason)
         method="auto" if "auto" in s else s["method"], error_estimate="error_estimate" in s,
-        step=s["step"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
+        step=None if "auto" in s else s["step"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
         features_at=s["features_at"], weights_at=s["weights_at"] or None, options=s["options"] or None,
         interval=s.get("interval"), integrals=s.get("integrals", True),
     )
