@@ -133,12 +133,16 @@ def test_accuracy_relu_problem_uses_a_checked_filippov_reference_and_states_the_
     prob = BenchProblem("relu_tiny", "tiny P-3L ReLU", n=5, d=6, width=16, D=16, activation="relu", data="wei2019",
                         t1=2.0, times=(1.0, 2.0), budget_s=30.0)
     settings = {"gd_steps": (0.5, 0.25), "fixed_steps": (0.25,), "rtols": (1e-3, 1e-6), "solve_budget_s": 5.0}
-    res = acc.run_problem(prob, ["gd", "euler", "filippov", "dop853"], [], settings, log=lambda *a: None)
+    res = acc.run_problem(prob, ["gd", "euler", "sliding", "filippov", "dop853"], [], settings,
+                          log=lambda *a: None)
     assert res["reference"]["method"] == "filippov"
     assert res["reference"]["check_method"].startswith("filippov")
     assert max(res["reference"]["rel_diff_loss_at"]) < 1e-8
-    assert {r["method"] for r in res["rows"]} == {"gd", "euler", "filippov"}   # smooth solvers only stall here
+    assert {r["method"] for r in res["rows"]} == {"gd", "euler", "sliding", "filippov"}  # smooth ones stall here
     fil = [r for r in res["rows"] if r["method"] == "filippov"]
     assert all(r["status"] == "success" for r in fil) and min(r["rel_err_loss"] for r in fil) < 1e-5
+    (sl,) = [r for r in res["rows"] if r["method"] == "sliding"]
+    (eu,) = [r for r in res["rows"] if r["method"] == "euler"]
+    assert sl["status"] == "success" and sl["rel_err_loss"] < 0.1 * eu["rel_err_loss"]   # same step 0.25
     (t,) = acc.targets([res], "dop853")
     assert "0.25" in t["target"] and t["verdict"] in VERDICTS and "GD(0.25)" in t["detail"]

@@ -130,6 +130,17 @@ def test_step_halving_estimate_bounds_the_true_error(act, m, D, n, seed):
     assert info["method"] == "sliding" and info["steps_used"] == [0.1, 0.05, 0.025]
 
 
+def test_options_reach_every_solve_of_the_estimate_and_its_rerun(tmp_path):
+    net, X, y = _p3l(m=16, n=5)
+    sol = gf.simulate(net, X, y, 2.0, [0.0, 1.0, 2.0], method="sliding", step=0.1, error_estimate=True,
+                      options={"event_rate": float("inf")})     # (were silently dropped with error_estimate=True)
+    assert sol.stats["n_accepted"] == 80 and sol.config["solver"]["options"] == {"event_rate": float("inf")}
+    sol.save(tmp_path / "run.nc")
+    again = gf.rerun(tmp_path / "run.nc")
+    np.testing.assert_array_equal(again.loss, sol.loss)
+    np.testing.assert_array_equal(again.error_estimate, sol.error_estimate)
+
+
 def test_simulate_nonsmooth_refines_sliding_to_a_target():
     net, X, y = _p3l(m=32, n=8)
     sol = gf.simulate_nonsmooth(net, X, y, 10.0, np.linspace(0, 10, 6), method="sliding", step=0.2, rtol=1e-3)

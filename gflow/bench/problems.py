@@ -23,7 +23,7 @@ from ._common import check_mode
 
 KINKED = ("relu", "leaky_relu")
 #: the methods run on a kinked problem (adaptive smooth solvers only stall there: see the tests and README)
-KINKED_METHODS = ("gd", "euler", "filippov")
+KINKED_METHODS = ("gd", "euler", "sliding", "filippov")
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,8 @@ def simulate_nonsmooth(
         max_wall_time: budget in seconds for all solves together.
         max_steps: limit on the steps of the finest solve.
         warn: warn with :class:`gflow.GFlowWarning` when the target is not met or a solve fails.
-        **kwargs: passed to :func:`gflow.simulate` (``space``, ``X_test``, ``integrals``, ``features_at``, ...).
+        **kwargs: passed to :func:`gflow.simulate` (``space``, ``X_test``, ``integrals``, ``features_at``,
+            ``options`` — e.g. ``{"event_rate": ν}`` for ``"sliding"`` —, ...).
 
     Returns:
         a :class:`gflow.Solution` with ``error_estimate`` filled and ``config["solver"]["error_estimate"]``
@@ -200,7 +201,7 @@ def simulate_nonsmooth(
         raise ValueError(f"safety must be ≥ 1, got {safety}")
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
-    for bad in ("rtol_inner", "atol", "error_estimate", "options"):
+    for bad in ("rtol_inner", "atol", "error_estimate"):
         if bad in kwargs:
             raise TypeError(f"simulate_nonsmooth() got an unexpected keyword argument {bad!r}")
     if not net.activation.smooth and method not in ("euler", "sliding"):

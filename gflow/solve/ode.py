@@ -54,7 +54,7 @@ FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED + SLIDING_METHODS
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m not in FIXED_STEP_METHODS)
 DEFAULT_METHOD = "dop853"  # simulate_batch's default; method="auto" (simulate's default) falls back to it below rtol 1e-4
 AUTO_FILIPPOV_MAX_PAIRS = 20_000  # auto picks filippov for kinked σ up to this many pairs m·n (events ∝ pairs)
-AUTO_SLIDING_STEP = 1 / 32  # ... and method="sliding" at this step beyond (gflow.solve.sliding: accuracy measured there)
+AUTO_SLIDING_STEP = 0.125  # ... and method="sliding" at this (largest) step beyond (gflow.solve.sliding: accuracy)
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4, "dopri5": 5, "dop853": 8,
           "dopri8": 8, "bosh3": 3, "adaptive_heun": 2, "fehlberg2": 2, "RK45": 5, "DOP853": 8, "Radau": 5,
           "BDF": 5, "LSODA": 12, "exprk4": 4, "dop853+exprk4": 4, "dopri5+exprk4": 4, "filippov": 5, "sliding": 1}
@@ -86,7 +86,7 @@ def _hint(method: str, activation_smooth: bool) -> str:
                 "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
                 "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
                 "method='filippov' (event-driven, exact to rtol; for small and medium problems), "
-                "method='sliding', step=1/32, error_estimate=True (the Filippov flow by time-stepping), or a smooth "
+                "method='sliding', step=0.25, error_estimate=True (the Filippov flow by time-stepping), or a smooth "
                 "activation")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
         return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
@@ -296,7 +296,7 @@ def simulate(
         return simulate_nonsmooth(
             net, X, y, t1, saveat, method=method, step=step, max_steps=max_steps, max_wall_time=max_wall_time,
             X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
-            interval=interval, integrals=integrals, progress=progress, warn=warn)
+            options=options, interval=interval, integrals=integrals, progress=progress, warn=warn)
     auto_reason = None
     if isinstance(method, str) and method == "auto":
         method, auto_reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)

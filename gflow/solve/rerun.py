@@ -48,6 +48,7 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
             net, **data, t1=s["t1"], saveat=s["saveat"], method=e["method"], step=e["steps"][0], rtol=e["rtol"],
             safety=e["safety"], max_wall_time=s["max_wall_time"], space=s["space"], features_at=s["features_at"],
             weights_at=s["weights_at"] or None, interval=s.get("interval"), integrals=s.get("integrals", True),
+            options=s.get("options") or None,
         )
     return simulate(
         net, **data, t1=s["t1"], saveat=s["saveat"], rtol=s["rtol"], atol=s["atol"],
