@@ -7,6 +7,8 @@ exact W/H relation and the sliding invariant h = 0, and for bad input and budget
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -49,12 +51,18 @@ def test_exact_sliding_solution_and_the_sliding_pair_stays_at_zero():
     assert sol.stats["n_sliding"] == 1 and sol.stats["n_arrivals"] == 1
 
 
+@functools.lru_cache(maxsize=None)
+def _p3l_reference(act: str):
+    """(net, X, y, T, a tight filippov solution) for the ReLU / leaky-ReLU (slope 0.1) P-3L problem, solved once
+    (tests/test_sliding.py uses it too)."""
+    net, X, y = _p3l(act="relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1))
+    T = [0.0, 5.0, 10.0, 15.0, 20.0]
+    return net, X, y, T, gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-11, atol=1e-13)
+
+
 @pytest.mark.parametrize("act", ["relu", "leaky"])
 def test_converges_with_the_tolerance_and_gd_converges_to_it(act):
-    act = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
-    net, X, y = _p3l(act=act)
-    T = [0.0, 5.0, 10.0, 15.0, 20.0]
-    ref = gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-11, atol=1e-13)
+    net, X, y, T, ref = _p3l_reference(act)
     mid = gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-7, atol=1e-9)
     assert ref.ok and mid.ok
     assert ref.stats["n_events"] > 10
@@ -80,17 +88,24 @@ def test_loss_never_increases_and_weights_reproduce_the_features():
     assert sol.config["solver"]["backend"] == "gflow"
 
 
+@functools.lru_cache(maxsize=None)
+def _estimate_case(act, m, D, n, seed):
+    """(net, X, y, T, a tight filippov solution) of a P-3L problem on wei2019 data, t ≤ 10, solved once (for the
+    error-estimate tests here and in tests/test_sliding.py)."""
+    X, y = gf.data.wei2019(n, D, seed=seed)
+    a = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
+    net = gf.Network(D, width=m, activation=a, embedding=gf.RandomFeatures(D=D, seed=seed), seed=seed)
+    T = np.linspace(0.0, 10.0, 6)
+    return net, X, y, T, gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("act, m, D, n, seed", [("relu", 32, 16, 8, 0), ("relu", 64, 20, 20, 3),
                                                  ("leaky", 48, 48, 12, 2), ("leaky", 40, 40, 10, 2)])
 def test_error_estimate_bounds_the_true_error(act, m, D, n, seed):
     # where steps are cut by events the error comes from the event states, not the tolerance (measured: the
     # same 6e-9 error at rtol 1e-4 and 1e-6); the estimate's second solve must see it (it locates events on a
     # lower-order interpolant): without that it underestimated in 22 of 24 such cases
-    X, y = gf.data.wei2019(n, D, seed=seed)
-    a = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
-    net = gf.Network(D, width=m, activation=a, embedding=gf.RandomFeatures(D=D, seed=seed), seed=seed)
-    T = np.linspace(0.0, 10.0, 6)
-    ref = gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-13, atol=1e-15)
+    net, X, y, T, ref = _estimate_case(act, m, D, n, seed)
     sol = gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-6, atol=1e-8, error_estimate=True)
     assert sol.ok and sol.error_estimate.shape == sol.t.shape
     true = _rel(sol.loss, ref.loss)

@@ -15,7 +15,7 @@ import torch
 import gflow as gf
 from gflow.fields import Problem
 
-from test_filippov import _p3l
+from test_filippov import _estimate_case, _p3l, _p3l_reference
 from test_nonsmooth import _loss, _one_point, _sliding_problem
 from test_nonsmooth import _true_rel as _rel
 
@@ -62,10 +62,7 @@ def test_exact_sliding_solution_second_order_and_the_pair_stays_at_zero():
 
 @pytest.mark.parametrize("act", ["relu", "leaky"])
 def test_converges_to_the_event_driven_flow_far_ahead_of_gd(act):
-    act = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
-    net, X, y = _p3l(act=act)
-    T = [0.0, 5.0, 10.0, 15.0, 20.0]
-    ref = gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-11, atol=1e-13)
+    net, X, y, T, ref = _p3l_reference(act)
     assert ref.ok and ref.stats["n_events"] > 100
     errs = []
     for step in (0.1, 0.025):
@@ -113,14 +110,19 @@ def test_steps_shrink_with_the_event_rate_and_scale_with_the_step():
         gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"event_rate": 0.0})
 
 
+def test_float32_follows_float64():
+    net, X, y = _p3l()
+    T = [0.0, 5.0, 10.0, 20.0]
+    a = gf.simulate(net, X, y, 20.0, T, method="sliding", step=0.05)
+    b = gf.simulate(net.to(dtype=torch.float32), X, y, 20.0, T, method="sliding", step=0.05)
+    assert b.ok and "float32" in str(b.config["network"])
+    assert np.max(_rel(b.loss.astype(float), a.loss)) < 1e-5          # measured 2e-7
+
+
 @pytest.mark.parametrize("act, m, D, n, seed", [("relu", 32, 16, 8, 0), ("relu", 64, 20, 20, 3),
                                                  ("leaky", 48, 48, 12, 2)])
 def test_step_halving_estimate_bounds_the_true_error(act, m, D, n, seed):
-    X, y = gf.data.wei2019(n, D, seed=seed)
-    a = "relu" if act == "relu" else gf.get_activation("leaky_relu", slope=0.1)
-    net = gf.Network(D, width=m, activation=a, embedding=gf.RandomFeatures(D=D, seed=seed), seed=seed)
-    T = np.linspace(0.0, 10.0, 6)
-    ref = gf.simulate(net, X, y, 10.0, T, method="filippov", rtol=1e-12, atol=1e-14)
+    net, X, y, T, ref = _estimate_case(act, m, D, n, seed)
     sol = gf.simulate(net, X, y, 10.0, T, method="sliding", step=0.1, error_estimate=True)
     assert sol.ok and sol.error_estimate.shape == sol.t.shape
     true = _rel(sol.loss, ref.loss)

@@ -96,8 +96,48 @@ def kink_slopes(act) -> tuple[float, float] | None:
     return float(lo[0]), float(hi[0])
 
 
-class _Sliding:
-    """The flow on a fixed pattern of modes (+1, −1, 0 = sliding), with the batched per-neuron solves."""
+class PairSolves:
+    """The batched per-neuron solves G_{S_i S_i} u = b on the pairs of ``S`` (m, n), padded to the largest |S_i|
+    (rows: the neurons with a pair in S, restricted to ``rows_allowed``; ``rows`` is None if there are none).
+
+    A rank-deficient G_SS (e.g. a shallow net with more sliding points than inputs) takes the minimum-norm
+    solution (pseudo-inverse).  Also used by :mod:`gflow.solve.sliding`.
+    """
+
+    def __init__(self, G: torch.Tensor, S: torch.Tensor, rows_allowed: torch.Tensor | None = None):
+        counts = (S if rows_allowed is None else S & rows_allowed[:, None]).sum(1)
+        rows = torch.nonzero(counts).flatten()
+        self.rows = rows if rows.numel() else None
+        if self.rows is None:
+            return
+        k = int(counts.max())
+        sub = S[rows]
+        order = torch.argsort((~sub).to(torch.int8), dim=1, stable=True)[:, :k]
+        mask = torch.gather(sub, 1, order)
+        idx = torch.where(mask, order, torch.zeros_like(order))
+        Gss = G[idx[:, :, None], idx[:, None, :]]
+        both = mask[:, :, None] & mask[:, None, :]
+        Gss = torch.where(both, Gss, torch.eye(k, dtype=G.dtype, device=G.device).expand_as(Gss))
+        L, info = torch.linalg.cholesky_ex(Gss)
+        self.Ginv = torch.cholesky_inverse(L)
+        bad = info != 0
+        if bool(bad.any()):
+            self.Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
+        self.idx, self.mask, self.maskf = idx, mask, mask.to(G.dtype)
+        self.gi = rows[:, None].expand_as(idx)  # (rows, k) row index of each padded entry: full[gi, idx]
+
+    def solve(self, rhs_full: torch.Tensor) -> torch.Tensor:
+        """u (rows, k) with G_SS u = rhs_S, rhs_full (rows, n); zero on the padding."""
+        rhs = torch.gather(rhs_full, 1, self.idx) * self.maskf
+        return torch.bmm(self.Ginv, rhs[:, :, None])[:, :, 0] * self.maskf
+
+    def scatter(self, u: torch.Tensor, n: int) -> torch.Tensor:
+        """The padded u (rows, k) as rows of length n (zero off S)."""
+        return torch.zeros((u.shape[0], n), dtype=u.dtype, device=u.device).scatter_add_(1, self.idx, u)
+
+
+class FlowConstants:
+    """What the Filippov solvers read from the problem: G, c, γ, α, y, the kink's slopes (s₋, s₊), the monitor."""
 
     def __init__(self, problem, slopes: tuple[float, float], monitor: Monitor):
         net = problem.net
@@ -110,6 +150,13 @@ class _Sliding:
         self.sm, self.sp = slopes
         self.monitor = monitor
         self.m, self.n = net.m, problem.n
+
+
+class _Sliding(FlowConstants):
+    """The flow on a fixed pattern of modes (+1, −1, 0 = sliding), with the batched per-neuron solves."""
+
+    def __init__(self, problem, slopes: tuple[float, float], monitor: Monitor):
+        super().__init__(problem, slopes, monitor)
         self.kw = {"dtype": self.G.dtype, "device": self.G.device}
         self.mode: torch.Tensor | None = None
 
@@ -122,27 +169,10 @@ class _Sliding:
         self.slope = torch.where(mode > 0, sp, torch.where(mode < 0, sm, zero))
         sliding = mode == 0
         self.free = (~sliding).to(self.G.dtype)
-        counts = sliding.sum(1)
-        rows = torch.nonzero(counts).flatten()
-        if rows.numel() == 0:
-            self.rows = None
-            return
-        k = int(counts.max())
-        sub = sliding[rows]
-        order = torch.argsort((~sub).to(torch.int8), dim=1, stable=True)[:, :k]
-        mask = torch.gather(sub, 1, order)
-        idx = torch.where(mask, order, torch.zeros_like(order))
-        Gss = self.G[idx[:, :, None], idx[:, None, :]]
-        both = mask[:, :, None] & mask[:, None, :]
-        eye = torch.eye(k, **self.kw).expand_as(Gss)
-        Gss = torch.where(both, Gss, eye)
-        self.rows, self.idx, self.mask = rows, idx, mask
-        self.maskf = mask.to(self.G.dtype)
-        L, info = torch.linalg.cholesky_ex(Gss)
-        self.Ginv = torch.cholesky_inverse(L)
-        bad = info != 0
-        if bool(bad.any()):  # rank-deficient G_SS (e.g. a shallow net with more sliding points than inputs)
-            self.Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
+        pat = PairSolves(self.G, sliding)
+        self.rows = pat.rows
+        if pat.rows is not None:
+            self.idx, self.mask, self.maskf, self.Ginv = pat.idx, pat.mask, pat.maskf, pat.Ginv
 
     # -- field ------------------------------------------------------------------------------------------
     def eval(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -61,63 +61,23 @@ import torch
 
 from ..fields.feature_space import FeatureSpaceField
 from ._record import Monitor, Recorder
+from .filippov import FlowConstants
+from .filippov import PairSolves as _Pattern
 
-THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves)
+THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves; float64)
 MAX_CHANGES = 2  # changes of mode of one pair within one step before it is pinned at the kink for the step
 MAX_PASSES = 64  # active-set passes per step; after that every pending change is pinned
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
 
 
-class _Pattern:
-    """The batched per-neuron solves on the pairs of ``S`` (neurons with c_i ≠ 0 and a pair in S)."""
-
-    def __init__(self, G: torch.Tensor, S: torch.Tensor, active_rows: torch.Tensor):
-        counts = (S & active_rows[:, None]).sum(1)
-        rows = torch.nonzero(counts).flatten()
-        self.rows = rows if rows.numel() else None
-        if self.rows is None:
-            return
-        k = int(counts.max())
-        sub = S[rows]
-        order = torch.argsort((~sub).to(torch.int8), dim=1, stable=True)[:, :k]
-        mask = torch.gather(sub, 1, order)
-        idx = torch.where(mask, order, torch.zeros_like(order))
-        Gss = G[idx[:, :, None], idx[:, None, :]]
-        both = mask[:, :, None] & mask[:, None, :]
-        Gss = torch.where(both, Gss, torch.eye(k, dtype=G.dtype, device=G.device).expand_as(Gss))
-        L, info = torch.linalg.cholesky_ex(Gss)
-        self.Ginv = torch.cholesky_inverse(L)
-        bad = info != 0
-        if bool(bad.any()):  # rank-deficient G_SS (more sliding points than the embedding's rank): minimum norm
-            self.Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
-        self.idx, self.mask, self.maskf = idx, mask, mask.to(G.dtype)
-        self.gi = rows[:, None].expand_as(idx)  # (rows, k) row index of each padded entry: full[gi, idx]
-
-    def solve(self, rhs_full: torch.Tensor) -> torch.Tensor:
-        """u (rows, k) with G_SS u = rhs_S, rhs_full (rows, n); zero on the padding."""
-        rhs = torch.gather(rhs_full, 1, self.idx) * self.maskf
-        return torch.bmm(self.Ginv, rhs[:, :, None])[:, :, 0] * self.maskf
-
-    def scatter(self, u: torch.Tensor, n: int) -> torch.Tensor:
-        return torch.zeros((u.shape[0], n), dtype=u.dtype, device=u.device).scatter_add_(1, self.idx, u)
-
-
-class SlidingStepper:
+class SlidingStepper(FlowConstants):
     """One step of the scheme (module docstring) on the feature-space state [H, A] with its mode array."""
 
     def __init__(self, problem, slopes: tuple[float, float], monitor: Monitor):
-        net = problem.net
-        self.G = problem.G
-        self.c = net.c
-        self.c_col = net.c[:, None]
-        self.gamma = float(net.gamma)
-        self.alpha = float(net.alpha)
-        self.y = problem.y
-        self.sm, self.sp = slopes
-        self.monitor = monitor
-        self.n = problem.n
-        self.active_rows = net.c != 0  # a neuron with c_i = 0 never moves
+        super().__init__(problem, slopes, monitor)
+        self.active_rows = self.c != 0  # a neuron with c_i = 0 never moves
         self._slopes = torch.tensor([self.sm, 0.0, self.sp], dtype=self.G.dtype, device=self.G.device)
+        self.theta_tol = max(THETA_TOL, 64 * torch.finfo(self.G.dtype).eps)  # float32: θ carries ~1e-7 rounding
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
                       "n_sliding": 0, "max_sliding_per_neuron": 0}
 
@@ -173,8 +133,8 @@ class SlidingStepper:
 
     def leaving(self, pat: _Pattern, sel: torch.Tensor, th: torch.Tensor, R: torch.Tensor):
         """(out, up) padded masks: θ outside [0, 1] among ``sel``, and whether the pair leaves upwards (to ``+``)."""
-        hi = sel & (th > 1 + THETA_TOL)
-        lo = sel & (th < -THETA_TOL)
+        hi = sel & (th > 1 + self.theta_tol)
+        lo = sel & (th < -self.theta_tol)
         attract = (self.c_col[pat.rows] * R[pat.idx] * (self.sp - self.sm)) > 0
         return hi | lo, torch.where(attract, hi, lo)
 
