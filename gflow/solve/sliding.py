@@ -76,7 +76,6 @@ class SlidingStepper(FlowConstants):
     def __init__(self, problem, slopes: tuple[float, float], monitor: Monitor):
         super().__init__(problem, slopes, monitor)
         self.active_rows = self.c != 0  # a neuron with c_i = 0 never moves
-        self._slopes = torch.tensor([self.sm, 0.0, self.sp], dtype=self.G.dtype, device=self.G.device)
         self.theta_tol = max(THETA_TOL, 64 * torch.finfo(self.G.dtype).eps)  # float32: θ carries ~1e-7 rounding
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
                       "n_sliding": 0, "max_sliding_per_neuron": 0}
@@ -94,7 +93,12 @@ class SlidingStepper(FlowConstants):
 
     def slope(self, mode: torch.Tensor) -> torch.Tensor:
         """σ′ of each pair's mode: s₋ (−1), 0 (sliding: its weight comes from the solve), s₊ (+1)."""
-        return self._slopes[(mode + 1).long()]
+        out = (mode > 0).to(self.G.dtype)  # bool → float passes: cheaper than an int64 gather into a table
+        if self.sp != 1.0:
+            out.mul_(self.sp)
+        if self.sm != 0.0:
+            out.add_((mode < 0).to(self.G.dtype), alpha=self.sm)
+        return out
 
     def land(self, pat: _Pattern, H0: torch.Tensor, Af: torch.Tensor, S: torch.Tensor):
         """End state of the step: free pairs with integrated weights Af, pairs of S landing on h = 0.
