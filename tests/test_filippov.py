@@ -12,13 +12,12 @@ import functools
 import numpy as np
 import pytest
 import torch
+from test_nonsmooth import _loss, _one_point, _sliding_problem
+from test_nonsmooth import _true_rel as _rel
 
 import gflow as gf
 from gflow.fields import Problem
 from gflow.solve.filippov import kink_slopes
-
-from test_nonsmooth import _loss, _one_point, _sliding_problem
-from test_nonsmooth import _true_rel as _rel
 
 
 def _p3l(m=48, n=12, d=6, act="relu", seed=0):
@@ -51,7 +50,7 @@ def test_exact_sliding_solution_and_the_sliding_pair_stays_at_zero():
     assert sol.stats["n_sliding"] == 1 and sol.stats["n_arrivals"] == 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _p3l_reference(act: str):
     """(net, X, y, T, a tight filippov solution) for the ReLU / leaky-ReLU (slope 0.1) P-3L problem, solved once
     (tests/test_sliding.py uses it too)."""
@@ -88,7 +87,7 @@ def test_loss_never_increases_and_weights_reproduce_the_features():
     assert sol.config["solver"]["backend"] == "gflow"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _estimate_case(act, m, D, n, seed):
     """(net, X, y, T, a tight filippov solution) of a P-3L problem on wei2019 data, t ≤ 10, solved once (for the
     error-estimate tests here and in tests/test_sliding.py)."""

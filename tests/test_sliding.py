@@ -11,13 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import gflow as gf
-from gflow.fields import Problem
-
 from test_filippov import _estimate_case, _p3l, _p3l_reference
 from test_nonsmooth import _loss, _one_point, _sliding_problem
 from test_nonsmooth import _true_rel as _rel
+
+import gflow as gf
+from gflow.fields import Problem
 
 
 def _order(errs):
@@ -45,7 +44,7 @@ def test_one_point_exact_solution_at_second_order(slope):
 
 
 def test_exact_sliding_solution_second_order_and_the_pair_stays_at_zero():
-    net, X, y, pb, t_star, filippov, frozen = _sliding_problem()
+    net, X, y, _, t_star, filippov, frozen = _sliding_problem()
     T = np.linspace(0.0, 3 * t_star, 13)
     L = _loss(filippov(T))
     errs = []

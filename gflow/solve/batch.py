@@ -43,11 +43,11 @@ from .ode import (
     DEFAULT_METHOD,
     EXPINT_METHODS,
     FILIPPOV_METHODS,
-    SLIDING_METHODS,
     FIXED_STEP_METHODS,
     METHODS,
     NATIVE_METHODS,
     SCIPY_METHODS,
+    SLIDING_METHODS,
     TIME_TOL,
     TORCHDIFFEQ_FIXED,
     _chunks,
@@ -56,8 +56,8 @@ from .ode import (
     _make_solution,
     check_interval,
     check_solver_args,
-    odeint_or_abort,
     observed_field,
+    odeint_or_abort,
 )
 
 BATCH_SCIPY_METHODS = ("RK45", "DOP853")

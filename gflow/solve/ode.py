@@ -47,7 +47,7 @@ TORCHDIFFEQ_ADAPTIVE = ("dopri8", "bosh3", "adaptive_heun", "fehlberg2") + tuple
 TORCHDIFFEQ_FIXED = ("explicit_adams", "implicit_adams") + tuple(f"torchdiffeq.{m}" for m in _TD_FIXED)
 SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF", "LSODA")
 FILIPPOV_METHODS = ("filippov",)
-SLIDING_METHODS = ("sliding",)  # fixed-step Filippov time-stepping (gflow.solve.sliding)
+SLIDING_METHODS = ("sliding",)  # Filippov time-stepping, steps ≤ step (gflow.solve.sliding)
 METHODS = (NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS + FILIPPOV_METHODS
            + SLIDING_METHODS)
 FIXED_STEP_METHODS = NATIVE_FIXED + TORCHDIFFEQ_FIXED + SLIDING_METHODS
@@ -432,8 +432,7 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
         if kink_slopes(net.activation) is not None and pairs <= AUTO_FILIPPOV_MAX_PAIRS:
             return "filippov", (f"the activation {net.activation.name!r} has a kink at 0: the event-driven Filippov "
                                 "flow is the method that meets rtol there (its cost grows with the number of "
-                                "activation events; for paper-scale ReLU nets use method='euler' with "
-                                "error_estimate=True)")
+                                f"activation events; beyond {AUTO_FILIPPOV_MAX_PAIRS} pairs m·n auto runs method='sliding')")
         if kink_slopes(net.activation) is not None:
             return "sliding", (f"m·n = {pairs} pairs > {AUTO_FILIPPOV_MAX_PAIRS}: too many activation events for the "
                                "event-driven 'filippov' (about 30 000 per unit time at m = D = 512, n = 200); the "
