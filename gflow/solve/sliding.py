@@ -44,8 +44,8 @@ m = D = 512, n = 200 the rate falls from ≈ 48 000 per unit time at t = 0 to �
 1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
-n = 50, t = 200, 6 900 events): relative loss error 1.8e-4 at δ = 1/4, 8.2e-6 at δ = 1/8, 3.9e-6 at δ = 1/16
-(fixed steps: 2.5e-2, 9.1e-3, 1.0e-4; GD at those steps: 4.9e-2, 2.0e-2, 1.1e-2).
+n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
+(fixed steps: 2.5e-2, 9.1e-3, 1.0e-4; GD at those steps: 4.9e-2, 2.0e-2, 1.1e-2; benchmarks/bench_relu.py --sliding).
 
 Cost per step: three to five products of an (m, n) matrix with G (a GD step is one), plus the batched
 solves on the sliding pairs.  Feature space only (the condition h_ia = 0 is a coordinate); the running
