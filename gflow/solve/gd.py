@@ -20,7 +20,7 @@ from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
-from .ode import _make_solution, check_interval, observed_field
+from .ode import _make_solution, check_interval, check_started, observed_field
 
 
 MAX_SAVED_STEPS = 10_000_000  # saved steps per run: each keeps the loss, the residuals and the outputs
@@ -144,7 +144,7 @@ def gradient_descent(
         try:
             recorder.record(0.0, state.clone())
         except Abort as exc:
-            _make_solution(recorder, problem, exc.status, exc.message, {}, {})  # raises: t = 0 overflows
+            check_started(recorder, problem, exc.status, exc.message)  # raises: t = 0 overflows
     else:
         state.copy_(resume["state"])
         k_done = int(resume["k"])

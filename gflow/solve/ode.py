@@ -270,9 +270,10 @@ def simulate(
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     if not isinstance(error_estimate, bool):
         raise TypeError(f"error_estimate must be True or False, got {describe(error_estimate)}")
-    if error_estimate and (method in FILIPPOV_METHODS or (
-            method == "auto" and step is None and not net.activation.smooth
-            and _resolve_auto(net, X, y, t1, saveat, rtol, step, space)[0] in FILIPPOV_METHODS)):
+    picked = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
+    if error_estimate and method == "auto" and step is None and not net.activation.smooth:
+        picked = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)[0]
+    if error_estimate and (method in FILIPPOV_METHODS or picked in FILIPPOV_METHODS):  # (auto recorded inside)
         from .filippov import simulate_with_estimate
 
         return simulate_with_estimate(
@@ -283,9 +284,8 @@ def simulate(
     if error_estimate:
         from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
 
-        if (method == "auto" and step is None and not net.activation.smooth
-                and _resolve_auto(net, X, y, t1, saveat, rtol, step, space)[0] in SLIDING_METHODS):
-            method, step = "sliding", AUTO_SLIDING_STEP
+        if picked in SLIDING_METHODS:
+            method, step = picked, AUTO_SLIDING_STEP
         if method not in NONSMOOTH_METHODS or step is None:
             raise ValueError(f"error_estimate=True needs a fixed-step method in {tuple(NONSMOOTH_METHODS)} and an "
                              f"explicit step (got method={method!r}, step={step}); adaptive methods control "
@@ -513,14 +513,20 @@ def observed_field(base: AbstractField, interval, integrals: bool) -> AbstractFi
     return ObservedField(base, interval, lam_min_M=base.problem.n <= LAM_MIN_M_MAX_N)
 
 
-def _make_solution(recorder: Recorder, problem: Problem, status, message, stats, config) -> Solution:
-    from ._record import _np
-
-    if not recorder.t:  # even t = 0 could not be recorded: a Solution without a single time would be no answer
+def check_started(recorder: Recorder, problem: Problem, status, message) -> None:
+    """Raise a ValueError if even t = 0 could not be recorded (its loss overflows): a Solution without a single
+    time would be no answer."""
+    if not recorder.t:
         loss0 = float(0.5 * torch.sum((problem.outputs(problem.H0) - problem.y) ** 2))
         raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}); the "
                          f"data or the network overflow {problem.net.dtype}: check the scale of X, y and the "
                          "network's scaling")
+
+
+def _make_solution(recorder: Recorder, problem: Problem, status, message, stats, config) -> Solution:
+    from ._record import _np
+
+    check_started(recorder, problem, status, message)
     arr = recorder.arrays()
     net = problem.net
     return Solution(

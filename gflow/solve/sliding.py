@@ -76,20 +76,26 @@ class SlidingStepper(FlowConstants):
     def __init__(self, problem, slopes: tuple[float, float], monitor: Monitor):
         super().__init__(problem, slopes, monitor)
         self.active_rows = self.c != 0  # a neuron with c_i = 0 never moves
+        self.sigma = problem.net.activation.sigma
+        self._last: tuple[torch.Tensor, _Pattern] | None = None
         self.theta_tol = max(THETA_TOL, 64 * torch.finfo(self.G.dtype).eps)  # float32: θ carries ~1e-7 rounding
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
                       "n_sliding": 0, "max_sliding_per_neuron": 0}
 
+    def pattern(self, S: torch.Tensor) -> _Pattern:
+        """The solves on the pairs of S, reused while S is unchanged (a pass without arrivals or releases keeps the
+        predictor's; the comparison costs one pass over a boolean (m, n), the build an argsort, a gather and the
+        batched Cholesky)."""
+        if self._last is not None and torch.equal(self._last[0], S):
+            return self._last[1]
+        pat = _Pattern(self.G, S, self.active_rows)
+        self._last = (S, pat)
+        return pat
+
     # -- pieces ------------------------------------------------------------------------------------------
     def residual(self, H: torch.Tensor) -> torch.Tensor:
-        """r = α σ(H)ᵀc − y with σ(h) = s₊h above the kink and s₋h below."""
-        if self.sm == 0.0:  # ReLU (scaled): one pass
-            s = H.clamp(min=0.0)
-            if self.sp != 1.0:
-                s.mul_(self.sp)
-        else:
-            s = torch.where(H > 0, H * self.sp, H * self.sm)
-        return torch.addmv(self.y, s.T, self.c, beta=-1.0, alpha=self.alpha)
+        """r = α σ(H)ᵀc − y (σ(h) = s₊h above the kink, s₋h below; a sliding pair, h = 0, adds nothing)."""
+        return torch.addmv(self.y, self.sigma(H).T, self.c, beta=-1.0, alpha=self.alpha)
 
     def slope(self, mode: torch.Tensor) -> torch.Tensor:
         """σ′ of each pair's mode: s₋ (−1), 0 (sliding: its weight comes from the solve), s₊ (+1)."""
@@ -168,7 +174,7 @@ class SlidingStepper(FlowConstants):
             raise FloatingPointError
         start = mode
         S = start == 0
-        pat = _Pattern(self.G, S, self.active_rows)
+        pat = self.pattern(S)
         Ht, _, _ = self.land(pat, H, self.slope(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
         r1 = self.residual(Ht)
         R = (r0 + r1) * (0.5 * dt)
@@ -182,7 +188,7 @@ class SlidingStepper(FlowConstants):
             st["n_passes"] += 1
             S = mode == 0
             Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R)
-            pat = _Pattern(self.G, S, self.active_rows)
+            pat = self.pattern(S)
             H1, A, u_slide = self.land(pat, H, Af, S)
             want = torch.zeros_like(S)
             up = torch.zeros_like(S)
@@ -225,7 +231,7 @@ class SlidingStepper(FlowConstants):
         else:  # the last pass pinned what was pending: the end state of that pattern, no end-of-step releases
             S = mode == 0
             Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R)
-            pat = _Pattern(self.G, S, self.active_rows)
+            pat = self.pattern(S)
             H1, A, _ = self.land(pat, H, Af, S)
             th_end = None
         # exits found at the end of the step (the end-of-step θ of pairs that slid through it): released for the
