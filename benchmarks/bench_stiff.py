@@ -12,6 +12,7 @@ space for n > 2D), exprk4 in feature space with G applied in factored form when 
 
     python benchmarks/bench_stiff.py [--quick] [--out DIR] [--n 20 40] [--t1 2000 50000] [--case exp1 p3l]
                                      [--reuse-explicit OLD/stiff_summary.json] [--exp-method dop853+exprk4]
+                                     [--explicit-space auto|feature]
 
 Each (case, n, t1) is written to DIR/stiff_[p3l_]n{n}_t{t1}.json as it finishes; DIR/stiff_summary.{json,md}
 collects all the files present in DIR (so problems may be run in separate processes).  ``--reuse-explicit``
@@ -19,7 +20,10 @@ takes the reference and the DOP853 rows of a problem from an earlier summary (sa
 only exprk4 (and its tight-tolerance check): for re-measuring exprk4 alone; the flop ratios stay exact, the wall
 ratios then compare runs made at different times (machine load differs).  ``--exp-method`` measures
 ``dop853+exprk4`` (what ``method="auto"`` runs on these problems: DOP853 while the features move, exprk4 from the
-hand-over) or ``dopri5+exprk4`` in exprk4's place; the tables then name it.
+hand-over) or ``dopri5+exprk4`` in exprk4's place; the tables then name it.  ``--explicit-space``: the space of
+that explicit phase — ``auto`` is what gf.simulate runs (weight space where its smaller state makes it faster,
+:func:`gflow.fields.auto_space`), ``feature`` the one with fewer flops where 2D > n (Exp 1 at n = 20, P-3L), which
+is the space the reused DOP853 rows were counted in there.
 """
 
 from __future__ import annotations
@@ -66,10 +70,10 @@ def flops(sol) -> float:
     return float(st["flops"]) if "flops" in st else float(st["n_f_evals"] * st["flops_per_eval"])
 
 
-def solve(net, X, y, t1, method, rtol, max_wall):
+def solve(net, X, y, t1, method, rtol, max_wall, space="auto"):
     t = time.perf_counter()
     sol = gf.simulate(net, X, y, saveat=[0.0, t1], method=method, rtol=rtol, atol=rtol * 1e-6, integrals=False,
-                      max_steps=10**7, max_wall_time=max_wall, warn=False)
+                      max_steps=10**7, max_wall_time=max_wall, warn=False, space=space)
     return sol, time.perf_counter() - t
 
 
@@ -90,6 +94,7 @@ def _row(method, rtol, sol, wall, ref, floor):
             "rel_err": err, "measured": measured, "n_f_evals": sol.stats["n_f_evals"],
             "n_steps": sol.stats["n_steps"], "n_linearizations": sol.stats.get("n_linearizations"),
             "flops": flops(sol), "wall_s": wall, "space": sol.config["space"], "last_step": sol.stats["last_step"],
+            **({"explicit_space": sol.stats["explicit_space"]} if "explicit_space" in sol.stats else {}),
             **({"switch_time": sol.stats["switch_time"]} if "switch_time" in sol.stats else {})}
 
 
@@ -101,7 +106,7 @@ class _Ref:
 
 
 def run_problem(n: int, t1: float, m: int, quick: bool, max_wall: float, case: str = "exp1",
-                reuse: dict | None = None, exp_method: str = "exprk4") -> dict:
+                reuse: dict | None = None, exp_method: str = "exprk4", explicit_space: str = "auto") -> dict:
     net, X, y = build(case, n, m)
     floor = 0.5 * n * (FLOOR_EPS * float(np.abs(y).max())) ** 2
     if reuse is not None and float(reuse["reference"]["loss_t1"]) >= floor:
@@ -132,7 +137,7 @@ def run_problem(n: int, t1: float, m: int, quick: bool, max_wall: float, case: s
         if reuse is not None and method == "DOP853":
             continue
         for rtol in rts:
-            sol, wall = solve(net, X, y, t1, method, rtol, max_wall)
+            sol, wall = solve(net, X, y, t1, method, rtol, max_wall, explicit_space if method == EXP else "auto")
             rows.append(_row(method, rtol, sol, wall, ref, floor))
             print(f"  {case} n={n} t1={t1:g} {method:13s} rtol={rtol:.0e} err={rows[-1]['rel_err']:.2e} "
                   f"evals={rows[-1]['n_f_evals']} GF={rows[-1]['flops'] / 1e9:.3g} wall={wall:.1f}s", flush=True)
@@ -156,6 +161,7 @@ def run_problem(n: int, t1: float, m: int, quick: bool, max_wall: float, case: s
                           "rounding_floor_L": floor},
             "lam_min_M0": lam[0], "lam_max_M0": lam[1], "lam_max_M_t1": lam[2],
             "exp_method": EXP, "switch_times": switch if EXP != "exprk4" else None,
+            "explicit_space_option": explicit_space,
             "rows": rows, "cheapest_to_target": {"DOP853": best["DOP853"], "exprk4": best[EXP]},
             "flop_ratio_dop853_over_exprk4": ratio,
             "wall_ratio_dop853_over_exprk4": wall_ratio, "auto_method": list(auto), "auto_seconds": auto_s}
@@ -213,6 +219,9 @@ def main(argv=None):
                    help="an earlier stiff_summary.json: reuse its reference and DOP853 rows, run exprk4 only")
     p.add_argument("--exp-method", default="exprk4", choices=("exprk4", "dop853+exprk4", "dopri5+exprk4"),
                    help="the exponential method measured against DOP853 (default exprk4)")
+    p.add_argument("--explicit-space", default="auto", choices=("auto", "feature"),
+                   help="space of a switching method's explicit phase: auto (what gf.simulate runs: weight space "
+                        "where that is faster) or feature (fewer flops where 2D > n)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +239,8 @@ def main(argv=None):
         else:
             problems = [(n, m, t1) for t1 in t1s for n in ns]
         for n, mm, t1 in problems:
-            res = run_problem(n, t1, mm, args.quick, args.max_wall, case, old.get((case, n, mm, t1)), args.exp_method)
+            res = run_problem(n, t1, mm, args.quick, args.max_wall, case, old.get((case, n, mm, t1)), args.exp_method,
+                              args.explicit_space)
             stem = "stiff_" + ("p3l_" if case == "p3l" else "") + f"n{n}_t{t1:g}.json"
             (args.out / stem).write_text(json.dumps(res, indent=1))
     print(summarize(args.out))

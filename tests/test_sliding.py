@@ -186,3 +186,53 @@ def test_bad_input_is_rejected():
         gf.simulate_batch([net, net], X, y, 1.0, method="sliding", step=0.1)
     with pytest.raises(ValueError, match="needs native engine|checkpoint"):
         gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, checkpoint="x.ckpt")
+
+
+def test_pair_solves_built_from_a_previous_pattern_equal_a_fresh_build():
+    """PairSolves(previous=...) copies the inverses of unchanged neurons (resized: the padding is the identity) and
+    factors the rest; it must equal a fresh build whatever changed — pairs added and removed, the pad width k
+    growing and shrinking, neurons appearing and disappearing, a singular G_SS (pseudo-inverse)."""
+    from gflow.solve.filippov import PairSolves
+
+    gen = torch.Generator().manual_seed(3)
+    m, n = 40, 12
+    Phi = torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    G = Phi @ Phi.T / 5 + 1e-3 * torch.eye(n, dtype=torch.float64)
+    G[:, -1] = G[-1, :] = 0.0  # a zero row: every G_SS holding the last point is singular
+    allowed = torch.ones(m, dtype=torch.bool)
+    allowed[7] = False
+    S = torch.rand(m, n, generator=gen) < 0.15
+    prev = PairSolves(G, S, allowed)
+    for trial in range(12):
+        S = S.clone()
+        flip = torch.rand(m, n, generator=gen) < (0.02 if trial % 3 else 0.2)
+        S ^= flip
+        if trial == 4:
+            S[3] = True  # k grows to n
+        if trial == 5:
+            S[3] = False
+        new = PairSolves(G, S, allowed, previous=prev)
+        ref = PairSolves(G, S, allowed)
+        assert torch.equal(new.rows, ref.rows) and torch.equal(new.idx, ref.idx) and torch.equal(new.mask, ref.mask)
+        tol = 1e-12 * float(ref.Ginv.abs().max())  # the same factorizations, batched differently (pinv: by SVD)
+        torch.testing.assert_close(new.Ginv, ref.Ginv, rtol=0, atol=tol)
+        rhs = torch.randn(ref.rows.numel(), n, generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(new.solve(rhs), ref.solve(rhs), rtol=0, atol=10 * n * tol)
+        prev = new
+
+
+def test_the_sparse_update_of_af_g_between_passes_equals_the_product():
+    from gflow.solve._record import Monitor
+    from gflow.solve.sliding import SPARSE_UPDATE, SlidingStepper
+
+    net, X, y = _p3l(m=64, n=20, d=8)
+    st = SlidingStepper(Problem.from_data(net, X, y), (0.0, 1.0), Monitor(1.0, 10, None, hint=""))
+    gen = torch.Generator().manual_seed(0)
+    Af0 = torch.randn(64, 20, generator=gen, dtype=torch.float64)
+    prev = (Af0, Af0 @ st.G)
+    few = Af0.clone()
+    few[[1, 5, 5, 9], [0, 3, 4, 19]] += torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    many = Af0 + 1.0  # beyond SPARSE_UPDATE changes per row: the full product
+    for Af in (few, many, Af0):
+        torch.testing.assert_close(st.product(Af, prev), Af @ st.G, rtol=1e-13, atol=1e-13)
+    assert SPARSE_UPDATE * 64 < 64 * 20

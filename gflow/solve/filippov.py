@@ -101,34 +101,70 @@ class PairSolves:
     (rows: the neurons with a pair in S, restricted to ``rows_allowed``; ``rows`` is None if there are none).
 
     A rank-deficient G_SS (e.g. a shallow net with more sliding points than inputs) takes the minimum-norm
-    solution (pseudo-inverse).  Also used by :mod:`gflow.solve.sliding`.
+    solution (pseudo-inverse).  ``previous``: the solves of a pattern that differs in few neurons — the inverses of
+    the neurons whose pairs are unchanged are taken from it (the padding is the identity: an inverse is its leading
+    block).  Also used by :mod:`gflow.solve.sliding`.
     """
 
-    def __init__(self, G: torch.Tensor, S: torch.Tensor, rows_allowed: torch.Tensor | None = None):
-        counts = (S if rows_allowed is None else S & rows_allowed[:, None]).sum(1)
-        rows = torch.nonzero(counts).flatten()
-        self.rows = rows if rows.numel() else None
-        if self.rows is None:
+    def __init__(self, G: torch.Tensor, S: torch.Tensor, rows_allowed: torch.Tensor | None = None,
+                 previous: PairSolves | None = None):
+        if rows_allowed is not None:
+            S = S & rows_allowed[:, None]
+        self.S = S
+        ii, bb = torch.nonzero(S, as_tuple=True)  # row-major: by neuron, then by point
+        if not ii.numel():
+            self.rows = None
             return
-        k = int(counts.max())
-        sub = S[rows]
-        order = torch.argsort((~sub).to(torch.int8), dim=1, stable=True)[:, :k]
-        mask = torch.gather(sub, 1, order)
-        idx = torch.where(mask, order, torch.zeros_like(order))
+        # the padded layout from the pairs' positions (no sort): entry (local row of i, j-th pair of i) = b
+        counts = torch.bincount(ii, minlength=S.shape[0])
+        self.present = present = counts > 0
+        rows = torch.nonzero(present).flatten()
+        self.rows = rows
+        self.k = k = int(counts.max())
+        self.local = local = torch.cumsum(present, 0) - 1  # neuron → its row in the padded arrays
+        first = torch.cumsum(counts, 0) - counts  # index of each neuron's first pair in (ii, bb)
+        li, pos = local[ii], torch.arange(ii.numel(), device=ii.device) - first[ii]
+        idx = torch.zeros((rows.numel(), k), dtype=torch.int64, device=S.device)
+        idx[li, pos] = bb
+        mask = torch.zeros((rows.numel(), k), dtype=torch.bool, device=S.device)
+        mask[li, pos] = True
+        self.idx, self.mask, self.maskf = idx, mask, mask.to(G.dtype)
+        self.gi = rows[:, None].expand_as(idx)  # (rows, k) row index of each padded entry: full[gi, idx]
+        self.pairs = (ii, bb, li, pos)  # the pairs, and where each sits in the padded arrays
+        if previous is None or previous.rows is None:
+            self.Ginv = self._inverses(G, idx, mask)
+            return
+        same = (present & previous.present & ~(S != previous.S).any(1))[rows]  # per padded row
+        self.Ginv = torch.eye(k, dtype=G.dtype, device=G.device).repeat(rows.numel(), 1, 1)
+        kk = min(k, previous.k)
+        self.Ginv[same, :kk, :kk] = previous.Ginv[previous.local[rows[same]], :kk, :kk]
+        new = ~same
+        if bool(new.any()):
+            self.Ginv[new] = self._inverses(G, idx[new], mask[new])
+
+    @staticmethod
+    def _inverses(G: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(G_SS)⁻¹ per padded row (identity on the padding; pseudo-inverse where G_SS is singular)."""
+        k = idx.shape[1]
         Gss = G[idx[:, :, None], idx[:, None, :]]
         both = mask[:, :, None] & mask[:, None, :]
         Gss = torch.where(both, Gss, torch.eye(k, dtype=G.dtype, device=G.device).expand_as(Gss))
         L, info = torch.linalg.cholesky_ex(Gss)
-        self.Ginv = torch.cholesky_inverse(L)
         bad = info != 0
+        if bool(bad.any()):  # a failed factor may hold a zero pivot, which cholesky_inverse refuses: replace it
+            L[bad] = torch.eye(k, dtype=G.dtype, device=G.device)
+        Ginv = torch.cholesky_inverse(L)
         if bool(bad.any()):
-            self.Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
-        self.idx, self.mask, self.maskf = idx, mask, mask.to(G.dtype)
-        self.gi = rows[:, None].expand_as(idx)  # (rows, k) row index of each padded entry: full[gi, idx]
+            Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
+        return Ginv
 
     def solve(self, rhs_full: torch.Tensor) -> torch.Tensor:
         """u (rows, k) with G_SS u = rhs_S, rhs_full (rows, n); zero on the padding."""
-        rhs = torch.gather(rhs_full, 1, self.idx) * self.maskf
+        return self.solve_padded(torch.gather(rhs_full, 1, self.idx))
+
+    def solve_padded(self, rhs: torch.Tensor) -> torch.Tensor:
+        """:meth:`solve` with rhs_S given in the padded layout (rows, k)."""
+        rhs = rhs * self.maskf
         return torch.bmm(self.Ginv, rhs[:, :, None])[:, :, 0] * self.maskf
 
     def scatter(self, u: torch.Tensor, n: int) -> torch.Tensor:

@@ -68,6 +68,7 @@ THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in t
 MAX_CHANGES = 2  # changes of mode of one pair within one step before it is pinned at the kink for the step
 MAX_PASSES = 64  # active-set passes per step; after that every pending change is pinned
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
+SPARSE_UPDATE = 8  # between passes, Af G is updated over the changed entries while they are ≤ this many per row
 
 
 class SlidingStepper(FlowConstants):
@@ -84,11 +85,11 @@ class SlidingStepper(FlowConstants):
 
     def pattern(self, S: torch.Tensor) -> _Pattern:
         """The solves on the pairs of S, reused while S is unchanged (a pass without arrivals or releases keeps the
-        predictor's; the comparison costs one pass over a boolean (m, n), the build an argsort, a gather and the
-        batched Cholesky)."""
+        predictor's; the comparison costs one pass over a boolean (m, n)); otherwise built from the last pattern,
+        factoring only the neurons whose sliding pairs changed (a pass changes few)."""
         if self._last is not None and torch.equal(self._last[0], S):
             return self._last[1]
-        pat = _Pattern(self.G, S, self.active_rows)
+        pat = _Pattern(self.G, S, self.active_rows, previous=None if self._last is None else self._last[1])
         self._last = (S, pat)
         return pat
 
@@ -106,26 +107,40 @@ class SlidingStepper(FlowConstants):
             out.add_((mode < 0).to(self.G.dtype), alpha=self.sm)
         return out
 
-    def land(self, pat: _Pattern, H0: torch.Tensor, Af: torch.Tensor, S: torch.Tensor):
+    def land(self, pat: _Pattern, H0: torch.Tensor, Af: torch.Tensor, S: torch.Tensor,
+             AfG: torch.Tensor | None = None):
         """End state of the step: free pairs with integrated weights Af, pairs of S landing on h = 0.
 
-        Returns (H1, Ā, u): Ā = Af plus the sliding pairs' weights u (padded (rows, k) as in ``pat``; None
-        without sliding pairs).
+        ``AfG``: Af G if known (it is not modified).  Returns (H1, Ā, u): Ā = Af plus the sliding pairs' weights
+        u (padded (rows, k) as in ``pat``; None without sliding pairs).
         """
         self.monitor.on_eval()
-        AfG = Af @ self.G
+        if AfG is None:
+            AfG = Af @ self.G
         A = Af.clone()
         u = None
         if pat.rows is not None:
-            rows = pat.rows
-            rhs = H0[rows] / (self.gamma * self.c_col[rows]) - AfG[rows]
-            u = pat.solve(rhs)
-            us = pat.scatter(u, self.n)
-            A[rows] += us
-            AfG[rows] += us @ self.G
+            gi, idx = pat.gi, pat.idx
+            u = pat.solve_padded(H0[gi, idx] / (self.gamma * self.c[gi]) - AfG[gi, idx])
+            # the sliding pairs' share u G: a sparse product over the pairs (a few per neuron), not (rows, n) G
+            ii, bb, li, pos = pat.pairs
+            vals = u[li, pos]
+            A[ii, bb] += vals
+            AfG = AfG.index_add(0, ii, self.G[bb] * vals[:, None])
         H1 = torch.addcmul(H0, AfG, self.c_col, value=-self.gamma)
         H1.masked_fill_(S, 0.0)
         return H1, A, u
+
+    def product(self, Af: torch.Tensor, prev: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """Af G, updated from a previous (Af₀, Af₀ G) of the same step where few entries changed (an active-set pass
+        changes the weights of the pairs whose mode changed only: a sparse product over those)."""
+        if prev is not None:
+            Af0, AfG0 = prev
+            ii, bb = torch.nonzero(Af != Af0, as_tuple=True)
+            if ii.numel() <= SPARSE_UPDATE * Af.shape[0]:
+                d = Af[ii, bb] - Af0[ii, bb]
+                return AfG0.index_add(0, ii, self.G[bb] * d[:, None])
+        return Af @ self.G
 
     def theta(self, pat: _Pattern, u: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         """θ = (u/R − s₋)/(s₊ − s₋) of the sliding pairs (padded (rows, k)); u: their weights, R: ∫r or r."""
@@ -181,15 +196,18 @@ class SlidingStepper(FlowConstants):
         mode = start.clone()
         hend = Ht
         arr = ((start > 0) & (Ht < 0)) | ((start < 0) & (Ht > 0))
-        mode[arr] = 0
+        mode.masked_fill_(arr, 0)
         nchg = arr.to(torch.int8)
         pinned = torch.zeros_like(arr)
+        prev = None  # (Af, Af G) of the last pass
         for npass in range(MAX_PASSES):
             st["n_passes"] += 1
             S = mode == 0
             Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R)
+            AfG = self.product(Af, prev)
+            prev = (Af, AfG)
             pat = self.pattern(S)
-            H1, A, u_slide = self.land(pat, H, Af, S)
+            H1, A, u_slide = self.land(pat, H, Af, S, AfG)
             want = torch.zeros_like(S)
             up = torch.zeros_like(S)
             th_end = None
@@ -223,11 +241,12 @@ class SlidingStepper(FlowConstants):
             want &= ~again
             if not bool(want.any()) and not bool(new_pins.any()):
                 break
-            mode[pinned] = 0
-            nchg += want.to(torch.int8)
-            mode[want & ~newarr] = torch.where(up[want & ~newarr], 1, -1).to(mode.dtype)
+            mode.masked_fill_(pinned, 0)
+            nchg += want
+            flip = want & ~newarr  # (masked fills: an index_put with a boolean mask costs a nonzero first)
+            mode.masked_fill_(flip & up, 1).masked_fill_(flip & ~up, -1)
             hend = torch.where(newarr, H1, hend)
-            mode[newarr] = 0
+            mode.masked_fill_(newarr, 0)
         else:  # the last pass pinned what was pending: the end state of that pattern, no end-of-step releases
             S = mode == 0
             Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R)
