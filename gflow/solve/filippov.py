@@ -103,7 +103,8 @@ class PairSolves:
     A rank-deficient G_SS (e.g. a shallow net with more sliding points than inputs) takes the minimum-norm
     solution (pseudo-inverse).  ``previous``: the solves of a pattern that differs in few neurons — the inverses of
     the neurons whose pairs are unchanged are taken from it (the padding is the identity: an inverse is its leading
-    block).  Also used by :mod:`gflow.solve.sliding`.
+    block), in place where the layout is the same (``previous`` cannot solve afterwards).  Also used by
+    :mod:`gflow.solve.sliding`.
     """
 
     def __init__(self, G: torch.Tensor, S: torch.Tensor, rows_allowed: torch.Tensor | None = None,
@@ -135,10 +136,21 @@ class PairSolves:
             self.Ginv = self._inverses(G, idx, mask)
             return
         same = (present & previous.present & ~(S != previous.S).any(1))[rows]  # per padded row
-        self.Ginv = torch.eye(k, dtype=G.dtype, device=G.device).repeat(rows.numel(), 1, 1)
-        kk = min(k, previous.k)
-        self.Ginv[same, :kk, :kk] = previous.Ginv[previous.local[rows[same]], :kk, :kk]
         new = ~same
+        if previous.k == k and previous.rows.numel() == rows.numel() and torch.equal(previous.rows, rows):
+            # the same layout: take over its inverses (``previous`` gives them up) and refactor the changed rows
+            self.Ginv, previous.Ginv = previous.Ginv, None
+            if bool(new.any()):
+                self.Ginv[new] = self._inverses(G, idx[new], mask[new])
+            return
+        old = previous.Ginv[previous.local[rows[same]]]
+        if previous.k > k:
+            old = old[:, :k, :k]
+        elif previous.k < k:
+            old = torch.nn.functional.pad(old, (0, k - previous.k, 0, k - previous.k))
+            old[:, previous.k:, previous.k:] = torch.eye(k - previous.k, dtype=G.dtype, device=G.device)
+        self.Ginv = torch.empty((rows.numel(), k, k), dtype=G.dtype, device=G.device)
+        self.Ginv[same] = old
         if bool(new.any()):
             self.Ginv[new] = self._inverses(G, idx[new], mask[new])
 
