@@ -118,19 +118,25 @@ class SlidingStepper(FlowConstants):
         self.monitor.on_eval()
         if AfG is None:
             AfG = Af @ self.G
-        A = Af.clone()
         u = None
-        if pat.rows is not None:
+        if pat.rows is None:
+            A = Af.clone()
+        else:
             gi, idx = pat.gi, pat.idx
             u = pat.solve_padded(H0[gi, idx] / (self.gamma * self.c[gi]) - AfG[gi, idx])
             ii, bb, li, pos = pat.pairs
             vals = u[li, pos]
-            A[ii, bb] += vals
-            # the sliding pairs' share u G: over the pairs while they are few (≤ one per neuron), else a product
+            # Ā = Af + u on S (Af is 0 there: σ′ of a sliding mode is 0); the sliding pairs' share u G over the pairs
+            # while they are few (≤ one per neuron), else as one product added to Af G
             if ii.numel() <= SPARSE_UPDATE * self.m:
+                A = Af.clone()
+                A[ii, bb] = vals
                 AfG = AfG.index_add(0, ii, self.G[bb] * vals[:, None])
             else:
-                AfG = AfG.index_add(0, pat.rows, pat.scatter(u, self.n) @ self.G)
+                us = torch.zeros_like(Af)
+                us[ii, bb] = vals
+                A = Af + us
+                AfG = torch.addmm(AfG, us, self.G)
         H1 = torch.addcmul(H0, AfG, self.c_col, value=-self.gamma)
         H1.masked_fill_(S, 0.0)
         return H1, A, u
