@@ -236,3 +236,22 @@ def test_the_sparse_update_of_af_g_between_passes_equals_the_product():
     for Af in (few, many, Af0):
         torch.testing.assert_close(st.product(Af, prev), Af @ st.G, rtol=1e-13, atol=1e-13)
     assert SPARSE_UPDATE * 64 < 64 * 20
+
+
+def test_rank_deficient_sliding_blocks_take_the_pseudo_inverse_instead_of_failing():
+    """A shallow net with more points than inputs (n = 15 > d = 5: G has rank 5) puts up to all 15 points of a
+    neuron on the kink at δ = 1/2; G_SS is then singular and its Cholesky factor has an exact zero pivot, on which
+    ``cholesky_inverse`` raised (found by a differential fuzz against the previous version).  The pseudo-inverse
+    takes over, and the flow still converges to the event-driven one."""
+    X, y = gf.data.random_labels(n=15, d=5, seed=307)
+    net = gf.Network(5, width=68, activation=gf.get_activation("leaky_relu", slope=0.01), seed=307)
+    T = np.linspace(0.0, 20.0, 6)
+    ref = gf.simulate(net, X, y, 20.0, T, method="filippov", rtol=1e-10, atol=1e-13, integrals=False, warn=False)
+    errs, widest = [], []
+    for step in (0.5, 0.25, 0.125):
+        s = gf.simulate(net, X, y, 20.0, T, method="sliding", step=step, integrals=False, warn=False)
+        assert s.status == "success"
+        errs.append(float(_rel(s.loss, ref.loss).max()))
+        widest.append(s.stats["max_sliding_per_neuron"])
+    assert widest[0] > 5  # the coarse run had more sliding pairs in one neuron than G has rank
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-3, errs
