@@ -176,7 +176,7 @@ def test_bad_input_is_rejected():
         gf.simulate(gf.Network(6, width=8, activation="tanh", seed=0), X, y, 1.0, method="sliding", step=0.1)
     with pytest.raises(ValueError, match="space='weight'"):
         gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, space="weight")
-    with pytest.raises(ValueError, match="needs an explicit step"):
+    with pytest.raises(ValueError, match=r"needs step= \(its largest step δ.*step=0.125"):
         gf.simulate(net, X, y, 1.0, method="sliding")
     with pytest.raises(ValueError, match="unknown option"):
         gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"max_step": 0.1})
