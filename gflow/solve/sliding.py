@@ -71,8 +71,9 @@ THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in t
 MAX_CHANGES = 2  # changes of mode of one pair within one step before it is pinned at the kink for the step
 MAX_PASSES = 64  # active-set passes per step; after that every pending change is pinned
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
-SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them (an
-# index_add of scaled rows of G: ≈ 100 times the cost per entry of the dense product's, measured at m = 512, n = 200)
+SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
+# index_add of scaled rows of G costs ≈ 60× per entry what the dense product does (2.8 ms for 10 000 entries against
+# 0.45 ms for all 102 400, measured at m = 512, n = 200 on one core)
 
 
 class SlidingStepper(FlowConstants):
