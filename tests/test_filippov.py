@@ -183,7 +183,7 @@ def test_auto_picks_sliding_beyond_filippovs_size():
     big = gf.Network(50, width=512, activation="relu", embedding=gf.RandomFeatures(D=64), seed=0)
     assert 512 * 200 > AUTO_FILIPPOV_MAX_PAIRS
     method, why = _resolve_auto(big, X, y, 10.0, None, 1e-7, None, "auto")
-    assert method == "sliding" and "filippov" in why and "error_estimate=True" in why
+    assert method == "sliding" and "filippov" in why and "error_estimate=True" in why and "rtol does not set" in why
     X, y = gf.data.wei2019(30, 50, seed=0)    # a small problem past the limit: the default runs sliding
     net = gf.Network(50, width=1024, activation="relu", embedding=gf.RandomFeatures(D=32), seed=0)
     sol = gf.simulate(net, X, y, 0.5, [0.0, 0.25, 0.5])

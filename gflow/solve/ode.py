@@ -436,9 +436,11 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
         if kink_slopes(net.activation) is not None:
             return "sliding", (f"m·n = {pairs} pairs > {AUTO_FILIPPOV_MAX_PAIRS}: too many activation events for the "
                                "event-driven 'filippov' (about 30 000 per unit time at m = D = 512, n = 200); the "
-                               f"Filippov flow by time-stepping at step {AUTO_SLIDING_STEP:g} instead (no error "
-                               "estimate: give error_estimate=True for steps δ, δ/2, δ/4 with one, or "
-                               "gf.simulate_nonsmooth(method='sliding', rtol=...) to refine to a target)")
+                               f"Filippov flow by time-stepping at step {AUTO_SLIDING_STEP:g} instead; rtol does not "
+                               "set its accuracy (relative loss error ≈ 1e-5 on the Experiment 3 setting at m = D = "
+                               "128, n = 50) and it has no error estimate: give error_estimate=True for steps δ, δ/2, "
+                               "δ/4 with one, or gf.simulate_nonsmooth(method='sliding', rtol=...) to refine to a "
+                               "target)")
     rtol = check_positive_float(rtol, "rtol")
     if space == "weight":
         method, why = explicit_method(rtol)
