@@ -163,10 +163,11 @@ class PairSolves:
         Gss = torch.where(both, Gss, torch.eye(k, dtype=G.dtype, device=G.device).expand_as(Gss))
         L, info = torch.linalg.cholesky_ex(Gss)
         bad = info != 0
-        if bool(bad.any()):  # a failed factor may hold a zero pivot, which cholesky_inverse refuses: replace it
+        any_bad = bool(bad.any())
+        if any_bad:  # a failed factor may hold a zero pivot, which cholesky_inverse refuses: replace it
             L[bad] = torch.eye(k, dtype=G.dtype, device=G.device)
         Ginv = torch.cholesky_inverse(L)
-        if bool(bad.any()):
+        if any_bad:
             Ginv[bad] = torch.linalg.pinv(Gss[bad], hermitian=True)
         return Ginv
 
@@ -178,10 +179,6 @@ class PairSolves:
         """:meth:`solve` with rhs_S given in the padded layout (rows, k)."""
         rhs = rhs * self.maskf
         return torch.bmm(self.Ginv, rhs[:, :, None])[:, :, 0] * self.maskf
-
-    def scatter(self, u: torch.Tensor, n: int) -> torch.Tensor:
-        """The padded u (rows, k) as rows of length n (zero off S)."""
-        return torch.zeros((u.shape[0], n), dtype=u.dtype, device=u.device).scatter_add_(1, self.idx, u)
 
 
 class FlowConstants:

@@ -130,30 +130,30 @@ class SlidingStepper(FlowConstants):
             u = pat.solve_padded(H0[gi, idx] / (self.gamma * self.c[gi]) - AfG[gi, idx])
             ii, bb, li, pos = pat.pairs
             vals = u[li, pos]
-            # Ā = Af + u on S (Af is 0 there: σ′ of a sliding mode is 0); the sliding pairs' share u G over the pairs
-            # while they are few (≤ one per neuron), else as one product added to Af G
-            if ii.numel() <= SPARSE_UPDATE * self.m:
-                A = Af.clone()
-                A[ii, bb] = vals
-                AfG = AfG.index_add(0, ii, self.G[bb] * vals[:, None])
-            else:
-                us = torch.zeros_like(Af)
-                us[ii, bb] = vals
-                A = Af + us
-                AfG = torch.addmm(AfG, us, self.G)
+            A = Af.clone()
+            A[ii, bb] = vals  # Ā = Af + u on S (Af is 0 there: σ′ of a sliding mode is 0)
+            AfG = self.plus_times_G(AfG, ii, bb, vals)
         H1 = torch.addcmul(H0, AfG, self.c_col, value=-self.gamma)
         H1.masked_fill_(S, 0.0)
         return H1, A, u
 
+    def plus_times_G(self, base: torch.Tensor, ii: torch.Tensor, bb: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """base + X G for the (m, n) matrix X holding ``vals`` at (ii, bb) and 0 elsewhere (base is not modified):
+        over those entries while they are few (SPARSE_UPDATE per row), else one dense product."""
+        if ii.numel() <= SPARSE_UPDATE * self.m:
+            return base.index_add(0, ii, self.G[bb] * vals[:, None])
+        X = torch.zeros_like(base)
+        X[ii, bb] = vals
+        return torch.addmm(base, X, self.G)
+
     def product(self, Af: torch.Tensor, prev: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         """Af G, updated from a previous (Af₀, Af₀ G) of the same step where few entries changed (an active-set pass
-        changes the weights of the pairs whose mode changed only: a sparse product over those)."""
+        changes the weights of the pairs whose mode changed only), else formed afresh."""
         if prev is not None:
             Af0, AfG0 = prev
             ii, bb = torch.nonzero(Af != Af0, as_tuple=True)
-            if ii.numel() <= SPARSE_UPDATE * Af.shape[0]:
-                d = Af[ii, bb] - Af0[ii, bb]
-                return AfG0.index_add(0, ii, self.G[bb] * d[:, None])
+            if ii.numel() <= SPARSE_UPDATE * self.m:
+                return self.plus_times_G(AfG0, ii, bb, Af[ii, bb] - Af0[ii, bb])
         return Af @ self.G
 
     def theta(self, pat: _Pattern, u: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
