@@ -202,9 +202,11 @@ def sliding_study(m: int, n: int, t1: float, steps, reference: str = "filippov",
                                   integrals=False, warn=False, max_wall_time=target_budget * w_gd)
         w = time.perf_counter() - t0
         info = s.config["solver"]["error_estimate"]
-        out["target"] = {"rtol": target_rtol, "budget_x_gd025": target_budget, "status": s.status, "wall": w, "wall_ratio_vs_gd025": w / w_gd,
-                         "steps": info["steps"], "est_max": float(s.error_estimate.max()),
-                         "true_max_vs_ref": rel(s.loss) if s.ok else None,  # a stopped run ends off the grid "met_accuracy": bool(s.error_estimate.max() <= target_rtol),
+        out["target"] = {"rtol": target_rtol, "budget_x_gd025": target_budget, "status": s.status, "wall": w,
+                         "wall_ratio_vs_gd025": w / w_gd, "steps": info["steps"],
+                         "est_max": float(s.error_estimate.max()),
+                         "true_max_vs_ref": rel(s.loss) if s.ok else None,  # a stopped run ends off the grid
+                         "met_accuracy": bool(s.error_estimate.max() <= target_rtol),
                          "within_2x_gd": w <= 2 * w_gd}
         print(f"  rtol {target_rtol:g}: [{s.status}] {w:.1f} s = {w / w_gd:.0f}x GD(0.25), steps {info['steps']}, "
               f"estimate {out['target']['est_max']:.2e}, error vs reference {out['target']['true_max_vs_ref']}",

@@ -255,3 +255,19 @@ def test_rank_deficient_sliding_blocks_take_the_pseudo_inverse_instead_of_failin
         widest.append(s.stats["max_sliding_per_neuron"])
     assert widest[0] > 5  # the coarse run had more sliding pairs in one neuron than G has rank
     assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-3, errs
+
+
+def test_relu_benchmark_sliding_mode_writes_every_field(tmp_path):
+    """bench_relu.py --sliding on a tiny problem: the JSON holds each step's row, the estimate and the target (a key
+    of the target had been swallowed by a comment)."""
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_relu.py"))
+    mod["main"](["--sliding", "--m", "32", "--n", "10", "--t1", "2", "--steps", "0.5,0.25", "--reference", "self",
+                 "--estimate-step", "0.5", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "relu_sliding_m32_n10_t2.json").read_text())
+    assert [r["step"] for r in data["steps"]] == [0.5, 0.25] and all(r["status"] == "success" for r in data["steps"])
+    assert data["estimate"]["steps"] == [0.5, 0.25, 0.125] and data["reference"]["method"] == "sliding"
+    assert {"met_accuracy", "within_2x_gd", "status", "est_max"} <= set(data["target"])
