@@ -327,3 +327,49 @@ def test_dop853_evaluates_the_new_point_only_for_accepted_steps():
         st = gf.simulate(net, X, y, options=opts, **kw).stats
         assert st["n_rejected"] >= 1
         assert st["n_f_evals"] == 1 + guess + 11 * (st["n_accepted"] + st["n_rejected"]) + st["n_accepted"]
+
+
+@pytest.fixture(scope="module")
+def stiff_linear_problem():
+    """Linear σ with a spread spectrum: κG has λ_max = 8.65 against λ_min = 0.13, so over t = 20 DOP853 at
+    rtol 1e-10 becomes stability-limited (found by a differential fuzz: saved values 1e5× rtol off)."""
+    rng = np.random.default_rng(198)
+    X, y = rng.standard_normal((10, 8)), rng.standard_normal(10)
+    net = gf.Network(8, width=64, activation="linear", embedding="quadratic", scaling="ntk", c_hat=2.0, seed=80)
+    G, kappa = net.gram(X).numpy(), _kappa(net)
+    r0 = net.forward(X).numpy() - y
+    return net, X, y, kappa * G, r0
+
+
+@pytest.mark.parametrize("space", ["weight", "feature"])
+def test_dop853_dense_output_stays_accurate_where_the_steps_are_stability_limited(stiff_linear_problem, space):
+    # the dense output multiplies stiff modes by up to 89 at hλ = −7 (|R| ≤ 1 needs hλ ≥ −6.35): steps that hold an
+    # output time are kept to hρ ≤ DENSE_STIFF_LIMIT. Before: 4.7e-6 at rtol 1e-10 (the steps' ends: 5e-12)
+    net, X, y, K, r0 = stiff_linear_problem
+    rtol = 1e-10
+    ts = np.linspace(0.0, 20.0, 401)
+    sol = gf.simulate(net, X, y, 20.0, saveat=ts, method="dop853", rtol=rtol, atol=1e-12, space=space,
+                      integrals=False)
+    assert sol.ok
+    exact = np.stack([scipy.linalg.expm(-K * t) @ r0 for t in ts])
+    err = np.abs(sol.residual - exact).max()
+    assert err < 50 * rtol * np.abs(r0).max(), err
+    # the runs that save only t1 keep their steps (no output inside a step: nothing to shorten)
+    bare = gf.simulate(net, X, y, 20.0, saveat=[0.0, 20.0], method="dop853", rtol=rtol, atol=1e-12, space=space,
+                       integrals=False)
+    assert bare.stats["n_accepted"] < sol.stats["n_accepted"]
+
+
+def test_dop853_power_iteration_finds_the_stiff_eigenvalue(stiff_linear_problem):
+    # ρ_p, the power iteration on the Jacobian that sets the cap, converges to λ_max(κG) (the nonzero spectrum of
+    # the feature-space Jacobian for linear σ, E5); Hairer's estimate alone stays near 1 while the stiff mode
+    # is at rounding level
+    net, X, y, K, _ = stiff_linear_problem
+    field = make_field(Problem.from_data(net, X, y), "feature")
+    grid = np.linspace(0.0, 20.0, 41)
+    eng = rk.Engine(field, grid, "dop853", rtol=1e-10, atol=1e-12, recorder=Recorder(field, grid[:0], grid[:0]),
+                    monitor=Monitor(20.0, 10**5, None, hint=""))
+    eng.run()
+    lam = np.linalg.eigvalsh(K)[-1]
+    assert abs(eng.rho_p / lam - 1) < 1e-3, (eng.rho_p, lam)
+    assert eng.rho_h <= lam * (1 + 1e-6)

@@ -18,7 +18,13 @@ Error control follows Hairer, Nørsett & Wanner (*Solving ODEs I*, §II.4 and th
 mixed norm ‖e / (atol + rtol·max(|y₀|, |y₁|))‖_RMS (an infinite atol entry — the running integrals of
 :class:`~gflow.fields.ObservedField` — contributes 0), Hairer's initial-step heuristic, and the PI controller
 h_new = h · safety · err^{−(1/(q+1) − 0.75β)} · err_old^{β}, clipped to [dfactor, ifactor]; after a rejection
-the step does not grow.  A ``norm`` hook (scaled error tensor → scalar) replaces the RMS norm, e.g. a
+the step does not grow.  A stability-limited DOP853 run (the flow's fast modes, §4) steps at h·λ_max ≈ 6–7, where
+its dense output amplifies the stiff modes (see :data:`DENSE_STIFF_LIMIT`): there the values at output times inside
+a step were 50–500× less accurate than the steps' ends (Experiment 1 demo, rtol 1e-6: loss error 3.7e-2 against
+6.7e-5 where L > 1e-10 L₀).  So a step that contains an output time is shortened to h·ρ ≤ 5, with ρ estimated from
+two evaluations every step takes anyway (Hairer's stiffness detection: ρ = ‖f(y₁) − f(Y₁₂)‖/‖y₁ − Y₁₂‖, Y₁₂ the
+last stage's state); steps without output times are not (the step sequence then depends on the output times in
+stiff runs; runs that save only t1 are unchanged).  A ``norm`` hook (scaled error tensor → scalar) replaces the RMS norm, e.g. a
 max-over-seeds norm for a batched field.
 """
 
@@ -68,6 +74,11 @@ class Scheme:
     pi_beta: float = 0.0
 
 
+#: DOP853 steps that contain an output time are kept to h·ρ ≤ this (ρ: the step's estimate of the Jacobian's
+#: spectral radius, see Engine._stiffness): its 7th-order dense output multiplies a stiff mode of the step's start by
+#: up to 0.91 for hλ ∈ [−5, 0], but by 3.2, 10.5, 89 at hλ = −5.5, −6, −7 (its stability boundary is −6.35), where a
+#: stability-limited run's steps sit
+DENSE_STIFF_LIMIT = 5.0
 _AXPY_MAX = 3  # a combination of at most this many stages is a chain of axpys, not one addmv (see Engine._plan)
 _SLOTS = {"dop853": (4, 0, 1, 2, 3) + tuple(range(5, 16))}  # storage row of each stage (see Engine)
 
@@ -208,6 +219,9 @@ class Engine:
         self.h = math.nan
         self.err_old = 1e-4
         self.rejected = False
+        # DOP853's spectral-radius estimates (see _dense_safe): Hairer's from the last accepted step, and a power
+        # iteration's (its unit vector v over the first Nr entries; None until the first refresh)
+        self.rho_h, self.rho_p, self._v = 0.0, 0.0, None
 
     def _plan(self, coefs, kw, width: int):
         """How to form y + h Σ_l coefs[l] K_l: a chain of axpys over the few nonzero rows (``("axpy", [(row,
@@ -346,6 +360,59 @@ class Engine:
             W *= (x if j % 2 == 0 else 1.0 - x)[:, None]
         return list(torch.addmm(base, torch.tensor(W, **kw), F))
 
+    def _stiffness(self, f_new: torch.Tensor) -> float:
+        """DOP853: ρ ≈ ‖f(y₁) − f(Y)‖ / ‖y₁ − Y‖ with Y the last stage's state (c = 1, in ``y_stage``; read before
+        the dense output's extra stages overwrite it): a Rayleigh-type estimate of the spectral radius of the
+        Jacobian (Hairer's stiffness detection in DOP853), never above it for a symmetric Jacobian and close to it
+        where the step is stability-limited (y₁ − Y is then dominated by the stiff modes).  Over the entries the
+        field reads (``Nr``); 0 where y₁ = Y."""
+        Nr, last = self.Nr, self._rows[self.scheme.stages - 1]
+        den = float(torch.dist(self.y_new[:Nr], self.y_stage[:Nr]))
+        if not den > 0.0:
+            return 0.0
+        rho = float(torch.dist(f_new[:Nr], last[:Nr])) / den
+        return rho if math.isfinite(rho) else 0.0
+
+    def _power_step(self) -> None:
+        """One step of a power iteration on the Jacobian J at the step's start y (f(y) = K₀), continued across
+        steps: w = (f(y + εv) − f(y))/ε ≈ Jv, ρ_p = ‖w‖, v ← w/‖w‖ (one evaluation, into stage row 1, which the
+        step overwrites).  Started from v = f(y).  The Jacobian changes slowly along the flow, so ρ_p tracks its
+        spectral radius (J = −ℓ∇²L is symmetric in weight space), including stiff modes that the step's own
+        data do not show because their amplitude is still tiny."""
+        Nr, f0, w = self.Nr, self._rows[0][:self.Nr], self._rows[1][:self.Nr]
+        if self._v is None:
+            self._v = f0.clone()
+        nv = float(torch.linalg.vector_norm(self._v))
+        if not (nv > 0.0 and math.isfinite(nv)):
+            self._v.fill_(1.0)
+            nv = math.sqrt(Nr)
+        eps = math.sqrt(torch.finfo(self.dtype).eps) * max(1.0, float(torch.linalg.vector_norm(self.y[:Nr])))
+        torch.add(self.y[:Nr], self._v, alpha=eps / nv, out=self.y_stage[:Nr])
+        self._f(self.t, self.y_stage, self._rows[1])
+        w.sub_(f0)
+        nw = float(torch.linalg.vector_norm(w))
+        self.rho_p = nw / eps if math.isfinite(nw) else 0.0
+        if nw > 0.0 and math.isfinite(nw):
+            self._v.copy_(w)
+
+    def _dense_safe(self, t: float, h: float) -> float:
+        """DOP853: h, shortened to h·ρ ≤ :data:`DENSE_STIFF_LIMIT` if the step would contain an output time.
+
+        ρ = max(ρ_h, ρ_p): Hairer's estimate of the last step (free) and a power iteration's (:meth:`_power_step`,
+        one evaluation), refreshed in steps with an output time where h·ρ could exceed half the limit — both are
+        Rayleigh-type lower bounds of the spectral radius.  Hairer's alone misses a stiff mode whose amplitude is
+        still at rounding level: the step then runs past the stability boundary and the mode grows by |R(hλ)| per
+        step until it shows (linear σ, λ_max = 8.65: steps at hλ = 6.6–9.2, outputs 1e5× rtol off)."""
+        if self.k >= len(self.grid):
+            return h
+        end = self.t1 if t + 1.01 * h >= self.t1 else t + h  # (the loop lands the last step on t1)
+        if not self.grid[self.k] < end - 1e-14 * max(1.0, abs(end)):
+            return h  # no output time inside the step
+        if self._v is None or h * max(self.rho_h, self.rho_p) > 0.5 * DENSE_STIFF_LIMIT:
+            self._power_step()
+        rho = max(self.rho_h, self.rho_p)
+        return min(h, DENSE_STIFF_LIMIT / rho) if rho > 0.0 else h
+
     def _record(self, t: float, y: torch.Tensor) -> None:
         self.recorder.record(t, y.view(self.shape))
 
@@ -363,7 +430,8 @@ class Engine:
     def state_dict(self) -> dict:
         """The loop state: resuming from it repeats exactly the operations of an uninterrupted run."""
         return {"method": self.scheme.name, "t": self.t, "k": self.k, "i": self.i, "h": self.h,
-                "err_old": self.err_old, "rejected": self.rejected, "y": self.y.clone(),
+                "err_old": self.err_old, "rejected": self.rejected, "rho": (self.rho_h, self.rho_p),
+                "rho_v": None if self._v is None else self._v.clone(), "y": self.y.clone(),
                 "f0": self._rows[0].clone() if self.adaptive else None}
 
     def load_state_dict(self, s: dict) -> None:
@@ -371,6 +439,10 @@ class Engine:
             raise ValueError(f"checkpoint holds a {s['method']!r} run, not {self.scheme.name!r}")
         self.t, self.k, self.i, self.h = float(s["t"]), int(s["k"]), int(s["i"]), float(s["h"])
         self.err_old, self.rejected = float(s["err_old"]), bool(s["rejected"])
+        # (checkpoints written before the estimates existed hold none)
+        self.rho_h, self.rho_p = (float(v) for v in s.get("rho", (0.0, 0.0)))
+        v = s.get("rho_v")
+        self._v = None if v is None else v.to(self.y).clone()
         self.y.copy_(s["y"].reshape(-1))
         if self.adaptive:
             self._rows[0].copy_(s["f0"])
@@ -432,6 +504,8 @@ class Engine:
         self._abs_plus_a(self.y, self.absy)
         while self.t < self.t1:
             t, h = self.t, min(self.h, self.max_step)
+            if self._bde is not None:
+                h = self._dense_safe(t, h)
             if h < self.min_step:
                 raise Abort("step_size_collapse", f"the step size fell below min_step={self.min_step:g} at "
                             f"t = {t:.6g}; {m.hint}")
@@ -464,9 +538,11 @@ class Engine:
                     # DOP853 does not need the new point's derivative for its error estimate: it is evaluated for
                     # accepted steps only, straight into the next step's first stage (no copy of a stage row)
                     self._f(t_new, self.y_new, self._rows[0])
+                    self.rho_h = self._stiffness(self._rows[0])
                 else:
                     if self._bde is not None:  # the dense output reads it as the last stage, and K₀ as is
                         self._f(t_new, self.y_new, self._rows[s])
+                        self.rho_h = self._stiffness(self._rows[s])
                     states = self._dense(t, h, inner) if inner else []
                     for tk, yk in zip(inner, states):
                         self._record(tk, yk)
