@@ -374,6 +374,26 @@ def test_fixed_step_so_small_it_exceeds_max_steps_is_rejected_before_integrating
     assert time.perf_counter() - start < 5.0, "the check must be upfront, not after 1000 steps"
 
 
+@pytest.mark.parametrize("method", ["rk4", "sliding"])
+def test_a_tiny_fixed_step_is_refused_at_once_without_building_its_grid(method):
+    # step=1e-9 to t1=1: the count check used to build all 1e9 step times first (8 GB, a hang)
+    with finishes_within(10.0), pytest.raises(ValueError, match=r"needs 1000000\d\d\d steps to reach t1=1"):
+        run_simulate(method=method, step=1e-9, t1=1.0)
+
+
+def test_the_fixed_step_count_equals_the_grid_it_stands_for():
+    from gflow.solve.ode import _fixed_grid, _fixed_step_count
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        times = np.unique(np.round(np.concatenate([[0.0], rng.uniform(0.0, 10.0, rng.integers(1, 6))]),
+                                   int(rng.integers(1, 4))))
+        if times.size < 2:
+            continue
+        h = float(rng.choice([0.1, 0.25, 1 / 3, 0.05, rng.uniform(0.01, 3.0)]))
+        assert _fixed_step_count(times, h) == _fixed_grid(times, h).size - 1, (times, h)
+
+
 @pytest.mark.parametrize("method", ["Radau", "BDF", "LSODA"])
 def test_implicit_scipy_method_on_a_too_large_state_is_rejected_before_forming_the_jacobian(method):
     # feature-space state (2, m, n) has 2 * 1500 * 6 = 18000 > 16384 entries (the dense-Jacobian limit)

@@ -287,3 +287,16 @@ def test_relu_benchmark_quick_mode_writes_json_and_the_estimates_bound_the_error
     assert all(lv["status"] == "success" for lv in prob["levels"]) and len(prob["levels"]) == 5
     assert prob["estimates"] and all(row["bounded"] for row in prob["estimates"])
     assert prob["target"]["status"] in ("success", "time_budget") and data["dtype"] == "float64"
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_error_estimate_runs_with_the_default_output_times(activation, make_data):
+    # the default grid lands a step on each of its ~240 output times, so its solves take more steps than t1/h;
+    # they were refused with a max_steps the user never set ("needs 238 steps … more than max_steps=90")
+    X, y = make_data(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation=activation, seed=0)
+    sol = gf.simulate(net, X, y, t1=20.0, method="euler", step=0.25, error_estimate=True)
+    assert sol.ok, sol.message
+    assert len(sol.t) > 100 and np.all(np.isfinite(sol.error_estimate))
+    nonsmooth = gf.simulate_nonsmooth(net, X, y, t1=1.0, step=0.1, rtol=1e-2)
+    assert nonsmooth.ok, nonsmooth.message

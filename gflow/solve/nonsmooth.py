@@ -239,8 +239,8 @@ def simulate_nonsmooth(
             status, message = "time_budget", (f"max_wall_time = {max_wall_time:g} s would be exceeded by the solve "
                                               f"with step {h:g}; raise max_wall_time or loosen rtol")
             break
-        sol = simulate(net, X, y, t1, saveat, method=method, step=h,  # sliding: adaptive steps ≤ h, count unknown
-                       max_steps=max_steps if method == "sliding" else need + 10,
+        sol = simulate(net, X, y, t1, saveat, method=method, step=h,  # (the grid also lands on every output time)
+                       max_steps=max_steps,
                        max_wall_time=remaining, warn=False, **kwargs)
         evals += int(sol.stats.get("n_f_evals", 0))
         if not sol.ok:

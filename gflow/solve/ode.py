@@ -491,7 +491,7 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
                              "net.to(device='cpu') or a torchdiffeq method")
     t1, grid, ft, wt = _output_grid(t1, saveat, features_at, weights_at)
     if step is not None:
-        n_needed = _fixed_grid(grid, step).size - 1
+        n_needed = _fixed_step_count(grid, step)  # (counted, not built: a tiny step would build ~t1/step times)
         if n_needed > max_steps:
             raise ValueError(
                 f"method {method!r} with step={step:g} needs {n_needed} steps to reach t1={t1:g}, more than "
@@ -595,6 +595,14 @@ def _fixed_grid(times: np.ndarray, h: float) -> np.ndarray:
         pieces.append(inner)
         pieces.append(np.array([b]))
     return np.concatenate(pieces)
+
+
+def _fixed_step_count(times: np.ndarray, h: float) -> int:
+    """The number of steps of :func:`_fixed_grid` (``_fixed_grid(times, h).size − 1``), without building it."""
+    a, b = np.asarray(times[:-1], np.float64), np.asarray(times[1:], np.float64)
+    k = np.floor((b - a) / h + 1e-9)
+    inner = k - (a + h * k >= b - 1e-9 * h)  # the last of a + h·j (j ≤ k) is dropped where it reaches b
+    return int(np.sum(np.maximum(inner, 0.0) + 1.0))
 
 
 def _chunks(grid: np.ndarray) -> list[np.ndarray]:
