@@ -127,6 +127,16 @@ def run_config(cfg: dict, *, progress=print):
     return simulate(net, X, y, **{"progress": None, **cfg["simulate"]}, **test, warn=False)
 
 
+def _out_file(out) -> Path:
+    """``--out`` checked as a writable file path before any work is done (a directory is refused)."""
+    from .solution import check_output_path
+
+    try:
+        return check_output_path(out, name="--out")
+    except OSError as exc:  # IsADirectoryError: report it like every other command-line error
+        raise CLIError(str(exc)) from None
+
+
 def _finish(sol, out: Path) -> int:
     print(sol.summary())
     path = sol.save(out)
@@ -140,8 +150,9 @@ def cmd_demo(args) -> int:
     print("gflow demo: gradient flow of the shallow tanh net of Experiment 1 (d = 20, n = 20, m = 1024) to t = 500")
     from .plotting import plot_loss_bounds
 
+    out = _out_file(args.out)
     sol = run_config(DEMO)
-    rc = _finish(sol, Path(args.out))
+    rc = _finish(sol, out)
     cert = certify(sol)
     print(cert)
     fig_path = Path(args.figure) if args.figure else Path(args.out).with_suffix(".png")
@@ -168,13 +179,16 @@ def cmd_simulate(args) -> int:
         raise CLIError("the network needs a width (--width or width = ... in the config)")
     if "t1" not in cfg["simulate"] and "saveat" not in cfg["simulate"]:
         raise CLIError("give the final time (--t1 or t1 = ... in the config)")
+    out = _out_file(args.out)
     sol = run_config(cfg)
-    return _finish(sol, Path(args.out))
+    return _finish(sol, out)
 
 
 def cmd_show(args) -> int:
     from .solution import Solution
 
+    if args.rows < 0:
+        raise CLIError(f"--rows must be a non-negative int, got {args.rows}")
     sol = Solution.load(args.file)
     print(repr(sol))
     print(sol.summary(rows=args.rows))
@@ -217,8 +231,9 @@ def cmd_reproduce(args) -> int:
 def cmd_rerun(args) -> int:
     from .solve.rerun import rerun
 
+    out = _out_file(args.out)
     sol = rerun(args.file)
-    return _finish(sol, Path(args.out))
+    return _finish(sol, out)
 
 
 def _sweep_executor_options(args) -> dict:

@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._validate import describe
 from .solution import Solution
 
 #: font sizes used by every figure (points)
@@ -215,6 +216,8 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         ``gid = "bound:T3"`` etc., the test line ``gid = "test"``.
     """
     sol = _solution(sol)
+    if isinstance(bounds, str):  # one name: a one-element list, not its letters
+        bounds = [bounds]
     unknown = [b for b in bounds if b not in BOUND_KEYS]
     if unknown:
         raise ValueError(f"unknown bound(s) {unknown}; choose from {BOUND_KEYS}")
@@ -456,13 +459,8 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
 # 3. feature scatter (Figure 4, second row)
 
 
-def _feature_index(sol: Solution, time: float) -> int:
-    ft = np.asarray(sol.feature_t, float)
-    k = int(np.argmin(np.abs(ft - time)))
-    if abs(ft[k] - time) > 1e-9 * max(1.0, abs(time)):
-        raise ValueError(f"features were not kept at t = {time:g}; kept at {ft.tolist()} "
-                         "(choose times with features_at=... when simulating)")
-    return k
+def _feature_index(sol: Solution, time: float, name: str = "times") -> int:
+    return sol.feature_index(time, name=name)
 
 
 def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[float] | None = None, ax=None,
@@ -487,7 +485,12 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
         raise ValueError("no features were kept in this solution (simulate with features_at=...)")
     if times is None:
         times = [ft[0]] if ft.size == 1 else [ft[0], ft[-1]]
-    times = [float(x) for x in np.atleast_1d(times)]
+    if isinstance(times, (str, bytes)):
+        raise TypeError(f"times must be a number or a sequence of saved feature times, got {describe(times)}")
+    times = list(np.atleast_1d(np.asarray(times, dtype=object)).ravel())
+    for j, x in enumerate(times):  # a clear error for NaN, non-numbers or times that were not kept
+        sol.feature_index(x, name=f"times[{j}]")
+    times = [float(x) for x in times]
     n = sol.n
     if not 0 <= train_index < n:
         raise IndexError(f"train_index {train_index} out of range for n = {n} training inputs")

@@ -13,10 +13,13 @@ import json
 import platform
 import sys
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._validate import describe
 
 FORMAT_VERSION = 1
 
@@ -43,6 +46,28 @@ def _json(obj) -> str:
         return str(o)
 
     return json.dumps(obj, default=default)
+
+
+def check_output_path(path: Any, name: str = "path") -> Path:
+    """``path`` as a Path, checked to be writable as a file: not a directory, and not below a regular file.
+
+    Raises TypeError for a non-path and IsADirectoryError / ValueError naming ``name`` otherwise, so that a
+    caller can check its output path before it spends time on a run.
+    """
+    if not isinstance(path, (str, PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {describe(path)}")
+    p = Path(path)
+    if str(path) == "":
+        raise ValueError(f"{name} must be a file path, got an empty string")
+    if p.is_dir():
+        raise IsADirectoryError(f"{name} must be a file path, got {str(p)!r}, which is an existing directory")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{name} must be a file path in a directory, got {str(p)!r}, but "
+                                 f"{str(parent)!r} is an existing file, not a directory")
+            break
+    return p
 
 
 class GFlowWarning(UserWarning):
@@ -206,13 +231,32 @@ class Solution:
     def final_loss(self) -> float:
         return float(self.loss[-1])
 
+    def feature_index(self, t: float, *, name: str = "t") -> int:
+        """The index in :attr:`feature_t` of time ``t`` (nearest saved time within 1e-9 relative).
+
+        Raises TypeError for a non-number and ValueError for a non-finite time or one that was not kept.
+        """
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a finite time among the saved feature times "
+                            f"{np.asarray(self.feature_t).tolist()}, got {describe(t)}")
+        t = float(t)
+        if not np.isfinite(t):
+            raise ValueError(f"{name} must be a finite time among the saved feature times "
+                             f"{np.asarray(self.feature_t).tolist()}, got {t}")
+        ft = np.asarray(self.feature_t, dtype=np.float64)
+        if ft.size == 0 or self.H is None:
+            raise ValueError(f"no features were kept in this solution, so none at {name} = {t} "
+                             "(simulate with features_at=...)")
+        k = int(np.argmin(np.abs(ft - t)))
+        if abs(ft[k] - t) > 1e-9 * max(1.0, abs(t)):
+            raise ValueError(f"{name} must be one of the saved feature times {ft.tolist()} (within 1e-9 "
+                             f"relative), got {t}: features were not kept there (choose times with features_at=... "
+                             "when simulating)")
+        return k
+
     def features_at(self, t: float) -> np.ndarray:
         """H (m, n) at a time in :attr:`feature_t` (nearest saved time within 1e-9 relative)."""
-        k = int(np.argmin(np.abs(self.feature_t - t)))
-        if abs(self.feature_t[k] - t) > 1e-9 * max(1.0, abs(t)):
-            raise KeyError(f"features were not kept at t = {t}; kept at {self.feature_t.tolist()} "
-                           "(choose times with features_at=...)")
-        return self.H[k]
+        return self.H[self.feature_index(t)]
 
     def raise_for_status(self) -> "Solution":
         """Raise :class:`SolverError` with the message if the run failed; return self otherwise."""
@@ -222,6 +266,10 @@ class Solution:
 
     def summary(self, rows: int = 10) -> str:
         """A short human-readable table of the loss over time, with the status and statistics."""
+        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)):
+            raise TypeError(f"rows must be a non-negative int, got {describe(rows)}")
+        if rows < 0:
+            raise ValueError(f"rows must be a non-negative int, got {rows}")
         T = len(self.t)
         idx = sorted(set(np.linspace(0, T - 1, min(rows, T)).round().astype(int).tolist()))
         head = f"{'t':>12}  {'loss':>14}" + (f"  {'test error':>12}" if self.test_error is not None else "")
@@ -285,7 +333,7 @@ class Solution:
             include_weights: store W_final (and W at the chosen times); ``False`` keeps files small at
                 paper sizes (m = D = 8192 makes W_final 512 MiB in float64).
         """
-        path = Path(path)
+        path = check_output_path(path)
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
         self.to_xarray(include_weights=include_weights).to_netcdf(path, engine="h5netcdf")

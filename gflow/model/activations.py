@@ -10,11 +10,13 @@ Users add their own activation by constructing :class:`Activation` directly; the
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .._validate import describe
@@ -86,8 +88,13 @@ class Activation:
         if not lo < hi:
             raise ValueError(f"Activation interval must have I_l < I_r, got ({lo}, {hi})")
         object.__setattr__(self, "interval", (lo, hi))
+        if isinstance(self.lipschitz, bool) or not isinstance(self.lipschitz, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Activation lipschitz must be a real number > 0, got {describe(self.lipschitz)}")
         if not (self.lipschitz > 0):
             raise ValueError(f"Activation lipschitz must be > 0, got {self.lipschitz}")
+        if not isinstance(self.smooth, (bool, np.bool_)):
+            raise TypeError(f"Activation smooth must be True or False, got {describe(self.smooth)}")
+        object.__setattr__(self, "smooth", bool(self.smooth))
         if self.K is None:
             object.__setattr__(self, "K", _numeric_inf_abs(self.dsigma, lo, hi))
         if not (self.K >= 0):
@@ -329,6 +336,8 @@ def relu() -> Activation:
 
 
 def leaky_relu(slope: float = 0.01) -> Activation:
+    if isinstance(slope, bool) or not isinstance(slope, (int, float, np.integer, np.floating)):
+        raise TypeError(f"leaky_relu slope must be a real number in (0, 1), got {describe(slope)}")
     slope = float(slope)
     if not 0.0 < slope < 1.0:
         raise ValueError(f"leaky_relu slope must be in (0, 1), got {slope}")
@@ -403,10 +412,12 @@ def get_activation(spec: str | dict | Activation, **params) -> Activation:
         raise ValueError(
             f"unknown activation {spec!r}; expected one of {list(ACTIVATIONS)} or a gf.Activation instance"
         )
-    try:
-        return _BUILTINS[key](**params)
+    fn = _BUILTINS[key]
+    try:  # check the parameter names only: a TypeError for a parameter's value must not be reworded
+        inspect.signature(fn).bind(**params)
     except TypeError as exc:
         raise TypeError(f"activation {spec!r} does not take parameters {sorted(params)}: {exc}") from None
+    return fn(**params)
 
 
 def numeric_lipschitz(act: Activation, lo: float = -20.0, hi: float = 20.0) -> float:

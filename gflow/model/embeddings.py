@@ -16,12 +16,25 @@ from __future__ import annotations
 import math
 from collections.abc import Callable as _Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._validate import check_positive_int, describe
 from .activations import Activation, get_activation
+
+
+#: the largest seed torch's generator takes (seeds are unsigned 64-bit integers)
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A seed: an integer in [0, 2**64 - 1] (what ``torch.Generator.manual_seed`` accepts)."""
+    seed = check_positive_int(value, name, minimum=0)
+    if seed > MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {seed} (too large for torch's generator)")
+    return seed
 
 
 def _cpu_generator(seed: int) -> torch.Generator:
@@ -124,7 +137,7 @@ class RandomFeatures(AbstractEmbedding):
     def __post_init__(self):
         object.__setattr__(self, "D", check_positive_int(self.D, "RandomFeatures D"))
         if self.seed is not None:
-            object.__setattr__(self, "seed", check_positive_int(self.seed, "RandomFeatures seed", minimum=0))
+            object.__setattr__(self, "seed", check_seed(self.seed, "RandomFeatures seed"))
 
     def dim(self, d: int) -> int:
         return self.D
@@ -170,7 +183,7 @@ class DeepRandomFeatures(AbstractEmbedding):
         object.__setattr__(self, "D", check_positive_int(self.D, "DeepRandomFeatures D"))
         object.__setattr__(self, "depth", check_positive_int(self.depth, "DeepRandomFeatures depth", minimum=3))
         if self.seed is not None:
-            object.__setattr__(self, "seed", check_positive_int(self.seed, "DeepRandomFeatures seed", minimum=0))
+            object.__setattr__(self, "seed", check_seed(self.seed, "DeepRandomFeatures seed"))
 
     def dim(self, d: int) -> int:
         return self.D

@@ -18,7 +18,7 @@ import torch
 
 from .._validate import as_tensor, check_positive_float, check_positive_int, describe
 from .activations import get_activation
-from .embeddings import BoundEmbedding, _cpu_generator, get_embedding
+from .embeddings import BoundEmbedding, _cpu_generator, check_seed, get_embedding
 from .scaling import get_scaling
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}
@@ -110,7 +110,7 @@ class Network:
         set_("embedding", get_embedding(self.embedding))
         set_("scaling", get_scaling(self.scaling))
         set_("c_hat", check_positive_float(self.c_hat, "c_hat"))
-        set_("seed", check_positive_int(self.seed, "seed", minimum=0))
+        set_("seed", check_seed(self.seed, "seed"))
         set_("dtype", resolve_dtype(self.dtype))
         set_("device", resolve_device(self.device))
         if self.scaling.symmetric and m % 2 and (self.c is None or self.W0 is None):

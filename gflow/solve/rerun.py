@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from .._validate import describe
 from ..model.network import Network
 from ..solution import Solution
 
@@ -25,6 +27,8 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
     from .gd import gradient_descent
     from .ode import simulate
 
+    if not isinstance(source, (Solution, str, os.PathLike)):
+        raise TypeError(f"source must be a gflow.Solution or the path of a saved one, got {describe(source)}")
     sol = source if isinstance(source, Solution) else Solution.load(source)
     cfg = sol.config
     spec = dict(cfg["network"])

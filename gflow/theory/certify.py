@@ -14,11 +14,13 @@ the flow inequalities are reported for information, with GD's stability limit 2/
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_positive_float, describe
 from ..solution import Solution
 from . import bounds as B
 
@@ -141,7 +143,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         source: a :class:`gflow.Solution` or the path of a saved one.
         slack: relative numerical tolerance of each inequality (default: 100·rtol for adaptive flows,
             1e-7 for fixed-step flows).
-        delta: failure probability for the probabilistic Theorem 1 report.
+        delta: failure probability for the probabilistic Theorem 1 report, in (0, 1).
 
     Returns:
         a :class:`Certificate`; ``.ok`` is False when an applicable inequality is violated beyond ``slack``.
@@ -153,6 +155,11 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         >>> gf.certify(sol).ok
         True
     """
+    if not isinstance(source, (Solution, str, os.PathLike)):
+        raise TypeError(f"source must be a gflow.Solution or the path of a saved one, got {describe(source)}")
+    if slack is not None:
+        slack = check_positive_float(slack, "slack", allow_zero=True)  # a finite number >= 0
+    delta = B._delta(delta)  # a finite number in (0, 1)
     sol = source if isinstance(source, Solution) else Solution.load(source)
     if sol.eta is None:
         raise ValueError("this solution has no theory quantities (it predates them); rerun it with gf.rerun")

@@ -1,0 +1,217 @@
+"""Bad-input checks from the second fuzz report (findings 9, 10, 13, 14 and 15): every error is a ValueError or
+TypeError (IsADirectoryError for a directory given as a file) that names the argument, says what was expected
+and what arrived; the command line checks its output path before it spends time on a run."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gflow as gf
+from gflow.cli import main
+
+
+@pytest.fixture(scope="module")
+def sol():
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)
+    return gf.simulate(net, X, y, t1=1.0, features_at=[0.0, 1.0], warn=False)
+
+
+@pytest.fixture(scope="module")
+def saved(sol, tmp_path_factory):
+    return sol.save(tmp_path_factory.mktemp("run") / "run.nc")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 9. features_at and plot_feature_scatter(times=...)
+
+
+def test_features_at_a_kept_time_still_works(sol):
+    np.testing.assert_array_equal(sol.features_at(1.0), sol.H[1])
+    np.testing.assert_array_equal(sol.features_at(np.float32(0.0)), sol.H[0])
+
+
+@pytest.mark.parametrize("t", [float("nan"), float("inf"), -float("inf")])
+def test_features_at_a_non_finite_time_is_a_value_error(sol, t):
+    with pytest.raises(ValueError, match=r"t must be a finite time among the saved feature times .*got"):
+        sol.features_at(t)
+
+
+def test_features_at_a_time_not_kept_is_a_value_error(sol):
+    with pytest.raises(ValueError, match=r"t must be one of the saved feature times \[0\.0, 1\.0\].*got 5\.0"):
+        sol.features_at(5.0)
+
+
+@pytest.mark.parametrize("t", ["x", None, [1.0], True])
+def test_features_at_a_non_number_is_a_type_error(sol, t):
+    with pytest.raises(TypeError, match=r"t must be a finite time among the saved feature times .*got"):
+        sol.features_at(t)
+
+
+@pytest.mark.parametrize("times, err, pattern", [
+    ([float("nan")], ValueError, r"times\[0\] must be a finite time .*got nan"),
+    ([0.0, 5.0], ValueError, r"times\[1\] must be one of the saved feature times .*got 5\.0"),
+    (["x"], TypeError, r"times\[0\] must be a finite time .*got str 'x'"),
+    ([None], TypeError, r"times\[0\] must be a finite time .*got NoneType"),
+    ("1.0", TypeError, r"times must be a number or a sequence .*got str '1\.0'"),
+])
+def test_plot_feature_scatter_checks_times(sol, times, err, pattern):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with pytest.raises(err, match=pattern):
+        gf.plotting.plot_feature_scatter(sol, times=times)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 10. output paths
+
+
+def test_save_to_a_directory_is_a_clear_error(sol, tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"path must be a file path, got .* existing directory"):
+        sol.save(tmp_path)
+
+
+def test_save_below_a_regular_file_is_a_clear_error(sol, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match=r"path must be a file path in a directory.* existing file"):
+        sol.save(f / "run.nc")
+
+
+def test_save_path_of_the_wrong_type_is_a_type_error(sol):
+    with pytest.raises(TypeError, match=r"path must be a file path \(str or os.PathLike\), got int 3"):
+        sol.save(3)
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("the run started before the output path was checked")
+
+
+def test_cli_simulate_checks_out_before_solving(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("gflow.cli.run_config", _never)
+    rc = main(["simulate", "--d", "4", "--width", "16", "--n", "5", "--t1", "1", "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gflow: error: --out must be a file path") and "existing directory" in err
+
+
+def test_cli_rerun_checks_out_before_running(saved, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.modules["gflow.solve.rerun"], "rerun", _never)  # gf.solve.rerun is the function
+    assert main(["rerun", str(saved), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gflow: error: --out must be a file path") and "existing directory" in err
+
+
+def test_cli_bench_checks_out_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("gflow.bench.speed.run_speed", _never)
+    f = tmp_path / "existing"
+    f.write_text("x")
+    assert main(["bench", "speed", "--tiny", "--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "--out must be an output folder" in err and "existing file, not a folder" in err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 13. certify's slack and delta
+
+
+@pytest.mark.parametrize("kw, err, pattern", [
+    (dict(slack=-1.0), ValueError, r"slack must be >= 0, got -1\.0"),
+    (dict(slack=float("nan")), ValueError, r"slack must be a finite number, got nan"),
+    (dict(slack="x"), TypeError, r"slack must be a real number, got str 'x'"),
+    (dict(delta=5.0), ValueError, r"delta \(the failure probability\) must be in \(0, 1\), got 5\.0"),
+    (dict(delta=0.0), ValueError, r"delta must be > 0, got 0\.0"),
+    (dict(delta=float("nan")), ValueError, r"delta must be a finite number, got nan"),
+])
+def test_certify_rejects_bad_slack_and_delta(sol, kw, err, pattern):
+    with pytest.raises(err, match=pattern):
+        gf.certify(sol, **kw)
+
+
+def test_certify_accepts_zero_slack(sol):
+    assert gf.certify(sol, slack=0.0).slack == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 14. messages that name the argument
+
+
+def test_seed_too_large_for_a_network():
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\], got 1180591620717411303424"):
+        gf.Network(d=4, width=16, seed=2**70)
+    assert gf.Network(d=4, width=16, seed=2**64 - 1).seed == 2**64 - 1
+
+
+def test_seed_too_large_for_random_features_and_networks():
+    with pytest.raises(ValueError, match=r"RandomFeatures seed must be an integer in \[0, 2\*\*64 - 1\]"):
+        gf.RandomFeatures(D=8, seed=2**70)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\]"):
+        gf.networks([2**70], d=4, width=16)
+
+
+def test_activation_lipschitz_must_be_a_number():
+    with pytest.raises(TypeError, match=r"Activation lipschitz must be a real number > 0, got str '1'"):
+        gf.Activation("a", torch.tanh, torch.tanh, lipschitz="1", interval=(-1, 1))
+
+
+def test_leaky_relu_slope_must_be_a_number():
+    with pytest.raises(TypeError, match=r"leaky_relu slope must be a real number in \(0, 1\), got str 'x'"):
+        gf.get_activation("leaky_relu", slope="x")
+    assert gf.get_activation("leaky_relu", slope=0.1).K == 0.1
+    with pytest.raises(TypeError, match=r"activation 'relu' does not take parameters \['slope'\]"):
+        gf.get_activation("relu", slope=0.1)
+
+
+@pytest.mark.parametrize("rows, err, pattern", [
+    (-1, ValueError, r"rows must be a non-negative int, got -1"),
+    ("x", TypeError, r"rows must be a non-negative int, got str 'x'"),
+    (2.5, TypeError, r"rows must be a non-negative int, got float 2\.5"),
+])
+def test_summary_rows_is_checked(sol, rows, err, pattern):
+    with pytest.raises(err, match=pattern):
+        sol.summary(rows=rows)
+
+
+def test_cli_show_rows_is_checked(saved, capsys):
+    assert main(["show", str(saved), "--rows", "-1"]) == 2
+    assert "gflow: error: --rows must be a non-negative int, got -1" in capsys.readouterr().err
+    assert main(["show", str(saved), "--rows", "3"]) == 0
+
+
+@pytest.mark.parametrize("source", [3, None])
+def test_rerun_and_certify_of_a_non_path(source):
+    with pytest.raises(TypeError, match=r"source must be a gflow.Solution or the path of a saved one, got"):
+        gf.rerun(source)
+    with pytest.raises(TypeError, match=r"source must be a gflow.Solution or the path of a saved one, got"):
+        gf.certify(source)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 15. values that were accepted silently
+
+
+def test_activation_smooth_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"Activation smooth must be True or False, got str 'no'"):
+        gf.Activation("a", torch.tanh, torch.tanh, 1.0, (-1, 1), smooth="no")
+    assert gf.Activation("a", torch.tanh, torch.tanh, 1.0, (-1, 1), smooth=np.bool_(False)).smooth is False
+
+
+def test_plot_loss_bounds_takes_one_name_as_a_list(sol):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with pytest.raises(ValueError, match=r"unknown bound\(s\) \['foo'\]"):
+        gf.plotting.plot_loss_bounds(sol, bounds="foo")
+    ax = gf.plotting.plot_loss_bounds(sol, bounds="T3")
+    import matplotlib.pyplot as plt
+
+    plt.close(ax.figure)
+    assert math.isfinite(sol.final_loss)
