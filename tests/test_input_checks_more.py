@@ -1,4 +1,4 @@
-"""Bad-input checks from the second fuzz report (findings 9, 10, 13, 14 and 15): every error is a ValueError or
+"""Bad-input checks from the second fuzz report (findings 3, 4, 5, 9, 10, 13, 14 and 15): every error is a ValueError or
 TypeError (IsADirectoryError for a directory given as a file) that names the argument, says what was expected
 and what arrived; the command line checks its output path before it spends time on a run."""
 
@@ -215,3 +215,48 @@ def test_plot_loss_bounds_takes_one_name_as_a_list(sol):
 
     plt.close(ax.figure)
     assert math.isfinite(sol.final_loss)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. a custom activation is not rebuilt from a file as the built-in of its name
+
+
+def test_a_custom_activation_named_like_a_built_in_is_not_rerun_as_the_built_in(tmp_path):
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    shadow = gf.Activation("tanh", torch.sin, torch.cos, 1.0, (-1.0, 1.0))
+    sol = gf.simulate(gf.Network(d=4, width=16, activation=shadow, seed=0), X, y, t1=1.0, warn=False)
+    path = sol.save(tmp_path / "shadow.nc")
+    with pytest.raises(ValueError, match=r"custom activation named 'tanh'.*pass it again as activation="):
+        gf.rerun(path)
+    again = gf.rerun(path, activation=shadow)
+    np.testing.assert_allclose(again.loss, sol.loss, rtol=1e-12)
+    assert gf.get_activation("tanh").spec() == {"name": "tanh"}  # built-ins: rebuilt by name as before
+    assert gf.get_activation("leaky_relu", slope=0.1).builtin
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. W0 = 0 and 5. overflowing data or network
+
+
+def test_zero_initial_weights_give_a_non_finite_relative_movement_not_a_crash():
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    net = gf.Network(d=4, width=16, W0=np.zeros((16, 4)), seed=0)
+    for space in ("feature", "weight"):  # ‖W − W0‖/‖W0‖ with ‖W0‖ = 0: NaN at t = 0, inf once W moved
+        sol = gf.simulate(net, X, y, t1=1.0, space=space, warn=False)
+        assert sol.ok and math.isnan(sol.weight_movement[0]) and np.isinf(sol.weight_movement[-1])
+
+
+@pytest.mark.parametrize("case", ["X", "c_hat", "float32", "nan_embedding"])
+def test_overflowing_data_or_network_is_a_clear_value_error(case):
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    net, want = gf.Network(d=4, width=16, seed=0), "overflows torch.float64"
+    if case == "X":
+        X = X * 1e154
+    elif case == "c_hat":
+        net = gf.Network(d=4, width=16, c_hat=1e300, seed=0)
+    elif case == "float32":
+        net, X, want = gf.Network(d=4, width=16, dtype="float32", seed=0), X * 1e30, "overflows torch.float32"
+    else:
+        net, want = gf.Network(d=4, width=16, embedding=lambda Z: Z * float("nan"), seed=0), "NaN entries"
+    with pytest.raises(ValueError, match=want):
+        gf.simulate(net, X, y, t1=1.0)

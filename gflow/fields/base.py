@@ -69,8 +69,12 @@ class Problem:
 
     @cached_property
     def G(self) -> torch.Tensor:
-        """G = Φ_tr Φ_trᵀ / D (eq. (12)), (n, n)."""
-        return (self.Phi @ self.Phi.T) / self.net.D
+        """G = Φ_tr Φ_trᵀ / D (eq. (12)), (n, n); a ValueError if it overflows (every quantity of the run reads it)."""
+        G = (self.Phi @ self.Phi.T) / self.net.D
+        if not bool(torch.isfinite(G).all()):
+            raise ValueError(f"the Gram matrix G = ΦΦᵀ/D of the inputs overflows {G.dtype} (largest |Φ| entry "
+                             f"{float(self.Phi.abs().max()):.3g}): rescale X (or use float64)")
+        return G
 
     @cached_property
     def G_cross(self) -> torch.Tensor | None:

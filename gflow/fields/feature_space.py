@@ -88,7 +88,11 @@ class FeatureSpaceField(AbstractField):
         """‖W − W0‖_F / ‖W0‖_F without forming W: ‖AΦ‖²_F = D·Σ (AG)∘A."""
         net, A = self.problem.net, state[1]
         sq = net.D * float(((A @ self.problem.G) * A).sum())
-        return abs(net.lr * net.alpha * net.beta) * math.sqrt(max(sq, 0.0)) / float(torch.linalg.norm(net.W0))
+        moved = abs(net.lr * net.alpha * net.beta) * math.sqrt(max(sq, 0.0))
+        w0 = float(torch.linalg.norm(net.W0))
+        if w0 == 0.0:  # W0 = 0: as weight space's tensor division (NaN while W has not moved, inf after)
+            return math.nan if moved == 0.0 else math.inf
+        return moved / w0
 
     def flops_per_eval(self) -> float:
         m, n = self.problem.net.m, self.problem.n

@@ -74,6 +74,8 @@ class Activation:
     dsigma_from_sigma_: Callable[[torch.Tensor], None] | None = field(default=None, repr=False, compare=False)
     params: tuple[tuple[str, float], ...] = ()
     smooth: bool = True
+    #: set by gflow's own constructors (:data:`ACTIVATIONS`): only those are rebuilt from a file by name
+    builtin: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -146,8 +148,9 @@ class Activation:
         return ds
 
     def spec(self) -> dict:
-        """A JSON-able description; :func:`get_activation` rebuilds built-ins from it."""
-        return {"name": self.name, **dict(self.params)}
+        """A JSON-able description; :func:`get_activation` rebuilds built-ins from it, and refuses one marked
+        ``custom`` (a user's activation, whatever its name: it cannot be rebuilt from a file)."""
+        return {"name": self.name, **dict(self.params), **({} if self.builtin else {"custom": True})}
 
 
 def _numeric_inf_abs(dsigma: TensorFn, lo: float, hi: float) -> float:
@@ -375,6 +378,21 @@ def gelu() -> Activation:
     return Activation("gelu", _gelu, _gelu_d, lip, (0.0, 1.0), K=0.5)
 
 
+def _builtin(make: Callable[..., Activation]) -> Callable[..., Activation]:
+    """``make``, with its activations marked built-in (what a file can rebuild by name)."""
+
+    @functools.wraps(make)
+    def wrapped(*args, **kwargs) -> Activation:
+        act = make(*args, **kwargs)
+        object.__setattr__(act, "builtin", True)
+        return act
+
+    return wrapped
+
+
+tanh, sigmoid, relu, leaky_relu = _builtin(tanh), _builtin(sigmoid), _builtin(relu), _builtin(leaky_relu)
+linear, erf, softplus, gelu = _builtin(linear), _builtin(erf), _builtin(softplus), _builtin(gelu)
+
 _BUILTINS: dict[str, Callable[..., Activation]] = {
     "tanh": tanh,
     "sigmoid": sigmoid,
@@ -402,6 +420,9 @@ def get_activation(spec: str | dict | Activation, **params) -> Activation:
     if isinstance(spec, dict):
         spec = dict(spec)
         name = spec.pop("name", None)
+        if spec.pop("custom", False):
+            raise ValueError(f"this network used a custom activation named {name!r} (a gf.Activation of your own), "
+                             "which a file cannot rebuild; pass it again as activation=...")
         return get_activation(name, **spec, **params)
     if not isinstance(spec, str):
         raise TypeError(

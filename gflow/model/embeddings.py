@@ -83,6 +83,10 @@ class BoundEmbedding:
         if not isinstance(Phi, torch.Tensor) or Phi.shape != (X.shape[0], self.D):
             got = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else describe(Phi)
             raise ValueError(f"embedding {self.spec!r} returned {got}, expected shape ({X.shape[0]}, {self.D})")
+        if not bool(torch.isfinite(Phi).all()):
+            what = "NaN" if bool(torch.isnan(Phi).any()) else "±inf"
+            raise ValueError(f"embedding {self.spec!r} returned features with {what} entries for finite inputs: the "
+                             f"embedding is undefined there or overflows {Phi.dtype}; check it and the scale of X")
         return Phi
 
 

@@ -882,6 +882,9 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
     # exprk4 to pay is recognised without forming M₀ (mn²) or its eigenvalues (n³).
     diag_S = ((ds * net.c[:, None]) ** 2).mean(dim=0)
     trace = float(net.kernel_coef * (torch.diagonal(problem.G) * diag_S).sum())
+    if not math.isfinite(trace):
+        raise ValueError(f"the kernel M₀ = κ_M G∘S of the flow overflows {net.dtype} (tr M₀ = {trace}): check c_hat "
+                         f"(= {net.c_hat:g}), the scaling and the scale of X")
     if t1 * trace / n < AUTO_MIN_DECAY or t1 * trace < AUTO_MIN_STIFFNESS:
         return explicit, (f"not stiff enough over this horizon for the exponential method to pay (t1·tr(M₀)/n = "
                           f"{t1 * trace / n:.3g} ≥ t1·λ_min(M₀), threshold {AUTO_MIN_DECAY:g}; t1·tr(M₀) = "
