@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib.util
+import math
 import signal
 import threading
 import time
@@ -572,9 +573,13 @@ def _nan_activation() -> gf.Activation:
 
     With the network below max |H(0)| ≈ 1.55 and the features cross 2 near t ≈ 4.5, mid-run.
     """
+    limit = [math.inf]  # NaN only from after construction on (gf.Activation checks σ′ against σ on [−3, 3])
+
     def dsigma(u):
-        return torch.where(u.abs() > 2.0, torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
-    return gf.Activation("tanh_nan_beyond_2", torch.tanh, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+        return torch.where(u.abs() > limit[0], torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
+    act = gf.Activation("tanh_nan_beyond_2", torch.tanh, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+    limit[0] = 2.0
+    return act
 
 
 @bounded

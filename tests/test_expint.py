@@ -246,9 +246,13 @@ def test_max_steps_ends_with_status_and_partial_trajectory(tanh_problem):
 
 def _nan_activation() -> gf.Activation:
     """tanh whose derivative is NaN beyond |u| > 2: the vector field turns NaN mid-run (as in test_errors)."""
+    limit = [math.inf]  # NaN only from after construction on (gf.Activation checks σ′ against σ on [−3, 3])
+
     def dsigma(u):
-        return torch.where(u.abs() > 2.0, torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
-    return gf.Activation("tanh_nan_beyond_2", torch.tanh, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+        return torch.where(u.abs() > limit[0], torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
+    act = gf.Activation("tanh_nan_beyond_2", torch.tanh, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+    limit[0] = 2.0
+    return act
 
 
 @pytest.mark.parametrize("integrals", [False, True])

@@ -198,9 +198,38 @@ def test_rerun_and_certify_of_a_non_path(source):
 
 
 def test_activation_smooth_must_be_a_bool():
+    def dtanh(u):
+        return 1.0 - torch.tanh(u) ** 2
+
     with pytest.raises(TypeError, match=r"Activation smooth must be True or False, got str 'no'"):
-        gf.Activation("a", torch.tanh, torch.tanh, 1.0, (-1, 1), smooth="no")
-    assert gf.Activation("a", torch.tanh, torch.tanh, 1.0, (-1, 1), smooth=np.bool_(False)).smooth is False
+        gf.Activation("a", torch.tanh, dtanh, 1.0, (-1, 1), smooth="no")
+    assert gf.Activation("a", torch.tanh, dtanh, 1.0, (-1, 1), smooth=np.bool_(False)).smooth is False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. a custom activation is probed at construction
+
+
+@pytest.mark.parametrize("sigma, dsigma, err, match", [
+    (lambda u: torch.tanh(u).sum(), lambda u: 1 - torch.tanh(u) ** 2, TypeError, r"sigma must map a tensor elementwise"),
+    (torch.tanh, lambda u: torch.ones(1, dtype=u.dtype), TypeError, r"dsigma must map .* shape \(1,\)"),
+    (torch.tanh, lambda u: torch.ones(3, dtype=u.dtype), TypeError, r"dsigma must map .* shape \(3,\)"),
+    (lambda u: u.numpy(), lambda u: u, TypeError, r"sigma must map .* got numpy array"),
+    (lambda u: None, lambda u: u, TypeError, r"sigma must map .* got NoneType"),
+    (torch.tanh, lambda u: -(1 - torch.tanh(u) ** 2), ValueError, r"dsigma is not the derivative of sigma at 61 of 61"),
+])
+def test_a_custom_activation_that_is_not_elementwise_or_whose_derivative_is_wrong_is_refused(sigma, dsigma, err,
+                                                                                             match):
+    # (these ran silently to a different flow: a scalar σ, a broadcast σ′, a wrongly signed σ′ made the loss rise)
+    with pytest.raises(err, match=match):
+        gf.Activation("a", sigma, dsigma, 1.0, (-1.0, 1.0))
+
+
+def test_a_custom_activation_with_kinks_or_unbounded_slope_is_accepted():
+    gf.Activation("abs", torch.abs, torch.sign, 1.0, (0.5, 1.0))
+    gf.Activation("relu2", lambda u: torch.relu(u) ** 2, lambda u: 2 * torch.relu(u), math.inf, (0.0, 1.0))
+    with pytest.raises(ValueError, match=r"sigma_and_dsigma must return the pair"):
+        gf.Activation("p", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, 1.0, (-1, 1), sigma_and_dsigma=torch.tanh)
 
 
 def test_plot_loss_bounds_takes_one_name_as_a_list(sol):

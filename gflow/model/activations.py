@@ -97,10 +97,45 @@ class Activation:
         if not isinstance(self.smooth, (bool, np.bool_)):
             raise TypeError(f"Activation smooth must be True or False, got {describe(self.smooth)}")
         object.__setattr__(self, "smooth", bool(self.smooth))
+        self._probe()
         if self.K is None:
             object.__setattr__(self, "K", _numeric_inf_abs(self.dsigma, lo, hi))
         if not (self.K >= 0):
             raise ValueError(f"Activation K must be >= 0, got {self.K}")
+
+    def _probe(self) -> None:
+        """Check a user's σ, σ′ (and fused forms) on 61 points of [−3, 3], off the integers and 0 where kinks sit:
+        tensors of the input's shape and dtype, and σ′ the derivative of σ (a central difference, h = 1e-6) at all
+        but a tenth of them (kinks).  A scalar or wrongly signed σ′ otherwise ran silently to a different flow."""
+        u = torch.linspace(-3.0, 3.0, 61, dtype=torch.float64) + 0.0123
+
+        def call(attr: str, x: torch.Tensor) -> torch.Tensor:
+            try:
+                v = getattr(self, attr)(x)
+            except Exception as exc:
+                raise TypeError(f"Activation {attr} failed on a float64 tensor of shape {tuple(x.shape)}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+            if not isinstance(v, torch.Tensor) or v.shape != x.shape or v.dtype != x.dtype:
+                got = f"a {v.dtype} tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else describe(v)
+                raise TypeError(f"Activation {attr} must map a tensor elementwise (same shape and dtype), got {got} "
+                                f"for a float64 tensor of shape {tuple(x.shape)}")
+            return v
+
+        s, ds = call("sigma", u), call("dsigma", u)
+        h = 1e-6
+        fd = (call("sigma", u + h) - call("sigma", u - h)) / (2 * h)
+        bad = ~((fd - ds).abs() <= 1e-5 * (1.0 + fd.abs()))
+        if int(bad.sum()) > len(u) // 10:
+            k = int(torch.nonzero(bad)[0])
+            raise ValueError(f"Activation {self.name!r}: dsigma is not the derivative of sigma at {int(bad.sum())} of "
+                             f"{len(u)} points of [−3, 3] (e.g. u = {float(u[k]):.4g}: dsigma = {float(ds[k]):.6g}, "
+                             f"finite difference of sigma = {float(fd[k]):.6g})")
+        if self.sigma_and_dsigma is not None:
+            pair = self.sigma_and_dsigma(u)
+            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(v, torch.Tensor) for v in pair)
+                    and torch.allclose(pair[0], s) and torch.allclose(pair[1], ds)):
+                raise ValueError(f"Activation {self.name!r}: sigma_and_dsigma must return the pair (sigma(u), "
+                                 f"dsigma(u)), got {describe(pair)}")
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         return self.sigma(u)
