@@ -289,3 +289,38 @@ def test_overflowing_data_or_network_is_a_clear_value_error(case):
         net, want = gf.Network(d=4, width=16, embedding=lambda Z: Z * float("nan"), seed=0), "NaN entries"
     with pytest.raises(ValueError, match=want):
         gf.simulate(net, X, y, t1=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 11. test data that overflows, 12. step options of every backend, 15. warn
+
+
+def test_test_data_that_overflows_is_a_clear_value_error_not_an_inf_test_loss():
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)
+    with pytest.raises(ValueError, match=r"the test loss at t = 0 is not finite"):
+        gf.simulate(net, X, y, t1=1.0, X_test=X, y_test=y * 1e200)
+    with pytest.raises(ValueError, match=r"the test loss at t = 0 is not finite"):
+        gf.gradient_descent(net, X, y, step=0.5, steps=4, X_test=X, y_test=y * 1e200)
+
+
+_STEP_OPTIONS = [("max_step", math.nan, r"> 0 \(inf: no limit\)"), ("first_step", -1.0, "a finite number > 0"),
+                 ("min_step", math.nan, "a finite number >= 0")]
+
+
+@pytest.mark.parametrize("method, option, value, want",
+                         [(m, *o) for m in ("torchdiffeq.dopri5", "RK45", "dop853") for o in _STEP_OPTIONS
+                          if not (m == "RK45" and o[0] == "min_step")])  # (scipy's RK45 has no min_step)
+def test_step_options_are_checked_for_every_backend(method, option, value, want):
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    with pytest.raises(ValueError, match=rf"option '{option}' must be {want}, got"):
+        gf.simulate(gf.Network(d=4, width=16, seed=0), X, y, t1=1.0, method=method, options={option: value})
+
+
+def test_warn_must_be_a_bool_and_the_fixed_step_time_budget_message_does_not_mention_tolerances():
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)
+    with pytest.raises(TypeError, match=r"warn must be True or False, got str 'x'"):
+        gf.simulate(net, X, y, t1=1.0, warn="x")
+    gd = gf.gradient_descent(net, X, y, step=1e-3, steps=10**7, max_wall_time=0.2, warn=False)
+    assert gd.status == "time_budget" and "rtol" not in gd.message and "larger or fewer steps" in gd.message

@@ -122,7 +122,12 @@ class Recorder:
         Hte = None
         if pb.X_test is not None:
             Hte = self.field.test_features(state)
-            rows["test_output"].append(_np(pb.outputs(Hte)))
+            fte = pb.outputs(Hte)
+            if len(rows["t"]) == 1 and not math.isfinite(float(torch.sum((fte - pb.y_test) ** 2))):
+                raise ValueError(f"the test loss at t = 0 is not finite: the test data or the network overflow "
+                                 f"{fte.dtype} on X_test (largest |y_test| {float(pb.y_test.abs().max()):.3g}); "
+                                 "check the scale of X_test and y_test")
+            rows["test_output"].append(_np(fte))
             rows["feature_movement_test"].append(_np(Q.feature_movement(Hte, self._H0_test, scratch(self, "dHte", Hte.shape, Hte))))
         # theory quantities (EQUATIONS.md §8-§9)
         ind = scratch(self, "ind", H.shape, H)  # η's indicator buffer, reused
@@ -336,8 +341,8 @@ class Monitor:
             raise Abort(
                 "time_budget",
                 f"the wall-time budget max_wall_time={self.max_wall_time:g} s ran out at t = {self.last_t:.6g} "
-                f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, loosen rtol/atol, "
-                f"or {self.hint}",
+                f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
+                + (f"loosen rtol/atol, or {self.hint}" if self.adaptive else "or take larger or fewer steps"),
             )
 
     def raise_nonfinite(self, t: float | None = None) -> None:

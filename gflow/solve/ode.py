@@ -119,6 +119,13 @@ def _check_options(method: str, options: dict | None) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"option {key!r} must be a number, got {describe(value)}")
         out[key] = value.item() if isinstance(value, np.generic) else value
+    # the step options mean the same for every backend: checked here once (the native engine checks its own again;
+    # a NaN max_step reached torchdiffeq as "underflow in dt nan", scipy's RK45 took it silently)
+    for key, ok, want in (("first_step", lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
+                          ("max_step", lambda v: v > 0, "> 0 (inf: no limit)"),
+                          ("min_step", lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")):
+        if key in out and not ok(out[key]):
+            raise ValueError(f"option {key!r} must be {want}, got {out[key]}")
     return out
 
 
@@ -310,6 +317,8 @@ def simulate(
             method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
                                              f"checkpoint: {fallback!r} instead")
     check_choice(method, "method", METHODS + ("auto",))
+    if not isinstance(warn, (bool, np.bool_)):
+        raise TypeError(f"warn must be True or False, got {describe(warn)}")
     rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
     if checkpoint is not None and method not in NATIVE_METHODS:
