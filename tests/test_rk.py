@@ -217,6 +217,18 @@ def test_relu_stall_is_detected_in_bounded_time(method):
     assert_partial_trajectory(sol, 200.0)
 
 
+@pytest.mark.parametrize("method", ["dop853", "RK45"])
+def test_a_relu_step_collapse_under_the_step_projection_still_stops_soon(method):
+    # the steps fell from 0.2 to 9e-5 and stayed there: projected 4.5e4–5.5e4 steps, under 4·max_steps, so the run
+    # went on for 130 s (1e5 steps, t = 4.3 of 5; a bad-input fuzz); for a kinked σ a collapse by 1000× stops it
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation="relu", seed=0)
+    with finishes_within(30.0):
+        sol = gf.simulate(net, X, y, t1=5.0, method=method, warn=False)
+    assert sol.status == "stalled" and "largest step so far" in sol.message and "kink" in sol.message, sol.message
+    assert_partial_trajectory(sol, 5.0)
+
+
 @bounded
 @pytest.mark.parametrize("method", ["dop853", "euler"])
 def test_wall_time_budget_stops_with_status_time_budget(method):

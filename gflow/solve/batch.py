@@ -280,7 +280,7 @@ def simulate_batch(
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval) for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
-                      adaptive=method not in FIXED_STEP_METHODS)
+                      adaptive=method not in FIXED_STEP_METHODS, kinked=not net.activation.smooth)
     norm = max_seed_rms_norm(bf.state_shape)
     status, message = "success", f"reached t1 = {t1:g}"
     recorders[0].attach_progress(progress, t1, f"flow ({method}, {S} seeds)")

@@ -346,7 +346,8 @@ def simulate(
 
     recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1), interval=interval)
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
-                      adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS)  # filippov: its own checks
+                      adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
+                      kinked=not net.activation.smooth)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
     ckpt = resume = None
