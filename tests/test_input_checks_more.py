@@ -324,3 +324,17 @@ def test_warn_must_be_a_bool_and_the_fixed_step_time_budget_message_does_not_men
         gf.simulate(net, X, y, t1=1.0, warn="x")
     gd = gf.gradient_descent(net, X, y, step=1e-3, steps=10**7, max_wall_time=0.2, warn=False)
     assert gd.status == "time_budget" and "rtol" not in gd.message and "larger or fewer steps" in gd.message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. a stiff seed in a batch
+
+
+def test_a_batch_stopped_by_one_stiff_seed_names_it_and_a_first_step_collapse_points_to_the_scale():
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    nets = [gf.Network(d=4, width=16, seed=0), gf.Network(d=4, width=16, seed=1, c_hat=1e8)]
+    sols = gf.simulate_batch(nets, X, y, t1=1.0, warn=False)
+    assert all(s.status == "step_size_collapse" for s in sols)
+    assert "limited by seed index 1 (network seed 1)" in sols[0].message
+    assert "the scale of X and y, c_hat" in sols[0].message
+    assert gf.simulate(nets[0], X, y, t1=1.0, warn=False).ok  # alone, the healthy seed finishes

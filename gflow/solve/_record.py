@@ -376,9 +376,11 @@ class Monitor:
         tiny = 1e-12 * max(1.0, abs(t0))
         if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
             # (a tiny step that lands exactly on an output time is rounding, not a collapse)
+            first = (" in the first steps, where the flow's time scale is set by the data and the network (the "
+                     "scale of X and y, c_hat, the scaling): check those first;") if self.n_accepted == 0 else ""
             raise Abort(
                 "step_size_collapse",
-                f"the step size collapsed to {dt:.3g} at t = {t0:.6g}; {self.hint}",
+                f"the step size collapsed to {dt:.3g} at t = {t0:.6g}{first or ';'} {self.hint}",
             )
         if accepted:
             self.max_dt = max(self.max_dt, dt)

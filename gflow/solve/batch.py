@@ -113,6 +113,7 @@ class MaxSeedRMSNorm:
         self.shape = shape
         self.S = shape[0]
         self.limiting = np.zeros(self.S, dtype=np.int64)
+        self.last: int | None = None  # the seed that set the last norm
 
     def per_seed(self, tensor: torch.Tensor) -> torch.Tensor:
         """RMS of each seed's entries, (S,)."""
@@ -123,6 +124,7 @@ class MaxSeedRMSNorm:
         rms = self.per_seed(tensor)
         k = int(torch.argmax(torch.nan_to_num(rms, nan=math.inf)))
         self.limiting[k] += 1
+        self.last = k
         return rms.max()
 
 
@@ -294,6 +296,11 @@ def simulate_batch(
             _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
     except Abort as exc:
         status, message = exc.status, exc.message
+        if S > 1 and norm.last is not None and exc.status in ("step_size_collapse", "stalled", "max_steps"):
+            k = norm.last  # (every seed shares the steps: one stiff seed stops them all)
+            message = (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}) "
+                       "at the end: the seeds share their steps, so run it separately or drop it, and the others "
+                       "may finish]")
     finally:
         recorders[0].close()
     wall = time.perf_counter() - t_start
