@@ -294,3 +294,13 @@ def test_a_step_that_would_collapse_a_neuron_onto_the_kink_is_resolved_finer():
     assert sol.ok and sol.stats["n_rank_retries"] >= 1
     assert np.abs(sol.H).max(axis=2).min() > 1e-6, "a neuron collapsed onto the kink"
     assert np.abs(sol.loss / ref.loss - 1).max() < 2e-4
+
+
+def test_a_step_beyond_the_stability_limit_of_the_free_pairs_is_warned_about():
+    # λ_max(M₀) = 9.34 here: step 0.25 > 2/λ_max = 0.214 (a differential fuzz: loss 2.7 % off, rising, no warning)
+    rng = np.random.default_rng(693)
+    X, y = rng.standard_normal((9, 2)), rng.standard_normal(9)
+    net = gf.Network(2, width=16, activation="relu", embedding="identity", scaling="ntk", c_hat=2.0, seed=588)
+    with pytest.warns(gf.GFlowWarning, match=r"exceeds the stability limit 2/λ_max\(M₀\) = 0\.214"):
+        gf.simulate(net, X, y, 1.0, method="sliding", step=0.25)
+    assert gf.simulate(net, X, y, 1.0, method="sliding", step=0.125).ok  # (no warning: it would be an error here)

@@ -304,6 +304,18 @@ class SlidingStepper(FlowConstants):
         return H1, A, mode
 
 
+def stability_limit(problem, slopes: tuple[float, float]) -> float:
+    """2/λ_max(M₀): the largest step for which the scheme's explicit treatment of the free pairs is stable at t = 0
+    (M₀ = κ_M G∘S₀ with σ′ ∈ {s₋, s₊} at the initial features, E3)."""
+    from ..model import quantities as Q
+
+    net = problem.net
+    sm, sp = slopes
+    ds = torch.where(problem.H0 > 0, sp, sm).to(problem.G.dtype)
+    lam = Q.extreme_eigenvalues(Q.kernel_M(problem.G, ds, net.c, net.kernel_coef))[1]
+    return 2.0 / lam if lam > 0 else math.inf
+
+
 def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorder: Recorder, monitor: Monitor,
                 slopes: tuple[float, float], options: dict | None = None) -> dict:
     """Integrate the Filippov flow of ``field`` over ``grid`` with steps δ·min(1, ν/ρ) (module docstring, "Steps"),
