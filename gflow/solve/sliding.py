@@ -41,7 +41,11 @@ velocities), and the scheme classifies them as if each were alone; so the step f
 δ/64 (ρ is unknown at t = 0) and at most double per step; ``event_rate=inf`` gives fixed steps δ.  Halving δ
 halves every step, so step halving (``error_estimate=True``) refines uniformly.  On Experiment 3's setting at
 m = D = 512, n = 200 the rate falls from ≈ 48 000 per unit time at t = 0 to ≈ 400 at t = 64: fixed steps of
-1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.
+1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.  Where G is rank-
+deficient (shallow nets with n > d), a step that would put as many pairs of one neuron on the kink as G has rank —
+which fixes the neuron's whole feature row at 0, for good — is retried at half the step (``n_rank_retries``; up to
+:data:`MAX_HALVINGS` times).  The free pairs are treated explicitly: a step beyond 2/λ_max(M₀) warns
+(:func:`stability_limit`).
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
 n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
