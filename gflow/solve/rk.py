@@ -21,10 +21,11 @@ h_new = h · safety · err^{−(1/(q+1) − 0.75β)} · err_old^{β}, clipped to
 the step does not grow.  A stability-limited DOP853 run (the flow's fast modes, §4) steps at h·λ_max ≈ 6–7, where
 its dense output amplifies the stiff modes (see :data:`DENSE_STIFF_LIMIT`): there the values at output times inside
 a step were 50–500× less accurate than the steps' ends (Experiment 1 demo, rtol 1e-6: loss error 3.7e-2 against
-6.7e-5 where L > 1e-10 L₀).  So a step that contains an output time is shortened to h·ρ ≤ 5, with ρ estimated from
-two evaluations every step takes anyway (Hairer's stiffness detection: ρ = ‖f(y₁) − f(Y₁₂)‖/‖y₁ − Y₁₂‖, Y₁₂ the
-last stage's state); steps without output times are not (the step sequence then depends on the output times in
-stiff runs; runs that save only t1 are unchanged).  A ``norm`` hook (scaled error tensor → scalar) replaces the RMS norm, e.g. a
+6.7e-5 where L > 1e-10 L₀).  So a step that contains an output time is shortened to h·ρ ≤ 5, with ρ the larger of
+Hairer's stiffness estimate from two evaluations every step takes anyway (ρ = ‖f(y₁) − f(Y₁₂)‖/‖y₁ − Y₁₂‖, Y₁₂ the
+last stage's state) and a power iteration on the Jacobian continued across steps (one evaluation, in such steps
+only, where h·ρ may exceed 2.5); steps without output times are not (the step sequence then depends on the output
+times in stiff runs; runs that save only t1 are unchanged).  A ``norm`` hook (scaled error tensor → scalar) replaces the RMS norm, e.g. a
 max-over-seeds norm for a batched field.
 """
 
@@ -222,6 +223,7 @@ class Engine:
         # DOP853's spectral-radius estimates (see _dense_safe): Hairer's from the last accepted step, and a power
         # iteration's (its unit vector v over the first Nr entries; None until the first refresh)
         self.rho_h, self.rho_p, self._v = 0.0, 0.0, None
+        self._rho_t = math.nan  # the time of the last power step (a retried step does not repeat it)
 
     def _plan(self, coefs, kw, width: int):
         """How to form y + h Σ_l coefs[l] K_l: a chain of axpys over the few nonzero rows (``("axpy", [(row,
@@ -408,8 +410,9 @@ class Engine:
         end = self.t1 if t + 1.01 * h >= self.t1 else t + h  # (the loop lands the last step on t1)
         if not self.grid[self.k] < end - 1e-14 * max(1.0, abs(end)):
             return h  # no output time inside the step
-        if self._v is None or h * max(self.rho_h, self.rho_p) > 0.5 * DENSE_STIFF_LIMIT:
+        if self._rho_t != t and (self._v is None or h * max(self.rho_h, self.rho_p) > 0.5 * DENSE_STIFF_LIMIT):
             self._power_step()
+            self._rho_t = t
         rho = max(self.rho_h, self.rho_p)
         return min(h, DENSE_STIFF_LIMIT / rho) if rho > 0.0 else h
 
