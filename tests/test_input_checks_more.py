@@ -338,3 +338,12 @@ def test_a_batch_stopped_by_one_stiff_seed_names_it_and_a_first_step_collapse_po
     assert "limited by seed index 1 (network seed 1)" in sols[0].message
     assert "the scale of X and y, c_hat" in sols[0].message
     assert gf.simulate(nets[0], X, y, t1=1.0, warn=False).ok  # alone, the healthy seed finishes
+
+
+def test_random_features_check_their_activation_and_sweeps_their_flags(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown activation 'foo'"):
+        gf.RandomFeatures(D=4, activation="foo")
+    with pytest.raises(TypeError, match=r"keep_weights must be True or False, got str 'yes'"):
+        gf.sweep({"d": 4, "width": 8}, {"generator": "random_labels", "n": 4}, {"kind": "simulate", "t1": 0.5},
+                 store=tmp_path / "s", keep_weights="yes", progress=False)
+    assert not (tmp_path / "s").exists()  # refused before anything ran

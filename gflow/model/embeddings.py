@@ -142,6 +142,8 @@ class RandomFeatures(AbstractEmbedding):
         object.__setattr__(self, "D", check_positive_int(self.D, "RandomFeatures D"))
         if self.seed is not None:
             object.__setattr__(self, "seed", check_seed(self.seed, "RandomFeatures seed"))
+        if self.activation is not None:
+            get_activation(self.activation)  # a bad name fails here, not when a network is built with it
 
     def dim(self, d: int) -> int:
         return self.D

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._validate import describe
 from ..solution import GFlowWarning
 from .config import RunSpec, SweepConfig, SweepConfigError, run_id_of
 from .executors import (
@@ -151,6 +152,9 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a folder, but {store} is a file")
+    for name, value in (("retry_failed", retry_failed), ("keep_weights", keep_weights)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {describe(value)}")
     if isinstance(executor, str):
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}; expected one of {list(EXECUTORS)} or an executor "
