@@ -216,7 +216,7 @@ def test_activation_smooth_must_be_a_bool():
     (torch.tanh, lambda u: torch.ones(3, dtype=u.dtype), TypeError, r"dsigma must map .* shape \(3,\)"),
     (lambda u: u.numpy(), lambda u: u, TypeError, r"sigma must map .* got numpy array"),
     (lambda u: None, lambda u: u, TypeError, r"sigma must map .* got NoneType"),
-    (torch.tanh, lambda u: -(1 - torch.tanh(u) ** 2), ValueError, r"dsigma is not the derivative of sigma at 61 of 61"),
+    (torch.tanh, lambda u: -(1 - torch.tanh(u) ** 2), ValueError, r"dsigma is not the derivative of sigma at 63 of 63"),
 ])
 def test_a_custom_activation_that_is_not_elementwise_or_whose_derivative_is_wrong_is_refused(sigma, dsigma, err,
                                                                                              match):
@@ -347,3 +347,69 @@ def test_random_features_check_their_activation_and_sweeps_their_flags(tmp_path)
         gf.sweep({"d": 4, "width": 8}, {"generator": "random_labels", "n": 4}, {"kind": "simulate", "t1": 0.5},
                  store=tmp_path / "s", keep_weights="yes", progress=False)
     assert not (tmp_path / "s").exists()  # refused before anything ran
+
+
+# ---------------------------------------------------------------------------------------------------------
+# second round: activations' hooks, shapes, dtypes, constants; batches of custom activations; ReLU detection
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(sigma_and_dsigma_into=lambda u, s, d: None), ValueError, r"sigma_and_dsigma_into \(its s buffer\) does not"),
+    (dict(sigma_into=lambda u, s: torch.tanh(u, out=s), dsigma_from_sigma_=lambda s: s.mul_(-1)), ValueError,
+     r"dsigma_from_sigma_ .* does not give"),
+    (dict(sigma_and_dsigma_into=5), TypeError, r"sigma_and_dsigma_into must be callable or None, got int 5"),
+    (dict(sigma_and_dsigma=lambda u: 1 / 0), TypeError, r"sigma_and_dsigma failed .* ZeroDivisionError"),
+    (dict(K=5.0), ValueError, r"K = 5 .* cannot exceed lipschitz = 1"),
+    (dict(K=0.9), ValueError, r"K = 0.9 must be ≤ inf over I = \(-1, 1\) of \|σ′\|, but \|σ′\| comes down to 0.42"),
+    (dict(K="1"), TypeError, r"K must be a real number"),
+    (dict(lipschitz=1e-3), ValueError, r"lipschitz = 0.001 must be ≥ sup \|σ′\|"),
+])
+def test_an_activation_whose_hooks_or_constants_disagree_with_its_sigma_is_refused(kw, err, match):
+    args = {"lipschitz": 1.0, **kw}
+    with pytest.raises(err, match=match):
+        gf.Activation("t", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, interval=(-1.0, 1.0), **args)
+
+
+@pytest.mark.parametrize("sigma, dsigma, err, match", [
+    (lambda u: torch.tanh(u.flatten()), lambda u: (1 - torch.tanh(u) ** 2).flatten(), TypeError, r"shape \(63,\)"),
+    (lambda u: torch.tanh(u.T), lambda u: (1 - torch.tanh(u) ** 2).T, TypeError, r"shape \(9, 7\)"),
+    (lambda u: u.tanh_(), lambda u: 1 - torch.tanh(u) ** 2, ValueError, r"changed its input u in place"),
+])
+def test_an_activation_that_is_not_elementwise_on_matrices_or_changes_its_input_is_refused(sigma, dsigma, err, match):
+    with pytest.raises(err, match=match):
+        gf.Activation("a", sigma, dsigma, 1.0, (-1.0, 1.0))
+
+
+def test_an_activation_computed_in_float64_is_refused_for_a_float32_network_and_a_builtin_cannot_be_faked():
+    a64 = gf.Activation("t64", lambda u: torch.tanh(u.double()), lambda u: 1 - torch.tanh(u.double()) ** 2, 1.0,
+                        (-1.0, 1.0))
+    gf.Network(d=4, width=16, activation=a64)  # float64: fine
+    with pytest.raises(TypeError, match=r"sigma must return the dtype of its input \(torch.float32\)"):
+        gf.Network(d=4, width=16, dtype="float32", activation=a64)
+    with pytest.raises(TypeError, match=r"builtin"):
+        gf.Activation("tanh", torch.sin, torch.cos, 1.0, (-1.0, 1.0), builtin=True)
+
+
+def test_a_batch_of_same_named_custom_activations_that_differ_is_refused():
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    s = gf.Activation("sin", torch.sin, torch.cos, 1.0, (-1.0, 1.0))
+    c = gf.Activation("sin", torch.cos, lambda u: -torch.sin(u), 1.0, (-1.0, 1.0))
+    with pytest.raises(ValueError, match=r"nets\[1\] has activation"):
+        gf.simulate_batch([gf.Network(d=4, width=16, seed=0, activation=s),
+                           gf.Network(d=4, width=16, seed=0, activation=c)], X, y, t1=1.0)
+    sols = gf.simulate_batch([gf.Network(d=4, width=16, seed=k, activation=s) for k in (0, 1)], X, y, t1=1.0)
+    assert all(x.ok for x in sols)
+
+
+def test_only_an_activation_that_is_relu_shaped_everywhere_is_integrated_as_relu():
+    from gflow.solve.filippov import kink_slopes
+
+    def step(u, a):
+        return (u > a).to(u.dtype)
+
+    cap = gf.Activation("relu_cap10", lambda u: torch.clamp(u, 0, 10), lambda u: step(u, 0) - step(u, 10), 1.0,
+                        (0.1, 9.0), smooth=False)  # passed as ReLU on 6 sample points; auto then ran filippov
+    assert kink_slopes(cap) is None
+    mine = gf.Activation("myrelu", lambda u: torch.clamp(u, min=0), lambda u: step(u, 0), 1.0, (0.0, 1.0),
+                         smooth=False)
+    assert kink_slopes(mine) == (0.0, 1.0) and kink_slopes(gf.get_activation("leaky_relu", slope=0.1)) == (0.1, 1.0)

@@ -297,6 +297,22 @@ def test_error_estimate_runs_with_the_default_output_times(activation, make_data
     net = gf.Network(d=4, width=16, activation=activation, seed=0)
     sol = gf.simulate(net, X, y, t1=20.0, method="euler", step=0.25, error_estimate=True)
     assert sol.ok, sol.message
-    assert len(sol.t) > 100 and np.all(np.isfinite(sol.error_estimate))
+    assert len(sol.t) == 81 and np.all(np.isfinite(sol.error_estimate))  # the default times, on multiples of 0.25
     nonsmooth = gf.simulate_nonsmooth(net, X, y, t1=1.0, step=0.1, rtol=1e-2)
     assert nonsmooth.ok, nonsmooth.message
+
+
+def test_fixed_steps_are_not_set_by_the_default_output_times(make_data):
+    # to t1 = 5 the default grid's times are ≈ 0.021 apart, and a fixed-step grid lands on each: every step h ≥ 0.021
+    # ran at ≈ 0.021, so euler at step 0.5 was not GD(0.5), and error_estimate's h, h/2, h/4 solves were identical
+    # ("error ≤ 0, observed order inf"); the default times now sit on multiples of h (a bad-input fuzz)
+    X, y = make_data(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)
+    sol = gf.simulate(net, X, y, t1=5.0, method="euler", step=0.5)
+    gd = gf.gradient_descent(net, X, y, step=0.5, steps=10)
+    assert sol.stats["n_steps"] == 10 and abs(sol.loss[-1] / gd.loss[-1] - 1) < 1e-12
+    relu = gf.Network(d=4, width=16, activation="relu", seed=0)
+    est = gf.simulate(relu, X, y, t1=5.0, method="euler", step=0.25, error_estimate=True)
+    assert est.ok and 0 < np.max(est.error_estimate) < 1 and "order inf" not in est.message
+    with pytest.raises(ValueError, match=r"output times closer than step=0.25 everywhere"):
+        gf.simulate(relu, X, y, t1=5.0, method="euler", step=0.25, error_estimate=True, saveat=np.linspace(0, 5, 501))

@@ -75,7 +75,7 @@ class Activation:
     params: tuple[tuple[str, float], ...] = ()
     smooth: bool = True
     #: set by gflow's own constructors (:data:`ACTIVATIONS`): only those are rebuilt from a file by name
-    builtin: bool = field(default=False, repr=False, compare=False)
+    builtin: bool = field(default=False, repr=False, compare=False, init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -98,44 +98,110 @@ class Activation:
             raise TypeError(f"Activation smooth must be True or False, got {describe(self.smooth)}")
         object.__setattr__(self, "smooth", bool(self.smooth))
         self._probe()
+        given = self.K is not None  # (a K of the user's is checked against σ′ below)
         if self.K is None:
             object.__setattr__(self, "K", _numeric_inf_abs(self.dsigma, lo, hi))
+        if isinstance(self.K, bool) or not isinstance(self.K, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Activation K must be a real number >= 0 (K_σ′ = inf over I of |σ′|), got "
+                            f"{describe(self.K)}")
         if not (self.K >= 0):
             raise ValueError(f"Activation K must be >= 0, got {self.K}")
+        if self.K > self.lipschitz * (1 + 1e-9):
+            raise ValueError(f"Activation K = {self.K:g} (inf over I of |σ′|) cannot exceed lipschitz = "
+                             f"{self.lipschitz:g} (sup of |σ′|)")
+        u = torch.linspace(max(lo, -50.0), min(hi, 50.0), 203, dtype=torch.float64)[1:-1]
+        low = float(self.dsigma(u).abs().min()) if given else 0.0
+        if given and self.K > low * (1 + 1e-6) + 1e-12:
+            raise ValueError(f"Activation K = {self.K:g} must be ≤ inf over I = ({lo:g}, {hi:g}) of |σ′|, but |σ′| "
+                             f"comes down to {low:.6g} there")
 
     def _probe(self) -> None:
-        """Check a user's σ, σ′ (and fused forms) on 61 points of [−3, 3], off the integers and 0 where kinks sit:
-        tensors of the input's shape and dtype, and σ′ the derivative of σ (a central difference, h = 1e-6) at all
-        but a tenth of them (kinks).  A scalar or wrongly signed σ′ otherwise ran silently to a different flow."""
-        u = torch.linspace(-3.0, 3.0, 61, dtype=torch.float64) + 0.0123
+        """Check a user's σ, σ′, fused hooks and constants on 63 points of [−3, 3] (off the integers and 0, where kinks
+        sit), shaped (7, 9) — the fields pass (m, n) arrays: a σ that flattens or transposes fails: tensors of the
+        input's shape and dtype, the input left unchanged, σ′ the derivative of σ (a central difference, h = 1e-6)
+        at all but a tenth of them (kinks), each hook equal to σ/σ′, and L_σ ≥ max |σ′|.  A scalar or wrongly
+        signed σ′, or a hook that did nothing, otherwise ran silently to a different flow (bad-input fuzzes)."""
+        u = (torch.linspace(-3.0, 3.0, 63, dtype=torch.float64) + 0.0123).reshape(7, 9)
 
-        def call(attr: str, x: torch.Tensor) -> torch.Tensor:
+        def call(attr: str, fn, *args: torch.Tensor):
+            before = [a.clone() for a in args[:1]]
             try:
-                v = getattr(self, attr)(x)
+                v = fn(*args)
             except Exception as exc:
-                raise TypeError(f"Activation {attr} failed on a float64 tensor of shape {tuple(x.shape)}: "
+                raise TypeError(f"Activation {attr} failed on a float64 tensor of shape {tuple(u.shape)}: "
                                 f"{type(exc).__name__}: {exc}") from exc
-            if not isinstance(v, torch.Tensor) or v.shape != x.shape or v.dtype != x.dtype:
-                got = f"a {v.dtype} tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else describe(v)
-                raise TypeError(f"Activation {attr} must map a tensor elementwise (same shape and dtype), got {got} "
-                                f"for a float64 tensor of shape {tuple(x.shape)}")
+            if not torch.equal(args[0], before[0]):
+                raise ValueError(f"Activation {attr} changed its input u in place; it must leave u as it is")
             return v
 
-        s, ds = call("sigma", u), call("dsigma", u)
+        def elementwise(attr: str, v) -> torch.Tensor:
+            if not isinstance(v, torch.Tensor) or v.shape != u.shape or v.dtype != u.dtype:
+                got = f"a {v.dtype} tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else describe(v)
+                raise TypeError(f"Activation {attr} must map a tensor elementwise (same shape and dtype), got {got} "
+                                f"for a float64 tensor of shape {tuple(u.shape)}")
+            return v
+
+        for attr in ("sigma_and_dsigma", "sigma_and_dsigma_into", "sigma_into", "dsigma_from_sigma_"):
+            hook = getattr(self, attr)
+            if hook is not None and not callable(hook):
+                raise TypeError(f"Activation {attr} must be callable or None, got {describe(hook)}")
+        s = elementwise("sigma", call("sigma", self.sigma, u))
+        ds = elementwise("dsigma", call("dsigma", self.dsigma, u))
         h = 1e-6
-        fd = (call("sigma", u + h) - call("sigma", u - h)) / (2 * h)
+        fd = (elementwise("sigma", call("sigma", self.sigma, u + h))
+              - elementwise("sigma", call("sigma", self.sigma, u - h))) / (2 * h)
         bad = ~((fd - ds).abs() <= 1e-5 * (1.0 + fd.abs()))
-        if int(bad.sum()) > len(u) // 10:
-            k = int(torch.nonzero(bad)[0])
+        if int(bad.sum()) > u.numel() // 10:
+            k = tuple(int(i) for i in torch.nonzero(bad)[0])
             raise ValueError(f"Activation {self.name!r}: dsigma is not the derivative of sigma at {int(bad.sum())} of "
-                             f"{len(u)} points of [−3, 3] (e.g. u = {float(u[k]):.4g}: dsigma = {float(ds[k]):.6g}, "
-                             f"finite difference of sigma = {float(fd[k]):.6g})")
+                             f"{u.numel()} points of [−3, 3] (e.g. u = {float(u[k]):.4g}: dsigma = {float(ds[k]):.6g}, "
+                             f"finite difference of sigma = {float(fd[k]):.6g}; if sigma is computed in lower "
+                             "precision, the difference cannot resolve it: compute it in the input's dtype)")
+
+        def same(attr: str, got, want: torch.Tensor) -> None:
+            if not (isinstance(got, torch.Tensor) and got.shape == want.shape
+                    and torch.allclose(got, want, rtol=1e-10, atol=1e-12)):
+                raise ValueError(f"Activation {self.name!r}: {attr} does not give what sigma and dsigma give on the "
+                                 f"same input (got {describe(got)})")
+
         if self.sigma_and_dsigma is not None:
-            pair = self.sigma_and_dsigma(u)
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(v, torch.Tensor) for v in pair)
-                    and torch.allclose(pair[0], s) and torch.allclose(pair[1], ds)):
+            pair = call("sigma_and_dsigma", self.sigma_and_dsigma, u)
+            if not (isinstance(pair, tuple) and len(pair) == 2):
                 raise ValueError(f"Activation {self.name!r}: sigma_and_dsigma must return the pair (sigma(u), "
                                  f"dsigma(u)), got {describe(pair)}")
+            same("sigma_and_dsigma's first tensor", pair[0], s)
+            same("sigma_and_dsigma's second tensor", pair[1], ds)
+        if self.sigma_and_dsigma_into is not None:
+            bs, bd = torch.full_like(u, math.nan), torch.full_like(u, math.nan)
+            call("sigma_and_dsigma_into", self.sigma_and_dsigma_into, u, bs, bd)
+            same("sigma_and_dsigma_into (its s buffer)", bs, s)
+            same("sigma_and_dsigma_into (its ds buffer)", bd, ds)
+        if self.sigma_into is not None:
+            bs = torch.full_like(u, math.nan)
+            call("sigma_into", self.sigma_into, u, bs)
+            same("sigma_into", bs, s)
+        if self.dsigma_from_sigma_ is not None:
+            b = s.clone()
+            try:
+                self.dsigma_from_sigma_(b)
+            except Exception as exc:
+                raise TypeError(f"Activation dsigma_from_sigma_ failed: {type(exc).__name__}: {exc}") from exc
+            same("dsigma_from_sigma_ (σ′ written over σ)", b, ds)
+        top = float(ds.abs().max())
+        if math.isfinite(self.lipschitz) and top > self.lipschitz * (1 + 1e-6) + 1e-12:
+            k = tuple(int(i) for i in torch.nonzero(ds.abs() == top)[0])
+            raise ValueError(f"Activation {self.name!r}: lipschitz = {self.lipschitz:g} must be ≥ sup |σ′|, but "
+                             f"|dsigma({float(u[k]):.4g})| = {top:.6g}")
+
+    def check_dtype(self, dtype: torch.dtype) -> None:
+        """σ and σ′ keep ``dtype`` (a network's): one computed in float64 broke float32 networks deep in a solve."""
+        u = torch.full((2, 3), 0.5, dtype=dtype)
+        for attr in ("sigma", "dsigma"):
+            v = getattr(self, attr)(u)
+            if not isinstance(v, torch.Tensor) or v.dtype != dtype:
+                got = v.dtype if isinstance(v, torch.Tensor) else describe(v)
+                raise TypeError(f"activation {self.name!r}: {attr} must return the dtype of its input ({dtype}) for "
+                                f"this network, got {got}")
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         return self.sigma(u)

@@ -113,6 +113,8 @@ class Network:
         set_("seed", check_seed(self.seed, "seed"))
         set_("dtype", resolve_dtype(self.dtype))
         set_("device", resolve_device(self.device))
+        if not self.activation.builtin:
+            self.activation.check_dtype(self.dtype)
         if self.scaling.symmetric and m % 2 and (self.c is None or self.W0 is None):
             raise ValueError(
                 f"width must be even for the {self.scaling.name!r} scaling (symmetrised initialisation pairs "

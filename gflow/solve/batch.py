@@ -145,7 +145,8 @@ _SAME = (
     ("width", lambda n: n.m, "width m"),
     ("d", lambda n: n.d, "input dimension d"),
     ("D", lambda n: n.D, "embedding dimension D"),
-    ("activation", lambda n: n.activation.spec(), "activation"),
+    # a custom activation is known by its object: same-named ones may differ (every seed ran nets[0]'s)
+    ("activation", lambda n: n.activation.spec() if n.activation.builtin else n.activation, "activation"),
     ("scaling", lambda n: n.scaling.name, "scaling"),
     ("embedding", lambda n: n.embedding.spec().get("kind"), "embedding kind"),
     ("dtype", lambda n: n.dtype, "dtype"),

@@ -80,17 +80,26 @@ _P = torch.tensor(T.DOPRI5_P, dtype=torch.float64)  # (7, 4): dense output y0 + 
 
 
 def kink_slopes(act) -> tuple[float, float] | None:
-    """(s₋, s₊) if σ is piecewise linear with its only kink at 0 and σ(0) = 0 (ReLU, leaky ReLU), else None."""
-    u = torch.tensor([-7.0, -1.0, -0.03, 0.03, 1.0, 7.0], dtype=torch.float64)
+    """(s₋, s₊) if σ is piecewise linear with its only kink at 0 and σ(0) = 0 (ReLU, leaky ReLU), else None.
+
+    Checked on 400 points from 1e-6 to 1e6 on each side, σ/u and σ′ both (six points let a ReLU capped at 10 pass
+    as ReLU, and ``auto`` integrated it as one: loss 9.60 against GD's 3.80; a bad-input fuzz)."""
+    r = torch.logspace(-6.0, 6.0, 200, dtype=torch.float64)
+    u = torch.cat([-r.flip(0), r])
     try:
-        s = act.sigma(u)
+        s, ds = act.sigma(u), act.dsigma(u)
         s0 = float(act.sigma(torch.zeros(1, dtype=torch.float64))[0])
     except Exception:  # noqa: BLE001 - a user activation that cannot take float64 tensors
         return None
-    q = (s / u).tolist()
-    lo, hi = q[:3], q[3:]
-    if s0 != 0.0 or max(lo) - min(lo) > 1e-12 * (1 + abs(lo[0])) or max(hi) - min(hi) > 1e-12 * (1 + abs(hi[0])):
+    q = torch.cat([s / u, ds])
+    k = len(r)
+    lo, hi = torch.cat([q[:k], q[2 * k:3 * k]]), torch.cat([q[k:2 * k], q[3 * k:]])
+    if s0 != 0.0 or not bool(torch.isfinite(q).all()):
         return None
+    if float(lo.max() - lo.min()) > 1e-12 * (1 + abs(float(lo[0]))) or \
+            float(hi.max() - hi.min()) > 1e-12 * (1 + abs(float(hi[0]))):
+        return None
+    lo, hi = [float(lo[0])], [float(hi[0])]
     if abs(hi[0] - lo[0]) <= 1e-12 or hi[0] <= 0:
         return None
     return float(lo[0]), float(hi[0])

@@ -188,7 +188,7 @@ def simulate_nonsmooth(
         >>> sol.error_estimate.shape
         (3,)
     """
-    from .ode import simulate
+    from .ode import _fixed_step_count, default_saveat, simulate
 
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
@@ -220,6 +220,14 @@ def simulate_nonsmooth(
         raise ValueError(f"the finest of the steps {step:g}, {step / 2:g}, {step / 4:g} needs "
                          f"{math.ceil(t_end / (step / 4))} steps to reach t1={t_end:g}, more than max_steps={max_steps}; "
                          "raise max_steps or enlarge step")
+    if saveat is None:  # one output grid for all solves, on multiples of the coarsest step (see default_saveat)
+        saveat = default_saveat(t_end, step)
+    else:
+        grid = np.unique(np.concatenate([[0.0, t_end], check_times(saveat, "saveat")]))
+        if _fixed_step_count(grid, step) == _fixed_step_count(grid, step / 4):
+            raise ValueError(f"saveat has output times closer than step={step:g} everywhere: every fixed-step grid lands "
+                             f"on them, so the solves at steps {step:g}, {step / 2:g}, {step / 4:g} would take the same "
+                             "steps and step halving could not estimate the error; give fewer output times (or none)")
     start = time.perf_counter()
     sols: list[Solution] = []
     steps: list[float] = []

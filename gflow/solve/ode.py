@@ -75,9 +75,17 @@ _MAX_CHUNKS = 64  # odeint calls per solve: a failure loses at most one chunk of
 _DENSE_JACOBIAN_LIMIT = 16384  # state size beyond which Radau/BDF/LSODA's dense FD Jacobian exceeds 2 GiB
 
 
-def default_saveat(t1: float) -> np.ndarray:
-    """A grid that resolves both early and late times: 201 linear points ∪ 41 geometric points in [1e-4 t1, t1]."""
-    return _merge_close(np.concatenate([[0.0], np.linspace(0.0, t1, 201), np.geomspace(1e-4 * t1, t1, 41)]), t1)
+def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
+    """A grid that resolves both early and late times: 201 linear points ∪ 41 geometric points in [1e-4 t1, t1].
+
+    With a fixed ``step`` h its times are moved to multiples of h (and t1): a fixed-step grid lands on every output
+    time, so output times closer than h would set the steps instead of h (to t1 = 5 every step h ≥ 0.021 ran at
+    ≈ 0.021: ``method="euler", step=0.5`` was not GD(0.5), and the h, h/2, h/4 solves of ``error_estimate`` were
+    identical, reporting an error ≤ 0)."""
+    times = np.concatenate([[0.0], np.linspace(0.0, t1, 201), np.geomspace(1e-4 * t1, t1, 41)])
+    if step is not None and step > 0:
+        times = np.unique(np.minimum(np.round(times / step) * step, t1))
+    return _merge_close(times, t1)
 
 
 def _hint(method: str, activation_smooth: bool) -> str:
@@ -129,13 +137,13 @@ def _check_options(method: str, options: dict | None) -> dict:
     return out
 
 
-def _output_grid(t1, saveat, features_at, weights_at):
+def _output_grid(t1, saveat, features_at, weights_at, step: float | None = None):
     if t1 is None and saveat is None:
         raise TypeError("give the final time t1 (e.g. t1=500.0) or the output times saveat")
     if t1 is not None:
         t1 = check_positive_float(t1, "t1")
     if saveat is None:
-        saveat = default_saveat(t1)
+        saveat = default_saveat(t1, step)
     else:
         saveat = check_times(saveat, "saveat")
         if t1 is None:
@@ -504,7 +512,7 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
         if net.device.type != "cpu":
             raise ValueError(f"scipy method {method!r} runs on the CPU, but the {nets} {verb} on {net.device}; use "
                              "net.to(device='cpu') or a torchdiffeq method")
-    t1, grid, ft, wt = _output_grid(t1, saveat, features_at, weights_at)
+    t1, grid, ft, wt = _output_grid(t1, saveat, features_at, weights_at, step)
     if step is not None:
         n_needed = _fixed_step_count(grid, step)  # (counted, not built: a tiny step would build ~t1/step times)
         if n_needed > max_steps:
