@@ -304,3 +304,28 @@ def test_a_step_beyond_the_stability_limit_of_the_free_pairs_is_warned_about():
     with pytest.warns(gf.GFlowWarning, match=r"exceeds the stability limit 2/λ_max\(M₀\) = 0\.214"):
         gf.simulate(net, X, y, 1.0, method="sliding", step=0.25)
     assert gf.simulate(net, X, y, 1.0, method="sliding", step=0.125).ok  # (no warning: it would be an error here)
+
+
+# a second differential fuzz: two shallow leaky-ReLU problems (d = 2 < n) on which the rank retries of the first
+# version livelocked (the exact flow takes a neuron through w_i = 0) or halved the step to 0 (ZeroDivisionError)
+_X3 = np.array([[-2.4338766971489387, 1.1986708993900783], [0.07379335958326627, 1.5101194131223459], [-0.00895629811039896, -0.7421554551991772], [0.477929298799656, -0.07658841293719656], [-1.2541866619736308, -0.885066581450772], [1.766779317484588, 0.3543505953235256]])
+_Y3 = np.array([0.4163865350301778, -0.27655171832101155, -0.6897195637660919, 0.8916558155709342, -0.10462645267369168, -0.7591081117479301])
+_X4 = np.array([[-0.1255920840343272, 0.6691532407894528], [1.2188436051712233, 0.3829295827134724], [-0.8757211434228455, -1.5143186317046384], [1.7533841175163727, -0.11129219318751944], [-0.6885649476343216, 0.14425708806082496], [-0.19141133048264922, 0.8521422642126877], [0.03392818243710029, 0.013749583618419497], [-0.7145797210329641, 0.4695680987474934], [-1.0338667223549824, 0.6658894397639671], [1.5239375129901318, -1.5246860380991518], [-2.466229231351318, 0.6168787551543194]])
+_Y4 = np.array([2.547897815483126, -1.0009248488718936, -1.2506957588019882, 0.5889689337804737, -0.8407215900583078, -0.5060254839367364, -0.34811746668377785, 0.5320020862917986, -0.40530236139311865, 0.2778828400801602, -0.17653325889357535])
+
+
+def test_a_collapse_that_is_the_flows_own_is_accepted_instead_of_retried_forever():
+    net = gf.Network(d=2, width=32, activation={"name": "leaky_relu", "slope": 0.1}, scaling="ours", c_hat=0.5, seed=2)
+    for step in (1 / 8, 1 / 128):  # filippov: neuron 24's features reach 0 at t ≈ 3.997
+        sol = gf.simulate(net, _X3, _Y3, t1=10.0, method="sliding", step=step, max_wall_time=60)
+        assert sol.ok and sol.stats["n_rank_retries"] >= 1, sol.message
+
+
+def test_rank_retries_never_halve_the_step_to_nothing_and_keep_a_neuron_that_lives():
+    net = gf.Network(d=2, width=16, activation={"name": "leaky_relu", "slope": 0.1}, scaling="mf", c_hat=2.0, seed=2)
+    ts = np.linspace(0.0, 10.0, 21)
+    ref = gf.simulate(net, _X4, _Y4, t1=10.0, saveat=ts, method="filippov", rtol=1e-10, features_at=[10.0])
+    sol = gf.simulate(net, _X4, _Y4, t1=10.0, saveat=ts, method="sliding", step=1 / 64, features_at=[10.0])
+    assert sol.ok  # (was a ZeroDivisionError)
+    assert np.abs(sol.loss - ref.loss).max() < 1e-4 * ref.loss[0]
+    assert np.abs(sol.H[-1][7]).max() > 1.0  # neuron 7 lives, as in filippov

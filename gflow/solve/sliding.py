@@ -43,8 +43,9 @@ halves every step, so step halving (``error_estimate=True``) refines uniformly. 
 m = D = 512, n = 200 the rate falls from ≈ 48 000 per unit time at t = 0 to ≈ 400 at t = 64: fixed steps of
 1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.  Where G is rank-
 deficient (shallow nets with n > d), a step that would put as many pairs of one neuron on the kink as G has rank —
-which fixes the neuron's whole feature row at 0, for good — is retried at half the step (``n_rank_retries``; up to
-:data:`MAX_HALVINGS` times).  The free pairs are treated explicitly: a step beyond 2/λ_max(M₀) warns
+which fixes the neuron's whole feature row at 0, for good — is retried at half the step (``n_rank_retries``; down
+to δ/2^:data:`MAX_HALVINGS`, where a collapse that still holds is the flow's own, w_i → 0, and is accepted for that
+neuron from then on).  The free pairs are treated explicitly: a step beyond 2/λ_max(M₀) warns
 (:func:`stability_limit`).
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
@@ -74,7 +75,7 @@ from .filippov import PairSolves as _Pattern
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves; float64)
 MAX_CHANGES = 2  # changes of mode of one pair within one step before it is pinned at the kink for the step
 MAX_PASSES = 64  # active-set passes per step; after that every pending change is pinned
-MAX_HALVINGS = 10  # a step that brings a neuron's sliding pairs up to rank G is retried at most this many times
+MAX_HALVINGS = 10  # a step that brings a neuron's sliding pairs up to rank G is retried down to δ/2^this
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
 SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
 # index_add of scaled rows of G costs ≈ 60× per entry what the dense product does (2.8 ms for 10 000 entries against
@@ -94,6 +95,7 @@ class SlidingStepper(FlowConstants):
         #: numerical rank of G: a neuron with this many pairs on the kink has h_i ≡ 0 on every point (the landing
         #: conditions G_SS Ā_S = … then fix its whole row), more make G_SS singular
         self.rank_G = int((ev > ev[-1] * self.n * torch.finfo(self.G.dtype).eps * 10).sum())
+        self.accepted = torch.zeros_like(self.active_rows)  # neurons whose collapse held at the smallest retry step
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
                       "n_sliding": 0, "max_sliding_per_neuron": 0, "n_rank_retries": 0}
 
@@ -105,11 +107,16 @@ class SlidingStepper(FlowConstants):
         kinks as well, and never leaves — whereas the Filippov flow resolves the arrivals one at a time (a
         differential fuzz at d = 2, n = 9: a neuron collapsed at δ = 1/32 only, 1.7e-2 off in the loss).  Never where
         G has full rank (all n pairs on the kink leave w_i free off the span of the φ(x_a); n = 1 slides so)."""
+        return bool(self.collapsing(mode, mode1).any())
+
+    def collapsing(self, mode: torch.Tensor, mode1: torch.Tensor) -> torch.Tensor:
+        """The neurons (m,) that :meth:`collapses` finds, less those whose collapse was accepted before
+        (:attr:`accepted`: the exact flow can take w_i through 0 — retrying it forever livelocked)."""
         if self.rank_G >= self.n:  # n pairs on the kink then leave w free in the null space of Φ (n = 1: sliding)
-            return False
+            return torch.zeros_like(self.active_rows)
         k0 = (mode == 0).sum(dim=1)
         k1 = (mode1 == 0).sum(dim=1)
-        return bool(((k1 >= self.rank_G) & (k0 < self.rank_G) & self.active_rows).any())
+        return (k1 >= self.rank_G) & (k0 < self.rank_G) & self.active_rows & ~self.accepted
 
     def pattern(self, S: torch.Tensor) -> _Pattern:
         """The solves on the pairs of S, reused while S is unchanged (a pass without arrivals or releases keeps the
@@ -343,6 +350,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
     c_col = field.problem.net.c[:, None]
     dt = step / RAMP if adaptive else step  # the rate is unknown at t = 0: start small, at most double per step
     t, rate = 0.0, None
+    h_floor = step / 2**MAX_HALVINGS
     try:
         for t_out in np.asarray(grid, dtype=float)[1:]:
             while t < t_out:
@@ -352,9 +360,12 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     h = t_out - t
                 before = stats["n_arrivals"] + stats["n_crossings"] + stats["n_exits"]
                 kept = dict(stats)
-                for retry in range(MAX_HALVINGS + 1):  # a collapse (SlidingStepper.collapses): resolve it finer
+                while True:  # a collapse (SlidingStepper.collapses): resolve it finer, down to δ/2^MAX_HALVINGS
                     H1, A, mode1 = stepper.step(y[0], mode, h)
-                    if retry == MAX_HALVINGS or not stepper.collapses(mode, mode1):
+                    if not stepper.collapses(mode, mode1):
+                        break
+                    if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own (w_i → 0); accepted
+                        stepper.accepted |= stepper.collapsing(mode, mode1)
                         break
                     kept["n_rank_retries"] += 1  # (the retried step's counts are dropped)
                     stats.update(kept)
