@@ -413,3 +413,14 @@ def test_only_an_activation_that_is_relu_shaped_everywhere_is_integrated_as_relu
     mine = gf.Activation("myrelu", lambda u: torch.clamp(u, min=0), lambda u: step(u, 0), 1.0, (0.0, 1.0),
                          smooth=False)
     assert kink_slopes(mine) == (0.0, 1.0) and kink_slopes(gf.get_activation("leaky_relu", slope=0.1)) == (0.1, 1.0)
+
+
+def test_gradient_descent_whose_loss_explodes_is_diverged_before_it_overflows():
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    bad = gf.Network(d=4, width=16, seed=1, activation="linear", c_hat=100.0)
+    sol = gf.gradient_descent(bad, X, y, step=0.5, steps=20, save_every=5, warn=False)
+    assert sol.status == "diverged" and "the loss grew to" in sol.message  # was 'success' at 1.8e165
+    assert len(sol.t) == 1 and np.all(np.isfinite(sol.loss))
+    good = gf.Network(d=4, width=16, seed=0, activation="linear")
+    sols = gf.gradient_descent_batch([good, bad], X, y, step=0.5, steps=20, save_every=5, warn=False)
+    assert [s.status for s in sols] == ["success", "diverged"]

@@ -54,8 +54,11 @@ class Recorder:
     """
 
     def __init__(self, field: AbstractField, feature_times: np.ndarray, weight_times: np.ndarray,
-                 time_tol: float = 0.0, interval: tuple[float, float] | None = None):
+                 time_tol: float = 0.0, interval: tuple[float, float] | None = None,
+                 diverge_factor: float | None = None):
         self.field = field
+        #: gradient descent: a loss beyond this factor times L₀ raises Abort("diverged") (a flow's loss never grows)
+        self.diverge_factor = diverge_factor
         self._tol = time_tol  # output times are at least 2·time_tol apart, so a time matches at most one
         pb = field.problem
         self.pb = pb
@@ -112,6 +115,10 @@ class Recorder:
             raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
                         f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use float64, a smaller step or "
                         "tighter tolerances")
+        if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
+            raise Abort("diverged", f"gradient descent diverged: the loss grew to {loss:.3g} at t = {t:.6g}, more than "
+                        f"{self.diverge_factor:.0e}× its initial {rows['loss'][0]:.3g}: the step is far past the "
+                        "stability limit 2/λ_max(M); use a smaller step")
         if self.bar is not None:
             self.bar.update(float(t) - (rows["t"][-1] if rows["t"] else 0.0))
             self.bar.set_postfix_str(f"L = {loss:.3e}", refresh=False)

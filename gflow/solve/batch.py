@@ -38,7 +38,7 @@ from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
-from .gd import gd_schedule
+from .gd import DIVERGE_FACTOR, gd_schedule
 from .ode import (
     DEFAULT_METHOD,
     EXPINT_METHODS,
@@ -562,7 +562,8 @@ def gradient_descent_batch(
 
     interval = check_interval(interval, net)
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals)
-    recorders = [Recorder(f, fk * step, wk * step, time_tol=0.25 * step, interval=interval) for f in bf.fields]
+    recorders = [Recorder(f, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
+                          diverge_factor=DIVERGE_FACTOR) for f in bf.fields]
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
     statuses = ["success"] * S
     messages = [f"took {steps} steps of size {step:g} (t = {t1:g})"] * S
@@ -608,8 +609,8 @@ def gradient_descent_batch(
                         continue
                     try:
                         recorders[s].record(k * step, bf.seed_state(state, s))
-                    except Abort:
-                        stop(s, "diverged",
+                    except Abort as exc:
+                        stop(s, "diverged", exc.message if exc.status == "diverged" else
                              f"gradient descent diverged (non-finite loss) before step {k}: the step δ = {step:g} "
                              "is far past the stability limit 2/λ_max(M); use a smaller step")
                 if next_save < len(save_k):

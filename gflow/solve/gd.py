@@ -20,6 +20,10 @@ from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
+
+#: a loss beyond this factor times L₀ at a saved step ends the run as "diverged" (before it overflows: a loss
+#: growing 1e3 → 1.8e165 ended as "success", and certify said OK)
+DIVERGE_FACTOR = 1e10
 from .ode import _make_solution, check_interval, check_started, observed_field
 
 
@@ -124,7 +128,8 @@ def gradient_descent(
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
     field = observed_field(make_field(problem, space), interval, integrals)
-    recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval)
+    recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
+                        diverge_factor=DIVERGE_FACTOR)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
     recorder.attach_progress(progress, t1, f"GD (δ = {step:g})")
