@@ -424,3 +424,19 @@ def test_gradient_descent_whose_loss_explodes_is_diverged_before_it_overflows():
     good = gf.Network(d=4, width=16, seed=0, activation="linear")
     sols = gf.gradient_descent_batch([good, bad], X, y, step=0.5, steps=20, save_every=5, warn=False)
     assert [s.status for s in sols] == ["success", "diverged"]
+
+
+def test_rerun_refuses_an_override_that_would_run_another_problem_and_names_the_embeddings_custom_activation(tmp_path):
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    path = gf.simulate(gf.Network(d=4, width=16, seed=0), X, y, t1=1.0).save(tmp_path / "tb.nc")
+    with pytest.raises(ValueError, match=r"activation=\{'name': 'relu'\} differs from the recorded \{'name': 'tanh'\}"):
+        gf.rerun(path, activation="relu")
+    with pytest.raises(ValueError, match=r"embedding=\{'kind': 'quadratic'\} differs from the recorded"):
+        gf.rerun(path, embedding="quadratic")
+    s = gf.Activation("sin", torch.sin, torch.cos, 1.0, (-1.0, 1.0))
+    sol = gf.simulate(gf.Network(d=4, width=16, embedding=gf.RandomFeatures(D=8, activation=s), seed=0), X, y, t1=1.0)
+    rfc = sol.save(tmp_path / "rfc.nc")
+    with pytest.raises(ValueError, match=r"embedding 'random_features' used a custom activation named 'sin'"):
+        gf.rerun(rfc)
+    again = gf.rerun(rfc, embedding=gf.RandomFeatures(D=8, activation=s))
+    np.testing.assert_array_equal(again.loss, sol.loss)

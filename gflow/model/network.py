@@ -277,15 +277,33 @@ class Network:
         spec.pop("explicit_params", None)
         if device is not None:
             spec["device"] = device
+        recorded_act, recorded_emb = spec.get("activation"), spec.get("embedding")
         if activation is not None:
+            # only what a file cannot rebuild may be passed again: a built-in that differs from the recorded one
+            # would silently run another problem
+            if isinstance(recorded_act, dict) and not recorded_act.get("custom") and \
+                    get_activation(activation).spec() != recorded_act:
+                raise ValueError(f"activation={get_activation(activation).spec()} differs from the recorded "
+                                 f"{recorded_act}: pass activation= only for a custom activation, which a file "
+                                 "cannot rebuild")
             spec["activation"] = activation
         if embedding is not None:
+            if isinstance(recorded_emb, dict) and recorded_emb.get("kind") != "callable" and \
+                    not _embedding_has_custom_activation(recorded_emb) and \
+                    get_embedding(embedding).spec() != recorded_emb:
+                raise ValueError(f"embedding={get_embedding(embedding).spec()} differs from the recorded "
+                                 f"{recorded_emb}: pass embedding= only for a callable embedding or one with a "
+                                 "custom activation, which a file cannot rebuild")
             spec["embedding"] = embedding
-        elif isinstance(spec.get("embedding"), dict) and spec["embedding"].get("kind") == "callable":
+        elif isinstance(recorded_emb, dict) and recorded_emb.get("kind") == "callable":
             raise ValueError(
-                f"this network used a user callable embedding ({spec['embedding'].get('fn')}); pass it again "
+                f"this network used a user callable embedding ({recorded_emb.get('fn')}); pass it again "
                 "as embedding=..."
             )
+        elif isinstance(recorded_emb, dict) and _embedding_has_custom_activation(recorded_emb):
+            raise ValueError(f"this network's embedding {recorded_emb['kind']!r} used a custom activation named "
+                             f"{recorded_emb['activation'].get('name')!r}, which a file cannot rebuild; pass the "
+                             "embedding again, e.g. embedding=gf.RandomFeatures(D=..., activation=..., seed=...)")
         return cls(**spec, c=c, W0=W0)
 
     def __repr__(self) -> str:
@@ -294,6 +312,11 @@ class Network:
             f"embedding={self.embedding.spec()['kind']!r}, scaling={self.scaling.name!r}, c_hat={self.c_hat}, "
             f"seed={self.seed}, dtype={self.dtype}, device={str(self.device)!r})"
         )
+
+
+def _embedding_has_custom_activation(spec: dict) -> bool:
+    act = spec.get("activation")
+    return isinstance(act, dict) and bool(act.get("custom"))
 
 
 __all__ = ["Network", "resolve_device", "resolve_dtype"]
