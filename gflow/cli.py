@@ -74,10 +74,14 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise CLIError(f"config file not found: {path}")
+    if path.is_dir():
+        raise CLIError(f"config file {path} is a directory, not a TOML file")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise CLIError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path} is not UTF-8 text (a TOML file): {exc}") from None
     net_keys, sim_keys = _network_keys(), _simulate_keys()
     cfg: dict[str, dict] = {"network": {}, "simulate": {}, "data": {}}
     for key, value in raw.items():

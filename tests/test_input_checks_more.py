@@ -440,3 +440,23 @@ def test_rerun_refuses_an_override_that_would_run_another_problem_and_names_the_
         gf.rerun(rfc)
     again = gf.rerun(rfc, embedding=gf.RandomFeatures(D=8, activation=s))
     np.testing.assert_array_equal(again.loss, sol.loss)
+
+
+@pytest.mark.parametrize("fn, err, match", [
+    (lambda Z: Z.float(), TypeError, r"returned dtype torch.float32 for torch.float64 inputs"),
+    (lambda Z: Z[:, :0], ValueError, r"returned no features \(D = 0\)"),
+    (lambda Z: Z * torch.ones(1, dtype=Z.dtype, requires_grad=True), TypeError, r"requires grad"),
+])
+def test_a_callable_embedding_of_the_wrong_dtype_or_width_is_a_clear_error(fn, err, match):
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    with pytest.raises(err, match=match):
+        gf.simulate(gf.Network(d=4, width=16, embedding=fn, seed=0), X, y, t1=1.0)
+    with pytest.raises(ValueError, match=r"Callable embedding D must be an integer >= 1, got -1"):
+        gf.model.embeddings.Callable(lambda Z: Z, D=-1)
+
+
+def test_a_directory_given_as_a_config_file_is_a_command_line_error(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path), "--out", str(tmp_path / "x.nc")]) == 2
+    assert "is a directory, not a TOML file" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
+    assert "is a directory, not a TOML file" in capsys.readouterr().err

@@ -83,6 +83,12 @@ class BoundEmbedding:
         if not isinstance(Phi, torch.Tensor) or Phi.shape != (X.shape[0], self.D):
             got = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else describe(Phi)
             raise ValueError(f"embedding {self.spec!r} returned {got}, expected shape ({X.shape[0]}, {self.D})")
+        if Phi.dtype != X.dtype or Phi.requires_grad:
+            what = f"dtype {Phi.dtype}" if Phi.dtype != X.dtype else "a tensor that requires grad"
+            raise TypeError(f"embedding {self.spec!r} returned {what} for {X.dtype} inputs; it must return features "
+                            "of its input's dtype, without autograd history (e.g. compute under torch.no_grad())")
+        if self.D < 1:
+            raise ValueError(f"embedding {self.spec!r} returned no features (D = 0)")
         if not bool(torch.isfinite(Phi).all()):
             what = "NaN" if bool(torch.isnan(Phi).any()) else "±inf"
             raise ValueError(f"embedding {self.spec!r} returned features with {what} entries for finite inputs: the "
@@ -232,6 +238,8 @@ class Callable(AbstractEmbedding):
     def __post_init__(self):
         if not callable(self.fn):
             raise TypeError(f"embedding must be callable, got {describe(self.fn)}")
+        if self.D is not None:
+            object.__setattr__(self, "D", check_positive_int(self.D, "Callable embedding D"))
 
     def dim(self, d: int) -> int:
         if self.D is not None:

@@ -148,10 +148,14 @@ class SweepConfig:
         path = Path(path)
         if not path.exists():
             raise SweepConfigError(f"sweep config file not found: {path}")
+        if path.is_dir():
+            raise SweepConfigError(f"sweep config file {path} is a directory, not a TOML file")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise SweepConfigError(f"{path}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise SweepConfigError(f"{path} is not UTF-8 text (a TOML file): {exc}") from None
         bad = sorted(set(raw) - {"seeds", "grid", *SECTIONS})
         if bad:
             raise SweepConfigError(f"{path}: unknown top-level key(s) {bad}; a sweep file has seeds = N and the "
