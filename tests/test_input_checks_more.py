@@ -324,6 +324,7 @@ def test_warn_must_be_a_bool_and_the_fixed_step_time_budget_message_does_not_men
         gf.simulate(net, X, y, t1=1.0, warn="x")
     gd = gf.gradient_descent(net, X, y, step=1e-3, steps=10**7, max_wall_time=0.2, warn=False)
     assert gd.status == "time_budget" and "rtol" not in gd.message and "larger or fewer steps" in gd.message
+    assert "ran out at t = 0 " not in gd.message and " after 0 steps" not in gd.message  # (it said so, at t = 1500)
 
 
 # ---------------------------------------------------------------------------------------------------------

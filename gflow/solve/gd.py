@@ -164,6 +164,7 @@ def gradient_descent(
     deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
     try:
         for k in range(k_done + 1, steps + 1):
+            monitor.n_accepted, monitor.last_t = k_done, k_done * step  # (what a time-budget message reports)
             monitor.on_eval()
             field.gd_step_(state, step, deriv)  # state ← state + δ·f(state), fused where the field can
             k_done = k
