@@ -358,6 +358,24 @@ class Solution:
                 raise ValueError(f"{path} is the record of a sweep run that produced no solution (status "
                                  f"{ds.attrs['sweep_status']!r}): {first}")
             raise ValueError(f"{path} is not a gflow solution file (no gflow_format_version attribute)")
+        version = str(ds.attrs["gflow_format_version"])
+        if version != str(FORMAT_VERSION):
+            raise ValueError(f"{path} was written in gflow file format {version!r}; this gflow reads format "
+                             f"{FORMAT_VERSION} (use the gflow version that wrote it)")
+        missing = [a for a in ("status", "message", "stats", "config", "versions") if a not in ds.attrs]
+        missing += [v for v in ("time", "feature_time", "weight_time", "loss", "X", "y", "c") if v not in ds]
+        if missing:
+            raise ValueError(f"{path} is not a complete gflow solution file: it lacks {missing}")
+        try:
+            meta = {k: json.loads(ds.attrs[k]) for k in ("stats", "config", "versions")}
+            meta["theory"] = json.loads(ds.attrs.get("theory", "{}"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable gflow solution file: an attribute is not JSON ({exc})") from None
+        if not all(isinstance(meta[k], dict) for k in meta):
+            raise ValueError(f"{path} is not a readable gflow solution file: stats, config, versions and theory must "
+                             "be JSON objects")
+        if ds.sizes.get("time", 0) == 0:
+            raise ValueError(f"{path} holds no saved time (an empty gflow solution file)")
         arrays = {name: ds[name].values for name in _DIMS if name in ds}
         if "W_final" not in arrays:
             D = int(ds.attrs.get("D", ds.sizes.get("embed", 0)))
@@ -365,9 +383,7 @@ class Solution:
             arrays["W_final"] = np.broadcast_to(np.float64(np.nan), (ds.sizes["neuron"], D))
         return cls(
             t=ds["time"].values, feature_t=ds["feature_time"].values, weight_t=ds["weight_time"].values,
-            status=str(ds.attrs["status"]), message=str(ds.attrs["message"]),
-            stats=json.loads(ds.attrs["stats"]), config=json.loads(ds.attrs["config"]),
-            versions=json.loads(ds.attrs["versions"]), theory=json.loads(ds.attrs.get("theory", "{}")),
+            status=str(ds.attrs["status"]), message=str(ds.attrs["message"]), **meta,
             extra_attrs={k: v for k, v in ds.attrs.items() if k not in _KNOWN_ATTRS}, **arrays,
         )
 

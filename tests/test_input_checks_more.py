@@ -461,3 +461,21 @@ def test_a_directory_given_as_a_config_file_is_a_command_line_error(tmp_path, ca
     assert "is a directory, not a TOML file" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
     assert "is a directory, not a TOML file" in capsys.readouterr().err
+
+
+def test_a_solution_file_of_another_format_or_missing_parts_is_a_clear_error(saved, tmp_path):
+    import xarray as xr
+
+    with xr.open_dataset(saved, engine="h5netcdf") as ds:
+        ds = ds.load()
+    for name, edit, match in (("v2", lambda d: d.attrs.update(gflow_format_version=2), r"file format '2'"),
+                              ("nomsg", lambda d: d.attrs.pop("message"), r"lacks \['message'\]"),
+                              ("badjson", lambda d: d.attrs.update(stats="{oops"), r"an attribute is not JSON"),
+                              ("list", lambda d: d.attrs.update(stats="[1, 2]"), r"must be JSON objects"),
+                              ("noloss", lambda d: d.__delitem__("loss"), r"lacks \['loss'\]")):
+        d = ds.copy(deep=True)
+        edit(d)
+        path = tmp_path / f"{name}.nc"
+        d.to_netcdf(path, engine="h5netcdf")
+        with pytest.raises(ValueError, match=match):
+            gf.Solution.load(path)
