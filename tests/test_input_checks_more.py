@@ -479,3 +479,12 @@ def test_a_solution_file_of_another_format_or_missing_parts_is_a_clear_error(sav
         d.to_netcdf(path, engine="h5netcdf")
         with pytest.raises(ValueError, match=match):
             gf.Solution.load(path)
+
+
+def test_the_gd_schedules_unique_equals_numpys():
+    from gflow.solve.gd import _sorted_unique
+
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 1000):
+        k = rng.integers(0, 50, size)
+        np.testing.assert_array_equal(_sorted_unique(k), np.unique(k))
