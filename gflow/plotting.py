@@ -492,6 +492,9 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
         sol.feature_index(x, name=f"times[{j}]")
     times = [float(x) for x in times]
     n = sol.n
+    for name, v in (("train_index", train_index), ("test_index", test_index)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int (the index of an input), got {describe(v)}")
     if not 0 <= train_index < n:
         raise IndexError(f"train_index {train_index} out of range for n = {n} training inputs")
     have_test = sol.H_test is not None and sol.H_test.shape[-1] > 0
@@ -718,6 +721,9 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
         from .sweeps import open_sweep
 
         ds = open_sweep(ds)
+    if isinstance(ds, Solution):
+        raise TypeError("plot_sweep takes a sweep (gf.open_sweep(...) or its store folder); for a single run use "
+                        "plot_summary or plot_loss_bounds")
     if y not in ds:
         raise ValueError(f"y={y!r} is not a variable of the sweep; available: {sorted(ds.data_vars)}")
     for name, what in ((x, "x"), (hue, "hue")):

@@ -488,3 +488,16 @@ def test_the_gd_schedules_unique_equals_numpys():
     for size in (0, 1, 7, 1000):
         k = rng.integers(0, 50, size)
         np.testing.assert_array_equal(_sorted_unique(k), np.unique(k))
+
+
+def test_plot_sweep_of_a_solution_and_a_fractional_train_index_are_clear_errors(sol):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gflow.plotting import plot_feature_scatter, plot_sweep
+
+    with pytest.raises(TypeError, match=r"plot_sweep takes a sweep"):
+        plot_sweep(sol)
+    with pytest.raises(TypeError, match=r"train_index must be an int .* got float 1.5"):
+        plot_feature_scatter(sol, times=[1.0], train_index=1.5)
