@@ -501,3 +501,13 @@ def test_plot_sweep_of_a_solution_and_a_fractional_train_index_are_clear_errors(
         plot_sweep(sol)
     with pytest.raises(TypeError, match=r"train_index must be an int .* got float 1.5"):
         plot_feature_scatter(sol, times=[1.0], train_index=1.5)
+
+
+def test_a_solve_whose_working_set_exceeds_the_memory_is_refused_before_it_allocates(monkeypatch):
+    import gflow.model.network as network
+
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)
+    monkeypatch.setattr(network, "_physical_memory", lambda: 1000.0)  # bytes: as if width were 1e8 here
+    with pytest.raises(ValueError, match=r"a solve with method='auto' at width 16 .* more than this machine's"):
+        gf.simulate(net, X, y, t1=1.0)

@@ -102,6 +102,28 @@ def _hint(method: str, activation_smooth: bool) -> str:
     return "try a smaller step or a different method"
 
 
+#: state-sized arrays a solve holds (its stages, buffers and the field's (m, n) arrays), by method; others: 24
+_WORKING_ROWS = {"dop853": 26, "dopri5": 16, "rk4": 10, "midpoint": 8, "euler": 6, "sliding": 12, "filippov": 16}
+
+
+def _check_working_set(net: Network, X, method: str) -> None:
+    """Refuse, before anything is allocated, a solve whose working set exceeds the machine's memory: the network's
+    own check counts W only, and at width 1e8 a solve started and swapped for minutes (a bad-input fuzz)."""
+    from ..model.network import _physical_memory
+
+    if net.device.type != "cpu":
+        return
+    n = int(np.shape(X)[0]) if np.ndim(X) >= 1 else 1
+    N = min(net.m * net.D, 2 * net.m * n)  # the state of the cheaper space
+    need = torch.finfo(net.dtype).bits / 8 * N * _WORKING_ROWS.get(method, 24)
+    if need > _physical_memory():
+        raise ValueError(f"a solve with method={method!r} at width {net.m} (n = {n}, D = {net.D}) needs about "
+                         f"{need / 2**30:.3g} GiB "
+                         f"(its stages and buffers, {_WORKING_ROWS.get(method, 24)} state-sized arrays of "
+                         f"{N} entries), more than this machine's {_physical_memory() / 2**30:.3g} GiB; use a smaller "
+                         "width, or a method with fewer stages")
+
+
 def _check_options(method: str, options: dict | None) -> dict:
     if options is None:
         return {}
@@ -313,6 +335,8 @@ def simulate(
             X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
             options=options, interval=interval, integrals=integrals, progress=progress, warn=warn)
     auto_reason = None
+    if isinstance(net, Network) and isinstance(method, str):
+        _check_working_set(net, X, method)  # (before auto's look at the problem, which allocates (m, n) arrays)
     if isinstance(method, str) and method == "auto":
         method, auto_reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
         if method in SLIDING_METHODS:
