@@ -511,3 +511,14 @@ def test_a_solve_whose_working_set_exceeds_the_memory_is_refused_before_it_alloc
     monkeypatch.setattr(network, "_physical_memory", lambda: 1000.0)  # bytes: as if width were 1e8 here
     with pytest.raises(ValueError, match=r"a solve with method='auto' at width 16 .* more than this machine's"):
         gf.simulate(net, X, y, t1=1.0)
+
+
+def test_a_sweeps_fixed_solver_values_are_checked_up_front_like_its_grid_values():
+    from gflow.sweeps.config import SweepConfig, SweepConfigError
+
+    with pytest.raises(SweepConfigError, match=r"solver.t1 = inf cannot run: t1 must be a finite number"):
+        SweepConfig.from_dict({"d": 4, "width": 8}, {"generator": "random_labels", "n": 4},
+                              {"kind": "simulate", "t1": math.inf})
+    with pytest.raises(SweepConfigError, match=r"network.width = 0 cannot run"):
+        SweepConfig.from_dict({"d": 4, "width": 0}, {"generator": "random_labels", "n": 4},
+                              {"kind": "simulate", "t1": 1.0})

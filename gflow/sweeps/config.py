@@ -228,6 +228,10 @@ class SweepConfig:
                 problem = _value_problem(g, v)
                 if problem:
                     raise SweepConfigError(f"grid[{g!r}] has the value {v!r}, which cannot run: {problem}")
+        for section, key in keys[: len(keys) - len(clean_grid)]:  # the fixed values, checked as the grid's are
+            problem = _value_problem(f"{section}.{key}", sections[section][key])
+            if problem:
+                raise SweepConfigError(f"{section}.{key} = {sections[section][key]!r} cannot run: {problem}")
         if "n" not in sections["data"] and "data.n" not in clean_grid:
             raise SweepConfigError("data.n (the number of training points) is missing")
         for req in ("d", "width"):
