@@ -25,8 +25,18 @@ def describe(x: Any) -> str:
     return f"{type(x).__name__} {r}"
 
 
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def is_real(value: Any) -> bool:
+    """A real number (Python or numpy int/float), not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {describe(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
@@ -34,7 +44,7 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
 
 
 def check_positive_float(value: Any, name: str, *, allow_zero: bool = False, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {describe(value)}")
     v = float(value)
     if math.isnan(v) or (math.isinf(v) and not allow_inf):

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._validate import describe
+from ._validate import describe, is_int
 from .solution import Solution
 
 #: font sizes used by every figure (points)
@@ -459,10 +459,6 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
 # 3. feature scatter (Figure 4, second row)
 
 
-def _feature_index(sol: Solution, time: float, name: str = "times") -> int:
-    return sol.feature_index(time, name=name)
-
-
 def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[float] | None = None, ax=None,
                          *, train_index: int = 0, test_index: int = 0):
     r"""Scatter of (h_i(x_1), h_i(x_2)) over the neurons i at kept feature times (paper, Fig. 4, row 2).
@@ -493,7 +489,7 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
     times = [float(x) for x in times]
     n = sol.n
     for name, v in (("train_index", train_index), ("test_index", test_index)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        if not is_int(v):
             raise TypeError(f"{name} must be an int (the index of an input), got {describe(v)}")
     if not 0 <= train_index < n:
         raise IndexError(f"train_index {train_index} out of range for n = {n} training inputs")
@@ -514,7 +510,7 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
         colors = [mpl.colormaps["viridis"](0.9 * j / (len(times) - 1)) for j in range(len(times))]
     allv = []
     for j, time in enumerate(times):
-        k = _feature_index(sol, time)
+        k = sol.feature_index(time, name="times")
         h1 = np.asarray(sol.H[k][:, train_index], float)
         h2 = np.asarray(sol.H_test[k][:, test_index] if have_test else sol.H[k][:, other], float)
         ax.scatter(h1, h2, s=10, alpha=0.65, color=colors[j], edgecolors="none", label=f"t = {ft[k]:.4g}",

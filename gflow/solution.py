@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import describe
+from ._validate import describe, is_int, is_real
 
 FORMAT_VERSION = 1
 
@@ -48,23 +48,27 @@ def _json(obj) -> str:
     return json.dumps(obj, default=default)
 
 
-def check_output_path(path: Any, name: str = "path") -> Path:
-    """``path`` as a Path, checked to be writable as a file: not a directory, and not below a regular file.
+def check_output_path(path: Any, name: str = "path", *, folder: bool = False) -> Path:
+    """``path`` as a Path, checked to be writable as a file (``folder``: as an output folder): not a directory (not
+    a file), and not below a regular file.
 
     Raises TypeError for a non-path and IsADirectoryError / ValueError naming ``name`` otherwise, so that a
     caller can check its output path before it spends time on a run.
     """
+    what = "an output folder" if folder else "a file path"
     if not isinstance(path, (str, PathLike)):
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {describe(path)}")
+        raise TypeError(f"{name} must be {what} (str or os.PathLike), got {describe(path)}")
     p = Path(path)
     if str(path) == "":
-        raise ValueError(f"{name} must be a file path, got an empty string")
-    if p.is_dir():
+        raise ValueError(f"{name} must be {what}, got an empty string")
+    if p.is_dir() and not folder:
         raise IsADirectoryError(f"{name} must be a file path, got {str(p)!r}, which is an existing directory")
+    if p.exists() and not p.is_dir() and folder:
+        raise ValueError(f"{name} must be an output folder, got {str(p)!r}, which is an existing file, not a folder")
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise ValueError(f"{name} must be a file path in a directory, got {str(p)!r}, but "
+                raise ValueError(f"{name} must be {what} in a directory, got {str(p)!r}, but "
                                  f"{str(parent)!r} is an existing file, not a directory")
             break
     return p
@@ -236,7 +240,7 @@ class Solution:
 
         Raises TypeError for a non-number and ValueError for a non-finite time or one that was not kept.
         """
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
+        if not is_real(t):
             raise TypeError(f"{name} must be a finite time among the saved feature times "
                             f"{np.asarray(self.feature_t).tolist()}, got {describe(t)}")
         t = float(t)
@@ -266,7 +270,7 @@ class Solution:
 
     def summary(self, rows: int = 10) -> str:
         """A short human-readable table of the loss over time, with the status and statistics."""
-        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)):
+        if not is_int(rows):
             raise TypeError(f"rows must be a non-negative int, got {describe(rows)}")
         if rows < 0:
             raise ValueError(f"rows must be a non-negative int, got {rows}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from ..solution import check_output_path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -30,13 +31,7 @@ def cmd_bench(args) -> int:
     torch.set_num_threads(args.threads)
     mode = "tiny" if args.tiny else ("quick" if args.quick else "full")
     out = args.out or f"benchmarks/results/{args.kind}"
-    for folder in (Path(out), *Path(out).parents):  # check the output folder before running the benchmark
-        if folder.exists():
-            if not folder.is_dir():
-                what = "--out" if folder == Path(out) else f"--out's parent {str(folder)!r}"
-                raise ValueError(f"--out must be an output folder, got {out!r}, but {what} is an existing "
-                                 "file, not a folder")
-            break
+    check_output_path(out, "--out", folder=True)  # before running the benchmark
     if args.kind == "accuracy":
         from .accuracy import run_accuracy
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._validate import describe
+from .._validate import describe, is_real
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -90,7 +90,7 @@ class Activation:
         if not lo < hi:
             raise ValueError(f"Activation interval must have I_l < I_r, got ({lo}, {hi})")
         object.__setattr__(self, "interval", (lo, hi))
-        if isinstance(self.lipschitz, bool) or not isinstance(self.lipschitz, (int, float, np.integer, np.floating)):
+        if not is_real(self.lipschitz):
             raise TypeError(f"Activation lipschitz must be a real number > 0, got {describe(self.lipschitz)}")
         if not (self.lipschitz > 0):
             raise ValueError(f"Activation lipschitz must be > 0, got {self.lipschitz}")
@@ -101,7 +101,7 @@ class Activation:
         given = self.K is not None  # (a K of the user's is checked against σ′ below)
         if self.K is None:
             object.__setattr__(self, "K", _numeric_inf_abs(self.dsigma, lo, hi))
-        if isinstance(self.K, bool) or not isinstance(self.K, (int, float, np.integer, np.floating)):
+        if not is_real(self.K):
             raise TypeError(f"Activation K must be a real number >= 0 (K_σ′ = inf over I of |σ′|), got "
                             f"{describe(self.K)}")
         if not (self.K >= 0):
@@ -440,7 +440,7 @@ def relu() -> Activation:
 
 
 def leaky_relu(slope: float = 0.01) -> Activation:
-    if isinstance(slope, bool) or not isinstance(slope, (int, float, np.integer, np.floating)):
+    if not is_real(slope):
         raise TypeError(f"leaky_relu slope must be a real number in (0, 1), got {describe(slope)}")
     slope = float(slope)
     if not 0.0 < slope < 1.0:

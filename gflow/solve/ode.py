@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_choice, check_positive_float, check_positive_int, check_times, describe
+from .._validate import check_choice, check_positive_float, check_positive_int, check_times, describe, is_real
 from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.base import AbstractField
 from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
@@ -146,7 +146,7 @@ def _check_options(method: str, options: dict | None) -> dict:
         raise ValueError(f"unknown option(s) {bad} for method {method!r}; allowed: {sorted(allowed) or 'none'}")
     out = {}
     for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not is_real(value):
             raise TypeError(f"option {key!r} must be a number, got {describe(value)}")
         out[key] = value.item() if isinstance(value, np.generic) else value
     # the step options mean the same for every backend: checked here once (the native engine checks its own again;

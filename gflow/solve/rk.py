@@ -225,6 +225,8 @@ class Engine:
         # iteration's (its unit vector v over the first Nr entries; None until the first refresh)
         self.rho_h, self.rho_p, self._v = 0.0, 0.0, None
         self._rho_t = math.nan  # the time of the last power step (a retried step does not repeat it)
+        # the last output time before t1: no step beyond it holds one, so none needs ρ (runs saving only t1: none)
+        self._last_inner = float(self.grid[-2]) if len(self.grid) > 1 else 0.0
 
     def _plan(self, coefs, kw, width: int):
         """How to form y + h Σ_l coefs[l] K_l: a chain of axpys over the few nonzero rows (``("axpy", [(row,
@@ -550,11 +552,13 @@ class Engine:
                     # DOP853 does not need the new point's derivative for its error estimate: it is evaluated for
                     # accepted steps only, straight into the next step's first stage (no copy of a stage row)
                     self._f(t_new, self.y_new, self._rows[0])
-                    self.rho_h = self._stiffness(self._rows[0])
+                    if t_new < self._last_inner:  # (only steps that hold an output time read it: none remain after)
+                        self.rho_h = self._stiffness(self._rows[0])
                 else:
                     if self._bde is not None:  # the dense output reads it as the last stage, and K₀ as is
                         self._f(t_new, self.y_new, self._rows[s])
-                        self.rho_h = self._stiffness(self._rows[s])
+                        if t_new < self._last_inner:
+                            self.rho_h = self._stiffness(self._rows[s])
                     states = self._dense(t, h, inner) if inner else []
                     for tk, yk in zip(inner, states):
                         self._record(tk, yk)
