@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import gflow as gf
 from gflow.cli import main
@@ -533,3 +534,25 @@ def test_progress_bars_in_a_terminal_and_quiet_in_logs(tmp_path, monkeypatch, ca
     assert "<" in text  # tqdm's [elapsed<remaining] estimate
     # per-run bars over flow time (serial executor: the runs share this terminal)
     assert "t = " in text and "/2 [" in text
+
+
+def test_workers_take_the_parents_float64_tanh_route(monkeypatch):
+    # timed in each process, the route could flip on a loaded machine (a process-pool sweep then differed from the
+    # serial runs by 4e-16); the environment variable fixes it, and the pools pass the parent's choice on
+    from gflow.model import activations as A
+    from gflow.sweeps import executors as E
+
+    other = "sigmoid" if A.float64_tanh_route() == "tanh" else "tanh"
+    monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
+    threads = torch.get_num_threads()
+    E._init_worker(threads, None, other)
+    try:
+        A.float64_tanh_route.cache_clear()
+        assert A.float64_tanh_route() == other
+        monkeypatch.setenv(A.TANH_ROUTE_ENV, "fast")
+        A.float64_tanh_route.cache_clear()
+        with pytest.raises(ValueError, match="GFLOW_FLOAT64_TANH_ROUTE must be 'tanh' or 'sigmoid', got 'fast'"):
+            A.float64_tanh_route()
+    finally:
+        monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
+        A.float64_tanh_route.cache_clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -324,6 +325,10 @@ def _tanh_both_into_sigmoid(u, s, ds):
 #: 2-core AMD EPYC, where float64 torch.tanh took 15 ns per element against 1.2 for sigmoid; 0.6–0.75× on a 2-core
 #: Intel Xeon, where it is vectorised): a wide margin, so that the choice does not flip with machine load.
 _SIGMOID_ROUTE_MIN_RATIO = 1.5
+#: set to "tanh" or "sigmoid", it fixes float64_tanh_route() in processes started with it (gf.sweep's process and
+#: Dask workers get the parent's choice so: timed in each, a heavily loaded machine could flip it, and a sweep's
+#: runs then differed from the serial ones by 4e-16)
+TANH_ROUTE_ENV = "GFLOW_FLOAT64_TANH_ROUTE"
 
 
 @functools.lru_cache(maxsize=1)
@@ -331,8 +336,14 @@ def float64_tanh_route() -> str:
     """How σ/σ′ of tanh are computed in float64 on the CPU in this process: ``"tanh"`` (torch.tanh, then
     1 − s²: two passes) or ``"sigmoid"`` (tanh = 2σ(2u) − 1: four passes, but 5–7× faster where float64 torch.tanh
     is not vectorised).  Decided once per process by timing both on 32 768 points (about 1 ms); the two routes
-    agree to 3.4e-16, so runs on one machine agree to that whichever it picks.  Recorded in every solution's
-    provenance (:func:`gflow.solution.versions`)."""
+    agree to 3.4e-16, so runs on one machine agree to that whichever it picks.  The environment variable
+    :data:`TANH_ROUTE_ENV` (``"tanh"`` or ``"sigmoid"``) fixes it instead.  Recorded in every solution's provenance
+    (:func:`gflow.solution.versions`)."""
+    fixed = os.environ.get(TANH_ROUTE_ENV)
+    if fixed is not None:
+        if fixed not in ("tanh", "sigmoid"):
+            raise ValueError(f"environment variable {TANH_ROUTE_ENV} must be 'tanh' or 'sigmoid', got {fixed!r}")
+        return fixed
     u = torch.linspace(-4.0, 4.0, 1 << 15, dtype=torch.float64)
     s, ds = torch.empty_like(u), torch.empty_like(u)
     best = {"tanh": math.inf, "sigmoid": math.inf}

@@ -49,6 +49,14 @@ of the two losses: the second solve's error, a conservative estimate for the ret
 cut by events the tolerance barely matters and the error comes from the event states; the interpolant is what
 makes the two solves differ there.)
 
+**Neurons through w_i = 0** (shallow nets with n > d, where G has rank < n): a neuron can reach w_i = 0 — its pairs
+reach the kink together as it moves on a line of rank G − 1 sliding pairs — where the Filippov solution is not
+unique.  Located one by one, in rounding order, the first version let such a neuron bounce back (leaky ReLU,
+d = 2, n = 11: 0.7 off in H against GD at small steps, which passes through) or kept it at 0.  An event that brings a
+neuron to rank G sliding pairs, or its features within :data:`NEAR_ZERO` of their size before the step, now sets
+its row to 0 and lets :meth:`FlowConstants.emerge` decide the pattern it leaves with (``n_emerged``) or that it
+stays.
+
 Limits: feature space only (W and the test features are recovered exactly from A = ∫P, as for every
 feature-space run); the running integrals of :func:`gflow.certify` are not carried (``integrals`` is
 recorded as False); a neuron whose sliding pairs give a rank-deficient G_SS uses the minimum-norm solution.
@@ -71,6 +79,9 @@ MAX_STALLED_EVENTS = 2000  # consecutive events that advance time by (almost) no
 SECANT_ITERS = 1  # exits are smooth events (the velocity is continuous there): one refinement suffices
 BISECT_ITERS = 16
 NEWTON_ITERS = 3
+EMERGE_ITERATIONS = 8  # active-set iterations per pair for the pattern a neuron leaves w_i = 0 with
+NEAR_ZERO = 1e-6  # filippov: a neuron's features within this fraction of their size before the step: w_i at 0
+EMERGE_STEPS = 400  # Euler steps of a neuron's own flow near w_i = 0 for a first guess at that pattern
 
 _C = torch.tensor(T.DOPRI5_C, dtype=torch.float64)
 _A = torch.tensor(T.DOPRI5_A, dtype=torch.float64)
@@ -204,6 +215,142 @@ class FlowConstants:
         self.sm, self.sp = slopes
         self.monitor = monitor
         self.m, self.n = net.m, problem.n
+        self.theta_tol = max(THETA_TOL, 64 * torch.finfo(self.G.dtype).eps)  # float32: θ carries ~1e-7 rounding
+        ev = torch.linalg.eigvalsh(self.G)
+        #: numerical rank of G: a neuron with this many pairs on the kink has h_i ≡ 0 on every point (the landing
+        #: conditions G_SS Ā_S = … then fix its whole row), more make G_SS singular
+        self.rank_G = int((ev > ev[-1] * self.n * torch.finfo(self.G.dtype).eps * 10).sum())
+
+    def slopes_of(self, mode: torch.Tensor) -> torch.Tensor:
+        """σ′ of each pair's mode: s₋ (−1), 0 (sliding: its weight comes from a solve), s₊ (+1)."""
+        out = (mode > 0).to(self.G.dtype)  # bool → float passes: cheaper than an int64 gather into a table
+        if self.sp != 1.0:
+            out.mul_(self.sp)
+        if self.sm != 0.0:
+            out.add_((mode < 0).to(self.G.dtype), alpha=self.sm)
+        return out
+
+    def residual(self, H: torch.Tensor) -> torch.Tensor:
+        """r = α σ(H)ᵀc − y (σ(h) = s₊h above the kink, s₋h below; a sliding pair, h = 0, adds nothing)."""
+        sig = torch.where(H > 0, H * self.sp, H * self.sm)
+        return torch.addmv(self.y, sig.T, self.c, beta=-1.0, alpha=self.alpha)
+
+    def emerge(self, H0: torch.Tensor, H1: torch.Tensor, mode1: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Neurons ``rows`` whose feature row a step from ``H0`` to ``H1`` collapsed onto h_i = 0 (w_i = 0; as many
+        pairs on the kink as G has rank): set in ``mode1`` (in place) the pattern p ∈ {−1, 0, +1}ⁿ with which each
+        leaves w_i = 0, if it does.
+
+        At w_i = 0 every pair is on its kink, and the Filippov velocities are ḣ_ia = −γ c_i Σ_b σ′_b r_b G_ba with
+        σ′_b = s₊ (p_b = +1), s₋ (p_b = −1), or, for the pairs that slide on (p_b = 0), the value in [s₋, s₊] that
+        keeps ḣ_ib = 0 (a least-squares solve on those pairs).  The neuron can leave along p if sign ḣ_i = p on its
+        free pairs and the sliding pairs' σ′ are admissible — and several p can be (the Filippov solution through
+        w_i = 0 is not unique: a leaky-ReLU net with d = 3, n = 9 had both "pair 8 slides" and "pair 8 leaves
+        upwards"; GD at small steps takes the second, and the first put the run 0.2 off in H).  The exact flow
+        passes *near* 0, and what it leaves with depends on how it came: so the first guess is the neuron's own flow
+        through the passage, from ``H0`` by gradient-descent steps far below the solver's (:meth:`_local_pattern`),
+        then made consistent by an active-set iteration (:meth:`_exit_pattern`).  Returns the neurons for which no
+        pattern is found with fewer than rank G sliding pairs: w_i = 0 holds them (the Filippov flow's equilibrium).
+        Rare (a neuron through w_i = 0): a loop over those neurons."""
+        r = self.residual(H1)
+        stuck = torch.zeros_like(rows)
+        for i in torch.nonzero(rows).flatten().tolist():
+            p = self._exit_pattern(i, r, self._local_pattern(i, r, H0[i]))
+            if p is not None and int((p == 0).sum()) < self.rank_G:
+                mode1[i] = p
+            else:
+                stuck[i] = True
+        return stuck
+
+    def _at_zero(self, i: int, r: torch.Tensor, p: torch.Tensor):
+        """Neuron i at w_i = 0 with pattern p: (ḣ_i, σ′r with the sliding pairs' solved, their θ or None)."""
+        G, sm, sp = self.G, self.sm, self.sp
+        a = self.slopes_of(p) * r  # σ′ r of the free pairs (0 on the sliding ones)
+        S = p == 0
+        th = None
+        if bool(S.any()):
+            u = torch.linalg.pinv(G[S][:, S], hermitian=True) @ (-(a @ G[:, S]))
+            a[S] = u
+            rs = r[S]
+            th = (u / torch.where(rs == 0, torch.ones_like(rs), rs) - sm) / (sp - sm)
+        return (a @ G) * (-self.gamma * float(self.c[i])), a, th
+
+    def collapsed(self, mode0: torch.Tensor, mode1: torch.Tensor) -> torch.Tensor:
+        """The neurons (m,) whose count of sliding pairs goes from below rank G (``mode0``) to rank G (``mode1``): their
+        whole feature row is then on the kink, w_i = 0 (never where G has full rank: n pairs on the kink leave w_i
+        free off the span of the φ(x_a); n = 1 slides so)."""
+        if self.rank_G >= self.n:
+            return torch.zeros_like(mode0[:, 0], dtype=torch.bool)
+        return ((mode1 == 0).sum(dim=1) >= self.rank_G) & ((mode0 == 0).sum(dim=1) < self.rank_G) & (self.c != 0)
+
+    def _violations(self, p: torch.Tensor, hd: torch.Tensor, th: torch.Tensor | None):
+        """(free pairs moving against their side, sliding pairs whose θ leaves [0, 1]) of a pattern at w_i = 0."""
+        S = p == 0
+        bad_free = ~S & (torch.sign(hd).to(p.dtype) != p)
+        bad_slide = torch.zeros_like(S)
+        if th is not None:
+            bad_slide[S] = (th > 1 + self.theta_tol) | (th < -self.theta_tol)
+        return bad_free, bad_slide
+
+    def _local_pattern(self, i: int, r: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        """A first guess at the pattern neuron i leaves w_i = 0 with: its own flow ḣ_i = −γ c_i (σ′(h_i) ∘ r) G, the
+        rest of the net frozen (r fixed), from its features ``h0`` before the collapsing step, by Euler steps of
+        1/50 of |h0| — gradient descent at a step far below the smallest one, through the passage; pairs within 2 %
+        of the largest |h_ib| after :data:`EMERGE_STEPS` steps chatter (slide)."""
+        scale = -self.gamma * float(self.c[i])
+        v = float(((self.slopes_of(torch.ones_like(h0, dtype=torch.int8)) * r) @ self.G).abs().max()) * abs(scale)
+        size = float(h0.abs().max())
+        if not (v > 0 and size > 0):
+            return torch.sign(h0).to(torch.int8)
+        tau = size / (50 * v)
+        h = h0.clone()
+        for _ in range(EMERGE_STEPS):
+            p = torch.sign(h).to(torch.int8)
+            h = h + tau * ((self.slopes_of(p) * r) @ self.G) * scale
+        p = torch.sign(h).to(torch.int8)
+        p[h.abs() <= 0.02 * h.abs().max()] = 0
+        return p
+
+    def _exit_pattern(self, i: int, r: torch.Tensor, p: torch.Tensor) -> torch.Tensor | None:
+        """The consistent pattern of :meth:`emerge` for neuron i from the start ``p``, or None.  One pair changes per
+        iteration, the one that violates most (changing all at once cycles between the pattern and its reverse)."""
+        sm, sp = self.sm, self.sp
+        p = p.clone()
+        flipped = torch.zeros_like(p, dtype=torch.bool)
+        for _ in range(EMERGE_ITERATIONS * p.numel()):
+            hd, a, th = self._at_zero(i, r, p)
+            bad_free, bad_slide = self._violations(p, hd, th)
+            if not bool(bad_free.any()) and not bool(bad_slide.any()):
+                break
+            score = torch.where(bad_free, hd.abs(), torch.zeros_like(hd))
+            if th is not None:  # (θ's distance outside [0, 1], in units of the free pairs' rates)
+                S = p == 0
+                excess = torch.zeros_like(hd)
+                excess[S] = torch.maximum(th - 1, -th).clamp(min=0.0) * hd.abs().max()
+                score = torch.where(bad_slide, excess, score)
+            b = int(score.argmax())
+            if bool(bad_free[b]):
+                if bool(flipped[b]):  # against both sides: slides
+                    p[b] = 0
+                else:  # first to the other side
+                    p[b] = -p[b]
+                    flipped[b] = True
+            else:  # released: to the side its σ′ clipped to [s₋, s₊] moves it
+                S = p == 0
+                a[S] = (sm + (sp - sm) * th.clamp(0.0, 1.0)) * r[S]
+                side = float(((a @ self.G[:, b]) * (-self.gamma * float(self.c[i]))).sign())
+                p[b] = 1 if side >= 0 else -1
+        else:
+            return None
+        for b in torch.nonzero(p == 0).flatten().tolist():  # a sliding pair that could as well leave, leaves
+            for side in (1, -1):
+                q = p.clone()
+                q[b] = side
+                hd, _, th = self._at_zero(i, r, q)
+                bad_free, bad_slide = self._violations(q, hd, th)
+                if not bool(bad_free.any()) and not bool(bad_slide.any()):
+                    p = q
+                    break
+        return p
 
 
 class _Sliding(FlowConstants):
@@ -281,7 +428,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     safety, ifactor, dfactor = 0.9, 10.0, 0.2
     problem = field.problem
     flow = _Sliding(problem, slopes, monitor)
-    stats = {"n_events": 0, "n_arrivals": 0, "n_exits": 0, "n_sliding": 0, "n_resolve_passes": 0}
+    stats = {"n_events": 0, "n_arrivals": 0, "n_exits": 0, "n_sliding": 0, "n_resolve_passes": 0, "n_emerged": 0}
     monitor.extra_stats = stats
     y = field.initial_state()
     H0 = y[0]
@@ -376,8 +523,20 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                                 "nothing (an event cycle); loosen rtol/atol or use method='euler' with "
                                 "error_estimate=True")
                 t = t + dt
-                y = ye
+                y, y_start = ye, y
+                # a neuron whose pairs all reach the kink together passes through w_i = 0 (it moves on a line of
+                # sliding pairs, h_i ∝ s(t)): located one by one, its pairs crossed in rounding order and it bounced
+                # back (leaky ReLU, d = 2, n = 11: 0.7 off in H against GD at small steps)
+                near0 = arrivals.any(1) & (ye[0].abs().amax(1) <= NEAR_ZERO * y_start[0].abs().amax(1))
                 mode, r, theta = _resolve(flow, y, new_mode, arrivals=arrivals, prev=prev, K0=K[0], stats=stats)
+                zero = flow.collapsed(prev, mode) | near0
+                if bool(zero.any()):  # w_i at 0: the pattern it leaves with, if it does (FlowConstants.emerge)
+                    stuck = flow.emerge(y_start[0], y[0], mode, zero)
+                    stats["n_emerged"] += int((zero & ~stuck).sum())
+                    mode[stuck] = 0  # the Filippov flow's equilibrium w_i = 0: every pair slides
+                    y[0][zero] = 0.0
+                    mode, r, theta = _resolve(flow, y, mode, arrivals=torch.zeros_like(arrivals), prev=mode.clone(),
+                                              K0=K[0], stats=stats)
                 stats["n_events"] += 1
                 monitor.partial = (t, y)
                 h = max(h_new if tau_star >= 1.0 else h, 1e-12 * max(1.0, t))

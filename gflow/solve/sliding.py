@@ -32,7 +32,17 @@ Which of these applies is decided per step by an active-set pass (as ``filippov`
 predicted arrival slides if the end-of-step Filippov θ of the pattern is in [0, 1] and crosses otherwise; a
 sliding pair whose step-averaged θ̄ = (Ā_ia/∫r_a − s₋)/(s₊ − s₋) leaves [0, 1] is released for the step, and
 one whose end-of-step θ leaves [0, 1] is released for the next step (exits are smooth events: the velocity
-is continuous there).  A pair that would change a third time in one step is pinned at h = 0 for the step.
+is continuous there).  A pair that would change a third time in one step is pinned at h = 0 for the step; if the
+weight that pins it is far from one the Filippov flow can give (its step-averaged θ̄ beyond [−μ, 1 + μ]: no σ′ in
+[s₋, s₊] keeps it there), the step is retried at half size (``n_pin_retries``, down to the floor of the rank retries
+below).  Gross violations come with nearly dependent features among one neuron's pairs (random features with
+D < n): a differential fuzz found four pairs with a singular G_SS landed by weights of ≈ 10² where ∫r ≈ 10⁻², moving
+the neuron's other pairs by 0.15 in one step — 0.7 % off the loss at δ = 1/64 … 1/256, not falling with δ; the
+retries there (θ̄ up to 2e5, median 22) take it to 1.7e-5, 1.3e-5, 1.3e-8, 1.3e-7 at δ = 1/32 … 1/256.  Where G has
+full rank (P-3L with D ≥ n) the pins' θ̄ stay within 3.4 of [0, 1] (median 0.2 beyond it: m = D = 512, n = 200) and
+are an O(δ) effect: there μ = :data:`PIN_MARGIN` = 1 (+6 … 13 % wall, 37 retries to t = 5 at δ = 1/4, whose loss at
+t = 1 came 14× closer to δ = 1/16's), and μ = :data:`PIN_MARGIN_DEFICIENT` = 0.05 where G is rank-deficient (with
+μ = 1 the fuzz case stalled at 1.4e-3 in H; μ = 0.05 everywhere cost +30 … 90 % at m = 512 for no gain at δ = 1/8).
 
 **Steps.**  Several changes in one neuron within one step interact (an arrival changes its neighbours'
 velocities), and the scheme classifies them as if each were alone; so the step follows the event density: it is
@@ -41,12 +51,24 @@ velocities), and the scheme classifies them as if each were alone; so the step f
 δ/64 (ρ is unknown at t = 0) and at most double per step; ``event_rate=inf`` gives fixed steps δ.  Halving δ
 halves every step, so step halving (``error_estimate=True``) refines uniformly.  On Experiment 3's setting at
 m = D = 512, n = 200 the rate falls from ≈ 48 000 per unit time at t = 0 to ≈ 400 at t = 64: fixed steps of
-1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.  Where G is rank-
-deficient (shallow nets with n > d), a step that would put as many pairs of one neuron on the kink as G has rank —
-which fixes the neuron's whole feature row at 0, for good — is retried at half the step (``n_rank_retries``; down
-to δ/2^:data:`MAX_HALVINGS`, where a collapse that still holds is the flow's own, w_i → 0, and is accepted for that
-neuron from then on).  The free pairs are treated explicitly: a step beyond 2/λ_max(M₀) warns
-(:func:`stability_limit`).
+1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.  The free pairs are
+treated explicitly: a step beyond 2/λ_max(M₀) warns (:func:`stability_limit`).
+
+**Neurons through w_i = 0.**  Where G is rank-deficient (shallow nets with n > d), a step that would put as many
+pairs of one neuron on the kink as G has rank fixes the neuron's whole feature row at 0 (w_i = 0); it is retried at
+half the step (``n_rank_retries``), down to δ/2^:data:`MAX_HALVINGS`.  A collapse that still holds there is the
+flow's own: the neuron reaches w_i = 0, typically along a line of rank G − 1 sliding pairs, where every pair is on
+its kink and the Filippov solution is not unique.  What it does next is decided by its own flow through the
+passage, resolved far below the step (:meth:`FlowConstants.emerge <gflow.solve.filippov.FlowConstants.emerge>`,
+``n_emerged``): it leaves on a consistent pattern, or stays at 0 for good if it has none (an equilibrium of the
+flow).  The first version kept every such neuron at 0 — 0.4 off in H against GD at small steps on a shallow ReLU
+net, and a crawl to steps of 1e-34 on the dead neuron's chatter — and choosing among the consistent patterns by
+straight passage left on the wrong one.  Differential sweep with this and the pin retries above (32 random shallow
+and random-feature ReLU / leaky-ReLU problems, m ≤ 32, n ≤ 12, t = 10, against GD at δ = 1e-4): the worst loss error
+at δ = 1/128 fell from 7e-3 to 3e-4 (all others ≤ 6e-5), at δ = 1/32 (within the stability limit) from 8e-3 to 3e-4.
+The 3e-4 case (random features, D = 6 < n = 12) holds four nearly dependent pairs of one neuron on the kink that GD
+(and ``filippov``) let leave slowly: with G_SS near-singular their θ is not unique, and the end-of-step θ keeps
+them in [0, 1] — not resolved.
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
 n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
@@ -76,6 +98,8 @@ THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in t
 MAX_CHANGES = 2  # changes of mode of one pair within one step before it is pinned at the kink for the step
 MAX_PASSES = 64  # active-set passes per step; after that every pending change is pinned
 MAX_HALVINGS = 10  # a step that brings a neuron's sliding pairs up to rank G is retried down to δ/2^this
+PIN_MARGIN = 1.0  # a pin's θ̄ beyond [−this, 1 + this] retries the step (module docstring) ...
+PIN_MARGIN_DEFICIENT = 0.05  # ... and beyond this where G is rank-deficient (nearly dependent features)
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
 SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
 # index_add of scaled rows of G costs ≈ 60× per entry what the dense product does (2.8 ms for 10 000 entries against
@@ -90,33 +114,37 @@ class SlidingStepper(FlowConstants):
         self.active_rows = self.c != 0  # a neuron with c_i = 0 never moves
         self.sigma = problem.net.activation.sigma
         self._last: tuple[torch.Tensor, _Pattern] | None = None
-        self.theta_tol = max(THETA_TOL, 64 * torch.finfo(self.G.dtype).eps)  # float32: θ carries ~1e-7 rounding
-        ev = torch.linalg.eigvalsh(self.G)
-        #: numerical rank of G: a neuron with this many pairs on the kink has h_i ≡ 0 on every point (the landing
-        #: conditions G_SS Ā_S = … then fix its whole row), more make G_SS singular
-        self.rank_G = int((ev > ev[-1] * self.n * torch.finfo(self.G.dtype).eps * 10).sum())
-        self.accepted = torch.zeros_like(self.active_rows)  # neurons whose collapse held at the smallest retry step
+        #: neurons held at w_i = 0 (the flow's equilibrium: :meth:`emerge` found no pattern to leave with), no
+        #: longer retried; and those whose inadmissible pins held at the smallest retry step (no pin retries)
+        self.accepted = torch.zeros_like(self.active_rows)
+        self.pin_exempt = torch.zeros_like(self.active_rows)
+        #: μ of the pin retries (module docstring)
+        self.pin_margin = PIN_MARGIN_DEFICIENT if self.rank_G < self.n else PIN_MARGIN
+        #: after :meth:`step`: the neurons (m,) with a pinned pair whose weight no σ′ in [s₋, s₊] gives, else None
+        self.inadmissible: torch.Tensor | None = None
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
-                      "n_sliding": 0, "max_sliding_per_neuron": 0, "n_rank_retries": 0}
+                      "n_sliding": 0, "max_sliding_per_neuron": 0, "n_rank_retries": 0, "n_pin_retries": 0,
+                      "n_emerged": 0}
 
-    def collapses(self, mode: torch.Tensor, mode1: torch.Tensor) -> bool:
-        """Whether a step from ``mode`` to ``mode1`` brings some neuron's count of sliding pairs up to rank G.
+    def collapsing(self, mode: torch.Tensor, mode1: torch.Tensor) -> torch.Tensor:
+        """The neurons (m,) that a step from ``mode`` to ``mode1`` collapses onto w_i = 0 (:meth:`collapsed`), less
+        those accepted before (:attr:`accepted`).
 
         Landing that many pairs fixes the neuron's whole feature row at 0 (w_i ⟂ every φ(x_a)) — with rank-
         deficient G (shallow nets with n > d) a neuron whose first pair slides is then pulled onto the others'
-        kinks as well, and never leaves — whereas the Filippov flow resolves the arrivals one at a time (a
-        differential fuzz at d = 2, n = 9: a neuron collapsed at δ = 1/32 only, 1.7e-2 off in the loss).  Never where
-        G has full rank (all n pairs on the kink leave w_i free off the span of the φ(x_a); n = 1 slides so)."""
-        return bool(self.collapsing(mode, mode1).any())
+        kinks as well, whereas the Filippov flow resolves the arrivals one at a time (a differential fuzz at d = 2,
+        n = 9: a neuron collapsed at δ = 1/32 only, 1.7e-2 off in the loss)."""
+        return self.collapsed(mode, mode1) & self.active_rows & ~self.accepted
 
-    def collapsing(self, mode: torch.Tensor, mode1: torch.Tensor) -> torch.Tensor:
-        """The neurons (m,) that :meth:`collapses` finds, less those whose collapse was accepted before
-        (:attr:`accepted`: the exact flow can take w_i through 0 — retrying it forever livelocked)."""
-        if self.rank_G >= self.n:  # n pairs on the kink then leave w free in the null space of Φ (n = 1: sliding)
-            return torch.zeros_like(self.active_rows)
-        k0 = (mode == 0).sum(dim=1)
-        k1 = (mode1 == 0).sum(dim=1)
-        return (k1 >= self.rank_G) & (k0 < self.rank_G) & self.active_rows & ~self.accepted
+    def retry(self, mode: torch.Tensor, mode1: torch.Tensor) -> tuple[torch.Tensor, str] | None:
+        """(neurons, kind) if the step just taken from ``mode`` to ``mode1`` should be retried at half size: the
+        neurons of :meth:`collapsing` and :attr:`inadmissible`, kind "rank" if there is a collapse, else "pin";
+        None if there are none."""
+        bad = self.collapsing(mode, mode1)
+        kind = "rank" if bool(bad.any()) else "pin"
+        if self.inadmissible is not None:
+            bad |= self.inadmissible
+        return (bad, kind) if bool(bad.any()) else None
 
     def pattern(self, S: torch.Tensor) -> _Pattern:
         """The solves on the pairs of S, reused while S is unchanged (a pass without arrivals or releases keeps the
@@ -132,15 +160,6 @@ class SlidingStepper(FlowConstants):
     def residual(self, H: torch.Tensor) -> torch.Tensor:
         """r = α σ(H)ᵀc − y (σ(h) = s₊h above the kink, s₋h below; a sliding pair, h = 0, adds nothing)."""
         return torch.addmv(self.y, self.sigma(H).T, self.c, beta=-1.0, alpha=self.alpha)
-
-    def slope(self, mode: torch.Tensor) -> torch.Tensor:
-        """σ′ of each pair's mode: s₋ (−1), 0 (sliding: its weight comes from the solve), s₊ (+1)."""
-        out = (mode > 0).to(self.G.dtype)  # bool → float passes: cheaper than an int64 gather into a table
-        if self.sp != 1.0:
-            out.mul_(self.sp)
-        if self.sm != 0.0:
-            out.add_((mode < 0).to(self.G.dtype), alpha=self.sm)
-        return out
 
     def land(self, pat: _Pattern, H0: torch.Tensor, Af: torch.Tensor, S: torch.Tensor,
              AfG: torch.Tensor | None = None):
@@ -197,7 +216,7 @@ class SlidingStepper(FlowConstants):
         self.monitor.on_eval()
         r1 = self.residual(H1)
         rows = pat.rows
-        w = self.slope(mode[rows]) * r1[None, :]
+        w = self.slopes_of(mode[rows]) * r1[None, :]
         return self.theta(pat, pat.solve(-(w @ self.G)), r1), r1
 
     def leaving(self, pat: _Pattern, sel: torch.Tensor, th: torch.Tensor, R: torch.Tensor):
@@ -211,7 +230,7 @@ class SlidingStepper(FlowConstants):
         """Integrated weights Ā of the free pairs, and the mask of pairs crossing the kink inside the step: those
         are split at the crossing fraction φ = h₀/(h₀ − h_end) (h linear over the step, h_end its end without the
         crossing), with r linear from r0 to r1."""
-        Af = self.slope(mode) * R[None, :]
+        Af = self.slopes_of(mode) * R[None, :]
         cr = torch.mul(start, mode) < 0  # from one side to the other (modes are −1, 0, +1)
         if bool(cr.any()):
             ii, bb = torch.nonzero(cr, as_tuple=True)
@@ -234,7 +253,7 @@ class SlidingStepper(FlowConstants):
         start = mode
         S = start == 0
         pat = self.pattern(S)
-        Ht, _, _ = self.land(pat, H, self.slope(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
+        Ht, _, _ = self.land(pat, H, self.slopes_of(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
         r1 = self.residual(Ht)
         R = (r0 + r1) * (0.5 * dt)
         mode = start.clone()
@@ -295,8 +314,19 @@ class SlidingStepper(FlowConstants):
             S = mode == 0
             Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R)
             pat = self.pattern(S)
-            H1, A, _ = self.land(pat, H, Af, S)
+            H1, A, u_slide = self.land(pat, H, Af, S)
             th_end = None
+        # a pin whose weight leaves [s₋, s₊]·∫r is no Filippov motion (module docstring): flagged for a retry
+        self.inadmissible = None
+        if pat.rows is not None and bool(pinned.any()):
+            gi, idx = pat.gi, pat.idx
+            th = self.theta(pat, u_slide, R)
+            out = pat.mask & pinned[gi, idx] & ((th > 1 + self.pin_margin) | (th < -self.pin_margin))
+            if bool(out.any()):
+                rows = torch.zeros_like(self.active_rows)
+                rows[pat.rows[out.any(1)]] = True
+                rows &= ~(self.accepted | self.pin_exempt)
+                self.inadmissible = rows if bool(rows.any()) else None
         # exits found at the end of the step (the end-of-step θ of pairs that slid through it): released for the
         # next step, from h = 0 (an exit is a smooth event)
         if th_end is not None:
@@ -360,14 +390,21 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     h = t_out - t
                 before = stats["n_arrivals"] + stats["n_crossings"] + stats["n_exits"]
                 kept = dict(stats)
-                while True:  # a collapse (SlidingStepper.collapses): resolve it finer, down to δ/2^MAX_HALVINGS
+                while True:  # a collapse or an inadmissible pin: resolve it finer, down to δ/2^MAX_HALVINGS
                     H1, A, mode1 = stepper.step(y[0], mode, h)
-                    if not stepper.collapses(mode, mode1):
+                    retry = stepper.retry(mode, mode1)
+                    if retry is None:
                         break
-                    if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own (w_i → 0); accepted
-                        stepper.accepted |= stepper.collapsing(mode, mode1)
+                    if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0
+                        coll = stepper.collapsing(mode, mode1)
+                        if bool(coll.any()):  # w_i reaches 0: the pattern it leaves with, if it does
+                            stuck = stepper.emerge(y[0], H1, mode1, coll)
+                            H1[coll & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
+                            stats["n_emerged"] += int((coll & ~stuck).sum())
+                            stepper.accepted |= stuck
+                        stepper.pin_exempt |= retry[0] & ~coll
                         break
-                    kept["n_rank_retries"] += 1  # (the retried step's counts are dropped)
+                    kept[f"n_{retry[1]}_retries"] += 1  # (the retried step's counts are dropped)
                     stats.update(kept)
                     monitor.on_step(t, h, False)
                     h, landing = 0.5 * h, False

@@ -25,4 +25,23 @@ class PinDevice(WorkerPlugin):
         pin_worker(self.devices[i % len(self.devices)])
 
 
-__all__ = ["PinDevice"]
+class TanhRoute(WorkerPlugin):
+    """Fixes the float64 tanh route of a local worker to the client's
+    (:func:`gflow.model.activations.float64_tanh_route`): timed in each worker, load could flip it."""
+
+    idempotent = True
+    name = "gflow-tanh-route"
+
+    def __init__(self, route: str):
+        self.route = route
+
+    def setup(self, worker) -> None:
+        import os
+
+        from ..model.activations import TANH_ROUTE_ENV, float64_tanh_route
+
+        os.environ[TANH_ROUTE_ENV] = self.route
+        float64_tanh_route.cache_clear()
+
+
+__all__ = ["PinDevice", "TanhRoute"]

@@ -187,10 +187,14 @@ def _check_workers(workers: Any) -> int | None:
     return workers
 
 
-def _init_worker(threads: int, devices: Any = None) -> None:
+def _init_worker(threads: int, devices: Any = None, tanh_route: str | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if tanh_route is not None:  # the parent's float64 tanh route: bit-identical to serial runs
+        from ..model.activations import TANH_ROUTE_ENV
+
+        os.environ[TANH_ROUTE_ENV] = tanh_route
     if devices is not None:
         try:
             device = devices.get(timeout=10)  # each process takes the next device of the plan
@@ -225,8 +229,10 @@ class ProcessPool(AbstractExecutor):
             queue = ctx.Queue()
             for d in devices:
                 queue.put(d)
+        from ..model.activations import float64_tanh_route
+
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(self.threads, queue))
+                                            initargs=(self.threads, queue, float64_tanh_route()))
 
     def submit(self, fn, spec):
         return self._pool.submit(fn, spec)
@@ -280,9 +286,11 @@ class DaskExecutor(AbstractExecutor):
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                          dashboard_address=None)
             self.client = Client(self._cluster)
-            if any(d is not None for d in devices):
-                from ._dask import PinDevice
+            from ..model.activations import float64_tanh_route
+            from ._dask import PinDevice, TanhRoute
 
+            self.client.register_plugin(TanhRoute(float64_tanh_route()))  # (as the process pool's workers)
+            if any(d is not None for d in devices):
                 self.client.register_plugin(PinDevice(devices))
         elif isinstance(scheduler, Client):
             self.client, self._own_client = scheduler, False
