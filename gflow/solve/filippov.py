@@ -79,9 +79,9 @@ MAX_STALLED_EVENTS = 2000  # consecutive events that advance time by (almost) no
 SECANT_ITERS = 1  # exits are smooth events (the velocity is continuous there): one refinement suffices
 BISECT_ITERS = 16
 NEWTON_ITERS = 3
-EMERGE_ITERATIONS = 8  # active-set iterations per pair for the pattern a neuron leaves w_i = 0 with
-NEAR_ZERO = 1e-6  # filippov: a neuron's features within this fraction of their size before the step: w_i at 0
-EMERGE_STEPS = 400  # Euler steps of a neuron's own flow near w_i = 0 for a first guess at that pattern
+NEAR_ZERO = 1e-6  # a neuron's features within this fraction of their size before an event step: w_i at 0
+EMERGE_STEPS = 400  # Euler steps of a neuron's own flow near w_i = 0 for a first guess at the pattern it leaves with
+EMERGE_ITERATIONS = 8  # active-set iterations per pair to make that pattern consistent
 
 _C = torch.tensor(T.DOPRI5_C, dtype=torch.float64)
 _A = torch.tensor(T.DOPRI5_A, dtype=torch.float64)
