@@ -402,3 +402,20 @@ def test_filippov_lets_a_neuron_through_w_zero_as_gradient_descent_does():
     assert sol.ok and np.abs(sol.H[-1] - ref.H[-1]).max() < 2e-3 * np.abs(ref.H[-1]).max()
     assert np.abs(sol.loss - ref.loss).max() < 2e-5 * ref.loss[0]
     assert sol.stats["n_emerged"] >= 1
+
+
+_X7 = np.array([[1.5744082788445868, -0.4327858471825968], [-0.735483292342275, 0.24978537155866684], [1.0314530848694723, 0.16100957671534466], [-0.5855288241233366, -1.341219714076669], [-1.401520214917428, 0.5026828498748657], [0.989713033285805, -0.1642945926252907], [-1.0743648582284346, 0.8730421526217066], [-1.2803939447145731, -0.7130680950592722], [0.6210178535400985, -2.2501411735745918], [0.38636959756630584, -0.5816408364095031], [0.10927969747781388, -0.07570152622082311]])
+_Y7 = np.array([0.20211439504395987, 0.6941719367070082, -0.7583697508984092, 1.4209820223119163, 0.726093788947765, 0.843732662303268, 1.1648639811110282, 0.7875882217058694, 0.844078680578592, 0.07559361074288512, -1.4267738509897323])
+
+
+def test_filippov_resolves_two_pairs_of_one_neuron_arriving_together_one_at_a_time():
+    # random features with D = 6 < n = 11: pairs (28, 0) and (28, 5) arrived together at t = 0.5626; both were
+    # released at once, crossed back in zero time, and the event loop cycled ("stalled" at rtol 1e-10, while 1e-8
+    # succeeded). Releasing the worst violator per neuron and pass settles it, on GD's flow.
+    net = gf.Network(d=2, width=32, activation={"name": "leaky_relu", "slope": 0.1},
+                     embedding=gf.RandomFeatures(6, "relu", seed=5), scaling="ntk", c_hat=2.0, seed=2)
+    sol = gf.simulate(net, _X7, _Y7, t1=10.0, saveat=np.linspace(0.0, 10.0, 21), method="filippov", rtol=1e-10,
+                      max_wall_time=60)
+    assert sol.ok, sol.message
+    ref = _gd_reference(net, _X7, _Y7, 10.0, 1e-4)  # (11 of the 21 times)
+    assert np.abs(sol.loss[::2] - ref.loss).max() < 3e-5 * ref.loss[0]

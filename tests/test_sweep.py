@@ -556,3 +556,19 @@ def test_workers_take_the_parents_float64_tanh_route(monkeypatch):
     finally:
         monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
         A.float64_tanh_route.cache_clear()
+
+
+def test_an_avx512_cpu_takes_the_tanh_route_without_timing(monkeypatch):
+    from gflow.model import activations as A
+
+    def no_timing(*_):
+        raise AssertionError("timed")
+
+    monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(A, "_tanh_both_into_tanh", no_timing)
+    A.float64_tanh_route.cache_clear()
+    try:
+        assert A.float64_tanh_route() == "tanh"
+    finally:
+        A.float64_tanh_route.cache_clear()

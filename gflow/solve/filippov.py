@@ -667,7 +667,14 @@ def _resolve(flow: _Sliding, y, mode, *, arrivals, prev, K0, stats):
         bad = (low | high | repel_arrival) & mask
         if not bool(bad.any()):
             return mode, r, theta
-        jj, kk = torch.nonzero(bad, as_tuple=True)
+        # one pair per neuron and pass, the one that violates most (a repelling arrival first): releasing all of a
+        # neuron's at once can leave none consistent — two pairs of one neuron arriving together were both released,
+        # crossed back at once, and cycled in zero time (random features with D < n: "stalled" at rtol 1e-10)
+        viol = torch.where(repel_arrival, torch.full_like(theta, math.inf), torch.maximum(theta - 1, -theta))
+        viol = torch.where(bad, viol, torch.full_like(theta, -math.inf))
+        one = torch.zeros_like(bad)
+        one[torch.arange(bad.shape[0], device=bad.device), viol.argmax(dim=1)] = True
+        jj, kk = torch.nonzero(one & bad, as_tuple=True)
         ii, aa = rows[jj], idx[jj, kk]
         up = torch.where(repel_arrival[jj, kk], prev[ii, aa] < 0, high[jj, kk] == (orient[jj, kk] > 0))
         mode[ii, aa] = torch.where(up, 1, -1).to(torch.int8)

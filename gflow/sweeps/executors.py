@@ -256,6 +256,20 @@ def _worker_devices(workers: Any, devices: "list[str | None] | None", use_gpu: b
     return n, devices
 
 
+class _WithTanhRoute:
+    """``fn`` run with the float64 tanh route fixed to ``route`` in the (local) process that runs it."""
+
+    def __init__(self, fn: Callable, route: str):
+        self.fn, self.route = fn, route
+
+    def __call__(self, spec):
+        from ..model.activations import TANH_ROUTE_ENV, float64_tanh_route
+
+        os.environ[TANH_ROUTE_ENV] = self.route
+        float64_tanh_route.cache_clear()
+        return self.fn(spec)
+
+
 class DaskExecutor(AbstractExecutor):
     """``dask.distributed``: a local cluster of ``workers`` single-threaded processes, or a running scheduler.
 
@@ -348,6 +362,10 @@ class SubmititExecutor(AbstractExecutor):
         self.max_jobs = _check_workers(max_jobs) or (_cores() if self.cluster == "local" else None)
 
     def submit(self, fn, spec):
+        if self.cluster == "local":  # processes on this machine: the parent's float64 tanh route, as the pools'
+            from ..model.activations import float64_tanh_route
+
+            fn = _WithTanhRoute(fn, float64_tanh_route())
         fut = _Job(self._executor, fn, spec)
         if self.max_jobs is None:
             fut.start()
