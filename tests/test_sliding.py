@@ -419,3 +419,22 @@ def test_filippov_resolves_two_pairs_of_one_neuron_arriving_together_one_at_a_ti
     assert sol.ok, sol.message
     ref = _gd_reference(net, _X7, _Y7, 10.0, 1e-4)  # (11 of the 21 times)
     assert np.abs(sol.loss[::2] - ref.loss).max() < 3e-5 * ref.loss[0]
+
+
+
+_X8 = np.array([[1.8313504412926702, -1.8342386809938644], [-0.15858307484987563, -1.0057998484592217], [0.07148266094307909, -0.2103219086354484], [0.5797500338484932, 0.6727486683161371], [0.9455035722213874, -0.23342514435330478], [1.2196411169599286, 0.06661845612129295], [1.1089518345246272, 0.097672313273696], [0.5104013691513216, 0.010202758871971014], [-0.3649094590915994, -0.39551945843611513], [-1.5573970577659595, -0.05338122031372219], [0.10193097111060252, -2.0494141116427906], [-0.6723172069762305, 0.160004246929557], [-1.2297107515782952, 0.43035820694208965], [0.3108810175864297, -0.8315035898394465], [0.5805802707821094, 1.3422148081791738], [1.30160446515469, -0.48334158164881236]])
+_Y8 = np.array([0.7559180310218244, -1.8444602656255016, -0.7628739284430011, -1.7366229917830163, -1.5820267194627333, -0.5283414391579936, -0.11444534458209558, 0.2869199413918726, 1.8049194503099433, -1.6202345014019413, -0.1551625930361482, -1.8558831652733585, -1.803513027757721, -1.0945015650040173, 0.22066709816292995, -0.31834397470602654])
+
+
+def test_sliding_steps_never_shrink_below_the_retry_floor():
+    # random features D = 5 < n = 16 (a differential fuzz): after pin retries, one chattering pair per tiny step made
+    # the measured event rate ≈ 1/h and shrank the steps geometrically — at δ = 1/64 the run hit a 30 s budget
+    # before t = 5 (0.7 s without the retries). The event-rate step now stays ≥ δ/2^MAX_HALVINGS.
+    from gflow.solve.sliding import MAX_HALVINGS
+
+    net = gf.Network(2, width=24, activation='relu', embedding=gf.RandomFeatures(5, "relu", seed=5), scaling='ours', c_hat=1.0, seed=17)
+    step = 1 / 64
+    sol = gf.simulate(net, _X8, _Y8, t1=5.0, saveat=[0.0, 5.0], method="sliding", step=step, max_wall_time=20)
+    assert sol.ok, sol.message
+    assert sol.stats["n_steps"] < 5.0 / step * 8
+    assert sol.stats["min_step"] >= step / 2**MAX_HALVINGS * (1 - 1e-9)  # (no output time inside: no landings)

@@ -48,7 +48,8 @@ t = 1 came 14× closer to δ = 1/16's), and μ = :data:`PIN_MARGIN_DEFICIENT` = 
 velocities), and the scheme classifies them as if each were alone; so the step follows the event density: it is
 δ·min(1, ν/ρ), with ρ the measured rate of mode changes per unit time (smoothed over the last steps) and
 ν = ``options={"event_rate": ν}`` (default m, about one change per neuron per unit time at δ = 1); steps start at
-δ/64 (ρ is unknown at t = 0) and at most double per step; ``event_rate=inf`` gives fixed steps δ.  Halving δ
+δ/64 (ρ is unknown at t = 0), at most double per step and never fall below δ/2^:data:`MAX_HALVINGS` (one chattering
+pair per step makes ρ ≈ 1/h: the steps then shrank geometrically, to 1e-34); ``event_rate=inf`` gives fixed steps δ.  Halving δ
 halves every step, so step halving (``error_estimate=True``) refines uniformly.  On Experiment 3's setting at
 m = D = 512, n = 200 the rate falls from ≈ 48 000 per unit time at t = 0 to ≈ 400 at t = 64: fixed steps of
 1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.  The free pairs are
@@ -420,7 +421,9 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                 if adaptive:  # the rate of mode changes, smoothed over the last steps (a count per step is noisy)
                     now = (stats["n_arrivals"] + stats["n_crossings"] + stats["n_exits"] - before) / h
                     rate = now if rate is None else 0.5 * (rate + now)
-                    dt = min(step * min(1.0, nu / rate) if rate > 0 else step, 2.0 * dt)
+                    # (never below the retries' floor: one chattering pair per tiny step made the rate ~ 1/h and
+                    # shrank the steps geometrically, to 1e-34)
+                    dt = max(min(step * min(1.0, nu / rate) if rate > 0 else step, 2.0 * dt), h_floor)
             recorder.record(t, y)
     except FloatingPointError:
         monitor.raise_nonfinite(t)
