@@ -438,3 +438,13 @@ def test_sliding_steps_never_shrink_below_the_retry_floor():
     assert sol.ok, sol.message
     assert sol.stats["n_steps"] < 5.0 / step * 8
     assert sol.stats["min_step"] >= step / 2**MAX_HALVINGS * (1 - 1e-9)  # (no output time inside: no landings)
+
+
+def test_a_collapse_from_far_off_zero_is_not_taken_for_a_passage():
+    # the same net at δ = 1/16: a neuron with 4 sliding pairs (rank G = 5) collapsed at the smallest retry step
+    # from |h| = 1.4 — the landing's doing, not w_i passing 0; letting it leave put the loss 2.4e-3 off GD
+    net = gf.Network(2, width=24, activation="relu", embedding=gf.RandomFeatures(5, "relu", seed=5), scaling="ours",
+                     c_hat=1.0, seed=17)
+    ref = _gd_reference(net, _X8, _Y8, 5.0, 1e-4)
+    sol = gf.simulate(net, _X8, _Y8, t1=5.0, saveat=ref.t, method="sliding", step=1 / 16)
+    assert sol.ok and np.abs(sol.loss - ref.loss).max() < 5e-5 * ref.loss[0]

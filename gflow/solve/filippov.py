@@ -235,7 +235,8 @@ class FlowConstants:
         sig = torch.where(H > 0, H * self.sp, H * self.sm)
         return torch.addmv(self.y, sig.T, self.c, beta=-1.0, alpha=self.alpha)
 
-    def emerge(self, H0: torch.Tensor, H1: torch.Tensor, mode1: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def emerge(self, H0: torch.Tensor, H1: torch.Tensor, mode1: torch.Tensor, rows: torch.Tensor,
+               dt: float) -> torch.Tensor:
         """Neurons ``rows`` whose feature row a step from ``H0`` to ``H1`` collapsed onto h_i = 0 (w_i = 0; as many
         pairs on the kink as G has rank): set in ``mode1`` (in place) the pattern p ∈ {−1, 0, +1}ⁿ with which each
         leaves w_i = 0, if it does.
@@ -249,11 +250,18 @@ class FlowConstants:
         passes *near* 0, and what it leaves with depends on how it came: so the first guess is the neuron's own flow
         through the passage, from ``H0`` by gradient-descent steps far below the solver's (:meth:`_local_pattern`),
         then made consistent by an active-set iteration (:meth:`_exit_pattern`).  Returns the neurons for which no
-        pattern is found with fewer than rank G sliding pairs: w_i = 0 holds them (the Filippov flow's equilibrium).
-        Rare (a neuron through w_i = 0): a loop over those neurons."""
+        pattern is found with fewer than rank G sliding pairs: w_i = 0 holds them (the Filippov flow's equilibrium);
+        and those whose features before the step (``dt`` long) were too far from 0 to reach it at the neuron's largest
+        rate (4×): their collapse is the landing's, not a passage (a random-feature fuzz case, |h| = 1.4 before a
+        step of δ/1024; letting it leave put the run 2.4e-3 off GD, keeping it at 0 5.5e-5).  Rare (a neuron through
+        w_i = 0): a loop over those neurons."""
         r = self.residual(H1)
         stuck = torch.zeros_like(rows)
         for i in torch.nonzero(rows).flatten().tolist():
+            rate = float(((self.slopes_of(torch.ones_like(mode1[i])) * r) @ self.G).abs().max())
+            if float(H0[i].abs().max()) > 4 * dt * rate * abs(self.gamma * float(self.c[i])):
+                stuck[i] = True
+                continue
             p = self._exit_pattern(i, r, self._local_pattern(i, r, H0[i]))
             if p is not None and int((p == 0).sum()) < self.rank_G:
                 mode1[i] = p
@@ -531,7 +539,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                 mode, r, theta = _resolve(flow, y, new_mode, arrivals=arrivals, prev=prev, K0=K[0], stats=stats)
                 zero = flow.collapsed(prev, mode) | near0
                 if bool(zero.any()):  # w_i at 0: the pattern it leaves with, if it does (FlowConstants.emerge)
-                    stuck = flow.emerge(y_start[0], y[0], mode, zero)
+                    stuck = flow.emerge(y_start[0], y[0], mode, zero, dt)
                     stats["n_emerged"] += int((zero & ~stuck).sum())
                     mode[stuck] = 0  # the Filippov flow's equilibrium w_i = 0: every pair slides
                     y[0][zero] = 0.0

@@ -399,7 +399,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0
                         coll = stepper.collapsing(mode, mode1)
                         if bool(coll.any()):  # w_i reaches 0: the pattern it leaves with, if it does
-                            stuck = stepper.emerge(y[0], H1, mode1, coll)
+                            stuck = stepper.emerge(y[0], H1, mode1, coll, h)
                             H1[coll & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
                             stats["n_emerged"] += int((coll & ~stuck).sum())
                             stepper.accepted |= stuck
