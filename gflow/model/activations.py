@@ -325,9 +325,9 @@ def _tanh_both_into_sigmoid(u, s, ds):
 #: 2-core AMD EPYC, where float64 torch.tanh took 15 ns per element against 1.2 for sigmoid; 0.6–0.75× on a 2-core
 #: Intel Xeon, where it is vectorised): a wide margin, so that the choice does not flip with machine load.
 _SIGMOID_ROUTE_MIN_RATIO = 1.5
-#: set to "tanh" or "sigmoid", it fixes float64_tanh_route() in processes started with it (gf.sweep's process and
-#: Dask workers get the parent's choice so: timed in each, a heavily loaded machine could flip it, and a sweep's
-#: runs then differed from the serial ones by 4e-16)
+#: set to "tanh" or "sigmoid", it fixes float64_tanh_route() in processes started with it (gf.sweep's local workers
+#: — process pool, local Dask cluster, submitit's local jobs — get the parent's choice so: timed in each, it could
+#: flip, and a sweep's runs then differed from the serial ones by 4e-16)
 TANH_ROUTE_ENV = "GFLOW_FLOAT64_TANH_ROUTE"
 
 
