@@ -331,6 +331,15 @@ _SIGMOID_ROUTE_MIN_RATIO = 1.5
 TANH_ROUTE_ENV = "GFLOW_FLOAT64_TANH_ROUTE"
 
 
+def set_float64_tanh_route(route: str) -> None:
+    """Fix :func:`float64_tanh_route` to ``route`` in this process and the ones it starts (through
+    :data:`TANH_ROUTE_ENV`): how gf.sweep's local workers take their parent's choice."""
+    if route not in ("tanh", "sigmoid"):
+        raise ValueError(f"the float64 tanh route must be 'tanh' or 'sigmoid', got {route!r}")
+    os.environ[TANH_ROUTE_ENV] = route
+    float64_tanh_route.cache_clear()
+
+
 @functools.lru_cache(maxsize=1)
 def float64_tanh_route() -> str:
     """How σ/σ′ of tanh are computed in float64 on the CPU in this process: ``"tanh"`` (torch.tanh, then

@@ -258,11 +258,13 @@ class FlowConstants:
         r = self.residual(H1)
         stuck = torch.zeros_like(rows)
         for i in torch.nonzero(rows).flatten().tolist():
-            rate = float(((self.slopes_of(torch.ones_like(mode1[i])) * r) @ self.G).abs().max())
-            if float(H0[i].abs().max()) > 4 * dt * rate * abs(self.gamma * float(self.c[i])):
+            # the neuron's largest rate: |ḣ_ia| ≤ γ|c_i| max_a |((s₊ r) G)_a| (the scale of its local flow, too)
+            v = float(((self.slopes_of(torch.ones_like(mode1[i])) * r) @ self.G).abs().max())
+            v *= abs(self.gamma * float(self.c[i]))
+            if float(H0[i].abs().max()) > 4 * dt * v:
                 stuck[i] = True
                 continue
-            p = self._exit_pattern(i, r, self._local_pattern(i, r, H0[i]))
+            p = self._exit_pattern(i, r, self._local_pattern(i, r, H0[i], v))
             if p is not None and int((p == 0).sum()) < self.rank_G:
                 mode1[i] = p
             else:
@@ -299,13 +301,12 @@ class FlowConstants:
             bad_slide[S] = (th > 1 + self.theta_tol) | (th < -self.theta_tol)
         return bad_free, bad_slide
 
-    def _local_pattern(self, i: int, r: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    def _local_pattern(self, i: int, r: torch.Tensor, h0: torch.Tensor, v: float) -> torch.Tensor:
         """A first guess at the pattern neuron i leaves w_i = 0 with: its own flow ḣ_i = −γ c_i (σ′(h_i) ∘ r) G, the
         rest of the net frozen (r fixed), from its features ``h0`` before the collapsing step, by Euler steps of
         1/50 of |h0| — gradient descent at a step far below the smallest one, through the passage; pairs within 2 %
-        of the largest |h_ib| after :data:`EMERGE_STEPS` steps chatter (slide)."""
+        of the largest |h_ib| after :data:`EMERGE_STEPS` steps chatter (slide); ``v``: the neuron's largest rate."""
         scale = -self.gamma * float(self.c[i])
-        v = float(((self.slopes_of(torch.ones_like(h0, dtype=torch.int8)) * r) @ self.G).abs().max()) * abs(scale)
         size = float(h0.abs().max())
         if not (v > 0 and size > 0):
             return torch.sign(h0).to(torch.int8)

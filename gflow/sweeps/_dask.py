@@ -36,12 +36,9 @@ class TanhRoute(WorkerPlugin):
         self.route = route
 
     def setup(self, worker) -> None:
-        import os
+        from ..model.activations import set_float64_tanh_route
 
-        from ..model.activations import TANH_ROUTE_ENV, float64_tanh_route
-
-        os.environ[TANH_ROUTE_ENV] = self.route
-        float64_tanh_route.cache_clear()
+        set_float64_tanh_route(self.route)
 
 
 __all__ = ["PinDevice", "TanhRoute"]

@@ -192,9 +192,9 @@ def _init_worker(threads: int, devices: Any = None, tanh_route: str | None = Non
 
     torch.set_num_threads(threads)
     if tanh_route is not None:  # the parent's float64 tanh route: bit-identical to serial runs
-        from ..model.activations import TANH_ROUTE_ENV
+        from ..model.activations import set_float64_tanh_route
 
-        os.environ[TANH_ROUTE_ENV] = tanh_route
+        set_float64_tanh_route(tanh_route)
     if devices is not None:
         try:
             device = devices.get(timeout=10)  # each process takes the next device of the plan
@@ -263,10 +263,9 @@ class _WithTanhRoute:
         self.fn, self.route = fn, route
 
     def __call__(self, spec):
-        from ..model.activations import TANH_ROUTE_ENV, float64_tanh_route
+        from ..model.activations import set_float64_tanh_route
 
-        os.environ[TANH_ROUTE_ENV] = self.route
-        float64_tanh_route.cache_clear()
+        set_float64_tanh_route(self.route)
         return self.fn(spec)
 
 
