@@ -32,7 +32,11 @@ Which of these applies is decided per step by an active-set pass (as ``filippov`
 predicted arrival slides if the end-of-step Filippov θ of the pattern is in [0, 1] and crosses otherwise; a
 sliding pair whose step-averaged θ̄ = (Ā_ia/∫r_a − s₋)/(s₊ − s₋) leaves [0, 1] is released for the step, and
 one whose end-of-step θ leaves [0, 1] is released for the next step (exits are smooth events: the velocity
-is continuous there).  A pair that would change a third time in one step is pinned at h = 0 for the step; if the
+is continuous there).  Where one neuron changes more than once in a step, an arrival (or a crossing that ends on its
+start side) is checked against the others: left free in its start mode, with the neuron's other changes as they
+are, does it still reach the kink?  If not, the others turn it back first and it keeps its start mode
+(``n_spurious``; :meth:`SlidingStepper.spurious`) — landed anyway, it slid on consistently and the run followed
+another Filippov solution for good.  A pair that would change a third time in one step is pinned at h = 0 for the step; if the
 weight that pins it is far from one the Filippov flow can give (its step-averaged θ̄ beyond [−μ, 1 + μ]: no σ′ in
 [s₋, s₊] keeps it there), the step is retried at half size (``n_pin_retries``, down to the floor of the rank retries
 below).  Gross violations come with nearly dependent features among one neuron's pairs (random features with
@@ -125,7 +129,7 @@ class SlidingStepper(FlowConstants):
         self.inadmissible: torch.Tensor | None = None
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
                       "n_sliding": 0, "max_sliding_per_neuron": 0, "n_rank_retries": 0, "n_pin_retries": 0,
-                      "n_emerged": 0}
+                      "n_emerged": 0, "n_spurious": 0}
 
     def collapsing(self, mode: torch.Tensor, mode1: torch.Tensor) -> torch.Tensor:
         """The neurons (m,) that a step from ``mode`` to ``mode1`` collapses onto w_i = 0 (:meth:`collapsed`), less
@@ -244,6 +248,61 @@ class SlidingStepper(FlowConstants):
             Af[ii, bb] = s_start * first + s_end * (R[bb] - first)
         return Af, cr
 
+    def spurious(self, pat: _Pattern, H1: torch.Tensor, S: torch.Tensor, start: torch.Tensor, cand: torch.Tensor,
+                 Af: torch.Tensor, u_slide: torch.Tensor | None, R: torch.Tensor) -> torch.Tensor | None:
+        """Which of the changes ``cand`` (an arrival, or a crossing that ends on its start side) are no change at
+        all: (m, n) mask of the pairs to put back in their start mode, at most one per neuron, or None.
+
+        Two or more changes in one neuron within one step interact: in the Filippov flow an earlier arrival or
+        crossing can turn a pair back before it reaches the kink.  Landed anyway, such a pair slides on
+        consistently (its θ stays in [0, 1]) and the run follows another Filippov solution for good — a
+        differential fuzz case (shallow ReLU, d = 6, n = 16) landed three arrivals of one neuron, which then pulled
+        a fourth pair onto its kink: 8.7e-4 off in the loss at every δ from 1/16 to 1/256, where ``filippov`` and
+        GD agree.  The test: the pair left free in its start mode (weight w = s_start ∫r over the step), the
+        neuron's other sliding pairs landing as before; if it then ends on its start side it does not reach the
+        kink in this step (a pair that really arrives, or crosses, ends across).  Its end value is closed-form:
+        the others' re-solve is a Schur complement, so changing pair j's weight from its current a_j to w moves its
+        end value by −γ c_i (w − a_j) (G_jj − G_jS G_SS⁻¹ G_Sj), which is −γ c_i (w − u_j)/(G_SS⁻¹)_jj from h = 0
+        for a landed arrival (u_j its landing weight).  For an arrival with θ̄ inside (0, 1) this is the rule
+        ``filippov`` applies at an event: only an attracting pair (c_i r_j (s₊ − s₋) > 0) arrives.  Of several in
+        one neuron the one that ends farthest on its side goes back (one at a time, as ``filippov`` resolves)."""
+        ii, jj = torch.nonzero(cand, as_tuple=True)
+        if not ii.numel():
+            return None
+        w = self.slopes_of(start[ii, jj]) * R[jj]
+        coef = -self.gamma * self.c[ii]
+        schur = self.G[jj, jj].clone()
+        inS = S[ii, jj]
+        if pat.rows is not None:
+            has = pat.present[ii]
+            li = pat.local[ii[has]]
+            B = pat.Ginv[li]
+            idx, mk = pat.idx[li], pat.mask[li]
+            g = self.G[idx, jj[has][:, None]] * mk  # G_Sj (k)
+            schur[has] -= (g * torch.bmm(B, g[:, :, None])[:, :, 0]).sum(1)
+            sel = inS[has]
+            if bool(sel.any()):  # landed arrivals: h_j(w) = −γ c (w − u_j)/(G_SS⁻¹)_jj
+                pos = ((idx[sel] == jj[has][sel][:, None]) & mk[sel]).to(torch.int8).argmax(1)
+                kk = torch.arange(pos.numel(), device=pos.device)
+                Bjj = B[sel][kk, pos, pos]
+                u = u_slide[li[sel], pos]
+                h_in = torch.where(Bjj > 0, coef[has][sel] * (w[has][sel] - u) / Bjj.clamp_min(1e-300),
+                                   torch.zeros_like(Bjj))
+        h = H1[ii, jj] + coef * (w - Af[ii, jj]) * schur
+        if pat.rows is not None and bool(sel.any()):
+            hh = h[has]
+            hh[sel] = h_in
+            h[has] = hh
+        side = h * start[ii, jj]
+        score = torch.where(side > 0, side, torch.zeros_like(side))
+        best = torch.zeros(self.m, dtype=side.dtype, device=side.device).scatter_reduce(0, ii, score, "amax")
+        back = (score > 0) & (score == best[ii])
+        if not bool(back.any()):
+            return None
+        out = torch.zeros_like(S)
+        out[ii[back], jj[back]] = True
+        return out
+
     # -- the step ----------------------------------------------------------------------------------------
     def step(self, H: torch.Tensor, mode: torch.Tensor, dt: float):
         """Advance (H, mode) by dt; returns (H1, Ā, mode1)."""
@@ -294,7 +353,18 @@ class SlidingStepper(FlowConstants):
                 up[gi[o & u], idx[o & u]] = True
             wrong = torch.mul(H1, mode) < 0
             newarr = wrong & ~cr & ~pinned
-            pinned |= wrong & cr  # a crossing that ends on its starting side is marginal: hold it at the kink
+            # a crossing that ends on its starting side: turned back before the kink by the neuron's other changes
+            # (:meth:`spurious`), or marginal — then it is held at the kink for the step
+            back = None
+            marginal = wrong & cr & ~pinned
+            if bool(marginal.any()):
+                back = self.spurious(pat, H1, S, start, marginal & (nchg <= MAX_CHANGES), Af, u_slide, R)
+                if back is not None:
+                    marginal &= ~back
+                    st["n_spurious"] += int(back.sum())
+                    nchg += back
+                    mode = torch.where(back, start, mode)
+            pinned |= marginal
             want |= newarr
             want &= ~pinned
             again = want & (nchg >= MAX_CHANGES)
@@ -303,8 +373,19 @@ class SlidingStepper(FlowConstants):
             new_pins = again | (pinned & (mode != 0))
             pinned |= again
             want &= ~again
-            if not bool(want.any()) and not bool(new_pins.any()):
-                break
+            if not bool(want.any()) and not bool(new_pins.any()) and back is None:
+                # arrivals that the neuron's other changes turn back (:meth:`spurious`: only a repelling pair can
+                # be one), checked once per pair
+                cand = (mode == 0) & (start != 0) & ~pinned & (nchg == 1)
+                cand &= torch.outer(self.c, R).mul_(self.sp - self.sm) <= 0
+                if bool(cand.any()):
+                    back = self.spurious(pat, H1, S, start, cand, Af, u_slide, R)
+                if back is None:
+                    break
+                st["n_spurious"] += int(back.sum())
+                nchg += back
+                mode = torch.where(back, start, mode)
+                continue
             mode.masked_fill_(pinned, 0)
             nchg += want
             flip = want & ~newarr  # (masked fills: an index_put with a boolean mask costs a nonzero first)
