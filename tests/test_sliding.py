@@ -480,3 +480,34 @@ def test_an_arrival_that_the_others_turn_back_is_not_landed(case):
         assert np.abs(sol.H[-1] - ref.H[-1]).max() < 2e-3 * np.abs(ref.H[-1]).max(), step
         assert np.abs(sol.loss - ref.loss).max() < 3e-5 * ref.loss[0], step
         assert sol.stats["n_spurious"] >= 1
+
+
+def test_a_pair_whose_feature_the_other_sliding_pairs_fix_is_not_sent_back():
+    # d = 2 (rank G = 2), n = 13: a pair whose φ(x_j) lies in the span of its neuron's other sliding pairs has no
+    # free motion (landing them fixes h_j too); testing it as if it had sent ~130 pairs back and put the run 0.64
+    # off filippov in H by t = 1 (fuzz case 200040, benchmarks/fuzz_relu.py)
+    net = gf.Network(2, width=64, activation="relu", scaling="mf", c_hat=1.0, seed=662)
+    X = np.array([[1.425086557526993, -1.9400631114059117], [-1.024202721529565, -0.5370412443544675], [-2.0359306993861472, 1.508746142114714], [-0.9781144911324984, 0.34387089034509893], [-0.14434555749443184, 0.44589047620586886], [-1.0630521144697835, 0.6210744897282846], [-2.0006794145599494, -0.17779088097130752], [1.9264519161348228, -1.145863871175142], [1.6019847874694118, 0.5016178295181813], [0.4327762008796621, -1.0387456025745812], [2.753597278779168, 0.6765296712802318], [-0.18793938986202094, 1.9193562779284037], [-1.089682854464747, -0.48092928092718545]])
+    y = np.array([-0.7755095858851182, 0.5467680246955102, -0.9535532385420873, -0.9948923703969963, 0.75789958522133, 0.3390168565756156, -1.6424310295513502, 1.3978915187755785, 0.9335518410488486, 0.482980603093401, -0.3616365719726679, 0.005135163186103352, -0.8502962293992387])
+    ts = np.linspace(0.0, 1.0, 11)
+    ref = gf.simulate(net, X, y, 1.0, saveat=ts, method="filippov", rtol=1e-10, atol=1e-12, features_at=[1.0])
+    sol = gf.simulate(net, X, y, 1.0, saveat=ts, method="sliding", step=1 / 256, features_at=[1.0])
+    assert sol.ok and np.abs(sol.H[-1] - ref.H[-1]).max() < 2e-3 * np.abs(ref.H[-1]).max()
+    assert np.abs(sol.loss / ref.loss - 1).max() < 1e-5
+
+
+def test_the_differential_fuzz_runs_a_case_and_writes_a_reproducer(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import fuzz_relu
+
+    recs = fuzz_relu.main(["--cases", "1", "--first", "100009", "--out", str(tmp_path)])  # m = 8, n = 11, t1 = 5
+    (rec,) = recs
+    assert rec["flags"] == [] and rec["d"] == 4 and rec["n"] == 11 and rec["m"] == 8
+    for name in ("filippov", "sliding_16", "sliding_64"):
+        assert rec[name]["status"] == "success" and rec[name]["loss_err"] < 1e-4, name
+    assert (tmp_path / "fuzz_relu.jsonl").read_text().count("\n") == 1
+    path = fuzz_relu.main(["--repro", "100009", "--out", str(tmp_path)])
+    compile(path.read_text(), str(path), "exec")

@@ -32,11 +32,12 @@ Which of these applies is decided per step by an active-set pass (as ``filippov`
 predicted arrival slides if the end-of-step Filippov θ of the pattern is in [0, 1] and crosses otherwise; a
 sliding pair whose step-averaged θ̄ = (Ā_ia/∫r_a − s₋)/(s₊ − s₋) leaves [0, 1] is released for the step, and
 one whose end-of-step θ leaves [0, 1] is released for the next step (exits are smooth events: the velocity
-is continuous there).  Where one neuron changes more than once in a step, an arrival (or a crossing that ends on its
-start side) is checked against the others: left free in its start mode, with the neuron's other changes as they
-are, does it still reach the kink?  If not, the others turn it back first and it keeps its start mode
-(``n_spurious``; :meth:`SlidingStepper.spurious`) — landed anyway, it slid on consistently and the run followed
-another Filippov solution for good.  A pair that would change a third time in one step is pinned at h = 0 for the step; if the
+is continuous there).  A landed arrival that is repelling (c_i ∫r_a (s₊ − s₋) ≤ 0: the pairs ``filippov`` never lets
+arrive), and a crossing that ends on its start side, are checked against the neuron's other changes: left free in
+its start mode, with the rest of the neuron as it is, does it still reach the kink?  If not, the others turn it
+back first and it keeps its start mode (``n_spurious``; :meth:`SlidingStepper.spurious`) — landed anyway, it slid
+on consistently and the run followed another Filippov solution for good.  A pair that would change a third time
+in one step is pinned at h = 0 for the step; if the
 weight that pins it is far from one the Filippov flow can give (its step-averaged θ̄ beyond [−μ, 1 + μ]: no σ′ in
 [s₋, s₊] keeps it there), the step is retried at half size (``n_pin_retries``, down to the floor of the rank retries
 below).  Gross violations come with nearly dependent features among one neuron's pairs (random features with
@@ -53,8 +54,8 @@ velocities), and the scheme classifies them as if each were alone; so the step f
 δ·min(1, ν/ρ), with ρ the measured rate of mode changes per unit time (smoothed over the last steps) and
 ν = ``options={"event_rate": ν}`` (default m, about one change per neuron per unit time at δ = 1); steps start at
 δ/64 (ρ is unknown at t = 0), at most double per step and never fall below δ/2^:data:`MAX_HALVINGS` (one chattering
-pair per step makes ρ ≈ 1/h: the steps then shrank geometrically, to 1e-34); ``event_rate=inf`` gives fixed steps δ.  Halving δ
-halves every step, so step halving (``error_estimate=True``) refines uniformly.  On Experiment 3's setting at
+pair per step makes ρ ≈ 1/h: the steps then shrank geometrically, to 1e-34); ``event_rate=inf`` gives fixed
+steps δ.  Halving δ halves every step, so step halving (``error_estimate=True``) refines uniformly.  On Experiment 3's setting at
 m = D = 512, n = 200 the rate falls from ≈ 48 000 per unit time at t = 0 to ≈ 400 at t = 64: fixed steps of
 1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.  The free pairs are
 treated explicitly: a step beyond 2/λ_max(M₀) warns (:func:`stability_limit`).
@@ -248,53 +249,47 @@ class SlidingStepper(FlowConstants):
             Af[ii, bb] = s_start * first + s_end * (R[bb] - first)
         return Af, cr
 
-    def spurious(self, pat: _Pattern, H1: torch.Tensor, S: torch.Tensor, start: torch.Tensor, cand: torch.Tensor,
-                 Af: torch.Tensor, u_slide: torch.Tensor | None, R: torch.Tensor) -> torch.Tensor | None:
-        """Which of the changes ``cand`` (an arrival, or a crossing that ends on its start side) are no change at
-        all: (m, n) mask of the pairs to put back in their start mode, at most one per neuron, or None.
+    def spurious(self, H: torch.Tensor, S: torch.Tensor, start: torch.Tensor, cand: torch.Tensor, Af: torch.Tensor,
+                 AfG: torch.Tensor, R: torch.Tensor) -> torch.Tensor | None:
+        """Which of the changes ``cand`` (landed arrivals that are repelling, or crossings that end on their start
+        side) are no change at all: (m, n) mask of the pairs to put back in their start mode, at most one per
+        neuron, or None.
 
         Two or more changes in one neuron within one step interact: in the Filippov flow an earlier arrival or
         crossing can turn a pair back before it reaches the kink.  Landed anyway, such a pair slides on
         consistently (its θ stays in [0, 1]) and the run follows another Filippov solution for good — a
         differential fuzz case (shallow ReLU, d = 6, n = 16) landed three arrivals of one neuron, which then pulled
         a fourth pair onto its kink: 8.7e-4 off in the loss at every δ from 1/16 to 1/256, where ``filippov`` and
-        GD agree.  The test: the pair left free in its start mode (weight w = s_start ∫r over the step), the
-        neuron's other sliding pairs landing as before; if it then ends on its start side it does not reach the
-        kink in this step (a pair that really arrives, or crosses, ends across).  Its end value is closed-form:
-        the others' re-solve is a Schur complement, so changing pair j's weight from its current a_j to w moves its
-        end value by −γ c_i (w − a_j) (G_jj − G_jS G_SS⁻¹ G_Sj), which is −γ c_i (w − u_j)/(G_SS⁻¹)_jj from h = 0
-        for a landed arrival (u_j its landing weight).  For an arrival with θ̄ inside (0, 1) this is the rule
-        ``filippov`` applies at an event: only an attracting pair (c_i r_j (s₊ − s₋) > 0) arrives.  Of several in
-        one neuron the one that ends farthest on its side goes back (one at a time, as ``filippov`` resolves)."""
+        GD agree.  The test: the pair left free in its start mode (weight s_start ∫r over the step), the neuron's
+        other sliding pairs S′ landing as before; if it then ends on its start side it does not reach the kink in
+        this step (a pair that really arrives, or crosses, ends across).  For an arrival with θ̄ inside (0, 1)
+        this is the rule ``filippov`` applies at an event: only an attracting pair (c_i r_j (s₊ − s₋) > 0)
+        arrives.  Where φ(x_j) is (numerically) in the span of the φ(x_b), b ∈ S′ (rank-deficient G: the Schur
+        complement G_jj − G_jS′ G_S′S′⁺ G_S′j ≤ 1e-6 G_jj), landing S′ fixes h_j as well and the pair has no free
+        motion to test: it stays as it is (a shallow net with d = 2 let such pairs go and ended 73 off in H).
+        Neurons decouple within a step (r is the predictor's), so every candidate is a row of one batched solve.
+        Of several in one neuron the one that ends farthest on its side goes back (one at a time, as ``filippov``
+        resolves an event)."""
         ii, jj = torch.nonzero(cand, as_tuple=True)
         if not ii.numel():
             return None
-        w = self.slopes_of(start[ii, jj]) * R[jj]
-        coef = -self.gamma * self.c[ii]
+        k = torch.arange(ii.numel(), device=ii.device)
+        Sv = S[ii]
+        Sv[k, jj] = False
+        dw = self.slopes_of(start[ii, jj]) * R[jj] - Af[ii, jj]  # its weight in the start mode, less the current
+        AfGv = torch.addcmul(AfG[ii], dw[:, None], self.G[jj])
+        hv = AfGv[k, jj]
         schur = self.G[jj, jj].clone()
-        inS = S[ii, jj]
+        pat = _Pattern(self.G, Sv)
         if pat.rows is not None:
-            has = pat.present[ii]
-            li = pat.local[ii[has]]
-            B = pat.Ginv[li]
-            idx, mk = pat.idx[li], pat.mask[li]
-            g = self.G[idx, jj[has][:, None]] * mk  # G_Sj (k)
-            schur[has] -= (g * torch.bmm(B, g[:, :, None])[:, :, 0]).sum(1)
-            sel = inS[has]
-            if bool(sel.any()):  # landed arrivals: h_j(w) = −γ c (w − u_j)/(G_SS⁻¹)_jj
-                pos = ((idx[sel] == jj[has][sel][:, None]) & mk[sel]).to(torch.int8).argmax(1)
-                kk = torch.arange(pos.numel(), device=pos.device)
-                Bjj = B[sel][kk, pos, pos]
-                u = u_slide[li[sel], pos]
-                h_in = torch.where(Bjj > 0, coef[has][sel] * (w[has][sel] - u) / Bjj.clamp_min(1e-300),
-                                   torch.zeros_like(Bjj))
-        h = H1[ii, jj] + coef * (w - Af[ii, jj]) * schur
-        if pat.rows is not None and bool(sel.any()):
-            hh = h[has]
-            hh[sel] = h_in
-            h[has] = hh
-        side = h * start[ii, jj]
-        score = torch.where(side > 0, side, torch.zeros_like(side))
+            gi, idx = pat.gi, pat.idx
+            u = pat.solve_padded(H[ii[gi], idx] / (self.gamma * self.c[ii[gi]]) - AfGv[gi, idx])
+            g = self.G[idx, jj[pat.rows][:, None]]  # G_S′j, padded
+            hv[pat.rows] += (u * g).sum(1)
+            schur[pat.rows] -= (pat.solve_padded(g) * g).sum(1)
+        side = (H[ii, jj] - self.gamma * self.c[ii] * hv) * start[ii, jj]
+        free = schur > 1e-6 * self.G[jj, jj]
+        score = torch.where((side > 0) & free, side, torch.zeros_like(side))
         best = torch.zeros(self.m, dtype=side.dtype, device=side.device).scatter_reduce(0, ii, score, "amax")
         back = (score > 0) & (score == best[ii])
         if not bool(back.any()):
@@ -358,7 +353,7 @@ class SlidingStepper(FlowConstants):
             back = None
             marginal = wrong & cr & ~pinned
             if bool(marginal.any()):
-                back = self.spurious(pat, H1, S, start, marginal & (nchg <= MAX_CHANGES), Af, u_slide, R)
+                back = self.spurious(H, S, start, marginal & (nchg <= MAX_CHANGES), Af, AfG, R)
                 if back is not None:
                     marginal &= ~back
                     st["n_spurious"] += int(back.sum())
@@ -379,7 +374,7 @@ class SlidingStepper(FlowConstants):
                 cand = (mode == 0) & (start != 0) & ~pinned & (nchg == 1)
                 cand &= torch.outer(self.c, R).mul_(self.sp - self.sm) <= 0
                 if bool(cand.any()):
-                    back = self.spurious(pat, H1, S, start, cand, Af, u_slide, R)
+                    back = self.spurious(H, S, start, cand, Af, AfG, R)
                 if back is None:
                     break
                 st["n_spurious"] += int(back.sum())
