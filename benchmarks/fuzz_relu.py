@@ -135,14 +135,16 @@ for st in (1e-4, 5e-5, 2.5e-5, 1e-5):
     G[st] = gf.gradient_descent(net, X, y, step=st, steps=k, save_every=k // 10, integrals=False, features_at=[t1])
 g = G[1e-4]
 def err(loss, H):
-    return np.abs(np.asarray(loss) - g.loss).max() / g.loss[0], np.abs(np.asarray(H)[-1] - g.H[-1]).max() / np.abs(g.H[-1]).max()
+    eL = np.abs(np.asarray(loss) - g.loss).max() / g.loss[0]
+    return eL, np.abs(np.asarray(H)[-1] - g.H[-1]).max() / np.abs(g.H[-1]).max()
 for st, gg in G.items():
     print(f"GD {{st:g}}: loss %.2e  H %.2e (vs GD 1e-4)" % err(gg.loss, gg.H))
 runs = [("filippov", dict(method="filippov", rtol=1e-10, atol=1e-12))]
 runs += [(f"sliding 1/{{k}}", dict(method="sliding", step=1 / k)) for k in (16, 64, 256)]
 for name, kw in runs:
     s = gf.simulate(net, X, y, t1, saveat=g.t, features_at=[t1], max_wall_time=60, **kw)
-    print(f"{{name:12s}} loss %.2e  H %.2e  {{s.status}}  {{s.stats.get('wall_time', 0):.1f}} s" % (err(s.loss, s.H) if s.ok else (np.nan, np.nan)))
+    e = err(s.loss, s.H) if s.ok else (np.nan, np.nan)
+    print(f"{{name:12s}} loss %.2e  H %.2e  {{s.status}}  {{s.stats.get('wall_time', 0):.1f}} s" % e)
 '''
 
 
