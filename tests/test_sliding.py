@@ -496,11 +496,10 @@ def test_a_pair_whose_feature_the_other_sliding_pairs_fix_is_not_sent_back():
     assert np.abs(sol.loss / ref.loss - 1).max() < 1e-5
 
 
-def test_the_differential_fuzz_runs_a_case_and_writes_a_reproducer(tmp_path):
-    import sys
+def test_the_differential_fuzz_runs_a_case_and_writes_a_reproducer(tmp_path, monkeypatch):
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import fuzz_relu
 
     recs = fuzz_relu.main(["--cases", "1", "--first", "100009", "--out", str(tmp_path)])  # m = 8, n = 11, t1 = 5
