@@ -19,7 +19,8 @@ cases of the tenth and eleventh sessions' fuzz (CHANGELOG).
     python benchmarks/fuzz_relu.py [--cases 40] [--first 100000] [--out DIR] [--repro SEED]
 
 Output: ``fuzz_relu.jsonl`` (one record per case: problem, GD scatter, each solver's errors, status, wall, stats,
-flags) and a printed summary.
+flags) and a printed summary.  The script runs torch on one thread (parallel workers: one process each); latest
+results, before and after the eleventh session's change, in ``benchmarks/results/fuzz_relu/``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import gflow as gf
 
@@ -177,4 +179,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # (two threads per process on a loaded machine: small ops wait, up to 100× slower)
     main()
