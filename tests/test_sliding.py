@@ -452,6 +452,20 @@ def test_a_collapse_from_far_off_zero_is_not_taken_for_a_passage():
     assert sol.ok and np.abs(sol.loss - ref.loss).max() < 5e-5 * ref.loss[0]
 
 
+def test_a_pair_released_on_the_kink_and_held_there_by_its_neighbours_does_not_chatter():
+    # the same net (fuzz 200012): a pair whose feature lies in the span of its neuron's other sliding pairs was
+    # released on θ = 1.62 (from a singular G_SS), stayed at |h| ≈ 1e-21 — the others hold it — and, ending a step a
+    # rounding error below the kink, "arrived" again: every step, with the event-rate steps held near the floor
+    # (1 985 steps to t = 5 at δ = 1/64, 36 190 at δ = 1/256: 78 s). Within rounding of the kink it has not crossed.
+    net = gf.Network(2, width=24, activation="relu", embedding=gf.RandomFeatures(5, "relu", seed=5), scaling="ours",
+                     c_hat=1.0, seed=17)
+    ts = np.linspace(0.0, 5.0, 11)
+    ref = gf.simulate(net, _X8, _Y8, 5.0, saveat=ts, method="filippov", rtol=1e-10, atol=1e-12)
+    sol = gf.simulate(net, _X8, _Y8, 5.0, saveat=ts, method="sliding", step=1 / 64)
+    assert sol.ok and np.abs(sol.loss / ref.loss - 1).max() < 1e-5
+    assert sol.stats["n_steps"] < 800
+
+
 # Two or more pairs of one neuron reaching the kink in one step (differential fuzz, shallow ReLU nets): landed
 # together, a pair that the others' arrival (or crossing) turns back before it arrives slid on consistently and the
 # run followed another Filippov solution for good. _X9: three arrivals of neuron 15 at t ≈ 2.36, one spurious, then a

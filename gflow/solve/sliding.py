@@ -132,6 +132,10 @@ class SlidingStepper(FlowConstants):
         #: arrivals that the neuron's other changes turn back are looked for where G is rank-deficient
         #: (:meth:`spurious`)
         self.check_spurious = self.rank_G < self.n
+        #: a free pair released on the kink counts as across it beyond this many units of its neuron's largest |h|
+        #: (rounding, as ``filippov``'s h_eps): a pair that other sliding pairs hold at h = 0 (its feature in the
+        #: span of theirs) ended steps at |h| ≈ 1e-21 on either side and "arrived" again every step
+        self.h_rel = 64 * torch.finfo(self.G.dtype).eps
         #: after :meth:`step`: the neurons (m,) with a pinned pair whose weight no σ′ in [s₋, s₊] gives, else None
         self.inadmissible: torch.Tensor | None = None
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
@@ -320,7 +324,11 @@ class SlidingStepper(FlowConstants):
         R = (r0 + r1) * (0.5 * dt)
         mode = start.clone()
         hend = Ht
-        arr = torch.mul(Ht, start) < 0  # h has left the side of its mode (modes are ±1; 0 · h is never < 0)
+        # a pair that starts the step on the kink in a free mode (released there) and ends it within rounding of it
+        # has not crossed (h_eps: rounding of its neuron's largest |h|; a neuron through w_i = 0 has tiny features)
+        h_eps = H.abs().amax(1, keepdim=True).mul_(self.h_rel)
+        h_eps = torch.where(H.abs() <= h_eps, h_eps, torch.zeros_like(H))
+        arr = torch.mul(Ht, start) < -h_eps  # h has left the side of its mode (modes are ±1; 0 · h is never < 0)
         mode.masked_fill_(arr, 0)
         nchg = arr.to(torch.int8)
         pinned = torch.zeros_like(arr)
@@ -353,7 +361,7 @@ class SlidingStepper(FlowConstants):
                     u |= ua & oa & ~back
                 want[gi[o], idx[o]] = True
                 up[gi[o & u], idx[o & u]] = True
-            wrong = torch.mul(H1, mode) < 0
+            wrong = torch.mul(H1, mode) < -h_eps
             newarr = wrong & ~cr & ~pinned
             # a crossing that ends on its starting side: turned back before the kink by the neuron's other changes
             # (:meth:`spurious`), or marginal — then it is held at the kink for the step
