@@ -134,8 +134,10 @@ class SlidingStepper(FlowConstants):
         self.check_spurious = self.rank_G < self.n
         #: a free pair released on the kink counts as across it beyond this many units of its neuron's largest |h|
         #: (rounding, as ``filippov``'s h_eps): a pair that other sliding pairs hold at h = 0 (its feature in the
-        #: span of theirs) ended steps at |h| ≈ 1e-21 on either side and "arrived" again every step
-        self.h_rel = 64 * torch.finfo(self.G.dtype).eps
+        #: span of theirs) ended steps at |h| ≈ 1e-21 on either side and "arrived" again every step.  Only where G
+        #: is rank-deficient: with G of full rank every G_SS is nonsingular and no pair is held by others (0: the
+        #: hot path skips the passes)
+        self.h_rel = 64 * torch.finfo(self.G.dtype).eps if self.rank_G < self.n else 0.0
         #: after :meth:`step`: the neurons (m,) with a pinned pair whose weight no σ′ in [s₋, s₊] gives, else None
         self.inadmissible: torch.Tensor | None = None
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
@@ -326,8 +328,11 @@ class SlidingStepper(FlowConstants):
         hend = Ht
         # a pair that starts the step on the kink in a free mode (released there) and ends it within rounding of it
         # has not crossed (h_eps: rounding of its neuron's largest |h|; a neuron through w_i = 0 has tiny features)
-        h_eps = H.abs().amax(1, keepdim=True).mul_(self.h_rel)
-        h_eps = torch.where(H.abs() <= h_eps, h_eps, torch.zeros_like(H))
+        h_eps = 0.0
+        if self.h_rel:
+            Habs = H.abs()
+            h_eps = Habs.amax(1, keepdim=True).mul_(self.h_rel)
+            h_eps = torch.where(Habs <= h_eps, h_eps, torch.zeros_like(H))
         arr = torch.mul(Ht, start) < -h_eps  # h has left the side of its mode (modes are ±1; 0 · h is never < 0)
         mode.masked_fill_(arr, 0)
         nchg = arr.to(torch.int8)
