@@ -524,3 +524,85 @@ def test_the_differential_fuzz_runs_a_case_and_writes_a_reproducer(tmp_path, mon
     assert (tmp_path / "fuzz_relu.jsonl").read_text().count("\n") == 1
     path = fuzz_relu.main(["--repro", "100009", "--out", str(tmp_path)])
     compile(path.read_text(), str(path), "exec")
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_the_kernel_of_a_pattern_is_its_linear_flow_and_its_updates_equal_a_fresh_build(slope):
+    # on a fixed pattern the ReLU flow is linear: r(H + δḢ) = r − δ M r exactly (f is linear in H there), so a small
+    # step of the landing map measures M r up to rounding; sliding pairs enter through their Schur complements
+    from gflow.solve._record import Monitor
+    from gflow.solve.sliding import SlidingStepper
+
+    net, X, y = _p3l(m=40, n=12, d=6, act=gf.get_activation("leaky_relu", slope=slope) if slope else "relu")
+    st = SlidingStepper(Problem.from_data(net, X, y), (slope, 1.0), Monitor(1.0, 10, None, hint=""))
+    gen = torch.Generator().manual_seed(1)
+    H = torch.randn(40, 12, generator=gen, dtype=torch.float64)
+    mode = torch.where(H > 0, 1, -1).to(torch.int8)
+    S = torch.rand(40, 12, generator=gen) < 0.25   # ≈ 3 sliding pairs per neuron (G_SS nonsingular: D = 40 ≥ n)
+    S[0] = False
+    mode[S], H[S] = 0, 0.0
+    M, lam, V = st.kernel(mode)
+    torch.testing.assert_close(V @ torch.diag(lam) @ V.T, M, rtol=0, atol=1e-12)
+    assert float(lam.min()) > -1e-12 * float(lam.max())        # PSD: the loss never increases
+    r0 = st.residual(H)
+    dt = 1e-5
+    H1, _, _ = st.land(st.pattern(S), H, st.slopes_of(mode) * (dt * r0)[None, :], S)
+    assert not bool((H1[S] != 0).any())
+    fd = (st.residual(H1) - r0) / dt
+    assert float((fd + M @ r0).norm() / (M @ r0).norm()) < 1e-7    # measured 6e-10 … 8e-9
+    # without the Schur complements (sliding pairs taken as inactive) the flow is another one
+    free = torch.where(S, torch.tensor(-1, dtype=torch.int8), mode)
+    B = st.slopes_of(free) * st.c_col
+    M_free = st.alpha * st.gamma * st.G * (B.T @ B)
+    assert float((fd + M_free @ r0).norm() / (M @ r0).norm()) > 1e-3
+    # an update over the neurons whose modes changed equals a fresh build
+    mode2 = mode.clone()
+    mode2[3][mode2[3] == 0] = 1
+    mode2[7, :4] = 0
+    M2, _, _ = st.kernel(mode2)
+    st._kernel = None
+    M3, _, _ = st.kernel(mode2)
+    torch.testing.assert_close(M2, M3, rtol=0, atol=1e-13 * float(M3.abs().max()))
+
+
+def test_long_steps_follow_the_filippov_flow_over_a_long_horizon_in_far_fewer_steps():
+    # past the event-dense start the pattern changes rarely; on a fixed pattern the flow is linear and an
+    # exponential step is exact, so steps grow to long_step·δ (changes of more than one pair of a neuron in a long
+    # step retry it shorter)
+    net, X, y = _p3l()
+    T = np.linspace(0.0, 200.0, 5)
+    ref = gf.simulate(net, X, y, 200.0, T, method="filippov", rtol=1e-11, atol=1e-14)
+    assert ref.ok and ref.stats["n_events"] > 100
+    errs, steps = [], []
+    for d in (0.1, 0.025):
+        sol = gf.simulate(net, X, y, 200.0, T, method="sliding", step=d, options={"long_step": 64})
+        assert sol.ok, sol.message
+        errs.append(np.max(_rel(sol.loss, ref.loss)))
+        steps.append(sol.stats["n_accepted"])
+        assert sol.stats["n_exponential"] > 100 and sol.stats["max_step"] > 10 * d
+        assert np.all(np.diff(sol.loss) <= 1e-12 * sol.loss[0])
+    # measured 4.8e-5, 7.4e-6 (fixed-length steps of δ = 0.1: 7.9e-5 in 3 006 steps, 177 here)
+    assert errs[1] < 0.5 * errs[0] and errs[0] < 2e-4
+    classic = gf.simulate(net, X, y, 200.0, T, method="sliding", step=0.1)
+    assert steps[0] < 0.2 * classic.stats["n_accepted"]
+    assert classic.stats["n_exponential"] == 0
+
+
+def test_long_steps_are_refused_where_g_is_rank_deficient_and_checked():
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    net = gf.Network(3, width=16, activation="relu", seed=0)          # shallow, n > d: rank G = 3
+    with pytest.raises(ValueError, match="long_step.*full rank"):
+        gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"long_step": 8})
+    net, X, y = _p3l(m=16, n=6)
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="long_step.*>= 1"):
+            gf.simulate(net, X, y, 1.0, method="sliding", step=0.1, options={"long_step": bad})
+
+
+def test_a_rate_of_mode_changes_that_decays_to_nothing_does_not_overflow(recwarn):
+    # the smoothed rate halves on every step without a change; ν/ρ overflowed once it was subnormal (a numpy
+    # RuntimeWarning, once a step landing on a saved time had made it a numpy float: 53 warnings here)
+    net, X, y = _p3l(m=8, n=4, d=3)
+    sol = gf.simulate(net, X, y, 400.0, np.linspace(0.0, 400.0, 5), method="sliding", step=0.25)
+    assert sol.ok and sol.stats["n_accepted"] > 1200
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

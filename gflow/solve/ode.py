@@ -138,7 +138,7 @@ def _check_options(method: str, options: dict | None) -> dict:
     elif method in FILIPPOV_METHODS:
         allowed = {"max_step", "lower_order"}
     elif method in SLIDING_METHODS:
-        allowed = {"event_rate"}
+        allowed = {"event_rate", "long_step"}
     else:
         allowed = _FIXED_OPTIONS.get(method.removeprefix("torchdiffeq."), set())
     bad = sorted(set(options) - allowed)

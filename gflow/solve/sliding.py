@@ -100,6 +100,7 @@ import torch
 
 from ..fields.feature_space import FeatureSpaceField
 from ._record import Monitor, Recorder
+from .expint import phi_functions
 from .filippov import FlowConstants
 from .filippov import PairSolves as _Pattern
 
@@ -109,6 +110,10 @@ MAX_PASSES = 64  # active-set passes per step; after that every pending change i
 MAX_HALVINGS = 10  # a step that brings a neuron's sliding pairs up to rank G is retried down to δ/2^this
 PIN_MARGIN = 1.0  # a pin's θ̄ beyond [−this, 1 + this] retries the step (module docstring) ...
 PIN_MARGIN_DEFICIENT = 0.05  # ... and beyond this where G is rank-deficient (nearly dependent features)
+KERNEL_CHUNK = 64  # neurons per padded block in :meth:`SlidingStepper.contributions`
+KERNEL_REFRESH = 64  # updates of the long steps' kernel M over changed neurons before it is formed afresh
+LONG_GROWTH = 1.25  # growth per step of the long steps (retries cost a step each)
+MAX_LONG_CHANGES = 1  # a long step (beyond δ) with more changes of mode in one neuron is retried shorter
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
 SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
 # index_add of scaled rows of G costs ≈ 60× per entry what the dense product does (2.8 ms for 10 000 entries against
@@ -123,6 +128,7 @@ class SlidingStepper(FlowConstants):
         self.active_rows = self.c != 0  # a neuron with c_i = 0 never moves
         self.sigma = problem.net.activation.sigma
         self._last: tuple[torch.Tensor, _Pattern] | None = None
+        self._kernel = None  # (mode, M, λ, V, updates since formed) of :meth:`kernel`
         #: neurons held at w_i = 0 (the flow's equilibrium: :meth:`emerge` found no pattern to leave with), no
         #: longer retried; and those whose inadmissible pins held at the smallest retry step (no pin retries)
         self.accepted = torch.zeros_like(self.active_rows)
@@ -173,6 +179,55 @@ class SlidingStepper(FlowConstants):
         pat = _Pattern(self.G, S, self.active_rows, previous=None if self._last is None else self._last[1])
         self._last = (S, pat)
         return pat
+
+    def contributions(self, rows: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
+        """Σ_{i ∈ rows} c_i² D_i (G − G_{·S_i} G_{S_iS_i}⁺ G_{S_i·}) D_i (n×n) for the modes ``mode`` (m, n) of those
+        neurons (:meth:`kernel`).  The sliding blocks are padded per chunk of neurons with similar |S_i| (one
+        neuron with many sliding pairs would otherwise pad them all)."""
+        md = mode[rows]
+        B = self.slopes_of(md).mul_(self.c[rows][:, None])
+        out = torch.mm(B.T, B).mul_(self.G)
+        S = md == 0
+        k = S.sum(1)
+        has = torch.nonzero(k).flatten()
+        if not has.numel():
+            return out
+        order = has[torch.argsort(k[has])]
+        for chunk in order.split(KERNEL_CHUNK):
+            pat = _Pattern(self.G, S[chunk])
+            Et = self.G[pat.idx].mul_(B[chunk][pat.rows][:, None, :]).mul_(pat.maskf[:, :, None])  # (rows, k, n)
+            Ft = torch.bmm(pat.Ginv, Et)
+            out.sub_(Et.reshape(-1, self.n).T @ Ft.reshape(-1, self.n))
+        return out
+
+    def kernel(self, mode: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(M, λ, V): the n×n matrix of the linear flow ṙ = −M r that the pattern ``mode`` follows while it holds,
+        and its eigendecomposition.  σ is linear on each side of the kink and a sliding pair stays at h = 0, so
+
+            M = αγ Σ_i c_i² D_i (G − G_{·S_i} G_{S_iS_i}⁺ G_{S_i·}) D_i,   D_i = diag(σ′ of i's free pairs, 0 on S_i)
+
+        (E3's M = κ G ∘ (BᵀB) for the free pairs, less the Schur complements of the sliding blocks: a sliding
+        pair's weight u_iS = −G_SS⁺ G_SF (σ′ r)_F keeps ḣ_iS = 0).  Kept from the last call and updated over the
+        neurons whose modes changed (a long step changes few), re-formed after :data:`KERNEL_REFRESH` updates or
+        where many changed; the same pattern (a retried step) reuses the eigendecomposition."""
+        kappa = self.alpha * self.gamma
+        cache = self._kernel
+        if cache is not None:
+            mode0, M, lam, V, updates = cache
+            changed = torch.nonzero((mode != mode0).any(1)).flatten()
+            if not changed.numel():
+                return M, lam, V
+            if changed.numel() <= self.m // 8 and updates < KERNEL_REFRESH:
+                M = M + kappa * (self.contributions(changed, mode) - self.contributions(changed, mode0))
+                M = 0.5 * (M + M.T)
+                lam, V = torch.linalg.eigh(M)
+                self._kernel = (mode.clone(), M, lam, V, updates + 1)
+                return M, lam, V
+        M = self.contributions(torch.arange(self.m, device=mode.device), mode).mul_(kappa)
+        M = 0.5 * (M + M.T)
+        lam, V = torch.linalg.eigh(M)
+        self._kernel = (mode.clone(), M, lam, V, 0)
+        return M, lam, V
 
     # -- pieces ------------------------------------------------------------------------------------------
     def residual(self, H: torch.Tensor) -> torch.Tensor:
@@ -244,17 +299,23 @@ class SlidingStepper(FlowConstants):
         attract = (self.c_col[pat.rows] * R[pat.idx] * (self.sp - self.sm)) > 0
         return hi | lo, torch.where(attract, hi, lo)
 
-    def weights(self, mode, start, H, hend, dt, r0, r1, R):
+    def weights(self, mode, start, H, hend, dt, r0, r1, R, spec=None):
         """Integrated weights Ā of the free pairs, and the mask of pairs crossing the kink inside the step: those
         are split at the crossing fraction φ = h₀/(h₀ − h_end) (h linear over the step, h_end its end without the
-        crossing), with r linear from r0 to r1."""
+        crossing), with r linear from r0 to r1 — or, for an exponential step (``spec`` = (λ, V, Vᵀr0) of the start
+        pattern's M), r(t) = V e^{−λt} Vᵀr0."""
         Af = self.slopes_of(mode) * R[None, :]
         cr = torch.mul(start, mode) < 0  # from one side to the other (modes are −1, 0, +1)
         if bool(cr.any()):
             ii, bb = torch.nonzero(cr, as_tuple=True)
             h0, he = H[ii, bb], hend[ii, bb]
             phi = (h0 / (h0 - he)).clamp_(0.0, 1.0)
-            first = dt * (phi * r0[bb] + 0.5 * phi * phi * (r1[bb] - r0[bb]))  # ∫₀^{φδ} r
+            if spec is None:
+                first = dt * (phi * r0[bb] + 0.5 * phi * phi * (r1[bb] - r0[bb]))  # ∫₀^{φδ} r
+            else:
+                lam, V, w = spec
+                tau = phi * dt
+                first = tau * (V[bb] * phi_functions(-tau[:, None] * lam, 1)[1] * w).sum(1)
             up_start = start[ii, bb] > 0
             s_start = torch.where(up_start, self.sp, self.sm)
             s_end = torch.where(up_start, self.sm, self.sp)
@@ -312,8 +373,10 @@ class SlidingStepper(FlowConstants):
         return out
 
     # -- the step ----------------------------------------------------------------------------------------
-    def step(self, H: torch.Tensor, mode: torch.Tensor, dt: float):
-        """Advance (H, mode) by dt; returns (H1, Ā, mode1)."""
+    def step(self, H: torch.Tensor, mode: torch.Tensor, dt: float, exponential: bool = False):
+        """Advance (H, mode) by dt; returns (H1, Ā, mode1).  ``exponential``: ∫r over the step from the start
+        pattern's linear flow, exactly (:meth:`kernel`; module docstring, "Long steps") instead of the trapezoid
+        rule on a predictor."""
         st = self.stats
         r0 = self.residual(H)
         if not bool(torch.isfinite(r0).all()):
@@ -321,9 +384,18 @@ class SlidingStepper(FlowConstants):
         start = mode
         S = start == 0
         pat = self.pattern(S)
-        Ht, _, _ = self.land(pat, H, self.slopes_of(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
-        r1 = self.residual(Ht)
-        R = (r0 + r1) * (0.5 * dt)
+        spec = None
+        if exponential:  # exact while the start pattern holds: R = ∫₀^δ e^{−tM} r0 dt = δ φ₁(−δM) r0
+            _, lam, V = self.kernel(start)
+            w = V.T @ r0
+            R = V @ (dt * phi_functions(-dt * lam, 1)[1] * w)
+            spec = (lam, V, w)
+            Ht, _, _ = self.land(pat, H, self.slopes_of(start) * R[None, :], S)
+            r1 = self.residual(Ht)
+        else:
+            Ht, _, _ = self.land(pat, H, self.slopes_of(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
+            r1 = self.residual(Ht)
+            R = (r0 + r1) * (0.5 * dt)
         mode = start.clone()
         hend = Ht
         # a pair that starts the step on the kink in a free mode (released there) and ends it within rounding of it
@@ -341,7 +413,7 @@ class SlidingStepper(FlowConstants):
         for npass in range(MAX_PASSES):
             st["n_passes"] += 1
             S = mode == 0
-            Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R)
+            Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
             AfG = self.product(Af, prev)
             prev = (Af, AfG)
             pat = self.pattern(S)
@@ -411,7 +483,7 @@ class SlidingStepper(FlowConstants):
             mode.masked_fill_(newarr, 0)
         else:  # the last pass pinned what was pending: the end state of that pattern, no end-of-step releases
             S = mode == 0
-            Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R)
+            Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
             pat = self.pattern(S)
             H1, A, u_slide = self.land(pat, H, Af, S)
             th_end = None
@@ -470,8 +542,16 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
         raise ValueError(f"option 'event_rate' must be > 0 (mode changes per unit time at which steps start to "
                          f"shrink; inf: fixed steps), got {opts.get('event_rate')}")
     adaptive = math.isfinite(nu)
+    grow = float(opts.get("long_step", 1.0))
+    if not (grow >= 1 and math.isfinite(grow)):
+        raise ValueError(f"option 'long_step' must be a finite number >= 1 (the largest step, in units of step, taken "
+                         f"by exponential steps where activation events are sparse; 1: off), got {opts.get('long_step')}")
+    if grow > 1 and stepper.rank_G < stepper.n:
+        raise ValueError(f"option 'long_step' needs a Gram matrix G of full rank (rank {stepper.rank_G} < n = "
+                         f"{stepper.n} here: a shallow net with more points than inputs); leave it out")
     stats = stepper.stats
-    stats.update({"event_rate": nu, "min_step": math.inf, "max_step": 0.0})
+    stats.update({"event_rate": nu, "min_step": math.inf, "max_step": 0.0, "long_step": grow, "n_exponential": 0,
+                  "n_long_retries": 0})
     monitor.extra_stats = stats
     y = field.initial_state()
     recorder.record(0.0, y)
@@ -490,7 +570,16 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                 before = stats["n_arrivals"] + stats["n_crossings"] + stats["n_exits"]
                 kept = dict(stats)
                 while True:  # a collapse or an inadmissible pin: resolve it finer, down to δ/2^MAX_HALVINGS
-                    H1, A, mode1 = stepper.step(y[0], mode, h)
+                    expo = bool(grow > 1 and h > step)
+                    H1, A, mode1 = stepper.step(y[0], mode, h, exponential=expo)
+                    if expo and bool(((mode1 != mode).sum(1) > MAX_LONG_CHANGES).any()):
+                        # a long step with interacting changes in one neuron: shorter, down to δ
+                        kept["n_long_retries"] += 1
+                        stats.update(kept)
+                        monitor.on_step(t, h, False)
+                        h, landing = max(0.5 * h, step), False
+                        dt = min(dt, h)
+                        continue
                     retry = stepper.retry(mode, mode1)
                     if retry is None:
                         break
@@ -513,6 +602,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                 y1[0] = H1
                 torch.addcmul(y[1], A, c_col, out=y1[1])
                 monitor.on_step(t, h, True)
+                stats["n_exponential"] += expo
                 y, t = y1, (t_out if landing else t + h)
                 monitor.partial = (t, y)
                 stats["min_step"], stats["max_step"] = min(stats["min_step"], h), max(stats["max_step"], h)
@@ -521,7 +611,9 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     rate = now if rate is None else 0.5 * (rate + now)
                     # (never below the retries' floor: one chattering pair per tiny step made the rate ~ 1/h and
                     # shrank the steps geometrically, to 1e-34)
-                    dt = max(min(step * min(1.0, nu / rate) if rate > 0 else step, 2.0 * dt), h_floor)
+                    # (ν/ρ only where it is below the cap: a rate that decays to a subnormal overflowed it)
+                    cap = step * (grow if rate * grow <= nu else nu / rate)
+                    dt = max(min(cap, (2.0 if h <= step else LONG_GROWTH) * dt), h_floor)
             recorder.record(t, y)
     except FloatingPointError:
         monitor.raise_nonfinite(t)
