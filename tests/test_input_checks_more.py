@@ -5,6 +5,7 @@ and what arrived; the command line checks its output path before it spends time 
 from __future__ import annotations
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -522,3 +523,18 @@ def test_a_sweeps_fixed_solver_values_are_checked_up_front_like_its_grid_values(
     with pytest.raises(SweepConfigError, match=r"network.width = 0 cannot run"):
         SweepConfig.from_dict({"d": 4, "width": 0}, {"generator": "random_labels", "n": 4},
                               {"kind": "simulate", "t1": 1.0})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# robustness audit (/tmp/audit/robust): bad input that ran silently
+
+
+@pytest.mark.parametrize("spec, bad", [({"kind": "quadratic", "D": 5}, "['D']"),
+                                       ({"kind": "identity", "foo": 1}, "['foo']"),
+                                       ({"name": "quadratic", "depth": 2}, "['depth']")])
+def test_an_embedding_spec_with_keys_its_kind_does_not_take_is_refused(spec, bad):
+    # regression: get_embedding dropped them ({"kind": "quadratic", "D": 5} ran with D = d² = 9)
+    with pytest.raises(ValueError, match=rf"embedding '\w+' takes no parameters .*got {re.escape(bad)} .*"
+                                         r"accepted keys: \['kind'\]"):
+        gf.Network(d=3, width=8, embedding=spec)
+    assert gf.Network(d=3, width=8, embedding={"kind": spec.get("kind", spec.get("name"))}).D in (3, 9)
