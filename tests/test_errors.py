@@ -554,10 +554,11 @@ def test_gradient_descent_with_a_huge_step_stops_with_status_diverged_and_finite
 
 
 def _blowing_up_euler(**kw):
-    # forward Euler far beyond its stability limit on a linear net: the state overflows to inf/NaN
+    # forward Euler far beyond its stability limit on a linear net: the state overflows to inf/NaN between the two
+    # output times (with saved times in between the loss's growth past 1e10·L₀ stops it first, as "diverged")
     X, y = gf.data.random_labels(n=10, d=5, seed=0)
     net = gf.Network(d=5, width=16, activation="linear", seed=0)
-    return gf.simulate(net, 10.0 * X, y, t1=2000.0, method="euler", step=10.0, **kw)
+    return gf.simulate(net, 10.0 * X, y, t1=2000.0, saveat=[0.0, 2000.0], method="euler", step=10.0, **kw)
 
 
 @bounded
@@ -567,6 +568,52 @@ def test_fixed_step_flow_that_blows_up_ends_with_status_nonfinite_not_an_excepti
         sol = _blowing_up_euler()
     assert sol.status == "nonfinite"
     assert_partial_trajectory(sol, 2000.0)
+
+
+@bounded
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4", "torchdiffeq.rk4"])
+def test_fixed_step_flow_whose_loss_explodes_ends_diverged_with_the_stability_limit(method):
+    # regression: rk4 at step 2 on ReLU grew the loss 15 → 8.3e153 and reported success (only inf/NaN was caught)
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="relu", seed=0)
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
+        sol = gf.simulate(net, 10 * X, y, t1=20.0, method=method, step=2.0)
+    assert sol.status == "diverged"
+    assert "2/λ_max(M₀) = 0.00769" in sol.message and "use a step below it" in sol.message
+    assert method in sol.message
+    assert_partial_trajectory(sol, 20.0)
+    assert np.all(sol.loss <= 1e10 * sol.loss[0])
+
+
+@bounded
+def test_fixed_step_batch_whose_loss_explodes_ends_diverged_for_every_seed():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    nets = gf.networks([0, 1], d=3, width=8, activation="relu")
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
+        sols = gf.simulate_batch(nets, 10 * X, y, t1=20.0, method="rk4", step=2.0)
+    assert [s.status for s in sols] == ["diverged", "diverged"]
+    assert len(sols[0].t) == len(sols[1].t)  # every seed stops at the same time
+    assert "2/λ_max(M₀)" in sols[0].message
+
+
+@bounded
+def test_fixed_step_flow_whose_loss_rises_warns_and_says_so_in_the_message():
+    # regression: tanh, midpoint at step 2 (16× its limit 0.125): the loss went 0.376 → 0.403 and bounced, "success"
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="tanh", seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"loss rose from 0.375941 at t = 0 to 0.403386 at t = 2.*"
+                      r"exceeds the stability limit 2/λ_max\(M₀\) = 0.125"):
+        sol = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=2.0)
+    assert sol.status == "success" and "loss rose" in sol.message
+    assert sol.stats["loss_rise"][:2] == [0.0, pytest.approx(sol.loss[0])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=2.0, warn=False)
+    assert "loss rose" in quiet.message
+    with warnings.catch_warnings():  # a stable step: the loss decreases, no warning
+        warnings.simplefilter("error")
+        ok = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=0.05)
+    assert ok.ok and "loss rose" not in ok.message and "loss_rise" not in ok.stats
 
 
 def _nan_activation() -> gf.Activation:

@@ -19,11 +19,7 @@ from .._validate import check_positive_float, check_positive_int, check_times, d
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import Abort, Monitor, Recorder
-
-#: a loss beyond this factor times L₀ at a saved step ends the run as "diverged" (before it overflows: a loss
-#: growing 1e3 → 1.8e165 ended as "success", and certify said OK)
-DIVERGE_FACTOR = 1e10
+from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
 from .ode import _make_solution, check_interval, check_started, observed_field
 
 

@@ -35,7 +35,7 @@ from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
-from ._record import Abort, Monitor, Recorder
+from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
 NATIVE_ADAPTIVE = rk.ADAPTIVE  # ("dop853", "dopri5")
@@ -257,7 +257,10 @@ def simulate(
             runs on long, stiff horizons.
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
             relative while it is far above atol·n).
-        step: the step of fixed-step methods; required for them and rejected for adaptive ones.
+        step: the step of fixed-step methods; required for them and rejected for adaptive ones.  A flow's loss
+            never increases: a fixed-step run whose saved loss grows past 1e10·L₀ stops with status
+            ``"diverged"``, and one whose saved loss rises above the previous one (beyond rounding) warns and says
+            so in its message (a step past the stability limit 2/λ_max(M₀)).
         max_steps: limit on step attempts; a solve that would need more stops with status ``"max_steps"``
             or ``"stalled"`` (see :class:`gflow.solve._record.Monitor`).
         max_wall_time: optional wall-time budget in seconds (status ``"time_budget"``).
@@ -376,7 +379,9 @@ def simulate(
                 "Use an explicit method (dopri5, DOP853) or a smaller problem"
             )
 
-    recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1), interval=interval)
+    fixed = method in FIXED_STEP_METHODS
+    recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1), interval=interval,
+                        **fixed_step_guard(method, step))
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth)
@@ -455,10 +460,26 @@ def simulate(
             **({"auto": auto_reason} if auto_reason is not None else {}),
         },
     }
+    rise = recorder.rise_message() if fixed and method not in SLIDING_METHODS and status != "diverged" else None
+    if rise is not None:  # (sliding warns up front when its step exceeds the limit)
+        message = f"{message}; but {rise}"
+        stats["loss_rise"] = list(recorder.loss_rise)
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
+    elif warn and rise is not None:
+        warnings.warn(f"gflow.simulate: {rise}", GFlowWarning, stacklevel=2)
     return sol
+
+
+def fixed_step_guard(method: str, step: float | None) -> dict:
+    """The Recorder arguments that make a fixed-step solve stop as "diverged" when its loss grows past
+    DIVERGE_FACTOR·L₀ and keep the first rise of its saved loss: a fixed step past the stability limit 2/λ_max(M₀)
+    blew the loss up 1e152-fold (rk4, step 2 on ReLU) and the run reported success, since only an overflow to
+    inf/NaN was caught."""
+    if method not in FIXED_STEP_METHODS:
+        return {}
+    return {"diverge_factor": DIVERGE_FACTOR, "fixed_step": (method, step)}
 
 
 def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
