@@ -679,3 +679,11 @@ def test_every_failure_status_is_documented():
     assert {"success", "max_steps", "stalled", "step_size_collapse", "nonfinite", "time_budget", "diverged",
             "failed"} <= set(gf.STATUSES)
     assert all(isinstance(v, str) and v for v in gf.STATUSES.values())
+
+
+def test_error_estimate_keeps_the_finest_solves_loss_rise_and_warns():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="tanh", seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"simulate_nonsmooth: the finest solve \(step 0.5\): the loss rose"):
+        sol = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=2.0, error_estimate=True)
+    assert "warning: the loss rose" in sol.message and "loss_rise" in sol.stats

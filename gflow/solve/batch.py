@@ -359,7 +359,7 @@ def simulate_batch(
             rise = rec.rise_message()
             if rise is not None:
                 rises[s] = rise
-                messages[s] = f"{message}; but {rise}"
+                messages[s] = f"{message}; warning: {rise}"
                 stats[s]["loss_rise"] = list(rec.loss_rise)
     sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
     if warn and status != "success":

@@ -462,7 +462,7 @@ def simulate(
     }
     rise = recorder.rise_message() if fixed and method not in SLIDING_METHODS and status != "diverged" else None
     if rise is not None:  # (sliding warns up front when its step exceeds the limit)
-        message = f"{message}; but {rise}"
+        message = f"{message}; warning: {rise}"
         stats["loss_rise"] = list(recorder.loss_rise)
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":
