@@ -687,3 +687,19 @@ def test_error_estimate_keeps_the_finest_solves_loss_rise_and_warns():
     with pytest.warns(gf.GFlowWarning, match=r"simulate_nonsmooth: the finest solve \(step 0.5\): the loss rose"):
         sol = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=2.0, error_estimate=True)
     assert "warning: the loss rose" in sol.message and "loss_rise" in sol.stats
+
+
+@bounded
+@pytest.mark.parametrize("method, activation, scale", [("dop853", "tanh", {"y": 1e150}), ("dopri5", "tanh", {"y": 1e150}),
+                                                       ("auto", "relu", {"y": 1e150}),
+                                                       ("filippov", "relu", {"c_hat": 1e150})])
+def test_extreme_finite_data_scale_ends_in_a_step_size_collapse_at_once(method, activation, scale):
+    # regression: dop853/dopri5 raised ZeroDivisionError (h0 = 0.01·d0/d1 underflowed to 0 in the initial-step
+    # heuristic); filippov took 100 000 steps of length 0 in 33 s and ended as max_steps
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation=activation, seed=0, c_hat=scale.get("c_hat", 1.0))
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[step_size_collapse\]"):
+        sol = gf.simulate(net, X, y * scale.get("y", 1.0), t1=1.0, method=method)
+    assert sol.status == "step_size_collapse" and sol.stats["n_steps"] <= 1
+    assert "time scale is set by the data and the network (the scale of X and y, c_hat" in sol.message
+    assert_partial_trajectory(sol, 1.0)

@@ -418,6 +418,15 @@ class Monitor:
                 + (f"loosen rtol/atol, or {self.hint}" if self.adaptive else "or take larger or fewer steps"),
             )
 
+    def raise_collapse(self, dt: float, t0: float) -> None:
+        """Stop with ``step_size_collapse`` (a step of ``dt`` at ``t0``); at the start, point to the data's scale."""
+        first = (" in the first steps, where the flow's time scale is set by the data and the network (the "
+                 "scale of X and y, c_hat, the scaling): check those first;") if self.n_accepted == 0 else ""
+        raise Abort(
+            "step_size_collapse",
+            f"the step size collapsed to {dt:.3g} at t = {t0:.6g}{first or ';'} {self.hint}",
+        )
+
     def raise_nonfinite(self, t: float | None = None) -> None:
         t = self.last_t if t is None else t
         raise Abort(
@@ -446,12 +455,7 @@ class Monitor:
         tiny = 1e-12 * max(1.0, abs(t0))
         if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
             # (a tiny step that lands exactly on an output time is rounding, not a collapse)
-            first = (" in the first steps, where the flow's time scale is set by the data and the network (the "
-                     "scale of X and y, c_hat, the scaling): check those first;") if self.n_accepted == 0 else ""
-            raise Abort(
-                "step_size_collapse",
-                f"the step size collapsed to {dt:.3g} at t = {t0:.6g}{first or ';'} {self.hint}",
-            )
+            self.raise_collapse(dt, t0)
         if accepted:
             self.max_dt = max(self.max_dt, dt)
         if accepted and self.n_accepted >= 200 and self.n_accepted % 50 == 0:

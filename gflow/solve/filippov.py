@@ -455,7 +455,10 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     try:
         zero0 = H0 == 0
         mode, r, theta = _resolve(flow, y, mode, arrivals=zero0, prev=mode.clone(), K0=K[0], stats=stats)
-        h = min(_initial_step(y, K[0], rtol, atol, t1), max_step)
+        h = _initial_step(y, K[0], rtol, atol, t1)
+        if not h >= min(1e-12, t1):  # extreme data (y × 1e150): h underflowed and 1e5 steps of length 0 were taken
+            monitor.raise_collapse(h, 0.0)
+        h = min(h, max_step)
         kgrid = 1
         stalled = 0
         while kgrid < len(grid):
@@ -551,6 +554,8 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                 h = max(h_new if tau_star >= 1.0 else h, 1e-12 * max(1.0, t))
                 continue
             # --- accept --------------------------------------------------------------------------------
+            if not landing and not h > 1e-12 * max(1.0, abs(t)) * 1e-3:  # (no progress: stop, never spin)
+                monitor.raise_collapse(h, t)
             monitor.on_step(t, h, True)
             t = t_target if landing else t + h
             y = y1
