@@ -538,3 +538,25 @@ def test_an_embedding_spec_with_keys_its_kind_does_not_take_is_refused(spec, bad
                                          r"accepted keys: \['kind'\]"):
         gf.Network(d=3, width=8, embedding=spec)
     assert gf.Network(d=3, width=8, embedding={"kind": spec.get("kind", spec.get("name"))}).D in (3, 9)
+
+
+@pytest.mark.parametrize("method, kw", [("dop853", {}), ("rk4", {"step": 1e-11}), ("RK45", {})])
+@pytest.mark.parametrize("t1", [1e-11, 1e-14])
+def test_a_short_horizon_keeps_its_final_time(method, kw, t1):
+    # regression: times closer than 1e-10·max(1, t1) were merged, so every t1 ≤ 1e-10 ran to "reached t1" with the
+    # single row t = 0 (and the final features were never recorded)
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    kw = {k: min(v, t1) for k, v in kw.items()}
+    sol = gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=t1, method=method, **kw)
+    assert sol.ok and sol.t[0] == 0.0 and sol.t[-1] == t1 and sol.feature_t.tolist() == [0.0, t1]
+
+
+def test_close_saveat_times_are_all_kept_and_rounding_twins_are_one():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, seed=0)
+    want = np.r_[np.linspace(0, 1e-5, 11), 1e4]
+    sol = gf.simulate(net, X, y, saveat=want, rtol=1e-4)
+    np.testing.assert_array_equal(sol.t, want)  # (6e-6, 7e-6 and 1e-5 were dropped)
+    twins = gf.simulate(net, X, y, t1=5.0, saveat=[0.0, 0.02, 0.020000000000000004, 5.0],
+                        features_at=[0.020000000000000004, 5.0])
+    assert twins.t.tolist() == [0.0, 0.02, 5.0] and twins.feature_t.tolist() == [0.02, 5.0]

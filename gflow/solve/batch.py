@@ -41,7 +41,6 @@ from ._record import Abort, Monitor, Recorder
 from .gd import DIVERGE_FACTOR, gd_schedule
 from .ode import (
     DEFAULT_METHOD,
-    fixed_step_guard,
     EXPINT_METHODS,
     FILIPPOV_METHODS,
     FIXED_STEP_METHODS,
@@ -49,7 +48,6 @@ from .ode import (
     NATIVE_METHODS,
     SCIPY_METHODS,
     SLIDING_METHODS,
-    TIME_TOL,
     TORCHDIFFEQ_FIXED,
     _chunks,
     _fixed_grid,
@@ -57,8 +55,10 @@ from .ode import (
     _make_solution,
     check_interval,
     check_solver_args,
+    fixed_step_guard,
     observed_field,
     odeint_or_abort,
+    record_tol,
 )
 
 BATCH_SCIPY_METHODS = ("RK45", "DOP853")
@@ -280,7 +280,7 @@ def simulate_batch(
         raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY)
 
-    tol = 0.5 * TIME_TOL * max(1.0, t1)
+    tol = record_tol(grid)
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)

@@ -70,7 +70,7 @@ def backend_of(method: str) -> str:
 _ADAPTIVE_OPTIONS = {"first_step", "max_step", "min_step", "safety", "ifactor", "dfactor"}
 _FIXED_OPTIONS = {"implicit_adams": {"max_iters", "max_order"}, "explicit_adams": {"max_order"}}
 _SCIPY_OPTIONS = {"first_step", "max_step"}
-TIME_TOL = 1e-10  # output times closer than this (relative to max(1, t1)) are one time
+TIME_TOL = 1e-12  # output times closer than this relative to their own magnitude are one time (rounding)
 _MAX_CHUNKS = 64  # odeint calls per solve: a failure loses at most one chunk of output times
 _DENSE_JACOBIAN_LIMIT = 16384  # state size beyond which Radau/BDF/LSODA's dense FD Jacobian exceeds 2 GiB
 
@@ -189,19 +189,40 @@ def _output_grid(t1, saveat, features_at, weights_at, step: float | None = None)
         if weights_at[-1] > t1 * (1 + 1e-12):
             raise ValueError(f"weights_at runs to {weights_at[-1]} beyond t1 = {t1}")
     grid = _merge_close(np.concatenate([[0.0, t1], saveat, features_at, weights_at]), t1)
-    return t1, grid, _merge_close(features_at, t1), _merge_close(weights_at, t1)
+    return t1, grid, _snap(features_at, grid), _snap(weights_at, grid)
 
 
 def _merge_close(times: np.ndarray, t1: float) -> np.ndarray:
-    """Sorted unique times in [0, t1], merging those closer than TIME_TOL·max(1, t1) (e.g. 0.02 from a
-    linear grid and 0.020000000000000004 from a geometric one), which would otherwise force a ~1e-18 step."""
+    """Sorted unique times in [0, t1], t1 among them, merging those that differ by rounding only (less than
+    TIME_TOL relative to their own magnitude, e.g. 0.02 from a linear grid and 0.020000000000000004 from a geometric
+    one, which would otherwise force a ~1e-18 step).  (A tolerance of 1e-10·max(1, t1) dropped the user's times:
+    every t1 ≤ 1e-10 ran to "reached t1" with the single row t = 0, and saveat points 1e-6 apart at t1 = 1e4 went
+    missing.)"""
     times = np.unique(np.clip(times, 0.0, t1))
     if times.size < 2:
         return times
-    keep = np.concatenate([[True], np.diff(times) > TIME_TOL * max(1.0, t1)])
+    keep = np.concatenate([[True], np.diff(times) > TIME_TOL * times[1:]])
     out = times[keep]
     out[-1] = times[-1]
     return out
+
+
+def _snap(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``times`` (in [0, t1]) moved to the nearest time of ``grid`` (which holds them up to rounding), so that
+    the recorder finds them there exactly."""
+    times = np.unique(np.asarray(times, dtype=np.float64))
+    if times.size == 0:
+        return times
+    k = np.clip(np.searchsorted(grid, times), 1, grid.size - 1) if grid.size > 1 else np.zeros(times.size, int)
+    lower = np.maximum(k - 1, 0)
+    near = np.where(np.abs(grid[lower] - times) <= np.abs(grid[k] - times), lower, k)
+    return np.unique(grid[near])
+
+
+def record_tol(grid: np.ndarray) -> float:
+    """The recorder's time tolerance: a quarter of the closest output times' gap, so that a time matches at most
+    one of them."""
+    return 0.25 * float(np.min(np.diff(grid))) if grid.size > 1 else 0.0
 
 
 def simulate(
@@ -380,7 +401,7 @@ def simulate(
             )
 
     fixed = method in FIXED_STEP_METHODS
-    recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1), interval=interval,
+    recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step))
     monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
@@ -758,6 +779,7 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
 
 def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monitor):
     k = 1
+    monitor.landing_time = float(grid[-1])  # scipy steps to t1 (a short t1 is one step shorter than 1e-12: no collapse)
     while k < len(grid):
         msg = solver.step()
         if solver.status == "failed":
