@@ -703,3 +703,49 @@ def test_extreme_finite_data_scale_ends_in_a_step_size_collapse_at_once(method, 
     assert sol.status == "step_size_collapse" and sol.stats["n_steps"] <= 1
     assert "time scale is set by the data and the network (the scale of X and y, c_hat" in sol.message
     assert_partial_trajectory(sol, 1.0)
+
+
+# advice that fits the method and the cause (robustness audit, finding 7)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
+def test_a_tensor_of_a_dtype_no_network_takes_is_told_to_convert_only(dtype):
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    with pytest.raises(TypeError, match=rf"convert it with X.to\(torch.float64\)$"):
+        gf.simulate(gf.Network(d=3, width=8, seed=0), torch.as_tensor(X).to(dtype), y, t1=1.0)
+
+
+def test_filippov_advice_does_not_suggest_filippov_or_steps():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="relu", seed=0)
+    for kw in ({"max_steps": 5}, {"max_wall_time": 1e-9}):
+        sol = gf.simulate(net, X, y, t1=50.0, warn=False, **kw)
+        assert sol.config["solver"]["method"] == "filippov" and not sol.ok
+        assert "method='filippov'" not in sol.message and "larger or fewer steps" not in sol.message
+        assert "method='sliding'" in sol.message
+    assert "loosen rtol/atol" in sol.message
+
+
+@pytest.mark.parametrize("kw", [{"max_wall_time": 1e-9}, {"max_steps": 1}])
+def test_a_smooth_run_stopped_at_the_start_is_not_told_the_flow_is_stiff(kw):
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=50.0, method="dop853", warn=False, **kw)
+    assert not sol.ok and "stiff" not in sol.message and "try a different method" in sol.message
+
+
+def test_gd_made_non_finite_by_its_activation_blames_the_activation_not_the_step():
+    # regression: at a stable step 0.01 GD reported "diverged ... far past the stability limit; use a smaller step"
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation=_nan_activation(), seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = gf.gradient_descent(net, X, y, step=0.01, steps=1000)
+    assert sol.status == "nonfinite" and "the activation, not the step" in sol.message
+    assert "stability limit" not in sol.message
+
+
+def test_auto_on_an_activation_whose_derivative_is_nan_at_h0_names_the_activation():
+    # regression: "the kernel M₀ ... overflows torch.float64 (tr M₀ = nan): check c_hat" — nothing overflowed
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation=_nan_activation(), seed=0)
+    with pytest.raises(ValueError, match=r"σ′ of the activation 'tanh_nan_beyond_2' returned non-finite values"):
+        gf.simulate(net, 30 * X, y, t1=1.0)

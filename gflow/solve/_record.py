@@ -367,14 +367,21 @@ class Monitor:
     """
 
     def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
-                 adaptive: bool = True, kinked: bool = False):
+                 adaptive: bool = True, kinked: bool = False, hint_after: int = 0, fallback_hint: str = "",
+                 tolerances: bool | None = None):
         self.t1 = t1
         self.adaptive = adaptive
+        #: rtol/atol set the cost (a wall-time budget advises loosening them): adaptive methods and filippov
+        self.tolerances = adaptive if tolerances is None else tolerances
+        #: the hint applies after this many accepted steps only (a stiffness hint, for stalls at long horizons:
+        #: a run stopped at t = 0 after 0 steps was told the flow is stiff); before, ``fallback_hint``
+        self.hint_after = hint_after
+        self.fallback_hint = fallback_hint
         self.kinked = kinked  # σ has a kink: the step collapse there is expected, and stopped sooner (on_step)
         self.max_dt = 0.0
         self.max_steps = max_steps
         self.max_wall_time = max_wall_time
-        self.hint = hint
+        self._hint = hint
         self.start = time.perf_counter()
         self.n_f_evals = 0
         self.n_accepted = 0
@@ -385,6 +392,11 @@ class Monitor:
         self.partial: tuple[float, torch.Tensor] | None = None  # last accepted (t, state) inside a chunk
         self.proposed_dt: float | None = None
         self.landing_time = math.nan  # the output time the solver is currently stepping onto
+
+    @property
+    def hint(self) -> str:
+        """What to try, for the messages of a stopped run."""
+        return self._hint if self.n_accepted >= self.hint_after else self.fallback_hint
 
     @property
     def n_steps(self) -> int:
@@ -415,7 +427,7 @@ class Monitor:
                 "time_budget",
                 f"the wall-time budget max_wall_time={self.max_wall_time:g} s ran out at t = {self.last_t:.6g} "
                 f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
-                + (f"loosen rtol/atol, or {self.hint}" if self.adaptive else "or take larger or fewer steps"),
+                + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
             )
 
     def raise_collapse(self, dt: float, t0: float) -> None:

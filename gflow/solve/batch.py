@@ -51,11 +51,11 @@ from .ode import (
     TORCHDIFFEQ_FIXED,
     _chunks,
     _fixed_grid,
-    _hint,
     _make_solution,
     check_interval,
     check_solver_args,
     fixed_step_guard,
+    monitor_hints,
     observed_field,
     odeint_or_abort,
     record_tol,
@@ -284,7 +284,7 @@ def simulate_batch(
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
-    monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS, kinked=not net.activation.smooth)
     norm = max_seed_rms_norm(bf.state_shape)
     status, message = "success", f"reached t1 = {t1:g}"

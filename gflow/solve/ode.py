@@ -89,7 +89,20 @@ def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
 
 
 def _hint(method: str, activation_smooth: bool) -> str:
+    """What to try when a run of ``method`` stops (the advice fits the method that ran: filippov was told to use
+    method='filippov')."""
     if not activation_smooth:
+        if method in FILIPPOV_METHODS:
+            return ("use method='sliding', step=0.25, error_estimate=True (the Filippov flow by time-stepping: its "
+                    "cost does not grow with the number of activation events, as filippov's does), or the fixed-step "
+                    "method='euler', step=0.05, error_estimate=True")
+        if method in SLIDING_METHODS:
+            return ("use a smaller step, or method='filippov' (event-driven, exact to rtol; for small and medium "
+                    "problems)")
+        if method in FIXED_STEP_METHODS:
+            return ("use a smaller step (error_estimate=True estimates the loss error from steps h, h/2, h/4), "
+                    "method='filippov' (event-driven, exact to rtol; for small and medium problems) or "
+                    "method='sliding', step=0.25, error_estimate=True")
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
                 "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
                 "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
@@ -97,9 +110,25 @@ def _hint(method: str, activation_smooth: bool) -> str:
                 "method='sliding', step=0.25, error_estimate=True (the Filippov flow by time-stepping), or a smooth "
                 "activation")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
-        return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
-                "raise max_steps, or try method='LSODA' for small problems")
+        return STIFF_HINT
     return "try a smaller step or a different method"
+
+
+#: the hint for smooth flows that stall in an explicit adaptive method: after STIFF_HINT_AFTER accepted steps only
+STIFF_HINT = ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
+              "raise max_steps, or try method='LSODA' for small problems")
+STIFF_HINT_AFTER = 200
+STIFF_FALLBACK = "try a different method (e.g. method='LSODA' for small problems)"
+
+
+def monitor_hints(method: str, activation_smooth: bool) -> dict:
+    """The Monitor's hint arguments for ``method``: the stiffness hint only once steps have settled (a run stopped
+    at t = 0 by max_wall_time, or by max_steps=1, was told the flow is stiff)."""
+    hint = _hint(method, activation_smooth)
+    out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
+    if hint == STIFF_HINT:
+        out.update(hint_after=STIFF_HINT_AFTER, fallback_hint=STIFF_FALLBACK)
+    return out
 
 
 #: state-sized arrays a solve holds (its stages, buffers and the field's (m, n) arrays), by method; others: 24
@@ -403,7 +432,7 @@ def simulate(
     fixed = method in FIXED_STEP_METHODS
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step))
-    monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth)
     status, message = "success", f"reached t1 = {t1:g}"
