@@ -560,3 +560,25 @@ def test_close_saveat_times_are_all_kept_and_rounding_twins_are_one():
     twins = gf.simulate(net, X, y, t1=5.0, saveat=[0.0, 0.02, 0.020000000000000004, 5.0],
                         features_at=[0.020000000000000004, 5.0])
     assert twins.t.tolist() == [0.0, 0.02, 5.0] and twins.feature_t.tolist() == [0.02, 5.0]
+
+
+@pytest.mark.parametrize("value", ["no", "0", 1, None])
+def test_save_include_weights_must_be_a_bool(sol, tmp_path, value):
+    # regression: "no" failed inside int() ("invalid literal for int()"), "0" was stored as weights_included = 0
+    with pytest.raises(TypeError, match=r"include_weights must be True or False, got"):
+        sol.save(tmp_path / "x.nc", include_weights=value)
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_load_names_a_bad_path_or_group_and_lists_the_groups(sol, saved, tmp_path):
+    with pytest.raises(TypeError, match=r"path must be a file path \(str or os.PathLike\), got NoneType"):
+        gf.load(None)
+    with pytest.raises(TypeError, match=r"group must be a group name \(str\) of the file or None, got int 3"):
+        gf.Solution.load(saved, group=3)
+    with pytest.raises(ValueError, match=r"has no group 'nope' \(groups: \[\]\)"):  # (was: "not a netCDF-4 file")
+        gf.Solution.load(saved, group="nope")
+    grouped = tmp_path / "grouped.nc"
+    sol.to_xarray().to_netcdf(grouped, engine="h5netcdf", group="run0")
+    assert gf.Solution.load(grouped, group="run0").status == sol.status
+    with pytest.raises(ValueError, match=r"has no group 'run1' \(groups: \['run0'\]\)"):
+        gf.Solution.load(grouped, group="run1")
