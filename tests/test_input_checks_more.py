@@ -582,3 +582,12 @@ def test_load_names_a_bad_path_or_group_and_lists_the_groups(sol, saved, tmp_pat
     assert gf.Solution.load(grouped, group="run0").status == sol.status
     with pytest.raises(ValueError, match=r"has no group 'run1' \(groups: \['run0'\]\)"):
         gf.Solution.load(grouped, group="run1")
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear", "tanh"])
+def test_limit_gram_of_inputs_that_overflow_is_refused_on_every_path(activation):
+    # regression: the closed form (relu) returned inf on the diagonal and NaN elsewhere, silently
+    X, _ = gf.data.random_labels(n=6, d=3, seed=0)
+    with pytest.raises(ValueError, match=r"XXᵀ/d overflows float64 .*rescale X"):
+        gf.limit_gram(activation, X * 1e200)
+    assert np.all(np.isfinite(gf.limit_gram(activation, X * 1e100)))
