@@ -79,9 +79,12 @@ def as_tensor(
     """
     if isinstance(x, torch.Tensor):
         if x.dtype != dtype:
+            # (a network can be built in float64 or float32 only: for another dtype, building it is no advice)
+            other = (f" or build the network with dtype={x.dtype}" if x.dtype in (torch.float64, torch.float32)
+                     else "")
             raise TypeError(
                 f"{name} has dtype {x.dtype} but the network uses {dtype}; convert it with "
-                f"{name}.to({dtype}) or build the network with dtype={x.dtype}"
+                f"{name}.to({dtype}){other}"
             )
         if x.device != device:
             raise ValueError(

@@ -84,22 +84,33 @@ def load_config(path: str | Path) -> dict:
         raise CLIError(f"{path} is not UTF-8 text (a TOML file): {exc}") from None
     net_keys, sim_keys = _network_keys(), _simulate_keys()
     cfg: dict[str, dict] = {"network": {}, "simulate": {}, "data": {}}
+    top: dict[str, dict] = {"network": {}, "simulate": {}}  # the top-level keys, routed by name
+    tables: dict[str, dict] = {}
     for key, value in raw.items():
         if key in ("network", "simulate", "data") and isinstance(value, dict):
             allowed = {"network": net_keys, "simulate": sim_keys, "data": _DATA_KEYS}[key]
             bad = sorted(set(value) - allowed)
             if bad:
                 raise CLIError(f"{path}: unknown key(s) {bad} in [{key}]; allowed: {sorted(allowed)}")
-            cfg[key].update(value)
+            tables[key] = value
         elif key in net_keys:
-            cfg["network"][key] = value
+            top["network"][key] = value
         elif key in sim_keys:
-            cfg["simulate"][key] = value
+            top["simulate"][key] = value
         else:
             raise CLIError(
                 f"{path}: unknown key {key!r}; top-level keys are gf.Network keywords {sorted(net_keys)} or "
                 f"gf.simulate keywords {sorted(sim_keys)}, and data goes in a [data] table ({sorted(_DATA_KEYS)})"
             )
+    for table, values in tables.items():
+        # a key both at top level and in its table was resolved silently (the table's won): refused, as a sweep
+        # config refuses a key both fixed and swept
+        for key in sorted(set(values) & set(top.get(table, {}))):
+            raise CLIError(f"{path}: {key!r} is given both at top level ({top[table][key]!r}) and in [{table}] "
+                           f"({values[key]!r}); keep one")
+    for table in cfg:
+        cfg[table].update(top.get(table, {}))
+        cfg[table].update(tables.get(table, {}))
     return cfg
 
 

@@ -309,6 +309,9 @@ class Solution:
         """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...)."""
         import xarray as xr
 
+        if not isinstance(include_weights, (bool, np.bool_)):  # ("no" reached int() as a ValueError, "0" was kept)
+            raise TypeError(f"include_weights must be True or False, got {describe(include_weights)}")
+
         dv: dict[str, Any] = {}
         for name, dims in _DIMS.items():
             value = getattr(self, name)
@@ -348,6 +351,10 @@ class Solution:
         """Read a file written by :meth:`save` (or one group of an experiment file)."""
         import xarray as xr
 
+        if not isinstance(path, (str, PathLike)):
+            raise TypeError(f"path must be a file path (str or os.PathLike), got {describe(path)}")
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"group must be a group name (str) of the file or None, got {describe(group)}")
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no such solution file: {path}")
@@ -355,6 +362,9 @@ class Solution:
             with xr.open_dataset(path, engine="h5netcdf", group=group) as ds:
                 ds = ds.load()
         except OSError as exc:
+            groups = _groups(path) if group is not None else None
+            if groups is not None and group.strip("/") not in groups:  # (a netCDF-4 file without that group)
+                raise ValueError(f"{path} has no group {group!r} (groups: {sorted(groups)})") from None
             raise ValueError(f"{path} is not a netCDF-4 file: {exc}") from None
         if "gflow_format_version" not in ds.attrs:
             if "sweep_status" in ds.attrs:  # a sweep's record of a run that produced no solution
@@ -390,6 +400,23 @@ class Solution:
             status=str(ds.attrs["status"]), message=str(ds.attrs["message"]), **meta,
             extra_attrs={k: v for k, v in ds.attrs.items() if k not in _KNOWN_ATTRS}, **arrays,
         )
+
+
+def _groups(path: Path) -> list[str] | None:
+    """The groups of a netCDF-4 file (nested ones as "a/b"), or None if it is not one."""
+    import h5netcdf
+
+    try:
+        with h5netcdf.File(path, "r") as f:
+            out, todo = [], [("", f)]
+            while todo:
+                prefix, g = todo.pop()
+                for name, sub in g.groups.items():
+                    out.append(prefix + name)
+                    todo.append((prefix + name + "/", sub))
+            return out
+    except Exception:  # noqa: BLE001 - not HDF5/netCDF-4: the caller says so
+        return None
 
 
 def load(path: str | Path) -> Solution:

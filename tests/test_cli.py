@@ -61,6 +61,11 @@ def test_flags_override_the_toml_file(tmp_path):
         ("d = 4\nwidth = 8\nbogus = 1\n", "unknown key 'bogus'"),
         ("[network]\nd = 4\nwidht = 8\n", "unknown key(s) ['widht']"),
         ("d = 4\nwidth = ", "invalid TOML"),
+        # regression: the [network] value won silently
+        ("d = 3\nwidth = 8\nt1 = 1.0\n[network]\nwidth = 16\n[data]\nn = 6\n",
+         "'width' is given both at top level (8) and in [network] (16); keep one"),
+        ("d = 3\nwidth = 8\nt1 = 1.0\n[simulate]\nt1 = 2.0\n", "'t1' is given both at top level (1.0) and in "
+         "[simulate] (2.0); keep one"),
     ],
 )
 def test_bad_config_files_are_reported_with_the_key(tmp_path, capsys, content, needle):

@@ -554,10 +554,11 @@ def test_gradient_descent_with_a_huge_step_stops_with_status_diverged_and_finite
 
 
 def _blowing_up_euler(**kw):
-    # forward Euler far beyond its stability limit on a linear net: the state overflows to inf/NaN
+    # forward Euler far beyond its stability limit on a linear net: the state overflows to inf/NaN between the two
+    # output times (with saved times in between the loss's growth past 1e10·L₀ stops it first, as "diverged")
     X, y = gf.data.random_labels(n=10, d=5, seed=0)
     net = gf.Network(d=5, width=16, activation="linear", seed=0)
-    return gf.simulate(net, 10.0 * X, y, t1=2000.0, method="euler", step=10.0, **kw)
+    return gf.simulate(net, 10.0 * X, y, t1=2000.0, saveat=[0.0, 2000.0], method="euler", step=10.0, **kw)
 
 
 @bounded
@@ -567,6 +568,52 @@ def test_fixed_step_flow_that_blows_up_ends_with_status_nonfinite_not_an_excepti
         sol = _blowing_up_euler()
     assert sol.status == "nonfinite"
     assert_partial_trajectory(sol, 2000.0)
+
+
+@bounded
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4", "torchdiffeq.rk4"])
+def test_fixed_step_flow_whose_loss_explodes_ends_diverged_with_the_stability_limit(method):
+    # regression: rk4 at step 2 on ReLU grew the loss 15 → 8.3e153 and reported success (only inf/NaN was caught)
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="relu", seed=0)
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
+        sol = gf.simulate(net, 10 * X, y, t1=20.0, method=method, step=2.0)
+    assert sol.status == "diverged"
+    assert "2/λ_max(M₀) = 0.00769" in sol.message and "use a step below it" in sol.message
+    assert method in sol.message
+    assert_partial_trajectory(sol, 20.0)
+    assert np.all(sol.loss <= 1e10 * sol.loss[0])
+
+
+@bounded
+def test_fixed_step_batch_whose_loss_explodes_ends_diverged_for_every_seed():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    nets = gf.networks([0, 1], d=3, width=8, activation="relu")
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
+        sols = gf.simulate_batch(nets, 10 * X, y, t1=20.0, method="rk4", step=2.0)
+    assert [s.status for s in sols] == ["diverged", "diverged"]
+    assert len(sols[0].t) == len(sols[1].t)  # every seed stops at the same time
+    assert "2/λ_max(M₀)" in sols[0].message
+
+
+@bounded
+def test_fixed_step_flow_whose_loss_rises_warns_and_says_so_in_the_message():
+    # regression: tanh, midpoint at step 2 (16× its limit 0.125): the loss went 0.376 → 0.403 and bounced, "success"
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="tanh", seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"loss rose from 0.375941 at t = 0 to 0.403386 at t = 2.*"
+                      r"exceeds the stability limit 2/λ_max\(M₀\) = 0.125"):
+        sol = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=2.0)
+    assert sol.status == "success" and "loss rose" in sol.message
+    assert sol.stats["loss_rise"][:2] == [0.0, pytest.approx(sol.loss[0])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=2.0, warn=False)
+    assert "loss rose" in quiet.message
+    with warnings.catch_warnings():  # a stable step: the loss decreases, no warning
+        warnings.simplefilter("error")
+        ok = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=0.05)
+    assert ok.ok and "loss rose" not in ok.message and "loss_rise" not in ok.stats
 
 
 def _nan_activation() -> gf.Activation:
@@ -632,3 +679,73 @@ def test_every_failure_status_is_documented():
     assert {"success", "max_steps", "stalled", "step_size_collapse", "nonfinite", "time_budget", "diverged",
             "failed"} <= set(gf.STATUSES)
     assert all(isinstance(v, str) and v for v in gf.STATUSES.values())
+
+
+def test_error_estimate_keeps_the_finest_solves_loss_rise_and_warns():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="tanh", seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"simulate_nonsmooth: the finest solve \(step 0.5\): the loss rose"):
+        sol = gf.simulate(net, 10 * X, y, t1=20.0, method="midpoint", step=2.0, error_estimate=True)
+    assert "warning: the loss rose" in sol.message and "loss_rise" in sol.stats
+
+
+@bounded
+@pytest.mark.parametrize("method, activation, scale", [("dop853", "tanh", {"y": 1e150}), ("dopri5", "tanh", {"y": 1e150}),
+                                                       ("auto", "relu", {"y": 1e150}),
+                                                       ("filippov", "relu", {"c_hat": 1e150})])
+def test_extreme_finite_data_scale_ends_in_a_step_size_collapse_at_once(method, activation, scale):
+    # regression: dop853/dopri5 raised ZeroDivisionError (h0 = 0.01·d0/d1 underflowed to 0 in the initial-step
+    # heuristic); filippov took 100 000 steps of length 0 in 33 s and ended as max_steps
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation=activation, seed=0, c_hat=scale.get("c_hat", 1.0))
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[step_size_collapse\]"):
+        sol = gf.simulate(net, X, y * scale.get("y", 1.0), t1=1.0, method=method)
+    assert sol.status == "step_size_collapse" and sol.stats["n_steps"] <= 1
+    assert "time scale is set by the data and the network (the scale of X and y, c_hat" in sol.message
+    assert_partial_trajectory(sol, 1.0)
+
+
+# advice that fits the method and the cause (robustness audit, finding 7)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
+def test_a_tensor_of_a_dtype_no_network_takes_is_told_to_convert_only(dtype):
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    with pytest.raises(TypeError, match=rf"convert it with X.to\(torch.float64\)$"):
+        gf.simulate(gf.Network(d=3, width=8, seed=0), torch.as_tensor(X).to(dtype), y, t1=1.0)
+
+
+def test_filippov_advice_does_not_suggest_filippov_or_steps():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="relu", seed=0)
+    for kw in ({"max_steps": 5}, {"max_wall_time": 1e-9}):
+        sol = gf.simulate(net, X, y, t1=50.0, warn=False, **kw)
+        assert sol.config["solver"]["method"] == "filippov" and not sol.ok
+        assert "method='filippov'" not in sol.message and "larger or fewer steps" not in sol.message
+        assert "method='sliding'" in sol.message
+    assert "loosen rtol/atol" in sol.message
+
+
+@pytest.mark.parametrize("kw", [{"max_wall_time": 1e-9}, {"max_steps": 1}])
+def test_a_smooth_run_stopped_at_the_start_is_not_told_the_flow_is_stiff(kw):
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=50.0, method="dop853", warn=False, **kw)
+    assert not sol.ok and "stiff" not in sol.message and "try a different method" in sol.message
+
+
+def test_gd_made_non_finite_by_its_activation_blames_the_activation_not_the_step():
+    # regression: at a stable step 0.01 GD reported "diverged ... far past the stability limit; use a smaller step"
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation=_nan_activation(), seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = gf.gradient_descent(net, X, y, step=0.01, steps=1000)
+    assert sol.status == "nonfinite" and "the activation, not the step" in sol.message
+    assert "stability limit" not in sol.message
+
+
+def test_auto_on_an_activation_whose_derivative_is_nan_at_h0_names_the_activation():
+    # regression: "the kernel M₀ ... overflows torch.float64 (tr M₀ = nan): check c_hat" — nothing overflowed
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation=_nan_activation(), seed=0)
+    with pytest.raises(ValueError, match=r"σ′ of the activation 'tanh_nan_beyond_2' returned non-finite values"):
+        gf.simulate(net, 30 * X, y, t1=1.0)

@@ -203,3 +203,33 @@ def test_a_filippov_run_with_its_estimate_saves_and_reruns(tmp_path):
     assert again.config["solver"]["method"] == "filippov" and "auto" in again.config["solver"]
     np.testing.assert_array_equal(again.loss, sol.loss)
     np.testing.assert_array_equal(again.error_estimate, sol.error_estimate)
+
+
+def test_error_estimate_max_wall_time_covers_both_solves():
+    # regression: each of the two solves was given the whole budget (6 s for max_wall_time=3)
+    Xr, yr = gf.data.random_labels(n=50, d=10, seed=0)
+    net = gf.Network(d=10, width=256, activation="relu", seed=0)
+    sol = gf.simulate(net, Xr, yr, t1=500.0, method="filippov", error_estimate=True, max_wall_time=0.5, warn=False)
+    assert sol.status == "time_budget" and sol.stats["wall_time"] < 0.8
+
+
+def test_error_estimate_without_time_left_for_the_second_solve_ends_time_budget(monkeypatch):
+    import time
+
+    import gflow.solve.ode as ode
+
+    real = ode.simulate
+
+    def slow(*args, **kwargs):  # each solve then uses up the budget it was given
+        out = real(*args, **kwargs)
+        time.sleep(kwargs.get("max_wall_time") or 0.0)
+        return out
+
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="relu", seed=0)
+    monkeypatch.setattr(ode, "simulate", slow)
+    with pytest.warns(gf.GFlowWarning, match=r"\[time_budget\].*before the second solve for the error estimate"):
+        sol = real(net, X, y, 1.0, [0.0, 0.5, 1.0], method="filippov", error_estimate=True, max_wall_time=0.3)
+    assert sol.status == "time_budget" and sol.t[-1] == 1.0
+    assert sol.error_estimate[0] == 0.0 and np.all(np.isinf(sol.error_estimate[1:]))
+    assert "raise max_wall_time" in sol.message

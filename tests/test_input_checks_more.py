@@ -5,6 +5,7 @@ and what arrived; the command line checks its output path before it spends time 
 from __future__ import annotations
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -522,3 +523,71 @@ def test_a_sweeps_fixed_solver_values_are_checked_up_front_like_its_grid_values(
     with pytest.raises(SweepConfigError, match=r"network.width = 0 cannot run"):
         SweepConfig.from_dict({"d": 4, "width": 0}, {"generator": "random_labels", "n": 4},
                               {"kind": "simulate", "t1": 1.0})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# robustness audit (/tmp/audit/robust): bad input that ran silently
+
+
+@pytest.mark.parametrize("spec, bad", [({"kind": "quadratic", "D": 5}, "['D']"),
+                                       ({"kind": "identity", "foo": 1}, "['foo']"),
+                                       ({"name": "quadratic", "depth": 2}, "['depth']")])
+def test_an_embedding_spec_with_keys_its_kind_does_not_take_is_refused(spec, bad):
+    # regression: get_embedding dropped them ({"kind": "quadratic", "D": 5} ran with D = d² = 9)
+    with pytest.raises(ValueError, match=rf"embedding '\w+' takes no parameters .*got {re.escape(bad)} .*"
+                                         r"accepted keys: \['kind'\]"):
+        gf.Network(d=3, width=8, embedding=spec)
+    assert gf.Network(d=3, width=8, embedding={"kind": spec.get("kind", spec.get("name"))}).D in (3, 9)
+
+
+@pytest.mark.parametrize("method, kw", [("dop853", {}), ("rk4", {"step": 1e-11}), ("RK45", {})])
+@pytest.mark.parametrize("t1", [1e-11, 1e-14])
+def test_a_short_horizon_keeps_its_final_time(method, kw, t1):
+    # regression: times closer than 1e-10·max(1, t1) were merged, so every t1 ≤ 1e-10 ran to "reached t1" with the
+    # single row t = 0 (and the final features were never recorded)
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    kw = {k: min(v, t1) for k, v in kw.items()}
+    sol = gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=t1, method=method, **kw)
+    assert sol.ok and sol.t[0] == 0.0 and sol.t[-1] == t1 and sol.feature_t.tolist() == [0.0, t1]
+
+
+def test_close_saveat_times_are_all_kept_and_rounding_twins_are_one():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, seed=0)
+    want = np.r_[np.linspace(0, 1e-5, 11), 1e4]
+    sol = gf.simulate(net, X, y, saveat=want, rtol=1e-4)
+    np.testing.assert_array_equal(sol.t, want)  # (6e-6, 7e-6 and 1e-5 were dropped)
+    twins = gf.simulate(net, X, y, t1=5.0, saveat=[0.0, 0.02, 0.020000000000000004, 5.0],
+                        features_at=[0.020000000000000004, 5.0])
+    assert twins.t.tolist() == [0.0, 0.02, 5.0] and twins.feature_t.tolist() == [0.02, 5.0]
+
+
+@pytest.mark.parametrize("value", ["no", "0", 1, None])
+def test_save_include_weights_must_be_a_bool(sol, tmp_path, value):
+    # regression: "no" failed inside int() ("invalid literal for int()"), "0" was stored as weights_included = 0
+    with pytest.raises(TypeError, match=r"include_weights must be True or False, got"):
+        sol.save(tmp_path / "x.nc", include_weights=value)
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_load_names_a_bad_path_or_group_and_lists_the_groups(sol, saved, tmp_path):
+    with pytest.raises(TypeError, match=r"path must be a file path \(str or os.PathLike\), got NoneType"):
+        gf.load(None)
+    with pytest.raises(TypeError, match=r"group must be a group name \(str\) of the file or None, got int 3"):
+        gf.Solution.load(saved, group=3)
+    with pytest.raises(ValueError, match=r"has no group 'nope' \(groups: \[\]\)"):  # (was: "not a netCDF-4 file")
+        gf.Solution.load(saved, group="nope")
+    grouped = tmp_path / "grouped.nc"
+    sol.to_xarray().to_netcdf(grouped, engine="h5netcdf", group="run0")
+    assert gf.Solution.load(grouped, group="run0").status == sol.status
+    with pytest.raises(ValueError, match=r"has no group 'run1' \(groups: \['run0'\]\)"):
+        gf.Solution.load(grouped, group="run1")
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear", "tanh"])
+def test_limit_gram_of_inputs_that_overflow_is_refused_on_every_path(activation):
+    # regression: the closed form (relu) returned inf on the diagonal and NaN elsewhere, silently
+    X, _ = gf.data.random_labels(n=6, d=3, seed=0)
+    with pytest.raises(ValueError, match=r"XXᵀ/d overflows float64 .*rescale X"):
+        gf.limit_gram(activation, X * 1e200)
+    assert np.all(np.isfinite(gf.limit_gram(activation, X * 1e100)))

@@ -366,7 +366,8 @@ def _unstable_problem():
 def test_certify_flags_euler_with_a_step_past_stability_and_advises_a_smaller_step():
     X, y, net, lam_max = _unstable_problem()
     step = 3.0 / lam_max
-    sol = gf.simulate(net, X, y, saveat=step * np.arange(21), method="euler", step=step)
+    with pytest.warns(gf.GFlowWarning, match=r"the loss rose .* exceeds the stability limit"):  # simulate says so
+        sol = gf.simulate(net, X, y, saveat=step * np.arange(21), method="euler", step=step)
     assert sol.ok
     assert np.any(np.diff(sol.loss) > 0)  # the loss oscillates upwards: not a gradient flow
     cert = gf.certify(sol)
@@ -567,3 +568,14 @@ def test_certify_accepts_a_saved_file_and_gives_the_same_verdict(tmp_path):
                 np.testing.assert_allclose(b.worst_margin, a.worst_margin, rtol=1e-12, atol=1e-300)
                 if a.guaranteed_rate is not None:
                     assert b.guaranteed_rate == pytest.approx(a.guaranteed_rate, rel=1e-12)
+
+
+def test_certify_at_a_zero_loss_equilibrium_reports_no_violation():
+    # regression: f⁰ ≡ 0 (ntk, symmetric c) and y = 0: L ≈ 4.6e-34 throughout, exact; rounding divided by L_0 was a
+    # T2 "violation" of 314
+    X, _ = gf.data.random_labels(n=6, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=8, scaling="ntk", seed=0), X, np.zeros(6), t1=1.0)
+    assert sol.loss[0] < 1e-30
+    cert = gf.certify(sol)
+    assert cert.ok, str(cert)
+    assert "below the loss the state resolves" in cert.check("T2").detail

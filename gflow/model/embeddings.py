@@ -283,6 +283,11 @@ def get_embedding(spec) -> AbstractEmbedding:
         if kind is None and "name" in spec:  # the key activation tables use
             kind = spec.pop("name")
         if kind in ("identity", "quadratic"):
+            if spec:  # (a dropped key ran silently: {"kind": "quadratic", "D": 512} gave D = d²)
+                D = "d" if kind == "identity" else "d²"
+                raise ValueError(f"embedding {kind!r} takes no parameters (its dimension is D = {D}), got "
+                                 f"{sorted(map(str, spec))} in {given!r}; accepted keys: ['kind']; for a chosen D use "
+                                 "{'kind': 'random_features', 'D': ...}")
             return get_embedding(kind)
         if kind == "random_features":
             return RandomFeatures(**spec)

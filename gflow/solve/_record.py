@@ -43,6 +43,11 @@ def _global_inf_abs(act) -> float:
     return 0.0 if v < 1e-12 else v
 
 
+#: a loss beyond this factor times L₀ at a saved time ends gradient descent and fixed-step flow solves as "diverged"
+#: (before it overflows: a loss growing 1e3 → 1.8e165 ended as "success", and certify said OK)
+DIVERGE_FACTOR = 1e10
+
+
 class Recorder:
     """Collects loss, residuals, outputs, test metrics, the theory's quantities, features and weights.
 
@@ -55,10 +60,15 @@ class Recorder:
 
     def __init__(self, field: AbstractField, feature_times: np.ndarray, weight_times: np.ndarray,
                  time_tol: float = 0.0, interval: tuple[float, float] | None = None,
-                 diverge_factor: float | None = None):
+                 diverge_factor: float | None = None, fixed_step: tuple[str, float] | None = None):
         self.field = field
-        #: gradient descent: a loss beyond this factor times L₀ raises Abort("diverged") (a flow's loss never grows)
+        #: gradient descent and fixed-step flow solves: a loss beyond this factor times L₀ raises Abort("diverged")
+        #: (a flow's loss never grows)
         self.diverge_factor = diverge_factor
+        #: (method, step) of a fixed-step flow solve: its divergence message advises a step below 2/λ_max(M₀), and a
+        #: saved loss above the previous one by more than rounding is kept in ``loss_rise`` (the caller warns)
+        self.fixed_step = fixed_step
+        self.loss_rise: tuple[float, float, float, float] | None = None  # first rise: (t_prev, L_prev, t, L)
         self._tol = time_tol  # output times are at least 2·time_tol apart, so a time matches at most one
         pb = field.problem
         self.pb = pb
@@ -116,9 +126,9 @@ class Recorder:
                         f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use float64, a smaller step or "
                         "tighter tolerances")
         if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
-            raise Abort("diverged", f"gradient descent diverged: the loss grew to {loss:.3g} at t = {t:.6g}, more than "
-                        f"{self.diverge_factor:.0e}× its initial {rows['loss'][0]:.3g}: the step is far past the "
-                        "stability limit 2/λ_max(M); use a smaller step")
+            raise Abort("diverged", self._diverged_message(loss, t))
+        if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], f):
+            self.loss_rise = (rows["t"][-1], rows["loss"][-1], float(t), loss)
         if self.bar is not None:
             self.bar.update(float(t) - (rows["t"][-1] if rows["t"] else 0.0))
             self.bar.set_postfix_str(f"L = {loss:.3e}", refresh=False)
@@ -174,6 +184,57 @@ class Recorder:
             self.W.append(_np(self.field.weights(state)))
         self.last_state = state
 
+    def _rounding(self, loss: float, f: torch.Tensor) -> float:
+        """How far a saved loss may rise above the previous one by rounding alone: the outputs f = α c·σ(H) carry an
+        error of about ε·(‖f‖ + ‖y‖) (generously: 1e3 ε, for the sums over m neurons and the solver's rounding
+        near a zero-loss equilibrium), which moves L = ½‖r‖² by up to that times ‖r‖ (plus its square)."""
+        eps = torch.finfo(f.dtype).eps
+        delta = 1e3 * eps * (float(torch.linalg.norm(f)) + float(torch.linalg.norm(self.pb.y)))
+        return 1e3 * eps * loss + delta * math.sqrt(2.0 * loss) + delta * delta
+
+    def lam_max_M0(self) -> float:
+        """λ_max(M₀), the largest eigenvalue of the kernel at t = 0 (recorded when n ≤ EIG_MAX_N, else computed
+        here once: it is needed only to word a failure)."""
+        lam = self.rows["lam_max_M"][0] if self.rows["lam_max_M"] else math.nan
+        if not math.isfinite(lam):
+            pb, net = self.pb, self.pb.net
+            _, ds = net.activation.both(pb.H0)
+            lam = Q.extreme_eigenvalues(Q.kernel_M(pb.G, ds, net.c, net.kernel_coef))[1]
+        return lam
+
+    def step_advice(self) -> str:
+        """What to try after a fixed-step flow solve's loss rose: a step below 2/λ_max(M₀), the linear stability
+        limit of the explicit methods at t = 0 (E3; rk4's reaches 2.79/λ_max)."""
+        method, h = self.fixed_step
+        lam = self.lam_max_M0()
+        if not (math.isfinite(lam) and lam > 0):
+            return f"use a step below {h:g}, or an adaptive method (e.g. method='dop853')"
+        limit = 2.0 / lam
+        if h > limit:
+            return (f"the step {h:g} of method={method!r} exceeds the stability limit 2/λ_max(M₀) = {limit:.3g}; use "
+                    f"a step below it (e.g. step={0.5 * limit:.2g}), or an adaptive method (e.g. method='dop853')")
+        return (f"the step {h:g} of method={method!r} is below the stability limit 2/λ_max(M₀) = {limit:.3g} at t = 0, "
+                f"but λ_max(M) changes as the features move; use a smaller step (e.g. step={0.25 * h:.2g}), or an "
+                "adaptive method (e.g. method='dop853')")
+
+    def _diverged_message(self, loss: float, t: float) -> str:
+        L0 = self.rows["loss"][0]
+        if self.fixed_step is None:
+            return (f"gradient descent diverged: the loss grew to {loss:.3g} at t = {t:.6g}, more than "
+                    f"{self.diverge_factor:.0e}× its initial {L0:.3g}: the step is far past the stability limit "
+                    "2/λ_max(M); use a smaller step")
+        return (f"the fixed-step solve (method={self.fixed_step[0]!r}) diverged: the loss grew to {loss:.3g} at t = {t:.6g}, more than "
+                f"{self.diverge_factor:.0e}× its initial {L0:.3g} (a gradient flow's loss never increases): "
+                f"{self.step_advice()}")
+
+    def rise_message(self) -> str | None:
+        """The first rise of the saved loss of a fixed-step flow solve, worded for a warning (None: no rise)."""
+        if self.loss_rise is None or self.fixed_step is None:
+            return None
+        t0, L0, t, L = self.loss_rise
+        return (f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}, but a gradient flow's loss "
+                f"never increases: the fixed-step solve is not following the flow; {self.step_advice()}")
+
     def state_dict(self) -> dict:
         """Everything recorded so far (for checkpoints); :meth:`load_state_dict` restores it."""
         return {
@@ -182,6 +243,7 @@ class Recorder:
             "weight_t": list(self.weight_t), "W": list(self.W),
             "M0": None if self._M0 is None else self._M0.detach().clone(),
             "last_state": None if self.last_state is None else self.last_state.detach().clone(),
+            "loss_rise": self.loss_rise,
         }
 
     def load_state_dict(self, state: dict, device=None) -> None:
@@ -190,6 +252,7 @@ class Recorder:
         self.weight_t, self.W = list(state["weight_t"]), list(state["W"])
         self._M0 = None if state["M0"] is None else state["M0"].to(device)
         self.last_state = None if state["last_state"] is None else state["last_state"].to(device)
+        self.loss_rise = state.get("loss_rise")
         if self.bar is not None and self.rows["t"]:
             self.bar.update(self.rows["t"][-1])
 
@@ -304,14 +367,21 @@ class Monitor:
     """
 
     def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
-                 adaptive: bool = True, kinked: bool = False):
+                 adaptive: bool = True, kinked: bool = False, hint_after: int = 0, fallback_hint: str = "",
+                 tolerances: bool | None = None):
         self.t1 = t1
         self.adaptive = adaptive
+        #: rtol/atol set the cost (a wall-time budget advises loosening them): adaptive methods and filippov
+        self.tolerances = adaptive if tolerances is None else tolerances
+        #: the hint applies after this many accepted steps only (a stiffness hint, for stalls at long horizons:
+        #: a run stopped at t = 0 after 0 steps was told the flow is stiff); before, ``fallback_hint``
+        self.hint_after = hint_after
+        self.fallback_hint = fallback_hint
         self.kinked = kinked  # σ has a kink: the step collapse there is expected, and stopped sooner (on_step)
         self.max_dt = 0.0
         self.max_steps = max_steps
         self.max_wall_time = max_wall_time
-        self.hint = hint
+        self._hint = hint
         self.start = time.perf_counter()
         self.n_f_evals = 0
         self.n_accepted = 0
@@ -322,6 +392,11 @@ class Monitor:
         self.partial: tuple[float, torch.Tensor] | None = None  # last accepted (t, state) inside a chunk
         self.proposed_dt: float | None = None
         self.landing_time = math.nan  # the output time the solver is currently stepping onto
+
+    @property
+    def hint(self) -> str:
+        """What to try, for the messages of a stopped run."""
+        return self._hint if self.n_accepted >= self.hint_after else self.fallback_hint
 
     @property
     def n_steps(self) -> int:
@@ -352,8 +427,17 @@ class Monitor:
                 "time_budget",
                 f"the wall-time budget max_wall_time={self.max_wall_time:g} s ran out at t = {self.last_t:.6g} "
                 f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
-                + (f"loosen rtol/atol, or {self.hint}" if self.adaptive else "or take larger or fewer steps"),
+                + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
             )
+
+    def raise_collapse(self, dt: float, t0: float) -> None:
+        """Stop with ``step_size_collapse`` (a step of ``dt`` at ``t0``); at the start, point to the data's scale."""
+        first = (" in the first steps, where the flow's time scale is set by the data and the network (the "
+                 "scale of X and y, c_hat, the scaling): check those first;") if self.n_accepted == 0 else ""
+        raise Abort(
+            "step_size_collapse",
+            f"the step size collapsed to {dt:.3g} at t = {t0:.6g}{first or ';'} {self.hint}",
+        )
 
     def raise_nonfinite(self, t: float | None = None) -> None:
         t = self.last_t if t is None else t
@@ -383,12 +467,7 @@ class Monitor:
         tiny = 1e-12 * max(1.0, abs(t0))
         if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
             # (a tiny step that lands exactly on an output time is rounding, not a collapse)
-            first = (" in the first steps, where the flow's time scale is set by the data and the network (the "
-                     "scale of X and y, c_hat, the scaling): check those first;") if self.n_accepted == 0 else ""
-            raise Abort(
-                "step_size_collapse",
-                f"the step size collapsed to {dt:.3g} at t = {t0:.6g}{first or ';'} {self.hint}",
-            )
+            self.raise_collapse(dt, t0)
         if accepted:
             self.max_dt = max(self.max_dt, dt)
         if accepted and self.n_accepted >= 200 and self.n_accepted % 50 == 0:

@@ -48,16 +48,17 @@ from .ode import (
     NATIVE_METHODS,
     SCIPY_METHODS,
     SLIDING_METHODS,
-    TIME_TOL,
     TORCHDIFFEQ_FIXED,
     _chunks,
     _fixed_grid,
-    _hint,
     _make_solution,
     check_interval,
     check_solver_args,
+    fixed_step_guard,
+    monitor_hints,
     observed_field,
     odeint_or_abort,
+    record_tol,
 )
 
 BATCH_SCIPY_METHODS = ("RK45", "DOP853")
@@ -279,10 +280,11 @@ def simulate_batch(
         raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY)
 
-    tol = 0.5 * TIME_TOL * max(1.0, t1)
-    recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval) for f in bf.fields]
+    tol = record_tol(grid)
+    recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step))
+                 for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
-    monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS, kinked=not net.activation.smooth)
     norm = max_seed_rms_norm(bf.state_shape)
     status, message = "success", f"reached t1 = {t1:g}"
@@ -350,10 +352,23 @@ def simulate_batch(
             },
         }
 
-    sols = _seed_solutions(bf, recorders, [status] * S, [message] * S, stats, config_of)
+    messages = [message] * S
+    rises = {}
+    if status != "diverged":  # a fixed-step solve whose saved loss rose: recorded per seed, one warning
+        for s, rec in enumerate(recorders):
+            rise = rec.rise_message()
+            if rise is not None:
+                rises[s] = rise
+                messages[s] = f"{message}; warning: {rise}"
+                stats[s]["loss_rise"] = list(rec.loss_rise)
+    sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_batch stopped early for all {S} seeds [{status}]: {message}", GFlowWarning,
                       stacklevel=2)
+    elif warn and rises:
+        s = min(rises)
+        warnings.warn(f"gflow.simulate_batch: seed indices {sorted(rises)}: for seed index {s}, {rises[s]}",
+                      GFlowWarning, stacklevel=2)
     return sols
 
 
@@ -366,15 +381,25 @@ class _BatchRecorder:
 
     def record(self, t: float, state: torch.Tensor) -> None:
         """Record every seed at t, or none of them (Abort) if any seed's loss is non-finite there."""
-        bad = []
+        bad, grown = [], []
         for s, (f, pb) in enumerate(zip(self.bf.fields, self.bf.problems)):
-            if not math.isfinite(float(((pb.outputs(f.train_features(self.bf.seed_state(state, s))) - pb.y) ** 2)
-                                       .sum())):
+            loss = 0.5 * float(((pb.outputs(f.train_features(self.bf.seed_state(state, s))) - pb.y) ** 2).sum())
+            rec = self.recorders[s]
+            if not math.isfinite(loss):
                 bad.append(s)
+            elif rec.diverge_factor is not None and rec.rows["loss"] and loss > rec.diverge_factor * max(
+                    rec.rows["loss"][0], 1e-300):
+                grown.append(s)
         if bad:
             prev = self.recorders[0].t[-1] if self.recorders[0].t else 0.0
             raise Abort("nonfinite", f"the loss of seed indices {bad} became non-finite at t = {t:.6g}; the state "
                         f"was lost between t = {prev:.6g} and t; use float64, a smaller step or tighter tolerances")
+        if grown:  # (checked for every seed before any records: the seeds keep the same times)
+            s = grown[0]
+            loss = 0.5 * float(((self.bf.problems[s].outputs(self.bf.fields[s].train_features(
+                self.bf.seed_state(state, s))) - self.bf.problems[s].y) ** 2).sum())
+            raise Abort("diverged", f"seed indices {grown}, which stops every seed: for seed index {s}, "
+                        f"{self.recorders[s]._diverged_message(loss, t)}")
         for s, rec in enumerate(self.recorders):
             rec.record(t, self.bf.seed_state(state, s))
 

@@ -883,6 +883,10 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
     diag_S = ((ds * net.c[:, None]) ** 2).mean(dim=0)
     trace = float(net.kernel_coef * (torch.diagonal(problem.G) * diag_S).sum())
     if not math.isfinite(trace):
+        if not bool(torch.isfinite(ds).all()):  # (a custom σ′ returning NaN is no overflow of the kernel)
+            raise ValueError(f"σ′ of the activation {net.activation.name!r} returned non-finite values at the initial "
+                             f"features H₀ (|H₀| up to {float(problem.H0.abs().max()):.3g}): check the activation's "
+                             "dsigma there, or the scale of X")
         raise ValueError(f"the kernel M₀ = κ_M G∘S of the flow overflows {net.dtype} (tr M₀ = {trace}): check c_hat "
                          f"(= {net.c_hat:g}), the scaling and the scale of X")
     if t1 * trace / n < AUTO_MIN_DECAY or t1 * trace < AUTO_MIN_STIFFNESS:

@@ -455,7 +455,10 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     try:
         zero0 = H0 == 0
         mode, r, theta = _resolve(flow, y, mode, arrivals=zero0, prev=mode.clone(), K0=K[0], stats=stats)
-        h = min(_initial_step(y, K[0], rtol, atol, t1), max_step)
+        h = _initial_step(y, K[0], rtol, atol, t1)
+        if not h >= min(1e-12, t1):  # extreme data (y × 1e150): h underflowed and 1e5 steps of length 0 were taken
+            monitor.raise_collapse(h, 0.0)
+        h = min(h, max_step)
         kgrid = 1
         stalled = 0
         while kgrid < len(grid):
@@ -551,6 +554,8 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                 h = max(h_new if tau_star >= 1.0 else h, 1e-12 * max(1.0, t))
                 continue
             # --- accept --------------------------------------------------------------------------------
+            if not landing and not h > 1e-12 * max(1.0, abs(t)) * 1e-3:  # (no progress: stop, never spin)
+                monitor.raise_collapse(h, t)
             monitor.on_step(t, h, True)
             t = t_target if landing else t + h
             y = y1
@@ -716,7 +721,8 @@ ESTIMATE_RATIO = 32.0
 def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, atol, warn, checkpoint, **kwargs):
     """``simulate(method="filippov", error_estimate=True)`` (``method="auto"`` where it picks filippov): solves at
     (rtol, atol), and again propagating the
-    embedded 4th-order solution at 32× looser tolerances.
+    embedded 4th-order solution at 32× looser tolerances.  ``max_wall_time`` covers both: the second solve gets what
+    the first left, and a run out of time before the estimate is complete ends as ``"time_budget"``.
 
     Returns the first solve with ``error_estimate`` = |L_loose − L_tight| / L_tight at each saved time: the
     second solve's error, a conservative estimate of the returned one's.  (Both changes matter: where every step
@@ -733,33 +739,48 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
         raise ValueError("checkpoint is not supported with method='filippov' (event-driven); use max_wall_time to "
                          "bound the run")
     start = time.perf_counter()
-    options = dict(kwargs.pop("options", None) or {}, lower_order=1)
-    loose = simulate(net, X, y, t1, saveat, method=method, rtol=rtol * ESTIMATE_RATIO,
-                     atol=atol * ESTIMATE_RATIO, warn=False, options=options, **kwargs)
-    options.pop("lower_order")
+    # max_wall_time covers the whole call (each solve was given all of it: 6 s for a 3 s budget): the returned
+    # solve first, with the whole budget, then the second one with what is left
+    max_wall_time = kwargs.pop("max_wall_time", None)
+    options = dict(kwargs.pop("options", None) or {})
     tight = simulate(net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, warn=False, options=options,
-                     **kwargs)
-    n = min(len(loose.loss), len(tight.loss))
+                     max_wall_time=max_wall_time, **kwargs)
+    remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
+    loose = None
+    if remaining is None or remaining > 0:
+        loose = simulate(net, X, y, t1, saveat, method=method, rtol=rtol * ESTIMATE_RATIO,
+                         atol=atol * ESTIMATE_RATIO, warn=False, options=dict(options, lower_order=1),
+                         max_wall_time=remaining, **kwargs)
+    n = 0 if loose is None else min(len(loose.loss), len(tight.loss))
     rel = np.full(tight.t.shape, np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.abs(loose.loss[:n] - tight.loss[:n])
-        rel[:n] = np.where(tight.loss[:n] > 0, d / np.abs(tight.loss[:n]), np.where(d > 0, np.inf, 0.0))
+    if loose is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.abs(loose.loss[:n] - tight.loss[:n])
+            rel[:n] = np.where(tight.loss[:n] > 0, d / np.abs(tight.loss[:n]), np.where(d > 0, np.inf, 0.0))
     rel[0] = 0.0
     info = {"scheme": f"second solve propagating the embedded 4th-order solution at rtol×{ESTIMATE_RATIO:g}, "
                       f"atol×{ESTIMATE_RATIO:g}; estimate = the loss difference (that solve's error)",
             "max_rel_estimate": float(np.max(rel)), "flow": "Filippov (sliding) solution",
-            "loose_stats": {k: v for k, v in loose.stats.items() if isinstance(v, (int, float))}}
+            "loose_stats": {} if loose is None else {k: v for k, v in loose.stats.items()
+                                                     if isinstance(v, (int, float))}}
     status, message = tight.status, tight.message
-    if status == "success" and not loose.ok:
+    if status == "success" and (loose is None or loose.status == "time_budget"):
+        status = "time_budget"
+        where = ("before the second solve for the error estimate could start" if loose is None else
+                 f"in the second solve for the error estimate, at t = {loose.t[-1]:.6g}")
+        message += (f"; but the wall-time budget max_wall_time={max_wall_time:g} s (for both solves) ran out "
+                    f"{where}: sol.error_estimate is inf beyond t = {tight.t[n - 1] if n else 0.0:.6g}; raise "
+                    "max_wall_time, or drop error_estimate")
+    elif status == "success" and not loose.ok:
         message += f"; the looser solve for the estimate stopped [{loose.status}]: the estimate is incomplete"
     elif status == "success":
         message += f"; estimated relative loss error ≤ {info['max_rel_estimate']:.2e}"
     solver = dict(tight.config["solver"], error_estimate=info)
     stats = dict(tight.stats, wall_time=time.perf_counter() - start,
-                 n_f_evals=int(tight.stats["n_f_evals"]) + int(loose.stats["n_f_evals"]),
+                 n_f_evals=int(tight.stats["n_f_evals"]) + (0 if loose is None else int(loose.stats["n_f_evals"])),
                  n_f_evals_returned=tight.stats["n_f_evals"])
-    out = dataclasses.replace(tight, message=message, stats=stats, config=dict(tight.config, solver=solver),
-                              error_estimate=rel)
+    out = dataclasses.replace(tight, status=status, message=message, stats=stats,
+                              config=dict(tight.config, solver=solver), error_estimate=rel)
     if warn and status != "success":
         import warnings
 

@@ -19,11 +19,7 @@ from .._validate import check_positive_float, check_positive_int, check_times, d
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import Abort, Monitor, Recorder
-
-#: a loss beyond this factor times L₀ at a saved step ends the run as "diverged" (before it overflows: a loss
-#: growing 1e3 → 1.8e165 ended as "success", and certify said OK)
-DIVERGE_FACTOR = 1e10
+from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
 from .ode import _make_solution, check_interval, check_started, observed_field
 
 
@@ -47,6 +43,24 @@ def _sorted_unique(k: np.ndarray) -> np.ndarray:
     gradient descent allows, before its wall-time budget started; this takes ≈ 0.3 s)."""
     k = np.sort(k.astype(np.int64, copy=False), kind="stable")
     return k[np.concatenate([[True], k[1:] != k[:-1]])] if k.size else k
+
+
+def _activation_nonfinite(field, net: Network, start: torch.Tensor, k0: int, k1: int, step: float) -> str | None:
+    """Replay GD from the last recorded state (step k0) to step k1, after a run turned non-finite: a message if σ or
+    σ′ returned non-finite values at finite features (the activation is the cause, not the step), else None."""
+    state, deriv = start.clone(), torch.empty_like(start)
+    for k in range(k0, k1 + 1):
+        H = field.train_features(state)
+        if not bool(torch.isfinite(H).all()):
+            return None
+        s, ds = net.activation.both(H)
+        if not bool(torch.isfinite(s).all() and torch.isfinite(ds).all()):
+            return (f"σ or σ′ of the activation {net.activation.name!r} returned non-finite values at finite features "
+                    f"(|H| up to {float(H.abs().max()):.3g}) at step {k} (t = {k * step:g}): the activation, not the "
+                    "step, made the run non-finite; check its sigma/dsigma there")
+        if k < k1:
+            field.gd_step_(state, step, deriv)
+    return None
 
 
 def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at):
@@ -164,6 +178,7 @@ def gradient_descent(
             raise ValueError(f"checkpoint {str(ckpt.path)!r} is at step {k_done}, beyond steps={steps}")
         next_save = int(np.searchsorted(save_k, k_done, side="right"))
     last_good = state.clone()
+    k_good = k_done
 
     def loop_state():
         return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
@@ -188,6 +203,7 @@ def gradient_descent(
                     )
                 recorder.record(k * step, state)
                 last_good = state.clone() if next_save < len(save_k) else state
+                k_good = k
         if ckpt is not None and ckpt.keep:  # the finished run, for keep_checkpoint=True
             ckpt.save(loop_state())
     except Abort as exc:
@@ -198,6 +214,10 @@ def gradient_descent(
             status = "diverged"
             message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} is "
                        "far past the stability limit 2/λ_max(M); use a smaller step")
+        if exc.status == "nonfinite" or (exc.status == "diverged" and not bool(torch.isfinite(state).all())):
+            cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
+            if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)
+                status, message = "nonfinite", cause
         recorder.last_state = last_good
         recorder.ensure_final_features()
     finally:

@@ -295,10 +295,17 @@ def simulate_nonsmooth(
     config = dict(best.config, solver=solver)
     stats = dict(best.stats, n_f_evals=evals, wall_time=time.perf_counter() - start,
                  n_f_evals_finest=best.stats.get("n_f_evals"))
+    rise = None
+    if "loss_rise" in best.stats and "; warning: the loss rose" in best.message:  # (simulate's note, kept)
+        rise = best.message[best.message.index("; warning: the loss rose") + len("; warning: "):]
+        message = f"{message}; warning: {rise}"
     out = replace(best, status=status, message=message, stats=stats, config=config,
                   error_estimate=np.asarray(est["rel"], dtype=np.float64))
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_nonsmooth stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
+    elif warn and rise is not None:
+        warnings.warn(f"gflow.simulate_nonsmooth: the finest solve (step {steps[-1]:g}): {rise}", GFlowWarning,
+                      stacklevel=2)
     return out
 
 

@@ -35,7 +35,7 @@ from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
-from ._record import Abort, Monitor, Recorder
+from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
 NATIVE_ADAPTIVE = rk.ADAPTIVE  # ("dop853", "dopri5")
@@ -70,7 +70,7 @@ def backend_of(method: str) -> str:
 _ADAPTIVE_OPTIONS = {"first_step", "max_step", "min_step", "safety", "ifactor", "dfactor"}
 _FIXED_OPTIONS = {"implicit_adams": {"max_iters", "max_order"}, "explicit_adams": {"max_order"}}
 _SCIPY_OPTIONS = {"first_step", "max_step"}
-TIME_TOL = 1e-10  # output times closer than this (relative to max(1, t1)) are one time
+TIME_TOL = 1e-12  # output times closer than this relative to their own magnitude are one time (rounding)
 _MAX_CHUNKS = 64  # odeint calls per solve: a failure loses at most one chunk of output times
 _DENSE_JACOBIAN_LIMIT = 16384  # state size beyond which Radau/BDF/LSODA's dense FD Jacobian exceeds 2 GiB
 
@@ -89,7 +89,20 @@ def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
 
 
 def _hint(method: str, activation_smooth: bool) -> str:
+    """What to try when a run of ``method`` stops (the advice fits the method that ran: filippov was told to use
+    method='filippov')."""
     if not activation_smooth:
+        if method in FILIPPOV_METHODS:
+            return ("use method='sliding', step=0.25, error_estimate=True (the Filippov flow by time-stepping: its "
+                    "cost does not grow with the number of activation events, as filippov's does), or the fixed-step "
+                    "method='euler', step=0.05, error_estimate=True")
+        if method in SLIDING_METHODS:
+            return ("use a smaller step, or method='filippov' (event-driven, exact to rtol; for small and medium "
+                    "problems)")
+        if method in FIXED_STEP_METHODS:
+            return ("use a smaller step (error_estimate=True estimates the loss error from steps h, h/2, h/4), "
+                    "method='filippov' (event-driven, exact to rtol; for small and medium problems) or "
+                    "method='sliding', step=0.25, error_estimate=True")
         return ("the activation has a kink (ReLU-type), where the flow chatters and adaptive solvers collapse "
                 "their step: use the fixed-step method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 "
                 "with an estimate of the loss error; gf.simulate_nonsmooth(..., rtol=1e-3) refines to a target), "
@@ -97,9 +110,25 @@ def _hint(method: str, activation_smooth: bool) -> str:
                 "method='sliding', step=0.25, error_estimate=True (the Filippov flow by time-stepping), or a smooth "
                 "activation")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
-        return ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
-                "raise max_steps, or try method='LSODA' for small problems")
+        return STIFF_HINT
     return "try a smaller step or a different method"
+
+
+#: the hint for smooth flows that stall in an explicit adaptive method: after STIFF_HINT_AFTER accepted steps only
+STIFF_HINT = ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
+              "raise max_steps, or try method='LSODA' for small problems")
+STIFF_HINT_AFTER = 200
+STIFF_FALLBACK = "try a different method (e.g. method='LSODA' for small problems)"
+
+
+def monitor_hints(method: str, activation_smooth: bool) -> dict:
+    """The Monitor's hint arguments for ``method``: the stiffness hint only once steps have settled (a run stopped
+    at t = 0 by max_wall_time, or by max_steps=1, was told the flow is stiff)."""
+    hint = _hint(method, activation_smooth)
+    out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
+    if hint == STIFF_HINT:
+        out.update(hint_after=STIFF_HINT_AFTER, fallback_hint=STIFF_FALLBACK)
+    return out
 
 
 #: state-sized arrays a solve holds (its stages, buffers and the field's (m, n) arrays), by method; others: 24
@@ -189,19 +218,40 @@ def _output_grid(t1, saveat, features_at, weights_at, step: float | None = None)
         if weights_at[-1] > t1 * (1 + 1e-12):
             raise ValueError(f"weights_at runs to {weights_at[-1]} beyond t1 = {t1}")
     grid = _merge_close(np.concatenate([[0.0, t1], saveat, features_at, weights_at]), t1)
-    return t1, grid, _merge_close(features_at, t1), _merge_close(weights_at, t1)
+    return t1, grid, _snap(features_at, grid), _snap(weights_at, grid)
 
 
 def _merge_close(times: np.ndarray, t1: float) -> np.ndarray:
-    """Sorted unique times in [0, t1], merging those closer than TIME_TOL·max(1, t1) (e.g. 0.02 from a
-    linear grid and 0.020000000000000004 from a geometric one), which would otherwise force a ~1e-18 step."""
+    """Sorted unique times in [0, t1], t1 among them, merging those that differ by rounding only (less than
+    TIME_TOL relative to their own magnitude, e.g. 0.02 from a linear grid and 0.020000000000000004 from a geometric
+    one, which would otherwise force a ~1e-18 step).  (A tolerance of 1e-10·max(1, t1) dropped the user's times:
+    every t1 ≤ 1e-10 ran to "reached t1" with the single row t = 0, and saveat points 1e-6 apart at t1 = 1e4 went
+    missing.)"""
     times = np.unique(np.clip(times, 0.0, t1))
     if times.size < 2:
         return times
-    keep = np.concatenate([[True], np.diff(times) > TIME_TOL * max(1.0, t1)])
+    keep = np.concatenate([[True], np.diff(times) > TIME_TOL * times[1:]])
     out = times[keep]
     out[-1] = times[-1]
     return out
+
+
+def _snap(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``times`` (in [0, t1]) moved to the nearest time of ``grid`` (which holds them up to rounding), so that
+    the recorder finds them there exactly."""
+    times = np.unique(np.asarray(times, dtype=np.float64))
+    if times.size == 0:
+        return times
+    k = np.clip(np.searchsorted(grid, times), 1, grid.size - 1) if grid.size > 1 else np.zeros(times.size, int)
+    lower = np.maximum(k - 1, 0)
+    near = np.where(np.abs(grid[lower] - times) <= np.abs(grid[k] - times), lower, k)
+    return np.unique(grid[near])
+
+
+def record_tol(grid: np.ndarray) -> float:
+    """The recorder's time tolerance: a quarter of the closest output times' gap, so that a time matches at most
+    one of them."""
+    return 0.25 * float(np.min(np.diff(grid))) if grid.size > 1 else 0.0
 
 
 def simulate(
@@ -257,7 +307,10 @@ def simulate(
             runs on long, stiff horizons.
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
             relative while it is far above atol·n).
-        step: the step of fixed-step methods; required for them and rejected for adaptive ones.
+        step: the step of fixed-step methods; required for them and rejected for adaptive ones.  A flow's loss
+            never increases: a fixed-step run whose saved loss grows past 1e10·L₀ stops with status
+            ``"diverged"``, and one whose saved loss rises above the previous one (beyond rounding) warns and says
+            so in its message (a step past the stability limit 2/λ_max(M₀)).
         max_steps: limit on step attempts; a solve that would need more stops with status ``"max_steps"``
             or ``"stalled"`` (see :class:`gflow.solve._record.Monitor`).
         max_wall_time: optional wall-time budget in seconds (status ``"time_budget"``).
@@ -376,8 +429,10 @@ def simulate(
                 "Use an explicit method (dopri5, DOP853) or a smaller problem"
             )
 
-    recorder = Recorder(field, ft, wt, time_tol=0.5 * TIME_TOL * max(1.0, t1), interval=interval)
-    monitor = Monitor(t1, max_steps, max_wall_time, hint=_hint(method, net.activation.smooth),
+    fixed = method in FIXED_STEP_METHODS
+    recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
+                        **fixed_step_guard(method, step))
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth)
     status, message = "success", f"reached t1 = {t1:g}"
@@ -455,10 +510,26 @@ def simulate(
             **({"auto": auto_reason} if auto_reason is not None else {}),
         },
     }
+    rise = recorder.rise_message() if fixed and method not in SLIDING_METHODS and status != "diverged" else None
+    if rise is not None:  # (sliding warns up front when its step exceeds the limit)
+        message = f"{message}; warning: {rise}"
+        stats["loss_rise"] = list(recorder.loss_rise)
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
+    elif warn and rise is not None:
+        warnings.warn(f"gflow.simulate: {rise}", GFlowWarning, stacklevel=2)
     return sol
+
+
+def fixed_step_guard(method: str, step: float | None) -> dict:
+    """The Recorder arguments that make a fixed-step solve stop as "diverged" when its loss grows past
+    DIVERGE_FACTOR·L₀ and keep the first rise of its saved loss: a fixed step past the stability limit 2/λ_max(M₀)
+    blew the loss up 1e152-fold (rk4, step 2 on ReLU) and the run reported success, since only an overflow to
+    inf/NaN was caught."""
+    if method not in FIXED_STEP_METHODS:
+        return {}
+    return {"diverge_factor": DIVERGE_FACTOR, "fixed_step": (method, step)}
 
 
 def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
@@ -737,6 +808,7 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
 
 def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monitor):
     k = 1
+    monitor.landing_time = float(grid[-1])  # scipy steps to t1 (a short t1 is one step shorter than 1e-12: no collapse)
     while k < len(grid):
         msg = solver.step()
         if solver.status == "failed":

@@ -298,6 +298,8 @@ class Engine:
         d1 = self._scaled_norm(tmp.copy_(f0), y)
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
         h0 = min(h0, self.max_step, self.t1)
+        if not h0 > 0:  # d0/d1 underflows on extreme (finite) data, e.g. y × 1e150: ZeroDivisionError below
+            self.monitor.raise_collapse(h0, 0.0)
         torch.add(y, f0, alpha=h0, out=self.y_new)
         f1 = self._rows[1]
         self._f(h0, self.y_new, f1)
@@ -307,7 +309,10 @@ class Engine:
             h1 = max(1e-6, h0 * 1e-3)
         else:
             h1 = (0.01 / max(d1, d2)) ** (1.0 / (self.scheme.err_order + 1))
-        return min(100 * h0, h1, self.max_step, self.t1)
+        h = min(100 * h0, h1, self.max_step, self.t1)
+        if not h > 0:  # (d2 overflows: h1 = 0, or NaN)
+            self.monitor.raise_collapse(h, 0.0)
+        return h
 
     def _abs_plus_a(self, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out = |y| + atol/rtol."""

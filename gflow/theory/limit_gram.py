@@ -287,9 +287,19 @@ def limit_gram(
     method = check_choice(method, "method", _METHODS)
     order = check_positive_int(order, "order")
     d = Xm.shape[1]
-    K = _symmetrised(Xm @ Xm.T / d, "XXᵀ/d")
+    with np.errstate(over="ignore", invalid="ignore"):
+        K = Xm @ Xm.T / d
+    if not np.all(np.isfinite(K)):  # (X × 1e200: relu's closed form returned inf and NaN silently)
+        raise ValueError(f"XXᵀ/d overflows float64 (largest entry |X_ai| = {float(np.max(np.abs(Xm))):.3g}): the inputs "
+                         "are too large for the limit Gram; rescale X")
+    K = _symmetrised(K, "XXᵀ/d")
     for _ in range(depth - 2):  # L − 3 hidden fixed layers, then the map into the trained layer
-        K = _apply(act, K, method, order)
+        with np.errstate(over="ignore", invalid="ignore"):
+            F = _apply(act, K, method, order)
+        if not np.all(np.isfinite(F)):  # (the quadrature checks its own; a closed form must be checked here)
+            raise ValueError(f"activation {act.name!r}: the limit Gram has non-finite entries (largest variance "
+                             f"{float(np.max(np.diag(K))):.3g}): the inputs are too large for it; rescale X")
+        K = F
     return 0.5 * (K + K.T)
 
 
