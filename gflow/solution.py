@@ -345,17 +345,32 @@ class Solution:
 
     @classmethod
     def load(cls, path: str | Path, *, group: str | None = None) -> "Solution":
-        """Read a file written by :meth:`save` (or one group of an experiment file)."""
+        """Read a file written by :meth:`save`, or with ``group`` one run of an experiment file
+        (``results/<exp>/runs.nc``: groups ``"run000"``, ``"run001"``, ...); see :func:`gflow.load`."""
         import xarray as xr
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no such solution file: {path}")
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"group must be a str (a netCDF group name, e.g. 'run000') or None, got {describe(group)}")
         try:
             with xr.open_dataset(path, engine="h5netcdf", group=group) as ds:
                 ds = ds.load()
         except OSError as exc:
+            groups = _groups(path)
+            if group is not None and groups is not None and group not in groups:
+                raise ValueError(f"{path} has no group {group!r}; its groups: {_listing(groups)}") from None
             raise ValueError(f"{path} is not a netCDF-4 file: {exc}") from None
+        if "gflow_format_version" not in ds.attrs and group is None and "gflow_experiment" in ds.attrs:
+            groups = [g for g in _groups(path) or [] if g.startswith("run")]  # (exp3 adds a "scatter" group)
+            first = groups[0] if groups else "run000"
+            raise ValueError(
+                f"{path} is a gflow experiment file (experiment {ds.attrs['gflow_experiment']!r}, preset "
+                f"{ds.attrs.get('preset', '?')!r}) holding {len(groups)} runs, one netCDF group each "
+                f"({_listing(groups)}), not a single solution: open one run with gf.load({str(path)!r}, "
+                f"group={first!r}), all of them with gflow.experiments.load_runs({str(path)!r}), or give "
+                f"gflow show/plot/certify a per-run file {path.parent / 'runs'}/<id>.nc")
         if "gflow_format_version" not in ds.attrs:
             if "sweep_status" in ds.attrs:  # a sweep's record of a run that produced no solution
                 first = str(ds.attrs.get("message", "")).strip().split("\n\n")[0]  # not the stored traceback
@@ -392,9 +407,45 @@ class Solution:
         )
 
 
-def load(path: str | Path) -> Solution:
-    """Load a :class:`Solution` saved with :meth:`Solution.save`."""
-    return Solution.load(path)
+def _groups(path: Path) -> list[str] | None:
+    """The top-level groups of an HDF5/netCDF-4 file (None if it cannot be read as one)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            return sorted(k for k, v in fh.items() if isinstance(v, h5py.Group))
+    except (OSError, ImportError):
+        return None
+
+
+def _listing(names: list[str], most: int = 4) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", ... {names[-1]!r}" if len(names) > most else "")
+
+
+def load(path: str | Path, *, group: str | None = None) -> Solution:
+    """Load a :class:`Solution` saved with :meth:`Solution.save` (the same as :meth:`Solution.load`).
+
+    Args:
+        path: a file written by :meth:`Solution.save`, ``gflow simulate``/``demo``/``rerun``, or a sweep's or
+            experiment's per-run file (``results/<exp>/runs/<id>.nc``).
+        group: the netCDF group that holds the run, for files with several: an experiment file
+            ``results/<exp>/runs.nc`` has one group per run, ``"run000"``, ``"run001"``, ...
+            (:func:`gflow.experiments.load_runs` reads them all, with their labels).  Default: the file's root.
+
+    Returns:
+        the :class:`Solution`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a gflow solution (the message says what the file is: an experiment file, a sweep's
+            record of a failed run, another format version), or no such group.
+
+    Example: ``gf.load("results/exp1/runs.nc", group="run000")``, the first run of Experiment 1.
+    """
+    return Solution.load(path, group=group)
 
 
 __all__ = ["Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "versions"]

@@ -96,6 +96,21 @@ def test_show_and_rerun_a_saved_file(tmp_path, capsys):
     assert main(["show", str(tmp_path / "missing.nc")]) == 2
 
 
+def test_show_and_plot_of_an_experiment_file_say_what_it_is_and_how_to_open_a_run(tmp_path, capsys):
+    from gflow.experiments import Run, save_runs
+
+    one = tmp_path / "a.nc"
+    assert main(["simulate", "--d", "4", "--width", "8", "--n", "3", "--t1", "1", "--out", str(one)]) == 0
+    path = save_runs(tmp_path / "exp2" / "runs.nc", [Run({}, gf.load(one))], experiment="exp2", preset="tiny",
+                     config={})
+    capsys.readouterr()
+    for command in ("show", "plot", "certify"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "is a gflow experiment file" in err and "group='run000'" in err and "load_runs" in err, command
+        assert "runs/<id>.nc" in err
+
+
 def test_python_dash_m_gflow_runs():
     r = subprocess.run([sys.executable, "-m", "gflow", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("gflow ")
