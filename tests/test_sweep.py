@@ -318,6 +318,36 @@ def test_unknown_executor_and_missing_store_are_clear(tmp_path):
         gf.open_sweep(tmp_path / "nothing")
 
 
+def _experiment_run(spec, checkpoint=None):
+    """A tiny run of gflow reproduce's kind (a task of gflow.experiments.tasks)."""
+    X, y = gf.data.random_labels(3, 4, seed=0)
+    return gf.gradient_descent(gf.Network(d=4, width=8, seed=0), X, y, step=0.5, steps=2, save_every=1,
+                               progress=None), {}
+
+
+def test_a_sweep_and_gflow_reproduce_refuse_each_others_folder(tmp_path, capsys):
+    # the README once had `gflow sweep ... --out results/exp1` and `gflow reproduce all ... --out results`
+    from gflow.experiments.tasks import Task, execute
+
+    task = Task(f"{__name__}:_experiment_run", {"k": 0}, {"k": 0})
+    exp1 = tmp_path / "results" / "exp1"
+    execute([task], exp1, progress=False)  # what reproduce leaves in results/exp1 (before runs.nc is written)
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(TOML)
+    assert main(["sweep", str(toml), "--out", str(exp1)]) == 2
+    err = capsys.readouterr().err
+    assert f"store (--out) {exp1} holds the results of gflow reproduce" in err and "exp1-sweep" in err
+    assert not (exp1 / "manifest.json").exists()
+
+    store = tmp_path / "sweeps" / "exp1"
+    gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [6]}, 1, store=store, progress=False)
+    with pytest.raises(ValueError, match=r"is a sweep store \(manifest\.json of gflow sweep"):
+        execute([task], store, progress=False)
+    assert main(["reproduce", "exp1", "--preset", "tiny", "--out", str(store.parent)]) == 2
+    assert "where they would mix with the sweep's" in capsys.readouterr().err
+    assert len(list((store / "runs").glob("*.nc"))) == 1
+
+
 def test_native_runs_get_their_own_checkpoint_file_and_scipy_runs_none(tmp_path, monkeypatch):
     from gflow.sweeps import config as sweep_config
 
