@@ -67,10 +67,10 @@ def _pyplot():
     return plt
 
 
-def _new_axes(ax, figsize=(6.4, 4.4)):
+def _new_axes(ax, figsize=(6.4, 4.4), layout=None):
     if ax is not None:
         return ax, False
-    fig, ax = _pyplot().subplots(figsize=figsize)
+    fig, ax = _pyplot().subplots(figsize=figsize, layout=layout)
     return ax, True
 
 
@@ -707,11 +707,14 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
         y: a time series (``"loss"``, ``"test_error"``, ``"eta"``, ...) or a per-run variable (``"wall_time"``,
             ``"n_f_evals"``, ``"final_loss"``).
         hue: a per-run coordinate whose values get one colour each (and a legend entry).
+        ax: the Axes to draw into (default: a new figure with constrained layout, so that its labels fit a
+            plain ``savefig``).
         include_failed: also draw runs whose status is not ``"success"`` (their partial trajectories).
-        logy: log-scaled y axis (default: for loss-like variables).
+        logy: log-scaled y axis (default: for loss-like variables whose drawn values span more than a decade).
 
     Returns:
-        the Axes.
+        the Axes.  Against an integer grid key (``"n"``, ``"width"``, ``"seed"``) the x ticks are integers (the
+        grid values themselves, up to 12 of them).
     """
     if isinstance(ds, (str, os.PathLike)):
         from .sweeps import open_sweep
@@ -728,7 +731,8 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             raise ValueError(f"{what}={name!r} is not a per-run coordinate of the sweep; available: {per_run}")
     keep = np.ones(ds.sizes["run"], dtype=bool) if include_failed else (ds.status.values == "success")
     ds = ds.isel(run=np.flatnonzero(keep))
-    ax, _ = _new_axes(ax)
+    ax, _ = _new_axes(ax, layout="constrained")
+    drawn: list[np.ndarray] = []
     cmap = _pyplot().get_cmap("viridis" if hue is not None and ds[hue].dtype.kind in "if" else "tab10")
     hues = [None] if hue is None else sorted(set(ds[hue].values.tolist()), key=lambda v: (str(type(v)), v))
     colour = {h: cmap(i / max(1, len(hues) - 1)) if cmap.N > 20 else cmap(i % 10) for i, h in enumerate(hues)}
@@ -742,6 +746,7 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             for k, i in enumerate(np.flatnonzero(sel)):
                 ax.plot(ds.t.values[i], ds[y].values[i], color=colour[h], lw=1.0, alpha=0.8,
                         label=label if k == 0 else None)
+                drawn.append(np.asarray(ds[y].values[i], dtype=float))
             continue
         vals = ds[y].values[sel]
         if series:
@@ -750,10 +755,23 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
         ax.plot(xs, vals, "o", color=colour[h], ms=3.5, alpha=0.45)
         ux = sorted(set(xs.tolist()))
         ax.plot(ux, [np.nanmean(vals[xs == u]) for u in ux], "-", color=colour[h], lw=1.4, label=label)
+        drawn.append(np.asarray(vals, dtype=float))
     if logy is None:
         logy = y in ("loss", "test_loss", "test_error", "final_loss") or y.startswith("int_")
+        pos = np.concatenate([v.ravel() for v in drawn]) if drawn else np.zeros(0)
+        pos = pos[np.isfinite(pos) & (pos > 0)]
+        if logy and pos.size and pos.max() < 10 * pos.min():  # within a decade: log ticks say little
+            logy = False
     if logy:
         ax.set_yscale("log")
+    if x not in ("t", "time") and ds[x].dtype.kind in "iu":
+        from matplotlib.ticker import MaxNLocator
+
+        values = sorted(set(ds[x].values.tolist()))
+        if 0 < len(values) <= 12:
+            ax.set_xticks(values)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("flow time t" if x in ("t", "time") else x, fontsize=FONT["label"])
     ax.set_ylabel(y if x in ("t", "time") or not series else f"{y} at the end", fontsize=FONT["label"])
     _style(ax)

@@ -309,6 +309,24 @@ def test_runs_come_back_as_solutions_and_sweeps_plot(serial):
         gf.run_solution(serial, 99)
 
 
+def test_final_value_plots_fit_a_plain_savefig_with_integer_ticks_for_integer_keys(serial, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = gf.plotting.plot_sweep(serial, x="n", y="test_error", hue="scaling")
+    fig = ax.figure
+    fig.savefig(tmp_path / "s.png")  # a plain savefig, no bbox_inches="tight"
+    renderer = fig.canvas.get_renderer()
+    label = ax.yaxis.label.get_window_extent(renderer)
+    assert ax.get_ylabel() == "test_error at the end" and label.x0 >= 0 and label.x1 <= fig.bbox.width
+    assert ax.get_xticks().tolist() == [6, 8]  # the grid's n, not 6.5, 7.0, 7.5
+    final = serial.test_error.values[:, -1]
+    assert ax.get_yscale() == ("log" if final.max() > 10 * final.min() else "linear")
+    plt.close("all")
+
+
 def test_unknown_executor_and_missing_store_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown executor 'spark'"):
         gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [6]}, store=tmp_path, executor="spark", progress=False)
