@@ -148,7 +148,8 @@ class Solution:
         eta: η_t = min_a (1/m)#{i : h_i(x_a) ∈ I} (18);  eta_bar: the same with the inner interval I₀.
         mu, nu: min_a (1/m)Σ_i σ′(h_ia)² and with c_i² weights.
         lam_min_M, lam_max_M: extreme eigenvalues of M = κ_M·G∘S (E3) (NaN for n > 2000).
-        dL: L̇ = −rᵀMr.   feature_movement: (T, n) (1/m)Σ_i|h_i^t(x_a) − h_i^0(x_a)|  (and _test: (T, n_te)).
+        dL: L̇ = −rᵀMr.   feature_movement: (T, n) (1/m)Σ_i|h_i^t(x_a) − h_i^0(x_a)|;
+            feature_movement_test: (T, n_te) the same on the test inputs (None without test data).
         kernel_movement: ‖M_t − M_0‖_F/‖M_0‖_F.   weight_movement: ‖W_t − W_0‖_F/‖W_0‖_F.
         moved_fraction: max_a (1/m)#{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}, ξ = |I|/3 (T7; NaN for unbounded I).
         int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
@@ -156,6 +157,8 @@ class Solution:
         error_estimate: (T,) the estimated relative error of the loss at each saved time (step halving,
             :func:`gflow.simulate_nonsmooth`); None when not computed.
         G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
+        extra_attrs: attributes of a loaded file that gflow does not read itself (e.g. an experiment run's
+            ``labels``, a sweep run's ``sweep_*``), as strings or numbers; empty for a run computed here.
     """
 
     t: np.ndarray
@@ -259,7 +262,15 @@ class Solution:
         return k
 
     def features_at(self, t: float) -> np.ndarray:
-        """H (m, n) at a time in :attr:`feature_t` (nearest saved time within 1e-9 relative)."""
+        """The features H (m, n), h_i(x_a), at a time at which they were kept.
+
+        Args:
+            t: a time in :attr:`feature_t` (the ``features_at=`` times of the run; by default 0 and t1),
+                matched to the nearest kept time within 1e-9 relative.
+
+        Raises:
+            TypeError, ValueError: ``t`` not a finite number, or not a kept time (the message lists them).
+        """
         return self.H[self.feature_index(t)]
 
     def raise_for_status(self) -> "Solution":
@@ -269,7 +280,13 @@ class Solution:
         return self
 
     def summary(self, rows: int = 10) -> str:
-        """A short human-readable table of the loss over time, with the status and statistics."""
+        """A short human-readable table of the loss (and the test mean squared error, with test data) over time,
+        with the status and statistics.
+
+        Args:
+            rows: at most this many table rows, at saved times spread evenly over the run (first and last
+                included); 0 leaves only the column header, the status and the statistics.
+        """
         if not is_int(rows):
             raise TypeError(f"rows must be a non-negative int, got {describe(rows)}")
         if rows < 0:
@@ -306,7 +323,13 @@ class Solution:
     # Files
 
     def to_xarray(self, *, include_weights: bool = True):
-        """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...)."""
+        """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...), as :meth:`save`
+        writes it.
+
+        Args:
+            include_weights: include ``W_final`` and ``W`` (False leaves them out, as ``save`` does with
+                ``include_weights=False``; :meth:`load` then gives a NaN placeholder for ``W_final``).
+        """
         import xarray as xr
 
         dv: dict[str, Any] = {}
