@@ -293,81 +293,170 @@ def cmd_sweep(args) -> int:
     return 1 if counts["error"] or counts["lost"] else 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Keeps the examples' line breaks (an epilog of :func:`_examples`) and appends ``(default: X)`` to an option
+    with a real default whose help does not state it already."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("example"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
+                and "default" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _examples(*lines: str) -> str:
+    return "example" + ("s" if len(lines) > 1 else "") + ":\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _defaults() -> tuple[dict, dict]:
+    """The defaults of gf.Network and gf.simulate, for the help of ``gflow simulate`` (its flags default to
+    None so that a TOML file's values are kept)."""
+    from .model.network import Network
+    from .solve.ode import simulate
+
+    net = {k: f.default for k, f in Network.__dataclass_fields__.items()}
+    sim = {k: p.default for k, p in inspect.signature(simulate).parameters.items()}
+    return net, sim
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .data import GENERATORS
+    from .model.activations import ACTIVATIONS
+    from .solve.ode import METHODS
 
-    p = argparse.ArgumentParser(prog="gflow", description="Exact gradient-flow simulation of wide neural networks.")
+    net_default, sim_default = _defaults()
+    fmt = {"formatter_class": _HelpFormatter}
+    p = argparse.ArgumentParser(prog="gflow", description="Exact gradient-flow simulation of wide neural networks.",
+                                epilog="'gflow COMMAND --help' describes each command, with an example.", **fmt)
     p.add_argument("--version", action="version", version=f"gflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the default simulation (Experiment 1, shallow tanh net) and save it")
-    d.add_argument("--out", default="gflow-demo.nc", help="result file (default: gflow-demo.nc)")
-    d.add_argument("--figure", default=None, help="bound-vs-loss figure (default: the result file with .png)")
+    d = sub.add_parser("demo", help="run the default simulation (Experiment 1, shallow tanh net) and save it",
+                       description="Integrate the gradient flow of Experiment 1's shallow tanh net (d = 20, n = 20, "
+                       "m = 1024) to t = 500 with dop853; print the loss table and the certificate of the paper's "
+                       "bounds; write the run and a figure of the loss against the bounds.",
+                       epilog=_examples("gflow demo --out demo.nc        # writes demo.nc and demo.png"), **fmt)
+    d.add_argument("--out", default="gflow-demo.nc", help="result file")
+    d.add_argument("--figure", default=None, help="bound-vs-loss figure, PNG or PDF (default: the result file with "
+                   ".png)")
     d.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("simulate", help="simulate a flow from flags and/or a TOML file")
-    s.add_argument("config", nargs="?", help="TOML file of gf.Network / gf.simulate keywords and a [data] table")
-    s.add_argument("--out", default="gflow-run.nc", help="result file (default: gflow-run.nc)")
+    methods = [m for m in METHODS if not m.startswith("torchdiffeq.")]
+    s = sub.add_parser("simulate", help="simulate a flow from flags and/or a TOML file",
+                       description="Integrate a gradient flow (gf.simulate) of a gf.Network on gf.data data and save "
+                       "it. Flags override the TOML file's values; defaults are gf.Network's and gf.simulate's. "
+                       "The final time is required (--t1, or t1 = ... in the file).",
+                       epilog=_examples(
+                           "gflow simulate --d 20 --width 1024 --activation tanh --n 20 --n-test 200 --t1 500 "
+                           "--out run.nc",
+                           "gflow simulate run.toml --out run.nc          # the TOML file of the README"), **fmt)
+    s.add_argument("config", nargs="?", help="TOML file of gf.Network / gf.simulate keywords (top level or in "
+                   "[network] / [simulate] tables) and a [data] table")
+    s.add_argument("--out", default="gflow-run.nc", help="result file (netCDF)")
     g = s.add_argument_group("network (gf.Network)")
-    g.add_argument("--d", type=int)
-    g.add_argument("--width", type=int)
-    g.add_argument("--activation")
-    g.add_argument("--embedding", help="identity | quadratic | random_features:D | deep_random_features:D:L")
-    g.add_argument("--scaling", help="ours | ntk | mf")
-    g.add_argument("--c-hat", type=float, dest="c_hat")
-    g.add_argument("--seed", type=int, help="network seed")
-    g.add_argument("--dtype", help="float64 | float32")
-    g.add_argument("--device", help="cpu | cuda")
+    g.add_argument("--d", type=int, help="input dimension (required, here or in the file)")
+    g.add_argument("--width", type=int, help="number of neurons m (required, here or in the file)")
+    g.add_argument("--activation", help=f"one of {', '.join(ACTIVATIONS)} (default: {net_default['activation']}; "
+                   "a leaky_relu slope other than 0.01: activation = {name = \"leaky_relu\", slope = 0.1} in the "
+                   "TOML file)")
+    g.add_argument("--embedding", help="identity | quadratic | random_features:D | deep_random_features:D:L "
+                   f"(default: {net_default['embedding']})")
+    g.add_argument("--scaling", help=f"ours | ntk | mf (default: {net_default['scaling']})")
+    g.add_argument("--c-hat", type=float, dest="c_hat", help="magnitude ĉ of the output weights "
+                   f"(default: {net_default['c_hat']})")
+    g.add_argument("--seed", type=int, help=f"network seed (default: {net_default['seed']})")
+    g.add_argument("--dtype", help="float64 | float32 (default: float64)")
+    g.add_argument("--device", help=f"cpu | cuda (default: {net_default['device']})")
     g = s.add_argument_group("solver (gf.simulate)")
-    g.add_argument("--t1", type=float)
-    g.add_argument("--method")
-    g.add_argument("--rtol", type=float)
-    g.add_argument("--atol", type=float)
-    g.add_argument("--step", type=float, help="step of fixed-step methods")
-    g.add_argument("--max-steps", type=int, dest="max_steps")
-    g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="seconds")
-    g.add_argument("--space", help="auto | feature | weight")
+    g.add_argument("--t1", type=float, help="final flow time (required, here or as t1 in the file)")
+    g.add_argument("--method", help=f"auto or one of {', '.join(methods)}, or torchdiffeq.NAME (default: "
+                   f"{sim_default['method']}: picked per problem, see 'Choosing a solver' in the README)")
+    g.add_argument("--rtol", type=float, help=f"relative tolerance of adaptive methods (default: {sim_default['rtol']:g})")
+    g.add_argument("--atol", type=float, help=f"absolute tolerance of adaptive methods (default: {sim_default['atol']:g})")
+    g.add_argument("--step", type=float, help="step of fixed-step methods (euler, midpoint, rk4, sliding, ...): "
+                   "required for them, refused for adaptive ones")
+    g.add_argument("--max-steps", type=int, dest="max_steps", help="limit on step attempts; a run that needs more "
+                   f"stops with status max_steps (default: {sim_default['max_steps']})")
+    g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="wall-time budget in seconds "
+                   "(default: none)")
+    g.add_argument("--space", help=f"auto | feature | weight (default: {sim_default['space']})")
     g = s.add_argument_group("data (gf.data)")
-    g.add_argument("--data", help="random_labels | quadratic_teacher | wei2019")
-    g.add_argument("--n", type=int, help="number of training points")
-    g.add_argument("--data-seed", type=int, dest="data_seed")
-    g.add_argument("--n-test", type=int, dest="n_test", help="number of test points (0: none)")
+    g.add_argument("--data", help=f"{' | '.join(GENERATORS)} (default: random_labels)")
+    g.add_argument("--n", type=int, help="number of training points (default: 20)")
+    g.add_argument("--data-seed", type=int, dest="data_seed", help="seed of the training data (default: 0; the "
+                   "test data use seed + 1)")
+    g.add_argument("--n-test", type=int, dest="n_test", help="number of test points (default: 0, none)")
     s.set_defaults(func=cmd_simulate)
 
-    sh = sub.add_parser("show", help="print the summary of a saved result file")
-    sh.add_argument("file")
-    sh.add_argument("--rows", type=int, default=12)
+    sh = sub.add_parser("show", help="print the summary of a saved result file",
+                        description="Print a saved run's summary: the loss and test-error table, status, "
+                        "evaluations and wall time.",
+                        epilog=_examples("gflow show run.nc --rows 20",
+                                         "gflow show results/exp1/runs/<run_id>.nc   # one run of gflow reproduce"),
+                        **fmt)
+    sh.add_argument("file", help="a run file written by gflow simulate / demo / rerun, gf.Solution.save, or one "
+                    "run of a sweep or of gflow reproduce (STORE/runs/<run_id>.nc)")
+    sh.add_argument("--rows", type=int, default=12, help="rows of the loss table (0: none)")
     sh.set_defaults(func=cmd_show)
 
-    c = sub.add_parser("certify", help="check the paper's pathwise bounds (T1-T11) and Theorem 1 along a saved run")
-    c.add_argument("file")
-    c.add_argument("--slack", type=float, default=None, help="relative numerical tolerance (default from the solver)")
+    c = sub.add_parser("certify", help="check the paper's pathwise bounds (T1-T11) and Theorem 1 along a saved run",
+                       description="Check the paper's pathwise bounds (T1-T11) and Theorem 1 along a saved run; "
+                       "exit status 1 if one fails beyond the solver tolerance.",
+                       epilog=_examples("gflow certify run.nc", "gflow certify run.nc --slack 1e-6"), **fmt)
+    c.add_argument("file", help="a run file (as for gflow show)")
+    c.add_argument("--slack", type=float, default=None, help="relative numerical tolerance (default: from the "
+                   "solver's tolerances)")
     c.set_defaults(func=cmd_certify)
 
-    pl = sub.add_parser("plot", help="draw the summary figure (loss vs bounds, η/μ/λ(M), features, spectrum)")
-    pl.add_argument("file")
-    pl.add_argument("--out", default=None, help="PNG or PDF (default: the file with .png)")
+    pl = sub.add_parser("plot", help="draw the summary figure (loss vs bounds, η/μ/λ(M), features, spectrum)",
+                        description="Draw the summary figure of a saved run: the loss against the bounds, η/μ/λ(M), "
+                        "the features and the spectrum.",
+                        epilog=_examples("gflow plot run.nc                 # writes run.png",
+                                         "gflow plot run.nc --out run.pdf"), **fmt)
+    pl.add_argument("file", help="a run file (as for gflow show)")
+    pl.add_argument("--out", default=None, help="PNG or PDF (default: the run file with .png)")
     pl.set_defaults(func=cmd_plot)
 
-    rp = sub.add_parser("reproduce", help="reproduce the paper's Experiments 1-3 (data, figures, summary.md)")
-    rp.add_argument("experiment", choices=["exp1", "exp2", "exp3", "all"])
+    rp = sub.add_parser("reproduce", help="reproduce the paper's Experiments 1-3 (data, figures, summary.md)",
+                        description="Reproduce the paper's Experiments 1-3: OUT/<exp>/ gets runs/<run_id>.nc (one "
+                        "file per run, kept and skipped when the command is run again), runs.nc (every run, one "
+                        "netCDF group each), PNG/PDF figures and summary.md (claims and verdicts).",
+                        epilog=_examples("gflow reproduce exp1 --preset tiny --out results      # seconds",
+                                         "gflow reproduce all --preset quick --out results --executor process"),
+                        **fmt)
+    rp.add_argument("experiment", choices=["exp1", "exp2", "exp3", "all"], help="which experiment")
     rp.add_argument("--preset", default="quick", choices=["tiny", "quick", "paper"],
                     help="tiny: seconds (tests); quick: minutes on a 2-core CPU; paper: the paper's sizes (GPU)")
-    rp.add_argument("--out", default="gflow-reproduce", help="output folder (default: gflow-reproduce)")
+    rp.add_argument("--out", default="gflow-reproduce", help="output folder (OUT/<exp>/; not a sweep's store)")
     rp.add_argument("--device", default="cpu", help="cpu | cuda")
     rp.add_argument("--executor", default="local", choices=["local", "process", "dask"],
-                    help="where the runs execute: local (serial, default), process (a process pool), dask; finished "
+                    help="where the runs execute: local (serial), process (a process pool), dask; finished "
                     "runs are kept in OUT/<exp>/runs/ and skipped when the command is run again")
     rp.add_argument("--workers", type=int, default=None, help="worker processes (default: the number of cores)")
     rp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (with --executor dask)")
     rp.set_defaults(func=cmd_reproduce)
 
-    sw = sub.add_parser("sweep", help="run a grid of runs (grid x seeds) from a TOML file into a results store")
+    sw = sub.add_parser("sweep", help="run a grid of runs (grid x seeds) from a TOML file into a results store",
+                        description="Run every point of a grid x seeds (gf.sweep) into a store folder: "
+                        "STORE/runs/<run_id>.nc per finished run, manifest.json, and the summary sweep.nc once all "
+                        "have finished. Re-running the command skips the finished runs. Open the results with "
+                        "gf.open_sweep(STORE).",
+                        epilog=_examples("gflow sweep docs/sweep.toml --out results/exp1-sweep",
+                                         "gflow sweep docs/sweep.toml --out results/exp1-sweep --executor process "
+                                         "--progress"), **fmt)
     sw.add_argument("config", help="TOML: seeds = N, [network], [data] (generator = ...), [solver] (kind = ...), "
-                    "[grid] ('section.key' = [values])")
-    sw.add_argument("--out", required=True, help="the store folder (re-running skips the runs already there)")
+                    "[grid] ('section.key' = [values]); see docs/sweep.toml")
+    sw.add_argument("--out", required=True, help="the store folder, a folder of its own (re-running skips the runs "
+                    "already there)")
     sw.add_argument("--executor", default="local", choices=["local", "process", "dask", "submitit"],
-                    help="local: serial (default); process: a process pool; dask: dask.distributed; submitit: SLURM")
+                    help="local: serial; process: a process pool; dask: dask.distributed; submitit: SLURM")
     sw.add_argument("--workers", type=int, default=None,
                     help="worker processes (default: the number of cores, or one per GPU for runs on 'cuda'); "
                     "with submitit, jobs in flight")
@@ -383,17 +472,23 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--retry-failed", action="store_true", dest="retry_failed",
                     help="also repeat runs recorded with a failure status")
     sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="overall progress bar (default: only in a terminal)")
+                    help="overall progress bar (default: only in a terminal; without one nothing is printed until "
+                    "the sweep finishes)")
     sw.set_defaults(func=cmd_sweep)
 
-    r = sub.add_parser("rerun", help="repeat a run from its saved file alone")
-    r.add_argument("file")
-    r.add_argument("--out", default="gflow-rerun.nc")
+    r = sub.add_parser("rerun", help="repeat a run from its saved file alone",
+                       description="Repeat a run from its saved file alone (network, data, solver settings and "
+                       "seeds are in the file) and save the new run.",
+                       epilog=_examples("gflow rerun run.nc --out again.nc"), **fmt)
+    r.add_argument("file", help="a run file (as for gflow show)")
+    r.add_argument("--out", default="gflow-rerun.nc", help="result file of the new run")
     r.set_defaults(func=cmd_rerun)
 
     from .bench.cli import add_parser as add_bench_parser  # gflow bench {accuracy,speed}
 
-    add_bench_parser(sub)
+    b = add_bench_parser(sub)
+    b.formatter_class = _HelpFormatter
+    b.epilog = _examples("gflow bench accuracy --tiny --out /tmp/bench-accuracy      # seconds")
     return p
 
 

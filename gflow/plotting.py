@@ -67,10 +67,10 @@ def _pyplot():
     return plt
 
 
-def _new_axes(ax, figsize=(6.4, 4.4)):
+def _new_axes(ax, figsize=(6.4, 4.4), layout=None):
     if ax is not None:
         return ax, False
-    fig, ax = _pyplot().subplots(figsize=figsize)
+    fig, ax = _pyplot().subplots(figsize=figsize, layout=layout)
     return ax, True
 
 
@@ -239,6 +239,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     highs = [L0]
     tightest = None
     gd = sol.kind == "gd"
+    info = False  # a drawn bound that the certificate reports for information only (σ with a kink)
     if cert is not None:
         coef = sol.theory.get("kernel_coef", 1.0)
         for key in bounds:
@@ -260,7 +261,10 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
                 else:
                     parts.append("vacuous")
             if check.held is False:
-                parts.append("VIOLATED" if check.counts else "not met by GD")
+                parts.append("VIOLATED" if check.counts else ("not met by GD" if gd else "not met"))
+            if not check.counts and not gd:
+                info = True
+                parts.append("information")
             (line,) = ax.plot(t[win], B, lw=1.4, label=", ".join(parts), zorder=4, **_BOUND_STYLE[key])
             line.set_gid(f"bound:{key}")
             pos = B[B > 0]
@@ -300,16 +304,17 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     ax.set_xlim(float(t[0]), float(t[-1]))
     ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
     ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
-    if t_end < float(t[-1]) * (1 - 1e-12):
-        ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0)
-        ax.text(0.5 * (t_end + float(t[-1])), 0.98, "loss at float64\nresolution: no bounds",
-                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=FONT["note"],
-                color="0.35")
+    if t_end < float(t[-1]) * (1 - 1e-12):  # (a legend entry: a note in the span overlapped the test line)
+        span = ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0,
+                          label="grey: loss at float64 resolution, no bounds")
+        span.set_gid("no-bounds")
     if title:
         ax.set_title(title if isinstance(title, str) else run_description(sol), fontsize=FONT["title"])
     _style(ax)
     if any(str(ln.get_gid()).startswith("bound:") for ln in ax.get_lines()):
         head = r"dashed: bounds $L_t\leq L_0\,e^{-E_t}$" + (" of the flow (information for GD)" if gd else "")
+        if info:  # as gf.certify: the chain rule behind them fails where features slide along the kink
+            head += "\nσ has a kink: those marked 'information' are not guaranteed"
         _legend(ax, loc="lower left", title=head + "\nrate = average $E_t/t$ over the drawn range")
     else:
         _legend(ax, loc="lower left")
@@ -343,14 +348,39 @@ def _room_for_legend(ax, margin: float = 0.03) -> None:
         renderer = fig.canvas.get_renderer()
     except AttributeError:  # backends without get_renderer
         renderer = fig._get_renderer()
-    h = leg.get_window_extent(renderer).height / max(ax.get_window_extent(renderer).height, 1.0)
+    box = leg.get_window_extent(renderer)
+    h = box.height / max(ax.get_window_extent(renderer).height, 1.0)
     h = min(h + margin, 0.6)
     a, b = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
     if where == "below":
-        a, b = (a - h * b) / (1.0 - h), b  # the lowest datum at height h of the axes
+        # the lowest datum under the legend's width at height h of the axes (a decaying loss leaves the lower
+        # left free: lowering the limit until the global minimum clears the legend wasted up to 15 decades)
+        low = _lowest_under(ax, box, log)
+        low = a if low is None else max(a, math.log10(low) if log else low)
+        a = min(a, (low - h * b) / (1.0 - h))
     else:
         a, b = a, a + (b - a) / (1.0 - h)  # the highest datum at height 1 − h
     ax.set_ylim(*((10.0**a, 10.0**b) if log else (a, b)))
+
+
+def _lowest_under(ax, box, log: bool) -> float | None:
+    """The smallest y value (positive, for a log axis) of the lines of ``ax`` within the x-span of the display
+    box ``box`` (the legend's), or None when no line has a point there."""
+    to_data = ax.transData.inverted()
+    x0 = to_data.transform((box.x0, box.y0))[0]
+    x1 = to_data.transform((box.x1, box.y0))[0]
+    x0, x1 = min(x0, x1), max(x0, x1)
+    low = None
+    for line in ax.get_lines():
+        x = np.asarray(line.get_xdata(), dtype=float)
+        y = np.asarray(line.get_ydata(), dtype=float)
+        if x.shape != y.shape:
+            continue
+        ok = (x >= x0) & (x <= x1) & np.isfinite(y) & ((y > 0) if log else True)
+        if ok.any():
+            m = float(y[ok].min())
+            low = m if low is None else min(low, m)
+    return low
 
 
 def _refresh_rooms(fig) -> None:
@@ -707,11 +737,14 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
         y: a time series (``"loss"``, ``"test_error"``, ``"eta"``, ...) or a per-run variable (``"wall_time"``,
             ``"n_f_evals"``, ``"final_loss"``).
         hue: a per-run coordinate whose values get one colour each (and a legend entry).
+        ax: the Axes to draw into (default: a new figure with constrained layout, so that its labels fit a
+            plain ``savefig``).
         include_failed: also draw runs whose status is not ``"success"`` (their partial trajectories).
-        logy: log-scaled y axis (default: for loss-like variables).
+        logy: log-scaled y axis (default: for loss-like variables whose drawn values span more than a decade).
 
     Returns:
-        the Axes.
+        the Axes.  Against an integer grid key (``"n"``, ``"width"``, ``"seed"``) the x ticks are integers (the
+        grid values themselves, up to 12 of them).
     """
     if isinstance(ds, (str, os.PathLike)):
         from .sweeps import open_sweep
@@ -728,7 +761,8 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             raise ValueError(f"{what}={name!r} is not a per-run coordinate of the sweep; available: {per_run}")
     keep = np.ones(ds.sizes["run"], dtype=bool) if include_failed else (ds.status.values == "success")
     ds = ds.isel(run=np.flatnonzero(keep))
-    ax, _ = _new_axes(ax)
+    ax, _ = _new_axes(ax, layout="constrained")
+    drawn: list[np.ndarray] = []
     cmap = _pyplot().get_cmap("viridis" if hue is not None and ds[hue].dtype.kind in "if" else "tab10")
     hues = [None] if hue is None else sorted(set(ds[hue].values.tolist()), key=lambda v: (str(type(v)), v))
     colour = {h: cmap(i / max(1, len(hues) - 1)) if cmap.N > 20 else cmap(i % 10) for i, h in enumerate(hues)}
@@ -742,6 +776,7 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             for k, i in enumerate(np.flatnonzero(sel)):
                 ax.plot(ds.t.values[i], ds[y].values[i], color=colour[h], lw=1.0, alpha=0.8,
                         label=label if k == 0 else None)
+                drawn.append(np.asarray(ds[y].values[i], dtype=float))
             continue
         vals = ds[y].values[sel]
         if series:
@@ -750,10 +785,23 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
         ax.plot(xs, vals, "o", color=colour[h], ms=3.5, alpha=0.45)
         ux = sorted(set(xs.tolist()))
         ax.plot(ux, [np.nanmean(vals[xs == u]) for u in ux], "-", color=colour[h], lw=1.4, label=label)
+        drawn.append(np.asarray(vals, dtype=float))
     if logy is None:
         logy = y in ("loss", "test_loss", "test_error", "final_loss") or y.startswith("int_")
+        pos = np.concatenate([v.ravel() for v in drawn]) if drawn else np.zeros(0)
+        pos = pos[np.isfinite(pos) & (pos > 0)]
+        if logy and pos.size and pos.max() < 10 * pos.min():  # within a decade: log ticks say little
+            logy = False
     if logy:
         ax.set_yscale("log")
+    if x not in ("t", "time") and ds[x].dtype.kind in "iu":
+        from matplotlib.ticker import MaxNLocator
+
+        values = sorted(set(ds[x].values.tolist()))
+        if 0 < len(values) <= 12:
+            ax.set_xticks(values)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("flow time t" if x in ("t", "time") else x, fontsize=FONT["label"])
     ax.set_ylabel(y if x in ("t", "time") or not series else f"{y} at the end", fontsize=FONT["label"])
     _style(ax)

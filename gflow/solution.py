@@ -148,7 +148,8 @@ class Solution:
         eta: η_t = min_a (1/m)#{i : h_i(x_a) ∈ I} (18);  eta_bar: the same with the inner interval I₀.
         mu, nu: min_a (1/m)Σ_i σ′(h_ia)² and with c_i² weights.
         lam_min_M, lam_max_M: extreme eigenvalues of M = κ_M·G∘S (E3) (NaN for n > 2000).
-        dL: L̇ = −rᵀMr.   feature_movement: (T, n) (1/m)Σ_i|h_i^t(x_a) − h_i^0(x_a)|  (and _test: (T, n_te)).
+        dL: L̇ = −rᵀMr.   feature_movement: (T, n) (1/m)Σ_i|h_i^t(x_a) − h_i^0(x_a)|;
+            feature_movement_test: (T, n_te) the same on the test inputs (None without test data).
         kernel_movement: ‖M_t − M_0‖_F/‖M_0‖_F.   weight_movement: ‖W_t − W_0‖_F/‖W_0‖_F.
         moved_fraction: max_a (1/m)#{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}, ξ = |I|/3 (T7; NaN for unbounded I).
         int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
@@ -156,6 +157,8 @@ class Solution:
         error_estimate: (T,) the estimated relative error of the loss at each saved time (step halving,
             :func:`gflow.simulate_nonsmooth`); None when not computed.
         G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
+        extra_attrs: attributes of a loaded file that gflow does not read itself (e.g. an experiment run's
+            ``labels``, a sweep run's ``sweep_*``), as strings or numbers; empty for a run computed here.
     """
 
     t: np.ndarray
@@ -259,7 +262,15 @@ class Solution:
         return k
 
     def features_at(self, t: float) -> np.ndarray:
-        """H (m, n) at a time in :attr:`feature_t` (nearest saved time within 1e-9 relative)."""
+        """The features H (m, n), h_i(x_a), at a time at which they were kept.
+
+        Args:
+            t: a time in :attr:`feature_t` (the ``features_at=`` times of the run; by default 0 and t1),
+                matched to the nearest kept time within 1e-9 relative.
+
+        Raises:
+            TypeError, ValueError: ``t`` not a finite number, or not a kept time (the message lists them).
+        """
         return self.H[self.feature_index(t)]
 
     def raise_for_status(self) -> "Solution":
@@ -269,7 +280,13 @@ class Solution:
         return self
 
     def summary(self, rows: int = 10) -> str:
-        """A short human-readable table of the loss over time, with the status and statistics."""
+        """A short human-readable table of the loss (and the test mean squared error, with test data) over time,
+        with the status and statistics.
+
+        Args:
+            rows: at most this many table rows, at saved times spread evenly over the run (first and last
+                included); 0 leaves only the column header, the status and the statistics.
+        """
         if not is_int(rows):
             raise TypeError(f"rows must be a non-negative int, got {describe(rows)}")
         if rows < 0:
@@ -306,7 +323,13 @@ class Solution:
     # Files
 
     def to_xarray(self, *, include_weights: bool = True):
-        """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...)."""
+        """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...), as :meth:`save`
+        writes it.
+
+        Args:
+            include_weights: include ``W_final`` and ``W`` (False leaves them out, as ``save`` does with
+                ``include_weights=False``; :meth:`load` then gives a NaN placeholder for ``W_final``).
+        """
         import xarray as xr
 
         if not isinstance(include_weights, (bool, np.bool_)):  # ("no" reached int() as a ValueError, "0" was kept)
@@ -348,13 +371,14 @@ class Solution:
 
     @classmethod
     def load(cls, path: str | Path, *, group: str | None = None) -> "Solution":
-        """Read a file written by :meth:`save` (or one group of an experiment file)."""
+        """Read a file written by :meth:`save`, or with ``group`` one run of an experiment file
+        (``results/<exp>/runs.nc``: groups ``"run000"``, ``"run001"``, ...); see :func:`gflow.load`."""
         import xarray as xr
 
         if not isinstance(path, (str, PathLike)):
             raise TypeError(f"path must be a file path (str or os.PathLike), got {describe(path)}")
         if group is not None and not isinstance(group, str):
-            raise TypeError(f"group must be a group name (str) of the file or None, got {describe(group)}")
+            raise TypeError(f"group must be a group name (str, e.g. 'run000') of the file or None, got {describe(group)}")
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no such solution file: {path}")
@@ -362,10 +386,19 @@ class Solution:
             with xr.open_dataset(path, engine="h5netcdf", group=group) as ds:
                 ds = ds.load()
         except OSError as exc:
-            groups = _groups(path) if group is not None else None
-            if groups is not None and group.strip("/") not in groups:  # (a netCDF-4 file without that group)
-                raise ValueError(f"{path} has no group {group!r} (groups: {sorted(groups)})") from None
+            groups = _groups(path)
+            if group is not None and groups is not None and group.strip("/") not in groups:
+                raise ValueError(f"{path} has no group {group!r}; its groups: {_listing(groups)}") from None
             raise ValueError(f"{path} is not a netCDF-4 file: {exc}") from None
+        if "gflow_format_version" not in ds.attrs and group is None and "gflow_experiment" in ds.attrs:
+            groups = [g for g in _groups(path) or [] if g.startswith("run")]  # (exp3 adds a "scatter" group)
+            first = groups[0] if groups else "run000"
+            raise ValueError(
+                f"{path} is a gflow experiment file (experiment {ds.attrs['gflow_experiment']!r}, preset "
+                f"{ds.attrs.get('preset', '?')!r}) holding {len(groups)} runs, one netCDF group each "
+                f"({_listing(groups)}), not a single solution: open one run with gf.load({str(path)!r}, "
+                f"group={first!r}), all of them with gflow.experiments.load_runs({str(path)!r}), or give "
+                f"gflow show/plot/certify a per-run file {path.parent / 'runs'}/<id>.nc")
         if "gflow_format_version" not in ds.attrs:
             if "sweep_status" in ds.attrs:  # a sweep's record of a run that produced no solution
                 first = str(ds.attrs.get("message", "")).strip().split("\n\n")[0]  # not the stored traceback
@@ -414,14 +447,39 @@ def _groups(path: Path) -> list[str] | None:
                 for name, sub in g.groups.items():
                     out.append(prefix + name)
                     todo.append((prefix + name + "/", sub))
-            return out
+            return sorted(out)
     except Exception:  # noqa: BLE001 - not HDF5/netCDF-4: the caller says so
         return None
 
 
-def load(path: str | Path) -> Solution:
-    """Load a :class:`Solution` saved with :meth:`Solution.save`."""
-    return Solution.load(path)
+def _listing(names: list[str], most: int = 4) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", ... {names[-1]!r}" if len(names) > most else "")
+
+
+def load(path: str | Path, *, group: str | None = None) -> Solution:
+    """Load a :class:`Solution` saved with :meth:`Solution.save` (the same as :meth:`Solution.load`).
+
+    Args:
+        path: a file written by :meth:`Solution.save`, ``gflow simulate``/``demo``/``rerun``, or a sweep's or
+            experiment's per-run file (``results/<exp>/runs/<id>.nc``).
+        group: the netCDF group that holds the run, for files with several: an experiment file
+            ``results/<exp>/runs.nc`` has one group per run, ``"run000"``, ``"run001"``, ...
+            (:func:`gflow.experiments.load_runs` reads them all, with their labels).  Default: the file's root.
+
+    Returns:
+        the :class:`Solution`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a gflow solution (the message says what the file is: an experiment file, a sweep's
+            record of a failed run, another format version), or no such group.
+
+    Example: ``gf.load("results/exp1/runs.nc", group="run000")``, the first run of Experiment 1.
+    """
+    return Solution.load(path, group=group)
 
 
 __all__ = ["Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "versions"]

@@ -257,6 +257,33 @@ def test_bad_solver_arguments_are_rejected(make_data):
         gf.networks(3, d=4, width=8)
 
 
+def test_method_auto_picks_what_simulate_picks_where_the_batch_can_run_it(make_data):
+    X, y = make_data(n=6, d=4, seed=0)
+    nets = _nets()
+    for rtol, want in ((1e-7, "dop853"), (1e-3, "dopri5")):
+        sols = gf.simulate_batch(nets, X, y, t1=1.0, method="auto", rtol=rtol)
+        single = gf.simulate(nets[0], X, y, t1=1.0, rtol=rtol)
+        assert single.config["solver"]["method"] == want
+        for sol in sols:
+            assert sol.ok and sol.config["solver"]["method"] == want
+            assert sol.config["solver"]["auto"] == single.config["solver"]["auto"]
+    # a long, stiff horizon: gf.simulate picks dop853+exprk4, the batch its explicit part (max_steps: stop early)
+    assert gf.simulate_batch.__kwdefaults__["method"] == "dop853"
+    sols = gf.simulate_batch(nets, X, y, t1=1e4, method="auto", max_steps=5, warn=False)
+    assert sols[0].config["solver"]["method"] == "dop853"
+    assert "'dop853+exprk4' is not available for batched seeds" in sols[0].config["solver"]["auto"]
+
+
+def test_method_auto_refuses_a_kinked_activation_and_names_the_way_out(make_data):
+    X, y = make_data(n=6, d=4, seed=0)
+    for activation in ("relu", "leaky_relu"):
+        with pytest.raises(ValueError, match=r"method='auto' is not available for a batch .* kink.*"
+                                             r"run the seeds separately with gf\.simulate"):
+            gf.simulate_batch(_nets(activation=activation), X, y, t1=1.0, method="auto")
+    with pytest.raises(ValueError, match=r"step=0.1 was given with method='auto'"):
+        gf.simulate_batch(_nets(), X, y, t1=1.0, method="auto", step=0.1)
+
+
 def test_float32_batches_agree_with_float32_individual_runs(make_data, rel_err):
     X, y, Xt, yt = _data(make_data)
     nets = _nets(dtype=torch.float32)

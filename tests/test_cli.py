@@ -101,6 +101,42 @@ def test_show_and_rerun_a_saved_file(tmp_path, capsys):
     assert main(["show", str(tmp_path / "missing.nc")]) == 2
 
 
+def test_show_and_plot_of_an_experiment_file_say_what_it_is_and_how_to_open_a_run(tmp_path, capsys):
+    from gflow.experiments import Run, save_runs
+
+    one = tmp_path / "a.nc"
+    assert main(["simulate", "--d", "4", "--width", "8", "--n", "3", "--t1", "1", "--out", str(one)]) == 0
+    path = save_runs(tmp_path / "exp2" / "runs.nc", [Run({}, gf.load(one))], experiment="exp2", preset="tiny",
+                     config={})
+    capsys.readouterr()
+    for command in ("show", "plot", "certify"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "is a gflow experiment file" in err and "group='run000'" in err and "load_runs" in err, command
+        assert "runs/<id>.nc" in err
+
+
+def test_every_subcommand_help_describes_its_flags_with_defaults_and_an_example(capsys):
+    commands = ("demo", "simulate", "show", "certify", "plot", "reproduce", "sweep", "rerun", "bench")
+    for command in commands:
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        text = capsys.readouterr().out
+        assert "example" in text and f"gflow {command} " in text.split("example")[-1], command
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in ("--t1 T1 final flow time (required", "--width WIDTH number of neurons m (required",
+                   "(default: tanh", "leaky_relu", "(default: auto", "filippov", "(default: 1e-07)",
+                   "(default: 1e-09)", "(default: 100000)", "(default: random_labels)", "(default: 20)"):
+        assert needle in text, needle
+    with pytest.raises(SystemExit):
+        main(["show", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--rows ROWS rows of the loss table (0: none) (default: 12)" in text and "file a run file" in text
+
+
 def test_python_dash_m_gflow_runs():
     r = subprocess.run([sys.executable, "-m", "gflow", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("gflow ")

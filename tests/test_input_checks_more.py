@@ -573,14 +573,14 @@ def test_save_include_weights_must_be_a_bool(sol, tmp_path, value):
 def test_load_names_a_bad_path_or_group_and_lists_the_groups(sol, saved, tmp_path):
     with pytest.raises(TypeError, match=r"path must be a file path \(str or os.PathLike\), got NoneType"):
         gf.load(None)
-    with pytest.raises(TypeError, match=r"group must be a group name \(str\) of the file or None, got int 3"):
+    with pytest.raises(TypeError, match=r"group must be a group name \(str, e.g. 'run000'\) of the file or None, got int 3"):
         gf.Solution.load(saved, group=3)
-    with pytest.raises(ValueError, match=r"has no group 'nope' \(groups: \[\]\)"):  # (was: "not a netCDF-4 file")
+    with pytest.raises(ValueError, match=r"has no group 'nope'; its groups: none"):  # (was: "not a netCDF-4 file")
         gf.Solution.load(saved, group="nope")
     grouped = tmp_path / "grouped.nc"
     sol.to_xarray().to_netcdf(grouped, engine="h5netcdf", group="run0")
     assert gf.Solution.load(grouped, group="run0").status == sol.status
-    with pytest.raises(ValueError, match=r"has no group 'run1' \(groups: \['run0'\]\)"):
+    with pytest.raises(ValueError, match=r"has no group 'run1'; its groups: 'run0'"):
         gf.Solution.load(grouped, group="run1")
 
 

@@ -269,8 +269,51 @@ def test_render_summary_png(p3l):
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):
             assert not boxes[i].overlaps(boxes[j])
-    # the legend of the loss panel lies below every curve
-    leg_top = ax.get_legend().get_window_extent(renderer).y1
+    _assert_no_curve_under_the_legend(ax, renderer)
+
+
+def _assert_no_curve_under_the_legend(ax, renderer):
+    """Every curve of ``ax`` passes above the legend within the legend's width."""
+    box = ax.get_legend().get_window_extent(renderer)
     for ln in ax.get_lines():
-        y = ax.transData.transform(np.c_[ln.get_xdata(), ln.get_ydata()])[:, 1]
-        assert np.all(y[np.isfinite(y)] >= leg_top - 1.0), ln.get_gid()
+        xy = ax.transData.transform(np.c_[ln.get_xdata(), ln.get_ydata()])
+        under = (xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & np.isfinite(xy[:, 1])
+        assert np.all(xy[under, 1] >= box.y1 - 1.0), ln.get_gid()
+
+
+def test_the_loss_axis_does_not_reach_far_below_the_data(flow):
+    # the legend sits lower left, where a decaying loss leaves room: the axis used to go down until the loss's
+    # minimum (at the far right) cleared the legend's height, 15 empty decades on the demo run
+    ax = P.plot_loss_bounds(flow, test=None)  # (the test error starts below the loss here)
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    _assert_no_curve_under_the_legend(ax, renderer)
+    lo = ax.get_ylim()[0]
+    y_min = ax.transData.transform((flow.t[-1], flow.loss.min()))[1]
+    assert y_min < ax.get_legend().get_window_extent(renderer).y1  # right of the legend, lower than its top
+    assert lo < flow.loss.min()
+
+
+def test_the_no_bounds_span_is_a_legend_entry_not_a_note_over_the_curves(flow):
+    # a loose atol raises the certificate's float64 floor, so its window ends before t1 (as on long runs)
+    config = {**flow.config, "solver": {**flow.config["solver"], "atol": 2e-4}}
+    sol = dataclasses.replace(flow, config=config)
+    t_end = certify(sol).window[1]
+    assert t_end < sol.t[-1]
+    ax = P.plot_loss_bounds(sol)
+    assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
+    assert "grey: loss at float64 resolution, no bounds" in _legend_texts(ax)
+    assert not any("no bounds" in t.get_text() for t in ax.texts)
+
+
+def test_bounds_of_a_kinked_activation_are_marked_information_as_the_certificate_does(p3l, flow):
+    cert = certify(p3l)
+    ax = P.plot_loss_bounds(p3l)
+    texts = [t for t in _legend_texts(ax) if t[:2] in ("T3", "T4", "T5", "T6") or t.startswith("T10")]
+    assert texts and all(t.endswith("information") for t in texts)
+    assert all(not cert.check(k).counts for k in _bound_lines(ax))
+    assert "σ has a kink" in ax.get_legend().get_title().get_text()
+    ax = P.plot_loss_bounds(flow)  # smooth σ: the bounds count
+    assert not any("information" in t for t in _legend_texts(ax))
+    assert "kink" not in ax.get_legend().get_title().get_text()

@@ -214,6 +214,25 @@ def test_loading_a_netcdf_file_not_written_by_gflow_is_a_value_error(tmp_path):
         gf.load(path)
 
 
+def test_an_experiment_file_opens_run_by_run_with_group_and_says_how_when_opened_whole(flow_solution,
+                                                                                         gd_solution, tmp_path):
+    from gflow.experiments import Run, load_runs, save_runs
+
+    path = save_runs(tmp_path / "exp1" / "runs.nc", [Run({"k": 0}, flow_solution), Run({"k": 1}, gd_solution)],
+                     experiment="exp1", preset="tiny", config={})
+    one = gf.load(path, group="run001")
+    np.testing.assert_array_equal(one.loss, gd_solution.loss)
+    np.testing.assert_array_equal(one.loss, load_runs(path)[1][1].solution.loss)
+    with pytest.raises(ValueError, match=r"is a gflow experiment file \(experiment 'exp1', preset 'tiny'\) holding 2 "
+                       r"runs, one netCDF group each \('run000', 'run001'\).*gf\.load\(.*group='run000'\).*"
+                       r"gflow\.experiments\.load_runs\(.*runs/<id>\.nc"):
+        gf.load(path)
+    with pytest.raises(ValueError, match=r"has no group 'run7'; its groups: 'run000', 'run001'"):
+        gf.load(path, group="run7")
+    with pytest.raises(TypeError, match=r"group must be a group name \(str, e.g. 'run000'\)"):
+        gf.load(path, group=1)
+
+
 def test_loading_a_missing_file_is_a_file_not_found_error_naming_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no such solution file: .*missing\.nc"):
         gf.load(tmp_path / "missing.nc")

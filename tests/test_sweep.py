@@ -309,6 +309,24 @@ def test_runs_come_back_as_solutions_and_sweeps_plot(serial):
         gf.run_solution(serial, 99)
 
 
+def test_final_value_plots_fit_a_plain_savefig_with_integer_ticks_for_integer_keys(serial, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = gf.plotting.plot_sweep(serial, x="n", y="test_error", hue="scaling")
+    fig = ax.figure
+    fig.savefig(tmp_path / "s.png")  # a plain savefig, no bbox_inches="tight"
+    renderer = fig.canvas.get_renderer()
+    label = ax.yaxis.label.get_window_extent(renderer)
+    assert ax.get_ylabel() == "test_error at the end" and label.x0 >= 0 and label.x1 <= fig.bbox.width
+    assert ax.get_xticks().tolist() == [6, 8]  # the grid's n, not 6.5, 7.0, 7.5
+    final = serial.test_error.values[:, -1]
+    assert ax.get_yscale() == ("log" if final.max() > 10 * final.min() else "linear")
+    plt.close("all")
+
+
 def test_unknown_executor_and_missing_store_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown executor 'spark'"):
         gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [6]}, store=tmp_path, executor="spark", progress=False)
@@ -316,6 +334,36 @@ def test_unknown_executor_and_missing_store_are_clear(tmp_path):
         gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [6]}, store=tmp_path / "x", workers=2, progress=False)
     with pytest.raises(FileNotFoundError, match="not a sweep store"):
         gf.open_sweep(tmp_path / "nothing")
+
+
+def _experiment_run(spec, checkpoint=None):
+    """A tiny run of gflow reproduce's kind (a task of gflow.experiments.tasks)."""
+    X, y = gf.data.random_labels(3, 4, seed=0)
+    return gf.gradient_descent(gf.Network(d=4, width=8, seed=0), X, y, step=0.5, steps=2, save_every=1,
+                               progress=None), {}
+
+
+def test_a_sweep_and_gflow_reproduce_refuse_each_others_folder(tmp_path, capsys):
+    # the README once had `gflow sweep ... --out results/exp1` and `gflow reproduce all ... --out results`
+    from gflow.experiments.tasks import Task, execute
+
+    task = Task(f"{__name__}:_experiment_run", {"k": 0}, {"k": 0})
+    exp1 = tmp_path / "results" / "exp1"
+    execute([task], exp1, progress=False)  # what reproduce leaves in results/exp1 (before runs.nc is written)
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(TOML)
+    assert main(["sweep", str(toml), "--out", str(exp1)]) == 2
+    err = capsys.readouterr().err
+    assert f"store (--out) {exp1} holds the results of gflow reproduce" in err and "exp1-sweep" in err
+    assert not (exp1 / "manifest.json").exists()
+
+    store = tmp_path / "sweeps" / "exp1"
+    gf.sweep(NETWORK, DATA, SOLVER, {"data.n": [6]}, 1, store=store, progress=False)
+    with pytest.raises(ValueError, match=r"is a sweep store \(manifest\.json of gflow sweep"):
+        execute([task], store, progress=False)
+    assert main(["reproduce", "exp1", "--preset", "tiny", "--out", str(store.parent)]) == 2
+    assert "where they would mix with the sweep's" in capsys.readouterr().err
+    assert len(list((store / "runs").glob("*.nc"))) == 1
 
 
 def test_native_runs_get_their_own_checkpoint_file_and_scipy_runs_none(tmp_path, monkeypatch):

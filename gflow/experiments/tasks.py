@@ -164,6 +164,7 @@ def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any =
             return execute(tasks, tmp, executor=executor, workers=workers, scheduler=scheduler, threads=threads,
                            progress=progress, desc=desc, report=report)
     folder = Path(folder)
+    check_not_sweep_store(folder)
     ids = [t.run_id for t in tasks]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -200,6 +201,20 @@ def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any =
     return [load_run(run_file(folder, t.run_id)) for t in tasks]
 
 
+def check_not_sweep_store(folder: str | Path) -> None:
+    """Refuse to write an experiment's runs into ``folder`` if it is a sweep store (``manifest.json`` of
+    :func:`gflow.sweep`): the runs would mix in ``folder/runs`` (``gflow sweep ... --out results/exp1`` and
+    ``gflow reproduce ... --out results`` both write to ``results/exp1``)."""
+    from ..sweeps.store import MANIFEST
+
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        raise ValueError(
+            f"{folder} is a sweep store ({MANIFEST} of gflow sweep / gf.sweep); gflow reproduce writes this "
+            f"experiment's runs to {folder / RUNS_DIR}, where they would mix with the sweep's: give reproduce "
+            f"another --out than {folder.parent}, or move the sweep to a folder of its own")
+
+
 def clean_checkpoints(folder: str | Path) -> None:
     """Remove ``folder/checkpoints`` when empty (every run finished)."""
     ck = Path(folder) / CHECKPOINT_DIR
@@ -207,4 +222,4 @@ def clean_checkpoints(folder: str | Path) -> None:
         ck.rmdir()
 
 
-__all__ = ["Task", "clean_checkpoints", "execute", "load_run", "pending", "run_id_of", "run_one"]
+__all__ = ["Task", "check_not_sweep_store", "clean_checkpoints", "execute", "load_run", "pending", "run_id_of", "run_one"]

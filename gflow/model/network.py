@@ -82,7 +82,7 @@ class Network:
     Example:
         >>> import gflow as gf
         >>> net = gf.Network(d=20, width=64, activation="tanh", seed=0)
-        >>> net.c.shape, net.W0.shape, net.gamma
+        >>> net.c.shape, net.W0.shape, round(net.gamma, 12)   # γ = 1 for "ours", up to rounding
         (torch.Size([64]), torch.Size([64, 20]), 1.0)
     """
 

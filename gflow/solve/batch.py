@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_choice, describe
+from .._validate import check_choice, check_positive_float, describe
 from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
+from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, gd_schedule
 from .ode import (
     DEFAULT_METHOD,
@@ -52,6 +53,7 @@ from .ode import (
     _chunks,
     _fixed_grid,
     _make_solution,
+    _resolve_auto,
     check_interval,
     check_solver_args,
     fixed_step_guard,
@@ -228,8 +230,23 @@ def simulate_batch(
 ) -> list[Solution]:
     r"""Integrate the gradient flows (eq. (10), or eq. (11) in feature space) of S networks in one batched solve.
 
-    The arguments are those of :func:`gflow.simulate`, with ``nets`` (S compatible networks, e.g.
-    ``gf.networks(range(8), d=20, width=1024)``) in place of ``net``; the data are shared.
+    The arguments ``X``, ``y``, ``t1``, ``saveat``, ``rtol``, ``atol``, ``step``, ``max_steps``,
+    ``max_wall_time``, ``X_test``, ``y_test``, ``space``, ``features_at``, ``weights_at``, ``options``,
+    ``interval``, ``integrals``, ``progress`` and ``warn`` mean what they mean in :func:`gflow.simulate`, with
+    ``nets`` (S compatible networks, e.g. ``gf.networks(range(8), d=20, width=1024)``) in place of ``net``; the
+    data are shared.  It differs from :func:`gflow.simulate` in:
+
+    * ``method``: the default is ``"dop853"``, not ``"auto"``.  ``"auto"`` is accepted: it picks what
+      :func:`gflow.simulate` picks (``"dop853"``, or ``"dopri5"`` at rtol ≥ 1e-4), with its explicit method in
+      place of ``"dop853+exprk4"``/``"dopri5+exprk4"``, and records the reason in
+      ``sol.config["solver"]["auto"]``; for a kinked σ (ReLU, leaky ReLU), where :func:`gflow.simulate` picks
+      ``"filippov"``/``"sliding"``, it raises a ValueError: run those seeds separately with
+      :func:`gflow.simulate`.  Accepted methods: the native and torchdiffeq Runge–Kutta methods and scipy's
+      ``"RK45"``/``"DOP853"``.  Not accepted: ``"exprk4"``, ``"dop853+exprk4"``, ``"dopri5+exprk4"``,
+      ``"filippov"``, ``"sliding"`` (they follow one network's linearizations or activation events) and
+      ``"Radau"``, ``"BDF"``, ``"LSODA"`` (see below).
+    * ``checkpoint``, ``checkpoint_every``, ``keep_checkpoint`` and ``error_estimate`` do not exist here (a
+      TypeError): checkpoint or estimate the error of individual :func:`gflow.simulate` runs instead.
 
     Error control: the seeds share one step; adaptive torchdiffeq methods accept it only if every seed meets
     rtol/atol (error norm :func:`max_seed_rms_norm`: the max over seeds of each seed's RMS scaled error, since a
@@ -259,7 +276,10 @@ def simulate_batch(
     nets = check_networks(nets)
     net = nets[0]
     S = len(nets)
-    check_choice(method, "method", METHODS)
+    auto_reason = None
+    if isinstance(method, str) and method == "auto":
+        method, auto_reason = _resolve_batch_auto(net, X, y, t1, saveat, rtol, step, space)
+    check_choice(method, "method", METHODS + ("auto",))
     if method in EXPINT_METHODS or method in FILIPPOV_METHODS or method in SLIDING_METHODS:
         raise ValueError(
             f"method {method!r} is not available for batched seeds: it integrates one network's flow with its own "
@@ -349,6 +369,7 @@ def simulate_batch(
                 "max_wall_time": max_wall_time, "t1": t1, "saveat": grid.tolist(), "features_at": ft.tolist(),
                 "weights_at": wt.tolist(), "options": opts, "space": space, "interval": list(interval),
                 "integrals": bool(integrals), "batch": _batch_info(nets, s, shared_gram=bf.shared_gram, **extra),
+                **({"auto": auto_reason} if auto_reason is not None else {}),
             },
         }
 
@@ -370,6 +391,27 @@ def simulate_batch(
         warnings.warn(f"gflow.simulate_batch: seed indices {sorted(rises)}: for seed index {s}, {rises[s]}",
                       GFlowWarning, stacklevel=2)
     return sols
+
+
+def _resolve_batch_auto(net: Network, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
+    """``method="auto"`` for a batch: :func:`gflow.simulate`'s pick (:func:`gflow.solve.ode._resolve_auto`) where
+    the batch runs it; its explicit method where that pick is exponential (exprk4 linearizes one network's flow);
+    a ValueError for a kinked σ, whose flow needs the per-network filippov/sliding solvers.  Returns (method,
+    reason), the reason recorded in ``sol.config["solver"]["auto"]`` as gf.simulate records it."""
+    if not net.activation.smooth:
+        raise ValueError(
+            f"method='auto' is not available for a batch of networks with the activation {net.activation.name!r}, "
+            "which has a kink: gf.simulate's 'auto' picks the per-network Filippov solvers ('filippov', or "
+            "'sliding' for large m·n) there, and a batch cannot run them (adaptive Runge–Kutta methods stall on "
+            "the kink); run the seeds separately with gf.simulate(net, X, y, ...) for each net, or train them "
+            "with gf.gradient_descent_batch"
+        )
+    method, reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
+    if method in EXPINT_METHODS:
+        explicit, why = explicit_method(check_positive_float(rtol, "rtol"))
+        method, reason = explicit, (f"{reason}; but {method!r} is not available for batched seeds (it linearizes "
+                                    f"one network's flow): {why}")
+    return method, reason
 
 
 class _BatchRecorder:
@@ -559,7 +601,8 @@ def gradient_descent_batch(
     r"""Full-batch gradient descent (eq. (9)) of S networks on the same data, in one batched iteration.
 
     The arguments are those of :func:`gflow.gradient_descent`, with ``nets`` (S compatible networks) in place
-    of ``net``.  Every seed takes exactly the steps its individual run takes, so each result equals that run up
+    of ``net``, except ``checkpoint``, ``checkpoint_every`` and ``keep_checkpoint``, which do not exist here
+    (checkpoint individual runs instead).  Every seed takes exactly the steps its individual run takes, so each result equals that run up
     to rounding (the batched products sum in another order).
 
     Failures are per seed: a seed whose state or loss turns non-finite is recorded as ``"diverged"`` (with its

@@ -138,7 +138,7 @@ def gradient_descent(
         >>> import gflow as gf
         >>> X, y = gf.data.random_labels(n=10, d=20, seed=0)
         >>> gd = gf.gradient_descent(gf.Network(d=20, width=64), X, y, step=0.5, steps=100, save_every=10)
-        >>> gd.t[-1], bool(gd.loss[-1] < gd.loss[0])
+        >>> float(gd.t[-1]), bool(gd.loss[-1] < gd.loss[0])
         (50.0, True)
     """
     if not isinstance(net, Network):

@@ -337,10 +337,19 @@ def simulate(
             deleted on success unless ``keep_checkpoint``.  See :mod:`gflow.solve.checkpoint`.
         checkpoint_every: seconds of wall time between checkpoints (one is also written when the run stops).
         keep_checkpoint: keep the checkpoint file after a successful run.
-        error_estimate: with a fixed-step ``method`` in ``euler``/``midpoint``/``rk4``: solve with ``step``,
-            ``step``/2 and ``step``/4, return the finest and fill ``sol.error_estimate`` (relative loss error per
-            saved time); the route for ReLU and
-            other kinked activations (:func:`gflow.simulate_nonsmooth`, which also takes an accuracy target).
+        error_estimate: fill ``sol.error_estimate`` (the estimated relative loss error per saved time).  Accepted
+            with:
+
+            * a fixed-step ``method`` and an explicit ``step``: ``"euler"`` (any σ), ``"sliding"`` (ReLU-type σ),
+              ``"midpoint"`` or ``"rk4"`` (smooth σ only: for a kinked σ they lose their order at the kink and
+              are refused).  It solves with ``step``, ``step``/2 and ``step``/4 and returns the
+              finest (:func:`gflow.simulate_nonsmooth`, which also refines to an accuracy target);
+            * ``method="filippov"`` (ReLU-type σ): a second solve at a looser rtol gives the estimate;
+            * ``method="auto"`` with a ReLU-type σ: whatever it picks, ``"filippov"`` or ``"sliding"`` at step
+              1/8 (:data:`AUTO_SLIDING_STEP`).
+
+            Other methods (the adaptive Runge–Kutta, scipy and exponential ones) are refused: they control their
+            error through rtol/atol.  Not with ``checkpoint`` (several solves).
 
     Returns:
         a :class:`gflow.Solution` (check ``sol.ok`` / ``sol.status``; failures keep the partial trajectory).
@@ -377,9 +386,10 @@ def simulate(
         if picked in SLIDING_METHODS:
             method, step = picked, AUTO_SLIDING_STEP
         if method not in NONSMOOTH_METHODS or step is None:
-            raise ValueError(f"error_estimate=True needs a fixed-step method in {tuple(NONSMOOTH_METHODS)} and an "
-                             f"explicit step (got method={method!r}, step={step}); adaptive methods control "
-                             "their error through rtol/atol")
+            raise ValueError(f"error_estimate=True needs method='filippov', method='auto' with a ReLU-type "
+                             f"activation, or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an explicit "
+                             f"step (midpoint and rk4 for a smooth activation only); got method={method!r}, "
+                             f"step={step}; adaptive methods control their error through rtol/atol")
         if checkpoint is not None:
             raise ValueError("checkpoint is not supported with error_estimate=True (three solves); checkpoint the "
                              "single solves instead")

@@ -42,6 +42,7 @@ from .executors import (
 )
 from .run import FORMATS, SWEEP_STATUSES, run_task
 from .store import (
+    check_not_experiment_folder,
     completed,
     consolidate,
     consolidated_path,
@@ -164,6 +165,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                              "executor='process' or 'dask'")
     if executor_options is not None and not isinstance(executor_options, dict):
         raise TypeError(f"executor_options must be a dict of keywords, got {type(executor_options).__name__}")
+    check_not_experiment_folder(store)
     fmt = store_format(store, format)
     runs = cfg.runs()
     use_gpu = any(str(r.config["network"].get("device", "cpu")).startswith("cuda") for r in runs)

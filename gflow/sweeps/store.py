@@ -124,6 +124,37 @@ def write_manifest(store: Path, config: dict, runs: list, coords: dict, fmt: str
     os.replace(tmp, store / MANIFEST)
 
 
+def _h5_attr(path: Path, name: str) -> bool:
+    """Whether the HDF5/netCDF-4 file ``path`` has the root attribute ``name`` (False if it cannot be read)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            return name in fh.attrs
+    except (OSError, ImportError):
+        return False
+
+
+def check_not_experiment_folder(store: "str | Path", *, look_at: int = 16) -> None:
+    """Refuse to make ``store`` a sweep store if it holds the results of ``gflow reproduce`` (an experiment's
+    ``runs.nc``, or run files of :mod:`gflow.experiments.tasks` among the first ``look_at`` in ``runs/``): the
+    sweep's runs would mix with the experiment's in ``runs/`` and its manifest with the experiment's files."""
+    store = Path(store)
+    found = []
+    if (store / "runs.nc").is_file() and _h5_attr(store / "runs.nc", "gflow_experiment"):
+        found.append("runs.nc (an experiment's runs)")
+    if (store / RUNS_DIR).is_dir():
+        for path in sorted((store / RUNS_DIR).glob("*.nc"))[:look_at]:
+            if _h5_attr(path, "reproduce_run_id"):
+                found.append(f"{RUNS_DIR}/{path.name} (a run of gflow reproduce)")
+                break
+    if found:
+        raise ValueError(
+            f"store (--out) {store} holds the results of gflow reproduce: {', '.join(found)}; a sweep needs a folder "
+            f"of its own, or its runs would mix with the experiment's in {store / RUNS_DIR}: give another store, "
+            f"e.g. {store.parent / (store.name + '-sweep')}")
+
+
 def read_manifest(store: "str | Path") -> dict:
     store = Path(store)
     path = store / MANIFEST
