@@ -205,12 +205,27 @@ def test_a_filippov_run_with_its_estimate_saves_and_reruns(tmp_path):
     np.testing.assert_array_equal(again.error_estimate, sol.error_estimate)
 
 
-def test_error_estimate_max_wall_time_covers_both_solves():
-    # regression: each of the two solves was given the whole budget (6 s for max_wall_time=3)
-    Xr, yr = gf.data.random_labels(n=50, d=10, seed=0)
-    net = gf.Network(d=10, width=256, activation="relu", seed=0)
-    sol = gf.simulate(net, Xr, yr, t1=500.0, method="filippov", error_estimate=True, max_wall_time=0.5, warn=False)
-    assert sol.status == "time_budget" and sol.stats["wall_time"] < 0.8
+def test_error_estimate_max_wall_time_covers_both_solves(monkeypatch):
+    # regression: each of the two solves was given the whole budget (6 s for max_wall_time=3); the second now gets
+    # what the first left (checked on the budgets handed over, not on a timing)
+    import time
+
+    import gflow.solve.ode as ode
+
+    real, given = ode.simulate, []
+
+    def recorded(*args, **kwargs):
+        given.append(kwargs.get("max_wall_time"))
+        out = real(*args, **kwargs)
+        time.sleep(0.2)
+        return out
+
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="relu", seed=0)
+    monkeypatch.setattr(ode, "simulate", recorded)
+    sol = real(net, X, y, 1.0, [0.0, 0.5, 1.0], method="filippov", error_estimate=True, max_wall_time=30.0)
+    assert sol.ok and len(given) == 2
+    assert given[0] == 30.0 and given[1] <= 30.0 - 0.2
 
 
 def test_error_estimate_without_time_left_for_the_second_solve_ends_time_budget(monkeypatch):

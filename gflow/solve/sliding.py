@@ -113,7 +113,9 @@ PIN_MARGIN_DEFICIENT = 0.05  # ... and beyond this where G is rank-deficient (ne
 KERNEL_CHUNK = 64  # neurons per padded block in :meth:`SlidingStepper.contributions`
 KERNEL_REFRESH = 64  # updates of the long steps' kernel M over changed neurons before it is formed afresh
 LONG_GROWTH = 1.25  # growth per step of the long steps (retries cost a step each)
-MAX_LONG_CHANGES = 1  # a long step (beyond δ) with more changes of mode in one neuron is retried shorter
+MAX_LONG_CHANGES = 1  # a long step with more changes of mode in one neuron is retried shorter ...
+LONG_COINCIDENT = 4.0  # ... if it is longer than this many δ (two linked changes, one pair leaving the kink as
+# another lands, are the common case; retrying them down to δ retried 72 % of the long steps at m = D = 512)
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
 SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
 # index_add of scaled rows of G costs ≈ 60× per entry what the dense product does (2.8 ms for 10 000 entries against
@@ -572,7 +574,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                 while True:  # a collapse or an inadmissible pin: resolve it finer, down to δ/2^MAX_HALVINGS
                     expo = bool(grow > 1 and h > step)
                     H1, A, mode1 = stepper.step(y[0], mode, h, exponential=expo)
-                    if expo and bool(((mode1 != mode).sum(1) > MAX_LONG_CHANGES).any()):
+                    if expo and h > LONG_COINCIDENT * step and bool(((mode1 != mode).sum(1) > MAX_LONG_CHANGES).any()):
                         # a long step with interacting changes in one neuron: shorter, down to δ
                         kept["n_long_retries"] += 1
                         stats.update(kept)

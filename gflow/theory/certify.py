@@ -198,8 +198,8 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         if not applicable or E is None:
             checks.append(Check(key, name, False, detail=why))
             return
-        logB = math.log(L0) - E[sel]
-        margin = logB - np.log(L[sel])  # ≥ 0 where the bound holds; in log units (≈ relative)
+        logB = math.log(max(L0, 1e-300)) - E[sel]  # (L₀ = 0 exactly: a run at a global minimum, window t = 0)
+        margin = logB - np.log(np.maximum(L[sel], 1e-300))  # ≥ 0 where the bound holds; in log units (≈ relative)
         margin[0] = math.inf  # equality at t = 0 by construction
         k = int(np.argmin(margin)) if margin.size > 1 else 0
         held = bool(margin[k] >= -slack)
