@@ -581,11 +581,16 @@ def test_long_steps_follow_the_filippov_flow_over_a_long_horizon_in_far_fewer_st
         steps.append(sol.stats["n_accepted"])
         assert sol.stats["n_exponential"] > 100 and sol.stats["max_step"] > 10 * d
         assert np.all(np.diff(sol.loss) <= 1e-12 * sol.loss[0])
-    # measured 4.8e-5, 7.4e-6 (fixed-length steps of δ = 0.1: 7.9e-5 in 3 006 steps, 177 here)
+    # measured 5.0e-5, 1.5e-5 in 161 and 352 steps (fixed-length steps of δ = 0.1: 7.9e-5 in 2 006 steps)
     assert errs[1] < 0.5 * errs[0] and errs[0] < 2e-4
     classic = gf.simulate(net, X, y, 200.0, T, method="sliding", step=0.1)
     assert steps[0] < 0.2 * classic.stats["n_accepted"]
     assert classic.stats["n_exponential"] == 0
+    # regression: long steps up to 4δ holding two changes of one neuron slid an arrival on that should have crossed
+    # here: 5.8e-3 off by t = 50 (now 1.9e-5)
+    sol = gf.simulate(net, X, y, 50.0, [0.0, 50.0], method="sliding", step=0.05, options={"long_step": 64})
+    ref50 = gf.simulate(net, X, y, 50.0, [0.0, 50.0], method="filippov", rtol=1e-11, atol=1e-14)
+    assert abs(sol.loss[-1] / ref50.loss[-1] - 1) < 1e-4
 
 
 def test_long_steps_are_refused_where_g_is_rank_deficient_and_checked():
