@@ -13,6 +13,10 @@ loss error ≤ 1e-3 in ≤ 2× the wall time of GD with δ = 0.25).  Steps, each
 Output: ``relu.json`` (every number, machine, versions) and a printed summary.
 
     python benchmarks/bench_relu.py [--quick] [--m 512] [--n 200] [--t1 200] [--ref-step 0.0078125] [--out DIR]
+
+Other modes: ``--sliding`` (``method="sliding"`` at several δ against a reference, with the step-halving estimate
+and the target attempt), ``--long-step K`` (``sliding`` with and without ``options={"long_step": K}``, side by
+side, against fixed steps of ``--ref-step``), ``--study``, ``--filippov``, ``--filippov-estimate``; see ``--help``.
 """
 
 from __future__ import annotations
@@ -130,6 +134,36 @@ def filippov_study(m: int, n: int, t1: float, rtols=(1e-6, 1e-9)) -> dict:
                                  "est_max": float(est.error_estimate.max()), "true_max": float(true.max()),
                                  "bounded": bool(np.all(est.error_estimate[1:] >= true[1:]))}
     return out
+
+
+def long_step_study(m: int, n: int, t1: float, steps, k: float, ref_step: float) -> dict:
+    """``method="sliding"`` with fixed-length steps δ and with long steps (``options={"long_step": k}``), side by
+    side on the Exp 3 setting, against fixed steps of ``ref_step`` (whose own error is not measured): wall time,
+    steps, long steps and their retries, and the relative loss error (max over 11 saved times)."""
+    net, X, y = setting(m, n)
+    saveat = np.linspace(0.0, t1, 11)
+
+    def run(delta, long_step):
+        t0 = time.perf_counter()
+        s = gf.simulate(net, X, y, t1, saveat, method="sliding", step=delta, integrals=False, warn=False,
+                        max_steps=10**8, options={"long_step": long_step})
+        return s, time.perf_counter() - t0
+
+    ref, w_ref = run(ref_step, 1.0)
+    rows = []
+    for d in sorted(steps, reverse=True):
+        for long_step in (1.0, k):
+            s, w = run(d, long_step)
+            rows.append({"step": d, "long_step": long_step, "status": s.status, "wall": w,
+                         "n_accepted": s.stats["n_accepted"], "n_exponential": s.stats["n_exponential"],
+                         "n_long_retries": s.stats["n_long_retries"], "max_step": float(s.stats["max_step"]),
+                         "rel_error": float(np.max(np.abs(s.loss / ref.loss - 1))), "final_loss": float(s.loss[-1])})
+            print(f"  δ = {d:g}, long_step {long_step:g}: {w:.1f} s, {rows[-1]['n_accepted']} steps "
+                  f"({rows[-1]['n_exponential']} long, {rows[-1]['n_long_retries']} retried), error "
+                  f"{rows[-1]['rel_error']:.2e}", flush=True)
+    return {"m": m, "D": m, "n": n, "t1": t1, "long_step": k,
+            "reference": {"method": "sliding", "step": ref_step, "wall": w_ref, "final_loss": float(ref.loss[-1])},
+            "rows": rows}
 
 
 def sliding_study(m: int, n: int, t1: float, steps, reference: str = "filippov", estimate_step: float | None = None,
@@ -291,13 +325,26 @@ def main(argv=None):
                    help="only the event-driven Filippov solver on the Exp 3 setting (--m, --n, --t1)")
     p.add_argument("--sliding", action="store_true",
                    help="only method='sliding' on the Exp 3 setting (--m, --n, --t1), against --reference")
-    p.add_argument("--steps", default="0.25,0.125,0.0625,0.03125", help="--sliding: the steps δ, comma-separated")
+    p.add_argument("--steps", default="0.25,0.125,0.0625,0.03125",
+                   help="--sliding, --long-step: the steps δ, comma-separated")
+    p.add_argument("--long-step", type=float, default=None,
+                   help="only: method='sliding' with fixed steps δ and with options={'long_step': K}, side by side on "
+                        "the Exp 3 setting (--m, --n, --t1, --steps), against fixed steps of --ref-step")
     p.add_argument("--estimate-step", type=float, default=None, help="--sliding: δ_e of the step-halving estimate")
     p.add_argument("--target-rtol", type=float, default=1e-3, help="--sliding: simulate_nonsmooth's rtol (0: skip)")
     p.add_argument("--target-budget", type=float, default=2.0,
                    help="--sliding: its wall-time budget in multiples of GD(0.25)'s (the target: 2)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.long_step is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        res = long_step_study(args.m, args.n, args.t1, [float(x) for x in args.steps.split(",")], args.long_step,
+                              args.ref_step)
+        res.update({"machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": 1},
+                    "versions": gf.solution.versions(), "dtype": "float64", "seeds": {"network": 0, "data": 0}})
+        (out / f"relu_long_m{args.m}_n{args.n}_t{args.t1:g}.json").write_text(json.dumps(res, indent=2, default=float))
+        return res
     if args.sliding:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

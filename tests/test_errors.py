@@ -749,3 +749,20 @@ def test_auto_on_an_activation_whose_derivative_is_nan_at_h0_names_the_activatio
     net = gf.Network(d=3, width=8, activation=_nan_activation(), seed=0)
     with pytest.raises(ValueError, match=r"σ′ of the activation 'tanh_nan_beyond_2' returned non-finite values"):
         gf.simulate(net, 30 * X, y, t1=1.0)
+
+
+def test_gradient_descent_whose_loss_rises_warns_with_the_stability_limit():
+    # a bounded σ keeps an unstable GD finite: tanh at δ = 30 bounced between 0.25 and 2.25, at δ = 1e6 it jumped to
+    # 12 L₀ and stayed — both "success" without a word; the flow's loss never rises
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, seed=0)
+    for step in (30.0, 1e6):
+        with pytest.warns(gf.GFlowWarning, match=r"loss rose from .* exceeds GD's linear stability limit"):
+            gd = gf.gradient_descent(net, X, y, step=step, steps=20, save_every=1)
+        assert gd.status == "success" and "warning: the loss rose" in gd.message
+        t0, L0, t, L = gd.stats["loss_rise"]
+        assert L > L0 and t > t0
+    quiet = gf.gradient_descent(net, X, y, step=30.0, steps=20, save_every=1, warn=False)   # (no warning: error)
+    assert "warning: the loss rose" in quiet.message
+    stable = gf.gradient_descent(net, X, y, step=0.5, steps=200, save_every=1)
+    assert "loss_rise" not in stable.stats and "warning" not in stable.message

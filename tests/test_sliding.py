@@ -280,6 +280,20 @@ def test_relu_benchmark_sliding_mode_writes_every_field(tmp_path):
     assert {"met_accuracy", "within_2x_gd", "status", "est_max"} <= set(data["target"])
 
 
+def test_relu_benchmark_long_step_mode_writes_both_rows_per_step(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_relu.py"))
+    mod["main"](["--long-step", "16", "--m", "24", "--n", "8", "--t1", "20", "--steps", "0.25", "--ref-step", "0.125",
+                 "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "relu_long_m24_n8_t20.json").read_text())
+    assert [(r["step"], r["long_step"]) for r in data["rows"]] == [(0.25, 1.0), (0.25, 16.0)]
+    assert all(r["status"] == "success" for r in data["rows"]) and data["reference"]["step"] == 0.125
+    assert data["rows"][0]["n_exponential"] == 0 and data["rows"][1]["n_exponential"] > 0
+
+
 def test_a_step_that_would_collapse_a_neuron_onto_the_kink_is_resolved_finer():
     # d = 2 < n = 9: G has rank 2, and landing two pairs of one neuron fixes its whole row at h ≡ 0 (w ⟂ both
     # points), from which it never leaves. A differential fuzz found it at δ = 1/32 only (the step sequence decides):

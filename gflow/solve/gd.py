@@ -8,6 +8,7 @@ limit it follows a different trajectory from the flow (a property of GD, not a b
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any
@@ -239,8 +240,33 @@ def gradient_descent(
                    "max_wall_time": max_wall_time, "space": space, "interval": list(interval),
                    "integrals": bool(integrals)},
     }
+    rise = _loss_rise(recorder, step) if status == "success" else None
+    if rise is not None:
+        message = f"{message}; warning: {rise}"
+        stats["loss_rise"] = list(recorder.loss_rise)
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":
         warnings.warn(f"gflow.gradient_descent stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
+    elif warn and rise is not None:
+        warnings.warn(f"gflow.gradient_descent: {rise}", GFlowWarning, stacklevel=2)
     return sol
+
+
+def _loss_rise(recorder, step: float) -> str | None:
+    """The first rise of GD's saved loss (beyond rounding), worded for a warning, or None.
+
+    A bounded σ keeps an unstable iteration finite — tanh at δ = 1e6 jumped to 12 L₀ and stayed there, δ = 30
+    bounced between 0.25 and 2.25, both "success" without a word — so a rise, which the gradient flow never has, is
+    the sign that GD no longer follows it (the paper's δ = 1 is past the limit for larger n)."""
+    if recorder.loss_rise is None:
+        return None
+    t0, L0, t, L = recorder.loss_rise
+    lam = recorder.lam_max_M0()
+    limit = 2.0 / lam if lam > 0 and math.isfinite(lam) else math.inf
+    where = (f"δ = {step:g} exceeds GD's linear stability limit 2/λ_max(M₀) = {limit:.3g}; a step below it follows "
+             "the flow" if step > limit else
+             f"δ = {step:g} is below GD's stability limit 2/λ_max(M₀) = {limit:.3g} at t = 0, but λ_max(M) changes as "
+             "the features move; a smaller step follows the flow")
+    return (f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}, which the gradient flow never "
+            f"does: {where}")
 
