@@ -766,3 +766,13 @@ def test_gradient_descent_whose_loss_rises_warns_with_the_stability_limit():
     assert "warning: the loss rose" in quiet.message
     stable = gf.gradient_descent(net, X, y, step=0.5, steps=200, save_every=1)
     assert "loss_rise" not in stable.stats and "warning" not in stable.message
+
+
+def test_gradient_descent_batch_warns_per_seed_where_the_loss_rises():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    nets = gf.networks(range(2), d=3, width=8)
+    with pytest.warns(gf.GFlowWarning, match=r"gradient_descent_batch: seed indices \[0, 1\].*loss rose"):
+        sols = gf.gradient_descent_batch(nets, X, y, step=30.0, steps=20, save_every=1)
+    assert all(s.status == "success" and "loss_rise" in s.stats for s in sols)
+    single = gf.gradient_descent(nets[1], X, y, step=30.0, steps=20, save_every=1, warn=False)
+    assert sols[1].stats["loss_rise"] == pytest.approx(single.stats["loss_rise"], rel=1e-9)

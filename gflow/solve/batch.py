@@ -39,7 +39,7 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
 from .expint import explicit_method
-from .gd import DIVERGE_FACTOR, gd_schedule
+from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
 from .ode import (
     DEFAULT_METHOD,
     EXPINT_METHODS,
@@ -713,12 +713,23 @@ def gradient_descent_batch(
                                                    "go on")},
         }
 
+    rises = {}
+    for s, rec in enumerate(recorders):  # a saved loss that rose: as gf.gradient_descent, per seed, one warning
+        rise = _loss_rise(rec, step) if statuses[s] == "success" else None
+        if rise is not None:
+            rises[s] = rise
+            messages[s] = f"{messages[s]}; warning: {rise}"
+            stats[s]["loss_rise"] = list(rec.loss_rise)
     sols = _seed_solutions(bf, recorders, statuses, messages, stats, config_of)
     failed = [s for s in range(S) if statuses[s] != "success"]
     if warn and failed:
         warnings.warn(f"gflow.gradient_descent_batch: seed indices {failed} stopped early "
                       f"[{', '.join(sorted({statuses[s] for s in failed}))}]: {messages[failed[0]]}", GFlowWarning,
                       stacklevel=2)
+    elif warn and rises:
+        s = min(rises)
+        warnings.warn(f"gflow.gradient_descent_batch: seed indices {sorted(rises)}: for seed index {s}, {rises[s]}",
+                      GFlowWarning, stacklevel=2)
     return sols
 
 
