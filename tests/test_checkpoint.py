@@ -157,8 +157,12 @@ def test_checkpoint_needs_the_native_engine_and_a_file_path(problem, tmp_path):
     net, X, y = problem
     with pytest.raises(ValueError, match=r"checkpoint/resume needs gflow's native engine.*'torchdiffeq.dopri5'"):
         gf.simulate(net, X, y, t1=1.0, method="torchdiffeq.dopri5", checkpoint=tmp_path / "x.ckpt")
-    with pytest.raises(ValueError, match=r"native engine.*'DOP853'"):
+    with pytest.raises(ValueError, match=r"native engine.*'DOP853'.*method='dop853'"):
         gf.simulate(net, X, y, t1=1.0, method="DOP853", checkpoint=tmp_path / "x.ckpt")
+    # a ReLU run is not told to use dop853/rk4 (they stall or lose their order at the kink)
+    relu = gf.Network(d=X.shape[1], width=8, activation="relu", embedding=gf.RandomFeatures(D=16), seed=0)
+    with pytest.raises(ValueError, match=r"'sliding'; for a ReLU-type activation, bound the run with max_wall_time"):
+        gf.simulate(relu, X, y, t1=1.0, method="sliding", step=0.1, checkpoint=tmp_path / "x.ckpt")
     with pytest.raises(TypeError, match=r"checkpoint must be a file path"):
         gf.simulate(net, X, y, t1=1.0, checkpoint=3)
     with pytest.raises(ValueError, match=r"checkpoint_every must be > 0"):

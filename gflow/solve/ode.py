@@ -417,8 +417,12 @@ def simulate(
     rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
     if checkpoint is not None and method not in NATIVE_METHODS:
+        advice = ("use e.g. method='dop853' or method='rk4'" if net.activation.smooth else
+                  # (dop853/rk4 on a kinked σ stall or lose their order: not the advice for a ReLU run)
+                  "for a ReLU-type activation, bound the run with max_wall_time instead, or checkpoint "
+                  "gf.gradient_descent, or method='euler' (GD's iteration, with a checkpoint)")
         raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
-                         f"{method!r}; use e.g. method='dop853' or method='rk4'")
+                         f"{method!r}; {advice}")
     slopes = None
     if method in FILIPPOV_METHODS + SLIDING_METHODS:
         from .filippov import check_filippov
