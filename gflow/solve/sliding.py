@@ -77,8 +77,9 @@ change in a neuron is retried shorter (``n_long_retries``; down to δ): a neuron
 arrival slid on where it should have crossed when a step of 8δ held it together with a neighbour's exit — 2e-2 off
 by t = 2 000 at m = D = 128.  Allowing such pairs of changes in long steps up to 4δ (most are linked: one pair
 leaves the kink as another lands) halved the retries but put a random P-3L case 1e-2 off (δ = 0.05), so it is not.
-Measured (Intel Xeon, one thread, side by side): m = D = 128, n = 50 to t = 2 000 — δ = 1/8, k = 64: 5.3 s and
-3.2e-5 off the loss at fixed steps of 1/16, against 16.1 s and 3.4e-5 with fixed steps of δ = 1/8; a differential
+Measured (Intel Xeon, one thread, side by side; ``benchmarks/bench_relu.py --long-step 64``): m = D = 128, n = 50 to
+t = 2 000 — δ = 1/8, k = 64: 5.1 s and 3.2e-5 off the loss at fixed steps of 1/16, against 16.0 s and 3.4e-5 with
+fixed steps of δ = 1/8; a differential
 sweep over ten random P-3L ReLU / leaky-ReLU problems (m ≤ 62, n ≤ 17, t = 200, against fixed steps of 0.0125): 4 …
 14× fewer seconds than fixed steps of the same δ = 0.05, at errors 1 … 90× theirs (3e-6 … 6e-4) that fall with δ
 (δ = 0.025: 2e-6 … 2e-4).  Where events stay dense it does not pay: m = D = 512, n = 200 to t = 600 at δ = 1/4,
@@ -414,7 +415,7 @@ class SlidingStepper(FlowConstants):
             R = V @ (dt * phi_functions(-dt * lam, 1)[1] * w)
             spec = (lam, V, w)
             Ht, _, _ = self.land(pat, H, self.slopes_of(start) * R[None, :], S)
-            r1 = self.residual(Ht)
+            r1 = None  # (r(t) is spec's; the predictor's end residual is not needed)
         else:
             Ht, _, _ = self.land(pat, H, self.slopes_of(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
             r1 = self.residual(Ht)
