@@ -81,7 +81,7 @@ Measured (Intel Xeon, one thread, side by side; ``benchmarks/bench_relu.py --lon
 t = 2 000 — δ = 1/8, k = 64: 5.1 s and 3.2e-5 off the loss at fixed steps of 1/16, against 16.0 s and 3.4e-5 with
 fixed steps of δ = 1/8; a differential
 sweep over ten random P-3L ReLU / leaky-ReLU problems (m ≤ 62, n ≤ 17, t = 200, against fixed steps of 0.0125): 4 …
-14× fewer seconds than fixed steps of the same δ = 0.05, at errors 1 … 90× theirs (3e-6 … 6e-4) that fall with δ
+14× fewer seconds than fixed steps of the same δ = 0.05, at errors 1 … 130× theirs (3e-6 … 6e-4) that fall with δ
 (δ = 0.025: 2e-6 … 2e-4).  Where events stay dense it does not pay: m = D = 512, n = 200 to t = 600 at δ = 1/4,
 92.6 s against 69.4 s with fixed steps (both ≈ 1e-2 off fixed steps of 1/8; 1 065 of 1 473 long steps held several
 changes of one neuron and were retried, and a long step costs ≈ 28 ms against 15 ms: the kernel's update and
