@@ -711,7 +711,7 @@ def test_extreme_finite_data_scale_ends_in_a_step_size_collapse_at_once(method, 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
 def test_a_tensor_of_a_dtype_no_network_takes_is_told_to_convert_only(dtype):
     X, y = gf.data.random_labels(n=6, d=3, seed=0)
-    with pytest.raises(TypeError, match=rf"convert it with X.to\(torch.float64\)$"):
+    with pytest.raises(TypeError, match=r"convert it with X.to\(torch.float64\)$"):
         gf.simulate(gf.Network(d=3, width=8, seed=0), torch.as_tensor(X).to(dtype), y, t1=1.0)
 
 

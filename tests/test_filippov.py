@@ -210,7 +210,7 @@ def test_error_estimate_max_wall_time_covers_both_solves(monkeypatch):
     # what the first left (checked on the budgets handed over, not on a timing)
     import time
 
-    import gflow.solve.ode as ode
+    from gflow.solve import ode
 
     real, given = ode.simulate, []
 
@@ -231,7 +231,7 @@ def test_error_estimate_max_wall_time_covers_both_solves(monkeypatch):
 def test_error_estimate_without_time_left_for_the_second_solve_ends_time_budget(monkeypatch):
     import time
 
-    import gflow.solve.ode as ode
+    from gflow.solve import ode
 
     real = ode.simulate
 

@@ -505,7 +505,7 @@ def test_plot_sweep_of_a_solution_and_a_fractional_train_index_are_clear_errors(
 
 
 def test_a_solve_whose_working_set_exceeds_the_memory_is_refused_before_it_allocates(monkeypatch):
-    import gflow.model.network as network
+    from gflow.model import network
 
     X, y = gf.data.random_labels(n=5, d=4, seed=0)
     net = gf.Network(d=4, width=16, seed=0)
