@@ -84,8 +84,8 @@ sweep over ten random P-3L ReLU / leaky-ReLU problems (m ≤ 62, n ≤ 17, t = 2
 14× fewer seconds than fixed steps of the same δ = 0.05, at errors 1 … 130× theirs (3e-6 … 6e-4) that fall with δ
 (δ = 0.025: 2e-6 … 2e-4).  Where events stay dense it does not pay: m = D = 512, n = 200 to t = 600 at δ = 1/4,
 92.6 s against 69.4 s with fixed steps (both ≈ 1e-2 off fixed steps of 1/8; 1 065 of 1 473 long steps held several
-changes of one neuron and were retried, and a long step costs ≈ 28 ms against 15 ms: the kernel's update and
-eigendecomposition, and more passes).  Off by default (``"auto"`` does not set it).
+changes of one neuron and were retried; the kernel's update and eigendecomposition add ≈ 5 ms to each long step).
+Off by default (``"auto"`` does not set it).
 
 **Neurons through w_i = 0.**  Where G is rank-deficient (shallow nets with n > d), a step that would put as many
 pairs of one neuron on the kink as G has rank fixes the neuron's whole feature row at 0 (w_i = 0); it is retried at
