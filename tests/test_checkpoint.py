@@ -119,6 +119,37 @@ def test_a_stopped_and_resumed_gradient_descent_equals_the_uninterrupted_run_bit
     assert resumed.stats["n_steps"] == 300
 
 
+def test_gradient_descent_killed_right_after_a_checkpoint_at_a_saved_step_resumes_every_row(problem, tmp_path,
+                                                                                             monkeypatch):
+    # regression: the checkpoint of a saved step was written before the step's row was recorded; a run killed then
+    # (SIGKILL: no final checkpoint) resumed past the step and lost the row — 3 000 saved times instead of 3 001
+    from gflow.solve import checkpoint as ck
+
+    class Killed(BaseException):
+        pass
+
+    net, X, y = problem
+    args = dict(step=0.5, steps=40, save_every=1)
+    ref = gf.gradient_descent(net, X, y, **args)
+    path = tmp_path / "gd.ckpt"
+    real, saves = ck.Checkpointer.save, []
+
+    def save_then_die(self, loop):
+        real(self, loop)
+        saves.append(loop["k"])
+        if len(saves) == 5:
+            raise Killed  # (the process dies after the file is written)
+
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    monkeypatch.setattr(ck.Checkpointer, "save", save_then_die)
+    with pytest.raises(Killed):
+        gf.gradient_descent(net, X, y, checkpoint=path, **args)
+    monkeypatch.setattr(ck.Checkpointer, "save", real)
+    resumed = gf.gradient_descent(net, X, y, checkpoint=path, **args)
+    assert resumed.ok and resumed.stats["resumed"]
+    assert_same_run(resumed, ref, exact=True)
+
+
 def test_periodic_checkpoints_are_written_while_the_run_goes_on(problem, tmp_path, monkeypatch):
     from gflow.solve import checkpoint as ck
 

@@ -191,8 +191,6 @@ def gradient_descent(
             monitor.on_eval()
             field.gd_step_(state, step, deriv)  # state ← state + δ·f(state), fused where the field can
             k_done = k
-            if ckpt is not None and ckpt.due():
-                ckpt.save(loop_state())
             if k == save_k[next_save]:
                 next_save += 1
                 if not bool(torch.isfinite(state).all()):
@@ -205,6 +203,10 @@ def gradient_descent(
                 recorder.record(k * step, state)
                 last_good = state.clone() if next_save < len(save_k) else state
                 k_good = k
+            # after the step's record: a checkpoint taken before it, at a saved step, resumed past that step
+            # (searchsorted "right") and the resumed run lost the row (one in save_every checkpoints)
+            if ckpt is not None and ckpt.due():
+                ckpt.save(loop_state())
         if ckpt is not None and ckpt.keep:  # the finished run, for keep_checkpoint=True
             ckpt.save(loop_state())
     except Abort as exc:
