@@ -234,3 +234,31 @@ def test_a_writer_killed_with_sigkill_leaves_the_old_or_the_new_checkpoint_never
         np.testing.assert_array_equal(data["payload"], np.arange(4_000_000, dtype=np.float64) + k)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != path.name]
     assert all(name.endswith(".tmp") for name in leftovers)  # only temporary files of killed writes remain
+
+
+def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_the_run(problem, tmp_path):
+    # it failed at the first checkpoint (a minute in by default) with a bare OSError, and the work was lost
+    net, X, y = problem
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"checkpoint '.*a_file/run.ckpt' cannot be written there"):
+        gf.gradient_descent(net, X, y, steps=5, checkpoint=blocker / "run.ckpt")
+    with pytest.raises(ValueError, match=r"cannot be written there"):
+        gf.simulate(net, X, y, t1=1.0, method="dop853", checkpoint=blocker / "run.ckpt")
+
+
+def test_a_checkpoint_that_fails_mid_run_warns_once_and_the_run_goes_on(problem, tmp_path, monkeypatch):
+    from gflow.solve import checkpoint as ck
+
+    net, X, y = problem
+    ref = gf.gradient_descent(net, X, y, step=0.5, steps=30, save_every=3)
+
+    def disk_full(obj, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    monkeypatch.setattr(ck, "atomic_save", disk_full)
+    with pytest.warns(gf.GFlowWarning, match=r"could not be written.*No space left.*the run goes on") as rec:
+        sol = gf.gradient_descent(net, X, y, step=0.5, steps=30, save_every=3, checkpoint=tmp_path / "gd.ckpt")
+    assert sol.ok and len([w for w in rec if "could not be written" in str(w.message)]) == 1
+    assert_same_run(sol, ref, exact=True)

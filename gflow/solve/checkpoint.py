@@ -19,12 +19,14 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .._validate import check_positive_float, describe
+from ..solution import GFlowWarning
 from ._record import Monitor, Recorder
 
 FORMAT = 1
@@ -84,6 +86,19 @@ def _check_path(path: Any) -> Path:
     return p
 
 
+def _check_writable(p: Path) -> None:
+    """Refuse a checkpoint path whose folder cannot be created or written, before the run (it failed at the first
+    checkpoint, a minute in by default, with a bare OSError and the run's work lost)."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"checkpoint {str(p)!r} cannot be written there ({exc.strerror or exc}); choose a path in a "
+                         "writable folder") from None
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then os.replace (atomic on POSIX and Windows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,15 +142,25 @@ class Checkpointer:
         self.monitor = monitor
         self.last = time.perf_counter()
         self.n_saved = 0
+        self.n_failed = 0
 
     def due(self) -> bool:
         return time.perf_counter() - self.last >= self.every
 
     def save(self, loop: dict) -> None:
-        atomic_save({"format": FORMAT, "fingerprint": self.fp, "loop": loop,
-                     "recorder": self.recorder.state_dict(), "monitor": self.monitor.state_dict()}, self.path)
+        """Write a checkpoint; one that cannot be written (a full disk, a folder gone) warns once and the run goes
+        on — an OSError here ended the run with an exception and lost the work done."""
+        try:
+            atomic_save({"format": FORMAT, "fingerprint": self.fp, "loop": loop,
+                         "recorder": self.recorder.state_dict(), "monitor": self.monitor.state_dict()}, self.path)
+        except OSError as exc:
+            if not self.n_failed:
+                warnings.warn(f"checkpoint {str(self.path)!r} could not be written ({exc}); the run goes on, and "
+                              "tries again at the next checkpoint", GFlowWarning, stacklevel=3)
+            self.n_failed += 1
+        else:
+            self.n_saved += 1
         self.last = time.perf_counter()
-        self.n_saved += 1
 
     def finish(self, success: bool) -> None:
         """Delete the file after a successful run (unless ``keep``); keep it when the run stopped early."""
@@ -156,6 +181,7 @@ def open_checkpoint(path: Any, *, every: Any, keep: Any, kind: str, problem, set
         ValueError: the file holds a different run (the message names what differs), or is not a checkpoint.
     """
     p = _check_path(path)
+    _check_writable(p)
     every = check_positive_float(every, "checkpoint_every")
     if not isinstance(keep, bool):
         raise TypeError(f"keep_checkpoint must be True or False, got {describe(keep)}")
