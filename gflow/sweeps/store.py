@@ -22,6 +22,7 @@ with NaN.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -31,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .run import (FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, check_format, ensure_zarr_root, run_file, write_atomic,
-                  write_zarr_atomic)
+from .config import RUN_ID_VERSION
+from .run import (FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, check_format, checkpoint_file, ensure_zarr_root,
+                  run_file, write_atomic, write_zarr_atomic)
 
 MANIFEST = "manifest.json"
 CONSOLIDATED = "sweep.nc"
@@ -109,6 +111,7 @@ def write_manifest(store: Path, config: dict, runs: list, coords: dict, fmt: str
     driver writes it, once per sweep and before any run is submitted."""
     manifest = {
         "gflow_sweep_format": STORE_FORMAT,
+        "run_id_version": RUN_ID_VERSION,
         "format": fmt,
         "config": config,
         "grid_coords": coords,
@@ -118,10 +121,86 @@ def write_manifest(store: Path, config: dict, runs: list, coords: dict, fmt: str
     store.mkdir(parents=True, exist_ok=True)
     if fmt == "zarr":
         ensure_zarr_root(store)
-    fd, tmp = tempfile.mkstemp(dir=store, prefix=".manifest.", suffix=".tmp")
+    _write_json(store / MANIFEST, manifest)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
-        json.dump(manifest, fh, indent=1)
-    os.replace(tmp, store / MANIFEST)
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def migrate_run_ids(store: "str | Path", fmt: str = "netcdf") -> int:
+    """Rename the runs of a store written before run ids left out the run limits to their current ids.
+
+    Run ids of ``run_id_version`` 1 (manifests without the key) hashed ``max_wall_time``, ``max_steps``,
+    ``checkpoint_every`` too, so every id differs now; without this a re-run of such a store would compute all
+    its runs again under new ids and orphan the old records and checkpoints.  The store's own configuration (its
+    manifest) is resolved again: when it reproduces the manifest's ids, each run record and checkpoint is renamed
+    to the current id (atomically, one at a time; an interrupted migration is completed by the next call) and the
+    manifest rewritten.  Returns the number of files renamed (0 for a current store).
+
+    Raises:
+        SweepConfigError: this gflow cannot reproduce the store's old run ids (its configuration no longer
+            validates, or resolves to other runs: changed defaults), so its runs cannot be matched to the current
+            ids; they stay readable with :func:`open_sweep`, and continuing needs a new store.
+    """
+    from .config import SweepConfig, SweepConfigError, run_id_of
+
+    store = Path(store)
+    manifest = read_manifest(store)
+    if manifest.get("run_id_version", 1) >= RUN_ID_VERSION:
+        return 0
+    c = manifest["config"]
+    advice = (f"its runs stay readable with gf.open_sweep({str(store)!r}); to continue the sweep give a new store "
+              "(store= / --out)")
+    try:
+        runs = SweepConfig.from_dict(c["network"], c["data"], c["solver"], c.get("grid"), c["seeds"]).runs()
+    except SweepConfigError as exc:
+        raise SweepConfigError(f"the store {store} was written by an earlier gflow (run ids that hashed the run "
+                               f"limits), and its configuration no longer validates ({exc}), so its runs cannot be "
+                               f"matched to the current run ids; {advice}") from None
+    mapping = {run_id_of(r.config, version=1): r.run_id for r in runs}
+    listed = [r["run_id"] for r in manifest["runs"]]
+    if set(listed) != set(mapping):
+        raise SweepConfigError(f"the store {store} was written by an earlier gflow (run ids that hashed the run "
+                               f"limits), and this gflow resolves its configuration to other runs (changed defaults), "
+                               f"so its runs cannot be matched to the current run ids; {advice}")
+    renamed = 0
+    for old, new in mapping.items():
+        if old == new:
+            continue
+        for src, dst in ((run_file(store, old, fmt), run_file(store, new, fmt)),
+                         (checkpoint_file(store, old), checkpoint_file(store, new))):
+            if src.exists() and not dst.exists():
+                os.rename(src, dst)
+                renamed += 1
+    manifest["runs"] = [{**r, "run_id": mapping[r["run_id"]]} for r in manifest["runs"]]
+    manifest["run_id_version"] = RUN_ID_VERSION
+    _write_json(store / MANIFEST, manifest)
+    return renamed
+
+
+def retried_statuses(old_solver: dict, new_solver: dict) -> set[str]:
+    """The failure statuses a raised limit can resolve: ``"time_budget"`` when ``max_wall_time`` is larger in
+    ``new_solver`` (None: no budget) than in ``old_solver``, ``"max_steps"`` and ``"stalled"`` (a projection
+    beyond max_steps) when ``max_steps`` is.  A re-run of a sweep repeats its runs recorded with these statuses
+    (they resume from their checkpoints), so raising the limit and re-running does what the message says."""
+    import inspect
+
+    from ..solve.ode import simulate
+
+    def limit(solver: dict, key: str):
+        value = solver.get(key, inspect.signature(simulate).parameters[key].default)
+        return math.inf if value is None else float(value)
+
+    out = set()
+    if limit(new_solver, "max_wall_time") > limit(old_solver, "max_wall_time"):
+        out.add("time_budget")
+    if limit(new_solver, "max_steps") > limit(old_solver, "max_steps"):
+        out |= {"max_steps", "stalled"}
+    return out
 
 
 def _h5_attr(path: Path, name: str) -> bool:
@@ -440,4 +519,4 @@ def run_solution(source: Any, run: "int | str"):
 
 
 __all__ = ["open_sweep", "run_solution", "consolidate", "provenance", "read_manifest", "completed", "grid_coords",
-           "store_format", "consolidated_path", "FORMATS"]
+           "store_format", "consolidated_path", "migrate_run_ids", "retried_statuses", "FORMATS"]
