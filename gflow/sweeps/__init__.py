@@ -43,6 +43,7 @@ from .executors import (
 from .run import FORMATS, SWEEP_STATUSES, run_task
 from .store import (
     check_not_experiment_folder,
+    check_same_sweep,
     completed,
     consolidate,
     consolidated_path,
@@ -78,6 +79,7 @@ def sweep(
     scheduler: Any = None,
     progress: bool | None = None,
     retry_failed: bool = False,
+    extend: bool = False,
     keep_weights: bool = False,
     format: str | None = None,
     executor_options: dict | None = None,
@@ -111,6 +113,9 @@ def sweep(
             ``time_budget`` run on a faster machine; by default every run with a file is complete, except that a
             limit raised since the store's last sweep (``max_wall_time``, ``max_steps``) repeats the runs it
             stopped (``"time_budget"``; ``"max_steps"``, ``"stalled"``).
+        extend: accept a ``store`` that holds a sweep this one extends (the same settings, with more grid values
+            or seeds): only the new runs are computed.  Any other change of configuration against a store with
+            runs is refused, since the manifest would forget the store's earlier runs (give a new store).
         keep_weights: store W_final (and W at ``weights_at``) in the run files; off by default, because at
             m = D = 8192 W alone is 512 MiB per run.
         format: how runs are recorded: ``"netcdf"`` (one file per run, the default) or ``"zarr"`` (one group
@@ -130,7 +135,8 @@ def sweep(
     Raises:
         SweepConfigError (a ValueError): unknown sections or keys, grid values that are not lists, an unknown
             generator or solver kind, or a first run whose network or data cannot be built; the message names
-            the key.
+            the key.  Also a ``store`` that holds runs of a different sweep (naming the settings that differ),
+            or of a sweep this one extends without ``extend=True``.
 
     A run's file is named by a hash of its resolved configuration (grid point, seed and fixed settings, but not
     the run limits ``max_wall_time``, ``max_steps``, ``checkpoint_every``, ``keep_checkpoint``, which do not change
@@ -143,13 +149,14 @@ def sweep(
     """
     cfg = SweepConfig.from_dict(network, data, solver, grid, seeds)
     return run_sweep(cfg, store=store, executor=executor, workers=workers, scheduler=scheduler, progress=progress,
-                     retry_failed=retry_failed, keep_weights=keep_weights, format=format,
+                     retry_failed=retry_failed, extend=extend, keep_weights=keep_weights, format=format,
                      executor_options=executor_options)
 
 
 def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local", workers: int | None = None,
               scheduler: Any = None, progress: bool | None = None, retry_failed: bool = False,
-              keep_weights: bool = False, format: str | None = None, executor_options: dict | None = None,
+              extend: bool = False, keep_weights: bool = False, format: str | None = None,
+              executor_options: dict | None = None,
               report=None):
     """Run a validated :class:`SweepConfig` (see :func:`sweep`); ``report(counts)`` gets the final counts
     (``total``, ``skipped``, ``success``, ``failed``, ``error``, and ``lost``: runs whose worker died, which stay
@@ -161,7 +168,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a folder, but {store} is a file")
-    for name, value in (("retry_failed", retry_failed), ("keep_weights", keep_weights)):
+    for name, value in (("retry_failed", retry_failed), ("extend", extend), ("keep_weights", keep_weights)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {describe(value)}")
     if isinstance(executor, str):
@@ -192,6 +199,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                           GFlowWarning, stacklevel=2)
         # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
         retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
+        check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
     write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)), fmt)
     have = completed(store, read_status=retry_failed or bool(retry), fmt=fmt)
     todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")

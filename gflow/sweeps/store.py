@@ -182,6 +182,83 @@ def migrate_run_ids(store: "str | Path", fmt: str = "netcdf") -> int:
     return renamed
 
 
+def check_same_sweep(store: "str | Path", config: dict, runs: list, fmt: str = "netcdf", *,
+                     extend: bool = False) -> None:
+    """Refuse to run a different sweep into a store that holds runs of another one.
+
+    The manifest (and so :func:`open_sweep`) lists the runs of the sweep run last: a changed configuration would
+    replace it and leave the store's earlier runs in ``runs/`` where no API shows them.  The runs are compared
+    by id (which hashes each run's resolved settings but not its limits, so a default written out or a raised
+    ``max_wall_time`` is the same sweep); ``extend=True`` accepts a configuration that keeps every run of the
+    store and adds more (grid values, seeds).  A store without run records takes any configuration.
+
+    Raises:
+        SweepConfigError: the configuration drops runs of the store, or adds runs without ``extend``; the message
+            names the settings that differ.
+    """
+    from .config import SweepConfigError
+
+    store = Path(store)
+    if not (store / MANIFEST).exists() or not _records(store, fmt):
+        return
+    manifest = read_manifest(store)
+    old = [r["run_id"] for r in manifest["runs"]]
+    new = {r.run_id for r in runs}
+    dropped = [i for i in old if i not in new]
+    added = len(new - set(old))
+    if not dropped and (not added or extend):
+        return
+    diffs = "; ".join(config_differences(manifest["config"], config)) or (
+        "the settings read the same, but resolve to other runs (defaults of another gflow version)")
+    if not dropped:
+        raise SweepConfigError(
+            f"the configuration adds {added} run(s) to the sweep in the store {store} ({diffs}); to add them to "
+            "this sweep pass extend=True (gflow sweep --extend), or give a new store (store= / --out)")
+    raise SweepConfigError(
+        f"the configuration differs from the sweep in the store {store} ({diffs}): {len(dropped)} of its "
+        f"{len(old)} runs are not runs of the new configuration and would be orphaned (dropped from its manifest "
+        "and from gf.open_sweep); give a new store (store= / --out) for the new configuration"
+        + ("" if extend else ", or keep every setting and grid value and pass extend=True (gflow sweep --extend) "
+           "to add grid values or seeds"))
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two sweep configurations (``SweepConfig.to_dict()``), one phrase per key: fixed
+    settings (the run limits left out), grid values and seeds."""
+    from .config import RUN_LIMITS, SECTIONS, _canonical
+
+    out = []
+    for section in SECTIONS:
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if section == "solver" and key in RUN_LIMITS:
+                continue
+            va, vb = a.get(key), b.get(key)
+            if _canonical(va) != _canonical(vb):  # 5 and 5.0 are the same setting
+                show = lambda v: "not set" if v is None else json.dumps(v)
+                out.append(f"{section}.{key}: {show(va)} in the store vs {show(vb)} now")
+    ga, gb = old.get("grid") or {}, new.get("grid") or {}
+    for key in list(ga) + [k for k in gb if k not in ga]:
+        if key not in gb:
+            out.append(f"grid[{key!r}] is swept in the store but not now")
+        elif key not in ga:
+            out.append(f"grid[{key!r}] is swept now but not in the store")
+        else:
+            ca, cb = _canonical(ga[key]), _canonical(gb[key])
+            more = [v for v, c in zip(gb[key], cb) if c not in ca]
+            less = [v for v, c in zip(ga[key], ca) if c not in cb]
+            if more:
+                out.append(f"grid[{key!r}] adds {json.dumps(more)}")
+            if less:
+                out.append(f"grid[{key!r}] drops {json.dumps(less)}")
+    sa, sb = list(old.get("seeds", [])), list(new.get("seeds", []))
+    if sa != sb:
+        more, less = [s for s in sb if s not in sa], [s for s in sa if s not in sb]
+        parts = ([f"adds {more}"] if more else []) + ([f"drops {less}"] if less else [])
+        out.append("seeds " + ", ".join(parts) if parts else f"seeds: {sa} in the store vs {sb} now")
+    return out
+
+
 def retried_statuses(old_solver: dict, new_solver: dict) -> set[str]:
     """The failure statuses a raised limit can resolve: ``"time_budget"`` when ``max_wall_time`` is larger in
     ``new_solver`` (None: no budget) than in ``old_solver``, ``"max_steps"`` and ``"stalled"`` (a projection
@@ -519,4 +596,5 @@ def run_solution(source: Any, run: "int | str"):
 
 
 __all__ = ["open_sweep", "run_solution", "consolidate", "provenance", "read_manifest", "completed", "grid_coords",
-           "store_format", "consolidated_path", "migrate_run_ids", "retried_statuses", "FORMATS"]
+           "store_format", "consolidated_path", "migrate_run_ids", "retried_statuses", "check_same_sweep",
+           "config_differences", "FORMATS"]
