@@ -279,8 +279,8 @@ def cmd_sweep(args) -> int:
     counts: dict = {}
     progress = True if args.progress else (False if args.progress is False else None)
     ds = run_sweep(cfg, store=args.out, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
-                   progress=progress, retry_failed=args.retry_failed, report=counts.update, format=args.format,
-                   executor_options=_sweep_executor_options(args))
+                   progress=progress, retry_failed=args.retry_failed, extend=args.extend, report=counts.update,
+                   format=args.format, executor_options=_sweep_executor_options(args))
     print(f"sweep: {counts['total']} runs ({counts['skipped']} already in {args.out}): {counts['success']} succeeded, "
           f"{counts['failed']} failed, {counts['error']} raised an error")
     if counts["lost"]:
@@ -471,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a submitit parameter (repeatable), e.g. timeout_min=30, slurm_partition=gpu")
     sw.add_argument("--retry-failed", action="store_true", dest="retry_failed",
                     help="also repeat runs recorded with a failure status")
+    sw.add_argument("--extend", action="store_true",
+                    help="add runs (more grid values or seeds, the other settings unchanged) to the sweep already "
+                    "in --out; any other change of configuration needs a new --out")
     sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="overall progress bar (default: only in a terminal; without one nothing is printed until "
                     "the sweep finishes)")

@@ -131,10 +131,59 @@ def test_rerun_skips_completed_runs_and_a_wider_grid_adds_only_the_new_ones(tmp_
     first = next((store / "runs").glob("*.nc"))
     mtime = first.stat().st_mtime_ns
     wider = SweepConfig.from_dict(NETWORK, DATA, SOLVER, {"data.n": [6, 8]}, 1)
-    ds = run_sweep(wider, store=store, progress=False, report=counts.update)
+    with pytest.raises(SweepConfigError, match=r"adds 1 run.*grid\['data.n'\] adds \[8\].*extend=True"):
+        run_sweep(wider, store=store, progress=False)  # more runs in an existing store: only when asked for
+    ds = run_sweep(wider, store=store, progress=False, report=counts.update, extend=True)
     assert counts["skipped"] == 1 and counts["success"] == 1
     assert first.stat().st_mtime_ns == mtime
     assert ds.sizes["run"] == 2 and (ds.status.values == "success").all()
+
+
+def test_a_changed_configuration_is_refused_naming_what_differs(tmp_path):
+    """Re-running a store with other settings would replace its manifest and hide its runs: refused, naming the
+    keys; limits, defaults written out and the same grid are the same sweep."""
+    store = tmp_path / "s"
+    solver = {**LONG_GD, "steps": 20}
+    base = SweepConfig.from_dict(NETWORK, DATA, solver, {"data.n": [6, 8]}, 1)
+    run_sweep(base, store=store, progress=False)
+    manifest = (store / "manifest.json").read_text()
+    for changed, needle in [
+        (({**NETWORK, "width": 8}, DATA, solver, {"data.n": [6, 8]}, 1), r"network.width: 16 in the store vs 8 now"),
+        ((NETWORK, DATA, {**solver, "step": 0.2}, {"data.n": [6, 8]}, 1), r"solver.step: 0.1 in the store vs 0.2"),
+        ((NETWORK, DATA, solver, {"data.n": [6, 10]}, 1), r"grid\['data.n'\] adds \[10\]; grid\['data.n'\] drops \[8\]"),
+        ((NETWORK, DATA, solver, {"data.n": [6, 8]}, [1]), r"seeds adds \[1\], drops \[0\]"),
+    ]:
+        for extend in (False, True):  # extend adds runs, it never drops them
+            with pytest.raises(SweepConfigError, match=needle + r".*would be orphaned.*new store \(store= / --out\)"):
+                run_sweep(SweepConfig.from_dict(*changed), store=store, progress=False, extend=extend)
+    assert (store / "manifest.json").read_text() == manifest  # untouched
+    counts: dict = {}
+    same = SweepConfig.from_dict(NETWORK, {**DATA, "seed": 0}, {**solver, "max_wall_time": 60.0, "checkpoint_every": 1.0},
+                                 {"data.n": [6, 8]}, [0])
+    run_sweep(same, store=store, progress=False, report=counts.update)
+    assert counts["skipped"] == 2
+    more = SweepConfig.from_dict(NETWORK, DATA, solver, {"data.n": [6, 8]}, 2)
+    ds = run_sweep(more, store=store, progress=False, report=counts.update, extend=True)
+    assert (counts["skipped"], counts["success"]) == (2, 2) and ds.sizes["run"] == 4
+
+
+def test_cli_refuses_a_changed_config_and_extends_with_extend(tmp_path, capsys):
+    base = ("seeds = 1\n[network]\nd = 5\nwidth = {w}\nactivation = \"tanh\"\n[data]\ngenerator = \"random_labels\"\n"
+            "n = 6\n[solver]\nkind = \"gradient_descent\"\nsteps = 20\nsave_every = 10\n[grid]\n\"solver.step\" = {g}\n")
+    files = {}
+    for name, w, g in (("a", 16, "[0.1]"), ("b", 8, "[0.1]"), ("c", 16, "[0.1, 0.2]")):
+        files[name] = tmp_path / f"{name}.toml"
+        files[name].write_text(base.format(w=w, g=g))
+    out = str(tmp_path / "st")
+    assert main(["sweep", str(files["a"]), "--out", out, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(files["b"]), "--out", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "network.width: 16 in the store vs 8 now" in err and "--out" in err
+    assert main(["sweep", str(files["c"]), "--out", out, "--no-progress"]) == 2
+    assert "--extend" in capsys.readouterr().err
+    assert main(["sweep", str(files["c"]), "--out", out, "--no-progress", "--extend"]) == 0
+    assert "2 runs (1 already" in capsys.readouterr().out
 
 
 def test_process_pool_equals_serial(serial, tmp_path):
@@ -414,6 +463,67 @@ def test_retry_failed_repeats_only_the_failed_runs(tmp_path, fmt):
     ds = run_sweep(cfg, store=tmp_path, progress=False, retry_failed=True, report=counts.update)
     assert counts["skipped"] == 1 and counts["failed"] == 1
     assert sorted(ds.status.values.tolist()) == ["diverged", "success"]
+
+
+LONG_GD = {"kind": "gradient_descent", "step": 0.1, "steps": 3000, "save_every": 100}
+
+
+def test_raising_max_wall_time_resumes_the_stopped_runs_from_their_checkpoints(tmp_path):
+    """The time_budget message says "raise max_wall_time": re-running with a larger one is the same run (the
+    limits are not part of the run id), repeated from its checkpoint, not a new run from t = 0."""
+    cfg = lambda **limits: SweepConfig.from_dict(
+        NETWORK, {**DATA, "n": 6}, {**LONG_GD, **limits}, None, 1)
+    counts: dict = {}
+    ds = run_sweep(cfg(max_wall_time=1e-3), store=tmp_path, progress=False, report=counts.update)
+    assert ds.status.values.tolist() == ["time_budget"] and ds.final_t.values[0] < 300.0
+    run_id = ds.run_id.values[0]
+    assert [p.stem for p in (tmp_path / "checkpoints").glob("*.ckpt")] == [run_id]
+    assert cfg(max_wall_time=60.0, checkpoint_every=5.0, keep_checkpoint=True).runs()[0].run_id == run_id
+    # the same budget again: complete as recorded (a failure is repeated only with --retry-failed)
+    run_sweep(cfg(max_wall_time=1e-3), store=tmp_path, progress=False, report=counts.update)
+    assert counts["skipped"] == 1
+    ds = run_sweep(cfg(max_wall_time=60.0), store=tmp_path, progress=False, report=counts.update)
+    assert counts["skipped"] == 0 and counts["success"] == 1
+    assert ds.run_id.values.tolist() == [run_id] and ds.status.values.tolist() == ["success"]
+    assert ds.final_t.values[0] == pytest.approx(300.0)
+    assert gf.run_solution(ds, 0).stats["resumed"] is True
+    assert [p.stem for p in (tmp_path / "runs").glob("*.nc")] == [run_id]
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))  # deleted once the run succeeded
+
+
+def test_a_run_limit_cannot_be_swept():
+    with pytest.raises(SweepConfigError, match=r"solver.max_wall_time is a run limit.*set it in \[solver\]"):
+        SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, LONG_GD, {"solver.max_wall_time": [1.0, 2.0]}, 1)
+
+
+def test_a_store_with_the_old_run_ids_is_migrated_not_recomputed(tmp_path):
+    """Stores written before the limits left the run id: their records and checkpoints are renamed to the
+    current ids (with a warning), so that re-running them skips their finished runs."""
+    from gflow.sweeps.config import run_id_of
+
+    cfg = SweepConfig.from_dict(NETWORK, DATA, {**LONG_GD, "steps": 20}, {"data.n": [6, 7]}, 1)
+    ds = run_sweep(cfg, store=tmp_path, progress=False)
+    # make it a store of the earlier scheme: ids hashing every solver keyword, no run_id_version in the manifest
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["run_id_version"]
+    for r, spec in zip(manifest["runs"], cfg.runs()):
+        old = run_id_of(spec.config, version=1)
+        assert old != r["run_id"]
+        (tmp_path / "runs" / f"{r['run_id']}.nc").rename(tmp_path / "runs" / f"{old}.nc")
+        r["run_id"] = old
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    counts: dict = {}
+    with pytest.warns(gf.GFlowWarning, match=r"earlier gflow.*renamed 2 run record"):
+        again = run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)
+    assert counts["skipped"] == 2
+    assert again.run_id.values.tolist() == ds.run_id.values.tolist()
+    np.testing.assert_array_equal(again.loss.values, ds.loss.values)
+    # a manifest whose ids this gflow cannot reproduce is refused, not recomputed
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["run_id_version"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SweepConfigError, match=r"cannot be matched to the current run ids.*new store"):
+        run_sweep(cfg, store=tmp_path, progress=False)
 
 
 def test_sweep_benchmark_quick_mode_writes_json(tmp_path):

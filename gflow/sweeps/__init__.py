@@ -43,12 +43,15 @@ from .executors import (
 from .run import FORMATS, SWEEP_STATUSES, run_task
 from .store import (
     check_not_experiment_folder,
+    check_same_sweep,
     completed,
     consolidate,
     consolidated_path,
     grid_coords,
+    migrate_run_ids,
     open_sweep,
     read_manifest,
+    retried_statuses,
     run_solution,
     store_format,
     write_manifest,
@@ -76,6 +79,7 @@ def sweep(
     scheduler: Any = None,
     progress: bool | None = None,
     retry_failed: bool = False,
+    extend: bool = False,
     keep_weights: bool = False,
     format: str | None = None,
     executor_options: dict | None = None,
@@ -106,7 +110,12 @@ def sweep(
         progress: an overall tqdm bar (done, failed, remaining, ETA), and with the serial executor a bar over
             flow time for the run in progress; ``None``: only when stderr is a terminal (quiet in logs).
         retry_failed: also repeat runs whose file records a failure (any status but ``"success"``), e.g. a
-            ``time_budget`` run on a faster machine; by default every run with a file is complete.
+            ``time_budget`` run on a faster machine; by default every run with a file is complete, except that a
+            limit raised since the store's last sweep (``max_wall_time``, ``max_steps``) repeats the runs it
+            stopped (``"time_budget"``; ``"max_steps"``, ``"stalled"``).
+        extend: accept a ``store`` that holds a sweep this one extends (the same settings, with more grid values
+            or seeds): only the new runs are computed.  Any other change of configuration against a store with
+            runs is refused, since the manifest would forget the store's earlier runs (give a new store).
         keep_weights: store W_final (and W at ``weights_at``) in the run files; off by default, because at
             m = D = 8192 W alone is 512 MiB per run.
         format: how runs are recorded: ``"netcdf"`` (one file per run, the default) or ``"zarr"`` (one group
@@ -126,22 +135,28 @@ def sweep(
     Raises:
         SweepConfigError (a ValueError): unknown sections or keys, grid values that are not lists, an unknown
             generator or solver kind, or a first run whose network or data cannot be built; the message names
-            the key.
+            the key.  Also a ``store`` that holds runs of a different sweep (naming the settings that differ),
+            or of a sweep this one extends without ``extend=True``.
 
-    A run's file is named by a hash of its resolved configuration (grid point, seed and fixed settings), so
-    re-running a sweep — after a crash, a kill, or with more grid values — only computes the missing runs.
-    If the solver takes ``checkpoint=`` (checkpoint/resume of long runs), each run gets
-    ``STORE/checkpoints/<run_id>.ckpt``.
+    A run's file is named by a hash of its resolved configuration (grid point, seed and fixed settings, but not
+    the run limits ``max_wall_time``, ``max_steps``, ``checkpoint_every``, ``keep_checkpoint``, which do not change
+    its result), so re-running a sweep — after a crash, a kill, or with more grid values — only computes the
+    missing runs.  If the solver takes ``checkpoint=`` (checkpoint/resume of long runs), each run gets
+    ``STORE/checkpoints/<run_id>.ckpt``, and a run stopped by ``max_wall_time`` resumes from it when the sweep is
+    run again with a larger ``max_wall_time``.  A store written by a gflow whose run ids hashed the limits too is
+    migrated first (its records and checkpoints renamed, with a :class:`gflow.GFlowWarning`; see
+    :func:`gflow.sweeps.store.migrate_run_ids`).
     """
     cfg = SweepConfig.from_dict(network, data, solver, grid, seeds)
     return run_sweep(cfg, store=store, executor=executor, workers=workers, scheduler=scheduler, progress=progress,
-                     retry_failed=retry_failed, keep_weights=keep_weights, format=format,
+                     retry_failed=retry_failed, extend=extend, keep_weights=keep_weights, format=format,
                      executor_options=executor_options)
 
 
 def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local", workers: int | None = None,
               scheduler: Any = None, progress: bool | None = None, retry_failed: bool = False,
-              keep_weights: bool = False, format: str | None = None, executor_options: dict | None = None,
+              extend: bool = False, keep_weights: bool = False, format: str | None = None,
+              executor_options: dict | None = None,
               report=None):
     """Run a validated :class:`SweepConfig` (see :func:`sweep`); ``report(counts)`` gets the final counts
     (``total``, ``skipped``, ``success``, ``failed``, ``error``, and ``lost``: runs whose worker died, which stay
@@ -153,7 +168,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a folder, but {store} is a file")
-    for name, value in (("retry_failed", retry_failed), ("keep_weights", keep_weights)):
+    for name, value in (("retry_failed", retry_failed), ("extend", extend), ("keep_weights", keep_weights)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {describe(value)}")
     if isinstance(executor, str):
@@ -175,9 +190,20 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         raise SweepConfigError(f"network.device asks for 'cuda' but this machine has no CUDA device; with "
                                f"executor={executor!r} the runs execute here (use device = 'cpu', or a cluster "
                                "with GPUs through scheduler= or submitit)")
+    retry: set = set()
+    if (store / "manifest.json").exists():
+        renamed = migrate_run_ids(store, fmt)
+        if renamed:
+            warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run limits "
+                          f"(max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the current ids",
+                          GFlowWarning, stacklevel=2)
+        # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
+        retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
+        check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
     write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)), fmt)
-    have = completed(store, read_status=retry_failed, fmt=fmt)
-    todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")]
+    have = completed(store, read_status=retry_failed or bool(retry), fmt=fmt)
+    todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
+            or have[r.run_id] in retry]
     if todo:
         # the consolidated file is stale until this sweep completes; open_sweep reads the run records meanwhile
         cons = consolidated_path(store, fmt)

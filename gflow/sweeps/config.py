@@ -4,7 +4,8 @@ A sweep is ``network`` (:class:`gflow.Network` keywords), ``data`` (``generator`
 function and its arguments, plus ``n_test`` / ``test_seed``), ``solver`` (``kind`` = ``"simulate"`` or
 ``"gradient_descent"`` and that function's keywords), a ``grid`` mapping ``"section.key"`` to a list of values,
 and ``seeds`` (network seeds).  A run is one grid point × one seed; its id is a hash of its resolved
-configuration, so the same run always lands in the same file of a store.
+configuration less the run limits (:data:`RUN_LIMITS`), so the same run always lands in the same file of a
+store, also when it is repeated with a larger ``max_wall_time``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ SOLVER_KINDS = ("simulate", "gradient_descent")
 DATA_KEYS = ("generator", "n_test", "test_seed")
 #: solver keywords the sweep sets itself (the data, progress bars, warnings, per-run checkpoint files)
 _RESERVED_SOLVER = {"net", "X", "y", "X_test", "y_test", "warn", "progress", "checkpoint"}
+#: solver keywords that bound a run or its checkpoints but do not change its result: left out of the run id (as
+#: the checkpoint fingerprint leaves them out), so that a run stopped by a limit ("time_budget", "max_steps") and
+#: repeated with a larger one is the same run, resuming from its checkpoint instead of starting a new run file
+RUN_LIMITS = ("max_wall_time", "max_steps", "checkpoint_every", "keep_checkpoint")
+#: the run-id scheme, recorded in a store's manifest: 1 (gflow before RUN_LIMITS, no record in the manifest)
+#: hashed the limits too; 2 leaves them out
+RUN_ID_VERSION = 2
 
 
 class SweepConfigError(ValueError):
@@ -109,8 +117,14 @@ def _canonical(value: Any) -> Any:
     return repr(value)
 
 
-def run_id_of(resolved: dict) -> str:
-    """A stable 16-hex-digit id: the SHA-256 of the canonical JSON of the resolved run configuration."""
+def run_id_of(resolved: dict, *, version: int = RUN_ID_VERSION) -> str:
+    """A stable 16-hex-digit id: the SHA-256 of the canonical JSON of the resolved run configuration without the
+    run limits (:data:`RUN_LIMITS`); ``version=1`` gives the id of earlier gflow versions, which hashed the limits
+    too (to find the runs of a store written by one, see :func:`gflow.sweeps.store.migrate_run_ids`)."""
+    if version not in (1, RUN_ID_VERSION):
+        raise ValueError(f"version must be 1 or {RUN_ID_VERSION} (the run-id scheme), got {version!r}")
+    if version >= 2 and "solver" in resolved:
+        resolved = {**resolved, "solver": {k: v for k, v in resolved["solver"].items() if k not in RUN_LIMITS}}
     text = json.dumps(_canonical(resolved), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -221,6 +235,9 @@ class SweepConfig:
                                        f"{sorted(allowed[section])} {hints[section]}")
         for g in clean_grid:
             section, key = g.split(".")
+            if section == "solver" and key in RUN_LIMITS:
+                raise SweepConfigError(f"{g} is a run limit, which does not change a run's result and is not part "
+                                       f"of its id, so it cannot be swept in [grid]; set it in [solver]")
             if key in sections[section]:
                 raise SweepConfigError(f"{g} is both fixed in [{section}] and swept in [grid]; keep one")
         for g, values in clean_grid.items():  # every value of the grid, not only the first run's
@@ -365,4 +382,5 @@ def _check_seeds(seeds: Any) -> tuple:
                            f"{describe(seeds)}")
 
 
-__all__ = ["SweepConfig", "SweepConfigError", "RunSpec", "run_id_of", "SECTIONS", "SOLVER_KINDS"]
+__all__ = ["SweepConfig", "SweepConfigError", "RunSpec", "run_id_of", "SECTIONS", "SOLVER_KINDS", "RUN_LIMITS",
+           "RUN_ID_VERSION"]

@@ -22,6 +22,7 @@ with NaN.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -31,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .run import (FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, check_format, ensure_zarr_root, run_file, write_atomic,
-                  write_zarr_atomic)
+from .config import RUN_ID_VERSION
+from .run import (FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, check_format, checkpoint_file, ensure_zarr_root,
+                  run_file, write_atomic, write_zarr_atomic)
 
 MANIFEST = "manifest.json"
 CONSOLIDATED = "sweep.nc"
@@ -109,6 +111,7 @@ def write_manifest(store: Path, config: dict, runs: list, coords: dict, fmt: str
     driver writes it, once per sweep and before any run is submitted."""
     manifest = {
         "gflow_sweep_format": STORE_FORMAT,
+        "run_id_version": RUN_ID_VERSION,
         "format": fmt,
         "config": config,
         "grid_coords": coords,
@@ -118,10 +121,163 @@ def write_manifest(store: Path, config: dict, runs: list, coords: dict, fmt: str
     store.mkdir(parents=True, exist_ok=True)
     if fmt == "zarr":
         ensure_zarr_root(store)
-    fd, tmp = tempfile.mkstemp(dir=store, prefix=".manifest.", suffix=".tmp")
+    _write_json(store / MANIFEST, manifest)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
-        json.dump(manifest, fh, indent=1)
-    os.replace(tmp, store / MANIFEST)
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def migrate_run_ids(store: "str | Path", fmt: str = "netcdf") -> int:
+    """Rename the runs of a store written before run ids left out the run limits to their current ids.
+
+    Run ids of ``run_id_version`` 1 (manifests without the key) hashed ``max_wall_time``, ``max_steps``,
+    ``checkpoint_every`` too, so every id differs now; without this a re-run of such a store would compute all
+    its runs again under new ids and orphan the old records and checkpoints.  The store's own configuration (its
+    manifest) is resolved again: when it reproduces the manifest's ids, each run record and checkpoint is renamed
+    to the current id (atomically, one at a time; an interrupted migration is completed by the next call) and the
+    manifest rewritten.  Returns the number of files renamed (0 for a current store).
+
+    Raises:
+        SweepConfigError: this gflow cannot reproduce the store's old run ids (its configuration no longer
+            validates, or resolves to other runs: changed defaults), so its runs cannot be matched to the current
+            ids; they stay readable with :func:`open_sweep`, and continuing needs a new store.
+    """
+    from .config import SweepConfig, SweepConfigError, run_id_of
+
+    store = Path(store)
+    manifest = read_manifest(store)
+    if manifest.get("run_id_version", 1) >= RUN_ID_VERSION:
+        return 0
+    c = manifest["config"]
+    advice = (f"its runs stay readable with gf.open_sweep({str(store)!r}); to continue the sweep give a new store "
+              "(store= / --out)")
+    try:
+        runs = SweepConfig.from_dict(c["network"], c["data"], c["solver"], c.get("grid"), c["seeds"]).runs()
+    except SweepConfigError as exc:
+        raise SweepConfigError(f"the store {store} was written by an earlier gflow (run ids that hashed the run "
+                               f"limits), and its configuration no longer validates ({exc}), so its runs cannot be "
+                               f"matched to the current run ids; {advice}") from None
+    mapping = {run_id_of(r.config, version=1): r.run_id for r in runs}
+    listed = [r["run_id"] for r in manifest["runs"]]
+    if set(listed) != set(mapping):
+        raise SweepConfigError(f"the store {store} was written by an earlier gflow (run ids that hashed the run "
+                               f"limits), and this gflow resolves its configuration to other runs (changed defaults), "
+                               f"so its runs cannot be matched to the current run ids; {advice}")
+    renamed = 0
+    for old, new in mapping.items():
+        if old == new:
+            continue
+        for src, dst in ((run_file(store, old, fmt), run_file(store, new, fmt)),
+                         (checkpoint_file(store, old), checkpoint_file(store, new))):
+            if src.exists() and not dst.exists():
+                os.rename(src, dst)
+                renamed += 1
+    manifest["runs"] = [{**r, "run_id": mapping[r["run_id"]]} for r in manifest["runs"]]
+    manifest["run_id_version"] = RUN_ID_VERSION
+    _write_json(store / MANIFEST, manifest)
+    return renamed
+
+
+def check_same_sweep(store: "str | Path", config: dict, runs: list, fmt: str = "netcdf", *,
+                     extend: bool = False) -> None:
+    """Refuse to run a different sweep into a store that holds runs of another one.
+
+    The manifest (and so :func:`open_sweep`) lists the runs of the sweep run last: a changed configuration would
+    replace it and leave the store's earlier runs in ``runs/`` where no API shows them.  The runs are compared
+    by id (which hashes each run's resolved settings but not its limits, so a default written out or a raised
+    ``max_wall_time`` is the same sweep); ``extend=True`` accepts a configuration that keeps every run of the
+    store and adds more (grid values, seeds).  A store without run records takes any configuration.
+
+    Raises:
+        SweepConfigError: the configuration drops runs of the store, or adds runs without ``extend``; the message
+            names the settings that differ.
+    """
+    from .config import SweepConfigError
+
+    store = Path(store)
+    if not (store / MANIFEST).exists() or not _records(store, fmt):
+        return
+    manifest = read_manifest(store)
+    old = [r["run_id"] for r in manifest["runs"]]
+    new = {r.run_id for r in runs}
+    dropped = [i for i in old if i not in new]
+    added = len(new - set(old))
+    if not dropped and (not added or extend):
+        return
+    diffs = "; ".join(config_differences(manifest["config"], config)) or (
+        "the settings read the same, but resolve to other runs (defaults of another gflow version)")
+    if not dropped:
+        raise SweepConfigError(
+            f"the configuration adds {added} run(s) to the sweep in the store {store} ({diffs}); to add them to "
+            "this sweep pass extend=True (gflow sweep --extend), or give a new store (store= / --out)")
+    raise SweepConfigError(
+        f"the configuration differs from the sweep in the store {store} ({diffs}): {len(dropped)} of its "
+        f"{len(old)} runs are not runs of the new configuration and would be orphaned (dropped from its manifest "
+        "and from gf.open_sweep); give a new store (store= / --out) for the new configuration"
+        + ("" if extend else ", or keep every setting and grid value and pass extend=True (gflow sweep --extend) "
+           "to add grid values or seeds"))
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two sweep configurations (``SweepConfig.to_dict()``), one phrase per key: fixed
+    settings (the run limits left out), grid values and seeds."""
+    from .config import RUN_LIMITS, SECTIONS, _canonical
+
+    out = []
+    for section in SECTIONS:
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if section == "solver" and key in RUN_LIMITS:
+                continue
+            va, vb = a.get(key), b.get(key)
+            if _canonical(va) != _canonical(vb):  # 5 and 5.0 are the same setting
+                show = lambda v: "not set" if v is None else json.dumps(v)
+                out.append(f"{section}.{key}: {show(va)} in the store vs {show(vb)} now")
+    ga, gb = old.get("grid") or {}, new.get("grid") or {}
+    for key in list(ga) + [k for k in gb if k not in ga]:
+        if key not in gb:
+            out.append(f"grid[{key!r}] is swept in the store but not now")
+        elif key not in ga:
+            out.append(f"grid[{key!r}] is swept now but not in the store")
+        else:
+            ca, cb = _canonical(ga[key]), _canonical(gb[key])
+            more = [v for v, c in zip(gb[key], cb) if c not in ca]
+            less = [v for v, c in zip(ga[key], ca) if c not in cb]
+            if more:
+                out.append(f"grid[{key!r}] adds {json.dumps(more)}")
+            if less:
+                out.append(f"grid[{key!r}] drops {json.dumps(less)}")
+    sa, sb = list(old.get("seeds", [])), list(new.get("seeds", []))
+    if sa != sb:
+        more, less = [s for s in sb if s not in sa], [s for s in sa if s not in sb]
+        parts = ([f"adds {more}"] if more else []) + ([f"drops {less}"] if less else [])
+        out.append("seeds " + ", ".join(parts) if parts else f"seeds: {sa} in the store vs {sb} now")
+    return out
+
+
+def retried_statuses(old_solver: dict, new_solver: dict) -> set[str]:
+    """The failure statuses a raised limit can resolve: ``"time_budget"`` when ``max_wall_time`` is larger in
+    ``new_solver`` (None: no budget) than in ``old_solver``, ``"max_steps"`` and ``"stalled"`` (a projection
+    beyond max_steps) when ``max_steps`` is.  A re-run of a sweep repeats its runs recorded with these statuses
+    (they resume from their checkpoints), so raising the limit and re-running does what the message says."""
+    import inspect
+
+    from ..solve.ode import simulate
+
+    def limit(solver: dict, key: str):
+        value = solver.get(key, inspect.signature(simulate).parameters[key].default)
+        return math.inf if value is None else float(value)
+
+    out = set()
+    if limit(new_solver, "max_wall_time") > limit(old_solver, "max_wall_time"):
+        out.add("time_budget")
+    if limit(new_solver, "max_steps") > limit(old_solver, "max_steps"):
+        out |= {"max_steps", "stalled"}
+    return out
 
 
 def _h5_attr(path: Path, name: str) -> bool:
@@ -440,4 +596,5 @@ def run_solution(source: Any, run: "int | str"):
 
 
 __all__ = ["open_sweep", "run_solution", "consolidate", "provenance", "read_manifest", "completed", "grid_coords",
-           "store_format", "consolidated_path", "FORMATS"]
+           "store_format", "consolidated_path", "migrate_run_ids", "retried_statuses", "check_same_sweep",
+           "config_differences", "FORMATS"]
