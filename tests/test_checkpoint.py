@@ -262,3 +262,19 @@ def test_a_checkpoint_that_fails_mid_run_warns_once_and_the_run_goes_on(problem,
         sol = gf.gradient_descent(net, X, y, step=0.5, steps=30, save_every=3, checkpoint=tmp_path / "gd.ckpt")
     assert sol.ok and len([w for w in rec if "could not be written" in str(w.message)]) == 1
     assert_same_run(sol, ref, exact=True)
+
+
+def test_a_resumed_run_reports_the_wall_time_of_all_its_segments(problem, tmp_path):
+    # stats["wall_time"] was the last segment's only (a sweep's wall_time column understated resumed runs)
+    net, X, y = problem
+    args = dict(step=0.5, steps=300, save_every=7)
+    path = tmp_path / "gd.ckpt"
+    with budget_runs_out_at_eval(123), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        first = gf.gradient_descent(net, X, y, checkpoint=path, **args)
+    data = load(path)
+    assert 0.0 < data["monitor"]["wall"] < 60.0
+    data["monitor"]["wall"] = 1000.0  # as if the first segment had taken 1 000 s
+    atomic_save(data, path)
+    resumed = gf.gradient_descent(net, X, y, checkpoint=path, **args)
+    assert resumed.ok and 1000.0 < resumed.stats["wall_time"] < 1060.0
+    assert first.stats["wall_time"] < 60.0

@@ -383,6 +383,9 @@ class Monitor:
         self.max_wall_time = max_wall_time
         self._hint = hint
         self.start = time.perf_counter()
+        #: wall time of the earlier segments of a resumed run (from its checkpoint): ``stats["wall_time"]`` is the
+        #: whole run's (it was the last segment's only), while ``max_wall_time`` bounds each segment
+        self.wall_before = 0.0
         self.n_f_evals = 0
         self.n_accepted = 0
         self.n_rejected = 0
@@ -403,10 +406,10 @@ class Monitor:
         return self.n_accepted + self.n_rejected
 
     def state_dict(self) -> dict:
-        """The counters (for checkpoints); the limits and the wall-time clock are not part of it."""
+        """The counters (for checkpoints) and the wall time spent so far; the limits are not part of it."""
         return {"n_f_evals": self.n_f_evals, "n_accepted": self.n_accepted, "n_rejected": self.n_rejected,
                 "last_t": self.last_t, "last_dt": self.last_dt, "recent": list(self._recent), "max_dt": self.max_dt,
-                "proposed_dt": self.proposed_dt}
+                "proposed_dt": self.proposed_dt, "wall": self.wall_before + self.elapsed()}
 
     def load_state_dict(self, state: dict) -> None:
         self.n_f_evals, self.n_accepted = int(state["n_f_evals"]), int(state["n_accepted"])
@@ -416,6 +419,7 @@ class Monitor:
         self._recent.extend(state["recent"])
         self.max_dt = float(state.get("max_dt", 0.0))
         self.proposed_dt = state["proposed_dt"]
+        self.wall_before = float(state.get("wall", 0.0))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

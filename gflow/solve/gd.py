@@ -230,7 +230,7 @@ def gradient_descent(
         ckpt.finish(status == "success")
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,
-        "wall_time": wall, "flops_per_eval": field.flops_per_eval(), "last_step": step,
+        "wall_time": wall + monitor.wall_before, "flops_per_eval": field.flops_per_eval(), "last_step": step,
         "resumed": resume is not None,
     }
     config = {

@@ -507,7 +507,7 @@ def simulate(
         "n_accepted": monitor.n_accepted,
         "n_rejected": monitor.n_rejected if method not in SCIPY_METHODS else -1,
         "resumed": resume is not None,
-        "wall_time": wall,
+        "wall_time": wall + monitor.wall_before,
         "flops_per_eval": field.flops_per_eval(),
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
         **getattr(monitor, "extra_stats", {}),  # exprk4: flops, flops_per_eval (per stage), n_linearizations
