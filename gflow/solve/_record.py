@@ -202,14 +202,23 @@ class Recorder:
             lam = Q.extreme_eigenvalues(Q.kernel_M(pb.G, ds, net.c, net.kernel_coef))[1]
         return lam
 
-    def step_advice(self) -> str:
-        """What to try after a fixed-step flow solve's loss rose: a step below 2/λ_max(M₀), the linear stability
-        limit of the explicit methods at t = 0 (E3; rk4's reaches 2.79/λ_max)."""
-        method, h = self.fixed_step
+    def stability_limit0(self) -> float:
+        """2/λ_max(M₀), the linear stability limit of GD and of the explicit methods at t = 0 (E3; rk4's reaches
+        2.79/λ_max); inf where λ_max(M₀) is not a finite positive number."""
         lam = self.lam_max_M0()
-        if not (math.isfinite(lam) and lam > 0):
+        return 2.0 / lam if math.isfinite(lam) and lam > 0 else math.inf
+
+    def rise_text(self) -> str:
+        """The first rise of the saved loss (:attr:`loss_rise`, not None), in words."""
+        t0, L0, t, L = self.loss_rise
+        return f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}"
+
+    def step_advice(self) -> str:
+        """What to try after a fixed-step flow solve's loss rose: a step below :meth:`stability_limit0`."""
+        method, h = self.fixed_step
+        limit = self.stability_limit0()
+        if not math.isfinite(limit):
             return f"use a step below {h:g}, or an adaptive method (e.g. method='dop853')"
-        limit = 2.0 / lam
         if h > limit:
             return (f"the step {h:g} of method={method!r} exceeds the stability limit 2/λ_max(M₀) = {limit:.3g}; use "
                     f"a step below it (e.g. step={0.5 * limit:.2g}), or an adaptive method (e.g. method='dop853')")
@@ -231,9 +240,8 @@ class Recorder:
         """The first rise of the saved loss of a fixed-step flow solve, worded for a warning (None: no rise)."""
         if self.loss_rise is None or self.fixed_step is None:
             return None
-        t0, L0, t, L = self.loss_rise
-        return (f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}, but a gradient flow's loss "
-                f"never increases: the fixed-step solve is not following the flow; {self.step_advice()}")
+        return (f"{self.rise_text()}, but a gradient flow's loss never increases: the fixed-step solve is not "
+                f"following the flow; {self.step_advice()}")
 
     def state_dict(self) -> dict:
         """Everything recorded so far (for checkpoints); :meth:`load_state_dict` restores it."""

@@ -374,23 +374,35 @@ def simulate_batch(
         }
 
     messages = [message] * S
-    rises = {}
-    if status != "diverged":  # a fixed-step solve whose saved loss rose: recorded per seed, one warning
-        for s, rec in enumerate(recorders):
-            rise = rec.rise_message()
-            if rise is not None:
-                rises[s] = rise
-                messages[s] = f"{message}; warning: {rise}"
-                stats[s]["loss_rise"] = list(rec.loss_rise)
+    # a fixed-step solve whose saved loss rose: recorded per seed, one warning
+    rises = _note_rises(recorders, [status != "diverged"] * S, lambda rec: rec.rise_message(), messages, stats)
     sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_batch stopped early for all {S} seeds [{status}]: {message}", GFlowWarning,
                       stacklevel=2)
     elif warn and rises:
-        s = min(rises)
-        warnings.warn(f"gflow.simulate_batch: seed indices {sorted(rises)}: for seed index {s}, {rises[s]}",
-                      GFlowWarning, stacklevel=2)
+        _warn_rises("simulate_batch", rises)
     return sols
+
+
+def _note_rises(recorders, check, rise_of, messages: list, stats: list) -> dict:
+    """{seed index: text} of the seeds whose saved loss rose (``rise_of(recorder)``, None: no rise), among those
+    with ``check[s]``; each is appended to the seed's message and kept in its ``stats["loss_rise"]``."""
+    rises = {}
+    for s, rec in enumerate(recorders):
+        rise = rise_of(rec) if check[s] else None
+        if rise is not None:
+            rises[s] = rise
+            messages[s] = f"{messages[s]}; warning: {rise}"
+            stats[s]["loss_rise"] = list(rec.loss_rise)
+    return rises
+
+
+def _warn_rises(name: str, rises: dict) -> None:
+    """One warning for the seeds of :func:`_note_rises`, worded for the first of them."""
+    s = min(rises)
+    warnings.warn(f"gflow.{name}: seed indices {sorted(rises)}: for seed index {s}, {rises[s]}", GFlowWarning,
+                  stacklevel=3)
 
 
 def _resolve_batch_auto(net: Network, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
@@ -713,13 +725,9 @@ def gradient_descent_batch(
                                                    "go on")},
         }
 
-    rises = {}
-    for s, rec in enumerate(recorders):  # a saved loss that rose: as gf.gradient_descent, per seed, one warning
-        rise = _loss_rise(rec, step) if statuses[s] == "success" else None
-        if rise is not None:
-            rises[s] = rise
-            messages[s] = f"{messages[s]}; warning: {rise}"
-            stats[s]["loss_rise"] = list(rec.loss_rise)
+    # a saved loss that rose: as gf.gradient_descent, per seed, one warning
+    rises = _note_rises(recorders, [st == "success" for st in statuses], lambda rec: _loss_rise(rec, step), messages,
+                        stats)
     sols = _seed_solutions(bf, recorders, statuses, messages, stats, config_of)
     failed = [s for s in range(S) if statuses[s] != "success"]
     if warn and failed:
@@ -727,9 +735,7 @@ def gradient_descent_batch(
                       f"[{', '.join(sorted({statuses[s] for s in failed}))}]: {messages[failed[0]]}", GFlowWarning,
                       stacklevel=2)
     elif warn and rises:
-        s = min(rises)
-        warnings.warn(f"gflow.gradient_descent_batch: seed indices {sorted(rises)}: for seed index {s}, {rises[s]}",
-                      GFlowWarning, stacklevel=2)
+        _warn_rises("gradient_descent_batch", rises)
     return sols
 
 

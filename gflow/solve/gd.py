@@ -8,7 +8,6 @@ limit it follows a different trajectory from the flow (a property of GD, not a b
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any
@@ -262,13 +261,10 @@ def _loss_rise(recorder, step: float) -> str | None:
     the sign that GD no longer follows it (the paper's δ = 1 is past the limit for larger n)."""
     if recorder.loss_rise is None:
         return None
-    t0, L0, t, L = recorder.loss_rise
-    lam = recorder.lam_max_M0()
-    limit = 2.0 / lam if lam > 0 and math.isfinite(lam) else math.inf
+    limit = recorder.stability_limit0()
     where = (f"δ = {step:g} exceeds GD's linear stability limit 2/λ_max(M₀) = {limit:.3g}; a step below it follows "
              "the flow" if step > limit else
              f"δ = {step:g} is below GD's stability limit 2/λ_max(M₀) = {limit:.3g} at t = 0, but λ_max(M) changes as "
              "the features move; a smaller step follows the flow")
-    return (f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}, which the gradient flow never "
-            f"does: {where}")
+    return f"{recorder.rise_text()}, which the gradient flow never does: {where}"
 

@@ -123,6 +123,7 @@ import numpy as np
 import torch
 
 from ..fields.feature_space import FeatureSpaceField
+from ..model.quantities import gram
 from ._record import Monitor, Recorder
 from .expint import phi_functions
 from .filippov import FlowConstants
@@ -210,7 +211,7 @@ class SlidingStepper(FlowConstants):
         neuron with many sliding pairs would otherwise pad them all)."""
         md = mode[rows]
         B = self.slopes_of(md).mul_(self.c[rows][:, None])
-        out = torch.mm(B.T, B).mul_(self.G)
+        out = gram(B).mul_(self.G)
         S = md == 0
         k = S.sum(1)
         has = torch.nonzero(k).flatten()
@@ -599,28 +600,25 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     H1, A, mode1 = stepper.step(y[0], mode, h, exponential=expo)
                     if expo and bool(((mode1 != mode).sum(1) > MAX_LONG_CHANGES).any()):
                         # a long step with interacting changes in one neuron: shorter, down to δ
-                        kept["n_long_retries"] += 1
-                        stats.update(kept)
-                        monitor.on_step(t, h, False)
-                        h, landing = max(0.5 * h, step), False
-                        dt = min(dt, h)
-                        continue
-                    retry = stepper.retry(mode, mode1)
-                    if retry is None:
-                        break
-                    if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0
-                        coll = stepper.collapsing(mode, mode1)
-                        if bool(coll.any()):  # w_i reaches 0: the pattern it leaves with, if it does
-                            stuck = stepper.emerge(y[0], H1, mode1, coll, h)
-                            H1[coll & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
-                            stats["n_emerged"] += int((coll & ~stuck).sum())
-                            stepper.accepted |= stuck
-                        stepper.pin_exempt |= retry[0] & ~coll
-                        break
-                    kept[f"n_{retry[1]}_retries"] += 1  # (the retried step's counts are dropped)
+                        kind, shorter = "long", max(0.5 * h, step)
+                    else:
+                        retry = stepper.retry(mode, mode1)
+                        if retry is None:
+                            break
+                        if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0
+                            coll = stepper.collapsing(mode, mode1)
+                            if bool(coll.any()):  # w_i reaches 0: the pattern it leaves with, if it does
+                                stuck = stepper.emerge(y[0], H1, mode1, coll, h)
+                                H1[coll & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
+                                stats["n_emerged"] += int((coll & ~stuck).sum())
+                                stepper.accepted |= stuck
+                            stepper.pin_exempt |= retry[0] & ~coll
+                            break
+                        kind, shorter = retry[1], 0.5 * h
+                    kept[f"n_{kind}_retries"] += 1  # (the retried step's counts are dropped)
                     stats.update(kept)
                     monitor.on_step(t, h, False)
-                    h, landing = 0.5 * h, False
+                    h, landing = shorter, False
                     dt = min(dt, h)
                 mode = mode1
                 y1 = torch.empty_like(y)
