@@ -157,7 +157,8 @@ def test_periodic_checkpoints_are_written_while_the_run_goes_on(problem, tmp_pat
     path = tmp_path / "run.ckpt"
     times = []
     original = ck.atomic_save
-    monkeypatch.setattr(ck, "atomic_save", lambda obj, p: (times.append(obj["loop"]["t"]), original(obj, p)))
+    monkeypatch.setattr(ck, "atomic_save",
+                        lambda obj, p: ("loop" in obj and times.append(obj["loop"]["t"]), original(obj, p)))
     sol = gf.simulate(net, X, y, saveat=np.linspace(0.0, 2.0, 5), method="rk4", step=0.1, checkpoint=path,
                       checkpoint_every=1e-9, keep_checkpoint=True)
     assert sol.ok
@@ -278,3 +279,183 @@ def test_a_resumed_run_reports_the_wall_time_of_all_its_segments(problem, tmp_pa
     resumed = gf.gradient_descent(net, X, y, checkpoint=path, **args)
     assert resumed.ok and 1000.0 < resumed.stats["wall_time"] < 1060.0
     assert first.stats["wall_time"] < 60.0
+
+
+def _count_writes(monkeypatch):
+    """Record (file name, bytes) of every checkpoint write."""
+    from gflow.solve import checkpoint as ck
+
+    writes, real = [], ck.atomic_save
+
+    def counted(obj, path):
+        real(obj, path)
+        rows = obj["end"]["rows.t"] - obj["start"].get("rows.t", 0) if "entries" in obj else 0
+        writes.append((Path(path).name, Path(path).stat().st_size, rows))
+
+    monkeypatch.setattr(ck, "atomic_save", counted)
+    return writes
+
+
+def test_checkpoints_append_what_was_recorded_since_the_last_one_instead_of_rewriting_the_history(
+        problem, tmp_path, monkeypatch):
+    # every checkpoint rewrote the whole history (quadratic over a run: 20 000 GD steps with a checkpoint every
+    # 0.05 s wrote 5.4 GB and took 8.7× the run's time); segments merge like a binary counter, so each row is
+    # written O(log N) times and O(log N) segment files exist at any time
+    from gflow.solve import checkpoint as ck
+
+    net, X, y = problem
+    n_steps = 512
+    args = dict(step=0.5, steps=n_steps, save_every=1)
+    ref = gf.gradient_descent(net, X, y, **args)
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    writes = _count_writes(monkeypatch)
+    path = tmp_path / "gd.ckpt"
+    sol = gf.gradient_descent(net, X, y, checkpoint=path, keep_checkpoint=True, **args)
+    assert sol.ok
+    assert_same_run(sol, ref, exact=True)
+    files = ck.checkpoint_files(path)
+    segs = [q for q in files if q != path]
+    assert files[0] == path and 1 <= len(segs) <= 3, [q.name for q in files]  # 513 rows: 512 + 1 (binary)
+    rows_written = sum(r for _, _, r in writes)
+    assert n_steps + 1 <= rows_written <= (np.log2(n_steps) + 1) * (n_steps + 1), rows_written  # (old: ≈ 256×)
+    final = sum(q.stat().st_size for q in files)
+    written = sum(b for _, b, _ in writes)  # with every file's fixed overhead, which weighs at 8 points
+    assert written <= 32 * final, (written, final)  # (the old single file: 300× here)
+    # the history assembled from the segments is the run's
+    saved = load(path)
+    np.testing.assert_array_equal(saved["recorder"]["rows"]["loss"], sol.loss)
+    np.testing.assert_array_equal(np.stack(saved["recorder"]["rows"]["residual"]), sol.residual)
+    resumed = gf.gradient_descent(net, X, y, checkpoint=path, **args)  # a kept, finished run resumes at its end
+    assert resumed.ok and resumed.stats["resumed"] and not ck.checkpoint_files(path)
+    assert_same_run(resumed, ref, exact=True)
+
+
+def test_a_run_killed_between_a_segment_and_the_checkpoint_file_resumes_bit_for_bit(problem, tmp_path,
+                                                                                    monkeypatch):
+    from gflow.solve import checkpoint as ck
+
+    class Killed(BaseException):
+        pass
+
+    net, X, y = problem
+    args = dict(t1=6.0, saveat=np.linspace(0.0, 6.0, 61), method="rk4", step=0.05, features_at=[0.0, 2.0, 6.0])
+    ref = gf.simulate(net, X, y, **args)
+    path = tmp_path / "run.ckpt"
+    real, n_segments = ck.atomic_save, []
+
+    def die_before_the_7th_checkpoint_file(obj, p):
+        if "entries" in obj:
+            n_segments.append(1)
+        elif len(n_segments) == 7:
+            raise Killed  # the 7th segment is on disk, the checkpoint file still lists the old ones
+        real(obj, p)
+
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    monkeypatch.setattr(ck, "atomic_save", die_before_the_7th_checkpoint_file)
+    with pytest.raises(Killed):
+        gf.simulate(net, X, y, checkpoint=path, **args)
+    monkeypatch.setattr(ck, "atomic_save", real)
+    listed = {ck.segment_path(path, s["index"]) for s in load(path)["segments"]}
+    assert set(ck.checkpoint_files(path)[1:]) - listed, "an orphan segment is left by the kill"
+    resumed = gf.simulate(net, X, y, checkpoint=path, **args)
+    assert resumed.ok and resumed.stats["resumed"]
+    assert_same_run(resumed, ref, exact=True)
+    assert not ck.checkpoint_files(path), "the checkpoint, its segments and the orphan are deleted after success"
+
+
+def test_a_checkpoint_of_the_single_file_format_still_resumes(problem, tmp_path):
+    from gflow.solve import checkpoint as ck
+
+    net, X, y = problem
+    args = dict(step=0.5, steps=300, save_every=7, features_at=[0.0, 35.0, 150.0])
+    ref = gf.gradient_descent(net, X, y, **args)
+    path = tmp_path / "gd.ckpt"
+    with budget_runs_out_at_eval(123), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        gf.gradient_descent(net, X, y, checkpoint=path, **args)
+    data = load(path)
+    for q in ck.checkpoint_files(path):
+        q.unlink()
+    old = tmp_path / "old.ckpt"  # what gflow wrote before segments: one file with the whole history
+    atomic_save({"format": 1, "fingerprint": data["fingerprint"], "loop": data["loop"],
+                 "recorder": data["recorder"], "monitor": data["monitor"]}, old)
+    resumed = gf.gradient_descent(net, X, y, checkpoint=old, keep_checkpoint=True, **args)
+    assert resumed.ok and resumed.stats["resumed"]
+    assert_same_run(resumed, ref, exact=True)
+    assert load(old)["format"] == 2 and len(ck.checkpoint_files(old)) == 2  # continued in segments
+
+
+def test_a_missing_segment_is_reported_by_name(problem, tmp_path):
+    from gflow.solve import checkpoint as ck
+
+    net, X, y = problem
+    path = tmp_path / "run.ckpt"
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        gf.simulate(net, X, y, t1=50.0, method="dop853", rtol=1e-8, max_steps=5, checkpoint=path)
+    seg = ck.checkpoint_files(path)[1]
+    seg.unlink()
+    with pytest.raises(ValueError, match=rf"incomplete: its segment file '{seg.name}' is missing.*delete the checkpoint"):
+        gf.simulate(net, X, y, t1=50.0, method="dop853", rtol=1e-8, checkpoint=path)
+
+
+def test_moving_a_checkpoint_moves_its_segments(problem, tmp_path):
+    from gflow.solve import checkpoint as ck
+
+    net, X, y = problem
+    args = dict(t1=50.0, method="dop853", rtol=1e-9, atol=1e-11)
+    ref = gf.simulate(net, X, y, **args)
+    path = tmp_path / "a.ckpt"
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        gf.simulate(net, X, y, checkpoint=path, max_steps=10, **args)
+    n = len(ck.checkpoint_files(path))
+    assert n >= 2 and ck.move(path, tmp_path / "b.ckpt") == n and not ck.checkpoint_files(path)
+    again = gf.simulate(net, X, y, checkpoint=tmp_path / "b.ckpt", **args)
+    assert again.ok and again.stats["resumed"]
+    assert_same_run(again, ref, exact=True)
+
+
+@pytest.mark.parametrize("method, kw", [("dop853", {"rtol": 1e-8, "atol": 1e-10}), ("rk4", {"step": 0.1})])
+def test_a_flow_killed_right_after_a_checkpoint_resumes_with_its_step_counts(problem, tmp_path, monkeypatch, method,
+                                                                             kw):
+    # regression: the periodic checkpoint was written before the step was counted; a run killed right after it
+    # (SIGKILL: no final checkpoint) resumed with n_steps and n_accepted one short
+    from gflow.solve import checkpoint as ck
+
+    class Killed(BaseException):
+        pass
+
+    net, X, y = problem
+    args = dict(t1=10.0, method=method, **kw)
+    ref = gf.simulate(net, X, y, **args)
+    path = tmp_path / "run.ckpt"
+    real, saves = ck.Checkpointer.save, []
+
+    def save_then_die(self, loop):
+        real(self, loop)
+        saves.append(1)
+        if len(saves) == 7:
+            raise Killed
+
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    monkeypatch.setattr(ck.Checkpointer, "save", save_then_die)
+    with pytest.raises(Killed):
+        gf.simulate(net, X, y, checkpoint=path, **args)
+    monkeypatch.setattr(ck.Checkpointer, "save", real)
+    resumed = gf.simulate(net, X, y, checkpoint=path, **args)
+    assert resumed.ok and resumed.stats["resumed"]
+    assert_same_run(resumed, ref, exact=True)
+    for key in ("n_steps", "n_accepted", "n_rejected", "n_f_evals"):
+        assert resumed.stats[key] == ref.stats[key], key
+
+
+def test_checkpoint_benchmark_quick_mode_writes_json(tmp_path):
+    import json
+    import runpy
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_checkpoint.py"))
+    out = tmp_path / "b.json"
+    mod["main"](["--quick", "--every", "1e-9", "--out", str(out)])
+    data = json.loads(out.read_text())
+    for name in ("gradient_descent", "rk4"):
+        row = data["rows"][name]
+        assert row["without"]["n_checkpoints"] == 0 and row["with"]["n_checkpoints"] >= 100
+        assert row["with"]["n_saved_times"] == row["without"]["n_saved_times"] == 101

@@ -243,6 +243,27 @@ class Recorder:
         return (f"{self.rise_text()}, but a gradient flow's loss never increases: the fixed-step solve is not "
                 f"following the flow; {self.step_advice()}")
 
+    #: the recorded series besides ``rows``: lists that only ever grow, as ``rows``' lists do
+    SERIES = ("feature_t", "H", "H_test", "weight_t", "W")
+
+    def lengths(self) -> dict[str, int]:
+        """How many entries each recorded list holds (``rows`` keys as ``"rows.<key>"``): the lists only grow, so
+        two calls delimit what was recorded in between (:meth:`entries`); append-only checkpoints use this."""
+        out = {f"rows.{k}": len(v) for k, v in self.rows.items()}
+        out.update({k: len(getattr(self, k)) for k in self.SERIES})
+        return out
+
+    def entries(self, start: dict[str, int], end: dict[str, int]) -> dict[str, list]:
+        """The entries of each list from ``start`` to ``end`` (both from :meth:`lengths`), keyed as there."""
+        return {k: (self.rows[k[5:]] if k.startswith("rows.") else getattr(self, k))[start.get(k, 0):end[k]]
+                for k in end}
+
+    def head_state(self) -> dict:
+        """What the checkpoint needs besides the lists: M₀, the last state and the first loss rise."""
+        return {"M0": None if self._M0 is None else self._M0.detach().clone(),
+                "last_state": None if self.last_state is None else self.last_state.detach().clone(),
+                "loss_rise": self.loss_rise}
+
     def state_dict(self) -> dict:
         """Everything recorded so far (for checkpoints); :meth:`load_state_dict` restores it."""
         return {

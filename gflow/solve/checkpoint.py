@@ -6,10 +6,20 @@ error and the FSAL stage; for GD the step index), the recorder's contents, the m
 fingerprint of the run — the network spec, a hash of the data and the solver settings, but not the limits
 (max_steps, max_wall_time) or display options, so a stopped run can be resumed with larger limits.
 
-Files are written atomically (a temporary file in the same folder, flushed and fsynced, then ``os.replace``), so
-a process killed at any moment leaves the old checkpoint or the new one, never a torn file.  Resuming repeats
+The recorded history is stored append-only: the checkpoint file holds the loop state and a list of *segment*
+files beside it (``<name>.seg000000``, …), each holding the rows recorded over a range of checkpoints.  A
+checkpoint writes a new segment with the rows recorded since the last one, so its cost follows what was
+recorded since, not the whole history (a single file rewritten at every checkpoint made a run's checkpoints
+cost quadratically in its length: 20 000 GD steps with a checkpoint every 0.05 s spent 8.7× the run's own time
+writing 5.4 GB).  Segments merge like a binary counter — a new segment absorbs the last one while that one holds
+no more rows — so a run keeps O(log N) segment files and rewrites each row O(log N) times.
+
+Files are written atomically (a temporary file in the same folder, flushed and fsynced, then ``os.replace``):
+a segment first, then the checkpoint file that lists it, and only then are the segments it replaced deleted —
+so a process killed at any moment leaves the old checkpoint or the new one, never a torn one.  Resuming repeats
 exactly the operations of an uninterrupted run: bit-identical results for fixed-step methods and GD, and for
-the adaptive engine too (same steps, same controller state).
+the adaptive engine too (same steps, same controller state).  Checkpoints of format 1 (one file with the whole
+history, gflow before 2026-12-05) are still read, and continued in format 2.
 """
 
 from __future__ import annotations
@@ -19,17 +29,22 @@ import json
 import os
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._validate import check_positive_float, describe
 from ..solution import GFlowWarning
 from ._record import Monitor, Recorder
 
-FORMAT = 1
+FORMAT = 2
+#: the checkpoint formats this version reads (1: one file holding the whole history)
+READ_FORMATS = (1, 2)
+_SEG = ".seg"
 
 
 def _hash_tensors(*tensors) -> str:
@@ -117,23 +132,119 @@ def atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
+def segment_path(path: Path, index: int) -> Path:
+    """The file of segment ``index`` of the checkpoint at ``path``."""
+    return path.with_name(f"{path.name}{_SEG}{index:06d}")
+
+
+def checkpoint_files(path: Any) -> list[Path]:
+    """The checkpoint file at ``path`` (if it exists) and every segment file beside it, referenced or not."""
+    p = Path(path)
+    head = f"{p.name}{_SEG}"
+    segs = sorted(q for q in p.parent.iterdir() if q.name.startswith(head) and q.name[len(head):].isdigit()) \
+        if p.parent.is_dir() else []
+    return ([p] if p.is_file() else []) + segs
+
+
+def move(src: Any, dst: Any) -> int:
+    """Rename a checkpoint and its segment files (to ``dst`` and ``dst``'s segment names); the number renamed."""
+    src, dst = Path(src), Path(dst)
+    n = 0
+    for q in checkpoint_files(src):
+        os.rename(q, dst.with_name(dst.name + q.name[len(src.name):]))
+        n += 1
+    return n
+
+
+def _pack(values: list) -> tuple[str, Any]:
+    """A list of recorded entries in a compact picklable form: equal-shape arrays stacked into one, floats into one
+    float64 array (pickling thousands of small arrays one by one cost more than their bytes)."""
+    if values and all(type(v) is float for v in values):
+        return "floats", np.asarray(values, dtype=np.float64)
+    if values and all(isinstance(v, np.ndarray) for v in values):
+        v0 = values[0]
+        if all(v.shape == v0.shape and v.dtype == v0.dtype for v in values):
+            return "stack", np.stack(values)
+    return "list", list(values)
+
+
+def _unpack(packed: tuple[str, Any]) -> list:
+    kind, data = packed
+    if kind == "floats":
+        return data.tolist()
+    if kind == "stack":
+        return list(data)
+    return list(data)
+
+
+def _read(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _assemble(path: Path, data: dict) -> dict:
+    """The recorder's full state from a format-2 checkpoint's segments (in the format of ``Recorder.state_dict``).
+
+    Raises:
+        ValueError: a segment is missing, unreadable, or not the one the checkpoint lists.
+    """
+    lists: dict[str, list] = {}
+    for seg in data["segments"]:
+        q = segment_path(path, seg["index"])
+        try:
+            part = _read(q)
+            ok = (isinstance(part, dict) and part.get("token") == data["token"] and part.get("index") == seg["index"]
+                  and part.get("start") == seg["start"] and part.get("end") == seg["end"])
+        except Exception:  # noqa: BLE001 - a missing or unreadable segment is reported the same way
+            ok = False
+        if not ok:
+            raise ValueError(f"checkpoint {str(path)!r} is incomplete: its segment file {q.name!r} is missing, "
+                             "unreadable or from another run; delete the checkpoint and its .seg files to start "
+                             "afresh") from None
+        for k, packed in part["entries"].items():
+            values = _unpack(packed)
+            if len(values) != seg["end"][k] - seg["start"].get(k, 0):
+                raise ValueError(f"checkpoint {str(path)!r} is incomplete: its segment file {q.name!r} holds "
+                                 f"{len(values)} entries of {k!r}, not the {seg['end'][k] - seg['start'].get(k, 0)} "
+                                 "the checkpoint lists; delete the checkpoint and its .seg files to start afresh")
+            lists.setdefault(k, []).extend(values)
+    state = dict(data["recorder_head"])
+    state["rows"] = {k[5:]: v for k, v in lists.items() if k.startswith("rows.")}
+    for k, v in lists.items():
+        if not k.startswith("rows."):
+            state[k] = v
+    for k in ("feature_t", "H", "H_test", "weight_t", "W"):
+        state.setdefault(k, [])
+    return state
+
+
 def load(path: Any) -> dict:
-    """Read a checkpoint file (it is a pickle: open only files you wrote)."""
-    return torch.load(_check_path(path), map_location="cpu", weights_only=False)
+    """Read a checkpoint: a dict with ``format``, ``fingerprint``, ``loop``, ``monitor`` and ``recorder`` (the
+    recorder's whole state, assembled from the segment files); it is a pickle: open only files you wrote.
+
+    Raises:
+        ValueError: a segment file is missing, unreadable or from another run.
+    """
+    p = _check_path(path)
+    data = _read(p)
+    if isinstance(data, dict) and data.get("format") == 2 and "segments" in data:
+        data = dict(data, recorder=_assemble(p, data))
+    return data
 
 
 class Checkpointer:
     """Writes a run's checkpoints; created by :func:`open_checkpoint`.
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint file (its segment files go beside it).
         every: seconds of wall time between checkpoints.
-        keep: keep the file after a successful run.
+        keep: keep the files after a successful run.
         fp: the run's :func:`fingerprint`.
         recorder, monitor: whose states the checkpoint holds along with the solver's loop state.
+        resumed: the format-2 checkpoint this run resumes from (its segments are continued), if any.
     """
 
-    def __init__(self, path: Path, every: float, keep: bool, fp: dict, recorder: Recorder, monitor: Monitor):
+    def __init__(self, path: Path, every: float, keep: bool, fp: dict, recorder: Recorder, monitor: Monitor,
+                 resumed: dict | None = None):
         self.path = path
         self.every = every
         self.keep = keep
@@ -143,16 +254,23 @@ class Checkpointer:
         self.last = time.perf_counter()
         self.n_saved = 0
         self.n_failed = 0
+        cont = resumed is not None and resumed.get("format") == 2 and "segments" in resumed
+        #: the segments the checkpoint file lists: {"index", "start", "end", "size"} (ranges of recorded entries)
+        self.segments: list[dict] = list(resumed["segments"]) if cont else []
+        self.token: str = resumed["token"] if cont else uuid.uuid4().hex
+        self.next_index: int = int(resumed["next_index"]) if cont else 0
+        self.bytes_written = 0
 
     def due(self) -> bool:
         return time.perf_counter() - self.last >= self.every
 
     def save(self, loop: dict) -> None:
-        """Write a checkpoint; one that cannot be written (a full disk, a folder gone) warns once and the run goes
-        on — an OSError here ended the run with an exception and lost the work done."""
+        """Write a checkpoint: a segment with what was recorded since the last one (merged with the last segments
+        while they hold no more rows), then the checkpoint file listing the segments, then delete the segments it
+        replaced.  One that cannot be written (a full disk, a folder gone) warns once and the run goes on — an
+        OSError here ended the run with an exception and lost the work done."""
         try:
-            atomic_save({"format": FORMAT, "fingerprint": self.fp, "loop": loop,
-                         "recorder": self.recorder.state_dict(), "monitor": self.monitor.state_dict()}, self.path)
+            superseded = self._write(loop)
         except OSError as exc:
             if not self.n_failed:
                 warnings.warn(f"checkpoint {str(self.path)!r} could not be written ({exc}); the run goes on, and "
@@ -160,15 +278,52 @@ class Checkpointer:
             self.n_failed += 1
         else:
             self.n_saved += 1
+            for q in superseded:
+                try:
+                    q.unlink()
+                except OSError:
+                    pass  # an orphan: removed at the end of the run
         self.last = time.perf_counter()
 
+    def _write(self, loop: dict) -> list[Path]:
+        rec = self.recorder
+        end = rec.lengths()
+        segments = list(self.segments)
+        start = segments[-1]["end"] if segments else {}
+        size = end["rows.t"] - start.get("rows.t", 0)
+        superseded, next_index = [], self.next_index
+        if any(end[k] != start.get(k, 0) for k in end):
+            # binary-counter merging: absorb the last segments while they hold no more rows than the new one
+            while segments and segments[-1]["size"] <= size:
+                old = segments.pop()
+                superseded.append(segment_path(self.path, old["index"]))
+                size += old["size"]
+            start = segments[-1]["end"] if segments else {}
+            seg = {"index": self.next_index, "start": dict(start), "end": end, "size": size}
+            entries = {k: _pack(v) for k, v in rec.entries(start, end).items()}
+            q = segment_path(self.path, seg["index"])
+            atomic_save({"format": FORMAT, "token": self.token, "index": seg["index"], "start": seg["start"],
+                         "end": end, "entries": entries}, q)
+            self.bytes_written += q.stat().st_size
+            segments.append(seg)
+            next_index += 1
+        atomic_save({"format": FORMAT, "fingerprint": self.fp, "loop": loop, "monitor": self.monitor.state_dict(),
+                     "recorder_head": rec.head_state(), "token": self.token, "next_index": next_index,
+                     "segments": segments}, self.path)
+        self.bytes_written += self.path.stat().st_size
+        self.segments, self.next_index = segments, next_index
+        return superseded
+
     def finish(self, success: bool) -> None:
-        """Delete the file after a successful run (unless ``keep``); keep it when the run stopped early."""
-        if success and not self.keep:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+        """Delete the files after a successful run (unless ``keep``); keep them when the run stopped early.  Segment
+        files that the checkpoint does not list (left by a process killed between two writes) go either way."""
+        listed = {segment_path(self.path, s["index"]) for s in self.segments}
+        for q in checkpoint_files(self.path):
+            if (success and not self.keep) or (q != self.path and q not in listed):
+                try:
+                    q.unlink()
+                except FileNotFoundError:
+                    pass
 
 
 def open_checkpoint(path: Any, *, every: Any, keep: Any, kind: str, problem, settings: dict,
@@ -186,24 +341,25 @@ def open_checkpoint(path: Any, *, every: Any, keep: Any, kind: str, problem, set
     if not isinstance(keep, bool):
         raise TypeError(f"keep_checkpoint must be True or False, got {describe(keep)}")
     fp = fingerprint(kind, problem, settings)
-    ckpt = Checkpointer(p, every, keep, fp, recorder, monitor)
     if not p.exists():
-        return ckpt, None
+        return Checkpointer(p, every, keep, fp, recorder, monitor), None
     try:
-        data = load(p)
+        data = _read(p)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
         raise ValueError(f"checkpoint {str(p)!r} exists but could not be read as a gflow checkpoint ({exc}); "
                          "delete it or choose another path") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or "fingerprint" not in data:
-        raise ValueError(f"checkpoint {str(p)!r} is not a gflow checkpoint (format {FORMAT}); delete it or choose "
-                         "another path")
+    if not isinstance(data, dict) or data.get("format") not in READ_FORMATS or "fingerprint" not in data:
+        raise ValueError(f"checkpoint {str(p)!r} is not a gflow checkpoint (formats {READ_FORMATS}); delete it or "
+                         "choose another path")
     diffs = _differences(data["fingerprint"], fp)
     if diffs:
         raise ValueError(f"checkpoint {str(p)!r} was written by a different run, so it cannot be resumed: "
                          + "; ".join(diffs) + ". Use the same settings, or another checkpoint path (or delete "
                          "the file) to start afresh")
+    ckpt = Checkpointer(p, every, keep, fp, recorder, monitor, resumed=data)
+    state = _assemble(p, data) if data["format"] == 2 else data["recorder"]
     device = problem.net.device
     loop = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in data["loop"].items()}
-    recorder.load_state_dict(data["recorder"], device=device)
+    recorder.load_state_dict(state, device=device)
     monitor.load_state_dict(data["monitor"])
     return ckpt, loop

@@ -334,9 +334,11 @@ def simulate(
         checkpoint: a file path for periodic checkpoints (native methods only).  If the file exists and was
             written by the same run (network, data and solver settings; limits such as max_steps and
             max_wall_time may differ) the run resumes from it; the file is kept when the run stops early and
-            deleted on success unless ``keep_checkpoint``.  See :mod:`gflow.solve.checkpoint`.
+            deleted on success unless ``keep_checkpoint``.  The recorded history goes, append-only, into segment
+            files beside it (``<name>.seg000000``, …; moved, kept and deleted with it).  See
+            :mod:`gflow.solve.checkpoint`.
         checkpoint_every: seconds of wall time between checkpoints (one is also written when the run stops).
-        keep_checkpoint: keep the checkpoint file after a successful run.
+        keep_checkpoint: keep the checkpoint file (and its segment files) after a successful run.
         error_estimate: fill ``sol.error_estimate`` (the estimated relative loss error per saved time).  Accepted
             with:
 

@@ -490,9 +490,11 @@ class Engine:
     def _after_accept(self, t0: float, dt: float) -> None:
         m = self.monitor
         m.partial = (self.t, self.y.view(self.shape))
+        # the step is counted before the checkpoint: a checkpoint taken first held one accepted step too few, and a
+        # run killed right after it (SIGKILL: no final checkpoint) resumed with n_steps one short
+        m.on_step(t0, dt, True)
         if self.ckpt is not None and self.ckpt.due():
             self.ckpt.save(self.state_dict())
-        m.on_step(t0, dt, True)
 
     def _run_fixed(self) -> None:
         from .ode import _fixed_grid

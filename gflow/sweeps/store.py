@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..solve.checkpoint import move as move_checkpoint
 from .config import RUN_ID_VERSION
 from .run import (FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, check_format, checkpoint_file, ensure_zarr_root,
                   run_file, write_atomic, write_zarr_atomic)
@@ -171,11 +172,13 @@ def migrate_run_ids(store: "str | Path", fmt: str = "netcdf") -> int:
     for old, new in mapping.items():
         if old == new:
             continue
-        for src, dst in ((run_file(store, old, fmt), run_file(store, new, fmt)),
-                         (checkpoint_file(store, old), checkpoint_file(store, new))):
-            if src.exists() and not dst.exists():
-                os.rename(src, dst)
-                renamed += 1
+        src, dst = run_file(store, old, fmt), run_file(store, new, fmt)
+        if src.exists() and not dst.exists():
+            os.rename(src, dst)
+            renamed += 1
+        src, dst = checkpoint_file(store, old), checkpoint_file(store, new)
+        if src.exists() and not dst.exists():
+            renamed += move_checkpoint(src, dst)  # the file and its segment files
     manifest["runs"] = [{**r, "run_id": mapping[r["run_id"]]} for r in manifest["runs"]]
     manifest["run_id_version"] = RUN_ID_VERSION
     _write_json(store / MANIFEST, manifest)
