@@ -14,7 +14,8 @@ Output: ``relu.json`` (every number, machine, versions) and a printed summary.
 
     python benchmarks/bench_relu.py [--quick] [--m 512] [--n 200] [--t1 200] [--ref-step 0.0078125] [--out DIR]
 
-Other modes: ``--sliding`` (``method="sliding"`` at several δ against a reference, with the step-halving estimate
+Other modes: ``--long-levels`` (``sliding`` with long steps at each of ``--steps``: a step-halving reference and
+its observed order), ``--sliding`` (``method="sliding"`` at several δ against a reference, with the step-halving estimate
 and the target attempt), ``--long-step K`` (``sliding`` with and without ``options={"long_step": K}``, side by
 side, against fixed steps of ``--ref-step``), ``--study``, ``--filippov``, ``--filippov-estimate``; see ``--help``.
 """
@@ -22,6 +23,7 @@ side, against fixed steps of ``--ref-step``), ``--study``, ``--filippov``, ``--f
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import platform
 import time
@@ -164,6 +166,40 @@ def long_step_study(m: int, n: int, t1: float, steps, k: float, ref_step: float)
     return {"m": m, "D": m, "n": n, "t1": t1, "long_step": k,
             "reference": {"method": "sliding", "step": ref_step, "wall": w_ref, "final_loss": float(ref.loss[-1])},
             "rows": rows}
+
+
+def long_levels(m: int, n: int, t1: float, steps, k: float, n_times: int = 81) -> dict:
+    """A reference by step halving: ``sliding`` with long steps (``options={"long_step": k}``) at each δ of
+    ``steps``, on the Exp 3 setting to t1 (n_times saved times): every level's loss and wall time, the relative
+    differences of successive levels (max over the saved times, and at t1), their contraction ρ and observed order
+    −log₂ρ, and the finest level's Richardson estimate of its own error, |L_{δ/2} − L_δ|·ρ/(1 − ρ)."""
+    net, X, y = setting(m, n)
+    saveat = np.linspace(0.0, t1, n_times)
+    levels = []
+    for d in sorted(steps, reverse=True):
+        t0 = time.perf_counter()
+        s = gf.simulate(net, X, y, t1, saveat, method="sliding", step=d, integrals=False, warn=False,
+                        max_steps=10**8, options={"long_step": k})
+        w = time.perf_counter() - t0
+        levels.append({"step": d, "status": s.status, "wall": w, "loss": s.loss.tolist(),
+                       "n_accepted": s.stats["n_accepted"], "n_exponential": s.stats["n_exponential"],
+                       "n_long_retries": s.stats["n_long_retries"], "max_step": float(s.stats["max_step"])})
+        print(f"  δ = {d:g}: {w:.1f} s, L(t1) = {s.loss[-1]:.6e}", flush=True)
+    diffs = []
+    for a, b in zip(levels, levels[1:]):
+        la, lb = np.asarray(a["loss"]), np.asarray(b["loss"])
+        rel = np.abs(la - lb) / np.abs(lb)
+        diffs.append({"steps": [a["step"], b["step"]], "max": float(rel.max()), "at_t1": float(rel[-1])})
+    out = {"m": m, "D": m, "n": n, "t1": t1, "long_step": k, "times": saveat.tolist(), "levels": levels,
+           "differences": diffs}
+    if len(diffs) >= 2:
+        rho = diffs[-1]["at_t1"] / diffs[-2]["at_t1"]
+        out["contraction_at_t1"] = rho
+        out["observed_order_at_t1"] = float(-np.log2(rho)) if rho > 0 else math.inf
+        out["finest_error_estimate_at_t1"] = diffs[-1]["at_t1"] * rho / (1 - rho) if rho < 1 else math.inf
+        print(f"  at t1: differences {diffs[-2]['at_t1']:.2e}, {diffs[-1]['at_t1']:.2e} (order "
+              f"{out['observed_order_at_t1']:.2f}); the finest level's estimated error {out['finest_error_estimate_at_t1']:.2e}")
+    return out
 
 
 def sliding_study(m: int, n: int, t1: float, steps, reference: str = "filippov", estimate_step: float | None = None,
@@ -330,12 +366,24 @@ def main(argv=None):
     p.add_argument("--long-step", type=float, default=None,
                    help="only: method='sliding' with fixed steps δ and with options={'long_step': K}, side by side on "
                         "the Exp 3 setting (--m, --n, --t1, --steps), against fixed steps of --ref-step")
+    p.add_argument("--long-levels", action="store_true",
+                   help="only: a reference by step halving, method='sliding' with options={'long_step': K} (K from "
+                        "--long-step, default 64) at each of --steps, its differences and observed order")
     p.add_argument("--estimate-step", type=float, default=None, help="--sliding: δ_e of the step-halving estimate")
     p.add_argument("--target-rtol", type=float, default=1e-3, help="--sliding: simulate_nonsmooth's rtol (0: skip)")
     p.add_argument("--target-budget", type=float, default=2.0,
                    help="--sliding: its wall-time budget in multiples of GD(0.25)'s (the target: 2)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.long_levels:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        res = long_levels(args.m, args.n, args.t1, [float(x) for x in args.steps.split(",")], args.long_step or 64.0)
+        res.update({"machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": 1},
+                    "versions": gf.solution.versions(), "dtype": "float64", "seeds": {"network": 0, "data": 0}})
+        (out / f"relu_long_levels_m{args.m}_n{args.n}_t{args.t1:g}.json").write_text(json.dumps(res, indent=2,
+                                                                                             default=float))
+        return res
     if args.long_step is not None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -294,6 +294,23 @@ def test_relu_benchmark_long_step_mode_writes_both_rows_per_step(tmp_path):
     assert data["rows"][0]["n_exponential"] == 0 and data["rows"][1]["n_exponential"] > 0
 
 
+def test_relu_benchmark_long_levels_mode_reports_the_differences_and_the_observed_order(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_relu.py"))
+    mod["main"](["--long-levels", "--m", "24", "--n", "8", "--t1", "20", "--steps", "0.25,0.125,0.0625",
+                 "--long-step", "16", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "relu_long_levels_m24_n8_t20.json").read_text())
+    assert [lv["step"] for lv in data["levels"]] == [0.25, 0.125, 0.0625]
+    assert all(lv["status"] == "success" and len(lv["loss"]) == 81 for lv in data["levels"])
+    d = [x["at_t1"] for x in data["differences"]]
+    L = [lv["loss"][-1] for lv in data["levels"]]
+    assert d == [abs(L[0] - L[1]) / L[1], abs(L[1] - L[2]) / L[2]]
+    assert data["contraction_at_t1"] == d[1] / d[0] and data["finest_error_estimate_at_t1"] >= 0
+
+
 def test_a_step_that_would_collapse_a_neuron_onto_the_kink_is_resolved_finer():
     # d = 2 < n = 9: G has rank 2, and landing two pairs of one neuron fixes its whole row at h ≡ 0 (w ⟂ both
     # points), from which it never leaves. A differential fuzz found it at δ = 1/32 only (the step sequence decides):

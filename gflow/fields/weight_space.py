@@ -45,7 +45,9 @@ class WeightSpaceField(AbstractField):
         pb = self.problem
         if pb.Phi_test is None:
             return None
-        return pb.net.beta * (state @ pb.Phi_test.T)
+        if self.__dict__.get("_beta_PhitT") is None:  # β Φ_teᵀ once: one product per call, no scaling pass
+            self._beta_PhitT = (pb.net.beta * pb.Phi_test.T).contiguous()
+        return state @ self._beta_PhitT
 
     def weights(self, state):
         return state
@@ -53,7 +55,9 @@ class WeightSpaceField(AbstractField):
     def weight_movement(self, state) -> float:
         """‖W − W0‖_F / ‖W0‖_F."""
         W0 = self.problem.net.W0
-        return float(torch.linalg.norm(state - W0) / torch.linalg.norm(W0))
+        if self.__dict__.get("_W0_norm") is None:
+            self._W0_norm = torch.linalg.norm(W0)
+        return float(torch.dist(state, W0) / self._W0_norm)
 
     def flops_per_eval(self) -> float:
         m, n, D = self.problem.net.m, self.problem.n, self.problem.net.D
