@@ -624,6 +624,21 @@ def test_long_steps_follow_the_filippov_flow_over_a_long_horizon_in_far_fewer_st
     assert abs(sol.loss[-1] / ref50.loss[-1] - 1) < 1e-4
 
 
+def test_long_steps_back_off_after_a_retry_instead_of_growing_straight_back_into_it():
+    # a retried long step of length h halved it, and the steps grew back to h by 1.25× per step — and were retried
+    # again: 181 retries for 229 long steps here (m = D = 512 to t = 2 000: 1 746 for 973); long steps now stay
+    # below LONG_BACKOFF·h, a bound that relaxes by LONG_RELAX per step (m = D = 512 to t = 2 000: 135 → 106 s)
+    X, y = gf.data.wei2019(24, 50, seed=0)
+    net = gf.Network(50, width=64, activation="relu", embedding=gf.RandomFeatures(D=64), scaling="ours", seed=0)
+    sol = gf.simulate(net, X, y, 200.0, np.linspace(0.0, 200.0, 5), method="sliding", step=0.125, integrals=False,
+                      options={"long_step": 64})
+    assert sol.ok and sol.stats["n_exponential"] > 200
+    assert sol.stats["n_long_retries"] < 0.25 * sol.stats["n_exponential"], sol.stats  # measured 51 for 446
+    fixed = gf.simulate(net, X, y, 200.0, np.linspace(0.0, 200.0, 5), method="sliding", step=0.0625,
+                        integrals=False)
+    assert np.max(_rel(sol.loss, fixed.loss)) < 1e-3
+
+
 def test_long_steps_are_refused_where_g_is_rank_deficient_and_checked():
     X, y = gf.data.random_labels(n=8, d=3, seed=0)
     net = gf.Network(3, width=16, activation="relu", seed=0)          # shallow, n > d: rank G = 3

@@ -73,18 +73,22 @@ step beyond δ (taken where the event rate lets steps grow past δ, by 1.25× pe
 exactly for its start pattern — ∫r = δ φ₁(−δM) r₀ from M's eigendecomposition — in place of the trapezoid rule on
 a predictor, and splits a crossing pair's weight with that r(t); it is exact wherever the pattern holds and stable
 at any length.  Changes within a long step are classified as in a short one, but a long step with more than one
-change in a neuron is retried shorter (``n_long_retries``; down to δ): a neuron's changes interact, and an
+change in a neuron is retried at half its length (``n_long_retries``; down to δ), and long steps then stay below
+half the retried length, a bound that relaxes by 5 % per step (:data:`LONG_BACKOFF`, :data:`LONG_RELAX`; growing
+straight back into the retried length retried 1 746 of 973 + 1 746 long steps at m = D = 512 to t = 2 000, δ = 1/8:
+now 244, 135 → 106 s at the same loss, 6e-5 apart; m = D = 128: 5.1 → 4.6 s): a neuron's changes interact, and an
 arrival slid on where it should have crossed when a step of 8δ held it together with a neighbour's exit — 2e-2 off
 by t = 2 000 at m = D = 128.  Allowing such pairs of changes in long steps up to 4δ (most are linked: one pair
 leaves the kink as another lands) halved the retries but put a random P-3L case 1e-2 off (δ = 0.05), so it is not.
 Measured (Intel Xeon, one thread, side by side; ``benchmarks/bench_relu.py --long-step 64``): m = D = 128, n = 50 to
-t = 2 000 — δ = 1/8, k = 64: 5.1 s and 3.2e-5 off the loss at fixed steps of 1/16, against 16.0 s and 3.4e-5 with
+t = 2 000 — δ = 1/8, k = 64: 4.7 s and 1.7e-5 off the loss at fixed steps of 1/16, against 15.9 s and 3.4e-5 with
 fixed steps of δ = 1/8; a differential
 sweep over ten random P-3L ReLU / leaky-ReLU problems (m ≤ 62, n ≤ 17, t = 200, against fixed steps of 0.0125): 4 …
 14× fewer seconds than fixed steps of the same δ = 0.05, at errors 1 … 130× theirs (3e-6 … 6e-4) that fall with δ
-(δ = 0.025: 2e-6 … 2e-4).  Where events stay dense it does not pay: m = D = 512, n = 200 to t = 600 at δ = 1/4,
-92.6 s against 69.4 s with fixed steps (both ≈ 1e-2 off fixed steps of 1/8; 1 065 of 1 473 long steps held several
-changes of one neuron and were retried; the kernel's update and eigendecomposition add ≈ 5 ms to each long step).
+(δ = 0.025: 2e-6 … 2e-4; before the back-off).  Where events stay dense it does not pay: m = D = 512, n = 200 to
+t = 600 at δ = 1/4, 66.7 s against 61.3 s with fixed steps (both ≈ 1e-2 off fixed steps of 1/8; 129 retries for
+504 long steps; the kernel's update and eigendecomposition add ≈ 5 ms to each long step); to t = 2 000 it converges
+(δ = 1/8, 1/16, 1/32 at an observed order of 1.7, ``bench_relu.py --long-levels``).
 Off by default (``"auto"`` does not set it).
 
 **Neurons through w_i = 0.**  Where G is rank-deficient (shallow nets with n > d), a step that would put as many
@@ -138,6 +142,9 @@ PIN_MARGIN_DEFICIENT = 0.05  # ... and beyond this where G is rank-deficient (ne
 KERNEL_CHUNK = 64  # neurons per padded block in :meth:`SlidingStepper.contributions`
 KERNEL_REFRESH = 64  # updates of the long steps' kernel M over changed neurons before it is formed afresh
 LONG_GROWTH = 1.25  # growth per step of the long steps (retries cost a step each)
+#: after a long step of length h is retried, long steps stay below LONG_BACKOFF·h, a bound that relaxes by
+#: LONG_RELAX per accepted step (growing straight back to h retried again and again where events stay dense)
+LONG_BACKOFF, LONG_RELAX = 0.5, 1.05
 MAX_LONG_CHANGES = 1  # a long step with more changes of mode in one neuron is retried shorter (module docstring)
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
 SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
@@ -586,6 +593,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
     dt = step / RAMP if adaptive else step  # the rate is unknown at t = 0: start small, at most double per step
     t, rate = 0.0, None
     h_floor = step / 2**MAX_HALVINGS
+    long_bound = math.inf  # long steps stay below it after a retry (LONG_BACKOFF, LONG_RELAX)
     try:
         for t_out in np.asarray(grid, dtype=float)[1:]:
             while t < t_out:
@@ -601,6 +609,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     if expo and bool(((mode1 != mode).sum(1) > MAX_LONG_CHANGES).any()):
                         # a long step with interacting changes in one neuron: shorter, down to δ
                         kind, shorter = "long", max(0.5 * h, step)
+                        long_bound = min(long_bound, LONG_BACKOFF * h)
                     else:
                         retry = stepper.retry(mode, mode1)
                         if retry is None:
@@ -636,6 +645,9 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     # shrank the steps geometrically, to 1e-34)
                     # (ν/ρ only where it is below the cap: a rate that decays to a subnormal overflowed it)
                     cap = step * (grow if rate * grow <= nu else nu / rate)
+                    if long_bound < math.inf:
+                        long_bound *= LONG_RELAX
+                        cap = min(cap, max(step, long_bound))
                     dt = max(min(cap, (2.0 if h <= step else LONG_GROWTH) * dt), h_floor)
             recorder.record(t, y)
     except FloatingPointError:
