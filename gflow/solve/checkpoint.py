@@ -156,14 +156,19 @@ def move(src: Any, dst: Any) -> int:
     return n
 
 
+#: recorded arrays up to this size are stacked into one array per segment (larger ones, e.g. features H at chosen
+#: times, are pickled as they are: stacking would copy them, and their pickling overhead is negligible)
+STACK_MAX_BYTES = 1 << 16
+
+
 def _pack(values: list) -> tuple[str, Any]:
-    """A list of recorded entries in a compact picklable form: equal-shape arrays stacked into one, floats into one
-    float64 array (pickling thousands of small arrays one by one cost more than their bytes)."""
+    """A list of recorded entries in a compact picklable form: small equal-shape arrays stacked into one, floats
+    into one float64 array (pickling thousands of small arrays one by one cost more than their bytes)."""
     if values and all(type(v) is float for v in values):
         return "floats", np.asarray(values, dtype=np.float64)
     if values and all(isinstance(v, np.ndarray) for v in values):
         v0 = values[0]
-        if all(v.shape == v0.shape and v.dtype == v0.dtype for v in values):
+        if v0.nbytes <= STACK_MAX_BYTES and all(v.shape == v0.shape and v.dtype == v0.dtype for v in values):
             return "stack", np.stack(values)
     return "list", list(values)
 
