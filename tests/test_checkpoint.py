@@ -459,3 +459,96 @@ def test_checkpoint_benchmark_quick_mode_writes_json(tmp_path):
         row = data["rows"][name]
         assert row["without"]["n_checkpoints"] == 0 and row["with"]["n_checkpoints"] >= 100
         assert row["with"]["n_saved_times"] == row["without"]["n_saved_times"] == 101
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batched seeds
+
+
+def _batch_problem():
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    # linear σ, ĉ = 10 for the middle seed: δλ_max(M) far past 2 at δ = 0.1, so it diverges while the others go on
+    nets = [gf.Network(d=5, width=16, activation="linear", seed=s, c_hat=ch) for s, ch in [(0, 1.0), (1, 10.0),
+                                                                                           (2, 1.0)]]
+    return nets, X, y
+
+
+def _assert_same_batch(a, b):
+    assert [s.status for s in a] == [s.status for s in b]
+    for x, y_ in zip(a, b):
+        assert x.message == y_.message
+        assert_same_run(x, y_, exact=True)
+        assert x.stats["n_steps"] == y_.stats["n_steps"]
+
+
+@pytest.mark.parametrize("method, kw", [("dop853", {"rtol": 1e-8, "atol": 1e-10}), ("rk4", {"step": 0.1})])
+def test_a_stopped_and_resumed_batch_flow_equals_the_uninterrupted_one_bit_for_bit(tmp_path, method, kw):
+    nets, X, y = _batch_problem()
+    nets = [nets[0], nets[2]]
+    args = dict(t1=20.0, method=method, X_test=X[:3], y_test=y[:3], features_at=[0.0, 5.0, 20.0], **kw)
+    ref = gf.simulate_batch(nets, X, y, **args)
+    assert all(s.ok for s in ref)
+    stop_at = ref[0].stats["n_f_evals"] // 2 + 1  # inside a step
+    path = tmp_path / "batch.ckpt"
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        first = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    assert first[0].status == "time_budget" and path.exists()
+    resumed = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    assert all(s.ok and s.stats["resumed"] for s in resumed) and not path.exists()
+    _assert_same_batch(resumed, ref)
+    # another list of networks is refused
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning):
+        gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    with pytest.raises(ValueError, match=r"different run.*'networks'"):
+        gf.simulate_batch(nets[::-1], X, y, checkpoint=path, **args)
+
+
+def test_a_stopped_and_resumed_batch_gradient_descent_with_a_diverged_seed_equals_the_uninterrupted_one(tmp_path):
+    nets, X, y = _batch_problem()
+    args = dict(step=0.1, steps=400, save_every=7, features_at=[0.0, 3.5, 15.0], X_test=X[:3], y_test=y[:3])
+    with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\].*diverged"):
+        ref = gf.gradient_descent_batch(nets, X, y, **args)
+    assert [s.status for s in ref] == ["success", "diverged", "success"] and ref[1].t[-1] < 20
+    path = tmp_path / "gd.ckpt"
+    for stop_at in (3, 250):  # before the middle seed diverges (at step 7), and after
+        with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+            first = gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
+        assert first[0].status == "time_budget" and path.exists()
+        with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\].*diverged"):
+            resumed = gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
+        assert all(s.stats["resumed"] for s in resumed) and not path.exists()
+        _assert_same_batch(resumed, ref)
+
+
+def test_a_batch_killed_right_after_a_checkpoint_resumes_every_row(tmp_path, monkeypatch):
+    from gflow.solve import checkpoint as ck
+
+    class Killed(BaseException):
+        pass
+
+    nets, X, y = _batch_problem()
+    nets = [nets[0], nets[2]]
+    args = dict(step=0.1, steps=40, save_every=1)
+    ref = gf.gradient_descent_batch(nets, X, y, **args)
+    path = tmp_path / "gd.ckpt"
+    real, saves = ck.Checkpointer.save, []
+
+    def save_then_die(self, loop):
+        real(self, loop)
+        saves.append(1)
+        if len(saves) == 9:
+            raise Killed
+
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    monkeypatch.setattr(ck.Checkpointer, "save", save_then_die)
+    with pytest.raises(Killed):
+        gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
+    monkeypatch.setattr(ck.Checkpointer, "save", real)
+    resumed = gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
+    _assert_same_batch(resumed, ref)
+
+
+def test_batch_checkpoints_need_the_native_engine(tmp_path):
+    nets, X, y = _batch_problem()
+    with pytest.raises(ValueError, match=r"checkpoint/resume needs gflow's native engine.*'RK45'"):
+        gf.simulate_batch(nets, X, y, t1=1.0, method="RK45", checkpoint=tmp_path / "b.ckpt")

@@ -227,6 +227,9 @@ def simulate_batch(
     integrals: bool = True,
     progress: bool | None = False,
     warn: bool = True,
+    checkpoint: Any = None,
+    checkpoint_every: float = 60.0,
+    keep_checkpoint: bool = False,
 ) -> list[Solution]:
     r"""Integrate the gradient flows (eq. (10), or eq. (11) in feature space) of S networks in one batched solve.
 
@@ -245,8 +248,10 @@ def simulate_batch(
       ``"RK45"``/``"DOP853"``.  Not accepted: ``"exprk4"``, ``"dop853+exprk4"``, ``"dopri5+exprk4"``,
       ``"filippov"``, ``"sliding"`` (they follow one network's linearizations or activation events) and
       ``"Radau"``, ``"BDF"``, ``"LSODA"`` (see below).
-    * ``checkpoint``, ``checkpoint_every``, ``keep_checkpoint`` and ``error_estimate`` do not exist here (a
-      TypeError): checkpoint or estimate the error of individual :func:`gflow.simulate` runs instead.
+    * ``checkpoint``, ``checkpoint_every``, ``keep_checkpoint``: as in :func:`gflow.simulate` (gflow's native
+      methods only), for the whole batch: a stopped batch resumes bit for bit; the checkpoint holds every seed's
+      network, so it is refused for another list of networks.  ``error_estimate`` does not exist here (a
+      TypeError): estimate the error of individual :func:`gflow.simulate` runs instead.
 
     Error control: the seeds share one step; adaptive torchdiffeq methods accept it only if every seed meets
     rtol/atol (error norm :func:`max_seed_rms_norm`: the max over seeds of each seed's RMS scaled error, since a
@@ -298,6 +303,9 @@ def simulate_batch(
     interval = check_interval(interval, net)
     if not isinstance(integrals, bool):
         raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
+    if checkpoint is not None and method not in NATIVE_METHODS:
+        raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
+                         f"{method!r}; use e.g. method='dop853' or method='rk4'")
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY)
 
     tol = record_tol(grid)
@@ -309,12 +317,19 @@ def simulate_batch(
     norm = max_seed_rms_norm(bf.state_shape)
     status, message = "success", f"reached t1 = {t1:g}"
     recorders[0].attach_progress(progress, t1, f"flow ({method}, {S} seeds)")
+    ckpt = resume = None
+    if checkpoint is not None:
+        settings = {"method": method, "rtol": rtol, "atol": atol, "step": step, "t1": t1, "saveat": grid.tolist(),
+                    "features_at": ft.tolist(), "weights_at": wt.tolist(), "options": opts, "space": bf.space,
+                    "interval": list(interval), "integrals": bool(integrals)}
+        ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "flow_batch", nets, bf,
+                                              settings, batch_rec, monitor)
     t_start = time.perf_counter()
     try:
         if method in SCIPY_METHODS:
             _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
         elif method in NATIVE_METHODS:
-            _run_native_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
+            _run_native_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm, ckpt, resume)
         else:
             _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
     except Abort as exc:
@@ -327,6 +342,8 @@ def simulate_batch(
     finally:
         recorders[0].close()
     wall = time.perf_counter() - t_start
+    if ckpt is not None:
+        ckpt.finish(status == "success")
 
     if status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorders[0].t[-1] * (1 + 1e-12):
@@ -344,9 +361,10 @@ def simulate_batch(
         "n_steps": monitor.n_steps,
         "n_accepted": monitor.n_accepted,
         "n_rejected": monitor.n_rejected if method not in SCIPY_METHODS else -1,
-        "wall_time": wall,
+        "wall_time": wall + monitor.wall_before,
         "flops_per_eval": f.flops_per_eval(),
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
+        "resumed": resume is not None,
     } for f in bf.fields]
     if method in SCIPY_METHODS:
         error_control = {"norm": "global RMS (scipy)", "reason": SCIPY_REASON, "rtol_used": rtol / math.sqrt(S),
@@ -432,6 +450,29 @@ class _BatchRecorder:
     def __init__(self, bf: BatchedField, recorders: list[Recorder]):
         self.bf = bf
         self.recorders = recorders
+
+    # the interface of a Recorder that checkpoints use (gflow.solve.checkpoint): each seed's lists under "<s>/"
+    def lengths(self) -> dict[str, int]:
+        return {f"{s}/{k}": v for s, rec in enumerate(self.recorders) for k, v in rec.lengths().items()}
+
+    def entries(self, start: dict[str, int], end: dict[str, int]) -> dict[str, list]:
+        out = {}
+        for s, rec in enumerate(self.recorders):
+            p = f"{s}/"
+            mine = {k[len(p):]: v for k, v in end.items() if k.startswith(p)}
+            since = {k[len(p):]: v for k, v in start.items() if k.startswith(p)}
+            out.update({p + k: v for k, v in rec.entries(since, mine).items()})
+        return out
+
+    def head_state(self) -> dict:
+        return {"seeds": [rec.head_state() for rec in self.recorders]}
+
+    def state_dict(self) -> dict:
+        return {"seeds": [rec.state_dict() for rec in self.recorders]}
+
+    def load_state_dict(self, state: dict, device=None) -> None:
+        for rec, st in zip(self.recorders, state["seeds"]):
+            rec.load_state_dict(st, device=device)
 
     def record(self, t: float, state: torch.Tensor) -> None:
         """Record every seed at t, or none of them (Abort) if any seed's loss is non-finite there."""
@@ -521,14 +562,25 @@ class _Probe:
         self.probe = probe
 
 
+def _open_batch_checkpoint(path, every, keep, kind: str, nets, bf: BatchedField, settings: dict,
+                           recorder: _BatchRecorder, monitor: Monitor):
+    """:func:`gflow.solve.checkpoint.open_checkpoint` for a batch: the fingerprint holds every seed's network."""
+    from .checkpoint import network_spec, open_checkpoint
+
+    settings = dict(settings, networks=[network_spec(n) for n in nets])
+    return open_checkpoint(path, every=every, keep=keep, kind=kind, problem=bf.problems[0], settings=settings,
+                           recorder=recorder, monitor=monitor)
+
+
 def _run_native_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,
-                      norm: MaxSeedRMSNorm):
+                      norm: MaxSeedRMSNorm, ckpt=None, resume=None):
     from . import rk
 
     field = _NativeBatchField(bf, monitor)
     adaptive = method not in FIXED_STEP_METHODS
     rk.integrate(field, grid, method, rtol=rtol, atol=bf.atol_vector(atol) if adaptive else atol, step=step,
-                 options=opts, recorder=recorder, monitor=monitor, norm=norm if adaptive else None)
+                 options=opts, recorder=recorder, monitor=monitor, norm=norm if adaptive else None, checkpoint=ckpt,
+                 resume=resume)
 
 
 def _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,
@@ -609,13 +661,17 @@ def gradient_descent_batch(
     integrals: bool = True,
     progress: bool | None = False,
     warn: bool = True,
+    checkpoint: Any = None,
+    checkpoint_every: float = 60.0,
+    keep_checkpoint: bool = False,
 ) -> list[Solution]:
     r"""Full-batch gradient descent (eq. (9)) of S networks on the same data, in one batched iteration.
 
     The arguments are those of :func:`gflow.gradient_descent`, with ``nets`` (S compatible networks) in place
-    of ``net``, except ``checkpoint``, ``checkpoint_every`` and ``keep_checkpoint``, which do not exist here
-    (checkpoint individual runs instead).  Every seed takes exactly the steps its individual run takes, so each result equals that run up
-    to rounding (the batched products sum in another order).
+    of ``net``; ``checkpoint``, ``checkpoint_every``, ``keep_checkpoint`` checkpoint the whole batch (every
+    seed's state, status and record: a stopped batch resumes bit for bit).  Every seed takes exactly the steps its
+    individual run takes, so each result equals that run up to rounding (the batched products sum in another
+    order).
 
     Failures are per seed: a seed whose state or loss turns non-finite is recorded as ``"diverged"`` (with its
     iterates up to the last finite saved one, exactly as :func:`gflow.gradient_descent` records it), its state
@@ -650,12 +706,32 @@ def gradient_descent_batch(
     k_done = [0] * S
     active = list(range(S))  # seeds still iterating
     recorders[0].attach_progress(progress, t1, f"GD (δ = {step:g}, {S} seeds)")
+    ckpt = resume = None
+    if checkpoint is not None:
+        settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
+                    "features_at": fk.tolist(), "weights_at": wk.tolist(), "space": bf.space,
+                    "interval": list(interval), "integrals": bool(integrals)}
+        ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "gd_batch", nets, bf,
+                                              settings, _BatchRecorder(bf, recorders), monitor)
     t_start = time.perf_counter()
-    state = bf.initial_state()
-    for s in range(S):
-        recorders[s].record(0.0, bf.seed_state(state, s).clone())
-    last_good = state.clone()
-    frozen = torch.zeros(S, dtype=torch.bool, device=state.device)
+    frozen = torch.zeros(S, dtype=torch.bool, device=net.device)
+    k_start, next_save = 0, 1
+    if resume is None:
+        state = bf.initial_state()
+        for s in range(S):
+            recorders[s].record(0.0, bf.seed_state(state, s).clone())
+        last_good = state.clone()
+    else:  # every seed's state, status and last finite iterate as they were at the checkpoint
+        state, last_good = resume["state"].clone(), resume["last_good"].clone()
+        k_start, next_save = int(resume["k"]), int(resume["next_save"])
+        statuses, messages, k_done = list(resume["statuses"]), list(resume["messages"]), list(resume["k_done"])
+        active = list(resume["active"])
+        frozen[[s for s in range(S) if s not in active]] = True
+
+    def loop_state(k: int) -> dict:
+        return {"method": "gradient_descent_batch", "k": k, "next_save": next_save, "state": state.clone(),
+                "last_good": last_good.clone(), "statuses": list(statuses), "messages": list(messages),
+                "k_done": list(k_done), "active": list(active)}
 
     def stop(s: int, status: str, message: str) -> None:
         statuses[s], messages[s] = status, message
@@ -665,11 +741,12 @@ def gradient_descent_batch(
         frozen[s] = True
         state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
 
+    k = k_start
     try:
-        next_save = 1
-        for k in range(1, steps + 1):
+        for k in range(k_start + 1, steps + 1):
             if not active:
                 break
+            monitor.n_accepted, monitor.last_t = k - 1, (k - 1) * step  # (what a time-budget message reports)
             monitor.on_eval()
             upd, _ = bf.rhs(state)
             if len(active) < S:
@@ -700,15 +777,25 @@ def gradient_descent_batch(
                         recorders[s].last_state = bf.seed_state(last_good, s)
                 else:
                     last_good = state
+            # after the step's records (as gf.gradient_descent: a checkpoint before them lost a row on resume)
+            if ckpt is not None and ckpt.due():
+                ckpt.save(loop_state(k))
+        if ckpt is not None and ckpt.keep:  # the finished batch, for keep_checkpoint=True
+            ckpt.save(loop_state(k))
     except Abort as exc:  # the wall-time budget: every seed still running stops
+        if ckpt is not None:  # (before the seeds are stopped: they resume as running)
+            ckpt.save(loop_state(k - 1))
         for s in list(active):
             stop(s, exc.status, exc.message)
     finally:
         recorders[0].close()
     wall = time.perf_counter() - t_start
+    if ckpt is not None:
+        ckpt.finish(all(st == "success" for st in statuses) or not any(st == "time_budget" for st in statuses))
     stats = [{
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
-        "wall_time": wall, "flops_per_eval": f.flops_per_eval(), "last_step": step,
+        "wall_time": wall + monitor.wall_before, "flops_per_eval": f.flops_per_eval(), "last_step": step,
+        "resumed": resume is not None,
     } for s, f in enumerate(bf.fields)]
 
     def config_of(s: int) -> dict:

@@ -59,15 +59,19 @@ def _hash_tensors(*tensors) -> str:
     return h.hexdigest()
 
 
-def fingerprint(kind: str, problem, settings: dict) -> dict:
-    """What identifies a run: kind, network spec (+ c, W0 if explicit), data hash and solver settings."""
-    net = problem.net
+def network_spec(net) -> dict:
+    """A network's spec as a checkpoint fingerprints it (with a hash of c and W0 where they were given)."""
     spec = net.spec()
     if spec.get("explicit_params"):
         spec = dict(spec, params_sha256=_hash_tensors(net.c, net.W0))
+    return json.loads(json.dumps(spec, default=str))
+
+
+def fingerprint(kind: str, problem, settings: dict) -> dict:
+    """What identifies a run: kind, network spec (+ c, W0 if explicit), data hash and solver settings."""
     return {
         "kind": kind,
-        "network": json.loads(json.dumps(spec, default=str)),
+        "network": network_spec(problem.net),
         "data_sha256": _hash_tensors(problem.X, problem.y, problem.X_test, problem.y_test),
         "solver": json.loads(json.dumps(settings, default=str)),
     }
@@ -212,7 +216,20 @@ def _assemble(path: Path, data: dict) -> dict:
                                  f"{len(values)} entries of {k!r}, not the {seg['end'][k] - seg['start'].get(k, 0)} "
                                  "the checkpoint lists; delete the checkpoint and its .seg files to start afresh")
             lists.setdefault(k, []).extend(values)
-    state = dict(data["recorder_head"])
+    return _recorder_state(data["recorder_head"], lists)
+
+
+def _recorder_state(head: dict, lists: dict[str, list]) -> dict:
+    """``Recorder.state_dict``'s format from a checkpoint's head state and flat lists (keyed as
+    ``Recorder.lengths``: ``"rows.<key>"`` and the series).  A batch of seeds keys its lists ``"<seed index>/…"``
+    and its head ``{"seeds": [head of each seed]}``: then ``{"seeds": [state of each seed]}``."""
+    if "seeds" in head:
+        per: list[dict[str, list]] = [{} for _ in head["seeds"]]
+        for k, v in lists.items():
+            i, key = k.split("/", 1)
+            per[int(i)][key] = v
+        return {"seeds": [_recorder_state(h, lst) for h, lst in zip(head["seeds"], per)]}
+    state = dict(head)
     state["rows"] = {k[5:]: v for k, v in lists.items() if k.startswith("rows.")}
     for k, v in lists.items():
         if not k.startswith("rows."):
@@ -295,7 +312,8 @@ class Checkpointer:
         end = rec.lengths()
         segments = list(self.segments)
         start = segments[-1]["end"] if segments else {}
-        size = end["rows.t"] - start.get("rows.t", 0)
+        # rows recorded since (a batch's seeds record at the same times: any seed's count)
+        size = max((end[k] - start.get(k, 0) for k in end if k == "rows.t" or k.endswith("/rows.t")), default=0)
         superseded, next_index = [], self.next_index
         if any(end[k] != start.get(k, 0) for k in end):
             # binary-counter merging: absorb the last segments while they hold no more rows than the new one
