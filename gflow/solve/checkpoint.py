@@ -114,13 +114,41 @@ def _check_writable(p: Path) -> None:
                          "writable folder") from None
 
 
+class _Sink:
+    """The file torch.save writes to, keeping the OSError of a write that failed (a full disk): torch's zip writer
+    reports it as a RuntimeError ("unexpected pos 64 vs 0"), which :meth:`Checkpointer.save` did not catch."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data):
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self):
+        self.fh.flush()
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace (atomic on POSIX and Windows)."""
+    """torch.save to a temporary file in the same folder, fsync, then os.replace (atomic on POSIX and Windows).
+
+    Raises:
+        OSError: the file could not be written (a full disk: also when torch reports it as a RuntimeError).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            sink = _Sink(fh)
+            try:
+                torch.save(obj, sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
