@@ -509,3 +509,42 @@ def test_a_disk_that_fills_up_while_a_checkpoint_is_written_warns_and_the_run_go
     assert resumed.ok and resumed.stats["resumed"]
     assert_same_run(resumed, ref, exact=True)
     assert not list(tmp_path.iterdir()), "no file is left after success"
+
+
+def test_a_move_killed_midway_is_completed_by_the_next_one(problem, tmp_path, monkeypatch):
+    # regression: move renamed the checkpoint file first, then its segments; killed in between (the sweep's
+    # migration: "an interrupted migration is completed by the next call"), the new name held a checkpoint whose
+    # segments were still under the old name, and the next migration skipped it (the old checkpoint was gone):
+    # the run could not resume ("incomplete: its segment file ... is missing")
+    from gflow.solve import checkpoint as ck
+
+    class Killed(BaseException):
+        pass
+
+    net, X, y = problem
+    args = dict(step=0.5, steps=60, save_every=1)
+    ref = gf.gradient_descent(net, X, y, **args)
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    src, dst = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    with budget_runs_out_at_eval(40), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        gf.gradient_descent(net, X, y, checkpoint=src, **args)
+    n = len(ck.checkpoint_files(src))
+    assert n >= 3
+    real, renames = os.rename, []
+
+    def rename_then_die(a, b):
+        if len(renames) == 1:
+            raise Killed
+        real(a, b)
+        renames.append(b)
+
+    monkeypatch.setattr(os, "rename", rename_then_die)
+    with pytest.raises(Killed):
+        ck.move(src, dst)
+    monkeypatch.setattr(os, "rename", real)
+    if src.exists() and not dst.exists():  # as gflow.sweeps.store.migrate_run_ids goes on
+        ck.move(src, dst)
+    assert not ck.checkpoint_files(src) and len(ck.checkpoint_files(dst)) == n
+    resumed = gf.gradient_descent(net, X, y, checkpoint=dst, **args)
+    assert resumed.ok and resumed.stats["resumed"]
+    assert_same_run(resumed, ref, exact=True)

@@ -175,10 +175,13 @@ def checkpoint_files(path: Any) -> list[Path]:
 
 
 def move(src: Any, dst: Any) -> int:
-    """Rename a checkpoint and its segment files (to ``dst`` and ``dst``'s segment names); the number renamed."""
+    """Rename a checkpoint and its segment files (to ``dst`` and ``dst``'s segment names); the number renamed.
+
+    The segments go first and the checkpoint file last: a move killed midway leaves the checkpoint at ``src``, and
+    moving it again completes the move (the file first left ``dst`` without its segments, and ``src`` gone)."""
     src, dst = Path(src), Path(dst)
     n = 0
-    for q in checkpoint_files(src):
+    for q in sorted(checkpoint_files(src), key=lambda q: q == src):  # (the checkpoint file last)
         os.rename(q, dst.with_name(dst.name + q.name[len(src.name):]))
         n += 1
     return n
