@@ -548,3 +548,45 @@ def test_a_move_killed_midway_is_completed_by_the_next_one(problem, tmp_path, mo
     resumed = gf.gradient_descent(net, X, y, checkpoint=dst, **args)
     assert resumed.ok and resumed.stats["resumed"]
     assert_same_run(resumed, ref, exact=True)
+
+
+def test_the_temporary_files_of_writes_killed_midway_are_deleted_with_the_checkpoint(problem, tmp_path, monkeypatch):
+    # regression: a process killed inside atomic_save (SIGKILL: no cleanup) left its temporary file
+    # ('.gd.ckpt.seg000004.k2j9x_a1.tmp'), and it stayed after the resumed run succeeded (and kept gflow reproduce's
+    # checkpoints/ folder from being removed as empty)
+    import tempfile
+
+    from gflow.solve import checkpoint as ck
+
+    class Killed(BaseException):
+        pass
+
+    net, X, y = problem
+    args = dict(step=0.5, steps=40, save_every=1)
+    ref = gf.gradient_descent(net, X, y, **args)
+    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
+    other = tmp_path / "gd.ckpt.x"  # another checkpoint beside it, whose name starts with this one's
+    atomic_save({"format": 1}, other)
+    others_tmp = tmp_path / f".{other.name}.abcd_123.tmp"  # and a temporary file of its own (not this one's)
+    others_tmp.write_bytes(b"")
+    real = ck.atomic_save
+    for kill_in in ("segment", "checkpoint file"):
+        path, writes = tmp_path / "gd.ckpt", []
+
+        def killed_midway(obj, p):
+            writes.append(p)
+            if len(writes) in (9, 10) and ("entries" in obj) == (kill_in == "segment"):
+                fd, _ = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+                os.write(fd, b"PK\x03\x04 half a zip file")
+                raise Killed  # (the process dies mid-write)
+            real(obj, p)
+
+        monkeypatch.setattr(ck, "atomic_save", killed_midway)
+        with pytest.raises(Killed):
+            gf.gradient_descent(net, X, y, checkpoint=path, **args)
+        monkeypatch.setattr(ck, "atomic_save", real)
+        assert [q for q in tmp_path.iterdir() if q.name.endswith(".tmp")], kill_in
+        resumed = gf.gradient_descent(net, X, y, checkpoint=path, **args)
+        assert resumed.ok and resumed.stats["resumed"]
+        assert_same_run(resumed, ref, exact=True)
+        assert sorted(q.name for q in tmp_path.iterdir()) == sorted([other.name, others_tmp.name]), kill_in

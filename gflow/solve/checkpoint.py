@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -172,6 +173,13 @@ def checkpoint_files(path: Any) -> list[Path]:
     segs = sorted(q for q in p.parent.iterdir() if q.name.startswith(head) and q.name[len(head):].isdigit()) \
         if p.parent.is_dir() else []
     return ([p] if p.is_file() else []) + segs
+
+
+def _temporary_files(path: Path) -> list[Path]:
+    """The temporary files of :func:`atomic_save` writes of the checkpoint at ``path`` and of its segments (left
+    by a process killed mid-write)."""
+    pattern = re.compile(re.escape(f".{path.name}") + rf"(?:{re.escape(_SEG)}\d+)?\.[a-z0-9_]+\.tmp")
+    return [q for q in path.parent.iterdir() if pattern.fullmatch(q.name)] if path.parent.is_dir() else []
 
 
 def move(src: Any, dst: Any) -> int:
@@ -347,9 +355,10 @@ class Checkpointer:
 
     def finish(self, success: bool) -> None:
         """Delete the files after a successful run (unless ``keep``); keep them when the run stopped early.  Segment
-        files that the checkpoint does not list (left by a process killed between two writes) go either way."""
+        files that the checkpoint does not list (left by a process killed between two writes), and the temporary
+        files of writes killed midway, go either way."""
         listed = {segment_path(self.path, s["index"]) for s in self.segments}
-        for q in checkpoint_files(self.path):
+        for q in checkpoint_files(self.path) + _temporary_files(self.path):
             if (success and not self.keep) or (q != self.path and q not in listed):
                 try:
                     q.unlink()
