@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -118,13 +119,41 @@ def _check_writable(p: Path) -> None:
                          "writable folder") from None
 
 
+class _Sink:
+    """The file torch.save writes to, keeping the OSError of a write that failed (a full disk): torch's zip writer
+    reports it as a RuntimeError ("unexpected pos 64 vs 0"), which :meth:`Checkpointer.save` did not catch."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data):
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self):
+        self.fh.flush()
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace (atomic on POSIX and Windows)."""
+    """torch.save to a temporary file in the same folder, fsync, then os.replace (atomic on POSIX and Windows).
+
+    Raises:
+        OSError: the file could not be written (a full disk: also when torch reports it as a RuntimeError).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            sink = _Sink(fh)
+            try:
+                torch.save(obj, sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -150,11 +179,21 @@ def checkpoint_files(path: Any) -> list[Path]:
     return ([p] if p.is_file() else []) + segs
 
 
+def _temporary_files(path: Path) -> list[Path]:
+    """The temporary files of :func:`atomic_save` writes of the checkpoint at ``path`` and of its segments (left
+    by a process killed mid-write)."""
+    pattern = re.compile(re.escape(f".{path.name}") + rf"(?:{re.escape(_SEG)}\d+)?\.[a-z0-9_]+\.tmp")
+    return [q for q in path.parent.iterdir() if pattern.fullmatch(q.name)] if path.parent.is_dir() else []
+
+
 def move(src: Any, dst: Any) -> int:
-    """Rename a checkpoint and its segment files (to ``dst`` and ``dst``'s segment names); the number renamed."""
+    """Rename a checkpoint and its segment files (to ``dst`` and ``dst``'s segment names); the number renamed.
+
+    The segments go first and the checkpoint file last: a move killed midway leaves the checkpoint at ``src``, and
+    moving it again completes the move (the file first left ``dst`` without its segments, and ``src`` gone)."""
     src, dst = Path(src), Path(dst)
     n = 0
-    for q in checkpoint_files(src):
+    for q in sorted(checkpoint_files(src), key=lambda q: q == src):  # (the checkpoint file last)
         os.rename(q, dst.with_name(dst.name + q.name[len(src.name):]))
         n += 1
     return n
@@ -339,9 +378,10 @@ class Checkpointer:
 
     def finish(self, success: bool) -> None:
         """Delete the files after a successful run (unless ``keep``); keep them when the run stopped early.  Segment
-        files that the checkpoint does not list (left by a process killed between two writes) go either way."""
+        files that the checkpoint does not list (left by a process killed between two writes), and the temporary
+        files of writes killed midway, go either way."""
         listed = {segment_path(self.path, s["index"]) for s in self.segments}
-        for q in checkpoint_files(self.path):
+        for q in checkpoint_files(self.path) + _temporary_files(self.path):
             if (success and not self.keep) or (q != self.path and q not in listed):
                 try:
                     q.unlink()
