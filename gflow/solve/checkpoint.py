@@ -218,11 +218,7 @@ def _pack(values: list) -> tuple[str, Any]:
 
 def _unpack(packed: tuple[str, Any]) -> list:
     kind, data = packed
-    if kind == "floats":
-        return data.tolist()
-    if kind == "stack":
-        return list(data)
-    return list(data)
+    return data.tolist() if kind == "floats" else list(data)  # ("stack": the rows, views of one array)
 
 
 def _read(path: Path) -> Any:
@@ -320,7 +316,6 @@ class Checkpointer:
         self.segments: list[dict] = list(resumed["segments"]) if cont else []
         self.token: str = resumed["token"] if cont else uuid.uuid4().hex
         self.next_index: int = int(resumed["next_index"]) if cont else 0
-        self.bytes_written = 0
 
     def due(self) -> bool:
         return time.perf_counter() - self.last >= self.every
@@ -366,13 +361,11 @@ class Checkpointer:
             q = segment_path(self.path, seg["index"])
             atomic_save({"format": FORMAT, "token": self.token, "index": seg["index"], "start": seg["start"],
                          "end": end, "entries": entries}, q)
-            self.bytes_written += q.stat().st_size
             segments.append(seg)
             next_index += 1
         atomic_save({"format": FORMAT, "fingerprint": self.fp, "loop": loop, "monitor": self.monitor.state_dict(),
                      "recorder_head": rec.head_state(), "token": self.token, "next_index": next_index,
                      "segments": segments}, self.path)
-        self.bytes_written += self.path.stat().st_size
         self.segments, self.next_index = segments, next_index
         return superseded
 
