@@ -791,7 +791,7 @@ def gradient_descent_batch(
         recorders[0].close()
     wall = time.perf_counter() - t_start
     if ckpt is not None:
-        ckpt.finish(all(st == "success" for st in statuses) or not any(st == "time_budget" for st in statuses))
+        ckpt.finish("time_budget" not in statuses)  # (a batch whose seeds all finished or diverged is done)
     stats = [{
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": f.flops_per_eval(), "last_step": step,
