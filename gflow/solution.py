@@ -390,6 +390,13 @@ class Solution:
             if group is not None and groups is not None and group.strip("/") not in groups:
                 raise ValueError(f"{path} has no group {group!r}; its groups: {_listing(groups)}") from None
             raise ValueError(f"{path} is not a netCDF-4 file: {exc}") from None
+        return cls.from_dataset(ds, path, group=group)
+
+    @classmethod
+    def from_dataset(cls, ds, path: str | Path = "<dataset>", *, group: str | None = None) -> "Solution":
+        """The Solution held by a loaded xarray Dataset written by :meth:`to_xarray` (what :meth:`load` reads;
+        ``path`` only names it in errors): a caller that reads the file's other variables too opens it once."""
+        path = Path(path)
         if "gflow_format_version" not in ds.attrs and group is None and "gflow_experiment" in ds.attrs:
             groups = [g for g in _groups(path) or [] if g.startswith("run")]  # (exp3 adds a "scatter" group)
             first = groups[0] if groups else "run000"

@@ -117,9 +117,10 @@ def load_run(path: Path) -> tuple[Run, dict]:
 
     from ..solution import Solution
 
-    sol = Solution.load(path)
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        extras = {k[len(_EXTRA):]: ds[k].values for k in ds.data_vars if k.startswith(_EXTRA)}
+    with xr.open_dataset(path, engine="h5netcdf") as ds:  # once for both (it was opened twice: 0.18 s a run)
+        ds = ds.load()
+    sol = Solution.from_dataset(ds, path)
+    extras = {k[len(_EXTRA):]: ds[k].values for k in ds.data_vars if k.startswith(_EXTRA)}
     labels = json.loads(sol.extra_attrs.get("labels", "{}"))
     sol = _strip(sol)
     return Run(labels, sol), extras
