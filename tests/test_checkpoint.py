@@ -66,6 +66,29 @@ def assert_same_run(a: gf.Solution, b: gf.Solution, exact: bool = True) -> None:
             np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
+class Killed(BaseException):
+    """A process killed (SIGKILL: no final checkpoint) right after a checkpoint was written."""
+
+
+def killed_after_checkpoint(monkeypatch, n: int, run) -> None:
+    """Call ``run()`` with a checkpoint after every step, dying right after the n-th is written."""
+    from gflow.solve import checkpoint as ck
+
+    real, saves = ck.Checkpointer.save, []
+
+    def save_then_die(self, loop):
+        real(self, loop)
+        saves.append(1)
+        if len(saves) == n:
+            raise Killed
+
+    with monkeypatch.context() as mp:
+        mp.setattr(ck.Checkpointer, "due", lambda self: True)
+        mp.setattr(ck.Checkpointer, "save", save_then_die)
+        with pytest.raises(Killed):
+            run()
+
+
 @pytest.mark.parametrize("method, kw, stop_at", [
     ("rk4", {"step": 0.1}, 57),  # mid-step: a stage evaluation
     ("euler", {"step": 0.05}, 31),
@@ -124,28 +147,11 @@ def test_gradient_descent_killed_right_after_a_checkpoint_at_a_saved_step_resume
                                                                                              monkeypatch):
     # regression: the checkpoint of a saved step was written before the step's row was recorded; a run killed then
     # (SIGKILL: no final checkpoint) resumed past the step and lost the row — 3 000 saved times instead of 3 001
-    from gflow.solve import checkpoint as ck
-
-    class Killed(BaseException):
-        pass
-
     net, X, y = problem
     args = dict(step=0.5, steps=40, save_every=1)
     ref = gf.gradient_descent(net, X, y, **args)
     path = tmp_path / "gd.ckpt"
-    real, saves = ck.Checkpointer.save, []
-
-    def save_then_die(self, loop):
-        real(self, loop)
-        saves.append(loop["k"])
-        if len(saves) == 5:
-            raise Killed  # (the process dies after the file is written)
-
-    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
-    monkeypatch.setattr(ck.Checkpointer, "save", save_then_die)
-    with pytest.raises(Killed):
-        gf.gradient_descent(net, X, y, checkpoint=path, **args)
-    monkeypatch.setattr(ck.Checkpointer, "save", real)
+    killed_after_checkpoint(monkeypatch, 5, lambda: gf.gradient_descent(net, X, y, checkpoint=path, **args))
     resumed = gf.gradient_descent(net, X, y, checkpoint=path, **args)
     assert resumed.ok and resumed.stats["resumed"]
     assert_same_run(resumed, ref, exact=True)
@@ -419,28 +425,11 @@ def test_a_flow_killed_right_after_a_checkpoint_resumes_with_its_step_counts(pro
                                                                              kw):
     # regression: the periodic checkpoint was written before the step was counted; a run killed right after it
     # (SIGKILL: no final checkpoint) resumed with n_steps and n_accepted one short
-    from gflow.solve import checkpoint as ck
-
-    class Killed(BaseException):
-        pass
-
     net, X, y = problem
     args = dict(t1=10.0, method=method, **kw)
     ref = gf.simulate(net, X, y, **args)
     path = tmp_path / "run.ckpt"
-    real, saves = ck.Checkpointer.save, []
-
-    def save_then_die(self, loop):
-        real(self, loop)
-        saves.append(1)
-        if len(saves) == 7:
-            raise Killed
-
-    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
-    monkeypatch.setattr(ck.Checkpointer, "save", save_then_die)
-    with pytest.raises(Killed):
-        gf.simulate(net, X, y, checkpoint=path, **args)
-    monkeypatch.setattr(ck.Checkpointer, "save", real)
+    killed_after_checkpoint(monkeypatch, 7, lambda: gf.simulate(net, X, y, checkpoint=path, **args))
     resumed = gf.simulate(net, X, y, checkpoint=path, **args)
     assert resumed.ok and resumed.stats["resumed"]
     assert_same_run(resumed, ref, exact=True)
@@ -522,29 +511,12 @@ def test_a_stopped_and_resumed_batch_gradient_descent_with_a_diverged_seed_equal
 
 
 def test_a_batch_killed_right_after_a_checkpoint_resumes_every_row(tmp_path, monkeypatch):
-    from gflow.solve import checkpoint as ck
-
-    class Killed(BaseException):
-        pass
-
     nets, X, y = _batch_problem()
     nets = [nets[0], nets[2]]
     args = dict(step=0.1, steps=40, save_every=1)
     ref = gf.gradient_descent_batch(nets, X, y, **args)
     path = tmp_path / "gd.ckpt"
-    real, saves = ck.Checkpointer.save, []
-
-    def save_then_die(self, loop):
-        real(self, loop)
-        saves.append(1)
-        if len(saves) == 9:
-            raise Killed
-
-    monkeypatch.setattr(ck.Checkpointer, "due", lambda self: True)
-    monkeypatch.setattr(ck.Checkpointer, "save", save_then_die)
-    with pytest.raises(Killed):
-        gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
-    monkeypatch.setattr(ck.Checkpointer, "save", real)
+    killed_after_checkpoint(monkeypatch, 9, lambda: gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args))
     resumed = gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
     _assert_same_batch(resumed, ref)
 
