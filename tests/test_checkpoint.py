@@ -683,3 +683,20 @@ def test_the_temporary_files_of_writes_killed_midway_are_deleted_with_the_checkp
         assert resumed.ok and resumed.stats["resumed"]
         assert_same_run(resumed, ref, exact=True)
         assert sorted(q.name for q in tmp_path.iterdir()) == sorted([other.name, others_tmp.name]), kill_in
+
+
+def test_a_resumed_adaptive_batch_reports_the_limiting_share_of_the_whole_run(tmp_path):
+    # regression: the error norm's per-seed counts were not in the checkpoint, so a resumed batch reported the
+    # limiting_share of its last segment only (1.0 and 0.0 here, instead of 0.98 and 0.02)
+    nets, X, y = _batch_problem()
+    nets = [nets[0], nets[2]]
+    args = dict(t1=20.0, method="dop853", rtol=1e-8, atol=1e-10)
+    ref = gf.simulate_batch(nets, X, y, **args)
+    assert 0 < ref[1].config["solver"]["batch"]["limiting_share"] < 0.5
+    path = tmp_path / "batch.ckpt"
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        gf.simulate_batch(nets, X, y, checkpoint=path, max_steps=10, **args)
+    resumed = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    _assert_same_batch(resumed, ref)
+    for a, b in zip(resumed, ref):
+        assert a.config["solver"]["batch"] == b.config["solver"]["batch"]
