@@ -700,3 +700,25 @@ def test_a_resumed_adaptive_batch_reports_the_limiting_share_of_the_whole_run(tm
     _assert_same_batch(resumed, ref)
     for a, b in zip(resumed, ref):
         assert a.config["solver"]["batch"] == b.config["solver"]["batch"]
+
+
+def test_a_batch_checkpoint_refused_for_other_networks_says_what_differs(tmp_path):
+    # regression: the message showed both lists of networks cut to 60 characters, which looked the same (it did not
+    # say which network, or that their number differed); and gf.gradient_descent's checkpoint, given to the batch,
+    # was also said to differ in features_at (steps in the batch's fingerprint, times in the single run's)
+    nets, X, y = _batch_problem()
+    args = dict(step=0.1, steps=60, save_every=7)
+    path = tmp_path / "gd.ckpt"
+    with budget_runs_out_at_eval(3), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
+    other = gf.Network(d=5, width=16, activation="linear", seed=2, c_hat=2.0)
+    with pytest.raises(ValueError, match=r"'networks' \(nets\[2\] 'c_hat': 1\.0 in the checkpoint vs 2\.0 now\)"):
+        gf.gradient_descent_batch(nets[:2] + [other], X, y, checkpoint=path, **args)
+    with pytest.raises(ValueError, match=r"'networks' \(3 networks in the checkpoint vs 2 now\)"):
+        gf.gradient_descent_batch(nets[:2], X, y, checkpoint=path, **args)
+    single = tmp_path / "single.ckpt"
+    with budget_runs_out_at_eval(3), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        gf.gradient_descent(nets[0], X, y, checkpoint=single, **args)
+    with pytest.raises(ValueError, match=r"kind of run \('gd' vs 'gd_batch'\)") as info:
+        gf.gradient_descent_batch(nets[:1], X, y, checkpoint=single, **args)
+    assert "features_at" not in str(info.value)

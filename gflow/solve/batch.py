@@ -728,8 +728,9 @@ def gradient_descent_batch(
     recorders[0].attach_progress(progress, t1, f"GD (δ = {step:g}, {S} seeds)")
     ckpt = resume = None
     if checkpoint is not None:
+        # (times, as gf.gradient_descent's: its checkpoint, refused here, was also said to differ in features_at)
         settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
-                    "features_at": fk.tolist(), "weights_at": wk.tolist(), "space": bf.space,
+                    "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(), "space": bf.space,
                     "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "gd_batch", nets, bf,
                                               settings, _BatchRecorder(bf, recorders), monitor)
