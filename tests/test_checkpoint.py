@@ -722,3 +722,24 @@ def test_a_batch_checkpoint_refused_for_other_networks_says_what_differs(tmp_pat
     with pytest.raises(ValueError, match=r"kind of run \('gd' vs 'gd_batch'\)") as info:
         gf.gradient_descent_batch(nets[:1], X, y, checkpoint=single, **args)
     assert "features_at" not in str(info.value)
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])  # f(0), and the initial-step heuristic's evaluation
+def test_an_adaptive_batch_stopped_before_its_first_step_was_chosen_resumes(tmp_path, stop_at):
+    # regression: the checkpoint held h = NaN (no step chosen yet); the resumed run stopped at once as "nonfinite"
+    # (and kept its checkpoint, so every rerun did so again).  gf.simulate's engine is the same.
+    nets, X, y = _batch_problem()
+    nets = [nets[0], nets[2]]
+    args = dict(t1=5.0, method="dop853", rtol=1e-8, atol=1e-10)
+    ref = gf.simulate_batch(nets, X, y, **args)
+    path = tmp_path / "batch.ckpt"
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        first = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    assert first[0].status == "time_budget" and path.exists()
+    resumed = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    assert all(s.ok for s in resumed) and not path.exists()
+    _assert_same_batch(resumed, ref)
+    single = tmp_path / "single.ckpt"
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        gf.simulate(nets[0], X, y, checkpoint=single, **args)
+    assert_same_run(gf.simulate(nets[0], X, y, checkpoint=single, **args), gf.simulate(nets[0], X, y, **args))
