@@ -655,3 +655,63 @@ def test_the_temporary_files_of_writes_killed_midway_are_deleted_with_the_checkp
         assert resumed.ok and resumed.stats["resumed"]
         assert_same_run(resumed, ref, exact=True)
         assert sorted(q.name for q in tmp_path.iterdir()) == sorted([other.name, others_tmp.name]), kill_in
+
+
+def test_a_resumed_adaptive_batch_reports_the_limiting_share_of_the_whole_run(tmp_path):
+    # regression: the error norm's per-seed counts were not in the checkpoint, so a resumed batch reported the
+    # limiting_share of its last segment only (1.0 and 0.0 here, instead of 0.98 and 0.02)
+    nets, X, y = _batch_problem()
+    nets = [nets[0], nets[2]]
+    args = dict(t1=20.0, method="dop853", rtol=1e-8, atol=1e-10)
+    ref = gf.simulate_batch(nets, X, y, **args)
+    assert 0 < ref[1].config["solver"]["batch"]["limiting_share"] < 0.5
+    path = tmp_path / "batch.ckpt"
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        gf.simulate_batch(nets, X, y, checkpoint=path, max_steps=10, **args)
+    resumed = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    _assert_same_batch(resumed, ref)
+    for a, b in zip(resumed, ref):
+        assert a.config["solver"]["batch"] == b.config["solver"]["batch"]
+
+
+def test_a_batch_checkpoint_refused_for_other_networks_says_what_differs(tmp_path):
+    # regression: the message showed both lists of networks cut to 60 characters, which looked the same (it did not
+    # say which network, or that their number differed); and gf.gradient_descent's checkpoint, given to the batch,
+    # was also said to differ in features_at (steps in the batch's fingerprint, times in the single run's)
+    nets, X, y = _batch_problem()
+    args = dict(step=0.1, steps=60, save_every=7)
+    path = tmp_path / "gd.ckpt"
+    with budget_runs_out_at_eval(3), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
+    other = gf.Network(d=5, width=16, activation="linear", seed=2, c_hat=2.0)
+    with pytest.raises(ValueError, match=r"'networks' \(nets\[2\] 'c_hat': 1\.0 in the checkpoint vs 2\.0 now\)"):
+        gf.gradient_descent_batch(nets[:2] + [other], X, y, checkpoint=path, **args)
+    with pytest.raises(ValueError, match=r"'networks' \(3 networks in the checkpoint vs 2 now\)"):
+        gf.gradient_descent_batch(nets[:2], X, y, checkpoint=path, **args)
+    single = tmp_path / "single.ckpt"
+    with budget_runs_out_at_eval(3), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        gf.gradient_descent(nets[0], X, y, checkpoint=single, **args)
+    with pytest.raises(ValueError, match=r"kind of run \('gd' vs 'gd_batch'\)") as info:
+        gf.gradient_descent_batch(nets[:1], X, y, checkpoint=single, **args)
+    assert "features_at" not in str(info.value)
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])  # f(0), and the initial-step heuristic's evaluation
+def test_an_adaptive_batch_stopped_before_its_first_step_was_chosen_resumes(tmp_path, stop_at):
+    # regression: the checkpoint held h = NaN (no step chosen yet); the resumed run stopped at once as "nonfinite"
+    # (and kept its checkpoint, so every rerun did so again).  gf.simulate's engine is the same.
+    nets, X, y = _batch_problem()
+    nets = [nets[0], nets[2]]
+    args = dict(t1=5.0, method="dop853", rtol=1e-8, atol=1e-10)
+    ref = gf.simulate_batch(nets, X, y, **args)
+    path = tmp_path / "batch.ckpt"
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        first = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    assert first[0].status == "time_budget" and path.exists()
+    resumed = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+    assert all(s.ok for s in resumed) and not path.exists()
+    _assert_same_batch(resumed, ref)
+    single = tmp_path / "single.ckpt"
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        gf.simulate(nets[0], X, y, checkpoint=single, **args)
+    assert_same_run(gf.simulate(nets[0], X, y, checkpoint=single, **args), gf.simulate(nets[0], X, y, **args))

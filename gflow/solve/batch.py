@@ -572,12 +572,32 @@ def _open_batch_checkpoint(path, every, keep, kind: str, nets, bf: BatchedField,
                            recorder=recorder, monitor=monitor)
 
 
+class _NormCheckpoint:
+    """The batch's checkpointer as the native engine sees it: each checkpoint also holds the error norm's per-seed
+    counts (a resumed batch reported ``limiting_share``, and named the seed that limited the steps, from its last
+    segment only)."""
+
+    def __init__(self, ckpt, norm: MaxSeedRMSNorm):
+        self.ckpt, self.norm = ckpt, norm
+
+    def __getattr__(self, name):
+        return getattr(self.ckpt, name)
+
+    def save(self, loop: dict) -> None:
+        self.ckpt.save(dict(loop, norm_limiting=self.norm.limiting.tolist(), norm_last=self.norm.last))
+
+
 def _run_native_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,
                       norm: MaxSeedRMSNorm, ckpt=None, resume=None):
     from . import rk
 
     field = _NativeBatchField(bf, monitor)
     adaptive = method not in FIXED_STEP_METHODS
+    if ckpt is not None:
+        ckpt = _NormCheckpoint(ckpt, norm)
+    if resume is not None and "norm_limiting" in resume:
+        norm.limiting[:] = resume["norm_limiting"]
+        norm.last = resume["norm_last"]
     rk.integrate(field, grid, method, rtol=rtol, atol=bf.atol_vector(atol) if adaptive else atol, step=step,
                  options=opts, recorder=recorder, monitor=monitor, norm=norm if adaptive else None, checkpoint=ckpt,
                  resume=resume)
@@ -708,8 +728,9 @@ def gradient_descent_batch(
     recorders[0].attach_progress(progress, t1, f"GD (δ = {step:g}, {S} seeds)")
     ckpt = resume = None
     if checkpoint is not None:
+        # (times, as gf.gradient_descent's: its checkpoint, refused here, was also said to differ in features_at)
         settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
-                    "features_at": fk.tolist(), "weights_at": wk.tolist(), "space": bf.space,
+                    "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(), "space": bf.space,
                     "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "gd_batch", nets, bf,
                                               settings, _BatchRecorder(bf, recorders), monitor)

@@ -88,8 +88,27 @@ def _differences(old: dict, new: dict) -> list[str]:
         a, b = old.get(part, {}), new[part]
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         for k in keys[:6]:
+            if part == "solver" and k == "networks" and isinstance(a.get(k), list) and isinstance(b.get(k), list):
+                out.append(f"solver setting 'networks' ({_networks_differences(a[k], b[k])})")
+                continue
             out.append(f"{part} setting {k!r} ({_short(a.get(k))} in the checkpoint vs {_short(b.get(k))} now)")
     return out
+
+
+def _networks_differences(old: list, new: list) -> str:
+    """What differs between a batch checkpoint's networks and the current ones (their count, or which network and
+    which of its settings): both lists' reprs cut to 60 characters looked the same."""
+    if len(old) != len(new):
+        return f"{len(old)} networks in the checkpoint vs {len(new)} now"
+    parts = []
+    for i, (a, b) in enumerate(zip(old, new)):
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            if a != b:
+                parts.append(f"nets[{i}]: {_short(a)} in the checkpoint vs {_short(b)} now")
+            continue
+        for k in sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)):
+            parts.append(f"nets[{i}] {k!r}: {_short(a.get(k))} in the checkpoint vs {_short(b.get(k))} now")
+    return "; ".join(parts[:6]) + (f"; and {len(parts) - 6} more" if len(parts) > 6 else "")
 
 
 def _short(v: Any) -> str:

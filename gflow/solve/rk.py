@@ -519,7 +519,9 @@ class Engine:
         s = sc.stages
         m.landing_time = self.t1
         expo = 1.0 / (sc.err_order + 1) - 0.75 * self.beta
-        if not resumed:
+        # a run stopped before its first step was chosen (a time budget that ran out in the first evaluations) left
+        # h = NaN in its checkpoint: the resumed run stopped as "nonfinite" at once, and kept doing so
+        if not resumed or math.isnan(self.h):
             self._f(0.0, self.y, self._rows[0])
             self.h = float(self.first_step) if self.first_step is not None else self._initial_step()
         self._abs_plus_a(self.y, self.absy)
