@@ -273,9 +273,28 @@ def test_richardson_estimate_on_a_synthetic_power_law():
     est = richardson_estimate(L, order=2, safety=1.0)
     assert abs(est["observed_order"] - 1.5) < 1e-12 and est["reliable"]
     true = np.abs(L[2] - exact)
+    rel = true / L[2]  # the relative error grows with t here: the envelope of neighbours takes the one ahead
     assert est["abs"][0] == 0.0                                            # t = 0: the initial condition
-    np.testing.assert_allclose(est["abs"][1:-1], true[2:], rtol=1e-12)  # exact, one neighbour ahead (envelope)
+    np.testing.assert_allclose(est["rel"][1:-1], rel[2:], rtol=1e-12)    # exact, one neighbour ahead (envelope)
     np.testing.assert_allclose(est["abs"][-1], true[-1], rtol=1e-12)
+    assert np.all(est["abs"] >= true * (1 - 1e-12))
+
+
+def test_richardson_estimate_follows_a_loss_that_falls_by_orders_of_magnitude_between_saved_times():
+    # regression: the envelope over neighbouring times took the absolute differences, so an earlier time's, where
+    # the loss is e³ = 20× larger, divided by this time's loss inflated the estimate 20× here (on a ReLU run to
+    # t = 2 000 with 11 saved times: 2.3e-2 against a true error of 5e-6)
+    h = np.array([0.4, 0.2, 0.1])
+    t = np.linspace(0.0, 10.0, 11)
+    exact = np.exp(-3.0 * t)
+    L = exact[None, :] * (1.0 + 0.01 * h[:, None] ** 1.5)  # a relative error 0.01·h^1.5 at every time
+    est = richardson_estimate(L, order=2, safety=1.0)
+    true_rel = np.abs(L[2] - exact) / L[2]
+    np.testing.assert_allclose(est["rel"][1:], true_rel[1:], rtol=1e-9)
+    est = richardson_estimate(L, order=1, safety=1.0, smooth=False)  # (kinked σ: order capped at 1, both halvings)
+    assert np.all(est["rel"][1:] >= true_rel[1:]) and np.all(est["rel"][1:] <= 10 * true_rel[1:])
+    zero = richardson_estimate(np.array([[1.0, 2e-9], [1.0, 1e-9], [1.0, 0.0]]), order=1)  # a loss of exactly 0
+    assert np.all(np.isfinite(zero["abs"])) and zero["abs"][1] > 0 and zero["rel"][1] == np.inf
 
 
 def test_relu_benchmark_quick_mode_writes_json_and_the_estimates_bound_the_error(tmp_path):

@@ -40,10 +40,12 @@ for steps 1/4 … 1/128 it was 0.02433, 0.02597, 0.02510, 0.02478, 0.02446, 0.02
 estimates the contraction ρ = Σ_k|L_{h/2} − L_{h/4}| / Σ_k|L_h − L_{h/2}| of the differences (ρ = 2^{−p}),
 and reports for the finest solution (the one returned)
 
-    error_estimate_k = safety · max_{j∈{k−1,k,k+1}} δ_j · ρ/(1 − ρ) / L_{h/4}(t_k),
+    error_estimate_k = safety · max_{j∈{k−1,k,k+1}} (δ_j / L_{h/4}(t_j)) · ρ/(1 − ρ),
 
 with δ_j = |L_{h/2}(t_j) − L_{h/4}(t_j)| for smooth σ.  The neighbour maximum guards against a difference
-passing through zero at one saved time; ρ is clamped to [2^{−order}, ρ_max] and the run is flagged
+passing through zero at one saved time; it is taken of the relative differences (of the absolute ones divided
+by L_{h/4}(t_k), it inflated the estimate by the loss's fall between neighbouring times: 4 000× on a ReLU run
+to t = 2 000 with 11 saved times); ρ is clamped to [2^{−order}, ρ_max] and the run is flagged
 ``reliable: False`` when the observed ρ exceeds ρ_max (the steps are not yet in the convergent regime).
 
 For a kinked σ the error converges like a staircase — whether a pair that grazes the kink crosses or slides
@@ -107,18 +109,26 @@ def richardson_estimate(losses: Any, order: float, *, safety: float = DEFAULT_SA
     rho_obs = s2 / s1 if s1 > 0 else (0.0 if s2 == 0 else math.inf)
     reliable = bool(rho_obs <= RHO_MAX)
     rho = min(max(rho_obs, 2.0 ** (-(order if smooth else min(order, 1.0)))), RHO_MAX)
-    env = _envelope(d2)
-    if not smooth:  # staircase convergence: one small difference does not mean a small error (see docstring)
-        env = np.maximum(env, _envelope(d1))
-    if not reliable:  # not converging: fall back on the larger difference, still scaled by the slowest ρ
-        env = np.maximum(env, d1)
-    est = safety * env * rho / (1.0 - rho)
-    est[0] = 0.0 if L.shape[1] and d2[0] == 0 else est[0]
+    # the envelope over neighbouring times is taken of the *relative* differences: the absolute ones of an earlier
+    # time, where the loss is orders of magnitude larger on a long horizon, divided by this time's loss made the
+    # estimate 4 000× the true error (ReLU to t = 2 000, 11 saved times: 2.3e-2 against 5e-6)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(L[2] > 0, est / np.abs(L[2]), np.where(est > 0, np.inf, 0.0))
+        scale = np.abs(L[2])
+        r1 = np.where(scale > 0, d1 / scale, np.where(d1 > 0, np.inf, 0.0))
+        r2 = np.where(scale > 0, d2 / scale, np.where(d2 > 0, np.inf, 0.0))
+    env = _envelope(r2)
+    if not smooth:  # staircase convergence: one small difference does not mean a small error (see docstring)
+        env = np.maximum(env, _envelope(r1))
+    if not reliable:  # not converging: fall back on the larger difference, still scaled by the slowest ρ
+        env = np.maximum(env, r1)
+    rel = safety * env * rho / (1.0 - rho)
+    rel[0] = 0.0 if L.shape[1] and d2[0] == 0 else rel[0]
     if not smooth:  # an error made at a kink event persists: carry the largest relative estimate forward
         rel = np.maximum.accumulate(rel)
-        est = rel * np.abs(L[2])
+    # (a loss of exactly 0: the absolute difference itself, as the relative one is infinite there)
+    fallback = safety * np.maximum(d2, d1 if not (smooth and reliable) else 0.0) * rho / (1.0 - rho)
+    with np.errstate(invalid="ignore"):  # (inf · 0 where the loss is 0: replaced by the fallback)
+        est = np.where(scale > 0, rel * scale, np.where(rel > 0, fallback, 0.0))
     return {"abs": est, "rel": rel, "rho": rho, "rho_observed": rho_obs,
             "observed_order": -math.log2(rho_obs) if 0 < rho_obs < math.inf else math.inf, "reliable": reliable}
 
