@@ -261,3 +261,15 @@ def test_the_loss_keeps_its_relative_accuracy_as_it_falls_to_1e_19_with_the_defa
     assert ref.ok and ref.loss[-1] < 1e-18
     sol = gf.simulate(net, X, y, 800.0, T, method="filippov", integrals=False)  # rtol 1e-7, atol 1e-9
     assert sol.ok and np.max(_rel(sol.loss, ref.loss)) < 1e-4  # measured 2.4e-6
+
+
+def test_the_residual_control_stops_at_the_rounding_of_the_outputs_when_the_targets_are_zero():
+    # regression: the residual's error floor was 1e3·eps·‖y‖ only; with y = 0 the residual falls to the rounding
+    # of the output's terms (~1e-15, L ~ 1e-31), where the step's error estimate is rounding too, and held to
+    # rtol·‖r‖ the steps shrank until the time budget ran out (200 000 evaluations to t = 1 350 of 5 000)
+    X, y = gf.data.wei2019(10, 50, seed=0)
+    net = gf.Network(50, width=32, activation="relu", embedding=gf.RandomFeatures(D=32), scaling="ours", seed=0)
+    T = np.linspace(0.0, 3000.0, 4)
+    sol = gf.simulate(net, X, 0.0 * y, 3000.0, T, method="filippov", integrals=False, max_wall_time=3.0, warn=False)
+    assert sol.ok, sol.message
+    assert sol.loss[-1] < 1e-28

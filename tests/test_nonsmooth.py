@@ -338,3 +338,15 @@ def test_fixed_steps_are_not_set_by_the_default_output_times(make_data):
     assert est.ok and 0 < np.max(est.error_estimate) < 1 and "order inf" not in est.message
     with pytest.raises(ValueError, match=r"output times closer than step=0.25 everywhere"):
         gf.simulate(relu, X, y, t1=5.0, method="euler", step=0.25, error_estimate=True, saveat=np.linspace(0, 5, 501))
+
+
+def test_richardson_estimate_next_to_a_loss_of_exactly_0_stays_finite_and_a_nan_loss_stays_nan():
+    # regression: the envelope took a zero-loss neighbour's relative difference (inf), so the estimate at a saved
+    # time of positive loss next to it was inf (the absolute envelope gave 2e-3 here); a NaN loss had estimate 0
+    L = np.array([[1.0, 1e-2, 1e-3], [1.0, 1.1e-2, 5e-4], [1.0, 1.05e-2, 0.0]])
+    for smooth in (True, False):
+        est = richardson_estimate(L, order=1, smooth=smooth)
+        assert np.all(np.isfinite(est["abs"])) and est["abs"][1] >= 2e-3 * (1 - 1e-12), est
+        assert est["rel"][2] == np.inf and est["abs"][2] > 0
+    est = richardson_estimate(np.array([[1.0, 0.5, 0.2], [1.0, 0.6, 0.3], [1.0, 0.55, np.nan]]), order=1)
+    assert np.isnan(est["abs"][2])
