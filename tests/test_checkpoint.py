@@ -341,9 +341,6 @@ def test_a_run_killed_between_a_segment_and_the_checkpoint_file_resumes_bit_for_
                                                                                     monkeypatch):
     from gflow.solve import checkpoint as ck
 
-    class Killed(BaseException):
-        pass
-
     net, X, y = problem
     args = dict(t1=6.0, saveat=np.linspace(0.0, 6.0, 61), method="rk4", step=0.05, features_at=[0.0, 2.0, 6.0])
     ref = gf.simulate(net, X, y, **args)
@@ -583,9 +580,6 @@ def test_a_move_killed_midway_is_completed_by_the_next_one(problem, tmp_path, mo
     # the run could not resume ("incomplete: its segment file ... is missing")
     from gflow.solve import checkpoint as ck
 
-    class Killed(BaseException):
-        pass
-
     net, X, y = problem
     args = dict(step=0.5, steps=60, save_every=1)
     ref = gf.gradient_descent(net, X, y, **args)
@@ -622,9 +616,6 @@ def test_the_temporary_files_of_writes_killed_midway_are_deleted_with_the_checkp
     import tempfile
 
     from gflow.solve import checkpoint as ck
-
-    class Killed(BaseException):
-        pass
 
     net, X, y = problem
     args = dict(step=0.5, steps=40, save_every=1)

@@ -506,11 +506,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
             if not (math.isfinite(enorm) and math.isfinite(enorm_r)):
                 raise _NonFinite
             if enorm > 1.0:
-                monitor.on_step(t, h, False)
-                h *= max(dfactor, safety * enorm ** -0.2)
-                if h < 1e-12 * max(1.0, abs(t)):
-                    raise Abort("step_size_collapse", f"the step size collapsed to {h:.3g} at t = {t:.6g} on a fixed "
-                                "activation pattern; check the data scale or loosen rtol/atol")
+                h = _rejected(monitor, t, h, max(dfactor, safety * enorm ** -0.2))
                 continue
             h_new = min(h * min(ifactor, max(dfactor, safety * enorm ** -0.2 if enorm > 0 else ifactor)), max_step)
             # --- events on [t, t + h] -------------------------------------------------------------------
@@ -580,11 +576,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                 continue
             # --- accept (no event in the step: the residual's relative error too) ---------------------------
             if enorm_r > 1.0:
-                monitor.on_step(t, h, False)
-                h *= max(dfactor, safety * enorm_r ** -0.2)
-                if h < 1e-12 * max(1.0, abs(t)):
-                    raise Abort("step_size_collapse", f"the step size collapsed to {h:.3g} at t = {t:.6g} on a fixed "
-                                "activation pattern; check the data scale or loosen rtol/atol")
+                h = _rejected(monitor, t, h, max(dfactor, safety * enorm_r ** -0.2))
                 continue
             if enorm_r > enorm:
                 h_new = min(h * min(ifactor, max(dfactor, safety * enorm_r ** -0.2)), max_step)
@@ -605,6 +597,16 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     stats["n_sliding"] = int((mode == 0).sum())
     monitor.partial = None
     return stats
+
+
+def _rejected(monitor: Monitor, t: float, h: float, factor: float) -> float:
+    """The step h from t was rejected: count it and return the shorter step h·factor (Abort if it collapsed)."""
+    monitor.on_step(t, h, False)
+    h *= factor
+    if h < 1e-12 * max(1.0, abs(t)):
+        raise Abort("step_size_collapse", f"the step size collapsed to {h:.3g} at t = {t:.6g} on a fixed "
+                    "activation pattern; check the data scale or loosen rtol/atol")
+    return h
 
 
 def _hermite(w: torch.Tensor) -> torch.Tensor:
