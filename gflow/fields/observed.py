@@ -47,12 +47,8 @@ class ObservedField(AbstractField):
         self._c = net.c
         self._coef = net.kernel_coef
         self._G = base.problem.G
-        m = net.m
-        # hot-path constants: μ_a and ν_a = S_aa as one product of the rows [1, c²]/m with σ′² (T4), and
-        # M = κ_M G∘S = (κ_M/m · G) ∘ (cσ′)ᵀ(cσ′) (E3) with the scalar folded into G once
-        self._mu_nu_rows = torch.stack([torch.ones_like(net.c), net.c * net.c]) / m
-        self._G_over_m = (self._coef / m) * self._G
-        self._c_col = net.c[:, None]
+        # hot-path forms of μ, ν (one product) and M (the scalar folded into G once): Q.FastForms
+        self._forms = Q.FastForms(net.c, self._G if lam_min_M else None, self._coef)
 
     def core(self, state: torch.Tensor) -> torch.Tensor:
         return state[: self.N].view(self.core_shape)
@@ -80,11 +76,10 @@ class ObservedField(AbstractField):
     def _integrands(self, H, ds, dL=None, r=None) -> torch.Tensor:
         """:meth:`integrands` from H, σ′(H) and L̇ — or, with ``dL=None``, L̇ = −rᵀMr (E3) from r and the M that
         λ_min(M) needs anyway (``lam_min_M`` only)."""
-        ds2 = torch.mul(ds, ds, out=self._scratch("ds2", tuple(ds.shape), ds))
-        munu = torch.mm(self._mu_nu_rows, ds2).amin(dim=1)  # (μ, ν)
+        buf = self._scratch("ds2", tuple(ds.shape), ds)
+        munu = self._forms.mu_nu(ds, buf)  # (μ, ν)
         if self.lam_min_M:
-            cd = torch.mul(ds, self._c_col, out=ds2)  # σ′² is no longer needed
-            M = Q.gram(cd).mul_(self._G_over_m)
+            M = self._forms.kernel_M(ds, buf)  # (σ′² in buf is no longer needed)
             if dL is None:
                 dL = -torch.dot(r, torch.mv(M, r))
             try:

@@ -102,6 +102,32 @@ def kernel_M(G: torch.Tensor, ds: torch.Tensor, c: torch.Tensor, coef: float = 1
     return coef * (G * kernel_S(ds, c))
 
 
+class FastForms:
+    """μ, ν and M formed with few passes, for code that evaluates them often (the running integrals at every
+    evaluation, the recorder at every saved time): the values of :func:`mu`, :func:`nu` and :func:`kernel_M` up to
+    rounding, with the constants folded once — μ_a and ν_a = S_aa as one product of the rows [1, c²]/m with σ′²
+    (T4), and M = (κ_M/m · G) ∘ (cσ′)ᵀ(cσ′) (E3) through the symmetric :func:`gram`.
+
+    Args:
+        c: (m,) output weights; G: (n, n) Gram matrix, or None where M is not needed (no n×n copy is kept);
+        coef: κ_M.
+    """
+
+    def __init__(self, c: torch.Tensor, G: torch.Tensor | None, coef: float = 1.0):
+        m = c.shape[0]
+        self.mu_nu_rows = torch.stack([torch.ones_like(c), c * c]) / m
+        self.G_over_m = None if G is None else (coef / m) * G
+        self.c_col = c[:, None]
+
+    def mu_nu(self, ds: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+        """(μ, ν), shape (2,); σ′² is formed in ``buf`` (ds's shape)."""
+        return torch.mm(self.mu_nu_rows, torch.mul(ds, ds, out=buf)).amin(dim=1)
+
+    def kernel_M(self, ds: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+        """M (n, n), exactly symmetric; cσ′ is formed in ``buf`` (ds's shape)."""
+        return gram(torch.mul(ds, self.c_col, out=buf)).mul_(self.G_over_m)
+
+
 def extreme_eigenvalues(M: torch.Tensor) -> tuple[float, float]:
     """(λ_min, λ_max) of a symmetric matrix."""
     ev = torch.linalg.eigvalsh(0.5 * (M + M.T))
@@ -119,12 +145,13 @@ def feature_movement(H: torch.Tensor, H0: torch.Tensor, out: torch.Tensor | None
 
 
 __all__ = [
-    "gram",
-    "gram_flops",
+    "FastForms",
     "active_fraction",
     "eta",
     "extreme_eigenvalues",
     "feature_movement",
+    "gram",
+    "gram_flops",
     "kernel_M",
     "kernel_S",
     "mu",

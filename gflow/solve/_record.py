@@ -85,10 +85,7 @@ class Recorder:
         self._eig = pb.n <= EIG_MAX_N
         self._M0: torch.Tensor | None = None
         self._M0_norm: torch.Tensor | None = None
-        m = net.m
-        self._mu_nu_rows = torch.stack([torch.ones_like(net.c), net.c * net.c]) / m  # μ, ν (T4) in one product
-        self._G_over_m = (net.kernel_coef / m) * pb.G if self._eig else None
-        self._c_col = net.c[:, None]
+        self._forms = Q.FastForms(net.c, pb.G if self._eig else None, net.kernel_coef)  # μ, ν, M in few passes
         self._ones_m = torch.ones_like(net.c)
         self._H0 = pb.H0
         self._H0_test = pb.H0_test
@@ -163,14 +160,11 @@ class Recorder:
         ind = scratch(self, "ind", H.shape, H)  # η's indicator buffer, reused
         rows["eta"].append(float(Q.eta(H, self.interval, ind)))
         rows["eta_bar"].append(float(Q.eta(H, self.inner, ind)) if self.inner else math.nan)
-        # μ and ν (T4) in one product of the rows [1, c²]/m with σ′² (as the running integrals form them)
-        ds2 = torch.mul(ds, ds, out=ind)
-        mu, nu = torch.mm(self._mu_nu_rows, ds2).amin(dim=1).tolist()
+        mu, nu = self._forms.mu_nu(ds, ind).tolist()  # (T4; as the running integrals form them)
         rows["mu"].append(mu)
         rows["nu"].append(nu)
         if self._eig:
-            # M = κ_M G∘S = (κ_M/m · G) ∘ (cσ′)ᵀ(cσ′) (E3), exactly symmetric (gram mirrors its blocks)
-            M = Q.gram(torch.mul(ds, self._c_col, out=ind)).mul_(self._G_over_m)
+            M = self._forms.kernel_M(ds, ind)  # κ_M G∘S (E3), exactly symmetric
             lo, hi = Q.extreme_eigenvalues(M)
             if self._M0 is None:
                 self._M0 = M
@@ -284,22 +278,14 @@ class Recorder:
                 "last_state": None if self.last_state is None else self.last_state.detach().clone(),
                 "loss_rise": self.loss_rise}
 
-    def state_dict(self) -> dict:
-        """Everything recorded so far (for checkpoints); :meth:`load_state_dict` restores it."""
-        return {
-            "rows": {k: list(v) for k, v in self.rows.items()},
-            "feature_t": list(self.feature_t), "H": list(self.H), "H_test": list(self.H_test),
-            "weight_t": list(self.weight_t), "W": list(self.W),
-            "M0": None if self._M0 is None else self._M0.detach().clone(),
-            "last_state": None if self.last_state is None else self.last_state.detach().clone(),
-            "loss_rise": self.loss_rise,
-        }
-
     def load_state_dict(self, state: dict, device=None) -> None:
+        """Restore what a checkpoint holds: :meth:`head_state` with ``rows`` ({key: list}) and the :data:`SERIES`
+        lists (as :func:`gflow.solve.checkpoint.load` assembles them from the segment files)."""
         self.rows = {k: list(state["rows"].get(k, [])) for k in self.rows}
         self.feature_t, self.H, self.H_test = list(state["feature_t"]), list(state["H"]), list(state["H_test"])
         self.weight_t, self.W = list(state["weight_t"]), list(state["W"])
         self._M0 = None if state["M0"] is None else state["M0"].to(device)
+        self._M0_norm = None  # (formed from M₀ at the next record)
         self.last_state = None if state["last_state"] is None else state["last_state"].to(device)
         self.loss_rise = state.get("loss_rise")
         if self.bar is not None and self.rows["t"]:

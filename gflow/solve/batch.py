@@ -467,9 +467,6 @@ class _BatchRecorder:
     def head_state(self) -> dict:
         return {"seeds": [rec.head_state() for rec in self.recorders]}
 
-    def state_dict(self) -> dict:
-        return {"seeds": [rec.state_dict() for rec in self.recorders]}
-
     def load_state_dict(self, state: dict, device=None) -> None:
         for rec, st in zip(self.recorders, state["seeds"]):
             rec.load_state_dict(st, device=device)

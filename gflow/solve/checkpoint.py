@@ -245,7 +245,7 @@ def _read(path: Path) -> Any:
 
 
 def _assemble(path: Path, data: dict) -> dict:
-    """The recorder's full state from a format-2 checkpoint's segments (in the format of ``Recorder.state_dict``).
+    """The recorder's full state from a format-2 checkpoint's segments (what ``Recorder.load_state_dict`` restores).
 
     Raises:
         ValueError: a segment is missing, unreadable, or not the one the checkpoint lists.
@@ -274,7 +274,7 @@ def _assemble(path: Path, data: dict) -> dict:
 
 
 def _recorder_state(head: dict, lists: dict[str, list]) -> dict:
-    """``Recorder.state_dict``'s format from a checkpoint's head state and flat lists (keyed as
+    """What ``Recorder.load_state_dict`` restores, from a checkpoint's head state and flat lists (keyed as
     ``Recorder.lengths``: ``"rows.<key>"`` and the series).  A batch of seeds keys its lists ``"<seed index>/…"``
     and its head ``{"seeds": [head of each seed]}``: then ``{"seeds": [state of each seed]}``."""
     if "seeds" in head:
@@ -288,7 +288,7 @@ def _recorder_state(head: dict, lists: dict[str, list]) -> dict:
     for k, v in lists.items():
         if not k.startswith("rows."):
             state[k] = v
-    for k in ("feature_t", "H", "H_test", "weight_t", "W"):
+    for k in Recorder.SERIES:
         state.setdefault(k, [])
     return state
 

@@ -74,9 +74,9 @@ exactly for its start pattern — ∫r = δ φ₁(−δM) r₀ from M's eigendec
 a predictor, and splits a crossing pair's weight with that r(t); it is exact wherever the pattern holds and stable
 at any length.  Changes within a long step are classified as in a short one, but a long step with more than one
 change in a neuron is retried at half its length (``n_long_retries``; down to δ), and long steps then stay below
-half the retried length, a bound that relaxes by 5 % per step (:data:`LONG_BACKOFF`, :data:`LONG_RELAX`; growing
-straight back into the retried length retried 1 746 of 973 + 1 746 long steps at m = D = 512 to t = 2 000, δ = 1/8:
-now 244, 135 → 106 s at the same loss, 6e-5 apart; m = D = 128: 5.1 → 4.6 s): a neuron's changes interact, and an
+half the retried length, a bound that relaxes by 5 % per step (:data:`LONG_BACKOFF`, :data:`LONG_RELAX`; steps
+that grew straight back into the retried length were retried 1 746 times at m = D = 512 to t = 2 000, δ = 1/8:
+now 244, 135 → 106 s at the same loss, 6e-5 apart; m = D = 128: 5.1 → 4.7 s): a neuron's changes interact, and an
 arrival slid on where it should have crossed when a step of 8δ held it together with a neighbour's exit — 2e-2 off
 by t = 2 000 at m = D = 128.  Allowing such pairs of changes in long steps up to 4δ (most are linked: one pair
 leaves the kink as another lands) halved the retries but put a random P-3L case 1e-2 off (δ = 0.05), so it is not.
