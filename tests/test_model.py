@@ -617,6 +617,25 @@ def test_in_place_tanh_is_accurate_to_a_few_ulps_over_its_whole_range_by_either_
         assert float((s - exact).abs().max()) > 0.0  # the route really ran (it rounds differently)
 
 
+def test_in_place_erf_derivative_is_accurate_over_its_range():
+    # erf′ = (2/√π) e^{−u²} is formed as exp2(log₂(2/√π) − log₂e·u²) in the fields' hot path (torch's own exp2
+    # kernel: float64 exp is MKL's, slow on AMD CPUs); against an extended-precision reference
+    act = gf.get_activation("erf")
+    u = torch.linspace(-6.0, 6.0, 120_001, dtype=torch.float64)
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    act.both_into(u, s, ds)
+    assert torch.equal(s, torch.erf(u))
+    wide = np.longdouble
+    if np.finfo(wide).eps > 1e-18:  # (no extended precision on this platform: float64's own formula, looser)
+        ref, tol = (2.0 / math.sqrt(math.pi)) * np.exp(-(u.numpy() ** 2)), 2e-14
+    else:
+        ref, tol = wide(2) / np.sqrt(wide(np.pi)) * np.exp(-(u.numpy().astype(wide) ** 2)), 1e-14
+    rel = np.abs((ds.numpy().astype(wide) - ref) / ref).astype(np.float64)
+    assert rel.max() <= tol, rel.max()
+    # and the plain σ′ agrees to that (the fields and the observers read both)
+    torch.testing.assert_close(ds, act.dsigma(u), rtol=tol, atol=0.0)
+
+
 def test_the_float64_tanh_route_is_decided_once_and_recorded_in_the_provenance():
     from gflow.model.activations import float64_tanh_route
     from gflow.solution import versions

@@ -716,17 +716,67 @@ def test_workers_take_the_parents_float64_tanh_route(monkeypatch):
         A.float64_tanh_route.cache_clear()
 
 
-def test_an_avx512_cpu_takes_the_tanh_route_without_timing(monkeypatch):
+@pytest.mark.parametrize("vendor,capability,route", [
+    ("GenuineIntel", "AVX512", "tanh"),  # MKL's vectorised tanh: faster than the sigmoid route
+    ("AuthenticAMD", "AVX512", "sigmoid"),  # MKL's generic path, AVX-512 or not (Zen 5: 2.8× slower)
+    ("AuthenticAMD", "AVX2", "sigmoid"),
+    ("HygonGenuine", "AVX2", "sigmoid"),
+])
+def test_the_cpu_decides_the_float64_tanh_route_without_timing(monkeypatch, vendor, capability, route):
     from gflow.model import activations as A
 
     def no_timing(*_):
         raise AssertionError("timed")
 
     monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(A, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(A, "_tanh_both_into_tanh", no_timing)
+    monkeypatch.setattr(A, "_tanh_both_into_sigmoid", no_timing)
     A.float64_tanh_route.cache_clear()
     try:
-        assert A.float64_tanh_route() == "tanh"
+        assert A.float64_tanh_route() == route
     finally:
         A.float64_tanh_route.cache_clear()
+
+
+@pytest.mark.parametrize("vendor,capability", [(None, "AVX512"), ("GenuineIntel", "AVX2"), ("CentaurHauls", "AVX2")])
+def test_other_cpus_time_the_float64_tanh_route(monkeypatch, vendor, capability):
+    # an unknown vendor (or /proc/cpuinfo unreadable), or an Intel CPU without AVX-512: timed, the slower loses
+    from gflow.model import activations as A
+
+    slept = {"tanh": 0.0, "sigmoid": 0.0}
+
+    def slow(name, seconds):
+        def fn(*_):
+            slept[name] += seconds
+            time.sleep(seconds)
+        return fn
+
+    monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
+    monkeypatch.setattr(A, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    for slower, want in (("tanh", "sigmoid"), ("sigmoid", "tanh")):
+        monkeypatch.setattr(A, "_tanh_both_into_tanh", slow("tanh", 0.004 if slower == "tanh" else 0.0))
+        monkeypatch.setattr(A, "_tanh_both_into_sigmoid", slow("sigmoid", 0.004 if slower == "sigmoid" else 0.0))
+        A.float64_tanh_route.cache_clear()
+        try:
+            assert A.float64_tanh_route() == want
+        finally:
+            A.float64_tanh_route.cache_clear()
+    assert slept["tanh"] > 0.0 and slept["sigmoid"] > 0.0  # both were timed
+
+
+def test_the_cpu_vendor_is_read_from_proc_cpuinfo_or_none(monkeypatch, tmp_path):
+    from gflow.model import activations as A
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path,
+                                                                        *a, **k))
+    assert A._cpu_vendor() == "AuthenticAMD"
+    info.write_text("processor\t: 0\n")  # (an ARM machine: no vendor_id line)
+    assert A._cpu_vendor() is None
+    info.unlink()
+    assert A._cpu_vendor() is None

@@ -24,18 +24,32 @@ def check_mode(mode: str) -> str:
 
 
 def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or "unknown"
+
+
+def _cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo ({} where it cannot be read)."""
+    out = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break  # the first processor only
+            key, _, value = line.partition(":")
+            out[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return out
 
 
 def machine(device: str = "cpu") -> dict:
     """What the numbers were measured on."""
-    info = {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+    cpu = _cpuinfo()
+    # "AMD EPYC" names several generations with different float64 kernels (the tanh route, MKL's paths): the
+    # vendor, family and model say which, and torch's dispatched instruction set which kernels ran
+    info = {"platform": platform.platform(), "cpu": cpu_model(), "cpu_vendor": cpu.get("vendor_id"),
+            "cpu_family_model": (f"{cpu['cpu family']}/{cpu['model']}" if "cpu family" in cpu and "model" in cpu
+                                 else None),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "device": device,
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
