@@ -322,7 +322,7 @@ def test_batch_benchmark_quick_mode_writes_json(tmp_path):
     assert {r["solver"] for r in data["results"]} == {"gd", "dopri5", "dopri5-bare", "DOP853", "rk4"}
     for r in data["results"]:
         assert r["separate_s"] > 0 and r["batched_s"] > 0 and r["status"] == ["success"]
-        assert r["final_loss_rel_diff"] < 1e-5
+        assert r["loss_rel_diff"] < 1e-5
 
 
 def test_a_tiny_wall_time_budget_stops_every_seed_with_status_time_budget(make_data):

@@ -105,7 +105,12 @@ and random-feature ReLU / leaky-ReLU problems, m ≤ 32, n ≤ 12, t = 10, again
 at δ = 1/128 fell from 7e-3 to 3e-4 (all others ≤ 6e-5), at δ = 1/32 (within the stability limit) from 8e-3 to 3e-4.
 The 3e-4 case (random features, D = 6 < n = 12) holds four nearly dependent pairs of one neuron on the kink that GD
 (and ``filippov``) let leave slowly: with G_SS near-singular their θ is not unique, and the end-of-step θ keeps
-them in [0, 1] — not resolved.
+them in [0, 1] — not resolved.  Which passages a step sequence meets depends on rounding: a d = 2, n = 13 shallow
+ReLU net (tests/test_sliding.py) is within 2e-3 of ``filippov`` in H at δ = 1/256 on an Intel Xeon, but on an AMD
+EPYC (MKL's other kernels) a neuron passing near w_i = 0 collapses there in a landing (its features 4× farther
+from 0 than it can travel in the step, so it is held at 0 rather than let through) and the run ends 0.69 off in H,
+8e-3 in the loss; δ = 1/512 and 1/1024 are 9e-5 and 5e-5 off — not resolved (the 40-case differential fuzz gives
+the same flags and errors on both machines).
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
 n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
