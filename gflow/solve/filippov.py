@@ -26,8 +26,10 @@ accuracy as it falls (the state's atol alone let it drift 1.8× off at L ≈ 1e-
 
 * **arrival**: a ``±`` pair ends the step on the other side → its crossing time is the root of the dense
   output of h_ia on the step (bisection, to rounding);
-* **exit**: a sliding pair's θ leaves [0, 1] → its time is found by secant iterations on θ along the dense
-  output (θ is continuous in time while the pattern is fixed).
+* **exit**: a sliding pair's θ leaves [0, 1] → its time is found by Illinois-modified regula falsi on θ along the
+  dense output (θ is continuous in time while the pattern is fixed), to a bracket of 1e-6 of the step, and the exit
+  is placed at the bracket's outer end, where θ is already outside: placed inside, the released pair headed back
+  into the kink and re-arrived at once (cycles of zero-length events; :func:`_exit_times`).
 
 The step is cut at the earliest event (the state there is the dense output; arrivals are set to exactly 0),
 and the new pattern is resolved: arrivals join the sliding set, θ is solved, and pairs whose θ falls outside
@@ -60,6 +62,12 @@ neuron to rank G sliding pairs, or its features within :data:`NEAR_ZERO` of thei
 its row to 0 and lets :meth:`FlowConstants.emerge` decide the pattern it leaves with (``n_emerged``) or that it
 stays.
 
+**Ill-conditioned exits.**  θ_b = u_b/r_b: where a residual component r_b passes near 0, the sliding pairs on
+point b leave one after another, at times that move by (error of θ)/(rate of θ) — large for small rates.  On the
+Experiment 3 setting at m = 32, n = 12 (t = 1 000, default rtol 1e-7) a 0.1-late exit of one pair keeps another
+from leaving at all: the loss ends 6.9e-3 off; rtol 1e-8 gives 4e-7.  ``error_estimate=True`` shows it (6.8e-3:
+its looser solve takes the other branch).
+
 Limits: feature space only (W and the test features are recovered exactly from A = ∫P, as for every
 feature-space run); the running integrals of :func:`gflow.certify` are not carried (``integrals`` is
 recorded as False); a neuron whose sliding pairs give a rank-deficient G_SS uses the minimum-norm solution.
@@ -79,7 +87,8 @@ from ._record import Abort, Monitor, Recorder
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves)
 MAX_RESOLVE = 100  # passes of the pattern resolution at one event
 MAX_STALLED_EVENTS = 2000  # consecutive events that advance time by (almost) nothing
-SECANT_ITERS = 1  # exits are smooth events (the velocity is continuous there): one refinement suffices
+SECANT_ITERS = 16  # at most this many evaluations locate an exit (Illinois regula falsi, _exit_times) ...
+EXIT_BRACKET = 1e-6  # ... to a bracket this narrow (fraction of the step), placed at its outer end
 BISECT_ITERS = 16
 NEWTON_ITERS = 3
 NEAR_ZERO = 1e-6  # a neuron's features within this fraction of their size before an event step: w_i at 0
@@ -519,13 +528,15 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
             turn = (mode != 0) & ~cross & (K[0][0] * s0 < 0) & (K[6][0] * s0 > 0)
             if bool(turn.any()):
                 cross = cross | _dips(y[0], K[:, 0], P, h, turn, mode, h_eps)
+            # arrivals first (their times come from the dense output alone), then exits before the earliest one
+            tau_c = _crossing_times(y[0], K[:, 0], P, h, cross, mode) if bool(cross.any()) else None
             exit_tau = None
             if theta1 is not None:
                 out = (theta1 < -THETA_TOL) | (theta1 > 1 + THETA_TOL)
                 if bool(out.any()):
-                    exit_tau = _exit_times(flow, y, K, P, h, theta, theta1, out)
-            if bool(cross.any()) or exit_tau is not None:
-                tau_c = _crossing_times(y[0], K[:, 0], P, h, cross, mode) if bool(cross.any()) else None
+                    exit_tau = _exit_times(flow, y, K, P, h, theta, theta1, out,
+                                           float(tau_c[1].min()) if tau_c is not None else 1.0)
+            if tau_c is not None or exit_tau is not None:
                 tau_star = min(float(tau_c[1].min()) if tau_c is not None else 2.0,
                                float(exit_tau[1].min()) if exit_tau is not None else 2.0)
                 tau_star = min(max(tau_star, 0.0), 1.0)
@@ -671,30 +682,59 @@ def _crossing_times(H0, KH, P, h, cross, mode):
     return (ii, aa), torch.from_numpy(tau).to(H0.device)
 
 
-def _exit_times(flow, y, K, P, h, theta0, theta1, out):
-    """Times in [0, 1] (fraction of the step) where sliding pairs' θ leaves [0, 1]: secant on the dense output."""
+def _exit_times(flow, y, K, P, h, theta0, theta1, out, t_max: float = 1.0):
+    """Where sliding pairs' θ leaves [0, 1] before ``t_max`` (fractions of the step, on the dense output): for each
+    candidate a point at which θ is *outside* — the outer end of its bracket after Illinois-modified regula falsi,
+    refined on the earliest — or None if none is outside at ``t_max`` (an earlier arrival cuts the step first).
+
+    An exit placed where θ is still inside releases the pair with a velocity that points back into the kink: it
+    re-arrived at once, exited again, … — cycles of zero-length events (dozens at rtol 1e-9) that delayed an exit
+    by up to 2 time units on the Experiment 3 setting (m = 32, n = 12).  The velocity is continuous at an exit, so
+    a placement late by δ costs O(δ²)."""
     rows, idx = flow.rows, flow.idx
     jj, kk = torch.nonzero(out, as_tuple=True)
-    ii, aa = rows[jj], idx[jj, kk]
     th1 = theta1[jj, kk]
     bound = torch.where(th1 > 1, 1.0, 0.0).to(th1.dtype)
     tmp = torch.empty_like(K[0])
-    th0 = theta0[jj, kk]  # θ at the start of the step (same pattern)
-    ta, fa = torch.zeros_like(th1), th0 - bound
-    tb, fb = torch.ones_like(th1), th1 - bound
-    tau = torch.clamp(ta - fa * (tb - ta) / (fb - fa), 0.0, 1.0)
-    for _ in range(SECANT_ITERS):  # refine the earliest candidate's time (the one that cuts the step)
-        t_min = float(tau.min())
-        ys = torch.add(y, torch.tensordot(torch.mv(P, _powers(t_min, P)), K, dims=1), alpha=h)
-        _, th = flow.eval(ys[0], tmp)
-        fm = th[jj, kk] - bound
-        ok = (torch.sign(fm) == torch.sign(fa))
-        ta, fa = torch.where(ok, torch.full_like(ta, t_min), ta), torch.where(ok, fm, fa)
-        tb, fb = torch.where(ok, tb, torch.full_like(tb, t_min)), torch.where(ok, fb, fm)
-        denom = fb - fa
-        tau = torch.clamp(torch.where(denom != 0, ta - fa * (tb - ta) / denom, tb), 0.0, 1.0)
-        tau = torch.maximum(tau, ta)
-    return (ii, aa), tau, th1
+
+    def theta_at(tau: float) -> torch.Tensor:
+        ys = torch.add(y, torch.tensordot(torch.mv(P, _powers(tau, P)), K, dims=1), alpha=h)
+        return flow.eval(ys[0], tmp)[1][jj, kk]
+
+    if t_max < 1.0:  # an arrival cuts the step at t_max: only exits before it matter
+        fb = theta_at(t_max) - bound
+        keep = torch.sign(fb) == torch.sign(th1 - bound)
+        if not bool(keep.any()):
+            return None
+        jj, kk, th1, bound, fb = jj[keep], kk[keep], th1[keep], bound[keep], fb[keep]
+    else:
+        fb = th1 - bound
+    ii, aa = rows[jj], idx[jj, kk]
+    ta, fa = torch.zeros_like(th1), theta0[jj, kk] - bound
+    tb = torch.full_like(th1, t_max)
+    inside0 = torch.sign(fa) != torch.sign(fb)  # (outside at the start already, e.g. by rounding: exits at 0)
+    tb = torch.where(inside0, tb, torch.zeros_like(tb))
+    side = torch.zeros_like(th1)  # Illinois: −1 / +1 after the inner / outer end was moved
+    for _ in range(SECANT_ITERS):
+        denom = torch.where(fb != fa, fb - fa, torch.ones_like(fb))
+        tau = torch.minimum(torch.maximum(ta - fa * (tb - ta) / denom, ta), tb)
+        j = int(torch.argmin(torch.where(inside0, tau, tb)))  # the earliest estimated exit
+        if not bool(inside0[j]) or float(tb[j] - ta[j]) <= EXIT_BRACKET:
+            break
+        t_try = float(tau[j])
+        if not float(ta[j]) < t_try < float(tb[j]):
+            t_try = 0.5 * float(ta[j] + tb[j])
+        fm = theta_at(t_try) - bound
+        inb = inside0 & (ta < t_try) & (t_try < tb)  # candidates whose bracket holds t_try learn from it
+        ins = inb & (torch.sign(fm) == torch.sign(fa))
+        outs = inb & ~ins
+        # Illinois: the end that stays when the other moves twice in a row has its value halved
+        fb = torch.where(ins & (side < 0), 0.5 * fb, fb)
+        fa = torch.where(outs & (side > 0), 0.5 * fa, fa)
+        ta, fa = torch.where(ins, torch.full_like(ta, t_try), ta), torch.where(ins, fm, fa)
+        tb, fb = torch.where(outs, torch.full_like(tb, t_try), tb), torch.where(outs, fm, fb)
+        side = torch.where(ins, -1.0, torch.where(outs, 1.0, side))
+    return (ii, aa), tb, th1
 
 
 def _resolve(flow: _Sliding, y, mode, *, arrivals, prev, K0, stats):
