@@ -685,3 +685,24 @@ def test_gram_is_the_exactly_symmetric_product_with_its_flop_count(n):
     edges = [round(i * n / blocks) for i in range(blocks + 1)]
     assert gram_flops(37, n) == sum(2 * 37 * (b - a) * (n - a) for a, b in zip(edges[:-1], edges[1:]))
     assert gram_flops(37, n) == 2 * 37 * n * n if n < GRAM_MIN_N else gram_flops(37, n) < 0.7 * 2 * 37 * n * n
+
+
+@pytest.mark.parametrize("n", [5, 301])
+def test_gram_never_reads_the_uninitialised_lower_part(monkeypatch, n):
+    # the blocked path writes the upper block triangle into an empty buffer: non-finite garbage below it must not
+    # reach the result (poisoned here with NaN and ±inf), whatever mirrors it
+    from gflow.model.quantities import gram
+
+    real = torch.Tensor.new_empty
+
+    def poisoned(self, *a, **k):
+        out = real(self, *a, **k).fill_(math.nan)
+        out.view(-1)[::3] = math.inf
+        out.view(-1)[::5] = -math.inf
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
+    B = torch.randn(23, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    S = gram(B)
+    assert bool(torch.isfinite(S).all()) and torch.equal(S, S.T)
+    torch.testing.assert_close(S, B.T @ B, rtol=1e-13, atol=1e-13 * float((B * B).sum(0).max()))

@@ -731,6 +731,7 @@ def test_the_cpu_decides_the_float64_tanh_route_without_timing(monkeypatch, vend
     monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
     monkeypatch.setattr(A, "_cpu_vendor", lambda: vendor)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: True)  # (a torch built without MKL times)
     monkeypatch.setattr(A, "_tanh_both_into_tanh", no_timing)
     monkeypatch.setattr(A, "_tanh_both_into_sigmoid", no_timing)
     A.float64_tanh_route.cache_clear()
@@ -740,9 +741,11 @@ def test_the_cpu_decides_the_float64_tanh_route_without_timing(monkeypatch, vend
         A.float64_tanh_route.cache_clear()
 
 
-@pytest.mark.parametrize("vendor,capability", [(None, "AVX512"), ("GenuineIntel", "AVX2"), ("CentaurHauls", "AVX2")])
-def test_other_cpus_time_the_float64_tanh_route(monkeypatch, vendor, capability):
-    # an unknown vendor (or /proc/cpuinfo unreadable), or an Intel CPU without AVX-512: timed, the slower loses
+@pytest.mark.parametrize("vendor,capability,mkl", [(None, "AVX512", True), ("GenuineIntel", "AVX2", True),
+                                                  ("CentaurHauls", "AVX2", True), ("AuthenticAMD", "AVX512", False)])
+def test_other_cpus_time_the_float64_tanh_route(monkeypatch, vendor, capability, mkl):
+    # an unknown vendor (or /proc/cpuinfo unreadable), an Intel CPU without AVX-512, or an AMD one under a torch
+    # built without MKL (its float64 tanh is then SLEEF's, vectorised): timed, the slower loses
     from gflow.model import activations as A
 
     slept = {"tanh": 0.0, "sigmoid": 0.0}
@@ -756,6 +759,7 @@ def test_other_cpus_time_the_float64_tanh_route(monkeypatch, vendor, capability)
     monkeypatch.delenv(A.TANH_ROUTE_ENV, raising=False)
     monkeypatch.setattr(A, "_cpu_vendor", lambda: vendor)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
     for slower, want in (("tanh", "sigmoid"), ("sigmoid", "tanh")):
         monkeypatch.setattr(A, "_tanh_both_into_tanh", slow("tanh", 0.004 if slower == "tanh" else 0.0))
         monkeypatch.setattr(A, "_tanh_both_into_sigmoid", slow("sigmoid", 0.004 if slower == "sigmoid" else 0.0))

@@ -365,9 +365,13 @@ def float64_tanh_route() -> str:
     """How σ/σ′ of tanh are computed in float64 on the CPU in this process: ``"tanh"`` (torch.tanh, then
     1 − s²: two passes) or ``"sigmoid"`` (tanh = 2σ(2u) − 1: four passes, but 3–7× faster where float64 torch.tanh
     is not vectorised).  The two routes agree to 3.4e-16, so runs on one machine agree to that whichever it picks.
+That bound is absolute: near u = 0 the sigmoid route's 2σ(2u) − 1 cancels (tanh(1e-12) is 9e-5 off relatively,
+and 0 for |u| < 1e-17), where torch.tanh is correctly rounded — :data:`TANH_ROUTE_ENV` = ``"tanh"`` where the
+features are that small.
 
     Decided once per process, without timing where the CPU says which is faster: ``"sigmoid"`` on AMD (and Hygon)
-    CPUs, where torch's float64 tanh is MKL's slow generic path (:data:`_MKL_SLOW_VENDORS`), ``"tanh"`` on an
+    CPUs under a torch built with MKL, where torch's float64 tanh is MKL's slow generic path
+    (:data:`_MKL_SLOW_VENDORS`; a build without MKL, e.g. a distribution's, takes SLEEF's and is timed), ``"tanh"`` on an
     Intel CPU on which torch dispatches AVX-512 kernels (MKL's vectorised tanh: 0.6–0.75× the sigmoid route's time
     on an Intel Xeon) — a timed choice flipped in processes started together (two submitit jobs picked
     ``"sigmoid"`` on an idle machine, and their results differed from the serial runs by 4e-16).  Elsewhere by
@@ -379,7 +383,7 @@ def float64_tanh_route() -> str:
             raise ValueError(f"environment variable {TANH_ROUTE_ENV} must be 'tanh' or 'sigmoid', got {fixed!r}")
         return fixed
     vendor = _cpu_vendor()
-    if vendor in _MKL_SLOW_VENDORS:
+    if vendor in _MKL_SLOW_VENDORS and torch.backends.mkl.is_available():  # (without MKL: SLEEF's tanh, timed)
         return "sigmoid"
     if vendor == "GenuineIntel" and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return "tanh"
