@@ -85,6 +85,29 @@ def test_adaptive_runs_and_their_dense_output_follow_the_closed_form_at_every_sa
     assert rel_err(sol.residual, ref) < 1e2 * rtol
 
 
+@pytest.mark.parametrize("method", ["dop853", "dopri5"])
+def test_the_dense_output_in_chunks_gives_the_states_of_one_product(linear_problem, rel_err, monkeypatch, method):
+    # the states at a step's output times are formed DENSE_CHUNK entries at a time (at once, 40 output times of a
+    # dense saveat in one step at (8192, 600) allocated 3 GB): one state per chunk must give the same record (up to the rounding of the
+    # product's row blocking) in the same order
+    net, X, y, exact = linear_problem
+    ts = np.linspace(0.0, 6.0, 241)
+    kw = dict(saveat=ts, method=method, rtol=1e-10, atol=1e-12, features_at=ts)
+    whole = gf.simulate(net, X, y, **kw)
+    monkeypatch.setattr(rk, "DENSE_CHUNK", 1)
+    chunks = []
+    real = rk._row_chunks
+    monkeypatch.setattr(rk, "_row_chunks", lambda *a: chunks.append(real(*a)) or chunks[-1])
+    chunked = gf.simulate(net, X, y, **kw)
+    assert max(len(c) for c in chunks) > 1 and all(s.stop - s.start == 1 for c in chunks for s in c)
+    assert real(10, 3, 7) == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8), slice(8, 10)]
+    assert real(3, 5, 1 << 23) == [slice(0, 3)] and real(2, 10**9, 1 << 23) == [slice(0, 1), slice(1, 2)]
+    assert chunked.stats["n_accepted"] == whole.stats["n_accepted"] < 100  # (several output times per step)
+    np.testing.assert_array_equal(chunked.t, ts)
+    assert rel_err(chunked.H, whole.H) < 1e-14 and rel_err(chunked.residual, whole.residual) < 1e-13
+    assert rel_err(chunked.residual, np.stack([exact(t) for t in ts])) < 1e-8
+
+
 def test_dop853_costs_the_same_evaluations_as_scipy_dop853(make_data):
     X, y = make_data(n=8, d=5, seed=3)
     net = gf.Network(d=5, width=32, activation="tanh", seed=0)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +81,7 @@ class Scheme:
 #: stability-limited run's steps sit
 DENSE_STIFF_LIMIT = 5.0
 _POWER_START = 12  # the first power iteration's evaluations at most (see Engine._power_step)
+DENSE_CHUNK = 1 << 23  # the dense output forms at most this many state entries at once (64 MB in float64)
 _AXPY_MAX = 3  # a combination of at most this many stages is a chain of axpys, not one addmv (see Engine._plan)
 _SLOTS = {"dop853": (4, 0, 1, 2, 3) + tuple(range(5, 16))}  # storage row of each stage (see Engine)
 
@@ -114,6 +115,12 @@ def _block_coefficients(slot: tuple[int, ...], n_rows: int, rows: tuple[tuple[fl
     nz = np.flatnonzero(np.any(full != 0, axis=0))
     lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 1)
     return lo, hi, torch.tensor(full[:, lo:hi], dtype=dtype, device=device)
+
+
+def _row_chunks(n_rows: int, width: int, limit: int) -> list[slice]:
+    """Slices of ``range(n_rows)`` whose rows of ``width`` entries hold at most ``limit`` entries (one row at least)."""
+    per = max(1, limit // max(1, width))
+    return [slice(lo, min(n_rows, lo + per)) for lo in range(0, n_rows, per)]
 
 
 class Engine:
@@ -344,31 +351,36 @@ class Engine:
             deno = 1.0
         return abs(h) * e5 * e5 / math.sqrt(deno)
 
-    def _dense(self, t: float, h: float, times: list[float]) -> list[torch.Tensor]:
-        """States at ``times`` inside the step (t, t+h] just taken, from the dense output."""
+    def _dense(self, t: float, h: float, times: list[float]) -> Iterator[torch.Tensor]:
+        """States at ``times`` inside the step (t, t+h] just taken, from the dense output, in order; formed in chunks of
+        at most :data:`DENSE_CHUNK` entries (all at once, a step holding 40 output times of a dense ``saveat`` at
+        (8192, 600) allocated 40 states of 79 MB each)."""
         sc, y0 = self.scheme, self.y
         x = (np.asarray(times) - t) / h
         kw = {"dtype": self.dtype, "device": self.device}
-        base = y0.expand(len(times), self.N)
         if sc.name == "dopri5":
-            # y(t + xh) = y0 + h Σ_j (Σ_q P_jq x^{q+1}) K_j: (n_out, 4) @ (4, k) @ (k, N) in one product
+            # y(t + xh) = y0 + h Σ_j (Σ_q P_jq x^{q+1}) K_j: (n_out, 4) @ (4, k) @ (k, N) per chunk
             Kb, P = self._comb_P
             W = torch.tensor(np.stack([x, x**2, x**3, x**4], axis=1), **kw) @ P
-            return list(torch.addmm(base, W, Kb, alpha=h))
-        # DOP853: 3 extra stages, then the 7th-order interpolant in Hairer's alternating Horner form
-        self._stages(t, h, sc.stages + 1, T.DOP853_N_STAGES_EXTENDED)
-        F, y1, rows = self.F, self.y_new, self._rows
-        f_old, f_new = rows[0], rows[sc.stages]
-        torch.sub(y1, y0, out=F[0])
-        torch.add(F[0], f_old, alpha=h, out=F[1]).sub_(F[0], alpha=2.0)  # h f_old − Δy
-        torch.add(f_new, f_old, out=F[2]).mul_(-h).add_(F[0], alpha=2.0)  # 2Δy − h (f_new + f_old)
-        Kb, D = self._comb_D
-        torch.mm(D, Kb, out=F[3:]).mul_(h)
-        W = np.zeros((len(times), 7))  # the Horner recursion applied to unit vectors: weights of F_0..F_6
-        for j, idx in enumerate(range(6, -1, -1)):
-            W[:, idx] += 1.0
-            W *= (x if j % 2 == 0 else 1.0 - x)[:, None]
-        return list(torch.addmm(base, torch.tensor(W, **kw), F))
+            F, alpha = Kb, h
+        else:
+            # DOP853: 3 extra stages, then the 7th-order interpolant in Hairer's alternating Horner form
+            self._stages(t, h, sc.stages + 1, T.DOP853_N_STAGES_EXTENDED)
+            F, y1, rows = self.F, self.y_new, self._rows
+            f_old, f_new = rows[0], rows[sc.stages]
+            torch.sub(y1, y0, out=F[0])
+            torch.add(F[0], f_old, alpha=h, out=F[1]).sub_(F[0], alpha=2.0)  # h f_old − Δy
+            torch.add(f_new, f_old, out=F[2]).mul_(-h).add_(F[0], alpha=2.0)  # 2Δy − h (f_new + f_old)
+            Kb, D = self._comb_D
+            torch.mm(D, Kb, out=F[3:]).mul_(h)
+            Wn = np.zeros((len(times), 7))  # the Horner recursion applied to unit vectors: weights of F_0..F_6
+            for j, idx in enumerate(range(6, -1, -1)):
+                Wn[:, idx] += 1.0
+                Wn *= (x if j % 2 == 0 else 1.0 - x)[:, None]
+            W, alpha = torch.tensor(Wn, **kw), 1.0
+        for rows in _row_chunks(len(times), self.N, DENSE_CHUNK):
+            Wc = W[rows]
+            yield from torch.addmm(y0.expand(Wc.shape[0], self.N), Wc, F, alpha=alpha)
 
     def _stiffness(self, f_new: torch.Tensor) -> float:
         """DOP853: ρ ≈ ‖f(y₁) − f(Y)‖ / ‖y₁ − Y‖ with Y the last stage's state (c = 1, in ``y_stage``; read before
@@ -568,7 +580,7 @@ class Engine:
                         self._f(t_new, self.y_new, self._rows[s])
                         if t_new < self._last_inner:
                             self.rho_h = self._stiffness(self._rows[s])
-                    states = self._dense(t, h, inner) if inner else []
+                    states = self._dense(t, h, inner) if inner else ()
                     for tk, yk in zip(inner, states):
                         self._record(tk, yk)
                     self._rows[0].copy_(self._rows[s])
