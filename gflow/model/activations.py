@@ -365,9 +365,9 @@ def float64_tanh_route() -> str:
     """How σ/σ′ of tanh are computed in float64 on the CPU in this process: ``"tanh"`` (torch.tanh, then
     1 − s²: two passes) or ``"sigmoid"`` (tanh = 2σ(2u) − 1: four passes, but 3–7× faster where float64 torch.tanh
     is not vectorised).  The two routes agree to 3.4e-16, so runs on one machine agree to that whichever it picks.
-That bound is absolute: near u = 0 the sigmoid route's 2σ(2u) − 1 cancels (tanh(1e-12) is 9e-5 off relatively,
-and 0 for |u| < 1e-17), where torch.tanh is correctly rounded — :data:`TANH_ROUTE_ENV` = ``"tanh"`` where the
-features are that small.
+    That bound is absolute: near u = 0 the sigmoid route's 2σ(2u) − 1 cancels (tanh(1e-12) is 9e-5 off relatively,
+    and 0 for |u| < 1e-17), where torch.tanh is correctly rounded — :data:`TANH_ROUTE_ENV` = ``"tanh"`` where the
+    features are that small.
 
     Decided once per process, without timing where the CPU says which is faster: ``"sigmoid"`` on AMD (and Hygon)
     CPUs under a torch built with MKL, where torch's float64 tanh is MKL's slow generic path
