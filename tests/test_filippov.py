@@ -341,3 +341,70 @@ def test_an_exit_is_placed_where_theta_is_outside_so_that_the_pair_does_not_boun
             assert not bounces, (rtol, bounces[:5])
     finally:
         filippov._resolve = real
+
+
+class _ThetaOnALine:
+    """A stand-in for _Sliding in _exit_times: the dense output is y = τ (one coordinate), θ_k = fns[k](τ)."""
+
+    def __init__(self, fns):
+        self.fns, self.evals = fns, 0
+        self.rows, self.idx = torch.zeros(1, dtype=torch.long), torch.arange(len(fns))[None]
+
+    def eval(self, H, out):
+        self.evals += 1
+        tau = float(H.reshape(-1)[0])
+        return None, torch.tensor([[f(tau) for f in self.fns]], dtype=torch.float64)
+
+    def exits(self, t_max=1.0):
+        from gflow.solve import filippov
+
+        y, K, P = torch.zeros(1, 1, 1, dtype=torch.float64), torch.zeros(7, 1, 1, 1, dtype=torch.float64), \
+            torch.zeros(7, 4, dtype=torch.float64)
+        K[0], P[0, 0] = 1.0, 1.0
+        th0 = torch.tensor([[f(0.0) for f in self.fns]], dtype=torch.float64)
+        th1 = torch.tensor([[f(1.0) for f in self.fns]], dtype=torch.float64)
+        out = (th1 < -filippov.THETA_TOL) | (th1 > 1 + filippov.THETA_TOL)
+        return filippov._exit_times(self, y, K, P, 1.0, th0, th1, out, t_max)
+
+
+@pytest.mark.parametrize("fn, root", [
+    (lambda t: 0.5 + t, 0.5),  # linear: the first estimate lands on the root (θ = 1 exactly there)
+    (lambda t: 1.0 + 0.37 * (t - 0.3), 0.3),
+    (lambda t: 0.9 + 0.2 * t, 0.5),
+    (lambda t: 1.0 + t, 0.0),  # on the bound at the start, heading out
+    (lambda t: 0.5 + t * t, 0.5 ** 0.5),
+    (lambda t: 0.5 + 8 * t ** 3, (1 / 16) ** (1 / 3)),
+    (lambda t: 0.4 - t, 0.4),  # the lower bound
+])
+def test_an_exit_time_is_where_theta_is_strictly_outside_within_the_bracket_of_the_root(fn, root):
+    from gflow.solve import filippov
+
+    flow = _ThetaOnALine([fn])
+    _, tau, _ = flow.exits()
+    t = float(tau[0])
+    theta = fn(t)
+    assert theta > 1 or theta < 0, (t, theta)  # outside, not on the bound: released there, the pair leaves
+    assert root <= t <= root + filippov.EXIT_BRACKET * 1.001, (t, root)
+    assert flow.evals <= 12, flow.evals
+    if fn(0.3) - fn(0.2) == fn(0.8) - fn(0.7):  # linear: one estimate and one evaluation that closes the bracket
+        assert flow.evals <= 2, flow.evals
+
+
+def test_exit_times_of_simultaneous_exits_before_an_arrival_and_outside_at_the_start():
+    from gflow.solve import filippov
+
+    # two pairs 1e-8 apart (within the bracket): one time, so that both are released at that event
+    flow = _ThetaOnALine([lambda t: 0.5 + t, lambda t: 0.5 + 1e-8 + t])
+    _, tau, _ = flow.exits()
+    assert float(tau[0]) == float(tau[1]) and 0.5 < float(tau[0]) <= 0.5 + filippov.EXIT_BRACKET
+    # an arrival at 0.4 comes first: the exit is not located (one evaluation, at 0.4)
+    flow = _ThetaOnALine([lambda t: 0.5 + t])
+    assert flow.exits(t_max=0.4) is None and flow.evals == 1
+    # only the exit before the arrival is located
+    flow = _ThetaOnALine([lambda t: 0.5 + t, lambda t: 0.7 + t])
+    (_, aa), tau, _ = flow.exits(t_max=0.4)
+    assert aa.tolist() == [1] and 0.3 < float(tau[0]) <= 0.3 + filippov.EXIT_BRACKET
+    # outside at the start already (within THETA_TOL, by rounding): the exit is at 0, at no cost
+    flow = _ThetaOnALine([lambda t: 0.5 + t, lambda t: 1 + 5e-11 + t])
+    _, tau, _ = flow.exits()
+    assert float(tau.min()) == 0.0 and flow.evals == 0
