@@ -92,8 +92,8 @@ THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in t
 MAX_RESOLVE = 100  # passes of the pattern resolution at one event
 MAX_STALLED_EVENTS = 2000  # consecutive events that advance time by (almost) nothing
 SECANT_ITERS = 16  # at most this many evaluations locate an exit (Illinois regula falsi, _exit_times) ...
-ATOL_H_REL = 1e-6  # the features' absolute tolerance is at most this × rtol × their scale (run_filippov)
 EXIT_BRACKET = 1e-6  # ... to a bracket this narrow (fraction of the step), placed at its outer end
+ATOL_H_REL = 1e-6  # the features' absolute tolerance is at most this × rtol × their scale (run_filippov)
 BISECT_ITERS = 16
 NEWTON_ITERS = 3
 NEAR_ZERO = 1e-6  # a neuron's features within this fraction of their size before an event step: w_i at 0
@@ -463,8 +463,8 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     # the features' absolute tolerance: at most ATOL_H_REL·rtol of their scale.  The events are decided by small
     # features — a pair nearing the kink, θ = u/r of a sliding pair — which the user's atol (1e-9 by default, meant
     # for the state as a whole) left unresolved: the Experiment 3 setting at m = 64, n = 50 ended 8.7e-4 off at
-    # t = 200 and 6.4e-3 at t = 1 000 at rtol 1e-7 and 1e-9 alike (a decision flipped), 4e-10 with this, at the same
-    # cost (3 000 events, 6.6 s); A = ∫P keeps the user's atol
+    # t = 200 and 6.4e-3 at t = 1 000 at rtol 1e-7 and 1e-9 alike (a decision flipped), 5e-11 and 1.3e-8 with this, at
+    # the same cost (3 000 events, 6.6 s); A = ∫P keeps the user's atol
     atol_H = min(atol, ATOL_H_REL * rtol * scale) if scale > 0 else atol  # (H₀ = 0: no scale, the user's atol)
     atol_state = torch.tensor([atol_H, atol], dtype=y.dtype, device=y.device).view(2, *([1] * (y.dim() - 1)))
     mode = torch.where(H0 > 0, 1, -1).to(torch.int8)
