@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._platform import cpuinfo
+
 MODES = ("tiny", "quick", "full")
 
 
@@ -24,26 +26,12 @@ def check_mode(mode: str) -> str:
 
 
 def cpu_model() -> str:
-    return _cpuinfo().get("model name") or platform.processor() or "unknown"
-
-
-def _cpuinfo() -> dict:
-    """The first processor's fields of /proc/cpuinfo ({} where it cannot be read)."""
-    out = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break  # the first processor only
-            key, _, value = line.partition(":")
-            out[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return out
+    return cpuinfo().get("model name") or platform.processor() or "unknown"
 
 
 def machine(device: str = "cpu") -> dict:
     """What the numbers were measured on."""
-    cpu = _cpuinfo()
+    cpu = cpuinfo()
     # "AMD EPYC" names several generations with different float64 kernels (the tanh route, MKL's paths): the
     # vendor, family and model say which, and torch's dispatched instruction set which kernels ran
     info = {"platform": platform.platform(), "cpu": cpu_model(), "cpu_vendor": cpu.get("vendor_id"),
