@@ -273,20 +273,34 @@ class FlowConstants:
         step of δ/1024; letting it leave put the run 2.4e-3 off GD, keeping it at 0 5.5e-5).  Rare (a neuron through
         w_i = 0): a loop over those neurons."""
         r = self.residual(H1)
-        stuck = torch.zeros_like(rows)
-        for i in torch.nonzero(rows).flatten().tolist():
-            # the neuron's largest rate: |ḣ_ia| ≤ γ|c_i| max_a |((s₊ r) G)_a| (the scale of its local flow, too)
-            v = float(((self.slopes_of(torch.ones_like(mode1[i])) * r) @ self.G).abs().max())
-            v *= abs(self.gamma * float(self.c[i]))
-            if float(H0[i].abs().max()) > 4 * dt * v:
-                stuck[i] = True
-                continue
-            p = self._exit_pattern(i, r, self._local_pattern(i, r, H0[i], v))
+        stuck = self.far_from_zero(H0, r, rows, dt)
+        for i in torch.nonzero(rows & ~stuck).flatten().tolist():
+            p = self._exit_pattern(i, r, self._local_pattern(i, r, H0[i], self._rate(i, r)))
             if p is not None and int((p == 0).sum()) < self.rank_G:
                 mode1[i] = p
             else:
                 stuck[i] = True
         return stuck
+
+    def _rate(self, i: int, r: torch.Tensor) -> float:
+        """Neuron i's largest rate γ|c_i| max_a |((s₊ r) G)_a| (the scale of its local flow; all pairs above the
+        kink)."""
+        v = float(((self.sp * r) @ self.G).abs().max())
+        return v * abs(self.gamma * float(self.c[i]))
+
+    def far_from_zero(self, H0: torch.Tensor, r: torch.Tensor, rows: torch.Tensor, dt: float,
+                      bound: bool = False) -> torch.Tensor:
+        """The neurons of ``rows`` whose features ``H0`` are too far from 0 to reach it in a step of ``dt``: beyond
+        4× what their largest rate (:meth:`_rate`) covers, or, with ``bound``, beyond 2× what a bound on any
+        velocity their pairs can have covers (γ|c_i| max(|s₋|, |s₊|) max_a Σ_b |r_b G_ba|, whatever the pattern:
+        :meth:`_rate` is the velocity of one pattern and can be far below it where r's terms cancel)."""
+        far = torch.zeros_like(rows)
+        if bound and bool(rows.any()):
+            reach = (r.abs() @ self.G.abs()).max() * (max(abs(self.sp), abs(self.sm)) * abs(self.gamma) * 2 * float(dt))
+            return rows & (H0.abs().amax(1) > reach * self.c.abs())
+        for i in torch.nonzero(rows).flatten().tolist():
+            far[i] = bool(float(H0[i].abs().max()) > 4 * float(dt) * self._rate(i, r))
+        return far
 
     def _at_zero(self, i: int, r: torch.Tensor, p: torch.Tensor):
         """Neuron i at w_i = 0 with pattern p: (ḣ_i, σ′r with the sliding pairs' solved, their θ or None)."""

@@ -97,20 +97,27 @@ half the step (``n_rank_retries``), down to δ/2^:data:`MAX_HALVINGS`.  A collap
 flow's own: the neuron reaches w_i = 0, typically along a line of rank G − 1 sliding pairs, where every pair is on
 its kink and the Filippov solution is not unique.  What it does next is decided by its own flow through the
 passage, resolved far below the step (:meth:`FlowConstants.emerge <gflow.solve.filippov.FlowConstants.emerge>`,
-``n_emerged``): it leaves on a consistent pattern, or stays at 0 for good if it has none (an equilibrium of the
-flow).  The first version kept every such neuron at 0 — 0.4 off in H against GD at small steps on a shallow ReLU
+``n_emerged``): it leaves on a consistent pattern, or stays at 0 while it has none (an equilibrium of the flow):
+its pattern is then held, and when a pair of it would leave (the end-of-step θ of a pair that rank-many others hold
+at 0, not unique there) :meth:`emerge <gflow.solve.filippov.FlowConstants.emerge>` is asked again, as r has moved
+on — released instead, such a pair re-arrived on the next step, every step, and shrank the steps ~100× (a d = 2 net:
+> 30 s instead of 2 s to t = 10).  The first version kept every such neuron at 0 — 0.4 off in H against GD at small steps on a shallow ReLU
 net, and a crawl to steps of 1e-34 on the dead neuron's chatter — and choosing among the consistent patterns by
 straight passage left on the wrong one.  Differential sweep with this and the pin retries above (32 random shallow
 and random-feature ReLU / leaky-ReLU problems, m ≤ 32, n ≤ 12, t = 10, against GD at δ = 1e-4): the worst loss error
 at δ = 1/128 fell from 7e-3 to 3e-4 (all others ≤ 6e-5), at δ = 1/32 (within the stability limit) from 8e-3 to 3e-4.
 The 3e-4 case (random features, D = 6 < n = 12) holds four nearly dependent pairs of one neuron on the kink that GD
 (and ``filippov``) let leave slowly: with G_SS near-singular their θ is not unique, and the end-of-step θ keeps
-them in [0, 1] — not resolved.  Which passages a step sequence meets depends on rounding: a d = 2, n = 13 shallow
-ReLU net (tests/test_sliding.py) is within 2e-3 of ``filippov`` in H at δ = 1/256 on an Intel Xeon, but on an AMD
-EPYC (MKL's other kernels) a neuron passing near w_i = 0 collapses there in a landing (its features 4× farther
-from 0 than it can travel in the step, so it is held at 0 rather than let through) and the run ends 0.69 off in H,
-8e-3 in the loss; δ = 1/512 and 1/1024 are 9e-5 and 5e-5 off — not resolved (the 40-case differential fuzz gives
-the same flags and errors on both machines).
+them in [0, 1] — not resolved.  Arrivals that would together bring a neuron's sliding pairs up to rank G are
+first checked as :meth:`SlidingStepper.spurious` checks a repelling arrival (left free, with the others landing,
+does it still reach its kink?), whatever their sign: two data points nearly antiparallel (a d = 2, n = 13 shallow
+ReLU net, cos(x_5, x_7) = −0.99997, tests/test_sliding.py) put a neuron far from 0 (|h| ≈ 0.04) on both kinks within
+2e-6 of each other; landed together they collapsed its row at every retry down to the smallest step, and the neuron
+was held at 0 for good (4e-2 off in H by t = 0.012 at δ = 1/64; 2.2e-3 with the check, 3.9e-4 at δ = 1/256).  Past
+the first real passage (t = 0.0142 there) that net's Filippov solution is not unique: at w_i = 0 several exit
+patterns are consistent, and GD picks one by the phase of its steps (δ = 1e-6 and 3e-7 end 0.63 apart in H at
+t = 1, 8.9e-3 in the loss; ``filippov`` and ``sliding`` at δ = 1/64 end 0.62 from GD(3e-7), ``sliding`` at 1/256
+0.33) — no solver is "right" there, and which branches a run takes depends on rounding.
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
 n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
@@ -183,6 +190,8 @@ class SlidingStepper(FlowConstants):
         self.h_rel = 64 * torch.finfo(self.G.dtype).eps if self.rank_G < self.n else 0.0
         #: after :meth:`step`: the neurons (m,) with a pinned pair whose weight no σ′ in [s₋, s₊] gives, else None
         self.inadmissible: torch.Tensor | None = None
+        #: after :meth:`step`: the held neurons (m,) (:attr:`accepted`) with a pair that would leave, else None
+        self.held_exits: torch.Tensor | None = None
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
                       "n_sliding": 0, "max_sliding_per_neuron": 0, "n_rank_retries": 0, "n_pin_retries": 0,
                       "n_emerged": 0, "n_spurious": 0}
@@ -361,8 +370,8 @@ class SlidingStepper(FlowConstants):
 
     def spurious(self, H: torch.Tensor, S: torch.Tensor, start: torch.Tensor, cand: torch.Tensor, Af: torch.Tensor,
                  AfG: torch.Tensor, R: torch.Tensor) -> torch.Tensor | None:
-        """Which of the changes ``cand`` (landed arrivals that are repelling, or crossings that end on their start
-        side) are no change at all: (m, n) mask of the pairs to put back in their start mode, at most one per
+        """Which of the changes ``cand`` (landed arrivals that are repelling or would put their neuron on w_i = 0
+        together, or crossings that end on their start side) are no change at all: (m, n) mask of the pairs to put back in their start mode, at most one per
         neuron, or None.
 
         Two or more changes in one neuron within one step interact: in the Filippov flow an earlier arrival or
@@ -410,10 +419,13 @@ class SlidingStepper(FlowConstants):
         return out
 
     # -- the step ----------------------------------------------------------------------------------------
-    def step(self, H: torch.Tensor, mode: torch.Tensor, dt: float, exponential: bool = False):
+    def step(self, H: torch.Tensor, mode: torch.Tensor, dt: float, exponential: bool = False,
+             split_collapses: torch.Tensor | None = None):
         """Advance (H, mode) by dt; returns (H1, Ā, mode1).  ``exponential``: ∫r over the step from the start
         pattern's linear flow, exactly (:meth:`kernel`; module docstring, "Long steps") instead of the trapezoid
-        rule on a predictor."""
+        rule on a predictor.  ``split_collapses``: neurons (m,) whose arrivals that would together put them on
+        w_i = 0 are checked as :meth:`spurious` checks a repelling arrival (module docstring, "Neurons through
+        w_i = 0"; where G is rank-deficient)."""
         st = self.stats
         r0 = self.residual(H)
         if not bool(torch.isfinite(r0).all()):
@@ -453,6 +465,17 @@ class SlidingStepper(FlowConstants):
             Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
             AfG = self.product(Af, prev)
             prev = (Af, AfG)
+            if split_collapses is not None:  # arrivals that would put a neuron on w_i = 0 together (:meth:`spurious`)
+                coll = self.collapsed(start, mode) & split_collapses
+                if bool(coll.any()):
+                    cand = coll[:, None] & (mode == 0) & (start != 0) & ~pinned & (nchg == 1)
+                    back = self.spurious(H, S, start, cand, Af, AfG, R) if bool(cand.any()) else None
+                    if back is not None:
+                        st["n_spurious"] += int(back.sum())
+                        nchg += back
+                        mode = torch.where(back, start, mode)
+                        prev = None
+                        continue
             pat = self.pattern(S)
             H1, A, u_slide = self.land(pat, H, Af, S, AfG)
             want = torch.zeros_like(S)
@@ -541,6 +564,16 @@ class SlidingStepper(FlowConstants):
             gi, idx = pat.gi, pat.idx
             o, u = self.leaving(pat, pat.mask & ~pinned[gi, idx], th_end, r_end)
             mode[gi[o], idx[o]] = torch.where(u[o], 1, -1).to(mode.dtype)
+        # neurons held at w_i = 0 keep their pattern (rank-many sliding pairs fix the row; the others' θ are not
+        # unique there): a pair of theirs that leaves is a question for :meth:`emerge` (``held_exits``), not a change
+        # of mode — released, it re-arrived on the next step, and such a pair every step shrank the steps 100×
+        self.held_exits = None
+        if bool(self.accepted.any()):  # (accepted with nearly dependent φ, a row can stay off 0: not held)
+            held = self.accepted & (H.abs().amax(1) <= self.h_rel * float(H.abs().max()))
+            moved = held & (mode != start).any(1)
+            if bool(moved.any()):
+                self.held_exits = moved
+                mode = torch.where(held[:, None], start, mode)
         # the changes of mode as one count of (start, end) pairs: code 3·start + end + 4 in 0 … 8
         code = torch.add(mode, start, alpha=3).to(torch.int64).add_(4)
         counts = torch.bincount(code.flatten(), minlength=9).tolist()
@@ -608,9 +641,10 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     h = t_out - t
                 before = stats["n_arrivals"] + stats["n_crossings"] + stats["n_exits"]
                 kept = dict(stats)
+                split = None  # (at the smallest step: neurons far from 0 whose arrivals would collapse them)
                 while True:  # a collapse or an inadmissible pin: resolve it finer, down to δ/2^MAX_HALVINGS
                     expo = bool(grow > 1 and h > step)
-                    H1, A, mode1 = stepper.step(y[0], mode, h, exponential=expo)
+                    H1, A, mode1 = stepper.step(y[0], mode, h, exponential=expo, split_collapses=split)
                     if expo and bool(((mode1 != mode).sum(1) > MAX_LONG_CHANGES).any()):
                         # a long step with interacting changes in one neuron: shorter, down to δ
                         kind, shorter = "long", max(0.5 * h, step)
@@ -619,7 +653,18 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                         retry = stepper.retry(mode, mode1)
                         if retry is None:
                             break
-                        if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0
+                        if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0 …
+                            far = None
+                            if retry[1] == "rank" and split is None:  # … unless a landing put two arrivals together
+                                coll = stepper.collapsing(mode, mode1)  # (rows the landing put at 0: with nearly
+                                coll &= H1.abs().amax(1) <= 1e-9 * y[0].abs().amax(1)  # dependent φ it may not)
+                                far = stepper.far_from_zero(y[0], stepper.residual(y[0]), coll, h, bound=True)
+                            if far is not None and bool(far.any()):
+                                split = far
+                                kept["n_rank_retries"] += 1
+                                stats.update(kept)
+                                monitor.on_step(t, h, False)
+                                continue
                             coll = stepper.collapsing(mode, mode1)
                             if bool(coll.any()):  # w_i reaches 0: the pattern it leaves with, if it does
                                 stuck = stepper.emerge(y[0], H1, mode1, coll, h)
@@ -634,6 +679,11 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     monitor.on_step(t, h, False)
                     h, landing = shorter, False
                     dt = min(dt, h)
+                if stepper.held_exits is not None:  # a held neuron may leave w_i = 0 now (r has moved on)
+                    rows = stepper.held_exits
+                    stuck = stepper.emerge(y[0], H1, mode1, rows, h)
+                    stepper.accepted &= ~(rows & ~stuck)
+                    stats["n_emerged"] += int((rows & ~stuck).sum())
                 mode = mode1
                 y1 = torch.empty_like(y)
                 y1[0] = H1
