@@ -101,8 +101,8 @@ passage, resolved far below the step (:meth:`FlowConstants.emerge <gflow.solve.f
 its pattern is then held, and when a pair of it would leave (the end-of-step θ of a pair that rank-many others hold
 at 0, not unique there) :meth:`emerge <gflow.solve.filippov.FlowConstants.emerge>` is asked again, as r has moved
 on — released instead, such a pair re-arrived on the next step, every step, and shrank the steps ~100× (a d = 2 net:
-> 30 s instead of 2 s to t = 10).  The first version kept every such neuron at 0 — 0.4 off in H against GD at small steps on a shallow ReLU
-net, and a crawl to steps of 1e-34 on the dead neuron's chatter — and choosing among the consistent patterns by
+over 30 s instead of 2 s to t = 10).  The first version kept every such neuron at 0 — 0.4 off in H against GD at
+small steps on a shallow ReLU net, and a crawl to steps of 1e-34 on the dead neuron's chatter — and choosing among the consistent patterns by
 straight passage left on the wrong one.  Differential sweep with this and the pin retries above (32 random shallow
 and random-feature ReLU / leaky-ReLU problems, m ≤ 32, n ≤ 12, t = 10, against GD at δ = 1e-4): the worst loss error
 at δ = 1/128 fell from 7e-3 to 3e-4 (all others ≤ 6e-5), at δ = 1/32 (within the stability limit) from 8e-3 to 3e-4.
@@ -116,8 +116,9 @@ ReLU net, cos(x_5, x_7) = −0.99997, tests/test_sliding.py) put a neuron far fr
 was held at 0 for good (4e-2 off in H by t = 0.012 at δ = 1/64; 2.2e-3 with the check, 3.9e-4 at δ = 1/256).  Past
 the first real passage (t = 0.0142 there) that net's Filippov solution is not unique: at w_i = 0 several exit
 patterns are consistent, and GD picks one by the phase of its steps (δ = 1e-6 and 3e-7 end 0.63 apart in H at
-t = 1, 8.9e-3 in the loss; ``filippov`` and ``sliding`` at δ = 1/64 end 0.62 from GD(3e-7), ``sliding`` at 1/256
-0.33) — no solver is "right" there, and which branches a run takes depends on rounding.
+t = 1, 8.9e-3 in the loss; ``filippov``, and ``sliding`` at δ = 1/64 and 1/256, end 0.61–0.62 from GD(3e-7), and
+``sliding`` at 1/256 2e-4 from ``filippov``) — no solver is "right" there, and which branches a run takes can
+depend on rounding.
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
 n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
@@ -371,8 +372,8 @@ class SlidingStepper(FlowConstants):
     def spurious(self, H: torch.Tensor, S: torch.Tensor, start: torch.Tensor, cand: torch.Tensor, Af: torch.Tensor,
                  AfG: torch.Tensor, R: torch.Tensor) -> torch.Tensor | None:
         """Which of the changes ``cand`` (landed arrivals that are repelling or would put their neuron on w_i = 0
-        together, or crossings that end on their start side) are no change at all: (m, n) mask of the pairs to put back in their start mode, at most one per
-        neuron, or None.
+        together, or crossings that end on their start side) are no change at all: (m, n) mask of the pairs to put
+        back in their start mode, at most one per neuron, or None.
 
         Two or more changes in one neuron within one step interact: in the Filippov flow an earlier arrival or
         crossing can turn a pair back before it reaches the kink.  Landed anyway, such a pair slides on
@@ -682,6 +683,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                 if stepper.held_exits is not None:  # a held neuron may leave w_i = 0 now (r has moved on)
                     rows = stepper.held_exits
                     stuck = stepper.emerge(y[0], H1, mode1, rows, h)
+                    H1[rows & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
                     stepper.accepted &= ~(rows & ~stuck)
                     stats["n_emerged"] += int((rows & ~stuck).sum())
                 mode = mode1
