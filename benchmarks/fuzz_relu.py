@@ -81,7 +81,7 @@ def run_case(seed: int) -> dict:
     net, X, y, t1, rec = case(seed)
     g, g2 = _gd(net, X, y, t1, 1e-4), _gd(net, X, y, t1, 2.5e-4)
     L0, Hg = g.loss[0], g.H[-1]
-    Hs = np.abs(Hg).max()
+    Hs = np.abs(Hg).max() or 1.0  # (features ≡ 0 — e.g. random ReLU features that vanish on every point: absolute)
     rec["scatter_loss"] = float(np.abs(g.loss - g2.loss).max() / L0)
     rec["scatter_H"] = float(np.abs(g2.H[-1] - Hg).max() / Hs)
     tol_L, tol_H = max(10 * rec["scatter_loss"], 1e-4), max(10 * rec["scatter_H"], 1e-3)

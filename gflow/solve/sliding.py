@@ -97,14 +97,16 @@ half the step (``n_rank_retries``), down to δ/2^:data:`MAX_HALVINGS`.  A collap
 flow's own: the neuron reaches w_i = 0, typically along a line of rank G − 1 sliding pairs, where every pair is on
 its kink and the Filippov solution is not unique.  What it does next is decided by its own flow through the
 passage, resolved far below the step (:meth:`FlowConstants.emerge <gflow.solve.filippov.FlowConstants.emerge>`,
-``n_emerged``): it leaves on a consistent pattern, or stays at 0 while it has none (an equilibrium of the flow):
-its pattern is then held, and when a pair of it would leave (the end-of-step θ of a pair that rank-many others hold
-at 0, not unique there) :meth:`emerge <gflow.solve.filippov.FlowConstants.emerge>` is asked again, as r has moved
-on — released instead, such a pair re-arrived on the next step, every step, and shrank the steps ~100× (a d = 2 net:
-over 30 s instead of 2 s to t = 10).  The first version kept every such neuron at 0 — 0.4 off in H against GD at
-small steps on a shallow ReLU net, and a crawl to steps of 1e-34 on the dead neuron's chatter — and choosing among the consistent patterns by
-straight passage left on the wrong one.  Differential sweep with this and the pin retries above (32 random shallow
-and random-feature ReLU / leaky-ReLU problems, m ≤ 32, n ≤ 12, t = 10, against GD at δ = 1e-4): the worst loss error
+``n_emerged``): it leaves on a consistent pattern, or stays at 0 while it has none (an equilibrium of the flow): its
+pattern is then held, and when a pair of it would leave (the end-of-step θ of a pair that rank-many others hold at
+0, not unique there) it is asked again whether it can leave, from its held pattern
+(:meth:`SlidingStepper.leave_zero`; not before r has moved by :data:`REASK`, a threshold that doubles with every
+answer that keeps it) — released instead, such a pair re-arrived on the next step, every step, and shrank the steps
+~100× (a d = 2 net: over 30 s instead of 2 s to t = 10). The first version kept every such neuron at 0 — 0.4 off in
+H against GD at small steps on a shallow ReLU net, and a crawl to steps of 1e-34 on the dead neuron's chatter — and
+choosing among the consistent patterns by straight passage left on the wrong one.  Differential sweep with this
+and the pin retries above (32 random shallow and random-feature ReLU / leaky-ReLU problems, m ≤ 32, n ≤ 12, t = 10,
+against GD at δ = 1e-4): the worst loss error
 at δ = 1/128 fell from 7e-3 to 3e-4 (all others ≤ 6e-5), at δ = 1/32 (within the stability limit) from 8e-3 to 3e-4.
 The 3e-4 case (random features, D = 6 < n = 12) holds four nearly dependent pairs of one neuron on the kink that GD
 (and ``filippov``) let leave slowly: with G_SS near-singular their θ is not unique, and the end-of-step θ keeps
@@ -116,9 +118,8 @@ ReLU net, cos(x_5, x_7) = −0.99997, tests/test_sliding.py) put a neuron far fr
 was held at 0 for good (4e-2 off in H by t = 0.012 at δ = 1/64; 2.2e-3 with the check, 3.9e-4 at δ = 1/256).  Past
 the first real passage (t = 0.0142 there) that net's Filippov solution is not unique: at w_i = 0 several exit
 patterns are consistent, and GD picks one by the phase of its steps (δ = 1e-6 and 3e-7 end 0.63 apart in H at
-t = 1, 8.9e-3 in the loss; ``filippov``, and ``sliding`` at δ = 1/64 and 1/256, end 0.61–0.62 from GD(3e-7), and
-``sliding`` at 1/256 2e-4 from ``filippov``) — no solver is "right" there, and which branches a run takes can
-depend on rounding.
+t = 1, 8.9e-3 in the loss, and ``filippov`` 0.62 from the latter; ``sliding`` lands on one branch or another as
+its steps and rounding fall: 0.2–0.5 from ``filippov`` at δ = 1/64 and 1/256) — no solver is "right" there.
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
 n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
@@ -159,6 +160,7 @@ LONG_GROWTH = 1.25  # growth per step of the long steps (retries cost a step eac
 #: LONG_RELAX per accepted step (growing straight back to h retried again and again where events stay dense)
 LONG_BACKOFF, LONG_RELAX = 0.5, 1.05
 MAX_LONG_CHANGES = 1  # a long step with more changes of mode in one neuron is retried shorter (module docstring)
+REASK = 1e-3  # held neurons (w_i = 0) are asked again once r has moved this much, relative (:meth:`reask`)
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
 SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
 # index_add of scaled rows of G costs ≈ 60× per entry what the dense product does (2.8 ms for 10 000 entries against
@@ -193,9 +195,36 @@ class SlidingStepper(FlowConstants):
         self.inadmissible: torch.Tensor | None = None
         #: after :meth:`step`: the held neurons (m,) (:attr:`accepted`) with a pair that would leave, else None
         self.held_exits: torch.Tensor | None = None
+        self._asked_r: torch.Tensor | None = None  # r at the last :meth:`reask` that said yes, and its threshold
+        self._reask = REASK
         self.stats = {"n_arrivals": 0, "n_crossings": 0, "n_exits": 0, "n_pinned": 0, "n_passes": 0,
                       "n_sliding": 0, "max_sliding_per_neuron": 0, "n_rank_retries": 0, "n_pin_retries": 0,
                       "n_emerged": 0, "n_spurious": 0}
+
+    def leave_zero(self, H1: torch.Tensor, mode1: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """For held neurons ``rows`` (at w_i = 0): set in ``mode1`` the pattern each leaves with, if it has one, as
+        :meth:`emerge <gflow.solve.filippov.FlowConstants.emerge>` does for a neuron arriving at 0 — but from its held
+        pattern (there is no passage to follow); returns the neurons that stay."""
+        r = self.residual(H1)
+        stuck = torch.zeros_like(rows)
+        for i in torch.nonzero(rows).flatten().tolist():
+            p = self._exit_pattern(i, r, mode1[i])
+            if p is not None and int((p == 0).sum()) < self.rank_G:
+                mode1[i] = p
+            else:
+                stuck[i] = True
+        return stuck
+
+    def reask(self, H1: torch.Tensor) -> bool:
+        """Whether :meth:`emerge` is worth asking again for held neurons (:attr:`held_exits`) at the state ``H1``: at
+        w_i = 0 its answer depends on r alone, so not before r has moved by :data:`REASK` (relative) since the last
+        ask, a threshold that doubles (up to 10 %) with every ask that leaves the neurons held — asked at every step,
+        a held neuron of a d = 4, n = 7 leaky-ReLU net that kept wishing to leave made the run 3× slower."""
+        r = self.residual(H1)
+        if self._asked_r is not None and float((r - self._asked_r).norm()) < self._reask * float(self._asked_r.norm()):
+            return False
+        self._asked_r = r
+        return True
 
     def collapsing(self, mode: torch.Tensor, mode1: torch.Tensor) -> torch.Tensor:
         """The neurons (m,) that a step from ``mode`` to ``mode1`` collapses onto w_i = 0 (:meth:`collapsed`), less
@@ -456,6 +485,16 @@ class SlidingStepper(FlowConstants):
             h_eps = Habs.amax(1, keepdim=True).mul_(self.h_rel)
             h_eps = torch.where(Habs <= h_eps, h_eps, torch.zeros_like(H))
         arr = torch.mul(Ht, start) < -h_eps  # h has left the side of its mode (modes are ±1; 0 · h is never < 0)
+        # neurons held at w_i = 0 keep their pattern (rank-many sliding pairs fix the row; the others' θ are not
+        # unique there): a pair of theirs that would leave at the step's end is a question for :meth:`leave_zero`
+        # (``held_exits``), not a change of mode — released, it re-arrived on the next step, and such a pair every
+        # step shrank the steps 100×; changing within the passes, they took 4 passes a step instead of 1
+        held = None
+        if bool(self.accepted.any()):  # (accepted with nearly dependent φ, a row can stay off 0: not held)
+            held = self.accepted & (H.abs().amax(1) <= self.h_rel * float(H.abs().max()))
+            held = held[:, None] if bool(held.any()) else None
+        if held is not None:
+            arr &= ~held
         mode.masked_fill_(arr, 0)
         nchg = arr.to(torch.int8)
         pinned = torch.zeros_like(arr)
@@ -500,6 +539,9 @@ class SlidingStepper(FlowConstants):
                 want[gi[o], idx[o]] = True
                 up[gi[o & u], idx[o & u]] = True
             wrong = torch.mul(H1, mode) < -h_eps
+            if held is not None:
+                wrong &= ~held
+                want &= ~held
             newarr = wrong & ~cr & ~pinned
             # a crossing that ends on its starting side: turned back before the kink by the neuron's other changes
             # (:meth:`spurious`), or marginal — then it is held at the kink for the step
@@ -565,16 +607,12 @@ class SlidingStepper(FlowConstants):
             gi, idx = pat.gi, pat.idx
             o, u = self.leaving(pat, pat.mask & ~pinned[gi, idx], th_end, r_end)
             mode[gi[o], idx[o]] = torch.where(u[o], 1, -1).to(mode.dtype)
-        # neurons held at w_i = 0 keep their pattern (rank-many sliding pairs fix the row; the others' θ are not
-        # unique there): a pair of theirs that leaves is a question for :meth:`emerge` (``held_exits``), not a change
-        # of mode — released, it re-arrived on the next step, and such a pair every step shrank the steps 100×
         self.held_exits = None
-        if bool(self.accepted.any()):  # (accepted with nearly dependent φ, a row can stay off 0: not held)
-            held = self.accepted & (H.abs().amax(1) <= self.h_rel * float(H.abs().max()))
-            moved = held & (mode != start).any(1)
+        if held is not None:
+            moved = held[:, 0] & (mode != start).any(1)
             if bool(moved.any()):
                 self.held_exits = moved
-                mode = torch.where(held[:, None], start, mode)
+                mode = torch.where(held, start, mode)
         # the changes of mode as one count of (start, end) pairs: code 3·start + end + 4 in 0 … 8
         code = torch.add(mode, start, alpha=3).to(torch.int64).add_(4)
         counts = torch.bincount(code.flatten(), minlength=9).tolist()
@@ -680,9 +718,10 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                     monitor.on_step(t, h, False)
                     h, landing = shorter, False
                     dt = min(dt, h)
-                if stepper.held_exits is not None:  # a held neuron may leave w_i = 0 now (r has moved on)
-                    rows = stepper.held_exits
-                    stuck = stepper.emerge(y[0], H1, mode1, rows, h)
+                rows = stepper.held_exits
+                if rows is not None and stepper.reask(H1):  # a held neuron may leave w_i = 0 now (r has moved on)
+                    stuck = stepper.leave_zero(H1, mode1, rows)
+                    stepper._reask = REASK if bool((rows & ~stuck).any()) else min(2 * stepper._reask, 0.1)
                     H1[rows & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
                     stepper.accepted &= ~(rows & ~stuck)
                     stats["n_emerged"] += int((rows & ~stuck).sum())
