@@ -59,9 +59,10 @@ makes the two solves differ there.)
 reach the kink together as it moves on a line of rank G − 1 sliding pairs — where the Filippov solution is not
 unique.  Located one by one, in rounding order, the first version let such a neuron bounce back (leaky ReLU,
 d = 2, n = 11: 0.7 off in H against GD at small steps, which passes through) or kept it at 0.  An event that brings a
-neuron to rank G sliding pairs, or its features within :data:`NEAR_ZERO` of their size before the step, now sets
-its row to 0 and lets :meth:`FlowConstants.emerge` decide the pattern it leaves with (``n_emerged``) or that it
-stays.
+neuron to rank G sliding pairs whose features span G's range (:meth:`FlowConstants.collapsed`; dependent ones — random
+features with D < n — leave w_i free along what they miss), or its features within :data:`NEAR_ZERO` of their size
+before the step, now sets its row to 0 and lets :meth:`FlowConstants.emerge` decide the pattern it leaves with
+(``n_emerged``) or that it stays.
 
 **Ill-conditioned events.**  Which pair leaves or arrives next is decided by small quantities — a feature nearing
 the kink, θ_b = u_b/r_b where a residual component r_b passes near 0 — and one decision changes the later flow.  With
@@ -236,7 +237,8 @@ class FlowConstants:
         ev = torch.linalg.eigvalsh(self.G)
         #: numerical rank of G: a neuron with this many pairs on the kink has h_i ≡ 0 on every point (the landing
         #: conditions G_SS Ā_S = … then fix its whole row), more make G_SS singular
-        self.rank_G = int((ev > ev[-1] * self.n * torch.finfo(self.G.dtype).eps * 10).sum())
+        self._rank_tol = float(ev[-1]) * self.n * torch.finfo(self.G.dtype).eps * 10
+        self.rank_G = int((ev > self._rank_tol).sum())
 
     def slopes_of(self, mode: torch.Tensor) -> torch.Tensor:
         """σ′ of each pair's mode: s₋ (−1), 0 (sliding: its weight comes from a solve), s₊ (+1)."""
@@ -316,12 +318,20 @@ class FlowConstants:
         return (a @ G) * (-self.gamma * float(self.c[i])), a, th
 
     def collapsed(self, mode0: torch.Tensor, mode1: torch.Tensor) -> torch.Tensor:
-        """The neurons (m,) whose count of sliding pairs goes from below rank G (``mode0``) to rank G (``mode1``): their
-        whole feature row is then on the kink, w_i = 0 (never where G has full rank: n pairs on the kink leave w_i
-        free off the span of the φ(x_a); n = 1 slides so)."""
+        """The neurons (m,) whose count of sliding pairs goes from below rank G (``mode0``) to rank G (``mode1``), and
+        whose sliding pairs' φ(x_a) span G's range: their whole feature row is then on the kink, w_i = 0 (never where
+        G has full rank: n pairs on the kink leave w_i free off the span of the φ(x_a); n = 1 slides so)."""
         if self.rank_G >= self.n:
             return torch.zeros_like(mode0[:, 0], dtype=torch.bool)
-        return ((mode1 == 0).sum(dim=1) >= self.rank_G) & ((mode0 == 0).sum(dim=1) < self.rank_G) & (self.c != 0)
+        out = ((mode1 == 0).sum(dim=1) >= self.rank_G) & ((mode0 == 0).sum(dim=1) < self.rank_G) & (self.c != 0)
+        # … and only where those pairs' features span G's range: dependent ones (random features with D < n) leave
+        # w_i free along what they miss — a D = 4, n = 12 net's neuron with |h| ≈ 0.67 was set to 0 by ``filippov``
+        # on its fifth pair's arrival (2e-2 off the loss by t = 10, where GD and ``sliding`` agree to 1e-6)
+        for i in torch.nonzero(out).flatten().tolist():
+            S = mode1[i] == 0
+            if int((torch.linalg.eigvalsh(self.G[S][:, S]) > self._rank_tol).sum()) < self.rank_G:
+                out[i] = False
+        return out
 
     def _violations(self, p: torch.Tensor, hd: torch.Tensor, th: torch.Tensor | None):
         """(free pairs moving against their side, sliding pairs whose θ leaves [0, 1]) of a pattern at w_i = 0."""
