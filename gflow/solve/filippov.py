@@ -140,7 +140,7 @@ class PairSolves:
     A rank-deficient G_SS (e.g. a shallow net with more sliding points than inputs) takes the minimum-norm
     solution (pseudo-inverse).  ``previous``: the solves of a pattern that differs in few neurons — the inverses of
     the neurons whose pairs are unchanged are taken from it (the padding is the identity: an inverse is its leading
-    block), in place where the layout is the same (``previous`` cannot solve afterwards).  ``exact``: inverses
+    block), in place where the layout is the same (:meth:`_update`; ``previous`` cannot solve afterwards).  ``exact``: inverses
     bitwise equal to a fresh build's — reused only where the pad width k is unchanged (one factored at another
     width rounds differently) and the new ones placed as in a whole batch (:meth:`_inverses`).  Also used by
     :mod:`gflow.solve.sliding`.
@@ -151,13 +151,17 @@ class PairSolves:
         if rows_allowed is not None:
             S = S & rows_allowed[:, None]
         self.S = S
+        counts = S.sum(1)
+        self.present = present = counts > 0
+        if previous is not None and previous.rows is not None and previous.Ginv is not None and \
+                torch.equal(present, previous.present) and int(counts.max()) == previous.k:
+            self._update(G, previous, exact)
+            return
         ii, bb = torch.nonzero(S, as_tuple=True)  # row-major: by neuron, then by point
         if not ii.numel():
             self.rows = None
             return
         # the padded layout from the pairs' positions (no sort): entry (local row of i, j-th pair of i) = b
-        counts = torch.bincount(ii, minlength=S.shape[0])
-        self.present = present = counts > 0
         rows = torch.nonzero(present).flatten()
         self.rows = rows
         self.k = k = int(counts.max())
@@ -169,8 +173,6 @@ class PairSolves:
         mask = torch.zeros((rows.numel(), k), dtype=torch.bool, device=S.device)
         mask[li, pos] = True
         self.idx, self.mask, self.maskf = idx, mask, mask.to(G.dtype)
-        self.gi = rows[:, None].expand_as(idx)  # (rows, k) row index of each padded entry: full[gi, idx]
-        self.pairs = (ii, bb, li, pos)  # the pairs, and where each sits in the padded arrays
         if previous is None or previous.rows is None or (exact and previous.k != k):
             self.Ginv = self._inverses(G, idx, mask)
             return
@@ -180,12 +182,6 @@ class PairSolves:
             same &= (previous.local[rows] - torch.arange(rows.numel(), device=rows.device)) * (k * k) % per == 0
         new = ~same
         at = torch.nonzero(new).flatten() if exact else None
-        if previous.k == k and previous.rows.numel() == rows.numel() and torch.equal(previous.rows, rows):
-            # the same layout: take over its inverses (``previous`` gives them up) and refactor the changed rows
-            self.Ginv, previous.Ginv = previous.Ginv, None
-            if bool(new.any()):
-                self.Ginv[new] = self._inverses(G, idx[new], mask[new], at)
-            return
         old = previous.Ginv[previous.local[rows[same]]]
         if previous.k > k:
             old = old[:, :k, :k]
@@ -196,6 +192,36 @@ class PairSolves:
         self.Ginv[same] = old
         if bool(new.any()):
             self.Ginv[new] = self._inverses(G, idx[new], mask[new], at)
+
+    def _update(self, G: torch.Tensor, previous: PairSolves, exact: bool) -> None:
+        """The layout of ``previous`` (the same rows and pad width k): its arrays with the changed neurons' rows
+        rewritten and refactored (an event changes one or a few; a third of the cost of a whole build at m = 128,
+        n = 50, where set_mode took 0.2 ms a call).  ``previous`` gives up its inverses."""
+        rows, k = previous.rows, previous.k
+        self.rows, self.local, self.k = rows, previous.local, k
+        new = torch.nonzero((self.S[rows] != previous.S[rows]).any(1)).flatten()  # changed rows (local)
+        self.idx, self.mask, self.maskf = previous.idx.clone(), previous.mask.clone(), previous.maskf.clone()
+        self.Ginv, previous.Ginv = previous.Ginv, None
+        if not new.numel():
+            return
+        # a neuron's sliding points in increasing order, then the padding (index 0, as a whole build's)
+        on, order = torch.sort(self.S[rows[new]], dim=1, descending=True, stable=True)
+        mask, idx = on[:, :k], order[:, :k]
+        idx = torch.where(mask, idx, 0)
+        self.idx[new], self.mask[new], self.maskf[new] = idx, mask, mask.to(G.dtype)
+        self.Ginv[new] = self._inverses(G, idx, mask, new if exact else None)
+
+    @property
+    def gi(self) -> torch.Tensor:
+        """(rows, k) row index of each padded entry: full[gi, idx]."""
+        return self.rows[:, None].expand_as(self.idx)
+
+    @property
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(i, b, local row, position) of the pairs (row-major, as ``nonzero(S)``) and where each sits in the padded
+        arrays."""
+        li, pos = torch.nonzero(self.mask, as_tuple=True)
+        return self.rows[li], self.idx[li, pos], li, pos
 
     @staticmethod
     def _inverses(G: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor,
@@ -436,6 +462,7 @@ class _Sliding(FlowConstants):
     def set_mode(self, mode: torch.Tensor) -> None:
         self.mode = mode
         self.slope = torch.where(mode > 0, self._sp, torch.where(mode < 0, self._sm, self._zero))
+        self.sign = mode.to(self.G.dtype)
         sliding = mode == 0
         self.free = (~sliding).to(self.G.dtype)
         # −γ·free in one factor: ((Q c) (−γ)) free and (Q c) (−γ free) round alike (free ∈ {0, 1})
@@ -452,13 +479,15 @@ class _Sliding(FlowConstants):
             self.theta_half = torch.full_like(pat.maskf, 0.5)
 
     # -- field ------------------------------------------------------------------------------------------
-    def eval(self, H: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Write [Ḣ, Ȧ] into out (2, m, n); returns r and θ of the sliding pairs (ms, k) or None."""
+    def eval(self, H: torch.Tensor, out: torch.Tensor,
+             theta: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Write [Ḣ, Ȧ] into out (2, m, n); returns r and θ of the sliding pairs (ms, k) or None (also with
+        ``theta=False``: the inner stages of a step, which do not read it)."""
         self.monitor.on_eval()
         r = torch.addmv(self.y, (self.slope * H).T, self.c, beta=-1.0, alpha=self.alpha)
         w = self.slope * r  # w_ib = σ′_ib r_b (0 on sliding pairs)
         Q = w @ self.G
-        theta = None
+        th = None
         if self.rows is not None:
             rows, idx = self.rows, self.idx
             rhs = torch.take(Q, self.flat).view_as(idx).mul_(self.neg_maskf)
@@ -466,18 +495,19 @@ class _Sliding(FlowConstants):
             us = torch.zeros((rows.numel(), self.n), **self.kw).scatter_add_(1, idx, u)
             w.index_add_(0, rows, us)
             Q.index_add_(0, rows, us @ self.G)
-            th = torch.take(r, idx)
-            torch.div(u, th, out=th)
-            if not self._theta_plain:
-                th.sub_(self.sm).div_(self.sp - self.sm)
-            theta = torch.where(self.mask, th, self.theta_half)
+            if theta:
+                th = torch.take(r, idx)
+                torch.div(u, th, out=th)
+                if not self._theta_plain:
+                    th.sub_(self.sm).div_(self.sp - self.sm)
+                th = torch.where(self.mask, th, self.theta_half)
         torch.mul(Q, self.c_col, out=out[0]).mul_(self.neg_gamma_free)  # sliding pairs: ḣ = 0 exactly
         torch.mul(w, self.c_col, out=out[1])
         # 0·x is NaN exactly where x is ±inf or NaN, and a sum of ±0 and NaN cannot overflow: isfinite(·).all()
         # in 2 operations (it took 14 µs of the 134 µs of an evaluation)
         if math.isnan(float(torch.mul(out[0], 0.0).sum())):
             raise _NonFinite
-        return r, theta
+        return r, th
 
     def orientation(self, r: torch.Tensor) -> torch.Tensor:
         """sign(c_i r_a) (m, n): > 0 where the kink attracts pair (i, a)."""
@@ -486,6 +516,13 @@ class _Sliding(FlowConstants):
 
 class _NonFinite(Exception):
     pass
+
+
+def _comb(w: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_j K_j over the first len(w) stages: ``torch.tensordot(w, K[:len(w)], dims=1)`` without its Python
+    wrapper (~15 µs a call, 7 calls a step): the same (1, j) × (j, N) product, so the same rounding."""
+    j = w.shape[0]
+    return torch.mm(w.view(1, j), K[:j].view(j, -1)).view(K.shape[1:])
 
 
 def _initial_step(y, f, rtol, atol, t1):
@@ -560,11 +597,11 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
             monitor.landing_time = t_target
             # --- one Dormand–Prince 5(4) step on the current pattern (K[0] = f(y) is valid) ---------
             for j in range(1, 6):
-                torch.add(y, torch.tensordot(a[j, :j], K[:j], dims=1), alpha=h, out=ystage)
-                flow.eval(ystage[0], K[j])
-            y1 = torch.add(y, torch.tensordot(b[:6], K[:6], dims=1), alpha=h)
+                torch.add(y, _comb(a[j, :j], K), alpha=h, out=ystage)
+                flow.eval(ystage[0], K[j], theta=False)
+            y1 = torch.add(y, _comb(b[:6], K), alpha=h)
             r1, theta1 = flow.eval(y1[0], K[6])
-            err = torch.tensordot(e, K, dims=1).mul_(h)
+            err = _comb(e, K).mul_(h)
             if lower_order:  # propagate the embedded 4th-order solution (the estimate's second solve)
                 y1.sub_(err)
                 y1[0].mul_(flow.free)
@@ -587,11 +624,11 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
             h_new = min(h * min(ifactor, max(dfactor, safety * enorm ** -0.2 if enorm > 0 else ifactor)), max_step)
             # --- events on [t, t + h] -------------------------------------------------------------------
             H1 = y1[0]
-            cross = ((mode > 0) & (H1 < -h_eps)) | ((mode < 0) & (H1 > h_eps))
+            s0 = flow.sign  # (mode as ±1, 0: h·s0 < −h_eps is h < −h_eps on +, h > h_eps on −, never on 0)
+            cross = torch.mul(H1, s0) < -h_eps
             # a pair may cross and come back within one step (both ends on its side): candidates turn round
             # inside the step, heading for the kink at its start; their dense output is checked inside
-            s0 = mode.to(H1.dtype)
-            turn = (mode != 0) & ~cross & (K[0][0] * s0 < 0) & (K[6][0] * s0 > 0)
+            turn = ~cross & (K[0][0] * s0 < 0) & (K[6][0] * s0 > 0)
             if bool(turn.any()):
                 cross = cross | _dips(y[0], K[:, 0], P, h, turn, mode, h_eps)
             # arrivals first (their times come from the dense output alone), then exits before the earliest one
@@ -607,7 +644,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                                float(exit_tau[1].min()) if exit_tau is not None else 2.0)
                 tau_star = min(max(tau_star, 0.0), 1.0)
                 window = tau_star + 1e-9
-                ye = torch.add(y, torch.tensordot(torch.mv(P, _powers(tau_star, P)), K, dims=1), alpha=h)
+                ye = torch.add(y, _comb(torch.mv(P, _powers(tau_star, P)), K), alpha=h)
                 arrivals = torch.zeros_like(mode, dtype=torch.bool)
                 prev = mode.clone()
                 if tau_c is not None:
@@ -764,7 +801,7 @@ def _exit_times(flow, y, K, P, h, theta0, theta1, out, t_max: float = 1.0):
     tmp = torch.empty_like(K[0])
 
     def theta_at(tau: float) -> torch.Tensor:
-        ys = torch.add(y, torch.tensordot(torch.mv(P, _powers(tau, P)), K, dims=1), alpha=h)
+        ys = torch.add(y, _comb(torch.mv(P, _powers(tau, P)), K), alpha=h)
         return flow.eval(ys[0], tmp)[1][jj, kk]
 
     if t_max < 1.0:  # an arrival cuts the step at t_max: only exits before it matter
