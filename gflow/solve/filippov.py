@@ -238,13 +238,19 @@ class PairSolves:
         both = mask[:, :, None] & mask[:, None, :]
         Gss = torch.where(both, Gss, torch.eye(k, dtype=G.dtype, device=G.device).expand_as(Gss))
         L, info = torch.linalg.cholesky_ex(Gss)
-        bad = info != 0
-        any_bad = bool(bad.any())
-        if any_bad:  # a failed factor may hold a zero pivot, which cholesky_inverse refuses: replace it
+        any_bad = bool(info.any())
+        if any_bad:
+            bad = info != 0  # a failed factor may hold a zero pivot, which cholesky_inverse refuses: replace it
             L[bad] = torch.eye(k, dtype=G.dtype, device=G.device)
         per = 64 // G.element_size()
-        if at is not None and (k * k) % per:
-            q = per * torch.arange(at.numel(), device=at.device) + at % per
+        period = per // math.gcd(k * k, per)  # batch positions with the same offset modulo 64 bytes
+        if at is not None and period > 1 and at.numel() == 1:  # (the usual case: one neuron changed)
+            p = int(at) % period
+            if p:
+                L = torch.cat([torch.eye(k, dtype=G.dtype, device=G.device).expand(p, k, k), L])
+            Ginv = torch.cholesky_inverse(L)[p:]
+        elif at is not None and period > 1:
+            q = period * torch.arange(at.numel(), device=at.device) + at % period
             buf = torch.eye(k, dtype=G.dtype, device=G.device).repeat(int(q[-1]) + 1, 1, 1)
             buf[q] = L
             Ginv = torch.cholesky_inverse(buf)[q]
@@ -455,28 +461,33 @@ class _Sliding(FlowConstants):
         self._sp, self._sm, self._zero = (torch.tensor(v, **self.kw) for v in (self.sp, self.sm, 0.0))
         self._pat: PairSolves | None = None
         self._sliding: torch.Tensor | None = None
+        self.theta_half: torch.Tensor | None = None
         #: θ = u/r exactly where s₋ = 0, s₊ = 1 (ReLU): (u/r − 0)/1 rounds to u/r
         self._theta_plain = self.sm == 0.0 and self.sp == 1.0
 
     # -- pattern ----------------------------------------------------------------------------------------
     def set_mode(self, mode: torch.Tensor) -> None:
         self.mode = mode
-        self.slope = torch.where(mode > 0, self._sp, torch.where(mode < 0, self._sm, self._zero))
         self.sign = mode.to(self.G.dtype)
-        sliding = mode == 0
-        self.free = (~sliding).to(self.G.dtype)
+        if self._theta_plain:  # ReLU: σ′ = 1 on +, 0 on − and 0 (as the general form's values)
+            self.slope = self.sign.clamp(min=0.0)
+        else:
+            self.slope = torch.where(mode > 0, self._sp, torch.where(mode < 0, self._sm, self._zero))
+        self.free = self.sign.abs()  # 1 off the kink, 0 on it
         # −γ·free in one factor: ((Q c) (−γ)) free and (Q c) (−γ free) round alike (free ∈ {0, 1})
         self.neg_gamma_free = self.free * (-self.gamma)
-        if self._sliding is None or not torch.equal(sliding, self._sliding):
-            self._pat = PairSolves(self.G, sliding, previous=self._pat, exact=True)
-            self._sliding = sliding
-        pat = self._pat
+        sliding = mode == 0
+        if self._sliding is not None and torch.equal(sliding, self._sliding):
+            return
+        self._pat = pat = PairSolves(self.G, sliding, previous=self._pat, exact=True)
+        self._sliding = sliding
         self.rows = pat.rows
         if pat.rows is not None:
             self.idx, self.mask, self.maskf, self.Ginv = pat.idx, pat.mask, pat.maskf, pat.Ginv
             self.flat = (pat.rows[:, None] * self.n + pat.idx).flatten()  # Q.view(-1)[flat] = Q[rows][i, idx]
             self.neg_maskf = -pat.maskf
-            self.theta_half = torch.full_like(pat.maskf, 0.5)
+            if self.theta_half is None or self.theta_half.shape != pat.maskf.shape:
+                self.theta_half = torch.full_like(pat.maskf, 0.5)
 
     # -- field ------------------------------------------------------------------------------------------
     def eval(self, H: torch.Tensor, out: torch.Tensor,
@@ -485,24 +496,27 @@ class _Sliding(FlowConstants):
         ``theta=False``: the inner stages of a step, which do not read it)."""
         self.monitor.on_eval()
         r = torch.addmv(self.y, (self.slope * H).T, self.c, beta=-1.0, alpha=self.alpha)
-        w = self.slope * r  # w_ib = σ′_ib r_b (0 on sliding pairs)
-        Q = w @ self.G
+        # w_ib = σ′_ib r_b (0 on sliding pairs) and Q = w G are built in place in out = [Q; w], then scaled there
+        Q, w = out[0], out[1]
+        torch.mul(self.slope, r, out=w)
+        torch.mm(w, self.G, out=Q)
         th = None
         if self.rows is not None:
             rows, idx = self.rows, self.idx
             rhs = torch.take(Q, self.flat).view_as(idx).mul_(self.neg_maskf)
             u = torch.bmm(self.Ginv, rhs[:, :, None])[:, :, 0].mul_(self.maskf)
-            us = torch.zeros((rows.numel(), self.n), **self.kw).scatter_add_(1, idx, u)
-            w.index_add_(0, rows, us)
-            Q.index_add_(0, rows, us @ self.G)
+            add = torch.zeros((2, rows.numel(), self.n), **self.kw)  # [us G; us], us: u at the sliding points
+            add[1].scatter_add_(1, idx, u)
+            torch.mm(add[1], self.G, out=add[0])
+            out.index_add_(1, rows, add)
             if theta:
                 th = torch.take(r, idx)
                 torch.div(u, th, out=th)
                 if not self._theta_plain:
                     th.sub_(self.sm).div_(self.sp - self.sm)
                 th = torch.where(self.mask, th, self.theta_half)
-        torch.mul(Q, self.c_col, out=out[0]).mul_(self.neg_gamma_free)  # sliding pairs: ḣ = 0 exactly
-        torch.mul(w, self.c_col, out=out[1])
+        out.mul_(self.c_col)
+        out[0].mul_(self.neg_gamma_free)  # sliding pairs: ḣ = 0 exactly
         # 0·x is NaN exactly where x is ±inf or NaN, and a sum of ±0 and NaN cannot overflow: isfinite(·).all()
         # in 2 operations (it took 14 µs of the 134 µs of an evaluation)
         if math.isnan(float(torch.mul(out[0], 0.0).sum())):
