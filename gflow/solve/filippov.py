@@ -766,6 +766,9 @@ def _dips(H0, KH, P, h, turn, mode, h_eps):
     return out
 
 
+_GRID = np.linspace(0.0, 1.0, 33)[1:, None]  # (np.linspace: ~20 µs a call)
+
+
 def _crossing_times(H0, KH, P, h, cross, mode):
     """Roots in [0, 1] of the dense output of the crossing pairs' h_ia: bisection to 2^-16 of the step, then
     Newton kept inside the bracket (vectorised; in numpy on the CPU, where small arrays cost less per operation).
@@ -777,25 +780,29 @@ def _crossing_times(H0, KH, P, h, cross, mode):
     coef = (P.T @ Kc).mul_(h).cpu().numpy()  # (4, q): h(τ) = h0 + Σ_p coef_p τ^{p+1}
     h0 = H0[ii, aa].cpu().numpy()
     s0 = mode[ii, aa].cpu().numpy().astype(h0.dtype)
+    # on the side it starts: s0·h(τ) > 0 (s0 = ±1: the coefficients times s0 give s0·h exactly, as sign(h) == s0
+    # did in one more operation, and the Newton step val/der is the same)
+    coef *= s0
+    h0 = h0 * s0
     c0, c1, c2, c3 = coef
     lo = np.zeros_like(h0)
     hi = np.ones_like(h0)
-    grid = np.linspace(0.0, 1.0, 33)[1:, None]  # a pair that dips and comes back: its first wrong-side sample
-    vals = h0 + (((c3 * grid + c2) * grid + c1) * grid + c0) * grid
-    first = np.argmax(np.sign(vals) != s0, axis=0)
-    hi = np.where(np.sign(vals[first, np.arange(h0.size)]) != s0, grid[first, 0], hi)
+    grid = _GRID  # a pair that dips and comes back: its first wrong-side sample
+    wrong = ~(h0 + (((c3 * grid + c2) * grid + c1) * grid + c0) * grid > 0)
+    first = np.argmax(wrong, axis=0)
+    hi = np.where(wrong[first, np.arange(h0.size)], grid[first, 0], hi)
     for _ in range(BISECT_ITERS):
         mid = 0.5 * (lo + hi)
-        same = np.sign(h0 + (((c3 * mid + c2) * mid + c1) * mid + c0) * mid) == s0
+        same = h0 + (((c3 * mid + c2) * mid + c1) * mid + c0) * mid > 0
         lo = np.where(same, mid, lo)
         hi = np.where(same, hi, mid)
     tau = hi
-    for _ in range(NEWTON_ITERS):
-        val = h0 + (((c3 * tau + c2) * tau + c1) * tau + c0) * tau
-        der = ((4 * c3 * tau + 3 * c2) * tau + 2 * c1) * tau + c0
-        with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(NEWTON_ITERS):
+            val = h0 + (((c3 * tau + c2) * tau + c1) * tau + c0) * tau
+            der = ((4 * c3 * tau + 3 * c2) * tau + 2 * c1) * tau + c0
             step = np.where(der != 0, val / der, 0.0)
-        tau = np.minimum(np.maximum(tau - step, lo), hi)
+            tau = np.minimum(np.maximum(tau - step, lo), hi)
     return (ii, aa), torch.from_numpy(tau).to(H0.device)
 
 
