@@ -231,6 +231,32 @@ def test_pair_solves_built_from_a_previous_pattern_equal_a_fresh_build():
         prev = new
 
 
+def test_pair_solves_exact_reuse_equals_a_fresh_build_bitwise():
+    """``exact=True`` (filippov's set_mode): the inverses equal a fresh build's bitwise — one pair changed (the usual
+    event), several neurons, rows appearing and disappearing (the layout shifts: inverses kept only at the same
+    offset modulo 64 bytes), the pad width k changing."""
+    from gflow.solve.filippov import PairSolves
+
+    gen = torch.Generator().manual_seed(5)
+    m, n = 48, 20
+    Phi = torch.randn(n, 40, generator=gen, dtype=torch.float64)
+    G = Phi @ Phi.T / 40
+    S = torch.rand(m, n, generator=gen) < 0.2
+    prev = PairSolves(G, S, exact=True)
+    for trial in range(60):
+        S = S.clone()
+        if trial % 4 == 3:
+            S ^= torch.rand(m, n, generator=gen) < 0.05
+        else:
+            S[int(torch.randint(m, (1,), generator=gen)), int(torch.randint(n, (1,), generator=gen))] ^= True
+        new = PairSolves(G, S, previous=prev, exact=True)
+        ref = PairSolves(G, S)
+        assert torch.equal(new.rows, ref.rows) and torch.equal(new.idx, ref.idx) and torch.equal(new.mask, ref.mask)
+        assert torch.equal(new.Ginv, ref.Ginv), trial
+        assert all(torch.equal(a, b) for a, b in zip(new.pairs, ref.pairs))
+        prev = new
+
+
 def test_the_sparse_update_of_af_g_between_passes_equals_the_product():
     from gflow.solve._record import Monitor
     from gflow.solve.sliding import SPARSE_UPDATE, SlidingStepper
