@@ -213,13 +213,14 @@ class SlidingStepper(FlowConstants):
                 mode1[i] = p
             else:
                 stuck[i] = True
+        self._reask = REASK if bool((rows & ~stuck).any()) else min(2 * self._reask, 0.1)
         return stuck
 
     def reask(self, H1: torch.Tensor) -> bool:
-        """Whether :meth:`emerge` is worth asking again for held neurons (:attr:`held_exits`) at the state ``H1``: at
+        """Whether :meth:`leave_zero` is worth asking for held neurons (:attr:`held_exits`) at the state ``H1``: at
         w_i = 0 its answer depends on r alone, so not before r has moved by :data:`REASK` (relative) since the last
-        ask, a threshold that doubles (up to 10 %) with every ask that leaves the neurons held — asked at every step,
-        a held neuron of a d = 4, n = 7 leaky-ReLU net that kept wishing to leave made the run 3× slower."""
+        ask, a threshold that doubles (up to 10 %) with every answer that keeps them held — asked at every step, a
+        held neuron of a d = 4, n = 7 leaky-ReLU net that kept wishing to leave made the run 3× slower."""
         r = self.residual(H1)
         if self._asked_r is not None and float((r - self._asked_r).norm()) < self._reask * float(self._asked_r.norm()):
             return False
@@ -721,7 +722,6 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                 rows = stepper.held_exits
                 if rows is not None and stepper.reask(H1):  # a held neuron may leave w_i = 0 now (r has moved on)
                     stuck = stepper.leave_zero(H1, mode1, rows)
-                    stepper._reask = REASK if bool((rows & ~stuck).any()) else min(2 * stepper._reask, 0.1)
                     H1[rows & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
                     stepper.accepted &= ~(rows & ~stuck)
                     stats["n_emerged"] += int((rows & ~stuck).sum())
