@@ -691,7 +691,9 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                 stalled = stalled + 1 if dt <= 1e-13 * max(1.0, abs(t)) else 0
                 if stalled > MAX_STALLED_EVENTS:
                     raise Abort("stalled", f"{stalled} consecutive pattern events at t = {t:.6g} advanced time by "
-                                "nothing (an event cycle); loosen rtol/atol or use method='euler' with "
+                                "nothing (an event cycle — on shallow nets often a neuron resting at w_i = 0); "
+                                "use method='sliding' (the same Filippov flow by time steps, e.g. step=1/64, "
+                                "error_estimate=True), loosen rtol/atol, or use method='euler' with "
                                 "error_estimate=True")
                 t = t + dt
                 y, y_start = ye, y
@@ -909,8 +911,9 @@ def _resolve(flow: _Sliding, y, mode, *, arrivals, prev, K0, stats):
         ii, aa = rows[jj], idx[jj, kk]
         up = torch.where(repel_arrival[jj, kk], prev[ii, aa] < 0, high[jj, kk] == (orient[jj, kk] > 0))
         mode[ii, aa] = torch.where(up, 1, -1).to(torch.int8)
-    raise Abort("stalled", f"the sliding pattern did not settle in {MAX_RESOLVE} passes at an event; loosen rtol or "
-                "use method='euler' with error_estimate=True")
+    raise Abort("stalled", f"the sliding pattern did not settle in {MAX_RESOLVE} passes at an event; use "
+                "method='sliding' (the same Filippov flow by time steps, e.g. step=1/64, error_estimate=True), loosen "
+                "rtol, or use method='euler' with error_estimate=True")
 
 
 def check_filippov(net, space: str, method: str = "filippov") -> tuple[tuple[float, float], str]:
