@@ -92,6 +92,7 @@ from ._record import Abort, Monitor, Recorder
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves)
 MAX_RESOLVE = 100  # passes of the pattern resolution at one event
 MAX_STALLED_EVENTS = 2000  # consecutive events that advance time by (almost) nothing
+CYCLE_REPEATS = 3  # … or, within such a run, this many events that end on the same pattern
 SECANT_ITERS = 16  # at most this many evaluations locate an exit (Illinois regula falsi, _exit_times) ...
 EXIT_BRACKET = 1e-6  # ... to a bracket this narrow (fraction of the step), placed at its outer end
 ATOL_H_REL = 1e-6  # the features' absolute tolerance is at most this × rtol × their scale (run_filippov)
@@ -550,6 +551,13 @@ def _comb(w: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return torch.mm(w.view(1, j), K[:j].view(j, -1)).view(K.shape[1:])
 
 
+def _cycle_message(stalled: int, t: float) -> str:
+    return (f"{stalled} consecutive pattern events at t = {t:.6g} advanced time by nothing (an event cycle — on "
+            "shallow nets often a neuron resting at w_i = 0); use method='sliding' (the same Filippov flow by time "
+            "steps, e.g. step=1/64, error_estimate=True), loosen rtol/atol, or use method='euler' with "
+            "error_estimate=True")
+
+
 def _initial_step(y, f, rtol, atol, t1):
     sc = atol + rtol * y.abs()
     d0 = float(torch.linalg.vector_norm(y / sc)) / math.sqrt(y.numel())
@@ -614,6 +622,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
         h = min(h, max_step)
         kgrid = 1
         stalled = 0
+        seen: dict[bytes, int] = {}  # patterns after the events of the current run of zero-length events
         while kgrid < len(grid):
             t_target = float(grid[kgrid])
             landing = h >= (t_target - t) * (1 - 1e-12)
@@ -690,11 +699,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                 monitor.on_step(t, dt, True)
                 stalled = stalled + 1 if dt <= 1e-13 * max(1.0, abs(t)) else 0
                 if stalled > MAX_STALLED_EVENTS:
-                    raise Abort("stalled", f"{stalled} consecutive pattern events at t = {t:.6g} advanced time by "
-                                "nothing (an event cycle — on shallow nets often a neuron resting at w_i = 0); "
-                                "use method='sliding' (the same Filippov flow by time steps, e.g. step=1/64, "
-                                "error_estimate=True), loosen rtol/atol, or use method='euler' with "
-                                "error_estimate=True")
+                    raise Abort("stalled", _cycle_message(stalled, t))
                 t = t + dt
                 y, y_start = ye, y
                 # a neuron whose pairs all reach the kink together passes through w_i = 0 (it moves on a line of
@@ -714,6 +719,13 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                     r_start = r
                 stats["n_events"] += 1
                 monitor.partial = (t, y)
+                if stalled:  # a pattern met again in the same instant: the events cycle (one such cycle took 2 000
+                    key = mode.cpu().numpy().tobytes()  # events, 40 s, to reach MAX_STALLED_EVENTS)
+                    seen[key] = seen.get(key, 0) + 1
+                    if seen[key] >= CYCLE_REPEATS:
+                        raise Abort("stalled", _cycle_message(stalled, t))
+                else:
+                    seen.clear()
                 h = max(h_new if tau_star >= 1.0 else h, 1e-12 * max(1.0, t))
                 continue
             # --- accept (no event in the step: the residual's relative error too) ---------------------------
