@@ -80,6 +80,7 @@ recorded as False); a neuron whose sliding pairs give a rank-deficient G_SS uses
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -218,10 +219,10 @@ class PairSolves:
         """(rows, k) row index of each padded entry: full[gi, idx]."""
         return self.rows[:, None].expand_as(self.idx)
 
-    @property
+    @functools.cached_property
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(i, b, local row, position) of the pairs (row-major, as ``nonzero(S)``) and where each sits in the padded
-        arrays."""
+        arrays (formed on first use: ``sliding`` reads it at every landing of a pattern, ``filippov`` never)."""
         li, pos = torch.nonzero(self.mask, as_tuple=True)
         return self.rows[li], self.idx[li, pos], li, pos
 
@@ -329,33 +330,37 @@ class FlowConstants:
         w_i = 0): a loop over those neurons."""
         r = self.residual(H1)
         stuck = self.far_from_zero(H0, r, rows, dt)
+        rate = self.rates(r)
         for i in torch.nonzero(rows & ~stuck).flatten().tolist():
-            p = self._exit_pattern(i, r, self._local_pattern(i, r, H0[i], self._rate(i, r)))
-            if p is not None and int((p == 0).sum()) < self.rank_G:
-                mode1[i] = p
-            else:
-                stuck[i] = True
+            stuck[i] = not self.leave_with(i, r, self._local_pattern(i, r, H0[i], float(rate[i])), mode1)
         return stuck
 
-    def _rate(self, i: int, r: torch.Tensor) -> float:
-        """Neuron i's largest rate γ|c_i| max_a |((s₊ r) G)_a| (the scale of its local flow; all pairs above the
-        kink)."""
-        v = float(((self.sp * r) @ self.G).abs().max())
-        return v * abs(self.gamma * float(self.c[i]))
+    def leave_with(self, i: int, r: torch.Tensor, p0: torch.Tensor, mode1: torch.Tensor) -> bool:
+        """Whether neuron i, at w_i = 0, can leave: the consistent pattern found from ``p0`` (:meth:`_exit_pattern`)
+        with fewer than rank G sliding pairs, set in ``mode1`` (in place)."""
+        p = self._exit_pattern(i, r, p0)
+        if p is None or int((p == 0).sum()) >= self.rank_G:
+            return False
+        mode1[i] = p
+        return True
+
+    def rates(self, r: torch.Tensor) -> torch.Tensor:
+        """Each neuron's largest rate (m,), γ|c_i| max_a |((s₊ r) G)_a| (the scale of its local flow; all pairs above
+        the kink)."""
+        return ((self.sp * r) @ self.G).abs().max() * (self.gamma * self.c).abs()
 
     def far_from_zero(self, H0: torch.Tensor, r: torch.Tensor, rows: torch.Tensor, dt: float,
                       bound: bool = False) -> torch.Tensor:
         """The neurons of ``rows`` whose features ``H0`` are too far from 0 to reach it in a step of ``dt``: beyond
-        4× what their largest rate (:meth:`_rate`) covers, or, with ``bound``, beyond 2× what a bound on any
+        4× what their largest rate (:meth:`rates`) covers, or, with ``bound``, beyond 2× what a bound on any
         velocity their pairs can have covers (γ|c_i| max(|s₋|, |s₊|) max_a Σ_b |r_b G_ba|, whatever the pattern:
-        :meth:`_rate` is the velocity of one pattern and can be far below it where r's terms cancel)."""
-        far = torch.zeros_like(rows)
-        if bound and bool(rows.any()):
+        :meth:`rates` is the velocity of one pattern and can be far below it where r's terms cancel)."""
+        if bound:
             reach = (r.abs() @ self.G.abs()).max() * (max(abs(self.sp), abs(self.sm)) * abs(self.gamma) * 2 * float(dt))
-            return rows & (H0.abs().amax(1) > reach * self.c.abs())
-        for i in torch.nonzero(rows).flatten().tolist():
-            far[i] = bool(float(H0[i].abs().max()) > 4 * float(dt) * self._rate(i, r))
-        return far
+            reach = reach * self.c.abs()
+        else:
+            reach = self.rates(r) * (4 * float(dt))
+        return rows & (H0.abs().amax(1) > reach)
 
     def _at_zero(self, i: int, r: torch.Tensor, p: torch.Tensor):
         """Neuron i at w_i = 0 with pattern p: (ḣ_i, σ′r with the sliding pairs' solved, their θ or None)."""

@@ -208,11 +208,7 @@ class SlidingStepper(FlowConstants):
         r = self.residual(H1)
         stuck = torch.zeros_like(rows)
         for i in torch.nonzero(rows).flatten().tolist():
-            p = self._exit_pattern(i, r, mode1[i])
-            if p is not None and int((p == 0).sum()) < self.rank_G:
-                mode1[i] = p
-            else:
-                stuck[i] = True
+            stuck[i] = not self.leave_with(i, r, mode1[i], mode1)
         self._reask = REASK if bool((rows & ~stuck).any()) else min(2 * self._reask, 0.1)
         return stuck
 
@@ -696,8 +692,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                         if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0 …
                             far = None
                             if retry[1] == "rank" and split is None:  # … unless a landing put two arrivals together
-                                coll = stepper.collapsing(mode, mode1)  # (rows the landing put at 0: with nearly
-                                coll &= H1.abs().amax(1) <= 1e-9 * y[0].abs().amax(1)  # dependent φ it may not)
+                                coll = stepper.collapsing(mode, mode1)
                                 far = stepper.far_from_zero(y[0], stepper.residual(y[0]), coll, h, bound=True)
                             if far is not None and bool(far.any()):
                                 split = far
