@@ -23,7 +23,8 @@ embedded Runge–Kutta pair (Dormand–Prince 5(4), FSAL, with its 4th-order den
 atol — on the state (the features' atol at most 1e-6·rtol of their scale: small features decide the events), and on
 a step without events also on the residual: the error estimate δH maps to
 δr = α Σ_i c_i σ′_i δH_i, held to ‖δr‖ ≤ rtol·‖r‖ (above the rounding of f), so the loss keeps its relative
-accuracy as it falls (the state's atol alone let it drift 1.8× off at L ≈ 1e-19 with the default tolerances).  After each accepted step the pattern is checked:
+accuracy as it falls (the state's atol alone let it drift 1.8× off at L ≈ 1e-19 with the default tolerances).
+After each accepted step the pattern is checked:
 
 * **arrival**: a ``±`` pair ends the step on the other side → its crossing time is the root of the dense
   output of h_ia on the step (bisection, to rounding);
