@@ -288,6 +288,27 @@ def test_auto_method_picks_exprk4_for_long_stiff_horizons_and_dop853_for_short_o
         auto_method(pb, -1.0, 1e-8)
 
 
+def test_auto_method_takes_the_switching_method_where_the_loss_never_converges_but_the_flow_is_stiff(make_data):
+    # n = 12 > D = 6: G is singular, λ_min(M₀) = 0 and the loss stays at the residual's null-space part; the
+    # range modes still make the flow stiff.  The first rule also asked t1·λ_min(M₀) ≥ 50 and ran dop853 here
+    # (fuzz_smooth.py found such cases 3–1 700× slower than dop853+exprk4); linear σ: the closed form checks it
+    X, y = make_data(n=12, d=4, seed=2)
+    net = _linear_net()
+    pb = Problem.from_data(net, X, y)
+    G, kappa = net.gram(X).numpy(), _kappa(net)
+    g = np.linalg.eigvalsh(G)
+    assert g[0] < 1e-12 * g[-1] and 5000.0 * kappa * g[-1] > 2000.0, "a singular G and a stiff flow to t1 = 5000"
+    method, reason = auto_method(pb, 5000.0, 1e-8)
+    assert method == "dop853+exprk4" and "stiff over the horizon" in reason and "λ_max" in reason
+    ts = np.array([0.0, 1.0, 10.0, 5000.0])
+    sol = gf.simulate(net, X, y, saveat=ts, rtol=1e-8, atol=1e-10, integrals=False)
+    assert sol.ok and sol.config["solver"]["method"] == "dop853+exprk4"
+    r0 = net.forward(X).numpy() - y
+    ref = np.stack([scipy.linalg.expm(-kappa * G * t) @ r0 for t in ts])
+    assert np.abs(sol.residual - ref).max() < 1e-8 * np.abs(r0).max()  # (the explicit phase's error: rtol)
+    assert sol.stats["n_f_evals"] < 2000, "exprk4 is not limited by the fast modes"
+
+
 def test_stiff_benchmark_quick_mode_writes_json_and_summary(tmp_path):
     import runpy
     from pathlib import Path

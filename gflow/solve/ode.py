@@ -300,7 +300,7 @@ def simulate(
             GPU) and ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
             implementations are ``"torchdiffeq.dopri5"`` etc.; scipy methods need float64 on the CPU.
             ``"exprk4"`` (exponential Runge–Kutta, :mod:`gflow.solve.expint`) treats the fast residual modes
-            ṙ = −M r (E3) exactly: use it for long horizons where the loss has converged and explicit methods
+            ṙ = −M r (E3) exactly: use it for long, stiff horizons, where explicit methods would
             sit at their stability limit (:func:`gflow.solve.expint.auto_method` says when it pays).
             ``"dop853+exprk4"`` / ``"dopri5+exprk4"`` run the explicit method while the features move and hand
             over to exprk4 where a trial step shows it pays (``sol.stats["switch_time"]``): what ``"auto"``
