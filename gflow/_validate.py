@@ -55,6 +55,20 @@ def check_positive_float(value: Any, name: str, *, allow_zero: bool = False, all
     return v
 
 
+def check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
+
+
+def check_run_flags(warn: Any, checkpoint_every: Any, keep_checkpoint: Any) -> None:
+    """The arguments every run function shares, checked whether or not a checkpoint is asked for (a bad
+    ``checkpoint_every`` was accepted silently until the first run with a checkpoint)."""
+    check_flag(warn, "warn")
+    check_positive_float(checkpoint_every, "checkpoint_every")
+    check_flag(keep_checkpoint, "keep_checkpoint")
+
+
 def check_choice(value: Any, name: str, choices) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be one of {sorted(choices)}, got {describe(value)}")

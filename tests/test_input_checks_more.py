@@ -591,3 +591,95 @@ def test_limit_gram_of_inputs_that_overflow_is_refused_on_every_path(activation)
     with pytest.raises(ValueError, match=r"XXᵀ/d overflows float64 .*rescale X"):
         gf.limit_gram(activation, X * 1e200)
     assert np.all(np.isfinite(gf.limit_gram(activation, X * 1e100)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sixteenth session's bad-input sweep (one argument of a valid call replaced by NaN, ±inf, 1e308, 1e-320, an
+# array, a string, 10**30, ...): what it found, each now a clear error or a clean run
+
+
+def _tiny():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    return gf.Network(d=3, width=8, seed=0), X, y
+
+
+@pytest.mark.parametrize("call", ["simulate", "gradient_descent", "simulate_batch", "gradient_descent_batch"])
+@pytest.mark.parametrize("name, value, err", [("checkpoint_every", -1.0, ValueError),
+                                              ("checkpoint_every", "soon", TypeError),
+                                              ("keep_checkpoint", "yes", TypeError), ("warn", np.ones(2), TypeError)])
+def test_run_flags_are_checked_with_or_without_a_checkpoint(call, name, value, err):
+    # (checkpoint_every and keep_checkpoint were read only when checkpoint= was given; gradient_descent took any warn)
+    net, X, y = _tiny()
+    fn = getattr(gf, call)
+    first = [net, net] if call.endswith("batch") else net
+    kw = {"t1": 1.0} if call.startswith("simulate") else {"step": 0.1, "steps": 3}
+    with pytest.raises(err, match=name):
+        fn(first, X, y, **kw, **{name: value})
+
+
+def test_space_given_an_array_is_named_before_auto_reads_it():
+    net, X, y = _tiny()
+    with pytest.raises(TypeError, match="space must be one of"):  # (was numpy's "truth value ... is ambiguous")
+        gf.simulate(net, X, y, 1.0, space=np.array(["feature", "weight"]))
+
+
+def test_gd_final_time_that_overflows_is_named():
+    net, X, y = _tiny()
+    with pytest.raises(ValueError, match=r"steps × step = 5 × 1e\+308 overflows"):  # (was "features_at must be finite")
+        gf.gradient_descent(net, X, y, step=1e308, steps=5)
+
+
+def test_device_beyond_int64_is_named():
+    with pytest.raises(TypeError, match="device must be"):  # (was torch's "Overflow when unpacking long long")
+        gf.Network(d=3, width=8, device=10**30)
+
+
+def test_a_subnormal_final_time_gets_a_default_grid():
+    net, X, y = _tiny()  # (numpy's "Geometric sequence cannot include zero" from default_saveat before)
+    sol = gf.simulate(net, X, y, t1=1e-320, warn=False)
+    assert sol.ok and sol.t[-1] == 1e-320 and sol.loss[-1] == sol.loss[0]
+
+
+def test_limit_gram_refuses_a_depth_that_would_never_finish():
+    with pytest.raises(ValueError, match="depth must be ≤ 10000"):  # (10**30 layers: a hang)
+        gf.limit_gram("relu", np.eye(3), depth=10**30)
+
+
+class TestSimulateNonsmooth:
+    @staticmethod
+    def _relu():
+        X, y = gf.data.random_labels(n=6, d=3, seed=0)
+        return gf.Network(d=3, width=8, activation="relu", seed=0), X, y
+
+    @pytest.mark.parametrize("value, err", [("many", TypeError), (2.5, TypeError), (np.ones(2), TypeError),
+                                            (0, ValueError), (None, TypeError)])
+    def test_max_steps_is_checked(self, value, err):
+        net, X, y = self._relu()  # (raw "'>' not supported" / torch's "Boolean value of Tensor" before)
+        with pytest.raises(err, match="max_steps"):
+            gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, max_steps=value)
+
+    def test_warn_is_checked(self):
+        net, X, y = self._relu()
+        with pytest.raises(TypeError, match="warn must be True or False"):
+            gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, warn="no")
+
+    @pytest.mark.parametrize("kw", [{"t1": 1e308}, {"step": 1e-320}, {"saveat": [0.0, 1e308]}])
+    def test_a_step_count_that_overflows_is_a_max_steps_error(self, kw):
+        net, X, y = self._relu()  # (OverflowError: cannot convert float infinity to integer, before)
+        kw = {"t1": 1.0, "step": 0.1, **kw}
+        if "saveat" in kw:
+            kw["t1"] = None
+        with pytest.raises(ValueError, match="max_steps"):
+            gf.simulate_nonsmooth(net, X, y, **kw)
+
+    def test_an_unreachable_rtol_is_refused(self):
+        net, X, y = self._relu()  # (rtol = 1e-320 halved the step until max_steps = 1e7: minutes to hours)
+        with pytest.raises(ValueError, match=r"rtol must be ≥ 1.4\d*e-14"):
+            gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, rtol=1e-320)
+
+    def test_a_budget_spent_before_the_first_solve_still_returns_it_partial(self):
+        net, X, y = self._relu()  # (IndexError: list index out of range, before)
+        with pytest.warns(gf.GFlowWarning, match="time_budget"):
+            sol = gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, max_wall_time=1e-300)
+        assert sol.status == "time_budget" and sol.t[0] == 0.0 and np.all(np.isfinite(sol.loss))
+        assert "max_wall_time" in sol.message

@@ -45,7 +45,7 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
 def resolve_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
-    except (TypeError, RuntimeError) as exc:
+    except (TypeError, RuntimeError, ValueError) as exc:  # (ValueError: an int beyond int64)
         raise TypeError(
             f"device must be a torch device or a string like 'cpu' or 'cuda', got {describe(device)}"
         ) from exc

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_choice, check_positive_float, describe
+from .._validate import check_choice, check_positive_float, check_run_flags, describe
 from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
@@ -279,6 +279,7 @@ def simulate_batch(
         [True, True, True]
     """
     nets = check_networks(nets)
+    check_run_flags(warn, checkpoint_every, keep_checkpoint)
     net = nets[0]
     S = len(nets)
     auto_reason = None
@@ -706,6 +707,7 @@ def gradient_descent_batch(
         [('success', 50.0), ('success', 50.0)]
     """
     nets = check_networks(nets)
+    check_run_flags(warn, checkpoint_every, keep_checkpoint)
     net = nets[0]
     S = len(nets)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(

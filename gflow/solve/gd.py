@@ -8,6 +8,7 @@ limit it follows a different trajectory from the flow (a property of GD, not a b
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_positive_float, check_positive_int, check_times, describe
+from .._validate import check_positive_float, check_positive_int, check_run_flags, check_times, describe
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
@@ -74,6 +75,9 @@ def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at)
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
     t1 = steps * step
+    if not math.isfinite(t1):
+        raise ValueError(f"steps × step = {steps} × {step:g} overflows float64 (the final time t = kδ); give a smaller "
+                         "step or fewer steps")
     if steps // save_every > MAX_SAVED_STEPS:
         raise ValueError(f"steps={steps} with save_every={save_every} would save {steps // save_every + 1} points "
                          f"(loss, residuals and outputs at each); raise save_every to at least "
@@ -143,6 +147,7 @@ def gradient_descent(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
+    check_run_flags(warn, checkpoint_every, keep_checkpoint)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
         step, steps, save_every, max_wall_time, features_at, weights_at)
 

@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import check_choice, check_positive_float, check_times, describe
+from .._validate import check_choice, check_flag, check_positive_float, check_positive_int, check_times, describe
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 
@@ -82,6 +82,13 @@ from ..solution import GFlowWarning, Solution
 NONSMOOTH_METHODS = {"euler": 1, "midpoint": 2, "rk4": 4, "sliding": 1}
 RHO_MAX = 0.85  # differences shrinking more slowly than this per halving (order < 0.23) are "not converging"
 DEFAULT_SAFETY = 2.0
+_MIN_RTOL = 64 * 2.0**-52  # ≈ 1.4e-14: differences of the loss below this are its rounding
+
+
+def _steps_to(t: float, h: float) -> float:
+    """⌈t/h⌉ as a float; inf where it overflows (t1 = 1e308, or a subnormal h)."""
+    n = t / h
+    return float(math.ceil(n)) if math.isfinite(n) else math.inf
 
 
 def richardson_estimate(losses: Any, order: float, *, safety: float = DEFAULT_SAFETY, smooth: bool = True) -> dict:
@@ -215,6 +222,11 @@ def simulate_nonsmooth(
     safety = check_positive_float(safety, "safety")
     if safety < 1:
         raise ValueError(f"safety must be ≥ 1, got {safety}")
+    if rtol is not None and rtol < _MIN_RTOL:
+        raise ValueError(f"rtol must be ≥ {_MIN_RTOL:g}, got {rtol:g}: below that the loss's own rounding (float64) "
+                         "sets the differences between step halvings, so halving would go on until max_steps")
+    max_steps = check_positive_int(max_steps, "max_steps")
+    check_flag(warn, "warn")
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
     for bad in ("rtol_inner", "atol", "error_estimate"):
@@ -232,9 +244,9 @@ def simulate_nonsmooth(
     if t1 is None and saveat is None:
         raise TypeError("give the final time t1 (e.g. t1=500.0) or the output times saveat")
     t_end = check_positive_float(t1, "t1") if t1 is not None else float(np.max(check_times(saveat, "saveat")))
-    if math.ceil(t_end / (step / 4)) > max_steps:
+    if _steps_to(t_end, step / 4) > max_steps:
         raise ValueError(f"the finest of the steps {step:g}, {step / 2:g}, {step / 4:g} needs "
-                         f"{math.ceil(t_end / (step / 4))} steps to reach t1={t_end:g}, more than max_steps={max_steps}; "
+                         f"{_steps_to(t_end, step / 4):.3g} steps to reach t1={t_end:g}, more than max_steps={max_steps}; "
                          "raise max_steps or enlarge step")
     if saveat is None:  # one output grid for all solves, on multiples of the coarsest step (see default_saveat)
         saveat = default_saveat(t_end, step)
@@ -254,12 +266,14 @@ def simulate_nonsmooth(
     est = None
     while True:
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
-        need = math.ceil(t_end / h)
+        need = _steps_to(t_end, h)
         if need > max_steps:
-            status, message = "max_steps", (f"the next step h = {h:g} needs {need} steps, more than max_steps = "
+            status, message = "max_steps", (f"the next step h = {h:g} needs {need:.3g} steps, more than max_steps = "
                                             f"{max_steps}; raise max_steps or loosen rtol")
             break
-        if remaining is not None and (remaining <= 0 or (walls and 2.2 * walls[-1] > remaining)):
+        if not sols and remaining is not None:  # the coarsest solve always runs, to its share of the budget: it
+            remaining = max(remaining, 1e-9)  # returns a partial trajectory and a status (nothing, before)
+        elif remaining is not None and (remaining <= 0 or (walls and 2.2 * walls[-1] > remaining)):
             status, message = "time_budget", (f"max_wall_time = {max_wall_time:g} s would be exceeded by the solve "
                                               f"with step {h:g}; raise max_wall_time or loosen rtol")
             break

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_choice, check_positive_float, check_positive_int, check_times, describe, is_real
-from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
+from .._validate import (check_choice, check_positive_float, check_positive_int, check_run_flags, check_times,
+                         describe, is_real)
+from ..fields import RK_FLOPS_PER_STATE_ENTRY, SPACES, Problem, make_field
 from ..fields.base import AbstractField
 from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
@@ -82,7 +83,8 @@ def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
     time, so output times closer than h would set the steps instead of h (to t1 = 5 every step h ≥ 0.021 ran at
     ≈ 0.021: ``method="euler", step=0.5`` was not GD(0.5), and the h, h/2, h/4 solves of ``error_estimate`` were
     identical, reporting an error ≤ 0)."""
-    times = np.concatenate([[0.0], np.linspace(0.0, t1, 201), np.geomspace(1e-4 * t1, t1, 41)])
+    lo = 1e-4 * t1  # (0 for a subnormal t1: no geometric part then)
+    times = np.concatenate([[0.0], np.linspace(0.0, t1, 201), np.geomspace(lo, t1, 41) if lo > 0 else []])
     if step is not None and step > 0:
         times = np.unique(np.minimum(np.round(times / step) * step, t1))
     return _merge_close(times, t1)
@@ -371,6 +373,8 @@ def simulate(
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     if not isinstance(error_estimate, bool):
         raise TypeError(f"error_estimate must be True or False, got {describe(error_estimate)}")
+    check_run_flags(warn, checkpoint_every, keep_checkpoint)
+    check_choice(space, "space", SPACES)  # (before auto reads it)
     picked = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
     if error_estimate and method == "auto" and step is None and not net.activation.smooth:
         picked = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)[0]
@@ -414,8 +418,6 @@ def simulate(
             method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
                                              f"checkpoint: {fallback!r} instead")
     check_choice(method, "method", METHODS + ("auto",))
-    if not isinstance(warn, (bool, np.bool_)):
-        raise TypeError(f"warn must be True or False, got {describe(warn)}")
     rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
     if checkpoint is not None and method not in NATIVE_METHODS:
@@ -628,7 +630,7 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
         n_needed = _fixed_step_count(grid, step)  # (counted, not built: a tiny step would build ~t1/step times)
         if n_needed > max_steps:
             raise ValueError(
-                f"method {method!r} with step={step:g} needs {n_needed} steps to reach t1={t1:g}, more than "
+                f"method {method!r} with step={step:g} needs {n_needed:.0f} steps to reach t1={t1:g}, more than "
                 f"max_steps={max_steps}; raise max_steps or enlarge step"
             )
     return rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt
@@ -731,12 +733,15 @@ def _fixed_grid(times: np.ndarray, h: float) -> np.ndarray:
     return np.concatenate(pieces)
 
 
-def _fixed_step_count(times: np.ndarray, h: float) -> int:
-    """The number of steps of :func:`_fixed_grid` (``_fixed_grid(times, h).size − 1``), without building it."""
+def _fixed_step_count(times: np.ndarray, h: float) -> float:
+    """The number of steps of :func:`_fixed_grid` (``_fixed_grid(times, h).size − 1``), without building it;
+    a float (inf where it overflows: t1 = 1e308 or a subnormal h)."""
     a, b = np.asarray(times[:-1], np.float64), np.asarray(times[1:], np.float64)
-    k = np.floor((b - a) / h + 1e-9)
-    inner = k - (a + h * k >= b - 1e-9 * h)  # the last of a + h·j (j ≤ k) is dropped where it reaches b
-    return int(np.sum(np.maximum(inner, 0.0) + 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        k = np.floor((b - a) / h + 1e-9)
+        inner = k - (a + h * k >= b - 1e-9 * h)  # the last of a + h·j (j ≤ k) is dropped where it reaches b
+        n = float(np.sum(np.maximum(inner, 0.0) + 1.0))
+    return n if math.isfinite(n) else math.inf
 
 
 def _chunks(grid: np.ndarray) -> list[np.ndarray]:

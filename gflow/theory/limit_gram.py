@@ -241,6 +241,16 @@ def _apply(act: Activation, K: np.ndarray, method: str, order: int) -> np.ndarra
     return _quadrature_kernel(act, K, order)
 
 
+MAX_DEPTH = 10_000  # one kernel map per layer: a bound that turns a mistyped depth into an error, not a hang
+
+
+def _check_depth(depth) -> int:
+    depth = check_positive_int(depth, "depth", minimum=3)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"depth must be ≤ {MAX_DEPTH} (one kernel map per layer), got {depth}")
+    return depth
+
+
 def limit_gram(
     activation: "str | Activation",
     X: Any,
@@ -283,7 +293,7 @@ def limit_gram(
     """
     act = _resolve_activation(activation)
     Xm = _as_float64_matrix(X, "X")
-    depth = check_positive_int(depth, "depth", minimum=3)
+    depth = _check_depth(depth)
     method = check_choice(method, "method", _METHODS)
     order = check_positive_int(order, "order")
     d = Xm.shape[1]
@@ -374,7 +384,7 @@ def gram_concentration(
     Xm = _as_float64_matrix(X, "X")
     Ds_list = _int_list(Ds, "Ds", 1)
     seed_list = _int_list(seeds, "seeds", 0)
-    depth = check_positive_int(depth, "depth", minimum=3)
+    depth = _check_depth(depth)
     Gbar = limit_gram(act, Xm, depth=depth, method=method, order=order)
     ev = np.linalg.eigvalsh(Gbar)
     d = Xm.shape[1]
