@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._validate import describe, is_int
+from ._validate import check_flag, describe, is_int
 from .solution import Solution
 
 #: font sizes used by every figure (points)
@@ -58,7 +58,7 @@ def _solution(sol: "Solution | str | os.PathLike") -> Solution:
         return sol
     if isinstance(sol, (str, os.PathLike)):
         return Solution.load(Path(sol))
-    raise TypeError(f"expected a gflow.Solution or the path of a saved .nc file, got {type(sol).__name__}")
+    raise TypeError(f"sol must be a gflow.Solution or the path of a saved .nc file, got {describe(sol)}")
 
 
 def _pyplot():
@@ -218,10 +218,14 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     sol = _solution(sol)
     if isinstance(bounds, str):  # one name: a one-element list, not its letters
         bounds = [bounds]
+    if not isinstance(bounds, (list, tuple)):
+        raise TypeError(f"bounds must be a bound name or a list of them from {BOUND_KEYS}, got {describe(bounds)}")
+    if not (isinstance(title, str) or isinstance(title, (bool, np.bool_))):
+        raise TypeError(f"title must be True, False or a string, got {describe(title)}")
     unknown = [b for b in bounds if b not in BOUND_KEYS]
     if unknown:
         raise ValueError(f"unknown bound(s) {unknown}; choose from {BOUND_KEYS}")
-    if test not in ("error", "loss", None):
+    if not (test is None or isinstance(test, str)) or test not in ("error", "loss", None):
         raise ValueError(f"test must be 'error', 'loss' or None, got {test!r}")
     ax, new = _new_axes(ax, figsize=(7.0, 5.0))
     t, L = np.asarray(sol.t, float), np.asarray(sol.loss, float)
@@ -405,6 +409,7 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
         (EQUATIONS.md §9) when λ_min(G) > 0.  Legends sit above the curves (the y-range is extended).
     """
     sol = _solution(sol)
+    stacked = check_flag(stacked, "stacked")
     if axes is None:
         plt = _pyplot()
         if stacked:
@@ -514,6 +519,8 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
     if isinstance(times, (str, bytes)):
         raise TypeError(f"times must be a number or a sequence of saved feature times, got {describe(times)}")
     times = list(np.atleast_1d(np.asarray(times, dtype=object)).ravel())
+    if not times:
+        raise ValueError("times must name at least one saved feature time, got an empty sequence")
     for j, x in enumerate(times):  # a clear error for NaN, non-numbers or times that were not kept
         sol.feature_index(x, name=f"times[{j}]")
     times = [float(x) for x in times]
@@ -613,6 +620,7 @@ def plot_gram_spectrum(sol: "Solution | str | os.PathLike", ax=None, *, limit: b
         Eigenvalues ≤ 1e-13·λ_max (numerically zero) are not drawn; a note gives their number.
     """
     sol = _solution(sol)
+    limit = check_flag(limit, "limit")
     if sol.G is None:
         raise ValueError("this solution holds no Gram matrix G")
     ax, _ = _new_axes(ax)
@@ -675,6 +683,12 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
         the Figure.
     """
     sol = _solution(sol)
+    if path is not None:  # (checked before the figure is drawn: seconds)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or os.PathLike) or None, got {describe(path)}")
+        path = Path(path)
+        if path.suffix.lower() not in (".png", ".pdf"):
+            raise ValueError(f"path must end in .png or .pdf, got {path.name!r}")
     plt = _pyplot()
     have_features = sol.H is not None and np.asarray(sol.feature_t).size >= 1
     fig = plt.figure(figsize=(14.0, 10.0))
@@ -712,9 +726,6 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
     fig.tight_layout()
     _refresh_rooms(fig)
     if path is not None:
-        path = Path(path)
-        if path.suffix.lower() not in (".png", ".pdf"):
-            raise ValueError(f"path must end in .png or .pdf, got {path.name!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=150)
     return fig

@@ -683,3 +683,54 @@ class TestSimulateNonsmooth:
             sol = gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, max_wall_time=1e-300)
         assert sol.status == "time_budget" and sol.t[0] == 0.0 and np.all(np.isfinite(sol.loss))
         assert "max_wall_time" in sol.message
+
+
+@pytest.mark.parametrize("fn", ["plot_loss_bounds", "plot_quantities", "plot_gram_spectrum", "plot_feature_scatter"])
+def test_plots_name_the_sol_argument(fn):
+    with pytest.raises(TypeError, match="sol must be a gflow.Solution"):
+        getattr(gf.plotting, fn)(3.0)
+
+
+@pytest.mark.parametrize("fn, kw, err, what", [
+    ("plot_quantities", {"stacked": np.ones(2)}, TypeError, "stacked must be True or False"),
+    ("plot_gram_spectrum", {"limit": "yes"}, TypeError, "limit must be True or False"),
+    ("plot_loss_bounds", {"title": np.ones(2)}, TypeError, "title must be True, False or a string"),
+    ("plot_loss_bounds", {"test": np.ones(2)}, ValueError, "test must be 'error', 'loss' or None"),
+    ("plot_loss_bounds", {"bounds": 3}, TypeError, "bounds must be a bound name or a list"),
+    ("plot_feature_scatter", {"times": []}, ValueError, "times must name at least one saved feature time"),
+    ("plot_summary", {"path": 3}, TypeError, "path must be a file path"),
+    ("plot_summary", {"path": "summary.txt"}, ValueError, r"path must end in \.png or \.pdf"),
+])
+def test_plot_arguments_are_named(sol, fn, kw, err, what):
+    # (numpy's "truth value ... is ambiguous", "'int' object is not iterable", "need at least one array to
+    # concatenate" before; plot_summary drew the whole figure before it refused a .txt path)
+    with pytest.raises(err, match=what):
+        getattr(gf.plotting, fn)(sol, **kw)
+
+
+@pytest.mark.parametrize("W, what", [(3.0, "W must be"), (np.ones((2, 2)), r"W must have shape \(16, 4\)"),
+                                     (torch.ones(16, 4, dtype=torch.float32), "W must be a \\(16, 4\\) tensor")])
+def test_forward_checks_W(W, what):
+    X, _ = gf.data.random_labels(n=5, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)  # (torch's "unsupported operand type(s) for @" before)
+    with pytest.raises((TypeError, ValueError), match=what):
+        net.forward(X, W)
+
+
+def test_forward_keeps_autograd_through_W():
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)
+    W = net.W0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net.loss(X, y, W), W)
+    assert g.shape == W.shape and float(g.abs().max()) > 0
+
+
+def test_deep_random_features_refuse_a_depth_that_would_never_finish():
+    with pytest.raises(ValueError, match="depth must be ≤ 10000"):  # (10**30 D×D draws: a hang)
+        gf.DeepRandomFeatures(4, depth=10**30)
+
+
+@pytest.mark.parametrize("seeds", ["01", torch.tensor(3), {"a": 1}])
+def test_networks_name_bad_seeds(seeds):
+    with pytest.raises(TypeError, match="seeds must be an iterable of integers"):
+        gf.networks(seeds, d=3, width=4)

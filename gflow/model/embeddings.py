@@ -194,6 +194,8 @@ class DeepRandomFeatures(AbstractEmbedding):
     def __post_init__(self):
         object.__setattr__(self, "D", check_positive_int(self.D, "DeepRandomFeatures D"))
         object.__setattr__(self, "depth", check_positive_int(self.depth, "DeepRandomFeatures depth", minimum=3))
+        if self.depth > 10_000:  # (a D×D draw per layer: 10**30 layers was a hang)
+            raise ValueError(f"DeepRandomFeatures depth must be ≤ 10000, got {self.depth}")
         if self.seed is not None:
             object.__setattr__(self, "seed", check_seed(self.seed, "DeepRandomFeatures seed"))
 

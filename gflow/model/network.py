@@ -222,7 +222,14 @@ class Network:
 
     def features(self, X: Any, W: torch.Tensor | None = None) -> torch.Tensor:
         """H = [h_i(x_a)] = β W Φ(X)ᵀ, shape (m, n); W defaults to W0."""
-        W = self.W0 if W is None else W
+        if W is None:
+            W = self.W0
+        elif not isinstance(W, torch.Tensor):
+            W = as_tensor(W, "W", ndim=2, dtype=self.dtype, device=self.device, shape=(self.m, self.D))
+        elif W.dtype != self.dtype or W.device != self.device or tuple(W.shape) != (self.m, self.D):
+            # (a tensor is not converted — autograd through W must keep working — only checked)
+            raise TypeError(f"W must be a ({self.m}, {self.D}) tensor of dtype {self.dtype} on {self.device}, got "
+                            f"{describe(W)}")
         return self.beta * (W @ self.embed(X).T)
 
     def forward(self, X: Any, W: torch.Tensor | None = None) -> torch.Tensor:

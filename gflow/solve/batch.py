@@ -90,8 +90,12 @@ def networks(seeds: Iterable[int], **kwargs: Any) -> list[Network]:
     """
     if "seed" in kwargs:
         raise TypeError("networks() takes the seeds as its first argument; do not pass seed=")
-    if isinstance(seeds, (int, np.integer)) or not isinstance(seeds, Iterable):
+    if isinstance(seeds, (int, np.integer, str, bytes, dict)) or not isinstance(seeds, Iterable):
         raise TypeError(f"seeds must be an iterable of integers, e.g. range(8), got {describe(seeds)}")
+    try:
+        seeds = list(seeds)
+    except TypeError as exc:  # (a 0-d tensor or array: iterable in type only)
+        raise TypeError(f"seeds must be an iterable of integers, e.g. range(8), got {describe(seeds)}") from exc
     out = [Network(seed=s, **kwargs) for s in seeds]
     if not out:
         raise ValueError("seeds is empty; give at least one seed")
