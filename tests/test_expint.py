@@ -452,6 +452,23 @@ def test_switching_hands_over_once_the_flow_is_stiff_and_keeps_the_accuracy(meth
     assert sol.stats["n_f_evals"] < 0.8 * alone.stats["n_f_evals"], (sol.stats["n_f_evals"], alone.stats["n_f_evals"])
 
 
+def test_switching_hands_over_as_early_with_many_output_times_as_with_two():
+    """DOP853 shortens a step that holds an output time to h·ρ ≤ 5 and then proposes a longer one: the trial step
+    is sized on the step taken, not on that proposal — sized on the proposal, the default grid's 242 output times
+    (an output every 10 time units) delayed the hand-over on Exp 1 n = 40 from t = 441 to t = 822 and cost 2 876
+    evaluations instead of 2 011."""
+    X, y = gf.data.random_labels(n=40, d=20, seed=0)
+    net = gf.Network(d=20, width=256, activation="tanh", seed=0)
+    kw = dict(method="dop853+exprk4", rtol=1e-7, atol=1e-9, integrals=False)
+    few = gf.simulate(net, X, y, 2000.0, saveat=[0.0, 2000.0], **kw)
+    many = gf.simulate(net, X, y, 2000.0, **kw)  # default_saveat: 201 linear ∪ 41 geometric times
+    assert few.ok and many.ok and len(many.t) > 200
+    assert 100.0 < few.stats["switch_time"] < 600.0
+    assert many.stats["switch_time"] < 1.2 * few.stats["switch_time"], (many.stats["switch_time"],
+                                                                         few.stats["switch_time"])
+    np.testing.assert_allclose(many.loss[-1], few.loss[-1], rtol=1e-5)
+
+
 def test_switching_runs_its_explicit_phase_in_weight_space_where_that_is_cheaper():
     """With 2D < n and space="auto" the explicit phase runs in weight space (state W: mD entries instead of 2mn)
     and hands exprk4 the feature-space state H = βWΦᵀ, A = (W₀ − W)Φ⁺/(ℓαβ): everything reported (loss, H, W,
