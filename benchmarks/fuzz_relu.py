@@ -26,13 +26,11 @@ results, before and after the eleventh session's change, in ``benchmarks/results
 from __future__ import annotations
 
 import argparse
-import json
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from _fuzz import judge, run_cases, solve_caught  # (benchmarks/ is the script's directory)
 
 import gflow as gf
 
@@ -67,14 +65,7 @@ def _gd(net, X, y, t1, step):
 
 
 def _solve(net, X, y, t1, saveat, **kw):
-    t = time.perf_counter()
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        try:
-            s = gf.simulate(net, X, y, t1, saveat=saveat, features_at=[t1], max_wall_time=30, **kw)
-        except Exception as e:  # noqa: BLE001 - a fuzz records whatever happens
-            return None, time.perf_counter() - t, [repr(e)]
-    return s, time.perf_counter() - t, [str(x.message) for x in w]
+    return solve_caught(net, X, y, t1, saveat, max_wall_time=30, **kw)
 
 
 def run_case(seed: int) -> dict:
@@ -99,27 +90,17 @@ def run_case(seed: int) -> dict:
                 queued.append(256)
             continue
         runs[f"sliding_{k}"] = (s, wall, w)
+    def check(s, e):
+        e["loss_err"] = float(np.abs(np.asarray(s.loss) - g.loss).max() / L0)
+        e["H_err"] = float(np.abs(np.asarray(s.H)[-1] - Hg).max() / Hs)
+        return [f for f, bad in (("loss", not e["loss_err"] <= tol_L), ("H", not e["H_err"] <= tol_H)) if bad]
+
     for name, r in runs.items():
         s, wall, w = _solve(net, X, y, t1, saveat, **r) if isinstance(r, dict) else r
-        e = {"wall": wall, "warnings": [x[:120] for x in w[:2]]}
-        if s is None:
-            e["status"] = "exception"
-            flags.append(f"{name}:exception")
-        else:
-            e["status"] = s.status
+        e = judge(name, s, wall, w, flags, 10, check)
+        if s is not None:
             e["stats"] = {k: int(v) for k, v in s.stats.items()
                           if k in ("n_events", "n_steps", "n_emerged", "n_pin_retries", "n_rank_retries", "n_spurious")}
-            if s.ok:
-                e["loss_err"] = float(np.abs(np.asarray(s.loss) - g.loss).max() / L0)
-                e["H_err"] = float(np.abs(np.asarray(s.H)[-1] - Hg).max() / Hs)
-                if not e["loss_err"] <= tol_L:
-                    flags.append(f"{name}:loss")
-                if not e["H_err"] <= tol_H:
-                    flags.append(f"{name}:H")
-            else:
-                flags.append(f"{name}:{s.status}")
-        if wall > 10:
-            flags.append(f"{name}:slow")
         rec[name] = e
     rec["flags"] = flags
     return rec
@@ -164,18 +145,8 @@ def main(argv=None):
         path.write_text(REPRO.format(seed=args.repro, bench=str(Path(__file__).resolve().parent)))
         print(path)
         return path
-    recs = []
-    with open(out / "fuzz_relu.jsonl", "a") as f:
-        for seed in range(args.first, args.first + args.cases):
-            rec = run_case(seed)
-            recs.append(rec)
-            f.write(json.dumps(rec, default=float) + "\n")
-            f.flush()
-            if rec["flags"]:
-                print(f"case {seed}: {', '.join(rec['flags'])}", flush=True)
-    flagged = [r for r in recs if r["flags"]]
-    print(f"{len(recs)} cases, {len(flagged)} flagged")
-    return recs
+    return run_cases(run_case, args.first, args.cases, out / "fuzz_relu.jsonl",
+                     lambda rec: f"case {rec['seed']}: {', '.join(rec['flags'])}" if rec["flags"] else None)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,11 @@ evaluations, flags) and a printed summary.  torch runs on one thread.
 from __future__ import annotations
 
 import argparse
-import json
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from _fuzz import judge, run_cases, solve_caught  # (benchmarks/ is the script's directory)
 
 import gflow as gf
 
@@ -82,15 +80,7 @@ def case(seed: int):
 
 
 def _solve(net, X, y, t1, saveat, budget, **kw):
-    t = time.perf_counter()
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        try:
-            s = gf.simulate(net, X, y, t1, saveat=saveat, features_at=[t1], max_wall_time=budget,
-                            max_steps=10_000_000, integrals=False, **kw)
-        except Exception as e:  # noqa: BLE001 - a fuzz records whatever happens
-            return None, time.perf_counter() - t, [repr(e)]
-    return s, time.perf_counter() - t, [str(x.message) for x in w]
+    return solve_caught(net, X, y, t1, saveat, max_wall_time=budget, max_steps=10_000_000, integrals=False, **kw)
 
 
 def errors(s, ref, floor: float = LOSS_FLOOR) -> tuple[float, float, float]:
@@ -125,28 +115,19 @@ def run_case(seed: int) -> dict:
         eL, eH, _ = errors(chk, ref)
         rec["ref"]["check_loss_err"], rec["ref"]["check_H_err"] = eL, eH
         rec["ambiguous"] = not (eL <= REF_AGREE)
+    def check(s, e):
+        e["loss_err"], e["H_err"], e["rise"] = errors(s, ref)
+        e["loss_err_deep"] = errors(s, ref, DEEP_FLOOR)[0]
+        return [f for f, bad in (("loss", not rec["ambiguous"] and not e["loss_err"] <= FLAG_FACTOR * rtol),
+                                 ("rise", not e["rise"] <= 1e-9)) if bad]
+
     for name, kw in METHODS.items():
         s, wall, w = _solve(net, X, y, t1, saveat, 60, rtol=rtol, atol=rtol * 1e-2, **kw)
-        e = {"wall": wall, "warnings": [x[:160] for x in w[:2]]}
-        if s is None:
-            e["status"] = "exception"
-            flags.append(f"{name}:exception")
-        else:
-            e["status"] = s.status
+        e = judge(name, s, wall, w, flags, 20, check, width=160)
+        if s is not None:
             e["n_f_evals"] = int(s.stats.get("n_f_evals", 0))
             if name == "auto":
                 e["picked"] = s.config["solver"].get("method")
-            if s.ok:
-                e["loss_err"], e["H_err"], e["rise"] = errors(s, ref)
-                e["loss_err_deep"] = errors(s, ref, DEEP_FLOOR)[0]
-                if not rec["ambiguous"] and not e["loss_err"] <= FLAG_FACTOR * rtol:
-                    flags.append(f"{name}:loss")
-                if not e["rise"] <= 1e-9:
-                    flags.append(f"{name}:rise")
-            else:
-                flags.append(f"{name}:{s.status}")
-        if wall > 20:
-            flags.append(f"{name}:slow")
         rec[name] = e
     rec["flags"] = flags
     return rec
@@ -160,20 +141,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    recs = []
-    with open(out / "fuzz_smooth.jsonl", "a") as f:
-        for seed in range(args.first, args.first + args.cases):
-            rec = run_case(seed)
-            recs.append(rec)
-            f.write(json.dumps(rec, default=float) + "\n")
-            f.flush()
-            worst = max((rec[k].get("loss_err", 0) for k in METHODS if k in rec), default=0)
-            print(f"case {seed}: t1={rec['t1']:g} rtol={rec['rtol']:g} {rec['act']}/{rec['embedding']}/"
-                  f"{rec['scaling']} n={rec['n']} m={rec['m']} ref {rec['ref'].get('wall', 0):.1f}s "
-                  f"worst {worst:.1e} {', '.join(rec['flags'])}", flush=True)
-    flagged = [r for r in recs if r["flags"]]
-    print(f"{len(recs)} cases, {len(flagged)} flagged")
-    return recs
+    def line(rec):
+        worst = max((rec[k].get("loss_err", 0) for k in METHODS if k in rec), default=0)
+        return (f"case {rec['seed']}: t1={rec['t1']:g} rtol={rec['rtol']:g} {rec['act']}/{rec['embedding']}/"
+                f"{rec['scaling']} n={rec['n']} m={rec['m']} ref {rec['ref'].get('wall', 0):.1f}s "
+                f"worst {worst:.1e} {', '.join(rec['flags'])}")
+
+    return run_cases(run_case, args.first, args.cases, out / "fuzz_smooth.jsonl", line)
 
 
 if __name__ == "__main__":

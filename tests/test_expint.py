@@ -309,6 +309,21 @@ def test_auto_method_takes_the_switching_method_where_the_loss_never_converges_b
     assert sol.stats["n_f_evals"] < 2000, "exprk4 is not limited by the fast modes"
 
 
+def test_the_smooth_differential_fuzz_runs_a_case(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import fuzz_smooth
+
+    recs = fuzz_smooth.main(["--cases", "1", "--first", "3", "--out", str(tmp_path)])  # gelu, deep RF, m = 16, t1 = 20
+    (rec,) = recs
+    assert rec["flags"] == [] and not rec["ambiguous"] and rec["ref"]["check_loss_err"] < 1e-7
+    for name in fuzz_smooth.METHODS:
+        assert rec[name]["status"] == "success" and rec[name]["loss_err"] < 1e3 * rec["rtol"], name
+    assert rec["auto"]["picked"] in ("dop853", "dopri5")  # (t1 = 20: not stiff)
+    assert (tmp_path / "fuzz_smooth.jsonl").read_text().count("\n") == 1
+
+
 def test_stiff_benchmark_quick_mode_writes_json_and_summary(tmp_path):
     import runpy
     from pathlib import Path
