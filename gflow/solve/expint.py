@@ -542,7 +542,7 @@ class _Handover:
         # the explicit step: the one taken, where the proposal is larger — DOP853 shortens steps that hold an
         # output time to h·ρ ≤ 5 (its dense output's stability), and the controller then proposes steps past the
         # stability limit that the next output shortens again; trials at factor × those proposals failed for long
-        # (Exp 1 n = 40 to t = 2000 with the default 242 output times: hand-over at t = 847 instead of 441)
+        # (Exp 1 n = 40 to t = 2000 with the default 242 output times: hand-over at t = 822 instead of 441)
         tau = min(self.factor * min(eng.h, taken), eng.t1 - eng.t)
         if not tau > 0:
             return False

@@ -246,7 +246,7 @@ def simulate_nonsmooth(
     t_end = check_positive_float(t1, "t1") if t1 is not None else float(np.max(check_times(saveat, "saveat")))
     if _steps_to(t_end, step / 4) > max_steps:
         raise ValueError(f"the finest of the steps {step:g}, {step / 2:g}, {step / 4:g} needs "
-                         f"{_steps_to(t_end, step / 4):.3g} steps to reach t1={t_end:g}, more than max_steps={max_steps}; "
+                         f"{_steps_to(t_end, step / 4):.0f} steps to reach t1={t_end:g}, more than max_steps={max_steps}; "
                          "raise max_steps or enlarge step")
     if saveat is None:  # one output grid for all solves, on multiples of the coarsest step (see default_saveat)
         saveat = default_saveat(t_end, step)
@@ -268,7 +268,7 @@ def simulate_nonsmooth(
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
         need = _steps_to(t_end, h)
         if need > max_steps:
-            status, message = "max_steps", (f"the next step h = {h:g} needs {need:.3g} steps, more than max_steps = "
+            status, message = "max_steps", (f"the next step h = {h:g} needs {need:.0f} steps, more than max_steps = "
                                             f"{max_steps}; raise max_steps or loosen rtol")
             break
         if not sols and remaining is not None:  # the coarsest solve always runs, to its share of the budget: it
