@@ -518,7 +518,11 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
         times = [ft[0]] if ft.size == 1 else [ft[0], ft[-1]]
     if isinstance(times, (str, bytes)):
         raise TypeError(f"times must be a number or a sequence of saved feature times, got {describe(times)}")
-    times = list(np.atleast_1d(np.asarray(times, dtype=object)).ravel())
+    arr = np.asarray(times, dtype=object)
+    if arr.ndim > 1:
+        raise ValueError(f"times must be a number or a flat sequence of saved feature times, got an array of shape "
+                         f"{arr.shape}")
+    times = list(np.atleast_1d(arr))
     if not times:
         raise ValueError("times must name at least one saved feature time, got an empty sequence")
     for j, x in enumerate(times):  # a clear error for NaN, non-numbers or times that were not kept

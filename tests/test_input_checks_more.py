@@ -698,6 +698,7 @@ def test_plots_name_the_sol_argument(fn):
     ("plot_loss_bounds", {"test": np.ones(2)}, ValueError, "test must be 'error', 'loss' or None"),
     ("plot_loss_bounds", {"bounds": 3}, TypeError, "bounds must be a bound name or a list"),
     ("plot_feature_scatter", {"times": []}, ValueError, "times must name at least one saved feature time"),
+    ("plot_feature_scatter", {"times": np.ones((2, 2))}, ValueError, r"flat sequence .* shape \(2, 2\)"),
     ("plot_summary", {"path": 3}, TypeError, "path must be a file path"),
     ("plot_summary", {"path": "summary.txt"}, ValueError, r"path must end in \.png or \.pdf"),
 ])
