@@ -208,21 +208,22 @@ def test_a_custom_executor_object_is_accepted(serial, tmp_path):
 
 
 def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
-    # save_every = 0 passes the sweep's up-front checks but makes gradient_descent raise in each of its runs
+    # steps = 10**9 with save_every = 10 passes the sweep's up-front checks (each value is a valid count) but makes
+    # gradient_descent raise in each of its runs (10**8 saved steps: more than it keeps)
     ds = gf.sweep({"d": 5, "width": 16, "activation": "linear"}, {"generator": "random_labels", "n": 20},
-                  {"kind": "gradient_descent", "steps": 200},
-                  {"solver.step": [0.05, 100.0], "solver.save_every": [10, 0]},
+                  {"kind": "gradient_descent", "save_every": 10},
+                  {"solver.step": [0.05, 100.0], "solver.steps": [200, 10**9]},
                   store=tmp_path, progress=False)
-    status = {(float(s), int(k)): str(st) for s, k, st in zip(ds.step.values, ds.save_every.values, ds.status.values)}
-    assert status[(0.05, 10)] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
-    assert status[(100.0, 10)] == "diverged"
-    assert status[(0.05, 0)] == status[(100.0, 0)] == "error"
-    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.save_every.values == 10))[0])
+    status = {(float(s), int(k)): str(st) for s, k, st in zip(ds.step.values, ds.steps.values, ds.status.values)}
+    assert status[(0.05, 200)] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
+    assert status[(100.0, 200)] == "diverged"
+    assert status[(0.05, 10**9)] == status[(100.0, 10**9)] == "error"
+    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.steps.values == 200))[0])
     assert "stability limit" in str(ds.message.values[i])
     loss = ds.loss.values[i]
     assert 1 <= np.isfinite(loss).sum() < 21  # the partial trajectory, up to the last iterate before it diverged
     e = int(np.flatnonzero(ds.status.values == "error")[0])
-    assert "Traceback" in str(ds.message.values[e]) and "save_every must be an integer >= 1" in str(ds.message.values[e])
+    assert "Traceback" in str(ds.message.values[e]) and "would save 100000001 points" in str(ds.message.values[e])
     sol = gf.run_solution(ds, i)
     assert sol.status == "diverged" and sol.kind == "gd"
     with pytest.raises(ValueError, match="raised an error"):
@@ -230,7 +231,7 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     # the raising run's record file, opened as a solution, says what it is and why (not the stored traceback)
     (rec,) = [p for p in (tmp_path / "runs").glob("*.nc") if str(ds.run_id.values[e]) in p.name]
     with pytest.raises(ValueError, match=r"record of a sweep run that produced no solution \(status 'error'\): "
-                                         r"ValueError: save_every must be an integer >= 1, got 0") as info:
+                                         r"ValueError: steps=1000000000 with save_every=10 would save") as info:
         gf.Solution.load(rec)
     assert "Traceback" not in str(info.value)
 
@@ -240,6 +241,7 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     ({"network.width": [8, -2]}, "width must be an integer >= 1, got -2"),
     ({"solver.method": ["dop853", "warp"]}, "method must be one of"),
     ({"solver.rtol": [1e-6, 0.0]}, "rtol must be > 0"),
+    ({"data.seed": [0, -1]}, "seed must be an integer >= 0, got -1"),  # (was an "error" run each)
     ({"network.embedding": ["identity", {"kind": "random_features", "D": 0}]}, "RandomFeatures D must be"),
 ])
 def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, needle):
@@ -784,3 +786,20 @@ def test_the_cpu_vendor_is_read_from_proc_cpuinfo_or_none(monkeypatch, tmp_path)
     assert A._cpu_vendor() is None
     info.unlink()
     assert A._cpu_vendor() is None
+
+
+def test_bad_counts_and_flags_of_a_sweep_are_refused_up_front(tmp_path):
+    # (a fixed solver.save_every = 0 ran every point into status "error"; 10**30 seeds or workers were an
+    # OverflowError; progress took anything)
+    gd = {"kind": "gradient_descent", "step": 0.1, "steps": 5, "save_every": 0}
+    with pytest.raises(gf.sweeps.SweepConfigError, match="solver.save_every = 0 cannot run: save_every must be"):
+        gf.sweep({"d": 3, "width": 8}, {"generator": "random_labels", "n": 4}, gd, store=tmp_path, progress=False)
+    with pytest.raises(gf.sweeps.SweepConfigError, match="solver.max_steps = 'many' cannot run: max_steps must"):
+        gf.sweep(NETWORK, {**DATA, "n": 6}, {**SOLVER, "max_steps": "many"}, store=tmp_path, progress=False)
+    with pytest.raises(gf.sweeps.SweepConfigError, match="seeds must be from 1 to 10000000"):
+        gf.sweep(NETWORK, {**DATA, "n": 6}, SOLVER, seeds=10**30, store=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="workers must be a positive integer, at most 65536"):
+        gf.sweep(NETWORK, {**DATA, "n": 6}, SOLVER, store=tmp_path, executor="process", workers=10**30, progress=False)
+    with pytest.raises(TypeError, match="progress must be True, False or None"):
+        gf.sweep(NETWORK, {**DATA, "n": 6}, SOLVER, store=tmp_path, progress="yes")
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())

@@ -171,6 +171,9 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     for name, value in (("retry_failed", retry_failed), ("extend", extend), ("keep_weights", keep_weights)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None (a bar when stderr is a terminal), got "
+                        f"{describe(progress)}")
     if isinstance(executor, str):
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}; expected one of {list(EXECUTORS)} or an executor "

@@ -314,7 +314,7 @@ def _value_problem(key: str, value: Any) -> str | None:
     """Why one grid value cannot run (None if it can, as far as a check without building the run tells): the
     named choices (activation, scaling, embedding, method, space) and the sizes and tolerances, so that a bad
     value fails before the sweep starts rather than in each of its runs."""
-    from .._validate import check_positive_float, check_positive_int
+    from .._validate import check_flag, check_positive_float, check_positive_int
     from ..model.activations import get_activation
     from ..model.embeddings import get_embedding
     from ..model.scaling import get_scaling
@@ -325,9 +325,17 @@ def _value_problem(key: str, value: Any) -> str | None:
         "network.activation": get_activation, "network.scaling": get_scaling, "network.embedding": get_embedding,
         "network.width": lambda v: check_positive_int(v, "width"), "network.d": lambda v: check_positive_int(v, "d"),
         "data.n": lambda v: check_positive_int(v, "n"),
+        "data.n_test": lambda v: check_positive_int(v, "n_test", minimum=0),
+        "data.seed": lambda v: check_positive_int(v, "seed", minimum=0),
+        "data.test_seed": lambda v: None if v is None else check_positive_int(v, "test_seed", minimum=0),
+        "network.c_hat": lambda v: check_positive_float(v, "c_hat"),
     }
-    for fkey in ("t1", "rtol", "atol", "step", "max_wall_time"):
+    for fkey in ("t1", "rtol", "atol", "step", "max_wall_time", "checkpoint_every"):
         checks[f"solver.{fkey}"] = lambda v, fkey=fkey: check_positive_float(v, fkey)
+    for ikey in ("max_steps", "steps", "save_every"):
+        checks[f"solver.{ikey}"] = lambda v, ikey=ikey: check_positive_int(v, ikey)
+    for bkey in ("integrals", "keep_checkpoint", "error_estimate"):  # (a run reads bool(value) nowhere: checked)
+        checks[f"solver.{bkey}"] = lambda v, bkey=bkey: check_flag(v, bkey)
     choices = {"solver.method": (*METHODS, "auto"), "solver.space": ("auto", "feature", "weight")}
     if key in choices:
         return None if value in choices[key] else f"{name} must be one of {list(choices[key])}"
@@ -362,12 +370,16 @@ def _defaults(generator: str, kind: str) -> dict:
             (("network", net), ("data", data), ("solver", solver))}
 
 
+MAX_SEEDS = 10_000_000  # a count beyond it is a typo (10**30 was an OverflowError building range(N))
+
+
 def _check_seeds(seeds: Any) -> tuple:
     if isinstance(seeds, bool):
         raise SweepConfigError(f"seeds must be a count N (seeds 0..N-1) or a list of seeds, got {describe(seeds)}")
     if isinstance(seeds, (int, np.integer)):
-        if seeds < 1:
-            raise SweepConfigError(f"seeds must be >= 1 (seeds = N runs network seeds 0..N-1), got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise SweepConfigError(f"seeds must be from 1 to {MAX_SEEDS} (seeds = N runs network seeds 0..N-1), "
+                                   f"got {seeds}")
         return tuple(range(int(seeds)))
     if isinstance(seeds, (list, tuple, range, np.ndarray)) and len(seeds) > 0:
         out = []

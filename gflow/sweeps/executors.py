@@ -179,11 +179,15 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+MAX_WORKERS = 65_536  # (10**30 workers was an OverflowError from the process pool)
+
+
 def _check_workers(workers: Any) -> int | None:
     if workers is None:
         return None
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer (or None for the number of cores), got {workers!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be a positive integer, at most {MAX_WORKERS} (or None for the number of "
+                         f"cores), got {workers!r}")
     return workers
 
 
