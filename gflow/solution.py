@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import describe, is_int, is_real
+from ._validate import check_flag, describe, is_int, is_real
 
 FORMAT_VERSION = 1
 
@@ -332,8 +332,7 @@ class Solution:
         """
         import xarray as xr
 
-        if not isinstance(include_weights, (bool, np.bool_)):  # ("no" reached int() as a ValueError, "0" was kept)
-            raise TypeError(f"include_weights must be True or False, got {describe(include_weights)}")
+        include_weights = check_flag(include_weights, "include_weights")  # ("no" reached int(), "0" was kept)
 
         dv: dict[str, Any] = {}
         for name, dims in _DIMS.items():

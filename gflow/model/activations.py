@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .._platform import cpuinfo
-from .._validate import describe, is_real
+from .._validate import check_flag, describe, is_real
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -96,9 +95,7 @@ class Activation:
             raise TypeError(f"Activation lipschitz must be a real number > 0, got {describe(self.lipschitz)}")
         if not (self.lipschitz > 0):
             raise ValueError(f"Activation lipschitz must be > 0, got {self.lipschitz}")
-        if not isinstance(self.smooth, (bool, np.bool_)):
-            raise TypeError(f"Activation smooth must be True or False, got {describe(self.smooth)}")
-        object.__setattr__(self, "smooth", bool(self.smooth))
+        object.__setattr__(self, "smooth", check_flag(self.smooth, "Activation smooth"))
         self._probe()
         given = self.K is not None  # (a K of the user's is checked against σ′ below)
         if self.K is None:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_choice, check_positive_float, check_run_flags, describe
+from .._validate import check_choice, check_flag, check_positive_float, check_run_flags, describe
 from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
@@ -306,8 +306,7 @@ def simulate_batch(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at,
         batch=True)
     interval = check_interval(interval, net)
-    if not isinstance(integrals, bool):
-        raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
+    integrals = check_flag(integrals, "integrals")
     if checkpoint is not None and method not in NATIVE_METHODS:
         raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
                          f"{method!r}; use e.g. method='dop853' or method='rk4'")
@@ -716,8 +715,7 @@ def gradient_descent_batch(
     S = len(nets)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
         step, steps, save_every, max_wall_time, features_at, weights_at)
-    if not isinstance(integrals, bool):
-        raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
+    integrals = check_flag(integrals, "integrals")
 
     interval = check_interval(interval, net)
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals)

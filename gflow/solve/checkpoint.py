@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_positive_float, describe
+from .._validate import check_flag, check_positive_float, describe
 from ..solution import GFlowWarning
 from ._record import Monitor, Recorder
 
@@ -413,8 +413,7 @@ def open_checkpoint(path: Any, *, every: Any, keep: Any, kind: str, problem, set
     p = _check_path(path)
     _check_writable(p)
     every = check_positive_float(every, "checkpoint_every")
-    if not isinstance(keep, bool):
-        raise TypeError(f"keep_checkpoint must be True or False, got {describe(keep)}")
+    keep = check_flag(keep, "keep_checkpoint")
     fp = fingerprint(kind, problem, settings)
     if not p.exists():
         return Checkpointer(p, every, keep, fp, recorder, monitor), None

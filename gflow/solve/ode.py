@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import (check_choice, check_positive_float, check_positive_int, check_run_flags, check_times,
-                         describe, is_real)
+from .._validate import (check_choice, check_flag, check_positive_float, check_positive_int, check_run_flags,
+                         check_times, describe, is_real)
 from ..fields import RK_FLOPS_PER_STATE_ENTRY, SPACES, Problem, make_field
 from ..fields.base import AbstractField
 from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
@@ -371,8 +371,7 @@ def simulate(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
-    if not isinstance(error_estimate, bool):
-        raise TypeError(f"error_estimate must be True or False, got {describe(error_estimate)}")
+    error_estimate = check_flag(error_estimate, "error_estimate")
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     check_choice(space, "space", SPACES)  # (before auto reads it)
     picked = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
@@ -650,8 +649,7 @@ def check_interval(interval, net: Network) -> tuple[float, float]:
 
 
 def observed_field(base: AbstractField, interval, integrals: bool) -> AbstractField:
-    if not isinstance(integrals, bool):
-        raise TypeError(f"integrals must be True or False, got {describe(integrals)}")
+    integrals = check_flag(integrals, "integrals")
     if not integrals:
         return base
     return ObservedField(base, interval, lam_min_M=base.problem.n <= LAM_MIN_M_MAX_N)

@@ -690,17 +690,15 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                         if retry is None:
                             break
                         if 0.5 * h < h_floor:  # it holds at the smallest step: the flow's own w_i → 0 …
-                            far = None
-                            if retry[1] == "rank" and split is None:  # … unless a landing put two arrivals together
-                                coll = stepper.collapsing(mode, mode1)
-                                far = stepper.far_from_zero(y[0], stepper.residual(y[0]), coll, h, bound=True)
-                            if far is not None and bool(far.any()):
-                                split = far
-                                kept["n_rank_retries"] += 1
-                                stats.update(kept)
-                                monitor.on_step(t, h, False)
-                                continue
                             coll = stepper.collapsing(mode, mode1)
+                            if retry[1] == "rank" and split is None:  # … unless a landing put two arrivals together
+                                far = stepper.far_from_zero(y[0], stepper.residual(y[0]), coll, h, bound=True)
+                                if bool(far.any()):
+                                    split = far
+                                    kept["n_rank_retries"] += 1
+                                    stats.update(kept)
+                                    monitor.on_step(t, h, False)
+                                    continue
                             if bool(coll.any()):  # w_i reaches 0: the pattern it leaves with, if it does
                                 stuck = stepper.emerge(y[0], H1, mode1, coll, h)
                                 H1[coll & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)

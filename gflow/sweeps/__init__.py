@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._validate import describe
+from .._validate import check_flag, describe
 from ..solution import GFlowWarning
 from .config import RunSpec, SweepConfig, SweepConfigError, run_id_of
 from .executors import (
@@ -168,9 +168,8 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a folder, but {store} is a file")
-    for name, value in (("retry_failed", retry_failed), ("extend", extend), ("keep_weights", keep_weights)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    retry_failed, extend = check_flag(retry_failed, "retry_failed"), check_flag(extend, "extend")
+    keep_weights = check_flag(keep_weights, "keep_weights")
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be True, False or None (a bar when stderr is a terminal), got "
                         f"{describe(progress)}")
