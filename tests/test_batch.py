@@ -79,14 +79,15 @@ def test_random_feature_networks_have_one_gram_each_and_identity_networks_share_
 
 
 @pytest.mark.parametrize("integrals", (True, False))
-@pytest.mark.parametrize("space", ("feature", "weight"))
+@pytest.mark.parametrize("space, layout", (("feature", "nm"), ("feature", "mn"), ("weight", "nm")))
 def test_batched_field_is_the_stack_of_the_individual_fields_for_every_seed_grouping(make_data, eps64, space,
-                                                                                    integrals):
+                                                                                    layout, integrals):
     from gflow.solve.ode import observed_field
 
     X, y = make_data(n=6, d=4, seed=0)
-    fields = [observed_field(gf.make_field(gf.Problem.from_data(net, X, y), space), (-1.0, 1.0), integrals)
-              for net in _nets("random_features", seeds=range(5))]
+    fields = [observed_field(gf.make_field(gf.Problem.from_data(net, X, y), space, layout=layout), (-1.0, 1.0),
+                             integrals) for net in _nets("random_features", seeds=range(5))]
+    assert BatchedField(fields).layout == (layout if space == "feature" else None)
     expected = torch.stack([f(0.0, f.initial_state()).reshape(-1) for f in fields])
     for chunk_size, per_seed_mm in ((None, True), (1, True), (2, True), (5, True), (2, False), (5, False)):
         bf = BatchedField(fields, chunk_size=chunk_size)

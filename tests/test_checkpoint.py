@@ -706,3 +706,40 @@ def test_an_adaptive_batch_stopped_before_its_first_step_was_chosen_resumes(tmp_
     with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
         gf.simulate(nets[0], X, y, checkpoint=single, **args)
     assert_same_run(gf.simulate(nets[0], X, y, checkpoint=single, **args), gf.simulate(nets[0], X, y, **args))
+
+
+@pytest.mark.parametrize("kind", ["gd", "flow"])
+def test_a_feature_space_checkpoint_written_before_the_layout_choice_resumes_in_its_layout(problem, tmp_path,
+                                                                                            monkeypatch, kind):
+    # Checkpoints written before the feature state had a layout choice hold [H, A] as (2, m, n) and no "layout" in
+    # their fingerprint; now the default is [Hᵀ, Aᵀ], (2, n, m).  Such a file must resume in its own layout
+    # (bitwise the run it continues), not be refused, and not be read in the other layout.
+    from gflow.solve import checkpoint as ck
+    from gflow.solve import gd as gdm
+    from gflow.solve import ode as odem
+
+    net, X, y = problem
+    mod, run, args = ((gdm, gf.gradient_descent, dict(step=0.5, steps=300, save_every=7, space="feature"))
+                      if kind == "gd" else
+                      (odem, gf.simulate, dict(t1=30.0, method="dop853", rtol=1e-9, atol=1e-11, space="feature")))
+    real = mod.make_field
+    monkeypatch.setattr(mod, "make_field", lambda pb, space, per_entry=0.0, layout="nm": real(pb, space, per_entry,
+                                                                                              "mn"))
+    ref = run(net, X, y, **args)  # the run in the old layout, uninterrupted
+    path = tmp_path / f"{kind}.ckpt"
+    with budget_runs_out_at_eval(123), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        run(net, X, y, checkpoint=path, **args)
+    monkeypatch.setattr(mod, "make_field", real)
+    head = ck._read(path)
+    assert head["fingerprint"]["solver"].pop("layout") == "mn"  # as the old version wrote it: no layout
+    atomic_save(head, path)
+    assert ck.stored_layout(path) == "mn"
+    resumed = run(net, X, y, checkpoint=path, **args)
+    assert resumed.ok and resumed.stats["resumed"]
+    assert_same_run(resumed, ref, exact=True)
+    # a new run's checkpoint records its layout; a weight-space or missing file leaves the default
+    fresh = tmp_path / "fresh.ckpt"
+    with budget_runs_out_at_eval(123), pytest.warns(gf.GFlowWarning, match=r"\[time_budget\]"):
+        run(net, X, y, checkpoint=fresh, **args)
+    assert ck._read(fresh)["fingerprint"]["solver"]["layout"] == "nm" and ck.stored_layout(fresh) == "nm"
+    assert ck.stored_layout(tmp_path / "none.ckpt", "mn") == "mn"

@@ -161,6 +161,53 @@ def test_weight_and_feature_space_flows_agree_on_outputs_features_and_weights(ma
     assert a.loss[-1] < a.loss[0]
 
 
+@pytest.mark.parametrize("run", ["dop853", "rk4", "gd"])
+def test_the_two_feature_state_layouts_give_the_same_run(make_data, rel_err, monkeypatch, run):
+    # "nm" ([Hᵀ, Aᵀ], the default) and "mn" ([H, A]): the same flow in another memory order, so every recorded
+    # quantity agrees to rounding — including A's (test features, W) and the running integrals
+    from gflow.solve import gd as gdm
+    from gflow.solve import ode as odem
+
+    X, y, Xt, yt = make_data(n=7, d=4, seed=8, n_test=3)
+    net = gf.Network(d=4, width=12, activation="tanh", embedding=gf.RandomFeatures(D=9), seed=4)
+    ts = [0.0, 0.7, 2.0]
+    kw = dict(X_test=Xt, y_test=yt, space="feature", features_at=ts, weights_at=[2.0])
+    if run == "gd":
+        mod, fn, kw = gdm, gf.gradient_descent, dict(kw, step=0.1, steps=20, save_every=7)
+    else:
+        mod, fn = odem, gf.simulate
+        kw.update(saveat=ts, method=run, **({"step": 0.05} if run == "rk4" else {"rtol": 1e-10, "atol": 1e-12}))
+    sols = {}
+    real = mod.make_field
+    for layout in ("nm", "mn"):
+        monkeypatch.setattr(mod, "make_field", lambda pb, space, per_entry=0.0, layout=None, _l=layout:
+                            real(pb, space, per_entry, _l))
+        sols[layout] = fn(net, X, y, **kw)
+    a, b = sols["nm"], sols["mn"]
+    assert a.ok and b.ok
+    if run != "dop853":  # (an adaptive run may take a step more or less: its accept test sees the rounding)
+        assert a.stats["n_f_evals"] == b.stats["n_f_evals"]
+    assert a.loss[-1] < 0.9 * a.loss[0]
+    tol = 1e-8 if run == "dop853" else 1e-12  # (dop853: to its tolerance, should the step sequences differ)
+    for attr in ("loss", "residual", "test_output", "H", "H_test", "W", "W_final", "int_eta", "int_abs_dL"):
+        assert rel_err(getattr(a, attr), getattr(b, attr)) < tol, attr
+
+
+def test_scratch_buffers_take_the_layout_of_a_column_major_operand():
+    from gflow.fields.base import column_major, scratch
+
+    class Owner:
+        pass
+
+    o = Owner()
+    Hc = torch.zeros(5, 3, dtype=torch.float64).T  # (3, 5), column-major
+    buf = scratch(o, "s", (3, 5), Hc)
+    assert column_major(buf) and scratch(o, "s", (3, 5), Hc) is buf  # reused
+    assert not column_major(scratch(o, "v", (5,), Hc))  # another shape: contiguous
+    row = scratch(o, "s", (3, 5), torch.zeros(3, 5, dtype=torch.float64))
+    assert row is not buf and row.is_contiguous()  # the layout changed: a new buffer
+
+
 def test_weights_move_only_within_the_row_span_of_the_training_embedding(make_data):
     # §5.3: W(t) − W(0) ∈ rowspan(Φ_tr); here n = 3 < D = 8, so the invariant is non-trivial.
     X, y = make_data(n=3, d=8, seed=6)
@@ -434,3 +481,18 @@ def test_a_requested_feature_time_is_kept_once_even_next_to_a_distinct_nearby_ou
     assert len(sol.t) == 4  # 0.5 and 0.5 + 1.5e-10 are distinct output times (not merged)
     assert sol.feature_t.tolist() == [0.5]
     assert sol.weight_t.tolist() == [0.5]
+
+
+def test_layout_benchmark_quick_mode_writes_json_and_both_layouts_end_alike(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layout.py"))
+    mod["main"](["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "layout.json").read_text())
+    assert len(data["rhs"]) == 2 and len(data["runs"]) == 2
+    for r in data["rhs"]:
+        assert r["weight_s"] > 0 and r["feature_mn_s"] > 0 and r["feature_nm_s"] > 0
+    for r in data["runs"]:
+        assert r["final_loss_nm"] == pytest.approx(r["final_loss_mn"], rel=1e-10)

@@ -477,21 +477,25 @@ def test_feature_field_is_beta_Wdot_phi_transpose_and_accumulates_P(make_data, a
     pb = gf.Problem.from_data(net, X, y)
     W = _perturbed_W(net, seed=17)
     Wdot = gf.make_field(pb, "weight")(0.0, W)
-    ffield = gf.make_field(pb, "feature")
-    state = ffield.initial_state()
-    assert state.shape == (2, net.m, 5)
-    torch.testing.assert_close(state[0], net.features(X), rtol=0, atol=0)
-    assert torch.equal(state[1], torch.zeros_like(state[1]))  # A(0) = 0
-    state[0] = net.features(X, W)
-    state[1] = 0.3  # A does not enter the right-hand side
-    dstate = ffield(0.0, state)
     Phi = net.embed(X)
     Hdot = net.beta * Wdot @ Phi.T
-    torch.testing.assert_close(dstate[0], Hdot, rtol=1e-12, atol=1e-13 * float(Hdot.abs().max()))
     # Ȧ = P, P_ia = c_i σ'(H_ia) r_a with r = f − y
     r = net.forward(X, W) - torch.as_tensor(y)
     P = net.c[:, None] * net.activation.dsigma(net.features(X, W)) * r[None, :]
-    torch.testing.assert_close(dstate[1], P, rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match=r"unknown layout 'mn '; expected one of \['mn', 'nm'\]"):
+        gf.make_field(pb, "feature", layout="mn ")
+    for layout, shape in (("nm", (2, 5, net.m)), ("mn", (2, net.m, 5))):  # [Hᵀ, Aᵀ] and [H, A]
+        ffield = gf.make_field(pb, "feature", layout=layout)
+        state = ffield.initial_state()
+        assert state.shape == shape and state.is_contiguous()
+        H0, A0 = ffield.split(state)
+        torch.testing.assert_close(H0, net.features(X), rtol=0, atol=0)
+        assert torch.equal(A0, torch.zeros_like(A0))  # A(0) = 0
+        state = ffield.join(net.features(X, W), torch.full_like(H0, 0.3))  # A does not enter the right-hand side
+        assert state.shape == shape and state.is_contiguous()
+        Hd, Pd = ffield.split(ffield(0.0, state))
+        torch.testing.assert_close(Hd, Hdot, rtol=1e-12, atol=1e-13 * float(Hdot.abs().max()))
+        torch.testing.assert_close(Pd, P, rtol=1e-13, atol=1e-15)
 
 
 def test_ode_solvers_count_the_state_they_stream_when_picking_the_space(make_data):

@@ -341,8 +341,8 @@ def test_stage_states_formed_only_where_the_field_reads_give_the_same_run(make_d
     part = gf.simulate(net, X, y, **kw)
     orig = FeatureSpaceField.__init__
 
-    def full_reads(self, problem):
-        orig(self, problem)
+    def full_reads(self, problem, layout="nm"):
+        orig(self, problem, layout)
         self.rhs_reads = None
 
     monkeypatch.setattr(FeatureSpaceField, "__init__", full_reads)

@@ -132,8 +132,10 @@ def bench_rhs(sizes, peak: dict, repeats: int, min_seconds: float) -> list[dict]
         fields = [make_field(pb, space) for space in ("weight", "feature")]
         calls = [_rhs_call(f) for f in fields]
         # the elementwise work both spaces do alike: σ, r = α σᵀc − y, σ′ and P = c σ′ r (AbstractField._P_into)
-        feat, P = fields[1], torch.empty((m, n), dtype=net.dtype)
-        calls.append(lambda: feat._P_into(pb.H0, P))
+        feat = fields[1]
+        H0 = feat.split(feat.initial_state())[0]  # (in the field's layout, as its RHS reads H)
+        P = torch.empty_like(H0)
+        calls.append(lambda: feat._P_into(H0, P))
         secs = seconds_side_by_side(calls, repeats if m * D * n < 5e9 else 2, min_seconds)
         for f, sec in zip(fields, secs):
             space = f.space

@@ -31,15 +31,16 @@ def auto_space(problem: Problem, per_entry: float = 0.0) -> str:
     return "feature" if feature < weight else "weight"
 
 
-def make_field(problem: Problem, space: str = "auto", per_entry: float = 0.0) -> AbstractField:
+def make_field(problem: Problem, space: str = "auto", per_entry: float = 0.0, layout: str = "nm") -> AbstractField:
     """The vector field in the requested space; ``"auto"`` picks the cheaper exact form (:func:`auto_space`,
-    ``per_entry`` its cost of a state entry: 0 — feature iff n < 2D — unless the caller is an ODE solver)."""
+    ``per_entry`` its cost of a state entry: 0 — feature iff n < 2D — unless the caller is an ODE solver);
+    ``layout``: the feature state's memory layout (:class:`FeatureSpaceField`)."""
     from .._validate import check_choice
 
     check_choice(space, "space", SPACES)
     if space == "auto":
         space = auto_space(problem, per_entry)
-    return FeatureSpaceField(problem) if space == "feature" else WeightSpaceField(problem)
+    return FeatureSpaceField(problem, layout) if space == "feature" else WeightSpaceField(problem)
 
 
 __all__ = [

@@ -109,12 +109,23 @@ def _targets(y: Any, name: str, n: int, net: Network) -> torch.Tensor:
 
 def scratch(owner: object, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """A buffer kept on ``owner`` and reused across calls (allocated on first use or when shape/dtype/device
-    change): fresh (m, n) arrays on every call cost page faults."""
+    change): fresh (m, n) arrays on every call cost page faults.  Of ``like``'s shape, it also takes its memory
+    layout (a column-major H gets column-major buffers: elementwise passes between them stay contiguous)."""
     bufs = owner.__dict__.setdefault("_buffers", {})
     buf = bufs.get(key)
-    if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device:
-        buf = bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+    cols = tuple(like.shape) == tuple(shape) and column_major(like)
+    if (buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device
+            or column_major(buf) != cols):
+        kw = {"dtype": like.dtype, "device": like.device}
+        buf = bufs[key] = (torch.empty(shape[:-2] + (shape[-1], shape[-2]), **kw).mT if cols
+                           else torch.empty(shape, **kw))
     return buf
+
+
+def column_major(x: torch.Tensor) -> bool:
+    """Whether x (≥ 2-D) is a transposed contiguous tensor — as H in the feature state's "nm" layout — and not
+    contiguous itself."""
+    return x.dim() >= 2 and not x.is_contiguous() and x.mT.is_contiguous()
 
 
 class AbstractField:
@@ -132,6 +143,8 @@ class AbstractField:
     #: the derivative depends only on the first ``rhs_reads`` entries of the flattened state (None: on all of
     #: it); a solver may leave the other entries of a stage state unformed (see :mod:`gflow.solve.rk`)
     rhs_reads: int | None = None
+    #: the feature state's memory layout, "nm" or "mn" (:class:`~gflow.fields.FeatureSpaceField`); None in weight space
+    layout: str | None = None
 
     def initial_state(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -66,6 +66,9 @@ class BatchedField:
         if any(isinstance(f, ObservedField) != self.observed for f in fields):
             raise TypeError("BatchedField needs all per-seed fields with integrals or all without")
         self.space = bases[0].space
+        self.layout = bases[0].layout
+        if any(b.layout != self.layout for b in bases):
+            raise ValueError("BatchedField needs one feature-state layout for every seed")
         self.core_shape = tuple(bases[0].state_shape)
         self.N = math.prod(self.core_shape)
         self.L = self.N + (len(INTEGRALS) if self.observed else 0)
@@ -153,18 +156,22 @@ class BatchedField:
     def _rhs_chunk(self, state: torch.Tensor, out: torch.Tensor, a: int, b: int) -> torch.Tensor:
         k, N = b - a, self.N
         core = state[:, :N].view(k, *self.core_shape)
+        nm = self.layout == "nm"  # the feature state holds [Hᵀ, Aᵀ]: H, A and their derivatives are views .mT
         if self.space == "feature":
-            H = core[:, 0]
+            H = core[:, 0].mT if nm else core[:, 0]
         else:
             H = self._matmul(core, self._beta_PhiT, a, b)
-        s = torch.empty(H.shape, dtype=H.dtype, device=H.device)
+        # in H's layout ("nm": column-major per seed), so that the elementwise passes between them run contiguous
+        s = torch.empty((k, self.n, self.m), dtype=H.dtype, device=H.device).mT if nm and self.space == "feature" \
+            else torch.empty(H.shape, dtype=H.dtype, device=H.device)
         ds = torch.empty_like(s)
         self._act.both_into(H, s, ds)  # fused (float64 tanh: activations.float64_tanh_route)
         r = torch.bmm(self._c_row[a:b], s).squeeze(1).mul_(self._alpha).sub_(self._y)  # (k, n)
         dcore = out[:, :N].view(k, *self.core_shape)
         if self.space == "feature":
+            Hdot_out, P_out = (dcore[:, 0].mT, dcore[:, 1].mT) if nm else (dcore[:, 0], dcore[:, 1])
             # P goes straight into its slot Ȧ of the output (seed blocks are contiguous, the chunk is strided)
-            P = torch.mul(ds, self._c_col[a:b], out=dcore[:, 1])
+            P = torch.mul(ds, self._c_col[a:b], out=P_out)
             P.mul_(r[:, None, :])
             if self._per_seed_mm:
                 # on a CPU, one mm per seed writes Ḣ in place (a batched product would need a copy); the
@@ -172,12 +179,12 @@ class BatchedField:
                 dL = out.new_empty(k)
                 for j in range(k):
                     G = self._minus_gamma_G if self._minus_gamma_G.ndim == 2 else self._minus_gamma_G[a + j]
-                    torch.mm(P[j], G, out=dcore[j, 0])
-                    dL[j] = torch.dot(P[j].reshape(-1), dcore[j, 0].reshape(-1))
+                    torch.mm(P[j], G, out=Hdot_out[j])
+                    dL[j] = torch.dot(dcore[j, 1].reshape(-1), dcore[j, 0].reshape(-1))  # (flat storage: no copy)
                 dL.mul_(self._alpha)  # L̇ = α Σ_ia P_ia Ḣ_ia (E3), per seed
             else:
                 Hdot = self._matmul(P, self._minus_gamma_G, a, b)
-                dcore[:, 0] = Hdot
+                Hdot_out.copy_(Hdot)
                 dL = self._alpha * (P * Hdot).reshape(k, -1).sum(dim=1)
         else:
             P = torch.mul(ds, self._c_col[a:b])

@@ -43,6 +43,7 @@ class ObservedField(AbstractField):
         self.N = math.prod(self.core_shape)
         self.state_shape = (self.N + len(INTEGRALS),)
         self.rhs_reads = base.rhs_reads  # the integrands depend on the core state only
+        self.layout = base.layout
         net = base.problem.net
         self._c = net.c
         self._coef = net.kernel_coef
@@ -102,7 +103,7 @@ class ObservedField(AbstractField):
             super().gd_step_(state, step, deriv)
             return
         core = self.core(state)
-        H, A = core[0], core[1]
+        H, A = self.base.split(core)
         ds, r = self.base._dsigma_and_r(H)
         q = self._integrands(H, ds, r=r)  # before the update overwrites σ′ and H
         self.base._gd_update_(H, A, ds, r, step)  # (a non-finite r or σ′ propagates into the state, as before)

@@ -186,11 +186,18 @@ def check_networks(nets: Any) -> list[Network]:
     return nets
 
 
-def _fields(nets, X, y, X_test, y_test, space, interval, integrals, per_entry: float = 0.0) -> BatchedField:
+def _fields(nets, X, y, X_test, y_test, space, interval, integrals, per_entry: float = 0.0,
+            checkpoint: Any = None) -> BatchedField:
     problems = [Problem.from_data(net, X, y, X_test, y_test) for net in nets]
+    layout = "nm"
+    if checkpoint is not None:  # (one written before the layout choice resumes in its (2, m, n) layout)
+        from .checkpoint import stored_layout
+
+        layout = stored_layout(checkpoint)
     # one space for all seeds: make_field's "auto" rule depends only on m, n and D, which they share; per_entry
     # as for the individual runs (gf.simulate: RK_FLOPS_PER_STATE_ENTRY, gradient descent: 0)
-    return BatchedField([observed_field(make_field(p, space, per_entry), interval, integrals) for p in problems])
+    return BatchedField([observed_field(make_field(p, space, per_entry, layout), interval, integrals)
+                         for p in problems])
 
 
 def _batch_info(nets, s: int, **extra) -> dict:
@@ -310,7 +317,7 @@ def simulate_batch(
     if checkpoint is not None and method not in NATIVE_METHODS:
         raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
                          f"{method!r}; use e.g. method='dop853' or method='rk4'")
-    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY)
+    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY, checkpoint)
 
     tol = record_tol(grid)
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step))
@@ -325,7 +332,7 @@ def simulate_batch(
     if checkpoint is not None:
         settings = {"method": method, "rtol": rtol, "atol": atol, "step": step, "t1": t1, "saveat": grid.tolist(),
                     "features_at": ft.tolist(), "weights_at": wt.tolist(), "options": opts, "space": bf.space,
-                    "interval": list(interval), "integrals": bool(integrals)}
+                    "layout": bf.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "flow_batch", nets, bf,
                                               settings, batch_rec, monitor)
     t_start = time.perf_counter()
@@ -718,7 +725,7 @@ def gradient_descent_batch(
     integrals = check_flag(integrals, "integrals")
 
     interval = check_interval(interval, net)
-    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals)
+    bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, checkpoint=checkpoint)
     recorders = [Recorder(f, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                           diverge_factor=DIVERGE_FACTOR) for f in bf.fields]
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
@@ -732,7 +739,7 @@ def gradient_descent_batch(
         # (times, as gf.gradient_descent's: its checkpoint, refused here, was also said to differ in features_at)
         settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
                     "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(), "space": bf.space,
-                    "interval": list(interval), "integrals": bool(integrals)}
+                    "layout": bf.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "gd_batch", nets, bf,
                                               settings, _BatchRecorder(bf, recorders), monitor)
     t_start = time.perf_counter()

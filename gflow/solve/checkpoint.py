@@ -78,7 +78,33 @@ def fingerprint(kind: str, problem, settings: dict) -> dict:
     }
 
 
+def stored_layout(path: Any, default: str = "nm") -> str:
+    """The feature-state layout to run with so that the checkpoint at ``path`` resumes: the one it was written with
+    ("mn" for checkpoints written before the feature state had a layout choice, which stored [H, A] as (2, m, n)),
+    or ``default`` where there is no readable feature-space checkpoint there (open_checkpoint then reports what is
+    wrong with the path or the file)."""
+    try:
+        p = Path(path)
+        if not p.is_file():
+            return default
+        solver = _read(p)["fingerprint"]["solver"]
+    except Exception:  # noqa: BLE001 - an unreadable file: open_checkpoint reports it
+        return default
+    if not isinstance(solver, dict) or solver.get("space") != "feature":
+        return default
+    return solver.get("layout", "mn") if solver.get("layout", "mn") in ("nm", "mn") else default
+
+
+def _with_layout(solver: dict) -> dict:
+    """A checkpoint's solver settings with the layout that checkpoints older than the setting had: (2, m, n) ("mn")
+    in feature space, None in weight space."""
+    if not isinstance(solver, dict) or "layout" in solver or "space" not in solver:
+        return solver
+    return dict(solver, layout="mn" if solver.get("space") == "feature" else None)
+
+
 def _differences(old: dict, new: dict) -> list[str]:
+    old = dict(old, solver=_with_layout(old.get("solver", {})))
     out = []
     if old.get("kind") != new["kind"]:
         out.append(f"the kind of run ({old.get('kind')!r} vs {new['kind']!r})")

@@ -234,6 +234,7 @@ class _Flow:
         self.field = field
         self.observed = isinstance(field, ObservedField)
         base = field.base if self.observed else field
+        self.fbase = base
         if base.space != "feature":
             raise ValueError(
                 f"method 'exprk4' integrates the feature-space state [H, A] (EQUATIONS.md §4), got a "
@@ -267,10 +268,11 @@ class _Flow:
     def split(self, state: torch.Tensor):
         core = self.field.core(state) if self.observed else state
         q = self.field.integrals(state).clone() if self.observed else None
-        return core[0].clone(), core[1].clone(), q
+        H, A = self.fbase.split(core)  # (either layout; simulate gives this method "mn")
+        return H.clone(), A.clone(), q
 
     def join(self, H, A, q) -> torch.Tensor:
-        core = torch.stack([H, A])
+        core = self.fbase.join(H, A)
         if not self.observed:
             return core
         return torch.cat([core.reshape(-1), q])

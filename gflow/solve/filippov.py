@@ -582,6 +582,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     max_step = float(opts.get("max_step", math.inf))
     lower_order = bool(opts.get("lower_order", 0))
     safety, ifactor, dfactor = 0.9, 10.0, 0.2
+    _check_mn_layout(field, "filippov")
     problem = field.problem
     flow = _Sliding(problem, slopes, monitor)
     stats = {"n_events": 0, "n_arrivals": 0, "n_exits": 0, "n_sliding": 0, "n_resolve_passes": 0, "n_emerged": 0}
@@ -757,6 +758,13 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     stats["n_sliding"] = int((mode == 0).sum())
     monitor.partial = None
     return stats
+
+
+def _check_mn_layout(field, method: str) -> None:
+    """The event-driven solvers index the rows of H = state[0] in place: they need the (2, m, n) layout."""
+    if getattr(field, "layout", None) != "mn":
+        raise ValueError(f"method {method!r} needs the feature-space field in layout 'mn' (state [H, A] of shape "
+                         f"(2, m, n)), got layout {getattr(field, 'layout', None)!r}; gf.simulate sets it")
 
 
 def _rejected(monitor: Monitor, t: float, h: float, factor: float) -> float:

@@ -153,7 +153,12 @@ def gradient_descent(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    field = observed_field(make_field(problem, space), interval, integrals)
+    layout = "nm"
+    if checkpoint is not None:  # (one written before the layout choice resumes in its (2, m, n) layout)
+        from .checkpoint import stored_layout
+
+        layout = stored_layout(checkpoint)
+    field = observed_field(make_field(problem, space, layout=layout), interval, integrals)
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                         diverge_factor=DIVERGE_FACTOR)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
@@ -165,7 +170,7 @@ def gradient_descent(
 
         settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
                     "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(), "space": field.space,
-                    "interval": list(interval), "integrals": bool(integrals)}
+                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="gd",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()

@@ -435,8 +435,14 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
+    # the feature state's layout: "mn" for the solvers that index H's rows in place (FeatureSpaceField)
+    layout = "mn" if method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS else "nm"
+    if checkpoint is not None:  # (one written before the layout choice resumes in its (2, m, n) layout)
+        from .checkpoint import stored_layout
+
+        layout = stored_layout(checkpoint, layout)
     field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space,
-                                      RK_FLOPS_PER_STATE_ENTRY), interval, integrals)
+                                      RK_FLOPS_PER_STATE_ENTRY, layout), interval, integrals)
     if method in ("Radau", "BDF", "LSODA"):
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
@@ -460,7 +466,7 @@ def simulate(
 
         settings = {"method": method, "rtol": rtol, "atol": atol, "step": step, "t1": t1, "saveat": grid.tolist(),
                     "features_at": ft.tolist(), "weights_at": wt.tolist(), "options": opts, "space": field.space,
-                    "interval": list(interval), "integrals": bool(integrals)}
+                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="flow",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()

@@ -144,7 +144,7 @@ from ..fields.feature_space import FeatureSpaceField
 from ..model.quantities import gram
 from ._record import Monitor, Recorder
 from .expint import phi_functions
-from .filippov import FlowConstants
+from .filippov import FlowConstants, _check_mn_layout
 from .filippov import PairSolves as _Pattern
 
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves; float64)
@@ -642,6 +642,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
     Raises :class:`gflow.solve._record.Abort` on failure (the partial trajectory stays in ``recorder``).
     """
     opts = dict(options or {})
+    _check_mn_layout(field, "sliding")
     stepper = SlidingStepper(field.problem, slopes, monitor)
     nu = float(opts.get("event_rate", field.problem.net.m))
     if not nu > 0:
