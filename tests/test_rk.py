@@ -450,3 +450,52 @@ def test_dop853_resumes_bit_identically_wherever_it_was_interrupted():
             assert first.status == "max_steps"
             again = gf.simulate(net, X, y, checkpoint=path, **kw)
             np.testing.assert_array_equal(again.residual, full.residual)
+
+
+@pytest.mark.parametrize("method, lean", [("dop853", {1, 2, 3, 4}), ("dopri5", {1})])
+@pytest.mark.parametrize("space", ["feature", "weight"])
+def test_stages_nothing_reads_the_integrals_of_skip_the_integrands_and_give_the_same_run(make_data, monkeypatch,
+                                                                                         method, lean, space):
+    # stages with weight 0 in the solution and in the dense output (DOP853: 2–5, dopri5: 2) skip the running
+    # integrals' integrands (ObservedField.rhs_core_into): bit for bit the same run, with fewer integrand calls
+    from gflow.fields import ObservedField
+    from gflow.solve import rk
+
+    X, y, Xt, yt = make_data(n=7, d=4, seed=9, n_test=3)
+    net = gf.Network(d=4, width=12, activation="tanh", embedding=gf.RandomFeatures(D=9), seed=5)
+    kw = dict(t1=4.0, saveat=np.linspace(0.0, 4.0, 9), method=method, rtol=1e-8, atol=1e-10, space=space,
+              X_test=Xt, y_test=yt, features_at=[0.0, 1.5, 4.0])
+    calls, sets = [0], []
+    real_integrands, real_lean = ObservedField.integrands, rk.Engine._lean_stages
+
+    def counted(self, parts):
+        calls[0] += 1
+        return real_integrands(self, parts)
+
+    def recorded(self):
+        sets.append(real_lean(self))
+        return sets[-1]
+
+    monkeypatch.setattr(ObservedField, "integrands", counted)
+    monkeypatch.setattr(rk.Engine, "_lean_stages", recorded)
+    fast = gf.simulate(net, X, y, **kw)
+    fast_calls = calls[0]
+    assert sets == [frozenset(lean)]
+    monkeypatch.setattr(rk.Engine, "_lean_stages", lambda self: frozenset())
+    calls[0] = 0
+    full = gf.simulate(net, X, y, **kw)
+    assert fast.ok and full.ok and fast.stats["n_f_evals"] == full.stats["n_f_evals"]
+    steps = full.stats["n_accepted"] + full.stats["n_rejected"]
+    assert calls[0] == full.stats["n_f_evals"]  # (the full run forms the integrands at every evaluation)
+    assert calls[0] - fast_calls >= len(lean) * steps
+    for name in ("loss", "residual", "test_output", "H", "W_final", "int_eta", "int_mu", "int_lam_min_M",
+                 "int_abs_dL", "int_sqrt_abs_dL"):
+        assert getattr(fast, name) is not None and np.all(np.isfinite(getattr(fast, name))), name
+        np.testing.assert_array_equal(getattr(fast, name), getattr(full, name), err_msg=name)
+    assert fast.int_lam_min_M[-1] > 0.0
+    # no integrals, or a fixed-step method: nothing to skip
+    monkeypatch.setattr(rk.Engine, "_lean_stages", recorded)
+    gf.simulate(net, X, y, **{**kw, "integrals": False})
+    gf.simulate(net, X, y, **{k: v for k, v in kw.items() if k not in ("rtol", "atol")} | {"method": "rk4",
+                                                                                           "step": 0.1})
+    assert sets[1:] == [frozenset(), frozenset()]

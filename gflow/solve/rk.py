@@ -221,6 +221,7 @@ class Engine:
                 self._bde = torch.empty((3, N), **kw)  # rows d, e5, e3
                 self._comb_D = self._block(T.DOP853_D, kw, matrix=True)
                 self.F = torch.empty((7, N), **kw)
+        self._lean = self._lean_stages()
         # loop state (what a checkpoint holds)
         self.t = 0.0
         self.k = 1  # next output index
@@ -284,13 +285,36 @@ class Engine:
         if not math.isfinite(float(parts.probe)):
             self.monitor.raise_nonfinite(t)
 
+    def _f_lean_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
+        """:meth:`_f_shaped` for a stage whose entries beyond the core nothing reads (:meth:`_lean_stages`): the
+        field's ``rhs_core_into`` skips the running integrals' integrands there."""
+        self.monitor.on_eval()
+        parts = self.field.rhs_core_into(y, out)
+        if not math.isfinite(float(parts.probe)):
+            self.monitor.raise_nonfinite(t)
+
+    def _lean_stages(self) -> frozenset:
+        """The stages j ≥ 1 whose derivative is read only over the core (the first ``Nr`` entries): weight 0 in the
+        solution and in the dense output, not the FSAL evaluation — where the field can skip the rest
+        (``rhs_core_into``: an :class:`~gflow.fields.ObservedField`'s integrands) and the error norm ignores it
+        (the integrals' atol is ∞, so a zero there counts nothing).  DOP853: stages 2–5; dopri5: stage 2."""
+        sc, core = self.scheme, getattr(self.field, "N", self.N)  # (ObservedField.N: the core's entries)
+        if getattr(self.field, "rhs_core_into", None) is None or not self.adaptive or self.Nr > core or not (
+                isinstance(self.atol, torch.Tensor) and bool(torch.isinf(self.atol[core:]).all())):
+            return frozenset()
+        dense = {"dop853": np.asarray(T.DOP853_D), "dopri5": np.asarray(T.DOPRI5_P).T}.get(sc.name)
+        if dense is None:
+            return frozenset()
+        return frozenset(j for j in range(1, sc.stages) if sc.b[j] == 0.0 and not np.any(dense[:, j] != 0.0))
+
     def _stages(self, t: float, h: float, first: int, last: int) -> None:
         """K_j = f(t + c_j h, y + h Σ_{l<j} A_jl K_l) for j in [first, last)."""
         comb, rows, c, ys, f = self._comb, self._rows_shaped, self.scheme.c, self._ys_shaped, self._f_shaped
         y, ys_r = self.y[:self.Nr], self.y_stage[:self.Nr]
+        lean = self._lean
         for j in range(first, last):
             self._comb_into(comb[j], y, h, ys_r)
-            f(t + c[j] * h, ys, rows[j])
+            (self._f_lean_shaped if j in lean else f)(t + c[j] * h, ys, rows[j])
 
     def _scaled_norm(self, v: torch.Tensor, y: torch.Tensor) -> float:
         """‖v / (atol + rtol|y|)‖ (for the initial-step heuristic); v is overwritten."""
@@ -415,7 +439,10 @@ class Engine:
                 self._v.fill_(1.0)
                 nv = math.sqrt(Nr)
             torch.add(self.y[:Nr], self._v, alpha=eps / nv, out=self.y_stage[:Nr])
-            self._f(self.t, self.y_stage, self._rows[1])
+            if 1 in self._lean:  # (only w's core is read; stage 1 overwrites the row)
+                self._f_lean_shaped(self.t, self._ys_shaped, self._rows_shaped[1])
+            else:
+                self._f(self.t, self.y_stage, self._rows[1])
             w.sub_(f0)
             nw = float(torch.linalg.vector_norm(w))
             old, self.rho_p = self.rho_p, (nw / eps if math.isfinite(nw) else 0.0)
