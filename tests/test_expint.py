@@ -607,3 +607,41 @@ def test_the_default_method_falls_back_to_dop853_when_checkpoint_is_asked_and_ex
     assert "checkpoint" in sol.config["solver"]["auto"]
     plain = gf.simulate(net, X, y, 20_000.0, [0.0, 20_000.0], integrals=False)
     assert plain.config["solver"]["method"] == "dop853+exprk4"
+
+
+@pytest.mark.parametrize("method", ["exprk4", "dop853+exprk4"])
+def test_stages_of_weight_zero_skip_the_integrands_and_give_the_same_run(tanh_problem, monkeypatch, method):
+    # the Hochbruck–Ostermann stages 2 and 3 have weight 0 in the step's quadrature of the running integrals
+    # (Simpson's rule on the nodes 0, ½, 1): they skip the integrands — bit for bit the same run (output steps and
+    # the hand-over's trials included), with fewer integrand evaluations
+    from gflow.fields import ObservedField
+    from gflow.solve import expint
+
+    net, X, y, _, _ = tanh_problem
+    Xt, yt = 1.1 * X[:3], y[:3]
+    kw = dict(t1=300.0, saveat=np.geomspace(1.0, 300.0, 12), method=method, rtol=1e-6, atol=1e-9, X_test=Xt,
+              y_test=yt)
+    calls = [0]
+    real_integrands, real_evaluate = ObservedField.integrands, expint._Flow.evaluate
+
+    def counted(self, parts):
+        calls[0] += 1
+        return real_integrands(self, parts)
+
+    monkeypatch.setattr(ObservedField, "integrands", counted)
+    lean = gf.simulate(net, X, y, **kw)
+    lean_calls, calls[0] = calls[0], 0
+    monkeypatch.setattr(expint._Flow, "evaluate", lambda self, t, H, A, q, monitor, integrands=True:
+                        real_evaluate(self, t, H, A, q, monitor))
+    full = gf.simulate(net, X, y, **kw)
+    assert lean.ok and full.ok and lean.stats["n_f_evals"] == full.stats["n_f_evals"]
+    if method == "exprk4":  # without the skip: integrands at every evaluation; with it two fewer per step tried
+        assert calls[0] == full.stats["n_f_evals"]
+        assert calls[0] - lean_calls >= 2 * (lean.stats["n_accepted"] + lean.stats["n_rejected"])
+    else:  # the hand-over came, and exprk4's steps skipped theirs
+        assert lean.stats["switch_time"] == full.stats["switch_time"] < 300.0
+        assert calls[0] - lean_calls >= 4
+    for name in ("loss", "residual", "test_output", "H", "W_final", "int_eta", "int_mu", "int_lam_min_M",
+                 "int_abs_dL", "int_sqrt_abs_dL"):
+        assert getattr(lean, name) is not None and np.all(np.isfinite(getattr(lean, name))), name
+        np.testing.assert_array_equal(getattr(lean, name), getattr(full, name), err_msg=name)

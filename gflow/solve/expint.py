@@ -277,8 +277,10 @@ class _Flow:
             return core
         return torch.cat([core.reshape(-1), q])
 
-    def evaluate(self, t: float, H, A, q, monitor: Monitor) -> _Point:
-        """One right-hand-side evaluation at H (F does not depend on A or q); raises _NonFinite."""
+    def evaluate(self, t: float, H, A, q, monitor: Monitor, integrands: bool = True) -> _Point:
+        """One right-hand-side evaluation at H (F does not depend on A or q); raises _NonFinite.  ``integrands=False``:
+        without the running integrals' integrands (``fint`` None), for a stage whose weight in the step's
+        quadrature of them is 0."""
         monitor.on_eval()
         net = self.net
         act = net.activation
@@ -293,7 +295,7 @@ class _Flow:
         dL = self.alpha * torch.dot(P.reshape(-1), FH.reshape(-1))  # L̇ (E3): one scalar checks everything
         if not math.isfinite(float(dL)):
             raise _NonFinite
-        fint = self.field.integrands(Parts(H, ds, r, dL)) if self.observed else None
+        fint = self.field.integrands(Parts(H, ds, r, dL)) if self.observed and integrands else None
         pt = _Point(t, H, A, q, P, FH, fint, ds, B)
         pt.r = r
         return pt
@@ -365,11 +367,13 @@ def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor
         what = (C * gs[:, : C.shape[1]]).sum(dim=(0, 1))
         return X.addcmul_(lin.B, lin.Q @ what, value=tau)
 
+    weights = comp.a0[s - 1]  # the b-row's classical weights: the integrals' quadrature (Simpson's rule here)
     for j in range(1, s):
         X = increment(j - 1)
         Y = flow.mulG(X)
         H = base.H + Y
-        pt = flow.evaluate(base.t + tab.c[j] * tau, H, None, None, monitor)
+        # (stages 2 and 3 of the Hochbruck–Ostermann method have weight 0 there: no integrands, as DOP853's 2–5)
+        pt = flow.evaluate(base.t + tab.c[j] * tau, H, None, None, monitor, integrands=bool(weights[j]))
         P.append(pt.P)
         gs[:, j] = lin.Vt(torch.stack([pt.FH, Y]))
         fint.append(pt.fint)
@@ -381,7 +385,7 @@ def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor
     q = None
     if flow.observed:
         q = base.q.clone()
-        for bl, fl in zip(comp.a0[s - 1], fint):
+        for bl, fl in zip(weights, fint):
             if bl:
                 q.add_(fl, alpha=tau * bl)
         _correct_dL_integrals(lin, base, tau, comp.a0[s - 1], tab.c, q)
