@@ -115,6 +115,8 @@ def test_linear_flow_is_exact_with_loose_tolerances_and_huge_steps(make_data, in
     assert np.abs(sol.residual - ref).max() < 1e-12 * np.abs(r0).max()
     assert sol.stats["n_accepted"] < 20, "an exact method is not limited by the fast modes"
     assert sol.stats["last_step"] > 100.0
+    # the output times inside the long steps come from the dense output (N is constant: exact), none from extra steps
+    assert sol.stats["n_dense_outputs"] >= 3 and sol.stats.get("n_output_steps", 0) == 0
     if integrals:
         # the running integrals are exact too, however long the steps: with M = κG constant and r(t) = e^{−κGt}r₀,
         # |L̇| = Σ_k κg_k ρ_k² e^{−2κg_k t} (ρ = Vᵀr₀, G = V diag(g) Vᵀ); Simpson's rule over these steps (τκg ≫ 1)
@@ -645,3 +647,46 @@ def test_stages_of_weight_zero_skip_the_integrands_and_give_the_same_run(tanh_pr
                  "int_abs_dL", "int_sqrt_abs_dL"):
         assert getattr(lean, name) is not None and np.all(np.isfinite(getattr(lean, name))), name
         np.testing.assert_array_equal(getattr(lean, name), getattr(full, name), err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def long_tanh():
+    """A long-horizon tanh problem (t1 = 20 000, the default grid of output times) and its exprk4 rtol-1e-11
+    reference — which also shows that exprk4's small early steps at a tight tolerance are no stall: before the
+    stall projection waited 2 000 steps for exprk4, this run was stopped at t = 0.58 as "stalled" (it needs
+    2 171 steps)."""
+    X, y = gf.data.random_labels(n=22, d=12, seed=13)
+    net = gf.Network(d=12, width=128, activation="tanh", seed=13)
+    ref = gf.simulate(net, X, y, t1=20000.0, method="exprk4", rtol=1e-11, atol=1e-14)
+    assert ref.ok and ref.stats["n_accepted"] > 1000
+    return net, X, y, ref
+
+
+@pytest.mark.parametrize("rtol", [1e-5, 1e-8])
+def test_dense_output_agrees_with_extra_steps_to_the_tolerance_and_saves_their_evaluations(long_tanh, rtol):
+    # output times inside an accepted exprk4 step: the step's own quadrature to θτ (no evaluation) where its
+    # estimate allows, else an extra step from the step's start — both to the tolerance of a tight reference
+    from gflow.solve import expint
+
+    net, X, y, ref = long_tanh
+    kw = dict(t1=20000.0, method="exprk4", rtol=rtol, atol=1e-3 * rtol)  # the default grid: 242 output times
+    dense = gf.simulate(net, X, y, **kw)
+    real = expint._run_adaptive
+    try:
+        expint._run_adaptive = lambda *a, **k: real(*a, **{**k, "dense": False})
+        steps = gf.simulate(net, X, y, **kw)
+    finally:
+        expint._run_adaptive = real
+    assert dense.ok and steps.ok
+    np.testing.assert_array_equal(dense.t, ref.t)
+    n_dense, n_steps = dense.stats.get("n_dense_outputs", 0), dense.stats.get("n_output_steps", 0)
+    assert n_dense > 100 and steps.stats.get("n_dense_outputs", 0) == 0
+    assert dense.stats["n_f_evals"] <= steps.stats["n_f_evals"] - 3 * n_dense
+    live = ref.loss > 1e-10 * ref.loss[0]  # (below, the relative error of L is the residual's, held to rtol too)
+    for sol in (dense, steps):
+        err = np.abs(sol.loss[live] / ref.loss[live] - 1.0)
+        assert err.max() < 20 * rtol, err.max()
+        assert np.abs(sol.H - ref.H).max() < 20 * rtol * np.abs(ref.H).max()
+    assert np.abs(dense.loss[live] / steps.loss[live] - 1.0).max() < 20 * rtol
+    if rtol < 1e-6:
+        assert n_steps > 0  # the estimate turned some outputs down (the fallback ran)
