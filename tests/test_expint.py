@@ -690,3 +690,17 @@ def test_dense_output_agrees_with_extra_steps_to_the_tolerance_and_saves_their_e
     assert np.abs(dense.loss[live] / steps.loss[live] - 1.0).max() < 20 * rtol
     if rtol < 1e-6:
         assert n_steps > 0  # the estimate turned some outputs down (the fallback ran)
+
+
+def test_the_switching_method_is_not_stopped_as_stalled_by_its_explicit_phase(long_tanh):
+    # the explicit phase runs at the stability limit until the hand-over, so its steps project far more than it
+    # will take: with max_steps=1000 this run was stopped at t = 225 as "stalled" (1.15e4 steps projected) and
+    # needs 259 in all.  The projection now waits 2 000 steps for the exponential methods, and in the explicit
+    # phase asks 40·max_steps; a run that needs more than max_steps still ends with its status.
+    net, X, y, _ = long_tanh
+    kw = dict(t1=20000.0, method="dop853+exprk4", rtol=1e-11, atol=1e-14, saveat=[0.0, 20000.0])
+    sol = gf.simulate(net, X, y, max_steps=1000, **kw)
+    assert sol.ok and sol.stats["switch_time"] < 1000.0 and sol.stats["n_accepted"] < 1000
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        short = gf.simulate(net, X, y, max_steps=100, **kw)
+    assert short.status == "max_steps" and 0.0 < short.t[-1] < 20000.0

@@ -408,6 +408,10 @@ class Monitor:
         #: accepted steps before the stall projection of on_step may stop a run (exprk4: 2 000, its steps grow
         #: late — at rtol 1e-11 they stayed near 0.004 for 200 steps, then reached t1 = 20 000 in 2 171)
         self.stall_after = stall_after
+        #: a smooth σ's run is stalled when its recent steps project beyond this many times max_steps (the
+        #: explicit phase of a switching method takes 40: the hand-over to exprk4 ends it — at rtol 1e-11 one
+        #: projected 4.5·max_steps at t = 20 and needed 3 730 steps in all)
+        self.stall_factor = 4.0
         self.adaptive = adaptive
         #: rtol/atol set the cost (a wall-time budget advises loosening them): adaptive methods and filippov
         self.tolerances = adaptive if tolerances is None else tolerances
@@ -518,7 +522,7 @@ class Monitor:
             # a kinked σ: an adaptive method's steps collapse at the kink for good (ReLU, d = 4, m = 16, n = 6: from
             # 0.2 to 9e-5, 1e5 steps in 130 s to t = 4.3 of 5, under the 4·max_steps projection throughout), so
             # a projection beyond max_steps, or steps 1000× below the largest, end the run
-            if projected > (1 if self.kinked else 4) * self.max_steps or (
+            if projected > (1 if self.kinked else self.stall_factor) * self.max_steps or (
                     self.kinked and mean_dt < 1e-3 * self.max_dt):
                 raise Abort(
                     "stalled",

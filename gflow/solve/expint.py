@@ -702,9 +702,11 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
                  handover_trials=0)  # (also if the phase fails)
     rec = recorder if weight is None else _FeatureRecorder(recorder, weight.to_feature)
     eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=rec, monitor=monitor, until=hook)
+    factor, monitor.stall_factor = monitor.stall_factor, 40.0  # (the hand-over ends the explicit phase: Monitor)
     try:
         eng.run()
     finally:
+        monitor.stall_factor = factor
         extra["handover_trials"] = hook.trials
         if weight is not None and monitor.partial is not None:  # the partial trajectory in the caller's layout
             t_p, y_p = monitor.partial

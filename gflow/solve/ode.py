@@ -457,7 +457,7 @@ def simulate(
                         **fixed_step_guard(method, step))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
-                      kinked=not net.activation.smooth, stall_after=2000 if method == "exprk4" else 200)
+                      kinked=not net.activation.smooth, stall_after=2000 if method in EXPINT_METHODS else 200)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
     ckpt = resume = None
