@@ -743,3 +743,31 @@ def test_a_feature_space_checkpoint_written_before_the_layout_choice_resumes_in_
         run(net, X, y, checkpoint=fresh, **args)
     assert ck._read(fresh)["fingerprint"]["solver"]["layout"] == "nm" and ck.stored_layout(fresh) == "nm"
     assert ck.stored_layout(tmp_path / "none.ckpt", "mn") == "mn"
+
+
+@pytest.mark.parametrize("kind", ["gd_batch", "flow_batch"])
+def test_a_batch_checkpoint_written_before_the_layout_choice_resumes_in_its_layout(tmp_path, monkeypatch, kind):
+    # as for single runs: a feature-space batch checkpoint without a layout in its fingerprint holds [H, A] per seed
+    # and resumes in that layout, bit for bit
+    from gflow.solve import batch as batch_module
+    from gflow.solve import checkpoint as ck
+
+    nets, X, y = _batch_problem()
+    nets = [nets[0], nets[2]]
+    run, args = ((gf.gradient_descent_batch, dict(step=0.1, steps=40, save_every=3, space="feature"))
+                 if kind == "gd_batch" else
+                 (gf.simulate_batch, dict(t1=4.0, method="dop853", rtol=1e-9, atol=1e-11, space="feature")))
+    real = batch_module.make_field
+    monkeypatch.setattr(batch_module, "make_field", lambda pb, space, per_entry=0.0, layout="nm":
+                        real(pb, space, per_entry, "mn"))
+    ref = run(nets, X, y, **args)
+    path = tmp_path / f"{kind}.ckpt"
+    with budget_runs_out_at_eval(17), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        run(nets, X, y, checkpoint=path, **args)
+    monkeypatch.setattr(batch_module, "make_field", real)
+    head = ck._read(path)
+    assert head["fingerprint"]["solver"].pop("layout") == "mn"
+    atomic_save(head, path)
+    resumed = run(nets, X, y, checkpoint=path, **args)
+    assert all(s.ok and s.stats["resumed"] for s in resumed)
+    _assert_same_batch(resumed, ref)
