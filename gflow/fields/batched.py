@@ -162,8 +162,9 @@ class BatchedField:
         else:
             H = self._matmul(core, self._beta_PhiT, a, b)
         # in H's layout ("nm": column-major per seed), so that the elementwise passes between them run contiguous
-        s = torch.empty((k, self.n, self.m), dtype=H.dtype, device=H.device).mT if nm and self.space == "feature" \
-            else torch.empty(H.shape, dtype=H.dtype, device=H.device)
+        # (nm is False in weight space: its layout is None)
+        s = (torch.empty((k, self.n, self.m), dtype=H.dtype, device=H.device).mT if nm
+             else torch.empty(H.shape, dtype=H.dtype, device=H.device))
         ds = torch.empty_like(s)
         self._act.both_into(H, s, ds)  # fused (float64 tanh: activations.float64_tanh_route)
         r = torch.bmm(self._c_row[a:b], s).squeeze(1).mul_(self._alpha).sub_(self._y)  # (k, n)

@@ -38,6 +38,7 @@ from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import Abort, Monitor, Recorder
+from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
 from .ode import (
@@ -189,11 +190,7 @@ def check_networks(nets: Any) -> list[Network]:
 def _fields(nets, X, y, X_test, y_test, space, interval, integrals, per_entry: float = 0.0,
             checkpoint: Any = None) -> BatchedField:
     problems = [Problem.from_data(net, X, y, X_test, y_test) for net in nets]
-    layout = "nm"
-    if checkpoint is not None:  # (one written before the layout choice resumes in its (2, m, n) layout)
-        from .checkpoint import stored_layout
-
-        layout = stored_layout(checkpoint)
+    layout = stored_layout(checkpoint)  # (a checkpoint written before the layout choice: its (2, m, n) layout)
     # one space for all seeds: make_field's "auto" rule depends only on m, n and D, which they share; per_entry
     # as for the individual runs (gf.simulate: RK_FLOPS_PER_STATE_ENTRY, gradient descent: 0)
     return BatchedField([observed_field(make_field(p, space, per_entry, layout), interval, integrals)

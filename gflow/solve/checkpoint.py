@@ -81,8 +81,10 @@ def fingerprint(kind: str, problem, settings: dict) -> dict:
 def stored_layout(path: Any, default: str = "nm") -> str:
     """The feature-state layout to run with so that the checkpoint at ``path`` resumes: the one it was written with
     ("mn" for checkpoints written before the feature state had a layout choice, which stored [H, A] as (2, m, n)),
-    or ``default`` where there is no readable feature-space checkpoint there (open_checkpoint then reports what is
-    wrong with the path or the file)."""
+    or ``default`` where ``path`` is None or holds no readable feature-space checkpoint (open_checkpoint then reports
+    what is wrong with the path or the file)."""
+    if path is None:
+        return default
     try:
         p = Path(path)
         if not p.is_file():

@@ -360,13 +360,7 @@ def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor
     fint = [base.fint]
 
     def increment(r):
-        a0, C = comp.a0[r], coefs[r]
-        X = None
-        for l, a in enumerate(a0):
-            if a:
-                X = (tau * a) * P[l] if X is None else X.add_(P[l], alpha=tau * a)
-        what = (C * gs[:, : C.shape[1]]).sum(dim=(0, 1))
-        return X.addcmul_(lin.B, lin.Q @ what, value=tau)
+        return _increment(comp.a0[r], coefs[r], P, gs, lin, tau)
 
     weights = comp.a0[s - 1]  # the b-row's classical weights: the integrals' quadrature (Simpson's rule here)
     for j in range(1, s):
@@ -379,17 +373,11 @@ def _substep(flow: _Flow, lin: _Linearization, base: _Point, tau: float, monitor
         gs[:, j] = lin.Vt(torch.stack([pt.FH, Y]))
         fint.append(pt.fint)
     if stages is not None:
-        stages.update(P=P, ghat=gs[0], shat=gs[1], fint=fint)
+        stages.update(P=P, gs=gs, fint=fint)
     X = increment(s - 1)
     H = base.H + flow.mulG(X)
     A = base.A + X
-    q = None
-    if flow.observed:
-        q = base.q.clone()
-        for bl, fl in zip(weights, fint):
-            if bl:
-                q.add_(fl, alpha=tau * bl)
-        _correct_dL_integrals(lin, base, tau, comp.a0[s - 1], tab.c, q)
+    q = _integrals_over(flow, lin, base, tau, weights, tab.c, fint) if flow.observed else None
     if evaluate_end:
         return flow.evaluate(base.t + tau, H, A, q, monitor)
     return H, A, q
@@ -413,6 +401,30 @@ def _gauss_legendre(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of the k-point Gauss–Legendre rule on [0, 1]."""
     x, w = np.polynomial.legendre.leggauss(k)
     return (x + 1.0) / 2.0, w / 2.0
+
+
+def _increment(a0, C: torch.Tensor, P: list, gs: torch.Tensor, lin: _Linearization, tau: float) -> torch.Tensor:
+    """A tableau row's increment X = τ Σ_l a0_l P_l + τ B ∘ 1(Q what)ᵀ, what = Σ_l C_g,l ĝ_l + C_s,l ŝ_l (see
+    :func:`_substep`): a0 its classical weights, C its eigen-coordinate coefficients (:meth:`_CompiledRows.
+    coefficients`), P the stages' P, gs = [ĝ; ŝ] (2, s, n) — columns past C's unread."""
+    X = None
+    for l, a in enumerate(a0):
+        if a:
+            X = (tau * a) * P[l] if X is None else X.add_(P[l], alpha=tau * a)
+    what = (C * gs[:, : C.shape[1]]).sum(dim=(0, 1))
+    return X.addcmul_(lin.B, lin.Q @ what, value=tau)
+
+
+def _integrals_over(flow: _Flow, lin: _Linearization, base: _Point, tau: float, weights, nodes, fint: list,
+                    span: float | None = None) -> torch.Tensor:
+    """The running integrals at base.t + span (default τ) from the stages' integrands ``fint`` (None where the
+    weight is 0) by the quadrature τ Σ_l weights_l fint_l, with the control variate of ∫|L̇| and ∫|L̇|^½."""
+    q = base.q.clone()
+    for bl, fl in zip(weights, fint):
+        if bl:
+            q.add_(fl, alpha=tau * bl)
+    _correct_dL_integrals(lin, base, tau, weights, nodes, q, span)
+    return q
 
 
 def _integral_sqrt_model(mu: torch.Tensor, w: torch.Tensor, tau: float) -> float:
@@ -491,33 +503,18 @@ def _dense_output(flow: _Flow, lin: _Linearization, base: _Point, tau: float, th
     where the estimate exceeds the tolerance (the caller then takes an extra step)."""
     comp = _dense_rows(theta)
     C_rows = comp.coefficients(tau, lin.lam)
-    gs = torch.stack([stages["ghat"], stages["shat"]])  # (2, s, n)
-    P = stages["P"]
-
-    def increment(r):
-        X = None
-        for l, a in enumerate(comp.a0[r]):
-            if a:
-                X = (tau * a) * P[l] if X is None else X.add_(P[l], alpha=tau * a)
-        what = (C_rows[r] * gs[:, : C_rows[r].shape[1]]).sum(dim=(0, 1))
-        return X.addcmul_(lin.B, lin.Q @ what, value=tau)
-
-    eX = increment(1)
+    P, gs = stages["P"], stages["gs"]
+    eX = _increment(comp.a0[1], C_rows[1], P, gs, lin, tau)
     eH = flow.mulG(eX)
-    X = increment(0)
+    X = _increment(comp.a0[0], C_rows[0], P, gs, lin, tau)
     H = base.H + flow.mulG(X)
     A = base.A + X
     # the step's norms: [H, A], and the residual's relative share at the step's end (the smaller residual)
     err = max(_rms(eH, base.H, H, rtol, atol), _rms(eX, base.A, A, rtol, atol), _residual_err(flow, new, eH, rtol))
     if not err <= 1.0:
         return None
-    q = None
-    if flow.observed:
-        q = base.q.clone()
-        for bl, fl in zip(comp.a0[0], stages["fint"]):
-            if bl:
-                q.add_(fl, alpha=tau * bl)
-        _correct_dL_integrals(lin, base, tau, comp.a0[0], HOCHBRUCK_OSTERMANN.c, q, span=theta * tau)
+    q = (_integrals_over(flow, lin, base, tau, comp.a0[0], HOCHBRUCK_OSTERMANN.c, stages["fint"], theta * tau)
+         if flow.observed else None)
     return H, A, q
 
 
@@ -792,7 +789,7 @@ def _embedded_error(flow: _Flow, lin: _Linearization, base: _Point, tau: float, 
     (a0,), C = comp.a0[r], lin.coefficients(tab, tau)[r]
     dP = new.P - stages["P"][3]
     g_new, s_new = lin.Vt(torch.stack([new.FH, new.H - base.H]))
-    what = C[0, 0] * (g_new - stages["ghat"][3]) + C[1, 0] * (s_new - stages["shat"][3])
+    what = C[0, 0] * (g_new - stages["gs"][0, 3]) + C[1, 0] * (s_new - stages["gs"][1, 3])
     X = torch.mul(dP, tau * a0).addcmul_(lin.B, lin.Q @ what, value=tau)
     return flow.mulG(X), X
 

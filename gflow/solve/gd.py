@@ -21,6 +21,7 @@ from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
+from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field
 
 
@@ -153,12 +154,8 @@ def gradient_descent(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    layout = "nm"
-    if checkpoint is not None:  # (one written before the layout choice resumes in its (2, m, n) layout)
-        from .checkpoint import stored_layout
-
-        layout = stored_layout(checkpoint)
-    field = observed_field(make_field(problem, space, layout=layout), interval, integrals)
+    # (a checkpoint written before the layout choice resumes in its (2, m, n) layout)
+    field = observed_field(make_field(problem, space, layout=stored_layout(checkpoint)), interval, integrals)
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                         diverge_factor=DIVERGE_FACTOR)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)

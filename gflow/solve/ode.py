@@ -37,6 +37,7 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
 from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
+from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
 NATIVE_ADAPTIVE = rk.ADAPTIVE  # ("dop853", "dopri5")
@@ -435,12 +436,10 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    # the feature state's layout: "mn" for the solvers that index H's rows in place (FeatureSpaceField)
-    layout = "mn" if method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS else "nm"
-    if checkpoint is not None:  # (one written before the layout choice resumes in its (2, m, n) layout)
-        from .checkpoint import stored_layout
-
-        layout = stored_layout(checkpoint, layout)
+    # the feature state's layout (FeatureSpaceField); a checkpoint written before the layout choice resumes in its
+    # (2, m, n) layout
+    in_place = method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS  # (they index H's rows in place)
+    layout = stored_layout(checkpoint, "mn" if in_place else "nm")
     field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space,
                                       RK_FLOPS_PER_STATE_ENTRY, layout), interval, integrals)
     if method in ("Radau", "BDF", "LSODA"):

@@ -277,19 +277,13 @@ class Engine:
         """out = f(y) (flat buffers, or already in the field's shape)."""
         self._f_shaped(t, y.view(self.shape), out.view(self.shape))
 
-    def _f_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
-        """:meth:`_f` on views already in the field's shape (the stage loop's)."""
+    def _f_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor, lean: bool = False) -> None:
+        """:meth:`_f` on views already in the field's shape (the stage loop's); ``lean``: a stage whose entries
+        beyond the core nothing reads (:meth:`_lean_stages`), where the field's ``rhs_core_into`` skips the
+        running integrals' integrands."""
         self.monitor.on_eval()
-        parts = self.field.rhs_into(y, out)
+        parts = (self.field.rhs_core_into if lean else self.field.rhs_into)(y, out)
         # the probe (L̇, or Σ Ḣ) reduces the whole derivative: one scalar tells whether any entry is NaN or inf
-        if not math.isfinite(float(parts.probe)):
-            self.monitor.raise_nonfinite(t)
-
-    def _f_lean_shaped(self, t: float, y: torch.Tensor, out: torch.Tensor) -> None:
-        """:meth:`_f_shaped` for a stage whose entries beyond the core nothing reads (:meth:`_lean_stages`): the
-        field's ``rhs_core_into`` skips the running integrals' integrands there."""
-        self.monitor.on_eval()
-        parts = self.field.rhs_core_into(y, out)
         if not math.isfinite(float(parts.probe)):
             self.monitor.raise_nonfinite(t)
 
@@ -314,7 +308,7 @@ class Engine:
         lean = self._lean
         for j in range(first, last):
             self._comb_into(comb[j], y, h, ys_r)
-            (self._f_lean_shaped if j in lean else f)(t + c[j] * h, ys, rows[j])
+            f(t + c[j] * h, ys, rows[j], j in lean)
 
     def _scaled_norm(self, v: torch.Tensor, y: torch.Tensor) -> float:
         """‖v / (atol + rtol|y|)‖ (for the initial-step heuristic); v is overwritten."""
@@ -439,10 +433,8 @@ class Engine:
                 self._v.fill_(1.0)
                 nv = math.sqrt(Nr)
             torch.add(self.y[:Nr], self._v, alpha=eps / nv, out=self.y_stage[:Nr])
-            if 1 in self._lean:  # (only w's core is read; stage 1 overwrites the row)
-                self._f_lean_shaped(self.t, self._ys_shaped, self._rows_shaped[1])
-            else:
-                self._f(self.t, self.y_stage, self._rows[1])
+            # (only w's core is read; stage 1 overwrites the row)
+            self._f_shaped(self.t, self._ys_shaped, self._rows_shaped[1], 1 in self._lean)
             w.sub_(f0)
             nw = float(torch.linalg.vector_norm(w))
             old, self.rho_p = self.rho_p, (nw / eps if math.isfinite(nw) else 0.0)
