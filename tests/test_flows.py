@@ -483,6 +483,21 @@ def test_a_requested_feature_time_is_kept_once_even_next_to_a_distinct_nearby_ou
     assert sol.weight_t.tolist() == [0.5]
 
 
+def test_activation_benchmark_quick_mode_writes_json_and_former_and_fused_kernels_agree(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_activations.py"))
+    mod["main"](["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "activations.json").read_text())
+    assert [r["activation"] for r in data["former_vs_fused"]] == ["leaky_relu", "relu", "gelu"]
+    for r in data["former_vs_fused"]:
+        assert r["rhs_max_rel_diff"] <= 1e-13, r
+        assert min(r["kernel_s"], r["rhs_s"], r["gd_step_s"], r["kernel_former_s"]) > 0
+    assert set(data["builtin_kernels_s"]) == set(gf.ACTIVATIONS)
+
+
 def test_layout_benchmark_quick_mode_writes_json_and_both_layouts_end_alike(tmp_path):
     import json
     import runpy

@@ -90,9 +90,11 @@ def test_sigma_then_dsigma_hands_sigma_over_then_returns_dsigma(spec):
             act.sigma_then_dsigma_into(u, s, None, lambda sig: None)
 
 
-def test_tanh_and_sigmoid_form_dsigma_in_place():
-    assert gf.get_activation("tanh").in_place_dsigma and gf.get_activation("sigmoid").in_place_dsigma
-    assert not gf.get_activation("erf").in_place_dsigma  # σ′ is not a function of σ there
+def test_tanh_sigmoid_and_the_relus_form_dsigma_in_place():
+    # σ′ is a function of σ for these (for the ReLUs through sign(σ) = sign(u)); not for erf
+    for name in ("tanh", "sigmoid", "relu", "leaky_relu"):
+        assert gf.get_activation(name).in_place_dsigma, name
+    assert not gf.get_activation("erf").in_place_dsigma
 
 
 @pytest.mark.parametrize("spec", ACTIVATION_SPECS, ids=_act_id)
@@ -638,6 +640,73 @@ def test_in_place_erf_derivative_is_accurate_over_its_range():
     assert rel.max() <= tol, rel.max()
     # and the plain σ′ agrees to that (the fields and the observers read both)
     torch.testing.assert_close(ds, act.dsigma(u), rtol=tol, atol=0.0)
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.2, 0.7])
+def test_leaky_relu_kernels_give_exactly_u_slope_u_and_one_slope_zero_on_every_path(slope):
+    # σ = max(u, slope·u) and σ′ = leaky_relu(sign(u), −slope): exact, the kink's σ′(0) = 0 included, on every path
+    # the fields take (fused, one-buffer in place, separate)
+    act = gf.get_activation("leaky_relu", slope=slope)
+    g = torch.Generator().manual_seed(5)
+    u = torch.cat([torch.randn(1000, generator=g, dtype=torch.float64) * 10.0 ** e for e in (-300, -5, 0, 5, 300)]
+                  + [torch.tensor([0.0, -0.0, math.inf, -math.inf], dtype=torch.float64)]).reshape(-1, 4)
+    sigma = torch.where(u > 0, u, slope * u)
+    one = torch.ones_like(u)
+    dsigma = torch.where(u > 0, one, torch.where(u < 0, slope * one, 0.0 * one))
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    act.both_into(u, s, ds)
+    assert torch.equal(s, sigma) and torch.equal(ds, dsigma)
+    assert torch.equal(act.sigma(u), sigma) and torch.equal(act.dsigma(u), dsigma)
+    s2 = torch.empty_like(u).T.contiguous().T  # a column-major buffer, as in the feature state's "nm" layout
+    seen = []
+    out = act.sigma_then_dsigma_into(u, s2, None, lambda sig: seen.append(sig.clone()))
+    assert out is s2 and torch.equal(seen[0], sigma) and torch.equal(out, dsigma)
+    # a NaN stays in σ (and so reaches r and the loss); σ′ is 0 there, as the comparisons gave before
+    nan = torch.tensor([math.nan], dtype=torch.float64)
+    assert torch.isnan(act.sigma(nan)).all() and act.dsigma(nan).item() == 0.0
+
+
+def test_relu_in_place_dsigma_is_the_indicator_of_u_above_zero():
+    act = gf.get_activation("relu")
+    u = torch.tensor([[-2.0, -1e-300, -0.0, 0.0], [1e-300, 3.0, math.inf, -math.inf]], dtype=torch.float64)
+    s = torch.empty_like(u)
+    seen = []
+    out = act.sigma_then_dsigma_into(u, s, None, lambda sig: seen.append(sig.clone()))
+    assert torch.equal(seen[0], torch.relu(u))
+    assert out.tolist() == [[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
+
+
+def test_gelu_fused_kernel_matches_its_closed_form_and_autograd_over_a_wide_range():
+    # the fused σ, σ′ share one erf and form φ through exp2: against the closed forms evaluated per point with
+    # Python's math.erf / math.exp, and σ′ against the autograd derivative of the plain σ
+    act = gf.get_activation("gelu")
+    u = torch.linspace(-12.0, 12.0, 24_001, dtype=torch.float64)
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    act.both_into(u, s, ds)
+    x = u.tolist()
+    phi = [0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x]
+    s_ref = torch.tensor([v * p for v, p in zip(x, phi)], dtype=torch.float64)
+    ds_ref = torch.tensor([p + v * math.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi) for v, p in zip(x, phi)],
+                          dtype=torch.float64)
+    torch.testing.assert_close(s, s_ref, rtol=4 * EPS, atol=4 * EPS)
+    torch.testing.assert_close(ds, ds_ref, rtol=1e-14, atol=4 * EPS)
+    w = u.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(act.sigma(w).sum(), w)
+    torch.testing.assert_close(ds, grad, rtol=1e-14, atol=4 * EPS)
+    torch.testing.assert_close(act.both(u)[1], ds, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_softplus_is_log1p_exp_to_rounding_where_torch_would_return_u_itself(dtype):
+    # torch's softplus is u itself above its default threshold 20, 2e-9 off (1e-10 relative) there in float64
+    act = gf.get_activation("softplus")
+    u = torch.linspace(15.0, 60.0, 4_501, dtype=torch.float64)
+    ref = u + torch.log1p(torch.exp(-u))
+    got = act.sigma(u.to(dtype)).to(torch.float64)
+    eps = float(torch.finfo(dtype).eps)
+    assert float(((got - ref) / ref).abs().max()) <= eps
+    if dtype == torch.float64:
+        assert torch.equal(act.both(u)[0], act.sigma(u))
 
 
 def test_the_float64_tanh_route_is_decided_once_and_recorded_in_the_provenance():
