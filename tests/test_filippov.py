@@ -472,3 +472,47 @@ def test_an_event_cycle_around_a_neuron_resting_at_w_i_0_stops_at_once_with_advi
     assert 0.005 < sol.t[-1] < 0.03 and np.isfinite(sol.loss).all()   # (the partial trajectory is kept)
     sl = gf.simulate(net, X, y, 0.03, method="sliding", step=1 / 64, warn=False)
     assert sl.ok and sl.t[-1] == 0.03
+
+
+def test_any_true_is_any_for_bool_masks_of_every_shape_and_falls_back_for_other_dtypes():
+    from gflow.solve.filippov import any_true
+
+    g = torch.Generator().manual_seed(3)
+    for shape in [(0,), (1,), (7,), (512, 200), (33, 5, 3)]:
+        for p in (0.0, 1e-3, 0.5):
+            mask = torch.rand(shape, generator=g) < p
+            assert any_true(mask) == bool(mask.any())
+            if mask.dim() == 2:
+                assert any_true(mask.T) == bool(mask.any())  # non-contiguous views
+                assert any_true(mask[:, ::3]) == bool(mask[:, ::3].any())
+    one = torch.zeros(512, 200, dtype=torch.bool)
+    one[511, 199] = True  # the last byte alone
+    assert any_true(one) and not any_true(torch.zeros(512, 200, dtype=torch.bool))
+    assert any_true(torch.tensor([0, 0, 2], dtype=torch.int32)) and not any_true(torch.zeros(3, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("slopes", [(0.0, 1.0), (0.01, 1.0), (0.3, 0.8)])
+def test_slopes_of_gives_the_pattern_slopes_exactly(slopes):
+    from gflow.solve.filippov import FlowConstants
+
+    fc = FlowConstants.__new__(FlowConstants)  # only G's dtype and the slopes are read
+    fc.G, (fc.sm, fc.sp) = torch.zeros(1, 1, dtype=torch.float64), slopes
+    mode = torch.tensor([[-1, 0, 1], [1, 1, -1]], dtype=torch.int8)
+    out = fc.slopes_of(mode)
+    want = torch.tensor([[slopes[0], 0.0, slopes[1]], [slopes[1], slopes[1], slopes[0]]], dtype=torch.float64)
+    assert torch.equal(out, want) and not torch.signbit(out).any()  # +0 on sliding pairs
+
+
+@pytest.mark.parametrize("slopes", [(0.0, 1.0), (0.01, 1.0), (0.8, 0.3)])
+def test_the_residual_takes_each_pairs_own_slope_exactly(slopes):
+    from gflow.solve.filippov import FlowConstants
+
+    g = torch.Generator().manual_seed(4)
+    H = torch.randn(40, 7, generator=g, dtype=torch.float64)
+    H[0, :3] = torch.tensor([0.0, -0.0, 1e-310])
+    fc = FlowConstants.__new__(FlowConstants)
+    fc.G, (fc.sm, fc.sp) = torch.zeros(1, 1, dtype=torch.float64), slopes
+    fc.c, fc.y, fc.alpha = torch.randn(40, generator=g, dtype=torch.float64), torch.randn(7, generator=g,
+                                                                                          dtype=torch.float64), 0.3
+    sig = torch.where(H > 0, H * slopes[1], H * slopes[0])
+    assert torch.equal(fc.residual(H), torch.addmv(fc.y, sig.T, fc.c, beta=-1.0, alpha=0.3))

@@ -144,7 +144,7 @@ from ..fields.feature_space import FeatureSpaceField
 from ..model.quantities import gram
 from ._record import Monitor, Recorder
 from .expint import phi_functions
-from .filippov import FlowConstants, _check_mn_layout
+from .filippov import FlowConstants, _check_mn_layout, any_true
 from .filippov import PairSolves as _Pattern
 
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves; float64)
@@ -209,7 +209,7 @@ class SlidingStepper(FlowConstants):
         stuck = torch.zeros_like(rows)
         for i in torch.nonzero(rows).flatten().tolist():
             stuck[i] = not self.leave_with(i, r, mode1[i], mode1)
-        self._reask = REASK if bool((rows & ~stuck).any()) else min(2 * self._reask, 0.1)
+        self._reask = REASK if any_true(rows & ~stuck) else min(2 * self._reask, 0.1)
         return stuck
 
     def reask(self, H1: torch.Tensor) -> bool:
@@ -238,10 +238,10 @@ class SlidingStepper(FlowConstants):
         neurons of :meth:`collapsing` and :attr:`inadmissible`, kind "rank" if there is a collapse, else "pin";
         None if there are none."""
         bad = self.collapsing(mode, mode1)
-        kind = "rank" if bool(bad.any()) else "pin"
+        kind = "rank" if any_true(bad) else "pin"
         if self.inadmissible is not None:
             bad |= self.inadmissible
-        return (bad, kind) if bool(bad.any()) else None
+        return (bad, kind) if any_true(bad) else None
 
     def pattern(self, S: torch.Tensor) -> _Pattern:
         """The solves on the pairs of S, reused while S is unchanged (a pass without arrivals or releases keeps the
@@ -379,7 +379,7 @@ class SlidingStepper(FlowConstants):
         pattern's M), r(t) = V e^{−λt} Vᵀr0."""
         Af = self.slopes_of(mode) * R[None, :]
         cr = torch.mul(start, mode) < 0  # from one side to the other (modes are −1, 0, +1)
-        if bool(cr.any()):
+        if any_true(cr):
             ii, bb = torch.nonzero(cr, as_tuple=True)
             h0, he = H[ii, bb], hend[ii, bb]
             phi = (h0 / (h0 - he)).clamp_(0.0, 1.0)
@@ -439,7 +439,7 @@ class SlidingStepper(FlowConstants):
         score = torch.where((side > 0) & free, side, torch.zeros_like(side))
         best = torch.zeros(self.m, dtype=side.dtype, device=side.device).scatter_reduce(0, ii, score, "amax")
         back = (score > 0) & (score == best[ii])
-        if not bool(back.any()):
+        if not any_true(back):
             return None
         out = torch.zeros_like(S)
         out[ii[back], jj[back]] = True
@@ -487,9 +487,9 @@ class SlidingStepper(FlowConstants):
         # (``held_exits``), not a change of mode — released, it re-arrived on the next step, and such a pair every
         # step shrank the steps 100×; changing within the passes, they took 4 passes a step instead of 1
         held = None
-        if bool(self.accepted.any()):  # (accepted with nearly dependent φ, a row can stay off 0: not held)
+        if any_true(self.accepted):  # (accepted with nearly dependent φ, a row can stay off 0: not held)
             held = self.accepted & (H.abs().amax(1) <= self.h_rel * float(H.abs().max()))
-            held = held[:, None] if bool(held.any()) else None
+            held = held[:, None] if any_true(held) else None
         if held is not None:
             arr &= ~held
         mode.masked_fill_(arr, 0)
@@ -504,9 +504,9 @@ class SlidingStepper(FlowConstants):
             prev = (Af, AfG)
             if split_collapses is not None:  # arrivals that would put a neuron on w_i = 0 together (:meth:`spurious`)
                 coll = self.collapsed(start, mode) & split_collapses
-                if bool(coll.any()):
+                if any_true(coll):
                     cand = coll[:, None] & (mode == 0) & (start != 0) & ~pinned & (nchg == 1)
-                    back = self.spurious(H, S, start, cand, Af, AfG, R) if bool(cand.any()) else None
+                    back = self.spurious(H, S, start, cand, Af, AfG, R) if any_true(cand) else None
                     if back is not None:
                         st["n_spurious"] += int(back.sum())
                         nchg += back
@@ -527,7 +527,7 @@ class SlidingStepper(FlowConstants):
                 o, u = self.leaving(pat, keep, self.theta(pat, u_slide, R), R)
                 arrivals = keep & (start_k != 0) & ~o
                 th_end, r_end = self.instantaneous(pat, H1, mode)
-                if bool(arrivals.any()):  # it arrives: slide on, or cross (the end-of-step θ decides)
+                if any_true(arrivals):  # it arrives: slide on, or cross (the end-of-step θ decides)
                     oa, ua = self.leaving(pat, arrivals, th_end, r_end)
                     back = oa & (torch.where(ua, 1, -1).to(start.dtype) == start_k)  # touches and leaves
                     pinned[gi[back], idx[back]] = True
@@ -544,7 +544,7 @@ class SlidingStepper(FlowConstants):
             # (:meth:`spurious`), or marginal — then it is held at the kink for the step
             back = None
             marginal = wrong & cr & ~pinned
-            if self.check_spurious and bool(marginal.any()):
+            if self.check_spurious and any_true(marginal):
                 back = self.spurious(H, S, start, marginal & (nchg <= MAX_CHANGES), Af, AfG, R)
                 if back is not None:
                     marginal &= ~back
@@ -560,14 +560,14 @@ class SlidingStepper(FlowConstants):
             new_pins = again | (pinned & (mode != 0))
             pinned |= again
             want &= ~again
-            if not bool(want.any()) and not bool(new_pins.any()) and back is None:
+            if not any_true(want) and not any_true(new_pins) and back is None:
                 if not self.check_spurious:
                     break
                 # arrivals that the neuron's other changes turn back (:meth:`spurious`: only a repelling pair can
                 # be one), checked once per pair
                 cand = (mode == 0) & (start != 0) & ~pinned & (nchg == 1)
                 cand &= torch.outer(self.c, R).mul_(self.sp - self.sm) <= 0
-                if bool(cand.any()):
+                if any_true(cand):
                     back = self.spurious(H, S, start, cand, Af, AfG, R)
                 if back is None:
                     break
@@ -589,15 +589,15 @@ class SlidingStepper(FlowConstants):
             th_end = None
         # a pin whose weight leaves [s₋, s₊]·∫r is no Filippov motion (module docstring): flagged for a retry
         self.inadmissible = None
-        if pat.rows is not None and bool(pinned.any()):
+        if pat.rows is not None and any_true(pinned):
             gi, idx = pat.gi, pat.idx
             th = self.theta(pat, u_slide, R)
             out = pat.mask & pinned[gi, idx] & ((th > 1 + self.pin_margin) | (th < -self.pin_margin))
-            if bool(out.any()):
+            if any_true(out):
                 rows = torch.zeros_like(self.active_rows)
                 rows[pat.rows[out.any(1)]] = True
                 rows &= ~(self.accepted | self.pin_exempt)
-                self.inadmissible = rows if bool(rows.any()) else None
+                self.inadmissible = rows if any_true(rows) else None
         # exits found at the end of the step (the end-of-step θ of pairs that slid through it): released for the
         # next step, from h = 0 (an exit is a smooth event)
         if th_end is not None:
@@ -607,7 +607,7 @@ class SlidingStepper(FlowConstants):
         self.held_exits = None
         if held is not None:
             moved = held[:, 0] & (mode != start).any(1)
-            if bool(moved.any()):
+            if any_true(moved):
                 self.held_exits = moved
                 mode = torch.where(held, start, mode)
         # the changes of mode as one count of (start, end) pairs: code 3·start + end + 4 in 0 … 8
@@ -682,7 +682,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                 while True:  # a collapse or an inadmissible pin: resolve it finer, down to δ/2^MAX_HALVINGS
                     expo = bool(grow > 1 and h > step)
                     H1, A, mode1 = stepper.step(y[0], mode, h, exponential=expo, split_collapses=split)
-                    if expo and bool(((mode1 != mode).sum(1) > MAX_LONG_CHANGES).any()):
+                    if expo and any_true((mode1 != mode).sum(1) > MAX_LONG_CHANGES):
                         # a long step with interacting changes in one neuron: shorter, down to δ
                         kind, shorter = "long", max(0.5 * h, step)
                         long_bound = min(long_bound, LONG_BACKOFF * h)
@@ -694,13 +694,13 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                             coll = stepper.collapsing(mode, mode1)
                             if retry[1] == "rank" and split is None:  # … unless a landing put two arrivals together
                                 far = stepper.far_from_zero(y[0], stepper.residual(y[0]), coll, h, bound=True)
-                                if bool(far.any()):
+                                if any_true(far):
                                     split = far
                                     kept["n_rank_retries"] += 1
                                     stats.update(kept)
                                     monitor.on_step(t, h, False)
                                     continue
-                            if bool(coll.any()):  # w_i reaches 0: the pattern it leaves with, if it does
+                            if any_true(coll):  # w_i reaches 0: the pattern it leaves with, if it does
                                 stuck = stepper.emerge(y[0], H1, mode1, coll, h)
                                 H1[coll & ~stuck] = 0.0  # (exactly: it leaves from 0 on its new pattern)
                                 stats["n_emerged"] += int((coll & ~stuck).sum())
