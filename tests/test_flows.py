@@ -208,6 +208,20 @@ def test_scratch_buffers_take_the_layout_of_a_column_major_operand():
     assert row is not buf and row.is_contiguous()  # the layout changed: a new buffer
 
 
+def test_column_major_is_mT_contiguous_and_not_contiguous_for_every_stride_pattern():
+    from gflow.fields.base import column_major
+
+    base = torch.zeros(6, 7, 5, dtype=torch.float64)
+    cases = [base[0], base[0].T, base[:, 0], base[:, 0].T, base[0, :1], base[0, :1].T, base[0, :, :1],
+             base[0, :, :1].T, base[0, ::2], base[0, ::2].T, base[0, :1, :1], base[0].T[:1], base[0].T[:, :1],
+             base, base.mT, base.permute(1, 0, 2), base[:1].mT, torch.zeros(1, 1, dtype=torch.float64),
+             torch.zeros(3, dtype=torch.float64), torch.zeros(0, 4, dtype=torch.float64).T,
+             torch.zeros(3, 5, dtype=torch.float64).T[::2]]
+    for x in cases:
+        want = x.dim() >= 2 and not x.is_contiguous() and x.mT.is_contiguous()
+        assert column_major(x) == want, (tuple(x.shape), x.stride())
+
+
 def test_weights_move_only_within_the_row_span_of_the_training_embedding(make_data):
     # §5.3: W(t) − W(0) ∈ rowspan(Φ_tr); here n = 3 < D = 8, so the invariant is non-trivial.
     X, y = make_data(n=3, d=8, seed=6)

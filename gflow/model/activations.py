@@ -295,13 +295,13 @@ def _tanh_sigma_into(u, s):
 
 
 def _tanh_dsigma_from_sigma_(s):
-    torch.addcmul(_consts(s)[2], s, s, value=-1.0, out=s)  # tanh′ = 1 − tanh², in place
+    torch.addcmul(_scalar(s, 1.0), s, s, value=-1.0, out=s)  # tanh′ = 1 − tanh², in place
 
 
 def _tanh_both_into_tanh(u, s, ds):
     # tanh′ = 1 − tanh²: one transcendental pass, then one fused multiply-add pass (no temporaries)
     torch.tanh(u, out=s)
-    torch.addcmul(_consts(u)[2], s, s, value=-1.0, out=ds)
+    torch.addcmul(_scalar(u, 1.0), s, s, value=-1.0, out=ds)
 
 
 def _tanh_via_sigmoid_into(u, out):
@@ -311,13 +311,13 @@ def _tanh_via_sigmoid_into(u, out):
     # (checked against torch.tanh on [−40, 40] in the tests).
     torch.mul(u, 2.0, out=out)
     torch.sigmoid(out, out=out)
-    torch.add(_consts(u)[0], out, alpha=2.0, out=out)
+    torch.add(_scalar(u, -1.0), out, alpha=2.0, out=out)
 
 
 def _tanh_both_into_sigmoid(u, s, ds):
     # tanh through the sigmoid, then tanh′ = 1 − tanh²: four passes
     _tanh_via_sigmoid_into(u, s)
-    torch.addcmul(_consts(u)[2], s, s, value=-1.0, out=ds)
+    torch.addcmul(_scalar(u, 1.0), s, s, value=-1.0, out=ds)
 
 
 #: float64_tanh_route() picks the sigmoid route only where torch.tanh is this much slower (measured: 5–7× on a
@@ -400,11 +400,6 @@ def _scalar(u, value: float) -> torch.Tensor:
     if c is None:
         c = _CONSTS[key] = torch.tensor(value, dtype=u.dtype, device=u.device)
     return c
-
-
-def _consts(u):
-    """0-d tensors (−1, 2, 1) in u's dtype and device."""
-    return _scalar(u, -1.0), _scalar(u, 2.0), _scalar(u, 1.0)
 
 
 def _sigmoid_both_into(u, s, ds):
