@@ -1,5 +1,7 @@
 """The feature state's memory layout: one RHS evaluation in layout "nm" ([Hᵀ, Aᵀ], the default) against "mn"
-([H, A]), and both against weight space, side by side in one run (gflow.fields.FeatureSpaceField).
+([H, A]), and both against weight space, side by side in one run (gflow.fields.FeatureSpaceField); weight space's
+own products through column-major buffers (the default on the CPU) against the former row-major route
+(``WeightSpaceField.column_major_products``).
 
 The layouts differ only in the product Ḣ = P(−γG): in "nm" its (m, n) result is column-major, which BLAS computes
 with the long dimension m in its vector registers.  Also times an Experiment-1-sized dop853 solve and gradient-descent
@@ -32,16 +34,19 @@ def rhs_rows(sizes, repeats: int, min_seconds: float) -> list[dict]:
     for m, D, n in sizes:
         net, X, y = _data(m, D, n)
         pb = Problem.from_data(net, X, y)
+        w_row = make_field(pb, "weight")
+        w_row.column_major_products = False
         fields = [make_field(pb, "weight"), make_field(pb, "feature", layout="mn"),
-                  make_field(pb, "feature", layout="nm")]
-        w, mn, nm = seconds_side_by_side([_rhs_call(f) for f in fields], repeats if m * D * n < 5e9 else 3,
-                                         min_seconds)
+                  make_field(pb, "feature", layout="nm"), w_row]
+        w, mn, nm, wr = seconds_side_by_side([_rhs_call(f) for f in fields], repeats if m * D * n < 5e9 else 3,
+                                             min_seconds)
         ratio = 2.0 * D / n
         rows.append({"m": m, "D": D, "n": n, "weight_s": w, "feature_mn_s": mn, "feature_nm_s": nm,
-                     "mn_over_nm": mn / nm, "efficiency_mn": w / mn / ratio, "efficiency_nm": w / nm / ratio})
-        print(f"RHS ({m}, {D}, {n}): weight {w * 1e6:.0f} µs, feature mn {mn * 1e6:.0f} µs, nm {nm * 1e6:.0f} µs "
-              f"(mn/nm {mn / nm:.2f}); of the flop ratio 2D/n: mn {w / mn / ratio:.2f}, nm {w / nm / ratio:.2f}",
-              flush=True)
+                     "mn_over_nm": mn / nm, "efficiency_mn": w / mn / ratio, "efficiency_nm": w / nm / ratio,
+                     "weight_row_major_s": wr, "weight_row_over_column": wr / w})
+        print(f"RHS ({m}, {D}, {n}): weight {w * 1e6:.0f} µs (row-major products {wr * 1e6:.0f} µs, "
+              f"{wr / w:.2f}×), feature mn {mn * 1e6:.0f} µs, nm {nm * 1e6:.0f} µs (mn/nm {mn / nm:.2f}); of the flop "
+              f"ratio 2D/n: mn {w / mn / ratio:.2f}, nm {w / nm / ratio:.2f}", flush=True)
     return rows
 
 

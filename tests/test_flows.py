@@ -7,6 +7,8 @@ match a closed form to ~1e-8 relative (a 100× margin for error accumulation ove
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -18,6 +20,7 @@ from gflow.solve.ode import ADAPTIVE_METHODS, EXPINT_METHODS, FIXED_STEP_METHODS
 pytestmark = pytest.mark.filterwarnings("ignore:Solver .* does not support callbacks:UserWarning")
 
 RTOL, ATOL = 1e-10, 1e-12
+EPS = float(torch.finfo(torch.float64).eps)
 FLOW_TOL = 1e2 * RTOL  # relative agreement expected from an rtol = 1e-10 run
 SCALINGS = ("ours", "ntk", "mf")
 SPACES = ("weight", "feature")
@@ -206,6 +209,27 @@ def test_scratch_buffers_take_the_layout_of_a_column_major_operand():
     assert not column_major(scratch(o, "v", (5,), Hc))  # another shape: contiguous
     row = scratch(o, "s", (3, 5), torch.zeros(3, 5, dtype=torch.float64))
     assert row is not buf and row.is_contiguous()  # the layout changed: a new buffer
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "erf"])
+def test_weight_field_column_major_products_give_the_row_major_derivative_to_rounding(make_data, activation):
+    from gflow.fields import Problem
+    from gflow.fields.base import column_major
+
+    X, y = make_data(n=9, d=5, seed=21)
+    net = gf.Network(d=5, width=40, activation=activation, seed=22)
+    pb = Problem.from_data(net, X, y)
+    col, row = gf.fields.make_field(pb, "weight"), gf.fields.make_field(pb, "weight")
+    row.column_major_products = False
+    W = net.W0 + 0.3 * torch.randn(net.W0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out_c, out_r = torch.full_like(W, math.nan), torch.full_like(W, math.nan)
+    pc, pr = col.rhs_into(W, out_c), row.rhs_into(W, out_r)
+    assert column_major(pc.H) and pr.H.is_contiguous()  # the two routes really ran
+    scale = float(out_r.abs().max())
+    assert float((out_c - out_r).abs().max()) <= 64 * EPS * scale
+    torch.testing.assert_close(pc.H, pr.H, rtol=16 * EPS, atol=16 * EPS)
+    torch.testing.assert_close(pc.r, pr.r, rtol=64 * EPS, atol=64 * EPS)
+    assert float(pc.dL) == pytest.approx(float(pr.dL), rel=1e-13)
 
 
 def test_column_major_is_mT_contiguous_and_not_contiguous_for_every_stride_pattern():
@@ -522,6 +546,6 @@ def test_layout_benchmark_quick_mode_writes_json_and_both_layouts_end_alike(tmp_
     data = json.loads((tmp_path / "layout.json").read_text())
     assert len(data["rhs"]) == 2 and len(data["runs"]) == 2
     for r in data["rhs"]:
-        assert r["weight_s"] > 0 and r["feature_mn_s"] > 0 and r["feature_nm_s"] > 0
+        assert r["weight_s"] > 0 and r["feature_mn_s"] > 0 and r["feature_nm_s"] > 0 and r["weight_row_major_s"] > 0
     for r in data["runs"]:
         assert r["final_loss_nm"] == pytest.approx(r["final_loss_mn"], rel=1e-10)

@@ -22,8 +22,10 @@ def auto_space(problem: Problem, per_entry: float = 0.0) -> str:
     2mn entries; weight: W, mD) — :data:`RK_FLOPS_PER_STATE_ENTRY` for ODE solvers, 0 (n < 2D) for GD.
 
     With κ = 150 feature space still wins wherever n is well below 2D, but small shallow problems move to weight
-    space, e.g. Experiment 1 at n = 20, D = 20 (weight space's state is half the size): dop853 there ran 1.07×
-    (m = 1024) and 1.16× (m = 256) faster in weight space, at n = 30 1.31×; feature space stays faster at n = 8.
+    space, e.g. Experiment 1 at n = 20, D = 20 (weight space's state is half the size): dop853 there ran 1.06×
+    (m = 1024, t1 = 100) to 1.18× (the demo; m = 256) faster in weight space, at n = 30 1.03–1.26×; feature space
+    stays faster at n = 8 (1.17×) — re-measured on an AMD EPYC Zen 4 with both states' products in BLAS's
+    column-major fast case (the [Hᵀ, Aᵀ] feature state; weight space's column-major buffers).
     """
     m, n, D = problem.net.m, problem.n, problem.net.D
     feature = 2.0 * m * n * n + per_entry * 2.0 * m * n
