@@ -10,6 +10,9 @@ import torch
 
 from .base import AbstractField, Parts, Problem
 
+#: the largest m·D for which :class:`WeightSpaceField` routes its CPU products through column-major buffers
+COLUMN_MAJOR_MAX_ENTRIES = 1 << 22
+
 
 class WeightSpaceField(AbstractField):
     """Ẇ = −ℓαβ P Φ_tr (closed-form gradient of eq. (8))."""
@@ -27,6 +30,9 @@ class WeightSpaceField(AbstractField):
         self._beta_PhiT = (net.beta * problem.Phi.T).contiguous()  # (D, n)
         self._minus_Phi = ((-net.lr * net.alpha * net.beta) * problem.Phi).contiguous()  # (n, D)
         self._lr = net.lr
+        # the column-major route needs one more (m, D) buffer and a copy of it per evaluation: kept to Ẇ ≤ 2²² entries
+        # (32 MB in float64), where it was measured to pay — at (4096, 4096, 600) it ran 0.96× the row-major route
+        self._col_fits = net.m * net.D <= COLUMN_MAJOR_MAX_ENTRIES
 
     def initial_state(self) -> torch.Tensor:
         return self.problem.net.W0.clone()
@@ -37,8 +43,9 @@ class WeightSpaceField(AbstractField):
         # then writes both products with the long dimension m in its vector registers, and Ẇ is copied into
         # ``out``.  Side by side (MKL, AMD EPYC Zen 4, one thread), the two products and the copy against the two
         # products into row-major results: 1.40× at (m, D, n) = (1024, 20, 20), 1.69× at (1024, 20, 200), 1.88× at
-        # (4096, 20, 200), 1.04–1.5× for D = 64 … 256.  (Elsewhere, as before: no measurements of other BLAS.)
-        col = self.column_major_products and state.device.type == "cpu"
+        # (4096, 20, 200), 1.04–1.5× for D = 64 … 256, the whole RHS 1.04× at (2048, 2048, 400).  (Where Ẇ is
+        # large, on GPUs and with other BLAS, as before: not measured to pay.)
+        col = self.column_major_products and self._col_fits and state.device.type == "cpu"
         H, P = self._scratch("H", (m, n), state, col), self._scratch("P", (m, n), state, col)  # valid until next call
         torch.mm(state, self._beta_PhiT, out=H)
         ds, r = self._P_into(H, P)

@@ -448,7 +448,8 @@ def _relu_dsigma_from_sigma_(s):
 
 def _leaky_relu_kernels(slope: float):
     """σ, σ′ and their in-place forms for leaky ReLU, each one or two vectorised passes — the former
-    ``torch.where`` against 0-d tensors took torch's broadcasting path: σ and σ′ 821 → 45 µs at (1024, 64).
+    ``torch.where`` against 0-d tensors took torch's broadcasting path: σ and σ′ 1 678 → 56 µs at (1024, 64)
+    (``benchmarks/bench_activations.py``, AMD EPYC Zen 4, one thread).
 
     σ(u) = max(u, slope·u) (0 < slope < 1: u where u ≥ 0, slope·u where u < 0; exact).  σ′ = 1, slope, 0 where
     u >, <, = 0 (the paper's σ′(0) = 0): sign(u) mapped through a leaky ReLU of slope −slope (1 ↦ 1, −1 ↦ slope,
@@ -522,7 +523,8 @@ _LOG2_INV_SQRT_2PI = math.log2(_INV_SQRT_2PI)
 def _gelu_both_into(u, s, ds):
     # one erf for both: Φ = ½(1 + erf(u/√2)), σ = u Φ, σ′ = Φ + u φ(u) with φ(u) = e^{−u²/2}/√(2π) formed as
     # 2^{log₂(1/√(2π)) − ½log₂e·u²} (one fused multiply-add and exp2, as erf′ in _erf_both_into): 7 passes and one
-    # erf against the unfused σ and σ′'s two erfs, one exp and temporaries (1.71 → 0.45 ms at (1024, 64), AMD Zen 4)
+    # erf against the unfused σ and σ′'s two erfs, one exp and temporaries (0.80 → 0.36 ms at (1024, 64), AMD Zen 4;
+    # benchmarks/bench_activations.py)
     torch.div(u, _SQRT_2, out=s)
     torch.erf(s, out=s)
     s.add_(1.0).mul_(0.5)  # Φ(u)
