@@ -460,13 +460,16 @@ def _leaky_relu_kernels(slope: float):
     def sigma(u):
         return F.leaky_relu(u, slope)
 
+    def dsigma_into(u, ds):  # (u may be ds itself: sign(σ) = sign(u))
+        torch.sign(u, out=ds)
+        F.leaky_relu_(ds, -slope)
+
     def dsigma_from_sigma_(s):
-        torch.sign(s, out=s)
-        F.leaky_relu_(s, -slope)
+        dsigma_into(s, s)
 
     def dsigma(u):
-        ds = torch.sign(u)
-        F.leaky_relu_(ds, -slope)
+        ds = torch.empty_like(u)
+        dsigma_into(u, ds)
         return ds
 
     def sigma_into(u, s):
@@ -475,8 +478,7 @@ def _leaky_relu_kernels(slope: float):
 
     def both_into(u, s, ds):
         sigma_into(u, s)
-        torch.sign(u, out=ds)
-        F.leaky_relu_(ds, -slope)
+        dsigma_into(u, ds)
 
     return sigma, dsigma, both_into, sigma_into, dsigma_from_sigma_
 

@@ -491,7 +491,6 @@ class _Sliding(FlowConstants):
         super().__init__(problem, slopes, monitor)
         self.kw = {"dtype": self.G.dtype, "device": self.G.device}
         self.mode: torch.Tensor | None = None
-        self._sp, self._sm, self._zero = (torch.tensor(v, **self.kw) for v in (self.sp, self.sm, 0.0))
         self._pat: PairSolves | None = None
         self._sliding: torch.Tensor | None = None
         self.theta_half: torch.Tensor | None = None
@@ -502,10 +501,7 @@ class _Sliding(FlowConstants):
     def set_mode(self, mode: torch.Tensor) -> None:
         self.mode = mode
         self.sign = mode.to(self.G.dtype)
-        if self._theta_plain:  # ReLU: σ′ = 1 on +, 0 on − and 0 (as the general form's values)
-            self.slope = self.sign.clamp(min=0.0)
-        else:
-            self.slope = torch.where(mode > 0, self._sp, torch.where(mode < 0, self._sm, self._zero))
+        self.slope = self.slopes_of(mode)  # s₊, s₋, 0 on +, −, the kink
         self.free = self.sign.abs()  # 1 off the kink, 0 on it
         # −γ·free in one factor: ((Q c) (−γ)) free and (Q c) (−γ free) round alike (free ∈ {0, 1})
         self.neg_gamma_free = self.free * (-self.gamma)
