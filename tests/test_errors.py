@@ -616,6 +616,29 @@ def test_fixed_step_flow_whose_loss_rises_warns_and_says_so_in_the_message():
     assert ok.ok and "loss rose" not in ok.message and "loss_rise" not in ok.stats
 
 
+@bounded
+@pytest.mark.parametrize("batch", [False, True])
+def test_fixed_step_past_the_stability_limit_that_freezes_warns(batch):
+    # regression (a bad-input audit): ĉ = 1e4 saturates tanh; midpoint at step 1 (1e8× its limit 2/λ_max(M₀)) froze
+    # with σ′ ≈ 0 at a constant loss — no rise for the guard to see — and ended "success" without a word
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    kw = dict(t1=10.0, method="midpoint", step=1.0)
+    pattern = r"step 1 of method='midpoint' exceeds its stability limit 2/λ_max\(M₀\) = 1.\d\de-08: the saved loss did not rise"
+    with pytest.warns(gf.GFlowWarning, match=pattern):
+        if batch:
+            sol = gf.simulate_batch(gf.networks(range(2), d=3, width=16, c_hat=1e4), X, y, **kw)[1]
+        else:
+            sol = gf.simulate(gf.Network(d=3, width=16, seed=1, c_hat=1e4), X, y, **kw)
+    assert sol.status == "success" and sol.stats["unstable_step"] and "loss_rise" not in sol.stats
+    assert np.ptp(sol.loss) == 0.0 and "exceeds its stability limit" in sol.message  # (frozen indeed)
+    net = gf.Network(d=3, width=16, seed=0)
+    lam = float(gf.simulate(net, X, y, t1=1.0, method="rk4", step=0.01).lam_max_M[0])
+    with warnings.catch_warnings():  # rk4 within its own interval 2.785/λ_max (past 2/λ_max): no warning
+        warnings.simplefilter("error")
+        ok = gf.simulate(net, X, y, t1=1.0, method="rk4", step=2.5 / lam)
+    assert ok.ok and "unstable_step" not in ok.stats
+
+
 def _nan_activation() -> gf.Activation:
     """tanh whose derivative is NaN beyond |u| > 2: the vector field turns NaN once a feature grows there.
 

@@ -154,6 +154,19 @@ def test_auto_picks_filippov_for_kinked_activations_and_says_why():
     np.testing.assert_array_equal(sol.loss, ref.loss)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu(0.1)"])
+def test_auto_with_space_weight_on_a_kinked_activation_is_refused_with_the_way_out(activation):
+    # regression (a numerical audit): auto fell back to dop853 in weight space, which stalled at t = 0.01 after 3.5 s
+    # (ReLU; leaky ReLU at t = 0.29 after 17 s) and recorded a reason that did not mention the kink
+    X, y = gf.data.wei2019(n=8, d=6, seed=0)
+    net = gf.Network(6, width=16, activation=activation, embedding=gf.RandomFeatures(D=16), seed=0)
+    with pytest.raises(ValueError, match=r"kinked activation .* feature space only, but space='weight' was given; "
+                                         r"use space='auto' or 'feature'"):
+        gf.simulate(net, X, y, t1=5.0, space="weight")
+    sol = gf.simulate(net, X, y, t1=5.0, saveat=[0.0, 5.0], space="feature")
+    assert sol.ok and sol.config["solver"]["method"] == "filippov"
+
+
 def test_a_pair_that_crosses_and_comes_back_within_one_step_is_caught():
     # at rtol 1e-4 the steps are long enough for two pairs to dip across the kink and back inside a step: checked
     # only at the step's ends they were missed (641 events instead of 643, loss error 3e-8 at any rtol ≥ 1e-8)

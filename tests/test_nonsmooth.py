@@ -336,8 +336,35 @@ def test_fixed_steps_are_not_set_by_the_default_output_times(make_data):
     relu = gf.Network(d=4, width=16, activation="relu", seed=0)
     est = gf.simulate(relu, X, y, t1=5.0, method="euler", step=0.25, error_estimate=True)
     assert est.ok and 0 < np.max(est.error_estimate) < 1 and "order inf" not in est.message
-    with pytest.raises(ValueError, match=r"output times closer than step=0.25 everywhere"):
+    with pytest.raises(ValueError, match=r"output times closer than step=0.25 .*would take 500, 500, 500 steps"):
         gf.simulate(relu, X, y, t1=5.0, method="euler", step=0.25, error_estimate=True, saveat=np.linspace(0, 5, 501))
+
+
+@pytest.mark.parametrize("step, t1, counts", [(10.0, 1.0, "1, 1, 1"), (2.0, 1.0, "1, 1, 2")])
+def test_step_halving_refuses_a_step_whose_halvings_take_the_same_steps(make_data, step, t1, counts):
+    # regression (a bad-input audit): a step ≥ t1 clipped h, h/2 (and h/4) to the same single step, and the estimate
+    # said "error ≤ 0.00e+00 (observed order inf)" — "success", 2.95e-2 off the Filippov loss
+    X, y = make_data(n=8, d=3, seed=0)
+    relu = gf.Network(d=3, width=16, activation="relu", seed=0)
+    with pytest.raises(ValueError, match=rf"step={step:g} is not below t1={t1:g} .*would take {counts} steps.*"
+                                         rf"use step ≤ {t1 / 2:g}"):
+        gf.simulate_nonsmooth(relu, X, y, t1=t1, step=step, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"would take"):
+        gf.simulate(relu, X, y, t1=t1, method="euler", step=step, error_estimate=True)
+    # … and output times 0.1 apart make steps 0.25 and 0.125 identical (10 steps each): the first two solves of three
+    with pytest.raises(ValueError, match=r"would take 10, 10, 20 steps"):
+        gf.simulate_nonsmooth(relu, X, y, t1=1.0, step=0.25, saveat=np.linspace(0, 1, 11))
+    sol = gf.simulate_nonsmooth(relu, X, y, t1=1.0, step=0.5)  # 2, 4, 8 steps: accepted
+    assert sol.ok and sol.config["solver"]["error_estimate"]["steps"] == [0.5, 0.25, 0.125]
+
+
+def test_step_halving_refuses_a_checkpoint(make_data):
+    # regression: the path went to all three solves, and the second failed on the first one's file ("written by a
+    # different run … 'step' (0.25 in the checkpoint vs 0.125 now)")
+    X, y = make_data(n=8, d=3, seed=0)
+    relu = gf.Network(d=3, width=16, activation="relu", seed=0)
+    with pytest.raises(ValueError, match=r"checkpoint is not supported by simulate_nonsmooth"):
+        gf.simulate_nonsmooth(relu, X, y, t1=1.0, checkpoint="unused.ckpt")
 
 
 def test_richardson_estimate_next_to_a_loss_of_exactly_0_stays_finite_and_a_nan_loss_stays_nan():

@@ -46,6 +46,9 @@ def _global_inf_abs(act) -> float:
 #: a loss beyond this factor times L₀ at a saved time ends gradient descent and fixed-step flow solves as "diverged"
 #: (before it overflows: a loss growing 1e3 → 1.8e165 ended as "success", and certify said OK)
 DIVERGE_FACTOR = 1e10
+#: the real stability interval [−ρ, 0] of the fixed-step Runge–Kutta methods (forward Euler and the explicit
+#: midpoint rule ρ = 2, classical RK4 ρ ≈ 2.785): on ṙ = −Mr (E3) a step h is stable only if h·λ_max(M) ≤ ρ
+STABILITY_INTERVAL = {"euler": 2.0, "midpoint": 2.0, "rk4": 2.785}
 
 
 class Recorder:
@@ -249,6 +252,23 @@ class Recorder:
         return (f"the fixed-step solve (method={self.fixed_step[0]!r}) diverged: the loss grew to {loss:.3g} at t = {t:.6g}, more than "
                 f"{self.diverge_factor:.0e}× its initial {L0:.3g} (a gradient flow's loss never increases): "
                 f"{self.step_advice()}")
+
+    def unstable_step_message(self) -> str | None:
+        """A fixed-step flow solve whose step exceeds its method's stability limit ρ/λ_max(M₀)
+        (:data:`STABILITY_INTERVAL`) while its saved loss never rose, worded for a warning (None otherwise).  Past
+        the limit the iteration does not follow the flow even where no guard sees it: with σ saturated (tanh,
+        ĉ = 1e4, midpoint at 1e8× its limit) it froze, σ′ ≈ 0, at a constant loss, and reported success."""
+        if self.fixed_step is None or self.loss_rise is not None:
+            return None
+        method, h = self.fixed_step
+        rho = STABILITY_INTERVAL.get(method.removeprefix("torchdiffeq."))
+        lam = self.lam_max_M0() if rho is not None and h is not None else math.nan
+        if not (math.isfinite(lam) and lam > 0) or h * lam <= rho:
+            return None
+        return (f"the step {h:g} of method={method!r} exceeds its stability limit {rho:g}/λ_max(M₀) = {rho / lam:.3g}: "
+                "the saved loss did not rise, but the iteration does not follow the flow (where σ saturates it can "
+                f"freeze, σ′ ≈ 0, at a loss the flow would leave); use a step below the limit (e.g. "
+                f"step={0.5 * rho / lam:.2g}), or an adaptive method (e.g. method='dop853')")
 
     def rise_message(self) -> str | None:
         """The first rise of the saved loss of a fixed-step flow solve, worded for a warning (None: no rise)."""

@@ -401,7 +401,8 @@ def simulate_batch(
 
     messages = [message] * S
     # a fixed-step solve whose saved loss rose: recorded per seed, one warning
-    rises = _note_rises(recorders, [status != "diverged"] * S, lambda rec: rec.rise_message(), messages, stats)
+    rises = _note_rises(recorders, [status != "diverged"] * S, lambda rec: rec.rise_message() or (
+        rec.unstable_step_message() if status == "success" else None), messages, stats)
     sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_batch stopped early for all {S} seeds [{status}]: {message}", GFlowWarning,
@@ -412,15 +413,19 @@ def simulate_batch(
 
 
 def _note_rises(recorders, check, rise_of, messages: list, stats: list) -> dict:
-    """{seed index: text} of the seeds whose saved loss rose (``rise_of(recorder)``, None: no rise), among those
-    with ``check[s]``; each is appended to the seed's message and kept in its ``stats["loss_rise"]``."""
+    """{seed index: text} of the seeds whose saved loss rose or whose step exceeds the stability limit
+    (``rise_of(recorder)``, None: neither), among those with ``check[s]``; each is appended to the seed's message
+    and kept in its ``stats["loss_rise"]`` (or ``stats["unstable_step"]``)."""
     rises = {}
     for s, rec in enumerate(recorders):
         rise = rise_of(rec) if check[s] else None
         if rise is not None:
             rises[s] = rise
             messages[s] = f"{messages[s]}; warning: {rise}"
-            stats[s]["loss_rise"] = list(rec.loss_rise)
+            if rec.loss_rise is not None:
+                stats[s]["loss_rise"] = list(rec.loss_rise)
+            else:  # (a step past the stability limit without a rise: Recorder.unstable_step_message)
+                stats[s]["unstable_step"] = True
     return rises
 
 

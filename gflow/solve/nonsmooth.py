@@ -232,6 +232,9 @@ def simulate_nonsmooth(
     for bad in ("rtol_inner", "atol", "error_estimate"):
         if bad in kwargs:
             raise TypeError(f"simulate_nonsmooth() got an unexpected keyword argument {bad!r}")
+    if kwargs.get("checkpoint") is not None:  # (one file cannot hold three solves with different steps)
+        raise ValueError("checkpoint is not supported by simulate_nonsmooth (solves at steps h, h/2, h/4, …); "
+                         "checkpoint single gf.simulate solves instead")
     if not net.activation.smooth and method not in ("euler", "sliding"):
         raise ValueError(
             f"method {method!r} with the kinked activation {net.activation.name!r}: higher-order schemes lose their "
@@ -248,14 +251,18 @@ def simulate_nonsmooth(
         raise ValueError(f"the finest of the steps {step:g}, {step / 2:g}, {step / 4:g} needs "
                          f"{_steps_to(t_end, step / 4):.0f} steps to reach t1={t_end:g}, more than max_steps={max_steps}; "
                          "raise max_steps or enlarge step")
+    given = saveat is not None
     if saveat is None:  # one output grid for all solves, on multiples of the coarsest step (see default_saveat)
         saveat = default_saveat(t_end, step)
-    else:
-        grid = np.unique(np.concatenate([[0.0, t_end], check_times(saveat, "saveat")]))
-        if _fixed_step_count(grid, step) == _fixed_step_count(grid, step / 4):
-            raise ValueError(f"saveat has output times closer than step={step:g} everywhere: every fixed-step grid lands "
-                             f"on them, so the solves at steps {step:g}, {step / 2:g}, {step / 4:g} would take the same "
-                             "steps and step halving could not estimate the error; give fewer output times (or none)")
+    grid = np.unique(np.concatenate([[0.0, t_end], check_times(saveat, "saveat")]))
+    counts = [_fixed_step_count(grid, h) for h in (step, step / 2, step / 4)]
+    if not counts[0] < counts[1] < counts[2]:  # fixed-step grids land on every output time
+        why = (f"saveat has output times closer than step={step:g} (or step/2)" if given else
+               f"step={step:g} is not below t1={t_end:g} by a factor 2 or more")
+        raise ValueError(f"{why}: the solves at steps {step:g}, {step / 2:g}, {step / 4:g} would take "
+                         f"{counts[0]:.0f}, {counts[1]:.0f}, {counts[2]:.0f} steps — some the same steps — so step "
+                         "halving could not estimate the error; "
+                         + ("give fewer output times (or none)" if given else f"use step ≤ {t_end / 2:g}"))
     start = time.perf_counter()
     sols: list[Solution] = []
     steps: list[float] = []

@@ -532,10 +532,15 @@ def simulate(
             **({"auto": auto_reason} if auto_reason is not None else {}),
         },
     }
-    rise = recorder.rise_message() if fixed and method not in SLIDING_METHODS and status != "diverged" else None
-    if rise is not None:  # (sliding warns up front when its step exceeds the limit)
+    rise = None
+    if fixed and method not in SLIDING_METHODS and status != "diverged":  # (sliding warns up front past its limit)
+        rise = recorder.rise_message() or (recorder.unstable_step_message() if status == "success" else None)
+    if rise is not None:
         message = f"{message}; warning: {rise}"
-        stats["loss_rise"] = list(recorder.loss_rise)
+        if recorder.loss_rise is not None:
+            stats["loss_rise"] = list(recorder.loss_rise)
+        else:
+            stats["unstable_step"] = True
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
@@ -565,9 +570,16 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     if step is not None:
         raise ValueError(f"step={step} was given with method='auto', which picks an adaptive method; give a "
                          "fixed-step method (e.g. method='rk4') with step, or drop step")
-    if not net.activation.smooth and space != "weight":
+    if not net.activation.smooth:
         from .filippov import kink_slopes
 
+        if space == "weight" and kink_slopes(net.activation) is not None:
+            # (an adaptive explicit method in weight space crawls at the kink: dop853 stalled at t = 0.01 on a
+            # 16-neuron ReLU net, after 3.5 s)
+            raise ValueError(f"method='auto' with the kinked activation {net.activation.name!r} runs the Filippov flow "
+                             "('filippov' or 'sliding'), which is integrated in feature space only, but space='weight' "
+                             "was given; use space='auto' or 'feature' (W(t) is recovered exactly), or a fixed-step "
+                             "method in weight space (e.g. method='euler', step=0.05: GD's iteration)")
         pairs = net.m * int(net._inputs(X, "X").shape[0])
         if kink_slopes(net.activation) is not None and pairs <= AUTO_FILIPPOV_MAX_PAIRS:
             return "filippov", (f"the activation {net.activation.name!r} has a kink at 0: the event-driven Filippov "
