@@ -113,6 +113,11 @@ def _embedding_name(sol: Solution) -> str:
     return str(kind)
 
 
+def _scaling_name(spec) -> str:
+    """A recorded scaling's name (a custom one is recorded as the dict of its fields)."""
+    return spec.get("name", "?") if isinstance(spec, dict) else spec
+
+
 def _method_name(sol: Solution) -> str:
     solver = sol.config.get("solver", {})
     if sol.kind == "gd":
@@ -129,7 +134,7 @@ def run_description(sol: "Solution | str | os.PathLike") -> str:
     sol = _solution(sol)
     net = sol.config.get("network", {})
     text = (f"{_activation_name(sol)}, m = {sol.m}, n = {sol.n}, {_embedding_name(sol)}, "
-            f"scaling {net.get('scaling', '?')!r}, {_method_name(sol)}")
+            f"scaling {_scaling_name(net.get('scaling', '?'))!r}, {_method_name(sol)}")
     if sol.status != "success":
         text += f"  [status: {sol.status}]"
     return text

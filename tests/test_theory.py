@@ -586,3 +586,21 @@ def test_certify_at_a_zero_loss_equilibrium_reports_no_violation():
 
     cert = gf.certify(dataclasses.replace(sol, loss=np.zeros_like(sol.loss)))
     assert cert.ok, str(cert)
+
+
+def test_certify_reads_a_custom_scalings_exponents_not_its_name():
+    # regression (a numerical audit): T11 took α·m from the scaling's *name* (1 for any name but "ntk"), so a custom
+    # gf.Scaling with NTK exponents (α·m = √m = 8) failed (15) by 0.42 on an exact flow; and T9/T10 were gated on the
+    # name "ours", so a custom Scaling named "ours" with ℓ = m² counted as the paper's
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((3, 8)), rng.uniform(-0.5, 0.5, 3)
+    ntk_unsym = gf.Scaling("ntk_unsym", alpha_exp=0.5, beta_exp=0.5, lr_exp=0.0)
+    sol = gf.simulate(gf.Network(d=8, width=64, scaling=ntk_unsym, seed=3), X, y, t1=20.0, method="dop853",
+                      rtol=1e-11, atol=1e-13)
+    cert = gf.certify(sol)
+    assert cert.ok and cert.check("T11").held
+    named_ours = gf.Scaling("ours", 1.0, 0.5, 2.0)
+    assert not named_ours.paper and gf.get_scaling("ours").paper
+    sol = gf.simulate(gf.Network(d=8, width=64, scaling=named_ours, seed=3), X, y, t1=2.0, rtol=1e-10, atol=1e-12)
+    cert = gf.certify(sol)
+    assert not cert.check("T9").applicable and "ℓ = m^2" in cert.check("T9").detail

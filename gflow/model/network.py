@@ -268,7 +268,7 @@ class Network:
             "width": self.width,
             "activation": self.activation.spec(),
             "embedding": self.embedding.spec(),
-            "scaling": self.scaling.name,
+            "scaling": self.scaling.spec(),
             "c_hat": self.c_hat,
             "seed": self.seed,
             "dtype": str(self.dtype).replace("torch.", ""),

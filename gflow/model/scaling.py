@@ -36,6 +36,34 @@ class Scaling:
     lr_exp: float
     symmetric: bool = False
 
+    def __post_init__(self) -> None:
+        import math
+
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"Scaling name must be a non-empty str, got {describe(self.name)}")
+        for field in ("alpha_exp", "beta_exp", "lr_exp"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"Scaling {field} must be a finite number (the exponent of m or D), got {describe(v)}")
+            object.__setattr__(self, field, float(v))
+        if not isinstance(self.symmetric, bool):
+            raise TypeError(f"Scaling symmetric must be a bool, got {describe(self.symmetric)}")
+
+    @property
+    def paper(self) -> bool:
+        """Whether these are the paper's exponents (Table 1's "ours": α = 1/m, β = 1/√D, ℓ = m, i.i.d.), for which
+        Lemma 1 and Theorem 1 are stated — whatever the name."""
+        return (self.alpha_exp, self.beta_exp, self.lr_exp, self.symmetric) == (1.0, 0.5, 1.0, False)
+
+    def spec(self):
+        """The name for a built-in; for any other Scaling (a custom one, or one that reuses a built-in's name with
+        other exponents) a dict of its fields, which :func:`get_scaling` takes back: a file then rebuilds it
+        exactly instead of by name."""
+        if _ALIASES.get(self.name) == self:
+            return self.name
+        return {"name": self.name, "alpha_exp": self.alpha_exp, "beta_exp": self.beta_exp, "lr_exp": self.lr_exp,
+                "symmetric": self.symmetric}
+
     def alpha(self, m: int) -> float:
         return float(m) ** (-self.alpha_exp)
 
@@ -59,10 +87,21 @@ _ALIASES = {"ours": OURS, "ntk": NTK, "mf": MF, "mean_field": MF, "mean-field": 
 SCALINGS = ("ours", "ntk", "mf")
 
 
+_FIELDS = ("name", "alpha_exp", "beta_exp", "lr_exp", "symmetric")
+
+
 def get_scaling(spec) -> Scaling:
-    """Resolve ``"ours"``, ``"ntk"``, ``"mf"`` (aliases ``"mean_field"``, ``"mean-field"``) or a Scaling."""
+    """Resolve ``"ours"``, ``"ntk"``, ``"mf"`` (aliases ``"mean_field"``, ``"mean-field"``), a Scaling, or the dict
+    of a custom one's fields (:meth:`Scaling.spec`, as files store it)."""
     if isinstance(spec, Scaling):
         return spec
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(_FIELDS))
+        missing = [k for k in _FIELDS[:4] if k not in spec]
+        if unknown or missing:
+            raise ValueError(f"a scaling given as a dict needs the keys {list(_FIELDS[:4])} (and optionally "
+                             f"'symmetric'); got unknown {unknown} and missing {missing}")
+        return Scaling(**spec)
     if not isinstance(spec, str):
         raise TypeError(f"scaling must be one of {list(SCALINGS)}, got {describe(spec)}")
     key = spec.lower()

@@ -155,7 +155,7 @@ _SAME = (
     ("D", lambda n: n.D, "embedding dimension D"),
     # a custom activation is known by its object: same-named ones may differ (every seed ran nets[0]'s)
     ("activation", lambda n: n.activation.spec() if n.activation.builtin else n.activation, "activation"),
-    ("scaling", lambda n: n.scaling.name, "scaling"),
+    ("scaling", lambda n: n.scaling.spec(), "scaling"),  # (a custom one: its exponents, whatever its name)
     ("embedding", lambda n: n.embedding.spec().get("kind"), "embedding kind"),
     ("dtype", lambda n: n.dtype, "dtype"),
     ("device", lambda n: n.device, "device"),

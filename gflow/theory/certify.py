@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validate import check_positive_float, describe
+from ..model.scaling import get_scaling
 from ..solution import Solution
 from . import bounds as B
 
@@ -180,7 +181,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     K = th["K_sigma"]
     lo, hi = th["interval"]
     bounded = math.isfinite(lo) and math.isfinite(hi)
-    scaling = sol.config["network"].get("scaling")
+    scaling = get_scaling(sol.config["network"].get("scaling"))
     atol = solver.get("atol", 1e-12) if kind == "flow" else 1e-14
     # below this loss the float64 state cannot resolve relative changes of order `slack`
     L_floor = max(1e-25 * L0, n * (1e3 * atol * c_hat) ** 2, 1e-300)
@@ -299,7 +300,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
                             detail="needs λ_min(G) > 0 and the running integrals"))
 
     # T9 (Lemma 1) and T10 (realised Theorem 1): paper's scaling, |c_i| = ĉ, λ_min(G) > 0, bounded I
-    hyp9 = scaling == "ours" and equal_c and G_pd and bounded and K > 0
+    hyp9 = scaling.paper and equal_c and G_pd and bounded and K > 0
     theorems: list = []
     if hyp9:
         kap = B.kappa(lmin_G, lmax_G, K, (lo, hi))
@@ -330,8 +331,10 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
             notes.append(f"Theorem 1 not evaluated: {exc}")
     else:
         why = []
-        if scaling != "ours":
-            why.append(f"Lemma 1 and Theorem 1 are stated for the paper's scaling, this run uses {scaling!r}")
+        if not scaling.paper:
+            why.append(f"Lemma 1 and Theorem 1 are stated for the paper's scaling (α = 1/m, β = 1/√D, ℓ = m), this "
+                       f"run uses {scaling.name!r} (α = m^−{scaling.alpha_exp:g}, β = D^−{scaling.beta_exp:g}, "
+                       f"ℓ = m^{scaling.lr_exp:g})")
         if not equal_c:
             why.append("|c_i| are not all equal")
         if not G_pd:
@@ -342,7 +345,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         checks.append(Check("T10", "realised Theorem 1", False, detail="; ".join(why) or "hypotheses not met"))
 
     # T11: (15), any two weight matrices
-    alpha_m = {"ours": 1.0, "mf": 1.0, "ntk": math.sqrt(m)}.get(scaling, 1.0)
+    alpha_m = scaling.alpha(m) * m  # (1 for ours and mf, √m for ntk; a custom scaling's own)
     Ls = th["lipschitz"]
     df = np.abs(sol.output - sol.output[0][None, :]) / (alpha_m * c_hat * Ls)
     gap = sol.feature_movement * (1 + 1e-12) + 1e-15 - df
