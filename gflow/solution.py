@@ -389,6 +389,10 @@ class Solution:
             if group is not None and groups is not None and group.strip("/") not in groups:
                 raise ValueError(f"{path} has no group {group!r}; its groups: {_listing(groups)}") from None
             raise ValueError(f"{path} is not a netCDF-4 file: {exc}") from None
+        except (KeyError, RuntimeError, ValueError) as exc:  # h5py's answers to a damaged file (a bad checksum:
+            # KeyError; dimension scales: RuntimeError), or xarray's to unreadable contents
+            raise ValueError(f"{path} is not a readable gflow solution file (damaged or not written by gflow): "
+                             f"{type(exc).__name__}: {exc}") from None
         return cls.from_dataset(ds, path, group=group)
 
     @classmethod
@@ -427,6 +431,9 @@ class Solution:
         if not all(isinstance(meta[k], dict) for k in meta):
             raise ValueError(f"{path} is not a readable gflow solution file: stats, config, versions and theory must "
                              "be JSON objects")
+        if str(ds.attrs["status"]) not in STATUSES:
+            raise ValueError(f"{path} is not a readable gflow solution file: status {str(ds.attrs['status'])[:60]!r} is "
+                             f"not one of {list(STATUSES)}")
         if ds.sizes.get("time", 0) == 0:
             raise ValueError(f"{path} holds no saved time (an empty gflow solution file)")
         arrays = {name: ds[name].values for name in _DIMS if name in ds}
