@@ -208,22 +208,22 @@ def test_a_custom_executor_object_is_accepted(serial, tmp_path):
 
 
 def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
-    # steps = 10**9 with save_every = 10 passes the sweep's up-front checks (each value is a valid count) but makes
-    # gradient_descent raise in each of its runs (10**8 saved steps: more than it keeps)
-    ds = gf.sweep({"d": 5, "width": 16, "activation": "linear"}, {"generator": "random_labels", "n": 20},
-                  {"kind": "gradient_descent", "save_every": 10},
-                  {"solver.step": [0.05, 100.0], "solver.steps": [200, 10**9]},
+    # the NTK scaling with an odd width passes the sweep's up-front checks (they build the first run's network only,
+    # with the paper's scaling) but makes each of its runs raise
+    ds = gf.sweep({"d": 5, "width": 15, "activation": "linear"}, {"generator": "random_labels", "n": 20},
+                  {"kind": "gradient_descent", "save_every": 10, "steps": 200},
+                  {"solver.step": [0.05, 100.0], "network.scaling": ["ours", "ntk"]},
                   store=tmp_path, progress=False)
-    status = {(float(s), int(k)): str(st) for s, k, st in zip(ds.step.values, ds.steps.values, ds.status.values)}
-    assert status[(0.05, 200)] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
-    assert status[(100.0, 200)] == "diverged"
-    assert status[(0.05, 10**9)] == status[(100.0, 10**9)] == "error"
-    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.steps.values == 200))[0])
+    status = {(float(s), str(k)): str(st) for s, k, st in zip(ds.step.values, ds.scaling.values, ds.status.values)}
+    assert status[(0.05, "ours")] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
+    assert status[(100.0, "ours")] == "diverged"
+    assert status[(0.05, "ntk")] == status[(100.0, "ntk")] == "error"
+    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.scaling.values == "ours"))[0])
     assert "stability limit" in str(ds.message.values[i])
     loss = ds.loss.values[i]
     assert 1 <= np.isfinite(loss).sum() < 21  # the partial trajectory, up to the last iterate before it diverged
     e = int(np.flatnonzero(ds.status.values == "error")[0])
-    assert "Traceback" in str(ds.message.values[e]) and "would save 100000001 points" in str(ds.message.values[e])
+    assert "Traceback" in str(ds.message.values[e]) and "width must be even" in str(ds.message.values[e])
     sol = gf.run_solution(ds, i)
     assert sol.status == "diverged" and sol.kind == "gd"
     with pytest.raises(ValueError, match="raised an error"):
@@ -231,7 +231,7 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     # the raising run's record file, opened as a solution, says what it is and why (not the stored traceback)
     (rec,) = [p for p in (tmp_path / "runs").glob("*.nc") if str(ds.run_id.values[e]) in p.name]
     with pytest.raises(ValueError, match=r"record of a sweep run that produced no solution \(status 'error'\): "
-                                         r"ValueError: steps=1000000000 with save_every=10 would save") as info:
+                                         r"ValueError: width must be even") as info:
         gf.Solution.load(rec)
     assert "Traceback" not in str(info.value)
 
@@ -803,3 +803,22 @@ def test_bad_counts_and_flags_of_a_sweep_are_refused_up_front(tmp_path):
     with pytest.raises(TypeError, match="progress must be True, False or None"):
         gf.sweep(NETWORK, {**DATA, "n": 6}, SOLVER, store=tmp_path, progress="yes")
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("solver, grid, needle", [
+    ({"kind": "simulate", "t1": 1.0, "method": "dop853", "options": {"frist_step": 0.1}}, None,
+     r"the \[solver\] settings cannot run: unknown option\(s\) \['frist_step'\]"),
+    ({"kind": "simulate", "t1": 1.0, "method": "rk4"}, None, r"'rk4' is a fixed-step method and needs an explicit step"),
+    ({"kind": "simulate", "t1": 1.0, "method": "dop853", "saveat": [0, 0.5, 0.2]}, None, r"strictly increasing"),
+    ({"kind": "simulate", "t1": 1.0}, {"solver.method": ["dop853", "rk4"]},
+     r"at the grid point \{'solver.method': 'rk4'\} cannot run: .*needs an explicit step"),
+    ({"kind": "gradient_descent", "step": 0.5, "steps": 10, "features_at": [0.25]}, None, r"multiples of the step"),
+    ({"kind": "gradient_descent", "save_every": 10}, {"solver.steps": [200, 10**9]},
+     r"at the grid point \{'solver.steps': 1000000000\} cannot run: .*would save 100000001 points"),
+])
+def test_solver_settings_that_cannot_run_fail_before_the_sweep_starts(solver, grid, needle, tmp_path):
+    # regression (a bad-input audit): only the network and data were checked up front, so an unknown option, a
+    # fixed-step method without its step or unsorted output times made every run of the sweep end "error"
+    with pytest.raises(SweepConfigError, match=needle):
+        gf.sweep({"d": 3, "width": 8}, {"generator": "random_labels", "n": 4}, solver, grid, 2, store=tmp_path / "st")
+    assert not (tmp_path / "st").exists()

@@ -300,14 +300,42 @@ class SweepConfig:
         return out
 
     def _check_first_run(self) -> None:
-        """Build the first run's network (on the CPU) and data, so bad keywords fail now, not in every run."""
+        """Build the first run's network (on the CPU) and data, and put every grid point's solver keywords through
+        the solver's own checks (:func:`_solver_problem`), so bad keywords fail now, not in every run."""
         from .run import build_problem
 
         first = self.resolve(self.points[0], self.seeds[0])
         try:
-            build_problem(first, device="cpu")
+            net = build_problem(first, device="cpu")[0]
         except (TypeError, ValueError) as exc:
             raise SweepConfigError(f"the first run of the sweep cannot be built: {exc}") from None
+        for point in self.points:
+            problem = _solver_problem(self.resolve(point, self.seeds[0])["solver"], net)
+            if problem is not None:
+                where = f" at the grid point {point}" if point else ""
+                raise SweepConfigError(f"the [solver] settings{where} cannot run: {problem}")
+
+
+def _solver_problem(solver: dict, net) -> str | None:
+    """Why a resolved [solver] section cannot run (None: it passes the checks that gf.simulate /
+    gf.gradient_descent make before they start — options, a fixed step's presence, the output times; an unknown
+    option failed every run of a sweep before): :func:`gflow.solve.ode.check_solver_args` for a method other than
+    ``"auto"`` (whose options depend on its pick), :func:`gflow.solve.gd.gd_schedule` for GD."""
+    from ..solve.gd import gd_schedule
+    from ..solve.ode import check_solver_args
+
+    get = solver.get
+    try:
+        if solver["kind"] == "gradient_descent":
+            gd_schedule(get("step"), get("steps"), get("save_every"), get("max_wall_time"), get("features_at"),
+                        get("weights_at"))
+        elif get("method", "auto") != "auto":
+            check_solver_args(net, get("method"), get("rtol"), get("atol"), get("step"), get("max_steps"),
+                              get("max_wall_time"), get("options"), get("t1"), get("saveat"), get("features_at"),
+                              get("weights_at"))
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def _value_problem(key: str, value: Any) -> str | None:
