@@ -779,3 +779,13 @@ def test_gram_never_reads_the_uninitialised_lower_part(monkeypatch, n):
     S = gram(B)
     assert bool(torch.isfinite(S).all()) and torch.equal(S, S.T)
     torch.testing.assert_close(S, B.T @ B, rtol=1e-13, atol=1e-13 * float((B * B).sum(0).max()))
+
+
+@pytest.mark.parametrize("params", ["x", {"x": 1}, (("a",), 1.0), ((1, 2),), (("name", 1.0),), (("s", "fast"),)])
+def test_activation_params_must_be_name_number_pairs(params):
+    # regression (a bad-input audit): params="x" passed, and the solve ran to the end before the result's
+    # Activation.spec() failed ("dictionary update sequence element #0 has length 1"); a dict made it unhashable
+    with pytest.raises(TypeError, match=r"Activation params must be a tuple of \(name, number\) pairs"):
+        gf.Activation("a", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, 1.0, (-1.0, 1.0), params=params)
+    ok = gf.Activation("a", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, 1.0, (-1.0, 1.0), params=[("s", 0.5)])
+    assert ok.params == (("s", 0.5),) and ok.spec()["s"] == 0.5 and hash(ok) is not None

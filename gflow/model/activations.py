@@ -96,6 +96,7 @@ class Activation:
         if not (self.lipschitz > 0):
             raise ValueError(f"Activation lipschitz must be > 0, got {self.lipschitz}")
         object.__setattr__(self, "smooth", check_flag(self.smooth, "Activation smooth"))
+        object.__setattr__(self, "params", _check_params(self.params))
         self._probe()
         given = self.K is not None  # (a K of the user's is checked against σ′ below)
         if self.K is None:
@@ -251,6 +252,26 @@ class Activation:
         """A JSON-able description; :func:`get_activation` rebuilds built-ins from it, and refuses one marked
         ``custom`` (a user's activation, whatever its name: it cannot be rebuilt from a file)."""
         return {"name": self.name, **dict(self.params), **({} if self.builtin else {"custom": True})}
+
+
+_SPEC_KEYS = ("name", "custom")  # spec()'s own keys: a parameter of that name would overwrite them
+
+
+def _check_params(params) -> tuple[tuple[str, float], ...]:
+    """``params`` as a tuple of (name, number) pairs — what :meth:`Activation.spec` writes into result files, and
+    what keeps the Activation hashable.  A string, a dict or a pair with a non-str name failed only after the solve
+    (when its result was formed, or saved)."""
+    expected = "a tuple of (name, number) pairs, e.g. (('slope', 0.1),)"
+    if isinstance(params, (str, bytes, dict)) or not isinstance(params, (tuple, list)):
+        raise TypeError(f"Activation params must be {expected}, got {describe(params)}")
+    out = []
+    for item in params:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str) and item[0]
+                and item[0] not in _SPEC_KEYS and is_real(item[1])):
+            raise TypeError(f"Activation params must be {expected} (names other than {list(_SPEC_KEYS)}), got the "
+                            f"entry {describe(item)}")
+        out.append((item[0], item[1]))
+    return tuple(out)
 
 
 def _numeric_inf_abs(dsigma: TensorFn, lo: float, hi: float) -> float:
