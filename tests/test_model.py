@@ -789,3 +789,12 @@ def test_activation_params_must_be_name_number_pairs(params):
         gf.Activation("a", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, 1.0, (-1.0, 1.0), params=params)
     ok = gf.Activation("a", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, 1.0, (-1.0, 1.0), params=[("s", 0.5)])
     assert ok.params == (("s", 0.5),) and ok.spec()["s"] == 0.5 and hash(ok) is not None
+
+
+def test_network_loss_refuses_targets_of_the_wrong_length(make_data):
+    # regression (a bad-input audit): torch's "The size of tensor a (8) must match the size of tensor b (3)"
+    X, y = make_data(n=8, d=3, seed=0)
+    net = gf.Network(d=3, width=16, seed=0)
+    with pytest.raises(ValueError, match=r"y has 3 entries but there are 8 inputs"):
+        net.loss(X, y[:3])
+    assert float(net.loss(X, y.reshape(-1, 1))) == float(net.loss(X, y))

@@ -242,6 +242,9 @@ class Network:
         """L = ½ Σ_a (f(x_a) − y_a)² (eq. (6), a sum over points)."""
         f = self.forward(X, W)
         yt = as_tensor(y, "y", ndim=(1, 2), dtype=self.dtype, device=self.device).reshape(-1)
+        if yt.shape[0] != f.shape[0]:
+            raise ValueError(f"y has {yt.shape[0]} entries but there are {f.shape[0]} inputs (rows of X); give one "
+                             "target per input")
         return 0.5 * ((f - yt) ** 2).sum()
 
     # ----------------------------------------------------------------------------------------------------
