@@ -604,3 +604,17 @@ def test_certify_reads_a_custom_scalings_exponents_not_its_name():
     sol = gf.simulate(gf.Network(d=8, width=64, scaling=named_ours, seed=3), X, y, t1=2.0, rtol=1e-10, atol=1e-12)
     cert = gf.certify(sol)
     assert not cert.check("T9").applicable and "ℓ = m^2" in cert.check("T9").detail
+
+
+def test_a_run_that_stopped_early_is_not_certified():
+    # regression (a bad-input audit): a run that turned non-finite at t = 0 (one saved row) passed every check
+    # vacuously: "Certificate (flow): OK", and `gflow certify` exited 0
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=16, seed=0, c_hat=1e100), X, y, t1=1.0, warn=False)
+    assert sol.status == "nonfinite"
+    cert = gf.certify(sol)
+    assert not cert.ok and not cert.violations and cert.status == "nonfinite"
+    assert str(cert).startswith("Certificate (flow): NOT CERTIFIED (the run stopped early [nonfinite])")
+    assert "rerun it to t1" in cert.advice
+    short = gf.simulate(gf.Network(d=3, width=16, seed=0), X, y, t1=5.0, max_steps=3, warn=False)
+    assert short.status == "max_steps" and not gf.certify(short).ok

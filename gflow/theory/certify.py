@@ -81,6 +81,8 @@ class Certificate:
         final_kernel_rate: 2 λ_min(M) at the last time (the rate the loss should approach).
         slack: the relative numerical tolerance allowed for each inequality.
         notes: remarks (e.g. GD past its stability limit, vacuous bounds).
+        status: the run's status: a run that stopped early (``"nonfinite"``, ``"time_budget"``, ...) is not
+            certified (:attr:`ok` False), whatever its saved part shows.
     """
 
     kind: str
@@ -93,6 +95,7 @@ class Certificate:
     advice: str = ""
     window: tuple[float, float] = (0.0, 0.0)
     extra: dict = field(default_factory=dict)
+    status: str = "success"
 
     @property
     def violations(self) -> list[Check]:
@@ -101,8 +104,9 @@ class Certificate:
 
     @property
     def ok(self) -> bool:
-        """False when any counted pathwise inequality is violated beyond the numerical slack."""
-        return not self.violations
+        """False when any counted pathwise inequality is violated beyond the numerical slack, or when the run
+        stopped early (its status is not ``"success"``: the checks then cover only its saved part)."""
+        return not self.violations and self.status == "success"
 
     def check(self, key: str) -> Check:
         for c in self.checks:
@@ -111,7 +115,9 @@ class Certificate:
         raise KeyError(f"no check {key!r}; have {[c.key for c in self.checks]}")
 
     def __str__(self) -> str:
-        head = (f"Certificate ({self.kind}): {'OK' if self.ok else 'VIOLATED'} — "
+        verdict = "OK" if self.ok else "VIOLATED" if self.violations else "NOT CERTIFIED"
+        stopped = "" if self.status == "success" else f" (the run stopped early [{self.status}])"
+        head = (f"Certificate ({self.kind}): {verdict}{stopped} — "
                 f"{len(self.violations)} violation(s), slack {self.slack:.1e}, window t ∈ [{self.window[0]:g}, "
                 f"{self.window[1]:.4g}]")
         lines = [head]
@@ -370,8 +376,13 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         advice += f" and rerun (method {method!r})."
     else:
         advice = "a counting inequality (T7/T11) failed: this indicates a bug, please report it."
+    if sol.status != "success":  # (a failed run with one saved row passed every check vacuously: "OK", exit 0)
+        advice = (f"the run stopped early with status {sol.status!r} at t = {float(t[-1]):.6g}, so only its saved part "
+                  f"was checked; its message says what to try — rerun it to t1 and certify that run. "
+                  + (advice if any(c.applicable and c.counts and c.held is False for c in checks) else ""))
     return Certificate(kind=kind, checks=tuple(checks), theorems=tuple(theorems), empirical_rate=emp,
-                       final_kernel_rate=final_rate, slack=slack, notes=tuple(notes), advice=advice, window=window)
+                       final_kernel_rate=final_rate, slack=slack, notes=tuple(notes), advice=advice.rstrip(),
+                       window=window, status=sol.status)
 
 
 __all__ = ["Check", "Certificate", "certify"]
