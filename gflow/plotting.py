@@ -113,6 +113,13 @@ def _embedding_name(sol: Solution) -> str:
     return str(kind)
 
 
+def _set_time_limits(ax, t: np.ndarray) -> None:
+    """The time axis over the saved times; a run with one saved time (stopped at t = 0) keeps matplotlib's own
+    limits (identical limits warned "makes transformation singular", four times per summary figure)."""
+    if float(t[-1]) > float(t[0]):
+        ax.set_xlim(float(t[0]), float(t[-1]))
+
+
 def _scaling_name(spec) -> str:
     """A recorded scaling's name (a custom one is recorded as the dict of its fields)."""
     return spec.get("name", "?") if isinstance(spec, dict) else spec
@@ -310,7 +317,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     bottom = max(bottom, top * 1e-32)
     if bottom < top:
         _set_room(ax, bottom, top, log=True, where="below")
-    ax.set_xlim(float(t[0]), float(t[-1]))
+    _set_time_limits(ax, t)
     ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
     ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
     if t_end < float(t[-1]) * (1 - 1e-12):  # (a legend entry: a note in the span overlapped the test line)
@@ -483,7 +490,7 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
     for i, a in enumerate(axes):
         if not shared or i == 2:
             a.set_xlabel(_time_label(sol), fontsize=FONT["label"])
-        a.set_xlim(float(t[0]), float(t[-1]))
+        _set_time_limits(a, t)
         _style(a)
         handles = a.get_legend_handles_labels()[0]
         if handles:

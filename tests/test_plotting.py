@@ -4,6 +4,7 @@ rk4 flow, gradient descent), from Solution objects and from saved .nc files."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import matplotlib
 
@@ -317,3 +318,16 @@ def test_bounds_of_a_kinked_activation_are_marked_information_as_the_certificate
     ax = P.plot_loss_bounds(flow)  # smooth σ: the bounds count
     assert not any("information" in t for t in _legend_texts(ax))
     assert "kink" not in ax.get_legend().get_title().get_text()
+
+
+def test_a_run_with_one_saved_time_plots_without_matplotlib_warnings():
+    # regression (a bad-input audit): a run that stopped at t = 0 set identical x-limits — matplotlib's "makes
+    # transformation singular" UserWarning, four times for the summary figure
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=16, seed=0, c_hat=1e100), X, y, t1=1.0, warn=False)
+    assert sol.t.size == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figs = [gf.plotting.plot_loss_bounds(sol).figure, gf.plotting.plot_summary(sol)]
+    for fig in figs:
+        plt.close(fig)
