@@ -799,3 +799,14 @@ def test_gradient_descent_batch_warns_per_seed_where_the_loss_rises():
     assert all(s.status == "success" and "loss_rise" in s.stats for s in sols)
     single = gf.gradient_descent(nets[1], X, y, step=30.0, steps=20, save_every=1, warn=False)
     assert sols[1].stats["loss_rise"] == pytest.approx(single.stats["loss_rise"], rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype, c_hat", [("float64", 1e100), ("float32", 1e15)])
+def test_a_non_finite_run_advises_float64_only_where_it_is_not_float64(dtype, c_hat):
+    # regression (a bad-input audit): float64 runs were told "use float64"
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    net = gf.Network(d=3, width=16, seed=0, dtype=dtype, c_hat=c_hat)
+    for kw in (dict(method="dop853"), dict(method="rk4", step=0.1)):
+        sol = gf.simulate(net, X, y, t1=1.0, warn=False, **kw)
+        assert sol.status == "nonfinite" and "check the data scale" in sol.message
+        assert ("use float64" in sol.message) == (dtype == "float32"), sol.message

@@ -46,6 +46,12 @@ def _global_inf_abs(act) -> float:
 #: a loss beyond this factor times L₀ at a saved time ends gradient descent and fixed-step flow solves as "diverged"
 #: (before it overflows: a loss growing 1e3 → 1.8e165 ended as "success", and certify said OK)
 DIVERGE_FACTOR = 1e10
+def float64_advice(dtype: torch.dtype | None) -> str:
+    """``"float64, "`` for a run in a lower precision or of unknown dtype (to start a list of what to try), else
+    ``""``: a float64 run that turned non-finite was told to "use float64"."""
+    return "" if dtype == torch.float64 else "float64, "
+
+
 #: the real stability interval [−ρ, 0] of the fixed-step Runge–Kutta methods (forward Euler and the explicit
 #: midpoint rule ρ = 2, classical RK4 ρ ≈ 2.785): on ṙ = −Mr (E3) a step h is stable only if h·λ_max(M) ≤ ρ
 STABILITY_INTERVAL = {"euler": 2.0, "midpoint": 2.0, "rk4": 2.785}
@@ -131,8 +137,8 @@ class Recorder:
         # non-finite), so the entrywise check runs only when the sum is not finite (NaN/inf, or an overflow)
         if not math.isfinite(loss) or (not math.isfinite(float(ds.sum())) and not bool(torch.isfinite(ds).all())):
             raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
-                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use float64, a smaller step or "
-                        "tighter tolerances")
+                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use {float64_advice(net.dtype)}a smaller "
+                        "step or tighter tolerances")
         if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
             raise Abort("diverged", self._diverged_message(loss, t))
         if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], f):
@@ -423,8 +429,10 @@ class Monitor:
 
     def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
                  adaptive: bool = True, kinked: bool = False, hint_after: int = 0, fallback_hint: str = "",
-                 tolerances: bool | None = None, stall_after: int = 200):
+                 tolerances: bool | None = None, stall_after: int = 200, dtype: torch.dtype | None = None):
         self.t1 = t1
+        #: the run's dtype: a non-finite state advises float64 only where the run is in a lower precision
+        self.dtype = dtype
         #: accepted steps before the stall projection of on_step may stop a run (exprk4: 2 000, its steps grow
         #: late — at rtol 1e-11 they stayed near 0.004 for 200 steps, then reached t1 = 20 000 in 2 171)
         self.stall_after = stall_after
@@ -509,8 +517,8 @@ class Monitor:
         t = self.last_t if t is None else t
         raise Abort(
             "nonfinite",
-            f"the state or its derivative became non-finite near t = {t:.6g}; check the data scale, use float64, "
-            f"or {self.hint}",
+            f"the state or its derivative became non-finite near t = {t:.6g}; check the data scale, "
+            f"{'use float64, ' if float64_advice(self.dtype) else ''}or {self.hint}",
         )
 
     def on_step(self, t0: float, dt: float, accepted: bool) -> None:

@@ -37,7 +37,7 @@ from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import Abort, Monitor, Recorder
+from ._record import Abort, Monitor, Recorder, float64_advice
 from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
@@ -320,7 +320,7 @@ def simulate_batch(
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
-    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS, kinked=not net.activation.smooth)
     norm = max_seed_rms_norm(bf.state_shape)
     status, message = "success", f"reached t1 = {t1:g}"
@@ -498,7 +498,8 @@ class _BatchRecorder:
         if bad:
             prev = self.recorders[0].t[-1] if self.recorders[0].t else 0.0
             raise Abort("nonfinite", f"the loss of seed indices {bad} became non-finite at t = {t:.6g}; the state "
-                        f"was lost between t = {prev:.6g} and t; use float64, a smaller step or tighter tolerances")
+                        f"was lost between t = {prev:.6g} and t; use {float64_advice(self.bf.problems[0].net.dtype)}a "
+                        "smaller step or tighter tolerances")
         if grown:  # (checked for every seed before any records: the seeds keep the same times)
             s = grown[0]
             loss = 0.5 * float(((self.bf.problems[s].outputs(self.bf.fields[s].train_features(
@@ -512,7 +513,7 @@ class _BatchRecorder:
 def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor) -> None:
     bad = torch.nonzero(~torch.isfinite(dL)).flatten().tolist()
     raise Abort("nonfinite", f"the state or its derivative of seed indices {bad} became non-finite near t = {t:.6g}, "
-                f"which stops every seed; check the data scale, use float64, or {monitor.hint}")
+                f"which stops every seed; check the data scale, {'use float64, ' if float64_advice(dL.dtype) else ''}or {monitor.hint}")
 
 
 class _BatchFunc:
@@ -730,7 +731,8 @@ def gradient_descent_batch(
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, checkpoint=checkpoint)
     recorders = [Recorder(f, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                           diverge_factor=DIVERGE_FACTOR) for f in bf.fields]
-    monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
+    monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,
+                      dtype=bf.problems[0].net.dtype)
     statuses = ["success"] * S
     messages = [f"took {steps} steps of size {step:g} (t = {t1:g})"] * S
     k_done = [0] * S

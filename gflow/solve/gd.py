@@ -158,7 +158,8 @@ def gradient_descent(
     field = observed_field(make_field(problem, space, layout=stored_layout(checkpoint)), interval, integrals)
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                         diverge_factor=DIVERGE_FACTOR)
-    monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False)
+    monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,
+                      dtype=net.dtype)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
     recorder.attach_progress(progress, t1, f"GD (δ = {step:g})")
     ckpt = resume = None

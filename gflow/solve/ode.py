@@ -454,7 +454,7 @@ def simulate(
     fixed = method in FIXED_STEP_METHODS
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step))
-    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth, stall_after=2000 if method in EXPINT_METHODS else 200)
     status, message = "success", f"reached t1 = {t1:g}"
