@@ -810,3 +810,19 @@ def test_a_non_finite_run_advises_float64_only_where_it_is_not_float64(dtype, c_
         sol = gf.simulate(net, X, y, t1=1.0, warn=False, **kw)
         assert sol.status == "nonfinite" and "check the data scale" in sol.message
         assert ("use float64" in sol.message) == (dtype == "float32"), sol.message
+
+
+def test_an_activation_that_is_nan_at_the_initial_features_is_named_not_an_overflow():
+    # regression (a bad-input audit): "the data or the network overflow torch.float64 … use float64" for a float64
+    # run whose features were finite and whose custom σ returned NaN beyond |u| > 3.5
+    def sig(u):
+        return torch.where(u.abs() > 3.5, torch.full_like(u, math.nan), torch.tanh(u))
+
+    def dsig(u):
+        return torch.where(u.abs() > 3.5, torch.full_like(u, math.nan), 1 - torch.tanh(u) ** 2)
+
+    act = gf.Activation("nanny", sig, dsig, 1.0, (-1.0, 1.0))
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    with pytest.raises(ValueError, match=r"σ or σ′ of the activation 'nanny' returned non-finite values at the finite "
+                                         r"initial features"):
+        gf.simulate(gf.Network(d=3, width=16, seed=0, activation=act), 20 * X, y, t1=1.0, method="dop853")

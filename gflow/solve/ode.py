@@ -677,6 +677,14 @@ def check_started(recorder: Recorder, problem: Problem, status, message) -> None
     time would be no answer."""
     if not recorder.t:
         loss0 = float(0.5 * torch.sum((problem.outputs(problem.H0) - problem.y) ** 2))
+        H0, act = problem.H0, problem.net.activation
+        if bool(torch.isfinite(H0).all()):
+            s0, ds0 = act.both(H0)
+            if not bool(torch.isfinite(s0).all() and torch.isfinite(ds0).all()):  # (not an overflow: σ's own values)
+                raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}): σ or "
+                                 f"σ′ of the activation {act.name!r} returned non-finite values at the finite initial "
+                                 f"features H₀ (|H₀| up to {float(H0.abs().max()):.3g}); check the activation's sigma and "
+                                 "dsigma there, or the scale of X")
         raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}); the "
                          f"data or the network overflow {problem.net.dtype}: check the scale of X, y and the "
                          "network's scaling")
