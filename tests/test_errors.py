@@ -826,3 +826,13 @@ def test_an_activation_that_is_nan_at_the_initial_features_is_named_not_an_overf
     with pytest.raises(ValueError, match=r"σ or σ′ of the activation 'nanny' returned non-finite values at the finite "
                                          r"initial features"):
         gf.simulate(gf.Network(d=3, width=16, seed=0, activation=act), 20 * X, y, t1=1.0, method="dop853")
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-12), ("float64", 1e-17)])
+def test_an_rtol_below_the_dtypes_resolution_is_refused(dtype, rtol):
+    # regression (a bad-input audit): float32 at rtol 1e-12 ran until it stalled, and the message blamed stiffness
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    net = gf.Network(d=3, width=16, seed=0, dtype=dtype)
+    with pytest.raises(ValueError, match=rf"rtol={rtol:g} is below what torch.{dtype} resolves"):
+        gf.simulate(net, X, y, t1=1.0, rtol=rtol, method="dop853")
+    assert gf.simulate(net, X, y, t1=1.0, rtol=1e-6, method="dop853").ok

@@ -615,6 +615,12 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
     opts = _check_options(method, options)
+    eps = torch.finfo(net.dtype).eps
+    if method not in FIXED_STEP_METHODS and rtol < 0.25 * eps:
+        # (float32 at rtol 1e-12 stalled, and the message blamed stiffness)
+        raise ValueError(f"rtol={rtol:g} is below what {net.dtype} resolves (machine epsilon {eps:.2g}): an adaptive "
+                         f"method cannot meet it and its steps would collapse; use rtol ≥ {eps:.0e}"
+                         + (" or dtype float64" if net.dtype != torch.float64 else ""))
     if method in FIXED_STEP_METHODS:
         if step is None:
             if method in SLIDING_METHODS:
