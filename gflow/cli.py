@@ -49,19 +49,19 @@ def parse_embedding(text: str) -> Any:
     from .model.embeddings import DeepRandomFeatures, RandomFeatures
 
     parts = text.split(":")
+    usage = "use identity, quadratic, random_features:D or deep_random_features:D:L"
     try:
         if parts[0] in ("identity", "quadratic") and len(parts) == 1:
             return parts[0]
         if parts[0] == "random_features" and len(parts) == 2:
-            return RandomFeatures(D=int(parts[1]))
+            D = int(parts[1])
+            return RandomFeatures(D=D)
         if parts[0] == "deep_random_features" and len(parts) == 3:
-            return DeepRandomFeatures(D=int(parts[1]), depth=int(parts[2]))
-    except ValueError:
-        pass
-    raise CLIError(
-        f"--embedding {text!r} not understood; use identity, quadratic, random_features:D or "
-        "deep_random_features:D:L"
-    )
+            D, depth = int(parts[1]), int(parts[2])
+            return DeepRandomFeatures(D=D, depth=depth)
+    except ValueError as exc:  # an integer that does not parse, or one the embedding refuses (D = 0): say which
+        raise CLIError(f"--embedding {text!r}: {exc}; {usage}") from None
+    raise CLIError(f"--embedding {text!r} not understood; {usage}")
 
 
 def load_config(path: str | Path) -> dict:
@@ -134,8 +134,11 @@ def run_config(cfg: dict, *, progress=print):
     n_test = dat.get("n_test")
     if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0):
         raise CLIError(f"n_test (--n-test) must be an integer >= 0 (0: no test data), got {n_test!r}")
+    test_seed = dat.get("test_seed")
+    if test_seed is not None and (isinstance(test_seed, bool) or not isinstance(test_seed, int) or test_seed < 0):
+        raise CLIError(f"test_seed ([data] test_seed) must be an integer >= 0, got {test_seed!r}")
     if n_test:
-        Xt, yt = gen(dat["n_test"], net.d, seed=dat.get("test_seed", dat["seed"] + 1))
+        Xt, yt = gen(dat["n_test"], net.d, seed=dat["seed"] + 1 if test_seed is None else test_seed)
         test = {"X_test": Xt, "y_test": yt}
     progress(f"{net}\ndata: {gen_name}(n={dat['n']}, d={net.d}, seed={dat['seed']})"
              + (f", test n={dat['n_test']}" if test else ""))

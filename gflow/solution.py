@@ -311,8 +311,11 @@ class Solution:
         if st.get("explicit_method"):  # dop853+exprk4 / dopri5+exprk4: say where each phase ran
             phase = f"{st['explicit_method']} in {st.get('explicit_space', 'feature')} space"
             sw = st.get("switch_time")
-            lines.append(f"  {phase} to t1 (no hand-over)" if sw is None else
-                         f"  {phase} to t = {sw:.6g}, then exprk4 in feature space")
+            if sw is not None:
+                lines.append(f"  {phase} to t = {sw:.6g}, then exprk4 in feature space")
+            else:  # (a run that stopped early never reached t1: "to t1" said it had)
+                lines.append(f"  {phase} to t1 (no hand-over)" if self.ok else
+                             f"  {phase} until it stopped at t = {float(self.t[-1]):.6g} (no hand-over)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -153,3 +153,29 @@ def test_certify_and_plot_commands_on_a_saved_run(tmp_path, capsys):
     png = tmp_path / "summary.png"
     assert main(["plot", str(out), "--out", str(png)]) == 0
     assert png.stat().st_size > 20_000
+
+
+def test_cli_says_why_an_embedding_or_a_test_seed_cannot_run(tmp_path, capsys):
+    # regression (a bad-input audit): "random_features:0" gave only "not understood" (the reason was swallowed), and
+    # [data] test_seed = -1 was reported as "seed must be an integer >= 0"
+    assert main(["simulate", "--d", "4", "--width", "8", "--t1", "1", "--embedding", "random_features:0"]) == 2
+    assert "RandomFeatures D must be an integer >= 1, got 0" in capsys.readouterr().err
+    cfg = tmp_path / "ts.toml"
+    cfg.write_text("d = 3\nwidth = 8\nt1 = 1.0\n[data]\nn = 4\nn_test = 4\ntest_seed = -1\n")
+    assert main(["simulate", str(cfg)]) == 2
+    assert "test_seed ([data] test_seed) must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+def test_an_embedding_dict_with_an_unknown_key_lists_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"does not take \['seeds'\] .*accepted keys: \['kind', 'D', 'activation', "
+                                         r"'seed'\]"):
+        gf.get_embedding({"kind": "random_features", "D": 8, "seeds": 1})
+
+
+def test_the_summary_of_a_switching_run_that_stopped_early_does_not_say_it_reached_t1():
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=16, seed=0), X, y, t1=5000.0, method="dop853+exprk4", max_steps=5,
+                      warn=False)
+    assert sol.status == "max_steps" and sol.stats["switch_time"] is None
+    text = sol.summary()
+    assert "until it stopped at t = " in text and "to t1 (no hand-over)" not in text

@@ -13,6 +13,8 @@ tensor to its (n, D) features.  Drawing on the CPU makes one seed give the same 
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from collections.abc import Callable as _Callable
 from dataclasses import dataclass
@@ -291,10 +293,14 @@ def get_embedding(spec) -> AbstractEmbedding:
                                  f"{sorted(map(str, spec))} in {given!r}; accepted keys: ['kind']; for a chosen D use "
                                  "{'kind': 'random_features', 'D': ...}")
             return get_embedding(kind)
-        if kind == "random_features":
-            return RandomFeatures(**spec)
-        if kind == "deep_random_features":
-            return DeepRandomFeatures(**spec)
+        if kind in ("random_features", "deep_random_features"):
+            cls = RandomFeatures if kind == "random_features" else DeepRandomFeatures
+            accepted = [k for k in inspect.signature(cls).parameters]
+            unknown = sorted(str(k) for k in spec if k not in accepted)
+            if unknown:  # (Python's "__init__() got an unexpected keyword argument" named no accepted key)
+                raise ValueError(f"embedding {kind!r} does not take {unknown} (in {given!r}); accepted keys: "
+                                 f"{['kind', *accepted]}")
+            return cls(**spec)
         if kind == "callable":
             raise ValueError(f"a callable embedding cannot be rebuilt from its spec {given!r}; pass the callable itself")
         raise ValueError(

@@ -271,18 +271,19 @@ def simulate_nonsmooth(
     status, message = "success", ""
     h = step
     est = None
+    loosen = " or loosen rtol" if rtol is not None else " or enlarge step"
     while True:
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
         need = _steps_to(t_end, h)
         if need > max_steps:
             status, message = "max_steps", (f"the next step h = {h:g} needs {need:.0f} steps, more than max_steps = "
-                                            f"{max_steps}; raise max_steps or loosen rtol")
+                                            f"{max_steps}; raise max_steps{loosen}")
             break
         if not sols and remaining is not None:  # the coarsest solve always runs, to its share of the budget: it
             remaining = max(remaining, 1e-9)  # returns a partial trajectory and a status (nothing, before)
         elif remaining is not None and (remaining <= 0 or (walls and 2.2 * walls[-1] > remaining)):
             status, message = "time_budget", (f"max_wall_time = {max_wall_time:g} s would be exceeded by the solve "
-                                              f"with step {h:g}; raise max_wall_time or loosen rtol")
+                                              f"with step {h:g}; raise max_wall_time{loosen}")
             break
         sol = simulate(net, X, y, t1, saveat, method=method, step=h,  # (the grid also lands on every output time)
                        max_steps=max_steps,
