@@ -836,3 +836,10 @@ def test_an_rtol_below_the_dtypes_resolution_is_refused(dtype, rtol):
     with pytest.raises(ValueError, match=rf"rtol={rtol:g} is below what torch.{dtype} resolves"):
         gf.simulate(net, X, y, t1=1.0, rtol=rtol, method="dop853")
     assert gf.simulate(net, X, y, t1=1.0, rtol=1e-6, method="dop853").ok
+
+
+def test_contradicting_step_options_are_refused():
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    net = gf.Network(d=3, width=16, seed=0)
+    with pytest.raises(ValueError, match=r"min_step = 0.1 and max_step = 0.001 contradict"):
+        gf.simulate(net, X, y, t1=1.0, method="dop853", options={"max_step": 1e-3, "min_step": 0.1})

@@ -188,6 +188,9 @@ def _check_options(method: str, options: dict | None) -> dict:
                           ("min_step", lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")):
         if key in out and not ok(out[key]):
             raise ValueError(f"option {key!r} must be {want}, got {out[key]}")
+    if out.get("min_step", 0.0) > out.get("max_step", math.inf):  # (it ran, and stopped with "try another method")
+        raise ValueError(f"options min_step = {out['min_step']:g} and max_step = {out['max_step']:g} contradict each "
+                         "other: min_step must be ≤ max_step")
     return out
 
 
