@@ -327,9 +327,11 @@ def test_relu_benchmark_sliding_mode_writes_every_field(tmp_path):
     from pathlib import Path
 
     mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_relu.py"))
-    mod["main"](["--sliding", "--m", "32", "--n", "10", "--t1", "2", "--steps", "0.5,0.25", "--reference", "self",
+    # (t1 = 4: its 11 output times lie 0.4 apart, so the estimate's steps 0.5, 0.25, 0.125 take 10, 20, 40 steps; at
+    # t1 = 2 the first two took the same 10 steps, which step halving now refuses)
+    mod["main"](["--sliding", "--m", "32", "--n", "10", "--t1", "4", "--steps", "0.5,0.25", "--reference", "self",
                  "--estimate-step", "0.5", "--out", str(tmp_path)])
-    data = json.loads((tmp_path / "relu_sliding_m32_n10_t2.json").read_text())
+    data = json.loads((tmp_path / "relu_sliding_m32_n10_t4.json").read_text())
     assert [r["step"] for r in data["steps"]] == [0.5, 0.25] and all(r["status"] == "success" for r in data["steps"])
     assert data["estimate"]["steps"] == [0.5, 0.25, 0.125] and data["reference"]["method"] == "sliding"
     assert {"met_accuracy", "within_2x_gd", "status", "est_max"} <= set(data["target"])

@@ -429,7 +429,8 @@ def test_scaling_fields_are_checked():
 def test_a_batch_refuses_networks_whose_scalings_share_a_name_but_not_exponents():
     X, y = gf.data.random_labels(n=4, d=3, seed=0)
     nets = [gf.Network(d=3, width=8, seed=0), gf.Network(d=3, width=8, seed=1, scaling=gf.Scaling("ours", 1, 0.5, 2))]
-    with pytest.raises(ValueError, match="scaling"):
+    with pytest.raises(ValueError, match=r"nets\[1\] has scaling \{'name': 'ours', 'alpha_exp': 1.0, 'beta_exp': 0.5, "
+                                         r"'lr_exp': 2.0, 'symmetric': False\} but nets\[0\] has 'ours'"):
         gf.simulate_batch(nets, X, y, t1=1.0)
 
 
@@ -462,3 +463,10 @@ def test_a_file_with_an_unknown_status_is_refused(flow_solution, tmp_path):
     ds.to_netcdf(tmp_path / "odd.nc", engine="h5netcdf")
     with pytest.raises(ValueError, match=r"status '\{not json' is not one of"):
         gf.load(tmp_path / "odd.nc")
+
+
+def test_a_scaling_takes_numpy_numbers_and_refuses_an_empty_name():
+    sc = gf.Scaling("x", np.float32(1.0), np.int64(0), 1)
+    assert (sc.alpha_exp, sc.beta_exp, sc.lr_exp) == (1.0, 0.0, 1.0) and isinstance(sc.beta_exp, float)
+    with pytest.raises(ValueError, match="Scaling name must be a non-empty str"):
+        gf.Scaling("", 1.0, 0.5, 1.0)

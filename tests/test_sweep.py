@@ -822,3 +822,14 @@ def test_solver_settings_that_cannot_run_fail_before_the_sweep_starts(solver, gr
     with pytest.raises(SweepConfigError, match=needle):
         gf.sweep({"d": 3, "width": 8}, {"generator": "random_labels", "n": 4}, solver, grid, 2, store=tmp_path / "st")
     assert not (tmp_path / "st").exists()
+
+
+@pytest.mark.parametrize("order", [["float64", "float32"], ["float32", "float64"]])
+def test_the_solver_checks_read_each_grid_points_own_dtype(order, tmp_path):
+    # review: every point was checked against the first point's network, so float32's rtol floor was seen or not
+    # depending on the order of the grid
+    with pytest.raises(SweepConfigError, match=r"at the grid point \{'network.dtype': 'float32'\} cannot run: "
+                                               r"rtol=1e-08 is below what torch.float32 resolves"):
+        gf.sweep({"d": 3, "width": 8}, {"generator": "random_labels", "n": 4},
+                 {"kind": "simulate", "t1": 1.0, "method": "dop853", "rtol": 1e-8}, {"network.dtype": order}, 1,
+                 store=tmp_path / "st")

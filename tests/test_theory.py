@@ -12,6 +12,7 @@ up to 20× slower.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -618,3 +619,15 @@ def test_a_run_that_stopped_early_is_not_certified():
     assert "rerun it to t1" in cert.advice
     short = gf.simulate(gf.Network(d=3, width=16, seed=0), X, y, t1=5.0, max_steps=3, warn=False)
     assert short.status == "max_steps" and not gf.certify(short).ok
+
+
+def test_certify_reads_a_file_of_an_earlier_gflow_that_named_a_custom_scaling_only(tmp_path):
+    # review: files of an earlier gflow stored a custom scaling by name; certify must not fail on them (T9–T11 need
+    # its exponents: not applicable, saying why)
+    X, y = gf.data.random_labels(n=4, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=8, scaling=gf.Scaling("ntk_unsym", 0.5, 0.5, 0.0), seed=0), X, y,
+                      t1=1.0, rtol=1e-10, atol=1e-12)
+    old = dataclasses.replace(sol, config={**sol.config, "network": {**sol.config["network"], "scaling": "ntk_unsym"}})
+    cert = gf.certify(old)
+    assert cert.ok and not cert.check("T11").applicable and "recorded by name only" in cert.check("T11").detail
+    assert "recorded by name only" in cert.check("T9").detail

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._validate import describe
+from .._validate import describe, is_real
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,13 @@ class Scaling:
     def __post_init__(self) -> None:
         import math
 
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"Scaling name must be a non-empty str, got {describe(self.name)}")
+        if not isinstance(self.name, str):
+            raise TypeError(f"Scaling name must be a str, got {describe(self.name)}")
+        if not self.name:
+            raise ValueError("Scaling name must be a non-empty str, got ''")
         for field in ("alpha_exp", "beta_exp", "lr_exp"):
             v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if not is_real(v) or not math.isfinite(float(v)):
                 raise ValueError(f"Scaling {field} must be a finite number (the exponent of m or D), got {describe(v)}")
             object.__setattr__(self, field, float(v))
         if not isinstance(self.symmetric, bool):

@@ -258,11 +258,11 @@ def simulate_nonsmooth(
     counts = [_fixed_step_count(grid, h) for h in (step, step / 2, step / 4)]
     if not counts[0] < counts[1] < counts[2]:  # fixed-step grids land on every output time
         why = (f"saveat has output times closer than step={step:g} (or step/2)" if given else
-               f"step={step:g} is not below t1={t_end:g} by a factor 2 or more")
+               f"step={step:g} exceeds t1={t_end:g}")
         raise ValueError(f"{why}: the solves at steps {step:g}, {step / 2:g}, {step / 4:g} would take "
                          f"{counts[0]:.0f}, {counts[1]:.0f}, {counts[2]:.0f} steps — some the same steps — so step "
                          "halving could not estimate the error; "
-                         + ("give fewer output times (or none)" if given else f"use step ≤ {t_end / 2:g}"))
+                         + ("give fewer output times (or none)" if given else f"use step ≤ {t_end:g}"))
     start = time.perf_counter()
     sols: list[Solution] = []
     steps: list[float] = []
@@ -334,8 +334,9 @@ def simulate_nonsmooth(
     stats = dict(best.stats, n_f_evals=evals, wall_time=time.perf_counter() - start,
                  n_f_evals_finest=best.stats.get("n_f_evals"))
     rise = None
-    if "loss_rise" in best.stats and "; warning: the loss rose" in best.message:  # (simulate's note, kept)
-        rise = best.message[best.message.index("; warning: the loss rose") + len("; warning: "):]
+    if ("loss_rise" in best.stats or best.stats.get("unstable_step")) and "; warning: " in best.message:
+        # (simulate's note — a loss rise, or a step past the stability limit — kept)
+        rise = best.message[best.message.index("; warning: ") + len("; warning: "):]
         message = f"{message}; warning: {rise}"
     out = replace(best, status=status, message=message, stats=stats, config=config,
                   error_estimate=np.asarray(est["rel"], dtype=np.float64))

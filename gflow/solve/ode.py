@@ -36,7 +36,7 @@ from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
-from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
+from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder, float64_advice
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -822,8 +822,8 @@ def odeint_or_abort(odeint, func, y, t, method, rtol, atol, options, monitor: Mo
         if "underflow in dt" in text:
             raise Abort("step_size_collapse", f"torchdiffeq: {text}; {monitor.hint}") from None
         if "non-finite" in text:
-            raise Abort("nonfinite", "the state became non-finite; check the data scale, or use float64 "
-                        "and tighter tolerances") from None
+            raise Abort("nonfinite", "the state became non-finite; check the data scale, or use "
+                        f"{float64_advice(field.problem.net.dtype)}tighter tolerances") from None
         raise Abort("failed", f"torchdiffeq failed: {text}") from None
 
 

@@ -310,10 +310,28 @@ class SweepConfig:
         except (TypeError, ValueError) as exc:
             raise SweepConfigError(f"the first run of the sweep cannot be built: {exc}") from None
         for point in self.points:
-            problem = _solver_problem(self.resolve(point, self.seeds[0])["solver"], net)
+            cfg = self.resolve(point, self.seeds[0])
+            problem = _solver_problem(cfg["solver"], _precision_of(cfg["network"], net))
             if problem is not None:
                 where = f" at the grid point {point}" if point else ""
                 raise SweepConfigError(f"the [solver] settings{where} cannot run: {problem}")
+
+
+def _precision_of(network: dict, first):
+    """What the solver checks read of a network — its dtype and device — for a grid point's own [network] section
+    (a grid over dtype: float32's rtol floor, scipy's float64), without drawing its weights; ``first``'s where the
+    section does not parse (building the run then says why)."""
+    import types
+
+    import torch
+
+    from ..model.network import resolve_dtype
+
+    try:
+        return types.SimpleNamespace(dtype=resolve_dtype(network.get("dtype", first.dtype)),
+                                     device=torch.device(str(network.get("device", first.device))))
+    except (TypeError, ValueError, RuntimeError):
+        return first
 
 
 def _solver_problem(solver: dict, net) -> str | None:

@@ -187,7 +187,10 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     K = th["K_sigma"]
     lo, hi = th["interval"]
     bounded = math.isfinite(lo) and math.isfinite(hi)
-    scaling = get_scaling(sol.config["network"].get("scaling"))
+    try:
+        scaling = get_scaling(sol.config["network"].get("scaling"))
+    except (TypeError, ValueError):  # a custom scaling in a file of an earlier gflow, which stored its name only
+        scaling = None
     atol = solver.get("atol", 1e-12) if kind == "flow" else 1e-14
     # below this loss the float64 state cannot resolve relative changes of order `slack`
     L_floor = max(1e-25 * L0, n * (1e3 * atol * c_hat) ** 2, 1e-300)
@@ -306,7 +309,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
                             detail="needs λ_min(G) > 0 and the running integrals"))
 
     # T9 (Lemma 1) and T10 (realised Theorem 1): paper's scaling, |c_i| = ĉ, λ_min(G) > 0, bounded I
-    hyp9 = scaling.paper and equal_c and G_pd and bounded and K > 0
+    hyp9 = scaling is not None and scaling.paper and equal_c and G_pd and bounded and K > 0
     theorems: list = []
     if hyp9:
         kap = B.kappa(lmin_G, lmax_G, K, (lo, hi))
@@ -337,7 +340,10 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
             notes.append(f"Theorem 1 not evaluated: {exc}")
     else:
         why = []
-        if not scaling.paper:
+        if scaling is None:
+            why.append(f"the run's scaling {sol.config['network'].get('scaling')!r} is recorded by name only (a file "
+                       "of an earlier gflow): its exponents are unknown")
+        elif not scaling.paper:
             why.append(f"Lemma 1 and Theorem 1 are stated for the paper's scaling (α = 1/m, β = 1/√D, ℓ = m), this "
                        f"run uses {scaling.name!r} (α = m^−{scaling.alpha_exp:g}, β = D^−{scaling.beta_exp:g}, "
                        f"ℓ = m^{scaling.lr_exp:g})")
@@ -351,13 +357,18 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         checks.append(Check("T10", "realised Theorem 1", False, detail="; ".join(why) or "hypotheses not met"))
 
     # T11: (15), any two weight matrices
-    alpha_m = scaling.alpha(m) * m  # (1 for ours and mf, √m for ntk; a custom scaling's own)
-    Ls = th["lipschitz"]
-    df = np.abs(sol.output - sol.output[0][None, :]) / (alpha_m * c_hat * Ls)
-    gap = sol.feature_movement * (1 + 1e-12) + 1e-15 - df
-    k = np.unravel_index(int(np.argmin(gap)), gap.shape)
-    checks.append(Check("T11", "(15) feature movement ≥ |Δf|/(ĉL_σ)", True, bool(gap[k] >= 0), True,
-                        float(gap[k]), float(t[k[0]]), detail=f"min margin {gap[k]:.3g} at t = {t[k[0]]:.4g}"))
+    if scaling is None:
+        checks.append(Check("T11", "(15) feature movement ≥ |Δf|/(ĉL_σ)", False,
+                            detail="needs α·m, and the run's scaling is recorded by name only (a file of an earlier "
+                                   "gflow)"))
+    else:
+        alpha_m = scaling.alpha(m) * m  # (1 for ours and mf, √m for ntk; a custom scaling's own)
+        Ls = th["lipschitz"]
+        df = np.abs(sol.output - sol.output[0][None, :]) / (alpha_m * c_hat * Ls)
+        gap = sol.feature_movement * (1 + 1e-12) + 1e-15 - df
+        k = np.unravel_index(int(np.argmin(gap)), gap.shape)
+        checks.append(Check("T11", "(15) feature movement ≥ |Δf|/(ĉL_σ)", True, bool(gap[k] >= 0), True,
+                            float(gap[k]), float(t[k[0]]), detail=f"min margin {gap[k]:.3g} at t = {t[k[0]]:.4g}"))
 
     if not smooth:
         notes.append("σ has a kink: where features slide along h = 0 (a Filippov sliding flow) the chain rule "
