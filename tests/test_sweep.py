@@ -626,7 +626,11 @@ def test_dask_local_cluster_has_one_pinned_worker_per_gpu(monkeypatch):
 
 def test_runs_record_their_device_and_cuda_runs_without_a_gpu_fail_up_front(serial, tmp_path):
     assert set(serial.device.values.tolist()) == {"cpu"}
+    # (gflow's dop853: scipy's DOP853, SOLVER's, is refused on a CUDA network before — its settings cannot run there)
     with pytest.raises(SweepConfigError, match="network.device asks for 'cuda' but this machine has no CUDA"):
+        gf.sweep({**NETWORK, "device": "cuda"}, {**DATA, "n": 6}, {**SOLVER, "method": "dop853"}, store=tmp_path,
+                 progress=False)
+    with pytest.raises(SweepConfigError, match=r"scipy method 'DOP853' runs on the CPU, but the network is on cuda"):
         gf.sweep({**NETWORK, "device": "cuda"}, {**DATA, "n": 6}, SOLVER, store=tmp_path, progress=False)
 
 
