@@ -843,3 +843,14 @@ def test_contradicting_step_options_are_refused():
     net = gf.Network(d=3, width=16, seed=0)
     with pytest.raises(ValueError, match=r"min_step = 0.1 and max_step = 0.001 contradict"):
         gf.simulate(net, X, y, t1=1.0, method="dop853", options={"max_step": 1e-3, "min_step": 0.1})
+
+
+def test_a_tiny_atol_in_feature_space_is_not_a_collapse_at_the_first_step():
+    # regression (a bad-input audit): A = ∫P starts at exactly 0, so atol alone scales it, and at atol = 1e-20 the
+    # initial-step heuristic gave 4.8e-13 — below the collapse threshold: "step_size_collapse at t = 0 … check the
+    # data", while weight space (W0 ≠ 0) ran
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    net = gf.Network(d=3, width=16, seed=0)
+    feature = gf.simulate(net, X, y, t1=1.0, method="dop853", space="feature", atol=1e-20)
+    weight = gf.simulate(net, X, y, t1=1.0, method="dop853", space="weight", atol=1e-20)
+    assert feature.ok and abs(feature.loss[-1] / weight.loss[-1] - 1) < 1e-9

@@ -82,6 +82,7 @@ class Scheme:
 DENSE_STIFF_LIMIT = 5.0
 _POWER_START = 12  # the first power iteration's evaluations at most (see Engine._power_step)
 DENSE_CHUNK = 1 << 23  # the dense output forms at most this many state entries at once (64 MB in float64)
+_MIN_FIRST_STEP = 1e-11  # the first step's floor: 10× the Monitor's collapse threshold near t = 0 (Engine._initial_step)
 _AXPY_MAX = 3  # a combination of at most this many stages is a chain of axpys, not one addmv (see Engine._plan)
 _SLOTS = {"dop853": (4, 0, 1, 2, 3) + tuple(range(5, 16))}  # storage row of each stage (see Engine)
 
@@ -337,7 +338,10 @@ class Engine:
         h = min(100 * h0, h1, self.max_step, self.t1)
         if not h > 0:  # (d2 overflows: h1 = 0, or NaN)
             self.monitor.raise_collapse(h, 0.0)
-        return h
+        # not below 10× the Monitor's collapse threshold (1e-12 near t = 0): components that start at exactly 0 (A = ∫P
+        # in feature space) are scaled by atol alone, and at atol = 1e-20 the heuristic gave 4.8e-13 — a "collapse"
+        # at the first step, blamed on the data; a step too long for the flow is rejected and shrunk as any other
+        return min(max(h, _MIN_FIRST_STEP), self.max_step, self.t1)
 
     def _abs_plus_a(self, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out = |y| + atol/rtol."""
