@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -837,3 +838,51 @@ def test_the_solver_checks_read_each_grid_points_own_dtype(order, tmp_path):
         gf.sweep({"d": 3, "width": 8}, {"generator": "random_labels", "n": 4},
                  {"kind": "simulate", "t1": 1.0, "method": "dop853", "rtol": 1e-8}, {"network.dtype": order}, 1,
                  store=tmp_path / "st")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc for the workers' pids")
+def test_the_process_pools_workers_end_when_the_sweep_is_killed(tmp_path):
+    # regression (an interruption audit): `kill PID` (SIGTERM to the main process only) left the spawned workers
+    # re-parented to PID 1, computing the queued runs into the store and then idle on a pipe forever
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text('seeds = 8\n[network]\nd = 5\nwidth = 64\n[data]\ngenerator = "random_labels"\nn = 10\n'
+                   '[solver]\nkind = "simulate"\nt1 = 3000.0\nmethod = "dop853"\n')
+    p = subprocess.Popen([sys.executable, "-m", "gflow", "sweep", str(cfg), "--out", str(tmp_path / "st"),
+                          "--executor", "process", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(kids) < 3:  # two workers and multiprocessing's resource tracker
+            time.sleep(0.2)
+            kids = _children(p.pid)
+        time.sleep(2.0)  # (the workers busy with runs)
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        time.sleep(3 * gf.sweeps.executors.PARENT_POLL_SECONDS + 1.0)
+        alive = []
+        for k in kids:
+            try:
+                os.kill(k, 0)
+                alive.append(k)
+            except ProcessLookupError:
+                pass
+        assert kids and not alive, (kids, alive)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for k in kids:  # (re-parented once the sweep is gone: not its children any more)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(k, signal.SIGKILL)

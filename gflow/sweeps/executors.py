@@ -191,9 +191,26 @@ def _check_workers(workers: Any) -> int | None:
     return workers
 
 
+#: how often a pool worker checks that the process that started it is still there (see _watch_parent)
+PARENT_POLL_SECONDS = 1.0
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker process once its parent is gone (re-parented: ``os.getppid()`` changed).  A sweep killed with
+    a plain ``kill PID`` (SIGTERM to the main process only) left its spawned workers computing the queued runs into
+    the store, then idle on a pipe forever; a second sweep started meanwhile computed the same runs beside them."""
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        if os.getppid() != parent:
+            os._exit(1)  # (a run record or checkpoint cut mid-write is a .tmp file, which the next sweep removes)
+
+
 def _init_worker(threads: int, devices: Any = None, tanh_route: str | None = None) -> None:
+    import threading
+
     import torch
 
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="gflow-parent-watch", daemon=True).start()
     torch.set_num_threads(threads)
     if tanh_route is not None:  # the parent's float64 tanh route: bit-identical to serial runs
         from ..model.activations import set_float64_tanh_route
