@@ -771,3 +771,21 @@ def test_a_batch_checkpoint_written_before_the_layout_choice_resumes_in_its_layo
     resumed = run(nets, X, y, checkpoint=path, **args)
     assert all(s.ok and s.stats["resumed"] for s in resumed)
     _assert_same_batch(resumed, ref)
+
+
+def test_gd_stopped_by_its_time_budget_keeps_its_last_step_and_resumes_to_the_same_run(tmp_path):
+    # regression (an interruption audit): the steps since the last saved one were dropped ("ran out at t = 4755",
+    # sol.t[-1] = 4500); the docstring promises the last step
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    net = gf.Network(d=3, width=16, seed=0)
+    kw = dict(step=0.5, steps=40_000, save_every=10_000, integrals=False)
+    ck = tmp_path / "gd.ckpt"
+    part = gf.gradient_descent(net, X, y, **kw, max_wall_time=0.2, checkpoint=ck, warn=False)
+    assert part.status == "time_budget" and 0 < part.stats["n_steps"] < 40_000
+    k = part.stats["n_steps"]
+    assert part.t[-1] == k * 0.5 and f"ran out at t = {k * 0.5:g}" in part.message
+    same = gf.gradient_descent(net, X, y, step=0.5, steps=k, save_every=k, integrals=False)
+    assert part.loss[-1] == same.loss[-1] and np.array_equal(part.W_final, same.W_final)
+    full = gf.gradient_descent(net, X, y, **kw)
+    resumed = gf.gradient_descent(net, X, y, **kw, checkpoint=ck)
+    assert resumed.ok and np.array_equal(resumed.t, full.t) and np.array_equal(resumed.loss, full.loss)

@@ -228,6 +228,14 @@ def gradient_descent(
             cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
             if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)
                 status, message = "nonfinite", cause
+        if exc.status == "time_budget" and k_done > k_good:
+            # the last step taken, also between saved steps (the steps since the last save were dropped: "ran out at
+            # t = 4755" with sol.t[-1] = 4500); after the checkpoint above, which resumes on the saved grid
+            try:
+                recorder.record(k_done * step, state)
+                last_good, k_good = state, k_done
+            except Abort:  # (a non-finite state: the last saved one stays the end)
+                pass
         recorder.last_state = last_good
         recorder.ensure_final_features()
     finally:
