@@ -789,3 +789,16 @@ def test_gd_stopped_by_its_time_budget_keeps_its_last_step_and_resumes_to_the_sa
     full = gf.gradient_descent(net, X, y, **kw)
     resumed = gf.gradient_descent(net, X, y, **kw, checkpoint=ck)
     assert resumed.ok and np.array_equal(resumed.t, full.t) and np.array_equal(resumed.loss, full.loss)
+
+
+def test_a_gd_batch_stopped_by_its_time_budget_keeps_its_last_step():
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    nets = gf.networks(range(2), d=3, width=16)
+    sols = gf.gradient_descent_batch(nets, X, y, step=0.5, steps=200_000, save_every=50_000, integrals=False,
+                                     max_wall_time=0.3, warn=False)
+    for s, net in zip(sols, nets):
+        k = s.stats["n_steps"]
+        assert s.status == "time_budget" and 0 < k < 200_000 and s.t[-1] == k * 0.5
+        one = gf.gradient_descent(net, X, y, step=0.5, steps=k, save_every=k, integrals=False)
+        np.testing.assert_allclose(s.loss[-1], one.loss[-1], rtol=1e-12)
+        np.testing.assert_allclose(s.W_final, one.W_final, rtol=1e-12, atol=1e-14)

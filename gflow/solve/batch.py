@@ -818,6 +818,16 @@ def gradient_descent_batch(
     except Abort as exc:  # the wall-time budget: every seed still running stops
         if ckpt is not None:  # (before the seeds are stopped: they resume as running)
             ckpt.save(loop_state(k - 1))
+        if active and k - 1 > int(save_k[next_save - 1]):  # the last step taken, also between saved steps (as GD)
+            finite = torch.isfinite(state).all(dim=1).tolist()
+            last_good = last_good.clone()
+            for s in active:
+                if finite[s]:
+                    try:
+                        recorders[s].record((k - 1) * step, bf.seed_state(state, s))
+                        last_good[s] = state[s]
+                    except Abort:  # (a non-finite loss: the last saved state stays the end)
+                        pass
         for s in list(active):
             stop(s, exc.status, exc.message)
     finally:
