@@ -854,3 +854,11 @@ def test_a_tiny_atol_in_feature_space_is_not_a_collapse_at_the_first_step():
     feature = gf.simulate(net, X, y, t1=1.0, method="dop853", space="feature", atol=1e-20)
     weight = gf.simulate(net, X, y, t1=1.0, method="dop853", space="weight", atol=1e-20)
     assert feature.ok and abs(feature.loss[-1] / weight.loss[-1] - 1) < 1e-9
+
+
+def test_exprk4_out_of_time_is_not_told_the_explicit_methods_stiffness_advice():
+    # (an interruption audit: "explicit methods run at their stability limit … try method='LSODA'" to exprk4)
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=16, seed=0), X, y, t1=5000.0, method="exprk4", rtol=1e-12,
+                      max_wall_time=0.2, warn=False)
+    assert sol.status == "time_budget" and "stability limit" not in sol.message and "exprk4 pays" in sol.message

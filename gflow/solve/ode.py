@@ -112,6 +112,9 @@ def _hint(method: str, activation_smooth: bool) -> str:
                 "method='filippov' (event-driven, exact to rtol; for small and medium problems), "
                 "method='sliding', step=0.25, error_estimate=True (the Filippov flow by time-stepping), or a smooth "
                 "activation")
+    if method == "exprk4":  # (the stiff method itself: the explicit methods' stiffness advice does not apply)
+        return ("use method='dop853' (or method='auto') where the horizon is short or the features still move: "
+                "exprk4 pays on long, stiff horizons")
     if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
         return STIFF_HINT
     return "try a smaller step or a different method"
