@@ -802,3 +802,16 @@ def test_a_gd_batch_stopped_by_its_time_budget_keeps_its_last_step():
         one = gf.gradient_descent(net, X, y, step=0.5, steps=k, save_every=k, integrals=False)
         np.testing.assert_allclose(s.loss[-1], one.loss[-1], rtol=1e-12)
         np.testing.assert_allclose(s.W_final, one.W_final, rtol=1e-12, atol=1e-14)
+
+
+def test_resuming_in_another_space_names_the_space_only(tmp_path):
+    # (an interruption audit: it also listed "solver setting 'layout' (None in the checkpoint vs 'nm' now)", a setting
+    # the user never gave)
+    X, y = gf.data.random_labels(n=8, d=3, seed=0)
+    net = gf.Network(d=3, width=16, seed=0)
+    ck = tmp_path / "c.ckpt"
+    gf.simulate(net, X, y, t1=50.0, method="dop853", space="weight", checkpoint=ck, max_steps=5, warn=False)
+    with pytest.raises(ValueError, match=r"solver setting 'space' \('weight' in the checkpoint vs 'feature' now\)\. "
+                                         r"Use the same settings") as info:
+        gf.simulate(net, X, y, t1=50.0, method="dop853", space="feature", checkpoint=ck)
+    assert "layout" not in str(info.value)
