@@ -73,7 +73,8 @@ class Problem:
         G = (self.Phi @ self.Phi.T) / self.net.D
         if not bool(torch.isfinite(G).all()):
             raise ValueError(f"the Gram matrix G = ΦΦᵀ/D of the inputs overflows {G.dtype} (largest |Φ| entry "
-                             f"{float(self.Phi.abs().max()):.3g}): rescale X" + (" (or use float64)" if G.dtype != torch.float64 else ""))
+                             f"{float(self.Phi.abs().max()):.3g}): rescale X"
+                             + (" (or use float64)" if G.dtype != torch.float64 else ""))
         return G
 
     @cached_property

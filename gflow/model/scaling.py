@@ -15,6 +15,7 @@ speed γ = ℓ α β² D (E1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .._validate import describe, is_real
@@ -37,8 +38,6 @@ class Scaling:
     symmetric: bool = False
 
     def __post_init__(self) -> None:
-        import math
-
         if not isinstance(self.name, str):
             raise TypeError(f"Scaling name must be a str, got {describe(self.name)}")
         if not self.name:
