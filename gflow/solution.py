@@ -435,8 +435,9 @@ class Solution:
             raise ValueError(f"{path} is not a readable gflow solution file: stats, config, versions and theory must "
                              "be JSON objects")
         if str(ds.attrs["status"]) not in STATUSES:
-            raise ValueError(f"{path} is not a readable gflow solution file: status {str(ds.attrs['status'])[:60]!r} is "
-                             f"not one of {list(STATUSES)}")
+            status = str(ds.attrs["status"])[:60]
+            raise ValueError(f"{path} is not a readable gflow solution file: status {status!r} is not one of "
+                             f"{list(STATUSES)}")
         if ds.sizes.get("time", 0) == 0:
             raise ValueError(f"{path} holds no saved time (an empty gflow solution file)")
         arrays = {name: ds[name].values for name in _DIMS if name in ds}

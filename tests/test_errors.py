@@ -623,7 +623,8 @@ def test_fixed_step_past_the_stability_limit_that_freezes_warns(batch):
     # with σ′ ≈ 0 at a constant loss — no rise for the guard to see — and ended "success" without a word
     X, y = gf.data.random_labels(n=8, d=3, seed=0)
     kw = dict(t1=10.0, method="midpoint", step=1.0)
-    pattern = r"step 1 of method='midpoint' exceeds its stability limit 2/λ_max\(M₀\) = 1.\d\de-08: the saved loss did not rise"
+    pattern = (r"step 1 of method='midpoint' exceeds its stability limit 2/λ_max\(M₀\) = 1.\d\de-08: the saved loss "
+               r"did not rise")
     with pytest.warns(gf.GFlowWarning, match=pattern):
         if batch:
             sol = gf.simulate_batch(gf.networks(range(2), d=3, width=16, c_hat=1e4), X, y, **kw)[1]

@@ -813,7 +813,8 @@ def test_bad_counts_and_flags_of_a_sweep_are_refused_up_front(tmp_path):
 @pytest.mark.parametrize("solver, grid, needle", [
     ({"kind": "simulate", "t1": 1.0, "method": "dop853", "options": {"frist_step": 0.1}}, None,
      r"the \[solver\] settings cannot run: unknown option\(s\) \['frist_step'\]"),
-    ({"kind": "simulate", "t1": 1.0, "method": "rk4"}, None, r"'rk4' is a fixed-step method and needs an explicit step"),
+    ({"kind": "simulate", "t1": 1.0, "method": "rk4"}, None,
+     r"'rk4' is a fixed-step method and needs an explicit step"),
     ({"kind": "simulate", "t1": 1.0, "method": "dop853", "saveat": [0, 0.5, 0.2]}, None, r"strictly increasing"),
     ({"kind": "simulate", "t1": 1.0}, {"solver.method": ["dop853", "rk4"]},
      r"at the grid point \{'solver.method': 'rk4'\} cannot run: .*needs an explicit step"),
@@ -861,7 +862,8 @@ def test_the_process_pools_workers_end_when_the_sweep_is_killed(tmp_path):
     cfg.write_text('seeds = 8\n[network]\nd = 5\nwidth = 64\n[data]\ngenerator = "random_labels"\nn = 10\n'
                    '[solver]\nkind = "simulate"\nt1 = 3000.0\nmethod = "dop853"\n')
     p = subprocess.Popen([sys.executable, "-m", "gflow", "sweep", str(cfg), "--out", str(tmp_path / "st"),
-                          "--executor", "process", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          "--executor", "process", "--workers", "2"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kids: list[int] = []
     try:
         deadline = time.time() + 60

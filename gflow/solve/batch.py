@@ -513,7 +513,8 @@ class _BatchRecorder:
 def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor) -> None:
     bad = torch.nonzero(~torch.isfinite(dL)).flatten().tolist()
     raise Abort("nonfinite", f"the state or its derivative of seed indices {bad} became non-finite near t = {t:.6g}, "
-                f"which stops every seed; check the data scale, {'use float64, ' if float64_advice(dL.dtype) else ''}or {monitor.hint}")
+                "which stops every seed; check the data scale, "
+                f"{'use float64, ' if float64_advice(dL.dtype) else ''}or {monitor.hint}")
 
 
 class _BatchFunc:

@@ -116,7 +116,7 @@ def _differences(old: dict, new: dict) -> list[str]:
         a, b = old.get(part, {}), new[part]
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if part == "solver" and "space" in keys and "layout" in keys:
-            keys.remove("layout")  # (the feature state's layout follows the space: listed, it named a setting never given)
+            keys.remove("layout")  # (the feature state's layout follows the space; listed, it named an unset setting)
         for k in keys[:6]:
             if part == "solver" and k == "networks" and isinstance(a.get(k), list) and isinstance(b.get(k), list):
                 out.append(f"solver setting 'networks' ({_networks_differences(a[k], b[k])})")

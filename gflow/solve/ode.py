@@ -693,10 +693,10 @@ def check_started(recorder: Recorder, problem: Problem, status, message) -> None
         if bool(torch.isfinite(H0).all()):
             s0, ds0 = act.both(H0)
             if not bool(torch.isfinite(s0).all() and torch.isfinite(ds0).all()):  # (not an overflow: σ's own values)
-                raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}): σ or "
-                                 f"σ′ of the activation {act.name!r} returned non-finite values at the finite initial "
-                                 f"features H₀ (|H₀| up to {float(H0.abs().max()):.3g}); check the activation's sigma and "
-                                 "dsigma there, or the scale of X")
+                raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}): "
+                                 f"σ or σ′ of the activation {act.name!r} returned non-finite values at the finite "
+                                 f"initial features H₀ (|H₀| up to {float(H0.abs().max()):.3g}); check the activation's "
+                                 "sigma and dsigma there, or the scale of X")
         raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}); the "
                          f"data or the network overflow {problem.net.dtype}: check the scale of X, y and the "
                          "network's scaling")

@@ -82,7 +82,7 @@ class Scheme:
 DENSE_STIFF_LIMIT = 5.0
 _POWER_START = 12  # the first power iteration's evaluations at most (see Engine._power_step)
 DENSE_CHUNK = 1 << 23  # the dense output forms at most this many state entries at once (64 MB in float64)
-_MIN_FIRST_STEP = 1e-11  # the first step's floor: 10× the Monitor's collapse threshold near t = 0 (Engine._initial_step)
+_MIN_FIRST_STEP = 1e-11  # the first step's floor: 10× the Monitor's collapse threshold at t ≈ 0 (Engine._initial_step)
 _AXPY_MAX = 3  # a combination of at most this many stages is a chain of axpys, not one addmv (see Engine._plan)
 _SLOTS = {"dop853": (4, 0, 1, 2, 3) + tuple(range(5, 16))}  # storage row of each stage (see Engine)
 
