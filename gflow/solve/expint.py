@@ -987,8 +987,8 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
             raise ValueError(f"σ′ of the activation {net.activation.name!r} returned non-finite values at the initial "
                              f"features H₀ (|H₀| up to {float(problem.H0.abs().max()):.3g}): check the activation's "
                              "dsigma there, or the scale of X")
-        c_text = (f"c (max |c_i| = {float(net.c.abs().max()):.3g}, given explicitly)" if net.explicit_params else
-                  f"c_hat (= {net.c_hat:g})")
+        c_text = (f"c (max |c_i| = {float(net.c.abs().max()):.3g}; c or W0 was given explicitly)"
+                  if net.explicit_params else f"c_hat (= {net.c_hat:g})")
         raise ValueError(f"the kernel M₀ = κ_M G∘S of the flow overflows {net.dtype} (tr M₀ = {trace}): check "
                          f"{c_text}, the scaling and the scale of X")
     if t1 * trace < AUTO_MIN_STIFFNESS:
