@@ -117,6 +117,7 @@ def load_config(path: str | Path) -> dict:
 def run_config(cfg: dict, *, progress=print):
     """Build the network and data of a config and integrate; returns the Solution."""
     from . import data as gdata
+    from ._validate import check_positive_int
     from .model.network import Network
     from .solve.ode import simulate
 
@@ -135,8 +136,8 @@ def run_config(cfg: dict, *, progress=print):
     if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0):
         raise CLIError(f"n_test (--n-test) must be an integer >= 0 (0: no test data), got {n_test!r}")
     test_seed = dat.get("test_seed")
-    if test_seed is not None and (isinstance(test_seed, bool) or not isinstance(test_seed, int) or test_seed < 0):
-        raise CLIError(f"test_seed ([data] test_seed) must be an integer >= 0, got {test_seed!r}")
+    if test_seed is not None:
+        test_seed = check_positive_int(test_seed, "test_seed ([data] test_seed)", minimum=0)
     if n_test:
         Xt, yt = gen(dat["n_test"], net.d, seed=dat["seed"] + 1 if test_seed is None else test_seed)
         test = {"X_test": Xt, "y_test": yt}

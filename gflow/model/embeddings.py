@@ -295,7 +295,7 @@ def get_embedding(spec) -> AbstractEmbedding:
             return get_embedding(kind)
         if kind in ("random_features", "deep_random_features"):
             cls = RandomFeatures if kind == "random_features" else DeepRandomFeatures
-            accepted = [k for k in inspect.signature(cls).parameters]
+            accepted = list(inspect.signature(cls).parameters)
             unknown = sorted(str(k) for k in spec if k not in accepted)
             if unknown:  # (Python's "__init__() got an unexpected keyword argument" named no accepted key)
                 raise ValueError(f"embedding {kind!r} does not take {unknown} (in {given!r}); accepted keys: "

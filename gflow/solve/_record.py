@@ -278,6 +278,16 @@ class Recorder:
                 f"freeze, σ′ ≈ 0, at a loss the flow would leave); use a step below the limit (e.g. "
                 f"step={0.5 * rho / lam:.2g}), or an adaptive method (e.g. method='dop853')")
 
+    def fixed_step_warning(self, reached_t1: bool) -> tuple[str, dict] | None:
+        """A fixed-step flow solve's warning and the stats that record it: its first loss rise
+        (``{"loss_rise": ...}``), else — for a solve that reached t1 — its step past the stability limit
+        (``{"unstable_step": True}``, :meth:`unstable_step_message`); None for neither (simulate and
+        simulate_batch)."""
+        if self.loss_rise is not None:
+            return self.rise_message(), {"loss_rise": list(self.loss_rise)}
+        text = self.unstable_step_message() if reached_t1 else None
+        return None if text is None else (text, {"unstable_step": True})
+
     def rise_message(self) -> str | None:
         """The first rise of the saved loss of a fixed-step flow solve, worded for a warning (None: no rise)."""
         if self.loss_rise is None or self.fixed_step is None:

@@ -401,8 +401,8 @@ def simulate_batch(
 
     messages = [message] * S
     # a fixed-step solve whose saved loss rose: recorded per seed, one warning
-    rises = _note_rises(recorders, [status != "diverged"] * S, lambda rec: rec.rise_message() or (
-        rec.unstable_step_message() if status == "success" else None), messages, stats)
+    rises = _note_rises(recorders, [status != "diverged"] * S,
+                        lambda rec: rec.fixed_step_warning(status == "success"), messages, stats)
     sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_batch stopped early for all {S} seeds [{status}]: {message}", GFlowWarning,
@@ -413,20 +413,23 @@ def simulate_batch(
 
 
 def _note_rises(recorders, check, rise_of, messages: list, stats: list) -> dict:
-    """{seed index: text} of the seeds whose saved loss rose or whose step exceeds the stability limit
-    (``rise_of(recorder)``, None: neither), among those with ``check[s]``; each is appended to the seed's message
-    and kept in its ``stats["loss_rise"]`` (or ``stats["unstable_step"]``)."""
+    """{seed index: text} of the seeds with a warning, among those with ``check[s]``: ``rise_of(recorder)`` gives
+    (text, stats) or None (:meth:`Recorder.fixed_step_warning`; GD's loss rise); the text is appended to the seed's
+    message and the stats to its ``stats``."""
     rises = {}
     for s, rec in enumerate(recorders):
-        rise = rise_of(rec) if check[s] else None
-        if rise is not None:
-            rises[s] = rise
-            messages[s] = f"{messages[s]}; warning: {rise}"
-            if rec.loss_rise is not None:
-                stats[s]["loss_rise"] = list(rec.loss_rise)
-            else:  # (a step past the stability limit without a rise: Recorder.unstable_step_message)
-                stats[s]["unstable_step"] = True
+        noted = rise_of(rec) if check[s] else None
+        if noted is not None:
+            rises[s] = noted[0]
+            messages[s] = f"{messages[s]}; warning: {noted[0]}"
+            stats[s].update(noted[1])
     return rises
+
+
+def _gd_rise(recorder, step: float) -> tuple[str, dict] | None:
+    """GD's loss rise (:func:`gflow.solve.gd._loss_rise`) as :func:`_note_rises` takes it."""
+    text = _loss_rise(recorder, step)
+    return None if text is None else (text, {"loss_rise": list(recorder.loss_rise)})
 
 
 def _warn_rises(name: str, rises: dict) -> None:
@@ -857,7 +860,7 @@ def gradient_descent_batch(
         }
 
     # a saved loss that rose: as gf.gradient_descent, per seed, one warning
-    rises = _note_rises(recorders, [st == "success" for st in statuses], lambda rec: _loss_rise(rec, step), messages,
+    rises = _note_rises(recorders, [st == "success" for st in statuses], lambda rec: _gd_rise(rec, step), messages,
                         stats)
     sols = _seed_solutions(bf, recorders, statuses, messages, stats, config_of)
     failed = [s for s in range(S) if statuses[s] != "success"]

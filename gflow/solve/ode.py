@@ -540,13 +540,11 @@ def simulate(
     }
     rise = None
     if fixed and method not in SLIDING_METHODS and status != "diverged":  # (sliding warns up front past its limit)
-        rise = recorder.rise_message() or (recorder.unstable_step_message() if status == "success" else None)
-    if rise is not None:
-        message = f"{message}; warning: {rise}"
-        if recorder.loss_rise is not None:
-            stats["loss_rise"] = list(recorder.loss_rise)
-        else:
-            stats["unstable_step"] = True
+        noted = recorder.fixed_step_warning(status == "success")
+        if noted is not None:
+            rise = noted[0]
+            message = f"{message}; warning: {rise}"
+            stats.update(noted[1])
     sol = _make_solution(recorder, problem, status, message, stats, config)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
