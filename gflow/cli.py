@@ -163,6 +163,26 @@ def _finish(sol, out: Path) -> int:
     return 0 if sol.ok else 1
 
 
+#: the exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
+
+
+def _run_saving_partial(run, out: Path):
+    """``run()``'s Solution; where Ctrl-C stops it (:class:`gflow.Interrupted`), its partial trajectory is saved to
+    ``out`` and the command ends with :data:`EXIT_INTERRUPTED`."""
+    from .solution import Interrupted
+
+    try:
+        return run(), None
+    except Interrupted as stop:
+        sol = stop.solution
+        print(sol.summary())
+        path = sol.save(out)
+        print(f"wrote {path} (the run up to the Ctrl-C, status {sol.status!r})")
+        print(f"gflow: interrupted: {sol.message}", file=sys.stderr)
+        return sol, EXIT_INTERRUPTED
+
+
 def cmd_demo(args) -> int:
     from .theory.certify import certify
 
@@ -170,7 +190,9 @@ def cmd_demo(args) -> int:
     from .plotting import plot_loss_bounds
 
     out = _out_file(args.out)
-    sol = run_config(DEMO)
+    sol, stopped = _run_saving_partial(lambda: run_config(DEMO), out)
+    if stopped is not None:
+        return stopped
     rc = _finish(sol, out)
     cert = certify(sol)
     print(cert)
@@ -199,8 +221,8 @@ def cmd_simulate(args) -> int:
     if "t1" not in cfg["simulate"] and "saveat" not in cfg["simulate"]:
         raise CLIError("give the final time (--t1 or t1 = ... in the config)")
     out = _out_file(args.out)
-    sol = run_config(cfg)
-    return _finish(sol, out)
+    sol, stopped = _run_saving_partial(lambda: run_config(cfg), out)
+    return stopped if stopped is not None else _finish(sol, out)
 
 
 def cmd_show(args) -> int:
@@ -251,8 +273,8 @@ def cmd_rerun(args) -> int:
     from .solve.rerun import rerun
 
     out = _out_file(args.out)
-    sol = rerun(args.file)
-    return _finish(sol, out)
+    sol, stopped = _run_saving_partial(lambda: rerun(args.file), out)
+    return stopped if stopped is not None else _finish(sol, out)
 
 
 def _sweep_executor_options(args) -> dict:
@@ -510,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"gflow: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # (a sweep or a reproduction keeps the runs it finished: the same command goes on)
+        print(f"gflow: interrupted (Ctrl-C) during 'gflow {args.command}'", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

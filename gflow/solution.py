@@ -32,6 +32,7 @@ STATUSES = {
     "nonfinite": "the state became non-finite (NaN or inf)",
     "time_budget": "the wall-time budget max_wall_time ran out",
     "diverged": "gradient descent diverged (non-finite loss)",
+    "interrupted": "Ctrl-C (SIGINT) stopped the run (it raised gflow.Interrupted, which carries this Solution)",
     "failed": "the solver raised an error",
 }
 
@@ -80,6 +81,33 @@ class GFlowWarning(UserWarning):
 
 class SolverError(RuntimeError):
     """Raised by :meth:`Solution.raise_for_status` for a failed run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised when Ctrl-C (SIGINT) stops a run of gflow; the run's trajectory up to there is in ``.solution``.
+
+    The first Ctrl-C during ``gf.simulate``, ``gf.gradient_descent`` or their batched forms stops the run at its
+    next evaluation, as a wall-time budget would: the run writes its checkpoint (where it has one: the same call
+    then resumes it) and keeps its trajectory, and the function raises this exception with the
+    :class:`Solution` (status ``"interrupted"``; a list of them for the batched forms) attached.  A second Ctrl-C
+    interrupts at once (a plain KeyboardInterrupt).  It is a KeyboardInterrupt, so a script or a loop over runs
+    still stops; to keep the trajectory::
+
+        try:
+            sol = gf.simulate(net, X, y, t1=50_000)
+        except gf.Interrupted as stop:
+            sol = stop.solution
+
+    (at an interactive prompt, after an uncaught one: ``sys.last_value.solution``).  A run that finished just as
+    Ctrl-C arrived raises it too, with the complete Solution (status ``"success"``): the Ctrl-C is never lost.
+    """
+
+    def __init__(self, message: str, solution=None):
+        super().__init__(message)
+        self.solution = solution
+
+    def __reduce__(self):  # (a process-pool worker sends it back pickled)
+        return type(self), (self.args[0] if self.args else "", self.solution)
 
 
 def versions() -> dict:
@@ -499,4 +527,4 @@ def load(path: str | Path, *, group: str | None = None) -> Solution:
     return Solution.load(path, group=group)
 
 
-__all__ = ["Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "versions"]
+__all__ = ["Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "Interrupted", "versions"]

@@ -888,3 +888,61 @@ def test_the_process_pools_workers_end_when_the_sweep_is_killed(tmp_path):
         for k in kids:  # (re-parented once the sweep is gone: not its children any more)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(k, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("to", ["group", "sweep"])
+def test_ctrl_c_stops_a_process_pool_sweep_promptly_and_the_same_sweep_goes_on(tmp_path, to):
+    # a terminal's Ctrl-C (SIGINT to the process group) used to end in a traceback after the runs in flight and the
+    # ones already handed to a worker had run to their end (8–9 s here), without their checkpoints; a SIGINT to the
+    # sweep alone waited for every run in flight.  Now the runs stop at their next step and keep their checkpoints.
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text('seeds = 2\n[network]\nd = 5\nwidth = 256\n[data]\ngenerator = "random_labels"\nseed = 0\n'
+                   '[solver]\nkind = "simulate"\nt1 = 3000.0\nmethod = "dop853"\nrtol = 1e-11\natol = 1e-13\n'
+                   '[grid]\n"data.n" = [40, 80]\n')
+    store = tmp_path / "st"
+    cmd = [sys.executable, "-m", "gflow", "sweep", str(cfg), "--out", str(store), "--executor", "process",
+           "--workers", "2", "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    kids: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(kids) < 3:  # two workers and multiprocessing's resource tracker
+            time.sleep(0.2)
+            kids = _children(p.pid)
+        time.sleep(3.0)  # (the workers busy with runs)
+        t0 = time.time()
+        if to == "group":
+            os.killpg(p.pid, signal.SIGINT)
+        else:
+            p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        took = time.time() - t0
+        assert p.returncode == 130, err
+        assert "gflow: interrupted (Ctrl-C) during 'gflow sweep'" in err and "Traceback" not in err
+        grace = gf.sweeps.executors.INTERRUPT_GRACE_SECONDS
+        assert took < (5.0 if to == "group" else grace + 5.0), took
+        time.sleep(0.5)
+        assert not [k for k in kids if k in _children(p.pid) or os.path.exists(f"/proc/{k}/stat")
+                    and _state(k) != "Z"]
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for k in kids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(k, signal.SIGKILL)
+    stopped = sorted(q.name for q in (store / "checkpoints").glob("*.ckpt"))
+    assert stopped, "the runs in flight keep their checkpoints"
+    if to == "group":
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        ds = gf.open_sweep(store)
+        assert sorted(set(ds.status.values.tolist())) == ["success"] and ds.sizes["run"] == 4
+        assert not list((store / "checkpoints").glob("*.ckpt"))
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

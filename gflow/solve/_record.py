@@ -6,7 +6,11 @@ fails the same way.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from collections import deque
 
@@ -16,6 +20,7 @@ import torch
 from .._validate import describe
 from ..fields.base import AbstractField, scratch
 from ..model import quantities as Q
+from ..solution import Interrupted
 
 
 class Abort(Exception):
@@ -436,7 +441,8 @@ class Monitor:
         ReLU kink makes adaptive solvers collapse their step, EQUATIONS.md §4 "Non-smooth σ");
       * ``step_size_collapse`` — a step below 1e-12·max(1, |t|);
       * ``time_budget`` — ``max_wall_time`` seconds elapsed;
-      * ``nonfinite`` — a non-finite derivative.
+      * ``nonfinite`` — a non-finite derivative;
+      * ``interrupted`` — Ctrl-C (SIGINT) under :func:`stop_on_sigint`.
     """
 
     def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
@@ -477,6 +483,8 @@ class Monitor:
         self.partial: tuple[float, torch.Tensor] | None = None  # last accepted (t, state) inside a chunk
         self.proposed_dt: float | None = None
         self.landing_time = math.nan  # the output time the solver is currently stepping onto
+        #: set by the SIGINT handler of :func:`stop_on_sigint`: the next evaluation stops the run ("interrupted")
+        self.interrupt_requested = False
 
     @property
     def hint(self) -> str:
@@ -508,6 +516,9 @@ class Monitor:
 
     def on_eval(self, dy: torch.Tensor | None = None) -> None:
         self.n_f_evals += 1
+        if self.interrupt_requested:
+            raise Abort("interrupted", f"interrupted by Ctrl-C (SIGINT) at t = {self.last_t:.6g} (of t1 = "
+                                       f"{self.t1:g}) after {self.n_steps} steps")
         if self.max_wall_time is not None and self.elapsed() > self.max_wall_time:
             raise Abort(
                 "time_budget",
@@ -570,3 +581,56 @@ class Monitor:
                     f"t = {self.last_t:.6g}, which would need about {projected:.3g} steps to reach t1 = {self.t1:g} "
                     f"(max_steps={self.max_steps}); {self.hint}",
                 )
+
+
+@contextlib.contextmanager
+def stop_on_sigint(monitor: Monitor):
+    """Within the block, the first Ctrl-C (SIGINT) asks ``monitor`` to stop the run at its next evaluation (status
+    ``"interrupted"``: the partial trajectory and the checkpoint are kept, as for a wall-time budget) instead of
+    raising KeyboardInterrupt wherever the solve happens to be; a second Ctrl-C raises KeyboardInterrupt at once.
+
+    Only where Python's own handler is in place, in the main thread (signals reach no other thread): a handler
+    the user or a framework installed is left alone, and so are runs in worker threads.  The caller raises
+    :class:`~gflow.Interrupted` after the block (:func:`raise_if_interrupted`).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def handler(signum, frame):
+        monitor.interrupt_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: KeyboardInterrupt at once
+        print("\ngflow: Ctrl-C: stopping at the next step and keeping the trajectory so far "
+              "(press Ctrl-C again to stop at once, losing it)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def interrupted_message(message: str, checkpoint) -> str:
+    """The stored message of an interrupted run: where it stopped, and how its checkpoint resumes it."""
+    if checkpoint is None:
+        return message
+    return f"{message}; the checkpoint {str(checkpoint.path)!r} holds it there: the same call resumes it"
+
+
+def raise_if_interrupted(monitor: Monitor, status: str, result, what: str) -> None:
+    """Raise :class:`~gflow.Interrupted` with ``result`` (a Solution, or a list) attached where a Ctrl-C arrived
+    during the run; a Ctrl-C that came as the run finished (nothing evaluated after it) is reported the same way,
+    with the whole run attached, so that it is never swallowed."""
+    if not monitor.interrupt_requested:
+        return
+    sol = result[0] if isinstance(result, list) else result
+    where = "these Solutions" if isinstance(result, list) else "this Solution"
+    if status == "interrupted":
+        text = (f"{what} {sol.message}; the trajectory up to there is kept: the exception's .solution holds "
+                f"{where} (at a prompt, after an uncaught one: sys.last_value.solution)")
+    else:
+        text = (f"Ctrl-C arrived as {what} finished [{status}]: the exception's .solution holds {where}, the whole "
+                "run (at a prompt, after an uncaught one: sys.last_value.solution)")
+    raise Interrupted(text, result)
+

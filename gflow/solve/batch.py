@@ -37,7 +37,8 @@ from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import Abort, Monitor, Recorder, float64_advice
+from ._record import (Abort, Monitor, Recorder, float64_advice, interrupted_message, raise_if_interrupted,
+                      stop_on_sigint)
 from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
@@ -333,25 +334,28 @@ def simulate_batch(
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "flow_batch", nets, bf,
                                               settings, batch_rec, monitor)
     t_start = time.perf_counter()
-    try:
-        if method in SCIPY_METHODS:
-            _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
-        elif method in NATIVE_METHODS:
-            _run_native_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm, ckpt, resume)
-        else:
-            _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
-    except Abort as exc:
-        status, message = exc.status, exc.message
-        if S > 1 and norm.last is not None and exc.status in ("step_size_collapse", "stalled", "max_steps"):
-            k = norm.last  # (every seed shares the steps: one stiff seed stops them all)
-            message = (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}) "
-                       "at the end: the seeds share their steps, so run it separately or drop it, and the others "
-                       "may finish]")
-    finally:
-        recorders[0].close()
+    with stop_on_sigint(monitor):
+        try:
+            if method in SCIPY_METHODS:
+                _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
+            elif method in NATIVE_METHODS:
+                _run_native_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm, ckpt, resume)
+            else:
+                _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
+        except Abort as exc:
+            status, message = exc.status, exc.message
+            if S > 1 and norm.last is not None and exc.status in ("step_size_collapse", "stalled", "max_steps"):
+                k = norm.last  # (every seed shares the steps: one stiff seed stops them all)
+                message = (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}) "
+                           "at the end: the seeds share their steps, so run it separately or drop it, and the others "
+                           "may finish]")
+        finally:
+            recorders[0].close()
     wall = time.perf_counter() - t_start
     if ckpt is not None:
         ckpt.finish(status == "success")
+    if status == "interrupted":
+        message = interrupted_message(message, ckpt)
 
     if status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorders[0].t[-1] * (1 + 1e-12):
@@ -404,6 +408,7 @@ def simulate_batch(
     rises = _note_rises(recorders, [status != "diverged"] * S,
                         lambda rec: rec.fixed_step_warning(status == "success"), messages, stats)
     sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
+    raise_if_interrupted(monitor, status, sols, "gf.simulate_batch")
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_batch stopped early for all {S} seeds [{status}]: {message}", GFlowWarning,
                       stacklevel=2)
@@ -779,66 +784,68 @@ def gradient_descent_batch(
         state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
 
     k = k_start
-    try:
-        for k in range(k_start + 1, steps + 1):
-            if not active:
-                break
-            monitor.n_accepted, monitor.last_t = k - 1, (k - 1) * step  # (what a time-budget message reports)
-            monitor.on_eval()
-            upd, _ = bf.rhs(state)
-            if len(active) < S:
-                upd[frozen] = 0.0
-            state.add_(upd, alpha=step)
-            for s in active:
-                k_done[s] = k
-            if k == save_k[next_save]:
-                next_save += 1
-                finite = torch.isfinite(state).all(dim=1).tolist()
-                for s in list(active):
-                    if not finite[s]:
-                        stop(s, "diverged",
-                             f"gradient descent diverged (non-finite state) between steps {int(save_k[next_save - 2])} "
-                             f"and {k}: the step δ = {step:g} is far past the stability limit 2/λ_max(M); use a "
-                             "smaller step")
-                        continue
-                    try:
-                        recorders[s].record(k * step, bf.seed_state(state, s))
-                    except Abort as exc:
-                        stop(s, "diverged", exc.message if exc.status == "diverged" else
-                             f"gradient descent diverged (non-finite loss) before step {k}: the step δ = {step:g} "
-                             "is far past the stability limit 2/λ_max(M); use a smaller step")
-                if next_save < len(save_k):
-                    # the recorders keep views of `state` as their last state; give them the saved copy instead
-                    last_good = state.clone()
-                    for s in active:
-                        recorders[s].last_state = bf.seed_state(last_good, s)
-                else:
-                    last_good = state
-            # after the step's records (as gf.gradient_descent: a checkpoint before them lost a row on resume)
-            if ckpt is not None and ckpt.due():
+    with stop_on_sigint(monitor):
+        try:
+            for k in range(k_start + 1, steps + 1):
+                if not active:
+                    break
+                monitor.n_accepted, monitor.last_t = k - 1, (k - 1) * step  # (what a time-budget message reports)
+                monitor.on_eval()
+                upd, _ = bf.rhs(state)
+                if len(active) < S:
+                    upd[frozen] = 0.0
+                state.add_(upd, alpha=step)
+                for s in active:
+                    k_done[s] = k
+                if k == save_k[next_save]:
+                    next_save += 1
+                    finite = torch.isfinite(state).all(dim=1).tolist()
+                    for s in list(active):
+                        if not finite[s]:
+                            stop(s, "diverged",
+                                 f"gradient descent diverged (non-finite state) between steps {int(save_k[next_save - 2])} "
+                                 f"and {k}: the step δ = {step:g} is far past the stability limit 2/λ_max(M); use a "
+                                 "smaller step")
+                            continue
+                        try:
+                            recorders[s].record(k * step, bf.seed_state(state, s))
+                        except Abort as exc:
+                            stop(s, "diverged", exc.message if exc.status == "diverged" else
+                                 f"gradient descent diverged (non-finite loss) before step {k}: the step δ = {step:g} "
+                                 "is far past the stability limit 2/λ_max(M); use a smaller step")
+                    if next_save < len(save_k):
+                        # the recorders keep views of `state` as their last state; give them the saved copy instead
+                        last_good = state.clone()
+                        for s in active:
+                            recorders[s].last_state = bf.seed_state(last_good, s)
+                    else:
+                        last_good = state
+                # after the step's records (as gf.gradient_descent: a checkpoint before them lost a row on resume)
+                if ckpt is not None and ckpt.due():
+                    ckpt.save(loop_state(k))
+            if ckpt is not None and ckpt.keep:  # the finished batch, for keep_checkpoint=True
                 ckpt.save(loop_state(k))
-        if ckpt is not None and ckpt.keep:  # the finished batch, for keep_checkpoint=True
-            ckpt.save(loop_state(k))
-    except Abort as exc:  # the wall-time budget: every seed still running stops
-        if ckpt is not None:  # (before the seeds are stopped: they resume as running)
-            ckpt.save(loop_state(k - 1))
-        if active and k - 1 > int(save_k[next_save - 1]):  # the last step taken, also between saved steps (as GD)
-            finite = torch.isfinite(state).all(dim=1).tolist()
-            last_good = last_good.clone()
-            for s in active:
-                if finite[s]:
-                    try:
-                        recorders[s].record((k - 1) * step, bf.seed_state(state, s))
-                        last_good[s] = state[s]
-                    except Abort:  # (a non-finite loss: the last saved state stays the end)
-                        pass
-        for s in list(active):
-            stop(s, exc.status, exc.message)
-    finally:
-        recorders[0].close()
+        except Abort as exc:  # the wall-time budget: every seed still running stops
+            if ckpt is not None:  # (before the seeds are stopped: they resume as running)
+                ckpt.save(loop_state(k - 1))
+            if active and k - 1 > int(save_k[next_save - 1]):  # the last step taken, also between saved steps (as GD)
+                finite = torch.isfinite(state).all(dim=1).tolist()
+                last_good = last_good.clone()
+                for s in active:
+                    if finite[s]:
+                        try:
+                            recorders[s].record((k - 1) * step, bf.seed_state(state, s))
+                            last_good[s] = state[s]
+                        except Abort:  # (a non-finite loss: the last saved state stays the end)
+                            pass
+            for s in list(active):
+                stop(s, exc.status, exc.message)
+        finally:
+            recorders[0].close()
     wall = time.perf_counter() - t_start
-    if ckpt is not None:
-        ckpt.finish("time_budget" not in statuses)  # (a batch whose seeds all finished or diverged is done)
+    if ckpt is not None:  # (a batch whose seeds all finished or diverged is done)
+        ckpt.finish("time_budget" not in statuses and "interrupted" not in statuses)
+    messages = [interrupted_message(msg, ckpt) if st == "interrupted" else msg for st, msg in zip(statuses, messages)]
     stats = [{
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": f.flops_per_eval(), "last_step": step,
@@ -863,6 +870,8 @@ def gradient_descent_batch(
     rises = _note_rises(recorders, [st == "success" for st in statuses], lambda rec: _gd_rise(rec, step), messages,
                         stats)
     sols = _seed_solutions(bf, recorders, statuses, messages, stats, config_of)
+    raise_if_interrupted(monitor, "interrupted" if "interrupted" in statuses else "success", sols,
+                         "gf.gradient_descent_batch")
     failed = [s for s in range(S) if statuses[s] != "success"]
     if warn and failed:
         warnings.warn(f"gflow.gradient_descent_batch: seed indices {failed} stopped early "

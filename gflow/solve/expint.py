@@ -733,12 +733,13 @@ def _record(flow: _Flow, recorder: Recorder, t: float, H, A, q):
 
 
 def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
-    from .ode import _fixed_grid
+    from .ode import FixedGrid
 
-    times = _fixed_grid(grid, step)
+    times = FixedGrid(grid, step)
     k = 1
-    for t_next in times[1:]:
-        tau = float(t_next) - p.t
+    for i in range(1, len(times)):
+        t_next = times[i]
+        tau = t_next - p.t
         try:
             lin = _Linearization(flow, p.H, p.B)
             extra["n_linearizations"] += 1

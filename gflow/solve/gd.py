@@ -20,7 +20,8 @@ from .._validate import check_positive_float, check_positive_int, check_run_flag
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, interrupted_message, raise_if_interrupted,
+                      stop_on_sigint)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field
 
@@ -192,57 +193,60 @@ def gradient_descent(
         return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
 
     deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
-    try:
-        for k in range(k_done + 1, steps + 1):
-            monitor.n_accepted, monitor.last_t = k_done, k_done * step  # (what a time-budget message reports)
-            monitor.on_eval()
-            field.gd_step_(state, step, deriv)  # state ← state + δ·f(state), fused where the field can
-            k_done = k
-            if k == save_k[next_save]:
-                next_save += 1
-                if not bool(torch.isfinite(state).all()):
-                    raise Abort(
-                        "diverged",
-                        f"gradient descent diverged (non-finite state) between steps {int(save_k[next_save - 2])} "
-                        f"and {k}: the step δ = {step:g} is far past the stability limit 2/λ_max(M); use a "
-                        "smaller step",
-                    )
-                recorder.record(k * step, state)
-                last_good = state.clone() if next_save < len(save_k) else state
-                k_good = k
-            # after the step's record: a checkpoint taken before it, at a saved step, resumed past that step
-            # (searchsorted "right") and the resumed run lost the row (one in save_every checkpoints)
-            if ckpt is not None and ckpt.due():
+    with stop_on_sigint(monitor):
+        try:
+            for k in range(k_done + 1, steps + 1):
+                monitor.n_accepted, monitor.last_t = k_done, k_done * step  # (what a time-budget message reports)
+                monitor.on_eval()
+                field.gd_step_(state, step, deriv)  # state ← state + δ·f(state), fused where the field can
+                k_done = k
+                if k == save_k[next_save]:
+                    next_save += 1
+                    if not bool(torch.isfinite(state).all()):
+                        raise Abort(
+                            "diverged",
+                            f"gradient descent diverged (non-finite state) between steps {int(save_k[next_save - 2])} "
+                            f"and {k}: the step δ = {step:g} is far past the stability limit 2/λ_max(M); use a "
+                            "smaller step",
+                        )
+                    recorder.record(k * step, state)
+                    last_good = state.clone() if next_save < len(save_k) else state
+                    k_good = k
+                # after the step's record: a checkpoint taken before it, at a saved step, resumed past that step
+                # (searchsorted "right") and the resumed run lost the row (one in save_every checkpoints)
+                if ckpt is not None and ckpt.due():
+                    ckpt.save(loop_state())
+            if ckpt is not None and ckpt.keep:  # the finished run, for keep_checkpoint=True
                 ckpt.save(loop_state())
-        if ckpt is not None and ckpt.keep:  # the finished run, for keep_checkpoint=True
-            ckpt.save(loop_state())
-    except Abort as exc:
-        status, message = exc.status, exc.message
-        if ckpt is not None and status not in ("nonfinite", "diverged"):
-            ckpt.save(loop_state())
-        if status == "nonfinite":
-            status = "diverged"
-            message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} is "
-                       "far past the stability limit 2/λ_max(M); use a smaller step")
-        if exc.status == "nonfinite" or (exc.status == "diverged" and not bool(torch.isfinite(state).all())):
-            cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
-            if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)
-                status, message = "nonfinite", cause
-        if exc.status == "time_budget" and k_done > k_good:
-            # the last step taken, also between saved steps (the steps since the last save were dropped: "ran out at
-            # t = 4755" with sol.t[-1] = 4500); after the checkpoint above, which resumes on the saved grid
-            try:
-                recorder.record(k_done * step, state)
-                last_good, k_good = state, k_done
-            except Abort:  # (a non-finite state: the last saved one stays the end)
-                pass
-        recorder.last_state = last_good
-        recorder.ensure_final_features()
-    finally:
-        recorder.close()
+        except Abort as exc:
+            status, message = exc.status, exc.message
+            if ckpt is not None and status not in ("nonfinite", "diverged"):
+                ckpt.save(loop_state())
+            if status == "nonfinite":
+                status = "diverged"
+                message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} is "
+                           "far past the stability limit 2/λ_max(M); use a smaller step")
+            if exc.status == "nonfinite" or (exc.status == "diverged" and not bool(torch.isfinite(state).all())):
+                cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
+                if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)
+                    status, message = "nonfinite", cause
+            if exc.status in ("time_budget", "interrupted") and k_done > k_good:
+                # the last step taken, also between saved steps (the steps since the last save were dropped: "ran out at
+                # t = 4755" with sol.t[-1] = 4500); after the checkpoint above, which resumes on the saved grid
+                try:
+                    recorder.record(k_done * step, state)
+                    last_good, k_good = state, k_done
+                except Abort:  # (a non-finite state: the last saved one stays the end)
+                    pass
+            recorder.last_state = last_good
+            recorder.ensure_final_features()
+        finally:
+            recorder.close()
     wall = time.perf_counter() - t_start
     if ckpt is not None:
         ckpt.finish(status == "success")
+    if status == "interrupted":
+        message = interrupted_message(message, ckpt)
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": field.flops_per_eval(), "last_step": step,
@@ -262,6 +266,7 @@ def gradient_descent(
         message = f"{message}; warning: {rise}"
         stats["loss_rise"] = list(recorder.loss_rise)
     sol = _make_solution(recorder, problem, status, message, stats, config)
+    raise_if_interrupted(monitor, status, sol, "gf.gradient_descent")
     if warn and status != "success":
         warnings.warn(f"gflow.gradient_descent stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
     elif warn and rise is not None:

@@ -36,7 +36,8 @@ from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
-from ._record import DIVERGE_FACTOR, Abort, Monitor, Recorder, float64_advice
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, float64_advice, interrupted_message,
+                      raise_if_interrupted, stop_on_sigint)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -475,37 +476,40 @@ def simulate(
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="flow",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
-    try:
-        if method in SCIPY_METHODS:
-            _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)
-        elif method in NATIVE_METHODS:
-            atol_v = field.atol_vector(atol) if isinstance(field, ObservedField) else atol
-            rk.integrate(field, grid, method, rtol=rtol, atol=atol_v, step=step, options=opts, recorder=recorder,
-                         monitor=monitor, checkpoint=ckpt, resume=resume)
-        elif method in EXPINT_METHODS:
-            run_exprk(field, grid, rtol, atol, recorder, monitor, method=method, explicit_space=space)
-        elif method in FILIPPOV_METHODS:
-            from .filippov import run_filippov
+    with stop_on_sigint(monitor):
+        try:
+            if method in SCIPY_METHODS:
+                _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)
+            elif method in NATIVE_METHODS:
+                atol_v = field.atol_vector(atol) if isinstance(field, ObservedField) else atol
+                rk.integrate(field, grid, method, rtol=rtol, atol=atol_v, step=step, options=opts, recorder=recorder,
+                             monitor=monitor, checkpoint=ckpt, resume=resume)
+            elif method in EXPINT_METHODS:
+                run_exprk(field, grid, rtol, atol, recorder, monitor, method=method, explicit_space=space)
+            elif method in FILIPPOV_METHODS:
+                from .filippov import run_filippov
 
-            run_filippov(field, grid, rtol, atol, recorder, monitor, slopes, opts)
-        elif method in SLIDING_METHODS:
-            from .sliding import run_sliding, stability_limit
+                run_filippov(field, grid, rtol, atol, recorder, monitor, slopes, opts)
+            elif method in SLIDING_METHODS:
+                from .sliding import run_sliding, stability_limit
 
-            limit = stability_limit(field.problem, slopes)
-            if warn and step > limit:  # (the loss then rises: 2.7 % off at step 0.25 against a limit of 0.214)
-                warnings.warn(f"method='sliding' with step={step:g} exceeds the stability limit 2/λ_max(M₀) = "
-                              f"{limit:.3g} of its explicit treatment of the free pairs: the run may oscillate or "
-                              f"diverge; use step ≤ {0.9 * limit:.2g}", GFlowWarning, stacklevel=2)
-            run_sliding(field, grid, step, recorder, monitor, slopes, opts)
-        else:
-            _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
-    except Abort as exc:
-        status, message = exc.status, exc.message
-    finally:
-        recorder.close()
+                limit = stability_limit(field.problem, slopes)
+                if warn and step > limit:  # (the loss then rises: 2.7 % off at step 0.25 against a limit of 0.214)
+                    warnings.warn(f"method='sliding' with step={step:g} exceeds the stability limit 2/λ_max(M₀) = "
+                                  f"{limit:.3g} of its explicit treatment of the free pairs: the run may oscillate or "
+                                  f"diverge; use step ≤ {0.9 * limit:.2g}", GFlowWarning, stacklevel=2)
+                run_sliding(field, grid, step, recorder, monitor, slopes, opts)
+            else:
+                _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
+        except Abort as exc:
+            status, message = exc.status, exc.message
+        finally:
+            recorder.close()
     wall = time.perf_counter() - t_start
     if ckpt is not None:
         ckpt.finish(status == "success")
+    if status == "interrupted":
+        message = interrupted_message(message, ckpt)
 
     if status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorder.t[-1] * (1 + 1e-12):
@@ -546,6 +550,7 @@ def simulate(
             message = f"{message}; warning: {rise}"
             stats.update(noted[1])
     sol = _make_solution(recorder, problem, status, message, stats, config)
+    raise_if_interrupted(monitor, status, sol, "gf.simulate")
     if warn and status != "success":
         warnings.warn(f"gflow.simulate stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
     elif warn and rise is not None:
@@ -764,6 +769,39 @@ def _fixed_grid(times: np.ndarray, h: float) -> np.ndarray:
         pieces.append(inner)
         pieces.append(np.array([b]))
     return np.concatenate(pieces)
+
+
+class FixedGrid:
+    """The times of :func:`_fixed_grid` (the same floats), computed on demand: ``grid[i]`` and ``len(grid)``.
+
+    The native engine's fixed-step loops index it; built in full, a run of 1e9 steps (max_steps raised) held
+    8 GB of step times before its first step, and the process was killed for memory.
+    """
+
+    def __init__(self, times: np.ndarray, h: float):
+        self.times = np.asarray(times, dtype=np.float64)
+        self.h = float(h)
+        a, b = self.times[:-1], self.times[1:]
+        k = np.floor((b - a) / self.h + 1e-9)
+        count = k - (a + self.h * k >= b - 1e-9 * self.h)  # the inner points a + h·j, j = 1 … count, of each interval
+        for i in np.flatnonzero((count > 0) & (a + self.h * np.maximum(count, 0) >= b - 1e-9 * self.h)):
+            while count[i] > 0 and a[i] + self.h * count[i] >= b[i] - 1e-9 * self.h:  # (rounding: as _fixed_grid)
+                count[i] -= 1
+        #: the index of each output time in the grid
+        self.starts = np.concatenate([[0], np.cumsum(np.maximum(count, 0) + 1)]).astype(np.int64)
+        self._k = 0  # the interval of the last lookup (the loops walk the grid in order)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1]) + 1
+
+    def __getitem__(self, i: int) -> float:
+        if not 0 <= i < len(self):
+            raise IndexError(f"fixed-step grid index {i} out of range 0 … {len(self) - 1}")
+        k = self._k
+        if not self.starts[k] <= i < self.starts[min(k + 1, len(self.starts) - 1)]:
+            k = self._k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        j = i - int(self.starts[k])
+        return float(self.times[k]) if j == 0 else float(self.times[k] + self.h * j)
 
 
 def _fixed_step_count(times: np.ndarray, h: float) -> float:

@@ -532,9 +532,9 @@ class Engine:
             self.ckpt.save(self.state_dict())
 
     def _run_fixed(self) -> None:
-        from .ode import _fixed_grid
+        from .ode import FixedGrid
 
-        fine = _fixed_grid(self.grid, float(self.step))
+        fine = FixedGrid(self.grid, float(self.step))
         s = self.scheme.stages
         while self.i < len(fine) - 1:
             t0, t1 = float(fine[self.i]), float(fine[self.i + 1])

@@ -235,13 +235,20 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                     counts["lost_messages"].append(f"{futures[fut].run_id}: {type(exc).__name__}: {exc}")
                     key = None
                 else:
-                    key = {"success": "success", "error": "error"}.get(res["status"], "failed")
-                    counts[key] += 1
+                    if res["status"] == "interrupted":  # Ctrl-C reached its worker alone: pending, as a lost run
+                        counts["lost"] += 1
+                        counts["lost_messages"].append(f"{res['run_id']}: Ctrl-C in its worker: {res['message']}")
+                    else:
+                        counts[{"success": "success", "error": "error"}.get(res["status"], "failed")] += 1
                 if bar is not None:
                     finished = counts["success"] + counts["failed"] + counts["error"] + counts["lost"]
                     bar.set_postfix(done=counts["success"], failed=finished - counts["success"],
                                     remaining=len(todo) - finished, refresh=False)
                     bar.update(1)
+        except KeyboardInterrupt:  # (the finished runs are in the store: the same sweep goes on from them)
+            if owned:
+                ex.interrupt()
+            raise
         finally:
             if bar is not None:
                 bar.close()

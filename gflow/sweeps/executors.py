@@ -32,6 +32,7 @@ import abc
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -131,6 +132,10 @@ class AbstractExecutor(abc.ABC):
 
     def shutdown(self) -> None:
         """Release the workers (the default does nothing)."""
+
+    def interrupt(self) -> None:
+        """Ctrl-C in the sweep: stop the queued runs and, where the executor can, the runs in flight (the default
+        does nothing: :meth:`shutdown` follows)."""
 
     def __enter__(self):
         return self
@@ -263,6 +268,34 @@ class ProcessPool(AbstractExecutor):
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def interrupt(self) -> None:
+        """Ctrl-C in the sweep: cancel the queued runs, let the runs in flight stop at their next step (they keep
+        their checkpoints) and wait for the workers.  A terminal's Ctrl-C reaches the workers with the sweep (one
+        process group); where it did not (a SIGINT to the sweep's process alone), the workers still busy after
+        :data:`INTERRUPT_GRACE_SECONDS` get it from here.  Without this, the runs in flight and the ones already
+        handed to a worker ran to their end before the sweep returned."""
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+        while time.monotonic() < deadline and any(p.is_alive() for p in procs):
+            time.sleep(0.05)
+        for p in procs:
+            if p.is_alive():
+                try:
+                    os.kill(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            p.join(INTERRUPT_JOIN_SECONDS)
+            if p.is_alive():  # (stuck in one long evaluation: what it did since its last checkpoint is lost)
+                p.terminate()
+
+
+#: a worker still busy this long after a Ctrl-C in the sweep gets a SIGINT of its own (ProcessPool.interrupt)
+INTERRUPT_GRACE_SECONDS = 3.0
+#: then, how long a worker may take to stop its run and write its checkpoint before it is terminated
+INTERRUPT_JOIN_SECONDS = 60.0
 
 
 def _worker_devices(workers: Any, devices: "list[str | None] | None", use_gpu: bool) -> tuple[int, list]:

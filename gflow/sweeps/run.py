@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -165,6 +166,11 @@ def _sweep_attrs(payload: dict, status: str) -> dict:
     }
 
 
+#: the runs of this worker process that Ctrl-C stopped: once one has, the process starts no further run
+#: (the queued ones a process pool had already handed to it would otherwise run to their end as the sweep stops)
+_CTRL_C_IN_THIS_WORKER: list[str] = []
+
+
 def run_task(payload: dict) -> dict:
     """Run one sweep run and record it in the store; returns ``{run_id, status, message, wall_time, device}``.
 
@@ -178,9 +184,13 @@ def run_task(payload: dict) -> dict:
     import torch
     import xarray as xr
 
+    from ..solution import Interrupted
     from .config import _solver_fn, accepts
     from .executors import run_device, worker_device
 
+    if _CTRL_C_IN_THIS_WORKER:  # a worker whose run Ctrl-C stopped starts no other (the sweep is ending)
+        return {"run_id": payload["run_id"], "status": "interrupted", "message": "not started: Ctrl-C stopped the "
+                "sweep", "wall_time": 0.0, "device": None}
     if payload.get("threads"):
         torch.set_num_threads(int(payload["threads"]))
     store = Path(payload["store"])
@@ -199,7 +209,16 @@ def run_task(payload: dict) -> dict:
             ckpt = checkpoint_file(store, payload["run_id"])
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             solver["checkpoint"] = str(ckpt)
-        sol = fn(net, X, y, **test, **solver, progress=bool(payload.get("progress", False)), warn=False)
+        try:
+            sol = fn(net, X, y, **test, **solver, progress=bool(payload.get("progress", False)), warn=False)
+        except Interrupted as stop:
+            if multiprocessing.parent_process() is None:  # a serial sweep stops here (the run's checkpoint stays)
+                raise
+            # a worker process (the terminal's Ctrl-C reaches the whole process group): no run record, so the
+            # run stays pending and resumes from its checkpoint when the sweep is run again
+            _CTRL_C_IN_THIS_WORKER.append(payload["run_id"])
+            return {"run_id": payload["run_id"], "status": "interrupted", "message": str(stop.solution.message),
+                    "wall_time": time.perf_counter() - start, "device": str(device or "cpu")}
         ds = sol.to_xarray(include_weights=bool(payload.get("keep_weights", False)))
         status, message = sol.status, sol.message
     except Exception as exc:  # noqa: BLE001 - every failure of one run is a result of the sweep
