@@ -312,3 +312,10 @@ def test_the_lazy_fixed_grid_has_the_same_times_as_the_full_one():
         assert all(lazy[int(i)] == ref[int(i)] for i in rng.integers(0, len(ref), 20))  # any order
     with pytest.raises(IndexError):
         FixedGrid(np.array([0.0, 1.0]), 0.1)[11]
+
+
+def test_ctrl_c_in_a_step_halving_estimate_raises_interrupted(relu_problem):
+    net, X, y = relu_problem
+    with sigint_at_eval(50), pytest.raises(gf.Interrupted) as info:
+        gf.simulate_nonsmooth(net, X, y, t1=20.0, step=0.05)
+    assert info.value.solution.status == "interrupted" and info.value.solution.t[-1] < 20.0
