@@ -210,12 +210,16 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)  # (a run record or checkpoint cut mid-write is a .tmp file, which the next sweep removes)
 
 
-def _init_worker(threads: int, devices: Any = None, tanh_route: str | None = None) -> None:
+def _init_worker(threads: int, devices: Any = None, tanh_route: str | None = None, parent: int | None = None) -> None:
     import threading
 
     import torch
 
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="gflow-parent-watch", daemon=True).start()
+    # ``parent``: the pid of the process that made the pool.  Read here with os.getppid(), a worker whose sweep was
+    # killed while the worker was still importing (seconds on a loaded machine) took PID 1 for its parent and
+    # never ended
+    parent = os.getppid() if parent is None else parent
+    threading.Thread(target=_watch_parent, args=(parent,), name="gflow-parent-watch", daemon=True).start()
     torch.set_num_threads(threads)
     if tanh_route is not None:  # the parent's float64 tanh route: bit-identical to serial runs
         from ..model.activations import set_float64_tanh_route
@@ -258,7 +262,7 @@ class ProcessPool(AbstractExecutor):
         from ..model.activations import float64_tanh_route
 
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(self.threads, queue, float64_tanh_route()))
+                                            initargs=(self.threads, queue, float64_tanh_route(), os.getpid()))
 
     def submit(self, fn, spec):
         return self._pool.submit(fn, spec)
