@@ -70,11 +70,15 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="a tiny run (the test suite runs this)")
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--save-every", type=int, default=2)
-    p.add_argument("--every", type=float, default=0.05, help="checkpoint_every, in seconds")
+    p.add_argument("--every", type=float, default=None,
+                   help="checkpoint_every, in seconds (default 0.05; with --quick 1e-9: every step, or its 200 steps "
+                        "ended before the first checkpoint)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     steps = 200 if args.quick else args.steps
+    if args.every is None:
+        args.every = 1e-9 if args.quick else 0.05
     net, X, y, Xt, yt = problem(args.quick)
     gd = lambda **kw: gf.gradient_descent(net, X, y, X_test=Xt, y_test=yt, step=0.5, steps=steps,  # noqa: E731
                                           save_every=args.save_every, integrals=False, **kw)
@@ -88,6 +92,10 @@ def main(argv=None) -> dict:
             base = measure(run, None, Path(tmp))
             with_ck = measure(run, args.every, Path(tmp))
             rows[name] = {"without": base, "with": with_ck, "overhead": with_ck["wall_s"] / base["wall_s"] - 1.0}
+            if not with_ck["n_checkpoints"]:
+                print(f"{name}: {base['wall_s']:.2f} s without; no checkpoint was due within the run "
+                      f"(checkpoint_every = {args.every:g} s): use a smaller --every or more --steps")
+                continue
             print(f"{name}: {base['wall_s']:.2f} s without, {with_ck['wall_s']:.2f} s with {with_ck['n_checkpoints']} "
                   f"checkpoints (+{100 * rows[name]['overhead']:.0f} %, {with_ck['bytes_written'] / 1e6:.1f} MB "
                   f"written; first {with_ck['first_checkpoint_s'] * 1e3:.1f} ms, last "

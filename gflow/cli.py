@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                         **fmt)
     sh.add_argument("file", help="a run file written by gflow simulate / demo / rerun, gf.Solution.save, or one "
                     "run of a sweep or of gflow reproduce (STORE/runs/<run_id>.nc)")
-    sh.add_argument("--rows", type=int, default=12, help="rows of the loss table (0: none)")
+    sh.add_argument("--rows", type=int, default=12, help="rows of the loss table (0: no table, the status and statistics only)")
     sh.set_defaults(func=cmd_show)
 
     c = sub.add_parser("certify", help="check the paper's pathwise bounds (T1-T11) and Theorem 1 along a saved run",
@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("experiment", choices=["exp1", "exp2", "exp3", "all"], help="which experiment")
     rp.add_argument("--preset", default="quick", choices=["tiny", "quick", "paper"],
                     help="tiny: seconds (tests); quick: minutes on a 2-core CPU; paper: the paper's sizes (GPU)")
-    rp.add_argument("--out", default="gflow-reproduce", help="output folder (OUT/<exp>/; not a sweep's store)")
+    rp.add_argument("--out", default="gflow-reproduce", help="output folder (each experiment in OUT/<exp>/, which must not be a sweep's store)")
     rp.add_argument("--device", default="cpu", help="cpu | cuda")
     rp.add_argument("--executor", default="local", choices=["local", "process", "dask"],
                     help="where the runs execute: local (serial), process (a process pool), dask; finished "

@@ -31,7 +31,7 @@ STATUSES = {
     "step_size_collapse": "the step size underflowed",
     "nonfinite": "the state became non-finite (NaN or inf)",
     "time_budget": "the wall-time budget max_wall_time ran out",
-    "diverged": "gradient descent diverged (non-finite loss)",
+    "diverged": "a fixed-step solve or gradient descent diverged (loss past 1e10·L₀, or non-finite)",
     "interrupted": "Ctrl-C (SIGINT) stopped the run (it raised gflow.Interrupted, which carries this Solution)",
     "failed": "the solver raised an error",
 }
@@ -313,7 +313,7 @@ class Solution:
 
         Args:
             rows: at most this many table rows, at saved times spread evenly over the run (first and last
-                included); 0 leaves only the column header, the status and the statistics.
+                included); 0 leaves the table out (the status and the statistics only).
         """
         if not is_int(rows):
             raise TypeError(f"rows must be a non-negative int, got {describe(rows)}")
@@ -322,7 +322,7 @@ class Solution:
         T = len(self.t)
         idx = sorted(set(np.linspace(0, T - 1, min(rows, T)).round().astype(int).tolist()))
         head = f"{'t':>12}  {'loss':>14}" + (f"  {'test error':>12}" if self.test_error is not None else "")
-        lines = [head]
+        lines = [head] if idx else []
         for k in idx:
             line = f"{self.t[k]:12.6g}  {self.loss[k]:14.6e}"
             if self.test_error is not None:

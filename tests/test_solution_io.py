@@ -470,3 +470,11 @@ def test_a_scaling_takes_numpy_numbers_and_refuses_an_empty_name():
     assert (sc.alpha_exp, sc.beta_exp, sc.lr_exp) == (1.0, 0.0, 1.0) and isinstance(sc.beta_exp, float)
     with pytest.raises(ValueError, match="Scaling name must be a non-empty str"):
         gf.Scaling("", 1.0, 0.5, 1.0)
+
+
+def test_summary_with_no_rows_leaves_the_table_out():
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=1.0)
+    text = sol.summary(rows=0)
+    assert text.startswith("status: success") and "loss" not in text.splitlines()[0]
+    assert sol.summary(rows=2).splitlines()[0].split() == ["t", "loss"]

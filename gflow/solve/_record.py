@@ -242,17 +242,19 @@ class Recorder:
         return f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}"
 
     def step_advice(self) -> str:
-        """What to try after a fixed-step flow solve's loss rose: a step below :meth:`stability_limit0`."""
+        """What to try after a fixed-step flow solve's loss rose or diverged: a step below the method's stability
+        limit ρ/λ_max(M₀) (:data:`STABILITY_INTERVAL`: rk4's ρ is 2.785; 2, GD's and Euler's, for the others)."""
         method, h = self.fixed_step
-        limit = self.stability_limit0()
+        rho = STABILITY_INTERVAL.get(method.removeprefix("torchdiffeq."), 2.0)
+        limit = rho * self.stability_limit0() / 2.0
         if not math.isfinite(limit):
             return f"use a step below {h:g}, or an adaptive method (e.g. method='dop853')"
         if h > limit:
-            return (f"the step {h:g} of method={method!r} exceeds the stability limit 2/λ_max(M₀) = {limit:.3g}; use "
-                    f"a step below it (e.g. step={0.5 * limit:.2g}), or an adaptive method (e.g. method='dop853')")
-        return (f"the step {h:g} of method={method!r} is below the stability limit 2/λ_max(M₀) = {limit:.3g} at t = 0, "
-                f"but λ_max(M) changes as the features move; use a smaller step (e.g. step={0.25 * h:.2g}), or an "
-                "adaptive method (e.g. method='dop853')")
+            return (f"the step {h:g} of method={method!r} exceeds the stability limit {rho:g}/λ_max(M₀) = {limit:.3g}; "
+                    f"use a step below it (e.g. step={0.5 * limit:.2g}), or an adaptive method (e.g. method='dop853')")
+        return (f"the step {h:g} of method={method!r} is below the stability limit {rho:g}/λ_max(M₀) = {limit:.3g} at "
+                f"t = 0, but λ_max(M) changes as the features move; use a smaller step (e.g. step={0.25 * h:.2g}), or "
+                "an adaptive method (e.g. method='dop853')")
 
     def _diverged_message(self, loss: float, t: float) -> str:
         L0 = self.rows["loss"][0]

@@ -480,7 +480,7 @@ def _correct_dL_integrals(lin: _Linearization, base: _Point, tau: float, weights
 # quadratic term can still miss — is within the tolerance by the step's own norms (those of [H, A] and of the
 # residual, as the steps are held); elsewhere the output costs an extra step of the method from the step's start
 # (≈ 4 evaluations), as before.  Measured on 14 random long-horizon problems (six σ, t1 = 2 000 … 50 000, rtol 1e-5 …
-# 1e-9, the default 242 output times): 4–100 % of the output times served densely, 1.0–15× fewer evaluations,
+# 1e-9, the default 239 output times): 4–100 % of the output times served densely, 1.0–15× fewer evaluations,
 # the outputs within 0.1·rtol of the extra steps' in L (one case 3.6·rtol, where both were 6·rtol from a tight
 # reference).
 
@@ -618,7 +618,7 @@ class _Handover:
         # the explicit step: the one taken, where the proposal is larger — DOP853 shortens steps that hold an
         # output time to h·ρ ≤ 5 (its dense output's stability), and the controller then proposes steps past the
         # stability limit that the next output shortens again; trials at factor × those proposals failed for long
-        # (Exp 1 n = 40 to t = 2000 with the default 242 output times: hand-over at t = 822 instead of 441)
+        # (Exp 1 n = 40 to t = 2000 with the default 239 output times: hand-over at t = 822 instead of 441)
         tau = min(self.factor * min(eng.h, taken), eng.t1 - eng.t)
         if not tau > 0:
             return False

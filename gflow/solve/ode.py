@@ -79,7 +79,8 @@ _DENSE_JACOBIAN_LIMIT = 16384  # state size beyond which Radau/BDF/LSODA's dense
 
 
 def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
-    """A grid that resolves both early and late times: 201 linear points ∪ 41 geometric points in [1e-4 t1, t1].
+    """A grid that resolves both early and late times: 201 linear points ∪ 41 geometric points in [1e-4 t1, t1]
+    (239 times: the shared t1 and the geometric points within rounding of a linear one are merged).
 
     With a fixed ``step`` h its times are moved to multiples of h (and t1): a fixed-step grid lands on every output
     time, so output times closer than h would set the steps instead of h (to t1 = 5 every step h ≥ 0.021 ran at

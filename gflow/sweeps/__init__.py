@@ -10,7 +10,7 @@ Example:
     >>> import gflow as gf
     >>> ds = gf.sweep(                                                   # doctest: +SKIP
     ...     network={"d": 20, "width": 256, "activation": "tanh"},
-    ...     data={"generator": "random_labels", "n": 20, "n_test": 100},
+    ...     data={"generator": "random_labels", "n_test": 100},             # (n is swept below)
     ...     solver={"kind": "simulate", "t1": 100.0, "method": "DOP853"},
     ...     grid={"data.n": [10, 20, 40], "network.scaling": ["ours", "ntk", "mf"]},
     ...     seeds=3, store="results/sweep1", executor="process")
