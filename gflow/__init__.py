@@ -30,6 +30,7 @@ from .model import (
     get_embedding,
     get_scaling,
 )
+from ._lock import InUseError
 from .solution import STATUSES, GFlowWarning, Interrupted, Solution, SolverError, load
 from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
 from .sweeps import open_sweep, run_solution, sweep
@@ -41,7 +42,7 @@ __all__ = [
     "__version__", "data", "plotting", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
     "RandomFeatures", "DeepRandomFeatures", "Callable", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
     "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
-    "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "Interrupted", "certify",
+    "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "Interrupted", "InUseError", "certify",
     "Certificate", "limit_gram", "simulate_nonsmooth",
     "sweep", "open_sweep", "run_solution",
     "simulate_batch", "gradient_descent_batch", "networks", "max_seed_rms_norm",

@@ -522,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._lock import InUseError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -529,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"gflow: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, InUseError) as exc:
         print(f"gflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # (a sweep or a reproduction keeps the runs it finished: the same command goes on)

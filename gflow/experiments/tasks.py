@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._lock import acquire
 from ..sweeps.run import CHECKPOINT_DIR, RUNS_DIR, checkpoint_file, run_file, write_atomic
 from .common import Run, progress_bar
 
@@ -87,7 +88,15 @@ def run_one(payload: dict) -> dict:
     """Worker side: compute one task and write ``runs/<run_id>.nc`` atomically; returns a short record.
 
     An exception propagates (no file is written: the run stays to be done on the next call of :func:`execute`).
+    A worker process whose run Ctrl-C stopped starts no other (as :func:`gflow.sweeps.run.run_task`).
     """
+    import multiprocessing
+
+    from ..solution import Interrupted
+    from ..sweeps.run import _CTRL_C_IN_THIS_WORKER
+
+    if _CTRL_C_IN_THIS_WORKER:
+        raise Interrupted("not started: Ctrl-C stopped the reproduction")
     if payload.get("threads"):
         import torch
 
@@ -99,7 +108,12 @@ def run_one(payload: dict) -> dict:
         ckpt = checkpoint_file(folder, run_id)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    sol, extras = _resolve_fn(payload["fn"])(payload["spec"], checkpoint=ckpt)
+    try:
+        sol, extras = _resolve_fn(payload["fn"])(payload["spec"], checkpoint=ckpt)
+    except Interrupted:
+        if multiprocessing.parent_process() is not None:  # (a worker; the main process may run again)
+            _CTRL_C_IN_THIS_WORKER.append(run_id)
+        raise
     wall = time.perf_counter() - start
     ds = sol.to_xarray(include_weights=False)
     for name, (dims, arr) in (extras or {}).items():
@@ -137,6 +151,10 @@ def pending(tasks: Sequence[Task], folder: Path) -> list[Task]:
     return [t for t in tasks if not run_file(folder, t.run_id).exists()]
 
 
+#: the lock file a running reproduction holds in an experiment's folder (:mod:`gflow._lock`; removed at its end)
+REPRODUCE_LOCK = ".reproduce.lock"
+
+
 def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any = "local",
             workers: int | None = None, scheduler: Any = None, threads: int | None = None,
             progress: bool | None = None, desc: str = "runs", report: Callable[[dict], None] | None = None
@@ -170,35 +188,47 @@ def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any =
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"tasks must have distinct run ids, got duplicates {dup[:3]}")
-    todo = pending(tasks, folder)
     (folder / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    if todo:
-        ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=folder)
-        bar = progress_bar(len(tasks), desc, progress)
-        bar.update(len(tasks) - len(todo))
-        serial = isinstance(ex, LocalSerial)
-        where = folder.resolve()
-        try:
-            nthreads = None if serial else (threads or getattr(ex, "threads", None))
-            futures = {ex.submit(run_one, {"fn": t.fn, "spec": t.spec, "labels": t.labels, "run_id": t.run_id,
-                                           "dir": str(where), "checkpoint": t.checkpoint, "threads": nthreads}): t
-                       for t in todo}
-            for fut in ex.as_completed(list(futures)):
-                task = futures[fut]
-                try:
-                    fut.result()
-                except Exception as exc:
-                    raise RuntimeError(f"the run {task.labels} ({task.run_id}) raised {type(exc).__name__}: {exc}. "
-                                       f"The {len(list(folder.glob(f'{RUNS_DIR}/*.nc')))} finished runs are kept in "
-                                       f"{folder / RUNS_DIR}; run again to resume") from exc
-                bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in task.labels.items()))
-                bar.update()
-        finally:
-            bar.close()
-            if owned:
-                ex.shutdown()
-    if report is not None:
-        report({"total": len(tasks), "skipped": len(tasks) - len(todo), "computed": len(todo)})
+    # one reproduction at a time in a folder: a second one computed every run again beside the first
+    lock = acquire(folder / REPRODUCE_LOCK, f"the experiment folder {str(folder)!r}")
+    try:
+        todo = pending(tasks, folder)
+        if todo:
+            ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=folder)
+            bar = progress_bar(len(tasks), desc, progress)
+            bar.update(len(tasks) - len(todo))
+            serial = isinstance(ex, LocalSerial)
+            where = folder.resolve()
+            try:
+                nthreads = None if serial else (threads or getattr(ex, "threads", None))
+                futures = {ex.submit(run_one, {"fn": t.fn, "spec": t.spec, "labels": t.labels,
+                                               "run_id": t.run_id, "dir": str(where), "checkpoint": t.checkpoint,
+                                               "threads": nthreads}): t
+                           for t in todo}
+                for fut in ex.as_completed(list(futures)):
+                    task = futures[fut]
+                    try:
+                        fut.result()
+                    except Exception as exc:
+                        kept = len(list(folder.glob(f"{RUNS_DIR}/*.nc")))
+                        raise RuntimeError(f"the run {task.labels} ({task.run_id}) raised {type(exc).__name__}: "
+                                           f"{exc}. The {kept} finished runs are kept in {folder / RUNS_DIR}; run "
+                                           "again to resume") from exc
+                    bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in task.labels.items()))
+                    bar.update()
+            except KeyboardInterrupt:  # (the finished runs are kept: the same call goes on from them)
+                if owned:
+                    ex.interrupt()
+                raise
+            finally:
+                bar.close()
+                if owned:
+                    ex.shutdown()
+        if report is not None:
+            report({"total": len(tasks), "skipped": len(tasks) - len(todo), "computed": len(todo)})
+    finally:
+        if lock is not None:
+            lock.release()
     return [load_run(run_file(folder, t.run_id)) for t in tasks]
 
 

@@ -32,12 +32,14 @@ import tempfile
 import time
 import uuid
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._lock import FileLock, acquire
 from .._validate import check_flag, check_positive_float, describe
 from ..solution import GFlowWarning
 from ._record import Monitor, Recorder
@@ -350,8 +352,13 @@ class Checkpointer:
     """
 
     def __init__(self, path: Path, every: float, keep: bool, fp: dict, recorder: Recorder, monitor: Monitor,
-                 resumed: dict | None = None):
+                 resumed: dict | None = None, lock: FileLock | None = None):
         self.path = path
+        #: this run's exclusive use of the path (:func:`lock_path`), released by :meth:`finish`, or when the
+        #: Checkpointer is collected (a run ended by an exception)
+        self.lock = lock
+        if lock is not None:
+            weakref.finalize(self, lock.release)
         self.every = every
         self.keep = keep
         self.fp = fp
@@ -429,6 +436,13 @@ class Checkpointer:
                     q.unlink()
                 except FileNotFoundError:
                     pass
+        if self.lock is not None:
+            self.lock.release()
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of the checkpoint at ``path`` (:mod:`gflow._lock`): ``run.ckpt.lock``, while a run uses it."""
+    return path.with_name(path.name + ".lock")
 
 
 def open_checkpoint(path: Any, *, every: Any, keep: Any, kind: str, problem, settings: dict,
@@ -439,14 +453,26 @@ def open_checkpoint(path: Any, *, every: Any, keep: Any, kind: str, problem, set
 
     Raises:
         ValueError: the file holds a different run (the message names what differs), or is not a checkpoint.
+        InUseError: another process runs with this checkpoint now (it holds ``run.ckpt.lock``: :func:`lock_path`).
     """
     p = _check_path(path)
     _check_writable(p)
     every = check_positive_float(every, "checkpoint_every")
     keep = check_flag(keep, "keep_checkpoint")
     fp = fingerprint(kind, problem, settings)
+    lock = acquire(lock_path(p), f"checkpoint {str(p)!r}")
+    try:
+        return _open_locked(p, every, keep, kind, fp, problem, recorder, monitor, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _open_locked(p: Path, every: float, keep: bool, kind: str, fp: dict, problem, recorder: Recorder,
+                 monitor: Monitor, lock: FileLock | None) -> tuple[Checkpointer, dict | None]:
     if not p.exists():
-        return Checkpointer(p, every, keep, fp, recorder, monitor), None
+        return Checkpointer(p, every, keep, fp, recorder, monitor, lock=lock), None
     try:
         data = _read(p)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
@@ -460,7 +486,7 @@ def open_checkpoint(path: Any, *, every: Any, keep: Any, kind: str, problem, set
         raise ValueError(f"checkpoint {str(p)!r} was written by a different run, so it cannot be resumed: "
                          + "; ".join(diffs) + ". Use the same settings, or another checkpoint path (or delete "
                          "the file) to start afresh")
-    ckpt = Checkpointer(p, every, keep, fp, recorder, monitor, resumed=data)
+    ckpt = Checkpointer(p, every, keep, fp, recorder, monitor, resumed=data, lock=lock)
     state = _assemble(p, data) if data["format"] == 2 else data["recorder"]
     device = problem.net.device
     loop = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in data["loop"].items()}

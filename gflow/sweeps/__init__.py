@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._lock import acquire
 from .._validate import check_flag, describe
 from ..solution import GFlowWarning
 from .config import RunSpec, SweepConfig, SweepConfigError, run_id_of
@@ -192,78 +193,89 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         raise SweepConfigError(f"network.device asks for 'cuda' but this machine has no CUDA device; with "
                                f"executor={executor!r} the runs execute here (use device = 'cpu', or a cluster "
                                "with GPUs through scheduler= or submitit)")
-    retry: set = set()
-    if (store / "manifest.json").exists():
-        renamed = migrate_run_ids(store, fmt)
-        if renamed:
-            warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run limits "
-                          f"(max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the current ids",
-                          GFlowWarning, stacklevel=2)
-        # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
-        retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
-        check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
-    write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)), fmt)
-    have = completed(store, read_status=retry_failed or bool(retry), fmt=fmt)
-    todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
-            or have[r.run_id] in retry]
-    if todo:
-        # the consolidated file is stale until this sweep completes; open_sweep reads the run records meanwhile
-        cons = consolidated_path(store, fmt)
-        if cons.is_dir():
-            shutil.rmtree(cons, ignore_errors=True)
-        else:
-            cons.unlink(missing_ok=True)
-    counts = {"total": len(runs), "skipped": len(runs) - len(todo), "success": 0, "failed": 0, "error": 0,
-              "lost": 0, "lost_messages": []}
-    bar = _bar(progress, len(runs), counts["skipped"])
-    if todo:
-        ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
-                                 options=executor_options)
-        try:
-            threads = getattr(ex, "threads", None)
-            # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
-            run_bars = bar is not None and isinstance(ex, LocalSerial)
-            where = store.resolve()  # workers may run in another folder (a Dask cluster, SLURM)
-            futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights, fmt), "progress": run_bars}): r
-                       for r in todo}
-            for fut in ex.as_completed(list(futures)):
-                try:
-                    res = fut.result()
-                except Exception as exc:  # noqa: BLE001 - the worker itself was lost (killed, out of memory, ...)
-                    # no run file: the run stays pending and the next sweep of this store repeats it
-                    counts["lost"] += 1
-                    counts["lost_messages"].append(f"{futures[fut].run_id}: {type(exc).__name__}: {exc}")
-                    key = None
-                else:
-                    if res["status"] == "interrupted":  # Ctrl-C reached its worker alone: pending, as a lost run
+    # one sweep at a time in a store: a second one computed every run again beside the first
+    store.mkdir(parents=True, exist_ok=True)
+    lock = acquire(store / SWEEP_LOCK, f"the sweep store {str(store)!r}")
+    try:
+        retry: set = set()
+        if (store / "manifest.json").exists():
+            renamed = migrate_run_ids(store, fmt)
+            if renamed:
+                warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run limits "
+                              f"(max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the current ids",
+                              GFlowWarning, stacklevel=2)
+            # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
+            retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
+            check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
+        write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)), fmt)
+        have = completed(store, read_status=retry_failed or bool(retry), fmt=fmt)
+        todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
+                or have[r.run_id] in retry]
+        if todo:
+            # the consolidated file is stale until this sweep completes; open_sweep reads the run records meanwhile
+            cons = consolidated_path(store, fmt)
+            if cons.is_dir():
+                shutil.rmtree(cons, ignore_errors=True)
+            else:
+                cons.unlink(missing_ok=True)
+        counts = {"total": len(runs), "skipped": len(runs) - len(todo), "success": 0, "failed": 0, "error": 0,
+                  "lost": 0, "lost_messages": []}
+        bar = _bar(progress, len(runs), counts["skipped"])
+        if todo:
+            ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
+                                     options=executor_options)
+            try:
+                threads = getattr(ex, "threads", None)
+                # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
+                run_bars = bar is not None and isinstance(ex, LocalSerial)
+                where = store.resolve()  # workers may run in another folder (a Dask cluster, SLURM)
+                futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights, fmt), "progress": run_bars}): r
+                           for r in todo}
+                for fut in ex.as_completed(list(futures)):
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - the worker itself was lost (killed, out of memory, ...)
+                        # no run file: the run stays pending and the next sweep of this store repeats it
                         counts["lost"] += 1
-                        counts["lost_messages"].append(f"{res['run_id']}: Ctrl-C in its worker: {res['message']}")
+                        counts["lost_messages"].append(f"{futures[fut].run_id}: {type(exc).__name__}: {exc}")
+                        key = None
                     else:
-                        counts[{"success": "success", "error": "error"}.get(res["status"], "failed")] += 1
+                        if res["status"] == "interrupted":  # Ctrl-C reached its worker alone: pending, as a lost run
+                            counts["lost"] += 1
+                            counts["lost_messages"].append(f"{res['run_id']}: Ctrl-C in its worker: {res['message']}")
+                        else:
+                            counts[{"success": "success", "error": "error"}.get(res["status"], "failed")] += 1
+                    if bar is not None:
+                        finished = counts["success"] + counts["failed"] + counts["error"] + counts["lost"]
+                        bar.set_postfix(done=counts["success"], failed=finished - counts["success"],
+                                        remaining=len(todo) - finished, refresh=False)
+                        bar.update(1)
+            except KeyboardInterrupt:  # (the finished runs are in the store: the same sweep goes on from them)
+                if owned:
+                    ex.interrupt()
+                raise
+            finally:
                 if bar is not None:
-                    finished = counts["success"] + counts["failed"] + counts["error"] + counts["lost"]
-                    bar.set_postfix(done=counts["success"], failed=finished - counts["success"],
-                                    remaining=len(todo) - finished, refresh=False)
-                    bar.update(1)
-        except KeyboardInterrupt:  # (the finished runs are in the store: the same sweep goes on from them)
-            if owned:
-                ex.interrupt()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            if owned:
-                ex.shutdown()
-    elif bar is not None:
-        bar.close()
-    if report is not None:
-        report(counts)
-    if counts["lost"]:
-        warnings.warn(f"{counts['lost']} run(s) of the sweep in {store} were lost by their workers and stay pending; "
-                      f"run the sweep again to repeat them. First: {counts['lost_messages'][0]}", GFlowWarning,
-                      stacklevel=2)
-        return open_sweep(store, consolidated=False)
-    return consolidate(store)
+                    bar.close()
+                if owned:
+                    ex.shutdown()
+        elif bar is not None:
+            bar.close()
+        if report is not None:
+            report(counts)
+        if counts["lost"]:
+            warnings.warn(f"{counts['lost']} run(s) of the sweep in {store} were lost by their workers and stay pending; "
+                          f"run the sweep again to repeat them. First: {counts['lost_messages'][0]}", GFlowWarning,
+                          stacklevel=2)
+            return open_sweep(store, consolidated=False)
+        return consolidate(store)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+#: the lock file a running sweep holds in its store (:mod:`gflow._lock`; removed when the sweep ends)
+SWEEP_LOCK = ".sweep.lock"
 
 
 def _payload(r: RunSpec, store: Path, threads: int | None, keep_weights: bool, fmt: str = "netcdf") -> dict:

@@ -1,0 +1,139 @@
+"""One run at a time per checkpoint, sweep store and experiment folder (gflow._lock): a second run is refused with
+gf.InUseError naming the holder; the lock goes when its holder ends, however it ends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gflow as gf
+from gflow import _lock
+from gflow.solve import _record
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    return gf.Network(d=5, width=16, seed=0), X, y
+
+
+def _holder(lock_file, seconds: float = 60.0) -> subprocess.Popen:
+    """A child process that holds ``lock_file`` (as a running run would) until killed."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from gflow._lock import acquire
+        acquire({str(lock_file)!r}, "test")
+        print("held", flush=True)
+        time.sleep({seconds})
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_checkpoint_in_use_by_another_process_is_refused_naming_it(problem, tmp_path):
+    net, X, y = problem
+    ck = tmp_path / "run.ckpt"
+    p = _holder(tmp_path / "run.ckpt.lock")
+    try:
+        with pytest.raises(gf.InUseError, match=rf"checkpoint '.*run.ckpt' is in use by another run \(pid {p.pid} on "
+                                                r".* since .* UTC\); wait for that run to end"):
+            gf.simulate(net, X, y, t1=5.0, method="dop853", checkpoint=ck)
+        with pytest.raises(gf.InUseError):
+            gf.gradient_descent(net, X, y, step=0.1, steps=10, checkpoint=ck)
+    finally:
+        p.kill()
+        p.wait()
+    sol = gf.simulate(net, X, y, t1=5.0, method="dop853", checkpoint=ck)  # the holder is gone: the lock with it
+    assert sol.ok and not (tmp_path / "run.ckpt.lock").exists() and not ck.exists()
+
+
+def test_the_lock_is_held_during_the_run_and_released_after_a_stop(problem, tmp_path, monkeypatch):
+    net, X, y = problem
+    ck = tmp_path / "run.ckpt"
+    seen = []
+    original = _record.Monitor.on_eval
+
+    def on_eval(self, dy=None):
+        seen.append((tmp_path / "run.ckpt.lock").exists())
+        if len(seen) == 30:
+            raise _record.Abort("time_budget", "emulated budget")
+        return original(self, dy)
+
+    monkeypatch.setattr(_record.Monitor, "on_eval", on_eval)
+    sol = gf.simulate(net, X, y, t1=50.0, method="dop853", checkpoint=ck, warn=False)
+    assert sol.status == "time_budget" and all(seen) and ck.exists()
+    assert not (tmp_path / "run.ckpt.lock").exists()  # released: the same call resumes
+
+
+def test_a_run_of_this_process_that_ended_by_an_exception_does_not_lock_out_the_next(problem, tmp_path, monkeypatch):
+    net, X, y = problem
+    ck = tmp_path / "run.ckpt"
+    original = _record.Monitor.on_eval
+    count = [0]
+
+    def broken(self, dy=None):
+        count[0] += 1
+        if count[0] == 40:  # (after the first checkpoints)
+            raise RuntimeError("a bug deep in a solve")
+        return original(self, dy)
+
+    monkeypatch.setattr(_record.Monitor, "on_eval", broken)
+    with pytest.raises(RuntimeError, match="a bug") as info:
+        gf.simulate(net, X, y, t1=50.0, method="dop853", checkpoint=ck, checkpoint_every=1e-9)
+    monkeypatch.setattr(_record.Monitor, "on_eval", original)
+    assert info.value.__traceback__ is not None  # (the traceback keeps the run's frames, and its lock, alive)
+    sol = gf.simulate(net, X, y, t1=50.0, method="dop853", checkpoint=ck)
+    assert sol.ok and sol.stats["resumed"]
+
+
+def test_a_sweep_store_in_use_is_refused(tmp_path):
+    store = tmp_path / "st"
+    store.mkdir()
+    p = _holder(store / gf.sweeps.SWEEP_LOCK)
+    kw = dict(network={"d": 3, "width": 8}, data={"generator": "random_labels", "n": 5},
+              solver={"kind": "simulate", "t1": 1.0}, grid={"network.c_hat": [1.0]}, seeds=1, store=store)
+    try:
+        with pytest.raises(gf.InUseError, match=rf"the sweep store '.*st' is in use by another run \(pid {p.pid}"):
+            gf.sweep(**kw)
+        from gflow.cli import main
+
+        cfg = tmp_path / "sw.toml"
+        cfg.write_text('seeds = 1\n[network]\nd = 3\nwidth = 8\n[data]\ngenerator = "random_labels"\nn = 5\n'
+                       '[solver]\nkind = "simulate"\nt1 = 1.0\n[grid]\n"network.c_hat" = [1.0]\n')
+        assert main(["sweep", str(cfg), "--out", str(store), "--no-progress"]) == 2
+    finally:
+        p.kill()
+        p.wait()
+    ds = gf.sweep(**kw)
+    assert list(ds.status.values) == ["success"] and not (store / gf.sweeps.SWEEP_LOCK).exists()
+
+
+def test_an_experiment_folder_in_use_is_refused(tmp_path):
+    from gflow.experiments.tasks import REPRODUCE_LOCK, Task, execute
+
+    folder = tmp_path / "exp1"
+    folder.mkdir()
+    p = _holder(folder / REPRODUCE_LOCK)
+    try:
+        with pytest.raises(gf.InUseError, match=r"the experiment folder '.*exp1' is in use by another run"):
+            execute([Task(fn="x:y", labels={"n": 1}, spec={}, checkpoint=False)], folder)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_lock_file_left_by_a_killed_holder_is_taken(tmp_path):
+    lf = tmp_path / "x.lock"
+    p = _holder(lf)
+    p.kill()
+    p.wait()
+    assert lf.exists()  # (SIGKILL: the file stays, its flock went with the process)
+    lock = _lock.acquire(lf, "x")
+    assert lock.held and f"pid {__import__('os').getpid()} " in lf.read_text()
+    lock.release()
+    assert not lf.exists() and not lock.held
+    lock.release()  # idempotent
