@@ -425,11 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Print a saved run's summary: the loss and test-error table, status, "
                         "evaluations and wall time.",
                         epilog=_examples("gflow show run.nc --rows 20",
-                                         "gflow show results/exp1/runs/<run_id>.nc   # one run of gflow reproduce"),
+                                         "gflow show results/exp1/runs/<label>_<hash>.nc   # one run of gflow reproduce"),
                         **fmt)
     sh.add_argument("file", help="a run file written by gflow simulate / demo / rerun, gf.Solution.save, or one "
-                    "run of a sweep or of gflow reproduce (STORE/runs/<run_id>.nc)")
-    sh.add_argument("--rows", type=int, default=12, help="rows of the loss table (0: no table, the status and statistics only)")
+                    "run of a sweep (STORE/runs/<run_id>.nc) or of gflow reproduce (OUT/<exp>/runs/<label>_<hash>.nc)")
+    sh.add_argument("--rows", type=int, default=12,
+                    help="rows of the loss table (0: no table, the status and statistics only)")
     sh.set_defaults(func=cmd_show)
 
     c = sub.add_parser("certify", help="check the paper's pathwise bounds (T1-T11) and Theorem 1 along a saved run",
@@ -451,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("reproduce", help="reproduce the paper's Experiments 1-3 (data, figures, summary.md)",
-                        description="Reproduce the paper's Experiments 1-3: OUT/<exp>/ gets runs/<run_id>.nc (one "
+                        description="Reproduce the paper's Experiments 1-3: OUT/<exp>/ gets runs/<label>_<hash>.nc (one "
                         "file per run, kept and skipped when the command is run again), runs.nc (every run, one "
                         "netCDF group each), PNG/PDF figures and summary.md (claims and verdicts).",
                         epilog=_examples("gflow reproduce exp1 --preset tiny --out results      # seconds",

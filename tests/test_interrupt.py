@@ -78,7 +78,8 @@ def test_ctrl_c_stops_a_flow_and_raises_interrupted_with_its_trajectory(problem,
     sol = info.value.solution
     assert isinstance(info.value, KeyboardInterrupt)
     assert sol.status == "interrupted" and not sol.ok
-    assert "interrupted by Ctrl-C (SIGINT) at t = " in sol.message and "checkpoint" not in sol.message
+    assert f"the trajectory is kept to t = {sol.t[-1]:.6g} (of t1 = 200)" in sol.message  # (its last row's t)
+    assert "interrupted by Ctrl-C (SIGINT) after " in sol.message and "checkpoint" not in sol.message
     assert 0 < sol.t[-1] < 200.0 and len(sol.t) >= 2  # the last accepted state is kept
     assert np.all(np.isfinite(sol.loss)) and np.all(np.diff(sol.loss) <= 1e-12 * sol.loss[0])
     assert sol.H is not None and sol.H.shape[0] >= 1
@@ -138,7 +139,7 @@ def test_an_interrupted_run_with_a_checkpoint_resumes_bit_for_bit(problem, tmp_p
         run(checkpoint=ck, checkpoint_every=1e9)  # (no periodic checkpoint: the one the Ctrl-C wrote)
     sol = info.value.solution
     assert sol.status == "interrupted" and ck.exists()
-    assert f"the checkpoint {str(ck)!r} holds it there: the same call resumes it" in sol.message
+    assert f"the checkpoint {str(ck)!r} holds the run there: the same call resumes it" in sol.message
     resumed = run(checkpoint=ck)
     assert resumed.ok and resumed.stats["resumed"] and not ck.exists()
     assert_same_run(resumed, full, exact=True)
@@ -245,7 +246,7 @@ def test_the_cli_saves_the_partial_run_and_exits_130(tmp_path, capsys):
         rc = main(["simulate", "--d", "5", "--width", "16", "--n", "8", "--t1", "500", "--out", str(out)])
     assert rc == EXIT_INTERRUPTED == 130
     captured = capsys.readouterr()
-    assert "gflow: interrupted: interrupted by Ctrl-C (SIGINT) at t = " in captured.err
+    assert "gflow: interrupted: interrupted by Ctrl-C (SIGINT) after " in captured.err
     assert gf.load(out).status == "interrupted"
 
 
@@ -319,3 +320,47 @@ def test_ctrl_c_in_a_step_halving_estimate_raises_interrupted(relu_problem):
     with sigint_at_eval(50), pytest.raises(gf.Interrupted) as info:
         gf.simulate_nonsmooth(net, X, y, t1=20.0, step=0.05)
     assert info.value.solution.status == "interrupted" and info.value.solution.t[-1] < 20.0
+
+
+def test_ctrl_c_in_the_second_solve_of_a_filippov_estimate_keeps_the_complete_first(relu_problem):
+    # (a review: the second, looser solve's 2-step partial came back, and the complete first was dropped)
+    net, X, y = relu_problem
+    grid = np.linspace(0, 5, 11)
+    full = gf.simulate(net, X, y, t1=5.0, saveat=grid, method="filippov", rtol=1e-7, error_estimate=True)
+    first = full.stats["n_f_evals_returned"]
+    with sigint_at_eval(first + 20), pytest.raises(gf.Interrupted) as info:
+        gf.simulate(net, X, y, t1=5.0, saveat=grid, method="filippov", rtol=1e-7, error_estimate=True)
+    sol = info.value.solution
+    assert sol.status == "interrupted" and "stopped the second solve for the error estimate" in sol.message
+    assert np.array_equal(sol.t, full.t) and np.array_equal(sol.loss, full.loss)  # the complete first solve
+    assert np.isinf(sol.error_estimate[-1]) and sol.error_estimate[0] == 0.0
+
+
+def test_ctrl_c_in_a_finer_step_halving_solve_keeps_the_completed_ones(relu_problem):
+    net, X, y = relu_problem
+    with sigint_at_eval(12000), pytest.raises(gf.Interrupted) as info:  # (in the 5th solve, step 0.003125)
+        gf.simulate_nonsmooth(net, X, y, t1=20.0, step=0.05, rtol=1e-12, max_steps=10**6)
+    sol = info.value.solution
+    assert sol.status == "interrupted" and info.value.args[0].startswith("gf.simulate_nonsmooth: the solve with step")
+    assert sol.t[-1] == 20.0 and np.all(np.isfinite(sol.loss))  # the finest completed solve, whole
+    assert sol.config["solver"]["error_estimate"]["steps"][:3] == [0.05, 0.025, 0.0125]
+
+
+@pytest.mark.parametrize("k", [27, 29, 31])
+def test_a_stop_inside_dop853s_first_power_iteration_resumes_bit_for_bit(tmp_path, k):
+    # (a review: the checkpoint held a half-finished power iteration, and the resumed run took 55 steps, not 59)
+    rng = np.random.default_rng(198)
+    X, y = rng.standard_normal((10, 8)), rng.standard_normal(10)
+    net = gf.Network(8, width=64, activation="linear", embedding="quadratic", scaling="ntk", c_hat=2.0, seed=80)
+
+    def run(**kw):
+        return gf.simulate(net, X, y, 20.0, saveat=np.linspace(0.0, 20.0, 401), method="dop853", rtol=1e-10,
+                           atol=1e-12, integrals=False, **kw)
+
+    full = run()
+    ck = tmp_path / "run.ckpt"
+    with sigint_at_eval(k), pytest.raises(gf.Interrupted):
+        run(checkpoint=ck, checkpoint_every=1e9)
+    resumed = run(checkpoint=ck)
+    assert resumed.stats["n_accepted"] == full.stats["n_accepted"]
+    assert np.array_equal(resumed.loss, full.loss) and np.array_equal(resumed.W, full.W)

@@ -88,14 +88,12 @@ def run_one(payload: dict) -> dict:
     """Worker side: compute one task and write ``runs/<run_id>.nc`` atomically; returns a short record.
 
     An exception propagates (no file is written: the run stays to be done on the next call of :func:`execute`).
-    A worker process whose run Ctrl-C stopped starts no other (as :func:`gflow.sweeps.run.run_task`).
+    A pool worker of a reproduction that Ctrl-C stopped starts no queued run (as :func:`gflow.sweeps.run.run_task`).
     """
-    import multiprocessing
-
     from ..solution import Interrupted
-    from ..sweeps.run import _CTRL_C_IN_THIS_WORKER
+    from ..sweeps.executors import stop_requested
 
-    if _CTRL_C_IN_THIS_WORKER:
+    if stop_requested():  # a pool worker of a reproduction that Ctrl-C stopped starts no queued run
         raise Interrupted("not started: Ctrl-C stopped the reproduction")
     if payload.get("threads"):
         import torch
@@ -108,12 +106,7 @@ def run_one(payload: dict) -> dict:
         ckpt = checkpoint_file(folder, run_id)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    try:
-        sol, extras = _resolve_fn(payload["fn"])(payload["spec"], checkpoint=ckpt)
-    except Interrupted:
-        if multiprocessing.parent_process() is not None:  # (a worker; the main process may run again)
-            _CTRL_C_IN_THIS_WORKER.append(run_id)
-        raise
+    sol, extras = _resolve_fn(payload["fn"])(payload["spec"], checkpoint=ckpt)
     wall = time.perf_counter() - start
     ds = sol.to_xarray(include_weights=False)
     for name, (dims, arr) in (extras or {}).items():

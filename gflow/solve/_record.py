@@ -518,9 +518,8 @@ class Monitor:
 
     def on_eval(self, dy: torch.Tensor | None = None) -> None:
         self.n_f_evals += 1
-        if self.interrupt_requested:
-            raise Abort("interrupted", f"interrupted by Ctrl-C (SIGINT) at t = {self.last_t:.6g} (of t1 = "
-                                       f"{self.t1:g}) after {self.n_steps} steps")
+        if self.interrupt_requested:  # (the entry point words the message: interrupted_message)
+            raise Abort("interrupted", "interrupted by Ctrl-C (SIGINT)")
         if self.max_wall_time is not None and self.elapsed() > self.max_wall_time:
             raise Abort(
                 "time_budget",
@@ -591,12 +590,13 @@ def stop_on_sigint(monitor: Monitor):
     ``"interrupted"``: the partial trajectory and the checkpoint are kept, as for a wall-time budget) instead of
     raising KeyboardInterrupt wherever the solve happens to be; a second Ctrl-C raises KeyboardInterrupt at once.
 
-    Only where Python's own handler is in place, in the main thread (signals reach no other thread): a handler
-    the user or a framework installed is left alone, and so are runs in worker threads.  The caller raises
+    Only where Python's own handler (or a sweep worker's :func:`idle_worker_sigint`) is in place, in the main
+    thread (signals reach no other thread): a handler the user or a framework installed is left alone, and so are
+    runs in worker threads.  The handler in place before is restored after the block.  The caller raises
     :class:`~gflow.Interrupted` after the block (:func:`raise_if_interrupted`).
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is not signal.default_int_handler and previous is not idle_worker_sigint:
         yield
         return
 
@@ -610,14 +610,22 @@ def stop_on_sigint(monitor: Monitor):
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
 
 
-def interrupted_message(message: str, checkpoint) -> str:
-    """The stored message of an interrupted run: where it stopped, and how its checkpoint resumes it."""
+def idle_worker_sigint(signum, frame) -> None:
+    """The SIGINT handler of a sweep's pool worker between runs (:func:`gflow.sweeps.executors._init_worker`): a
+    terminal's Ctrl-C reaches every process of the group, and an idle worker has nothing to stop (Python's own
+    handler printed a traceback from the pool's queue); during a run, :func:`stop_on_sigint` takes over."""
+
+
+def interrupted_message(t_kept: float, t1: float, n_steps: int, checkpoint) -> str:
+    """The stored message of an interrupted run: where its kept trajectory ends, and how its checkpoint resumes it."""
+    text = (f"interrupted by Ctrl-C (SIGINT) after {n_steps} steps; the trajectory is kept to t = {t_kept:.6g} "
+            f"(of t1 = {t1:g})")
     if checkpoint is None:
-        return message
-    return f"{message}; the checkpoint {str(checkpoint.path)!r} holds it there: the same call resumes it"
+        return text
+    return f"{text}; the checkpoint {str(checkpoint.path)!r} holds the run there: the same call resumes it"
 
 
 def raise_if_interrupted(monitor: Monitor, status: str, result, what: str) -> None:
@@ -626,13 +634,17 @@ def raise_if_interrupted(monitor: Monitor, status: str, result, what: str) -> No
     with the whole run attached, so that it is never swallowed."""
     if not monitor.interrupt_requested:
         return
-    sol = result[0] if isinstance(result, list) else result
+    sols = result if isinstance(result, list) else [result]
     where = "these Solutions" if isinstance(result, list) else "this Solution"
-    if status == "interrupted":
-        text = (f"{what} {sol.message}; the trajectory up to there is kept: the exception's .solution holds "
-                f"{where} (at a prompt, after an uncaught one: sys.last_value.solution)")
+    stopped = [s for s in sols if s.status == "interrupted"]
+    if stopped:
+        seeds = f" ({len(stopped)} of {len(sols)} seeds; the others had stopped before)" \
+            if isinstance(result, list) and len(stopped) < len(sols) else ""
+        text = (f"{what} {stopped[0].message}{seeds}: the exception's .solution holds {where} (at a prompt, after "
+                "an uncaught one: sys.last_value.solution)")
     else:
-        text = (f"Ctrl-C arrived as {what} finished [{status}]: the exception's .solution holds {where}, the whole "
-                "run (at a prompt, after an uncaught one: sys.last_value.solution)")
+        statuses = ", ".join(sorted({s.status for s in sols}))
+        text = (f"Ctrl-C arrived as {what} finished [{statuses}]: the exception's .solution holds {where}, the "
+                "whole run (at a prompt, after an uncaught one: sys.last_value.solution)")
     raise Interrupted(text, result)
 

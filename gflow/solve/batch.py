@@ -354,8 +354,6 @@ def simulate_batch(
     wall = time.perf_counter() - t_start
     if ckpt is not None:
         ckpt.finish(status == "success")
-    if status == "interrupted":
-        message = interrupted_message(message, ckpt)
 
     if status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorders[0].t[-1] * (1 + 1e-12):
@@ -365,6 +363,8 @@ def simulate_batch(
                 pass
         for rec in recorders:
             rec.ensure_final_features()
+    if status == "interrupted":
+        message = interrupted_message(recorders[0].t[-1], t1, monitor.n_steps, ckpt)
 
     adaptive = method not in FIXED_STEP_METHODS
     total = max(1, int(norm.limiting.sum()))
@@ -845,7 +845,8 @@ def gradient_descent_batch(
     wall = time.perf_counter() - t_start
     if ckpt is not None:  # (a batch whose seeds all finished or diverged is done)
         ckpt.finish("time_budget" not in statuses and "interrupted" not in statuses)
-    messages = [interrupted_message(msg, ckpt) if st == "interrupted" else msg for st, msg in zip(statuses, messages)]
+    messages = [interrupted_message(recorders[s].t[-1], t1, k_done[s], ckpt) if st == "interrupted" else msg
+                for s, (st, msg) in enumerate(zip(statuses, messages))]
     stats = [{
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": f.flops_per_eval(), "last_step": step,

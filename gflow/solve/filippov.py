@@ -990,7 +990,7 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
     import dataclasses
     import time
 
-    from ..solution import GFlowWarning
+    from ..solution import GFlowWarning, Interrupted
     from .ode import simulate
 
     if checkpoint is not None:
@@ -1010,13 +1010,18 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
         if remaining is not None and remaining <= 0:
             break
-        loose = simulate(net, X, y, t1, saveat, method=method, rtol=rtol * ratio, atol=atol * ratio, warn=False,
-                         options=dict(options, lower_order=1), max_wall_time=remaining, **kwargs)
+        try:
+            loose = simulate(net, X, y, t1, saveat, method=method, rtol=rtol * ratio, atol=atol * ratio,
+                             warn=False, options=dict(options, lower_order=1), max_wall_time=remaining, **kwargs)
+        except Interrupted as stop:  # Ctrl-C in the second solve: the first, complete, is kept with the estimate so far
+            loose = stop.solution
         tried.append(ratio)
         if loose.status not in ("stalled", "step_size_collapse"):
             break
         ratio /= 2
     n = 0 if loose is None else min(len(loose.loss), len(tight.loss))
+    while n > 1 and not math.isclose(loose.t[n - 1], tight.t[n - 1], rel_tol=1e-12, abs_tol=1e-300):
+        n -= 1  # (a stopped second solve ends on its last accepted state, between two saved times)
     rel = np.full(tight.t.shape, np.inf)
     if loose is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -1031,7 +1036,11 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
             "loose_stats": {} if loose is None else {k: v for k, v in loose.stats.items()
                                                      if isinstance(v, (int, float))}}
     status, message = tight.status, tight.message
-    if status == "success" and (loose is None or loose.status == "time_budget"):
+    if status == "success" and loose is not None and loose.status == "interrupted":
+        status = "interrupted"
+        message += (f"; but Ctrl-C (SIGINT) stopped the second solve for the error estimate at t = {loose.t[-1]:.6g}: "
+                    f"sol.error_estimate is inf beyond t = {tight.t[n - 1] if n else 0.0:.6g}")
+    elif status == "success" and (loose is None or loose.status == "time_budget"):
         status = "time_budget"
         where = ("before the second solve for the error estimate could start" if loose is None else
                  f"in the second solve for the error estimate, at t = {loose.t[-1]:.6g}")
@@ -1048,6 +1057,9 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
                  n_f_evals_returned=tight.stats["n_f_evals"])
     out = dataclasses.replace(tight, status=status, message=message, stats=stats,
                               config=dict(tight.config, solver=solver), error_estimate=rel)
+    if status == "interrupted":
+        raise Interrupted(f"gf.simulate {message}: the exception's .solution holds this Solution (at a prompt, after "
+                          "an uncaught one: sys.last_value.solution)", out)
     if warn and status != "success":
         import warnings
 

@@ -246,7 +246,7 @@ def gradient_descent(
     if ckpt is not None:
         ckpt.finish(status == "success")
     if status == "interrupted":
-        message = interrupted_message(message, ckpt)
+        message = interrupted_message(recorder.t[-1], t1, k_done, ckpt)
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": field.flops_per_eval(), "last_step": step,

@@ -76,7 +76,7 @@ import numpy as np
 
 from .._validate import check_choice, check_flag, check_positive_float, check_positive_int, check_times, describe
 from ..model.network import Network
-from ..solution import GFlowWarning, Solution
+from ..solution import GFlowWarning, Interrupted, Solution
 
 #: fixed-step schemes usable for non-smooth flows, with their classical orders (lost at the kink)
 NONSMOOTH_METHODS = {"euler": 1, "midpoint": 2, "rk4": 4, "sliding": 1}
@@ -285,9 +285,11 @@ def simulate_nonsmooth(
             status, message = "time_budget", (f"max_wall_time = {max_wall_time:g} s would be exceeded by the solve "
                                               f"with step {h:g}; raise max_wall_time{loosen}")
             break
-        sol = simulate(net, X, y, t1, saveat, method=method, step=h,  # (the grid also lands on every output time)
-                       max_steps=max_steps,
-                       max_wall_time=remaining, warn=False, **kwargs)
+        try:
+            sol = simulate(net, X, y, t1, saveat, method=method, step=h,  # (the grid lands on every output time)
+                           max_steps=max_steps, max_wall_time=remaining, warn=False, **kwargs)
+        except Interrupted as stop:  # Ctrl-C: the finest completed solve and its estimate are what is kept
+            sol = stop.solution
         evals += int(sol.stats.get("n_f_evals", 0))
         if not sol.ok:
             status, message = sol.status, f"the solve with step {h:g} stopped: {sol.message}"
@@ -340,6 +342,9 @@ def simulate_nonsmooth(
         message = f"{message}; warning: {rise}"
     out = replace(best, status=status, message=message, stats=stats, config=config,
                   error_estimate=np.asarray(est["rel"], dtype=np.float64))
+    if status == "interrupted":
+        raise Interrupted(f"gf.simulate_nonsmooth: {message}: the exception's .solution holds this Solution (at a "
+                          "prompt, after an uncaught one: sys.last_value.solution)", out)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_nonsmooth stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
     elif warn and rise is not None:

@@ -509,8 +509,6 @@ def simulate(
     wall = time.perf_counter() - t_start
     if ckpt is not None:
         ckpt.finish(status == "success")
-    if status == "interrupted":
-        message = interrupted_message(message, ckpt)
 
     if status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorder.t[-1] * (1 + 1e-12):
@@ -519,6 +517,8 @@ def simulate(
             except Abort:
                 pass
         recorder.ensure_final_features()
+    if status == "interrupted":
+        message = interrupted_message(recorder.t[-1], t1, monitor.n_steps, ckpt)
 
     stats = {
         "n_f_evals": monitor.n_f_evals,

@@ -424,28 +424,36 @@ class Engine:
         once the fast modes had decayed it found ρ = 11 for λ_max = 268) and iterates until ρ_p settles (2 %, at
         most :data:`_POWER_START` evaluations); later calls take one iteration.  The Jacobian changes slowly along
         the flow, so ρ_p tracks its spectral radius (J = −ℓ∇²L is symmetric in weight space), including stiff
-        modes that the step's own data do not show because their amplitude is at rounding level."""
+        modes that the step's own data do not show because their amplitude is at rounding level.
+
+        The iterate and ρ_p are committed at the end only: a run stopped inside the iteration (Ctrl-C, a time
+        budget: an evaluation raises) checkpointed a half-finished one, and its resumed run took fewer iterations
+        than the uninterrupted run (55 against 59 steps on a stiff linear problem)."""
         Nr, f0, w = self.Nr, self._rows[0][:self.Nr], self._rows[1][:self.Nr]
         first = self._v is None
         if first:
             g = torch.Generator(device="cpu").manual_seed(0)
-            self._v = torch.randn(Nr, generator=g, dtype=torch.float64).to(self.y)
+            v = torch.randn(Nr, generator=g, dtype=torch.float64).to(self.y)
+        else:
+            v = self._v.clone()
+        rho = self.rho_p
         eps = math.sqrt(torch.finfo(self.dtype).eps) * max(1.0, float(torch.linalg.vector_norm(self.y[:Nr])))
         for _ in range(_POWER_START if first else 1):
-            nv = float(torch.linalg.vector_norm(self._v))
+            nv = float(torch.linalg.vector_norm(v))
             if not (nv > 0.0 and math.isfinite(nv)):
-                self._v.fill_(1.0)
+                v.fill_(1.0)
                 nv = math.sqrt(Nr)
-            torch.add(self.y[:Nr], self._v, alpha=eps / nv, out=self.y_stage[:Nr])
+            torch.add(self.y[:Nr], v, alpha=eps / nv, out=self.y_stage[:Nr])
             # (only w's core is read; stage 1 overwrites the row)
             self._f_shaped(self.t, self._ys_shaped, self._rows_shaped[1], 1 in self._lean)
             w.sub_(f0)
             nw = float(torch.linalg.vector_norm(w))
-            old, self.rho_p = self.rho_p, (nw / eps if math.isfinite(nw) else 0.0)
+            old, rho = rho, (nw / eps if math.isfinite(nw) else 0.0)
             if nw > 0.0 and math.isfinite(nw):
-                self._v.copy_(w)
-            if abs(self.rho_p - old) <= 0.02 * self.rho_p:
+                v.copy_(w)
+            if abs(rho - old) <= 0.02 * rho:
                 break
+        self._v, self.rho_p = v, rho
 
     def _dense_safe(self, t: float, h: float) -> float:
         """DOP853: h, shortened to h·ρ ≤ :data:`DENSE_STIFF_LIMIT` if the step would contain an output time.

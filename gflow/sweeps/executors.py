@@ -210,10 +210,33 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)  # (a run record or checkpoint cut mid-write is a .tmp file, which the next sweep removes)
 
 
-def _init_worker(threads: int, devices: Any = None, tanh_route: str | None = None, parent: int | None = None) -> None:
+#: in a ProcessPool's worker: the pool's "stop" event, set by :meth:`ProcessPool.interrupt` (None elsewhere)
+_POOL_STOP: Any = None
+
+
+def in_pool_worker() -> bool:
+    """Whether this process is a :class:`ProcessPool` worker (set up by its initializer)."""
+    return _POOL_STOP is not None
+
+
+def stop_requested() -> bool:
+    """In a pool worker: the sweep that owns the pool was stopped (Ctrl-C), so a queued run must not start."""
+    return _POOL_STOP is not None and _POOL_STOP.is_set()
+
+
+def _init_worker(threads: int, devices: Any = None, tanh_route: str | None = None, parent: int | None = None,
+                 stop: Any = None) -> None:
+    import signal
     import threading
 
     import torch
+
+    from ..solve._record import idle_worker_sigint
+
+    global _POOL_STOP
+    _POOL_STOP = stop
+    if stop is not None:  # (ProcessPool's workers: a Ctrl-C between runs is the sweep's to handle)
+        signal.signal(signal.SIGINT, idle_worker_sigint)
 
     # ``parent``: the pid of the process that made the pool.  Read here with os.getppid(), a worker whose sweep was
     # killed while the worker was still importing (seconds on a loaded machine) took PID 1 for its parent and
@@ -261,8 +284,11 @@ class ProcessPool(AbstractExecutor):
                 queue.put(d)
         from ..model.activations import float64_tanh_route
 
+        #: set by interrupt(): the workers start no queued run (the ones a pool hands out ahead ran to their end)
+        self._stop = ctx.Event()
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(self.threads, queue, float64_tanh_route(), os.getpid()))
+                                            initargs=(self.threads, queue, float64_tanh_route(), os.getpid(),
+                                                      self._stop))
 
     def submit(self, fn, spec):
         return self._pool.submit(fn, spec)
@@ -274,26 +300,32 @@ class ProcessPool(AbstractExecutor):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def interrupt(self) -> None:
-        """Ctrl-C in the sweep: cancel the queued runs, let the runs in flight stop at their next step (they keep
-        their checkpoints) and wait for the workers.  A terminal's Ctrl-C reaches the workers with the sweep (one
-        process group); where it did not (a SIGINT to the sweep's process alone), the workers still busy after
-        :data:`INTERRUPT_GRACE_SECONDS` get it from here.  Without this, the runs in flight and the ones already
-        handed to a worker ran to their end before the sweep returned."""
+        """Ctrl-C in the sweep: no queued run starts, the runs in flight stop at their next step (they keep their
+        checkpoints), and the workers end.  A terminal's Ctrl-C reaches the workers with the sweep (one process
+        group); where it did not (a SIGINT to the sweep's process alone), the workers still busy after
+        :data:`INTERRUPT_GRACE_SECONDS` get it from here.  A second Ctrl-C meanwhile terminates them at once.
+        Without this, the runs in flight and the ones already handed to a worker ran to their end before the
+        sweep returned."""
+        self._stop.set()
         procs = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
-        while time.monotonic() < deadline and any(p.is_alive() for p in procs):
-            time.sleep(0.05)
-        for p in procs:
-            if p.is_alive():
-                try:
-                    os.kill(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
-            p.join(INTERRUPT_JOIN_SECONDS)
-            if p.is_alive():  # (stuck in one long evaluation: what it did since its last checkpoint is lost)
-                p.terminate()
+        try:
+            deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+            while time.monotonic() < deadline and any(p.is_alive() for p in procs):
+                time.sleep(0.05)
+            for p in procs:
+                if p.is_alive():
+                    try:
+                        os.kill(p.pid, signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + INTERRUPT_JOIN_SECONDS
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+        finally:  # (also on a second Ctrl-C: the runs lose what they did since their last checkpoint)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
 
 
 #: a worker still busy this long after a Ctrl-C in the sweep gets a SIGINT of its own (ProcessPool.interrupt)

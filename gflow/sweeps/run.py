@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import multiprocessing
 import os
 import platform
 import shutil
@@ -166,11 +165,6 @@ def _sweep_attrs(payload: dict, status: str) -> dict:
     }
 
 
-#: the runs of this worker process that Ctrl-C stopped: once one has, the process starts no further run
-#: (the queued ones a process pool had already handed to it would otherwise run to their end as the sweep stops)
-_CTRL_C_IN_THIS_WORKER: list[str] = []
-
-
 def run_task(payload: dict) -> dict:
     """Run one sweep run and record it in the store; returns ``{run_id, status, message, wall_time, device}``.
 
@@ -184,11 +178,13 @@ def run_task(payload: dict) -> dict:
     import torch
     import xarray as xr
 
-    from ..solution import Interrupted
+    from ..solution import Solution
     from .config import _solver_fn, accepts
     from .executors import run_device, worker_device
 
-    if _CTRL_C_IN_THIS_WORKER:  # a worker whose run Ctrl-C stopped starts no other (the sweep is ending)
+    from .executors import in_pool_worker, stop_requested
+
+    if stop_requested():  # a pool worker of a sweep that Ctrl-C stopped starts no queued run
         return {"run_id": payload["run_id"], "status": "interrupted", "message": "not started: Ctrl-C stopped the "
                 "sweep", "wall_time": 0.0, "device": None}
     if payload.get("threads"):
@@ -211,13 +207,14 @@ def run_task(payload: dict) -> dict:
             solver["checkpoint"] = str(ckpt)
         try:
             sol = fn(net, X, y, **test, **solver, progress=bool(payload.get("progress", False)), warn=False)
-        except Interrupted as stop:
-            if multiprocessing.parent_process() is None:  # a serial sweep stops here (the run's checkpoint stays)
+        except KeyboardInterrupt as stop:  # gf.Interrupted, or a second Ctrl-C (a plain KeyboardInterrupt)
+            if not in_pool_worker():  # a serial sweep (or a Dask worker's thread) stops here; the checkpoint stays
                 raise
-            # a worker process (the terminal's Ctrl-C reaches the whole process group): no run record, so the
-            # run stays pending and resumes from its checkpoint when the sweep is run again
-            _CTRL_C_IN_THIS_WORKER.append(payload["run_id"])
-            return {"run_id": payload["run_id"], "status": "interrupted", "message": str(stop.solution.message),
+            # a pool worker (a terminal's Ctrl-C reaches the whole process group): no run record, so the run stays
+            # pending and resumes from its checkpoint when the sweep is run again
+            sol = getattr(stop, "solution", None)
+            return {"run_id": payload["run_id"], "status": "interrupted",
+                    "message": sol.message if isinstance(sol, Solution) else "stopped by Ctrl-C",
                     "wall_time": time.perf_counter() - start, "device": str(device or "cpu")}
         ds = sol.to_xarray(include_weights=bool(payload.get("keep_weights", False)))
         status, message = sol.status, sol.message
