@@ -341,7 +341,7 @@ def test_ctrl_c_in_a_finer_step_halving_solve_keeps_the_completed_ones(relu_prob
     with sigint_at_eval(12000), pytest.raises(gf.Interrupted) as info:  # (in the 5th solve, step 0.003125)
         gf.simulate_nonsmooth(net, X, y, t1=20.0, step=0.05, rtol=1e-12, max_steps=10**6)
     sol = info.value.solution
-    assert sol.status == "interrupted" and info.value.args[0].startswith("gf.simulate_nonsmooth: the solve with step")
+    assert sol.status == "interrupted" and info.value.args[0].startswith("gf.simulate_nonsmooth [interrupted]: the solve with step")
     assert sol.t[-1] == 20.0 and np.all(np.isfinite(sol.loss))  # the finest completed solve, whole
     assert sol.config["solver"]["error_estimate"]["steps"][:3] == [0.05, 0.025, 0.0125]
 
@@ -364,3 +364,49 @@ def test_a_stop_inside_dop853s_first_power_iteration_resumes_bit_for_bit(tmp_pat
     resumed = run(checkpoint=ck)
     assert resumed.stats["n_accepted"] == full.stats["n_accepted"]
     assert np.array_equal(resumed.loss, full.loss) and np.array_equal(resumed.W, full.W)
+
+
+@contextlib.contextmanager
+def sigint_as_solve_ends(which: int):
+    """SIGINT as the ``which``-th solve's recording closes: after its last evaluation (the run has finished)."""
+    original = _record.Recorder.close
+    count = [0]
+
+    def close(self):
+        count[0] += 1
+        if count[0] == which:
+            signal.raise_signal(signal.SIGINT)
+        return original(self)
+
+    _record.Recorder.close = close
+    try:
+        yield
+    finally:
+        _record.Recorder.close = original
+
+
+def test_a_ctrl_c_as_a_compound_runs_inner_solve_finishes_is_not_lost(relu_problem):
+    # (a review: step halving and the filippov estimate took the finished inner solve and went on)
+    net, X, y = relu_problem
+    with sigint_as_solve_ends(1), pytest.raises(gf.Interrupted) as info:
+        gf.simulate_nonsmooth(net, X, y, t1=5.0, step=0.05)
+    sol = info.value.solution
+    assert sol.status == "interrupted" and "arrived as the solve with step 0.05 finished" in sol.message
+    assert sol.t[-1] == 5.0 and sol.config["solver"]["error_estimate"]["steps"] == [0.05]
+    with sigint_as_solve_ends(2), pytest.raises(gf.Interrupted) as info:
+        gf.simulate(net, X, y, t1=5.0, method="filippov", error_estimate=True)
+    sol = info.value.solution
+    assert sol.ok and np.all(np.isfinite(sol.error_estimate))  # both solves complete: the estimate too
+    assert str(info.value).startswith("gf.simulate [success]")
+
+
+def test_a_sweep_run_that_finished_as_ctrl_c_arrived_is_recorded(tmp_path):
+    # (a review: its Solution was dropped after its checkpoint was deleted: the whole run was computed again)
+    kw = dict(network={"d": 3, "width": 8}, data={"generator": "random_labels", "n": 5},
+              solver={"kind": "simulate", "t1": 2.0, "method": "dop853"}, grid={"network.c_hat": [1.0, 2.0]},
+              seeds=1, store=tmp_path / "st")
+    with sigint_as_solve_ends(1), pytest.raises(gf.Interrupted):
+        gf.sweep(**kw)
+    assert len(list((tmp_path / "st" / "runs").glob("*.nc"))) == 1
+    ds = gf.sweep(**kw)  # the other run only
+    assert sorted(ds.status.values.tolist()) == ["success", "success"]

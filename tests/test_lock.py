@@ -137,3 +137,67 @@ def test_a_lock_file_left_by_a_killed_holder_is_taken(tmp_path):
     lock.release()
     assert not lf.exists() and not lock.held
     lock.release()  # idempotent
+
+
+def test_two_runs_in_threads_of_one_process_are_locked_against_each_other(tmp_path):
+    # (a review: the same-process takeover released a live run's lock in another thread)
+    import threading
+
+    lf = tmp_path / "x.lock"
+    held, go = threading.Event(), threading.Event()
+
+    def other():
+        lock = _lock.acquire(lf, "x")
+        held.set()
+        go.wait(30)
+        lock.release()
+
+    t = threading.Thread(target=other, name="runner")
+    t.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(gf.InUseError, match=r"x is in use by another run in this process \(thread 'runner'"):
+            _lock.acquire(lf, "x")
+    finally:
+        go.set()
+        t.join(30)
+    _lock.acquire(lf, "x").release()
+
+
+def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(problem, tmp_path, monkeypatch):
+    # (a review: ENOSYS/ENOLCK from flock — Lustre without -o flock — failed every checkpointed run and sweep)
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    net, X, y = problem
+    ck = tmp_path / "run.ckpt"
+    with pytest.warns(gf.GFlowWarning, match=r"cannot be locked on this filesystem \(flock: No locks available\)"):
+        sol = gf.simulate(net, X, y, t1=5.0, method="dop853", checkpoint=ck)
+    assert sol.ok and not (tmp_path / "run.ckpt.lock").exists()
+
+
+def test_a_checkpoint_is_not_left_locked_by_a_run_ended_by_a_second_ctrl_c(problem, tmp_path, monkeypatch):
+    # (a review: the traceback kept the run's lock, and another process was refused as if the run went on)
+    import signal
+
+    net, X, y = problem
+    ck = tmp_path / "run.ckpt"
+    original = _record.Monitor.on_eval
+    count = [0]
+
+    def on_eval(self, dy=None):
+        count[0] += 1
+        if count[0] == 60:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return original(self, dy)
+
+    monkeypatch.setattr(_record.Monitor, "on_eval", on_eval)
+    with pytest.raises(KeyboardInterrupt) as info:
+        gf.simulate(net, X, y, t1=50.0, method="dop853", checkpoint=ck, checkpoint_every=1e-9)
+    assert type(info.value) is KeyboardInterrupt and ck.exists()
+    assert not (tmp_path / "run.ckpt.lock").exists()

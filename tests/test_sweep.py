@@ -891,26 +891,43 @@ def test_the_process_pools_workers_end_when_the_sweep_is_killed(tmp_path, when):
                 os.kill(k, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("to", ["group", "sweep", "group twice", "sweep twice"])
-def test_ctrl_c_stops_a_process_pool_sweep_promptly_and_the_same_sweep_goes_on(tmp_path, to):
-    # a terminal's Ctrl-C (SIGINT to the process group) used to end in a traceback after the runs in flight and the
-    # ones already handed to a worker had run to their end (8–9 s here), without their checkpoints; a SIGINT to the
-    # sweep alone waited for every run in flight.  Now the runs stop at their next step and keep their checkpoints.
+def _start_process_sweep(tmp_path, toml: str):
+    """``gflow sweep`` of ``toml`` (with ``checkpoint_every`` small) with two pool workers, in a session of its own
+    (as a terminal job): (process, its children, the command line, the store) once both workers are in a run."""
     cfg = tmp_path / "sw.toml"
-    cfg.write_text('seeds = 2\n[network]\nd = 5\nwidth = 256\n[data]\ngenerator = "random_labels"\nseed = 0\n'
-                   '[solver]\nkind = "simulate"\nt1 = 3000.0\nmethod = "dop853"\nrtol = 1e-11\natol = 1e-13\n'
-                   '[grid]\n"data.n" = [40, 80]\n')
+    cfg.write_text(toml)
     store = tmp_path / "st"
     cmd = [sys.executable, "-m", "gflow", "sweep", str(cfg), "--out", str(store), "--executor", "process",
            "--workers", "2", "--no-progress"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     kids: list[int] = []
+    deadline = time.time() + 90
+    while time.time() < deadline and p.poll() is None and (
+            len(kids) < 3 or len(list((store / "checkpoints").glob("*.ckpt"))) < 2):
+        time.sleep(0.2)  # (two workers and the resource tracker; both workers in a run: its first checkpoints)
+        kids = _children(p.pid)
+    return p, kids, cmd, store
+
+
+def _kill_all(p: subprocess.Popen, kids: list[int]) -> None:
+    """The sweep and the processes it started, whatever state the test left them in."""
+    if p.poll() is None:
+        p.kill()
+    for k in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("to", ["group", "sweep", "group twice", "sweep twice"])
+def test_ctrl_c_stops_a_process_pool_sweep_promptly_and_the_same_sweep_goes_on(tmp_path, to):
+    # a terminal's Ctrl-C (SIGINT to the process group) used to end in a traceback after the runs in flight and the
+    # ones already handed to a worker had run to their end (8–9 s here), without their checkpoints; a SIGINT to the
+    # sweep alone waited for every run in flight.  Now the runs stop at their next step and keep their checkpoints.
+    p, kids, cmd, store = _start_process_sweep(
+        tmp_path, 'seeds = 2\n[network]\nd = 5\nwidth = 256\n[data]\ngenerator = "random_labels"\nseed = 0\n'
+                  '[solver]\nkind = "simulate"\nt1 = 3000.0\nmethod = "dop853"\nrtol = 1e-11\natol = 1e-13\n'
+                  'checkpoint_every = 0.2\n[grid]\n"data.n" = [40, 80]\n')
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and len(kids) < 3:  # two workers and multiprocessing's resource tracker
-            time.sleep(0.2)
-            kids = _children(p.pid)
-        time.sleep(3.0)  # (the workers busy with runs)
         t0 = time.time()
         for _ in range(2 if to.endswith("twice") else 1):  # (twice: a second Ctrl-C left the sweep hanging)
             if to.startswith("group"):
@@ -930,11 +947,7 @@ def test_ctrl_c_stops_a_process_pool_sweep_promptly_and_the_same_sweep_goes_on(t
         assert not [k for k in kids if k in _children(p.pid) or os.path.exists(f"/proc/{k}/stat")
                     and _state(k) != "Z"]
     finally:
-        if p.poll() is None:
-            p.kill()
-        for k in kids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(k, signal.SIGKILL)
+        _kill_all(p, kids)
     stopped = sorted(q.name for q in (store / "checkpoints").glob("*.ckpt"))
     # (a second Ctrl-C to the sweep alone, before it passed the first on to the workers, stops them at once)
     assert stopped or to == "sweep twice", "the runs in flight keep their checkpoints"
@@ -956,30 +969,16 @@ def _state(pid: int) -> str:
 
 def test_ctrl_c_to_one_worker_alone_leaves_only_its_run_pending(tmp_path):
     # (a review: the worker whose run was stopped returned "not started" for every queued run: 7 of 8 lost)
-    cfg = tmp_path / "sw.toml"
-    cfg.write_text('seeds = 3\n[network]\nd = 5\nwidth = 128\n[data]\ngenerator = "random_labels"\nseed = 0\n'
-                   'n = 30\n[solver]\nkind = "simulate"\nt1 = 30000.0\nmethod = "dop853"\nrtol = 1e-10\n'
-                   'atol = 1e-12\n')
-    store = tmp_path / "st"
-    cmd = [sys.executable, "-m", "gflow", "sweep", str(cfg), "--out", str(store), "--executor", "process",
-           "--workers", "2", "--no-progress"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    kids: list[int] = []
+    p, kids, _, _ = _start_process_sweep(
+        tmp_path, 'seeds = 3\n[network]\nd = 5\nwidth = 128\n[data]\ngenerator = "random_labels"\nseed = 0\n'
+                  'n = 30\n[solver]\nkind = "simulate"\nt1 = 30000.0\nmethod = "dop853"\nrtol = 1e-10\n'
+                  'atol = 1e-12\ncheckpoint_every = 0.2\n')
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and len(kids) < 3:  # two workers and multiprocessing's resource tracker
-            time.sleep(0.2)
-            kids = _children(p.pid)
-        time.sleep(5.0)  # (both workers in their first run: about 10 s each)
         workers = [k for k in kids if "spawn_main" in open(f"/proc/{k}/cmdline").read()]
         os.kill(workers[0], signal.SIGINT)
         out, err = p.communicate(timeout=240)
     finally:
-        if p.poll() is None:
-            p.kill()
-        for k in kids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(k, signal.SIGKILL)
+        _kill_all(p, kids)
     assert p.returncode == 1, err  # (a run stays pending)
     assert "3 runs (0 already in" in out and "2 succeeded" in out and "1 run(s) lost" in out, out
     assert "Ctrl-C in its worker" in out

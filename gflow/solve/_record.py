@@ -592,7 +592,9 @@ def stop_on_sigint(monitor: Monitor):
 
     Only where Python's own handler (or a sweep worker's :func:`idle_worker_sigint`) is in place, in the main
     thread (signals reach no other thread): a handler the user or a framework installed is left alone, and so are
-    runs in worker threads.  The handler in place before is restored after the block.  The caller raises
+    runs in worker threads.  The handler in place before is restored after the block.  In a sweep's pool worker a
+    further SIGINT changes nothing (the pool passes a terminal's Ctrl-C on to workers still busy after a grace
+    period, which must not count as a second one; a second Ctrl-C to the sweep terminates its workers).  The caller raises
     :class:`~gflow.Interrupted` after the block (:func:`raise_if_interrupted`).
     """
     previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
@@ -600,11 +602,16 @@ def stop_on_sigint(monitor: Monitor):
         yield
         return
 
+    worker = previous is idle_worker_sigint
+
     def handler(signum, frame):
+        if monitor.interrupt_requested:  # (a sweep worker: its pool passed the Ctrl-C on; the pool ends it if need be)
+            return
         monitor.interrupt_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: KeyboardInterrupt at once
-        print("\ngflow: Ctrl-C: stopping at the next step and keeping the trajectory so far "
-              "(press Ctrl-C again to stop at once, losing it)", file=sys.stderr, flush=True)
+        if not worker:  # a second Ctrl-C: KeyboardInterrupt at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\ngflow: Ctrl-C: stopping at the next step and keeping the trajectory so far"
+              + ("" if worker else " (press Ctrl-C again to stop at once, losing it)"), file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGINT, handler)
     try:

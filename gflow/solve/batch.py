@@ -349,6 +349,10 @@ def simulate_batch(
                 message = (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}) "
                            "at the end: the seeds share their steps, so run it separately or drop it, and the others "
                            "may finish]")
+        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
+            if ckpt is not None:
+                ckpt.release_lock()
+            raise
         finally:
             recorders[0].close()
     wall = time.perf_counter() - t_start
@@ -840,6 +844,10 @@ def gradient_descent_batch(
                             pass
             for s in list(active):
                 stop(s, exc.status, exc.message)
+        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
+            if ckpt is not None:
+                ckpt.release_lock()
+            raise
         finally:
             recorders[0].close()
     wall = time.perf_counter() - t_start

@@ -436,6 +436,10 @@ class Checkpointer:
                     q.unlink()
                 except FileNotFoundError:
                     pass
+        self.release_lock()
+
+    def release_lock(self) -> None:
+        """Let another run use the path (:meth:`finish` does; also a run ended by an exception)."""
         if self.lock is not None:
             self.lock.release()
 

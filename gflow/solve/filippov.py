@@ -1002,8 +1002,8 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
     max_wall_time = kwargs.pop("max_wall_time", None)
     options = dict(kwargs.pop("options", None) or {})
     tight = simulate(net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, warn=False, options=options,
-                     max_wall_time=max_wall_time, **kwargs)
-    loose, ratio, tried = None, ESTIMATE_RATIO, []
+                     max_wall_time=max_wall_time, **kwargs)  # (a Ctrl-C here raises, with this solve attached)
+    loose, ratio, tried, ctrl_c = None, ESTIMATE_RATIO, [], False
     # a looser solve that stalls in an event cycle (which tolerance does is erratic: ×32 and ×8 stalled on a
     # 32-neuron ReLU net where ×16, ×4 and ×2 went through) is retried less loose, down to ×ESTIMATE_RATIO_MIN
     while ratio >= ESTIMATE_RATIO_MIN:
@@ -1014,9 +1014,9 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
             loose = simulate(net, X, y, t1, saveat, method=method, rtol=rtol * ratio, atol=atol * ratio,
                              warn=False, options=dict(options, lower_order=1), max_wall_time=remaining, **kwargs)
         except Interrupted as stop:  # Ctrl-C in the second solve: the first, complete, is kept with the estimate so far
-            loose = stop.solution
+            loose, ctrl_c = stop.solution, True
         tried.append(ratio)
-        if loose.status not in ("stalled", "step_size_collapse"):
+        if ctrl_c or loose.status not in ("stalled", "step_size_collapse"):
             break
         ratio /= 2
     n = 0 if loose is None else min(len(loose.loss), len(tight.loss))
@@ -1057,9 +1057,9 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
                  n_f_evals_returned=tight.stats["n_f_evals"])
     out = dataclasses.replace(tight, status=status, message=message, stats=stats,
                               config=dict(tight.config, solver=solver), error_estimate=rel)
-    if status == "interrupted":
-        raise Interrupted(f"gf.simulate {message}: the exception's .solution holds this Solution (at a prompt, after "
-                          "an uncaught one: sys.last_value.solution)", out)
+    if ctrl_c:  # (also where it arrived as the second solve finished: the Ctrl-C is never lost)
+        raise Interrupted(f"gf.simulate [{status}] {message}: the exception's .solution holds this Solution (at a "
+                          "prompt, after an uncaught one: sys.last_value.solution)", out)
     if warn and status != "success":
         import warnings
 

@@ -240,6 +240,10 @@ def gradient_descent(
                     pass
             recorder.last_state = last_good
             recorder.ensure_final_features()
+        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
+            if ckpt is not None:
+                ckpt.release_lock()
+            raise
         finally:
             recorder.close()
     wall = time.perf_counter() - t_start

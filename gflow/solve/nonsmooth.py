@@ -272,6 +272,7 @@ def simulate_nonsmooth(
     h = step
     est = None
     loosen = " or loosen rtol" if rtol is not None else " or enlarge step"
+    ctrl_c = False  # a Ctrl-C stopped a solve, or arrived as one finished
     while True:
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
         need = _steps_to(t_end, h)
@@ -289,7 +290,7 @@ def simulate_nonsmooth(
             sol = simulate(net, X, y, t1, saveat, method=method, step=h,  # (the grid lands on every output time)
                            max_steps=max_steps, max_wall_time=remaining, warn=False, **kwargs)
         except Interrupted as stop:  # Ctrl-C: the finest completed solve and its estimate are what is kept
-            sol = stop.solution
+            sol, ctrl_c = stop.solution, True
         evals += int(sol.stats.get("n_f_evals", 0))
         if not sol.ok:
             status, message = sol.status, f"the solve with step {h:g} stopped: {sol.message}"
@@ -306,6 +307,9 @@ def simulate_nonsmooth(
                                       smooth=net.activation.smooth)
             if rtol is None or float(np.max(est["rel"])) <= rtol:
                 break
+        if ctrl_c:  # (it arrived as this solve finished: no finer one)
+            status, message = "interrupted", f"Ctrl-C (SIGINT) arrived as the solve with step {h:g} finished"
+            break
         h = h / 2
 
     best = sols[-1]
@@ -342,9 +346,9 @@ def simulate_nonsmooth(
         message = f"{message}; warning: {rise}"
     out = replace(best, status=status, message=message, stats=stats, config=config,
                   error_estimate=np.asarray(est["rel"], dtype=np.float64))
-    if status == "interrupted":
-        raise Interrupted(f"gf.simulate_nonsmooth: {message}: the exception's .solution holds this Solution (at a "
-                          "prompt, after an uncaught one: sys.last_value.solution)", out)
+    if ctrl_c:  # (also where it arrived as the last solve finished: the Ctrl-C is never lost)
+        raise Interrupted(f"gf.simulate_nonsmooth [{status}]: {message}: the exception's .solution holds this "
+                          "Solution (at a prompt, after an uncaught one: sys.last_value.solution)", out)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_nonsmooth stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
     elif warn and rise is not None:

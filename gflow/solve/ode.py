@@ -504,6 +504,10 @@ def simulate(
                 _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
         except Abort as exc:
             status, message = exc.status, exc.message
+        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
+            if ckpt is not None:
+                ckpt.release_lock()
+            raise
         finally:
             recorder.close()
     wall = time.perf_counter() - t_start

@@ -194,6 +194,7 @@ def run_task(payload: dict) -> dict:
     start = time.perf_counter()
     cfg = payload["config"]
     device = run_device(cfg["network"].get("device"), worker_device())
+    ctrl_c = None
     try:
         net, X, y, test = build_problem(cfg, device=device)
         device = str(net.device)
@@ -208,14 +209,17 @@ def run_task(payload: dict) -> dict:
         try:
             sol = fn(net, X, y, **test, **solver, progress=bool(payload.get("progress", False)), warn=False)
         except KeyboardInterrupt as stop:  # gf.Interrupted, or a second Ctrl-C (a plain KeyboardInterrupt)
-            if not in_pool_worker():  # a serial sweep (or a Dask worker's thread) stops here; the checkpoint stays
+            done = getattr(stop, "solution", None)
+            if isinstance(done, Solution) and done.status != "interrupted":
+                sol, ctrl_c = done, stop  # it arrived as the run finished: record the run (its checkpoint is gone)
+            elif not in_pool_worker():  # a serial sweep (or a Dask worker's thread) stops here; the checkpoint stays
                 raise
-            # a pool worker (a terminal's Ctrl-C reaches the whole process group): no run record, so the run stays
-            # pending and resumes from its checkpoint when the sweep is run again
-            sol = getattr(stop, "solution", None)
-            return {"run_id": payload["run_id"], "status": "interrupted",
-                    "message": sol.message if isinstance(sol, Solution) else "stopped by Ctrl-C",
-                    "wall_time": time.perf_counter() - start, "device": str(device or "cpu")}
+            else:
+                # a pool worker (a terminal's Ctrl-C reaches the whole process group): no run record, so the run
+                # stays pending and resumes from its checkpoint when the sweep is run again
+                return {"run_id": payload["run_id"], "status": "interrupted",
+                        "message": done.message if isinstance(done, Solution) else "stopped by Ctrl-C",
+                        "wall_time": time.perf_counter() - start, "device": str(device or "cpu")}
         ds = sol.to_xarray(include_weights=bool(payload.get("keep_weights", False)))
         status, message = sol.status, sol.message
     except Exception as exc:  # noqa: BLE001 - every failure of one run is a result of the sweep
@@ -228,6 +232,8 @@ def run_task(payload: dict) -> dict:
     ds.attrs["sweep_device"] = str(device or "cpu")
     ds.attrs["sweep_host"] = platform.node()
     write_record(ds, store, payload["run_id"], fmt)
+    if ctrl_c is not None and not in_pool_worker():  # (recorded: the serial sweep stops now)
+        raise ctrl_c
     return {"run_id": payload["run_id"], "status": status, "message": message.splitlines()[0] if message else "",
             "wall_time": wall, "device": str(device or "cpu")}
 
