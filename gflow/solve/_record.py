@@ -594,8 +594,8 @@ def stop_on_sigint(monitor: Monitor):
     thread (signals reach no other thread): a handler the user or a framework installed is left alone, and so are
     runs in worker threads.  The handler in place before is restored after the block.  In a sweep's pool worker a
     further SIGINT changes nothing (the pool passes a terminal's Ctrl-C on to workers still busy after a grace
-    period, which must not count as a second one; a second Ctrl-C to the sweep terminates its workers).  The caller raises
-    :class:`~gflow.Interrupted` after the block (:func:`raise_if_interrupted`).
+    period, which must not count as a second one; a second Ctrl-C to the sweep terminates its workers).  The
+    caller raises :class:`~gflow.Interrupted` after the block (:func:`raise_if_interrupted`).
     """
     previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     if previous is not signal.default_int_handler and previous is not idle_worker_sigint:

@@ -807,7 +807,8 @@ def gradient_descent_batch(
                     for s in list(active):
                         if not finite[s]:
                             stop(s, "diverged",
-                                 f"gradient descent diverged (non-finite state) between steps {int(save_k[next_save - 2])} "
+                                 "gradient descent diverged (non-finite state) between steps "
+                                 f"{int(save_k[next_save - 2])} "
                                  f"and {k}: the step δ = {step:g} is far past the stability limit 2/λ_max(M); use a "
                                  "smaller step")
                             continue

@@ -201,8 +201,9 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         if (store / "manifest.json").exists():
             renamed = migrate_run_ids(store, fmt)
             if renamed:
-                warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run limits "
-                              f"(max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the current ids",
+                warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run "
+                              f"limits (max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the "
+                              "current ids",
                               GFlowWarning, stacklevel=2)
             # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
             retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
@@ -229,7 +230,8 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                 # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
                 run_bars = bar is not None and isinstance(ex, LocalSerial)
                 where = store.resolve()  # workers may run in another folder (a Dask cluster, SLURM)
-                futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights, fmt), "progress": run_bars}): r
+                futures = {ex.submit(run_task, {**_payload(r, where, threads, keep_weights, fmt),
+                                                "progress": run_bars}): r
                            for r in todo}
                 for fut in ex.as_completed(list(futures)):
                     try:
@@ -238,7 +240,6 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                         # no run file: the run stays pending and the next sweep of this store repeats it
                         counts["lost"] += 1
                         counts["lost_messages"].append(f"{futures[fut].run_id}: {type(exc).__name__}: {exc}")
-                        key = None
                     else:
                         if res["status"] == "interrupted":  # Ctrl-C reached its worker alone: pending, as a lost run
                             counts["lost"] += 1
@@ -264,7 +265,8 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         if report is not None:
             report(counts)
         if counts["lost"]:
-            warnings.warn(f"{counts['lost']} run(s) of the sweep in {store} were lost by their workers and stay pending; "
+            warnings.warn(f"{counts['lost']} run(s) of the sweep in {store} were lost by their workers and stay "
+                          "pending; "
                           f"run the sweep again to repeat them. First: {counts['lost_messages'][0]}", GFlowWarning,
                           stacklevel=2)
             return open_sweep(store, consolidated=False)
