@@ -180,9 +180,7 @@ def run_task(payload: dict) -> dict:
 
     from ..solution import Solution
     from .config import _solver_fn, accepts
-    from .executors import run_device, worker_device
-
-    from .executors import in_pool_worker, stop_requested
+    from .executors import in_pool_worker, run_device, stop_requested, worker_device
 
     if stop_requested():  # a pool worker of a sweep that Ctrl-C stopped starts no queued run
         return {"run_id": payload["run_id"], "status": "interrupted", "message": "not started: Ctrl-C stopped the "
