@@ -982,3 +982,12 @@ def test_ctrl_c_to_one_worker_alone_leaves_only_its_run_pending(tmp_path):
     assert p.returncode == 1, err  # (a run stays pending)
     assert "3 runs (0 already in" in out and "2 succeeded" in out and "1 run(s) lost" in out, out
     assert "Ctrl-C in its worker" in out
+
+
+def test_a_sweep_with_method_auto_checks_its_solver_settings_up_front(tmp_path):
+    # (its options depend on the pick, so nothing was checked: unsorted output times made every run "error")
+    with pytest.raises(gf.sweeps.SweepConfigError, match=r"saveat must be strictly increasing"):
+        gf.sweep(network={"d": 3, "width": 8}, data={"generator": "random_labels", "n": 5},
+                 solver={"kind": "simulate", "saveat": [0.0, 2.0, 1.0]}, grid={"network.c_hat": [1.0, 2.0]},
+                 store=tmp_path / "st")
+    assert not (tmp_path / "st" / "runs").exists()

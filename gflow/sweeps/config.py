@@ -337,8 +337,9 @@ def _precision_of(network: dict, first):
 def _solver_problem(solver: dict, net) -> str | None:
     """Why a resolved [solver] section cannot run (None: it passes the checks that gf.simulate /
     gf.gradient_descent make before they start — options, a fixed step's presence, the output times; an unknown
-    option failed every run of a sweep before): :func:`gflow.solve.ode.check_solver_args` for a method other than
-    ``"auto"`` (whose options depend on its pick), :func:`gflow.solve.gd.gd_schedule` for GD."""
+    option failed every run of a sweep before): :func:`gflow.solve.ode.check_solver_args` for a named method;
+    for ``"auto"`` without a step, the same checks of everything but its options (which depend on its pick) as
+    for an adaptive method (a bad rtol or t1 failed every run); :func:`gflow.solve.gd.gd_schedule` for GD."""
     from ..solve.gd import gd_schedule
     from ..solve.ode import check_solver_args
 
@@ -351,6 +352,9 @@ def _solver_problem(solver: dict, net) -> str | None:
             check_solver_args(net, get("method"), get("rtol"), get("atol"), get("step"), get("max_steps"),
                               get("max_wall_time"), get("options"), get("t1"), get("saveat"), get("features_at"),
                               get("weights_at"))
+        elif get("step") is None:  # auto: every pick without a step is adaptive
+            check_solver_args(net, "dop853", get("rtol"), get("atol"), None, get("max_steps"), get("max_wall_time"),
+                              None, get("t1"), get("saveat"), get("features_at"), get("weights_at"))
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
