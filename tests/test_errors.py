@@ -865,3 +865,23 @@ def test_exprk4_out_of_time_is_not_told_the_explicit_methods_stiffness_advice():
     sol = gf.simulate(gf.Network(d=3, width=16, seed=0), X, y, t1=5000.0, method="exprk4", rtol=1e-12,
                       max_wall_time=0.2, warn=False)
     assert sol.status == "time_budget" and "stability limit" not in sol.message and "exprk4 pays" in sol.message
+
+
+def test_a_run_whose_saved_times_would_not_fit_in_memory_is_refused_up_front(monkeypatch):
+    # regression (noticed in an audit): 1e7 saved GD steps at n = 5 held ~15 GB (1.5 kB each) and the process was
+    # killed for memory hours in; the share is lowered here so that a small run stands for a huge one
+    from gflow.solve import _record
+
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    net = gf.Network(d=3, width=8, seed=0)
+    monkeypatch.setattr(_record, "ROW_MEMORY_SHARE", 1e-9)
+    with pytest.raises(ValueError, match=r"1001 saved steps would hold about .* GiB in memory while the run records "
+                                         r"them \(about 1.5 kB each\), more than 0% of this machine's .*; save less "
+                                         r"often \(save_every > 1\)"):
+        gf.gradient_descent(net, X, y, step=0.1, steps=1000, save_every=1)
+    with pytest.raises(ValueError, match=r"output times \(saveat\) × 2 seeds .* give fewer output times"):
+        gf.simulate_batch(gf.networks([0, 1], d=3, width=8), X, y, t1=1.0)
+    with pytest.raises(ValueError, match=r"239 output times \(saveat\) would hold"):
+        gf.simulate(net, X, y, t1=1.0)
+    monkeypatch.setattr(_record, "ROW_MEMORY_SHARE", 0.5)
+    assert gf.gradient_descent(net, X, y, step=0.1, steps=1000, save_every=1).ok

@@ -37,8 +37,8 @@ from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (Abort, Monitor, Recorder, float64_advice, interrupted_message, raise_if_interrupted,
-                      stop_on_sigint)
+from ._record import (Abort, Monitor, Recorder, check_recording_memory, float64_advice, interrupted_message,
+                      raise_if_interrupted, stop_on_sigint)
 from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
@@ -318,6 +318,9 @@ def simulate_batch(
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY, checkpoint)
 
     tol = record_tol(grid)
+    pb = bf.problems[0]
+    check_recording_memory(len(grid), pb.n, pb.n_test, S, what="output times (saveat)",
+                           advice="give fewer output times, or fewer seeds per batch")
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
@@ -742,6 +745,9 @@ def gradient_descent_batch(
 
     interval = check_interval(interval, net)
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, checkpoint=checkpoint)
+    pb = bf.problems[0]
+    check_recording_memory(len(save_k), pb.n, pb.n_test, len(nets), what="saved steps",
+                           advice=f"save less often (save_every > {save_every}), or fewer seeds per batch")
     recorders = [Recorder(f, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                           diverge_factor=DIVERGE_FACTOR) for f in bf.fields]
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,

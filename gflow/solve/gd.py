@@ -20,8 +20,8 @@ from .._validate import check_positive_float, check_positive_int, check_run_flag
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, interrupted_message, raise_if_interrupted,
-                      stop_on_sigint)
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, interrupted_message,
+                      raise_if_interrupted, stop_on_sigint)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field
 
@@ -157,6 +157,8 @@ def gradient_descent(
     problem = Problem.from_data(net, X, y, X_test, y_test)
     # (a checkpoint written before the layout choice resumes in its (2, m, n) layout)
     field = observed_field(make_field(problem, space, layout=stored_layout(checkpoint)), interval, integrals)
+    check_recording_memory(len(save_k), problem.n, problem.n_test, what="saved steps",
+                           advice=f"save less often (save_every > {save_every})")
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                         diverge_factor=DIVERGE_FACTOR)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,

@@ -36,8 +36,8 @@ from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
-from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, float64_advice, interrupted_message,
-                      raise_if_interrupted, stop_on_sigint)
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, float64_advice,
+                      interrupted_message, raise_if_interrupted, stop_on_sigint)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -460,6 +460,8 @@ def simulate(
             )
 
     fixed = method in FIXED_STEP_METHODS
+    check_recording_memory(len(grid), problem.n, problem.n_test, what="output times (saveat)",
+                           advice="give fewer output times")
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
