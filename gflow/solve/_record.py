@@ -644,6 +644,20 @@ def stop_on_sigint(monitor: Monitor):
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def guarded_solve(monitor: Monitor, checkpoint=None):
+    """The block of an entry point's solve: :func:`stop_on_sigint`, and ``checkpoint``'s lock released where an
+    exception leaves the block (a second Ctrl-C, a bug; the solve's own stops are :class:`Abort`, caught inside):
+    its traceback, kept at a prompt, held the lock, and another process was refused as if the run went on."""
+    with stop_on_sigint(monitor):
+        try:
+            yield
+        except BaseException:
+            if checkpoint is not None:
+                checkpoint.release_lock()
+            raise
+
+
 def idle_worker_sigint(signum, frame) -> None:
     """The SIGINT handler of a sweep's pool worker between runs (:func:`gflow.sweeps.executors._init_worker`): a
     terminal's Ctrl-C reaches every process of the group, and an idle worker has nothing to stop (Python's own

@@ -37,8 +37,8 @@ from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (Abort, Monitor, Recorder, check_recording_memory, float64_advice, interrupted_message,
-                      raise_if_interrupted, stop_on_sigint)
+from ._record import (Abort, Monitor, Recorder, check_recording_memory, float64_advice, guarded_solve,
+                      interrupted_message, raise_if_interrupted)
 from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
@@ -337,7 +337,7 @@ def simulate_batch(
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "flow_batch", nets, bf,
                                               settings, batch_rec, monitor)
     t_start = time.perf_counter()
-    with stop_on_sigint(monitor):
+    with guarded_solve(monitor, ckpt):
         try:
             if method in SCIPY_METHODS:
                 _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
@@ -352,10 +352,6 @@ def simulate_batch(
                 message = (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}) "
                            "at the end: the seeds share their steps, so run it separately or drop it, and the others "
                            "may finish]")
-        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
-            if ckpt is not None:
-                ckpt.release_lock()
-            raise
         finally:
             recorders[0].close()
     wall = time.perf_counter() - t_start
@@ -794,7 +790,7 @@ def gradient_descent_batch(
         state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
 
     k = k_start
-    with stop_on_sigint(monitor):
+    with guarded_solve(monitor, ckpt):
         try:
             for k in range(k_start + 1, steps + 1):
                 if not active:
@@ -851,10 +847,6 @@ def gradient_descent_batch(
                             pass
             for s in list(active):
                 stop(s, exc.status, exc.message)
-        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
-            if ckpt is not None:
-                ckpt.release_lock()
-            raise
         finally:
             recorders[0].close()
     wall = time.perf_counter() - t_start

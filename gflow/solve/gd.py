@@ -20,8 +20,8 @@ from .._validate import check_positive_float, check_positive_int, check_run_flag
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, interrupted_message,
-                      raise_if_interrupted, stop_on_sigint)
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, guarded_solve,
+                      interrupted_message, raise_if_interrupted)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field
 
@@ -195,7 +195,7 @@ def gradient_descent(
         return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
 
     deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
-    with stop_on_sigint(monitor):
+    with guarded_solve(monitor, ckpt):
         try:
             for k in range(k_done + 1, steps + 1):
                 monitor.n_accepted, monitor.last_t = k_done, k_done * step  # (what a time-budget message reports)
@@ -243,10 +243,6 @@ def gradient_descent(
                     pass
             recorder.last_state = last_good
             recorder.ensure_final_features()
-        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
-            if ckpt is not None:
-                ckpt.release_lock()
-            raise
         finally:
             recorder.close()
     wall = time.perf_counter() - t_start

@@ -37,7 +37,7 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, float64_advice,
-                      interrupted_message, raise_if_interrupted, stop_on_sigint)
+                      guarded_solve, interrupted_message, raise_if_interrupted)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -479,7 +479,7 @@ def simulate(
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="flow",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
-    with stop_on_sigint(monitor):
+    with guarded_solve(monitor, ckpt):
         try:
             if method in SCIPY_METHODS:
                 _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)
@@ -506,10 +506,6 @@ def simulate(
                 _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
         except Abort as exc:
             status, message = exc.status, exc.message
-        except BaseException:  # (a second Ctrl-C, a bug: the checkpoint is not left locked while a traceback lives)
-            if ckpt is not None:
-                ckpt.release_lock()
-            raise
         finally:
             recorder.close()
     wall = time.perf_counter() - t_start
