@@ -673,6 +673,14 @@ def interrupted_message(t_kept: float, t1: float, n_steps: int, checkpoint) -> s
     return f"{text}; the checkpoint {str(checkpoint.path)!r} holds the run there: the same call resumes it"
 
 
+def interrupted(text: str, result, *, whole: bool = False) -> Interrupted:
+    """:class:`~gflow.Interrupted` with ``text``, ``result`` (a Solution or a list) attached and where to find it;
+    ``whole``: it is the complete run (Ctrl-C came as it finished)."""
+    where = "these Solutions" if isinstance(result, list) else "this Solution"
+    return Interrupted(f"{text}: the exception's .solution holds {where}{', the whole run' if whole else ''} (at a "
+                       "prompt, after an uncaught one: sys.last_value.solution)", result)
+
+
 def raise_if_interrupted(monitor: Monitor, status: str, result, what: str) -> None:
     """Raise :class:`~gflow.Interrupted` with ``result`` (a Solution, or a list) attached where a Ctrl-C arrived
     during the run; a Ctrl-C that came as the run finished (nothing evaluated after it) is reported the same way,
@@ -680,16 +688,11 @@ def raise_if_interrupted(monitor: Monitor, status: str, result, what: str) -> No
     if not monitor.interrupt_requested:
         return
     sols = result if isinstance(result, list) else [result]
-    where = "these Solutions" if isinstance(result, list) else "this Solution"
     stopped = [s for s in sols if s.status == "interrupted"]
     if stopped:
         seeds = f" ({len(stopped)} of {len(sols)} seeds; the others had stopped before)" \
             if isinstance(result, list) and len(stopped) < len(sols) else ""
-        text = (f"{what} {stopped[0].message}{seeds}: the exception's .solution holds {where} (at a prompt, after "
-                "an uncaught one: sys.last_value.solution)")
-    else:
-        statuses = ", ".join(sorted({s.status for s in sols}))
-        text = (f"Ctrl-C arrived as {what} finished [{statuses}]: the exception's .solution holds {where}, the "
-                "whole run (at a prompt, after an uncaught one: sys.last_value.solution)")
-    raise Interrupted(text, result)
+        raise interrupted(f"{what} {stopped[0].message}{seeds}", result)
+    statuses = ", ".join(sorted({s.status for s in sols}))
+    raise interrupted(f"Ctrl-C arrived as {what} finished [{statuses}]", result, whole=True)
 

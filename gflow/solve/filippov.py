@@ -89,7 +89,7 @@ import torch
 
 from ..fields.feature_space import FeatureSpaceField
 from . import _tableaus as T
-from ._record import Abort, Monitor, Recorder
+from ._record import Abort, Monitor, Recorder, interrupted
 
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves)
 MAX_RESOLVE = 100  # passes of the pattern resolution at one event
@@ -1058,8 +1058,7 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
     out = dataclasses.replace(tight, status=status, message=message, stats=stats,
                               config=dict(tight.config, solver=solver), error_estimate=rel)
     if ctrl_c:  # (also where it arrived as the second solve finished: the Ctrl-C is never lost)
-        raise Interrupted(f"gf.simulate [{status}] {message}: the exception's .solution holds this Solution (at a "
-                          "prompt, after an uncaught one: sys.last_value.solution)", out)
+        raise interrupted(f"gf.simulate [{status}] {message}", out)
     if warn and status != "success":
         import warnings
 

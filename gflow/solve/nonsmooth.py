@@ -77,6 +77,7 @@ import numpy as np
 from .._validate import check_choice, check_flag, check_positive_float, check_positive_int, check_times, describe
 from ..model.network import Network
 from ..solution import GFlowWarning, Interrupted, Solution
+from ._record import interrupted
 
 #: fixed-step schemes usable for non-smooth flows, with their classical orders (lost at the kink)
 NONSMOOTH_METHODS = {"euler": 1, "midpoint": 2, "rk4": 4, "sliding": 1}
@@ -347,8 +348,7 @@ def simulate_nonsmooth(
     out = replace(best, status=status, message=message, stats=stats, config=config,
                   error_estimate=np.asarray(est["rel"], dtype=np.float64))
     if ctrl_c:  # (also where it arrived as the last solve finished: the Ctrl-C is never lost)
-        raise Interrupted(f"gf.simulate_nonsmooth [{status}]: {message}: the exception's .solution holds this "
-                          "Solution (at a prompt, after an uncaught one: sys.last_value.solution)", out)
+        raise interrupted(f"gf.simulate_nonsmooth [{status}]: {message}", out)
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_nonsmooth stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
     elif warn and rise is not None:

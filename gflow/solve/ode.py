@@ -785,21 +785,21 @@ class FixedGrid:
         self.times = np.asarray(times, dtype=np.float64)
         self.h = float(h)
         a, b = self.times[:-1], self.times[1:]
-        k = np.floor((b - a) / self.h + 1e-9)
-        count = k - (a + self.h * k >= b - 1e-9 * self.h)  # the inner points a + h·j, j = 1 … count, of each interval
+        count = _inner_steps(self.times, self.h)  # the inner points a + h·j, j = 1 … count, of each interval
         for i in np.flatnonzero((count > 0) & (a + self.h * np.maximum(count, 0) >= b - 1e-9 * self.h)):
             while count[i] > 0 and a[i] + self.h * count[i] >= b[i] - 1e-9 * self.h:  # (rounding: as _fixed_grid)
                 count[i] -= 1
         #: the index of each output time in the grid
         self.starts = np.concatenate([[0], np.cumsum(np.maximum(count, 0) + 1)]).astype(np.int64)
         self._k = 0  # the interval of the last lookup (the loops walk the grid in order)
+        self._len = int(self.starts[-1]) + 1
 
     def __len__(self) -> int:
-        return int(self.starts[-1]) + 1
+        return self._len
 
     def __getitem__(self, i: int) -> float:
-        if not 0 <= i < len(self):
-            raise IndexError(f"fixed-step grid index {i} out of range 0 … {len(self) - 1}")
+        if not 0 <= i < self._len:
+            raise IndexError(f"fixed-step grid index {i} out of range 0 … {self._len - 1}")
         k = self._k
         if not self.starts[k] <= i < self.starts[min(k + 1, len(self.starts) - 1)]:
             k = self._k = int(np.searchsorted(self.starts, i, side="right")) - 1
@@ -807,14 +807,20 @@ class FixedGrid:
         return float(self.times[k]) if j == 0 else float(self.times[k] + self.h * j)
 
 
-def _fixed_step_count(times: np.ndarray, h: float) -> float:
-    """The number of steps of :func:`_fixed_grid` (``_fixed_grid(times, h).size − 1``), without building it;
-    a float (inf where it overflows: t1 = 1e308 or a subnormal h)."""
+def _inner_steps(times: np.ndarray, h: float) -> np.ndarray:
+    """Per output interval [a, b], the steps a + h·j (j ≥ 1) strictly inside it as :func:`_fixed_grid` counts
+    them (floats; the last of a + h·j, j ≤ ⌊(b − a)/h⌋, is dropped where it reaches b; may be −1 or inf)."""
     a, b = np.asarray(times[:-1], np.float64), np.asarray(times[1:], np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         k = np.floor((b - a) / h + 1e-9)
-        inner = k - (a + h * k >= b - 1e-9 * h)  # the last of a + h·j (j ≤ k) is dropped where it reaches b
-        n = float(np.sum(np.maximum(inner, 0.0) + 1.0))
+        return k - (a + h * k >= b - 1e-9 * h)
+
+
+def _fixed_step_count(times: np.ndarray, h: float) -> float:
+    """The number of steps of :func:`_fixed_grid` (``_fixed_grid(times, h).size − 1``), without building it;
+    a float (inf where it overflows: t1 = 1e308 or a subnormal h)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        n = float(np.sum(np.maximum(_inner_steps(times, h), 0.0) + 1.0))
     return n if math.isfinite(n) else math.inf
 
 
