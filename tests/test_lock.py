@@ -180,24 +180,13 @@ def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(problem, tmp_pa
     assert sol.ok and not (tmp_path / "run.ckpt.lock").exists()
 
 
-def test_a_checkpoint_is_not_left_locked_by_a_run_ended_by_a_second_ctrl_c(problem, tmp_path, monkeypatch):
+def test_a_checkpoint_is_not_left_locked_by_a_run_ended_by_a_second_ctrl_c(problem, tmp_path):
     # (a review: the traceback kept the run's lock, and another process was refused as if the run went on)
-    import signal
+    from test_interrupt import sigint_at_eval
 
     net, X, y = problem
     ck = tmp_path / "run.ckpt"
-    original = _record.Monitor.on_eval
-    count = [0]
-
-    def on_eval(self, dy=None):
-        count[0] += 1
-        if count[0] == 60:
-            signal.raise_signal(signal.SIGINT)
-            signal.raise_signal(signal.SIGINT)
-        return original(self, dy)
-
-    monkeypatch.setattr(_record.Monitor, "on_eval", on_eval)
-    with pytest.raises(KeyboardInterrupt) as info:
+    with sigint_at_eval(60, times=2), pytest.raises(KeyboardInterrupt) as info:
         gf.simulate(net, X, y, t1=50.0, method="dop853", checkpoint=ck, checkpoint_every=1e-9)
     assert type(info.value) is KeyboardInterrupt and ck.exists()
     assert not (tmp_path / "run.ckpt.lock").exists()
