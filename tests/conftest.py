@@ -64,3 +64,19 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _python_sigint_handler():
+    """Python's own SIGINT handler, as in a terminal.  A shell starts a background job (``cmd &`` in a script, a
+    CI runner's job) with SIGINT ignored, and Python then leaves it ignored: the Ctrl-C tests would see no
+    KeyboardInterrupt, and the processes they start would inherit the ignored signal.  (A handler, unlike an
+    ignored signal, is reset to the default in a started program.)"""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, previous)
