@@ -42,7 +42,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import minimize, minimize_scalar
 from scipy.special import ndtr
 
 from .._validate import check_positive_float, check_positive_int, describe
@@ -977,6 +976,8 @@ def best_interval(
             v = score(*make(x))
             return -v if np.isfinite(v) else 1e300
 
+        from scipy.optimize import minimize_scalar  # (scipy.optimize: 0.2–0.3 s of `import gflow`)
+
         res = minimize_scalar(neg, bounds=(a, b), method="bounded", options={"xatol": 1e-11 * span})
         best_x = float(res.x) if -res.fun >= vals[k] else float(xs[k])
         lo, hi = make(best_x)
@@ -1008,6 +1009,8 @@ def best_interval(
             w = math.exp(min(logw, 50.0))
             v = score(c - w, c + w)
             return -v if np.isfinite(v) else 1e300
+
+        from scipy.optimize import minimize
 
         for lo, hi in starts:
             x0 = np.array([(lo + hi) / 2.0, math.log((hi - lo) / 2.0)])
