@@ -90,6 +90,33 @@ def test_a_run_of_this_process_that_ended_by_an_exception_does_not_lock_out_the_
     assert sol.ok and sol.stats["resumed"]
 
 
+_OVERFLOWING_AT_T0 = {
+    "simulate": lambda nets, X, y, ck: gf.simulate(nets[0], X, y, t1=1.0, method="dop853", checkpoint=ck),
+    "gradient_descent": lambda nets, X, y, ck: gf.gradient_descent(nets[0], X, y, step=0.1, steps=10, checkpoint=ck),
+    "simulate_batch": lambda nets, X, y, ck: gf.simulate_batch(nets, X, y, t1=1.0, checkpoint=ck),
+    "gradient_descent_batch": lambda nets, X, y, ck: gf.gradient_descent_batch(nets, X, y, step=0.1, steps=10,
+                                                                               checkpoint=ck),
+}
+
+
+@pytest.mark.parametrize("entry", list(_OVERFLOWING_AT_T0))
+def test_a_run_refused_at_t0_releases_its_checkpoint_even_while_its_exception_is_kept(problem, tmp_path, entry):
+    # (an audit: GD and the GD batch recorded t = 0 after taking the lock but outside the guard that releases it, so
+    # the ValueError's traceback — kept by a Future, a log, sys.last_value — held it; the batch raised the internal
+    # Abort instead of the ValueError)
+    _, X, y = problem
+    nets = [gf.Network(d=5, width=16, seed=s, c_hat=1e300) for s in (0, 1)]  # f overflows float64 at t = 0
+    ck = tmp_path / "run.ckpt"
+    with pytest.raises(ValueError, match="the loss at t = 0 is not finite") as info:
+        _OVERFLOWING_AT_T0[entry](nets, X, y, ck)
+    assert info.value.__traceback__ is not None  # kept alive here
+    if entry == "gradient_descent_batch":
+        assert "[seed index 0, network seed 0]" in str(info.value)
+    assert not (tmp_path / "run.ckpt.lock").exists()
+    fine = gf.Network(d=5, width=16, seed=0)
+    assert _OVERFLOWING_AT_T0[entry]([fine, fine], X, y, ck) is not None  # not refused as "in use"
+
+
 def test_a_sweep_store_in_use_is_refused(tmp_path):
     store = tmp_path / "st"
     store.mkdir()

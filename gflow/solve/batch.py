@@ -58,6 +58,7 @@ from .ode import (
     _resolve_auto,
     check_interval,
     check_solver_args,
+    check_started,
     fixed_step_guard,
     monitor_hints,
     observed_field,
@@ -761,36 +762,40 @@ def gradient_descent_batch(
                     "layout": bf.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "gd_batch", nets, bf,
                                               settings, _BatchRecorder(bf, recorders), monitor)
-    t_start = time.perf_counter()
-    frozen = torch.zeros(S, dtype=torch.bool, device=net.device)
-    k_start, next_save = 0, 1
-    if resume is None:
-        state = bf.initial_state()
-        for s in range(S):
-            recorders[s].record(0.0, bf.seed_state(state, s).clone())
-        last_good = state.clone()
-    else:  # every seed's state, status and last finite iterate as they were at the checkpoint
-        state, last_good = resume["state"].clone(), resume["last_good"].clone()
-        k_start, next_save = int(resume["k"]), int(resume["next_save"])
-        statuses, messages, k_done = list(resume["statuses"]), list(resume["messages"]), list(resume["k_done"])
-        active = list(resume["active"])
-        frozen[[s for s in range(S) if s not in active]] = True
-
-    def loop_state(k: int) -> dict:
-        return {"method": "gradient_descent_batch", "k": k, "next_save": next_save, "state": state.clone(),
-                "last_good": last_good.clone(), "statuses": list(statuses), "messages": list(messages),
-                "k_done": list(k_done), "active": list(active)}
-
-    def stop(s: int, status: str, message: str) -> None:
-        statuses[s], messages[s] = status, message
-        recorders[s].last_state = bf.seed_state(last_good, s).clone()
-        recorders[s].ensure_final_features()
-        active.remove(s)
-        frozen[s] = True
-        state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
-
-    k = k_start
     with guarded_solve(monitor, ckpt):
+        t_start = time.perf_counter()
+        frozen = torch.zeros(S, dtype=torch.bool, device=net.device)
+        k_start, next_save = 0, 1
+        if resume is None:
+            state = bf.initial_state()
+            for s in range(S):
+                try:
+                    recorders[s].record(0.0, bf.seed_state(state, s).clone())
+                except Abort as exc:  # (as gf.gradient_descent: a ValueError, naming the seed)
+                    check_started(recorders[s], bf.problems[s], exc.status,
+                                  f"{exc.message} [seed index {s}, network seed {nets[s].seed}]")
+            last_good = state.clone()
+        else:  # every seed's state, status and last finite iterate as they were at the checkpoint
+            state, last_good = resume["state"].clone(), resume["last_good"].clone()
+            k_start, next_save = int(resume["k"]), int(resume["next_save"])
+            statuses, messages, k_done = list(resume["statuses"]), list(resume["messages"]), list(resume["k_done"])
+            active = list(resume["active"])
+            frozen[[s for s in range(S) if s not in active]] = True
+
+        def loop_state(k: int) -> dict:
+            return {"method": "gradient_descent_batch", "k": k, "next_save": next_save, "state": state.clone(),
+                    "last_good": last_good.clone(), "statuses": list(statuses), "messages": list(messages),
+                    "k_done": list(k_done), "active": list(active)}
+
+        def stop(s: int, status: str, message: str) -> None:
+            statuses[s], messages[s] = status, message
+            recorders[s].last_state = bf.seed_state(last_good, s).clone()
+            recorders[s].ensure_final_features()
+            active.remove(s)
+            frozen[s] = True
+            state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
+
+        k = k_start
         try:
             for k in range(k_start + 1, steps + 1):
                 if not active:

@@ -174,28 +174,28 @@ def gradient_descent(
                     "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="gd",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
-    t_start = time.perf_counter()
-    state = field.initial_state()
-    k_done, next_save = 0, 1
-    if resume is None:
-        try:
-            recorder.record(0.0, state.clone())
-        except Abort as exc:
-            check_started(recorder, problem, exc.status, exc.message)  # raises: t = 0 overflows
-    else:
-        state.copy_(resume["state"])
-        k_done = int(resume["k"])
-        if k_done > steps:
-            raise ValueError(f"checkpoint {str(ckpt.path)!r} is at step {k_done}, beyond steps={steps}")
-        next_save = int(np.searchsorted(save_k, k_done, side="right"))
-    last_good = state.clone()
-    k_good = k_done
-
-    def loop_state():
-        return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
-
-    deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
     with guarded_solve(monitor, ckpt):
+        t_start = time.perf_counter()
+        state = field.initial_state()
+        k_done, next_save = 0, 1
+        if resume is None:
+            try:
+                recorder.record(0.0, state.clone())
+            except Abort as exc:
+                check_started(recorder, problem, exc.status, exc.message)  # raises: t = 0 overflows
+        else:
+            state.copy_(resume["state"])
+            k_done = int(resume["k"])
+            if k_done > steps:
+                raise ValueError(f"checkpoint {str(ckpt.path)!r} is at step {k_done}, beyond steps={steps}")
+            next_save = int(np.searchsorted(save_k, k_done, side="right"))
+        last_good = state.clone()
+        k_good = k_done
+
+        def loop_state():
+            return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
+
+        deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
         try:
             for k in range(k_done + 1, steps + 1):
                 monitor.n_accepted, monitor.last_t = k_done, k_done * step  # (what a time-budget message reports)
