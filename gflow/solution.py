@@ -75,6 +75,33 @@ def check_output_path(path: Any, name: str = "path", *, folder: bool = False) ->
     return p
 
 
+
+def write_netcdf_atomic(ds, path: str | Path, also=None) -> Path:
+    """Write the xarray Dataset ``ds`` to the netCDF file ``path`` so that a reader sees the old file or the new one,
+    whole, never a half-written one (a run killed while saving left a truncated file where a good one was; a load
+    beside a save failed): through a temporary file of its own in the same folder, flushed to disk, then
+    :func:`os.replace`.  ``also(tmp)``: writes more groups into the temporary file before it is put in place."""
+    import os
+    import uuid
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        if also is not None:
+            also(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
 class GFlowWarning(UserWarning):
     """Warning issued by gflow, e.g. when a solver stops early with a failure status."""
 
@@ -392,12 +419,12 @@ class Solution:
             path: the file to write (conventionally ``*.nc``).
             include_weights: store W_final (and W at the chosen times); ``False`` keeps files small at
                 paper sizes (m = D = 8192 makes W_final 512 MiB in float64).
+
+        The file is replaced whole (:func:`write_netcdf_atomic`): a save that is killed, or a load beside it, never
+        sees a half-written file.
         """
         path = check_output_path(path)
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.to_xarray(include_weights=include_weights).to_netcdf(path, engine="h5netcdf")
-        return path
+        return write_netcdf_atomic(self.to_xarray(include_weights=include_weights), path)
 
     @classmethod
     def load(cls, path: str | Path, *, group: str | None = None) -> "Solution":

@@ -478,3 +478,30 @@ def test_summary_with_no_rows_leaves_the_table_out():
     text = sol.summary(rows=0)
     assert text.startswith("status: success") and "loss" not in text.splitlines()[0]
     assert sol.summary(rows=2).splitlines()[0].split() == ["t", "loss"]
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_file_whole_and_no_temporary(tmp_path, monkeypatch):
+    # (an audit: save wrote in place — a save killed midway left a truncated file where a good one was, and a load
+    # beside a save failed on the half-written file)
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=8, seed=0)
+    first = gf.simulate(net, X, y, t1=1.0)
+    second = gf.simulate(net, X, y, t1=2.0)
+    path = first.save(tmp_path / "run.nc")
+    before = path.read_bytes()
+    original = xr.Dataset.to_netcdf
+
+    def dies_midway(self, target, *args, **kwargs):
+        original(self, target, *args, **kwargs)  # the bytes are on disk ...
+        with open(target, "r+b") as fh:  # ... half of them, as a kill would leave them
+            fh.truncate(len(open(target, "rb").read()) // 2)
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", dies_midway)
+    with pytest.raises(OSError, match="killed while writing"):
+        second.save(path)
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", original)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["run.nc"]
+    assert gf.load(path).t[-1] == 1.0
+    second.save(path)  # a save that completes replaces it whole
+    assert gf.load(path).t[-1] == 2.0 and sorted(p.name for p in tmp_path.iterdir()) == ["run.nc"]

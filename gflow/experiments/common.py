@@ -17,11 +17,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..solution import Solution, _json
+from ..solution import Solution, _json, write_netcdf_atomic
 
 VERDICTS = ("confirmed", "not confirmed", "inconclusive")
 
@@ -77,25 +77,29 @@ def config_dict(config: Any) -> dict:
 
 
 def save_runs(path: str | Path, runs: Iterable[Run], *, experiment: str, preset: str, config: Any,
-              include_weights: bool = False) -> Path:
-    """Write every run to one netCDF file: group ``run000``, ``run001``, ... each a Solution with its labels."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
+              include_weights: bool = False, also: Callable[[Path], None] | None = None) -> Path:
+    """Write every run to one netCDF file: group ``run000``, ``run001``, ... each a Solution with its labels;
+    ``also(file)`` writes more groups.  The file is replaced whole (:func:`gflow.solution.write_netcdf_atomic`):
+    a reproduction stopped while writing it leaves the previous file, not a part of the new one."""
     import h5py
+    import xarray as xr
 
     runs = list(runs)
-    for i, run in enumerate(runs):
-        ds = run.solution.to_xarray(include_weights=include_weights)
-        ds.attrs["labels"] = _json(run.labels)
-        ds.to_netcdf(path, mode="a", group=f"run{i:03d}", engine="h5netcdf")
-    with h5py.File(path, "a") as fh:
-        fh.attrs["gflow_experiment"] = experiment
-        fh.attrs["preset"] = preset
-        fh.attrs["config"] = _json(config_dict(config))
-        fh.attrs["n_runs"] = len(runs)
-    return path
+
+    def groups(tmp: Path) -> None:
+        for i, run in enumerate(runs):
+            ds = run.solution.to_xarray(include_weights=include_weights)
+            ds.attrs["labels"] = _json(run.labels)
+            ds.to_netcdf(tmp, mode="a", group=f"run{i:03d}", engine="h5netcdf")
+        if also is not None:
+            also(tmp)
+        with h5py.File(tmp, "a") as fh:
+            fh.attrs["gflow_experiment"] = experiment
+            fh.attrs["preset"] = preset
+            fh.attrs["config"] = _json(config_dict(config))
+            fh.attrs["n_runs"] = len(runs)
+
+    return write_netcdf_atomic(xr.Dataset(), path, also=groups)
 
 
 def load_runs(path: str | Path) -> tuple[dict, list[Run]]:

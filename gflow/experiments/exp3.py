@@ -256,8 +256,8 @@ def run(preset: str = "quick", out=None, *, progress: bool | None = None, device
         clean_checkpoints(out_dir)
         runs = [r for r, _ in done]
         sc = {"h": np.stack([e["scatter_h"] for _, e in done]), "t": np.stack([e["scatter_t"] for _, e in done])}
-        files = [save_runs(out_dir / "runs.nc", runs, experiment=NAME, preset=preset, config=cfg)]
-        _save_scatter(out_dir / "runs.nc", sc)
+        files = [save_runs(out_dir / "runs.nc", runs, experiment=NAME, preset=preset, config=cfg,
+                           also=lambda file: _save_scatter(file, sc))]
         files += make_figures(runs, sc, out_dir, fig4_ns=cfg.fig4_ns)
         claims = claims_of(runs)
     notes = _notes(cfg, runs, timer.seconds)

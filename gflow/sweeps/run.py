@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ..solution import write_netcdf_atomic
+
 RUNS_DIR = "runs"
 ZARR_RUNS = "runs.zarr"
 CHECKPOINT_DIR = "checkpoints"
@@ -87,15 +89,8 @@ def checkpoint_file(store: "str | Path", run_id: str) -> Path:
 
 
 def write_atomic(ds, path: Path) -> None:
-    """Write a dataset to ``path`` through a temporary file in the same folder and :func:`os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write a dataset to ``path`` whole or not at all (:func:`gflow.solution.write_netcdf_atomic`)."""
+    write_netcdf_atomic(ds, path)
 
 
 def write_zarr_atomic(ds, path: Path) -> None:
