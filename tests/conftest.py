@@ -80,3 +80,18 @@ def _python_sigint_handler():
     yield
     if previous == signal.SIG_IGN:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def keeps_matplotlib_backend():
+    """Runs the test under matplotlib's ``svg`` backend and fails it if the code switched the backend (an
+    experiment's figures switched a user's session to Agg, where plt.show() then shows nothing)."""
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        yield
+        assert matplotlib.get_backend() == "svg", f"the process's matplotlib backend became {matplotlib.get_backend()}"
+    finally:
+        matplotlib.use(previous)

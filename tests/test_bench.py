@@ -31,7 +31,7 @@ def _check_common(data, benchmark):
     assert data["targets"] and all(t["verdict"] in VERDICTS and t["detail"] for t in data["targets"])
 
 
-def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figures(tmp_path):
+def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figures(tmp_path, keeps_matplotlib_backend):
     methods = "gd,midpoint,rk4,dopri5,DOP853,LSODA,no_such_method"
     assert main(["bench", "accuracy", "--tiny", "--out", str(tmp_path), "--methods", methods]) == 0
     data = _strict_json(tmp_path / "accuracy.json")
@@ -63,7 +63,7 @@ def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figu
     assert (tmp_path / "work_precision.png").stat().st_size > 10_000 and (tmp_path / "work_precision.pdf").exists()
 
 
-def test_speed_tiny_writes_json_with_every_section_and_a_figure(tmp_path):
+def test_speed_tiny_writes_json_with_every_section_and_a_figure(tmp_path, keeps_matplotlib_backend):
     assert main(["bench", "speed", "--tiny", "--out", str(tmp_path)]) == 0
     data = _strict_json(tmp_path / "speed.json")
     _check_common(data, "speed")

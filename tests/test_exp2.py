@@ -67,7 +67,7 @@ def test_tiny_figures_and_summary(tiny):
     assert res.wall_time > 0
 
 
-def test_tiny_report_from_file(tiny, tmp_path):
+def test_tiny_report_from_file(tiny, tmp_path, keeps_matplotlib_backend):
     folder, res = tiny
     again = exp2.report(folder / "runs.nc", tmp_path)
     assert [c.verdict for c in again.claims] == [c.verdict for c in res.claims]

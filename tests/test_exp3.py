@@ -111,6 +111,13 @@ def test_tiny_end_to_end(tiny):
     assert [c.verdict for c in exp3.claims_of(runs)] == [c.verdict for c in res.claims]
 
 
+
+def test_figures_from_the_file_leave_the_matplotlib_backend_alone(tiny, tmp_path, keeps_matplotlib_backend):
+    out, _ = tiny
+    _, runs, sc = exp3.load(out / "exp3" / "runs.nc")
+    files = exp3.make_figures(runs, sc, tmp_path)
+    assert files and all(f.exists() for f in files)
+
 def test_slim_runs_keep_the_scatter(one_thread, tmp_path):
     """keep_features=False (paper sizes) drops H, H_test and the weights but keeps the scatter and the metrics."""
     full = exp3.PRESETS["tiny"]

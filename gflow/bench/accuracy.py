@@ -408,9 +408,6 @@ def _relu_target(p: dict) -> dict:
 
 def figures(result: dict, out: Path) -> list[Path]:
     """Error vs step size (log–log with fitted slopes) and the work–precision diagram, one row per problem."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     probs = result["problems"]

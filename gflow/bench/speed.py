@@ -404,9 +404,6 @@ def targets(result: dict) -> list[dict]:
 
 
 def figures(result: dict, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))

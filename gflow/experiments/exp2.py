@@ -759,9 +759,6 @@ def _pick(runs, **labels):
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt

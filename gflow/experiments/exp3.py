@@ -746,9 +746,6 @@ def _fig_gap(runs: list[Run], out_dir: Path) -> list[Path]:
 def make_figures(runs: Sequence[Run], scatter: dict, out_dir, *, fig4_ns: Sequence[int] | None = None) -> list[Path]:
     """Figure 4 analogues (one per n in ``fig4_ns``, default every n), the Figure 3 analogue and the GD-vs-flow
     figure; PNG and PDF each."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     out_dir = Path(out_dir)
     runs = list(runs)
     files: list[Path] = []
