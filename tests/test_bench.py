@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from gflow.bench import accuracy as acc
 from gflow.cli import main
@@ -33,7 +34,10 @@ def _check_common(data, benchmark):
 
 def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figures(tmp_path, keeps_matplotlib_backend):
     methods = "gd,midpoint,rk4,dopri5,DOP853,LSODA,no_such_method"
+    torch.manual_seed(12345)
+    rng = torch.random.get_rng_state()
     assert main(["bench", "accuracy", "--tiny", "--out", str(tmp_path), "--methods", methods]) == 0
+    assert torch.equal(torch.random.get_rng_state(), rng)  # (it reseeded the caller's global RNG)
     data = _strict_json(tmp_path / "accuracy.json")
     _check_common(data, "accuracy")
     assert data["unavailable"] == ["no_such_method"]

@@ -239,7 +239,6 @@ def _gd_cost_to(rows: list[dict], target: float, order: float | None) -> tuple[f
 def run_problem(prob: BenchProblem, methods: list[str], unavailable: list[str], settings: dict,
                 log=print) -> dict:
     """Every method on one problem, within ``prob.budget_s``."""
-    torch.manual_seed(prob.seed)  # nothing here is random beyond the seeded problem; recorded for completeness
     net, X, y = prob.build()
     # a kinked problem runs GD, euler and filippov (smooth solvers only stall there); filippov is its reference
     # method and runs on it whether or not it was listed; a smooth problem refuses filippov, so it is left out
