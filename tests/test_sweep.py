@@ -330,8 +330,18 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
     partial = gf.open_sweep(store)  # a killed sweep is readable: the finished runs and the pending ones
     assert set(partial.status.values.astype(str)) <= {"success", "pending"}
     assert (partial.status.values == "success").sum() == len(before)
+    # what writes killed midway leave (a file, a zarr group's folder, an earlier gflow's name) goes; the rest stays
+    runs = store / ("runs" if fmt == "netcdf" else "runs.zarr")
+    leftovers = [runs / ".abc.nc.4242.0123abcd.tmp", runs / ".abc.nc.4242.tmp", store / ".sweep.nc.77.89abcdef.tmp"]
+    for q in leftovers:
+        q.write_bytes(b"cut")
+    (runs / ".abc.4242.0123abcd.old").mkdir()
+    (runs / ".abc.4242.0123abcd.old" / "zarr.json").write_text("{}")
+    (runs / ".keep.tmp").write_text("not ours")
     counts: dict = {}
     ds = run_sweep(SweepConfig.from_toml(cfg), store=store, progress=False, report=counts.update)
+    assert not any(q.exists() for q in leftovers) and not (runs / ".abc.4242.0123abcd.old").exists()
+    assert (runs / ".keep.tmp").exists()
     assert counts["skipped"] == len(before) and counts["success"] == 6 - len(before)
     assert ds.sizes["run"] == 6 and len(set(ds.run_id.values.tolist())) == 6
     assert (ds.status.values == "success").all()

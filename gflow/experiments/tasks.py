@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._lock import acquire
-from ..sweeps.run import CHECKPOINT_DIR, RUNS_DIR, checkpoint_file, run_file, write_atomic
+from ..sweeps.run import CHECKPOINT_DIR, RUNS_DIR, checkpoint_file, remove_write_leftovers, run_file, write_atomic
 from .common import Run, progress_bar
 
 #: attributes this module adds to a run file (not copied into ``runs.nc``)
@@ -185,6 +185,7 @@ def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any =
     # one reproduction at a time in a folder: a second one computed every run again beside the first
     lock = acquire(folder / REPRODUCE_LOCK, f"the experiment folder {str(folder)!r}")
     try:
+        remove_write_leftovers(folder / RUNS_DIR)  # (what a killed reproduction's writes left)
         todo = pending(tasks, folder)
         if todo:
             ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=folder)

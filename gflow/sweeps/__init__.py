@@ -41,7 +41,7 @@ from .executors import (
     gpu_count,
     plan_workers,
 )
-from .run import FORMATS, SWEEP_STATUSES, run_task
+from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_task
 from .store import (
     check_not_experiment_folder,
     check_same_sweep,
@@ -197,6 +197,8 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     store.mkdir(parents=True, exist_ok=True)
     lock = acquire(store / SWEEP_LOCK, f"the sweep store {str(store)!r}")
     try:
+        for folder in (store, store / RUNS_DIR, store / ZARR_RUNS):  # (what a killed sweep's writes left)
+            remove_write_leftovers(folder)
         retry: set = set()
         if (store / "manifest.json").exists():
             renamed = migrate_run_ids(store, fmt)

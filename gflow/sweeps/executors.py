@@ -207,7 +207,7 @@ def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(PARENT_POLL_SECONDS)
         if os.getppid() != parent:
-            os._exit(1)  # (a run record or checkpoint cut mid-write is a .tmp file, which the next sweep removes)
+            os._exit(1)  # (a run record or checkpoint cut mid-write is a hidden temporary that the next sweep removes)
 
 
 #: in a ProcessPool's worker: the pool's "stop" event, set by :meth:`ProcessPool.interrupt` (None elsewhere)

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import platform
+import re
 import shutil
 import time
 import traceback
@@ -125,6 +126,30 @@ def write_zarr_atomic(ds, path: Path) -> None:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+#: the hidden temporaries of :func:`write_atomic` / :func:`write_zarr_atomic` (``.<name>.<pid>.<8 hex>.tmp`` / ``.old``;
+#: ``.<name>.<pid>.tmp`` from an earlier gflow)
+_LEFTOVER = re.compile(r"\..+\.\d+(?:\.[0-9a-f]{8})?\.(?:tmp|old)")
+
+
+def remove_write_leftovers(folder: "str | Path") -> int:
+    """Delete the temporaries that run-record writes killed midway left in ``folder`` (a process killed with
+    SIGKILL, or a pool worker that ended with its sweep); the number deleted.  Only under the folder's lock
+    (:data:`gflow.sweeps.SWEEP_LOCK`, :data:`gflow.experiments.tasks.REPRODUCE_LOCK`): no write of its runs is
+    then in flight."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for q in folder.iterdir():
+        if _LEFTOVER.fullmatch(q.name):
+            if q.is_dir():
+                shutil.rmtree(q, ignore_errors=True)
+            else:
+                q.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def ensure_zarr_root(store: "str | Path") -> Path:
