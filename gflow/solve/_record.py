@@ -170,7 +170,8 @@ class Recorder:
                         "smaller step or tighter tolerances")
         if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
             raise Abort("diverged", self._diverged_message(loss, t))
-        if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], f):
+        if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] and \
+                loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], s):
             self.loss_rise = (rows["t"][-1], rows["loss"][-1], float(t), loss)
         if self.bar is not None:
             self.bar.update(float(t) - (rows["t"][-1] if rows["t"] else 0.0))
@@ -236,12 +237,16 @@ class Recorder:
             self.W.append(_np(self.field.weights(state)))
         self.last_state = state
 
-    def _rounding(self, loss: float, f: torch.Tensor) -> float:
-        """How far a saved loss may rise above the previous one by rounding alone: the outputs f = α c·σ(H) carry an
-        error of about ε·(‖f‖ + ‖y‖) (generously: 1e3 ε, for the sums over m neurons and the solver's rounding
+    def _rounding(self, loss: float, s: torch.Tensor) -> float:
+        """How far a saved loss may rise above the previous one by rounding alone: the outputs f = α c·σ(H)
+        (``s`` = σ(H)) carry an error of about ε·(‖|α| |c|ᵀ|σ(H)|‖ + ‖y‖) — the scale of the sums' terms, not of
+        f, which cancels to 0 under the symmetrised NTK scaling (a GD at L ≈ 1e-32 with y = 0 warned of a rise
+        from 1.32e-32 to 1.40e-32) — (generously: 1e3 ε, for the sums over m neurons and the solver's rounding
         near a zero-loss equilibrium), which moves L = ½‖r‖² by up to that times ‖r‖ (plus its square)."""
-        eps = torch.finfo(f.dtype).eps
-        delta = 1e3 * eps * (float(torch.linalg.norm(f)) + float(torch.linalg.norm(self.pb.y)))
+        net = self.pb.net
+        eps = torch.finfo(s.dtype).eps
+        terms = abs(float(net.alpha)) * torch.linalg.norm(net.c.abs() @ s.abs())
+        delta = 1e3 * eps * (float(terms) + float(torch.linalg.norm(self.pb.y)))
         return 1e3 * eps * loss + delta * math.sqrt(2.0 * loss) + delta * delta
 
     def lam_max_M0(self) -> float:
@@ -314,6 +319,8 @@ class Recorder:
         (``{"loss_rise": ...}``), else — for a solve that reached t1 — its step past the stability limit
         (``{"unstable_step": True}``, :meth:`unstable_step_message`); None for neither (simulate and
         simulate_batch)."""
+        if self.fixed_step is None:  # (an adaptive solve: its tolerance, not a step, bounds a rise)
+            return None
         if self.loss_rise is not None:
             return self.rise_message(), {"loss_rise": list(self.loss_rise)}
         text = self.unstable_step_message() if reached_t1 else None
