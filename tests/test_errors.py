@@ -881,6 +881,18 @@ def test_a_tiny_atol_in_feature_space_is_not_a_collapse_at_the_first_step():
     assert feature.ok and abs(feature.loss[-1] / weight.loss[-1] - 1) < 1e-9
 
 
+def test_lsoda_whose_steps_grow_late_is_not_stopped_as_stalled_and_stalls_advise_the_stiff_method():
+    # (a numerics audit) the stall projection, after 200 steps, stopped LSODA at t = 65 of 1e6 — LSODA being what the
+    # explicit methods' stall advised — though it finishes in ~1 100 steps; the advice now names dop853+exprk4
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, t1=1e6, method="LSODA", saveat=[0.0, 1e6])
+    assert sol.ok and sol.stats["n_steps"] > 200
+    stalled = gf.simulate(net, X, y, t1=1e6, method="dop853", saveat=[0.0, 1e6], warn=False, max_steps=1000)
+    assert stalled.status == "stalled" and "method='dop853+exprk4'" in stalled.message
+    assert "LSODA" not in stalled.message
+
+
 def test_exprk4_out_of_time_is_not_told_the_explicit_methods_stiffness_advice():
     # (an interruption audit: "explicit methods run at their stability limit … try method='LSODA'" to exprk4)
     X, y = gf.data.random_labels(n=8, d=3, seed=0)

@@ -387,6 +387,23 @@ def test_method_auto_runs_dopri5_at_loose_tolerances_and_dop853_at_tight_ones():
         assert weight.config["solver"]["method"] == expected and weight.config["space"] == "weight"
 
 
+
+def test_method_auto_at_very_loose_tolerances_runs_dop853_whose_loss_stays_right():
+    # (a numerics audit) auto ran dopri5 at every rtol ≥ 1e-4: at rtol = 0.1 with the default atol its saved loss
+    # rose 17 times and read 5.9× the flow's; DOP853's steps keep a stability guard and stay within 1e-3
+    from gflow.solve.expint import AUTO_DOPRI5_MAX_RTOL, explicit_method
+
+    assert explicit_method(AUTO_DOPRI5_MAX_RTOL)[0] == "dopri5" and explicit_method(1.01e-3)[0] == "dop853"
+    X, y = gf.data.random_labels(n=10, d=8, seed=0)
+    net = gf.Network(d=8, width=64, activation="tanh", seed=0)
+    ref = gf.simulate(net, X, y, t1=50.0, method="dop853", rtol=1e-12, atol=1e-14)
+    sol = gf.simulate(net, X, y, t1=50.0, rtol=0.1)
+    assert sol.config["solver"]["method"] == "dop853" and "rtol = 0.1 > 0.001" in sol.config["solver"]["auto"]
+    assert np.max(np.abs(sol.loss / ref.loss - 1)) < 1e-3
+    assert np.all(np.diff(sol.loss) <= 1e-12 * sol.loss[0])
+    dopri5 = gf.simulate(net, X, y, t1=50.0, rtol=0.1, method="dopri5")  # (what auto ran before)
+    assert np.max(np.abs(dopri5.loss / ref.loss - 1)) > 1.0
+
 def test_the_checkpoint_fallback_of_auto_follows_rtol(tmp_path):
     X, y = gf.data.random_labels(n=8, d=8, seed=0)
     net = gf.Network(d=8, width=32, activation="tanh", seed=0)

@@ -250,7 +250,7 @@ def simulate_batch(
     data are shared.  It differs from :func:`gflow.simulate` in:
 
     * ``method``: the default is ``"dop853"``, not ``"auto"``.  ``"auto"`` is accepted: it picks what
-      :func:`gflow.simulate` picks (``"dop853"``, or ``"dopri5"`` at rtol ≥ 1e-4), with its explicit method in
+      :func:`gflow.simulate` picks (``"dop853"``, or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3), with its explicit method in
       place of ``"dop853+exprk4"``/``"dopri5+exprk4"``, and records the reason in
       ``sol.config["solver"]["auto"]``; for a kinked σ (ReLU, leaky ReLU), where :func:`gflow.simulate` picks
       ``"filippov"``/``"sliding"``, it raises a ValueError: run those seeds separately with

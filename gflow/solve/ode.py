@@ -117,16 +117,28 @@ def _hint(method: str, activation_smooth: bool) -> str:
     if method == "exprk4":  # (the stiff method itself: the explicit methods' stiffness advice does not apply)
         return ("use method='dop853' (or method='auto') where the horizon is short or the features still move: "
                 "exprk4 pays on long, stiff horizons")
-    if method in ADAPTIVE_METHODS and method not in ("Radau", "BDF", "LSODA"):
+    if method in EXPINT_METHODS:  # (the switching methods: an explicit start, exprk4 from the hand-over)
+        return ("raise max_steps, or use method='dop853' where the horizon is short (the explicit start runs at its "
+                "stability limit until exprk4 takes over)")
+    if method in IMPLICIT_SCIPY:
+        return ("raise max_steps (an implicit method's steps grow late, once its Jacobian settles), or use "
+                "method='dop853+exprk4' (what method='auto' runs on long, stiff horizons)")
+    if method in ADAPTIVE_METHODS:
         return STIFF_HINT
     return "try a smaller step or a different method"
 
 
+#: scipy's implicit methods: their steps grow late (LSODA, still in its Adams phase after 200 steps at t = 64 of
+#: 1e7, was stopped as "stalled" — advised by the stall message of dop853 — and finished in 766 with max_steps raised)
+IMPLICIT_SCIPY = ("Radau", "BDF", "LSODA")
+
+
 #: the hint for smooth flows that stall in an explicit adaptive method: after STIFF_HINT_AFTER accepted steps only
 STIFF_HINT = ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
-              "raise max_steps, or try method='LSODA' for small problems")
+              "use method='dop853+exprk4' (what method='auto' runs on long, stiff horizons: it solves the fast "
+              "modes exactly), or raise max_steps")
 STIFF_HINT_AFTER = 200
-STIFF_FALLBACK = "try a different method (e.g. method='LSODA' for small problems)"
+STIFF_FALLBACK = "try a different method (e.g. method='dop853+exprk4' on a long horizon)"
 
 
 def monitor_hints(method: str, activation_smooth: bool) -> dict:
@@ -303,9 +315,9 @@ def simulate(
             included.
         method: ``"auto"`` (default) picks per problem and records the choice and its reason in
             ``sol.config["solver"]["auto"]``: ``"filippov"`` for ReLU-type σ (up to :data:`AUTO_FILIPPOV_MAX_PAIRS`
-            pairs m·n), ``"dop853+exprk4"`` (``"dopri5+exprk4"`` at rtol ≥ 1e-4) where a smooth flow is stiff
+            pairs m·n), ``"dop853+exprk4"`` (``"dopri5+exprk4"`` at 1e-4 ≤ rtol ≤ 1e-3) where a smooth flow is stiff
             enough over the horizon for the exponential method to pay
-            (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at rtol ≥ 1e-4, where
+            (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3, where
             the 5th-order pair is the cheaper (:func:`gflow.solve.expint.explicit_method`) — also when
             ``checkpoint`` is given and the pick cannot checkpoint.  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
             GPU) and ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
@@ -466,7 +478,7 @@ def simulate(
                         **fixed_step_guard(method, step))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
-                      kinked=not net.activation.smooth, stall_after=2000 if method in EXPINT_METHODS else 200)
+                      kinked=not net.activation.smooth, stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY else 200)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
     ckpt = resume = None
@@ -575,7 +587,7 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     """``method="auto"``: filippov for ReLU-type σ up to AUTO_FILIPPOV_MAX_PAIRS pairs (sliding, at
     AUTO_SLIDING_STEP, beyond), dop853+exprk4 where a
     smooth flow is stiff enough over the horizon for exprk4 to pay (:func:`gflow.solve.expint.auto_method`), else dop853
-    (dopri5 at rtol ≥ 1e-4, :func:`gflow.solve.expint.explicit_method`); returns (method, reason), the reason
+    (dopri5 at 1e-4 ≤ rtol ≤ 1e-3, :func:`gflow.solve.expint.explicit_method`); returns (method, reason), the reason
     being recorded in ``sol.config["solver"]["auto"]``."""
     from .expint import auto_method
 
