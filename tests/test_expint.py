@@ -482,8 +482,43 @@ def test_switching_hands_over_once_the_flow_is_stiff_and_keeps_the_accuracy(meth
     # for any Runge–Kutta method and is left out)
     for name in ("int_abs_dL", "int_sqrt_abs_dL", "int_lam_min_M", "int_mu"):
         np.testing.assert_allclose(getattr(sol, name)[1:], getattr(ref, name)[1:], rtol=1e-5)
+    assert "give_back_time" not in sol.stats  # (exprk4 kept the run: its steps stayed above the explicit ones)
     alone = gf.simulate(net, X, y, method=method.split("+")[0], **kw)
     assert sol.stats["n_f_evals"] < 0.8 * alone.stats["n_f_evals"], (sol.stats["n_f_evals"], alone.stats["n_f_evals"])
+
+
+def test_switching_hands_the_run_back_to_the_explicit_method_where_exprk4_steps_fall_below_it(monkeypatch):
+    """(an audit) after the hand-over exprk4's steps can collapse — inputs of norm ~75: from 0.5 to 1e-3, and the run
+    stopped "stalled" at t = 210 of 700, which dop853 alone reaches: the explicit method then takes the run back
+    and finishes it.  Forced here (the explicit step the criterion compares against, × 1e6): the run goes on
+    from exprk4's last step, records every output time once, and keeps the accuracy, the integrals and W."""
+    from gflow.solve import expint
+
+    original = expint._explicit_phase
+
+    def huge_explicit_step(*args, **kwargs):
+        handover, flops = original(*args, **kwargs)
+        if handover is None:
+            return handover, flops
+        p, lin, k, h0, step = handover
+        return (p, lin, k, h0, 1e6 * step), flops
+
+    monkeypatch.setattr(expint, "_explicit_phase", huge_explicit_step)
+    X, y = gf.data.random_labels(n=12, d=10, seed=1)
+    net = gf.Network(d=10, width=48, activation="tanh", seed=1)
+    ts = np.concatenate([[0.0], np.geomspace(0.1, 500.0, 25)])
+    ref = gf.simulate(net, X, y, saveat=ts, method="dop853", rtol=1e-12, atol=1e-18, features_at="all")
+    rtol = 1e-6
+    sol = gf.simulate(net, X, y, saveat=ts, method="dop853+exprk4", rtol=rtol, atol=rtol * 1e-6, features_at="all")
+    assert sol.ok and sol.stats["switch_time"] < sol.stats["give_back_time"] < 500.0
+    assert "below the explicit step" in sol.stats["give_back_reason"]
+    np.testing.assert_array_equal(sol.t, ts)
+    assert np.abs(np.log(sol.loss[1:]) / np.log(ref.loss[1:]) - 1).max() < rtol
+    assert np.all(np.diff(sol.loss) <= 0)
+    np.testing.assert_allclose(sol.H, ref.H, rtol=0, atol=1e-5 * np.abs(ref.H).max())
+    np.testing.assert_allclose(sol.W_final, ref.W_final, rtol=0, atol=1e-5 * np.abs(ref.W_final).max())
+    for name in ("int_abs_dL", "int_sqrt_abs_dL", "int_lam_min_M", "int_mu"):
+        np.testing.assert_allclose(getattr(sol, name)[1:], getattr(ref, name)[1:], rtol=1e-5)
 
 
 def test_switching_hands_over_as_early_with_many_output_times_as_with_two():

@@ -228,6 +228,15 @@ class _NonFinite(Exception):
     pass
 
 
+class _GiveBack(Exception):
+    """exprk4's steps after the hand-over of a switching method fell below the explicit steps it replaced: hand the
+    run back (at ``p``, next output index ``k``) to the explicit method, which then finishes it."""
+
+    def __init__(self, p, k: int, reason: str):
+        super().__init__(reason)
+        self.p, self.k, self.reason = p, k, reason
+
+
 class _Flow:
     """The feature-space flow (E4) in the form the exponential integrator needs."""
 
@@ -562,7 +571,7 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
                                                        monitor, extra, explicit_space)
             if handover is None:  # the explicit method reached t1
                 return extra
-            p, lin0, k0, h0 = handover
+            p, lin0, k0, h0, handover_step = handover
         else:
             state0 = field.initial_state()
             recorder.record(0.0, state0)
@@ -574,6 +583,14 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
             lin0 = None
         if step is not None:
             _run_fixed(flow, p, grid, step, recorder, monitor, extra)
+        elif method in SWITCHING_METHODS:
+            try:
+                _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0, lin=lin0,
+                              give_back=handover_step)
+            except _GiveBack as back:
+                extra.update(give_back_time=back.p.t, give_back_reason=back.reason)
+                explicit_flops += _finish_explicitly(flow, back.p, back.k, grid, method.split("+")[0], rtol, atol,
+                                                     recorder, monitor)
         else:
             _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0, lin=lin0)
     finally:
@@ -607,6 +624,7 @@ class _Handover:
         self.factor = _HANDOVER_EVALS / evals_per_step
         self.accepted, self.next_trial, self.trials = 0, _HANDOVER_FIRST, 0
         self.start = None  # (p, lin, first exprk4 step) of the trial that passed: exprk4 starts from them
+        self.explicit_step = math.nan  # the explicit method's step at the hand-over
         self.t_prev = 0.0
 
     def __call__(self, eng) -> bool:
@@ -634,6 +652,7 @@ class _Handover:
             return False
         if err <= _HANDOVER_ERR:
             lin.t0 = p.t
+            self.explicit_step = min(eng.h, taken)
             self.start = (p, lin, tau * min(_FAC_MAX, _SAFETY * max(err, 1e-10) ** (-1.0 / _EST_ORDER)))
             return True
         return False
@@ -714,7 +733,24 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     p, lin, h0 = hook.start
     extra["switch_time"] = p.t
     extra["n_linearizations"] += 1  # the trial's, which exprk4's first step re-uses
-    return (p, lin, eng.k, h0), explicit_flops
+    return (p, lin, eng.k, h0, hook.explicit_step), explicit_flops
+
+
+def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol, atol, recorder, monitor) -> float:
+    """Run the native ``explicit`` method in feature space from ``p`` (next output index ``k``) to t1, without a
+    further hand-over (:class:`_GiveBack`); returns its flops."""
+    from . import rk
+
+    field = flow.field
+    atol_v = field.atol_vector(atol) if flow.observed else atol
+    eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=recorder, monitor=monitor)
+    state = flow.join(p.H, p.A, p.q).reshape(-1)
+    n0 = monitor.n_f_evals
+    # (the engine's own resume: h = NaN picks a first step there, as at t = 0)
+    eng.run({"method": eng.scheme.name, "t": float(p.t), "k": int(k), "i": 0, "h": math.nan, "err_old": 1e-4,
+             "rejected": False, "rho": (0.0, 0.0), "rho_v": None, "rho_t": math.nan, "y": state,
+             "f0": torch.zeros_like(state)})
+    return (monitor.n_f_evals - n0) * flow.g_flops
 
 
 def resolve_space(space: str) -> str:
@@ -773,6 +809,11 @@ def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> flo
 # treats exactly, do not inflate it.  It overestimates the O(τ⁵) local error of u_{n+1} (local extrapolation,
 # as in Dormand–Prince): the error control is conservative.
 _EST_ORDER = 4  # e = O(τ⁴)
+# A switching method hands the run back to its explicit method where exprk4's steps fall below the explicit steps
+# they replaced (an exprk4 step costs about two explicit steps): on an Experiment-1-like net with inputs of norm
+# ~75 (tanh, n = 15, d = 7, m = 16, rtol 1e-10) exprk4's steps collapsed from 0.5 to 1e-3 after the hand-over
+# and the run stopped "stalled" at t = 210 of 700, which dop853 alone reaches (an audit).
+_GIVE_BACK_STEPS = 4
 _PI_BETA1, _PI_BETA2 = 0.7 / _EST_ORDER, 0.4 / _EST_ORDER  # Gustafsson's PI controller
 # Re-use the previous step's linearization L = J₁ (B = cσ′(H), the eigenpairs of K) while
 # τ·max|λ(K)|·‖B(u_n) − B_L‖/‖B_L‖ ≤ _RELIN_TOL: the missing part of J₁ then acts as a non-stiff term of size
@@ -837,10 +878,13 @@ def _attempt(flow: _Flow, lin: _Linearization, p: _Point, tau: float, rtol: floa
 
 
 def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, *, k: int = 1, h: float | None = None,
-                  lin: _Linearization | None = None, dense: bool = True):
+                  lin: _Linearization | None = None, dense: bool = True, give_back: float | None = None):
     """From p (at p.t) to grid[-1]; k: the next grid index to record; h: the first step (default: a guess); lin: a
-    linearization taken at p (default: built at the first step)."""
+    linearization taken at p (default: built at the first step).  ``give_back``: the explicit method's step at the
+    hand-over of a switching method; :class:`_GiveBack` is raised where exprk4's steps fall below it (the last
+    :data:`_GIVE_BACK_STEPS` accepted ones, on average) or a rejected step below a tenth of it."""
     t1 = float(grid[-1])
+    recent: list[float] = []
     h = _initial_step(flow, p, rtol, atol, t1 - p.t) if h is None else min(h, t1 - p.t)
     nonfinite = 0
     err_prev = 1.0
@@ -888,6 +932,12 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
             p.t = t_new
             monitor.partial = (t_new, flow.join(p.H, p.A, p.q))
             monitor.on_step(t_old, t_new - t_old, True)
+            if give_back is not None and not last:
+                recent = (recent + [tau])[-_GIVE_BACK_STEPS:]
+                if len(recent) == _GIVE_BACK_STEPS and sum(recent) / len(recent) < give_back:
+                    raise _GiveBack(p, k, f"exprk4's last {_GIVE_BACK_STEPS} steps averaged "
+                                          f"{sum(recent) / len(recent):.3g}, below the explicit step {give_back:.3g} "
+                                          "they replaced")
             e = max(err, 1e-10)
             fac = min(_FAC_MAX, max(_FAC_MIN, _SAFETY * e ** (-_PI_BETA1) * err_prev ** _PI_BETA2))
             err_prev = max(err, 1e-4)
@@ -895,6 +945,9 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
         else:
             monitor.on_step(p.t, tau, False)
             h = tau * min(1.0, max(_FAC_MIN, _SAFETY * err ** (-1.0 / _EST_ORDER)))
+            if give_back is not None and h < 0.1 * give_back:
+                raise _GiveBack(p, k, f"exprk4's step fell to {h:.3g} after a rejection, below a tenth of the "
+                                      f"explicit step {give_back:.3g}")
             if lin.t0 != p.t:
                 lin = None  # a re-used linearization may be what failed: rebuild it at u_n
         monitor.proposed_dt = h
