@@ -519,6 +519,14 @@ def test_switching_hands_the_run_back_to_the_explicit_method_where_exprk4_steps_
     np.testing.assert_allclose(sol.W_final, ref.W_final, rtol=0, atol=1e-5 * np.abs(ref.W_final).max())
     for name in ("int_abs_dL", "int_sqrt_abs_dL", "int_lam_min_M", "int_mu"):
         np.testing.assert_allclose(getattr(sol, name)[1:], getattr(ref, name)[1:], rtol=1e-5)
+    # the audit's case: exprk4's steps collapse after the hand-over at t ≈ 117 (to t1 = 700 the run stopped
+    # "stalled" at t = 210): the run is handed back at t ≈ 206
+    monkeypatch.setattr(expint, "_explicit_phase", original)
+    X, y = gf.data.random_labels(n=15, d=7, seed=0)
+    net = gf.Network(d=7, width=16, activation="tanh", seed=0)
+    sol = gf.simulate(net, 28 * X, y, t1=250.0, rtol=1e-10, atol=1e-12, saveat=[0.0, 250.0], integrals=False)
+    assert sol.ok and sol.config["solver"]["method"] == "dop853+exprk4"
+    assert 100.0 < sol.stats["switch_time"] < sol.stats["give_back_time"] < 240.0
 
 
 def test_switching_hands_over_as_early_with_many_output_times_as_with_two():
