@@ -218,6 +218,9 @@ def test_activation_smooth_must_be_a_bool():
     (lambda u: u.numpy(), lambda u: u, TypeError, r"sigma must map .* got numpy array"),
     (lambda u: None, lambda u: u, TypeError, r"sigma must map .* got NoneType"),
     (torch.tanh, lambda u: -(1 - torch.tanh(u) ** 2), ValueError, r"dsigma is not the derivative of sigma at 63 of 63"),
+    # (a numerics audit: σ′ wrong only where |u| > 3.2 — unnormalised data reaches there — passed the probe)
+    (torch.tanh, lambda u: torch.where(u.abs() < 3.2, 1 - torch.tanh(u) ** 2, -torch.ones_like(u)), ValueError,
+     r"dsigma is not the derivative of sigma at 32 of 32 points of 3.3 ≤ \|u\| ≤ 20 \(e.g. u = -20"),
 ])
 def test_a_custom_activation_that_is_not_elementwise_or_whose_derivative_is_wrong_is_refused(sigma, dsigma, err,
                                                                                              match):
