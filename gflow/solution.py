@@ -80,18 +80,34 @@ def write_netcdf_atomic(ds, path: str | Path, also=None) -> Path:
     """Write the xarray Dataset ``ds`` to the netCDF file ``path`` so that a reader sees the old file or the new one,
     whole, never a half-written one (a run killed while saving left a truncated file where a good one was; a load
     beside a save failed): through a temporary file of its own in the same folder, flushed to disk, then
-    :func:`os.replace`.  ``also(tmp)``: writes more groups into the temporary file before it is put in place."""
+    :func:`os.replace`.  ``also(tmp)``: writes more groups into the temporary file before it is put in place.  The
+    file keeps its permissions and a symbolic link its target; a hard link to the old file keeps the old contents;
+    in a folder where no file may be created, a writable file is written in place (not atomically)."""
     import os
+    import stat
     import uuid
 
     path = Path(path)
+    given = path
+    if path.is_symlink():  # (replacing the link with a file left its target as it was)
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        try:
+            ds.to_netcdf(tmp, engine="h5netcdf")
+        except PermissionError:  # a folder where no file may be created, holding a file we may write: in place
+            if tmp.exists() or not (path.exists() and os.access(path, os.W_OK)):
+                raise
+            ds.to_netcdf(path, engine="h5netcdf")
+            if also is not None:
+                also(path)
+            return given
         if also is not None:
             also(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
+        if path.exists():  # the file keeps its permissions (a 0640 file came back 0644)
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        fd = os.open(tmp, os.O_RDWR)  # (Windows' fsync needs a handle with write access)
         try:
             os.fsync(fd)
         finally:
@@ -100,7 +116,8 @@ def write_netcdf_atomic(ds, path: str | Path, also=None) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+    return given
+
 
 class GFlowWarning(UserWarning):
     """Warning issued by gflow, e.g. when a solver stops early with a failure status."""
@@ -367,7 +384,9 @@ class Solution:
             phase = f"{st['explicit_method']} in {st.get('explicit_space', 'feature')} space"
             sw = st.get("switch_time")
             if sw is not None:
-                lines.append(f"  {phase} to t = {sw:.6g}, then exprk4 in feature space")
+                back = st.get("give_back_time")
+                lines.append(f"  {phase} to t = {sw:.6g}, then exprk4 in feature space" + (
+                    "" if back is None else f" to t = {back:.6g}, then {st['explicit_method']} again (feature space)"))
             else:  # (a run that stopped early never reached t1: "to t1" said it had)
                 lines.append(f"  {phase} to t1 (no hand-over)" if self.ok else
                              f"  {phase} until it stopped at t = {float(self.t[-1]):.6g} (no hand-over)")

@@ -512,6 +512,7 @@ def test_switching_hands_the_run_back_to_the_explicit_method_where_exprk4_steps_
     sol = gf.simulate(net, X, y, saveat=ts, method="dop853+exprk4", rtol=rtol, atol=rtol * 1e-6, features_at="all")
     assert sol.ok and sol.stats["switch_time"] < sol.stats["give_back_time"] < 500.0
     assert "below the explicit step" in sol.stats["give_back_reason"]
+    assert f"then exprk4 in feature space to t = {sol.stats['give_back_time']:.6g}, then dop853 again" in sol.summary()
     np.testing.assert_array_equal(sol.t, ts)
     assert np.abs(np.log(sol.loss[1:]) / np.log(ref.loss[1:]) - 1).max() < rtol
     assert np.all(np.diff(sol.loss) <= 0)

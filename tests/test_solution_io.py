@@ -505,3 +505,22 @@ def test_a_save_that_fails_midway_leaves_the_previous_file_whole_and_no_temporar
     assert gf.load(path).t[-1] == 1.0
     second.save(path)  # a save that completes replaces it whole
     assert gf.load(path).t[-1] == 2.0 and sorted(p.name for p in tmp_path.iterdir()) == ["run.nc"]
+
+
+def test_a_save_over_a_file_keeps_its_permissions_and_a_symbolic_link_its_target(tmp_path):
+    # (a review: the atomic replace made a 0640 file 0644, and turned a link into a file beside its stale target)
+    import os
+    import stat
+
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=8, seed=0)
+    first, second = gf.simulate(net, X, y, t1=1.0), gf.simulate(net, X, y, t1=2.0)
+    path = first.save(tmp_path / "run.nc")
+    os.chmod(path, 0o640)
+    second.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and gf.load(path).t[-1] == 2.0
+    target = first.save(tmp_path / "target.nc")
+    link = tmp_path / "link.nc"
+    link.symlink_to(target)
+    second.save(link)
+    assert link.is_symlink() and gf.load(target).t[-1] == 2.0

@@ -332,16 +332,21 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
     assert (partial.status.values == "success").sum() == len(before)
     # what writes killed midway leave (a file, a zarr group's folder, an earlier gflow's name) goes; the rest stays
     runs = store / ("runs" if fmt == "netcdf" else "runs.zarr")
-    leftovers = [runs / ".abc.nc.4242.0123abcd.tmp", runs / ".abc.nc.4242.tmp", store / ".sweep.nc.77.89abcdef.tmp"]
-    for q in leftovers:
-        q.write_bytes(b"cut")
-    (runs / ".abc.4242.0123abcd.old").mkdir()
-    (runs / ".abc.4242.0123abcd.old" / "zarr.json").write_text("{}")
-    (runs / ".keep.tmp").write_text("not ours")
+    if fmt == "netcdf":
+        leftovers = [runs / ".abc.nc.4242.0123abcd.tmp", runs / ".abc.nc.4242.tmp"]
+        for q in leftovers:
+            q.write_bytes(b"cut")
+    else:
+        leftovers = [runs / ".abc.4242.0123abcd.old", runs / ".abc.4242.0123abcd.tmp"]
+        for q in leftovers:
+            q.mkdir()
+            (q / "zarr.json").write_text("{}")
+    kept = [runs / ".keep.tmp", store / ".env.1.old", store / ".sweep.nc.77.89abcdef.tmp"]  # not a run record's
+    for q in kept:
+        q.write_text("not ours")
     counts: dict = {}
     ds = run_sweep(SweepConfig.from_toml(cfg), store=store, progress=False, report=counts.update)
-    assert not any(q.exists() for q in leftovers) and not (runs / ".abc.4242.0123abcd.old").exists()
-    assert (runs / ".keep.tmp").exists()
+    assert not any(q.exists() for q in leftovers) and all(q.exists() for q in kept)
     assert counts["skipped"] == len(before) and counts["success"] == 6 - len(before)
     assert ds.sizes["run"] == 6 and len(set(ds.run_id.values.tolist())) == 6
     assert (ds.status.values == "success").all()

@@ -128,7 +128,8 @@ class Activation:
             try:
                 v = fn(*args)
             except Exception as exc:
-                raise TypeError(f"Activation {attr} failed on a float64 tensor of shape {tuple(u.shape)}: "
+                raise TypeError(f"Activation {attr} failed on a float64 tensor of shape {tuple(args[0].shape)} "
+                                f"(values in [{float(args[0].min()):.3g}, {float(args[0].max()):.3g}]): "
                                 f"{type(exc).__name__}: {exc}") from exc
             if not torch.equal(args[0], before[0]):
                 raise ValueError(f"Activation {attr} changed its input u in place; it must leave u as it is")

@@ -589,8 +589,12 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
                               give_back=handover_step)
             except _GiveBack as back:
                 extra.update(give_back_time=back.p.t, give_back_reason=back.reason)
-                explicit_flops += _finish_explicitly(flow, back.p, back.k, grid, method.split("+")[0], rtol, atol,
-                                                     recorder, monitor)
+                n0 = monitor.n_f_evals
+                try:
+                    _finish_explicitly(flow, back.p, back.k, grid, method.split("+")[0], rtol, atol, recorder,
+                                       monitor)
+                finally:  # (also where the finish stops early: its evaluations were made)
+                    explicit_flops += (monitor.n_f_evals - n0) * flow.g_flops
         else:
             _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0, lin=lin0)
     finally:
@@ -736,21 +740,19 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     return (p, lin, eng.k, h0, hook.explicit_step), explicit_flops
 
 
-def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol, atol, recorder, monitor) -> float:
+def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol, atol, recorder, monitor) -> None:
     """Run the native ``explicit`` method in feature space from ``p`` (next output index ``k``) to t1, without a
-    further hand-over (:class:`_GiveBack`); returns its flops."""
+    further hand-over (:class:`_GiveBack`)."""
     from . import rk
 
     field = flow.field
     atol_v = field.atol_vector(atol) if flow.observed else atol
     eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=recorder, monitor=monitor)
     state = flow.join(p.H, p.A, p.q).reshape(-1)
-    n0 = monitor.n_f_evals
     # (the engine's own resume: h = NaN picks a first step there, as at t = 0)
     eng.run({"method": eng.scheme.name, "t": float(p.t), "k": int(k), "i": 0, "h": math.nan, "err_old": 1e-4,
              "rejected": False, "rho": (0.0, 0.0), "rho_v": None, "rho_t": math.nan, "y": state,
              "f0": torch.zeros_like(state)})
-    return (monitor.n_f_evals - n0) * flow.g_flops
 
 
 def resolve_space(space: str) -> str:

@@ -118,11 +118,9 @@ def _hint(method: str, activation_smooth: bool) -> str:
         return ("use method='dop853' (or method='auto') where the horizon is short or the features still move: "
                 "exprk4 pays on long, stiff horizons")
     if method in EXPINT_METHODS:  # (the switching methods: an explicit start, exprk4 from the hand-over)
-        return ("raise max_steps, or use method='dop853' where the horizon is short (the explicit start runs at its "
-                "stability limit until exprk4 takes over)")
+        return SWITCHING_HINT
     if method in IMPLICIT_SCIPY:
-        return ("raise max_steps (an implicit method's steps grow late, once its Jacobian settles), or use "
-                "method='dop853+exprk4' (what method='auto' runs on long, stiff horizons)")
+        return IMPLICIT_HINT
     if method in ADAPTIVE_METHODS:
         return STIFF_HINT
     return "try a smaller step or a different method"
@@ -136,7 +134,12 @@ IMPLICIT_SCIPY = ("Radau", "BDF", "LSODA")
 #: the hint for smooth flows that stall in an explicit adaptive method: after STIFF_HINT_AFTER accepted steps only
 STIFF_HINT = ("the flow is mildly stiff at long horizons and explicit methods run at their stability limit: "
               "use method='dop853+exprk4' (what method='auto' runs on long, stiff horizons: it solves the fast "
-              "modes exactly), or raise max_steps")
+              "modes exactly)")
+#: the same for the switching methods and scipy's implicit ones (each also after STIFF_HINT_AFTER steps only)
+SWITCHING_HINT = ("the explicit start runs at its stability limit until exprk4 takes over: use method='dop853' "
+                  "where the horizon is short")
+IMPLICIT_HINT = ("an implicit method's steps grow late, once its Jacobian settles (a higher max_steps lets them); "
+                 "or use method='dop853+exprk4' (what method='auto' runs on long, stiff horizons)")
 STIFF_HINT_AFTER = 200
 STIFF_FALLBACK = "try a different method (e.g. method='dop853+exprk4' on a long horizon)"
 
@@ -146,7 +149,7 @@ def monitor_hints(method: str, activation_smooth: bool) -> dict:
     at t = 0 by max_wall_time, or by max_steps=1, was told the flow is stiff)."""
     hint = _hint(method, activation_smooth)
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
-    if hint == STIFF_HINT:
+    if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
         out.update(hint_after=STIFF_HINT_AFTER, fallback_hint=STIFF_FALLBACK)
     return out
 

@@ -197,8 +197,8 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     store.mkdir(parents=True, exist_ok=True)
     lock = acquire(store / SWEEP_LOCK, f"the sweep store {str(store)!r}")
     try:
-        for folder in (store, store / RUNS_DIR, store / ZARR_RUNS):  # (what a killed sweep's writes left)
-            remove_write_leftovers(folder)
+        remove_write_leftovers(store / RUNS_DIR)  # (what a killed sweep's writes of run records left)
+        remove_write_leftovers(store / ZARR_RUNS, ".zarr")
         retry: set = set()
         if (store / "manifest.json").exists():
             renamed = migrate_run_ids(store, fmt)

@@ -128,22 +128,26 @@ def write_zarr_atomic(ds, path: Path) -> None:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-#: the hidden temporaries of :func:`write_atomic` / :func:`write_zarr_atomic` (``.<name>.<pid>.<8 hex>.tmp`` / ``.old``;
-#: ``.<name>.<pid>.tmp`` from an earlier gflow)
-_LEFTOVER = re.compile(r"\..+\.\d+(?:\.[0-9a-f]{8})?\.(?:tmp|old)")
+#: the hidden temporaries of run records written by :func:`write_atomic` (``.<run>.nc.<pid>.<8 hex>.tmp``;
+#: ``.<run>.nc.<pid>.tmp`` from an earlier gflow) and :func:`write_zarr_atomic` (``.<run>.<pid>.<8 hex>.tmp`` /
+#: ``.old`` folders), in the folders that hold only runs (``runs``, ``runs.zarr``)
+_LEFTOVER = {".nc": re.compile(r"\.[^/]+\.nc\.\d+(?:\.[0-9a-f]{8})?\.tmp"),
+             ".zarr": re.compile(r"\.[^/]+\.\d+\.[0-9a-f]{8}\.(?:tmp|old)")}
 
 
-def remove_write_leftovers(folder: "str | Path") -> int:
-    """Delete the temporaries that run-record writes killed midway left in ``folder`` (a process killed with
-    SIGKILL, or a pool worker that ended with its sweep); the number deleted.  Only under the folder's lock
-    (:data:`gflow.sweeps.SWEEP_LOCK`, :data:`gflow.experiments.tasks.REPRODUCE_LOCK`): no write of its runs is
-    then in flight."""
+def remove_write_leftovers(folder: "str | Path", kind: str = ".nc") -> int:
+    """Delete the temporaries that run-record writes killed midway left in ``folder``, a folder of run records
+    (``STORE/runs`` with kind ``".nc"``, ``STORE/runs.zarr`` with ``".zarr"``, an experiment's ``runs``): a
+    process killed with SIGKILL, or a pool worker that ended with its sweep; the number deleted.  Only under the
+    folder's lock (:data:`gflow.sweeps.SWEEP_LOCK`, :data:`gflow.experiments.tasks.REPRODUCE_LOCK`): no write of
+    its runs is then in flight."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
+    pattern = _LEFTOVER[kind]
     for q in folder.iterdir():
-        if _LEFTOVER.fullmatch(q.name):
+        if pattern.fullmatch(q.name):
             if q.is_dir():
                 shutil.rmtree(q, ignore_errors=True)
             else:
