@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import threading
@@ -21,6 +20,7 @@ import torch
 from .._validate import describe
 from ..fields.base import AbstractField, scratch
 from ..model import quantities as Q
+from ..model.network import _physical_memory
 from ..solution import Interrupted
 
 
@@ -74,10 +74,7 @@ def check_recording_memory(rows: int, n: int, n_test: int, seeds: int = 1, *, wh
     """Refuse a run whose ``rows`` saved times (× ``seeds``) would hold more than :data:`ROW_MEMORY_SHARE` of the
     machine's physical memory: 1e7 saved GD steps at n = 5 held ~15 GB, and the process was killed for memory hours
     into the run.  Nothing is checked where the memory size is unknown."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return
+    total = _physical_memory()  # (inf where the platform does not say: nothing is refused)
     need = rows * seeds * (ROW_BYTES_BASE + ROW_BYTES_PER_ENTRY * (2 * n + n_test))
     if total > 0 and need > ROW_MEMORY_SHARE * total:
         raise ValueError(f"{rows} {what}{f' × {seeds} seeds' if seeds > 1 else ''} would hold about "
