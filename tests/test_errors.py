@@ -919,3 +919,19 @@ def test_a_run_whose_saved_times_would_not_fit_in_memory_is_refused_up_front(mon
         gf.simulate(net, X, y, t1=1.0)
     monkeypatch.setattr(_record, "ROW_MEMORY_SHARE", 0.5)
     assert gf.gradient_descent(net, X, y, step=0.1, steps=1000, save_every=1).ok
+
+
+@pytest.mark.parametrize("dtype, advice", [(torch.float32, "use float64"), (torch.float64, None)])
+def test_torchdiffeqs_non_finite_failure_becomes_a_status_with_advice(dtype, advice):
+    # (a review: the message read an undefined name, so torchdiffeq's "non-finite" assertion became a NameError)
+    from gflow.solve._record import Abort, Monitor
+    from gflow.solve.ode import odeint_or_abort
+
+    def failing(*args, **kwargs):
+        raise AssertionError("non-finite values in state `y`")
+
+    monitor = Monitor(1.0, 10, None, hint="", dtype=dtype)
+    with pytest.raises(Abort) as info:
+        odeint_or_abort(failing, None, None, None, "dopri8", 1e-7, 1e-9, {}, monitor)
+    assert info.value.status == "nonfinite" and "tighter tolerances" in info.value.message
+    assert (advice in info.value.message) if advice else "float64" not in info.value.message

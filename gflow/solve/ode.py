@@ -49,6 +49,10 @@ _TD_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 TORCHDIFFEQ_ADAPTIVE = ("dopri8", "bosh3", "adaptive_heun", "fehlberg2") + tuple(f"torchdiffeq.{m}" for m in _TD_ADAPTIVE)
 TORCHDIFFEQ_FIXED = ("explicit_adams", "implicit_adams") + tuple(f"torchdiffeq.{m}" for m in _TD_FIXED)
 SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF", "LSODA")
+#: scipy's implicit methods (a dense finite-difference Jacobian; steps that grow late: LSODA, still in its Adams
+#: phase after 200 steps at t = 64 of 1e7, was stopped as "stalled" — as dop853's stall advised — and finished in
+#: 766 with max_steps raised)
+IMPLICIT_SCIPY = ("Radau", "BDF", "LSODA")
 FILIPPOV_METHODS = ("filippov",)
 SLIDING_METHODS = ("sliding",)  # Filippov time-stepping, steps ≤ step (gflow.solve.sliding)
 METHODS = (NATIVE_METHODS + TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_METHODS + EXPINT_METHODS + FILIPPOV_METHODS
@@ -124,11 +128,6 @@ def _hint(method: str, activation_smooth: bool) -> str:
     if method in ADAPTIVE_METHODS:
         return STIFF_HINT
     return "try a smaller step or a different method"
-
-
-#: scipy's implicit methods: their steps grow late (LSODA, still in its Adams phase after 200 steps at t = 64 of
-#: 1e7, was stopped as "stalled" — advised by the stall message of dop853 — and finished in 766 with max_steps raised)
-IMPLICIT_SCIPY = ("Radau", "BDF", "LSODA")
 
 
 #: the hint for smooth flows that stall in an explicit adaptive method: after STIFF_HINT_AFTER accepted steps only
@@ -318,10 +317,10 @@ def simulate(
             included.
         method: ``"auto"`` (default) picks per problem and records the choice and its reason in
             ``sol.config["solver"]["auto"]``: ``"filippov"`` for ReLU-type σ (up to :data:`AUTO_FILIPPOV_MAX_PAIRS`
-            pairs m·n), ``"dop853+exprk4"`` (``"dopri5+exprk4"`` at 1e-4 ≤ rtol ≤ 1e-3) where a smooth flow is stiff
-            enough over the horizon for the exponential method to pay
-            (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3, where
-            the 5th-order pair is the cheaper (:func:`gflow.solve.expint.explicit_method`) — also when
+            pairs m·n), ``"dop853+exprk4"`` (``"dopri5+exprk4"`` at 1e-4 ≤ rtol ≤ 1e-3) where a smooth flow is
+            stiff enough over the horizon for the exponential method to pay
+            (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3,
+            where the 5th-order pair is the cheaper (:func:`gflow.solve.expint.explicit_method`) — also when
             ``checkpoint`` is given and the pick cannot checkpoint.  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
             GPU) and ``"dopri5"`` are adaptive; fixed-step methods (``"rk4"``, ...) need ``step``; torchdiffeq's
             implementations are ``"torchdiffeq.dopri5"`` etc.; scipy methods need float64 on the CPU.
@@ -466,7 +465,7 @@ def simulate(
     layout = stored_layout(checkpoint, "mn" if in_place else "nm")
     field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space,
                                       RK_FLOPS_PER_STATE_ENTRY, layout), interval, integrals)
-    if method in ("Radau", "BDF", "LSODA"):
+    if method in IMPLICIT_SCIPY:
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
             raise ValueError(
@@ -482,7 +481,8 @@ def simulate(
                         **fixed_step_guard(method, step))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
-                      kinked=not net.activation.smooth, stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY else 200)
+                      kinked=not net.activation.smooth,
+                      stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY else 200)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
     ckpt = resume = None
@@ -887,7 +887,7 @@ def odeint_or_abort(odeint, func, y, t, method, rtol, atol, options, monitor: Mo
             raise Abort("step_size_collapse", f"torchdiffeq: {text}; {monitor.hint}") from None
         if "non-finite" in text:
             raise Abort("nonfinite", "the state became non-finite; check the data scale, or use "
-                        f"{float64_advice(field.problem.net.dtype)}tighter tolerances") from None
+                        f"{float64_advice(monitor.dtype)}tighter tolerances") from None
         raise Abort("failed", f"torchdiffeq failed: {text}") from None
 
 
