@@ -461,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("experiment", choices=["exp1", "exp2", "exp3", "all"], help="which experiment")
     rp.add_argument("--preset", default="quick", choices=["tiny", "quick", "paper"],
                     help="tiny: seconds (tests); quick: minutes on a 2-core CPU; paper: the paper's sizes (GPU)")
-    rp.add_argument("--out", default="gflow-reproduce", help="output folder (each experiment in OUT/<exp>/, which must not be a sweep's store)")
+    rp.add_argument("--out", default="gflow-reproduce",
+                    help="output folder (each experiment in OUT/<exp>/, which must not be a sweep's store)")
     rp.add_argument("--device", default="cpu", help="cpu | cuda")
     rp.add_argument("--executor", default="local", choices=["local", "process", "dask"],
                     help="where the runs execute: local (serial), process (a process pool), dask; finished "

@@ -75,7 +75,6 @@ def check_output_path(path: Any, name: str = "path", *, folder: bool = False) ->
     return p
 
 
-
 def write_netcdf_atomic(ds, path: str | Path, also=None) -> Path:
     """Write the xarray Dataset ``ds`` to the netCDF file ``path`` so that a reader sees the old file or the new one,
     whole, never a half-written one (a run killed while saving left a truncated file where a good one was; a load

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ._common import check_mode, loglog_slope, machine, print_verdicts, verdict, versions, write_json
 from .problems import KINKED_METHODS, BenchProblem, accuracy_problems

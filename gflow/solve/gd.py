@@ -227,8 +227,7 @@ def gradient_descent(
             if status == "nonfinite":
                 status = "diverged"
                 message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} "
-                           "is "
-                           "far past the stability limit 2/λ_max(M); use a smaller step")
+                           "is far past the stability limit 2/λ_max(M); use a smaller step")
             if exc.status == "nonfinite" or (exc.status == "diverged" and not bool(torch.isfinite(state).all())):
                 cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
                 if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)

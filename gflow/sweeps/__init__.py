@@ -205,8 +205,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
             if renamed:
                 warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run "
                               f"limits (max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the "
-                              "current ids",
-                              GFlowWarning, stacklevel=2)
+                              "current ids", GFlowWarning, stacklevel=2)
             # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
             retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
             check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
@@ -268,9 +267,8 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
             report(counts)
         if counts["lost"]:
             warnings.warn(f"{counts['lost']} run(s) of the sweep in {store} were lost by their workers and stay "
-                          "pending; "
-                          f"run the sweep again to repeat them. First: {counts['lost_messages'][0]}", GFlowWarning,
-                          stacklevel=2)
+                          f"pending; run the sweep again to repeat them. First: {counts['lost_messages'][0]}",
+                          GFlowWarning, stacklevel=2)
             return open_sweep(store, consolidated=False)
         return consolidate(store)
     finally:

@@ -89,9 +89,8 @@ def checkpoint_file(store: "str | Path", run_id: str) -> Path:
     return Path(store) / CHECKPOINT_DIR / f"{run_id}.ckpt"
 
 
-def write_atomic(ds, path: Path) -> None:
-    """Write a dataset to ``path`` whole or not at all (:func:`gflow.solution.write_netcdf_atomic`)."""
-    write_netcdf_atomic(ds, path)
+#: write a dataset to a run-record path whole or not at all (the writer of gf.Solution.save)
+write_atomic = write_netcdf_atomic
 
 
 def write_zarr_atomic(ds, path: Path) -> None:
