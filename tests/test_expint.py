@@ -390,7 +390,8 @@ def test_method_auto_runs_dopri5_at_loose_tolerances_and_dop853_at_tight_ones():
 
 def test_method_auto_at_very_loose_tolerances_runs_dop853_whose_loss_stays_right():
     # (a numerics audit) auto ran dopri5 at every rtol ≥ 1e-4: at rtol = 0.1 with the default atol its saved loss
-    # rose 17 times and read 5.9× the flow's; DOP853's steps keep a stability guard and stay within 1e-3
+    # rose 17 times and read 5.9× the flow's, before its steps were kept inside the stability region too; DOP853
+    # stays within 1e-3 there
     from gflow.solve.expint import AUTO_DOPRI5_MAX_RTOL, explicit_method
 
     assert explicit_method(AUTO_DOPRI5_MAX_RTOL)[0] == "dopri5" and explicit_method(1.01e-3)[0] == "dop853"
@@ -402,7 +403,7 @@ def test_method_auto_at_very_loose_tolerances_runs_dop853_whose_loss_stays_right
     assert np.max(np.abs(sol.loss / ref.loss - 1)) < 1e-3
     assert np.all(np.diff(sol.loss) <= 1e-12 * sol.loss[0])
     dopri5 = gf.simulate(net, X, y, t1=50.0, rtol=0.1, method="dopri5")  # (what auto ran before)
-    assert np.max(np.abs(dopri5.loss / ref.loss - 1)) > 1.0
+    assert np.max(np.abs(dopri5.loss / ref.loss - 1)) < 1e-2 and np.all(np.diff(dopri5.loss) <= 0.0)
 
 def test_the_checkpoint_fallback_of_auto_follows_rtol(tmp_path):
     X, y = gf.data.random_labels(n=8, d=8, seed=0)
@@ -526,7 +527,7 @@ def test_switching_hands_the_run_back_to_the_explicit_method_where_exprk4_steps_
     net = gf.Network(d=7, width=16, activation="tanh", seed=0)
     sol = gf.simulate(net, 28 * X, y, t1=250.0, rtol=1e-10, atol=1e-12, saveat=[0.0, 250.0], integrals=False)
     assert sol.ok and sol.config["solver"]["method"] == "dop853+exprk4"
-    assert 100.0 < sol.stats["switch_time"] < sol.stats["give_back_time"] < 240.0
+    assert 50.0 < sol.stats["switch_time"] < sol.stats["give_back_time"] < 240.0
 
 
 def test_switching_hands_over_as_early_with_many_output_times_as_with_two():

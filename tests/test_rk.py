@@ -353,16 +353,30 @@ def test_stage_states_formed_only_where_the_field_reads_give_the_same_run(make_d
     np.testing.assert_allclose(part.test_output, full.test_output, rtol=1e-12, atol=1e-15)
 
 
-def test_dop853_evaluates_the_new_point_only_for_accepted_steps():
+def test_dop853_evaluates_the_new_point_only_for_accepted_steps(monkeypatch):
     # DOP853's error estimate does not read f(y₁): it is evaluated after acceptance, straight into the next step's
-    # first stage, so a step costs 11 evaluations + 1 if accepted (f(y₀), and one for the first-step guess)
+    # first stage, so a step costs 11 evaluations + 1 if accepted (f(y₀), one for the first-step guess, and the
+    # stability guard's power iterations, counted here)
+    from gflow.solve.rk import Engine
+
+    power = []
+    orig = Engine._power_step
+
+    def counted(self):
+        before = self.monitor.n_f_evals
+        orig(self)
+        power.append(self.monitor.n_f_evals - before)
+
+    monkeypatch.setattr(Engine, "_power_step", counted)
     X, y = gf.data.random_labels(n=12, d=10, seed=1)
     net = gf.Network(d=10, width=48, activation="tanh", seed=1)
     kw = dict(t1=20.0, saveat=[0.0, 20.0], method="dop853", rtol=1e-8, atol=1e-10, integrals=False)
     for opts, guess in (({}, 1), ({"first_step": 5.0}, 0)):  # a too-large first step forces rejections
+        power.clear()
         st = gf.simulate(net, X, y, options=opts, **kw).stats
-        assert st["n_rejected"] >= 1
-        assert st["n_f_evals"] == 1 + guess + 11 * (st["n_accepted"] + st["n_rejected"]) + st["n_accepted"]
+        assert st["n_rejected"] >= 1 and power
+        assert st["n_f_evals"] == (1 + guess + 11 * (st["n_accepted"] + st["n_rejected"]) + st["n_accepted"]
+                                   + sum(power))
 
 
 @pytest.fixture(scope="module")
@@ -390,10 +404,31 @@ def test_dop853_dense_output_stays_accurate_where_the_steps_are_stability_limite
     exact = np.stack([scipy.linalg.expm(-K * t) @ r0 for t in ts])
     err = np.abs(sol.residual - exact).max()
     assert err < 50 * rtol * np.abs(r0).max(), err
-    # the runs that save only t1 keep their steps (no output inside a step: nothing to shorten)
+    # a run that saves only t1 is guarded too (every step keeps hρ ≤ 5), and as accurate at t1
     bare = gf.simulate(net, X, y, 20.0, saveat=[0.0, 20.0], method="dop853", rtol=rtol, atol=1e-12, space=space,
                        integrals=False)
-    assert bare.stats["n_accepted"] < sol.stats["n_accepted"]
+    assert bare.ok and np.abs(bare.residual[-1] - exact[-1]).max() < 50 * rtol * np.abs(r0).max()
+
+
+@pytest.mark.parametrize("method, rtol", [("dop853", 1e-5), ("dopri5", 1e-4)])
+def test_the_converged_loss_does_not_depend_on_the_output_grid(method, rtol):
+    # Once the residual has converged, the explicit steps sit at the stability limit; unguarded, the controller let
+    # them cross it until the error estimate saw the stiff modes grow, so r = f − y carried an error at the
+    # tolerance's level, far above r itself: here L(300) = 1.55e-14 read 56× too large (dop853, rtol 1e-5) and
+    # 3 400× (dopri5, rtol 1e-4) saving only t1, while a dense output grid (whose steps DOP853 kept to hρ ≤ 5)
+    # was right.  Every step is now kept inside the stability region, whatever the output times.
+    X, y = gf.data.random_labels(n=20, d=20, seed=0)
+    net = gf.Network(d=20, width=256, activation="tanh", seed=0)
+    kw = dict(t1=300.0, method=method, rtol=rtol, atol=1e-2 * rtol, integrals=False)
+    ref = gf.simulate(net, X, y, 300.0, saveat=[0.0, 300.0], method="dop853", rtol=1e-13, atol=1e-15,
+                      integrals=False)
+    assert ref.loss[-1] < 1e-13 * ref.loss[0]  # (converged: L(300) ≈ 1.6e-14)
+    ends = gf.simulate(net, X, y, saveat=[0.0, 300.0], **kw)
+    dense = gf.simulate(net, X, y, saveat=np.linspace(0.0, 300.0, 301), **kw)
+    assert ends.ok and dense.ok
+    assert abs(ends.loss[-1] / ref.loss[-1] - 1) < 10 * rtol
+    assert abs(dense.loss[-1] / ref.loss[-1] - 1) < 10 * rtol
+    assert np.all(np.diff(dense.loss) <= 0.0)  # (unguarded dopri5: the saved loss rose 33 times)
 
 
 def test_dop853_power_iteration_finds_the_stiff_eigenvalue(stiff_linear_problem):
