@@ -620,6 +620,29 @@ def test_fixed_step_flow_whose_loss_rises_warns_and_says_so_in_the_message():
 
 @bounded
 @pytest.mark.parametrize("batch", [False, True])
+def test_adaptive_flow_whose_loss_rises_warns_and_says_so_in_the_message(batch):
+    # regression: scipy's RK45 at rtol 1e-3 on Experiment 1 (m = 256, t1 = 300) let the converged loss rise 27 times,
+    # by up to 900×, and reported a plain success; a gradient flow's loss never increases
+    X, y = gf.data.random_labels(n=20, d=20, seed=0)
+    kw = dict(t1=300.0, method="RK45", rtol=1e-3)
+    with pytest.warns(gf.GFlowWarning, match=r"the loss rose from .* but a gradient flow's loss never increases: "
+                      r"method='RK45' at rtol=0.001 does not follow the flow there.*use method='dop853'"):
+        if batch:  # (the seeds whose loss rose)
+            sol = [s for s in gf.simulate_batch(gf.networks(range(2), d=20, width=256), X, y, **kw)
+                   if "loss_rise" in s.stats][0]
+        else:
+            sol = gf.simulate(gf.Network(d=20, width=256, seed=0), X, y, **kw)
+    assert sol.status == "success" and "; warning: the loss rose" in sol.message
+    t0, L0, t, L = sol.stats["loss_rise"]
+    assert t0 < t and L > L0 and np.any(np.diff(sol.loss) > 0)
+    with warnings.catch_warnings():  # gflow's dop853 at the same tolerance: its loss decreases, no warning
+        warnings.simplefilter("error")
+        ok = gf.simulate(gf.Network(d=20, width=256, seed=0), X, y, t1=300.0, method="dop853", rtol=1e-3)
+    assert ok.ok and "loss_rise" not in ok.stats and np.all(np.diff(ok.loss) <= 0.0)
+
+
+@bounded
+@pytest.mark.parametrize("batch", [False, True])
 def test_fixed_step_past_the_stability_limit_that_freezes_warns(batch):
     # regression (a bad-input audit): ĉ = 1e4 saturates tanh; midpoint at step 1 (1e8× its limit 2/λ_max(M₀)) froze
     # with σ′ ≈ 0 at a constant loss — no rise for the guard to see — and ended "success" without a word
@@ -818,12 +841,14 @@ def test_a_rounding_level_wobble_at_the_ntk_equilibrium_is_not_a_loss_rise(monke
         warnings.simplefilter("error")
         sols = gf.simulate_batch(nets, X, np.zeros(10), t1=5.0)
         assert all(s.ok and "warning" not in s.message and "loss_rise" not in s.stats for s in sols)
-        # an adaptive batch's rise (forced here) is no fixed step's to warn of: it read "warning: None"
-        from gflow.solve import _record
+    # an adaptive batch's rise (forced here: no rounding allowance) is worded as one (it read "warning: None")
+    from gflow.solve import _record
 
-        monkeypatch.setattr(_record.Recorder, "_rounding", lambda self, loss, s: 0.0)
+    monkeypatch.setattr(_record.Recorder, "_rounding", lambda self, loss, s: 0.0)
+    with pytest.warns(gf.GFlowWarning, match="does not follow the flow there"):
         sols = gf.simulate_batch(nets, X, np.zeros(10), t1=5.0)
-    assert all(s.ok and "warning" not in s.message and "loss_rise" not in s.stats for s in sols)
+    assert all(s.ok and "None" not in s.message for s in sols)
+    assert all("loss_rise" in s.stats for s in sols if "warning: the loss rose" in s.message)
 
 
 @pytest.mark.parametrize("dtype, c_hat", [("float64", 1e100), ("float32", 1e15)])

@@ -561,13 +561,15 @@ def simulate(
             **({"auto": auto_reason} if auto_reason is not None else {}),
         },
     }
-    rise = None
+    rise, noted = None, None
     if fixed and method not in SLIDING_METHODS and status != "diverged":  # (sliding warns up front past its limit)
         noted = recorder.fixed_step_warning(status == "success")
-        if noted is not None:
-            rise = noted[0]
-            message = f"{message}; warning: {rise}"
-            stats.update(noted[1])
+    elif not fixed and net.activation.smooth:
+        noted = recorder.adaptive_rise_warning(method, rtol)
+    if noted is not None:
+        rise = noted[0]
+        message = f"{message}; warning: {rise}"
+        stats.update(noted[1])
     sol = _make_solution(recorder, problem, status, message, stats, config)
     raise_if_interrupted(monitor, status, sol, "gf.simulate")
     if warn and status != "success":
