@@ -383,9 +383,13 @@ class Solution:
             phase = f"{st['explicit_method']} in {st.get('explicit_space', 'feature')} space"
             sw = st.get("switch_time")
             if sw is not None:
-                back = st.get("give_back_time")
-                lines.append(f"  {phase} to t = {sw:.6g}, then exprk4 in feature space" + (
-                    "" if back is None else f" to t = {back:.6g}, then {st['explicit_method']} again (feature space)"))
+                times = st.get("phase_times") or [sw] + ([] if st.get("give_back_time") is None
+                                                         else [st["give_back_time"]])
+                text = f"  {phase} to t = {times[0]:.6g}, then exprk4 in feature space"
+                for i, t in enumerate(times[1:]):
+                    text += (f" to t = {t:.6g}, then {st['explicit_method']} again (feature space)" if i % 2 == 0
+                             else f" to t = {t:.6g}, then exprk4 again")
+                lines.append(text)
             else:  # (a run that stopped early never reached t1: "to t1" said it had)
                 lines.append(f"  {phase} to t1 (no hand-over)" if self.ok else
                              f"  {phase} until it stopped at t = {float(self.t[-1]):.6g} (no hand-over)")

@@ -229,7 +229,7 @@ class _NonFinite(Exception):
 
 
 class _GiveBack(Exception):
-    """exprk4's steps after the hand-over of a switching method fell below the explicit steps it replaced: hand the
+    """exprk4's steps after the hand-over of a switching method collapsed below the explicit steps it replaced: hand the
     run back (at ``p``, next output index ``k``) to the explicit method, which then finishes it."""
 
     def __init__(self, p, k: int, reason: str):
@@ -584,17 +584,27 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
         if step is not None:
             _run_fixed(flow, p, grid, step, recorder, monitor, extra)
         elif method in SWITCHING_METHODS:
-            try:
-                _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0, lin=lin0,
-                              give_back=handover_step)
-            except _GiveBack as back:
-                extra.update(give_back_time=back.p.t, give_back_reason=back.reason)
-                n0 = monitor.n_f_evals
+            extra["phase_times"] = [p.t]  # where the run changed method: explicit → exprk4 → explicit → …
+            while True:
                 try:
-                    _finish_explicitly(flow, back.p, back.k, grid, method.split("+")[0], rtol, atol, recorder,
-                                       monitor)
-                finally:  # (also where the finish stops early: its evaluations were made)
-                    explicit_flops += (monitor.n_f_evals - n0) * flow.g_flops
+                    _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0, lin=lin0,
+                                  give_back=handover_step)
+                    break
+                except _GiveBack as back:
+                    if extra.get("give_back_time") is None:  # (the first give-back)
+                        extra.update(give_back_time=back.p.t, give_back_reason=back.reason)
+                    extra["phase_times"].append(back.p.t)
+                    n0 = monitor.n_f_evals
+                    try:
+                        handover = _finish_explicitly(flow, back.p, back.k, grid, method.split("+")[0], rtol, atol,
+                                                      recorder, monitor, len(extra["phase_times"]) // 2)
+                    finally:  # (also where the finish stops early: its evaluations were made)
+                        explicit_flops += (monitor.n_f_evals - n0) * flow.g_flops
+                    if handover is None:  # the explicit method reached t1
+                        break
+                    p, lin0, k0, h0, handover_step = handover
+                    extra["phase_times"].append(p.t)
+                    extra["n_linearizations"] += 1  # the trial's, which exprk4's first step re-uses
         else:
             _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor, extra, k=k0, h=h0, lin=lin0)
     finally:
@@ -740,19 +750,41 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     return (p, lin, eng.k, h0, hook.explicit_step), explicit_flops
 
 
-def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol, atol, recorder, monitor) -> None:
-    """Run the native ``explicit`` method in feature space from ``p`` (next output index ``k``) to t1, without a
-    further hand-over (:class:`_GiveBack`)."""
+def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol, atol, recorder, monitor,
+                       give_backs: int):
+    """Run the native ``explicit`` method in feature space from ``p`` (next output index ``k``) after the
+    ``give_backs``-th give-back (:class:`_GiveBack`), handing over to exprk4 again where a trial shows it pays
+    (:class:`_Handover`, its first trial after 16·2^give_backs steps, so that a run cannot bounce between the two
+    methods); after :data:`_MAX_GIVE_BACKS` give-backs it runs to t1.  Returns (start point, its linearization,
+    next output index, first exprk4 step, the explicit step) for the next hand-over, or None where it reached t1.
+
+    Why not final: exprk4's steps can dip where the features move again late in a long run (Exp 1 n = 80, rtol
+    1e-6: from ≈ 70 to 2 at t = 28 000 of 50 000) and grow again after it; a final give-back left the explicit
+    method at its stability limit to t1 (27 900 evaluations against 4 000)."""
     from . import rk
 
     field = flow.field
     atol_v = field.atol_vector(atol) if flow.observed else atol
-    eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=recorder, monitor=monitor)
+    hook = None
+    if give_backs < _MAX_GIVE_BACKS:
+        hook = _Handover(flow, rtol, atol, rk.SCHEMES[explicit].stages, monitor)
+        hook.next_trial = _HANDOVER_FIRST * 2 ** give_backs
+    eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=recorder, monitor=monitor, until=hook)
     state = flow.join(p.H, p.A, p.q).reshape(-1)
-    # (the engine's own resume: h = NaN picks a first step there, as at t = 0)
-    eng.run({"method": eng.scheme.name, "t": float(p.t), "k": int(k), "i": 0, "h": math.nan, "err_old": 1e-4,
-             "rejected": False, "rho": (0.0, 0.0), "rho_v": None, "rho_t": math.nan, "y": state,
-             "f0": torch.zeros_like(state)})
+    factor = monitor.stall_factor
+    if hook is not None:
+        monitor.stall_factor = 40.0  # (a hand-over may end the phase: as in _explicit_phase)
+    try:
+        # (the engine's own resume: h = NaN picks a first step there, as at t = 0)
+        eng.run({"method": eng.scheme.name, "t": float(p.t), "k": int(k), "i": 0, "h": math.nan, "err_old": 1e-4,
+                 "rejected": False, "rho": (0.0, 0.0), "rho_v": None, "rho_t": math.nan, "y": state,
+                 "f0": torch.zeros_like(state)})
+    finally:
+        monitor.stall_factor = factor
+    if hook is None or hook.start is None:
+        return None
+    p, lin, h0 = hook.start
+    return p, lin, eng.k, h0, hook.explicit_step
 
 
 def resolve_space(space: str) -> str:
@@ -811,11 +843,17 @@ def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> flo
 # treats exactly, do not inflate it.  It overestimates the O(τ⁵) local error of u_{n+1} (local extrapolation,
 # as in Dormand–Prince): the error control is conservative.
 _EST_ORDER = 4  # e = O(τ⁴)
-# A switching method hands the run back to its explicit method where exprk4's steps fall below the explicit steps
+# A switching method hands the run back to its explicit method where exprk4's steps collapse below the explicit steps
 # they replaced (an exprk4 step costs about two explicit steps): on an Experiment-1-like net with inputs of norm
 # ~75 (tanh, n = 15, d = 7, m = 16, rtol 1e-10) exprk4's steps collapsed from 0.5 to 1e-3 after the hand-over
-# and the run stopped "stalled" at t = 210 of 700, which dop853 alone reaches (an audit).
+# and the run stopped "stalled" at t = 210 of 700, which dop853 alone reaches (an audit).  Only a collapse, to
+# below a quarter of the explicit step: exprk4's steps grow as the flow slows — giving back at exactly the explicit
+# step (0.98× it, at t = 166 of 50 000, Exp 1 n = 80, rtol 1e-4, once the explicit steps were stability-guarded)
+# left the explicit method to run to t1 in 59 000 evaluations against 1 570.  The explicit method may hand over
+# again (:func:`_finish_explicitly`).
 _GIVE_BACK_STEPS = 4
+_GIVE_BACK_FRACTION = 0.25
+_MAX_GIVE_BACKS = 6  # then the explicit method finishes the run
 _PI_BETA1, _PI_BETA2 = 0.7 / _EST_ORDER, 0.4 / _EST_ORDER  # Gustafsson's PI controller
 # Re-use the previous step's linearization L = J₁ (B = cσ′(H), the eigenpairs of K) while
 # τ·max|λ(K)|·‖B(u_n) − B_L‖/‖B_L‖ ≤ _RELIN_TOL: the missing part of J₁ then acts as a non-stiff term of size
@@ -883,8 +921,8 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
                   lin: _Linearization | None = None, dense: bool = True, give_back: float | None = None):
     """From p (at p.t) to grid[-1]; k: the next grid index to record; h: the first step (default: a guess); lin: a
     linearization taken at p (default: built at the first step).  ``give_back``: the explicit method's step at the
-    hand-over of a switching method; :class:`_GiveBack` is raised where exprk4's steps fall below it (the last
-    :data:`_GIVE_BACK_STEPS` accepted ones, on average) or a rejected step below a tenth of it."""
+    hand-over of a switching method; :class:`_GiveBack` is raised where exprk4's steps fall below a quarter of it
+    (the last :data:`_GIVE_BACK_STEPS` accepted ones, on average) or a rejected step below a tenth of it."""
     t1 = float(grid[-1])
     recent: list[float] = []
     h = _initial_step(flow, p, rtol, atol, t1 - p.t) if h is None else min(h, t1 - p.t)
@@ -936,10 +974,10 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
             monitor.on_step(t_old, t_new - t_old, True)
             if give_back is not None and not last:
                 recent = (recent + [tau])[-_GIVE_BACK_STEPS:]
-                if len(recent) == _GIVE_BACK_STEPS and sum(recent) / len(recent) < give_back:
+                if len(recent) == _GIVE_BACK_STEPS and sum(recent) / len(recent) < _GIVE_BACK_FRACTION * give_back:
                     raise _GiveBack(p, k, f"exprk4's last {_GIVE_BACK_STEPS} steps averaged "
-                                          f"{sum(recent) / len(recent):.3g}, below the explicit step {give_back:.3g} "
-                                          "they replaced")
+                                          f"{sum(recent) / len(recent):.3g}, below a quarter of the explicit step "
+                                          f"{give_back:.3g} they replaced")
             e = max(err, 1e-10)
             fac = min(_FAC_MAX, max(_FAC_MIN, _SAFETY * e ** (-_PI_BETA1) * err_prev ** _PI_BETA2))
             err_prev = max(err, 1e-4)
