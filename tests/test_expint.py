@@ -488,7 +488,7 @@ def test_switching_hands_over_once_the_flow_is_stiff_and_keeps_the_accuracy(meth
     assert 1.0 < sol.stats["switch_time"] < 400.0 and sol.stats["handover_trials"] >= 1
     assert sol.stats["explicit_method"] == method.split("+")[0]
     _follows_the_reference_across_the_switches(sol, ref, ts, rtol)
-    assert "give_back_time" not in sol.stats  # (exprk4 kept the run: its steps stayed above the explicit ones)
+    assert "give_back_time" not in sol.stats  # (exprk4 kept the run: its steps never collapsed)
     alone = gf.simulate(net, X, y, method=method.split("+")[0], **kw)
     assert sol.stats["n_f_evals"] < 0.8 * alone.stats["n_f_evals"], (sol.stats["n_f_evals"], alone.stats["n_f_evals"])
 
@@ -534,6 +534,26 @@ def test_switching_hands_the_run_back_to_the_explicit_method_where_exprk4_steps_
     sol = gf.simulate(net, 28 * X, y, t1=250.0, rtol=1e-10, atol=1e-12, saveat=[0.0, 250.0], integrals=False)
     assert sol.ok and sol.config["solver"]["method"] == "dop853+exprk4"
     assert 50.0 < sol.stats["switch_time"] < sol.stats["give_back_time"] < 240.0
+
+
+def test_a_run_that_keeps_giving_back_is_finished_by_the_explicit_method_after_the_cap(monkeypatch):
+    """Forced: every hand-over gives back after 4 exprk4 steps.  The explicit method hands over again (each
+    trial counted in handover_trials, each phase in phase_times), until _MAX_GIVE_BACKS give-backs; then it
+    finishes the run, whose loss stays right."""
+    from gflow.solve import expint
+
+    monkeypatch.setattr(expint, "_GIVE_BACK_FRACTION", 1e12)
+    monkeypatch.setattr(expint, "_MAX_GIVE_BACKS", 2)
+    X, y = gf.data.random_labels(n=12, d=10, seed=1)
+    net = gf.Network(d=10, width=48, activation="tanh", seed=1)
+    kw = dict(t1=5000.0, saveat=[0.0, 5000.0], rtol=1e-6, atol=1e-12, integrals=False)
+    sol = gf.simulate(net, X, y, method="dop853+exprk4", **kw)
+    times = sol.stats["phase_times"]
+    assert sol.ok and len(times) == 4 and times == sorted(times) and times[-1] < 4000.0
+    assert sol.stats["handover_trials"] >= 2 and sol.summary().endswith("then dop853 again (feature space)")
+    ref = gf.simulate(net, X, y, method="dop853", **{**kw, "rtol": 1e-10, "atol": 1e-16})
+    assert ref.loss[-1] < 1e-25 and sol.loss[-1] < 1e-25  # (converged to the rounding floor, as the reference)
+    assert np.abs(sol.H[-1] - ref.H[-1]).max() < 1e-6 * np.abs(ref.H[-1]).max()
 
 
 def test_switching_hands_over_as_early_with_many_output_times_as_with_two():

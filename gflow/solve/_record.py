@@ -329,14 +329,18 @@ class Recorder:
         increases, so a rise is the solver's error showing: scipy's RK45 at rtol = 1e-3 on Experiment 1 (m = 256,
         t1 = 300) let the converged loss rise 27 times, by up to 900×, torchdiffeq's dopri5 at rtol = 1e-6 by 61 %
         (gflow's own dop853/dopri5 keep their steps inside the stability region and did not rise there).  For
-        smooth σ only (a Filippov flow at a kink is not a gradient flow of L)."""
+        smooth σ only (a Filippov flow at a kink is not a gradient flow of L; a custom activation with a kink
+        should say ``smooth=False``)."""
         if self.loss_rise is None:
             return None
-        advice = "method='dop853' (gflow's, whose steps stay inside the stability region)" if method != "dop853" \
-            else "a switching method for long horizons (method='dop853+exprk4')"
+        tighten = f"tighten rtol and atol (e.g. rtol={rtol * 1e-2:.0e})"
+        if method in ("dop853", "dopri5") or "exprk4" in method:  # gflow's own, stability-guarded methods
+            advice = tighten + (" (dop853 is the more accurate per evaluation)" if method == "dopri5" else "")
+        else:  # a peer's (scipy, torchdiffeq): its steps are not kept inside the stability region
+            advice = f"{tighten}, or use method='dop853' (gflow's, whose steps stay inside the stability region)"
         text = (f"{self.rise_text()}, but a gradient flow's loss never increases: method={method!r} at rtol={rtol:g} "
-                "does not follow the flow there (its error exceeds the loss's change between the saved times); "
-                f"tighten rtol and atol (e.g. rtol={rtol * 1e-2:.0e}), or use {advice}")
+                f"does not follow the flow there (its error exceeds the loss's change between the saved times); "
+                f"{advice}")
         return text, {"loss_rise": list(self.loss_rise)}
 
     def rise_message(self) -> str | None:

@@ -594,12 +594,15 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
                     if extra.get("give_back_time") is None:  # (the first give-back)
                         extra.update(give_back_time=back.p.t, give_back_reason=back.reason)
                     extra["phase_times"].append(back.p.t)
-                    n0 = monitor.n_f_evals
+                    n0, trials = monitor.n_f_evals, []
                     try:
                         handover = _finish_explicitly(flow, back.p, back.k, grid, method.split("+")[0], rtol, atol,
-                                                      recorder, monitor, len(extra["phase_times"]) // 2)
+                                                      recorder, monitor, len(extra["phase_times"]) // 2, trials)
                     finally:  # (also where the finish stops early: its evaluations were made)
-                        explicit_flops += (monitor.n_f_evals - n0) * flow.g_flops
+                        if trials:
+                            extra["handover_trials"] += trials[0].trials
+                        trial_evals = trials[0].trial_evals if trials else 0
+                        explicit_flops += (monitor.n_f_evals - n0 - trial_evals) * flow.g_flops
                     if handover is None:  # the explicit method reached t1
                         break
                     p, lin0, k0, h0, handover_step = handover
@@ -637,6 +640,7 @@ class _Handover:
         self.to_feature = to_feature  # the explicit engine's state → the feature-space state (None: it is one)
         self.factor = _HANDOVER_EVALS / evals_per_step
         self.accepted, self.next_trial, self.trials = 0, _HANDOVER_FIRST, 0
+        self.trial_evals = 0  # the trials' evaluations (counted by the monitor, their flops by the flow)
         self.start = None  # (p, lin, first exprk4 step) of the trial that passed: exprk4 starts from them
         self.explicit_step = math.nan  # the explicit method's step at the hand-over
         self.t_prev = 0.0
@@ -647,10 +651,10 @@ class _Handover:
         if self.accepted < self.next_trial:
             return False
         self.next_trial = self.accepted + max(_HANDOVER_FIRST, self.accepted // 4)
-        # the explicit step: the one taken, where the proposal is larger — DOP853 shortens steps that hold an
-        # output time to h·ρ ≤ 5 (its dense output's stability), and the controller then proposes steps past the
-        # stability limit that the next output shortens again; trials at factor × those proposals failed for long
-        # (Exp 1 n = 40 to t = 2000 with the default 239 output times: hand-over at t = 822 instead of 441)
+        # the explicit step: the one taken, where the proposal is larger — the engine shortens steps to h·ρ ≤ 5
+        # (3 for dopri5: the stability guard), and the controller then proposes steps past the stability limit
+        # that the guard shortens again; trials at factor × those proposals failed for long (Exp 1 n = 40 to
+        # t = 2000 with the default 239 output times: hand-over at t = 822 instead of 441)
         tau = min(self.factor * min(eng.h, taken), eng.t1 - eng.t)
         if not tau > 0:
             return False
@@ -658,12 +662,15 @@ class _Handover:
         y = eng.y.view(eng.shape)
         H, A, q = flow.split(y if self.to_feature is None else self.to_feature(y))
         self.trials += 1
+        n0 = self.monitor.n_f_evals
         try:
             p = flow.evaluate(eng.t, H, A, q, self.monitor)
             lin = _Linearization(flow, p.H, p.B)
             _, err = _attempt(flow, lin, p, tau, self.rtol, self.atol, self.monitor)
         except _NonFinite:
             return False
+        finally:  # (their flops are in flow.flops: not the explicit phase's)
+            self.trial_evals += self.monitor.n_f_evals - n0
         if err <= _HANDOVER_ERR:
             lin.t0 = p.t
             self.explicit_step = min(eng.h, taken)
@@ -741,7 +748,8 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
         if weight is not None and monitor.partial is not None:  # the partial trajectory in the caller's layout
             t_p, y_p = monitor.partial
             monitor.partial = (t_p, weight.to_feature(y_p.view(eng.shape)))
-    explicit_flops = (monitor.n_f_evals - n0) * (flow.g_flops if weight is None else weight.base.flops_per_eval())
+    explicit_flops = (monitor.n_f_evals - n0 - hook.trial_evals) * (
+        flow.g_flops if weight is None else weight.base.flops_per_eval())
     if hook.start is None:  # the explicit method reached t1
         return None, explicit_flops
     p, lin, h0 = hook.start
@@ -751,12 +759,13 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
 
 
 def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol, atol, recorder, monitor,
-                       give_backs: int):
+                       give_backs: int, hooks: list):
     """Run the native ``explicit`` method in feature space from ``p`` (next output index ``k``) after the
     ``give_backs``-th give-back (:class:`_GiveBack`), handing over to exprk4 again where a trial shows it pays
     (:class:`_Handover`, its first trial after 16·2^give_backs steps, so that a run cannot bounce between the two
     methods); after :data:`_MAX_GIVE_BACKS` give-backs it runs to t1.  Returns (start point, its linearization,
-    next output index, first exprk4 step, the explicit step) for the next hand-over, or None where it reached t1.
+    next output index, first exprk4 step, the explicit step) for the next hand-over, or None where it reached t1;
+    its :class:`_Handover` hook, if any, is appended to ``hooks`` (its trials, counted also if the phase fails).
 
     Why not final: exprk4's steps can dip where the features move again late in a long run (Exp 1 n = 80, rtol
     1e-6: from ≈ 70 to 2 at t = 28 000 of 50 000) and grow again after it; a final give-back left the explicit
@@ -769,6 +778,7 @@ def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol
     if give_backs < _MAX_GIVE_BACKS:
         hook = _Handover(flow, rtol, atol, rk.SCHEMES[explicit].stages, monitor)
         hook.next_trial = _HANDOVER_FIRST * 2 ** give_backs
+        hooks.append(hook)
     eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=recorder, monitor=monitor, until=hook)
     state = flow.join(p.H, p.A, p.q).reshape(-1)
     factor = monitor.stall_factor
@@ -1050,7 +1060,7 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
     (:func:`explicit_method`: ``"dop853"``, or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3) for the flow of ``problem`` to t1.
 
     The flow is stiff where the residual has converged: ṙ ≈ −M r (E3) decays at rates λ(M) up to λ_max, and an
-    explicit method then steps at its stability limit h ≲ 6/λ_max(M) whatever the tolerance, while exprk4
+    explicit method then steps at its stability limit h ≲ 5/λ_max(M) whatever the tolerance, while exprk4
     treats those modes exactly (its step is set by the slow feature motion).  So the switching method is chosen
     when t1·λ_max(M₀) ≥ :data:`AUTO_MIN_STIFFNESS` (M₀ = M at t = 0, E3), n ≤ :data:`AUTO_MAX_N` and
     rtol > 1e-11 (at rtol ≤ 1e-11 exprk4's order 4 costs more steps than DOP853's order 8 while the flow is still
@@ -1110,4 +1120,4 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
                           f"while the features move ({numbers}); {why}")
     return f"{explicit}+exprk4", (
         f"the flow is stiff over the horizon ({numbers}): explicit methods would run at their stability limit "
-        f"≈ 6/λ_max(M); {explicit} while the features move, exprk4 from where a trial step shows it pays")
+        f"≈ 5/λ_max(M); {explicit} while the features move, exprk4 from where a trial step shows it pays")

@@ -330,7 +330,8 @@ def simulate(
             ``"dop853+exprk4"`` / ``"dopri5+exprk4"`` run the explicit method while the features move and hand
             over to exprk4 where a trial step shows it pays (``sol.stats["switch_time"]``), and back to the
             explicit method where exprk4's steps collapse below a quarter of the explicit ones they replaced
-            (``sol.stats["give_back_time"]``): what ``"auto"`` runs on long, stiff horizons.
+            (``sol.stats["give_back_time"]``; it may hand over again, ``sol.stats["phase_times"]``): what
+            ``"auto"`` runs on long, stiff horizons.
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
             relative while it is far above atol·n).
         step: the step of fixed-step methods; required for them and rejected for adaptive ones.  A flow's loss
