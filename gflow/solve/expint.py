@@ -229,8 +229,8 @@ class _NonFinite(Exception):
 
 
 class _GiveBack(Exception):
-    """exprk4's steps after the hand-over of a switching method collapsed below the explicit steps it replaced: hand the
-    run back (at ``p``, next output index ``k``) to the explicit method, which then finishes it."""
+    """exprk4's steps after the hand-over of a switching method collapsed below the explicit steps they replaced:
+    hand the run back (at ``p``, next output index ``k``) to the explicit method (:func:`_finish_explicitly`)."""
 
     def __init__(self, p, k: int, reason: str):
         super().__init__(reason)
