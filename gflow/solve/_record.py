@@ -323,6 +323,14 @@ class Recorder:
         text = self.unstable_step_message() if reached_t1 else None
         return None if text is None else (text, {"unstable_step": True})
 
+    def rise_warning(self, method: str, rtol: float, smooth: bool, reached_t1: bool) -> tuple[str, dict] | None:
+        """The warning of a flow solve and the stats that record it, or None: a fixed-step solve's
+        (:meth:`fixed_step_warning`), an adaptive one's where σ is smooth (:meth:`adaptive_rise_warning`); for
+        simulate and simulate_batch alike."""
+        if self.fixed_step is not None:
+            return self.fixed_step_warning(reached_t1)
+        return self.adaptive_rise_warning(method, rtol) if smooth else None
+
     def adaptive_rise_warning(self, method: str, rtol: float) -> tuple[str, dict] | None:
         """An adaptive flow solve's first rise of the saved loss beyond rounding, worded for a warning, and the stats
         that record it (``{"loss_rise": ...}``); None where the saved loss never rose.  A gradient flow's loss never

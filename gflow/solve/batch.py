@@ -410,13 +410,8 @@ def simulate_batch(
     messages = [message] * S
     # a solve whose saved loss rose (fixed-step, or adaptive with smooth σ): recorded per seed, one warning
     smooth = nets[0].activation.smooth
-
-    def rise_of(rec):
-        if not adaptive:
-            return rec.fixed_step_warning(status == "success")
-        return rec.adaptive_rise_warning(method, rtol) if smooth else None
-
-    rises = _note_rises(recorders, [status != "diverged"] * S, rise_of, messages, stats)
+    rises = _note_rises(recorders, [status != "diverged"] * S,
+                        lambda rec: rec.rise_warning(method, rtol, smooth, status == "success"), messages, stats)
     sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
     raise_if_interrupted(monitor, status, sols, "gf.simulate_batch")
     if warn and status != "success":

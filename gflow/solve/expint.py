@@ -594,14 +594,15 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
                     if extra.get("give_back_time") is None:  # (the first give-back)
                         extra.update(give_back_time=back.p.t, give_back_reason=back.reason)
                     extra["phase_times"].append(back.p.t)
-                    n0, trials = monitor.n_f_evals, []
+                    hook = _handover_again(flow, method.split("+")[0], rtol, atol, monitor,
+                                           len(extra["phase_times"]) // 2)
+                    n0 = monitor.n_f_evals
                     try:
                         handover = _finish_explicitly(flow, back.p, back.k, grid, method.split("+")[0], rtol, atol,
-                                                      recorder, monitor, len(extra["phase_times"]) // 2, trials)
+                                                      recorder, monitor, hook)
                     finally:  # (also where the finish stops early: its evaluations were made)
-                        if trials:
-                            extra["handover_trials"] += trials[0].trials
-                        trial_evals = trials[0].trial_evals if trials else 0
+                        trial_evals = 0 if hook is None else hook.trial_evals
+                        extra["handover_trials"] += 0 if hook is None else hook.trials
                         explicit_flops += (monitor.n_f_evals - n0 - trial_evals) * flow.g_flops
                     if handover is None:  # the explicit method reached t1
                         break
@@ -758,14 +759,25 @@ def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, moni
     return (p, lin, eng.k, h0, hook.explicit_step), explicit_flops
 
 
+def _handover_again(flow: _Flow, explicit: str, rtol, atol, monitor, give_backs: int) -> _Handover | None:
+    """The hand-over hook of the explicit phase after the ``give_backs``-th give-back: its first trial after
+    16·2^give_backs steps, so that a run cannot bounce between the two methods; None after :data:`_MAX_GIVE_BACKS`
+    give-backs (the explicit method then finishes the run)."""
+    from . import rk
+
+    if give_backs >= _MAX_GIVE_BACKS:
+        return None
+    hook = _Handover(flow, rtol, atol, rk.SCHEMES[explicit].stages, monitor)
+    hook.next_trial = _HANDOVER_FIRST * 2 ** give_backs
+    return hook
+
+
 def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol, atol, recorder, monitor,
-                       give_backs: int, hooks: list):
-    """Run the native ``explicit`` method in feature space from ``p`` (next output index ``k``) after the
-    ``give_backs``-th give-back (:class:`_GiveBack`), handing over to exprk4 again where a trial shows it pays
-    (:class:`_Handover`, its first trial after 16·2^give_backs steps, so that a run cannot bounce between the two
-    methods); after :data:`_MAX_GIVE_BACKS` give-backs it runs to t1.  Returns (start point, its linearization,
-    next output index, first exprk4 step, the explicit step) for the next hand-over, or None where it reached t1;
-    its :class:`_Handover` hook, if any, is appended to ``hooks`` (its trials, counted also if the phase fails).
+                       hook: _Handover | None):
+    """Run the native ``explicit`` method in feature space from ``p`` (next output index ``k``) after a give-back
+    (:class:`_GiveBack`), handing over to exprk4 again where ``hook`` (:func:`_handover_again`) shows it pays, else
+    to t1.  Returns (start point, its linearization, next output index, first exprk4 step, the explicit step) for
+    the next hand-over, or None where it reached t1.
 
     Why not final: exprk4's steps can dip where the features move again late in a long run (Exp 1 n = 80, rtol
     1e-6: from ≈ 70 to 2 at t = 28 000 of 50 000) and grow again after it; a final give-back left the explicit
@@ -774,11 +786,6 @@ def _finish_explicitly(flow: _Flow, p: _Point, k: int, grid, explicit: str, rtol
 
     field = flow.field
     atol_v = field.atol_vector(atol) if flow.observed else atol
-    hook = None
-    if give_backs < _MAX_GIVE_BACKS:
-        hook = _Handover(flow, rtol, atol, rk.SCHEMES[explicit].stages, monitor)
-        hook.next_trial = _HANDOVER_FIRST * 2 ** give_backs
-        hooks.append(hook)
     eng = rk.Engine(field, grid, explicit, rtol=rtol, atol=atol_v, recorder=recorder, monitor=monitor, until=hook)
     state = flow.join(p.H, p.A, p.q).reshape(-1)
     factor = monitor.stall_factor

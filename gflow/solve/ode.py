@@ -475,7 +475,6 @@ def simulate(
                 "Use an explicit method (dopri5, DOP853) or a smaller problem"
             )
 
-    fixed = method in FIXED_STEP_METHODS
     check_recording_memory(len(grid), problem.n, problem.n_test, what="output times (saveat)",
                            advice="give fewer output times")
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
@@ -563,10 +562,8 @@ def simulate(
         },
     }
     rise, noted = None, None
-    if fixed and method not in SLIDING_METHODS and status != "diverged":  # (sliding warns up front past its limit)
-        noted = recorder.fixed_step_warning(status == "success")
-    elif not fixed and net.activation.smooth:
-        noted = recorder.adaptive_rise_warning(method, rtol)
+    if method not in SLIDING_METHODS and status != "diverged":  # (sliding warns up front past its limit)
+        noted = recorder.rise_warning(method, rtol, net.activation.smooth, status == "success")
     if noted is not None:
         rise = noted[0]
         message = f"{message}; warning: {rise}"
