@@ -159,6 +159,7 @@ def versions() -> dict:
     import torchdiffeq
 
     from . import __version__
+    from .model._native import status as native_status
     from .model.activations import float64_tanh_route
 
     return {
@@ -169,7 +170,8 @@ def versions() -> dict:
         "scipy": scipy.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "float64_tanh_route": float64_tanh_route(),  # how tanh σ/σ′ ran on this CPU (agree to 3.4e-16)
+        "float64_tanh_route": float64_tanh_route(),  # how tanh σ/σ′ ran on this CPU (the routes agree to ~4e-16)
+        "native_kernels": native_status(),  # gflow's compiled kernels: "on (path)" or "off (why)"
     }
 
 

@@ -7,6 +7,7 @@ References are EQUATIONS.md §1 (models), §2 (scalings), §3 (gradient (8)/(10)
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -29,6 +30,24 @@ def _act_id(spec) -> str:
 def _bounded(act: gf.Activation) -> bool:
     lo, hi = act.interval
     return math.isfinite(lo) and math.isfinite(hi)
+
+
+def _require_native():
+    """Skip where no C compiler is found (the kernels cannot be built: gflow takes torch's route there); fail where
+    one is found but the build fails."""
+    from gflow.model import _native
+
+    if _native._compiler() is None:
+        pytest.skip("no C compiler: gflow's native kernels cannot be built here")
+    assert _native.available(), _native.status()
+
+
+def _fused_tanh(net) -> bool:
+    """Whether the fields' σ/r/σ′/P pass runs through the native kernel for ``net``."""
+    from gflow.model.activations import float64_tanh_route
+
+    return (net.activation.name == "tanh" and net.dtype == torch.float64 and net.device.type == "cpu"
+            and float64_tanh_route() == "native")
 
 
 def _points_away_from_kink(seed: int, n: int = 400, lo: float = -4.0, hi: float = 4.0) -> torch.Tensor:
@@ -567,6 +586,8 @@ def test_field_scratch_buffers_reused_across_calls_give_the_results_of_a_fresh_f
     assert math.isfinite(float(parts_lean.probe)) and parts.probe is parts.dL
     if space == "weight":  # L̇ = −‖Ẇ‖²/ℓ is the witness itself there
         torch.testing.assert_close(parts_lean.dL, parts.dL, rtol=0, atol=0)
+    elif _fused_tanh(net):  # Σ r after the fused tanh kernel (P = c σ′ r is finite iff r is)
+        assert parts_lean.dL is None and float(parts_lean.probe) == float(parts_lean.r.sum())
     else:  # Σ Ḣ
         assert parts_lean.dL is None and float(parts_lean.probe) == float(out_lean[0].sum())
 
@@ -600,12 +621,14 @@ def test_the_finiteness_witness_sees_a_non_finite_entry_anywhere_in_the_derivati
             assert not math.isfinite(float(parts.probe)), (space, keep, i, a)
 
 
-@pytest.mark.parametrize("route", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("route", ["tanh", "sigmoid", "native"])
 def test_in_place_tanh_is_accurate_to_a_few_ulps_over_its_whole_range_by_either_route(monkeypatch, route):
-    # the float64 CPU hot path computes tanh through the sigmoid where torch's float64 tanh is not vectorised
-    # (float64_tanh_route, decided once per process by timing): both routes must agree with torch.tanh
-    from gflow.model import activations
+    # the float64 CPU hot path computes tanh through gflow's kernel, or the sigmoid where torch's float64 tanh is not
+    # vectorised (float64_tanh_route): every route must agree with torch.tanh
+    from gflow.model import _native, activations
 
+    if route == "native":
+        _require_native()
     monkeypatch.setattr(activations, "float64_tanh_route", lambda: route)
     act = gf.get_activation("tanh")
     u = torch.linspace(-40.0, 40.0, 400_001, dtype=torch.float64)
@@ -619,8 +642,11 @@ def test_in_place_tanh_is_accurate_to_a_few_ulps_over_its_whole_range_by_either_
     s2, ds2 = torch.empty_like(u), torch.empty_like(u)
     assert torch.equal(act.sigma_then_dsigma_into(u, s2, None, lambda sig: ds2.copy_(sig)), ds)
     assert torch.equal(ds2, s)
-    if route == "sigmoid":
+    if route != "tanh":
         assert float((s - exact).abs().max()) > 0.0  # the route really ran (it rounds differently)
+    if route == "native":  # (and no other way: the kernel takes these dense tensors)
+        s3 = torch.empty_like(u)
+        assert _native.tanh_into(u, s3) and torch.equal(s3, s)
 
 
 def test_in_place_erf_derivative_is_accurate_over_its_range():
@@ -713,9 +739,14 @@ def test_the_float64_tanh_route_is_decided_once_and_recorded_in_the_provenance()
     from gflow.model.activations import float64_tanh_route
     from gflow.solution import versions
 
-    assert float64_tanh_route() in ("tanh", "sigmoid")
+    from gflow.model import _native
+
+    assert float64_tanh_route() in ("native", "tanh", "sigmoid")
     assert float64_tanh_route() is float64_tanh_route()  # cached: one decision per process
     assert versions()["float64_tanh_route"] == float64_tanh_route()
+    assert versions()["native_kernels"] == _native.status()
+    if "GFLOW_FLOAT64_TANH_ROUTE" not in os.environ:  # native wherever it builds
+        assert (float64_tanh_route() == "native") == _native.available()
 
 
 @pytest.mark.parametrize("space", ["feature", "weight"])

@@ -105,9 +105,9 @@ class ObservedField(AbstractField):
             return
         core = self.core(state)
         H, A = self.base.split(core)
-        ds, r = self.base._dsigma_and_r(H)
-        q = self._integrands(H, ds, r=r)  # before the update overwrites σ′ and H
-        self.base._gd_update_(H, A, ds, r, step)  # (a non-finite r or σ′ propagates into the state, as before)
+        Q, r, ds = self.base._Q_and_r(H, with_ds=True)
+        q = self._integrands(H, ds, r=r)  # before the update overwrites H
+        self.base._gd_update_(H, A, Q, r, step)  # (a non-finite r or σ′ propagates into the state, as before)
         self.integrals(state).add_(q, alpha=step)
 
     def _eta(self, H: torch.Tensor) -> torch.Tensor:

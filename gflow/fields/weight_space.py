@@ -48,7 +48,7 @@ class WeightSpaceField(AbstractField):
         col = self.column_major_products and self._col_fits and state.device.type == "cpu"
         H, P = self._scratch("H", (m, n), state, col), self._scratch("P", (m, n), state, col)  # valid until next call
         torch.mm(state, self._beta_PhiT, out=H)
-        ds, r = self._P_into(H, P)
+        ds, r, _ = self._P_into(H, P)
         if col:
             Wdot = self._scratch("Wdot", tuple(out.shape), out, True)
             torch.mm(P, self._minus_Phi, out=Wdot)

@@ -21,6 +21,7 @@ import torch
 
 from .._platform import cpuinfo
 from .._validate import check_flag, describe, is_real
+from . import _native
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -315,16 +316,37 @@ def _tanh_both(u):
     return s, 1.0 - s * s
 
 
+def _route(u) -> str:
+    """The tanh route for u: float64_tanh_route() for float64 CPU tensors, else "tanh"."""
+    return float64_tanh_route() if u.dtype == torch.float64 and u.device.type == "cpu" else "tanh"
+
+
 def _sigmoid_route(u) -> bool:
-    return u.dtype == torch.float64 and u.device.type == "cpu" and float64_tanh_route() == "sigmoid"
+    """Whether torch's part of the route for u is the sigmoid one (where the native kernel does not apply)."""
+    route = _route(u)
+    return route == "sigmoid" or (route == "native" and _torch_tanh_route() == "sigmoid")
 
 
 def _tanh_both_into(u, s, ds):
+    if _route(u) == "native" and _native.tanh_into(u, s, ds):
+        return
     (_tanh_both_into_sigmoid if _sigmoid_route(u) else _tanh_both_into_tanh)(u, s, ds)
 
 
 def _tanh_sigma_into(u, s):
+    if _route(u) == "native" and _native.tanh_into(u, s):
+        return
     (_tanh_via_sigmoid_into if _sigmoid_route(u) else torch.tanh)(u, out=s)
+
+
+def fused_P_into(act: Activation, H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tensor, y: torch.Tensor,
+                 alpha: float, ds: torch.Tensor | None = None, times_r: bool = True) -> bool:
+    """P = c σ′(H) r (or c σ′(H) without ``times_r``) and r = α σ(H)ᵀc − y in one fused pass, σ′ into ``ds`` when
+    given — where ``act`` is the built-in tanh on the native route and the tensors suit the kernel
+    (:func:`gflow.model._native.tanh_P_into`); False (nothing written) otherwise, and the caller takes torch's passes."""
+    if not (act.builtin and act.name == "tanh") or _route(H) != "native":
+        return False
+    return _native.tanh_P_into(H, P, r, c, y, alpha, ds, times_r)
 
 
 def _tanh_dsigma_from_sigma_(s):
@@ -363,13 +385,18 @@ _SIGMOID_ROUTE_MIN_RATIO = 1.5
 TANH_ROUTE_ENV = "GFLOW_FLOAT64_TANH_ROUTE"
 
 
+#: the values of :func:`float64_tanh_route`
+TANH_ROUTES = ("native", "tanh", "sigmoid")
+
+
 def set_float64_tanh_route(route: str) -> None:
     """Fix :func:`float64_tanh_route` to ``route`` in this process and the ones it starts (through
     :data:`TANH_ROUTE_ENV`): how gf.sweep's local workers take their parent's choice."""
-    if route not in ("tanh", "sigmoid"):
-        raise ValueError(f"the float64 tanh route must be 'tanh' or 'sigmoid', got {route!r}")
+    if route not in TANH_ROUTES:
+        raise ValueError(f"the float64 tanh route must be one of {TANH_ROUTES}, got {route!r}")
     os.environ[TANH_ROUTE_ENV] = route
     float64_tanh_route.cache_clear()
+    _torch_tanh_route.cache_clear()
 
 
 def _cpu_vendor() -> str | None:
@@ -387,7 +414,28 @@ _MKL_SLOW_VENDORS = ("AuthenticAMD", "HygonGenuine")
 
 @functools.lru_cache(maxsize=1)
 def float64_tanh_route() -> str:
-    """How σ/σ′ of tanh are computed in float64 on the CPU in this process: ``"tanh"`` (torch.tanh, then
+    """How σ/σ′ of tanh are computed in float64 on the CPU in this process: ``"native"`` (gflow's fused kernel,
+    :mod:`gflow.model._native`: σ, r = α σᵀc − y, σ′ and P = c σ′ r in one pass, its tanh within a few ulp
+    relatively; tensors it does not suit — not dense, or not column-major (m, n) for the fused P — take the torch
+    route below), ``"tanh"`` or ``"sigmoid"`` (torch's, :func:`_torch_tanh_route`).  ``"native"`` wherever the
+    kernel builds (a C compiler, once per machine); :data:`TANH_ROUTE_ENV` (one of :data:`TANH_ROUTES`) fixes
+    it instead, and ``"native"`` there raises where the kernel cannot be built.  Recorded in every solution's
+    provenance (:func:`gflow.solution.versions`), with :func:`gflow.model._native.status`.  The routes agree to
+    a few 1e-16 (absolutely: see :func:`_torch_tanh_route`)."""
+    fixed = os.environ.get(TANH_ROUTE_ENV)
+    if fixed is not None:
+        if fixed not in TANH_ROUTES:
+            raise ValueError(f"environment variable {TANH_ROUTE_ENV} must be one of {TANH_ROUTES}, got {fixed!r}")
+        if fixed == "native" and not _native.available():
+            raise RuntimeError(f"{TANH_ROUTE_ENV}=native, but gflow's native kernels are {_native.status()}; "
+                               "install a C compiler (or set CC), or choose 'tanh' or 'sigmoid'")
+        return fixed
+    return "native" if _native.available() else _torch_tanh_route()
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_tanh_route() -> str:
+    """torch's float64 tanh route on this CPU: ``"tanh"`` (torch.tanh, then
     1 − s²: two passes) or ``"sigmoid"`` (tanh = 2σ(2u) − 1: four passes, but 3–7× faster where float64 torch.tanh
     is not vectorised).  The two routes agree to 3.4e-16, so runs on one machine agree to that whichever it picks.
     That bound is absolute: near u = 0 the sigmoid route's 2σ(2u) − 1 cancels (tanh(1e-12) is 9e-5 off relatively,
@@ -400,12 +448,10 @@ def float64_tanh_route() -> str:
     Intel CPU on which torch dispatches AVX-512 kernels (MKL's vectorised tanh: 0.6–0.75× the sigmoid route's time
     on an Intel Xeon) — a timed choice flipped in processes started together (two submitit jobs picked
     ``"sigmoid"`` on an idle machine, and their results differed from the serial runs by 4e-16).  Elsewhere by
-    timing both on 32 768 points (about 1 ms).  The environment variable :data:`TANH_ROUTE_ENV` (``"tanh"`` or
-    ``"sigmoid"``) fixes it instead.  Recorded in every solution's provenance (:func:`gflow.solution.versions`)."""
+    timing both on 32 768 points (about 1 ms).  :data:`TANH_ROUTE_ENV` set to ``"tanh"`` or ``"sigmoid"`` fixes it
+    instead (under ``"native"`` it serves the tensors the kernel does not suit)."""
     fixed = os.environ.get(TANH_ROUTE_ENV)
-    if fixed is not None:
-        if fixed not in ("tanh", "sigmoid"):
-            raise ValueError(f"environment variable {TANH_ROUTE_ENV} must be 'tanh' or 'sigmoid', got {fixed!r}")
+    if fixed in ("tanh", "sigmoid"):
         return fixed
     vendor = _cpu_vendor()
     if vendor in _MKL_SLOW_VENDORS and torch.backends.mkl.is_available():  # (without MKL: SLEEF's tanh, timed)

@@ -1,0 +1,269 @@
+r"""Fused float64 kernels for tanh on the CPU, compiled on first use with the machine's C compiler.
+
+Why: on the CPU the elementwise work of one evaluation — σ = tanh(H), r = α σᵀc − y, σ′ = 1 − σ² and
+P = c σ′ r (eq. (10), EQUATIONS.md E3/E4), which weight and feature space share — took about 2.7 ns per entry
+through torch (five to seven passes over (m, n), each a dispatch; float64 tanh through torch's sigmoid, as MKL's
+tanh takes a slow generic path on AMD CPUs), as long as the (m, n)×(n, n) product itself at Experiment 1 sizes.
+:func:`tanh_P_into` does it row by row in L1 — per training point a, tanh of H's column a with the dot product
+c·σ in one vectorised loop, then P's column a in a second loop over the same 8 KB — one read of H and one write
+of P: 56 → 21 µs at (m, n) = (1024, 20), 146 → 63 µs at (1024, 64), 1.9 → 0.8 ms at (2048, 400) (one thread,
+AMD EPYC Zen 4).
+
+tanh: e = exp(2u) = 2ᵏ (Q + rP)/(Q − rP) after the reduction 2u = k ln 2 + r, |r| ≤ ln 2 / 2 (the Padé form of
+Cephes' exp, accurate to an ulp there), and tanh = (e − 1)/(e + 1) written as
+((2ᵏ − 1)(Q + rP) + 2rP) / ((2ᵏ + 1)(Q + rP) − 2rP) — one division, and, at k = 0, rP/Q without cancellation,
+so the error is a few ulp *relative* to tanh(u) everywhere (the sigmoid route's 2σ(2u) − 1 is only accurate
+absolutely, near u = 0).  |u| is clamped to 20 (tanh(20) rounds to 1); NaN propagates.  No libm call: the loops
+vectorise with the compiler's own instructions (``-O3 -march=native``; no ``-ffast-math``, so NaN and the order of
+operations are kept; the compiler may contract a·b + c into fused multiply-adds).
+
+The library is built once per machine (source, flags and CPU features in the file name) into
+:func:`cache_dir` and loaded with :mod:`ctypes`, which releases the GIL during the calls.  Where no compiler
+is found or the build fails, :func:`status` says why and gflow takes torch's route
+(:func:`gflow.model.activations.float64_tanh_route`); ``GFLOW_NATIVE=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .._platform import cpuinfo
+
+#: "0" turns the native kernels off in this process and the ones it starts
+NATIVE_ENV = "GFLOW_NATIVE"
+#: where the built library is kept (default: $XDG_CACHE_HOME/gflow or ~/.cache/gflow)
+CACHE_ENV = "GFLOW_CACHE_DIR"
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+
+static inline double gf_as_double(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
+static inline uint64_t gf_as_bits(double d) { uint64_t u; memcpy(&u, &d, 8); return u; }
+
+/* tanh(x): with z = x clamped to [-20, 20], e = exp(2z) = 2^k a/b, a = q + p, b = q - p, p = r P(r^2), q = Q(r^2)
+   (Cephes' exp on |r| <= ln2/2), tanh = (e - 1)/(e + 1) = N/D with N = (2^k - 1) a + 2p (= 2p at k = 0: no
+   cancellation near 0) and D = 2^k a + b, kept to [-1, 1] (N/D rounds to 1 + 2^-52 near saturation: 1 - s^2 < 0) */
+static inline double gf_tanh1(double x) {
+    double z = x > 20.0 ? 20.0 : (x < -20.0 ? -20.0 : x);     /* NaN passes through */
+    const double shift = 0x1.8p52, two_log2e = 0x1.71547652b82fep1;
+    const double ln2hi = 0x1.62e42fefa39efp-1, ln2lo = 0x1.abc9e3b39803fp-56;
+    double kd = z * two_log2e + shift;
+    uint64_t ki = gf_as_bits(kd);                               /* k in the low bits */
+    kd -= shift;
+    double r = 2.0 * z - kd * ln2hi;
+    r = r - kd * ln2lo;
+    double rr = r * r;
+    double p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                    + 9.99999999999999999910e-1);
+    double q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+                + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
+    double scale = gf_as_double((ki + 1023u) << 52);           /* 2^k, |k| <= 58 */
+    double a = q + p;
+    double t = ((scale - 1.0) * a + 2.0 * p) / (scale * a + (q - p));
+    return t > 1.0 ? 1.0 : (t < -1.0 ? -1.0 : t);             /* rounding must not leave [-1, 1] */
+}
+
+/* s = tanh(u) and, if ds, ds = 1 - s^2 over n entries (u may be s) */
+void gf_tanh(const double *u, double *s, double *ds, long n) {
+    if (ds) {
+        #pragma omp simd
+        for (long i = 0; i < n; i++) { double v = gf_tanh1(u[i]); s[i] = v; ds[i] = 1.0 - v * v; }
+    } else {
+        #pragma omp simd
+        for (long i = 0; i < n; i++) s[i] = gf_tanh1(u[i]);
+    }
+}
+
+/* For each a < n (entries i < m of H's column a at H + a*ldh, unit stride): s = tanh(H_a), r_a = alpha c.s - y_a,
+   P_a = c (1 - s^2) r_a (times_r) or c (1 - s^2), and, if ds, ds_a = 1 - s^2 (s kept in P between the loops) */
+void gf_tanh_P(const double *H, long ldh, double *P, long ldp, double *ds, long ldd, const double *c,
+               const double *y, double alpha, double *r, long m, long n, int times_r) {
+    for (long a = 0; a < n; a++) {
+        const double *h = H + a * ldh;
+        double *p = P + a * ldp;
+        double acc = 0.0;
+        #pragma omp simd reduction(+:acc)
+        for (long i = 0; i < m; i++) { double v = gf_tanh1(h[i]); p[i] = v; acc += c[i] * v; }
+        double ra = alpha * acc - y[a];
+        r[a] = ra;
+        double f = times_r ? ra : 1.0;
+        if (ds) {
+            double *d = ds + a * ldd;
+            #pragma omp simd
+            for (long i = 0; i < m; i++) { double v = p[i], g = 1.0 - v * v; d[i] = g; p[i] = c[i] * g * f; }
+        } else {
+            #pragma omp simd
+            for (long i = 0; i < m; i++) { double v = p[i]; p[i] = c[i] * (1.0 - v * v) * f; }
+        }
+    }
+}
+"""
+
+_FLAGS = ("-O3", "-fno-math-errno", "-fopenmp-simd", "-fPIC", "-shared")
+_NATIVE_ARCH = ("-march=native",)  # tried first; without it where the compiler refuses it
+
+
+def cache_dir() -> Path:
+    """Where the library is built: :data:`CACHE_ENV`, else $XDG_CACHE_HOME/gflow, else ~/.cache/gflow."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gflow"
+
+
+def _compiler() -> str | None:
+    """$CC where set (and only it), else Python's own compiler, cc, gcc or clang, whichever is found first."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"].split(" ")[0])
+    for name in ((sysconfig.get_config_var("CC") or "").split(" ")[0], "cc", "gcc", "clang"):
+        path = shutil.which(name) if name else None
+        if path:
+            return path
+    return None
+
+
+def _machine_key() -> str:
+    """The CPU's identity as far as ``-march=native`` cares (a shared home directory may see several machines)."""
+    info = cpuinfo()
+    parts = [platform.machine(), sys.platform, info.get("flags", "") or info.get("Features", ""),
+             info.get("model name", "") or platform.processor()]
+    return "|".join(parts)
+
+
+def _build(target: Path) -> str | None:
+    """Compile :data:`_SOURCE` into ``target`` (atomically: concurrent builders each write their own file and
+    rename it); None on success, else why not."""
+    cc = _compiler()
+    if cc is None:
+        return f"no C compiler found (CC={os.environ['CC']!r})" if os.environ.get("CC") else "no C compiler found (set CC)"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, src = tempfile.mkstemp(suffix=".c", dir=target.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_SOURCE)
+    out = src[:-2] + ".so"
+    why = "?"
+    try:
+        for arch in (_NATIVE_ARCH, ()):
+            try:
+                proc = subprocess.run([cc, *arch, *_FLAGS, src, "-o", out], capture_output=True, text=True,
+                                      timeout=120)
+            except (OSError, subprocess.SubprocessError) as exc:
+                why = f"{cc} failed: {type(exc).__name__}: {exc}"
+                continue
+            if proc.returncode == 0:
+                os.replace(out, target)
+                return None
+            why = f"{cc} exited with {proc.returncode}: {proc.stderr.strip()[-400:]}"
+        return why
+    finally:
+        for f in (src, out):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    """(the loaded library or None, a line saying where it came from or why it is off); once per process."""
+    if os.environ.get(NATIVE_ENV, "1").strip() == "0":
+        return None, f"off ({NATIVE_ENV}=0)"
+    key = hashlib.sha256("\n".join([_SOURCE, " ".join(_FLAGS + _NATIVE_ARCH), _machine_key()]).encode()).hexdigest()
+    target = cache_dir() / f"gflow_native_{key[:20]}.so"
+    try:
+        if not target.exists():
+            why = _build(target)
+            if why is not None:
+                return None, f"off (build failed: {why})"
+        lib = ctypes.CDLL(str(target))
+    except OSError as exc:
+        return None, f"off ({type(exc).__name__}: {exc})"
+    vp, lg, db = ctypes.c_void_p, ctypes.c_long, ctypes.c_double
+    lib.gf_tanh.argtypes = [vp, vp, vp, lg]
+    lib.gf_tanh.restype = None
+    lib.gf_tanh_P.argtypes = [vp, lg, vp, lg, vp, lg, vp, vp, db, vp, lg, lg, ctypes.c_int]
+    lib.gf_tanh_P.restype = None
+    return lib, f"on ({target})"
+
+
+def available() -> bool:
+    """Whether the native kernels are built and loaded in this process (builds them on the first call)."""
+    return _library()[0] is not None
+
+
+def status() -> str:
+    """"on (path)" or "off (why)"."""
+    return _library()[1]
+
+
+def _dense_like(u: torch.Tensor, v: torch.Tensor) -> bool:
+    """u and v are float64 CPU tensors of one shape and strides whose entries fill their span (any order)."""
+    if v.dtype != torch.float64 or v.device.type != "cpu" or v.shape != u.shape or v.stride() != u.stride():
+        return False
+    expected = 1
+    for st, sz in sorted(zip(u.stride(), u.shape)):
+        if sz == 1:
+            continue
+        if st != expected:
+            return False
+        expected *= sz
+    return True
+
+
+def tanh_into(u: torch.Tensor, s: torch.Tensor, ds: torch.Tensor | None = None) -> bool:
+    """s = tanh(u) and, given ``ds``, ds = 1 − s²; False (nothing written) where the tensors do not suit: not
+    float64 on the CPU, or not of one dense layout."""
+    lib = _library()[0]
+    if lib is None or u.dtype != torch.float64 or u.device.type != "cpu" or not _dense_like(u, s):
+        return False
+    if ds is not None and not _dense_like(u, ds):
+        return False
+    lib.gf_tanh(u.data_ptr(), s.data_ptr(), None if ds is None else ds.data_ptr(), u.numel())
+    return True
+
+
+_F64 = torch.float64
+
+
+def _columns(x: torch.Tensor, m: int, n: int) -> bool:
+    """x is a float64 CPU (m, n) tensor whose columns are contiguous and do not overlap."""
+    if x.dtype is not _F64 or not x.is_cpu or x.shape != (m, n):
+        return False
+    s0, s1 = x.stride()
+    return (s0 == 1 or m == 1) and (s1 >= m or n == 1)
+
+
+def _vector(v: torch.Tensor, k: int) -> bool:
+    return v.dtype is _F64 and v.is_cpu and v.shape == (k,) and (v.stride(0) == 1 or k == 1)
+
+
+def tanh_P_into(H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tensor, y: torch.Tensor,
+                alpha: float, ds: torch.Tensor | None = None, times_r: bool = True) -> bool:
+    """P = c σ′(H) r (``times_r``) or c σ′(H), r = α σ(H)ᵀc − y, with σ = tanh, and σ′ into ``ds`` when given, in
+    one read of H and one write of P (columns in L1); False (nothing written) where the tensors do not suit: not
+    float64 on the CPU, or H, P, ds not column-major (m, n) — as the feature state's "nm" layout and weight space's
+    CPU buffers are — or c (m,), y, r (n,) not contiguous."""
+    lib = _library()[0]
+    if lib is None or H.dim() != 2:
+        return False
+    m, n = H.shape
+    if not (_columns(H, m, n) and _columns(P, m, n) and (ds is None or _columns(ds, m, n))
+            and _vector(c, m) and _vector(y, n) and _vector(r, n)):
+        return False
+    lib.gf_tanh_P(H.data_ptr(), H.stride(1), P.data_ptr(), P.stride(1),
+                  None if ds is None else ds.data_ptr(), 0 if ds is None else ds.stride(1),
+                  c.data_ptr(), y.data_ptr(), alpha, r.data_ptr(), m, n, 1 if times_r else 0)
+    return True

@@ -1,0 +1,228 @@
+"""gflow's compiled float64 tanh kernels (gflow.model._native): accuracy against an extended-precision reference,
+the fused σ/r/σ′/P pass against torch's passes, NaN and ±inf, the layouts they take and refuse, and the build:
+cached, off on request, off with a reason where it cannot be built — and torch's route then."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import gflow as gf
+from gflow.model import _native, activations
+
+EPS = float(torch.finfo(torch.float64).eps)
+
+
+@pytest.fixture
+def native():
+    if _native._compiler() is None:
+        pytest.skip("no C compiler: gflow's native kernels cannot be built here")
+    assert _native.available(), _native.status()
+    return _native
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """A process state in which the library is looked up (and built) again, in ``tmp_path``; restored after."""
+    monkeypatch.setenv(_native.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(activations.TANH_ROUTE_ENV, raising=False)
+    _native._library.cache_clear()
+    activations.float64_tanh_route.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    _native._library.cache_clear()
+    activations.float64_tanh_route.cache_clear()
+
+
+def _long_double_tanh(u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """tanh(u) and 1 − tanh(u)² in x87 extended precision (64-bit significand) where numpy has it."""
+    x = u.numpy().astype(np.longdouble)
+    t = np.tanh(x)
+    return t, (1 - t) * (1 + t)
+
+
+def test_native_tanh_is_within_4_ulp_relatively_and_its_derivative_within_a_few_eps(native):
+    if np.finfo(np.longdouble).nmant < 60:
+        pytest.skip("numpy's long double is not extended precision here")
+    u = torch.cat([torch.linspace(-40.0, 40.0, 800_001, dtype=torch.float64),
+                   torch.logspace(-300, 1, 20_001, dtype=torch.float64),
+                   -torch.logspace(-300, 1, 20_001, dtype=torch.float64)])
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    assert native.tanh_into(u, s, ds)
+    t, dt = _long_double_tanh(u)
+    rel = np.abs((s.numpy() - t) / np.where(t == 0, 1, t)).max()
+    assert rel <= 4 * EPS  # relative, also near 0 (where 2σ(2u) − 1 would cancel)
+    assert np.abs(s.numpy() - t).max() <= 1.5 * EPS  # absolute, near ±1
+    assert np.abs(ds.numpy() - dt).max() <= 4 * EPS  # σ′ = 1 − s² from s
+    assert float(s.abs().max()) <= 1.0
+    assert torch.equal(s[u == 0], u[u == 0])  # tanh(0) = 0 exactly
+
+
+def test_native_tanh_propagates_nan_and_saturates_at_infinity(native):
+    u = torch.tensor([math.nan, math.inf, -math.inf, 1e308, -1e308, 20.0, -20.0, 19.0], dtype=torch.float64)
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    assert native.tanh_into(u, s, ds)
+    assert math.isnan(s[0]) and math.isnan(ds[0])
+    torch.testing.assert_close(s[1:], torch.tanh(u[1:]), rtol=0, atol=EPS)
+    assert torch.equal(ds[1:5], torch.zeros(4, dtype=torch.float64))
+
+
+def _problem(m=37, n=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    H = 2.0 * torch.randn(n, m, generator=g, dtype=torch.float64).T  # column-major (m, n), as the "nm" state
+    c = torch.randn(m, generator=g, dtype=torch.float64)
+    y = torch.randn(n, generator=g, dtype=torch.float64)
+    return H, c, y
+
+
+@pytest.mark.parametrize("times_r", [True, False])
+@pytest.mark.parametrize("with_ds", [False, True])
+def test_fused_P_pass_equals_torch_passes(native, times_r, with_ds):
+    H, c, y = _problem()
+    m, n = H.shape
+    alpha = 0.37
+    s = torch.tanh(H)
+    r_ref = alpha * s.T @ c - y
+    ds_ref = 1.0 - s * s
+    P_ref = c[:, None] * ds_ref * (r_ref[None, :] if times_r else 1.0)
+    P = torch.full((n, m), math.nan, dtype=torch.float64).T
+    ds = torch.full((n, m), math.nan, dtype=torch.float64).T if with_ds else None
+    r = torch.full((n,), math.nan, dtype=torch.float64)
+    assert native.tanh_P_into(H, P, r, c, y, alpha, ds, times_r)
+    torch.testing.assert_close(r, r_ref, rtol=16 * EPS, atol=16 * EPS * float(c.abs().sum()))
+    torch.testing.assert_close(P, P_ref, rtol=32 * EPS, atol=32 * EPS * float(P_ref.abs().max()))
+    if with_ds:
+        torch.testing.assert_close(ds, ds_ref, rtol=0, atol=4 * EPS)
+    # a NaN in one column of H makes that r (and its column of P) NaN, and no other
+    H2 = H.clone()
+    H2[3, 5] = math.nan
+    assert native.tanh_P_into(H2, P, r, c, y, alpha, ds, times_r)
+    assert math.isnan(r[5]) and torch.isfinite(r[torch.arange(n) != 5]).all()
+    assert torch.isnan(P[:, 5]).all() == times_r and torch.isfinite(P[:, :5]).all()
+
+
+def test_native_kernels_refuse_what_they_do_not_suit(native):
+    H, c, y = _problem()
+    m, n = H.shape
+    r = torch.empty(n, dtype=torch.float64)
+    P = torch.empty(n, m, dtype=torch.float64).T
+    assert not native.tanh_P_into(H.contiguous(), P, r, c, y, 1.0)  # row-major H
+    assert not native.tanh_P_into(H, torch.empty(m, n, dtype=torch.float64), r, c, y, 1.0)  # row-major P
+    assert not native.tanh_P_into(H.float(), P.float(), r.float(), c.float(), y.float(), 1.0)  # float32
+    assert not native.tanh_P_into(H, P, r, c[:-1], y, 1.0)  # c of the wrong length
+    assert not native.tanh_P_into(H, P, r[:-1], c, y, 1.0)  # r of the wrong length
+    overlapping = torch.empty(m + n, dtype=torch.float64).as_strided((m, n), (1, 1))
+    assert not native.tanh_P_into(overlapping, P, r, c, y, 1.0)  # columns that overlap
+    half = H[:, ::2]
+    r2, y2 = torch.empty(half.shape[1], dtype=torch.float64), y[::2].clone()
+    assert native.tanh_P_into(half, P[:, ::2], r2, c, y2, 1.0)  # every other column: taken
+    assert not native.tanh_P_into(half, P[:, ::2], r[::2], c, y2, 1.0)  # a strided r: refused
+    u = torch.randn(8, 6, dtype=torch.float64)
+    assert not native.tanh_into(u[:, ::2], torch.empty(8, 3, dtype=torch.float64))  # not dense
+    assert not native.tanh_into(u, torch.empty(6, 8, dtype=torch.float64).T)  # layouts differ
+    assert not native.tanh_into(u.float(), torch.empty(8, 6))
+
+
+def test_fields_on_the_native_route_agree_with_torchs_route(native, monkeypatch):
+    # the whole RHS, in both spaces, both feature layouts, with and without keep_parts, and a GD step, against the
+    # torch route (sigmoid): the same flow to rounding
+    X = torch.randn(9, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randn(9, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    net = gf.Network(d=4, width=33, activation="tanh", seed=3)
+    pb = gf.Problem.from_data(net, X, y)
+    got = {}
+    for route in ("native", "sigmoid"):
+        monkeypatch.setattr(activations, "float64_tanh_route", lambda route=route: route)
+        for space, layout in (("weight", None), ("feature", "nm"), ("feature", "mn")):
+            for keep in (False, True):
+                f = gf.make_field(pb, space, **({} if layout is None else {"layout": layout}))
+                f.keep_parts = keep
+                s0 = f.initial_state()
+                s0 = s0 + 0.5 * torch.randn(s0.shape, generator=torch.Generator().manual_seed(4), dtype=s0.dtype)
+                out = torch.empty_like(s0)
+                parts = f.rhs_into(s0, out)
+                got[route, space, layout, keep] = (out.clone(), parts.r.clone(),
+                                                   None if parts.ds is None else parts.ds.clone())
+                assert math.isfinite(float(parts.probe))
+            if space == "feature":
+                f = gf.make_field(pb, space, layout=layout)
+                st = f.initial_state()
+                f.gd_step_(st, 0.3, torch.empty_like(st))
+                got[route, "gd", layout] = st
+    for key, val in got.items():
+        if key[0] != "native":
+            continue
+        ref = got[("sigmoid",) + key[1:]]
+        for a, b in zip(val if isinstance(val, tuple) else (val,), ref if isinstance(ref, tuple) else (ref,)):
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14 * float(b.abs().max()))
+
+
+def test_the_probe_after_the_fused_pass_catches_a_nan_feature(native):
+    X = torch.randn(6, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y = torch.randn(6, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    net = gf.Network(d=3, width=10, activation="tanh", seed=7)
+    f = gf.make_field(gf.Problem.from_data(net, X, y), "feature")
+    s0 = f.initial_state()
+    f.split(s0)[0][4, 2] = math.nan
+    out = torch.empty_like(s0)
+    parts = f.rhs_into(s0, out)
+    assert not math.isfinite(float(parts.probe)) and not torch.isfinite(out).all()
+
+
+def test_the_library_is_built_once_and_reused(native, fresh_build):
+    assert _native.available(), _native.status()
+    built = list(fresh_build.glob("gflow_native_*.so"))
+    assert len(built) == 1 and str(built[0]) in _native.status()
+    mtime = built[0].stat().st_mtime_ns
+    _native._library.cache_clear()
+    assert _native.available() and built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
+    assert list(fresh_build.iterdir()) == built  # no temporaries left
+
+
+def test_no_compiler_or_a_failed_build_turns_the_kernels_off_with_a_reason_and_torch_takes_over(
+        fresh_build, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert not _native.available()
+    assert "no C compiler found" in _native.status() and "/nonexistent/cc" in _native.status()
+    assert activations.float64_tanh_route() in ("tanh", "sigmoid")
+    u = torch.linspace(-3, 3, 101, dtype=torch.float64)
+    s, ds = torch.empty_like(u), torch.empty_like(u)
+    gf.get_activation("tanh").both_into(u, s, ds)  # torch's route
+    torch.testing.assert_close(s, torch.tanh(u), rtol=0, atol=2 * EPS)
+    # asked for by name, it says why it cannot be had
+    monkeypatch.setenv(activations.TANH_ROUTE_ENV, "native")
+    activations.float64_tanh_route.cache_clear()
+    with pytest.raises(RuntimeError, match="GFLOW_FLOAT64_TANH_ROUTE=native.*no C compiler found"):
+        activations.float64_tanh_route()
+    # a compiler that fails
+    monkeypatch.delenv(activations.TANH_ROUTE_ENV)
+    monkeypatch.setenv("CC", "false")
+    _native._library.cache_clear()
+    if _native._compiler() is None:
+        pytest.skip("no `false` command")
+    assert not _native.available() and "build failed" in _native.status()
+    assert list(fresh_build.iterdir()) == []  # nothing half-written left behind
+
+
+def test_gflow_native_0_turns_the_kernels_off(fresh_build, monkeypatch):
+    monkeypatch.setenv(_native.NATIVE_ENV, "0")
+    assert not _native.available() and "GFLOW_NATIVE=0" in _native.status()
+    assert activations.float64_tanh_route() != "native"
+    assert list(fresh_build.iterdir()) == []  # not built
+
+
+def test_an_unknown_route_is_refused_by_name(monkeypatch):
+    with pytest.raises(ValueError, match="must be one of .*'native'.*got 'fast'"):
+        activations.set_float64_tanh_route("fast")
+    monkeypatch.setenv(activations.TANH_ROUTE_ENV, "fast")
+    activations.float64_tanh_route.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="GFLOW_FLOAT64_TANH_ROUTE must be one of"):
+            activations.float64_tanh_route()
+    finally:
+        monkeypatch.undo()
+        activations.float64_tanh_route.cache_clear()
