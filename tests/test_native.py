@@ -104,6 +104,20 @@ def test_fused_P_pass_equals_torch_passes(native, times_r, with_ds):
     assert torch.isnan(P[:, 5]).all() == times_r and torch.isfinite(P[:, :5]).all()
 
 
+def test_the_columns_split_over_threads_give_the_same_bits(native, monkeypatch):
+    H, c, y = _problem(m=64, n=23, seed=3)
+    m, n = H.shape
+    monkeypatch.setattr(native, "PARALLEL_MIN_ENTRIES", 1)
+    got = []
+    for threads in (1, 2, 5, 64):
+        P, ds = torch.empty(n, m, dtype=torch.float64).T, torch.empty(n, m, dtype=torch.float64).T
+        r = torch.empty(n, dtype=torch.float64)
+        assert native.tanh_P_into(H, P, r, c, y, 0.7, ds, threads=threads)
+        got.append((P, ds, r))
+    for P, ds, r in got[1:]:
+        assert torch.equal(P, got[0][0]) and torch.equal(ds, got[0][1]) and torch.equal(r, got[0][2])
+
+
 def test_native_kernels_refuse_what_they_do_not_suit(native):
     H, c, y = _problem()
     m, n = H.shape

@@ -258,7 +258,8 @@ class AbstractField:
         out.mul_(self._c_col)  # c[:, None], set by the subclass
         return ds, r, False
 
-    def _Q_and_r(self, H: torch.Tensor, with_ds: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _Q_and_r(self, H: torch.Tensor,
+                 with_ds: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(Q = c σ′(H), r, σ′(H) if ``with_ds`` else None), each in a scratch buffer: what a gradient-descent step
         in feature space needs (fused in one pass where :func:`~gflow.model.activations.fused_P_into` applies)."""
         net, shape = self.problem.net, tuple(H.shape)

@@ -339,11 +339,12 @@ def _tanh_sigma_into(u, s):
     (_tanh_via_sigmoid_into if _sigmoid_route(u) else torch.tanh)(u, out=s)
 
 
-def fused_P_into(act: Activation, H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tensor, y: torch.Tensor,
-                 alpha: float, ds: torch.Tensor | None = None, times_r: bool = True) -> bool:
+def fused_P_into(act: Activation, H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
+                 y: torch.Tensor, alpha: float, ds: torch.Tensor | None = None, times_r: bool = True) -> bool:
     """P = c σ′(H) r (or c σ′(H) without ``times_r``) and r = α σ(H)ᵀc − y in one fused pass, σ′ into ``ds`` when
     given — where ``act`` is the built-in tanh on the native route and the tensors suit the kernel
-    (:func:`gflow.model._native.tanh_P_into`); False (nothing written) otherwise, and the caller takes torch's passes."""
+    (:func:`gflow.model._native.tanh_P_into`); False (nothing written) otherwise, and the caller takes torch's
+    passes."""
     if not (act.builtin and act.name == "tanh") or _route(H) != "native":
         return False
     return _native.tanh_P_into(H, P, r, c, y, alpha, ds, times_r)
