@@ -184,15 +184,23 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get(NATIVE_ENV, "1").strip() == "0":
         return None, f"off ({NATIVE_ENV}=0)"
     key = hashlib.sha256("\n".join([_SOURCE, " ".join(_FLAGS + _NATIVE_ARCH), _machine_key()]).encode()).hexdigest()
-    target = cache_dir() / f"gflow_native_{key[:20]}.so"
-    try:
-        if not target.exists():
-            why = _build(target)
-            if why is not None:
-                return None, f"off (build failed: {why})"
-        lib = ctypes.CDLL(str(target))
-    except OSError as exc:
-        return None, f"off ({type(exc).__name__}: {exc})"
+    name = f"gflow_native_{key[:20]}.so"
+    # the cache directory, else (read-only, as a home directory on some clusters) the temporary one
+    fallback = Path(tempfile.gettempdir()) / f"gflow-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    errors = []
+    for folder in (cache_dir(), fallback):
+        target = folder / name
+        try:
+            if not target.exists():
+                why = _build(target)
+                if why is not None:
+                    return None, f"off (build failed: {why})"
+            lib = ctypes.CDLL(str(target))
+            break
+        except OSError as exc:
+            errors.append(f"{folder}: {type(exc).__name__}: {exc}")
+    else:
+        return None, f"off ({'; '.join(errors)})"
     vp, lg, db = ctypes.c_void_p, ctypes.c_long, ctypes.c_double
     lib.gf_tanh.argtypes = [vp, vp, vp, lg]
     lib.gf_tanh.restype = None

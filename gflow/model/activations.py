@@ -420,7 +420,9 @@ def float64_tanh_route() -> str:
     relatively; tensors it does not suit — not dense, or not column-major (m, n) for the fused P — take the torch
     route below), ``"tanh"`` or ``"sigmoid"`` (torch's, :func:`_torch_tanh_route`).  ``"native"`` wherever the
     kernel builds (a C compiler, once per machine); :data:`TANH_ROUTE_ENV` (one of :data:`TANH_ROUTES`) fixes
-    it instead, and ``"native"`` there raises where the kernel cannot be built.  Recorded in every solution's
+    it instead — ``"native"`` there, as a sweep's parent passes it to its workers, takes torch's route where the
+    kernel cannot be built (a remote worker without a compiler: :func:`gflow.model._native.status` says why, in
+    the provenance, and the route recorded is the one that ran).  Recorded in every solution's
     provenance (:func:`gflow.solution.versions`), with :func:`gflow.model._native.status`.  The routes agree to
     a few 1e-16 (absolutely: see :func:`_torch_tanh_route`)."""
     fixed = os.environ.get(TANH_ROUTE_ENV)
@@ -428,8 +430,7 @@ def float64_tanh_route() -> str:
         if fixed not in TANH_ROUTES:
             raise ValueError(f"environment variable {TANH_ROUTE_ENV} must be one of {TANH_ROUTES}, got {fixed!r}")
         if fixed == "native" and not _native.available():
-            raise RuntimeError(f"{TANH_ROUTE_ENV}=native, but gflow's native kernels are {_native.status()}; "
-                               "install a C compiler (or set CC), or choose 'tanh' or 'sigmoid'")
+            return _torch_tanh_route()
         return fixed
     return "native" if _native.available() else _torch_tanh_route()
 
