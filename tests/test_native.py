@@ -252,3 +252,38 @@ def test_an_unknown_route_is_refused_by_name(monkeypatch):
     finally:
         monkeypatch.undo()
         activations.float64_tanh_route.cache_clear()
+
+
+@pytest.mark.parametrize("vector_atol", [False, True])
+def test_the_error_and_stiffness_sums_equal_torchs(native, vector_atol):
+    # DOP853's error estimate (Engine._error) and Hairer's stiffness estimate read these sums
+    g = torch.Generator().manual_seed(8)
+    n = 1001
+    absy = torch.rand(n, generator=g, dtype=torch.float64) + 0.01
+    y1 = torch.randn(n, generator=g, dtype=torch.float64)
+    e5, e3 = 1e-6 * torch.randn(2, n, generator=g, dtype=torch.float64)
+    a = torch.rand(n, generator=g, dtype=torch.float64) * 1e-3 if vector_atol else 1e-3
+    if vector_atol:
+        a[:10] = math.inf  # (the running integrals: atol = ∞ counts nothing)
+    absy1 = torch.empty(n, dtype=torch.float64)
+    sums = native.Sums()
+    assert native.err853_into(absy, y1, e5, e3, a, absy1, sums)
+    ref_absy1 = y1.abs() + a
+    sc = torch.maximum(absy, ref_absy1)
+    torch.testing.assert_close(absy1, ref_absy1, rtol=0, atol=0)
+    ref = [float((e / sc).square().sum()) for e in (e5, e3)]
+    torch.testing.assert_close(torch.tensor(sums.values()), torch.tensor(ref), rtol=1e-13, atol=0)
+    for bad in (math.nan,):  # a NaN in y₁ or in the error rows reaches the sums
+        for arr in (absy, y1, e5, e3):
+            old = arr[7].item()
+            arr[7] = bad
+            assert native.err853_into(absy, y1, e5, e3, a, absy1, sums)
+            assert any(math.isnan(v) for v in sums.values()), arr
+            arr[7] = old
+    b1, b2 = torch.randn(2, n, generator=g, dtype=torch.float64)
+    assert native.dist2_into(y1, b1, e5, b2, sums)
+    torch.testing.assert_close(torch.tensor(sums.values()),
+                               torch.tensor([float(torch.dist(y1, b1)) ** 2, float(torch.dist(e5, b2)) ** 2]),
+                               rtol=1e-13, atol=0)
+    assert not native.dist2_into(y1[::2], b1[::2], e5[::2], b2[::2], sums)  # not contiguous
+    assert not native.err853_into(absy, y1, e5, e3, a, absy1.float(), sums)

@@ -111,6 +111,48 @@ void gf_tanh_P(const double *H, long ldh, double *P, long ldp, double *ds, long 
         }
     }
 }
+
+/* DOP853's error sums (Engine._error, RMS norm): absy1 = |y1| + a (a = atol/rtol: av[i] if av, else as), and with
+   sc = max(absy, absy1) (NaN if either is), out[0] = sum (e5/sc)^2, out[1] = sum (e3/sc)^2 */
+static inline void gf_err853_1(const double *absy, const double *y1, const double *e5, const double *e3, double a,
+                               double *absy1, long i, double *s5, double *s3) {
+    double v = y1[i];
+    double b = (v < 0.0 ? -v : v) + a;
+    absy1[i] = b;
+    double x = absy[i];
+    double sc = (x != x || b != b) ? x + b : (x > b ? x : b);
+    double inv = 1.0 / sc;
+    double u = e5[i] * inv, w = e3[i] * inv;
+    *s5 += u * u;
+    *s3 += w * w;
+}
+
+void gf_err853(const double *absy, const double *y1, const double *e5, const double *e3, const double *av,
+               double as, double *absy1, double *out, long n) {
+    double s5 = 0.0, s3 = 0.0;
+    if (av) {
+        #pragma omp simd reduction(+:s5, s3)
+        for (long i = 0; i < n; i++) gf_err853_1(absy, y1, e5, e3, av[i], absy1, i, &s5, &s3);
+    } else {
+        #pragma omp simd reduction(+:s5, s3)
+        for (long i = 0; i < n; i++) gf_err853_1(absy, y1, e5, e3, as, absy1, i, &s5, &s3);
+    }
+    out[0] = s5;
+    out[1] = s3;
+}
+
+/* out[0] = sum (a1 - b1)^2, out[1] = sum (a2 - b2)^2 (Hairer's stiffness estimate: two distances, one pass) */
+void gf_dist2(const double *a1, const double *b1, const double *a2, const double *b2, double *out, long n) {
+    double s1 = 0.0, s2 = 0.0;
+    #pragma omp simd reduction(+:s1, s2)
+    for (long i = 0; i < n; i++) {
+        double u = a1[i] - b1[i], w = a2[i] - b2[i];
+        s1 += u * u;
+        s2 += w * w;
+    }
+    out[0] = s1;
+    out[1] = s2;
+}
 """
 
 _FLAGS = ("-O3", "-fno-math-errno", "-fopenmp-simd", "-fPIC", "-shared")
@@ -206,6 +248,10 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     lib.gf_tanh.restype = None
     lib.gf_tanh_P.argtypes = [vp, lg, vp, lg, vp, lg, vp, vp, db, vp, lg, lg, ctypes.c_int]
     lib.gf_tanh_P.restype = None
+    lib.gf_err853.argtypes = [vp, vp, vp, vp, vp, db, vp, vp, lg]
+    lib.gf_err853.restype = None
+    lib.gf_dist2.argtypes = [vp, vp, vp, vp, vp, lg]
+    lib.gf_dist2.restype = None
     return lib, f"on ({target})"
 
 
@@ -307,4 +353,45 @@ def tanh_P_into(H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tens
     columns(bounds[0], bounds[1])
     for f in futures:
         f.result()
+    return True
+
+
+def _flat64(*xs: torch.Tensor) -> bool:
+    """Every x is a contiguous float64 CPU vector of one length."""
+    n = xs[0].shape
+    return all(x.dtype is _F64 and x.is_cpu and x.dim() == 1 and x.shape == n and x.is_contiguous() for x in xs)
+
+
+class Sums:
+    """A reusable pair of float64 sums written by :func:`err853_into` and :func:`dist2_into` (read without a
+    device sync: they are host memory)."""
+
+    def __init__(self):
+        self.buf = (ctypes.c_double * 2)()
+        self.ptr = ctypes.addressof(self.buf)
+
+    def values(self) -> tuple[float, float]:
+        return self.buf[0], self.buf[1]
+
+
+def err853_into(absy: torch.Tensor, y1: torch.Tensor, e5: torch.Tensor, e3: torch.Tensor, a,
+                absy1: torch.Tensor, sums: Sums) -> bool:
+    """DOP853's error sums in one pass (see the C source): absy1 = |y1| + a, Σ (e5/sc)², Σ (e3/sc)² into ``sums``
+    with sc = max(absy, absy1); ``a`` a float or a vector like y1.  False (nothing written) where the tensors do
+    not suit (not contiguous float64 CPU vectors of one length)."""
+    lib = _library()[0]
+    vec = isinstance(a, torch.Tensor)
+    if lib is None or not (_flat64(absy, y1, e5, e3, absy1, a) if vec else _flat64(absy, y1, e5, e3, absy1)):
+        return False
+    lib.gf_err853(absy.data_ptr(), y1.data_ptr(), e5.data_ptr(), e3.data_ptr(), a.data_ptr() if vec else None,
+                  0.0 if vec else float(a), absy1.data_ptr(), sums.ptr, y1.shape[0])
+    return True
+
+
+def dist2_into(a1: torch.Tensor, b1: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor, sums: Sums) -> bool:
+    """Σ (a1 − b1)² and Σ (a2 − b2)² into ``sums`` in one pass; False where the tensors do not suit."""
+    lib = _library()[0]
+    if lib is None or not _flat64(a1, b1, a2, b2):
+        return False
+    lib.gf_dist2(a1.data_ptr(), b1.data_ptr(), a2.data_ptr(), b2.data_ptr(), sums.ptr, a1.shape[0])
     return True

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..model import _native
 from . import _tableaus as T
 from ._record import Abort, Monitor, Recorder
 
@@ -220,6 +221,7 @@ class Engine:
                 raise ValueError(f"rtol must be > 0, got {rtol}")
             self._a = self.atol / self.rtol
             self.absy, self.absy_new = torch.empty(N, **kw), torch.empty(N, **kw)  # a + |y|, a + |y₁|
+            self._sums = _native.Sums()  # two host-side sums the native error and stiffness passes write
             if method == "dopri5":
                 self._comb_err = self._block(T.DOPRI5_E, kw)
                 self._err = torch.empty(N, **kw)
@@ -366,25 +368,38 @@ class Engine:
         # sc = atol + rtol·max(|y|, |y₁|) = rtol·max(a + |y|, a + |y₁|) with a = atol/rtol; a + |y| is kept from
         # the step that produced y, and the factor rtol moves out of the default (homogeneous) RMS norm
         sc = self.scale
+        unit = 1.0 / self.rtol if self.norm is rms_norm else 1.0
+        if self._bde is not None and self.norm is rms_norm and _native.err853_into(
+                self.absy, self.y_new, self._bde[1], self._bde[2], self._a, self.absy_new, self._sums):
+            # (float64 CPU, DOP853: a + |y₁|, the scale and both rows' sums of squares in one pass, read without a
+            # device sync: see _stiffness)
+            e5, e3 = (math.sqrt(v) * (unit / math.sqrt(self.N)) for v in self._sums.values())
+        else:
+            e5, e3 = self._error_torch(h, sc, unit)
+            if e5 is None:
+                return e3  # (dopri5: the error norm itself)
+        deno = e5 * e5 + 0.01 * e3 * e3
+        if deno <= 0.0:  # both zero, or their squares underflow (huge rtol): Hairer's guard
+            deno = 1.0
+        return abs(h) * e5 * e5 / math.sqrt(deno)
+
+    def _error_torch(self, h: float, sc: torch.Tensor, unit: float) -> tuple[float | None, float]:
+        """:meth:`_error` by torch's passes: (e5, e3) for DOP853, (None, the error norm) for dopri5."""
         self._abs_plus_a(self.y_new, self.absy_new)
         torch.maximum(self.absy, self.absy_new, out=sc)
-        unit = 1.0 / self.rtol if self.norm is rms_norm else 1.0
         if unit == 1.0:
             sc.mul_(self.rtol)
         if self.scheme.name == "dopri5":
             KT, e = self._comb_err
             err = torch.mv(KT, e, out=self._err)
-            return abs(h) * unit * float(self.norm(err.div_(sc)))
+            return None, abs(h) * unit * float(self.norm(err.div_(sc)))
         # DOP853: err = |h| e5² / sqrt(e5² + 0.01 e3²) (Hairer's combined 5th/3rd-order estimate)
         err = self._bde[1:].div_(sc)
         if self.norm is rms_norm:  # both rows' RMS in one reduction
             e5, e3 = (torch.linalg.vector_norm(err, dim=1) * (unit / math.sqrt(self.N))).tolist()
         else:
             e5, e3 = (unit * v for v in torch.stack([self.norm(err[0]), self.norm(err[1])]).tolist())  # one sync
-        deno = e5 * e5 + 0.01 * e3 * e3
-        if deno <= 0.0:  # both zero, or their squares underflow (huge rtol): Hairer's guard
-            deno = 1.0
-        return abs(h) * e5 * e5 / math.sqrt(deno)
+        return e5, e3
 
     def _dense(self, t: float, h: float, times: list[float]) -> Iterator[torch.Tensor]:
         """States at ``times`` inside the step (t, t+h] just taken, from the dense output, in order; formed in chunks of
@@ -424,8 +439,11 @@ class Engine:
         close to it where the step is stability-limited (y₁ − Y is then dominated by the stiff modes).  Over the
         entries the field reads (``Nr``); 0 where y₁ = Y.  One device sync (it runs every accepted step)."""
         Nr, last = self.Nr, self._rows[self.scheme.stages - 1]
-        num, den = torch.stack([torch.dist(f_new[:Nr], last[:Nr]),
-                                torch.dist(self.y_new[:Nr], self.y_stage[:Nr])]).tolist()
+        if _native.dist2_into(f_new[:Nr], last[:Nr], self.y_new[:Nr], self.y_stage[:Nr], self._sums):
+            num, den = (math.sqrt(v) for v in self._sums.values())  # (float64 CPU: one pass, no device sync)
+        else:
+            num, den = torch.stack([torch.dist(f_new[:Nr], last[:Nr]),
+                                    torch.dist(self.y_new[:Nr], self.y_stage[:Nr])]).tolist()
         if not den > 0.0:
             return 0.0
         rho = num / den
