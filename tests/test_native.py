@@ -5,6 +5,7 @@ cached, off on request, off with a reason where it cannot be built — and torch
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -229,9 +230,58 @@ def test_a_read_only_cache_directory_falls_back_to_the_temporary_one(native, fre
     blocked = fresh_build / "file"
     blocked.write_text("not a directory")
     monkeypatch.setenv(_native.CACHE_ENV, str(blocked / "sub"))  # mkdir fails: a file is in the way
+    (fresh_build / "tmp").mkdir()
     monkeypatch.setattr(_native.tempfile, "gettempdir", lambda: str(fresh_build / "tmp"))
     assert _native.available(), _native.status()
+    assert (fresh_build / "tmp" / f"gflow-{os.getuid()}").stat().st_mode & 0o777 == 0o700
     assert str(fresh_build / "tmp") in _native.status()
+
+
+def test_a_shared_temporary_folder_is_not_trusted(native, fresh_build, monkeypatch):
+    # the fallback folder has a predictable name in a world-writable place: one that others may write to is refused
+    blocked = fresh_build / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv(_native.CACHE_ENV, str(blocked / "sub"))
+    tmp = fresh_build / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(_native.tempfile, "gettempdir", lambda: str(tmp))
+    planted = tmp / f"gflow-{os.getuid()}"
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)
+    assert not _native.available() and "not a private folder" in _native.status()
+
+
+def test_the_provenance_does_not_build_the_kernels(fresh_build, monkeypatch):
+    monkeypatch.setenv(activations.TANH_ROUTE_ENV, "sigmoid")
+    from gflow.solution import versions
+
+    v = versions()
+    assert v["float64_tanh_route"] == "sigmoid" and v["native_kernels"] == "not loaded"
+    assert list(fresh_build.iterdir()) == []
+
+
+def test_workers_get_torchs_route_with_native(native, monkeypatch):
+    # a worker told "native" alone timed its own torch route for the tensors the kernel does not suit
+    monkeypatch.delenv(activations.TANH_ROUTE_ENV, raising=False)
+    activations.float64_tanh_route.cache_clear()
+    activations._torch_tanh_route.cache_clear()
+    try:
+        told = activations.worker_tanh_route()
+        assert told == "native+" + activations._torch_tanh_route()
+        other = "tanh" if told.endswith("sigmoid") else "sigmoid"
+
+        def timed(*_):
+            raise AssertionError("timed")
+
+        monkeypatch.setattr(activations, "_tanh_both_into_tanh", timed)
+        monkeypatch.setattr(activations, "_tanh_both_into_sigmoid", timed)
+        activations.set_float64_tanh_route("native+" + other)
+        assert activations.float64_tanh_route() == "native" and activations._torch_tanh_route() == other
+        assert activations.worker_tanh_route() == "native+" + other
+    finally:
+        monkeypatch.undo()
+        activations.float64_tanh_route.cache_clear()
+        activations._torch_tanh_route.cache_clear()
 
 
 def test_gflow_native_0_turns_the_kernels_off(fresh_build, monkeypatch):
@@ -286,4 +336,8 @@ def test_the_error_and_stiffness_sums_equal_torchs(native, vector_atol):
                                torch.tensor([float(torch.dist(y1, b1)) ** 2, float(torch.dist(e5, b2)) ** 2]),
                                rtol=1e-13, atol=0)
     assert not native.dist2_into(y1[::2], b1[::2], e5[::2], b2[::2], sums)  # not contiguous
+    # a subnormal scale (atol = 0, |y| ~ 1e-310) with a zero error: 0, not NaN (1/sc would overflow)
+    tiny = torch.full((n,), 1e-310, dtype=torch.float64)
+    zero = torch.zeros(n, dtype=torch.float64)
+    assert native.err853_into(tiny, tiny, zero, zero, 0.0, absy1, sums) and sums.values() == (0.0, 0.0)
     assert not native.err853_into(absy, y1, e5, e3, a, absy1.float(), sums)

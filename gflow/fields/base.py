@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .._validate import as_tensor
-from ..model.activations import fused_P_into
+from ..model.activations import fusable, fused_P_into
 from ..model.network import Network
 
 
@@ -244,10 +244,11 @@ class AbstractField:
         σ′'s buffer, then ·c in place (an expanded copy of c, an AMD-era choice, cost 4.2 against 2.7 ms there).
         """
         net = self.problem.net
-        r = self._scratch("r", (H.shape[1],), H)
-        ds = self._scratch("ds", tuple(H.shape), H) if self.keep_parts else None
-        if fused_P_into(net.activation, H, out, r, self._c_flat(), self.problem.y, net.alpha, ds):
-            return ds, r, True
+        if fusable(net.activation, H):
+            r = self._scratch("r", (H.shape[1],), H)
+            ds = self._scratch("ds", tuple(H.shape), H) if self.keep_parts else None
+            if fused_P_into(net.activation, H, out, r, self._c_flat(), self.problem.y, net.alpha, ds):
+                return ds, r, True
         if self.keep_parts:
             ds, r = self._dsigma_and_r(H)
             torch.mul(ds, r, out=out)
@@ -259,17 +260,20 @@ class AbstractField:
         return ds, r, False
 
     def _Q_and_r(self, H: torch.Tensor,
-                 with_ds: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                 with_ds: bool = False) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """(Q = c σ′(H), r, σ′(H) if ``with_ds`` else None), each in a scratch buffer: what a gradient-descent step
-        in feature space needs (fused in one pass where :func:`~gflow.model.activations.fused_P_into` applies)."""
+        in feature space needs (fused in one pass where :func:`~gflow.model.activations.fused_P_into` applies).
+        With ``with_ds`` through torch's passes, Q is None: the caller reads σ′, then forms Q over it
+        (``ds.mul_(c[:, None])``), as before — no third (m, n) buffer."""
         net, shape = self.problem.net, tuple(H.shape)
-        r, Q = self._scratch("r", (shape[1],), H), self._scratch("s", shape, H)  # (the buffer σ takes below)
-        ds = self._scratch("ds", shape, H) if with_ds else None
-        if fused_P_into(net.activation, H, Q, r, self._c_flat(), self.problem.y, net.alpha, ds, times_r=False):
-            return Q, r, ds
+        if fusable(net.activation, H):
+            r, Q = self._scratch("r", (shape[1],), H), self._scratch("s", shape, H)  # (σ's buffer otherwise)
+            ds = self._scratch("ds", shape, H) if with_ds else None
+            if fused_P_into(net.activation, H, Q, r, self._c_flat(), self.problem.y, net.alpha, ds, times_r=False):
+                return Q, r, ds
         ds, r = self._dsigma_and_r(H)
         if with_ds:
-            return torch.mul(ds, self._c_col, out=self._scratch("Q", shape, H)), r, ds
+            return None, r, ds
         return ds.mul_(self._c_col), r, None
 
     def _c_flat(self) -> torch.Tensor:

@@ -106,7 +106,9 @@ class ObservedField(AbstractField):
         core = self.core(state)
         H, A = self.base.split(core)
         Q, r, ds = self.base._Q_and_r(H, with_ds=True)
-        q = self._integrands(H, ds, r=r)  # before the update overwrites H
+        q = self._integrands(H, ds, r=r)  # before the update overwrites H (and Q, where None, σ′)
+        if Q is None:
+            Q = ds.mul_(self.base._c_col)
         self.base._gd_update_(H, A, Q, r, step)  # (a non-finite r or σ′ propagates into the state, as before)
         self.integrals(state).add_(q, alpha=step)
 

@@ -25,7 +25,6 @@ is found or the build fails, :func:`status` says why and gflow takes torch's rou
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import os
@@ -78,36 +77,36 @@ static inline double gf_tanh1(double x) {
 }
 
 /* s = tanh(u) and, if ds, ds = 1 - s^2 over n entries (u may be s) */
-void gf_tanh(const double *u, double *s, double *ds, long n) {
+void gf_tanh(const double *u, double *s, double *ds, int64_t n) {
     if (ds) {
         #pragma omp simd
-        for (long i = 0; i < n; i++) { double v = gf_tanh1(u[i]); s[i] = v; ds[i] = 1.0 - v * v; }
+        for (int64_t i = 0; i < n; i++) { double v = gf_tanh1(u[i]); s[i] = v; ds[i] = 1.0 - v * v; }
     } else {
         #pragma omp simd
-        for (long i = 0; i < n; i++) s[i] = gf_tanh1(u[i]);
+        for (int64_t i = 0; i < n; i++) s[i] = gf_tanh1(u[i]);
     }
 }
 
 /* For each a < n (entries i < m of H's column a at H + a*ldh, unit stride): s = tanh(H_a), r_a = alpha c.s - y_a,
    P_a = c (1 - s^2) r_a (times_r) or c (1 - s^2), and, if ds, ds_a = 1 - s^2 (s kept in P between the loops) */
-void gf_tanh_P(const double *H, long ldh, double *P, long ldp, double *ds, long ldd, const double *c,
-               const double *y, double alpha, double *r, long m, long n, int times_r) {
-    for (long a = 0; a < n; a++) {
+void gf_tanh_P(const double *H, int64_t ldh, double *P, int64_t ldp, double *ds, int64_t ldd, const double *c,
+               const double *y, double alpha, double *r, int64_t m, int64_t n, int times_r) {
+    for (int64_t a = 0; a < n; a++) {
         const double *h = H + a * ldh;
         double *p = P + a * ldp;
         double acc = 0.0;
         #pragma omp simd reduction(+:acc)
-        for (long i = 0; i < m; i++) { double v = gf_tanh1(h[i]); p[i] = v; acc += c[i] * v; }
+        for (int64_t i = 0; i < m; i++) { double v = gf_tanh1(h[i]); p[i] = v; acc += c[i] * v; }
         double ra = alpha * acc - y[a];
         r[a] = ra;
         double f = times_r ? ra : 1.0;
         if (ds) {
             double *d = ds + a * ldd;
             #pragma omp simd
-            for (long i = 0; i < m; i++) { double v = p[i], g = 1.0 - v * v; d[i] = g; p[i] = c[i] * g * f; }
+            for (int64_t i = 0; i < m; i++) { double v = p[i], g = 1.0 - v * v; d[i] = g; p[i] = c[i] * g * f; }
         } else {
             #pragma omp simd
-            for (long i = 0; i < m; i++) { double v = p[i]; p[i] = c[i] * (1.0 - v * v) * f; }
+            for (int64_t i = 0; i < m; i++) { double v = p[i]; p[i] = c[i] * (1.0 - v * v) * f; }
         }
     }
 }
@@ -115,37 +114,37 @@ void gf_tanh_P(const double *H, long ldh, double *P, long ldp, double *ds, long 
 /* DOP853's error sums (Engine._error, RMS norm): absy1 = |y1| + a (a = atol/rtol: av[i] if av, else as), and with
    sc = max(absy, absy1) (NaN if either is), out[0] = sum (e5/sc)^2, out[1] = sum (e3/sc)^2 */
 static inline void gf_err853_1(const double *absy, const double *y1, const double *e5, const double *e3, double a,
-                               double *absy1, long i, double *s5, double *s3) {
+                               double *absy1, int64_t i, double *s5, double *s3) {
     double v = y1[i];
     double b = (v < 0.0 ? -v : v) + a;
     absy1[i] = b;
     double x = absy[i];
     double sc = (x != x || b != b) ? x + b : (x > b ? x : b);
-    double inv = 1.0 / sc;
-    double u = e5[i] * inv, w = e3[i] * inv;
+    double u = e5[i] / sc, w = e3[i] / sc;                      /* (not one reciprocal: 1/sc overflows for a
+                                                                   subnormal sc, and torch divides) */
     *s5 += u * u;
     *s3 += w * w;
 }
 
 void gf_err853(const double *absy, const double *y1, const double *e5, const double *e3, const double *av,
-               double as, double *absy1, double *out, long n) {
+               double as, double *absy1, double *out, int64_t n) {
     double s5 = 0.0, s3 = 0.0;
     if (av) {
         #pragma omp simd reduction(+:s5, s3)
-        for (long i = 0; i < n; i++) gf_err853_1(absy, y1, e5, e3, av[i], absy1, i, &s5, &s3);
+        for (int64_t i = 0; i < n; i++) gf_err853_1(absy, y1, e5, e3, av[i], absy1, i, &s5, &s3);
     } else {
         #pragma omp simd reduction(+:s5, s3)
-        for (long i = 0; i < n; i++) gf_err853_1(absy, y1, e5, e3, as, absy1, i, &s5, &s3);
+        for (int64_t i = 0; i < n; i++) gf_err853_1(absy, y1, e5, e3, as, absy1, i, &s5, &s3);
     }
     out[0] = s5;
     out[1] = s3;
 }
 
 /* out[0] = sum (a1 - b1)^2, out[1] = sum (a2 - b2)^2 (Hairer's stiffness estimate: two distances, one pass) */
-void gf_dist2(const double *a1, const double *b1, const double *a2, const double *b2, double *out, long n) {
+void gf_dist2(const double *a1, const double *b1, const double *a2, const double *b2, double *out, int64_t n) {
     double s1 = 0.0, s2 = 0.0;
     #pragma omp simd reduction(+:s1, s2)
-    for (long i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         double u = a1[i] - b1[i], w = a2[i] - b2[i];
         s1 += u * u;
         s2 += w * w;
@@ -178,6 +177,12 @@ def _compiler() -> str | None:
     return None
 
 
+def _cpu_flags() -> str:
+    """The CPU's feature flags from /proc/cpuinfo ("" where unknown: not Linux)."""
+    info = cpuinfo()
+    return info.get("flags", "") or info.get("Features", "")
+
+
 def _machine_key() -> str:
     """The CPU's identity as far as ``-march=native`` cares (a shared home directory may see several machines)."""
     info = cpuinfo()
@@ -186,7 +191,7 @@ def _machine_key() -> str:
     return "|".join(parts)
 
 
-def _build(target: Path) -> str | None:
+def _build(target: Path, arch: tuple[str, ...]) -> str | None:
     """Compile :data:`_SOURCE` into ``target`` (atomically: concurrent builders each write their own file and
     rename it); None on success, else why not."""
     cc = _compiler()
@@ -200,9 +205,9 @@ def _build(target: Path) -> str | None:
     out = src[:-2] + ".so"
     why = "?"
     try:
-        for arch in (_NATIVE_ARCH, ()):
+        for flags in dict.fromkeys((arch, ())):  # (without -march=native where the compiler refuses it)
             try:
-                proc = subprocess.run([cc, *arch, *_FLAGS, src, "-o", out], capture_output=True, text=True,
+                proc = subprocess.run([cc, *flags, *_FLAGS, src, "-o", out], capture_output=True, text=True,
                                       timeout=120)
             except (OSError, subprocess.SubprocessError) as exc:
                 why = f"{cc} failed: {type(exc).__name__}: {exc}"
@@ -220,30 +225,54 @@ def _build(target: Path) -> str | None:
                 pass
 
 
+def _private_temp_dir() -> Path:
+    """A per-user folder in the temporary directory, created with mode 0700; refused (OSError) if it exists but is
+    not this user's or others may write to it (a predictable name in a world-writable place: another user could
+    plant a library there)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"gflow-{uid if uid is not None else 'user'}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = folder.lstat()
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or (uid is not None and st.st_uid != uid) or st.st_mode & 0o022:
+        raise PermissionError(f"{folder} is not a private folder of this user")
+    return folder
+
+
 @functools.lru_cache(maxsize=1)
-def _library() -> tuple[ctypes.CDLL | None, str]:
+def _library() -> tuple[object | None, str]:
     """(the loaded library or None, a line saying where it came from or why it is off); once per process."""
     if os.environ.get(NATIVE_ENV, "1").strip() == "0":
         return None, f"off ({NATIVE_ENV}=0)"
-    key = hashlib.sha256("\n".join([_SOURCE, " ".join(_FLAGS + _NATIVE_ARCH), _machine_key()]).encode()).hexdigest()
+    try:
+        import ctypes
+    except ImportError as exc:  # (a Python built without _ctypes)
+        return None, f"off (no ctypes: {exc})"
+    # -march=native only where the CPU's features are known (and in the file name): a library built for a newer
+    # CPU, found in a shared cache directory by an older one, would die of an illegal instruction
+    arch = _NATIVE_ARCH if _cpu_flags() else ()
+    key = hashlib.sha256("\n".join([_SOURCE, " ".join(_FLAGS + arch), _machine_key()]).encode()).hexdigest()
     name = f"gflow_native_{key[:20]}.so"
-    # the cache directory, else (read-only, as a home directory on some clusters) the temporary one
-    fallback = Path(tempfile.gettempdir()) / f"gflow-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
     errors = []
-    for folder in (cache_dir(), fallback):
-        target = folder / name
+    for where in (cache_dir, _private_temp_dir):  # the cache directory, else (read-only) a private temporary one
         try:
+            folder = where()
+            target = folder / name
             if not target.exists():
-                why = _build(target)
+                why = _build(target, arch)
                 if why is not None:
                     return None, f"off (build failed: {why})"
             lib = ctypes.CDLL(str(target))
             break
         except OSError as exc:
-            errors.append(f"{folder}: {type(exc).__name__}: {exc}")
+            errors.append(f"{type(exc).__name__}: {exc}")
     else:
         return None, f"off ({'; '.join(errors)})"
-    vp, lg, db = ctypes.c_void_p, ctypes.c_long, ctypes.c_double
+    vp, lg, db = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.gf_tanh.argtypes = [vp, vp, vp, lg]
     lib.gf_tanh.restype = None
     lib.gf_tanh_P.argtypes = [vp, lg, vp, lg, vp, lg, vp, vp, db, vp, lg, lg, ctypes.c_int]
@@ -261,7 +290,10 @@ def available() -> bool:
 
 
 def status() -> str:
-    """"on (path)" or "off (why)"."""
+    """"on (path)" or "off (why)" — or "not loaded" where nothing in this process has asked for the kernels (no
+    build for the provenance alone)."""
+    if _library.cache_info().currsize == 0:
+        return "not loaded"
     return _library()[1]
 
 
@@ -315,6 +347,8 @@ _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 def _pool(workers: int) -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] != workers:
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[2].shutdown(wait=False)
         _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="gflow-native"))
     return _POOL[2]
 
@@ -344,12 +378,14 @@ def tanh_P_into(H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tens
         lib.gf_tanh_P(hp + 8 * a0 * hs, hs, pp + 8 * a0 * ps, ps, (dp + 8 * a0 * dstride) if dp else None,
                       dstride, cp, yp + 8 * a0, alpha, rp + 8 * a0, m, a1 - a0, tr)
 
-    k = min(n, torch.get_num_threads() if threads is None else threads)
+    workers = torch.get_num_threads() if threads is None else threads
+    k = min(n, workers)
     if k <= 1 or m * n < PARALLEL_MIN_ENTRIES:
         columns(0, n)
         return True
     bounds = [n * j // k for j in range(k + 1)]
-    futures = [_pool(k - 1).submit(columns, bounds[j], bounds[j + 1]) for j in range(1, k)]
+    pool = _pool(workers - 1)
+    futures = [pool.submit(columns, bounds[j], bounds[j + 1]) for j in range(1, k)]
     columns(bounds[0], bounds[1])
     for f in futures:
         f.result()
@@ -367,6 +403,11 @@ class Sums:
     device sync: they are host memory)."""
 
     def __init__(self):
+        try:
+            import ctypes
+        except ImportError:  # (no native library then: err853_into and dist2_into return False)
+            self.buf, self.ptr = [0.0, 0.0], None
+            return
         self.buf = (ctypes.c_double * 2)()
         self.ptr = ctypes.addressof(self.buf)
 

@@ -339,15 +339,18 @@ def _tanh_sigma_into(u, s):
     (_tanh_via_sigmoid_into if _sigmoid_route(u) else torch.tanh)(u, out=s)
 
 
+def fusable(act: Activation, H: torch.Tensor) -> bool:
+    """Whether :func:`fused_P_into` may run for ``act`` on H: the built-in tanh on the native route (float64, CPU)."""
+    return act.builtin and act.name == "tanh" and _route(H) == "native"
+
+
 def fused_P_into(act: Activation, H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
                  y: torch.Tensor, alpha: float, ds: torch.Tensor | None = None, times_r: bool = True) -> bool:
     """P = c σ′(H) r (or c σ′(H) without ``times_r``) and r = α σ(H)ᵀc − y in one fused pass, σ′ into ``ds`` when
     given — where ``act`` is the built-in tanh on the native route and the tensors suit the kernel
     (:func:`gflow.model._native.tanh_P_into`); False (nothing written) otherwise, and the caller takes torch's
     passes."""
-    if not (act.builtin and act.name == "tanh") or _route(H) != "native":
-        return False
-    return _native.tanh_P_into(H, P, r, c, y, alpha, ds, times_r)
+    return fusable(act, H) and _native.tanh_P_into(H, P, r, c, y, alpha, ds, times_r)
 
 
 def _tanh_dsigma_from_sigma_(s):
@@ -388,12 +391,15 @@ TANH_ROUTE_ENV = "GFLOW_FLOAT64_TANH_ROUTE"
 
 #: the values of :func:`float64_tanh_route`
 TANH_ROUTES = ("native", "tanh", "sigmoid")
+#: what :data:`TANH_ROUTE_ENV` may hold: a route, or "native+" torch's route (:func:`worker_tanh_route`)
+_ROUTE_SETTINGS = (*TANH_ROUTES, "native+tanh", "native+sigmoid")
 
 
 def set_float64_tanh_route(route: str) -> None:
     """Fix :func:`float64_tanh_route` to ``route`` in this process and the ones it starts (through
-    :data:`TANH_ROUTE_ENV`): how gf.sweep's local workers take their parent's choice."""
-    if route not in TANH_ROUTES:
+    :data:`TANH_ROUTE_ENV`): how gf.sweep's local workers take their parent's choice (:func:`worker_tanh_route`:
+    ``"native+sigmoid"`` fixes torch's route too, for the tensors the kernel does not suit)."""
+    if route not in _ROUTE_SETTINGS:
         raise ValueError(f"the float64 tanh route must be one of {TANH_ROUTES}, got {route!r}")
     os.environ[TANH_ROUTE_ENV] = route
     float64_tanh_route.cache_clear()
@@ -427,12 +433,20 @@ def float64_tanh_route() -> str:
     a few 1e-16 (absolutely: see :func:`_torch_tanh_route`)."""
     fixed = os.environ.get(TANH_ROUTE_ENV)
     if fixed is not None:
-        if fixed not in TANH_ROUTES:
+        if fixed not in _ROUTE_SETTINGS:
             raise ValueError(f"environment variable {TANH_ROUTE_ENV} must be one of {TANH_ROUTES}, got {fixed!r}")
-        if fixed == "native" and not _native.available():
-            return _torch_tanh_route()
+        if fixed.startswith("native"):
+            return "native" if _native.available() else _torch_tanh_route()
         return fixed
     return "native" if _native.available() else _torch_tanh_route()
+
+
+def worker_tanh_route() -> str:
+    """This process's route as its sweep workers should take it (:func:`set_float64_tanh_route`): with torch's route
+    spelled out after "native+", so that a worker does not time its own for the tensors the kernel does not suit
+    (or where it cannot build the kernel)."""
+    route = float64_tanh_route()
+    return f"native+{_torch_tanh_route()}" if route == "native" else route
 
 
 @functools.lru_cache(maxsize=1)
@@ -452,7 +466,9 @@ def _torch_tanh_route() -> str:
     ``"sigmoid"`` on an idle machine, and their results differed from the serial runs by 4e-16).  Elsewhere by
     timing both on 32 768 points (about 1 ms).  :data:`TANH_ROUTE_ENV` set to ``"tanh"`` or ``"sigmoid"`` fixes it
     instead (under ``"native"`` it serves the tensors the kernel does not suit)."""
-    fixed = os.environ.get(TANH_ROUTE_ENV)
+    fixed = os.environ.get(TANH_ROUTE_ENV, "")
+    if fixed.startswith("native+"):
+        fixed = fixed[len("native+"):]
     if fixed in ("tanh", "sigmoid"):
         return fixed
     vendor = _cpu_vendor()

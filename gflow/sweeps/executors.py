@@ -282,12 +282,12 @@ class ProcessPool(AbstractExecutor):
             queue = ctx.Queue()
             for d in devices:
                 queue.put(d)
-        from ..model.activations import float64_tanh_route
+        from ..model.activations import worker_tanh_route
 
         #: set by interrupt(): the workers start no queued run (the ones a pool hands out ahead ran to their end)
         self._stop = ctx.Event()
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                            initargs=(self.threads, queue, float64_tanh_route(), os.getpid(),
+                                            initargs=(self.threads, queue, worker_tanh_route(), os.getpid(),
                                                       self._stop))
 
     def submit(self, fn, spec):
@@ -389,10 +389,10 @@ class DaskExecutor(AbstractExecutor):
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                          dashboard_address=None)
             self.client = Client(self._cluster)
-            from ..model.activations import float64_tanh_route
+            from ..model.activations import worker_tanh_route
             from ._dask import PinDevice, TanhRoute
 
-            self.client.register_plugin(TanhRoute(float64_tanh_route()))  # (as the process pool's workers)
+            self.client.register_plugin(TanhRoute(worker_tanh_route()))  # (as the process pool's workers)
             if any(d is not None for d in devices):
                 self.client.register_plugin(PinDevice(devices))
         elif isinstance(scheduler, Client):
@@ -452,9 +452,9 @@ class SubmititExecutor(AbstractExecutor):
 
     def submit(self, fn, spec):
         if self.cluster == "local":  # processes on this machine: the parent's float64 tanh route, as the pools'
-            from ..model.activations import float64_tanh_route
+            from ..model.activations import worker_tanh_route
 
-            fn = _WithTanhRoute(fn, float64_tanh_route())
+            fn = _WithTanhRoute(fn, worker_tanh_route())
         fut = _Job(self._executor, fn, spec)
         if self.max_jobs is None:
             fut.start()
