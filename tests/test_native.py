@@ -279,6 +279,7 @@ def test_workers_get_torchs_route_with_native(native, monkeypatch):
         assert activations.float64_tanh_route() == "native" and activations._torch_tanh_route() == other
         assert activations.worker_tanh_route() == "native+" + other
     finally:
+        os.environ.pop(activations.TANH_ROUTE_ENV, None)  # (set_float64_tanh_route writes os.environ itself)
         monkeypatch.undo()
         activations.float64_tanh_route.cache_clear()
         activations._torch_tanh_route.cache_clear()
