@@ -30,6 +30,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -185,9 +186,7 @@ def _cpu_flags() -> str:
 
 def _machine_key() -> str:
     """The CPU's identity as far as ``-march=native`` cares (a shared home directory may see several machines)."""
-    info = cpuinfo()
-    parts = [platform.machine(), sys.platform, info.get("flags", "") or info.get("Features", ""),
-             info.get("model name", "") or platform.processor()]
+    parts = [platform.machine(), sys.platform, _cpu_flags(), cpuinfo().get("model name", "") or platform.processor()]
     return "|".join(parts)
 
 
@@ -236,8 +235,6 @@ def _private_temp_dir() -> Path:
     except FileExistsError:
         pass
     st = folder.lstat()
-    import stat
-
     if not stat.S_ISDIR(st.st_mode) or (uid is not None and st.st_uid != uid) or st.st_mode & 0o022:
         raise PermissionError(f"{folder} is not a private folder of this user")
     return folder

@@ -427,17 +427,15 @@ def float64_tanh_route() -> str:
     route below), ``"tanh"`` or ``"sigmoid"`` (torch's, :func:`_torch_tanh_route`).  ``"native"`` wherever the
     kernel builds (a C compiler, once per machine); :data:`TANH_ROUTE_ENV` (one of :data:`TANH_ROUTES`) fixes
     it instead — ``"native"`` there, as a sweep's parent passes it to its workers, takes torch's route where the
-    kernel cannot be built (a remote worker without a compiler: :func:`gflow.model._native.status` says why, in
-    the provenance, and the route recorded is the one that ran).  Recorded in every solution's
-    provenance (:func:`gflow.solution.versions`), with :func:`gflow.model._native.status`.  The routes agree to
-    a few 1e-16 (absolutely: see :func:`_torch_tanh_route`)."""
+    kernel cannot be built (a remote worker without a compiler).  Recorded, as the route that ran, in every
+    solution's provenance (:func:`gflow.solution.versions`), with :func:`gflow.model._native.status` (why it is
+    off, where it is).  The routes agree to a few 1e-16 (absolutely: see :func:`_torch_tanh_route`)."""
     fixed = os.environ.get(TANH_ROUTE_ENV)
     if fixed is not None:
         if fixed not in _ROUTE_SETTINGS:
             raise ValueError(f"environment variable {TANH_ROUTE_ENV} must be one of {TANH_ROUTES}, got {fixed!r}")
-        if fixed.startswith("native"):
-            return "native" if _native.available() else _torch_tanh_route()
-        return fixed
+        if not fixed.startswith("native"):
+            return fixed
     return "native" if _native.available() else _torch_tanh_route()
 
 
