@@ -328,3 +328,52 @@ def test_hypothesis_str():
     s = str(_t1(L0=1.0, eta_bar0=0.2))
     assert "Realised Theorem 1" in s and s.count("\n") >= 6
     assert "Theorem 3" in str(_t2(theorem3, D=10))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a report guarantees when the proof's events are known (EQUATIONS.md §10.2–§10.4)
+
+
+def test_a_failed_event_guarantees_no_rate_for_that_initialisation_and_sure_needs_every_event():
+    thr = _t1().c_threshold
+    # hypotheses met, Lemma 3's event failed: the probability-(1 − δ) statement does not cover this draw
+    bad = _t1(c_hat=1.0001 * thr, L0=0.5 * Y**2, eta_bar0=0.5 * K_HC)
+    assert bad.all_met and bad.events_occurred is False
+    assert bad.guaranteed_rate is None and np.all(np.isnan(bad.bound([0.0, 1.0])))
+    assert "no rate guaranteed for this initialisation" in bad.guarantee and "η̄_0" in bad.guarantee
+    assert "no rate guaranteed for this initialisation" in str(bad)
+    # only Lemma 2's event given (and it occurred): still only probable, and the report says what is unchecked
+    part = _t1(c_hat=1.0001 * thr, L0=0.5 * Y**2)
+    assert part.guaranteed_rate == part.rate and "surely" not in part.guarantee
+    assert "probability ≥ 0.9" in part.guarantee and "eta_bar0" in part.guarantee
+    assert part.bound(1.0) == pytest.approx(0.5 * Y**2 * math.exp(-part.rate))  # L0 given to the theorem
+    # both events given and occurred: sure for this draw
+    full = _t1(c_hat=1.0001 * thr, L0=0.5 * Y**2, eta_bar0=1.5 * K_HC)
+    assert full.guarantee.startswith("surely")
+    # Theorems 2 and 3 also need event (74): without gram_deviation it is not sure
+    kb = _t2().K
+    t2 = _t2(c_hat=1.0001 * _t2().c_threshold, L0=0.5 * Y**2, eta_bar0=1.5 * kb)
+    assert t2.all_met and t2.events_occurred and "surely" not in t2.guarantee and "gram_deviation" in t2.guarantee
+    t2s = _t2(c_hat=1.0001 * _t2().c_threshold, L0=0.5 * Y**2, eta_bar0=1.5 * kb, gram_deviation=0.1 * LMIN)
+    assert t2s.guarantee.startswith("surely") and t2s.events_unchecked == ()
+    with pytest.raises(ValueError, match="pass L0= here or to the theorem"):
+        _t1().bound(1.0)
+
+
+def test_a_singular_gram_rounded_below_zero_is_vacuous_not_an_error():
+    rep = _t1(lam_min_G=-1e-17)  # what an eigensolver returns for a singular G
+    assert rep.lam_min == 0.0 and rep.guaranteed_rate is None and not rep.all_met
+    with pytest.raises(ValueError, match="lam_min_G"):
+        _t1(lam_min_G=-1e-3)  # a real negative eigenvalue is still refused
+
+
+@pytest.mark.parametrize("interval,g", [((0.0, 3.0), 0.01), ((-3.0, 0.0), 0.01), ((-1.0, 1.0), 1e-4),
+                                        ((-1.0, 2.0), 4.0)])
+def test_prob_inner_keeps_its_digits_in_either_tail(interval, g):
+    # π(I₀; g) with I₀ far in a tail: the difference of the two CDFs cancelled to 0 (I₀ = (1, 2), g = 0.01:
+    # 7.6e-24), below the 2K of (71) that it must exceed
+    (a, b), _ = inner_interval(interval)
+    s = math.sqrt(g)
+    exact = norm.sf(a / s) - norm.sf(b / s) if a >= 0 else norm.cdf(b / s) - norm.cdf(a / s)
+    got = prob_inner(interval, g)
+    assert got == pytest.approx(exact, rel=1e-12) and got >= 2 * K_const(interval, g, g)

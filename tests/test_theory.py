@@ -632,3 +632,74 @@ def test_certify_reads_a_file_of_an_earlier_gflow_that_named_a_custom_scaling_on
     cert = gf.certify(old)
     assert cert.ok and not cert.check("T11").applicable and "recorded by name only" in cert.check("T11").detail
     assert "recorded by name only" in cert.check("T9").detail
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Edge cases of certify: no counted violation where the trajectory is right (each a former false violation or
+# crash)
+
+
+def test_certify_with_an_exactly_zero_initial_loss_holds_t10():
+    X, y = _data(5, 8, 0)
+    net = gf.Network(d=8, width=64, seed=0)
+    y0 = gf.simulate(net, X, y, t1=1e-9).output[0]  # targets at the initial outputs: L₀ = 0
+    cert = gf.certify(gf.simulate(net, X, y0, t1=5.0, rtol=1e-10, atol=1e-12))
+    t10 = cert.check("T10")
+    assert cert.ok and t10.applicable and t10.held  # (log 0 − log 0 = NaN: a counted violation)
+
+
+def test_certify_with_c_identically_zero_neither_crashes_nor_flags():
+    X, y = _data(5, 8, 0)
+    sol = gf.simulate(gf.Network(d=8, width=64, seed=0, c=np.zeros(64)), X, y, t1=2.0, rtol=1e-10, atol=1e-12)
+    cert = gf.certify(sol)  # (ZeroDivisionError in T9: 0 ≤ 1e-12·0 made |c_i| "all equal")
+    assert cert.ok and not cert.check("T9").applicable and not cert.check("T11").applicable
+    assert "does not depend on the features" in cert.check("T11").detail
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1.0), (torch.float64, 1000.0)])
+def test_weight_space_feature_rounding_at_t0_does_not_fail_t8(dtype, scale):
+    X, y = _data(5, 8, 0)
+    sol = gf.simulate(gf.Network(d=8, width=64, seed=0, dtype=dtype), X * scale, y, t1=1.0, space="weight")
+    assert sol.feature_movement[0].max() > 0  # the precondition: H(0) = W₀(βΦᵀ) vs (W₀Φᵀ)β rounds apart
+    t8 = gf.certify(sol).check("T8")
+    assert t8.applicable and t8.held
+
+
+@pytest.mark.parametrize("rtol", [1e-8, 1e-10, 1e-12])
+def test_n_equal_one_where_t3_and_t4_hold_with_equality_is_certified_at_every_rtol(rtol):
+    # n = 1: M is a scalar, T3 and T4 are equalities, and L = ½r² is known only to ~2δ/|r| relatively once r ≪ f
+    net = gf.Network(d=4, width=16, activation="tanh", seed=0)
+    sol = gf.simulate(net, np.array([[1, 0.5, -0.3, 0.8]]), np.array([0.4]), t1=40.0, rtol=rtol, atol=rtol * 1e-2)
+    cert = gf.certify(sol)
+    assert cert.check("T3").worst_margin < -cert.slack  # the precondition: beyond the plain slack
+    assert cert.ok and cert.check("T3").held and cert.check("T4").held and "allowed there" in cert.check("T3").detail
+
+
+def test_the_accuracy_allowance_still_catches_an_inaccurate_trajectory():
+    # a 10× error in the loss is far beyond the loss's accuracy at any saved time: T3 must fail
+    X, y = _data(6, 5, 1)
+    sol = gf.simulate(gf.Network(d=5, width=32, seed=1), X, y, t1=20.0, rtol=1e-10, atol=1e-12)
+    bad = dataclasses.replace(sol, loss=sol.loss * np.r_[1.0, np.full(sol.loss.size - 1, 10.0)])
+    cert = gf.certify(bad)
+    assert not cert.check("T3").held and not cert.ok
+
+
+def test_certify_above_the_eigenproblem_size_leaves_the_lambda_min_bounds_unevaluated(monkeypatch):
+    import gflow.solve._record as rec
+
+    monkeypatch.setattr(rec, "EIG_MAX_N", 1)  # λ(G) computed up to 4·EIG_MAX_N = 4 points
+    X, y = _data(5, 3, 0)
+    sol = gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=0.5, rtol=1e-8, atol=1e-10)
+    assert math.isnan(sol.theory["lam_min_G"])
+    cert = gf.certify(sol)
+    assert cert.ok and not cert.violations
+    for key in ("T4", "T5", "T6", "T9", "T10"):
+        assert not cert.check(key).applicable and "not computed" in cert.check(key).detail, key
+
+
+def test_a_float32_run_with_a_small_residual_is_certified_at_its_default_rtol():
+    X, y = gf.data.random_labels(n=5, d=8, seed=0)
+    net = gf.Network(d=8, width=256, seed=0, dtype=torch.float32)
+    y1 = gf.simulate(net, X, y, t1=1e-6).output[0] + 1e-4 * np.array([1, -1, 1, -1, 1.0])  # a small residual
+    cert = gf.certify(gf.simulate(net, X, y1, t1=5.0, space="feature"))  # rtol 1e-7: float32's floor
+    assert cert.ok and cert.check("T2").held  # (T2 "failed" at 1.7e-4 against the slack 1e-5)

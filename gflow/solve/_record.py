@@ -471,6 +471,9 @@ class Recorder:
         lo, hi = self.interval
         K = act.K if self.interval == tuple(act.interval) else _numeric_inf_abs(act.dsigma, lo, hi)
         absc = net.c.abs()
+        # the scale of the outputs' terms, ‖|α| |c|ᵀ|σ(H₀)|‖: the error of r (and so of L's relative value where
+        # r is small) is relative to it, not to f (gflow.certify's tolerance; Recorder._rounding's model)
+        terms = abs(float(net.alpha)) * float(torch.linalg.norm(absc @ act.sigma(pb.H0).abs()))
         return {
             "interval": [lo, hi],
             "inner_interval": list(self.inner) if self.inner else None,
@@ -487,6 +490,7 @@ class Recorder:
             "G_min": float(diag.min()),
             "G_max": float(diag.max()),
             "y_norm": float(torch.linalg.norm(pb.y)),
+            "output_terms": terms,
         }
 
 

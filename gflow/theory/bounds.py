@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from scipy.special import ndtr
 
-from .._validate import check_positive_float, check_positive_int, describe
+from .._validate import check_positive_float, check_positive_int, describe, is_real
 from ..model.activations import Activation, get_activation
 
 _SQRT2 = math.sqrt(2.0)
@@ -115,9 +115,16 @@ def _delta(delta: Any) -> float:
     return d
 
 
+#: a λ_min below 0 by at most this fraction of λ_max is the rounding of a singular G's eigensolver: taken as 0
+_EIG_ROUNDING = 1e-12
+
+
 def _gram_numbers(lam_min: Any, lam_max: Any, g_min: Any, g_max: Any, names: Sequence[str]) -> tuple:
     """Validate (λ_min, λ_max, G_min, G_max) and their orderings λ_min ≤ G_min ≤ G_max ≤ λ_max."""
     n_lmin, n_lmax, n_gmin, n_gmax = names
+    if is_real(lam_min) and is_real(lam_max) and math.isfinite(float(lam_max)) and \
+            -_EIG_ROUNDING * abs(float(lam_max)) <= float(lam_min) < 0.0:
+        lam_min = 0.0  # a singular G's eigensolver rounds λ_min to ±1e-17: vacuous (λ_min = 0), not an error
     lmin = _nonneg(lam_min, n_lmin)
     lmax = _pos(lam_max, n_lmax)
     gmin = _pos(g_min, n_gmin)
@@ -185,7 +192,15 @@ def prob_inner(I: Sequence[float], g: "float | np.ndarray") -> "float | np.ndarr
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(f"g (a variance G_aa) must be finite and > 0, got {describe(g)}")
     s = np.sqrt(arr)
-    p = ndtr(b / s) - ndtr(a / s)
+    # the difference of the two tails nearer the interval: ndtr(b/s) − ndtr(a/s) cancelled to 0 for I₀ far in
+    # the upper tail (I₀ = (1, 2) with g = 1e-4: 7.6e-24), below the 2K of (71) it must exceed
+    if a >= 0.0:
+        p = ndtr(-a / s) - ndtr(-b / s)
+    elif b <= 0.0:
+        p = ndtr(b / s) - ndtr(a / s)
+    else:
+        p = 1.0 - ndtr(a / s) - ndtr(-b / s)
+    p = np.asarray(p)
     return float(p) if p.ndim == 0 else p
 
 
@@ -444,7 +459,11 @@ class TheoremReport:
         hypotheses: the checkable hypotheses (:class:`Hypothesis`).
         events: realised checks of the proof's high-probability events, when their numbers were given
             (Lemma 2: L₀ ≤ ‖y‖²; Lemma 3: η̄₀ > K; (74): ‖G − Ḡ‖₂ ≤ λ_min(Ḡ)/2).  If every hypothesis holds
-            and every event occurred, the bound holds surely for that initialisation.
+            and every event of the proof was checked and occurred, the bound holds surely for that
+            initialisation; if one failed, the theorem's probability-(1 − δ) statement does not cover it and no
+            rate is guaranteed for it.
+        events_unchecked: the proof's events whose numbers were not given (what to pass to check them).
+        L0: the realised L₀ given, else None (the default of :meth:`bound`).
         notes: conditions that cannot be checked (unspecified absolute constants) and standing assumptions.
         realised: :class:`RealisedTheorem1` (Theorem 1 given ``L0`` and ``eta_bar0``), else None.
     """
@@ -477,6 +496,8 @@ class TheoremReport:
     realised: RealisedTheorem1 | None = None
     D: int | None = None
     D_required: float | None = None
+    events_unchecked: tuple[str, ...] = ()
+    L0: float | None = None
 
     @property
     def all_met(self) -> bool:
@@ -494,25 +515,34 @@ class TheoremReport:
     def guaranteed_rate(self) -> float | None:
         r"""The rate the report guarantees, or None.
 
-        The realised (sure) rate when ``realised`` is given and met; otherwise ``rate`` if :attr:`all_met`
-        (then with probability ≥ 1 − δ over the initialisation, surely if every event occurred); otherwise
-        None.  (When the Theorem-1 events occurred and the ĉ hypothesis holds, the realised condition holds
-        too, and its rate is the larger, §10.3.)
+        The realised (sure) rate when ``realised`` is given and met; otherwise ``rate`` if :attr:`all_met` and no
+        checked event failed (then with probability ≥ 1 − δ over the initialisation, surely if every event of the
+        proof was checked and occurred); otherwise None — a failed event puts this initialisation outside the
+        set the theorem's probability statement covers (a run with η̄₀ = 0 < K decayed 6 000× slower than the
+        rate its hypotheses alone would give).  (When the Theorem-1 events occurred and the ĉ hypothesis holds,
+        the realised condition holds too, and its rate is the larger, §10.3.)
         """
         if self.realised is not None and self.realised.all_met:
             return self.realised.rate
-        return self.rate if self.all_met else None
+        return self.rate if self.all_met and self.events_occurred is not False else None
 
     @property
     def guarantee(self) -> str:
         """How :attr:`guaranteed_rate` holds, in words."""
         if self.realised is not None and self.realised.all_met:
             return "surely (realised Theorem 1, T10)"
-        if self.all_met:
-            if self.events_occurred:
-                return "surely for this initialisation (hypotheses met and every checked event occurred)"
-            return f"with probability ≥ {_fmt(1 - self.delta)} over the initialisation"
-        return "no rate guaranteed"
+        if not self.all_met:
+            return "no rate guaranteed"
+        if self.events_occurred is False:
+            failed = "; ".join(h.detail for h in self.events if not h.met)
+            return (f"no rate guaranteed for this initialisation: an event of the proof failed ({failed}), so the "
+                    f"probability-{_fmt(1 - self.delta)} statement does not cover it")
+        if self.events_occurred and not self.events_unchecked:
+            return "surely for this initialisation (hypotheses met and every event of the proof occurred)"
+        text = f"with probability ≥ {_fmt(1 - self.delta)} over the initialisation"
+        if self.events_occurred:
+            text += f" (the checked events occurred; not checked: {', '.join(self.events_unchecked)})"
+        return text
 
     def bound(self, t: Any, L0: float | None = None) -> "float | np.ndarray":
         r"""L₀ exp(−guaranteed_rate·t), vectorised over ``t`` (numpy); all-NaN when no rate is guaranteed.
@@ -520,9 +550,10 @@ class TheoremReport:
         ``L0`` defaults to the realised L₀ when one was given to the theorem; otherwise it is required.
         """
         if L0 is None:
-            if self.realised is None:
-                raise ValueError("L0 is required: this report was built without a realised L0")
-            L = self.realised.L0
+            if self.L0 is None:
+                raise ValueError("L0 is required: this report was built without a realised L0 (pass L0= here or to "
+                                 "the theorem)")
+            L = self.L0
         else:
             L = _nonneg(L0, "L0")
         return _bound(self.guaranteed_rate, t, L)
@@ -530,7 +561,7 @@ class TheoremReport:
     def __str__(self) -> str:
         gr = self.guaranteed_rate
         if gr is None:
-            head = "hypotheses NOT all met; no rate guaranteed"
+            head = "hypotheses NOT all met; no rate guaranteed" if not self.all_met else self.guarantee
         else:
             head = f"L_t ≤ L_0·exp(−{_fmt(gr)}·t), {self.guarantee}"
         K_name = "K" if self.theorem == 1 else "K̄"
@@ -576,6 +607,18 @@ def _m_hypothesis(m: int, req: float, theorem: int, formula: str, K: float, K_na
         return Hypothesis(name, True, f"m = {m} ≥ {_fmt_req(req)} required ({K_name} = {_fmt(K)})")
     return Hypothesis(name, False,
                       f"m = {m} but Theorem {theorem} needs m ≥ {_fmt_req(req)} (= {formula}, {K_name} = {_fmt(K)})")
+
+
+def _unchecked(L0, eta_bar0, K_name: str = "K", limiting: bool = False, gram_deviation=None) -> tuple[str, ...]:
+    """The proof's events left unchecked for want of their numbers (``limiting``: Theorems 2, 3, with (74))."""
+    out = []
+    if limiting and gram_deviation is None:
+        out.append("event (74) ‖G − Ḡ‖₂ ≤ λ_min(Ḡ)/2 (give gram_deviation)")
+    if L0 is None:
+        out.append("Lemma 2's event L_0 ≤ ‖y‖² (give L0)")
+    if eta_bar0 is None:
+        out.append(f"Lemma 3's event η̄_0 > {K_name} (give eta_bar0)")
+    return tuple(out)
 
 
 def _event_checks(L0, eta_bar0, y: float, K: float, K_name: str, lemma: str) -> list[Hypothesis]:
@@ -674,6 +717,7 @@ def theorem1(
         kappa_used=kap, c0=c0, c_threshold=thr, r=r, rate=r * c * c * lmin, eta_lower=_TWO_M23 * K,
         m_required=m_req, hypotheses=hyps,
         events=tuple(_event_checks(L0, eta_bar0, y, K, "K", "Lemma 3")), notes=notes, realised=realised,
+        events_unchecked=_unchecked(L0, eta_bar0), L0=None if L0 is None else _nonneg(L0, "L0"),
     )
 
 
@@ -770,7 +814,9 @@ def theorem2(
     events = _gram_event(gram_deviation, k["lam_min"]) + _event_checks(L0, eta_bar0, k["y_norm"], k["K"], "K̄",
                                                                        "Lemma 3")
     return TheoremReport(theorem=2, title="random embedding, EQUATIONS.md §10.4", hypotheses=tuple(hyps),
-                         events=tuple(events), notes=tuple(notes), D=D_, D_required=D_req, **k)
+                         events=tuple(events), notes=tuple(notes), D=D_, D_required=D_req,
+                         events_unchecked=_unchecked(L0, eta_bar0, "K̄", True, gram_deviation),
+                         L0=None if L0 is None else _nonneg(L0, "L0"), **k)
 
 
 def theorem3(
@@ -832,7 +878,9 @@ def theorem3(
     )
     events = _gram_event(gram_deviation, lmin) + _event_checks(L0, eta_bar0, k["y_norm"], k["K"], "K̄", "Lemma 3")
     return TheoremReport(theorem=3, title="P-3L network, EQUATIONS.md §10.5", hypotheses=hyps,
-                         events=tuple(events), notes=notes, D=D_, D_required=D_req, **k)
+                         events=tuple(events), notes=notes, D=D_, D_required=D_req,
+                         events_unchecked=_unchecked(L0, eta_bar0, "K̄", True, gram_deviation),
+                         L0=None if L0 is None else _nonneg(L0, "L0"), **k)
 
 
 # ---------------------------------------------------------------------------------------------------------
