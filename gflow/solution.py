@@ -171,7 +171,8 @@ def versions() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "float64_tanh_route": float64_tanh_route(),  # how tanh σ/σ′ ran on this CPU (the routes agree to ~4e-16)
-        "native_kernels": native_status(),  # gflow's compiled kernels: "on (path)" or "off (why)"
+        # gflow's compiled kernels: "on (file name)" — not its folder, the user's home — or "off (why)"
+        "native_kernels": native_status(path=False),
     }
 
 

@@ -286,12 +286,16 @@ def available() -> bool:
     return _library()[0] is not None
 
 
-def status() -> str:
+def status(path: bool = True) -> str:
     """"on (path)" or "off (why)" — or "not loaded" where nothing in this process has asked for the kernels (no
-    build for the provenance alone)."""
+    build for the provenance alone).  ``path=False``: the library's file name only, "on (gflow_native_<key>.so)" —
+    what run files record (the key hashes the source, flags and CPU features; the folder is the user's home)."""
     if _library.cache_info().currsize == 0:
         return "not loaded"
-    return _library()[1]
+    lib, line = _library()
+    if lib is not None and not path:
+        return f"on ({Path(line[4:-1]).name})"
+    return line
 
 
 def _dense_like(u: torch.Tensor, v: torch.Tensor) -> bool:
