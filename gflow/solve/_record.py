@@ -70,17 +70,31 @@ ROW_BYTES_BASE, ROW_BYTES_PER_ENTRY = 1200, 32
 ROW_MEMORY_SHARE = 0.5
 
 
-def check_recording_memory(rows: int, n: int, n_test: int, seeds: int = 1, *, what: str, advice: str) -> None:
-    """Refuse a run whose ``rows`` saved times (× ``seeds``) would hold more than :data:`ROW_MEMORY_SHARE` of the
-    machine's physical memory: 1e7 saved GD steps at n = 5 held ~15 GB, and the process was killed for memory hours
-    into the run.  Nothing is checked where the memory size is unknown."""
+def snapshot_bytes(problem, n_features: int, n_weights: int) -> float:
+    """What the features and weights kept at ``n_features`` / ``n_weights`` times (features_at, weights_at) hold:
+    H (m, n) and H_test (m, n_te), W (m, D), each twice while the run ends (the list of arrays, then its stack)."""
+    net = problem.net
+    size = torch.finfo(net.dtype).bits // 8
+    return 2.0 * size * net.m * (n_features * (problem.n + problem.n_test) + n_weights * net.D)
+
+
+def check_recording_memory(rows: int, n: int, n_test: int, seeds: int = 1, *, what: str, advice: str,
+                           snapshots: float = 0.0) -> None:
+    """Refuse a run whose ``rows`` saved times (× ``seeds``), with ``snapshots`` bytes per seed of kept features and
+    weights (:func:`snapshot_bytes`), would hold more than :data:`ROW_MEMORY_SHARE` of the machine's physical
+    memory: 1e7 saved GD steps at n = 5 held ~15 GB, and the process was killed for memory hours into the run (and
+    features_at="all" over 20 001 times at m = 4 096 failed on its 3 GiB stack after the whole run).  Nothing is
+    checked where the memory size is unknown."""
     total = _physical_memory()  # (inf where the platform does not say: nothing is refused)
-    need = rows * seeds * (ROW_BYTES_BASE + ROW_BYTES_PER_ENTRY * (2 * n + n_test))
+    rows_need = rows * seeds * (ROW_BYTES_BASE + ROW_BYTES_PER_ENTRY * (2 * n + n_test))
+    need = rows_need + seeds * snapshots
     if total > 0 and need > ROW_MEMORY_SHARE * total:
+        kept = (f", {seeds * snapshots / 2**30:.1f} GiB of it the features and weights kept at the features_at / "
+                f"weights_at times (give fewer of those)") if snapshots > 0.1 * need else ""
         raise ValueError(f"{rows} {what}{f' × {seeds} seeds' if seeds > 1 else ''} would hold about "
                          f"{need / 2**30:.1f} GiB in memory while the run records them (about "
-                         f"{need / (rows * seeds) / 1e3:.1f} kB each), more than {ROW_MEMORY_SHARE:.0%} of this "
-                         f"machine's {total / 2**30:.0f} GiB; {advice}")
+                         f"{rows_need / (rows * seeds) / 1e3:.1f} kB each{kept}), more than {ROW_MEMORY_SHARE:.0%} "
+                         f"of this machine's {total / 2**30:.0f} GiB; {advice}")
 
 
 class Recorder:

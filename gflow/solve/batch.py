@@ -38,7 +38,7 @@ from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import (Abort, Monitor, Recorder, check_recording_memory, float64_advice, guarded_solve,
-                      interrupted_message, raise_if_interrupted)
+                      interrupted_message, raise_if_interrupted, snapshot_bytes)
 from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
@@ -321,7 +321,8 @@ def simulate_batch(
     tol = record_tol(grid)
     pb = bf.problems[0]
     check_recording_memory(len(grid), pb.n, pb.n_test, S, what="output times (saveat)",
-                           advice="give fewer output times, or fewer seeds per batch")
+                           advice="give fewer output times, or fewer seeds per batch",
+                           snapshots=snapshot_bytes(pb, len(ft), len(wt)))
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
@@ -745,7 +746,8 @@ def gradient_descent_batch(
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, checkpoint=checkpoint)
     pb = bf.problems[0]
     check_recording_memory(len(save_k), pb.n, pb.n_test, len(nets), what="saved steps",
-                           advice=f"save less often (save_every > {save_every}), or fewer seeds per batch")
+                           advice=f"save less often (save_every > {save_every}), or fewer seeds per batch",
+                           snapshots=snapshot_bytes(pb, len(fk), len(wk)))
     recorders = [Recorder(f, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                           diverge_factor=DIVERGE_FACTOR) for f in bf.fields]
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,

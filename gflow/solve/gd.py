@@ -21,7 +21,7 @@ from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, guarded_solve,
-                      interrupted_message, raise_if_interrupted)
+                      interrupted_message, raise_if_interrupted, snapshot_bytes)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field
 
@@ -158,7 +158,8 @@ def gradient_descent(
     # (a checkpoint written before the layout choice resumes in its (2, m, n) layout)
     field = observed_field(make_field(problem, space, layout=stored_layout(checkpoint)), interval, integrals)
     check_recording_memory(len(save_k), problem.n, problem.n_test, what="saved steps",
-                           advice=f"save less often (save_every > {save_every})")
+                           advice=f"save less often (save_every > {save_every})",
+                           snapshots=snapshot_bytes(problem, len(fk), len(wk)))
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
                         diverge_factor=DIVERGE_FACTOR)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,

@@ -37,7 +37,7 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Solution, versions
 from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, float64_advice,
-                      guarded_solve, interrupted_message, raise_if_interrupted)
+                      guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -476,7 +476,7 @@ def simulate(
             )
 
     check_recording_memory(len(grid), problem.n, problem.n_test, what="output times (saveat)",
-                           advice="give fewer output times")
+                           advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
