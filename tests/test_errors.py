@@ -951,6 +951,25 @@ def test_a_run_whose_saved_times_would_not_fit_in_memory_is_refused_up_front(mon
     assert gf.gradient_descent(net, X, y, step=0.1, steps=1000, save_every=1).ok
 
 
+def test_the_memory_guard_counts_the_features_and_weights_kept_at_features_at_and_weights_at(monkeypatch):
+    # (a new-user audit: features_at="all" over 20 001 times at m = 4 096 passed the guard, ran 36 s, then failed
+    # on its 3 GiB stack; the guard counted the rows' scalars and residuals only)
+    from gflow.solve import _record
+
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    net = gf.Network(d=3, width=64, seed=0)
+    monkeypatch.setattr(_record, "_physical_memory", lambda: 2.0**20)  # a 1 MiB machine: 0.5 MiB allowed
+    assert gf.simulate(net, X, y, t1=1.0, saveat=np.linspace(0, 1, 101), warn=False).ok  # rows alone: 0.15 MB
+    # + 101 × 64 × 5 × 8 B × 2 = 0.52 MB of kept features: over the share
+    with pytest.raises(ValueError, match=r"101 output times \(saveat\) would hold about .* of it the features and "
+                                         r"weights kept at the features_at / weights_at times"):
+        gf.simulate(net, X, y, t1=1.0, saveat=np.linspace(0, 1, 101), features_at="all", warn=False)
+    wide = gf.Network(d=16, width=64, seed=0)  # W (64, 16) at 101 times: 1.65 MB
+    X16, y16 = gf.data.random_labels(n=5, d=16, seed=0)
+    with pytest.raises(ValueError, match=r"features and weights kept"):
+        gf.gradient_descent(wide, X16, y16, step=0.01, steps=100, save_every=1, weights_at=np.linspace(0, 1, 101))
+
+
 @pytest.mark.parametrize("dtype, advice", [(torch.float32, "use float64"), (torch.float64, None)])
 def test_torchdiffeqs_non_finite_failure_becomes_a_status_with_advice(dtype, advice):
     # (a review: the message read an undefined name, so torchdiffeq's "non-finite" assertion became a NameError)
