@@ -665,6 +665,20 @@ def test_fixed_step_past_the_stability_limit_that_freezes_warns(batch):
     assert ok.ok and "unstable_step" not in ok.stats
 
 
+def test_a_fixed_step_longer_than_the_output_intervals_is_judged_by_the_steps_taken():
+    # (a new-user audit: step = 5 to t1 = 1 takes one step of 1, yet was warned of as past the limit 2.04 and
+    # recorded unstable_step)
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=16, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = gf.simulate(net, X, y, t1=1.0, method="euler", step=5.0)
+    assert sol.ok and "unstable_step" not in sol.stats and sol.stats["last_step"] == 1.0
+    with pytest.warns(gf.GFlowWarning, match=r"the step 5 of method='euler' exceeds its stability limit"):
+        sol = gf.simulate(net, X, y, t1=10.0, saveat=[0.0, 10.0], method="euler", step=5.0)  # two steps of 5
+    assert sol.stats["unstable_step"]
+
+
 def _nan_activation() -> gf.Activation:
     """tanh whose derivative is NaN beyond |u| > 2: the vector field turns NaN once a feature grows there.
 

@@ -478,7 +478,7 @@ def simulate(
     check_recording_memory(len(grid), problem.n, problem.n_test, what="output times (saveat)",
                            advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
-                        **fixed_step_guard(method, step))
+                        **fixed_step_guard(method, step, grid))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth,
@@ -513,7 +513,7 @@ def simulate(
                 from .sliding import run_sliding, stability_limit
 
                 limit = stability_limit(field.problem, slopes)
-                if warn and step > limit:  # (the loss then rises: 2.7 % off at step 0.25 against a limit of 0.214)
+                if warn and _largest_step(step, grid) > limit:  # (the loss then rises: 2.7 % off at 0.25 vs 0.214)
                     warnings.warn(f"method='sliding' with step={step:g} exceeds the stability limit 2/λ_max(M₀) = "
                                   f"{limit:.3g} of its explicit treatment of the free pairs: the run may oscillate or "
                                   f"diverge; use step ≤ {0.9 * limit:.2g}", GFlowWarning, stacklevel=2)
@@ -577,14 +577,23 @@ def simulate(
     return sol
 
 
-def fixed_step_guard(method: str, step: float | None) -> dict:
+def fixed_step_guard(method: str, step: float | None, grid=None) -> dict:
     """The Recorder arguments that make a fixed-step solve stop as "diverged" when its loss grows past
     DIVERGE_FACTOR·L₀ and keep the first rise of its saved loss: a fixed step past the stability limit 2/λ_max(M₀)
     blew the loss up 1e152-fold (rk4, step 2 on ReLU) and the run reported success, since only an overflow to
-    inf/NaN was caught."""
+    inf/NaN was caught.  The step recorded is the largest one taken: no longer than the largest interval between
+    output times ``grid`` (step = 5 to t1 = 1 takes one step of 1, and was warned of as past the limit)."""
     if method not in FIXED_STEP_METHODS:
         return {}
-    return {"diverge_factor": DIVERGE_FACTOR, "fixed_step": (method, step)}
+    return {"diverge_factor": DIVERGE_FACTOR, "fixed_step": (method, _largest_step(step, grid))}
+
+
+def _largest_step(step: float | None, grid) -> float | None:
+    """The largest step a fixed-step solve takes over the output times ``grid``: ``step``, or the largest
+    interval between them where that is shorter (each interval ends on its output time)."""
+    if step is None or grid is None or len(grid) < 2:
+        return step
+    return min(step, float(np.max(np.diff(np.asarray(grid, dtype=np.float64)))))
 
 
 def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
