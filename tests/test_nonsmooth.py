@@ -9,6 +9,8 @@ references; for tanh the observed order must match the scheme's classical order.
 from __future__ import annotations
 
 import math
+import re
+import time
 
 import numpy as np
 import pytest
@@ -220,9 +222,24 @@ def test_time_budget_stops_with_status_and_the_best_solution(make_data):
     X, y = make_data(n=6, d=8, seed=2)
     net = gf.Network(d=8, width=32, activation="relu", seed=1)
     with pytest.warns(gf.GFlowWarning, match="time_budget"):
-        sol = gf.simulate_nonsmooth(net, X, y, 5.0, np.linspace(0, 5, 6), step=0.2, rtol=1e-12,
+        sol = gf.simulate_nonsmooth(net, X, y, 5.0, np.linspace(0, 5, 6), step=0.2, rtol=1e-5,
                                     max_wall_time=1.0, integrals=False)
     assert sol.status == "time_budget" and "max_wall_time" in sol.message
+    assert np.all(np.isfinite(sol.error_estimate)) and sol.t[-1] == 5.0
+
+
+def test_an_rtol_the_halvings_cannot_reach_within_max_steps_stops_at_once(make_data):
+    # (a new-user audit: rtol = 1e-9 with euler on a small ReLU net was still halving after 168 s, bound for
+    # max_steps = 1e7 about an hour later; the estimate's order says after three solves that it needs ~1e9 steps)
+    X, y = make_data(n=6, d=8, seed=2)
+    net = gf.Network(d=8, width=32, activation="relu", seed=1)
+    t0 = time.perf_counter()
+    with pytest.warns(gf.GFlowWarning, match="max_steps"):
+        sol = gf.simulate_nonsmooth(net, X, y, 5.0, np.linspace(0, 5, 6), step=0.2, rtol=1e-12, integrals=False)
+    assert time.perf_counter() - t0 < 20.0  # (a hang guard, not a timing: the three solves take ~0.1 s)
+    assert sol.status == "max_steps" and len(sol.config["solver"]["error_estimate"]["steps"]) == 3
+    assert re.search(r"rtol = 1e-12 needs a step of about \S+, \S+ steps, more than max_steps = 10000000; "
+                     r"loosen rtol", sol.message)
     assert np.all(np.isfinite(sol.error_estimate)) and sol.t[-1] == 5.0
 
 

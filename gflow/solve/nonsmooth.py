@@ -156,6 +156,31 @@ def _rel_envelope(d: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return env
 
 
+def _unreachable(est: dict, order: float, h: float, rtol: float, t_end: float, max_steps: int, wall: float,
+                 remaining: float | None) -> tuple[str, str] | None:
+    """(status, message) where the halvings cannot reach ``rtol`` within max_steps or the time left: the estimated
+    error e at step h falls as h^p (p: the observed order, or the method's where that is larger or unknown — the
+    projection that asks for the fewest steps), so rtol needs a step h·(rtol/e)^{1/p}; None where it may be
+    reachable.  The solves to get there cost about twice the last one's time × h/h_needed."""
+    worst = float(np.max(est["rel"]))
+    if not (math.isfinite(worst) and worst > rtol):
+        return None
+    observed = est.get("observed_order", math.nan)
+    p = max(order, observed) if math.isfinite(observed) else order
+    h_need = h * (rtol / worst) ** (1.0 / p)
+    n_need = _steps_to(t_end, h_need)
+    head = (f"the estimated error {worst:.2e} at step {h:g} falls as h^{p:.2g}: rtol = {rtol:g} needs a step of about "
+            f"{h_need:.2g}")
+    if n_need > 2 * max_steps:  # (2×: early estimates are rough, and an error may fall faster later)
+        return "max_steps", (f"{head}, {n_need:.3g} steps, more than max_steps = {max_steps}; loosen rtol or raise "
+                             "max_steps")
+    cost = 2.0 * wall * h / h_need
+    if remaining is not None and cost > remaining:
+        return "time_budget", (f"{head}, about {cost:.3g} s more, beyond max_wall_time; loosen rtol or raise "
+                               "max_wall_time")
+    return None
+
+
 def simulate_nonsmooth(
     net: Network,
     X: Any,
@@ -307,6 +332,11 @@ def simulate_nonsmooth(
             est = richardson_estimate([s.loss for s in sols[-3:]], order, safety=safety,
                                       smooth=net.activation.smooth)
             if rtol is None or float(np.max(est["rel"])) <= rtol:
+                break
+            stop = _unreachable(est, order, h, rtol, t_end, max_steps, walls[-1],
+                                None if max_wall_time is None else max_wall_time - (time.perf_counter() - start))
+            if stop is not None:  # (rtol = 1e-9 on a small ReLU net: halving went on for an hour, to max_steps)
+                status, message = stop
                 break
         if ctrl_c:  # (it arrived as this solve finished: no finer one)
             status, message = "interrupted", f"Ctrl-C (SIGINT) arrived as the solve with step {h:g} finished"
