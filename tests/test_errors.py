@@ -679,6 +679,19 @@ def test_a_fixed_step_longer_than_the_output_intervals_is_judged_by_the_steps_ta
     assert sol.stats["unstable_step"]
 
 
+@pytest.mark.parametrize("entry", ["simulate", "simulate_batch", "gradient_descent"])
+def test_a_ragged_list_of_inputs_is_refused_naming_x(entry):
+    # (a new-user audit: simulate's memory pre-check called np.ndim on it first, and numpy's "inhomogeneous shape"
+    # error came out of fromnumeric)
+    ragged, y = [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]], [0.1, 0.2]
+    net = gf.Network(d=4, width=8, seed=0)
+    call = {"simulate": lambda: gf.simulate(net, ragged, y, t1=1.0),
+            "simulate_batch": lambda: gf.simulate_batch(gf.networks([0, 1], d=4, width=8), ragged, y, t1=1.0),
+            "gradient_descent": lambda: gf.gradient_descent(net, ragged, y, step=0.1, steps=2)}[entry]
+    with pytest.raises(TypeError, match=r"^X must be array-like, got list"):
+        call()
+
+
 def _nan_activation() -> gf.Activation:
     """tanh whose derivative is NaN beyond |u| > 2: the vector field turns NaN once a feature grows there.
 

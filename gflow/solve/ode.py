@@ -164,7 +164,10 @@ def _check_working_set(net: Network, X, method: str) -> None:
 
     if net.device.type != "cpu":
         return
-    n = int(np.shape(X)[0]) if np.ndim(X) >= 1 else 1
+    try:
+        n = int(np.shape(X)[0]) if np.ndim(X) >= 1 else 1
+    except (ValueError, TypeError):  # (ragged, or not array-like: numpy's own error came first; the inputs' check
+        return  # names X, later)
     N = min(net.m * net.D, 2 * net.m * n)  # the state of the cheaper space
     need = torch.finfo(net.dtype).bits / 8 * N * _WORKING_ROWS.get(method, 24)
     if need > _physical_memory():
