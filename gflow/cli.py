@@ -146,14 +146,24 @@ def run_config(cfg: dict, *, progress=print):
     return simulate(net, X, y, **{"progress": None, **cfg["simulate"]}, **test, warn=False)
 
 
-def _out_file(out) -> Path:
-    """``--out`` checked as a writable file path before any work is done (a directory is refused)."""
+def _out_file(out, name: str = "--out") -> Path:
+    """``--out`` (or the option ``name``) checked as a writable file path before any work is done (a directory is
+    refused)."""
     from .solution import check_output_path
 
     try:
-        return check_output_path(out, name="--out")
+        return check_output_path(out, name=name)
     except OSError as exc:  # IsADirectoryError: report it like every other command-line error
         raise CLIError(str(exc)) from None
+
+
+def _figure_file(path, name: str) -> Path:
+    """A figure's path checked before any work is done: a writable file path ending in .png or .pdf (as ``gflow
+    plot`` takes) — ``gflow demo --figure x.xyz`` ran the whole demo, then failed on the format."""
+    p = _out_file(path, name)
+    if p.suffix.lower() not in (".png", ".pdf"):
+        raise CLIError(f"{name} must end in .png or .pdf, got {p.name!r}")
+    return p
 
 
 def _finish(sol, out: Path) -> int:
@@ -190,14 +200,15 @@ def cmd_demo(args) -> int:
     from .plotting import plot_loss_bounds
 
     out = _out_file(args.out)
+    fig_path = _figure_file(args.figure, "--figure") if args.figure else out.with_suffix(".png")
     sol, stopped = _run_saving_partial(lambda: run_config(DEMO), out)
     if stopped is not None:
         return stopped
     rc = _finish(sol, out)
     cert = certify(sol)
     print(cert)
-    fig_path = Path(args.figure) if args.figure else Path(args.out).with_suffix(".png")
     ax = plot_loss_bounds(sol)
+    fig_path.parent.mkdir(parents=True, exist_ok=True)  # (as --out: a missing folder is made)
     ax.figure.savefig(fig_path, dpi=150, bbox_inches="tight")
     print(f"wrote {fig_path} (training loss against the paper's bounds)")
     return rc if cert.ok else 1

@@ -180,3 +180,14 @@ def test_the_summary_of_a_switching_run_that_stopped_early_does_not_say_it_reach
     assert sol.status == "max_steps" and sol.stats["switch_time"] is None
     text = sol.summary()
     assert "until it stopped at t = " in text and "to t1 (no hand-over)" not in text
+
+
+@pytest.mark.parametrize("figure, why", [("x.xyz", "--figure must end in .png or .pdf, got 'x.xyz'"),
+                                         ("x.gif", "--figure must end in .png or .pdf")])
+def test_demo_checks_its_figure_path_before_the_run(tmp_path, capsys, monkeypatch, figure, why):
+    # (a new-user audit: `gflow demo --figure x.xyz` ran the whole demo, wrote the run, then failed on the format)
+    import gflow.cli as cli
+
+    monkeypatch.setattr(cli, "run_config", lambda cfg: pytest.fail("the demo ran before its figure path was checked"))
+    assert main(["demo", "--out", str(tmp_path / "d.nc"), "--figure", str(tmp_path / figure)]) == 2
+    assert why in capsys.readouterr().err and not (tmp_path / "d.nc").exists()
