@@ -191,3 +191,13 @@ def test_demo_checks_its_figure_path_before_the_run(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(cli, "run_config", lambda cfg: pytest.fail("the demo ran before its figure path was checked"))
     assert main(["demo", "--out", str(tmp_path / "d.nc"), "--figure", str(tmp_path / figure)]) == 2
     assert why in capsys.readouterr().err and not (tmp_path / "d.nc").exists()
+
+
+@pytest.mark.parametrize("device, why", [("gpu", "device must be a torch device or a string like 'cpu' or 'cuda'"),
+                                         pytest.param("cuda", "CUDA is not available", marks=pytest.mark.skipif(
+                                             __import__("torch").cuda.is_available(), reason="a GPU is here"))])
+def test_reproduce_checks_the_device_before_any_run_or_folder(tmp_path, capsys, device, why):
+    # (a new-user audit: `--device gpu` ended in torch's traceback, `--device cuda` in a chained one after
+    # out/exp1 was made)
+    assert main(["reproduce", "exp1", "--preset", "tiny", "--device", device, "--out", str(tmp_path / "r")]) == 2
+    assert why in capsys.readouterr().err and not (tmp_path / "r").exists()

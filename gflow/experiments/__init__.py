@@ -26,6 +26,7 @@ def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, devi
     from .._validate import check_choice
 
     check_choice(name, "experiment", EXPERIMENTS + ("all",))
+    _check_device(device, executor)
     names = EXPERIMENTS if name == "all" else (name,)
     results = []
     for n in names:
@@ -34,6 +35,20 @@ def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, devi
         results.append(mod.run(preset, out, progress=progress, device=device, executor=executor, workers=workers,
                                scheduler=scheduler))
     return results
+
+
+def _check_device(device, executor) -> None:
+    """The device checked before any run or folder is made (``--device gpu`` ended in torch's traceback from a
+    worker, ``cuda`` on a machine without it in a chained one, after ``out/<name>`` was made): its form always, CUDA's
+    presence where the runs execute here (``local``, ``process``; a cluster's workers may have a GPU this machine
+    lacks)."""
+    from ..model.network import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        if "CUDA is not available" not in str(exc) or executor in ("local", "process"):
+            raise
 
 
 __all__ = ["EXPERIMENTS", "reproduce", "Claim", "Run", "ExperimentResult", "load_runs", "save_runs"]
