@@ -14,7 +14,7 @@ T10  L_t ≤ L_0 exp(−ρ t)                         (realised Theorem 1, ρ fr
 ==== =====================================================================================
 
 A bound is drawn only when the certificate says its hypotheses hold, and only over the certificate's
-window (where the loss is above the float64 resolution floor).
+window: where the loss is above what the run's tolerance resolves (n·(1e3·atol·ĉ)², :func:`gflow.certify`).
 
 Functions: :func:`plot_loss_bounds`, :func:`plot_quantities`, :func:`plot_feature_scatter`,
 :func:`plot_gram_spectrum`, :func:`plot_summary`, and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`;
@@ -322,7 +322,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
     if t_end < float(t[-1]) * (1 - 1e-12):  # (a legend entry: a note in the span overlapped the test line)
         span = ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0,
-                          label="grey: loss at float64 resolution, no bounds")
+                          label="grey: loss below what the run's tolerance resolves, no bounds")
         span.set_gid("no-bounds")
     if title:
         ax.set_title(title if isinstance(title, str) else run_description(sol), fontsize=FONT["title"])

@@ -703,3 +703,10 @@ def test_a_float32_run_with_a_small_residual_is_certified_at_its_default_rtol():
     y1 = gf.simulate(net, X, y, t1=1e-6).output[0] + 1e-4 * np.array([1, -1, 1, -1, 1.0])  # a small residual
     cert = gf.certify(gf.simulate(net, X, y1, t1=5.0, space="feature"))  # rtol 1e-7: float32's floor
     assert cert.ok and cert.check("T2").held  # (T2 "failed" at 1.7e-4 against the slack 1e-5)
+
+
+def test_certify_says_why_t4_is_not_evaluated_without_running_integrals():
+    X, y = _data(5, 8, 0)
+    cert = gf.certify(gf.simulate(gf.Network(d=8, width=16, seed=0), X, y, t1=1.0, integrals=False))
+    t4 = cert.check("T4")
+    assert not t4.applicable and "no running integrals" in t4.detail  # (the reason was empty)

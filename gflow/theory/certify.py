@@ -298,8 +298,8 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
               "" if E3 is not None else "∫λ_min(M) not integrated (integrals=False or n > 1024)", rigorous)
     E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
     exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None and lam_known,
-              lam_why or ("" if G_pd else f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous"),
-              rigorous)
+              lam_why or ("no running integrals (integrals=False)" if E4 is None else "" if G_pd else
+                          f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous"), rigorous)
     hyp5 = equal_c and K > 0 and sol.int_eta is not None and lam_known
     why5 = ("" if hyp5 else lam_why or "needs |c_i| = ĉ for all i and K_σ′ > 0 on I" if sol.int_eta is not None
             else "no running integrals")
