@@ -321,6 +321,24 @@ def test_step_options_are_checked_for_every_backend(method, option, value, want)
         gf.simulate(gf.Network(d=4, width=16, seed=0), X, y, t1=1.0, method=method, options={option: value})
 
 
+@pytest.mark.parametrize("method, step, option, value, want", [
+    ("implicit_adams", 0.1, "max_order", 0, r"an integer in 1 … 12"),
+    ("implicit_adams", 0.1, "max_order", 100, r"an integer in 1 … 12"),
+    ("implicit_adams", 0.1, "max_iters", 0, r"an integer >= 1"),
+    ("explicit_adams", 0.1, "max_order", 2.5, r"an integer in 1 … 12"),
+    ("torchdiffeq.dopri5", None, "ifactor", 0.5, ">= 1"),
+    ("torchdiffeq.dopri5", None, "dfactor", 1.5, r"in \(0, 1\]"),
+    ("torchdiffeq.dopri5", None, "safety", 0.0, r"in \(0, 1\]"),
+])
+def test_torchdiffeq_options_are_checked_before_the_run(method, step, option, value, want):
+    # (a new-user audit: max_order 0 raised deque's "maxlen must be non-negative", 100 returned a failed run,
+    # ifactor 0.5 a step-size collapse)
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    with pytest.raises(ValueError, match=rf"option '{option}' must be {want}, got"):
+        gf.simulate(gf.Network(d=4, width=16, seed=0), X, y, t1=1.0, method=method, step=step,
+                    options={option: value})
+
+
 def test_warn_must_be_a_bool_and_the_fixed_step_time_budget_message_does_not_mention_tolerances():
     X, y = gf.data.random_labels(n=5, d=4, seed=0)
     net = gf.Network(d=4, width=16, seed=0)

@@ -205,11 +205,21 @@ def _check_options(method: str, options: dict | None) -> dict:
         out[key] = value.item() if isinstance(value, np.generic) else value
     # the step options mean the same for every backend: checked here once (the native engine checks its own again;
     # a NaN max_step reached torchdiffeq as "underflow in dt nan", scipy's RK45 took it silently)
+    # (torchdiffeq's own: max_order 0 raised deque's "maxlen must be non-negative", 100 a failed run, ifactor 0.5 a
+    # step-size collapse; the native engine checks the same ranges again)
     for key, ok, want in (("first_step", lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
                           ("max_step", lambda v: v > 0, "> 0 (inf: no limit)"),
-                          ("min_step", lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")):
+                          ("min_step", lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
+                          ("safety", lambda v: 0 < v <= 1, "in (0, 1]"),
+                          ("ifactor", lambda v: v >= 1, ">= 1"),
+                          ("dfactor", lambda v: 0 < v <= 1, "in (0, 1]"),
+                          ("max_order", lambda v: float(v).is_integer() and 1 <= v <= 12, "an integer in 1 … 12"),
+                          ("max_iters", lambda v: float(v).is_integer() and 1 <= v < math.inf, "an integer >= 1")):
         if key in out and not ok(out[key]):
             raise ValueError(f"option {key!r} must be {want}, got {out[key]}")
+    for key in ("max_order", "max_iters"):  # (torchdiffeq takes ints)
+        if key in out:
+            out[key] = int(out[key])
     if out.get("min_step", 0.0) > out.get("max_step", math.inf):  # (it ran, and stopped with "try another method")
         raise ValueError(f"options min_step = {out['min_step']:g} and max_step = {out['max_step']:g} contradict each "
                          "other: min_step must be ≤ max_step")
