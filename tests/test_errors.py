@@ -11,6 +11,7 @@ import ast
 import contextlib
 import importlib.util
 import math
+import re
 import signal
 import threading
 import time
@@ -690,6 +691,21 @@ def test_a_ragged_list_of_inputs_is_refused_naming_x(entry):
             "gradient_descent": lambda: gf.gradient_descent(net, ragged, y, step=0.1, steps=2)}[entry]
     with pytest.raises(TypeError, match=r"^X must be array-like, got list"):
         call()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_fixed_step_flow_that_blows_up_between_saved_times_is_told_the_stability_limit(batch):
+    # (a new-user audit: it ended "nonfinite: … check the data scale, or try a smaller step", where GD's own message
+    # names 2/λ_max(M₀))
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    kw = dict(t1=100.0, saveat=[0.0, 100.0], method="rk4", step=0.5, warn=False)
+    if batch:
+        sol = gf.simulate_batch(gf.networks([0, 1], d=4, width=16, activation="linear", c_hat=30.0), X, y, **kw)[0]
+    else:
+        sol = gf.simulate(gf.Network(d=4, width=16, activation="linear", c_hat=30.0, seed=0), X, y, **kw)
+    assert sol.status == "nonfinite"
+    assert re.search(r"the step 0.5 of method='rk4' exceeds the stability limit 2.785/λ_max\(M₀\) = \S+; use a step "
+                     r"below it \(e.g. step=\S+\)", sol.message)
 
 
 def _nan_activation() -> gf.Activation:

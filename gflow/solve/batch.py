@@ -349,6 +349,9 @@ def simulate_batch(
                 _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
         except Abort as exc:
             status, message = exc.status, exc.message
+            if status == "nonfinite" and recorders[0].fixed_step is not None:  # (as gf.simulate: the step's limit,
+                tight = min(recorders, key=lambda rec: rec.stability_limit0())  # the seed with the lowest)
+                message = f"{message}; {tight.step_advice()}"
             if S > 1 and norm.last is not None and exc.status in ("step_size_collapse", "stalled", "max_steps"):
                 k = norm.last  # (every seed shares the steps: one stiff seed stops them all)
                 message = (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}) "

@@ -535,6 +535,8 @@ def simulate(
                 _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
         except Abort as exc:
             status, message = exc.status, exc.message
+            if status == "nonfinite" and recorder.fixed_step is not None:  # (blown up between two saved times: the
+                message = f"{message}; {recorder.step_advice()}"  # step against the stability limit, as GD is told)
         finally:
             recorder.close()
     wall = time.perf_counter() - t_start
