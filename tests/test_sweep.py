@@ -1007,3 +1007,25 @@ def test_a_sweep_with_method_auto_checks_its_solver_settings_up_front(tmp_path):
                  solver={"kind": "simulate", "saveat": [0.0, 2.0, 1.0]}, grid={"network.c_hat": [1.0, 2.0]},
                  store=tmp_path / "st")
     assert not (tmp_path / "st" / "runs").exists()
+
+
+def test_an_unreachable_cluster_is_a_clear_error_naming_it(tmp_path, monkeypatch):
+    # (a new-user audit: SLURM without srun and a Dask scheduler that does not answer ended in submitit's and
+    # tornado's tracebacks — the latter after 30 s)
+    from gflow.sweeps.executors import DaskExecutor, SubmititExecutor
+
+    pytest.importorskip("submitit", reason='submitit is not installed (pip install "gflow[slurm]")')
+    import shutil
+
+    if shutil.which("srun") is None:
+        with pytest.raises(ValueError, match=r"cluster='slurm': submitit cannot submit from this machine"):
+            SubmititExecutor(tmp_path / "sub", cluster="slurm")
+    distributed = pytest.importorskip("distributed", reason='dask.distributed is not installed')
+
+    class Unreachable(distributed.Client):  # (a class: the executor also asks isinstance(scheduler, Client))
+        def __init__(self, address, *args, **kwargs):
+            raise OSError(f"Timed out trying to connect to {address} after 30 s")
+
+    monkeypatch.setattr(distributed, "Client", Unreachable)
+    with pytest.raises(ValueError, match=r"scheduler='tcp://127.0.0.1:1': no Dask scheduler could be reached there"):
+        DaskExecutor(scheduler="tcp://127.0.0.1:1")

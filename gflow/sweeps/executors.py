@@ -398,7 +398,12 @@ class DaskExecutor(AbstractExecutor):
         elif isinstance(scheduler, Client):
             self.client, self._own_client = scheduler, False
         else:
-            self.client = Client(scheduler)
+            try:
+                self.client = Client(scheduler)
+            except (OSError, TimeoutError, ValueError) as exc:  # (a traceback from tornado after 30 s)
+                raise ValueError(f"scheduler={scheduler!r}: no Dask scheduler could be reached there ({exc}); start "
+                                 "one (dask scheduler) or check the address, or leave scheduler out for a local "
+                                 "cluster") from None
 
     def submit(self, fn, spec):
         return self.client.submit(fn, spec, pure=False)
@@ -441,7 +446,11 @@ class SubmititExecutor(AbstractExecutor):
         if cluster is not None and cluster not in SUBMITIT_CLUSTERS:
             raise ValueError(f"cluster must be one of {list(SUBMITIT_CLUSTERS)} (or None), got {cluster!r}")
         self.cluster = None if cluster == "auto" else cluster
-        self._executor = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster)
+        try:
+            self._executor = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster)
+        except RuntimeError as exc:  # ("Could not detect "srun", are you indeed on a slurm cluster?": a traceback)
+            raise ValueError(f"cluster={cluster!r}: submitit cannot submit from this machine ({exc}); run the sweep on "
+                             "the cluster's login node, or use cluster='local' (processes here) or 'debug'") from None
         try:
             self._executor.update_parameters(**{"timeout_min": 60, **parameters})
         except (ValueError, TypeError) as exc:
