@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import gflow as gf
 from gflow.solve import _record
@@ -815,3 +816,25 @@ def test_resuming_in_another_space_names_the_space_only(tmp_path):
                                          r"Use the same settings") as info:
         gf.simulate(net, X, y, t1=50.0, method="dop853", space="feature", checkpoint=ck)
     assert "layout" not in str(info.value)
+
+
+@pytest.mark.parametrize("what", ["activation", "embedding"])
+def test_a_checkpoint_of_another_custom_activation_or_callable_embedding_is_refused(tmp_path, what):
+    # (a differential fuzz: both specs hold a name only, and the resumed run was a hybrid of the two networks)
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    if what == "activation":
+        first = dict(activation=gf.Activation("mine", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, lipschitz=1.0,
+                                              interval=(-1.0, 1.0)))
+        other = dict(activation=gf.Activation("mine", lambda u: torch.tanh(2 * u) / 2,
+                                              lambda u: 1 - torch.tanh(2 * u) ** 2, lipschitz=1.0, interval=(-1.0, 1.0)))
+        why = r"the custom activation's σ or σ′ \(their values differ\)"
+    else:
+        first, other = dict(embedding=lambda Z: Z), dict(embedding=lambda Z: 2 * Z)
+        why = r"the callable embedding's features Φ\(X\) \(they differ\)"
+    ck = tmp_path / "run.ckpt"
+    kw = dict(t1=5.0, method="dop853", checkpoint=ck, warn=False)
+    assert gf.simulate(gf.Network(d=3, width=16, **first), X, y, max_steps=8, **kw).status == "max_steps"
+    with pytest.raises(ValueError, match=why):
+        gf.simulate(gf.Network(d=3, width=16, **other), X, y, **kw)
+    resumed = gf.simulate(gf.Network(d=3, width=16, **first), X, y, **kw)  # the same one still resumes
+    assert resumed.ok and resumed.stats["resumed"]

@@ -70,14 +70,27 @@ def network_spec(net) -> dict:
     return json.loads(json.dumps(spec, default=str))
 
 
+#: where a custom activation is fingerprinted: σ and σ′ there identify it (a spec holds its name only)
+_PROBE = (-4.0, 4.0, 41)
+
+
 def fingerprint(kind: str, problem, settings: dict) -> dict:
-    """What identifies a run: kind, network spec (+ c, W0 if explicit), data hash and solver settings."""
-    return {
+    """What identifies a run: kind, network spec (+ c, W0 if explicit), data hash and solver settings — and what a
+    spec cannot say: a custom activation's σ and σ′ at :data:`_PROBE`'s points, a callable embedding's features Φ of
+    the data (a checkpoint of one custom σ resumed with another of the same name, silently: a hybrid run)."""
+    out = {
         "kind": kind,
         "network": network_spec(problem.net),
         "data_sha256": _hash_tensors(problem.X, problem.y, problem.X_test, problem.y_test),
         "solver": json.loads(json.dumps(settings, default=str)),
     }
+    net = problem.net
+    if not net.activation.builtin:
+        u = torch.linspace(*_PROBE, dtype=torch.float64)
+        out["activation_sha256"] = _hash_tensors(net.activation.sigma(u), net.activation.dsigma(u))
+    if net.embedding.spec().get("kind") == "callable":
+        out["features_sha256"] = _hash_tensors(problem.Phi, problem.Phi_test)
+    return out
 
 
 def stored_layout(path: Any, default: str = "nm") -> str:
@@ -114,6 +127,10 @@ def _differences(old: dict, new: dict) -> list[str]:
         out.append(f"the kind of run ({old.get('kind')!r} vs {new['kind']!r})")
     if old.get("data_sha256") != new["data_sha256"]:
         out.append("the training/test data (their hashes differ)")
+    if old.get("activation_sha256") != new.get("activation_sha256"):
+        out.append("the custom activation's σ or σ′ (their values differ)")
+    if old.get("features_sha256") != new.get("features_sha256"):
+        out.append("the callable embedding's features Φ(X) (they differ)")
     for part in ("network", "solver"):
         a, b = old.get(part, {}), new[part]
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
