@@ -529,3 +529,18 @@ def test_the_residual_takes_each_pairs_own_slope_exactly(slopes):
                                                                                           dtype=torch.float64), 0.3
     sig = torch.where(H > 0, H * slopes[1], H * slopes[0])
     assert torch.equal(fc.residual(H), torch.addmv(fc.y, sig.T, fc.c, beta=-1.0, alpha=0.3))
+
+
+@pytest.mark.parametrize("method", ["filippov", "sliding", "auto"])
+@pytest.mark.parametrize("activation", ["relu", {"name": "leaky_relu", "slope": 0.1}])
+def test_a_training_point_with_zero_features_is_refused_with_what_to_do(method, activation):
+    # (a differential fuzz: x = 0 puts a pair on every neuron's kink for good; counted as sliding it held a neuron
+    # at w_i = 0 that passes through (2.5e-3 off the loss, "success"), and leaky ReLU crashed with an AttributeError)
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((6, 1)), rng.standard_normal(6)
+    X[-1] = 0.0
+    net = gf.Network(d=1, width=8, activation=activation, seed=2)
+    kw = {"step": 1 / 64} if method == "sliding" else {}
+    with pytest.raises(ValueError, match=r"training point\(s\) 5 of X have φ\(x\) = 0 .* drop them from X and y .* "
+                                         r"or use method='euler'"):
+        gf.simulate(net, X, y, 2.0, [0.0, 2.0], method=method, **kw)

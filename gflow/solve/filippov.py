@@ -771,6 +771,21 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     return stats
 
 
+def check_no_inert_points(problem, method: str) -> None:
+    """Refuse training points with φ(x_a) = 0 (G_aa = 0: x = 0 under the identity embedding): h_ia ≡ 0 on every
+    neuron, a pair on every kink that the flow never moves and that adds only ½y_a² to the loss — the event logic
+    counted them as sliding pairs, held neurons at w_i = 0 that pass through it (2.5e-3 off the loss on a d = 1 net),
+    and crashed on leaky ReLU."""
+    inert = torch.nonzero(torch.diagonal(problem.G) == 0).flatten().tolist()
+    if inert:
+        shown = ", ".join(map(str, inert[:8])) + (", …" if len(inert) > 8 else "")
+        raise ValueError(f"training point(s) {shown} of X have φ(x) = 0 (e.g. x = 0 under the identity embedding): "
+                         f"their features are 0 on every neuron's kink at all times and add only ½y² to the loss, "
+                         f"which method {method!r} cannot take (its events would count them as sliding pairs); drop "
+                         "them from X and y (the loss then lacks their Σ½y²), or use method='euler' (GD's iteration, "
+                         "σ′(0) = 0)")
+
+
 def _check_mn_layout(field, method: str) -> None:
     """The event-driven solvers index the rows of H = state[0] in place: they need the (2, m, n) layout."""
     if getattr(field, "layout", None) != "mn":
