@@ -549,3 +549,28 @@ def test_layout_benchmark_quick_mode_writes_json_and_both_layouts_end_alike(tmp_
         assert r["weight_s"] > 0 and r["feature_mn_s"] > 0 and r["feature_nm_s"] > 0 and r["weight_row_major_s"] > 0
     for r in data["runs"]:
         assert r["final_loss_nm"] == pytest.approx(r["final_loss_mn"], rel=1e-10)
+
+
+def test_float32_with_n_above_d_keeps_to_weight_space_where_feature_space_loses_w_and_the_test_outputs():
+    # (a differential fuzz: A = ∫P grows ∝ t along G's null space and leaked ε₃₂·|A| into W and the test outputs —
+    # 7.5 % off one at t = 1e4 — while the loss stayed right; weight space has no A)
+    rng = np.random.default_rng(0)
+    X, y, Xt = rng.standard_normal((8, 2)), rng.standard_normal(8), rng.standard_normal((3, 2))
+    n64 = gf.Network(d=2, width=16, activation="tanh", seed=0)
+    n32 = n64.to(dtype="float32")
+    kw = dict(step=0.2, steps=10000, save_every=10000, X_test=Xt, y_test=np.zeros(3))
+    ref = gf.gradient_descent(n64, X, y, space="weight", **kw).test_output[-1]
+    auto = gf.gradient_descent(n32, X, y, **kw)  # (space="auto": weight space here)
+    np.testing.assert_allclose(auto.test_output[-1], ref, rtol=1e-4)
+    with pytest.warns(gf.GFlowWarning, match=r"float32 feature space with n = 8 > D = 2: W and the test outputs"):
+        lossy = gf.gradient_descent(n32, X, y, space="feature", **kw)
+    # the precondition: feature space is lossy indeed (7e-4 here at t = 2 000, ∝ t² on), 100× weight space's error
+    assert np.max(np.abs(lossy.test_output[-1] - ref)) > 100 * np.max(np.abs(auto.test_output[-1] - ref))
+    from gflow.fields import Problem
+    from gflow.solve.expint import auto_method
+
+    method, why = auto_method(Problem.from_data(n32, X, y), 2000.0, 1e-6)  # stiff here, but no exprk4
+    assert method == "dop853" and "float32 with n = 8 > D = 2" in why
+    assert auto_method(Problem.from_data(n64, X, y), 2000.0, 1e-6)[0] == "dop853+exprk4"  # (float64: it does)
+    with pytest.warns(gf.GFlowWarning, match=r"float32 feature space"):
+        gf.simulate(n32, X, y, t1=1.0, method="exprk4")

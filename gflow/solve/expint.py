@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..fields import RK_FLOPS_PER_STATE_ENTRY, auto_space
+from ..fields import RK_FLOPS_PER_STATE_ENTRY, auto_space, lossy_feature_space
 from ..fields.base import AbstractField, Parts, Problem
 from ..fields.observed import INTEGRALS, ObservedField
 from ..fields.weight_space import WeightSpaceField
@@ -1097,6 +1097,9 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
         return explicit, f"the activation has a kink: exprk4's error control assumes a smooth flow; {why}"
     if n > AUTO_MAX_N:
         return explicit, f"n = {n} > {AUTO_MAX_N}: an n×n eigenproblem per step would dominate; {why}"
+    if lossy_feature_space(problem):
+        return explicit, (f"float32 with n = {n} > D = {problem.net.D}: exprk4 runs in feature space, which loses W "
+                          f"and the test outputs there (gflow.fields.lossy_feature_space); {why}")
     net = problem.net
     _, ds = net.activation.both(problem.H0)
     # M₀ is PSD: λ_max ≤ tr M₀.  The trace costs O(mn), so a horizon too short for exprk4 to pay is recognised

@@ -30,7 +30,8 @@ import torch
 
 from .._validate import (check_choice, check_flag, check_positive_float, check_positive_int, check_run_flags,
                          check_times, describe, is_real)
-from ..fields import RK_FLOPS_PER_STATE_ENTRY, SPACES, Problem, make_field
+from ..fields import (RK_FLOPS_PER_STATE_ENTRY, SPACES, FeatureSpaceField, Problem, feature_space_warning,
+                      lossy_feature_space, make_field)
 from ..fields.base import AbstractField
 from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
@@ -483,6 +484,9 @@ def simulate(
     layout = stored_layout(checkpoint, "mn" if in_place else "nm")
     field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space,
                                       RK_FLOPS_PER_STATE_ENTRY, layout), interval, integrals)
+    if warn and lossy_feature_space(problem) and (
+            method in EXPINT_METHODS or isinstance(getattr(field, "base", field), FeatureSpaceField)):
+        warnings.warn(f"gflow.simulate: {feature_space_warning(problem)}", GFlowWarning, stacklevel=2)
     if method in IMPLICIT_SCIPY:
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
