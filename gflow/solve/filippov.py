@@ -303,6 +303,12 @@ class FlowConstants:
         #: conditions G_SS Ā_S = … then fix its whole row), more make G_SS singular
         self._rank_tol = float(ev[-1]) * self.n * torch.finfo(self.G.dtype).eps * 10
         self.rank_G = int((ev > self._rank_tol).sum())
+        #: training points with φ(x_a) = 0 (G_aa = 0: x = 0 under the identity embedding, or all-zero ReLU random
+        #: features): h_ia ≡ 0 on every neuron, never moved by the flow and moving nothing — pairs that sit on the
+        #: kink without sliding, kept in a free mode.  Counted as sliding (or made to slide by the passage through
+        #: w_i = 0) they held neurons at w_i = 0 that pass through it (2.5e-3 off the loss on a d = 1 net), and leaky
+        #: ReLU crashed
+        self.inert = torch.diagonal(self.G) == 0
 
     def slopes_of(self, mode: torch.Tensor) -> torch.Tensor:
         """σ′ of each pair's mode: s₋ (−1), 0 (sliding: its weight comes from a solve), s₊ (+1)."""
@@ -410,7 +416,7 @@ class FlowConstants:
     def _violations(self, p: torch.Tensor, hd: torch.Tensor, th: torch.Tensor | None):
         """(free pairs moving against their side, sliding pairs whose θ leaves [0, 1]) of a pattern at w_i = 0."""
         S = p == 0
-        bad_free = ~S & (torch.sign(hd).to(p.dtype) != p)
+        bad_free = ~S & (torch.sign(hd).to(p.dtype) != p) & ~self.inert  # (an inert pair's ḣ is 0 in every pattern)
         bad_slide = torch.zeros_like(S)
         if th is not None:
             bad_slide[S] = (th > 1 + self.theta_tol) | (th < -self.theta_tol)
@@ -424,7 +430,7 @@ class FlowConstants:
         scale = -self.gamma * float(self.c[i])
         size = float(h0.abs().max())
         if not (v > 0 and size > 0):
-            return torch.sign(h0).to(torch.int8)
+            return torch.where(self.inert, -1, torch.sign(h0)).to(torch.int8)
         tau = size / (50 * v)
         h = h0.clone()
         for _ in range(EMERGE_STEPS):
@@ -432,6 +438,7 @@ class FlowConstants:
             h = h + tau * ((self.slopes_of(p) * r) @ self.G) * scale
         p = torch.sign(h).to(torch.int8)
         p[h.abs() <= 0.02 * h.abs().max()] = 0
+        p[self.inert] = -1  # (free: they never slide)
         return p
 
     def _exit_pattern(self, i: int, r: torch.Tensor, p: torch.Tensor) -> torch.Tensor | None:
@@ -631,7 +638,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     alpha_abs_c = alpha_c.abs()
     dH = torch.empty_like(H0)
     try:
-        zero0 = H0 == 0
+        zero0 = (H0 == 0) & ~flow.inert  # (inert pairs sit at h = 0 in a free mode for good)
         mode, r, theta = _resolve(flow, y, mode, arrivals=zero0, prev=mode.clone(), K0=K[0], stats=stats)
         r_start = r
         h = _initial_step(y, K[0], rtol, atol, t1)
@@ -769,21 +776,6 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     stats["n_sliding"] = int((mode == 0).sum())
     monitor.partial = None
     return stats
-
-
-def check_no_inert_points(problem, method: str) -> None:
-    """Refuse training points with φ(x_a) = 0 (G_aa = 0: x = 0 under the identity embedding): h_ia ≡ 0 on every
-    neuron, a pair on every kink that the flow never moves and that adds only ½y_a² to the loss — the event logic
-    counted them as sliding pairs, held neurons at w_i = 0 that pass through it (2.5e-3 off the loss on a d = 1 net),
-    and crashed on leaky ReLU."""
-    inert = torch.nonzero(torch.diagonal(problem.G) == 0).flatten().tolist()
-    if inert:
-        shown = ", ".join(map(str, inert[:8])) + (", …" if len(inert) > 8 else "")
-        raise ValueError(f"training point(s) {shown} of X have φ(x) = 0 (e.g. x = 0 under the identity embedding): "
-                         f"their features are 0 on every neuron's kink at all times and add only ½y² to the loss, "
-                         f"which method {method!r} cannot take (its events would count them as sliding pairs); drop "
-                         "them from X and y (the loss then lacks their Σ½y²), or use method='euler' (GD's iteration, "
-                         "σ′(0) = 0)")
 
 
 def _check_mn_layout(field, method: str) -> None:

@@ -474,10 +474,6 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
-    if method in FILIPPOV_METHODS + SLIDING_METHODS:
-        from .filippov import check_no_inert_points
-
-        check_no_inert_points(problem, method)
     # the feature state's layout (FeatureSpaceField); a checkpoint written before the layout choice resumes in its
     # (2, m, n) layout
     in_place = method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS  # (they index H's rows in place)
