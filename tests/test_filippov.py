@@ -545,3 +545,18 @@ def test_a_training_point_with_zero_features_stays_off_the_sliding_set(activatio
     sli = gf.simulate(net, X, y, 2.0, [0.0, 2.0], method="sliding", step=1 / 128)
     assert fil.ok and sli.ok
     assert abs(fil.loss[-1] / gd - 1) < 3e-6 and abs(sli.loss[-1] / gd - 1) < 3e-6  # (were 2.5e-3 off)
+
+
+def test_a_neuron_arriving_slowly_at_w_i_0_passes_through_where_the_flow_does():
+    # (a differential fuzz, d = 1: the one-sided velocities at w_0 = 0 are +0.0094 and +0.61 — the only Filippov
+    # solution crosses; the local flow's steps, sized by the all-above rate bound, did not get the slow neuron
+    # through, so it was held at 0: 3.9 % off the loss with saveat [0, 2] at rtol 1e-9, right with 21 times)
+    X = np.array([-0.41306354339189344, -2.4414673826398556, 1.799707382720902, 1.1441658720372287,
+                  -0.32542283686782436, 0.7738065867276614, 0.28121066979764925])[:, None]
+    y = np.array([-0.5538228364240524, 0.9775674511260357, -0.31055654665915255, -0.3288239040579627,
+                  -0.7921467553588982, 0.45495807124085547, -0.09919805171738795])
+    net = gf.Network(d=1, width=4, activation="relu", seed=2)
+    gd = gf.gradient_descent(net, X, y, step=1e-4, steps=20000, save_every=20000).loss[-1]  # ~7e-7 off the flow
+    for saveat, rtol in (([0.0, 2.0], 1e-9), (list(np.linspace(0.0, 2.0, 21)), 1e-7)):
+        sol = gf.simulate(net, X, y, 2.0, saveat, method="filippov", rtol=rtol)
+        assert sol.ok and abs(sol.loss[-1] / gd - 1) < 5e-6, (saveat, rtol, sol.loss[-1], gd)
