@@ -818,7 +818,7 @@ def test_resuming_in_another_space_names_the_space_only(tmp_path):
     assert "layout" not in str(info.value)
 
 
-@pytest.mark.parametrize("what", ["activation", "embedding"])
+@pytest.mark.parametrize("what", ["activation", "embedding", "random_features"])
 def test_a_checkpoint_of_another_custom_activation_or_callable_embedding_is_refused(tmp_path, what):
     # (a differential fuzz: both specs hold a name only, and the resumed run was a hybrid of the two networks)
     X, y = gf.data.random_labels(n=5, d=3, seed=0)
@@ -828,13 +828,35 @@ def test_a_checkpoint_of_another_custom_activation_or_callable_embedding_is_refu
         other = dict(activation=gf.Activation("mine", lambda u: torch.tanh(2 * u) / 2,
                                               lambda u: 1 - torch.tanh(2 * u) ** 2, lipschitz=1.0, interval=(-1.0, 1.0)))
         why = r"the custom activation's σ or σ′ \(their values differ\)"
+    elif what == "random_features":  # (a review: a custom σ inside the random features was not fingerprinted)
+        def rf(fn, dfn):
+            return dict(embedding=gf.RandomFeatures(D=8, activation=gf.Activation("mine", fn, dfn, lipschitz=1.0,
+                                                                               interval=(-1.0, 1.0))))
+        first = rf(torch.tanh, lambda u: 1 - torch.tanh(u) ** 2)
+        other = rf(lambda u: torch.tanh(2 * u) / 2, lambda u: 1 - torch.tanh(2 * u) ** 2)
+        why = r"the embedding's features Φ\(X\) \(a callable, or with a custom activation: they differ\)"
     else:
         first, other = dict(embedding=lambda Z: Z), dict(embedding=lambda Z: 2 * Z)
-        why = r"the callable embedding's features Φ\(X\) \(they differ\)"
+        why = r"the embedding's features Φ\(X\) \(a callable, or with a custom activation: they differ\)"
     ck = tmp_path / "run.ckpt"
     kw = dict(t1=5.0, method="dop853", checkpoint=ck, warn=False)
-    assert gf.simulate(gf.Network(d=3, width=16, **first), X, y, max_steps=8, **kw).status == "max_steps"
+    assert gf.simulate(gf.Network(d=3, width=16, **first), X, y, max_steps=3, **kw).status == "max_steps"
     with pytest.raises(ValueError, match=why):
         gf.simulate(gf.Network(d=3, width=16, **other), X, y, **kw)
     resumed = gf.simulate(gf.Network(d=3, width=16, **first), X, y, **kw)  # the same one still resumes
     assert resumed.ok and resumed.stats["resumed"]
+
+
+
+def test_a_checkpoint_of_an_earlier_gflow_with_a_custom_activation_is_refused_saying_why(tmp_path):
+    # (a review: a checkpoint without the new fingerprint key was refused as "their values differ")
+    from gflow.solve.checkpoint import _differences, fingerprint
+    from gflow.fields import Problem
+
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    act = gf.Activation("mine", torch.tanh, lambda u: 1 - torch.tanh(u) ** 2, lipschitz=1.0, interval=(-1.0, 1.0))
+    fp = fingerprint("flow", Problem.from_data(gf.Network(d=3, width=8, activation=act), X, y), {})
+    old = {k: v for k, v in fp.items() if k != "activation_sha256"}
+    assert _differences(fp, fp) == []
+    (why,) = _differences(old, fp)
+    assert "written by an earlier gflow, which did not fingerprint it" in why

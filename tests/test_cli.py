@@ -201,3 +201,13 @@ def test_reproduce_checks_the_device_before_any_run_or_folder(tmp_path, capsys, 
     # out/exp1 was made)
     assert main(["reproduce", "exp1", "--preset", "tiny", "--device", device, "--out", str(tmp_path / "r")]) == 2
     assert why in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")
+def test_reproduce_on_a_local_dask_cluster_checks_cuda_here(tmp_path):
+    # (a review: dask without a scheduler starts its workers on this machine, but the CUDA check skipped it)
+    from gflow.experiments import reproduce
+
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        reproduce("exp1", "tiny", tmp_path / "r", device="cuda", executor="dask", workers=1)
+    assert not (tmp_path / "r").exists()

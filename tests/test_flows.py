@@ -574,3 +574,20 @@ def test_float32_with_n_above_d_keeps_to_weight_space_where_feature_space_loses_
     assert auto_method(Problem.from_data(n64, X, y), 2000.0, 1e-6)[0] == "dop853+exprk4"  # (float64: it does)
     with pytest.warns(gf.GFlowWarning, match=r"float32 feature space"):
         gf.simulate(n32, X, y, t1=1.0, method="exprk4")
+
+
+def test_the_float32_feature_space_warning_advises_what_the_method_allows():
+    # (a review: a default ReLU run — filippov, feature space only — and exprk4 were told to use space='weight',
+    # which they refuse; a float32 feature-space batch had no warning at all)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 2)), rng.standard_normal(8)
+    relu = gf.Network(d=2, width=16, activation="relu", seed=0, dtype="float32")
+    with pytest.warns(gf.GFlowWarning, match=r"use dtype float64 \(method 'filippov' runs in feature space only\)"):
+        gf.simulate(relu, X, y, t1=0.2)
+    with pytest.warns(gf.GFlowWarning, match=r"use dtype float64 \(method 'exprk4' runs in feature space only\)"):
+        gf.simulate(gf.Network(d=2, width=16, seed=0, dtype="float32"), X, y, t1=0.2, method="exprk4")
+    nets = gf.networks([0, 1], d=2, width=16, dtype="float32")
+    with pytest.warns(gf.GFlowWarning, match=r"gflow.simulate_batch: float32 feature space .* use space='weight'"):
+        gf.simulate_batch(nets, X, y, t1=0.2, space="feature")
+    with pytest.warns(gf.GFlowWarning, match=r"gflow.gradient_descent_batch: float32 feature space"):
+        gf.gradient_descent_batch(nets, X, y, step=0.1, steps=2, space="feature")

@@ -26,7 +26,7 @@ def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, devi
     from .._validate import check_choice
 
     check_choice(name, "experiment", EXPERIMENTS + ("all",))
-    _check_device(device, executor)
+    _check_device(device, executor, scheduler)
     names = EXPERIMENTS if name == "all" else (name,)
     results = []
     for n in names:
@@ -37,17 +37,18 @@ def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, devi
     return results
 
 
-def _check_device(device, executor) -> None:
+def _check_device(device, executor, scheduler=None) -> None:
     """The device checked before any run or folder is made (``--device gpu`` ended in torch's traceback from a
     worker, ``cuda`` on a machine without it in a chained one, after ``out/<name>`` was made): its form always, CUDA's
-    presence where the runs execute here (``local``, ``process``; a cluster's workers may have a GPU this machine
-    lacks)."""
+    presence where the runs execute here (``local``, ``process``, ``dask`` without a scheduler: a local cluster; a
+    cluster's workers may have a GPU this machine lacks)."""
     from ..model.network import resolve_device
 
     try:
         resolve_device(device)
     except ValueError as exc:
-        if "CUDA is not available" not in str(exc) or executor in ("local", "process"):
+        if "CUDA is not available" not in str(exc) or executor in ("local", "process") or (
+                executor == "dask" and scheduler is None):
             raise
 
 

@@ -46,11 +46,14 @@ def lossy_feature_space(problem: Problem) -> bool:
     return problem.net.dtype == torch.float32 and problem.n > problem.net.D
 
 
-def feature_space_warning(problem: Problem) -> str:
-    """The warning for an explicit feature-space (or exprk4) run where :func:`lossy_feature_space`."""
+def feature_space_warning(problem: Problem, feature_only: str | None = None) -> str:
+    """The warning for a feature-space run where :func:`lossy_feature_space`; ``feature_only``: the method, where
+    it runs in feature space only (exprk4, filippov, sliding: then float64 is the advice, not space='weight')."""
+    advice = (f"use dtype float64 (method {feature_only!r} runs in feature space only)" if feature_only else
+              "use space='weight' (or space='auto') or dtype float64")
     return (f"float32 feature space with n = {problem.n} > D = {problem.net.D}: W and the test outputs are recovered "
             "from A = ∫P, whose part along G's null space grows ∝ t and leaks ε·|A| into them (the loss and training "
-            "features stay accurate); use space='weight' (or space='auto') or dtype float64")
+            f"features stay accurate); {advice}")
 
 
 def make_field(problem: Problem, space: str = "auto", per_entry: float = 0.0, layout: str = "nm") -> AbstractField:

@@ -88,7 +88,8 @@ def fingerprint(kind: str, problem, settings: dict) -> dict:
     if not net.activation.builtin:
         u = torch.linspace(*_PROBE, dtype=torch.float64)
         out["activation_sha256"] = _hash_tensors(net.activation.sigma(u), net.activation.dsigma(u))
-    if net.embedding.spec().get("kind") == "callable":
+    emb = net.embedding.spec()  # (a callable, or random features with a custom activation: the features say)
+    if emb.get("kind") == "callable" or '"custom": true' in json.dumps(emb, default=str):
         out["features_sha256"] = _hash_tensors(problem.Phi, problem.Phi_test)
     return out
 
@@ -127,10 +128,16 @@ def _differences(old: dict, new: dict) -> list[str]:
         out.append(f"the kind of run ({old.get('kind')!r} vs {new['kind']!r})")
     if old.get("data_sha256") != new["data_sha256"]:
         out.append("the training/test data (their hashes differ)")
-    if old.get("activation_sha256") != new.get("activation_sha256"):
-        out.append("the custom activation's σ or σ′ (their values differ)")
-    if old.get("features_sha256") != new.get("features_sha256"):
-        out.append("the callable embedding's features Φ(X) (they differ)")
+    for key, what in (("activation_sha256", "the custom activation's σ or σ′ (their values differ)"),
+                      ("features_sha256", "the embedding's features Φ(X) (a callable, or with a custom activation: "
+                                          "they differ)")):
+        if old.get(key) == new.get(key):
+            continue
+        if old.get(key) is None:  # (an earlier gflow's checkpoint: nothing to compare with)
+            out.append(f"{what.split(' (')[0]}: this checkpoint was written by an earlier gflow, which did not "
+                       "fingerprint it, so it cannot be told from another one")
+        else:
+            out.append(what)
     for part in ("network", "solver"):
         a, b = old.get(part, {}), new[part]
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

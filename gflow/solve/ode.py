@@ -482,7 +482,8 @@ def simulate(
                                       RK_FLOPS_PER_STATE_ENTRY, layout), interval, integrals)
     if warn and lossy_feature_space(problem) and (
             method in EXPINT_METHODS or isinstance(getattr(field, "base", field), FeatureSpaceField)):
-        warnings.warn(f"gflow.simulate: {feature_space_warning(problem)}", GFlowWarning, stacklevel=2)
+        only = method if method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS else None
+        warnings.warn(f"gflow.simulate: {feature_space_warning(problem, only)}", GFlowWarning, stacklevel=2)
     if method in IMPLICIT_SCIPY:
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
