@@ -722,3 +722,13 @@ def test_certify_says_why_t4_is_not_evaluated_without_running_integrals():
     cert = gf.certify(gf.simulate(gf.Network(d=8, width=16, seed=0), X, y, t1=1.0, integrals=False))
     t4 = cert.check("T4")
     assert not t4.applicable and "no running integrals" in t4.detail  # (the reason was empty)
+
+
+def test_a_non_finite_running_integral_is_a_counted_violation_not_hidden():
+    # (a review: a NaN exponent was reported "not applicable", which hid it from cert.ok)
+    X, y = _data(5, 8, 0)
+    sol = gf.simulate(gf.Network(d=8, width=16, seed=0), X, y, t1=1.0, rtol=1e-10, atol=1e-12)
+    bad = dataclasses.replace(sol, int_lam_min_M=np.where(sol.t > 0.5, np.nan, sol.int_lam_min_M))
+    cert = gf.certify(bad)
+    t3 = cert.check("T3")
+    assert t3.applicable and t3.held is False and "not finite" in t3.detail and not cert.ok

@@ -228,8 +228,9 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         if not applicable or E is None:
             checks.append(Check(key, name, False, detail=why))
             return
-        if not np.all(np.isfinite(E[sel])):
-            checks.append(Check(key, name, False, detail=why or "its exponent is not finite"))
+        if not np.all(np.isfinite(E[sel])):  # (a NaN in the running integrals: counted, never hidden; λ(G) not
+            checks.append(Check(key, name, True, False, counts, detail="its exponent is not finite (a NaN or inf in "
+                                f"the running integrals it reads){'; ' + why if why else ''}"))  # computed: gated above)
             return
         logB = math.log(max(L0, 1e-300)) - E[sel]  # (L₀ = 0 exactly: a run at a global minimum, window t = 0)
         margin = logB - np.log(np.maximum(L[sel], 1e-300))  # ≥ 0 where the bound holds; in log units (≈ relative)
