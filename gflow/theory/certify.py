@@ -206,8 +206,7 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     # (δ/‖r‖)² relatively, which exceeds the slack once r ≪ f
     # (n = 1, where T3 and T4 hold with equality, "failed" at every rtol; a float32 run's T2 at 1.7e-4).  The
     # loss-level checks (T2–T6, T10) allow it per saved time.
-    eps = float(np.finfo(np.float32 if "float32" in str(sol.config.get("network", {}).get("dtype", "")) else
-                         np.float64).eps)
+    eps = float(np.finfo(np.dtype(str(sol.config.get("network", {}).get("dtype", "float64")))).eps)
     terms = th.get("output_terms")
     f_norm = float(np.max(np.linalg.norm(sol.output, axis=1))) if sol.output is not None and sol.output.size else 0.0
     scale = max(terms if terms is not None and math.isfinite(terms) else 0.0, f_norm) + th["y_norm"]
@@ -223,21 +222,27 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     notes: list[str] = []
     checks: list[Check] = []
 
+    def judge(logB):
+        """(margin, held, k) of L_t ≤ exp(logB) on the window: log-margins (≈ relative; ∞ at t = 0, equality by
+        construction), each saved time against the loss's accuracy there, and the time shown — the smallest margin
+        where it held, the worst against its allowance where it did not."""
+        margin = logB - np.log(np.maximum(L[sel], 1e-300))
+        margin[0] = math.inf
+        held = bool(np.all(margin >= -tol_log[sel]))
+        k = int(np.argmin(margin if held else margin + tol_log[sel])) if margin.size > 1 else 0
+        return margin, held, k
+
     def exp_bound(key, name, E, applicable, why, counts=True):
         """Check L_t ≤ L_0 exp(−E_t) on the window; E is the exponent array (or None)."""
         if not applicable or E is None:
             checks.append(Check(key, name, False, detail=why))
             return
-        if not np.all(np.isfinite(E[sel])):  # (a NaN in the running integrals: counted, never hidden; λ(G) not
+        if not np.all(np.isfinite(E[sel])):  # (a NaN in the running integrals: a counted violation, never hidden)
             checks.append(Check(key, name, True, False, counts, detail="its exponent is not finite (a NaN or inf in "
-                                f"the running integrals it reads){'; ' + why if why else ''}"))  # computed: gated above)
+                                f"the running integrals it reads){'; ' + why if why else ''}"))
             return
-        logB = math.log(max(L0, 1e-300)) - E[sel]  # (L₀ = 0 exactly: a run at a global minimum, window t = 0)
-        margin = logB - np.log(np.maximum(L[sel], 1e-300))  # ≥ 0 where the bound holds; in log units (≈ relative)
-        margin[0] = math.inf  # equality at t = 0 by construction
-        held = bool(np.all(margin >= -tol_log[sel]))  # each saved time against the loss's accuracy there
-        # (the smallest margin where it held, the worst against its allowance where it did not)
-        k = int(np.argmin(margin if held else margin + tol_log[sel])) if margin.size > 1 else 0
+        # (L₀ = 0 exactly: a run at a global minimum, window t = 0)
+        margin, held, k = judge(math.log(max(L0, 1e-300)) - E[sel])
         g_rate = float(E[last] / t[last]) if t[last] > 0 else None
         if not math.isfinite(margin[k]):
             detail = "only t = 0 in the window"
@@ -359,11 +364,8 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         if rt.all_met:
             bnd = rt.bound(t)
             # (as exp_bound: L₀ = 0 gave log 0 − log 0 = NaN, a counted violation)
-            margin = np.log(np.maximum(bnd[sel], 1e-300)) - np.log(np.maximum(L[sel], 1e-300))
-            margin[0] = math.inf  # equality at t = 0 by construction
+            margin, ok_L, k = judge(np.log(np.maximum(bnd[sel], 1e-300)))
             eta_gap = sol.eta - rt.eta_lower + 1.0 / m
-            ok_L = bool(np.all(margin >= -tol_log[sel]))
-            k = int(np.argmin(margin if ok_L else margin + tol_log[sel])) if margin.size > 1 else 0
             held = ok_L and bool(eta_gap.min() >= 0)
             checks.append(Check("T10", "realised Theorem 1", True, held, rigorous, float(margin[k]), float(t[sel][k]),
                                 rt.rate, emp, detail=f"η_t ≥ {rt.eta_lower:.3g} and L_t ≤ L_0 e^(−{rt.rate:.3g} t)"))
