@@ -609,16 +609,21 @@ def _m_hypothesis(m: int, req: float, theorem: int, formula: str, K: float, K_na
                       f"m = {m} but Theorem {theorem} needs m ≥ {_fmt_req(req)} (= {formula}, {K_name} = {_fmt(K)})")
 
 
-def _unchecked(L0, eta_bar0, K_name: str = "K", limiting: bool = False, gram_deviation=None) -> tuple[str, ...]:
-    """The proof's events left unchecked for want of their numbers (``limiting``: Theorems 2, 3, with (74))."""
-    out = []
-    if limiting and gram_deviation is None:
-        out.append("event (74) ‖G − Ḡ‖₂ ≤ λ_min(Ḡ)/2 (give gram_deviation)")
+def _events(L0, eta_bar0, y: float, K: float, gram: tuple | None = None) -> dict:
+    """A report's ``events`` (the proof's events whose numbers were given, checked), ``events_unchecked`` (the
+    others, with what to pass) and ``L0``; ``gram`` = (gram_deviation, λ_min(Ḡ)) for Theorems 2 and 3, whose K is
+    K̄ and whose proof also needs event (74)."""
+    K_name = "K" if gram is None else "K̄"
+    events = ([] if gram is None else _gram_event(*gram)) + _event_checks(L0, eta_bar0, y, K, K_name, "Lemma 3")
+    unchecked = []
+    if gram is not None and gram[0] is None:
+        unchecked.append("event (74) ‖G − Ḡ‖₂ ≤ λ_min(Ḡ)/2 (give gram_deviation)")
     if L0 is None:
-        out.append("Lemma 2's event L_0 ≤ ‖y‖² (give L0)")
+        unchecked.append("Lemma 2's event L_0 ≤ ‖y‖² (give L0)")
     if eta_bar0 is None:
-        out.append(f"Lemma 3's event η̄_0 > {K_name} (give eta_bar0)")
-    return tuple(out)
+        unchecked.append(f"Lemma 3's event η̄_0 > {K_name} (give eta_bar0)")
+    return {"events": tuple(events), "events_unchecked": tuple(unchecked),
+            "L0": None if L0 is None else _nonneg(L0, "L0")}
 
 
 def _event_checks(L0, eta_bar0, y: float, K: float, K_name: str, lemma: str) -> list[Hypothesis]:
@@ -716,8 +721,7 @@ def theorem1(
         G_min=gmin, G_max=gmax, y_norm=y, n=n_, m=m_, K_sigma=ks, I=(lo, hi), delta=d, K=K, kappa=kap,
         kappa_used=kap, c0=c0, c_threshold=thr, r=r, rate=r * c * c * lmin, eta_lower=_TWO_M23 * K,
         m_required=m_req, hypotheses=hyps,
-        events=tuple(_event_checks(L0, eta_bar0, y, K, "K", "Lemma 3")), notes=notes, realised=realised,
-        events_unchecked=_unchecked(L0, eta_bar0), L0=None if L0 is None else _nonneg(L0, "L0"),
+        notes=notes, realised=realised, **_events(L0, eta_bar0, y, K),
     )
 
 
@@ -811,12 +815,9 @@ def theorem2(
     else:
         notes.insert(0, "D ≥ D_min(δ/2, λ_min(Ḡ)/2) (Condition 1) is not checked: pass both D and D_min, or "
                         "check the event ‖G − Ḡ‖₂ ≤ λ_min(Ḡ)/2 with gram_deviation")
-    events = _gram_event(gram_deviation, k["lam_min"]) + _event_checks(L0, eta_bar0, k["y_norm"], k["K"], "K̄",
-                                                                       "Lemma 3")
     return TheoremReport(theorem=2, title="random embedding, EQUATIONS.md §10.4", hypotheses=tuple(hyps),
-                         events=tuple(events), notes=tuple(notes), D=D_, D_required=D_req,
-                         events_unchecked=_unchecked(L0, eta_bar0, "K̄", True, gram_deviation),
-                         L0=None if L0 is None else _nonneg(L0, "L0"), **k)
+                         notes=tuple(notes), D=D_, D_required=D_req,
+                         **_events(L0, eta_bar0, k["y_norm"], k["K"], (gram_deviation, k["lam_min"])), **k)
 
 
 def theorem3(
@@ -876,11 +877,8 @@ def theorem3(
         "the C_D given; Lemma 4 also assumes ‖x_a‖ ≤ √d and a centred σ",
         _NOTE_ASSUMPTIONS,
     )
-    events = _gram_event(gram_deviation, lmin) + _event_checks(L0, eta_bar0, k["y_norm"], k["K"], "K̄", "Lemma 3")
-    return TheoremReport(theorem=3, title="P-3L network, EQUATIONS.md §10.5", hypotheses=hyps,
-                         events=tuple(events), notes=notes, D=D_, D_required=D_req,
-                         events_unchecked=_unchecked(L0, eta_bar0, "K̄", True, gram_deviation),
-                         L0=None if L0 is None else _nonneg(L0, "L0"), **k)
+    return TheoremReport(theorem=3, title="P-3L network, EQUATIONS.md §10.5", hypotheses=hyps, notes=notes, D=D_,
+                         D_required=D_req, **_events(L0, eta_bar0, k["y_norm"], k["K"], (gram_deviation, lmin)), **k)
 
 
 # ---------------------------------------------------------------------------------------------------------
