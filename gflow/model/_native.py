@@ -294,7 +294,7 @@ def status(path: bool = True) -> str:
         return "not loaded"
     lib, line = _library()
     if lib is not None and not path:
-        return f"on ({Path(line[4:-1]).name})"
+        return f"on ({Path(lib._name).name})"  # (ctypes keeps the path it loaded)
     return line
 
 

@@ -70,6 +70,12 @@ ROW_BYTES_BASE, ROW_BYTES_PER_ENTRY = 1200, 32
 ROW_MEMORY_SHARE = 0.5
 
 
+def output_terms(net, s: torch.Tensor) -> float:
+    """‖|α| |c|ᵀ|σ(H)|‖ for ``s`` = σ(H): the scale of the terms the outputs f = α cᵀσ(H) sum, which their rounding
+    (and a solver's error in H) is relative to — not f itself, which cancels to 0 under the symmetrised NTK scaling."""
+    return abs(float(net.alpha)) * float(torch.linalg.norm(net.c.abs() @ s.abs()))
+
+
 def snapshot_bytes(problem, n_features: int, n_weights: int) -> float:
     """What the features and weights kept at ``n_features`` / ``n_weights`` times (features_at, weights_at) hold:
     H (m, n) and H_test (m, n_te), W (m, D), each twice while the run ends (the list of arrays, then its stack)."""
@@ -254,10 +260,8 @@ class Recorder:
         f, which cancels to 0 under the symmetrised NTK scaling (a GD at L ≈ 1e-32 with y = 0 warned of a rise
         from 1.32e-32 to 1.40e-32) — (generously: 1e3 ε, for the sums over m neurons and the solver's rounding
         near a zero-loss equilibrium), which moves L = ½‖r‖² by up to that times ‖r‖ (plus its square)."""
-        net = self.pb.net
         eps = torch.finfo(s.dtype).eps
-        terms = abs(float(net.alpha)) * torch.linalg.norm(net.c.abs() @ s.abs())
-        delta = 1e3 * eps * (float(terms) + float(torch.linalg.norm(self.pb.y)))
+        delta = 1e3 * eps * (output_terms(self.pb.net, s) + float(torch.linalg.norm(self.pb.y)))
         return 1e3 * eps * loss + delta * math.sqrt(2.0 * loss) + delta * delta
 
     def lam_max_M0(self) -> float:
@@ -485,9 +489,9 @@ class Recorder:
         lo, hi = self.interval
         K = act.K if self.interval == tuple(act.interval) else _numeric_inf_abs(act.dsigma, lo, hi)
         absc = net.c.abs()
-        # the scale of the outputs' terms, ‖|α| |c|ᵀ|σ(H₀)|‖: the error of r (and so of L's relative value where
-        # r is small) is relative to it, not to f (gflow.certify's tolerance; Recorder._rounding's model)
-        terms = abs(float(net.alpha)) * float(torch.linalg.norm(absc @ act.sigma(pb.H0).abs()))
+        # the scale of the outputs' terms at t = 0: the error of r (and so of L's relative value where r is small)
+        # is relative to it, not to f (gflow.certify's tolerance; Recorder._rounding's model)
+        terms = output_terms(net, act.sigma(pb.H0))
         return {
             "interval": [lo, hi],
             "inner_interval": list(self.inner) if self.inner else None,
