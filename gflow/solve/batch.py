@@ -33,8 +33,7 @@ import numpy as np
 import torch
 
 from .._validate import check_choice, check_flag, check_positive_float, check_run_flags, describe
-from ..fields import (RK_FLOPS_PER_STATE_ENTRY, FeatureSpaceField, Problem, feature_space_warning,
-                      lossy_feature_space, make_field)
+from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
@@ -58,6 +57,7 @@ from .ode import (
     _make_solution,
     _resolve_auto,
     check_interval,
+    warn_lossy_feature_space,
     check_solver_args,
     check_started,
     fixed_step_guard,
@@ -200,14 +200,6 @@ def _fields(nets, X, y, X_test, y_test, space, interval, integrals, per_entry: f
                          for p in problems])
 
 
-def _warn_lossy(bf: BatchedField, name: str, warn: bool) -> None:
-    """As gf.simulate and gf.gradient_descent: a float32 feature-space batch with n > D loses W and the test outputs
-    (:func:`gflow.fields.lossy_feature_space`)."""
-    pb = bf.problems[0]
-    if warn and lossy_feature_space(pb) and isinstance(getattr(bf.fields[0], "base", bf.fields[0]), FeatureSpaceField):
-        warnings.warn(f"gflow.{name}: {feature_space_warning(pb)}", GFlowWarning, stacklevel=3)
-
-
 def _batch_info(nets, s: int, **extra) -> dict:
     return {"size": len(nets), "index": s, "seeds": [int(n.seed) for n in nets], **extra}
 
@@ -326,7 +318,7 @@ def simulate_batch(
         raise ValueError(f"checkpoint/resume needs gflow's native engine (method in {NATIVE_METHODS}), got method "
                          f"{method!r}; use e.g. method='dop853' or method='rk4'")
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, RK_FLOPS_PER_STATE_ENTRY, checkpoint)
-    _warn_lossy(bf, "simulate_batch", warn)
+    warn_lossy_feature_space(bf.problems[0], bf.fields[0], "simulate_batch", warn)
 
     tol = record_tol(grid)
     pb = bf.problems[0]
@@ -757,7 +749,7 @@ def gradient_descent_batch(
 
     interval = check_interval(interval, net)
     bf = _fields(nets, X, y, X_test, y_test, space, interval, integrals, checkpoint=checkpoint)
-    _warn_lossy(bf, "gradient_descent_batch", warn)
+    warn_lossy_feature_space(bf.problems[0], bf.fields[0], "gradient_descent_batch", warn)
     pb = bf.problems[0]
     check_recording_memory(len(save_k), pb.n, pb.n_test, len(nets), what="saved steps",
                            advice=f"save less often (save_every > {save_every}), or fewer seeds per batch",

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from .._validate import check_positive_float, check_positive_int, check_run_flags, check_times, describe
-from ..fields import FeatureSpaceField, Problem, feature_space_warning, lossy_feature_space, make_field
+from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, guarded_solve,
                       interrupted_message, raise_if_interrupted, snapshot_bytes)
 from .checkpoint import stored_layout
-from .ode import _make_solution, check_interval, check_started, observed_field
+from .ode import _make_solution, check_interval, check_started, observed_field, warn_lossy_feature_space
 
 
 MAX_SAVED_STEPS = 10_000_000  # saved steps per run: each keeps the loss, the residuals and the outputs
@@ -157,8 +157,7 @@ def gradient_descent(
     problem = Problem.from_data(net, X, y, X_test, y_test)
     # (a checkpoint written before the layout choice resumes in its (2, m, n) layout)
     field = observed_field(make_field(problem, space, layout=stored_layout(checkpoint)), interval, integrals)
-    if warn and lossy_feature_space(problem) and isinstance(getattr(field, "base", field), FeatureSpaceField):
-        warnings.warn(f"gflow.gradient_descent: {feature_space_warning(problem)}", GFlowWarning, stacklevel=2)
+    warn_lossy_feature_space(problem, field, "gradient_descent", warn)
     check_recording_memory(len(save_k), problem.n, problem.n_test, what="saved steps",
                            advice=f"save less often (save_every > {save_every})",
                            snapshots=snapshot_bytes(problem, len(fk), len(wk)))

@@ -480,10 +480,7 @@ def simulate(
     layout = stored_layout(checkpoint, "mn" if in_place else "nm")
     field = observed_field(make_field(problem, resolve_space(space) if method in EXPINT_METHODS else space,
                                       RK_FLOPS_PER_STATE_ENTRY, layout), interval, integrals)
-    if warn and lossy_feature_space(problem) and (
-            method in EXPINT_METHODS or isinstance(getattr(field, "base", field), FeatureSpaceField)):
-        only = method if method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS else None
-        warnings.warn(f"gflow.simulate: {feature_space_warning(problem, only)}", GFlowWarning, stacklevel=2)
+    warn_lossy_feature_space(problem, field, "simulate", warn, method)
     if method in IMPLICIT_SCIPY:
         N = int(np.prod(field.state_shape))
         if N > _DENSE_JACOBIAN_LIMIT:
@@ -595,6 +592,17 @@ def simulate(
     elif warn and rise is not None:
         warnings.warn(f"gflow.simulate: {rise}", GFlowWarning, stacklevel=2)
     return sol
+
+
+def warn_lossy_feature_space(problem: Problem, field, name: str, warn: bool, method: str | None = None) -> None:
+    """Warn (for ``gflow.<name>``, at its caller) where a feature-space run — ``field``'s space, or an exprk4 method —
+    loses W and the test outputs (float32 with n > D, :func:`gflow.fields.lossy_feature_space`); the advice is
+    float64 where ``method`` runs in feature space only."""
+    if not (warn and lossy_feature_space(problem)):
+        return
+    if method in EXPINT_METHODS or isinstance(getattr(field, "base", field), FeatureSpaceField):
+        only = method if method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS else None
+        warnings.warn(f"gflow.{name}: {feature_space_warning(problem, only)}", GFlowWarning, stacklevel=3)
 
 
 def fixed_step_guard(method: str, step: float | None, grid=None) -> dict:
