@@ -358,12 +358,16 @@ class FlowConstants:
                                                                                               float(rate[i]))), mode1)
         return stuck
 
+    def _side_pattern(self, h0: torch.Tensor) -> torch.Tensor:
+        """Each pair's side of the kink at ``h0`` (±1; inert pairs, at h ≡ 0, free on −1)."""
+        return torch.where(self.inert, -1, torch.sign(h0)).to(torch.int8)
+
     def _own_rate(self, i: int, r: torch.Tensor, h0: torch.Tensor, bound: float) -> float:
         """Neuron i's largest rate on its own pattern at ``h0`` (|ḣ_i| there), or ``bound`` (:meth:`rates`) where that
         is 0: the local flow's steps follow how fast the neuron itself moves — sized by the all-above bound, a neuron
         arriving 60× slower (d = 1: F = 0.0094 against 0.61) did not get through the passage in the local flow's
         steps, took the side it came from, and was held at w_i = 0 (3.9 % off the loss)."""
-        p = torch.where(self.inert, -1, torch.sign(h0)).to(torch.int8)
+        p = self._side_pattern(h0)
         v = float(((self.slopes_of(p) * r) @ self.G).abs().max()) * abs(self.gamma * float(self.c[i]))
         return v if v > 0 else bound
 
@@ -440,7 +444,7 @@ class FlowConstants:
         scale = -self.gamma * float(self.c[i])
         size = float(h0.abs().max())
         if not (v > 0 and size > 0):
-            return torch.where(self.inert, -1, torch.sign(h0)).to(torch.int8)
+            return self._side_pattern(h0)
         tau = size / (50 * v)
         h = h0.clone()
         for _ in range(EMERGE_STEPS):
