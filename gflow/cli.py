@@ -214,6 +214,19 @@ def cmd_demo(args) -> int:
     return rc if cert.ok else 1
 
 
+_NO_STEP = object()  # --step none
+
+
+def _step_arg(text: str):
+    """--step: a float, or 'none' (drop the config file's step, e.g. to switch it to an adaptive --method)."""
+    if text.strip().lower() == "none":
+        return _NO_STEP
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
 def cmd_simulate(args) -> int:
     cfg = load_config(args.config) if args.config else {"network": {}, "simulate": {}, "data": {}}
     flags = {
@@ -227,6 +240,14 @@ def cmd_simulate(args) -> int:
     }
     for section, values in flags.items():
         cfg[section].update({k: v for k, v in values.items() if v is not None})
+    if cfg["simulate"].get("step") is _NO_STEP:  # --step none: drop a step the config file gives
+        del cfg["simulate"]["step"]
+    elif args.step is None and "step" in cfg["simulate"] and args.method is not None:
+        from .solve import FIXED_STEP_METHODS
+
+        if args.method not in FIXED_STEP_METHODS:
+            raise CLIError(f"--method {args.method} chooses its own steps, but {args.config} gives step = "
+                           f"{cfg['simulate']['step']!r}; add --step none to drop the file's step")
     if "width" not in cfg["network"]:
         raise CLIError("the network needs a width (--width or width = ... in the config)")
     if "t1" not in cfg["simulate"] and "saveat" not in cfg["simulate"]:
@@ -417,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{sim_default['method']}: picked per problem, see 'Choosing a solver' in the README)")
     g.add_argument("--rtol", type=float, help=f"relative tolerance of adaptive methods (default: {sim_default['rtol']:g})")
     g.add_argument("--atol", type=float, help=f"absolute tolerance of adaptive methods (default: {sim_default['atol']:g})")
-    g.add_argument("--step", type=float, help="step of fixed-step methods (euler, midpoint, rk4, sliding, ...): "
-                   "required for them, refused for adaptive ones")
+    g.add_argument("--step", type=_step_arg, help="step of fixed-step methods (euler, midpoint, rk4, sliding, ...): "
+                   "required for them, refused for adaptive ones; 'none' drops a step the config file gives")
     g.add_argument("--max-steps", type=int, dest="max_steps", help="limit on step attempts; a run that needs more "
                    f"stops with status max_steps (default: {sim_default['max_steps']})")
     g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="wall-time budget in seconds "

@@ -55,6 +55,24 @@ def test_flags_override_the_toml_file(tmp_path):
     assert gf.load(out).m == 12
 
 
+def test_step_none_drops_the_files_step_for_an_adaptive_method(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[network]\nd = 3\nwidth = 8\n[simulate]\nt1 = 1.0\nmethod = "rk4"\nstep = 0.1\n[data]\nn = 5\n')
+    out = tmp_path / "o.nc"
+    # an adaptive --method over a file with a step: told how to drop it, before any run
+    assert main(["simulate", str(cfg), "--method", "dop853", "--out", str(out)]) == 2
+    assert "add --step none to drop the file's step" in capsys.readouterr().err and not out.exists()
+    assert main(["simulate", str(cfg), "--method", "dop853", "--step", "none", "--out", str(out)]) == 0
+    sol = gf.load(out)
+    assert sol.config["solver"]["method"] == "dop853" and sol.ok
+    assert main(["simulate", str(cfg), "--method", "euler", "--out", str(out)]) == 0  # a fixed step keeps it
+    assert gf.load(out).config["solver"]["step"] == 0.1
+    with pytest.raises(SystemExit) as stop:  # (argparse's usage error)
+        main(["simulate", str(cfg), "--step", "big", "--out", str(out)])
+    assert stop.value.code == 2
+    assert "expected a number or 'none', got 'big'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "content, needle",
     [
