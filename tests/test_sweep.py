@@ -1029,3 +1029,26 @@ def test_an_unreachable_cluster_is_a_clear_error_naming_it(tmp_path, monkeypatch
     monkeypatch.setattr(distributed, "Client", Unreachable)
     with pytest.raises(ValueError, match=r"scheduler='tcp://127.0.0.1:1': no Dask scheduler could be reached there"):
         DaskExecutor(scheduler="tcp://127.0.0.1:1")
+
+
+def test_an_executor_that_cannot_start_leaves_the_store_as_it_was(tmp_path, monkeypatch):
+    # (it wrote the manifest first: a new store was left with a manifest and no runs, an extended one with the
+    # manifest of a sweep that never ran)
+    import gflow.sweeps as sw
+
+    def refuse(*args, **kwargs):
+        raise ValueError("scheduler='tcp://127.0.0.1:1': no Dask scheduler could be reached there")
+
+    monkeypatch.setattr(sw, "get_executor", refuse)
+    new = tmp_path / "new"
+    with pytest.raises(ValueError, match="no Dask scheduler"):
+        gf.sweep(network=NETWORK, data=DATA, solver=SOLVER, grid={"data.n": [6]}, store=new)
+    assert not new.exists()
+    monkeypatch.undo()
+    old = tmp_path / "old"
+    gf.sweep(network=NETWORK, data=DATA, solver=SOLVER, grid={"data.n": [6]}, store=old)
+    manifest = (old / "manifest.json").read_text()
+    monkeypatch.setattr(sw, "get_executor", refuse)
+    with pytest.raises(ValueError, match="no Dask scheduler"):
+        gf.sweep(network=NETWORK, data=DATA, solver=SOLVER, grid={"data.n": [6, 8]}, store=old, extend=True)
+    assert (old / "manifest.json").read_text() == manifest and not (old / ".sweep.lock").exists()

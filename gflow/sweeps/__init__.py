@@ -194,8 +194,10 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                                f"executor={executor!r} the runs execute here (use device = 'cpu', or a cluster "
                                "with GPUs through scheduler= or submitit)")
     # one sweep at a time in a store: a second one computed every run again beside the first
+    made = not store.exists()  # (a new store that cannot start its executor is removed again)
     store.mkdir(parents=True, exist_ok=True)
     lock = acquire(store / SWEEP_LOCK, f"the sweep store {str(store)!r}")
+    started = False
     try:
         remove_write_leftovers(store / RUNS_DIR)  # (what a killed sweep's writes of run records left)
         remove_write_leftovers(store / ZARR_RUNS, ".zarr")
@@ -209,10 +211,20 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
             # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
             retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
             check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
-        write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)), fmt)
         have = completed(store, read_status=retry_failed or bool(retry), fmt=fmt)
         todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
                 or have[r.run_id] in retry]
+        # the executor starts before the manifest is written: one that cannot start (no srun, no scheduler at the
+        # address) leaves the store as it was
+        ex, owned = (get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
+                                  options=executor_options) if todo else (None, False))
+        started = True
+        try:
+            write_manifest(store, cfg.to_dict(), runs, grid_coords(list(cfg.grid)), fmt)
+        except BaseException:
+            if owned:
+                ex.shutdown()
+            raise
         if todo:
             # the consolidated file is stale until this sweep completes; open_sweep reads the run records meanwhile
             cons = consolidated_path(store, fmt)
@@ -224,8 +236,6 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                   "lost": 0, "lost_messages": []}
         bar = _bar(progress, len(runs), counts["skipped"])
         if todo:
-            ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
-                                     options=executor_options)
             try:
                 threads = getattr(ex, "threads", None)
                 # per-run bars over flow time only where runs share this terminal (serial); workers stay quiet
@@ -274,6 +284,11 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     finally:
         if lock is not None:
             lock.release()
+        if made and not started:
+            try:
+                store.rmdir()  # (only while empty: nothing of the store is ever removed)
+            except OSError:
+                pass
 
 
 #: the lock file a running sweep holds in its store (:mod:`gflow._lock`; removed when the sweep ends)
