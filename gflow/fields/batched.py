@@ -127,6 +127,13 @@ class BatchedField:
         """Seed s's state, in the shape its own field expects (a view, no copy)."""
         return state[s].view(self.fields[s].state_shape)
 
+    def jump_integrals(self) -> torch.Tensor | None:
+        """The flat indices of each seed's ∫η entry (see :meth:`ObservedField.jump_integrals`); None without
+        integrals."""
+        if not self.observed:
+            return None
+        return torch.arange(self.S) * self.L + self.N + INTEGRALS.index("eta")
+
     def atol_vector(self, atol: float) -> torch.Tensor | float:
         """atol for the flows and +inf for the integrals (which then never limit the step), shape (S, L)."""
         if not self.observed:

@@ -62,6 +62,11 @@ class ObservedField(AbstractField):
         core = self.base.initial_state().reshape(-1)
         return torch.cat([core, core.new_zeros(len(INTEGRALS))])
 
+    def jump_integrals(self) -> torch.Tensor:
+        """The flat indices of the state's entries whose integrand jumps (∫η): solvers integrate them by a
+        positive-weight rule (:class:`gflow.solve.rk.JumpQuadrature`)."""
+        return torch.tensor([self.N + INTEGRALS.index("eta")])
+
     def atol_vector(self, atol: float) -> torch.Tensor:
         """atol for the core state and +inf for the integrals (which then never limit the step)."""
         a = torch.full(self.state_shape, float(atol), dtype=torch.float64, device=self._c.device)

@@ -957,23 +957,33 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
         atol = field.atol_vector(atol).numpy()
     with threadpool_limits(limits=1, user_api="blas"):
         solver = cls(fun, 0.0, y0.reshape(-1).numpy().copy(), t1, rtol=rtol, atol=atol, **opts)
-        _scipy_loop(solver, grid, shape, method, recorder, monitor)
+        jump = getattr(field, "jump_integrals", lambda: None)()
+        _scipy_loop(solver, grid, shape, method, recorder, monitor, None if jump is None else jump.numpy())
 
 
-def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monitor):
+def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monitor, jump_idx=None):
     """Step a scipy OdeSolver to the end of ``grid``, recording output times inside a step from its dense output.
     (scipy's DOP853 interpolant amplifies stiff modes where its steps sit at the stability limit — 7.8e-7 off a
     stiff linear flow's closed form at rtol 1e-10, against 1.6e-10 for gflow's dop853, which bounds a step that
-    holds an output time: a peer method, kept as scipy runs it.)"""
+    holds an output time: a peer method, kept as scipy runs it.)  ``jump_idx``: the entries of ∫η, which the
+    explicit Runge–Kutta methods (RK45, DOP853: negative weights) integrate by :class:`gflow.solve.rk.JumpQuadrature`
+    from their stages, as gflow's own engine does."""
+    rule = None
+    if jump_idx is not None and hasattr(solver, "K") and hasattr(solver, "C"):
+        rule = rk.JumpQuadrature([*map(float, solver.C), 1.0])  # K's rows: the stages, then f at the new point
     k = 1
     monitor.landing_time = float(grid[-1])  # scipy steps to t1 (a short t1 is one step shorter than 1e-12: no collapse)
     while k < len(grid):
+        q_old = None if rule is None else solver.y[jump_idx].copy()
         msg = solver.step()
         if solver.status == "failed":
             text = str(msg)
             status = "step_size_collapse" if "step size" in text.lower() else "failed"
             raise Abort(status, f"scipy {method}: {text}; {monitor.hint}")
         t_old, t_new = float(solver.t_old), float(solver.t)
+        if rule is not None:  # (the integrands do not feed back: the next step reads the corrected y as is)
+            samples = solver.K[:, jump_idx]
+            solver.y[jump_idx] = q_old + (t_new - t_old) * (rule.full @ samples)
         dense = None
         while k < len(grid) and grid[k] <= t_new * (1 + 1e-14):
             if abs(grid[k] - t_new) <= 1e-14 * max(1.0, t_new):
@@ -981,6 +991,9 @@ def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monito
             else:
                 dense = dense or solver.dense_output()
                 yk = dense(grid[k])
+                if rule is not None:
+                    theta = (grid[k] - t_old) / (t_new - t_old)
+                    yk[jump_idx] = q_old + (t_new - t_old) * (rule.weights(theta) @ samples)
             recorder.record(float(grid[k]), torch.from_numpy(np.ascontiguousarray(yk)).view(shape))
             k += 1
         monitor.partial = (t_new, torch.from_numpy(solver.y.copy()).view(shape))

@@ -111,6 +111,54 @@ SCHEMES = {
 }
 
 
+class JumpQuadrature:
+    r"""A positive-weight rule for the running integral of a discontinuous integrand (∫η: η jumps whenever a feature
+    crosses the edge of the active interval, eq. 18) over one Runge–Kutta step, from the step's stage samples.
+
+    A Runge–Kutta method integrates its states' integrands with its weights b, and DOP853's include b₆ = 4.45 and
+    b₈ = −5.80 (dopri5's b₅ = −0.32): a jump of η between those stages moved ∫η by up to 5.8·h·Δη — over a step
+    of 0.33 that took ∫η(1) to −0.026 where the integral is 0.169 (η ∈ [0, 1], so it must lie in [0, t]), and a
+    15 % error at rtol 1e-11.  Here the integrand is the piecewise-linear interpolant of its samples at the sorted
+    stage nodes (samples at one node averaged) — the composite trapezoidal rule, whose weights are positive and sum
+    to 1: each step adds h times a convex combination of the sampled η, so ∫η stays within [h·min η, h·max η]
+    per step, exact for a constant η and first order across a jump (its error at most the node spacing times the
+    jump).  ``weights(theta)`` integrates the interpolant over [0, θ] (the dense output at t + θh, monotone in θ).
+
+    Args:
+        nodes: the nodes c_j ∈ [0, 1] of the samples, in the order the samples will be given.
+    """
+
+    def __init__(self, nodes):
+        self.nodes = np.asarray(nodes, dtype=np.float64)
+        self.x, self.group = np.unique(self.nodes, return_inverse=True)
+        if self.x[0] != 0.0 or self.x[-1] != 1.0:
+            raise ValueError(f"the nodes must include 0 and 1, got {sorted(set(nodes))}")
+        self.count = np.bincount(self.group, minlength=len(self.x)).astype(np.float64)
+        self.full = self.weights(1.0)
+
+    def weights(self, theta: float) -> np.ndarray:
+        """Weights of the samples such that Σ_j w_j v_j = ∫₀^θ of the interpolant (positive; Σ w_j = θ)."""
+        x = self.x
+        u = np.zeros(len(x))
+        for i in range(len(x) - 1):
+            s = min(theta, x[i + 1]) - x[i]
+            if s <= 0.0:
+                break
+            d = x[i + 1] - x[i]
+            u[i] += s - s * s / (2.0 * d)
+            u[i + 1] += s * s / (2.0 * d)
+        return u[self.group] / self.count[self.group]
+
+
+def _unread_stages(sc: Scheme) -> frozenset:
+    """The stages j ≥ 1 of an adaptive scheme with weight 0 in the solution and in the dense output (DOP853: 2–5;
+    dopri5: 2): nothing reads their derivatives beyond the stage states."""
+    dense = {"dop853": np.asarray(T.DOP853_D), "dopri5": np.asarray(T.DOPRI5_P).T}.get(sc.name)
+    if dense is None:
+        return frozenset()
+    return frozenset(j for j in range(1, sc.stages) if sc.b[j] == 0.0 and not np.any(dense[:, j] != 0.0))
+
+
 def rms_norm(e: torch.Tensor) -> torch.Tensor:
     """The default error norm: root mean square over all entries."""
     return torch.linalg.vector_norm(e) / math.sqrt(e.numel())
@@ -238,6 +286,17 @@ class Engine:
                 self._comb_D = self._block(T.DOP853_D, kw, matrix=True)
                 self.F = torch.empty((7, N), **kw)
         self._lean = self._lean_stages()
+        # ∫η by a positive-weight rule (JumpQuadrature) where the scheme's weights include negative ones: the
+        # samples are the stages the solution reads (whose integrands are evaluated whether or not the lean stages
+        # skip theirs: the same run either way) and the new point (c = 1)
+        self._jump = None
+        jump_idx = getattr(field, "jump_integrals", lambda: None)()
+        if jump_idx is not None and self.adaptive and min(sc.b) < 0.0:
+            sampled = [j for j in range(sc.stages) if j not in _unread_stages(sc)]
+            rule = JumpQuadrature([sc.c[j] for j in sampled] + [1.0])
+            w = np.zeros(n_rows)
+            w[[self.slot[j] for j in sampled]] = rule.full[:-1]
+            self._jump = (jump_idx.to(self.device), sampled, rule, torch.tensor(w, **kw), float(rule.full[-1]))
         # loop state (what a checkpoint holds)
         self.t = 0.0
         self.k = 1  # next output index
@@ -312,10 +371,7 @@ class Engine:
         if getattr(self.field, "rhs_core_into", None) is None or not self.adaptive or self.Nr > core or not (
                 isinstance(self.atol, torch.Tensor) and bool(torch.isinf(self.atol[core:]).all())):
             return frozenset()
-        dense = {"dop853": np.asarray(T.DOP853_D), "dopri5": np.asarray(T.DOPRI5_P).T}.get(sc.name)
-        if dense is None:
-            return frozenset()
-        return frozenset(j for j in range(1, sc.stages) if sc.b[j] == 0.0 and not np.any(dense[:, j] != 0.0))
+        return _unread_stages(sc)
 
     def _stages(self, t: float, h: float, first: int, last: int) -> None:
         """K_j = f(t + c_j h, y + h Σ_{l<j} A_jl K_l) for j in [first, last)."""
@@ -431,6 +487,24 @@ class Engine:
         for rows in _row_chunks(len(times), self.N, DENSE_CHUNK):
             Wc = W[rows]
             yield from torch.addmm(y0.expand(Wc.shape[0], self.N), Wc, F, alpha=alpha)
+
+    def _jump_integral(self, h: float, samples: torch.Tensor, f_new: torch.Tensor):
+        """Set ∫η's entries of the new point by :class:`JumpQuadrature` from the stages' ``samples`` (K's columns at
+        those entries) and the new point's derivative ``f_new``; returns what :meth:`_jump_dense` needs."""
+        idx, _, _, w, w_new = self._jump
+        at_new = f_new[idx]
+        self.y_new[idx] = self.y[idx] + h * (w @ samples + w_new * at_new)
+        return samples, at_new
+
+    def _jump_dense(self, yk: torch.Tensor, h: float, theta: float, samples: torch.Tensor,
+                    at_new: torch.Tensor) -> None:
+        """∫η's entries of a dense-output state at t + θh: the same rule over [0, θ]."""
+        idx, sampled, rule, _, _ = self._jump
+        u = rule.weights(theta)
+        w = np.zeros(samples.shape[0])
+        w[[self.slot[j] for j in sampled]] = u[:-1]
+        yk[idx] = self.y[idx] + h * (torch.tensor(w, dtype=self.dtype, device=self.device) @ samples
+                                     + float(u[-1]) * at_new)
 
     def _stiffness(self, f_new: torch.Tensor) -> float:
         """ρ ≈ ‖f(y₁) − f(Y)‖ / ‖y₁ − Y‖ with Y the last stage's state (c = 1, in ``y_stage``; read before
@@ -644,19 +718,28 @@ class Engine:
                     h_new = min(h_new, h)
                 outs = self._due_outputs(t_new)
                 inner = [tk for tk in outs if tk < t_new]
+                # (the stages' samples of ∫η's integrand, read before the new point's evaluation overwrites K₀)
+                jump = None if self._jump is None else self.K[:, self._jump[0]]
                 if self._bde is not None and not inner:
                     # DOP853 does not need the new point's derivative for its error estimate: it is evaluated for
                     # accepted steps only, straight into the next step's first stage (no copy of a stage row)
                     self._f(t_new, self.y_new, self._rows[0])
                     self.rho_h = self._stiffness(self._rows[0])
+                    if jump is not None:
+                        self._jump_integral(h, jump, self._rows[0])
                 else:
                     if self._bde is not None:  # the dense output reads it as the last stage, and K₀ as is
                         self._f(t_new, self.y_new, self._rows[s])
                     self.rho_h = self._stiffness(self._rows[s])  # (before the dense output's stages overwrite Y)
+                    if jump is not None:
+                        jump = self._jump_integral(h, jump, self._rows[s])
                     states = self._dense(t, h, inner) if inner else ()
                     for tk, yk in zip(inner, states):
+                        if jump is not None:
+                            self._jump_dense(yk, h, (tk - t) / h, *jump)
                         self._record(tk, yk)
                     self._rows[0].copy_(self._rows[s])
+                    jump = None
                 if len(inner) < len(outs):
                     self._record(t_new, self.y_new.clone())
                 self.y, self.y_new = self.y_new, self.y
