@@ -442,9 +442,28 @@ def test_converting_a_network_to_float32_casts_the_same_parameters(make_data):
     X32 = torch.as_tensor(X, dtype=torch.float32)
     torch.testing.assert_close(n32.embed(X32), net.embed(X).to(torch.float32), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(n32.forward(X32).double(), net.forward(X), rtol=1e-5, atol=1e-6)
-    # and back: float32 → float64 keeps the (float32-rounded) parameters
+    # and back: a network drawn from its seed is drawn again — the seed's float64 network, which its files (seed
+    # only) rebuild; copying carried float32's rounding into W0 (5.8e-8) and gf.rerun differed by 2.8e-8 in the loss
     back = n32.to(dtype=torch.float64)
-    assert torch.equal(back.W0, n32.W0.double())
+    assert torch.equal(back.W0, net.W0) and torch.equal(back.c, net.c) and not back.explicit_params
+    assert torch.equal(gf.Network.from_spec(back.spec()).W0, back.W0)
+    # explicit parameters are copied (float32-rounded) and stay explicit, so that a file stores them
+    e32 = gf.Network(d=3, width=6, W0=np.full((6, 3), 0.1), dtype="float32", seed=3)
+    e64 = e32.to(dtype=torch.float64)
+    assert e64.explicit_params and torch.equal(e64.W0, e32.W0.double()) and not torch.equal(e64.W0, e64.W0 * 0 + 0.1)
+
+
+def test_a_float32_callable_embedding_is_probed_in_the_networks_dtype():
+    # (a model audit: D was found by applying the map to a float64 zero input whatever the network's dtype, so a
+    # float32 map — a torch module in its default dtype — failed with torch's "expected m1 and m2 to have the same
+    # dtype" naming neither the embedding nor the cause)
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh()).requires_grad_(False)
+    net = gf.Network(d=3, width=8, embedding=layer, dtype="float32", seed=0)
+    assert net.D == 5 and net.embed(np.zeros((2, 3))).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"callable embedding .* failed on a probe input of shape \(1, 3\), dtype "
+                                         r"torch.float64.*give Callable\(fn, D=...\) to skip the probe"):
+        gf.Network(d=3, width=8, embedding=layer, seed=0)
 
 
 def test_explicit_c_and_W0_replace_the_random_draw():

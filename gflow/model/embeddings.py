@@ -245,10 +245,19 @@ class Callable(AbstractEmbedding):
         if self.D is not None:
             object.__setattr__(self, "D", check_positive_int(self.D, "Callable embedding D"))
 
-    def dim(self, d: int) -> int:
+    def dim(self, d: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> int:
+        """D: given, or the width of ``fn`` applied to one zero input of the network's dtype and device (a float32
+        map — e.g. a torch module in its default dtype — failed on a float64 probe with torch's dtype error)."""
         if self.D is not None:
             return int(self.D)
-        out = self.fn(torch.zeros(1, d, dtype=torch.float64))
+        try:
+            out = self.fn(torch.zeros(1, d, dtype=dtype, device=device))
+        except Exception as exc:
+            name = getattr(self.fn, "__qualname__", None) or f"({type(self.fn).__name__} object)"
+            raise ValueError(f"the callable embedding {name} failed on a "
+                             f"probe input of shape (1, {d}), dtype {dtype}, device {device}, which finds its output "
+                             f"dimension D: {type(exc).__name__}: {exc}; it receives the network's dtype and device "
+                             "(give Callable(fn, D=...) to skip the probe)") from exc
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
             raise ValueError(
                 f"callable embedding must map an (n, d) tensor to an (n, D) tensor; for input (1, {d}) "
@@ -256,8 +265,8 @@ class Callable(AbstractEmbedding):
             )
         return int(out.shape[1])
 
-    def bind(self, d, *, activation, seed):
-        D = self.dim(d)
+    def bind(self, d, *, activation, seed, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"):
+        D = self.dim(d, dtype=dtype, device=device)
         return BoundEmbedding(self, d, D, lambda X, p: self.fn(X))
 
     def spec(self) -> dict:

@@ -18,7 +18,7 @@ import torch
 
 from .._validate import as_tensor, check_positive_float, check_positive_int, describe
 from .activations import get_activation
-from .embeddings import BoundEmbedding, _cpu_generator, check_seed, get_embedding
+from .embeddings import BoundEmbedding, Callable, _cpu_generator, check_seed, get_embedding
 from .scaling import get_scaling
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}
@@ -120,13 +120,15 @@ class Network:
                 f"width must be even for the {self.scaling.name!r} scaling (symmetrised initialisation pairs "
                 f"neuron i with i + m/2), got width={m}"
             )
-        D = self.embedding.dim(d)
+        # (a callable embedding is probed in the network's dtype and on its device: what it will be given)
+        probe = {"dtype": self.dtype, "device": self.device} if isinstance(self.embedding, Callable) else {}
+        D = self.embedding.dim(d, **probe)
         need = 8.0 * m * D  # W0 is drawn in float64 on the CPU
         if need > _physical_memory():
             raise ValueError(f"width × D = {m} × {D} first-layer weights need {need / 2**30:.3g} GiB in float64, more "
                              f"than this machine's {_physical_memory() / 2**30:.3g} GiB of memory; use a smaller width "
                              f"or input dimension (d = {d}, embedded to D = {D})")
-        phi = self.embedding.bind(d, activation=self.activation, seed=self.seed)
+        phi = self.embedding.bind(d, activation=self.activation, seed=self.seed, **probe)
         set_("_phi", phi)
         D = phi.D
 
@@ -250,18 +252,24 @@ class Network:
     # ----------------------------------------------------------------------------------------------------
 
     def to(self, dtype: Any = None, device: Any = None) -> Network:
-        """The same network (same c, W0 and embedding draw) in another dtype or on another device."""
+        """The same network (same c, W0 and embedding draw) in another dtype or on another device.
+
+        A network drawn from its seed is drawn again (in float64 on the CPU, then cast): copying its parameters
+        carried float32's rounding into ``net.to(dtype="float32").to(dtype="float64")`` (W0 5.8e-8 off the seed's
+        draw) while its files, which rebuild it from the seed, said it was the seed's network — ``gf.rerun`` then
+        differed by 2.8e-8 in the loss.  Explicit c, W0 are copied."""
+        explicit = self._explicit
         new = dataclasses.replace(
             self,
             activation=self.activation,
             embedding=self.embedding,
             scaling=self.scaling,
-            c=self.c.detach().cpu().to(torch.float64).numpy(),
-            W0=self.W0.detach().cpu().to(torch.float64).numpy(),
+            c=self.c.detach().cpu().to(torch.float64).numpy() if explicit else None,
+            W0=self.W0.detach().cpu().to(torch.float64).numpy() if explicit else None,
             dtype=self.dtype if dtype is None else dtype,
             device=self.device if device is None else device,
         )
-        object.__setattr__(new, "_explicit", self._explicit)
+        object.__setattr__(new, "_explicit", explicit)
         return new
 
     def spec(self) -> dict:
