@@ -534,3 +534,20 @@ def test_stages_nothing_reads_the_integrals_of_skip_the_integrands_and_give_the_
     gf.simulate(net, X, y, **{k: v for k, v in kw.items() if k not in ("rtol", "atol")} | {"method": "rk4",
                                                                                            "step": 0.1})
     assert sets[1:] == [frozenset(), frozenset()]
+
+
+def test_the_jump_quadrature_is_a_positive_rule_exact_for_linear_integrands():
+    from gflow.solve import _tableaus as T
+    from gflow.solve.rk import JumpQuadrature
+
+    nodes = [*T.DOP853_C[:12], 1.0]  # (two samples at c = 1: averaged)
+    rule = JumpQuadrature(nodes)
+    theta = np.linspace(0.0, 1.0, 41)
+    W = rule.weights(theta)
+    assert W.shape == (41, 13) and np.all(W >= 0.0)
+    np.testing.assert_allclose(W.sum(axis=1), theta, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(W @ np.asarray(nodes), theta**2 / 2, rtol=0, atol=1e-15)  # ∫₀^θ s ds
+    np.testing.assert_array_equal(rule.weights(1.0), rule.full)
+    assert np.all(np.diff(W, axis=0) >= 0.0)  # ∫₀^θ grows with θ for a positive integrand
+    with pytest.raises(ValueError, match="must include 0 and 1"):
+        JumpQuadrature([0.0, 0.5])

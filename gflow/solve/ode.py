@@ -993,7 +993,7 @@ def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monito
                 yk = dense(grid[k])
                 if rule is not None:
                     theta = (grid[k] - t_old) / (t_new - t_old)
-                    yk[jump_idx] = q_old + (t_new - t_old) * (rule.weights(theta) @ samples)
+                    yk[jump_idx] = q_old + (t_new - t_old) * (rule.weights(float(theta)) @ samples)
             recorder.record(float(grid[k]), torch.from_numpy(np.ascontiguousarray(yk)).view(shape))
             k += 1
         monitor.partial = (t_new, torch.from_numpy(solver.y.copy()).view(shape))

@@ -136,18 +136,17 @@ class JumpQuadrature:
         self.count = np.bincount(self.group, minlength=len(self.x)).astype(np.float64)
         self.full = self.weights(1.0)
 
-    def weights(self, theta: float) -> np.ndarray:
-        """Weights of the samples such that Σ_j w_j v_j = ∫₀^θ of the interpolant (positive; Σ w_j = θ)."""
-        x = self.x
-        u = np.zeros(len(x))
+    def weights(self, theta) -> np.ndarray:
+        """Weights of the samples such that Σ_j w_j v_j = ∫₀^θ of the interpolant (positive; Σ w_j = θ); θ a
+        number (shape (samples,)) or a sequence of them (shape (len(θ), samples))."""
+        x, th = self.x, np.asarray(theta, dtype=np.float64)
+        u = np.zeros((*th.shape, len(x)))
         for i in range(len(x) - 1):
-            s = min(theta, x[i + 1]) - x[i]
-            if s <= 0.0:
-                break
+            s = np.clip(th - x[i], 0.0, x[i + 1] - x[i])
             d = x[i + 1] - x[i]
-            u[i] += s - s * s / (2.0 * d)
-            u[i + 1] += s * s / (2.0 * d)
-        return u[self.group] / self.count[self.group]
+            u[..., i] += s - s * s / (2.0 * d)
+            u[..., i + 1] += s * s / (2.0 * d)
+        return u[..., self.group] / self.count[self.group]
 
 
 def _unread_stages(sc: Scheme) -> frozenset:
@@ -496,15 +495,15 @@ class Engine:
         self.y_new[idx] = self.y[idx] + h * (w @ samples + w_new * at_new)
         return samples, at_new
 
-    def _jump_dense(self, yk: torch.Tensor, h: float, theta: float, samples: torch.Tensor,
-                    at_new: torch.Tensor) -> None:
-        """∫η's entries of a dense-output state at t + θh: the same rule over [0, θ]."""
+    def _jump_dense(self, h: float, theta: np.ndarray, samples: torch.Tensor, at_new: torch.Tensor) -> torch.Tensor:
+        """∫η's entries of the dense-output states at t + θh (one row per θ): the same rule over [0, θ]."""
         idx, sampled, rule, _, _ = self._jump
         u = rule.weights(theta)
-        w = np.zeros(samples.shape[0])
-        w[[self.slot[j] for j in sampled]] = u[:-1]
-        yk[idx] = self.y[idx] + h * (torch.tensor(w, dtype=self.dtype, device=self.device) @ samples
-                                     + float(u[-1]) * at_new)
+        w = np.zeros((len(theta), samples.shape[0] + 1))
+        w[:, [self.slot[j] for j in sampled]] = u[:, :-1]
+        w[:, -1] = u[:, -1]
+        values = torch.cat([samples, at_new[None]])
+        return self.y[idx] + h * (torch.tensor(w, dtype=self.dtype, device=self.device) @ values)
 
     def _stiffness(self, f_new: torch.Tensor) -> float:
         """ρ ≈ ‖f(y₁) − f(Y)‖ / ‖y₁ − Y‖ with Y the last stage's state (c = 1, in ``y_stage``; read before
@@ -733,10 +732,12 @@ class Engine:
                     self.rho_h = self._stiffness(self._rows[s])  # (before the dense output's stages overwrite Y)
                     if jump is not None:
                         jump = self._jump_integral(h, jump, self._rows[s])
+                        if inner:
+                            jump = self._jump_dense(h, (np.asarray(inner) - t) / h, *jump)
                     states = self._dense(t, h, inner) if inner else ()
-                    for tk, yk in zip(inner, states):
+                    for i, (tk, yk) in enumerate(zip(inner, states)):
                         if jump is not None:
-                            self._jump_dense(yk, h, (tk - t) / h, *jump)
+                            yk[self._jump[0]] = jump[i]
                         self._record(tk, yk)
                     self._rows[0].copy_(self._rows[s])
                     jump = None
