@@ -1027,3 +1027,25 @@ def test_torchdiffeqs_non_finite_failure_becomes_a_status_with_advice(dtype, adv
         odeint_or_abort(failing, None, None, None, "dopri8", 1e-7, 1e-9, {}, monitor)
     assert info.value.status == "nonfinite" and "tighter tolerances" in info.value.message
     assert (advice in info.value.message) if advice else "float64" not in info.value.message
+
+
+def test_a_stall_far_below_the_stability_limit_is_called_accuracy_limited_not_stiff():
+    # (a robustness audit: bosh3, fehlberg2 and adaptive_heun at rtol 1e-10 stalled with steps 3e3–4e5× below
+    # 2/λ_max(M₀) and were told "the step size collapsed … the flow is mildly stiff: use dop853+exprk4")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((10, 5)), rng.standard_normal(10)
+    net = gf.Network(d=5, width=32, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, t1=200.0, method="bosh3", rtol=1e-10, atol=1e-12, warn=False)
+    assert sol.status == "stalled" and sol.t[-1] < 1.0
+    assert "the steps stayed at about" in sol.message and "accuracy, not stiffness, holds them there" in sol.message
+    assert "stiff at long horizons" not in sol.message
+
+
+@pytest.mark.parametrize("method", ["torchdiffeq.dopri5", "bosh3"])
+def test_a_torchdiffeq_run_stopped_by_max_steps_names_the_time_it_kept(method):
+    # (their accept callback passes the step's start: the message named the step's end, one step past the
+    # trajectory kept — t = 9.30 against 8.62)
+    X, y = gf.data.random_labels(n=20, d=20, seed=0)
+    net = gf.Network(d=20, width=64, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, t1=5000.0, method=method, max_steps=30, warn=False)
+    assert sol.status == "max_steps" and f"t = {sol.t[-1]:.6g} < t1" in sol.message

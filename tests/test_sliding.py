@@ -806,3 +806,41 @@ def test_a_rate_of_mode_changes_that_decays_to_nothing_does_not_overflow(recwarn
     sol = gf.simulate(net, X, y, 400.0, np.linspace(0.0, 400.0, 5), method="sliding", step=0.25)
     assert sol.ok and sol.stats["n_accepted"] > 1200
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def _steep_relu(m=16, n=8, scale=1e3):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, 4)) * scale, rng.standard_normal(n)
+    return gf.Network(d=4, width=m, activation="relu", seed=0), X, y
+
+
+def test_a_sliding_step_past_the_stability_limit_is_no_silent_success_and_estimates_nothing():
+    # (a robustness audit: inputs of norm ~1e3 put 2/λ_max(M₀) at 2e-6; at step 0.25 every neuron died in the first
+    # step and the loss froze at 1.89 where the flow reaches 1e-24 by t = 0.01 — "success", and with
+    # error_estimate=True the three frozen solves agreed exactly: an estimate of 0)
+    from gflow.solve.sliding import stability_limit
+
+    net, X, y = _steep_relu()
+    limit = stability_limit(Problem.from_data(net, X, y), (0.0, 1.0))
+    assert limit < 1e-5
+    sol = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=0.25, warn=False)
+    assert sol.stats["unstable_step"] and "; warning: method='sliding' with step=0.25 exceeds the stability" in \
+        sol.message
+    with pytest.warns(gf.GFlowWarning, match="exceeds the stability limit"):
+        est = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=0.25, error_estimate=True)
+    assert np.all(np.isinf(est.error_estimate[1:])) and not est.config["solver"]["error_estimate"]["reliable"]
+    assert "no error estimate: the steps 0.25, 0.125, 0.0625 include steps past the stability limit" in est.message
+
+
+def test_auto_keeps_its_sliding_step_below_the_stability_limit():
+    # (beyond 20 000 pairs auto ran sliding at 1/8 whatever the limit: 0.0098 on such a net, 0.3–2.6 % off the
+    # loss; 0.0024 on this one)
+    from gflow.solve.sliding import stability_limit
+
+    net, X, y = _steep_relu(m=256, n=90, scale=10.0)
+    limit = stability_limit(Problem.from_data(net, X, y), (0.0, 1.0))
+    sol = gf.simulate(net, X, y, t1=0.05, saveat=[0.0, 0.05])
+    solver = sol.config["solver"]
+    assert solver["method"] == "sliding" and sol.ok and "unstable_step" not in sol.stats
+    assert solver["step"] == pytest.approx(0.9 * limit, rel=1e-12) and limit < 0.125
+    assert "exceeds the stability limit 2/λ_max(M₀)" in solver["auto"]

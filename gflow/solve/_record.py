@@ -565,6 +565,19 @@ class Monitor:
         self.landing_time = math.nan  # the output time the solver is currently stepping onto
         #: set by the SIGINT handler of :func:`stop_on_sigint`: the next evaluation stops the run ("interrupted")
         self.interrupt_requested = False
+        #: λ_max(M₀) where the caller knows it (a callable, read when a run stalls: :meth:`_stall_hint`), else None
+        self.lam_max0 = None
+
+    def _stall_hint(self, mean_dt: float) -> str:
+        """The hint of a stalled smooth run: accuracy-limited where its steps sit far below any explicit method's
+        stability limit — adaptive_heun, fehlberg2 and bosh3 at rtol 1e-10 stopped with steps of 3e-6…4e-4 where
+        2/λ_max(M₀) = 1.13, and were told the flow is stiff — else :attr:`hint`."""
+        lam = self.lam_max0() if self.lam_max0 is not None and not self.kinked else math.nan
+        if not (math.isfinite(lam) and lam > 0 and mean_dt * lam < 0.01):
+            return self.hint
+        return (f"the steps are {2.0 / (lam * mean_dt):.3g}× below the explicit stability limit ≈ 2/λ_max(M₀) = "
+                f"{2.0 / lam:.3g}: accuracy, not stiffness, holds them there — use a higher-order method (e.g. "
+                "method='dop853', or method='auto') or loosen rtol")
 
     @property
     def hint(self) -> str:
@@ -594,6 +607,12 @@ class Monitor:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    def kept_t(self) -> float:
+        """The time of the last accepted state the run keeps (:attr:`partial`): the end of the last accepted step,
+        except with torchdiffeq, whose accept callback passes the step's start — its messages named the end, up to a
+        step past the trajectory kept (dopri8: t = 56.8, kept to 52.4)."""
+        return min(self.last_t, float(self.partial[0])) if self.partial is not None else self.last_t
+
     def on_eval(self, dy: torch.Tensor | None = None) -> None:
         self.n_f_evals += 1
         if self.interrupt_requested:  # (the entry point words the message: interrupted_message)
@@ -601,7 +620,7 @@ class Monitor:
         if self.max_wall_time is not None and self.elapsed() > self.max_wall_time:
             raise Abort(
                 "time_budget",
-                f"the wall-time budget max_wall_time={self.max_wall_time:g} s ran out at t = {self.last_t:.6g} "
+                f"the wall-time budget max_wall_time={self.max_wall_time:g} s ran out at t = {self.kept_t():.6g} "
                 f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
                 + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
             )
@@ -635,7 +654,7 @@ class Monitor:
         if n >= self.max_steps and self.last_t < self.t1 * (1 - 1e-12):
             raise Abort(
                 "max_steps",
-                f"max_steps={self.max_steps} steps were taken and t = {self.last_t:.6g} < t1 = {self.t1:g} "
+                f"max_steps={self.max_steps} steps were taken and t = {self.kept_t():.6g} < t1 = {self.t1:g} "
                 f"(last step {self.last_dt:.3g}); raise max_steps, or {self.hint}",
             )
         if not self.adaptive:
@@ -654,11 +673,13 @@ class Monitor:
             # a projection beyond max_steps, or steps 1000× below the largest, end the run
             if projected > (1 if self.kinked else self.stall_factor) * self.max_steps or (
                     self.kinked and mean_dt < 1e-3 * self.max_dt):
+                what = ("the step size collapsed to about" if mean_dt < 0.5 * self.max_dt else
+                        "the steps stayed at about")  # (steps that never grew did not collapse)
                 raise Abort(
                     "stalled",
-                    f"the step size collapsed to about {mean_dt:.3g} (largest step so far {self.max_dt:.3g}) at "
+                    f"{what} {mean_dt:.3g} (largest step so far {self.max_dt:.3g}) at "
                     f"t = {self.last_t:.6g}, which would need about {projected:.3g} steps to reach t1 = {self.t1:g} "
-                    f"(max_steps={self.max_steps}); {self.hint}",
+                    f"(max_steps={self.max_steps}); {self._stall_hint(mean_dt)}",
                 )
 
 

@@ -331,7 +331,13 @@ def simulate_nonsmooth(
         if len(sols) >= 3:
             est = richardson_estimate([s.loss for s in sols[-3:]], order, safety=safety,
                                       smooth=net.activation.smooth)
-            if rtol is None or float(np.max(est["rel"])) <= rtol:
+            if any(s.stats.get("unstable_step") for s in sols[-3:]):
+                # a step past the stability limit estimates nothing: with inputs of norm 1e3 (limit 2e-6) the
+                # solves at 0.25, 0.125, 0.0625 each killed every neuron in their first step and froze at one loss
+                # (1.89, the flow's 1e-24): differences 0, an estimate of 0 and "success"
+                rel = np.full(est["rel"].shape, np.inf)
+                rel[0] = 0.0
+                est = dict(est, abs=rel.copy(), rel=rel, reliable=False, unstable=True)
                 break
             stop = _unreachable(est, order, h, rtol, t_end, max_steps, walls[-1],
                                 None if max_wall_time is None else max_wall_time - (time.perf_counter() - start))
@@ -353,7 +359,11 @@ def simulate_nonsmooth(
         worst = float(np.max(est["rel"]))
         message = (f"reached t1 = {best.t[-1]:g} with {method} at step {steps[-1]:g}; estimated relative loss "
                    f"error ≤ {worst:.2e} (observed order {est['observed_order']:.2f})")
-        if not est["reliable"]:
+        if est.get("unstable"):
+            message = (f"reached t1 = {best.t[-1]:g} with {method} at step {steps[-1]:g}; no error estimate: the "
+                       f"steps {', '.join(f'{h:g}' for h in steps[-3:])} include steps past the stability limit "
+                       "(see the warning), where the solves do not follow the flow")
+        elif not est["reliable"]:
             message += "; the differences between step halvings do not contract: the estimate is not reliable, " \
                        "use a smaller step"
     else:
@@ -371,9 +381,10 @@ def simulate_nonsmooth(
     stats = dict(best.stats, n_f_evals=evals, wall_time=time.perf_counter() - start,
                  n_f_evals_finest=best.stats.get("n_f_evals"))
     rise = None
-    if ("loss_rise" in best.stats or best.stats.get("unstable_step")) and "; warning: " in best.message:
-        # (simulate's note — a loss rise, or a step past the stability limit — kept)
-        rise = best.message[best.message.index("; warning: ") + len("; warning: "):]
+    noted = [s for s in sols[-3:][::-1] if ("loss_rise" in s.stats or s.stats.get("unstable_step"))
+             and "; warning: " in s.message]
+    if noted:  # (simulate's note — a loss rise, or a step past the stability limit — kept: the finest solve's first)
+        rise = noted[0].message[noted[0].message.index("; warning: ") + len("; warning: "):]
         message = f"{message}; warning: {rise}"
     out = replace(best, status=status, message=message, stats=stats, config=config,
                   error_estimate=np.asarray(est["rel"], dtype=np.float64))

@@ -103,8 +103,12 @@ def _hint(method: str, activation_smooth: bool) -> str:
     method='filippov')."""
     if not activation_smooth:
         if method in FILIPPOV_METHODS:
+            # (a run whose steps sit at the explicit stability limit — inputs of norm 1e3: 2.8e-6 — was told to
+            # use step=0.25, 1e5× past sliding's limit too, where every neuron died in the first step)
             return ("use method='sliding', step=0.25, error_estimate=True (the Filippov flow by time-stepping: its "
-                    "cost does not grow with the number of activation events, as filippov's does), or the fixed-step "
+                    "cost does not grow with the number of activation events, as filippov's does; at a step below "
+                    "its stability limit 2/λ_max(M₀), which gf.simulate reports — where filippov's own steps stayed "
+                    "tiny after the loss converged, the flow is stiff and that limit small), or the fixed-step "
                     "method='euler', step=0.05, error_estimate=True")
         if method in SLIDING_METHODS:
             return ("use a smaller step, or method='filippov' (event-driven, exact to rtol; for small and medium "
@@ -427,8 +431,12 @@ def simulate(
     if error_estimate:
         from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
 
-        if picked in SLIDING_METHODS:
-            method, step = picked, AUTO_SLIDING_STEP
+        if picked in SLIDING_METHODS:  # (below the stability limit, as auto's single solve: see simulate below)
+            from .filippov import kink_slopes
+            from .sliding import stability_limit
+
+            limit = stability_limit(Problem.from_data(net, X, y), kink_slopes(net.activation))
+            method, step = picked, min(AUTO_SLIDING_STEP, 0.9 * limit)
         if method not in NONSMOOTH_METHODS or step is None:
             raise ValueError(f"error_estimate=True needs method='filippov', method='auto' with a ReLU-type "
                              f"activation, or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an explicit "
@@ -474,6 +482,16 @@ def simulate(
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
+    sliding_limit = None
+    if method in SLIDING_METHODS:
+        from .sliding import stability_limit
+
+        sliding_limit = stability_limit(problem, slopes)
+        if auto_reason is not None and step == AUTO_SLIDING_STEP and step > 0.9 * sliding_limit:
+            # (auto's 1/8 past the limit: inputs of norm ~1e3 put it at 2e-6, and every neuron died in the first step)
+            step = 0.9 * sliding_limit
+            auto_reason += (f"; at step {step:.3g} = 0.9·2/λ_max(M₀): {AUTO_SLIDING_STEP:g} exceeds the stability "
+                            f"limit 2/λ_max(M₀) = {sliding_limit:.3g} of its explicit treatment of the free pairs")
     # the feature state's layout (FeatureSpaceField); a checkpoint written before the layout choice resumes in its
     # (2, m, n) layout
     in_place = method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS  # (they index H's rows in place)
@@ -498,6 +516,7 @@ def simulate(
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth,
                       stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY else 200)
+    monitor.lam_max0 = recorder.lam_max_M0  # (for the hint of a stalled run)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
     ckpt = resume = None
@@ -510,6 +529,7 @@ def simulate(
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="flow",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
+    unstable_note = None
     with guarded_solve(monitor, ckpt):
         try:
             if method in SCIPY_METHODS:
@@ -525,13 +545,15 @@ def simulate(
 
                 run_filippov(field, grid, rtol, atol, recorder, monitor, slopes, opts)
             elif method in SLIDING_METHODS:
-                from .sliding import run_sliding, stability_limit
+                from .sliding import run_sliding
 
-                limit = stability_limit(field.problem, slopes)
-                if warn and _largest_step(step, grid) > limit:  # (the loss then rises: 2.7 % off at 0.25 vs 0.214)
-                    warnings.warn(f"method='sliding' with step={step:g} exceeds the stability limit 2/λ_max(M₀) = "
-                                  f"{limit:.3g} of its explicit treatment of the free pairs: the run may oscillate or "
-                                  f"diverge; use step ≤ {0.9 * limit:.2g}", GFlowWarning, stacklevel=2)
+                if _largest_step(step, grid) > sliding_limit:  # (the loss then rises: 2.7 % off at 0.25 vs 0.214)
+                    unstable_note = (f"method='sliding' with step={step:g} exceeds the stability limit 2/λ_max(M₀) = "
+                                     f"{sliding_limit:.3g} of its explicit treatment of the free pairs: the run may "
+                                     "oscillate, diverge or freeze (every neuron dead) at a loss the flow would leave; "
+                                     f"use step ≤ {0.9 * sliding_limit:.2g}")
+                    if warn:
+                        warnings.warn(unstable_note, GFlowWarning, stacklevel=2)
                 run_sliding(field, grid, step, recorder, monitor, slopes, opts)
             else:
                 _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
@@ -585,6 +607,9 @@ def simulate(
         rise = noted[0]
         message = f"{message}; warning: {rise}"
         stats.update(noted[1])
+    elif unstable_note is not None and status == "success":  # (also in the result: the run itself said "success"
+        message = f"{message}; warning: {unstable_note}"  # and simulate_nonsmooth's three frozen solves estimated 0)
+        stats["unstable_step"] = True
     sol = _make_solution(recorder, problem, status, message, stats, config)
     raise_if_interrupted(monitor, status, sol, "gf.simulate")
     if warn and status != "success":
