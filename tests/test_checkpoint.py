@@ -792,6 +792,35 @@ def test_gd_stopped_by_its_time_budget_keeps_its_last_step_and_resumes_to_the_sa
     assert resumed.ok and np.array_equal(resumed.t, full.t) and np.array_equal(resumed.loss, full.loss)
 
 
+def _unstable_gd_problem():
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    # linear σ, ĉ = 1.5: 2/λ_max(M₀) = 0.36, so GD at δ = 0.6 diverges (loss 3.7e7 at step 14, > 1e10·L₀ at 21)
+    return gf.Network(d=6, width=16, activation="linear", seed=1, c_hat=1.5), X, y
+
+
+@pytest.mark.parametrize("how", ["rerun", "budget"])
+def test_a_resumed_gd_that_diverges_ends_at_its_last_saved_step_as_the_uninterrupted_run(tmp_path, how):
+    # regression: the resumed run took the checkpoint's state (step 20, or 16) as its last good one, so W_final and
+    # H[-1] were from there, labelled t[-1] = 8.4 (step 14): loss(W_final) 1e12 where loss[-1] was 3.7e7
+    net, X, y = _unstable_gd_problem()
+    args = dict(step=0.6, steps=400, save_every=7)
+    ref = gf.gradient_descent(net, X, y, warn=False, **args)
+    assert ref.status == "diverged" and ref.t[-1] == pytest.approx(8.4)
+    path = tmp_path / "gd.ckpt"
+    if how == "rerun":  # the same diverging call repeated: its checkpoint (after every step) resumes at step 20
+        first = gf.gradient_descent(net, X, y, checkpoint=path, checkpoint_every=1e-9, warn=False, **args)
+        assert first.status == "diverged" and load(path)["loop"]["k"] == 20
+    else:  # stopped at step 16, between saved steps 14 and 21
+        with budget_runs_out_at_eval(17):
+            first = gf.gradient_descent(net, X, y, checkpoint=path, warn=False, **args)
+        assert first.status == "time_budget" and load(path)["loop"]["k"] == 16
+    resumed = gf.gradient_descent(net, X, y, checkpoint=path, warn=False, **args)
+    assert resumed.stats["resumed"] and resumed.status == "diverged" and resumed.message == ref.message
+    assert_same_run(resumed, ref, exact=True)
+    loss_final = float(net.loss(torch.as_tensor(X), y, torch.as_tensor(resumed.W_final)))
+    assert loss_final == pytest.approx(resumed.loss[-1], rel=1e-9)
+
+
 def test_a_gd_batch_stopped_by_its_time_budget_keeps_its_last_step():
     X, y = gf.data.random_labels(n=8, d=3, seed=0)
     nets = gf.networks(range(2), d=3, width=16)
