@@ -821,6 +821,43 @@ def test_a_resumed_gd_that_diverges_ends_at_its_last_saved_step_as_the_uninterru
     assert loss_final == pytest.approx(resumed.loss[-1], rel=1e-9)
 
 
+@pytest.mark.parametrize("stop_at", [50, 700])  # loss 2.6e33·L₀ at step 49; a non-finite state at step 699
+def test_gd_whose_iterates_diverged_before_its_time_budget_ran_out_is_reported_diverged(stop_at):
+    # regression: the budget's record of the last step raised "diverged" (or "nonfinite"), which was swallowed:
+    # status "time_budget", "raise max_wall_time", where the same run without the budget said "diverged"
+    net, X, y = _unstable_gd_problem()
+    args = dict(step=0.6, steps=2000, save_every=1000)
+    ref = gf.gradient_descent(net, X, y, warn=False, **args)
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
+        sol = gf.gradient_descent(net, X, y, **args)
+    assert sol.status == "diverged" and "max_wall_time" not in sol.message
+    assert f"before step {stop_at - 1}" in sol.message if stop_at == 700 else "the loss grew to" in sol.message
+    direct = gf.gradient_descent(net, X, y, step=0.6, steps=stop_at - 1, save_every=stop_at - 1, warn=False)
+    assert direct.status == "diverged"
+    if stop_at == 50:
+        assert sol.message == direct.message
+    for a in (ref, direct):  # the last saved state (t = 0) stays the end
+        np.testing.assert_array_equal(sol.t, a.t)
+        np.testing.assert_array_equal(sol.W_final, a.W_final)
+
+
+def test_a_gd_batch_seed_whose_iterates_diverged_before_the_time_budget_ran_out_is_reported_diverged():
+    # (as for gf.gradient_descent: the middle seed, diverged since step 7, was "time_budget", "raise max_wall_time")
+    nets, X, y = _batch_problem()
+    args = dict(step=0.1, steps=4000, save_every=2000)
+    ref = gf.gradient_descent_batch(nets, X, y, warn=False, **args)
+    assert ref[1].status == "diverged"
+    for stop_at in (60, 3000):  # the middle seed's loss finite but 1e10·L₀ past; its state non-finite
+        with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"stopped early"):
+            sols = gf.gradient_descent_batch(nets, X, y, **args)
+        assert [s.status for s in sols] == ["time_budget", "diverged", "time_budget"], stop_at
+        assert "max_wall_time" not in sols[1].message and "diverged" in sols[1].message
+        np.testing.assert_array_equal(sols[1].t, ref[1].t)  # the last saved state (t = 0) stays the end
+        np.testing.assert_array_equal(sols[1].W_final, ref[1].W_final)
+        for s in (0, 2):
+            assert sols[s].t[-1] == (stop_at - 1) * 0.1
+
+
 def test_a_gd_batch_stopped_by_its_time_budget_keeps_its_last_step():
     X, y = gf.data.random_labels(n=8, d=3, seed=0)
     nets = gf.networks(range(2), d=3, width=16)

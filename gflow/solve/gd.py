@@ -235,6 +235,17 @@ def gradient_descent(
             status, message = exc.status, exc.message
             if ckpt is not None and status not in ("nonfinite", "diverged"):
                 ckpt.save(loop_state())
+            if status in ("time_budget", "interrupted") and k_done > k_good:
+                # the last step taken, also between saved steps (the steps since the last save were dropped: "ran out at
+                # t = 4755" with sol.t[-1] = 4500); after the checkpoint above, which resumes on the saved grid
+                try:
+                    recorder.record(k_done * step, state)
+                    last_good, k_good = state, k_done
+                except Abort as late:
+                    # the iterates had diverged by then, which ends the run, not the budget (reported as "raise
+                    # max_wall_time" at a loss of 3e33, L₀ = 0.85); the last saved state stays the end
+                    exc = late
+                    status, message = exc.status, exc.message
             if status == "nonfinite":
                 status = "diverged"
                 message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} "
@@ -243,14 +254,6 @@ def gradient_descent(
                 cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
                 if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)
                     status, message = "nonfinite", cause
-            if exc.status in ("time_budget", "interrupted") and k_done > k_good:
-                # the last step taken, also between saved steps (the steps since the last save were dropped: "ran out at
-                # t = 4755" with sol.t[-1] = 4500); after the checkpoint above, which resumes on the saved grid
-                try:
-                    recorder.record(k_done * step, state)
-                    last_good, k_good = state, k_done
-                except Abort:  # (a non-finite state: the last saved one stays the end)
-                    pass
             recorder.last_state = last_good
             recorder.ensure_final_features()
         finally:
