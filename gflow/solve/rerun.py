@@ -54,9 +54,9 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         e = s["error_estimate"]
         return simulate_nonsmooth(
             net, **data, t1=s["t1"], saveat=s["saveat"], method=e["method"], step=e["steps"][0], rtol=e["rtol"],
-            safety=e["safety"], max_wall_time=s["max_wall_time"], space=s["space"], features_at=s["features_at"],
-            weights_at=s["weights_at"] or None, interval=s.get("interval"), integrals=s.get("integrals", True),
-            options=s.get("options") or None,
+            safety=e["safety"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
+            features_at=s["features_at"], weights_at=s["weights_at"] or None, interval=s.get("interval"),
+            integrals=s.get("integrals", True), options=s.get("options") or None,
         )
     again = simulate(
         net, **data, t1=s["t1"], saveat=s["saveat"], rtol=s["rtol"], atol=s["atol"],
