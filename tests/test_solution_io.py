@@ -288,6 +288,29 @@ def test_rerun_from_the_file_reproduces_gradient_descent(gd_solution, tmp_path):
     np.testing.assert_allclose(again.W, gd_solution.W, rtol=RERUN_RTOL, atol=1e-14)
 
 
+@pytest.mark.parametrize("how", ["checkpoint", "batch"])
+def test_rerun_of_an_auto_run_repeats_the_method_auto_picked_for_it(tmp_path, how):
+    # regression: the rerun went through "auto" again, which picked dop853+exprk4 (2602 evaluations) where the run
+    # had fallen back to dop853 (6095): given checkpoint=, which exprk4 cannot write, or in a batch, which cannot
+    # run exprk4
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    net = gf.Network(d=6, width=16, activation="tanh", seed=0)
+    if how == "checkpoint":
+        sol = gf.simulate(net, X, y, t1=3000.0, checkpoint=tmp_path / "run.ckpt")
+    else:
+        sol = gf.simulate_batch([net], X, y, t1=3000.0, method="auto")[0]
+    assert sol.config["solver"]["method"] == "dop853" and "'dop853+exprk4'" in sol.config["solver"]["auto"]
+    again = gf.rerun(sol.save(tmp_path / "run.nc"))
+    assert again.config["solver"]["method"] == "dop853"
+    assert again.config["solver"]["auto"] == sol.config["solver"]["auto"]  # why the repeated run has its method
+    if how == "checkpoint":
+        assert again.config["solver"] == sol.config["solver"]
+        assert again.stats["n_f_evals"] == sol.stats["n_f_evals"]
+        np.testing.assert_array_equal(again.loss, sol.loss)
+    else:  # (alone, the seed's steps are its own: to the tolerance)
+        np.testing.assert_allclose(again.loss, sol.loss, rtol=1e-5)
+
+
 def test_rerun_accepts_a_solution_object_as_well_as_a_path(flow_solution):
     _assert_reproduced(flow_solution, gf.rerun(flow_solution))
 
