@@ -130,6 +130,37 @@ def test_a_flow_stopped_by_max_steps_resumes_with_a_larger_limit(problem, tmp_pa
     assert load(path)["loop"]["t"] == 50.0
 
 
+@pytest.mark.parametrize("case", ["euler_diverged", "max_steps", "stalled"])
+def test_a_failed_checkpointed_flow_repeated_by_the_same_call_returns_the_same_run(tmp_path, case):
+    # regression: the resumed run lost the last accepted state, which the failed run ends with (a diverged Euler
+    # run: t[-1] = 9.6 instead of 10.2), and a run stopped by max_steps or a stall took more steps each time it was
+    # repeated (max_steps=5: n_steps 6, at another t, with the message "max_steps=5 steps were taken"; stalled:
+    # 250 accepted steps instead of 200)
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    if case == "euler_diverged":  # (linear σ, ĉ = 1.5: 2/λ_max(M₀) = 0.36, so Euler at 0.6 diverges)
+        net = gf.Network(d=6, width=16, activation="linear", seed=1, c_hat=1.5)
+        args = dict(t1=240.0, method="euler", step=0.6, checkpoint_every=1e-9)
+    elif case == "max_steps":
+        net = gf.Network(d=6, width=16, activation="tanh", seed=0)
+        args = dict(t1=50.0, method="dop853", max_steps=5)
+    else:  # (dop853's steps collapse at the ReLU kink)
+        X, y = gf.data.random_labels(n=6, d=4, seed=0)
+        net = gf.Network(d=4, width=16, activation="relu", seed=0)
+        args = dict(t1=5.0, method="dop853", max_steps=2000)
+    path = tmp_path / "run.ckpt"
+    first = gf.simulate(net, X, y, checkpoint=path, warn=False, **args)
+    assert first.status == {"euler_diverged": "diverged"}.get(case, case) and path.exists()
+    again = gf.simulate(net, X, y, checkpoint=path, warn=False, **args)
+    assert again.stats["resumed"] and again.status == first.status and again.message == first.message
+    assert_same_run(again, first, exact=True)
+    for k in ("n_steps", "n_accepted", "n_rejected"):
+        assert again.stats[k] == first.stats[k], k
+    if case == "euler_diverged":
+        ref = gf.simulate(net, X, y, warn=False, **{k: v for k, v in args.items() if k != "checkpoint_every"})
+        assert ref.t[-1] == pytest.approx(10.2)
+        assert_same_run(again, ref, exact=True)
+
+
 def test_a_stopped_and_resumed_gradient_descent_equals_the_uninterrupted_run_bit_for_bit(problem, tmp_path):
     net, X, y = problem
     args = dict(step=0.5, steps=300, save_every=7, features_at=[0.0, 35.0, 150.0])
