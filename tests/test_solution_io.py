@@ -311,6 +311,21 @@ def test_rerun_of_an_auto_run_repeats_the_method_auto_picked_for_it(tmp_path, ho
         np.testing.assert_allclose(again.loss, sol.loss, rtol=1e-5)
 
 
+def test_a_loaded_files_extra_attributes_are_saved_again(flow_solution, tmp_path):
+    # regression: Solution.save / to_xarray dropped extra_attrs: a sweep run's sweep_* vanished after save + load
+    ds = flow_solution.to_xarray()
+    extra = {"sweep_run_id": "abc123", "sweep_seed": 7, "sweep_wall_time": 0.25, "labels": '{"n": 8}'}
+    ds.attrs.update(extra)
+    ds.to_netcdf(tmp_path / "with_attrs.nc", engine="h5netcdf")
+    loaded = gf.load(tmp_path / "with_attrs.nc")
+    assert loaded.extra_attrs == extra
+    assert {k: loaded.to_xarray().attrs[k] for k in extra} == extra
+    back = gf.load(loaded.save(tmp_path / "resaved.nc"))
+    assert back.extra_attrs == extra
+    assert back.status == flow_solution.status and back.config == flow_solution.config  # (gflow's own attributes)
+    assert gf.load(flow_solution.save(tmp_path / "plain.nc")).extra_attrs == {}
+
+
 def test_rerun_accepts_a_solution_object_as_well_as_a_path(flow_solution):
     _assert_reproduced(flow_solution, gf.rerun(flow_solution))
 
