@@ -232,7 +232,8 @@ class Solution:
             :func:`gflow.simulate_nonsmooth`); None when not computed.
         G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
         extra_attrs: attributes of a loaded file that gflow does not read itself (e.g. an experiment run's
-            ``labels``, a sweep run's ``sweep_*``), as strings or numbers; empty for a run computed here.
+            ``labels``, a sweep run's ``sweep_*``), as strings or numbers, written again by :meth:`save`; empty
+            for a run computed here.
     """
 
     t: np.ndarray
@@ -407,7 +408,7 @@ class Solution:
 
     def to_xarray(self, *, include_weights: bool = True):
         """The solution as an :class:`xarray.Dataset` (dims time, sample, neuron, embed, ...), as :meth:`save`
-        writes it.
+        writes it, with ``extra_attrs`` among its attributes.
 
         Args:
             include_weights: include ``W_final`` and ``W`` (False leaves them out, as ``save`` does with
@@ -435,6 +436,8 @@ class Solution:
             "weights_included": int(include_weights),
             "D": self.D,
         }
+        for k, v in self.extra_attrs.items():  # (a loaded file's: a sweep run's sweep_* were lost on save + load)
+            attrs.setdefault(k, v)
         return xr.Dataset(dv, coords=coords, attrs=attrs)
 
     def save(self, path: str | Path, *, include_weights: bool = True) -> Path:

@@ -130,6 +130,37 @@ def test_a_flow_stopped_by_max_steps_resumes_with_a_larger_limit(problem, tmp_pa
     assert load(path)["loop"]["t"] == 50.0
 
 
+@pytest.mark.parametrize("case", ["euler_diverged", "max_steps", "stalled"])
+def test_a_failed_checkpointed_flow_repeated_by_the_same_call_returns_the_same_run(tmp_path, case):
+    # regression: the resumed run lost the last accepted state, which the failed run ends with (a diverged Euler
+    # run: t[-1] = 9.6 instead of 10.2), and a run stopped by max_steps or a stall took more steps each time it was
+    # repeated (max_steps=5: n_steps 6, at another t, with the message "max_steps=5 steps were taken"; stalled:
+    # 250 accepted steps instead of 200)
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    if case == "euler_diverged":  # (linear σ, ĉ = 1.5: 2/λ_max(M₀) = 0.36, so Euler at 0.6 diverges)
+        net = gf.Network(d=6, width=16, activation="linear", seed=1, c_hat=1.5)
+        args = dict(t1=240.0, method="euler", step=0.6, checkpoint_every=1e-9)
+    elif case == "max_steps":
+        net = gf.Network(d=6, width=16, activation="tanh", seed=0)
+        args = dict(t1=50.0, method="dop853", max_steps=5)
+    else:  # (dop853's steps collapse at the ReLU kink)
+        X, y = gf.data.random_labels(n=6, d=4, seed=0)
+        net = gf.Network(d=4, width=16, activation="relu", seed=0)
+        args = dict(t1=5.0, method="dop853", max_steps=2000)
+    path = tmp_path / "run.ckpt"
+    first = gf.simulate(net, X, y, checkpoint=path, warn=False, **args)
+    assert first.status == {"euler_diverged": "diverged"}.get(case, case) and path.exists()
+    again = gf.simulate(net, X, y, checkpoint=path, warn=False, **args)
+    assert again.stats["resumed"] and again.status == first.status and again.message == first.message
+    assert_same_run(again, first, exact=True)
+    for k in ("n_steps", "n_accepted", "n_rejected"):
+        assert again.stats[k] == first.stats[k], k
+    if case == "euler_diverged":
+        ref = gf.simulate(net, X, y, warn=False, **{k: v for k, v in args.items() if k != "checkpoint_every"})
+        assert ref.t[-1] == pytest.approx(10.2)
+        assert_same_run(again, ref, exact=True)
+
+
 def test_a_stopped_and_resumed_gradient_descent_equals_the_uninterrupted_run_bit_for_bit(problem, tmp_path):
     net, X, y = problem
     args = dict(step=0.5, steps=300, save_every=7, features_at=[0.0, 35.0, 150.0])
@@ -790,6 +821,72 @@ def test_gd_stopped_by_its_time_budget_keeps_its_last_step_and_resumes_to_the_sa
     full = gf.gradient_descent(net, X, y, **kw)
     resumed = gf.gradient_descent(net, X, y, **kw, checkpoint=ck)
     assert resumed.ok and np.array_equal(resumed.t, full.t) and np.array_equal(resumed.loss, full.loss)
+
+
+def _unstable_gd_problem():
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    # linear σ, ĉ = 1.5: 2/λ_max(M₀) = 0.36, so GD at δ = 0.6 diverges (loss 3.7e7 at step 14, > 1e10·L₀ at 21)
+    return gf.Network(d=6, width=16, activation="linear", seed=1, c_hat=1.5), X, y
+
+
+@pytest.mark.parametrize("how", ["rerun", "budget"])
+def test_a_resumed_gd_that_diverges_ends_at_its_last_saved_step_as_the_uninterrupted_run(tmp_path, how):
+    # regression: the resumed run took the checkpoint's state (step 20, or 16) as its last good one, so W_final and
+    # H[-1] were from there, labelled t[-1] = 8.4 (step 14): loss(W_final) 1e12 where loss[-1] was 3.7e7
+    net, X, y = _unstable_gd_problem()
+    args = dict(step=0.6, steps=400, save_every=7)
+    ref = gf.gradient_descent(net, X, y, warn=False, **args)
+    assert ref.status == "diverged" and ref.t[-1] == pytest.approx(8.4)
+    path = tmp_path / "gd.ckpt"
+    if how == "rerun":  # the same diverging call repeated: its checkpoint (after every step) resumes at step 20
+        first = gf.gradient_descent(net, X, y, checkpoint=path, checkpoint_every=1e-9, warn=False, **args)
+        assert first.status == "diverged" and load(path)["loop"]["k"] == 20
+    else:  # stopped at step 16, between saved steps 14 and 21
+        with budget_runs_out_at_eval(17):
+            first = gf.gradient_descent(net, X, y, checkpoint=path, warn=False, **args)
+        assert first.status == "time_budget" and load(path)["loop"]["k"] == 16
+    resumed = gf.gradient_descent(net, X, y, checkpoint=path, warn=False, **args)
+    assert resumed.stats["resumed"] and resumed.status == "diverged" and resumed.message == ref.message
+    assert_same_run(resumed, ref, exact=True)
+    loss_final = float(net.loss(torch.as_tensor(X), y, torch.as_tensor(resumed.W_final)))
+    assert loss_final == pytest.approx(resumed.loss[-1], rel=1e-9)
+
+
+@pytest.mark.parametrize("stop_at", [50, 700])  # loss 2.6e33·L₀ at step 49; a non-finite state at step 699
+def test_gd_whose_iterates_diverged_before_its_time_budget_ran_out_is_reported_diverged(stop_at):
+    # regression: the budget's record of the last step raised "diverged" (or "nonfinite"), which was swallowed:
+    # status "time_budget", "raise max_wall_time", where the same run without the budget said "diverged"
+    net, X, y = _unstable_gd_problem()
+    args = dict(step=0.6, steps=2000, save_every=1000)
+    ref = gf.gradient_descent(net, X, y, warn=False, **args)
+    with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
+        sol = gf.gradient_descent(net, X, y, **args)
+    assert sol.status == "diverged" and "max_wall_time" not in sol.message
+    assert f"before step {stop_at - 1}" in sol.message if stop_at == 700 else "the loss grew to" in sol.message
+    direct = gf.gradient_descent(net, X, y, step=0.6, steps=stop_at - 1, save_every=stop_at - 1, warn=False)
+    assert direct.status == "diverged"
+    if stop_at == 50:
+        assert sol.message == direct.message
+    for a in (ref, direct):  # the last saved state (t = 0) stays the end
+        np.testing.assert_array_equal(sol.t, a.t)
+        np.testing.assert_array_equal(sol.W_final, a.W_final)
+
+
+def test_a_gd_batch_seed_whose_iterates_diverged_before_the_time_budget_ran_out_is_reported_diverged():
+    # (as for gf.gradient_descent: the middle seed, diverged since step 7, was "time_budget", "raise max_wall_time")
+    nets, X, y = _batch_problem()
+    args = dict(step=0.1, steps=4000, save_every=2000)
+    ref = gf.gradient_descent_batch(nets, X, y, warn=False, **args)
+    assert ref[1].status == "diverged"
+    for stop_at in (60, 3000):  # the middle seed's loss finite but 1e10·L₀ past; its state non-finite
+        with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"stopped early"):
+            sols = gf.gradient_descent_batch(nets, X, y, **args)
+        assert [s.status for s in sols] == ["time_budget", "diverged", "time_budget"], stop_at
+        assert "max_wall_time" not in sols[1].message and "diverged" in sols[1].message
+        np.testing.assert_array_equal(sols[1].t, ref[1].t)  # the last saved state (t = 0) stays the end
+        np.testing.assert_array_equal(sols[1].W_final, ref[1].W_final)
+        for s in (0, 2):
+            assert sols[s].t[-1] == (stop_at - 1) * 0.1
 
 
 def test_a_gd_batch_stopped_by_its_time_budget_keeps_its_last_step():

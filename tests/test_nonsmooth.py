@@ -258,6 +258,22 @@ def test_error_estimate_is_saved_and_loaded(tmp_path, make_data):
     assert plain.error_estimate is None and gf.load(plain.save(tmp_path / "p.nc")).error_estimate is None
 
 
+def test_rerun_of_a_step_halving_run_keeps_its_max_steps(tmp_path):
+    # regression: gf.rerun dropped max_steps (default 1e7), so the rerun halved on to step 0.003 and "success" where
+    # the run had stopped at 0.05 with "max_steps": another run
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    net = gf.Network(d=6, width=16, activation="relu", seed=0)
+    sol = gf.simulate_nonsmooth(net, X, y, t1=2.0, method="euler", step=0.2, rtol=3e-3, max_steps=100, warn=False)
+    assert sol.status == "max_steps" and sol.config["solver"]["error_estimate"]["steps"] == [0.2, 0.1, 0.05]
+    with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
+        again = gf.rerun(sol.save(tmp_path / "r.nc"))
+    assert again.status == sol.status and again.message == sol.message
+    assert again.config["solver"]["max_steps"] == 100
+    assert again.config["solver"]["error_estimate"]["steps"] == [0.2, 0.1, 0.05]
+    np.testing.assert_array_equal(again.loss, sol.loss)
+    np.testing.assert_array_equal(again.error_estimate, sol.error_estimate)
+
+
 def test_bad_input_is_rejected(make_data):
     X, y = make_data(n=4, d=6, seed=0)
     net = gf.Network(d=6, width=16, activation="relu", seed=0)

@@ -288,6 +288,44 @@ def test_rerun_from_the_file_reproduces_gradient_descent(gd_solution, tmp_path):
     np.testing.assert_allclose(again.W, gd_solution.W, rtol=RERUN_RTOL, atol=1e-14)
 
 
+@pytest.mark.parametrize("how", ["checkpoint", "batch"])
+def test_rerun_of_an_auto_run_repeats_the_method_auto_picked_for_it(tmp_path, how):
+    # regression: the rerun went through "auto" again, which picked dop853+exprk4 (2602 evaluations) where the run
+    # had fallen back to dop853 (6095): given checkpoint=, which exprk4 cannot write, or in a batch, which cannot
+    # run exprk4
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    net = gf.Network(d=6, width=16, activation="tanh", seed=0)
+    if how == "checkpoint":
+        sol = gf.simulate(net, X, y, t1=3000.0, checkpoint=tmp_path / "run.ckpt")
+    else:
+        sol = gf.simulate_batch([net], X, y, t1=3000.0, method="auto")[0]
+    assert sol.config["solver"]["method"] == "dop853" and "'dop853+exprk4'" in sol.config["solver"]["auto"]
+    again = gf.rerun(sol.save(tmp_path / "run.nc"))
+    assert again.config["solver"]["method"] == "dop853"
+    assert again.config["solver"]["auto"] == sol.config["solver"]["auto"]  # why the repeated run has its method
+    if how == "checkpoint":
+        assert again.config["solver"] == sol.config["solver"]
+        assert again.stats["n_f_evals"] == sol.stats["n_f_evals"]
+        np.testing.assert_array_equal(again.loss, sol.loss)
+    else:  # (alone, the seed's steps are its own: to the tolerance)
+        np.testing.assert_allclose(again.loss, sol.loss, rtol=1e-5)
+
+
+def test_a_loaded_files_extra_attributes_are_saved_again(flow_solution, tmp_path):
+    # regression: Solution.save / to_xarray dropped extra_attrs: a sweep run's sweep_* vanished after save + load
+    ds = flow_solution.to_xarray()
+    extra = {"sweep_run_id": "abc123", "sweep_seed": 7, "sweep_wall_time": 0.25, "labels": '{"n": 8}'}
+    ds.attrs.update(extra)
+    ds.to_netcdf(tmp_path / "with_attrs.nc", engine="h5netcdf")
+    loaded = gf.load(tmp_path / "with_attrs.nc")
+    assert loaded.extra_attrs == extra
+    assert {k: loaded.to_xarray().attrs[k] for k in extra} == extra
+    back = gf.load(loaded.save(tmp_path / "resaved.nc"))
+    assert back.extra_attrs == extra
+    assert back.status == flow_solution.status and back.config == flow_solution.config  # (gflow's own attributes)
+    assert gf.load(flow_solution.save(tmp_path / "plain.nc")).extra_attrs == {}
+
+
 def test_rerun_accepts_a_solution_object_as_well_as_a_path(flow_solution):
     _assert_reproduced(flow_solution, gf.rerun(flow_solution))
 

@@ -650,13 +650,7 @@ class Monitor:
             self._recent.append(dt)
         else:
             self.n_rejected += 1
-        n = self.n_steps
-        if n >= self.max_steps and self.last_t < self.t1 * (1 - 1e-12):
-            raise Abort(
-                "max_steps",
-                f"max_steps={self.max_steps} steps were taken and t = {self.kept_t():.6g} < t1 = {self.t1:g} "
-                f"(last step {self.last_dt:.3g}); raise max_steps, or {self.hint}",
-            )
+        self._check_max_steps()
         if not self.adaptive:
             return
         tiny = 1e-12 * max(1.0, abs(t0))
@@ -665,6 +659,27 @@ class Monitor:
             self.raise_collapse(dt, t0)
         if accepted:
             self.max_dt = max(self.max_dt, dt)
+        self._check_stall(accepted)
+
+    def check_resumed(self, last_accepted: bool) -> None:
+        """A resumed run's first act: the limits :meth:`on_step` applied after the checkpoint's last step, applied
+        again under this run's limits, so that a run stopped by one stops there again unless it was raised (a run
+        stopped by max_steps=5, resumed by the same call, took a 6th step and stopped again: each repeat one step
+        further).  ``last_accepted``: that step was accepted (the stall check follows accepted steps only)."""
+        self._check_max_steps()
+        if self.adaptive:
+            self._check_stall(last_accepted)
+
+    def _check_max_steps(self) -> None:
+        if self.n_steps >= self.max_steps and self.last_t < self.t1 * (1 - 1e-12):
+            raise Abort(
+                "max_steps",
+                f"max_steps={self.max_steps} steps were taken and t = {self.kept_t():.6g} < t1 = {self.t1:g} "
+                f"(last step {self.last_dt:.3g}); raise max_steps, or {self.hint}",
+            )
+
+    def _check_stall(self, accepted: bool) -> None:
+        n = self.n_steps
         if accepted and self.n_accepted >= self.stall_after and self.n_accepted % 50 == 0:
             mean_dt = sum(self._recent) / len(self._recent)
             projected = n + (self.t1 - self.last_t) / mean_dt

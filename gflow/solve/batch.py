@@ -852,13 +852,22 @@ def gradient_descent_batch(
             if active and k - 1 > int(save_k[next_save - 1]):  # the last step taken, also between saved steps (as GD)
                 finite = torch.isfinite(state).all(dim=1).tolist()
                 last_good = last_good.clone()
-                for s in active:
-                    if finite[s]:
-                        try:
-                            recorders[s].record((k - 1) * step, bf.seed_state(state, s))
-                            last_good[s] = state[s]
-                        except Abort:  # (a non-finite loss: the last saved state stays the end)
-                            pass
+                # a seed whose iterates had diverged by then stops as "diverged", as it would have at its next saved
+                # step, not "time_budget" (advised to raise max_wall_time at a loss of 1e33·L₀); its last saved
+                # state stays the end
+                for s in list(active):
+                    if not finite[s]:
+                        stop(s, "diverged", "gradient descent diverged (non-finite state) between steps "
+                             f"{int(save_k[next_save - 1])} and {k - 1}: the step δ = {step:g} is far past the "
+                             "stability limit 2/λ_max(M); use a smaller step")
+                        continue
+                    try:
+                        recorders[s].record((k - 1) * step, bf.seed_state(state, s))
+                        last_good[s] = state[s]
+                    except Abort as late:
+                        stop(s, "diverged", late.message if late.status == "diverged" else
+                             f"gradient descent diverged (non-finite loss) before step {k - 1}: the step "
+                             f"δ = {step:g} is far past the stability limit 2/λ_max(M); use a smaller step")
             for s in list(active):
                 stop(s, exc.status, exc.message)
         finally:

@@ -191,11 +191,20 @@ def gradient_descent(
             if k_done > steps:
                 raise ValueError(f"checkpoint {str(ckpt.path)!r} is at step {k_done}, beyond steps={steps}")
             next_save = int(np.searchsorted(save_k, k_done, side="right"))
-        last_good = state.clone()
-        k_good = k_done
+        # the last saved (finite) iterate, which a failed run ends with: a checkpoint taken between saved steps
+        # holds a later state (resumed as the end, a diverged run's W_final and H[-1] were from a later step than
+        # t[-1]: loss(W_final) 1e12 where loss[-1] was 3.7e7); checkpoints from before it was kept hold none
+        last_good, k_good = state.clone(), k_done
+        if resume is not None and "k_good" in resume:
+            k_good = int(resume["k_good"])
+            if resume["last_good"] is not None:
+                last_good = resume["last_good"].clone()
 
         def loop_state():
-            return {"method": "gradient_descent", "k": k_done, "state": state.clone()}
+            # (at a saved step the last good state is the state: stored twice, 512 checkpoints of GD saving every
+            # step wrote 9.6 MB instead of 8.4)
+            return {"method": "gradient_descent", "k": k_done, "state": state.clone(), "k_good": k_good,
+                    "last_good": None if k_good == k_done else last_good.clone()}
 
         deriv = torch.empty_like(state)  # reused every step: the loop allocates nothing
         try:
@@ -226,6 +235,17 @@ def gradient_descent(
             status, message = exc.status, exc.message
             if ckpt is not None and status not in ("nonfinite", "diverged"):
                 ckpt.save(loop_state())
+            if status in ("time_budget", "interrupted") and k_done > k_good:
+                # the last step taken, also between saved steps (the steps since the last save were dropped: "ran out at
+                # t = 4755" with sol.t[-1] = 4500); after the checkpoint above, which resumes on the saved grid
+                try:
+                    recorder.record(k_done * step, state)
+                    last_good, k_good = state, k_done
+                except Abort as late:
+                    # the iterates had diverged by then, which ends the run, not the budget (reported as "raise
+                    # max_wall_time" at a loss of 3e33, L₀ = 0.85); the last saved state stays the end
+                    exc = late
+                    status, message = exc.status, exc.message
             if status == "nonfinite":
                 status = "diverged"
                 message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} "
@@ -234,14 +254,6 @@ def gradient_descent(
                 cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
                 if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)
                     status, message = "nonfinite", cause
-            if exc.status in ("time_budget", "interrupted") and k_done > k_good:
-                # the last step taken, also between saved steps (the steps since the last save were dropped: "ran out at
-                # t = 4755" with sol.t[-1] = 4500); after the checkpoint above, which resumes on the saved grid
-                try:
-                    recorder.record(k_done * step, state)
-                    last_good, k_good = state, k_done
-                except Abort:  # (a non-finite state: the last saved one stays the end)
-                    pass
             recorder.last_state = last_good
             recorder.ensure_final_features()
         finally:

@@ -26,7 +26,8 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         the new :class:`gflow.Solution`.  A seed of an adaptive :func:`gflow.simulate_batch` run is repeated alone:
         the batch's steps were shared by its seeds (chosen on their joint error norm), a run alone chooses its own,
         so the two agree to the tolerance, not bit for bit (2.3e-8 in the loss at the default rtol on a small
-        problem); its message says so.
+        problem); its message says so.  A run whose method ``"auto"`` picked repeats the method it picked, with
+        the recorded reason in ``config["solver"]["auto"]``, whatever ``"auto"`` would pick now.
     """
     from .gd import gradient_descent
     from .ode import simulate
@@ -54,18 +55,24 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         e = s["error_estimate"]
         return simulate_nonsmooth(
             net, **data, t1=s["t1"], saveat=s["saveat"], method=e["method"], step=e["steps"][0], rtol=e["rtol"],
-            safety=e["safety"], max_wall_time=s["max_wall_time"], space=s["space"], features_at=s["features_at"],
-            weights_at=s["weights_at"] or None, interval=s.get("interval"), integrals=s.get("integrals", True),
-            options=s.get("options") or None,
+            safety=e["safety"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
+            features_at=s["features_at"], weights_at=s["weights_at"] or None, interval=s.get("interval"),
+            integrals=s.get("integrals", True), options=s.get("options") or None,
         )
+    # a run whose method "auto" picked repeats that method, not "auto": auto's pick depends on more than the
+    # config holds (given checkpoint=, it fell back from dop853+exprk4 to dop853; a batch seed ran the explicit
+    # method in place of exprk4), and a rerun through "auto" picked dop853+exprk4: another run (2602 evaluations
+    # instead of 6095); the recorded reason stays in the config, which says why the repeated run has that method
     again = simulate(
-        net, **data, t1=s["t1"], saveat=s["saveat"], rtol=s["rtol"], atol=s["atol"],
-        # a run whose method "auto" picked is repeated through "auto" (same pick, same recorded reason)
-        method="auto" if "auto" in s else s["method"], error_estimate="error_estimate" in s,
-        step=None if "auto" in s else s["step"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
-        features_at=s["features_at"], weights_at=s["weights_at"] or None, options=s["options"] or None,
-        interval=s.get("interval"), integrals=s.get("integrals", True),
+        net, **data, t1=s["t1"], saveat=s["saveat"], rtol=s["rtol"], atol=s["atol"], method=s["method"],
+        error_estimate="error_estimate" in s, step=s["step"], max_steps=s["max_steps"],
+        max_wall_time=s["max_wall_time"], space=s["space"], features_at=s["features_at"],
+        weights_at=s["weights_at"] or None, options=s["options"] or None, interval=s.get("interval"),
+        integrals=s.get("integrals", True),
     )
+    if "auto" in s:
+        again = dataclasses.replace(again, config=dict(again.config, solver=dict(again.config["solver"],
+                                                                                 auto=s["auto"])))
     if "batch" in s and s.get("step") is None and s.get("method") not in ("filippov",):  # (batch: adaptive methods)
         again = dataclasses.replace(again, message=(
             f"{again.message} [rerun alone of one seed of an adaptive simulate_batch run, whose steps its seeds "

@@ -634,9 +634,15 @@ class Engine:
         """Integrate from 0 (or the resumed state) to t1; raises :class:`Abort` on failure."""
         if resume is not None:
             self.load_state_dict(resume)
+            # the checkpoint's state is the last accepted one (checkpoints follow an accepted step, or the failed
+            # step, whose result is not kept): a failed run keeps it as its end, a resumed one too (a diverged
+            # Euler run repeated by the same call ended at t = 9.6 instead of 10.2)
+            self.monitor.partial = (self.t, self.y.view(self.shape))
         else:
             self._record(0.0, self.y.clone())
         try:
+            if resume is not None:
+                self.monitor.check_resumed(not self.rejected)
             if self.adaptive:
                 self._run_adaptive(resume is not None)
             else:
