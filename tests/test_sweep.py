@@ -1052,3 +1052,28 @@ def test_an_executor_that_cannot_start_leaves_the_store_as_it_was(tmp_path, monk
     with pytest.raises(ValueError, match="no Dask scheduler"):
         gf.sweep(network=NETWORK, data=DATA, solver=SOLVER, grid={"data.n": [6, 8]}, store=old, extend=True)
     assert (old / "manifest.json").read_text() == manifest and not (old / ".sweep.lock").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object"])
+def test_a_damaged_manifest_is_a_clear_error_naming_it_and_moving_it_aside_recovers(tmp_path, capsys, damage):
+    # (a truncated manifest.json gave a bare "JSONDecodeError: Unterminated string ..." naming no file, from
+    # gflow sweep and gf.open_sweep alike)
+    store = tmp_path / "s"
+    kw = dict(network=NETWORK, data={**DATA, "n": 6}, solver=SOLVER, store=store, progress=False)
+    gf.sweep(**kw)
+    manifest = store / "manifest.json"
+    manifest.write_text(manifest.read_text()[:300] if damage == "truncated" else "[]")
+    needle = rf"the manifest {re.escape(str(manifest))} of the sweep store .* is damaged .* move it aside"
+    for call in (lambda: gf.open_sweep(store), lambda: gf.sweep(**kw), lambda: gf.run_solution(store, 0)):
+        with pytest.raises(ValueError, match=needle):
+            call()
+    toml = tmp_path / "s.toml"
+    toml.write_text(TOML)
+    assert main(["sweep", str(toml), "--out", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert str(manifest) in err and "Traceback" not in err
+    manifest.rename(store / "manifest.json.damaged")  # as the message says: the same sweep writes it anew
+    counts: dict = {}
+    ds = run_sweep(SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, SOLVER), store=store, progress=False,
+                   report=counts.update)
+    assert counts["skipped"] == 1 and ds.status.values.tolist() == ["success"]

@@ -93,7 +93,7 @@ def store_format(store: "str | Path", requested: "str | None" = None) -> str:
     store = Path(store)
     have = None
     if (store / MANIFEST).exists():
-        have = json.loads((store / MANIFEST).read_text()).get("format", "netcdf")
+        have = read_manifest(store).get("format", "netcdf")
     elif (store / ZARR_RUNS).exists():
         have = "zarr"
     elif (store / RUNS_DIR).exists():
@@ -315,12 +315,30 @@ def check_not_experiment_folder(store: "str | Path", *, look_at: int = 16) -> No
 
 
 def read_manifest(store: "str | Path") -> dict:
+    """``STORE/manifest.json`` as a dict.
+
+    Raises:
+        FileNotFoundError: ``store`` has no manifest (not a sweep store).
+        ValueError: the manifest cannot be read (damaged: not JSON, not UTF-8, not a JSON object); the message
+            names it and says how to write it anew.
+    """
     store = Path(store)
     path = store / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{store} is not a sweep store (no {MANIFEST}); run gf.sweep(..., store=...) "
                                 "or `gflow sweep CONFIG.toml --out STORE` first")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # (a bare JSONDecodeError named no file)
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        if isinstance(manifest, dict) and isinstance(manifest.get("runs"), list):
+            return manifest
+        problem = f"expected a JSON object with the list 'runs', got {type(manifest).__name__}"
+    # the run records do not depend on the manifest: the same sweep run again writes it anew and skips them
+    raise ValueError(f"the manifest {path} of the sweep store {store} is damaged ({problem}); move it aside (e.g. to "
+                     f"{MANIFEST}.damaged) and run the same sweep again to write it anew (the finished runs in the "
+                     "store are kept and not computed again), or restore it from a copy")
 
 
 def grid_coords(grid_keys: list[str]) -> dict[str, str]:
