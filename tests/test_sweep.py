@@ -355,6 +355,38 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
     assert (store / ("sweep.zarr" if fmt == "zarr" else "sweep.nc")).exists()
 
 
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_a_damaged_run_record_is_set_aside_and_its_run_repeated(tmp_path, fmt):
+    # (a truncated runs/<id>.nc counted as finished: every re-run said all runs were "already in" the store, and
+    # open_sweep showed the run "pending" with "no run file yet", for good)
+    if fmt == "zarr":
+        pytest.importorskip("zarr", reason='zarr is not installed (pip install "gflow[zarr]")')
+    from gflow.sweeps.store import _records
+
+    cfg = SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, SOLVER, None, 2)
+    ds = run_sweep(cfg, store=tmp_path, progress=False, format=fmt)
+    good = gf.run_solution(ds, 0).loss
+    run_id = str(ds.run_id.values[0])
+    rec = _records(tmp_path, fmt)[run_id]
+    if fmt == "netcdf":
+        os.truncate(rec, 3000)  # (what a full disk or a cut copy leaves)
+    else:
+        (rec / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
+    with pytest.raises(ValueError, match=rf"the record {re.escape(str(rec))} of run {run_id} cannot be read"):
+        gf.run_solution(tmp_path, 0)
+    assert "cannot be read (damaged)" in str(gf.open_sweep(tmp_path, consolidated=False).message.values[0])
+    counts: dict = {}
+    with pytest.warns(gf.GFlowWarning, match=rf"1 run record\(s\) of the store .* could not be read \(damaged\) "
+                                             rf"and are computed again; set aside as {rec.name}.damaged"):
+        ds = run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)
+    assert (counts["skipped"], counts["success"]) == (1, 1)
+    assert ds.status.values.tolist() == ["success", "success"]
+    np.testing.assert_array_equal(gf.run_solution(ds, 0).loss, good)
+    assert rec.with_name(rec.name + ".damaged").exists() and sorted(_records(tmp_path, fmt)) == sorted(ds.run_id.values)
+    run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)  # (and nothing more the next time)
+    assert counts["skipped"] == 2
+
+
 def test_runs_come_back_as_solutions_and_sweeps_plot(serial):
     import matplotlib
 

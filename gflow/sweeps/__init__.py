@@ -54,6 +54,7 @@ from .store import (
     read_manifest,
     retried_statuses,
     run_solution,
+    set_aside_damaged,
     store_format,
     write_manifest,
 )
@@ -111,9 +112,11 @@ def sweep(
         progress: an overall tqdm bar (done, failed, remaining, ETA), and with the serial executor a bar over
             flow time for the run in progress; ``None``: only when stderr is a terminal (quiet in logs).
         retry_failed: also repeat runs whose file records a failure (any status but ``"success"``), e.g. a
-            ``time_budget`` run on a faster machine; by default every run with a file is complete, except that a
-            limit raised since the store's last sweep (``max_wall_time``, ``max_steps``) repeats the runs it
-            stopped (``"time_budget"``; ``"max_steps"``, ``"stalled"``).
+            ``time_budget`` run on a faster machine; by default every run with a file is complete (a file that cannot
+            be read, e.g. truncated, is set aside as ``<file>.damaged`` and its run repeated, with a
+            :class:`gflow.GFlowWarning`), except that a limit raised since the store's last sweep
+            (``max_wall_time``, ``max_steps``) repeats the runs it stopped (``"time_budget"``; ``"max_steps"``,
+            ``"stalled"``).
         extend: accept a ``store`` that holds a sweep this one extends (the same settings, with more grid values
             or seeds): only the new runs are computed.  Any other change of configuration against a store with
             runs is refused, since the manifest would forget the store's earlier runs (give a new store).
@@ -211,7 +214,14 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
             # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
             retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
             check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
-        have = completed(store, read_status=retry_failed or bool(retry), fmt=fmt)
+        # each record opened for its status alone (~1 ms a record: 0.1 s for 100); one that cannot be read (a
+        # truncated file) is not finished: it was listed as done, and the run stayed pending for good
+        have = completed(store, fmt=fmt)
+        damaged = set_aside_damaged(store, have, fmt)
+        if damaged:
+            warnings.warn(f"{len(damaged)} run record(s) of the store {store} could not be read (damaged) and are "
+                          f"computed again; set aside as {', '.join(p.name for p in damaged[:3])}"
+                          f"{', ...' if len(damaged) > 3 else ''} in {damaged[0].parent}", GFlowWarning, stacklevel=2)
         todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
                 or have[r.run_id] in retry]
         # the executor starts before the manifest is written: one that cannot start (no srun, no scheduler at the
