@@ -541,6 +541,29 @@ def test_raising_max_wall_time_resumes_the_stopped_runs_from_their_checkpoints(t
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))  # deleted once the run succeeded
 
 
+def test_a_raised_limit_repeats_the_stopped_runs_also_after_the_re_run_that_raised_it_was_killed(tmp_path):
+    # (the retry compared the limits with the manifest's, which the killed re-run had already rewritten: the next
+    # identical re-run repeated none of the time_budget runs left and reported the sweep complete)
+    cfg = lambda **limits: SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, {**LONG_GD, **limits}, None, 3)
+    ds = run_sweep(cfg(max_wall_time=1e-3), store=tmp_path, progress=False)
+    assert ds.status.values.tolist() == ["time_budget"] * 3
+
+    class KilledAfterOneRun(LocalSerial):  # as a SIGKILL after the first run: manifest written, two runs left
+        def as_completed(self, futures):
+            yield next(iter(super().as_completed(futures)))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg(max_wall_time=60.0), store=tmp_path, progress=False, executor=KilledAfterOneRun())
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["solver"]["max_wall_time"] == 60.0
+    assert sorted(gf.open_sweep(tmp_path).status.values.tolist()) == ["success", "time_budget", "time_budget"]
+    counts: dict = {}
+    ds = run_sweep(cfg(max_wall_time=60.0), store=tmp_path, progress=False, report=counts.update)
+    assert (counts["skipped"], counts["success"]) == (1, 2)
+    assert ds.status.values.tolist() == ["success"] * 3
+    assert all(gf.run_solution(ds, i).stats["resumed"] for i in range(3))  # from their checkpoints
+
+
 def test_a_run_limit_cannot_be_swept():
     with pytest.raises(SweepConfigError, match=r"solver.max_wall_time is a run limit.*set it in \[solver\]"):
         SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, LONG_GD, {"solver.max_wall_time": [1.0, 2.0]}, 1)

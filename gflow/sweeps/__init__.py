@@ -43,6 +43,7 @@ from .executors import (
 )
 from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_task
 from .store import (
+    LIMIT_STATUSES,
     check_not_experiment_folder,
     check_same_sweep,
     completed,
@@ -52,6 +53,7 @@ from .store import (
     migrate_run_ids,
     open_sweep,
     read_manifest,
+    recorded_solver,
     retried_statuses,
     run_solution,
     set_aside_damaged,
@@ -114,9 +116,9 @@ def sweep(
         retry_failed: also repeat runs whose file records a failure (any status but ``"success"``), e.g. a
             ``time_budget`` run on a faster machine; by default every run with a file is complete (a file that cannot
             be read, e.g. truncated, is set aside as ``<file>.damaged`` and its run repeated, with a
-            :class:`gflow.GFlowWarning`), except that a limit raised since the store's last sweep
+            :class:`gflow.GFlowWarning`), except that a limit raised above the one a run was recorded with
             (``max_wall_time``, ``max_steps``) repeats the runs it stopped (``"time_budget"``; ``"max_steps"``,
-            ``"stalled"``).
+            ``"stalled"``), also after a re-run that raised it was killed midway.
         extend: accept a ``store`` that holds a sweep this one extends (the same settings, with more grid values
             or seeds): only the new runs are computed.  Any other change of configuration against a store with
             runs is refused, since the manifest would forget the store's earlier runs (give a new store).
@@ -204,15 +206,14 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     try:
         remove_write_leftovers(store / RUNS_DIR)  # (what a killed sweep's writes of run records left)
         remove_write_leftovers(store / ZARR_RUNS, ".zarr")
-        retry: set = set()
+        manifest_solver: dict = {}
         if (store / "manifest.json").exists():
             renamed = migrate_run_ids(store, fmt)
             if renamed:
                 warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run "
                               f"limits (max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the "
                               "current ids", GFlowWarning, stacklevel=2)
-            # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
-            retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
+            manifest_solver = read_manifest(store)["config"].get("solver", {})
             check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
         # each record opened for its status alone (~1 ms a record: 0.1 s for 100); one that cannot be read (a
         # truncated file) is not finished: it was listed as done, and the run stayed pending for good
@@ -222,8 +223,19 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
             warnings.warn(f"{len(damaged)} run record(s) of the store {store} could not be read (damaged) and are "
                           f"computed again; set aside as {', '.join(p.name for p in damaged[:3])}"
                           f"{', ...' if len(damaged) > 3 else ''} in {damaged[0].parent}", GFlowWarning, stacklevel=2)
+
+        def raised(run_id: str) -> bool:
+            """Whether a limit raised since the run was recorded can resolve how it stopped: it is repeated (from its
+            checkpoint).  Compared with the limits in its own record, not the manifest's: a re-run that raised them
+            and was killed before it repeated every such run had already written them to the manifest, and the next
+            one repeated none of the rest."""
+            if have[run_id] not in LIMIT_STATUSES:
+                return False
+            old = recorded_solver(store, run_id, fmt)  # (a few records: only those a limit stopped)
+            return have[run_id] in retried_statuses(manifest_solver if old is None else old, cfg.solver)
+
         todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
-                or have[r.run_id] in retry]
+                or raised(r.run_id)]
         # the executor starts before the manifest is written: one that cannot start (no srun, no scheduler at the
         # address) leaves the store as it was
         ex, owned = (get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,

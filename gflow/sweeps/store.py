@@ -262,11 +262,16 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return out
 
 
+#: the statuses of runs stopped by a run limit (see :func:`retried_statuses`)
+LIMIT_STATUSES = ("time_budget", "max_steps", "stalled")
+
+
 def retried_statuses(old_solver: dict, new_solver: dict) -> set[str]:
     """The failure statuses a raised limit can resolve: ``"time_budget"`` when ``max_wall_time`` is larger in
     ``new_solver`` (None: no budget) than in ``old_solver``, ``"max_steps"`` and ``"stalled"`` (a projection
     beyond max_steps) when ``max_steps`` is.  A re-run of a sweep repeats its runs recorded with these statuses
-    (they resume from their checkpoints), so raising the limit and re-running does what the message says."""
+    (they resume from their checkpoints), so raising the limit and re-running does what the message says;
+    ``old_solver`` is then the [solver] section each run was recorded with (:func:`recorded_solver`)."""
     import inspect
 
     from ..solve.ode import simulate
@@ -409,6 +414,17 @@ def completed(store: "str | Path", *, read_status: bool = True, fmt: str | None 
         if attrs is not None:  # unreadable: treat as not finished, the run is repeated
             out[run_id] = _status(attrs)
     return out
+
+
+def recorded_solver(store: "str | Path", run_id: str, fmt: str = "netcdf") -> dict | None:
+    """The resolved [solver] section, run limits included, that run ``run_id`` of ``store`` was recorded with (its
+    record's ``sweep_config``); None if the record does not say (or cannot be read)."""
+    attrs = record_attrs(run_file(store, run_id, fmt), ("sweep_config",)) or {}
+    try:
+        solver = json.loads(attrs["sweep_config"])["solver"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return solver if isinstance(solver, dict) else None
 
 
 def set_aside_damaged(store: "str | Path", readable: "dict | set", fmt: str = "netcdf") -> list[Path]:
@@ -682,4 +698,5 @@ def run_solution(source: Any, run: "int | str"):
 
 __all__ = ["open_sweep", "run_solution", "consolidate", "provenance", "read_manifest", "completed", "grid_coords",
            "store_format", "consolidated_path", "migrate_run_ids", "retried_statuses", "check_same_sweep",
-           "config_differences", "record_attrs", "set_aside_damaged", "FORMATS"]
+           "config_differences", "record_attrs", "recorded_solver", "set_aside_damaged", "LIMIT_STATUSES",
+           "FORMATS"]
