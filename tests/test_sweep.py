@@ -7,10 +7,12 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -385,6 +387,29 @@ def test_a_damaged_run_record_is_set_aside_and_its_run_repeated(tmp_path, fmt):
     assert rec.with_name(rec.name + ".damaged").exists() and sorted(_records(tmp_path, fmt)) == sorted(ds.run_id.values)
     run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)  # (and nothing more the next time)
     assert counts["skipped"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_keep_weights_on_runs_recorded_without_weights_warns_naming_them(tmp_path, fmt):
+    # (keep_weights=True was ignored without a word for the runs already in the store: their W_final read back
+    # all NaN)
+    if fmt == "zarr":
+        pytest.importorskip("zarr", reason='zarr is not installed (pip install "gflow[zarr]")')
+    kw = dict(network=NETWORK, data={**DATA, "n": 6}, solver=SOLVER, store=tmp_path, progress=False)
+    ds = gf.sweep(**kw, seeds=[0], format=fmt)
+    first = str(ds.run_id.values[0])
+    with pytest.warns(gf.GFlowWarning, match=rf"keep_weights=True: 1 run\(s\) already in the store .* were recorded "
+                                             rf"without their weights .* delete their records \({first}"):
+        ds = gf.sweep(**kw, seeds=[0, 1], extend=True, keep_weights=True)
+    assert np.isnan(gf.run_solution(ds, 0).W_final).all()
+    assert np.isfinite(gf.run_solution(ds, 1).W_final).all()  # the run computed now has them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every run with its weights, or keep_weights off: nothing to say
+        gf.sweep(**kw, seeds=[0, 1])
+        record = tmp_path / ("runs.zarr" if fmt == "zarr" else "runs") / (first + ("" if fmt == "zarr" else ".nc"))
+        shutil.rmtree(record) if record.is_dir() else record.unlink()
+        ds = gf.sweep(**kw, seeds=[0, 1], keep_weights=True)  # as the warning says: deleted and computed again
+    assert np.isfinite(gf.run_solution(ds, 0).W_final).all()
 
 
 def test_runs_come_back_as_solutions_and_sweeps_plot(serial):

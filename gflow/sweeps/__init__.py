@@ -41,7 +41,7 @@ from .executors import (
     gpu_count,
     plan_workers,
 )
-from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_task
+from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_file, run_task
 from .store import (
     LIMIT_STATUSES,
     check_not_experiment_folder,
@@ -53,6 +53,7 @@ from .store import (
     migrate_run_ids,
     open_sweep,
     read_manifest,
+    record_attrs,
     recorded_solver,
     retried_statuses,
     run_solution,
@@ -123,7 +124,9 @@ def sweep(
             or seeds): only the new runs are computed.  Any other change of configuration against a store with
             runs is refused, since the manifest would forget the store's earlier runs (give a new store).
         keep_weights: store W_final (and W at ``weights_at``) in the run files; off by default, because at
-            m = D = 8192 W alone is 512 MiB per run.
+            m = D = 8192 W alone is 512 MiB per run.  It applies to the runs computed now: runs already in the
+            store that were recorded without weights are not computed again (a :class:`gflow.GFlowWarning` names
+            them and says how to get their weights).
         format: how runs are recorded: ``"netcdf"`` (one file per run, the default) or ``"zarr"`` (one group
             per run in the zarr store ``STORE/runs.zarr``, appended safely by many workers at once; needs
             ``pip install "gflow[zarr]"``).  None: the store's own format (``"netcdf"`` for a new store).
@@ -236,6 +239,9 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
 
         todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
                 or raised(r.run_id)]
+        if keep_weights:
+            computed = {r.run_id for r in todo}
+            _warn_without_weights(store, [r.run_id for r in runs if r.run_id in have and r.run_id not in computed], fmt)
         # the executor starts before the manifest is written: one that cannot start (no srun, no scheduler at the
         # address) leaves the store as it was
         ex, owned = (get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
@@ -311,6 +317,19 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                 store.rmdir()  # (only while empty: nothing of the store is ever removed)
             except OSError:
                 pass
+
+
+def _warn_without_weights(store: Path, kept: list[str], fmt: str) -> None:
+    """Warn that ``keep_weights=True`` leaves the runs ``kept`` (recorded, not computed again) without weights if
+    their records have none: it was ignored for them without a word, and their W_final read back all NaN."""
+    without = [i for i in kept if (record_attrs(run_file(store, i, fmt), ("weights_included",)) or {})
+               .get("weights_included") == 0]  # (one attribute a record: ~1 ms; "error" records have no solution)
+    if without:
+        paths = ", ".join(run_file(store, i, fmt).name for i in without[:3]) + (", ..." if len(without) > 3 else "")
+        warnings.warn(f"keep_weights=True: {len(without)} run(s) already in the store {store} were recorded without "
+                      "their weights and are not computed again (run_solution(...).W_final is NaN for them); to get "
+                      f"their weights, delete their records ({paths} in {run_file(store, without[0], fmt).parent}) "
+                      "and run the sweep again, or give a new store", GFlowWarning, stacklevel=3)
 
 
 #: the lock file a running sweep holds in its store (:mod:`gflow._lock`; removed when the sweep ends)
