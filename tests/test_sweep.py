@@ -211,22 +211,23 @@ def test_a_custom_executor_object_is_accepted(serial, tmp_path):
 
 
 def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
-    # the NTK scaling with an odd width passes the sweep's up-front checks (they build the first run's network only,
-    # with the paper's scaling) but makes each of its runs raise
+    # ĉ = 1e200 passes the sweep's up-front checks (a valid value; they solve nothing) but overflows the loss at
+    # t = 0, so each of its runs raises (the NTK scaling with an odd width did, until every grid point's network
+    # was checked up front)
     ds = gf.sweep({"d": 5, "width": 15, "activation": "linear"}, {"generator": "random_labels", "n": 20},
                   {"kind": "gradient_descent", "save_every": 10, "steps": 200},
-                  {"solver.step": [0.05, 100.0], "network.scaling": ["ours", "ntk"]},
+                  {"solver.step": [0.05, 100.0], "network.c_hat": [1.0, 1e200]},
                   store=tmp_path, progress=False)
-    status = {(float(s), str(k)): str(st) for s, k, st in zip(ds.step.values, ds.scaling.values, ds.status.values)}
-    assert status[(0.05, "ours")] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
-    assert status[(100.0, "ours")] == "diverged"
-    assert status[(0.05, "ntk")] == status[(100.0, "ntk")] == "error"
-    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.scaling.values == "ours"))[0])
+    status = {(float(s), float(k)): str(st) for s, k, st in zip(ds.step.values, ds.c_hat.values, ds.status.values)}
+    assert status[(0.05, 1.0)] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
+    assert status[(100.0, 1.0)] == "diverged"
+    assert status[(0.05, 1e200)] == status[(100.0, 1e200)] == "error"
+    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.c_hat.values == 1.0))[0])
     assert "stability limit" in str(ds.message.values[i])
     loss = ds.loss.values[i]
     assert 1 <= np.isfinite(loss).sum() < 21  # the partial trajectory, up to the last iterate before it diverged
     e = int(np.flatnonzero(ds.status.values == "error")[0])
-    assert "Traceback" in str(ds.message.values[e]) and "width must be even" in str(ds.message.values[e])
+    assert "Traceback" in str(ds.message.values[e]) and "the loss at t = 0 is not finite" in str(ds.message.values[e])
     sol = gf.run_solution(ds, i)
     assert sol.status == "diverged" and sol.kind == "gd"
     with pytest.raises(ValueError, match="raised an error"):
@@ -234,7 +235,7 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     # the raising run's record file, opened as a solution, says what it is and why (not the stored traceback)
     (rec,) = [p for p in (tmp_path / "runs").glob("*.nc") if str(ds.run_id.values[e]) in p.name]
     with pytest.raises(ValueError, match=r"record of a sweep run that produced no solution \(status 'error'\): "
-                                         r"ValueError: width must be even") as info:
+                                         r"ValueError: the loss at t = 0 is not finite") as info:
         gf.Solution.load(rec)
     assert "Traceback" not in str(info.value)
 
@@ -255,6 +256,37 @@ def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, nee
         gf.sweep(net, {"generator": "random_labels", "n": 4}, {"kind": "simulate", "t1": 0.5}, grid, [0],
                  store=tmp_path, progress=False)
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("network, data, solver, grid, needle", [
+    ({}, {}, {"interval": [1, 0]}, None, r"solver.interval = \[1, 0\] cannot run: interval must satisfy I_l < I_r"),
+    ({}, {}, {"interval": "x"}, None, r"solver.interval = 'x' cannot run: interval must be a pair"),
+    ({"device": "gpu"}, {}, {}, None, r"network.device = 'gpu' cannot run: device must be a torch device"),
+    ({}, {}, {}, {"solver.interval": [[-1, 1], [2, 2]]}, r"grid\['solver.interval'\] has the value \[2, 2\]"),
+    ({}, {}, {}, {"network.dtype": ["float64", "float16"]},
+     r"grid\['network.dtype'\] has the value 'float16', which cannot run: dtype must be torch.float64"),
+    ({}, {}, {}, {"network.device": ["cpu", "gpu"]},
+     r"grid\['network.device'\] has the value 'gpu', which cannot run: device must be a torch device"),
+    ({}, {"generator": "quadratic_teacher"}, {}, {"data.teacher_width": [2, 0]},
+     r"the \[data\] settings at the grid point \{'data.teacher_width': 0\} cannot run: teacher_width must be an "
+     r"integer >= 1, got 0"),
+    ({"width": 7}, {}, {}, {"network.scaling": ["ours", "ntk"]},
+     r"the \[network\] settings at the grid point \{'network.scaling': 'ntk'\} cannot run: width must be even"),
+    ({"d": 1}, {}, {}, {"data.generator": ["random_labels", "wei2019"]},
+     r"the \[data\] settings at the grid point \{'data.generator': 'wei2019'\} cannot run: d must be an integer "
+     r">= 2, got 1"),
+])
+def test_every_network_and_data_of_the_grid_and_the_device_dtype_interval_are_checked_up_front(
+        network, data, solver, grid, needle, tmp_path):
+    # (these passed the checks — only the first run's network and data were built, on the CPU whatever its device —
+    # and then every affected run ended with status "error")
+    data = {"generator": "random_labels", "n": 4, **data}
+    if grid and "data.generator" in grid:
+        data.pop("generator")
+    with pytest.raises(SweepConfigError, match=needle):
+        gf.sweep({"d": 3, "width": 8, **network}, data, {"kind": "simulate", "t1": 0.5, **solver}, grid, 1,
+                 store=tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("change, key", [

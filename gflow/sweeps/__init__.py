@@ -143,9 +143,10 @@ def sweep(
 
     Raises:
         SweepConfigError (a ValueError): unknown sections or keys, grid values that are not lists, an unknown
-            generator or solver kind, or a first run whose network or data cannot be built; the message names
-            the key.  Also a ``store`` that holds runs of a different sweep (naming the settings that differ),
-            or of a sweep this one extends without ``extend=True``.
+            generator or solver kind, a value that cannot run, or a grid point whose network, data or solver
+            settings fail their checks (every point is checked, without drawing weights or solving); the
+            message names the key.  Also a ``store`` that holds runs of a different sweep (naming the settings
+            that differ), or of a sweep this one extends without ``extend=True``.
 
     A run's file is named by a hash of its resolved configuration (grid point, seed and fixed settings, but not
     the run limits ``max_wall_time``, ``max_steps``, ``checkpoint_every``, ``keep_checkpoint``, which do not change
