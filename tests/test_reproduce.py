@@ -169,3 +169,33 @@ def test_a_failing_run_keeps_the_finished_ones(tmp_path, one_thread):
     np.testing.assert_array_equal(done[2][1]["x"], np.arange(3.0))
     with pytest.raises(ValueError, match="distinct run ids"):
         execute(fixed + fixed[:1], tmp_path, progress=False)
+
+
+def test_a_damaged_run_file_is_set_aside_and_recomputed(tmp_path, one_thread, capsys):
+    # (a truncated run file counted as finished: every later call crashed reading it back, with h5py's raw
+    # "OSError: Unable to synchronously open file (truncated file ...)" traceback)
+    import os
+
+    import gflow as gf
+
+    tasks = [Task(f"{__name__}:_fake", {"seed": s}, {"seed": s}) for s in range(3)]
+    first = execute(tasks, tmp_path, progress=False)
+    victim = tmp_path / "runs" / f"{tasks[1].run_id}.nc"
+    os.truncate(victim, 2000)
+    counts: dict = {}
+    with pytest.warns(gf.GFlowWarning, match=rf"1 run file\(s\) in .* could not be read \(damaged\) and are computed "
+                                             rf"again; set aside as {victim.name}.damaged"):
+        done = execute(tasks, tmp_path, progress=False, report=counts.update)
+    assert counts == {"total": 3, "skipped": 2, "computed": 1}
+    assert victim.with_name(victim.name + ".damaged").exists()
+    for (a, ea), (b, eb) in zip(first, done):
+        assert a.labels == b.labels
+        _same_solution(a.solution, b.solution)
+    # a file that opens but cannot be read back: a one-line error naming it
+    import h5py
+
+    with h5py.File(victim, "w") as f:
+        f.attrs["reproduce_run_id"] = tasks[1].run_id
+    with pytest.raises(ValueError, match=rf"the run file {re.escape(str(victim))} cannot be read .*; delete it and "
+                                         "run again"):
+        execute(tasks, tmp_path, progress=False)

@@ -7,10 +7,12 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -209,22 +211,23 @@ def test_a_custom_executor_object_is_accepted(serial, tmp_path):
 
 
 def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
-    # the NTK scaling with an odd width passes the sweep's up-front checks (they build the first run's network only,
-    # with the paper's scaling) but makes each of its runs raise
+    # ĉ = 1e200 passes the sweep's up-front checks (a valid value; they solve nothing) but overflows the loss at
+    # t = 0, so each of its runs raises (the NTK scaling with an odd width did, until every grid point's network
+    # was checked up front)
     ds = gf.sweep({"d": 5, "width": 15, "activation": "linear"}, {"generator": "random_labels", "n": 20},
                   {"kind": "gradient_descent", "save_every": 10, "steps": 200},
-                  {"solver.step": [0.05, 100.0], "network.scaling": ["ours", "ntk"]},
+                  {"solver.step": [0.05, 100.0], "network.c_hat": [1.0, 1e200]},
                   store=tmp_path, progress=False)
-    status = {(float(s), str(k)): str(st) for s, k, st in zip(ds.step.values, ds.scaling.values, ds.status.values)}
-    assert status[(0.05, "ours")] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
-    assert status[(100.0, "ours")] == "diverged"
-    assert status[(0.05, "ntk")] == status[(100.0, "ntk")] == "error"
-    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.scaling.values == "ours"))[0])
+    status = {(float(s), float(k)): str(st) for s, k, st in zip(ds.step.values, ds.c_hat.values, ds.status.values)}
+    assert status[(0.05, 1.0)] == "success"  # (0.5 diverged too: loss 1.7 → 4.9e17, once recorded as success)
+    assert status[(100.0, 1.0)] == "diverged"
+    assert status[(0.05, 1e200)] == status[(100.0, 1e200)] == "error"
+    i = int(np.flatnonzero((ds.step.values == 100.0) & (ds.c_hat.values == 1.0))[0])
     assert "stability limit" in str(ds.message.values[i])
     loss = ds.loss.values[i]
     assert 1 <= np.isfinite(loss).sum() < 21  # the partial trajectory, up to the last iterate before it diverged
     e = int(np.flatnonzero(ds.status.values == "error")[0])
-    assert "Traceback" in str(ds.message.values[e]) and "width must be even" in str(ds.message.values[e])
+    assert "Traceback" in str(ds.message.values[e]) and "the loss at t = 0 is not finite" in str(ds.message.values[e])
     sol = gf.run_solution(ds, i)
     assert sol.status == "diverged" and sol.kind == "gd"
     with pytest.raises(ValueError, match="raised an error"):
@@ -232,7 +235,7 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     # the raising run's record file, opened as a solution, says what it is and why (not the stored traceback)
     (rec,) = [p for p in (tmp_path / "runs").glob("*.nc") if str(ds.run_id.values[e]) in p.name]
     with pytest.raises(ValueError, match=r"record of a sweep run that produced no solution \(status 'error'\): "
-                                         r"ValueError: width must be even") as info:
+                                         r"ValueError: the loss at t = 0 is not finite") as info:
         gf.Solution.load(rec)
     assert "Traceback" not in str(info.value)
 
@@ -253,6 +256,37 @@ def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, nee
         gf.sweep(net, {"generator": "random_labels", "n": 4}, {"kind": "simulate", "t1": 0.5}, grid, [0],
                  store=tmp_path, progress=False)
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("network, data, solver, grid, needle", [
+    ({}, {}, {"interval": [1, 0]}, None, r"solver.interval = \[1, 0\] cannot run: interval must satisfy I_l < I_r"),
+    ({}, {}, {"interval": "x"}, None, r"solver.interval = 'x' cannot run: interval must be a pair"),
+    ({"device": "gpu"}, {}, {}, None, r"network.device = 'gpu' cannot run: device must be a torch device"),
+    ({}, {}, {}, {"solver.interval": [[-1, 1], [2, 2]]}, r"grid\['solver.interval'\] has the value \[2, 2\]"),
+    ({}, {}, {}, {"network.dtype": ["float64", "float16"]},
+     r"grid\['network.dtype'\] has the value 'float16', which cannot run: dtype must be torch.float64"),
+    ({}, {}, {}, {"network.device": ["cpu", "gpu"]},
+     r"grid\['network.device'\] has the value 'gpu', which cannot run: device must be a torch device"),
+    ({}, {"generator": "quadratic_teacher"}, {}, {"data.teacher_width": [2, 0]},
+     r"the \[data\] settings at the grid point \{'data.teacher_width': 0\} cannot run: teacher_width must be an "
+     r"integer >= 1, got 0"),
+    ({"width": 7}, {}, {}, {"network.scaling": ["ours", "ntk"]},
+     r"the \[network\] settings at the grid point \{'network.scaling': 'ntk'\} cannot run: width must be even"),
+    ({"d": 1}, {}, {}, {"data.generator": ["random_labels", "wei2019"]},
+     r"the \[data\] settings at the grid point \{'data.generator': 'wei2019'\} cannot run: d must be an integer "
+     r">= 2, got 1"),
+])
+def test_every_network_and_data_of_the_grid_and_the_device_dtype_interval_are_checked_up_front(
+        network, data, solver, grid, needle, tmp_path):
+    # (these passed the checks — only the first run's network and data were built, on the CPU whatever its device —
+    # and then every affected run ended with status "error")
+    data = {"generator": "random_labels", "n": 4, **data}
+    if grid and "data.generator" in grid:
+        data.pop("generator")
+    with pytest.raises(SweepConfigError, match=needle):
+        gf.sweep({"d": 3, "width": 8, **network}, data, {"kind": "simulate", "t1": 0.5, **solver}, grid, 1,
+                 store=tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("change, key", [
@@ -353,6 +387,61 @@ def test_a_killed_sweep_keeps_finished_runs_and_a_rerun_completes_it_once(tmp_pa
     assert sorted(stamps()) == sorted(ds.run_id.values.tolist())
     assert {k: v for k, v in stamps().items() if k in before} == before  # finished runs were not redone
     assert (store / ("sweep.zarr" if fmt == "zarr" else "sweep.nc")).exists()
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_a_damaged_run_record_is_set_aside_and_its_run_repeated(tmp_path, fmt):
+    # (a truncated runs/<id>.nc counted as finished: every re-run said all runs were "already in" the store, and
+    # open_sweep showed the run "pending" with "no run file yet", for good)
+    if fmt == "zarr":
+        pytest.importorskip("zarr", reason='zarr is not installed (pip install "gflow[zarr]")')
+    from gflow.sweeps.store import _records
+
+    cfg = SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, SOLVER, None, 2)
+    ds = run_sweep(cfg, store=tmp_path, progress=False, format=fmt)
+    good = gf.run_solution(ds, 0).loss
+    run_id = str(ds.run_id.values[0])
+    rec = _records(tmp_path, fmt)[run_id]
+    if fmt == "netcdf":
+        os.truncate(rec, 3000)  # (what a full disk or a cut copy leaves)
+    else:
+        (rec / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
+    with pytest.raises(ValueError, match=rf"the record {re.escape(str(rec))} of run {run_id} cannot be read"):
+        gf.run_solution(tmp_path, 0)
+    assert "cannot be read (damaged)" in str(gf.open_sweep(tmp_path, consolidated=False).message.values[0])
+    counts: dict = {}
+    with pytest.warns(gf.GFlowWarning, match=rf"1 run record\(s\) of the store .* could not be read \(damaged\) "
+                                             rf"and are computed again; set aside as {rec.name}.damaged"):
+        ds = run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)
+    assert (counts["skipped"], counts["success"]) == (1, 1)
+    assert ds.status.values.tolist() == ["success", "success"]
+    np.testing.assert_array_equal(gf.run_solution(ds, 0).loss, good)
+    assert rec.with_name(rec.name + ".damaged").exists() and sorted(_records(tmp_path, fmt)) == sorted(ds.run_id.values)
+    run_sweep(cfg, store=tmp_path, progress=False, report=counts.update)  # (and nothing more the next time)
+    assert counts["skipped"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_keep_weights_on_runs_recorded_without_weights_warns_naming_them(tmp_path, fmt):
+    # (keep_weights=True was ignored without a word for the runs already in the store: their W_final read back
+    # all NaN)
+    if fmt == "zarr":
+        pytest.importorskip("zarr", reason='zarr is not installed (pip install "gflow[zarr]")')
+    kw = dict(network=NETWORK, data={**DATA, "n": 6}, solver=SOLVER, store=tmp_path, progress=False)
+    ds = gf.sweep(**kw, seeds=[0], format=fmt)
+    first = str(ds.run_id.values[0])
+    with pytest.warns(gf.GFlowWarning, match=rf"keep_weights=True: 1 run\(s\) already in the store .* were recorded "
+                                             rf"without their weights .* delete their records \({first}"):
+        ds = gf.sweep(**kw, seeds=[0, 1], extend=True, keep_weights=True)
+    assert np.isnan(gf.run_solution(ds, 0).W_final).all()
+    assert np.isfinite(gf.run_solution(ds, 1).W_final).all()  # the run computed now has them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every run with its weights, or keep_weights off: nothing to say
+        gf.sweep(**kw, seeds=[0, 1])
+        record = tmp_path / ("runs.zarr" if fmt == "zarr" else "runs") / (first + ("" if fmt == "zarr" else ".nc"))
+        shutil.rmtree(record) if record.is_dir() else record.unlink()
+        ds = gf.sweep(**kw, seeds=[0, 1], keep_weights=True)  # as the warning says: deleted and computed again
+    assert np.isfinite(gf.run_solution(ds, 0).W_final).all()
 
 
 def test_runs_come_back_as_solutions_and_sweeps_plot(serial):
@@ -507,6 +596,29 @@ def test_raising_max_wall_time_resumes_the_stopped_runs_from_their_checkpoints(t
     assert gf.run_solution(ds, 0).stats["resumed"] is True
     assert [p.stem for p in (tmp_path / "runs").glob("*.nc")] == [run_id]
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))  # deleted once the run succeeded
+
+
+def test_a_raised_limit_repeats_the_stopped_runs_also_after_the_re_run_that_raised_it_was_killed(tmp_path):
+    # (the retry compared the limits with the manifest's, which the killed re-run had already rewritten: the next
+    # identical re-run repeated none of the time_budget runs left and reported the sweep complete)
+    cfg = lambda **limits: SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, {**LONG_GD, **limits}, None, 3)
+    ds = run_sweep(cfg(max_wall_time=1e-3), store=tmp_path, progress=False)
+    assert ds.status.values.tolist() == ["time_budget"] * 3
+
+    class KilledAfterOneRun(LocalSerial):  # as a SIGKILL after the first run: manifest written, two runs left
+        def as_completed(self, futures):
+            yield next(iter(super().as_completed(futures)))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg(max_wall_time=60.0), store=tmp_path, progress=False, executor=KilledAfterOneRun())
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["solver"]["max_wall_time"] == 60.0
+    assert sorted(gf.open_sweep(tmp_path).status.values.tolist()) == ["success", "time_budget", "time_budget"]
+    counts: dict = {}
+    ds = run_sweep(cfg(max_wall_time=60.0), store=tmp_path, progress=False, report=counts.update)
+    assert (counts["skipped"], counts["success"]) == (1, 2)
+    assert ds.status.values.tolist() == ["success"] * 3
+    assert all(gf.run_solution(ds, i).stats["resumed"] for i in range(3))  # from their checkpoints
 
 
 def test_a_run_limit_cannot_be_swept():
@@ -1052,3 +1164,28 @@ def test_an_executor_that_cannot_start_leaves_the_store_as_it_was(tmp_path, monk
     with pytest.raises(ValueError, match="no Dask scheduler"):
         gf.sweep(network=NETWORK, data=DATA, solver=SOLVER, grid={"data.n": [6, 8]}, store=old, extend=True)
     assert (old / "manifest.json").read_text() == manifest and not (old / ".sweep.lock").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object"])
+def test_a_damaged_manifest_is_a_clear_error_naming_it_and_moving_it_aside_recovers(tmp_path, capsys, damage):
+    # (a truncated manifest.json gave a bare "JSONDecodeError: Unterminated string ..." naming no file, from
+    # gflow sweep and gf.open_sweep alike)
+    store = tmp_path / "s"
+    kw = dict(network=NETWORK, data={**DATA, "n": 6}, solver=SOLVER, store=store, progress=False)
+    gf.sweep(**kw)
+    manifest = store / "manifest.json"
+    manifest.write_text(manifest.read_text()[:300] if damage == "truncated" else "[]")
+    needle = rf"the manifest {re.escape(str(manifest))} of the sweep store .* is damaged .* move it aside"
+    for call in (lambda: gf.open_sweep(store), lambda: gf.sweep(**kw), lambda: gf.run_solution(store, 0)):
+        with pytest.raises(ValueError, match=needle):
+            call()
+    toml = tmp_path / "s.toml"
+    toml.write_text(TOML)
+    assert main(["sweep", str(toml), "--out", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert str(manifest) in err and "Traceback" not in err
+    manifest.rename(store / "manifest.json.damaged")  # as the message says: the same sweep writes it anew
+    counts: dict = {}
+    ds = run_sweep(SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, SOLVER), store=store, progress=False,
+                   report=counts.update)
+    assert counts["skipped"] == 1 and ds.status.values.tolist() == ["success"]

@@ -140,8 +140,13 @@ def _strip(sol):
 
 
 def pending(tasks: Sequence[Task], folder: Path) -> list[Task]:
-    """The tasks without a run file in ``folder/runs`` (interrupted writes leave only hidden temporary files)."""
-    return [t for t in tasks if not run_file(folder, t.run_id).exists()]
+    """The tasks without a readable run file in ``folder/runs`` (interrupted writes leave only hidden temporary
+    files; a file that cannot be opened, e.g. truncated, is no finished run: :func:`execute` sets it aside)."""
+    from ..sweeps.store import record_attrs
+
+    # (opened for one attribute, ~1 ms a file; a truncated file counted as finished, and every later call
+    # crashed reading it back with h5py's raw OSError)
+    return [t for t in tasks if record_attrs(run_file(folder, t.run_id), ("reproduce_run_id",)) is None]
 
 
 #: the lock file a running reproduction holds in an experiment's folder (:mod:`gflow._lock`; removed at its end)
@@ -187,6 +192,7 @@ def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any =
     try:
         remove_write_leftovers(folder / RUNS_DIR)  # (what a killed reproduction's writes left)
         todo = pending(tasks, folder)
+        _set_aside_damaged(folder, todo)
         if todo:
             ex, owned = get_executor(executor, workers=workers, scheduler=scheduler, store=folder)
             bar = progress_bar(len(tasks), desc, progress)
@@ -223,7 +229,40 @@ def execute(tasks: Sequence[Task], folder: str | Path | None, *, executor: Any =
     finally:
         if lock is not None:
             lock.release()
-    return [load_run(run_file(folder, t.run_id)) for t in tasks]
+    return [_load_checked(run_file(folder, t.run_id)) for t in tasks]
+
+
+def _set_aside_damaged(folder: Path, todo: Sequence[Task]) -> None:
+    """Rename the run files of ``todo`` that exist (so could not be read) to ``<file>.damaged``, out of the way of
+    their runs, computed again; renamed rather than deleted, as :func:`gflow.sweeps.store.set_aside_damaged`
+    does.  Only under the folder's lock."""
+    import os
+    import warnings
+
+    from ..solution import GFlowWarning
+    from ..sweeps.store import DAMAGED
+
+    aside = []
+    for t in todo:
+        path = run_file(folder, t.run_id)
+        if path.exists():
+            os.replace(path, path.with_name(path.name + DAMAGED))
+            aside.append(path.name + DAMAGED)
+    if aside:
+        warnings.warn(f"{len(aside)} run file(s) in {folder / RUNS_DIR} could not be read (damaged) and are computed "
+                      f"again; set aside as {', '.join(aside[:3])}{', ...' if len(aside) > 3 else ''}", GFlowWarning,
+                      stacklevel=3)
+
+
+def _load_checked(path: Path) -> tuple[Run, dict]:
+    """:func:`load_run`, with a file that opens but cannot be read back (damaged inside) a one-line error naming
+    it, not a traceback from h5py or xarray."""
+    try:
+        return load_run(path)
+    except Exception as exc:  # noqa: BLE001 - OSError, KeyError, ValueError of a damaged file
+        raise ValueError(f"the run file {path} cannot be read ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it and run again to compute the "
+                         "run anew") from exc
 
 
 def check_not_sweep_store(folder: str | Path) -> None:

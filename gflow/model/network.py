@@ -42,7 +42,9 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     raise TypeError(f"dtype must be torch.float64 or torch.float32 (or 'float64'/'float32'), got {describe(dtype)}")
 
 
-def resolve_device(device: Any) -> torch.device:
+def check_device(device: Any) -> torch.device:
+    """``device`` as a torch device of type ``cpu`` or ``cuda``, whether or not this machine has CUDA
+    (:func:`resolve_device` checks that too; a sweep's runs may execute on another machine's GPUs)."""
     try:
         dev = torch.device(device)
     except (TypeError, RuntimeError, ValueError) as exc:  # (ValueError: an int beyond int64)
@@ -51,12 +53,52 @@ def resolve_device(device: Any) -> torch.device:
         ) from exc
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda' (gflow is tested on these), got {str(dev)!r}")
+    return dev
+
+
+def resolve_device(device: Any) -> torch.device:
+    dev = check_device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(dev)!r} was requested but CUDA is not available on this machine")
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+def _probe(embedding, dtype: torch.dtype, device: torch.device) -> dict:
+    """The keywords that probe a callable embedding in the network's dtype and on its device — what it will be
+    given (a float32 map failed on a float64 probe with torch's dtype error); none for the others."""
+    return {"dtype": dtype, "device": device} if isinstance(embedding, Callable) else {}
+
+
+def check_network_args(d: Any, width: Any, activation: Any, embedding: Any, scaling: Any, c_hat: Any, seed: Any,
+                       dtype: Any, device: Any, *, explicit: bool = False, available: bool = True) -> dict:
+    """The checks :class:`Network` makes of its keywords, without drawing its weights (m × D = 8192² of them take
+    ~1 s): ``{name: value}`` as the network holds them.  ``explicit``: c and W0 are given (any width then);
+    ``available=False`` accepts a CUDA device on a machine without one (:func:`check_device`: a sweep checks every
+    grid point's [network] up front, and its runs may execute on a cluster's GPUs)."""
+    out = {"d": check_positive_int(d, "d"), "width": check_positive_int(width, "width"),
+           "activation": get_activation(activation), "embedding": get_embedding(embedding),
+           "scaling": get_scaling(scaling), "c_hat": check_positive_float(c_hat, "c_hat"),
+           "seed": check_seed(seed, "seed"), "dtype": resolve_dtype(dtype),
+           "device": resolve_device(device) if available else check_device(device)}
+    d, m, act, scale = out["d"], out["width"], out["activation"], out["scaling"]
+    if not act.builtin:
+        act.check_dtype(out["dtype"])
+    if scale.symmetric and m % 2 and not explicit:
+        raise ValueError(
+            f"width must be even for the {scale.name!r} scaling (symmetrised initialisation pairs "
+            f"neuron i with i + m/2), got width={m}"
+        )
+    D = out["embedding"].dim(d, **_probe(out["embedding"], out["dtype"],
+                                         out["device"] if available else torch.device("cpu")))
+    need = 8.0 * m * D  # W0 is drawn in float64 on the CPU
+    if need > _physical_memory():
+        raise ValueError(f"width × D = {m} × {D} first-layer weights need {need / 2**30:.3g} GiB in float64, more "
+                         f"than this machine's {_physical_memory() / 2**30:.3g} GiB of memory; use a smaller width "
+                         f"or input dimension (d = {d}, embedded to D = {D})")
+    return out
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -102,33 +144,14 @@ class Network:
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)
-        d = check_positive_int(self.d, "d")
-        m = check_positive_int(self.width, "width")
-        set_("d", d)
-        set_("width", m)
-        set_("activation", get_activation(self.activation))
-        set_("embedding", get_embedding(self.embedding))
-        set_("scaling", get_scaling(self.scaling))
-        set_("c_hat", check_positive_float(self.c_hat, "c_hat"))
-        set_("seed", check_seed(self.seed, "seed"))
-        set_("dtype", resolve_dtype(self.dtype))
-        set_("device", resolve_device(self.device))
-        if not self.activation.builtin:
-            self.activation.check_dtype(self.dtype)
-        if self.scaling.symmetric and m % 2 and (self.c is None or self.W0 is None):
-            raise ValueError(
-                f"width must be even for the {self.scaling.name!r} scaling (symmetrised initialisation pairs "
-                f"neuron i with i + m/2), got width={m}"
-            )
-        # (a callable embedding is probed in the network's dtype and on its device: what it will be given)
-        probe = {"dtype": self.dtype, "device": self.device} if isinstance(self.embedding, Callable) else {}
-        D = self.embedding.dim(d, **probe)
-        need = 8.0 * m * D  # W0 is drawn in float64 on the CPU
-        if need > _physical_memory():
-            raise ValueError(f"width × D = {m} × {D} first-layer weights need {need / 2**30:.3g} GiB in float64, more "
-                             f"than this machine's {_physical_memory() / 2**30:.3g} GiB of memory; use a smaller width "
-                             f"or input dimension (d = {d}, embedded to D = {D})")
-        phi = self.embedding.bind(d, activation=self.activation, seed=self.seed, **probe)
+        checked = check_network_args(self.d, self.width, self.activation, self.embedding, self.scaling, self.c_hat,
+                                     self.seed, self.dtype, self.device,
+                                     explicit=self.c is not None and self.W0 is not None)
+        for key, value in checked.items():
+            set_(key, value)
+        d, m = self.d, self.width
+        phi = self.embedding.bind(d, activation=self.activation, seed=self.seed, **_probe(self.embedding, self.dtype,
+                                                                                         self.device))
         set_("_phi", phi)
         D = phi.D
 
@@ -337,4 +360,4 @@ def _embedding_has_custom_activation(spec: dict) -> bool:
     return isinstance(act, dict) and bool(act.get("custom"))
 
 
-__all__ = ["Network", "resolve_device", "resolve_dtype"]
+__all__ = ["Network", "check_device", "check_network_args", "resolve_device", "resolve_dtype"]

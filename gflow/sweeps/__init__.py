@@ -41,8 +41,9 @@ from .executors import (
     gpu_count,
     plan_workers,
 )
-from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_task
+from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_file, run_task
 from .store import (
+    LIMIT_STATUSES,
     check_not_experiment_folder,
     check_same_sweep,
     completed,
@@ -52,8 +53,11 @@ from .store import (
     migrate_run_ids,
     open_sweep,
     read_manifest,
+    record_attrs,
+    recorded_solver,
     retried_statuses,
     run_solution,
+    set_aside_damaged,
     store_format,
     write_manifest,
 )
@@ -111,14 +115,18 @@ def sweep(
         progress: an overall tqdm bar (done, failed, remaining, ETA), and with the serial executor a bar over
             flow time for the run in progress; ``None``: only when stderr is a terminal (quiet in logs).
         retry_failed: also repeat runs whose file records a failure (any status but ``"success"``), e.g. a
-            ``time_budget`` run on a faster machine; by default every run with a file is complete, except that a
-            limit raised since the store's last sweep (``max_wall_time``, ``max_steps``) repeats the runs it
-            stopped (``"time_budget"``; ``"max_steps"``, ``"stalled"``).
+            ``time_budget`` run on a faster machine; by default every run with a file is complete (a file that cannot
+            be read, e.g. truncated, is set aside as ``<file>.damaged`` and its run repeated, with a
+            :class:`gflow.GFlowWarning`), except that a limit raised above the one a run was recorded with
+            (``max_wall_time``, ``max_steps``) repeats the runs it stopped (``"time_budget"``; ``"max_steps"``,
+            ``"stalled"``), also after a re-run that raised it was killed midway.
         extend: accept a ``store`` that holds a sweep this one extends (the same settings, with more grid values
             or seeds): only the new runs are computed.  Any other change of configuration against a store with
             runs is refused, since the manifest would forget the store's earlier runs (give a new store).
         keep_weights: store W_final (and W at ``weights_at``) in the run files; off by default, because at
-            m = D = 8192 W alone is 512 MiB per run.
+            m = D = 8192 W alone is 512 MiB per run.  It applies to the runs computed now: runs already in the
+            store that were recorded without weights are not computed again (a :class:`gflow.GFlowWarning` names
+            them and says how to get their weights).
         format: how runs are recorded: ``"netcdf"`` (one file per run, the default) or ``"zarr"`` (one group
             per run in the zarr store ``STORE/runs.zarr``, appended safely by many workers at once; needs
             ``pip install "gflow[zarr]"``).  None: the store's own format (``"netcdf"`` for a new store).
@@ -135,9 +143,10 @@ def sweep(
 
     Raises:
         SweepConfigError (a ValueError): unknown sections or keys, grid values that are not lists, an unknown
-            generator or solver kind, or a first run whose network or data cannot be built; the message names
-            the key.  Also a ``store`` that holds runs of a different sweep (naming the settings that differ),
-            or of a sweep this one extends without ``extend=True``.
+            generator or solver kind, a value that cannot run, or a grid point whose network, data or solver
+            settings fail their checks (every point is checked, without drawing weights or solving); the
+            message names the key.  Also a ``store`` that holds runs of a different sweep (naming the settings
+            that differ), or of a sweep this one extends without ``extend=True``.
 
     A run's file is named by a hash of its resolved configuration (grid point, seed and fixed settings, but not
     the run limits ``max_wall_time``, ``max_steps``, ``checkpoint_every``, ``keep_checkpoint``, which do not change
@@ -201,19 +210,39 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     try:
         remove_write_leftovers(store / RUNS_DIR)  # (what a killed sweep's writes of run records left)
         remove_write_leftovers(store / ZARR_RUNS, ".zarr")
-        retry: set = set()
+        manifest_solver: dict = {}
         if (store / "manifest.json").exists():
             renamed = migrate_run_ids(store, fmt)
             if renamed:
                 warnings.warn(f"the store {store} was written by an earlier gflow, whose run ids also hashed the run "
                               f"limits (max_wall_time, ...); renamed {renamed} run record(s) and checkpoint(s) to the "
                               "current ids", GFlowWarning, stacklevel=2)
-            # a limit raised since the last sweep of this store repeats the runs it stopped (from their checkpoints)
-            retry = retried_statuses(read_manifest(store)["config"].get("solver", {}), cfg.solver)
+            manifest_solver = read_manifest(store)["config"].get("solver", {})
             check_same_sweep(store, cfg.to_dict(), runs, fmt, extend=extend)
-        have = completed(store, read_status=retry_failed or bool(retry), fmt=fmt)
+        # each record opened for its status alone (~1 ms a record: 0.1 s for 100); one that cannot be read (a
+        # truncated file) is not finished: it was listed as done, and the run stayed pending for good
+        have = completed(store, fmt=fmt)
+        damaged = set_aside_damaged(store, have, fmt)
+        if damaged:
+            warnings.warn(f"{len(damaged)} run record(s) of the store {store} could not be read (damaged) and are "
+                          f"computed again; set aside as {', '.join(p.name for p in damaged[:3])}"
+                          f"{', ...' if len(damaged) > 3 else ''} in {damaged[0].parent}", GFlowWarning, stacklevel=2)
+
+        def raised(run_id: str) -> bool:
+            """Whether a limit raised since the run was recorded can resolve how it stopped: it is repeated (from its
+            checkpoint).  Compared with the limits in its own record, not the manifest's: a re-run that raised them
+            and was killed before it repeated every such run had already written them to the manifest, and the next
+            one repeated none of the rest."""
+            if have[run_id] not in LIMIT_STATUSES:
+                return False
+            old = recorded_solver(store, run_id, fmt)  # (a few records: only those a limit stopped)
+            return have[run_id] in retried_statuses(manifest_solver if old is None else old, cfg.solver)
+
         todo = [r for r in runs if r.run_id not in have or (retry_failed and have[r.run_id] != "success")
-                or have[r.run_id] in retry]
+                or raised(r.run_id)]
+        if keep_weights:
+            computed = {r.run_id for r in todo}
+            _warn_without_weights(store, [r.run_id for r in runs if r.run_id in have and r.run_id not in computed], fmt)
         # the executor starts before the manifest is written: one that cannot start (no srun, no scheduler at the
         # address) leaves the store as it was
         ex, owned = (get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
@@ -289,6 +318,19 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                 store.rmdir()  # (only while empty: nothing of the store is ever removed)
             except OSError:
                 pass
+
+
+def _warn_without_weights(store: Path, kept: list[str], fmt: str) -> None:
+    """Warn that ``keep_weights=True`` leaves the runs ``kept`` (recorded, not computed again) without weights if
+    their records have none: it was ignored for them without a word, and their W_final read back all NaN."""
+    without = [i for i in kept if (record_attrs(run_file(store, i, fmt), ("weights_included",)) or {})
+               .get("weights_included") == 0]  # (one attribute a record: ~1 ms; "error" records have no solution)
+    if without:
+        paths = ", ".join(run_file(store, i, fmt).name for i in without[:3]) + (", ..." if len(without) > 3 else "")
+        warnings.warn(f"keep_weights=True: {len(without)} run(s) already in the store {store} were recorded without "
+                      "their weights and are not computed again (run_solution(...).W_final is NaN for them); to get "
+                      f"their weights, delete their records ({paths} in {run_file(store, without[0], fmt).parent}) "
+                      "and run the sweep again, or give a new store", GFlowWarning, stacklevel=3)
 
 
 #: the lock file a running sweep holds in its store (:mod:`gflow._lock`; removed when the sweep ends)

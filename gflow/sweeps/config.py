@@ -256,7 +256,7 @@ class SweepConfig:
                 raise SweepConfigError(f"network.{req} is missing")
         cfg = cls(network=sections["network"], data=sections["data"], solver=sections["solver"], grid=clean_grid,
                   seeds=seeds_t)
-        cfg._check_first_run()
+        cfg._check_runs()
         return cfg
 
     # ------------------------------------------------------------------------------------------------
@@ -299,22 +299,68 @@ class SweepConfig:
             raise SweepConfigError(f"the grid has repeated points (run ids {dup[:3]}); remove duplicate values")
         return out
 
-    def _check_first_run(self) -> None:
-        """Build the first run's network (on the CPU) and data, and put every grid point's solver keywords through
-        the solver's own checks (:func:`_solver_problem`), so bad keywords fail now, not in every run."""
+    def _check_runs(self) -> None:
+        """Put every distinct [network] and [data] section of the grid through the network's and the generator's
+        own checks (:func:`_network_problem`, :func:`_data_problem`: no weights drawn, one data point), build the
+        first run's network (on the CPU) and data, and put every grid point's solver keywords through the solver's
+        own checks (:func:`_solver_problem`), so bad keywords fail now, not in every run."""
         from .run import build_problem
 
-        first = self.resolve(self.points[0], self.seeds[0])
+        resolved = [(point, self.resolve(point, self.seeds[0])) for point in self.points]
+        seen: set = set()
+        for point, cfg in resolved:  # (a bad value after the first point of the grid failed each of its runs)
+            for section, problem_of in (("network", _network_problem), ("data", _data_problem)):
+                args = cfg["network"] if section == "network" else _data_args(cfg)
+                key = json.dumps([section, args], sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+                problem = problem_of(args)
+                if problem is not None:
+                    where = f" at the grid point {point}" if point else ""
+                    raise SweepConfigError(f"the [{section}] settings{where} cannot run: {problem}")
+        first = resolved[0][1]
         try:
             net = build_problem(first, device="cpu")[0]
         except (TypeError, ValueError) as exc:
             raise SweepConfigError(f"the first run of the sweep cannot be built: {exc}") from None
-        for point in self.points:
-            cfg = self.resolve(point, self.seeds[0])
+        for point, cfg in resolved:
             problem = _solver_problem(cfg["solver"], _precision_of(cfg["network"], net))
             if problem is not None:
                 where = f" at the grid point {point}" if point else ""
                 raise SweepConfigError(f"the [solver] settings{where} cannot run: {problem}")
+
+
+def _network_problem(net: dict) -> str | None:
+    """Why a resolved run's [network] cannot be built (None: it passes gf.Network's checks, made without drawing
+    its weights; a device of another machine, "cuda" without a GPU here, is left to the run)."""
+    from ..model.network import check_network_args
+
+    try:
+        check_network_args(net["d"], net["width"], net["activation"], net["embedding"], net["scaling"], net["c_hat"],
+                           net["seed"], net["dtype"], net["device"], available=False)  # (resolve() wrote every default)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _data_args(cfg: dict) -> dict:
+    """What a resolved run's [data] passes its generator, less ``n`` (which :func:`_value_problem` checks, as
+    ``n_test`` and ``test_seed``): ``generator``, ``d`` (the network's) and its keywords."""
+    dat = {k: v for k, v in cfg["data"].items() if k not in DATA_KEYS and k != "n"}
+    return {"generator": cfg["data"]["generator"], "d": cfg["network"]["d"], "keywords": dat}
+
+
+def _data_problem(args: dict) -> str | None:
+    """Why the data of :func:`_data_args` cannot be generated (None: the generator makes one point of it, checking
+    every keyword, at the cost of one point and, for quadratic_teacher, its teacher)."""
+    from .. import data as gdata
+
+    try:
+        gdata.GENERATORS[args["generator"]](1, args["d"], **args["keywords"])
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def _precision_of(network: dict, first):
@@ -367,8 +413,9 @@ def _value_problem(key: str, value: Any) -> str | None:
     from .._validate import check_flag, check_positive_float, check_positive_int
     from ..model.activations import get_activation
     from ..model.embeddings import get_embedding
+    from ..model.network import check_device, resolve_dtype
     from ..model.scaling import get_scaling
-    from ..solve.ode import METHODS
+    from ..solve.ode import METHODS, check_interval
 
     name = key.split(".")[1]
     checks = {
@@ -379,6 +426,8 @@ def _value_problem(key: str, value: Any) -> str | None:
         "data.seed": lambda v: check_positive_int(v, "seed", minimum=0),
         "data.test_seed": lambda v: None if v is None else check_positive_int(v, "test_seed", minimum=0),
         "network.c_hat": lambda v: check_positive_float(v, "c_hat"),
+        "network.dtype": resolve_dtype, "network.device": check_device,  # ("gpu" failed every run)
+        "solver.interval": lambda v: None if v is None else check_interval(v, None),  # ([1, 0] and "x" too)
     }
     for fkey in ("t1", "rtol", "atol", "step", "max_wall_time", "checkpoint_every"):
         checks[f"solver.{fkey}"] = lambda v, fkey=fkey: check_positive_float(v, fkey)
