@@ -338,6 +338,7 @@ def simulate_nonsmooth(
                 rel = np.full(est["rel"].shape, np.inf)
                 rel[0] = 0.0
                 est = dict(est, abs=rel.copy(), rel=rel, reliable=False, unstable=True)
+            if rtol is None or float(np.max(est["rel"])) <= rtol:
                 break
             stop = _unreachable(est, order, h, rtol, t_end, max_steps, walls[-1],
                                 None if max_wall_time is None else max_wall_time - (time.perf_counter() - start))
