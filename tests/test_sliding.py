@@ -844,3 +844,14 @@ def test_auto_keeps_its_sliding_step_below_the_stability_limit():
     assert solver["method"] == "sliding" and sol.ok and "unstable_step" not in sol.stats
     assert solver["step"] == pytest.approx(0.9 * limit, rel=1e-12) and limit < 0.125
     assert "exceeds the stability limit 2/λ_max(M₀)" in solver["auto"]
+
+
+def test_the_warning_of_a_step_halving_names_the_solve_past_the_limit():
+    # (the review: only the coarsest solve, 0.25, was past the limit 0.225 and the warning said "the finest solve
+    # (step 0.0625): method='sliding' with step=0.25 exceeds …")
+    net, X, y = _steep_relu(scale=3.0)
+    with pytest.warns(gf.GFlowWarning) as caught:
+        est = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=0.25, error_estimate=True)
+    text = " ".join(str(w.message) for w in caught)
+    assert "the solve (step 0.25): method='sliding' with step=0.25 exceeds" in text and "finest" not in text
+    assert np.all(np.isinf(est.error_estimate[1:]))

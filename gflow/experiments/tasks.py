@@ -236,22 +236,10 @@ def _set_aside_damaged(folder: Path, todo: Sequence[Task]) -> None:
     """Rename the run files of ``todo`` that exist (so could not be read) to ``<file>.damaged``, out of the way of
     their runs, computed again; renamed rather than deleted, as :func:`gflow.sweeps.store.set_aside_damaged`
     does.  Only under the folder's lock."""
-    import os
-    import warnings
+    from ..sweeps.store import set_aside
 
-    from ..solution import GFlowWarning
-    from ..sweeps.store import DAMAGED
-
-    aside = []
-    for t in todo:
-        path = run_file(folder, t.run_id)
-        if path.exists():
-            os.replace(path, path.with_name(path.name + DAMAGED))
-            aside.append(path.name + DAMAGED)
-    if aside:
-        warnings.warn(f"{len(aside)} run file(s) in {folder / RUNS_DIR} could not be read (damaged) and are computed "
-                      f"again; set aside as {', '.join(aside[:3])}{', ...' if len(aside) > 3 else ''}", GFlowWarning,
-                      stacklevel=3)
+    set_aside([p for p in (run_file(folder, t.run_id) for t in todo) if p.exists()], f"the experiment in {folder}",
+              stacklevel=4)
 
 
 def _load_checked(path: Path) -> tuple[Run, dict]:

@@ -693,7 +693,7 @@ class Monitor:
                 raise Abort(
                     "stalled",
                     f"{what} {mean_dt:.3g} (largest step so far {self.max_dt:.3g}) at "
-                    f"t = {self.last_t:.6g}, which would need about {projected:.3g} steps to reach t1 = {self.t1:g} "
+                    f"t = {self.kept_t():.6g}, which would need about {projected:.3g} steps to reach t1 = {self.t1:g} "
                     f"(max_steps={self.max_steps}); {self._stall_hint(mean_dt)}",
                 )
 

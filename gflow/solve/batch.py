@@ -578,6 +578,11 @@ class _NativeBatchField:
     def initial_state(self) -> torch.Tensor:
         return self.bf.initial_state()
 
+    def jump_integrals(self) -> torch.Tensor | None:
+        """Each seed's ∫η entry (:meth:`BatchedField.jump_integrals`), which the engine integrates by its
+        positive-weight rule (without it a batch kept DOP853's weights: ∫η(1) = −0.026 where it is 0.167)."""
+        return self.bf.jump_integrals()
+
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor):
         d, dL = self.bf.rhs(state)
         out.copy_(d)
@@ -687,7 +692,8 @@ def _run_scipy_batch(bf, grid, method, rtol, atol, opts, recorder: _BatchRecorde
     with threadpool_limits(limits=1, user_api="blas"):
         solver = getattr(si, method)(fun, 0.0, y0.reshape(-1).numpy().copy(), float(grid[-1]), rtol=rtol,
                                      atol=atol_v, **opts)
-        _scipy_loop(solver, grid, shape, method, recorder, monitor)
+        jump = bf.jump_integrals()
+        _scipy_loop(solver, grid, shape, method, recorder, monitor, None if jump is None else jump.numpy())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -804,6 +810,24 @@ def gradient_descent_batch(
             frozen[s] = True
             state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
 
+        def record_or_stop(s: int, finite: bool, k_at: int, since: int) -> bool:
+            """Record seed s at step ``k_at``, or stop it as "diverged" where its state (non-finite since step
+            ``since``) or its loss has blown up; True where it was recorded."""
+            if finite:
+                try:
+                    recorders[s].record(k_at * step, bf.seed_state(state, s))
+                    return True
+                except Abort as exc:
+                    if exc.status == "diverged":
+                        stop(s, "diverged", exc.message)
+                        return False
+                    why = f"(non-finite loss) before step {k_at}"
+            else:
+                why = f"(non-finite state) between steps {since} and {k_at}"
+            stop(s, "diverged", f"gradient descent diverged {why}: the step δ = {step:g} is far past the stability "
+                                "limit 2/λ_max(M); use a smaller step")
+            return False
+
         k = k_start
         try:
             for k in range(k_start + 1, steps + 1):
@@ -821,19 +845,7 @@ def gradient_descent_batch(
                     next_save += 1
                     finite = torch.isfinite(state).all(dim=1).tolist()
                     for s in list(active):
-                        if not finite[s]:
-                            stop(s, "diverged",
-                                 "gradient descent diverged (non-finite state) between steps "
-                                 f"{int(save_k[next_save - 2])} "
-                                 f"and {k}: the step δ = {step:g} is far past the stability limit 2/λ_max(M); use a "
-                                 "smaller step")
-                            continue
-                        try:
-                            recorders[s].record(k * step, bf.seed_state(state, s))
-                        except Abort as exc:
-                            stop(s, "diverged", exc.message if exc.status == "diverged" else
-                                 f"gradient descent diverged (non-finite loss) before step {k}: the step δ = {step:g} "
-                                 "is far past the stability limit 2/λ_max(M); use a smaller step")
+                        record_or_stop(s, finite[s], k, int(save_k[next_save - 2]))
                     if next_save < len(save_k):
                         # the recorders keep views of `state` as their last state; give them the saved copy instead
                         last_good = state.clone()
@@ -856,18 +868,8 @@ def gradient_descent_batch(
                 # step, not "time_budget" (advised to raise max_wall_time at a loss of 1e33·L₀); its last saved
                 # state stays the end
                 for s in list(active):
-                    if not finite[s]:
-                        stop(s, "diverged", "gradient descent diverged (non-finite state) between steps "
-                             f"{int(save_k[next_save - 1])} and {k - 1}: the step δ = {step:g} is far past the "
-                             "stability limit 2/λ_max(M); use a smaller step")
-                        continue
-                    try:
-                        recorders[s].record((k - 1) * step, bf.seed_state(state, s))
+                    if record_or_stop(s, finite[s], k - 1, int(save_k[next_save - 1])):
                         last_good[s] = state[s]
-                    except Abort as late:
-                        stop(s, "diverged", late.message if late.status == "diverged" else
-                             f"gradient descent diverged (non-finite loss) before step {k - 1}: the step "
-                             f"δ = {step:g} is far past the stability limit 2/λ_max(M); use a smaller step")
             for s in list(active):
                 stop(s, exc.status, exc.message)
         finally:

@@ -381,11 +381,12 @@ def simulate_nonsmooth(
     config = dict(best.config, solver=solver)
     stats = dict(best.stats, n_f_evals=evals, wall_time=time.perf_counter() - start,
                  n_f_evals_finest=best.stats.get("n_f_evals"))
-    rise = None
-    noted = [s for s in sols[-3:][::-1] if ("loss_rise" in s.stats or s.stats.get("unstable_step"))
-             and "; warning: " in s.message]
+    rise = noted_step = None
+    noted = [(h, s) for h, s in zip(steps[-3:][::-1], sols[-3:][::-1])
+             if ("loss_rise" in s.stats or s.stats.get("unstable_step")) and "; warning: " in s.message]
     if noted:  # (simulate's note — a loss rise, or a step past the stability limit — kept: the finest solve's first)
-        rise = noted[0].message[noted[0].message.index("; warning: ") + len("; warning: "):]
+        noted_step, first = noted[0]
+        rise = first.message[first.message.index("; warning: ") + len("; warning: "):]
         message = f"{message}; warning: {rise}"
     out = replace(best, status=status, message=message, stats=stats, config=config,
                   error_estimate=np.asarray(est["rel"], dtype=np.float64))
@@ -394,8 +395,8 @@ def simulate_nonsmooth(
     if warn and status != "success":
         warnings.warn(f"gflow.simulate_nonsmooth stopped early [{status}]: {message}", GFlowWarning, stacklevel=2)
     elif warn and rise is not None:
-        warnings.warn(f"gflow.simulate_nonsmooth: the finest solve (step {steps[-1]:g}): {rise}", GFlowWarning,
-                      stacklevel=2)
+        which = "the finest solve" if noted_step == steps[-1] else "the solve"
+        warnings.warn(f"gflow.simulate_nonsmooth: {which} (step {noted_step:g}): {rise}", GFlowWarning, stacklevel=2)
     return out
 
 

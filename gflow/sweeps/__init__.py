@@ -144,7 +144,8 @@ def sweep(
     Raises:
         SweepConfigError (a ValueError): unknown sections or keys, grid values that are not lists, an unknown
             generator or solver kind, a value that cannot run, or a grid point whose network, data or solver
-            settings fail their checks (every point is checked, without drawing weights or solving); the
+            settings fail their checks (every point is checked, none solved: the first point's network is built, the
+            others' settings go through its checks without drawing weights); the
             message names the key.  Also a ``store`` that holds runs of a different sweep (naming the settings
             that differ), or of a sweep this one extends without ``extend=True``.
 
@@ -222,11 +223,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
         # each record opened for its status alone (~1 ms a record: 0.1 s for 100); one that cannot be read (a
         # truncated file) is not finished: it was listed as done, and the run stayed pending for good
         have = completed(store, fmt=fmt)
-        damaged = set_aside_damaged(store, have, fmt)
-        if damaged:
-            warnings.warn(f"{len(damaged)} run record(s) of the store {store} could not be read (damaged) and are "
-                          f"computed again; set aside as {', '.join(p.name for p in damaged[:3])}"
-                          f"{', ...' if len(damaged) > 3 else ''} in {damaged[0].parent}", GFlowWarning, stacklevel=2)
+        set_aside_damaged(store, have, fmt)
 
         def raised(run_id: str) -> bool:
             """Whether a limit raised since the run was recorded can resolve how it stopped: it is repeated (from its
@@ -244,7 +241,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
             computed = {r.run_id for r in todo}
             _warn_without_weights(store, [r.run_id for r in runs if r.run_id in have and r.run_id not in computed], fmt)
         # the executor starts before the manifest is written: one that cannot start (no srun, no scheduler at the
-        # address) leaves the store as it was
+        # address) leaves the manifest as it was
         ex, owned = (get_executor(executor, workers=workers, scheduler=scheduler, store=store, use_gpu=use_gpu,
                                   options=executor_options) if todo else (None, False))
         started = True

@@ -373,21 +373,30 @@ def _records(store: Path, fmt: str) -> dict[str, Path]:
     return {f.stem: f for f in (store / RUNS_DIR).glob("*.nc") if not f.name.startswith(".")}
 
 
-def record_attrs(path: "str | Path", names: "Sequence[str] | None" = None) -> dict | None:
+def record_attrs(path: "str | Path", names: "Sequence[str] | None" = None, *,
+                 arrays: "Sequence[str]" = ()) -> dict | None:
     """The root attributes ``names`` (None: all) of a run record (a netCDF file or a zarr group) that it has,
-    without reading its arrays; None if it cannot be read (damaged: HDF5 refuses to open a file shorter than its
-    superblock says, so a truncated record is caught here).  One attribute of a small netCDF record costs
-    ~0.4 ms, all 19 ~2.5 ms, :func:`read_run` ~10 ms."""
+    reading of its arrays only ``arrays`` (those it has, to check they can be read); None if it cannot be read
+    (damaged: HDF5 refuses to open a file shorter than its superblock says, so a truncated record is caught here;
+    a zarr record's arrays are files of their own, one of which can be cut while its attributes read).  One
+    attribute of a small netCDF record costs ~0.4 ms, all 19 ~2.5 ms, :func:`read_run` ~10 ms."""
     path = Path(path)
     try:
         if path.is_dir():
             import zarr
 
-            attrs = zarr.open_group(str(path), mode="r").attrs.asdict()  # (one JSON document: all at once)
+            group = zarr.open_group(str(path), mode="r")
+            for name in arrays:
+                if name in group:
+                    group[name][...]
+            attrs = group.attrs.asdict()  # (one JSON document: all at once)
             return {k: _attr(v) for k, v in attrs.items() if names is None or k in names}
         import h5py
 
         with h5py.File(path, "r") as fh:
+            for name in arrays:
+                if name in fh:
+                    fh[name][()]
             return {k: _attr(fh.attrs[k]) for k in (fh.attrs if names is None else names) if k in fh.attrs}
     except Exception:  # noqa: BLE001 - OSError, zarr's errors on a damaged group: not finished
         return None
@@ -410,7 +419,7 @@ def completed(store: "str | Path", *, read_status: bool = True, fmt: str | None 
         if not read_status:
             out[run_id] = None
             continue
-        attrs = record_attrs(f, ("sweep_status", "status"))
+        attrs = record_attrs(f, ("sweep_status", "status"), arrays=("time", "loss"))
         if attrs is not None:  # unreadable: treat as not finished, the run is repeated
             out[run_id] = _status(attrs)
     return out
@@ -429,16 +438,21 @@ def recorded_solver(store: "str | Path", run_id: str, fmt: str = "netcdf") -> di
 
 def set_aside_damaged(store: "str | Path", readable: "dict | set", fmt: str = "netcdf") -> list[Path]:
     """Rename the run records of ``store`` that are not in ``readable`` (:func:`completed`: those that could not
-    be read) to ``<record>.damaged``, so that a sweep repeats their runs; returns the new paths.
-
-    They are renamed rather than deleted: a record that only failed to read this once (a file system's hiccup)
-    keeps its run, to be put back by hand.  Only the driver of a sweep calls this, holding the store's lock (no
-    write of a record is then in flight); an earlier damaged copy of the same run is replaced."""
+    be read) to ``<record>.damaged``, so that a sweep repeats their runs, with a warning (:func:`set_aside`);
+    returns the new paths.  Only the driver of a sweep calls this, holding the store's lock (no write of a record
+    is then in flight)."""
     store = Path(store)
+    return set_aside([path for run_id, path in _records(store, fmt).items() if run_id not in readable],
+                     f"the store {store}", stacklevel=4)  # (the warning points at run_sweep's caller)
+
+
+def set_aside(paths: "Sequence[Path]", where: str = "", *, stacklevel: int = 3) -> list[Path]:
+    """Rename each of ``paths`` (run files or zarr groups that could not be read) to ``<name>.damaged``, replacing
+    an earlier damaged copy, and warn naming them where ``where`` says what holds them (e.g. "the store S");
+    returns the new paths.  Renamed, not deleted: one that only failed to read this once (a file system's hiccup)
+    keeps its run, to be put back by hand.  Sweeps and ``gflow reproduce`` both call it, under their lock."""
     out = []
-    for run_id, path in _records(store, fmt).items():
-        if run_id in readable:
-            continue
+    for path in paths:
         aside = path.with_name(path.name + DAMAGED)
         if aside.is_dir():
             import shutil
@@ -446,6 +460,14 @@ def set_aside_damaged(store: "str | Path", readable: "dict | set", fmt: str = "n
             shutil.rmtree(aside, ignore_errors=True)
         os.replace(path, aside)
         out.append(aside)
+    if out and where:
+        import warnings
+
+        from ..solution import GFlowWarning
+
+        warnings.warn(f"{len(out)} run file(s) of {where} could not be read (damaged) and are computed again; set "
+                      f"aside as {', '.join(p.name for p in out[:3])}{', ...' if len(out) > 3 else ''} in "
+                      f"{out[0].parent}", GFlowWarning, stacklevel=stacklevel)
     return out
 
 
@@ -551,8 +573,10 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
                "stats": {}, "device": "", "host": ""}
         run = read_run(path) if path.exists() else None
         if run is None and path.exists():  # (it said "no run file yet" of a record that is there, damaged)
-            rec["message"] = (f"the run record {path} cannot be read (damaged); the next sweep of this store sets it "
-                              "aside and repeats the run")
+            rec["message"] = (f"the run record {path} cannot be read (damaged); the next sweep of this store sets "
+                              "aside the records it cannot open (or whose time and loss it cannot read) and repeats "
+                              f"their runs — one damaged elsewhere, delete it (or rename it to {path.name}.damaged) "
+                              "to have its run repeated")
         if run is not None:
             rec = run
             for name in rec["series"]:
