@@ -839,19 +839,47 @@ def test_auto_keeps_its_sliding_step_below_the_stability_limit():
 
     net, X, y = _steep_relu(m=256, n=90, scale=10.0)
     limit = stability_limit(Problem.from_data(net, X, y), (0.0, 1.0))
-    sol = gf.simulate(net, X, y, t1=0.05, saveat=[0.0, 0.05])
+    sol = gf.simulate(net, X, y, t1=0.005, saveat=[0.0, 0.005])  # (≈ 300 sliding steps)
     solver = sol.config["solver"]
     assert solver["method"] == "sliding" and sol.ok and "unstable_step" not in sol.stats
     assert solver["step"] == pytest.approx(0.9 * limit, rel=1e-12) and limit < 0.125
     assert "exceeds the stability limit 2/λ_max(M₀)" in solver["auto"]
 
 
-def test_the_warning_of_a_step_halving_names_the_solve_past_the_limit():
-    # (the review: only the coarsest solve, 0.25, was past the limit 0.225 and the warning said "the finest solve
-    # (step 0.0625): method='sliding' with step=0.25 exceeds …")
+def test_auto_with_an_error_estimate_records_why_it_picked_sliding_and_a_rerun_keeps_it(monkeypatch):
+    # (auto's reason was recorded for its single solve only: error_estimate=True, which picks the same, had none —
+    # nor the step it took below the stability limit)
+    import gflow.solve.ode as ode
+
+    monkeypatch.setattr(ode, "AUTO_FILIPPOV_MAX_PAIRS", 100)  # (sliding beyond 100 pairs: 16·8 here)
+    for scale, step in ((1.0, 0.125), (5.0, None)):
+        net, X, y = _steep_relu(scale=scale)
+        est = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5], error_estimate=True)
+        solver = est.config["solver"]
+        assert solver["method"] == "sliding" and "m·n = 128 pairs > 100" in solver["auto"] and est.ok
+        first = solver["error_estimate"]["steps"][0]
+        if step is None:  # (past the limit: 0.9 of it, said so)
+            assert first < 0.125 and f"at step {first:.3g} = 0.9·2/λ_max(M₀)" in solver["auto"]
+        else:
+            assert first == step and "stability" not in solver["auto"]
+        again = gf.rerun(est)
+        assert again.config["solver"]["auto"] == solver["auto"]
+        np.testing.assert_array_equal(again.loss, est.loss)
+
+
+def test_a_step_halving_whose_coarsest_step_is_past_the_limit_halves_once_more_and_estimates():
+    # (only the coarsest solve, 0.25, is past the limit 0.225: the estimate was inf, "no error estimate", where one
+    # more halving gives three stable solves)
+    from gflow.solve.sliding import stability_limit
+
     net, X, y = _steep_relu(scale=3.0)
-    with pytest.warns(gf.GFlowWarning) as caught:
-        est = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=0.25, error_estimate=True)
-    text = " ".join(str(w.message) for w in caught)
-    assert "the solve (step 0.25): method='sliding' with step=0.25 exceeds" in text and "finest" not in text
-    assert np.all(np.isinf(est.error_estimate[1:]))
+    limit = stability_limit(Problem.from_data(net, X, y), (0.0, 1.0))
+    assert 0.125 < limit < 0.25
+    est = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=0.25, error_estimate=True)
+    info = est.config["solver"]["error_estimate"]
+    assert info["steps"] == [0.25, 0.125, 0.0625, 0.03125] and info["steps_used"] == [0.125, 0.0625, 0.03125]
+    assert est.ok and np.all(np.isfinite(est.error_estimate)) and "unstable_step" not in est.stats
+    assert "the step 0.25 past the stability limit dropped from the estimate" in est.message
+    fine = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=1 / 512, warn=False)
+    err = np.abs(est.loss - fine.loss) / fine.loss
+    assert np.all(err[1:] <= est.error_estimate[1:]), (err, est.error_estimate)

@@ -35,7 +35,7 @@ from ..fields import (RK_FLOPS_PER_STATE_ENTRY, SPACES, FeatureSpaceField, Probl
 from ..fields.base import AbstractField
 from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
-from ..solution import GFlowWarning, Solution, versions
+from ..solution import GFlowWarning, Interrupted, Solution, versions
 from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, float64_advice,
                       guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes)
@@ -297,6 +297,13 @@ def record_tol(grid: np.ndarray) -> float:
     return 0.25 * float(np.min(np.diff(grid))) if grid.size > 1 else 0.0
 
 
+def with_auto_reason(sol: Solution, reason: str) -> Solution:
+    """``sol`` with ``reason`` recorded as ``config["solver"]["auto"]`` (why ``method="auto"`` picked its method)."""
+    from dataclasses import replace
+
+    return replace(sol, config=dict(sol.config, solver=dict(sol.config["solver"], auto=reason)))
+
+
 def simulate(
     net: Network,
     X: Any,
@@ -417,9 +424,9 @@ def simulate(
     error_estimate = check_flag(error_estimate, "error_estimate")
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     check_choice(space, "space", SPACES)  # (before auto reads it)
-    picked = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
+    picked = reason = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
     if error_estimate and method == "auto" and step is None and not net.activation.smooth:
-        picked = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)[0]
+        picked, reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
     if error_estimate and (method in FILIPPOV_METHODS or picked in FILIPPOV_METHODS):  # (auto recorded inside)
         from .filippov import simulate_with_estimate
 
@@ -437,6 +444,9 @@ def simulate(
 
             limit = stability_limit(Problem.from_data(net, X, y), kink_slopes(net.activation))
             method, step = picked, min(AUTO_SLIDING_STEP, 0.9 * limit)
+            if step < AUTO_SLIDING_STEP:
+                reason += (f"; at step {step:.3g} = 0.9·2/λ_max(M₀): {AUTO_SLIDING_STEP:g} exceeds the stability "
+                           f"limit 2/λ_max(M₀) = {limit:.3g} of its explicit treatment of the free pairs")
         if method not in NONSMOOTH_METHODS or step is None:
             raise ValueError(f"error_estimate=True needs method='filippov', method='auto' with a ReLU-type "
                              f"activation, or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an explicit "
@@ -445,10 +455,16 @@ def simulate(
         if checkpoint is not None:
             raise ValueError("checkpoint is not supported with error_estimate=True (three solves); checkpoint the "
                              "single solves instead")
-        return simulate_nonsmooth(
-            net, X, y, t1, saveat, method=method, step=step, max_steps=max_steps, max_wall_time=max_wall_time,
-            X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
-            options=options, interval=interval, integrals=integrals, progress=progress, warn=warn)
+        try:
+            out = simulate_nonsmooth(
+                net, X, y, t1, saveat, method=method, step=step, max_steps=max_steps, max_wall_time=max_wall_time,
+                X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
+                options=options, interval=interval, integrals=integrals, progress=progress, warn=warn)
+        except Interrupted as stop:  # (Ctrl-C: the partial result records the pick too)
+            if reason is not None:
+                stop.solution = with_auto_reason(stop.solution, reason)
+            raise
+        return out if reason is None else with_auto_reason(out, reason)
     auto_reason = None
     if isinstance(net, Network) and isinstance(method, str):
         _check_working_set(net, X, method)  # (before auto's look at the problem, which allocates (m, n) arrays)

@@ -30,7 +30,7 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         the recorded reason in ``config["solver"]["auto"]``, whatever ``"auto"`` would pick now.
     """
     from .gd import gradient_descent
-    from .ode import simulate
+    from .ode import simulate, with_auto_reason
 
     if not isinstance(source, (Solution, str, os.PathLike)):
         raise TypeError(f"source must be a gflow.Solution or the path of a saved one, got {describe(source)}")
@@ -53,12 +53,13 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         from .nonsmooth import simulate_nonsmooth
 
         e = s["error_estimate"]
-        return simulate_nonsmooth(
+        again = simulate_nonsmooth(
             net, **data, t1=s["t1"], saveat=s["saveat"], method=e["method"], step=e["steps"][0], rtol=e["rtol"],
             safety=e["safety"], max_steps=s["max_steps"], max_wall_time=s["max_wall_time"], space=s["space"],
             features_at=s["features_at"], weights_at=s["weights_at"] or None, interval=s.get("interval"),
             integrals=s.get("integrals", True), options=s.get("options") or None,
         )
+        return again if "auto" not in s else with_auto_reason(again, s["auto"])
     # a run whose method "auto" picked repeats that method, not "auto": auto's pick depends on more than the
     # config holds (given checkpoint=, it fell back from dop853+exprk4 to dop853; a batch seed ran the explicit
     # method in place of exprk4), and a rerun through "auto" picked dop853+exprk4: another run (2602 evaluations
@@ -71,8 +72,7 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         integrals=s.get("integrals", True),
     )
     if "auto" in s:
-        again = dataclasses.replace(again, config=dict(again.config, solver=dict(again.config["solver"],
-                                                                                 auto=s["auto"])))
+        again = with_auto_reason(again, s["auto"])
     if "batch" in s and s.get("step") is None and s.get("method") not in ("filippov",):  # (batch: adaptive methods)
         again = dataclasses.replace(again, message=(
             f"{again.message} [rerun alone of one seed of an adaptive simulate_batch run, whose steps its seeds "

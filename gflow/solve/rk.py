@@ -129,8 +129,7 @@ class JumpQuadrature:
     """
 
     def __init__(self, nodes):
-        self.nodes = np.asarray(nodes, dtype=np.float64)
-        self.x, self.group = np.unique(self.nodes, return_inverse=True)
+        self.x, self.group = np.unique(np.asarray(nodes, dtype=np.float64), return_inverse=True)
         if self.x[0] != 0.0 or self.x[-1] != 1.0:
             raise ValueError(f"the nodes must include 0 and 1, got {sorted(set(nodes))}")
         self.count = np.bincount(self.group, minlength=len(self.x)).astype(np.float64)
@@ -293,9 +292,9 @@ class Engine:
         if jump_idx is not None and self.adaptive and min(sc.b) < 0.0:
             sampled = [j for j in range(sc.stages) if j not in _unread_stages(sc)]
             rule = JumpQuadrature([sc.c[j] for j in sampled] + [1.0])
-            w = np.zeros(n_rows)
-            w[[self.slot[j] for j in sampled]] = rule.full[:-1]
-            self._jump = (jump_idx.to(self.device), sampled, rule, torch.tensor(w, **kw), float(rule.full[-1]))
+            self._jump = (jump_idx.to(self.device), [self.slot[j] for j in sampled], rule)
+            w = self._jump_weights(rule.full, n_rows)
+            self._jump += (torch.tensor(w[:-1], **kw), float(w[-1]))
         # loop state (what a checkpoint holds)
         self.t = 0.0
         self.k = 1  # next output index
@@ -495,13 +494,18 @@ class Engine:
         self.y_new[idx] = self.y[idx] + h * (w @ samples + w_new * at_new)
         return samples, at_new
 
+    def _jump_weights(self, u: np.ndarray, n_rows: int) -> np.ndarray:
+        """:class:`JumpQuadrature`'s weights ``u`` (…, samples + 1) laid out on K's ``n_rows`` row slots, the new
+        point's weight last: (…, n_rows + 1)."""
+        w = np.zeros((*u.shape[:-1], n_rows + 1))
+        w[..., self._jump[1]] = u[..., :-1]
+        w[..., -1] = u[..., -1]
+        return w
+
     def _jump_dense(self, h: float, theta: np.ndarray, samples: torch.Tensor, at_new: torch.Tensor) -> torch.Tensor:
         """∫η's entries of the dense-output states at t + θh (one row per θ): the same rule over [0, θ]."""
-        idx, sampled, rule, _, _ = self._jump
-        u = rule.weights(theta)
-        w = np.zeros((len(theta), samples.shape[0] + 1))
-        w[:, [self.slot[j] for j in sampled]] = u[:, :-1]
-        w[:, -1] = u[:, -1]
+        w = self._jump_weights(self._jump[2].weights(theta), samples.shape[0])
+        idx = self._jump[0]
         values = torch.cat([samples, at_new[None]])
         return self.y[idx] + h * (torch.tensor(w, dtype=self.dtype, device=self.device) @ values)
 
