@@ -208,7 +208,8 @@ class Solution:
         residual: (T, n) r = f − y.   output: (T, n) f on the training inputs.
         test_output: (T, n_te);  test_loss: (T,) ½ Σ (f − y)² over test points;  test_error: (T,) the
             test mean squared error (1/n_te) Σ (f − y)²;  test_sign_error: (T,) fraction with sign f ≠ y,
-            only for ±1 labels.  All None without test data.
+            only for ±1 labels (an f within rounding of 0 — 1e3 ε × the scale of the terms it sums — is no
+            prediction: an error, as f = 0 is).  All None without test data.
         feature_t: (K,) times at which features were kept;  H: (K, m, n);  H_test: (K, m, n_te) or None.
         weight_t: (J,) times at which weights were kept (may be empty);  W: (J, m, D) or None.
         W_final: (m, D) weights at ``t[-1]``.   c: (m,) output weights.

@@ -146,9 +146,9 @@ def test_helpers_on_exact_exponentials():
 
 
 def test_claim_linear_convergence_synthetic():
-    lin = _runs(_rates({10: 0.2, 20: 0.1, 40: 0.01}))
+    lin = _runs(_rates({10: 0.2, 20: 0.1, 80: 0.01}))
     c = exp1.claim_linear_convergence(lin, d=20)
-    assert c.verdict == "confirmed" and "n=10" in c.measured and "n=40 > d" in c.measured
+    assert c.verdict == "confirmed" and "n=10" in c.measured and "n=80 > 2d" in c.measured
     # n ≤ d decaying sublinearly (1/(1+t)²): not linear
     sub = _runs({10: lambda m, s, solver: 1.0 / (1.0 + T) ** 2, 40: lambda m, s, solver: _exp(0.01)})
     assert exp1.claim_linear_convergence(sub, d=20).verdict == "not confirmed"
@@ -158,7 +158,56 @@ def test_claim_linear_convergence_synthetic():
     mixed = _runs({10: lambda m, s, solver: _exp(0.2) if solver == "gd" else 1.0 / (1.0 + T) ** 2})
     c = exp1.claim_linear_convergence(mixed, d=20)
     assert c.verdict == "inconclusive" and "Verdicts differ" in c.measured
-    assert exp1.claim_linear_convergence(_runs(_rates({40: 0.1})), d=20).verdict == "inconclusive"
+    assert exp1.claim_linear_convergence(_runs(_rates({80: 0.1})), d=20).verdict == "inconclusive"
+
+
+def test_claim_linear_convergence_tests_the_papers_n_40():
+    """The paper claims a nearly linear rate at n = 20 *and 40* (d = 20): n = 40 is tested, not only reported
+    (it was left out as n > d, so a stalling n = 40 still read "confirmed")."""
+    stall40 = _runs({20: lambda m, s, solver: _exp(0.1), 40: lambda m, s, solver: 1.0 / (1.0 + T) ** 2})
+    c = exp1.claim_linear_convergence(stall40, d=20)
+    assert c.verdict == "not confirmed" and "n ≤ 2d = 40" in c.claim and "n=40: R²" in c.measured
+    assert exp1.claim_linear_convergence(_runs(_rates({20: 0.1, 40: 0.06})), d=20).verdict == "confirmed"
+
+
+def test_claim_linear_convergence_too_few_points_is_inconclusive():
+    """A decay window with fewer saved points than the slowdown check needs (11) is inconclusive with the reason,
+    not "not confirmed" when R² = 1 and the loss fell 12 decades."""
+    t = np.arange(0.0, 21.0, 5.0)
+    runs = [Run({"n": 4, "m": 8, "seed": 0, "solver": solver}, _solution(t, np.exp(-1.5 * t), kind=solver))
+            for solver in ("gd", "flow")]
+    c = exp1.claim_linear_convergence(runs, d=20)
+    assert c.verdict == "inconclusive" and "too few" in c.measured and "R²=1.0000" in c.measured
+    # a stall that the points do show still refutes it
+    slow = np.r_[np.exp(-1.5 * t[:3]), np.exp(-1.5 * t[2]) * np.array([0.9, 0.8])]
+    runs = [Run({"n": 4, "m": 8, "seed": 0, "solver": solver}, _solution(t, slow, kind=solver))
+            for solver in ("gd", "flow")]
+    assert exp1.claim_linear_convergence(runs, d=20).verdict == "not confirmed"
+
+
+def test_figure_widths_named_as_drawn():
+    """Figure 1 is the largest m and Figure 5 the second largest, whatever the order of Config.widths, and the
+    docs and the summary say so (they named the first and second widths)."""
+    cfg = exp1.Config(n_values=(4,), widths=(8, 16), seeds=(0,), gd_steps=20, save_every=5)
+    runs = _runs({4: lambda m, s, solver: _exp(0.2)}, ms=(8, 16), seeds=(0,))
+    figs = exp1.make_figures(runs, cfg)
+    assert "m = 16" in figs["figure1"]._suptitle.get_text() and "m = 8" in figs["figure5"]._suptitle.get_text()
+    for f in figs.values():
+        exp1._close(f)
+    note = " ".join(exp1._notes(cfg, "custom", "dop853", {}, {"gd": 0.0, "flow": 0.0}, 0.0, "cpu", runs))
+    assert "Figure 1 uses the largest, Figure 5 the second largest" in note
+    assert "the largest is Figure 1's" in exp1.Config.__doc__
+
+
+def test_run_without_out_writes_the_default_folder(tmp_path, monkeypatch):
+    """out=None writes ./gflow-reproduce/exp1 (the CLI's default), as Experiments 2 and 3 do; it wrote nothing."""
+    cfg = exp1.Config(n_values=(4,), widths=(8,), seeds=(0,), gd_steps=10, save_every=5)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(exp1, "make_figures", lambda runs, cfg, method=None: {})  # (the figures take seconds)
+    res = exp1.run(cfg, progress=False)
+    folder = tmp_path / "gflow-reproduce" / "exp1"
+    assert res.preset == "custom" and (folder / "summary.md").exists() and (folder / "runs.nc").exists()
+    assert {f.resolve() for f in res.files} == {(folder / f).resolve() for f in ("runs.nc", "summary.md")}
 
 
 def test_claim_rate_decreases_synthetic():

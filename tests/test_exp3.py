@@ -248,3 +248,102 @@ def test_claim_gd_vs_flow():
     # a diverged GD run is a disagreement
     div = grid(lambda s, n, k: {"mse": 0.5, "status": "diverged" if (s, n, k) == ("ntk", 200, "gd") else "success"})
     assert exp3.claim_gd_vs_flow(div).verdict == "not confirmed"
+
+
+def _diverge(runs, **labels):
+    """``runs`` with those matching ``labels`` turned into diverged runs (status 'diverged', final values NaN)."""
+    return [Run(r.labels, dataclasses.replace(r.solution, status="diverged"))
+            if all(r.labels.get(k) == v for k, v in labels.items()) else r for r in runs]
+
+
+def test_claims_count_a_diverged_seed_whatever_its_place():
+    """One of two GD seeds diverged: every claim counts it as a failure and says 'k/N diverged' (claim 0 took
+    Python's max over the seeds, which skips a NaN unless it comes first; claims 1–4 averaged it away)."""
+    base = grid(lambda s, n, k: {})
+    one = _diverge(base, scaling="ntk", seed=1, solver="gd")
+    for runs in (one, one[::-1]):  # the verdict must not depend on the order of the runs
+        c = exp3.claim_training(runs)
+        assert c.verdict == "not confirmed" and "ntk: GD 2e-06 (2/4 diverged)" in c.measured
+    # claim 1: a solver with a diverged run does not show lazy training
+    lazy = {"ours": 2.0, "ntk": 0.05, "mf": 1.5}
+    runs = _diverge(grid(lambda s, n, k: {"move": lazy[s]}), scaling="ntk", n=200, seed=1, solver="gd")
+    c = exp3.claim_feature_movement(runs)
+    assert c.verdict == "inconclusive" and "ntk 0.05 (1/4 diverged)" in c.measured
+    # claim 2: ours does not win where one of its runs diverged
+    best = {"ours": (0.3, 0.1), "ntk": (0.6, 0.3), "mf": (0.5, 0.2)}
+    runs = _diverge(grid(lambda s, n, k: dict(zip(("mse", "sign"), best[s]))), scaling="ours", n=100, seed=0,
+                    solver="gd")
+    c = exp3.claim_lowest_test_error(runs)
+    assert c.verdict == "inconclusive" and "6/8" in c.measured and "GD n=100: MSE 0.3/0.6/0.5 ✗" in c.measured
+    assert "(ours 1/2 diverged)" in c.measured
+    # claim 3: a diverged run at the largest n fails its row
+    runs = _diverge(grid(lambda s, n, k: {"mse": 100.0 / n}), scaling="mf", n=200, seed=1, solver="gd")
+    c = exp3.claim_trend_with_n(runs)
+    assert c.verdict == "inconclusive" and "5/6" in c.measured and "(diverged n=200: 1/2)" in c.measured
+    # claim 4: a configuration with a diverged GD seed disagrees, although the finished seed matches the flow
+    runs = _diverge(grid(lambda s, n, k: {"mse": 0.5}), scaling="ours", n=200, seed=1, solver="gd")
+    pair = next(p for p in exp3.gd_flow_pairs(runs) if (p["scaling"], p["n"]) == ("ours", 200))
+    assert pair["gap"] == 0.0 and not pair["gd_ok"] and (pair["gd_failed"], pair["n_gd"]) == (1, 2)
+    c = exp3.claim_gd_vs_flow(runs)
+    assert c.verdict == "not confirmed" and "1/6 configurations" in c.measured
+    assert "ours n=200" in c.measured and "(GD 1/2 diverged) ✗" in c.measured
+
+
+def test_config_refuses_an_odd_m_with_ntk():
+    """The symmetrised NTK needs an even m: refused by the Config, not after the 'ours' runs were computed."""
+    with pytest.raises(ValueError, match="m must be even.*got m = 7"):
+        exp3.Config(m=7)
+    assert exp3.Config(m=7, scalings=("ours", "mf")).m == 7
+
+
+def test_std_is_the_sample_std():
+    """'mean ± std' is the sample std (ddof = 1), as in Exp 2 (Exp 3 used the population std)."""
+    runs = [fake(mse=v, seed=k) for k, v in enumerate((0.2, 0.4, 0.9))]
+    _, mean, sd = exp3._curves(runs, "test_error")
+    assert mean[-1] == pytest.approx(0.5) and sd[-1] == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1))
+    assert exp3._curves(runs[:1], "test_error")[2][-1] == 0.0
+
+
+def test_fig4_scatter_rows_share_one_range(tiny, tmp_path, monkeypatch):
+    """Each scatter row of Figure 4 (GD, flow) has one axis range over the three scalings, as the paper's figure:
+    with a range per panel the NTK cloud (features barely moving) filled its panel like the others."""
+    out, _ = tiny
+    _, runs, sc = exp3.load(out / "exp3" / "runs.nc")
+    figs = []
+    monkeypatch.setattr(exp3, "save_figure", lambda fig, folder, stem: figs.append(fig) or [])
+    exp3._fig4(runs, sc, 40, tmp_path)
+    axes = np.array(figs[0].axes[:9]).reshape(3, 3)
+    lims = exp3.scatter_limits(runs, sc, 40)
+    for i, solver in ((1, "gd"), (2, "flow")):
+        for ax in axes[i]:
+            assert ax.get_xlim() == pytest.approx((-lims[solver], lims[solver]))
+            assert ax.get_ylim() == pytest.approx((-lims[solver], lims[solver]))
+        ks = [k for k, r in enumerate(runs) if (r.labels["n"], r.labels["solver"]) == (40, solver)]
+        assert lims[solver] == pytest.approx(1.08 * max(np.abs(sc["h"][k]).max() for k in ks))
+
+
+def test_ntk_sign_error_at_t0_is_not_decided_by_rounding(tiny):
+    """Symmetrised NTK: f⁰ ≡ 0 comes out as ≈ 1e-17 of random sign; an output within rounding of 0 is no
+    prediction (an error, as f = 0 is), so the t = 0 sign error is 1, not a coin flip per point (≈ 0.5)."""
+    _, res = tiny
+    for r in res.select(scaling="ntk"):
+        sol = r.solution
+        assert np.abs(sol.test_output[0]).max() < 1e-12 and sol.test_sign_error[0] == 1.0
+    for r in res.select(scaling="ours"):  # real outputs: the plain count
+        sol = r.solution
+        assert np.abs(sol.test_output[0]).min() > 1e-10
+        assert sol.test_sign_error[0] == np.mean(np.sign(sol.test_output[0]) != sol.y_test)
+
+
+def test_run_takes_a_config_as_preset(one_thread, tmp_path, monkeypatch):
+    """A Config as preset is run and recorded as 'custom' (it was refused), and so is config= that differs from
+    the preset's (the summary named the preset for a configuration it did not run)."""
+    cfg = exp3.Config(d=10, m=16, ns=(10,), seeds=(0,), scalings=("ours",), n_test=20, steps=10, flow_step=0.5,
+                      n_saves=5, keep_features=True)
+    monkeypatch.setattr(exp3, "make_figures", lambda *a, **k: [])  # (the figures take seconds)
+    res = exp3.run(cfg, tmp_path / "a", progress=False)
+    assert res.preset == "custom" and "custom" in (tmp_path / "a" / "exp3" / "summary.md").read_text()
+    assert exp3.load(tmp_path / "a" / "exp3" / "runs.nc")[0]["preset"] == "custom"
+    assert exp3.run("tiny", tmp_path / "a", progress=False, config=cfg).preset == "custom"  # (runs stored)
+    with pytest.raises(ValueError, match="not as both"):
+        exp3.run(cfg, tmp_path / "b", config=cfg)

@@ -5,6 +5,9 @@ Every experiment module (``exp1``, ``exp2``, ``exp3``) exposes
     PRESETS: dict[str, Config]          # "tiny" (tests), "quick" (2-core CPU, minutes), "paper" (GPU scale)
     run(preset="quick", out=None, *, progress=None, device="cpu") -> ExperimentResult
 
+(``preset``: a name or the module's ``Config``, recorded as ``"custom"``; ``out=None``: ``./gflow-reproduce``, the
+CLI's default)
+
 and writes, under ``out/<name>/``: ``runs.nc`` (every run with its labels, configuration and solution, one
 netCDF group per run), the figures as PNG and PDF, and ``summary.md`` (each of the paper's claims next to the
 measured numbers and a verdict computed from the data).

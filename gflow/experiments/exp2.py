@@ -18,7 +18,7 @@ seed two trajectories are computed from the same initialisation, to the same flo
   experiment keeps the Euler stand-in and reports its step-halving check.)
 
 Outputs under ``out/exp2/``: ``runs.nc``, ``exp2_fig2.{png,pdf}`` (final test error against n, quadratic vs
-plain, mean ± std over seeds, GD δ = 1 and flow), ``exp2_fig6.{png,pdf}`` (test error against t for every n),
+plain, mean ± sample std over seeds, GD δ = 1 and flow), ``exp2_fig6.{png,pdf}`` (test error against t for every n),
 ``exp2_widths.{png,pdf}`` (the two widths), and ``summary.md``.
 
 The claims are pure functions of a list of :class:`~gflow.experiments.common.Run` (labels ``student``, ``n``,
@@ -680,7 +680,7 @@ def null_error(runs: list[Run]) -> float:
 
 def results_table(runs: list[Run]) -> str:
     """Markdown table: final test MSE mean ± std over seeds per (student, n, m, solver)."""
-    lines = ["## Final test MSE (mean ± std over seeds)", "",
+    lines = ["## Final test MSE (mean ± sample std over seeds, ddof = 1)", "",
              "| student | n | m | " + " | ".join(_solver_name(s, runs) for s in ("gd", "flow")) + " | δ·λ_max(M₀) (GD) |",
              "|---|---|---|---|---|---|"]
     tables = {s: final_errors(runs, s) for s in ("gd", "flow")}
@@ -729,9 +729,9 @@ def _notes(runs: list[Run], cfg: Config, preset: str, device: str) -> list[str]:
          "stand-in is within about 2Δ of the flow."),
         (f"Both are computed exactly in feature or weight space (space='auto': {space_text}), {cfg.dtype}, on "
          f"{device}; loss = ½ Σ (f − y)² (sum), t = k·δ."),
-        ("Mean ± std over seeds; a diverged GD run (final training loss non-finite or above the initial one: GD "
-         "beyond its linear stability limit δ·λ_max(M) = 2 grows geometrically) is left out of the mean and "
-         "counted separately."),
+        ("Mean ± sample std (ddof = 1) over seeds; a diverged GD run (final training loss non-finite or above the "
+         "initial one: GD beyond its linear stability limit δ·λ_max(M) = 2 grows geometrically) is left out of the "
+         "mean and counted separately."),
         (f"Settling: over the second half of the horizon (t = {cfg.flow_t1 / 2:g} → {cfg.flow_t1:g}) the flow's "
          f"test MSE changes by at most {late_change(runs):.2%} (relative, over all flow runs)."),
     ]
@@ -834,7 +834,7 @@ def plot_fig2(runs: list[Run], cfg: Config, out_dir: Path) -> list[Path]:
         ax.set_ylim(lo, hi + 0.14 * (hi - lo))
         _mark_diverged(ax, marks, FONT, cfg.ns)
     ax.set_title(f"Fig. 2 analogue — teacher: quadratic-embedding net of width {cfg.teacher_width}\n"
-                 f"ReLU students, d = {cfg.d}, m = {m}, mean ± std over {len(cfg.seeds)} seed(s)",
+                 f"ReLU students, d = {cfg.d}, m = {m}, mean ± sample std over {len(cfg.seeds)} seed(s)",
                  fontsize=FONT["title"])
     leg = ax.legend(fontsize=FONT["legend"], loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
                     frameon=False, handlelength=2.6)
@@ -943,8 +943,8 @@ def plot_widths(runs: list[Run], cfg: Config, out_dir: Path) -> list[Path]:
             ax.set_ylim(lo, hi + (0.14 + 0.05 * len(ms)) * (hi - lo))
             _mark_diverged(ax, marks, FONT, cfg.ns)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.suptitle(f"Width comparison (Fig. 6): m = {', '.join(map(str, ms))}; final test MSE, mean ± std over "
-                 f"{len(cfg.seeds)} seed(s)", fontsize=FONT["suptitle"])
+    fig.suptitle(f"Width comparison (Fig. 6): m = {', '.join(map(str, ms))}; final test MSE, mean ± sample std "
+                 f"over {len(cfg.seeds)} seed(s)", fontsize=FONT["suptitle"])
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=FONT["legend"], frameon=False,
                bbox_to_anchor=(0.5, 0.0))

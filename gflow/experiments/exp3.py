@@ -90,6 +90,9 @@ class Config:
         bad = [s for s in self.scalings if s not in SCALINGS]
         if bad or not self.scalings:
             raise ValueError(f"scalings must be a non-empty subset of {SCALINGS}, got {self.scalings}")
+        if "ntk" in self.scalings and self.m % 2:
+            raise ValueError(f"m must be even with the symmetrised 'ntk' scaling (§2.4: m counts the neurons of both "
+                             f"halves), got m = {self.m}")
         if self.check_scaling not in self.scalings:
             raise ValueError(f"check_scaling {self.check_scaling!r} is not among the scalings {self.scalings}")
         if self.check_n is not None and self.check_n not in self.ns:
@@ -218,7 +221,7 @@ def tasks(cfg: Config, device: str = "cpu") -> list:
     return [Task(f"{__name__}:_task", *_spec(cfg, *job, device)) for job in _plan(cfg)]
 
 
-def run(preset: str = "quick", out=None, *, progress: bool | None = None, device: str = "cpu",
+def run(preset: str | Config = "quick", out=None, *, progress: bool | None = None, device: str = "cpu",
         config: Config | None = None, executor="local", workers: int | None = None,
         scheduler=None) -> ExperimentResult:
     """Run Experiment 3 and write ``runs.nc``, the figures and ``summary.md`` under ``out/exp3/``.
@@ -229,11 +232,11 @@ def run(preset: str = "quick", out=None, *, progress: bool | None = None, device
 
     Args:
         preset: ``"tiny"`` (seconds), ``"quick"`` (minutes on a 2-core CPU) or ``"paper"`` (the paper's sizes,
-            for a GPU).
+            for a GPU), or a :class:`Config` (recorded as preset ``"custom"``, as in Experiments 1 and 2).
         out: output folder (default ``gflow-reproduce``); files go to ``out/exp3/``.
         progress: show a progress bar over runs (default: when attached to a terminal).
         device: ``"cpu"`` or ``"cuda"``.
-        config: a :class:`Config` replacing the preset's (its name is still recorded as ``preset``).
+        config: a :class:`Config` replacing the preset's (recorded as ``"custom"`` unless it equals the preset's).
         executor, workers, scheduler: where the runs execute: ``"local"`` (serial, default), ``"process"``
             (``workers`` processes) or ``"dask"`` (``scheduler``: a running cluster), as in :func:`gflow.sweep`.
 
@@ -244,9 +247,15 @@ def run(preset: str = "quick", out=None, *, progress: bool | None = None, device
     """
     from .tasks import clean_checkpoints, execute
 
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if isinstance(preset, Config):
+        if config is not None:
+            raise ValueError("give the exp3.Config either as preset or as config, not as both")
+        preset, config = "custom", preset
+    elif not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)} or an exp3.Config, got {preset!r}")
     cfg = PRESETS[preset] if config is None else config
+    if config is not None and config != PRESETS.get(preset):
+        preset = "custom"  # (the summary and runs.nc must not name a preset whose configuration was not run)
     out_dir = Path("gflow-reproduce" if out is None else out) / NAME
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict = {}
@@ -324,8 +333,22 @@ def _values(runs: Iterable[Run], key: str) -> list:
 
 
 def _mean(runs: list[Run], what: str) -> float:
+    """Mean of a final value over the finished runs (NaN if none); the claims count the others with
+    :func:`_failed`."""
     v = np.array([final(r, what) for r in runs], float)
     return float(np.nanmean(v)) if v.size and np.any(np.isfinite(v)) else math.nan
+
+
+def _failed(runs: list[Run]) -> int:
+    """How many of ``runs`` did not finish (GD past its stability limit diverges): their final values are NaN,
+    left out of :func:`_mean`, and every claim counts them as failures (a verdict must not hinge on them)."""
+    return sum(not _ok(r) for r in runs)
+
+
+def _diverged(runs: list[Run]) -> str:
+    """' (k/N diverged)' for the k of the N ``runs`` that did not finish, as Exp 2 reports them; '' for none."""
+    k = _failed(runs)
+    return f" ({k}/{len(runs)} diverged)" if k else ""
 
 
 def _scalings(runs) -> list[str]:
@@ -345,21 +368,29 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def claim_training(runs: Sequence[Run], drop: float = TRAIN_DROP) -> Claim:
-    """Claim 0 (Fig. 4, row 1): the training loss goes to ~0 under all three scalings (GD and flow)."""
+    """Claim 0 (Fig. 4, row 1): the training loss goes to ~0 under all three scalings (GD and flow).
+
+    Confirmed when L_T/L_0 < ``drop`` in every run; a run that did not finish (diverged: L_T is NaN) fails it,
+    whatever its place among the runs."""
     main = [r for r in runs if r.labels.get("solver") in SOLVERS]
-    ratios = {}
+    worst, reached, div = {}, {}, {}
     for s in _scalings(main):
         for solver in _solvers(main):
             rs = _select(main, scaling=s, solver=solver)
-            v = [final(r, "loss") / float(r.solution.loss[0]) for r in rs]
-            ratios[(s, solver)] = max(v) if v else math.nan
-    if not ratios:
+            v = np.array([final(r, "loss") / float(r.solution.loss[0]) for r in rs], float)
+            fin = v[np.isfinite(v)]
+            worst[(s, solver)] = float(fin.max()) if fin.size else math.nan  # over the finished runs
+            reached[(s, solver)] = bool(v.size) and bool(np.all(v < drop))  # NaN (diverged) is not below
+            div[(s, solver)] = _diverged(rs)
+    if not worst:
         return Claim("All three scalings fit the training data (Fig. 4, row 1).", "no runs", "inconclusive")
-    failed = [k for k, v in ratios.items() if not (v < drop)]
-    measured = "; ".join(f"{s}: GD {_fmt(ratios.get((s, 'gd'), math.nan), 2)}, flow "
-                         f"{_fmt(ratios.get((s, 'flow'), math.nan), 2)}" for s in _scalings(main))
+    failed = [k for k, ok in reached.items() if not ok]
+    measured = "; ".join(f"{s}: GD {_fmt(worst.get((s, 'gd'), math.nan), 2)}{div.get((s, 'gd'), '')}, flow "
+                         f"{_fmt(worst.get((s, 'flow'), math.nan), 2)}{div.get((s, 'flow'), '')}"
+                         for s in _scalings(main))
     T = max(float(r.solution.t[-1]) for r in main)
-    measured = f"worst L_T/L_0 over n and seeds at t = {T:g} — {measured} (threshold {drop:g})"
+    measured = (f"worst L_T/L_0 over n and seeds (finished runs) at t = {T:g} — {measured} (threshold {drop:g}; "
+                "a diverged run fails it)")
     verdict = "confirmed" if not failed else "not confirmed"
     if failed:
         measured += "; not reached: " + ", ".join(f"{s}/{solver}" for s, solver in failed)
@@ -370,19 +401,21 @@ def claim_feature_movement(runs: Sequence[Run], ratio: float = MOVEMENT_RATIO) -
     """Claim 1 (Fig. 4, row 2): features move under ours and mf but barely under ntk.
 
     Measured by the final feature movement (1/m)Σ_i|h_i^T(x_a) − h_i^0(x_a)|, averaged over training points,
-    n and seeds; confirmed when ntk/ours and ntk/mf are both below ``ratio`` for GD and for the flow."""
+    n and seeds (finished runs); confirmed when ntk/ours and ntk/mf are both below ``ratio`` for GD and for the
+    flow.  A solver with a run that did not finish (diverged) fails: its movement is unknown."""
     text = "Features move under 'ours' and 'mf' but barely under 'ntk' (Fig. 4, row 2; lazy training)."
     main = [r for r in runs if r.labels.get("solver") in SOLVERS]
     if not all(_select(main, scaling=s) for s in SCALINGS):
         return Claim(text, "needs runs of all three scalings", "inconclusive")
     parts, verdicts = [], []
     for solver in _solvers(main):
-        mv = {s: _mean(_select(main, scaling=s, solver=solver), "movement") for s in SCALINGS}
+        sel = {s: _select(main, scaling=s, solver=solver) for s in SCALINGS}
+        mv = {s: _mean(sel[s], "movement") for s in SCALINGS}
         r_o, r_m = mv["ntk"] / mv["ours"], mv["ntk"] / mv["mf"]
-        verdicts.append(r_o < ratio and r_m < ratio)
+        verdicts.append(r_o < ratio and r_m < ratio and not any(_failed(rs) for rs in sel.values()))
         name = "GD δ=1" if solver == "gd" else "flow"
-        parts.append(f"{name}: ours {_fmt(mv['ours'])}, ntk {_fmt(mv['ntk'])}, mf {_fmt(mv['mf'])} "
-                     f"(ntk/ours {_fmt(r_o, 2)}, ntk/mf {_fmt(r_m, 2)})")
+        parts.append(f"{name}: " + ", ".join(f"{s} {_fmt(mv[s])}{_diverged(sel[s])}" for s in SCALINGS)
+                     + f" (ntk/ours {_fmt(r_o, 2)}, ntk/mf {_fmt(r_m, 2)})")
     ms = _values(main, "m")
     if ms:
         parts.append(f"1/√m = {_fmt(1 / math.sqrt(ms[-1]), 2)}")
@@ -395,7 +428,9 @@ def claim_lowest_test_error(runs: Sequence[Run]) -> Claim:
     """Claim 2 (Figs. 3, 4): 'ours' has the lowest test error.
 
     For every n, solver and metric (test MSE, test sign error; means over seeds) ours ≤ min(ntk, mf) counts as a
-    win.  Confirmed if ours wins every comparison, not confirmed if it wins fewer than half, else inconclusive."""
+    win.  Confirmed if ours wins every comparison, not confirmed if it wins fewer than half, else inconclusive.
+    Means are over the finished runs; a run that did not finish (diverged) counts against its scaling: ours does
+    not win where one of its runs diverged, and a scaling whose runs all diverged loses to ours."""
     text = "'Ours' has the lowest test error of the three scalings (Figs. 3, 4, 7, 8)."
     main = [r for r in runs if r.labels.get("solver") in SOLVERS]
     scs = _scalings(main)
@@ -404,16 +439,21 @@ def claim_lowest_test_error(runs: Sequence[Run]) -> Claim:
     wins, total, parts = 0, 0, []
     for solver in _solvers(main):
         for n in _values(main, "n"):
+            sel = {s: _select(main, scaling=s, solver=solver, n=n) for s in scs}
+            fails = {s: _failed(rs) for s, rs in sel.items()}
             cell = []
             for metric, short in (("test_mse", "MSE"), ("test_sign", "sign")):
-                v = {s: _mean(_select(main, scaling=s, solver=solver, n=n), metric) for s in scs}
-                if not all(math.isfinite(x) for x in v.values()):
-                    continue
+                v = {s: _mean(sel[s], metric) for s in scs}
+                if not any(fails.values()) and not all(math.isfinite(x) for x in v.values()):
+                    continue  # (not recorded)
                 total += 1
-                win = v["ours"] <= min(x for s, x in v.items() if s != "ours")
+                others = [x for s, x in v.items() if s != "ours" and math.isfinite(x)]
+                win = not fails["ours"] and math.isfinite(v["ours"]) and all(v["ours"] <= x for x in others)
                 wins += win
                 cell.append(f"{short} " + "/".join(_fmt(v[s], 2) for s in scs) + ("" if win else " ✗"))
-            parts.append(f"{'GD' if solver == 'gd' else 'flow'} n={n}: " + ", ".join(cell))
+            div = ", ".join(f"{s} {k}/{len(sel[s])}" for s, k in fails.items() if k)
+            parts.append(f"{'GD' if solver == 'gd' else 'flow'} n={n}: " + ", ".join(cell)
+                         + (f" ({div} diverged)" if div else ""))
     if total == 0:
         return Claim(text, "no finished runs", "inconclusive")
     measured = (f"final test error ({'/'.join(scs)}; ✗ = ours not lowest): " + "; ".join(parts)
@@ -426,7 +466,8 @@ def claim_trend_with_n(runs: Sequence[Run]) -> Claim:
     """Claim 3 (Fig. 3): the test error decreases as n grows.
 
     For every scaling and solver, the test MSE (mean over seeds) at the largest n is below that at the smallest;
-    confirmed if so for all, not confirmed if for fewer than half, else inconclusive."""
+    confirmed if so for all, not confirmed if for fewer than half, else inconclusive.  Means are over the finished
+    runs; a run at the smallest or largest n that did not finish (diverged) makes its row fail."""
     text = "The test error decreases as the number of training points n grows (Fig. 3)."
     main = [r for r in runs if r.labels.get("solver") in SOLVERS]
     ns = _values(main, "n")
@@ -435,15 +476,19 @@ def claim_trend_with_n(runs: Sequence[Run]) -> Claim:
     good, total, parts = 0, 0, []
     for solver in _solvers(main):
         for s in _scalings(main):
-            mse = [_mean(_select(main, scaling=s, solver=solver, n=n), "test_mse") for n in ns]
-            sign = [_mean(_select(main, scaling=s, solver=solver, n=n), "test_sign") for n in ns]
-            if not (math.isfinite(mse[0]) and math.isfinite(mse[-1])):
+            sel = [_select(main, scaling=s, solver=solver, n=n) for n in ns]
+            mse = [_mean(rs, "test_mse") for rs in sel]
+            sign = [_mean(rs, "test_sign") for rs in sel]
+            ends_failed = _failed(sel[0]) + _failed(sel[-1])
+            if not ends_failed and not (math.isfinite(mse[0]) and math.isfinite(mse[-1])):
                 continue
             total += 1
-            dec = mse[-1] < mse[0]
+            dec = not ends_failed and mse[-1] < mse[0]
             good += dec
+            div = ", ".join(f"n={n}: {_failed(rs)}/{len(rs)}" for n, rs in zip(ns, sel) if _failed(rs))
             parts.append(f"{s} {'GD' if solver == 'gd' else 'flow'}: MSE " + "→".join(_fmt(x, 2) for x in mse)
-                         + ", sign " + "→".join(_fmt(x, 2) for x in sign) + ("" if dec else " ✗"))
+                         + ", sign " + "→".join(_fmt(x, 2) for x in sign) + ("" if dec else " ✗")
+                         + (f" (diverged {div})" if div else ""))
     if total == 0:
         return Claim(text, "no finished runs", "inconclusive")
     measured = f"n = {', '.join(map(str, ns))}: " + "; ".join(parts) + f" — decreasing in {good}/{total}"
@@ -452,8 +497,10 @@ def claim_trend_with_n(runs: Sequence[Run]) -> Claim:
 
 
 def gd_flow_pairs(runs: Sequence[Run]) -> list[dict]:
-    """Per (scaling, n): mean final test MSE and sign error of GD (δ = 1) and of the flow, their relative MSE gap
-    (GD − flow)/flow, and δ·λ_max(M_0) (mean over seeds)."""
+    """Per (scaling, n): mean final test MSE and sign error of GD (δ = 1) and of the flow over their finished runs,
+    their relative MSE gap (GD − flow)/flow, δ·λ_max(M_0) (mean over seeds), and for each solver whether every run
+    finished (``gd_ok``, ``flow_ok``) and how many did not (``gd_failed`` of ``n_gd``, ``flow_failed`` of
+    ``n_flow``)."""
     out = []
     for s in _scalings(runs):
         for n in _values(runs, "n"):
@@ -465,7 +512,8 @@ def gd_flow_pairs(runs: Sequence[Run]) -> list[dict]:
             out.append({"scaling": s, "n": n, "gd_mse": gm, "flow_mse": fm, "gap": (gm - fm) / fm,
                         "gd_sign": _mean(g, "test_sign"), "flow_sign": _mean(f, "test_sign"),
                         "stability": step * float(np.nanmean([final(r, "lam0") for r in g])),
-                        "gd_ok": all(_ok(r) for r in g)})
+                        "gd_ok": all(_ok(r) for r in g), "gd_failed": _failed(g), "n_gd": len(g),
+                        "flow_ok": all(_ok(r) for r in f), "flow_failed": _failed(f), "n_flow": len(f)})
     return out
 
 
@@ -488,7 +536,8 @@ def flow_check(runs: Sequence[Run]) -> dict | None:
 def claim_gd_vs_flow(runs: Sequence[Run], tol: float = GAP_TOL, check_tol: float = CHECK_TOL) -> Claim:
     """Claim 4 (§13 caveat): GD with δ = 1 — the paper's protocol — tracks the gradient flow the theory analyses.
 
-    GD and flow disagree in a configuration when their final test MSEs differ by more than ``tol`` (relative).
+    GD and flow disagree in a configuration when their final test MSEs (means over the finished runs) differ by
+    more than ``tol`` (relative), or when one of its GD or flow runs did not finish (diverged).
     Confirmed when no configuration disagrees, not confirmed when some do; inconclusive when the flow proxy is
     not converged (halving δ_f changes the test MSE by ≥ ``check_tol``) or there is nothing to compare."""
     text = ("GD with δ = 1 (the paper's protocol) follows the gradient flow that the theory analyses "
@@ -497,13 +546,26 @@ def claim_gd_vs_flow(runs: Sequence[Run], tol: float = GAP_TOL, check_tol: float
     if not pairs:
         return Claim(text, "no GD/flow pairs", "inconclusive")
     chk = flow_check(runs)
-    bad = [p for p in pairs if not (abs(p["gap"]) <= tol)]
+
+    def finished(p):
+        return p["gd_ok"] and p["flow_ok"]
+
+    def agree(p):
+        return finished(p) and abs(p["gap"]) <= tol
+
+    def div(p):
+        return "".join(f" ({name} {p[k + '_failed']}/{p['n_' + k]} diverged)"
+                       for k, name in (("gd", "GD"), ("flow", "flow")) if p[k + "_failed"])
+
+    bad = [p for p in pairs if not agree(p)]
     parts = [f"{p['scaling']} n={p['n']}: δλ_max(M₀)={_fmt(p['stability'], 2)}, MSE GD {_fmt(p['gd_mse'])} vs flow "
              f"{_fmt(p['flow_mse'])} ({p['gap']:+.0%}), sign {_fmt(p['gd_sign'], 2)} vs {_fmt(p['flow_sign'], 2)}"
-             + ("" if abs(p["gap"]) <= tol else " ✗") for p in pairs]
-    above = [abs(p["gap"]) for p in pairs if p["stability"] >= 2 and math.isfinite(p["gap"])]
-    below = [abs(p["gap"]) for p in pairs if p["stability"] < 2 and math.isfinite(p["gap"])]
-    summary = (f"{len(bad)}/{len(pairs)} configurations disagree by > {tol:.0%} (✗); mean |gap| "
+             + div(p) + ("" if agree(p) else " ✗") for p in pairs]
+    above = [abs(p["gap"]) for p in pairs if p["stability"] >= 2 and finished(p) and math.isfinite(p["gap"])]
+    below = [abs(p["gap"]) for p in pairs if p["stability"] < 2 and finished(p) and math.isfinite(p["gap"])]
+    n_div = sum(not finished(p) for p in pairs)
+    summary = (f"{len(bad)}/{len(pairs)} configurations disagree by > {tol:.0%} (✗"
+               + (f"; {n_div} of them with a diverged run" if n_div else "") + "); mean |gap| "
                f"{_fmt(float(np.mean(below)), 2) if below else '—'} where δλ_max(M₀) < 2, "
                f"{_fmt(float(np.mean(above)), 2) if above else '—'} where ≥ 2")
     if chk is None:
@@ -535,7 +597,8 @@ def claims_of(runs: Sequence[Run]) -> list[Claim]:
 
 
 def _curves(runs: list[Run], attr: str, scale: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(t, mean, std) over the runs of a time series on the common saved grid (finished runs only)."""
+    """(t, mean, std) over the runs of a time series on the common saved grid (finished runs only); the sample
+    std (ddof = 1, as Exp 2's; 0 for a single run)."""
     rs = [r for r in runs if _ok(r)] or runs
     T = min(len(r.solution.t) for r in rs)
     t = np.asarray(rs[0].solution.t[:T], float)
@@ -546,7 +609,7 @@ def _curves(runs: list[Run], attr: str, scale: float | None = None) -> tuple[np.
             v = v * scale / r.solution.n
         ys.append(v)
     ys = np.array(ys)
-    return t, ys.mean(0), ys.std(0)
+    return t, ys.mean(0), (ys.std(0, ddof=1) if len(ys) > 1 else 0 * ys[0])
 
 
 def _style(ax) -> None:
@@ -554,6 +617,22 @@ def _style(ax) -> None:
 
     ax.tick_params(labelsize=FONT["tick"])
     ax.grid(True, which="major", alpha=0.25, lw=0.6)
+
+
+def scatter_limits(runs: Sequence[Run], sc: dict, n: int) -> dict[str, float]:
+    """{solver: half-width} of the square axes of Figure 4's scatter row of that solver at this n: 1.08 × the
+    largest |h| over the row's scalings (first seed), so that the scalings share one range as in the paper, where
+    features barely moving (NTK) show as a small cloud next to those that move."""
+    runs = list(runs)
+    seed = _values(_select(runs, n=n), "seed")[0]
+    out = {}
+    for solver in SOLVERS:
+        ks = [k for k, r in enumerate(runs) if r.labels.get("n") == n and r.labels.get("solver") == solver
+              and r.labels.get("seed") == seed]
+        vals = np.concatenate([np.asarray(sc["h"][k], float).ravel() for k in ks]) if ks else np.zeros(0)
+        vals = np.abs(vals[np.isfinite(vals)])
+        out[solver] = 1.08 * float(vals.max()) if vals.size and vals.max() > 0 else 1.0
+    return out
 
 
 def _fig4(runs: list[Run], sc: dict, n: int, out_dir: Path) -> list[Path]:
@@ -572,6 +651,7 @@ def _fig4(runs: list[Run], sc: dict, n: int, out_dir: Path) -> list[Path]:
     flow_step = next((r.labels["step"] for r in _select(runs, solver="flow")), math.nan)
     chk = flow_check(runs)
     top = 0.0
+    lims = scatter_limits(runs, sc, n)
     for j, s in enumerate(scs):
         ax = axes[0, j]
         for solver in SOLVERS:
@@ -596,7 +676,8 @@ def _fig4(runs: list[Run], sc: dict, n: int, out_dir: Path) -> list[Path]:
         if j == 0:
             ax.set_ylabel("training / test error", fontsize=FONT["label"])
         _style(ax)
-        # scatter rows: GD and flow, each on its own square axes (GD's features can reach much further)
+        # scatter rows: GD and flow, each on square axes shared by the row's scalings (lims: the paper's Fig. 4
+        # compares the scalings on common axes; GD's features can reach much further than the flow's)
         sel = {solver: [index[id(r)] for r in _select(runs, scaling=s, n=n, solver=solver, seed=seeds[0])]
                for solver in SOLVERS}
         for i, solver in enumerate(SOLVERS, start=1):
@@ -604,9 +685,7 @@ def _fig4(runs: list[Run], sc: dict, n: int, out_dir: Path) -> list[Path]:
             if not sel[solver]:
                 ax.set_visible(False)
                 continue
-            vals = np.asarray(sc["h"][sel[solver][0]], float).ravel()
-            vals = vals[np.isfinite(vals)]
-            lim = 1.08 * float(np.max(np.abs(vals))) if vals.size and np.max(np.abs(vals)) > 0 else 1.0
+            lim = lims[solver]
             k = sel[solver][0]
             h, tt = sc["h"][k], sc["t"][k]
             # the end first, t = 0 on top in small dark dots: where features barely move (NTK) both stay visible
@@ -648,7 +727,7 @@ def _fig4(runs: list[Run], sc: dict, n: int, out_dir: Path) -> list[Path]:
     if chk is not None:
         check = (f"; flow step checked by halving ({chk['scaling']}, n = {chk['n']}): δ = {chk['step']:g} → "
                  f"{chk['half']:g} changes the final test MSE by {100 * chk['rel']:.2g} %")
-    seed_txt = f"{len(seeds)} seed" + ("s (mean ± std)" if len(seeds) > 1 else "")
+    seed_txt = f"{len(seeds)} seed" + ("s (mean ± sample std)" if len(seeds) > 1 else "")
     fig.suptitle(f"P-3L, ReLU, d = {any_run.labels.get('d')}, m = D = {m}, n = {n}, {seed_txt}; "
                  f"Wei et al. data, {any_run.labels.get('n_test')} test points\n"
                  f"features at t = 0 (dark dots) and at the end: x₁ = training input #{TRAIN_INDEX}, "
@@ -679,7 +758,7 @@ def _fig3(runs: list[Run], out_dir: Path) -> list[Path]:
                     v = np.array([final(r, metric) for r in _select(main, scaling=s, solver=solver, n=n)], float)
                     v = v[np.isfinite(v)]
                     mu.append(v.mean() if v.size else np.nan)
-                    sd.append(v.std() if v.size else np.nan)
+                    sd.append(v.std(ddof=1) if v.size > 1 else (0.0 if v.size else np.nan))  # sample std
                 ax.errorbar(ns, mu, yerr=sd, color=_SCALING_COLOR[s], ls=ls, marker=mk, ms=5, lw=1.6, capsize=3,
                             mfc="white" if solver == "flow" else _SCALING_COLOR[s])
         n_te = main[0].labels.get("n_test", 500) if main else 500
@@ -699,7 +778,8 @@ def _fig3(runs: list[Run], out_dir: Path) -> list[Path]:
     seeds = _values(main, "seed")
     T = main[0].solution.t[-1] if main else math.nan
     fig.suptitle(f"Test error at t = {T:g} vs n — P-3L, ReLU, m = D = {lab.get('m')}, {len(seeds)} seed"
-                 + ("s, mean ± std" if len(seeds) > 1 else ""), fontsize=FONT["suptitle"] - 1, y=1.07)
+                 + ("s, mean ± sample std (ddof = 1) over the finished runs" if len(seeds) > 1 else ""),
+                 fontsize=FONT["suptitle"] - 1, y=1.07)
     fig.tight_layout()
     paths = save_figure(fig, out_dir, "fig3_test_error_vs_n")
     plt.close(fig)
@@ -786,7 +866,9 @@ def _notes(cfg: Config, runs: list[Run], wall: float) -> list[str]:
         ("Plotted training loss: the training MSE (2/n)·L = (1/n)Σ(f − y)², on the same scale as the test MSE; "
          "runs.nc keeps the sum L of (6) (`loss`)."),
         (f"Feature scatter (Fig. 4 row 2): x₁ = training input #{TRAIN_INDEX}, x₂ = test input #{TEST_INDEX}, all "
-         "m neurons; t = 0 (dark dots) and the end (colour) overlaid, for GD and for the flow (first seed)."),
+         "m neurons; t = 0 (dark dots) and the end (colour) overlaid, for GD and for the flow (first seed), on "
+         "axes shared by the scalings of a row (as in the paper)."),
+        ("Mean ± std: over the seeds' finished runs, the sample std (ddof = 1, as in Exp 2)."),
         ("Feature movement: (1/m)Σ_i|h_i^T(x_a) − h_i^0(x_a)| averaged over the training points "
          f"(Solution.feature_movement); 'barely moves' means ntk/ours and ntk/mf below {MOVEMENT_RATIO:g} "
          f"(theory: O(1/√m) = {1 / math.sqrt(cfg.m):.3g})."),
@@ -815,7 +897,8 @@ def _notes(cfg: Config, runs: list[Run], wall: float) -> list[str]:
     if failed:
         notes.append("Runs that did not finish: " + ", ".join(
             f"{r.labels['scaling']} n={r.labels['n']} seed={r.labels['seed']} {r.labels['solver']} "
-            f"[{r.solution.status}]" for r in failed) + " — their final values are left out (NaN).")
+            f"[{r.solution.status}]" for r in failed) + " — their final values are left out of the means (NaN), "
+            "and every claim counts them as failures ('k/N diverged').")
     return notes
 
 
