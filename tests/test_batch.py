@@ -346,3 +346,76 @@ def test_rerun_of_an_adaptive_batch_seed_says_it_repeats_the_seed_alone():
     np.testing.assert_allclose(again.loss, sols[1].loss, rtol=1e-5)
     alone = gf.simulate(gf.Network(d=4, width=16, seed=1), X, y, t1=5.0)
     assert "simulate_batch" not in gf.rerun(alone).message
+
+
+def _unstable_middle_seed():
+    # linear σ, the middle seed's output weights 3× (λ_max(M) 9×): euler at step 0.5 is unstable for it alone
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    c0 = np.asarray(gf.Network(d=4, width=16, activation="linear", seed=0).c)
+    nets = [gf.Network(d=4, width=16, activation="linear", seed=s, c=c0 * k) for s, k in enumerate([1.0, 3.0, 1.0])]
+    return nets, X, y
+
+
+@pytest.mark.parametrize("method", ("euler", "torchdiffeq.euler"))
+def test_a_fixed_step_batch_freezes_a_diverging_seed_and_the_others_finish_as_alone(rel_err, eps64, method):
+    # (an audit: one diverging seed stopped the batch at t = 2.5 and every healthy seed was reported "diverged")
+    nets, X, y = _unstable_middle_seed()
+    kw = dict(t1=40.0, saveat=np.linspace(0.0, 40.0, 41), method=method, step=0.5, X_test=X[:3], y_test=y[:3])
+    with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\] stopped early \[diverged\]"):
+        sols = gf.simulate_batch(nets, X, y, **kw)
+    assert [s.status for s in sols] == ["success", "diverged", "success"]
+    for net, sol in zip(nets, sols):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", gf.GFlowWarning)
+            single = gf.simulate(net, X, y, **kw)
+        _assert_same_run(sol, single, rel_err, 1e4 * eps64)
+        np.testing.assert_array_equal(sol.weight_t, single.weight_t)
+        for key in ("n_f_evals", "n_steps", "n_accepted", "last_step"):
+            assert sol.stats[key] == single.stats[key], key
+
+
+def test_the_batch_stop_names_the_stiff_seed_that_held_the_shared_steps():
+    # (an audit: the seed with the largest error at the last norm evaluation was named, here seed index 0, but
+    # dop853's steps were held by the stability guard for the stiff seed index 1)
+    nets, X, y = _unstable_middle_seed()
+    with pytest.warns(gf.GFlowWarning, match=r"max_steps"):
+        sols = gf.simulate_batch(nets, X, y, t1=50.0, method="dop853", integrals=False, max_steps=20)
+    assert sols[0].status == "max_steps"
+    assert "limited by seed index 1 (network seed 1): its Jacobian's spectral radius" in sols[0].message
+
+
+def test_a_gd_batch_reports_each_seeds_own_evaluation_count():
+    # (an audit: the batch's 400 evaluations were reported for a seed that diverged after 7 steps)
+    nets, X, y = _unstable_middle_seed()
+    with pytest.warns(gf.GFlowWarning, match=r"diverged"):
+        gds = gf.gradient_descent_batch(nets, X, y, step=0.5, steps=400, save_every=7)
+    with pytest.warns(gf.GFlowWarning, match=r"diverged"):
+        single = gf.gradient_descent(nets[1], X, y, step=0.5, steps=400, save_every=7)
+    assert gds[1].stats["n_f_evals"] == single.stats["n_f_evals"] == 7
+    assert gds[0].stats["n_f_evals"] == 400
+
+
+@pytest.mark.parametrize("method", ("rk4", "torchdiffeq.rk4"))
+def test_a_fixed_step_batch_freezes_a_non_finite_seed_as_its_own_run_stops(rel_err, eps64, method):
+    limit = [math.inf]  # tanh that is NaN beyond |u| > 2 (from after construction on)
+
+    def sigma(u):
+        return torch.where(u.abs() > limit[0], torch.full_like(u, float("nan")), torch.tanh(u))
+
+    def dsigma(u):
+        return torch.where(u.abs() > limit[0], torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
+
+    act = gf.Activation("tanh_nan_beyond_2", sigma, dsigma, 1.0, (-1.0, 1.0), K=0.4)
+    limit[0] = 2.0
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    nets = [gf.Network(d=4, width=6, c_hat=ch, activation=act, seed=s) for s, ch in [(0, 3.0), (2, 1.0), (2, 3.0)]]
+    kw = dict(t1=10.0, saveat=np.linspace(0, 10, 41), method=method, step=0.05)
+    with pytest.warns(gf.GFlowWarning, match=r"seed indices \[0, 2\] stopped early \[nonfinite\]"):
+        sols = gf.simulate_batch(nets, X, y, **kw)
+    assert [s.status for s in sols] == ["nonfinite", "success", "nonfinite"]
+    for net, sol in zip(nets, sols):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", gf.GFlowWarning)
+            single = gf.simulate(net, X, y, **kw)
+        _assert_same_run(sol, single, rel_err, 1e4 * eps64, fields=("loss", "H", "W_final", "lam_min_M"))
+        assert sol.stats["n_f_evals"] == single.stats["n_f_evals"]

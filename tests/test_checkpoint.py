@@ -957,3 +957,47 @@ def test_a_checkpoint_of_an_earlier_gflow_with_a_custom_activation_is_refused_sa
     assert _differences(fp, fp) == []
     (why,) = _differences(old, fp)
     assert "written by an earlier gflow, which did not fingerprint it" in why
+
+
+@pytest.mark.parametrize("method", ("euler", "rk4"))
+def test_a_fixed_step_batch_with_a_frozen_seed_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path, method):
+    nets, X, y = _batch_problem()  # the middle seed diverges at step 0.1 and is frozen; the others go on
+    args = dict(t1=10.0, method=method, step=0.1, X_test=X[:3], y_test=y[:3], features_at=[0.0, 5.0, 10.0])
+    with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\] stopped early \[diverged\]"):
+        ref = gf.simulate_batch(nets, X, y, **args)
+    assert [s.status for s in ref] == ["success", "diverged", "success"]
+    path = tmp_path / "batch.ckpt"
+    per_step = 1 if method == "euler" else 4
+    for stop_at in (3 * per_step + 1, ref[0].stats["n_f_evals"] // 2 + 2):  # before the seed diverges, and after
+        with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+            gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+        with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\] stopped early \[diverged\]"):
+            resumed = gf.simulate_batch(nets, X, y, checkpoint=path, **args)
+        assert all(s.stats["resumed"] for s in resumed) and not path.exists()
+        _assert_same_batch(resumed, ref)
+        assert [s.stats["n_f_evals"] for s in resumed] == [s.stats["n_f_evals"] for s in ref]
+
+
+@pytest.mark.parametrize("kind", ("gd", "gd_batch", "rk4", "rk4_batch", "euler", "dop853", "dopri5"))
+def test_a_stopped_and_resumed_run_counts_the_evaluations_of_the_uninterrupted_one(problem, tmp_path, kind):
+    # (an audit: the evaluation the stop refused was counted, checkpointed and counted again: 3001 for 3000; a
+    # stop inside an rk4 step also counted that step's first stages twice)
+    net, X, y = problem
+    nets = gf.networks([0, 1], d=net.d, width=net.m)
+    if kind.startswith("gd"):
+        fn, arg, kw = ((gf.gradient_descent_batch, nets) if kind == "gd_batch" else (gf.gradient_descent, net)) + (
+            dict(step=0.1, steps=60, save_every=7),)
+    else:
+        method = kind.removesuffix("_batch")
+        fn, arg = (gf.simulate_batch, nets) if kind.endswith("_batch") else (gf.simulate, net)
+        kw = dict(t1=6.0, method=method, **({"step": 0.1} if method in ("rk4", "euler") else {}))
+
+    def evals(sols):
+        return [s.stats["n_f_evals"] for s in (sols if isinstance(sols, list) else [sols])]
+
+    full = fn(arg, X, y, **kw)
+    path = tmp_path / "run.ckpt"
+    with budget_runs_out_at_eval(evals(full)[0] // 2 + 3), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
+        fn(arg, X, y, checkpoint=path, **kw)
+    resumed = fn(arg, X, y, checkpoint=path, **kw)
+    assert evals(resumed) == evals(full)

@@ -627,7 +627,8 @@ class Monitor:
         return min(self.last_t, float(self.partial[0])) if self.partial is not None else self.last_t
 
     def on_eval(self, dy: torch.Tensor | None = None) -> None:
-        self.n_f_evals += 1
+        # (counted after the checks: an evaluation they stop is never run, and a stopped run that resumed counted it
+        # twice, n_f_evals 3001 for an uninterrupted 3000)
         if self.interrupt_requested:  # (the entry point words the message: interrupted_message)
             raise Abort("interrupted", "interrupted by Ctrl-C (SIGINT)")
         if self.max_wall_time is not None and self.elapsed() > self.max_wall_time:
@@ -637,6 +638,7 @@ class Monitor:
                 f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
                 + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
             )
+        self.n_f_evals += 1
 
     def raise_collapse(self, dt: float, t0: float) -> None:
         """Stop with ``step_size_collapse`` (a step of ``dt`` at ``t0``); at the start, point to the data's scale."""

@@ -18,7 +18,12 @@ divided by √S, which makes their global RMS test imply the per-seed one (Σ_s 
 Speed.  A batch saves the per-step work that does not grow with S (the solver's bookkeeping, kernel launches),
 which dominates on a GPU at m ~ 1000.  On a CPU at that size each seed's evaluation is already compute- and
 cache-bound: expect about the speed of S separate runs (``benchmarks/bench_batch.py`` measures it), and use the
-batch API there for convenience (one call, per-seed failures isolated), not for speed.
+batch API there for convenience (one call), not for speed.
+
+Failures.  Gradient descent and fixed-step flows isolate them: a seed that diverges or turns non-finite is frozen
+at its last state (its partial trajectory, status and message as its own run has them) and the others finish, bit
+for bit as alone.  Adaptive methods share their steps, so a step limit, a stall, a step-size collapse or a
+non-finite seed stops every seed (the message names the seed).
 """
 
 from __future__ import annotations
@@ -125,6 +130,9 @@ class MaxSeedRMSNorm:
         self.S = shape[0]
         self.limiting = np.zeros(self.S, dtype=np.int64)
         self.last: int | None = None  # the seed that set the last norm
+        #: where a stopped dop853/dopri5 batch's steps were capped by its stability guard: (seed index, ρ per seed,
+        #: the guard's limit on h·ρ) (:func:`_stiff_seed`)
+        self.stiff: tuple[int, list[float], float] | None = None
 
     def per_seed(self, tensor: torch.Tensor) -> torch.Tensor:
         """RMS of each seed's entries, (S,)."""
@@ -272,12 +280,18 @@ def simulate_batch(
     reason is stored in ``sol.config["solver"]["batch"]``, with ``limiting_share``: the fraction of error-norm
     evaluations at which that seed had the largest error.
 
-    Failures: a non-finite state in any seed, a step limit, a step-size collapse or the wall-time budget stops
-    the solve for all seeds with that status; every seed keeps its partial trajectory.
+    Failures: with a fixed-step method a seed that diverges (its loss past 1e10·L₀) or turns non-finite is frozen
+    at its last state with the status, message, partial trajectory and counts of its own run, and the other seeds
+    go on, unchanged.  The step limit, the wall-time budget and Ctrl-C stop every seed still running.  With an
+    adaptive method the seeds share their steps, so a non-finite seed, the step limit, a stall, a step-size
+    collapse, the wall-time budget and Ctrl-C stop every seed with that status (the message names the seeds that
+    turned non-finite or, for the step limit, stall or collapse, the seed that limited the shared steps); every
+    seed keeps its partial trajectory.
 
     Returns:
         a list of S :class:`gflow.Solution`, one per network, in the order of ``nets``.  ``stats`` hold the
-        shared counts (evaluations and steps of the batch; ``wall_time`` of the whole batched solve).
+        shared counts (evaluations and steps of the batch; ``wall_time`` of the whole batched solve), except for a
+        frozen seed, whose counts are those at which it stopped.
 
     Raises:
         TypeError, ValueError: bad input (an incompatible network is named by its index).
@@ -328,8 +342,12 @@ def simulate_batch(
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step, grid))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
-    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
-                      adaptive=method not in FIXED_STEP_METHODS, kinked=not net.activation.smooth)
+    monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
+                            dtype=net.dtype, adaptive=method not in FIXED_STEP_METHODS,
+                            kinked=not net.activation.smooth)
+    if method in FIXED_STEP_METHODS:  # (the same steps as alone: a failing seed is frozen, the others go on)
+        monitor.freezer = batch_rec.freezer = _Freezer(bf, recorders, monitor)
+    freezer = monitor.freezer
     norm = max_seed_rms_norm(bf.state_shape)
     status, message = "success", f"reached t1 = {t1:g}"
     recorders[0].attach_progress(progress, t1, f"flow ({method}, {S} seeds)")
@@ -346,7 +364,8 @@ def simulate_batch(
             if method in SCIPY_METHODS:
                 _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
             elif method in NATIVE_METHODS:
-                _run_native_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm, ckpt, resume)
+                _run_native_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm, ckpt, resume,
+                                  freezer)
             else:
                 _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, batch_rec, monitor, norm)
         except Abort as exc:
@@ -354,18 +373,20 @@ def simulate_batch(
             if status == "nonfinite" and recorders[0].fixed_step is not None:  # (as gf.simulate: the step's limit,
                 tight = min(recorders, key=lambda rec: rec.stability_limit0())  # the seed with the lowest)
                 message = f"{message}; {tight.step_advice()}"
-            if S > 1 and norm.last is not None and exc.status in ("step_size_collapse", "stalled", "max_steps"):
-                k = norm.last  # (every seed shares the steps: one stiff seed stops them all)
-                message = (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}) "
-                           "at the end: the seeds share their steps, so run it separately or drop it, and the others "
-                           "may finish]")
+            if S > 1 and exc.status in ("step_size_collapse", "stalled", "max_steps"):
+                message = _limited_by(message, norm, nets)
         finally:
             recorders[0].close()
     wall = time.perf_counter() - t_start
     if ckpt is not None:
         ckpt.finish(status == "success")
 
-    if status != "success":
+    outcomes = {} if freezer is None else freezer.outcome  # {seed index: (status, message, counts)}: frozen seeds
+    if status != "success" and freezer is not None:  # each seed still running keeps its last accepted state
+        for s, rec in enumerate(recorders):
+            if s not in outcomes:
+                freezer.keep_partial(s)
+    elif status != "success":
         if monitor.partial is not None and monitor.partial[0] > recorders[0].t[-1] * (1 + 1e-12):
             try:  # keep the last accepted state, unless it is itself non-finite
                 batch_rec.record(monitor.partial[0], monitor.partial[1])
@@ -373,8 +394,9 @@ def simulate_batch(
                 pass
         for rec in recorders:
             rec.ensure_final_features()
-    if status == "interrupted":
-        message = interrupted_message(recorders[0].t[-1], t1, monitor.n_steps, ckpt)
+    running = [s for s in range(S) if s not in outcomes]
+    if status == "interrupted" and running:
+        message = interrupted_message(recorders[running[0]].t[-1], t1, monitor.n_steps, ckpt)
 
     adaptive = method not in FIXED_STEP_METHODS
     total = max(1, int(norm.limiting.sum()))
@@ -388,6 +410,10 @@ def simulate_batch(
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
         "resumed": resume is not None,
     } for f in bf.fields]
+    statuses, messages = [status] * S, [message] * S
+    for s, (st, msg, counts) in outcomes.items():
+        statuses[s], messages[s] = st, msg
+        stats[s].update(counts)
     if method in SCIPY_METHODS:
         error_control = {"norm": "global RMS (scipy)", "reason": SCIPY_REASON, "rtol_used": rtol / math.sqrt(S),
                          "atol_used": atol / math.sqrt(S)}
@@ -413,15 +439,21 @@ def simulate_batch(
             },
         }
 
-    messages = [message] * S
     # a solve whose saved loss rose (fixed-step, or adaptive with smooth σ): recorded per seed, one warning
     smooth = nets[0].activation.smooth
-    rises = _note_rises(recorders, [status != "diverged"] * S,
-                        lambda rec: rec.rise_warning(method, rtol, smooth, status == "success"), messages, stats)
-    sols = _seed_solutions(bf, recorders, [status] * S, messages, stats, config_of)
+    status_of = dict(zip(map(id, recorders), statuses))
+    rises = _note_rises(recorders, [st != "diverged" for st in statuses],
+                        lambda rec: rec.rise_warning(method, rtol, smooth, status_of[id(rec)] == "success"), messages,
+                        stats)
+    sols = _seed_solutions(bf, recorders, statuses, messages, stats, config_of)
     raise_if_interrupted(monitor, status, sols, "gf.simulate_batch")
-    if warn and status != "success":
+    failed = [s for s in range(S) if statuses[s] != "success"]
+    if warn and failed and not outcomes:
         warnings.warn(f"gflow.simulate_batch stopped early for all {S} seeds [{status}]: {message}", GFlowWarning,
+                      stacklevel=2)
+    elif warn and failed:
+        warnings.warn(f"gflow.simulate_batch: seed indices {failed} stopped early "
+                      f"[{', '.join(sorted({statuses[s] for s in failed}))}]: {messages[failed[0]]}", GFlowWarning,
                       stacklevel=2)
     elif warn and rises:
         _warn_rises("simulate_batch", rises)
@@ -482,6 +514,7 @@ class _BatchRecorder:
     def __init__(self, bf: BatchedField, recorders: list[Recorder]):
         self.bf = bf
         self.recorders = recorders
+        self.freezer: _Freezer | None = None  # (fixed-step methods: a failing seed is frozen, the others recorded)
 
     # the interface of a Recorder that checkpoints use (gflow.solve.checkpoint): each seed's lists under "<s>/"
     def lengths(self) -> dict[str, int]:
@@ -504,27 +537,28 @@ class _BatchRecorder:
             rec.load_state_dict(st, device=device)
 
     def record(self, t: float, state: torch.Tensor) -> None:
-        """Record every seed at t, or none of them (Abort) if any seed's loss is non-finite there."""
-        bad, grown = [], []
+        """Record every seed at t, or none of them (Abort) if any seed's loss is non-finite there; with a
+        :class:`_Freezer` (fixed-step methods), after t = 0, every seed still running, a seed whose record fails
+        (diverged, non-finite) being frozen instead."""
+        freezer = self.freezer
+        if freezer is not None and self.recorders[0].t:
+            for s, rec in enumerate(self.recorders):
+                if s not in freezer.outcome:
+                    try:
+                        rec.record(t, self.bf.seed_state(state, s))
+                    except Abort as exc:
+                        freezer.stop(s, exc.status, exc.message)
+            return
+        bad = []
         for s, (f, pb) in enumerate(zip(self.bf.fields, self.bf.problems)):
             loss = 0.5 * float(((pb.outputs(f.train_features(self.bf.seed_state(state, s))) - pb.y) ** 2).sum())
-            rec = self.recorders[s]
             if not math.isfinite(loss):
                 bad.append(s)
-            elif rec.diverge_factor is not None and rec.rows["loss"] and loss > rec.diverge_factor * max(
-                    rec.rows["loss"][0], 1e-300):
-                grown.append(s)
         if bad:
             prev = self.recorders[0].t[-1] if self.recorders[0].t else 0.0
             raise Abort("nonfinite", f"the loss of seed indices {bad} became non-finite at t = {t:.6g}; the state "
                         f"was lost between t = {prev:.6g} and t; use {float64_advice(self.bf.problems[0].net.dtype)}a "
                         "smaller step or tighter tolerances")
-        if grown:  # (checked for every seed before any records: the seeds keep the same times)
-            s = grown[0]
-            loss = 0.5 * float(((self.bf.problems[s].outputs(self.bf.fields[s].train_features(
-                self.bf.seed_state(state, s))) - self.bf.problems[s].y) ** 2).sum())
-            raise Abort("diverged", f"seed indices {grown}, which stops every seed: for seed index {s}, "
-                        f"{self.recorders[s]._diverged_message(loss, t)}")
         for s, rec in enumerate(self.recorders):
             rec.record(t, self.bf.seed_state(state, s))
 
@@ -534,6 +568,83 @@ def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor) -> None:
     raise Abort("nonfinite", f"the state or its derivative of seed indices {bad} became non-finite near t = {t:.6g}, "
                 "which stops every seed; check the data scale, "
                 f"{'use float64, ' if float64_advice(dL.dtype) else ''}or {monitor.hint}")
+
+
+class _BatchMonitor(Monitor):
+    """The batch's Monitor: with a :class:`_Freezer` (fixed-step methods), the non-finite evaluation that the
+    engine reports here (:meth:`raise_nonfinite`, with the stage's time) freezes the seeds that caused it, as their
+    own runs would have stopped, and the solve goes on while any seed is running."""
+
+    freezer: _Freezer | None = None
+
+    def raise_nonfinite(self, t: float | None = None) -> None:
+        try:
+            super().raise_nonfinite(t)  # (it raises)
+        except Abort as exc:
+            if self.freezer is None or not self.freezer.pending:
+                raise
+            # freeze the seeds with the message of their own runs' stop
+            pending, self.freezer.pending = self.freezer.pending, []
+            for s in pending:
+                self.freezer.stop(s, exc.status, exc.message)
+
+
+class _Freezer:
+    """The seeds of a fixed-step batch that stopped (diverged, non-finite), frozen as gradient_descent_batch freezes
+    them: their derivative is zero from then on (:meth:`mask`, one masked write per evaluation), their record ends as
+    their own run's does (the last accepted state, :meth:`keep_partial`) with its status, message and counts
+    (``outcome``), and the other seeds take the same steps as before; the last seed to stop ends the solve."""
+
+    def __init__(self, bf: BatchedField, recorders: list[Recorder], monitor: Monitor):
+        self.bf, self.recorders, self.monitor = bf, recorders, monitor
+        self.frozen = torch.zeros(bf.S, dtype=torch.bool, device=bf.problems[0].net.device)
+        self.outcome: dict[int, tuple[str, str, dict]] = {}
+        self.pending: list[int] = []  # seeds non-finite in the current evaluation, frozen by the Monitor
+
+    def mask(self, out: torch.Tensor, dL: torch.Tensor) -> bool:
+        """Zero the derivative of the frozen seeds and of those non-finite now (kept in ``pending``); False where
+        some seed is newly non-finite (the caller reports it: :meth:`_BatchMonitor.raise_nonfinite`)."""
+        if self.outcome:
+            out[self.frozen] = 0.0
+            dL = dL.masked_fill(self.frozen, 0.0)
+        if bool(torch.isfinite(dL).all()):
+            return True
+        self.pending = torch.nonzero(~torch.isfinite(dL)).flatten().tolist()
+        out[self.pending] = 0.0
+        return False
+
+    def keep_partial(self, s: int) -> None:
+        """Seed s's end as its own run's (gf.simulate): the last accepted state, unless it is non-finite or
+        diverged, then H at the last recorded time."""
+        rec, part = self.recorders[s], self.monitor.partial
+        if part is not None and part[0] > rec.t[-1] * (1 + 1e-12):
+            try:
+                rec.record(part[0], self.bf.seed_state(part[1], s).clone())
+            except Abort:
+                pass
+        rec.ensure_final_features()
+
+    def stop(self, s: int, status: str, message: str) -> None:
+        """Freeze seed s with its own run's status and message (a non-finite one with its step advice, as
+        gf.simulate gives it) and counts; Abort once no seed is running."""
+        rec, m = self.recorders[s], self.monitor
+        if status == "nonfinite":
+            message = f"{message}; {rec.step_advice()}"
+        self.keep_partial(s)
+        self.outcome[s] = (status, message, {
+            "n_f_evals": m.n_f_evals, "n_steps": m.n_steps, "n_accepted": m.n_accepted, "n_rejected": m.n_rejected,
+            "last_step": m.last_dt if math.isfinite(m.last_dt) else None})
+        self.frozen[s] = True
+        if len(self.outcome) == self.bf.S:
+            raise Abort(status, message)
+
+    def state_dict(self) -> dict:
+        return {"frozen_outcome": {int(s): list(v) for s, v in self.outcome.items()}}
+
+    def load_state_dict(self, loop: dict) -> None:
+        self.outcome = {int(s): tuple(v) for s, v in loop.get("frozen_outcome", {}).items()}
+        self.frozen[:] = False
+        self.frozen[list(self.outcome)] = True
 
 
 class _BatchFunc:
@@ -547,6 +658,11 @@ class _BatchFunc:
     def __call__(self, t, y):
         self.monitor.on_eval()
         out, dL = self.bf.rhs(y)
+        freezer = self.monitor.freezer
+        if freezer is not None:
+            if not freezer.mask(out, dL):
+                self.monitor.raise_nonfinite(float(t))
+            return out
         # L̇ reduces each seed's whole derivative, so S scalars tell whether any entry is NaN or inf
         if not bool(torch.isfinite(dL).all()):
             _raise_nonfinite(dL, float(t), self.monitor)
@@ -585,6 +701,11 @@ class _NativeBatchField:
 
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor):
         d, dL = self.bf.rhs(state)
+        freezer = self.monitor.freezer
+        if freezer is not None:  # (a non-finite probe: the engine reports it with the stage's time, see _Freezer)
+            ok = freezer.mask(d, dL)
+            out.copy_(d)
+            return _Probe(0.0 if ok else math.nan)
         out.copy_(d)
         if not bool(torch.isfinite(dL).all()):
             _raise_nonfinite(dL, self.monitor.last_t, self.monitor)
@@ -613,30 +734,83 @@ class _NormCheckpoint:
     counts (a resumed batch reported ``limiting_share``, and named the seed that limited the steps, from its last
     segment only)."""
 
-    def __init__(self, ckpt, norm: MaxSeedRMSNorm):
-        self.ckpt, self.norm = ckpt, norm
+    def __init__(self, ckpt, norm: MaxSeedRMSNorm, freezer: _Freezer | None = None):
+        self.ckpt, self.norm, self.freezer = ckpt, norm, freezer
 
     def __getattr__(self, name):
         return getattr(self.ckpt, name)
 
     def save(self, loop: dict) -> None:
-        self.ckpt.save(dict(loop, norm_limiting=self.norm.limiting.tolist(), norm_last=self.norm.last))
+        frozen = {} if self.freezer is None else self.freezer.state_dict()  # (the frozen seeds' outcomes)
+        self.ckpt.save(dict(loop, norm_limiting=self.norm.limiting.tolist(), norm_last=self.norm.last, **frozen))
 
 
 def _run_native_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,
-                      norm: MaxSeedRMSNorm, ckpt=None, resume=None):
+                      norm: MaxSeedRMSNorm, ckpt=None, resume=None, freezer: _Freezer | None = None):
     from . import rk
 
     field = _NativeBatchField(bf, monitor)
     adaptive = method not in FIXED_STEP_METHODS
     if ckpt is not None:
-        ckpt = _NormCheckpoint(ckpt, norm)
+        ckpt = _NormCheckpoint(ckpt, norm, freezer)
     if resume is not None and "norm_limiting" in resume:
         norm.limiting[:] = resume["norm_limiting"]
         norm.last = resume["norm_last"]
-    rk.integrate(field, grid, method, rtol=rtol, atol=bf.atol_vector(atol) if adaptive else atol, step=step,
-                 options=opts, recorder=recorder, monitor=monitor, norm=norm if adaptive else None, checkpoint=ckpt,
-                 resume=resume)
+    if resume is not None and freezer is not None:
+        freezer.load_state_dict(resume)
+    engine = rk.Engine(field, grid, method, rtol=rtol, atol=bf.atol_vector(atol) if adaptive else atol, step=step,
+                       options=opts, recorder=recorder, monitor=monitor, norm=norm if adaptive else None,
+                       checkpoint=ckpt)
+    try:
+        engine.run(resume)
+    except Abort as exc:
+        if adaptive and bf.S > 1 and exc.status in ("step_size_collapse", "stalled", "max_steps"):
+            norm.stiff = _stiff_seed(engine, bf)
+        raise
+
+
+def _stiff_seed(engine, bf: BatchedField, iterations: int = 30) -> tuple[int, list[float], float] | None:
+    """Where the stability guard of dop853/dopri5 (:meth:`gflow.solve.rk.Engine._stiff_safe`, h·ρ ≤ its limit) capped
+    the shared step at the end (the controller proposed a longer one), the seed that set ρ: the largest of the
+    spectral radii ρ_s of the seeds' Jacobians at the last accepted state, by one batched power iteration (its
+    seed blocks are independent: each is normalised on its own).  Returns (seed index, ρ per seed, the limit); None
+    where the error control, not the guard, set the step.  (The error norm's largest seed, which the message named,
+    can be any seed there: a healthy one was named, and dropping it did not help.)"""
+    limit, rho = engine._stiff_limit, max(engine.rho_h, engine.rho_p)
+    if not (math.isfinite(limit) and rho > 0.0 and engine.h * rho > limit * (1 + 1e-9)):
+        return None
+    N, S = bf.N, bf.S
+    y = engine.y.view(bf.state_shape)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    v = torch.randn((S, N), generator=g, dtype=torch.float64).to(y)
+    f0 = bf.rhs(y)[0][:, :N]
+    eps = math.sqrt(torch.finfo(y.dtype).eps) * torch.clamp(torch.linalg.vector_norm(y[:, :N], dim=1), min=1.0)
+    yv, rho_s = y.clone(), torch.zeros(S, dtype=y.dtype, device=y.device)
+    for _ in range(iterations):
+        v = v / torch.clamp(torch.linalg.vector_norm(v, dim=1, keepdim=True), min=1e-300)
+        yv[:, :N] = y[:, :N] + eps[:, None] * v
+        w = (bf.rhs(yv)[0][:, :N] - f0) / eps[:, None]
+        rho_s = torch.nan_to_num(torch.linalg.vector_norm(w, dim=1), nan=0.0, posinf=0.0)
+        v = torch.where(rho_s[:, None] > 0, w, v)
+    return int(torch.argmax(rho_s)), rho_s.tolist(), float(limit)
+
+
+def _limited_by(message: str, norm: MaxSeedRMSNorm, nets) -> str:
+    """``message`` with the seed that limited an adaptive batch's shared steps: the stiffest seed where the
+    stability guard capped them (:func:`_stiff_seed`), else the seed that most often had the largest error."""
+    if norm.stiff is not None:
+        k, rho, limit = norm.stiff
+        others = max((r for s, r in enumerate(rho) if s != k), default=0.0)
+        why = (f"its Jacobian's spectral radius ρ ≈ {rho[k]:.3g} (the other seeds' at most {others:.3g}) held the "
+               f"shared step at about {limit:g}/ρ = {limit / rho[k]:.3g} by the stability guard")
+    elif norm.limiting.sum() > 0:
+        k = int(np.argmax(norm.limiting))
+        why = (f"it had the largest error in {norm.limiting[k] / norm.limiting.sum():.0%} of the error-norm "
+               "evaluations")
+    else:
+        return message
+    return (f"{message} [the batch's steps were limited by seed index {k} (network seed {nets[k].seed}): {why}; the "
+            "seeds share their steps, so run it separately or drop it, and the others may finish]")
 
 
 def _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, recorder: _BatchRecorder, monitor: Monitor,
@@ -879,8 +1053,10 @@ def gradient_descent_batch(
         ckpt.finish("time_budget" not in statuses and "interrupted" not in statuses)
     messages = [interrupted_message(recorders[s].t[-1], t1, k_done[s], ckpt) if st == "interrupted" else msg
                 for s, (st, msg) in enumerate(zip(statuses, messages))]
+    # (per seed, as its own run counts them: one evaluation per step; the batch's count was each seed's, 400 for a
+    # seed that diverged after 7 steps)
     stats = [{
-        "n_f_evals": monitor.n_f_evals, "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
+        "n_f_evals": k_done[s], "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": f.flops_per_eval(), "last_step": step,
         "resumed": resume is not None,
     } for s, f in enumerate(bf.fields)]

@@ -308,6 +308,10 @@ class Engine:
         self._rho_t = math.nan  # the time of the last power step (a retried step does not repeat it)
         self._rho_age = 0  # accepted steps since the last power step
         self._stiff_limit = STIFF_LIMIT.get(method, math.inf)
+        #: the monitor's evaluation count where the loop state was last complete (a step taken or rejected, the first
+        #: step chosen, a power step kept): a stopped run's checkpoint holds it, since its resumed run repeats the
+        #: evaluations after it (rk4 stopped inside a step counted that step's first stages twice)
+        self._evals_kept = 0
 
     def _plan(self, coefs, kw, width: int):
         """How to form y + h Σ_l coefs[l] K_l: a chain of axpys over the few nonzero rows (``("axpy", [(row,
@@ -591,6 +595,7 @@ class Engine:
                 h * rho > 0.2 * self._stiff_limit or (inner and self._v is None)):
             self._power_step()
             self._rho_t, self._rho_age = t, 0
+            self._evals_kept = self.monitor.n_f_evals
             rho = max(self.rho_h, self.rho_p)
         return min(h, self._stiff_limit / rho) if rho > 0.0 else h
 
@@ -644,6 +649,7 @@ class Engine:
             self.monitor.partial = (self.t, self.y.view(self.shape))
         else:
             self._record(0.0, self.y.clone())
+        self._evals_kept = self.monitor.n_f_evals
         try:
             if resume is not None:
                 self.monitor.check_resumed(not self.rejected)
@@ -655,12 +661,17 @@ class Engine:
                 self.ckpt.save(self.state_dict())
         except Abort as exc:
             if self.ckpt is not None and exc.status not in ("nonfinite",):
-                self.ckpt.save(self.state_dict())
+                done, self.monitor.n_f_evals = self.monitor.n_f_evals, self._evals_kept
+                try:
+                    self.ckpt.save(self.state_dict())
+                finally:
+                    self.monitor.n_f_evals = done
             raise
 
     def _after_accept(self, t0: float, dt: float) -> None:
         m = self.monitor
         m.partial = (self.t, self.y.view(self.shape))
+        self._evals_kept = m.n_f_evals
         # the step is counted before the checkpoint: a checkpoint taken first held one accepted step too few, and a
         # run killed right after it (SIGKILL: no final checkpoint) resumed with n_steps one short
         m.on_step(t0, dt, True)
@@ -695,6 +706,7 @@ class Engine:
         if not resumed or math.isnan(self.h):
             self._f(0.0, self.y, self._rows[0])
             self.h = float(self.first_step) if self.first_step is not None else self._initial_step()
+            self._evals_kept = m.n_f_evals
         self._abs_plus_a(self.y, self.absy)
         while self.t < self.t1:
             t, h = self.t, min(self.h, self.max_step)
@@ -764,6 +776,7 @@ class Engine:
             else:
                 self.h = h / min(1.0 / self.dfactor, fac11 / self.safety)
                 self.rejected = True
+                self._evals_kept = m.n_f_evals
                 m.on_step(t, h, False)
 
 
