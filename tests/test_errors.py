@@ -1049,3 +1049,16 @@ def test_a_torchdiffeq_run_stopped_by_max_steps_names_the_time_it_kept(method):
     net = gf.Network(d=20, width=64, activation="tanh", seed=0)
     sol = gf.simulate(net, X, y, t1=5000.0, method=method, max_steps=30, warn=False)
     assert sol.status == "max_steps" and f"t = {sol.t[-1]:.6g} < t1" in sol.message
+
+
+@pytest.mark.parametrize("method", ["rk4", "euler", "dop853"])
+def test_an_overflowing_network_is_a_value_error_naming_the_overflow_and_the_seed(method):
+    # (an audit: c_hat = 1e200 overflows the kernel M₀; fixed-step runs then crashed with LAPACK's "eigh failed to
+    # converge" while wording their step advice, and a batch named seed 0's finite loss 0.29 as "not finite")
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    big, good = gf.Network(d=3, width=8, seed=1, c_hat=1e200), gf.Network(d=3, width=8, seed=0)
+    kw = {"method": method, "step": 0.1} if method != "dop853" else {"method": method}
+    with pytest.raises(ValueError, match=r"the loss at t = 0 is not finite \(inf"):
+        gf.simulate(big, X, y, t1=1.0, warn=False, **kw)
+    with pytest.raises(ValueError, match=r"the loss at t = 0 is not finite \(inf.*seed index 1, network seed 1"):
+        gf.simulate_batch([good, big], X, y, t1=1.0, warn=False, **kw)

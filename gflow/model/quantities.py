@@ -140,7 +140,10 @@ class FastForms:
 
 
 def extreme_eigenvalues(M: torch.Tensor) -> tuple[float, float]:
-    """(λ_min, λ_max) of a symmetric matrix."""
+    """(λ_min, λ_max) of a symmetric matrix; (nan, nan) where it has a non-finite entry (an overflowing kernel:
+    LAPACK's eigh failed to converge there, and that error replaced the message that names the overflow)."""
+    if not bool(torch.isfinite(M).all()):
+        return math.nan, math.nan
     ev = torch.linalg.eigvalsh(0.5 * (M + M.T))
     return float(ev[0]), float(ev[-1])
 

@@ -213,6 +213,10 @@ def _batch_info(nets, s: int, **extra) -> dict:
 
 
 def _seed_solutions(bf: BatchedField, recorders, statuses, messages, stats, config_of) -> list[Solution]:
+    for s, rec in enumerate(recorders):  # (t = 0 unrecorded: name the seed whose loss overflows there, not seed 0)
+        pb = bf.problems[s]
+        if not rec.t and not math.isfinite(float(0.5 * torch.sum((pb.outputs(pb.H0) - pb.y) ** 2))):
+            check_started(rec, pb, statuses[s], f"{messages[s]} [seed index {s}, network seed {pb.net.seed}]")
     sols = []
     for s, rec in enumerate(recorders):
         sols.append(_make_solution(rec, bf.problems[s], statuses[s], messages[s], stats[s], config_of(s)))
