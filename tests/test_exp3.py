@@ -276,6 +276,14 @@ def test_claims_count_a_diverged_seed_whatever_its_place():
     c = exp3.claim_lowest_test_error(runs)
     assert c.verdict == "inconclusive" and "6/8" in c.measured and "GD n=100: MSE 0.3/0.6/0.5 ✗" in c.measured
     assert "(ours 1/2 diverged)" in c.measured
+    # … and a rival with a diverged run loses, whatever its finished run's error (the review: ntk's survivor at 0.2
+    # beat ours' 0.3)
+    rival = {"ours": (0.3, 0.1), "ntk": (0.2, 0.05), "mf": (0.5, 0.2)}
+    runs = _diverge(grid(lambda s, n, k: dict(zip(("mse", "sign"), rival[s]))), scaling="ntk", n=100, seed=1,
+                    solver="gd")
+    c = exp3.claim_lowest_test_error(runs)
+    assert "GD n=100: MSE 0.3/0.2/0.5, sign 0.1/0.05/0.2 (ntk 1/2 diverged)" in c.measured, c.measured
+    assert "flow n=100: MSE 0.3/0.2/0.5 ✗" in c.measured and "2/8" in c.measured
     # claim 3: a diverged run at the largest n fails its row
     runs = _diverge(grid(lambda s, n, k: {"mse": 100.0 / n}), scaling="mf", n=200, seed=1, solver="gd")
     c = exp3.claim_trend_with_n(runs)
@@ -320,6 +328,12 @@ def test_fig4_scatter_rows_share_one_range(tiny, tmp_path, monkeypatch):
             assert ax.get_ylim() == pytest.approx((-lims[solver], lims[solver]))
         ks = [k for k, r in enumerate(runs) if (r.labels["n"], r.labels["solver"]) == (40, solver)]
         assert lims[solver] == pytest.approx(1.08 * max(np.abs(sc["h"][k]).max() for k in ks))
+    # a diverged run's features (1e6) leave the range to the finished runs (they shrank the others to a dot)
+    k = next(k for k, r in enumerate(runs) if (r.labels["n"], r.labels["solver"], r.labels["scaling"]) ==
+             (40, "gd", "ntk"))
+    runs[k] = Run(runs[k].labels, dataclasses.replace(runs[k].solution, status="diverged"))
+    sc = dict(sc, h=[np.full_like(np.asarray(h, float), 1e6) if i == k else h for i, h in enumerate(sc["h"])])
+    assert exp3.scatter_limits(runs, sc, 40)["gd"] < 1e3
 
 
 def test_ntk_sign_error_at_t0_is_not_decided_by_rounding(tiny):

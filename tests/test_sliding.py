@@ -846,6 +846,19 @@ def test_auto_keeps_its_sliding_step_below_the_stability_limit():
     assert "exceeds the stability limit 2/λ_max(M₀)" in solver["auto"]
 
 
+def test_a_refused_extra_halving_past_an_unstable_coarse_step_leaves_the_three_solves_standing():
+    # (the review: with max_steps for three solves but not a fourth, the extra halving turned the run into a
+    # "max_steps" failure, where it was a success without an estimate)
+    net, X, y = _steep_relu(scale=3.0)
+    with pytest.warns(gf.GFlowWarning, match="the solve \\(step 0.25\\): method='sliding' with step=0.25 exceeds"):
+        est = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=0.25, error_estimate=True,
+                          max_steps=40)  # (the 0.0625 solve takes ≤ 40 steps, the 0.03125 one more)
+    info = est.config["solver"]["error_estimate"]
+    assert est.status == "success" and info["steps"] == [0.25, 0.125, 0.0625]
+    assert np.all(np.isinf(est.error_estimate[1:]))
+    assert "no error estimate" in est.message and "halving on to step 0.03125" in est.message
+
+
 def test_auto_with_an_error_estimate_records_why_it_picked_sliding_and_a_rerun_keeps_it(monkeypatch):
     # (auto's reason was recorded for its single solve only: error_estimate=True, which picks the same, had none —
     # nor the step it took below the stability limit)

@@ -451,7 +451,8 @@ def claim_linear_convergence(runs: Sequence[Run], *, d: int = 20, floor: float =
                 slow = slowdown(t[:k], L[:k])
                 dec = float(np.log10(L[0] / L[k - 1])) if k >= 1 else 0.0
                 reached = k < L.size and np.isfinite(L[k])
-                rate = _fmt(slow, 2) if np.isfinite(slow) else f"n/a ({k} saved points in the window, too few)"
+                rate = (_fmt(slow, 2) if np.isfinite(slow) else
+                        f"n/a ({k} saved points in the window, too few)" if k < 11 else "n/a (the loss does not fall)")
                 desc = f"R²={r2:.4f}, local/avg rate ≥ {rate}, {'≥' if reached else ''}{dec:.1f} dec. by t={t[k - 1]:g}"
                 if n <= 2 * d:
                     good = np.isfinite(r2) and r2 >= r2_min and dec >= decades_min

@@ -447,7 +447,7 @@ def claim_lowest_test_error(runs: Sequence[Run]) -> Claim:
                 if not any(fails.values()) and not all(math.isfinite(x) for x in v.values()):
                     continue  # (not recorded)
                 total += 1
-                others = [x for s, x in v.items() if s != "ours" and math.isfinite(x)]
+                others = [x for s, x in v.items() if s != "ours" and math.isfinite(x) and not fails[s]]
                 win = not fails["ours"] and math.isfinite(v["ours"]) and all(v["ours"] <= x for x in others)
                 wins += win
                 cell.append(f"{short} " + "/".join(_fmt(v[s], 2) for s in scs) + ("" if win else " ✗"))
@@ -622,13 +622,15 @@ def _style(ax) -> None:
 def scatter_limits(runs: Sequence[Run], sc: dict, n: int) -> dict[str, float]:
     """{solver: half-width} of the square axes of Figure 4's scatter row of that solver at this n: 1.08 × the
     largest |h| over the row's scalings (first seed), so that the scalings share one range as in the paper, where
-    features barely moving (NTK) show as a small cloud next to those that move."""
+    features barely moving (NTK) show as a small cloud next to those that move.  Over the finished runs (a diverged
+    GD run's features, 1e6, shrank the others to a dot), over all where none finished."""
     runs = list(runs)
     seed = _values(_select(runs, n=n), "seed")[0]
     out = {}
     for solver in SOLVERS:
         ks = [k for k, r in enumerate(runs) if r.labels.get("n") == n and r.labels.get("solver") == solver
               and r.labels.get("seed") == seed]
+        ks = [k for k in ks if _ok(runs[k])] or ks
         vals = np.concatenate([np.asarray(sc["h"][k], float).ravel() for k in ks]) if ks else np.zeros(0)
         vals = np.abs(vals[np.isfinite(vals)])
         out[solver] = 1.08 * float(vals.max()) if vals.size and vals.max() > 0 else 1.0

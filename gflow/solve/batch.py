@@ -20,10 +20,11 @@ which dominates on a GPU at m ~ 1000.  On a CPU at that size each seed's evaluat
 cache-bound: expect about the speed of S separate runs (``benchmarks/bench_batch.py`` measures it), and use the
 batch API there for convenience (one call), not for speed.
 
-Failures.  Gradient descent and fixed-step flows isolate them: a seed that diverges or turns non-finite is frozen
-at its last state (its partial trajectory, status and message as its own run has them) and the others finish, bit
+Failures.  Gradient descent and fixed-step flows isolate them: a seed that diverges or turns non-finite after
+t = 0 is frozen at its last state (its partial trajectory, status and message as its own run has them) and the others finish, bit
 for bit as alone.  Adaptive methods share their steps, so a step limit, a stall, a step-size collapse or a
-non-finite seed stops every seed (the message names the seed).
+non-finite seed stops every seed (the message names the seed).  A seed whose loss overflows already at t = 0 is
+a ValueError naming it, as for its own run.
 """
 
 from __future__ import annotations
@@ -286,7 +287,8 @@ def simulate_batch(
 
     Failures: with a fixed-step method a seed that diverges (its loss past 1e10·L₀) or turns non-finite is frozen
     at its last state with the status, message, partial trajectory and counts of its own run, and the other seeds
-    go on, unchanged.  The step limit, the wall-time budget and Ctrl-C stop every seed still running.  With an
+    go on, unchanged (a loss that overflows at t = 0 is a ValueError naming the seed, as for its own run).  The
+    wall-time budget and Ctrl-C stop every seed still running.  With an
     adaptive method the seeds share their steps, so a non-finite seed, the step limit, a stall, a step-size
     collapse, the wall-time budget and Ctrl-C stop every seed with that status (the message names the seeds that
     turned non-finite or, for the step limit, stall or collapse, the seed that limited the shared steps); every

@@ -300,9 +300,13 @@ def simulate_nonsmooth(
     est = None
     loosen = " or loosen rtol" if rtol is not None else " or enlarge step"
     ctrl_c = False  # a Ctrl-C stopped a solve, or arrived as one finished
-    while True:
+    extra, refused = False, ""  # halving on past an unstable coarse step (rtol None): optional — refused, the
+    while True:  # three solves before stand, without an estimate, as without the extra halving
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
         need = _steps_to(t_end, h)
+        if extra and need > max_steps:
+            refused = f"halving on to step {h:g} would need {need:.0f} steps, more than max_steps = {max_steps}"
+            break
         if need > max_steps:
             status, message = "max_steps", (f"the next step h = {h:g} needs {need:.0f} steps, more than max_steps = "
                                             f"{max_steps}; raise max_steps{loosen}")
@@ -310,6 +314,9 @@ def simulate_nonsmooth(
         if not sols and remaining is not None:  # the coarsest solve always runs, to its share of the budget: it
             remaining = max(remaining, 1e-9)  # returns a partial trajectory and a status (nothing, before)
         elif remaining is not None and (remaining <= 0 or (walls and 2.2 * walls[-1] > remaining)):
+            if extra:
+                refused = f"halving on to step {h:g} would exceed max_wall_time = {max_wall_time:g} s"
+                break
             status, message = "time_budget", (f"max_wall_time = {max_wall_time:g} s would be exceeded by the solve "
                                               f"with step {h:g}; raise max_wall_time{loosen}")
             break
@@ -319,6 +326,9 @@ def simulate_nonsmooth(
         except Interrupted as stop:  # Ctrl-C: the finest completed solve and its estimate are what is kept
             sol, ctrl_c = stop.solution, True
         evals += int(sol.stats.get("n_f_evals", 0))
+        if extra and not sol.ok and not ctrl_c:
+            refused = f"the solve halving on to step {h:g} stopped [{sol.status}]"
+            break
         if not sol.ok:
             status, message = sol.status, f"the solve with step {h:g} stopped: {sol.message}"
             if not sols:
@@ -341,7 +351,7 @@ def simulate_nonsmooth(
                 rel[0] = 0.0
                 est = dict(est, abs=rel.copy(), rel=rel, reliable=False, unstable=True)
             if rtol is None and any(unstable) and not unstable[-1]:
-                pass  # the finest step is stable: halving drops the unstable ones (at most two more solves)
+                extra = True  # the finest step is stable: halving drops the unstable ones (at most two more solves)
             elif rtol is None or float(np.max(est["rel"])) <= rtol:
                 break
             stop = _unreachable(est, order, h, rtol, t_end, max_steps, walls[-1],
@@ -367,7 +377,8 @@ def simulate_nonsmooth(
         if est.get("unstable"):
             message = (f"reached t1 = {best.t[-1]:g} with {method} at step {steps[-1]:g}; no error estimate: the "
                        f"steps {', '.join(f'{h:g}' for h in steps[-3:])} include steps past the stability limit "
-                       "(see the warning), where the solves do not follow the flow")
+                       "(see the warning), where the solves do not follow the flow"
+                       + (f"; {refused}" if refused else ""))
         elif not est["reliable"]:
             message += "; the differences between step halvings do not contract: the estimate is not reliable, " \
                        "use a smaller step"

@@ -297,6 +297,17 @@ def record_tol(grid: np.ndarray) -> float:
     return 0.25 * float(np.min(np.diff(grid))) if grid.size > 1 else 0.0
 
 
+def auto_sliding_step(limit: float, reason: str) -> tuple[float, str]:
+    """(step, reason): ``method="auto"``'s step for ``sliding`` — :data:`AUTO_SLIDING_STEP`, or 0.9 of the stability
+    limit 2/λ_max(M₀) of its explicit treatment of the free pairs where that is smaller (inputs of norm ~1e3 put
+    the limit at 2e-6, and at 1/8 every neuron died in the first step), said in the reason."""
+    if AUTO_SLIDING_STEP <= 0.9 * limit:
+        return AUTO_SLIDING_STEP, reason
+    step = 0.9 * limit
+    return step, (f"{reason}; at step {step:.3g} = 0.9·2/λ_max(M₀): {AUTO_SLIDING_STEP:g} exceeds the stability "
+                  f"limit 2/λ_max(M₀) = {limit:.3g} of its explicit treatment of the free pairs")
+
+
 def with_auto_reason(sol: Solution, reason: str) -> Solution:
     """``sol`` with ``reason`` recorded as ``config["solver"]["auto"]`` (why ``method="auto"`` picked its method)."""
     from dataclasses import replace
@@ -442,11 +453,9 @@ def simulate(
             from .filippov import kink_slopes
             from .sliding import stability_limit
 
-            limit = stability_limit(Problem.from_data(net, X, y), kink_slopes(net.activation))
-            method, step = picked, min(AUTO_SLIDING_STEP, 0.9 * limit)
-            if step < AUTO_SLIDING_STEP:
-                reason += (f"; at step {step:.3g} = 0.9·2/λ_max(M₀): {AUTO_SLIDING_STEP:g} exceeds the stability "
-                           f"limit 2/λ_max(M₀) = {limit:.3g} of its explicit treatment of the free pairs")
+            method = picked
+            step, reason = auto_sliding_step(stability_limit(Problem.from_data(net, X, y),
+                                                             kink_slopes(net.activation)), reason)
         if method not in NONSMOOTH_METHODS or step is None:
             raise ValueError(f"error_estimate=True needs method='filippov', method='auto' with a ReLU-type "
                              f"activation, or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an explicit "
@@ -503,11 +512,8 @@ def simulate(
         from .sliding import stability_limit
 
         sliding_limit = stability_limit(problem, slopes)
-        if auto_reason is not None and step == AUTO_SLIDING_STEP and step > 0.9 * sliding_limit:
-            # (auto's 1/8 past the limit: inputs of norm ~1e3 put it at 2e-6, and every neuron died in the first step)
-            step = 0.9 * sliding_limit
-            auto_reason += (f"; at step {step:.3g} = 0.9·2/λ_max(M₀): {AUTO_SLIDING_STEP:g} exceeds the stability "
-                            f"limit 2/λ_max(M₀) = {sliding_limit:.3g} of its explicit treatment of the free pairs")
+        if auto_reason is not None and step == AUTO_SLIDING_STEP:
+            step, auto_reason = auto_sliding_step(sliding_limit, auto_reason)
     # the feature state's layout (FeatureSpaceField); a checkpoint written before the layout choice resumes in its
     # (2, m, n) layout
     in_place = method in EXPINT_METHODS + FILIPPOV_METHODS + SLIDING_METHODS  # (they index H's rows in place)
