@@ -791,3 +791,16 @@ def test_the_switching_method_is_not_stopped_as_stalled_by_its_explicit_phase(lo
     with pytest.warns(gf.GFlowWarning, match=r"\[max_steps\]"):
         short = gf.simulate(net, X, y, max_steps=100, **kw)
     assert short.status == "max_steps" and 0.0 < short.t[-1] < 20000.0
+
+
+@pytest.mark.parametrize(("method", "t1"), [("exprk4", 10.0), ("auto", 1e5)])
+def test_a_flow_at_rest_with_zero_residual_and_zero_noise_succeeds(method, t1):
+    # (an audit) W0 = 0 and y = 0: H = 0, r = 0 and the rounding floor of the residual's error norm is 0 too, so
+    # the norm was 0/0 — exprk4, and auto's hand-over trial on a long horizon, raised ZeroDivisionError
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((6, 4)), np.zeros(6)
+    net = gf.Network(d=4, width=8, activation="tanh", seed=0, W0=np.zeros((8, 4)),
+                     c=np.where(rng.random(8) < 0.5, -1.0, 1.0))
+    sol = gf.simulate(net, X, y, t1=t1, method=method, integrals=False)
+    assert sol.ok and sol.config["solver"]["method"] in ("exprk4", "dop853+exprk4")
+    assert np.all(sol.loss == 0.0) and np.all(sol.W_final == 0.0)

@@ -900,13 +900,16 @@ def _residual_err(flow: _Flow, new: _Point, eH: torch.Tensor, rtol: float) -> fl
     sees the relative error of r, i.e. of log L: the steps would then grow to the horizon.  Bounding the
     relative error of r keeps log L accurate until rtol‖r‖ meets the rounding noise of δr, where the bound
     turns absolute at 100× that noise: the estimate is a difference of states of size |H|, so its share of r
-    carries noise ≈ ε α Σ_i |c_i σ′_ia H_ia|, plus ε|y| from forming r.
+    carries noise ≈ ε α Σ_i |c_i σ′_ia H_ia|, plus ε|y| from forming r.  A flow at rest (r = 0, H = 0 and y = 0,
+    e.g. W0 = 0 with zero targets: no noise either) has δr = 0, i.e. no error (0, not 0/0).
     """
     B = new.B
-    dr = flow.alpha * (B * eH).sum(dim=0)
+    dr = float(torch.linalg.vector_norm(flow.alpha * (B * eH).sum(dim=0)))
+    if dr == 0.0:
+        return 0.0
     noise = flow.alpha * (B.abs() * new.H.abs()).sum(dim=0) + flow.y.abs()
     floor = 1e2 * torch.finfo(eH.dtype).eps * float(torch.linalg.vector_norm(noise))
-    return float(torch.linalg.vector_norm(dr)) / (rtol * float(torch.linalg.vector_norm(new.r)) + floor)
+    return dr / max(rtol * float(torch.linalg.vector_norm(new.r)) + floor, torch.finfo(eH.dtype).tiny)
 
 
 def _stale(flow: _Flow, lin: _Linearization, p: _Point, tau: float) -> bool:
