@@ -804,3 +804,25 @@ def test_a_flow_at_rest_with_zero_residual_and_zero_noise_succeeds(method, t1):
     sol = gf.simulate(net, X, y, t1=t1, method=method, integrals=False)
     assert sol.ok and sol.config["solver"]["method"] in ("exprk4", "dop853+exprk4")
     assert np.all(sol.loss == 0.0) and np.all(sol.W_final == 0.0)
+
+
+
+def test_int_eta_never_decreases_inside_exprk4_steps_and_stays_near_the_reference():
+    # (an audit) ∫η (η ∈ [0, 1]) was integrated by the dense output's weights, stage 4's negative for θ < 3/4, and
+    # by extra steps with their own samples: the saved ∫η fell by 6e-3 between two output times.  Now the
+    # positive-weight JumpQuadrature on the step's own samples (step, dense output and extra steps alike)
+    rng = np.random.default_rng(1)
+    X, y = 1.5 * rng.standard_normal((8, 6)), rng.uniform(-0.5, 0.5, 8)
+    net = gf.Network(d=6, width=8, activation="tanh", c_hat=2.0, seed=1)
+    kw = dict(saveat=np.linspace(0.0, 2.0, 9), interval=(-0.4, 0.4))
+    sol = gf.simulate(net, X, y, method="exprk4", rtol=1e-5, atol=1e-8, **kw)
+    ref = gf.simulate(net, X, y, method="dop853", rtol=1e-12, atol=1e-14, **kw)
+    assert sol.ok and np.all(np.diff(sol.int_eta) >= 0.0) and np.all(sol.int_eta <= sol.t)
+    dop = gf.simulate(net, X, y, method="dop853", rtol=1e-5, atol=1e-8, **kw)  # (first order across a jump)
+    assert np.abs(sol.int_eta - ref.int_eta).max() <= 2.0 * np.abs(dop.int_eta - ref.int_eta).max() + 1e-6
+    # a step's dense output at θ takes the rule over [0, θ]: monotone in θ up to the step's end value
+    from gflow.solve.expint import _jump_rule
+
+    stages, rule = _jump_rule(HOCHBRUCK_OSTERMANN.compiled.a0[4])
+    w = rule.weights(np.linspace(0.0, 1.0, 11))
+    assert stages == (0, 3, 4) and np.all(w >= 0.0) and np.all(np.diff(w, axis=0) >= 0.0)

@@ -38,7 +38,8 @@ eigenproblem.  Per step: 5 evaluations (4 stages and the end point),
 
 The integrals of an :class:`~gflow.fields.ObservedField` (atol = ∞) are integrated by the underlying classical
 Runge–Kutta weights (the rows of U for them are zero), ∫|L̇| and ∫|L̇|^½ with the step's linearization as a control
-variate (:func:`_correct_dL_integrals`).
+variate (:func:`_correct_dL_integrals`), ∫η (whose integrand jumps) by the positive-weight rule of the explicit
+methods on the step's samples (:func:`_jump_integral`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from ..fields.observed import INTEGRALS, ObservedField
 from ..fields.weight_space import WeightSpaceField
 from ..model.quantities import gram, gram_flops
 from ._record import Monitor, Recorder
+from .rk import JumpQuadrature
 
 #: "dop853+exprk4" / "dopri5+exprk4": the explicit method while the flow is not stiff, exprk4 from where it pays
 SWITCHING_METHODS = ("dop853+exprk4", "dopri5+exprk4")
@@ -258,6 +260,8 @@ class _Flow:
         self.alpha = float(net.alpha)
         self.c_col = net.c[:, None]
         self.y = pb.y
+        # ∫η's entries among the running integrals q (η jumps: :func:`_jump_integral`)
+        self.jump = (field.jump_integrals() - field.N).tolist() if self.observed else []
         self.y_norm = float(torch.linalg.vector_norm(pb.y))
         self.Gp = (-net.gamma) * pb.G  # G′ = −γG
         # G = ΦΦᵀ/D: apply G′ as (XΦ)(−γ/D)Φᵀ when 4mnD < 2mn², i.e. D < n/2
@@ -427,13 +431,42 @@ def _increment(a0, C: torch.Tensor, P: list, gs: torch.Tensor, lin: _Linearizati
 def _integrals_over(flow: _Flow, lin: _Linearization, base: _Point, tau: float, weights, nodes, fint: list,
                     span: float | None = None) -> torch.Tensor:
     """The running integrals at base.t + span (default τ) from the stages' integrands ``fint`` (None where the
-    weight is 0) by the quadrature τ Σ_l weights_l fint_l, with the control variate of ∫|L̇| and ∫|L̇|^½."""
+    weight is 0) by the quadrature τ Σ_l weights_l fint_l, with the control variate of ∫|L̇| and ∫|L̇|^½, and ∫η
+    by :func:`_jump_integral`."""
     q = base.q.clone()
     for bl, fl in zip(weights, fint):
         if bl:
             q.add_(fl, alpha=tau * bl)
     _correct_dL_integrals(lin, base, tau, weights, nodes, q, span)
+    if flow.jump:
+        _jump_integral(flow, base, tau, 1.0 if span is None else span / tau, fint, q)
     return q
+
+
+# ∫η (η ∈ [0, 1] jumps whenever a feature crosses an edge of the active interval, eq. 18).  The step's Simpson
+# weights (1/6, 2/3, 1/6 on the nodes 0, ½, 1) are positive, but the dense output's at θ are not — stage 4's
+# weight −θ²/2 + 2θ³/3 < 0 for θ < 3/4 — so a jump of η inside a step moved the saved ∫η backwards (an audit: 6e-3
+# down over one output interval, 5 % of the value).  So ∫η takes the positive-weight rule of the explicit methods
+# (:class:`gflow.solve.rk.JumpQuadrature`, the trapezoidal rule on the piecewise-linear interpolant of the samples
+# at the nodes 0, ½, 1 — stages 1, 5, 4) in the step and in its dense output alike: each step adds τ times a
+# convex combination of the sampled η, and the dense values grow with θ up to the step's end value.
+
+
+@functools.lru_cache(maxsize=4)
+def _jump_rule(weights: tuple) -> tuple[tuple[int, ...], JumpQuadrature]:
+    """The stages a tableau's b-row ``weights`` reads (those with integrands) and the JumpQuadrature on their
+    nodes."""
+    stages = tuple(l for l, b in enumerate(weights) if b)
+    return stages, JumpQuadrature([HOCHBRUCK_OSTERMANN.c[l] for l in stages])
+
+
+def _jump_integral(flow: _Flow, base: _Point, tau: float, theta: float, fint: list, q: torch.Tensor) -> None:
+    """Set ∫η's entries of q (the integrals at base.t + θτ) by :class:`JumpQuadrature` over [0, θ] from the
+    stages' integrands ``fint`` (see above)."""
+    stages, rule = _jump_rule(HOCHBRUCK_OSTERMANN.compiled.a0[len(HOCHBRUCK_OSTERMANN.c) - 1])
+    w = rule.weights(theta)
+    for i in flow.jump:
+        q[i] = base.q[i] + tau * sum(float(wl) * fint[l][i] for wl, l in zip(w, stages))
 
 
 def _integral_sqrt_model(mu: torch.Tensor, w: torch.Tensor, tau: float) -> float:
@@ -979,6 +1012,8 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
                             out = _substep(flow, lin, p, tau_k, monitor)
                         except _NonFinite:
                             monitor.raise_nonfinite(tk)
+                        if flow.jump:  # ∫η from the step's own samples, as the dense output: monotone in the step
+                            _jump_integral(flow, p, tau, tau_k / tau, stages["fint"], out[2])
                         extra["n_output_steps"] = extra.get("n_output_steps", 0) + 1
                     else:
                         extra["n_dense_outputs"] = extra.get("n_dense_outputs", 0) + 1
