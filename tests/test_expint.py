@@ -806,7 +806,6 @@ def test_a_flow_at_rest_with_zero_residual_and_zero_noise_succeeds(method, t1):
     assert np.all(sol.loss == 0.0) and np.all(sol.W_final == 0.0)
 
 
-
 def test_int_eta_never_decreases_inside_exprk4_steps_and_stays_near_the_reference():
     # (an audit) ∫η (η ∈ [0, 1]) was integrated by the dense output's weights, stage 4's negative for θ < 3/4, and
     # by extra steps with their own samples: the saved ∫η fell by 6e-3 between two output times.  Now the
@@ -826,3 +825,32 @@ def test_int_eta_never_decreases_inside_exprk4_steps_and_stays_near_the_referenc
     stages, rule = _jump_rule(HOCHBRUCK_OSTERMANN.compiled.a0[4])
     w = rule.weights(np.linspace(0.0, 1.0, 11))
     assert stages == (0, 3, 4) and np.all(w >= 0.0) and np.all(np.diff(w, axis=0) >= 0.0)
+
+
+def test_auto_with_options_runs_its_explicit_pick_where_it_would_pick_the_switching_method():
+    # (an audit) the same call with options={"max_step": ...} ran on a short horizon and raised "unknown option(s)
+    # ['max_step'] for method 'dop853+exprk4'" on a long one, naming a method the user never gave
+    from gflow.solve.ode import _resolve_auto
+
+    X, y = gf.data.random_labels(n=8, d=8, seed=0)
+    net = gf.Network(d=8, width=32, activation="tanh", seed=0)
+    t1 = 2000.0
+    assert _resolve_auto(net, X, y, t1, None, 1e-6, None, "auto")[0] == "dop853+exprk4"
+    sol = gf.simulate(net, X, y, t1, [0.0, t1], rtol=1e-6, options={"max_step": 50.0}, integrals=False)
+    assert sol.ok and sol.config["solver"]["method"] == "dop853" and sol.config["solver"]["options"] == {"max_step": 50.0}
+    assert "options= (['max_step'])" in sol.config["solver"]["auto"]
+    with pytest.raises(ValueError, match=r"^method='auto' picked 'dop853' \(.*unknown option\(s\) \['bogus'\]"):
+        gf.simulate(net, X, y, t1, [0.0, t1], rtol=1e-6, options={"bogus": 1.0})
+    with pytest.raises(ValueError, match=r"for method 'dop853\+exprk4'; allowed: none"):  # (named: as before)
+        gf.simulate(net, X, y, t1, [0.0, t1], method="dop853+exprk4", options={"max_step": 50.0})
+
+
+@pytest.mark.parametrize("method", ["dop853+exprk4", "auto"])
+def test_a_stopped_switching_run_is_not_advised_to_run_the_switching_method(method):
+    # (an audit) before 200 steps the switching methods got the explicit methods' fallback hint "try a different
+    # method (e.g. method='dop853+exprk4' on a long horizon)": the method that had just run
+    X, y = gf.data.random_labels(n=8, d=8, seed=0)
+    net = gf.Network(d=8, width=32, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, 2000.0, [0.0, 2000.0], method=method, max_steps=20, integrals=False, warn=False)
+    assert sol.status == "max_steps" and sol.config["solver"]["method"] == "dop853+exprk4"
+    assert "exprk4" not in sol.message.split("raise max_steps")[1] and "method='dop853'" in sol.message

@@ -146,6 +146,9 @@ IMPLICIT_HINT = ("an implicit method's steps grow late, once its Jacobian settle
                  "or use method='dop853+exprk4' (what method='auto' runs on long, stiff horizons)")
 STIFF_HINT_AFTER = 200
 STIFF_FALLBACK = "try a different method (e.g. method='dop853+exprk4' on a long horizon)"
+#: the switching methods' before STIFF_HINT_AFTER steps (STIFF_FALLBACK told them to use the method they ran — an audit)
+SWITCHING_FALLBACK = ("try method='dop853' where the horizon is short or the features still move (the exponential "
+                      "phase pays on long, stiff horizons)")
 
 
 def monitor_hints(method: str, activation_smooth: bool) -> dict:
@@ -154,7 +157,8 @@ def monitor_hints(method: str, activation_smooth: bool) -> dict:
     hint = _hint(method, activation_smooth)
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
-        out.update(hint_after=STIFF_HINT_AFTER, fallback_hint=STIFF_FALLBACK)
+        out.update(hint_after=STIFF_HINT_AFTER,
+                   fallback_hint=SWITCHING_FALLBACK if hint == SWITCHING_HINT else STIFF_FALLBACK)
     return out
 
 
@@ -376,7 +380,9 @@ def simulate(
         options: method options: native ``dop853``/``dopri5`` ``first_step``, ``max_step``, ``min_step``,
             ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` (see :class:`gflow.solve.rk.Engine`); torchdiffeq
             adaptive ``first_step``, ``max_step``, ``min_step``, ``safety``, ``ifactor``, ``dfactor``; ``implicit_adams`` ``max_iters``, ``max_order``; scipy
-            ``first_step``, ``max_step``.
+            ``first_step``, ``max_step``.  ``"exprk4"`` and the switching methods take none: ``method="auto"``
+            with options runs its explicit pick (``"dop853"``/``"dopri5"``) where it would pick a switching
+            method, and says so in ``sol.config["solver"]["auto"]``.
         interval: the active interval I of η (Lemma 1); default: the activation's (EQUATIONS.md §6).
         integrals: carry ∫η, ∫μ, ∫ν, ∫λ_min(M), ∫|L̇|^{1/2} and ∫|L̇| as extra ODE states (for the pathwise
             bounds of :func:`gflow.certify`).  They never limit the step; their cost is O(mn) per evaluation,
@@ -479,6 +485,16 @@ def simulate(
             fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
             method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
                                              f"checkpoint: {fallback!r} instead")
+        if isinstance(options, dict) and options and method in EXPINT_METHODS:
+            # (the switching methods take no options: whether the same call ran depended on t1 — an audit)
+            fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
+            method, auto_reason = fallback, (f"{auto_reason}; but options= ({sorted(options)}) was given and "
+                                             f"{method!r} takes none: {fallback!r}, whose options they are, instead "
+                                             f"(give method={method!r} without options to run it)")
+        try:  # (an option the pick does not take: say that auto picked it)
+            _check_options(method, options)
+        except ValueError as exc:
+            raise ValueError(f"method='auto' picked {method!r} ({auto_reason}): {exc}") from None
     check_choice(method, "method", METHODS + ("auto",))
     rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
