@@ -543,7 +543,7 @@ def simulate(
     check_recording_memory(len(grid), problem.n, problem.n_test, what="output times (saveat)",
                            advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
-                        **fixed_step_guard(method, step, grid))
+                        **fixed_step_guard(method, step, grid, rtol))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth,
@@ -662,14 +662,15 @@ def warn_lossy_feature_space(problem: Problem, field, name: str, warn: bool, met
         warnings.warn(f"gflow.{name}: {feature_space_warning(problem, only)}", GFlowWarning, stacklevel=3)
 
 
-def fixed_step_guard(method: str, step: float | None, grid=None) -> dict:
+def fixed_step_guard(method: str, step: float | None, grid=None, rtol: float | None = None) -> dict:
     """The Recorder arguments that make a fixed-step solve stop as "diverged" when its loss grows past
     DIVERGE_FACTOR·L₀ and keep the first rise of its saved loss: a fixed step past the stability limit 2/λ_max(M₀)
     blew the loss up 1e152-fold (rk4, step 2 on ReLU) and the run reported success, since only an overflow to
     inf/NaN was caught.  The step recorded is the largest one taken: no longer than the largest interval between
-    output times ``grid`` (step = 5 to t1 = 1 takes one step of 1, and was warned of as past the limit)."""
+    output times ``grid`` (step = 5 to t1 = 1 takes one step of 1, and was warned of as past the limit).  An
+    adaptive solve's: ``rtol``, the share of L a saved loss may rise by within its tolerance (Recorder.rise_rtol)."""
     if method not in FIXED_STEP_METHODS:
-        return {}
+        return {} if rtol is None else {"rise_rtol": rtol}
     return {"diverge_factor": DIVERGE_FACTOR, "fixed_step": (method, _largest_step(step, grid))}
 
 
