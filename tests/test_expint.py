@@ -891,4 +891,4 @@ def test_auto_keeps_to_dop853_below_the_tolerances_exprk4_meets():
     assert sol.ok and sol.config["solver"]["method"] == "dop853"
     assert np.abs(sol.loss[:4] / ref.loss - 1).max() < 1e-10
     linear = Problem.from_data(gf.Network(d=8, width=32, activation="linear", seed=1), X, y)
-    assert auto_method(linear, 1e6, 1e-10)[0] == "dop853+exprk4"
+    assert auto_method(linear, 1e6, 1e-10)[0] == "dop853+exprk4" and auto_method(linear, 1e6, 1e-11)[0] == "dop853"
