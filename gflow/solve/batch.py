@@ -345,7 +345,7 @@ def simulate_batch(
     check_recording_memory(len(grid), pb.n, pb.n_test, S, what="output times (saveat)",
                            advice="give fewer output times, or fewer seeds per batch",
                            snapshots=snapshot_bytes(pb, len(ft), len(wt)))
-    recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step, grid))
+    recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step, grid, rtol))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
     monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),

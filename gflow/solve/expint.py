@@ -38,7 +38,8 @@ eigenproblem.  Per step: 5 evaluations (4 stages and the end point),
 
 The integrals of an :class:`~gflow.fields.ObservedField` (atol = ∞) are integrated by the underlying classical
 Runge–Kutta weights (the rows of U for them are zero), ∫|L̇| and ∫|L̇|^½ with the step's linearization as a control
-variate (:func:`_correct_dL_integrals`).
+variate (:func:`_correct_dL_integrals`), ∫η (whose integrand jumps) by the positive-weight rule of the explicit
+methods on the step's samples (:func:`_jump_integral`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from ..fields.observed import INTEGRALS, ObservedField
 from ..fields.weight_space import WeightSpaceField
 from ..model.quantities import gram, gram_flops
 from ._record import Monitor, Recorder
+from .rk import JumpQuadrature
 
 #: "dop853+exprk4" / "dopri5+exprk4": the explicit method while the flow is not stiff, exprk4 from where it pays
 SWITCHING_METHODS = ("dop853+exprk4", "dopri5+exprk4")
@@ -258,6 +260,8 @@ class _Flow:
         self.alpha = float(net.alpha)
         self.c_col = net.c[:, None]
         self.y = pb.y
+        # ∫η's entries among the running integrals q (η jumps: :func:`_jump_integral`)
+        self.jump = (field.jump_integrals() - field.N).tolist() if self.observed else []
         self.y_norm = float(torch.linalg.vector_norm(pb.y))
         self.Gp = (-net.gamma) * pb.G  # G′ = −γG
         # G = ΦΦᵀ/D: apply G′ as (XΦ)(−γ/D)Φᵀ when 4mnD < 2mn², i.e. D < n/2
@@ -427,13 +431,42 @@ def _increment(a0, C: torch.Tensor, P: list, gs: torch.Tensor, lin: _Linearizati
 def _integrals_over(flow: _Flow, lin: _Linearization, base: _Point, tau: float, weights, nodes, fint: list,
                     span: float | None = None) -> torch.Tensor:
     """The running integrals at base.t + span (default τ) from the stages' integrands ``fint`` (None where the
-    weight is 0) by the quadrature τ Σ_l weights_l fint_l, with the control variate of ∫|L̇| and ∫|L̇|^½."""
+    weight is 0) by the quadrature τ Σ_l weights_l fint_l, with the control variate of ∫|L̇| and ∫|L̇|^½, and ∫η
+    by :func:`_jump_integral`."""
     q = base.q.clone()
     for bl, fl in zip(weights, fint):
         if bl:
             q.add_(fl, alpha=tau * bl)
     _correct_dL_integrals(lin, base, tau, weights, nodes, q, span)
+    if flow.jump:
+        _jump_integral(flow, base, tau, 1.0 if span is None else span / tau, fint, q)
     return q
+
+
+# ∫η (η ∈ [0, 1] jumps whenever a feature crosses an edge of the active interval, eq. 18).  The step's Simpson
+# weights (1/6, 2/3, 1/6 on the nodes 0, ½, 1) are positive, but the dense output's at θ are not — stage 4's
+# weight −θ²/2 + 2θ³/3 < 0 for θ < 3/4 — so a jump of η inside a step moved the saved ∫η backwards (an audit: 6e-3
+# down over one output interval, 5 % of the value).  So ∫η takes the positive-weight rule of the explicit methods
+# (:class:`gflow.solve.rk.JumpQuadrature`, the trapezoidal rule on the piecewise-linear interpolant of the samples
+# at the nodes 0, ½, 1 — stages 1, 5, 4) in the step and in its dense output alike: each step adds τ times a
+# convex combination of the sampled η, and the dense values grow with θ up to the step's end value.
+
+
+@functools.lru_cache(maxsize=4)
+def _jump_rule(weights: tuple) -> tuple[tuple[int, ...], JumpQuadrature]:
+    """The stages a tableau's b-row ``weights`` reads (those with integrands) and the JumpQuadrature on their
+    nodes."""
+    stages = tuple(l for l, b in enumerate(weights) if b)
+    return stages, JumpQuadrature([HOCHBRUCK_OSTERMANN.c[l] for l in stages])
+
+
+def _jump_integral(flow: _Flow, base: _Point, tau: float, theta: float, fint: list, q: torch.Tensor) -> None:
+    """Set ∫η's entries of q (the integrals at base.t + θτ) by :class:`JumpQuadrature` over [0, θ] from the
+    stages' integrands ``fint`` (see above)."""
+    stages, rule = _jump_rule(HOCHBRUCK_OSTERMANN.compiled.a0[len(HOCHBRUCK_OSTERMANN.c) - 1])
+    w = rule.weights(theta)
+    for i in flow.jump:
+        q[i] = base.q[i] + tau * sum(float(wl) * fint[l][i] for wl, l in zip(w, stages))
 
 
 def _integral_sqrt_model(mu: torch.Tensor, w: torch.Tensor, tau: float) -> float:
@@ -857,8 +890,11 @@ def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> flo
 #     e = τ b₄(τL) (N(u_{n+1}) − N(U₄)),   b₄(z) = −φ₂(z) + 4φ₃(z),   N(u) = F(u) − L(u − u_n),
 #
 # O(τ⁴), and N is the non-stiff remainder (J − L = J₂ + J₁(u) − J₁(u_n)), so the fast modes, which the method
-# treats exactly, do not inflate it.  It overestimates the O(τ⁵) local error of u_{n+1} (local extrapolation,
-# as in Dormand–Prince): the error control is conservative.
+# treats exactly, do not inflate it.  It overestimates the O(τ⁵) local error of u_{n+1} in the asymptotic regime
+# (local extrapolation, as in Dormand–Prince; test_embedded_estimate_bounds_the_local_error_and_has_order_four),
+# but not once the loss has converged and the steps reach τλ ≈ 1 in the slow modes of M that r still holds: there
+# the local error in r behaved like τ³ and the estimate was 50–1 800× below it (an audit), so the loss error grows
+# like rtol^(3/4) — 3–18× rtol at 1e-4…1e-7, 34× at 1e-8, 500× at 1e-10 (:data:`AUTO_EXPINT_MIN_RTOL`).
 _EST_ORDER = 4  # e = O(τ⁴)
 # A switching method hands the run back to its explicit method where exprk4's steps collapse below the explicit steps
 # they replaced (an exprk4 step costs about two explicit steps): on an Experiment-1-like net with inputs of norm
@@ -900,13 +936,16 @@ def _residual_err(flow: _Flow, new: _Point, eH: torch.Tensor, rtol: float) -> fl
     sees the relative error of r, i.e. of log L: the steps would then grow to the horizon.  Bounding the
     relative error of r keeps log L accurate until rtol‖r‖ meets the rounding noise of δr, where the bound
     turns absolute at 100× that noise: the estimate is a difference of states of size |H|, so its share of r
-    carries noise ≈ ε α Σ_i |c_i σ′_ia H_ia|, plus ε|y| from forming r.
+    carries noise ≈ ε α Σ_i |c_i σ′_ia H_ia|, plus ε|y| from forming r.  A flow at rest (r = 0, H = 0 and y = 0,
+    e.g. W0 = 0 with zero targets: no noise either) has δr = 0, i.e. no error (0, not 0/0).
     """
     B = new.B
-    dr = flow.alpha * (B * eH).sum(dim=0)
+    dr = float(torch.linalg.vector_norm(flow.alpha * (B * eH).sum(dim=0)))
+    if dr == 0.0:
+        return 0.0
     noise = flow.alpha * (B.abs() * new.H.abs()).sum(dim=0) + flow.y.abs()
     floor = 1e2 * torch.finfo(eH.dtype).eps * float(torch.linalg.vector_norm(noise))
-    return float(torch.linalg.vector_norm(dr)) / (rtol * float(torch.linalg.vector_norm(new.r)) + floor)
+    return dr / max(rtol * float(torch.linalg.vector_norm(new.r)) + floor, torch.finfo(eH.dtype).tiny)
 
 
 def _stale(flow: _Flow, lin: _Linearization, p: _Point, tau: float) -> bool:
@@ -976,6 +1015,8 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
                             out = _substep(flow, lin, p, tau_k, monitor)
                         except _NonFinite:
                             monitor.raise_nonfinite(tk)
+                        if flow.jump:  # ∫η from the step's own samples, as the dense output: monotone in the step
+                            _jump_integral(flow, p, tau, tau_k / tau, stages["fint"], out[2])
                         extra["n_output_steps"] = extra.get("n_output_steps", 0) + 1
                     else:
                         extra["n_dense_outputs"] = extra.get("n_dense_outputs", 0) + 1
@@ -1032,6 +1073,15 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
 # than they save in flops: 1.32× at worst, side by side.  So stiffness alone decides.
 AUTO_MIN_STIFFNESS = 2000.0  # t1·λ_max(M₀): explicit methods would need ≳ 2000/6·12 ≈ 4000 evaluations
 AUTO_MAX_N = 2000  # an n×n eigenproblem per step
+# The tightest rtol auto runs the switching method at.  exprk4's embedded estimate is O(τ⁴), but once the loss has
+# converged its steps reach τλ ≈ 1 in the slow modes of M that r still holds, and there its true local error in r
+# behaved like τ³ (measured from one state, τ = 0.6…9.4, against a DOP853 rtol-1e-13 solve: ×6–10 per doubling,
+# the estimate 50–1 800× below it): the controller then lets the relative loss error grow like rtol^(3/4) instead
+# of rtol.  On tanh, n = 12, d = 8, m = 32, ĉ = 1.5 to t = 200 (L = 2.3e-11) the largest relative loss error over
+# rtol was 3.0, 6.2, 10.7, 18.1, 34, 516 for exprk4 at rtol = 1e-4 … 1e-8, 1e-10 and 4.1, 3.7, 6.1, 12.2, 51, 2 500
+# for dop853+exprk4 (its first exprk4 step at 1e-10: 4e-7 off), against ≤ 0.05 for DOP853.  Below 1e-7 auto
+# runs the explicit method, which meets such tolerances (linear σ excepted: exprk4 is exact there, E5).
+AUTO_EXPINT_MIN_RTOL = 1e-7
 # The explicit pick.  At loose tolerances the 5th-order Dormand–Prince pair reaches a given loss error with fewer
 # evaluations than DOP853 (whose 8th order pays only once the step is set by accuracy, not by the first steps and
 # stability): measured with `gflow bench accuracy` (rtol = 1e-3 … 1e-10, atol = 1e-3·rtol) on the four smooth
@@ -1070,9 +1120,12 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
     explicit method then steps at its stability limit h ≲ 5/λ_max(M) whatever the tolerance, while exprk4
     treats those modes exactly (its step is set by the slow feature motion).  So the switching method is chosen
     when t1·λ_max(M₀) ≥ :data:`AUTO_MIN_STIFFNESS` (M₀ = M at t = 0, E3), n ≤ :data:`AUTO_MAX_N` and
-    rtol > 1e-11 (at rtol ≤ 1e-11 exprk4's order 4 costs more steps than DOP853's order 8 while the flow is still
-    moving); it runs the explicit method until a trial exprk4 step shows that exprk4 pays, so it loses little
-    where the flow never gets stiff enough (see the comment above :data:`AUTO_MIN_STIFFNESS` for the numbers).
+    rtol ≥ :data:`AUTO_EXPINT_MIN_RTOL` = 1e-7 (below it exprk4's embedded estimate no longer holds its error to
+    rtol once the loss has converged — 34× rtol at 1e-8, up to 2 500× at 1e-10 — while DOP853 meets it; linear σ,
+    where exprk4 is exact, excepted down to rtol > 1e-11, where exprk4's order 4 costs more steps than DOP853's
+    order 8 while the flow is still moving); it runs the explicit method until a trial exprk4 step shows that exprk4
+    pays, so it loses little where the flow never gets stiff enough (see the comment above
+    :data:`AUTO_MIN_STIFFNESS` for the numbers).
 
     Args:
         problem: the :class:`gflow.fields.Problem` (network and data).
@@ -1128,6 +1181,10 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
     if rtol <= 1e-11:
         return explicit, (f"rtol = {rtol:g} ≤ 1e-11: exprk4's order 4 would cost more steps than DOP853's order 8 "
                           f"while the features move ({numbers}); {why}")
+    if rtol < AUTO_EXPINT_MIN_RTOL and net.activation.name != "linear":
+        return explicit, (f"rtol = {rtol:g} < {AUTO_EXPINT_MIN_RTOL:g}: exprk4's error estimate misses its error "
+                          "once the loss has converged (the loss error grows like rtol^(3/4): 34–2 500× rtol at "
+                          f"1e-8…1e-10 on a tanh net), DOP853 meets such tolerances ({numbers}); {why}")
     return f"{explicit}+exprk4", (
         f"the flow is stiff over the horizon ({numbers}): explicit methods would run at their stability limit "
         f"≈ 5/λ_max(M); {explicit} while the features move, exprk4 from where a trial step shows it pays")

@@ -146,6 +146,9 @@ IMPLICIT_HINT = ("an implicit method's steps grow late, once its Jacobian settle
                  "or use method='dop853+exprk4' (what method='auto' runs on long, stiff horizons)")
 STIFF_HINT_AFTER = 200
 STIFF_FALLBACK = "try a different method (e.g. method='dop853+exprk4' on a long horizon)"
+#: the switching methods' before STIFF_HINT_AFTER steps (STIFF_FALLBACK told them to use the method they ran — an audit)
+SWITCHING_FALLBACK = ("try method='dop853' where the horizon is short or the features still move (the exponential "
+                      "phase pays on long, stiff horizons)")
 
 
 def monitor_hints(method: str, activation_smooth: bool) -> dict:
@@ -154,7 +157,8 @@ def monitor_hints(method: str, activation_smooth: bool) -> dict:
     hint = _hint(method, activation_smooth)
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
-        out.update(hint_after=STIFF_HINT_AFTER, fallback_hint=STIFF_FALLBACK)
+        out.update(hint_after=STIFF_HINT_AFTER,
+                   fallback_hint=SWITCHING_FALLBACK if hint == SWITCHING_HINT else STIFF_FALLBACK)
     return out
 
 
@@ -354,7 +358,8 @@ def simulate(
         method: ``"auto"`` (default) picks per problem and records the choice and its reason in
             ``sol.config["solver"]["auto"]``: ``"filippov"`` for ReLU-type σ (up to :data:`AUTO_FILIPPOV_MAX_PAIRS`
             pairs m·n), ``"dop853+exprk4"`` (``"dopri5+exprk4"`` at 1e-4 ≤ rtol ≤ 1e-3) where a smooth flow is
-            stiff enough over the horizon for the exponential method to pay
+            stiff enough over the horizon for the exponential method to pay and rtol ≥ 1e-7 (below, exprk4's
+            loss error outgrows rtol once the loss has converged: :data:`gflow.solve.expint.AUTO_EXPINT_MIN_RTOL`)
             (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3,
             where the 5th-order pair is the cheaper (:func:`gflow.solve.expint.explicit_method`) — also when
             ``checkpoint`` is given and the pick cannot checkpoint.  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
@@ -387,7 +392,9 @@ def simulate(
         options: method options: native ``dop853``/``dopri5`` ``first_step``, ``max_step``, ``min_step``,
             ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` (see :class:`gflow.solve.rk.Engine`); torchdiffeq
             adaptive ``first_step``, ``max_step``, ``min_step``, ``safety``, ``ifactor``, ``dfactor``; ``implicit_adams`` ``max_iters``, ``max_order``; scipy
-            ``first_step``, ``max_step``.
+            ``first_step``, ``max_step``.  ``"exprk4"`` and the switching methods take none: ``method="auto"``
+            with options runs its explicit pick (``"dop853"``/``"dopri5"``) where it would pick a switching
+            method, and says so in ``sol.config["solver"]["auto"]``.
         interval: the active interval I of η (Lemma 1); default: the activation's (EQUATIONS.md §6).
         integrals: carry ∫η, ∫μ, ∫ν, ∫λ_min(M), ∫|L̇|^{1/2} and ∫|L̇| as extra ODE states (for the pathwise
             bounds of :func:`gflow.certify`).  They never limit the step; their cost is O(mn) per evaluation,
@@ -488,6 +495,16 @@ def simulate(
             fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
             method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
                                              f"checkpoint: {fallback!r} instead")
+        if isinstance(options, dict) and options and method in EXPINT_METHODS:
+            # (the switching methods take no options: whether the same call ran depended on t1 — an audit)
+            fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
+            method, auto_reason = fallback, (f"{auto_reason}; but options= ({sorted(options)}) was given and "
+                                             f"{method!r} takes none: {fallback!r}, whose options they are, instead "
+                                             f"(give method={method!r} without options to run it)")
+        try:  # (an option the pick does not take: say that auto picked it)
+            _check_options(method, options)
+        except ValueError as exc:
+            raise ValueError(f"method='auto' picked {method!r} ({auto_reason}): {exc}") from None
     check_choice(method, "method", METHODS + ("auto",))
     rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt = check_solver_args(
         net, method, rtol, atol, step, max_steps, max_wall_time, options, t1, saveat, features_at, weights_at)
@@ -533,7 +550,7 @@ def simulate(
     check_recording_memory(len(grid), problem.n, problem.n_test, what="output times (saveat)",
                            advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
-                        **fixed_step_guard(method, step, grid))
+                        **fixed_step_guard(method, step, grid, rtol))
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth,
@@ -652,14 +669,15 @@ def warn_lossy_feature_space(problem: Problem, field, name: str, warn: bool, met
         warnings.warn(f"gflow.{name}: {feature_space_warning(problem, only)}", GFlowWarning, stacklevel=3)
 
 
-def fixed_step_guard(method: str, step: float | None, grid=None) -> dict:
+def fixed_step_guard(method: str, step: float | None, grid=None, rtol: float | None = None) -> dict:
     """The Recorder arguments that make a fixed-step solve stop as "diverged" when its loss grows past
     DIVERGE_FACTOR·L₀ and keep the first rise of its saved loss: a fixed step past the stability limit 2/λ_max(M₀)
     blew the loss up 1e152-fold (rk4, step 2 on ReLU) and the run reported success, since only an overflow to
     inf/NaN was caught.  The step recorded is the largest one taken: no longer than the largest interval between
-    output times ``grid`` (step = 5 to t1 = 1 takes one step of 1, and was warned of as past the limit)."""
+    output times ``grid`` (step = 5 to t1 = 1 takes one step of 1, and was warned of as past the limit).  An
+    adaptive solve's: ``rtol``, the share of L a saved loss may rise by within its tolerance (Recorder.rise_rtol)."""
     if method not in FIXED_STEP_METHODS:
-        return {}
+        return {} if rtol is None else {"rise_rtol": rtol}
     return {"diverge_factor": DIVERGE_FACTOR, "fixed_step": (method, _largest_step(step, grid))}
 
 
