@@ -20,11 +20,11 @@ which dominates on a GPU at m ~ 1000.  On a CPU at that size each seed's evaluat
 cache-bound: expect about the speed of S separate runs (``benchmarks/bench_batch.py`` measures it), and use the
 batch API there for convenience (one call), not for speed.
 
-Failures.  Gradient descent and fixed-step flows isolate them: a seed that diverges or turns non-finite after
-t = 0 is frozen at its last state (its partial trajectory, status and message as its own run has them) and the others finish, bit
-for bit as alone.  Adaptive methods share their steps, so a step limit, a stall, a step-size collapse or a
-non-finite seed stops every seed (the message names the seed).  A seed whose loss overflows already at t = 0 is
-a ValueError naming it, as for its own run.
+Failures.  Gradient descent and fixed-step flows isolate them: a seed that diverges or turns non-finite after t = 0 is
+frozen at its last state (its partial trajectory, status and message as its own run has them) and the others finish, bit
+for bit as alone.  Adaptive methods share their steps, so a step limit, a stall, a step-size collapse or a non-finite
+seed stops every seed (the message names the seed).  A seed whose loss overflows already at t = 0 is a ValueError naming
+it, as for its own run.
 """
 
 from __future__ import annotations

@@ -393,8 +393,8 @@ def simulate(
             ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` (see :class:`gflow.solve.rk.Engine`); torchdiffeq
             adaptive ``first_step``, ``max_step``, ``min_step``, ``safety``, ``ifactor``, ``dfactor``; ``implicit_adams`` ``max_iters``, ``max_order``; scipy
             ``first_step``, ``max_step``.  ``"exprk4"`` and the switching methods take none: ``method="auto"``
-            with options runs its explicit pick (``"dop853"``/``"dopri5"``) where it would pick a switching
-            method, and says so in ``sol.config["solver"]["auto"]``.
+            with options where it picks a switching method (a long, stiff horizon) is a ValueError that names the
+            pick and says what to do (drop the options, or give the explicit method: many times the evaluations).
         interval: the active interval I of η (Lemma 1); default: the activation's (EQUATIONS.md §6).
         integrals: carry ∫η, ∫μ, ∫ν, ∫λ_min(M), ∫|L̇|^{1/2} and ∫|L̇| as extra ODE states (for the pathwise
             bounds of :func:`gflow.certify`).  They never limit the step; their cost is O(mn) per evaluation,
@@ -496,11 +496,13 @@ def simulate(
             method, auto_reason = fallback, (f"{auto_reason}; but checkpoint= was given and {method!r} cannot "
                                              f"checkpoint: {fallback!r} instead")
         if isinstance(options, dict) and options and method in EXPINT_METHODS:
-            # (the switching methods take no options: whether the same call ran depended on t1 — an audit)
-            fallback = explicit_method(check_positive_float(rtol, "rtol"))[0]
-            method, auto_reason = fallback, (f"{auto_reason}; but options= ({sorted(options)}) was given and "
-                                             f"{method!r} takes none: {fallback!r}, whose options they are, instead "
-                                             f"(give method={method!r} without options to run it)")
+            # (the switching methods take no options: "unknown option for 'dop853+exprk4'", a method the user never
+            # named, on long horizons only — an audit; running the explicit method instead cost 20× the evaluations)
+            explicit = explicit_method(check_positive_float(rtol, "rtol"))[0]
+            raise ValueError(f"method='auto' picked {method!r} ({auto_reason}), which takes no options; got "
+                             f"options={sorted(options)}: drop options= to run it, or give method={explicit!r} to run "
+                             "with them (on this stiff horizon the explicit method alone costs many times the "
+                             "evaluations)")
         try:  # (an option the pick does not take: say that auto picked it)
             _check_options(method, options)
         except ValueError as exc:
@@ -669,6 +671,11 @@ def warn_lossy_feature_space(problem: Problem, field, name: str, warn: bool, met
         warnings.warn(f"gflow.{name}: {feature_space_warning(problem, only)}", GFlowWarning, stacklevel=3)
 
 
+#: the most an adaptive solve's saved loss may rise above its lowest saved value, relative, and still count as within
+#: its tolerance (Recorder.rise_rtol = min(rtol, this)); a plateau's wobble was 1.2e-11 relative
+RISE_RTOL_CAP = 1e-6
+
+
 def fixed_step_guard(method: str, step: float | None, grid=None, rtol: float | None = None) -> dict:
     """The Recorder arguments that make a fixed-step solve stop as "diverged" when its loss grows past
     DIVERGE_FACTOR·L₀ and keep the first rise of its saved loss: a fixed step past the stability limit 2/λ_max(M₀)
@@ -676,8 +683,8 @@ def fixed_step_guard(method: str, step: float | None, grid=None, rtol: float | N
     inf/NaN was caught.  The step recorded is the largest one taken: no longer than the largest interval between
     output times ``grid`` (step = 5 to t1 = 1 takes one step of 1, and was warned of as past the limit).  An
     adaptive solve's: ``rtol``, the share of L a saved loss may rise by within its tolerance (Recorder.rise_rtol)."""
-    if method not in FIXED_STEP_METHODS:
-        return {} if rtol is None else {"rise_rtol": rtol}
+    if method not in FIXED_STEP_METHODS:  # (exprk4 with a fixed step has no error control: no allowance)
+        return {} if rtol is None or step is not None else {"rise_rtol": min(rtol, RISE_RTOL_CAP)}
     return {"diverge_factor": DIVERGE_FACTOR, "fixed_step": (method, _largest_step(step, grid))}
 
 
