@@ -194,9 +194,16 @@ def test_max_seed_rms_norm_is_the_worst_seed_rms_and_reduces_to_rms_for_one_seed
     assert float(one(x)) == pytest.approx(float(_rms_norm(x)), rel=1e-15)
 
 
-def test_a_non_finite_adaptive_batch_stops_every_seed_with_its_partial_trajectory(make_data):
-    # tanh that is NaN beyond |u| > 2: the field turns NaN once a feature of some seed grows there
-    limit = [math.inf]  # NaN only from after construction on (gf.Activation checks σ′ against σ on [−3, 3])
+def _alone(nets, X, y, **kw) -> list:
+    """Each network's own gf.simulate run (its warnings silenced: the batch's are what the tests check)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gf.GFlowWarning)
+        return [gf.simulate(net, X, y, **kw) for net in nets]
+
+
+def _tanh_nan_beyond_2() -> gf.Activation:
+    """tanh that is NaN where |u| > 2 (from after construction on: gf.Activation checks σ′ against σ on [−3, 3])."""
+    limit = [math.inf]
 
     def sigma(u):
         return torch.where(u.abs() > limit[0], torch.full_like(u, float("nan")), torch.tanh(u))
@@ -206,6 +213,12 @@ def test_a_non_finite_adaptive_batch_stops_every_seed_with_its_partial_trajector
 
     act = gf.Activation("tanh_nan_beyond_2", sigma, dsigma, 1.0, (-1.0, 1.0), K=0.4)
     limit[0] = 2.0
+    return act
+
+
+def test_a_non_finite_adaptive_batch_stops_every_seed_with_its_partial_trajectory(make_data):
+    # tanh that is NaN beyond |u| > 2: the field turns NaN once a feature of some seed grows there
+    act = _tanh_nan_beyond_2()
     X, y = gf.data.random_labels(n=8, d=4, seed=0)
     nets = gf.networks((0, 2), d=4, width=6, c_hat=3.0, activation=act)  # max |H(0)| = 1.55, 1.22; |H| > 2 at t ≈ 4
     with pytest.warns(gf.GFlowWarning, match=r"all 2 seeds \[nonfinite\]"):
@@ -364,10 +377,7 @@ def test_a_fixed_step_batch_freezes_a_diverging_seed_and_the_others_finish_as_al
     with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\] stopped early \[diverged\]"):
         sols = gf.simulate_batch(nets, X, y, **kw)
     assert [s.status for s in sols] == ["success", "diverged", "success"]
-    for net, sol in zip(nets, sols):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", gf.GFlowWarning)
-            single = gf.simulate(net, X, y, **kw)
+    for sol, single in zip(sols, _alone(nets, X, y, **kw)):
         _assert_same_run(sol, single, rel_err, 1e4 * eps64)
         np.testing.assert_array_equal(sol.weight_t, single.weight_t)
         for key in ("n_f_evals", "n_steps", "n_accepted", "last_step"):
@@ -397,25 +407,13 @@ def test_a_gd_batch_reports_each_seeds_own_evaluation_count():
 
 @pytest.mark.parametrize("method", ("rk4", "torchdiffeq.rk4"))
 def test_a_fixed_step_batch_freezes_a_non_finite_seed_as_its_own_run_stops(rel_err, eps64, method):
-    limit = [math.inf]  # tanh that is NaN beyond |u| > 2 (from after construction on)
-
-    def sigma(u):
-        return torch.where(u.abs() > limit[0], torch.full_like(u, float("nan")), torch.tanh(u))
-
-    def dsigma(u):
-        return torch.where(u.abs() > limit[0], torch.full_like(u, float("nan")), 1.0 - torch.tanh(u) ** 2)
-
-    act = gf.Activation("tanh_nan_beyond_2", sigma, dsigma, 1.0, (-1.0, 1.0), K=0.4)
-    limit[0] = 2.0
+    act = _tanh_nan_beyond_2()
     X, y = gf.data.random_labels(n=8, d=4, seed=0)
     nets = [gf.Network(d=4, width=6, c_hat=ch, activation=act, seed=s) for s, ch in [(0, 3.0), (2, 1.0), (2, 3.0)]]
     kw = dict(t1=10.0, saveat=np.linspace(0, 10, 41), method=method, step=0.05)
     with pytest.warns(gf.GFlowWarning, match=r"seed indices \[0, 2\] stopped early \[nonfinite\]"):
         sols = gf.simulate_batch(nets, X, y, **kw)
     assert [s.status for s in sols] == ["nonfinite", "success", "nonfinite"]
-    for net, sol in zip(nets, sols):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", gf.GFlowWarning)
-            single = gf.simulate(net, X, y, **kw)
+    for sol, single in zip(sols, _alone(nets, X, y, **kw)):
         _assert_same_run(sol, single, rel_err, 1e4 * eps64, fields=("loss", "H", "W_final", "lam_min_M"))
         assert sol.stats["n_f_evals"] == single.stats["n_f_evals"]
