@@ -67,9 +67,18 @@ def _pyplot():
     return plt
 
 
+def _check_axes(ax, name: str = "ax"):
+    """``ax`` if it is a matplotlib Axes (a str or a number failed later with an AttributeError naming neither)."""
+    from matplotlib.axes import Axes
+
+    if not isinstance(ax, Axes):
+        raise TypeError(f"{name} must be a matplotlib Axes, got {describe(ax)}")
+    return ax
+
+
 def _new_axes(ax, figsize=(6.4, 4.4), layout=None):
     if ax is not None:
-        return ax, False
+        return _check_axes(ax), False
     fig, ax = _pyplot().subplots(figsize=figsize, layout=layout)
     return ax, True
 
@@ -90,6 +99,17 @@ def _legend(ax, **kw) -> None:
 
 def _time_label(sol: Solution) -> str:
     return "t = k·δ (GD steps × δ)" if sol.kind == "gd" else "flow time t"
+
+
+def _sweep_time_label(ds) -> str:
+    """:func:`_time_label` of a sweep's runs, from its configuration's solver kind (GD: t = kδ)."""
+    import json
+
+    try:
+        kind = json.loads(ds.attrs["config"])["solver"].get("kind")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        kind = None
+    return "t = k·δ (GD steps × δ)" if kind == "gradient_descent" else "flow time t"
 
 
 def _activation_name(sol: Solution) -> str:
@@ -251,6 +271,13 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
 
     t_end = cert.window[1] if cert is not None else float(t[-1])
     win = t <= t_end * (1 + 1e-12) + 1e-300
+    if not L0 > 0:  # (a run from a global minimum: an empty log axis, one-point "bounds" in the legend)
+        pos = L[np.isfinite(L) & (L > 0)]
+        _empty_note(ax, "$L_0$ = 0: the run starts at an exact fit, and the bounds $L_0e^{-E_t}$ are 0"
+                    + (f"\n(the loss after it is rounding: at most {pos.max():.2g})" if pos.size else ""))
+        cert, t_end = None, float(t[-1])
+    elif cert is not None and np.count_nonzero(win) < 2:  # (only t = 0 to bound: one-point legend entries)
+        cert = None
     lows = [float(np.min(L[L > 0]))] if np.any(L > 0) else []
     highs = [L0]
     tightest = None
@@ -264,6 +291,13 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
                 continue
             E = _bound_exponent(sol, key, check)
             if E is None:
+                continue
+            if check.vacuous:  # (a legend entry, no line: a flat or rounding-rate line at L₀ read as a bound)
+                why = (f"λ_min(G) = {sol.theory.get('lam_min_G', math.nan):.2g} ≈ 0" if key in ("T4", "T5", "T6")
+                       else "its exponent ≤ 0")
+                (line,) = ax.plot([], [], lw=1.4, label=f"{key} {_bound_formula(key, coef)}: vacuous ({why})",
+                                  **_BOUND_STYLE[key])
+                line.set_gid(f"vacuous:{key}")
                 continue
             B = L0 * np.exp(-np.asarray(E, float)[win])
             parts = [f"{key} {_bound_formula(key, coef)}"]
@@ -430,9 +464,10 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
             fig, axes = plt.subplots(1, 3, figsize=(14.0, 4.0))
         new = True
     else:
-        axes = list(np.ravel(axes))
+        axes = list(np.ravel(np.asarray(axes, dtype=object)))
         if len(axes) != 3:
             raise ValueError(f"axes must hold 3 Axes, got {len(axes)}")
+        axes = [_check_axes(a, f"axes[{i}]") for i, a in enumerate(axes)]
         fig = axes[0].figure
         new = False
     a1, a2, a3 = axes
@@ -786,6 +821,9 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
         if name is not None and name not in ("t", "time") and (name not in ds.coords or ds[name].dims != ("run",)):
             per_run = sorted(k for k, v in ds.coords.items() if v.dims == ("run",))
             raise ValueError(f"{what}={name!r} is not a per-run coordinate of the sweep; available: {per_run}")
+    include_failed = check_flag(include_failed, "include_failed")
+    if logy is not None and not isinstance(logy, (bool, np.bool_)):
+        raise TypeError(f"logy must be None, True or False, got {describe(logy)}")
     keep = np.ones(ds.sizes["run"], dtype=bool) if include_failed else (ds.status.values == "success")
     ds = ds.isel(run=np.flatnonzero(keep))
     ax, _ = _new_axes(ax, layout="constrained")
@@ -829,7 +867,7 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             ax.set_xticks(values)
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("flow time t" if x in ("t", "time") else x, fontsize=FONT["label"])
+    ax.set_xlabel((_sweep_time_label(ds) if x in ("t", "time") else x), fontsize=FONT["label"])
     ax.set_ylabel(y if x in ("t", "time") or not series else f"{y} at the end", fontsize=FONT["label"])
     _style(ax)
     if hue is not None:

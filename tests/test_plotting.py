@@ -331,3 +331,68 @@ def test_a_run_with_one_saved_time_plots_without_matplotlib_warnings():
         figs = [gf.plotting.plot_loss_bounds(sol).figure, gf.plotting.plot_summary(sol)]
     for fig in figs:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("case", ["near-singular G", "singular G"])
+def test_vacuous_bounds_are_named_in_the_legend_and_not_drawn_as_lines(case):
+    # (an audit: with λ_min(G)/λ_max(G) = 2.5e-15 — singular by certify's own test — T4 and T5 were drawn as lines
+    # labelled "rate 1.94e-15 (3.41e+13× slack)"; with n > d, λ_min(G) = −2.8e-16, "vacuous" lines lay flat at L₀)
+    rng = np.random.default_rng(0)
+    if case == "near-singular G":
+        X = rng.normal(size=(3, 3))
+        X[2] = X[0] + X[1] + 1e-7 * rng.normal(size=3)
+        y = rng.uniform(-0.5, 0.5, 3)
+    else:
+        X, y = gf.data.random_labels(n=10, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=64, seed=0), X, y, t1=5.0, rtol=1e-10, atol=1e-12)
+    cert = certify(sol)
+    assert sol.theory["lam_min_G"] <= 1e-12 * sol.theory["lam_max_G"]
+    for key in ("T4", "T5"):
+        check = cert.check(key)
+        assert check.vacuous and check.tightness is None and "vacuous" in check.detail
+        assert "slack" not in str(check)
+    assert not cert.check("T3").vacuous
+    ax = P.plot_loss_bounds(sol)
+    assert {"T4", "T5"}.isdisjoint(_bound_lines(ax)) and "T3" in _bound_lines(ax)
+    named = {ln.get_gid(): ln.get_label() for ln in ax.get_lines() if str(ln.get_gid()).startswith("vacuous:")}
+    assert set(named) == {"vacuous:T4", "vacuous:T5"} and all("vacuous" in v and "rate" not in v
+                                                              for v in named.values())
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sum("vacuous" in t for t in legend) == 2
+    plt.close(ax.figure)
+
+
+def test_a_zero_loss_run_says_so_instead_of_an_empty_log_axis_with_one_point_bounds():
+    # (an audit: L ≡ 0 — linear σ fit exactly — gave an empty log axis, one-point T3–T6 legend entries and a grey
+    # "below tolerance" span over the whole run)
+    X, y = gf.data.random_labels(n=5, d=8, seed=0)
+    net = gf.Network(d=8, width=64, seed=0, activation="linear")
+    f0 = gf.simulate(net, X, y, t1=0.1, rtol=1e-10, atol=1e-12).output[0]
+    sol = gf.simulate(net, X, np.asarray(f0), t1=1.0, rtol=1e-10, atol=1e-12)
+    assert sol.loss[0] == 0.0 and sol.loss.max() < 1e-30  # (rounding after t = 0)
+    ax = P.plot_loss_bounds(sol)
+    assert not _bound_lines(ax) and not [p for p in ax.patches if p.get_gid() == "no-bounds"]
+    assert any("exact fit" in t.get_text() for t in ax.texts)
+    plt.close(ax.figure)
+
+
+def test_plot_arguments_are_checked_by_name():
+    # (an audit: ax="a" raised AttributeError "'str' object has no attribute 'plot'" after the certificate was
+    # computed; plot_sweep took logy="no" as a log axis and labelled a GD sweep's axis "flow time t")
+    sol = gf.simulate(gf.Network(d=3, width=8, seed=0), *gf.data.random_labels(n=4, d=3, seed=0), t1=1.0)
+    with pytest.raises(TypeError, match=r"^ax must be a matplotlib Axes, got str"):
+        P.plot_loss_bounds(sol, ax="a")
+    with pytest.raises(TypeError, match=r"^axes\[0\] must be a matplotlib Axes, got str"):
+        P.plot_quantities(sol, axes=["a", "b", "c"])
+    import xarray as xr
+
+    ds = xr.Dataset({"loss": (("run", "time"), np.ones((1, 3))), "t": (("run", "time"), [[0.0, 1.0, 2.0]]),
+                     "status": (("run",), np.array(["success"]))},
+                    attrs={"config": '{"solver": {"kind": "gradient_descent", "step": 0.5}}'})
+    with pytest.raises(TypeError, match=r"^logy must be None, True or False, got str"):
+        P.plot_sweep(ds, logy="no")
+    with pytest.raises(TypeError, match=r"include_failed"):
+        P.plot_sweep(ds, include_failed="yes")
+    ax = P.plot_sweep(ds)
+    assert ax.get_xlabel() == "t = k·δ (GD steps × δ)"
+    plt.close(ax.figure)

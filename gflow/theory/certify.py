@@ -40,6 +40,8 @@ class Check:
         guaranteed_rate, empirical_rate: for exponential bounds L_t ≤ L_0 e^{−ρt}, the average guaranteed rate
             over the checked window and the fitted decay rate of L (their ratio is the tightness).
         detail: one line with the numbers.
+        vacuous: an exponential bound that guarantees nothing: its exponent is ≤ 0, or it goes through λ_min(G)
+            and G is singular (λ_min(G) ≤ 1e-12·λ_max(G): a rate of 1e-15 at 3e13× slack is rounding, not a bound).
     """
 
     key: str
@@ -52,11 +54,12 @@ class Check:
     guaranteed_rate: float | None = None
     empirical_rate: float | None = None
     detail: str = ""
+    vacuous: bool = False
 
     @property
     def tightness(self) -> float | None:
         """empirical rate / guaranteed rate (≥ 1: the bound is that many times slower than the loss)."""
-        if self.guaranteed_rate and self.empirical_rate is not None and self.guaranteed_rate > 0:
+        if self.guaranteed_rate and self.empirical_rate is not None and self.guaranteed_rate > 0 and not self.vacuous:
             return self.empirical_rate / self.guaranteed_rate
         return None
 
@@ -232,8 +235,9 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         k = int(np.argmin(margin if held else margin + tol_log[sel])) if margin.size > 1 else 0
         return margin, held, k
 
-    def exp_bound(key, name, E, applicable, why, counts=True):
-        """Check L_t ≤ L_0 exp(−E_t) on the window; E is the exponent array (or None)."""
+    def exp_bound(key, name, E, applicable, why, counts=True, singular=False):
+        """Check L_t ≤ L_0 exp(−E_t) on the window; E is the exponent array (or None); ``singular``: the bound goes
+        through λ_min(G) and G is singular (vacuous, whatever rounding makes of its rate)."""
         if not applicable or E is None:
             checks.append(Check(key, name, False, detail=why))
             return
@@ -244,15 +248,20 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         # (L₀ = 0 exactly: a run at a global minimum, window t = 0)
         margin, held, k = judge(math.log(max(L0, 1e-300)) - E[sel])
         g_rate = float(E[last] / t[last]) if t[last] > 0 else None
+        vacuous = singular or (g_rate is not None and g_rate <= 0)
         if not math.isfinite(margin[k]):
             detail = "only t = 0 in the window"
         elif g_rate is not None and g_rate <= 0:
             detail = f"vacuous here (exponent {E[last]:.3g}); {why}" if why else f"vacuous (exponent {E[last]:.3g})"
+        elif singular:
+            detail = (f"vacuous: λ_min(G) = {lmin_G:.2g} ≈ 0 (G singular; the rate {g_rate:.2g} is rounding)"
+                      + (f"; {why}" if why and "singular" not in why else ""))
         else:
             detail = f"min log-margin {margin[k]:.3g} at t = {t[sel][k]:.4g}" + (
                 f" (allowed there: −{tol_log[sel][k]:.2g}, the saved loss's accuracy)" if margin[k] < 0 else "") + (
                 f"; {why}" if why else "")
-        checks.append(Check(key, name, True, held, counts, float(margin[k]), float(t[sel][k]), g_rate, emp, detail))
+        checks.append(Check(key, name, True, held, counts, float(margin[k]), float(t[sel][k]), g_rate, emp, detail,
+                            vacuous))
 
     # T1: monotone loss
     inc = np.diff(L) - slack * np.maximum(L[:-1], L_floor) - L_floor
@@ -307,18 +316,19 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
     exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None and lam_known,
               lam_why or ("no running integrals (integrals=False)" if E4 is None else "" if G_pd else
-                          f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous"), rigorous)
+                          f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous"), rigorous,
+              singular=lam_known and not G_pd)
     hyp5 = equal_c and K > 0 and sol.int_eta is not None and lam_known
     why5 = ("" if hyp5 else lam_why or "needs |c_i| = ĉ for all i and K_σ′ > 0 on I" if sol.int_eta is not None
             else "no running integrals")
     E5 = 2.0 * coef * c_hat**2 * lmin_G * K**2 * sol.int_eta if hyp5 else None
-    exp_bound("T5", "L_t ≤ L_0 exp(−2ĉ²λ_min(G)K_σ′²∫η)", E5, hyp5, why5, rigorous)
+    exp_bound("T5", "L_t ≤ L_0 exp(−2ĉ²λ_min(G)K_σ′²∫η)", E5, hyp5, why5, rigorous, singular=lam_known and not G_pd)
     Kg = th.get("K_sigma_global", 0.0)
     hyp6 = equal_c and Kg > 0 and lam_known
     E6 = 2.0 * coef * c_hat**2 * lmin_G * Kg**2 * t if hyp6 else None
     exp_bound("T6", "PL bound (16)", E6, hyp6,
               "" if hyp6 else lam_why or f"needs |σ′| ≥ K_σ′ > 0 everywhere (inf |σ′| = {Kg:.2g}) and |c_i| = ĉ",
-              rigorous)
+              rigorous, singular=lam_known and not G_pd)
 
     # T7: counting, holds for any iterates
     if bounded and sol.moved_fraction is not None:
