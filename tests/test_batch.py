@@ -417,3 +417,31 @@ def test_a_fixed_step_batch_freezes_a_non_finite_seed_as_its_own_run_stops(rel_e
     for sol, single in zip(sols, _alone(nets, X, y, **kw)):
         _assert_same_run(sol, single, rel_err, 1e4 * eps64, fields=("loss", "H", "W_final", "lam_min_M"))
         assert sol.stats["n_f_evals"] == single.stats["n_f_evals"]
+
+
+@pytest.mark.parametrize("kind", ["euler", "gd"])
+def test_the_progress_bar_goes_on_after_seed_0_is_frozen(kind, monkeypatch):
+    # (a review: the bar advanced with seed 0's records only, so it stood at t = 2.5 of 40 once seed 0 diverged)
+    from gflow.solve import _record
+
+    moves = []
+    real = _record.Recorder.attach_progress
+
+    def attach(self, progress, t1, desc):
+        real(self, progress, t1, desc)
+        if self.bar is not None:
+            update = self.bar.update
+            self.bar.update = lambda dt: moves.append(dt) or update(dt)
+
+    monkeypatch.setattr(_record.Recorder, "attach_progress", attach)
+    nets, X, y = _unstable_middle_seed()
+    nets = [nets[1], nets[0], nets[2]]  # (the diverging seed first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gf.GFlowWarning)
+        if kind == "euler":
+            sols = gf.simulate_batch(nets, X, y, t1=40.0, saveat=np.linspace(0.0, 40.0, 41), method="euler",
+                                     step=0.5, progress=True)
+        else:
+            sols = gf.gradient_descent_batch(nets, X, y, step=0.5, steps=80, save_every=2, progress=True)
+    assert [s.status for s in sols] == ["diverged", "success", "success"]
+    assert sum(moves) == pytest.approx(40.0)

@@ -382,7 +382,8 @@ def simulate_batch(
             if S > 1 and exc.status in ("step_size_collapse", "stalled", "max_steps"):
                 message = _limited_by(message, norm, nets)
         finally:
-            recorders[0].close()
+            for rec in recorders:  # (the progress bar moves on from a frozen seed: see _Freezer.stop)
+                rec.close()
     wall = time.perf_counter() - t_start
     if ckpt is not None:
         ckpt.finish(status == "success")
@@ -636,6 +637,9 @@ class _Freezer:
         rec, m = self.recorders[s], self.monitor
         if status == "nonfinite":
             message = f"{message}; {rec.step_advice()}"
+        running = [k for k in range(self.bf.S) if k not in self.outcome and k != s]
+        if rec.bar is not None and running:  # (the bar advanced with seed s's records: it stood still)
+            self.recorders[running[0]].bar, rec.bar = rec.bar, None
         self.keep_partial(s)
         self.outcome[s] = (status, message, {
             "n_f_evals": m.n_f_evals, "n_steps": m.n_steps, "n_accepted": m.n_accepted, "n_rejected": m.n_rejected,
@@ -989,6 +993,8 @@ def gradient_descent_batch(
             active.remove(s)
             frozen[s] = True
             state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
+            if recorders[s].bar is not None and active:  # (the bar advanced with seed s's records: it stood still)
+                recorders[active[0]].bar, recorders[s].bar = recorders[s].bar, None
 
         def record_or_stop(s: int, finite: bool, k_at: int, since: int) -> bool:
             """Record seed s at step ``k_at``, or stop it as "diverged" where its state (non-finite since step
@@ -1053,7 +1059,8 @@ def gradient_descent_batch(
             for s in list(active):
                 stop(s, exc.status, exc.message)
         finally:
-            recorders[0].close()
+            for rec in recorders:  # (the progress bar moves on from a frozen seed: see stop)
+                rec.close()
     wall = time.perf_counter() - t_start
     if ckpt is not None:  # (a batch whose seeds all finished or diverged is done)
         ckpt.finish("time_budget" not in statuses and "interrupted" not in statuses)
