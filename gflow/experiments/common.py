@@ -75,6 +75,16 @@ class ExperimentResult:
         return [r for r in self.runs if all(r.labels.get(k) == v for k, v in labels.items())]
 
 
+def resolve_preset(preset: Any, presets: dict, config_type: type, experiment: str) -> tuple[str, Any]:
+    """(name, configuration) of an experiment's ``run(preset)``: a preset's name from ``presets``, or a
+    ``config_type`` instance, recorded as ``"custom"``."""
+    if isinstance(preset, config_type):
+        return "custom", preset
+    if not isinstance(preset, str) or preset not in presets:
+        raise ValueError(f"preset must be one of {sorted(presets)} or an {experiment}.Config, got {preset!r}")
+    return preset, presets[preset]
+
+
 def config_dict(config: Any) -> dict:
     return asdict(config) if is_dataclass(config) else dict(config)
 

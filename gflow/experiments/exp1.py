@@ -39,6 +39,7 @@ from .common import (
     ExperimentResult,
     Run,
     fitted_rate,
+    resolve_preset,
     save_figure,
     save_runs,
     write_summary,
@@ -148,14 +149,6 @@ SOLVER_NAMES = {"gd": "GD", "flow": "flow"}
 # running
 
 
-def _resolve(preset: str | Config) -> tuple[str, Config]:
-    if isinstance(preset, Config):
-        return "custom", preset
-    if not isinstance(preset, str) or preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)} or an exp1.Config, got {preset!r}")
-    return preset, PRESETS[preset]
-
-
 def _keep_features(sol, times: Sequence[float]):
     """The solution with its (m, n) feature snapshots H kept only at ``times`` (file size)."""
     ft = np.asarray(sol.feature_t, float)
@@ -251,7 +244,7 @@ def run(preset: str | Config = "quick", out: str | Path | None = None, *, progre
 
     from .tasks import clean_checkpoints, execute
 
-    name, cfg = _resolve(preset)
+    name, cfg = resolve_preset(preset, PRESETS, Config, NAME)
     dev = torch.device(device)
     method = cfg.flow_method_cuda if dev.type == "cuda" else cfg.flow_method
     start = time.perf_counter()

@@ -39,6 +39,7 @@ from .common import (
     ExperimentResult,
     Run,
     Timer,
+    resolve_preset,
     save_figure,
     save_runs,
     write_summary,
@@ -214,7 +215,7 @@ def tasks(cfg: Config, device: str = "cpu") -> list:
     return [Task(f"{__name__}:_task", *_spec(cfg, *job, device)) for job in _jobs(cfg)]
 
 
-def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu", executor="local",
+def run(preset: "str | Config" = "quick", out=None, *, progress=None, device: str = "cpu", executor="local",
         workers: int | None = None, scheduler=None) -> ExperimentResult:
     """Run Experiment 2 at a preset and write ``runs.nc``, the figures and ``summary.md`` under ``out/exp2``.
 
@@ -236,12 +237,7 @@ def run(preset: str = "quick", out=None, *, progress=None, device: str = "cpu", 
     """
     from .tasks import clean_checkpoints, execute
 
-    if isinstance(preset, Config):
-        cfg, preset = preset, "custom"
-    else:
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
-        cfg = PRESETS[preset]
+    preset, cfg = resolve_preset(preset, PRESETS, Config, NAME)
     out_dir = Path("gflow-reproduce" if out is None else out) / NAME
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Claim, ExperimentResult, Run, Timer, load_runs, save_figure, save_runs, write_summary
+from .common import (Claim, ExperimentResult, Run, Timer, load_runs, resolve_preset, save_figure, save_runs,
+                     write_summary)
 
 NAME = "exp3"
 TITLE = "Experiment 3 — feature learning vs lazy training (Figures 3, 4, 7, 8)"
@@ -247,13 +248,10 @@ def run(preset: str | Config = "quick", out=None, *, progress: bool | None = Non
     """
     from .tasks import clean_checkpoints, execute
 
-    if isinstance(preset, Config):
-        if config is not None:
-            raise ValueError("give the exp3.Config either as preset or as config, not as both")
-        preset, config = "custom", preset
-    elif not isinstance(preset, str) or preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)} or an exp3.Config, got {preset!r}")
-    cfg = PRESETS[preset] if config is None else config
+    if isinstance(preset, Config) and config is not None:
+        raise ValueError("give the exp3.Config either as preset or as config, not as both")
+    preset, cfg = resolve_preset(preset, PRESETS, Config, NAME)
+    cfg = cfg if config is None else config
     if config is not None and config != PRESETS.get(preset):
         preset = "custom"  # (the summary and runs.nc must not name a preset whose configuration was not run)
     out_dir = Path("gflow-reproduce" if out is None else out) / NAME
