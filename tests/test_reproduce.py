@@ -184,7 +184,8 @@ def test_a_damaged_run_file_is_set_aside_and_recomputed(tmp_path, one_thread, ca
     os.truncate(victim, 2000)
     counts: dict = {}
     with pytest.warns(gf.GFlowWarning, match=rf"1 run file\(s\) of the experiment in .* could not be read "
-                                             rf"\(damaged\) and are computed again; set aside as {victim.name}.damaged"):
+                                             r"\(damaged\) and are computed again; set aside as "
+                                             rf"{victim.name}.damaged"):
         done = execute(tasks, tmp_path, progress=False, report=counts.update)
     assert counts == {"total": 3, "skipped": 2, "computed": 1}
     assert victim.with_name(victim.name + ".damaged").exists()

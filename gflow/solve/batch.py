@@ -577,6 +577,13 @@ def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor) -> None:
                 f"{'use float64, ' if float64_advice(dL.dtype) else ''}or {monitor.hint}")
 
 
+def _hand_on_bar(recorders: list[Recorder], s: int, running: list[int]) -> None:
+    """Pass the progress bar from seed s, frozen, to the first seed still ``running``: it advances with its holder's
+    records, and stood at seed 0's stop."""
+    if recorders[s].bar is not None and running:
+        recorders[running[0]].bar, recorders[s].bar = recorders[s].bar, None
+
+
 class _BatchMonitor(Monitor):
     """The batch's Monitor: with a :class:`_Freezer` (fixed-step methods), the non-finite evaluation that the
     engine reports here (:meth:`raise_nonfinite`, with the stage's time) freezes the seeds that caused it, as their
@@ -637,9 +644,7 @@ class _Freezer:
         rec, m = self.recorders[s], self.monitor
         if status == "nonfinite":
             message = f"{message}; {rec.step_advice()}"
-        running = [k for k in range(self.bf.S) if k not in self.outcome and k != s]
-        if rec.bar is not None and running:  # (the bar advanced with seed s's records: it stood still)
-            self.recorders[running[0]].bar, rec.bar = rec.bar, None
+        _hand_on_bar(self.recorders, s, [k for k in range(self.bf.S) if k not in self.outcome and k != s])
         self.keep_partial(s)
         self.outcome[s] = (status, message, {
             "n_f_evals": m.n_f_evals, "n_steps": m.n_steps, "n_accepted": m.n_accepted, "n_rejected": m.n_rejected,
@@ -993,8 +998,7 @@ def gradient_descent_batch(
             active.remove(s)
             frozen[s] = True
             state[s] = last_good[s]  # freeze a finite state: its (zeroed) updates then stay finite
-            if recorders[s].bar is not None and active:  # (the bar advanced with seed s's records: it stood still)
-                recorders[active[0]].bar, recorders[s].bar = recorders[s].bar, None
+            _hand_on_bar(recorders, s, active)
 
         def record_or_stop(s: int, finite: bool, k_at: int, since: int) -> bool:
             """Record seed s at step ``k_at``, or stop it as "diverged" where its state (non-finite since step
