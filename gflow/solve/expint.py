@@ -128,9 +128,10 @@ class ExpTableau:
 
     @functools.cached_property
     def compiled(self) -> _CompiledRows:
-        """The a-rows 1…s−1, the b-row and the embedded estimate's row (see _embedded_error) as arrays, built once
-        per tableau (a frozen dataclass still takes a cached property: it writes the instance dict directly)."""
-        return _CompiledRows([*self.a[1:], self.b, (self.b[3],)])
+        """The a-rows 1…s−1, the b-row and the error estimate's two rows (the dense output at θ = ¾ and the defect
+        quadrature, see _embedded_error) as arrays, built once per tableau (a frozen dataclass still takes a cached
+        property: it writes the instance dict directly)."""
+        return _CompiledRows([*self.a[1:], self.b, *_estimate_rows()])
 
 
 _h = 0.5
@@ -532,11 +533,17 @@ def _dense_rows(theta: float) -> _CompiledRows:
     """The dense output at θ and its estimate (quadratic − linear interpolant of N), as tableau rows over the five
     stages: (coef, k, c) meaning coef·φ_k(cτL) in the increment τ Σ_l (...)."""
     t2, t3 = theta * theta, theta ** 3
-    dense = (((theta, 1, theta), (-3.0 * t2, 2, theta), (4.0 * t3, 3, theta)), (), (),
-             ((-t2, 2, theta), (4.0 * t3, 3, theta)), ((4.0 * t2, 2, theta), (-8.0 * t3, 3, theta)))
     est = (((-2.0 * t2, 2, theta), (4.0 * t3, 3, theta)), (), (),
            ((-2.0 * t2, 2, theta), (4.0 * t3, 3, theta)), ((4.0 * t2, 2, theta), (-8.0 * t3, 3, theta)))
-    return _CompiledRows([dense, est])
+    return _CompiledRows([_dense_row(theta), est])
+
+
+def _dense_row(theta: float) -> tuple:
+    """The dense output at θ (the step's quadrature of the quadratic interpolant of N taken to θτ) as a tableau row
+    over the five stages."""
+    t2, t3 = theta * theta, theta ** 3
+    return (((theta, 1, theta), (-3.0 * t2, 2, theta), (4.0 * t3, 3, theta)), (), (),
+            ((-t2, 2, theta), (4.0 * t3, 3, theta)), ((4.0 * t2, 2, theta), (-8.0 * t3, 3, theta)))
 
 
 def _dense_output(flow: _Flow, lin: _Linearization, base: _Point, tau: float, theta: float, stages: dict,
@@ -882,19 +889,28 @@ def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> flo
     return 0.1 * tau
 
 
-# The embedded estimate.  The weights b(z) of the method are fixed by the three quadrature conditions on its nodes
-# c = 0, ½ (stage 5) and 1 (stage 4); replacing stage 4 (internal local error O(τ³)) by the new point u_{n+1}
-# (local error O(τ⁵), and its F is the next step's first stage: no extra evaluation on accepted steps) gives a
-# solution of the same form whose difference from u_{n+1} is
+# The error estimate: a defect-based one (cf. Auzinger, Koch & Thalhammer's defect-based local error estimators).
+# The step is the exponential quadrature of the quadratic Ñ(s) that interpolates the non-stiff remainder
+# N(u) = F(u) − L(u − u_n) at the nodes 0, ½, 1 (stages 1, 5, 4; "Dense output" below), i.e. the end point of the
+# curve û(s), û′ = L(û − u_n) + Ñ(s).  Its defect d(s) = Ñ(s) − N(û(s)) gives the local error by the variation of
+# constants, û(τ) − u(τ) = τ ∫₀¹ e^{(1−s)τL} d(sτ) ds up to a term J_N·(û − u) of higher order, and d is sampled
+# at s = 0 (d = 0), ¾ (û(¾τ) is the dense output: one evaluation) and 1 (d = N(U₄) − N(u_{n+1}); F(u_{n+1}) is the
+# next step's first stage): with d quadratic through the three samples, ∫₀¹ e^{(1−s)Z}s^k ds = k! φ_{k+1}(Z) gives
 #
-#     e = τ b₄(τL) (N(u_{n+1}) − N(U₄)),   b₄(z) = −φ₂(z) + 4φ₃(z),   N(u) = F(u) − L(u − u_n),
+#     e = τ [β_¾(τL) (Ñ(¾) − N(û(¾τ))) + β₁(τL) (N(U₄) − N(u_{n+1}))],   Ñ(¾) = −⅛N₁ + ¾N₅ + ⅜N₄,
+#     β_¾ = (16/3)(φ₂ − 2φ₃),   β₁ = 8φ₃ − 3φ₂,
 #
-# O(τ⁴), and N is the non-stiff remainder (J − L = J₂ + J₁(u) − J₁(u_n)), so the fast modes, which the method
-# treats exactly, do not inflate it.  It overestimates the O(τ⁵) local error of u_{n+1} in the asymptotic regime
-# (local extrapolation, as in Dormand–Prince; test_embedded_estimate_bounds_the_local_error_and_has_order_four),
-# but not once the loss has converged and the steps reach τλ ≈ 1 in the slow modes of M that r still holds: there
-# the local error in r behaved like τ³ and the estimate was 50–1 800× below it (an audit), so the loss error does
-# not follow rtol — 3–18× rtol at 1e-4…1e-7, 34× at 1e-8, 500× at 1e-10 (:data:`AUTO_EXPINT_MIN_RTOL`).
+# O(τ⁴) (d = O(τ³)).  The first estimate sampled d at the nodes only (0, 1, and ½ taken as 0: that is β₁ → −b₄,
+# e = τ b₄(τL)(N(u_{n+1}) − N(U₄)) with b₄ = −φ₂ + 4φ₃, the method with stage 4 replaced by the new point), where
+# the interpolation error of N, which vanishes at the nodes, is invisible.  Once the loss has converged that is
+# where the local error in r sits (the remainder N then carries the slow modes' exponentials, τλ ≈ 1, that no
+# quadratic follows): one step from a converged state (tanh, n = 12, m = 32 at t = 100, |r| = 1.5e-3; Exp-1-like
+# n = 20, m = 64 at t = 200; erf on D = 16 random features, n = 24 at t = 300), τ = 1 … 126, against a DOP853
+# rtol-1e-13 step: the node-only estimate of the relative error of r was 10–70×, 20–30 000× and 1–10× below the
+# true one, the ¾-sampled one 1.5–3.5×, 2–7× and 1.5–3× above it (a fourth sample, at ½, put it within 0.8–1.3×
+# of it, for one evaluation more).  So the loss error follows rtol (see :data:`AUTO_EXPINT_MIN_RTOL`) for one
+# evaluation more per step (6, 13 G-products); before, it was 3–18× rtol at 1e-4…1e-7, 34× at 1e-8, 500× at 1e-10.
+_DEFECT_NODES = (0.75,)  # where the defect is sampled, besides 0 and 1
 _EST_ORDER = 4  # e = O(τ⁴)
 # A switching method hands the run back to its explicit method where exprk4's steps collapse below the explicit steps
 # they replaced (an exprk4 step costs about two explicit steps): on an Experiment-1-like net with inputs of norm
@@ -917,16 +933,53 @@ _RELIN_TOL = 0.0
 
 
 def _embedded_error(flow: _Flow, lin: _Linearization, base: _Point, tau: float, stages: dict, new: _Point,
-                    tab: ExpTableau = HOCHBRUCK_OSTERMANN):
-    """The embedded error estimate e (its H and A parts) of the step base → new (see above)."""
+                    monitor: Monitor, tab: ExpTableau = HOCHBRUCK_OSTERMANN):
+    """The defect-based error estimate e (its H and A parts) of the step base → new (see above): one evaluation per
+    node of :data:`_DEFECT_NODES`, at the dense output; raises _NonFinite."""
     comp = tab.compiled
-    r = len(comp.rows) - 1  # the estimate's row: b₄(z)
-    (a0,), C = comp.a0[r], lin.coefficients(tab, tau)[r]
-    dP = new.P - stages["P"][3]
-    g_new, s_new = lin.Vt(torch.stack([new.FH, new.H - base.H]))
-    what = C[0, 0] * (g_new - stages["gs"][0, 3]) + C[1, 0] * (s_new - stages["gs"][1, 3])
-    X = torch.mul(dP, tau * a0).addcmul_(lin.B, lin.Q @ what, value=tau)
+    C = lin.coefficients(tab, tau)
+    s = len(tab.c)  # rows s, s + 1, …: the dense output at the defect nodes, then the estimate
+    P, gs = stages["P"], stages["gs"]
+    Ps, XH = [*P], []
+    for j, theta in enumerate(_DEFECT_NODES):
+        Y = flow.mulG(_increment(comp.a0[s + j], C[s + j], P, gs, lin, tau))
+        pt = flow.evaluate(base.t + theta * tau, base.H + Y, None, None, monitor, integrands=False)
+        Ps.append(pt.P)
+        XH += [pt.FH, Y]
+    Ps.append(new.P)
+    XH += [new.FH, new.H - base.H]
+    k = len(_DEFECT_NODES) + 1
+    gs = torch.cat([gs, lin.Vt(torch.stack(XH)).reshape(k, 2, -1).transpose(0, 1)], dim=1)
+    X = _increment(comp.a0[-1], C[-1], Ps, gs, lin, tau)
     return flow.mulG(X), X
+
+
+_QUAD = {0: lambda t: 1 - 3 * t + 2 * t * t, 4: lambda t: 4 * t - 4 * t * t, 3: lambda t: 2 * t * t - t}  # Ñ(θ)
+
+
+@functools.lru_cache(maxsize=1)
+def _estimate_rows() -> tuple:
+    """The dense output at the defect nodes θ_j and the estimate e = τ ∫₀¹ e^{(1−s)τL} d(sτ) ds, d the polynomial
+    through d(0) = 0 and d(θ_j) = Ñ(θ_j) − N(û(θ_j)) (θ = 1 last: û(τ) = u_{n+1}, Ñ(1) = N₄), over the columns
+    N₁ … N₅ (stages), N(û(θ_j)), N(u_{n+1}), as tableau rows (coef, k, c): coef·φ_k(cτL), from
+    ∫₀¹ e^{(1−s)Z}s^k ds = k! φ_{k+1}(Z)."""
+    thetas = (*_DEFECT_NODES, 1.0)
+    nodes = (0.0, *thetas)
+    est = [[] for _ in range(5 + len(thetas))]
+    for j, theta in enumerate(thetas):
+        ell = np.poly1d([1.0])  # the Lagrange polynomial of θ on the nodes
+        for x in nodes:
+            if x != theta:
+                ell = ell * np.poly1d([1.0, -x]) / (theta - x)
+        for k, a in enumerate(ell.coeffs[::-1]):
+            if a == 0.0:
+                continue
+            w = float(a) * math.factorial(k)
+            for col, weight in _QUAD.items():
+                if weight(theta):
+                    est[col].append((w * weight(theta), k + 1, 1.0))
+            est[5 + j].append((-w, k + 1, 1.0))
+    return (*(_dense_row(t) for t in _DEFECT_NODES), tuple(tuple(terms) for terms in est))
 
 
 def _residual_err(flow: _Flow, new: _Point, eH: torch.Tensor, rtol: float) -> float:
@@ -966,7 +1019,7 @@ def _attempt(flow: _Flow, lin: _Linearization, p: _Point, tau: float, rtol: floa
     stages = {} if stages is None else stages
     Hn, An, qn = _substep(flow, lin, p, tau, monitor, stages=stages)
     new = flow.evaluate(p.t + tau, Hn, An, qn, monitor)
-    eH, eA = _embedded_error(flow, lin, p, tau, stages, new)
+    eH, eA = _embedded_error(flow, lin, p, tau, stages, new, monitor)
     err = max(_rms(eH, p.H, Hn, rtol, atol), _rms(eA, p.A, An, rtol, atol), _residual_err(flow, new, eH, rtol))
     if not math.isfinite(err):
         raise _NonFinite
@@ -1073,16 +1126,17 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
 # than they save in flops: 1.32× at worst, side by side.  So stiffness alone decides.
 AUTO_MIN_STIFFNESS = 2000.0  # t1·λ_max(M₀): explicit methods would need ≳ 2000/6·12 ≈ 4000 evaluations
 AUTO_MAX_N = 2000  # an n×n eigenproblem per step
-# The tightest rtol auto runs the switching method at.  exprk4's embedded estimate is O(τ⁴), but once the loss has
-# converged its steps reach τλ ≈ 1 in the slow modes of M that r still holds, and there its true local error in r
-# behaved like τ³ (measured from one state, τ = 0.6…9.4, against a DOP853 rtol-1e-13 solve: ×6–10 per doubling, the
-# estimate 50–1 800× below it): the controller then does not hold the relative loss error to rtol (for dop853+exprk4 it
-# levels off near 5e-7 below rtol 1e-8).  On tanh, n = 12, d = 8, m = 32, ĉ = 1.5 to t = 200 (L = 2.3e-11) the largest
-# relative loss error over rtol was 3.0, 6.2, 10.7, 18.1, 34, 516 for exprk4 at rtol = 1e-4 … 1e-8, 1e-10 and 4.1, 3.7,
-# 6.1, 12.2, 51, 2 500 for dop853+exprk4 (its first exprk4 step at 1e-10: 4e-7 off; 3 500 in a re-run), against ≤ 0.6
-# for DOP853.  Below 1e-7 auto runs the explicit method, which meets such tolerances (linear σ excepted: exprk4 is exact
-# there, E5).
-AUTO_EXPINT_MIN_RTOL = 1e-7
+# The tightest rtol auto runs the switching method at.  It was 1e-7 while exprk4's estimate sampled the defect at the
+# quadrature nodes only: once the loss had converged it missed the local error in r 50–1 800× (an audit), and the
+# relative loss error was 3–51× rtol at 1e-4…1e-8 and 500–3 500× at 1e-10.  With the defect sampled at θ = ¾ (see
+# the estimate above), measured against DOP853 rtol-1e-13 references on five long-horizon problems (tanh n = 12,
+# m = 32, ĉ = 1.5 to t = 200; Exp-1-like n = 20, 40, m = 64 to t = 5 000; erf on D = 16 random features, n = 24,
+# m = 32 to 5 000; softplus n = 16, m = 48 to 2 000; the largest error over 13 saved times down to L ≈ 1e-16), the
+# largest relative loss error (of log L below 1e-12) over rtol of dop853+exprk4 was 0.01–0.19 at rtol 1e-8 and
+# 0.28–3.3 at 1e-10, DOP853's alone 0.01–0.19 and 0.28–2.5 (the references' own floor at 1e-10), for 0.97–9.7× fewer
+# evaluations than DOP853 (1 140–3 408 against 1 454–15 868 at 1e-8).  exprk4 alone: 0.05–0.91 at 1e-8, 0.3–2.7 at
+# 1e-10.  So auto runs the switching method down to 1e-10 (below 1e-11 DOP853's order 8 pays, see auto_method).
+AUTO_EXPINT_MIN_RTOL = 1e-10
 # The explicit pick.  At loose tolerances the 5th-order Dormand–Prince pair reaches a given loss error with fewer
 # evaluations than DOP853 (whose 8th order pays only once the step is set by accuracy, not by the first steps and
 # stability): measured with `gflow bench accuracy` (rtol = 1e-3 … 1e-10, atol = 1e-3·rtol) on the four smooth
@@ -1121,10 +1175,10 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
     explicit method then steps at its stability limit h ≲ 5/λ_max(M) whatever the tolerance, while exprk4
     treats those modes exactly (its step is set by the slow feature motion).  So the switching method is chosen
     when t1·λ_max(M₀) ≥ :data:`AUTO_MIN_STIFFNESS` (M₀ = M at t = 0, E3), n ≤ :data:`AUTO_MAX_N` and
-    rtol ≥ :data:`AUTO_EXPINT_MIN_RTOL` = 1e-7 (below it exprk4's embedded estimate no longer holds its error to
-    rtol once the loss has converged — ≈ 50× rtol at 1e-8, 2 500–3 500× at 1e-10 — while DOP853 meets it; linear σ,
-    where exprk4 is exact, excepted down to rtol > 1e-11, where exprk4's order 4 costs more steps than DOP853's
-    order 8 while the flow is still moving); it runs the explicit method until a trial exprk4 step shows that exprk4
+    rtol ≥ :data:`AUTO_EXPINT_MIN_RTOL` = 1e-10 (down to which the switching method's loss error was measured to
+    follow rtol as DOP853's does — 0.01–0.19× rtol at 1e-8, 0.28–3.3× at 1e-10, DOP853 0.28–2.5× there — for
+    0.97–9.7× fewer evaluations; linear σ, where exprk4 is exact, excepted down to rtol > 1e-11, where exprk4's
+    order 4 costs more steps than DOP853's order 8 while the flow is still moving); it runs the explicit method until a trial exprk4 step shows that exprk4
     pays, so it loses little where the flow never gets stiff enough (see the comment above
     :data:`AUTO_MIN_STIFFNESS` for the numbers).
 
@@ -1183,9 +1237,9 @@ def auto_method(problem: Problem, t1: float, rtol: float) -> tuple[str, str]:
         return explicit, (f"rtol = {rtol:g} ≤ 1e-11: exprk4's order 4 would cost more steps than DOP853's order 8 "
                           f"while the features move ({numbers}); {why}")
     if rtol < AUTO_EXPINT_MIN_RTOL and net.activation.name != "linear":
-        return explicit, (f"rtol = {rtol:g} < {AUTO_EXPINT_MIN_RTOL:g}: exprk4's error estimate misses its error "
-                          "once the loss has converged (the loss error of dop853+exprk4 was ≈ 50× rtol at 1e-8 and "
-                          f"2 500–3 500× at 1e-10 on a tanh net), DOP853 meets such tolerances ({numbers}); {why}")
+        return explicit, (f"rtol = {rtol:g} < {AUTO_EXPINT_MIN_RTOL:g}: below the tolerances where exprk4's loss "
+                          "error was measured to follow rtol; DOP853's order 8 pays there while the features move "
+                          f"({numbers}); {why}")
     return f"{explicit}+exprk4", (
         f"the flow is stiff over the horizon ({numbers}): explicit methods would run at their stability limit "
         f"≈ 5/λ_max(M); {explicit} while the features move, exprk4 from where a trial step shows it pays")
