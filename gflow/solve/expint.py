@@ -22,8 +22,8 @@ Acta Numerica 19, 2010, eq. (2.40)) of stiff order 4, applied in Rosenbrock form
 
 It is a consistent method of classical order 4 for any L_n (it reduces to a classical 4th-order Runge–Kutta
 method as L_n → 0), it is exact when F is affine (linear σ, where J₂ = 0 and N_n is constant, E5), and its
-stiff order 4 avoids order reduction from the fast modes.  Step size: an embedded estimate (the method with its
-c = 1 stage replaced by the new point, whose evaluation is the next step's first stage; see
+stiff order 4 avoids order reduction from the fast modes.  Step size: a defect-based estimate (the defect of the step's
+quadrature sampled at ¾ of the step and at its end, whose evaluation is the next step's first stage; see
 :func:`_embedded_error`) and Gustafsson's PI controller.  The linearization (B, the eigenpairs of K) is re-used
 across steps while the part of J₁ it misses is small against 1/τ (:data:`_RELIN_TOL`).  Output times inside a
 step come from its dense output — the step's own exponential quadrature taken to θτ, no evaluation — where an
@@ -33,8 +33,8 @@ estimate of its error is within the tolerance, else from an extra step of the sa
 Cost per stage: two products with G′ (the stage's H and the projection Vᵀ F), each min(2mn², 4mnD) flops
 (G = ΦΦᵀ/D is applied in factored form when D < n/2), i.e. twice one feature-space evaluation; plus, per new
 linearization, BᵀB ((1 + 1/4)mn² by :func:`gflow.model.quantities.gram` from n = 128 on, 2mn² below) and an n×n
-eigenproblem.  Per step: 5 evaluations (4 stages and the end point),
-11 G-products.  (The first version estimated the error by step doubling: 14 evaluations per double step.)
+eigenproblem.  Per step: 6 evaluations (4 stages, the end point and the error estimate's defect at ¾ of the step),
+13 G-products.  (The first version estimated the error by step doubling: 14 evaluations per double step.)
 
 The integrals of an :class:`~gflow.fields.ObservedField` (atol = ∞) are integrated by the underlying classical
 Runge–Kutta weights (the rows of U for them are zero), ∫|L̇| and ∫|L̇|^½ with the step's linearization as a control
@@ -658,7 +658,7 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
 
 
 # The hand-over.  While the features still move, an explicit Runge–Kutta step is cheaper than an exprk4 step
-# (5 evaluations, 11 G-products and an n×n eigenproblem) and the two take similar steps; once the residual has
+# (6 evaluations, 13 G-products and an n×n eigenproblem) and the two take similar steps; once the residual has
 # converged the explicit method sits at its stability limit while exprk4's steps grow with the slow dynamics
 # (on the long-horizon bench problem, Exp 1 n = 40 to t = 2000: exprk4's steps average 0.07 for t < 10 against
 # dopri5's 0.15, but 71 beyond t = 500 against dopri5's 4).  So the explicit method runs first, and at
@@ -667,7 +667,7 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
 # is taken from the current state: exprk4 takes over once that trial meets the tolerance with room to grow
 # (err ≤ _HANDOVER_ERR), i.e. where one exprk4 step already replaces more explicit steps than it costs.  With
 # space="auto" the explicit phase runs in weight space where that is the cheaper (:class:`_WeightPhase`).
-_HANDOVER_EVALS = 24.0  # an exprk4 step costs ≈ 5 evaluations + 6 G-products + an eigenproblem ≈ 2 dopri5 steps
+_HANDOVER_EVALS = 24.0  # an exprk4 step costs ≈ 6 evaluations + 7 G-products + an eigenproblem ≈ 2 dopri5 steps
 _HANDOVER_ERR = 0.5
 _HANDOVER_FIRST = 16
 
