@@ -128,9 +128,9 @@ class ExpTableau:
 
     @functools.cached_property
     def compiled(self) -> _CompiledRows:
-        """The a-rows 1…s−1, the b-row and the error estimate's two rows (the dense output at θ = ¾ and the defect
-        quadrature, see _embedded_error) as arrays, built once per tableau (a frozen dataclass still takes a cached
-        property: it writes the instance dict directly)."""
+        """The a-rows 1…s−1, the b-row and the error estimates' rows (the node-only one; the dense output at θ = ¾
+        and the two defect quadratures that sample it, see _embedded_error) as arrays, built once per tableau (a
+        frozen dataclass still takes a cached property: it writes the instance dict directly)."""
         return _CompiledRows([*self.a[1:], self.b, *_estimate_rows()])
 
 
@@ -707,12 +707,13 @@ class _Handover:
         try:
             p = flow.evaluate(eng.t, H, A, q, self.monitor)
             lin = _Linearization(flow, p.H, p.B)
-            _, err = _attempt(flow, lin, p, tau, self.rtol, self.atol, self.monitor)
+            _, errs = _attempt(flow, lin, p, tau, self.rtol, self.atol, self.monitor, sample=True)
         except _NonFinite:
             return False
         finally:  # (their flops are in flow.flops: not the explicit phase's)
             self.trial_evals += self.monitor.n_f_evals - n0
-        if err <= _HANDOVER_ERR:
+        if errs[0] <= _HANDOVER_ERR:  # (the node-only estimate: whether exprk4 pays, see above)
+            err = _Sampler().norm(errs)  # the first step's size from the norm it will be held to
             lin.t0 = p.t
             self.explicit_step = min(eng.h, taken)
             self.start = (p, lin, tau * min(_FAC_MAX, _SAFETY * max(err, 1e-10) ** (-1.0 / _EST_ORDER)))
@@ -910,7 +911,9 @@ def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> flo
 # true one, the ¾-sampled one 1.5–3.5×, 2–7× and 1.5–3× above it (a fourth sample, at ½, put it within 0.8–1.3×
 # of it, for one evaluation more).  So the loss error follows rtol (see :data:`AUTO_EXPINT_MIN_RTOL`) for one
 # evaluation more per step (6, 13 G-products); before, it was 3–18× rtol at 1e-4…1e-7, 34× at 1e-8, 500× at 1e-10.
-_DEFECT_NODES = (0.75,)  # where the defect is sampled, besides 0 and 1
+_DEFECT_NODE = 0.75  # where the defect is sampled, besides 0 and 1
+_DEFECT_RATIO = 2.0  # the cubic estimate above this × the node-only one: the node-only one misses the error
+_DEFECT_EVERY = 8  # trial steps without the sample between two samples while the node-only estimate holds
 _EST_ORDER = 4  # e = O(τ⁴)
 # A switching method hands the run back to its explicit method where exprk4's steps collapse below the explicit steps
 # they replaced (an exprk4 step costs about two explicit steps): on an Experiment-1-like net with inputs of norm
@@ -933,38 +936,43 @@ _RELIN_TOL = 0.0
 
 
 def _embedded_error(flow: _Flow, lin: _Linearization, base: _Point, tau: float, stages: dict, new: _Point,
-                    monitor: Monitor, tab: ExpTableau = HOCHBRUCK_OSTERMANN):
-    """The defect-based error estimate e (its H and A parts) of the step base → new (see above): one evaluation per
-    node of :data:`_DEFECT_NODES`, at the dense output; raises _NonFinite."""
+                    monitor: Monitor | None = None, tab: ExpTableau = HOCHBRUCK_OSTERMANN) -> list:
+    """The error estimates (each its H and A parts) of the step base → new (see above): [node-only] without
+    ``monitor``; with it also the defect at θ = ¾ (one evaluation, at the dense output), [node-only, cubic,
+    quadratic].  Raises _NonFinite."""
     comp = tab.compiled
     C = lin.coefficients(tab, tau)
-    s = len(tab.c)  # rows s, s + 1, …: the dense output at the defect nodes, then the estimate
+    s = len(tab.c)  # rows s …: the node-only estimate, the dense output at ¾, the cubic and the quadratic estimates
     P, gs = stages["P"], stages["gs"]
-    Ps, XH = [*P], []
-    for j, theta in enumerate(_DEFECT_NODES):
-        Y = flow.mulG(_increment(comp.a0[s + j], C[s + j], P, gs, lin, tau))
-        pt = flow.evaluate(base.t + theta * tau, base.H + Y, None, None, monitor, integrands=False)
-        Ps.append(pt.P)
+    XH = [new.FH, new.H - base.H]
+    if monitor is not None:
+        Y = flow.mulG(_increment(comp.a0[s + 1], C[s + 1], P, gs, lin, tau))
+        pt = flow.evaluate(base.t + _DEFECT_NODE * tau, base.H + Y, None, None, monitor, integrands=False)
         XH += [pt.FH, Y]
-    Ps.append(new.P)
-    XH += [new.FH, new.H - base.H]
-    k = len(_DEFECT_NODES) + 1
-    gs = torch.cat([gs, lin.Vt(torch.stack(XH)).reshape(k, 2, -1).transpose(0, 1)], dim=1)
-    X = _increment(comp.a0[-1], C[-1], Ps, gs, lin, tau)
-    return flow.mulG(X), X
+    g = lin.Vt(torch.stack(XH)).reshape(len(XH) // 2, 2, -1).transpose(0, 1)
+    gs = torch.cat([gs, g.flip(1)], dim=1)  # columns: the 5 stages, (the ¾ sample), the new point
+    Ps = [*P, pt.P, new.P] if monitor is not None else [*P, new.P]
+    rows = (s, s + 2, s + 3) if monitor is not None else (s,)
+    out = []
+    for r in rows:
+        if r == s:  # (the node-only row has the new point in column 5)
+            X = _increment(comp.a0[r], C[r], [*P, new.P], torch.cat([stages["gs"], g[:, :1]], dim=1), lin, tau)
+        else:
+            X = _increment(comp.a0[r], C[r], Ps, gs, lin, tau)
+        out.append((flow.mulG(X), X))
+    return out
 
 
 _QUAD = {0: lambda t: 1 - 3 * t + 2 * t * t, 4: lambda t: 4 * t - 4 * t * t, 3: lambda t: 2 * t * t - t}  # Ñ(θ)
 
 
-@functools.lru_cache(maxsize=1)
-def _estimate_rows() -> tuple:
-    """The dense output at the defect nodes θ_j and the estimate e = τ ∫₀¹ e^{(1−s)τL} d(sτ) ds, d the polynomial
-    through d(0) = 0 and d(θ_j) = Ñ(θ_j) − N(û(θ_j)) (θ = 1 last: û(τ) = u_{n+1}, Ñ(1) = N₄), over the columns
-    N₁ … N₅ (stages), N(û(θ_j)), N(u_{n+1}), as tableau rows (coef, k, c): coef·φ_k(cτL), from
-    ∫₀¹ e^{(1−s)Z}s^k ds = k! φ_{k+1}(Z)."""
-    thetas = (*_DEFECT_NODES, 1.0)
-    nodes = (0.0, *thetas)
+def _defect_row(sampled: tuple, zero: tuple) -> tuple:
+    """e = τ ∫₀¹ e^{(1−s)τL} d(sτ) ds, d the polynomial through d(0) = 0, d = 0 at the nodes ``zero`` and
+    d(θ_j) = Ñ(θ_j) − N(û(θ_j)) at ``sampled`` + (1,) (û(τ) = u_{n+1}, Ñ(1) = N₄), as a tableau row (coef, k, c):
+    coef·φ_k(cτL) over the columns N₁ … N₅ (stages), N(û(θ_j)), N(u_{n+1}), from ∫₀¹ e^{(1−s)Z}s^k ds =
+    k! φ_{k+1}(Z)."""
+    thetas = (*sampled, 1.0)
+    nodes = (0.0, *zero, *thetas)
     est = [[] for _ in range(5 + len(thetas))]
     for j, theta in enumerate(thetas):
         ell = np.poly1d([1.0])  # the Lagrange polynomial of θ on the nodes
@@ -979,7 +987,14 @@ def _estimate_rows() -> tuple:
                 if weight(theta):
                     est[col].append((w * weight(theta), k + 1, 1.0))
             est[5 + j].append((-w, k + 1, 1.0))
-    return (*(_dense_row(t) for t in _DEFECT_NODES), tuple(tuple(terms) for terms in est))
+    return tuple(tuple(terms) for terms in est)
+
+
+@functools.lru_cache(maxsize=1)
+def _estimate_rows() -> tuple:
+    """The node-only estimate, the dense output at ¾, the cubic and the quadratic estimate (see above)."""
+    return (_defect_row((), (0.5,)), _dense_row(_DEFECT_NODE), _defect_row((_DEFECT_NODE,), (0.5,)),
+            _defect_row((_DEFECT_NODE,), ()))
 
 
 def _residual_err(flow: _Flow, new: _Point, eH: torch.Tensor, rtol: float) -> float:
@@ -1013,17 +1028,44 @@ def _stale(flow: _Flow, lin: _Linearization, p: _Point, tau: float) -> bool:
 
 
 def _attempt(flow: _Flow, lin: _Linearization, p: _Point, tau: float, rtol: float, atol: float,
-             monitor: Monitor, stages: dict | None = None) -> tuple[_Point, float]:
-    """One trial step p → new of size tau with its error norm (≤ 1: accept); raises _NonFinite.  ``stages``: a dict
-    that receives the step's stages (for the dense output)."""
+             monitor: Monitor, stages: dict | None = None, sample: bool = False) -> tuple[_Point, list[float]]:
+    """One trial step p → new of size tau with its error norms (≤ 1: accept) — [node-only], or with ``sample``
+    [node-only, cubic, quadratic] (see the estimate above); raises _NonFinite.  ``stages``: a dict that receives
+    the step's stages (for the dense output)."""
     stages = {} if stages is None else stages
     Hn, An, qn = _substep(flow, lin, p, tau, monitor, stages=stages)
     new = flow.evaluate(p.t + tau, Hn, An, qn, monitor)
-    eH, eA = _embedded_error(flow, lin, p, tau, stages, new, monitor)
-    err = max(_rms(eH, p.H, Hn, rtol, atol), _rms(eA, p.A, An, rtol, atol), _residual_err(flow, new, eH, rtol))
-    if not math.isfinite(err):
+    errs = [max(_rms(eH, p.H, Hn, rtol, atol), _rms(eA, p.A, An, rtol, atol), _residual_err(flow, new, eH, rtol))
+            for eH, eA in _embedded_error(flow, lin, p, tau, stages, new, monitor if sample else None)]
+    if not all(math.isfinite(e) for e in errs):
         raise _NonFinite
-    return new, err
+    return new, errs
+
+
+class _Sampler:
+    """When the step samples the defect at ¾ and which norm it is held to (see the estimate above): every
+    :data:`_DEFECT_EVERY`-th trial step while the node-only estimate holds (the cubic one within
+    :data:`_DEFECT_RATIO` of it), every step — held to the quadratic estimate — from a step where it does not
+    until one where it holds again."""
+
+    def __init__(self):
+        self.skip, self.defect = 0, False
+
+    def due(self) -> bool:
+        if self.defect or self.skip <= 0:
+            return True
+        self.skip -= 1
+        return False
+
+    def norm(self, errs: list[float]) -> float:
+        if len(errs) == 1:
+            return errs[0]
+        node, cubic, quad = errs
+        self.defect = cubic > _DEFECT_RATIO * node
+        if self.defect:
+            return quad
+        self.skip = _DEFECT_EVERY
+        return node
 
 
 def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, *, k: int = 1, h: float | None = None,
@@ -1037,6 +1079,7 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
     h = _initial_step(flow, p, rtol, atol, t1 - p.t) if h is None else min(h, t1 - p.t)
     nonfinite = 0
     err_prev = 1.0
+    sampler = _Sampler()
     while p.t < t1 * (1 - 1e-14):
         remaining = t1 - p.t
         last = h >= remaining * (1 - 1e-12)
@@ -1048,7 +1091,8 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
                 lin.t0 = p.t
                 extra["n_linearizations"] += 1
             stages: dict = {}
-            new, err = _attempt(flow, lin, p, tau, rtol, atol, monitor, stages)
+            new, errs = _attempt(flow, lin, p, tau, rtol, atol, monitor, stages, sample=sampler.due())
+            err = sampler.norm(errs)
             nonfinite = 0
         except _NonFinite:
             h = _reject_nonfinite(monitor, p.t, tau, nonfinite := nonfinite + 1)
