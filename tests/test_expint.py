@@ -488,8 +488,8 @@ def test_loss_error_stays_near_rtol_once_a_long_stiff_run_has_converged():
     """The relative loss error at t = 50 … 200 (L falls to 2.3e-11) at rtol 1e-10 against a tight DOP853
     reference: with the defect sampled at the quadrature nodes only it grew to 39× rtol at t = 150 and 400× at 200
     once the loss had converged; with the sampled check (the ¾ defect where the node-only estimate misses the
-    error) 5.6× and 7.5× (5 571 evaluations against 4 308).  What remains was committed before the loss converged,
-    where the node-only estimate holds [H, A] and r to rtol, and grows with t (1.3×, 3.7× rtol at t = 50, 100, as
+    error) 5.6× and 7.4× (5 576 evaluations against 4 308).  What remains was committed before the loss converged,
+    where the node-only estimate holds [H, A] and r to rtol, and grows with t (1.3×, 3.6× rtol at t = 50, 100, as
     the old code: log L ≈ −2μt moves with the decay rates μ of M, which move with H)."""
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((12, 8)), rng.uniform(-0.5, 0.5, 12)

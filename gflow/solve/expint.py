@@ -931,19 +931,19 @@ def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> flo
 # relative loss error over rtol
 # (log L below L = 1e-12) against DOP853 rtol-1e-13 references at 13 saved times (tanh n = 12, m = 32 to t = 200;
 # Exp-1-like n = 20, 40, m = 64 to 5 000; erf on D = 16 random features, n = 24, m = 32 to 5 000; softplus n = 16,
-# m = 48 to 2 000), node-only → now at rtol 1e-4, 1e-6, 1e-8, 1e-10: tanh 2.9, 10.5, 28, 398 → 2.7, 6.5, 7.6, 7.7;
-# the others 0.1–1.2, 1.7–5.4, 7.2–16, 75–247 → 0.2–0.7, 0.3–0.5, 0.2–0.9, 0.6–7.6 (at 1e-10 the 6.4 and 7.6 are at
-# L ≈ 1e-15, where δr ≈ 5e-16 is rounding and the residual's norm holds it to its floor, see _residual_err; above
-# L = 1e-14: 0.5–1.6), for 1.07–1.74× the evaluations; on bench_stiff 1.02–1.04× the flops.  What tanh keeps was
+# m = 48 to 2 000), node-only → now at rtol 1e-4, 1e-6, 1e-8, 1e-10: tanh 2.9, 10.5, 28, 398 → 2.4, 6.2, 7.7, 7.6;
+# the others 0.1–1.2, 1.7–5.4, 7.2–16, 75–247 → 0.2–0.3, 0.2–0.9, 0.2–0.9, 0.6–3.4 (at 1e-10 the 3.4 is at
+# L = 3.5e-16, where δr ≈ 5e-16 is rounding and the residual's norm holds it to its floor, see _residual_err; above
+# L = 1e-14: 0.5–1.6), for 1.12–1.72× the evaluations; on bench_stiff 1.02–1.03× the flops.  What tanh keeps was
 # committed before its loss converged, where the node-only estimate holds [H, A] and r to rtol (its loss error at
-# t = 63 was 1.7–2× rtol with either estimate), and grows ∝ t after: L ≈ ρ²e^{−2μt} with decay rates μ of M that
+# t = 63 was 1.6–2.1× rtol with either estimate), and grows ∝ t after: L ≈ ρ²e^{−2μt} with decay rates μ of M that
 # move with H, so the relative error of L is ≈ 2tδμ = ln(L₀/L)·δμ/μ — 24× the relative error of μ at t = 200,
 # L = 2.3e-11 (in log L, which the comparison uses from 1e-12 down, 7.7× rtol is 0.3×).  exprk4 held to the
 # quadratic estimate on every step met it (≤ 1.4×) only by overestimating the error 2–60× before, which is what
 # costs the 1.2–1.4× on the bench.
 _DEFECT_NODE = 0.75  # where the defect is sampled, besides 0 and 1
 _DEFECT_RATIO = 2.0  # the cubic estimate above this × the node-only one: hold the step to the quadratic one
-_DEFECT_EVERY = 8  # trial steps held to the node-only estimate between two samples while it holds (≈ 2.5 % more)
+_DEFECT_EVERY = 8  # one trial step in this many samples the defect while the node-only estimate holds (≈ 2.5 %)
 _EST_ORDER = 4  # e = O(τ⁴)
 # A switching method hands the run back to its explicit method where exprk4's steps collapse below the explicit steps
 # they replaced (an exprk4 step costs about two explicit steps): on an Experiment-1-like net with inputs of norm
@@ -1088,7 +1088,7 @@ class _Sampler:
         self.defect = cubic > _DEFECT_RATIO * node
         if self.defect:
             return quad
-        self.skip = _DEFECT_EVERY
+        self.skip = _DEFECT_EVERY - 1
         return node
 
 
@@ -1202,7 +1202,7 @@ AUTO_MAX_N = 2000  # an n×n eigenproblem per step
 # m = 32 to 5 000; softplus n = 16, m = 48 to 2 000; the largest error over 13 saved times down to L ≈ 1e-16), the
 # largest relative loss error (of log L below 1e-12) over rtol of dop853+exprk4 was 0.01–0.19 at rtol 1e-8 and
 # 0.56–1.0 at 1e-10 (9.4 on erf at L = 3.5e-16, where δr is rounding: 0.2 above L = 1e-14), DOP853's alone
-# 0.01–0.19 and 0.28–2.5 (2.3 at that point), for 1.1–10.9× fewer evaluations than DOP853 (1 022–3 045 against
+# 0.01–0.19 and 0.28–2.5 (2.3 at that point), for 1.1–10.9× fewer evaluations than DOP853 (1 022–3 046 against
 # 1 454–15 868 at 1e-8; 1.0–8.0× at 1e-10).  The switching method hands over once the features have settled, so
 # the error the node-only estimate lets through before the loss converges (exprk4 alone: up to 7.7× rtol on the
 # tanh net at 1e-8 and 1e-10, see above) is DOP853's there.  So auto runs the switching method down to 1e-10 (below
