@@ -358,8 +358,8 @@ def simulate(
         method: ``"auto"`` (default) picks per problem and records the choice and its reason in
             ``sol.config["solver"]["auto"]``: ``"filippov"`` for ReLU-type σ (up to :data:`AUTO_FILIPPOV_MAX_PAIRS`
             pairs m·n), ``"dop853+exprk4"`` (``"dopri5+exprk4"`` at 1e-4 ≤ rtol ≤ 1e-3) where a smooth flow is
-            stiff enough over the horizon for the exponential method to pay and rtol ≥ 1e-7 (below, exprk4's
-            loss error outgrows rtol once the loss has converged: :data:`gflow.solve.expint.AUTO_EXPINT_MIN_RTOL`)
+            stiff enough over the horizon for the exponential method to pay and rtol ≥ 1e-10 (down to which its
+            loss error was measured to follow rtol: :data:`gflow.solve.expint.AUTO_EXPINT_MIN_RTOL`)
             (:func:`gflow.solve.expint.auto_method`), else ``"dop853"`` — or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3,
             where the 5th-order pair is the cheaper (:func:`gflow.solve.expint.explicit_method`) — also when
             ``checkpoint`` is given and the pick cannot checkpoint.  Or any of :data:`METHODS`: ``"dop853"`` (gflow's own 8th-order engine, CPU or
