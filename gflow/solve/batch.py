@@ -43,7 +43,7 @@ from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (Abort, Monitor, Recorder, check_recording_memory, float64_advice, guarded_solve,
+from ._record import (Abort, Monitor, Recorder, check_recording_memory, float64_advice, guarded_solve, solve_threads,
                       interrupted_message, raise_if_interrupted, snapshot_bytes)
 from .checkpoint import stored_layout
 from .expint import explicit_method
@@ -365,7 +365,8 @@ def simulate_batch(
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "flow_batch", nets, bf,
                                               settings, batch_rec, monitor)
     t_start = time.perf_counter()
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(S * bf.fields[0].flops_per_eval(), net.device)
+    with guarded_solve(monitor, ckpt, threads):
         try:
             if method in SCIPY_METHODS:
                 _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
@@ -414,6 +415,7 @@ def simulate_batch(
         "n_rejected": monitor.n_rejected if method not in SCIPY_METHODS else -1,
         "wall_time": wall + monitor.wall_before,
         "flops_per_eval": f.flops_per_eval(),
+        "torch_threads": threads,
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
         "resumed": resume is not None,
     } for f in bf.fields]
@@ -966,7 +968,8 @@ def gradient_descent_batch(
                     "layout": bf.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "gd_batch", nets, bf,
                                               settings, _BatchRecorder(bf, recorders), monitor)
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(S * bf.fields[0].flops_per_eval(), net.device)
+    with guarded_solve(monitor, ckpt, threads):
         t_start = time.perf_counter()
         frozen = torch.zeros(S, dtype=torch.bool, device=net.device)
         k_start, next_save = 0, 1
@@ -1075,7 +1078,7 @@ def gradient_descent_batch(
     stats = [{
         "n_f_evals": k_done[s], "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": f.flops_per_eval(), "last_step": step,
-        "resumed": resume is not None,
+        "resumed": resume is not None, "torch_threads": threads,
     } for s, f in enumerate(bf.fields)]
 
     def config_of(s: int) -> dict:

@@ -20,7 +20,7 @@ from .._validate import check_positive_float, check_positive_int, check_run_flag
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, guarded_solve,
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, guarded_solve, solve_threads,
                       interrupted_message, raise_if_interrupted, snapshot_bytes)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field, warn_lossy_feature_space
@@ -176,7 +176,8 @@ def gradient_descent(
                     "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="gd",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(field.flops_per_eval(), problem.net.device)
+    with guarded_solve(monitor, ckpt, threads):
         t_start = time.perf_counter()
         state = field.initial_state()
         k_done, next_save = 0, 1
@@ -266,7 +267,7 @@ def gradient_descent(
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": field.flops_per_eval(), "last_step": step,
-        "resumed": resume is not None,
+        "resumed": resume is not None, "torch_threads": threads,
     }
     config = {
         "kind": "gd",

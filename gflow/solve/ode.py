@@ -38,7 +38,7 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Interrupted, Solution, versions
 from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, float64_advice,
-                      guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes)
+                      guarded_solve, interrupted_message, solve_threads, raise_if_interrupted, snapshot_bytes)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -571,7 +571,8 @@ def simulate(
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
     unstable_note = None
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(field.flops_per_eval(), net.device)
+    with guarded_solve(monitor, ckpt, threads):
         try:
             if method in SCIPY_METHODS:
                 _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)
@@ -626,6 +627,7 @@ def simulate(
         "resumed": resume is not None,
         "wall_time": wall + monitor.wall_before,
         "flops_per_eval": field.flops_per_eval(),
+        "torch_threads": threads,
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
         **getattr(monitor, "extra_stats", {}),  # exprk4: flops, flops_per_eval (per stage), n_linearizations
     }
