@@ -53,3 +53,20 @@ def test_large_or_gpu_solves_keep_torchs_setting(two_threads):
     assert _record.solve_threads(_record.SERIAL_BELOW_FLOPS * 0.99, "cpu") == 1
     assert _record.solve_threads(_record.SERIAL_BELOW_FLOPS, "cpu") == 2
     assert _record.solve_threads(1e3, "meta") == 2  # (not the CPU: intra-op threads do not apply)
+
+
+def test_threads_asked_for_are_used_and_bad_ones_are_refused_naming_the_argument(two_threads):
+    X, y = gf.data.random_labels(n=4, d=3)
+    net = gf.Network(d=3, width=8, seed=0)
+    assert gf.simulate(net, X, y, t1=0.5, threads=2).stats["torch_threads"] == 2
+    assert gf.gradient_descent(net, X, y, steps=2, step=0.1, threads=2).stats["torch_threads"] == 2
+    est = gf.simulate(gf.Network(d=3, width=8, activation="relu", seed=0), X, y, t1=0.5, method="euler", step=0.05,
+                      error_estimate=True, threads=2)
+    assert est.stats["torch_threads"] == 2
+    for bad in (0, 1.5, "2", True):
+        with pytest.raises((TypeError, ValueError), match="threads"):
+            gf.simulate(net, X, y, t1=0.5, threads=bad)
+    with pytest.raises((TypeError, ValueError), match="threads"):
+        gf.simulate_batch(gf.networks([0, 1], d=3, width=8), X, y, t1=0.5, threads=0)
+    with pytest.raises((TypeError, ValueError), match="threads"):
+        gf.gradient_descent_batch(gf.networks([0, 1], d=3, width=8), X, y, steps=2, step=0.1, threads=-1)

@@ -773,9 +773,18 @@ def stop_on_sigint(monitor: Monitor):
 SERIAL_BELOW_FLOPS = 1e8
 
 
-def solve_threads(flops_per_eval: float, device) -> int:
-    """The torch intra-op threads a solve runs on: one on the CPU below :data:`SERIAL_BELOW_FLOPS` per evaluation,
-    else torch's setting.
+def check_threads(threads) -> int | None:
+    """The ``threads`` argument of a solve: None (:func:`solve_threads` decides) or a positive int."""
+    if threads is None:
+        return None
+    from .._validate import check_positive_int
+
+    return check_positive_int(threads, "threads")
+
+
+def solve_threads(flops_per_eval: float, device, threads: int | None = None) -> int:
+    """The torch intra-op threads a solve runs on: ``threads`` where given, else one on the CPU below
+    :data:`SERIAL_BELOW_FLOPS` per evaluation, else torch's setting.
 
     A small evaluation is a few dozen short tensor operations, each an OpenMP parallel region whose fork and
     barrier cost more than the work they split, and which turn into scheduler waits whenever another process
@@ -784,6 +793,8 @@ def solve_threads(flops_per_eval: float, device) -> int:
     1.3e7, 4.1e7, 6.6e7 and 3.3e8 flops 7.6, 5.4, 13.8, 5.0 and 2.6× longer than on one thread.  One thread also
     makes a small run's rounding independent of the machine's core count.
     """
+    if threads is not None:
+        return threads
     if torch.device(device).type != "cpu" or not flops_per_eval < SERIAL_BELOW_FLOPS:
         return torch.get_num_threads()
     return 1
