@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,13 +147,13 @@ def run_config(cfg: dict, *, progress=print):
     return simulate(net, X, y, **{"progress": None, **cfg["simulate"]}, **test, warn=False)
 
 
-def _out_file(out, name: str = "--out") -> Path:
-    """``--out`` (or the option ``name``) checked as a writable file path before any work is done (a directory is
-    refused)."""
+def _out_file(out, name: str = "--out", *, folder: bool = False) -> Path:
+    """``--out`` (or the option ``name``) checked as a writable file path (``folder``: output folder) before any work
+    is done (a directory is refused)."""
     from .solution import check_output_path
 
     try:
-        return check_output_path(out, name=name)
+        return check_output_path(out, name=name, folder=folder)
     except OSError as exc:  # IsADirectoryError: report it like every other command-line error
         raise CLIError(str(exc)) from None
 
@@ -279,7 +280,9 @@ def cmd_certify(args) -> int:
 def cmd_plot(args) -> int:
     from .plotting import plot_summary
 
-    path = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
+    # (the default was <file>.png: after `gflow demo`, `gflow plot gflow-demo.nc` replaced the demo's figure)
+    path = _figure_file(args.out, "--out") if args.out else Path(args.file).with_name(Path(args.file).stem
+                                                                                       + "-summary.png")
     plot_summary(args.file, path)
     print(f"wrote {path}")
     return 0
@@ -288,6 +291,8 @@ def cmd_plot(args) -> int:
 def cmd_reproduce(args) -> int:
     from .experiments import reproduce
 
+    if args.out is not None:
+        _out_file(args.out, "--out", folder=True)
     results = reproduce(args.experiment, args.preset, args.out, device=args.device, executor=args.executor,
                         workers=args.workers, scheduler=args.scheduler)
     for res in results:
@@ -477,10 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw the summary figure (loss vs bounds, η/μ/λ(M), features, spectrum)",
                         description="Draw the summary figure of a saved run: the loss against the bounds, η/μ/λ(M), "
                         "the features and the spectrum.",
-                        epilog=_examples("gflow plot run.nc                 # writes run.png",
+                        epilog=_examples("gflow plot run.nc                 # writes run-summary.png",
                                          "gflow plot run.nc --out run.pdf"), **fmt)
     pl.add_argument("file", help="a run file (as for gflow show)")
-    pl.add_argument("--out", default=None, help="PNG or PDF (default: the run file with .png)")
+    pl.add_argument("--out", default=None, help="PNG or PDF (default: the run file's name with -summary.png)")
     pl.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("reproduce", help="reproduce the paper's Experiments 1-3 (data, figures, summary.md)",
@@ -565,7 +570,14 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"gflow: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # (`gflow certify run.nc | head -3` ended in a traceback)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # (Python would report the broken pipe again when it flushes stdout)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, ImportError, InUseError) as exc:
+        print(f"gflow: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # (a full disk, a folder made read-only during a run: a message, not a traceback)
         print(f"gflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # (a sweep or a reproduction keeps the runs it finished: the same command goes on)

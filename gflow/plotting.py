@@ -14,7 +14,7 @@ T10  L_t ≤ L_0 exp(−ρ t)                         (realised Theorem 1, ρ fr
 ==== =====================================================================================
 
 A bound is drawn only when the certificate says its hypotheses hold, and only over the certificate's
-window: where the loss is above what the run's tolerance resolves (n·(1e3·atol·ĉ)², :func:`gflow.certify`).
+window: where the loss is finite and above the floor n·(1e3·atol·ĉ)² of :func:`gflow.certify`.
 
 Functions: :func:`plot_loss_bounds`, :func:`plot_quantities`, :func:`plot_feature_scatter`,
 :func:`plot_gram_spectrum`, :func:`plot_summary`, and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`;
@@ -355,8 +355,14 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
     ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
     if t_end < float(t[-1]) * (1 - 1e-12):  # (a legend entry: a note in the span overlapped the test line)
+        # why the certificate's window ends there: a loss that is not finite (it was labelled "below what the
+        # tolerance resolves"), or one below gf.certify's floor n(10³·atol·ĉ)², where atol no longer vouches for
+        # its digits (the demo's loss was still accurate to 1e-8 there, against an rtol-1e-12 reference)
+        after = L[t > t_end * (1 + 1e-12)]
+        why = ("loss not finite (NaN or inf)" if not np.all(np.isfinite(after)) else
+               "loss below the certificate's floor n(10³·atol·ĉ)², beyond what atol vouches for")
         span = ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0,
-                          label="grey: loss below what the run's tolerance resolves, no bounds")
+                          label=f"grey: {why}: no bounds")
         span.set_gid("no-bounds")
     if title:
         ax.set_title(title if isinstance(title, str) else run_description(sol), fontsize=FONT["title"])
@@ -587,6 +593,9 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
             raise IndexError(f"test_index {test_index} out of range for {sol.H_test.shape[-1]} test inputs")
         second = f"test input #{test_index}"
     else:
+        if test_index != 0:  # (it was ignored: x_2 was the next training input whatever test_index said)
+            raise ValueError(f"test_index={test_index} needs test data, and this run has none (simulate with X_test, "
+                             "y_test); without it x_2 is the training input after train_index")
         other = (train_index + 1) % n
         second = f"training input #{other}"
     ax, new = _new_axes(ax, figsize=(6.6, 4.8))
@@ -607,6 +616,8 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
     v = np.concatenate(allv)
     v = v[np.isfinite(v)]
     lo, hi = (float(v.min()), float(v.max())) if v.size else (-1.0, 1.0)
+    if not v.size:  # (empty axes under a legend of times)
+        _empty_note(ax, "no finite features at these times (NaN or inf)")
     interval = sol.theory.get("interval")
     if interval is not None and all(math.isfinite(x) for x in interval):
         from matplotlib.patches import Rectangle
@@ -704,7 +715,8 @@ def plot_gram_spectrum(sol: "Solution | str | os.PathLike", ax=None, *, limit: b
     ax.set_yscale("log")
     ax.set_xlabel("index k", fontsize=FONT["label"])
     ax.set_ylabel(r"eigenvalue $\lambda_k$", fontsize=FONT["label"])
-    ax.set_title(rf"Gram spectrum: $\lambda_{{\min}}(G)$ = {ev[-1]:.3g}, $\lambda_{{\max}}(G)$ = {ev[0]:.3g}",
+    lmin = f"{ev[-1]:.3g}" if ev[-1] > tol else f"0 (rounding: {ev[-1]:.1g})"  # (it showed "= -1.61e-16")
+    ax.set_title(rf"Gram spectrum: $\lambda_{{\min}}(G)$ = {lmin}, $\lambda_{{\max}}(G)$ = {ev[0]:.3g}",
                  fontsize=FONT["title"])
     if ev.size <= 30:
         ax.set_xticks(k if ev.size <= 12 else k[::max(1, ev.size // 10)])

@@ -71,8 +71,22 @@ def check_output_path(path: Any, name: str = "path", *, folder: bool = False) ->
             if not parent.is_dir():
                 raise ValueError(f"{name} must be {what} in a directory, got {str(p)!r}, but "
                                  f"{str(parent)!r} is an existing file, not a directory")
+            _check_writable(parent, p, name)
             break
     return p
+
+
+def _check_writable(folder: Path, p: Path, name: str) -> None:
+    """A probe file in ``folder``, the nearest existing folder of ``p`` (``gflow simulate --out /proc/x.nc`` ran the
+    whole run, then failed naming a temporary file; os.access says yes to root wherever the mode bits do)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".gflow-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot write {str(p)!r}: the folder {str(folder)!r} is not writable "
+                         f"({exc.strerror or exc})") from None
 
 
 def write_netcdf_atomic(ds, path: str | Path, also=None) -> Path:
@@ -361,15 +375,18 @@ class Solution:
 
         Args:
             rows: at most this many table rows, at saved times spread evenly over the run (first and last
-                included); 0 leaves the table out (the status and the statistics only).
+                included; 1: the last alone); 0 leaves the table out (the status and the statistics only).
         """
         if not is_int(rows):
             raise TypeError(f"rows must be a non-negative int, got {describe(rows)}")
         if rows < 0:
             raise ValueError(f"rows must be a non-negative int, got {rows}")
         T = len(self.t)
-        idx = sorted(set(np.linspace(0, T - 1, min(rows, T)).round().astype(int).tolist()))
-        head = f"{'t':>12}  {'loss':>14}" + (f"  {'test error':>12}" if self.test_error is not None else "")
+        idx = sorted(set(np.linspace(0, T - 1, min(rows, T)).round().astype(int).tolist())) if rows != 1 else [T - 1]
+        gd = self.kind != "flow"
+        # (the column held the test mean squared error under "test error", read as a misclassification rate)
+        head = f"{'t = kδ' if gd else 't':>12}  {'loss':>14}" + (f"  {'test MSE':>12}" if self.test_error is not None
+                                                                   else "")
         lines = [head] if idx else []
         for k in idx:
             line = f"{self.t[k]:12.6g}  {self.loss[k]:14.6e}"
@@ -378,11 +395,18 @@ class Solution:
             lines.append(line)
         st = self.stats
         solver = self.config.get("solver", {})
-        what = solver.get("method", "gradient_descent") if self.kind == "flow" else f"GD step={solver.get('step')}"
+        what = solver.get("method", "gradient_descent") if not gd else f"GD step={solver.get('step')}"
+        rejected = st.get("n_rejected")
+        steps = (f"{st.get('n_steps')} steps" if gd or solver.get("step") is not None else  # (fixed steps: none)
+                 f"{st.get('n_steps')} accepted steps (scipy does not report rejections)" if rejected == -1 else
+                 f"{st.get('n_steps')} steps ({rejected} rejected)")
+        space = self.config.get("space")
+        if st.get("explicit_method") and st.get("switch_time") is None:  # (no hand-over: exprk4 never ran)
+            space = st.get("explicit_space", "feature")
         lines.append(
             f"status: {self.status} — {self.message}\n"
-            f"{what} in {self.config.get('space')} space: {st.get('n_f_evals')} evaluations, "
-            f"{st.get('n_steps')} steps ({st.get('n_rejected')} rejected), {st.get('wall_time', float('nan')):.3g} s"
+            f"{what} in {space} space: {st.get('n_f_evals')} evaluations, {steps}, "
+            f"{st.get('wall_time', float('nan')):.3g} s"
         )
         if st.get("explicit_method"):  # dop853+exprk4 / dopri5+exprk4: say where each phase ran
             phase = f"{st['explicit_method']} in {st.get('explicit_space', 'feature')} space"

@@ -360,6 +360,19 @@ def test_a_failed_event_guarantees_no_rate_for_that_initialisation_and_sure_need
         _t1().bound(1.0)
 
 
+def test_theorem2s_guarantee_names_the_d_condition_when_nothing_checks_it():
+    # the report said "L_t ≤ L_0·exp(−ρt), with probability ≥ 0.9 over the initialisation" while Condition 1
+    # (D ≥ D_min), a hypothesis of the theorem, was checked neither directly nor through its event (74)
+    c = 1.0001 * _t2().c_threshold
+    bare = _t2(c_hat=c)
+    assert bare.all_met and bare.guaranteed_rate == bare.rate
+    assert "provided D ≥ D_min" in bare.guarantee and "provided D ≥ D_min" in str(bare).splitlines()[0]
+    for checked in (_t2(c_hat=c, D=100, D_min=50.0), _t2(c_hat=c, gram_deviation=0.1 * LMIN)):
+        assert checked.conditions_unchecked == () and "provided" not in checked.guarantee
+    short = _t2(c_hat=c, D=10, D_min=50.0)  # checked and failed: no rate, as before
+    assert not short.all_met and short.guaranteed_rate is None
+
+
 def test_a_singular_gram_rounded_below_zero_is_vacuous_not_an_error():
     rep = _t1(lam_min_G=-1e-17)  # what an eigensolver returns for a singular G
     assert rep.lam_min == 0.0 and rep.guaranteed_rate is None and not rep.all_met

@@ -229,3 +229,66 @@ def test_reproduce_on_a_local_dask_cluster_checks_cuda_here(tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available"):
         reproduce("exp1", "tiny", tmp_path / "r", device="cuda", executor="dask", workers=1)
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A CLI audit: output paths checked before the work, pipes, the summary's wording
+
+
+def test_an_unwritable_out_or_figure_is_refused_before_the_run_naming_the_option(tmp_path, capsys):
+    # (--out /proc/x.nc ran the whole flow, then failed naming a temporary file; --figure after the 20 s demo)
+    assert main(["simulate", "--d", "3", "--width", "8", "--n", "4", "--t1", "1", "--out", "/proc/x.nc"]) == 2
+    cap = capsys.readouterr()
+    assert "--out: cannot write '/proc/x.nc'" in cap.err and "loss" not in cap.out  # (no table: nothing ran)
+    assert main(["demo", "--out", str(tmp_path / "d.nc"), "--figure", "/proc/x.png"]) == 2
+    cap = capsys.readouterr()
+    assert "--figure: cannot write" in cap.err and not (tmp_path / "d.nc").exists()
+    with pytest.raises(ValueError, match="path: cannot write"):
+        gf.simulate(gf.Network(d=3, width=8, seed=0), *gf.data.random_labels(n=4, d=3), t1=0.1).save("/proc/x.nc")
+
+
+def test_reproduce_into_an_existing_file_or_with_no_workers_is_refused_before_any_folder_is_made(tmp_path, capsys):
+    # (an existing file as --out: a NotADirectoryError traceback; --workers 0 left out/exp1/runs/ behind)
+    f = tmp_path / "ok.nc"
+    f.write_text("x")
+    assert main(["reproduce", "exp1", "--preset", "tiny", "--out", str(f)]) == 2
+    assert "--out must be an output folder" in capsys.readouterr().err
+    assert main(["reproduce", "exp1", "--preset", "tiny", "--workers", "0", "--out", str(tmp_path / "rp")]) == 2
+    assert "workers must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "rp").exists()
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path):
+    # (`gflow certify run.nc | head -3` printed its lines, then a BrokenPipeError traceback)
+    out = tmp_path / "a.nc"  # (a table of 4 000 rows, 170 kB: more than a pipe holds once head has gone)
+    gf.simulate(gf.Network(d=3, width=8, seed=0), *gf.data.random_labels(n=4, d=3), t1=1.0,
+                saveat=np.linspace(0.0, 1.0, 4000)).save(out)
+    r = subprocess.run(f"{sys.executable} -m gflow show {out} --rows 4000 | head -1", shell=True, capture_output=True,
+                       text=True, timeout=120)
+    assert r.stdout.strip() and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+def test_plot_does_not_replace_the_demos_figure(tmp_path, capsys):
+    # (`gflow plot gflow-demo.nc` wrote gflow-demo.png over the demo's loss-vs-bounds figure)
+    out = tmp_path / "run.nc"
+    assert main(["simulate", "--d", "3", "--width", "8", "--n", "4", "--t1", "1", "--out", str(out)]) == 0
+    (tmp_path / "run.png").write_bytes(b"the demo's figure")
+    assert main(["plot", str(out)]) == 0
+    assert (tmp_path / "run.png").read_bytes() == b"the demo's figure" and (tmp_path / "run-summary.png").exists()
+    assert main(["plot", str(out), "--out", str(tmp_path)]) == 2
+    assert "--out must be a file path" in capsys.readouterr().err
+
+
+def test_the_summary_says_what_its_counts_and_columns_are():
+    X, y = gf.data.random_labels(n=4, d=3)
+    Xt, yt = gf.data.random_labels(n=4, d=3, seed=3)
+    net = gf.Network(d=3, width=8, seed=0)
+    scipy_run = gf.simulate(net, X, y, t1=2.0, method="RK45", X_test=Xt, y_test=yt).summary(rows=1)
+    assert "(-1 rejected)" not in scipy_run and "scipy does not report rejections" in scipy_run
+    assert "test MSE" in scipy_run and "test error" not in scipy_run  # (the mean squared error, not a 0–1 rate)
+    table = scipy_run.splitlines()
+    assert len(table) == 4 and table[1].split()[0] == "2"  # rows=1: the last row (the final loss), not t = 0
+    no_handover = gf.simulate(net, X, y, t1=2.0, method="dop853+exprk4").summary(rows=0)
+    assert no_handover.splitlines()[1].startswith("dop853+exprk4 in weight space")  # (nothing ran in feature space)
+    gd = gf.gradient_descent(net, X, y, steps=4, step=0.5).summary(rows=2)
+    assert gd.splitlines()[0].split()[:3] == ["t", "=", "kδ"] and "rejected" not in gd

@@ -203,6 +203,12 @@ def test_feature_scatter(flow, gd):
         P.plot_feature_scatter(flow, times=[3.0])
     with pytest.raises(IndexError):
         P.plot_feature_scatter(flow, train_index=6)
+    # (an audit: test_index was ignored without test data, and all-NaN features gave empty axes without a word)
+    with pytest.raises(ValueError, match="test_index=3 needs test data"):
+        P.plot_feature_scatter(gd, test_index=3)
+    H = np.full_like(gd.H, np.nan)
+    ax = P.plot_feature_scatter(dataclasses.replace(gd, H=H))
+    assert any("no finite features" in t.get_text() for t in ax.texts)
 
 
 def test_gram_spectrum(flow, p3l):
@@ -304,8 +310,18 @@ def test_the_no_bounds_span_is_a_legend_entry_not_a_note_over_the_curves(flow):
     assert t_end < sol.t[-1]
     ax = P.plot_loss_bounds(sol)
     assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
-    assert "grey: loss below what the run's tolerance resolves, no bounds" in _legend_texts(ax)
+    assert ("grey: loss below the certificate's floor n(10³·atol·ĉ)², beyond what atol vouches for: no bounds"
+            in _legend_texts(ax))
     assert not any("no bounds" in t.get_text() for t in ax.texts)
+
+
+def test_a_loss_that_turns_nan_is_not_called_below_the_tolerance(flow):
+    # (an audit: the grey span after a NaN tail read "loss below what the run's tolerance resolves")
+    L = flow.loss.copy()
+    L[len(L) // 2:] = np.nan
+    ax = P.plot_loss_bounds(dataclasses.replace(flow, loss=L, status="nonfinite"))
+    assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
+    assert "grey: loss not finite (NaN or inf): no bounds" in _legend_texts(ax)
 
 
 def test_bounds_of_a_kinked_activation_are_marked_information_as_the_certificate_does(p3l, flow):

@@ -421,6 +421,8 @@ def test_gradient_descent_within_stability_is_noted_as_within_the_limit():
     cert = gf.certify(gd)
     assert cert.ok and cert.check("T1").held
     assert any("2/λ_max" in n and "within" in n for n in cert.notes)
+    assert np.all(np.diff(gd.loss) <= 0) and cert.check("T1").detail == "the saved loss never increased"  # (it read
+    # "largest increase -8.6e-23")
 
 
 # ---------------------------------------------------------------------------------------------------------

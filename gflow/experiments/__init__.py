@@ -24,9 +24,16 @@ def reproduce(name: str, preset: str = "quick", out=None, *, progress=None, devi
     say where the runs execute (see :func:`gflow.sweep`); runs already in ``out/<name>/runs/`` are not repeated.
     """
     from .._validate import check_choice
+    from ..solution import check_output_path
+    from ..sweeps.executors import _check_workers
 
     check_choice(name, "experiment", EXPERIMENTS + ("all",))
     _check_device(device, executor, scheduler)
+    # before any folder is made (an existing file as ``out`` was a NotADirectoryError traceback after the first
+    # runs were set up; workers=0 was refused after out/<name>/runs/ was made)
+    if out is not None:
+        check_output_path(out, "out", folder=True)
+    _check_workers(workers)
     names = EXPERIMENTS if name == "all" else (name,)
     results = []
     for n in names:

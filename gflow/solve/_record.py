@@ -769,18 +769,57 @@ def stop_on_sigint(monitor: Monitor):
         signal.signal(signal.SIGINT, previous)
 
 
+#: a solve on the CPU whose evaluation costs fewer flops than this runs on one torch thread (:func:`solve_threads`)
+SERIAL_BELOW_FLOPS = 1e8
+
+
+def check_threads(threads) -> int | None:
+    """The ``threads`` argument of a solve: None (:func:`solve_threads` decides) or a positive int."""
+    if threads is None:
+        return None
+    from .._validate import check_positive_int
+
+    return check_positive_int(threads, "threads")
+
+
+def solve_threads(flops_per_eval: float, device, threads: int | None = None) -> int:
+    """The torch intra-op threads a solve runs on: ``threads`` where given, else one on the CPU below
+    :data:`SERIAL_BELOW_FLOPS` per evaluation, else torch's setting.
+
+    A small evaluation is a few dozen short tensor operations, each an OpenMP parallel region whose fork and
+    barrier cost more than the work they split, and which turn into scheduler waits whenever another process
+    shares the cores: with 2 threads on a 2-core machine running two other processes the demo's flow (m = 1024,
+    n = 20, 1.6e6 flops an evaluation) took 38–56 s against 2.3–2.8 s on one thread, and rk4 evaluations at 1.6e6,
+    1.3e7, 4.1e7, 6.6e7 and 3.3e8 flops 7.6, 5.4, 13.8, 5.0 and 2.6× longer than on one thread.  One thread also
+    makes a small run's rounding independent of the machine's core count.
+    """
+    if threads is not None:
+        return threads
+    if torch.device(device).type != "cpu" or not flops_per_eval < SERIAL_BELOW_FLOPS:
+        return torch.get_num_threads()
+    return 1
+
+
 @contextlib.contextmanager
-def guarded_solve(monitor: Monitor, checkpoint=None):
+def guarded_solve(monitor: Monitor, checkpoint=None, threads: int | None = None):
     """The block of an entry point's solve: :func:`stop_on_sigint`, and ``checkpoint``'s lock released where an
     exception leaves the block (a second Ctrl-C, a bug; the solve's own stops are :class:`Abort`, caught inside):
-    its traceback, kept at a prompt, held the lock, and another process was refused as if the run went on."""
-    with stop_on_sigint(monitor):
-        try:
-            yield
-        except BaseException:
-            if checkpoint is not None:
-                checkpoint.release_lock()
-            raise
+    its traceback, kept at a prompt, held the lock, and another process was refused as if the run went on.
+    ``threads``: torch's intra-op threads inside the block (:func:`solve_threads`), restored after it."""
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        with stop_on_sigint(monitor):
+            try:
+                yield
+            except BaseException:
+                if checkpoint is not None:
+                    checkpoint.release_lock()
+                raise
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def idle_worker_sigint(signum, frame) -> None:

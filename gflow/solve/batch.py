@@ -43,8 +43,8 @@ from ..fields import RK_FLOPS_PER_STATE_ENTRY, Problem, make_field
 from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (Abort, Monitor, Recorder, check_recording_memory, float64_advice, guarded_solve,
-                      interrupted_message, raise_if_interrupted, snapshot_bytes)
+from ._record import (Abort, Monitor, Recorder, check_recording_memory, check_threads, float64_advice, guarded_solve,
+                      interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads)
 from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
@@ -254,14 +254,16 @@ def simulate_batch(
     checkpoint: Any = None,
     checkpoint_every: float = 60.0,
     keep_checkpoint: bool = False,
+    threads: int | None = None,
 ) -> list[Solution]:
     r"""Integrate the gradient flows (eq. (10), or eq. (11) in feature space) of S networks in one batched solve.
 
     The arguments ``X``, ``y``, ``t1``, ``saveat``, ``rtol``, ``atol``, ``step``, ``max_steps``,
     ``max_wall_time``, ``X_test``, ``y_test``, ``space``, ``features_at``, ``weights_at``, ``options``,
-    ``interval``, ``integrals``, ``progress`` and ``warn`` mean what they mean in :func:`gflow.simulate`, with
-    ``nets`` (S compatible networks, e.g. ``gf.networks(range(8), d=20, width=1024)``) in place of ``net``; the
-    data are shared.  It differs from :func:`gflow.simulate` in:
+    ``interval``, ``integrals``, ``progress``, ``warn`` and ``threads`` mean what they mean in :func:`gflow.simulate`,
+    with ``nets`` (S compatible networks, e.g. ``gf.networks(range(8), d=20, width=1024)``) in place of ``net``;
+    the data are shared (``threads``: one for the batch where its S evaluations cost fewer flops together than
+    :data:`~gflow.solve._record.SERIAL_BELOW_FLOPS`).  It differs from :func:`gflow.simulate` in:
 
     * ``method``: the default is ``"dop853"``, not ``"auto"``.  ``"auto"`` is accepted: it picks what
       :func:`gflow.simulate` picks (``"dop853"``, or ``"dopri5"`` at 1e-4 ≤ rtol ≤ 1e-3), with its explicit method in
@@ -311,6 +313,7 @@ def simulate_batch(
     """
     nets = check_networks(nets)
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
+    threads = check_threads(threads)
     net = nets[0]
     S = len(nets)
     auto_reason = None
@@ -365,7 +368,8 @@ def simulate_batch(
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "flow_batch", nets, bf,
                                               settings, batch_rec, monitor)
     t_start = time.perf_counter()
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(S * bf.fields[0].flops_per_eval(), net.device, threads)
+    with guarded_solve(monitor, ckpt, threads):
         try:
             if method in SCIPY_METHODS:
                 _run_scipy_batch(bf, grid, method, rtol / math.sqrt(S), atol / math.sqrt(S), opts, batch_rec, monitor)
@@ -414,6 +418,7 @@ def simulate_batch(
         "n_rejected": monitor.n_rejected if method not in SCIPY_METHODS else -1,
         "wall_time": wall + monitor.wall_before,
         "flops_per_eval": f.flops_per_eval(),
+        "torch_threads": threads,
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
         "resumed": resume is not None,
     } for f in bf.fields]
@@ -910,6 +915,7 @@ def gradient_descent_batch(
     checkpoint: Any = None,
     checkpoint_every: float = 60.0,
     keep_checkpoint: bool = False,
+    threads: int | None = None,
 ) -> list[Solution]:
     r"""Full-batch gradient descent (eq. (9)) of S networks on the same data, in one batched iteration.
 
@@ -936,6 +942,7 @@ def gradient_descent_batch(
     """
     nets = check_networks(nets)
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
+    threads = check_threads(threads)
     net = nets[0]
     S = len(nets)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
@@ -966,7 +973,8 @@ def gradient_descent_batch(
                     "layout": bf.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = _open_batch_checkpoint(checkpoint, checkpoint_every, keep_checkpoint, "gd_batch", nets, bf,
                                               settings, _BatchRecorder(bf, recorders), monitor)
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(S * bf.fields[0].flops_per_eval(), net.device, threads)
+    with guarded_solve(monitor, ckpt, threads):
         t_start = time.perf_counter()
         frozen = torch.zeros(S, dtype=torch.bool, device=net.device)
         k_start, next_save = 0, 1
@@ -1075,7 +1083,7 @@ def gradient_descent_batch(
     stats = [{
         "n_f_evals": k_done[s], "n_steps": k_done[s], "n_accepted": k_done[s], "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": f.flops_per_eval(), "last_step": step,
-        "resumed": resume is not None,
+        "resumed": resume is not None, "torch_threads": threads,
     } for s, f in enumerate(bf.fields)]
 
     def config_of(s: int) -> dict:

@@ -20,8 +20,8 @@ from .._validate import check_positive_float, check_positive_int, check_run_flag
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, guarded_solve,
-                      interrupted_message, raise_if_interrupted, snapshot_bytes)
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, check_threads, guarded_solve,
+                      interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field, warn_lossy_feature_space
 
@@ -115,6 +115,7 @@ def gradient_descent(
     checkpoint: Any = None,
     checkpoint_every: float = 60.0,
     keep_checkpoint: bool = False,
+    threads: int | None = None,
 ) -> Solution:
     r"""Run ``steps`` steps of full-batch gradient descent with step δ = ``step`` (eq. (9)).
 
@@ -135,6 +136,7 @@ def gradient_descent(
         checkpoint, checkpoint_every, keep_checkpoint: periodic checkpoints and resume, as in
             :func:`gflow.simulate` (``max_wall_time`` may differ between the stopped and the resumed run; resuming
             is bit-identical to an uninterrupted run).
+        threads: torch's intra-op CPU threads, as in :func:`gflow.simulate` (default: one for small evaluations).
 
     Returns:
         a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` (with the
@@ -150,6 +152,7 @@ def gradient_descent(
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
+    threads = check_threads(threads)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
         step, steps, save_every, max_wall_time, features_at, weights_at)
 
@@ -176,7 +179,8 @@ def gradient_descent(
                     "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="gd",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(field.flops_per_eval(), problem.net.device, threads)
+    with guarded_solve(monitor, ckpt, threads):
         t_start = time.perf_counter()
         state = field.initial_state()
         k_done, next_save = 0, 1
@@ -266,7 +270,7 @@ def gradient_descent(
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": field.flops_per_eval(), "last_step": step,
-        "resumed": resume is not None,
+        "resumed": resume is not None, "torch_threads": threads,
     }
     config = {
         "kind": "gd",

@@ -37,8 +37,9 @@ from ..fields.observed import LAM_MIN_M_MAX_N, ObservedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Interrupted, Solution, versions
 from . import rk
-from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, float64_advice,
-                      guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes)
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, check_threads,
+                      float64_advice, guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes,
+                      solve_threads)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -346,6 +347,7 @@ def simulate(
     checkpoint_every: float = 60.0,
     keep_checkpoint: bool = False,
     error_estimate: bool = False,
+    threads: int | None = None,
 ) -> Solution:
     r"""Integrate the gradient flow Ẇ = −ℓ ∂L/∂W (eq. (10)) of ``net`` on (X, y) from t = 0 to t1.
 
@@ -422,6 +424,9 @@ def simulate(
 
             Other methods (the adaptive Runge–Kutta, scipy and exponential ones) are refused: they control their
             error through rtol/atol.  Not with ``checkpoint`` (several solves).
+        threads: torch's intra-op CPU threads for the solve (restored after it); default: one where an
+            evaluation costs fewer than :data:`~gflow.solve._record.SERIAL_BELOW_FLOPS` flops, else torch's
+            setting (``sol.stats["torch_threads"]``; see README "Threads").
 
     Returns:
         a :class:`gflow.Solution` (check ``sol.ok`` / ``sol.status``; failures keep the partial trajectory).
@@ -440,6 +445,7 @@ def simulate(
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     error_estimate = check_flag(error_estimate, "error_estimate")
+    threads = check_threads(threads)
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     check_choice(space, "space", SPACES)  # (before auto reads it)
     picked = reason = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
@@ -452,7 +458,7 @@ def simulate(
             net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, max_steps=max_steps, max_wall_time=max_wall_time,
             X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
             options=options, interval=interval, integrals=integrals, progress=progress, warn=warn,
-            checkpoint=checkpoint)
+            checkpoint=checkpoint, threads=threads)
     if error_estimate:
         from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
 
@@ -475,7 +481,8 @@ def simulate(
             out = simulate_nonsmooth(
                 net, X, y, t1, saveat, method=method, step=step, max_steps=max_steps, max_wall_time=max_wall_time,
                 X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
-                options=options, interval=interval, integrals=integrals, progress=progress, warn=warn)
+                options=options, interval=interval, integrals=integrals, progress=progress, warn=warn,
+                threads=threads)
         except Interrupted as stop:  # (Ctrl-C: the partial result records the pick too)
             if reason is not None:
                 stop.solution = with_auto_reason(stop.solution, reason)
@@ -571,7 +578,8 @@ def simulate(
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
     unstable_note = None
-    with guarded_solve(monitor, ckpt):
+    threads = solve_threads(field.flops_per_eval(), net.device, threads)
+    with guarded_solve(monitor, ckpt, threads):
         try:
             if method in SCIPY_METHODS:
                 _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)
@@ -626,6 +634,7 @@ def simulate(
         "resumed": resume is not None,
         "wall_time": wall + monitor.wall_before,
         "flops_per_eval": field.flops_per_eval(),
+        "torch_threads": threads,
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
         **getattr(monitor, "extra_stats", {}),  # exprk4: flops, flops_per_eval (per stage), n_linearizations
     }

@@ -463,6 +463,9 @@ class TheoremReport:
             initialisation; if one failed, the theorem's probability-(1 − δ) statement does not cover it and no
             rate is guaranteed for it.
         events_unchecked: the proof's events whose numbers were not given (what to pass to check them).
+        conditions_unchecked: hypotheses of the theorem that could not be checked and that no checked event
+            stands in for (Theorem 2's D ≥ D_min without ``D``/``D_min`` or ``gram_deviation``): the
+            guarantee is conditional on them, and :attr:`guarantee` says so.
         L0: the realised L₀ given, else None (the default of :meth:`bound`).
         notes: conditions that cannot be checked (unspecified absolute constants) and standing assumptions.
         realised: :class:`RealisedTheorem1` (Theorem 1 given ``L0`` and ``eta_bar0``), else None.
@@ -498,6 +501,7 @@ class TheoremReport:
     D_required: float | None = None
     events_unchecked: tuple[str, ...] = ()
     L0: float | None = None
+    conditions_unchecked: tuple[str, ...] = ()
 
     @property
     def all_met(self) -> bool:
@@ -542,6 +546,8 @@ class TheoremReport:
         text = f"with probability ≥ {_fmt(1 - self.delta)} over the initialisation"
         if self.events_occurred:
             text += f" (the checked events occurred; not checked: {', '.join(self.events_unchecked)})"
+        if self.conditions_unchecked:  # (a rate "with probability ≥ 1 − δ" read as a guarantee without them)
+            text += f", provided {'; '.join(self.conditions_unchecked)}"
         return text
 
     def bound(self, t: Any, L0: float | None = None) -> "float | np.ndarray":
@@ -799,6 +805,7 @@ def theorem2(
         _NOTE_ASSUMPTIONS,
     ]
     D_ = D_req = None
+    conditions = ()
     if D is not None:
         D_ = check_positive_int(D, "D")
     if D_min is not None:
@@ -815,8 +822,11 @@ def theorem2(
     else:
         notes.insert(0, "D ≥ D_min(δ/2, λ_min(Ḡ)/2) (Condition 1) is not checked: pass both D and D_min, or "
                         "check the event ‖G − Ḡ‖₂ ≤ λ_min(Ḡ)/2 with gram_deviation")
+        if gram_deviation is None:  # (the event (74), when checked, is what Condition 1 is used for in the proof)
+            conditions = ("D ≥ D_min(δ/2, λ_min(Ḡ)/2) (Condition 1), not checked: pass D and D_min, or "
+                          "gram_deviation",)
     return TheoremReport(theorem=2, title="random embedding, EQUATIONS.md §10.4", hypotheses=tuple(hyps),
-                         notes=tuple(notes), D=D_, D_required=D_req,
+                         notes=tuple(notes), D=D_, D_required=D_req, conditions_unchecked=conditions,
                          **_events(L0, eta_bar0, k["y_norm"], k["K"], (gram_deviation, k["lam_min"])), **k)
 
 

@@ -267,7 +267,8 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     inc = np.diff(L) - slack * np.maximum(L[:-1], L_floor) - L_floor
     k = int(np.argmax(inc)) if inc.size else 0
     held = bool(inc.size == 0 or inc[k] <= 0)
-    d1 = (f"largest increase {np.diff(L)[k]:.3g} at t = {t[k + 1]:.4g}" if inc.size else "one saved time")
+    d1 = ("one saved time" if not inc.size else "the saved loss never increased" if np.diff(L).max() <= 0 else
+          f"largest increase {np.diff(L)[k]:.3g} at t = {t[k + 1]:.4g}")  # (it read "largest increase -8.6e-23")
     notes_gd = None
     if kind == "gd":
         step = solver.get("step")
