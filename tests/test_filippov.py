@@ -68,7 +68,8 @@ def test_converges_with_the_tolerance_and_gd_converges_to_it(act):
     assert np.max(_rel(mid.loss, ref.loss)) < 1e-5
     errs = []
     for step in (0.02, 0.01, 0.005):
-        gd = gf.gradient_descent(net, X, y, step=step, steps=round(20 / step), save_every=round(5 / step))
+        gd = gf.gradient_descent(net, X, y, step=step, steps=round(20 / step), save_every=round(5 / step),
+                                 integrals=False)  # (the theory's integrals: the same iterates, 4× the time)
         errs.append(np.max(_rel(gd.loss, ref.loss)))
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.7 * errs[0]   # GD → the Filippov flow, first order
 
@@ -452,7 +453,7 @@ def test_dependent_sliding_pairs_as_many_as_rank_g_do_not_put_a_neuron_on_w_i_0(
     ts = np.linspace(0.0, T, 9)
     sol = gf.simulate(net, X, y, T, saveat=ts, method="filippov", rtol=1e-10, atol=1e-12, features_at=[T])
     gd = gf.gradient_descent(net, X, y, step=d, steps=int(round(T / d)), save_every=int(round(T / 8 / d)),
-                             space="feature")
+                             space="feature", integrals=False)  # (the theory's integrals: the same iterates, 4×)
     assert sol.ok and sol.stats["n_emerged"] == 0
     assert float(np.abs(sol.H[-1][11]).max()) > 0.1   # (set to 0 at t = 1.34: 0 for good)
     assert np.abs(sol.loss / gd.loss - 1).max() < 1e-4   # measured 8e-6 (GD's own O(δ) error); was 2.6e-3
@@ -541,7 +542,8 @@ def test_a_training_point_with_zero_features_stays_off_the_sliding_set(activatio
     X, y = rng.standard_normal((6, 1)), rng.standard_normal(6)
     X[-1] = 0.0
     net = gf.Network(d=1, width=8, activation=activation, seed=2)
-    gd = gf.gradient_descent(net, X, y, step=1e-4, steps=20000, save_every=20000).loss[-1]  # ~4e-7 off the flow
+    gd = gf.gradient_descent(net, X, y, step=1e-4, steps=20000, save_every=20000,
+                             integrals=False).loss[-1]  # ~4e-7 off the flow (integrals: the same iterates, 4×)
     fil = gf.simulate(net, X, y, 2.0, [0.0, 2.0], method="filippov", rtol=1e-9)
     sli = gf.simulate(net, X, y, 2.0, [0.0, 2.0], method="sliding", step=1 / 128)
     assert fil.ok and sli.ok
@@ -557,7 +559,8 @@ def test_a_neuron_arriving_slowly_at_w_i_0_passes_through_where_the_flow_does():
     y = np.array([-0.5538228364240524, 0.9775674511260357, -0.31055654665915255, -0.3288239040579627,
                   -0.7921467553588982, 0.45495807124085547, -0.09919805171738795])
     net = gf.Network(d=1, width=4, activation="relu", seed=2)
-    gd = gf.gradient_descent(net, X, y, step=1e-4, steps=20000, save_every=20000).loss[-1]  # ~7e-7 off the flow
+    gd = gf.gradient_descent(net, X, y, step=1e-4, steps=20000, save_every=20000,
+                             integrals=False).loss[-1]  # ~7e-7 off the flow (integrals: the same iterates, 4×)
     for saveat, rtol in (([0.0, 2.0], 1e-9), (list(np.linspace(0.0, 2.0, 21)), 1e-7)):
         sol = gf.simulate(net, X, y, 2.0, saveat, method="filippov", rtol=rtol)
         assert sol.ok and abs(sol.loss[-1] / gd - 1) < 5e-6, (saveat, rtol, sol.loss[-1], gd)
