@@ -82,6 +82,16 @@ def _python_sigint_handler():
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.fixture(scope="session")
+def exp3_tiny(tmp_path_factory):
+    """(folder, result) of Experiment 3 at the tiny preset, run once for test_exp3 and test_reproduce (it took
+    13–20 s in each).  Read it only: a test that writes into the folder works on a copy (shutil.copytree)."""
+    from gflow.experiments import exp3
+
+    out = tmp_path_factory.mktemp("exp3-tiny")
+    return out, exp3.run("tiny", out, progress=False)
+
+
 @pytest.fixture
 def keeps_matplotlib_backend():
     """Runs the test under matplotlib's ``svg`` backend and fails it if the code switched the backend (an

@@ -23,9 +23,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, one_thread):
-    out = tmp_path_factory.mktemp("exp3")
-    return out, exp3.run("tiny", out, progress=False)
+def tiny(exp3_tiny):
+    """(folder, result) of exp3.run("tiny"): the session's run (conftest), which test_reproduce reads too."""
+    return exp3_tiny
 
 
 # ---------------------------------------------------------------------------------------------------------

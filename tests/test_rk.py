@@ -469,7 +469,13 @@ def test_dop853_outputs_are_accurate_from_the_first_output_time_of_a_very_stiff_
 
 
 def test_dop853_resumes_bit_identically_wherever_it_was_interrupted():
-    # an interruption at a rejected step that followed a power step repeated it on resume (1.6e-8 apart)
+    # an interruption at a rejected step that followed a power step repeated it on resume (1.6e-8 apart).  One run
+    # stopped after every step in turn (the rejected first step included), each stop resumed from the checkpoint
+    # of the one before: a resume that changes anything (a repeated power step, a lost ρ, h or error memory) moves
+    # every later point, and the chain carries it on; each stop's points so far and the last resume's whole run
+    # are compared bit for bit (a fresh run to each even stop, resumed to t1: 100 runs of ~50 steps, 24 s against
+    # 5 s).  (With today's step control this run's one rejection is its first step, before any power step, so the
+    # case above is not met here; a resume that drops the power iteration's vector fails at the stop at step 18.)
     import os
     import tempfile
 
@@ -479,12 +485,16 @@ def test_dop853_resumes_bit_identically_wherever_it_was_interrupted():
     full = gf.simulate(net, X, y, **kw)
     assert full.stats["n_rejected"] >= 1
     with tempfile.TemporaryDirectory() as tmp:
-        for k, stop in enumerate(range(2, full.stats["n_steps"], 2)):
-            path = os.path.join(tmp, f"{k}.ckpt")
-            first = gf.simulate(net, X, y, max_steps=stop, checkpoint=path, warn=False, **kw)
-            assert first.status == "max_steps"
-            again = gf.simulate(net, X, y, checkpoint=path, **kw)
-            np.testing.assert_array_equal(again.residual, full.residual)
+        path = os.path.join(tmp, "run.ckpt")
+        for stop in range(1, full.stats["n_steps"]):
+            part = gf.simulate(net, X, y, max_steps=stop, checkpoint=path, warn=False, **kw)
+            assert part.status == "max_steps" and part.stats["n_steps"] == stop
+            k = len(part.t) - 1  # (the last point is the state where it stopped, not an output time)
+            np.testing.assert_array_equal(part.t[:k], full.t[:k])
+            np.testing.assert_array_equal(part.residual[:k], full.residual[:k], err_msg=f"stopped at step {stop}")
+        again = gf.simulate(net, X, y, checkpoint=path, **kw)
+    np.testing.assert_array_equal(again.residual, full.residual)
+    assert again.stats["n_steps"] == full.stats["n_steps"]
 
 
 @pytest.mark.parametrize("method, lean", [("dop853", {1, 2, 3, 4}), ("dopri5", {1})])
