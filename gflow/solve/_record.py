@@ -770,7 +770,7 @@ def stop_on_sigint(monitor: Monitor):
 
 
 #: a solve on the CPU whose evaluation costs fewer flops than this runs on one torch thread (:func:`solve_threads`)
-SERIAL_BELOW_FLOPS = 1e8
+SERIAL_BELOW_FLOPS = 1e7
 
 
 def check_threads(threads) -> int | None:
@@ -787,11 +787,13 @@ def solve_threads(flops_per_eval: float, device, threads: int | None = None) -> 
     :data:`SERIAL_BELOW_FLOPS` per evaluation, else torch's setting.
 
     A small evaluation is a few dozen short tensor operations, each an OpenMP parallel region whose fork and
-    barrier cost more than the work they split, and which turn into scheduler waits whenever another process
-    shares the cores: with 2 threads on a 2-core machine running two other processes the demo's flow (m = 1024,
-    n = 20, 1.6e6 flops an evaluation) took 38–56 s against 2.3–2.8 s on one thread, and rk4 evaluations at 1.6e6,
-    1.3e7, 4.1e7, 6.6e7 and 3.3e8 flops 7.6, 5.4, 13.8, 5.0 and 2.6× longer than on one thread.  One thread also
-    makes a small run's rounding independent of the machine's core count.
+    barrier cost about what the work they split saves, and which turn into scheduler waits whenever another
+    process shares the cores.  rk4 evaluations at 1.6e6, 1.3e7, 6.6e7, 4.1e7 (P-3L) and 3.3e8 flops on torch's 2
+    threads of a 2-core AMD EPYC took 1.06, 0.95, 0.84, 0.74 and 0.75× the time on one thread with the machine
+    idle, and 7.6, 5.4, 5.0, 13.8 and 2.6× with two other processes running (the demo's flow, m = 1024, n = 20,
+    1.6e6 flops an evaluation: 38–56 s against 2.3–2.8 s).  Below 1e7 threads never paid; above it they pay on an
+    idle machine, and ``threads=1`` is the choice on a shared one.  One thread also makes a small run's rounding
+    independent of the machine's core count.
     """
     if threads is not None:
         return threads
