@@ -14,7 +14,7 @@ T10  L_t ≤ L_0 exp(−ρ t)                         (realised Theorem 1, ρ fr
 ==== =====================================================================================
 
 A bound is drawn only when the certificate says its hypotheses hold, and only over the certificate's
-window: where the loss is finite and above the floor n·(1e3·atol·ĉ)² of :func:`gflow.certify`.
+window: where the loss is finite and above the floor max(n·(1e3·atol·ĉ)², 1e-25·L₀) of :func:`gflow.certify`.
 
 Functions: :func:`plot_loss_bounds`, :func:`plot_quantities`, :func:`plot_feature_scatter`,
 :func:`plot_gram_spectrum`, :func:`plot_summary`, and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`;
@@ -356,11 +356,12 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
     if t_end < float(t[-1]) * (1 - 1e-12):  # (a legend entry: a note in the span overlapped the test line)
         # why the certificate's window ends there: a loss that is not finite (it was labelled "below what the
-        # tolerance resolves"), or one below gf.certify's floor n(10³·atol·ĉ)², where atol no longer vouches for
-        # its digits (the demo's loss was still accurate to 1e-8 there, against an rtol-1e-12 reference)
+        # tolerance resolves"), or one below gf.certify's floor max(n(10³·atol·ĉ)², 1e-25·L₀), where the run's
+        # atol or float64 no longer vouches for its digits (the demo's loss was still accurate to 1e-8 there,
+        # against an rtol-1e-12 reference)
         after = L[t > t_end * (1 + 1e-12)]
         why = ("loss not finite (NaN or inf)" if not np.all(np.isfinite(after)) else
-               "loss below the certificate's floor n(10³·atol·ĉ)², beyond what atol vouches for")
+               "loss below the certificate's floor, beyond what the run's atol or float64 vouches for")
         span = ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0,
                           label=f"grey: {why}: no bounds")
         span.set_gid("no-bounds")

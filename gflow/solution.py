@@ -66,6 +66,9 @@ def check_output_path(path: Any, name: str = "path", *, folder: bool = False) ->
         raise IsADirectoryError(f"{name} must be a file path, got {str(p)!r}, which is an existing directory")
     if p.exists() and not p.is_dir() and folder:
         raise ValueError(f"{name} must be an output folder, got {str(p)!r}, which is an existing file, not a folder")
+    if folder and p.is_dir():  # (an existing output folder is written into, whatever its parent allows)
+        _check_writable(p, p, name)
+        return p
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -77,8 +80,10 @@ def check_output_path(path: Any, name: str = "path", *, folder: bool = False) ->
 
 
 def _check_writable(folder: Path, p: Path, name: str) -> None:
-    """A probe file in ``folder``, the nearest existing folder of ``p`` (``gflow simulate --out /proc/x.nc`` ran the
-    whole run, then failed naming a temporary file; os.access says yes to root wherever the mode bits do)."""
+    """A probe file in ``folder``: ``p`` itself for an existing output folder, else the nearest existing folder above
+    ``p``, where a file is written beside its temporary copy and a missing folder is made (``gflow simulate --out
+    /proc/x.nc`` ran the whole run, then failed naming a temporary file; os.access says yes to root wherever the
+    mode bits do)."""
     import tempfile
 
     try:

@@ -292,3 +292,22 @@ def test_the_summary_says_what_its_counts_and_columns_are():
     assert no_handover.splitlines()[1].startswith("dop853+exprk4 in weight space")  # (nothing ran in feature space)
     gd = gf.gradient_descent(net, X, y, steps=4, step=0.5).summary(rows=2)
     assert gd.splitlines()[0].split()[:3] == ["t", "=", "kδ"] and "rejected" not in gd
+
+
+def test_an_existing_output_folder_is_probed_itself_not_its_parent(tmp_path):
+    # (a review: --out $HOME, whose parent a user cannot write, was refused; a read-only folder below a writable
+    # one was accepted) — as root every folder is writable, so the probe is watched instead
+    from gflow import solution
+
+    probed = []
+    real = solution._check_writable
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        solution._check_writable = lambda folder, p, name: probed.append(folder) or real(folder, p, name)
+        solution.check_output_path(out, "--out", folder=True)
+        solution.check_output_path(tmp_path / "new" / "deeper", "--out", folder=True)
+        solution.check_output_path(out / "run.nc", "--out")
+    finally:
+        solution._check_writable = real
+    assert probed == [out, tmp_path, out]

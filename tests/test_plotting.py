@@ -310,7 +310,7 @@ def test_the_no_bounds_span_is_a_legend_entry_not_a_note_over_the_curves(flow):
     assert t_end < sol.t[-1]
     ax = P.plot_loss_bounds(sol)
     assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
-    assert ("grey: loss below the certificate's floor n(10³·atol·ĉ)², beyond what atol vouches for: no bounds"
+    assert ("grey: loss below the certificate's floor, beyond what the run's atol or float64 vouches for: no bounds"
             in _legend_texts(ax))
     assert not any("no bounds" in t.get_text() for t in ax.texts)
 

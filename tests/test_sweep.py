@@ -1199,3 +1199,17 @@ def test_a_damaged_manifest_is_a_clear_error_naming_it_and_moving_it_aside_recov
     ds = run_sweep(SweepConfig.from_dict(NETWORK, {**DATA, "n": 6}, SOLVER), store=store, progress=False,
                    report=counts.update)
     assert counts["skipped"] == 1 and ds.status.values.tolist() == ["success"]
+
+
+def test_a_bad_threads_value_is_refused_up_front_and_threads_is_not_part_of_the_run_id():
+    # (a review: solver.threads = 0 failed every run of the sweep; adding threads = 1 started every run again)
+    from gflow.sweeps.config import SweepConfig, SweepConfigError, run_id_of
+
+    net, data, solver = {"d": 3, "width": 8}, {"generator": "random_labels", "n": 4}, {"kind": "simulate", "t1": 0.5}
+    with pytest.raises(SweepConfigError, match="threads"):
+        SweepConfig.from_dict(net, data, {**solver, "threads": 0})
+    with pytest.raises(SweepConfigError, match="threads"):
+        SweepConfig.from_dict(net, data, solver, grid={"solver.threads": [1, 2]})
+    a = SweepConfig.from_dict(net, data, solver).runs()[0]
+    b = SweepConfig.from_dict(net, data, {**solver, "threads": 1}).runs()[0]
+    assert a.run_id == b.run_id == run_id_of(b.config) and b.config["solver"]["threads"] == 1

@@ -38,9 +38,19 @@ def test_a_small_solve_runs_on_one_thread_and_gives_torchs_setting_back(two_thre
 
 
 def test_threads_are_given_back_when_the_solve_raises(two_threads):
+    calls = []
+
+    def sigma(h):  # (a σ that fails in the middle of the solve, on one thread)
+        calls.append(torch.get_num_threads())
+        if len(calls) == 30:
+            raise RuntimeError("σ failed")
+        return torch.tanh(h)
+
+    act = gf.Activation("fails", sigma, lambda h: 1.0 - torch.tanh(h) ** 2, lipschitz=1.0, interval=(-1.0, 1.0))
     X, y = gf.data.random_labels(n=4, d=3)
-    with pytest.raises(ValueError):
-        gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=1.0, method="dop853", options={"bogus": 1})
+    with pytest.raises(RuntimeError, match="σ failed"):
+        gf.simulate(gf.Network(d=3, width=8, activation=act, seed=0), X, y, t1=5.0, method="dop853")
+    assert calls[-1] == 1 and torch.get_num_threads() == 2
     monitor = _record.Monitor(1.0, 10, None, hint="")
     with pytest.raises(RuntimeError, match="inside"):
         with _record.guarded_solve(monitor, None, threads=1):

@@ -38,7 +38,8 @@ _RESERVED_SOLVER = {"net", "X", "y", "X_test", "y_test", "warn", "progress", "ch
 #: solver keywords that bound a run or its checkpoints but do not change its result: left out of the run id (as
 #: the checkpoint fingerprint leaves them out), so that a run stopped by a limit ("time_budget", "max_steps") and
 #: repeated with a larger one is the same run, resuming from its checkpoint instead of starting a new run file
-RUN_LIMITS = ("max_wall_time", "max_steps", "checkpoint_every", "keep_checkpoint")
+RUN_LIMITS = ("max_wall_time", "max_steps", "checkpoint_every", "keep_checkpoint", "threads")  # (threads: the CPU
+# threads of a solve, a matter of speed; with it in the id, adding threads = 1 to a sweep started every run again)
 #: the run-id scheme, recorded in a store's manifest: 1 (gflow before RUN_LIMITS, no record in the manifest)
 #: hashed the limits too; 2 leaves them out
 RUN_ID_VERSION = 2
@@ -431,7 +432,7 @@ def _value_problem(key: str, value: Any) -> str | None:
     }
     for fkey in ("t1", "rtol", "atol", "step", "max_wall_time", "checkpoint_every"):
         checks[f"solver.{fkey}"] = lambda v, fkey=fkey: check_positive_float(v, fkey)
-    for ikey in ("max_steps", "steps", "save_every"):
+    for ikey in ("max_steps", "steps", "save_every", "threads"):  # (threads = 0 failed every run)
         checks[f"solver.{ikey}"] = lambda v, ikey=ikey: check_positive_int(v, ikey)
     for bkey in ("integrals", "keep_checkpoint", "error_estimate"):  # (a run reads bool(value) nowhere: checked)
         checks[f"solver.{bkey}"] = lambda v, bkey=bkey: check_flag(v, bkey)
