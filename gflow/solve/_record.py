@@ -17,7 +17,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from .._validate import describe
+from .._validate import check_positive_int, describe
 from ..fields.base import AbstractField, scratch
 from ..model import quantities as Q
 from ..model.network import _physical_memory
@@ -775,11 +775,7 @@ SERIAL_BELOW_FLOPS = 1e7
 
 def check_threads(threads) -> int | None:
     """The ``threads`` argument of a solve: None (:func:`solve_threads` decides) or a positive int."""
-    if threads is None:
-        return None
-    from .._validate import check_positive_int
-
-    return check_positive_int(threads, "threads")
+    return None if threads is None else check_positive_int(threads, "threads")
 
 
 def solve_threads(flops_per_eval: float, device, threads: int | None = None) -> int:

@@ -719,7 +719,7 @@ class _Handover:
         finally:  # (their flops are in flow.flops: not the explicit phase's)
             self.trial_evals += self.monitor.n_f_evals - n0
         if errs[0] <= _HANDOVER_ERR:  # (the node-only estimate: whether exprk4 pays, see above)
-            err = _Sampler().norm(errs)  # the first step's size from the norm it will be held to
+            err = _held_to(errs)  # the first step's size from the norm it will be held to
             lin.t0 = p.t
             self.explicit_step = min(eng.h, taken)
             self.start = (p, lin, tau * min(_FAC_MAX, _SAFETY * max(err, 1e-10) ** (-1.0 / _EST_ORDER)))
@@ -1084,12 +1084,21 @@ class _Sampler:
     def norm(self, errs: list[float]) -> float:
         if len(errs) == 1:
             return errs[0]
-        node, cubic, quad = errs
-        self.defect = cubic > _DEFECT_RATIO * node
-        if self.defect:
-            return quad
-        self.skip = _DEFECT_EVERY - 1
-        return node
+        self.defect = _misses(errs)
+        if not self.defect:
+            self.skip = _DEFECT_EVERY - 1
+        return _held_to(errs)
+
+
+def _misses(errs: list[float]) -> bool:
+    """Whether a sampled step's cubic estimate shows the node-only one missing the error (errs = [node-only, cubic,
+    quadratic])."""
+    return errs[1] > _DEFECT_RATIO * errs[0]
+
+
+def _held_to(errs: list[float]) -> float:
+    """The norm a step with error norms ``errs`` ([node-only] or [node-only, cubic, quadratic]) is held to."""
+    return errs[2] if len(errs) == 3 and _misses(errs) else errs[0]
 
 
 def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, *, k: int = 1, h: float | None = None,
