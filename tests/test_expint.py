@@ -448,12 +448,10 @@ def test_embedded_estimate_bounds_the_local_error_and_has_order_four(tanh_proble
     assert np.polyfit(np.log(taus), np.log(true), 1)[0] > 4.5, true
 
 
-def test_estimate_sees_the_interpolation_error_of_the_remainder_once_the_loss_has_converged():
-    """One step from a converged state (tanh, n = 12, m = 32 at t = 100, |r| = 1.5e-3; τλ_min(M) = 0.2 … 1.7): the
-    relative error of r against a tight DOP853 step.  The first estimate, which sampled the defect at the quadrature
-    nodes only, was 20–70× below it; the defect at θ = ¾ bounds it, by at most a few times, and its cubic part
-    flags the regime (the check that switches the estimate: cubic > 2× node-only)."""
-    from gflow.solve.expint import _DEFECT_RATIO, _embedded_error, _Flow, _Linearization, _substep
+def _converged_tanh_flow():
+    """(flow, monitor, H at t, A at 0, H_at) of a tanh net (n = 12, m = 32) whose loss has converged by t = 100
+    (|r| = 1.5e-3); H_at(H, t0, t1) carries features from t0 to t1 by a tight DOP853 solve."""
+    from gflow.solve.expint import _Flow
 
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((12, 8)), rng.uniform(-0.5, 0.5, 12)
@@ -469,7 +467,17 @@ def test_estimate_sees_the_interpolation_error_of_the_remainder_once_the_loss_ha
         sol = scipy.integrate.solve_ivp(f, (t0, t1), H.numpy().ravel(), method="DOP853", rtol=1e-13, atol=1e-20)
         return torch.from_numpy(sol.y[:, -1].reshape(H.shape).copy())
 
-    H = H_at(H0, 0.0, 100.0)
+    return flow, mon, H_at(H0, 0.0, 100.0), A0, H_at
+
+
+def test_estimate_sees_the_interpolation_error_of_the_remainder_once_the_loss_has_converged():
+    """One step from a converged state (tanh, n = 12, m = 32 at t = 100, |r| = 1.5e-3; τλ_min(M) = 0.2 … 1.7): the
+    relative error of r against a tight DOP853 step.  The first estimate, which sampled the defect at the quadrature
+    nodes only, was 20–70× below it; the defect at θ = ¾ bounds it, by at most a few times, and its cubic part
+    flags the regime (the check that switches the estimate: cubic > 2× node-only)."""
+    from gflow.solve.expint import _DEFECT_RATIO, _embedded_error, _Linearization, _substep
+
+    flow, mon, H, A0, H_at = _converged_tanh_flow()
     p = flow.evaluate(100.0, H, A0, None, mon)
     lin = _Linearization(flow, p.H, p.B)
     assert float(p.r.norm()) < 2e-3
@@ -482,6 +490,34 @@ def test_estimate_sees_the_interpolation_error_of_the_remainder_once_the_loss_ha
         node, cubic, quad = (float((flow.alpha * (new.B * eH).sum(dim=0)).norm())
                              for eH, _ in _embedded_error(flow, lin, p, tau, stages, new, mon))
         assert true < quad < 10 * true and cubic > _DEFECT_RATIO * node, (tau, true, node, cubic, quad)
+
+
+@pytest.mark.parametrize("h", [0.5, 1.0, 2.0])
+def test_after_a_hand_over_on_a_converged_flow_the_first_exprk4_step_is_sized_by_the_norm_it_is_held_to(h):
+    """A switching method's hand-over trial (τ = 2h after DOP853 steps of h) is judged by the node-only estimate,
+    but where the loss has converged exprk4's steps are held to the quadratic defect estimate (10²–10⁴× the
+    node-only one here, rtol 1e-6): the first step is sized from that norm, and is accepted; sized from the
+    node-only norm it was 2.3–4.6× longer and its error 7–90× the tolerance (a rejection, the first step of every
+    such hand-over)."""
+    from types import SimpleNamespace
+
+    from gflow.solve.expint import _EST_ORDER, _FAC_MAX, _HANDOVER_FIRST, _SAFETY, _attempt, _Handover, _held_to
+
+    flow, mon, H, A0, _ = _converged_tanh_flow()
+    rtol = 1e-6
+    state = flow.join(H, A0, None)
+    hook = _Handover(flow, rtol, rtol * 1e-6, 12, mon)  # DOP853: 12 evaluations a step, so τ = 2h
+    hook.accepted = _HANDOVER_FIRST - 1  # the next accepted explicit step takes a trial
+    engine = SimpleNamespace(t=100.0, h=h, y=state.reshape(-1).clone(), shape=state.shape, t1=1e4)
+    assert hook(engine), "the trial passes: exprk4 takes over"
+    p, lin, first = hook.start
+    _, errs = _attempt(flow, lin, p, 2 * h, rtol, rtol * 1e-6, mon, sample=True)  # the trial's norms again
+    assert errs[0] <= 0.5 and _held_to(errs) > 10 * errs[0]  # passed on the node-only norm, held to the quadratic
+    node_sized = 2 * h * min(_FAC_MAX, _SAFETY * errs[0] ** (-1.0 / _EST_ORDER))
+    assert first < node_sized / 2
+    for tau, accepted in ((first, True), (node_sized, False)):
+        _, e = _attempt(flow, lin, p, tau, rtol, rtol * 1e-6, mon, sample=True)
+        assert (_held_to(e) <= 1.0) is accepted, (tau, e)
 
 
 def test_loss_error_stays_near_rtol_once_a_long_stiff_run_has_converged():
