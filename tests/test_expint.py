@@ -46,7 +46,8 @@ def _fixed_step_final(net, X, y, T: float, step: float) -> tuple[np.ndarray, np.
 
 
 def test_phi_functions_match_closed_forms_on_both_sides_of_the_series_switch():
-    z = torch.tensor([-1e4, -50.0, -3.0, -2.0001, -1.9999, -0.7, -1e-3, -1e-9, 0.0, 1e-3, 0.5, 1.9], dtype=torch.float64)
+    z = torch.tensor([-1e4, -50.0, -3.0, -2.0001, -1.9999, -0.7, -1e-3, -1e-9, 0.0, 1e-3, 0.5, 1.9],
+                     dtype=torch.float64)
     phi = phi_functions(z, 4).numpy()
     zz = z.numpy()
     from fractions import Fraction
