@@ -337,6 +337,21 @@ def test_ctrl_c_in_the_second_solve_of_a_filippov_estimate_keeps_the_complete_fi
     assert np.isinf(sol.error_estimate[-1]) and sol.error_estimate[0] == 0.0
 
 
+@pytest.mark.parametrize("method", ["filippov", "auto"])
+def test_ctrl_c_in_the_first_solve_of_a_filippov_estimate_keeps_an_estimate_of_inf(relu_problem, method):
+    # (an audit: the partial run came back with error_estimate None and no estimate in its configuration, where a
+    # time budget, or a Ctrl-C in the second solve, gives an estimate that is inf where nothing was estimated)
+    net, X, y = relu_problem
+    with sigint_at_eval(40), pytest.raises(gf.Interrupted) as info:
+        gf.simulate(net, X, y, t1=5.0, saveat=np.linspace(0, 5, 11), method=method, rtol=1e-7, error_estimate=True)
+    sol = info.value.solution
+    assert sol.status == "interrupted" and 0 < sol.t[-1] < 5.0
+    assert sol.error_estimate.shape == sol.t.shape and sol.error_estimate[0] == 0.0
+    assert np.all(np.isinf(sol.error_estimate[1:])) and len(sol.t) > 1
+    assert sol.config["solver"]["error_estimate"]["looseness_tried"] == []
+    assert "second solve for the error estimate did not start" in sol.message
+
+
 def test_ctrl_c_in_a_finer_step_halving_solve_keeps_the_completed_ones(relu_problem):
     net, X, y = relu_problem
     with sigint_at_eval(12000), pytest.raises(gf.Interrupted) as info:  # (in the 5th solve, step 0.003125)

@@ -1022,12 +1022,15 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
     # solve first, with the whole budget, then the second one with what is left
     max_wall_time = kwargs.pop("max_wall_time", None)
     options = dict(kwargs.pop("options", None) or {})
-    tight = simulate(net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, warn=False, options=options,
-                     max_wall_time=max_wall_time, **kwargs)  # (a Ctrl-C here raises, with this solve attached)
     loose, ratio, tried, ctrl_c = None, ESTIMATE_RATIO, [], False
+    try:
+        tight = simulate(net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, warn=False, options=options,
+                         max_wall_time=max_wall_time, **kwargs)
+    except Interrupted as stop:  # Ctrl-C in the first solve: its partial run, with an estimate of inf beyond t = 0
+        tight, ctrl_c = stop.solution, True  # (it came back without one: error_estimate None, unlike a time budget)
     # a looser solve that stalls in an event cycle (which tolerance does is erratic: ×32 and ×8 stalled on a
     # 32-neuron ReLU net where ×16, ×4 and ×2 went through) is retried less loose, down to ×ESTIMATE_RATIO_MIN
-    while ratio >= ESTIMATE_RATIO_MIN:
+    while ratio >= ESTIMATE_RATIO_MIN and not ctrl_c:
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
         if remaining is not None and remaining <= 0:
             break
@@ -1057,7 +1060,9 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
             "loose_stats": {} if loose is None else {k: v for k, v in loose.stats.items()
                                                      if isinstance(v, (int, float))}}
     status, message = tight.status, tight.message
-    if status == "success" and loose is not None and loose.status == "interrupted":
+    if status == "interrupted" and loose is None:
+        message += "; the second solve for the error estimate did not start: sol.error_estimate is inf beyond t = 0"
+    elif status == "success" and loose is not None and loose.status == "interrupted":
         status = "interrupted"
         message += (f"; but Ctrl-C (SIGINT) stopped the second solve for the error estimate at t = {loose.t[-1]:.6g}: "
                     f"sol.error_estimate is inf beyond t = {tight.t[n - 1] if n else 0.0:.6g}")
