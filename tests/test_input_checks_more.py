@@ -465,6 +465,32 @@ def test_rerun_refuses_an_override_that_would_run_another_problem_and_names_the_
     np.testing.assert_array_equal(again.loss, sol.loss)
 
 
+def test_rerun_of_a_custom_activation_refuses_another_activation_and_accepts_the_same_one_again(tmp_path):
+    # regression (an audit): the recorded-σ check ran only for built-ins — a run with a custom σ reran with any
+    # other custom σ or a built-in, silently running another problem
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+
+    def softsign():  # a fresh instance each call, as a user rebuilding it in a new session would have
+        return gf.Activation("softsign", lambda u: u / (1 + u.abs()), lambda u: 1 / (1 + u.abs()) ** 2, 1.0,
+                             (-1.0, 1.0))
+
+    sol = gf.simulate(gf.Network(d=4, width=16, activation=softsign(), seed=0), X, y, t1=1.0)
+    path = sol.save(tmp_path / "ss.nc")
+    cubic = gf.Activation("cubic", lambda u: u + u ** 3 / 3, lambda u: 1 + u ** 2, math.inf, (-1.0, 1.0))
+    recorded = r"differs from the recorded \{'name': 'softsign', 'custom': True\}: the run used a custom activation " \
+        r"named 'softsign'"
+    with pytest.raises(ValueError, match=r"activation=\{'name': 'cubic', 'custom': True\} " + recorded):
+        gf.rerun(path, activation=cubic)
+    with pytest.raises(ValueError, match=r"activation=\{'name': 'tanh'\} " + recorded):
+        gf.rerun(path, activation="tanh")
+    other = gf.Activation("softsign", lambda u: u / (1 + u.abs()), lambda u: 1 / (1 + u.abs()) ** 2, 1.0,
+                          (-1.0, 1.0), params=(("scale", 2.0),))
+    with pytest.raises(ValueError, match=r"'scale': 2.0"):
+        gf.rerun(path, activation=other)
+    np.testing.assert_array_equal(gf.rerun(path, activation=softsign()).loss, sol.loss)
+    np.testing.assert_array_equal(gf.rerun(sol, activation=softsign()).loss, sol.loss)
+
+
 @pytest.mark.parametrize("fn, err, match", [
     (lambda Z: Z.float(), TypeError, r"returned dtype torch.float32 for torch.float64 inputs"),
     (lambda Z: Z[:, :0], ValueError, r"returned no features \(D = 0\)"),
