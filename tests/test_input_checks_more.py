@@ -424,6 +424,38 @@ def test_a_batch_of_same_named_custom_activations_that_differ_is_refused():
     assert all(x.ok for x in sols)
 
 
+def test_a_kinked_activation_other_than_relu_is_sent_to_what_takes_it():
+    # regression (an audit): hardtanh declared smooth=False — dop853 (what auto picks) stalled and was told to use
+    # method='filippov' or 'sliding'; both refused it, saying "smooth activations need no event handling: use
+    # method='dop853'"
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    hardtanh = gf.Activation("hardtanh", lambda u: u.clamp(-1, 1), lambda u: ((u > -1) & (u < 1)).to(u.dtype), 1.0,
+                             (-0.9, 0.9), smooth=False)
+    net = gf.Network(d=6, width=16, activation=hardtanh, seed=0)
+    sol = gf.simulate(net, X, y, t1=1.0, method="dop853", max_steps=50, warn=False)
+    assert sol.status == "max_steps" and "use the fixed-step method='euler', step=0.05, error_estimate=True" in \
+        sol.message
+    assert "use method='filippov'" not in sol.message and ", method='filippov' (event-driven" not in sol.message
+    assert "method='filippov' and 'sliding' take ReLU-type kinks only" in sol.message
+    batch = gf.simulate_batch(gf.networks([0, 1], d=6, width=16, activation=hardtanh), X, y, t1=1.0,
+                              method="dop853", max_steps=50, warn=False)
+    assert all("method='filippov' and 'sliding' take ReLU-type kinks only" in s.message for s in batch)
+    for method, kw in (("filippov", {}), ("sliding", {"step": 0.25})):
+        with pytest.raises(ValueError, match=rf"method '{method}' integrates .* got the kinked activation 'hardtanh' "
+                                             r"\(smooth=False\) of another shape; use the fixed-step method='euler'") as e:
+            gf.simulate(net, X, y, t1=1.0, method=method, **kw)
+        assert "smooth activations need no event handling" not in str(e.value)
+    with pytest.raises(ValueError, match=r"step halving cannot estimate it; use method='euler' \(first order\)$"):
+        gf.simulate_nonsmooth(net, X, y, t1=1.0, method="midpoint", step=0.1)
+    ok = gf.simulate(net, X, y, t1=1.0, method="euler", step=0.05, error_estimate=True)
+    assert ok.ok and np.all(np.isfinite(ok.error_estimate))
+    relu = gf.simulate(gf.Network(d=6, width=16, activation="relu", seed=0), X, y, t1=1.0, method="dop853",
+                       max_steps=5, warn=False)  # (ReLU: the event methods are still offered)
+    assert relu.status == "max_steps" and "method='filippov' (event-driven" in relu.message
+    with pytest.raises(ValueError, match=r"got activation 'tanh'; smooth activations need no event handling"):
+        gf.simulate(gf.Network(d=6, width=16, seed=0), X, y, t1=1.0, method="filippov")
+
+
 def test_only_an_activation_that_is_relu_shaped_everywhere_is_integrated_as_relu():
     from gflow.solve.filippov import kink_slopes
 

@@ -351,7 +351,7 @@ def simulate_batch(
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step, grid, rtol))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
-    monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
+    monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation),
                             dtype=net.dtype, adaptive=method not in FIXED_STEP_METHODS,
                             kinked=not net.activation.smooth)
     if method in FIXED_STEP_METHODS:  # (the same steps as alone: a failing seed is frozen, the others go on)

@@ -99,9 +99,20 @@ def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
     return _merge_close(times, t1)
 
 
-def _hint(method: str, activation_smooth: bool) -> str:
+def _hint(method: str, activation_smooth: bool, event_methods: bool = True) -> str:
     """What to try when a run of ``method`` stops (the advice fits the method that ran: filippov was told to use
-    method='filippov')."""
+    method='filippov').  ``event_methods``: whether 'filippov' and 'sliding' take the (kinked) activation — ReLU-type
+    ones only (:func:`gflow.solve.filippov.kink_slopes`); a hardtanh declared ``smooth=False`` was sent to both,
+    and both refused it."""
+    if not activation_smooth and not event_methods:
+        euler = ("method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 with an estimate of the loss "
+                 "error; gf.simulate_nonsmooth(..., method='euler', rtol=1e-3) refines to a target)")
+        only = ("method='filippov' and 'sliding' take ReLU-type kinks only (piecewise linear, one kink at 0, as "
+                "relu and leaky_relu)")
+        if method in FIXED_STEP_METHODS:
+            return f"use a smaller step, with {euler}; {only}"
+        return ("the activation has a kink, where the flow chatters and adaptive solvers collapse their step: use "
+                f"the fixed-step {euler}, or a smooth activation; {only}")
     if not activation_smooth:
         if method in FILIPPOV_METHODS:
             # (a run whose steps sit at the explicit stability limit — inputs of norm 1e3: 2.8e-6 — was told to
@@ -152,15 +163,23 @@ SWITCHING_FALLBACK = ("try method='dop853' where the horizon is short or the fea
                       "phase pays on long, stiff horizons)")
 
 
-def monitor_hints(method: str, activation_smooth: bool) -> dict:
-    """The Monitor's hint arguments for ``method``: the stiffness hint only once steps have settled (a run stopped
-    at t = 0 by max_wall_time, or by max_steps=1, was told the flow is stiff)."""
-    hint = _hint(method, activation_smooth)
+def monitor_hints(method: str, activation) -> dict:
+    """The Monitor's hint arguments for ``method`` and the network's :class:`~gflow.Activation`: the stiffness hint
+    only once steps have settled (a run stopped at t = 0 by max_wall_time, or by max_steps=1, was told the flow is
+    stiff)."""
+    hint = _hint(method, activation.smooth, activation.smooth or _event_methods_take(activation))
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
         out.update(hint_after=STIFF_HINT_AFTER,
                    fallback_hint=SWITCHING_FALLBACK if hint == SWITCHING_HINT else STIFF_FALLBACK)
     return out
+
+
+def _event_methods_take(activation) -> bool:
+    """Whether method='filippov' and 'sliding' integrate the kinked ``activation`` (a ReLU-type one)."""
+    from .filippov import kink_slopes
+
+    return kink_slopes(activation) is not None
 
 
 #: state-sized arrays a solve holds (its stages, buffers and the field's (m, n) arrays), by method; others: 24
@@ -560,7 +579,7 @@ def simulate(
                            advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step, grid, rtol))
-    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth,
                       stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY else 200)
