@@ -189,8 +189,8 @@ class Recorder:
         # non-finite), so the entrywise check runs only when the sum is not finite (NaN/inf, or an overflow)
         if not math.isfinite(loss) or (not math.isfinite(float(ds.sum())) and not bool(torch.isfinite(ds).all())):
             raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
-                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use {float64_advice(net.dtype)}a "
-                        "smaller step or tighter tolerances")
+                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t = {t:.6g}; use "
+                        f"{float64_advice(net.dtype)}a smaller step or tighter tolerances")
         if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
             raise Abort("diverged", self._diverged_message(loss, t))
         if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] and (
