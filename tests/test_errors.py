@@ -921,7 +921,7 @@ def test_an_activation_that_is_nan_at_the_initial_features_is_named_not_an_overf
 
     act = gf.Activation("nanny", sig, dsig, 1.0, (-1.0, 1.0))
     X, y = gf.data.random_labels(n=8, d=3, seed=0)
-    with pytest.raises(ValueError, match=r"σ or σ′ of the activation 'nanny' returned non-finite values at the finite "
+    with pytest.raises(ValueError, match=r"σ and σ′ of the activation 'nanny' returned non-finite values at the finite "
                                          r"initial features"):
         gf.simulate(gf.Network(d=3, width=16, seed=0, activation=act), 20 * X, y, t1=1.0, method="dop853")
 
@@ -1062,3 +1062,35 @@ def test_an_overflowing_network_is_a_value_error_naming_the_overflow_and_the_see
         gf.simulate(big, X, y, t1=1.0, warn=False, **kw)
     with pytest.raises(ValueError, match=r"the loss at t = 0 is not finite \(inf.*seed index 1, network seed 1"):
         gf.simulate_batch([good, big], X, y, t1=1.0, warn=False, **kw)
+
+
+def test_a_loss_not_finite_at_t0_is_diagnosed_there_without_the_mid_run_advice():
+    # regression (an audit): "the loss at t = 0 is not finite (inf; the run stopped [nonfinite]: the loss or σ′
+    # became non-finite at t = 0; the state was lost between t = 0 and t; use a smaller step or tighter tolerances)"
+    # — no step was taken, "and t" was a placeholder, and the step advice does not apply
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    net = gf.Network(d=6, width=16, seed=0)
+
+    def nan_beyond(u):
+        return torch.where(u.abs() > 3.5, torch.full_like(u, math.nan), torch.tanh(u))
+
+    nanny = gf.Activation("nanny", nan_beyond, lambda u: 1 - nan_beyond(u) ** 2, 1.0, (-1.0, 1.0))
+    bad = gf.Network(d=6, width=16, seed=0, activation=nanny)
+    big = gf.Network(d=6, width=16, seed=1, c_hat=1e200)
+    targets = r"the loss at t = 0 is not finite \(inf\): the targets y overflow torch.float64 in the loss ½‖f − y‖² " \
+        r"\(\|f\(0\)\| up to 0.151, \|y\| up to 4.41e\+199\); check the scale of y$"
+    sigma = r"the loss at t = 0 is not finite \(nan\): σ and σ′ of the activation 'nanny' returned non-finite values"
+    outputs = r"the loss at t = 0 is not finite \(inf\) \[seed index 1, network seed 1\]: the network's outputs " \
+        r"f\(0\) = α σ\(H₀\)ᵀc overflow .*c_hat = 1e\+200.*check c_hat"
+    for match, run in [
+            (targets, lambda: gf.gradient_descent(net, X, y * 1e200, step=0.1, steps=10)),
+            (targets, lambda: gf.simulate(net, X, y * 1e200, t1=1.0, method="dop853")),
+            (targets, lambda: gf.simulate(net, X, y * 1e200, t1=1.0, method="euler", step=0.1)),
+            (sigma, lambda: gf.gradient_descent(bad, 20 * X, y, step=0.1, steps=10)),
+            (sigma, lambda: gf.simulate(bad, 20 * X, y, t1=1.0, method="rk4", step=0.1)),
+            (outputs, lambda: gf.simulate_batch([net, big], X, y, t1=1.0, method="rk4", step=0.1, warn=False)),
+            (outputs, lambda: gf.gradient_descent_batch([net, big], X, y, step=0.1, steps=5, warn=False))]:
+        with pytest.raises(ValueError, match=match) as info:
+            run()
+        text = str(info.value)
+        assert "run stopped" not in text and "state was lost" not in text and "smaller step" not in text, text

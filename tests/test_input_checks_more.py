@@ -424,6 +424,39 @@ def test_a_batch_of_same_named_custom_activations_that_differ_is_refused():
     assert all(x.ok for x in sols)
 
 
+def test_a_kinked_activation_other_than_relu_is_sent_to_what_takes_it():
+    # regression (an audit): hardtanh declared smooth=False — dop853 (what auto picks) stalled and was told to use
+    # method='filippov' or 'sliding'; both refused it, saying "smooth activations need no event handling: use
+    # method='dop853'"
+    X, y = gf.data.random_labels(n=8, d=6, seed=0)
+    hardtanh = gf.Activation("hardtanh", lambda u: u.clamp(-1, 1), lambda u: ((u > -1) & (u < 1)).to(u.dtype), 1.0,
+                             (-0.9, 0.9), smooth=False)
+    net = gf.Network(d=6, width=16, activation=hardtanh, seed=0)
+    sol = gf.simulate(net, X, y, t1=1.0, method="dop853", max_steps=50, warn=False)
+    assert sol.status == "max_steps" and "use the fixed-step method='euler', step=0.05, error_estimate=True" in \
+        sol.message
+    assert "use method='filippov'" not in sol.message and ", method='filippov' (event-driven" not in sol.message
+    assert "method='filippov' and 'sliding' take ReLU-type kinks only" in sol.message
+    batch = gf.simulate_batch(gf.networks([0, 1], d=6, width=16, activation=hardtanh), X, y, t1=1.0,
+                              method="dop853", max_steps=50, warn=False)
+    assert all("method='filippov' and 'sliding' take ReLU-type kinks only" in s.message for s in batch)
+    for method, kw in (("filippov", {}), ("sliding", {"step": 0.25})):
+        refused = rf"method '{method}' integrates .* got the kinked activation 'hardtanh' \(smooth=False\) of another " \
+            r"shape; use the fixed-step method='euler'"
+        with pytest.raises(ValueError, match=refused) as e:
+            gf.simulate(net, X, y, t1=1.0, method=method, **kw)
+        assert "smooth activations need no event handling" not in str(e.value)
+    with pytest.raises(ValueError, match=r"step halving cannot estimate it; use method='euler' \(first order\)$"):
+        gf.simulate_nonsmooth(net, X, y, t1=1.0, method="midpoint", step=0.1)
+    ok = gf.simulate(net, X, y, t1=1.0, method="euler", step=0.05, error_estimate=True)
+    assert ok.ok and np.all(np.isfinite(ok.error_estimate))
+    relu = gf.simulate(gf.Network(d=6, width=16, activation="relu", seed=0), X, y, t1=1.0, method="dop853",
+                       max_steps=5, warn=False)  # (ReLU: the event methods are still offered)
+    assert relu.status == "max_steps" and "method='filippov' (event-driven" in relu.message
+    with pytest.raises(ValueError, match=r"got activation 'tanh'; smooth activations need no event handling"):
+        gf.simulate(gf.Network(d=6, width=16, seed=0), X, y, t1=1.0, method="filippov")
+
+
 def test_only_an_activation_that_is_relu_shaped_everywhere_is_integrated_as_relu():
     from gflow.solve.filippov import kink_slopes
 
@@ -463,6 +496,32 @@ def test_rerun_refuses_an_override_that_would_run_another_problem_and_names_the_
         gf.rerun(rfc)
     again = gf.rerun(rfc, embedding=gf.RandomFeatures(D=8, activation=s))
     np.testing.assert_array_equal(again.loss, sol.loss)
+
+
+def test_rerun_of_a_custom_activation_refuses_another_activation_and_accepts_the_same_one_again(tmp_path):
+    # regression (an audit): the recorded-σ check ran only for built-ins — a run with a custom σ reran with any
+    # other custom σ or a built-in, silently running another problem
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+
+    def softsign():  # a fresh instance each call, as a user rebuilding it in a new session would have
+        return gf.Activation("softsign", lambda u: u / (1 + u.abs()), lambda u: 1 / (1 + u.abs()) ** 2, 1.0,
+                             (-1.0, 1.0))
+
+    sol = gf.simulate(gf.Network(d=4, width=16, activation=softsign(), seed=0), X, y, t1=1.0)
+    path = sol.save(tmp_path / "ss.nc")
+    cubic = gf.Activation("cubic", lambda u: u + u ** 3 / 3, lambda u: 1 + u ** 2, math.inf, (-1.0, 1.0))
+    recorded = r"differs from the recorded \{'name': 'softsign', 'custom': True\}: the run used a custom activation " \
+        r"named 'softsign'"
+    with pytest.raises(ValueError, match=r"activation=\{'name': 'cubic', 'custom': True\} " + recorded):
+        gf.rerun(path, activation=cubic)
+    with pytest.raises(ValueError, match=r"activation=\{'name': 'tanh'\} " + recorded):
+        gf.rerun(path, activation="tanh")
+    other = gf.Activation("softsign", lambda u: u / (1 + u.abs()), lambda u: 1 / (1 + u.abs()) ** 2, 1.0,
+                          (-1.0, 1.0), params=(("scale", 2.0),))
+    with pytest.raises(ValueError, match=r"'scale': 2.0"):
+        gf.rerun(path, activation=other)
+    np.testing.assert_array_equal(gf.rerun(path, activation=softsign()).loss, sol.loss)
+    np.testing.assert_array_equal(gf.rerun(sol, activation=softsign()).loss, sol.loss)
 
 
 @pytest.mark.parametrize("fn, err, match", [

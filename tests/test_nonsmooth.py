@@ -421,3 +421,21 @@ def test_step_halving_keeps_the_finest_solves_stability_warning(make_data):
                                              r"exceeds its stability limit"):
         sol = gf.simulate_nonsmooth(net, X, y, t1=4.0, method="midpoint", step=1.0)
     assert "exceeds its stability limit" in sol.message and sol.stats["unstable_step"]
+
+
+def test_step_halving_past_the_stability_limit_where_the_loss_rose_reports_no_estimate():
+    # regression (an audit): euler at steps 20, 10, 5, all past the limit 2/λ_max(M₀) = 1.7, whose loss rose: the
+    # solves recorded loss_rise but not unstable_step, so the estimate came out finite and meaningless (6.7e10,
+    # "observed order 22"); without a rise the same steps reported ∞
+    X, y = gf.data.random_labels(n=10, d=8, seed=0)
+    net = gf.Network(d=8, width=64, activation="relu", seed=0)
+    kw = dict(t1=96.0, saveat=[0, 24, 48, 72, 96], method="euler", warn=False)
+    one = gf.simulate(net, X, y, step=5.0, **kw)
+    assert one.stats["loss_rise"][2] == 24.0 and one.stats["unstable_step"] is True
+    assert "the loss rose" in one.message and "exceeds the stability limit 2/λ_max(M₀) = 1.7" in one.message
+    with pytest.warns(gf.GFlowWarning, match=r"the finest solve \(step 5\): the loss rose from 0.398824 at t = 0"):
+        sol = gf.simulate(net, X, y, step=20.0, error_estimate=True, **dict(kw, warn=True))
+    assert sol.status == "success" and sol.stats["unstable_step"] and sol.stats["loss_rise"][2] == 24.0
+    assert sol.error_estimate[0] == 0.0 and np.all(sol.error_estimate[1:] == np.inf)
+    assert "no error estimate: the steps 20, 10, 5 include steps past the stability limit" in sol.message
+    assert "warning: the loss rose" in sol.message

@@ -321,12 +321,18 @@ class Network:
         recorded_act, recorded_emb = spec.get("activation"), spec.get("embedding")
         if activation is not None:
             # only what a file cannot rebuild may be passed again: a built-in that differs from the recorded one
-            # would silently run another problem
-            if isinstance(recorded_act, dict) and not recorded_act.get("custom") and \
-                    get_activation(activation).spec() != recorded_act:
-                raise ValueError(f"activation={get_activation(activation).spec()} differs from the recorded "
+            # would silently run another problem, and so would a custom σ other than the recorded one — the file
+            # records a custom σ by its name and parameters, so one of another name (or a built-in) is refused
+            given = get_activation(activation).spec()
+            if isinstance(recorded_act, dict) and not recorded_act.get("custom") and given != recorded_act:
+                raise ValueError(f"activation={given} differs from the recorded "
                                  f"{recorded_act}: pass activation= only for a custom activation, which a file "
                                  "cannot rebuild")
+            if isinstance(recorded_act, dict) and recorded_act.get("custom") and \
+                    _without_custom(given) != _without_custom(recorded_act):
+                raise ValueError(f"activation={given} differs from the recorded {recorded_act}: the run used a "
+                                 f"custom activation named {recorded_act.get('name')!r}; pass that gf.Activation "
+                                 "again (same name and parameters)")
             spec["activation"] = activation
         if embedding is not None:
             if isinstance(recorded_emb, dict) and recorded_emb.get("kind") != "callable" and \
@@ -353,6 +359,11 @@ class Network:
             f"embedding={self.embedding.spec()['kind']!r}, scaling={self.scaling.name!r}, c_hat={self.c_hat}, "
             f"seed={self.seed}, dtype={self.dtype}, device={str(self.device)!r})"
         )
+
+
+def _without_custom(spec: dict) -> dict:
+    """An activation's spec without its ``custom`` mark: the name and parameters that identify it."""
+    return {k: v for k, v in spec.items() if k != "custom"}
 
 
 def _embedding_has_custom_activation(spec: dict) -> bool:

@@ -189,8 +189,8 @@ class Recorder:
         # non-finite), so the entrywise check runs only when the sum is not finite (NaN/inf, or an overflow)
         if not math.isfinite(loss) or (not math.isfinite(float(ds.sum())) and not bool(torch.isfinite(ds).all())):
             raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
-                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t; use {float64_advice(net.dtype)}a "
-                        "smaller step or tighter tolerances")
+                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t = {t:.6g}; use "
+                        f"{float64_advice(net.dtype)}a smaller step or tighter tolerances")
         if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
             raise Abort("diverged", self._diverged_message(loss, t))
         if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] and (
@@ -330,12 +330,11 @@ class Recorder:
                 f"{self.diverge_factor:.0e}× its initial {L0:.3g} (a gradient flow's loss never increases): "
                 f"{self.step_advice()}")
 
-    def unstable_step_message(self) -> str | None:
-        """A fixed-step flow solve whose step exceeds its method's stability limit ρ/λ_max(M₀)
-        (:data:`STABILITY_INTERVAL`) while its saved loss never rose, worded for a warning (None otherwise).  Past
-        the limit the iteration does not follow the flow even where no guard sees it: with σ saturated (tanh,
-        ĉ = 1e4, midpoint at 1e8× its limit) it froze, σ′ ≈ 0, at a constant loss, and reported success."""
-        if self.fixed_step is None or self.loss_rise is not None:
+    def past_stability_limit(self) -> tuple[float, float] | None:
+        """(ρ, λ_max(M₀)) of a fixed-step flow solve whose step h exceeds its method's stability limit ρ/λ_max(M₀)
+        (:data:`STABILITY_INTERVAL`), whether or not its saved loss rose; None otherwise (an adaptive solve, a method
+        without a known ρ, or λ_max(M₀) not recorded)."""
+        if self.fixed_step is None:
             return None
         method, h = self.fixed_step
         rho = STABILITY_INTERVAL.get(method.removeprefix("torchdiffeq."))
@@ -344,6 +343,20 @@ class Recorder:
         lam = self.rows["lam_max_M"][0] if rho is not None and h is not None and self.rows["lam_max_M"] else math.nan
         if not (math.isfinite(lam) and lam > 0) or h * lam <= rho:
             return None
+        return rho, lam
+
+    def unstable_step_message(self) -> str | None:
+        """A fixed-step flow solve whose step exceeds its method's stability limit ρ/λ_max(M₀)
+        (:data:`STABILITY_INTERVAL`) while its saved loss never rose, worded for a warning (None otherwise).  Past
+        the limit the iteration does not follow the flow even where no guard sees it: with σ saturated (tanh,
+        ĉ = 1e4, midpoint at 1e8× its limit) it froze, σ′ ≈ 0, at a constant loss, and reported success."""
+        if self.loss_rise is not None:
+            return None
+        past = self.past_stability_limit()
+        if past is None:
+            return None
+        method, h = self.fixed_step
+        rho, lam = past
         return (f"the step {h:g} of method={method!r} exceeds its stability limit {rho:g}/λ_max(M₀) = {rho / lam:.3g}: "
                 "the saved loss did not rise, but the iteration does not follow the flow (where σ saturates it can "
                 f"freeze, σ′ ≈ 0, at a loss the flow would leave); use a step below the limit (e.g. "
@@ -351,13 +364,17 @@ class Recorder:
 
     def fixed_step_warning(self, reached_t1: bool) -> tuple[str, dict] | None:
         """A fixed-step flow solve's warning and the stats that record it: its first loss rise
-        (``{"loss_rise": ...}``), else — for a solve that reached t1 — its step past the stability limit
+        (``{"loss_rise": ...}``, plus ``"unstable_step": True`` where its step is past the stability limit, which
+        the rise's advice names), else — for a solve that reached t1 — its step past the stability limit
         (``{"unstable_step": True}``, :meth:`unstable_step_message`); None for neither (simulate and
-        simulate_batch)."""
+        simulate_batch).  A step past the limit is recorded with or without a rise: step halving
+        (:func:`gflow.simulate_nonsmooth`) estimates nothing from such solves (it reported 6.7e10, "observed order
+        22", from three euler solves past the limit whose loss rose)."""
         if self.fixed_step is None:  # (an adaptive solve: its tolerance, not a step, bounds a rise)
             return None
         if self.loss_rise is not None:
-            return self.rise_message(), {"loss_rise": list(self.loss_rise)}
+            unstable = {"unstable_step": True} if self.past_stability_limit() is not None else {}
+            return self.rise_message(), {"loss_rise": list(self.loss_rise), **unstable}
         text = self.unstable_step_message() if reached_t1 else None
         return None if text is None else (text, {"unstable_step": True})
 

@@ -217,7 +217,7 @@ def _seed_solutions(bf: BatchedField, recorders, statuses, messages, stats, conf
     for s, rec in enumerate(recorders):  # (t = 0 unrecorded: name the seed whose loss overflows there, not seed 0)
         pb = bf.problems[s]
         if not rec.t and not math.isfinite(float(0.5 * torch.sum((pb.outputs(pb.H0) - pb.y) ** 2))):
-            check_started(rec, pb, statuses[s], f"{messages[s]} [seed index {s}, network seed {pb.net.seed}]")
+            check_started(rec, pb, statuses[s], messages[s], f" [seed index {s}, network seed {pb.net.seed}]")
     sols = []
     for s, rec in enumerate(recorders):
         sols.append(_make_solution(rec, bf.problems[s], statuses[s], messages[s], stats[s], config_of(s)))
@@ -351,7 +351,7 @@ def simulate_batch(
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step, grid, rtol))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
-    monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth),
+    monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation),
                             dtype=net.dtype, adaptive=method not in FIXED_STEP_METHODS,
                             kinked=not net.activation.smooth)
     if method in FIXED_STEP_METHODS:  # (the same steps as alone: a failing seed is frozen, the others go on)
@@ -984,8 +984,8 @@ def gradient_descent_batch(
                 try:
                     recorders[s].record(0.0, bf.seed_state(state, s).clone())
                 except Abort as exc:  # (as gf.gradient_descent: a ValueError, naming the seed)
-                    check_started(recorders[s], bf.problems[s], exc.status,
-                                  f"{exc.message} [seed index {s}, network seed {nets[s].seed}]")
+                    check_started(recorders[s], bf.problems[s], exc.status, exc.message,
+                                  f" [seed index {s}, network seed {nets[s].seed}]")
             last_good = state.clone()
         else:  # every seed's state, status and last finite iterate as they were at the checkpoint
             state, last_good = resume["state"].clone(), resume["last_good"].clone()

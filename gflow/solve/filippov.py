@@ -979,9 +979,15 @@ def check_filippov(net, space: str, method: str = "filippov") -> tuple[tuple[flo
     (always feature)."""
     slopes = kink_slopes(net.activation)
     if slopes is None:
-        raise ValueError(
-            f"method {method!r} integrates piecewise-linear activations with one kink at 0 (relu, leaky_relu), got "
-            f"activation {net.activation.name!r}; smooth activations need no event handling: use method='dop853'")
+        what = f"method {method!r} integrates piecewise-linear activations with one kink at 0 (relu, leaky_relu), got "
+        if net.activation.smooth:
+            raise ValueError(f"{what}activation {net.activation.name!r}; smooth activations need no event handling: "
+                             "use method='dop853'")
+        # (a kinked σ of another shape — hardtanh declared smooth=False — was told it was smooth and sent to dop853,
+        # which stalls at its kinks)
+        raise ValueError(f"{what}the kinked activation {net.activation.name!r} (smooth=False) of another shape; use "
+                         "the fixed-step method='euler' with a step and error_estimate=True (e.g. step=0.05: steps h, "
+                         "h/2, h/4 with an estimate of the loss error)")
     if space == "weight":
         raise ValueError(
             f"method {method!r} integrates the feature-space state [H, A] (EQUATIONS.md §4), where the sliding "

@@ -263,11 +263,15 @@ def simulate_nonsmooth(
         raise ValueError("checkpoint is not supported by simulate_nonsmooth (solves at steps h, h/2, h/4, …); "
                          "checkpoint single gf.simulate solves instead")
     if not net.activation.smooth and method not in ("euler", "sliding"):
+        from .filippov import kink_slopes
+
+        use = ("use method='sliding' (the Filippov time-stepping scheme) or 'euler' (first order)"
+               if kink_slopes(net.activation) is not None else  # (sliding takes ReLU-type kinks only)
+               "use method='euler' (first order)")
         raise ValueError(
             f"method {method!r} with the kinked activation {net.activation.name!r}: higher-order schemes lose their "
             "order at the kink and their error oscillates with the step (it depends on where each crossing falls "
-            "inside its step), so step halving cannot estimate it; use method='sliding' (the Filippov time-stepping "
-            "scheme) or 'euler' (first order)")
+            f"inside its step), so step halving cannot estimate it; {use}")
     order = NONSMOOTH_METHODS[method]
     kwargs.setdefault("progress", False)
 

@@ -99,9 +99,20 @@ def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
     return _merge_close(times, t1)
 
 
-def _hint(method: str, activation_smooth: bool) -> str:
+def _hint(method: str, activation_smooth: bool, event_methods: bool = True) -> str:
     """What to try when a run of ``method`` stops (the advice fits the method that ran: filippov was told to use
-    method='filippov')."""
+    method='filippov').  ``event_methods``: whether 'filippov' and 'sliding' take the (kinked) activation — ReLU-type
+    ones only (:func:`gflow.solve.filippov.kink_slopes`); a hardtanh declared ``smooth=False`` was sent to both,
+    and both refused it."""
+    if not activation_smooth and not event_methods:
+        euler = ("method='euler', step=0.05, error_estimate=True (steps h, h/2, h/4 with an estimate of the loss "
+                 "error; gf.simulate_nonsmooth(..., method='euler', rtol=1e-3) refines to a target)")
+        only = ("method='filippov' and 'sliding' take ReLU-type kinks only (piecewise linear, one kink at 0, as "
+                "relu and leaky_relu)")
+        if method in FIXED_STEP_METHODS:
+            return f"use a smaller step, with {euler}; {only}"
+        return ("the activation has a kink, where the flow chatters and adaptive solvers collapse their step: use "
+                f"the fixed-step {euler}, or a smooth activation; {only}")
     if not activation_smooth:
         if method in FILIPPOV_METHODS:
             # (a run whose steps sit at the explicit stability limit — inputs of norm 1e3: 2.8e-6 — was told to
@@ -152,15 +163,23 @@ SWITCHING_FALLBACK = ("try method='dop853' where the horizon is short or the fea
                       "phase pays on long, stiff horizons)")
 
 
-def monitor_hints(method: str, activation_smooth: bool) -> dict:
-    """The Monitor's hint arguments for ``method``: the stiffness hint only once steps have settled (a run stopped
-    at t = 0 by max_wall_time, or by max_steps=1, was told the flow is stiff)."""
-    hint = _hint(method, activation_smooth)
+def monitor_hints(method: str, activation) -> dict:
+    """The Monitor's hint arguments for ``method`` and the network's :class:`~gflow.Activation`: the stiffness hint
+    only once steps have settled (a run stopped at t = 0 by max_wall_time, or by max_steps=1, was told the flow is
+    stiff)."""
+    hint = _hint(method, activation.smooth, activation.smooth or _event_methods_take(activation))
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
         out.update(hint_after=STIFF_HINT_AFTER,
                    fallback_hint=SWITCHING_FALLBACK if hint == SWITCHING_HINT else STIFF_FALLBACK)
     return out
+
+
+def _event_methods_take(activation) -> bool:
+    """Whether method='filippov' and 'sliding' integrate the kinked ``activation`` (a ReLU-type one)."""
+    from .filippov import kink_slopes
+
+    return kink_slopes(activation) is not None
 
 
 #: state-sized arrays a solve holds (its stages, buffers and the field's (m, n) arrays), by method; others: 24
@@ -560,7 +579,7 @@ def simulate(
                            advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step, grid, rtol))
-    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation.smooth), dtype=net.dtype,
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation), dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth,
                       stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY else 200)
@@ -824,22 +843,41 @@ def observed_field(base: AbstractField, interval, integrals: bool) -> AbstractFi
     return ObservedField(base, interval, lam_min_M=base.problem.n <= LAM_MIN_M_MAX_N)
 
 
-def check_started(recorder: Recorder, problem: Problem, status, message) -> None:
-    """Raise a ValueError if even t = 0 could not be recorded (its loss overflows): a Solution without a single
-    time would be no answer."""
-    if not recorder.t:
-        loss0 = float(0.5 * torch.sum((problem.outputs(problem.H0) - problem.y) ** 2))
-        H0, act = problem.H0, problem.net.activation
-        if bool(torch.isfinite(H0).all()):
-            s0, ds0 = act.both(H0)
-            if not bool(torch.isfinite(s0).all() and torch.isfinite(ds0).all()):  # (not an overflow: σ's own values)
-                raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}): "
-                                 f"σ or σ′ of the activation {act.name!r} returned non-finite values at the finite "
-                                 f"initial features H₀ (|H₀| up to {float(H0.abs().max()):.3g}); check the activation's "
-                                 "sigma and dsigma there, or the scale of X")
-        raise ValueError(f"the loss at t = 0 is not finite ({loss0}; the run stopped [{status}]: {message}); the "
-                         f"data or the network overflow {problem.net.dtype}: check the scale of X, y and the "
-                         "network's scaling")
+def check_started(recorder: Recorder, problem: Problem, status, message, seed: str = "") -> None:
+    """Raise a ValueError if even t = 0 could not be recorded: a Solution without a single time would be no answer.
+
+    The error says what is not finite at t = 0 and the likely cause, naming the arguments to check — not the
+    stopped run's own message (status, message), which is worded for a state lost mid-run ("between t = 0 and t;
+    use a smaller step") where no step was taken; that is kept only where t = 0 itself was fine.  ``seed``: a label
+    for a batch's seed (" [seed index s, network seed k]"), put after the first clause."""
+    if recorder.t:
+        return
+    net, H0, act = problem.net, problem.H0, problem.net.activation
+    f0 = problem.outputs(H0) if bool(torch.isfinite(H0).all()) else None
+    loss0 = math.inf if f0 is None else float(0.5 * torch.sum((f0 - problem.y) ** 2))
+    lead = f"the loss at t = 0 is not finite ({loss0:g}){seed}" if not math.isfinite(loss0) else \
+        f"the run cannot start at t = 0{seed}"
+    if f0 is None:
+        raise ValueError(f"{lead}: the initial features H₀ are not finite — the inputs X (|X| up to "
+                         f"{float(problem.X.abs().max()):.3g}) or the embedding overflow {net.dtype} in the first "
+                         "layer; check the scale of X")
+    s0, ds0 = act.both(H0)
+    bad = [name for name, v in (("σ", s0), ("σ′", ds0)) if not bool(torch.isfinite(v).all())]
+    if bad:  # (not an overflow: σ's own values)
+        raise ValueError(f"{lead}: {' and '.join(bad)} of the activation {act.name!r} returned non-finite values at "
+                         f"the finite initial features H₀ (|H₀| up to {float(H0.abs().max()):.3g}); check the "
+                         "activation's sigma and dsigma there, or the scale of X")
+    if math.isfinite(loss0):  # (t = 0 is fine: the run stopped for another reason before recording it)
+        raise ValueError(f"the run stopped [{status}] before it recorded t = 0{seed}: {message}")
+    y_max = float(problem.y.abs().max()) if problem.y.numel() else 0.0
+    f_max = float(f0.abs().max()) if f0.numel() else 0.0
+    sizes = f"|f(0)| up to {f_max:.3g}, |y| up to {y_max:.3g}"
+    if not (math.isfinite(f_max) and f_max <= y_max):
+        raise ValueError(f"{lead}: the network's outputs f(0) = α σ(H₀)ᵀc overflow {net.dtype} in the loss ½‖f − y‖² "
+                         f"({sizes}; c_hat = {net.c_hat:g}, α = {net.alpha:.3g}); check c_hat and the network's "
+                         "scaling, or the scale of X")
+    raise ValueError(f"{lead}: the targets y overflow {net.dtype} in the loss ½‖f − y‖² ({sizes}); check the scale "
+                     "of y")
 
 
 def _make_solution(recorder: Recorder, problem: Problem, status, message, stats, config) -> Solution:
