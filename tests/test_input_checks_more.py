@@ -524,6 +524,24 @@ def test_rerun_of_a_custom_activation_refuses_another_activation_and_accepts_the
     np.testing.assert_array_equal(gf.rerun(sol, activation=softsign()).loss, sol.loss)
 
 
+def test_rerun_of_an_embedding_with_a_custom_activation_refuses_another_embedding_and_accepts_the_same_again(
+        tmp_path):
+    # regression (the audit fix's helper): the recorded-embedding check was skipped where the embedding's
+    # activation was custom, so any embedding — another D, seed or activation — reran silently
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+
+    def rf(D=6, seed=3, name="softsign"):  # a fresh instance each call, as in a new session
+        act = gf.Activation(name, lambda u: u / (1 + u.abs()), lambda u: 1 / (1 + u.abs()) ** 2, 1.0, (-1.0, 1.0))
+        return gf.RandomFeatures(D=D, activation=act, seed=seed)
+
+    sol = gf.simulate(gf.Network(d=4, width=16, activation="tanh", embedding=rf(), seed=0), X, y, t1=1.0)
+    path = sol.save(tmp_path / "rf.nc")
+    for other in (rf(D=7), rf(seed=4), rf(name="other"), gf.RandomFeatures(D=6, seed=3)):
+        with pytest.raises(ValueError, match=r"differs from the recorded .*used a custom activation named 'softsign'"):
+            gf.rerun(path, embedding=other)
+    np.testing.assert_array_equal(gf.rerun(path, embedding=rf()).loss, sol.loss)
+
+
 @pytest.mark.parametrize("fn, err, match", [
     (lambda Z: Z.float(), TypeError, r"returned dtype torch.float32 for torch.float64 inputs"),
     (lambda Z: Z[:, :0], ValueError, r"returned no features \(D = 0\)"),

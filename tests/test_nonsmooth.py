@@ -228,6 +228,17 @@ def test_time_budget_stops_with_status_and_the_best_solution(make_data):
     assert np.all(np.isfinite(sol.error_estimate)) and sol.t[-1] == 5.0
 
 
+def test_a_time_budget_message_quotes_the_budget_the_user_gave():
+    # (an audit: it quoted what was left of it when the solve started, "max_wall_time=0.299998 s" for 0.3)
+    X, y = gf.data.random_labels(n=60, d=10, seed=0)
+    net = gf.Network(d=10, width=128, activation="relu", seed=0)
+    sol = gf.simulate(net, X, y, t1=2000.0, method="sliding", step=0.125, error_estimate=True, max_wall_time=0.3,
+                      warn=False)
+    assert sol.status == "time_budget"
+    assert sol.message.startswith("the wall-time budget max_wall_time = 0.3 s (for all the solves) ran out in the "
+                                  "solve with step 0.125 at t = ")
+
+
 def test_an_rtol_the_halvings_cannot_reach_within_max_steps_stops_at_once(make_data):
     # (a new-user audit: rtol = 1e-9 with euler on a small ReLU net was still halving after 168 s, bound for
     # max_steps = 1e7 about an hour later; the estimate's order says after three solves that it needs ~1e9 steps)

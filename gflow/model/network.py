@@ -335,12 +335,19 @@ class Network:
                                  "again (same name and parameters)")
             spec["activation"] = activation
         if embedding is not None:
+            given = get_embedding(embedding).spec()
             if isinstance(recorded_emb, dict) and recorded_emb.get("kind") != "callable" and \
-                    not _embedding_has_custom_activation(recorded_emb) and \
-                    get_embedding(embedding).spec() != recorded_emb:
-                raise ValueError(f"embedding={get_embedding(embedding).spec()} differs from the recorded "
+                    not _embedding_has_custom_activation(recorded_emb) and given != recorded_emb:
+                raise ValueError(f"embedding={given} differs from the recorded "
                                  f"{recorded_emb}: pass embedding= only for a callable embedding or one with a "
                                  "custom activation, which a file cannot rebuild")
+            # (an embedding with a custom activation was taken whatever it was: another D, seed or activation ran
+            # another problem; the file records all but the activation's functions)
+            if isinstance(recorded_emb, dict) and _embedding_has_custom_activation(recorded_emb) and \
+                    _embedding_identity(given) != _embedding_identity(recorded_emb):
+                raise ValueError(f"embedding={given} differs from the recorded {recorded_emb}: the run's embedding "
+                                 f"used a custom activation named {recorded_emb['activation'].get('name')!r}; pass "
+                                 "that embedding again (same kind, D, seed and activation)")
             spec["embedding"] = embedding
         elif isinstance(recorded_emb, dict) and recorded_emb.get("kind") == "callable":
             raise ValueError(
@@ -364,6 +371,12 @@ class Network:
 def _without_custom(spec: dict) -> dict:
     """An activation's spec without its ``custom`` mark: the name and parameters that identify it."""
     return {k: v for k, v in spec.items() if k != "custom"}
+
+
+def _embedding_identity(spec: dict) -> dict:
+    """An embedding's spec with its activation's ``custom`` mark dropped: what identifies it."""
+    act = spec.get("activation")
+    return dict(spec, activation=_without_custom(act)) if isinstance(act, dict) else spec
 
 
 def _embedding_has_custom_activation(spec: dict) -> bool:
