@@ -441,8 +441,8 @@ def test_a_kinked_activation_other_than_relu_is_sent_to_what_takes_it():
                               method="dop853", max_steps=50, warn=False)
     assert all("method='filippov' and 'sliding' take ReLU-type kinks only" in s.message for s in batch)
     for method, kw in (("filippov", {}), ("sliding", {"step": 0.25})):
-        refused = rf"method '{method}' integrates .* got the kinked activation 'hardtanh' \(smooth=False\) of another " \
-            r"shape; use the fixed-step method='euler'"
+        refused = rf"method '{method}' integrates .* got the kinked activation 'hardtanh' \(smooth=False\) of " \
+            r"another shape; use the fixed-step method='euler'"
         with pytest.raises(ValueError, match=refused) as e:
             gf.simulate(net, X, y, t1=1.0, method=method, **kw)
         assert "smooth activations need no event handling" not in str(e.value)
