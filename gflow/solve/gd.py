@@ -139,8 +139,10 @@ def gradient_descent(
         threads: torch's intra-op CPU threads, as in :func:`gflow.simulate` (default: one for small evaluations).
 
     Returns:
-        a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` (with the
-        iterates up to the last finite one) if the loss became non-finite.
+        a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` if the loss
+        became non-finite or grew past 1e10·L₀ (:data:`~gflow.solve._record.DIVERGE_FACTOR`) at a saved step, with
+        the saved iterates before that one (the blown-up iterate is not kept: a run that blew up by its first saved
+        step holds t = 0 alone, and its message gives the loss and time where it did).
 
     Example:
         >>> import gflow as gf
