@@ -23,6 +23,7 @@ one of its runs is a Solution again with :func:`gflow.run_solution`).  matplotli
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -833,7 +834,13 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
     for name, what in ((x, "x"), (hue, "hue")):
         if name is not None and name not in ("t", "time") and (name not in ds.coords or ds[name].dims != ("run",)):
             per_run = sorted(k for k, v in ds.coords.items() if v.dims == ("run",))
-            raise ValueError(f"{what}={name!r} is not a per-run coordinate of the sweep; available: {per_run}")
+            try:  # a grid key whose short name is one of the dataset's own (a series): its coordinate is renamed
+                renamed = [c for c, key in json.loads(ds.attrs.get("grid_coords", "{}")).items()
+                           if key.split(".")[-1] == name and c != name]
+            except (TypeError, ValueError, AttributeError):
+                renamed = []
+            hint = f" (the grid key's coordinate is {renamed[0]!r})" if renamed else ""
+            raise ValueError(f"{what}={name!r} is not a per-run coordinate of the sweep{hint}; available: {per_run}")
     include_failed = check_flag(include_failed, "include_failed")
     if logy is not None and not isinstance(logy, (bool, np.bool_)):
         raise TypeError(f"logy must be None, True or False, got {describe(logy)}")

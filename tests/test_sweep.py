@@ -303,14 +303,10 @@ def test_every_network_and_data_of_the_grid_and_the_device_dtype_interval_are_ch
     ({"network": {**NETWORK, "activation": "nope"}}, "activation"),
     ({"data": {"generator": "random_labels"}, "grid": {}}, "data.n"),
     ({"seeds": 0}, "seeds"),
-    ({"grid": {"data.n": [6, 6]}}, "repeated"),
+    ({"grid": {"data.n": [6, 8, 6]}}, "grid['data.n'] repeats 6"),  # (it named a run-id hash alone)
 ])
 def test_bad_configurations_fail_up_front_naming_the_key(tmp_path, change, key):
     kw = {"network": NETWORK, "data": DATA, "solver": SOLVER, "grid": {"data.n": [6]}, "seeds": 1, **change}
-    if "repeated" in key:
-        with pytest.raises(SweepConfigError, match=key):
-            SweepConfig.from_dict(**kw).runs()
-        return
     with pytest.raises(SweepConfigError, match=key.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         gf.sweep(**kw, store=tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
@@ -1213,3 +1209,134 @@ def test_a_bad_threads_value_is_refused_up_front_and_threads_is_not_part_of_the_
     a = SweepConfig.from_dict(net, data, solver).runs()[0]
     b = SweepConfig.from_dict(net, data, {**solver, "threads": 1}).runs()[0]
     assert a.run_id == b.run_id == run_id_of(b.config) and b.config["solver"]["threads"] == 1
+
+
+SMALL = {"d": 3, "width": 8}
+SMALL_DATA = {"generator": "random_labels", "n": 4}
+
+
+def test_a_grid_over_error_estimate_is_the_coordinate_solver_error_estimate_beside_the_series(tmp_path):
+    # (the coordinate was named error_estimate, as the series of the sliding runs: every run was written, then
+    # gf.sweep and gf.open_sweep raised "variables {'error_estimate'} are found in both data_vars and coords")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    store = tmp_path / "s"
+    ds = gf.sweep({**SMALL, "activation": "relu"}, SMALL_DATA,
+                  {"kind": "simulate", "t1": 0.5, "method": "sliding", "step": 0.25},
+                  {"solver.error_estimate": [False, True]}, store=store, progress=False)
+    assert ds.solver_error_estimate.values.tolist() == [False, True]
+    assert ds.error_estimate.dims == ("run", "time") and (ds.status.values == "success").all()
+    assert np.isnan(ds.error_estimate.values[0]).all() and np.isfinite(ds.error_estimate.values[1]).any()
+    assert json.loads(ds.attrs["grid_coords"]) == {"solver_error_estimate": "solver.error_estimate"}
+    assert gf.open_sweep(store, consolidated=False).solver_error_estimate.values.tolist() == [False, True]
+    assert gf.run_solution(ds, 1).error_estimate is not None
+    ax = gf.plotting.plot_sweep(ds, x="solver_error_estimate", y="loss")
+    assert len(ax.get_lines()) == 2
+    with pytest.raises(ValueError, match="x='error_estimate' is not a per-run coordinate.*'solver_error_estimate'"):
+        gf.plotting.plot_sweep(ds, x="error_estimate", y="loss")
+    # a store written with the bare name (before the series were reserved) is readable: renamed as it is read
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["grid_coords"] = {"error_estimate": "solver.error_estimate"}
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    old = gf.open_sweep(store, consolidated=False)
+    assert old.solver_error_estimate.values.tolist() == [False, True] and old.error_estimate.dims == ("run", "time")
+    from gflow.sweeps.store import grid_coords, reserved_names
+
+    assert {"loss", "eta", "error_estimate", "final_loss", "seed", "t"} <= reserved_names()
+    assert grid_coords(["solver.error_estimate", "data.n"]) == {"solver_error_estimate": "solver.error_estimate",
+                                                               "n": "data.n"}
+
+
+def test_error_estimate_with_a_native_fixed_step_method_runs_without_a_checkpoint(tmp_path):
+    # (the sweep gave every euler/midpoint/rk4 run checkpoint=, which gf.simulate refuses with error_estimate=True:
+    # every run ended with status "error", while the same gf.simulate call alone succeeds)
+    ds = gf.sweep({**SMALL, "activation": "tanh"}, SMALL_DATA,
+                  {"kind": "simulate", "t1": 0.5, "step": 0.25, "error_estimate": True},
+                  grid={"solver.method": ["euler", "midpoint"]}, store=tmp_path / "s", progress=False)
+    assert ds.status.values.tolist() == ["success", "success"], ds.message.values.tolist()
+    assert np.isfinite(ds.error_estimate.values[:, -1]).all()
+    assert not list((tmp_path / "s" / "checkpoints").glob("*.ckpt"))
+    from gflow.sweeps.config import _solver_fn
+    from gflow.sweeps.run import _checkpointable
+
+    simulate = _solver_fn("simulate")
+    assert _checkpointable(simulate, {"method": "euler"})
+    assert not _checkpointable(simulate, {"method": "euler", "error_estimate": True})
+    assert _checkpointable(simulate, {"method": "rk4", "error_estimate": False})
+
+
+@pytest.mark.parametrize("grid, needle", [
+    ({"network.embedding": ["identity", {"kind": "identity"}]},
+     r"grid\['network.embedding'\] has both 'identity' and \{'kind': 'identity'\}, which are the same setting"),
+    ({"network.scaling": ["ours", "ntk", "OURS"]}, r"grid\['network.scaling'\] has both 'ours' and 'OURS'"),
+    ({"network.activation": ["ReLU", "relu"]}, r"grid\['network.activation'\] has both 'ReLU' and 'relu'"),
+    ({"network.dtype": ["float", "float32"]}, r"grid\['network.dtype'\] has both 'float' and 'float32'"),
+    ({"solver.options": [{"first_step": 0.1}, {"first_step": 0.2}, {"first_step": 0.1}]},
+     r"grid\['solver.options'\] repeats \{'first_step': 0.1\}"),
+    ({"data.test_seed": [None, 1]},  # (test_seed = None is seed + 1: two points, the same runs)
+     r"the grid points \{'data.test_seed': None\} and \{'data.test_seed': 1\} are the same runs"),
+])
+def test_two_spellings_of_one_grid_value_are_refused_as_repeated_points(grid, needle):
+    # (they ran the same runs under different run ids, shown by open_sweep and plot_sweep as different grid points)
+    net = {k: v for k, v in {**SMALL, "activation": "tanh"}.items() if f"network.{k}" not in grid}
+    with pytest.raises(SweepConfigError, match=needle):
+        SweepConfig.from_dict(net, {**SMALL_DATA, "n_test": 2}, {"kind": "simulate", "t1": 0.5, "method": "dop853"},
+                              grid)
+
+
+def test_checking_spellings_keeps_every_run_id():
+    # (the check compares what the values normalise to; each spelling's run id is as before, so stores keep runs)
+    from gflow.sweeps.config import run_id_of
+
+    a = SweepConfig.from_dict(SMALL, SMALL_DATA, {"kind": "simulate", "t1": 0.5}, {"network.scaling": ["OURS"]})
+    b = SweepConfig.from_dict(SMALL, SMALL_DATA, {"kind": "simulate", "t1": 0.5}, {"network.scaling": ["ours"]})
+    ra, rb = a.runs()[0], b.runs()[0]
+    assert ra.run_id != rb.run_id and ra.run_id == run_id_of(ra.config)
+    assert ra.config["network"]["scaling"] == "OURS"
+
+
+def test_a_repeated_grid_value_in_a_toml_file_names_the_file_the_key_and_the_value(tmp_path, capsys):
+    # (it said "the grid has repeated points (run ids ['0083b343a030ebbf'])": no key, no value, no file)
+    path = tmp_path / "rep.toml"
+    path.write_text(TOML.replace('"network.scaling" = ["ours", "ntk"]', '"network.scaling" = ["ours", "ntk", "ours"]'))
+    with pytest.raises(SweepConfigError, match=re.escape(f"{path}: grid['network.scaling'] repeats 'ours'")):
+        SweepConfig.from_toml(path)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: grid['network.scaling'] repeats 'ours'" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_process_sweep_of_a_script_without_a_main_guard_says_so(tmp_path):
+    # (each spawned worker ran the script's sweep again, found the store in use and died; the sweep returned every
+    # run pending, with a warning to run it again — which failed the same way)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import gflow as gf\n"
+        "ds = gf.sweep({'d': 3, 'width': 4}, {'generator': 'random_labels', 'n': 4},\n"
+        "              {'kind': 'simulate', 't1': 0.1, 'method': 'dop853'}, store='st', executor='process',\n"
+        "              workers=1, progress=False)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: every worker of the process pool died"), done.stderr[-3000:]
+    assert f"put the gf.sweep call of {script} (line 2) under `if __name__ == \"__main__\":`" in last
+    assert "gf.sweep was called by a worker process of a sweep as it imported the main script" in done.stderr
+    assert gf.open_sweep(tmp_path / "st").status.values.tolist() == ["pending"]
+
+
+def test_a_sweep_call_under_a_main_guard_is_not_taken_for_an_unguarded_one(tmp_path):
+    from gflow.sweeps.executors import unguarded_main_call
+
+    script = tmp_path / "guard.py"
+    script.write_text("import sys\nfrom gflow.sweeps.executors import unguarded_main_call as u\n"
+                      "print('top', u())\n"
+                      "if __name__ == '__main__':\n    print('guarded', u())\n"
+                      "if __name__ != '__main__':\n    pass\nelse:\n    print('else', u())\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert out.splitlines() == [f"top ('{script}', 3)", "guarded None", "else None"]
+    assert unguarded_main_call() is None  # (pytest's own main: no module-level frame of a script calls it)

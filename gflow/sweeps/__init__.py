@@ -6,7 +6,9 @@ through submitit, and written to its own file in a store folder as soon as it fi
 same sweep skips the runs already there.  :func:`open_sweep` hands back one labelled
 :class:`xarray.Dataset` with dims (run, time).
 
-Example:
+Example (in a script, under ``if __name__ == "__main__":``: ``executor="process"`` spawns workers that import the
+main script, and an unguarded call would run the sweep again in each of them):
+
     >>> import gflow as gf
     >>> ds = gf.sweep(                                                   # doctest: +SKIP
     ...     network={"d": 20, "width": 256, "activation": "tanh"},
@@ -39,7 +41,10 @@ from .executors import (
     SubmititExecutor,
     get_executor,
     gpu_count,
+    importing_main_in_worker,
+    main_guard_advice,
     plan_workers,
+    unguarded_main_call,
 )
 from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_file, run_task
 from .store import (
@@ -104,7 +109,8 @@ def sweep(
             "ntk", "mf"], "solver.step": [0.5, 1.0]}``; the sweep is the cartesian product (None: one point).
         seeds: N (network seeds 0..N−1) or a list of seeds.
         store: the results folder (created if needed); see :mod:`gflow.sweeps.store`.
-        executor: ``"local"`` (serial, the default), ``"process"`` (a spawn process pool), ``"dask"``
+        executor: ``"local"`` (serial, the default), ``"process"`` (a spawn process pool, whose workers import
+            the main script: a script's call must be under ``if __name__ == "__main__":``), ``"dask"``
             (``dask.distributed``), ``"submitit"`` (SLURM; ``executor_options={"cluster": "local"}`` runs its
             jobs as local processes), or an :class:`AbstractExecutor`.
         workers: processes for ``"process"`` and a local Dask cluster (default: the number of cores; when the
@@ -146,8 +152,11 @@ def sweep(
             generator or solver kind, a value that cannot run, or a grid point whose network, data or solver
             settings fail their checks (every point is checked, none solved: the first point's network is built, the
             others' settings go through its checks without drawing weights); the
-            message names the key.  Also a ``store`` that holds runs of a different sweep (naming the settings
-            that differ), or of a sweep this one extends without ``extend=True``.
+            message names the key; a grid value given twice, also in two spellings of one setting (``"ours"`` and
+            ``"OURS"``), naming the key and both.  Also a ``store`` that holds runs of a different sweep (naming
+            the settings that differ), or of a sweep this one extends without ``extend=True``.
+        RuntimeError: ``executor="process"`` from a script whose call is not under
+            ``if __name__ == "__main__":`` (every worker ran it again and died).
 
     A run's file is named by a hash of its resolved configuration (grid point, seed and fixed settings, but not
     the run limits ``max_wall_time``, ``max_steps``, ``checkpoint_every``, ``keep_checkpoint``, which do not change
@@ -172,6 +181,9 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     """Run a validated :class:`SweepConfig` (see :func:`sweep`); ``report(counts)`` gets the final counts
     (``total``, ``skipped``, ``success``, ``failed``, ``error``, and ``lost``: runs whose worker died, which stay
     pending with a :class:`gflow.GFlowWarning`)."""
+    if importing_main_in_worker():  # (each worker ran the sweep again, found the store in use and died)
+        raise RuntimeError("gf.sweep was called by a worker process of a sweep as it imported the main script: "
+                           + main_guard_advice(unguarded_main_call()))
     if not isinstance(cfg, SweepConfig):
         raise TypeError(f"cfg must be a SweepConfig, got {type(cfg).__name__}")
     if store is None:
@@ -299,6 +311,13 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                     ex.shutdown()
         elif bar is not None:
             bar.close()
+        if counts["lost"] and counts["lost"] == len(todo) and isinstance(ex, ProcessPool):
+            where = unguarded_main_call()
+            if where is not None and all("BrokenProcessPool" in m for m in counts["lost_messages"]):
+                # every worker died before it ran anything, having run the unguarded sweep call of the script again:
+                # "run the sweep again" failed the same way
+                raise RuntimeError(f"every worker of the process pool died before running a run of the sweep in "
+                                   f"{store}: {main_guard_advice(where)}")
         if report is not None:
             report(counts)
         if counts["lost"]:

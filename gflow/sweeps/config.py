@@ -246,6 +246,10 @@ class SweepConfig:
                 problem = _value_problem(g, v)
                 if problem:
                     raise SweepConfigError(f"grid[{g!r}] has the value {v!r}, which cannot run: {problem}")
+        for g, values in clean_grid.items():  # (after the value checks: every value resolves)
+            problem = _repeats(g, values)
+            if problem:
+                raise SweepConfigError(problem)
         for section, key in keys[: len(keys) - len(clean_grid)]:  # the fixed values, checked as the grid's are
             problem = _value_problem(f"{section}.{key}", sections[section][key])
             if problem:
@@ -294,10 +298,11 @@ class SweepConfig:
             for seed in self.seeds:
                 cfg = self.resolve(point, seed)
                 out.append(RunSpec(run_id_of(cfg), len(out), point, int(seed), cfg))
-        ids = [r.run_id for r in out]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            raise SweepConfigError(f"the grid has repeated points (run ids {dup[:3]}); remove duplicate values")
+        first: dict[str, RunSpec] = {}
+        for r in out:  # (from_dict refuses such a grid already: see _check_runs)
+            if r.run_id in first:
+                raise SweepConfigError(_same_run(first[r.run_id].point, r.point))
+            first[r.run_id] = r
         return out
 
     def _check_runs(self) -> None:
@@ -308,6 +313,12 @@ class SweepConfig:
         from .run import build_problem
 
         resolved = [(point, self.resolve(point, self.seeds[0])) for point in self.points]
+        ids: dict[str, dict] = {}
+        for point, cfg in resolved:  # (a network seed changes every point's id alike: one seed tells)
+            run_id = run_id_of(cfg)
+            if run_id in ids:
+                raise SweepConfigError(_same_run(ids[run_id], point))
+            ids[run_id] = point
         seen: set = set()
         for point, cfg in resolved:  # (a bad value after the first point of the grid failed each of its runs)
             for section, problem_of in (("network", _network_problem), ("data", _data_problem)):
@@ -330,6 +341,13 @@ class SweepConfig:
             if problem is not None:
                 where = f" at the grid point {point}" if point else ""
                 raise SweepConfigError(f"the [solver] settings{where} cannot run: {problem}")
+
+
+def _same_run(a: dict, b: dict) -> str:
+    """The message for two grid points that resolve to the same runs (the defaults filled in: test_seed = None is
+    seed + 1), which ran twice as different grid points."""
+    return (f"the grid points {a} and {b} are the same runs once the defaults are filled in (the same run ids); "
+            "remove one of the values that make them")
 
 
 def _network_problem(net: dict) -> str | None:
@@ -404,6 +422,54 @@ def _solver_problem(solver: dict, net) -> str | None:
                               None, get("t1"), get("saveat"), get("features_at"), get("weights_at"))
     except (TypeError, ValueError) as exc:
         return str(exc)
+    return None
+
+
+def _setting(key: str, value: Any) -> str:
+    """What a grid value sets, as a text that two spellings of one setting share: the spec the network normalises a
+    named choice to (``"OURS"`` and ``"ours"``; ``"identity"`` and ``{"kind": "identity"}``; ``"ReLU"`` and
+    ``"relu"``; ``"float"`` and ``"float32"``), else the value as the run id hashes it (5 and 5.0).  Only compared,
+    never hashed: the run id of every spelling stays as it was."""
+    import dataclasses
+
+    from ..model.activations import get_activation
+    from ..model.embeddings import get_embedding
+    from ..model.network import resolve_dtype
+    from ..model.scaling import get_scaling
+
+    resolvers = {"network.scaling": get_scaling, "network.embedding": get_embedding,
+                 "network.activation": get_activation, "network.dtype": resolve_dtype}
+    form: Any = value
+    if key in resolvers and value is not None:
+        try:
+            obj = resolvers[key](value)
+        except (TypeError, ValueError):
+            obj = value
+        if callable(getattr(obj, "spec", None)):
+            form = obj.spec()
+        elif dataclasses.is_dataclass(obj):
+            form = dataclasses.asdict(obj)
+        elif obj is not value:
+            form = str(obj)
+    try:
+        return json.dumps(_canonical(_plain(form, key)), sort_keys=True)
+    except SweepConfigError:
+        return repr(form)
+
+
+def _repeats(key: str, values: list) -> str | None:
+    """Why the values of ``grid[key]`` repeat a setting (None if they do not): the same value twice, or two
+    spellings of one setting (which ran the same runs as different grid points)."""
+    seen: dict[str, Any] = {}
+    for v in values:
+        form = _setting(key, v)
+        if form in seen:
+            was = seen[form]
+            if json.dumps(was, sort_keys=True) == json.dumps(v, sort_keys=True):
+                return f"grid[{key!r}] repeats {v!r}; remove the duplicate value"
+            return (f"grid[{key!r}] has both {was!r} and {v!r}, which are the same setting (the same runs twice); "
+                    "keep one")
+        seen[form] = v
     return None
 
 

@@ -262,6 +262,59 @@ def _probe(_: Any = None) -> tuple[int, str | None]:
     return os.getpid(), worker_device()
 
 
+def importing_main_in_worker() -> bool:
+    """Whether this process is a spawned worker still importing the main script (multiprocessing's bootstrap runs
+    the script's unguarded module-level code in every worker of ``executor="process"``)."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _is_main_test(test: Any, op: type) -> bool:
+    """Whether ``test`` is ``__name__ == "__main__"`` (``op`` = ast.Eq) or ``!=`` (ast.NotEq), either way round."""
+    import ast
+
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], op)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+
+
+def unguarded_main_call() -> "tuple[str, int] | None":
+    """``(script, line)`` when the running call was made by the main script's module-level code outside an
+    ``if __name__ == "__main__":`` block — code that every spawned worker runs again as it imports the script;
+    None when it was not (an interactive session, ``python -c``, a notebook, a guarded call) or cannot be told."""
+    import ast
+    import sys
+
+    frame, line, path = sys._getframe(1), None, None
+    while frame is not None:  # the outermost frame of the script's module-level code ("__mp_main__" in a worker)
+        file = frame.f_globals.get("__file__")
+        if (frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") in ("__main__", "__mp_main__")
+                and isinstance(file, str) and file.endswith(".py")):  # (not a worker's `python -c` bootstrap)
+            line, path = frame.f_lineno, file
+        frame = frame.f_back
+    if line is None or path is None:
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    inside = lambda body: any(st.lineno <= line <= (st.end_lineno or st.lineno) for st in body)  # noqa: E731
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ((_is_main_test(node.test, ast.Eq) and inside(node.body))
+                                         or (_is_main_test(node.test, ast.NotEq) and inside(node.orelse))):
+            return None
+    return str(path), line
+
+
+def main_guard_advice(where: "tuple[str, int] | None") -> str:
+    """What to do about a sweep call that spawned workers run again (see :func:`unguarded_main_call`)."""
+    call = f"the gf.sweep call of {where[0]} (line {where[1]})" if where else "the script's gf.sweep call"
+    return (f"executor='process' starts its workers with multiprocessing's 'spawn', and each worker imports the main "
+            f"script, running its module-level code again; put {call} under `if __name__ == \"__main__\":` (or "
+            "use executor='local')")
+
+
 class ProcessPool(AbstractExecutor):
     """A pool of spawned processes, each with cores // workers torch threads.
 

@@ -43,9 +43,25 @@ CONSOLIDATED_ZARR = "sweep.zarr"
 STORE_FORMAT = 1
 #: per-run statistics copied from Solution.stats into the dataset (when a run has them)
 STATS = ("n_f_evals", "n_steps", "n_accepted", "n_rejected", "wall_time")
-#: the names of per-run coordinates that grid keys must not shadow
-_RESERVED = {"run", "time", "t", "run_id", "seed", "status", "message", "device", "host", *STATS, "final_loss",
-             "final_t"}
+#: the coordinates of :func:`open_sweep`'s dataset besides the grid keys (dims, then per-run labels)
+RUN_COORDS = ("run", "time", "t", "run_id", "seed", "status", "message", "device", "host")
+#: the per-run variables :func:`open_sweep` computes besides the solver statistics
+PER_RUN = ("final_loss", "final_t")
+
+
+def _series_names() -> set[str]:
+    """The time series a run record can hold (those :func:`read_run` reads): every (time,) variable of a
+    gflow.Solution file, e.g. ``loss``, ``eta``, ``error_estimate``."""
+    from ..solution import _DIMS
+
+    return {name for name, dims in _DIMS.items() if dims == ("time",)}
+
+
+def reserved_names() -> set[str]:
+    """Every name of :func:`open_sweep`'s dataset other than a grid key's: its coordinates, per-run variables and
+    time series; a grid key whose short name is one of them gets ``section_key`` (a grid over
+    ``solver.error_estimate`` is ``solver_error_estimate``, beside the ``error_estimate`` series)."""
+    return {*RUN_COORDS, *STATS, *PER_RUN, *_series_names()}
 
 
 def provenance() -> dict:
@@ -349,10 +365,19 @@ def read_manifest(store: "str | Path") -> dict:
 def grid_coords(grid_keys: list[str]) -> dict[str, str]:
     """Coordinate names for grid keys: the bare key (``"n"``) when unique, else ``"data_seed"`` style."""
     bare = [k.split(".")[1] for k in grid_keys]
+    reserved = reserved_names()
     out = {}
     for key, name in zip(grid_keys, bare):
-        out[key.replace(".", "_") if bare.count(name) > 1 or name in _RESERVED else name] = key
+        out[key.replace(".", "_") if bare.count(name) > 1 or name in reserved else name] = key
     return out
+
+
+def _safe_coords(coords_map: dict[str, str]) -> dict[str, str]:
+    """``grid_coords`` of a manifest with the names that collide with the dataset's own renamed ``section_key``:
+    a store written before the time series were reserved (a grid over ``solver.error_estimate`` named its
+    coordinate ``error_estimate``, and no dataset of the store could be built)."""
+    reserved = reserved_names()
+    return {(key.replace(".", "_") if name in reserved else name): key for name, key in coords_map.items()}
 
 
 #: the suffix of a run record that could not be read, set aside by :func:`set_aside_damaged`
@@ -533,7 +558,8 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
     """The sweep in ``store`` as one :class:`xarray.Dataset` with dims (run, time).
 
     Per-run coordinates: ``run_id``, every grid key (named by the key, e.g. ``n``, ``width``, ``scaling``;
-    ``section_key`` when two sections share a key or a key is reserved), ``seed``, ``status``
+    ``section_key`` when two sections share a key or the key is a name of the dataset's own, e.g.
+    ``solver_error_estimate`` beside the ``error_estimate`` series), ``seed``, ``status``
     (``"pending"`` for runs without a record yet, ``"error"`` for runs that raised), ``message``, ``device``
     (what the run ran on, e.g. ``"cpu"`` or ``"cuda:1"``) and ``host``.  Per-run variables: solver statistics
     (``n_f_evals``, ``n_steps``, ``n_accepted``, ``n_rejected``, ``wall_time``), ``final_loss``, ``final_t``.
@@ -565,7 +591,7 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
             ds.attrs["store"] = str(store.resolve())
             return ds
     runs = manifest["runs"]
-    coords_map = manifest["grid_coords"]
+    coords_map = _safe_coords(manifest["grid_coords"])
     records, series = [], {}
     for r in runs:
         path = run_file(store, r["run_id"], fmt)
