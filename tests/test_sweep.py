@@ -275,6 +275,15 @@ def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, nee
     ({"d": 1}, {}, {}, {"data.generator": ["random_labels", "wei2019"]},
      r"the \[data\] settings at the grid point \{'data.generator': 'wei2019'\} cannot run: d must be an integer "
      r">= 2, got 1"),
+    # error_estimate with a method or step it cannot take (each run ended with status "error")
+    ({}, {}, {"error_estimate": True, "method": "dop853"}, None,
+     r"the \[solver\] settings cannot run: error_estimate=True needs .* got method='dop853', step=None"),
+    ({}, {}, {"error_estimate": True}, None, r"error_estimate=True needs .* got method='auto', step=None"),
+    ({}, {}, {"error_estimate": True, "method": "euler"}, None, r"got method='euler', step=None"),
+    ({"activation": "relu"}, {}, {"error_estimate": True, "method": "rk4", "step": 0.1}, None,
+     r"error_estimate=True with method='rk4' needs a smooth activation"),
+    ({}, {}, {"error_estimate": True, "method": "rk4", "step": 0.1}, {"network.activation": ["tanh", "relu"]},
+     r"at the grid point \{'network.activation': 'relu'\} cannot run: error_estimate=True with method='rk4' needs"),
 ])
 def test_every_network_and_data_of_the_grid_and_the_device_dtype_interval_are_checked_up_front(
         network, data, solver, grid, needle, tmp_path):
@@ -287,6 +296,18 @@ def test_every_network_and_data_of_the_grid_and_the_device_dtype_interval_are_ch
         gf.sweep({"d": 3, "width": 8, **network}, data, {"kind": "simulate", "t1": 0.5, **solver}, grid, 1,
                  store=tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_error_estimate_settings_that_run_pass_the_up_front_check(tmp_path):
+    # (the check that refuses the others must let these through: filippov's own estimate, auto's pick for a ReLU-type
+    # σ, a fixed-step method with a step)
+    runs = [({"method": "filippov"}, "relu"), ({"method": "auto"}, "relu"), ({"method": "rk4", "step": 0.1}, "tanh")]
+    for k, (solver, act) in enumerate(runs):
+        ds = gf.sweep({"d": 3, "width": 8, "activation": act}, {"generator": "random_labels", "n": 4},
+                      {"kind": "simulate", "t1": 0.5, "error_estimate": True, **solver}, None, [0],
+                      store=tmp_path / f"s{k}", progress=False)
+        assert list(ds.status.values) == ["success"], (solver, ds.message.values)
+        assert np.isfinite(ds.error_estimate.values[0, -1])
 
 
 @pytest.mark.parametrize("change, key", [

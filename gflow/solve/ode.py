@@ -488,11 +488,9 @@ def simulate(
             method = picked
             step, reason = auto_sliding_step(stability_limit(Problem.from_data(net, X, y),
                                                              kink_slopes(net.activation)), reason)
-        if method not in NONSMOOTH_METHODS or step is None:
-            raise ValueError(f"error_estimate=True needs method='filippov', method='auto' with a ReLU-type "
-                             f"activation, or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an explicit "
-                             f"step (midpoint and rk4 for a smooth activation only); got method={method!r}, "
-                             f"step={step}; adaptive methods control their error through rtol/atol")
+        problem = _estimate_method_problem(method, step)
+        if problem:
+            raise ValueError(problem)
         if checkpoint is not None:
             raise ValueError("checkpoint is not supported with error_estimate=True (three solves); checkpoint the "
                              "single solves instead")
@@ -878,6 +876,31 @@ def check_started(recorder: Recorder, problem: Problem, status, message, seed: s
                          "scaling, or the scale of X")
     raise ValueError(f"{lead}: the targets y overflow {net.dtype} in the loss ½‖f − y‖² ({sizes}); check the scale "
                      "of y")
+
+
+def _estimate_method_problem(method: str, step) -> str | None:
+    """Why ``error_estimate=True`` cannot take the (resolved) ``method`` and ``step`` of a step-halving estimate."""
+    from .nonsmooth import NONSMOOTH_METHODS
+
+    if method in NONSMOOTH_METHODS and step is not None:
+        return None
+    return (f"error_estimate=True needs method='filippov', method='auto' with a ReLU-type activation, or a fixed-step "
+            f"method in {tuple(NONSMOOTH_METHODS)} with an explicit step (midpoint and rk4 for a smooth activation "
+            f"only); got method={method!r}, step={step}; adaptive methods control their error through rtol/atol")
+
+
+def error_estimate_problem(net: Network, method: str, step) -> str | None:
+    """Why :func:`simulate` would refuse ``error_estimate=True`` with ``method`` and ``step`` on ``net``, before any
+    solve (None: it takes them, as far as is known without the data — ``"auto"`` on a kinked σ estimates what it
+    picks); for checks up front, e.g. a sweep's, where every run failed with it."""
+    if method in FILIPPOV_METHODS or (method == "auto" and step is None and not net.activation.smooth):
+        return None
+    problem = _estimate_method_problem(method, step)
+    if problem is None and method in ("midpoint", "rk4") and not net.activation.smooth:
+        return (f"error_estimate=True with method={method!r} needs a smooth activation (a higher-order scheme loses "
+                f"its order at a kink, and step halving cannot estimate its error); got the kinked activation "
+                f"{net.activation.name!r}: use method='euler' or 'sliding'")
+    return problem
 
 
 def _make_solution(recorder: Recorder, problem: Problem, status, message, stats, config) -> Solution:

@@ -383,18 +383,21 @@ def _data_problem(args: dict) -> str | None:
 
 
 def _precision_of(network: dict, first):
-    """What the solver checks read of a network — its dtype and device — for a grid point's own [network] section
-    (a grid over dtype: float32's rtol floor, scipy's float64), without drawing its weights; ``first``'s where the
-    section does not parse (building the run then says why)."""
+    """What the solver checks read of a network — its dtype, device and activation — for a grid point's own
+    [network] section (a grid over dtype: float32's rtol floor, scipy's float64; over activation: what
+    error_estimate takes), without drawing its weights; ``first``'s where the section does not parse (building the
+    run then says why)."""
     import types
 
     import torch
 
+    from ..model.activations import get_activation
     from ..model.network import resolve_dtype
 
     try:
         return types.SimpleNamespace(dtype=resolve_dtype(network.get("dtype", first.dtype)),
-                                     device=torch.device(str(network.get("device", first.device))))
+                                     device=torch.device(str(network.get("device", first.device))),
+                                     activation=get_activation(network.get("activation", first.activation)))
     except (TypeError, ValueError, RuntimeError):
         return first
 
@@ -406,9 +409,13 @@ def _solver_problem(solver: dict, net) -> str | None:
     for ``"auto"`` without a step, the same checks of everything but its options (which depend on its pick) as
     for an adaptive method (a bad rtol or t1 failed every run); :func:`gflow.solve.gd.gd_schedule` for GD."""
     from ..solve.gd import gd_schedule
-    from ..solve.ode import check_solver_args
+    from ..solve.ode import check_solver_args, error_estimate_problem
 
     get = solver.get
+    if solver["kind"] == "simulate" and get("error_estimate") is True:  # (every run failed with it, status "error")
+        problem = error_estimate_problem(net, get("method", "auto"), get("step"))
+        if problem:
+            return problem
     try:
         if solver["kind"] == "gradient_descent":
             gd_schedule(get("step"), get("steps"), get("save_every"), get("max_wall_time"), get("features_at"),
