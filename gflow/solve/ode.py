@@ -479,7 +479,7 @@ def simulate(
             options=options, interval=interval, integrals=integrals, progress=progress, warn=warn,
             checkpoint=checkpoint, threads=threads)
     if error_estimate:
-        from .nonsmooth import NONSMOOTH_METHODS, simulate_nonsmooth
+        from .nonsmooth import simulate_nonsmooth
 
         if picked in SLIDING_METHODS:  # (below the stability limit, as auto's single solve: see simulate below)
             from .filippov import kink_slopes
