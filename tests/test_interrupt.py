@@ -350,6 +350,11 @@ def test_ctrl_c_in_the_first_solve_of_a_filippov_estimate_keeps_an_estimate_of_i
     assert np.all(np.isinf(sol.error_estimate[1:])) and len(sol.t) > 1
     assert sol.config["solver"]["error_estimate"]["looseness_tried"] == []
     assert "second solve for the error estimate did not start" in sol.message
+    with sigint_as_solve_ends(1), pytest.raises(gf.Interrupted) as info:  # as the first solve finished: it is whole
+        gf.simulate(net, X, y, t1=5.0, method=method, rtol=1e-7, error_estimate=True)
+    sol = info.value.solution
+    assert sol.status == "interrupted" and sol.t[-1] == 5.0 and np.all(np.isinf(sol.error_estimate[1:]))
+    assert "second solve for the error estimate did not start" in sol.message
 
 
 def test_ctrl_c_in_a_finer_step_halving_solve_keeps_the_completed_ones(relu_problem):

@@ -1066,7 +1066,8 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method="filippov", rtol, at
             "loose_stats": {} if loose is None else {k: v for k, v in loose.stats.items()
                                                      if isinstance(v, (int, float))}}
     status, message = tight.status, tight.message
-    if status == "interrupted" and loose is None:
+    if ctrl_c and loose is None:  # (Ctrl-C in the first solve, or as it finished: then it is whole)
+        status = "interrupted"
         message += "; the second solve for the error estimate did not start: sol.error_estimate is inf beyond t = 0"
     elif status == "success" and loose is not None and loose.status == "interrupted":
         status = "interrupted"
