@@ -237,6 +237,10 @@ def test_a_time_budget_message_quotes_the_budget_the_user_gave():
     assert sol.status == "time_budget"
     assert sol.message.startswith("the wall-time budget max_wall_time = 0.3 s (for all the solves) ran out in the "
                                   "solve with step 0.125 at t = ")
+    # the same with saveat for t1 (a review: its message formatted t1 = None, a TypeError in place of the status)
+    sol = gf.simulate(net, X, y, saveat=[0.0, 1000.0, 2000.0], method="sliding", step=0.125, error_estimate=True,
+                      max_wall_time=0.3, warn=False)
+    assert sol.status == "time_budget" and "(of t1 = 2000)" in sol.message
 
 
 def test_an_rtol_the_halvings_cannot_reach_within_max_steps_stops_at_once(make_data):

@@ -282,6 +282,10 @@ def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, nee
     ({}, {}, {"error_estimate": True, "method": "euler"}, None, r"got method='euler', step=None"),
     ({"activation": "relu"}, {}, {"error_estimate": True, "method": "rk4", "step": 0.1}, None,
      r"error_estimate=True with method='rk4' needs a smooth activation"),
+    ({}, {}, {"method": "filippov"}, None, r"method 'filippov' integrates piecewise-linear activations .* got "
+     r"activation 'tanh'; smooth activations need no event handling"),
+    ({"activation": "relu"}, {}, {"method": "sliding", "step": 0.1, "space": "weight"}, None,
+     r"method 'sliding' integrates the feature-space state"),
     ({}, {}, {"error_estimate": True, "method": "rk4", "step": 0.1}, {"network.activation": ["tanh", "relu"]},
      r"at the grid point \{'network.activation': 'relu'\} cannot run: error_estimate=True with method='rk4' needs"),
 ])
@@ -1343,10 +1347,37 @@ def test_a_process_sweep_of_a_script_without_a_main_guard_says_so(tmp_path):
                           timeout=300)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("RuntimeError: every worker of the process pool died"), done.stderr[-3000:]
+    assert last.startswith("RuntimeError: the workers of the sweep in st died before running its runs"), \
+        done.stderr[-3000:]
     assert f"put the gf.sweep call of {script} (line 2) under `if __name__ == \"__main__\":`" in last
     assert "gf.sweep was called by a worker process of a sweep as it imported the main script" in done.stderr
     assert gf.open_sweep(tmp_path / "st").status.values.tolist() == ["pending"]
+
+
+def test_workers_that_die_for_another_reason_under_a_guard_of_another_form_are_not_blamed_on_the_guard(tmp_path):
+    # (a review: the error came from parsing the script, which took `if __name__ == "__main__" and ...:` for no
+    # guard, so workers killed for another reason — here at start, as by the OOM killer — were blamed on it; the
+    # workers' own report decides now)
+    (tmp_path / "crash").mkdir()
+    (tmp_path / "crash" / "sitecustomize.py").write_text(
+        "import os, sys\nif '--multiprocessing-fork' in sys.argv:\n    os._exit(137)\n")
+    script = tmp_path / "guarded.py"
+    script.write_text(
+        "import os, warnings\nimport gflow as gf\n"
+        "if __name__ == '__main__' and True:\n"
+        f"    os.environ['PYTHONPATH'] = {str(tmp_path / 'crash')!r} + os.pathsep + os.environ['PYTHONPATH']\n"
+        "    with warnings.catch_warnings(record=True) as w:\n"
+        "        warnings.simplefilter('always')\n"
+        "        ds = gf.sweep({'d': 3, 'width': 4}, {'generator': 'random_labels', 'n': 4},\n"
+        "                      {'kind': 'simulate', 't1': 0.1, 'method': 'dop853'}, store='st', executor='process',\n"
+        "                      workers=1, progress=False)\n"
+        "    print(ds.status.values.tolist(), any('lost by their workers' in str(x.message) for x in w))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['pending'] True"
+    assert not list((tmp_path / "st").glob(".unguarded-main-*"))
 
 
 def test_a_sweep_call_under_a_main_guard_is_not_taken_for_an_unguarded_one(tmp_path):

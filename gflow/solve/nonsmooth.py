@@ -337,7 +337,7 @@ def simulate_nonsmooth(
             status, message = sol.status, f"the solve with step {h:g} stopped: {sol.message}"
             if sol.status == "time_budget":  # (its own message quoted the budget it was given: what was left)
                 message = (f"the wall-time budget max_wall_time = {max_wall_time:g} s (for all the solves) ran out in "
-                           f"the solve with step {h:g} at t = {sol.t[-1]:.6g} (of t1 = {t1:g}); raise "
+                           f"the solve with step {h:g} at t = {sol.t[-1]:.6g} (of t1 = {t_end:g}); raise "
                            f"max_wall_time{loosen}")
             if not sols:
                 sols.append(sol)

@@ -891,9 +891,12 @@ def _estimate_method_problem(method: str, step) -> str | None:
 
 def error_estimate_problem(net: Network, method: str, step) -> str | None:
     """Why :func:`simulate` would refuse ``error_estimate=True`` with ``method`` and ``step`` on ``net``, before any
-    solve (None: it takes them, as far as is known without the data — ``"auto"`` on a kinked σ estimates what it
-    picks); for checks up front, e.g. a sweep's, where every run failed with it."""
-    if method in FILIPPOV_METHODS or (method == "auto" and step is None and not net.activation.smooth):
+    solve (None: it takes them, as far as is known without the data — ``"auto"`` on a ReLU-type σ estimates what it
+    picks; whether filippov and sliding take the activation is :func:`gflow.solve.filippov.check_filippov`'s); for
+    checks up front, e.g. a sweep's, where every run failed with it."""
+    from .filippov import kink_slopes
+
+    if method in FILIPPOV_METHODS or (method == "auto" and step is None and kink_slopes(net.activation) is not None):
         return None
     problem = _estimate_method_problem(method, step)
     if problem is None and method in ("midpoint", "rk4") and not net.activation.smooth:

@@ -43,7 +43,9 @@ from .executors import (
     gpu_count,
     importing_main_in_worker,
     main_guard_advice,
+    mark_unguarded_main,
     plan_workers,
+    took_unguarded_main,
     unguarded_main_call,
 )
 from .run import FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, remove_write_leftovers, run_file, run_task
@@ -182,6 +184,7 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
     (``total``, ``skipped``, ``success``, ``failed``, ``error``, and ``lost``: runs whose worker died, which stay
     pending with a :class:`gflow.GFlowWarning`)."""
     if importing_main_in_worker():  # (each worker ran the sweep again, found the store in use and died)
+        mark_unguarded_main(store)  # (what the parent reads: the evidence, not a parse of the script)
         raise RuntimeError("gf.sweep was called by a worker process of a sweep as it imported the main script: "
                            + main_guard_advice(unguarded_main_call()))
     if not isinstance(cfg, SweepConfig):
@@ -311,13 +314,11 @@ def run_sweep(cfg: SweepConfig, *, store: "str | Path", executor: Any = "local",
                     ex.shutdown()
         elif bar is not None:
             bar.close()
-        if counts["lost"] and counts["lost"] == len(todo) and isinstance(ex, ProcessPool):
-            where = unguarded_main_call()
-            if where is not None and all("BrokenProcessPool" in m for m in counts["lost_messages"]):
-                # every worker died before it ran anything, having run the unguarded sweep call of the script again:
-                # "run the sweep again" failed the same way
-                raise RuntimeError(f"every worker of the process pool died before running a run of the sweep in "
-                                   f"{store}: {main_guard_advice(where)}")
+        if took_unguarded_main(store) and counts["lost"]:
+            # a worker ran the script's sweep call again as it imported the script (it said so, see above) and died,
+            # as every worker will: "run the sweep again" failed the same way
+            raise RuntimeError(f"the workers of the sweep in {store} died before running its runs: "
+                               f"{main_guard_advice(unguarded_main_call())}")
         if report is not None:
             report(counts)
         if counts["lost"]:

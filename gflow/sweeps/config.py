@@ -417,6 +417,11 @@ def _solver_problem(solver: dict, net) -> str | None:
         if problem:
             return problem
     try:
+        if solver["kind"] == "simulate" and get("method") in ("filippov", "sliding") and \
+                getattr(net, "activation", None) is not None:  # (a smooth σ failed every run: status "error")
+            from ..solve.filippov import check_filippov
+
+            check_filippov(net, get("space") or "auto", get("method"))
         if solver["kind"] == "gradient_descent":
             gd_schedule(get("step"), get("steps"), get("save_every"), get("max_wall_time"), get("features_at"),
                         get("weights_at"))

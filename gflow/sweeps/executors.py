@@ -268,6 +268,32 @@ def importing_main_in_worker() -> bool:
     return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
+def _unguarded_marker(store: Any, parent_pid: int) -> Path:
+    return Path(store) / f".unguarded-main-{parent_pid}"
+
+
+def mark_unguarded_main(store: Any) -> None:
+    """In a spawned worker importing the main script: leave the evidence that it ran the script's sweep call again
+    (a file in the store named by the parent's pid, read by :func:`took_unguarded_main`); best effort."""
+    try:
+        _unguarded_marker(store, os.getppid()).touch()
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+def took_unguarded_main(store: Any) -> bool:
+    """In the sweep's process: whether one of its workers left :func:`mark_unguarded_main`'s evidence (removed
+    here).  A worker that died for another reason (killed, out of memory) leaves none, and its runs stay pending with
+    the usual warning, whatever the script's guard looks like."""
+    marker = _unguarded_marker(store, os.getpid())
+    try:
+        found = marker.exists()
+        marker.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return found
+
+
 def _is_main_test(test: Any, op: type) -> bool:
     """Whether ``test`` is ``__name__ == "__main__"`` (``op`` = ast.Eq) or ``!=`` (ast.NotEq), either way round."""
     import ast
@@ -282,7 +308,9 @@ def _is_main_test(test: Any, op: type) -> bool:
 def unguarded_main_call() -> "tuple[str, int] | None":
     """``(script, line)`` when the running call was made by the main script's module-level code outside an
     ``if __name__ == "__main__":`` block — code that every spawned worker runs again as it imports the script;
-    None when it was not (an interactive session, ``python -c``, a notebook, a guarded call) or cannot be told."""
+    None when it was not (an interactive session, ``python -c``, a notebook, a guarded call) or cannot be told.
+    Only for the message: whether the workers did run the call again is what they report
+    (:func:`mark_unguarded_main`), since guards of other forms (``and``, ``in``, ``match``) are not parsed here."""
     import ast
     import sys
 
@@ -310,9 +338,9 @@ def unguarded_main_call() -> "tuple[str, int] | None":
 def main_guard_advice(where: "tuple[str, int] | None") -> str:
     """What to do about a sweep call that spawned workers run again (see :func:`unguarded_main_call`)."""
     call = f"the gf.sweep call of {where[0]} (line {where[1]})" if where else "the script's gf.sweep call"
-    return (f"executor='process' starts its workers with multiprocessing's 'spawn', and each worker imports the main "
-            f"script, running its module-level code again; put {call} under `if __name__ == \"__main__\":` (or "
-            "use executor='local')")
+    return (f"executor='process' and a local Dask cluster start their workers with multiprocessing's 'spawn', and "
+            f"each worker imports the main script, running its module-level code again; put {call} under "
+            "`if __name__ == \"__main__\":` (or use executor='local')")
 
 
 class ProcessPool(AbstractExecutor):
