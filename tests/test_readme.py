@@ -96,5 +96,5 @@ def test_sweep_block(tmp_path, monkeypatch):
 @pytest.mark.parametrize("command", ["gflow demo", "python -m pytest"])
 def test_the_two_commands_lead_the_readme(command):
     first = _blocks("bash")[0]
-    assert first == README.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert README.startswith(f"# gflow\n\n```bash\n{first}```\n")  # the title, then this block
     assert command in first and "pip install torch==2.13.0 &&" in first

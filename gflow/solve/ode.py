@@ -110,7 +110,8 @@ def _hint(method: str, activation_smooth: bool, event_methods: bool = True) -> s
         only = ("method='filippov' and 'sliding' take ReLU-type kinks only (piecewise linear, one kink at 0, as "
                 "relu and leaky_relu)")
         if method in FIXED_STEP_METHODS:
-            return f"use a smaller step, with {euler}; {only}"
+            return ("use a smaller step (error_estimate=True estimates the loss error from steps h, h/2, h/4; "
+                    f"gf.simulate_nonsmooth(..., method='euler', rtol=1e-3) refines to a target); {only}")
         return ("the activation has a kink, where the flow chatters and adaptive solvers collapse their step: use "
                 f"the fixed-step {euler}, or a smooth activation; {only}")
     if not activation_smooth:
@@ -857,8 +858,8 @@ def check_started(recorder: Recorder, problem: Problem, status, message, seed: s
         f"the run cannot start at t = 0{seed}"
     if f0 is None:
         raise ValueError(f"{lead}: the initial features H₀ are not finite — the inputs X (|X| up to "
-                         f"{float(problem.X.abs().max()):.3g}) or the embedding overflow {net.dtype} in the first "
-                         "layer; check the scale of X")
+                         f"{float(problem.X.abs().max()):.3g}), the embedding or the initial weights (W0, if given) "
+                         f"overflow {net.dtype} in the first layer; check the scale of X and of W0")
     s0, ds0 = act.both(H0)
     bad = [name for name, v in (("σ", s0), ("σ′", ds0)) if not bool(torch.isfinite(v).all())]
     if bad:  # (not an overflow: σ's own values)
@@ -872,8 +873,8 @@ def check_started(recorder: Recorder, problem: Problem, status, message, seed: s
     sizes = f"|f(0)| up to {f_max:.3g}, |y| up to {y_max:.3g}"
     if not (math.isfinite(f_max) and f_max <= y_max):
         raise ValueError(f"{lead}: the network's outputs f(0) = α σ(H₀)ᵀc overflow {net.dtype} in the loss ½‖f − y‖² "
-                         f"({sizes}; c_hat = {net.c_hat:g}, α = {net.alpha:.3g}); check c_hat and the network's "
-                         "scaling, or the scale of X")
+                         f"({sizes}; c_hat = {net.c_hat:g}, α = {net.alpha:.3g}); check c_hat (or c, if given) and "
+                         "the network's scaling, or the scale of X")
     raise ValueError(f"{lead}: the targets y overflow {net.dtype} in the loss ½‖f − y‖² ({sizes}); check the scale "
                      "of y")
 
