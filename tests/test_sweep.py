@@ -1333,18 +1333,23 @@ def test_a_repeated_grid_value_in_a_toml_file_names_the_file_the_key_and_the_val
     assert not (tmp_path / "s").exists()
 
 
+def _run_sweep_script(script, tmp_path):
+    """Run a Python script that makes a one-run process sweep of a tiny tanh net into tmp_path/st."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+_SWEEP_CALL = ("gf.sweep({'d': 3, 'width': 4}, {'generator': 'random_labels', 'n': 4}, {'kind': 'simulate', "
+               "'t1': 0.1, 'method': 'dop853'}, store='st', executor='process', workers=1, progress=False)")
+
+
 def test_a_process_sweep_of_a_script_without_a_main_guard_says_so(tmp_path):
     # (each spawned worker ran the script's sweep again, found the store in use and died; the sweep returned every
     # run pending, with a warning to run it again — which failed the same way)
     script = tmp_path / "unguarded.py"
-    script.write_text(
-        "import gflow as gf\n"
-        "ds = gf.sweep({'d': 3, 'width': 4}, {'generator': 'random_labels', 'n': 4},\n"
-        "              {'kind': 'simulate', 't1': 0.1, 'method': 'dop853'}, store='st', executor='process',\n"
-        "              workers=1, progress=False)\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    script.write_text(f"import gflow as gf\nds = {_SWEEP_CALL}\n")
+    done = _run_sweep_script(script, tmp_path)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("RuntimeError: the workers of the sweep in st died before running its runs"), \
@@ -1368,13 +1373,9 @@ def test_workers_that_die_for_another_reason_under_a_guard_of_another_form_are_n
         f"    os.environ['PYTHONPATH'] = {str(tmp_path / 'crash')!r} + os.pathsep + os.environ['PYTHONPATH']\n"
         "    with warnings.catch_warnings(record=True) as w:\n"
         "        warnings.simplefilter('always')\n"
-        "        ds = gf.sweep({'d': 3, 'width': 4}, {'generator': 'random_labels', 'n': 4},\n"
-        "                      {'kind': 'simulate', 't1': 0.1, 'method': 'dop853'}, store='st', executor='process',\n"
-        "                      workers=1, progress=False)\n"
+        f"        ds = {_SWEEP_CALL}\n"
         "    print(ds.status.values.tolist(), any('lost by their workers' in str(x.message) for x in w))\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = _run_sweep_script(script, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "['pending'] True"
     assert not list((tmp_path / "st").glob(".unguarded-main-*"))
