@@ -181,6 +181,21 @@ def _unreachable(est: dict, order: float, h: float, rtol: float, t_end: float, m
     return None
 
 
+def kinked_method_problem(net: Network, method: str) -> str | None:
+    """Why step halving cannot take ``method`` on ``net``'s activation (None: it can): a higher-order scheme on a
+    kinked σ, whose error step halving cannot estimate."""
+    if net.activation.smooth or method in ("euler", "sliding"):
+        return None
+    from .filippov import kink_slopes
+
+    use = ("use method='sliding' (the Filippov time-stepping scheme) or 'euler' (first order)"
+           if kink_slopes(net.activation) is not None else  # (sliding takes ReLU-type kinks only)
+           "use method='euler' (first order)")
+    return (f"method {method!r} with the kinked activation {net.activation.name!r}: higher-order schemes lose their "
+            "order at the kink and their error oscillates with the step (it depends on where each crossing falls "
+            f"inside its step), so step halving cannot estimate it; {use}")
+
+
 def simulate_nonsmooth(
     net: Network,
     X: Any,
@@ -262,16 +277,9 @@ def simulate_nonsmooth(
     if kwargs.get("checkpoint") is not None:  # (one file cannot hold three solves with different steps)
         raise ValueError("checkpoint is not supported by simulate_nonsmooth (solves at steps h, h/2, h/4, …); "
                          "checkpoint single gf.simulate solves instead")
-    if not net.activation.smooth and method not in ("euler", "sliding"):
-        from .filippov import kink_slopes
-
-        use = ("use method='sliding' (the Filippov time-stepping scheme) or 'euler' (first order)"
-               if kink_slopes(net.activation) is not None else  # (sliding takes ReLU-type kinks only)
-               "use method='euler' (first order)")
-        raise ValueError(
-            f"method {method!r} with the kinked activation {net.activation.name!r}: higher-order schemes lose their "
-            "order at the kink and their error oscillates with the step (it depends on where each crossing falls "
-            f"inside its step), so step halving cannot estimate it; {use}")
+    problem = kinked_method_problem(net, method)
+    if problem:
+        raise ValueError(problem)
     order = NONSMOOTH_METHODS[method]
     kwargs.setdefault("progress", False)
 

@@ -895,15 +895,14 @@ def error_estimate_problem(net: Network, method: str, step) -> str | None:
     solve (None: it takes them, as far as is known without the data — ``"auto"`` on a ReLU-type σ estimates what it
     picks; whether filippov and sliding take the activation is :func:`gflow.solve.filippov.check_filippov`'s); for
     checks up front, e.g. a sweep's, where every run failed with it."""
-    from .filippov import kink_slopes
+    from .nonsmooth import kinked_method_problem
 
-    if method in FILIPPOV_METHODS or (method == "auto" and step is None and kink_slopes(net.activation) is not None):
+    if method in FILIPPOV_METHODS or (method == "auto" and step is None and _event_methods_take(net.activation)):
         return None
     problem = _estimate_method_problem(method, step)
-    if problem is None and method in ("midpoint", "rk4") and not net.activation.smooth:
-        return (f"error_estimate=True with method={method!r} needs a smooth activation (a higher-order scheme loses "
-                f"its order at a kink, and step halving cannot estimate its error); got the kinked activation "
-                f"{net.activation.name!r}: use method='euler' or 'sliding'")
+    kinked = kinked_method_problem(net, method) if problem is None else None
+    if kinked:  # (simulate_nonsmooth's own refusal)
+        return f"error_estimate=True with method={method!r} needs a smooth activation: {kinked}"
     return problem
 
 
