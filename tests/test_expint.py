@@ -293,6 +293,29 @@ def test_auto_method_picks_exprk4_for_long_stiff_horizons_and_dop853_for_short_o
         auto_method(pb, -1.0, 1e-8)
 
 
+def test_auto_runs_the_switching_method_from_a_stiffness_of_400_where_it_pays():
+    # the quick accuracy bench's long case (Exp 1 n = 20, m = 128, t1 = 500: t1·λ_max(M₀) = 631): auto ran DOP853
+    # below the old threshold 2000, at 2.2× the evaluations of dop853+exprk4 to a loss error of 1e-6
+    from gflow.solve.expint import AUTO_MIN_STIFFNESS
+
+    X, y = gf.data.random_labels(n=20, d=20, seed=0)
+    net = gf.Network(d=20, width=128, activation="tanh", seed=0)
+    pb = Problem.from_data(net, X, y)
+    assert AUTO_MIN_STIFFNESS == 400.0
+    method, reason = auto_method(pb, 500.0, 1e-8)
+    assert method == "dop853+exprk4" and "t1·λ_max(M₀) = 631 (threshold 400)" in reason
+    method, reason = auto_method(pb, 300.0, 1e-8)  # (379)
+    assert method == "dop853" and "not stiff enough" in reason and "threshold 400" in reason
+    kw = dict(t1=500.0, saveat=[0.0, 50.0, 100.0, 250.0, 500.0], rtol=1e-6, atol=1e-8, integrals=False)
+    auto, dop = gf.simulate(net, X, y, **kw), gf.simulate(net, X, y, method="dop853", **kw)
+    ref = gf.simulate(net, X, y, method="dop853", **{**kw, "rtol": 1e-12, "atol": 1e-14})
+    assert auto.config["solver"]["method"] == "dop853+exprk4" and auto.stats["switch_time"] < 500.0
+    assert auto.stats["n_f_evals"] < 0.5 * dop.stats["n_f_evals"]  # (541 against 1 223)
+    # the loss error where L > 1e-12, the error of log L below (as the bench: L(500) = 1.1e-22)
+    assert np.abs(auto.loss[:4] / ref.loss[:4] - 1).max() < kw["rtol"] and ref.loss[3] > 1e-12 > ref.loss[4]
+    assert abs(math.log(auto.loss[4]) / math.log(ref.loss[4]) - 1) < kw["rtol"]
+
+
 def test_auto_method_takes_the_switching_method_where_the_loss_never_converges_but_the_flow_is_stiff(make_data):
     # n = 12 > D = 6: G is singular, λ_min(M₀) = 0 and the loss stays at the residual's null-space part; the
     # range modes still make the flow stiff.  The first rule also asked t1·λ_min(M₀) ≥ 50 and ran dop853 here

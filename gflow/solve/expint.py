@@ -1238,8 +1238,14 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
 # while the flow is stiff: linear σ, n = 26, t1 = 20 000 took 34 s with dop853 and 0.02 s — each within its
 # tolerance (dop853, held at its stability limit, is often more accurate than asked); the others lose what the
 # trials cost where the hand-over never comes (≈ 10 %), or where exprk4's steps on a small net cost more Python
-# than they save in flops: 1.32× at worst, side by side.  So stiffness alone decides.
-AUTO_MIN_STIFFNESS = 2000.0  # t1·λ_max(M₀): explicit methods would need ≳ 2000/6·12 ≈ 4000 evaluations
+# than they save in flops: 1.32× at worst, side by side.  So stiffness alone decides.  The threshold was 2000 until
+# the quick accuracy bench's long case (Exp 1 n = 20, m = 128, t1 = 500: t1·λ_max(M₀) = 631) showed auto's DOP853 at
+# 2.2× the evaluations of dop853+exprk4 to a loss error of 1e-6.  On the fuzz's cases in the band 400 ≤ t1·λ_max(M₀)
+# < 2000 (15 of seeds 0–52: tanh, gelu, softplus, erf, linear; rtol 1e-5…1e-9; side by side, the fuzz's 22 output
+# times) dop853 / dop853+exprk4 in wall time was 2.7, 3.7, 3.7, 4.4, 5.0 (linear σ and softplus with λ_min(M₀) ≈ 0:
+# 240–370 evaluations against 1 250–2 770), 1.29, 1.05, 1.01 and 0.82–0.94 on the seven whose hand-over never came
+# (the trials' cost; 1–3 % more evaluations), geometric mean 1.5×; below 400 it was 0.70, 0.71 and 1.47.
+AUTO_MIN_STIFFNESS = 400.0  # t1·λ_max(M₀): explicit methods would need ≳ 400/6·12 ≈ 800 evaluations
 AUTO_MAX_N = 2000  # an n×n eigenproblem per step
 # The tightest rtol auto runs the switching method at.  It was 1e-7 while exprk4 held every step to the node-only
 # estimate: once the loss had converged that missed the local error in r up to 30 000× (an audit), and the relative
