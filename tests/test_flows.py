@@ -592,3 +592,42 @@ def test_the_float32_feature_space_warning_advises_what_the_method_allows():
         gf.simulate_batch(nets, X, y, t1=0.2, space="feature")
     with pytest.warns(gf.GFlowWarning, match=r"gflow.gradient_descent_batch: float32 feature space"):
         gf.gradient_descent_batch(nets, X, y, step=0.1, steps=2, space="feature")
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_torchdiffeq_holds_one_chunk_of_output_states_at_a_time_and_chunks_by_memory(make_data, monkeypatch, batch):
+    # (an audit) odeint returns a chunk's states at once, and the next chunk started from a view of its last one
+    # (which the recorder kept too): the whole chunk stayed alive through the next call — 2 × 79 states of 8.4 MB at
+    # m = D = 1 024 with 5 001 output times.  Chunks are also capped at _CHUNK_BYTES of states.
+    import weakref
+
+    import torchdiffeq
+
+    from gflow.solve import ode
+
+    X, y = make_data(n=6, d=4, seed=0)
+    nets = [gf.Network(d=4, width=16, activation="tanh", seed=s) for s in (0, 1)]
+    returned, alive, rows, state_bytes = [], [], [], []
+    real = torchdiffeq.odeint
+
+    def odeint(func, y0, t, **k):
+        alive.append(sum(r() is not None for r in returned))  # earlier chunks still held (no cycles: refcounts)
+        state_bytes.append(y0.numel() * y0.element_size())
+        ys = real(func, y0, t, **k)
+        returned.append(weakref.ref(ys))
+        rows.append(ys.shape[0])
+        return ys
+
+    monkeypatch.setattr(torchdiffeq, "odeint", odeint)
+    kw = dict(saveat=np.linspace(0.0, 1.0, 201), method="torchdiffeq.dopri5", rtol=1e-8, atol=1e-10, space="weight")
+    run = (lambda: gf.simulate_batch(nets, X, y, **kw)) if batch else (lambda: [gf.simulate(nets[0], X, y, **kw)])
+    first = run()
+    assert all(s.ok for s in first)
+    assert rows[0] == 5 and len(rows) == 50  # _MAX_CHUNKS: 200 output times in chunks of 4 (and the start)
+    assert alive == [0] * 50
+    monkeypatch.setattr(ode, "_CHUNK_BYTES", 3 * state_bytes[0])  # ≤ 2 output states a chunk (3 with its start)
+    returned.clear(), alive.clear(), rows.clear()
+    capped = run()
+    assert max(rows) == 3 and len(rows) == 100 and alive == [0] * 100
+    for a, b in zip(first, capped):
+        assert b.ok and np.abs(b.loss / a.loss - 1).max() < 1e-6

@@ -185,6 +185,22 @@ def test_the_file_holds_configuration_seeds_data_and_package_versions(solution, 
     assert {"X", "y", "X_test", "y_test", "c", "loss", "residual", "H", "W_final"} <= names
 
 
+def test_the_versions_name_torchdiffeq_without_importing_it():
+    # (an audit) versions() imported torchdiffeq for its version — with it scipy.integrate and scipy.optimize, 0.3 s
+    # of the first solve of a process that ran none of its methods
+    import subprocess
+    import sys
+
+    import torchdiffeq
+
+    code = ("import sys, gflow as gf; X, y = gf.data.random_labels(n=4, d=3, seed=0); "
+            "s = gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=1.0); "
+            "print(s.versions['torchdiffeq'], 'torchdiffeq' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == [torchdiffeq.__version__, "False"]
+    assert gf.solution.versions()["torchdiffeq"] == torchdiffeq.__version__
+
+
 def test_saving_without_weights_omits_W_final_and_W_but_keeps_everything_else(flow_solution, tmp_path):
     path = flow_solution.save(tmp_path / "small.nc", include_weights=False)
     with xr.open_dataset(path, engine="h5netcdf") as ds:

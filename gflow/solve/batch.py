@@ -844,7 +844,7 @@ def _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, recorder: _
     y = bf.initial_state()
     recorder.record(0.0, y)
     dev = y.device
-    for chunk in _chunks(grid):
+    for chunk in _chunks(grid, y.numel() * y.element_size()):
         t = torch.as_tensor(chunk, dtype=torch.float64, device=dev)
         options = dict(opts)
         if fixed:
@@ -857,9 +857,10 @@ def _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, recorder: _
             if "first_step" not in opts and monitor.proposed_dt is not None:
                 options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
         ys = odeint_or_abort(odeint, func, y, t, method.removeprefix("torchdiffeq."), rtol, atol, options, monitor)
+        y = ys[-1].clone()  # (a view of ys would keep the whole chunk alive through the next call)
         for k in range(1, len(chunk)):
-            recorder.record(float(chunk[k]), ys[k])
-        y = ys[-1]
+            recorder.record(float(chunk[k]), ys[k] if k < len(chunk) - 1 else y)
+        del ys
         monitor.partial = None
 
 

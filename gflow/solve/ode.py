@@ -81,6 +81,7 @@ _FIXED_OPTIONS = {"implicit_adams": {"max_iters", "max_order"}, "explicit_adams"
 _SCIPY_OPTIONS = {"first_step", "max_step"}
 TIME_TOL = 1e-12  # output times closer than this relative to their own magnitude are one time (rounding)
 _MAX_CHUNKS = 64  # odeint calls per solve: a failure loses at most one chunk of output times
+_CHUNK_BYTES = 1 << 28  # the states one odeint call returns (256 MiB): more, smaller chunks beyond it
 _DENSE_JACOBIAN_LIMIT = 16384  # state size beyond which Radau/BDF/LSODA's dense FD Jacobian exceeds 2 GiB
 
 
@@ -1022,8 +1023,14 @@ def _fixed_step_count(times: np.ndarray, h: float) -> float:
     return n if math.isfinite(n) else math.inf
 
 
-def _chunks(grid: np.ndarray) -> list[np.ndarray]:
+def _chunks(grid: np.ndarray, state_bytes: int = 0) -> list[np.ndarray]:
+    """The output times in chunks of one ``odeint`` call each: at most :data:`_MAX_CHUNKS` of them, and each small
+    enough that the states it returns at once (one per output time of the chunk) hold at most
+    :data:`_CHUNK_BYTES` (at m = D = 1 024 in weight space, 5 001 output times were chunks of 79 states, 0.66 GiB
+    each — at m = D = 4 096, 10.6 GiB)."""
     size = max(1, math.ceil((len(grid) - 1) / _MAX_CHUNKS))
+    if state_bytes > 0:
+        size = max(1, min(size, _CHUNK_BYTES // state_bytes - 1))
     return [grid[i: i + size + 1] for i in range(0, len(grid) - 1, size)]
 
 
@@ -1038,7 +1045,7 @@ def _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder: Reco
     y = field.initial_state()
     recorder.record(0.0, y)
     dev = y.device
-    for chunk in _chunks(grid):
+    for chunk in _chunks(grid, y.numel() * y.element_size()):
         t = torch.as_tensor(chunk, dtype=torch.float64, device=dev)
         options = dict(opts)
         if fixed:
@@ -1052,9 +1059,10 @@ def _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder: Reco
             if "first_step" not in opts and monitor.proposed_dt is not None:
                 options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
         ys = odeint_or_abort(odeint, func, y, t, method, rtol, atol, options, monitor)
+        y = ys[-1].clone()  # (a view of ys would keep the whole chunk alive through the next call)
         for k in range(1, len(chunk)):
-            recorder.record(float(chunk[k]), ys[k])
-        y = ys[-1]
+            recorder.record(float(chunk[k]), ys[k] if k < len(chunk) - 1 else y)
+        del ys
         monitor.partial = None
 
 
