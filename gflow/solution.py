@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _netcdf
 from ._validate import check_flag, describe, is_int, is_real
 
 FORMAT_VERSION = 1
@@ -95,16 +96,35 @@ def _check_writable(folder: Path, p: Path, name: str) -> None:
                          f"({exc.strerror or exc})") from None
 
 
-def write_netcdf_atomic(ds, path: str | Path, also=None) -> Path:
+def to_netcdf(ds, path: str | Path) -> None:
+    """Write the xarray Dataset ``ds`` as the netCDF-4 file ``path`` (replaced): through h5py
+    (:mod:`gflow._netcdf`, ~6x faster than xarray's writer on a Solution) where the dataset is one gflow writes,
+    else ``ds.to_netcdf(path, engine="h5netcdf")``; xarray reads either back identically."""
+    try:
+        _netcdf.write_file(path, ds)
+    except _netcdf.Unsupported:
+        ds.to_netcdf(path, engine="h5netcdf")
+
+
+def write_netcdf_atomic(ds, path: str | Path, also=None, *, write=None) -> Path:
     """Write the xarray Dataset ``ds`` to the netCDF file ``path`` so that a reader sees the old file or the new one,
     whole, never a half-written one (a run killed while saving left a truncated file where a good one was; a load
     beside a save failed): through a temporary file of its own in the same folder, flushed to disk, then
-    :func:`os.replace`.  ``also(tmp)``: writes more groups into the temporary file before it is put in place.  The
-    file keeps its permissions and a symbolic link its target; a hard link to the old file keeps the old contents;
-    in a folder where no file may be created, a writable file is written in place (not atomically)."""
+    :func:`os.replace`.  ``also(tmp)``: writes more groups into the temporary file before it is put in place;
+    ``write(tmp)`` (with ``ds=None``): writes the whole file instead of ``ds``.  The file keeps its permissions and
+    a symbolic link its target; a hard link to the old file keeps the old contents; in a folder where no file may be
+    created, a writable file is written in place (not atomically)."""
     import os
     import stat
     import uuid
+
+    def write_all(target: Path) -> None:
+        if write is not None:
+            write(target)
+        else:
+            to_netcdf(ds, target)
+        if also is not None:
+            also(target)
 
     path = Path(path)
     given = path
@@ -114,16 +134,12 @@ def write_netcdf_atomic(ds, path: str | Path, also=None) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         try:
-            ds.to_netcdf(tmp, engine="h5netcdf")
+            write_all(tmp)
         except PermissionError:  # a folder where no file may be created, holding a file we may write: in place
             if tmp.exists() or not (path.exists() and os.access(path, os.W_OK)):
                 raise
-            ds.to_netcdf(path, engine="h5netcdf")
-            if also is not None:
-                also(path)
+            write_all(path)
             return given
-        if also is not None:
-            also(tmp)
         if path.exists():  # the file keeps its permissions (a 0640 file came back 0644)
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         fd = os.open(tmp, os.O_RDWR)  # (Windows' fsync needs a handle with write access)
@@ -483,7 +499,8 @@ class Solution:
         return xr.Dataset(dv, coords=coords, attrs=attrs)
 
     def save(self, path: str | Path, *, include_weights: bool = True) -> Path:
-        """Write a netCDF-4 file (via h5netcdf) holding the run, its data, configuration and versions.
+        """Write a netCDF-4 file (through h5py in h5netcdf's layout, :mod:`gflow._netcdf`; xarray's writer for a
+        dataset it does not take) holding the run, its data, configuration and versions.
 
         Args:
             path: the file to write (conventionally ``*.nc``).
@@ -509,6 +526,12 @@ class Solution:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no such solution file: {path}")
+        try:  # (through h5py, 4-5x faster than xarray's reader; any other file or a damaged one: xarray, below)
+            ds = _netcdf.read_file(path, group)
+        except Exception:  # noqa: BLE001 - xarray reads it, or says why it cannot
+            ds = None
+        if ds is not None:
+            return cls.from_dataset(ds, path, group=group)
         try:
             with xr.open_dataset(path, engine="h5netcdf", group=group) as ds:
                 ds = ds.load()
