@@ -1243,8 +1243,9 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
 # 2.2× the evaluations of dop853+exprk4 to a loss error of 1e-6.  On the fuzz's cases in the band 400 ≤ t1·λ_max(M₀)
 # < 2000 (15 of seeds 0–52: tanh, gelu, softplus, erf, linear; rtol 1e-5…1e-9; side by side, the fuzz's 22 output
 # times) dop853 / dop853+exprk4 in wall time was 2.7, 3.7, 3.7, 4.4, 5.0 (linear σ and softplus with λ_min(M₀) ≈ 0:
-# 240–370 evaluations against 1 250–2 770), 1.29, 1.05, 1.01 and 0.82–0.94 on the seven whose hand-over never came
-# (the trials' cost; 1–3 % more evaluations), geometric mean 1.5×; below 400 it was 0.70, 0.71 and 1.47.
+# 240–370 evaluations against 1 250–2 770), 1.29, 1.05, 1.01, and 0.82–0.94 on seven: six whose hand-over never
+# came (the trials' cost; 0–3 % more evaluations) and one whose 27 % fewer evaluations cost more Python than they
+# saved; geometric mean 1.5×.  Below 400 it was 0.70, 0.71 and 1.47.
 AUTO_MIN_STIFFNESS = 400.0  # t1·λ_max(M₀): explicit methods would need ≳ 400/6·12 ≈ 800 evaluations
 AUTO_MAX_N = 2000  # an n×n eigenproblem per step
 # The tightest rtol auto runs the switching method at.  It was 1e-7 while exprk4 held every step to the node-only
