@@ -516,6 +516,40 @@ def test_estimate_sees_the_interpolation_error_of_the_remainder_once_the_loss_ha
         assert true < quad < 10 * true and cubic > _DEFECT_RATIO * node, (tau, true, node, cubic, quad)
 
 
+def test_the_dense_output_is_taken_only_within_the_tolerance_and_its_estimate_adds_the_steps_own():
+    """Steps of τ = 1 … 16 from the converged tanh flow at t = 100 (rtol 1e-6), u_{n−1} at 100 − τ: a dense output
+    is taken only where its residual is within the tolerance of a tight DOP853 solve (a review: an always-accepting
+    estimate passed the other tests); at τ = 1, 2 it is taken (the O(τ³) bound turned all of these down), at τ = 16,
+    10× off, turned down; and a step whose own estimate is at the tolerance (step_err = 1) takes none."""
+    from gflow.solve.expint import _dense_output, _Linearization, _substep
+
+    flow, mon, H, A0, H_at = _converged_tanh_flow()
+    H0 = flow.split(flow.field.initial_state())[0]
+    rtol, atol = 1e-6, 1e-12
+    taken = {}
+    for tau in (1.0, 2.0, 8.0, 16.0):
+        prev = flow.evaluate(100.0 - tau, H_at(H0, 0.0, 100.0 - tau), A0, None, mon)
+        p = flow.evaluate(100.0, H, A0, None, mon)
+        lin = _Linearization(flow, p.H, p.B)
+        stages = {}
+        Hn, An, _ = _substep(flow, lin, p, tau, mon, stages=stages)
+        new = flow.evaluate(100.0 + tau, Hn, An, None, mon)
+        for theta in (0.3, 0.5, 0.8):
+            value = _dense_output(flow, lin, p, tau, theta, stages, new, 1e6, 1e6)  # (whatever its estimate)
+            r_dense = flow.evaluate(0.0, value[0], None, None, mon).r
+            r_ref = flow.evaluate(0.0, H_at(H, 100.0, 100.0 + theta * tau), None, None, mon).r
+            true = float((r_dense - r_ref).norm()) / (rtol * float(r_ref.norm()))
+            out = _dense_output(flow, lin, p, tau, theta, stages, new, rtol, atol, prev, 0.0)
+            taken[tau, theta] = out is not None
+            assert out is None or true <= 1.0, (tau, theta, true)
+            assert _dense_output(flow, lin, p, tau, theta, stages, new, rtol, atol, prev, 1.0) is None
+            assert (_dense_output(flow, lin, p, tau, theta, stages, new, rtol, atol) is None) == (tau > 0.5)
+            if tau == 16.0:
+                assert true > 5.0
+    assert all(taken[tau, theta] for tau in (1.0, 2.0) for theta in (0.3, 0.5, 0.8))
+    assert not any(taken[16.0, theta] for theta in (0.3, 0.5, 0.8))
+
+
 @pytest.mark.parametrize("h", [0.5, 1.0, 2.0])
 def test_after_a_hand_over_on_a_converged_flow_the_first_exprk4_step_is_sized_by_the_norm_it_is_held_to(h):
     """A switching method's hand-over trial (τ = 2h after DOP853 steps of h) is judged by the node-only estimate,
