@@ -70,6 +70,7 @@ from .ode import (
     monitor_hints,
     observed_field,
     odeint_or_abort,
+    record_chunk,
     record_tol,
 )
 
@@ -856,11 +857,8 @@ def _run_torchdiffeq_batch(bf, grid, method, rtol, atol, step, opts, recorder: _
             monitor.landing_time = float(chunk[-1])
             if "first_step" not in opts and monitor.proposed_dt is not None:
                 options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
-        ys = odeint_or_abort(odeint, func, y, t, method.removeprefix("torchdiffeq."), rtol, atol, options, monitor)
-        y = ys[-1].clone()  # (a view of ys would keep the whole chunk alive through the next call)
-        for k in range(1, len(chunk)):
-            recorder.record(float(chunk[k]), ys[k] if k < len(chunk) - 1 else y)
-        del ys
+        y = record_chunk(odeint_or_abort(odeint, func, y, t, method.removeprefix("torchdiffeq."), rtol, atol, options,
+                                         monitor), chunk, recorder)
         monitor.partial = None
 
 

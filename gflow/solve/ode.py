@@ -1059,12 +1059,18 @@ def _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder: Reco
             monitor.landing_time = float(chunk[-1])
             if "first_step" not in opts and monitor.proposed_dt is not None:
                 options["first_step"] = min(monitor.proposed_dt, float(chunk[-1] - chunk[0]))
-        ys = odeint_or_abort(odeint, func, y, t, method, rtol, atol, options, monitor)
-        y = ys[-1].clone()  # (a view of ys would keep the whole chunk alive through the next call)
-        for k in range(1, len(chunk)):
-            recorder.record(float(chunk[k]), ys[k] if k < len(chunk) - 1 else y)
-        del ys
+        y = record_chunk(odeint_or_abort(odeint, func, y, t, method, rtol, atol, options, monitor), chunk, recorder)
         monitor.partial = None
+
+
+def record_chunk(ys: torch.Tensor, chunk: np.ndarray, recorder) -> torch.Tensor:
+    """Record the states ``odeint`` returned at a chunk's output times; returns a copy of the last, the next
+    chunk's start (a view of ys, which the recorder kept too, held the whole chunk alive through the next call)
+    (shared by :func:`simulate` and :func:`gflow.simulate_batch`)."""
+    y = ys[-1].clone()
+    for k in range(1, len(chunk)):
+        recorder.record(float(chunk[k]), ys[k] if k < len(chunk) - 1 else y)
+    return y
 
 
 def odeint_or_abort(odeint, func, y, t, method, rtol, atol, options, monitor: Monitor):
