@@ -37,6 +37,7 @@ from .sweeps import open_sweep, run_solution, sweep
 from .solve.nonsmooth import simulate_nonsmooth
 from .solve.batch import gradient_descent_batch, max_seed_rms_norm, networks, simulate_batch
 from .theory import Certificate, certify, limit_gram
+from .compare import Comparison, compare
 
 __all__ = [
     "__version__", "data", "plotting", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
@@ -44,7 +45,7 @@ __all__ = [
     "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
     "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "Interrupted",
     "InUseError", "certify",
-    "Certificate", "limit_gram", "simulate_nonsmooth",
+    "Certificate", "limit_gram", "simulate_nonsmooth", "compare", "Comparison",
     "sweep", "open_sweep", "run_solution",
     "simulate_batch", "gradient_descent_batch", "networks", "max_seed_rms_norm",
 ]

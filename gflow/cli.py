@@ -277,6 +277,15 @@ def cmd_certify(args) -> int:
     return 0 if cert.ok else 1
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    if args.rows < 0:
+        raise CLIError(f"--rows must be a non-negative int, got {args.rows}")
+    print(compare(args.file, args.reference).summary(rows=args.rows))
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plotting import plot_summary
 
@@ -478,6 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--slack", type=float, default=None, help="relative numerical tolerance (default: from the "
                    "solver's tolerances)")
     c.set_defaults(func=cmd_certify)
+
+    cp = sub.add_parser("compare", help="the errors of a saved run against a reference run (GD or a solver vs the "
+                        "flow)", description="Print the relative errors of a saved run's loss, residual, test loss and "
+                        "test MSE, features and weights against a reference run of the same network and data, at the "
+                        "times both saved.",
+                        epilog=_examples("gflow compare gd.nc flow.nc",
+                                         "gflow compare run.nc reference.nc --rows 20"), **fmt)
+    cp.add_argument("file", help="the run to measure (a run file, as for gflow show)")
+    cp.add_argument("reference", help="the reference run: the same network and data, e.g. the flow at a tight rtol "
+                    "saved at the run's times")
+    cp.add_argument("--rows", type=int, default=12, help="rows of the error table (0: no table)")
+    cp.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="draw the summary figure (loss vs bounds, η/μ/λ(M), features, spectrum)",
                         description="Draw the summary figure of a saved run: the loss against the bounds, η/μ/λ(M), "

@@ -68,8 +68,12 @@ def test_relu_gd_against_flow_block(capsys):
     flow, gd = ns["flow"], ns["gd"]
     assert flow.ok and flow.stats["n_events"] > 0
     np.testing.assert_array_equal(gd.t, flow.t)  # the comparison is at the same times
-    gap, est = (float(v) for v in capsys.readouterr().out.split()[:2])
+    out = capsys.readouterr().out
+    gap, est = (float(v) for v in out.split()[:2])
     assert 1e-3 < gap < 0.1 and est < 1e-6  # GD(0.25) visibly off the flow; the flow's own error far below that
+    assert gap == pytest.approx(np.abs(gd.loss / flow.loss - 1).max(), rel=1e-12)
+    assert "GD δ = 0.25 against filippov rtol 1e-09: 5 shared times in [0, 20]" in out
+    assert f"the reference's own estimate of its relative loss error: at most {est:.3e}" in out
 
 
 def test_sweep_toml_block_is_docs_sweep_toml():

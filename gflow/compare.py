@@ -1,0 +1,298 @@
+r"""How far one run lies from a reference run of the same network on the same data.
+
+The question a solver study asks — how accurately does gradient descent with step δ, a loose tolerance or a
+cheaper method follow the true flow? — is a comparison of two :class:`gflow.Solution` s at the times both saved:
+
+>>> ref = gf.simulate(net, X, y, saveat=gd.t, method="dop853", rtol=1e-10, atol=1e-13)   # doctest: +SKIP
+>>> print(gf.compare(gd, ref))                                                             # doctest: +SKIP
+
+Errors are measured in the quantities the paper's theorems bound: the loss L = ½‖r‖² (eq. (6)), the residual
+r = f − y (its relative error e bounds the loss's: |ΔL|/L ≤ 2e + e²), the test loss and test mean squared error,
+and, where both runs kept them, the features H (EQUATIONS.md §2) and the weights W.  GD's iterate k is compared
+with the flow at t = kδ (eq. (9)).  The result is only as good as the reference: its own tolerance is quoted
+with the result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import check_positive_int, describe
+from .solution import Solution
+
+__all__ = ["Comparison", "compare"]
+
+# times of the two runs match within this relative distance (GD's t = kδ against a flow's saveat grid)
+TIME_TOL = 1e-9
+# network settings that may differ between the runs (a float32 run against its float64 reference)
+_FREE_NETWORK_KEYS = ("dtype", "device")
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    r"""The errors of a run against a reference, at the times both saved (from :func:`compare`).
+
+    Attributes (numpy arrays over the K shared times ``t``):
+        t: (K,) the shared saved times.   loss, loss_ref: (K,) L of the run and of the reference there.
+        loss_rel_error: (K,) |L − L_ref| / L_ref (0 where both are 0, inf where only L_ref is).
+        residual_rel_error: (K,) ‖r − r_ref‖₂ / ‖r_ref‖₂, r = f − y on the training points (same conventions).
+        output_abs_error: (K,) max_a |f(x_a) − f_ref(x_a)|.
+        test_loss_rel_error, test_error_rel_error: (K,) the relative errors of the test loss ½Σ(f − y)² and of
+            the test mean squared error; None unless both runs have the same test data.
+        error_estimate: (K,) the run's own estimate of its relative loss error (``sol.error_estimate``) at the
+            shared times, or None; :attr:`estimate_holds` says whether it bounds ``loss_rel_error``.
+        error_estimate_ref: (K,) the reference's own estimate (e.g. ``filippov``'s with ``error_estimate=True``),
+            or None: the measured errors mean little where they are not well above it.
+        feature_t: (J,) the times at which both kept features;  feature_rel_error: (J,) ‖H − H_ref‖_F/‖H_ref‖_F.
+        weight_rel_error: ‖W − W_ref‖_F/‖W_ref‖_F at the last shared time where both kept the weights (the runs'
+            ends when they end together, else a ``weights_at`` time of both), None where there is none;
+            weight_t: that time.
+        label, label_ref: what was compared (method and step or tolerance).
+        status, status_ref: the runs' statuses (a stopped run is compared over the times it saved).
+        rtol_ref: the reference's relative tolerance (None for GD or a fixed step).
+    """
+
+    t: np.ndarray
+    loss: np.ndarray
+    loss_ref: np.ndarray
+    loss_rel_error: np.ndarray
+    residual_rel_error: np.ndarray
+    output_abs_error: np.ndarray
+    test_loss_rel_error: np.ndarray | None
+    test_error_rel_error: np.ndarray | None
+    error_estimate: np.ndarray | None
+    error_estimate_ref: np.ndarray | None
+    feature_t: np.ndarray
+    feature_rel_error: np.ndarray
+    weight_t: float | None
+    weight_rel_error: float | None
+    label: str
+    label_ref: str
+    status: str
+    status_ref: str
+    rtol_ref: float | None
+
+    @property
+    def max_loss_rel_error(self) -> float:
+        """The largest relative loss error over the shared times."""
+        return float(np.max(self.loss_rel_error))
+
+    @property
+    def max_residual_rel_error(self) -> float:
+        """The largest relative residual error over the shared times."""
+        return float(np.max(self.residual_rel_error))
+
+    @property
+    def estimate_holds(self) -> bool | None:
+        """Whether the run's own error estimate bounds its measured relative loss error at every shared time
+        where the estimate is finite (None without an estimate)."""
+        if self.error_estimate is None:
+            return None
+        finite = np.isfinite(self.error_estimate)
+        return bool(np.all(self.loss_rel_error[finite] <= self.error_estimate[finite]))
+
+    def table(self, rows: int = 10) -> str:
+        """The errors at up to ``rows`` shared times spread evenly over them (first and last included)."""
+        rows = check_positive_int(rows, "rows", minimum=0)
+        K = len(self.t)
+        idx = sorted(set(np.linspace(0, K - 1, min(rows, K)).round().astype(int).tolist())) if rows != 1 else [K - 1]
+        test = self.test_error_rel_error is not None
+        head = (f"{'t':>12}  {'loss':>12}  {'loss (ref)':>12}  {'rel. error':>10}  {'residual':>10}"
+                + (f"  {'test MSE':>10}" if test else "") + (f"  {'estimate':>10}" if self.error_estimate is not None
+                                                            else ""))
+        lines = [head] if idx else []
+        for k in idx:
+            line = (f"{self.t[k]:12.6g}  {self.loss[k]:12.5e}  {self.loss_ref[k]:12.5e}  "
+                    f"{self.loss_rel_error[k]:10.3e}  {self.residual_rel_error[k]:10.3e}")
+            if test:
+                line += f"  {self.test_error_rel_error[k]:10.3e}"
+            if self.error_estimate is not None:
+                line += f"  {self.error_estimate[k]:10.3e}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def summary(self, rows: int = 10) -> str:
+        """What was compared, the largest errors, notes on the reference and the runs' statuses, and the table of
+        :meth:`table` (``rows=0``: no table)."""
+        rows = check_positive_int(rows, "rows", minimum=0)
+        K = len(self.t)
+        k = int(np.argmax(self.loss_rel_error))
+        lines = [f"{self.label} against {self.label_ref}: {K} shared time{'s' if K != 1 else ''} in "
+                 f"[{self.t[0]:.6g}, {self.t[-1]:.6g}]",
+                 f"largest relative error of the loss {self.loss_rel_error[k]:.3e} (at t = {self.t[k]:.6g}); "
+                 f"of the residual {self.max_residual_rel_error:.3e}; of f {float(np.max(self.output_abs_error)):.3e} "
+                 "(absolute)"]
+        if self.test_error_rel_error is not None:
+            lines.append(f"test loss {float(np.max(self.test_loss_rel_error)):.3e}, test mean squared error "
+                         f"{float(np.max(self.test_error_rel_error)):.3e} (largest relative errors)")
+        if len(self.feature_t):
+            lines.append(f"features H at {len(self.feature_t)} time{'s' if len(self.feature_t) != 1 else ''}: "
+                         f"{float(np.max(self.feature_rel_error)):.3e} (largest relative Frobenius error)")
+        if self.weight_rel_error is not None:
+            lines.append(f"weights W at t = {self.weight_t:.6g}: {self.weight_rel_error:.3e} (relative Frobenius)")
+        if self.error_estimate is not None:
+            lines.append(f"the run's own error estimate {'bounds' if self.estimate_holds else 'does NOT bound'} "
+                         "its loss error at every shared time")
+        if self.error_estimate_ref is not None:
+            ref_est = float(np.max(self.error_estimate_ref))
+            lines.append(f"the reference's own estimate of its relative loss error: at most {ref_est:.3e}")
+            if self.max_loss_rel_error < 10.0 * ref_est:
+                lines.append("note: the errors are within 10× the reference's own error estimate: tighten the "
+                             "reference to resolve them")
+        elif self.rtol_ref is not None and self.max_loss_rel_error < 10.0 * self.rtol_ref:
+            lines.append(f"note: the errors are within 10× the reference's rtol ({self.rtol_ref:g}): tighten the "
+                         "reference to resolve them")
+        for who, status in (("run", self.status), ("reference", self.status_ref)):
+            if status != "success":
+                lines.append(f"note: the {who} stopped early ({status}); compared over the times it saved")
+        table = self.table(rows)
+        return "\n".join(lines + ([table] if table else []))
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return (f"Comparison({self.label!r} vs {self.label_ref!r}, K={len(self.t)}, "
+                f"max loss rel. error {self.max_loss_rel_error:.3e})")
+
+
+def _source(x, name: str) -> Solution:
+    if isinstance(x, Solution):
+        return x
+    if isinstance(x, (str, os.PathLike)):
+        return Solution.load(x)
+    raise TypeError(f"{name} must be a gflow.Solution or the path of a saved one, got {describe(x)}")
+
+
+def _label(sol: Solution) -> str:
+    solver = sol.config.get("solver", {})
+    if sol.kind == "gd":
+        return f"GD δ = {solver.get('step'):g}"
+    method = solver.get("method", "?")
+    if solver.get("step") is not None:  # (a fixed step, or the finest of a step-halving estimate)
+        return f"{method} step {solver['step']:g}" + (" (step halving)" if solver.get("error_estimate") else "")
+    return f"{method} rtol {solver['rtol']:g}" if solver.get("rtol") is not None else str(method)
+
+
+def _same(a, b, rtol: float) -> bool:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=rtol * float(np.max(np.abs(b), initial=0.0))))
+
+
+def _check_same_problem(sol: Solution, ref: Solution) -> None:
+    """Raise ValueError where the two runs differ in their network or training data (float32 and float64 runs of
+    the same network and data compare: their arrays agree to float32's rounding)."""
+    net, net_ref = sol.config.get("network", {}), ref.config.get("network", {})
+    low = 1e-12 if net.get("dtype", "float64") == net_ref.get("dtype", "float64") == "float64" else 1e-6
+    keys = sorted(k for k in set(net) | set(net_ref) if k not in _FREE_NETWORK_KEYS and net.get(k) != net_ref.get(k))
+    if keys:
+        diff = "; ".join(f"{k}: {net.get(k)!r} vs {net_ref.get(k)!r}" for k in keys)
+        raise ValueError(f"sol and reference are runs of different networks ({diff}); compare a run with a reference "
+                         "of the same network (the same gf.Network, or the same seed and settings)")
+    for name in ("c", "W0"):
+        a, b = getattr(sol, name), getattr(ref, name)
+        if (a is None) != (b is None) or (a is not None and not _same(a, b, low)):
+            raise ValueError(f"sol and reference are runs of different networks: their {name} differ")
+    for name in ("X", "y"):
+        if not _same(getattr(sol, name), getattr(ref, name), low):
+            raise ValueError(f"sol and reference were trained on different data: their {name} differ (shapes "
+                             f"{np.shape(getattr(sol, name))} and {np.shape(getattr(ref, name))})")
+
+
+def _shared(t: np.ndarray, t_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i, j) with t[i] = t_ref[j] within TIME_TOL relative (both sorted)."""
+    t, t_ref = np.asarray(t, dtype=np.float64), np.asarray(t_ref, dtype=np.float64)
+    if not len(t) or not len(t_ref):
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    j = np.clip(np.searchsorted(t_ref, t), 1, len(t_ref) - 1) if len(t_ref) > 1 else np.zeros(len(t), dtype=int)
+    j = np.where(np.abs(t_ref[j - 1] - t) < np.abs(t_ref[j] - t), j - 1, j) if len(t_ref) > 1 else j
+    ok = np.abs(t_ref[j] - t) <= TIME_TOL * np.maximum(1.0, np.abs(t))
+    return np.flatnonzero(ok), j[ok]
+
+
+def _rel(diff: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """|diff| / |ref| elementwise, 0 where both are 0 and inf where only ref is."""
+    diff, ref = np.abs(diff), np.abs(ref)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = diff / ref
+    return np.where(ref > 0, out, np.where(diff > 0, np.inf, 0.0))
+
+
+def _rows_norm(a: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.sum(np.asarray(a, dtype=np.float64).reshape(len(a), -1) ** 2, axis=1))
+
+
+def compare(sol, reference) -> Comparison:
+    r"""The errors of ``sol`` against ``reference`` at the times both saved.
+
+    Args:
+        sol: a :class:`gflow.Solution` (a flow or gradient descent), or the path of a saved one.
+        reference: a run of the same network on the same data — typically the flow at a tight tolerance, saved
+            at ``sol``'s times (``saveat=sol.t``; GD's t = kδ) — or the path of one.  float32 and float64 runs of
+            one network compare.
+
+    Returns:
+        a :class:`Comparison`: relative errors of the loss, residual, test loss and test mean squared error at
+        the shared times, of the features at the shared feature times, of the weights at the last shared weight
+        time; ``print()`` it for a summary and table.
+
+    Raises:
+        TypeError: an argument is not a Solution or a path.
+        ValueError: the runs differ in their network or training data, or share no saved time (the message
+            gives both runs' time ranges and how to save at common times).
+    """
+    sol, ref = _source(sol, "sol"), _source(reference, "reference")
+    _check_same_problem(sol, ref)
+    i, j = _shared(sol.t, ref.t)
+    if not np.any(np.asarray(ref.t)[j] > 0.0):  # (both start at t = 0, where they agree by construction)
+        raise ValueError(
+            f"sol and reference share no saved time after t = 0 (sol: {len(sol.t)} times in "
+            f"[{sol.t[0]:.6g}, {sol.t[-1]:.6g}], "
+            f"reference: {len(ref.t)} in [{ref.t[0]:.6g}, {ref.t[-1]:.6g}], matched within {TIME_TOL:g} relative): "
+            "solve the reference with saveat=sol.t, or save both at common times (GD saves t = kδ at every "
+            "save_every-th step)")
+    loss, loss_ref = np.asarray(sol.loss)[i].astype(np.float64), np.asarray(ref.loss)[j].astype(np.float64)
+    r, r_ref = np.asarray(sol.residual, dtype=np.float64)[i], np.asarray(ref.residual, dtype=np.float64)[j]
+    f, f_ref = np.asarray(sol.output, dtype=np.float64)[i], np.asarray(ref.output, dtype=np.float64)[j]
+    test = (sol.X_test is not None and ref.X_test is not None and sol.test_loss is not None
+            and ref.test_loss is not None and _same(sol.X_test, ref.X_test, 1e-6) and _same(sol.y_test, ref.y_test,
+                                                                                             1e-6))
+    fi, fj = _shared(sol.feature_t, ref.feature_t) if sol.H is not None and ref.H is not None else ([], [])
+    H, H_ref = (np.asarray(sol.H, dtype=np.float64)[fi], np.asarray(ref.H, dtype=np.float64)[fj]) if len(fi) else (
+        np.zeros((0,)), np.zeros((0,)))
+    weight_t = weight_error = None
+    # the weights: both runs' ends where they end together, else the last time at which both kept W
+    if abs(float(sol.t[-1]) - float(ref.t[-1])) <= TIME_TOL * max(1.0, abs(float(ref.t[-1]))):
+        weight_t, W, W_ref = float(ref.t[-1]), sol.W_final, ref.W_final
+    else:
+        wi, wj = (_shared(sol.weight_t, ref.weight_t) if sol.W is not None and ref.W is not None
+                  else (np.zeros(0, dtype=int), np.zeros(0, dtype=int)))
+        if len(wi):
+            weight_t, W, W_ref = float(ref.weight_t[wj[-1]]), sol.W[wi[-1]], ref.W[wj[-1]]
+    if weight_t is not None:
+        W, W_ref = np.asarray(W, dtype=np.float64), np.asarray(W_ref, dtype=np.float64)
+        weight_error = float(_rel(np.linalg.norm(W - W_ref), np.linalg.norm(W_ref)))
+    solver_ref = ref.config.get("solver", {})
+    rtol_ref = solver_ref.get("rtol") if ref.kind != "gd" and solver_ref.get("step") is None else None
+    estimate = None if sol.error_estimate is None else np.asarray(sol.error_estimate, dtype=np.float64)[i]
+    estimate_ref = None if ref.error_estimate is None else np.asarray(ref.error_estimate, dtype=np.float64)[j]
+    return Comparison(
+        t=np.asarray(ref.t, dtype=np.float64)[j], loss=loss, loss_ref=loss_ref,
+        loss_rel_error=_rel(loss - loss_ref, loss_ref),
+        residual_rel_error=_rel(_rows_norm(r - r_ref), _rows_norm(r_ref)),
+        output_abs_error=np.max(np.abs(f - f_ref), axis=1),
+        test_loss_rel_error=(_rel(np.asarray(sol.test_loss)[i] - np.asarray(ref.test_loss)[j],
+                                  np.asarray(ref.test_loss)[j]) if test else None),
+        test_error_rel_error=(_rel(np.asarray(sol.test_error)[i] - np.asarray(ref.test_error)[j],
+                                   np.asarray(ref.test_error)[j]) if test else None),
+        error_estimate=estimate, error_estimate_ref=estimate_ref,
+        feature_t=np.asarray(ref.feature_t, dtype=np.float64)[fj] if len(fj) else np.zeros(0),
+        feature_rel_error=_rel(_rows_norm(H - H_ref), _rows_norm(H_ref)) if len(fi) else np.zeros(0),
+        weight_t=weight_t, weight_rel_error=weight_error,
+        label=_label(sol), label_ref=_label(ref), status=sol.status, status_ref=ref.status,
+        rtol_ref=None if rtol_ref is None or not math.isfinite(rtol_ref) else float(rtol_ref),
+    )

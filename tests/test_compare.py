@@ -1,0 +1,167 @@
+"""gf.compare: a run's errors against a reference run of the same network and data."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import gflow as gf
+from gflow.cli import main
+
+
+@pytest.fixture(scope="module")
+def linear_net():
+    """A linear-σ P-3L net, whose flow on the training points is r(t) = exp(−κ G t) r0 (EQUATIONS.md E3)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((6, 4)), rng.uniform(-0.5, 0.5, 6)
+    net = gf.Network(d=4, width=16, activation="linear", embedding=gf.RandomFeatures(D=8, activation="tanh"),
+                     seed=1)
+    return net, X, y
+
+
+@pytest.fixture(scope="module")
+def tanh_runs():
+    X, y = gf.data.random_labels(n=12, d=6, seed=0)
+    Xt, yt = gf.data.random_labels(n=30, d=6, seed=1)
+    net = gf.Network(d=6, width=48, activation="tanh", seed=0)
+    gd = gf.gradient_descent(net, X, y, step=0.5, steps=20, save_every=2, X_test=Xt, y_test=yt,
+                             features_at=[0.0, 1.0, 2.0, 10.0])
+    ref = gf.simulate(net, X, y, saveat=gd.t, rtol=1e-11, atol=1e-13, X_test=Xt, y_test=yt)
+    return net, X, y, Xt, yt, gd, ref
+
+
+def test_gd_against_the_linear_flow_measures_its_distance_to_the_closed_form(linear_net):
+    net, X, y = linear_net
+    gd = gf.gradient_descent(net, X, y, step=0.1, steps=30, save_every=1, integrals=False)
+    grid = np.arange(31) / 10.0  # (3/10 is 0.3 here and 3·0.1 = 0.30000000000000004 in GD: matched within 1e-9)
+    assert np.any(grid != gd.t)
+    ref = gf.simulate(net, X, y, saveat=grid, method="dop853", rtol=1e-12, atol=1e-14, integrals=False)
+    cmp = gf.compare(gd, ref)
+    assert len(cmp.t) == 31 and np.array_equal(cmp.t, grid)
+    kappa = net.lr * net.alpha ** 2 * net.beta ** 2 * net.D * float((net.c ** 2).sum())
+    G = net.gram(X).numpy()
+    r0 = net.forward(X).numpy() - y
+    L_exact = np.array([0.5 * np.sum((scipy.linalg.expm(-kappa * G * t) @ r0) ** 2) for t in grid])
+    assert np.allclose(ref.loss, L_exact, rtol=1e-9, atol=0.0)  # (the reference is the closed form)
+    assert np.allclose(cmp.loss_rel_error, np.abs(gd.loss - L_exact) / L_exact, rtol=1e-6, atol=1e-12)
+    assert cmp.loss_rel_error[0] < 1e-14 and cmp.max_loss_rel_error > 1e-4
+    # the residual error bounds the loss error: |ΔL|/L ≤ 2e + e²
+    e = cmp.residual_rel_error
+    assert np.all(cmp.loss_rel_error <= 2 * e + e ** 2 + 1e-12)
+
+
+def test_gd_error_against_the_flow_is_first_order_in_the_step(linear_net):
+    net, X, y = linear_net
+    ref = gf.simulate(net, X, y, saveat=np.linspace(0.0, 2.0, 5), method="dop853", rtol=1e-12, atol=1e-14,
+                      integrals=False)
+    errs = []
+    for delta in (0.1, 0.05, 0.025):
+        gd = gf.gradient_descent(net, X, y, step=delta, steps=round(2.0 / delta), save_every=round(0.5 / delta),
+                                 integrals=False)
+        errs.append(gf.compare(gd, ref).max_loss_rel_error)
+    ratios = np.array(errs[:-1]) / np.array(errs[1:])
+    assert np.all((ratios > 1.7) & (ratios < 2.3)), (errs, ratios)
+
+
+def test_the_two_exact_formulations_agree_in_every_compared_quantity(tanh_runs):
+    net, X, y, Xt, yt, gd, _ = tanh_runs
+    kw = dict(saveat=np.linspace(0.0, 5.0, 6), rtol=1e-11, atol=1e-13, X_test=Xt, y_test=yt,
+              features_at=[0.0, 2.0, 5.0], weights_at=[2.0])
+    w = gf.simulate(net, X, y, space="weight", **kw)
+    f = gf.simulate(net, X, y, space="feature", **kw)
+    cmp = gf.compare(f, w)
+    assert np.array_equal(cmp.feature_t, [0.0, 2.0, 5.0]) and cmp.weight_t == 5.0
+    for err in (cmp.residual_rel_error, cmp.loss_rel_error, cmp.test_loss_rel_error, cmp.test_error_rel_error,
+                cmp.feature_rel_error, [cmp.weight_rel_error]):
+        assert np.max(err) < 1e-8, err
+    assert cmp.max_residual_rel_error > 0.0  # (two computations, not one compared with itself)
+    # runs that end apart compare their weights at the last weights_at time both kept
+    shorter = gf.simulate(net, X, y, saveat=np.linspace(0.0, 4.0, 5), rtol=1e-11, atol=1e-13, space="feature",
+                          weights_at=[1.0, 2.0, 3.0], integrals=False)
+    cmp_w = gf.compare(shorter, w)
+    assert cmp_w.weight_t == 2.0 and 0.0 < cmp_w.weight_rel_error < 1e-8
+    # against GD (δ = 0.5) every quantity is visibly off, and the errors are the runs' own differences
+    cmp_gd = gf.compare(gd, w)
+    k = np.flatnonzero(np.isin(gd.t, w.t))
+    assert np.array_equal(cmp_gd.t, gd.t[k]) and len(k) == 6  # t = 0, 1, …, 5
+    j = np.searchsorted(w.t, gd.t[k])
+    rel = np.abs(gd.test_error[k] - w.test_error[j]) / w.test_error[j]
+    assert np.allclose(cmp_gd.test_error_rel_error, rel, rtol=1e-12) and rel.max() > 1e-3
+    assert np.array_equal(cmp_gd.feature_t, [0.0, 2.0]) and cmp_gd.feature_rel_error[0] == 0.0  # (GD's 0, 2 of 4)
+    H, H_ref = gd.features_at(2.0), w.features_at(2.0)
+    assert cmp_gd.feature_rel_error[1] == pytest.approx(np.linalg.norm(H - H_ref) / np.linalg.norm(H_ref), rel=1e-12)
+    assert cmp_gd.weight_rel_error is None  # (the runs end at 10 and 5, and share no weights_at time)
+
+
+def test_a_float32_run_compares_with_its_float64_reference(tanh_runs):
+    net, X, y, Xt, yt, _, ref = tanh_runs
+    net32 = gf.Network(d=6, width=48, activation="tanh", seed=0, dtype="float32")
+    sol = gf.simulate(net32, X, y, saveat=ref.t, rtol=1e-5, atol=1e-6, X_test=Xt, y_test=yt)
+    cmp = gf.compare(sol, ref)
+    assert 0.0 < cmp.max_residual_rel_error < 1e-3 and cmp.test_error_rel_error is not None
+
+
+def test_the_run_s_own_error_estimate_is_checked_against_its_measured_error(tanh_runs):
+    net, X, y, Xt, yt, gd, ref = tanh_runs
+    sol = gf.simulate(net, X, y, saveat=gd.t, method="euler", step=0.25, error_estimate=True, integrals=False)
+    cmp = gf.compare(sol, ref)
+    assert cmp.error_estimate is not None and cmp.estimate_holds is True
+    assert "step halving" in cmp.label and "bounds its loss error" in str(cmp)
+    low = dataclasses.replace(cmp, error_estimate=cmp.loss_rel_error / 2.0)
+    assert low.estimate_holds is False and "does NOT bound" in str(low)
+    assert gf.compare(gd, ref).estimate_holds is None
+    # the reference's own estimate, where it has one, is quoted, and sets the line below which errors mean little
+    against = gf.compare(ref, sol)
+    assert np.array_equal(against.error_estimate_ref, cmp.error_estimate) and against.error_estimate is None
+    assert "within 10× the reference's own error estimate" in str(against)
+
+
+def test_a_loose_reference_and_a_stopped_run_are_said_in_the_summary(tanh_runs):
+    net, X, y, Xt, yt, gd, ref = tanh_runs
+    loose = gf.simulate(net, X, y, saveat=gd.t, rtol=1e-3, atol=1e-6)
+    text = str(gf.compare(ref, loose))
+    assert "within 10× the reference's rtol (0.001)" in text
+    short = gf.simulate(net, X, y, saveat=gd.t, rtol=1e-10, max_steps=8, warn=False)
+    assert short.status == "max_steps"
+    cmp = gf.compare(short, ref)
+    assert cmp.t[-1] <= short.t[-1] < 10.0 and "the run stopped early (max_steps)" in str(cmp)
+
+
+def test_a_flow_at_rest_has_zero_error_not_nan():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((5, 3)), np.zeros(5)
+    net = gf.Network(d=3, width=8, activation="tanh", seed=0, W0=np.zeros((8, 3)), c=np.ones(8))
+    a = gf.simulate(net, X, y, t1=1.0, integrals=False)
+    b = gf.gradient_descent(net, X, y, step=0.5, steps=2, save_every=1, integrals=False)
+    cmp = gf.compare(b, a)
+    assert np.all(cmp.loss_rel_error == 0.0) and np.all(cmp.residual_rel_error == 0.0)
+    assert np.all(cmp.loss_ref == 0.0)
+
+
+def test_runs_of_different_networks_data_or_times_are_refused(tanh_runs, tmp_path):
+    net, X, y, Xt, yt, gd, ref = tanh_runs
+    other = gf.Network(d=6, width=48, activation="tanh", seed=1)
+    with pytest.raises(ValueError, match=r"different networks \(seed: 1 vs 0\)"):
+        gf.compare(gf.gradient_descent(other, X, y, step=0.5, steps=2), ref)
+    with pytest.raises(ValueError, match=r"different data: their y differ"):
+        gf.compare(gf.gradient_descent(net, X, -y, step=0.5, steps=2), ref)
+    late = gf.simulate(net, X, y, saveat=[0.0, 10.5, 11.0], rtol=1e-6)  # (every run starts at t = 0)
+    with pytest.raises(ValueError, match=r"share no saved time after t = 0 .*saveat=sol\.t"):
+        gf.compare(late, gd)
+    with pytest.raises(TypeError, match=r"reference must be a gflow.Solution or the path of a saved one, got int"):
+        gf.compare(gd, 3)
+    with pytest.raises(ValueError, match="rows must be an integer >= 0"):
+        gf.compare(gd, ref).summary(rows=-1)
+
+
+def test_gflow_compare_prints_the_errors_of_two_saved_runs(tanh_runs, tmp_path, capsys):
+    net, X, y, Xt, yt, gd, ref = tanh_runs
+    a, b = gd.save(tmp_path / "gd.nc"), ref.save(tmp_path / "ref.nc")
+    assert main(["compare", str(a), str(b), "--rows", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("GD δ = 0.5 against dop853 rtol 1e-11: 11 shared times in [0, 10]")
+    assert f"{gf.compare(gd, ref).max_loss_rel_error:.3e}" in out and len(out.strip().splitlines()) == 5 + 4
+    other = gf.simulate(gf.Network(d=6, width=48, activation="tanh", seed=2), X, y, t1=1.0)
+    assert main(["compare", str(a), str(other.save(tmp_path / "other.nc"))]) == 2
+    assert "different networks" in capsys.readouterr().err
