@@ -17,7 +17,7 @@ A bound is drawn only when the certificate says its hypotheses hold, and only ov
 window: where the loss is finite and above the floor max(n·(1e3·atol·ĉ)², 1e-25·L₀) of :func:`gflow.certify`.
 
 Functions: :func:`plot_loss_bounds`, :func:`plot_quantities`, :func:`plot_feature_scatter`,
-:func:`plot_gram_spectrum`, :func:`plot_summary`, and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`;
+:func:`plot_gram_spectrum`, :func:`plot_summary`, :func:`plot_comparison` (a :func:`gflow.compare` result), and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`;
 one of its runs is a Solution again with :func:`gflow.run_solution`).  matplotlib is imported lazily.
 """
 
@@ -545,6 +545,87 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
     return fig
 
 
+def plot_comparison(comparison, axes=None):
+    r"""Two panels over the shared times of a :class:`gflow.Comparison` (:func:`gflow.compare`): the loss of the
+    run and of the reference (log y); the run's relative errors — loss, residual, test mean squared error — with
+    the run's own error estimate and the reference's (or its rtol) for scale (log y; exact zeros, e.g. at t = 0,
+    are left out).
+
+    Args:
+        comparison: a :class:`gflow.Comparison`.
+        axes: two Axes to draw into (default: a new 1×2 figure).
+
+    Returns:
+        the Figure.  The error lines carry ``gid = "error:loss"``, ``"error:residual"``, ``"error:test"``,
+        ``"estimate"``, ``"estimate:reference"`` (or ``"rtol:reference"``).
+    """
+    from .compare import Comparison
+
+    if not isinstance(comparison, Comparison):
+        raise TypeError(f"comparison must be a gflow.Comparison (from gf.compare(sol, reference)), got "
+                        f"{describe(comparison)}")
+    c = comparison
+    if axes is None:
+        fig, axes = _pyplot().subplots(1, 2, figsize=(11.0, 4.0))
+        new = True
+    else:
+        axes = list(np.ravel(np.asarray(axes, dtype=object)))
+        if len(axes) != 2:
+            raise ValueError(f"axes must hold 2 Axes, got {len(axes)}")
+        axes = [_check_axes(a, f"axes[{i}]") for i, a in enumerate(axes)]
+        fig, new = axes[0].figure, False
+    a1, a2 = axes
+    t = np.asarray(c.t, float)
+
+    def positive(values):
+        v = np.asarray(values, float)
+        return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+
+    a1.plot(t, positive(c.loss_ref), color="black", lw=1.8, label=f"reference: {c.label_ref}")
+    a1.plot(t, positive(c.loss), color="tab:red", lw=1.4, ls="--", marker="o", ms=3, label=c.label)
+    a1.set_yscale("log")
+    a1.set_ylabel(r"training loss $L_t$", fontsize=FONT["label"])
+    a1.set_title("loss of the run and of the reference", fontsize=FONT["title"])
+    lines = [("loss", c.loss_rel_error, dict(color="tab:red", lw=1.6, marker="o", ms=3),
+              r"loss $|L-L_{ref}|/L_{ref}$"),
+             ("residual", c.residual_rel_error, dict(color="tab:blue", lw=1.4, marker="s", ms=3),
+              r"residual $\|r-r_{ref}\|/\|r_{ref}\|$")]
+    if c.test_error_rel_error is not None:
+        lines.append(("test", c.test_error_rel_error, dict(color="0.45", lw=1.4, ls="-.", marker="^", ms=3),
+                      "test MSE (relative)"))
+    if c.error_estimate is not None:
+        lines.append(("estimate", c.error_estimate, dict(color="tab:red", lw=1.2, ls=":"),
+                      "the run's own error estimate"))
+    if c.error_estimate_ref is not None:
+        lines.append(("estimate:reference", c.error_estimate_ref, dict(color="black", lw=1.2, ls=":"),
+                      "the reference's own error estimate"))
+    drawn = 0
+    for gid, values, style, label in lines:
+        v = positive(values)
+        if np.any(np.isfinite(v)):
+            (line,) = a2.plot(t, v, label=label, **style)
+            line.set_gid(gid if gid.startswith("estimate") else f"error:{gid}")
+            drawn += 1
+    if c.error_estimate_ref is None and c.rtol_ref is not None:
+        line = a2.axhline(c.rtol_ref, color="black", lw=1.0, ls=":", label=f"the reference's rtol ({c.rtol_ref:g})")
+        line.set_gid("rtol:reference")
+    if drawn:
+        a2.set_yscale("log")
+    else:
+        _empty_note(a2, "the run and the reference agree exactly\nat every shared time")
+    a2.set_ylabel("relative error", fontsize=FONT["label"])
+    a2.set_title(f"{c.label} against {c.label_ref}", fontsize=FONT["title"])
+    for a in axes:
+        a.set_xlabel(r"$t$", fontsize=FONT["label"])
+        _set_time_limits(a, t)  # (both panels over the shared times: the error panel has no point at t = 0)
+        _style(a)
+        if a.get_legend_handles_labels()[0]:
+            _legend(a)
+    if new:
+        fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 3. feature scatter (Figure 4, second row)
 
@@ -896,4 +977,4 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
 
 
 __all__ = ["plot_loss_bounds", "plot_quantities", "plot_feature_scatter", "plot_gram_spectrum",
-           "plot_summary", "run_description", "plot_sweep", "BOUND_KEYS"]
+           "plot_summary", "plot_comparison", "run_description", "plot_sweep", "BOUND_KEYS"]

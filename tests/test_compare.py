@@ -2,12 +2,15 @@
 
 import dataclasses
 
+import matplotlib
 import numpy as np
 import pytest
 import scipy.linalg
 
 import gflow as gf
 from gflow.cli import main
+
+matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +168,30 @@ def test_gflow_compare_prints_the_errors_of_two_saved_runs(tanh_runs, tmp_path, 
     other = gf.simulate(gf.Network(d=6, width=48, activation="tanh", seed=2), X, y, t1=1.0)
     assert main(["compare", str(a), str(other.save(tmp_path / "other.nc"))]) == 2
     assert "different networks" in capsys.readouterr().err
+
+
+def test_plot_comparison_draws_the_errors_and_both_estimates(tanh_runs):
+    import matplotlib.pyplot as plt
+
+    net, X, y, Xt, yt, gd, ref = tanh_runs
+    sol = gf.simulate(net, X, y, saveat=gd.t, method="euler", step=0.25, error_estimate=True, integrals=False)
+    cmp = gf.compare(gd, ref)
+    fig = gf.plotting.plot_comparison(cmp)
+    lines = {ln.get_gid(): ln for ln in fig.axes[1].get_lines()}
+    assert set(lines) == {"error:loss", "error:residual", "error:test", "rtol:reference"}
+    y_loss = np.asarray(lines["error:loss"].get_ydata(), float)
+    assert np.isnan(y_loss[0]) and np.array_equal(y_loss[1:], cmp.loss_rel_error[1:])  # (t = 0: exactly 0)
+    assert fig.axes[1].get_yscale() == "log" and fig.axes[0].get_lines()[1].get_ydata()[-1] == gd.loss[-1]
+    fig2 = gf.plotting.plot_comparison(gf.compare(sol, ref))
+    assert {"estimate", "error:loss"} <= {ln.get_gid() for ln in fig2.axes[1].get_lines()}
+    fig3 = gf.plotting.plot_comparison(gf.compare(ref, sol))
+    assert "estimate:reference" in {ln.get_gid() for ln in fig3.axes[1].get_lines()}
+    same = gf.plotting.plot_comparison(gf.compare(ref, ref))  # (no error to draw on a log axis: a note)
+    assert [ln.get_gid() for ln in same.axes[1].get_lines()] == ["rtol:reference"]
+    assert "agree exactly" in same.axes[1].texts[0].get_text()
+    with pytest.raises(TypeError, match="comparison must be a gflow.Comparison"):
+        gf.plotting.plot_comparison(ref)
+    _, ax = plt.subplots()
+    with pytest.raises(ValueError, match="axes must hold 2 Axes, got 1"):
+        gf.plotting.plot_comparison(cmp, axes=[ax])
+    plt.close("all")
