@@ -18,7 +18,8 @@ window: where the loss is finite and above the floor max(n·(1e3·atol·ĉ)², 1
 
 Functions: :func:`plot_loss_bounds`, :func:`plot_quantities`, :func:`plot_feature_scatter`,
 :func:`plot_gram_spectrum`, :func:`plot_summary`, :func:`plot_comparison` (a :func:`gflow.compare` result),
-and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`; one of its runs is a Solution again with :func:`gflow.run_solution`).  matplotlib is imported lazily.
+and :func:`plot_sweep` for a sweep (:func:`gflow.open_sweep`; one of its runs is a Solution again with
+:func:`gflow.run_solution`).  matplotlib is imported lazily.
 """
 
 from __future__ import annotations
