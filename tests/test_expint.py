@@ -78,6 +78,38 @@ def test_tableau_reduces_to_a_classical_fourth_order_runge_kutta_method_at_z_zer
         assert lhs == pytest.approx(rhs, abs=1e-15)
 
 
+def test_the_tableau_is_hochbruck_ostermann_5_8_at_stiff_arguments():
+    """Every coefficient a_jl(z), b_j(z) of the stored tableau against an independent transcription of Hochbruck &
+    Ostermann (2005), eq. (5.8), with φ_k in closed form and φ_{k,j} = φ_k(c_j z), c = (0, ½, ½, 1, ½).
+    (A mutation audit: φ₂(½z) → φ₂(z) in a₃₁ passed every test — the z = 0 reduction cannot see the arguments,
+    and the order tests are not stiff enough for that stage's error to show.)"""
+    tab = HOCHBRUCK_OSTERMANN
+
+    def phi(k, z):
+        return {0: np.exp(z), 1: (np.exp(z) - 1) / z, 2: (np.exp(z) - 1 - z) / z**2,
+                3: (np.exp(z) - 1 - z - z**2 / 2) / z**3}[k]
+
+    def value(terms, z):
+        return sum(coef * phi(k, c * z) for coef, k, c in terms) if terms else 0.0
+
+    for z in (-0.7, -4.0, -30.0):
+        p = {(k, j): phi(k, cj * z) for k in (1, 2, 3) for j, cj in enumerate((0.0, 0.5, 0.5, 1.0, 0.5), start=1)
+             if cj}
+        a52 = 0.5 * p[2, 5] - p[3, 4] + 0.25 * p[2, 4] - 0.5 * p[3, 5]
+        a54 = 0.25 * p[2, 5] - a52
+        want = {(2, 1): 0.5 * p[1, 2],
+                (3, 1): 0.5 * p[1, 3] - p[2, 3], (3, 2): p[2, 3],
+                (4, 1): p[1, 4] - 2 * p[2, 4], (4, 2): p[2, 4], (4, 3): p[2, 4],
+                (5, 1): 0.5 * p[1, 5] - 2 * a52 - a54, (5, 2): a52, (5, 3): a52, (5, 4): a54}
+        for (j, l), ref in want.items():
+            assert value(tab.a[j - 1][l - 1], z) == pytest.approx(ref, rel=1e-12), (z, j, l)
+        b_want = (phi(1, z) - 3 * phi(2, z) + 4 * phi(3, z), 0.0, 0.0, -phi(2, z) + 4 * phi(3, z),
+                  4 * phi(2, z) - 8 * phi(3, z))
+        for j, ref in enumerate(b_want):
+            assert value(tab.b[j], z) == pytest.approx(ref, rel=1e-12, abs=1e-300), (z, j)
+    assert tab.c == (0.0, 0.5, 0.5, 1.0, 0.5)
+
+
 def test_compiled_rows_equal_the_tableau_term_by_term():
     """The stage coefficients formed in one product per step size equal Σ coef·cτ φ_{k+1}(cτλ) and −(·λ + a(0))
     term by term, for every row of the method (a-rows, b-row, the error estimate's rows)."""
@@ -470,6 +502,25 @@ def test_embedded_estimate_bounds_the_local_error_and_has_order_four(tanh_proble
     assert (true < est).all(), (true, est)
     assert np.polyfit(np.log(taus), np.log(est), 1)[0] == pytest.approx(4.0, abs=0.5), est
     assert np.polyfit(np.log(taus), np.log(true), 1)[0] > 4.5, true
+
+
+def test_the_residual_share_of_the_estimate_is_the_residual_change_it_causes(tanh_problem):
+    """_residual_err's δr = α Σ_i c_i σ′(H_i·) ∘ eH_i· is the first-order change of r = f − y under a state error eH:
+    ‖δr‖/(rtol‖r‖) against r evaluated at H + eH (a mutation audit: δr without α, m× too large here, passed every
+    accuracy test — an over-cautious estimate only costs steps)."""
+    from gflow.solve.expint import _Flow, _residual_err
+
+    net, X, y, _, _ = tanh_problem
+    field = make_field(Problem.from_data(net, X, y), "feature")
+    flow = _Flow(field)
+    mon = Monitor(1.0, 10**6, None, hint="", adaptive=False)
+    H0, A0, _ = flow.split(field.initial_state())
+    p = flow.evaluate(0.0, H0, A0, None, mon)
+    eH = 1e-7 * torch.from_numpy(np.random.default_rng(0).standard_normal(tuple(H0.shape))) * H0.abs().mean()
+    shifted = flow.evaluate(0.0, H0 + eH, A0, None, mon)
+    change = float(torch.linalg.vector_norm(shifted.r - p.r)) / float(torch.linalg.vector_norm(p.r))
+    assert change > 1e-10  # (far above the rounding floor, which _residual_err adds below rtol·‖r‖)
+    assert _residual_err(flow, p, eH, 1.0) == pytest.approx(change, rel=1e-5)
 
 
 def _converged_tanh_flow():

@@ -564,3 +564,20 @@ def test_a_neuron_arriving_slowly_at_w_i_0_passes_through_where_the_flow_does():
     for saveat, rtol in (([0.0, 2.0], 1e-9), (list(np.linspace(0.0, 2.0, 21)), 1e-7)):
         sol = gf.simulate(net, X, y, 2.0, saveat, method="filippov", rtol=rtol)
         assert sol.ok and abs(sol.loss[-1] / gd - 1) < 5e-6, (saveat, rtol, sol.loss[-1], gd)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_crossing_times_are_located_to_rounding_on_a_quartic_dense_output(sign):
+    # h(τ) = s·(τ₀⁴ − τ⁴) on the step's quartic dense output, roots τ₀ = 0.5, 0.3, 0.9 (a mutation audit: a wrong
+    # Newton derivative, 3c₃ for 4c₃, left the events 7.8e-8 of a step off — inside every tolerance of the flows'
+    # tests; bisection alone stops at 2^-16)
+    from gflow.solve.filippov import _crossing_times
+
+    roots = np.array([0.5, 0.3, 0.9])
+    H0 = torch.from_numpy(sign * roots[None] ** 4)  # (m = 1, n = 3)
+    KH = torch.ones((1, 1, 3), dtype=torch.float64)
+    P = torch.tensor([[0.0, 0.0, 0.0, -sign]], dtype=torch.float64)
+    mode = torch.full((1, 3), int(sign))
+    (ii, aa), tau = _crossing_times(H0, KH, P, 1.0, torch.ones((1, 3), dtype=torch.bool), mode)
+    assert aa.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(tau.numpy(), roots, rtol=0, atol=4e-16)
