@@ -119,6 +119,18 @@ def test_dop853_costs_the_same_evaluations_as_scipy_dop853(make_data):
     assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
 
 
+def test_dopri5_costs_the_same_evaluations_as_scipy_rk45(make_data):
+    # (a mutation audit: dopri5's error-estimate weights scaled by 0.1 were caught only indirectly, by a certify test;
+    # here a 10× smaller error estimate takes about 0.1^(1/5) as many steps)
+    X, y = make_data(n=8, d=5, seed=3)
+    net = gf.Network(d=5, width=32, activation="tanh", seed=0)
+    kw = dict(t1=50.0, rtol=1e-9, atol=1e-11, integrals=False)
+    ours = gf.simulate(net, X, y, method="dopri5", **kw)
+    ref = gf.simulate(net, X, y, method="RK45", **kw)
+    assert ours.ok and ref.ok
+    assert abs(ours.stats["n_f_evals"] / ref.stats["n_f_evals"] - 1) < 0.1, (ours.stats, ref.stats)
+    assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
+
 @pytest.mark.parametrize("method", ["dop853", "dopri5", "rk4"])
 def test_weight_and_feature_space_agree(make_data, rel_err, method):
     X, y = make_data(n=5, d=4, seed=4)
