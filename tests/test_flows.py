@@ -180,6 +180,17 @@ def test_weight_movement_is_the_relative_frobenius_distance_of_the_kept_weights(
     np.testing.assert_allclose(sol.weight_movement, ref, rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize("space", SPACES)
+def test_the_integral_of_the_loss_decay_is_the_loss_lost(make_data, space):
+    # (a mutation audit: weight space's L̇ = −‖Ẇ‖²/ℓ made −‖Ẇ‖²/(2ℓ) was caught only by a theory test) the energy
+    # identity integrated: ∫₀ᵗ|L̇| = L₀ − L_t at every saved time, L̇ from each space's own formula
+    X, y = make_data(n=6, d=4, seed=10)
+    net = gf.Network(d=4, width=12, activation="tanh", embedding=gf.RandomFeatures(D=10), seed=5)
+    sol = gf.simulate(net, X, y, t1=5.0, saveat=np.linspace(0.0, 5.0, 11), rtol=RTOL, atol=ATOL, space=space)
+    assert sol.ok and sol.loss[-1] < 0.8 * sol.loss[0]  # the loss fell
+    assert sol.int_abs_dL[0] == 0.0
+    np.testing.assert_allclose(sol.int_abs_dL[1:], sol.loss[0] - sol.loss[1:], rtol=1e-8, atol=0)
+
 @pytest.mark.parametrize("run", ["dop853", "rk4", "gd"])
 def test_the_two_feature_state_layouts_give_the_same_run(make_data, rel_err, monkeypatch, run):
     # "nm" ([Hᵀ, Aᵀ], the default) and "mn" ([H, A]): the same flow in another memory order, so every recorded
