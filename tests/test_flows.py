@@ -164,6 +164,33 @@ def test_weight_and_feature_space_flows_agree_on_outputs_features_and_weights(ma
     assert a.loss[-1] < a.loss[0]
 
 
+@pytest.mark.parametrize("space", SPACES)
+def test_weight_movement_is_the_relative_frobenius_distance_of_the_kept_weights(make_data, space):
+    # (a mutation audit: feature space's ‖W − W₀‖_F without its factor D, from the Gram, was caught only by a
+    # theory test) an embedding with D ≠ d, where that factor is not the input dimension either
+    X, y = make_data(n=6, d=4, seed=9)
+    net = gf.Network(d=4, width=12, activation="tanh", embedding=gf.RandomFeatures(D=10), seed=4)
+    ts = [0.0, 0.5, 1.0, 3.0]
+    sol = gf.simulate(net, X, y, saveat=ts, weights_at=ts, rtol=RTOL, atol=ATOL, space=space)
+    assert sol.ok and sol.W.shape == (4, 12, 10)
+    np.testing.assert_array_equal(sol.weight_t, sol.t)
+    W0 = net.W0.numpy()
+    ref = np.linalg.norm(sol.W - W0, axis=(1, 2)) / np.linalg.norm(W0)
+    assert ref[0] == 0.0 and ref[-1] > 1e-2  # the weights moved
+    np.testing.assert_allclose(sol.weight_movement, ref, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_the_integral_of_the_loss_decay_is_the_loss_lost(make_data, space):
+    # (a mutation audit: weight space's L̇ = −‖Ẇ‖²/ℓ made −‖Ẇ‖²/(2ℓ) was caught only by a theory test) the energy
+    # identity integrated: ∫₀ᵗ|L̇| = L₀ − L_t at every saved time, L̇ from each space's own formula
+    X, y = make_data(n=6, d=4, seed=10)
+    net = gf.Network(d=4, width=12, activation="tanh", embedding=gf.RandomFeatures(D=10), seed=5)
+    sol = gf.simulate(net, X, y, t1=5.0, saveat=np.linspace(0.0, 5.0, 11), rtol=RTOL, atol=ATOL, space=space)
+    assert sol.ok and sol.loss[-1] < 0.8 * sol.loss[0]  # the loss fell
+    assert sol.int_abs_dL[0] == 0.0
+    np.testing.assert_allclose(sol.int_abs_dL[1:], sol.loss[0] - sol.loss[1:], rtol=1e-8, atol=0)
+
 @pytest.mark.parametrize("run", ["dop853", "rk4", "gd"])
 def test_the_two_feature_state_layouts_give_the_same_run(make_data, rel_err, monkeypatch, run):
     # "nm" ([Hᵀ, Aᵀ], the default) and "mn" ([H, A]): the same flow in another memory order, so every recorded

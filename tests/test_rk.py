@@ -119,6 +119,18 @@ def test_dop853_costs_the_same_evaluations_as_scipy_dop853(make_data):
     assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
 
 
+def test_dopri5_costs_the_same_evaluations_as_scipy_rk45(make_data):
+    # (a mutation audit: dopri5's error-estimate weights scaled by 0.1 were caught only indirectly, by a certify test;
+    # here a 10× smaller error estimate takes about 0.1^(1/5) as many steps)
+    X, y = make_data(n=8, d=5, seed=3)
+    net = gf.Network(d=5, width=32, activation="tanh", seed=0)
+    kw = dict(t1=50.0, rtol=1e-9, atol=1e-11, integrals=False)
+    ours = gf.simulate(net, X, y, method="dopri5", **kw)
+    ref = gf.simulate(net, X, y, method="RK45", **kw)
+    assert ours.ok and ref.ok
+    assert abs(ours.stats["n_f_evals"] / ref.stats["n_f_evals"] - 1) < 0.1, (ours.stats, ref.stats)
+    assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
+
 @pytest.mark.parametrize("method", ["dop853", "dopri5", "rk4"])
 def test_weight_and_feature_space_agree(make_data, rel_err, method):
     X, y = make_data(n=5, d=4, seed=4)
@@ -561,3 +573,25 @@ def test_the_jump_quadrature_is_a_positive_rule_exact_for_linear_integrands():
     assert np.all(np.diff(W, axis=0) >= 0.0)  # ∫₀^θ grows with θ for a positive integrand
     with pytest.raises(ValueError, match="must include 0 and 1"):
         JumpQuadrature([0.0, 0.5])
+
+
+@pytest.mark.parametrize("method, q, beta", [("dop853", 7, 0.0), ("dopri5", 4, 0.04)])
+def test_the_step_size_controller_follows_its_formula_and_does_not_grow_after_a_rejection(make_data, monkeypatch,
+                                                                                         method, q, beta):
+    # (a mutation audit: the step-size exponent 1/q instead of 1/(q+1), and dropping "no growth right after a
+    # rejection", passed every test) a scripted error norm: 4 (rejected), 1e-8 (accepted), then 1e-3 forever
+    errs = iter([4.0, 1e-8])
+    monkeypatch.setattr(rk.Engine, "_error", lambda self, h: next(errs, 1e-3))
+    steps = []
+    real = Monitor.on_step
+    monkeypatch.setattr(Monitor, "on_step", lambda self, t0, dt, ok: steps.append((dt, ok)) or real(self, t0, dt, ok))
+    X, y = make_data(n=4, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, t1=0.1, method=method, options={"first_step": 1e-3}, integrals=False)
+    assert sol.ok and [ok for _, ok in steps[:5]] == [False, True, True, True, True]
+    (h0, _), (h1, _), (h2, _), (h3, _), (h4, _) = steps[:5]
+    expo, safety = 1 / (q + 1) - 0.75 * beta, 0.9  # Hairer's PI controller, err_old = max(err, 1e-4)
+    assert h0 == 1e-3 and h1 == pytest.approx(h0 / min(5.0, 4.0**expo / safety), rel=1e-12)
+    assert h2 == h1  # err = 1e-8 would grow the step 10×, but it follows a rejection
+    assert h3 / h2 == pytest.approx(safety / (1e-3**expo / 1e-4**beta), rel=1e-12)
+    assert h4 / h3 == pytest.approx(safety / (1e-3**expo / 1e-3**beta), rel=1e-12)

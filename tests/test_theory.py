@@ -540,6 +540,26 @@ def test_realised_theorem1_holds_along_a_flow_with_a_large_c_hat():
     assert rep.guaranteed_rate == pytest.approx(hc["rate"], rel=1e-10)
 
 
+def test_lemma1_margin_is_the_hand_computed_one_and_a_lowered_eta_fails_it():
+    # (a mutation audit: T9's allowance 1.5/m made 15/m, 10× looser, passed every test) Lemma 1 (19):
+    # η_t^{3/2} ≥ η̄₀^{3/2} − κ(√L₀ − √L_t)/ĉ, allowed 1.5/m (η counts neurons) and the slack on κ√L₀/ĉ
+    sol, cert, hc = _thm1_run(1.2, 6.0)
+    m, L = sol.m, sol.loss
+    assert m == 64
+    rhs = hc["eb0"] ** 1.5 - hc["kappa"] * (math.sqrt(hc["L0"]) - np.sqrt(L)) / hc["c_hat"]
+    allow = 1.5 / m + cert.slack * hc["kappa"] * math.sqrt(hc["L0"]) / hc["c_hat"]
+    gap = sol.eta**1.5 - rhs + allow
+    t9 = cert.check("T9")
+    assert t9.applicable and t9.counts and t9.held
+    assert t9.worst_margin == pytest.approx(gap.min(), rel=1e-12) and t9.worst_t == sol.t[np.argmin(gap)]
+    # η lowered at one saved time until (19) fails by 3/m beyond the allowance
+    k = 1
+    eta = sol.eta.copy()
+    eta[k] = (rhs[k] - allow - 3.0 / m) ** (2 / 3)
+    t9 = gf.certify(dataclasses.replace(sol, eta=eta)).check("T9")
+    assert not t9.held and t9.worst_t == sol.t[k]
+    assert t9.worst_margin == pytest.approx(-3.0 / m, rel=1e-10)
+
 def test_realised_theorem1_is_not_applicable_below_its_c_threshold():
     sol, cert, hc = _thm1_run(0.8, 1e-3)
     t10 = cert.check("T10")
