@@ -131,6 +131,7 @@ def test_dopri5_costs_the_same_evaluations_as_scipy_rk45(make_data):
     assert abs(ours.stats["n_f_evals"] / ref.stats["n_f_evals"] - 1) < 0.1, (ours.stats, ref.stats)
     assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
 
+
 @pytest.mark.parametrize("method", ["dop853", "dopri5", "rk4"])
 def test_weight_and_feature_space_agree(make_data, rel_err, method):
     X, y = make_data(n=5, d=4, seed=4)
