@@ -524,6 +524,24 @@ def test_rerun_of_a_custom_activation_refuses_another_activation_and_accepts_the
     np.testing.assert_array_equal(gf.rerun(sol, activation=softsign()).loss, sol.loss)
 
 
+def test_rerun_refuses_a_custom_activation_or_embedding_of_the_same_name_but_another_function(tmp_path):
+    # (an input audit) the name and params matched the file's, so a different σ — or a callable embedding X ↦ 3X
+    # for the run's 2X — reran silently: another run (final loss 0.131 against the file's 0.177)
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    cub = gf.Activation("cubic", lambda u: u + u ** 3 / 3, lambda u: 1 + u ** 2, math.inf, (-1.0, 1.0))
+    sol = gf.simulate(gf.Network(d=4, width=16, activation=cub, seed=0), X, y, t1=0.5, method="dop853")
+    path = sol.save(tmp_path / "c.nc")
+    other = gf.Activation("cubic", lambda u: u + u ** 3, lambda u: 1 + 3 * u ** 2, math.inf, (-1.0, 1.0))
+    with pytest.raises(ValueError, match=r"rerun: the given activation is not the run's: its outputs at t = 0 .* "
+                                         r"differ from the saved ones by up to .*; pass the activation the run used"):
+        gf.rerun(path, activation=other)
+    np.testing.assert_array_equal(gf.rerun(path, activation=cub).loss, sol.loss)
+    run = gf.gradient_descent(gf.Network(d=4, width=16, embedding=lambda Z: 2 * Z, seed=0), X, y, step=0.5, steps=4)
+    with pytest.raises(ValueError, match=r"the given embedding is not the run's"):
+        gf.rerun(run, embedding=lambda Z: 3 * Z)
+    np.testing.assert_array_equal(gf.rerun(run, embedding=lambda Z: 2 * Z).loss, run.loss)
+
+
 def test_rerun_of_an_embedding_with_a_custom_activation_refuses_another_embedding_and_accepts_the_same_again(
         tmp_path):
     # regression (the audit fix's helper): the recorded-embedding check was skipped where the embedding's

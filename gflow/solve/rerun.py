@@ -7,9 +7,31 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from .._validate import describe
 from ..model.network import Network
 from ..solution import Solution
+
+
+def _check_same_start(sol: Solution, net: Network, custom: list[str]) -> None:
+    """Raise ValueError where the rebuilt network's outputs at t = 0 on the training points are not the run's
+    (a custom activation or embedding of the same name but another function: the rerun was another run, silently)."""
+    if not len(sol.t) or float(sol.t[0]) != 0.0 or sol.output is None:
+        return
+    f0 = net.forward(sol.X).detach().cpu().numpy().astype(np.float64)
+    saved = np.asarray(sol.output[0], dtype=np.float64)
+    tol = (1e-9 if net.dtype == torch.float64 else 1e-4) * max(float(np.abs(saved).max(initial=0.0)),
+                                                                 float(np.abs(sol.y).max(initial=0.0)), 1e-300)
+    worst = float(np.abs(f0 - saved).max(initial=0.0))
+    if not worst <= tol:
+        what = (f"the given {' and '.join(custom)} {'is' if len(custom) == 1 else 'are'} not the run's"
+                if custom else "the network rebuilt from the file's settings and seed is not the run's (versions "
+                f"then {sol.versions.get('torch', '?')}, now {torch.__version__})")
+        raise ValueError(f"rerun: {what}: its outputs at t = 0 on the training points differ from the saved ones by "
+                         f"up to {worst:.3g} (tolerance {tol:.2g}); pass the {' and '.join(custom) or 'network'} "
+                         "the run used")
 
 
 def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any = None,
@@ -42,6 +64,8 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         spec, c=sol.c if explicit else None, W0=sol.W0 if explicit else None, device=device,
         activation=activation, embedding=embedding,
     )
+    _check_same_start(sol, net, custom=[name for name, given in (("activation", activation),
+                                                                  ("embedding", embedding)) if given is not None])
     s = dict(cfg["solver"])
     data = dict(X=sol.X, y=sol.y, X_test=sol.X_test, y_test=sol.y_test)
     if cfg["kind"] == "gd":
