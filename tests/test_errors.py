@@ -284,6 +284,7 @@ BAD_SIMULATE = [
     ("rtol_negative", dict(rtol=-1e-6), ValueError, r"rtol must be > 0, got -1e-06"),
     ("rtol_nan", dict(rtol=float("nan")), ValueError, r"rtol must be a finite number"),
     ("rtol_string", dict(rtol="1e-6"), TypeError, r"rtol must be a real number, got str"),
+    ("rtol_above_1", dict(rtol=2.0), ValueError, r"rtol must be ≤ 1 \(a relative tolerance: 1 is 100 %\), got 2"),
     ("atol_zero", dict(atol=0.0), ValueError, r"atol must be > 0, got 0"),
     ("atol_negative", dict(atol=-1e-9), ValueError, r"atol must be > 0, got -1e-09"),
     ("step_given_to_dopri5", dict(method="dopri5", step=0.1), ValueError,
@@ -355,8 +356,9 @@ def test_bad_simulate_argument_is_rejected_naming_the_argument(kwargs, exc, matc
 
 @pytest.mark.parametrize("method", ["dop853", "dopri5"])
 def test_a_huge_tolerance_whose_error_norms_underflow_runs_instead_of_dividing_by_zero(method):
-    # rtol = atol = 1e300: DOP853's e5² + 0.01·e3² underflowed to 0 (ZeroDivisionError); Hairer's guard takes 1
-    sol = run_simulate(method=method, rtol=1e300, atol=1e300)
+    # atol = 1e300 (rtol = atol = 1e300 before rtol > 1 was refused): DOP853's e5² + 0.01·e3² underflowed to 0
+    # (ZeroDivisionError); Hairer's guard takes 1
+    sol = run_simulate(method=method, rtol=1.0, atol=1e300)
     assert sol.status == "success" and np.isfinite(sol.loss).all()
 
 

@@ -793,6 +793,11 @@ class TestSimulateNonsmooth:
         with pytest.raises(ValueError, match=r"rtol must be ≥ 1.4\d*e-14"):
             gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, rtol=1e-320)
 
+    def test_a_target_above_100_percent_is_refused(self):
+        net, X, y = self._relu()  # (an input audit: rtol = 2 or 5 ran, met at once by the coarsest solve)
+        with pytest.raises(ValueError, match=r"rtol must be ≤ 1 \(the target relative error of the loss"):
+            gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, rtol=2.0)
+
     def test_a_budget_spent_before_the_first_solve_still_returns_it_partial(self):
         net, X, y = self._relu()  # (IndexError: list index out of range, before)
         with pytest.warns(gf.GFlowWarning, match="time_budget"):

@@ -264,6 +264,8 @@ def simulate_nonsmooth(
     safety = check_positive_float(safety, "safety")
     if safety < 1:
         raise ValueError(f"safety must be ≥ 1, got {safety}")
+    if rtol is not None and rtol > 1:
+        raise ValueError(f"rtol must be ≤ 1 (the target relative error of the loss: 1 is 100 %), got {rtol:g}")
     if rtol is not None and rtol < _MIN_RTOL:
         raise ValueError(f"rtol must be ≥ {_MIN_RTOL:g}, got {rtol:g}: below that the loss's own rounding (float64) "
                          "sets the differences between step halvings, so halving would go on until max_steps")

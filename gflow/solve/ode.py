@@ -782,6 +782,8 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
     opts = _check_options(method, options)
+    if rtol > 1:  # (rtol = 1: a fixed step through an adaptive method, as the order tests take it)
+        raise ValueError(f"rtol must be ≤ 1 (a relative tolerance: 1 is 100 %), got {rtol:g}")
     eps = torch.finfo(net.dtype).eps
     if method not in FIXED_STEP_METHODS and rtol < 0.25 * eps:
         # (float32 at rtol 1e-12 stalled, and the message blamed stiffness)
