@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from ._validate import check_flag, describe, is_int
-from .solution import Solution
+from .solution import Solution, check_output_path
 
 #: font sizes used by every figure (points)
 FONT = {"label": 10, "tick": 9, "legend": 8, "title": 10.5, "suptitle": 12, "note": 8}
@@ -836,6 +836,7 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
         path = Path(path)
         if path.suffix.lower() not in (".png", ".pdf"):
             raise ValueError(f"path must end in .png or .pdf, got {path.name!r}")
+        check_output_path(path)  # (a folder not writable: drawn for a second, then PIL's bare FileNotFoundError)
     plt = _pyplot()
     have_features = sol.H is not None and np.asarray(sol.feature_t).size >= 1
     fig = plt.figure(figsize=(14.0, 10.0))
@@ -911,6 +912,11 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
     if isinstance(ds, Solution):
         raise TypeError("plot_sweep takes a sweep (gf.open_sweep(...) or its store folder); for a single run use "
                         "plot_summary or plot_loss_bounds")
+    import xarray as xr
+
+    if not isinstance(ds, xr.Dataset):  # (None: "argument of type 'NoneType' is not iterable", an input audit)
+        raise TypeError(f"ds must be a sweep dataset (gf.open_sweep(...)) or the path of its store folder, got "
+                        f"{describe(ds)}")
     if y not in ds:
         raise ValueError(f"y={y!r} is not a variable of the sweep; available: {sorted(ds.data_vars)}")
     for name, what in ((x, "x"), (hue, "hue")):

@@ -526,6 +526,13 @@ class Solution:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no such solution file: {path}")
+        if path.is_dir():  # (HDF5's "Unable to synchronously open file (file read failed ...)", an input audit)
+            runs = path / "runs"
+            hint = (f"; it looks like a sweep's store: gf.open_sweep({str(path)!r}) reads all its runs, "
+                    f"gf.load('{runs}/<run_id>.nc') one of them" if (path / "manifest.json").exists() else
+                    f"; it holds an experiment's runs: gf.load('{path / 'runs.nc'}', group='run000') reads one"
+                    if (path / "runs.nc").exists() else "")
+            raise IsADirectoryError(f"{path} is a folder, not a solution file{hint}")
         try:  # (through h5py, 4-5x faster than xarray's reader; any other file or a damaged one: xarray, below)
             ds = _netcdf.read_file(path, group)
         except Exception:  # noqa: BLE001 - xarray reads it, or says why it cannot

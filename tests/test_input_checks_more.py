@@ -856,3 +856,42 @@ def test_deep_random_features_refuse_a_depth_that_would_never_finish():
 def test_networks_name_bad_seeds(seeds):
     with pytest.raises(TypeError, match="seeds must be an iterable of integers"):
         gf.networks(seeds, d=3, width=4)
+
+
+# an input audit (bare errors from the libraries underneath)
+
+
+def test_a_sweep_given_as_none_is_named():
+    with pytest.raises(TypeError, match="store must be the path of a sweep's store folder, got NoneType"):
+        gf.open_sweep(None)  # (pathlib's "expected str, bytes or os.PathLike object, not NoneType")
+    with pytest.raises(TypeError, match=r"ds must be a sweep dataset \(gf.open_sweep\(...\)\) .*got NoneType"):
+        gf.plotting.plot_sweep(None)  # ("argument of type 'NoneType' is not iterable")
+
+
+def test_plot_summary_checks_its_output_folder_before_drawing(tmp_path, monkeypatch):
+    X, y = gf.data.random_labels(n=5, d=4, seed=0)
+    sol = gf.simulate(gf.Network(d=4, width=8, seed=0), X, y, t1=1.0, integrals=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    drawn = []
+    monkeypatch.setattr(gf.plotting, "_pyplot", lambda: drawn.append(1))
+    with pytest.raises(ValueError, match=r"path must be a file path in a directory, got .* is an existing file"):
+        gf.plotting.plot_summary(sol, blocker / "sum.png")  # (drawn for a second, then PIL's FileNotFoundError)
+    assert not drawn
+
+
+def test_loading_a_folder_says_it_is_one_and_points_to_what_it_holds(tmp_path, capsys):
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a solution file$"):
+        gf.load(tmp_path)  # (HDF5's "Unable to synchronously open file (file read failed: ... buf = 0x7ff...")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.json").write_text("{}")
+    with pytest.raises(IsADirectoryError, match=r"a sweep's store: gf.open_sweep\(.*\) reads all its runs"):
+        gf.load(store)
+    exp = tmp_path / "exp1"
+    exp.mkdir()
+    (exp / "runs.nc").write_text("")
+    with pytest.raises(IsADirectoryError, match=r"an experiment's runs: gf.load\('.*runs.nc', group='run000'\)"):
+        gf.load(exp)
+    assert main(["show", str(store)]) == 2
+    assert "is a folder, not a solution file" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._validate import describe
 from ..solve.checkpoint import move as move_checkpoint
 from .config import RUN_ID_VERSION
 from .run import (FORMATS, RUNS_DIR, SWEEP_STATUSES, ZARR_RUNS, check_format, checkpoint_file, ensure_zarr_root,
@@ -580,6 +581,8 @@ def open_sweep(store: "str | Path", *, consolidated: bool = True):
     """
     import xarray as xr
 
+    if not isinstance(store, (str, os.PathLike)):  # (None: pathlib's "expected str, bytes or os.PathLike object")
+        raise TypeError(f"store must be the path of a sweep's store folder, got {describe(store)}")
     store = Path(store)
     manifest = read_manifest(store)
     fmt = manifest.get("format", "netcdf")
