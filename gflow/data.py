@@ -11,6 +11,17 @@ import numpy as np
 from ._validate import check_positive_int
 
 
+def _check_size(n: int, d: int) -> None:
+    """Refuse an (n, d) draw that would take more than half the machine's memory (n = 10¹²: numpy's bare
+    MemoryError "Unable to allocate 29.1 TiB", naming neither n nor d)."""
+    from .model.network import _physical_memory
+
+    need = 8.0 * n * (d + 2)  # X, y and a draw's temporary
+    if need > 0.5 * _physical_memory():
+        raise ValueError(f"n = {n} points of dimension d = {d} need {need / 2**30:.3g} GiB, more than half this "
+                         f"machine's {_physical_memory() / 2**30:.3g} GiB of memory; use a smaller n or d")
+
+
 def _rng(seed: int) -> np.random.Generator:
     check_positive_int(seed, "seed", minimum=0)
     return np.random.default_rng(int(seed))
@@ -24,6 +35,7 @@ def random_labels(n: int, d: int = 20, seed: int = 0) -> tuple[np.ndarray, np.nd
     """
     n = check_positive_int(n, "n")
     d = check_positive_int(d, "d")
+    _check_size(n, d)
     rng = _rng(seed)
     X = rng.standard_normal((n, d))
     y = rng.uniform(-0.5, 0.5, size=n)
@@ -44,6 +56,8 @@ def quadratic_teacher(n: int, d: int = 30, seed: int = 0, *, teacher_width: int 
     n = check_positive_int(n, "n")
     d = check_positive_int(d, "d")
     k = check_positive_int(teacher_width, "teacher_width")
+    _check_size(n, d)
+    _check_size(k, d * d)  # (the teacher's W*: k·d² entries)
     trng = _rng(teacher_seed)
     c_star = trng.choice([-1.0, 1.0], size=k)
     W_star = trng.standard_normal((k, d, d))
@@ -64,6 +78,7 @@ def wei2019(n: int, d: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     """
     n = check_positive_int(n, "n")
     d = check_positive_int(d, "d", minimum=2)
+    _check_size(n, d)
     rng = _rng(seed)
     table = np.array([[1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], [0.0, 1.0, -1.0], [0.0, -1.0, -1.0]])
     pick = table[rng.integers(0, 4, size=n)]

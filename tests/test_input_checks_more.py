@@ -895,3 +895,37 @@ def test_loading_a_folder_says_it_is_one_and_points_to_what_it_holds(tmp_path, c
         gf.load(exp)
     assert main(["show", str(store)]) == 2
     assert "is a folder, not a solution file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make", [gf.data.random_labels, gf.data.wei2019, gf.data.quadratic_teacher])
+def test_a_data_draw_larger_than_the_machine_is_refused_naming_n_and_d(make):
+    with pytest.raises(ValueError, match=r"n = 1000000000000 points of dimension d = \d+ need .* GiB, more than half"):
+        make(n=10**12)  # (numpy's bare MemoryError "Unable to allocate 29.1 TiB")
+    with pytest.raises(ValueError, match=r"n = 5 points of dimension d = 1000000000000 need"):
+        make(n=5, d=10**12)
+
+
+def test_simulate_nonsmooth_names_itself_for_an_unknown_keyword():
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    net = gf.Network(d=3, width=8, activation="relu", seed=0)
+    with pytest.raises(TypeError, match=r"^simulate_nonsmooth\(\) got an unexpected keyword argument 'stepp'"):
+        gf.simulate_nonsmooth(net, X, y, 1.0, step=0.1, stepp=0.1)  # (it said simulate())
+
+
+@pytest.mark.parametrize("dtype, want", [(np.float64, torch.float64), (np.dtype("float32"), torch.float32),
+                                         (np.float32, torch.float32)])
+def test_numpy_dtypes_are_taken(dtype, want):
+    assert gf.Network(d=3, width=4, seed=0, dtype=dtype).dtype == want  # (np.float64 was refused)
+    with pytest.raises(TypeError, match="dtype must be torch.float64 or torch.float32"):
+        gf.Network(d=3, width=4, seed=0, dtype=np.int64)
+    with pytest.raises(TypeError, match="dtype must be torch.float64 or torch.float32"):
+        gf.Network(d=3, width=4, seed=0, dtype=np.ones(2))
+
+
+def test_a_batch_given_a_step_with_an_adaptive_method_lists_only_the_batch_s_fixed_step_methods():
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    with pytest.raises(ValueError, match=r"was given but method 'dop853' is adaptive") as err:
+        gf.simulate_batch(gf.networks([0, 1], d=3, width=8), X, y, t1=1.0, step=0.1)
+    assert "rk4" in str(err.value) and "sliding" not in str(err.value)  # (an input audit: the batch refuses it)
+    with pytest.raises(ValueError, match=r"fixed-step method \(.*sliding\)"):
+        gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=1.0, method="dop853", step=0.1)

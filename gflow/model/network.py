@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._validate import as_tensor, check_positive_float, check_positive_int, describe
@@ -39,6 +40,8 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype.replace("torch.", "") in _DTYPES:
         return _DTYPES[dtype.replace("torch.", "")]
+    if isinstance(dtype, (type, np.dtype)) and dtype in (np.float64, np.float32):  # (np.float64 was refused)
+        return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
     raise TypeError(f"dtype must be torch.float64 or torch.float32 (or 'float64'/'float32'), got {describe(dtype)}")
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 
 import numpy as np
@@ -790,9 +792,20 @@ def stop_on_sigint(monitor: Monitor):
 SERIAL_BELOW_FLOPS = 1e7
 
 
-def check_threads(threads) -> int | None:
-    """The ``threads`` argument of a solve: None (:func:`solve_threads` decides) or a positive int."""
-    return None if threads is None else check_positive_int(threads, "threads")
+def check_threads(threads, warn: bool = True) -> int | None:
+    """The ``threads`` argument of a solve: None (:func:`solve_threads` decides) or a positive int; more than the
+    machine's cores warns (at the solve's caller): threads=1000 on 2 cores took 3.9 s for a run of 0.1 s."""
+    if threads is None:
+        return None
+    threads = check_positive_int(threads, "threads")
+    cores = os.cpu_count()
+    if warn and cores is not None and threads > cores:
+        from ..solution import GFlowWarning
+
+        warnings.warn(f"threads={threads} is more than this machine's {cores} cores: oversubscribed threads wait on "
+                      "each other at every operation (a small run took 40× as long); pass at most the cores, or "
+                      "threads=None to let gflow choose", GFlowWarning, stacklevel=3)
+    return threads
 
 
 def solve_threads(flops_per_eval: float, device, threads: int | None = None) -> int:

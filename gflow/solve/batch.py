@@ -314,7 +314,7 @@ def simulate_batch(
     """
     nets = check_networks(nets)
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
-    threads = check_threads(threads)
+    threads = check_threads(threads, warn)
     net = nets[0]
     S = len(nets)
     auto_reason = None
@@ -941,7 +941,7 @@ def gradient_descent_batch(
     """
     nets = check_networks(nets)
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
-    threads = check_threads(threads)
+    threads = check_threads(threads, warn)
     net = nets[0]
     S = len(nets)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(

@@ -154,7 +154,7 @@ def gradient_descent(
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
-    threads = check_threads(threads)
+    threads = check_threads(threads, warn)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
         step, steps, save_every, max_wall_time, features_at, weights_at)
 

@@ -66,6 +66,7 @@ done is recorded in ``sol.config["solver"]["error_estimate"]``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -257,6 +258,9 @@ def simulate_nonsmooth(
 
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
+    unknown = sorted(set(kwargs) - set(inspect.signature(simulate).parameters))
+    if unknown:  # (simulate's own TypeError named simulate(), called three solves down)
+        raise TypeError(f"simulate_nonsmooth() got an unexpected keyword argument {unknown[0]!r}")
     check_choice(method, "method", tuple(NONSMOOTH_METHODS))
     step = 0.25 if step is None else check_positive_float(step, "step")
     if rtol is not None:

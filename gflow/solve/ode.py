@@ -466,8 +466,8 @@ def simulate(
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     error_estimate = check_flag(error_estimate, "error_estimate")
-    threads = check_threads(threads)
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
+    threads = check_threads(threads, warn)
     check_choice(space, "space", SPACES)  # (before auto reads it)
     picked = reason = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
     if error_estimate and method == "auto" and step is None and not net.activation.smooth:
@@ -806,7 +806,8 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
     elif step is not None:
         raise ValueError(
             f"step={step} was given but method {method!r} is adaptive and chooses its own steps; control it with "
-            f"rtol/atol, or use a fixed-step method ({', '.join(FIXED_STEP_METHODS)})"
+            f"rtol/atol, or use a fixed-step method "
+            f"({', '.join(m for m in FIXED_STEP_METHODS if not (batch and m in SLIDING_METHODS))})"
         )
     if method in SCIPY_METHODS:
         nets, has, verb = ("networks", "have", "are") if batch else ("network", "has", "is")
