@@ -929,3 +929,24 @@ def test_a_batch_given_a_step_with_an_adaptive_method_lists_only_the_batch_s_fix
     assert "rk4" in str(err.value) and "sliding" not in str(err.value)  # (an input audit: the batch refuses it)
     with pytest.raises(ValueError, match=r"fixed-step method \(.*sliding\)"):
         gf.simulate(gf.Network(d=3, width=8, seed=0), X, y, t1=1.0, method="dop853", step=0.1)
+
+
+def test_a_custom_activation_whose_derivative_jumps_is_found_kinked():
+    # (an input audit) a custom ReLU left smooth by default: auto ran dop853 on it, whose steps collapsed at the kink
+    # for minutes (the step projection stops a kinked σ's collapse at once only); now smooth=False is found from σ′
+    relu = gf.Activation("relu2", torch.relu, lambda u: (u > 0).to(u.dtype), 1.0, (0.0, 1.0))
+    hard = gf.Activation("hardtanh", lambda u: u.clamp(-1, 1), lambda u: ((u > -1) & (u < 1)).to(u.dtype), 1.0,
+                         (-0.9, 0.9))
+    assert not relu.smooth and not hard.smooth
+    for name in ("tanh", "sigmoid", "erf", "softplus", "gelu", "linear"):
+        assert gf.get_activation(name).smooth, name
+    softsign = gf.Activation("softsign", lambda u: u / (1 + u.abs()), lambda u: 1 / (1 + u.abs()) ** 2, 1.0,
+                             (-1.0, 1.0))  # (σ′ continuous, σ″ jumps: smooth enough for the solvers)
+    assert softsign.smooth
+    with pytest.raises(ValueError, match=r"smooth=True, but dsigma jumps at u = 1 \(from 1 to 0\)"):
+        gf.Activation("hardtanh", hard.sigma, hard.dsigma, 1.0, (-0.9, 0.9), smooth=True)
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation=relu, seed=0)
+    assert gf.simulate(net, X, y, t1=1.0).config["solver"]["method"] == "filippov"
+    sol = gf.simulate(net, X, y, t1=1.0, method="dop853", warn=False)
+    assert sol.status == "stalled" and sol.stats["n_accepted"] <= 400 and "kink" in sol.message

@@ -50,7 +50,10 @@ class Activation:
             (tanh: 1 − σ², sigmoid: σ − σ²).  With ``sigma_into`` it lets the vector fields keep one (m, n)
             buffer instead of two: σ, the outputs f = α σᵀc, then σ′ in place (:meth:`sigma_then_dsigma_into`).
         params: parameters (e.g. the leaky-ReLU slope), recorded in result files.
-        smooth: False for activations with a kink (ReLU, leaky ReLU): their gradient flow is non-smooth.
+        smooth: False for activations with a kink (ReLU, leaky ReLU): their gradient flow is non-smooth, and the
+            solvers treat it so (``auto``'s pick, the stall checks).  None (the default): found from σ′ — False where
+            it jumps at u = 0, ±½, ±1, ±2 or ±3 (where kinks sit), else True; say ``smooth=False`` for a kink
+            elsewhere.  ``smooth=True`` with such a jump is refused.
 
     Example:
         >>> import torch, gflow as gf
@@ -75,7 +78,7 @@ class Activation:
     sigma_into: Callable[[torch.Tensor, torch.Tensor], None] | None = field(default=None, repr=False, compare=False)
     dsigma_from_sigma_: Callable[[torch.Tensor], None] | None = field(default=None, repr=False, compare=False)
     params: tuple[tuple[str, float], ...] = ()
-    smooth: bool = True
+    smooth: bool | None = None
     #: set by gflow's own constructors (:data:`ACTIVATIONS`): only those are rebuilt from a file by name
     builtin: bool = field(default=False, repr=False, compare=False, init=False)
 
@@ -96,9 +99,19 @@ class Activation:
             raise TypeError(f"Activation lipschitz must be a real number > 0, got {describe(self.lipschitz)}")
         if not (self.lipschitz > 0):
             raise ValueError(f"Activation lipschitz must be > 0, got {self.lipschitz}")
-        object.__setattr__(self, "smooth", check_flag(self.smooth, "Activation smooth"))
+        if self.smooth is not None:
+            check_flag(self.smooth, "Activation smooth")
         object.__setattr__(self, "params", _check_params(self.params))
         self._probe()
+        # (an input audit: a custom ReLU left smooth by default stalled at its kink for minutes under dop853, whose
+        # step collapse is stopped at once for a kinked σ only; auto ran dop853 on it instead of filippov)
+        kink = self._kink()
+        if self.smooth is None:
+            object.__setattr__(self, "smooth", kink is None)
+        elif self.smooth and kink is not None:
+            raise ValueError(f"Activation {self.name!r}: smooth=True, but dsigma jumps at u = {kink[0]:g} (from "
+                             f"{kink[1]:.6g} to {kink[2]:.6g}): σ has a kink there; say smooth=False (or leave it out)")
+        object.__setattr__(self, "smooth", bool(self.smooth))
         given = self.K is not None  # (a K of the user's is checked against σ′ below)
         if self.K is None:
             object.__setattr__(self, "K", _numeric_inf_abs(self.dsigma, lo, hi))
@@ -115,6 +128,19 @@ class Activation:
         if given and self.K > low * (1 + 1e-6) + 1e-12:
             raise ValueError(f"Activation K = {self.K:g} must be ≤ inf over I = ({lo:g}, {hi:g}) of |σ′|, but |σ′| "
                              f"comes down to {low:.6g} there")
+
+    def _kink(self) -> tuple[float, float, float] | None:
+        """(u, σ′(u⁻), σ′(u⁺)) at the first of u = 0, ±½, ±1, ±2, ±3 where σ′ jumps (by more than 1e-3 of its scale
+        across 2e-9, where a smooth σ′ with |σ″| ≤ 1e5 moves by at most 2e-4), else None."""
+        k = torch.tensor([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 3.0, -3.0], dtype=torch.float64)
+        with torch.no_grad():
+            left, right = self.dsigma(k - 1e-9), self.dsigma(k + 1e-9)
+        scale = 1.0 + float(torch.cat([left, right]).abs().nan_to_num(0.0, 0.0, 0.0).max())
+        jump = torch.nonzero((right - left).abs() > 1e-3 * scale).flatten()
+        if not len(jump):
+            return None
+        i = int(jump[0])
+        return float(k[i]), float(left[i]), float(right[i])
 
     def _probe(self) -> None:
         """Check a user's σ, σ′, fused hooks and constants on 63 points of [−3, 3] (off the integers and 0, where kinks
