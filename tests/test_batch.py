@@ -136,6 +136,39 @@ def test_gradient_descent_of_one_diverging_seed_marks_it_diverged_and_the_others
         assert gd.stats["n_steps"] == single.stats["n_steps"]
 
 
+def test_a_gd_batch_seed_made_non_finite_by_its_activation_stops_as_its_own_run(rel_err, eps64):
+    # regression: each seed's own run said "nonfinite: σ or σ′ of the activation 'sqrt' returned non-finite values
+    # at finite features ... the activation, not the step"; the batch said "diverged ... the step δ = 0.05 is far past
+    # the stability limit; use a smaller step" (σ = √(u + 4) is NaN below −4, which the features reach at step 2 or 3)
+    sq = gf.Activation("sqrt", lambda u: torch.sqrt(u + 4.0), lambda u: 0.5 / torch.sqrt(u + 4.0), lipschitz=10.0,
+                       interval=(-1.0, 1.0))
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    nets = gf.networks((0, 1), d=4, width=16, activation=sq)
+    kw = dict(step=0.05, steps=1000, save_every=10, warn=False)
+    gds = gf.gradient_descent_batch(nets, X, 30 * np.sign(y), **kw)
+    assert [g.status for g in gds] == ["nonfinite", "nonfinite"]
+    for net, gd in zip(nets, gds):
+        single = gf.gradient_descent(net, X, 30 * np.sign(y), **kw)
+        assert "the activation, not the step" in gd.message and gd.t[-1] > 0.0  # (its last finite iterate, kept)
+        _assert_same_run(gd, single, rel_err, 1e4 * eps64)
+
+
+def test_a_gd_batch_seed_that_diverges_between_saved_steps_ends_as_its_own_run(rel_err, eps64):
+    # regression: non-finite values were seen at saved steps only: the diverging seed ended at t = [0] with
+    # save_every=100 ("between steps 0 and 100") where its step 1 was finite; now at its last iterate before the
+    # blow-up (as its own run, and as saving every step), frozen there while the others go on
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    nets = [gf.Network(d=4, width=16, activation="linear", seed=s, c_hat=ch) for s, ch in [(0, 1.0), (1, 0.01)]]
+    kw = dict(step=10.0, steps=200, warn=False)
+    gds = gf.gradient_descent_batch(nets, 10.0 * X, y, save_every=100, **kw)
+    assert [g.status for g in gds] == ["diverged", "success"] and gds[1].t.tolist() == [0.0, 1000.0, 2000.0]
+    assert gds[0].t.tolist() == [0.0, 10.0] and "step 1 (t = 10)" in gds[0].message
+    every = gf.gradient_descent(nets[0], 10.0 * X, y, save_every=1, **kw)
+    for net, gd in zip(nets, gds):
+        _assert_same_run(gd, gf.gradient_descent(net, 10.0 * X, y, save_every=100, **kw), rel_err, 1e4 * eps64)
+    _assert_same_run(gds[0], every, rel_err, 1e4 * eps64)  # W_final and H[-1]: those of step 1
+
+
 # ---------------------------------------------------------------------------------------------------------
 # adaptive methods: one shared step, every seed within tolerance
 

@@ -528,8 +528,13 @@ def test_a_stopped_and_resumed_batch_gradient_descent_with_a_diverged_seed_equal
     with pytest.warns(gf.GFlowWarning, match=r"seed indices \[1\].*diverged"):
         ref = gf.gradient_descent_batch(nets, X, y, **args)
     assert [s.status for s in ref] == ["success", "diverged", "success"] and ref[1].t[-1] < 20
+    # the middle seed's loss passes 1e10·L₀ at step 5, seen at the saved step 7: it ends at step 4, between saved
+    # steps (W_final there), also where the batch was stopped at step 2 and resumed from its checkpoint
+    assert ref[1].t.tolist() == [0.0, 0.4] and "step 4 (t = 0.4)" in ref[1].message
+    loss_end = float(nets[1].loss(torch.as_tensor(X), y, torch.as_tensor(ref[1].W_final)))
+    assert loss_end == pytest.approx(ref[1].loss[-1], rel=1e-9)
     path = tmp_path / "gd.ckpt"
-    for stop_at in (3, 250):  # before the middle seed diverges (at step 7), and after
+    for stop_at in (3, 250):  # before the middle seed diverges (seen at step 7), and after
         with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"time_budget"):
             first = gf.gradient_descent_batch(nets, X, y, checkpoint=path, **args)
         assert first[0].status == "time_budget" and path.exists()
@@ -825,18 +830,20 @@ def test_gd_stopped_by_its_time_budget_keeps_its_last_step_and_resumes_to_the_sa
 
 def _unstable_gd_problem():
     X, y = gf.data.random_labels(n=8, d=6, seed=0)
-    # linear σ, ĉ = 1.5: 2/λ_max(M₀) = 0.36, so GD at δ = 0.6 diverges (loss 3.7e7 at step 14, > 1e10·L₀ at 21)
+    # linear σ, ĉ = 1.5: 2/λ_max(M₀) = 0.36, so GD at δ = 0.6 diverges (loss 3.7e7 at step 14, > 1e10·L₀ at 18)
     return gf.Network(d=6, width=16, activation="linear", seed=1, c_hat=1.5), X, y
 
 
 @pytest.mark.parametrize("how", ["rerun", "budget"])
-def test_a_resumed_gd_that_diverges_ends_at_its_last_saved_step_as_the_uninterrupted_run(tmp_path, how):
+def test_a_resumed_gd_that_diverges_ends_at_its_last_kept_step_as_the_uninterrupted_run(tmp_path, how):
     # regression: the resumed run took the checkpoint's state (step 20, or 16) as its last good one, so W_final and
-    # H[-1] were from there, labelled t[-1] = 8.4 (step 14): loss(W_final) 1e12 where loss[-1] was 3.7e7
+    # H[-1] were from there, labelled t[-1] = 8.4 (step 14): loss(W_final) 1e12 where loss[-1] was 3.7e7; the
+    # runs end at step 17, the last iterate before the loss passed 1e10·L₀, between the saved steps 14 and 21
     net, X, y = _unstable_gd_problem()
     args = dict(step=0.6, steps=400, save_every=7)
     ref = gf.gradient_descent(net, X, y, warn=False, **args)
-    assert ref.status == "diverged" and ref.t[-1] == pytest.approx(8.4)
+    assert ref.status == "diverged" and ref.t[-1] == pytest.approx(10.2) and ref.t[-2] == pytest.approx(8.4)
+    assert "step 17 (t = 10.2)" in ref.message
     path = tmp_path / "gd.ckpt"
     if how == "rerun":  # the same diverging call repeated: its checkpoint (after every step) resumes at step 20
         first = gf.gradient_descent(net, X, y, checkpoint=path, checkpoint_every=1e-9, warn=False, **args)
@@ -861,13 +868,12 @@ def test_gd_whose_iterates_diverged_before_its_time_budget_ran_out_is_reported_d
     ref = gf.gradient_descent(net, X, y, warn=False, **args)
     with budget_runs_out_at_eval(stop_at), pytest.warns(gf.GFlowWarning, match=r"\[diverged\]"):
         sol = gf.gradient_descent(net, X, y, **args)
-    assert sol.status == "diverged" and "max_wall_time" not in sol.message
-    assert f"before step {stop_at - 1}" in sol.message if stop_at == 700 else "the loss grew to" in sol.message
+    assert sol.status == "diverged" and "max_wall_time" not in sol.message and "the loss grew to" in sol.message
     direct = gf.gradient_descent(net, X, y, step=0.6, steps=stop_at - 1, save_every=stop_at - 1, warn=False)
     assert direct.status == "diverged"
-    if stop_at == 50:
-        assert sol.message == direct.message
-    for a in (ref, direct):  # the last saved state (t = 0) stays the end
+    # every run ends where saving every step would have: at step 17, before the loss passed 1e10·L₀ at step 18
+    assert sol.message == direct.message == ref.message and "step 17 (t = 10.2)" in sol.message
+    for a in (ref, direct):
         np.testing.assert_array_equal(sol.t, a.t)
         np.testing.assert_array_equal(sol.W_final, a.W_final)
 
@@ -883,7 +889,7 @@ def test_a_gd_batch_seed_whose_iterates_diverged_before_the_time_budget_ran_out_
             sols = gf.gradient_descent_batch(nets, X, y, **args)
         assert [s.status for s in sols] == ["time_budget", "diverged", "time_budget"], stop_at
         assert "max_wall_time" not in sols[1].message and "diverged" in sols[1].message
-        np.testing.assert_array_equal(sols[1].t, ref[1].t)  # the last saved state (t = 0) stays the end
+        np.testing.assert_array_equal(sols[1].t, ref[1].t)  # the last iterate before the blow-up (t = 0.4) is the end
         np.testing.assert_array_equal(sols[1].W_final, ref[1].W_final)
         for s in (0, 2):
             assert sols[s].t[-1] == (stop_at - 1) * 0.1

@@ -569,7 +569,7 @@ def test_fixed_step_flow_that_blows_up_ends_with_status_nonfinite_not_an_excepti
     # regression: the internal Abort used to escape simulate() when the kept partial state was non-finite
     with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
         sol = _blowing_up_euler()
-    assert sol.status == "nonfinite"
+    assert sol.status == "nonfinite" and "activation" not in sol.message  # (σ is linear: the step, not σ)
     assert_partial_trajectory(sol, 2000.0)
 
 
@@ -736,6 +736,31 @@ def test_vector_field_that_turns_nan_ends_with_status_nonfinite(method):
     assert "non-finite" in sol.message
     assert_partial_trajectory(sol, 10.0)
     assert sol.t[-1] > 1.0, "the trajectory before the field turned NaN must be kept"
+    # σ′ turned NaN at finite features: the activation is named, not the data scale (as GD names it)
+    assert "of the activation 'tanh_nan_beyond_2' returned non-finite values at finite" in sol.message
+    assert "check the data scale" not in sol.message
+
+
+def _sqrt_activation() -> gf.Activation:
+    """σ(u) = √(u + 4): σ and σ′ are NaN at u < −4, which the features below reach within t ≈ 0.1."""
+    return gf.Activation("sqrt", lambda u: torch.sqrt(u + 4.0), lambda u: 0.5 / torch.sqrt(u + 4.0), lipschitz=10.0,
+                         interval=(-1.0, 1.0))
+
+
+@bounded
+@pytest.mark.parametrize("method", ["dop853", "euler", "rk4", "torchdiffeq.rk4", "exprk4", "dop853+exprk4"])
+def test_a_flow_made_non_finite_by_its_activation_names_the_activation(method):
+    # regression: "the state or its derivative became non-finite near t = 0.0862; check the data scale, or try
+    # method='dop853+exprk4'" (euler, rk4: "... use a smaller step") where σ = √(u + 4) had left its domain
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation=_sqrt_activation(), seed=0)
+    kw = {"step": 0.05} if method in FIXED_STEP_METHODS else {}
+    with finishes_within(TIME_LIMIT), pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = gf.simulate(net, X, 30 * np.sign(y), t1=50.0, method=method, **kw)
+    assert sol.status == "nonfinite" and 0.0 < sol.t[-1] < 0.2
+    assert sol.message.startswith("σ or σ′ of the activation 'sqrt' returned non-finite values at finite features")
+    assert "the activation, not the solver or the data scale" in sol.message
+    assert "check the data scale" not in sol.message and "smaller step" not in sol.message
 
 
 def test_raise_for_status_returns_the_solution_itself_after_success():
@@ -835,6 +860,34 @@ def test_gd_made_non_finite_by_its_activation_blames_the_activation_not_the_step
         sol = gf.gradient_descent(net, X, y, step=0.01, steps=1000)
     assert sol.status == "nonfinite" and "the activation, not the step" in sol.message
     assert "stability limit" not in sol.message
+
+
+@pytest.mark.parametrize("space", ["feature", "weight"])
+def test_gd_that_diverges_between_saved_steps_ends_at_its_last_iterate_before_the_blowup(space):
+    # regression: divergence was seen at saved steps only, so save_every=100 ended at t = [0] ("non-finite state
+    # between steps 0 and 100") and dropped step 1, whose loss was finite (gf.simulate's euler kept t = [0, 10])
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation="linear", seed=0)
+    kw = dict(step=10.0, steps=200, space=space, warn=False)
+    sol = gf.gradient_descent(net, 10.0 * X, y, save_every=100, **kw)
+    every = gf.gradient_descent(net, 10.0 * X, y, save_every=1, **kw)  # (stops at the first step past 1e10·L₀)
+    assert sol.status == every.status == "diverged" and sol.message == every.message
+    assert sol.t.tolist() == every.t.tolist() == [0.0, 10.0] and "step 1 (t = 10)" in sol.message
+    assert sol.feature_t[-1] == 10.0 and np.array_equal(sol.H[-1], every.H[-1])
+    np.testing.assert_array_equal(sol.loss, every.loss)
+    np.testing.assert_array_equal(sol.W_final, every.W_final)  # the end's weights: those of the kept step
+    loss_end = float(net.loss(torch.as_tensor(10.0 * X), y, torch.as_tensor(sol.W_final)))
+    assert loss_end == pytest.approx(sol.loss[-1], rel=1e-9)
+
+
+def test_gd_made_non_finite_by_its_activation_between_saved_steps_keeps_its_last_finite_iterate():
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation=_sqrt_activation(), seed=0)
+    with pytest.warns(gf.GFlowWarning, match=r"\[nonfinite\]"):
+        sol = gf.gradient_descent(net, X, 30 * np.sign(y), step=0.05, steps=1000, save_every=10)
+    # σ = √(u + 4) is NaN at a feature below −4 at step 3: steps 1 and 2 were dropped (t = [0])
+    assert sol.status == "nonfinite" and "at step 3 (t = 0.15): the activation, not the step" in sol.message
+    assert sol.t.tolist() == [0.0, 0.1] and "step 2 (t = 0.1)" in sol.message and sol.feature_t[-1] == 0.1
 
 
 def test_auto_on_an_activation_whose_derivative_is_nan_at_h0_names_the_activation():

@@ -476,7 +476,8 @@ def test_gradient_descent_whose_loss_explodes_is_diverged_before_it_overflows():
     bad = gf.Network(d=4, width=16, seed=1, activation="linear", c_hat=100.0)
     sol = gf.gradient_descent(bad, X, y, step=0.5, steps=20, save_every=5, warn=False)
     assert sol.status == "diverged" and "the loss grew to" in sol.message  # was 'success' at 1.8e165
-    assert len(sol.t) == 1 and np.all(np.isfinite(sol.loss))
+    # (the saved steps end at t = 0; the last iterate within 1e10·L₀, step 1, between saved steps, is kept)
+    assert sol.t.tolist() == [0.0, 0.5] and np.all(np.isfinite(sol.loss)) and "step 1 (t = 0.5)" in sol.message
     good = gf.Network(d=4, width=16, seed=0, activation="linear")
     sols = gf.gradient_descent_batch([good, bad], X, y, step=0.5, steps=20, save_every=5, warn=False)
     assert [s.status for s in sols] == ["success", "diverged"]

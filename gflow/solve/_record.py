@@ -22,7 +22,7 @@ import torch
 from .._validate import check_positive_int, describe
 from ..fields.base import AbstractField, scratch
 from ..model import quantities as Q
-from ..model.network import _physical_memory
+from ..model.network import Network, _physical_memory
 from ..solution import Interrupted
 
 
@@ -54,6 +54,53 @@ def _global_inf_abs(act) -> float:
 #: a loss beyond this factor times L₀ at a saved time ends gradient descent and fixed-step flow solves as "diverged"
 #: (before it overflows: a loss growing 1e3 → 1.8e165 ended as "success", and certify said OK)
 DIVERGE_FACTOR = 1e10
+
+
+def activation_fault(net, H: torch.Tensor, where: str, instead: str, s: torch.Tensor | None = None,
+                     ds: torch.Tensor | None = None) -> str | None:
+    """The message that blames the activation where σ or σ′ (``s``, ``ds``: computed here if not given) is
+    non-finite at the finite features ``H``, else None: a NaN σ′ at a stable step was blamed on the step (GD: "use
+    a smaller step") or on the data scale (gf.simulate). ``where``: "at step 3 (t = 0.15)"; ``instead``: what did
+    not make the run non-finite."""
+    if not bool(torch.isfinite(H).all()):
+        return None
+    if s is None:
+        s, ds = net.activation.both(H)
+    if bool(torch.isfinite(s).all() and torch.isfinite(ds).all()):
+        return None
+    return (f"σ or σ′ of the activation {net.activation.name!r} returned non-finite values at finite features "
+            f"(|H| up to {float(H.abs().max()):.3g}) {where}: the activation, not {instead}, made the run non-finite; "
+            "check its sigma/dsigma there")
+
+
+def flow_activation_fault(field: AbstractField, monitor: "Monitor", recorder: "Recorder") -> str | None:
+    """After a flow solve turned non-finite (its failure path only): the message of :func:`activation_fault` for
+    the first of the states at hand — the stage whose derivative was non-finite (:meth:`Monitor.raise_nonfinite`),
+    the state whose loss or σ′ the recorder refused, the last accepted state (of ``field``) — whose features are
+    finite and whose σ or σ′ is not; else None (gf.simulate told a NaN of σ at finite features to "check the data
+    scale")."""
+    partial = None if monitor.partial is None else (*monitor.partial, field)
+    return states_activation_fault((monitor.nonfinite_state, recorder.nonfinite_state, partial))
+
+
+def states_activation_fault(states) -> str | None:
+    """:func:`flow_activation_fault` over ``states``: (t, state, of) or None each, ``of`` the state's field or the
+    network whose features H the state is."""
+    for got in states:
+        if got is None or got[2] is None:
+            continue
+        t, state, of = got
+        try:
+            H, net = (state, of) if isinstance(of, Network) else (of.train_features(state.reshape(of.state_shape)),
+                                                                   of.problem.net)
+        except (AttributeError, NotImplementedError, RuntimeError, ValueError):  # (a batch's field: nothing to say)
+            continue
+        fault = activation_fault(net, H, f"near t = {float(t):.6g}", "the solver or the data scale")
+        if fault is not None:
+            return fault
+    return None
+
+
 def float64_advice(dtype: torch.dtype | None) -> str:
     """``"float64, "`` for a run in a lower precision or of unknown dtype (to start a list of what to try), else
     ``""``: a float64 run that turned non-finite was told to "use float64"."""
@@ -162,6 +209,8 @@ class Recorder:
         self.weight_t: list[float] = []
         self.W: list[np.ndarray] = []
         self.last_state: torch.Tensor | None = None
+        #: (t, state, field) whose loss or σ′ :meth:`record` found non-finite (a copy, on that failure only)
+        self.nonfinite_state: tuple[float, torch.Tensor, AbstractField] | None = None
         self.bar = None  # optional tqdm bar over flow time (see attach_progress)
         yt = pb.y_test
         self.sign_labels = yt is not None and bool(torch.all((yt == 1) | (yt == -1)))
@@ -190,6 +239,7 @@ class Recorder:
         # σ′(H) feeds M, μ, ν and L̇; a finite sum proves every entry finite (a NaN or ±inf entry would make it
         # non-finite), so the entrywise check runs only when the sum is not finite (NaN/inf, or an overflow)
         if not math.isfinite(loss) or (not math.isfinite(float(ds.sum())) and not bool(torch.isfinite(ds).all())):
+            self.nonfinite_state = (float(t), state.detach().clone(), self.field)
             raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
                         f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t = {t:.6g}; use "
                         f"{float64_advice(net.dtype)}a smaller step or tighter tolerances")
@@ -613,6 +663,8 @@ class Monitor:
         self.last_dt = math.nan
         self._recent = deque(maxlen=100)
         self.partial: tuple[float, torch.Tensor] | None = None  # last accepted (t, state) inside a chunk
+        #: (t, state, field) of the evaluation found non-finite, where its engine passed them (a copy, on failure only)
+        self.nonfinite_state: tuple[float, torch.Tensor, AbstractField] | None = None
         self.proposed_dt: float | None = None
         self.landing_time = math.nan  # the output time the solver is currently stepping onto
         #: set by the SIGINT handler of :func:`stop_on_sigint`: the next evaluation stops the run ("interrupted")
@@ -688,8 +740,13 @@ class Monitor:
             f"the step size collapsed to {dt:.3g} at t = {t0:.6g}{first or ';'} {self.hint}",
         )
 
-    def raise_nonfinite(self, t: float | None = None) -> None:
+    def raise_nonfinite(self, t: float | None = None, state: torch.Tensor | None = None,
+                        field: AbstractField | None = None, net=None) -> None:
+        """Stop with ``nonfinite``; ``state``: the input of the evaluation found non-finite, a state of ``field`` or
+        the features H of ``net``, kept for :func:`flow_activation_fault`."""
         t = self.last_t if t is None else t
+        self.nonfinite_state = (None if state is None or (field is None and net is None) else
+                                (float(t), state.detach().clone(), field if field is not None else net))
         raise Abort(
             "nonfinite",
             f"the state or its derivative became non-finite near t = {t:.6g}; check the data scale, "

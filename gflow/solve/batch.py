@@ -44,10 +44,10 @@ from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import (Abort, Monitor, Recorder, check_recording_memory, check_threads, float64_advice, guarded_solve,
-                      interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads)
+                      interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads, states_activation_fault)
 from .checkpoint import stored_layout
 from .expint import explicit_method
-from .gd import DIVERGE_FACTOR, _loss_rise, gd_schedule
+from .gd import DIVERGE_FACTOR, _loss_rise, failure_end, gd_schedule
 from .ode import (
     DEFAULT_METHOD,
     EXPINT_METHODS,
@@ -597,9 +597,9 @@ class _BatchMonitor(Monitor):
 
     freezer: _Freezer | None = None
 
-    def raise_nonfinite(self, t: float | None = None) -> None:
+    def raise_nonfinite(self, t: float | None = None, state: torch.Tensor | None = None, field=None) -> None:
         try:
-            super().raise_nonfinite(t)  # (it raises)
+            super().raise_nonfinite(t, state, field)  # (it raises)
         except Abort as exc:
             if self.freezer is None or not self.freezer.pending:
                 raise
@@ -648,8 +648,9 @@ class _Freezer:
         """Freeze seed s with its own run's status and message (a non-finite one with its step advice, as
         gf.simulate gives it) and counts; Abort once no seed is running."""
         rec, m = self.recorders[s], self.monitor
-        if status == "nonfinite":
-            message = f"{message}; {rec.step_advice()}"
+        if status == "nonfinite":  # (σ or σ′ non-finite at its finite features: the activation, as gf.simulate says)
+            fault = self.activation_fault(s)
+            message = fault if fault is not None else f"{message}; {rec.step_advice()}"
         _hand_on_bar(self.recorders, s, [k for k in range(self.bf.S) if k not in self.outcome and k != s])
         self.keep_partial(s)
         self.outcome[s] = (status, message, {
@@ -658,6 +659,20 @@ class _Freezer:
         self.frozen[s] = True
         if len(self.outcome) == self.bf.S:
             raise Abort(status, message)
+
+    def activation_fault(self, s: int) -> str | None:
+        """:func:`~gflow.solve._record.flow_activation_fault` for seed s: its row of the failing stage, the state
+        its recorder refused, its row of the last accepted state."""
+        bf = self.bf
+
+        def row(got):
+            if got is None or not (got[2] is bf or getattr(got[2], "bf", None) is bf):
+                return None
+            return got[0], bf.seed_state(got[1].reshape(bf.S, -1), s), bf.fields[s]
+
+        part = None if self.monitor.partial is None else (*self.monitor.partial, bf)
+        return states_activation_fault((row(self.monitor.nonfinite_state), self.recorders[s].nonfinite_state,
+                                        row(part)))
 
     def state_dict(self) -> dict:
         return {"frozen_outcome": {int(s): list(v) for s, v in self.outcome.items()}}
@@ -682,7 +697,7 @@ class _BatchFunc:
         freezer = self.monitor.freezer
         if freezer is not None:
             if not freezer.mask(out, dL):
-                self.monitor.raise_nonfinite(float(t))
+                self.monitor.raise_nonfinite(float(t), y, self.bf)
             return out
         # L̇ reduces each seed's whole derivative, so S scalars tell whether any entry is NaN or inf
         if not bool(torch.isfinite(dL).all()):
@@ -924,10 +939,11 @@ def gradient_descent_batch(
     individual run takes, so each result equals that run up to rounding (the batched products sum in another
     order).
 
-    Failures are per seed: a seed whose state or loss turns non-finite is recorded as ``"diverged"`` (with its
-    iterates up to the last finite saved one, exactly as :func:`gflow.gradient_descent` records it), its state
-    is frozen at its last finite iterate, and the other seeds go on.  The wall-time budget stops every seed
-    still running with ``"time_budget"``.
+    Failures are per seed: a seed whose state or loss turns non-finite or whose loss grows past 1e10·L₀ stops
+    with its own run's status and message (``"diverged"``, or ``"nonfinite"`` naming the activation) and its
+    iterates up to the last one before the blow-up (also between saved steps, exactly as
+    :func:`gflow.gradient_descent` records it), its state is frozen there, and the other seeds go on.  The
+    wall-time budget stops every seed still running with ``"time_budget"``.
 
     Returns:
         a list of S :class:`gflow.Solution`, one per network, in the order of ``nets``.
@@ -1008,21 +1024,32 @@ def gradient_descent_batch(
             _hand_on_bar(recorders, s, active)
 
         def record_or_stop(s: int, finite: bool, k_at: int, since: int) -> bool:
-            """Record seed s at step ``k_at``, or stop it as "diverged" where its state (non-finite since step
-            ``since``) or its loss has blown up; True where it was recorded."""
+            """Record seed s at step ``k_at``, or stop it where its state (non-finite since step ``since``, its
+            last recorded one) or its loss has blown up, as its own run stops (:func:`failure_end`: at its last
+            iterate before that, "diverged", or "nonfinite" where σ or σ′ was the cause); True where recorded."""
             if finite:
                 try:
                     recorders[s].record(k_at * step, bf.seed_state(state, s))
                     return True
                 except Abort as exc:
                     if exc.status == "diverged":
-                        stop(s, "diverged", exc.message)
-                        return False
-                    why = f"(non-finite loss) before step {k_at}"
+                        why = None
+                        message = exc.message
+                    else:
+                        why = f"(non-finite loss) before step {k_at}"
             else:
                 why = f"(non-finite state) between steps {since} and {k_at}"
-            stop(s, "diverged", f"gradient descent diverged {why}: the step δ = {step:g} is far past the stability "
-                                "limit 2/λ_max(M); use a smaller step")
+            if why is not None:
+                message = (f"gradient descent diverged {why}: the step δ = {step:g} is far past the stability limit "
+                           "2/λ_max(M); use a smaller step")
+            status, seed_good = "diverged", bf.seed_state(last_good, s)
+            bar, recorders[s].bar = recorders[s].bar, None  # (the bar goes on with the next seed's records)
+            end = failure_end(bf.fields[s], recorders[s], seed_good, since, k_at, step)  # (its own run's replay)
+            recorders[s].bar = bar
+            if end is not None:
+                status, message, kept = end
+                seed_good.copy_(kept)  # (frozen there by stop, and checkpointed so)
+            stop(s, status, message)
             return False
 
         k = k_start

@@ -230,7 +230,12 @@ class _Point:
 
 
 class _NonFinite(Exception):
-    pass
+    """A non-finite evaluation; ``H``: its features where known (:func:`~gflow.solve._record.flow_activation_fault`
+    blames σ where it is non-finite there)."""
+
+    def __init__(self, H: torch.Tensor | None = None):
+        super().__init__()
+        self.H = H
 
 
 class _GiveBack(Exception):
@@ -311,7 +316,7 @@ class _Flow:
         FH = self.mulG(P)
         dL = self.alpha * torch.dot(P.reshape(-1), FH.reshape(-1))  # L̇ (E3): one scalar checks everything
         if not math.isfinite(float(dL)):
-            raise _NonFinite
+            raise _NonFinite(H)
         fint = self.field.integrands(Parts(H, ds, r, dL)) if self.observed and integrands else None
         pt = _Point(t, H, A, q, P, FH, fint, ds, B)
         pt.r = r
@@ -655,8 +660,8 @@ def run_exprk(field: AbstractField, grid: np.ndarray, rtol: float, atol: float, 
             H, A, q = flow.split(state0)
             try:
                 p = flow.evaluate(0.0, H, A, q, monitor)
-            except _NonFinite:
-                monitor.raise_nonfinite(0.0)
+            except _NonFinite as exc:
+                monitor.raise_nonfinite(0.0, exc.H, net=flow.net)
             lin0 = None
         if step is not None:
             _run_fixed(flow, p, grid, step, recorder, monitor, extra)
@@ -913,8 +918,8 @@ def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
             lin = _Linearization(flow, p.H, p.B)
             extra["n_linearizations"] += 1
             p = _substep(flow, lin, p, tau, monitor, evaluate_end=True)
-        except _NonFinite:
-            monitor.raise_nonfinite(p.t + tau)
+        except _NonFinite as exc:
+            monitor.raise_nonfinite(p.t + tau, exc.H, net=flow.net)
         p.t = float(t_next)
         monitor.partial = (p.t, flow.join(p.H, p.A, p.q))
         monitor.on_step(p.t - tau, tau, True)
@@ -923,10 +928,11 @@ def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
             k += 1
 
 
-def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int) -> float:
-    """A trial step met a non-finite value: retry with a 10× smaller step, or stop with status nonfinite."""
+def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int, exc: _NonFinite | None = None,
+                      net=None) -> float:
+    """A trial step met a non-finite value (``exc``): retry with a 10× smaller step, or stop with status nonfinite."""
     if count >= _MAX_NONFINITE_REJECTS or 0.1 * tau < 1e-11 * max(1.0, abs(t)):
-        monitor.raise_nonfinite(t + tau)
+        monitor.raise_nonfinite(t + tau, None if exc is None else exc.H, net=net)
     monitor.on_step(t, tau, False)
     return 0.1 * tau
 
@@ -1163,8 +1169,8 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
             new, errs = _attempt(flow, lin, p, tau, rtol, atol, monitor, stages, sample=sampler.due())
             err = sampler.norm(errs)
             nonfinite = 0
-        except _NonFinite:
-            h = _reject_nonfinite(monitor, p.t, tau, nonfinite := nonfinite + 1)
+        except _NonFinite as exc:
+            h = _reject_nonfinite(monitor, p.t, tau, nonfinite := nonfinite + 1, exc, flow.net)
             continue
         t_new = t1 if last else p.t + tau
         if err <= 1.0:
@@ -1180,8 +1186,8 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
                     if out is None:
                         try:
                             out = _substep(flow, lin, p, tau_k, monitor)
-                        except _NonFinite:
-                            monitor.raise_nonfinite(tk)
+                        except _NonFinite as exc:
+                            monitor.raise_nonfinite(tk, exc.H, net=flow.net)
                         if flow.jump:  # ∫η from the step's own samples, as the dense output: monotone in the step
                             _jump_integral(flow, p, tau, tau_k / tau, stages["fint"], out[2])
                         extra["n_output_steps"] = extra.get("n_output_steps", 0) + 1

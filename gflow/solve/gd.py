@@ -20,8 +20,8 @@ from .._validate import check_positive_float, check_positive_int, check_run_flag
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
-from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, check_threads, guarded_solve,
-                      interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads)
+from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, activation_fault, check_recording_memory, check_threads,
+                      guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field, warn_lossy_feature_space
 
@@ -48,22 +48,52 @@ def _sorted_unique(k: np.ndarray) -> np.ndarray:
     return k[np.concatenate([[True], k[1:] != k[:-1]])] if k.size else k
 
 
-def _activation_nonfinite(field, net: Network, start: torch.Tensor, k0: int, k1: int, step: float) -> str | None:
-    """Replay GD from the last recorded state (step k0) to step k1, after a run turned non-finite: a message if σ or
-    σ′ returned non-finite values at finite features (the activation is the cause, not the step), else None."""
-    state, deriv = start.clone(), torch.empty_like(start)
-    for k in range(k0, k1 + 1):
+def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step: float):
+    """Replay GD from its last recorded state ``start`` (step k0) to step k1, after the run failed by step k1 (a
+    non-finite state, or a loss past diverge_factor·L₀, is seen at saved steps only): the first iterate k0 < k ≤ k1
+    that saving every step would have refused, as (k − 1, the iterate k − 1, status, why), or None (none did)."""
+    pb, net = field.problem, field.problem.net
+    limit = recorder.diverge_factor * max(recorder.rows["loss"][0], 1e-300)
+    state, prev, deriv = start.clone(), start.clone(), torch.empty_like(start)
+    for k in range(k0 + 1, k1 + 1):
+        field.gd_step_(state, step, deriv)
+        at = f"at step {k} (t = {k * step:g})"
         H = field.train_features(state)
-        if not bool(torch.isfinite(H).all()):
-            return None
-        s, ds = net.activation.both(H)
-        if not bool(torch.isfinite(s).all() and torch.isfinite(ds).all()):
-            return (f"σ or σ′ of the activation {net.activation.name!r} returned non-finite values at finite features "
-                    f"(|H| up to {float(H.abs().max()):.3g}) at step {k} (t = {k * step:g}): the activation, not the "
-                    "step, made the run non-finite; check its sigma/dsigma there")
-        if k < k1:
-            field.gd_step_(state, step, deriv)
+        what = "state" if not bool(torch.isfinite(state).all() and torch.isfinite(H).all()) else None
+        if what is None:
+            s, ds = net.activation.both(H)
+            fault = activation_fault(net, H, at, "the step", s, ds)
+            if fault is not None:  # (a NaN σ′ at a stable step was blamed on the step)
+                return k - 1, prev, "nonfinite", fault
+            r = net.alpha * (net.c @ s) - pb.y
+            loss = float(0.5 * (r @ r))
+            if not math.isfinite(loss) or not bool(torch.isfinite(ds).all()):
+                what = "loss"
+            elif loss > limit:
+                return k - 1, prev, "diverged", recorder._diverged_message(loss, k * step)
+        if what is not None:
+            return k - 1, prev, "diverged", (f"gradient descent diverged (non-finite {what}) {at}: the step δ = "
+                                             f"{step:g} is far past the stability limit 2/λ_max(M); use a smaller step")
+        prev.copy_(state)
     return None
+
+
+def failure_end(field, recorder, start: torch.Tensor, k0: int, k1: int, step: float):
+    """The end of a GD run (or a batch's seed) that failed by step k1, its last recorded state ``start`` at step k0:
+    replays to the first iterate its run saving every step would have refused (:func:`_first_refused`; on this
+    failure path only, no cost per step), records the iterate before it where that is past k0 (up to save_every − 1
+    finite steps were dropped: a run that diverged at step 2 of 100 ended at t = 0), and returns (status, message
+    naming both steps, the end state), or None where the replay found no refused iterate."""
+    found = _first_refused(field, recorder, start, k0, k1, step)
+    if found is None:
+        return None
+    k, end, status, why = found
+    if k > k0:
+        try:
+            recorder.record(k * step, end)
+        except Abort:  # (rounding between the replay's loss and the recorder's: the last saved state stays the end)
+            k, end = k0, start
+    return status, f"{why}; the run ends at its last iterate before that, step {k} (t = {k * step:g})", end
 
 
 def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at):
@@ -139,10 +169,12 @@ def gradient_descent(
         threads: torch's intra-op CPU threads, as in :func:`gflow.simulate` (default: one for small evaluations).
 
     Returns:
-        a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` if the loss
-        became non-finite or grew past 1e10·L₀ (:data:`~gflow.solve._record.DIVERGE_FACTOR`) at a saved step, with
-        the saved iterates before that one (the blown-up iterate is not kept: a run that blew up by its first saved
-        step holds t = 0 alone, and its message gives the loss and time where it did).
+        a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` if the state or
+        loss became non-finite or the loss grew past 1e10·L₀ (:data:`~gflow.solve._record.DIVERGE_FACTOR`), seen
+        at a saved step: a replay from the last saved step (on that failure only) finds the first iterate past
+        that, whose loss and step the message gives, and the run ends at the iterate before it, kept as an extra
+        saved time (W_final and the last H are its), as the same run saving every step ends; ``"nonfinite"``
+        where σ or σ′ was non-finite at finite features there (the activation, not the step, is named).
 
     Example:
         >>> import gflow as gf
@@ -256,10 +288,9 @@ def gradient_descent(
                 status = "diverged"
                 message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} "
                            "is far past the stability limit 2/λ_max(M); use a smaller step")
-            if exc.status == "nonfinite" or (exc.status == "diverged" and not bool(torch.isfinite(state).all())):
-                cause = _activation_nonfinite(field, net, last_good, k_good, k_done, step)
-                if cause is not None:  # (a NaN σ′ at a stable step was blamed on the step)
-                    status, message = "nonfinite", cause
+            end = failure_end(field, recorder, last_good, k_good, k_done, step) if status == "diverged" else None
+            if end is not None:  # the last iterate before the failure, and what failed (the step, or σ)
+                status, message, last_good = end
             recorder.last_state = last_good
             recorder.ensure_final_features()
         finally:

@@ -40,6 +40,7 @@ from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, check_threads,
                       float64_advice, guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes,
                       solve_threads)
+from ._record import flow_activation_fault
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -629,7 +630,10 @@ def simulate(
                 _run_torchdiffeq(field, grid, method, rtol, atol, step, opts, recorder, monitor)
         except Abort as exc:
             status, message = exc.status, exc.message
-            if status == "nonfinite" and recorder.fixed_step is not None:  # (blown up between two saved times: the
+            fault = flow_activation_fault(field, monitor, recorder) if status == "nonfinite" else None
+            if fault is not None:  # (σ or σ′ non-finite at finite features: "check the data scale" missed it)
+                message = fault
+            elif status == "nonfinite" and recorder.fixed_step is not None:  # (blown up between two saved times: the
                 message = f"{message}; {recorder.step_advice()}"  # step against the stability limit, as GD is told)
         finally:
             recorder.close()
@@ -944,7 +948,7 @@ class _TorchFunc:
         parts = self.field.rhs_into(y, out)
         # the probe (L̇, or Σ Ḣ) reduces the whole derivative: one scalar tells whether any entry is NaN or inf
         if not math.isfinite(float(parts.probe)):
-            self.monitor.raise_nonfinite(float(t))
+            self.monitor.raise_nonfinite(float(t), y, self.field)
         return out
 
     def callback_step(self, t0, y0, dt):
@@ -1111,7 +1115,7 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
         out = torch.empty_like(yt)
         parts = field.rhs_into(yt, out)
         if not math.isfinite(float(parts.probe)):  # the probe reduces the whole derivative
-            monitor.raise_nonfinite(float(t))
+            monitor.raise_nonfinite(float(t), yt, field)
         return out.reshape(-1).numpy()
 
     cls = getattr(si, method)

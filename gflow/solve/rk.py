@@ -362,7 +362,7 @@ class Engine:
         parts = (self.field.rhs_core_into if lean else self.field.rhs_into)(y, out)
         # the probe (L̇, or Σ Ḣ) reduces the whole derivative: one scalar tells whether any entry is NaN or inf
         if not math.isfinite(float(parts.probe)):
-            self.monitor.raise_nonfinite(t)
+            self.monitor.raise_nonfinite(t, y, self.field)  # (σ or σ′ may be the cause: flow_activation_fault)
 
     def _lean_stages(self) -> frozenset:
         """The stages j ≥ 1 whose derivative is read only over the core (the first ``Nr`` entries): weight 0 in the
