@@ -78,6 +78,14 @@ def _check_axes(ax, name: str = "ax"):
     return ax
 
 
+def _check_axes_list(axes, count: int) -> list:
+    """``axes`` (any nesting, e.g. a subplots array) as a list of ``count`` checked Axes."""
+    axes = list(np.ravel(np.asarray(axes, dtype=object)))
+    if len(axes) != count:
+        raise ValueError(f"axes must hold {count} Axes, got {len(axes)}")
+    return [_check_axes(a, f"axes[{i}]") for i, a in enumerate(axes)]
+
+
 def _new_axes(ax, figsize=(6.4, 4.4), layout=None):
     if ax is not None:
         return _check_axes(ax), False
@@ -473,10 +481,7 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
             fig, axes = plt.subplots(1, 3, figsize=(14.0, 4.0))
         new = True
     else:
-        axes = list(np.ravel(np.asarray(axes, dtype=object)))
-        if len(axes) != 3:
-            raise ValueError(f"axes must hold 3 Axes, got {len(axes)}")
-        axes = [_check_axes(a, f"axes[{i}]") for i, a in enumerate(axes)]
+        axes = _check_axes_list(axes, 3)
         fig = axes[0].figure
         new = False
     a1, a2, a3 = axes
@@ -570,10 +575,7 @@ def plot_comparison(comparison, axes=None):
         fig, axes = _pyplot().subplots(1, 2, figsize=(11.0, 4.0))
         new = True
     else:
-        axes = list(np.ravel(np.asarray(axes, dtype=object)))
-        if len(axes) != 2:
-            raise ValueError(f"axes must hold 2 Axes, got {len(axes)}")
-        axes = [_check_axes(a, f"axes[{i}]") for i, a in enumerate(axes)]
+        axes = _check_axes_list(axes, 2)
         fig, new = axes[0].figure, False
     a1, a2 = axes
     t = np.asarray(c.t, float)

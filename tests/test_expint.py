@@ -475,16 +475,23 @@ def test_the_checkpoint_fallback_of_auto_follows_rtol(tmp_path):
 # The embedded error estimate and the re-used linearization
 
 
-def test_embedded_estimate_bounds_the_local_error_and_has_order_four(tanh_problem):
-    """One step from t = 0: e = τ b₄(τL)(N(u₁) − N(U₄)) is O(τ⁴) and bounds the O(τ⁵) local error."""
-    from gflow.solve.expint import _embedded_error, _Flow, _Linearization, _substep
+def _start(net, X, y):
+    """(flow, monitor, the evaluated point at t = 0) of exprk4's feature-space flow of ``net`` on (X, y)."""
+    from gflow.solve.expint import _Flow
 
-    net, X, y, _, _ = tanh_problem
     field = make_field(Problem.from_data(net, X, y), "feature")
     flow = _Flow(field)
     mon = Monitor(1.0, 10**6, None, hint="", adaptive=False)
     H0, A0, _ = flow.split(field.initial_state())
-    p = flow.evaluate(0.0, H0, A0, None, mon)
+    return flow, mon, flow.evaluate(0.0, H0, A0, None, mon)
+
+
+def test_embedded_estimate_bounds_the_local_error_and_has_order_four(tanh_problem):
+    """One step from t = 0: e = τ b₄(τL)(N(u₁) − N(U₄)) is O(τ⁴) and bounds the O(τ⁵) local error."""
+    from gflow.solve.expint import _embedded_error, _Linearization, _substep
+
+    net, X, y, _, _ = tanh_problem
+    flow, mon, p = _start(net, X, y)
     lin = _Linearization(flow, p.H)
     taus = np.array([0.05, 0.025, 0.0125, 0.00625])  # asymptotic regime (at τ ≥ 0.2 the local error is 1e-3)
     est, true = [], []
@@ -508,16 +515,12 @@ def test_the_residual_share_of_the_estimate_is_the_residual_change_it_causes(tan
     """_residual_err's δr = α Σ_i c_i σ′(H_i·) ∘ eH_i· is the first-order change of r = f − y under a state error eH:
     ‖δr‖/(rtol‖r‖) against r evaluated at H + eH (a mutation audit: δr without α, m× too large here, passed every
     accuracy test — an over-cautious estimate only costs steps)."""
-    from gflow.solve.expint import _Flow, _residual_err
+    from gflow.solve.expint import _residual_err
 
     net, X, y, _, _ = tanh_problem
-    field = make_field(Problem.from_data(net, X, y), "feature")
-    flow = _Flow(field)
-    mon = Monitor(1.0, 10**6, None, hint="", adaptive=False)
-    H0, A0, _ = flow.split(field.initial_state())
-    p = flow.evaluate(0.0, H0, A0, None, mon)
-    eH = 1e-7 * torch.from_numpy(np.random.default_rng(0).standard_normal(tuple(H0.shape))) * H0.abs().mean()
-    shifted = flow.evaluate(0.0, H0 + eH, A0, None, mon)
+    flow, mon, p = _start(net, X, y)
+    eH = 1e-7 * torch.from_numpy(np.random.default_rng(0).standard_normal(tuple(p.H.shape))) * p.H.abs().mean()
+    shifted = flow.evaluate(0.0, p.H + eH, p.A, None, mon)
     change = float(torch.linalg.vector_norm(shifted.r - p.r)) / float(torch.linalg.vector_norm(p.r))
     assert change > 1e-10  # (far above the rounding floor, which _residual_err adds below rtol·‖r‖)
     assert _residual_err(flow, p, eH, 1.0) == pytest.approx(change, rel=1e-5)

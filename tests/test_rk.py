@@ -108,25 +108,15 @@ def test_the_dense_output_in_chunks_gives_the_states_of_one_product(linear_probl
     assert rel_err(chunked.residual, np.stack([exact(t) for t in ts])) < 1e-8
 
 
-def test_dop853_costs_the_same_evaluations_as_scipy_dop853(make_data):
+@pytest.mark.parametrize("ours_method, scipy_method", [("dop853", "DOP853"), ("dopri5", "RK45")])
+def test_the_native_pairs_cost_the_evaluations_of_scipy_s(make_data, ours_method, scipy_method):
+    # (dopri5 against RK45: a mutation audit — dopri5's error-estimate weights scaled by 0.1 were caught only
+    # indirectly, by a certify test; a 10× smaller error estimate takes about 0.1^(1/5) as many steps)
     X, y = make_data(n=8, d=5, seed=3)
     net = gf.Network(d=5, width=32, activation="tanh", seed=0)
     kw = dict(t1=50.0, rtol=1e-9, atol=1e-11, integrals=False)
-    ours = gf.simulate(net, X, y, method="dop853", **kw)
-    ref = gf.simulate(net, X, y, method="DOP853", **kw)
-    assert ours.ok and ref.ok
-    assert abs(ours.stats["n_f_evals"] / ref.stats["n_f_evals"] - 1) < 0.1, (ours.stats, ref.stats)
-    assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
-
-
-def test_dopri5_costs_the_same_evaluations_as_scipy_rk45(make_data):
-    # (a mutation audit: dopri5's error-estimate weights scaled by 0.1 were caught only indirectly, by a certify test;
-    # here a 10× smaller error estimate takes about 0.1^(1/5) as many steps)
-    X, y = make_data(n=8, d=5, seed=3)
-    net = gf.Network(d=5, width=32, activation="tanh", seed=0)
-    kw = dict(t1=50.0, rtol=1e-9, atol=1e-11, integrals=False)
-    ours = gf.simulate(net, X, y, method="dopri5", **kw)
-    ref = gf.simulate(net, X, y, method="RK45", **kw)
+    ours = gf.simulate(net, X, y, method=ours_method, **kw)
+    ref = gf.simulate(net, X, y, method=scipy_method, **kw)
     assert ours.ok and ref.ok
     assert abs(ours.stats["n_f_evals"] / ref.stats["n_f_evals"] - 1) < 0.1, (ours.stats, ref.stats)
     assert np.abs(ours.loss - ref.loss).max() < 1e-6 * ref.loss[0]
