@@ -26,10 +26,11 @@ from .solution import Solution
 
 __all__ = ["Comparison", "compare"]
 
-# times of the two runs match within this relative distance (GD's t = kδ against a flow's saveat grid)
+# times of the two runs match within this distance relative to max(1, |t|) (GD's t = kδ against a flow's grid)
 TIME_TOL = 1e-9
-# network settings that may differ between the runs (a float32 run against its float64 reference)
-_FREE_NETWORK_KEYS = ("dtype", "device")
+# network settings that may differ between the runs: a float32 run against its float64 reference; the same network
+# given by its seed or by explicit c and W0 (the runs' c and outputs at t = 0 are compared instead)
+_FREE_NETWORK_KEYS = ("dtype", "device", "seed", "explicit_params")
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +39,12 @@ class Comparison:
 
     Attributes (numpy arrays over the K shared times ``t``):
         t: (K,) the shared saved times.   loss, loss_ref: (K,) L of the run and of the reference there.
-        loss_rel_error: (K,) |L − L_ref| / L_ref (0 where both are 0, inf where only L_ref is).
+        loss_rel_error: (K,) |L − L_ref| / L_ref (0 where both are 0, inf where only L_ref is); NaN where L_ref is
+            at or below ``loss_floor``, where both losses are rounding and their relative difference means nothing
+            (just above it, rounding may move L by up to about (2·floor/L_ref)^½ relatively: the summary says so).
+        loss_abs_error: (K,) |L − L_ref| / L₀ (L₀ the reference's initial loss): finite at every shared time.
+        loss_floor: max over both runs of the loss below which a run's L is rounding, max(n·(1e3·ε·ĉ)², 1e-25·L₀)
+            (ε of the run's dtype, ĉ the output weights' scale).
         residual_rel_error: (K,) ‖r − r_ref‖₂ / ‖r_ref‖₂, r = f − y on the training points (same conventions).
         output_abs_error: (K,) max_a |f(x_a) − f_ref(x_a)|.
         test_loss_rel_error, test_error_rel_error: (K,) the relative errors of the test loss ½Σ(f − y)² and of
@@ -60,6 +66,8 @@ class Comparison:
     loss: np.ndarray
     loss_ref: np.ndarray
     loss_rel_error: np.ndarray
+    loss_abs_error: np.ndarray
+    loss_floor: float
     residual_rel_error: np.ndarray
     output_abs_error: np.ndarray
     test_loss_rel_error: np.ndarray | None
@@ -78,22 +86,22 @@ class Comparison:
 
     @property
     def max_loss_rel_error(self) -> float:
-        """The largest relative loss error over the shared times."""
-        return float(np.max(self.loss_rel_error))
+        """The largest relative loss error over the shared times above the loss floor (NaN where none is)."""
+        return _nanmax(self.loss_rel_error)
 
     @property
     def max_residual_rel_error(self) -> float:
-        """The largest relative residual error over the shared times."""
-        return float(np.max(self.residual_rel_error))
+        """The largest relative residual error over the shared times above the loss floor (NaN where none is)."""
+        return _nanmax(self.residual_rel_error)
 
     @property
     def estimate_holds(self) -> bool | None:
         """Whether the run's own error estimate bounds its measured relative loss error at every shared time
-        where the estimate is finite (None without an estimate)."""
+        where both are known (None without an estimate, or where no time has both)."""
         if self.error_estimate is None:
             return None
-        finite = np.isfinite(self.error_estimate)
-        return bool(np.all(self.loss_rel_error[finite] <= self.error_estimate[finite]))
+        known = np.isfinite(self.error_estimate) & ~np.isnan(self.loss_rel_error)
+        return bool(np.all(self.loss_rel_error[known] <= self.error_estimate[known])) if np.any(known) else None
 
     def table(self, rows: int = 10) -> str:
         """The errors at up to ``rows`` shared times spread evenly over them (first and last included)."""
@@ -120,25 +128,37 @@ class Comparison:
         :meth:`table` (``rows=0``: no table)."""
         rows = check_positive_int(rows, "rows", minimum=0)
         K = len(self.t)
-        k = int(np.argmax(self.loss_rel_error))
         lines = [f"{self.label} against {self.label_ref}: {K} shared time{'s' if K != 1 else ''} in "
-                 f"[{self.t[0]:.6g}, {self.t[-1]:.6g}]",
-                 f"largest relative error of the loss {self.loss_rel_error[k]:.3e} (at t = {self.t[k]:.6g}); "
-                 f"of the residual {self.max_residual_rel_error:.3e}; of f {float(np.max(self.output_abs_error)):.3e} "
-                 "(absolute)"]
+                 f"[{self.t[0]:.6g}, {self.t[-1]:.6g}]"]
+        resolved = ~np.isnan(self.loss_rel_error)
+        if np.any(resolved):
+            k = int(np.nanargmax(self.loss_rel_error))
+            # (just above the floor the rounding of r, ‖δr‖² ≈ floor, alone moves L by ≈ (2·floor/L)^½ relatively)
+            rounding = math.sqrt(2.0 * self.loss_floor / self.loss_ref[k])
+            near = (f", where rounding may move L by up to ≈ {rounding:.2g}"
+                    if rounding > 0.01 * self.loss_rel_error[k] else "")
+            lines.append(f"largest relative error of the loss {self.loss_rel_error[k]:.3e} (at t = {self.t[k]:.6g}"
+                         f"{near}); of the residual {self.max_residual_rel_error:.3e}; of f "
+                         f"{float(np.max(self.output_abs_error)):.3e} (absolute)")
+        if not np.all(resolved):
+            lines.append(f"at {int(np.sum(~resolved))} of the {K} times the reference's loss is at or below the "
+                         f"floor {self.loss_floor:.3g} where it is rounding: no relative error there (NaN); "
+                         f"|L − L_ref|/L₀ at most {_nanmax(self.loss_abs_error):.3e} over all times")
         if self.test_error_rel_error is not None:
             lines.append(f"test loss {float(np.max(self.test_loss_rel_error)):.3e}, test mean squared error "
                          f"{float(np.max(self.test_error_rel_error)):.3e} (largest relative errors)")
-        if len(self.feature_t):
-            lines.append(f"features H at {len(self.feature_t)} time{'s' if len(self.feature_t) != 1 else ''}: "
-                         f"{float(np.max(self.feature_rel_error)):.3e} (largest relative Frobenius error)")
+        later = self.feature_t > 0  # (at t = 0 the features agree by construction)
+        if np.any(later):
+            J = int(np.sum(later))
+            lines.append(f"features H at {J} time{'s' if J != 1 else ''} after t = 0: "
+                         f"{_nanmax(self.feature_rel_error[later]):.3e} (largest relative Frobenius error)")
         if self.weight_rel_error is not None:
             lines.append(f"weights W at t = {self.weight_t:.6g}: {self.weight_rel_error:.3e} (relative Frobenius)")
-        if self.error_estimate is not None:
+        if self.estimate_holds is not None:
             lines.append(f"the run's own error estimate {'bounds' if self.estimate_holds else 'does NOT bound'} "
                          "its loss error at every shared time")
         if self.error_estimate_ref is not None:
-            ref_est = float(np.max(self.error_estimate_ref))
+            ref_est = _nanmax(self.error_estimate_ref)
             lines.append(f"the reference's own estimate of its relative loss error: at most {ref_est:.3e}")
             if self.max_loss_rel_error < 10.0 * ref_est:
                 lines.append("note: the errors are within 10× the reference's own error estimate: tighten the "
@@ -158,6 +178,12 @@ class Comparison:
     def __repr__(self) -> str:
         return (f"Comparison({self.label!r} vs {self.label_ref!r}, K={len(self.t)}, "
                 f"max loss rel. error {self.max_loss_rel_error:.3e})")
+
+
+def _nanmax(values) -> float:
+    """The largest of ``values`` ignoring NaN; NaN where all are (no warning)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.nanmax(v)) if v.size and not np.all(np.isnan(v)) else math.nan
 
 
 def _source(x, name: str) -> Solution:
@@ -189,14 +215,26 @@ def _check_same_problem(sol: Solution, ref: Solution) -> None:
     net, net_ref = sol.config.get("network", {}), ref.config.get("network", {})
     low = 1e-12 if net.get("dtype", "float64") == net_ref.get("dtype", "float64") == "float64" else 1e-6
     keys = sorted(k for k in set(net) | set(net_ref) if k not in _FREE_NETWORK_KEYS and net.get(k) != net_ref.get(k))
+    advice = "compare a run with a reference of the same network (the same gf.Network, or the same seed and settings)"
     if keys:
         diff = "; ".join(f"{k}: {net.get(k)!r} vs {net_ref.get(k)!r}" for k in keys)
-        raise ValueError(f"sol and reference are runs of different networks ({diff}); compare a run with a reference "
-                         "of the same network (the same gf.Network, or the same seed and settings)")
-    for name in ("c", "W0"):
-        a, b = getattr(sol, name), getattr(ref, name)
-        if (a is None) != (b is None) or (a is not None and not _same(a, b, low)):
-            raise ValueError(f"sol and reference are runs of different networks: their {name} differ")
+        raise ValueError(f"sol and reference are runs of different networks ({diff}); {advice}")
+    seeds = (f" (seed: {net.get('seed')!r} vs {net_ref.get('seed')!r})" if net.get("seed") != net_ref.get("seed")
+             else "")
+    differ = ("c" if not _same(sol.c, ref.c, low) else
+              "W0" if sol.W0 is not None and ref.W0 is not None and not _same(sol.W0, ref.W0, low) else None)
+    if differ is not None:
+        raise ValueError(f"sol and reference are runs of different networks: their {differ} differ{seeds}; {advice}")
+    # the networks' functions: a custom activation or embedding of the same name but another function (a review)
+    starts = [(name, np.asarray(a)[0], np.asarray(b)[0]) for name, ta, a, tb, b in (
+        ("outputs f", sol.t, sol.output, ref.t, ref.output), ("features H", sol.feature_t, sol.H, ref.feature_t, ref.H))
+        if a is not None and b is not None and len(ta) and len(tb) and float(ta[0]) == float(tb[0]) == 0.0]
+    for name, a, b in starts:
+        if not _same(a, b, 1e3 * low):
+            worst = float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+            raise ValueError(f"sol and reference are runs of different networks: their {name} at t = 0 differ by up "
+                             f"to {worst:.3g}{seeds} (a custom activation or embedding of the same name but another "
+                             f"function?); {advice}")
     for name in ("X", "y"):
         if not _same(getattr(sol, name), getattr(ref, name), low):
             raise ValueError(f"sol and reference were trained on different data: their {name} differ (shapes "
@@ -215,11 +253,20 @@ def _shared(t: np.ndarray, t_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rel(diff: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """|diff| / |ref| elementwise, 0 where both are 0 and inf where only ref is."""
+    """|diff| / |ref| elementwise, 0 where both are 0, inf where only ref is, NaN where either is NaN."""
     diff, ref = np.abs(diff), np.abs(ref)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = diff / ref
-    return np.where(ref > 0, out, np.where(diff > 0, np.inf, 0.0))
+        out = np.where(ref > 0, diff / ref, np.where(diff > 0, np.inf, 0.0))
+    return np.where(np.isnan(diff) | np.isnan(ref), np.nan, out)
+
+
+def _loss_floor(sol: Solution, L0: float) -> float:
+    """The loss below which a run's L is rounding: max(n·(1e3·ε·ĉ)², 1e-25·L₀) — r = f − y carries about 1e3·ε of
+    the scale ĉ of f's terms (:func:`gflow.certify` takes atol for ε, a bound for its checks; an adaptive run's
+    residual is resolved below atol: gflow's dop853 at atol 1e-10 held L = 8e-22 to 1.2e-6)."""
+    net = sol.config.get("network", {})
+    eps = 1.2e-7 if net.get("dtype") == "float32" else 2.2e-16
+    return max(sol.n * (1e3 * eps * float(net.get("c_hat") or 1.0)) ** 2, 1e-25 * L0)
 
 
 def _rows_norm(a: np.ndarray) -> np.ndarray:
@@ -255,15 +302,19 @@ def compare(sol, reference) -> Comparison:
             f"reference: {len(ref.t)} in [{ref.t[0]:.6g}, {ref.t[-1]:.6g}], matched within {TIME_TOL:g} relative): "
             "solve the reference with saveat=sol.t, or save both at common times (GD saves t = kδ at every "
             "save_every-th step)")
-    loss, loss_ref = np.asarray(sol.loss)[i].astype(np.float64), np.asarray(ref.loss)[j].astype(np.float64)
-    r, r_ref = np.asarray(sol.residual, dtype=np.float64)[i], np.asarray(ref.residual, dtype=np.float64)[j]
-    f, f_ref = np.asarray(sol.output, dtype=np.float64)[i], np.asarray(ref.output, dtype=np.float64)[j]
+    def at(values, k) -> np.ndarray:  # (indexed first: a float32 run's H is not copied whole)
+        return np.asarray(values)[k].astype(np.float64)
+
+    loss, loss_ref = at(sol.loss, i), at(ref.loss, j)
+    r, r_ref, f, f_ref = at(sol.residual, i), at(ref.residual, j), at(sol.output, i), at(ref.output, j)
+    L0 = float(ref.loss[0])
+    floor = max(_loss_floor(sol, L0), _loss_floor(ref, L0))
+    resolved = loss_ref > floor  # (below: both losses are rounding, their relative difference says nothing)
     test = (sol.X_test is not None and ref.X_test is not None and sol.test_loss is not None
             and ref.test_loss is not None and _same(sol.X_test, ref.X_test, 1e-6) and _same(sol.y_test, ref.y_test,
                                                                                              1e-6))
     fi, fj = _shared(sol.feature_t, ref.feature_t) if sol.H is not None and ref.H is not None else ([], [])
-    H, H_ref = (np.asarray(sol.H, dtype=np.float64)[fi], np.asarray(ref.H, dtype=np.float64)[fj]) if len(fi) else (
-        np.zeros((0,)), np.zeros((0,)))
+    H, H_ref = (at(sol.H, fi), at(ref.H, fj)) if len(fi) else (np.zeros((0,)), np.zeros((0,)))
     weight_t = weight_error = None
     # the weights: both runs' ends where they end together, else the last time at which both kept W
     if abs(float(sol.t[-1]) - float(ref.t[-1])) <= TIME_TOL * max(1.0, abs(float(ref.t[-1]))):
@@ -275,15 +326,19 @@ def compare(sol, reference) -> Comparison:
             weight_t, W, W_ref = float(ref.weight_t[wj[-1]]), sol.W[wi[-1]], ref.W[wj[-1]]
     if weight_t is not None:
         W, W_ref = np.asarray(W, dtype=np.float64), np.asarray(W_ref, dtype=np.float64)
-        weight_error = float(_rel(np.linalg.norm(W - W_ref), np.linalg.norm(W_ref)))
+        if np.isfinite(W).all() and np.isfinite(W_ref).all():  # (a file saved without weights holds NaN)
+            weight_error = float(_rel(np.linalg.norm(W - W_ref), np.linalg.norm(W_ref)))
+        else:
+            weight_t = None
     solver_ref = ref.config.get("solver", {})
     rtol_ref = solver_ref.get("rtol") if ref.kind != "gd" and solver_ref.get("step") is None else None
     estimate = None if sol.error_estimate is None else np.asarray(sol.error_estimate, dtype=np.float64)[i]
     estimate_ref = None if ref.error_estimate is None else np.asarray(ref.error_estimate, dtype=np.float64)[j]
     return Comparison(
         t=np.asarray(ref.t, dtype=np.float64)[j], loss=loss, loss_ref=loss_ref,
-        loss_rel_error=_rel(loss - loss_ref, loss_ref),
-        residual_rel_error=_rel(_rows_norm(r - r_ref), _rows_norm(r_ref)),
+        loss_rel_error=np.where(resolved, _rel(loss - loss_ref, loss_ref), np.nan),
+        loss_abs_error=_rel(loss - loss_ref, np.full_like(loss_ref, L0)), loss_floor=floor,
+        residual_rel_error=np.where(resolved, _rel(_rows_norm(r - r_ref), _rows_norm(r_ref)), np.nan),
         output_abs_error=np.max(np.abs(f - f_ref), axis=1),
         test_loss_rel_error=(_rel(np.asarray(sol.test_loss)[i] - np.asarray(ref.test_loss)[j],
                                   np.asarray(ref.test_loss)[j]) if test else None),

@@ -614,8 +614,10 @@ def plot_comparison(comparison, axes=None):
         line.set_gid("rtol:reference")
     if drawn:
         a2.set_yscale("log")
-    else:
+    elif np.all(np.nan_to_num(c.loss_rel_error, nan=1.0) == 0.0) and np.all(c.residual_rel_error == 0.0):
         _empty_note(a2, "the run and the reference agree exactly\nat every shared time")
+    else:  # (errors NaN below the loss floor, or infinite where the reference's loss is 0)
+        _empty_note(a2, "no finite, positive error to draw:\nthe losses are at their rounding floor or 0")
     a2.set_ylabel("relative error", fontsize=FONT["label"])
     a2.set_title(f"{c.label} against {c.label_ref}", fontsize=FONT["title"])
     for a in axes:

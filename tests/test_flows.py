@@ -191,6 +191,7 @@ def test_the_integral_of_the_loss_decay_is_the_loss_lost(make_data, space):
     assert sol.int_abs_dL[0] == 0.0
     np.testing.assert_allclose(sol.int_abs_dL[1:], sol.loss[0] - sol.loss[1:], rtol=1e-8, atol=0)
 
+
 @pytest.mark.parametrize("run", ["dop853", "rk4", "gd"])
 def test_the_two_feature_state_layouts_give_the_same_run(make_data, rel_err, monkeypatch, run):
     # "nm" ([Hᵀ, Aᵀ], the default) and "mn" ([H, A]): the same flow in another memory order, so every recorded

@@ -951,3 +951,26 @@ def test_a_custom_activation_whose_derivative_jumps_is_found_kinked():
     assert gf.simulate(net, X, y, t1=1.0).config["solver"]["method"] == "filippov"
     sol = gf.simulate(net, X, y, t1=1.0, method="dop853", warn=False)
     assert sol.status == "stalled" and sol.stats["n_accepted"] <= 400 and "kink" in sol.message
+
+
+def test_kinks_are_found_whatever_the_scale_of_sigma_prime_and_smooth_turns_are_not():
+    # (a review: a threshold relative to max |σ′| over the probes missed 1e-4·ReLU and exp(3u) + ReLU)
+    def act(sigma, dsigma, lipschitz=math.inf):
+        return gf.Activation("a", sigma, dsigma, lipschitz, (0.0, 1.0))
+
+    assert not act(lambda u: 1e-4 * torch.relu(u), lambda u: 1e-4 * (u > 0).to(u.dtype), 1e-4).smooth
+    exp_relu = act(lambda u: torch.exp(3 * u) / 3 + torch.relu(u), lambda u: torch.exp(3 * u) + (u > 0).to(u.dtype))
+    assert not exp_relu.smooth
+    assert act(lambda u: u * u / 2, lambda u: u).smooth  # (σ′ through 0 with slope 1)
+    assert act(lambda u: torch.where(u.abs() < 1, u * u / 2, u.abs() - 0.5), lambda u: u.clamp(-1, 1), 1.0).smooth
+    assert act(lambda u: torch.tanh(1000 * u) / 1000, lambda u: 1 - torch.tanh(1000 * u) ** 2, 1.0).smooth
+
+
+def test_an_overflow_of_sigma_at_huge_features_is_blamed_on_the_step_not_the_activation():
+    # (a review: σ = sinh at |H| = 3e33 after an unstable rk4 step was blamed on σ, and the step advice was lost)
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    sinh = gf.Activation("sinh", torch.sinh, torch.cosh, math.inf, (-1.0, 1.0))
+    sol = gf.simulate(gf.Network(d=4, width=16, activation=sinh, seed=0), X, 30 * y, t1=50.0, method="rk4", step=0.5,
+                      warn=False)
+    assert sol.status == "nonfinite" and "the activation" not in sol.message
+    assert "exceeds the stability limit" in sol.message and "use a step below it" in sol.message

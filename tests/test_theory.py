@@ -560,6 +560,7 @@ def test_lemma1_margin_is_the_hand_computed_one_and_a_lowered_eta_fails_it():
     assert not t9.held and t9.worst_t == sol.t[k]
     assert t9.worst_margin == pytest.approx(-3.0 / m, rel=1e-10)
 
+
 def test_realised_theorem1_is_not_applicable_below_its_c_threshold():
     sol, cert, hc = _thm1_run(0.8, 1e-3)
     t10 = cert.check("T10")

@@ -130,17 +130,20 @@ class Activation:
                              f"comes down to {low:.6g} there")
 
     def _kink(self) -> tuple[float, float, float] | None:
-        """(u, σ′(u⁻), σ′(u⁺)) at the first of u = 0, ±½, ±1, ±2, ±3 where σ′ jumps (by more than 1e-3 of its scale
-        across 2e-9, where a smooth σ′ with |σ″| ≤ 1e5 moves by at most 2e-4), else None."""
-        k = torch.tensor([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 3.0, -3.0], dtype=torch.float64)
+        """(u, σ′(u⁻), σ′(u⁺)) at the first of u = 0, ±½, ±1, ±2, ±3 where σ′ jumps, else None.  A jump is the
+        same across 2e-9 and across 2e-6, where a smooth σ′ changes 1000× more (and above its rounding): scale-free,
+        so 1e-4·ReLU and exp(3u) + ReLU are found as ReLU is (a review: a threshold relative to max |σ′| missed
+        them), and a σ′ through 0 with finite slope (σ = u²/2) is not."""
+        k = torch.tensor([[0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 3.0, -3.0]], dtype=torch.float64)  # (shaped (m, n))
         with torch.no_grad():
             left, right = self.dsigma(k - 1e-9), self.dsigma(k + 1e-9)
-        scale = 1.0 + float(torch.cat([left, right]).abs().nan_to_num(0.0, 0.0, 0.0).max())
-        jump = torch.nonzero((right - left).abs() > 1e-3 * scale).flatten()
+            wide = self.dsigma(k + 1e-6) - self.dsigma(k - 1e-6)
+        near = (right - left).abs()
+        jump = torch.nonzero(((near > 0.5 * wide.abs()) & (near > 1e-12 * (left.abs() + right.abs()))).flatten())
         if not len(jump):
             return None
         i = int(jump[0])
-        return float(k[i]), float(left[i]), float(right[i])
+        return float(k.flatten()[i]), float(left.flatten()[i]), float(right.flatten()[i])
 
     def _probe(self) -> None:
         """Check a user's σ, σ′, fused hooks and constants on 63 points of [−3, 3] (off the integers and 0, where kinks

@@ -1044,7 +1044,7 @@ def gradient_descent_batch(
                            "2/λ_max(M); use a smaller step")
             status, seed_good = "diverged", bf.seed_state(last_good, s)
             bar, recorders[s].bar = recorders[s].bar, None  # (the bar goes on with the next seed's records)
-            end = failure_end(bf.fields[s], recorders[s], seed_good, since, k_at, step)  # (its own run's replay)
+            end = failure_end(bf.fields[s], recorders[s], seed_good, since, k_at, step, monitor)  # (its run's replay)
             recorders[s].bar = bar
             if end is not None:
                 status, message, kept = end

@@ -48,7 +48,7 @@ def _sorted_unique(k: np.ndarray) -> np.ndarray:
     return k[np.concatenate([[True], k[1:] != k[:-1]])] if k.size else k
 
 
-def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step: float):
+def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step: float, monitor: Monitor | None):
     """Replay GD from its last recorded state ``start`` (step k0) to step k1, after the run failed by step k1 (a
     non-finite state, or a loss past diverge_factor·L₀, is seen at saved steps only): the first iterate k0 < k ≤ k1
     that saving every step would have refused, as (k − 1, the iterate k − 1, status, why), or None (none did)."""
@@ -56,6 +56,11 @@ def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step:
     limit = recorder.diverge_factor * max(recorder.rows["loss"][0], 1e-300)
     state, prev, deriv = start.clone(), start.clone(), torch.empty_like(start)
     for k in range(k0 + 1, k1 + 1):
+        # Ctrl-C stops the replay (the last saved state stays the end); the time budget does not: a run found
+        # diverged when its budget ran out ends where saving every step would have, after at most save_every − 1
+        # replayed steps (each ≈ 2–3 steps' cost: σ and σ′ unfused, and the loss)
+        if monitor is not None and monitor.interrupt_requested:
+            return None
         field.gd_step_(state, step, deriv)
         at = f"at step {k} (t = {k * step:g})"
         H = field.train_features(state)
@@ -78,13 +83,13 @@ def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step:
     return None
 
 
-def failure_end(field, recorder, start: torch.Tensor, k0: int, k1: int, step: float):
+def failure_end(field, recorder, start: torch.Tensor, k0: int, k1: int, step: float, monitor: Monitor | None = None):
     """The end of a GD run (or a batch's seed) that failed by step k1, its last recorded state ``start`` at step k0:
     replays to the first iterate its run saving every step would have refused (:func:`_first_refused`; on this
     failure path only, no cost per step), records the iterate before it where that is past k0 (up to save_every − 1
     finite steps were dropped: a run that diverged at step 2 of 100 ended at t = 0), and returns (status, message
     naming both steps, the end state), or None where the replay found no refused iterate."""
-    found = _first_refused(field, recorder, start, k0, k1, step)
+    found = _first_refused(field, recorder, start, k0, k1, step, monitor)
     if found is None:
         return None
     k, end, status, why = found
@@ -288,7 +293,8 @@ def gradient_descent(
                 status = "diverged"
                 message = (f"gradient descent diverged (non-finite loss) before step {k_done}: the step δ = {step:g} "
                            "is far past the stability limit 2/λ_max(M); use a smaller step")
-            end = failure_end(field, recorder, last_good, k_good, k_done, step) if status == "diverged" else None
+            end = (failure_end(field, recorder, last_good, k_good, k_done, step, monitor) if status == "diverged"
+                   else None)
             if end is not None:  # the last iterate before the failure, and what failed (the step, or σ)
                 status, message, last_good = end
             recorder.last_state = last_good

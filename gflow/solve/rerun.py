@@ -29,9 +29,10 @@ def _check_same_start(sol: Solution, net: Network, custom: list[str]) -> None:
         what = (f"the given {' and '.join(custom)} {'is' if len(custom) == 1 else 'are'} not the run's"
                 if custom else "the network rebuilt from the file's settings and seed is not the run's (versions "
                 f"then {sol.versions.get('torch', '?')}, now {torch.__version__})")
+        fix = (f"pass the {' and '.join(custom)} the run used" if custom else
+               "build the network from the file's c and W (gf.Network(..., c=sol.c, W0=...)) and call gf.simulate")
         raise ValueError(f"rerun: {what}: its outputs at t = 0 on the training points differ from the saved ones by "
-                         f"up to {worst:.3g} (tolerance {tol:.2g}); pass the {' and '.join(custom) or 'network'} "
-                         "the run used")
+                         f"up to {worst:.3g} (tolerance {tol:.2g}); {fix}")
 
 
 def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any = None,
