@@ -603,7 +603,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # (a sweep or a reproduction keeps the runs it finished: the same command goes on)
         print(f"gflow: interrupted (Ctrl-C) during 'gflow {args.command}'", file=sys.stderr)
+        if argv is None:  # (the command's own process: not a test's or a script's call with arguments)
+            _hold_further_ctrl_c()
         return EXIT_INTERRUPTED
+
+
+def _hold_further_ctrl_c() -> None:
+    """After an interruption is reported, ignore further Ctrl-Cs while the process exits (with EXIT_INTERRUPTED):
+    one that came during Python's shutdown, after it had restored SIGINT's default action, killed the process (exit
+    status −2, not 130: a sweep's double Ctrl-C, half the runs of its test).  SIG_IGN, which the shutdown keeps, for
+    every thread (a mask of the main thread alone left torch's threads to take the signal); in the main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover
