@@ -8,6 +8,8 @@ and for bad input and budgets.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -896,3 +898,67 @@ def test_a_step_halving_whose_coarsest_step_is_past_the_limit_halves_once_more_a
     fine = gf.simulate(net, X, y, saveat=[0, 0.25, 0.5, 1.0], method="sliding", step=1 / 512, warn=False)
     err = np.abs(est.loss - fine.loss) / fine.loss
     assert np.all(err[1:] <= est.error_estimate[1:]), (err, est.error_estimate)
+
+
+def _crawl_case():
+    # (an input audit: inputs of norm ~10 put 2/λ_max(M₀) at 0.0202; at step 10 the steps near or past it are retried
+    # — about one retry per accepted step — and held at 0.01–0.02: t1 = 20 took 2 315 steps, where max_steps' up-front
+    # check counts δ's 2, and t1 = 2 000 ran 178–228 s to "diverged" at t = 340)
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    return gf.Network(d=4, width=16, activation="relu", seed=0), X * 10, y
+
+
+def test_steps_held_far_below_the_step_by_retries_stall_with_advice_and_the_partial_trajectory():
+    net, X, y = _crawl_case()
+    with pytest.warns(gf.GFlowWarning) as said:
+        sol = gf.simulate(net, X, y, t1=2000.0, method="sliding", step=10.0, max_wall_time=60)  # (old code: 60 s)
+    assert "exceeds the stability limit" in str(said[0].message) and "[stalled]" in str(said[-1].message)
+    assert sol.status == "stalled", sol.message
+    assert sol.stats["n_accepted"] <= 300 and sol.stats["n_steps"] <= 700  # (measured 200 and 402)
+    assert 1.0 < sol.t[-1] < 20.0 and np.all(np.isfinite(sol.loss)) and sol.feature_t[-1] == sol.t[-1]
+    msg = sol.message
+    assert re.search(r"the steps shrank to about 0\.0\d+ \(step=10; [\d.]+ retries per accepted step", msg), msg
+    assert re.search(r"would need about \S+e\+05 steps to reach t1 = 2000 \(max_steps=100000\)", msg), msg
+    assert "retried shorter" in msg and "step=10 exceeds the stability limit 2/λ_max(M₀) = 0.0202" in msg
+    assert "e.g. step=0.018, what method='auto' takes" in msg and "raise max_steps with it" in msg
+    assert "method='filippov'" in msg
+    with pytest.raises(gf.SolverError, match=r"\[stalled\] the steps shrank"):
+        sol.raise_for_status()
+
+
+def test_max_steps_bounds_the_real_steps_of_a_sliding_run_not_the_nominal_ones():
+    # (δ = 10 to t1 = 20 is 2 nominal steps; the retried, shrunk ones are what max_steps counts)
+    net, X, y = _crawl_case()
+    sol = gf.simulate(net, X, y, t1=20.0, method="sliding", step=10.0, max_steps=300, warn=False)
+    assert sol.status == "max_steps" and sol.stats["n_steps"] == 300 and 0 < sol.t[-1] < 20.0
+    assert "max_steps=300 steps were taken" in sol.message and np.all(np.isfinite(sol.loss))
+
+
+def test_steps_held_by_dense_events_stall_after_a_longer_look():
+    # step = 0.05, 2.5× past the limit: no retries, but the run oscillates and its events stay dense (the old code
+    # reached t = 170 of 2 000 in 15 752 steps, 60 s); not retried, so the projection must hold over the last half
+    # of at least 1 000 accepted steps
+    net, X, y = _crawl_case()
+    sol = gf.simulate(net, X, y, t1=2000.0, method="sliding", step=0.05, warn=False, max_wall_time=60)
+    assert sol.status == "stalled", sol.message
+    assert 1000 <= sol.stats["n_accepted"] <= 1500 and sol.stats["n_steps"] <= 1600  # (measured 1 000 and 1 004)
+    assert 1.0 < sol.t[-1] < 100.0 and np.all(np.isfinite(sol.loss))
+    msg = sol.message
+    assert re.search(r"the steps shrank to about 0\.0\d+ \(step=0\.05; 0(\.0\d*)? retries per accepted step", msg), msg
+    assert re.search(r"the event-rate control holds them where events are dense: steps are step·ν/ρ, with ρ the "
+                     r"rate of mode changes, here ≈ \S+ per unit time, against ν = options=\{'event_rate': 16\}",
+                     msg), msg
+    assert "step=0.05 exceeds the stability limit 2/λ_max(M₀) = 0.0202" in msg and "step=0.018" in msg
+
+
+def test_steps_that_grow_or_dip_for_a_while_are_no_stall():
+    # (measured: a projection from the last 100 accepted steps at the 200th stopped both, and one blind to the steps'
+    # growth since half the run stopped the first at the 1 000th)
+    net, X, y = _p3l(m=32, n=8, seed=0)
+    sol = gf.simulate(net, X, y, 50.0, method="sliding", step=0.1, options={"event_rate": 1e-3}, warn=False,
+                      max_steps=2000)
+    assert sol.ok and sol.stats["n_steps"] > 1000, sol.message  # (1 685)
+    net, X, y = _p3l(m=32, n=8, seed=1)
+    sol = gf.simulate(net, X, y, 10.0, method="sliding", step=0.1, options={"event_rate": 0.1}, warn=False,
+                      max_steps=350)
+    assert sol.ok and sol.stats["n_steps"] > 250, sol.message  # (312)

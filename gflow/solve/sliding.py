@@ -63,6 +63,18 @@ Experiment 3's setting at m = D = 512, n = 200 the rate falls from ≈ 48 000 pe
 t = 64: fixed steps of 1/16 … 1/64 stayed ≈ 7e-4 apart at t = 20 (not converging), the adaptive steps converge.
 The free pairs are treated explicitly: a step beyond 2/λ_max(M₀) warns (:func:`stability_limit`).
 
+**Stalls.**  max_steps is checked up front on δ's nominal steps and during the run on the real ones (with their
+retries); shrunk steps can need far more.  At step = 10 on a 16-neuron net whose limit 2/λ_max(M₀) is 0.02 every step
+past about 0.02 was retried (one retry per accepted step, steps 0.01–0.02): t1 = 2 000 ran 228 s before it diverged
+at t = 340.  So every 50 accepted steps the last 100, with their retries, are projected to t1 (:class:`StallWatch`);
+a run projected past max_steps, with its steps shrunk below half of δ's and not growing, stops with ``"stalled"``,
+the partial trajectory and advice (a step below the limit — what ``"auto"`` takes —, ``filippov``, max_steps): from
+200 accepted steps where they are retried (that one: 402 steps, 3 s), from 1 000 where only the event rate holds
+them, the projection held over the last half of the run and the events went on (the rate falls as the flow settles:
+at m = D = 512, n = 200 the first 200 steps project 11× max_steps to t1 = 2 000, and grow; replayed on the step
+sequences of 50 random P-3L and shallow ReLU runs, m ≤ 64, event_rate 0.001 … m, and of m = D = 128 and 512, with
+max_steps at each run's own step count, none stopped).
+
 **Long steps** (``options={"long_step": k}``, k > 1; full-rank G only).  Past the event-dense start the pattern
 changes rarely (m = D = 128, n = 50: ≈ 1 000 mode changes per unit time at t < 1, ≈ 0.5 for 400 < t < 1 000, none
 after t ≈ 1 500), but the free pairs' explicit treatment keeps every step at δ (stability), to the end.  On a fixed
@@ -142,7 +154,7 @@ import torch
 
 from ..fields.feature_space import FeatureSpaceField
 from ..model.quantities import gram
-from ._record import Monitor, Recorder
+from ._record import Abort, Monitor, Recorder
 from .expint import phi_functions
 from .filippov import FlowConstants, _check_mn_layout, any_true
 from .filippov import PairSolves as _Pattern
@@ -162,6 +174,16 @@ LONG_BACKOFF, LONG_RELAX = 0.5, 1.05
 MAX_LONG_CHANGES = 1  # a long step with more changes of mode in one neuron is retried shorter (module docstring)
 REASK = 1e-3  # held neurons (w_i = 0) are asked again once r has moved this much, relative (:meth:`reask`)
 RAMP = 64  # adaptive steps start at δ/RAMP (the event rate is not known before the first step)
+#: the stall projection (:class:`StallWatch`): every STALL_EVERY accepted steps, the last 2·STALL_EVERY of them (with
+#: their retries) project the steps to t1.  Past max_steps, with the steps shrunk (the projection beyond STALL_SHRUNK×
+#: the nominal steps of δ) and not growing (by STALL_GROWTH since half the run), the run stops as "stalled": from
+#: STALL_AFTER accepted steps where the steps are retried (≥ STALL_RETRIED retries per accepted step: held by the
+#: step's length against the dynamics, they stay), from STALL_AFTER_EVENTS where the event rate alone holds them
+#: and the projection held through the last half of the run (the rate falls as the flow settles: at m = D = 512,
+#: n = 200, δ = 1/8 the first 200 steps projected 1.1e6 steps to t1 = 2 000, 11× max_steps, growing 1.5–3.5× per
+#: doubling of the step count; a low event_rate made them dip and grow late, 25× beyond its 11 353 steps at 200)
+STALL_AFTER, STALL_AFTER_EVENTS, STALL_EVERY, STALL_GROWTH, STALL_SHRUNK, STALL_RETRIED = 200, 1000, 50, 1.25, 2.0, 0.5
+STALL_HELD = 0.5  # ... and the events over those steps ≥ this times ν·δ per step (the rate holds them: δ·ν/ρ)
 SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on average) is formed over them: an
 # index_add of scaled rows of G costs ≈ 60× per entry what the dense product does (2.8 ms for 10 000 entries against
 # 0.45 ms for all 102 400, measured at m = 512, n = 200 on one core)
@@ -634,6 +656,92 @@ def stability_limit(problem, slopes: tuple[float, float]) -> float:
     return 2.0 / lam if lam > 0 else math.inf
 
 
+class StallWatch:
+    """The stall projection of a sliding run (module docstring, "Steps"; :data:`STALL_AFTER`): its steps shrink below
+    δ where events are dense or steps are retried, which the up-front max_steps check (δ's nominal steps) does not
+    see — at step = 10, 500× past the stability limit 0.02 of a 16-neuron net, retries held them at 0.01–0.02, and
+    t1 = 2 000 ran 228 s.  Every :data:`STALL_EVERY` accepted steps it keeps (t, steps, events); :meth:`check` stops
+    the run with ``"stalled"`` where the recent steps project past max_steps."""
+
+    def __init__(self, field: FeatureSpaceField, grid: np.ndarray, step: float, monitor: Monitor,
+                 slopes: tuple[float, float], nu: float, stats: dict):
+        self.field, self.grid, self.step, self.monitor, self.slopes, self.nu = field, grid, step, monitor, slopes, nu
+        self.stats = stats
+        self.marks = [(0.0, monitor.n_steps, 0)]  # (t, steps with retries, mode changes) every STALL_EVERY accepted
+        self.since: int | None = None  # accepted steps at the first of the latest checks in a row that stalled
+
+    def events(self) -> int:
+        st = self.stats
+        return st["n_arrivals"] + st["n_crossings"] + st["n_exits"]
+
+    def check(self, t: float) -> None:
+        """After an accepted step ending at ``t``: raises Abort("stalled") where the run is stalled (class doc)."""
+        mon = self.monitor
+        k = mon.n_accepted
+        if k % STALL_EVERY:
+            return
+        self.marks.append((t, mon.n_steps, self.events()))
+        if k < STALL_AFTER:
+            return
+        t0, n0, e0 = self.marks[-3]  # the last 2·STALL_EVERY accepted steps
+        span, tries = t - t0, mon.n_steps - n0
+        retries = tries / (2 * STALL_EVERY) - 1
+        if not self.projects_past(k, t, span, tries):
+            self.since = None
+            return
+        self.since = k if self.since is None else self.since
+        # (without retries the event rate holds the steps, δ·ν/ρ, only where the events go on: an event_rate of 1e-300
+        # held them at the floor δ/2^10 while the smoothed ρ of the start's events halved per step without one, and
+        # they grew past ρ's underflow 1 000 steps later, to t1; fixed steps, ν = inf, are never held so)
+        events = (self.events() - e0) / span
+        held = events * span / (2 * STALL_EVERY) >= STALL_HELD * self.nu * self.step
+        if retries >= STALL_RETRIED or (held and k >= STALL_AFTER_EVENTS and self.since <= k // 2):
+            projected = mon.n_steps + (float(self.grid[-1]) - t) * tries / span
+            raise Abort("stalled", self.message(t, span / (2 * STALL_EVERY), retries, events, projected))
+
+    def projects_past(self, k: int, t: float, span: float, tries: int) -> bool:
+        """Whether the last 2·STALL_EVERY accepted steps (``span`` of time, ``tries`` steps with their retries)
+        project past max_steps at t1, shrunk (past STALL_SHRUNK× δ's nominal steps) and not growing."""
+        t1 = float(self.grid[-1])
+        if not self.monitor.n_steps + (t1 - t) * tries / span > self.monitor.max_steps:
+            return False
+        from .ode import _fixed_step_count
+
+        rest = np.concatenate([[t], self.grid[self.grid > t]])
+        if (t1 - t) * 2 * STALL_EVERY / span <= STALL_SHRUNK * _fixed_step_count(rest, self.step):
+            return False  # (not shrunk: max_steps stops it where it must)
+        i = (k // 2) // STALL_EVERY  # the 2·STALL_EVERY accepted steps up to half the run
+        return not span > STALL_GROWTH * (self.marks[i][0] - self.marks[i - 2][0])  # (growing: a dense start)
+
+    def message(self, t: float, dt: float, retries: float, events: float, projected: float) -> str:
+        """What happened (the steps, their retries and events; the step against the stability limit) and what to try."""
+        from .ode import AUTO_SLIDING_STEP
+
+        mon, step, t1 = self.monitor, self.step, float(self.grid[-1])
+        limit = stability_limit(self.field.problem, self.slopes)
+        head = (f"the steps shrank to about {dt:.3g} (step={step:g}; {retries:.2g} retries per accepted step, "
+                f"{events:.3g} activation events per unit time) at t = {t:.6g}, which would need about {projected:.3g} "
+                f"steps to reach t1 = {t1:g} (max_steps={mon.max_steps})")
+        filippov = "method='filippov' (event-driven, exact to rtol; for small and medium nets)"
+        if retries >= STALL_RETRIED:
+            why = ("the steps are retried shorter (n_rank_retries, n_pin_retries: changes of mode that a longer step "
+                   "cannot classify)")
+        else:
+            why = (f"the event-rate control holds them where events are dense: steps are step·ν/ρ, with ρ the rate "
+                   f"of mode changes, here ≈ {events:.3g} per unit time, against ν = options="
+                   f"{{'event_rate': {self.nu:g}}}")
+        if step > limit:
+            good = min(AUTO_SLIDING_STEP, 0.9 * limit)
+            need = t1 / good
+            fix = (f"about {need:.3g} steps to t1, so raise max_steps with it), or {filippov}" if need > mon.max_steps
+                   else f"about {need:.3g} steps to t1), {filippov}, or raise max_steps")
+            return (f"{head}: {why}; and step={step:g} exceeds the stability limit 2/λ_max(M₀) = {limit:.3g} of the "
+                    "explicit treatment of the free pairs, where the run oscillates (dense events) or its steps are "
+                    f"retried; use a step below the limit (e.g. step={good:.2g}, what method='auto' takes: {fix}")
+        return (f"{head}: {why}; raise max_steps (steps grow again where events thin out), use {filippov}, or a larger "
+                "event_rate (longer steps, less accurate)")
+
+
 def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorder: Recorder, monitor: Monitor,
                 slopes: tuple[float, float], options: dict | None = None) -> dict:
     """Integrate the Filippov flow of ``field`` over ``grid`` with steps δ·min(1, ν/ρ) (module docstring, "Steps"),
@@ -669,6 +777,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
     t, rate = 0.0, None
     h_floor = step / 2**MAX_HALVINGS
     long_bound = math.inf  # long steps stay below it after a retry (LONG_BACKOFF, LONG_RELAX)
+    watch = StallWatch(field, np.asarray(grid, dtype=float), step, monitor, slopes, nu, stats)
     try:
         for t_out in np.asarray(grid, dtype=float)[1:]:
             while t < t_out:
@@ -739,6 +848,7 @@ def run_sliding(field: FeatureSpaceField, grid: np.ndarray, step: float, recorde
                         long_bound *= LONG_RELAX
                         cap = min(cap, max(step, long_bound))
                     dt = max(min(cap, (2.0 if h <= step else LONG_GROWTH) * dt), h_floor)
+                watch.check(t)
             recorder.record(t, y)
     except FloatingPointError:
         monitor.raise_nonfinite(t)
