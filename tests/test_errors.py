@@ -880,6 +880,26 @@ def test_gd_that_diverges_between_saved_steps_ends_at_its_last_iterate_before_th
     assert loss_end == pytest.approx(sol.loss[-1], rel=1e-9)
 
 
+def test_a_ctrl_c_during_gd_s_failure_replay_ends_the_run_at_its_last_saved_step(monkeypatch):
+    # (a review: the replay ignored Ctrl-C) with the interruption asked for as the replay starts, the run ends where
+    # it would have without the replay: at its last saved step, t = 0
+    from gflow.solve import gd as gd_module
+
+    real = gd_module._first_refused
+
+    def interrupted_first(field, recorder, start, k0, k1, step, monitor):
+        monitor.interrupt_requested = True
+        return real(field, recorder, start, k0, k1, step, monitor)
+
+    monkeypatch.setattr(gd_module, "_first_refused", interrupted_first)
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation="linear", seed=0)
+    with pytest.raises(gf.Interrupted) as stop:  # (the Ctrl-C is then raised, carrying the run)
+        gf.gradient_descent(net, 10.0 * X, y, step=10.0, steps=200, save_every=100, warn=False)
+    sol = stop.value.solution
+    assert sol.status == "diverged" and sol.t.tolist() == [0.0] and "the run ends at" not in sol.message
+
+
 def test_gd_made_non_finite_by_its_activation_between_saved_steps_keeps_its_last_finite_iterate():
     X, y = gf.data.random_labels(n=8, d=4, seed=0)
     net = gf.Network(d=4, width=16, activation=_sqrt_activation(), seed=0)
