@@ -16,13 +16,12 @@ with the result.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import check_positive_int, describe
-from .solution import Solution
+from ._validate import check_positive_int
+from .solution import Solution, as_solution
 
 __all__ = ["Comparison", "compare"]
 
@@ -186,14 +185,6 @@ def _nanmax(values) -> float:
     return float(np.nanmax(v)) if v.size and not np.all(np.isnan(v)) else math.nan
 
 
-def _source(x, name: str) -> Solution:
-    if isinstance(x, Solution):
-        return x
-    if isinstance(x, (str, os.PathLike)):
-        return Solution.load(x)
-    raise TypeError(f"{name} must be a gflow.Solution or the path of a saved one, got {describe(x)}")
-
-
 def _label(sol: Solution) -> str:
     solver = sol.config.get("solver", {})
     if sol.kind == "gd":
@@ -292,7 +283,7 @@ def compare(sol, reference) -> Comparison:
         ValueError: the runs differ in their network or training data, or share no saved time (the message
             gives both runs' time ranges and how to save at common times).
     """
-    sol, ref = _source(sol, "sol"), _source(reference, "reference")
+    sol, ref = as_solution(sol, "sol"), as_solution(reference, "reference")
     _check_same_problem(sol, ref)
     i, j = _shared(sol.t, ref.t)
     if not np.any(np.asarray(ref.t)[j] > 0.0):  # (both start at t = 0, where they agree by construction)

@@ -631,6 +631,16 @@ def _listing(names: list[str], most: int = 4) -> str:
     return shown + (f", ... {names[-1]!r}" if len(names) > most else "")
 
 
+def as_solution(source: Any, name: str = "source") -> Solution:
+    """``source`` itself if a :class:`Solution`, else the one saved at that path; TypeError naming ``name`` for
+    anything else (shared by :func:`gflow.rerun` and :func:`gflow.compare`)."""
+    if isinstance(source, Solution):
+        return source
+    if isinstance(source, (str, PathLike)):
+        return Solution.load(source)
+    raise TypeError(f"{name} must be a gflow.Solution or the path of a saved one, got {describe(source)}")
+
+
 def load(path: str | Path, *, group: str | None = None) -> Solution:
     """Load a :class:`Solution` saved with :meth:`Solution.save` (the same as :meth:`Solution.load`).
 

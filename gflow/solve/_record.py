@@ -253,7 +253,7 @@ class Recorder:
                         f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t = {t:.6g}; use "
                         f"{float64_advice(net.dtype)}a smaller step or tighter tolerances")
         if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
-            raise Abort("diverged", self._diverged_message(loss, t))
+            raise Abort("diverged", self.diverged_message(loss, t))
         if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] and (
                 loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], s) if not self.rise_rtol else
                 loss > self._lowest_loss() * (1.0 + self.rise_rtol) + self._rounding(self._lowest_loss(), s)):
@@ -381,7 +381,7 @@ class Recorder:
                 f"t = 0, but λ_max(M) changes as the features move; use a smaller step (e.g. step={0.25 * h:.2g}), or "
                 "an adaptive method (e.g. method='dop853')")
 
-    def _diverged_message(self, loss: float, t: float) -> str:
+    def diverged_message(self, loss: float, t: float) -> str:
         L0 = self.rows["loss"][0]
         if self.fixed_step is None:
             return (f"gradient descent diverged: the loss grew to {loss:.3g} at t = {t:.6g}, more than "

@@ -75,7 +75,7 @@ def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step:
             if not math.isfinite(loss) or not bool(torch.isfinite(ds).all()):
                 what = "loss"
             elif loss > limit:
-                return k - 1, prev, "diverged", recorder._diverged_message(loss, k * step)
+                return k - 1, prev, "diverged", recorder.diverged_message(loss, k * step)
         if what is not None:
             return k - 1, prev, "diverged", (f"gradient descent diverged (non-finite {what}) {at}: the step δ = "
                                              f"{step:g} is far past the stability limit 2/λ_max(M); use a smaller step")

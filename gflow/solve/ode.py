@@ -38,9 +38,8 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Interrupted, Solution, versions
 from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, check_threads,
-                      float64_advice, guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes,
-                      solve_threads)
-from ._record import flow_activation_fault
+                      float64_advice, flow_activation_fault, guarded_solve, interrupted_message, raise_if_interrupted,
+                      snapshot_bytes, solve_threads)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validate import describe
 from ..model.network import Network
-from ..solution import Solution
+from ..solution import Solution, as_solution
 
 
 def _check_same_start(sol: Solution, net: Network, custom: list[str]) -> None:
@@ -55,9 +53,7 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
     from .gd import gradient_descent
     from .ode import simulate, with_auto_reason
 
-    if not isinstance(source, (Solution, str, os.PathLike)):
-        raise TypeError(f"source must be a gflow.Solution or the path of a saved one, got {describe(source)}")
-    sol = source if isinstance(source, Solution) else Solution.load(source)
+    sol = as_solution(source, "source")
     cfg = sol.config
     spec = dict(cfg["network"])
     explicit = spec.get("explicit_params", False)
