@@ -49,6 +49,10 @@ _BOUND_STYLE = {
     "T6": dict(color="tab:purple", ls=(0, (5, 2))),
     "T10": dict(color="tab:red", ls=(0, (5, 2))),
 }
+#: runs overlaid on one Axes by :func:`plot_loss_bounds`: the loss (and test) colour of the second, third, ...
+#: run (the first is black), and each run's dash pattern for its bounds (which keep their colours)
+_RUN_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+_RUN_DASHES = ((0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (10, 3)), (0, (3, 1, 1, 1, 1, 1)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -166,12 +170,18 @@ def _method_name(sol: Solution) -> str:
     return f"{method}, rtol = {rtol:.0e}" if rtol is not None else str(method)
 
 
+def _run_fields(sol: Solution) -> dict[str, str]:
+    """The parts of :func:`run_description`: activation, m, n, embedding, scaling, method."""
+    net = sol.config.get("network", {})
+    return {"activation": _activation_name(sol), "m": f"m = {sol.m}", "n": f"n = {sol.n}",
+            "embedding": _embedding_name(sol), "scaling": f"scaling {_scaling_name(net.get('scaling', '?'))!r}",
+            "method": _method_name(sol)}
+
+
 def run_description(sol: "Solution | str | os.PathLike") -> str:
     """One line naming the run: activation, m, n, embedding, scaling, method (and a failure status)."""
     sol = _solution(sol)
-    net = sol.config.get("network", {})
-    text = (f"{_activation_name(sol)}, m = {sol.m}, n = {sol.n}, {_embedding_name(sol)}, "
-            f"scaling {_scaling_name(net.get('scaling', '?'))!r}, {_method_name(sol)}")
+    text = ", ".join(_run_fields(sol).values())
     if sol.status != "success":
         text += f"  [status: {sol.status}]"
     return text
@@ -238,8 +248,15 @@ def _empty_note(ax, text: str) -> None:
 
 
 def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Sequence[str] = BOUND_KEYS,
-                     test: str | None = "error", title: bool | str = True):
+                     test: str | None = "error", title: bool | str = True, label: str | None = None):
     r"""Training loss (log scale) against every applicable exponential bound of the certificate.
+
+    Several runs on one Axes (``ax = plot_loss_bounds(ours); plot_loss_bounds(ntk, ax=ax)``, e.g. to compare
+    scalings): the first run's loss is black, the next ones' brown, pink, olive, cyan, grey; a bound keeps its
+    colour and takes its run's dash pattern (dashed, dotted, dash-dotted, ...); every legend entry starts with
+    its run's name — ``label``, or else the parts of :func:`run_description` in which the runs differ — and the
+    title keeps the parts they share.  The y- and time ranges cover every run; the shaded slack is the first
+    run's only.
 
     Args:
         sol: a :class:`gflow.Solution` or the path of a saved one.
@@ -251,11 +268,14 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
             shaded.
         test: ``"error"`` (test mean squared error), ``"loss"`` (½Σ over test points, comparable to L) or
             None; drawn dash-dotted when the run has test data.
-        title: True for a title naming the run, False for none, or a string.
+        title: True for a title naming the run (on an overlay: what the runs share), False for none, or a string.
+        label: the run's name in the legend, in front of each of its entries (default: none for a run alone,
+            what tells it apart from the others on an overlay).
 
     Returns:
         the Axes.  Its first line is the training loss (``ydata`` is ``sol.loss``); the bound lines carry
-        ``gid = "bound:T3"`` etc., the test line ``gid = "test"``.
+        ``gid = "bound:T3"`` etc., the test line ``gid = "test"``; a k-th overlaid run (k = 1, 2, ...) the same
+        gids with ``"@k"`` appended (``"loss@1"``, ``"bound:T3@1"``).
     """
     sol = _solution(sol)
     if isinstance(bounds, str):  # one name: a one-element list, not its letters
@@ -269,15 +289,24 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         raise ValueError(f"unknown bound(s) {unknown}; choose from {BOUND_KEYS}")
     if not (test is None or isinstance(test, str)) or test not in ("error", "loss", None):
         raise ValueError(f"test must be 'error', 'loss' or None, got {test!r}")
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label must be a string (the run's name in the legend) or None, got {describe(label)}")
     ax, new = _new_axes(ax, figsize=(7.0, 5.0))
+    runs = getattr(ax, "_gflow_runs", [])  # the runs this function drew into ax before (an overlay)
+    k = len(runs)
+    suffix = f"@{k}" if k else ""
+    color = "black" if k == 0 else _RUN_COLORS[(k - 1) % len(_RUN_COLORS)]
+    dashes = _RUN_DASHES[k % len(_RUN_DASHES)]
+    run = {"fields": _run_fields(sol), "label": label, "lines": [], "bounds": [], "dashes": dashes}
     t, L = np.asarray(sol.t, float), np.asarray(sol.loss, float)
     L0 = float(L[0])
     cert = _certificate(sol)
     emp = cert.empirical_rate if cert is not None else None
 
-    label = r"training loss $L_t$" + (f" (fitted rate {emp:.3g})" if emp is not None else "")
-    (loss_line,) = ax.plot(t, L, color="black", lw=1.8, label=label, zorder=5)
-    loss_line.set_gid("loss")
+    text = r"training loss $L_t$" + (f" (fitted rate {emp:.3g})" if emp is not None else "")
+    (loss_line,) = ax.plot(t, L, color=color, lw=1.8, label=text, zorder=5)
+    loss_line.set_gid("loss" + suffix)
+    run["lines"].append((loss_line, text))
 
     t_end = cert.window[1] if cert is not None else float(t[-1])
     win = t <= t_end * (1 + 1e-12) + 1e-300
@@ -305,34 +334,44 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
             if check.vacuous:  # (a legend entry, no line: a flat or rounding-rate line at L₀ read as a bound)
                 why = (f"λ_min(G) = {sol.theory.get('lam_min_G', math.nan):.2g} ≈ 0" if key in ("T4", "T5", "T6")
                        else "its exponent ≤ 0")
-                (line,) = ax.plot([], [], lw=1.4, label=f"{key} {_bound_formula(key, coef)}: vacuous ({why})",
-                                  **_BOUND_STYLE[key])
-                line.set_gid(f"vacuous:{key}")
+                text = f"{key} {_bound_formula(key, coef)}: vacuous ({why})"
+                (line,) = ax.plot([], [], lw=1.4, label=text, **{**_BOUND_STYLE[key], "ls": dashes})
+                line.set_gid(f"vacuous:{key}{suffix}")
+                run["lines"].append((line, text))
+                run["bounds"].append((key, f"{key} vacuous", _bound_formula(key, coef)))
                 continue
             B = L0 * np.exp(-np.asarray(E, float)[win])
             parts = [f"{key} {_bound_formula(key, coef)}"]
+            short = key  # (an overlay's legend: "T3 0.178 (1.19×)")
             if check.guaranteed_rate is not None:
                 g = check.guaranteed_rate
                 if g > 0:
-                    s = f"rate {g:.3g}"
+                    s, short = f"rate {g:.3g}", f"{key} {g:.3g}"
                     if check.tightness is not None and check.tightness > 0:
                         s += f" ({check.tightness:.3g}× slack)"
+                        short += f" ({check.tightness:.3g}×)"
                     parts.append(s)
                 else:
                     parts.append("vacuous")
+                    short += " vacuous"
             if check.held is False:
                 parts.append("VIOLATED" if check.counts else ("not met by GD" if gd else "not met"))
+                short += " " + parts[-1]
             if not check.counts and not gd:
                 info = True
                 parts.append("information")
-            (line,) = ax.plot(t[win], B, lw=1.4, label=", ".join(parts), zorder=4, **_BOUND_STYLE[key])
-            line.set_gid(f"bound:{key}")
+                short += " information"
+            run["bounds"].append((key, short, _bound_formula(key, coef)))
+            text = ", ".join(parts)
+            (line,) = ax.plot(t[win], B, lw=1.4, label=text, zorder=4, **{**_BOUND_STYLE[key], "ls": dashes})
+            line.set_gid(f"bound:{key}{suffix}")
+            run["lines"].append((line, text))
             pos = B[B > 0]
             if pos.size:
                 lows.append(float(pos.min()))
             if tightest is None or (B[-1] < tightest[1][-1]):
                 tightest = (key, B)
-        if tightest is not None:
+        if tightest is not None and k == 0:
             B = tightest[1]
             ax.fill_between(t[win], np.minimum(L[win], B), B, color=_BOUND_STYLE[tightest[0]]["color"],
                             alpha=0.10, lw=0, zorder=1)
@@ -342,8 +381,10 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         n_te = 0 if sol.y_test is None else len(sol.y_test)
         lab = (rf"test error $\frac{{1}}{{n_{{te}}}}\sum(f-y)^2$ ($n_{{te}}$ = {n_te})" if test == "error"
                else rf"test loss $\frac{{1}}{{2}}\sum(f-y)^2$ ($n_{{te}}$ = {n_te})")
-        (tl,) = ax.plot(t, vals, color="0.45", lw=1.5, ls="-.", label=lab, zorder=3)
-        tl.set_gid("test")
+        (tl,) = ax.plot(t, vals, color="0.45" if k == 0 else color, lw=1.5, ls="-.", label=lab, zorder=3)
+        tl.set_gid("test" + suffix)
+        run["lines"].append((tl, lab))
+        run["test"] = (tl, "test error" if test == "error" else "test loss")
         good = vals[np.isfinite(vals) & (vals > 0)]
         if good.size:
             highs.append(float(good.max()))
@@ -358,11 +399,18 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         highs.append(min(float(finite_L.max()), 1e6 * L0))
     top = 2.0 * max(h for h in highs if math.isfinite(h))
     bottom = min(lows) / 2.0 if lows else top * 1e-12
+    room = getattr(ax, "_gflow_room", None)
+    if k and room is not None:  # (an overlay: the y-range of every run)
+        bottom, top = min(bottom, room[0]), max(top, room[1])
     bottom = max(bottom, top * 1e-32)
     if bottom < top:
         _set_room(ax, bottom, top, log=True, where="below")
-    _set_time_limits(ax, t)
-    ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
+    if k:
+        lo, hi = ax.get_xlim()
+        _set_time_limits(ax, np.array([min(lo, float(t[0])), max(hi, float(t[-1]))]))
+    else:
+        _set_time_limits(ax, t)
+        ax.set_xlabel(_time_label(sol), fontsize=FONT["label"])
     ax.set_ylabel("training loss L (eq. 6)", fontsize=FONT["label"])
     if t_end < float(t[-1]) * (1 - 1e-12):  # (a legend entry: a note in the span overlapped the test line)
         # why the certificate's window ends there: a loss that is not finite (it was labelled "below what the
@@ -372,23 +420,75 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         after = L[t > t_end * (1 + 1e-12)]
         why = ("loss not finite (NaN or inf)" if not np.all(np.isfinite(after)) else
                "loss below the certificate's floor, beyond what the run's atol or float64 vouches for")
-        span = ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0,
-                          label=f"grey: {why}: no bounds")
-        span.set_gid("no-bounds")
+        text = f"grey: {why}: no bounds"
+        span = ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0, label=text)
+        span.set_gid("no-bounds" + suffix)
+        run["lines"].append((span, text))
+    run["gd"] = gd
+    runs = runs + [run]
+    ax._gflow_runs = runs
+    common, handles = _name_runs(runs)
     if title:
-        ax.set_title(title if isinstance(title, str) else run_description(sol), fontsize=FONT["title"])
+        ax.set_title(title if isinstance(title, str) else run_description(sol) if k == 0 else common,
+                     fontsize=FONT["title"])
     _style(ax)
     if any(str(ln.get_gid()).startswith("bound:") for ln in ax.get_lines()):
-        head = r"dashed: bounds $L_t\leq L_0\,e^{-E_t}$" + (" of the flow (information for GD)" if gd else "")
-        if info:  # as gf.certify: the chain rule behind them fails where features slide along the kink
+        head = (r"dashed: bounds $L_t\leq L_0\,e^{-E_t}$" if k == 0 else
+                r"bounds $L_t\leq L_0\,e^{-E_t}$: colour per bound, dash pattern per run")
+        head += " of the flow (information for GD)" if any(r["gd"] for r in runs) else ""
+        if info or any("information" in short for r in runs for _, short, _ in r["bounds"]):
             head += "\nσ has a kink: those marked 'information' are not guaranteed"
-        _legend(ax, loc="lower left", title=head + "\nrate = average $E_t/t$ over the drawn range")
+        _legend(ax, loc="lower left", title=head + "\nrate = average $E_t/t$ over the drawn range", **handles)
     else:
-        _legend(ax, loc="lower left")
+        _legend(ax, loc="lower left", **handles)
     if new:
         ax.figure.tight_layout()
     _room_for_legend(ax)
     return ax
+
+
+def _name_runs(runs: list[dict]) -> tuple[str, dict]:
+    """Name the runs drawn on one Axes by :func:`plot_loss_bounds` (a run's ``label``, or the parts of
+    :func:`run_description` in which the runs differ).  One run: its legend entries, prefixed with its label if
+    it has one.  Several: a compact legend — per run its loss, one entry for its bounds (its dash pattern, their
+    rates), its test line — and per bound its colour.  Returns the parts the runs share (an overlay's title)
+    and the ``handles``/``labels`` for the legend (empty for one run: its artists' own labels)."""
+    from matplotlib.lines import Line2D
+
+    keys = list(runs[0]["fields"])
+    differ = [key for key in keys if len({r["fields"][key] for r in runs}) > 1]
+    names = [r["label"] if r["label"] is not None else ", ".join(r["fields"][key] for key in differ) for r in runs]
+    auto = list(names)
+    for i, name in enumerate(auto):  # (the same description twice, e.g. two seeds: numbered)
+        if runs[i]["label"] is None and (not name or auto.count(name) > 1):
+            names[i] = f"{name} (run {i + 1})" if name else f"run {i + 1}"
+    common = ", ".join(runs[0]["fields"][key] for key in keys if key not in differ)
+    if len(runs) == 1:
+        for artist, text in runs[0]["lines"]:
+            artist.set_label(text if runs[0]["label"] is None else f"{names[0]}: {text}")
+        return common, {}
+    handles, labels, formulas = [], [], {}
+    for r, name in zip(runs, names):
+        loss_line, loss_text = r["lines"][0]
+        handles.append(loss_line)
+        labels.append(f"{name}: {loss_text}")
+        if r["bounds"]:
+            handles.append(Line2D([], [], color="0.35", lw=1.4, ls=r["dashes"]))
+            labels.append(f"{name}: bounds " + ", ".join(short for _, short, _ in r["bounds"]))
+        if "test" in r:
+            handles.append(r["test"][0])
+            labels.append(f"{name}: {r['test'][1]}")
+        for artist, text in r["lines"][1:]:
+            if str(artist.get_gid()).startswith("no-bounds"):
+                handles.append(artist)
+                labels.append(f"{name}: {text}")
+        for key, _, formula in r["bounds"]:
+            formulas.setdefault(key, formula)
+    for key in BOUND_KEYS:
+        if key in formulas:
+            handles.append(Line2D([], [], color=_BOUND_STYLE[key]["color"], lw=1.4))
+            labels.append(f"{key} {formulas[key]}")
+    return common, {"handles": handles, "labels": labels}
 
 
 def _set_room(ax, lo: float, hi: float, *, log: bool, where: str) -> None:

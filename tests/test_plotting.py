@@ -138,6 +138,44 @@ def test_loss_bounds_selection_and_no_test(flow):
         P.plot_loss_bounds(flow, bounds=("T7",))
 
 
+def test_loss_bounds_overlay(flow, gd, p3l):
+    """Runs drawn on one Axes: each its own loss colour and bounds' dash pattern, named by what tells them apart
+    (or their label), the title what they share, the ranges covering all."""
+    ax = P.plot_loss_bounds(flow)
+    assert P.plot_loss_bounds(gd, ax=ax) is ax
+    lines = {ln.get_gid(): ln for ln in ax.get_lines()}
+    assert lines["loss"].get_color() == "black" and lines["loss@1"].get_color() == "tab:brown"
+    np.testing.assert_array_equal(lines["loss@1"].get_ydata(), gd.loss)
+    np.testing.assert_array_equal(lines["test"].get_ydata(), flow.test_error)
+    both = [k for k in P.BOUND_KEYS if f"bound:{k}" in lines and f"bound:{k}@1" in lines]
+    assert both, "no bound drawn for both runs"
+    for k in both:  # a bound keeps its colour; its run's dash pattern tells the runs apart
+        assert lines[f"bound:{k}"].get_color() == lines[f"bound:{k}@1"].get_color()
+        assert lines[f"bound:{k}"]._unscaled_dash_pattern != lines[f"bound:{k}@1"]._unscaled_dash_pattern
+    texts = _legend_texts(ax)
+    flow_name = P._method_name(flow)
+    assert f"{flow_name}: training loss" in " ".join(texts) and "GD, δ = 0.5: training loss" in " ".join(texts)
+    assert any(t.startswith("GD, δ = 0.5: bounds T3 ") for t in texts)
+    assert any(t.startswith("T3 $E_t") for t in texts)  # the colour of each bound, once
+    assert ax.get_title() == "tanh, m = 64, n = 6, shallow, scaling 'ours'"  # what they share
+    assert ax.get_xlim() == (0.0, 100.0)  # the flow to t = 20, GD to t = 200·0.5
+    lo, hi = ax.get_ylim()
+    assert lo <= min(flow.loss.min(), gd.loss.min()) and hi >= max(flow.loss[0], gd.loss[0])
+    P.plot_loss_bounds(p3l, ax=ax, label="P-3L ReLU")
+    texts = _legend_texts(ax)
+    assert "P-3L ReLU: training loss" in " ".join(texts)
+    assert {ln.get_gid() for ln in ax.get_lines()} >= {"loss@2", "test@2"}
+    assert ax.get_title() == "m = 64, n = 6, scaling 'ours'"
+    # the same run twice: numbered; one run with a label: every entry prefixed
+    ax = P.plot_loss_bounds(flow)
+    P.plot_loss_bounds(flow, ax=ax)
+    assert sum(t.startswith(("run 1: ", "run 2: ")) for t in _legend_texts(ax)) >= 4
+    ax = P.plot_loss_bounds(flow, label="ours")
+    assert all(t.startswith("ours: ") for t in _legend_texts(ax))
+    with pytest.raises(TypeError, match="label must be a string"):
+        P.plot_loss_bounds(flow, label=3)
+
+
 def test_loss_bounds_p3l_and_gd(p3l, gd):
     ax = P.plot_loss_bounds(p3l)
     lines = _check_bounds_above_loss(ax, p3l)
