@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 # ---
 
 # %% [markdown]
@@ -18,14 +20,11 @@
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from gflow.experiments import exp3, load_runs  # noqa: E402
-from gflow.plotting import plot_feature_scatter  # noqa: E402
+from gflow.experiments import exp3, load_runs
+from gflow.plotting import plot_feature_scatter
 
 preset = "tiny" if os.environ.get("GFLOW_SMALL") == "1" else "quick"
 path = Path(f"exp3-{preset}") / "exp3" / "runs.nc"

@@ -21,13 +21,10 @@
 # %%
 import os
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import gflow as gf  # noqa: E402
+import gflow as gf
 
 small = os.environ.get("GFLOW_SMALL") == "1"
 m, n, T = (128, 40, 20.0) if small else (1024, 80, 100.0)
@@ -39,7 +36,7 @@ net = gf.Network(d=20, width=m, activation="tanh", seed=0)
 
 # %%
 saveat = np.arange(0.0, T + 1e-9, 1.0)
-flow = gf.simulate(net, X, y, saveat=saveat, method="DOP853", rtol=1e-10, atol=1e-13)
+flow = gf.simulate(net, X, y, saveat=saveat, method="dop853", rtol=1e-10, atol=1e-13)
 limit = 2.0 / flow.lam_max_M[0]
 print(f"λ_max(M₀) = {flow.lam_max_M[0]:.3f}: GD is linearly stable at t = 0 only for δ < {limit:.3f}")
 
@@ -50,7 +47,7 @@ print(f"λ_max(M₀) = {flow.lam_max_M[0]:.3f}: GD is linearly stable at t = 0 o
 steps = [1.0, 0.5, 0.25, 0.125, 0.0625]
 gaps, runs = [], {}
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.8))
-ax0.semilogy(flow.t, flow.loss, "k", lw=2, label="gradient flow (DOP853, rtol 1e-10)")
+ax0.semilogy(flow.t, flow.loss, "k", lw=2, label="gradient flow (dop853, rtol 1e-10)")
 for delta in steps:
     gd = gf.gradient_descent(net, X, y, step=delta, steps=int(round(T / delta)), save_every=int(round(1 / delta)))
     runs[delta] = gf.compare(gd, flow)  # GD's errors against the flow at the times both saved

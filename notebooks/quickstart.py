@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 # ---
 
 # %% [markdown]
@@ -36,19 +36,16 @@ net = gf.Network(d=20, width=m, activation="tanh", seed=0)
 # ## The flow and gradient descent from the same initialisation
 
 # %%
-sol = gf.simulate(net, X, y, t1=t1, method="DOP853", rtol=1e-9, atol=1e-12, X_test=Xt, y_test=yt)
+sol = gf.simulate(net, X, y, t1=t1, method="dop853", rtol=1e-9, atol=1e-12, X_test=Xt, y_test=yt)
 gd = gf.gradient_descent(net, X, y, step=1.0, steps=int(t1), save_every=max(1, int(t1) // 50))
 print(sol.summary(rows=6))
 print(f"GD (δ = 1) at t = {gd.t[-1]:g}: loss {gd.loss[-1]:.3e}; flow: {sol.loss[-1]:.3e}")
 
 # %%
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
-ax.semilogy(sol.t, sol.loss, label="gradient flow (DOP853)")
+ax.semilogy(sol.t, sol.loss, label="gradient flow (dop853)")
 ax.semilogy(gd.t, gd.loss, "--", label="gradient descent, δ = 1")
 ax.set_xlabel("flow time t (= GD steps × δ)")
 ax.set_ylabel("training loss L (eq. 6)")
