@@ -403,8 +403,8 @@ class Solution:
         return self
 
     def summary(self, rows: int = 10) -> str:
-        """A short human-readable table of the loss (and the test mean squared error, with test data) over time,
-        with the status and statistics.
+        """A short human-readable table of the loss (and the test mean squared error, with test data; the test
+        0–1 error too for ±1 test labels) over time, with the status and statistics.
 
         Args:
             rows: at most this many table rows, at saved times spread evenly over the run (first and last
@@ -420,11 +420,15 @@ class Solution:
         # (the column held the test mean squared error under "test error", read as a misclassification rate)
         head = f"{'t = kδ' if gd else 't':>12}  {'loss':>14}" + (f"  {'test MSE':>12}" if self.test_error is not None
                                                                    else "")
+        sign = self.test_sign_error  # (±1 test labels: the 0–1 error beside the MSE)
+        head += f"  {'test 0-1 err':>12}" if sign is not None else ""
         lines = [head] if idx else []
         for k in idx:
             line = f"{self.t[k]:12.6g}  {self.loss[k]:14.6e}"
             if self.test_error is not None:
                 line += f"  {self.test_error[k]:12.5e}"
+            if sign is not None:
+                line += f"  {sign[k]:12.4g}"
             lines.append(line)
         st = self.stats
         solver = self.config.get("solver", {})

@@ -292,6 +292,11 @@ def test_the_summary_says_what_its_counts_and_columns_are():
     assert no_handover.splitlines()[1].startswith("dop853+exprk4 in weight space")  # (nothing ran in feature space)
     gd = gf.gradient_descent(net, X, y, steps=4, step=0.5).summary(rows=2)
     assert gd.splitlines()[0].split()[:3] == ["t", "=", "kδ"] and "rejected" not in gd
+    assert "test 0-1 err" not in scipy_run  # (uniform labels: no sign error)
+    Xs, ys = gf.data.wei2019(n=6, d=3, seed=0)  # ±1 labels: the 0–1 error beside the MSE
+    signed = gf.simulate(net, X, y, t1=2.0, X_test=Xs, y_test=ys)
+    head, row = signed.summary(rows=1).splitlines()[:2]
+    assert head.split()[-3:] == ["test", "0-1", "err"] and abs(float(row.split()[-1]) - signed.test_sign_error[-1]) < 1e-3
 
 
 def test_an_existing_output_folder_is_probed_itself_not_its_parent(tmp_path):
