@@ -178,6 +178,29 @@ def test_a_failing_run_keeps_the_finished_ones(tmp_path, one_thread):
         execute(fixed + fixed[:1], tmp_path, progress=False)
 
 
+def test_long_labels_make_a_prefix_of_whole_labels_and_old_files_are_kept(tmp_path, one_thread):
+    # (the prefix was cut at 80 characters mid-value: "...-testseed1000_<hash>" for a test seed of 10000)
+    from gflow.experiments import tasks as T
+
+    labels = {"scaling": "ntk", "x": "a" * 17, "y": "b" * 30, "seed": 2, "testseed": 10000}
+    rid = run_id_of("m:f", labels, {"n": 4})
+    slug, digest = rid.rsplit("_", 1)
+    assert slug == "scalingntk-x" + "a" * 17 + "-y" + "b" * 30 + "-seed2" and len(digest) == 16
+    assert T._legacy_run_id("m:f", labels, {"n": 4}).startswith(slug + "-testseed1000_")  # (the old, misleading)
+    short = {"n": 4, "solver": "gd"}
+    assert run_id_of("m:f", short, {"n": 4}) == T._legacy_run_id("m:f", short, {"n": 4})  # (unchanged below 80)
+    # a run finished under the old id is renamed, not computed again
+    task = Task(f"{__name__}:_fake", {**labels, "seed": 0}, {"seed": 0})
+    execute([task], tmp_path, progress=False)
+    new = tmp_path / "runs" / f"{task.run_id}.nc"
+    old = tmp_path / "runs" / f"{T._legacy_run_id(task.fn, task.labels, task.spec)}.nc"
+    assert old != new
+    new.rename(old)
+    counts: dict = {}
+    execute([task], tmp_path, progress=False, report=counts.update)
+    assert counts == {"total": 1, "skipped": 1, "computed": 0} and new.exists() and not old.exists()
+
+
 def test_a_damaged_run_file_is_set_aside_and_recomputed(tmp_path, one_thread, capsys):
     # (a truncated run file counted as finished: every later call crashed reading it back, with h5py's raw
     # "OSError: Unable to synchronously open file (truncated file ...)" traceback)

@@ -62,13 +62,32 @@ class Task:
         return run_id_of(self.fn, self.labels, self.spec)
 
 
+#: the longest readable prefix of a run id (whole labels only)
+SLUG_CHARS = 80
+
+
 def run_id_of(fn: str, labels: dict, spec: dict) -> str:
-    """``<labels>_<hash>``: a readable prefix from the labels, the SHA-256 of (fn, spec) to 16 hex digits."""
+    """``<labels>_<hash>``: a readable prefix from the labels — as many whole ``<key><value>`` labels as fit in
+    80 characters — and the SHA-256 of (fn, spec) to 16 hex digits (the id: the prefix only reads)."""
+    parts = [re.sub(r"[^A-Za-z0-9.=-]+", "", f"{k}{v}") for k, v in labels.items() if isinstance(v, (str, int, float))]
+    slug = ""
+    for part in filter(None, parts):  # (cut at 80 characters mid-value, "testseed10000" read "testseed1000")
+        if len(slug) + bool(slug) + len(part) > SLUG_CHARS:
+            break
+        slug = f"{slug}-{part}" if slug else part
+    return f"{slug}_{_digest(fn, spec)}" if slug else _digest(fn, spec)
+
+
+def _digest(fn: str, spec: dict) -> str:
     text = json.dumps({"fn": fn, "spec": spec}, sort_keys=True, default=_jsonable)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _legacy_run_id(fn: str, labels: dict, spec: dict) -> str:
+    """The run id before whole labels (a prefix cut at 80 characters): its files are renamed on sight."""
     slug = "-".join(f"{k}{v}" for k, v in labels.items() if isinstance(v, (str, int, float)))
-    slug = re.sub(r"[^A-Za-z0-9.=-]+", "", slug)[:80]
-    return f"{slug}_{digest}" if slug else digest
+    slug = re.sub(r"[^A-Za-z0-9.=-]+", "", slug)[:SLUG_CHARS]
+    return f"{slug}_{_digest(fn, spec)}" if slug else _digest(fn, spec)
 
 
 def _jsonable(v: Any) -> Any:
@@ -146,6 +165,11 @@ def pending(tasks: Sequence[Task], folder: Path) -> list[Task]:
 
     # (opened for one attribute, ~1 ms a file; a truncated file counted as finished, and every later call
     # crashed reading it back with h5py's raw OSError)
+    for t in tasks:  # (a run finished under its earlier id, with a prefix cut mid-label: renamed, not redone)
+        new = run_file(folder, t.run_id)
+        old = run_file(folder, _legacy_run_id(t.fn, t.labels, t.spec))
+        if old != new and old.exists() and not new.exists():
+            old.replace(new)
     return [t for t in tasks if record_attrs(run_file(folder, t.run_id), ("reproduce_run_id",)) is None]
 
 
