@@ -745,6 +745,20 @@ def test_certify_says_why_t4_is_not_evaluated_without_running_integrals():
     cert = gf.certify(gf.simulate(gf.Network(d=8, width=16, seed=0), X, y, t1=1.0, integrals=False))
     t4 = cert.check("T4")
     assert not t4.applicable and "no running integrals" in t4.detail  # (the reason was empty)
+    assert "integrals=False" in t4.detail and "integrals=False" in cert.check("T2").detail
+
+
+@pytest.mark.parametrize("method", ["filippov", "sliding"])
+def test_certify_says_that_the_relu_solvers_do_not_carry_the_integrals(method):
+    # (it said "integrals=False", which the user never passed: these solvers drop them)
+    X, y = _data(6, 4, 0)
+    sol = gf.simulate(gf.Network(d=4, width=16, activation="relu", seed=0), X, y, t1=2.0, method=method,
+                      **({"step": 0.05} if method == "sliding" else {}))
+    cert = gf.certify(sol)
+    for key in ("T2", "T3", "T4", "T5"):
+        detail = cert.check(key).detail
+        assert not cert.check(key).applicable and f"method={method!r} does not carry them" in detail, key
+        assert "integrals=False" not in detail
 
 
 def test_a_non_finite_running_integral_is_a_counted_violation_not_hidden():

@@ -421,7 +421,9 @@ def simulate(
         interval: the active interval I of η (Lemma 1); default: the activation's (EQUATIONS.md §6).
         integrals: carry ∫η, ∫μ, ∫ν, ∫λ_min(M), ∫|L̇|^{1/2} and ∫|L̇| as extra ODE states (for the pathwise
             bounds of :func:`gflow.certify`).  They never limit the step; their cost is O(mn) per evaluation,
-            plus an n×n eigenproblem for λ_min(M) when n ≤ 1024.  ``False`` integrates the bare flow.
+            plus an n×n eigenproblem for λ_min(M) when n ≤ 1024.  ``False`` integrates the bare flow.  The ReLU
+            solvers ``filippov`` and ``sliding`` (and ``auto`` where it picks them) do not carry them
+            (``integrals`` is recorded False; :func:`gflow.certify` says so).
         progress: a tqdm bar over flow time (``None``: only when stderr is a terminal).
         warn: issue a :class:`gflow.GFlowWarning` when the run fails.
         checkpoint: a file path for periodic checkpoints (native methods only).  If the file exists and was

@@ -224,6 +224,9 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     emp = _fit_rate(t[sel][1:], L[sel][1:]) if last >= 3 else None
     notes: list[str] = []
     checks: list[Check] = []
+    method = solver.get("method") if kind == "flow" else None
+    no_integrals = (f"method={method!r} does not carry them; a fixed-step run (method='euler' or 'rk4' with a step) "
+                    "or gradient descent does" if method in ("filippov", "sliding") else "integrals=False")
 
     def judge(logB):
         """(margin, held, k) of L_t ≤ exp(logB) on the window: log-margins (≈ relative; ∞ at t = 0, equality by
@@ -308,20 +311,20 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
         checks.append(Check("T2", "energy identity L_0 − L_t = ∫ rᵀMr", True, bool(gap[k] <= allow[k]),
                             rigorous, float(allow[k] - gap[k]), float(t[k]), detail=d2))
     else:
-        checks.append(Check("T2", "energy identity", False, detail="no running integrals (integrals=False)"))
+        checks.append(Check("T2", "energy identity", False, detail=f"no running integrals ({no_integrals})"))
 
     # T3-T6: exponential bounds
     E3 = 2.0 * sol.int_lam_min_M if sol.int_lam_min_M is not None else None
     exp_bound("T3", "L_t ≤ L_0 exp(−2∫λ_min(M))", E3, E3 is not None,
-              "" if E3 is not None else "∫λ_min(M) not integrated (integrals=False or n > 1024)", rigorous)
+              "" if E3 is not None else f"∫λ_min(M) not integrated ({no_integrals if sol.int_eta is None else 'n > 1024'})", rigorous)
     E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
     exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None and lam_known,
-              lam_why or ("no running integrals (integrals=False)" if E4 is None else "" if G_pd else
+              lam_why or (f"no running integrals ({no_integrals})" if E4 is None else "" if G_pd else
                           f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous"), rigorous,
               singular=lam_known and not G_pd)
     hyp5 = equal_c and K > 0 and sol.int_eta is not None and lam_known
     why5 = ("" if hyp5 else lam_why or "needs |c_i| = ĉ for all i and K_σ′ > 0 on I" if sol.int_eta is not None
-            else "no running integrals")
+            else f"no running integrals ({no_integrals})")
     E5 = 2.0 * coef * c_hat**2 * lmin_G * K**2 * sol.int_eta if hyp5 else None
     exp_bound("T5", "L_t ≤ L_0 exp(−2ĉ²λ_min(G)K_σ′²∫η)", E5, hyp5, why5, rigorous, singular=lam_known and not G_pd)
     Kg = th.get("K_sigma_global", 0.0)
