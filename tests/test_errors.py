@@ -668,6 +668,29 @@ def test_fixed_step_past_the_stability_limit_that_freezes_warns(batch):
     assert ok.ok and "unstable_step" not in ok.stats
 
 
+def test_gd_past_its_stability_limit_says_so_whatever_save_every():
+    # (a usability audit: δ = 5 at 7.5× the limit 2/λ_max(M₀) = 0.665 ended "success" without a word at
+    # save_every = 10, while save_every = 1 warned of a loss rise; the same iteration as method="euler" warned)
+    X, y = gf.data.random_labels(n=40, d=10, seed=0)
+    net = gf.Network(d=10, width=64, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a note, not a warning: GD past the limit can be what the user studies
+        coarse = gf.gradient_descent(net, X, y, step=5.0, steps=200, save_every=10)
+        batch = gf.gradient_descent_batch(gf.networks([0, 1], d=10, width=64), X, y, step=5.0, steps=200,
+                                          save_every=10)
+        within = gf.gradient_descent(net, X, y, step=0.5, steps=20, save_every=10)
+    assert 0.6 < 2.0 / float(coarse.lam_max_M[0]) < 0.7
+    for sol in (coarse, batch[0], batch[1]):
+        limit = 2.0 / float(sol.lam_max_M[0])
+        assert sol.status == "success" and sol.stats["unstable_step"] and "loss_rise" not in sol.stats
+        assert f"note: δ = 5 exceeds GD's linear stability limit 2/λ_max(M₀) = {limit:.3g}" in sol.message
+    assert batch[0].message == coarse.message
+    assert within.ok and "unstable_step" not in within.stats and "note:" not in within.message
+    with pytest.warns(gf.GFlowWarning, match="the loss rose"):
+        fine = gf.gradient_descent(net, X, y, step=5.0, steps=200, save_every=1)
+    assert fine.stats["unstable_step"] and "loss_rise" in fine.stats and "note:" not in fine.message
+
+
 def test_a_fixed_step_longer_than_the_output_intervals_is_judged_by_the_steps_taken():
     # (a new-user audit: step = 5 to t1 = 1 takes one step of 1, yet was warned of as past the limit 2.04 and
     # recorded unstable_step)

@@ -47,7 +47,7 @@ from ._record import (Abort, Monitor, Recorder, check_recording_memory, check_th
                       interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads, states_activation_fault)
 from .checkpoint import stored_layout
 from .expint import explicit_method
-from .gd import DIVERGE_FACTOR, _loss_rise, failure_end, gd_schedule
+from .gd import DIVERGE_FACTOR, _loss_rise, failure_end, gd_schedule, note_unstable_step
 from .ode import (
     DEFAULT_METHOD,
     EXPINT_METHODS,
@@ -1129,6 +1129,8 @@ def gradient_descent_batch(
     # a saved loss that rose: as gf.gradient_descent, per seed, one warning
     rises = _note_rises(recorders, [st == "success" for st in statuses], lambda rec: _gd_rise(rec, step), messages,
                         stats)
+    messages = [note_unstable_step(rec, step, st, msg, sts) for rec, st, msg, sts in zip(recorders, statuses,
+                                                                                         messages, stats)]
     sols = _seed_solutions(bf, recorders, statuses, messages, stats, config_of)
     raise_if_interrupted(monitor, "interrupted" if "interrupted" in statuses else "success", sols,
                          "gf.gradient_descent_batch")

@@ -324,6 +324,7 @@ def gradient_descent(
     if rise is not None:
         message = f"{message}; warning: {rise}"
         stats["loss_rise"] = list(recorder.loss_rise)
+    message = note_unstable_step(recorder, step, status, message, stats)
     sol = _make_solution(recorder, problem, status, message, stats, config)
     raise_if_interrupted(monitor, status, sol, "gf.gradient_descent")
     if warn and status != "success":
@@ -331,6 +332,21 @@ def gradient_descent(
     elif warn and rise is not None:
         warnings.warn(f"gflow.gradient_descent: {rise}", GFlowWarning, stacklevel=2)
     return sol
+
+
+def note_unstable_step(recorder, step: float, status: str, message: str, stats: dict) -> str:
+    """GD's message, with a note where δ exceeds the linear stability limit 2/λ_max(M₀) though no saved loss rose
+    (a rise has its own warning), and ``stats["unstable_step"] = True`` past the limit either way.  Not a warning:
+    the paper's δ = 1 is past the limit for larger n, on purpose; but the verdict must not depend on save_every
+    (δ = 5 at 7.5× the limit: "success" without a word at save_every = 10, a loss rise at save_every = 1)."""
+    limit = recorder.stability_limit0()
+    if not step > limit:
+        return message
+    stats["unstable_step"] = True
+    if status != "success" or "loss_rise" in stats:
+        return message
+    return (f"{message}; note: δ = {step:g} exceeds GD's linear stability limit 2/λ_max(M₀) = {limit:.3g}: the saved "
+            "loss did not rise, but GD does not follow the gradient flow there (gf.compare(gd, flow) measures how far)")
 
 
 def _loss_rise(recorder, step: float) -> str | None:
