@@ -59,6 +59,7 @@ class Comparison:
         label, label_ref: what was compared (method and step or tolerance).
         status, status_ref: the runs' statuses (a stopped run is compared over the times it saved).
         rtol_ref: the reference's relative tolerance (None for GD or a fixed step).
+        n_saved: how many times the run saved (the summary notes when few of them are shared).
     """
 
     t: np.ndarray
@@ -82,6 +83,7 @@ class Comparison:
     status: str
     status_ref: str
     rtol_ref: float | None
+    n_saved: int = 0
 
     @property
     def max_loss_rel_error(self) -> float:
@@ -103,10 +105,17 @@ class Comparison:
         return bool(np.all(self.loss_rel_error[known] <= self.error_estimate[known])) if np.any(known) else None
 
     def table(self, rows: int = 10) -> str:
-        """The errors at up to ``rows`` shared times spread evenly over them (first and last included)."""
+        """The errors at up to ``rows`` shared times spread evenly over them (first and last included), and the
+        time of the largest relative loss error among them (for rows ≥ 3, in place of its nearest row)."""
         rows = check_positive_int(rows, "rows", minimum=0)
         K = len(self.t)
         idx = sorted(set(np.linspace(0, K - 1, min(rows, K)).round().astype(int).tolist())) if rows != 1 else [K - 1]
+        if len(idx) >= 3 and not np.all(np.isnan(self.loss_rel_error)):
+            worst = int(np.nanargmax(self.loss_rel_error))  # (the summary's "largest ... at t =": a row of its own)
+            if worst not in idx:
+                inner = idx[1:-1]
+                idx.remove(inner[int(np.argmin([abs(k - worst) for k in inner]))])
+                idx = sorted(idx + [worst])
         test = self.test_error_rel_error is not None
         head = (f"{'t':>12}  {'loss':>12}  {'loss (ref)':>12}  {'rel. error':>10}  {'residual':>10}"
                 + (f"  {'test MSE':>10}" if test else "") + (f"  {'estimate':>10}" if self.error_estimate is not None
@@ -165,6 +174,9 @@ class Comparison:
         elif self.rtol_ref is not None and self.max_loss_rel_error < 10.0 * self.rtol_ref:
             lines.append(f"note: the errors are within 10× the reference's rtol ({self.rtol_ref:g}): tighten the "
                          "reference to resolve them")
+        if self.n_saved > 2 * K:
+            lines.append(f"note: only {K} of the run's {self.n_saved} saved times are among the reference's: save "
+                         "the reference at the run's times (gf.simulate(..., saveat=run.t)) to compare at all of them")
         for who, status in (("run", self.status), ("reference", self.status_ref)):
             if status != "success":
                 lines.append(f"note: the {who} stopped early ({status}); compared over the times it saved")
@@ -341,4 +353,5 @@ def compare(sol, reference) -> Comparison:
         weight_t=weight_t, weight_rel_error=weight_error,
         label=_label(sol), label_ref=_label(ref), status=sol.status, status_ref=ref.status,
         rtol_ref=None if rtol_ref is None or not math.isfinite(rtol_ref) else float(rtol_ref),
+        n_saved=len(sol.t),
     )

@@ -132,6 +132,24 @@ def test_a_loose_reference_and_a_stopped_run_are_said_in_the_summary(tanh_runs):
     assert cmp.t[-1] <= short.t[-1] < 10.0 and "the run stopped early (max_steps)" in str(cmp)
 
 
+def test_few_shared_times_are_noted_and_the_worst_time_is_a_row(linear_net):
+    # (a usability audit: GD's 11 saved times against a flow's default grid shared 3, without a word; the table's
+    # rows skipped the time of the "largest relative error ... at t =" line)
+    net, X, y = linear_net
+    gd = gf.gradient_descent(net, X, y, step=0.1, steps=40, save_every=1, integrals=False)
+    sparse = gf.simulate(net, X, y, saveat=[0.0, 1.0, 2.0, 4.0], rtol=1e-12, atol=1e-14, integrals=False)
+    text = gf.compare(gd, sparse).summary(rows=3)
+    assert "note: only 4 of the run's 41 saved times are among the reference's" in text and "saveat=run.t" in text
+    full = gf.simulate(net, X, y, saveat=gd.t, rtol=1e-12, atol=1e-14, integrals=False)
+    cmp = gf.compare(gd, full)
+    assert "note: only" not in cmp.summary()
+    worst = float(cmp.t[int(np.nanargmax(cmp.loss_rel_error))])
+    for rows in (3, 4, 10):
+        times = [float(line.split()[0]) for line in cmp.table(rows).splitlines()[1:]]
+        assert len(times) == rows and times[0] == 0.0 and times[-1] == pytest.approx(4.0), (rows, times)
+        assert any(t == pytest.approx(worst, abs=1e-6) for t in times), (rows, worst, times)
+
+
 def test_a_flow_at_rest_has_zero_error_not_nan():
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((5, 3)), np.zeros(5)
