@@ -1137,6 +1137,20 @@ def test_a_stall_far_below_the_stability_limit_is_called_accuracy_limited_not_st
     assert sol.status == "stalled" and sol.t[-1] < 1.0
     assert "the steps stayed at about" in sol.message and "accuracy, not stiffness, holds them there" in sol.message
     assert "stiff at long horizons" not in sol.message
+    assert "use a higher-order method (e.g. method='dop853'" in sol.message
+
+
+def test_a_dop853_stall_on_an_undeclared_kink_is_not_told_to_use_dop853():
+    # (a usability audit: σ = relu(u − 0.3) is kinked where gf.Activation's check does not look, so it counts as
+    # smooth and dop853 runs; its stall advised "use a higher-order method (e.g. method='dop853' ...)")
+    act = gf.Activation("shifted_relu", lambda u: torch.relu(u - 0.3), lambda u: (u > 0.3).to(u.dtype), 1.0,
+                        (0.5, 2.0))
+    assert act.smooth
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    sol = gf.simulate(gf.Network(d=4, width=16, activation=act, seed=0), X, y, t1=50.0, warn=False)
+    assert sol.status == "stalled" and sol.config["solver"]["method"] == "dop853"
+    assert "accuracy, not stiffness" in sol.message and "method='dop853'" not in sol.message
+    assert "declare it with smooth=False" in sol.message
 
 
 @pytest.mark.parametrize("method", ["torchdiffeq.dopri5", "bosh3"])

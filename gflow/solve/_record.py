@@ -623,6 +623,10 @@ class Recorder:
         }
 
 
+#: the methods a stalled smooth run is not advised to switch to (it runs one of them already)
+_HIGH_ORDER = ("dop853", "dop853+exprk4", "DOP853", "dopri8", "torchdiffeq.dopri8")
+
+
 class Monitor:
     """Counts evaluations and steps and stops a solve that cannot finish in reasonable time.
 
@@ -638,8 +642,11 @@ class Monitor:
 
     def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
                  adaptive: bool = True, kinked: bool = False, hint_after: int = 0, fallback_hint: str = "",
-                 tolerances: bool | None = None, stall_after: int = 200, dtype: torch.dtype | None = None):
+                 tolerances: bool | None = None, stall_after: int = 200, dtype: torch.dtype | None = None,
+                 method: str | None = None):
         self.t1 = t1
+        #: the method that runs (a stalled run's hint does not advise it again)
+        self.method = method
         #: the run's dtype: a non-finite state advises float64 only where the run is in a lower precision
         self.dtype = dtype
         #: accepted steps before the stall projection of on_step may stop a run (exprk4: 2 000, its steps grow
@@ -688,9 +695,13 @@ class Monitor:
         lam = self.lam_max0() if self.lam_max0 is not None and not self.kinked else math.nan
         if not (math.isfinite(lam) and lam > 0 and mean_dt * lam < 0.01):
             return self.hint
-        return (f"the steps are {2.0 / (lam * mean_dt):.3g}× below the explicit stability limit ≈ 2/λ_max(M₀) = "
-                f"{2.0 / lam:.3g}: accuracy, not stiffness, holds them there — use a higher-order method (e.g. "
-                "method='dop853', or method='auto') or loosen rtol")
+        head = (f"the steps are {2.0 / (lam * mean_dt):.3g}× below the explicit stability limit ≈ 2/λ_max(M₀) = "
+                f"{2.0 / lam:.3g}: accuracy, not stiffness, holds them there — ")
+        if self.method in _HIGH_ORDER:  # (it advised the method that had just stalled: a custom σ kinked at 0.3)
+            return (head + "if σ′ jumps somewhere (a kink that gf.Activation's check at u = 0, ±½, ±1, ±2, ±3 did "
+                    "not see), declare it with smooth=False for a kinked σ's methods (the Filippov solvers for a "
+                    "ReLU-type kink at 0; else a fixed step with error_estimate=True); else loosen rtol")
+        return head + "use a higher-order method (e.g. method='dop853', or method='auto') or loosen rtol"
 
     @property
     def hint(self) -> str:

@@ -170,7 +170,7 @@ def monitor_hints(method: str, activation) -> dict:
     only once steps have settled (a run stopped at t = 0 by max_wall_time, or by max_steps=1, was told the flow is
     stiff)."""
     hint = _hint(method, activation.smooth, activation.smooth or _event_methods_take(activation))
-    out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS}
+    out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS, "method": method}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
         out.update(hint_after=STIFF_HINT_AFTER,
                    fallback_hint=SWITCHING_FALLBACK if hint == SWITCHING_HINT else STIFF_FALLBACK)
