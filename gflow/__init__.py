@@ -39,9 +39,11 @@ from .solve.batch import gradient_descent_batch, max_seed_rms_norm, networks, si
 from .theory import Certificate, certify, limit_gram
 from .compare import Comparison, compare
 
+# (gf.Callable, the embedding of a user function, stays an attribute but is not star-exported: `from gflow import *`
+# shadowed typing.Callable)
 __all__ = [
     "__version__", "data", "plotting", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
-    "RandomFeatures", "DeepRandomFeatures", "Callable", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
+    "RandomFeatures", "DeepRandomFeatures", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
     "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
     "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "Interrupted",
     "InUseError", "certify",
