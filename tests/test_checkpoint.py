@@ -1008,3 +1008,17 @@ def test_a_stopped_and_resumed_run_counts_the_evaluations_of_the_uninterrupted_o
         fn(arg, X, y, checkpoint=path, **kw)
     resumed = fn(arg, X, y, checkpoint=path, **kw)
     assert evals(resumed) == evals(full)
+
+
+def test_a_checkpointed_auto_run_stopped_by_max_steps_says_its_advice_cannot_checkpoint(tmp_path):
+    # (a usability audit: with checkpoint=, auto falls back from dop853+exprk4 to dop853; stopped by max_steps it was
+    # advised dop853+exprk4, which refuses checkpoint=, without a word of it)
+    X, y = gf.data.random_labels(n=10, d=5, seed=0)
+    net = gf.Network(d=5, width=32, seed=0)
+    for max_steps in (50, 300):  # (before and after the stiffness hint takes over, at 200 accepted steps)
+        sol = gf.simulate(net, X, y, t1=2000.0, max_steps=max_steps, checkpoint=tmp_path / f"{max_steps}.ckpt",
+                          warn=False)
+        assert sol.status == "max_steps" and sol.config["solver"]["method"] == "dop853"
+        assert "'dop853+exprk4' (it cannot checkpoint: drop checkpoint= for it)" in sol.message
+    plain = gf.simulate(net, X, y, t1=2000.0, method="dop853", max_steps=300, warn=False)
+    assert "method='dop853+exprk4'" in plain.message and "cannot checkpoint" not in plain.message

@@ -165,15 +165,21 @@ SWITCHING_FALLBACK = ("try method='dop853' where the horizon is short or the fea
                       "phase pays on long, stiff horizons)")
 
 
-def monitor_hints(method: str, activation) -> dict:
+def monitor_hints(method: str, activation, checkpoint: bool = False) -> dict:
     """The Monitor's hint arguments for ``method`` and the network's :class:`~gflow.Activation`: the stiffness hint
     only once steps have settled (a run stopped at t = 0 by max_wall_time, or by max_steps=1, was told the flow is
-    stiff)."""
+    stiff).  ``checkpoint``: the run checkpoints, which the exponential methods cannot (a checkpointed ``auto`` run
+    falls back to dop853 and, stopped by max_steps, was advised dop853+exprk4 without a word of it)."""
     hint = _hint(method, activation.smooth, activation.smooth or _event_methods_take(activation))
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS, "method": method}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
         out.update(hint_after=STIFF_HINT_AFTER,
                    fallback_hint=SWITCHING_FALLBACK if hint == SWITCHING_HINT else STIFF_FALLBACK)
+    if checkpoint:
+        note = " (it cannot checkpoint: drop checkpoint= for it)"
+        for key in ("hint", "fallback_hint"):
+            if "'dop853+exprk4'" in out.get(key, ""):
+                out[key] = out[key].replace("'dop853+exprk4'", "'dop853+exprk4'" + note, 1)
     return out
 
 
@@ -581,7 +587,8 @@ def simulate(
                            advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step, grid, rtol))
-    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation), dtype=net.dtype,
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation, checkpoint is not None),
+                      dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       kinked=not net.activation.smooth,
                       # (a kinked σ collapses their steps for good from the start: 200, as the others — exprk4 on
