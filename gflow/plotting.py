@@ -43,16 +43,26 @@ FONT = {"label": 10, "tick": 9, "legend": 8, "title": 10.5, "suptitle": 12, "not
 BOUND_KEYS = ("T3", "T4", "T5", "T6", "T10")
 
 _BOUND_STYLE = {
-    "T3": dict(color="tab:blue", ls=(0, (5, 2))),
-    "T4": dict(color="tab:orange", ls=(0, (5, 2))),
-    "T5": dict(color="tab:green", ls=(0, (5, 2))),
-    "T6": dict(color="tab:purple", ls=(0, (5, 2))),
-    "T10": dict(color="tab:red", ls=(0, (5, 2))),
+    "T3": dict(color="tab:blue"),
+    "T4": dict(color="tab:orange"),
+    "T5": dict(color="tab:green"),
+    "T6": dict(color="tab:purple"),
+    "T10": dict(color="tab:red"),
 }
+#: each bound's phase in its run's dash pattern (a fraction of the period), drawn in this order (the later on top):
+#: where two bounds coincide — T4 and T5 near L₀ on a slow run — the upper one's gaps fall on the lower one's
+#: dashes (≥ 20 % of its length shows, 40 % for neighbours such as T4 and T5), so no bound hides under another
+_BOUND_PHASE = {"T3": 0.0, "T4": 0.4, "T5": 0.8, "T6": 0.2, "T10": 0.6}
 #: runs overlaid on one Axes by :func:`plot_loss_bounds`: the loss (and test) colour of the second, third, ...
 #: run (the first is black), and each run's dash pattern for its bounds (which keep their colours)
 _RUN_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
-_RUN_DASHES = ((0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (10, 3)), (0, (3, 1, 1, 1, 1, 1)))
+_RUN_DASHES = ((0, (4, 4)), (0, (1.2, 1.8)), (0, (6, 2, 1, 2)), (0, (10, 4)), (0, (3, 1.5, 1, 1.5, 1, 1.5)))
+
+
+def _bound_dashes(key: str, dashes) -> tuple:
+    """The dash pattern of bound ``key`` in a run whose bounds are dashed ``dashes``: shifted by its phase."""
+    offset, seq = dashes
+    return (offset + _BOUND_PHASE[key] * sum(seq), seq)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,13 +274,18 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         bounds: which of ``"T3", "T4", "T5", "T6", "T10"`` to draw; each is drawn only when
             :func:`gflow.certify` finds its hypotheses met, over the certificate's window, as a dashed line
             whose legend gives the guaranteed average rate E_t/t at the window's end and its slack (fitted
-            decay rate of L / guaranteed rate).  The gap between the loss and the tightest drawn bound is
-            shaded.
+            decay rate of L / guaranteed rate).  Each bound's dashes are shifted by its own phase, so that
+            bounds which coincide (T4 and T5 near L_0 on a slow run) show both colours, alternating.  The gap
+            between the loss and the tightest drawn bound is shaded.
         test: ``"error"`` (test mean squared error), ``"loss"`` (½Σ over test points, comparable to L) or
             None; drawn dash-dotted when the run has test data.
         title: True for a title naming the run (on an overlay: what the runs share), False for none, or a string.
         label: the run's name in the legend, in front of each of its entries (default: none for a run alone,
             what tells it apart from the others on an overlay).
+
+    The legend sits under the Axes, below the x label, so that the y-range is the data's: a figure made here
+    is sized to hold it (taller by its height, wider where it is wider than the Axes); into given Axes,
+    ``tight_layout`` or ``savefig(..., bbox_inches="tight")`` makes room for it.
 
     Returns:
         the Axes.  Its first line is the training loss (``ydata`` is ``sol.loss``); the bound lines carry
@@ -335,7 +350,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
                 why = (f"λ_min(G) = {sol.theory.get('lam_min_G', math.nan):.2g} ≈ 0" if key in ("T4", "T5", "T6")
                        else "its exponent ≤ 0")
                 text = f"{key} {_bound_formula(key, coef)}: vacuous ({why})"
-                (line,) = ax.plot([], [], lw=1.4, label=text, **{**_BOUND_STYLE[key], "ls": dashes})
+                (line,) = ax.plot([], [], lw=1.4, label=text, ls=_bound_dashes(key, dashes), **_BOUND_STYLE[key])
                 line.set_gid(f"vacuous:{key}{suffix}")
                 run["lines"].append((line, text))
                 run["bounds"].append((key, f"{key} vacuous", _bound_formula(key, coef)))
@@ -363,7 +378,8 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
                 short += " information"
             run["bounds"].append((key, short, _bound_formula(key, coef)))
             text = ", ".join(parts)
-            (line,) = ax.plot(t[win], B, lw=1.4, label=text, zorder=4, **{**_BOUND_STYLE[key], "ls": dashes})
+            (line,) = ax.plot(t[win], B, lw=1.4, label=text, zorder=4, ls=_bound_dashes(key, dashes),
+                             **_BOUND_STYLE[key])
             line.set_gid(f"bound:{key}{suffix}")
             run["lines"].append((line, text))
             pos = B[B > 0]
@@ -399,12 +415,13 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         highs.append(min(float(finite_L.max()), 1e6 * L0))
     top = 2.0 * max(h for h in highs if math.isfinite(h))
     bottom = min(lows) / 2.0 if lows else top * 1e-12
-    room = getattr(ax, "_gflow_room", None)
-    if k and room is not None:  # (an overlay: the y-range of every run)
-        bottom, top = min(bottom, room[0]), max(top, room[1])
+    yrange = getattr(ax, "_gflow_yrange", None)
+    if k and yrange is not None:  # (an overlay: the y-range of every run)
+        bottom, top = min(bottom, yrange[0]), max(top, yrange[1])
     bottom = max(bottom, top * 1e-32)
-    if bottom < top:
-        _set_room(ax, bottom, top, log=True, where="below")
+    if bottom < top:  # (the data's range: the legend is below the axes, off the curves)
+        ax._gflow_yrange = (bottom, top)
+        ax.set_ylim(bottom, top)
     if k:
         lo, hi = ax.get_xlim()
         _set_time_limits(ax, np.array([min(lo, float(t[0])), max(hi, float(t[-1]))]))
@@ -418,9 +435,9 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         # atol or float64 no longer vouches for its digits (the demo's loss was still accurate to 1e-8 there,
         # against an rtol-1e-12 reference)
         after = L[t > t_end * (1 + 1e-12)]
-        why = ("loss not finite (NaN or inf)" if not np.all(np.isfinite(after)) else
-               "loss below the certificate's floor, beyond what the run's atol or float64 vouches for")
-        text = f"grey: {why}: no bounds"
+        why = ("loss not finite: NaN or inf" if not np.all(np.isfinite(after)) else
+               "loss below the certificate's atol/float64 floor")
+        text = f"grey: no bounds ({why})"
         span = ax.axvspan(t_end, float(t[-1]), color="0.5", alpha=0.08, lw=0, zorder=0, label=text)
         span.set_gid("no-bounds" + suffix)
         run["lines"].append((span, text))
@@ -438,13 +455,50 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
         head += " of the flow (information for GD)" if any(r["gd"] for r in runs) else ""
         if info or any("information" in short for r in runs for _, short, _ in r["bounds"]):
             head += "\nσ has a kink: those marked 'information' are not guaranteed"
-        _legend(ax, loc="lower left", title=head + "\nrate = average $E_t/t$ over the drawn range", **handles)
+        _legend_below(ax, title=head + "\nrate = average $E_t/t$ over the drawn range", **handles)
     else:
-        _legend(ax, loc="lower left", **handles)
-    if new:
-        ax.figure.tight_layout()
-    _room_for_legend(ax)
+        _legend_below(ax, **handles)
+    if new or getattr(ax, "_gflow_own_figure", False):  # (an overlay into the figure made here: it grows too)
+        ax._gflow_own_figure = True
+        _fit_figure_to_legend(ax, (7.0, 5.0))
     return ax
+
+
+def _renderer(fig):
+    try:
+        return fig.canvas.get_renderer()
+    except AttributeError:  # backends without get_renderer
+        return fig._get_renderer()
+
+
+def _legend_below(ax, gap: float = 6.0, **kw) -> None:
+    """The legend under the Axes — below its tick labels and x label, ``gap`` points down, left-aligned with it —
+    off the curves, so that the y-range stays the data's.  ``tight_layout`` and ``savefig(bbox_inches="tight")``
+    make room for it (it is part of the Axes' tight bounding box)."""
+    from matplotlib.transforms import ScaledTranslation
+
+    fig = ax.figure
+    renderer = _renderer(fig)
+    axis = ax.xaxis.get_tightbbox(renderer)
+    drop = 0.0 if axis is None else max(ax.get_window_extent(renderer).y0 - axis.y0, 0.0) / fig.dpi
+    below = ax.transAxes + ScaledTranslation(0.0, -(drop + gap / 72.0), fig.dpi_scale_trans)
+    _legend(ax, loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=below, borderaxespad=0.0, **kw)
+
+
+def _fit_figure_to_legend(ax, size: tuple[float, float]) -> None:
+    """Size the figure of ``ax`` (made by this module, one Axes) as ``size`` plus the legend under the Axes: taller
+    by its height, and wider where it is wider than the Axes (not squeezing them), then ``tight_layout``."""
+    fig = ax.figure
+    renderer = _renderer(fig)
+    box = ax.get_legend().get_window_extent(renderer)
+    width, height = size[0], size[1] + box.height / fig.dpi + 0.1
+    for _ in range(3):
+        fig.set_size_inches(width, height)
+        fig.tight_layout()
+        over = (ax.get_legend().get_window_extent(renderer).x1 - ax.get_window_extent(renderer).x1) / fig.dpi
+        if over <= 0.01:
+            break
+        width += over
 
 
 def _name_runs(runs: list[dict]) -> tuple[str, dict]:
@@ -491,63 +545,29 @@ def _name_runs(runs: list[dict]) -> tuple[str, dict]:
     return common, {"handles": handles, "labels": labels}
 
 
-def _set_room(ax, lo: float, hi: float, *, log: bool, where: str) -> None:
+def _set_room(ax, lo: float, hi: float, *, log: bool) -> None:
     """Remember the data's y-range of ``ax``; :func:`_room_for_legend` then keeps the legend clear of it."""
-    ax._gflow_room = (float(lo), float(hi), bool(log), where)
+    ax._gflow_room = (float(lo), float(hi), bool(log))
     ax.set_ylim(lo, hi)
 
 
 def _room_for_legend(ax, margin: float = 0.03) -> None:
-    """Extend the y-limits so that every curve lies clear of the legend (below or above it).
+    """Raise the upper y-limit so that every curve lies below the legend at the top of the axes.
 
-    With ``where="below"`` the legend sits in the lower part of the axes and the lower limit is lowered;
-    with ``"above"`` it sits at the top and the upper limit is raised.  The legend's height (in axes
-    fraction) is measured with the figure's renderer, so call again after the layout changes (as
-    :func:`plot_summary` does).
+    The legend's height (in axes fraction) is measured with the figure's renderer, so call again after the
+    layout changes (as :func:`plot_summary` does).  (The loss panel's legend is under the axes instead.)
     """
     room = getattr(ax, "_gflow_room", None)
     leg = ax.get_legend()
     if room is None or leg is None:
         return
-    lo, hi, log, where = room
-    fig = ax.figure
-    try:
-        renderer = fig.canvas.get_renderer()
-    except AttributeError:  # backends without get_renderer
-        renderer = fig._get_renderer()
-    box = leg.get_window_extent(renderer)
-    h = box.height / max(ax.get_window_extent(renderer).height, 1.0)
+    lo, hi, log = room
+    renderer = _renderer(ax.figure)
+    h = leg.get_window_extent(renderer).height / max(ax.get_window_extent(renderer).height, 1.0)
     h = min(h + margin, 0.6)
     a, b = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
-    if where == "below":
-        # the lowest datum under the legend's width at height h of the axes (a decaying loss leaves the lower
-        # left free: lowering the limit until the global minimum clears the legend wasted up to 15 decades)
-        low = _lowest_under(ax, box, log)
-        low = a if low is None else max(a, math.log10(low) if log else low)
-        a = min(a, (low - h * b) / (1.0 - h))
-    else:
-        a, b = a, a + (b - a) / (1.0 - h)  # the highest datum at height 1 − h
+    b = a + (b - a) / (1.0 - h)  # the highest datum at height 1 − h
     ax.set_ylim(*((10.0**a, 10.0**b) if log else (a, b)))
-
-
-def _lowest_under(ax, box, log: bool) -> float | None:
-    """The smallest y value (positive, for a log axis) of the lines of ``ax`` within the x-span of the display
-    box ``box`` (the legend's), or None when no line has a point there."""
-    to_data = ax.transData.inverted()
-    x0 = to_data.transform((box.x0, box.y0))[0]
-    x1 = to_data.transform((box.x1, box.y0))[0]
-    x0, x1 = min(x0, x1), max(x0, x1)
-    low = None
-    for line in ax.get_lines():
-        x = np.asarray(line.get_xdata(), dtype=float)
-        y = np.asarray(line.get_ydata(), dtype=float)
-        if x.shape != y.shape:
-            continue
-        ok = (x >= x0) & (x <= x1) & np.isfinite(y) & ((y > 0) if log else True)
-        if ok.any():
-            m = float(y[ok].min())
-            low = m if low is None else min(low, m)
-    return low
 
 
 def _refresh_rooms(fig) -> None:
@@ -604,7 +624,7 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
         a1.set_ylabel(r"fraction of neurons in I", fontsize=FONT["label"])
         a1.set_title(r"active fractions $\eta_t$, $\bar\eta_t$ (eq. 18)", fontsize=FONT["title"])
         v = finite(sol.eta, sol.eta_bar)
-        _set_room(a1, 0.0, max(float(v.max()) if v.size else 1.0, 1e-3) * 1.05, log=False, where="above")
+        _set_room(a1, 0.0, max(float(v.max()) if v.size else 1.0, 1e-3) * 1.05, log=False)
 
         a2.plot(t, sol.mu, color="tab:green", lw=1.6, label=r"$\mu_t$")
         if sol.nu is not None:
@@ -612,7 +632,7 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
         a2.set_ylabel(r"$\min_a\frac{1}{m}\sum_i\sigma'(h_{ia})^2$", fontsize=FONT["label"])
         a2.set_title(r"derivative energies $\mu_t$, $\nu_t$", fontsize=FONT["title"])
         v = finite(sol.mu, sol.nu)
-        _set_room(a2, 0.0, max(float(v.max()) if v.size else 1.0, 1e-3) * 1.05, log=False, where="above")
+        _set_room(a2, 0.0, max(float(v.max()) if v.size else 1.0, 1e-3) * 1.05, log=False)
 
         lmin = None if sol.lam_min_M is None else np.asarray(sol.lam_min_M, float)
         if lmin is None or not np.any(np.isfinite(lmin)):
@@ -632,7 +652,7 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
             if v.size:
                 lo_v, hi_v = float(v.min()), float(v.max())
                 span = max(math.log10(hi_v / lo_v), 0.3)
-                _set_room(a3, lo_v / 10 ** (0.06 * span), hi_v * 10 ** (0.06 * span), log=True, where="above")
+                _set_room(a3, lo_v / 10 ** (0.06 * span), hi_v * 10 ** (0.06 * span), log=True)
         a3.set_ylabel(r"eigenvalue of $M_t=\kappa_M G\circ S_t$", fontsize=FONT["label"])
         a3.set_title(r"extreme eigenvalues of $M_t$", fontsize=FONT["title"])
     shared = new and stacked
@@ -749,7 +769,7 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
 
     Returns:
         the Axes, with one scatter collection per time (labelled "t = ..."), equal aspect, and the active
-        square I × I dotted when the interval I is bounded.
+        square I × I dashed over the points when the interval I is bounded.
     """
     sol = _solution(sol)
     ft = np.asarray(sol.feature_t, float)
@@ -811,8 +831,9 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
         from matplotlib.patches import Rectangle
 
         a, b = interval
-        ax.add_patch(Rectangle((a, a), b - a, b - a, fill=False, ls=":", lw=1.0, ec="0.35", zorder=2,
-                               label=f"I × I, I = {_interval_text(interval)}"))
+        # (over the points: under them, from zorder 2, the box listed in the legend was hidden by the cloud)
+        ax.add_patch(Rectangle((a, a), b - a, b - a, fill=False, ls=(0, (2, 1.5)), lw=1.3, ec="0.1",
+                               zorder=4 + len(times), label=f"I × I, I = {_interval_text(interval)}"))
         lo, hi = min(lo, a), max(hi, b)
     pad = 0.06 * max(hi - lo, 1e-12)
     ax.set_xlim(lo - pad, hi + pad)
@@ -960,6 +981,8 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
         qs = [fig.add_subplot(sub[j]) for j in range(3)]
         ax_scatter = None
     plot_loss_bounds(sol, ax_loss, title="training loss against the certified bounds (EQUATIONS.md §9)")
+    # taller by the loss panel's legend (under its axes): the rows keep their heights
+    fig.set_size_inches(14.0, 10.0 + ax_loss.get_legend().get_window_extent(_renderer(fig)).height / fig.dpi)
     if ax_scatter is not None:
         plot_feature_scatter(sol, ax=ax_scatter)
     plot_gram_spectrum(sol, ax_gram)

@@ -327,17 +327,16 @@ def _assert_no_curve_under_the_legend(ax, renderer):
 
 
 def test_the_loss_axis_does_not_reach_far_below_the_data(flow):
-    # the legend sits lower left, where a decaying loss leaves room: the axis used to go down until the loss's
-    # minimum (at the far right) cleared the legend's height, 15 empty decades on the demo run
+    # the axis used to go down until the loss's minimum cleared a legend inside the axes (15 empty decades on the
+    # demo run, then 18); the legend now sits under the axes, and the y-range is the data's
     ax = P.plot_loss_bounds(flow, test=None)  # (the test error starts below the loss here)
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     _assert_no_curve_under_the_legend(ax, renderer)
+    assert ax.get_legend().get_window_extent(renderer).y1 < ax.get_window_extent(renderer).y0
     lo = ax.get_ylim()[0]
-    y_min = ax.transData.transform((flow.t[-1], flow.loss.min()))[1]
-    assert y_min < ax.get_legend().get_window_extent(renderer).y1  # right of the legend, lower than its top
-    assert lo < flow.loss.min()
+    assert flow.loss.min() / 10 < lo < flow.loss.min()
 
 
 def test_the_no_bounds_span_is_a_legend_entry_not_a_note_over_the_curves(flow):
@@ -348,8 +347,9 @@ def test_the_no_bounds_span_is_a_legend_entry_not_a_note_over_the_curves(flow):
     assert t_end < sol.t[-1]
     ax = P.plot_loss_bounds(sol)
     assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
-    assert ("grey: loss below the certificate's floor, beyond what the run's atol or float64 vouches for: no bounds"
-            in _legend_texts(ax))
+    # (shortened from "grey: loss below the certificate's floor, beyond what the run's atol or float64 vouches for:
+    # no bounds", the widest entry, which ran past the demo figure's right edge)
+    assert "grey: no bounds (loss below the certificate's atol/float64 floor)" in _legend_texts(ax)
     assert not any("no bounds" in t.get_text() for t in ax.texts)
 
 
@@ -359,7 +359,7 @@ def test_a_loss_that_turns_nan_is_not_called_below_the_tolerance(flow):
     L[len(L) // 2:] = np.nan
     ax = P.plot_loss_bounds(dataclasses.replace(flow, loss=L, status="nonfinite"))
     assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
-    assert "grey: loss not finite (NaN or inf): no bounds" in _legend_texts(ax)
+    assert "grey: no bounds (loss not finite: NaN or inf)" in _legend_texts(ax)
 
 
 def test_bounds_of_a_kinked_activation_are_marked_information_as_the_certificate_does(p3l, flow):
@@ -450,3 +450,85 @@ def test_plot_arguments_are_checked_by_name():
     ax = P.plot_sweep(ds)
     assert ax.get_xlabel() == "t = k·δ (GD steps × δ)"
     plt.close(ax.figure)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# readability (a usability audit of the demo and summary figures)
+
+
+@pytest.fixture(scope="module")
+def fast():
+    """A loss that falls 20 decades, then below the certificate's floor (the grey no-bounds span), like the demo's."""
+    X, y = gf.data.random_labels(n=4, d=20, seed=0)
+    X_te, y_te = gf.data.random_labels(n=5, d=20, seed=1)
+    return gf.simulate(gf.Network(d=20, width=64, seed=0), X, y, t1=100.0, rtol=1e-10, atol=1e-12,
+                       X_test=X_te, y_test=y_te)
+
+
+def _positive_ydata(ax):
+    y = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax.get_lines()])
+    return y[np.isfinite(y) & (y > 0)]
+
+
+@pytest.mark.parametrize("how", ["alone", "summary", "overlay"])
+def test_the_loss_legend_lies_within_the_figure_and_off_the_curves(fast, flow, how):
+    # (an audit: the demo's legend ran 0.9 in past the figure's right edge — the grey span's entry — and sat lower
+    # left inside the axes, so the y-axis was pushed down to 1e-40 under a loss ending at 1e-22)
+    if how == "summary":
+        ax = P.plot_summary(fast).axes[0]
+    else:
+        ax = P.plot_loss_bounds(fast)
+        if how == "overlay":
+            P.plot_loss_bounds(flow, ax=ax)
+    assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    leg = ax.get_legend().get_window_extent(renderer)
+    assert fig.bbox.x0 <= leg.x0 and leg.x1 <= fig.bbox.x1 and fig.bbox.y0 <= leg.y0 and leg.y1 <= fig.bbox.y1
+    assert not leg.overlaps(ax.get_window_extent(renderer))  # outside the plot: no curve can pass under it
+    assert not leg.overlaps(ax.xaxis.get_tightbbox(renderer))  # nor over the tick labels or the axis label
+    lo, hi = ax.get_ylim()
+    y = _positive_ydata(ax)
+    assert y.min() / 10 < lo <= y.min() and y.max() <= hi < 10 * y.max()  # the y-range is the data's
+    if how == "summary":  # nor over the panel below it
+        assert not leg.overlaps(fig.axes[2].get_tightbbox(renderer))
+
+
+def _visible_fraction(below, above):
+    """The fraction of a line ``below`` that shows where ``above`` (drawn over it, same width) coincides with it:
+    the dashes of ``below`` in the gaps of ``above`` (both patterns as matplotlib draws them)."""
+    def on(line, s):
+        offset, seq = line._dash_pattern
+        if seq is None:  # solid
+            return np.ones_like(s, dtype=bool)
+        ends = np.cumsum(seq)
+        return np.searchsorted(ends, (s + offset) % ends[-1], side="right") % 2 == 0
+
+    s = np.linspace(0.0, 500.0, 200_001)
+    return float(np.mean(on(below, s) & ~on(above, s)))
+
+
+@pytest.mark.parametrize("overlay", [False, True])
+def test_coinciding_bounds_stay_visible(flow, gd, overlay):
+    # (an audit: all bounds were dashed (5, 2) in phase, so T4 vanished under T5 where they coincided, near L_0)
+    ax = P.plot_loss_bounds(flow)
+    if overlay:
+        P.plot_loss_bounds(gd, ax=ax)
+    suffix = "@1" if overlay else ""
+    lines = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("bound:")
+             and str(ln.get_gid()).endswith(suffix) and (overlay or "@" not in str(ln.get_gid()))]
+    assert {"bound:T4" + suffix, "bound:T5" + suffix} <= {ln.get_gid() for ln in lines}
+    for i, below in enumerate(lines):
+        for above in lines[i + 1:]:
+            assert above.get_zorder() >= below.get_zorder()
+            assert _visible_fraction(below, above) >= 0.15, (below.get_gid(), above.get_gid())
+    # every bound's pattern is its own: T4 differs from T5 by its dashes, not only by its colour
+    assert len({ln._unscaled_dash_pattern for ln in lines}) == len(lines)
+
+
+def test_the_active_square_is_drawn_over_the_scatter(flow):
+    # (an audit: the dotted I × I box, listed in the legend, had zorder 2 under the points' 3, 4, ...)
+    ax = P.plot_feature_scatter(flow)
+    (box,) = [p for p in ax.patches if p.get_label().startswith("I × I")]
+    assert box.get_zorder() > max(c.get_zorder() for c in ax.collections)
