@@ -331,6 +331,23 @@ def test_method_auto_refuses_a_kinked_activation_and_names_the_way_out(make_data
         gf.simulate_batch(_nets(), X, y, t1=1.0, method="auto", step=0.1)
 
 
+
+def test_a_kinked_activation_s_batch_refuses_adaptive_methods_and_names_ways_that_run():
+    # (a usability audit: the default dop853 ran a ReLU batch to a stall whose advice — error_estimate=True,
+    # filippov, sliding — the batch refuses, and refusing filippov it advised dop853)
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    nets = _nets(activation="relu")
+    for method in ("dop853", "dopri5", "DOP853"):
+        with pytest.raises(ValueError, match=rf"method '{method}' is adaptive, and the activation 'relu' has a kink"
+                                             r".*method='euler' or 'rk4' with a step here.*gradient_descent_batch"):
+            gf.simulate_batch(nets, X, y, t1=1.0, method=method)
+    with pytest.raises(ValueError, match=r"'filippov' is not available for batched seeds.*'rk4' with a step") as info:
+        gf.simulate_batch(nets, X, y, t1=1.0, method="filippov")
+    assert "dop853" not in str(info.value)
+    for sol in gf.simulate_batch(nets, X, y, t1=1.0, method="rk4", step=0.05):  # the way named first runs
+        assert sol.ok
+
+
 def test_float32_batches_agree_with_float32_individual_runs(make_data, rel_err):
     X, y, Xt, yt = _data(make_data)
     nets = _nets(dtype=torch.float32)

@@ -284,7 +284,9 @@ def simulate_batch(
     rtol/atol (error norm :func:`max_seed_rms_norm`: the max over seeds of each seed's RMS scaled error, since a
     global RMS would let one seed exceed the tolerance by up to √S).  scipy's ``RK45``/``DOP853`` cannot take a
     custom norm: they run with rtol and atol divided by √S, which implies the per-seed test.  ``Radau``, ``BDF``
-    and ``LSODA`` are refused (their dense Jacobian of the batched state costs S² times that of one seed).  The
+    and ``LSODA`` are refused (their dense Jacobian of the batched state costs S² times that of one seed); so are
+    adaptive methods for a σ with a kink (ReLU: their steps collapse there) — fixed steps (``euler``, ``rk4``
+    with ``step``) run it.  The
     reason is stored in ``sol.config["solver"]["batch"]``, with ``limiting_share``: the fraction of error-norm
     evaluations at which that seed had the largest error.
 
@@ -321,11 +323,24 @@ def simulate_batch(
     if isinstance(method, str) and method == "auto":
         method, auto_reason = _resolve_batch_auto(net, X, y, t1, saveat, rtol, step, space)
     check_choice(method, "method", METHODS + ("auto",))
+    kinked = not net.activation.smooth
+    # (a kinked σ's batch ran the default dop853 to a stall, whose advice — error_estimate, filippov, sliding — the
+    # batch refuses; the filippov refusal sent it back to dop853)
+    kink_ways = ("method='euler' or 'rk4' with a step here (fixed steps: a failing seed is frozen, the others go "
+                 "on), gf.gradient_descent_batch, or gf.simulate per network (method='filippov' or 'sliding': the "
+                 "Filippov flow, with error_estimate=True)")
     if method in EXPINT_METHODS or method in FILIPPOV_METHODS or method in SLIDING_METHODS:
         raise ValueError(
             f"method {method!r} is not available for batched seeds: it integrates one network's flow with its own "
-            "linearizations or activation events; use gf.simulate per network, or a Runge–Kutta method here "
-            "(e.g. method='dop853')"
+            "linearizations or activation events; use gf.simulate per network, or "
+            + ("method='euler' or 'rk4' with a step here, or gf.gradient_descent_batch" if kinked else
+               "a Runge–Kutta method here (e.g. method='dop853')")
+        )
+    if kinked and method not in FIXED_STEP_METHODS:
+        raise ValueError(
+            f"method {method!r} is adaptive, and the activation {net.activation.name!r} has a kink, where the flow "
+            "chatters and adaptive steps collapse (a stall; alone, gf.simulate then stops the run): for a batch use "
+            + kink_ways
         )
     if method in SCIPY_METHODS and method not in BATCH_SCIPY_METHODS:
         raise ValueError(
