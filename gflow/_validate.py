@@ -6,8 +6,10 @@ where it helps, how to fix it.  Nothing here uses ``assert``: user input is neve
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +25,40 @@ def describe(x: Any) -> str:
     if len(r) > 60:
         r = r[:57] + "..."
     return f"{type(x).__name__} {r}"
+
+
+#: the command-line flags of the arguments a command passes on (see :func:`cli_spelling`); None: Python's keywords
+_FLAGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("gflow_cli_flags", default=None)
+
+
+@contextlib.contextmanager
+def cli_spelling(flags: dict[str, str]) -> Iterator[None]:
+    """Within the block, errors that name an argument through :func:`arg` / :func:`arg_eq` name the arguments in
+    ``flags`` (keyword -> flag, e.g. ``{"step": "--step"}``) as a command line spells them: ``gflow simulate --method
+    rk4`` without a step was told "e.g. step=0.01", a keyword it cannot type."""
+    token = _FLAGS.set(dict(flags))
+    try:
+        yield
+    finally:
+        _FLAGS.reset(token)
+
+
+def arg(name: str) -> str:
+    """The argument ``name`` in a message: the keyword, or its flag within :func:`cli_spelling`."""
+    flags = _FLAGS.get()
+    return flags.get(name, name) if flags else name
+
+
+def arg_eq(name: str, value: Any = None, fmt: str = "") -> str:
+    """An argument set to ``value`` in a message, as the caller writes it: ``step=0.01``, ``method='dop853'``
+    (``fmt``: a format spec for a number), or within :func:`cli_spelling` ``--step 0.01``, ``--method dop853``;
+    ``value`` None: the argument alone (``step=`` / ``--step``)."""
+    flags = _FLAGS.get()
+    text = "" if value is None else (format(value, fmt) if fmt else (repr(value) if isinstance(value, str) else
+                                                                         str(value)))
+    if flags and name in flags:
+        return flags[name] + ("" if value is None else " " + (value if isinstance(value, str) else text))
+    return f"{name}={text}"
 
 
 def is_int(value: Any) -> bool:

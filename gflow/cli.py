@@ -30,13 +30,59 @@ def _network_keys() -> set[str]:
     return {f for f in Network.__dataclass_fields__ if not f.startswith("_")}
 
 
-def _simulate_keys() -> set[str]:
-    from .solve.ode import simulate
+#: the tables of the solver's keys: [solver] (a sweep file's spelling) or [simulate] (read as cfg["simulate"])
+_SOLVER_TABLES = ("solver", "simulate")
+#: the solvers' keywords that a run file does not set: the data (from [data]) and the warnings (the summary says)
+_NOT_SOLVER_KEYS = {"net", "X", "y", "X_test", "y_test", "warn"}
 
-    return set(inspect.signature(simulate).parameters) - {"net", "X", "y", "X_test", "y_test", "warn"}
+
+def _kinds() -> tuple[str, ...]:
+    from .sweeps.config import SOLVER_KINDS
+
+    return SOLVER_KINDS
 
 
-_DATA_KEYS = {"generator", "n", "seed", "n_test", "test_seed"}
+def _solver_keys(kind: str | None) -> set[str]:
+    """The keys of the solver's section for ``kind`` (a sweep's ``solver.kind``): ``kind`` and the keywords of
+    gf.simulate or gf.gradient_descent less the data; for None (not chosen yet) those of both."""
+    from .sweeps.config import _solver_fn
+
+    kinds = _kinds() if kind is None else (kind,)
+    return {"kind"}.union(*(set(inspect.signature(_solver_fn(k)).parameters) - _NOT_SOLVER_KEYS for k in kinds))
+
+
+def _data_keys(generator: str | None) -> set[str]:
+    """The keys of [data] for a generator, as a sweep reads them: ``generator``, ``n_test``, ``test_seed`` and the
+    generator's own keywords (``n``, ``seed``, ``teacher_width``, ...); for None (not chosen yet) any generator's."""
+    from . import data as gdata
+    from .sweeps.config import _data_keys as sweep_data_keys
+
+    gens = tuple(gdata.GENERATORS) if generator is None else (generator,)
+    return {"n", "seed"}.union(*(sweep_data_keys(g) for g in gens))
+
+
+def _check_kind(kind: Any, where: str) -> str:
+    if kind not in _kinds():
+        raise CLIError(f"{where} = {kind!r}; expected one of {list(_kinds())}")
+    return kind
+
+
+def _check_generator(generator: Any, where: str) -> str:
+    from . import data as gdata
+
+    if generator not in gdata.GENERATORS:
+        raise CLIError(f"{where}unknown data generator {generator!r}; expected one of {sorted(gdata.GENERATORS)}")
+    return generator
+
+
+def _other_kind(keys, kind: str | None) -> str:
+    """Where keys are the other solver's (``steps`` in a flow's file): which, and how to choose it."""
+    if kind is None:
+        return ""
+    other = [k for k in _kinds() if k != kind]
+    theirs = sorted(set(keys) & set().union(*(_solver_keys(k) for k in other)))
+    return (f" ({', '.join(map(repr, theirs))} {'is' if len(theirs) == 1 else 'are'} for kind = "
+            f"{' or '.join(map(repr, other))}, not {kind!r})" if theirs else "")
 
 DEMO = {
     "network": {"d": 20, "width": 1024, "activation": "tanh", "embedding": "identity", "scaling": "ours", "seed": 0},
@@ -66,11 +112,15 @@ def parse_embedding(text: str) -> Any:
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a TOML run file into ``{"network": {...}, "simulate": {...}, "data": {...}}``.
+    """Read a TOML run file into ``{"network": {...}, "simulate": {...}, "data": {...}}`` (``"simulate"``: the
+    solver's keys, ``kind`` among them where the file gives it).
 
-    Keys may be grouped in ``[network]``, ``[simulate]`` and ``[data]`` tables, or written at top level, where
-    each is routed to :class:`gflow.Network` or :func:`gflow.simulate` by name (``seed`` at top level is the
-    network seed; the data seed lives in ``[data]``).
+    Keys may be grouped in ``[network]``, ``[solver]`` (or ``[simulate]``) and ``[data]`` tables, as in a sweep file
+    (docs/sweep.toml), or written at top level, where each is routed to :class:`gflow.Network` or the solver by name
+    (``seed`` at top level is the network seed; the data seed lives in ``[data]``).  The solver is ``kind =
+    "simulate"`` (the flow, the default) or ``"gradient_descent"``, with that function's keywords; ``[data]`` holds
+    ``generator``, ``n_test``, ``test_seed`` and the generator's keywords (``quadratic_teacher``'s
+    ``teacher_width``).
     """
     path = Path(path)
     if not path.exists():
@@ -83,68 +133,84 @@ def load_config(path: str | Path) -> dict:
         raise CLIError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise CLIError(f"{path} is not UTF-8 text (a TOML file): {exc}") from None
-    net_keys, sim_keys = _network_keys(), _simulate_keys()
+    solver_tables = [t for t in _SOLVER_TABLES if isinstance(raw.get(t), dict)]
+    if len(solver_tables) > 1:
+        raise CLIError(f"{path}: the solver's keys go in one table, [solver] or [simulate], not both")
+    # the solver's kind and the data generator decide which keys exist, as in a sweep file; where the file leaves
+    # them out (--kind and --data may give them), the keys of any are accepted here and checked once they are known
+    kind = raw.get(solver_tables[0], {}).get("kind") if solver_tables else None
+    kind = raw.get("kind") if kind is None else kind
+    kind = None if kind is None else _check_kind(kind, f"{path}: kind")
+    gen = raw["data"].get("generator") if isinstance(raw.get("data"), dict) else None
+    gen = None if gen is None else _check_generator(gen, f"{path}: [data] ")
+    net_keys, sim_keys, dat_keys = _network_keys(), _solver_keys(kind), _data_keys(gen)
     cfg: dict[str, dict] = {"network": {}, "simulate": {}, "data": {}}
     top: dict[str, dict] = {"network": {}, "simulate": {}}  # the top-level keys, routed by name
-    tables: dict[str, dict] = {}
+    tables: dict[str, tuple[str, dict]] = {}  # section -> (the table's name in the file, its keys)
     for key, value in raw.items():
-        if key in ("network", "simulate", "data") and isinstance(value, dict):
-            allowed = {"network": net_keys, "simulate": sim_keys, "data": _DATA_KEYS}[key]
+        if key in ("network", *_SOLVER_TABLES, "data") and isinstance(value, dict):
+            section = "simulate" if key in _SOLVER_TABLES else key
+            allowed = {"network": net_keys, "simulate": sim_keys, "data": dat_keys}[section]
             bad = sorted(set(value) - allowed)
             if bad:
-                raise CLIError(f"{path}: unknown key(s) {bad} in [{key}]; allowed: {sorted(allowed)}")
-            tables[key] = value
+                hint = _other_kind(bad, kind) if section == "simulate" else ""
+                raise CLIError(f"{path}: unknown key(s) {bad} in [{key}]{hint}; allowed: {sorted(allowed)}")
+            tables[section] = (key, value)
         elif key in net_keys:
             top["network"][key] = value
         elif key in sim_keys:
             top["simulate"][key] = value
         else:
+            solver = f"gf.{kind}" if kind else "gf.simulate or gf.gradient_descent"
             raise CLIError(
-                f"{path}: unknown key {key!r}; top-level keys are gf.Network keywords {sorted(net_keys)} or "
-                f"gf.simulate keywords {sorted(sim_keys)}, and data goes in a [data] table ({sorted(_DATA_KEYS)})"
+                f"{path}: unknown key {key!r}{_other_kind([key], kind)}; top-level keys are gf.Network keywords "
+                f"{sorted(net_keys)} or the solver's (kind = {' | '.join(map(repr, _kinds()))} and {solver} "
+                f"keywords {sorted(sim_keys - {'kind'})}; also in a [solver] table), and data goes in a [data] "
+                f"table ({sorted(dat_keys)})"
             )
-    for table, values in tables.items():
+    for section, (table, values) in tables.items():
         # a key both at top level and in its table was resolved silently (the table's won): refused, as a sweep
         # config refuses a key both fixed and swept
-        for key in sorted(set(values) & set(top.get(table, {}))):
-            raise CLIError(f"{path}: {key!r} is given both at top level ({top[table][key]!r}) and in [{table}] "
+        for key in sorted(set(values) & set(top.get(section, {}))):
+            raise CLIError(f"{path}: {key!r} is given both at top level ({top[section][key]!r}) and in [{table}] "
                            f"({values[key]!r}); keep one")
-    for table in cfg:
-        cfg[table].update(top.get(table, {}))
-        cfg[table].update(tables.get(table, {}))
+    for section in cfg:
+        cfg[section].update(top.get(section, {}))
+        cfg[section].update(tables.get(section, ("", {}))[1])
     return cfg
 
 
 def run_config(cfg: dict, *, progress=print):
-    """Build the network and data of a config and integrate; returns the Solution."""
-    from . import data as gdata
+    """Build the network and data of a config and run its solver (``kind``: gf.simulate, the default, or
+    gf.gradient_descent); returns the Solution."""
     from ._validate import check_positive_int
-    from .model.network import Network
-    from .solve.ode import simulate
+    from .sweeps.config import _solver_fn
+    from .sweeps.run import build_problem
 
     net_kw = dict(cfg["network"])
+    solver = dict(cfg["simulate"])
+    kind = _check_kind(solver.pop("kind", "simulate"), "kind")
     dat = {"generator": "random_labels", "n": 20, "seed": 0, **cfg["data"]}
     if "d" not in net_kw:
         raise CLIError("the network needs the input dimension d (--d or d = ... in the config)")
-    gen_name = dat["generator"]
-    if gen_name not in gdata.GENERATORS:
-        raise CLIError(f"unknown data generator {gen_name!r}; expected one of {sorted(gdata.GENERATORS)}")
-    gen = gdata.GENERATORS[gen_name]
-    net = Network(**net_kw)
-    X, y = gen(dat["n"], net.d, seed=dat["seed"])
-    test = {}
+    gen_name = _check_generator(dat["generator"], "")
+    bad = sorted(set(dat) - _data_keys(gen_name))
+    if bad:  # (a file's quadratic_teacher keywords, with --data switching to another generator)
+        raise CLIError(f"[data] key(s) {bad} are not keywords of the generator {gen_name!r} (--data); it takes "
+                       f"{sorted(_data_keys(gen_name))}")
     n_test = dat.get("n_test")
     if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0):
         raise CLIError(f"n_test (--n-test) must be an integer >= 0 (0: no test data), got {n_test!r}")
     test_seed = dat.get("test_seed")
     if test_seed is not None:
         test_seed = check_positive_int(test_seed, "test_seed ([data] test_seed)", minimum=0)
-    if n_test:
-        Xt, yt = gen(dat["n_test"], net.d, seed=dat["seed"] + 1 if test_seed is None else test_seed)
-        test = {"X_test": Xt, "y_test": yt}
-    progress(f"{net}\ndata: {gen_name}(n={dat['n']}, d={net.d}, seed={dat['seed']})"
+    # (the sweep's builder: the generator's own keywords, the test data from seed + 1 unless test_seed)
+    net, X, y, test = build_problem({"network": net_kw, "data": {**dat, "test_seed": test_seed}})
+    extra = "".join(f", {k}={v!r}" for k, v in dat.items() if k not in ("generator", "n", "seed", "n_test",
+                                                                         "test_seed"))
+    progress(f"{net}\ndata: {gen_name}(n={dat['n']}, d={net.d}, seed={dat['seed']}{extra})"
              + (f", test n={dat['n_test']}" if test else ""))
-    return simulate(net, X, y, **{"progress": None, **cfg["simulate"]}, **test, warn=False)
+    return _solver_fn(kind)(net, X, y, **{"progress": None, **solver}, **test, warn=False)
 
 
 def _out_file(out, name: str = "--out", *, folder: bool = False) -> Path:
@@ -228,15 +294,32 @@ def _step_arg(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+#: the solver flags of one kind only: the flow's (gf.simulate) and gradient descent's (gf.gradient_descent)
+_FLOW_FLAGS = ("t1", "method", "rtol", "atol", "max_steps")
+_GD_FLAGS = ("steps", "save_every")
+
+
 def cmd_simulate(args) -> int:
     cfg = load_config(args.config) if args.config else {"network": {}, "simulate": {}, "data": {}}
+    kind = args.kind or cfg["simulate"].get("kind", "simulate")
+    given = [args.flag_of[k] for k in (_GD_FLAGS if kind == "simulate" else _FLOW_FLAGS)
+             if getattr(args, k) is not None]
+    if given:
+        where = "" if args.kind else (f" ({args.config} gives kind = {kind!r})" if "kind" in cfg["simulate"] else
+                                      " (the default)")
+        raise CLIError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not for --kind {kind}{where}: "
+            + ("gradient descent (--kind gradient_descent) runs --steps steps of size --step (to t = steps × step) "
+               "and saves every --save-every steps" if kind == "gradient_descent" else
+               "--steps and --save-every are for gradient descent (--kind gradient_descent); the flow runs to --t1"))
     flags = {
         "network": {"d": args.d, "width": args.width, "activation": args.activation,
                     "embedding": parse_embedding(args.embedding) if args.embedding else None,
                     "scaling": args.scaling, "c_hat": args.c_hat, "seed": args.seed, "dtype": args.dtype,
                     "device": args.device},
-        "simulate": {"t1": args.t1, "method": args.method, "rtol": args.rtol, "atol": args.atol, "step": args.step,
-                     "max_steps": args.max_steps, "max_wall_time": args.max_wall_time, "space": args.space},
+        "simulate": {"kind": args.kind, "t1": args.t1, "method": args.method, "rtol": args.rtol, "atol": args.atol,
+                     "step": args.step, "steps": args.steps, "save_every": args.save_every, "max_steps": args.max_steps,
+                     "max_wall_time": args.max_wall_time, "space": args.space},
         "data": {"generator": args.data, "n": args.n, "seed": args.data_seed, "n_test": args.n_test},
     }
     for section, values in flags.items():
@@ -249,12 +332,25 @@ def cmd_simulate(args) -> int:
         if args.method not in FIXED_STEP_METHODS:
             raise CLIError(f"--method {args.method} chooses its own steps, but {args.config} gives step = "
                            f"{cfg['simulate']['step']!r}; add --step none to drop the file's step")
+    bad = sorted(set(cfg["simulate"]) - _solver_keys(kind))
+    if bad:  # (a flow's file run with --kind gradient_descent, or the other way round)
+        what = "a keyword" if len(bad) == 1 else "keywords"
+        raise CLIError(f"{args.config} gives {', '.join(map(repr, bad))}, not {what} of gf.{kind} (--kind {kind})"
+                       f"{_other_kind(bad, kind)}; it takes "
+                       f"{sorted(_solver_keys(kind) - {'kind'})}")
     if "width" not in cfg["network"]:
         raise CLIError("the network needs a width (--width or width = ... in the config)")
-    if "t1" not in cfg["simulate"] and "saveat" not in cfg["simulate"]:
+    if kind == "simulate" and "t1" not in cfg["simulate"] and "saveat" not in cfg["simulate"]:
         raise CLIError("give the final time (--t1 or t1 = ... in the config)")
     out = _out_file(args.out)
-    sol, stopped = _run_saving_partial(lambda: run_config(cfg), out)
+
+    def run():
+        from ._validate import cli_spelling
+
+        with cli_spelling(args.flag_of):  # (the API's errors about these arguments name their flags: --step 0.01)
+            return run_config(cfg)
+
+    sol, stopped = _run_saving_partial(run, out)
     return stopped if stopped is not None else _finish(sol, out)
 
 
@@ -309,9 +405,8 @@ def cmd_reproduce(args) -> int:
         done = (f" ({res.counts['computed']} computed, {res.counts['skipped']} already in {args.out})"
                 if res.counts else "")
         print(f"{res.name} ({res.preset}): {len(res.runs)} runs{done} in {res.wall_time:.1f} s; claims: {verdicts}")
-        for f in res.files:
-            if f.suffix in (".md", ".nc"):
-                print(f"  wrote {f}")
+        for f in res.files:  # runs.nc, the figures (.png and .pdf) and summary.md
+            print(f"  wrote {f}")
     return 0
 
 
@@ -386,15 +481,17 @@ def _examples(*lines: str) -> str:
     return "example" + ("s" if len(lines) > 1 else "") + ":\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _defaults() -> tuple[dict, dict]:
-    """The defaults of gf.Network and gf.simulate, for the help of ``gflow simulate`` (its flags default to
-    None so that a TOML file's values are kept)."""
+def _defaults() -> tuple[dict, dict, dict]:
+    """The defaults of gf.Network, gf.simulate and gf.gradient_descent, for the help of ``gflow simulate`` (its flags
+    default to None so that a TOML file's values are kept)."""
     from .model.network import Network
+    from .solve.gd import gradient_descent
     from .solve.ode import simulate
 
     net = {k: f.default for k, f in Network.__dataclass_fields__.items()}
-    sim = {k: p.default for k, p in inspect.signature(simulate).parameters.items()}
-    return net, sim
+    sim, gd = ({k: p.default for k, p in inspect.signature(fn).parameters.items()}
+               for fn in (simulate, gradient_descent))
+    return net, sim, gd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -403,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .model.activations import ACTIVATIONS
     from .solve.ode import METHODS
 
-    net_default, sim_default = _defaults()
+    net_default, sim_default, gd_default = _defaults()
     fmt = {"formatter_class": _HelpFormatter}
     p = argparse.ArgumentParser(prog="gflow", description="Exact gradient-flow simulation of wide neural networks.",
                                 epilog="'gflow COMMAND --help' describes each command, with an example.", **fmt)
@@ -421,16 +518,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     methods = [m for m in METHODS if not m.startswith("torchdiffeq.")]
-    s = sub.add_parser("simulate", help="simulate a flow from flags and/or a TOML file",
+    s = sub.add_parser("simulate", help="simulate a flow (or gradient descent) from flags and/or a TOML file",
                        description="Integrate a gradient flow (gf.simulate) of a gf.Network on gf.data data and save "
-                       "it. Flags override the TOML file's values; defaults are gf.Network's and gf.simulate's. "
-                       "The final time is required (--t1, or t1 = ... in the file).",
+                       "it, or with --kind gradient_descent run gradient descent (gf.gradient_descent) from the same "
+                       "initialisation. Flags override the TOML file's values; defaults are gf.Network's and the "
+                       "solver's. The flow's final time is required (--t1, or t1 = ... in the file).",
                        epilog=_examples(
                            "gflow simulate --d 20 --width 1024 --activation tanh --n 20 --n-test 200 --t1 500 "
                            "--out run.nc",
-                           "gflow simulate run.toml --out run.nc          # the TOML file of the README"), **fmt)
-    s.add_argument("config", nargs="?", help="TOML file of gf.Network / gf.simulate keywords (top level or in "
-                   "[network] / [simulate] tables) and a [data] table")
+                           "gflow simulate run.toml --out run.nc          # the TOML file of the README",
+                           "gflow simulate --d 20 --width 256 --t1 20 --out flow.nc",
+                           "gflow simulate --d 20 --width 256 --kind gradient_descent --step 0.25 --steps 80 "
+                           "--save-every 20 --out gd.nc",
+                           "gflow compare gd.nc flow.nc                   # GD's errors against the flow"), **fmt)
+    s.add_argument("config", nargs="?", help="TOML file: gf.Network keywords (top level or in [network]), the "
+                   "solver's (kind = \"simulate\" or \"gradient_descent\" and that function's keywords, top level or "
+                   "in [solver], as in a sweep file; [simulate] also works) and [data] (generator = ... and its "
+                   "keywords, n_test, test_seed)")
     s.add_argument("--out", default="gflow-run.nc", help="result file (netCDF)")
     g = s.add_argument_group("network (gf.Network)")
     g.add_argument("--d", type=int, help="input dimension (required, here or in the file)")
@@ -446,14 +550,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help=f"network seed (default: {net_default['seed']})")
     g.add_argument("--dtype", help="float64 | float32 (default: float64)")
     g.add_argument("--device", help=f"cpu | cuda (default: {net_default['device']})")
-    g = s.add_argument_group("solver (gf.simulate)")
+    g = s.add_argument_group("solver (gf.simulate, or gf.gradient_descent with --kind gradient_descent)")
+    g.add_argument("--kind", choices=list(_kinds()), help="simulate: the gradient flow (the default); "
+                   "gradient_descent: gradient descent with step --step, from the same initialisation (to compare "
+                   "with the flow: gflow compare gd.nc flow.nc)")
     g.add_argument("--t1", type=float, help="final flow time (required, here or as t1 in the file)")
     g.add_argument("--method", help=f"auto or one of {', '.join(methods)}, or torchdiffeq.NAME (default: "
                    f"{sim_default['method']}: picked per problem, see 'Choosing a solver' in the README)")
     g.add_argument("--rtol", type=float, help=f"relative tolerance of adaptive methods (default: {sim_default['rtol']:g})")
     g.add_argument("--atol", type=float, help=f"absolute tolerance of adaptive methods (default: {sim_default['atol']:g})")
     g.add_argument("--step", type=_step_arg, help="step of fixed-step methods (euler, midpoint, rk4, sliding, ...): "
-                   "required for them, refused for adaptive ones; 'none' drops a step the config file gives")
+                   "required for them, refused for adaptive ones; 'none' drops a step the config file gives; "
+                   f"gradient descent: its step δ (default: {gd_default['step']})")
+    g.add_argument("--steps", type=int, help=f"gradient descent: number of steps, to t = steps × step (default: "
+                   f"{gd_default['steps']})")
+    g.add_argument("--save-every", type=int, dest="save_every", help="gradient descent: record every this many "
+                   f"steps; the last is always recorded (default: {gd_default['save_every']})")
     g.add_argument("--max-steps", type=int, dest="max_steps", help="limit on step attempts; a run that needs more "
                    f"stops with status max_steps (default: {sim_default['max_steps']})")
     g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="wall-time budget in seconds "
@@ -465,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-seed", type=int, dest="data_seed", help="seed of the training data (default: 0; the "
                    "test data use seed + 1)")
     g.add_argument("--n-test", type=int, dest="n_test", help="number of test points (default: 0, none)")
-    s.set_defaults(func=cmd_simulate)
+    # flag_of: each option's flag by its keyword, to name it in errors (--step, not step=) and in cmd_simulate
+    s.set_defaults(func=cmd_simulate, flag_of={a.dest: a.option_strings[0] for a in s._actions if a.option_strings})
 
     sh = sub.add_parser("show", help="print the summary of a saved result file",
                         description="Print a saved run's summary: the loss and test-error table, status, "
@@ -577,7 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = add_bench_parser(sub)
     b.formatter_class = _HelpFormatter
-    b.epilog = _examples("gflow bench accuracy --tiny --out /tmp/bench-accuracy      # seconds")
+    b.epilog = _examples("gflow bench accuracy --tiny      # seconds; into a new ./gflow-bench-accuracy-<date>-<time>/",
+                         "gflow bench speed --out benchmarks/results/speed --force   # replace the committed results")
     return p
 
 

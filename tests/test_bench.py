@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,27 +34,30 @@ def _check_common(data, benchmark):
     assert data["targets"] and all(t["verdict"] in VERDICTS and t["detail"] for t in data["targets"])
 
 
-def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figures(tmp_path, keeps_matplotlib_backend):
-    methods = "gd,midpoint,rk4,dopri5,DOP853,LSODA,no_such_method"
+def test_accuracy_tiny_writes_json_with_every_number_and_the_work_precision_figures(tmp_path, keeps_matplotlib_backend,
+                                                                                     monkeypatch):
+    # bosh3 runs on torchdiffeq, made "not installed" here: recorded as unavailable, the run goes on
+    monkeypatch.setattr(acc, "_backend_installed", lambda backend: backend != "torchdiffeq")
+    methods = "gd,midpoint,rk4,dopri5,DOP853,LSODA,bosh3"
     torch.manual_seed(12345)
     rng = torch.random.get_rng_state()
     assert main(["bench", "accuracy", "--tiny", "--out", str(tmp_path), "--methods", methods]) == 0
     assert torch.equal(torch.random.get_rng_state(), rng)  # (it reseeded the caller's global RNG)
     data = _strict_json(tmp_path / "accuracy.json")
     _check_common(data, "accuracy")
-    assert data["unavailable"] == ["no_such_method"]
+    assert data["unavailable"] == ["bosh3"]
     (prob,) = data["problems"]
     assert max(prob["reference"]["rel_diff_loss_at"]) < 1e-9  # the reference agrees with a second method
     assert prob["reference"]["check_method"] != prob["reference"]["method"]
     rows = prob["rows"]
-    assert {"auto", "gd", "midpoint", "rk4", "dopri5", "DOP853", "LSODA", "no_such_method"} == {r["method"] for r in rows}
+    assert {"auto", "gd", "midpoint", "rk4", "dopri5", "DOP853", "LSODA", "bosh3"} == {r["method"] for r in rows}
     # the default (method="auto") runs at every rtol and records its pick, which follows rtol; the targets score
     # it and never count it as a rival of the methods it runs
     assert prob["auto_picks"] == {"0.001": "dopri5", "1e-06": "dop853"}
     assert all(r["picked"] == prob["auto_picks"][f"{r['param']:g}"] for r in rows if r["method"] == "auto")
     assert prob["to_1e-6"]["best_evals"]["method"] != "auto"
     assert any(t["target"].startswith(f"{prob['problem']['name']}: default auto (dop853/dopri5)") for t in data["targets"])
-    assert [r["status"] for r in rows if r["method"] == "no_such_method"] == ["unavailable"]
+    assert [r["status"] for r in rows if r["method"] == "bosh3"] == ["unavailable"]
     for r in rows:
         if r["status"] == "success":
             assert r["n_f_evals"] > 0 and r["wall_s"] > 0
@@ -100,13 +105,56 @@ def test_cost_to_interpolates_log_log_between_the_runs_around_the_target():
     assert acc.cost_to(rows, 1e-3, "n_f_evals") == 100
 
 
-def test_method_lists_tolerate_unknown_names_and_reject_bad_types():
-    run, unavailable = acc.resolve_methods(["gd", "rk4", "warp_drive"])
-    assert run == ["gd", "rk4"] and unavailable == ["warp_drive"]
+def test_method_lists_refuse_unknown_names_keep_uninstalled_ones_and_reject_bad_types(monkeypatch):
+    # a typo was recorded as "unavailable" and the benchmark ran without it
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['warp_drive'\]; the known methods are gd, auto, "
+                       r".*dop853"):
+        acc.resolve_methods(["gd", "rk4", "warp_drive"])
+    # known methods whose backend is not installed are unavailable; the others run
+    monkeypatch.setattr(acc, "_backend_installed", lambda backend: backend not in ("torchdiffeq", "scipy"))
+    run, unavailable = acc.resolve_methods(["gd", "rk4", "torchdiffeq.dopri5", "dopri8", "LSODA", "auto"])
+    assert run == ["gd", "rk4", "auto"] and unavailable == ["torchdiffeq.dopri5", "dopri8", "LSODA"]
+    assert "DOP853" not in acc.available_methods() and "dop853" in acc.available_methods()
     with pytest.raises(TypeError, match="methods"):
         acc.resolve_methods("rk4")
     default_run, _ = acc.resolve_methods(None)
     assert acc.default_method() in default_run and "gd" in default_run
+
+
+def test_bench_writes_to_a_new_folder_by_default_and_keeps_existing_results_unless_forced(tmp_path, capsys,
+                                                                                          monkeypatch):
+    # the default --out was benchmarks/results/<kind>: from a checkout's root it replaced the committed results
+    ran = []
+    monkeypatch.setattr("gflow.bench.speed.run_speed", lambda mode, out: ran.append((mode, Path(out))))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks" / "results" / "speed").mkdir(parents=True)
+    committed = tmp_path / "benchmarks" / "results" / "speed" / "speed.json"
+    committed.write_text("{}")
+    assert main(["bench", "speed", "--tiny"]) == 0
+    (mode, out), = ran
+    assert mode == "tiny" and out.parent == Path(".") and re.fullmatch(r"gflow-bench-speed-\d{8}-\d{6}", out.name)
+    assert f"results written to {out}/" in capsys.readouterr().out
+    monkeypatch.setattr("gflow.bench.cli.strftime", lambda fmt: out.name.removeprefix("gflow-bench-speed-"))
+    out.mkdir()  # the next default, in the same second, is a new folder too
+    assert main(["bench", "speed", "--tiny"]) == 0 and ran[-1][1].name == f"{out.name}-2"
+    # an explicit --out that holds this benchmark's results is refused, and replaced with --force
+    assert main(["bench", "speed", "--tiny", "--out", str(committed.parent)]) == 2 and len(ran) == 2
+    err = capsys.readouterr().err
+    assert "holds results of 'gflow bench speed' already (speed.json); add --force to replace them" in err
+    assert main(["bench", "speed", "--tiny", "--out", str(committed.parent), "--force"]) == 0
+    assert ran[-1][1] == committed.parent
+    # a folder with other files (or another benchmark's results) is written into as before
+    assert main(["bench", "accuracy", "--tiny", "--out", str(committed.parent), "--problems", "nope"]) == 2
+    assert "unknown problem" in capsys.readouterr().err
+
+
+def test_bench_cli_refuses_an_unknown_method_naming_the_known_ones(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(acc, "run_accuracy", lambda *a, **k: pytest.fail("ran with a misspelt method"))
+    out = tmp_path / "acc"
+    assert main(["bench", "accuracy", "--tiny", "--out", str(out), "--methods", "gd,dop835"]) == 2
+    err = capsys.readouterr().err
+    assert "--methods: unknown method(s) ['dop835']; the known methods are gd, auto, " in err and "dop853" in err
+    assert not out.exists()
 
 
 def test_bench_cli_rejects_bad_arguments(tmp_path, capsys):

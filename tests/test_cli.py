@@ -316,3 +316,111 @@ def test_an_existing_output_folder_is_probed_itself_not_its_parent(tmp_path):
     finally:
         solution._check_writable = real
     assert probed == [out, tmp_path, out]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A usability audit: gradient descent from the command line, the sweep's TOML spelling, CLI spelling in errors
+
+
+def test_simulate_runs_gradient_descent_that_show_and_compare_read_against_the_flow(tmp_path, capsys):
+    # (the README's `gflow compare gd.nc flow.nc` had no command line to make gd.nc)
+    common = ["--d", "6", "--width", "16", "--n", "5", "--n-test", "4", "--seed", "2"]
+    flow, gd = tmp_path / "flow.nc", tmp_path / "gd.nc"
+    assert main(["simulate", *common, "--t1", "2", "--out", str(flow)]) == 0
+    assert main(["simulate", *common, "--kind", "gradient_descent", "--step", "0.25", "--steps", "8", "--save-every",
+                 "2", "--out", str(gd)]) == 0
+    assert "took 8 steps of size 0.25" in capsys.readouterr().out
+    sol = gf.load(gd)
+    X, y = gf.data.random_labels(5, 6, seed=0)
+    Xt, yt = gf.data.random_labels(4, 6, seed=1)
+    ref = gf.gradient_descent(gf.Network(d=6, width=16, seed=2), X, y, step=0.25, steps=8, save_every=2, X_test=Xt,
+                              y_test=yt)
+    assert sol.kind == "gd" and sol.ok and sol.config["solver"]["step"] == 0.25
+    np.testing.assert_allclose(sol.t, [0, 0.5, 1, 1.5, 2])
+    np.testing.assert_allclose(sol.loss, ref.loss, rtol=1e-12)
+    assert main(["show", str(gd)]) == 0 and "t = kδ" in capsys.readouterr().out
+    assert main(["compare", str(gd), str(flow)]) == 0
+    assert "GD δ = 0.25 against" in capsys.readouterr().out
+    assert main(["rerun", str(gd), "--out", str(tmp_path / "again.nc")]) == 0
+
+
+def test_simulate_reads_the_sweeps_solver_table_kind_and_generator_keywords(tmp_path):
+    # (`kind = "gradient_descent"`, a [solver] table and `[data] teacher_width = 3` were unknown keys, while a sweep
+    # file (docs/sweep.toml) spells a run so)
+    cfg, out = tmp_path / "run.toml", tmp_path / "run.nc"
+    cfg.write_text('[network]\nd = 4\nwidth = 8\n[solver]\nkind = "gradient_descent"\nstep = 0.5\nsteps = 6\n'
+                   'save_every = 3\n[data]\ngenerator = "quadratic_teacher"\nn = 5\nteacher_width = 3\n')
+    assert main(["simulate", str(cfg), "--out", str(out)]) == 0
+    X, y = gf.data.quadratic_teacher(5, 4, seed=0, teacher_width=3)
+    ref = gf.gradient_descent(gf.Network(d=4, width=8), X, y, step=0.5, steps=6, save_every=3)
+    np.testing.assert_allclose(gf.load(out).loss, ref.loss, rtol=1e-12)
+    cfg.write_text('d = 4\nwidth = 8\nkind = "gradient_descent"\nsteps = 4\n[data]\nn = 3\n')  # (top level)
+    assert main(["simulate", str(cfg), "--step", "0.1", "--out", str(out)]) == 0
+    assert gf.load(out).kind == "gd" and gf.load(out).t[-1] == pytest.approx(0.4)
+    cfg.write_text('d = 4\nwidth = 8\n[solver]\nkind = "simulate"\nt1 = 1.0\n[data]\nn = 3\n')
+    assert main(["simulate", str(cfg), "--out", str(out)]) == 0 and gf.load(out).kind == "flow"
+
+
+@pytest.mark.parametrize("content, args, needle", [
+    ('d = 3\nwidth = 8\n[solver]\nt1 = 1.0\n[simulate]\nrtol = 1e-6\n', [], "[solver] or [simulate], not both"),
+    ('d = 3\nwidth = 8\nkind = "newton"\n', [], "kind = 'newton'; expected one of ['simulate', 'gradient_descent']"),
+    ('d = 3\nwidth = 8\n[solver]\nkind = "simulate"\nsteps = 5\n', [],
+     "unknown key(s) ['steps'] in [solver] ('steps' is for kind = 'gradient_descent', not 'simulate')"),
+    ('d = 3\nwidth = 8\nt1 = 1.0\n[data]\nteacher_width = 3\n', ["--data", "wei2019"],
+     "[data] key(s) ['teacher_width'] are not keywords of the generator 'wei2019'"),
+    ('d = 3\nwidth = 8\nt1 = 1.0\n', ["--kind", "gradient_descent"], "gives 't1', not a keyword of "
+     "gf.gradient_descent (--kind gradient_descent) ('t1' is for kind = 'simulate', not 'gradient_descent')"),
+    ('d = 3\nwidth = 8\n', ["--kind", "gradient_descent", "--t1", "3", "--rtol", "1e-6"],
+     "--t1, --rtol are not for --kind gradient_descent: gradient descent (--kind gradient_descent) runs --steps"),
+    ('d = 3\nwidth = 8\nt1 = 1.0\n', ["--steps", "3"], "--steps is not for --kind simulate (the default): --steps "
+     "and --save-every are for gradient descent"),
+])
+def test_simulate_says_which_solver_a_key_or_flag_belongs_to(tmp_path, capsys, content, args, needle):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(content)
+    assert main(["simulate", str(cfg), *args, "--out", str(tmp_path / "o.nc")]) == 2
+    assert needle in capsys.readouterr().err and not (tmp_path / "o.nc").exists()
+
+
+def test_gradient_descent_from_the_cli_saves_a_failed_or_interrupted_run_as_the_flow_does(tmp_path, capsys):
+    from test_interrupt import sigint_at_eval
+
+    out = tmp_path / "gd.nc"
+    gd = ["simulate", "--d", "4", "--width", "8", "--n", "6", "--kind", "gradient_descent", "--out", str(out)]
+    assert main([*gd, "--activation", "linear", "--step", "1000", "--steps", "50", "--save-every", "10"]) == 1
+    assert "status: diverged" in capsys.readouterr().out and gf.load(out).status == "diverged"
+    with sigint_at_eval(50):
+        assert main([*gd, "--step", "0.1", "--steps", "100000"]) == 130
+    captured = capsys.readouterr()
+    assert "gflow: interrupted: " in captured.err and "the run up to the Ctrl-C" in captured.out
+    sol = gf.load(out)
+    assert sol.status == "interrupted" and sol.kind == "gd" and 0 < sol.t[-1] < 10_000
+
+
+def test_errors_about_simulate_arguments_name_their_flags(tmp_path, capsys):
+    # (`--method rk4` without a step was told "e.g. step=0.01", a keyword the command line cannot take)
+    base = ["simulate", "--d", "3", "--width", "8", "--n", "4", "--out", str(tmp_path / "o.nc")]
+    assert main([*base, "--t1", "1", "--method", "rk4"]) == 2
+    err = capsys.readouterr().err
+    assert "needs an explicit step, e.g. --step 0.01 " in err and "step=" not in err
+    assert main([*base, "--t1", "1", "--method", "dop853", "--step", "0.1"]) == 2
+    assert "--step 0.1 was given but method 'dop853' is adaptive" in capsys.readouterr().err
+    assert main([*base, "--t1", "1", "--method", "rk4", "--step", "0.001", "--max-steps", "10"]) == 2
+    assert "more than --max-steps 10; raise --max-steps or enlarge --step" in capsys.readouterr().err
+    assert main([*base, "--kind", "gradient_descent", "--save-every", "0"]) == 2
+    assert "--save-every must be an integer >= 1, got 0" in capsys.readouterr().err
+    # the Python API keeps its keywords
+    with pytest.raises(ValueError, match=r"e\.g\. step=0\.01 "):
+        gf.simulate(gf.Network(d=3, width=8), *gf.data.random_labels(4, 3), t1=1.0, method="rk4")
+
+
+def test_reproduce_lists_every_file_it_writes_figures_too(tmp_path, capsys, monkeypatch):
+    from gflow.experiments.common import ExperimentResult
+
+    exp = tmp_path / "r" / "exp1"
+    files = [exp / "runs.nc", exp / "figure1.png", exp / "figure1.pdf", exp / "summary.md"]
+    monkeypatch.setattr("gflow.experiments.reproduce",
+                        lambda *a, **k: [ExperimentResult("exp1", "tiny", [], [], files, 1.0)])
+    assert main(["reproduce", "exp1", "--preset", "tiny", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  wrote {f}\n" in out for f in files)

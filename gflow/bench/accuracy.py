@@ -12,10 +12,12 @@ at the problem's times, the number of right-hand-side evaluations and the wall t
   ``method="auto"``, at the same tolerances (each row records what it picked): the default that the targets
   score is what a user gets at each tolerance, compared with the best single method.
 
-Methods are names of :func:`gflow.simulate` (``gflow.solve.ode.METHODS``, read at run time) plus ``"gd"``; a
-name the installed gflow does not know is recorded as ``"unavailable"`` and the run goes on, as is a method
-refused for the problem size.  Every solve has a wall-time budget (``max_wall_time``) and every problem a total
-budget: what does not fit is recorded as skipped or ``time_budget``, never a stop.
+Methods are names of :func:`gflow.simulate` (``gflow.solve.ode.METHODS``, read at run time) plus ``"gd"`` and
+``"auto"``; a name that is neither one of them nor of :data:`DEFAULT_METHODS` is an error (a typo), a known method
+that cannot run here — its backend, torchdiffeq or scipy, not installed, or a default the installed gflow lacks —
+is recorded as ``"unavailable"`` and the run goes on, as is a method refused for the problem size.  Every solve
+has a wall-time budget (``max_wall_time``) and every problem a total budget: what does not fit is recorded as
+skipped or ``time_budget``, never a stop.
 """
 
 from __future__ import annotations
@@ -73,10 +75,27 @@ def default_method(prob: BenchProblem | None = None) -> str:
     return ode._resolve_auto(net, X, y, prob.t1, None, params["rtol"].default, None, "auto")[0]
 
 
+def _backend_installed(backend: str) -> bool:
+    """Whether a solver backend (``"gflow"``, ``"torchdiffeq"``, ``"scipy"``) can be imported here."""
+    import importlib.util
+
+    return backend == "gflow" or importlib.util.find_spec(backend) is not None
+
+
 def available_methods() -> tuple[str, ...]:
+    """The methods of :func:`gflow.simulate` that can run here: those whose backend is installed."""
     from ..solve import ode
 
-    return tuple(ode.METHODS)
+    backend_of = getattr(ode, "backend_of", lambda m: "gflow")
+    return tuple(m for m in ode.METHODS if _backend_installed(backend_of(m)))
+
+
+def known_methods() -> tuple[str, ...]:
+    """Every name ``methods`` may hold: ``"gd"``, ``"auto"``, :data:`DEFAULT_METHODS` and gf.simulate's methods,
+    installed or not."""
+    from ..solve import ode
+
+    return tuple(dict.fromkeys((GD, AUTO, *DEFAULT_METHODS, *ode.METHODS)))
 
 
 def is_fixed(method: str) -> bool:
@@ -86,7 +105,8 @@ def is_fixed(method: str) -> bool:
 
 
 def resolve_methods(methods: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """(methods to run, names that are unavailable); ``None`` = the defaults plus any other available method."""
+    """(methods to run, names that are unavailable: known but not installed); ``None`` = the defaults plus any other
+    available method.  A name that is not a known method (:func:`known_methods`) is a ValueError naming them."""
     avail = set(available_methods())
     if methods is None:
         wanted = list(DEFAULT_METHODS)
@@ -95,6 +115,9 @@ def resolve_methods(methods: Sequence[str] | None) -> tuple[list[str], list[str]
         if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
             raise TypeError(f"methods must be a list of method names, got {methods!r}")
         wanted = list(dict.fromkeys(methods))
+        unknown = [m for m in wanted if m not in known_methods()]
+        if unknown:  # (a typo was recorded as "unavailable", and the benchmark ran without it)
+            raise ValueError(f"unknown method(s) {unknown}; the known methods are {', '.join(known_methods())}")
     run = [m for m in wanted if m in (GD, AUTO) or m in avail]
     return run, [m for m in wanted if m not in run]
 
@@ -467,13 +490,13 @@ def run_accuracy(mode: str = "full", out: str | Path = "benchmarks/results/accur
     Args:
         mode: ``"tiny"`` (test suite, seconds), ``"quick"`` (~2-3 min) or ``"full"`` (< 20 min on 2 cores).
         out: output folder.
-        methods: method names (``"gd"`` and names of :func:`gflow.simulate`); unknown ones are recorded as
-            unavailable.  Default: :data:`DEFAULT_METHODS` plus any other available method.
+        methods: method names (``"gd"``, ``"auto"`` and names of :func:`gflow.simulate`); an unknown name is a
+            ValueError, a known one whose backend is not installed is recorded as unavailable.  Default:
+            :data:`DEFAULT_METHODS` plus any other available method.
         problems: keys of the problems to run (default: all of the mode's).
     """
     check_mode(mode)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     run, unavailable = resolve_methods(methods)
     probs = accuracy_problems(mode)
     if problems is not None:
@@ -482,6 +505,7 @@ def run_accuracy(mode: str = "full", out: str | Path = "benchmarks/results/accur
         if bad:
             raise ValueError(f"unknown problem(s) {bad}; expected some of {sorted(keys)}")
         probs = [p for p in probs if p.key in problems]
+    out.mkdir(parents=True, exist_ok=True)  # (after the checks: a typo leaves no folder behind)
     settings = SETTINGS[mode]
     t0 = time.perf_counter()
     default = default_method()
@@ -510,4 +534,5 @@ def run_accuracy(mode: str = "full", out: str | Path = "benchmarks/results/accur
     return result
 
 
-__all__ = ["DEFAULT_METHODS", "cost_to", "default_method", "figures", "resolve_methods", "run_accuracy"]
+__all__ = ["DEFAULT_METHODS", "cost_to", "default_method", "figures", "known_methods", "resolve_methods",
+           "run_accuracy"]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_positive_float, check_positive_int, check_run_flags, check_times, describe
+from .._validate import arg, arg_eq, check_positive_float, check_positive_int, check_run_flags, check_times, describe
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
@@ -104,21 +104,23 @@ def failure_end(field, recorder, start: torch.Tensor, k0: int, k1: int, step: fl
 def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at):
     """Validate GD's arguments (shared with :func:`gflow.gradient_descent_batch`); returns (step, steps,
     save_every, max_wall_time, t1, feature steps, weight steps, saved steps)."""
+    # (arg / arg_eq: the arguments as the caller spells them, keywords or gflow simulate's flags)
     if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= 0:
-        raise ValueError(f"step must be > 0 (the GD step δ), got {step}")
-    step = check_positive_float(step, "step")
-    steps = check_positive_int(steps, "steps")
-    save_every = check_positive_int(save_every, "save_every")
+        raise ValueError(f"{arg('step')} must be > 0 (the GD step δ), got {step}")
+    step = check_positive_float(step, arg("step"))
+    steps = check_positive_int(steps, arg("steps"))
+    save_every = check_positive_int(save_every, arg("save_every"))
     if max_wall_time is not None:
-        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
+        max_wall_time = check_positive_float(max_wall_time, arg("max_wall_time"))
     t1 = steps * step
     if not math.isfinite(t1):
-        raise ValueError(f"steps × step = {steps} × {step:g} overflows float64 (the final time t = kδ); give a smaller "
-                         "step or fewer steps")
+        raise ValueError(f"{arg('steps')} × {arg('step')} = {steps} × {step:g} overflows float64 (the final time "
+                         f"t = kδ); give a smaller {arg('step')} or fewer {arg('steps')}")
     if steps // save_every > MAX_SAVED_STEPS:
-        raise ValueError(f"steps={steps} with save_every={save_every} would save {steps // save_every + 1} points "
-                         f"(loss, residuals and outputs at each); raise save_every to at least "
-                         f"{-(-steps // MAX_SAVED_STEPS)} (at most {MAX_SAVED_STEPS} saved steps)")
+        raise ValueError(f"{arg_eq('steps', steps)} with {arg_eq('save_every', save_every)} would save "
+                         f"{steps // save_every + 1} points (loss, residuals and outputs at each); raise "
+                         f"{arg('save_every')} to at least {-(-steps // MAX_SAVED_STEPS)} (at most {MAX_SAVED_STEPS} "
+                         "saved steps)")
     saved = _sorted_unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps]]))
     if isinstance(features_at, str) and features_at == "all":  # as in simulate: at every saved step
         fk = saved

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import (check_choice, check_flag, check_positive_float, check_positive_int, check_run_flags,
-                         check_times, describe, is_real)
+from .._validate import (arg, arg_eq, check_choice, check_flag, check_positive_float, check_positive_int,
+                         check_run_flags, check_times, describe, is_real)
 from ..fields import (RK_FLOPS_PER_STATE_ENTRY, SPACES, FeatureSpaceField, Problem, feature_space_warning,
                       lossy_feature_space, make_field)
 from ..fields.base import AbstractField
@@ -267,7 +267,7 @@ def _output_grid(t1, saveat, features_at, weights_at, step: float | None = None)
     if t1 is None and saveat is None:
         raise TypeError("give the final time t1 (e.g. t1=500.0) or the output times saveat")
     if t1 is not None:
-        t1 = check_positive_float(t1, "t1")
+        t1 = check_positive_float(t1, arg("t1"))
     if saveat is None:
         saveat = default_saveat(t1, step)
     else:
@@ -788,37 +788,40 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
                       features_at, weights_at, *, batch: bool = False):
     """Validate the solver arguments shared by :func:`simulate` and :func:`gflow.simulate_batch`; returns
     (rtol, atol, step, max_steps, max_wall_time, options, t1, grid, feature times, weight times)."""
-    rtol = check_positive_float(rtol, "rtol")
-    atol = check_positive_float(atol, "atol")
-    max_steps = check_positive_int(max_steps, "max_steps")
+    # (arg / arg_eq: the arguments as the caller spells them, keywords or gflow simulate's flags)
+    rtol = check_positive_float(rtol, arg("rtol"))
+    atol = check_positive_float(atol, arg("atol"))
+    max_steps = check_positive_int(max_steps, arg("max_steps"))
     if max_wall_time is not None:
-        max_wall_time = check_positive_float(max_wall_time, "max_wall_time")
+        max_wall_time = check_positive_float(max_wall_time, arg("max_wall_time"))
     opts = _check_options(method, options)
     if rtol > 1:  # (rtol = 1: a fixed step through an adaptive method, as the order tests take it)
-        raise ValueError(f"rtol must be ≤ 1 (a relative tolerance: 1 is 100 %), got {rtol:g}")
+        raise ValueError(f"{arg('rtol')} must be ≤ 1 (a relative tolerance: 1 is 100 %), got {rtol:g}")
     eps = torch.finfo(net.dtype).eps
     if method not in FIXED_STEP_METHODS and rtol < 0.25 * eps:
         # (float32 at rtol 1e-12 stalled, and the message blamed stiffness)
-        raise ValueError(f"rtol={rtol:g} is below what {net.dtype} resolves (machine epsilon {eps:.2g}): an adaptive "
-                         f"method cannot meet it and its steps would collapse; use rtol ≥ {eps:.0e}"
+        raise ValueError(f"{arg_eq('rtol', rtol, 'g')} is below what {net.dtype} resolves (machine epsilon {eps:.2g}): "
+                         f"an adaptive method cannot meet it and its steps would collapse; use {arg('rtol')} ≥ "
+                         f"{eps:.0e}"
                          + (" or dtype float64" if net.dtype != torch.float64 else ""))
     if method in FIXED_STEP_METHODS:
         if step is None:
             if method in SLIDING_METHODS:
                 raise ValueError(
-                    f"method {method!r} needs step= (its largest step δ; steps follow the rate of activation changes "
-                    f"below it), e.g. step={AUTO_SLIDING_STEP} as method='auto' takes (relative loss error ≈ 1e-5 on "
-                    "the Experiment 3 setting at m = 128), or error_estimate=True for a step-halving estimate"
+                    f"method {method!r} needs {arg_eq('step')} (its largest step δ; steps follow the rate of "
+                    f"activation changes below it), e.g. {arg_eq('step', AUTO_SLIDING_STEP)} as method='auto' takes "
+                    "(relative loss error ≈ 1e-5 on the Experiment 3 setting at m = 128), or error_estimate=True for "
+                    "a step-halving estimate"
                 )
             raise ValueError(
-                f"method {method!r} is a fixed-step method and needs an explicit step, e.g. step=0.01 "
+                f"method {method!r} is a fixed-step method and needs an explicit step, e.g. {arg_eq('step', 0.01)} "
                 "(gflow never takes the step from the output grid)"
             )
-        step = check_positive_float(step, "step")
+        step = check_positive_float(step, arg("step"))
     elif step is not None:
         raise ValueError(
-            f"step={step} was given but method {method!r} is adaptive and chooses its own steps; control it with "
-            f"rtol/atol, or use a fixed-step method "
+            f"{arg_eq('step', step)} was given but method {method!r} is adaptive and chooses its own steps; control it "
+            f"with {arg('rtol')}/{arg('atol')}, or use a fixed-step method "
             f"({', '.join(m for m in FIXED_STEP_METHODS if not (batch and m in SLIDING_METHODS))})"
         )
     if method in SCIPY_METHODS:
@@ -834,8 +837,9 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
         n_needed = _fixed_step_count(grid, step)  # (counted, not built: a tiny step would build ~t1/step times)
         if n_needed > max_steps:
             raise ValueError(
-                f"method {method!r} with step={step:g} needs {n_needed:.0f} steps to reach t1={t1:g}, more than "
-                f"max_steps={max_steps}; raise max_steps or enlarge step"
+                f"method {method!r} with {arg_eq('step', step, 'g')} needs {n_needed:.0f} steps to reach "
+                f"{arg_eq('t1', t1, 'g')}, more than {arg_eq('max_steps', max_steps)}; raise {arg('max_steps')} or "
+                f"enlarge {arg('step')}"
             )
     return rtol, atol, step, max_steps, max_wall_time, opts, t1, grid, ft, wt
 
