@@ -19,7 +19,7 @@ from .model import (
     ACTIVATIONS,
     SCALINGS,
     Activation,
-    Callable,
+    Callable as Callable,  # (an attribute, not star-exported: see __all__)
     DeepRandomFeatures,
     Identity,
     Network,
