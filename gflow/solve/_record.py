@@ -205,6 +205,9 @@ class Recorder:
         self._M0: torch.Tensor | None = None
         self._M0_norm: torch.Tensor | None = None
         self._forms = Q.FastForms(net.c, pb.G if self._eig else None, net.kernel_coef)  # μ, ν, M in few passes
+        # M = (κ_M/m · G) ∘ gram(cσ′) is symmetric bit for bit where G is (gram() is): no ½(M + Mᵀ) for its eigenvalues
+        Gm = self._forms.G_over_m
+        self._M_symmetric = Gm is not None and torch.equal(Gm, Gm.T)
         self._ones_m = torch.ones_like(net.c)
         self._H0 = pb.H0
         self._H0_test = pb.H0_test
@@ -297,7 +300,7 @@ class Recorder:
         rows["nu"].append(nu)
         if self._eig:
             M = self._forms.kernel_M(ds, ind)  # κ_M G∘S (E3), exactly symmetric
-            lo, hi = Q.extreme_eigenvalues(M)
+            lo, hi = Q.extreme_eigenvalues(M, self._M_symmetric)
             if self._M0 is None:
                 self._M0 = M
             if self._M0_norm is None:  # (also after a checkpoint restored M₀)
