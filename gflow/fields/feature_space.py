@@ -103,10 +103,14 @@ class FeatureSpaceField(AbstractField):
         return self.split(state)[0]
 
     def test_features(self, state):
+        return self.test_features_into(state, None)
+
+    def test_features_into(self, state, out):
         pb = self.problem
         if pb.G_cross is None:
             return None
-        return torch.addmm(pb.H0_test, self.split(state)[1], pb.G_cross, alpha=-pb.net.gamma)  # one pass, no temporaries
+        # one pass, no temporaries
+        return torch.addmm(pb.H0_test, self.split(state)[1], pb.G_cross, alpha=-pb.net.gamma, out=out)
 
     def weights(self, state):
         net = self.problem.net

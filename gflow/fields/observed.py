@@ -142,6 +142,9 @@ class ObservedField(AbstractField):
     def test_features(self, state):
         return self.base.test_features(self.core(state))
 
+    def test_features_into(self, state, out):
+        return self.base.test_features_into(self.core(state), out)
+
     def weights(self, state):
         return self.base.weights(self.core(state))
 

@@ -63,12 +63,15 @@ class WeightSpaceField(AbstractField):
         return state @ self._beta_PhiT
 
     def test_features(self, state):
+        return self.test_features_into(state, None)
+
+    def test_features_into(self, state, out):
         pb = self.problem
         if pb.Phi_test is None:
             return None
         if self.__dict__.get("_beta_PhitT") is None:  # β Φ_teᵀ once: one product per call, no scaling pass
             self._beta_PhitT = (pb.net.beta * pb.Phi_test.T).contiguous()
-        return state @ self._beta_PhitT
+        return state @ self._beta_PhitT if out is None else torch.mm(state, self._beta_PhitT, out=out)
 
     def weights(self, state):
         return state

