@@ -444,6 +444,38 @@ def test_the_batch_stop_names_the_stiff_seed_that_held_the_shared_steps():
     assert "limited by seed index 1 (network seed 1): its Jacobian's spectral radius" in sols[0].message
 
 
+@pytest.mark.parametrize("method", ("dop853", "torchdiffeq.dopri5", "RK45"))
+def test_an_adaptive_batch_made_non_finite_by_its_activation_names_the_activation(method):
+    # regression: the seed's own run says σ or σ′ is the cause; the batch said "check the data scale, or try a
+    # different method (e.g. method='dop853+exprk4' ...)" — advice for a solver fault, and a method it refuses
+    act = _tanh_nan_beyond_2()
+    X, y = gf.data.random_labels(n=8, d=4, seed=0)
+    nets = gf.networks((0, 2), d=4, width=6, c_hat=3.0, activation=act)  # |H| > 2 at t ≈ 4
+    sols = gf.simulate_batch(nets, X, y, t1=10.0, saveat=np.linspace(0, 10, 41), method=method, warn=False)
+    for sol in sols:
+        assert sol.status == "nonfinite" and "which stops every seed" in sol.message
+        assert "the activation, not the solver or the data scale" in sol.message
+        assert "exprk4" not in sol.message and 5 <= len(sol.t) < 41 and np.all(np.isfinite(sol.loss))
+
+
+@pytest.mark.parametrize("max_steps", [50, 400])
+def test_a_stopped_adaptive_batch_sends_the_methods_it_refuses_to_gf_simulate(max_steps):
+    # regression: a batch stalled at a long horizon (or stopped by max_steps) was told to "use
+    # method='dop853+exprk4'", which simulate_batch refuses; it now says to run it per network with gf.simulate
+    X, y = gf.data.random_labels(n=20, d=10, seed=0)
+    nets = gf.networks(range(2), d=10, width=32, activation="tanh")
+    sols = gf.simulate_batch(nets, X, y, t1=1e5, max_steps=max_steps, warn=False)
+    for sol in sols:
+        assert sol.status in ("max_steps", "stalled")
+        refused = [w for w in ("exprk4", "'filippov'", "'sliding'", "error_estimate") if w in sol.message]
+        assert refused and "run " in sol.message and "per network with gf.simulate" in sol.message
+        for method in re.findall(r"method='([a-z0-9+]+)'", sol.message):
+            if method in ("dop853+exprk4", "filippov", "sliding"):
+                with pytest.raises(ValueError, match="not available for batched seeds"):
+                    gf.simulate_batch(nets, X, y, t1=1.0, method=method, **({"step": 0.1} if method == "sliding"
+                                                                            else {}))
+
+
 def test_a_gd_batch_reports_each_seeds_own_evaluation_count():
     # (an audit: the batch's 400 evaluations were reported for a seed that diverged after 7 steps)
     nets, X, y = _unstable_middle_seed()

@@ -367,7 +367,7 @@ def simulate_batch(
     recorders = [Recorder(f, ft, wt, time_tol=tol, interval=interval, **fixed_step_guard(method, step, grid, rtol))
                  for f in bf.fields]
     batch_rec = _BatchRecorder(bf, recorders)
-    monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation),
+    monitor = _BatchMonitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation, batch=True),
                             dtype=net.dtype, adaptive=method not in FIXED_STEP_METHODS,
                             kinked=not net.activation.smooth)
     if method in FIXED_STEP_METHODS:  # (the same steps as alone: a failing seed is frozen, the others go on)
@@ -591,8 +591,19 @@ class _BatchRecorder:
             rec.record(t, self.bf.seed_state(state, s))
 
 
-def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor) -> None:
+def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor, bf: BatchedField | None = None,
+                     state: torch.Tensor | None = None) -> None:
+    """Stop an adaptive batch whose evaluation at ``state`` (of ``bf``) made ``dL`` non-finite; where σ or σ′ of a
+    seed that did is non-finite at its finite features, the message says the activation is the cause, as the seed's
+    own run says (it said "check the data scale", with the explicit methods' advice — an audit)."""
     bad = torch.nonzero(~torch.isfinite(dL)).flatten().tolist()
+    if bf is not None and state is not None:  # (the failure path only: σ and σ′ at each such seed's features)
+        rows = state.detach().reshape(bf.S, -1)
+        for s in bad:
+            fault = states_activation_fault(((t, bf.seed_state(rows, s), bf.fields[s]),))
+            if fault is not None:
+                raise Abort("nonfinite", f"the derivative of seed indices {bad} became non-finite, which stops every "
+                            f"seed (they share their steps): {fault}")
     raise Abort("nonfinite", f"the state or its derivative of seed indices {bad} became non-finite near t = {t:.6g}, "
                 "which stops every seed; check the data scale, "
                 f"{'use float64, ' if float64_advice(dL.dtype) else ''}or {monitor.hint}")
@@ -716,7 +727,7 @@ class _BatchFunc:
             return out
         # L̇ reduces each seed's whole derivative, so S scalars tell whether any entry is NaN or inf
         if not bool(torch.isfinite(dL).all()):
-            _raise_nonfinite(dL, float(t), self.monitor)
+            _raise_nonfinite(dL, float(t), self.monitor, self.bf, y)
         return out
 
     def callback_step(self, t0, y0, dt):
@@ -759,7 +770,7 @@ class _NativeBatchField:
             return _Probe(0.0 if ok else math.nan)
         out.copy_(d)
         if not bool(torch.isfinite(dL).all()):
-            _raise_nonfinite(dL, self.monitor.last_t, self.monitor)
+            _raise_nonfinite(dL, self.monitor.last_t, self.monitor, self.bf, state)
         return _Probe(dL.sum())
 
 
@@ -904,9 +915,10 @@ def _run_scipy_batch(bf, grid, method, rtol, atol, opts, recorder: _BatchRecorde
 
     def fun(t, yflat):
         monitor.on_eval()
-        out, dL = bf.rhs(torch.from_numpy(np.ascontiguousarray(yflat)).view(shape))
+        y = torch.from_numpy(np.ascontiguousarray(yflat)).view(shape)
+        out, dL = bf.rhs(y)
         if not bool(torch.isfinite(dL).all()):
-            _raise_nonfinite(dL, float(t), monitor)
+            _raise_nonfinite(dL, float(t), monitor, bf, y)
         return out.reshape(-1).numpy()
 
     atol_v = bf.atol_vector(atol)

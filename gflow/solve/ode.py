@@ -165,11 +165,13 @@ SWITCHING_FALLBACK = ("try method='dop853' where the horizon is short or the fea
                       "phase pays on long, stiff horizons)")
 
 
-def monitor_hints(method: str, activation, checkpoint: bool = False) -> dict:
+def monitor_hints(method: str, activation, checkpoint: bool = False, batch: bool = False) -> dict:
     """The Monitor's hint arguments for ``method`` and the network's :class:`~gflow.Activation`: the stiffness hint
     only once steps have settled (a run stopped at t = 0 by max_wall_time, or by max_steps=1, was told the flow is
     stiff).  ``checkpoint``: the run checkpoints, which the exponential methods cannot (a checkpointed ``auto`` run
-    falls back to dop853 and, stopped by max_steps, was advised dop853+exprk4 without a word of it)."""
+    falls back to dop853 and, stopped by max_steps, was advised dop853+exprk4 without a word of it).  ``batch``: for
+    :func:`gflow.simulate_batch`, which takes none of the methods and options that a hint may name beyond its
+    Runge–Kutta methods (:func:`batch_hint`)."""
     hint = _hint(method, activation.smooth, activation.smooth or _event_methods_take(activation))
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS, "method": method}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
@@ -180,7 +182,25 @@ def monitor_hints(method: str, activation, checkpoint: bool = False) -> dict:
         for key in ("hint", "fallback_hint"):
             if "'dop853+exprk4'" in out.get(key, ""):
                 out[key] = out[key].replace("'dop853+exprk4'", "'dop853+exprk4'" + note, 1)
+    if batch:
+        out.update({k: batch_hint(v) for k, v in out.items() if k in ("hint", "fallback_hint")})
     return out
+
+
+#: what a hint may name that gf.simulate_batch refuses (exprk4 and the switching methods, the event methods, and
+#: error_estimate, a TypeError there)
+_NOT_BATCHED = ("exprk4", "'filippov'", "'sliding'", "error_estimate")
+
+
+def batch_hint(hint: str) -> str:
+    """``hint`` for a :func:`gflow.simulate_batch` run: where it names a method or option that the batch refuses, it
+    says to run those per network (a batch that stalled was told to "use method='dop853+exprk4'", which
+    simulate_batch refuses — an audit)."""
+    named = [w.strip("'") for w in _NOT_BATCHED if w in hint]
+    if not named:
+        return hint
+    takes = f"does not take {named[0]}" if len(named) == 1 else f"takes none of {', '.join(named)}"
+    return f"{hint}; simulate_batch {takes}: run {'it' if len(named) == 1 else 'those'} per network with gf.simulate"
 
 
 def _event_methods_take(activation) -> bool:
