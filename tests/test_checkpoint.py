@@ -610,6 +610,39 @@ def test_a_disk_that_fills_up_while_a_checkpoint_is_written_warns_and_the_run_go
     assert not list(tmp_path.iterdir()), "no file is left after success"
 
 
+@pytest.mark.parametrize("kind", ["flow", "gd", "batch"])
+def test_a_checkpoint_that_cannot_be_deleted_at_the_end_warns_and_the_run_returns_its_result(problem, tmp_path,
+                                                                                           monkeypatch, kind):
+    # regression: Checkpointer.finish let the OSError of a file it could not delete (a folder made read-only or
+    # immutable during the run: "[Errno 1] Operation not permitted") out of gf.simulate, after the whole run: its
+    # result was lost
+    net, X, y = problem
+    path = tmp_path / "run.ckpt"
+    run = {"flow": lambda **kw: gf.simulate(net, X, y, t1=5.0, method="dop853", **kw),
+           "gd": lambda **kw: gf.gradient_descent(net, X, y, step=0.5, steps=40, **kw),
+           "batch": lambda **kw: gf.simulate_batch(gf.networks((0, 1), d=5, width=16), X, y, t1=5.0, **kw)[1]}[kind]
+    ref = run()
+    real = Path.unlink
+
+    def unlink(self, *args, **kwargs):
+        if self.name.startswith("run.ckpt") and not self.name.endswith(".lock"):
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real(self, *args, **kwargs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Path, "unlink", unlink)
+        with pytest.warns(gf.GFlowWarning, match=r"could not be deleted at the end of the run \(run.ckpt: Operation "
+                                                 r"not permitted\); the run's result is complete"):
+            sol = run(checkpoint=path, checkpoint_every=1e-9)  # (a checkpoint after every step)
+    assert sol.ok and not sol.stats["resumed"]
+    assert_same_run(sol, ref)
+    assert path.is_file()  # (left, whole: the same call resumes from it and returns the same run)
+    again = run(checkpoint=path)
+    assert again.ok and again.stats["resumed"]
+    assert_same_run(again, ref)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_move_killed_midway_is_completed_by_the_next_one(problem, tmp_path, monkeypatch):
     # regression: move renamed the checkpoint file first, then its segments; killed in between (the sweep's
     # migration: "an interrupted migration is completed by the next call"), the new name held a checkpoint whose

@@ -452,15 +452,27 @@ class Checkpointer:
     def finish(self, success: bool) -> None:
         """Delete the files after a successful run (unless ``keep``); keep them when the run stopped early.  Segment
         files that the checkpoint does not list (left by a process killed between two writes), and the temporary
-        files of writes killed midway, go either way."""
+        files of writes killed midway, go either way.  A file that cannot be deleted (a folder made read-only during
+        the run) warns and is left: the run's result is returned — that OSError ended a finished run with an
+        exception, and its result was lost (an audit)."""
         listed = {segment_path(self.path, s["index"]) for s in self.segments}
-        for q in checkpoint_files(self.path) + _temporary_files(self.path):
-            if (success and not self.keep) or (q != self.path and q not in listed):
-                try:
-                    q.unlink()
-                except FileNotFoundError:
-                    pass
+        left: list[tuple[Path, OSError]] = []
+        try:
+            for q in checkpoint_files(self.path) + _temporary_files(self.path):
+                if (success and not self.keep) or (q != self.path and q not in listed):
+                    try:
+                        q.unlink()
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        left.append((q, exc))
+        except OSError as exc:  # (the folder itself could not be listed)
+            left.append((self.path.parent, exc))
         self.release_lock()
+        if left:
+            warnings.warn(f"checkpoint {str(self.path)!r}: {len(left)} of its files could not be deleted at the end of "
+                          f"the run ({left[0][0].name}: {left[0][1].strerror or left[0][1]}); the run's result is "
+                          "complete: delete them by hand", GFlowWarning, stacklevel=3)
 
     def release_lock(self) -> None:
         """Let another run use the path (:meth:`finish` does; also a run ended by an exception)."""
