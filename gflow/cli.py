@@ -438,6 +438,25 @@ def _sweep_executor_options(args) -> dict:
     return opts
 
 
+def _first_failure(ds, status: str, width: int = 240) -> str:
+    """``"; first: RUN_ID (point, seed): the first line of its message"`` for the first run of ``ds`` (a sweep's
+    summary) with ``status``, or "" where it has no message: the summary gave counts only, so a run that raised an
+    error exited with status 1 and no word of the error (an audit)."""
+    import json
+
+    import numpy as np
+
+    i = int(np.flatnonzero(ds.status.values == status)[0])
+    lines = str(ds.message.values[i]).strip().splitlines() if "message" in ds.coords else []
+    if not lines:
+        return ""
+    point = [f"{k}={ds[k].values[i]}" for k in json.loads(ds.attrs.get("grid_coords", "{}")) if k in ds.coords]
+    if "seed" in ds.coords:
+        point.append(f"seed {ds.seed.values[i]}")
+    text = lines[0] if len(lines[0]) <= width else lines[0][:width - 3] + "..."
+    return f"; first: {ds.run_id.values[i]} ({', '.join(point)}): {text}"
+
+
 def cmd_sweep(args) -> int:
     from .sweeps import SweepConfig, run_sweep
     from .sweeps.store import consolidated_path, read_manifest
@@ -454,7 +473,7 @@ def cmd_sweep(args) -> int:
         print(f"  {counts['lost']} run(s) lost by their workers stay pending (run the same command again); first: "
               f"{counts['lost_messages'][0]}")
     for status in sorted(set(ds.status.values.tolist()) - {"success"}):
-        print(f"  {status}: {int((ds.status == status).sum())} run(s)")
+        print(f"  {status}: {int((ds.status == status).sum())} run(s){_first_failure(ds, status)}")
     if not counts["lost"]:
         print(f"wrote {consolidated_path(args.out, read_manifest(args.out).get('format', 'netcdf'))}")
     return 1 if counts["error"] or counts["lost"] else 0

@@ -240,6 +240,25 @@ def test_diverging_and_raising_runs_are_recorded_and_the_sweep_goes_on(tmp_path)
     assert "Traceback" not in str(info.value)
 
 
+def test_the_command_line_summary_names_the_first_failed_run_of_each_status_and_why(tmp_path, capsys):
+    # regression: the summary said "error: 1 run(s)" and exited with status 1, with no word of which run or why
+    # (the message was in the store only; runs lost by their workers already showed the first one's)
+    path = tmp_path / "sweep.toml"
+    path.write_text('seeds = 1\n[network]\nd = 5\nwidth = 15\nactivation = "linear"\n[data]\ngenerator = '
+                    '"random_labels"\nn = 20\n[solver]\nkind = "gradient_descent"\nsteps = 200\nsave_every = 10\n'
+                    '[grid]\n"solver.step" = [0.05, 100.0]\n"network.c_hat" = [1.0, 1e200]\n')
+    assert main(["sweep", str(path), "--out", str(tmp_path / "s"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    ds = gf.open_sweep(tmp_path / "s")
+    for status, needle in (("diverged", "gradient descent diverged: the loss grew to"),
+                           ("error", "ValueError: the loss at t = 0 is not finite")):
+        i = int(np.flatnonzero(ds.status.values == status)[0])
+        line = next(x for x in out.splitlines() if x.startswith(f"  {status}: "))
+        assert f"; first: {ds.run_id.values[i]} (step={ds.step.values[i]}, c_hat={ds.c_hat.values[i]}, seed 0): " \
+            f"{needle}" in line, out
+        assert "Traceback" not in line and len(line) < 400
+
+
 @pytest.mark.parametrize("grid, needle", [
     ({"network.activation": ["tanh", "no_such_activation"]}, "unknown activation 'no_such_activation'"),
     ({"network.width": [8, -2]}, "width must be an integer >= 1, got -2"),
