@@ -625,6 +625,38 @@ def test_retry_failed_repeats_only_the_failed_runs(tmp_path, fmt):
 LONG_GD = {"kind": "gradient_descent", "step": 0.1, "steps": 3000, "save_every": 100}
 
 
+@pytest.mark.parametrize("solver", [{**LONG_GD, "steps": 1000}, {"kind": "simulate", "t1": 50.0, "method": "dop853"}],
+                         ids=["gd", "dop853"])
+def test_a_finished_run_whose_record_cannot_be_written_resumes_from_its_checkpoint(tmp_path, monkeypatch, solver):
+    # regression: the solver deleted a finished run's checkpoint before the sweep wrote the run's record; a record
+    # that could not be written (a full disk) left the run pending with nothing to resume: repeated from t = 0
+    import errno
+
+    from gflow.sweeps import run as srun
+
+    real, calls = srun.write_record, []
+
+    def full_disk_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(srun, "write_record", full_disk_once)
+    kw = dict(store=tmp_path, progress=False)
+    with pytest.warns(gf.GFlowWarning, match=r"1 run\(s\) .* stay pending.*No space left on device"):
+        ds = gf.sweep(NETWORK, {**DATA, "n": 6}, solver, **kw)
+    assert ds.status.values.tolist() == ["pending"]
+    assert [p.stem for p in (tmp_path / "checkpoints").glob("*.ckpt")] == ds.run_id.values.tolist()
+    ds = gf.sweep(NETWORK, {**DATA, "n": 6}, solver, **kw)
+    sol = gf.run_solution(ds, 0)
+    assert sol.ok and sol.stats["resumed"] is True  # (the whole run, from its final checkpoint)
+    ref = gf.sweep(NETWORK, {**DATA, "n": 6}, solver, store=tmp_path / "ref", progress=False)
+    np.testing.assert_array_equal(ds.loss.values, ref.loss.values)
+    assert gf.run_solution(ref, 0).stats["n_f_evals"] == sol.stats["n_f_evals"]
+    assert not list((tmp_path / "checkpoints").iterdir())  # deleted once the record was written
+
+
 def test_raising_max_wall_time_resumes_the_stopped_runs_from_their_checkpoints(tmp_path):
     """The time_budget message says "raise max_wall_time": re-running with a larger one is the same run (the
     limits are not part of the run id), repeated from its checkpoint, not a new run from t = 0."""

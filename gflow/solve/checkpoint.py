@@ -261,6 +261,20 @@ def _temporary_files(path: Path) -> list[Path]:
     return [q for q in path.parent.iterdir() if pattern.fullmatch(q.name)] if path.parent.is_dir() else []
 
 
+def delete(path: Any) -> int:
+    """Delete the checkpoint at ``path``, its segment files and the temporaries of writes killed midway (those that
+    cannot be deleted are left); the number deleted."""
+    p = Path(path)
+    n = 0
+    for q in checkpoint_files(p) + _temporary_files(p):
+        try:
+            q.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
 def move(src: Any, dst: Any) -> int:
     """Rename a checkpoint and its segment files (to ``dst`` and ``dst``'s segment names); the number renamed.
 

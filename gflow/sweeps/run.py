@@ -217,7 +217,8 @@ def run_task(payload: dict) -> dict:
     start = time.perf_counter()
     cfg = payload["config"]
     device = run_device(cfg["network"].get("device"), worker_device())
-    ctrl_c = None
+    ctrl_c = ckpt = None
+    keep = True
     try:
         net, X, y, test = build_problem(cfg, device=device)
         device = str(net.device)
@@ -229,6 +230,9 @@ def run_task(payload: dict) -> dict:
             ckpt = checkpoint_file(store, payload["run_id"])
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             solver["checkpoint"] = str(ckpt)
+            # a finished run's checkpoint goes once its record is written, not before: deleted by the solver, a run
+            # whose record could not be written (a full disk) was lost whole and repeated from t = 0 (an audit)
+            keep, solver["keep_checkpoint"] = bool(solver.get("keep_checkpoint", False)), True
         try:
             sol = fn(net, X, y, **test, **solver, progress=bool(payload.get("progress", False)), warn=False)
         except KeyboardInterrupt as stop:  # gf.Interrupted, or a second Ctrl-C (a plain KeyboardInterrupt)
@@ -255,6 +259,10 @@ def run_task(payload: dict) -> dict:
     ds.attrs["sweep_device"] = str(device or "cpu")
     ds.attrs["sweep_host"] = platform.node()
     write_record(ds, store, payload["run_id"], fmt)
+    if ckpt is not None and not keep and status == "success":
+        from ..solve.checkpoint import delete
+
+        delete(ckpt)
     if ctrl_c is not None and not in_pool_worker():  # (recorded: the serial sweep stops now)
         raise ctrl_c
     return {"run_id": payload["run_id"], "status": status, "message": message.splitlines()[0] if message else "",
