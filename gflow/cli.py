@@ -343,6 +343,11 @@ def cmd_simulate(args) -> int:
     if kind == "simulate" and "t1" not in cfg["simulate"] and "saveat" not in cfg["simulate"]:
         raise CLIError("give the final time (--t1 or t1 = ... in the config)")
     out = _out_file(args.out)
+    # a checkpoint goes once the result is saved, not before (deleted by the solver, a result that could not be
+    # saved — a full disk — was lost whole, and the same command ran again from t = 0: an audit)
+    ckpt = cfg["simulate"].get("checkpoint") if cfg["simulate"].get("keep_checkpoint", False) is False else None
+    if ckpt is not None:
+        cfg["simulate"]["keep_checkpoint"] = True
 
     def run():
         from ._validate import cli_spelling
@@ -351,7 +356,14 @@ def cmd_simulate(args) -> int:
             return run_config(cfg)
 
     sol, stopped = _run_saving_partial(run, out)
-    return stopped if stopped is not None else _finish(sol, out)
+    if stopped is not None:
+        return stopped
+    code = _finish(sol, out)
+    if ckpt is not None and sol.ok:
+        from .solve.checkpoint import delete
+
+        delete(ckpt)
+    return code
 
 
 def cmd_show(args) -> int:

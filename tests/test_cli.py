@@ -19,6 +19,28 @@ def test_demo_configuration_is_experiment_1():
     assert DEMO["simulate"]["t1"] == 500.0
 
 
+def test_a_checkpointed_run_whose_result_cannot_be_saved_resumes_from_its_checkpoint(tmp_path, capsys, monkeypatch):
+    # regression: gf.simulate deleted the checkpoint of the finished run before the command saved its result; a save
+    # that failed (a full disk) lost the run whole, and the same command ran it again from t = 0
+    import errno
+
+    config = tmp_path / "run.toml"
+    ckpt = tmp_path / "run.ckpt"
+    config.write_text(f'[network]\nd = 5\nwidth = 16\n[simulate]\nt1 = 20.0\nmethod = "dop853"\n'
+                      f'checkpoint = "{ckpt.as_posix()}"\n')
+    out = tmp_path / "out.nc"
+    with monkeypatch.context() as mp:
+        mp.setattr(gf.Solution, "save", lambda self, *a, **k: (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device")))
+        assert main(["simulate", str(config), "--out", str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert ckpt.is_file() and not out.exists()
+    assert main(["simulate", str(config), "--out", str(out)]) == 0
+    sol = gf.load(out)
+    assert sol.ok and sol.stats["resumed"] is True  # (the whole run, from its final checkpoint)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nc", "run.toml"]  # (deleted once saved)
+
+
 def test_simulate_from_flags_writes_a_loadable_file(tmp_path, capsys):
     out = tmp_path / "run.nc"
     rc = main(["simulate", "--d", "5", "--width", "16", "--n", "4", "--t1", "2", "--method", "rk4", "--step",
