@@ -59,6 +59,7 @@ from .ode import (
     SLIDING_METHODS,
     TORCHDIFFEQ_FIXED,
     _chunks,
+    _event_methods_take,
     _fixed_grid,
     _make_solution,
     _resolve_auto,
@@ -326,9 +327,12 @@ def simulate_batch(
     kinked = not net.activation.smooth
     # (a kinked σ's batch ran the default dop853 to a stall, whose advice — error_estimate, filippov, sliding — the
     # batch refuses; the filippov refusal sent it back to dop853)
+    per_network = ("method='filippov' or 'sliding': the Filippov flow, with error_estimate=True" if kinked and
+                   _event_methods_take(net.activation) else  # (ReLU-type kinks only: a hardtanh is refused there)
+                   "method='euler', step=0.05, error_estimate=True: steps h, h/2, h/4 with an estimate of the loss "
+                   "error")
     kink_ways = ("method='euler' or 'rk4' with a step here (fixed steps: a failing seed is frozen, the others go "
-                 "on), gf.gradient_descent_batch, or gf.simulate per network (method='filippov' or 'sliding': the "
-                 "Filippov flow, with error_estimate=True)")
+                 f"on), gf.gradient_descent_batch, or gf.simulate per network ({per_network})")
     if method in EXPINT_METHODS or method in FILIPPOV_METHODS or method in SLIDING_METHODS:
         raise ValueError(
             f"method {method!r} is not available for batched seeds: it integrates one network's flow with its own "
