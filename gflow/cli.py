@@ -588,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t1", type=float, help="final flow time (required, here or as t1 in the file)")
     g.add_argument("--method", help=f"auto or one of {', '.join(methods)}, or torchdiffeq.NAME (default: "
                    f"{sim_default['method']}: picked per problem, see 'Choosing a solver' in the README)")
-    g.add_argument("--rtol", type=float, help=f"relative tolerance of adaptive methods (default: {sim_default['rtol']:g})")
+    g.add_argument("--rtol", type=float, help="relative tolerance of adaptive methods (default: 1e-7 in float64, 1e-5 "
+                   "in float32)")
     g.add_argument("--atol", type=float, help=f"absolute tolerance of adaptive methods (default: {sim_default['atol']:g})")
     g.add_argument("--step", type=_step_arg, help="step of fixed-step methods (euler, midpoint, rk4, sliding, ...): "
                    "required for them, refused for adaptive ones; 'none' drops a step the config file gives; "

@@ -1447,3 +1447,24 @@ def test_a_sweep_call_under_a_main_guard_is_not_taken_for_an_unguarded_one(tmp_p
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120).stdout
     assert out.splitlines() == [f"top ('{script}', 3)", "guarded None", "else None"]
     assert unguarded_main_call() is None  # (pytest's own main: no module-level frame of a script calls it)
+
+
+def test_rtol_s_default_follows_the_dtype_and_keeps_float64_run_ids():
+    # (a robustness audit: rtol's default 1e-7 is float32's machine epsilon, where steps are rejected for rounding —
+    # a tanh run to t = 3 000 took 4 072 steps, 625 rejected, against 650 at 1e-5; float32 now defaults to 1e-5)
+    implicit = SweepConfig.from_dict(SMALL, SMALL_DATA, {"kind": "simulate", "t1": 0.5},
+                                     {"network.dtype": ["float64", "float32"]}).runs()
+    explicit = [SweepConfig.from_dict({**SMALL, "dtype": dt}, SMALL_DATA, {"kind": "simulate", "t1": 0.5, "rtol": r})
+                .runs()[0] for dt, r in (("float64", 1e-7), ("float32", 1e-5))]
+    assert [r.config["solver"]["rtol"] for r in implicit] == [1e-7, 1e-5]
+    assert [r.run_id for r in implicit] == [r.run_id for r in explicit]  # (float64's id: as with rtol = 1e-7 written)
+    gd = SweepConfig.from_dict(SMALL, SMALL_DATA, {"kind": "gradient_descent", "step": 0.1, "steps": 2}).runs()[0]
+    assert "rtol" not in gd.config["solver"]
+    X, y = gf.data.random_labels(n=4, d=3, seed=0)
+    for dtype, want in (("float64", 1e-7), ("float32", 1e-5)):
+        net = gf.Network(d=3, width=8, seed=0, dtype=dtype)
+        assert gf.simulate(net, X, y, t1=0.5, method="dop853").config["solver"]["rtol"] == want
+        batch = gf.simulate_batch(gf.networks([0, 1], d=3, width=8, dtype=dtype), X, y, t1=0.5)
+        assert all(s.config["solver"]["rtol"] == want for s in batch)
+    net32 = gf.Network(d=3, width=8, seed=0, dtype="float32")
+    assert gf.simulate(net32, X, y, t1=0.5, method="dop853", rtol=1e-6).config["solver"]["rtol"] == 1e-6

@@ -72,7 +72,9 @@ def default_method(prob: BenchProblem | None = None) -> str:
     if prob is None:
         return str(getattr(ode, "DEFAULT_METHOD", "dop853"))
     net, X, y = prob.build()
-    return ode._resolve_auto(net, X, y, prob.t1, None, params["rtol"].default, None, "auto")[0]
+    rtol = params["rtol"].default
+    rtol = ode.default_rtol(net.dtype) if rtol is None else rtol  # (None: the dtype's default)
+    return ode._resolve_auto(net, X, y, prob.t1, None, rtol, None, "auto")[0]
 
 
 def _backend_installed(backend: str) -> bool:

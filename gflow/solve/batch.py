@@ -67,6 +67,7 @@ from .ode import (
     warn_lossy_feature_space,
     check_solver_args,
     check_started,
+    default_rtol,
     fixed_step_guard,
     monitor_hints,
     observed_field,
@@ -238,7 +239,7 @@ def simulate_batch(
     saveat: Any = None,
     *,
     method: str = DEFAULT_METHOD,
-    rtol: float = 1e-7,
+    rtol: float | None = None,
     atol: float = 1e-9,
     step: float | None = None,
     max_steps: int = 100_000,
@@ -319,6 +320,7 @@ def simulate_batch(
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     net = nets[0]
+    rtol = default_rtol(net.dtype) if rtol is None else rtol
     S = len(nets)
     auto_reason = None
     if isinstance(method, str) and method == "auto":

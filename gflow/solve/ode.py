@@ -367,6 +367,12 @@ def with_auto_reason(sol: Solution, reason: str) -> Solution:
     return replace(sol, config=dict(sol.config, solver=dict(sol.config["solver"], auto=reason)))
 
 
+def default_rtol(dtype: torch.dtype) -> float:
+    """rtol when none is given: 1e-7 in float64, 1e-5 in float32 (within 100× of float32's machine epsilon an
+    adaptive method's error estimate is rounding, and steps are rejected for it)."""
+    return 1e-7 if torch.finfo(dtype).eps < 1e-10 else 1e-5
+
+
 def simulate(
     net: Network,
     X: Any,
@@ -375,7 +381,7 @@ def simulate(
     saveat: Any = None,
     *,
     method: str = "auto",
-    rtol: float = 1e-7,
+    rtol: float | None = None,
     atol: float = 1e-9,
     step: float | None = None,
     max_steps: int = 100_000,
@@ -423,7 +429,9 @@ def simulate(
             (``sol.stats["give_back_time"]``; it may hand over again, ``sol.stats["phase_times"]``): what
             ``"auto"`` runs on long, stiff horizons.
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
-            relative while it is far above atol·n).
+            relative while it is far above atol·n).  Default rtol: 1e-7 in float64, 1e-5 in float32
+            (:func:`default_rtol`; 1e-7 is float32's machine epsilon, where steps are rejected for rounding: a tanh
+            run to t = 3 000 took 4 072 steps, 625 rejected, against 650 at 1e-5).
         step: the step of fixed-step methods; required for them and rejected for adaptive ones.  A flow's loss
             never increases: a fixed-step run whose saved loss grows past 1e10·L₀ stops with status
             ``"diverged"``, and one whose saved loss rises above the previous one (beyond rounding) warns and says
@@ -494,6 +502,7 @@ def simulate(
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     error_estimate = check_flag(error_estimate, "error_estimate")
+    rtol = default_rtol(net.dtype) if rtol is None else rtol
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     check_choice(space, "space", SPACES)  # (before auto reads it)

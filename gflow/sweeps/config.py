@@ -287,6 +287,16 @@ class SweepConfig:
         for section, defaults in _defaults(cfg["data"]["generator"], cfg["solver"]["kind"]).items():
             for key, value in defaults.items():
                 cfg[section].setdefault(key, value)
+        takes_rtol = "rtol" in inspect.signature(_solver_fn(cfg["solver"]["kind"])).parameters
+        if takes_rtol and cfg["solver"].get("rtol") is None:
+            # (rtol's default follows the dtype, gf.simulate's default_rtol: 1e-7 in float64 as before, so the ids
+            # of float64 runs stay)
+            import torch
+
+            from ..solve.ode import default_rtol
+
+            dtype = getattr(torch, str(cfg["network"].get("dtype", "float64")).replace("torch.", ""))
+            cfg["solver"]["rtol"] = default_rtol(dtype)
         if cfg["data"]["n_test"] and cfg["data"].get("test_seed") is None:
             cfg["data"]["test_seed"] = cfg["data"]["seed"] + 1
         return cfg
