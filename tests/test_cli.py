@@ -169,7 +169,8 @@ def test_every_subcommand_help_describes_its_flags_with_defaults_and_an_example(
     text = " ".join(capsys.readouterr().out.split())
     for needle in ("--t1 T1 final flow time (required", "--width WIDTH number of neurons m (required",
                    "(default: tanh", "leaky_relu", "(default: auto", "filippov",
-                   "(default: 1e-7 in float64, 1e-5 in float32)", "(default: 1e-09)", "(default: 100000)", "(default: random_labels)", "(default: 20)"):
+                   "(default: 1e-7 in float64, 1e-5 in float32)", "(default: 1e-09)", "(default: 100000)",
+                   "(default: random_labels)", "(default: 20)"):
         assert needle in text, needle
     with pytest.raises(SystemExit):
         main(["show", "--help"])
