@@ -199,6 +199,20 @@ def test_long_labels_make_a_prefix_of_whole_labels_and_old_files_are_kept(tmp_pa
     counts: dict = {}
     execute([task], tmp_path, progress=False, report=counts.update)
     assert counts == {"total": 1, "skipped": 1, "computed": 0} and new.exists() and not old.exists()
+    # an interrupted run's checkpoint (and its segments) under the old id moves with it (a review: it was left
+    # behind, and the run started over from t = 0)
+    from gflow.experiments.tasks import pending
+    from gflow.sweeps.run import checkpoint_file
+
+    other = Task(f"{__name__}:_fake", {**labels, "seed": 1}, {"seed": 1})
+    old_ck = checkpoint_file(tmp_path, T._legacy_run_id(other.fn, other.labels, other.spec))
+    old_ck.parent.mkdir(parents=True, exist_ok=True)
+    old_ck.write_bytes(b"ckpt")
+    old_ck.with_name(old_ck.name + ".seg000000").write_bytes(b"seg")
+    assert pending([other], tmp_path) == [other]
+    new_ck = checkpoint_file(tmp_path, other.run_id)
+    assert new_ck.read_bytes() == b"ckpt" and new_ck.with_name(new_ck.name + ".seg000000").read_bytes() == b"seg"
+    assert not old_ck.exists()
 
 
 def test_a_damaged_run_file_is_set_aside_and_recomputed(tmp_path, one_thread, capsys):

@@ -165,11 +165,18 @@ def pending(tasks: Sequence[Task], folder: Path) -> list[Task]:
 
     # (opened for one attribute, ~1 ms a file; a truncated file counted as finished, and every later call
     # crashed reading it back with h5py's raw OSError)
-    for t in tasks:  # (a run finished under its earlier id, with a prefix cut mid-label: renamed, not redone)
-        new = run_file(folder, t.run_id)
-        old = run_file(folder, _legacy_run_id(t.fn, t.labels, t.spec))
-        if old != new and old.exists() and not new.exists():
+    for t in tasks:  # (a run under its earlier id, with a prefix cut mid-label: renamed, not redone — its record,
+        legacy = _legacy_run_id(t.fn, t.labels, t.spec)  # or its checkpoint where it was interrupted)
+        if legacy == t.run_id:
+            continue
+        new, old = run_file(folder, t.run_id), run_file(folder, legacy)
+        if old.exists() and not new.exists():
             old.replace(new)
+        new_ck, old_ck = checkpoint_file(folder, t.run_id), checkpoint_file(folder, legacy)
+        if old_ck.exists() and not new_ck.exists():
+            from ..solve.checkpoint import move
+
+            move(old_ck, new_ck)
     return [t for t in tasks if record_attrs(run_file(folder, t.run_id), ("reproduce_run_id",)) is None]
 
 
