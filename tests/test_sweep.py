@@ -1458,6 +1458,10 @@ def test_rtol_s_default_follows_the_dtype_and_keeps_float64_run_ids():
                 .runs()[0] for dt, r in (("float64", 1e-7), ("float32", 1e-5))]
     assert [r.config["solver"]["rtol"] for r in implicit] == [1e-7, 1e-5]
     assert [r.run_id for r in implicit] == [r.run_id for r in explicit]  # (float64's id: as with rtol = 1e-7 written)
+    assert implicit[0].run_id == "5813bf5cecd54ff0"  # (the id gflow gave it before the change)
+    fixed = SweepConfig.from_dict({**SMALL, "dtype": "float32"}, SMALL_DATA,  # (fixed steps: 1e-7, as before)
+                                  {"kind": "simulate", "t1": 0.5, "method": "rk4", "step": 0.1}).runs()[0]
+    assert fixed.config["solver"]["rtol"] == 1e-7 and fixed.run_id == "25a6725fbb1c33b9"  # (its id before)
     gd = SweepConfig.from_dict(SMALL, SMALL_DATA, {"kind": "gradient_descent", "step": 0.1, "steps": 2}).runs()[0]
     assert "rtol" not in gd.config["solver"]
     X, y = gf.data.random_labels(n=4, d=3, seed=0)

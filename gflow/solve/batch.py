@@ -320,7 +320,7 @@ def simulate_batch(
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     net = nets[0]
-    rtol = default_rtol(net.dtype) if rtol is None else rtol
+    rtol = default_rtol(net.dtype, method) if rtol is None else rtol
     S = len(nets)
     auto_reason = None
     if isinstance(method, str) and method == "auto":

@@ -367,9 +367,12 @@ def with_auto_reason(sol: Solution, reason: str) -> Solution:
     return replace(sol, config=dict(sol.config, solver=dict(sol.config["solver"], auto=reason)))
 
 
-def default_rtol(dtype: torch.dtype) -> float:
+def default_rtol(dtype: torch.dtype, method: str | None = None) -> float:
     """rtol when none is given: 1e-7 in float64, 1e-5 in float32 (within 100× of float32's machine epsilon an
-    adaptive method's error estimate is rounding, and steps are rejected for it)."""
+    adaptive method's error estimate is rounding, and steps are rejected for it); 1e-7 for a fixed-step method in
+    either (it sets no step there: so its recorded rtol, and a sweep's run id, stay as they were)."""
+    if method in FIXED_STEP_METHODS:
+        return 1e-7
     return 1e-7 if torch.finfo(dtype).eps < 1e-10 else 1e-5
 
 
@@ -502,7 +505,7 @@ def simulate(
     if not isinstance(net, Network):
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     error_estimate = check_flag(error_estimate, "error_estimate")
-    rtol = default_rtol(net.dtype) if rtol is None else rtol
+    rtol = default_rtol(net.dtype, method) if rtol is None else rtol
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     check_choice(space, "space", SPACES)  # (before auto reads it)

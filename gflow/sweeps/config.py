@@ -289,14 +289,14 @@ class SweepConfig:
                 cfg[section].setdefault(key, value)
         takes_rtol = "rtol" in inspect.signature(_solver_fn(cfg["solver"]["kind"])).parameters
         if takes_rtol and cfg["solver"].get("rtol") is None:
-            # (rtol's default follows the dtype, gf.simulate's default_rtol: 1e-7 in float64 as before, so the ids
-            # of float64 runs stay)
+            # (rtol's default follows the dtype for adaptive methods, gf.simulate's default_rtol: 1e-7 in float64 and
+            # for fixed steps as before, so those runs keep their ids; float32 adaptive runs are other runs)
             import torch
 
             from ..solve.ode import default_rtol
 
             dtype = getattr(torch, str(cfg["network"].get("dtype", "float64")).replace("torch.", ""))
-            cfg["solver"]["rtol"] = default_rtol(dtype)
+            cfg["solver"]["rtol"] = default_rtol(dtype, cfg["solver"].get("method"))
         if cfg["data"]["n_test"] and cfg["data"].get("test_seed") is None:
             cfg["data"]["test_seed"] = cfg["data"]["seed"] + 1
         return cfg
