@@ -319,7 +319,8 @@ def test_the_summary_says_what_its_counts_and_columns_are():
     Xs, ys = gf.data.wei2019(n=6, d=3, seed=0)  # ±1 labels: the 0–1 error beside the MSE
     signed = gf.simulate(net, X, y, t1=2.0, X_test=Xs, y_test=ys)
     head, row = signed.summary(rows=1).splitlines()[:2]
-    assert head.split()[-3:] == ["test", "0-1", "err"] and abs(float(row.split()[-1]) - signed.test_sign_error[-1]) < 1e-3
+    assert head.split()[-3:] == ["test", "0-1", "err"]
+    assert abs(float(row.split()[-1]) - signed.test_sign_error[-1]) < 1e-3
 
 
 def test_an_existing_output_folder_is_probed_itself_not_its_parent(tmp_path):

@@ -316,7 +316,8 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     # T3-T6: exponential bounds
     E3 = 2.0 * sol.int_lam_min_M if sol.int_lam_min_M is not None else None
     exp_bound("T3", "L_t ≤ L_0 exp(−2∫λ_min(M))", E3, E3 is not None,
-              "" if E3 is not None else f"∫λ_min(M) not integrated ({no_integrals if sol.int_eta is None else 'n > 1024'})", rigorous)
+              "" if E3 is not None else
+              f"∫λ_min(M) not integrated ({no_integrals if sol.int_eta is None else 'n > 1024'})", rigorous)
     E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
     exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None and lam_known,
               lam_why or (f"no running integrals ({no_integrals})" if E4 is None else "" if G_pd else
