@@ -1134,8 +1134,10 @@ def test_ctrl_c_stops_a_process_pool_sweep_promptly_and_the_same_sweep_goes_on(t
     # ones already handed to a worker had run to their end (8–9 s here), without their checkpoints; a SIGINT to the
     # sweep alone waited for every run in flight.  Now the runs stop at their next step and keep their checkpoints.
     # (runs of 3–6 s on a 2-core EPYC at t1 = 500; a Ctrl-C to the sweep alone reaches the runs after the 3 s grace,
-    # by which the runs had ended on an idle machine, leaving no checkpoint: those variants run 4× longer)
-    t1 = 2000.0 if to.startswith("sweep") else 500.0
+    # by which the runs had ended on an idle machine, leaving no checkpoint: those variants run 16× longer — at 4×,
+    # t1 = 2 000, the n = 40 run took 3.5 s on a quiet 2-core Xeon and ended within the grace: no checkpoint, a
+    # failure in CI)
+    t1 = 8000.0 if to.startswith("sweep") else 500.0
     p, kids, cmd, store = _start_process_sweep(
         tmp_path, 'seeds = 2\n[network]\nd = 5\nwidth = 256\n[data]\ngenerator = "random_labels"\nseed = 0\n'
                   f'[solver]\nkind = "simulate"\nt1 = {t1}\nmethod = "dop853"\nrtol = 1e-11\natol = 1e-13\n'
