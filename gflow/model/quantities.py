@@ -139,14 +139,20 @@ class FastForms:
         return gram(torch.mul(ds, self.c_col, out=buf)).mul_(self.G_over_m)
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every entry of ``x`` is finite.  A finite sum proves it (a NaN or ±inf entry makes the sum
+    non-finite), so the entrywise test — four passes and a temporary — runs only where the sum is not (NaN, inf, or
+    the sum's own overflow): 144 → 12 µs for GD's state at (1024, 20)."""
+    return math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all())
+
+
 def extreme_eigenvalues(M: torch.Tensor, exactly_symmetric: bool = False) -> tuple[float, float]:
     """(λ_min, λ_max) of a symmetric matrix; (nan, nan) where it has a non-finite entry (an overflowing kernel:
     LAPACK's eigh failed to converge there, and that error replaced the message that names the overflow).
     ``exactly_symmetric``: the caller knows M = Mᵀ bit for bit (as :class:`FastForms` forms it from a symmetric G),
     so ½(M + Mᵀ) is M itself and is not formed (the same eigenvalues; 60 → 32 µs at n = 20 with the finiteness
     test by a sum, which the recorder runs at every saved time)."""
-    # a finite sum proves every entry finite; the entrywise test only where it is not (NaN, inf, or an overflow)
-    if not math.isfinite(float(M.sum())) and not bool(torch.isfinite(M).all()):
+    if not all_finite(M):
         return math.nan, math.nan
     ev = torch.linalg.eigvalsh(M if exactly_symmetric else 0.5 * (M + M.T))
     return float(ev[0]), float(ev[-1])
