@@ -348,6 +348,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
                 continue
             if check.vacuous:  # (a legend entry, no line: a flat or rounding-rate line at L₀ read as a bound)
                 why = (f"λ_min(G) = {sol.theory.get('lam_min_G', math.nan):.2g} ≈ 0" if key in ("T4", "T5", "T6")
+                       else "λ_min(M) ≈ 0" if key == "T3" and (check.guaranteed_rate or 0.0) > 0
                        else "its exponent ≤ 0")
                 text = f"{key} {_bound_formula(key, coef)}: vacuous ({why})"
                 (line,) = ax.plot([], [], lw=1.4, label=text, ls=_bound_dashes(key, dashes), **_BOUND_STYLE[key])

@@ -416,6 +416,21 @@ def test_vacuous_bounds_are_named_in_the_legend_and_not_drawn_as_lines(case):
     plt.close(ax.figure)
 
 
+def test_a_singular_kernel_m_names_t3_vacuous_in_the_legend_instead_of_a_rounding_rate():
+    # (an audit: linear σ with n > d, M = ĉ²G singular: T3 was a flat line at L₀ labelled "rate 8.12e-17
+    # (3.83e+15× slack)")
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((6, 5)), rng.uniform(-0.5, 0.5, 6)
+    sol = gf.simulate(gf.Network(d=5, width=12, activation="linear", c_hat=1.3, seed=2), X, y, t1=4.0,
+                      method="dop853", rtol=1e-12, atol=1e-13)
+    sol = dataclasses.replace(sol, int_lam_min_M=4e-17 * sol.t)  # the rounding's sign fixed: positive
+    ax = P.plot_loss_bounds(sol)
+    assert "T3" not in _bound_lines(ax)
+    named = {ln.get_gid(): ln.get_label() for ln in ax.get_lines() if str(ln.get_gid()).startswith("vacuous:")}
+    assert "λ_min(M) ≈ 0" in named["vacuous:T3"] and "rate" not in named["vacuous:T3"]
+    plt.close(ax.figure)
+
+
 def test_a_zero_loss_run_says_so_instead_of_an_empty_log_axis_with_one_point_bounds():
     # (an audit: L ≡ 0 — linear σ fit exactly — gave an empty log axis, one-point T3–T6 legend entries and a grey
     # "below tolerance" span over the whole run)

@@ -821,3 +821,30 @@ def test_the_integral_of_eta_stays_in_its_range_over_long_steps(method, space):
     # each jump of η costs at most (the longest step)·|jump| against the fine trapezoid rule
     assert np.abs(sol.int_eta - ref).max() <= 0.4 * np.abs(np.diff(fine.eta)).sum() + 1e-4
     assert sol.int_eta[-1] == pytest.approx(ref[-1], rel=0.03)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# An exactness audit of the theory layer (EQUATIONS.md §6, §9)
+
+
+def test_t3_is_vacuous_where_m_is_singular_whatever_the_sign_of_its_rounding():
+    # (an audit) linear σ on a shallow net with n = 6 > d = 5: M = ĉ²G (§5.1) is singular, and the recorded λ_min(M)
+    # is the eigensolver's rounding (±1e-17).  T3 reported "guaranteed rate 8.12e-17 … 3.83e+15× slack" where that
+    # rounding came out positive, "vacuous" where negative; T4–T6 are vacuous for the same G either way.
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((6, 5)), rng.uniform(-0.5, 0.5, 6)
+    net = gf.Network(d=5, width=12, activation="linear", c_hat=1.3, seed=2)
+    sol = gf.simulate(net, X, y, t1=4.0, saveat=np.linspace(0.0, 4.0, 9), method="dop853", rtol=1e-12, atol=1e-13)
+    lam = np.linalg.eigvalsh(1.3**2 * X @ X.T / 5)  # M = ĉ²G, independent of the features
+    assert lam[0] <= 1e-12 * lam[-1]  # the precondition: M is singular
+    assert math.log(sol.loss[0] / sol.loss[-1]) > 0.5  # the loss still decays (on G's range)
+    for sign in (1.0, -1.0):  # both signs of the rounding: λ_min(M) = ±4e-17 throughout
+        bad = dataclasses.replace(sol, int_lam_min_M=sign * 4e-17 * sol.t, lam_min_M=np.full_like(sol.t, sign * 4e-17))
+        t3 = gf.certify(bad).check("T3")
+        assert t3.applicable and t3.held and t3.vacuous and t3.tightness is None, str(t3)
+    t3 = gf.certify(sol).check("T3")
+    assert t3.vacuous and t3.tightness is None and "λ_min(M) ≈ 0" in t3.detail, str(t3)
+    # a genuinely positive λ_min(M), however small against λ_max(M) but above rounding, stays a bound
+    ok = dataclasses.replace(sol, int_lam_min_M=1e-9 * lam[-1] * sol.t)
+    t3 = gf.certify(ok).check("T3")
+    assert not t3.vacuous and t3.guaranteed_rate == pytest.approx(2e-9 * lam[-1], rel=1e-12)

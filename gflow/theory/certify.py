@@ -138,6 +138,10 @@ class Certificate:
         return "\n".join(lines)
 
 
+#: an average λ_min(M) at most this fraction of λ_max(M) is an eigensolver's rounding (the rule for G's λ_min: vacuous)
+_EIG_ROUNDING = 1e-12
+
+
 def _fit_rate(t: np.ndarray, L: np.ndarray) -> float | None:
     """Least-squares slope of −log L against t."""
     if t.size < 3 or np.ptp(t) <= 0:
@@ -256,6 +260,9 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
             detail = "only t = 0 in the window"
         elif g_rate is not None and g_rate <= 0:
             detail = f"vacuous here (exponent {E[last]:.3g}); {why}" if why else f"vacuous (exponent {E[last]:.3g})"
+        elif singular and key == "T3":
+            detail = (f"vacuous: λ_min(M) ≈ 0 on the window (M singular; the rate {g_rate:.2g} is rounding, "
+                      f"≤ {_EIG_ROUNDING:g}·λ_max(M))")
         elif singular:
             detail = (f"vacuous: λ_min(G) = {lmin_G:.2g} ≈ 0 (G singular; the rate {g_rate:.2g} is rounding)"
                       + (f"; {why}" if why and "singular" not in why else ""))
@@ -315,9 +322,18 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
 
     # T3-T6: exponential bounds
     E3 = 2.0 * sol.int_lam_min_M if sol.int_lam_min_M is not None else None
+    # T3 is vacuous where M is singular over the window (linear σ with singular G, all neurons of a point dead): its
+    # average λ_min(M) is then the eigensolver's rounding, ≤ 1e-12·λ_max(M), as G's is for T4–T6 (a linear net with
+    # n > d reported a "guaranteed rate 8.1e-17 … 3.8e15× slack" — or "vacuous" where the rounding came out < 0)
+    M_singular = False
+    if E3 is not None and t[last] > 0 and sol.lam_max_M is not None:
+        lam_top = float(np.nanmax(sol.lam_max_M[sel])) if np.any(np.isfinite(sol.lam_max_M[sel])) else math.nan
+        M_singular = bool(np.isfinite(E3[last]) and math.isfinite(lam_top)
+                          and 0.0 < E3[last] / (2.0 * t[last]) <= _EIG_ROUNDING * lam_top)
     exp_bound("T3", "L_t ≤ L_0 exp(−2∫λ_min(M))", E3, E3 is not None,
               "" if E3 is not None else
-              f"∫λ_min(M) not integrated ({no_integrals if sol.int_eta is None else 'n > 1024'})", rigorous)
+              f"∫λ_min(M) not integrated ({no_integrals if sol.int_eta is None else 'n > 1024'})", rigorous,
+              singular=M_singular)
     E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
     exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None and lam_known,
               lam_why or (f"no running integrals ({no_integrals})" if E4 is None else "" if G_pd else
