@@ -848,3 +848,26 @@ def test_t3_is_vacuous_where_m_is_singular_whatever_the_sign_of_its_rounding():
     ok = dataclasses.replace(sol, int_lam_min_M=1e-9 * lam[-1] * sol.t)
     t3 = gf.certify(ok).check("T3")
     assert not t3.vacuous and t3.guaranteed_rate == pytest.approx(2e-9 * lam[-1], rel=1e-12)
+
+
+_SOFTPLUS = (torch.nn.functional.softplus, torch.sigmoid)
+_TANH = (torch.tanh, lambda u: 1.0 - torch.tanh(u) ** 2)
+
+
+@pytest.mark.parametrize("activation, interval, K", [("tanh", (-0.4, 1.3), 1.0 - math.tanh(1.3) ** 2),
+                                                     ("tanh", (-1.0, 1.0), 1.0 - math.tanh(1.0) ** 2),
+                                                     ("softplus", (-math.inf, 0.0), 0.0)])
+def test_k_sigma_of_a_chosen_interval_is_the_infimum_of_abs_dsigma_on_it(activation, interval, K):
+    # (an audit) K_σ′ = inf_I |σ′| (Assumption 2) of an interval other than the activation's own came from a grid
+    # that stopped a step short of the ends: sech²(1.3)·(1 + 1.5e-5) on (−0.4, 1.3) — and K_σ′² is in T5's and
+    # T10's rates — and sigmoid(−50) = 1.9e-22 for softplus on (−∞, 0), where it is 0 and T5 guarantees nothing
+    X, y = _data(4, 6, seed=1)
+    net = gf.Network(d=6, width=16, activation=activation, seed=2)
+    sol = gf.simulate(net, X, y, t1=1.0, rtol=1e-10, atol=1e-12, interval=interval)
+    assert sol.theory["K_sigma"] == pytest.approx(K, rel=1e-8, abs=0.0)
+    if K == 0.0:
+        assert not gf.certify(sol).check("T5").applicable
+    # a custom activation's K (computed when not given) on its own interval alike
+    sigma, dsigma = _TANH if activation == "tanh" else _SOFTPLUS
+    own = gf.Activation(f"my_{activation}", sigma, dsigma, lipschitz=1.0, interval=interval)
+    assert own.K == pytest.approx(K, rel=1e-8, abs=0.0)

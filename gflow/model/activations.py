@@ -327,9 +327,17 @@ def _numeric_inf_abs(dsigma: TensorFn, lo: float, hi: float) -> float:
 
 
 def _grid_inf_abs(dsigma: TensorFn, lo: float, hi: float) -> float:
-    # Bounded view of possibly infinite intervals: |σ'| is examined on [max(lo,-50), min(hi,50)].
+    # A grid on [max(lo, −50), min(hi, 50)] without its ends (even count: never exactly 0, the built-in kinks' σ′),
+    # plus each finite end nudged inwards by 1e-9 of the width — so that a monotone |σ′| gets its infimum at the end
+    # to ~1e-9 (the grid alone stopped a step short: tanh on (−1, 1) gave 0.4199807 for sech²1 = 0.4199743, 1.5e-5
+    # high, and K_σ′² scales the bounds' rates) — and far points on an infinite side, where σ′ may vanish (softplus
+    # on (−∞, 0): sigmoid(−50) = 1.9e-22 at the grid's end, for an infimum of 0).
     a, b = max(lo, -50.0), min(hi, 50.0)
-    u = torch.linspace(a, b, 200_000, dtype=torch.float64)[1:-1]  # even count: never exactly 0
+    w = (hi - lo) if math.isfinite(hi - lo) else (b - a)
+    ends = [lo + 1e-9 * w] if math.isfinite(lo) else [-1e3, -1e6]
+    ends += [hi - 1e-9 * w] if math.isfinite(hi) else [1e3, 1e6]
+    u = torch.cat([torch.linspace(a, b, 200_000, dtype=torch.float64)[1:-1],
+                   torch.tensor(ends, dtype=torch.float64)])
     return float(dsigma(u).abs().min())
 
 
