@@ -871,3 +871,35 @@ def test_k_sigma_of_a_chosen_interval_is_the_infimum_of_abs_dsigma_on_it(activat
     sigma, dsigma = _TANH if activation == "tanh" else _SOFTPLUS
     own = gf.Activation(f"my_{activation}", sigma, dsigma, lipschitz=1.0, interval=interval)
     assert own.K == pytest.approx(K, rel=1e-8, abs=0.0)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "linear"])
+def test_t4_t5_t6_t8_carry_the_mean_field_coefficients_by_hand(activation):
+    # (an audit: no test pinned the factors κ_M and γ of T4–T6 and T8 — only that the checks held, which a bound
+    # weakened by a dropped factor still does) Table 1, mean field at D ≠ m: κ_M = ℓα²β²Dm = γ = ℓαβ²D = m/D = 1.6
+    n, d, m, D, c_hat = 4, 6, 16, 10, 0.9
+    X, y = _data(n, d, seed=7)
+    net = gf.Network(d=d, width=m, activation=activation, embedding=gf.RandomFeatures(D=D), scaling="mf",
+                     c_hat=c_hat, seed=3)
+    sol = gf.simulate(net, X, y, t1=3.0, method="dop853", rtol=1e-11, atol=1e-13, features_at="all")
+    cert = gf.certify(sol)
+    assert sol.ok and cert.ok
+    Phi = net.embed(X).numpy()
+    lam = np.linalg.eigvalsh(Phi @ Phi.T / D)
+    coef = gamma = m / D
+    K = K_TANH if activation == "tanh" else 1.0
+    T = sol.t[-1]
+    rate = {c.key: c.guaranteed_rate for c in cert.checks if c.applicable and c.guaranteed_rate is not None}
+    assert rate["T4"] == pytest.approx(2 * coef * lam[0] * sol.int_nu[-1] / T, rel=1e-10)
+    assert rate["T5"] == pytest.approx(2 * coef * c_hat**2 * lam[0] * K**2 * sol.int_eta[-1] / T, rel=1e-10)
+    if activation == "linear":  # M ≡ κ_M ĉ² G (§5.1): T3, T4, T5 and the PL bound (16), T6, all have its rate
+        for key in ("T3", "T4", "T5", "T6"):
+            assert rate[key] == pytest.approx(2 * coef * c_hat**2 * lam[0], rel=1e-9), key
+    else:
+        assert not cert.check("T6").applicable
+    # T8: (1/m)Σ_i|Δh_i(x_a)| ≤ γλ_max(G)/√(κ_M λ_min(G)) · ∫|L̇|^½ (|c_i| = ĉ), its worst margin by hand
+    C = gamma * lam[-1] / math.sqrt(coef * lam[0])
+    H_scale = np.abs(sol.H).max()
+    gap = (C * sol.int_sqrt_abs_dL * (1 + cert.slack) + 1e-14 + 1e3 * np.finfo(float).eps * H_scale
+           - np.abs(sol.H - sol.H[0]).mean(axis=1).max(axis=1))
+    assert cert.check("T8").worst_margin == pytest.approx(gap.min(), rel=1e-9, abs=1e-15)
