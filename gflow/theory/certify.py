@@ -41,7 +41,8 @@ class Check:
             over the checked window and the fitted decay rate of L (their ratio is the tightness).
         detail: one line with the numbers.
         vacuous: an exponential bound that guarantees nothing: its exponent is ≤ 0, or it goes through λ_min(G)
-            and G is singular (λ_min(G) ≤ 1e-12·λ_max(G): a rate of 1e-15 at 3e13× slack is rounding, not a bound).
+            and G is singular (λ_min(G) ≤ 1e-12·λ_max(G): a rate of 1e-15 at 3e13× slack is rounding, not a bound), or
+            it is T3 and λ_min(M) is rounding over the window (on average ≤ 1e-12·λ_max(M): M singular).
     """
 
     key: str
