@@ -275,7 +275,8 @@ class Solution:
         kernel_movement: ‖M_t − M_0‖_F/‖M_0‖_F.   weight_movement: ‖W_t − W_0‖_F/‖W_0‖_F.
         moved_fraction: max_a (1/m)#{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}, ξ = |I|/3 (T7; NaN for unbounded I).
         int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
-            integrated with the flow (exact left sums for GD); None when ``integrals=False``.
+            integrated with the flow (exact left sums for GD); None when ``integrals=False`` (and int_lam_min_M
+            for n > 1024, where λ_min(M) at every evaluation is skipped: ``gflow.fields.observed.LAM_MIN_M_MAX_N``).
         error_estimate: (T,) the estimated relative error of the loss at each saved time (step halving,
             :func:`gflow.simulate_nonsmooth`); None when not computed.
         G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
