@@ -301,6 +301,10 @@ _GD_FLAGS = ("steps", "save_every")
 
 def cmd_simulate(args) -> int:
     cfg = load_config(args.config) if args.config else {"network": {}, "simulate": {}, "data": {}}
+    # errors name an argument as its value arrived: the flag where it was typed or is missing, the key where the
+    # file gave it (rtol = 1e-20 in run.toml was reported as "--rtol 1e-20", a flag never typed)
+    from_file = {k for k in {*cfg["network"], *cfg["simulate"]} if getattr(args, k, None) is None}
+    flag_of = {k: f for k, f in args.flag_of.items() if k not in from_file}
     kind = args.kind or cfg["simulate"].get("kind", "simulate")
     given = [args.flag_of[k] for k in (_GD_FLAGS if kind == "simulate" else _FLOW_FLAGS)
              if getattr(args, k) is not None]
@@ -352,7 +356,7 @@ def cmd_simulate(args) -> int:
     def run():
         from ._validate import cli_spelling
 
-        with cli_spelling(args.flag_of):  # (the API's errors about these arguments name their flags: --step 0.01)
+        with cli_spelling(flag_of):  # (the API's errors about these arguments name their flags: --step 0.01)
             return run_config(cfg)
 
     sol, stopped = _run_saving_partial(run, out)

@@ -433,6 +433,17 @@ def test_errors_about_simulate_arguments_name_their_flags(tmp_path, capsys):
     assert "more than --max-steps 10; raise --max-steps or enlarge --step" in capsys.readouterr().err
     assert main([*base, "--kind", "gradient_descent", "--save-every", "0"]) == 2
     assert "--save-every must be an integer >= 1, got 0" in capsys.readouterr().err
+    # a value the TOML file gave is named by its key, not by a flag that was never typed; a typed flag still wins
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("d = 3\nwidth = 8\n[solver]\nt1 = 1.0\nrtol = 1e-20\n[data]\nn = 4\n")
+    out = ["--out", str(tmp_path / "o.nc")]
+    assert main(["simulate", str(cfg), *out]) == 2
+    err = capsys.readouterr().err
+    assert "rtol=1e-20 is below what torch.float64 resolves" in err and "--rtol" not in err
+    assert main(["simulate", str(cfg), "--rtol", "1e-19", *out]) == 2
+    assert "--rtol 1e-19 is below what torch.float64 resolves" in capsys.readouterr().err
+    assert main(["simulate", str(cfg), "--method", "rk4", *out]) == 2  # (missing everywhere: the flag to add)
+    assert "e.g. --step 0.01 " in capsys.readouterr().err
     # the Python API keeps its keywords
     with pytest.raises(ValueError, match=r"e\.g\. step=0\.01 "):
         gf.simulate(gf.Network(d=3, width=8), *gf.data.random_labels(4, 3), t1=1.0, method="rk4")
