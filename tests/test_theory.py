@@ -903,3 +903,8 @@ def test_t4_t5_t6_t8_carry_the_mean_field_coefficients_by_hand(activation):
     gap = (C * sol.int_sqrt_abs_dL * (1 + cert.slack) + 1e-14 + 1e3 * np.finfo(float).eps * H_scale
            - np.abs(sol.H - sol.H[0]).mean(axis=1).max(axis=1))
     assert cert.check("T8").worst_margin == pytest.approx(gap.min(), rel=1e-9, abs=1e-15)
+    # the checks name the κ_M they carry (their names said exp(−2λ_min(G)∫ν), a rate 1/κ_M of the one checked)
+    assert "exp(−2κ_M·λ_min(G)∫ν) (κ_M = 1.6)" in str(cert.check("T4"))
+    assert "exp(−2κ_M·ĉ²λ_min(G)K_σ′²∫η) (κ_M = 1.6)" in str(cert.check("T5"))
+    plain = gf.certify(gf.simulate(gf.Network(d=d, width=m, activation=activation, seed=3), X, y, t1=1.0))
+    assert "κ_M" not in str(plain)

@@ -336,7 +336,10 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
               f"∫λ_min(M) not integrated ({no_integrals if sol.int_eta is None else 'n > 1024'})", rigorous,
               singular=M_singular)
     E4 = 2.0 * coef * lmin_G * sol.int_nu if sol.int_nu is not None else None
-    exp_bound("T4", "L_t ≤ L_0 exp(−2λ_min(G)∫ν)", E4, E4 is not None and lam_known,
+    # (κ_M named where it is not 1 — mean-field, or ℓ ≠ 1 — as the figure's legend does: "exp(−2λ_min(G)∫ν)" on a
+    # mean-field run named a rate κ_M = m/D times smaller than the one checked)
+    km, kv = ("", "") if abs(coef - 1.0) < 1e-12 else ("κ_M·", f" (κ_M = {coef:.4g})")
+    exp_bound("T4", f"L_t ≤ L_0 exp(−2{km}λ_min(G)∫ν){kv}", E4, E4 is not None and lam_known,
               lam_why or (f"no running integrals ({no_integrals})" if E4 is None else "" if G_pd else
                           f"λ_min(G) = {lmin_G:.2g}: G is singular, so this bound is vacuous"), rigorous,
               singular=lam_known and not G_pd)
@@ -344,11 +347,12 @@ def certify(source: "Solution | str | Path", *, slack: float | None = None, delt
     why5 = ("" if hyp5 else lam_why or "needs |c_i| = ĉ for all i and K_σ′ > 0 on I" if sol.int_eta is not None
             else f"no running integrals ({no_integrals})")
     E5 = 2.0 * coef * c_hat**2 * lmin_G * K**2 * sol.int_eta if hyp5 else None
-    exp_bound("T5", "L_t ≤ L_0 exp(−2ĉ²λ_min(G)K_σ′²∫η)", E5, hyp5, why5, rigorous, singular=lam_known and not G_pd)
+    exp_bound("T5", f"L_t ≤ L_0 exp(−2{km}ĉ²λ_min(G)K_σ′²∫η){kv}", E5, hyp5, why5, rigorous,
+              singular=lam_known and not G_pd)
     Kg = th.get("K_sigma_global", 0.0)
     hyp6 = equal_c and Kg > 0 and lam_known
     E6 = 2.0 * coef * c_hat**2 * lmin_G * Kg**2 * t if hyp6 else None
-    exp_bound("T6", "PL bound (16)", E6, hyp6,
+    exp_bound("T6", f"PL bound (16){kv}", E6, hyp6,
               "" if hyp6 else lam_why or f"needs |σ′| ≥ K_σ′ > 0 everywhere (inf |σ′| = {Kg:.2g}) and |c_i| = ĉ",
               rigorous, singular=lam_known and not G_pd)
 
