@@ -228,6 +228,12 @@ def _check_same_problem(sol: Solution, ref: Solution) -> None:
               "W0" if sol.W0 is not None and ref.W0 is not None and not _same(sol.W0, ref.W0, low) else None)
     if differ is not None:
         raise ValueError(f"sol and reference are runs of different networks: their {differ} differ{seeds}; {advice}")
+    # the data before the outputs: on another number of points the outputs' shapes differ (a workflow audit: a
+    # raw numpy broadcasting error, 'operands could not be broadcast together with shapes (20,) (30,)')
+    for name in ("X", "y"):
+        if not _same(getattr(sol, name), getattr(ref, name), low):
+            raise ValueError(f"sol and reference were trained on different data: their {name} differ (shapes "
+                             f"{np.shape(getattr(sol, name))} and {np.shape(getattr(ref, name))})")
     # the networks' functions: a custom activation or embedding of the same name but another function (a review)
     starts = [(name, np.asarray(a)[0], np.asarray(b)[0]) for name, ta, a, tb, b in (
         ("outputs f", sol.t, sol.output, ref.t, ref.output), ("features H", sol.feature_t, sol.H, ref.feature_t, ref.H))
@@ -238,10 +244,6 @@ def _check_same_problem(sol: Solution, ref: Solution) -> None:
             raise ValueError(f"sol and reference are runs of different networks: their {name} at t = 0 differ by up "
                              f"to {worst:.3g}{seeds} (a custom activation or embedding of the same name but another "
                              f"function?); {advice}")
-    for name in ("X", "y"):
-        if not _same(getattr(sol, name), getattr(ref, name), low):
-            raise ValueError(f"sol and reference were trained on different data: their {name} differ (shapes "
-                             f"{np.shape(getattr(sol, name))} and {np.shape(getattr(ref, name))})")
 
 
 def _shared(t: np.ndarray, t_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

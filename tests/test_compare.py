@@ -216,6 +216,14 @@ def test_runs_of_different_networks_data_or_times_are_refused(tanh_runs, tmp_pat
         gf.compare(gf.gradient_descent(other, X, y, step=0.5, steps=2), ref)
     with pytest.raises(ValueError, match=r"different data: their y differ"):
         gf.compare(gf.gradient_descent(net, X, -y, step=0.5, steps=2), ref)
+    # (a workflow audit: data of another size raised numpy's "operands could not be broadcast together")
+    X2, y2 = gf.data.random_labels(n=10, d=6, seed=0)
+    small_gd = gf.gradient_descent(net, X2, y2, step=0.5, steps=2)
+    small_flow = gf.simulate(net, X2, y2, t1=1.0, integrals=False)
+    for run, reference, shapes in ((small_gd, ref, r"\(10, 6\) and \(12, 6\)"),
+                                   (ref, small_flow, r"\(12, 6\) and \(10, 6\)")):
+        with pytest.raises(ValueError, match=r"trained on different data: their X differ \(shapes " + shapes):
+            gf.compare(run, reference)
     late = gf.simulate(net, X, y, saveat=[0.0, 10.5, 11.0], rtol=1e-6)  # (every run starts at t = 0)
     with pytest.raises(ValueError, match=r"share no saved time after t = 0 .*saveat=sol\.t"):
         gf.compare(late, gd)
