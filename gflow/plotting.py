@@ -672,81 +672,135 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
     return fig
 
 
-def plot_comparison(comparison, axes=None):
+_COMPARISON_COLORS = ("tab:red", "tab:purple", "tab:green", "tab:orange", "tab:brown", "tab:cyan", "tab:olive")
+
+
+def plot_comparison(comparison, axes=None, *, label: str | None = None):
     r"""Two panels over the shared times of a :class:`gflow.Comparison` (:func:`gflow.compare`): the loss of the
     run and of the reference (log y); the run's relative errors — loss, residual, test mean squared error — with
     the run's own error estimate and the reference's (or its rtol) for scale (log y; exact zeros, e.g. at t = 0,
     are left out).
 
+    Several comparisons on one figure (``fig = plot_comparison(gf.compare(gd1, ref));
+    plot_comparison(gf.compare(gd05, ref), axes=fig)``, e.g. GD at several steps against one flow): each run
+    takes its own colour (the first red, then purple, green, orange, ...), its quantities keep their markers
+    (loss ○, residual □, test MSE △) and line styles, and every legend entry starts with its run's name; the
+    reference's loss and rtol are drawn once where the runs share them.
+
     Args:
         comparison: a :class:`gflow.Comparison`.
-        axes: two Axes to draw into (default: a new 1×2 figure).
+        axes: the Figure of an earlier call or two Axes to draw into (default: a new 1×2 figure).
+        label: the run's name in the legend on an overlay (default: the comparison's label, e.g. "GD δ = 0.5").
 
     Returns:
         the Figure.  The error lines carry ``gid = "error:loss"``, ``"error:residual"``, ``"error:test"``,
-        ``"estimate"``, ``"estimate:reference"`` (or ``"rtol:reference"``).
+        ``"estimate"``, ``"estimate:reference"`` (or ``"rtol:reference"``); a k-th overlaid run (k = 1, 2, ...)
+        the same gids with ``"@k"`` appended.
     """
+    from matplotlib.figure import Figure
+
     from .compare import Comparison
 
     if not isinstance(comparison, Comparison):
         raise TypeError(f"comparison must be a gflow.Comparison (from gf.compare(sol, reference)), got "
                         f"{describe(comparison)}")
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label must be a string (the run's name in the legend) or None, got {describe(label)}")
     c = comparison
     if axes is None:
         fig, axes = _pyplot().subplots(1, 2, figsize=(11.0, 4.0))
         new = True
     else:
-        axes = _check_axes_list(axes, 2)
+        axes = _check_axes_list(axes.axes if isinstance(axes, Figure) else axes, 2)
         fig, new = axes[0].figure, False
     a1, a2 = axes
+    runs = getattr(a2, "_gflow_comparisons", [])  # the comparisons drawn into these axes before (an overlay)
+    k = len(runs)
+    suffix = f"@{k}" if k else ""
+    name = label if label is not None else c.label
+    color = _COMPARISON_COLORS[k % len(_COMPARISON_COLORS)]
     t = np.asarray(c.t, float)
 
     def positive(values):
         v = np.asarray(values, float)
         return np.where(np.isfinite(v) & (v > 0), v, np.nan)
 
-    a1.plot(t, positive(c.loss_ref), color="black", lw=1.8, label=f"reference: {c.label_ref}")
-    a1.plot(t, positive(c.loss), color="tab:red", lw=1.4, ls="--", marker="o", ms=3, label=c.label)
+    run = {"name": name, "color": color, "lines": []}  # (lines that take the run's name and colour on an overlay)
+    same_ref = any(r["label_ref"] == c.label_ref and r["t"].shape == t.shape and np.array_equal(r["t"], t)
+                   and np.array_equal(r["loss_ref"], c.loss_ref, equal_nan=True) for r in runs)
+    if not same_ref:
+        (line,) = a1.plot(t, positive(c.loss_ref), color="black" if not k else "0.35", lw=1.8,
+                          ls="-" if not k else ":", label=f"reference: {c.label_ref}")
+        line.set_gid("loss:reference" + suffix)
+    (line,) = a1.plot(t, positive(c.loss), color=color, lw=1.4, ls="--", marker="o", ms=3, label="loss")
+    line.set_gid("loss" + suffix)
+    run["lines"].append(line)
     a1.set_yscale("log")
     a1.set_ylabel(r"training loss $L_t$", fontsize=FONT["label"])
-    a1.set_title("loss of the run and of the reference", fontsize=FONT["title"])
-    lines = [("loss", c.loss_rel_error, dict(color="tab:red", lw=1.6, marker="o", ms=3),
+    a1.set_title("loss of the run and of the reference" if not k else "loss of the runs and of the reference",
+                 fontsize=FONT["title"])
+    first = not k  # (the first run keeps the residual blue and the test MSE grey of a figure of one run)
+    lines = [("loss", c.loss_rel_error, dict(color=color, lw=1.6, marker="o", ms=3),
               r"loss $|L-L_{ref}|/L_{ref}$"),
-             ("residual", c.residual_rel_error, dict(color="tab:blue", lw=1.4, marker="s", ms=3),
+             ("residual", c.residual_rel_error, dict(color="tab:blue" if first else color, lw=1.4, marker="s", ms=3,
+                                                     ls="-" if first else "--"),
               r"residual $\|r-r_{ref}\|/\|r_{ref}\|$")]
     if c.test_error_rel_error is not None:
-        lines.append(("test", c.test_error_rel_error, dict(color="0.45", lw=1.4, ls="-.", marker="^", ms=3),
-                      "test MSE (relative)"))
+        lines.append(("test", c.test_error_rel_error, dict(color="0.45" if first else color, lw=1.4, ls="-.",
+                                                           marker="^", ms=3), "test MSE (relative)"))
     if c.error_estimate is not None:
-        lines.append(("estimate", c.error_estimate, dict(color="tab:red", lw=1.2, ls=":"),
+        lines.append(("estimate", c.error_estimate, dict(color=color, lw=1.2, ls=":"),
                       "the run's own error estimate"))
-    if c.error_estimate_ref is not None:
+    if c.error_estimate_ref is not None and not same_ref:
         lines.append(("estimate:reference", c.error_estimate_ref, dict(color="black", lw=1.2, ls=":"),
                       "the reference's own error estimate"))
     drawn = 0
-    for gid, values, style, label in lines:
+    for gid, values, style, text in lines:
         v = positive(values)
         if np.any(np.isfinite(v)):
-            (line,) = a2.plot(t, v, label=label, **style)
-            line.set_gid(gid if gid.startswith("estimate") else f"error:{gid}")
+            (line,) = a2.plot(t, v, label=text, **style)
+            line.set_gid((gid if gid.startswith("estimate") else f"error:{gid}") + suffix)
+            if gid != "estimate:reference":
+                run["lines"].append(line)
             drawn += 1
-    if c.error_estimate_ref is None and c.rtol_ref is not None:
+    rtols = {r["rtol_ref"] for r in runs}
+    if c.error_estimate_ref is None and c.rtol_ref is not None and c.rtol_ref not in rtols:
         line = a2.axhline(c.rtol_ref, color="black", lw=1.0, ls=":", label=f"the reference's rtol ({c.rtol_ref:g})")
-        line.set_gid("rtol:reference")
+        line.set_gid("rtol:reference" + suffix)
     if drawn:
         a2.set_yscale("log")
+    elif k:
+        pass  # (an overlay: the other runs' errors are on the axes)
     elif np.all(np.nan_to_num(c.loss_rel_error, nan=1.0) == 0.0) and np.all(c.residual_rel_error == 0.0):
         _empty_note(a2, "the run and the reference agree exactly\nat every shared time")
     else:  # (errors NaN below the loss floor, or infinite where the reference's loss is 0)
         _empty_note(a2, "no finite, positive error to draw:\nthe losses are at their rounding floor or 0")
     a2.set_ylabel("relative error", fontsize=FONT["label"])
-    a2.set_title(f"{c.label} against {c.label_ref}", fontsize=FONT["title"])
+    runs.append(dict(run, label_ref=c.label_ref, t=t, loss_ref=np.asarray(c.loss_ref, float),
+                     rtol_ref=c.rtol_ref if c.error_estimate_ref is None else None))
+    a2._gflow_comparisons = runs
+    if len(runs) == 1:
+        runs[0]["lines"][0].set_label(name)  # (a run alone: its loss line is named by the run, as before)
+        a2.set_title(f"{c.label} against {c.label_ref}", fontsize=FONT["title"])
+    else:  # every entry of every run starts with its run's name
+        for r in runs:
+            for line in r["lines"]:
+                line.set_color(r["color"])  # (the first run's residual and test lines were blue and grey)
+                if line.get_gid().startswith("error:residual"):
+                    line.set_linestyle("--")
+                text = line.get_label()
+                if not text.startswith(r["name"]):
+                    line.set_label(r["name"] if text == "loss" else f"{r['name']}: {text}")
+        refs = sorted({r["label_ref"] for r in runs})
+        a2.set_title(f"{len(runs)} runs against {' / '.join(refs)}", fontsize=FONT["title"])
     for a in axes:
         a.set_xlabel(r"$t$", fontsize=FONT["label"])
-        _set_time_limits(a, t)  # (both panels over the shared times: the error panel has no point at t = 0)
+        ts = np.concatenate([r["t"] for r in runs])
+        _set_time_limits(a, np.unique(ts))  # (both panels over the shared times: the error panel has no point at 0)
         _style(a)
-        if a.get_legend_handles_labels()[0]:
-            _legend(a)
+        entries = len(a.get_legend_handles_labels()[0])
+        if entries:
+            _legend(a, ncols=2 if entries > 8 else 1)
     if new:
         fig.tight_layout()
     return fig

@@ -245,6 +245,37 @@ def test_gflow_compare_prints_the_errors_of_two_saved_runs(tanh_runs, tmp_path, 
     assert "different networks" in capsys.readouterr().err
 
 
+def test_plot_comparison_overlays_runs_against_one_reference_each_in_its_own_colour(tanh_runs):
+    # (a workflow audit: GD at two steps drawn into one figure came out in one colour, with the reference, its rtol
+    # and every legend entry twice and nothing to tell the runs apart; the Figure itself was refused as `axes`)
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    net, X, y, Xt, yt, gd, ref = tanh_runs
+    fine = gf.gradient_descent(net, X, y, step=0.25, steps=40, save_every=4, X_test=Xt, y_test=yt)
+    fig = gf.plotting.plot_comparison(gf.compare(gd, ref))
+    assert gf.plotting.plot_comparison(gf.compare(fine, ref), axes=fig) is fig
+    a1, a2 = fig.axes
+    gids = [ln.get_gid() for ln in a2.get_lines()]
+    assert sorted(gids) == sorted(["error:loss", "error:residual", "error:test", "rtol:reference",
+                                   "error:loss@1", "error:residual@1", "error:test@1"])
+    by = {ln.get_gid(): ln for ln in a2.get_lines()}
+    first, second = ({to_rgba(by[g + k].get_color()) for g in ("error:loss", "error:residual", "error:test")}
+                     for k in ("", "@1"))
+    assert len(first) == len(second) == 1 and first != second  # (one colour per run, two runs, two colours)
+    labels = [ln.get_label() for ln in a2.get_lines() if ln.get_gid() != "rtol:reference"]
+    assert all(t.startswith(("GD δ = 0.5: ", "GD δ = 0.25: ")) for t in labels) and len(set(labels)) == 6
+    assert [ln.get_gid() for ln in a1.get_lines()] == ["loss:reference", "loss", "loss@1"]  # (the reference once)
+    assert [ln.get_label() for ln in a1.get_lines()][1:] == ["GD δ = 0.5", "GD δ = 0.25"]
+    assert a2.get_title() == "2 runs against dop853 rtol 1e-11"
+    assert np.array_equal(by["error:loss@1"].get_ydata()[1:], gf.compare(fine, ref).loss_rel_error[1:])
+    named = gf.plotting.plot_comparison(gf.compare(fine, ref), axes=fig.axes, label="fine")
+    assert any(ln.get_label() == "fine: " + r"loss $|L-L_{ref}|/L_{ref}$" for ln in named.axes[1].get_lines())
+    with pytest.raises(TypeError, match="label must be a string"):
+        gf.plotting.plot_comparison(gf.compare(gd, ref), label=3)
+    plt.close("all")
+
+
 def test_plot_comparison_draws_the_errors_and_both_estimates(tanh_runs):
     import matplotlib.pyplot as plt
 
