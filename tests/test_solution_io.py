@@ -580,3 +580,18 @@ def test_a_save_over_a_file_keeps_its_permissions_and_a_symbolic_link_its_target
     link.symlink_to(target)
     second.save(link)
     assert link.is_symlink() and gf.load(target).t[-1] == 2.0
+
+
+@pytest.mark.parametrize("scaling", ["ours", "ntk", "mf"])
+def test_a_saved_run_continued_from_its_final_weights_follows_the_longer_run(scaling, tmp_path):
+    # (the README's recipe for a longer horizon, "Continuing a finished run": a workflow audit found no other way)
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", scaling=scaling, seed=0)
+    kw = dict(method="dop853", rtol=1e-10, atol=1e-12, integrals=False)
+    gf.simulate(net, X, y, t1=5.0, **kw).save(tmp_path / "run.nc")
+    full = gf.simulate(net, X, y, t1=10.0, saveat=[0.0, 5.0, 10.0], **kw)
+    a = gf.load(tmp_path / "run.nc")
+    b = gf.simulate(gf.Network.from_spec(a.config["network"], c=a.c, W0=a.W_final), a.X, a.y, t1=5.0, **kw)
+    assert b.t[0] == 0.0 and b.loss[0] == pytest.approx(a.final_loss, rel=1e-12)
+    assert b.final_loss == pytest.approx(full.final_loss, rel=1e-8)
+    assert np.allclose(b.W_final, full.W_final, rtol=0, atol=1e-8)
