@@ -151,7 +151,10 @@ def as_tensor(
             raise TypeError(f"{name} must be a numeric array, got {describe(x)}")
         if np.iscomplexobj(arr):
             raise TypeError(f"{name} must be real, got {describe(x)}")
-        t = torch.as_tensor(arr.astype(np.float64, copy=False)).to(dtype=dtype, device=device)
+        arr = arr.astype(np.float64, copy=False)
+        if not arr.flags.writeable:  # (pandas ≥ 3's .to_numpy(), np.load(mmap_mode='r'), broadcast views: torch
+            arr = arr.copy()         # warned "The given NumPy array is not writable ... undefined behavior")
+        t = torch.as_tensor(arr).to(dtype=dtype, device=device)
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if t.ndim not in ndims:
         want = " or ".join(f"{k}-D" for k in ndims)

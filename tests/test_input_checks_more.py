@@ -977,3 +977,28 @@ def test_an_overflow_of_sigma_at_huge_features_is_blamed_on_the_step_not_the_act
                       warn=False)
     assert sol.status == "nonfinite" and "the activation" not in sol.message
     assert "exceeds the stability limit" in sol.message and "use a step below it" in sol.message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a workflow audit: read-only input arrays (pandas ≥ 3's DataFrame.to_numpy(), np.load(mmap_mode="r"))
+
+
+@pytest.mark.parametrize("call", [
+    "gf.simulate(gf.Network(d=4, width=8, seed=0), X, y, t1=0.5, integrals=False)",
+    "gf.gradient_descent(gf.Network(d=4, width=8, seed=0), X, y, step=0.1, steps=2, integrals=False)",
+    "gf.Network(d=4, width=5, c=y, W0=X)",
+])
+def test_read_only_arrays_are_taken_without_torchs_not_writable_warning(call):
+    # (torch warns "The given NumPy array is not writable ... undefined behavior" once per process, so each call
+    # runs in a fresh interpreter with warnings as errors)
+    import subprocess
+
+    code = ("import numpy as np, gflow as gf\n"
+            "X, y = gf.data.random_labels(n=5, d=4, seed=0)\n"
+            "X, y = np.array(X), np.array(y)\n"
+            "X.flags.writeable = False; y.flags.writeable = False\n"
+            f"{call}\n"
+            "assert not X.flags.writeable and np.array_equal(X, gf.data.random_labels(n=5, d=4, seed=0)[0])\n")
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
