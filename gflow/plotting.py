@@ -1066,7 +1066,7 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
 
 
 def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=None, *, include_failed: bool = False,
-               logy: bool | None = None):
+               logy: bool | None = None, logx: bool | None = None):
     r"""A sweep (or a selection of it) from :func:`gflow.open_sweep`: trajectories, or final values against a
     grid key.
 
@@ -1082,6 +1082,8 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             plain ``savefig``).
         include_failed: also draw runs whose status is not ``"success"`` (their partial trajectories).
         logy: log-scaled y axis (default: for loss-like variables whose drawn values span more than a decade).
+        logx: log-scaled x axis (default: against a grid key whose values are positive and span a decade or more,
+            such as widths 64 … 2048, whose small values crowded together on a linear axis; never against t).
 
     Returns:
         the Axes.  Against an integer grid key (``"n"``, ``"width"``, ``"seed"``) the x ticks are integers (the
@@ -1112,8 +1114,17 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             hint = f" (the grid key's coordinate is {renamed[0]!r})" if renamed else ""
             raise ValueError(f"{what}={name!r} is not a per-run coordinate of the sweep{hint}; available: {per_run}")
     include_failed = check_flag(include_failed, "include_failed")
-    if logy is not None and not isinstance(logy, (bool, np.bool_)):
-        raise TypeError(f"logy must be None, True or False, got {describe(logy)}")
+    for flag, name in ((logy, "logy"), (logx, "logx")):
+        if flag is not None and not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be None, True or False, got {describe(flag)}")
+    if x not in ("t", "time") and ds[x].dtype.kind in "iuf":
+        grid = np.asarray(ds[x].values, dtype=float)
+        if logx is None:
+            logx = bool(grid.size and np.all(grid > 0) and grid.max() >= 10 * grid.min())
+        elif logx and not np.all(grid > 0):
+            raise ValueError(f"logx=True needs positive values of x={x!r}, got {sorted(set(ds[x].values.tolist()))}")
+    elif logx:
+        raise ValueError(f"logx=True needs a numeric grid key as x, got x={x!r}")
     keep = np.ones(ds.sizes["run"], dtype=bool) if include_failed else (ds.status.values == "success")
     ds = ds.isel(run=np.flatnonzero(keep))
     ax, _ = _new_axes(ax, layout="constrained")
@@ -1149,13 +1160,18 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
             logy = False
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     if x not in ("t", "time") and ds[x].dtype.kind in "iu":
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
         values = sorted(set(ds[x].values.tolist()))
         if 0 < len(values) <= 12:
             ax.set_xticks(values)
-        else:
+            if logx:  # (the grid values as plain integers, not 2^6 or 10^3, and no minor labels between them)
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
+        elif not logx:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel((_sweep_time_label(ds) if x in ("t", "time") else x), fontsize=FONT["label"])
     ax.set_ylabel(y if x in ("t", "time") or not series else f"{y} at the end", fontsize=FONT["label"])

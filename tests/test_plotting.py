@@ -467,6 +467,31 @@ def test_plot_arguments_are_checked_by_name():
     plt.close(ax.figure)
 
 
+def test_plot_sweep_draws_a_geometric_width_grid_on_a_log_axis_with_the_widths_as_ticks():
+    # (a workflow audit: widths 64 … 2048 on a linear axis crowded 64 and 128 into one label)
+    import xarray as xr
+    from matplotlib.ticker import NullFormatter
+
+    widths = np.repeat([64, 128, 256, 512, 1024, 2048], 2)
+    ds = xr.Dataset({"final_loss": (("run",), np.linspace(1.0, 2.0, widths.size))},
+                    coords={"width": (("run",), widths), "seed": (("run",), np.tile([0, 1], 6)),
+                            "status": (("run",), np.array(["success"] * widths.size))})
+    ax = P.plot_sweep(ds, x="width", y="final_loss")
+    assert ax.get_xscale() == "log"
+    assert list(ax.get_xticks()) == [64, 128, 256, 512, 1024, 2048]
+    ax.figure.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["64", "128", "256", "512", "1024", "2048"]
+    assert isinstance(ax.xaxis.get_minor_formatter(), NullFormatter)
+    assert P.plot_sweep(ds, x="width", y="final_loss", logx=False).get_xscale() == "linear"
+    near = ds.isel(run=widths <= 512)  # (within a decade: linear, as before)
+    assert P.plot_sweep(near, x="width", y="final_loss").get_xscale() == "linear"
+    assert P.plot_sweep(near, x="width", y="final_loss", logx=True).get_xscale() == "log"
+    with pytest.raises(TypeError, match=r"^logx must be None, True or False, got str"):
+        P.plot_sweep(ds, x="width", y="final_loss", logx="yes")
+    with pytest.raises(ValueError, match=r"logx=True needs positive values of x='seed', got \[0, 1\]"):
+        P.plot_sweep(ds, x="seed", y="final_loss", logx=True)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # readability (a usability audit of the demo and summary figures)
 
