@@ -952,6 +952,23 @@ def interrupted_message(t_kept: float, t1: float, n_steps: int, checkpoint) -> s
     return f"{text}; the checkpoint {str(checkpoint.path)!r} holds the run there: the same call resumes it"
 
 
+#: the statuses of a run stopped by one of its limits, and the argument that raises it: a checkpointed run so stopped
+#: resumes when the same call is made with the limit raised (the limits are not part of a checkpoint's fingerprint)
+LIMIT_STATUSES = {"time_budget": "max_wall_time", "max_steps": "max_steps"}
+
+
+def limit_stop_message(message: str, status: str, checkpoint) -> str:
+    """``message``, and for a run stopped by a limit (:data:`LIMIT_STATUSES`) whose checkpoint is on disk: that the
+    checkpoint is kept, where, and that the same call with a larger limit resumes it (the message advised "raise
+    max_wall_time" but said nothing of the checkpoint, and a run repeated from t = 0 with another path, or the file
+    deleted as a leftover, lost hours).  Unchanged without a checkpoint, or where none could be written."""
+    limit = LIMIT_STATUSES.get(status)
+    if limit is None or checkpoint is None or not checkpoint.path.is_file():
+        return message
+    return (f"{message}; the checkpoint {str(checkpoint.path)!r} is kept and holds the run at its last step: the "
+            f"same call with a larger {limit} resumes it from there")
+
+
 def interrupted(text: str, result, *, whole: bool = False) -> Interrupted:
     """:class:`~gflow.Interrupted` with ``text``, ``result`` (a Solution or a list) attached and where to find it;
     ``whole``: it is the complete run (Ctrl-C came as it finished)."""

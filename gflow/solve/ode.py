@@ -38,8 +38,8 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Interrupted, Solution, versions
 from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, check_threads,
-                      float64_advice, flow_activation_fault, guarded_solve, interrupted_message, raise_if_interrupted,
-                      snapshot_bytes, solve_threads)
+                      float64_advice, flow_activation_fault, guarded_solve, interrupted_message, limit_stop_message,
+                      raise_if_interrupted, snapshot_bytes, solve_threads)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -690,6 +690,7 @@ def simulate(
         recorder.ensure_final_features()
     if status == "interrupted":
         message = interrupted_message(recorder.t[-1], t1, monitor.n_steps, ckpt)
+    message = limit_stop_message(message, status, ckpt)
 
     stats = {
         "n_f_evals": monitor.n_f_evals,
