@@ -633,6 +633,14 @@ class Recorder:
         }
 
 
+#: the hint of a stalled filippov run ({float64}: :func:`float64_advice`): its steps are held by the events, or by
+#: rtol on the residual, which in float32 is rounding once the loss has converged (a float32 ReLU net, m = 16,
+#: n = 6, to t1 = 5e4: steps of about 0.65 from t = 950 on, at a loss of 5e-14; in float64 3.6, 14 000 steps)
+FILIPPOV_STALL_HINT = ("filippov's steps are held by its activation events and by rtol on the residual (in float32, "
+                       "by the residual's rounding once the loss has converged): use {float64}a shorter t1, a looser "
+                       "rtol, or method='sliding', step=0.25, error_estimate=True (the Filippov flow by "
+                       "time-stepping, whose cost does not grow with the events; at a step below its stability limit "
+                       "2/λ_max(M₀), which gf.simulate reports)")
 #: the methods a stalled smooth run is not advised to switch to (it runs one of them already)
 _HIGH_ORDER = ("dop853", "dop853+exprk4", "DOP853", "dopri8", "torchdiffeq.dopri8")
 
@@ -653,7 +661,7 @@ class Monitor:
     def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
                  adaptive: bool = True, kinked: bool = False, hint_after: int = 0, fallback_hint: str = "",
                  tolerances: bool | None = None, stall_after: int = 200, dtype: torch.dtype | None = None,
-                 method: str | None = None):
+                 method: str | None = None, stall: bool | None = None):
         self.t1 = t1
         #: the method that runs (a stalled run's hint does not advise it again)
         self.method = method
@@ -667,6 +675,9 @@ class Monitor:
         #: projected 4.5·max_steps at t = 20 and needed 3 730 steps in all)
         self.stall_factor = 4.0
         self.adaptive = adaptive
+        #: the stall projection of on_step (default: adaptive methods); filippov has it without the step-collapse
+        #: check of adaptive methods (its event steps are as short as the events are close: it checks its own)
+        self.stall = adaptive if stall is None else stall
         #: rtol/atol set the cost (a wall-time budget advises loosening them): adaptive methods and filippov
         self.tolerances = adaptive if tolerances is None else tolerances
         #: the hint applies after this many accepted steps only (a stiffness hint, for stalls at long horizons:
@@ -702,6 +713,8 @@ class Monitor:
         """The hint of a stalled smooth run: accuracy-limited where its steps sit far below any explicit method's
         stability limit — adaptive_heun, fehlberg2 and bosh3 at rtol 1e-10 stopped with steps of 3e-6…4e-4 where
         2/λ_max(M₀) = 1.13, and were told the flow is stiff — else :attr:`hint`."""
+        if self.method == "filippov":
+            return FILIPPOV_STALL_HINT.format(float64=float64_advice(self.dtype))
         lam = self.lam_max0() if self.lam_max0 is not None and not self.kinked else math.nan
         if not (math.isfinite(lam) and lam > 0 and mean_dt * lam < 0.01):
             return self.hint
@@ -792,12 +805,13 @@ class Monitor:
         else:
             self.n_rejected += 1
         self._check_max_steps()
-        if not self.adaptive:
+        if self.adaptive:
+            tiny = 1e-12 * max(1.0, abs(t0))
+            if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
+                # (a tiny step that lands exactly on an output time is rounding, not a collapse)
+                self.raise_collapse(dt, t0)
+        if not self.stall:
             return
-        tiny = 1e-12 * max(1.0, abs(t0))
-        if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
-            # (a tiny step that lands exactly on an output time is rounding, not a collapse)
-            self.raise_collapse(dt, t0)
         if accepted:
             self.max_dt = max(self.max_dt, dt)
         self._check_stall(accepted)
@@ -808,7 +822,7 @@ class Monitor:
         stopped by max_steps=5, resumed by the same call, took a 6th step and stopped again: each repeat one step
         further).  ``last_accepted``: that step was accepted (the stall check follows accepted steps only)."""
         self._check_max_steps()
-        if self.adaptive:
+        if self.stall:
             self._check_stall(last_accepted)
 
     def _check_max_steps(self) -> None:

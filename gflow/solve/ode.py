@@ -622,10 +622,14 @@ def simulate(
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation, checkpoint is not None),
                       dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
-                      kinked=not net.activation.smooth,
+                      # filippov: the stall projection too (a float32 ReLU net to t1 = 5e4 ran to max_steps, ~80 s),
+                      # without the kinked σ's collapse criteria (it resolves the kink: its event steps are short)
+                      stall=method not in FIXED_STEP_METHODS,  # (filippov: none of the fixed-step methods)
+                      kinked=not net.activation.smooth and method not in FILIPPOV_METHODS,
                       # (a kinked σ collapses their steps for good from the start: 200, as the others — exprk4 on
-                      # a ReLU net took 10 s and 16 000 evaluations to stop at 2 000)
-                      stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY and net.activation.smooth else 200)
+                      # a ReLU net took 10 s and 16 000 evaluations to stop at 2 000; filippov's early events: 500)
+                      stall_after=(2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY and net.activation.smooth else
+                                   500 if method in FILIPPOV_METHODS else 200))
     monitor.lam_max0 = recorder.lam_max_M0  # (for the hint of a stalled run)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
