@@ -766,13 +766,24 @@ class Monitor:
         if self.interrupt_requested:  # (the entry point words the message: interrupted_message)
             raise Abort("interrupted", "interrupted by Ctrl-C (SIGINT)")
         if self.max_wall_time is not None and self.elapsed() > self.max_wall_time:
-            raise Abort(
-                "time_budget",
-                f"the wall-time budget max_wall_time={self.max_wall_time:g} s ran out at t = {self.kept_t():.6g} "
-                f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
-                + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
-            )
+            self._raise_budget("ran out")
         self.n_f_evals += 1
+
+    def check_ahead(self, seconds: float, what: str) -> None:
+        """Stop with ``time_budget`` before an operation of about ``seconds`` that no evaluation divides (scipy's
+        dense Jacobians and LU factorizations) where it would end past ``max_wall_time``: the step it belongs to
+        could not finish within the budget, so nothing is lost by not starting it (Radau's two LU factorizations
+        at n = 6 000 took 17 s on one core, between two checks of :meth:`on_eval`)."""
+        if self.max_wall_time is not None and self.elapsed() + seconds > self.max_wall_time:
+            self._raise_budget(f"would run out during the next {what} (about {seconds:.2g} s)")
+
+    def _raise_budget(self, how: str) -> None:
+        raise Abort(
+            "time_budget",
+            f"the wall-time budget max_wall_time={self.max_wall_time:g} s {how} at t = {self.kept_t():.6g} "
+            f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
+            + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
+        )
 
     def raise_collapse(self, dt: float, t0: float) -> None:
         """Stop with ``step_size_collapse`` (a step of ``dt`` at ``t0``); at the start, point to the data's scale."""

@@ -441,7 +441,15 @@ def simulate(
             so in its message (a step past the stability limit 2/λ_max(M₀)).
         max_steps: limit on step attempts; a solve that would need more stops with status ``"max_steps"``
             or ``"stalled"`` (see :class:`gflow.solve._record.Monitor`).
-        max_wall_time: optional wall-time budget in seconds (status ``"time_budget"``).
+        max_wall_time: optional wall-time budget in seconds (status ``"time_budget"``), checked before every
+            evaluation of the field: a run ends within about one evaluation, or one step of the engine's own work,
+            past it.  scipy's ``Radau`` and ``BDF`` also stop before a dense Jacobian or LU factorization that would
+            end past it (predicted from the last one of its kind), since these n³ factorizations run between two
+            evaluations: at a state of n = 6 000 entries Radau's two took 17 s on one core, and a run given 8 s ended
+            after 31 s; with the check it ends within 1 s of the budget.  What no check divides can still overrun
+            it: the n×n arrays around their finite-difference Jacobians (under 1 s at n = 6 000) and ``LSODA``'s
+            factorizations, inside its Fortran code (an n³ LU each, like Radau's real one: seconds at n in the
+            thousands).
         X_test, y_test: optional test data; test outputs, loss and error are recorded at every saved time.
         space: ``"feature"`` (state H, eq. (11), cost ≈ 2mn² per evaluation), ``"weight"`` (state W, eq. (10),
             ≈ 4mDn) or ``"auto"`` (the cheaper, counting the solver's traffic over the state too:
@@ -1174,9 +1182,57 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
     if isinstance(field, ObservedField):
         atol = field.atol_vector(atol).numpy()
     with threadpool_limits(limits=1, user_api="blas"):
+        start = time.perf_counter()
         solver = cls(fun, 0.0, y0.reshape(-1).numpy().copy(), t1, rtol=rtol, atol=atol, **opts)
+        if monitor.max_wall_time is not None and method in ("Radau", "BDF"):
+            _bound_factorizations(solver, monitor, time.perf_counter() - start)
         jump = getattr(field, "jump_integrals", lambda: None)()
         _scipy_loop(solver, grid, shape, method, recorder, monitor, None if jump is None else jump.numpy())
+
+
+#: the first dense LU factorization of a scipy implicit method is predicted from one of a matrix this many times
+#: smaller in each dimension, timed first (its cost, 1/64 of the factorization's, is spent only under a time budget,
+#: at n ≥ _PREDICT_LU_FROM)
+_PREDICT_LU_SHRINK = 4
+_PREDICT_LU_FROM = 1000
+#: a complex LU factorization (Radau's second) predicted from the real one before it: 2.8–4.1× its time measured
+_COMPLEX_LU_FACTOR = 4.0
+
+
+def _bound_factorizations(solver, monitor: Monitor, first_jac_time: float) -> None:
+    """Let ``monitor`` stop scipy's Radau or BDF under a time budget before a dense Jacobian or LU factorization that
+    would end past it (:meth:`Monitor.check_ahead`): their n³ factorizations run between two evaluations, unchecked,
+    and overran the budget by their whole time (Radau at n = 6 000, one core: 4.5 s real + 12.7 s complex).  Each is
+    predicted from the last of its kind (a Jacobian first from the solver's construction, which forms one; a complex
+    LU from the real one before it, ×4; the first real LU from one of a matrix 4× smaller, ×64)."""
+    last = {"jac": first_jac_time}
+    jac, lu = solver.jac, solver.lu
+
+    def timed(key, what, fn, *args):
+        monitor.check_ahead(last.get(key, 0.0), what)
+        start = time.perf_counter()
+        out = fn(*args)
+        last[key] = time.perf_counter() - start
+        return out
+
+    def guarded_lu(A):
+        key = "lu_" + A.dtype.kind
+        if key not in last:
+            if key == "lu_c" and "lu_f" in last:
+                last[key] = _COMPLEX_LU_FACTOR * last["lu_f"]
+            elif A.shape[0] >= _PREDICT_LU_FROM and isinstance(A, np.ndarray):
+                import scipy.linalg
+
+                k = A.shape[0] // _PREDICT_LU_SHRINK
+                small = np.eye(k, dtype=A.dtype) * k + np.random.default_rng(0).random((k, k))
+                start = time.perf_counter()
+                scipy.linalg.lu_factor(small, overwrite_a=True, check_finite=False)
+                last[key] = (time.perf_counter() - start) * _PREDICT_LU_SHRINK ** 3
+        return timed(key, "LU factorization", lu, A)
+
+    if callable(jac):  # (None where the user gave a constant Jacobian: never the case here)
+        solver.jac = lambda *args: timed("jac", "finite-difference Jacobian", jac, *args)
+    solver.lu = guarded_lu
 
 
 def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monitor, jump_idx=None):
