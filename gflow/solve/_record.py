@@ -772,8 +772,9 @@ class Monitor:
     def check_ahead(self, seconds: float, what: str) -> None:
         """Stop with ``time_budget`` before an operation of about ``seconds`` that no evaluation divides (scipy's
         dense Jacobians and LU factorizations) where it would end past ``max_wall_time``: the step it belongs to
-        could not finish within the budget, so nothing is lost by not starting it (Radau's two LU factorizations
-        at n = 6 000 took 17 s on one core, between two checks of :meth:`on_eval`)."""
+        (scipy returns a step only after them, Radau's Jacobian after an accepted step too) could not be kept
+        within the budget either, so nothing is lost by not starting it (Radau's two LU factorizations at
+        n = 6 000 took 17 s on one core, between two checks of :meth:`on_eval`)."""
         if self.max_wall_time is not None and self.elapsed() + seconds > self.max_wall_time:
             self._raise_budget(f"would run out during the next {what} (about {seconds:.2g} s)")
 
