@@ -3,9 +3,9 @@ r"""The runs of an experiment as tasks: one atomic netCDF file per finished run,
 Every run of ``gflow reproduce`` (a GD or flow trajectory for one n, m, seed, scaling, ...) is a :class:`Task`:
 a JSON-able ``spec`` (everything the run depends on), its ``labels`` and the dotted name of a module-level
 function ``fn(spec, checkpoint=PATH | None) -> (Solution, extras)``, which passes :func:`solver_checkpoint` of its
-``checkpoint`` on to the solver: the checkpoint is deleted once the run's file is written, not before.  :func:`execute` runs the tasks whose
-file is missing through a :mod:`gflow.sweeps` executor (``"local"``, ``"process"``, ``"dask"`` or an executor
-object) and reads every run back, in task order::
+``checkpoint`` on to the solver: the checkpoint is deleted once the run's file is written, not before.
+:func:`execute` runs the tasks whose file is missing through a :mod:`gflow.sweeps` executor (``"local"``,
+``"process"``, ``"dask"`` or an executor object) and reads every run back, in task order::
 
     out/<exp>/
       runs/<run_id>.nc          one gflow.Solution file per finished run (labels, spec, extras), written atomically
@@ -320,5 +320,5 @@ def clean_checkpoints(folder: str | Path) -> None:
         ck.rmdir()
 
 
-__all__ = ["Task", "check_not_sweep_store", "clean_checkpoints", "execute", "load_run", "pending", "run_id_of", "run_one",
-           "solver_checkpoint"]
+__all__ = ["Task", "check_not_sweep_store", "clean_checkpoints", "execute", "load_run", "pending", "run_id_of",
+           "run_one", "solver_checkpoint"]

@@ -446,7 +446,7 @@ def simulate(
             past it.  scipy's ``Radau`` and ``BDF`` also stop before a dense Jacobian or LU factorization that would
             end past it (predicted from the last one of its kind), since these n³ factorizations run between two
             evaluations: at a state of n = 6 000 entries Radau's two took 17 s on one core, and a run given 8 s ended
-            after 31 s; with the check it ends within 1 s of the budget.  What no check divides can still overrun
+            after 31 s; with the check it ends no later than 1 s past it.  What no check divides can still overrun
             it: the n×n arrays around their finite-difference Jacobians (under 1 s at n = 6 000) and ``LSODA``'s
             factorizations, inside its Fortran code (an n³ LU each, like Radau's real one: seconds at n in the
             thousands).
@@ -632,7 +632,7 @@ def simulate(
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       # filippov: the stall projection too (a float32 ReLU net to t1 = 5e4 ran to max_steps, ~80 s),
                       # without the kinked σ's collapse criteria (it resolves the kink: its event steps are short)
-                      stall=method not in FIXED_STEP_METHODS,  # (filippov: none of the fixed-step methods)
+                      stall=method not in FIXED_STEP_METHODS,  # (the adaptive methods and filippov)
                       kinked=not net.activation.smooth and method not in FILIPPOV_METHODS,
                       # (a kinked σ collapses their steps for good from the start: 200, as the others — exprk4 on
                       # a ReLU net took 10 s and 16 000 evaluations to stop at 2 000; filippov's early events: 500)
