@@ -1055,3 +1055,33 @@ def test_a_checkpointed_auto_run_stopped_by_max_steps_says_its_advice_cannot_che
         assert "'dop853+exprk4' (it cannot checkpoint: drop checkpoint= for it)" in sol.message
     plain = gf.simulate(net, X, y, t1=2000.0, method="dop853", max_steps=300, warn=False)
     assert "method='dop853+exprk4'" in plain.message and "cannot checkpoint" not in plain.message
+
+
+def test_a_checkpointed_run_stopped_by_a_limit_says_the_checkpoint_is_kept_and_how_to_resume(problem, tmp_path):
+    # (a long-run audit: a run stopped by max_wall_time or max_steps kept its checkpoint, but its message only said
+    # "raise max_wall_time": nothing of the file, nor that the same call with a larger limit resumes from it)
+    net, X, y = problem
+    args = dict(t1=50.0, method="dop853", rtol=1e-9, atol=1e-11, warn=False)
+    ck = tmp_path / "flow.ckpt"
+    sol = gf.simulate(net, X, y, checkpoint=ck, max_steps=10, **args)
+    assert sol.status == "max_steps" and ck.is_file()
+    assert sol.message.endswith(f"; the checkpoint {str(ck)!r} is kept and holds the run at its last step: the same "
+                                "call with a larger max_steps resumes it from there")
+    assert gf.simulate(net, X, y, checkpoint=ck, max_steps=100_000, **args).stats["resumed"] is True
+    with budget_runs_out_at_eval(30):
+        sol = gf.simulate(net, X, y, checkpoint=tmp_path / "budget.ckpt", **args)
+    assert sol.status == "time_budget" and "the same call with a larger max_wall_time resumes it" in sol.message
+    assert str(tmp_path / "budget.ckpt") in sol.message
+    plain = gf.simulate(net, X, y, max_steps=10, **args)  # (no checkpoint: nothing to say)
+    assert plain.status == "max_steps" and "checkpoint" not in plain.message
+    kw = dict(step=0.1, steps=200, save_every=50, warn=False)
+    with budget_runs_out_at_eval(30):
+        gd = gf.gradient_descent(net, X, y, checkpoint=tmp_path / "gd.ckpt", **kw)
+    assert gd.status == "time_budget" and "gd.ckpt' is kept" in gd.message and "larger max_wall_time" in gd.message
+    assert gf.gradient_descent(net, X, y, checkpoint=tmp_path / "gd.ckpt", **kw).stats["resumed"] is True
+    nets = gf.networks(range(2), d=5, width=16)
+    batch = gf.simulate_batch(nets, X, y, checkpoint=tmp_path / "batch.ckpt", max_steps=10, **args)
+    assert all(s.status == "max_steps" and "batch.ckpt' is kept" in s.message for s in batch)
+    with budget_runs_out_at_eval(30):
+        batch = gf.gradient_descent_batch(nets, X, y, checkpoint=tmp_path / "gdb.ckpt", **kw)
+    assert all(s.status == "time_budget" and "gdb.ckpt' is kept" in s.message for s in batch)

@@ -1206,3 +1206,38 @@ def test_a_loss_not_finite_at_t0_is_diagnosed_there_without_the_mid_run_advice()
             run()
         text = str(info.value)
         assert "run stopped" not in text and "state was lost" not in text and "smaller step" not in text, text
+
+
+@pytest.mark.parametrize("method", ["Radau", "BDF"])
+def test_an_implicit_scipy_method_stops_before_a_factorization_that_would_overrun_its_time_budget(method,
+                                                                                                 monkeypatch):
+    # (a long-run audit: Radau's dense LU factorizations run between two evaluations, where the budget is checked —
+    # at a state of 6 000 entries its two took 17 s on one core, and a run given max_wall_time=8 ended after 31 s).
+    # Each factorization is predicted from the last of its kind and not started where it would end past the budget.
+    # A fake clock, not a timed test: every LU factorization takes 100 "seconds" of it, anything else none
+    import scipy.integrate._ivp.bdf as bdf
+    import scipy.integrate._ivp.radau as radau
+
+    from gflow.solve import _record, ode
+
+    clock = [0.0]
+    monkeypatch.setattr(_record.Monitor, "elapsed", lambda self: clock[0])
+    monkeypatch.setattr(ode, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    module = radau if method == "Radau" else bdf
+    real_lu, started = module.lu_factor, []
+
+    def slow_lu(*args, **kwargs):
+        started.append(clock[0])
+        clock[0] += 100.0
+        return real_lu(*args, **kwargs)
+
+    monkeypatch.setattr(module, "lu_factor", slow_lu)
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=8, seed=0)
+    sol = gf.simulate(net, X, y, t1=50.0, method=method, max_wall_time=250.0, warn=False, integrals=False)
+    assert sol.status == "time_budget", sol.message
+    # (Radau: its complex factorization, predicted as 4× the real one before it; BDF: one like the last)
+    predicted = "4e+02" if method == "Radau" else "1e+02"
+    assert f"would run out during the next LU factorization (about {predicted} s)" in sol.message, sol.message
+    assert started and all(t + 100.0 <= 250.0 for t in started)  # (none started that ended past the budget)
+    assert sol.stats["wall_time"] <= 250.0

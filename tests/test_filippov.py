@@ -581,3 +581,19 @@ def test_crossing_times_are_located_to_rounding_on_a_quartic_dense_output(sign):
     (ii, aa), tau = _crossing_times(H0, KH, P, 1.0, torch.ones((1, 3), dtype=torch.bool), mode)
     assert aa.tolist() == [0, 1, 2]
     np.testing.assert_allclose(tau.numpy(), roots, rtol=0, atol=4e-16)
+
+
+def test_a_filippov_run_that_cannot_reach_t1_within_max_steps_stops_early_as_stalled():
+    # (a long-run audit: filippov had no stall projection — a float32 ReLU net to t1 = 5e4, its steps held near 0.7
+    # by the residual's rounding once the loss had converged, ran all of max_steps, ~80 s, to "max_steps"); it
+    # projects its recent steps as the adaptive methods do, and stops with advice that fits filippov
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    net = gf.Network(d=4, width=16, activation="relu", seed=0, dtype="float32")
+    sol = gf.simulate(net, X, y, t1=5e4, method="filippov", max_steps=2000, warn=False)
+    assert sol.status == "stalled" and sol.stats["n_steps"] < 1000 and sol.t[-1] < 5e3, sol.message
+    assert "to reach t1 = 50000 (max_steps=2000)" in sol.message
+    hint = sol.message.split("; ", 1)[1]
+    for advice in ("float64", "a shorter t1", "a looser rtol", "method='sliding'"):
+        assert advice in hint, advice
+    assert "method='filippov'" not in hint  # (not the method that stalled)
+    assert sol.loss[-1] < 1e-8 * sol.loss[0]  # (the partial trajectory is kept)

@@ -244,3 +244,41 @@ def test_a_damaged_run_file_is_set_aside_and_recomputed(tmp_path, one_thread, ca
     with pytest.raises(ValueError, match=rf"the run file {re.escape(str(victim))} cannot be read .*; delete it and "
                                          "run again"):
         execute(tasks, tmp_path, progress=False)
+
+
+def _first_tasks():
+    from gflow.experiments import exp2
+
+    t1 = exp1.tasks(exp1.PRESETS["tiny"])
+    return {"exp1-gd": t1[0], "exp1-flow": next(t for t in t1 if t.labels["solver"] == "flow"),
+            "exp2": exp2.tasks(exp2.PRESETS["tiny"])[0], "exp3": exp3.tasks(exp3.PRESETS["tiny"])[0]}
+
+
+@pytest.mark.parametrize("which", ["exp1-gd", "exp1-flow", "exp2", "exp3"])
+def test_a_finished_run_whose_file_cannot_be_written_resumes_from_its_checkpoint(tmp_path, monkeypatch, one_thread,
+                                                                                 which):
+    # regression: the solver deleted a finished run's checkpoint before run_one wrote the run's file; a file that
+    # could not be written (a full disk) lost the run whole, and the next call ran it again from t = 0 (as
+    # gflow.sweeps.run and gflow simulate, fixed before)
+    import errno
+
+    from gflow.experiments import tasks as T
+    from gflow.sweeps.run import checkpoint_file
+
+    task = _first_tasks()[which]
+    assert task.checkpoint
+    real, calls = T.write_atomic, []
+
+    def full_disk_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "write_atomic", full_disk_once)
+    with pytest.raises(RuntimeError, match="No space left on device.*run again to resume"):
+        execute([task], tmp_path, progress=False)
+    assert checkpoint_file(tmp_path, task.run_id).is_file()  # (the finished run, kept)
+    (run, _), = execute([task], tmp_path, progress=False)
+    assert run.solution.ok and run.solution.stats["resumed"] is True  # (the whole run, from its final checkpoint)
+    assert not list((tmp_path / "checkpoints").iterdir())  # deleted once the run's file was written

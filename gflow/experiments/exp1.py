@@ -200,6 +200,8 @@ def _task(spec: dict, checkpoint=None):
     """One run of :func:`tasks` (in a worker): the GD run or the flow run of one (n, m, seed)."""
     import gflow as gf
 
+    from .tasks import solver_checkpoint
+
     X, y = gf.data.random_labels(spec["n"], spec["d"], seed=spec["data_seed"])
     net = gf.Network(d=spec["d"], width=spec["m"], activation=spec["activation"], c_hat=spec["c_hat"],
                      seed=spec["seed"], device=spec["device"])
@@ -207,13 +209,13 @@ def _task(spec: dict, checkpoint=None):
     if spec["solver"] == "gd":  # the early steps are recorded through features_at (H dropped below)
         sol = gf.gradient_descent(net, X, y, step=spec["gd_step"], steps=spec["gd_steps"],
                                   save_every=spec["save_every"], space=spec["space"], integrals=False,
-                                  features_at=spec["feature_times"], progress=None, checkpoint=checkpoint)
+                                  features_at=spec["feature_times"], progress=None,
+                                  **solver_checkpoint(checkpoint))
     else:
         saveat = _save_times(spec["gd_steps"], spec["save_every"], spec["gd_step"], spec["feature_times"])
-        kw = {} if checkpoint is None else {"checkpoint": checkpoint}
         sol = gf.simulate(net, X, y, t1=t1, saveat=saveat, method=spec["method"], rtol=spec["rtol"],
                           atol=spec["atol"], max_steps=spec["max_steps"], space=spec["space"], integrals=False,
-                          progress=None, **kw)
+                          progress=None, **solver_checkpoint(checkpoint))
     return _keep_features(sol, (0.0, t1) if spec["keep_features"] else ()), {}
 
 

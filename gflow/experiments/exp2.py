@@ -183,6 +183,8 @@ def _task(spec: dict, checkpoint=None):
     """One run (in a worker): GD with the spec's step — δ = 1 (``"gd"``) or the flow's small step."""
     import gflow as gf
 
+    from .tasks import solver_checkpoint
+
     X, y = gf.data.quadratic_teacher(spec["n"], spec["d"], seed=spec["train_seed"],
                                      teacher_width=spec["teacher_width"], teacher_seed=spec["teacher_seed"])
     Xt, yt = gf.data.quadratic_teacher(spec["n_test"], spec["d"], seed=spec["test_seed"],
@@ -191,7 +193,7 @@ def _task(spec: dict, checkpoint=None):
                      scaling="ours", seed=spec["seed"], dtype=spec["dtype"], device=spec["device"])
     sol = gf.gradient_descent(net, X, y, step=spec["step"], steps=spec["steps"], save_every=spec["save_every"],
                               X_test=Xt, y_test=yt, space=spec["space"], integrals=False, warn=False, progress=None,
-                              checkpoint=checkpoint)
+                              **solver_checkpoint(checkpoint))
     return _slim(sol), {}
 
 

@@ -175,13 +175,16 @@ def _one(cfg: Config, scaling: str, n: int, seed: int, solver: str, data, device
 def _compute(spec: dict, data, checkpoint=None):
     import gflow as gf
 
+    from .tasks import solver_checkpoint
+
     X, y, X_te, y_te = data
     step, steps = spec["step"], spec["steps"]
     net = gf.Network(spec["d"], width=spec["m"], activation="relu", embedding=gf.RandomFeatures(D=spec["D"]),
                      scaling=spec["scaling"], seed=spec["seed"], device=spec["device"])
     sol = gf.gradient_descent(net, X, y, step=step, steps=steps, save_every=spec["save_every"],
                               X_test=X_te, y_test=y_te, space=spec["space"], features_at=(0.0, steps * step),
-                              integrals=False, warn=False, progress=None, checkpoint=checkpoint)
+                              integrals=False, warn=False, progress=None,
+                              **solver_checkpoint(checkpoint))
     scatter = np.stack([
         np.stack([sol.H[0][:, TRAIN_INDEX], sol.H[-1][:, TRAIN_INDEX]]),
         np.stack([sol.H_test[0][:, TEST_INDEX], sol.H_test[-1][:, TEST_INDEX]]),

@@ -2,9 +2,10 @@ r"""The runs of an experiment as tasks: one atomic netCDF file per finished run,
 
 Every run of ``gflow reproduce`` (a GD or flow trajectory for one n, m, seed, scaling, ...) is a :class:`Task`:
 a JSON-able ``spec`` (everything the run depends on), its ``labels`` and the dotted name of a module-level
-function ``fn(spec, checkpoint=PATH | None) -> (Solution, extras)``.  :func:`execute` runs the tasks whose
-file is missing through a :mod:`gflow.sweeps` executor (``"local"``, ``"process"``, ``"dask"`` or an executor
-object) and reads every run back, in task order::
+function ``fn(spec, checkpoint=PATH | None) -> (Solution, extras)``, which passes :func:`solver_checkpoint` of its
+``checkpoint`` on to the solver: the checkpoint is deleted once the run's file is written, not before.
+:func:`execute` runs the tasks whose file is missing through a :mod:`gflow.sweeps` executor (``"local"``,
+``"process"``, ``"dask"`` or an executor object) and reads every run back, in task order::
 
     out/<exp>/
       runs/<run_id>.nc          one gflow.Solution file per finished run (labels, spec, extras), written atomically
@@ -46,7 +47,8 @@ class Task:
 
     Attributes:
         fn: ``"package.module:function"``, called in the worker as ``fn(spec, checkpoint=path_or_None)`` and
-            returning ``(solution, extras)``, extras a dict ``name -> (dims, array)`` stored beside the solution.
+            returning ``(solution, extras)``, extras a dict ``name -> (dims, array)`` stored beside the solution;
+            it passes ``**solver_checkpoint(checkpoint)`` to its solver (:func:`solver_checkpoint`).
         labels: the run's labels (``Run.labels``).
         spec: JSON-able configuration of the run; with ``fn`` it defines the run id.
         checkpoint: pass ``checkpoint=`` (GD and gflow's native methods support it).
@@ -103,10 +105,19 @@ def _resolve_fn(name: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
+def solver_checkpoint(checkpoint: Any) -> dict:
+    """The checkpoint keywords of a task function's solver call (GD or a native method): ``{}`` for None, else
+    ``checkpoint=`` and ``keep_checkpoint=True``, so that the solver keeps a finished run's checkpoint and
+    :func:`run_one` deletes it once the run's file is written (deleted by the solver, a run whose file could not be
+    written — a full disk, a read-only folder — was lost whole and ran again from t = 0: an audit)."""
+    return {} if checkpoint is None else {"checkpoint": checkpoint, "keep_checkpoint": True}
+
+
 def run_one(payload: dict) -> dict:
     """Worker side: compute one task and write ``runs/<run_id>.nc`` atomically; returns a short record.
 
-    An exception propagates (no file is written: the run stays to be done on the next call of :func:`execute`).
+    An exception propagates (no file is written: the run stays to be done on the next call of :func:`execute`,
+    from its checkpoint, which a successful run's write deletes only once it is done).
     A pool worker of a reproduction that Ctrl-C stopped starts no queued run (as :func:`gflow.sweeps.run.run_task`).
     """
     from ..solution import Interrupted
@@ -134,6 +145,10 @@ def run_one(payload: dict) -> dict:
                      "reproduce_spec": json.dumps(payload["spec"], sort_keys=True, default=_jsonable),
                      "reproduce_fn": payload["fn"], "reproduce_wall_time": wall})
     write_atomic(ds, run_file(folder, run_id))
+    if ckpt is not None and sol.status == "success":  # (only now: see solver_checkpoint)
+        from ..solve.checkpoint import delete
+
+        delete(ckpt)
     return {"run_id": run_id, "status": sol.status, "wall_time": wall}
 
 
@@ -305,4 +320,5 @@ def clean_checkpoints(folder: str | Path) -> None:
         ck.rmdir()
 
 
-__all__ = ["Task", "check_not_sweep_store", "clean_checkpoints", "execute", "load_run", "pending", "run_id_of", "run_one"]
+__all__ = ["Task", "check_not_sweep_store", "clean_checkpoints", "execute", "load_run", "pending", "run_id_of",
+           "run_one", "solver_checkpoint"]

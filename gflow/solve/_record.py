@@ -633,6 +633,14 @@ class Recorder:
         }
 
 
+#: the hint of a stalled filippov run ({float64}: :func:`float64_advice`): its steps are held by the events, or by
+#: rtol on the residual, which in float32 is rounding once the loss has converged (a float32 ReLU net, m = 16,
+#: n = 6, to t1 = 5e4: steps of about 0.65 from t = 950 on, at a loss of 5e-14; in float64 3.6, 14 000 steps)
+FILIPPOV_STALL_HINT = ("filippov's steps are held by its activation events and by rtol on the residual (in float32, "
+                       "by the residual's rounding once the loss has converged): use {float64}a shorter t1, a looser "
+                       "rtol, or method='sliding', step=0.25, error_estimate=True (the Filippov flow by "
+                       "time-stepping, whose cost does not grow with the events; at a step below its stability limit "
+                       "2/λ_max(M₀), which gf.simulate reports)")
 #: the methods a stalled smooth run is not advised to switch to (it runs one of them already)
 _HIGH_ORDER = ("dop853", "dop853+exprk4", "DOP853", "dopri8", "torchdiffeq.dopri8")
 
@@ -653,7 +661,7 @@ class Monitor:
     def __init__(self, t1: float, max_steps: int, max_wall_time: float | None, *, hint: str,
                  adaptive: bool = True, kinked: bool = False, hint_after: int = 0, fallback_hint: str = "",
                  tolerances: bool | None = None, stall_after: int = 200, dtype: torch.dtype | None = None,
-                 method: str | None = None):
+                 method: str | None = None, stall: bool | None = None):
         self.t1 = t1
         #: the method that runs (a stalled run's hint does not advise it again)
         self.method = method
@@ -667,6 +675,9 @@ class Monitor:
         #: projected 4.5·max_steps at t = 20 and needed 3 730 steps in all)
         self.stall_factor = 4.0
         self.adaptive = adaptive
+        #: the stall projection of on_step (default: adaptive methods); filippov has it without the step-collapse
+        #: check of adaptive methods (its event steps are as short as the events are close: it checks its own)
+        self.stall = adaptive if stall is None else stall
         #: rtol/atol set the cost (a wall-time budget advises loosening them): adaptive methods and filippov
         self.tolerances = adaptive if tolerances is None else tolerances
         #: the hint applies after this many accepted steps only (a stiffness hint, for stalls at long horizons:
@@ -702,6 +713,8 @@ class Monitor:
         """The hint of a stalled smooth run: accuracy-limited where its steps sit far below any explicit method's
         stability limit — adaptive_heun, fehlberg2 and bosh3 at rtol 1e-10 stopped with steps of 3e-6…4e-4 where
         2/λ_max(M₀) = 1.13, and were told the flow is stiff — else :attr:`hint`."""
+        if self.method == "filippov":
+            return FILIPPOV_STALL_HINT.format(float64=float64_advice(self.dtype))
         lam = self.lam_max0() if self.lam_max0 is not None and not self.kinked else math.nan
         if not (math.isfinite(lam) and lam > 0 and mean_dt * lam < 0.01):
             return self.hint
@@ -753,13 +766,25 @@ class Monitor:
         if self.interrupt_requested:  # (the entry point words the message: interrupted_message)
             raise Abort("interrupted", "interrupted by Ctrl-C (SIGINT)")
         if self.max_wall_time is not None and self.elapsed() > self.max_wall_time:
-            raise Abort(
-                "time_budget",
-                f"the wall-time budget max_wall_time={self.max_wall_time:g} s ran out at t = {self.kept_t():.6g} "
-                f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
-                + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
-            )
+            self._raise_budget("ran out")
         self.n_f_evals += 1
+
+    def check_ahead(self, seconds: float, what: str) -> None:
+        """Stop with ``time_budget`` before an operation of about ``seconds`` that no evaluation divides (scipy's
+        dense Jacobians and LU factorizations) where it would end past ``max_wall_time``: the step it belongs to
+        (scipy returns a step only after them, Radau's Jacobian after an accepted step too) could not be kept
+        within the budget either, so nothing is lost by not starting it (Radau's two LU factorizations at
+        n = 6 000 took 17 s on one core, between two checks of :meth:`on_eval`)."""
+        if self.max_wall_time is not None and self.elapsed() + seconds > self.max_wall_time:
+            self._raise_budget(f"would run out during the next {what} (about {seconds:.2g} s)")
+
+    def _raise_budget(self, how: str) -> None:
+        raise Abort(
+            "time_budget",
+            f"the wall-time budget max_wall_time={self.max_wall_time:g} s {how} at t = {self.kept_t():.6g} "
+            f"(of t1 = {self.t1:g}) after {self.n_steps} steps; raise max_wall_time, "
+            + (f"loosen rtol/atol, or {self.hint}" if self.tolerances else "or take larger or fewer steps"),
+        )
 
     def raise_collapse(self, dt: float, t0: float) -> None:
         """Stop with ``step_size_collapse`` (a step of ``dt`` at ``t0``); at the start, point to the data's scale."""
@@ -792,12 +817,13 @@ class Monitor:
         else:
             self.n_rejected += 1
         self._check_max_steps()
-        if not self.adaptive:
+        if self.adaptive:
+            tiny = 1e-12 * max(1.0, abs(t0))
+            if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
+                # (a tiny step that lands exactly on an output time is rounding, not a collapse)
+                self.raise_collapse(dt, t0)
+        if not self.stall:
             return
-        tiny = 1e-12 * max(1.0, abs(t0))
-        if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
-            # (a tiny step that lands exactly on an output time is rounding, not a collapse)
-            self.raise_collapse(dt, t0)
         if accepted:
             self.max_dt = max(self.max_dt, dt)
         self._check_stall(accepted)
@@ -808,7 +834,7 @@ class Monitor:
         stopped by max_steps=5, resumed by the same call, took a 6th step and stopped again: each repeat one step
         further).  ``last_accepted``: that step was accepted (the stall check follows accepted steps only)."""
         self._check_max_steps()
-        if self.adaptive:
+        if self.stall:
             self._check_stall(last_accepted)
 
     def _check_max_steps(self) -> None:
@@ -950,6 +976,23 @@ def interrupted_message(t_kept: float, t1: float, n_steps: int, checkpoint) -> s
     if checkpoint is None:
         return text
     return f"{text}; the checkpoint {str(checkpoint.path)!r} holds the run there: the same call resumes it"
+
+
+#: the statuses of a run stopped by one of its limits, and the argument that raises it: a checkpointed run so stopped
+#: resumes when the same call is made with the limit raised (the limits are not part of a checkpoint's fingerprint)
+LIMIT_STATUSES = {"time_budget": "max_wall_time", "max_steps": "max_steps"}
+
+
+def limit_stop_message(message: str, status: str, checkpoint) -> str:
+    """``message``, and for a run stopped by a limit (:data:`LIMIT_STATUSES`) whose checkpoint is on disk: that the
+    checkpoint is kept, where, and that the same call with a larger limit resumes it (the message advised "raise
+    max_wall_time" but said nothing of the checkpoint, and a run repeated from t = 0 with another path, or the file
+    deleted as a leftover, lost hours).  Unchanged without a checkpoint, or where none could be written."""
+    limit = LIMIT_STATUSES.get(status)
+    if limit is None or checkpoint is None or not checkpoint.path.is_file():
+        return message
+    return (f"{message}; the checkpoint {str(checkpoint.path)!r} is kept and holds the run at its last step: the "
+            f"same call with a larger {limit} resumes it from there")
 
 
 def interrupted(text: str, result, *, whole: bool = False) -> Interrupted:

@@ -44,7 +44,8 @@ from ..fields.batched import BatchedField
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import (Abort, Monitor, Recorder, check_recording_memory, check_threads, float64_advice, guarded_solve,
-                      interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads, states_activation_fault)
+                      interrupted_message, limit_stop_message, raise_if_interrupted, snapshot_bytes, solve_threads,
+                      states_activation_fault)
 from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, failure_end, gd_schedule, note_unstable_step
@@ -430,6 +431,7 @@ def simulate_batch(
     running = [s for s in range(S) if s not in outcomes]
     if status == "interrupted" and running:
         message = interrupted_message(recorders[running[0]].t[-1], t1, monitor.n_steps, ckpt)
+    message = limit_stop_message(message, status, ckpt)
 
     adaptive = method not in FIXED_STEP_METHODS
     total = max(1, int(norm.limiting.sum()))
@@ -1135,8 +1137,8 @@ def gradient_descent_batch(
     wall = time.perf_counter() - t_start
     if ckpt is not None:  # (a batch whose seeds all finished or diverged is done)
         ckpt.finish("time_budget" not in statuses and "interrupted" not in statuses)
-    messages = [interrupted_message(recorders[s].t[-1], t1, k_done[s], ckpt) if st == "interrupted" else msg
-                for s, (st, msg) in enumerate(zip(statuses, messages))]
+    messages = [interrupted_message(recorders[s].t[-1], t1, k_done[s], ckpt) if st == "interrupted" else
+                limit_stop_message(msg, st, ckpt) for s, (st, msg) in enumerate(zip(statuses, messages))]
     # (per seed, as its own run counts them: one evaluation per step; the batch's count was each seed's, 400 for a
     # seed that diverged after 7 steps)
     stats = [{

@@ -22,7 +22,8 @@ from ..model import quantities as Q
 from ..model.network import Network
 from ..solution import GFlowWarning, Solution
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, activation_fault, check_recording_memory, check_threads,
-                      guarded_solve, interrupted_message, raise_if_interrupted, snapshot_bytes, solve_threads)
+                      guarded_solve, interrupted_message, limit_stop_message, raise_if_interrupted, snapshot_bytes,
+                      solve_threads)
 from .checkpoint import stored_layout
 from .ode import _make_solution, check_interval, check_started, observed_field, warn_lossy_feature_space
 
@@ -309,6 +310,7 @@ def gradient_descent(
         ckpt.finish(status == "success")
     if status == "interrupted":
         message = interrupted_message(recorder.t[-1], t1, k_done, ckpt)
+    message = limit_stop_message(message, status, ckpt)
     stats = {
         "n_f_evals": monitor.n_f_evals, "n_steps": k_done, "n_accepted": k_done, "n_rejected": 0,
         "wall_time": wall + monitor.wall_before, "flops_per_eval": field.flops_per_eval(), "last_step": step,

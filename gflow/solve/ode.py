@@ -38,8 +38,8 @@ from ..model.network import Network
 from ..solution import GFlowWarning, Interrupted, Solution, versions
 from . import rk
 from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_memory, check_threads,
-                      float64_advice, flow_activation_fault, guarded_solve, interrupted_message, raise_if_interrupted,
-                      snapshot_bytes, solve_threads)
+                      float64_advice, flow_activation_fault, guarded_solve, interrupted_message, limit_stop_message,
+                      raise_if_interrupted, snapshot_bytes, solve_threads)
 from .checkpoint import stored_layout
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
@@ -441,7 +441,15 @@ def simulate(
             so in its message (a step past the stability limit 2/λ_max(M₀)).
         max_steps: limit on step attempts; a solve that would need more stops with status ``"max_steps"``
             or ``"stalled"`` (see :class:`gflow.solve._record.Monitor`).
-        max_wall_time: optional wall-time budget in seconds (status ``"time_budget"``).
+        max_wall_time: optional wall-time budget in seconds (status ``"time_budget"``), checked before every
+            evaluation of the field: a run ends within about one evaluation, or one step of the engine's own work,
+            past it.  scipy's ``Radau`` and ``BDF`` also stop before a dense Jacobian or LU factorization that would
+            end past it (predicted from the last one of its kind), since these n³ factorizations run between two
+            evaluations: at a state of n = 6 000 entries Radau's two took 17 s on one core, and a run given 8 s ended
+            after 31 s; with the check it ends no later than 1 s past it.  What no check divides can still overrun
+            it: the n×n arrays around their finite-difference Jacobians (under 1 s at n = 6 000) and ``LSODA``'s
+            factorizations, inside its Fortran code (an n³ LU each, like Radau's real one: seconds at n in the
+            thousands).
         X_test, y_test: optional test data; test outputs, loss and error are recorded at every saved time.
         space: ``"feature"`` (state H, eq. (11), cost ≈ 2mn² per evaluation), ``"weight"`` (state W, eq. (10),
             ≈ 4mDn) or ``"auto"`` (the cheaper, counting the solver's traffic over the state too:
@@ -622,10 +630,14 @@ def simulate(
     monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation, checkpoint is not None),
                       dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
-                      kinked=not net.activation.smooth,
+                      # filippov: the stall projection too (a float32 ReLU net to t1 = 5e4 ran to max_steps, ~80 s),
+                      # without the kinked σ's collapse criteria (it resolves the kink: its event steps are short)
+                      stall=method not in FIXED_STEP_METHODS,  # (the adaptive methods and filippov)
+                      kinked=not net.activation.smooth and method not in FILIPPOV_METHODS,
                       # (a kinked σ collapses their steps for good from the start: 200, as the others — exprk4 on
-                      # a ReLU net took 10 s and 16 000 evaluations to stop at 2 000)
-                      stall_after=2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY and net.activation.smooth else 200)
+                      # a ReLU net took 10 s and 16 000 evaluations to stop at 2 000; filippov's early events: 500)
+                      stall_after=(2000 if method in EXPINT_METHODS + IMPLICIT_SCIPY and net.activation.smooth else
+                                   500 if method in FILIPPOV_METHODS else 200))
     monitor.lam_max0 = recorder.lam_max_M0  # (for the hint of a stalled run)
     status, message = "success", f"reached t1 = {t1:g}"
     recorder.attach_progress(progress, t1, f"flow ({method})")
@@ -690,6 +702,7 @@ def simulate(
         recorder.ensure_final_features()
     if status == "interrupted":
         message = interrupted_message(recorder.t[-1], t1, monitor.n_steps, ckpt)
+    message = limit_stop_message(message, status, ckpt)
 
     stats = {
         "n_f_evals": monitor.n_f_evals,
@@ -1169,9 +1182,57 @@ def _run_scipy(field, grid, method, rtol, atol, opts, recorder: Recorder, monito
     if isinstance(field, ObservedField):
         atol = field.atol_vector(atol).numpy()
     with threadpool_limits(limits=1, user_api="blas"):
+        start = time.perf_counter()
         solver = cls(fun, 0.0, y0.reshape(-1).numpy().copy(), t1, rtol=rtol, atol=atol, **opts)
+        if monitor.max_wall_time is not None and method in ("Radau", "BDF"):
+            _bound_factorizations(solver, monitor, time.perf_counter() - start)
         jump = getattr(field, "jump_integrals", lambda: None)()
         _scipy_loop(solver, grid, shape, method, recorder, monitor, None if jump is None else jump.numpy())
+
+
+#: the first dense LU factorization of a scipy implicit method is predicted from one of a matrix this many times
+#: smaller in each dimension, timed first (its cost, 1/64 of the factorization's, is spent only under a time budget,
+#: at n ≥ _PREDICT_LU_FROM)
+_PREDICT_LU_SHRINK = 4
+_PREDICT_LU_FROM = 1000
+#: a complex LU factorization (Radau's second) predicted from the real one before it: 2.8–4.1× its time measured
+_COMPLEX_LU_FACTOR = 4.0
+
+
+def _bound_factorizations(solver, monitor: Monitor, first_jac_time: float) -> None:
+    """Let ``monitor`` stop scipy's Radau or BDF under a time budget before a dense Jacobian or LU factorization that
+    would end past it (:meth:`Monitor.check_ahead`): their n³ factorizations run between two evaluations, unchecked,
+    and overran the budget by their whole time (Radau at n = 6 000, one core: 4.5 s real + 12.7 s complex).  Each is
+    predicted from the last of its kind (a Jacobian first from the solver's construction, which forms one; a complex
+    LU from the real one before it, ×4; the first real LU from one of a matrix 4× smaller, ×64)."""
+    last = {"jac": first_jac_time}
+    jac, lu = solver.jac, solver.lu
+
+    def timed(key, what, fn, *args):
+        monitor.check_ahead(last.get(key, 0.0), what)
+        start = time.perf_counter()
+        out = fn(*args)
+        last[key] = time.perf_counter() - start
+        return out
+
+    def guarded_lu(A):
+        key = "lu_" + A.dtype.kind
+        if key not in last:
+            if key == "lu_c" and "lu_f" in last:
+                last[key] = _COMPLEX_LU_FACTOR * last["lu_f"]
+            elif A.shape[0] >= _PREDICT_LU_FROM and isinstance(A, np.ndarray):
+                import scipy.linalg
+
+                k = A.shape[0] // _PREDICT_LU_SHRINK
+                small = np.eye(k, dtype=A.dtype) * k + np.random.default_rng(0).random((k, k))
+                start = time.perf_counter()
+                scipy.linalg.lu_factor(small, overwrite_a=True, check_finite=False)
+                last[key] = (time.perf_counter() - start) * _PREDICT_LU_SHRINK ** 3
+        return timed(key, "LU factorization", lu, A)
+
+    if callable(jac):  # (None where the user gave a constant Jacobian: never the case here)
+        solver.jac = lambda *args: timed("jac", "finite-difference Jacobian", jac, *args)
+    solver.lu = guarded_lu
 
 
 def _scipy_loop(solver, grid, shape, method, recorder: Recorder, monitor: Monitor, jump_idx=None):
