@@ -318,6 +318,7 @@ def simulate_nonsmooth(
     est = None
     loosen = " or loosen rtol" if rtol is not None else " or enlarge step"
     ctrl_c = False  # a Ctrl-C stopped a solve, or arrived as one finished
+    skipped = ""  # the finer solves not run: every step of the estimate past the stability limit
     extra, refused = False, ""  # halving on past an unstable coarse step (rtol None): optional — refused, the
     while True:  # three solves before stand, without an estimate, as without the extra halving
         remaining = None if max_wall_time is None else max_wall_time - (time.perf_counter() - start)
@@ -361,6 +362,19 @@ def simulate_nonsmooth(
         sols.append(sol)
         steps.append(h)
         walls.append(float(sol.stats.get("wall_time", 0.0)))
+        limit = sol.stats.get("stability_limit")
+        if len(sols) == 1 and rtol is None and sol.stats.get("unstable_step") and limit is not None and \
+                h / 4 > limit:  # all three steps past the limit: the finer two would estimate nothing either
+            # (the test net with inputs of norm 1e3, limit 2e-6: the solve at 0.25 took 0.5 s, the one at 0.125 took
+            # 8 196 steps and 270 s, for the "no error estimate" of three solves that do not follow the flow)
+            skipped = (f"no error estimate: the steps {h:g}, {h / 2:g}, {h / 4:g} are all past the stability limit "
+                       f"2/λ_max(M₀) = {limit:.3g} (see the warning), where the solves do not follow the flow, so the "
+                       f"finer two were not run; use step ≤ {0.9 * limit:.2g}")
+            rel = np.full(sol.t.shape, np.inf)
+            rel[0] = 0.0
+            est = {"abs": rel.copy(), "rel": rel, "rho": math.nan, "rho_observed": math.nan,
+                   "observed_order": math.nan, "reliable": False, "unstable": True}
+            break
         if len(sols) >= 3:
             est = richardson_estimate([s.loss for s in sols[-3:]], order, safety=safety,
                                       smooth=net.activation.smooth)
@@ -401,6 +415,8 @@ def simulate_nonsmooth(
                        f"steps {', '.join(f'{h:g}' for h in steps[-3:])} include steps past the stability limit "
                        "(see the warning), where the solves do not follow the flow"
                        + (f"; {refused}" if refused else ""))
+            if skipped:
+                message = f"reached t1 = {best.t[-1]:g} with {method} at step {steps[-1]:g}; {skipped}"
         elif not est["reliable"]:
             message += "; the differences between step halvings do not contract: the estimate is not reliable, " \
                        "use a smaller step"

@@ -715,6 +715,8 @@ def simulate(
         "torch_threads": threads,
         "last_step": monitor.last_dt if math.isfinite(monitor.last_dt) else None,
         **getattr(monitor, "extra_stats", {}),  # exprk4: flops, flops_per_eval (per stage), n_linearizations
+        # sliding: 2/λ_max(M₀), the stability limit of its explicit treatment of the free pairs
+        **({"stability_limit": sliding_limit} if sliding_limit is not None else {}),
     }
     config = {
         "kind": "flow",
