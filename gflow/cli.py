@@ -601,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, help=f"gradient descent: number of steps, to t = steps × step (default: "
                    f"{gd_default['steps']})")
     g.add_argument("--save-every", type=int, dest="save_every", help="gradient descent: record every this many "
-                   f"steps; the last is always recorded (default: {gd_default['save_every']})")
+                   "steps; the last is always recorded (default: about 200 saved steps, at most every 100th)")
     g.add_argument("--max-steps", type=int, dest="max_steps", help="limit on step attempts; a run that needs more "
                    f"stops with status max_steps (default: {sim_default['max_steps']})")
     g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="wall-time budget in seconds "

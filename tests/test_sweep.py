@@ -1451,6 +1451,28 @@ def test_a_sweep_call_under_a_main_guard_is_not_taken_for_an_unguarded_one(tmp_p
     assert unguarded_main_call() is None  # (pytest's own main: no module-level frame of a script calls it)
 
 
+def test_gd_s_default_save_every_follows_steps_and_keeps_the_ids_of_runs_from_20_000_steps():
+    # (a workflow audit: the fixed default save_every = 100 saved t = 0 and the end alone of a run of 100 steps)
+    ids = {}
+    for steps, want in ((None, 100), (20_000, 100), (1_000, 5), (100, 1)):
+        solver = {"kind": "gradient_descent", "step": 0.1} | ({} if steps is None else {"steps": steps})
+        run = SweepConfig.from_dict(SMALL, SMALL_DATA, solver).runs()[0]
+        assert run.config["solver"]["save_every"] == want
+        ids[steps] = run.run_id
+    # (the ids gflow gave them before the change, where the default is still every 100th; 1 000 steps: another run)
+    assert ids[None] == "c29bce69523d648a" and ids[20_000] == "64130bab7c17b231"
+    assert ids[1_000] != "25fc8c4ee4a91576"
+    written = SweepConfig.from_dict(SMALL, SMALL_DATA, {"kind": "gradient_descent", "step": 0.1, "steps": 1_000,
+                                                        "save_every": 100}).runs()[0]
+    assert written.run_id == "25fc8c4ee4a91576"  # (an older store continues with save_every = 100 written out)
+    X, y = gf.data.random_labels(n=4, d=3, seed=0)
+    gd = gf.gradient_descent(gf.Network(d=3, width=8), X, y, step=0.1, steps=100)
+    assert len(gd.t) == 101 and gd.config["solver"]["save_every"] == 1
+    gds = gf.gradient_descent_batch(gf.networks([0, 1], d=3, width=8), X, y, step=0.1, steps=1_000)
+    assert [len(g.t) for g in gds] == [201, 201]
+    assert len(gf.gradient_descent(gf.Network(d=3, width=8), X, y, step=0.1, steps=1_000, save_every=100).t) == 11
+
+
 def test_rtol_s_default_follows_the_dtype_and_keeps_float64_run_ids():
     # (a robustness audit: rtol's default 1e-7 is float32's machine epsilon, where steps are rejected for rounding —
     # a tanh run to t = 3 000 took 4 072 steps, 625 rejected, against 650 at 1e-5; float32 now defaults to 1e-5)

@@ -949,7 +949,7 @@ def gradient_descent_batch(
     y: Any,
     step: float = 1.0,
     steps: int = 50_000,
-    save_every: int = 100,
+    save_every: int | None = None,
     *,
     X_test: Any = None,
     y_test: Any = None,

@@ -103,6 +103,13 @@ def failure_end(field, recorder, start: torch.Tensor, k0: int, k1: int, step: fl
     return status, f"{why}; the run ends at its last iterate before that, step {k} (t = {k * step:g})", end
 
 
+def default_save_every(steps: int) -> int:
+    """GD's ``save_every`` where none is given: about 200 saved steps, at most every 100th — the paper's 50 000 steps
+    save every 100th (the fixed default before, which saved only t = 0 and the end of a run of 100 steps, and looked
+    for a rise of the loss at those two alone)."""
+    return max(1, min(100, steps // 200))
+
+
 def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at):
     """Validate GD's arguments (shared with :func:`gflow.gradient_descent_batch`); returns (step, steps,
     save_every, max_wall_time, t1, feature steps, weight steps, saved steps)."""
@@ -111,7 +118,8 @@ def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at)
         raise ValueError(f"{arg('step')} must be > 0 (the GD step δ), got {step}")
     step = check_positive_float(step, arg("step"))
     steps = check_positive_int(steps, arg("steps"))
-    save_every = check_positive_int(save_every, arg("save_every"))
+    save_every = default_save_every(steps) if save_every is None else check_positive_int(save_every,
+                                                                                         arg("save_every"))
     if max_wall_time is not None:
         max_wall_time = check_positive_float(max_wall_time, arg("max_wall_time"))
     t1 = steps * step
@@ -139,7 +147,7 @@ def gradient_descent(
     y: Any,
     step: float = 1.0,
     steps: int = 50_000,
-    save_every: int = 100,
+    save_every: int | None = None,
     *,
     X_test: Any = None,
     y_test: Any = None,
@@ -162,7 +170,8 @@ def gradient_descent(
         net: the network; X (n, d), y (n,): training data.
         step: δ > 0 (the paper uses δ = 1).  Flow time after k steps is kδ.
         steps: number of steps k (the paper uses 50 000).
-        save_every: record the loss every this many steps (the last step is always recorded).
+        save_every: record the loss every this many steps (the last step is always recorded); default: about 200
+            saved steps, at most every 100th (``max(1, min(100, steps // 200))``: every 100th of the paper's 50 000).
         X_test, y_test: optional test data.
         space: ``"feature"``, ``"weight"`` or ``"auto"``, as in :func:`gflow.simulate`; both are exact.
         features_at, weights_at: flow times (multiples of ``step``) at which H / W are kept; features default

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._validate import describe
+from .._validate import describe, is_int
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -297,6 +297,14 @@ class SweepConfig:
 
             dtype = getattr(torch, str(cfg["network"].get("dtype", "float64")).replace("torch.", ""))
             cfg["solver"]["rtol"] = default_rtol(dtype, cfg["solver"].get("method"))
+        steps = cfg["solver"].get("steps")
+        if cfg["solver"]["kind"] == "gradient_descent" and cfg["solver"].get("save_every") is None and \
+                is_int(steps) and steps > 0:
+            # (GD's default save_every follows steps, as gradient_descent's default_save_every: every 100th from
+            # 20 000 steps on, as before, so those runs keep their ids; a shorter run saves more often: another run)
+            from ..solve.gd import default_save_every
+
+            cfg["solver"]["save_every"] = default_save_every(int(steps))
         if cfg["data"]["n_test"] and cfg["data"].get("test_seed") is None:
             cfg["data"]["test_seed"] = cfg["data"]["seed"] + 1
         return cfg
