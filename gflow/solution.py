@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -361,6 +362,36 @@ class Solution:
     @property
     def final_loss(self) -> float:
         return float(self.loss[-1])
+
+    def time_to_loss(self, level: float) -> float | None:
+        """The first time at which the training loss reaches ``level`` (L_t ≤ level), between the two saved times
+        around it interpolated linearly in log L — exact where the loss decays exponentially between them (a linear
+        σ with n = 1), otherwise as fine as the saved times (``saveat``; GD: t = kδ at the saved steps).
+
+        Returns:
+            the time (flow time t; 0.0 where L₀ ≤ level), or None where no saved loss reaches ``level`` (the run
+            ended above it, or stopped early: see :attr:`status`).
+        """
+        if not is_real(level):
+            raise TypeError(f"level must be a positive loss value, e.g. 1e-6, got {describe(level)}")
+        level = float(level)
+        if not (level > 0 and math.isfinite(level)):
+            raise ValueError(f"level must be a positive, finite loss value, e.g. 1e-6, got {level}")
+        L, t = np.asarray(self.loss, dtype=np.float64), np.asarray(self.t, dtype=np.float64)
+        below = np.flatnonzero(L <= level)  # (NaN compares False: a non-finite loss never reaches it)
+        if below.size == 0:
+            return None
+        k = int(below[0])
+        if k == 0:
+            return float(t[0])
+        (ta, tb), (La, Lb) = t[k - 1:k + 1], L[k - 1:k + 1]
+        if not (math.isfinite(La) and La > level):  # (after a non-finite saved loss: no interval to interpolate in)
+            return float(tb)
+        if Lb > 0:
+            frac = math.log(La / level) / math.log(La / Lb)
+        else:  # (an exact 0: linear in L)
+            frac = (La - level) / La
+        return float(ta + frac * (tb - ta))
 
     def feature_index(self, t: float, *, name: str = "t") -> int:
         """The index in :attr:`feature_t` of time ``t`` (nearest saved time within 1e-9 relative).

@@ -54,6 +54,24 @@ def test_linear_flow_rate_kappa_is_c_hat_squared_and_m_over_D_for_mean_field():
         assert _kappa(_linear_net(scaling)) == pytest.approx(0.49 * factor, rel=1e-14)
 
 
+def test_time_to_loss_is_exact_for_one_point_where_the_loss_decays_exponentially(make_data):
+    # n = 1, linear σ: L_t = L₀ e^{−2κGt}, so the time to reach a level is log(L₀/level)/(2κG), between any saved times
+    X, y = make_data(n=1, d=4, seed=0)
+    net = _linear_net("ours")
+    rate = 2 * _kappa(net) * float(net.gram(X)[0, 0])
+    sol = gf.simulate(net, X, y, saveat=np.linspace(0.0, 12.0 / rate, 9), rtol=RTOL, atol=ATOL)
+    L0 = float(sol.loss[0])
+    for level in (0.5 * L0, 1e-3 * L0, float(sol.loss[3])):  # (between saved times, and on one)
+        assert sol.time_to_loss(level) == pytest.approx(math.log(L0 / level) / rate, rel=1e-8)
+    assert sol.time_to_loss(2 * L0) == 0.0 and sol.time_to_loss(1e-3 * float(sol.loss[-1])) is None
+    gd = gf.gradient_descent(net, X, y, step=0.05 / rate, steps=100, save_every=7)  # (GD: t = kδ, saved steps)
+    k = int(np.argmax(gd.loss <= 0.5 * L0))
+    assert gd.t[k - 1] < gd.time_to_loss(0.5 * L0) <= gd.t[k]
+    for bad, err in ((0.0, ValueError), (-1e-3, ValueError), (math.nan, ValueError), ("1e-6", TypeError)):
+        with pytest.raises(err, match="level must be a positive"):
+            sol.time_to_loss(bad)
+
+
 @pytest.mark.parametrize("space", SPACES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 def test_linear_flow_residual_is_the_matrix_exponential_of_the_gram(make_data, rel_err, scaling, space):
