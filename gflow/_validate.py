@@ -73,7 +73,10 @@ def is_real(value: Any) -> bool:
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     if not is_int(value):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {describe(value)}")
+        # (steps=1e3 is a float: the message showed 1000.0 and did not say why an integer was refused)
+        whole = isinstance(value, (float, np.floating)) and abs(value) < 1e15 and float(value).is_integer()
+        hint = f" (a float, as 1e3 is: write {int(value)})" if whole else ""
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {describe(value)}{hint}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return int(value)

@@ -420,6 +420,8 @@ BAD_GD = [
     ("steps_zero", dict(steps=0), ValueError, r"steps must be an integer >= 1, got 0"),
     ("steps_negative", dict(steps=-3), ValueError, r"steps must be an integer >= 1, got -3"),
     ("steps_fractional", dict(steps=2.5), TypeError, r"steps must be an integer >= 1, got float 2\.5"),
+    ("steps_whole_float", dict(steps=1e3), TypeError,
+     r"steps must be an integer >= 1, got float 1000\.0 \(a float, as 1e3 is: write 1000\)"),
     ("save_every_zero", dict(save_every=0), ValueError, r"save_every must be an integer >= 1, got 0"),
     ("save_every_too_small_for_the_steps", dict(steps=10**12, save_every=1), ValueError,
      r"steps=1000000000000 with save_every=1 would save 1000000000001 points .*raise save_every to at least 100000"),
