@@ -168,6 +168,11 @@ class AbstractField:
         """H, (m, n)."""
         raise NotImplementedError
 
+    def train_features_into(self, state: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`train_features` written into ``out`` (an (m, n) view, e.g. one time of the recorder's stack of
+        saved times); a field that forms H by a product writes it there directly."""
+        return out.copy_(self.train_features(state))
+
     def test_features(self, state: torch.Tensor) -> torch.Tensor | None:  # pragma: no cover
         """H_te, (m, n_te), or None without test data."""
         raise NotImplementedError

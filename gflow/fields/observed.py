@@ -139,6 +139,9 @@ class ObservedField(AbstractField):
     def train_features(self, state):
         return self.base.train_features(self.core(state))
 
+    def train_features_into(self, state, out):
+        return self.base.train_features_into(self.core(state), out)
+
     def test_features(self, state):
         return self.base.test_features(self.core(state))
 

@@ -62,6 +62,9 @@ class WeightSpaceField(AbstractField):
     def train_features(self, state):
         return state @ self._beta_PhiT
 
+    def train_features_into(self, state, out):
+        return torch.mm(state, self._beta_PhiT, out=out)
+
     def test_features(self, state):
         return self.test_features_into(state, None)
 

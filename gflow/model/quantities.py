@@ -15,40 +15,61 @@ import math
 import torch
 
 
-def active_fraction(H: torch.Tensor, interval: tuple[float, float], out: torch.Tensor | None = None) -> torch.Tensor:
-    """(1/m) #{i : H_ia ∈ (I_l, I_r)} for each point a; shape (n,).  The interval is open.
+def active_fraction(H: torch.Tensor, interval: tuple[float, float], out: torch.Tensor | None = None,
+                    ones: torch.Tensor | None = None, abs_H: torch.Tensor | None = None) -> torch.Tensor:
+    """(1/m) #{i : H_ia ∈ (I_l, I_r)} for each point a; shape (n,) — or (k, n) for a stack H of shape (k, m, n)
+    (the recorder's saved times taken together).  The interval is open.
 
     The indicator is formed in H's dtype (in ``out``, a buffer of H's shape, when given) and counted by a
     matrix–vector product — exact integer counts, then / m (a boolean column sum cost 5× that at m = 1024, n = 20).
     A symmetric interval (−a, a) counts |H| < a (exact: |·| does not round); another bounded one counts
     #{H > I_l} − #{H ≥ I_r} (the second set lies in the first), with no boolean temporary: 39 → 12 µs (symmetric)
     and 18 µs at (1024, 20) on an Intel Xeon (the product of two indicators cost 39 µs).  NaN is never counted.
+    ``ones``: the (m,) ones vector of the products, where the caller keeps one (no allocation per call); ``abs_H``:
+    |H|, where the caller has it (a symmetric interval then counts without a pass of its own: the recorder's η and η̄).
     """
     lo, hi = interval
-    m = H.shape[0]
+    m = H.shape[-2]
     if not (math.isfinite(lo) or math.isfinite(hi)):  # I = ℝ
-        return H.new_ones(H.shape[1])
+        return H.new_ones(H.shape[:-2] + H.shape[-1:])
     ind = torch.empty_like(H) if out is None else out
-    ones = H.new_ones(m)
+    count = _column_counts(m, H, ones)
     if math.isfinite(lo) and math.isfinite(hi):
         if lo == -hi:
-            torch.abs(H, out=ind).lt_(hi)  # 1.0 / 0.0 in H's dtype
-            return torch.mv(ind.T, ones).div_(m)
+            if abs_H is None:
+                torch.abs(H, out=ind).lt_(hi)  # 1.0 / 0.0 in H's dtype
+            else:
+                torch.lt(abs_H, hi, out=ind)
+            return count(ind).div_(m)
         torch.gt(H, lo, out=ind)
-        count = torch.mv(ind.T, ones)
+        total = count(ind)
         torch.ge(H, hi, out=ind)
-        return count.sub_(torch.mv(ind.T, ones)).div_(m)
+        return total.sub_(count(ind)).div_(m)
     if math.isfinite(lo):
         torch.gt(H, lo, out=ind)
     else:
         torch.lt(H, hi, out=ind)
-    return torch.mv(ind.T, ones).div_(m)
+    return count(ind).div_(m)
 
 
-def eta(H: torch.Tensor, interval: tuple[float, float], out: torch.Tensor | None = None) -> torch.Tensor:
-    """η = min_a (1/m) #{i : H_ia ∈ I} (eq. (18)); a 0-d tensor (``out``: an indicator buffer, as in
-    :func:`active_fraction`)."""
-    return active_fraction(H, interval, out).min()
+def _column_counts(m: int, like: torch.Tensor, ones: torch.Tensor | None = None, exact: bool = True):
+    """x ↦ Σ_i x_ia, the sums over the m neurons of an (m, n) or (k, m, n) tensor as products with a ones vector
+    (``ones`` where the caller keeps one): torch.mv for one matrix; for a stack, one batched product where the sums
+    are ``exact`` (counts of indicators: any order of summation gives them), else torch.mv matrix by matrix — a
+    batched product sums in its own order (torch.matmul against torch.mv/mm at m ≤ 128: ulps apart)."""
+    ones = like.new_ones(m) if ones is None else ones
+    if like.dim() == 2:
+        return lambda x: torch.mv(x.T, ones)
+    if exact:
+        return lambda x: torch.matmul(ones, x)
+    return lambda x: torch.stack([torch.mv(xi.T, ones) for xi in x])
+
+
+def eta(H: torch.Tensor, interval: tuple[float, float], out: torch.Tensor | None = None,
+        ones: torch.Tensor | None = None, abs_H: torch.Tensor | None = None) -> torch.Tensor:
+    """η = min_a (1/m) #{i : H_ia ∈ I} (eq. (18)); a 0-d tensor — (k,) for a stack H of shape (k, m, n) — (``out``:
+    an indicator buffer; ``ones``, ``abs_H``: as in :func:`active_fraction`)."""
+    return active_fraction(H, interval, out, ones, abs_H).amin(dim=-1)
 
 
 def mu(ds: torch.Tensor) -> torch.Tensor:
@@ -71,10 +92,13 @@ def _gram_edges(n: int) -> list[int]:
 
 
 def gram(B: torch.Tensor) -> torch.Tensor:
-    """BᵀB (n, n) for B (m, n), exactly symmetric: from n = GRAM_MIN_N on, the upper block triangle of a split
-    into GRAM_BLOCKS column blocks and its mirror, (1 + 1/4)·mn² flops instead of 2mn² (torch has no symmetric
-    rank-k product; measured 30.6 → 21.9 ms at (4096, 600), 0.83 → 0.63 ms at (1024, 200) on one core)."""
-    edges = _gram_edges(B.shape[1])
+    """BᵀB (n, n) for B (m, n) — (k, n, n) for a stack (k, m, n) — exactly symmetric: from n = GRAM_MIN_N on, the
+    upper block triangle of a split into GRAM_BLOCKS column blocks and its mirror, (1 + 1/4)·mn² flops instead of
+    2mn² (torch has no symmetric rank-k product; measured 30.6 → 21.9 ms at (4096, 600), 0.83 → 0.63 ms at
+    (1024, 200) on one core)."""
+    if B.dim() == 3:  # a stack (k, m, n) → (k, n, n), matrix by matrix (a batched product sums in its own order)
+        return torch.stack([gram(b) for b in B])
+    edges = _gram_edges(B.shape[-1])
     if len(edges) == 2:
         return _mirror_upper_(B.T @ B)
     n = B.shape[1]
@@ -88,11 +112,11 @@ def gram(B: torch.Tensor) -> torch.Tensor:
 
 
 def _mirror_upper_(D: torch.Tensor) -> torch.Tensor:
-    """D (square) := its upper triangle and the mirror of it, in place: BLAS does not promise a symmetric BᵀB, nor
-    symmetric diagonal blocks (MKL on an AMD EPYC: 1 ulp off across the diagonal at n = 5 and inside the blocks at
-    n = 301).  Exact (x + 0).  Only on gram()'s diagonal blocks: an add of a transposed n×n operand runs strided
-    (gram at (64, 2048) on an AMD EPYC, one core: 63 ms with the whole product mirrored so, 23 ms with the
-    off-diagonal blocks copied)."""
+    """D (square) := its upper triangle and the mirror of it, in place: BLAS does not promise a
+    symmetric BᵀB, nor symmetric diagonal blocks (MKL on an AMD EPYC: 1 ulp off across the diagonal at n = 5 and
+    inside the blocks at n = 301).  Exact (x + 0).  Only on gram()'s diagonal blocks: an add of a transposed n×n
+    operand runs strided (gram at (64, 2048) on an AMD EPYC, one core: 63 ms with the whole product mirrored so,
+    23 ms with the off-diagonal blocks copied)."""
     U = torch.triu(D, 1)
     return D.triu_().add_(U.T)
 
@@ -131,11 +155,15 @@ class FastForms:
         self.c_col = c[:, None]
 
     def mu_nu(self, ds: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-        """(μ, ν), shape (2,); σ′² is formed in ``buf`` (ds's shape)."""
-        return torch.mm(self.mu_nu_rows, torch.mul(ds, ds, out=buf)).amin(dim=1)
+        """(μ, ν), shape (2,) — (k, 2) for a stack ds of shape (k, m, n); σ′² is formed in ``buf`` (ds's shape)."""
+        sq = torch.mul(ds, ds, out=buf)
+        if ds.dim() == 2:
+            return torch.mm(self.mu_nu_rows, sq).amin(dim=1)
+        return torch.stack([torch.mm(self.mu_nu_rows, q) for q in sq]).amin(dim=-1)  # (the product of each matrix)
 
     def kernel_M(self, ds: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-        """M (n, n), exactly symmetric; cσ′ is formed in ``buf`` (ds's shape)."""
+        """M (n, n) — (k, n, n) for a stack ds of shape (k, m, n) — exactly symmetric; cσ′ is formed in ``buf``
+        (ds's shape)."""
         return gram(torch.mul(ds, self.c_col, out=buf)).mul_(self.G_over_m)
 
 
@@ -158,14 +186,18 @@ def extreme_eigenvalues(M: torch.Tensor, exactly_symmetric: bool = False) -> tup
     return float(ev[0]), float(ev[-1])
 
 
-def feature_movement(H: torch.Tensor, H0: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """(1/m) Σ_i |h_i^t(x_a) − h_i^0(x_a)| for each point a; shape (n,) (eq. (15), T8).
+def feature_movement(H: torch.Tensor, H0: torch.Tensor, out: torch.Tensor | None = None,
+                     ones: torch.Tensor | None = None) -> torch.Tensor:
+    """(1/m) Σ_i |h_i^t(x_a) − h_i^0(x_a)| for each point a; shape (n,) — (k, n) for a stack H of shape (k, m, n)
+    (eq. (15), T8).
 
     ``out``: a buffer of H's shape that receives |H − H0| (no temporaries; the caller may read it afterwards).
-    The sum over neurons is a matrix–vector product (a column mean over (m, n) cost 9× that at (4096, 600)).
+    The sum over neurons is a matrix–vector product (a column mean over (m, n) cost 9× that at (4096, 600));
+    ``ones``: its (m,) ones vector, where the caller keeps one.
     """
     d = torch.sub(H, H0, out=out).abs_()
-    return torch.mv(d.T, H.new_ones(H.shape[0])).div_(H.shape[0])
+    m = H.shape[-2]
+    return _column_counts(m, H, ones, exact=False)(d).div_(m)
 
 
 __all__ = [

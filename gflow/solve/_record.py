@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._validate import check_positive_int, describe
-from ..fields.base import AbstractField, scratch
+from ..fields.base import AbstractField, column_major, scratch
 from ..model import quantities as Q
 from ..model.network import Network, _physical_memory
 from ..solution import Interrupted
@@ -199,6 +199,8 @@ class Recorder:
             self.inner = (lo + xi, hi - xi)
         else:
             self.inner = None
+        #: η and η̄ count |H| < a on both intervals (symmetric): |H| is formed once for both
+        self._symmetric = self.inner is not None and lo == -hi and self.inner[0] == -self.inner[1]
         self._ft = feature_times
         self._wt = weight_times
         self._eig = pb.n <= EIG_MAX_N
@@ -231,106 +233,232 @@ class Recorder:
     def t(self) -> list[float]:
         return self.rows["t"]
 
-    def _member(self, t: float, times: np.ndarray) -> bool:
+    def _members(self, ts, times: np.ndarray):
+        """Whether each of ``ts`` is one of ``times`` (within the time tolerance), as a sequence of bools: one search
+        for a chunk of saved times."""
         if times.size == 0:
-            return False
+            return [False] * len(ts)
+        if len(ts) == 1:  # (a single time: 2 µs where the array form takes 17)
+            t = ts[0]
+            k = int(np.searchsorted(times, t))
+            return [any(0 <= j < times.size and abs(times[j] - t) <= self._tol for j in (k - 1, k))]
+        t = np.asarray(ts, dtype=np.float64)
         k = np.searchsorted(times, t)
-        return any(0 <= j < times.size and abs(times[j] - t) <= self._tol for j in (k - 1, k))
+        below, above = times[np.clip(k - 1, 0, times.size - 1)], times[np.clip(k, 0, times.size - 1)]
+        return ((k >= 1) & (np.abs(below - t) <= self._tol)) | ((k < times.size) & (np.abs(above - t) <= self._tol))
+
+    #: :meth:`record_many` forms the (m, n) observables of up to this many entries of features at once (a chunk of
+    #: a solver's dense output: 13 saved times at (1024, 20)): each operation's overhead is paid once per chunk, and
+    #: the chunk's few buffers (2 MB each in float64) stay in cache
+    RECORD_CHUNK_ENTRIES = 1 << 18
 
     def record(self, t: float, state: torch.Tensor, *, force_features: bool = False) -> None:
         """Record the observables of ``state`` at time t; raises Abort("nonfinite") for a non-finite loss."""
-        pb, net, rows = self.pb, self.pb.net, self.rows
-        H = self.field.train_features(state)
-        # every (m, n)-sized temporary is a buffer kept across calls (fresh ones cost page faults), and the sums over
-        # neurons are matrix–vector products with a ones vector (a column mean over (m, n) cost 9× that at n = 600)
-        s, ds = scratch(self, "s", H.shape, H), scratch(self, "ds", H.shape, H)
+        self._record_chunk((t,), state.unsqueeze(0), force_features)
+
+    def record_many(self, ts, states: torch.Tensor) -> None:
+        """:meth:`record` at each time of ``ts`` (increasing) of the state ``states[i]`` (a stack: the rows of a
+        solver's dense output), in order — the same rows, and the same Abort at the same time, as one call per
+        time — with the (m, n) work of several saved times in one operation each (:data:`RECORD_CHUNK_ENTRIES`).
+        A dense ``saveat`` (the quick start's 5 001 times at m = 1024, n = 20) cost 2–3 record calls' worth of
+        dispatch per time, more than the flow's stepping: see ``benchmarks/bench_record.py``."""
+        if len(ts) != states.shape[0]:
+            raise ValueError(f"record_many takes one state per time: got {len(ts)} times and "
+                             f"{states.shape[0]} states")
+        per = max(1, self.RECORD_CHUNK_ENTRIES // max(1, self.pb.net.m * self.pb.n))
+        for a in range(0, len(ts), per):
+            self._record_chunk(ts[a:a + per], states[a:a + per], False)
+
+    def _like(self, key: str, base: torch.Tensor, k: int) -> torch.Tensor:
+        """A buffer kept across calls with ``base``'s shape and strides (the native kernels take operands of one
+        layout only; a fresh array per saved time cost page faults): for a stack, its first ``k`` matrices."""
+        bufs = self.__dict__.setdefault("_chunk_bufs", {})
+        full = (key, tuple(base.shape), base.stride(), base.dtype, base.device)
+        buf = bufs.get(full)
+        if buf is None:
+            buf = bufs[full] = torch.empty_strided(base.shape, base.stride(), dtype=base.dtype, device=base.device)
+        return buf if base.dim() == 2 else buf[:k]
+
+    def _stack_features(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, base): the features of the ``k`` states as a (k, m, n) stack in the layout the field gives them
+        (column-major stays column-major: the products over neurons then run as before) — of a single state, H
+        (m, n) itself (the 2-D operations cost 2–4 µs less each than their batched forms) — and the tensor whose
+        layout the chunk's buffers take (:meth:`_like`)."""
+        first = self.field.train_features(states[0])
+        k = states.shape[0]
+        if k == 1:
+            return first, first
+        per = max(1, self.RECORD_CHUNK_ENTRIES // max(1, first.numel()))
+        cap = scratch(self, "H_stack", (per,) + tuple(first.shape), first, col=column_major(first))
+        H = cap[:k]
+        H[0].copy_(first)
+        for i in range(1, k):
+            self.field.train_features_into(states[i], H[i])
+        return H, cap
+
+    def _record_chunk(self, ts, states: torch.Tensor, force_features: bool) -> None:
+        """:meth:`record` of each state of the stack ``states`` at the times ``ts``: the observables are formed for
+        the whole chunk first — the elementwise passes over the (k, m, n) stack, the counts of indicators as one
+        batched product (exact), the eigenvalues as one batched eigvalsh (LAPACK's routine matrix by matrix), the
+        sums that round by the same products as for a single time: the same numbers, bit for bit — then each time's
+        checks run and its row is kept, in order."""
+        pb, net, rows, field = self.pb, self.pb.net, self.rows, self.field
+        k = len(ts)
+        H, base = self._stack_features(states)
+        # a single time's quantities stay what they are (H (m, n), r (n,), η a 0-d tensor: the 2-D operations and
+        # float() cost a few µs less each than their batched forms); a stack's have a leading axis of k
+        single = H.dim() == 2
+        at = (lambda x, i: x) if single else (lambda x, i: x[i])  # (time i's of a stack's, or the single time's)
+        values = (lambda x: [float(x)]) if single else (lambda x: x.tolist())  # (a list of k floats)
+        s, ds = self._like("s", base, k), self._like("ds", base, k)
         net.activation.both_into(H, s, ds)  # the fused σ/σ′ of the field (float64 tanh: ~5x torch.tanh)
-        f = net.alpha * (net.c @ s)
+        # (n,), or (k, n) for a stack: every sum that rounds is formed matrix by matrix, by the operation a single time
+        # takes (a batched product sums in its own order: torch.matmul against c @ s at m ≤ 128, ulps apart)
+        f = net.alpha * (net.c @ s if single else torch.stack([net.c @ si for si in s.unbind()]))
         r = f - pb.y
-        loss = float(0.5 * (r @ r))
-        # σ′(H) feeds M, μ, ν and L̇ (its finiteness by a sum: Q.all_finite)
-        if not math.isfinite(loss) or not Q.all_finite(ds):
-            self.nonfinite_state = (float(t), state.detach().clone(), self.field)
-            raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
-                        f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t = {t:.6g}; use "
-                        f"{float64_advice(net.dtype)}a smaller step or tighter tolerances")
-        if self.diverge_factor is not None and rows["loss"] and loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
-            raise Abort("diverged", self.diverged_message(loss, t))
-        if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] and (
-                loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], s) if not self.rise_rtol else
-                loss > self._lowest_loss() * (1.0 + self.rise_rtol) + self._rounding(self._lowest_loss(), s)):
-            self.loss_rise = (rows["t"][-1], rows["loss"][-1], float(t), loss)
-        if self.bar is not None:
-            self.bar.update(float(t) - (rows["t"][-1] if rows["t"] else 0.0))
-            self.bar.set_postfix_str(f"L = {loss:.3e}", refresh=False)
-        rows["t"].append(float(t))
-        rows["loss"].append(loss)
-        rows["residual"].append(_np(r))
-        rows["output"].append(_np(f))
-        keep_features = force_features or self._member(t, self._ft)
-        Hte = None
-        if pb.X_test is not None:
+        losses = [float(0.5 * (r @ r))] if single else [float(0.5 * (ri @ ri)) for ri in r.unbind()]
+        ds_finite = Q.all_finite(ds)  # σ′(H) feeds M, μ, ν and L̇ (its finiteness by a sum; a row's where it is not)
+        ok = [math.isfinite(loss) and (ds_finite or Q.all_finite(at(ds, i))) for i, loss in enumerate(losses)]
+        R, F = _np(r), _np(f)
+        keep = self._members(ts, self._ft)
+        if force_features:
+            keep = [True] * k
+        keep_W = self._members(ts, self._wt)
+        test = pb.X_test is not None
+        if test:
+            fte, fm_te, Hte_kept = self._test_block(states, keep)  # (k, n_te) each, (n_te,) for a single time
+            FTE, FMT = _np(fte), _np(fm_te)
+        # theory quantities (EQUATIONS.md §8-§9), for the whole chunk
+        ind = self._like("ind", base, k)  # η's indicator buffer, reused
+        ones = self._ones_m
+        dH = self._like("dH", base, k)  # (|H| for η and η̄ where both intervals are symmetric, then |H − H0|)
+        abs_H = torch.abs(H, out=dH) if self._symmetric else None
+        eta = values(Q.eta(H, self.interval, ind, ones, abs_H))
+        eta_bar = values(Q.eta(H, self.inner, ind, ones, abs_H)) if self.inner else [math.nan] * k
+        mu_nu = self._forms.mu_nu(ds, ind).tolist()  # (T4; as the running integrals form them)
+        if single:
+            mu_nu = [mu_nu]
+        if self._eig and all(ok):  # (a failing time ends the chunk: the eigenvalues of a NaN M are not asked for)
+            M = self._forms.kernel_M(ds, ind)  # κ_M G∘S (E3), exactly symmetric; (k, n, n) for a stack
+            M0 = at(M, 0) if self._M0 is None else self._M0
+            M0_norm = torch.linalg.norm(M0) if self._M0_norm is None or self._M0 is None else self._M0_norm
+            if single:
+                lam = [Q.extreme_eigenvalues(M, self._M_symmetric)]
+                moved_M = [float(torch.dist(M, M0) / M0_norm)]
+            else:
+                if Q.all_finite(M):
+                    ev = torch.linalg.eigvalsh(M if self._M_symmetric else 0.5 * (M + M.mT))
+                    lam = list(zip(ev[:, 0].tolist(), ev[:, -1].tolist()))
+                else:  # (an overflowing kernel: NaN at those times, as extreme_eigenvalues says)
+                    lam = [Q.extreme_eigenvalues(Mi, self._M_symmetric) for Mi in M]
+                moved_M = torch.stack([torch.dist(Mi, M0) for Mi in M.unbind()]).div_(M0_norm).tolist()
+        elif self._eig:  # the times before the failing one, one by one (the failure path only)
+            M = [self._forms.kernel_M(at(ds, i), at(ind, i)) if ok[i] else None for i in range(k)]
+        fm = _np(Q.feature_movement(H, self._H0, dH, ones))  # leaves |H − H0| in dH
+        if self.inner:  # T7: max_a (1/m) #{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}
+            xi = (self.interval[1] - self.interval[0]) / 3.0
+            torch.ge(dH, xi, out=ind)  # 1.0 / 0.0 in H's dtype, counted by a product (exact integer counts)
+            counts = torch.mv(ind.T, ones) if single else torch.matmul(ones, ind)
+            moved = [c / net.m for c in values(counts.amax(dim=-1))]
+        else:
+            moved = [math.nan] * k
+        integrals = None
+        if hasattr(field, "integrals"):
+            q = field.integrals(states[0]) if single else torch.stack([field.integrals(st) for st in states])
+            integrals = _np(q)
+        moved_W = [field.weight_movement(states[0])] if single else [field.weight_movement(x) for x in states.unbind()]
+
+        for i, t in enumerate(ts):
+            state, loss = states[i], losses[i]
+            if not ok[i]:
+                self.nonfinite_state = (float(t), state.detach().clone(), field)
+                raise Abort("nonfinite", f"the loss or σ′ became non-finite at t = {t:.6g}; the state was lost between "
+                            f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t = {t:.6g}; use "
+                            f"{float64_advice(net.dtype)}a smaller step or tighter tolerances")
+            if self.diverge_factor is not None and rows["loss"] and \
+                    loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
+                raise Abort("diverged", self.diverged_message(loss, t))
+            if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] and (
+                    loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], at(s, i)) if not self.rise_rtol else
+                    loss > (low := self._lowest_loss()) * (1.0 + self.rise_rtol) + self._rounding(low, at(s, i))):
+                self.loss_rise = (rows["t"][-1], rows["loss"][-1], float(t), loss)
+            if self.bar is not None:
+                self.bar.update(float(t) - (rows["t"][-1] if rows["t"] else 0.0))
+                self.bar.set_postfix_str(f"L = {loss:.3e}", refresh=False)
+            rows["t"].append(float(t))
+            rows["loss"].append(loss)
+            rows["residual"].append(at(R, i))
+            rows["output"].append(at(F, i))
+            if test:
+                if len(rows["t"]) == 1 and not math.isfinite(float(torch.sum((at(fte, i) - pb.y_test) ** 2))):
+                    raise ValueError(f"the test loss at t = 0 is not finite: the test data or the network overflow "
+                                     f"{fte.dtype} on X_test (largest |y_test| {float(pb.y_test.abs().max()):.3g}); "
+                                     "check the scale of X_test and y_test")
+                rows["test_output"].append(at(FTE, i))
+                rows["feature_movement_test"].append(at(FMT, i))
+            rows["eta"].append(eta[i])
+            rows["eta_bar"].append(eta_bar[i])
+            rows["mu"].append(mu_nu[i][0])
+            rows["nu"].append(mu_nu[i][1])
+            if self._eig:
+                Mi = at(M, i)
+                if self._M0 is None:
+                    self._M0 = Mi.clone()
+                if self._M0_norm is None:  # (also after a checkpoint restored M₀)
+                    self._M0_norm = torch.linalg.norm(self._M0)
+                if all(ok):
+                    lo, hi = lam[i]
+                    kernel_moved = moved_M[i]
+                else:
+                    lo, hi = Q.extreme_eigenvalues(Mi, self._M_symmetric)
+                    kernel_moved = float(torch.dist(Mi, self._M0) / self._M0_norm)
+                rows["lam_min_M"].append(lo)
+                rows["lam_max_M"].append(hi)
+                ri = at(r, i)
+                rows["dL"].append(float(-(ri @ (Mi @ ri))))
+                rows["kernel_movement"].append(kernel_moved)
+            else:
+                for key in ("lam_min_M", "lam_max_M", "dL", "kernel_movement"):
+                    rows[key].append(math.nan)
+            rows["feature_movement"].append(at(fm, i))
+            rows["moved_fraction"].append(moved[i])
+            rows["weight_movement"].append(moved_W[i])
+            if integrals is not None:
+                rows["integrals"].append(at(integrals, i))
+            if keep[i]:
+                self.feature_t.append(float(t))
+                self.H.append(_np(at(H, i)))
+                if test:
+                    self.H_test.append(Hte_kept[i])
+            if keep_W[i]:
+                self.weight_t.append(float(t))
+                self.W.append(_np(field.weights(state)))
+            self.last_state = state
+
+    def _test_block(self, states: torch.Tensor, keep: list[bool]):
+        """(f_te (k, n_te), the test feature movement (k, n_te), {i: H_te at the kept times}) of the chunk's states,
+        time by time: an (m, n_te) block per time is already a few passes of memory traffic, not of dispatch."""
+        pb, net = self.pb, self.pb.net
+        fte, fm_te, kept = [], [], {}
+        m = net.m
+        for i in range(states.shape[0]):
             # the test features in a buffer kept across calls (a fresh (m, n_te) product per saved time cost page
             # faults), and |H_te − H_te⁰| formed over them in place once σ(H_te) is taken (one large array fewer
             # to stream): the test block 885 → 770 µs at (m, n_te) = (1024, 200) (one thread, Intel Xeon)
-            Hte_buf = scratch(self, "Hte", (H.shape[0], pb.n_test), H, col=False)
-            Hte = self.field.test_features_into(state, Hte_buf)
+            Hte_buf = scratch(self, "Hte", (m, pb.n_test), self._H0_test, col=False)
+            Hte = self.field.test_features_into(states[i], Hte_buf)
             ste = scratch(self, "ste", Hte.shape, Hte)
             if net.activation.sigma_into is not None:
                 net.activation.sigma_into(Hte, ste)
             else:
                 ste.copy_(net.activation.sigma(Hte))
-            fte = net.alpha * (net.c @ ste)
-            if len(rows["t"]) == 1 and not math.isfinite(float(torch.sum((fte - pb.y_test) ** 2))):
-                raise ValueError(f"the test loss at t = 0 is not finite: the test data or the network overflow "
-                                 f"{fte.dtype} on X_test (largest |y_test| {float(pb.y_test.abs().max()):.3g}); "
-                                 "check the scale of X_test and y_test")
-            rows["test_output"].append(_np(fte))
-            if keep_features:  # (before the buffer is overwritten)
-                Hte_kept = _np(Hte)
-            rows["feature_movement_test"].append(_np(Q.feature_movement(Hte, self._H0_test,
-                                                                        Hte if Hte is Hte_buf else ste)))
-        # theory quantities (EQUATIONS.md §8-§9)
-        ind = scratch(self, "ind", H.shape, H)  # η's indicator buffer, reused
-        rows["eta"].append(float(Q.eta(H, self.interval, ind)))
-        rows["eta_bar"].append(float(Q.eta(H, self.inner, ind)) if self.inner else math.nan)
-        mu, nu = self._forms.mu_nu(ds, ind).tolist()  # (T4; as the running integrals form them)
-        rows["mu"].append(mu)
-        rows["nu"].append(nu)
-        if self._eig:
-            M = self._forms.kernel_M(ds, ind)  # κ_M G∘S (E3), exactly symmetric
-            lo, hi = Q.extreme_eigenvalues(M, self._M_symmetric)
-            if self._M0 is None:
-                self._M0 = M
-            if self._M0_norm is None:  # (also after a checkpoint restored M₀)
-                self._M0_norm = torch.linalg.norm(self._M0)
-            rows["lam_min_M"].append(lo)
-            rows["lam_max_M"].append(hi)
-            rows["dL"].append(float(-(r @ (M @ r))))
-            rows["kernel_movement"].append(float(torch.dist(M, self._M0) / self._M0_norm))
-        else:
-            for k in ("lam_min_M", "lam_max_M", "dL", "kernel_movement"):
-                rows[k].append(math.nan)
-        dH = scratch(self, "dH", H.shape, H)
-        rows["feature_movement"].append(_np(Q.feature_movement(H, self._H0, dH)))  # leaves |H − H0| in dH
-        if self.inner:  # T7: max_a (1/m) #{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}
-            xi = (self.interval[1] - self.interval[0]) / 3.0
-            torch.ge(dH, xi, out=ind)  # 1.0 / 0.0 in H's dtype, counted by a product (exact integer counts)
-            rows["moved_fraction"].append(float(torch.mv(ind.T, self._ones_m).max()) / H.shape[0])
-        else:
-            rows["moved_fraction"].append(math.nan)
-        rows["weight_movement"].append(self.field.weight_movement(state))
-        if hasattr(self.field, "integrals"):
-            rows["integrals"].append(_np(self.field.integrals(state)))
-        if keep_features:
-            self.feature_t.append(float(t))
-            self.H.append(_np(H))
-            if Hte is not None:
-                self.H_test.append(Hte_kept)
-        if self._member(t, self._wt):
-            self.weight_t.append(float(t))
-            self.W.append(_np(self.field.weights(state)))
-        self.last_state = state
+            fte.append(net.alpha * (net.c @ ste))
+            if keep[i]:  # (before the buffer is overwritten)
+                kept[i] = _np(Hte)
+            fm_te.append(Q.feature_movement(Hte, self._H0_test, Hte if Hte is Hte_buf else ste, self._ones_m))
+        if len(fte) == 1:  # (a single time's: (n_te,) each, as the chunk's other quantities of a single time)
+            return fte[0], fm_te[0], kept
+        return torch.stack(fte), torch.stack(fm_te), kept
 
     def _lowest_loss(self) -> float:
         """The lowest saved loss: an adaptive solve's loss may rise by rise_rtol of it (its tolerance), measured from

@@ -598,6 +598,11 @@ class _BatchRecorder:
         for s, rec in enumerate(self.recorders):
             rec.record(t, self.bf.seed_state(state, s))
 
+    def record_many(self, ts, states: torch.Tensor) -> None:
+        """:meth:`record` at each time of ``ts`` (a dense output's chunk of batched states), in order."""
+        for t, state in zip(ts, states):
+            self.record(t, state)
+
 
 def _raise_nonfinite(dL: torch.Tensor, t: float, monitor: Monitor, bf: BatchedField | None = None,
                      state: torch.Tensor | None = None) -> None:

@@ -808,6 +808,10 @@ class _FeatureRecorder:
     def record(self, t: float, state: torch.Tensor, **kw) -> None:
         self.recorder.record(t, self.to_feature(state), **kw)
 
+    def record_many(self, ts, states: torch.Tensor) -> None:
+        for t, state in zip(ts, states):  # (the feature states one by one: to_feature forms a new state each)
+            self.recorder.record(t, self.to_feature(state))
+
 
 def _explicit_phase(flow: _Flow, grid, explicit: str, rtol, atol, recorder, monitor, extra, space: str = "feature"):
     """Run the native ``explicit`` method until the hand-over; returns ((start point, its linearization, next

@@ -459,10 +459,11 @@ class Engine:
             e5, e3 = (unit * v for v in torch.stack([self.norm(err[0]), self.norm(err[1])]).tolist())  # one sync
         return e5, e3
 
-    def _dense(self, t: float, h: float, times: list[float]) -> Iterator[torch.Tensor]:
-        """States at ``times`` inside the step (t, t+h] just taken, from the dense output, in order; formed in chunks of
-        at most :data:`DENSE_CHUNK` entries (all at once, a step holding 40 output times of a dense ``saveat`` at
-        (8192, 600) allocated 40 states of 79 MB each)."""
+    def _dense(self, t: float, h: float, times: list[float]) -> Iterator[tuple[slice, torch.Tensor]]:
+        """States at ``times`` inside the step (t, t+h] just taken, from the dense output, in order: (the slice of
+        ``times``, their states as the rows of one (k, N) tensor), in chunks of at most :data:`DENSE_CHUNK` entries
+        (all at once, a step holding 40 output times of a dense ``saveat`` at (8192, 600) allocated 40 states of
+        79 MB each); the recorder takes each chunk in one call (:meth:`Recorder.record_many`)."""
         sc, y0 = self.scheme, self.y
         x = (np.asarray(times) - t) / h
         kw = {"dtype": self.dtype, "device": self.device}
@@ -488,7 +489,7 @@ class Engine:
             W, alpha = torch.tensor(Wn, **kw), 1.0
         for rows in _row_chunks(len(times), self.N, DENSE_CHUNK):
             Wc = W[rows]
-            yield from torch.addmm(y0.expand(Wc.shape[0], self.N), Wc, F, alpha=alpha)
+            yield rows, torch.addmm(y0.expand(Wc.shape[0], self.N), Wc, F, alpha=alpha)
 
     def _jump_integral(self, h: float, samples: torch.Tensor, f_new: torch.Tensor):
         """Set ∫η's entries of the new point by :class:`JumpQuadrature` from the stages' ``samples`` (K's columns at
@@ -756,11 +757,10 @@ class Engine:
                         jump = self._jump_integral(h, jump, self._rows[s])
                         if inner:
                             jump = self._jump_dense(h, (np.asarray(inner) - t) / h, *jump)
-                    states = self._dense(t, h, inner) if inner else ()
-                    for i, (tk, yk) in enumerate(zip(inner, states)):
+                    for rows, ys in (self._dense(t, h, inner) if inner else ()):
                         if jump is not None:
-                            yk[self._jump[0]] = jump[i]
-                        self._record(tk, yk)
+                            ys[:, self._jump[0]] = jump[rows]
+                        self.recorder.record_many(inner[rows], ys.view((ys.shape[0],) + tuple(self.shape)))
                     self._rows[0].copy_(self._rows[s])
                     jump = None
                 if len(inner) < len(outs):
