@@ -155,8 +155,9 @@ t = 1, 8.9e-3 in the loss, and ``filippov`` 0.62 from the latter; ``sliding`` la
 its steps and rounding fall: 0.2–0.5 from ``filippov`` at δ = 1/64 and 1/256) — no solver is "right" there.
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
-n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
-(fixed steps: 2.5e-2, 9.1e-3, 1.0e-4; GD at those steps: 4.9e-2, 2.0e-2, 1.1e-2; benchmarks/bench_relu.py --sliding).
+n = 50, t = 200, 6 900 events): relative loss error 9.7e-6 at δ = 1/4, 3.5e-6 at δ = 1/8 (before "Several
+changes in one neuron": 7.6e-5, 7.9e-6, and 3.6e-6 at δ = 1/16; fixed steps: 2.5e-2, 9.1e-3, 1.0e-4; GD at those
+steps: 4.9e-2, 2.0e-2, 1.1e-2; benchmarks/bench_relu.py --sliding).
 
 Cost per step: a few products of an (m, n) matrix with G (a GD step is one; between active-set passes the
 free pairs' product is updated over the entries whose mode changed), plus the batched solves on the sliding pairs
@@ -437,7 +438,7 @@ class SlidingStepper(FlowConstants):
                       spec, theta0, phi_rel: torch.Tensor) -> torch.Tensor:
         """Af with the weights of the pairs released from the kink in this step (sliding at its start, free in
         ``mode``) split at the first arrival or crossing of their neuron in the step, at the fraction φ of
-        :meth:`weights`: before it the pair slides on with its start-of-step Filippov θ (``theta0()``: (m, n)),
+        :meth:`weights`: before it the pair slides on with its start-of-step Filippov θ (``theta0(rows)``: (m, n)),
         after it it is free.  Full-rank G only (:attr:`in_sequence`); a neuron without such a change keeps the
         weight of a release at the step's start (a smooth exit, whose velocity is continuous).
 
@@ -468,7 +469,9 @@ class SlidingStepper(FlowConstants):
             lam, V, w = spec
             tau = f * dt
             head = tau * (V[rb] * phi_functions(-tau[:, None] * lam, 1)[1] * w).sum(1)
-        th = theta0()[ri, rb].clamp(0.0, 1.0)
+        rows = torch.zeros_like(self.active_rows)
+        rows[ri] = True
+        th = theta0(rows)[ri, rb].clamp(0.0, 1.0)
         s_end = torch.where(mode[ri, rb] > 0, self.sp, self.sm)
         Af = Af.clone()
         Af[ri, rb] = (self.sm + th * (self.sp - self.sm)) * head + s_end * (R[rb] - head)
@@ -629,23 +632,27 @@ class SlidingStepper(FlowConstants):
         nsplit = torch.zeros_like(nchg)  # crossing fractions taken again (:attr:`in_sequence`)
         pinned = torch.zeros_like(arr)
         prev = None  # (Af, Af G) of the last pass
-        th0 = []
         phi_rel = torch.zeros_like(H)  # where in the step a pair released in it leaves the kink (:meth:`late_releases`)
+        th0 = [torch.zeros_like(H), torch.zeros_like(self.active_rows)]  # (θ₀, the neurons it holds)
+        released = False  # whether a pair sliding at the start is released in the step
 
-        def theta0() -> torch.Tensor:  # the start-of-step Filippov θ of the pairs sliding at the start, (m, n)
-            if not th0:  # (rarely needed: factored afresh, the passes' patterns take over the inverses of pat)
-                pat0 = _Pattern(self.G, start == 0, self.active_rows)
-                th, _ = self.instantaneous(pat0, H, start)
-                full = torch.zeros_like(H)
-                full[pat0.gi[pat0.mask], pat0.idx[pat0.mask]] = th[pat0.mask]
-                th0.append(full)
+        def theta0(rows: torch.Tensor) -> torch.Tensor:
+            # the start-of-step Filippov θ (m, n) of the pairs sliding at the start, for the neurons rows (m,) at least
+            # (factored afresh for them: the passes' patterns take over the inverses of the step's first pattern)
+            new = rows & ~th0[1] & self.active_rows
+            if any_true(new):
+                pat0 = _Pattern(self.G, (start == 0) & new[:, None])
+                if pat0.rows is not None:
+                    th, _ = self.instantaneous(pat0, H, start)
+                    th0[0][pat0.gi[pat0.mask], pat0.idx[pat0.mask]] = th[pat0.mask]
+                th0[1] |= new
             return th0[0]
 
         for npass in range(MAX_PASSES):
             st["n_passes"] += 1
             S = mode == 0
             Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
-            if self.in_sequence:  # releases split at their neuron's first arrival or crossing (:meth:`late_releases`)
+            if released:  # releases split at their neuron's first arrival or crossing (:meth:`late_releases`)
                 Af = self.late_releases(Af, mode, start, H, hend, dt, r0, r1, R, spec, theta0, phi_rel)
             AfG = self.product(Af, prev)
             prev = (Af, AfG)
@@ -689,7 +696,10 @@ class SlidingStepper(FlowConstants):
                     oe, ue = self.leaving(pat, keep & (start_k == 0) & ~o, th_end, r_end)
                     sel = o & (start_k == 0)
                     if any_true(sel) or any_true(oe):
-                        t0 = theta0()[gi, idx]
+                        released = True
+                        rows = torch.zeros_like(self.active_rows)
+                        rows[gi[sel | oe]] = True
+                        t0 = theta0(rows)[gi, idx]
                         t1 = torch.where(oe, th_end, 2 * th_bar - t0)
                         bound = (t1 > 1).to(t1.dtype)
                         den = t1 - t0
@@ -775,7 +785,7 @@ class SlidingStepper(FlowConstants):
         else:  # the last pass pinned what was pending: the end state of that pattern, no end-of-step releases
             S = mode == 0
             Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
-            if self.in_sequence:
+            if released:
                 Af = self.late_releases(Af, mode, start, H, hend, dt, r0, r1, R, spec, theta0, phi_rel)
             pat = self.pattern(S)
             H1, A, u_slide = self.land(pat, H, Af, S)
