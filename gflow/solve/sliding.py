@@ -55,6 +55,24 @@ are an O(δ) effect: there μ = :data:`PIN_MARGIN` = 1 (+6 … 13 % wall, 37 ret
 t = 1 came 14× closer to δ = 1/16's), and μ = :data:`PIN_MARGIN_DEFICIENT` = 0.05 where G is rank-deficient (with
 μ = 1 the fuzz case stalled at 1.4e-3 in H; μ = 0.05 everywhere cost +30 … 90 % at m = 512 for no gain at δ = 1/8).
 
+**Several changes in one neuron** (full-rank G; :attr:`SlidingStepper.in_sequence`).  An arrival, crossing or exit
+changes the velocities of its neuron's other pairs, and the Filippov flow takes them in time order.  So a pass takes
+one arrival per neuron, its earliest (fraction φ = h₀/(h₀ − h_end) of the step), and none in a neuron whose other
+pairs change in that pass (:meth:`SlidingStepper.first_arrivals`); a pair released from the kink in the step slides
+(with its start-of-step θ) up to its neuron's first arrival or crossing, which is what makes it leave, or else up to
+where θ, linear over the step, leaves [0, 1], and is free after it (:meth:`SlidingStepper.late_releases`); an exit
+found at the step's end is released in the step, at that fraction, not at the next step; and a crossing that ends on
+its start side takes its fraction again from its end without the crossing given the neuron's other changes.  Taken
+together, a late arrival was judged against an early one held on the kink that in fact crossed it, turned back,
+arrived again and was pinned for the rest of the step (O(δ) per pin); an exit that a crossing causes leaves with a
+finite velocity and was released at the step's start or the next step's (late or early by up to a step).  On a
+P-3L ReLU net (m = D = 96, n = 30, t ≤ 6) max|ΔH| against ``filippov`` fell from 1.9e-3, 2.0e-3, 1.2e-4, 4.6e-5
+at δ = 1/32 … 1/256 to 1.4e-4, 3.5e-5, 2.8e-5, 1.8e-5, and with outputs every 1/64 (which cut the steps) from
+2.0e-3, 2.0e-3, 2.1e-4, 5.7e-5 to 6.0e-5, 5.9e-5, 2.8e-5, 8.9e-6 (tests/test_sliding.py,
+``test_the_features_converge_to_filippovs_where_a_neurons_events_crowd_into_one_step``).  Where G is
+rank-deficient :meth:`SlidingStepper.spurious` sorts such changes instead (taken in order there, a shallow
+leaky-ReLU net, d = 5, n = 15, went from 2.1e-4 to 7.1e-3 off the loss at δ = 1/4).
+
 **Steps.**  Several changes in one neuron within one step interact (an arrival changes its neighbours'
 velocities), and the scheme classifies them as if each were alone; so the step follows the event density: it is
 δ·min(1, ν/ρ), with ρ the measured rate of mode changes per unit time (smoothed over the last steps) and
@@ -137,8 +155,9 @@ t = 1, 8.9e-3 in the loss, and ``filippov`` 0.62 from the latter; ``sliding`` la
 its steps and rounding fall: 0.2–0.5 from ``filippov`` at δ = 1/64 and 1/256) — no solver is "right" there.
 
 **Accuracy.**  Against ``method="filippov"`` at rtol 1e-9 (Experiment 3's P-3L ReLU setting, m = D = 128,
-n = 50, t = 200, 6 900 events): relative loss error 7.6e-5 at δ = 1/4, 7.9e-6 at δ = 1/8, 3.6e-6 at δ = 1/16
-(fixed steps: 2.5e-2, 9.1e-3, 1.0e-4; GD at those steps: 4.9e-2, 2.0e-2, 1.1e-2; benchmarks/bench_relu.py --sliding).
+n = 50, t = 200, 6 900 events): relative loss error 9.7e-6 at δ = 1/4, 3.5e-6 at δ = 1/8 (before "Several
+changes in one neuron": 7.6e-5, 7.9e-6, and 3.6e-6 at δ = 1/16; fixed steps: 2.5e-2, 9.1e-3, 1.0e-4; GD at those
+steps: 4.9e-2, 2.0e-2, 1.1e-2; benchmarks/bench_relu.py --sliding).
 
 Cost per step: a few products of an (m, n) matrix with G (a GD step is one; between active-set passes the
 free pairs' product is updated over the entries whose mode changed), plus the batched solves on the sliding pairs
@@ -210,6 +229,10 @@ class SlidingStepper(FlowConstants):
         #: arrivals that the neuron's other changes turn back are looked for where G is rank-deficient
         #: (:meth:`spurious`)
         self.check_spurious = self.rank_G < self.n
+        #: a neuron's arrivals are taken one per pass, earliest first (:meth:`first_arrivals`), where G has full rank;
+        #: where it is rank-deficient :meth:`spurious` sorts interacting changes (taken in sequence there, a shallow
+        #: leaky-ReLU net, d = 5, n = 15, went from 2.1e-4 to 7.1e-3 off the loss at δ = 1/4)
+        self.in_sequence = self.rank_G == self.n
         #: a free pair released on the kink counts as across it beyond this many units of its neuron's largest |h|
         #: (rounding, as ``filippov``'s h_eps): a pair that other sliding pairs hold at h = 0 (its feature in the
         #: span of theirs) ended steps at |h| ≈ 1e-21 on either side and "arrived" again every step.  Only where G
@@ -376,6 +399,84 @@ class SlidingStepper(FlowConstants):
                 return self.plus_times_G(AfG0, ii, bb, Af[ii, bb] - Af0[ii, bb])
         return Af @ self.G
 
+    def first_arrivals(self, arr: torch.Tensor, H: torch.Tensor, H1: torch.Tensor,
+                       busy: torch.Tensor | None = None) -> torch.Tensor:
+        """The arrivals ``arr`` (m, n) to take in this pass: per neuron the earliest, at the fraction
+        φ = h₀/(h₀ − h₁) of the step (h linear from ``H`` to its end ``H1`` in the pass), none in the ``busy``
+        neurons (m,) (another of its pairs changes mode in this pass); the others stay in their mode and are
+        asked again on the next pass, once the earlier change is resolved.
+
+        An arrival changes the velocities of its neuron's other pairs, so the Filippov flow resolves a neuron's
+        events in time order (as ``filippov`` does).  Landed together, a late arrival was classified against an
+        early one held on the kink that in fact crossed it: the late one was turned back (θ̄ < 0), arrived
+        again once the early one crossed, and was pinned at h = 0 for the rest of the step (its third change) —
+        an O(δ) error per pin that did not fall with δ (a P-3L ReLU net, m = D = 96, n = 30: 2.1e-3 off in H at
+        δ = 1/64, t = 6, and its trajectory depended on the output times)."""
+        if not self.in_sequence or not any_true(arr):
+            return arr
+        ii, bb = torch.nonzero(arr, as_tuple=True)
+        per_row = torch.bincount(ii, minlength=self.m)
+        several = per_row > 1
+        if busy is not None:
+            several |= busy & (per_row > 0)
+        if not any_true(several):
+            return arr
+        h0 = H[ii, bb]
+        den = h0 - H1[ii, bb]
+        phi = torch.where(den != 0, h0 / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        first = torch.full((self.m,), math.inf, dtype=phi.dtype, device=phi.device)
+        first = first.scatter_reduce(0, ii, phi, "amin")
+        keep = phi <= first[ii]
+        if busy is not None:
+            keep &= ~busy[ii]
+        out = torch.zeros_like(arr)
+        out[ii[keep], bb[keep]] = True
+        return out
+
+    def late_releases(self, Af: torch.Tensor, mode: torch.Tensor, start: torch.Tensor, H: torch.Tensor,
+                      hend: torch.Tensor, dt: float, r0: torch.Tensor, r1: torch.Tensor | None, R: torch.Tensor,
+                      spec, theta0, phi_rel: torch.Tensor) -> torch.Tensor:
+        """Af with the weights of the pairs released from the kink in this step (sliding at its start, free in
+        ``mode``) split at the first arrival or crossing of their neuron in the step, at the fraction φ of
+        :meth:`weights`: before it the pair slides on with its start-of-step Filippov θ (``theta0(rows)``: (m, n)),
+        after it it is free.  Full-rank G only (:attr:`in_sequence`); a neuron without such a change keeps the
+        weight of a release at the step's start (a smooth exit, whose velocity is continuous).
+
+        An exit that a crossing of another pair of the neuron causes is not smooth: the pair's θ jumps out of
+        [0, 1] at the crossing and the pair leaves with a finite velocity.  Released from the step's start it ran
+        free (the wrong way: θ < 1 meant it was held back) before the crossing — on a P-3L ReLU net (m = D = 96,
+        n = 30) 1.5e-5 off in H after one such exit, at δ = 1/128 and 1/256 alike."""
+        rel = (start == 0) & (mode != 0)
+        if not any_true(rel):
+            return Af
+        chg = (start != 0) & (mode != start)  # arrivals and crossings of the step
+        rows = rel.any(1) & chg.any(1)
+        ri, rb = torch.nonzero(rel, as_tuple=True)
+        f = phi_rel[ri, rb]
+        if any_true(rows):
+            ii, bb = torch.nonzero(chg & rows[:, None], as_tuple=True)
+            h0 = H[ii, bb]
+            den = h0 - hend[ii, bb]
+            phi = torch.where(den != 0, h0 / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(den))
+            first = torch.ones(self.m, dtype=phi.dtype, device=phi.device)
+            first = first.scatter_reduce(0, ii, phi.clamp(0.0, 1.0), "amin")
+            f = torch.where(rows[ri], first[ri], f)
+        if not any_true(f > 0):
+            return Af
+        if spec is None:
+            head = dt * (f * r0[rb] + 0.5 * f * f * (r1[rb] - r0[rb]))  # ∫₀^{φδ} r
+        else:
+            lam, V, w = spec
+            tau = f * dt
+            head = tau * (V[rb] * phi_functions(-tau[:, None] * lam, 1)[1] * w).sum(1)
+        rows = torch.zeros_like(self.active_rows)
+        rows[ri] = True
+        th = theta0(rows)[ri, rb].clamp(0.0, 1.0)
+        s_end = torch.where(mode[ri, rb] > 0, self.sp, self.sm)
+        Af = Af.clone()
+        Af[ri, rb] = (self.sm + th * (self.sp - self.sm)) * head + s_end * (R[rb] - head)
+        return Af
+
     def theta(self, pat: _Pattern, u: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         """θ = (u/R − s₋)/(s₊ − s₋) of the sliding pairs (padded (rows, k)); u: their weights, R: ∫r or r."""
         Rk = R[pat.idx]
@@ -445,6 +546,23 @@ class SlidingStepper(FlowConstants):
         ii, jj = torch.nonzero(cand, as_tuple=True)
         if not ii.numel():
             return None
+        hend, schur = self.start_mode_end(H, S, start, ii, jj, Af, AfG, R)
+        side = hend * start[ii, jj]
+        free = schur > 1e-6 * self.G[jj, jj]
+        score = torch.where((side > 0) & free, side, torch.zeros_like(side))
+        best = torch.zeros(self.m, dtype=side.dtype, device=side.device).scatter_reduce(0, ii, score, "amax")
+        back = (score > 0) & (score == best[ii])
+        if not any_true(back):
+            return None
+        out = torch.zeros_like(S)
+        out[ii[back], jj[back]] = True
+        return out
+
+    def start_mode_end(self, H: torch.Tensor, S: torch.Tensor, start: torch.Tensor, ii: torch.Tensor,
+                       jj: torch.Tensor, Af: torch.Tensor, AfG: torch.Tensor, R: torch.Tensor):
+        """(h_end, schur) of the pairs (ii, jj) left free in their start mode over the step (weight s_start ∫r), the
+        rest of their neuron as it is (its other sliding pairs S′ landing): their end features, and the Schur
+        complements G_jj − G_jS′ G_S′S′⁺ G_S′j (:meth:`spurious`).  One batched solve, a row per pair."""
         k = torch.arange(ii.numel(), device=ii.device)
         Sv = S[ii]
         Sv[k, jj] = False
@@ -459,16 +577,7 @@ class SlidingStepper(FlowConstants):
             g = self.G[idx, jj[pat.rows][:, None]]  # G_S′j, padded
             hv[pat.rows] += (u * g).sum(1)
             schur[pat.rows] -= (pat.solve_padded(g) * g).sum(1)
-        side = (H[ii, jj] - self.gamma * self.c[ii] * hv) * start[ii, jj]
-        free = schur > 1e-6 * self.G[jj, jj]
-        score = torch.where((side > 0) & free, side, torch.zeros_like(side))
-        best = torch.zeros(self.m, dtype=side.dtype, device=side.device).scatter_reduce(0, ii, score, "amax")
-        back = (score > 0) & (score == best[ii])
-        if not any_true(back):
-            return None
-        out = torch.zeros_like(S)
-        out[ii[back], jj[back]] = True
-        return out
+        return H[ii, jj] - self.gamma * self.c[ii] * hv, schur
 
     # -- the step ----------------------------------------------------------------------------------------
     def step(self, H: torch.Tensor, mode: torch.Tensor, dt: float, exponential: bool = False,
@@ -517,14 +626,34 @@ class SlidingStepper(FlowConstants):
             held = held[:, None] if any_true(held) else None
         if held is not None:
             arr &= ~held
+        arr = self.first_arrivals(arr, H, Ht)
         mode.masked_fill_(arr, 0)
         nchg = arr.to(torch.int8)
+        nsplit = torch.zeros_like(nchg)  # crossing fractions taken again (:attr:`in_sequence`)
         pinned = torch.zeros_like(arr)
         prev = None  # (Af, Af G) of the last pass
+        phi_rel = torch.zeros_like(H)  # where in the step a pair released in it leaves the kink (:meth:`late_releases`)
+        th0 = [torch.zeros_like(H), torch.zeros_like(self.active_rows)]  # (θ₀, the neurons it holds)
+        released = False  # whether a pair sliding at the start is released in the step
+
+        def theta0(rows: torch.Tensor) -> torch.Tensor:
+            # the start-of-step Filippov θ (m, n) of the pairs sliding at the start, for the neurons rows (m,) at least
+            # (factored afresh for them: the passes' patterns take over the inverses of the step's first pattern)
+            new = rows & ~th0[1] & self.active_rows
+            if any_true(new):
+                pat0 = _Pattern(self.G, (start == 0) & new[:, None])
+                if pat0.rows is not None:
+                    th, _ = self.instantaneous(pat0, H, start)
+                    th0[0][pat0.gi[pat0.mask], pat0.idx[pat0.mask]] = th[pat0.mask]
+                th0[1] |= new
+            return th0[0]
+
         for npass in range(MAX_PASSES):
             st["n_passes"] += 1
             S = mode == 0
             Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
+            if released:  # releases split at their neuron's first arrival or crossing (:meth:`late_releases`)
+                Af = self.late_releases(Af, mode, start, H, hend, dt, r0, r1, R, spec, theta0, phi_rel)
             AfG = self.product(Af, prev)
             prev = (Af, AfG)
             if split_collapses is not None:  # arrivals that would put a neuron on w_i = 0 together (:meth:`spurious`)
@@ -542,14 +671,15 @@ class SlidingStepper(FlowConstants):
             H1, A, u_slide = self.land(pat, H, Af, S, AfG)
             want = torch.zeros_like(S)
             up = torch.zeros_like(S)
-            th_end = None
+            th_end = exits = None
             if pat.rows is not None:  # classified on the sliding pairs only (padded (rows, k), as the solves)
                 gi, idx = pat.gi, pat.idx
                 start_k = start[gi, idx]
                 # sliding from the start: the step-averaged θ̄ decides a release for this step; an arrival:
                 # θ̄ outside [0, 1] means it does not reach the kink (or crosses it) with σ′ in [s₋, s₊]
                 keep = pat.mask & ~pinned[gi, idx]
-                o, u = self.leaving(pat, keep, self.theta(pat, u_slide, R), R)
+                th_bar = self.theta(pat, u_slide, R)
+                o, u = self.leaving(pat, keep, th_bar, R)
                 arrivals = keep & (start_k != 0) & ~o
                 th_end, r_end = self.instantaneous(pat, H1, mode)
                 if any_true(arrivals):  # it arrives: slide on, or cross (the end-of-step θ decides)
@@ -558,6 +688,25 @@ class SlidingStepper(FlowConstants):
                     pinned[gi[back], idx[back]] = True
                     o |= oa & ~back
                     u |= ua & oa & ~back
+                if self.in_sequence:
+                    # an exit found at the step's end leaves in this step, where θ, linear in t from its start value
+                    # θ₀, leaves [0, 1], or at its neuron's first arrival or crossing (:meth:`late_releases`): at
+                    # the next step it left late, by up to a step (first order: the steps that output times cut
+                    # changed the trajectory).  Released for this step by θ̄, θ = 2θ̄ − θ₀ at the step's end
+                    oe, ue = self.leaving(pat, keep & (start_k == 0) & ~o, th_end, r_end)
+                    sel = o & (start_k == 0)
+                    if any_true(sel) or any_true(oe):
+                        released = True
+                        rows = torch.zeros_like(self.active_rows)
+                        rows[gi[sel | oe]] = True
+                        t0 = theta0(rows)[gi, idx]
+                        t1 = torch.where(oe, th_end, 2 * th_bar - t0)
+                        bound = (t1 > 1).to(t1.dtype)
+                        den = t1 - t0
+                        f = torch.where(den != 0, (bound - t0) / torch.where(den != 0, den, torch.ones_like(den)),
+                                        torch.zeros_like(den)).clamp_(0.0, 1.0)
+                        phi_rel[gi[sel | oe], idx[sel | oe]] = f[sel | oe]
+                        exits = (oe, ue) if any_true(oe) else None
                 want[gi[o], idx[o]] = True
                 up[gi[o & u], idx[o & u]] = True
             wrong = torch.mul(H1, mode) < -h_eps
@@ -565,6 +714,14 @@ class SlidingStepper(FlowConstants):
                 wrong &= ~held
                 want &= ~held
             newarr = wrong & ~cr & ~pinned
+            if npass < MAX_PASSES - 1:  # one arrival per neuron and pass, after the neuron's other changes
+                newarr = self.first_arrivals(newarr, H, H1, busy=want.any(1))
+            if exits is not None:  # (only in neurons without another change in this pass: a landing held on the
+                # kink for the pass, a crossing pair turned a pair's exit from upwards to downwards)
+                oe, ue = exits
+                oe = oe & ~(want | newarr).any(1)[gi]
+                want[gi[oe], idx[oe]] = True
+                up[gi[oe & ue], idx[oe & ue]] = True
             # a crossing that ends on its starting side: turned back before the kink by the neuron's other changes
             # (:meth:`spurious`), or marginal — then it is held at the kink for the step
             back = None
@@ -576,6 +733,25 @@ class SlidingStepper(FlowConstants):
                     st["n_spurious"] += int(back.sum())
                     nchg += back
                     mode = torch.where(back, start, mode)
+            resplit = False
+            if self.in_sequence and any_true(marginal):
+                # its crossing fraction φ came from its end without the crossing before its neuron's other changes
+                # in the step: that end again, now — still across, it crosses at the new φ; else it does not reach
+                # the kink and keeps its start mode (held on the kink for the step instead, it left late: O(δ))
+                again = marginal & (nsplit < MAX_CHANGES)
+                if any_true(again):
+                    ii, jj = torch.nonzero(again, as_tuple=True)
+                    he, _ = self.start_mode_end(H, S, start, ii, jj, Af, AfG, R)
+                    across = he * start[ii, jj] < 0
+                    hend = hend.clone()
+                    hend[ii[across], jj[across]] = he[across]
+                    nsplit[ii, jj] += 1
+                    stays = torch.zeros_like(again)
+                    stays[ii[~across], jj[~across]] = True
+                    nchg += stays
+                    mode = torch.where(stays, start, mode)
+                    marginal &= ~again
+                    resplit = True
             pinned |= marginal
             want |= newarr
             want &= ~pinned
@@ -585,7 +761,7 @@ class SlidingStepper(FlowConstants):
             new_pins = again | (pinned & (mode != 0))
             pinned |= again
             want &= ~again
-            if not any_true(want) and not any_true(new_pins) and back is None:
+            if not any_true(want) and not any_true(new_pins) and back is None and not resplit:
                 if not self.check_spurious:
                     break
                 # arrivals that the neuron's other changes turn back (:meth:`spurious`: only a repelling pair can
@@ -609,6 +785,8 @@ class SlidingStepper(FlowConstants):
         else:  # the last pass pinned what was pending: the end state of that pattern, no end-of-step releases
             S = mode == 0
             Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
+            if released:
+                Af = self.late_releases(Af, mode, start, H, hend, dt, r0, r1, R, spec, theta0, phi_rel)
             pat = self.pattern(S)
             H1, A, u_slide = self.land(pat, H, Af, S)
             th_end = None
