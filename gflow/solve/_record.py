@@ -366,7 +366,7 @@ class Recorder:
         if hasattr(field, "integrals"):
             q = field.integrals(states[0]) if single else torch.stack([field.integrals(st) for st in states])
             integrals = _np(q)
-        moved_W = [field.weight_movement(states[0])] if single else [field.weight_movement(x) for x in states.unbind()]
+        moved_W = [self._weight_movement(states[0])] if single else [self._weight_movement(x) for x in states.unbind()]
 
         for i, t in enumerate(ts):
             state, loss = states[i], losses[i]
@@ -434,6 +434,22 @@ class Recorder:
                 self.weight_t.append(float(t))
                 self.W.append(_np(field.weights(state)))
             self.last_state = state
+
+    def refer_to(self, H0: torch.Tensor, H0_test: torch.Tensor | None, M0: torch.Tensor | None,
+                 W0: torch.Tensor) -> None:
+        """Measure the movements against these t = 0 references instead of the field's start: the features H0 (m, n)
+        and H0_test (m, n_te), the kernel M0 (n, n; None: the first recorded time's) and the weights W0 (m, D) of
+        the run that a continued run (:func:`gflow.extend`) goes on from — its field starts at that run's end."""
+        self._H0, self._H0_test, self._M0, self._M0_norm = H0, H0_test, M0, None
+        self._W0_ref, self._W0_ref_norm = W0, torch.linalg.norm(W0)
+
+    def _weight_movement(self, state: torch.Tensor) -> float:
+        """‖W − W0‖_F/‖W0‖_F of ``state``: the field's own (against its start), or against :meth:`refer_to`'s W0
+        (formed as weight space forms it: the same number, bit for bit, where the state is W)."""
+        W0 = self.__dict__.get("_W0_ref")
+        if W0 is None:
+            return self.field.weight_movement(state)
+        return float(torch.dist(self.field.weights(state), W0) / self._W0_ref_norm)
 
     def _test_block(self, states: torch.Tensor, keep: list[bool]):
         """(f_te (k, n_te), the test feature movement (k, n_te), {i: H_te at the kept times}) of the chunk's states,

@@ -163,6 +163,7 @@ def gradient_descent(
     checkpoint_every: float = 60.0,
     keep_checkpoint: bool = False,
     threads: int | None = None,
+    _continue: Any = None,
 ) -> Solution:
     r"""Run ``steps`` steps of full-batch gradient descent with step δ = ``step`` (eq. (9)).
 
@@ -185,6 +186,7 @@ def gradient_descent(
             :func:`gflow.simulate` (``max_wall_time`` may differ between the stopped and the resumed run; resuming
             is bit-identical to an uninterrupted run).
         threads: torch's intra-op CPU threads, as in :func:`gflow.simulate` (default: one for small evaluations).
+        _continue: private to :func:`gflow.extend`, as in :func:`gflow.simulate`.
 
     Returns:
         a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` if the state or
@@ -233,6 +235,8 @@ def gradient_descent(
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     threads = solve_threads(field.flops_per_eval(), problem.net.device, threads)
     with guarded_solve(monitor, ckpt, threads):
+        if _continue is not None:
+            _continue(field, recorder)
         t_start = time.perf_counter()
         state = field.initial_state()
         k_done, next_save = 0, 1
