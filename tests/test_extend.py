@@ -157,3 +157,22 @@ def test_refusals(problem, tmp_path):
     est = gf.simulate(net, X, y, t1=1.0, method="euler", step=0.25, error_estimate=True)
     with pytest.raises(ValueError, match=r"error estimate"):
         gf.extend(est, t1=2.0)
+
+
+def test_float32_and_explicit_weights_without_integrals():
+    X, y = gf.data.random_labels(n=10, d=20, seed=0)
+    net = gf.Network(d=20, width=64, activation="tanh", seed=0, dtype="float32")
+    a = gf.gradient_descent(net, X, y, step=0.5, steps=40, save_every=10, space="feature")
+    b, c = gf.extend(a, steps=60), gf.gradient_descent(net, X, y, step=0.5, steps=100, save_every=10, space="feature")
+    for name in ("t", "loss", "residual", "int_eta", "int_abs_dL", "feature_movement", "kernel_movement"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(c, name), err_msg=name)
+    rng = np.random.default_rng(0)
+    net = gf.Network(d=20, width=32, activation="tanh", c=np.sign(rng.standard_normal(32)),
+                     W0=rng.standard_normal((32, 20)))
+    kw = dict(method="rk4", step=0.25, integrals=False, space="weight")
+    a = gf.simulate(net, X, y, t1=4.0, **kw)
+    b, c = gf.extend(a, t1=8.0, features_at="all"), gf.simulate(net, X, y, t1=8.0, **kw)
+    assert b.int_eta is None and b.config["solver"]["integrals"] is False
+    for name in ("t", "loss", "weight_movement", "feature_movement", "kernel_movement", "W_final"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(c, name), err_msg=name)
+    assert b.feature_t[:3].tolist() == [0.0, 4.0, 4.25] and b.feature_t[-1] == 8.0

@@ -294,7 +294,8 @@ def _networks(sol: Solution, device, activation, embedding) -> tuple[Network, Ne
                              activation=activation, embedding=embedding)
     custom = [name for name, given in (("activation", activation), ("embedding", embedding)) if given is not None]
     _check_same_start(sol, orig, custom)
-    cont = Network.from_spec(spec, c=orig.c, W0=np.asarray(sol.W_final, dtype=np.float64), device=device,
+    c = orig.c.detach().to("cpu", torch.float64).numpy()  # (explicit parameters are given in float64)
+    cont = Network.from_spec(spec, c=c, W0=np.asarray(sol.W_final, dtype=np.float64), device=device,
                              activation=activation, embedding=embedding)
     return orig, cont
 
@@ -332,7 +333,7 @@ class _Start:
         ref_field = make_field(problem, base.space, layout=base.layout or "nm")
         ref = Recorder(ref_field, np.zeros(0), np.zeros(0), interval=self.interval)
         ref.record(0.0, ref_field.initial_state())
-        recorder.refer_to(problem.H0, problem.H0_test, ref._M0, net.W0)
+        recorder.refer_to(problem.H0, problem.H0_test, ref._M0, net.W0, float(sol.loss[0]))
 
 
 def _local_times(t_old: float, t_end: float):

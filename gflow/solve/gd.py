@@ -55,7 +55,7 @@ def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step:
     non-finite state, or a loss past diverge_factor·L₀, is seen at saved steps only): the first iterate k0 < k ≤ k1
     that saving every step would have refused, as (k − 1, the iterate k − 1, status, why), or None (none did)."""
     pb, net = field.problem, field.problem.net
-    limit = recorder.diverge_factor * max(recorder.rows["loss"][0], 1e-300)
+    limit = recorder.diverge_factor * max(recorder.initial_loss(), 1e-300)
     state, prev, deriv = start.clone(), start.clone(), torch.empty_like(start)
     for k in range(k0 + 1, k1 + 1):
         # Ctrl-C stops the replay (the last saved state stays the end); the time budget does not: a run found

@@ -48,8 +48,8 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         the batch's steps were shared by its seeds (chosen on their joint error norm), a run alone chooses its own,
         so the two agree to the tolerance, not bit for bit (2.3e-8 in the loss at the default rtol on a small
         problem); its message says so.  A run of :func:`gflow.extend` repeats the run it extended and then each
-        continuation with its recorded settings.  A run whose method ``"auto"`` picked repeats the method it picked, with
-        the recorded reason in ``config["solver"]["auto"]``, whatever ``"auto"`` would pick now.
+        continuation with its recorded settings.  A run whose method ``"auto"`` picked repeats the method it picked,
+        with the recorded reason in ``config["solver"]["auto"]``, whatever ``"auto"`` would pick now.
     """
     from .gd import gradient_descent
     from .ode import simulate, with_auto_reason
