@@ -223,7 +223,7 @@ def extend(
             segment.update({k: ns.get(k) for k in ("method", "rtol", "atol", "step", "max_steps", "options")})
         segment.update(features_at=absolute(new.feature_t[new.feature_t > 0]).tolist(),
                        weights_at=absolute(new.weight_t[new.weight_t > 0]).tolist(), status=new.status)
-        return _glue(sol, new, absolute, segment, _absolute_message(new.message, said))
+        return _glue(sol, new, absolute, segment, _absolute_message(new.message, said, t_old))
 
     # the continuation's message in the extended run's times: its success messages say where it ended
     said = ((f"took {steps} steps of size {s['step']:g} (t = {steps * s['step']:g})",
@@ -373,12 +373,12 @@ def _time_map(t_old: float, grid: np.ndarray):
     return absolute
 
 
-def _absolute_message(message: str, said: tuple[str, str]) -> str:
+def _absolute_message(message: str, said: tuple[str, str], t_old: float) -> str:
     """The continuation's ``message`` with its success text ``said[0]`` (in its own times) as ``said[1]``; any other
     message (a stop: its times count from the joint) noted so."""
     if message.startswith(said[0]):
         return said[1] + message[len(said[0]):]
-    return f"{message} [the continuation's times: t here is t − t[-1] of the run it continued]"
+    return f"{message} [times in this message count from t = {t_old:g}, where the run was continued]"
 
 
 def _cat(old, new):
