@@ -409,6 +409,12 @@ def _glue(old: Solution, new: Solution, absolute, segment: dict | None, message:
         a, b = old.stats.get(key), new.stats.get(key)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
             stats[key] = -1 if key == "n_rejected" and -1 in (a, b) else a + b
+    rise = new.stats.get("loss_rise")  # (the first rise of the whole run, in its times)
+    if old.stats.get("loss_rise") is not None or rise is not None:
+        stats["loss_rise"] = old.stats.get("loss_rise") or [float(absolute(rise[0])), rise[1],
+                                                             float(absolute(rise[2])), rise[3]]
+    if old.stats.get("unstable_step"):
+        stats["unstable_step"] = True
     config = copy.deepcopy(old.config)
     solver = config.setdefault("solver", {})
     record = config.get("extended") or {"base": copy.deepcopy(solver), "segments": []}
