@@ -176,3 +176,23 @@ def test_float32_and_explicit_weights_without_integrals():
     for name in ("t", "loss", "weight_movement", "feature_movement", "kernel_movement", "W_final"):
         np.testing.assert_array_equal(getattr(b, name), getattr(c, name), err_msg=name)
     assert b.feature_t[:3].tolist() == [0.0, 4.0, 4.25] and b.feature_t[-1] == 8.0
+
+
+def test_ctrl_c_in_the_continuation_keeps_the_extended_run(problem):
+    from test_interrupt import sigint_at_eval
+
+    net, X, y, _, _ = problem
+    a = gf.gradient_descent(net, X, y, step=0.5, steps=100, save_every=10, space="weight")
+    with sigint_at_eval(25), pytest.raises(gf.Interrupted) as info:
+        gf.extend(a, steps=150)
+    part = info.value.solution
+    assert part.status == "interrupted" and part.t[0] == 0.0 and 50.0 < part.t[-1] < 125.0
+    np.testing.assert_array_equal(part.loss[:len(a.t)], a.loss)
+    assert "extended from t = 50" in part.message and part.config["extended"]["segments"][0]["status"] == "interrupted"
+    k = int(round(part.t[-1] / 0.5))
+    whole = gf.extend(part, steps=250 - k)  # (an interrupted run continues: the same GD, bit for bit)
+    c = gf.gradient_descent(net, X, y, step=0.5, steps=250, save_every=10, space="weight")
+    assert sorted(set(c.t) | {part.t[-1]}) == whole.t.tolist()  # (saved: the longer run's steps and the stop)
+    same = np.isin(whole.t, c.t)
+    for name in ("loss", "residual") + INTEGRALS + MOVEMENTS:
+        np.testing.assert_array_equal(getattr(whole, name)[same], getattr(c, name), err_msg=name)

@@ -101,7 +101,8 @@ def extend(
         steps: gradient descent: how many more steps (of the run's δ).
         saveat: flows: output times in (t[-1], t1] (default: :func:`gflow.default_saveat` of the new t1 beyond
             t[-1], on multiples of a fixed step).
-        save_every: gradient descent: save every this many steps, counted from the joint (default: the run's).
+        save_every: gradient descent: save the steps that are multiples of this, counted from the start of the
+            whole run, as the longer run saves them (default: the run's).
         features_at, weights_at: times of the continuation at which H / W are kept (default: its end for H; W at
             none: ``W_final`` is always kept); for GD multiples of δ.  The original's kept ones stay.
         method, rtol, atol, step, max_steps, options: flows: the solver settings of the continuation (default: the
@@ -171,6 +172,8 @@ def extend(
     integrals = bool(s.get("integrals", True))
     data = dict(X=sol.X, y=sol.y, X_test=sol.X_test, y_test=sol.y_test)
     start = _Start(sol, orig_net, interval, integrals)
+    if gd:  # (GD saves the steps of the whole run that are multiples of save_every)
+        start.step_offset = int(round(t_old / float(s["step"])))
 
     if gd:
         delta = float(s["step"])
@@ -305,6 +308,10 @@ class _Start:
     :func:`gflow.gradient_descent`): its field starts from the original run's end — W_final, or in feature space the
     last kept features (those the original run stepped) — with the integrals so far, and its recorder measures the
     movements from the original's t = 0 references, formed as the original run formed them."""
+
+    #: gradient descent: the steps the original run took (the continuation saves the whole run's multiples of
+    #: save_every: :func:`gflow.solve.gd.gd_schedule`)
+    step_offset = 0
 
     def __init__(self, sol: Solution, orig_net: Network, interval, integrals: bool):
         self.sol, self.orig_net, self.interval, self.integrals = sol, orig_net, interval, integrals

@@ -110,9 +110,11 @@ def default_save_every(steps: int) -> int:
     return max(1, min(100, steps // 200))
 
 
-def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at):
+def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at, offset: int = 0):
     """Validate GD's arguments (shared with :func:`gflow.gradient_descent_batch`); returns (step, steps,
-    save_every, max_wall_time, t1, feature steps, weight steps, saved steps)."""
+    save_every, max_wall_time, t1, feature steps, weight steps, saved steps).  ``offset``: the steps taken before
+    (a run continued by :func:`gflow.extend`), so that the saved steps are those of the whole run, multiples of
+    ``save_every`` counted from its start (and the first and last step)."""
     # (arg / arg_eq: the arguments as the caller spells them, keywords or gflow simulate's flags)
     if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= 0:
         raise ValueError(f"{arg('step')} must be > 0 (the GD step δ), got {step}")
@@ -131,7 +133,7 @@ def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at)
                          f"{steps // save_every + 1} points (loss, residuals and outputs at each); raise "
                          f"{arg('save_every')} to at least {-(-steps // MAX_SAVED_STEPS)} (at most {MAX_SAVED_STEPS} "
                          "saved steps)")
-    saved = _sorted_unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps]]))
+    saved = _sorted_unique(np.concatenate([[0], np.arange(-offset % save_every, steps + 1, save_every), [steps]]))
     if isinstance(features_at, str) and features_at == "all":  # as in simulate: at every saved step
         fk = saved
     else:
@@ -208,7 +210,7 @@ def gradient_descent(
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
-        step, steps, save_every, max_wall_time, features_at, weights_at)
+        step, steps, save_every, max_wall_time, features_at, weights_at, getattr(_continue, "step_offset", 0))
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
