@@ -32,7 +32,7 @@ from .model import (
 )
 from ._lock import InUseError
 from .solution import STATUSES, GFlowWarning, Interrupted, Solution, SolverError, load
-from .solve import METHODS, default_saveat, gradient_descent, rerun, simulate
+from .solve import METHODS, default_saveat, extend, gradient_descent, rerun, simulate
 from .sweeps import open_sweep, run_solution, sweep
 from .solve.nonsmooth import simulate_nonsmooth
 from .solve.batch import gradient_descent_batch, max_seed_rms_norm, networks, simulate_batch
@@ -44,7 +44,7 @@ from .compare import Comparison, compare
 __all__ = [
     "__version__", "data", "plotting", "Network", "Activation", "ACTIVATIONS", "get_activation", "Identity", "Quadratic",
     "RandomFeatures", "DeepRandomFeatures", "get_embedding", "Scaling", "SCALINGS", "get_scaling",
-    "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun",
+    "Problem", "FeatureSpaceField", "WeightSpaceField", "make_field", "simulate", "gradient_descent", "rerun", "extend",
     "METHODS", "default_saveat", "Solution", "load", "STATUSES", "GFlowWarning", "SolverError", "Interrupted",
     "InUseError", "certify",
     "Certificate", "limit_gram", "simulate_nonsmooth", "compare", "Comparison",

@@ -33,7 +33,7 @@ def _network_keys() -> set[str]:
 #: the tables of the solver's keys: [solver] (a sweep file's spelling) or [simulate] (read as cfg["simulate"])
 _SOLVER_TABLES = ("solver", "simulate")
 #: the solvers' keywords that a run file does not set: the data (from [data]) and the warnings (the summary says)
-_NOT_SOLVER_KEYS = {"net", "X", "y", "X_test", "y_test", "warn"}
+_NOT_SOLVER_KEYS = {"net", "X", "y", "X_test", "y_test", "warn", "_continue"}
 
 
 def _kinds() -> tuple[str, ...]:

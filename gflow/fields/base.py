@@ -160,6 +160,9 @@ class AbstractField:
     rhs_reads: int | None = None
     #: the feature state's memory layout, "nm" or "mn" (:class:`~gflow.fields.FeatureSpaceField`); None in weight space
     layout: str | None = None
+    #: where set, the state :meth:`initial_state` returns a copy of instead of the network's W0: a run continued from
+    #: another's end (:func:`gflow.extend`: its final weights or features, and its integrals so far)
+    start: torch.Tensor | None = None
 
     def initial_state(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -63,6 +63,8 @@ class FeatureSpaceField(AbstractField):
         return torch.stack([H, A])
 
     def initial_state(self) -> torch.Tensor:
+        if self.start is not None:
+            return self.start.clone()
         s = torch.zeros(self.state_shape, dtype=self.problem.net.dtype, device=self.problem.net.device)
         self.split(s)[0].copy_(self.problem.H0)
         return s

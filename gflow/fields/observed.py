@@ -59,6 +59,8 @@ class ObservedField(AbstractField):
         return state[self.N:]
 
     def initial_state(self) -> torch.Tensor:
+        if self.start is not None:
+            return self.start.clone()
         core = self.base.initial_state().reshape(-1)
         return torch.cat([core, core.new_zeros(len(INTEGRALS))])
 

@@ -35,6 +35,8 @@ class WeightSpaceField(AbstractField):
         self._col_fits = net.m * net.D <= COLUMN_MAJOR_MAX_ENTRIES
 
     def initial_state(self) -> torch.Tensor:
+        if self.start is not None:
+            return self.start.clone()
         return self.problem.net.W0.clone()
 
     def rhs_into(self, state: torch.Tensor, out: torch.Tensor) -> Parts:

@@ -1,5 +1,6 @@
 """Solvers: the ODE entry point :func:`simulate` and discrete :func:`gradient_descent`."""
 
+from .extend import extend
 from .gd import gradient_descent
 from .nonsmooth import simulate_nonsmooth
 from .ode import (
@@ -20,6 +21,7 @@ __all__ = [
     "SCIPY_METHODS",
     "TORCHDIFFEQ_ADAPTIVE",
     "default_saveat",
+    "extend",
     "gradient_descent",
     "rerun",
     "simulate",

@@ -366,7 +366,7 @@ class Recorder:
         if hasattr(field, "integrals"):
             q = field.integrals(states[0]) if single else torch.stack([field.integrals(st) for st in states])
             integrals = _np(q)
-        moved_W = [field.weight_movement(states[0])] if single else [field.weight_movement(x) for x in states.unbind()]
+        moved_W = [self._weight_movement(states[0])] if single else [self._weight_movement(x) for x in states.unbind()]
 
         for i, t in enumerate(ts):
             state, loss = states[i], losses[i]
@@ -376,7 +376,7 @@ class Recorder:
                             f"t = {rows['t'][-1] if rows['t'] else 0.0:.6g} and t = {t:.6g}; use "
                             f"{float64_advice(net.dtype)}a smaller step or tighter tolerances")
             if self.diverge_factor is not None and rows["loss"] and \
-                    loss > self.diverge_factor * max(rows["loss"][0], 1e-300):
+                    loss > self.diverge_factor * max(self.initial_loss(), 1e-300):
                 raise Abort("diverged", self.diverged_message(loss, t))
             if rows["loss"] and self.loss_rise is None and loss > rows["loss"][-1] and (
                     loss > rows["loss"][-1] + self._rounding(rows["loss"][-1], at(s, i)) if not self.rise_rtol else
@@ -434,6 +434,29 @@ class Recorder:
                 self.weight_t.append(float(t))
                 self.W.append(_np(field.weights(state)))
             self.last_state = state
+
+    def refer_to(self, H0: torch.Tensor, H0_test: torch.Tensor | None, M0: torch.Tensor | None,
+                 W0: torch.Tensor, L0: float) -> None:
+        """Measure the movements against these t = 0 references instead of the field's start: the features H0 (m, n)
+        and H0_test (m, n_te), the kernel M0 (n, n; None: the first recorded time's) and the weights W0 (m, D) of
+        the run that a continued run (:func:`gflow.extend`) goes on from — its field starts at that run's end — and
+        its initial loss L0 (what a loss diverges from, :data:`DIVERGE_FACTOR`)."""
+        self._H0, self._H0_test, self._M0, self._M0_norm = H0, H0_test, M0, None
+        self._W0_ref, self._W0_ref_norm = W0, torch.linalg.norm(W0)
+        self._L0_ref = float(L0)
+
+    def initial_loss(self) -> float:
+        """L₀: the first recorded loss, or the original run's (:meth:`refer_to`)."""
+        L0 = self.__dict__.get("_L0_ref")
+        return self.rows["loss"][0] if L0 is None else L0
+
+    def _weight_movement(self, state: torch.Tensor) -> float:
+        """‖W − W0‖_F/‖W0‖_F of ``state``: the field's own (against its start), or against :meth:`refer_to`'s W0
+        (formed as weight space forms it: the same number, bit for bit, where the state is W)."""
+        W0 = self.__dict__.get("_W0_ref")
+        if W0 is None:
+            return self.field.weight_movement(state)
+        return float(torch.dist(self.field.weights(state), W0) / self._W0_ref_norm)
 
     def _test_block(self, states: torch.Tensor, keep: list[bool]):
         """(f_te (k, n_te), the test feature movement (k, n_te), {i: H_te at the kept times}) of the chunk's states,
@@ -520,7 +543,7 @@ class Recorder:
                 "an adaptive method (e.g. method='dop853')")
 
     def diverged_message(self, loss: float, t: float) -> str:
-        L0 = self.rows["loss"][0]
+        L0 = self.initial_loss()
         if self.fixed_step is None:
             return (f"gradient descent diverged: the loss grew to {loss:.3g} at t = {t:.6g}, more than "
                     f"{self.diverge_factor:.0e}× its initial {L0:.3g}: the step is far past the stability limit "

@@ -55,7 +55,7 @@ def _first_refused(field, recorder, start: torch.Tensor, k0: int, k1: int, step:
     non-finite state, or a loss past diverge_factor·L₀, is seen at saved steps only): the first iterate k0 < k ≤ k1
     that saving every step would have refused, as (k − 1, the iterate k − 1, status, why), or None (none did)."""
     pb, net = field.problem, field.problem.net
-    limit = recorder.diverge_factor * max(recorder.rows["loss"][0], 1e-300)
+    limit = recorder.diverge_factor * max(recorder.initial_loss(), 1e-300)
     state, prev, deriv = start.clone(), start.clone(), torch.empty_like(start)
     for k in range(k0 + 1, k1 + 1):
         # Ctrl-C stops the replay (the last saved state stays the end); the time budget does not: a run found
@@ -110,9 +110,11 @@ def default_save_every(steps: int) -> int:
     return max(1, min(100, steps // 200))
 
 
-def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at):
+def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at, offset: int = 0):
     """Validate GD's arguments (shared with :func:`gflow.gradient_descent_batch`); returns (step, steps,
-    save_every, max_wall_time, t1, feature steps, weight steps, saved steps)."""
+    save_every, max_wall_time, t1, feature steps, weight steps, saved steps).  ``offset``: the steps taken before
+    (a run continued by :func:`gflow.extend`), so that the saved steps are those of the whole run, multiples of
+    ``save_every`` counted from its start (and the first and last step)."""
     # (arg / arg_eq: the arguments as the caller spells them, keywords or gflow simulate's flags)
     if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= 0:
         raise ValueError(f"{arg('step')} must be > 0 (the GD step δ), got {step}")
@@ -131,7 +133,7 @@ def gd_schedule(step, steps, save_every, max_wall_time, features_at, weights_at)
                          f"{steps // save_every + 1} points (loss, residuals and outputs at each); raise "
                          f"{arg('save_every')} to at least {-(-steps // MAX_SAVED_STEPS)} (at most {MAX_SAVED_STEPS} "
                          "saved steps)")
-    saved = _sorted_unique(np.concatenate([np.arange(0, steps + 1, save_every), [steps]]))
+    saved = _sorted_unique(np.concatenate([[0], np.arange(-offset % save_every, steps + 1, save_every), [steps]]))
     if isinstance(features_at, str) and features_at == "all":  # as in simulate: at every saved step
         fk = saved
     else:
@@ -163,6 +165,7 @@ def gradient_descent(
     checkpoint_every: float = 60.0,
     keep_checkpoint: bool = False,
     threads: int | None = None,
+    _continue: Any = None,
 ) -> Solution:
     r"""Run ``steps`` steps of full-batch gradient descent with step δ = ``step`` (eq. (9)).
 
@@ -185,6 +188,7 @@ def gradient_descent(
             :func:`gflow.simulate` (``max_wall_time`` may differ between the stopped and the resumed run; resuming
             is bit-identical to an uninterrupted run).
         threads: torch's intra-op CPU threads, as in :func:`gflow.simulate` (default: one for small evaluations).
+        _continue: private to :func:`gflow.extend`, as in :func:`gflow.simulate`.
 
     Returns:
         a :class:`gflow.Solution` with ``t = k·step`` at the saved steps; status ``"diverged"`` if the state or
@@ -206,7 +210,7 @@ def gradient_descent(
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     step, steps, save_every, max_wall_time, t1, fk, wk, save_k = gd_schedule(
-        step, steps, save_every, max_wall_time, features_at, weights_at)
+        step, steps, save_every, max_wall_time, features_at, weights_at, getattr(_continue, "step_offset", 0))
 
     interval = check_interval(interval, net)
     problem = Problem.from_data(net, X, y, X_test, y_test)
@@ -233,6 +237,8 @@ def gradient_descent(
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     threads = solve_threads(field.flops_per_eval(), problem.net.device, threads)
     with guarded_solve(monitor, ckpt, threads):
+        if _continue is not None:
+            _continue(field, recorder)
         t_start = time.perf_counter()
         state = field.initial_state()
         k_done, next_save = 0, 1

@@ -404,6 +404,7 @@ def simulate(
     keep_checkpoint: bool = False,
     error_estimate: bool = False,
     threads: int | None = None,
+    _continue: Any = None,
 ) -> Solution:
     r"""Integrate the gradient flow Ẇ = −ℓ ∂L/∂W (eq. (10)) of ``net`` on (X, y) from t = 0 to t1.
 
@@ -495,6 +496,8 @@ def simulate(
         threads: torch's intra-op CPU threads for the solve (restored after it); default: one where an
             evaluation costs fewer than :data:`~gflow.solve._record.SERIAL_BELOW_FLOPS` flops, else torch's
             setting (``sol.stats["torch_threads"]``; see README "Threads").
+        _continue: private to :func:`gflow.extend`: called as ``_continue(field, recorder)`` before the solve (on
+            its threads), it sets the state the field starts from and the references the recorder measures from.
 
     Returns:
         a :class:`gflow.Solution` (check ``sol.ok`` / ``sol.status``; failures keep the partial trajectory).
@@ -654,6 +657,8 @@ def simulate(
     unstable_note = None
     threads = solve_threads(field.flops_per_eval(), net.device, threads)
     with guarded_solve(monitor, ckpt, threads):
+        if _continue is not None:
+            _continue(field, recorder)
         try:
             if method in SCIPY_METHODS:
                 _run_scipy(field, grid, method, rtol, atol, opts, recorder, monitor)

@@ -47,14 +47,19 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
         the new :class:`gflow.Solution`.  A seed of an adaptive :func:`gflow.simulate_batch` run is repeated alone:
         the batch's steps were shared by its seeds (chosen on their joint error norm), a run alone chooses its own,
         so the two agree to the tolerance, not bit for bit (2.3e-8 in the loss at the default rtol on a small
-        problem); its message says so.  A run whose method ``"auto"`` picked repeats the method it picked, with
-        the recorded reason in ``config["solver"]["auto"]``, whatever ``"auto"`` would pick now.
+        problem); its message says so.  A run of :func:`gflow.extend` repeats the run it extended and then each
+        continuation with its recorded settings.  A run whose method ``"auto"`` picked repeats the method it picked,
+        with the recorded reason in ``config["solver"]["auto"]``, whatever ``"auto"`` would pick now.
     """
     from .gd import gradient_descent
     from .ode import simulate, with_auto_reason
 
     sol = as_solution(source, "source")
     cfg = sol.config
+    if "extended" in cfg:  # (gf.extend's run: the run it extended again, then each continuation)
+        from .extend import rerun_extended
+
+        return rerun_extended(sol, device=device, embedding=embedding, activation=activation)
     spec = dict(cfg["network"])
     explicit = spec.get("explicit_params", False)
     net = Network.from_spec(

@@ -34,7 +34,7 @@ SOLVER_KINDS = ("simulate", "gradient_descent")
 #: data keys handled by the sweep itself rather than passed to the generator
 DATA_KEYS = ("generator", "n_test", "test_seed")
 #: solver keywords the sweep sets itself (the data, progress bars, warnings, per-run checkpoint files)
-_RESERVED_SOLVER = {"net", "X", "y", "X_test", "y_test", "warn", "progress", "checkpoint"}
+_RESERVED_SOLVER = {"net", "X", "y", "X_test", "y_test", "warn", "progress", "checkpoint", "_continue"}
 #: solver keywords that bound a run or its checkpoints but do not change its result: left out of the run id (as
 #: the checkpoint fingerprint leaves them out), so that a run stopped by a limit ("time_budget", "max_steps") and
 #: repeated with a larger one is the same run, resuming from its checkpoint instead of starting a new run file

@@ -1,0 +1,198 @@
+"""gf.extend: a finished run continued to a longer horizon is the run to that horizon (gflow/solve/extend.py)."""
+
+import numpy as np
+import pytest
+
+import gflow as gf
+
+INTEGRALS = ("int_eta", "int_mu", "int_nu", "int_lam_min_M", "int_sqrt_abs_dL", "int_abs_dL")
+MOVEMENTS = ("feature_movement", "kernel_movement", "weight_movement", "moved_fraction")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X, y = gf.data.random_labels(n=10, d=20, seed=0)
+    Xt, yt = gf.data.random_labels(n=15, d=20, seed=1)
+    net = gf.Network(d=20, width=64, activation="tanh", seed=0)
+    return net, X, y, Xt, yt
+
+
+def _rows(sol, times):
+    """Indices of ``times`` among sol.t (exactly)."""
+    where = {t: i for i, t in enumerate(sol.t.tolist())}
+    return [where[t] for t in times]
+
+
+@pytest.mark.parametrize("space", ["weight", "feature"])
+def test_gd_extended_equals_one_run_bit_for_bit(problem, space):
+    net, X, y, Xt, yt = problem
+    kw = dict(step=0.5, save_every=10, space=space, X_test=Xt, y_test=yt)
+    a = gf.gradient_descent(net, X, y, steps=100, **kw)
+    b = gf.extend(a, steps=150)
+    c = gf.gradient_descent(net, X, y, steps=250, **kw)
+    assert b.ok and b.kind == "gd"
+    np.testing.assert_array_equal(b.t, c.t)  # (t = kδ: the joint saved once, times continuing)
+    for name in ("loss", "residual", "output", "eta", "mu", "nu", "lam_min_M", "dL") + INTEGRALS + MOVEMENTS:
+        if space == "feature" and name == "weight_movement":
+            continue  # (formed from W_final there, not from the original's A = ∫P: below)
+        np.testing.assert_array_equal(getattr(b, name), getattr(c, name), err_msg=name)
+    if space == "weight":
+        np.testing.assert_array_equal(b.W_final, c.W_final)
+        np.testing.assert_array_equal(b.test_output, c.test_output)
+    else:
+        np.testing.assert_allclose(b.weight_movement, c.weight_movement, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(b.test_output, c.test_output, rtol=0, atol=1e-13 * np.abs(c.test_output).max())
+    np.testing.assert_array_equal(b.features_at(125.0), c.features_at(125.0))
+    assert b.feature_t.tolist() == [0.0, 50.0, 125.0]  # the original's kept features, then the continuation's end
+    assert b.stats["n_f_evals"] == c.stats["n_f_evals"] == 250 and b.stats["n_steps"] == 250
+    assert b.config["solver"]["steps"] == 250 and b.config["network"] == a.config["network"]
+    seg = b.config["extended"]["segments"]
+    assert len(seg) == 1 and seg[0]["from_t"] == 50.0 and seg[0]["from_step"] == 100 and seg[0]["steps"] == 150
+    assert b.config["extended"]["base"]["steps"] == 100
+    assert "extended from t = 50" in b.message and "to t = 125" in b.message
+
+
+def test_fixed_step_flow_extended_equals_one_run(problem):
+    net, X, y, Xt, yt = problem
+    kw = dict(method="rk4", step=0.25, X_test=Xt, y_test=yt)
+    a = gf.simulate(net, X, y, t1=10.0, **kw)
+    b = gf.extend(a, t1=30.0)
+    c = gf.simulate(net, X, y, t1=30.0, **kw)
+    assert b.ok and b.t[-1] == 30.0 and np.all(np.diff(b.t) > 0)
+    rb = _rows(b, c.t.tolist())  # (its default output times beyond t = 10 are the single run's)
+    for name in ("loss", "residual", "test_output") + INTEGRALS + MOVEMENTS:
+        u, v = getattr(b, name)[rb], getattr(c, name)
+        np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-13 * np.abs(v).max(), err_msg=name)
+    assert b.stats["n_f_evals"] == a.stats["n_f_evals"] + 4 * 80
+    assert b.config["solver"]["t1"] == 30.0 and b.config["extended"]["segments"][0]["step"] == 0.25
+
+
+def test_adaptive_flow_extended_within_tolerance_and_integrals_continue(problem):
+    net, X, y, _, _ = problem
+    rtol = 1e-8
+    a = gf.simulate(net, X, y, t1=10.0, method="dop853", rtol=rtol)
+    b = gf.extend(a, t1=40.0, saveat=[20.0, 30.0, 40.0])
+    c = gf.simulate(net, X, y, t1=40.0, saveat=np.concatenate([a.t, [20.0, 30.0, 40.0]]), method="dop853",
+                    rtol=rtol)
+    assert b.ok and b.t[len(a.t) - 1:].tolist() == [10.0, 20.0, 30.0, 40.0]
+    np.testing.assert_array_equal(b.t, c.t)
+    np.testing.assert_array_equal(b.loss[:len(a.t)], a.loss)  # the original rows, unchanged
+    assert np.max(np.abs(b.loss - c.loss) / c.loss) < 100 * rtol
+    joint = len(a.t) - 1
+    for name in INTEGRALS:  # the integrals continue: at the joint the original's final value, then growing
+        u = getattr(b, name)
+        assert u[joint] == getattr(a, name)[-1], name
+        assert np.all(np.diff(u[joint:]) >= 0) and u[-1] > u[joint], name
+    np.testing.assert_allclose(b.int_abs_dL[-1], b.loss[0] - b.loss[-1], rtol=1e-6)  # T2 from t = 0 (energy)
+    np.testing.assert_allclose(b.weight_movement, c.weight_movement, rtol=1e-5)  # from W0, not from W(10)
+    np.testing.assert_allclose(b.feature_movement, c.feature_movement, rtol=1e-5)
+    np.testing.assert_allclose(b.kernel_movement[1:], c.kernel_movement[1:], rtol=1e-5)
+    assert b.stats["n_f_evals"] > a.stats["n_f_evals"]
+    cert = gf.certify(b)
+    assert cert.ok, cert
+    assert "t ∈ [0, 40]" in str(cert)
+
+
+def test_saved_run_extends_as_in_memory_and_reruns(problem, tmp_path):
+    net, X, y, _, _ = problem
+    a = gf.simulate(net, X, y, t1=5.0, method="dop853", rtol=1e-8, features_at=[0.0, 2.0])  # (no features at t1)
+    path = a.save(tmp_path / "a.nc")
+    b1, b2 = gf.extend(a, t1=12.0), gf.extend(path, t1=12.0)
+    for name in ("t", "loss", "residual", "H", "feature_t", "W_final") + INTEGRALS + MOVEMENTS:
+        np.testing.assert_array_equal(getattr(b1, name), getattr(b2, name), err_msg=name)
+    assert b1.feature_t.tolist() == [0.0, 2.0, 12.0]
+    b1.save(tmp_path / "b.nc")
+    loaded = gf.load(tmp_path / "b.nc")
+    assert loaded.config["extended"] == b1.config["extended"]
+    again = gf.rerun(tmp_path / "b.nc")  # the base run, then the continuation
+    np.testing.assert_array_equal(again.t, b1.t)
+    np.testing.assert_array_equal(again.loss, b1.loss)
+    c = gf.extend(loaded, t1=20.0)  # twice
+    assert c.ok and c.t[-1] == 20.0 and len(c.config["extended"]["segments"]) == 2
+    assert c.config["extended"]["base"]["t1"] == 5.0
+
+
+def test_run_stopped_by_a_limit_continues(problem):
+    net, X, y, _, _ = problem
+    a = gf.simulate(net, X, y, t1=10.0, method="dop853", rtol=1e-8, max_steps=4, warn=False)
+    assert a.status == "max_steps" and a.t[-1] < 10.0
+    b = gf.extend(a, t1=10.0, max_steps=10_000)
+    c = gf.simulate(net, X, y, t1=10.0, method="dop853", rtol=1e-8)
+    assert b.ok and b.t[-1] == 10.0 and "(max_steps)" in b.message
+    assert abs(b.loss[-1] - c.loss[-1]) < 1e-6 * c.loss[-1]
+
+
+def test_refusals(problem, tmp_path):
+    net, X, y, _, _ = problem
+    flow = gf.simulate(net, X, y, t1=2.0, method="rk4", step=0.25)
+    gd = gf.gradient_descent(net, X, y, step=0.5, steps=10)
+    with pytest.raises(ValueError, match=r"t1 must lie beyond the run's end t = 2 .*got t1 = 2"):
+        gf.extend(flow, t1=2.0)
+    with pytest.raises(TypeError, match=r"give t1="):
+        gf.extend(flow)
+    with pytest.raises(TypeError, match=r"flow .*give t1= .*not steps"):
+        gf.extend(flow, steps=10)
+    with pytest.raises(TypeError, match=r"gradient descent run .*give steps= .*not t1 .*steps=4"):
+        gf.extend(gd, t1=7.0)
+    with pytest.raises(TypeError, match=r"steps must be"):
+        gf.extend(gd, steps=2.5)
+    with pytest.raises(ValueError, match=r"saveat must lie in \(t\[-1\], t1\] = \(2, 4\]"):
+        gf.extend(flow, t1=4.0, saveat=[1.0, 4.0])
+    with pytest.raises(ValueError, match=r"features_at must lie in the continuation \(2, 4\]"):
+        gf.extend(flow, t1=4.0, features_at=[0.0, 4.0])
+    with pytest.raises(ValueError, match=r"'filippov' cannot be continued"):
+        gf.extend(flow, t1=4.0, method="filippov")
+    with pytest.raises(ValueError, match=r"'exprk4' cannot be continued.*method='dop853'"):
+        gf.extend(flow, t1=4.0, method="exprk4")
+    with pytest.raises(TypeError, match=r"source must be a gflow.Solution or the path"):
+        gf.extend(3.0, t1=4.0)
+    flow.save(tmp_path / "light.nc", include_weights=False)
+    with pytest.raises(ValueError, match=r"saved without weights.*keep_weights.*gf.rerun"):
+        gf.extend(tmp_path / "light.nc", t1=4.0)
+    linear = gf.Network(d=20, width=64, activation="linear", seed=0)
+    bad = gf.gradient_descent(linear, X, y, step=1e3, steps=50, warn=False)
+    assert bad.status == "diverged"
+    with pytest.raises(ValueError, match=r"status 'diverged'"):
+        gf.extend(bad, steps=5)
+    est = gf.simulate(net, X, y, t1=1.0, method="euler", step=0.25, error_estimate=True)
+    with pytest.raises(ValueError, match=r"error estimate"):
+        gf.extend(est, t1=2.0)
+
+
+def test_float32_and_explicit_weights_without_integrals():
+    X, y = gf.data.random_labels(n=10, d=20, seed=0)
+    net = gf.Network(d=20, width=64, activation="tanh", seed=0, dtype="float32")
+    a = gf.gradient_descent(net, X, y, step=0.5, steps=40, save_every=10, space="feature")
+    b, c = gf.extend(a, steps=60), gf.gradient_descent(net, X, y, step=0.5, steps=100, save_every=10, space="feature")
+    for name in ("t", "loss", "residual", "int_eta", "int_abs_dL", "feature_movement", "kernel_movement"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(c, name), err_msg=name)
+    rng = np.random.default_rng(0)
+    net = gf.Network(d=20, width=32, activation="tanh", c=np.sign(rng.standard_normal(32)),
+                     W0=rng.standard_normal((32, 20)))
+    kw = dict(method="rk4", step=0.25, integrals=False, space="weight")
+    a = gf.simulate(net, X, y, t1=4.0, **kw)
+    b, c = gf.extend(a, t1=8.0, features_at="all"), gf.simulate(net, X, y, t1=8.0, **kw)
+    assert b.int_eta is None and b.config["solver"]["integrals"] is False
+    for name in ("t", "loss", "weight_movement", "feature_movement", "kernel_movement", "W_final"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(c, name), err_msg=name)
+    assert b.feature_t[:3].tolist() == [0.0, 4.0, 4.25] and b.feature_t[-1] == 8.0
+
+
+def test_ctrl_c_in_the_continuation_keeps_the_extended_run(problem):
+    from test_interrupt import sigint_at_eval
+
+    net, X, y, _, _ = problem
+    a = gf.gradient_descent(net, X, y, step=0.5, steps=100, save_every=10, space="weight")
+    with sigint_at_eval(25), pytest.raises(gf.Interrupted) as info:
+        gf.extend(a, steps=150)
+    part = info.value.solution
+    assert part.status == "interrupted" and part.t[0] == 0.0 and 50.0 < part.t[-1] < 125.0
+    np.testing.assert_array_equal(part.loss[:len(a.t)], a.loss)
+    assert "extended from t = 50" in part.message and part.config["extended"]["segments"][0]["status"] == "interrupted"
+    k = int(round(part.t[-1] / 0.5))
+    whole = gf.extend(part, steps=250 - k)  # (an interrupted run continues: the same GD, bit for bit)
+    c = gf.gradient_descent(net, X, y, step=0.5, steps=250, save_every=10, space="weight")
+    assert sorted(set(c.t) | {part.t[-1]}) == whole.t.tolist()  # (saved: the longer run's steps and the stop)
+    same = np.isin(whole.t, c.t)
+    for name in ("loss", "residual") + INTEGRALS + MOVEMENTS:
+        np.testing.assert_array_equal(getattr(whole, name)[same], getattr(c, name), err_msg=name)
