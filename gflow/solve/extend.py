@@ -242,8 +242,7 @@ def extend(
     # the continuation's warnings (a stop, a loss rise) are given again in the run's words and times, at the caller
     caught: list = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:  # (under the caller's filters, which apply again)
             new = run()
         return glue(new)
     except Interrupted as stop:  # (Ctrl-C: the extended run so far)
