@@ -196,3 +196,50 @@ def test_ctrl_c_in_the_continuation_keeps_the_extended_run(problem):
     same = np.isin(whole.t, c.t)
     for name in ("loss", "residual") + INTEGRALS + MOVEMENTS:
         np.testing.assert_array_equal(getattr(whole, name)[same], getattr(c, name), err_msg=name)
+
+
+def _steep_problem():
+    """A gelu net whose λ_max(M) grows by 1.5x over the first 20 steps: a step 0.7·2/λ_max(M₀) (GD) or
+    0.7·2.785/λ_max(M₀) (rk4) is below the stability limit at t = 0 and past the joint's."""
+    X, y = gf.data.random_labels(n=10, d=5, seed=2)
+    net = gf.Network(d=5, width=32, activation="gelu", seed=2)
+    lam0 = gf.gradient_descent(net, X, y, step=0.1, steps=1, save_every=1).lam_max_M[0]
+    return net, X, y, lam0
+
+
+def _tail(message):
+    """A message after the extended run's "extended from t = ... (status): " prefix and its success text."""
+    return message.split("; ", 1)[1]
+
+
+@pytest.mark.parametrize("n1", [20, 50])
+def test_gd_extended_judges_its_step_by_M0_and_words_its_rise_as_the_longer_run(n1):
+    # (the continuation measured the stability limit from the joint's kernel — "δ = 0.991 exceeds 2/λ_max(M₀) =
+    # 0.915", unstable_step True — and worded its loss rise in its own times; where the original had the rise, the
+    # extended run's message and warning dropped it)
+    net, X, y, lam0 = _steep_problem()
+    kw = dict(step=0.7 * 2.0 / lam0, save_every=1)
+    a = gf.gradient_descent(net, X, y, steps=n1, **kw, warn=False)  # (the rise, at step 36, is in a for n1 = 50)
+    with pytest.warns(gf.GFlowWarning) as said_long:
+        long = gf.gradient_descent(net, X, y, steps=2 * n1, **kw)
+    with pytest.warns(gf.GFlowWarning) as said_ext:
+        ext = gf.extend(a, steps=n1)
+    np.testing.assert_array_equal(ext.loss, long.loss)
+    assert ext.lam_max_M[n1] > 1.2 * ext.lam_max_M[0]  # (the joint's kernel is the steeper)
+    assert ext.stats.get("unstable_step") == long.stats.get("unstable_step") is None
+    assert ext.stats["loss_rise"] == long.stats["loss_rise"]
+    assert _tail(ext.message) == _tail(long.message) and "2/λ_max(M₀) = 1.42" in ext.message
+    assert [str(w.message) for w in said_ext] == [str(w.message) for w in said_long]
+
+
+def test_fixed_step_flow_extended_judges_its_step_by_M0():
+    net, X, y, lam0 = _steep_problem()
+    h = 0.7 * 2.785 / lam0
+    kw = dict(method="rk4", step=h, warn=False)
+    a = gf.simulate(net, X, y, t1=20 * h, **kw)
+    long = gf.simulate(net, X, y, t1=60 * h, **kw)
+    ext = gf.extend(a, t1=60 * h, warn=False)
+    np.testing.assert_array_equal(ext.loss, long.loss)
+    assert ext.stats.get("unstable_step") == long.stats.get("unstable_step") is None
+    assert ext.stats["loss_rise"] == long.stats["loss_rise"]
+    assert _tail(ext.message) == _tail(long.message)

@@ -161,6 +161,12 @@ def check_recording_memory(rows: int, n: int, n_test: int, seeds: int = 1, *, wh
                          f"of this machine's {total / 2**30:.0f} GiB; {advice}")
 
 
+def rise_words(loss_rise) -> str:
+    """A first rise of the saved loss (t_prev, L_prev, t, L) in words (:meth:`Recorder.rise_text`)."""
+    t0, L0, t, L = loss_rise
+    return f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}"
+
+
 class Recorder:
     """Collects loss, residuals, outputs, test metrics, the theory's quantities, features and weights.
 
@@ -436,14 +442,17 @@ class Recorder:
             self.last_state = state
 
     def refer_to(self, H0: torch.Tensor, H0_test: torch.Tensor | None, M0: torch.Tensor | None,
-                 W0: torch.Tensor, L0: float) -> None:
+                 W0: torch.Tensor, L0: float, lam_max0: float = math.nan) -> None:
         """Measure the movements against these t = 0 references instead of the field's start: the features H0 (m, n)
         and H0_test (m, n_te), the kernel M0 (n, n; None: the first recorded time's) and the weights W0 (m, D) of
-        the run that a continued run (:func:`gflow.extend`) goes on from — its field starts at that run's end — and
-        its initial loss L0 (what a loss diverges from, :data:`DIVERGE_FACTOR`)."""
+        the run that a continued run (:func:`gflow.extend`) goes on from — its field starts at that run's end — its
+        initial loss L0 (what a loss diverges from, :data:`DIVERGE_FACTOR`) and λ_max(M₀) (NaN where t = 0 did not
+        record it, n > EIG_MAX_N: formed from H0 where needed), which the stability limit 2/λ_max(M₀) of GD and of the
+        fixed-step methods is measured by (:meth:`lam_max_M0`; the continuation's first row is the joint's kernel)."""
         self._H0, self._H0_test, self._M0, self._M0_norm = H0, H0_test, M0, None
         self._W0_ref, self._W0_ref_norm = W0, torch.linalg.norm(W0)
         self._L0_ref = float(L0)
+        self._lam_max0_ref = float(lam_max0)
 
     def initial_loss(self) -> float:
         """L₀: the first recorded loss, or the original run's (:meth:`refer_to`)."""
@@ -509,12 +518,19 @@ class Recorder:
     def lam_max_M0(self) -> float:
         """λ_max(M₀), the largest eigenvalue of the kernel at t = 0 (recorded when n ≤ EIG_MAX_N, else computed
         here once: it is needed only to word a failure)."""
-        lam = self.rows["lam_max_M"][0] if self.rows["lam_max_M"] else math.nan
+        lam = self._recorded_lam_max0()
         if not math.isfinite(lam):
             pb, net = self.pb, self.pb.net
-            _, ds = net.activation.both(pb.H0)
+            _, ds = net.activation.both(self._H0)  # (t = 0's features: a continued run's are the original's)
             lam = Q.extreme_eigenvalues(Q.kernel_M(pb.G, ds, net.c, net.kernel_coef))[1]
         return lam
+
+    def _recorded_lam_max0(self) -> float:
+        """λ_max(M₀) as recorded at t = 0 — the original run's for a continued one (:meth:`refer_to`) — or NaN."""
+        ref = self.__dict__.get("_lam_max0_ref")
+        if ref is not None:
+            return ref
+        return self.rows["lam_max_M"][0] if self.rows["lam_max_M"] else math.nan
 
     def stability_limit0(self) -> float:
         """2/λ_max(M₀), the linear stability limit of GD and of the explicit methods at t = 0 (E3; rk4's reaches
@@ -524,8 +540,7 @@ class Recorder:
 
     def rise_text(self) -> str:
         """The first rise of the saved loss (:attr:`loss_rise`, not None), in words."""
-        t0, L0, t, L = self.loss_rise
-        return f"the loss rose from {L0:.6g} at t = {t0:.6g} to {L:.6g} at t = {t:.6g}"
+        return rise_words(self.loss_rise)
 
     def step_advice(self) -> str:
         """What to try after a fixed-step flow solve's loss rose or diverged: a step below the method's stability
@@ -562,7 +577,7 @@ class Recorder:
         rho = STABILITY_INTERVAL.get(method.removeprefix("torchdiffeq."))
         # λ_max(M₀) as recorded at t = 0 (n ≤ EIG_MAX_N): beyond, forming M₀ and its eigenvalues after every solve
         # (minutes at n = 1e4) would cost more than the check is worth
-        lam = self.rows["lam_max_M"][0] if rho is not None and h is not None and self.rows["lam_max_M"] else math.nan
+        lam = self._recorded_lam_max0() if rho is not None and h is not None else math.nan
         if not (math.isfinite(lam) and lam > 0) or h * lam <= rho:
             return None
         return rho, lam
@@ -829,6 +844,10 @@ class Monitor:
         #: the stall projection of on_step (default: adaptive methods); filippov has it without the step-collapse
         #: check of adaptive methods (its event steps are as short as the events are close: it checks its own)
         self.stall = adaptive if stall is None else stall
+        #: project the remaining steps at the largest step so far, not the recent steps' mean (filippov: its events
+        #: come in bursts early on — a ReLU net, m = 128, n = 30, took 500 steps to t = 1.4 and 2 205 in all to
+        #: t1 = 100, and was stopped at t = 1.4 as "stalled", "about 2.47e4 steps", with max_steps = 4 410)
+        self.stall_by_largest = method == "filippov"
         #: rtol/atol set the cost (a wall-time budget advises loosening them): adaptive methods and filippov
         self.tolerances = adaptive if tolerances is None else tolerances
         #: the hint applies after this many accepted steps only (a stiffness hint, for stalls at long horizons:
@@ -1000,7 +1019,8 @@ class Monitor:
         n = self.n_steps
         if accepted and self.n_accepted >= self.stall_after and self.n_accepted % 50 == 0:
             mean_dt = sum(self._recent) / len(self._recent)
-            projected = n + (self.t1 - self.last_t) / mean_dt
+            pace = self.max_dt if self.stall_by_largest else mean_dt
+            projected = n + (self.t1 - self.last_t) / pace if pace > 0 else math.inf
             # a kinked σ: an adaptive method's steps collapse at the kink for good (ReLU, d = 4, m = 16, n = 6: from
             # 0.2 to 9e-5, 1e5 steps in 130 s to t = 4.3 of 5, under the 4·max_steps projection throughout), so
             # a projection beyond max_steps, or steps 1000× below the largest, end the run
@@ -1011,8 +1031,9 @@ class Monitor:
                 raise Abort(
                     "stalled",
                     f"{what} {mean_dt:.3g} (largest step so far {self.max_dt:.3g}) at "
-                    f"t = {self.kept_t():.6g}, which would need about {projected:.3g} steps to reach t1 = {self.t1:g} "
-                    f"(max_steps={self.max_steps}); {self._stall_hint(mean_dt)}",
+                    f"t = {self.kept_t():.6g}, which would need about {projected:.3g} steps"
+                    + (" (at the largest step so far)" if self.stall_by_largest else "") +
+                    f" to reach t1 = {self.t1:g} (max_steps={self.max_steps}); {self._stall_hint(mean_dt)}",
                 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from .._validate import check_positive_float, check_positive_int, check_times, d
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import Interrupted, Solution, as_solution
-from ._record import Recorder
+from ._record import Recorder, rise_words
 from .ode import EXPINT_METHODS, FILIPPOV_METHODS, METHODS, SLIDING_METHODS, default_saveat
 
 #: the statuses a run may be continued from: it reached t1, or a limit or Ctrl-C stopped it at an accepted state.
@@ -220,24 +221,35 @@ def extend(
                 weights_at=wa, interval=interval, integrals=integrals, progress=progress, warn=warn, threads=threads,
                 _continue=start)
 
+    words: dict[str, str] = {}  # (local words → the run's, for the continuation's warnings: _rewarn)
+
     def glue(new: Solution) -> Solution:
         if not gd:
             ns = new.config["solver"]
             segment.update({k: ns.get(k) for k in ("method", "rtol", "atol", "step", "max_steps", "options")})
         segment.update(features_at=absolute(new.feature_t[new.feature_t > 0]).tolist(),
                        weights_at=absolute(new.weight_t[new.weight_t > 0]).tolist(), status=new.status)
-        return _glue(sol, new, absolute, segment, _absolute_message(new.message, said, t_old))
+        rise = new.stats.get("loss_rise")  # (its words in the run's times: the original's rise, or the first new)
+        rise_at = None if rise is None else (rise_words(rise), rise_words(_absolute_rise(sol, rise, absolute)))
+        out = _glue(sol, new, absolute, segment, _absolute_message(new.message, said, t_old, rise_at))
+        words.update({new.message: out.message, **dict([rise_at] if rise_at else [])})
+        return out
 
     # the continuation's message in the extended run's times: its success messages say where it ended
     said = ((f"took {steps} steps of size {s['step']:g} (t = {steps * s['step']:g})",
              f"took {steps} more steps of size {s['step']:g} (to t = {(k0 + steps) * s['step']:g})") if gd else
             (f"reached t1 = {t1 - t_old:g}", f"reached t1 = {t1:g}"))
+    # the continuation's warnings (a stop, a loss rise) are given again in the run's words and times, at the caller
+    caught: list = []
     try:
-        new = run()
+        with warnings.catch_warnings(record=True) as caught:  # (under the caller's filters, which apply again)
+            new = run()
+        return glue(new)
     except Interrupted as stop:  # (Ctrl-C: the extended run so far)
         stop.solution = glue(stop.solution)
         raise
-    return glue(new)
+    finally:
+        _rewarn(caught, words)
 
 
 def rerun_extended(sol: Solution, *, device: Any = None, embedding: Any = None, activation: Any = None) -> Solution:
@@ -340,7 +352,14 @@ class _Start:
         ref_field = make_field(problem, base.space, layout=base.layout or "nm")
         ref = Recorder(ref_field, np.zeros(0), np.zeros(0), interval=self.interval)
         ref.record(0.0, ref_field.initial_state())
-        recorder.refer_to(problem.H0, problem.H0_test, ref._M0, net.W0, float(sol.loss[0]))
+        # (λ_max(M₀) as t = 0 recorded it, NaN for n > EIG_MAX_N: the stability limit 2/λ_max(M₀) of GD and the
+        # fixed-step methods is the original's, not the joint's — a continuation judged δ by the joint's kernel)
+        recorder.refer_to(problem.H0, problem.H0_test, ref._M0, net.W0, float(sol.loss[0]),
+                          ref.rows["lam_max_M"][0])
+        rise = sol.stats.get("loss_rise")
+        if rise is not None:  # the whole run's first rise is the original's: the continuation looks for no other
+            t_old = float(sol.t[-1])
+            recorder.loss_rise = (float(rise[0]) - t_old, float(rise[1]), float(rise[2]) - t_old, float(rise[3]))
 
 
 def _local_times(t_old: float, t_end: float):
@@ -380,12 +399,37 @@ def _time_map(t_old: float, grid: np.ndarray):
     return absolute
 
 
-def _absolute_message(message: str, said: tuple[str, str], t_old: float) -> str:
-    """The continuation's ``message`` with its success text ``said[0]`` (in its own times) as ``said[1]``; any other
-    message (a stop: its times count from the joint) noted so."""
+def _rewarn(caught: list, words: dict[str, str]) -> None:
+    """Warn again, at :func:`extend`'s caller, each warning the continuation gave, with its message's words (its
+    stop message, its loss rise) replaced by the extended run's (in its times; the original's rise where it had one,
+    not the continuation's times of it)."""
+    for w in caught:
+        text = str(w.message)
+        for local, whole in sorted(words.items(), key=lambda kv: -len(kv[0])):  # (the message before its rise)
+            text = text.replace(local, whole)
+        warnings.warn(text, w.category, stacklevel=3)
+
+
+def _absolute_rise(old: Solution, rise, absolute) -> list:
+    """The whole run's first loss rise (t_prev, L_prev, t, L) in its times: the original's where it had one (the
+    continuation's recorder starts with it, in its own times), else the continuation's ``rise``."""
+    if old.stats.get("loss_rise") is not None:
+        return list(old.stats["loss_rise"])
+    return [float(absolute(rise[0])), rise[1], float(absolute(rise[2])), rise[3]]
+
+
+def _absolute_message(message: str, said: tuple[str, str], t_old: float,
+                      rise_at: tuple[str, str] | None = None) -> str:
+    """The continuation's ``message`` with its success text ``said[0]`` (in its own times) as ``said[1]`` and the
+    words of its loss rise ``rise_at[0]`` as ``rise_at[1]`` (in the run's times); any other message (a stop: its
+    times count from the joint) noted so."""
+    rewritten = rise_at is not None and rise_at[0] in message
+    if rewritten:
+        message = message.replace(rise_at[0], rise_at[1])
     if message.startswith(said[0]):
         return said[1] + message[len(said[0]):]
-    return f"{message} [times in this message count from t = {t_old:g}, where the run was continued]"
+    return (f"{message} [times in this message count from t = {t_old:g}, where the run was continued"
+            + (", but the loss rise's, which are the run's]" if rewritten else "]"))
 
 
 def _cat(old, new):
@@ -418,8 +462,7 @@ def _glue(old: Solution, new: Solution, absolute, segment: dict | None, message:
             stats[key] = -1 if key == "n_rejected" and -1 in (a, b) else a + b
     rise = new.stats.get("loss_rise")  # (the first rise of the whole run, in its times)
     if old.stats.get("loss_rise") is not None or rise is not None:
-        stats["loss_rise"] = old.stats.get("loss_rise") or [float(absolute(rise[0])), rise[1],
-                                                             float(absolute(rise[2])), rise[3]]
+        stats["loss_rise"] = _absolute_rise(old, rise, absolute)
     if old.stats.get("unstable_step"):
         stats["unstable_step"] = True
     config = copy.deepcopy(old.config)
