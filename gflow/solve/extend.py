@@ -173,12 +173,11 @@ def extend(
     integrals = bool(s.get("integrals", True))
     data = dict(X=sol.X, y=sol.y, X_test=sol.X_test, y_test=sol.y_test)
     start = _Start(sol, orig_net, interval, integrals)
-    if gd:  # (GD saves the steps of the whole run that are multiples of save_every)
-        start.step_offset = int(round(t_old / float(s["step"])))
 
     if gd:
         delta = float(s["step"])
         k0 = int(round(t_old / delta))
+        start.step_offset = k0  # (GD saves the steps of the whole run that are multiples of save_every)
         save_every = s.get("save_every") if save_every is None else check_positive_int(save_every, "save_every")
         to_local = _local_times(t_old, t_old + steps * delta)
         fa, wa = to_local(features_at, "features_at"), to_local(weights_at, "weights_at")

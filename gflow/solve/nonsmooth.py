@@ -370,11 +370,7 @@ def simulate_nonsmooth(
             skipped = (f"no error estimate: the steps {h:g}, {h / 2:g}, {h / 4:g} are all past the stability limit "
                        f"2/λ_max(M₀) = {limit:.3g} (see the warning), where the solves do not follow the flow, so the "
                        f"finer two were not run; use step ≤ {0.9 * limit:.2g}")
-            rel = np.full(sol.t.shape, np.inf)
-            rel[0] = 0.0
-            est = {"abs": rel.copy(), "rel": rel, "rho": math.nan, "rho_observed": math.nan,
-                   "observed_order": math.nan, "reliable": False, "unstable": True}
-            break
+            break  # (the estimate of fewer than three solves below: none, marked unstable)
         if len(sols) >= 3:
             est = richardson_estimate([s.loss for s in sols[-3:]], order, safety=safety,
                                       smooth=net.activation.smooth)
@@ -406,6 +402,8 @@ def simulate_nonsmooth(
         rel[0] = 0.0
         est = {"abs": rel.copy(), "rel": rel, "rho": math.nan, "rho_observed": math.nan,
                "observed_order": math.nan, "reliable": False}
+        if skipped:
+            est["unstable"] = True
     if status == "success":
         worst = float(np.max(est["rel"]))
         message = (f"reached t1 = {best.t[-1]:g} with {method} at step {steps[-1]:g}; estimated relative loss "
