@@ -119,6 +119,14 @@ class Certificate:
                 return c
         raise KeyError(f"no check {key!r}; have {[c.key for c in self.checks]}")
 
+    def __repr__(self) -> str:
+        # (one line, as Solution's and Comparison's: the dataclass repr spelled out every Check, 4 000 characters
+        # at a prompt; print(cert) gives the report)
+        verdict = "OK" if self.ok else "VIOLATED" if self.violations else "NOT CERTIFIED"
+        rate = "" if self.empirical_rate is None else f", fitted rate {self.empirical_rate:.4g}"
+        return (f"Certificate(kind={self.kind!r}, {verdict}, status={self.status!r}, {len(self.checks)} checks, "
+                f"{len(self.violations)} violation(s){rate})")
+
     def __str__(self) -> str:
         verdict = "OK" if self.ok else "VIOLATED" if self.violations else "NOT CERTIFIED"
         stopped = "" if self.status == "success" else f" (the run stopped early [{self.status}])"
