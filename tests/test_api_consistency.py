@@ -165,3 +165,37 @@ def test_every_plot_function_returns_the_figure_and_draws_again_into_it(runs):
             gf.plotting.plot_summary(flow, ax=fig)
     finally:
         plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# exceptions: the same bad input, the same exception type, from every entry point
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(step="a"), TypeError, "step must be a real number"),
+    (dict(max_wall_time="a"), TypeError, "max_wall_time must be a real number"),
+    (dict(max_wall_time=-1.0), ValueError, "max_wall_time must be > 0"),
+    (dict(warn="yes"), TypeError, "warn must be True or False"),
+    (dict(integrals=1), TypeError, "integrals must be True or False"),
+    (dict(threads=0), ValueError, "threads must be an integer >= 1"),
+    (dict(interval=(1.0, 0.0)), ValueError, "interval must satisfy"),
+    (dict(space=3), TypeError, "space must be one of"),
+    (dict(X_test=np.zeros((2, 3))), ValueError, "X_test and y_test must be given together"),
+])
+def test_the_same_bad_argument_raises_the_same_error_from_every_entry_point(kw, error, match):
+    # (step="a" raised a ValueError from gf.simulate and gf.simulate_batch with an adaptive method — "was given but
+    # method 'dop853' is adaptive" — and a TypeError from gf.gradient_descent and gf.simulate_nonsmooth)
+    X, y = gf.data.random_labels(n=4, d=3, seed=0)
+    net = gf.Network(d=3, width=4, seed=0)
+    nets = gf.networks(range(2), d=3, width=4)
+    calls = {
+        "simulate": lambda: gf.simulate(net, X, y, t1=1.0, method="dop853", **kw),
+        "simulate auto": lambda: gf.simulate(net, X, y, t1=1.0, **kw),
+        "simulate_batch": lambda: gf.simulate_batch(nets, X, y, t1=1.0, **kw),
+        "simulate_nonsmooth": lambda: gf.simulate_nonsmooth(net, X, y, t1=1.0, **({"step": 0.25} | kw)),
+        "gradient_descent": lambda: gf.gradient_descent(net, X, y, **({"step": 0.1, "steps": 3} | kw)),
+        "gradient_descent_batch": lambda: gf.gradient_descent_batch(nets, X, y, **({"step": 0.1, "steps": 3} | kw)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(error, match=match):
+            call()

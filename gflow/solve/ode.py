@@ -799,6 +799,8 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     from .expint import auto_method
 
     if step is not None:
+        if not is_real(step):  # (a type error first, as for any method)
+            raise TypeError(f"{arg('step')} must be a real number (a fixed-step method's step), got {describe(step)}")
         raise ValueError(f"step={step} was given with method='auto', which picks an adaptive method; give a "
                          "fixed-step method (e.g. method='rk4') with step, or drop step")
     if not net.activation.smooth:
@@ -871,6 +873,8 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
             )
         step = check_positive_float(step, arg("step"))
     elif step is not None:
+        if not is_real(step):  # (a type error first, as gf.gradient_descent and gf.simulate_nonsmooth raise it)
+            raise TypeError(f"{arg('step')} must be a real number (a fixed-step method's step), got {describe(step)}")
         raise ValueError(
             f"{arg_eq('step', step)} was given but method {method!r} is adaptive and chooses its own steps; control it "
             f"with {arg('rtol')}/{arg('atol')}, or use a fixed-step method "
