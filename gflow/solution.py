@@ -271,6 +271,13 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+def fields_equal(a: Any, b: Any) -> bool:
+    """Two dataclass results (:class:`Solution`, :class:`gflow.Comparison`, :class:`gflow.Certificate`) of one
+    type with every field equal as :func:`_same` compares them (NaN equal to NaN: a dataclass's own ``==`` said a
+    result with a NaN differed from its copy)."""
+    return a is b or (type(a) is type(b) and all(_same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__))
+
+
 @dataclass(frozen=True, eq=False)
 class Solution:
     r"""The result of :func:`gflow.simulate` or :func:`gflow.gradient_descent`.
@@ -368,7 +375,7 @@ class Solution:
         copied, equals the original; one saved to netCDF and loaded back need not (the file's types differ)."""
         if not isinstance(other, Solution):
             return NotImplemented
-        return self is other or all(_same(getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__)
+        return fields_equal(self, other)
 
     #: a Solution holds numpy arrays, which can change in place: it is not hashable (as numpy arrays are not)
     __hash__ = None  # type: ignore[assignment]

@@ -101,6 +101,19 @@ def test_a_solution_equals_its_pickle_and_copies_and_is_not_hashable(runs, tmp_p
         hash(flow)
 
 
+def test_a_comparison_and_a_certificate_equal_their_pickles_and_copies(runs):
+    # (a Comparison compared by identity; a Certificate's dataclass == said it differed from its own copy — a
+    # check's worst_margin is NaN by default — and hash() failed on its dict field: "unhashable type: 'dict'")
+    flow, gd = runs
+    cmp, cert = gf.compare(gd, flow), gf.certify(flow)
+    for obj in (cmp, cert, cert.checks[0]):
+        assert pickle.loads(pickle.dumps(obj)) == obj and copy.deepcopy(obj) == obj and copy.copy(obj) == obj
+    assert cmp != gf.compare(flow, gd) and cert != gf.certify(gd) and cert.checks[0] != cert.checks[1]
+    assert hash(cert) == hash(copy.deepcopy(cert))
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(cmp)
+
+
 def test_a_certificate_s_repr_is_one_short_line(runs):
     flow, _ = runs
     cert = gf.certify(flow)
