@@ -212,3 +212,15 @@ def test_the_same_bad_argument_raises_the_same_error_from_every_entry_point(kw, 
     for name, call in calls.items():
         with pytest.raises(error, match=match):
             call()
+
+
+def test_every_entry_point_that_reads_a_run_or_a_store_names_its_argument_when_given_a_number():
+    # (gf.run_solution(3, 0) raised pathlib's "expected str, bytes or os.PathLike object, not int")
+    calls = {"source": [lambda: gf.rerun(3), lambda: gf.extend(3, t1=2.0), lambda: gf.certify(3),
+                        lambda: gf.run_solution(3, 0)],
+             "sol": [lambda: gf.compare(3, 4), lambda: gf.plotting.plot_loss_bounds(3)],
+             "store": [lambda: gf.open_sweep(3)]}
+    for name, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(TypeError, match=f"^{name} must be .* got int 3"):
+                fn()
