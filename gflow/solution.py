@@ -536,6 +536,10 @@ class Solution:
                              f"  {phase} until it stopped at t = {float(self.t[-1]):.6g} (no hand-over)")
         return "\n".join(lines)
 
+    def __str__(self) -> str:
+        # (print(sol) showed the one-line repr, where print(cert) and print(cmp) show their reports)
+        return self.summary()
+
     def __repr__(self) -> str:
         return (f"Solution(kind={self.kind!r}, status={self.status!r}, T={len(self.t)}, t1={self.t[-1]:.6g}, "
                 f"loss {self.loss[0]:.4e} -> {self.loss[-1]:.4e}, m={self.m}, n={self.n})")

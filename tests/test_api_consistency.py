@@ -114,6 +114,15 @@ def test_a_comparison_and_a_certificate_equal_their_pickles_and_copies(runs):
         hash(cmp)
 
 
+def test_print_shows_the_report_and_repr_one_line_for_every_result(runs):
+    # (print(sol) showed the repr, one line, where print(cert) and print(cmp) showed their reports)
+    flow, gd = runs
+    for obj, report in ((flow, flow.summary()), (gd, gd.summary()), (gf.compare(gd, flow), None),
+                        (gf.certify(flow), None)):
+        assert "\n" not in repr(obj) and len(repr(obj)) < 160
+        assert "\n" in str(obj) and (report is None or str(obj) == report)
+
+
 def test_a_certificate_s_repr_is_one_short_line(runs):
     flow, _ = runs
     cert = gf.certify(flow)
