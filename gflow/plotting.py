@@ -1249,3 +1249,9 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
 
 __all__ = ["plot_loss_bounds", "plot_quantities", "plot_feature_scatter", "plot_gram_spectrum",
            "plot_summary", "plot_comparison", "run_description", "plot_sweep", "BOUND_KEYS"]
+
+
+def __dir__() -> list[str]:
+    # (tab completion on gf.plotting listed its imports — json, np, Path, check_flag, describe, Solution, ... — among
+    # the plot functions; they stay importable, as any module's names)
+    return sorted([*__all__, "FONT"])

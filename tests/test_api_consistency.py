@@ -38,6 +38,7 @@ def test_the_top_level_namespace_shows_only_gflow_s_own_names():
     # (dir(gf) listed importlib's PackageNotFoundError; gf.data listed the validation helper check_positive_int)
     assert _public_non_modules(gf) - set(gf.__all__) == {"Callable"}  # (kept off __all__: it shadowed typing's)
     assert _public_non_modules(gf.data) == set(gf.data.__all__)
+    assert _public_non_modules(gf.plotting) == set(gf.plotting.__all__) | {"FONT"}  # (json, np, describe, ...)
 
 
 # ---------------------------------------------------------------------------------------------------------
