@@ -234,3 +234,20 @@ def test_every_entry_point_that_reads_a_run_or_a_store_names_its_argument_when_g
         for fn in fns:
             with pytest.raises(TypeError, match=f"^{name} must be .* got int 3"):
                 fn()
+
+
+def test_default_saveat_and_extend_check_t1_and_step():
+    # (gf.default_saveat(-1.0) returned [-1.], (nan) [nan], a negative step was ignored, and
+    # gf.extend(sol, t1=2, step="a") raised "'>' not supported between instances of 'str' and 'int'")
+    assert gf.default_saveat(10.0, 0.5)[-1] == 10.0 and len(gf.default_saveat(10.0)) == 239
+    for t1, error in ((-1.0, ValueError), (float("nan"), ValueError), ("a", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="t1 must be"):
+            gf.default_saveat(t1)
+    for step, error in ((-0.1, ValueError), (0.0, ValueError), (float("nan"), ValueError), ("a", TypeError)):
+        with pytest.raises(error, match="step must be"):
+            gf.default_saveat(1.0, step)
+    X, y = gf.data.random_labels(n=4, d=3, seed=0)
+    sol = gf.simulate(gf.Network(d=3, width=4, seed=0), X, y, t1=1.0, method="rk4", step=0.25)
+    for method in ("rk4", "dop853"):
+        with pytest.raises(TypeError, match="step must be a real number"):
+            gf.extend(sol, t1=2.0, method=method, step="a")
