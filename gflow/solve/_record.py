@@ -194,6 +194,9 @@ class Recorder:
         #: solver did not follow the flow; tightening rtol did not help — an audit)
         self.rise_rtol = rise_rtol
         self._lowest = (0, math.inf)  # (rows it covers, the lowest saved loss): see _lowest_loss
+        #: the lowest saved loss before this solve's rows: a continued run's (gf.extend) whole run's, so that its
+        #: loss-rise check is the one-piece run's, not one against the continuation's own lowest
+        self.lowest_before = math.inf
         self._tol = time_tol  # output times are at least 2·time_tol apart, so a time matches at most one
         pb = field.problem
         self.pb = pb
@@ -503,7 +506,7 @@ class Recorder:
         if n < len(losses):
             low = min(low, min(losses[n:]))
             self._lowest = (len(losses), low)
-        return low
+        return min(low, self.lowest_before)
 
     def _rounding(self, loss: float, s: torch.Tensor) -> float:
         """How far a saved loss may rise above the previous one by rounding alone: the outputs f = α c·σ(H)

@@ -232,7 +232,8 @@ def gradient_descent(
 
         settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
                     "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(), "space": field.space,
-                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
+                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals),
+                    **getattr(_continue, "fingerprint", {})}  # (gf.extend: the run it continues, and from where)
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="gd",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     threads = solve_threads(field.flops_per_eval(), problem.net.device, threads)
