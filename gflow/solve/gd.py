@@ -221,7 +221,7 @@ def gradient_descent(
                            advice=f"save less often (save_every > {save_every})",
                            snapshots=snapshot_bytes(problem, len(fk), len(wk)))
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
-                        diverge_factor=DIVERGE_FACTOR)
+                        diverge_factor=DIVERGE_FACTOR, share=True)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,
                       dtype=net.dtype)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
