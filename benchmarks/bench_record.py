@@ -7,12 +7,22 @@ times, with and without 200 test points; gradient descent saving every step, wit
 net with rk4.  Reported: the solve's wall time, the time inside the recorder and its share, the recorder's cost per
 saved time, the ratios former / current — and whether every recorded array is the same (np.array_equal).
 
+Second table (``shared``): gradient descent with the recorder's work shared with the step and the test block fused,
+against the same code with both turned off (the "before" of that change: the recorder's η, μ, ν, M and λ_min(M) not
+handed to the next step's running integrals, :meth:`~gflow.fields.ObservedField.offer_integrands`, and σ(H_te) and
+|H_te − H_te⁰| in three passes instead of one, :func:`gflow.model.activations.sigma_absdiff_into`), alternately in
+one process: Experiment 1's sizes (tanh, m = 1024, n = 80, d = 10: weight space; and n = 20, d = 20: feature space)
+saving every step and at the default, with and without 200 test points, and the P-3L ReLU setting of
+``bench_relu.py`` (m = D = 128, n = 50).  Reported per case: the wall time per step and per saved step, the time in
+the recorder, the ratios before / after, and whether every array and the stats (wall times aside) are the same.
+
 Run from the repository root: ``python benchmarks/bench_record.py [--quick] [--out DIR]`` (one thread by default).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -220,15 +230,106 @@ def run(quick: bool, repeats: int) -> dict:
             "dtype": "float64", "repeats": repeats, "cases": rows}
 
 
+class _Unshared:
+    """The recorder's sharing with the GD step and the fused test block turned off (the code before them)."""
+
+    def __enter__(self):
+        import gflow.solve._record as rec_mod
+        from gflow.fields import ObservedField
+
+        self.mod, self.cls = rec_mod, ObservedField
+        self.saved = rec_mod.sigma_absdiff_into, ObservedField.offer_integrands
+        rec_mod.sigma_absdiff_into = lambda *a: False
+        ObservedField.offer_integrands = lambda self, *a: None
+        return self
+
+    def __exit__(self, *exc):
+        self.mod.sigma_absdiff_into, self.cls.offer_integrands = self.saved
+
+
+def shared_cases(quick: bool) -> dict:
+    m, n_te, steps = (64, 30, 60) if quick else (1024, 200, 2000)
+    X80, y80 = gf.data.random_labels(n=80, d=10, seed=0)
+    Xt80, yt80 = gf.data.random_labels(n=n_te, d=10, seed=1)
+    X20, y20 = gf.data.random_labels(n=20, d=20, seed=0)
+    Xt20, yt20 = gf.data.random_labels(n=n_te, d=20, seed=1)
+    net80 = gf.Network(d=10, width=m, activation="tanh", seed=0)
+    net20 = gf.Network(d=20, width=m, activation="tanh", seed=0)
+    import runpy
+
+    relu = runpy.run_path(str(Path(__file__).resolve().parent / "bench_relu.py"))["setting"](
+        32 if quick else 128, 20 if quick else 50)
+    out = {}
+    for every in (1, None):
+        tag = "save_every=1" if every == 1 else "default save_every"
+        for test in (False, True):
+            t80 = {"X_test": Xt80, "y_test": yt80} if test else {}
+            t20 = {"X_test": Xt20, "y_test": yt20} if test else {}
+            suffix = f"{tag}{', X_test' if test else ''}"
+            out[f"Exp 1 n=80 d=10 (weight), {suffix}"] = (steps, lambda e=every, t=t80: gf.gradient_descent(
+                net80, X80, y80, step=1.0, steps=steps, save_every=e, warn=False, **t))
+            out[f"Exp 1 n=20 d=20 (feature), {suffix}"] = (steps, lambda e=every, t=t20: gf.gradient_descent(
+                net20, X20, y20, step=1.0, steps=steps, save_every=e, warn=False, **t))
+        out[f"P-3L ReLU m=D=128 n=50, {tag}"] = (steps, lambda e=every: gf.gradient_descent(
+            *relu, step=0.25, steps=steps, save_every=e, warn=False))
+    return out
+
+
+def _same(a, b) -> bool:
+    x, y = _arrays(a), _arrays(b)
+    stats = [{k: v for k, v in s.stats.items() if "wall" not in k} for s in (a, b)]
+    return (x.keys() == y.keys() and all(np.array_equal(x[k], y[k], equal_nan=True) for k in x)
+            and stats[0] == stats[1] and a.status == b.status and a.message == b.message)
+
+
+def run_shared(quick: bool, repeats: int) -> list:
+    rows = []
+    for name, (steps, call) in shared_cases(quick).items():
+        best = {True: (math.inf, 0.0), False: (math.inf, 0.0)}
+        sols = {}
+        for _ in range(repeats):
+            for before in (True, False):
+                with contextlib.ExitStack() as stack:
+                    if before:
+                        stack.enter_context(_Unshared())
+                    timer = stack.enter_context(_Timed(False))
+                    t = time.perf_counter()
+                    sol = call()
+                    wall = time.perf_counter() - t
+                if wall < best[before][0]:
+                    best[before] = (wall, timer.seconds)
+                sols[before] = sol
+        T = len(sols[False].t)
+        (w0, r0), (w1, r1) = best[True], best[False]
+        row = {"case": name, "steps": steps, "saved_times": T, "before_wall_s": w0, "wall_s": w1,
+               "before_record_s": r0, "record_s": r1, "before_us_per_step": 1e6 * w0 / steps,
+               "us_per_step": 1e6 * w1 / steps, "before_us_per_saved_step": 1e6 * r0 / T,
+               "us_per_saved_step": 1e6 * r1 / T, "wall_ratio": w0 / w1, "record_ratio": r0 / r1,
+               "identical": _same(sols[True], sols[False])}
+        rows.append(row)
+        print(f"{name}: {T} saved of {steps} steps; {row['before_us_per_step']:.0f} → {row['us_per_step']:.0f} µs "
+              f"per step ({row['wall_ratio']:.2f}×), recorder {row['before_us_per_saved_step']:.0f} → "
+              f"{row['us_per_saved_step']:.0f} µs per saved step ({row['record_ratio']:.2f}×); identical: "
+              f"{row['identical']}", flush=True)
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one round (the test suite's tiny mode)")
     ap.add_argument("--repeats", type=int, default=None, help="alternating rounds per case (default 3; quick: 1)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/record"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--part", choices=("all", "former", "shared"), default="all",
+                    help="both tables (default), the former recorder's only, or the shared GD table's only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = run(args.quick, args.repeats or (1 if args.quick else 3))
+    repeats = args.repeats or (1 if args.quick else 3)
+    res = (run(args.quick, repeats) if args.part != "shared" else
+           {"machine": machine(), "versions": versions(), "threads": torch.get_num_threads(), "quick": args.quick,
+            "dtype": "float64", "repeats": repeats, "cases": []})
+    if args.part != "former":
+        res["shared"] = run_shared(args.quick, repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "record.json", res)
 

@@ -1,5 +1,5 @@
-"""Command line: ``gflow demo``, ``gflow simulate``, ``gflow show``, ``gflow rerun``, ``gflow sweep`` (also
-``python -m gflow``).
+"""Command line: ``gflow demo``, ``gflow simulate``, ``gflow show``, ``gflow rerun``, ``gflow extend``, ``gflow sweep``
+(also ``python -m gflow``).
 
 A thin layer over the Python API: every option maps to a keyword of :class:`gflow.Network`,
 :func:`gflow.simulate` or a :mod:`gflow.data` generator.
@@ -434,6 +434,60 @@ def cmd_rerun(args) -> int:
     return stopped if stopped is not None else _finish(sol, out)
 
 
+def _saveat_arg(text: str):
+    """--saveat: a count of output times (an integer: ``200``) or comma-separated times (``3000,4000,5000``)."""
+    usage = "expected a count of output times (an integer, e.g. 200) or comma-separated times (e.g. 3000,4000,5000)"
+    text = text.strip()
+    if "," not in text:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{usage}, got {text!r}") from None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{usage}, got {text!r}") from None
+
+
+def cmd_extend(args) -> int:
+    from ._validate import cli_spelling
+    from .solution import Solution
+    from .solve.extend import extend
+
+    out = _out_file(args.out)
+    fig_path = _figure_file(args.figure, "--figure") if args.figure else None
+    src = Solution.load(args.file)  # (once: read, checked and continued from memory)
+    # the checkpoint goes once the result is saved, not before (as gflow simulate's: a result that could not be saved
+    # is not lost, and the same command resumes it)
+    keep = args.checkpoint is not None
+    kw = {k: getattr(args, k) for k in ("t1", "steps", "saveat", "save_every", "method", "rtol", "atol", "step",
+                                         "max_steps", "max_wall_time", "device", "checkpoint")}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if keep:
+        kw.update(checkpoint_every=args.checkpoint_every, keep_checkpoint=True)
+
+    def run():
+        with cli_spelling(args.flag_of):  # (extend's errors name these arguments as flags: give --steps, not --t1)
+            return extend(src, **kw, progress=None, warn=False)
+
+    sol, stopped = _run_saving_partial(run, out)
+    if stopped is not None:
+        return stopped
+    code = _finish(sol, out)
+    if keep and sol.ok:
+        from .solve.checkpoint import delete
+
+        delete(args.checkpoint)
+    if fig_path is not None:
+        from .plotting import plot_loss_bounds
+
+        fig = plot_loss_bounds(sol)
+        fig_path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(fig_path, dpi=150, bbox_inches="tight")
+        print(f"wrote {fig_path} (training loss against the paper's bounds, t ∈ [0, {sol.t[-1]:g}])")
+    return code
+
+
 def _sweep_executor_options(args) -> dict:
     """``--cluster`` and ``--submitit-param KEY=VALUE`` (values read as TOML literals, else strings)."""
     if args.executor != "submitit":
@@ -721,6 +775,50 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file", help="a run file (as for gflow show)")
     r.add_argument("--out", default="gflow-rerun.nc", help="result file of the new run")
     r.set_defaults(func=cmd_rerun)
+
+    e = sub.add_parser("extend", help="continue a saved run to a longer horizon (a flow to --t1, GD --steps more "
+                       "steps), as one run", description="Continue a saved run from its end (gf.extend) and save the "
+                       "whole run: the original's rows, then the new ones, with the running integrals, the movements "
+                       "(from the original t = 0) and the statistics continuing, so that gflow certify certifies the "
+                       "whole run. A flow continues to --t1 with its method and tolerances (the flags override them); "
+                       "gradient descent takes --steps more steps of its δ. The run file must hold its weights (the "
+                       "default of gflow simulate; a sweep's runs need keep_weights = true). A run that diverged, "
+                       "stalled or failed, a filippov or sliding run, and an error-estimate run are refused.",
+                       epilog=_examples("gflow extend run.nc --t1 50000 --out longer.nc",
+                                        "gflow extend run.nc --t1 50000 --saveat 400 --max-wall-time 3600 "
+                                        "--checkpoint run.ckpt --out longer.nc   # resumable",
+                                        "gflow extend gd.nc --steps 10000 --save-every 100 --out gd-longer.nc",
+                                        "gflow certify longer.nc"), **fmt)
+    e.add_argument("file", help="a run file with its weights (as for gflow show)")
+    e.add_argument("--out", default="gflow-extended.nc", help="result file of the whole run (it may be the run file "
+                   "itself: it is replaced whole, once the continuation has run)")
+    g = e.add_argument_group("how far")
+    g.add_argument("--t1", type=float, help="flows: the new final time, beyond the run's end")
+    g.add_argument("--steps", type=int, help="gradient descent: how many more steps (of the run's δ)")
+    g.add_argument("--saveat", type=_saveat_arg, help="flows: the continuation's output times, a count (evenly "
+                   "spaced over (end, t1]) or comma-separated times in (end, t1] (default: those the run to --t1 "
+                   "would have saved beyond the end)")
+    g.add_argument("--save-every", type=int, dest="save_every", help="gradient descent: save the steps that are "
+                   "multiples of this, counted from the run's start (default: the run's)")
+    g = e.add_argument_group("solver (flows; default: the run's)")
+    g.add_argument("--method", help="the continuation's method (gflow's native ones, torchdiffeq's, scipy's; a "
+                   "switching or exprk4 run continues with --method dop853)")
+    g.add_argument("--rtol", type=float, help="relative tolerance of adaptive methods")
+    g.add_argument("--atol", type=float, help="absolute tolerance of adaptive methods")
+    g.add_argument("--step", type=float, help="step of fixed-step methods")
+    g.add_argument("--max-steps", type=int, dest="max_steps", help="limit on the continuation's step attempts")
+    g = e.add_argument_group("limits, checkpoint and output")
+    g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="the continuation's wall-time budget in "
+                   "seconds (default: none)")
+    g.add_argument("--checkpoint", default=None, help="checkpoint file of the continuation (native methods and "
+                   "gradient descent): the same command resumes a continuation that was stopped (a limit, Ctrl-C, a "
+                   "killed process); deleted once the result is saved")
+    g.add_argument("--checkpoint-every", type=float, default=60.0, dest="checkpoint_every",
+                   help="seconds of wall time between checkpoints")
+    g.add_argument("--device", help="continue on another device: cpu | cuda (default: the run's)")
+    g.add_argument("--figure", default=None, help="also draw the whole run's loss against the bounds, PNG or PDF "
+                   "(default: none)")
+    e.set_defaults(func=cmd_extend, flag_of={a.dest: a.option_strings[0] for a in e._actions if a.option_strings})
 
     from .bench.cli import add_parser as add_bench_parser  # gflow bench {accuracy,speed}
 

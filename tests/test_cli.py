@@ -157,7 +157,7 @@ def test_show_and_plot_of_an_experiment_file_say_what_it_is_and_how_to_open_a_ru
 
 
 def test_every_subcommand_help_describes_its_flags_with_defaults_and_an_example(capsys):
-    commands = ("demo", "simulate", "show", "certify", "plot", "reproduce", "sweep", "rerun", "bench")
+    commands = ("demo", "simulate", "show", "certify", "plot", "reproduce", "sweep", "rerun", "extend", "bench")
     for command in commands:
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
@@ -459,3 +459,72 @@ def test_reproduce_lists_every_file_it_writes_figures_too(tmp_path, capsys, monk
     assert main(["reproduce", "exp1", "--preset", "tiny", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert all(f"  wrote {f}\n" in out for f in files)
+
+
+def test_extend_continues_a_saved_flow_or_gd_run_as_gf_extend_does(tmp_path, capsys):
+    run, gd = tmp_path / "run.nc", tmp_path / "gd.nc"
+    net = ["--d", "5", "--width", "16", "--n", "4"]
+    assert main(["simulate", *net, "--t1", "2", "--method", "dop853", "--out", str(run)]) == 0
+    assert main(["simulate", *net, "--kind", "gradient_descent", "--step", "0.25", "--steps", "8", "--save-every",
+                 "2", "--out", str(gd)]) == 0
+    capsys.readouterr()
+    out, fig = tmp_path / "long.nc", tmp_path / "long.png"
+    assert main(["extend", str(run), "--t1", "5", "--saveat", "3", "--out", str(out), "--figure", str(fig)]) == 0
+    text = capsys.readouterr().out
+    assert "status: success — extended from t = 2 (success): reached t1 = 5" in text and fig.is_file()
+    sol, same = gf.load(out), gf.extend(run, t1=5.0, saveat=3)
+    assert sol.t[-4:].tolist() == [2.0, 3.0, 4.0, 5.0]
+    np.testing.assert_array_equal(sol.loss, same.loss)
+    assert main(["certify", str(out)]) == 0
+    assert main(["extend", str(gd), "--steps", "4", "--save-every", "3", "--out", str(out)]) == 0
+    assert gf.load(out).t[-3:].tolist() == [2.0, 2.25, 3.0]  # (steps 9 and 12 of the whole run: multiples of 3)
+    # a stopped continuation is saved, exit status 1; its checkpoint resumes it with the same command
+    ckpt = tmp_path / "ext.ckpt"
+    stop = ["extend", str(run), "--t1", "40", "--checkpoint", str(ckpt), "--out", str(out)]
+    assert main([*stop, "--max-steps", "3"]) == 1
+    assert "status: max_steps" in capsys.readouterr().out and ckpt.is_file() and gf.load(out).status == "max_steps"
+    assert main(stop) == 0 and not ckpt.exists()
+    assert gf.load(out).stats["resumed"] is True and gf.load(out).t[-1] == 40.0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--steps", "5"], "the source is a flow (method 'dop853', to t = 2): give --t1 (the new final time), not --steps"),
+    (["--t1", "5", "--save-every", "2"], "not --save-every; a flow's output times are --saveat"),
+    (["--t1", "1"], "--t1 must lie beyond the run's end t = 2"),
+    (["--t1", "5", "--saveat", "1,4"], "--saveat must lie in (t[-1], t1] = (2, 5]"),
+    (["--t1", "5", "--saveat", "0"], "--saveat (a count of output times) must be an integer >= 1, got 0"),
+    (["--t1", "5", "--method", "filippov"], "method 'filippov' cannot be continued"),
+    (["--t1", "5", "--method", "RK45", "--checkpoint", "x.ckpt"], "checkpoint/resume needs gflow's native engine"),
+    ([], "give --t1, the new final time"),
+])
+def test_extend_refusals_are_one_line_errors_with_exit_status_2(tmp_path, capsys, args, needle):
+    run = tmp_path / "run.nc"
+    assert main(["simulate", "--d", "5", "--width", "16", "--n", "4", "--t1", "2", "--method", "dop853", "--out",
+                 str(run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "o.nc"
+    assert main(["extend", str(run), *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gflow: error: ") and err.count("\n") == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_extend_refuses_a_diverged_run_a_run_without_weights_and_a_flow_flag_for_gd(tmp_path, capsys):
+    gd = tmp_path / "gd.nc"
+    assert main(["simulate", "--d", "4", "--width", "8", "--n", "6", "--kind", "gradient_descent", "--activation",
+                 "linear", "--step", "1000", "--steps", "50", "--save-every", "10", "--out", str(gd)]) == 1
+    capsys.readouterr()
+    assert main(["extend", str(gd), "--steps", "10", "--out", str(tmp_path / "o.nc")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gflow: error: extend: the source ended with status 'diverged'") and err.count("\n") == 1
+    ok = gf.gradient_descent(gf.Network(d=4, width=8, seed=0), *gf.data.random_labels(n=6, d=4, seed=0), step=0.25,
+                             steps=8)
+    ok.save(tmp_path / "light.nc", include_weights=False)
+    assert main(["extend", str(tmp_path / "light.nc"), "--steps", "4"]) == 2
+    assert "saved without weights" in capsys.readouterr().err
+    ok.save(tmp_path / "ok.nc")
+    assert main(["extend", str(tmp_path / "ok.nc"), "--t1", "7"]) == 2
+    assert "give --steps (how many more steps of the same δ), not --t1 (--t1 7.0 would be --steps 20)" in \
+        capsys.readouterr().err
+    assert main(["extend", str(tmp_path / "missing.nc"), "--steps", "4"]) == 2
+    assert "missing.nc" in capsys.readouterr().err

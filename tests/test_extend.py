@@ -229,7 +229,9 @@ def test_gd_extended_judges_its_step_by_M0_and_words_its_rise_as_the_longer_run(
     assert ext.stats.get("unstable_step") == long.stats.get("unstable_step") is None
     assert ext.stats["loss_rise"] == long.stats["loss_rise"]
     assert _tail(ext.message) == _tail(long.message) and "2/λ_max(M₀) = 1.42" in ext.message
-    assert [str(w.message) for w in said_ext] == [str(w.message) for w in said_long]
+    # (the same warnings, named for what was called: "gflow.extend: the loss rose ...")
+    assert [str(w.message) for w in said_ext] == [str(w.message).replace("gflow.gradient_descent", "gflow.extend", 1)
+                                                  for w in said_long]
 
 
 def test_fixed_step_flow_extended_judges_its_step_by_M0():
@@ -243,3 +245,102 @@ def test_fixed_step_flow_extended_judges_its_step_by_M0():
     assert ext.stats.get("unstable_step") == long.stats.get("unstable_step") is None
     assert ext.stats["loss_rise"] == long.stats["loss_rise"]
     assert _tail(ext.message) == _tail(long.message)
+
+
+def test_saveat_as_a_count_or_times_and_save_every_choose_the_continuations_saved_times(problem):
+    net, X, y, _, _ = problem
+    a = gf.simulate(net, X, y, t1=10.0, method="dop853", rtol=1e-8)
+    b = gf.extend(a, t1=50.0, saveat=4)  # (a count: was read as the single time 4, inside the run, and refused)
+    assert b.ok and b.t[len(a.t) - 1:].tolist() == [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert b.config["extended"]["segments"][0]["saveat"] == [20.0, 30.0, 40.0, 50.0]
+    flow = gf.simulate(net, X, y, t1=2.0, method="rk4", step=0.25)
+    c = gf.extend(flow, t1=4.0, saveat=3)  # (fixed step: on the continuation's multiples of it, t1 the last)
+    assert c.t[len(flow.t) - 1:].tolist() == [2.0, 2.75, 3.25, 4.0]
+    d = gf.extend(flow, t1=4.0, saveat=[2.5, 3.0])
+    assert d.t[len(flow.t) - 1:].tolist() == [2.0, 2.5, 3.0, 4.0]
+    gd = gf.gradient_descent(net, X, y, step=0.5, steps=10, save_every=2)
+    e = gf.extend(gd, steps=10, save_every=3)  # (the whole run's multiples of 3, and the last step)
+    assert e.t[len(gd.t) - 1:].tolist() == [5.0, 6.0, 7.5, 9.0, 10.0]
+    with pytest.raises(TypeError, match=r"saveat must be times in \(2, t1\] or a count .*got bool True"):
+        gf.extend(flow, t1=4.0, saveat=True)
+    with pytest.raises(ValueError, match=r"saveat \(a count of output times\) must be an integer >= 1, got 0"):
+        gf.extend(flow, t1=4.0, saveat=0)
+    with pytest.raises(ValueError, match=r"saveat must lie in \(t\[-1\], t1\] = \(2, 4\].*a count of output times "
+                                         r"is an int"):
+        gf.extend(flow, t1=4.0, saveat=[2.0, 3.0])
+    with pytest.raises(TypeError, match=r"not save_every; a flow's output times are saveat="):
+        gf.extend(flow, t1=4.0, save_every=2)
+    with pytest.raises(TypeError, match=r"not saveat; GD saves the steps that are multiples of save_every= "
+                                        r"\(this run's: 2\)"):
+        gf.extend(gd, steps=4, saveat=[6.0])
+
+
+def test_the_continuations_warnings_and_ctrl_c_name_gf_extend(problem):
+    from test_interrupt import sigint_at_eval
+
+    net, X, y, _, _ = problem
+    a = gf.simulate(net, X, y, t1=2.0, method="dop853")
+    with pytest.warns(gf.GFlowWarning) as said:
+        b = gf.extend(a, t1=40.0, max_steps=3)
+    assert b.status == "max_steps"
+    texts = [str(w.message) for w in said]
+    assert len(texts) == 1 and texts[0].startswith("gflow.extend stopped early [max_steps]: extended from t = 2")
+    assert "gflow.simulate" not in texts[0]
+    gd = gf.gradient_descent(net, X, y, step=0.5, steps=20, save_every=10)
+    with sigint_at_eval(5), pytest.raises(gf.Interrupted) as info:
+        gf.extend(gd, steps=50)
+    assert str(info.value).startswith("gf.extend: extended from t = 10 (success): interrupted by Ctrl-C")
+    assert "gradient_descent" not in str(info.value) and info.value.solution.status == "interrupted"
+
+
+def test_an_adaptive_continuations_loss_rise_is_checked_against_the_whole_runs_lowest_loss():
+    # (the continuation compared its loss with its own lowest, from the joint on: where the run's saved loss had dipped
+    # lower before the joint — within its tolerance — a rise above that the one-piece run reports went unreported)
+    import dataclasses
+
+    X, y = gf.data.random_labels(n=10, d=3, seed=0)
+    net = gf.Network(d=3, width=16, activation="linear", seed=0)  # (n > d: a loss plateau, where RK45 wobbles)
+    a = gf.simulate(net, X, y, t1=50.0, method="RK45", rtol=1e-3, warn=False)
+    kw = dict(t1=100.0, method="RK45", rtol=1e-3, saveat=np.linspace(50.0, 100.0, 201)[1:])
+    plain = gf.extend(a, **kw)  # (its rises, ~1e-8 relative, lie within rtol of the run's lowest loss: no warning)
+    assert plain.ok and "loss_rise" not in plain.stats
+    L = a.loss.copy()
+    L[len(L) // 2] *= 1 - 1e-4  # (the run's saved loss had dipped 1e-4 lower: beyond the rises' 1e-6 allowance)
+    dipped = dataclasses.replace(a, loss=L)
+    with pytest.warns(gf.GFlowWarning, match=r"^gflow.extend: the loss rose from .* at t = 5\d.*method='RK45'"):
+        b = gf.extend(dipped, **kw)
+    t_prev, L_prev, t, L_rise = b.stats["loss_rise"]
+    assert 50.0 <= t_prev < t and L_rise > L_prev and L_rise > L.min() * (1 + 1e-6)
+    assert "warning: the loss rose from" in b.message and f"at t = {t:.6g}" in b.message
+
+
+def test_a_checkpointed_continuation_resumes_to_the_uninterrupted_one(problem, tmp_path):
+    from test_interrupt import sigint_at_eval
+
+    net, X, y, Xt, yt = problem
+    names = ("t", "loss", "residual", "test_output", "H", "feature_t", "W_final", "weight_movement") + INTEGRALS
+    # a flow stopped by max_steps, then the same call with the limit raised
+    a = gf.simulate(net, X, y, t1=10.0, method="dop853", rtol=1e-8, X_test=Xt, y_test=yt)
+    whole = gf.extend(a, t1=60.0)
+    ckpt = tmp_path / "ext.ckpt"
+    part = gf.extend(a, t1=60.0, max_steps=5, checkpoint=ckpt, warn=False)
+    assert part.status == "max_steps" and ckpt.is_file() and "the same call with a larger max_steps" in part.message
+    again = gf.extend(a, t1=60.0, checkpoint=ckpt)
+    assert again.ok and again.stats["resumed"] is True and not ckpt.exists()
+    for name in names:
+        np.testing.assert_array_equal(getattr(again, name), getattr(whole, name), err_msg=name)
+    assert again.stats["n_f_evals"] == whole.stats["n_f_evals"] and again.config["extended"] == whole.config["extended"]
+    # gradient descent stopped by Ctrl-C, then the same call
+    gd = gf.gradient_descent(net, X, y, step=0.5, steps=100, save_every=10, X_test=Xt, y_test=yt)
+    whole = gf.extend(gd, steps=150)
+    with sigint_at_eval(40), pytest.raises(gf.Interrupted):
+        gf.extend(gd, steps=150, checkpoint=ckpt)
+    assert ckpt.is_file()
+    again = gf.extend(gd, steps=150, checkpoint=ckpt)
+    assert again.ok and again.stats["resumed"] is True
+    for name in names:
+        np.testing.assert_array_equal(getattr(again, name), getattr(whole, name), err_msg=name)
+    # the checkpoint of one continuation resumes no other: another source, or the stopped result extended
+    part = gf.extend(a, t1=60.0, max_steps=5, checkpoint=ckpt, warn=False)
+    with pytest.raises(ValueError, match=r"written by a different run.*gf.extend resumes the same call"):
+        gf.extend(part, t1=60.0, checkpoint=ckpt)

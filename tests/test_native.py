@@ -342,3 +342,30 @@ def test_the_error_and_stiffness_sums_equal_torchs(native, vector_atol):
     zero = torch.zeros(n, dtype=torch.float64)
     assert native.err853_into(tiny, tiny, zero, zero, 0.0, absy1, sums) and sums.values() == (0.0, 0.0)
     assert not native.err853_into(absy, y1, e5, e3, a, absy1.float(), sums)
+
+
+def test_tanh_and_the_distance_in_one_pass_equal_tanh_into_and_torchs_difference_bit_for_bit(native):
+    g = torch.Generator().manual_seed(7)
+    u = torch.cat([s * torch.randn(4001, generator=g, dtype=torch.float64) for s in (1e-300, 1e-8, 0.5, 3.0, 19.9,
+                                                                                      25.0, 1e300)])
+    u0 = torch.randn(u.shape, generator=g, dtype=torch.float64)
+    u[:6] = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, -20.0], dtype=torch.float64)
+    u0[6:9] = torch.tensor([math.nan, -0.0, math.inf], dtype=torch.float64)
+    u, u0 = u.reshape(-1, 7), u0.reshape(-1, 7)  # (an (m, n) block, as the recorder's test features)
+    s_ref = torch.empty_like(u)
+    assert native.tanh_into(u, s_ref)
+    d_ref = torch.sub(u, u0).abs_()
+    bits = lambda x: x.view(torch.int64)  # noqa: E731  (NaN payloads and signed zeros too)
+    s, d = torch.empty_like(u), torch.empty_like(u)
+    assert native.tanh_absdiff_into(u, u0, s, d)
+    over = u.clone()  # the distance written over u itself, as the recorder does
+    s2 = torch.empty_like(u)
+    assert native.tanh_absdiff_into(over, u0, s2, over)
+    for got, ref in ((s, s_ref), (d, d_ref), (s2, s_ref), (over, d_ref)):
+        assert torch.equal(bits(got), bits(ref))
+    col = u.T.contiguous().T  # one dense layout for all four: taken
+    assert native.tanh_absdiff_into(col, u0.T.contiguous().T, torch.empty_like(col), torch.empty_like(col))
+    assert not native.tanh_absdiff_into(u, u0.T.contiguous().T, s, d)  # layouts differ
+    assert not native.tanh_absdiff_into(u[:, ::2], u0[:, ::2], s[:, ::2], d[:, ::2])  # not dense
+    assert not native.tanh_absdiff_into(u.float(), u0.float(), s.float(), d.float())  # float32
+    assert not native.tanh_absdiff_into(u, u0[:-1], s, d)  # shapes differ

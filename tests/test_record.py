@@ -137,3 +137,93 @@ def test_record_benchmark_quick_mode_writes_json_and_the_former_recorder_records
     for row in data["cases"]:
         assert row["arrays_equal"], row["case"]
         assert row["record_s"] > 0 and row["former_record_s"] > 0 and row["saved_times"] > 1
+    assert len(data["shared"]) == 10  # (GD with the recorder's work shared and the test block fused, and without)
+    for row in data["shared"]:
+        assert row["identical"], row["case"]
+        assert row["wall_s"] > 0 and row["before_wall_s"] > 0 and row["record_s"] > 0
+
+
+def _gd_problem(activation="tanh", dtype="float64", n_test=5):
+    X, y, Xt, yt = _data(n=8, d=4, n_test=n_test, seed=6)
+    net = gf.Network(d=4, width=48, activation=activation, seed=7, dtype=dtype)
+    return net, X, y, Xt, yt
+
+
+@pytest.mark.parametrize("activation, dtype", [("tanh", "float64"), ("relu", "float32"), ("erf", "float64")])
+def test_gd_steps_take_the_recorders_kernel_at_saved_steps_and_give_the_same_run_bit_for_bit(monkeypatch, activation,
+                                                                                               dtype):
+    from gflow.fields import ObservedField
+
+    net, X, y, Xt, yt = _gd_problem(activation, dtype)
+    kw = dict(step=0.5, steps=30, save_every=1, space="feature", X_test=Xt, y_test=yt, features_at="all", warn=False)
+    taken = []
+    offered_for = ObservedField._offered_for
+
+    def spy(self, H, ds):
+        got = offered_for(self, H, ds)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(ObservedField, "_offered_for", spy)
+    shared = gf.gradient_descent(net, X, y, **kw)
+    # every step after a saved one takes η, μ, ν, M and λ_min(M) from the recorder (t = 0 records a copy: not taken)
+    assert taken == [False] + [True] * 29
+    monkeypatch.setattr(ObservedField, "offer_integrands", lambda self, *a: None)
+    alone = gf.gradient_descent(net, X, y, **kw)
+    a, b = _arrays(shared), _arrays(alone)
+    assert a.keys() == b.keys() and {"int_eta", "int_mu", "int_nu", "int_lam_min_M", "int_abs_dL"} <= a.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k], equal_nan=True), k
+    assert {k: v for k, v in shared.stats.items() if "wall" not in k} == \
+        {k: v for k, v in alone.stats.items() if "wall" not in k}
+
+
+def test_the_integrands_take_an_offer_only_for_the_same_unchanged_features_and_the_same_sigma_prime():
+    field, y0, _ = _recorder_and_states("feature")
+    core = field.core(y0)
+    H = field.base.split(core)[0]
+    _, r, ds = field.base._Q_and_r(H, with_ds=True)
+    ds, r = ds.clone(), r.clone()
+    fresh = field._integrands(H, ds, r=r)
+    n = H.shape[1]
+    # a marked offer (η = 7, μ = ν = 8, M = 2I, λ_min = 9): taken where H and σ′ are the ones it was formed from
+    mark = (torch.full((1,), 7.0, dtype=H.dtype), torch.full((2,), 8.0, dtype=H.dtype), 2 * torch.eye(n, dtype=H.dtype),
+            torch.full((1,), 9.0, dtype=H.dtype))
+    field.offer_integrands(H, ds.clone(), *mark)
+    got = field._integrands(H, ds, r=r)
+    assert got[:4].tolist() == [7.0, 8.0, 8.0, 9.0] and float(got[5]) == pytest.approx(2 * float(r @ r))
+    assert torch.equal(field._integrands(H, ds, r=r), fresh)  # (used once)
+    off = ds.clone()
+    off[1, 2] = torch.nextafter(off[1, 2], torch.tensor(2.0, dtype=off.dtype))  # σ′ one ulp apart
+    field.offer_integrands(H, off, *mark)
+    assert torch.equal(field._integrands(H, ds, r=r), fresh)
+    field.offer_integrands(H, ds.clone(), *mark)
+    H.add_(0.0)  # (the state written in place since the offer: its version counter moved)
+    assert torch.equal(field._integrands(H, ds, r=r), fresh)
+    field.offer_integrands(H.clone(), ds.clone(), *mark)  # other features of the same values
+    assert torch.equal(field._integrands(H, ds, r=r), fresh)
+
+
+def test_the_test_block_in_one_pass_records_what_three_passes_record(monkeypatch):
+    import gflow.solve._record as record_module
+    from gflow.model import _native
+
+    net, X, y, Xt, yt = _gd_problem("tanh", "float64", n_test=40)
+    calls = []
+    fused = record_module.sigma_absdiff_into
+
+    def spy(*a):
+        calls.append(fused(*a))
+        return calls[-1]
+
+    monkeypatch.setattr(record_module, "sigma_absdiff_into", spy)
+    kw = dict(step=0.5, steps=20, save_every=1, X_test=Xt, y_test=yt, features_at="all")
+    one = [gf.gradient_descent(net, X, y, space=space, **kw) for space in ("weight", "feature")]
+    assert len(calls) == 42 and all(calls) == _native.available()
+    monkeypatch.setattr(record_module, "sigma_absdiff_into", lambda *a: False)
+    three = [gf.gradient_descent(net, X, y, space=space, **kw) for space in ("weight", "feature")]
+    for u, v in zip(one, three):
+        a, b = _arrays(u), _arrays(v)
+        assert a.keys() == b.keys() and {"test_output", "feature_movement_test", "H_test"} <= a.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k], equal_nan=True), k

@@ -84,21 +84,57 @@ class ObservedField(AbstractField):
 
     def _integrands(self, H, ds, dL=None, r=None) -> torch.Tensor:
         """:meth:`integrands` from H, σ′(H) and L̇ — or, with ``dL=None``, L̇ = −rᵀMr (E3) from r and the M that
-        λ_min(M) needs anyway (``lam_min_M`` only)."""
-        buf = self._scratch("ds2", tuple(ds.shape), ds)
-        munu = self._forms.mu_nu(ds, buf)  # (μ, ν)
+        λ_min(M) needs anyway (``lam_min_M`` only).  η, μ, ν, M and λ_min(M) come from :meth:`offer_integrands`
+        where it was handed this H and σ′."""
+        offered = self._offered_for(H, ds)
+        if offered is not None:
+            eta, munu, M, lam = offered
+        else:
+            eta, buf = self._eta(H), self._scratch("ds2", tuple(ds.shape), ds)
+            munu = self._forms.mu_nu(ds, buf)  # (μ, ν)
+            M = lam = None
         if self.lam_min_M:
-            M = self._forms.kernel_M(ds, buf)  # (σ′² in buf is no longer needed)
+            if M is None:
+                M = self._forms.kernel_M(ds, buf)  # (σ′² in buf is no longer needed)
             if dL is None:
                 dL = -torch.dot(r, torch.mv(M, r))
-            try:
-                lam = torch.linalg.eigvalsh(M)[:1]
-            except RuntimeError:  # non-finite M (the solver then reports the non-finite state)
-                lam = ds.new_full((1,), math.nan)
+            if lam is None:
+                try:
+                    lam = torch.linalg.eigvalsh(M)[:1]
+                except RuntimeError:  # non-finite M (the solver then reports the non-finite state)
+                    lam = ds.new_full((1,), math.nan)
         else:
             lam = ds.new_zeros(1)
         absdL = (-dL).clamp_min(0.0)
-        return torch.cat([self._eta(H), munu, lam, absdL.sqrt().view(1), absdL.view(1)])
+        return torch.cat([eta, munu, lam, absdL.sqrt().view(1), absdL.view(1)])
+
+    #: what :meth:`offer_integrands` was last handed: (H, its version, σ′, η, (μ, ν), M, λ_min(M)), or None
+    _offer: tuple | None = None
+
+    def offer_integrands(self, H: torch.Tensor, ds: torch.Tensor, eta: torch.Tensor, mu_nu: torch.Tensor,
+                         M: torch.Tensor, lam_min: torch.Tensor) -> None:
+        """Take η (1,), (μ, ν) (2,), M (n, n) and λ_min(M) (1,) formed by someone else (the recorder, at a saved
+        step) from the features ``H`` of a state and their σ′ ``ds`` — as :meth:`_integrands` forms them: this
+        field's interval, ``FastForms`` of c, G and κ_M, M's own eigenvalues — for the next evaluation at that state
+        (gradient descent's next step) to use instead of forming them again.  Used once, and only where that
+        evaluation's H is the same tensor, unchanged since (its storage, strides and version counter), and its σ′
+        equals ``ds`` bit for bit in the same layout: the integrals are then the same numbers, whichever formed them.
+        The tensors are read, never written, and must stay unchanged until then (the recorder's σ′ buffer does)."""
+        self._offer = (H, H._version, ds, eta, mu_nu, M, lam_min)
+
+    def _offered_for(self, H: torch.Tensor, ds: torch.Tensor):
+        """(η, (μ, ν), M, λ_min) of :meth:`offer_integrands` where they were formed from this H and σ′, else None;
+        the offer is dropped either way."""
+        offer = self._offer
+        if offer is None:
+            return None
+        self._offer = None
+        H1, version, ds1, eta, munu, M, lam = offer
+        same_H = (H.data_ptr() == H1.data_ptr() and H.device == H1.device and H.shape == H1.shape
+                  and H.stride() == H1.stride() and H.dtype == H1.dtype and H._version == version)
+        if not (same_H and ds.stride() == ds1.stride() and torch.equal(ds, ds1)):
+            return None
+        return eta, munu, M, lam
 
     def gd_step_(self, state: torch.Tensor, step: float, deriv: torch.Tensor) -> None:
         """A gradient-descent step of the core state and the left sums of the integrals.  Feature space with

@@ -88,6 +88,13 @@ void gf_tanh(const double *u, double *s, double *ds, int64_t n) {
     }
 }
 
+/* s = tanh(u) and d = |u - u0| over n entries in one pass (d may be u; the recorder's test block: sigma of the test
+   features for the outputs, and their movement from t = 0, without two more passes over them) */
+void gf_tanh_absdiff(const double *u, const double *u0, double *s, double *d, int64_t n) {
+    #pragma omp simd
+    for (int64_t i = 0; i < n; i++) { double v = u[i], w = v - u0[i]; s[i] = gf_tanh1(v); d[i] = __builtin_fabs(w); }
+}
+
 /* For each a < n (entries i < m of H's column a at H + a*ldh, unit stride): s = tanh(H_a), r_a = alpha c.s - y_a,
    P_a = c (1 - s^2) r_a (times_r) or c (1 - s^2), and, if ds, ds_a = 1 - s^2 (s kept in P between the loops) */
 void gf_tanh_P(const double *H, int64_t ldh, double *P, int64_t ldp, double *ds, int64_t ldd, const double *c,
@@ -272,6 +279,8 @@ def _library() -> tuple[object | None, str]:
     vp, lg, db = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.gf_tanh.argtypes = [vp, vp, vp, lg]
     lib.gf_tanh.restype = None
+    lib.gf_tanh_absdiff.argtypes = [vp, vp, vp, vp, lg]
+    lib.gf_tanh_absdiff.restype = None
     lib.gf_tanh_P.argtypes = [vp, lg, vp, lg, vp, lg, vp, vp, db, vp, lg, lg, ctypes.c_int]
     lib.gf_tanh_P.restype = None
     lib.gf_err853.argtypes = [vp, vp, vp, vp, vp, db, vp, vp, lg]
@@ -321,6 +330,18 @@ def tanh_into(u: torch.Tensor, s: torch.Tensor, ds: torch.Tensor | None = None) 
     if ds is not None and not _dense_like(u, ds):
         return False
     lib.gf_tanh(u.data_ptr(), s.data_ptr(), None if ds is None else ds.data_ptr(), u.numel())
+    return True
+
+
+def tanh_absdiff_into(u: torch.Tensor, u0: torch.Tensor, s: torch.Tensor, d: torch.Tensor) -> bool:
+    """s = tanh(u) and d = |u − u0| in one pass (``d`` may be ``u``), the same values as :func:`tanh_into` and
+    ``torch.sub(u, u0).abs_()``; False (nothing written) where the tensors do not suit: not float64 on the CPU, or
+    not of one dense layout."""
+    lib = _library()[0]
+    if lib is None or u.dtype != torch.float64 or u.device.type != "cpu" or not all(
+            _dense_like(u, x) for x in (u0, s, d)):
+        return False
+    lib.gf_tanh_absdiff(u.data_ptr(), u0.data_ptr(), s.data_ptr(), d.data_ptr(), u.numel())
     return True
 
 

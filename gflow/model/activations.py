@@ -404,6 +404,13 @@ def fusable(act: Activation, H: torch.Tensor) -> bool:
     return act.builtin and act.name == "tanh" and _route(H) == "native"
 
 
+def sigma_absdiff_into(act: Activation, u: torch.Tensor, u0: torch.Tensor, s: torch.Tensor, d: torch.Tensor) -> bool:
+    """σ(u) into ``s`` and |u − u0| into ``d`` (which may be ``u``) in one pass, the values of ``act.sigma_into``
+    and ``torch.sub(u, u0).abs_()`` — where ``act`` is the built-in tanh on the native route and the tensors suit
+    the kernel (:func:`gflow.model._native.tanh_absdiff_into`); False (nothing written) otherwise."""
+    return fusable(act, u) and _native.tanh_absdiff_into(u, u0, s, d)
+
+
 def fused_P_into(act: Activation, H: torch.Tensor, P: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
                  y: torch.Tensor, alpha: float, ds: torch.Tensor | None = None, times_r: bool = True) -> bool:
     """P = c σ′(H) r (or c σ′(H) without ``times_r``) and r = α σ(H)ᵀc − y in one fused pass, σ′ into ``ds`` when

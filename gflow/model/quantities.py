@@ -186,6 +186,12 @@ def extreme_eigenvalues(M: torch.Tensor, exactly_symmetric: bool = False) -> tup
     return float(ev[0]), float(ev[-1])
 
 
+def column_sums(x: torch.Tensor, ones: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_i x_ia, the sums over the neurons of an (m, n) tensor — (k, n) for a stack (k, m, n) — by the products
+    :func:`feature_movement` sums |H − H0| with (``ones``: their (m,) ones vector, where the caller keeps one)."""
+    return _column_counts(x.shape[-2], x, ones, exact=False)(x)
+
+
 def feature_movement(H: torch.Tensor, H0: torch.Tensor, out: torch.Tensor | None = None,
                      ones: torch.Tensor | None = None) -> torch.Tensor:
     """(1/m) Σ_i |h_i^t(x_a) − h_i^0(x_a)| for each point a; shape (n,) — (k, n) for a stack H of shape (k, m, n)
@@ -203,6 +209,7 @@ def feature_movement(H: torch.Tensor, H0: torch.Tensor, out: torch.Tensor | None
 __all__ = [
     "FastForms",
     "active_fraction",
+    "column_sums",
     "eta",
     "extreme_eigenvalues",
     "feature_movement",

@@ -22,6 +22,7 @@ import torch
 from .._validate import check_positive_int, describe
 from ..fields.base import AbstractField, column_major, scratch
 from ..model import quantities as Q
+from ..model.activations import sigma_absdiff_into
 from ..model.network import Network, _physical_memory
 from ..solution import Interrupted
 
@@ -180,7 +181,7 @@ class Recorder:
     def __init__(self, field: AbstractField, feature_times: np.ndarray, weight_times: np.ndarray,
                  time_tol: float = 0.0, interval: tuple[float, float] | None = None,
                  diverge_factor: float | None = None, fixed_step: tuple[str, float] | None = None,
-                 rise_rtol: float = 0.0):
+                 rise_rtol: float = 0.0, share: bool = False):
         self.field = field
         #: gradient descent and fixed-step flow solves: a loss beyond this factor times L₀ raises Abort("diverged")
         #: (a flow's loss never grows)
@@ -194,6 +195,9 @@ class Recorder:
         #: solver did not follow the flow; tightening rtol did not help — an audit)
         self.rise_rtol = rise_rtol
         self._lowest = (0, math.inf)  # (rows it covers, the lowest saved loss): see _lowest_loss
+        #: the lowest saved loss before this solve's rows: a continued run's (gf.extend) whole run's, so that its
+        #: loss-rise check is the one-piece run's, not one against the continuation's own lowest
+        self.lowest_before = math.inf
         self._tol = time_tol  # output times are at least 2·time_tol apart, so a time matches at most one
         pb = field.problem
         self.pb = pb
@@ -217,6 +221,13 @@ class Recorder:
         Gm = self._forms.G_over_m
         self._M_symmetric = Gm is not None and torch.equal(Gm, Gm.T)
         self._ones_m = torch.ones_like(net.c)
+        #: ``share`` (gradient descent): a single saved time hands η, μ, ν, M and λ_min(M) to the field's running
+        #: integrals (:meth:`~gflow.fields.ObservedField.offer_integrands`), which the next step forms at the same
+        #: state — where they are the same numbers: the field's interval, M exactly symmetric (λ_min from M itself);
+        #: in feature space only, where H is a view of the state (weight space forms H and σ′ in buffers of its own,
+        #: column-major on the CPU, whose M differs from the recorder's in the last bits: never the same tensors)
+        self._share = (share and field.space == "feature" and hasattr(field, "offer_integrands")
+                       and self._M_symmetric and tuple(field.interval) == self.interval)
         self._H0 = pb.H0
         self._H0_test = pb.H0_test
         self.rows: dict[str, list] = {k: [] for k in (
@@ -339,11 +350,11 @@ class Recorder:
         ones = self._ones_m
         dH = self._like("dH", base, k)  # (|H| for η and η̄ where both intervals are symmetric, then |H − H0|)
         abs_H = torch.abs(H, out=dH) if self._symmetric else None
-        eta = values(Q.eta(H, self.interval, ind, ones, abs_H))
+        eta_t = Q.eta(H, self.interval, ind, ones, abs_H)
+        eta = values(eta_t)
         eta_bar = values(Q.eta(H, self.inner, ind, ones, abs_H)) if self.inner else [math.nan] * k
-        mu_nu = self._forms.mu_nu(ds, ind).tolist()  # (T4; as the running integrals form them)
-        if single:
-            mu_nu = [mu_nu]
+        mu_nu_t = self._forms.mu_nu(ds, ind)  # (T4; as the running integrals form them)
+        mu_nu = [mu_nu_t.tolist()] if single else mu_nu_t.tolist()
         if self._eig and all(ok):  # (a failing time ends the chunk: the eigenvalues of a NaN M are not asked for)
             M = self._forms.kernel_M(ds, ind)  # κ_M G∘S (E3), exactly symmetric; (k, n, n) for a stack
             M0 = at(M, 0) if self._M0 is None else self._M0
@@ -351,6 +362,8 @@ class Recorder:
             if single:
                 lam = [Q.extreme_eigenvalues(M, self._M_symmetric)]
                 moved_M = [float(torch.dist(M, M0) / M0_norm)]
+                if self._share and math.isfinite(lam[0][0]):  # (a non-finite M: the field's eigvalsh says NaN)
+                    self.field.offer_integrands(H, ds, eta_t.view(1), mu_nu_t, M, M.new_full((1,), lam[0][0]))
             else:
                 if Q.all_finite(M):
                     ev = torch.linalg.eigvalsh(M if self._M_symmetric else 0.5 * (M + M.mT))
@@ -480,13 +493,20 @@ class Recorder:
             Hte_buf = scratch(self, "Hte", (m, pb.n_test), self._H0_test, col=False)
             Hte = self.field.test_features_into(states[i], Hte_buf)
             ste = scratch(self, "ste", Hte.shape, Hte)
+            if keep[i]:  # (before the buffer is overwritten)
+                kept[i] = _np(Hte)
+            # float64 tanh on the CPU: σ(H_te) and |H_te − H_te⁰| (over H_te) in one pass, the same values as the
+            # three passes below (σ, the difference, its |·|): the test block 1.5 → 1.1 ms at (1024, 200)
+            # (benchmarks/bench_record.py)
+            if Hte is Hte_buf and sigma_absdiff_into(net.activation, Hte, self._H0_test, ste, Hte):
+                fte.append(net.alpha * (net.c @ ste))
+                fm_te.append(Q.column_sums(Hte, self._ones_m).div_(m))
+                continue
             if net.activation.sigma_into is not None:
                 net.activation.sigma_into(Hte, ste)
             else:
                 ste.copy_(net.activation.sigma(Hte))
             fte.append(net.alpha * (net.c @ ste))
-            if keep[i]:  # (before the buffer is overwritten)
-                kept[i] = _np(Hte)
             fm_te.append(Q.feature_movement(Hte, self._H0_test, Hte if Hte is Hte_buf else ste, self._ones_m))
         if len(fte) == 1:  # (a single time's: (n_te,) each, as the chunk's other quantities of a single time)
             return fte[0], fm_te[0], kept
@@ -503,7 +523,7 @@ class Recorder:
         if n < len(losses):
             low = min(low, min(losses[n:]))
             self._lowest = (len(losses), low)
-        return low
+        return min(low, self.lowest_before)
 
     def _rounding(self, loss: float, s: torch.Tensor) -> float:
         """How far a saved loss may rise above the previous one by rounding alone: the outputs f = α c·σ(H)

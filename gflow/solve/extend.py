@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import check_positive_float, check_positive_int, check_times, describe
+from .._validate import arg, arg_eq, check_positive_float, check_positive_int, check_times, describe, is_int
 from ..fields import Problem, make_field
 from ..model.network import Network
 from ..solution import Interrupted, Solution, as_solution
 from ._record import Recorder, rise_words
-from .ode import EXPINT_METHODS, FILIPPOV_METHODS, METHODS, SLIDING_METHODS, default_saveat
+from .ode import EXPINT_METHODS, FILIPPOV_METHODS, FIXED_STEP_METHODS, METHODS, SLIDING_METHODS, default_saveat
 
 #: the statuses a run may be continued from: it reached t1, or a limit or Ctrl-C stopped it at an accepted state.
 #: A run that ended "nonfinite", "diverged", "stalled", "step_size_collapse" or "failed" is refused: its last state
@@ -73,6 +75,9 @@ def extend(
     progress: bool | None = False,
     warn: bool = True,
     threads: int | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: float = 60.0,
+    keep_checkpoint: bool = False,
     device: Any = None,
     activation: Any = None,
     embedding: Any = None,
@@ -100,10 +105,12 @@ def extend(
             non-finite, stalled or failed is refused.
         t1: flows: the new final time, beyond the run's last saved time ``source.t[-1]``.
         steps: gradient descent: how many more steps (of the run's δ).
-        saveat: flows: output times in (t[-1], t1] (default: :func:`gflow.default_saveat` of the new t1 beyond
-            t[-1], on multiples of a fixed step).
+        saveat: flows: the continuation's output times: times in (t[-1], t1], or a count k (an int: k times evenly
+            spaced over (t[-1], t1], on the continuation's multiples of a fixed-step method's step); t1 is always
+            saved.  Default: the times :func:`gflow.default_saveat` gives the run to the new t1, beyond t[-1] (on
+            multiples of a fixed step).
         save_every: gradient descent: save the steps that are multiples of this, counted from the start of the
-            whole run, as the longer run saves them (default: the run's).
+            whole run, as the longer run saves them (default: the run's; the last step is always saved).
         features_at, weights_at: times of the continuation at which H / W are kept (default: its end for H; W at
             none: ``W_final`` is always kept); for GD multiples of δ.  The original's kept ones stay.
         method, rtol, atol, step, max_steps, options: flows: the solver settings of the continuation (default: the
@@ -111,7 +118,14 @@ def extend(
             methods (``dop853``, ``dopri5``, ``rk4``, ``midpoint``, ``euler``), torchdiffeq's and scipy's; refused:
             ``exprk4`` and the switching methods (pass ``method="dop853"`` to continue one of those), ``filippov``
             and ``sliding`` (their state holds the pairs sliding on the kink) and runs with an error estimate.
-        max_wall_time, progress, warn, threads: as in :func:`gflow.simulate`, for the continuation.
+        max_wall_time, progress, warn, threads: as in :func:`gflow.simulate`, for the continuation.  Its warnings
+            (a stop, a loss rise) are given at the caller as ``gflow.extend``'s, in the extended run's words, and the
+            loss-rise check of an adaptive method is the one-piece run's: against the whole run's lowest saved loss.
+        checkpoint, checkpoint_every, keep_checkpoint: checkpoints of the continuation, as in
+            :func:`gflow.simulate` (gflow's native methods, and gradient descent): the same call — the same source,
+            ``t1`` / ``steps`` and settings, limits such as ``max_wall_time`` may differ — resumes a continuation
+            stopped by a limit, Ctrl-C or a killed process, to the Solution of an uninterrupted one; the checkpoint
+            fingerprints the run continued (its end state, integrals and references), so it resumes nothing else.
         device: continue on another device.   activation, embedding: as in :func:`gflow.rerun`, for a custom
             activation or a callable embedding, which a file cannot hold.
 
@@ -144,26 +158,32 @@ def extend(
                                       ("options", options)) if v is not None]
         if given:
             raise TypeError(f"extend: the source is a gradient descent run (δ = {s['step']:g}, to t = {t_old:g}): "
-                            f"give steps= (how many more steps of the same δ), not {', '.join(given)}"
-                            + (f" (t1={t1!r} would be steps={(t1 - t_old) / s['step']:g})" if
-                               isinstance(t1, (int, float)) and not isinstance(t1, bool) else ""))
+                            f"give {arg_eq('steps')} (how many more steps of the same δ), not "
+                            f"{', '.join(arg(g) for g in given)}"
+                            + (f" ({arg_eq('t1', t1)} would be {arg_eq('steps', (t1 - t_old) / s['step'], 'g')})"
+                               if isinstance(t1, (int, float)) and not isinstance(t1, bool) else "")
+                            + (f"; GD saves the steps that are multiples of {arg_eq('save_every')} (this run's: "
+                               f"{s.get('save_every')})" if saveat is not None else ""))
         if steps is None:
-            raise TypeError(f"extend: give steps= (how many more GD steps of δ = {s['step']:g} after t = {t_old:g})")
-        steps = check_positive_int(steps, "steps")
+            raise TypeError(f"extend: give {arg_eq('steps')} (how many more GD steps of δ = {s['step']:g} after "
+                            f"t = {t_old:g})")
+        steps = check_positive_int(steps, arg("steps"))
     else:
         given = [name for name, v in (("steps", steps), ("save_every", save_every)) if v is not None]
         if given:
-            raise TypeError(f"extend: the source is a flow (method {s.get('method')!r}, to t = {t_old:g}): give t1= "
-                            f"(the new final time), not {', '.join(given)}")
+            raise TypeError(f"extend: the source is a flow (method {s.get('method')!r}, to t = {t_old:g}): give "
+                            f"{arg_eq('t1')} (the new final time), not {', '.join(arg(g) for g in given)}"
+                            + (f"; a flow's output times are {arg_eq('saveat')} (times in ({t_old:g}, t1], or how "
+                               "many)" if save_every is not None else ""))
         if t1 is None:
-            raise TypeError(f"extend: give t1=, the new final time (beyond the run's end t = {t_old:g})")
-        t1 = check_positive_float(t1, "t1")
+            raise TypeError(f"extend: give {arg_eq('t1')}, the new final time (beyond the run's end t = {t_old:g})")
+        t1 = check_positive_float(t1, arg("t1"))
         if not t1 > t_old * (1 + 1e-12):
-            raise ValueError(f"t1 must lie beyond the run's end t = {t_old:g} (the run already covers [0, {t_old:g}]), "
-                             f"got t1 = {t1:g}")
+            raise ValueError(f"{arg('t1')} must lie beyond the run's end t = {t_old:g} (the run already covers "
+                             f"[0, {t_old:g}]), got {arg('t1')} = {t1:g}")
         method = s.get("method") if method is None else method
         if not isinstance(method, str):
-            raise TypeError(f"method must be a method name (e.g. 'dop853'), got {describe(method)}")
+            raise TypeError(f"{arg('method')} must be a method name (e.g. 'dop853'), got {describe(method)}")
         why = _refuse_methods(method)
         if why is not None:
             raise ValueError(f"extend: {why}")
@@ -173,12 +193,16 @@ def extend(
     integrals = bool(s.get("integrals", True))
     data = dict(X=sol.X, y=sol.y, X_test=sol.X_test, y_test=sol.y_test)
     start = _Start(sol, orig_net, interval, integrals)
+    # a checkpoint of the continuation (the same gf.extend call resumes it): its fingerprint names the run it goes on
+    # from, besides the continuation's own network (c and W_final), data and settings
+    ckpt = ({} if checkpoint is None else
+            {"checkpoint": checkpoint, "checkpoint_every": checkpoint_every, "keep_checkpoint": keep_checkpoint})
 
     if gd:
         delta = float(s["step"])
         k0 = int(round(t_old / delta))
         start.step_offset = k0  # (GD saves the steps of the whole run that are multiples of save_every)
-        save_every = s.get("save_every") if save_every is None else check_positive_int(save_every, "save_every")
+        save_every = s.get("save_every") if save_every is None else check_positive_int(save_every, arg("save_every"))
         to_local = _local_times(t_old, t_old + steps * delta)
         fa, wa = to_local(features_at, "features_at"), to_local(weights_at, "weights_at")
         absolute = (lambda t: (k0 + np.rint(np.asarray(t, dtype=np.float64) / delta)) * delta)
@@ -190,18 +214,12 @@ def extend(
             return gradient_descent(
                 cont_net, **data, step=delta, steps=steps, save_every=save_every, space=cfg.get("space", "auto"),
                 features_at=[steps * delta] if fa is None else fa, weights_at=wa, max_wall_time=max_wall_time,
-                interval=interval, integrals=integrals, progress=progress, warn=warn, threads=threads, _continue=start)
+                interval=interval, integrals=integrals, progress=progress, warn=warn, threads=threads, _continue=start,
+                **ckpt)
     else:
         same = method == s.get("method")
         fixed_step = s.get("step") if step is None and same else step
-        grid = default_saveat(t1, fixed_step) if saveat is None else check_times(saveat, "saveat")
-        if saveat is not None:
-            if grid[0] <= t_old * (1 + 1e-12):
-                raise ValueError(f"saveat must lie in (t[-1], t1] = ({t_old:g}, {t1:g}] (the run's own saved times "
-                                 f"cover [0, {t_old:g}]), got a first time {grid[0]:g}")
-            if grid[-1] > t1 * (1 + 1e-12):
-                raise ValueError(f"saveat runs to {grid[-1]:g} beyond t1 = {t1:g}")
-        grid = np.unique(np.concatenate([grid[grid > t_old * (1 + 1e-12)], [t1]]))
+        grid = _output_times(saveat, t_old, t1, fixed_step if method in FIXED_STEP_METHODS else None)
         to_local = _local_times(t_old, t1)
         fa, wa = to_local(features_at, "features_at"), to_local(weights_at, "weights_at")
         absolute = _time_map(t_old, grid)
@@ -218,7 +236,7 @@ def extend(
                 cont_net, **data, t1=t1 - t_old, saveat=grid - t_old, **kw, max_wall_time=max_wall_time,
                 space=cfg.get("space", "auto"), features_at=np.asarray([t1 - t_old]) if fa is None else fa,
                 weights_at=wa, interval=interval, integrals=integrals, progress=progress, warn=warn, threads=threads,
-                _continue=start)
+                _continue=start, **ckpt)
 
     words: dict[str, str] = {}  # (local words → the run's, for the continuation's warnings: _rewarn)
 
@@ -244,9 +262,18 @@ def extend(
         with warnings.catch_warnings(record=True) as caught:  # (under the caller's filters, which apply again)
             new = run()
         return glue(new)
-    except Interrupted as stop:  # (Ctrl-C: the extended run so far)
+    except Interrupted as stop:  # (Ctrl-C: the extended run so far, and the exception's text in the run's words)
         stop.solution = glue(stop.solution)
+        if stop.args:
+            text = _run_words(str(stop.args[0]), words)  # ("gf.extend: extended from t = 10 (...): interrupted ...")
+            stop.args = (text.replace("gf.extend extended from", "gf.extend: extended from", 1),) + stop.args[1:]
         raise
+    except ValueError as exc:
+        if checkpoint is None or "written by a different run" not in str(exc):
+            raise
+        raise ValueError(f"{exc} (a checkpoint of gf.extend resumes the same call: the same source and "
+                         f"{arg('steps') if gd else arg('t1')}; an extended run that stopped is resumed by repeating "
+                         "the call that stopped, not by extending its result)") from None
     finally:
         _rewarn(caught, words)
 
@@ -327,6 +354,25 @@ class _Start:
     def __init__(self, sol: Solution, orig_net: Network, interval, integrals: bool):
         self.sol, self.orig_net, self.interval, self.integrals = sol, orig_net, interval, integrals
 
+    @property
+    def fingerprint(self) -> dict:
+        """What a checkpoint of the continuation adds to its fingerprint (:func:`gflow.solve.checkpoint.fingerprint`):
+        the original network and what the continuation starts from (its end state, integrals, L₀, lowest loss and
+        first rise), so that a checkpoint resumes only the continuation of the same run from the same point."""
+        from .checkpoint import _hash_tensors, network_spec
+
+        sol = self.sol
+        H_last = sol.H[-1] if sol.H is not None and len(sol.H) else None
+        q = [getattr(sol, f"int_{name}") for name in ("eta", "mu", "nu", "lam_min_M", "sqrt_abs_dL", "abs_dL")]
+        numbers = [float(sol.loss[0]), float(np.min(sol.loss))] + [math.nan if v is None else float(v[-1]) for v in q]
+        numbers += list(sol.stats.get("loss_rise") or [])
+        arrays = [np.asarray(sol.W_final, dtype=np.float64), None if H_last is None else np.asarray(H_last),
+                  np.asarray(numbers, dtype=np.float64)]
+        return {"continues": {"from_t": float(sol.t[-1]), "from_step": int(self.step_offset),
+                              "network": network_spec(self.orig_net),
+                              "start_sha256": _hash_tensors(*(None if a is None else torch.from_numpy(a.copy())
+                                                               for a in arrays))}}
+
     def __call__(self, field, recorder: Recorder) -> None:
         sol, net = self.sol, self.orig_net
         base = getattr(field, "base", field)
@@ -355,10 +401,39 @@ class _Start:
         # fixed-step methods is the original's, not the joint's — a continuation judged δ by the joint's kernel)
         recorder.refer_to(problem.H0, problem.H0_test, ref._M0, net.W0, float(sol.loss[0]),
                           ref.rows["lam_max_M"][0])
+        # an adaptive continuation's loss may rise within its tolerance above the whole run's lowest saved loss, as
+        # the one-piece run's may: not above its own lowest (from the joint on), which can lie above the run's
+        recorder.lowest_before = float(np.min(sol.loss))
         rise = sol.stats.get("loss_rise")
         if rise is not None:  # the whole run's first rise is the original's: the continuation looks for no other
             t_old = float(sol.t[-1])
             recorder.loss_rise = (float(rise[0]) - t_old, float(rise[1]), float(rise[2]) - t_old, float(rise[3]))
+
+
+def _output_times(saveat: Any, t_old: float, t1: float, step: float | None) -> np.ndarray:
+    """A flow continuation's output times in the run's times, in (t_old, t1] with t1 the last: ``saveat`` None (the
+    one-piece run's :func:`default_saveat` beyond t_old), times in (t_old, t1], or a count k (k times evenly spaced
+    over (t_old, t1]; on the continuation's multiples of a fixed-step method's ``step``, as the default grid is, so
+    that the output times never cut its steps); ValueError / TypeError naming ``saveat`` otherwise."""
+    name = arg("saveat")
+    if saveat is None:
+        grid = default_saveat(t1, step)
+    elif is_int(saveat):
+        k = check_positive_int(saveat, f"{name} (a count of output times)")
+        grid = t_old + np.linspace(0.0, t1 - t_old, k + 1)[1:]
+        if step is not None and step > 0:
+            grid = t_old + np.minimum(np.round((grid - t_old) / step) * step, t1 - t_old)
+    else:
+        if isinstance(saveat, (bool, np.bool_)):
+            raise TypeError(f"{name} must be times in ({t_old:g}, t1] or a count of output times (an int), got "
+                            f"{describe(saveat)}")
+        grid = check_times(saveat, name)
+        if grid[0] <= t_old * (1 + 1e-12):
+            raise ValueError(f"{name} must lie in (t[-1], t1] = ({t_old:g}, {t1:g}] (the run's own saved times cover "
+                             f"[0, {t_old:g}]; a count of output times is an int), got a first time {grid[0]:g}")
+        if grid[-1] > t1 * (1 + 1e-12):
+            raise ValueError(f"{name} runs to {grid[-1]:g} beyond {arg('t1')} = {t1:g}")
+    return np.unique(np.concatenate([grid[grid > t_old * (1 + 1e-12)], [t1]]))
 
 
 def _local_times(t_old: float, t_end: float):
@@ -398,15 +473,26 @@ def _time_map(t_old: float, grid: np.ndarray):
     return absolute
 
 
+#: the names a continuation's warnings and exceptions give the function that ran it ("gflow.simulate: ...",
+#: "gf.gradient_descent interrupted ...", "Ctrl-C arrived as gf.simulate finished"), not an advice's
+_SOLVER_NAME = re.compile(r"^(gflow|gf)\.(?:simulate|gradient_descent)\b"
+                          r"|(?<=arrived as )(gf)\.(?:simulate|gradient_descent)\b")
+
+
+def _run_words(text: str, words: dict[str, str]) -> str:
+    """``text`` (a continuation's warning or exception) in the extended run's words: its stop message and loss rise
+    replaced by the extended run's (in its times; the original's rise where it had one), and the solver that ran
+    the continuation (``gflow.gradient_descent``, ``gf.simulate``) named as what the caller called, ``extend``."""
+    for local, whole in sorted(words.items(), key=lambda kv: -len(kv[0])):  # (the message before its rise)
+        text = text.replace(local, whole)
+    return _SOLVER_NAME.sub(lambda mt: f"{mt.group(1) or mt.group(2)}.extend", text)
+
+
 def _rewarn(caught: list, words: dict[str, str]) -> None:
-    """Warn again, at :func:`extend`'s caller, each warning the continuation gave, with its message's words (its
-    stop message, its loss rise) replaced by the extended run's (in its times; the original's rise where it had one,
-    not the continuation's times of it)."""
+    """Warn again, at :func:`extend`'s caller, each warning the continuation gave, in the extended run's words
+    (:func:`_run_words`: "gflow.extend stopped early [time_budget]: extended from t = ...")."""
     for w in caught:
-        text = str(w.message)
-        for local, whole in sorted(words.items(), key=lambda kv: -len(kv[0])):  # (the message before its rise)
-            text = text.replace(local, whole)
-        warnings.warn(text, w.category, stacklevel=3)
+        warnings.warn(_run_words(str(w.message), words), w.category, stacklevel=3)
 
 
 def _absolute_rise(old: Solution, rise, absolute) -> list:

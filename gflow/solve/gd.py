@@ -221,7 +221,7 @@ def gradient_descent(
                            advice=f"save less often (save_every > {save_every})",
                            snapshots=snapshot_bytes(problem, len(fk), len(wk)))
     recorder = Recorder(field, fk * step, wk * step, time_tol=0.25 * step, interval=interval,
-                        diverge_factor=DIVERGE_FACTOR)
+                        diverge_factor=DIVERGE_FACTOR, share=True)
     monitor = Monitor(t1, steps + 1, max_wall_time, hint="use a smaller step or fewer steps", adaptive=False,
                       dtype=net.dtype)
     status, message = "success", f"took {steps} steps of size {step:g} (t = {t1:g})"
@@ -232,7 +232,8 @@ def gradient_descent(
 
         settings = {"method": "gradient_descent", "step": step, "steps": steps, "save_every": save_every,
                     "features_at": (fk * step).tolist(), "weights_at": (wk * step).tolist(), "space": field.space,
-                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
+                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals),
+                    **getattr(_continue, "fingerprint", {})}  # (gf.extend: the run it continues, and from where)
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="gd",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     threads = solve_threads(field.flops_per_eval(), problem.net.device, threads)

@@ -657,7 +657,8 @@ def simulate(
 
         settings = {"method": method, "rtol": rtol, "atol": atol, "step": step, "t1": t1, "saveat": grid.tolist(),
                     "features_at": ft.tolist(), "weights_at": wt.tolist(), "options": opts, "space": field.space,
-                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals)}
+                    "layout": field.layout, "interval": list(interval), "integrals": bool(integrals),
+                    **getattr(_continue, "fingerprint", {})}  # (gf.extend: the run it continues, and from where)
         ckpt, resume = open_checkpoint(checkpoint, every=checkpoint_every, keep=keep_checkpoint, kind="flow",
                                        problem=problem, settings=settings, recorder=recorder, monitor=monitor)
     t_start = time.perf_counter()
