@@ -6,11 +6,11 @@ and feature-space vector fields) â†’ ``solve`` (ODE solvers, gradient descent) â
 Convergence Guarantees*, ICLR 2022.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
 
 try:
     __version__ = _version("gflow")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
     __version__ = "0.0.0+local"
 
 from . import data, plotting

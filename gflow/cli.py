@@ -274,9 +274,9 @@ def cmd_demo(args) -> int:
     rc = _finish(sol, out)
     cert = certify(sol)
     print(cert)
-    ax = plot_loss_bounds(sol)
+    fig = plot_loss_bounds(sol)
     fig_path.parent.mkdir(parents=True, exist_ok=True)  # (as --out: a missing folder is made)
-    ax.figure.savefig(fig_path, dpi=150, bbox_inches="tight")
+    fig.savefig(fig_path, dpi=150, bbox_inches="tight")
     print(f"wrote {fig_path} (training loss against the paper's bounds)")
     return rc if cert.ok else 1
 
@@ -481,9 +481,9 @@ def cmd_extend(args) -> int:
     if fig_path is not None:
         from .plotting import plot_loss_bounds
 
-        ax = plot_loss_bounds(sol)
+        fig = plot_loss_bounds(sol)
         fig_path.parent.mkdir(parents=True, exist_ok=True)
-        ax.figure.savefig(fig_path, dpi=150, bbox_inches="tight")
+        fig.savefig(fig_path, dpi=150, bbox_inches="tight")
         print(f"wrote {fig_path} (training loss against the paper's bounds, t ∈ [0, {sol.t[-1]:g}])")
     return code
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import check_positive_int
-from .solution import Solution, as_solution
+from .solution import Solution, as_solution, fields_equal
 
 __all__ = ["Comparison", "compare"]
 
@@ -185,6 +185,12 @@ class Comparison:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __eq__(self, other: object) -> bool:
+        """Every field equal (arrays by value, NaN equal to NaN): a pickled or copied Comparison equals the original."""
+        return fields_equal(self, other) if isinstance(other, Comparison) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # (it holds numpy arrays, as a Solution does)
 
     def __repr__(self) -> str:
         return (f"Comparison({self.label!r} vs {self.label_ref!r}, K={len(self.t)}, "

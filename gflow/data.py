@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_positive_int
+from ._validate import check_positive_int as _check_positive_int
 
 
 def _check_size(n: int, d: int) -> None:
@@ -23,7 +23,7 @@ def _check_size(n: int, d: int) -> None:
 
 
 def _rng(seed: int) -> np.random.Generator:
-    check_positive_int(seed, "seed", minimum=0)
+    _check_positive_int(seed, "seed", minimum=0)
     return np.random.default_rng(int(seed))
 
 
@@ -33,8 +33,8 @@ def random_labels(n: int, d: int = 20, seed: int = 0) -> tuple[np.ndarray, np.nd
     Returns:
         X: (n, d), y: (n,).
     """
-    n = check_positive_int(n, "n")
-    d = check_positive_int(d, "d")
+    n = _check_positive_int(n, "n")
+    d = _check_positive_int(d, "d")
     _check_size(n, d)
     rng = _rng(seed)
     X = rng.standard_normal((n, d))
@@ -53,9 +53,9 @@ def quadratic_teacher(n: int, d: int = 30, seed: int = 0, *, teacher_width: int 
     Returns:
         X: (n, d), y: (n,).
     """
-    n = check_positive_int(n, "n")
-    d = check_positive_int(d, "d")
-    k = check_positive_int(teacher_width, "teacher_width")
+    n = _check_positive_int(n, "n")
+    d = _check_positive_int(d, "d")
+    k = _check_positive_int(teacher_width, "teacher_width")
     _check_size(n, d)
     _check_size(k, d * d)  # (the teacher's W*: k·d² entries)
     trng = _rng(teacher_seed)
@@ -76,8 +76,8 @@ def wei2019(n: int, d: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     Returns:
         X: (n, d), y: (n,) with entries ±1.
     """
-    n = check_positive_int(n, "n")
-    d = check_positive_int(d, "d", minimum=2)
+    n = _check_positive_int(n, "n")
+    d = _check_positive_int(d, "d", minimum=2)
     _check_size(n, d)
     rng = _rng(seed)
     table = np.array([[1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], [0.0, 1.0, -1.0], [0.0, -1.0, -1.0]])

@@ -1,8 +1,18 @@
 r"""Publication-style figures of a :class:`gflow.Solution` (matplotlib, object-oriented API).
 
-Every function accepts a :class:`gflow.Solution` or the path of a saved ``.nc`` file, draws into a given
-Axes (``ax=...``) or a new figure, and returns the Axes (or the Figure for multi-panel plots).  Nothing is
-integrated here: the bounds are evaluated from the running integrals stored in the solution, with the
+Every function accepts a :class:`gflow.Solution` or the path of a saved ``.nc`` file and follows one rule:
+
+* ``ax=`` says where to draw: None (the default) draws a new figure; the Figure an earlier call returned draws
+  into its panels (another run overlaid: ``fig = plot_loss_bounds(a); plot_loss_bounds(b, ax=fig)``); an empty
+  Figure (or SubFigure) of yours gets the panels added; or Axes of yours — one Axes for the one-panel plots
+  (:func:`plot_loss_bounds`, :func:`plot_feature_scatter`, :func:`plot_gram_spectrum`, :func:`plot_sweep`), a
+  sequence of them for the multi-panel ones (3 for :func:`plot_quantities`, 2 for :func:`plot_comparison`, whose
+  ``axes=`` is the same argument).  :func:`plot_summary` lays out its own panels: it takes None or an empty
+  Figure.
+* Every function returns the Figure it drew into; its panels are ``fig.axes`` (a one-panel plot's Axes is
+  ``fig.axes[0]``).
+
+Nothing is integrated here: the bounds are evaluated from the running integrals stored in the solution, with the
 same exponents as :func:`gflow.certify` (EQUATIONS.md §9):
 
 ==== =====================================================================================
@@ -92,19 +102,62 @@ def _check_axes(ax, name: str = "ax"):
     return ax
 
 
-def _check_axes_list(axes, count: int) -> list:
+def _check_axes_list(axes, count: int, name: str = "axes") -> list:
     """``axes`` (any nesting, e.g. a subplots array) as a list of ``count`` checked Axes."""
+    if isinstance(axes, (str, bytes)) or not np.iterable(axes):
+        raise TypeError(f"{name} must be a Figure or a sequence of {count} matplotlib Axes, got {describe(axes)}")
     axes = list(np.ravel(np.asarray(axes, dtype=object)))
     if len(axes) != count:
-        raise ValueError(f"axes must hold {count} Axes, got {len(axes)}")
-    return [_check_axes(a, f"axes[{i}]") for i, a in enumerate(axes)]
+        raise ValueError(f"{name} must hold {count} Axes, got {len(axes)}")
+    return [_check_axes(a, f"{name}[{i}]") for i, a in enumerate(axes)]
+
+
+def _is_figure(obj) -> bool:
+    from matplotlib.figure import FigureBase
+
+    return isinstance(obj, FigureBase)
 
 
 def _new_axes(ax, figsize=(6.4, 4.4), layout=None):
+    """(Axes, made) for a one-panel plot from its ``ax=``: None (a new figure: made), an Axes, or a Figure — one
+    an earlier call returned (its one Axes) or an empty one (an Axes is added to it)."""
+    if ax is None:
+        fig, ax = _pyplot().subplots(figsize=figsize, layout=layout)
+        return ax, True
+    if _is_figure(ax):
+        panels = ax.axes
+        if not panels:
+            return ax.add_subplot(), False
+        if len(panels) > 1:
+            raise ValueError(f"ax is a Figure with {len(panels)} Axes, and this plot has one panel: pass the Axes to "
+                             "draw into (e.g. ax=fig.axes[0])")
+        return panels[0], False
+    return _check_axes(ax), False
+
+
+def _panel_axes(ax, count: int, make, name: str = "ax"):
+    """(figure, axes, made) for a plot of ``count`` panels from its ``ax=``: None (``make(None)`` draws a new
+    figure), a Figure (its ``count`` Axes, or ``make(fig)`` adds them to an empty one) or ``count`` Axes.
+    ``made`` is True where the panels were made here (laid out here, on a figure of its own only where new)."""
+    if ax is None:
+        fig, axes = make(None)
+        return fig, list(np.ravel(axes)), True
+    if _is_figure(ax):
+        if not ax.axes:
+            fig, axes = make(ax)
+            return fig, list(np.ravel(axes)), True
+        ax = ax.axes
+    axes = _check_axes_list(ax, count, name)
+    return axes[0].figure, axes, False
+
+
+def _one_of(ax, axes, where: str):
+    """The multi-panel plots' ``ax=``, also spelt ``axes=`` (their name before the plots shared one rule)."""
+    if axes is None:
+        return ax
     if ax is not None:
-        return _check_axes(ax), False
-    fig, ax = _pyplot().subplots(figsize=figsize, layout=layout)
-    return ax, True
+        raise TypeError(f"{where}: give ax= or axes= (the same argument), not both")
+    return axes
 
 
 def _style(ax) -> None:
@@ -261,7 +314,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
                      test: str | None = "error", title: bool | str = True, label: str | None = None):
     r"""Training loss (log scale) against every applicable exponential bound of the certificate.
 
-    Several runs on one Axes (``ax = plot_loss_bounds(ours); plot_loss_bounds(ntk, ax=ax)``, e.g. to compare
+    Several runs on one Axes (``fig = plot_loss_bounds(ours); plot_loss_bounds(ntk, ax=fig)``, e.g. to compare
     scalings): the first run's loss is black, the next ones' brown, pink, olive, cyan, grey; a bound keeps its
     colour and takes its run's dash pattern (dashed, dotted, dash-dotted, ...); every legend entry starts with
     its run's name — ``label``, or else the parts of :func:`run_description` in which the runs differ — and the
@@ -270,7 +323,8 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
 
     Args:
         sol: a :class:`gflow.Solution` or the path of a saved one.
-        ax: the Axes to draw into (default: a new figure).
+        ax: where to draw (the module's rule): None for a new figure, the Figure of an earlier call (an overlay),
+            an empty Figure, or an Axes.
         bounds: which of ``"T3", "T4", "T5", "T6", "T10"`` to draw; each is drawn only when
             :func:`gflow.certify` finds its hypotheses met, over the certificate's window, as a dashed line
             whose legend gives the guaranteed average rate E_t/t at the window's end and its slack (fitted
@@ -288,9 +342,9 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     ``tight_layout`` or ``savefig(..., bbox_inches="tight")`` makes room for it.
 
     Returns:
-        the Axes.  Its first line is the training loss (``ydata`` is ``sol.loss``); the bound lines carry
-        ``gid = "bound:T3"`` etc., the test line ``gid = "test"``; a k-th overlaid run (k = 1, 2, ...) the same
-        gids with ``"@k"`` appended (``"loss@1"``, ``"bound:T3@1"``).
+        the Figure; in its Axes (``fig.axes[0]``) the first line is the training loss (``ydata`` is
+        ``sol.loss``); the bound lines carry ``gid = "bound:T3"`` etc., the test line ``gid = "test"``; a k-th
+        overlaid run (k = 1, 2, ...) the same gids with ``"@k"`` appended (``"loss@1"``, ``"bound:T3@1"``).
     """
     sol = _solution(sol)
     if isinstance(bounds, str):  # one name: a one-element list, not its letters
@@ -462,7 +516,7 @@ def plot_loss_bounds(sol: "Solution | str | os.PathLike", ax=None, *, bounds: Se
     if new or getattr(ax, "_gflow_own_figure", False):  # (an overlay into the figure made here: it grows too)
         ax._gflow_own_figure = True
         _fit_figure_to_legend(ax, (7.0, 5.0))
-    return ax
+    return ax.figure
 
 
 def _renderer(fig):
@@ -580,13 +634,15 @@ def _refresh_rooms(fig) -> None:
 # 2. theory quantities
 
 
-def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: bool = False):
+def plot_quantities(sol: "Solution | str | os.PathLike", ax=None, *, stacked: bool = False, axes=None):
     r"""Three panels over t: η_t and η̄_t; μ_t and ν_t; λ_min(M_t) and λ_max(M_t) (log y).
 
     Args:
         sol: a :class:`gflow.Solution` or the path of a saved one.
-        axes: three Axes to draw into (default: a new 1×3 figure, or 3×1 with ``stacked=True``).
-        stacked: lay a new figure out vertically with a shared t axis.
+        ax: where to draw (the module's rule): None for a new 1×3 figure (3×1 with ``stacked=True``), the Figure
+            of an earlier call, an empty Figure (the panels are added), or three Axes.
+        stacked: lay new panels out vertically with a shared t axis.
+        axes: the same as ``ax``.
 
     Returns:
         the Figure.  The third panel also shows the Schur lower bound κ_M λ_min(G) ν_t ≤ λ_min(M_t)
@@ -594,17 +650,15 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
     """
     sol = _solution(sol)
     stacked = check_flag(stacked, "stacked")
-    if axes is None:
-        plt = _pyplot()
-        if stacked:
-            fig, axes = plt.subplots(3, 1, figsize=(6.4, 7.5), sharex=True)
-        else:
-            fig, axes = plt.subplots(1, 3, figsize=(14.0, 4.0))
-        new = True
-    else:
-        axes = _check_axes_list(axes, 3)
-        fig = axes[0].figure
-        new = False
+    ax = _one_of(ax, axes, "plot_quantities")
+
+    def make(fig):
+        if fig is None:
+            size = (6.4, 7.5) if stacked else (14.0, 4.0)
+            fig = _pyplot().figure(figsize=size)
+        return fig, fig.subplots(3, 1, sharex=True) if stacked else fig.subplots(1, 3)
+
+    fig, axes, new = _panel_axes(ax, 3, make, "axes" if ax is axes else "ax")
     a1, a2, a3 = axes
     t = np.asarray(sol.t, float)
     th = sol.theory
@@ -665,7 +719,7 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
         handles = a.get_legend_handles_labels()[0]
         if handles:
             _legend(a, loc="upper right", ncol=len(handles), columnspacing=1.2, handlelength=2.2)
-    if new:
+    if new and not fig.get_layout_engine():
         fig.tight_layout()
     for a in axes:
         _room_for_legend(a)
@@ -675,30 +729,30 @@ def plot_quantities(sol: "Solution | str | os.PathLike", axes=None, *, stacked: 
 _COMPARISON_COLORS = ("tab:red", "tab:purple", "tab:green", "tab:orange", "tab:brown", "tab:cyan", "tab:olive")
 
 
-def plot_comparison(comparison, axes=None, *, label: str | None = None):
+def plot_comparison(comparison, ax=None, *, label: str | None = None, axes=None):
     r"""Two panels over the shared times of a :class:`gflow.Comparison` (:func:`gflow.compare`): the loss of the
     run and of the reference (log y); the run's relative errors — loss, residual, test mean squared error — with
     the run's own error estimate and the reference's (or its rtol) for scale (log y; exact zeros, e.g. at t = 0,
     are left out).
 
     Several comparisons on one figure (``fig = plot_comparison(gf.compare(gd1, ref));
-    plot_comparison(gf.compare(gd05, ref), axes=fig)``, e.g. GD at several steps against one flow): each run
+    plot_comparison(gf.compare(gd05, ref), ax=fig)``, e.g. GD at several steps against one flow): each run
     takes its own colour (the first red, then purple, green, orange, ...), its quantities keep their markers
     (loss ○, residual □, test MSE △) and line styles, and every legend entry starts with its run's name; the
     reference's loss and rtol are drawn once where the runs share them.
 
     Args:
         comparison: a :class:`gflow.Comparison`.
-        axes: the Figure of an earlier call or two Axes to draw into (default: a new 1×2 figure).
+        ax: where to draw (the module's rule): None for a new 1×2 figure, the Figure of an earlier call (an
+            overlay), an empty Figure (the panels are added), or two Axes.
         label: the run's name in the legend on an overlay (default: the comparison's label, e.g. "GD δ = 0.5").
+        axes: the same as ``ax``.
 
     Returns:
         the Figure.  The error lines carry ``gid = "error:loss"``, ``"error:residual"``, ``"error:test"``,
         ``"estimate"``, ``"estimate:reference"`` (or ``"rtol:reference"``); a k-th overlaid run (k = 1, 2, ...)
         the same gids with ``"@k"`` appended.
     """
-    from matplotlib.figure import Figure
-
     from .compare import Comparison
 
     if not isinstance(comparison, Comparison):
@@ -707,12 +761,13 @@ def plot_comparison(comparison, axes=None, *, label: str | None = None):
     if label is not None and not isinstance(label, str):
         raise TypeError(f"label must be a string (the run's name in the legend) or None, got {describe(label)}")
     c = comparison
-    if axes is None:
-        fig, axes = _pyplot().subplots(1, 2, figsize=(11.0, 4.0))
-        new = True
-    else:
-        axes = _check_axes_list(axes.axes if isinstance(axes, Figure) else axes, 2)
-        fig, new = axes[0].figure, False
+    ax = _one_of(ax, axes, "plot_comparison")
+
+    def make(fig):
+        fig = _pyplot().figure(figsize=(11.0, 4.0)) if fig is None else fig
+        return fig, fig.subplots(1, 2)
+
+    fig, axes, new = _panel_axes(ax, 2, make, "axes" if ax is axes else "ax")
     a1, a2 = axes
     runs = getattr(a2, "_gflow_comparisons", [])  # the comparisons drawn into these axes before (an overlay)
     k = len(runs)
@@ -801,7 +856,7 @@ def plot_comparison(comparison, axes=None, *, label: str | None = None):
         entries = len(a.get_legend_handles_labels()[0])
         if entries:
             _legend(a, ncols=2 if entries > 8 else 1)
-    if new:
+    if new and not fig.get_layout_engine():
         fig.tight_layout()
     return fig
 
@@ -817,14 +872,15 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
     Args:
         sol: a :class:`gflow.Solution` or the path of a saved one.
         times: times in ``sol.feature_t`` (default: the first and the last kept time).
-        ax: the Axes to draw into (default: a new figure).
+        ax: where to draw (the module's rule): None for a new figure, the Figure of an earlier call, an empty
+            Figure, or an Axes.
         train_index: x_1 = training input ``train_index`` (``sol.H[k][:, train_index]``).
         test_index: x_2 = test input ``test_index`` (``sol.H_test[k][:, test_index]``); without test data,
             x_2 is the next training input instead.
 
     Returns:
-        the Axes, with one scatter collection per time (labelled "t = ..."), equal aspect, and the active
-        square I × I dashed over the points when the interval I is bounded.
+        the Figure; its Axes (``fig.axes[0]``) has one scatter collection per time (labelled "t = ..."),
+        equal aspect, and the active square I × I dashed over the points when the interval I is bounded.
     """
     sol = _solution(sol)
     ft = np.asarray(sol.feature_t, float)
@@ -903,7 +959,7 @@ def plot_feature_scatter(sol: "Solution | str | os.PathLike", times: Sequence[fl
     _legend(ax, markerscale=1.8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     if new:
         ax.figure.tight_layout()
-    return ax
+    return ax.figure
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -936,14 +992,15 @@ def plot_gram_spectrum(sol: "Solution | str | os.PathLike", ax=None, *, limit: b
 
     Args:
         sol: a :class:`gflow.Solution` or the path of a saved one.
-        ax: the Axes to draw into (default: a new figure).
+        ax: where to draw (the module's rule): None for a new figure, the Figure of an earlier call, an empty
+            Figure, or an Axes.
         limit: also draw the spectrum of :func:`gflow.theory.limit_gram` (EQUATIONS.md §11) when the run
             used a :class:`gflow.RandomFeatures` / :class:`gflow.DeepRandomFeatures` embedding.  For the
             identity embedding G = XXᵀ/d is deterministic (its own limit), so nothing is added.
 
     Returns:
-        the Axes: a line for G (gid ``"G"``) and, when drawn, one for Ḡ (gid ``"G_limit"``).
-        Eigenvalues ≤ 1e-13·λ_max (numerically zero) are not drawn; a note gives their number.
+        the Figure; its Axes (``fig.axes[0]``) has a line for G (gid ``"G"``) and, when drawn, one for Ḡ
+        (gid ``"G_limit"``).  Eigenvalues ≤ 1e-13·λ_max (numerically zero) are not drawn; a note gives their number.
     """
     sol = _solution(sol)
     limit = check_flag(limit, "limit")
@@ -990,14 +1047,14 @@ def plot_gram_spectrum(sol: "Solution | str | os.PathLike", ax=None, *, limit: b
                 bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.8", alpha=0.9))
     _style(ax)
     _legend(ax, loc="lower left")
-    return ax
+    return ax.figure
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 5. summary
 
 
-def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike | None" = None):
+def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike | None" = None, *, ax=None):
     r"""A 2×2 summary: loss vs bounds | feature scatter, Gram spectrum | the three theory quantities.
 
     Without kept features the top row is loss | Gram spectrum and the quantities span the bottom row.
@@ -1005,11 +1062,20 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
     Args:
         sol: a :class:`gflow.Solution` or the path of a saved one.
         path: if given, the figure is saved there (PNG or PDF by suffix, dpi 150).
+        ax: None for a new figure (14 × 10 inches, taller by the loss panel's legend), or an empty Figure of
+            yours to lay the panels out in, at its size (the module's rule; the summary lays out its own panels, so
+            it takes no Axes).
 
     Returns:
         the Figure.
     """
     sol = _solution(sol)
+    from matplotlib.figure import Figure
+
+    if ax is not None and not (isinstance(ax, Figure) and not ax.axes):
+        what = f"a Figure that holds {len(ax.axes)} Axes" if isinstance(ax, Figure) else describe(ax)
+        raise TypeError(f"ax must be None or an empty matplotlib Figure (the summary lays out its own panels), got "
+                        f"{what}")
     if path is not None:  # (checked before the figure is drawn: seconds)
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a file path (str or os.PathLike) or None, got {describe(path)}")
@@ -1017,9 +1083,8 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
         if path.suffix.lower() not in (".png", ".pdf"):
             raise ValueError(f"path must end in .png or .pdf, got {path.name!r}")
         check_output_path(path)  # (a folder not writable: drawn for a second, then PIL's bare FileNotFoundError)
-    plt = _pyplot()
     have_features = sol.H is not None and np.asarray(sol.feature_t).size >= 1
-    fig = plt.figure(figsize=(14.0, 10.0))
+    fig = _pyplot().figure(figsize=(14.0, 10.0)) if ax is None else ax
     if have_features:
         gs = fig.add_gridspec(2, 2, width_ratios=[1.3, 1.0], height_ratios=[1.0, 1.0])
         ax_loss = fig.add_subplot(gs[0, 0])
@@ -1036,8 +1101,8 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
         qs = [fig.add_subplot(sub[j]) for j in range(3)]
         ax_scatter = None
     plot_loss_bounds(sol, ax_loss, title="training loss against the certified bounds (EQUATIONS.md §9)")
-    # taller by the loss panel's legend (under its axes): the rows keep their heights
-    fig.set_size_inches(14.0, 10.0 + ax_loss.get_legend().get_window_extent(_renderer(fig)).height / fig.dpi)
+    if ax is None:  # taller by the loss panel's legend (under its axes): the rows keep their heights
+        fig.set_size_inches(14.0, 10.0 + ax_loss.get_legend().get_window_extent(_renderer(fig)).height / fig.dpi)
     if ax_scatter is not None:
         plot_feature_scatter(sol, ax=ax_scatter)
     plot_gram_spectrum(sol, ax_gram)
@@ -1053,7 +1118,8 @@ def plot_summary(sol: "Solution | str | os.PathLike", path: "str | os.PathLike |
         qs[2].set_ylabel(r"$\lambda(M_t)$", fontsize=FONT["label"])
         qs[0].set_title("theory quantities along the trajectory", fontsize=FONT["title"])
     fig.suptitle(run_description(sol), fontsize=FONT["suptitle"])
-    fig.tight_layout()
+    if not fig.get_layout_engine():
+        fig.tight_layout()
     _refresh_rooms(fig)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1078,16 +1144,16 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
         y: a time series (``"loss"``, ``"test_error"``, ``"eta"``, ...) or a per-run variable (``"wall_time"``,
             ``"n_f_evals"``, ``"final_loss"``).
         hue: a per-run coordinate whose values get one colour each (and a legend entry).
-        ax: the Axes to draw into (default: a new figure with constrained layout, so that its labels fit a
-            plain ``savefig``).
+        ax: where to draw (the module's rule): None for a new figure with constrained layout (so that its labels
+            fit a plain ``savefig``), the Figure of an earlier call, an empty Figure, or an Axes.
         include_failed: also draw runs whose status is not ``"success"`` (their partial trajectories).
         logy: log-scaled y axis (default: for loss-like variables whose drawn values span more than a decade).
         logx: log-scaled x axis (default: against a grid key whose values are positive and span a decade or more,
             such as widths 64 … 2048, whose small values crowded together on a linear axis; never against t).
 
     Returns:
-        the Axes.  Against an integer grid key (``"n"``, ``"width"``, ``"seed"``) the x ticks are integers (the
-        grid values themselves, up to 12 of them).
+        the Figure (its Axes: ``fig.axes[0]``).  Against an integer grid key (``"n"``, ``"width"``,
+        ``"seed"``) the x ticks are integers (the grid values themselves, up to 12 of them).
     """
     if isinstance(ds, (str, os.PathLike)):
         from .sweeps import open_sweep
@@ -1178,8 +1244,14 @@ def plot_sweep(ds, x: str = "t", y: str = "loss", hue: str | None = None, ax=Non
     _style(ax)
     if hue is not None:
         _legend(ax)
-    return ax
+    return ax.figure
 
 
 __all__ = ["plot_loss_bounds", "plot_quantities", "plot_feature_scatter", "plot_gram_spectrum",
            "plot_summary", "plot_comparison", "run_description", "plot_sweep", "BOUND_KEYS"]
+
+
+def __dir__() -> list[str]:
+    # (tab completion on gf.plotting listed its imports — json, np, Path, check_flag, describe, Solution, ... — among
+    # the plot functions; they stay importable, as any module's names)
+    return sorted([*__all__, "FONT"])

@@ -246,6 +246,38 @@ _KNOWN_ATTRS = {"gflow_format_version", "status", "message", "stats", "config", 
                 "weights_included", "D"}
 
 
+def _same(a: Any, b: Any) -> bool:
+    """``a`` equals ``b`` as :meth:`Solution.__eq__` compares its fields: arrays (and numbers) by value with NaN
+    equal to NaN, dictionaries and sequences entry by entry."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and \
+            all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
+            all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) or (is_real(a) and is_real(b)):
+        if a is None or b is None:
+            return False
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return False
+        try:
+            return bool(np.array_equal(x, y, equal_nan=True))
+        except TypeError:  # (object or string arrays: NaN is not looked for)
+            return bool(np.array_equal(x, y))
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def fields_equal(a: Any, b: Any) -> bool:
+    """Two dataclass results (:class:`Solution`, :class:`gflow.Comparison`, :class:`gflow.Certificate`) of one
+    type with every field equal as :func:`_same` compares them (NaN equal to NaN: a dataclass's own ``==`` said a
+    result with a NaN differed from its copy)."""
+    return a is b or (type(a) is type(b) and all(_same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__))
+
+
 @dataclass(frozen=True, eq=False)
 class Solution:
     r"""The result of :func:`gflow.simulate` or :func:`gflow.gradient_descent`.
@@ -336,6 +368,17 @@ class Solution:
     extra_attrs: dict = field(default_factory=dict)
 
     # ----------------------------------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        """The same run's results: every field equal — arrays by shape and value (NaN equal to NaN), the
+        dictionaries (``stats``, ``config``, ``theory``, ...) entry by entry.  A Solution pickled and loaded, or
+        copied, equals the original; one saved to netCDF and loaded back need not (the file's types differ)."""
+        if not isinstance(other, Solution):
+            return NotImplemented
+        return fields_equal(self, other)
+
+    #: a Solution holds numpy arrays, which can change in place: it is not hashable (as numpy arrays are not)
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def ok(self) -> bool:
@@ -492,6 +535,10 @@ class Solution:
                 lines.append(f"  {phase} to t1 (no hand-over)" if self.ok else
                              f"  {phase} until it stopped at t = {float(self.t[-1]):.6g} (no hand-over)")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        # (print(sol) showed the one-line repr, where print(cert) and print(cmp) show their reports)
+        return self.summary()
 
     def __repr__(self) -> str:
         return (f"Solution(kind={self.kind!r}, status={self.status!r}, T={len(self.t)}, t1={self.t[-1]:.6g}, "

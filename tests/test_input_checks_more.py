@@ -243,7 +243,7 @@ def test_plot_loss_bounds_takes_one_name_as_a_list(sol):
     matplotlib.use("Agg")
     with pytest.raises(ValueError, match=r"unknown bound\(s\) \['foo'\]"):
         gf.plotting.plot_loss_bounds(sol, bounds="foo")
-    ax = gf.plotting.plot_loss_bounds(sol, bounds="T3")
+    ax = gf.plotting.plot_loss_bounds(sol, bounds="T3").axes[0]
     import matplotlib.pyplot as plt
 
     plt.close(ax.figure)

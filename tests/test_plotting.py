@@ -85,7 +85,7 @@ def _check_bounds_above_loss(ax, sol):
 
 
 def test_loss_bounds_flow(flow):
-    ax = P.plot_loss_bounds(flow)
+    ax = P.plot_loss_bounds(flow).axes[0]
     cert = certify(flow)
     applicable = [k for k in P.BOUND_KEYS if cert.check(k).applicable]
     assert "T3" in applicable
@@ -126,11 +126,11 @@ def test_loss_bounds_flow(flow):
 def test_loss_bounds_selection_and_no_test(flow):
     fig, ax = plt.subplots()
     out = P.plot_loss_bounds(flow, ax, bounds=("T4",), test=None, title=False)
-    assert out is ax
+    assert out is fig  # (every plot function returns the Figure it drew into)
     assert sorted(_bound_lines(ax)) == ["T4"]
     assert not any(ln.get_gid() == "test" for ln in ax.get_lines())
     assert ax.get_title() == ""
-    ax2 = P.plot_loss_bounds(flow, bounds=(), test="loss")
+    ax2 = P.plot_loss_bounds(flow, bounds=(), test="loss").axes[0]
     assert _bound_lines(ax2) == {}
     np.testing.assert_array_equal([ln for ln in ax2.get_lines() if ln.get_gid() == "test"][0].get_ydata(),
                                   flow.test_loss)
@@ -141,8 +141,9 @@ def test_loss_bounds_selection_and_no_test(flow):
 def test_loss_bounds_overlay(flow, gd, p3l):
     """Runs drawn on one Axes: each its own loss colour and bounds' dash pattern, named by what tells them apart
     (or their label), the title what they share, the ranges covering all."""
-    ax = P.plot_loss_bounds(flow)
-    assert P.plot_loss_bounds(gd, ax=ax) is ax
+    fig = P.plot_loss_bounds(flow)
+    assert P.plot_loss_bounds(gd, ax=fig) is fig  # (the Figure of an earlier call: its one Axes)
+    ax = fig.axes[0]
     lines = {ln.get_gid(): ln for ln in ax.get_lines()}
     assert lines["loss"].get_color() == "black" and lines["loss@1"].get_color() == "tab:brown"
     np.testing.assert_array_equal(lines["loss@1"].get_ydata(), gd.loss)
@@ -167,22 +168,22 @@ def test_loss_bounds_overlay(flow, gd, p3l):
     assert {ln.get_gid() for ln in ax.get_lines()} >= {"loss@2", "test@2"}
     assert ax.get_title() == "m = 64, n = 6, scaling 'ours'"
     # the same run twice: numbered; one run with a label: every entry prefixed
-    ax = P.plot_loss_bounds(flow)
+    ax = P.plot_loss_bounds(flow).axes[0]
     P.plot_loss_bounds(flow, ax=ax)
     assert sum(t.startswith(("run 1: ", "run 2: ")) for t in _legend_texts(ax)) >= 4
-    ax = P.plot_loss_bounds(flow, label="ours")
+    ax = P.plot_loss_bounds(flow, label="ours").axes[0]
     assert all(t.startswith("ours: ") for t in _legend_texts(ax))
     with pytest.raises(TypeError, match="label must be a string"):
         P.plot_loss_bounds(flow, label=3)
 
 
 def test_loss_bounds_p3l_and_gd(p3l, gd):
-    ax = P.plot_loss_bounds(p3l)
+    ax = P.plot_loss_bounds(p3l).axes[0]
     lines = _check_bounds_above_loss(ax, p3l)
     assert all(certify(p3l).check(k).held for k in lines)  # to t = 20 every drawn bound holds
     assert "T3" in lines and "T6" not in lines  # ReLU: inf|σ'| = 0, so the PL bound does not apply
     assert "relu" in ax.get_title() and "rk4" in ax.get_title() and "P-3L" in ax.get_title()
-    ax = P.plot_loss_bounds(gd)
+    ax = P.plot_loss_bounds(gd).axes[0]
     assert ax.get_xlabel() == "t = k·δ (GD steps × δ)"
     assert "GD" in ax.get_title()
     np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), gd.loss)
@@ -219,7 +220,7 @@ def test_quantities(flow, gd):
 
 
 def test_feature_scatter(flow, gd):
-    ax = P.plot_feature_scatter(flow)
+    ax = P.plot_feature_scatter(flow).axes[0]
     assert len(ax.collections) == len(flow.feature_t) == 2
     np.testing.assert_allclose(ax.collections[0].get_offsets(), np.c_[flow.H[0][:, 0], flow.H_test[0][:, 0]])
     np.testing.assert_allclose(ax.collections[1].get_offsets(),
@@ -230,11 +231,11 @@ def test_feature_scatter(flow, gd):
     assert ax.get_aspect() == 1.0
     c0, c1 = (tuple(c.get_facecolor()[0]) for c in ax.collections)
     assert c0 != c1
-    ax = P.plot_feature_scatter(flow, times=[20.0], train_index=2, test_index=3)
+    ax = P.plot_feature_scatter(flow, times=[20.0], train_index=2, test_index=3).axes[0]
     assert len(ax.collections) == 1
     np.testing.assert_allclose(ax.collections[0].get_offsets(),
                                np.c_[flow.H[-1][:, 2], flow.H_test[-1][:, 3]])
-    ax = P.plot_feature_scatter(gd)  # no test data: x_2 is the next training input
+    ax = P.plot_feature_scatter(gd).axes[0]  # no test data: x_2 is the next training input
     np.testing.assert_allclose(ax.collections[0].get_offsets(), np.c_[gd.H[0][:, 0], gd.H[0][:, 1]])
     assert "training input #1" in ax.get_ylabel()
     with pytest.raises(ValueError, match="not kept"):
@@ -245,12 +246,12 @@ def test_feature_scatter(flow, gd):
     with pytest.raises(ValueError, match="test_index=3 needs test data"):
         P.plot_feature_scatter(gd, test_index=3)
     H = np.full_like(gd.H, np.nan)
-    ax = P.plot_feature_scatter(dataclasses.replace(gd, H=H))
+    ax = P.plot_feature_scatter(dataclasses.replace(gd, H=H)).axes[0]
     assert any("no finite features" in t.get_text() for t in ax.texts)
 
 
 def test_gram_spectrum(flow, p3l):
-    ax = P.plot_gram_spectrum(p3l)
+    ax = P.plot_gram_spectrum(p3l).axes[0]
     gids = [ln.get_gid() for ln in ax.get_lines()]
     assert gids == ["G", "G_limit"]
     ev = np.sort(np.linalg.eigvalsh(p3l.G))[::-1]
@@ -261,9 +262,9 @@ def test_gram_spectrum(flow, p3l):
     assert ax.get_ylabel() == r"eigenvalue $\lambda_k$"  # rendered "eigenvalue λ_k"
     assert ax.get_yscale() == "log"
     assert any("limit" in t for t in _legend_texts(ax))
-    ax = P.plot_gram_spectrum(p3l, limit=False)
+    ax = P.plot_gram_spectrum(p3l, limit=False).axes[0]
     assert [ln.get_gid() for ln in ax.get_lines()] == ["G"]
-    ax = P.plot_gram_spectrum(flow)  # identity embedding: G = XXᵀ/d is its own limit
+    ax = P.plot_gram_spectrum(flow).axes[0]  # identity embedding: G = XXᵀ/d is its own limit
     assert [ln.get_gid() for ln in ax.get_lines()] == ["G"]
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), np.sort(np.linalg.eigvalsh(flow.G))[::-1])
 
@@ -289,12 +290,12 @@ def test_summary_without_features(gd, tmp_path):
 
 
 def test_from_saved_file(flow, saved, tmp_path):
-    ax = P.plot_loss_bounds(str(saved))
+    ax = P.plot_loss_bounds(str(saved)).axes[0]
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), flow.loss)
-    assert sorted(_bound_lines(ax)) == sorted(_bound_lines(P.plot_loss_bounds(flow)))
+    assert sorted(_bound_lines(ax)) == sorted(_bound_lines(P.plot_loss_bounds(flow).axes[0]))
     assert len(P.plot_quantities(saved).axes) == 3
-    assert len(P.plot_feature_scatter(saved).collections) == 2
-    assert P.plot_gram_spectrum(saved).get_lines()
+    assert len(P.plot_feature_scatter(saved).axes[0].collections) == 2
+    assert P.plot_gram_spectrum(saved).axes[0].get_lines()
     fig = P.plot_summary(saved, tmp_path / "from_file.png")
     assert (tmp_path / "from_file.png").stat().st_size > 20_000
     with pytest.raises(FileNotFoundError):
@@ -329,7 +330,7 @@ def _assert_no_curve_under_the_legend(ax, renderer):
 def test_the_loss_axis_does_not_reach_far_below_the_data(flow):
     # the axis used to go down until the loss's minimum cleared a legend inside the axes (15 empty decades on the
     # demo run, then 18); the legend now sits under the axes, and the y-range is the data's
-    ax = P.plot_loss_bounds(flow, test=None)  # (the test error starts below the loss here)
+    ax = P.plot_loss_bounds(flow, test=None).axes[0]  # (the test error starts below the loss here)
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -345,7 +346,7 @@ def test_the_no_bounds_span_is_a_legend_entry_not_a_note_over_the_curves(flow):
     sol = dataclasses.replace(flow, config=config)
     t_end = certify(sol).window[1]
     assert t_end < sol.t[-1]
-    ax = P.plot_loss_bounds(sol)
+    ax = P.plot_loss_bounds(sol).axes[0]
     assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
     # (shortened from "grey: loss below the certificate's floor, beyond what the run's atol or float64 vouches for:
     # no bounds", the widest entry, which ran past the demo figure's right edge)
@@ -357,19 +358,19 @@ def test_a_loss_that_turns_nan_is_not_called_below_the_tolerance(flow):
     # (an audit: the grey span after a NaN tail read "loss below what the run's tolerance resolves")
     L = flow.loss.copy()
     L[len(L) // 2:] = np.nan
-    ax = P.plot_loss_bounds(dataclasses.replace(flow, loss=L, status="nonfinite"))
+    ax = P.plot_loss_bounds(dataclasses.replace(flow, loss=L, status="nonfinite")).axes[0]
     assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
     assert "grey: no bounds (loss not finite: NaN or inf)" in _legend_texts(ax)
 
 
 def test_bounds_of_a_kinked_activation_are_marked_information_as_the_certificate_does(p3l, flow):
     cert = certify(p3l)
-    ax = P.plot_loss_bounds(p3l)
+    ax = P.plot_loss_bounds(p3l).axes[0]
     texts = [t for t in _legend_texts(ax) if t[:2] in ("T3", "T4", "T5", "T6") or t.startswith("T10")]
     assert texts and all(t.endswith("information") for t in texts)
     assert all(not cert.check(k).counts for k in _bound_lines(ax))
     assert "σ has a kink" in ax.get_legend().get_title().get_text()
-    ax = P.plot_loss_bounds(flow)  # smooth σ: the bounds count
+    ax = P.plot_loss_bounds(flow).axes[0]  # smooth σ: the bounds count
     assert not any("information" in t for t in _legend_texts(ax))
     assert "kink" not in ax.get_legend().get_title().get_text()
 
@@ -382,7 +383,7 @@ def test_a_run_with_one_saved_time_plots_without_matplotlib_warnings():
     assert sol.t.size == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        figs = [gf.plotting.plot_loss_bounds(sol).figure, gf.plotting.plot_summary(sol)]
+        figs = [gf.plotting.plot_loss_bounds(sol), gf.plotting.plot_summary(sol)]
     for fig in figs:
         plt.close(fig)
 
@@ -406,7 +407,7 @@ def test_vacuous_bounds_are_named_in_the_legend_and_not_drawn_as_lines(case):
         assert check.vacuous and check.tightness is None and "vacuous" in check.detail
         assert "slack" not in str(check)
     assert not cert.check("T3").vacuous
-    ax = P.plot_loss_bounds(sol)
+    ax = P.plot_loss_bounds(sol).axes[0]
     assert {"T4", "T5"}.isdisjoint(_bound_lines(ax)) and "T3" in _bound_lines(ax)
     named = {ln.get_gid(): ln.get_label() for ln in ax.get_lines() if str(ln.get_gid()).startswith("vacuous:")}
     assert set(named) == {"vacuous:T4", "vacuous:T5"} and all("vacuous" in v and "rate" not in v
@@ -424,7 +425,7 @@ def test_a_singular_kernel_m_names_t3_vacuous_in_the_legend_instead_of_a_roundin
     sol = gf.simulate(gf.Network(d=5, width=12, activation="linear", c_hat=1.3, seed=2), X, y, t1=4.0,
                       method="dop853", rtol=1e-12, atol=1e-13)
     sol = dataclasses.replace(sol, int_lam_min_M=4e-17 * sol.t)  # the rounding's sign fixed: positive
-    ax = P.plot_loss_bounds(sol)
+    ax = P.plot_loss_bounds(sol).axes[0]
     assert "T3" not in _bound_lines(ax)
     named = {ln.get_gid(): ln.get_label() for ln in ax.get_lines() if str(ln.get_gid()).startswith("vacuous:")}
     assert "λ_min(M) ≈ 0" in named["vacuous:T3"] and "rate" not in named["vacuous:T3"]
@@ -439,7 +440,7 @@ def test_a_zero_loss_run_says_so_instead_of_an_empty_log_axis_with_one_point_bou
     f0 = gf.simulate(net, X, y, t1=0.1, rtol=1e-10, atol=1e-12).output[0]
     sol = gf.simulate(net, X, np.asarray(f0), t1=1.0, rtol=1e-10, atol=1e-12)
     assert sol.loss[0] == 0.0 and sol.loss.max() < 1e-30  # (rounding after t = 0)
-    ax = P.plot_loss_bounds(sol)
+    ax = P.plot_loss_bounds(sol).axes[0]
     assert not _bound_lines(ax) and not [p for p in ax.patches if p.get_gid() == "no-bounds"]
     assert any("exact fit" in t.get_text() for t in ax.texts)
     plt.close(ax.figure)
@@ -462,7 +463,7 @@ def test_plot_arguments_are_checked_by_name():
         P.plot_sweep(ds, logy="no")
     with pytest.raises(TypeError, match=r"include_failed"):
         P.plot_sweep(ds, include_failed="yes")
-    ax = P.plot_sweep(ds)
+    ax = P.plot_sweep(ds).axes[0]
     assert ax.get_xlabel() == "t = k·δ (GD steps × δ)"
     plt.close(ax.figure)
 
@@ -476,16 +477,16 @@ def test_plot_sweep_draws_a_geometric_width_grid_on_a_log_axis_with_the_widths_a
     ds = xr.Dataset({"final_loss": (("run",), np.linspace(1.0, 2.0, widths.size))},
                     coords={"width": (("run",), widths), "seed": (("run",), np.tile([0, 1], 6)),
                             "status": (("run",), np.array(["success"] * widths.size))})
-    ax = P.plot_sweep(ds, x="width", y="final_loss")
+    ax = P.plot_sweep(ds, x="width", y="final_loss").axes[0]
     assert ax.get_xscale() == "log"
     assert list(ax.get_xticks()) == [64, 128, 256, 512, 1024, 2048]
     ax.figure.canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["64", "128", "256", "512", "1024", "2048"]
     assert isinstance(ax.xaxis.get_minor_formatter(), NullFormatter)
-    assert P.plot_sweep(ds, x="width", y="final_loss", logx=False).get_xscale() == "linear"
+    assert P.plot_sweep(ds, x="width", y="final_loss", logx=False).axes[0].get_xscale() == "linear"
     near = ds.isel(run=widths <= 512)  # (within a decade: linear, as before)
-    assert P.plot_sweep(near, x="width", y="final_loss").get_xscale() == "linear"
-    assert P.plot_sweep(near, x="width", y="final_loss", logx=True).get_xscale() == "log"
+    assert P.plot_sweep(near, x="width", y="final_loss").axes[0].get_xscale() == "linear"
+    assert P.plot_sweep(near, x="width", y="final_loss", logx=True).axes[0].get_xscale() == "log"
     with pytest.raises(TypeError, match=r"^logx must be None, True or False, got str"):
         P.plot_sweep(ds, x="width", y="final_loss", logx="yes")
     with pytest.raises(ValueError, match=r"logx=True needs positive values of x='seed', got \[0, 1\]"):
@@ -517,7 +518,7 @@ def test_the_loss_legend_lies_within_the_figure_and_off_the_curves(fast, flow, h
     if how == "summary":
         ax = P.plot_summary(fast).axes[0]
     else:
-        ax = P.plot_loss_bounds(fast)
+        ax = P.plot_loss_bounds(fast).axes[0]
         if how == "overlay":
             P.plot_loss_bounds(flow, ax=ax)
     assert [p.get_gid() for p in ax.patches] == ["no-bounds"]
@@ -552,7 +553,7 @@ def _visible_fraction(below, above):
 @pytest.mark.parametrize("overlay", [False, True])
 def test_coinciding_bounds_stay_visible(flow, gd, overlay):
     # (an audit: all bounds were dashed (5, 2) in phase, so T4 vanished under T5 where they coincided, near L_0)
-    ax = P.plot_loss_bounds(flow)
+    ax = P.plot_loss_bounds(flow).axes[0]
     if overlay:
         P.plot_loss_bounds(gd, ax=ax)
     suffix = "@1" if overlay else ""
@@ -569,6 +570,6 @@ def test_coinciding_bounds_stay_visible(flow, gd, overlay):
 
 def test_the_active_square_is_drawn_over_the_scatter(flow):
     # (an audit: the dotted I × I box, listed in the legend, had zorder 2 under the points' 3, 4, ...)
-    ax = P.plot_feature_scatter(flow)
+    ax = P.plot_feature_scatter(flow).axes[0]
     (box,) = [p for p in ax.patches if p.get_label().startswith("I × I")]
     assert box.get_zorder() > max(c.get_zorder() for c in ax.collections)

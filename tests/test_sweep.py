@@ -503,11 +503,12 @@ def test_runs_come_back_as_solutions_and_sweeps_plot(serial):
     np.testing.assert_array_equal(sol.loss, serial.loss.values[3, : len(sol.t)])
     assert json.loads(sol.extra_attrs["sweep_point"]) == {"data.n": int(serial.n[3]),
                                                           "network.scaling": str(serial.scaling.values[3])}
-    ax = gf.plotting.plot_loss_bounds(sol)
+    ax = gf.plotting.plot_loss_bounds(sol).axes[0]
     assert ax.get_yscale() == "log"
-    ax = gf.plotting.plot_sweep(serial, x="n", y="loss", hue="scaling")
+    ax = gf.plotting.plot_sweep(serial, x="n", y="loss", hue="scaling").axes[0]
     assert len(ax.get_legend().get_texts()) == 2
-    ax = gf.plotting.plot_sweep(serial.isel(run=serial.scaling.values == "ours"), x="t", y="loss", hue="seed")
+    ax = gf.plotting.plot_sweep(serial.isel(run=serial.scaling.values == "ours"), x="t", y="loss",
+                                hue="seed").axes[0]
     assert len(ax.lines) == 4
     with pytest.raises(ValueError, match="per-run coordinate"):
         gf.plotting.plot_sweep(serial, x="nonsense")
@@ -521,7 +522,7 @@ def test_final_value_plots_fit_a_plain_savefig_with_integer_ticks_for_integer_ke
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ax = gf.plotting.plot_sweep(serial, x="n", y="test_error", hue="scaling")
+    ax = gf.plotting.plot_sweep(serial, x="n", y="test_error", hue="scaling").axes[0]
     fig = ax.figure
     fig.savefig(tmp_path / "s.png")  # a plain savefig, no bbox_inches="tight"
     renderer = fig.canvas.get_renderer()
@@ -1312,7 +1313,7 @@ def test_a_grid_over_error_estimate_is_the_coordinate_solver_error_estimate_besi
     assert json.loads(ds.attrs["grid_coords"]) == {"solver_error_estimate": "solver.error_estimate"}
     assert gf.open_sweep(store, consolidated=False).solver_error_estimate.values.tolist() == [False, True]
     assert gf.run_solution(ds, 1).error_estimate is not None
-    ax = gf.plotting.plot_sweep(ds, x="solver_error_estimate", y="loss")
+    ax = gf.plotting.plot_sweep(ds, x="solver_error_estimate", y="loss").axes[0]
     assert len(ax.get_lines()) == 2
     with pytest.raises(ValueError, match="x='error_estimate' is not a per-run coordinate.*'solver_error_estimate'"):
         gf.plotting.plot_sweep(ds, x="error_estimate", y="loss")

@@ -290,6 +290,29 @@ class Activation:
         use_sigma(s)
         return ds
 
+    # A built-in activation is identified by its name and parameters: each construction makes new σ′ functions
+    # (tanh's lambda, leaky ReLU's closures), so field-wise equality said get_activation("tanh") differed from
+    # itself, and pickle could not store them (a Network did not pickle); a file rebuilds them by name, and so do
+    # pickle and copy.  A user's activation keeps the field-wise equality of its functions and constants.
+    def _identity(self) -> tuple:
+        if self.builtin:
+            return ("builtin", self.name, self.params)
+        return ("custom", self.name, self.sigma, self.dsigma, self.lipschitz, self.interval, self.K, self.params,
+                self.smooth)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Activation):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __reduce_ex__(self, protocol):
+        if self.builtin:
+            return (get_activation, (self.spec(),))
+        return super().__reduce_ex__(protocol)
+
     def spec(self) -> dict:
         """A JSON-able description; :func:`get_activation` rebuilds built-ins from it, and refuses one marked
         ``custom`` (a user's activation, whatever its name: it cannot be rebuilt from a file)."""

@@ -363,12 +363,48 @@ class Network:
                              "embedding again, e.g. embedding=gf.RandomFeatures(D=..., activation=..., seed=...)")
         return cls(**spec, c=c, W0=W0)
 
+    # Two networks are equal when they are the same model and initialisation: the same d, width, σ, Φ, scaling,
+    # ĉ, seed, dtype and device and the same c and W0 bit for bit (before: identity, so a network built twice
+    # from the same arguments, or pickled and loaded, differed from itself).  Hashing takes the settings only.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Network):
+            return NotImplemented
+        if self is other:
+            return True
+        same = (self.d == other.d and self.width == other.width and self.c_hat == other.c_hat
+                and self.seed == other.seed and self.dtype == other.dtype
+                and torch.device(self.device) == torch.device(other.device)
+                and self._explicit == other._explicit and self.activation == other.activation
+                and self.embedding == other.embedding and self.scaling == other.scaling)
+        return bool(same and torch.equal(self.c, other.c) and torch.equal(self.W0, other.W0))
+
+    def __hash__(self) -> int:
+        return hash((self.d, self.width, self.activation.name, self.scaling.name, self.c_hat, self.seed, self.dtype))
+
+    def __reduce_ex__(self, protocol):
+        # rebuilt from its arguments, as :meth:`to` does: a seed's draw is made again (on the CPU, the same on every
+        # machine), explicit c and W0 are carried; a built-in σ, whose functions are closures, travels by its name
+        explicit = self._explicit
+        args = dict(d=self.d, width=self.width, activation=self.activation, embedding=self.embedding,
+                    scaling=self.scaling, c_hat=self.c_hat, seed=self.seed,
+                    c=self.c.detach().cpu().to(torch.float64).numpy() if explicit else None,
+                    W0=self.W0.detach().cpu().to(torch.float64).numpy() if explicit else None,
+                    dtype=self.dtype, device=str(self.device))
+        return (_network_from_args, (args, explicit))
+
     def __repr__(self) -> str:
         return (
             f"Network(d={self.d}, width={self.width}, D={self.D}, activation={self.activation.name!r}, "
             f"embedding={self.embedding.spec()['kind']!r}, scaling={self.scaling.name!r}, c_hat={self.c_hat}, "
             f"seed={self.seed}, dtype={self.dtype}, device={str(self.device)!r})"
         )
+
+
+def _network_from_args(args: dict, explicit: bool) -> Network:
+    """A pickled :class:`Network` again (its ``__reduce_ex__``)."""
+    net = Network(**args)
+    object.__setattr__(net, "_explicit", explicit)
+    return net
 
 
 def _without_custom(spec: dict) -> dict:

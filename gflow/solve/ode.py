@@ -92,10 +92,17 @@ def default_saveat(t1: float, step: float | None = None) -> np.ndarray:
     With a fixed ``step`` h its times are moved to multiples of h (and t1): a fixed-step grid lands on every output
     time, so output times closer than h would set the steps instead of h (to t1 = 5 every step h ≥ 0.021 ran at
     ≈ 0.021: ``method="euler", step=0.5`` was not GD(0.5), and the h, h/2, h/4 solves of ``error_estimate`` were
-    identical, reporting an error ≤ 0)."""
+    identical, reporting an error ≤ 0).
+
+    Raises:
+        TypeError, ValueError: ``t1`` or ``step`` not a number > 0 (a negative or NaN t1 gave the grid [t1], a
+            negative step was ignored, and ``gf.extend(..., step="a")`` failed on a bare comparison)."""
+    t1 = check_positive_float(t1, arg("t1"))
+    if step is not None:
+        step = check_positive_float(step, arg("step"))
     lo = 1e-4 * t1  # (0 for a subnormal t1: no geometric part then)
     times = np.concatenate([[0.0], np.linspace(0.0, t1, 201), np.geomspace(lo, t1, 41) if lo > 0 else []])
-    if step is not None and step > 0:
+    if step is not None:
         times = np.unique(np.minimum(np.round(times / step) * step, t1))
     return _merge_close(times, t1)
 
@@ -800,6 +807,8 @@ def _resolve_auto(net, X, y, t1, saveat, rtol, step, space) -> tuple[str, str]:
     from .expint import auto_method
 
     if step is not None:
+        if not is_real(step):  # (a type error first, as for any method)
+            raise TypeError(f"{arg('step')} must be a real number (a fixed-step method's step), got {describe(step)}")
         raise ValueError(f"step={step} was given with method='auto', which picks an adaptive method; give a "
                          "fixed-step method (e.g. method='rk4') with step, or drop step")
     if not net.activation.smooth:
@@ -872,6 +881,8 @@ def check_solver_args(net: Network, method, rtol, atol, step, max_steps, max_wal
             )
         step = check_positive_float(step, arg("step"))
     elif step is not None:
+        if not is_real(step):  # (a type error first, as gf.gradient_descent and gf.simulate_nonsmooth raise it)
+            raise TypeError(f"{arg('step')} must be a real number (a fixed-step method's step), got {describe(step)}")
         raise ValueError(
             f"{arg_eq('step', step)} was given but method {method!r} is adaptive and chooses its own steps; control it "
             f"with {arg('rtol')}/{arg('atol')}, or use a fixed-step method "

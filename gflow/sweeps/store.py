@@ -709,7 +709,13 @@ def run_solution(source: Any, run: "int | str"):
     """
     from ..solution import Solution
 
-    store = Path(source.attrs["store"]) if hasattr(source, "attrs") else Path(source)
+    if hasattr(source, "attrs") and "store" in getattr(source, "attrs", {}):
+        store = Path(source.attrs["store"])
+    elif isinstance(source, (str, os.PathLike)):
+        store = Path(source)
+    else:  # (an int reached Path(): "expected str, bytes or os.PathLike object, not int", naming no argument)
+        raise TypeError(f"source must be a sweep's store folder or the dataset of gf.open_sweep, got "
+                        f"{describe(source)}")
     manifest = read_manifest(store)
     runs = manifest["runs"]
     if isinstance(run, str):
@@ -722,7 +728,7 @@ def run_solution(source: Any, run: "int | str"):
             raise ValueError(f"run must be in [0, {len(runs)}) for the sweep in {store}, got {run}")
         run_id = runs[int(run)]["run_id"]
     else:
-        raise TypeError(f"run must be a run index (int) or a run_id (str), got {type(run).__name__}")
+        raise TypeError(f"run must be a run index (int) or a run_id (str), got {describe(run)}")
     fmt = manifest.get("format", "netcdf")
     path = run_file(store, run_id, fmt)
     if not path.exists():

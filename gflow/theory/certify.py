@@ -22,7 +22,7 @@ import numpy as np
 
 from .._validate import check_positive_float, describe
 from ..model.scaling import get_scaling
-from ..solution import Solution
+from ..solution import Solution, fields_equal
 from ..solve import _record
 from . import bounds as B
 
@@ -63,6 +63,14 @@ class Check:
         if self.guaranteed_rate and self.empirical_rate is not None and self.guaranteed_rate > 0 and not self.vacuous:
             return self.empirical_rate / self.guaranteed_rate
         return None
+
+    # (NaN-aware: the dataclass's == compared worst_margin = NaN, the default, unequal to itself, so a check —
+    # and a certificate — differed from its own copy or pickle)
+    def __eq__(self, other: object) -> bool:
+        return fields_equal(self, other) if isinstance(other, Check) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.name, self.applicable, self.held, self.counts, self.detail))
 
     def __str__(self) -> str:
         mark = "–" if not self.applicable or self.held is None else ("✓" if self.held else "✗")
@@ -118,6 +126,20 @@ class Certificate:
             if c.key == key:
                 return c
         raise KeyError(f"no check {key!r}; have {[c.key for c in self.checks]}")
+
+    def __eq__(self, other: object) -> bool:
+        return fields_equal(self, other) if isinstance(other, Certificate) else NotImplemented
+
+    def __hash__(self) -> int:  # (the dataclass's hash failed on the dict field: "unhashable type: 'dict'")
+        return hash((self.kind, self.status, self.checks))
+
+    def __repr__(self) -> str:
+        # (one line, as Solution's and Comparison's: the dataclass repr spelled out every Check, 4 000 characters
+        # at a prompt; print(cert) gives the report)
+        verdict = "OK" if self.ok else "VIOLATED" if self.violations else "NOT CERTIFIED"
+        rate = "" if self.empirical_rate is None else f", fitted rate {self.empirical_rate:.4g}"
+        return (f"Certificate(kind={self.kind!r}, {verdict}, status={self.status!r}, {len(self.checks)} checks, "
+                f"{len(self.violations)} violation(s){rate})")
 
     def __str__(self) -> str:
         verdict = "OK" if self.ok else "VIOLATED" if self.violations else "NOT CERTIFIED"
