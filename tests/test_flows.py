@@ -677,3 +677,25 @@ def test_torchdiffeq_holds_one_chunk_of_output_states_at_a_time_and_chunks_by_me
     assert max(rows) == 3 and len(rows) == 100 and alive == [0] * 100
     for a, b in zip(first, capped):
         assert b.ok and np.abs(b.loss / a.loss - 1).max() < 1e-6
+
+
+@pytest.mark.parametrize("activation,method", [("linear", "dop853"), ("linear", "dopri5"), ("linear", "exprk4"),
+                                               ("linear", "dop853+exprk4"), ("relu", "filippov")])
+def test_a_flow_on_a_fast_time_scale_is_the_same_flow_in_scaled_time(activation, method):
+    # X × s, y × s scale G by s², so (homogeneous σ: linear, ReLU) the flow to t1 = 1/s² is the flow of X, y to t = 1
+    # in time t·s² with the loss × s².  The step thresholds took 1e-12 as the smallest meaningful step whatever t1:
+    # at s = 1e6 exprk4, dopri5 and filippov stopped at t = 0 ("step_size_collapse"), filippov with the default
+    # output grid after a short step onto an output time (dop853 and the switching method: regression guards)
+    rng = np.random.default_rng(0)
+    X, y, s = rng.standard_normal((5, 4)), rng.standard_normal(5), 1e6
+    net = gf.Network(4, 16, activation=activation, seed=0)
+    saveat = np.linspace(0.0, 1.0, 9)[1:]
+    ref = gf.simulate(net, X, y, saveat=saveat, method=method, rtol=1e-9)
+    for grid in (saveat / s**2, None):  # (None: the default output grid)
+        fast = gf.simulate(net, X * s, y * s, t1=1.0 / s**2, saveat=grid, method=method, rtol=1e-9)
+        assert fast.status == "success", fast.message
+        if grid is not None:
+            np.testing.assert_allclose(fast.t * s**2, ref.t, rtol=1e-14)
+            np.testing.assert_allclose(fast.loss / s**2, ref.loss, rtol=1e-7)
+        else:
+            np.testing.assert_allclose(fast.loss[-1] / s**2, ref.loss[-1], rtol=1e-7)

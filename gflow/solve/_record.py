@@ -838,7 +838,7 @@ class Monitor:
       * ``max_steps`` — more than ``max_steps`` step attempts;
       * ``stalled`` — the recent step sizes project far more than ``max_steps`` steps to reach t1 (the
         ReLU kink makes adaptive solvers collapse their step, EQUATIONS.md §4 "Non-smooth σ");
-      * ``step_size_collapse`` — a step below 1e-12·max(1, |t|);
+      * ``step_size_collapse`` — a step below 1e-12·max(u, |t|), u = min(1, t1) the time unit;
       * ``time_budget`` — ``max_wall_time`` seconds elapsed;
       * ``nonfinite`` — a non-finite derivative;
       * ``interrupted`` — Ctrl-C (SIGINT) under :func:`stop_on_sigint`.
@@ -849,6 +849,10 @@ class Monitor:
                  tolerances: bool | None = None, stall_after: int = 200, dtype: torch.dtype | None = None,
                  method: str | None = None, stall: bool | None = None):
         self.t1 = t1
+        #: the time unit of the thresholds on step sizes (a collapse is a step below 1e-12·max(u, |t|)): 1, or t1 on
+        #: a shorter horizon — a flow on a fast time scale (X × 1e6, t1 = 1e-12: the flow of X to t = 1) takes steps
+        #: far below 1e-12 that are no collapse (exprk4, dopri5 and filippov stopped at t = 0 there)
+        self.time_unit = min(1.0, t1) if t1 > 0 else 1.0
         #: the method that runs (a stalled run's hint does not advise it again)
         self.method = method
         #: the run's dtype: a non-finite state advises float64 only where the run is in a lower precision
@@ -1008,7 +1012,7 @@ class Monitor:
             self.n_rejected += 1
         self._check_max_steps()
         if self.adaptive:
-            tiny = 1e-12 * max(1.0, abs(t0))
+            tiny = 1e-12 * max(self.time_unit, abs(t0))
             if dt < tiny and not (accepted and abs(t0 + dt - self.landing_time) <= tiny):
                 # (a tiny step that lands exactly on an output time is rounding, not a collapse)
                 self.raise_collapse(dt, t0)

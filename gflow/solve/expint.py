@@ -927,7 +927,7 @@ def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
         p.t = float(t_next)
         monitor.partial = (p.t, flow.join(p.H, p.A, p.q))
         monitor.on_step(p.t - tau, tau, True)
-        if k < len(grid) and abs(grid[k] - p.t) <= 1e-12 * max(1.0, p.t):
+        if k < len(grid) and abs(grid[k] - p.t) <= 1e-12 * max(monitor.time_unit, p.t):
             _record(flow, recorder, float(grid[k]), p.H, p.A, p.q)
             k += 1
 
@@ -935,7 +935,7 @@ def _run_fixed(flow, p, grid, step, recorder, monitor, extra):
 def _reject_nonfinite(monitor: Monitor, t: float, tau: float, count: int, exc: _NonFinite | None = None,
                       net=None) -> float:
     """A trial step met a non-finite value (``exc``): retry with a 10× smaller step, or stop with status nonfinite."""
-    if count >= _MAX_NONFINITE_REJECTS or 0.1 * tau < 1e-11 * max(1.0, abs(t)):
+    if count >= _MAX_NONFINITE_REJECTS or 0.1 * tau < 1e-11 * max(monitor.time_unit, abs(t)):
         monitor.raise_nonfinite(t + tau, None if exc is None else exc.H, net=net)
     monitor.on_step(t, tau, False)
     return 0.1 * tau
@@ -1179,10 +1179,10 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
         t_new = t1 if last else p.t + tau
         if err <= 1.0:
             # output times inside (t_n, t_new): an extra step of < tau from t_n
-            while k < len(grid) and grid[k] < t_new - 1e-12 * max(1.0, t_new):
+            while k < len(grid) and grid[k] < t_new - 1e-12 * max(monitor.time_unit, t_new):
                 tk = float(grid[k])
                 tau_k = tk - p.t
-                if tau_k <= 1e-13 * max(1.0, tk):
+                if tau_k <= 1e-13 * max(monitor.time_unit, tk):
                     _record(flow, recorder, tk, p.H, p.A, p.q)
                 else:
                     out = (_dense_output(flow, lin, p, tau, tau_k / tau, stages, new, rtol, atol, prev, err) if dense
@@ -1199,7 +1199,7 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
                         extra["n_dense_outputs"] = extra.get("n_dense_outputs", 0) + 1
                     _record(flow, recorder, tk, *out)
                 k += 1
-            if k < len(grid) and abs(grid[k] - t_new) <= 1e-12 * max(1.0, t_new):
+            if k < len(grid) and abs(grid[k] - t_new) <= 1e-12 * max(monitor.time_unit, t_new):
                 _record(flow, recorder, float(grid[k]), new.H, new.A, new.q)
                 k += 1
             t_old = p.t

@@ -639,6 +639,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
     if lower_order:
         P = _hermite(b - e)  # and the 3rd-order Hermite interpolant for event times and event states
     t1 = float(grid[-1])
+    unit = monitor.time_unit  # (the time unit of the step thresholds: min(1, t1))
     # the residual's own error control: r = α σ(H)ᵀc − y is linear in H on a fixed pattern, so the step's error
     # estimate maps to δr = α Σ_i c_i σ′_i δH_i, held to ‖δr‖ ≤ rtol·‖r‖ (above the rounding of f): the state's
     # atol alone let the loss drift 3e-2 off at L ≈ 1e-20 with the default tolerances (the residual shrinks to
@@ -656,7 +657,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
         mode, r, theta = _resolve(flow, y, mode, arrivals=zero0, prev=mode.clone(), K0=K[0], stats=stats)
         r_start = r
         h = _initial_step(y, K[0], rtol, atol, t1)
-        if not h >= min(1e-12, t1):  # extreme data (y × 1e150): h underflowed and 1e5 steps of length 0 were taken
+        if not h >= 1e-12 * unit:  # extreme data (y × 1e150): h underflowed and 1e5 steps of length 0 were taken
             monitor.raise_collapse(h, 0.0)
         h = min(h, max_step)
         kgrid = 1
@@ -736,7 +737,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                     stats["n_exits"] += int(sel.sum())
                 dt = tau_star * h
                 monitor.on_step(t, dt, True)
-                stalled = stalled + 1 if dt <= 1e-13 * max(1.0, abs(t)) else 0
+                stalled = stalled + 1 if dt <= 1e-13 * max(unit, abs(t)) else 0
                 if stalled > MAX_STALLED_EVENTS:
                     raise Abort("stalled", _cycle_message(stalled, t))
                 t = t + dt
@@ -765,7 +766,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                         raise Abort("stalled", _cycle_message(stalled, t))
                 else:
                     seen.clear()
-                h = max(h_new if tau_star >= 1.0 else h, 1e-12 * max(1.0, t))
+                h = max(h_new if tau_star >= 1.0 else h, 1e-12 * max(unit, t))
                 continue
             # --- accept (no event in the step: the residual's relative error too) ---------------------------
             if enorm_r > 1.0:
@@ -773,7 +774,7 @@ def run_filippov(field: FeatureSpaceField, grid: np.ndarray, rtol: float, atol: 
                 continue
             if enorm_r > enorm:
                 h_new = min(h * min(ifactor, max(dfactor, safety * enorm_r ** -0.2)), max_step)
-            if not landing and not h > 1e-12 * max(1.0, abs(t)) * 1e-3:  # (no progress: stop, never spin)
+            if not landing and not h > 1e-12 * max(unit, abs(t)) * 1e-3:  # (no progress: stop, never spin)
                 monitor.raise_collapse(h, t)
             monitor.on_step(t, h, True)
             t = t_target if landing else t + h
@@ -803,7 +804,7 @@ def _rejected(monitor: Monitor, t: float, h: float, factor: float) -> float:
     """The step h from t was rejected: count it and return the shorter step h·factor (Abort if it collapsed)."""
     monitor.on_step(t, h, False)
     h *= factor
-    if h < 1e-12 * max(1.0, abs(t)):
+    if h < 1e-12 * max(monitor.time_unit, abs(t)):
         raise Abort("step_size_collapse", f"the step size collapsed to {h:.3g} at t = {t:.6g} on a fixed "
                     "activation pattern; check the data scale or loosen rtol/atol")
     return h

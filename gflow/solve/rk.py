@@ -96,7 +96,7 @@ STIFF_LIMIT = {"dop853": DENSE_STIFF_LIMIT, "dopri5": 3.0}
 _POWER_EVERY = 4  # stiff steps between two power-iteration refreshes of ρ (see Engine._stiff_safe)
 _POWER_START = 12  # the first power iteration's evaluations at most (see Engine._power_step)
 DENSE_CHUNK = 1 << 23  # the dense output forms at most this many state entries at once (64 MB in float64)
-_MIN_FIRST_STEP = 1e-11  # the first step's floor: 10× the Monitor's collapse threshold at t ≈ 0 (Engine._initial_step)
+_MIN_FIRST_STEP = 1e-11  # the first step's floor, in the Monitor's time unit: 10× its collapse threshold at t ≈ 0
 _AXPY_MAX = 3  # a combination of at most this many stages is a chain of axpys, not one addmv (see Engine._plan)
 _SLOTS = {"dop853": (4, 0, 1, 2, 3) + tuple(range(5, 16))}  # storage row of each stage (see Engine)
 
@@ -414,7 +414,7 @@ class Engine:
         # not below 10× the Monitor's collapse threshold (1e-12 near t = 0): components that start at exactly 0 (A = ∫P
         # in feature space) are scaled by atol alone, and at atol = 1e-20 the heuristic gave 4.8e-13 — a "collapse"
         # at the first step, blamed on the data; a step too long for the flow is rejected and shrunk as any other
-        return min(max(h, _MIN_FIRST_STEP), self.max_step, self.t1)
+        return min(max(h, _MIN_FIRST_STEP * self.monitor.time_unit), self.max_step, self.t1)
 
     def _abs_plus_a(self, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out = |y| + atol/rtol."""
@@ -605,7 +605,7 @@ class Engine:
 
     def _due_outputs(self, t_new: float) -> list[float]:
         g, k, out = self.grid, self.k, []
-        tol = 1e-14 * max(1.0, abs(t_new))
+        tol = 1e-14 * max(self.monitor.time_unit, abs(t_new))
         while k < len(g) and g[k] <= t_new + tol:
             out.append(float(g[k]))
             k += 1
