@@ -701,10 +701,13 @@ def plot_quantities(sol: "Solution | str | os.PathLike", ax=None, *, stacked: bo
                 schur = coef * lmin_G * np.asarray(sol.nu, float)
                 a3.plot(t, schur, color="0.4", lw=1.2, ls=":",
                         label=r"$\kappa_M\lambda_{\min}(G)\,\nu_t$ (Schur)")
-            a3.set_yscale("log")
             v = finite(sol.lam_max_M, lmin, schur)
             v = v[v > 0]
-            if v.size:
+            if not v.size:  # (M_t ≡ 0 — c = 0, a dead ReLU net, zero inputs: a log scale has nothing to show)
+                a3.text(0.5, 0.75, "$M_t = 0$ at every saved time (no training signal)", transform=a3.transAxes,
+                        ha="center", va="center", fontsize=FONT["note"], color="0.35", wrap=True)
+            else:
+                a3.set_yscale("log")
                 lo_v, hi_v = float(v.min()), float(v.max())
                 span = max(math.log10(hi_v / lo_v), 0.3)
                 _set_room(a3, lo_v / 10 ** (0.06 * span), hi_v * 10 ** (0.06 * span), log=True)

@@ -219,6 +219,25 @@ def test_quantities(flow, gd):
         P.plot_quantities(flow, given[:2])
 
 
+def test_quantities_of_a_run_without_training_signal():
+    """c = 0: M_t = 0 at every saved time.  The eigenvalue panel stays linear with a note, and no panel asks
+    matplotlib for a log scale of data with no positive value (which warned "Data has no positive values, and
+    therefore cannot be log-scaled", twice per figure, from plot_quantities and plot_summary)."""
+    X, y = gf.data.random_labels(n=5, d=3, seed=0)
+    W0 = np.random.default_rng(0).standard_normal((8, 3))
+    net = gf.Network(d=3, width=8, activation="tanh", seed=0, c=np.zeros(8), W0=W0)
+    sol = gf.simulate(net, X, y, 1.0)
+    assert np.all(sol.lam_max_M == 0.0) and sol.loss[-1] == sol.loss[0]
+    for draw in (P.plot_quantities, P.plot_summary):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig = draw(sol)
+        assert not [w for w in caught if "log-scaled" in str(w.message)], draw.__name__
+        noted = [a for a in fig.axes if any("no training signal" in t.get_text() for t in a.texts)]
+        assert len(noted) == 1 and noted[0].get_yscale() == "linear", draw.__name__
+        plt.close(fig)
+
+
 def test_feature_scatter(flow, gd):
     ax = P.plot_feature_scatter(flow).axes[0]
     assert len(ax.collections) == len(flow.feature_t) == 2
