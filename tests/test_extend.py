@@ -344,3 +344,18 @@ def test_a_checkpointed_continuation_resumes_to_the_uninterrupted_one(problem, t
     part = gf.extend(a, t1=60.0, max_steps=5, checkpoint=ckpt, warn=False)
     with pytest.raises(ValueError, match=r"written by a different run.*gf.extend resumes the same call"):
         gf.extend(part, t1=60.0, checkpoint=ckpt)
+
+
+def test_a_stopped_continuation_advises_no_method_that_extend_refuses(problem):
+    """A continuation stopped by max_steps on a long horizon is told the flow is stiff — and was told to "use
+    method='dop853+exprk4'", which gf.extend refuses; it now says to run the flow from t = 0 with gf.simulate for
+    it.  A plain gf.simulate run keeps the advice as it was."""
+    net, X, y, _, _ = problem
+    a = gf.simulate(net, X, y, t1=10.0, method="dop853")
+    b = gf.extend(a, t1=5000.0, max_steps=400, warn=False)
+    assert b.status == "max_steps" and "'dop853+exprk4'" in b.message
+    assert "gf.extend does not continue with that method" in b.message and "gf.simulate" in b.message
+    with pytest.raises(ValueError, match="exprk4"):  # (what it advised against: still refused)
+        gf.extend(a, t1=5000.0, method="dop853+exprk4")
+    c = gf.simulate(net, X, y, t1=5000.0, method="dop853", max_steps=400, warn=False)
+    assert c.status == "max_steps" and "'dop853+exprk4'" in c.message and "gf.extend" not in c.message

@@ -172,13 +172,15 @@ SWITCHING_FALLBACK = ("try method='dop853' where the horizon is short or the fea
                       "phase pays on long, stiff horizons)")
 
 
-def monitor_hints(method: str, activation, checkpoint: bool = False, batch: bool = False) -> dict:
+def monitor_hints(method: str, activation, checkpoint: bool = False, batch: bool = False,
+                  extend: bool = False) -> dict:
     """The Monitor's hint arguments for ``method`` and the network's :class:`~gflow.Activation`: the stiffness hint
     only once steps have settled (a run stopped at t = 0 by max_wall_time, or by max_steps=1, was told the flow is
     stiff).  ``checkpoint``: the run checkpoints, which the exponential methods cannot (a checkpointed ``auto`` run
     falls back to dop853 and, stopped by max_steps, was advised dop853+exprk4 without a word of it).  ``batch``: for
     :func:`gflow.simulate_batch`, which takes none of the methods and options that a hint may name beyond its
-    Runge–Kutta methods (:func:`batch_hint`)."""
+    Runge–Kutta methods (:func:`batch_hint`).  ``extend``: for a :func:`gflow.extend` continuation, which takes
+    neither the exponential nor the event methods (:func:`extend_hint`)."""
     hint = _hint(method, activation.smooth, activation.smooth or _event_methods_take(activation))
     out = {"hint": hint, "tolerances": method not in FIXED_STEP_METHODS, "method": method}
     if hint in (STIFF_HINT, SWITCHING_HINT, IMPLICIT_HINT):
@@ -191,7 +193,19 @@ def monitor_hints(method: str, activation, checkpoint: bool = False, batch: bool
                 out[key] = out[key].replace("'dop853+exprk4'", "'dop853+exprk4'" + note, 1)
     if batch:
         out.update({k: batch_hint(v) for k, v in out.items() if k in ("hint", "fallback_hint")})
+    if extend:
+        out.update({k: extend_hint(v) for k, v in out.items() if k in ("hint", "fallback_hint")})
     return out
+
+
+def extend_hint(hint: str) -> str:
+    """``hint`` for a :func:`gflow.extend` continuation: where it advises a method that gf.extend refuses (exprk4
+    and the switching methods, filippov, sliding), it says how to get that method over the longer horizon (a
+    continuation stopped by max_steps was told to "use method='dop853+exprk4'", which gf.extend refuses)."""
+    if not any(w in hint for w in ("exprk4", "'filippov'", "'sliding'")):
+        return hint
+    return (f"{hint}; gf.extend does not continue with that method: for it, run the flow from t = 0 to the new t1 "
+            "with gf.simulate (the same network and data)")
 
 
 #: what a hint may name that gf.simulate_batch refuses (exprk4 and the switching methods, the event methods, and
@@ -637,7 +651,8 @@ def simulate(
                            advice="give fewer output times", snapshots=snapshot_bytes(problem, len(ft), len(wt)))
     recorder = Recorder(field, ft, wt, time_tol=record_tol(grid), interval=interval,
                         **fixed_step_guard(method, step, grid, rtol))
-    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation, checkpoint is not None),
+    monitor = Monitor(t1, max_steps, max_wall_time, **monitor_hints(method, net.activation, checkpoint is not None,
+                                                                        extend=_continue is not None),
                       dtype=net.dtype,
                       adaptive=method not in FIXED_STEP_METHODS + FILIPPOV_METHODS,  # filippov: its own checks
                       # filippov: the stall projection too (a float32 ReLU net to t1 = 5e4 ran to max_steps, ~80 s),
