@@ -173,13 +173,13 @@ class PairSolves:
         if rows_allowed is not None:
             S = S & rows_allowed[:, None]
         self.S = S
-        counts = S.sum(1)
+        ii, bb = torch.nonzero(S, as_tuple=True)  # row-major: by neuron, then by point
+        counts = torch.bincount(ii, minlength=S.shape[0])  # (S.sum(1), at a third of the cost)
         self.present = present = counts > 0
         if previous is not None and previous.rows is not None and previous.Ginv is not None and \
                 torch.equal(present, previous.present) and int(counts.max()) == previous.k:
             self._update(G, previous, exact)
             return
-        ii, bb = torch.nonzero(S, as_tuple=True)  # row-major: by neuron, then by point
         if not ii.numel():
             self.rows = None
             return

@@ -238,6 +238,7 @@ class SlidingStepper(FlowConstants):
     def __init__(self, problem, slopes: tuple[float, float], monitor: Monitor):
         super().__init__(problem, slopes, monitor)
         self.active_rows = self.c != 0  # a neuron with c_i = 0 never moves
+        self._rows_allowed = None if bool(self.active_rows.all()) else self.active_rows  # (for :meth:`pattern`)
         self.sigma = problem.net.activation.sigma
         self._last: tuple[torch.Tensor, _Pattern] | None = None
         self._kernel = None  # (mode, M, λ, V, updates since formed) of :meth:`kernel`
@@ -318,7 +319,7 @@ class SlidingStepper(FlowConstants):
         factoring only the neurons whose sliding pairs changed (a pass changes few)."""
         if self._last is not None and torch.equal(self._last[0], S):
             return self._last[1]
-        pat = _Pattern(self.G, S, self.active_rows, previous=None if self._last is None else self._last[1])
+        pat = _Pattern(self.G, S, self._rows_allowed, previous=None if self._last is None else self._last[1])
         self._last = (S, pat)
         return pat
 
@@ -799,8 +800,10 @@ class SlidingStepper(FlowConstants):
             nchg.add_(want.view(torch.int8))
             flip = want & ~newarr  # (fills, not index_put: an index_put with a boolean mask costs a nonzero first)
             _fill(_fill(mode, flip & up, 1), flip & ~up, -1)
-            hend = torch.where(newarr, H1, hend)
-            _fill(mode, newarr, 0)
+            if any_true(newarr):  # (few: over their indices, not two passes over (m, n))
+                ii, jj = torch.nonzero(newarr, as_tuple=True)
+                hend[ii, jj] = H1[ii, jj]  # (in place: hend is the step's own, the predictor's end or a copy)
+                mode[ii, jj] = 0
         else:  # the last pass pinned what was pending: the end state of that pattern, no end-of-step releases
             S = torch.logical_not(mode)
             Af, _, _ = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
