@@ -163,8 +163,13 @@ Cost per step: a few products of an (m, n) matrix with G (a GD step is one; betw
 free pairs' product is updated over the entries whose mode changed), plus the batched solves on the sliding pairs
 (refactored only for the neurons whose pairs changed).  Measured at m = D = 512, n = 200, δ = 1/4 (Intel Xeon, one
 thread): ≈ 19 ms per step for t < 1, 28–33 ms for 1 < t < 50 (≈ 4 passes, up to 10 000 sliding pairs), 15 ms
-beyond t = 200 (≈ 2 passes), against GD's 0.85 ms.  Feature space only (the condition h_ia = 0 is a coordinate);
-the running integrals of :func:`gflow.certify` are not carried.
+beyond t = 200 (≈ 2 passes), against GD's 0.85 ms.  Those products are the smaller part of a pass: the rest is
+≈ 250 small tensor operations of the active-set bookkeeping (masks over (m, n), their ``nonzero``, gathers), so the
+step writes them where torch has a vectorised kernel (:func:`gflow.solve.filippov.any_rows`, :func:`_fill`, int8
+masks by ``logical_not``/``bool`` and same-shaped comparisons): 50.1 → 40.9 ms per step at m = D = 512, n = 200
+to t = 2 (δ = 1/4, 6.9 passes a step; Intel Xeon, one thread, side by side, the same trajectories bit for bit),
+none measurable at m = D = 128, n = 50 (per-operation overhead there).  Feature space only (the condition
+h_ia = 0 is a coordinate); the running integrals of :func:`gflow.certify` are not carried.
 """
 
 from __future__ import annotations
@@ -463,8 +468,8 @@ class SlidingStepper(FlowConstants):
     def late_releases(self, Af: torch.Tensor, mode: torch.Tensor, start: torch.Tensor, H: torch.Tensor,
                       hend: torch.Tensor, dt: float, r0: torch.Tensor, r1: torch.Tensor | None, R: torch.Tensor,
                       spec, theta0, phi_rel: torch.Tensor) -> torch.Tensor:
-        """Af (in place) with the weights of the pairs released from the kink in this step (sliding at its start, free in
-        ``mode``) split at the first arrival or crossing of their neuron in the step, at the fraction φ of
+        """Af (in place) with the weights of the pairs released from the kink in this step (sliding at its start,
+        free in ``mode``) split at the first arrival or crossing of their neuron in the step, at the fraction φ of
         :meth:`weights`: before it the pair slides on with its start-of-step Filippov θ (``theta0(rows)``: (m, n)),
         after it it is free.  Full-rank G only (:attr:`in_sequence`); a neuron without such a change keeps the
         weight of a release at the step's start (a smooth exit, whose velocity is continuous).
@@ -522,8 +527,8 @@ class SlidingStepper(FlowConstants):
 
     def weights(self, mode, start, H, hend, dt, r0, r1, R, spec=None):
         """Integrated weights Ā of the free pairs, the mask of pairs crossing the kink inside the step, and σ′ of
-        ``mode`` (m, n).  The crossing pairs are split at the crossing fraction φ = h₀/(h₀ − h_end) (h linear over the step, h_end its end without the
-        crossing), with r linear from r0 to r1 — or, for an exponential step (``spec`` = (λ, V, Vᵀr0) of the start
+        ``mode`` (m, n).  The crossing pairs are split at the crossing fraction φ = h₀/(h₀ − h_end) (h linear over
+        the step, h_end its end without the crossing), with r linear from r0 to r1 — or, for an exponential step (``spec`` = (λ, V, Vᵀr0) of the start
         pattern's M), r(t) = V e^{−λt} Vᵀr0."""
         slopes = self.slopes_of(mode)
         Af = slopes * R[None, :]
