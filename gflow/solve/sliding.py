@@ -528,8 +528,8 @@ class SlidingStepper(FlowConstants):
     def weights(self, mode, start, H, hend, dt, r0, r1, R, spec=None):
         """Integrated weights Ā of the free pairs, the mask of pairs crossing the kink inside the step, and σ′ of
         ``mode`` (m, n).  The crossing pairs are split at the crossing fraction φ = h₀/(h₀ − h_end) (h linear over
-        the step, h_end its end without the crossing), with r linear from r0 to r1 — or, for an exponential step (``spec`` = (λ, V, Vᵀr0) of the start
-        pattern's M), r(t) = V e^{−λt} Vᵀr0."""
+        the step, h_end its end without the crossing), with r linear from r0 to r1 — or, for an exponential step
+        (``spec`` = (λ, V, Vᵀr0) of the start pattern's M), r(t) = V e^{−λt} Vᵀr0."""
         slopes = self.slopes_of(mode)
         Af = slopes * R[None, :]
         cr = torch.mul(start, mode)
