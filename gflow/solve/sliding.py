@@ -246,6 +246,7 @@ class SlidingStepper(FlowConstants):
         self._rows_allowed = None if bool(self.active_rows.all()) else self.active_rows  # (for :meth:`pattern`)
         self.sigma = problem.net.activation.sigma
         self._last: tuple[torch.Tensor, _Pattern] | None = None
+        self._attract = None  # (pattern, R, its pairs' attraction) of the last :meth:`leaving`
         self._kernel = None  # (mode, M, λ, V, updates since formed) of :meth:`kernel`
         #: neurons held at w_i = 0 (the flow's equilibrium: :meth:`emerge` found no pattern to leave with), no
         #: longer retried; and those whose inadmissible pins held at the smallest retry step (no pin retries)
@@ -522,7 +523,12 @@ class SlidingStepper(FlowConstants):
         """(out, up) padded masks: θ outside [0, 1] among ``sel``, and whether the pair leaves upwards (to ``+``)."""
         hi = sel & (th > 1 + self.theta_tol)
         lo = sel & (th < -self.theta_tol)
-        attract = (self.c_col[pat.rows] * R[pat.idx] * (self.sp - self.sm)) > 0
+        last = self._attract  # (a pass asks twice with its end-of-step r, and once more after the last pass)
+        if last is not None and last[0] is pat and last[1] is R:
+            attract = last[2]
+        else:
+            attract = (self.c_col[pat.rows] * R[pat.idx] * (self.sp - self.sm)) > 0
+            self._attract = (pat, R, attract)
         return hi | lo, torch.where(attract, hi, lo)
 
     def weights(self, mode, start, H, hend, dt, r0, r1, R, spec=None):
