@@ -298,6 +298,28 @@ def test_pair_solves_exact_reuse_equals_a_fresh_build_bitwise():
         prev = new
 
 
+def test_the_fast_mask_helpers_equal_the_torch_operations_they_replace():
+    """``any_rows`` (``.any(1)`` of a bool mask by its bytes) and ``_fill`` (int8 ``masked_fill_`` by arithmetic),
+    which the sliding step takes for speed, give torch's answers: empty shapes, a transposed (strided) mask,
+    every fill value, the int8 modes' dtype kept."""
+    from gflow.solve.filippov import any_rows
+    from gflow.solve.sliding import _fill
+
+    gen = torch.Generator().manual_seed(2)
+    for shape, p in [((0, 5), 0.5), ((4, 0), 0.5), ((37, 23), 0.03), ((37, 23), 0.6), ((5, 1), 0.5)]:
+        mask = torch.rand(shape, generator=gen) < p
+        assert torch.equal(any_rows(mask), mask.any(1)), shape
+        assert torch.equal(any_rows(mask.T.contiguous().T), mask.any(1)), shape
+    wide = torch.rand(23, 37, generator=gen) < 0.05
+    assert torch.equal(any_rows(wide.T), wide.T.any(1))  # (a strided view)
+    assert torch.equal(any_rows(torch.ones(3, 4)), torch.ones(3, 4).any(1))  # (not bool: torch's own)
+    for value in (-1, 0, 1):
+        mode = torch.randint(-1, 2, (37, 23), generator=gen, dtype=torch.int8)
+        mask = torch.rand(37, 23, generator=gen) < 0.3
+        out = _fill(mode.clone(), mask, value)
+        assert out.dtype == torch.int8 and torch.equal(out, mode.masked_fill(mask, value)), value
+
+
 def test_the_sparse_update_of_af_g_between_passes_equals_the_product():
     from gflow.solve._record import Monitor
     from gflow.solve.sliding import SPARSE_UPDATE, SlidingStepper

@@ -120,6 +120,15 @@ def any_true(mask: torch.Tensor) -> bool:
     return mask.numel() > 0 and bool(mask.view(torch.uint8).max())
 
 
+def any_rows(mask: torch.Tensor) -> torch.Tensor:
+    """``mask.any(1)`` for a bool (rows, n) mask, as the max of each row's bytes: torch's ``any`` along a dim of a bool
+    tensor is not vectorised (228 against 68 µs at (512, 200) on an Intel Xeon; ``sliding`` asks it several times a
+    pass)."""
+    if mask.dtype != torch.bool or mask.shape[1] == 0:
+        return mask.any(1)
+    return mask.view(torch.uint8).amax(1).view(torch.bool)
+
+
 def kink_slopes(act) -> tuple[float, float] | None:
     """(s₋, s₊) if σ is piecewise linear with its only kink at 0 and σ(0) = 0 (ReLU, leaky ReLU), else None.
 
@@ -164,13 +173,13 @@ class PairSolves:
         if rows_allowed is not None:
             S = S & rows_allowed[:, None]
         self.S = S
-        counts = S.sum(1)
+        ii, bb = torch.nonzero(S, as_tuple=True)  # row-major: by neuron, then by point
+        counts = torch.bincount(ii, minlength=S.shape[0])  # (S.sum(1), at a third of the cost)
         self.present = present = counts > 0
         if previous is not None and previous.rows is not None and previous.Ginv is not None and \
                 torch.equal(present, previous.present) and int(counts.max()) == previous.k:
             self._update(G, previous, exact)
             return
-        ii, bb = torch.nonzero(S, as_tuple=True)  # row-major: by neuron, then by point
         if not ii.numel():
             self.rows = None
             return
@@ -189,7 +198,7 @@ class PairSolves:
         if previous is None or previous.rows is None or (exact and previous.k != k):
             self.Ginv = self._inverses(G, idx, mask)
             return
-        same = (present & previous.present & ~(S != previous.S).any(1))[rows]  # per padded row
+        same = (present & previous.present & ~any_rows(S != previous.S))[rows]  # per padded row
         per = 64 // G.element_size()  # elements per 64 bytes
         if exact and (k * k) % per:  # an inverse kept must sit at the same offset modulo 64 bytes (_inverses)
             same &= (previous.local[rows] - torch.arange(rows.numel(), device=rows.device)) * (k * k) % per == 0
@@ -212,7 +221,7 @@ class PairSolves:
         n = 50, where set_mode took 0.2 ms a call).  ``previous`` gives up its inverses."""
         rows, k = previous.rows, previous.k
         self.rows, self.local, self.k = rows, previous.local, k
-        new = torch.nonzero((self.S[rows] != previous.S[rows]).any(1)).flatten()  # changed rows (local)
+        new = torch.nonzero(any_rows(self.S[rows] != previous.S[rows])).flatten()  # changed rows (local)
         self.idx, self.mask, self.maskf = previous.idx.clone(), previous.mask.clone(), previous.maskf.clone()
         self.Ginv, previous.Ginv = previous.Ginv, None
         if not new.numel():

@@ -163,8 +163,13 @@ Cost per step: a few products of an (m, n) matrix with G (a GD step is one; betw
 free pairs' product is updated over the entries whose mode changed), plus the batched solves on the sliding pairs
 (refactored only for the neurons whose pairs changed).  Measured at m = D = 512, n = 200, δ = 1/4 (Intel Xeon, one
 thread): ≈ 19 ms per step for t < 1, 28–33 ms for 1 < t < 50 (≈ 4 passes, up to 10 000 sliding pairs), 15 ms
-beyond t = 200 (≈ 2 passes), against GD's 0.85 ms.  Feature space only (the condition h_ia = 0 is a coordinate);
-the running integrals of :func:`gflow.certify` are not carried.
+beyond t = 200 (≈ 2 passes), against GD's 0.85 ms.  Those products are the smaller part of a pass: the rest is
+≈ 250 small tensor operations of the active-set bookkeeping (masks over (m, n), their ``nonzero``, gathers), so the
+step writes them where torch has a vectorised kernel (:func:`gflow.solve.filippov.any_rows`, :func:`_fill`, int8
+masks by ``logical_not``/``bool`` and same-shaped comparisons): 50.1 → 40.9 ms per step at m = D = 512, n = 200
+to t = 2 (δ = 1/4, 6.9 passes a step; Intel Xeon, one thread, side by side, the same trajectories bit for bit),
+none measurable at m = D = 128, n = 50 (per-operation overhead there).  Feature space only (the condition
+h_ia = 0 is a coordinate); the running integrals of :func:`gflow.certify` are not carried.
 """
 
 from __future__ import annotations
@@ -178,7 +183,7 @@ from ..fields.feature_space import FeatureSpaceField
 from ..model.quantities import gram
 from ._record import Abort, Monitor, Recorder
 from .expint import phi_functions
-from .filippov import FlowConstants, _check_mn_layout, any_true
+from .filippov import FlowConstants, _check_mn_layout, any_rows, any_true
 from .filippov import PairSolves as _Pattern
 
 THETA_TOL = 1e-10  # θ within [−tol, 1 + tol] counts as inside (rounding in the small solves; float64)
@@ -211,6 +216,17 @@ SPARSE_UPDATE = 1  # X G for an X with at most this many nonzeros per row (on av
 # 0.45 ms for all 102 400, measured at m = 512, n = 200 on one core)
 
 
+def _fill(mode: torch.Tensor, mask: torch.Tensor, value: int) -> torch.Tensor:
+    """``mode.masked_fill_(mask, value)`` for an int8 mode array (value −1, 0 or 1), in two vectorised passes:
+    torch's masked_fill_ on int8 is not vectorised (137 against 22–33 µs at (512, 200); a pass takes several).
+    Comparisons of int8 arrays with a scalar are not either (``mode == 0``: 119 µs; ``logical_not(mode)``, or a
+    comparison with a same-shaped array, 3 µs): the step writes them so."""
+    mode.mul_(~mask)
+    if value:
+        mode.add_(mask.view(torch.int8), alpha=value)
+    return mode
+
+
 def _head_integral(phi: torch.Tensor, b: torch.Tensor, dt: float, r0: torch.Tensor, r1: torch.Tensor, spec):
     """∫₀^{φδ} r_b for the fractions ``phi`` of the step of the pairs' points ``b``: r linear over the step (r0 to
     r1; ``spec`` None), or r(τ) = V e^{−τΛ} w on a fixed pattern (``spec`` = (Λ, V, w): τ φ₁(−τΛ))."""
@@ -227,8 +243,10 @@ class SlidingStepper(FlowConstants):
     def __init__(self, problem, slopes: tuple[float, float], monitor: Monitor):
         super().__init__(problem, slopes, monitor)
         self.active_rows = self.c != 0  # a neuron with c_i = 0 never moves
+        self._rows_allowed = None if bool(self.active_rows.all()) else self.active_rows  # (for :meth:`pattern`)
         self.sigma = problem.net.activation.sigma
         self._last: tuple[torch.Tensor, _Pattern] | None = None
+        self._attract = None  # (pattern, R, its pairs' attraction) of the last :meth:`leaving`
         self._kernel = None  # (mode, M, λ, V, updates since formed) of :meth:`kernel`
         #: neurons held at w_i = 0 (the flow's equilibrium: :meth:`emerge` found no pattern to leave with), no
         #: longer retried; and those whose inadmissible pins held at the smallest retry step (no pin retries)
@@ -307,7 +325,7 @@ class SlidingStepper(FlowConstants):
         factoring only the neurons whose sliding pairs changed (a pass changes few)."""
         if self._last is not None and torch.equal(self._last[0], S):
             return self._last[1]
-        pat = _Pattern(self.G, S, self.active_rows, previous=None if self._last is None else self._last[1])
+        pat = _Pattern(self.G, S, self._rows_allowed, previous=None if self._last is None else self._last[1])
         self._last = (S, pat)
         return pat
 
@@ -345,7 +363,7 @@ class SlidingStepper(FlowConstants):
         cache = self._kernel
         if cache is not None:
             mode0, M, lam, V, updates = cache
-            changed = torch.nonzero((mode != mode0).any(1)).flatten()
+            changed = torch.nonzero(any_rows(mode != mode0)).flatten()
             if not changed.numel():
                 return M, lam, V
             if changed.numel() <= self.m // 8 and updates < KERNEL_REFRESH:
@@ -366,29 +384,34 @@ class SlidingStepper(FlowConstants):
         return torch.addmv(self.y, self.sigma(H).T, self.c, beta=-1.0, alpha=self.alpha)
 
     def land(self, pat: _Pattern, H0: torch.Tensor, Af: torch.Tensor, S: torch.Tensor,
-             AfG: torch.Tensor | None = None):
+             AfG: torch.Tensor | None = None, weights: bool = True):
         """End state of the step: free pairs with integrated weights Af, pairs of S landing on h = 0.
 
         ``AfG``: Af G if known (it is not modified).  Returns (H1, Ā, u): Ā = Af plus the sliding pairs' weights
-        u (padded (rows, k) as in ``pat``; None without sliding pairs).
+        u (padded (rows, k) as in ``pat``; None without sliding pairs), or None for Ā with ``weights=False`` (a
+        step's passes need only their last one's: :meth:`integrated`).
         """
         self.monitor.on_eval()
         if AfG is None:
             AfG = Af @ self.G
         u = None
-        if pat.rows is None:
-            A = Af.clone()
-        else:
+        if pat.rows is not None:
             gi, idx = pat.gi, pat.idx
             u = pat.solve_padded(H0[gi, idx] / (self.gamma * self.c[gi]) - AfG[gi, idx])
             ii, bb, li, pos = pat.pairs
-            vals = u[li, pos]
-            A = Af.clone()
-            A[ii, bb] = vals  # Ā = Af + u on S (Af is 0 there: σ′ of a sliding mode is 0)
-            AfG = self.plus_times_G(AfG, ii, bb, vals)
+            AfG = self.plus_times_G(AfG, ii, bb, u[li, pos])
         H1 = torch.addcmul(H0, AfG, self.c_col, value=-self.gamma)
         H1.masked_fill_(S, 0.0)
-        return H1, A, u
+        return H1, (self.integrated(pat, Af, u) if weights else None), u
+
+    @staticmethod
+    def integrated(pat: _Pattern, Af: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        """Ā = Af plus the sliding pairs' weights ``u`` (:meth:`land`; padded as in ``pat``, None without them)."""
+        A = Af.clone()
+        if u is not None:
+            ii, bb, li, pos = pat.pairs
+            A[ii, bb] = u[li, pos]  # Ā = Af + u on S (Af is 0 there: σ′ of a sliding mode is 0)
+        return A
 
     def plus_times_G(self, base: torch.Tensor, ii: torch.Tensor, bb: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
         """base + X G for the (m, n) matrix X holding ``vals`` at (ii, bb) and 0 elsewhere (base is not modified):
@@ -446,8 +469,8 @@ class SlidingStepper(FlowConstants):
     def late_releases(self, Af: torch.Tensor, mode: torch.Tensor, start: torch.Tensor, H: torch.Tensor,
                       hend: torch.Tensor, dt: float, r0: torch.Tensor, r1: torch.Tensor | None, R: torch.Tensor,
                       spec, theta0, phi_rel: torch.Tensor) -> torch.Tensor:
-        """Af with the weights of the pairs released from the kink in this step (sliding at its start, free in
-        ``mode``) split at the first arrival or crossing of their neuron in the step, at the fraction φ of
+        """Af (in place) with the weights of the pairs released from the kink in this step (sliding at its start,
+        free in ``mode``) split at the first arrival or crossing of their neuron in the step, at the fraction φ of
         :meth:`weights`: before it the pair slides on with its start-of-step Filippov θ (``theta0(rows)``: (m, n)),
         after it it is free.  Full-rank G only (:attr:`in_sequence`); a neuron without such a change keeps the
         weight of a release at the step's start (a smooth exit, whose velocity is continuous).
@@ -456,11 +479,11 @@ class SlidingStepper(FlowConstants):
         [0, 1] at the crossing and the pair leaves with a finite velocity.  Released from the step's start it ran
         free (the wrong way: θ < 1 meant it was held back) before the crossing — on a P-3L ReLU net (m = D = 96,
         n = 30) 1.5e-5 off in H after one such exit, at δ = 1/128 and 1/256 alike."""
-        rel = (start == 0) & (mode != 0)
+        rel = torch.logical_not(start) & mode.bool()
         if not any_true(rel):
             return Af
-        chg = (start != 0) & (mode != start)  # arrivals and crossings of the step
-        rows = rel.any(1) & chg.any(1)
+        chg = start.bool() & (mode != start)  # arrivals and crossings of the step
+        rows = any_rows(rel) & any_rows(chg)
         ri, rb = torch.nonzero(rel, as_tuple=True)
         f = phi_rel[ri, rb]
         if any_true(rows):
@@ -478,7 +501,6 @@ class SlidingStepper(FlowConstants):
         rows[ri] = True
         th = theta0(rows)[ri, rb].clamp(0.0, 1.0)
         s_end = torch.where(mode[ri, rb] > 0, self.sp, self.sm)
-        Af = Af.clone()
         Af[ri, rb] = (self.sm + th * (self.sp - self.sm)) * head + s_end * (R[rb] - head)
         return Af
 
@@ -488,28 +510,36 @@ class SlidingStepper(FlowConstants):
         Rk = torch.where(Rk == 0, torch.ones_like(Rk), Rk)
         return (u / Rk - self.sm) / (self.sp - self.sm)
 
-    def instantaneous(self, pat: _Pattern, H1: torch.Tensor, mode: torch.Tensor):
-        """Filippov θ (padded (rows, k)) of the sliding pairs at the end state H1 (pattern ``mode``), and r(H1)."""
+    def instantaneous(self, pat: _Pattern, H1: torch.Tensor, mode: torch.Tensor, slopes: torch.Tensor | None = None):
+        """Filippov θ (padded (rows, k)) of the sliding pairs at the end state H1 (pattern ``mode``, whose σ′ (m, n)
+        ``slopes`` are given where known), and r(H1)."""
         self.monitor.on_eval()
         r1 = self.residual(H1)
         rows = pat.rows
-        w = self.slopes_of(mode[rows]) * r1[None, :]
+        w = (self.slopes_of(mode[rows]) if slopes is None else slopes[rows]) * r1[None, :]
         return self.theta(pat, pat.solve(-(w @ self.G)), r1), r1
 
     def leaving(self, pat: _Pattern, sel: torch.Tensor, th: torch.Tensor, R: torch.Tensor):
         """(out, up) padded masks: θ outside [0, 1] among ``sel``, and whether the pair leaves upwards (to ``+``)."""
         hi = sel & (th > 1 + self.theta_tol)
         lo = sel & (th < -self.theta_tol)
-        attract = (self.c_col[pat.rows] * R[pat.idx] * (self.sp - self.sm)) > 0
+        last = self._attract  # (a pass asks twice with its end-of-step r, and once more after the last pass)
+        if last is not None and last[0] is pat and last[1] is R:
+            attract = last[2]
+        else:
+            attract = (self.c_col[pat.rows] * R[pat.idx] * (self.sp - self.sm)) > 0
+            self._attract = (pat, R, attract)
         return hi | lo, torch.where(attract, hi, lo)
 
     def weights(self, mode, start, H, hend, dt, r0, r1, R, spec=None):
-        """Integrated weights Ā of the free pairs, and the mask of pairs crossing the kink inside the step: those
-        are split at the crossing fraction φ = h₀/(h₀ − h_end) (h linear over the step, h_end its end without the
-        crossing), with r linear from r0 to r1 — or, for an exponential step (``spec`` = (λ, V, Vᵀr0) of the start
-        pattern's M), r(t) = V e^{−λt} Vᵀr0."""
-        Af = self.slopes_of(mode) * R[None, :]
-        cr = torch.mul(start, mode) < 0  # from one side to the other (modes are −1, 0, +1)
+        """Integrated weights Ā of the free pairs, the mask of pairs crossing the kink inside the step, and σ′ of
+        ``mode`` (m, n).  The crossing pairs are split at the crossing fraction φ = h₀/(h₀ − h_end) (h linear over
+        the step, h_end its end without the crossing), with r linear from r0 to r1 — or, for an exponential step
+        (``spec`` = (λ, V, Vᵀr0) of the start pattern's M), r(t) = V e^{−λt} Vᵀr0."""
+        slopes = self.slopes_of(mode)
+        Af = slopes * R[None, :]
+        cr = torch.mul(start, mode)
+        cr = torch.lt(cr, torch.zeros_like(cr))  # from one side to the other (modes are −1, 0, +1; _fill)
         if any_true(cr):
             ii, bb = torch.nonzero(cr, as_tuple=True)
             h0, he = H[ii, bb], hend[ii, bb]
@@ -519,7 +549,7 @@ class SlidingStepper(FlowConstants):
             s_start = torch.where(up_start, self.sp, self.sm)
             s_end = torch.where(up_start, self.sm, self.sp)
             Af[ii, bb] = s_start * first + s_end * (R[bb] - first)
-        return Af, cr
+        return Af, cr, slopes
 
     def spurious(self, H: torch.Tensor, S: torch.Tensor, start: torch.Tensor, cand: torch.Tensor, Af: torch.Tensor,
                  AfG: torch.Tensor, R: torch.Tensor) -> torch.Tensor | None:
@@ -592,18 +622,19 @@ class SlidingStepper(FlowConstants):
         if not bool(torch.isfinite(r0).all()):
             raise FloatingPointError
         start = mode
-        S = start == 0
+        S = torch.logical_not(start)
         pat = self.pattern(S)
+        s_start = self.slopes_of(start)
         spec = None
         if exponential:  # exact while the start pattern holds: R = ∫₀^δ e^{−tM} r0 dt = δ φ₁(−δM) r0
             _, lam, V = self.kernel(start)
             w = V.T @ r0
             R = V @ (dt * phi_functions(-dt * lam, 1)[1] * w)
             spec = (lam, V, w)
-            Ht, _, _ = self.land(pat, H, self.slopes_of(start) * R[None, :], S)
+            Ht, _, _ = self.land(pat, H, s_start * R[None, :], S, weights=False)
             r1 = None  # (r(t) is spec's; the predictor's end residual is not needed)
         else:
-            Ht, _, _ = self.land(pat, H, self.slopes_of(start) * (dt * r0)[None, :], S)  # predictor: Euler on r
+            Ht, _, _ = self.land(pat, H, s_start * (dt * r0)[None, :], S, weights=False)  # predictor: Euler on r
             r1 = self.residual(Ht)
             R = (r0 + r1) * (0.5 * dt)
         mode = start.clone()
@@ -627,7 +658,7 @@ class SlidingStepper(FlowConstants):
         if held is not None:
             arr &= ~held
         arr = self.first_arrivals(arr, H, Ht)
-        mode.masked_fill_(arr, 0)
+        _fill(mode, arr, 0)
         nchg = arr.to(torch.int8)
         nsplit = torch.zeros_like(nchg)  # crossing fractions taken again (:attr:`in_sequence`)
         pinned = torch.zeros_like(arr)
@@ -641,17 +672,17 @@ class SlidingStepper(FlowConstants):
             # (factored afresh for them: the passes' patterns take over the inverses of the step's first pattern)
             new = rows & ~th0[1] & self.active_rows
             if any_true(new):
-                pat0 = _Pattern(self.G, (start == 0) & new[:, None])
+                pat0 = _Pattern(self.G, torch.logical_not(start) & new[:, None])
                 if pat0.rows is not None:
-                    th, _ = self.instantaneous(pat0, H, start)
+                    th, _ = self.instantaneous(pat0, H, start, s_start)
                     th0[0][pat0.gi[pat0.mask], pat0.idx[pat0.mask]] = th[pat0.mask]
                 th0[1] |= new
             return th0[0]
 
         for npass in range(MAX_PASSES):
             st["n_passes"] += 1
-            S = mode == 0
-            Af, cr = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
+            S = torch.logical_not(mode)
+            Af, cr, slopes = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
             if released:  # releases split at their neuron's first arrival or crossing (:meth:`late_releases`)
                 Af = self.late_releases(Af, mode, start, H, hend, dt, r0, r1, R, spec, theta0, phi_rel)
             AfG = self.product(Af, prev)
@@ -659,7 +690,7 @@ class SlidingStepper(FlowConstants):
             if split_collapses is not None:  # arrivals that would put a neuron on w_i = 0 together (:meth:`spurious`)
                 coll = self.collapsed(start, mode) & split_collapses
                 if any_true(coll):
-                    cand = coll[:, None] & (mode == 0) & (start != 0) & ~pinned & (nchg == 1)
+                    cand = coll[:, None] & torch.logical_not(mode) & start.bool() & ~pinned & (nchg == 1)
                     back = self.spurious(H, S, start, cand, Af, AfG, R) if any_true(cand) else None
                     if back is not None:
                         st["n_spurious"] += int(back.sum())
@@ -668,7 +699,7 @@ class SlidingStepper(FlowConstants):
                         prev = None
                         continue
             pat = self.pattern(S)
-            H1, A, u_slide = self.land(pat, H, Af, S, AfG)
+            H1, _, u_slide = self.land(pat, H, Af, S, AfG, weights=False)
             want = torch.zeros_like(S)
             up = torch.zeros_like(S)
             th_end = exits = None
@@ -681,7 +712,7 @@ class SlidingStepper(FlowConstants):
                 th_bar = self.theta(pat, u_slide, R)
                 o, u = self.leaving(pat, keep, th_bar, R)
                 arrivals = keep & (start_k != 0) & ~o
-                th_end, r_end = self.instantaneous(pat, H1, mode)
+                th_end, r_end = self.instantaneous(pat, H1, mode, slopes)
                 if any_true(arrivals):  # it arrives: slide on, or cross (the end-of-step θ decides)
                     oa, ua = self.leaving(pat, arrivals, th_end, r_end)
                     back = oa & (torch.where(ua, 1, -1).to(start.dtype) == start_k)  # touches and leaves
@@ -715,11 +746,11 @@ class SlidingStepper(FlowConstants):
                 want &= ~held
             newarr = wrong & ~cr & ~pinned
             if npass < MAX_PASSES - 1:  # one arrival per neuron and pass, after the neuron's other changes
-                newarr = self.first_arrivals(newarr, H, H1, busy=want.any(1))
+                newarr = self.first_arrivals(newarr, H, H1, busy=any_rows(want))
             if exits is not None:  # (only in neurons without another change in this pass: a landing held on the
                 # kink for the pass, a crossing pair turned a pair's exit from upwards to downwards)
                 oe, ue = exits
-                oe = oe & ~(want | newarr).any(1)[gi]
+                oe = oe & ~any_rows(want | newarr)[gi]
                 want[gi[oe], idx[oe]] = True
                 up[gi[oe & ue], idx[oe & ue]] = True
             # a crossing that ends on its starting side: turned back before the kink by the neuron's other changes
@@ -755,10 +786,10 @@ class SlidingStepper(FlowConstants):
             pinned |= marginal
             want |= newarr
             want &= ~pinned
-            again = want & (nchg >= MAX_CHANGES)
+            again = want & torch.ge(nchg, torch.full_like(nchg, MAX_CHANGES))  # (_fill: an int8 against a scalar)
             if npass == MAX_PASSES - 1:
                 again = want
-            new_pins = again | (pinned & (mode != 0))
+            new_pins = again | (pinned & mode.bool())
             pinned |= again
             want &= ~again
             if not any_true(want) and not any_true(new_pins) and back is None and not resplit:
@@ -766,7 +797,7 @@ class SlidingStepper(FlowConstants):
                     break
                 # arrivals that the neuron's other changes turn back (:meth:`spurious`: only a repelling pair can
                 # be one), checked once per pair
-                cand = (mode == 0) & (start != 0) & ~pinned & (nchg == 1)
+                cand = torch.logical_not(mode) & start.bool() & ~pinned & (nchg == 1)
                 cand &= torch.outer(self.c, R).mul_(self.sp - self.sm) <= 0
                 if any_true(cand):
                     back = self.spurious(H, S, start, cand, Af, AfG, R)
@@ -776,20 +807,23 @@ class SlidingStepper(FlowConstants):
                 nchg += back
                 mode = torch.where(back, start, mode)
                 continue
-            mode.masked_fill_(pinned, 0)
-            nchg += want
-            flip = want & ~newarr  # (masked fills: an index_put with a boolean mask costs a nonzero first)
-            mode.masked_fill_(flip & up, 1).masked_fill_(flip & ~up, -1)
-            hend = torch.where(newarr, H1, hend)
-            mode.masked_fill_(newarr, 0)
+            _fill(mode, pinned, 0)
+            nchg.add_(want.view(torch.int8))
+            flip = want & ~newarr  # (fills, not index_put: an index_put with a boolean mask costs a nonzero first)
+            _fill(_fill(mode, flip & up, 1), flip & ~up, -1)
+            if any_true(newarr):  # (few: over their indices, not two passes over (m, n))
+                ii, jj = torch.nonzero(newarr, as_tuple=True)
+                hend[ii, jj] = H1[ii, jj]  # (in place: hend is the step's own, the predictor's end or a copy)
+                mode[ii, jj] = 0
         else:  # the last pass pinned what was pending: the end state of that pattern, no end-of-step releases
-            S = mode == 0
-            Af, _ = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
+            S = torch.logical_not(mode)
+            Af, _, _ = self.weights(mode, start, H, hend, dt, r0, r1, R, spec)
             if released:
                 Af = self.late_releases(Af, mode, start, H, hend, dt, r0, r1, R, spec, theta0, phi_rel)
             pat = self.pattern(S)
-            H1, A, u_slide = self.land(pat, H, Af, S)
+            H1, _, u_slide = self.land(pat, H, Af, S, weights=False)
             th_end = None
+        A = self.integrated(pat, Af, u_slide)
         # a pin whose weight leaves [s₋, s₊]·∫r is no Filippov motion (module docstring): flagged for a retry
         self.inadmissible = None
         if pat.rows is not None and any_true(pinned):
@@ -798,7 +832,7 @@ class SlidingStepper(FlowConstants):
             out = pat.mask & pinned[gi, idx] & ((th > 1 + self.pin_margin) | (th < -self.pin_margin))
             if any_true(out):
                 rows = torch.zeros_like(self.active_rows)
-                rows[pat.rows[out.any(1)]] = True
+                rows[pat.rows[any_rows(out)]] = True
                 rows &= ~(self.accepted | self.pin_exempt)
                 self.inadmissible = rows if any_true(rows) else None
         # exits found at the end of the step (the end-of-step θ of pairs that slid through it): released for the
@@ -809,7 +843,7 @@ class SlidingStepper(FlowConstants):
             mode[gi[o], idx[o]] = torch.where(u[o], 1, -1).to(mode.dtype)
         self.held_exits = None
         if held is not None:
-            moved = held[:, 0] & (mode != start).any(1)
+            moved = held[:, 0] & any_rows(mode != start)
             if any_true(moved):
                 self.held_exits = moved
                 mode = torch.where(held, start, mode)
