@@ -359,3 +359,22 @@ def test_a_stopped_continuation_advises_no_method_that_extend_refuses(problem):
         gf.extend(a, t1=5000.0, method="dop853+exprk4")
     c = gf.simulate(net, X, y, t1=5000.0, method="dop853", max_steps=400, warn=False)
     assert c.status == "max_steps" and "'dop853+exprk4'" in c.message and "gf.extend" not in c.message
+
+
+def test_a_short_horizon_run_whose_last_kept_features_precede_its_end_goes_on_from_its_end():
+    # (a run to t1 = 1e-12 — X, y × 1e6, the flow of X, y to t = 1 — keeping H at 0.97e-12: the continuation took
+    # kept H within 1e-12·max(1, t) of the end as the end's and went on from them, the loss 3.7e-2 off the one-piece
+    # run; and its saved times, matched to the output times within 1e-12·max(1, t), came out one output time early)
+    rng = np.random.default_rng(0)
+    s = 1e6
+    X, y = s * rng.standard_normal((5, 4)), s * rng.standard_normal(5)
+    net = gf.Network(4, 16, activation="linear", seed=0)
+    grid = np.linspace(0.0, 2.0, 201)[1:] / s**2
+    kw = dict(method="dop853", rtol=1e-10, space="feature")
+    whole = gf.simulate(net, X, y, t1=grid[-1], saveat=grid, **kw)
+    half = gf.simulate(net, X, y, t1=grid[99], saveat=grid[:100], features_at=[0.0, grid[96]], **kw)
+    assert half.feature_t[-1] < half.t[-1]
+    ext = gf.extend(half, t1=grid[-1], saveat=grid[100:])
+    assert ext.ok and ext.t.shape == whole.t.shape
+    np.testing.assert_allclose(ext.t, whole.t, rtol=1e-14)
+    np.testing.assert_allclose(ext.loss, whole.loss, rtol=1e-7)

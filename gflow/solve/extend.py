@@ -377,9 +377,12 @@ class _Start:
         sol, net = self.sol, self.orig_net
         base = getattr(field, "base", field)
         core = base.initial_state()  # (from the continuation network's W0 = W_final)
+        t_end = float(sol.t[-1])
         if base.space == "feature" and len(sol.feature_t) and sol.H is not None and \
-                abs(float(sol.feature_t[-1]) - float(sol.t[-1])) <= 1e-12 * max(1.0, abs(float(sol.t[-1]))):
-            # the features the original run's state held at its end (W_final's features differ by rounding)
+                abs(float(sol.feature_t[-1]) - t_end) <= 1e-12 * abs(t_end):
+            # the features the original run's state held at its end (W_final's features differ by rounding); kept
+            # ones from before the end are not its state (with 1e-12·max(1, t) a run to t1 = 1e-12 that kept H at
+            # 0.97e-12 only went on from those: the loss 3.7e-2 off the one-piece run's)
             base.split(core)[0].copy_(torch.as_tensor(np.asarray(sol.H[-1]), dtype=core.dtype, device=core.device))
         if base is not field:  # the integrals so far (an integral not carried, λ_min(M) for n > 1024: 0, as there)
             from ..fields.observed import INTEGRALS
@@ -458,6 +461,10 @@ def _time_map(t_old: float, grid: np.ndarray):
     """Local times of the continuation → absolute times: those of ``grid`` (the absolute output times, whose local
     forms ``grid − t_old`` the solver saved at) exactly, any other time (a stopped run's last state) as t_old + t."""
     local = grid - t_old
+    # the nearest output time, within rounding in the continuation's time unit min(1, its t1) (as its step thresholds:
+    # with 1e-12·max(1, t), to t1 = 1e-12 every saved time matched the output time before it too, and the run's times
+    # came out one output time early — the last 1.99e-12 for t1 = 2e-12)
+    unit = min(1.0, float(local[-1])) if local.size and local[-1] > 0 else 1.0
 
     def absolute(t):
         t = np.asarray(t, dtype=np.float64)
@@ -465,10 +472,10 @@ def _time_map(t_old: float, grid: np.ndarray):
         if local.size == 0 or t.size == 0:
             return out
         k = np.clip(np.searchsorted(local, t), 0, local.size - 1)
-        for j in (k, np.maximum(k - 1, 0)):
-            hit = np.abs(local[j] - t) <= 1e-12 * np.maximum(1.0, np.abs(t))
-            out = np.where(hit, grid[j], out)
-        return out
+        below = np.maximum(k - 1, 0)
+        j = np.where(np.abs(local[below] - t) < np.abs(local[k] - t), below, k)
+        hit = np.abs(local[j] - t) <= 1e-12 * np.maximum(unit, np.abs(t))
+        return np.where(hit, grid[j], out)
 
     return absolute
 
