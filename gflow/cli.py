@@ -435,12 +435,16 @@ def cmd_rerun(args) -> int:
 
 
 def _saveat_arg(text: str):
-    """--saveat: a count of output times (an integer: ``200``) or comma-separated times (``3000,4000,5000``)."""
+    """--saveat: a count of output times (an integer: ``200``) or times (``3000,4000,5000``; one: ``2500.0``)."""
     usage = "expected a count of output times (an integer, e.g. 200) or comma-separated times (e.g. 3000,4000,5000)"
     text = text.strip()
     if "," not in text:
         try:
             return int(text)
+        except ValueError:
+            pass
+        try:  # (one time: --saveat 5000.5)
+            return [float(text)]
         except ValueError:
             raise argparse.ArgumentTypeError(f"{usage}, got {text!r}") from None
     try:
@@ -795,8 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = e.add_argument_group("how far")
     g.add_argument("--t1", type=float, help="flows: the new final time, beyond the run's end")
     g.add_argument("--steps", type=int, help="gradient descent: how many more steps (of the run's δ)")
-    g.add_argument("--saveat", type=_saveat_arg, help="flows: the continuation's output times, a count (evenly "
-                   "spaced over (end, t1]) or comma-separated times in (end, t1] (default: those the run to --t1 "
+    g.add_argument("--saveat", type=_saveat_arg, help="flows: the continuation's output times, a count (an integer: "
+                   "evenly spaced over (end, t1]) or times in (end, t1] (comma-separated; one time: 2500.0) (default: those the run to --t1 "
                    "would have saved beyond the end)")
     g.add_argument("--save-every", type=int, dest="save_every", help="gradient descent: save the steps that are "
                    "multiples of this, counted from the run's start (default: the run's)")

@@ -476,6 +476,12 @@ def test_extend_continues_a_saved_flow_or_gd_run_as_gf_extend_does(tmp_path, cap
     assert sol.t[-4:].tolist() == [2.0, 3.0, 4.0, 5.0]
     np.testing.assert_array_equal(sol.loss, same.loss)
     assert main(["certify", str(out)]) == 0
+    # one time that is not a count: the time itself (it was refused as "a count or comma-separated times")
+    assert main(["extend", str(run), "--t1", "5", "--saveat", "3.5", "--out", str(out)]) == 0
+    assert gf.load(out).t[-3:].tolist() == [2.0, 3.5, 5.0]
+    with pytest.raises(SystemExit):
+        main(["extend", str(run), "--t1", "5", "--saveat", "three", "--out", str(out)])
+    assert "expected a count of output times" in capsys.readouterr().err
     assert main(["extend", str(gd), "--steps", "4", "--save-every", "3", "--out", str(out)]) == 0
     assert gf.load(out).t[-3:].tolist() == [2.0, 2.25, 3.0]  # (steps 9 and 12 of the whole run: multiples of 3)
     # a stopped continuation is saved, exit status 1; its checkpoint resumes it with the same command

@@ -205,7 +205,7 @@ def extend_hint(hint: str) -> str:
     if not any(w in hint for w in ("exprk4", "'filippov'", "'sliding'")):
         return hint
     return (f"{hint}; gf.extend does not continue with that method: for it, run the flow from t = 0 to the new t1 "
-            "with gf.simulate (the same network and data)")
+            "with gf.simulate or gflow simulate (the same network and data)")
 
 
 #: what a hint may name that gf.simulate_batch refuses (exprk4 and the switching methods, the event methods, and
