@@ -199,20 +199,29 @@ def _arrays(sol) -> dict:
     return {k: v for k, v in vars(sol).items() if isinstance(v, np.ndarray) and v.dtype != object}
 
 
+def _side_by_side(call, repeats: int, enter):
+    """Best of ``repeats`` of ``call()`` for each flag (True: the baseline, False: the current code), alternating:
+    ``enter(flag, stack)`` enters the flag's context managers on an ExitStack and returns the recorder timer.
+    Returns ({flag: (best wall, its recorder seconds)}, {flag: the last solution})."""
+    best = {True: (math.inf, 0.0), False: (math.inf, 0.0)}
+    sols = {}
+    for _ in range(repeats):
+        for flag in (True, False):
+            with contextlib.ExitStack() as stack:
+                timer = enter(flag, stack)
+                t = time.perf_counter()
+                sol = call()
+                wall = time.perf_counter() - t
+            if wall < best[flag][0]:
+                best[flag] = (wall, timer.seconds)
+            sols[flag] = sol
+    return best, sols
+
+
 def run(quick: bool, repeats: int) -> dict:
     rows = []
     for name, call in cases(quick).items():
-        best = {True: (math.inf, 0.0), False: (math.inf, 0.0)}
-        sols = {}
-        for _ in range(repeats):
-            for former in (True, False):
-                with _Timed(former) as timer:
-                    t = time.perf_counter()
-                    sol = call()
-                    wall = time.perf_counter() - t
-                if wall < best[former][0]:
-                    best[former] = (wall, timer.seconds)
-                sols[former] = sol
+        best, sols = _side_by_side(call, repeats, lambda former, stack: stack.enter_context(_Timed(former)))
         a, b = _arrays(sols[True]), _arrays(sols[False])
         equal = a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
         T = len(sols[False].t)
@@ -285,20 +294,12 @@ def _same(a, b) -> bool:
 def run_shared(quick: bool, repeats: int) -> list:
     rows = []
     for name, (steps, call) in shared_cases(quick).items():
-        best = {True: (math.inf, 0.0), False: (math.inf, 0.0)}
-        sols = {}
-        for _ in range(repeats):
-            for before in (True, False):
-                with contextlib.ExitStack() as stack:
-                    if before:
-                        stack.enter_context(_Unshared())
-                    timer = stack.enter_context(_Timed(False))
-                    t = time.perf_counter()
-                    sol = call()
-                    wall = time.perf_counter() - t
-                if wall < best[before][0]:
-                    best[before] = (wall, timer.seconds)
-                sols[before] = sol
+        def enter(before, stack):
+            if before:
+                stack.enter_context(_Unshared())
+            return stack.enter_context(_Timed(False))
+
+        best, sols = _side_by_side(call, repeats, enter)
         T = len(sols[False].t)
         (w0, r0), (w1, r1) = best[True], best[False]
         row = {"case": name, "steps": steps, "saved_times": T, "before_wall_s": w0, "wall_s": w1,

@@ -800,8 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t1", type=float, help="flows: the new final time, beyond the run's end")
     g.add_argument("--steps", type=int, help="gradient descent: how many more steps (of the run's δ)")
     g.add_argument("--saveat", type=_saveat_arg, help="flows: the continuation's output times, a count (an integer: "
-                   "evenly spaced over (end, t1]) or times in (end, t1] (comma-separated; one time: 2500.0) (default: those the run to --t1 "
-                   "would have saved beyond the end)")
+                   "evenly spaced over (end, t1]) or times in (end, t1] (comma-separated; one time: 2500.0) "
+                   "(default: those the run to --t1 would have saved beyond the end)")
     g.add_argument("--save-every", type=int, dest="save_every", help="gradient descent: save the steps that are "
                    "multiples of this, counted from the run's start (default: the run's)")
     g = e.add_argument_group("solver (flows; default: the run's)")
