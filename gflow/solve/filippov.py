@@ -57,9 +57,9 @@ and at least the loss's rounding (:func:`gflow.solve.nonsmooth.rounding_floor`).
 it passes through 0 where the two solves' errors cross, and an error the returned solve makes at an event persists
 while the looser solve's need not (ReLU, n = 6, d = 8, rtol 1e-5 to t = 200: 3.7e-5 off from t ≈ 30 on, a raw
 difference of 6.1e-9 at t = 170; now 3.4e-5 there, the worst ratio true/estimate over 12 random ReLU and leaky-ReLU
-cases at rtol 1e-5 and 1e-6 1.1, was 6 200).  It remains an estimate: the two solves' event decisions can err alike.  (Where steps are
-cut by events the tolerance barely matters and the error comes from the event states; the interpolant is what
-makes the two solves differ there.)
+cases at rtol 1e-5 and 1e-6 1.1, was 6 200).  It remains an estimate: the two solves' event decisions can err alike.
+(Where steps are cut by events the tolerance barely matters and the error comes from the event states; the
+interpolant is what makes the two solves differ there.)
 
 **Neurons through w_i = 0** (shallow nets with n > d, where G has rank < n): a neuron can reach w_i = 0 — its pairs
 reach the kink together as it moves on a line of rank G − 1 sliding pairs — where the Filippov solution is not
