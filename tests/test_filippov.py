@@ -610,3 +610,18 @@ def test_a_filippov_run_whose_events_come_in_a_burst_early_is_not_stopped_as_sta
     sol = gf.simulate(net, X, y, t1=100.0, method="filippov", max_steps=2646, warn=False)
     assert sol.status == "success", sol.message
     assert 2000 < sol.stats["n_steps"] <= 2646
+
+
+def test_error_estimate_bounds_an_error_made_at_an_event_where_the_two_solves_cross():
+    # ReLU, n = 6 < d = 8 to t = 200 at rtol 1e-5: an event at t ≈ 30 leaves the returned solve 3.7e-5 off for good;
+    # the looser solve's difference to it passes through 0 near t = 170, where the raw difference said 6.1e-9
+    X, y = gf.data.random_labels(n=6, d=8, seed=1)
+    net = gf.Network(d=8, width=12, activation="relu", seed=1)
+    saveat = np.linspace(0.0, 200.0, 41)
+    sol = gf.simulate(net, X, y, 200.0, saveat, method="filippov", rtol=1e-5, error_estimate=True, warn=False)
+    ref = gf.simulate(net, X, y, 200.0, saveat, method="filippov", rtol=1e-10, warn=False)
+    true = np.abs(sol.loss - ref.loss) / ref.loss
+    assert true[-1] > 2e-5  # (the case)
+    assert np.all(sol.error_estimate >= np.maximum.accumulate(sol.error_estimate))  # carried forward
+    assert np.all(true <= 1.25 * sol.error_estimate), np.max(true / np.where(sol.error_estimate > 0,
+                                                                               sol.error_estimate, np.inf))

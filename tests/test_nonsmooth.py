@@ -454,3 +454,69 @@ def test_step_halving_past_the_stability_limit_where_the_loss_rose_reports_no_es
     assert sol.error_estimate[0] == 0.0 and np.all(sol.error_estimate[1:] == np.inf)
     assert "no error estimate: the steps 20, 10, 5 include steps past the stability limit" in sol.message
     assert "warning: the loss rose" in sol.message
+
+
+# ------------------------------------------------------------------------------------------------------------
+# rounding: the same in all three solves, so step halving cannot see it (rounding_floor)
+
+
+def _linear_closed_form(net, X, y, r0, times):
+    """L(t) = ½ r₀ᵀ exp(−2ĉ²Gt) r₀ (EQUATIONS.md (E5)) for a linear σ."""
+    G = net.gram(X).numpy()
+    w, V = np.linalg.eigh(G)
+    q = V.T @ r0
+    c2 = float(np.mean(net.c.numpy() ** 2))
+    return np.array([0.5 * np.sum(q ** 2 * np.exp(-2.0 * c2 * w * t)) for t in times])
+
+
+@pytest.mark.parametrize("method", ["midpoint", "rk4"])
+def test_step_halving_bounds_a_linear_flow_where_its_loss_reaches_float64_rounding(method):
+    # a linear flow (n = 4 < d = 10) to L ≈ 5e-27 at t = 200 and 1e-52 at t = 400: the three solves round alike, so
+    # their differences fell with the step while the rounding stayed — rk4 said 5.8e-3 at t = 200 where it was 6.1e-2
+    # off the closed form, and 0.11 where its loss (1e-31, rounding) was 1e21 times the flow's
+    X, y = gf.data.random_labels(n=4, d=10, seed=1)
+    net = gf.Network(d=10, width=16, activation="linear", seed=1)
+    saveat = np.linspace(0.0, 400.0, 9)
+    sol = gf.simulate(net, X, y, 400.0, saveat, method=method, step=0.5, error_estimate=True, warn=False)
+    exact = _linear_closed_form(net, X, y, sol.residual[0], saveat)
+    true = _true_rel(sol.loss, exact)
+    assert np.all(true <= sol.error_estimate), (true, sol.error_estimate)
+    assert np.isinf(sol.error_estimate[-1])  # (L = 1e-52: the computed loss is rounding)
+    assert sol.error_estimate[2] < 1e-2  # (t = 100, L = 1e-14: still the truncation error's estimate)
+    assert sol.config["solver"]["error_estimate"]["rounding_times"] > 0
+    assert "rounding in float64" in sol.message
+
+
+def test_step_halving_bounds_a_float32_run_at_its_rounding():
+    # float32 to t = 200 (the flow's L = 5e-22): the loss stalls at its rounding, ≈ 1e-14, where the three solves
+    # agreed: the estimate said 1.65 for a relative error of 2.4e7
+    X, y = gf.data.random_labels(n=4, d=10, seed=1)
+    net = gf.Network(d=10, width=16, activation="tanh", seed=1, dtype="float32")
+    ref_net = gf.Network(d=10, width=16, activation="tanh", seed=1)
+    saveat = np.linspace(0.0, 200.0, 11)
+    sol = gf.simulate(net, X, y, 200.0, saveat, method="euler", step=0.25, error_estimate=True, warn=False)
+    ref = gf.simulate(ref_net, X, y, 200.0, saveat, method="dop853", rtol=1e-12, atol=1e-30, warn=False)
+    true = _true_rel(sol.loss, ref.loss)
+    assert true[-1] > 1e6  # (the case: float32's loss is rounding)
+    # (from t > 0: at t = 0 the two differ by the float32 network's rounded data and weights, 1e-8, no solver's error)
+    assert np.all(true[1:] <= sol.error_estimate[1:]), (true, sol.error_estimate)
+
+
+def test_an_rtol_below_float32_rounding_stops_at_once_naming_the_rounding():
+    X, y = gf.data.random_labels(n=4, d=10, seed=1)
+    net = gf.Network(d=10, width=16, activation="tanh", seed=1, dtype="float32")
+    with pytest.warns(gf.GFlowWarning, match="rounding of the loss in float32"):
+        sol = gf.simulate_nonsmooth(net, X, y, 200.0, np.linspace(0.0, 200.0, 11), method="euler", step=0.25,
+                                    rtol=1e-3)
+    assert sol.status == "max_steps" and "use float64" in sol.message
+    assert len(sol.config["solver"]["error_estimate"]["steps"]) == 3  # (no halving on towards max_steps)
+
+
+def test_rounding_floor_is_zero_at_the_start_and_inf_where_the_residual_is_rounding():
+    from gflow.solve.nonsmooth import rounding_floor
+
+    X, y = gf.data.random_labels(n=4, d=10, seed=1)
+    net = gf.Network(d=10, width=16, activation="linear", seed=1)
+    sol = gf.simulate(net, X, y, 1000.0, [0.0, 1.0, 1000.0], method="rk4", step=0.5, warn=False)
+    floor = rounding_floor(sol)
+    assert floor[0] == 0.0 and 0 < floor[1] < 1e-13 and np.isinf(floor[2])
