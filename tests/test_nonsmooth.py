@@ -505,7 +505,7 @@ def test_step_halving_bounds_a_float32_run_at_its_rounding():
 def test_an_rtol_below_float32_rounding_stops_at_once_naming_the_rounding():
     X, y = gf.data.random_labels(n=4, d=10, seed=1)
     net = gf.Network(d=10, width=16, activation="tanh", seed=1, dtype="float32")
-    with pytest.warns(gf.GFlowWarning, match="rounding of the loss in float32"):
+    with pytest.warns(gf.GFlowWarning, match="loss.s rounding in float32"):
         sol = gf.simulate_nonsmooth(net, X, y, 200.0, np.linspace(0.0, 200.0, 11), method="euler", step=0.25,
                                     rtol=1e-3)
     assert sol.status == "max_steps" and "use float64" in sol.message
