@@ -226,9 +226,11 @@ def _unreachable(est: dict, order: float, h: float, rtol: float, t_end: float, m
     return None
 
 
-def _rounding_unreachable(est: dict, rtol: float, sol: Solution) -> tuple[str, str] | None:
+def _rounding_unreachable(est: dict, rtol: float | None, sol: Solution) -> tuple[str, str] | None:
     """("max_steps", message) where rounding alone keeps the estimate above ``rtol`` (no step reaches it: halving
-    would go on to max_steps); None where it does not."""
+    would go on to max_steps); None where it does not, or without an rtol (an estimate only)."""
+    if rtol is None:
+        return None
     over = np.flatnonzero(est["rounded"] & (est["rel"] > rtol))
     if not over.size:
         return None
