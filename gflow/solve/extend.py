@@ -107,8 +107,8 @@ def extend(
         steps: gradient descent: how many more steps (of the run's δ).
         saveat: flows: the continuation's output times: times in (t[-1], t1], or a count k (an int: k times evenly
             spaced over (t[-1], t1], on the continuation's multiples of a fixed-step method's step: at most one a
-            step); t1 is always saved.  Default: the times :func:`gflow.default_saveat` gives the run to the new t1, beyond t[-1] (on
-            multiples of a fixed step).
+            step); t1 is always saved.  Default: the times :func:`gflow.default_saveat` gives the run to the new
+            t1, beyond t[-1] (on multiples of a fixed step).
         save_every: gradient descent: save the steps that are multiples of this, counted from the start of the
             whole run, as the longer run saves them (default: the run's; the last step is always saved).
         features_at, weights_at: times of the continuation at which H / W are kept (default: its end for H; W at
