@@ -233,11 +233,28 @@ def _figure_file(path, name: str) -> Path:
     return p
 
 
-def _finish(sol, out: Path) -> int:
+def _finish(sol, out: Path, checkpoint=None) -> int:
+    """Print the summary, save ``sol`` to ``out`` and, once it is saved and the run finished, delete its
+    ``checkpoint`` (not before: a result that could not be saved — a full disk — would be lost whole, and the same
+    command would run again from t = 0: an audit); the exit status: 0 for a finished run, 1 for a stopped one."""
     print(sol.summary())
     path = sol.save(out)
     print(f"wrote {path}")
+    if checkpoint is not None and sol.ok:
+        from .solve.checkpoint import delete
+
+        delete(checkpoint)
     return 0 if sol.ok else 1
+
+
+def _loss_figure(sol, path: Path, note: str = "") -> None:
+    """--figure: the training loss against the paper's bounds, PNG or PDF (a missing folder is made, as --out's)."""
+    from .plotting import plot_loss_bounds
+
+    fig = plot_loss_bounds(sol)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    print(f"wrote {path} (training loss against the paper's bounds{note})")
 
 
 #: the exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
@@ -264,8 +281,6 @@ def cmd_demo(args) -> int:
     from .theory.certify import certify
 
     print("gflow demo: gradient flow of the shallow tanh net of Experiment 1 (d = 20, n = 20, m = 1024) to t = 500")
-    from .plotting import plot_loss_bounds
-
     out = _out_file(args.out)
     fig_path = _figure_file(args.figure, "--figure") if args.figure else out.with_suffix(".png")
     sol, stopped = _run_saving_partial(lambda: run_config(DEMO), out)
@@ -274,10 +289,7 @@ def cmd_demo(args) -> int:
     rc = _finish(sol, out)
     cert = certify(sol)
     print(cert)
-    fig = plot_loss_bounds(sol)
-    fig_path.parent.mkdir(parents=True, exist_ok=True)  # (as --out: a missing folder is made)
-    fig.savefig(fig_path, dpi=150, bbox_inches="tight")
-    print(f"wrote {fig_path} (training loss against the paper's bounds)")
+    _loss_figure(sol, fig_path)
     return rc if cert.ok else 1
 
 
@@ -362,12 +374,7 @@ def cmd_simulate(args) -> int:
     sol, stopped = _run_saving_partial(run, out)
     if stopped is not None:
         return stopped
-    code = _finish(sol, out)
-    if ckpt is not None and sol.ok:
-        from .solve.checkpoint import delete
-
-        delete(ckpt)
-    return code
+    return _finish(sol, out, checkpoint=ckpt)
 
 
 def cmd_show(args) -> int:
@@ -477,18 +484,9 @@ def cmd_extend(args) -> int:
     sol, stopped = _run_saving_partial(run, out)
     if stopped is not None:
         return stopped
-    code = _finish(sol, out)
-    if keep and sol.ok:
-        from .solve.checkpoint import delete
-
-        delete(args.checkpoint)
+    code = _finish(sol, out, checkpoint=args.checkpoint if keep else None)
     if fig_path is not None:
-        from .plotting import plot_loss_bounds
-
-        fig = plot_loss_bounds(sol)
-        fig_path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(fig_path, dpi=150, bbox_inches="tight")
-        print(f"wrote {fig_path} (training loss against the paper's bounds, t ∈ [0, {sol.t[-1]:g}])")
+        _loss_figure(sol, fig_path, f", t ∈ [0, {sol.t[-1]:g}]")
     return code
 
 
