@@ -305,7 +305,8 @@ class Solution:
         lam_min_M, lam_max_M: extreme eigenvalues of M = κ_M·G∘S (E3) (NaN for n > 2000).
         dL: L̇ = −rᵀMr.   feature_movement: (T, n) (1/m)Σ_i|h_i^t(x_a) − h_i^0(x_a)|;
             feature_movement_test: (T, n_te) the same on the test inputs (None without test data).
-        kernel_movement: ‖M_t − M_0‖_F/‖M_0‖_F.   weight_movement: ‖W_t − W_0‖_F/‖W_0‖_F.
+        kernel_movement: ‖M_t − M_0‖_F/‖M_0‖_F.   weight_movement: ‖W_t − W_0‖_F/‖W_0‖_F.  (From a zero start,
+            M₀ = 0 or W₀ = 0: 0 while nothing moved, inf once it has.)
         moved_fraction: max_a (1/m)#{i : |h_i^t(x_a) − h_i^0(x_a)| ≥ ξ}, ξ = |I|/3 (T7; NaN for unbounded I).
         int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
             integrated with the flow (exact left sums for GD); None when ``integrals=False`` (and int_lam_min_M

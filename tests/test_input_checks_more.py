@@ -271,12 +271,36 @@ def test_a_custom_activation_named_like_a_built_in_is_not_rerun_as_the_built_in(
 # 4. W0 = 0 and 5. overflowing data or network
 
 
-def test_zero_initial_weights_give_a_non_finite_relative_movement_not_a_crash():
+def test_zero_initial_weights_give_zero_then_infinite_relative_movement_not_nan_or_a_crash():
     X, y = gf.data.random_labels(n=5, d=4, seed=0)
     net = gf.Network(d=4, width=16, W0=np.zeros((16, 4)), seed=0)
-    for space in ("feature", "weight"):  # ‖W − W0‖/‖W0‖ with ‖W0‖ = 0: NaN at t = 0, inf once W moved
+    for space in ("feature", "weight"):  # ‖W − W0‖/‖W0‖ with ‖W0‖ = 0: 0 at t = 0 (nothing moved), inf once W moved
         sol = gf.simulate(net, X, y, t1=1.0, space=space, warn=False)
-        assert sol.ok and math.isnan(sol.weight_movement[0]) and np.isinf(sol.weight_movement[-1])
+        assert sol.ok and sol.weight_movement[0] == 0.0 and np.all(np.isinf(sol.weight_movement[1:]))
+        gd = gf.gradient_descent(net, X, y, step=0.1, steps=3, space=space, warn=False)
+        assert gd.weight_movement[0] == 0.0 and np.all(np.isinf(gd.weight_movement[1:]))
+
+
+@pytest.mark.parametrize("how", ["c_zero", "dead_relu"])
+def test_a_run_without_training_signal_reports_zero_kernel_movement_not_nan(how):
+    """M₀ = 0 (c = 0, or a ReLU net whose every neuron is inactive on every point): M stays 0 and the kernel
+    movement ‖M_t − M_0‖/‖M_0‖ is 0 — through every recording path: one time at a time (GD, the batch API) and a
+    chunk of dense-output times at once (dop853 with a saveat), weight and feature space."""
+    X, y = gf.data.random_labels(n=6, d=4, seed=0)
+    if how == "c_zero":
+        net = gf.Network(d=4, width=8, activation="tanh", c=np.zeros(8), seed=0)
+    else:  # h = W x < 0 on every point: W0 = −|…| on positive inputs
+        X = np.abs(X) + 0.1
+        net = gf.Network(d=4, width=8, activation="relu", W0=-np.abs(np.random.default_rng(0).normal(size=(8, 4))),
+                         seed=0)
+    runs = [gf.simulate(net, X, y, t1=1.0, method="dop853", saveat=np.linspace(0, 1, 9), space=space, warn=False)
+            for space in ("feature", "weight")]
+    runs.append(gf.gradient_descent(net, X, y, step=0.1, steps=4, warn=False))
+    runs += gf.simulate_batch([net, net], X, y, t1=1.0, method="rk4", step=0.25, warn=False)
+    for sol in runs:
+        assert np.all(sol.lam_max_M == 0.0), sol.summary()
+        assert np.array_equal(sol.kernel_movement, np.zeros_like(sol.kernel_movement)), sol.kernel_movement
+        assert np.array_equal(sol.loss, np.full_like(sol.loss, sol.loss[0]))
 
 
 @pytest.mark.parametrize("case", ["X", "c_hat", "float32", "nan_embedding"])

@@ -128,10 +128,7 @@ class FeatureSpaceField(AbstractField):
         moved = abs(net.lr * net.alpha * net.beta) * math.sqrt(max(sq, 0.0))
         if self.__dict__.get("_W0_norm") is None:
             self._W0_norm = float(torch.linalg.norm(net.W0))
-        w0 = self._W0_norm
-        if w0 == 0.0:  # W0 = 0: as weight space's tensor division (NaN while W has not moved, inf after)
-            return math.nan if moved == 0.0 else math.inf
-        return moved / w0
+        return Q.relative_movement(moved, self._W0_norm)
 
     def flops_per_eval(self) -> float:
         m, n = self.problem.net.m, self.problem.n

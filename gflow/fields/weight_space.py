@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..model import quantities as Q
 from .base import AbstractField, Parts, Problem
 
 #: the largest m·D for which :class:`WeightSpaceField` routes its CPU products through column-major buffers
@@ -85,8 +86,8 @@ class WeightSpaceField(AbstractField):
         """‖W − W0‖_F / ‖W0‖_F."""
         W0 = self.problem.net.W0
         if self.__dict__.get("_W0_norm") is None:
-            self._W0_norm = torch.linalg.norm(W0)
-        return float(torch.dist(state, W0) / self._W0_norm)
+            self._W0_norm = float(torch.linalg.norm(W0))
+        return Q.relative_movement(float(torch.dist(state, W0)), self._W0_norm)
 
     def flops_per_eval(self) -> float:
         m, n, D = self.problem.net.m, self.problem.n, self.problem.net.D

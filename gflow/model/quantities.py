@@ -167,6 +167,15 @@ class FastForms:
         return gram(torch.mul(ds, self.c_col, out=buf)).mul_(self.G_over_m)
 
 
+def relative_movement(moved: float, start: float) -> float:
+    """‖X_t − X_0‖/‖X_0‖ from its two norms, with a zero start made explicit: 0 where nothing moved from a zero start
+    (M₀ = 0 with c = 0 or every neuron inactive: M stays 0, as W₀ = 0 stays where its gradient is 0), inf where it
+    moved from one — not the 0/0 = NaN of a plain division."""
+    if start != 0.0:
+        return moved / start
+    return 0.0 if moved == 0.0 else math.inf
+
+
 def all_finite(x: torch.Tensor) -> bool:
     """Whether every entry of ``x`` is finite.  A finite sum proves it (a NaN or ±inf entry makes the sum
     non-finite), so the entrywise test — four passes and a temporary — runs only where the sum is not (NaN, inf, or

@@ -361,7 +361,7 @@ class Recorder:
             M0_norm = torch.linalg.norm(M0) if self._M0_norm is None or self._M0 is None else self._M0_norm
             if single:
                 lam = [Q.extreme_eigenvalues(M, self._M_symmetric)]
-                moved_M = [float(torch.dist(M, M0) / M0_norm)]
+                moved_M = [Q.relative_movement(float(torch.dist(M, M0)), float(M0_norm))]
                 if self._share and math.isfinite(lam[0][0]):  # (a non-finite M: the field's eigvalsh says NaN)
                     self.field.offer_integrands(H, ds, eta_t.view(1), mu_nu_t, M, M.new_full((1,), lam[0][0]))
             else:
@@ -370,7 +370,8 @@ class Recorder:
                     lam = list(zip(ev[:, 0].tolist(), ev[:, -1].tolist()))
                 else:  # (an overflowing kernel: NaN at those times, as extreme_eigenvalues says)
                     lam = [Q.extreme_eigenvalues(Mi, self._M_symmetric) for Mi in M]
-                moved_M = torch.stack([torch.dist(Mi, M0) for Mi in M.unbind()]).div_(M0_norm).tolist()
+                moved_M = [Q.relative_movement(d, float(M0_norm))
+                           for d in torch.stack([torch.dist(Mi, M0) for Mi in M.unbind()]).tolist()]
         elif self._eig:  # the times before the failing one, one by one (the failure path only)
             M = [self._forms.kernel_M(at(ds, i), at(ind, i)) if ok[i] else None for i in range(k)]
         fm = _np(Q.feature_movement(H, self._H0, dH, ones))  # leaves |H − H0| in dH
@@ -430,7 +431,7 @@ class Recorder:
                     kernel_moved = moved_M[i]
                 else:
                     lo, hi = Q.extreme_eigenvalues(Mi, self._M_symmetric)
-                    kernel_moved = float(torch.dist(Mi, self._M0) / self._M0_norm)
+                    kernel_moved = Q.relative_movement(float(torch.dist(Mi, self._M0)), float(self._M0_norm))
                 rows["lam_min_M"].append(lo)
                 rows["lam_max_M"].append(hi)
                 ri = at(r, i)
@@ -478,7 +479,7 @@ class Recorder:
         W0 = self.__dict__.get("_W0_ref")
         if W0 is None:
             return self.field.weight_movement(state)
-        return float(torch.dist(self.field.weights(state), W0) / self._W0_ref_norm)
+        return Q.relative_movement(float(torch.dist(self.field.weights(state), W0)), float(self._W0_ref_norm))
 
     def _test_block(self, states: torch.Tensor, keep: list[bool]):
         """(f_te (k, n_te), the test feature movement (k, n_te), {i: H_te at the kept times}) of the chunk's states,
