@@ -97,6 +97,12 @@ def test_sweep_block(tmp_path, monkeypatch):
     assert ns["sol"].ok and gf.certify(ns["sol"]).ok
 
 
+def test_the_guide_has_no_python_block_left_unrun():
+    # the details moved to docs/guide.md are prose; a Python block there must be run by a test here as README's are
+    guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    assert not re.findall(r"^```python\n", guide, flags=re.M), "docs/guide.md has a Python block no test runs"
+
+
 @pytest.mark.parametrize("command", ["gflow demo", "python -m pytest"])
 def test_the_two_commands_lead_the_readme(command):
     first = _blocks("bash")[0]

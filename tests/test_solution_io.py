@@ -584,7 +584,7 @@ def test_a_save_over_a_file_keeps_its_permissions_and_a_symbolic_link_its_target
 
 @pytest.mark.parametrize("scaling", ["ours", "ntk", "mf"])
 def test_a_saved_run_continued_from_its_final_weights_follows_the_longer_run(scaling, tmp_path):
-    # (the README's recipe for a longer horizon, "Continuing a finished run": a workflow audit found no other way)
+    # (the recipe for a longer horizon, docs/guide.md "Continuing a finished run": a workflow audit found no other way)
     X, y = gf.data.random_labels(n=8, d=5, seed=0)
     net = gf.Network(d=5, width=16, activation="tanh", scaling=scaling, seed=0)
     kw = dict(method="dop853", rtol=1e-10, atol=1e-12, integrals=False)

@@ -22,7 +22,7 @@ from ._common import check_mode
 
 
 KINKED = ("relu", "leaky_relu")
-#: the methods run on a kinked problem (adaptive smooth solvers only stall there: see the tests and README)
+#: the methods run on a kinked problem (adaptive smooth solvers only stall there: see the tests and docs/guide.md)
 KINKED_METHODS = ("gd", "euler", "sliding", "filippov")
 
 

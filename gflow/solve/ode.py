@@ -516,7 +516,7 @@ def simulate(
             error through rtol/atol.  Not with ``checkpoint`` (several solves).
         threads: torch's intra-op CPU threads for the solve (restored after it); default: one where an
             evaluation costs fewer than :data:`~gflow.solve._record.SERIAL_BELOW_FLOPS` flops, else torch's
-            setting (``sol.stats["torch_threads"]``; see README "Threads").
+            setting (``sol.stats["torch_threads"]``; see docs/guide.md, "Threads and performance notes").
         _continue: private to :func:`gflow.extend`: called as ``_continue(field, recorder)`` before the solve (on
             its threads), it sets the state the field starts from and the references the recorder measures from.
 
