@@ -535,6 +535,10 @@ class Solution:
             else:  # (a run that stopped early never reached t1: "to t1" said it had)
                 lines.append(f"  {phase} to t1 (no hand-over)" if self.ok else
                              f"  {phase} until it stopped at t = {float(self.t[-1]):.6g} (no hand-over)")
+        lam = None if self.lam_max_M is None else np.asarray(self.lam_max_M, dtype=np.float64)
+        if lam is not None and lam.size and np.all(lam == 0.0):  # (NaN, n > 2000 or not recorded: no claim)
+            lines.append("note: the kernel M is 0 at every saved time — no training signal (c = 0, or every neuron "
+                         "inactive on every training point, e.g. dead ReLUs): the flow did not move")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -301,6 +301,9 @@ def test_a_run_without_training_signal_reports_zero_kernel_movement_not_nan(how)
         assert np.all(sol.lam_max_M == 0.0), sol.summary()
         assert np.array_equal(sol.kernel_movement, np.zeros_like(sol.kernel_movement)), sol.kernel_movement
         assert np.array_equal(sol.loss, np.full_like(sol.loss, sol.loss[0]))
+        assert "no training signal" in sol.summary(), sol.summary()
+    trained = gf.simulate(gf.Network(d=4, width=8, activation="tanh", seed=0), X, y, t1=1.0, warn=False)
+    assert "no training signal" not in trained.summary()
 
 
 @pytest.mark.parametrize("case", ["X", "c_hat", "float32", "nan_embedding"])
