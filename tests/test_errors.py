@@ -1054,6 +1054,18 @@ def test_a_tiny_atol_in_feature_space_is_not_a_collapse_at_the_first_step():
     assert feature.ok and abs(feature.loss[-1] / weight.loss[-1] - 1) < 1e-9
 
 
+def test_atol_none_is_the_default_as_rtol_none_is():
+    # atol=None was a TypeError ("atol must be a real number, got NoneType None") where rtol=None is the default
+    X, y = gf.data.random_labels(n=6, d=3, seed=0)
+    net = gf.Network(d=3, width=8, seed=0)
+    a, b = (gf.simulate(net, X, y, t1=2.0, method="dop853", atol=atol) for atol in (None, 1e-9))
+    assert np.array_equal(a.loss, b.loss) and a.config["solver"]["atol"] == 1e-9
+    (c,), (d,) = (gf.simulate_batch([net], X, y, t1=2.0, atol=atol) for atol in (None, 1e-9))
+    assert np.array_equal(c.loss, d.loss)
+    with pytest.raises(TypeError, match="atol must be a real number"):
+        gf.simulate(net, X, y, t1=2.0, atol="1e-9")
+
+
 def test_lsoda_whose_steps_grow_late_is_not_stopped_as_stalled_and_stalls_advise_the_stiff_method():
     # (a numerics audit) the stall projection, after 200 steps, stopped LSODA at t = 65 of 1e6 — LSODA being what the
     # explicit methods' stall advised — though it finishes in ~1 100 steps; the advice now names dop853+exprk4

@@ -1199,3 +1199,19 @@ def test_loss_rises_within_the_tolerance_do_not_add_up_unseen(rtol):
     for k, t in enumerate(grid):  # (the loss is ∝ the square of the scale: each saved loss 1 + creep the last's)
         rec.record(float(t), s0 * (1.0 + creep) ** (k / 2))
     assert rec.loss_rise is not None and rec.loss_rise[2] <= grid[3]  # (flagged once the rises sum past rise_rtol)
+
+
+def test_a_tiny_atol_is_not_a_collapse_at_the_first_step():
+    # A = ∫P starts at exactly 0, scaled by atol alone: at atol = 1e-30 the first-step guess was 4.5e-20, and exprk4
+    # stopped with "step_size_collapse at t = 0" on a linear σ — the flow it integrates exactly (dop853 had the same
+    # defect, fixed before: tests/test_errors.py)
+    X, y = gf.data.random_labels(n=4, d=10, seed=1)
+    net = gf.Network(d=10, width=16, activation="linear", seed=1)
+    ts = np.linspace(0.0, 100.0, 6)
+    sol = gf.simulate(net, X, y, 100.0, ts, method="exprk4", rtol=1e-12, atol=1e-30, integrals=False)
+    assert sol.ok, sol.message
+    G = net.gram(X).numpy()
+    w, V = np.linalg.eigh(G)
+    q = V.T @ sol.residual[0]
+    exact = [0.5 * np.sum(q**2 * np.exp(-2.0 * float(np.mean(net.c.numpy() ** 2)) * w * t)) for t in ts]
+    np.testing.assert_allclose(sol.loss, exact, rtol=1e-8)   # (L falls to 1.2e-14; measured 1.2e-10 off)

@@ -50,6 +50,7 @@ from .checkpoint import stored_layout
 from .expint import explicit_method
 from .gd import DIVERGE_FACTOR, _loss_rise, failure_end, gd_schedule, note_unstable_step
 from .ode import (
+    DEFAULT_ATOL,
     DEFAULT_METHOD,
     EXPINT_METHODS,
     FILIPPOV_METHODS,
@@ -241,7 +242,7 @@ def simulate_batch(
     *,
     method: str = DEFAULT_METHOD,
     rtol: float | None = None,
-    atol: float = 1e-9,
+    atol: float | None = DEFAULT_ATOL,
     step: float | None = None,
     max_steps: int = 100_000,
     max_wall_time: float | None = None,
@@ -322,6 +323,7 @@ def simulate_batch(
     threads = check_threads(threads, warn)
     net = nets[0]
     rtol = default_rtol(net.dtype, method) if rtol is None else rtol
+    atol = DEFAULT_ATOL if atol is None else atol
     S = len(nets)
     auto_reason = None
     if isinstance(method, str) and method == "auto":

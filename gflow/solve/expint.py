@@ -59,7 +59,7 @@ from ..fields.observed import INTEGRALS, ObservedField
 from ..fields.weight_space import WeightSpaceField
 from ..model.quantities import gram, gram_flops
 from ._record import Monitor, Recorder
-from .rk import JumpQuadrature
+from .rk import _MIN_FIRST_STEP, JumpQuadrature
 
 #: "dop853+exprk4" / "dopri5+exprk4": the explicit method while the flow is not stiff, exprk4 from where it pays
 SWITCHING_METHODS = ("dop853+exprk4", "dopri5+exprk4")
@@ -1155,7 +1155,12 @@ def _run_adaptive(flow, p, grid, rtol, atol, recorder, monitor: Monitor, extra, 
     t1 = float(grid[-1])
     recent: list[float] = []
     prev = None  # the previous accepted step's start (the dense output's estimate reads it)
-    h = _initial_step(flow, p, rtol, atol, t1 - p.t) if h is None else min(h, t1 - p.t)
+    if h is None:  # (not below the explicit engine's floor for a first step: A = ∫P starts at exactly 0, scaled by atol
+        # alone, and at atol = 1e-30 the guess was 4.5e-20 — "step_size_collapse at t = 0" on a linear σ, which exprk4
+        # integrates exactly; a step too long for the flow is rejected and shrunk as any other)
+        h = min(max(_initial_step(flow, p, rtol, atol, t1 - p.t), _MIN_FIRST_STEP * monitor.time_unit), t1 - p.t)
+    else:
+        h = min(h, t1 - p.t)
     nonfinite = 0
     err_prev = 1.0
     sampler = _Sampler()

@@ -388,6 +388,10 @@ def with_auto_reason(sol: Solution, reason: str) -> Solution:
     return replace(sol, config=dict(sol.config, solver=dict(sol.config["solver"], auto=reason)))
 
 
+#: atol when none is given (``atol=None``): of the adaptive methods' error test, per state entry
+DEFAULT_ATOL = 1e-9
+
+
 def default_rtol(dtype: torch.dtype, method: str | None = None) -> float:
     """rtol when none is given: 1e-7 in float64, 1e-5 in float32 (within 100× of float32's machine epsilon an
     adaptive method's error estimate is rounding, and steps are rejected for it); 1e-7 for a fixed-step method in
@@ -406,7 +410,7 @@ def simulate(
     *,
     method: str = "auto",
     rtol: float | None = None,
-    atol: float = 1e-9,
+    atol: float | None = DEFAULT_ATOL,
     step: float | None = None,
     max_steps: int = 100_000,
     max_wall_time: float | None = None,
@@ -454,7 +458,8 @@ def simulate(
             (``sol.stats["give_back_time"]``; it may hand over again, ``sol.stats["phase_times"]``): what
             ``"auto"`` runs on long, stiff horizons.
         rtol, atol: tolerances of adaptive methods (how to choose: the loss is accurate to about rtol
-            relative while it is far above atol·n).  Default rtol: 1e-7 in float64, 1e-5 in float32
+            relative while it is far above atol·n; None: the default).  Default atol: 1e-9 (:data:`DEFAULT_ATOL`);
+            default rtol: 1e-7 in float64, 1e-5 in float32
             (:func:`default_rtol`; 1e-7 is float32's machine epsilon, where steps are rejected for rounding: a tanh
             run to t = 3 000 took 4 072 steps, 625 rejected, against 650 at 1e-5).
         step: the step of fixed-step methods; required for them and rejected for adaptive ones.  A flow's loss
@@ -538,6 +543,7 @@ def simulate(
         raise TypeError(f"net must be a gf.Network, got {describe(net)}")
     error_estimate = check_flag(error_estimate, "error_estimate")
     rtol = default_rtol(net.dtype, method) if rtol is None else rtol
+    atol = DEFAULT_ATOL if atol is None else atol
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     check_choice(space, "space", SPACES)  # (before auto reads it)
