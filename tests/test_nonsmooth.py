@@ -293,9 +293,10 @@ def test_bad_input_is_rejected(make_data):
     X, y = make_data(n=4, d=6, seed=0)
     net = gf.Network(d=6, width=16, activation="relu", seed=0)
     # the message names every route that takes it (filippov was left out once)
-    with pytest.raises(ValueError, match=r"error_estimate=True needs method='filippov', method='auto' with a "
-                                         r"ReLU-type activation, or a fixed-step method in \('euler', 'midpoint', "
-                                         r"'rk4', 'sliding'\) with an explicit step"):
+    with pytest.raises(ValueError, match=(r"error_estimate=True needs method='auto', 'filippov' \(ReLU-type σ\), "
+                                          r"one of \('dop853', 'exprk4', 'dop853\+exprk4'\) \(smooth σ: a second, "
+                                          r"looser solve\), or a fixed-step method in \('euler', 'midpoint', 'rk4', "
+                                          r"'sliding'\) with an explicit step")):
         gf.simulate(net, X, y, 1.0, method="dop853", error_estimate=True)   # (the default, "auto", runs filippov)
     with pytest.raises(ValueError, match="error_estimate=True needs"):
         gf.simulate(net, X, y, 1.0, method="rk4", error_estimate=True)

@@ -295,9 +295,9 @@ def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, nee
      r"the \[data\] settings at the grid point \{'data.generator': 'wei2019'\} cannot run: d must be an integer "
      r">= 2, got 1"),
     # error_estimate with a method or step it cannot take (each run ended with status "error")
-    ({}, {}, {"error_estimate": True, "method": "dop853"}, None,
-     r"the \[solver\] settings cannot run: error_estimate=True needs .* got method='dop853', step=None"),
-    ({}, {}, {"error_estimate": True}, None, r"error_estimate=True needs .* got method='auto', step=None"),
+    ({}, {}, {"error_estimate": True, "method": "RK45"}, None,
+     r"the \[solver\] settings cannot run: error_estimate=True needs .* got method='RK45', step=None"),
+    ({}, {}, {"error_estimate": True, "method": "dopri5"}, None, r"error_estimate=True does not take method='dopri5'"),
     ({}, {}, {"error_estimate": True, "method": "euler"}, None, r"got method='euler', step=None"),
     ({"activation": "relu"}, {}, {"error_estimate": True, "method": "rk4", "step": 0.1}, None,
      r"error_estimate=True with method='rk4' needs a smooth activation"),

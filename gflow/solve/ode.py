@@ -41,6 +41,8 @@ from ._record import (DIVERGE_FACTOR, Abort, Monitor, Recorder, check_recording_
                       float64_advice, flow_activation_fault, guarded_solve, interrupted_message, limit_stop_message,
                       raise_if_interrupted, snapshot_bytes, solve_threads)
 from .checkpoint import stored_layout
+from .estimate import ADAPTIVE_ESTIMATE_METHODS
+from .estimate import REFUSED as ESTIMATE_REFUSED
 from .expint import EXPINT_METHODS, explicit_method, resolve_space, run_exprk
 
 NATIVE_ADAPTIVE = rk.ADAPTIVE  # ("dop853", "dopri5")
@@ -515,10 +517,12 @@ def simulate(
               finest (:func:`gflow.simulate_nonsmooth`, which also refines to an accuracy target);
             * ``method="filippov"`` (ReLU-type σ): a second solve at a looser rtol gives the estimate;
             * ``method="auto"`` with a ReLU-type σ: whatever it picks, ``"filippov"`` or ``"sliding"`` at step
-              1/8 (:data:`AUTO_SLIDING_STEP`).
+              1/8 (:data:`AUTO_SLIDING_STEP`);
+            * ``"dop853"``, ``"exprk4"``, ``"dop853+exprk4"`` and ``"auto"`` with a smooth σ: a second solve at 32×
+              looser tolerances (:mod:`gflow.solve.estimate`: what it measured, and why ``"dopri5"`` is refused;
+              ``auto`` runs ``"dop853"`` where it would pick ``"dopri5"``).
 
-            Other methods (the adaptive Runge–Kutta, scipy and exponential ones) are refused: they control their
-            error through rtol/atol.  Not with ``checkpoint`` (several solves).
+            scipy's and torchdiffeq's methods are refused (not measured).  Not with ``checkpoint`` (several solves).
         threads: torch's intra-op CPU threads for the solve (restored after it); default: one where an
             evaluation costs fewer than :data:`~gflow.solve._record.SERIAL_BELOW_FLOPS` flops, else torch's
             setting (``sol.stats["torch_threads"]``; see docs/guide.md, "Threads and performance notes").
@@ -551,13 +555,37 @@ def simulate(
     if error_estimate and method == "auto" and step is None and not net.activation.smooth:
         picked, reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
     if error_estimate and (method in FILIPPOV_METHODS or picked in FILIPPOV_METHODS):  # (auto recorded inside)
-        from .filippov import simulate_with_estimate
+        from .estimate import simulate_with_estimate
 
         return simulate_with_estimate(
             net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, max_steps=max_steps, max_wall_time=max_wall_time,
             X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
             options=options, interval=interval, integrals=integrals, progress=progress, warn=warn,
             checkpoint=checkpoint, threads=threads)
+    if error_estimate and method == "auto" and step is None and net.activation.smooth:
+        from .estimate import REFUSED
+
+        picked, reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
+        if picked in REFUSED:  # (dopri5 at 1e-4 ≤ rtol ≤ 1e-3: its second solve can make the same error)
+            instead = picked.replace("dopri5", "dop853")
+            reason = (f"{reason}; error_estimate=True: {instead!r} instead of {picked!r}, whose looser second solve "
+                      "can take the same steps and make the same error")
+            picked = instead
+    if error_estimate and step is None and net.activation.smooth and (
+            method in ADAPTIVE_ESTIMATE_METHODS + tuple(ESTIMATE_REFUSED) or picked in ADAPTIVE_ESTIMATE_METHODS):
+        from .estimate import simulate_with_estimate
+
+        try:
+            out = simulate_with_estimate(
+                net, X, y, t1, saveat, method=picked or method, rtol=rtol, atol=atol, max_steps=max_steps,
+                max_wall_time=max_wall_time, X_test=X_test, y_test=y_test, space=space, features_at=features_at,
+                weights_at=weights_at, options=options, interval=interval, integrals=integrals, progress=progress,
+                warn=warn, checkpoint=checkpoint, threads=threads)
+        except Interrupted as stop:  # (Ctrl-C: the partial result records the pick too)
+            if reason is not None:
+                stop.solution = with_auto_reason(stop.solution, reason)
+            raise
+        return out if reason is None else with_auto_reason(out, reason)
     if error_estimate:
         from .nonsmooth import simulate_nonsmooth
 
@@ -992,9 +1020,12 @@ def _estimate_method_problem(method: str, step) -> str | None:
 
     if method in NONSMOOTH_METHODS and step is not None:
         return None
-    return (f"error_estimate=True needs method='filippov', method='auto' with a ReLU-type activation, or a fixed-step "
-            f"method in {tuple(NONSMOOTH_METHODS)} with an explicit step (midpoint and rk4 for a smooth activation "
-            f"only); got method={method!r}, step={step}; adaptive methods control their error through rtol/atol")
+    return (f"error_estimate=True needs method='auto', 'filippov' (ReLU-type σ), one of {ADAPTIVE_ESTIMATE_METHODS} "
+            f"(smooth σ: a second, looser solve), or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an "
+            f"explicit step (midpoint and rk4 for a smooth activation only); got method={method!r}, step={step}"
+            + ("; scipy's and torchdiffeq's methods were not measured for it: use gflow's 'dop853'"
+               if method in SCIPY_METHODS or method.startswith("torchdiffeq.") or method in TORCHDIFFEQ_ADAPTIVE
+               else ""))
 
 
 def error_estimate_problem(net: Network, method: str, step) -> str | None:
@@ -1006,6 +1037,11 @@ def error_estimate_problem(net: Network, method: str, step) -> str | None:
 
     if method in FILIPPOV_METHODS or (method == "auto" and step is None and _event_methods_take(net.activation)):
         return None
+    if step is None and net.activation.smooth and (method in ADAPTIVE_ESTIMATE_METHODS or method in ESTIMATE_REFUSED
+                                                   or method == "auto"):
+        from .estimate import estimate_method_problem
+
+        return estimate_method_problem(method, 0.0)
     problem = _estimate_method_problem(method, step)
     kinked = kinked_method_problem(net, method) if problem is None else None
     if kinked:  # (simulate_nonsmooth's own refusal)

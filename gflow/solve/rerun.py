@@ -75,7 +75,8 @@ def rerun(source: "Solution | str | Path", *, device: Any = None, embedding: Any
                                 space=s["space"], features_at=s["features_at"], weights_at=s["weights_at"] or None,
                                 max_wall_time=s["max_wall_time"], interval=s.get("interval"),
                                 integrals=s.get("integrals", True))
-    if "error_estimate" in s and s["method"] != "filippov":  # step halving (simulate_nonsmooth): every level
+    if "steps" in s.get("error_estimate", {}):  # step halving (simulate_nonsmooth): every level (a second solve's
+        # estimate, filippov's or an adaptive method's, is the same simulate call below)
         from .nonsmooth import simulate_nonsmooth
 
         e = s["error_estimate"]
