@@ -96,16 +96,17 @@ def _steps_to(t: float, h: float) -> float:
 
 #: rounding of the residual: ‖δr‖ ≈ κ·ε·S, S = max(‖y‖, ‖f‖, √n·ĉ·|α|·m) (ĉ: the rms of c; |α|·m·ĉ the size the m
 #: terms α·cᵢσ(hᵢ) of f add up to per point for |σ| ≈ 1 — ĉ for "ours" and "mf", √m·ĉ for "ntk", whose symmetrised f
-#: cancels to O(1) from terms of 1/√m each).  Measured float32 against float64 at the same fixed steps
-#: (benchmarks/bench_rounding.py, results/rounding/: 60 runs, ours / ntk / mf, tanh / erf / linear / ReLU (euler and
-#: sliding), identity and random-feature embeddings, m = 16 … 1024, n = 5 … 100, to where float32's loss stalls):
-#: worst 9.5 where the floor is finite for smooth σ (it was 277 under "ntk" at m = 1024 with √n·ĉ alone, 2.6e-10 vs
-#: 5.6e-12 of the loss; float64 against the exact rk4 recursion of a linear flow: 267), except a linear σ on
-#: rank-deficient random features (Φ of rank d < n, the loss stalling at 0.16): 27, the rounding of Φ moving G's
-#: null space (an ε₆₄ perturbation of X in float64: 13.5).  ReLU with euler: up to 2 200, a rounding that puts a
-#: pair on the other side of the kink — an O(step) event error that step halving sees (est. ≥ true in 4 of 5 such
-#: runs, 1.04× in the 5th), not rounding that it misses.  Earlier: six small "ours" problems, ≤ 3.4 resolved, 19 at
-#: the rounding; a float64 linear flow at L = 5e-27 was 6.2e-2 off its closed form (8e-15 in r)
+#: cancels to O(1) from terms of ĉ/√m each).  Measured float32 against float64 at the same fixed steps
+#: (benchmarks/bench_rounding.py, results/rounding/: 60 runs, ours / ntk / mf, tanh / erf / linear / ReLU with euler
+#: and sliding, identity and random-feature embeddings, m = 16 … 1024, n = 5 … 100, until float32's loss stalls),
+#: ‖δr‖/(ε·S) where the floor is finite: ≤ 6.3 near the rounding and ≤ 9.5 while resolved for smooth σ and sliding
+#: (with √n·ĉ alone "ntk" reached 277 at m = 1024; a float64 linear flow against its exact rk4 recursion in longdouble
+#: 267, now 6.6).  Exceptions: a linear σ on rank-deficient random features (rank d < n, the loss stalling at 0.16),
+#: 14–27 — the rounding of Φ turns G's null space (an ε₆₄ perturbation of X in float64: 13.5), data conditioning no
+#: scale of the run shows; ReLU with euler up to 2 200 — rounding puts a pair on the other side of the kink, an O(step)
+#: event error that step halving sees (it covered all 15 euler runs), not rounding that it misses.  First calibrated
+#: on six small "ours" problems (≤ 3.4 resolved, 19 at the rounding; a float64 linear flow at L = 5e-27 was 6.2e-2 off
+#: its closed form, 8e-15 in r)
 ROUNDING_KAPPA = 16.0
 #: a residual whose rounding is this fraction of it or more is rounding: its loss has no relative accuracy (inf)
 ROUNDING_ALL = 0.5
