@@ -23,7 +23,8 @@ per regime) in ``--out`` (default benchmarks/results/rounding/).
 
     python benchmarks/bench_rounding.py [--quick] [--out DIR]
 
-Full mode ≈ 10–15 min on one core; ``--quick`` (three small problems and one transfer check) a few seconds.
+Full mode ≈ 6 min on one thread (354 s on the shared 2-core machine); ``--quick`` (three small problems and one
+transfer check) a few seconds.
 """
 
 from __future__ import annotations
