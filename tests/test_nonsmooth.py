@@ -521,3 +521,78 @@ def test_rounding_floor_is_zero_at_the_start_and_inf_where_the_residual_is_round
     sol = gf.simulate(net, X, y, 1000.0, [0.0, 1.0, 1000.0], method="rk4", step=0.5, warn=False)
     floor = rounding_floor(sol)
     assert floor[0] == 0.0 and 0 < floor[1] < 1e-13 and np.isinf(floor[2])
+
+
+def _rk4_residuals(net, X, y, step, times):
+    """The residuals of the exact rk4 recursion of a linear-σ flow, in extended precision (numpy longdouble), at
+    ``times`` (multiples of ``step``): with σ(u) = u, f = αβ Φ v for v = Wᵀc, and v̇ = −ℓαβ‖c‖² Φᵀ r is linear, so
+    rk4 on W is rk4 on v — a reference that differs from a float64 rk4 run by that run's rounding alone."""
+    from gflow.fields import Problem
+
+    ld = np.longdouble
+    Phi = Problem.from_data(net, X, y).Phi.numpy().astype(ld)
+    c = net.c.numpy().astype(ld)
+    v, yy = net.W0.numpy().astype(ld).T @ c, np.asarray(y, dtype=np.float64).astype(ld)
+    ab, h = ld(net.alpha) * ld(net.beta), ld(step)
+    k = ld(net.lr) * ab * (c @ c)
+
+    def field(v):
+        return -k * (Phi.T @ (ab * (Phi @ v) - yy))
+
+    out, done = [], 0
+    for t in times:
+        for _ in range(round(t / step) - done):
+            k1 = field(v)
+            k2 = field(v + h / 2 * k1)
+            k3 = field(v + h / 2 * k2)
+            v = v + h / 6 * (k1 + 2 * k2 + 2 * k3 + field(v + h * k3))
+        done = round(t / step)
+        out.append(ab * (Phi @ v) - yy)
+    return np.array(out, dtype=np.float64)
+
+
+def test_rounding_floor_bounds_the_rounding_of_a_wide_ntk_flow_in_float64():
+    # under "ntk" f = Σ cᵢhᵢ/√m cancels to O(1) from m terms of ĉ/√m each, and its rounding is relative to √m·ĉ, not
+    # ĉ: a linear flow (m = 1024, n = 20 < d = 40) to L = 1e-25 against the exact rk4 recursion of the same steps
+    # was up to 360·ε·√n·ĉ off (14.5·ε·√m·√n·ĉ), past the floor's 16·ε·√n·ĉ (it now carries |α|·m = √m)
+    from gflow.solve.nonsmooth import rounding_floor
+
+    X, y = gf.data.random_labels(n=20, d=40, seed=0)
+    net = gf.Network(d=40, width=1024, activation="linear", scaling="ntk", seed=0)
+    saveat = np.linspace(0.0, 400.0, 17)  # (multiples of the step: the recursion lands on them)
+    for space in ("feature", "weight"):
+        sol = gf.simulate(net, X, y, 400.0, saveat, method="rk4", step=0.25, space=space, integrals=False, warn=False)
+        exact = 0.5 * np.sum(_rk4_residuals(net, X, y, 0.25, saveat) ** 2, axis=1)
+        true, floor = _true_rel(sol.loss, exact), rounding_floor(sol)
+        assert true[-1] > 1.0  # (the case: the run's loss, 1e-25, is rounding; the recursion's is 1e-27)
+        assert np.all(true[1:] <= floor[1:]), (space, true, floor)
+
+
+def test_rounding_floor_bounds_a_float32_ntk_run_against_float64_at_the_same_steps():
+    # float32 against float64 at the same rk4 steps (benchmarks/bench_rounding.py): their losses differ by rounding
+    # alone; under "ntk" that was 49·ε₃₂·√n·ĉ in the residual, past the floor's 16 (its loss error 4e-2 against a
+    # floor of 5e-3 at L = 1e-11)
+    from gflow.solve.nonsmooth import rounding_floor
+
+    X, y = gf.data.random_labels(n=5, d=10, seed=28)
+    saveat = np.linspace(0.0, 400.0, 41)
+    runs = [gf.simulate(gf.Network(d=10, width=16, activation="linear", scaling="ntk", seed=28, dtype=dtype), X, y,
+                        400.0, saveat, method="rk4", step=0.25, integrals=False, warn=False)
+            for dtype in ("float64", "float32")]
+    true, floor = _true_rel(runs[1].loss, runs[0].loss), rounding_floor(runs[1])
+    assert np.isinf(floor[-1]) and np.all(true[1:] <= floor[1:]), (true, floor)
+
+
+def test_rounding_benchmark_quick_mode_writes_json_and_the_floor_bounds_its_rounding(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rounding.py"))
+    mod["main"](["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "rounding.json").read_text())
+    assert (tmp_path / "rounding.md").exists() and data["mode"] == "quick" and len(data["runs"]) == 3
+    assert not data["summary"]["under_reports"]  # (the float32 loss error ≤ the floor wherever it is finite)
+    worst = data["summary"]["worst"]["all"]
+    assert worst["resolved"]["ratio"] < 16 and worst["near"]["ratio"] < 16
+    assert data["transfer"] and data["transfer"][0]["kind"].startswith("linear")
