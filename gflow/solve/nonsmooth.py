@@ -265,7 +265,7 @@ def _rounding_unreachable(est: dict, rtol: float | None, sol: Solution) -> tuple
     k = int(over[0])
     dtype = sol.config.get("network", {}).get("dtype", "float64")
     return "max_steps", (f"no step reaches rtol = {rtol:g}: from t = {sol.t[k]:.6g} (loss {sol.loss[k]:.3g}) the "
-                         f"bound on the loss's rounding in {dtype} (16·ε·max(‖y‖, ‖f‖)/‖r‖, conservative) alone is "
+                         f"bound on the loss's rounding in {dtype} (16·ε·S/‖r‖, conservative) alone is "
                          f"{est['rel'][k]:.2e} of it, which step halving cannot certify below; loosen rtol, end at an "
                          "earlier t1"
                          + (", or use float64" if dtype == "float32" else ""))
