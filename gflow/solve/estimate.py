@@ -172,7 +172,8 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method, rtol, atol, warn, c
         k = int(np.argmax(np.isinf(rel)))
         finite = rel[:k]
         message += (f"; estimated relative loss error ≤ {float(finite.max()) if finite.size else 0.0:.2e} to "
-                    f"t = {tight.t[k - 1] if k else 0.0:.6g}, inf from t = {tight.t[k]:.6g} (loss {tight.loss[k]:.3g}): "
+                    f"t = {tight.t[k - 1] if k else 0.0:.6g}, inf from t = {tight.t[k]:.6g} "
+                    f"(loss {tight.loss[k]:.3g}): "
                     "the loss has no relative accuracy there — its rounding, or two solves that differ by half of "
                     "it; end at an earlier t1, or tighten rtol and atol")
     solver = dict(tight.config["solver"], error_estimate=info)
