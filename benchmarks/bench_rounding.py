@@ -316,7 +316,15 @@ def main(argv=None) -> dict:
     p.add_argument("--max-steps", type=int, default=None, help="step budget per run (default 2000; quick 400)")
     p.add_argument("--only", default=None, help="run only the problems whose name contains this")
     args = p.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _measure_all(args)
+    finally:  # (a test runs the quick mode in its own process: torch's setting is left as it was)
+        torch.set_num_threads(threads)
+
+
+def _measure_all(args) -> dict:
     max_steps = args.max_steps or (400 if args.quick else 2000)
     grid = quick_grid() if args.quick else full_grid()
     if args.only:

@@ -103,3 +103,16 @@ def test_a_run_with_a_second_solve_estimate_reruns_and_round_trips(tmp_path):
     np.testing.assert_array_equal(again.loss, sol.loss)
     np.testing.assert_array_equal(again.error_estimate, sol.error_estimate)
     np.testing.assert_array_equal(gf.load(tmp_path / "run.nc").error_estimate, sol.error_estimate)
+
+
+def test_the_estimate_benchmark_quick_mode_writes_its_tables_and_the_estimates_hold(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_estimate
+
+    out = bench_estimate.main(["--quick", "--out", str(tmp_path)])
+    assert (tmp_path / "estimate.json").is_file() and "| problem |" in (tmp_path / "estimate.md").read_text()
+    assert {r["method"] for r in out["runs"]} == {"dop853", "exprk4"}
+    assert all(r["worst_true_over_estimate"] <= 1.0 and r["status"] == "success" for r in out["runs"])
+    assert out["dopri5"] and all(r["true"] >= 0 for r in out["dopri5"])
