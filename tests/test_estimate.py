@@ -138,3 +138,19 @@ def test_the_returned_solves_warnings_are_said_with_an_estimate_too(monkeypatch)
             gf.simulate(net, X, y, t1=0.2, method=method, error_estimate=True)
         assert len([w for w in caught if issubclass(w.category, gf.GFlowWarning)]) == 1   # (once, not per solve)
 
+
+def test_bad_methods_and_options_with_an_estimate_say_what_was_wrong():
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    for method in (123, None):  # (AttributeError: 'int' object has no attribute 'startswith')
+        with pytest.raises(TypeError, match="method must be one of"):
+            gf.simulate(net, X, y, t1=2.0, method=method, error_estimate=True)
+    from gflow.solve.ode import error_estimate_problem
+
+    assert "got int 123" in error_estimate_problem(net, 123, None)
+    # auto picks dop853+exprk4 on this long horizon, which takes no options: say auto picked it (the solve said
+    # "unknown option(s) ['first_step'] for method 'dop853+exprk4'", a method never named)
+    with pytest.raises(ValueError, match=r"method='auto' picked 'dop853\+exprk4' .* which takes no options.*"
+                                         r"give method='dop853'"):
+        gf.simulate(net, X, y, t1=3000.0, options={"first_step": 0.01}, error_estimate=True)
+
