@@ -154,3 +154,13 @@ def test_bad_methods_and_options_with_an_estimate_say_what_was_wrong():
                                          r"give method='dop853'"):
         gf.simulate(net, X, y, t1=3000.0, options={"first_step": 0.01}, error_estimate=True)
 
+
+def test_extending_a_run_with_a_second_solve_estimate_names_it():
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, t1=2.0, method="dop853", error_estimate=True)
+    with pytest.raises(ValueError, match=r"a second, looser solve of method 'dop853'"):
+        gf.extend(sol, t1=4.0)
+    halved = gf.simulate(net, X, y, t1=2.0, method="rk4", step=0.5, error_estimate=True)
+    with pytest.raises(ValueError, match=r"three solves at steps h, h/2, h/4\)"):
+        gf.extend(halved, t1=4.0)
