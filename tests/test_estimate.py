@@ -148,6 +148,9 @@ def test_bad_methods_and_options_with_an_estimate_say_what_was_wrong():
     from gflow.solve.ode import error_estimate_problem
 
     assert "got int 123" in error_estimate_problem(net, 123, None)
+    # auto with a step (it said "needs method='auto', ...; got method='auto', step=0.1")
+    with pytest.raises(ValueError, match=r"with method='auto' takes no step .* got step=0.1; give a fixed-step method"):
+        gf.simulate(net, X, y, t1=2.0, step=0.1, error_estimate=True)
     # auto picks dop853+exprk4 on this long horizon, which takes no options: say auto picked it (the solve said
     # "unknown option(s) ['first_step'] for method 'dop853+exprk4'", a method never named)
     with pytest.raises(ValueError, match=r"method='auto' picked 'dop853\+exprk4' .* which takes no options.*"

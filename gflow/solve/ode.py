@@ -1031,6 +1031,9 @@ def _estimate_method_problem(method: str, step) -> str | None:
         return None
     if not isinstance(method, str):
         return f"error_estimate=True needs method to be one of gflow's method names, got {describe(method)}"
+    if method == "auto":  # (it said "needs method='auto', ...; got method='auto', step=0.1")
+        return (f"error_estimate=True with method='auto' takes no step (auto picks an adaptive method), got "
+                f"step={step}; give a fixed-step method in {tuple(NONSMOOTH_METHODS)} with the step, or drop step")
     return (f"error_estimate=True needs method='auto', 'filippov' (ReLU-type σ), one of {ADAPTIVE_ESTIMATE_METHODS} "
             f"(smooth σ: a second, looser solve), or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an "
             f"explicit step (midpoint and rk4 for a smooth activation only); got method={method!r}, step={step}"
