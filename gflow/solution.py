@@ -311,8 +311,9 @@ class Solution:
         int_eta, int_mu, int_nu, int_lam_min_M, int_sqrt_abs_dL, int_abs_dL: running integrals ∫₀ᵗ (·) ds,
             integrated with the flow (exact left sums for GD); None when ``integrals=False`` (and int_lam_min_M
             for n > 1024, where λ_min(M) at every evaluation is skipped: ``gflow.fields.observed.LAM_MIN_M_MAX_N``).
-        error_estimate: (T,) the estimated relative error of the loss at each saved time (step halving,
-            :func:`gflow.simulate_nonsmooth`); None when not computed.
+        error_estimate: (T,) the estimated relative error of the loss at each saved time (``error_estimate=True``:
+            step halving, :func:`gflow.simulate_nonsmooth`, or a second, looser solve, :mod:`gflow.solve.estimate`);
+            None when not computed.
         G: (n, n) the Gram matrix.   theory: static constants (interval I, K_σ′, ĉ, λ_min(G), G_min, ...).
         extra_attrs: attributes of a loaded file that gflow does not read itself (e.g. an experiment run's
             ``labels``, a sweep run's ``sweep_*``), as strings or numbers, written again by :meth:`save`; empty

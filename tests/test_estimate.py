@@ -116,3 +116,54 @@ def test_the_estimate_benchmark_quick_mode_writes_its_tables_and_the_estimates_h
     assert {r["method"] for r in out["runs"]} == {"dop853", "exprk4"}
     assert all(r["worst_true_over_estimate"] <= 1.0 and r["status"] == "success" for r in out["runs"])
     assert out["dopri5"] and all(r["true"] >= 0 for r in out["dopri5"])
+
+
+def test_the_returned_solves_warnings_are_said_with_an_estimate_too(monkeypatch):
+    # the returned solve ran with warn=False: its loss-rise warning (kept in the message only) and float32 feature
+    # space's loss of W were said without error_estimate and silently dropped with it
+    from gflow.solve import _record
+
+    X, _ = gf.data.random_labels(n=10, d=8, seed=0)
+    net = gf.Network(d=8, width=64, activation="tanh", scaling="ntk", seed=0)
+    monkeypatch.setattr(_record.Recorder, "_rounding", lambda self, loss, s: 0.0)   # (a rise at L ≈ 1e-31)
+    with pytest.warns(gf.GFlowWarning, match="gflow.simulate: the loss rose .* does not follow the flow there"):
+        sol = gf.simulate(net, X, np.zeros(10), t1=5.0, method="dop853", error_estimate=True)
+    assert sol.ok and "warning: the loss rose" in sol.message and "loss_rise" in sol.stats
+    monkeypatch.undo()
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 2)), rng.standard_normal(8)
+    for net, method in ((gf.Network(d=2, width=16, seed=0, dtype="float32"), "exprk4"),
+                        (gf.Network(d=2, width=16, activation="relu", seed=0, dtype="float32"), "filippov")):
+        with pytest.warns(gf.GFlowWarning, match=r"float32 feature space with n = 8 > D = 2") as caught:
+            gf.simulate(net, X, y, t1=0.2, method=method, error_estimate=True)
+        assert len([w for w in caught if issubclass(w.category, gf.GFlowWarning)]) == 1   # (once, not per solve)
+
+
+def test_bad_methods_and_options_with_an_estimate_say_what_was_wrong():
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    for method in (123, None):  # (AttributeError: 'int' object has no attribute 'startswith')
+        with pytest.raises(TypeError, match="method must be one of"):
+            gf.simulate(net, X, y, t1=2.0, method=method, error_estimate=True)
+    from gflow.solve.ode import error_estimate_problem
+
+    assert "got int 123" in error_estimate_problem(net, 123, None)
+    # auto with a step (it said "needs method='auto', ...; got method='auto', step=0.1")
+    with pytest.raises(ValueError, match=r"with method='auto' takes no step .* got step=0.1; give a fixed-step method"):
+        gf.simulate(net, X, y, t1=2.0, step=0.1, error_estimate=True)
+    # auto picks dop853+exprk4 on this long horizon, which takes no options: say auto picked it (the solve said
+    # "unknown option(s) ['first_step'] for method 'dop853+exprk4'", a method never named)
+    with pytest.raises(ValueError, match=r"method='auto' picked 'dop853\+exprk4' .* which takes no options.*"
+                                         r"give method='dop853'"):
+        gf.simulate(net, X, y, t1=3000.0, options={"first_step": 0.01}, error_estimate=True)
+
+
+def test_extending_a_run_with_a_second_solve_estimate_names_it():
+    X, y = gf.data.random_labels(n=8, d=5, seed=0)
+    net = gf.Network(d=5, width=16, activation="tanh", seed=0)
+    sol = gf.simulate(net, X, y, t1=2.0, method="dop853", error_estimate=True)
+    with pytest.raises(ValueError, match=r"a second, looser solve of method 'dop853'"):
+        gf.extend(sol, t1=4.0)
+    halved = gf.simulate(net, X, y, t1=2.0, method="rk4", step=0.5, error_estimate=True)
+    with pytest.raises(ValueError, match=r"three solves at steps h, h/2, h/4\)"):
+        gf.extend(halved, t1=4.0)

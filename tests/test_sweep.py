@@ -298,6 +298,11 @@ def test_every_grid_value_is_checked_before_the_sweep_starts(tmp_path, grid, nee
     ({}, {}, {"error_estimate": True, "method": "RK45"}, None,
      r"the \[solver\] settings cannot run: error_estimate=True needs .* got method='RK45', step=None"),
     ({}, {}, {"error_estimate": True, "method": "dopri5"}, None, r"error_estimate=True does not take method='dopri5'"),
+    # (rtol too loose for the second solve: every run ended with status "error")
+    ({}, {}, {"error_estimate": True, "method": "dop853", "rtol": 0.2}, None,
+     r"error_estimate=True needs rtol ≤ 0.125 .* got rtol=0.2"),
+    ({}, {}, {"error_estimate": True}, {"solver.rtol": [1e-6, 0.2]},
+     r"at the grid point \{'solver.rtol': 0.2\} cannot run: error_estimate=True needs rtol ≤ 0.125"),
     ({}, {}, {"error_estimate": True, "method": "euler"}, None, r"got method='euler', step=None"),
     ({"activation": "relu"}, {}, {"error_estimate": True, "method": "rk4", "step": 0.1}, None,
      r"error_estimate=True with method='rk4' needs a smooth activation"),

@@ -304,9 +304,11 @@ def rerun_extended(sol: Solution, *, device: Any = None, embedding: Any = None, 
 def _check_source(sol: Solution, s: dict) -> None:
     """Refuse a source that cannot be continued, naming what it is and what would do."""
     if sol.error_estimate is not None or "error_estimate" in s:
-        raise ValueError("extend: the source carries an error estimate (three solves at steps h, h/2, h/4, or a "
-                         "second filippov solve), which one continuation cannot extend; repeat it with "
-                         "gf.simulate(..., error_estimate=True) to the longer t1")
+        info = s.get("error_estimate")
+        how = ("three solves at steps h, h/2, h/4" if isinstance(info, dict) and "steps" in info else
+               f"a second, looser solve of method {s.get('method', '?')!r}")  # (it said "filippov" of any)
+        raise ValueError(f"extend: the source carries an error estimate ({how}), which one continuation cannot "
+                         "extend; repeat it with gf.simulate(..., error_estimate=True) to the longer t1")
     W = np.asarray(sol.W_final)
     if W.size == 0 or not np.all(np.isfinite(W)):
         saved_without = W.size > 0 and bool(np.all(np.isnan(W)))

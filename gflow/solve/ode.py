@@ -551,6 +551,8 @@ def simulate(
     check_run_flags(warn, checkpoint_every, keep_checkpoint)
     threads = check_threads(threads, warn)
     check_choice(space, "space", SPACES)  # (before auto reads it)
+    if error_estimate:  # (a method that is no string failed with "AttributeError: 'int' object has no attribute
+        check_choice(method, "method", METHODS + ("auto",))  # 'startswith'" in the estimate's refusal)
     picked = reason = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
     if error_estimate and method == "auto" and step is None and not net.activation.smooth:
         picked, reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
@@ -571,6 +573,13 @@ def simulate(
             reason = (f"{reason}; error_estimate=True: {instead!r} instead of {picked!r}, whose looser second solve "
                       "can take the same steps and make the same error")
             picked = instead
+        if isinstance(options, dict) and options and picked in EXPINT_METHODS:  # (as without error_estimate: the
+            # solve said "unknown option(s) [...] for method 'dop853+exprk4'", a method the user never named)
+            explicit = explicit_method(check_positive_float(rtol, "rtol"))[0].replace("dopri5", "dop853")
+            raise ValueError(f"method='auto' picked {picked!r} ({reason}), which takes no options; got "
+                             f"options={sorted(options)}: drop options= to run it, or give method={explicit!r} to run "
+                             "with them (on this stiff horizon the explicit method alone costs many times the "
+                             "evaluations)")
     if error_estimate and step is None and net.activation.smooth and (
             method in ADAPTIVE_ESTIMATE_METHODS + tuple(ESTIMATE_REFUSED) or picked in ADAPTIVE_ESTIMATE_METHODS):
         from .estimate import simulate_with_estimate
@@ -1020,6 +1029,11 @@ def _estimate_method_problem(method: str, step) -> str | None:
 
     if method in NONSMOOTH_METHODS and step is not None:
         return None
+    if not isinstance(method, str):
+        return f"error_estimate=True needs method to be one of gflow's method names, got {describe(method)}"
+    if method == "auto":  # (it said "needs method='auto', ...; got method='auto', step=0.1")
+        return (f"error_estimate=True with method='auto' takes no step (auto picks an adaptive method), got "
+                f"step={step}; give a fixed-step method in {tuple(NONSMOOTH_METHODS)} with the step, or drop step")
     return (f"error_estimate=True needs method='auto', 'filippov' (ReLU-type σ), one of {ADAPTIVE_ESTIMATE_METHODS} "
             f"(smooth σ: a second, looser solve), or a fixed-step method in {tuple(NONSMOOTH_METHODS)} with an "
             f"explicit step (midpoint and rk4 for a smooth activation only); got method={method!r}, step={step}"
@@ -1028,8 +1042,9 @@ def _estimate_method_problem(method: str, step) -> str | None:
                else ""))
 
 
-def error_estimate_problem(net: Network, method: str, step) -> str | None:
-    """Why :func:`simulate` would refuse ``error_estimate=True`` with ``method`` and ``step`` on ``net``, before any
+def error_estimate_problem(net: Network, method: str, step, rtol=None) -> str | None:
+    """Why :func:`simulate` would refuse ``error_estimate=True`` with ``method``, ``step`` and ``rtol`` (None: the
+    default) on ``net``, before any
     solve (None: it takes them, as far as is known without the data — ``"auto"`` on a ReLU-type σ estimates what it
     picks; whether filippov and sliding take the activation is :func:`gflow.solve.filippov.check_filippov`'s); for
     checks up front, e.g. a sweep's, where every run failed with it."""
@@ -1041,7 +1056,8 @@ def error_estimate_problem(net: Network, method: str, step) -> str | None:
                                                    or method == "auto"):
         from .estimate import estimate_method_problem
 
-        return estimate_method_problem(method, 0.0)
+        # (rtol: a second solve at up to 32× looser needs rtol ≤ 0.125 — a sweep's rtol = 0.2 failed every run)
+        return estimate_method_problem(method, 0.0 if rtol is None else rtol)
     problem = _estimate_method_problem(method, step)
     kinked = kinked_method_problem(net, method) if problem is None else None
     if kinked:  # (simulate_nonsmooth's own refusal)

@@ -431,7 +431,7 @@ def _solver_problem(solver: dict, net) -> str | None:
 
     get = solver.get
     if solver["kind"] == "simulate" and get("error_estimate") is True:  # (every run failed with it, status "error")
-        problem = error_estimate_problem(net, get("method", "auto"), get("step"))
+        problem = error_estimate_problem(net, get("method", "auto"), get("step"), get("rtol"))
         if problem:
             return problem
     try:

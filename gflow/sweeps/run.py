@@ -78,7 +78,7 @@ def check_format(fmt: Any) -> str:
 def _checkpointable(fn, solver: dict) -> bool:
     """GD and gflow's native Runge–Kutta methods checkpoint; torchdiffeq and scipy methods cannot, nor
     ``"auto"`` (simulate's default), whose pick (exprk4, filippov) may not, nor ``error_estimate=True`` (three
-    solves at steps h, h/2, h/4: gf.simulate refuses a checkpoint with it whatever the method).  The runs that
+    solves at steps h, h/2, h/4, or two: gf.simulate refuses a checkpoint with it whatever the method).  The runs that
     cannot checkpoint run without one, as gf.simulate runs them."""
     from ..solve.ode import NATIVE_METHODS
 
