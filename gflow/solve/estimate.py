@@ -20,8 +20,9 @@ to L = 1e-22 and over t = 2 000, erf random features, the NTK and mean-field sca
 1e-8, with the safety 4): true/estimate median 0.04, ≤ 0.65 in 111, 1.17 once (``dop853+exprk4`` at rtol 1e-3 on a
 linear flow, an error of 3.4e-8) — docs/guide.md, "How far the error estimates go".  ``dopri5`` is refused: where its
 stability guard, not the tolerance, sets the steps, both solves take the same steps and make the same error —
-10.7×, 3.1× and 2.1× under its error on a linear flow at t = 120 (L = 4e-17), 1.4× on a tanh net — and its estimate
-would not be one.  The second solve costs 0.4–1.0× the first.
+5.6×, 10.7×, 3.3× and 2.5× under its error at rtol 1e-3, 1e-4, 1e-6, 1e-8 on a linear flow near t = 120 (L ≈ 4e-17),
+1.4× on a tanh net (``benchmarks/bench_estimate.py``, results/estimate/) — and its estimate would not be one.  The
+second solve costs 0.4–1.0× the first.
 """
 
 from __future__ import annotations
