@@ -307,7 +307,7 @@ def _step_arg(text: str):
 
 
 #: the solver flags of one kind only: the flow's (gf.simulate) and gradient descent's (gf.gradient_descent)
-_FLOW_FLAGS = ("t1", "method", "rtol", "atol", "max_steps")
+_FLOW_FLAGS = ("t1", "method", "rtol", "atol", "max_steps", "error_estimate")
 _GD_FLAGS = ("steps", "save_every")
 
 
@@ -335,7 +335,8 @@ def cmd_simulate(args) -> int:
                     "device": args.device},
         "simulate": {"kind": args.kind, "t1": args.t1, "method": args.method, "rtol": args.rtol, "atol": args.atol,
                      "step": args.step, "steps": args.steps, "save_every": args.save_every, "max_steps": args.max_steps,
-                     "max_wall_time": args.max_wall_time, "space": args.space},
+                     "max_wall_time": args.max_wall_time, "space": args.space,
+                     "error_estimate": args.error_estimate},
         "data": {"generator": args.data, "n": args.n, "seed": args.data_seed, "n_test": args.n_test},
     }
     for section, values in flags.items():
@@ -663,6 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-wall-time", type=float, dest="max_wall_time", help="wall-time budget in seconds "
                    "(default: none)")
     g.add_argument("--space", help=f"auto | feature | weight (default: {sim_default['space']})")
+    g.add_argument("--error-estimate", action="store_true", default=None, dest="error_estimate",
+                   help="fill the run's error_estimate, the estimated relative loss error at each saved time: a "
+                   "second, looser solve (auto, dop853, exprk4, dop853+exprk4, filippov) or steps h, h/2, h/4 (a "
+                   "fixed-step --method with --step); gflow show prints its largest value")
     g = s.add_argument_group("data (gf.data)")
     g.add_argument("--data", help=f"{' | '.join(GENERATORS)} (default: random_labels)")
     g.add_argument("--n", type=int, help="number of training points (default: 20)")

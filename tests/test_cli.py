@@ -53,6 +53,22 @@ def test_simulate_from_flags_writes_a_loadable_file(tmp_path, capsys):
     assert sol.config["solver"]["method"] == "rk4" and sol.config["network"]["width"] == 16
 
 
+def test_simulate_with_error_estimate_saves_the_estimate_and_refuses_it_for_gradient_descent(tmp_path, capsys):
+    out = tmp_path / "run.nc"
+    rc = main(["simulate", "--d", "5", "--width", "16", "--n", "4", "--t1", "5", "--method", "dop853",
+               "--error-estimate", "--out", str(out)])
+    assert rc == 0 and "estimated relative loss error ≤" in capsys.readouterr().out
+    sol = gf.load(out)
+    assert sol.error_estimate is not None and sol.error_estimate.shape == sol.t.shape
+    assert "second solve of dop853" in sol.config["solver"]["error_estimate"]["scheme"]
+    rc = main(["simulate", "--d", "5", "--width", "16", "--kind", "gradient_descent", "--step", "0.1",
+               "--error-estimate", "--out", str(tmp_path / "gd.nc")])
+    assert rc == 2 and "--error-estimate is not for --kind gradient_descent" in capsys.readouterr().err
+    rc = main(["simulate", "--d", "5", "--width", "16", "--t1", "5", "--method", "dopri5", "--error-estimate",
+               "--out", str(tmp_path / "x.nc")])
+    assert rc == 2 and "does not take method='dopri5'" in capsys.readouterr().err
+
+
 def test_simulate_from_toml_matches_the_python_api(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text(
