@@ -9,7 +9,9 @@ integrator) — each solved by
   different method, implicit in the fast modes): where the two differ by more than 1e-7 the case is marked
   ``ambiguous`` and not judged;
 * ``auto`` (what users get), ``exprk4``, ``dop853+exprk4``, ``dopri5+exprk4``, ``dop853`` in weight space and
-  ``dopri5`` in feature space, at the case's rtol (1e-5, 1e-7 or 1e-9), each with a 60 s budget.
+  ``dopri5`` in feature space, at the case's rtol (1e-5, 1e-7 or 1e-9), each with a 60 s budget; and ``auto`` with
+  ``error_estimate=True`` (``auto_estimate``), flagged ``estimate`` where its estimate is below the true error at a
+  saved time where the error is above 10× the reference's own (``estimate_ratio``: the largest true/estimate).
 
 The error of a run is the largest relative loss error over the saved times where the reference loss is above
 1e-6·L₀ (``loss_err``: further down, the error of L is set by atol on H, not by rtol; ``loss_err_deep`` records it
@@ -42,6 +44,7 @@ METHODS = {
     "dopri5+exprk4": dict(method="dopri5+exprk4"),
     "dop853_weight": dict(method="dop853", space="weight"),
     "dopri5_feature": dict(method="dopri5", space="feature"),
+    "auto_estimate": dict(method="auto", error_estimate=True),
 }
 LOSS_FLOOR = 1e-6  # relative to L₀: the times where the loss error is judged
 DEEP_FLOOR = 1e-20  # relative to L₀: below it the relative error of L is rounding
@@ -96,6 +99,19 @@ def errors(s, ref, floor: float = LOSS_FLOOR) -> tuple[float, float, float]:
     return eL, eH, rise
 
 
+def estimate_ratio(s, ref, ref_err: float) -> float:
+    """The largest true/estimate of ``s``'s error_estimate over the saved times where the reference loss is above
+    DEEP_FLOOR·L₀ and the true error above 10× the reference's own (its distance to the exprk4 check): ≤ 1 where
+    the estimate bounds the error (0 where no time qualifies)."""
+    L, Lr = np.asarray(s.loss, dtype=float), np.asarray(ref.loss, dtype=float)
+    true = np.abs(L - Lr) / np.where(Lr > 0, Lr, np.inf)
+    keep = (Lr > DEEP_FLOOR * Lr[0]) & (true > 10.0 * ref_err)
+    est = np.asarray(s.error_estimate, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(keep, true / est, 0.0)
+    return float(np.nanmax(np.where(np.isnan(r), np.inf, r))) if r.size else 0.0
+
+
 def run_case(seed: int) -> dict:
     net, X, y, t1, rtol, rec = case(seed)
     saveat = np.unique(np.concatenate([np.linspace(0, t1, 11), np.geomspace(1e-3 * t1, t1, 11)]))
@@ -118,8 +134,13 @@ def run_case(seed: int) -> dict:
     def check(s, e):
         e["loss_err"], e["H_err"], e["rise"] = errors(s, ref)
         e["loss_err_deep"] = errors(s, ref, DEEP_FLOOR)[0]
-        return [f for f, bad in (("loss", not rec["ambiguous"] and not e["loss_err"] <= FLAG_FACTOR * rtol),
-                                 ("rise", not e["rise"] <= 1e-9)) if bad]
+        flagged = [f for f, bad in (("loss", not rec["ambiguous"] and not e["loss_err"] <= FLAG_FACTOR * rtol),
+                                    ("rise", not e["rise"] <= 1e-9)) if bad]
+        if s.error_estimate is not None:  # does the estimate bound the error, where the reference can tell?
+            e["estimate_ratio"] = ratio = estimate_ratio(s, ref, rec["ref"].get("check_loss_err", np.inf))
+            if not rec["ambiguous"] and not ratio <= 1.0:
+                flagged.append("estimate")
+        return flagged
 
     for name, kw in METHODS.items():
         s, wall, w = _solve(net, X, y, t1, saveat, 60, rtol=rtol, atol=rtol * 1e-2, **kw)

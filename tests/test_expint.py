@@ -377,7 +377,11 @@ def test_the_smooth_differential_fuzz_runs_a_case(tmp_path, monkeypatch):
 
     recs = fuzz_smooth.main(["--cases", "1", "--first", "3", "--out", str(tmp_path)])  # gelu, deep RF, m = 16, t1 = 20
     (rec,) = recs
-    assert rec["flags"] == [] and not rec["ambiguous"] and rec["ref"]["check_loss_err"] < 1e-7
+    # the one flag is the estimate's documented limit (docs/guide.md, "How far the error estimates go"): both of
+    # auto's solves take the stability guard's steps to t ≈ 4 and agree to rounding, so the estimate there is the
+    # rounding floor, 7e-15, for an error of 2.6e-11 (rtol 1e-5)
+    assert rec["flags"] == ["auto_estimate:estimate"] and 1e3 < rec["auto_estimate"]["estimate_ratio"] < 1e4
+    assert not rec["ambiguous"] and rec["ref"]["check_loss_err"] < 1e-7
     for name in fuzz_smooth.METHODS:
         assert rec[name]["status"] == "success" and rec[name]["loss_err"] < 1e3 * rec["rtol"], name
     assert rec["auto"]["picked"] in ("dop853", "dopri5")  # (t1 = 20: not stiff)
