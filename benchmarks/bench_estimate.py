@@ -46,11 +46,13 @@ def closed_form(net, X, r0, times):
 
 def problems(quick: bool):
     X, y = gf.data.random_labels(n=4, d=10, seed=1)
-    yield "linear, G regular (n = 4, d = 10), t ≤ 160", gf.Network(d=10, width=16, activation="linear", seed=1), X, y, 160.0
+    yield ("linear, G regular (n = 4, d = 10), t ≤ 160", gf.Network(d=10, width=16, activation="linear", seed=1),
+           X, y, 160.0)
     if quick:
         return
     X, y = gf.data.random_labels(n=8, d=4, seed=2)
-    yield "linear, G singular (n = 8, d = 4), t ≤ 100", gf.Network(d=4, width=16, activation="linear", seed=2), X, y, 100.0
+    yield ("linear, G singular (n = 8, d = 4), t ≤ 100", gf.Network(d=4, width=16, activation="linear", seed=2),
+           X, y, 100.0)
     X, y = gf.data.random_labels(n=20, d=20, seed=0)
     yield "tanh n = 20, d = 20, m = 128, t ≤ 500", gf.Network(d=20, width=128, activation="tanh", seed=0), X, y, 500.0
     X, y = gf.data.random_labels(n=40, d=20, seed=0)
@@ -59,7 +61,8 @@ def problems(quick: bool):
     yield ("erf P-3L D = 32, m = 64, n = 20, t ≤ 200",
            gf.Network(d=10, width=64, activation="erf", embedding=gf.RandomFeatures(D=32), seed=3), X, y, 200.0)
     X, y = gf.data.random_labels(n=10, d=5, seed=4)
-    yield "tanh mf n = 10, m = 64, t ≤ 50", gf.Network(d=5, width=64, activation="tanh", scaling="mf", seed=4), X, y, 50.0
+    yield ("tanh mf n = 10, m = 64, t ≤ 50", gf.Network(d=5, width=64, activation="tanh", scaling="mf", seed=4),
+           X, y, 50.0)
     X, y = gf.data.random_labels(n=10, d=5, seed=5)
     yield ("tanh ntk n = 10, m = 64, t ≤ 200",
            gf.Network(d=5, width=64, activation="tanh", scaling="ntk", seed=5), X, y, 200.0)
@@ -130,9 +133,11 @@ def _run(args) -> dict:
              f"{len(rows)} runs; worst true/estimate: median {np.median(ratios):.3g}, max {max(ratios):.3g} "
              f"({sum(x > 1 for x in ratios)} above 1); both solves' evaluations over the returned one's "
              f"{min(r['evals_ratio'] for r in rows):.2f}–{max(r['evals_ratio'] for r in rows):.2f}.", "",
-             "| problem | method (ran) | rtol | worst true/estimate | at t | true | estimate |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['problem']} | {r['method']} ({r['ran']}) | {r['rtol']:.0e} | {r['worst_true_over_estimate']:.3g} | "
-              f"{r['at_t']:.4g} | {r['true']:.2e} | {r['estimate']:.2e} |" for r in rows]
+             "| problem | method (ran) | rtol | worst true/estimate | at t | true | estimate |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['problem']} | {r['method']} ({r['ran']}) | {r['rtol']:.0e} | "
+              f"{r['worst_true_over_estimate']:.3g} | {r['at_t']:.4g} | {r['true']:.2e} | {r['estimate']:.2e} |"
+              for r in rows]
     lines += ["", "dopri5 (refused): 2× the difference of two solves 32× apart against the true error", "",
               "| problem | rtol | worst true/estimate | at t | true | estimate |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['problem']} | {r['rtol']:.0e} | {r['worst_true_over_estimate']:.3g} | {r['at_t']:.4g} | "
