@@ -29,7 +29,7 @@ import torch
 
 import gflow as gf
 from gflow.bench._common import machine, versions
-from gflow.solve.nonsmooth import _rel_envelope, rounding_floor
+from gflow.solve.estimate import ESTIMATE_SAFETY, difference_estimate
 
 METHODS = ("dop853", "exprk4", "dop853+exprk4", "auto")
 RTOLS = (1e-3, 1e-4, 1e-6, 1e-8)
@@ -118,9 +118,7 @@ def _run(args) -> dict:
         for rtol in rtols:  # dopri5: what its second solve would say (2× the difference, as filippov's)
             tight = gf.simulate(net, X, y, t1, ts, method="dopri5", rtol=rtol, integrals=False)
             loose = gf.simulate(net, X, y, t1, ts, method="dopri5", rtol=32 * rtol, atol=32e-9, integrals=False)
-            est = 2 * np.maximum.accumulate(_rel_envelope(np.abs(loose.loss - tight.loss), np.abs(tight.loss)))
-            est = np.maximum(est, rounding_floor(tight))
-            est = np.where(est >= 1, np.inf, est)
+            est = difference_estimate(tight, loose.loss, ESTIMATE_SAFETY)
             ratio, t, tr, es = worst(np.abs(tight.loss - ref) / ref, est, ts)
             refused.append({"problem": name, "rtol": rtol, "worst_true_over_estimate": ratio, "at_t": t, "true": tr,
                             "estimate": es})

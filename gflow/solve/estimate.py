@@ -71,6 +71,34 @@ def estimate_method_problem(method: str, rtol: float) -> str | None:
     return None
 
 
+def difference_estimate(tight, loose_loss, safety: float) -> np.ndarray:
+    """The estimate of ``tight``'s relative loss error at each saved time from a looser solve's losses at its first
+    len(``loose_loss``) saved times (None: none; inf beyond them): ``safety`` × the relative difference, its largest
+    over neighbouring saved times, carried forward, at least the loss's rounding, inf from 1 on; 0 at t = 0."""
+    from .nonsmooth import _rel_envelope, rounding_floor
+
+    rel = np.full(tight.t.shape, np.inf)
+    n = 0 if loose_loss is None else len(loose_loss)
+    if n:
+        L = np.abs(tight.loss[:n])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.abs(np.asarray(loose_loss) - tight.loss[:n])
+            rel[:n] = np.where(L > 0, d / L, np.where(d > 0, np.inf, 0.0))
+    rel[0] = 0.0
+    # the raw difference passes through 0 where the two solves' errors cross, and a solve's error made at an event
+    # persists while the looser one's may not (ReLU, n = 6, d = 8 to t = 200 at rtol 1e-5: an event at t ≈ 30 left
+    # the returned solve 3.7e-5 off for good, the looser one's difference fell to 6.1e-9 at t = 170, 6 200× under
+    # the true error): the envelope over neighbouring saved times, carried forward, × safety, at least the loss's
+    # rounding (rounding_floor); from 1 on, inf (no relative accuracy)
+    if n > 1:
+        env = _rel_envelope(rel[:n] * L, L)
+        rel[:n] = safety * np.maximum.accumulate(np.where(np.isnan(env), rel[:n], env))
+        rel[:n] = np.maximum(rel[:n], rounding_floor(tight)[:n])
+        rel[:n] = np.where(rel[:n] >= 1.0, np.inf, rel[:n])
+        rel[0] = 0.0
+    return rel
+
+
 def simulate_with_estimate(net, X, y, t1, saveat, *, method, rtol, atol, warn, checkpoint, **kwargs):
     """``simulate(method=..., error_estimate=True)`` for ``method="filippov"`` (or ``"auto"`` where it picks filippov)
     and the adaptive methods of :data:`ADAPTIVE_ESTIMATE_METHODS`: solves at (rtol, atol), and again at 32× looser
@@ -85,7 +113,6 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method, rtol, atol, warn, c
     differing only in rtol would be identical.)
     """
     from .ode import simulate
-    from .nonsmooth import _rel_envelope, rounding_floor
 
     event_driven = method not in ADAPTIVE_ESTIMATE_METHODS  # (filippov, or auto picking it)
     safety = ESTIMATE_SAFETY if event_driven else ADAPTIVE_ESTIMATE_SAFETY
@@ -136,23 +163,7 @@ def simulate_with_estimate(net, X, y, t1, saveat, *, method, rtol, atol, warn, c
     n = 0 if loose is None else min(len(loose.loss), len(tight.loss))
     while n > 1 and not math.isclose(loose.t[n - 1], tight.t[n - 1], rel_tol=1e-12, abs_tol=1e-300):
         n -= 1  # (a stopped second solve ends on its last accepted state, between two saved times)
-    rel = np.full(tight.t.shape, np.inf)
-    if loose is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = np.abs(loose.loss[:n] - tight.loss[:n])
-            rel[:n] = np.where(tight.loss[:n] > 0, d / np.abs(tight.loss[:n]), np.where(d > 0, np.inf, 0.0))
-    rel[0] = 0.0
-    # the raw difference passes through 0 where the two solves' errors cross, and a solve's error made at an event
-    # persists while the looser one's may not (ReLU, n = 6, d = 8 to t = 200 at rtol 1e-5: an event at t ≈ 30 left
-    # the returned solve 3.7e-5 off for good, the looser one's difference fell to 6.1e-9 at t = 170, 6 200× under
-    # the true error): the envelope over neighbouring saved times, carried forward, × ESTIMATE_SAFETY, at least the
-    # loss's rounding (rounding_floor); from 1 on, inf (no relative accuracy)
-    if n > 1:
-        env = _rel_envelope(rel[:n] * np.abs(tight.loss[:n]), np.abs(tight.loss[:n]))
-        rel[:n] = safety * np.maximum.accumulate(np.where(np.isnan(env), rel[:n], env))
-        rel[:n] = np.maximum(rel[:n], rounding_floor(tight)[:n])
-        rel[:n] = np.where(rel[:n] >= 1.0, np.inf, rel[:n])
-        rel[0] = 0.0
+    rel = difference_estimate(tight, None if loose is None else loose.loss[:n], safety)
     used = tried[-1] if tried else ratio
     info = {"scheme": (f"second solve propagating the embedded 4th-order solution at rtol×{used:g}, atol×{used:g}"
                        if event_driven else f"second solve of {method} at rtol×{used:g}, atol×{used:g}")

@@ -553,21 +553,12 @@ def simulate(
     check_choice(space, "space", SPACES)  # (before auto reads it)
     if error_estimate:  # (a method that is no string failed with "AttributeError: 'int' object has no attribute
         check_choice(method, "method", METHODS + ("auto",))  # 'startswith'" in the estimate's refusal)
-    picked = reason = None  # with error_estimate, the estimate follows what auto picks for a kinked σ
-    if error_estimate and method == "auto" and step is None and not net.activation.smooth:
+    picked = reason = None  # with error_estimate, the estimate follows what auto picks
+    if error_estimate and method == "auto" and step is None:
         picked, reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
-    if error_estimate and (method in FILIPPOV_METHODS or picked in FILIPPOV_METHODS):  # (auto recorded inside)
-        from .estimate import simulate_with_estimate
-
-        return simulate_with_estimate(
-            net, X, y, t1, saveat, method=method, rtol=rtol, atol=atol, max_steps=max_steps, max_wall_time=max_wall_time,
-            X_test=X_test, y_test=y_test, space=space, features_at=features_at, weights_at=weights_at,
-            options=options, interval=interval, integrals=integrals, progress=progress, warn=warn,
-            checkpoint=checkpoint, threads=threads)
-    if error_estimate and method == "auto" and step is None and net.activation.smooth:
+    if error_estimate and picked is not None and net.activation.smooth:
         from .estimate import REFUSED
 
-        picked, reason = _resolve_auto(net, X, y, t1, saveat, rtol, step, space)
         if picked in REFUSED:  # (dopri5 at 1e-4 ≤ rtol ≤ 1e-3: its second solve can make the same error)
             instead = picked.replace("dopri5", "dop853")
             reason = (f"{reason}; error_estimate=True: {instead!r} instead of {picked!r}, whose looser second solve "
@@ -580,10 +571,13 @@ def simulate(
                              f"options={sorted(options)}: drop options= to run it, or give method={explicit!r} to run "
                              "with them (on this stiff horizon the explicit method alone costs many times the "
                              "evaluations)")
-    if error_estimate and step is None and net.activation.smooth and (
-            method in ADAPTIVE_ESTIMATE_METHODS + tuple(ESTIMATE_REFUSED) or picked in ADAPTIVE_ESTIMATE_METHODS):
+    event_driven = method in FILIPPOV_METHODS or picked in FILIPPOV_METHODS  # (auto's pick recorded inside)
+    if error_estimate and (event_driven or step is None and net.activation.smooth and (
+            method in ADAPTIVE_ESTIMATE_METHODS + tuple(ESTIMATE_REFUSED) or picked in ADAPTIVE_ESTIMATE_METHODS)):
         from .estimate import simulate_with_estimate
 
+        if event_driven:
+            picked = reason = None  # (filippov's own solves run "auto" and record its pick)
         try:
             out = simulate_with_estimate(
                 net, X, y, t1, saveat, method=picked or method, rtol=rtol, atol=atol, max_steps=max_steps,
